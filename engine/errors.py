@@ -1,0 +1,144 @@
+"""Every exception smsroute raises, under one root.
+
+The tree::
+
+    SmsrouteError
+    ├── InputError                  the caller sent something we will not accept (HTTP 4xx)
+    │   ├── InvalidNumber           not a valid E.164 mobile number (HTTP 422)
+    │   ├── InvalidBody             empty, oversize or un-encodable body (HTTP 422 / 413)
+    │   ├── UnknownSender           sender ID not registered for the account (HTTP 403)
+    │   ├── MalformedMessage        bytes that are not a valid actor message (msgpack, tag, schema)
+    │   └── ConfigError             a config file or routing table that does not validate
+    ├── AuthError                   unknown or revoked API key / operator token (HTTP 401)
+    ├── AccountError
+    │   ├── UnknownAccount          (HTTP 404)
+    │   ├── AccountRestricted       processing restricted or account closed (HTTP 403)
+    │   └── InsufficientBalance     prepaid balance below the message price (HTTP 402)
+    ├── RoutingError
+    │   └── NoRoute                 no carrier serves the destination (HTTP 422)
+    ├── OverloadedError             in-flight limit reached; retry later (HTTP 503)
+    ├── StorageError                a store could not make the write durable (HTTP 503)
+    │   ├── StoreFull               the LMDB map or the disk is full
+    │   ├── CorruptRecord           a record failed to decode or authenticate
+    │   └── KeyUnavailable          a data key is missing or the master key is wrong
+    └── CarrierError                a carrier link failed in a way the caller should see
+
+Each class carries a stable machine-readable ``code`` used in API error bodies and reject messages, so
+``error_from_code(code, message)`` can rebuild the typed exception on the far side of an actor hop.
+"""
+
+from __future__ import annotations
+
+
+class SmsrouteError(Exception):
+    """Root of every smsroute error. ``code`` is stable and safe to show to API clients."""
+
+    code = "internal_error"
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message or self.code)
+        self.message = message or self.code
+
+
+class InputError(SmsrouteError, ValueError):
+    code = "invalid_request"
+
+
+class InvalidNumber(InputError):
+    code = "invalid_number"
+
+
+class InvalidBody(InputError):
+    code = "invalid_body"
+
+
+class BodyTooLarge(InvalidBody):
+    code = "body_too_large"
+
+
+class UnknownSender(InputError):
+    code = "unknown_sender"
+
+
+class MalformedMessage(InputError):
+    code = "malformed_message"
+
+
+class ConfigError(InputError):
+    code = "invalid_config"
+
+
+class AuthError(SmsrouteError):
+    code = "unauthorized"
+
+
+class AccountError(SmsrouteError):
+    code = "account_error"
+
+
+class UnknownAccount(AccountError, KeyError):
+    code = "unknown_account"
+
+    def __str__(self) -> str:  # KeyError quotes its argument; we want the plain message
+        return self.message
+
+
+class AccountRestricted(AccountError):
+    code = "account_restricted"
+
+
+class InsufficientBalance(AccountError):
+    code = "insufficient_balance"
+
+
+class RoutingError(SmsrouteError):
+    code = "routing_error"
+
+
+class NoRoute(RoutingError):
+    code = "no_route"
+
+
+class OverloadedError(SmsrouteError):
+    code = "overloaded"
+
+
+class StorageError(SmsrouteError):
+    code = "storage_error"
+
+
+class StoreFull(StorageError):
+    code = "store_full"
+
+
+class CorruptRecord(StorageError):
+    code = "corrupt_record"
+
+
+class KeyUnavailable(StorageError):
+    code = "key_unavailable"
+
+
+class CarrierError(SmsrouteError):
+    code = "carrier_error"
+
+
+def _all_subclasses(cls: type) -> list[type]:
+    found = []
+    for sub in cls.__subclasses__():
+        found.append(sub)
+        found.extend(_all_subclasses(sub))
+    return found
+
+
+_BY_CODE: dict[str, type[SmsrouteError]] = {c.code: c for c in _all_subclasses(SmsrouteError)}
+_BY_CODE[SmsrouteError.code] = SmsrouteError
+
+
+def error_from_code(code: str, message: str) -> SmsrouteError:
+    """Rebuild the typed error named by ``code`` (an unknown code gives the root class).
+
+    >>> type(error_from_code("no_route", "nothing serves +999")).__name__
+    'NoRoute'
+    """
+    return _BY_CODE.get(code, SmsrouteError)(message)

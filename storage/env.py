@@ -1,0 +1,49 @@
+"""Opening LMDB environments: every flag in one place.
+
+Durability contract (what every store built on these environments inherits):
+
+* ``sync=True, metasync=True``: a write transaction's ``commit()`` returns only after the data and the meta
+  page are fsynced. Anything acknowledged after a commit survives ``kill -9`` and power loss.
+* One writer per environment at a time (LMDB's own rule); smsroute gives each environment one writing actor,
+  so writers never wait on each other. Readers may run in any thread and never block the writer.
+* Commits are grouped: stores expose ``*_many`` writes that take a batch, so one fsync covers many messages.
+* LMDB does not wipe freed pages. A deleted value can still be read from ``data.mdb`` until its page is reused,
+  so deletion is never relied on as erasure; message bodies are encrypted and erased by destroying their key
+  (see ``storage.bodies``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import lmdb
+
+from engine.errors import StorageError
+
+DEFAULT_MAP_SIZE = 1 << 30  # 1 GiB of address space; the file grows only as pages are used
+MAX_DBS = 32
+
+
+def open_env(path: str | os.PathLike[str], *, map_size: int = DEFAULT_MAP_SIZE,
+             max_dbs: int = MAX_DBS) -> lmdb.Environment:
+    """Open (creating if needed, mode 0700) a durable LMDB environment directory at ``path``."""
+    directory = Path(path)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        return lmdb.open(
+            str(directory),
+            map_size=map_size,
+            max_dbs=max_dbs,
+            subdir=True,
+            sync=True,
+            metasync=True,
+            writemap=False,
+            map_async=False,
+            readahead=False,
+            max_readers=256,
+            lock=True,
+            mode=0o600,
+        )
+    except lmdb.Error as exc:
+        raise StorageError(f"cannot open LMDB environment at {directory}: {exc}") from exc
