@@ -1,0 +1,318 @@
+"""Data keys, the key-encryption key, and crypto-shredding.
+
+Why it exists: LMDB never wipes freed pages (a deleted body stays in ``data.mdb``, its copies and backups), so
+smsroute erases by destroying keys. Data keys therefore live **outside** the LMDB data file, in one key store
+file per :class:`KeyRing` directory (``keys.store``), each data key wrapped by a key-encryption key (KEK) that a
+:class:`KeyProvider` holds: :class:`LocalKeyProvider` (a ``master.key`` file, 0600) by default, or an
+operator's KMS / vault.
+
+Key kinds in one ring:
+
+* **window keys**: one per body time window (``window_seconds``, hourly by default); a body written at time
+  ``t`` is sealed under window ``int(t // window_seconds)``. :meth:`KeyRing.shred_window` destroys one.
+* **named keys**: persistent keys per store category (``store_sealer("records")``) and per legal hold
+  (``named_sealer("hold:...")``, shredded with :meth:`KeyRing.shred_named` when the hold ends).
+
+Durability contract: every change (a new key, a shredded key) rewrites ``keys.store`` atomically (write a temp
+file, fsync, rename over, fsync the directory) before the method returns, so after a crash the file is either
+the old or the new version, never a mix. A key is usable only after it is durable.
+
+Not guaranteed: a wrapped key removed from ``keys.store`` may survive in freed filesystem blocks or an old
+backup of the key directory; it is useless without the KEK, so an operator who needs stronger guarantees
+rotates the KEK (:meth:`KeyRing.rewrap`) and destroys the old one.
+
+Thread-safety: one lock guards every change; :meth:`KeyRing.body_sealer` for an existing window is a dict
+lookup without the lock.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import msgpack
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from engine.errors import CorruptRecord, KeyUnavailable
+from storage.crypto import KEY_BYTES, Sealer
+
+__all__ = ["KEY_STORE_FILE", "MASTER_KEY_FILE", "KeyProvider", "KeyRing", "LocalKeyProvider"]
+
+MASTER_KEY_FILE = "master.key"
+KEY_STORE_FILE = "keys.store"
+_STORE_VERSION = 1
+_KEK_AAD = b"smsroute-kek-v1"
+_NAMED_ID_BASE = 0x8000_0000  # named keys get ids with the top bit set; window ids stay below
+_MAX_TOMBSTONES = 4096
+
+
+@runtime_checkable
+class KeyProvider(Protocol):
+    """The key-encryption key. Implementations may call out to a KMS or vault."""
+
+    def wrap(self, data_key: bytes) -> bytes:
+        """Encrypt a data key for storage in the key store."""
+        ...
+
+    def unwrap(self, wrapped: bytes) -> bytes:
+        """Recover a data key; raise ``KeyUnavailable`` if it cannot (wrong master key, vault down)."""
+        ...
+
+
+class LocalKeyProvider:
+    """The embedded KEK: 32 random bytes in ``<directory>/master.key``, created 0600 on first start."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.path = Path(directory) / MASTER_KEY_FILE
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._aead = AESGCM(self._load_or_create())
+
+    def _load_or_create(self) -> bytes:
+        if not self.path.exists() and (self.path.parent / KEY_STORE_FILE).exists():
+            raise KeyUnavailable(
+                f"master key {self.path} is missing but the key store next to it exists: restore the "
+                "master key (a new one could not unwrap any data key)"
+            )
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            key = self.path.read_bytes()
+            if len(key) != KEY_BYTES:
+                raise KeyUnavailable(
+                    f"master key file {self.path} holds {len(key)} bytes, expected {KEY_BYTES}"
+                ) from None
+            return key
+        key = os.urandom(KEY_BYTES)
+        try:
+            os.write(fd, key)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _fsync_dir(self.path.parent)
+        return key
+
+    def wrap(self, data_key: bytes) -> bytes:
+        nonce = os.urandom(12)
+        return nonce + self._aead.encrypt(nonce, data_key, _KEK_AAD)
+
+    def unwrap(self, wrapped: bytes) -> bytes:
+        try:
+            return self._aead.decrypt(wrapped[:12], wrapped[12:], _KEK_AAD)
+        except (InvalidTag, ValueError):
+            raise KeyUnavailable(
+                f"cannot unwrap a data key with the master key {self.path}: wrong or replaced "
+                "master key"
+            ) from None
+
+    def __repr__(self) -> str:
+        return f"LocalKeyProvider({str(self.path)!r})"
+
+
+class KeyRing:
+    """Data keys outside LMDB, in ``<directory>/keys.store``, wrapped by ``provider``."""
+
+    def __init__(self, directory: str | Path, provider: KeyProvider, *, window_seconds: int = 3600,
+                 clock: Callable[[], float] = time.time) -> None:
+        if window_seconds <= 0:
+            raise ValueError("window_seconds must be positive")
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path = self.directory / KEY_STORE_FILE
+        self.window_seconds = window_seconds
+        self._provider = provider
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._wrapped_windows: dict[int, bytes] = {}
+        self._wrapped_named: dict[str, tuple[int, bytes]] = {}
+        self._windows: dict[int, Sealer] = {}
+        self._named: dict[str, Sealer] = {}
+        self._tombstones: list[int] = []  # shredded window ids, newest last
+        self._tombstone_floor = -1  # every window id <= this without a key counts as shredded
+        self._next_named_id = _NAMED_ID_BASE
+        self.ring_id = b""  # random id of this key store; stores record it to detect a swapped store
+        self._kek_check = b""  # the ring id wrapped by the KEK: proves the provider at load time
+        self._load()
+
+    # --- public API -------------------------------------------------------------------------------
+
+    def store_sealer(self, name: str) -> Sealer:
+        """The persistent key of a store category ("records", "accounts", ...), created on first use."""
+        return self.named_sealer(name)
+
+    def named_sealer(self, name: str, *, create: bool = True) -> Sealer:
+        """A persistent named key (store categories, holds); ``KeyUnavailable`` if absent and not
+        ``create``."""
+        sealer = self._named.get(name)
+        if sealer is not None:
+            return sealer
+        with self._lock:
+            if name in self._named:
+                return self._named[name]
+            if not create:
+                raise KeyUnavailable(f"no data key named {name!r} (shredded or never created)")
+            key, key_id = os.urandom(KEY_BYTES), self._next_named_id
+            self._wrapped_named[name] = (key_id, self._provider.wrap(key))
+            self._next_named_id += 1
+            self._save()
+            self._named[name] = sealer = Sealer(key, key_id)
+            return sealer
+
+    def shred_named(self, name: str) -> None:
+        """Destroy a named key (a hold key when its hold ends). Idempotent."""
+        with self._lock:
+            if name not in self._wrapped_named:
+                return
+            del self._wrapped_named[name]
+            self._save()
+            self._named.pop(name, None)
+
+    def named_keys(self) -> list[str]:
+        return sorted(self._wrapped_named)
+
+    def body_window(self, at: float) -> int:
+        """The window id of a body written at ``at`` (seconds since the epoch)."""
+        return int(at // self.window_seconds)
+
+    def window_end(self, window_id: int) -> float:
+        """The first instant after window ``window_id``."""
+        return float((window_id + 1) * self.window_seconds)
+
+    def body_sealer(self, window_id: int, *, create: bool = True) -> Sealer:
+        """The key of a body window, created on first use (if ``create``).
+
+        Raises ``KeyUnavailable`` if the window was shredded, or if it is unknown and ``create`` is false
+        (a reader asking for a key the store never had: a lost or replaced key store)."""
+        sealer = self._windows.get(window_id)
+        if sealer is not None:
+            return sealer
+        with self._lock:
+            sealer = self._windows.get(window_id)
+            if sealer is not None:
+                return sealer
+            if self.is_shredded(window_id):
+                raise KeyUnavailable(f"the key of body window {window_id} was shredded")
+            if not create:
+                raise KeyUnavailable(
+                    f"no key for body window {window_id} in {self.path}: key store lost or replaced"
+                )
+            key = os.urandom(KEY_BYTES)
+            self._wrapped_windows[window_id] = self._provider.wrap(key)
+            self._save()
+            self._windows[window_id] = sealer = Sealer(key, window_id)
+            return sealer
+
+    def is_shredded(self, window_id: int) -> bool:
+        if window_id in self._windows:
+            return False
+        return window_id <= self._tombstone_floor or window_id in self._tombstones
+
+    def shred_window(self, window_id: int) -> None:
+        """Destroy a window key: every body sealed under it becomes unreadable everywhere. Idempotent."""
+        with self._lock:
+            if window_id in self._wrapped_windows:
+                del self._wrapped_windows[window_id]
+            elif self.is_shredded(window_id):
+                return
+            self._tombstones.append(window_id)
+            if len(self._tombstones) > _MAX_TOMBSTONES:
+                self._tombstones.sort()
+                dropped = self._tombstones[: len(self._tombstones) - _MAX_TOMBSTONES]
+                del self._tombstones[: len(dropped)]
+                self._tombstone_floor = max(self._tombstone_floor, dropped[-1])
+            self._save()
+            self._windows.pop(window_id, None)
+
+    def current_window(self) -> int:
+        """The window id of "now" by the ring's clock."""
+        return self.body_window(self._clock())
+
+    def live_windows(self) -> list[int]:
+        return sorted(self._wrapped_windows)
+
+    def rewrap(self, provider: KeyProvider) -> None:
+        """KEK rotation: re-wrap every data key under ``provider`` and use it from now on."""
+        with self._lock:
+            for wid, sealer_key in self._raw_keys_windows().items():
+                self._wrapped_windows[wid] = provider.wrap(sealer_key)
+            for name, (key_id, key) in self._raw_keys_named().items():
+                self._wrapped_named[name] = (key_id, provider.wrap(key))
+            self._kek_check = provider.wrap(self.ring_id + bytes(16))
+            self._provider = provider
+            self._save()
+
+    # --- persistence ------------------------------------------------------------------------------
+
+    def _raw_keys_windows(self) -> dict[int, bytes]:
+        return {w: self._provider.unwrap(b) for w, b in self._wrapped_windows.items()}
+
+    def _raw_keys_named(self) -> dict[str, tuple[int, bytes]]:
+        return {n: (i, self._provider.unwrap(b)) for n, (i, b) in self._wrapped_named.items()}
+
+    def _load(self) -> None:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            self.ring_id = os.urandom(16)
+            self._kek_check = self._provider.wrap(self.ring_id + bytes(16))
+            self._save()
+            return
+        try:
+            doc = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+            if doc["version"] != _STORE_VERSION:
+                raise ValueError(f"version {doc['version']}")
+            self.ring_id = doc["ring_id"]
+            self._wrapped_windows = {int(k): v for k, v in doc["windows"].items()}
+            self._wrapped_named = {k: (int(v[0]), v[1]) for k, v in doc["named"].items()}
+            self._tombstones = list(doc["tombstones"])
+            self._tombstone_floor = int(doc["tombstone_floor"])
+            self._next_named_id = int(doc["next_named_id"])
+            self._kek_check = doc["kek_check"]
+        except Exception as exc:  # msgpack and KeyError/TypeError/ValueError alike
+            raise CorruptRecord(f"key store {self.path} is unreadable: {exc!r}") from None
+        if self._provider.unwrap(self._kek_check) != self.ring_id + bytes(16):
+            raise KeyUnavailable(f"the key provider does not match the key store {self.path}")
+        self._windows = {w: Sealer(k, w) for w, k in self._raw_keys_windows().items()}
+        self._named = {n: Sealer(k, i) for n, (i, k) in self._raw_keys_named().items()}
+
+    def _save(self) -> None:
+        doc = {
+            "version": _STORE_VERSION,
+            "ring_id": self.ring_id,
+            "windows": self._wrapped_windows,
+            "named": {k: list(v) for k, v in self._wrapped_named.items()},
+            "tombstones": self._tombstones,
+            "tombstone_floor": self._tombstone_floor,
+            "next_named_id": self._next_named_id,
+            "kek_check": self._kek_check,
+        }
+        _atomic_write(self.path, msgpack.packb(doc))
+
+    def __repr__(self) -> str:
+        return f"KeyRing({str(self.directory)!r}, windows={len(self._wrapped_windows)})"
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
