@@ -1,0 +1,142 @@
+"""Where actor messages meet host threads and asyncio: replies, status callbacks and the in-flight gate.
+
+Actors answer the host by sending msgpack messages to the :class:`Bridge` exactly as they would to another
+actor (``bridge.tell(raw)``). The bridge resolves the ``concurrent.futures.Future`` the host is waiting on, or
+(through ``asyncio.wrap_future``) an asyncio future via ``loop.call_soon_threadsafe`` — an event loop never
+blocks on a pykka future.
+
+The :class:`InFlightGate` is the one shared bound on work in the engine: every submit takes a slot before it
+enters the actors, and the slot is given back when the message is rejected or reaches a final status. When the
+gate is full, ``submit`` fails fast with ``OverloadedError`` instead of queueing without bound.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+from engine import messages as m
+from engine.errors import MalformedMessage, error_from_code
+from engine.status import FINAL
+
+log = logging.getLogger(__name__)
+
+
+class InFlightGate:
+    """A counting bound on messages accepted but not yet final (thread-safe, non-blocking)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._used = 0
+        self._lock = threading.Lock()
+
+    def try_acquire(self, n: int = 1) -> bool:
+        with self._lock:
+            if self._used + n > self.limit:
+                return False
+            self._used += n
+            return True
+
+    def release(self, n: int = 1) -> None:
+        with self._lock:
+            self._used = max(0, self._used - n)
+
+    @property
+    def in_flight(self) -> int:
+        return self._used
+
+
+class Bridge:
+    """The host's mailbox: resolves pending requests and fans status changes out to callbacks."""
+
+    def __init__(self, gate: InFlightGate) -> None:
+        self.gate = gate
+        self._pending: dict[int, tuple[Future, Callable[[Any], Any]]] = {}
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._status_callbacks: list[Callable[[m.StatusItem], None]] = []
+        self._ack_callbacks: list[Callable[[str, float], None]] = []
+
+    # --- requests ------------------------------------------------------------------------------------
+
+    def new_request(self, convert: Callable[[Any], Any] = lambda reply: reply) -> tuple[int, Future]:
+        """Register a pending request; ``convert`` turns the success reply into the future's result."""
+        fut: Future = Future()
+        request_id = next(self._ids)
+        with self._lock:
+            self._pending[request_id] = (fut, convert)
+        return request_id, fut
+
+    def fail(self, request_id: int, exc: BaseException) -> None:
+        with self._lock:
+            entry = self._pending.pop(request_id, None)
+        if entry:
+            entry[0].set_exception(exc)
+
+    def pending_requests(self) -> int:
+        return len(self._pending)
+
+    # --- subscriptions -------------------------------------------------------------------------------
+
+    def on_status(self, callback: Callable[[m.StatusItem], None]) -> None:
+        self._status_callbacks.append(callback)
+
+    def on_carrier_ack(self, callback: Callable[[str, float], None]) -> None:
+        self._ack_callbacks.append(callback)
+
+    def carrier_acked(self, message_id: str, at: float) -> None:
+        for cb in self._ack_callbacks:
+            _safely(cb, message_id, at)
+
+    # --- the actor-facing side ----------------------------------------------------------------------
+
+    def tell(self, raw: bytes) -> None:
+        """Receive a message from an actor (any thread)."""
+        try:
+            msg = m.decode(raw)
+        except MalformedMessage:
+            log.error("bridge: dropped a malformed reply")
+            return
+        match msg:
+            case m.SubmitAccepted() | m.CreditApplied():
+                self._resolve(msg.request_id, msg, None)
+            case m.SubmitRejected(request_id=rid, code=code, reason=reason):
+                self.gate.release()
+                self._resolve(rid, None, error_from_code(code, reason))
+            case m.StatusesChanged(items=items):
+                self.statuses_changed(items)
+            case _:
+                log.error("bridge: unexpected %s", type(msg).__name__)
+
+    def statuses_changed(self, items: list[m.StatusItem]) -> None:
+        finals = sum(1 for i in items if i.status in FINAL)
+        if finals:
+            self.gate.release(finals)
+        for cb in self._status_callbacks:
+            for item in items:
+                _safely(cb, item)
+
+    def _resolve(self, request_id: int, reply: Any, exc: BaseException | None) -> None:
+        with self._lock:
+            entry = self._pending.pop(request_id, None)
+        if entry is None:
+            return  # the caller gave up (timeout); nothing to do
+        fut, convert = entry
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            try:
+                fut.set_result(convert(reply))
+            except Exception as err:  # a conversion bug must reach the caller, not vanish
+                fut.set_exception(err)
+
+
+def _safely(cb: Callable[..., Any], *args: Any) -> None:
+    try:
+        cb(*args)
+    except Exception:
+        log.exception("a host callback raised; continuing")

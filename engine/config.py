@@ -1,0 +1,176 @@
+"""Configuration: one frozen ``Settings`` object, read once from TOML.
+
+The embedded default (``engine/default.toml``) is always the base; a config file given with
+``--config`` / ``config=`` is deep-merged over it, then ``overrides`` (a dict, for embedding hosts and the
+benchmark harness). Everything is validated here, so the rest of the engine can trust its settings.
+
+>>> s = load_settings()
+>>> sorted(s.pops)
+['fra', 'gru', 'sin']
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from engine.errors import ConfigError
+from engine.routing import RoutingTable
+
+
+@dataclass(frozen=True)
+class EngineLimits:
+    max_in_flight: int = 20000
+    max_segments: int = 10
+    default_validity_seconds: int = 30
+    expiry_grace_seconds: float = 2.0
+    retry_window_seconds: float = 10.0
+    retry_base_ms: float = 20.0
+    retry_cap_ms: float = 1000.0
+    max_attempts: int = 4
+    resp_timeout_seconds: float = 3.0
+    body_ttl_seconds: int = 86400
+    tick_ms: int = 200
+    map_size_mb: int = 1024
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    customer_host: str = "127.0.0.1"
+    customer_port: int = 8080
+    control_host: str = "127.0.0.1"
+    control_port: int = 8081
+    max_body_bytes: int = 65536
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+
+@dataclass(frozen=True)
+class PopSettings:
+    name: str
+    city: str
+
+
+@dataclass(frozen=True)
+class CarrierSettings:
+    name: str
+    pop: str
+    kind: str  # "simulated" | "smpp"
+    options: dict[str, Any] = field(default_factory=dict)  # the rest of the carrier's table, as given
+
+
+@dataclass(frozen=True)
+class Settings:
+    engine: EngineLimits
+    http: HttpSettings
+    pops: dict[str, PopSettings]
+    carriers: dict[str, CarrierSettings]
+    routing: RoutingTable
+    raw: dict[str, Any]  # the merged TOML document, for display and for building derived configs
+
+
+def default_document() -> dict[str, Any]:
+    """The embedded default configuration as a dict."""
+    text = resources.files("engine").joinpath("default.toml").read_text(encoding="utf-8")
+    return tomllib.loads(text)
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``over`` into a copy of ``base``: tables merge, everything else (lists too) is replaced."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                  *, replace_topology: bool = False) -> Settings:
+    """Read the default, the file at ``path`` and ``overrides``; validate; return frozen settings.
+
+    A config file that defines ``[carriers]`` or ``[[routes]]`` replaces the default topology (POPs,
+    carriers, routes and rates of the file are used as given) rather than merging with the simulated one.
+    """
+    doc = default_document()
+    for layer in (_read_toml(path) if path else None, overrides):
+        if not layer:
+            continue
+        if replace_topology or "carriers" in layer or "routes" in layer:
+            for key in ("carriers", "routes"):
+                if key in layer:
+                    doc.pop(key, None)
+        doc = deep_merge(doc, layer)
+    return settings_from_document(doc)
+
+
+def settings_from_document(doc: dict[str, Any]) -> Settings:
+    """Validate a merged config document (raises ``ConfigError`` with the offending key)."""
+    limits = _dataclass_from(EngineLimits, doc.get("engine", {}), "engine")
+    http = _dataclass_from(HttpSettings, doc.get("http", {}), "http")
+    pops = {name: PopSettings(name=name, city=str(t.get("city", name)))
+            for name, t in _table(doc, "pops").items()}
+    if not pops:
+        raise ConfigError("config: at least one [pops.<name>] is required")
+    carriers = {}
+    for name, table in _table(doc, "carriers").items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"config: [carriers.{name}] must be a table")
+        pop, kind = table.get("pop"), table.get("kind", "simulated")
+        if pop not in pops:
+            raise ConfigError(f"config: carriers.{name}.pop = {pop!r} is not a configured POP")
+        if kind not in ("simulated", "smpp"):
+            raise ConfigError(f"config: carriers.{name}.kind must be 'simulated' or 'smpp'")
+        options = {k: v for k, v in table.items() if k not in ("pop", "kind")}
+        carriers[name] = CarrierSettings(name=name, pop=pop, kind=kind, options=options)
+    routing = RoutingTable.from_document(
+        {"routes": doc.get("routes", []), "rates": doc.get("rates", {})},
+        pops=set(pops), carriers={n: c.pop for n, c in carriers.items()},
+    )
+    return Settings(engine=limits, http=http, pops=pops, carriers=carriers, routing=routing, raw=doc)
+
+
+def _read_toml(path: str | Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {path} is not valid TOML: {exc}") from exc
+
+
+def _table(doc: dict[str, Any], key: str) -> dict[str, Any]:
+    value = doc.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"config: [{key}] must be a table")
+    return value
+
+
+def _dataclass_from(cls: type, table: Any, section: str):
+    if not isinstance(table, dict):
+        raise ConfigError(f"config: [{section}] must be a table")
+    known = {f for f in cls.__dataclass_fields__}
+    unknown = set(table) - known
+    if unknown:
+        raise ConfigError(f"config: unknown key(s) in [{section}]: {', '.join(sorted(unknown))}")
+    defaults = cls()
+    values = {}
+    for name in known:
+        default = getattr(defaults, name)
+        value = table.get(name, default)
+        if default is not None and value is not None:
+            expected = (int, float) if isinstance(default, float) else type(default)
+            if not isinstance(value, expected) or isinstance(value, bool) != isinstance(default, bool):
+                raise ConfigError(f"config: {section}.{name} must be {type(default).__name__}")
+            if isinstance(default, float):
+                value = float(value)
+            if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+                raise ConfigError(f"config: {section}.{name} must not be negative")
+        values[name] = value
+    return cls(**values)

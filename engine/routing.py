@@ -1,0 +1,198 @@
+"""The routing table: destination -> POP and ordered carrier candidates, and the rate card. Pure, no I/O.
+
+A route matches a destination by number prefix (``"+4915"``) or by ISO country (``"DE"``); the most
+specific match wins (a prefix beats a country, a longer prefix beats a shorter one). Several equally
+specific routes (say one per POP) are chosen between by their ``weight``. Within a route, carriers are
+tried in ``priority`` order (lowest first); carriers of equal priority are ordered by a weighted draw, so
+traffic spreads by weight while failover still walks every candidate.
+
+>>> t = RoutingTable.from_document({"routes": [{"match": ["DE"], "pop": "fra",
+...     "carriers": [{"carrier": "c1"}]}], "rates": {"default": 50000}}, pops={"fra"}, carriers={"c1": "fra"})
+>>> t.resolve("+4915112345678", "DE").pop
+'fra'
+>>> t.price("DE", segments=2)
+100000
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from engine.errors import ConfigError, NoRoute
+
+
+@dataclass(frozen=True)
+class CarrierCandidate:
+    carrier: str
+    priority: int = 1
+    weight: int = 1
+    cost_micro_usd: int = 0
+
+
+@dataclass(frozen=True)
+class Route:
+    matches: tuple[str, ...]  # "+<digits>" prefixes and/or ISO regions
+    pop: str
+    carriers: tuple[CarrierCandidate, ...]
+    weight: int = 1
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """Where one message goes: its POP (the corridor is (pop, country)) and the carriers to try."""
+
+    pop: str
+    candidates: tuple[CarrierCandidate, ...]
+
+
+class RoutingTable:
+    """An immutable routing table and rate card; replace it whole to change routing."""
+
+    def __init__(self, routes: list[Route], rates: dict[str, int], default_rate: int | None) -> None:
+        self.routes = tuple(routes)
+        self.rates = dict(rates)
+        self.default_rate = default_rate
+        self._by_prefix: dict[str, list[Route]] = {}
+        self._by_region: dict[str, list[Route]] = {}
+        for route in routes:
+            for m in route.matches:
+                index = self._by_prefix if m.startswith("+") else self._by_region
+                index.setdefault(m, []).append(route)
+        self._prefix_lengths = sorted({len(p) for p in self._by_prefix}, reverse=True)
+
+    # --- building --------------------------------------------------------------------------------
+
+    @classmethod
+    def from_document(cls, doc: dict[str, Any], *, pops: set[str],
+                      carriers: dict[str, str]) -> RoutingTable:
+        """Validate ``{"routes": [...], "rates": {...}}``; ``carriers`` maps carrier name -> its POP."""
+        routes_doc = doc.get("routes", [])
+        if not isinstance(routes_doc, list):
+            raise ConfigError("routing: routes must be a list of tables")
+        routes = [_parse_route(i, r, pops, carriers) for i, r in enumerate(routes_doc)]
+        rates_doc = doc.get("rates", {})
+        if not isinstance(rates_doc, dict):
+            raise ConfigError("routing: rates must be a table of country = micro-USD per segment")
+        rates: dict[str, int] = {}
+        default_rate = None
+        for key, value in rates_doc.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"routing: rates.{key} must be a non-negative integer (micro-USD)")
+            if key == "default":
+                default_rate = value
+            else:
+                rates[key.upper()] = value
+        return cls(routes, rates, default_rate)
+
+    def to_document(self) -> dict[str, Any]:
+        """The table as a config document (what ``from_document`` reads)."""
+        rates: dict[str, int] = dict(self.rates)
+        if self.default_rate is not None:
+            rates["default"] = self.default_rate
+        return {
+            "routes": [
+                {"match": list(r.matches), "pop": r.pop, "weight": r.weight,
+                 "carriers": [vars(c).copy() for c in r.carriers]}
+                for r in self.routes
+            ],
+            "rates": rates,
+        }
+
+    # --- lookups (hot path) ----------------------------------------------------------------------
+
+    def resolve(self, e164: str, region: str, rng: random.Random | None = None) -> Resolution:
+        """The POP and ordered carrier candidates for a destination; ``NoRoute`` if nothing serves it."""
+        routes = None
+        for length in self._prefix_lengths:
+            routes = self._by_prefix.get(e164[:length])
+            if routes:
+                break
+        if not routes:
+            routes = self._by_region.get(region)
+        if not routes:
+            raise NoRoute(f"no route serves destination country {region or 'unknown'}")
+        rng = rng or random
+        route = routes[0] if len(routes) == 1 else _weighted_pick(routes, rng)
+        return Resolution(pop=route.pop, candidates=order_candidates(route.carriers, rng))
+
+    def price(self, region: str, segments: int) -> int:
+        """Price of a message in integer micro-USD: segments x the destination's per-segment rate."""
+        rate = self.rates.get(region, self.default_rate)
+        if rate is None:
+            raise NoRoute(f"no rate for destination country {region}")
+        return rate * segments
+
+
+def order_candidates(carriers: tuple[CarrierCandidate, ...],
+                     rng: random.Random) -> tuple[CarrierCandidate, ...]:
+    """Priority order; within a priority, a weighted shuffle (each pick proportional to weight)."""
+    if len(carriers) <= 1:
+        return carriers
+    out: list[CarrierCandidate] = []
+    for priority in sorted({c.priority for c in carriers}):
+        group = [c for c in carriers if c.priority == priority]
+        while group:
+            pick = _weighted_pick(group, rng)
+            out.append(pick)
+            group.remove(pick)
+    return tuple(out)
+
+
+def _weighted_pick(items, rng: random.Random):
+    total = sum(i.weight for i in items)
+    x = rng.random() * total
+    for item in items:
+        x -= item.weight
+        if x < 0:
+            return item
+    return items[-1]
+
+
+def _parse_route(i: int, r: Any, pops: set[str], carriers: dict[str, str]) -> Route:
+    where = f"routing: routes[{i}]"
+    if not isinstance(r, dict):
+        raise ConfigError(f"{where} must be a table")
+    matches = r.get("match")
+    if isinstance(matches, str):
+        matches = [matches]
+    if not matches or not all(isinstance(m, str) and m for m in matches):
+        raise ConfigError(f"{where}.match must be a country code or '+prefix' (or a list of them)")
+    for m in matches:
+        if m.startswith("+") and not m[1:].isdigit():
+            raise ConfigError(f"{where}.match {m!r}: a prefix is '+' followed by digits")
+        if not m.startswith("+") and not (len(m) == 2 and m.isalpha()):
+            raise ConfigError(f"{where}.match {m!r}: a country is an ISO 3166 alpha-2 code")
+    pop = r.get("pop")
+    if pop not in pops:
+        raise ConfigError(f"{where}.pop {pop!r} is not a configured POP")
+    weight = r.get("weight", 1)
+    if not isinstance(weight, int) or weight < 1:
+        raise ConfigError(f"{where}.weight must be a positive integer")
+    cands_doc = r.get("carriers")
+    if not isinstance(cands_doc, list) or not cands_doc:
+        raise ConfigError(f"{where}.carriers must be a non-empty list")
+    cands = []
+    for j, c in enumerate(cands_doc):
+        if isinstance(c, str):
+            c = {"carrier": c}
+        if not isinstance(c, dict):
+            raise ConfigError(f"{where}.carriers[{j}] must be a table")
+        name = c.get("carrier")
+        if name not in carriers:
+            raise ConfigError(f"{where}.carriers[{j}]: unknown carrier {name!r}")
+        if carriers[name] != pop:
+            raise ConfigError(f"{where}.carriers[{j}]: carrier {name} belongs to POP {carriers[name]}, "
+                              f"not {pop}")
+        unknown = set(c) - {"carrier", "priority", "weight", "cost_micro_usd"}
+        if unknown:
+            raise ConfigError(f"{where}.carriers[{j}]: unknown key(s) {', '.join(sorted(unknown))}")
+        values = {k: c.get(k, d) for k, d in (("priority", 1), ("weight", 1), ("cost_micro_usd", 0))}
+        for k, v in values.items():
+            if not isinstance(v, int) or isinstance(v, bool) or v < (1 if k == "weight" else 0):
+                raise ConfigError(f"{where}.carriers[{j}].{k} must be an integer"
+                                  + (" >= 1" if k == "weight" else " >= 0"))
+        cands.append(CarrierCandidate(carrier=name, **values))
+    return Route(matches=tuple(m.upper() if not m.startswith("+") else m for m in matches),
+                 pop=pop, carriers=tuple(cands), weight=weight)
