@@ -138,6 +138,9 @@ def _split(
         return SegmentPlan(encoding, units, [units], [text])
     if units > per_part * max_segments:  # cheap bound before walking the text
         raise _too_large(encoding, units, max_segments)
+    if units == len(text):  # every character is one unit: plain slicing
+        parts = [text[i : i + per_part] for i in range(0, units, per_part)]
+        return SegmentPlan(encoding, units, [len(p) for p in parts], parts)
     wide = _EXT_CHARS if encoding == GSM7 else None
     sizes: list[int] = []
     parts: list[str] = []

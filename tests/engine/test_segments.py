@@ -281,3 +281,11 @@ def test_decoders_and_udh_parser_never_raise_anything_but_invalid_body(data):
 def test_concat_udh_round_trips(ref, total, data):
     seq = data.draw(st.integers(1, total))
     assert parse_udh(concat_udh(ref, total, seq)) == (ref, total, seq)
+
+
+@given(st.text(alphabet=BASIC, min_size=1, max_size=1600))
+def test_basic_only_gsm_text_splits_into_full_153_septet_segments(text):
+    p = plan(text, max_segments=255)
+    check_plan(text, p)
+    assert p.units == len(text)
+    assert all(size == 153 for size in p.segments[:-1])
