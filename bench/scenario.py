@@ -33,9 +33,10 @@ The file format (every key optional unless marked)::
     share = 1.0                         # relative weight
     mix = [{ share = 0.9, length = 60, encoding = "GSM-7" }, { share = 0.1, length = 60, encoding = "UCS-2" }]
     [corridors.carrier]
-    latency_ms = { kind = "fixed", value = 0 }   # fixed(value) | uniform(low, high) | exponential(mean)
+    latency_ms = { kind = "fixed", value = 0 }   # fixed(value) | uniform(low, high) | lognormal(median, sigma)
     receipt_delay_ms = { kind = "fixed", value = 0 }
-    outcomes = { delivered = 1.0 }      # delivered | undeliverable | expired | rejected, relative weights
+    outcomes = { delivered = 1.0 }      # relative weights of: delivered, undeliverable, expired, rejected,
+                                        # throttled (submit refused, retried), no_answer (no submit_sm_resp)
     window = 0                          # outstanding submits per link, 0 = unlimited
     throughput = 0                      # submits/s per link, 0 = unlimited
 
@@ -57,13 +58,13 @@ PATHS = ("embedded", "http")
 MODES = ("open", "saturation")
 ARRIVALS = ("fixed", "poisson")
 ENCODINGS = ("GSM-7", "UCS-2")
-OUTCOMES = ("delivered", "undeliverable", "expired", "rejected")
-DISTRIBUTIONS = {"fixed": ("value",), "uniform": ("low", "high"), "exponential": ("mean",)}
+OUTCOMES = ("delivered", "undeliverable", "expired", "rejected", "throttled", "no_answer")
+DISTRIBUTIONS = {"fixed": ("value",), "uniform": ("low", "high"), "lognormal": ("median", "sigma")}
 
 
 @dataclass(frozen=True)
 class Distribution:
-    """A latency distribution in milliseconds: ``fixed(value)``, ``uniform(low, high)``, ``exponential(mean)``."""
+    """A latency in ms: ``fixed(value)``, ``uniform(low, high)`` or ``lognormal(median, sigma)``."""
 
     kind: str = "fixed"
     params: tuple[float, ...] = (0.0,)
@@ -71,7 +72,7 @@ class Distribution:
     def as_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, **dict(zip(DISTRIBUTIONS[self.kind], self.params, strict=True))}
 
-    def mean(self) -> float:
+    def median(self) -> float:
         if self.kind == "uniform":
             return (self.params[0] + self.params[1]) / 2
         return self.params[0]
