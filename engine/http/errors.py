@@ -1,0 +1,121 @@
+"""The one JSON error shape both HTTP apps answer with, and how engine errors map to HTTP statuses.
+
+Every error answer is ``{"error": {"code": "<stable code>", "message": "<human text>"}}`` with
+``Content-Type: application/json``. Codes come from :mod:`engine.errors` (``SmsrouteError.code``) or from
+:class:`HttpError` for conditions that only exist at the HTTP layer (wrong content type, rate limited,
+idempotency conflicts). :func:`error_middleware` turns every exception a handler raises into that shape, so
+no handler ever answers HTML or a bare traceback; an unexpected exception is a 500 whose message names no
+internals (it is logged, without request bodies).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+
+from aiohttp import web
+
+from engine import errors as E
+
+log = logging.getLogger(__name__)
+
+# Most specific class first: the first isinstance match wins.
+_STATUS_BY_ERROR: tuple[tuple[type[E.SmsrouteError], int], ...] = (
+    (E.BodyTooLarge, 413),
+    (E.InvalidNumber, 422),
+    (E.InvalidBody, 422),
+    (E.UnknownSender, 403),
+    (E.ConfigError, 422),
+    (E.MalformedMessage, 400),
+    (E.InputError, 400),
+    (E.AuthError, 401),
+    (E.UnknownAccount, 404),
+    (E.AccountRestricted, 403),
+    (E.InsufficientBalance, 402),
+    (E.NoRoute, 422),
+    (E.RoutingError, 422),
+    (E.OverloadedError, 503),
+    (E.StorageError, 503),
+    (E.CarrierError, 503),
+)
+
+RETRY_AFTER_OVERLOADED_S = 1
+"""What ``Retry-After`` tells a client the engine refused for overload or a transient storage error."""
+
+
+class HttpError(Exception):
+    """An HTTP-layer refusal: status, stable code, message and optional extra headers."""
+
+    def __init__(self, status: int, code: str, message: str,
+                 headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+def status_for(exc: E.SmsrouteError) -> int:
+    """The HTTP status an engine error is answered with (500 for an unmapped root error)."""
+    for cls, status in _STATUS_BY_ERROR:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+def error_body(code: str, message: str) -> bytes:
+    """The serialized error shape."""
+    return json.dumps({"error": {"code": code, "message": message}}).encode()
+
+
+def error_response(status: int, code: str, message: str,
+                   headers: Mapping[str, str] | None = None) -> web.Response:
+    """A JSON error answer in the one shape."""
+    return web.Response(status=status, body=error_body(code, message),
+                        content_type="application/json", headers=headers)
+
+
+def from_engine_error(exc: E.SmsrouteError) -> web.Response:
+    """Answer an engine error; overload and transient storage errors carry ``Retry-After``."""
+    status = status_for(exc)
+    headers = {"Retry-After": str(RETRY_AFTER_OVERLOADED_S)} if status == 503 else None
+    if status == 500:
+        log.error("unmapped engine error %s", type(exc).__name__)
+        return error_response(500, "internal_error", "internal error")
+    return error_response(status, exc.code, exc.message, headers)
+
+
+# aiohttp's own refusals (routing, body size) get codes in our vocabulary.
+_AIOHTTP_CODES = {
+    404: ("not_found", "no such route"),
+    405: ("method_not_allowed", "method not allowed on this route"),
+    413: ("body_too_large", "request body too large"),
+}
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
+    """Turn anything a handler raises into the JSON error shape."""
+    try:
+        return await handler(request)
+    except HttpError as exc:
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+    except E.SmsrouteError as exc:
+        return from_engine_error(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code, message = _AIOHTTP_CODES.get(exc.status, ("http_error", exc.reason))
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
+        return error_response(exc.status, code, message, headers)
+    except Exception:  # a bug: log its type and place, answer a generic 500
+        log.exception("unhandled error in %s %s", request.method, _route_name(request))
+        return error_response(500, "internal_error", "internal error")
+
+
+def _route_name(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"

@@ -1,0 +1,89 @@
+"""Reading JSON request bodies strictly, and writing JSON answers.
+
+A request body must be ``application/json``, valid UTF-8, one JSON object, with only known fields of the
+right types; anything else is refused with a 4xx in the one error shape before a handler sees it. The body
+size limit is aiohttp's ``client_max_size`` (the read stops at the limit, answered 413), and a declared
+``Content-Length`` over the limit is refused before a single byte of the body is read.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from engine.http.errors import HttpError
+
+
+@dataclass(frozen=True)
+class Field:
+    """One allowed field of a request object: its JSON type(s) and whether it must be present."""
+
+    types: tuple[type, ...]
+    required: bool = True
+    nullable: bool = False
+
+
+def _type_ok(value: Any, spec: Field) -> bool:
+    if value is None:
+        return spec.nullable
+    if isinstance(value, bool) and bool not in spec.types:
+        return False  # JSON true/false is never an integer here
+    return isinstance(value, spec.types)
+
+
+def _type_name(spec: Field) -> str:
+    names = {str: "string", int: "integer", float: "number", list: "array", dict: "object",
+             bool: "boolean"}
+    return " or ".join(names.get(t, t.__name__) for t in spec.types)
+
+
+def check_content_length(request: web.Request) -> None:
+    """413 before reading when the declared body length is over the app's limit."""
+    limit = request.app["max_body_bytes"]
+    if request.content_length is not None and request.content_length > limit:
+        raise HttpError(413, "body_too_large", f"request body over {limit} bytes")
+
+
+async def read_json(request: web.Request, schema: dict[str, Field]) -> dict[str, Any]:
+    """Parse and validate a JSON object body against ``schema``; raise ``HttpError`` (4xx) otherwise."""
+    if request.content_type != "application/json":
+        raise HttpError(415, "unsupported_media_type", "Content-Type must be application/json")
+    check_content_length(request)
+    raw = await request.read()  # aiohttp refuses past client_max_size with 413
+    if not raw:
+        raise HttpError(400, "invalid_json", "request body is empty")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HttpError(400, "invalid_json", "request body is not valid UTF-8") from None
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        raise HttpError(400, "invalid_json", "request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise HttpError(400, "invalid_json", "request body must be a JSON object")
+    return validate(data, schema)
+
+
+def validate(data: dict[str, Any], schema: dict[str, Field]) -> dict[str, Any]:
+    """Check fields of an already parsed object: no unknown ones, required present, types right."""
+    unknown = sorted(set(data) - set(schema))
+    if unknown:
+        raise HttpError(400, "unknown_field", f"unknown field {unknown[0][:64]!r}")
+    for name, spec in schema.items():
+        if name not in data:
+            if spec.required:
+                raise HttpError(400, "missing_field", f"field {name!r} is required")
+            continue
+        if not _type_ok(data[name], spec):
+            raise HttpError(400, "invalid_type", f"field {name!r} must be {_type_name(spec)}")
+    return data
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    """A compact JSON answer."""
+    return web.Response(status=status, body=json.dumps(data, separators=(",", ":")).encode(),
+                        content_type="application/json")

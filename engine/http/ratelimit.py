@@ -1,0 +1,83 @@
+"""Per-key rate limiting with GCRA (the generic cell rate algorithm).
+
+GCRA keeps one number per key, the "theoretical arrival time" (TAT), and decides exactly like a token bucket
+of ``burst`` tokens refilled at ``rate`` per second, with no refill job: a request at ``now`` is allowed when
+``max(TAT, now) - now <= tau`` where ``tau = (burst - 1) * T`` and ``T = 1 / rate``; an allowed request moves
+TAT to ``max(TAT, now) + T``. The decision also yields the values of the ``RateLimit-Limit``,
+``RateLimit-Remaining`` and ``RateLimit-Reset`` headers and, when refused, ``Retry-After``.
+
+Memory is bounded: a key whose TAT is in the past is equivalent to an absent key, so such keys are purged
+when the table reaches ``max_keys`` (and, if that is not enough, the oldest entries go first).
+
+Not thread-safe: one instance belongs to one asyncio loop.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import NamedTuple
+
+
+class Decision(NamedTuple):
+    """The outcome of one :meth:`Gcra.check`."""
+
+    allowed: bool
+    limit: int  # the burst
+    remaining: int  # requests that would still be allowed right now
+    reset_s: float  # seconds until the bucket is full again
+    retry_after_s: float  # seconds until one request would be allowed (0 when allowed)
+
+    def headers(self) -> dict[str, str]:
+        """The ``RateLimit-*`` headers (and ``Retry-After`` when refused), whole seconds rounded up."""
+        out = {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(math.ceil(self.reset_s)),
+        }
+        if not self.allowed:
+            out["Retry-After"] = str(max(1, math.ceil(self.retry_after_s)))
+        return out
+
+
+class Gcra:
+    """Rate limiter: ``burst`` requests at once, ``rate`` per second sustained, per key."""
+
+    def __init__(self, rate: float, burst: int, *, clock: Callable[[], float] = time.monotonic,
+                 max_keys: int = 100_000) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be > 0 and burst >= 1")
+        self.rate = rate
+        self.burst = burst
+        self._t = 1.0 / rate
+        self._tau = (burst - 1) * self._t
+        self._clock = clock
+        self._max_keys = max_keys
+        self._tat: dict[str, float] = {}
+
+    def check(self, key: str, now: float | None = None) -> Decision:
+        """Decide one request for ``key`` and record it if allowed."""
+        now = self._clock() if now is None else now
+        tat = max(self._tat.get(key, now), now)
+        if tat - now > self._tau:
+            retry = tat - self._tau - now
+            return Decision(False, self.burst, 0, tat - now, retry)
+        new_tat = tat + self._t
+        self._remember(key, new_tat, now)
+        remaining = int((self._tau - (new_tat - now)) // self._t) + 1
+        return Decision(True, self.burst, max(0, remaining), new_tat - now, 0.0)
+
+    def __len__(self) -> int:
+        return len(self._tat)
+
+    def _remember(self, key: str, tat: float, now: float) -> None:
+        if key not in self._tat and len(self._tat) >= self._max_keys:
+            self._purge(now)
+        self._tat[key] = tat
+
+    def _purge(self, now: float) -> None:
+        for k in [k for k, v in self._tat.items() if v <= now]:
+            del self._tat[k]
+        while len(self._tat) >= self._max_keys:  # all still active: drop the oldest inserted
+            del self._tat[next(iter(self._tat))]

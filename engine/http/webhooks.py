@@ -1,0 +1,229 @@
+"""Signed webhook delivery: the signature scheme and a bounded, concurrent dispatcher with retries.
+
+Signing (the scheme receivers verify): header ``Smsroute-Signature: t=<unix s>,v1=<hex>[,v1=<hex>]`` where
+each ``v1`` is ``HMAC-SHA256(secret, "<t>.<raw body>")``. During a secret rotation both the new and the old
+secret sign, so a receiver holding either accepts. Receivers compare in constant time and refuse a ``t`` more
+than 300 s from their clock (:func:`verify`).
+
+Delivery (:class:`WebhookDispatcher`, runs on one asyncio loop):
+
+* ``submit`` never blocks and never waits for a receiver: the delivery goes into a bounded backlog; when the
+  backlog is full the delivery is dropped and counted, so a slow or dead receiver cannot slow routing.
+* ``concurrency`` worker tasks send; each attempt has a timeout. 2xx is success. ``410 Gone`` disables the
+  endpoint (``on_gone`` callback) and stops. Anything else is retried after
+  ``uniform(0, min(cap, base * 2**attempt))`` (exponential backoff, full jitter), never sooner than the
+  receiver's ``Retry-After``, until the retry window since the first attempt closes.
+* Each delivery carries a stable event id (``Smsroute-Event-Id``), the same on every attempt, for
+  deduplication by the receiver; the signature timestamp is fresh on every attempt.
+
+Not guaranteed: deliveries waiting for a retry live in memory and are lost if the process stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import hmac
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import aiohttp
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "Smsroute-Signature"
+EVENT_ID_HEADER = "Smsroute-Event-Id"
+TOLERANCE_S = 300
+
+
+def signature(secret: str, t: int, body: bytes) -> str:
+    """Hex HMAC-SHA256 of ``"<t>.<body>"`` under ``secret``."""
+    return hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+
+
+def sign(secrets: Sequence[str], body: bytes, t: int) -> str:
+    """The ``Smsroute-Signature`` header value: one ``v1`` per secret (newest first)."""
+    if not secrets:
+        raise ValueError("at least one secret is needed to sign")
+    return ",".join([f"t={t}", *(f"v1={signature(s, t, body)}" for s in secrets)])
+
+
+def verify(header: str, secrets: Sequence[str], body: bytes, now: float,
+           tolerance_s: int = TOLERANCE_S) -> bool:
+    """Receiver side: true when ``t`` is fresh and some ``v1`` matches some secret (constant time)."""
+    t: int | None = None
+    candidates: list[str] = []
+    for part in header.split(","):
+        key, _, value = part.strip().partition("=")
+        if key == "t" and value.isdigit():
+            t = int(value)
+        elif key == "v1":
+            candidates.append(value)
+    if t is None or abs(now - t) > tolerance_s:
+        return False
+    ok = False
+    for secret in secrets:
+        expected = signature(secret, t, body)
+        for candidate in candidates:
+            ok |= hmac.compare_digest(expected, candidate)
+    return ok
+
+
+@dataclass
+class Delivery:
+    """One event to one URL; ``attempt`` counts sends already made."""
+
+    url: str
+    account_id: str
+    event_id: str
+    body: bytes
+    first_at: float = 0.0
+    attempt: int = 0
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    base_s: float = 1.0
+    cap_s: float = 3600.0
+    window_s: float = 86400.0
+    timeout_s: float = 10.0
+
+
+class WebhookDispatcher:
+    """Bounded concurrent webhook sender (see the module docstring)."""
+
+    def __init__(self, secrets_for: Callable[[str], Sequence[str]],
+                 on_gone: Callable[[Delivery], None], *, concurrency: int = 16,
+                 max_backlog: int = 10_000, policy: RetryPolicy | None = None,
+                 rand: Callable[[], float] = random.random,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._secrets_for = secrets_for
+        self._on_gone = on_gone
+        self._concurrency = concurrency
+        self._max_backlog = max_backlog
+        self.policy = policy or RetryPolicy()
+        self._rand = rand
+        self._clock = clock
+        self._queue: asyncio.Queue[Delivery] | None = None
+        self._workers: list[asyncio.Task[None]] = []
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._session: aiohttp.ClientSession | None = None
+        self._busy = 0
+        self.counts = {"delivered": 0, "retried": 0, "gone": 0, "expired": 0, "dropped": 0}
+
+    @property
+    def backlog(self) -> int:
+        """Deliveries queued, waiting for a retry, or being sent."""
+        queued = self._queue.qsize() if self._queue is not None else 0
+        return queued + len(self._timers) + self._busy
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.policy.timeout_s),
+            connector=aiohttp.TCPConnector(limit=self._concurrency),
+        )
+        self._workers = [asyncio.create_task(self._work()) for _ in range(self._concurrency)]
+
+    async def stop(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers = []
+        if self._session is not None:
+            await self._session.close()
+
+    def submit(self, delivery: Delivery) -> bool:
+        """Queue a delivery (loop thread only); False (and counted) when the backlog is full."""
+        if self._queue is None or self.backlog >= self._max_backlog:
+            self.counts["dropped"] += 1
+            return False
+        if not delivery.first_at:
+            delivery.first_at = self._clock()
+        self._queue.put_nowait(delivery)
+        return True
+
+    def backoff_s(self, attempt: int) -> float:
+        """Full jitter: ``uniform(0, min(cap, base * 2**attempt))``."""
+        ceiling = min(self.policy.cap_s, self.policy.base_s * (2 ** min(attempt, 62)))
+        return self._rand() * ceiling
+
+    async def _work(self) -> None:
+        assert self._queue is not None
+        while True:
+            delivery = await self._queue.get()
+            self._busy += 1
+            try:
+                await self._attempt(delivery)
+            except Exception:  # a bug must not kill the worker
+                log.exception("webhook worker error")
+            finally:
+                self._busy -= 1
+
+    async def _attempt(self, delivery: Delivery) -> None:
+        status, retry_after = await self._send(delivery)
+        delivery.attempt += 1
+        if status is not None and 200 <= status < 300:
+            self.counts["delivered"] += 1
+            return
+        if status == 410:
+            self.counts["gone"] += 1
+            self._on_gone(delivery)
+            return
+        delay = max(self.backoff_s(delivery.attempt), retry_after or 0.0)
+        if self._clock() + delay > delivery.first_at + self.policy.window_s:
+            self.counts["expired"] += 1
+            log.info("webhook event %s given up after %d attempts", delivery.event_id,
+                     delivery.attempt)
+            return
+        self.counts["retried"] += 1
+        self._schedule(delivery, delay)
+
+    def _schedule(self, delivery: Delivery, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        handle: asyncio.TimerHandle
+
+        def fire() -> None:
+            self._timers.discard(handle)
+            if self._queue is not None:
+                self._queue.put_nowait(delivery)
+
+        handle = loop.call_later(delay, fire)
+        self._timers.add(handle)
+
+    async def _send(self, delivery: Delivery) -> tuple[int | None, float | None]:
+        assert self._session is not None
+        headers = {"Content-Type": "application/json", EVENT_ID_HEADER: delivery.event_id,
+                   "User-Agent": "smsroute-webhooks/1", **delivery.extra}
+        secrets = list(self._secrets_for(delivery.account_id))[:2]
+        if secrets:
+            headers[SIGNATURE_HEADER] = sign(secrets, delivery.body, int(self._clock()))
+        try:
+            async with self._session.post(delivery.url, data=delivery.body, headers=headers,
+                                          allow_redirects=False) as resp:
+                await resp.read()
+                return resp.status, _retry_after(resp.headers.get("Retry-After"))
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
+            return None, None
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:  # HTTP-date form
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

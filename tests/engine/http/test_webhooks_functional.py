@@ -1,0 +1,200 @@
+"""The webhook dispatcher against a real aiohttp receiver on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from aiohttp import web
+from hypothesis import given
+from hypothesis import strategies as st
+
+from engine.http.webhooks import (
+    EVENT_ID_HEADER,
+    SIGNATURE_HEADER,
+    Delivery,
+    RetryPolicy,
+    WebhookDispatcher,
+    verify,
+)
+
+FAST = RetryPolicy(base_s=0.01, cap_s=0.05, window_s=30.0, timeout_s=5.0)
+
+
+class Receiver:
+    """A webhook receiver whose answers follow a script; records every request."""
+
+    def __init__(self, script: list[tuple[int, dict[str, str]]]) -> None:
+        self.script = list(script)
+        self.seen: list[tuple[float, dict[str, str], bytes]] = []
+        self.changed = asyncio.Event()
+        self.release = asyncio.Event()
+        self.release.set()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.seen.append((asyncio.get_running_loop().time(), dict(request.headers), body))
+        self.changed.set()
+        await self.release.wait()
+        status, headers = self.script.pop(0) if self.script else (200, {})
+        return web.Response(status=status, headers=headers)
+
+    async def wait_for(self, n: int, timeout: float = 10.0) -> None:
+        async with asyncio.timeout(timeout):
+            while len(self.seen) < n:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+async def _serve(receiver: Receiver) -> tuple[web.AppRunner, str]:
+    app = web.Application()
+    app.router.add_post("/hook", receiver.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    return runner, f"http://127.0.0.1:{port}/hook"
+
+
+def _run(scenario):
+    return asyncio.run(asyncio.wait_for(scenario(), 20))
+
+
+def _dispatcher(gone: list, **kw) -> WebhookDispatcher:
+    kw.setdefault("policy", FAST)
+    return WebhookDispatcher(lambda account: ["new_secret", "old_secret"], gone.append, **kw)
+
+
+async def _until(predicate, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+def test_a_delivery_arrives_signed_with_both_secrets_and_its_event_id():
+    async def scenario():
+        rx = Receiver([])
+        runner, url = await _serve(rx)
+        d = _dispatcher([])
+        await d.start()
+        body = json.dumps({"id": "evt_1", "status": "delivered"}).encode()
+        assert d.submit(Delivery(url, "acc", "evt_1", body))
+        await rx.wait_for(1)
+        await _until(lambda: d.counts["delivered"] == 1)
+        _, headers, got = rx.seen[0]
+        assert got == body and headers[EVENT_ID_HEADER] == "evt_1"
+        assert headers["Content-Type"] == "application/json"
+        assert verify(headers[SIGNATURE_HEADER], ["old_secret"], got, now=time.time())
+        assert verify(headers[SIGNATURE_HEADER], ["new_secret"], got, now=time.time())
+        await d.stop()
+        await runner.cleanup()
+
+    _run(scenario)
+
+
+def test_failures_are_retried_with_the_same_event_id_until_success():
+    async def scenario():
+        rx = Receiver([(500, {}), (502, {}), (200, {})])
+        runner, url = await _serve(rx)
+        d = _dispatcher([])
+        await d.start()
+        d.submit(Delivery(url, "acc", "evt_2", b"{}"))
+        await rx.wait_for(3)
+        await _until(lambda: d.counts["delivered"] == 1)
+        assert {h[EVENT_ID_HEADER] for _, h, _ in rx.seen} == {"evt_2"}
+        assert d.counts["retried"] == 2 and d.backlog == 0
+        await d.stop()
+        await runner.cleanup()
+
+    _run(scenario)
+
+
+def test_gone_disables_the_endpoint_and_stops_retrying():
+    async def scenario():
+        rx = Receiver([(410, {})])
+        runner, url = await _serve(rx)
+        gone: list[Delivery] = []
+        d = _dispatcher(gone)
+        await d.start()
+        d.submit(Delivery(url, "acc", "evt_3", b"{}"))
+        await _until(lambda: gone)
+        assert gone[0].url == url and d.counts["gone"] == 1
+        assert d.backlog == 0 and len(rx.seen) == 1
+        await d.stop()
+        await runner.cleanup()
+
+    _run(scenario)
+
+
+def test_retry_after_is_honoured_even_when_backoff_would_be_sooner():
+    async def scenario():
+        rx = Receiver([(503, {"Retry-After": "1"}), (200, {})])
+        runner, url = await _serve(rx)
+        d = _dispatcher([], rand=lambda: 0.0)  # backoff alone would retry at once
+        await d.start()
+        d.submit(Delivery(url, "acc", "evt_4", b"{}"))
+        await rx.wait_for(2)
+        # call_later never fires early by more than the loop clock's resolution
+        assert rx.seen[1][0] - rx.seen[0][0] >= 0.95
+        await d.stop()
+        await runner.cleanup()
+
+    _run(scenario)
+
+
+def test_retries_stop_when_the_window_closes():
+    async def scenario():
+        rx = Receiver([(500, {})] * 100)
+        runner, url = await _serve(rx)
+        policy = RetryPolicy(base_s=0.01, cap_s=0.02, window_s=0.2, timeout_s=5.0)
+        d = _dispatcher([], policy=policy)
+        await d.start()
+        d.submit(Delivery(url, "acc", "evt_5", b"{}"))
+        await _until(lambda: d.counts["expired"] == 1)
+        assert d.backlog == 0 and 1 <= len(rx.seen) < 100
+        await d.stop()
+        await runner.cleanup()
+
+    _run(scenario)
+
+
+def test_a_dead_receiver_is_retried_like_an_error():
+    async def scenario():
+        policy = RetryPolicy(base_s=0.01, cap_s=0.02, window_s=0.3, timeout_s=1.0)
+        d = _dispatcher([], policy=policy)
+        await d.start()
+        d.submit(Delivery("http://127.0.0.1:9/nothing", "acc", "evt_6", b"{}"))
+        await _until(lambda: d.counts["expired"] == 1)
+        assert d.counts["retried"] >= 1
+        await d.stop()
+
+    _run(scenario)
+
+
+def test_the_backlog_is_bounded_and_submit_never_waits():
+    async def scenario():
+        rx = Receiver([])
+        rx.release.clear()  # the receiver hangs
+        runner, url = await _serve(rx)
+        d = _dispatcher([], concurrency=1, max_backlog=2)
+        await d.start()
+        accepted = [d.submit(Delivery(url, "acc", f"e{i}", b"{}")) for i in range(5)]
+        assert accepted == [True, True, False, False, False]
+        assert d.counts["dropped"] == 3
+        rx.release.set()
+        await _until(lambda: d.counts["delivered"] == 2)
+        await d.stop()
+        await runner.cleanup()
+
+    _run(scenario)
+
+
+@given(st.integers(min_value=0, max_value=200), st.floats(min_value=0, max_value=1))
+def test_backoff_is_full_jitter_under_the_capped_exponential(attempt, r):
+    d = WebhookDispatcher(lambda a: [], lambda d: None, policy=RetryPolicy(base_s=0.5, cap_s=60),
+                          rand=lambda: r)
+    delay = d.backoff_s(attempt)
+    assert 0 <= delay <= min(60, 0.5 * 2 ** attempt)
+    assert delay == r * min(60, 0.5 * 2 ** min(attempt, 62))
