@@ -1,0 +1,106 @@
+"""Idempotency keys for ``POST /v1/messages``: a retried request gets the first answer, nothing is sent twice.
+
+A record maps (account id, ``Idempotency-Key``) to (SHA-256 of the request body, HTTP status, answer
+body, time). A retry with the same key and the same body replays the stored answer; the same key with a
+different body is refused (422). While the first request with a key is still being processed, a
+concurrent one with the same key is refused with 409 (it may retry and will then get the replay).
+
+Only successful (202) answers are stored: a refused request sent nothing, so retrying it simply
+re-evaluates it.
+
+*Durable:* a record is written through the group committer and awaited before the answer goes out.
+*Not guaranteed:* if the process dies after the engine accepted a message but before its record
+committed (one group commit), a retry is accepted again. *Writers:* the committer thread and
+:meth:`sweep`. *Readers:* the loop thread. Records are kept 24 hours.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import NamedTuple
+
+import lmdb
+import msgpack
+
+from engine.http.errors import HttpError
+from engine.http.store import GroupCommitter, Put
+
+DB = b"idempotency"
+KEEP_SECONDS = 86400
+MAX_KEY_LENGTH = 255
+
+
+class StoredAnswer(NamedTuple):
+    request_hash: bytes
+    status: int
+    body: bytes
+    at: float
+
+
+def check_key(key: str) -> str:
+    """Validate an ``Idempotency-Key`` header value (1-255 visible ASCII characters)."""
+    if not 1 <= len(key) <= MAX_KEY_LENGTH or not all(33 <= ord(c) <= 126 for c in key):
+        raise HttpError(400, "invalid_idempotency_key",
+                        f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} visible ASCII characters")
+    return key
+
+
+def request_hash(body: bytes) -> bytes:
+    return hashlib.sha256(body).digest()
+
+
+class IdempotencyStore:
+    """Stored first answers by (account, key), plus the keys currently being processed."""
+
+    def __init__(self, env: lmdb.Environment, committer: GroupCommitter) -> None:
+        self._env = env
+        self._db = env.open_db(DB)
+        self._committer = committer
+        self._in_progress: dict[bytes, bytes] = {}
+
+    @staticmethod
+    def _key(account_id: str, key: str) -> bytes:
+        return account_id.encode() + b"\0" + key.encode()
+
+    def lookup(self, account_id: str, key: str, body_hash: bytes) -> StoredAnswer | None:
+        """The stored answer to replay, or None to proceed; 422 on a body mismatch, 409 while busy."""
+        k = self._key(account_id, key)
+        with self._env.begin() as txn:
+            raw = txn.get(k, db=self._db)
+        stored = StoredAnswer(*msgpack.unpackb(raw)) if raw is not None else None
+        busy = self._in_progress.get(k)
+        first_hash = stored.request_hash if stored is not None else busy
+        if first_hash is not None and first_hash != body_hash:
+            raise HttpError(422, "idempotency_key_reused",
+                            "this Idempotency-Key was used with a different request body")
+        if stored is not None:
+            return stored
+        if busy is not None:
+            raise HttpError(409, "idempotency_conflict",
+                            "a request with this Idempotency-Key is still being processed")
+        return None
+
+    def begin(self, account_id: str, key: str, body_hash: bytes) -> None:
+        self._in_progress[self._key(account_id, key)] = body_hash
+
+    def end(self, account_id: str, key: str) -> None:
+        self._in_progress.pop(self._key(account_id, key), None)
+
+    async def store(self, account_id: str, key: str, answer: StoredAnswer) -> None:
+        """Make the answer durable (awaits the group commit)."""
+        await self._committer.write([Put(DB, self._key(account_id, key),
+                                         msgpack.packb(list(answer)))])
+
+    def sweep(self, now: float) -> int:
+        """Delete records older than 24 hours; return how many."""
+        deleted = 0
+        with self._env.begin(write=True) as txn:
+            cur = txn.cursor(db=self._db)
+            cur.first()
+            while cur.key():
+                if StoredAnswer(*msgpack.unpackb(cur.value())).at < now - KEEP_SECONDS:
+                    cur.delete()
+                    deleted += 1
+                elif not cur.next():
+                    break
+        return deleted

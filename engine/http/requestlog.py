@@ -1,0 +1,86 @@
+"""The API request log (privacy policy 2.1): timestamp, endpoint, source IP, HTTP status, response size.
+
+Nothing else is recorded — no bodies, no headers, no API keys, no account id, no query string. The endpoint
+is the route template (``POST /v1/messages/{id}``), never the concrete path. Entries are kept 90 days
+(policy section 6); :meth:`RequestLog.sweep` deletes older ones and is called by the retention engine.
+
+*Durable:* entries are written through the HTTP store's group committer (one fsync per batch) and are
+not waited for: an entry may be lost if the process dies within one commit of the answer.
+*Writers:* the committer thread and :meth:`sweep`. *Readers:* any thread. Keys are time-ordered
+(8-byte big-endian microseconds + 4-byte sequence), so a sweep is a range scan from the start.
+"""
+
+from __future__ import annotations
+
+import itertools
+import struct
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import lmdb
+import msgpack
+
+from engine.http.store import GroupCommitter, Put
+
+DB = b"request_log"
+RETENTION_SECONDS = 90 * 86400
+_KEY = struct.Struct(">QI")
+
+
+class RequestLogEntry(NamedTuple):
+    at: float  # unix seconds
+    endpoint: str  # "METHOD /route/{template}"
+    source_ip: str
+    status: int
+    response_bytes: int
+
+
+class RequestLog:
+    """Append-only request metadata, swept after 90 days."""
+
+    def __init__(self, env: lmdb.Environment, committer: GroupCommitter | None = None) -> None:
+        self._env = env
+        self._db = env.open_db(DB)
+        self._committer = committer
+        self._seq = itertools.count()
+
+    def _key(self, at: float) -> bytes:
+        return _KEY.pack(int(at * 1_000_000), next(self._seq) & 0xFFFFFFFF)
+
+    def _put(self, entry: RequestLogEntry) -> Put:
+        return Put(DB, self._key(entry.at), msgpack.packb(list(entry)))
+
+    def record(self, entry: RequestLogEntry) -> None:
+        """Log one answer (from the loop thread, through the committer; never waits for the disk)."""
+        if self._committer is None:
+            self.record_now(entry)
+        else:
+            self._committer.write_later([self._put(entry)])
+
+    def record_now(self, entry: RequestLogEntry) -> None:
+        """Log one answer in its own durable transaction (tests, tools)."""
+        put = self._put(entry)
+        with self._env.begin(write=True) as txn:
+            txn.put(put.key, put.value, db=self._db)
+
+    def entries(self, since: float = 0.0) -> Iterator[RequestLogEntry]:
+        """Entries at or after ``since``, oldest first."""
+        with self._env.begin() as txn:
+            cur = txn.cursor(db=self._db)
+            if not cur.set_range(_KEY.pack(max(0, int(since * 1_000_000)), 0)):
+                return
+            for _, value in cur:
+                at, endpoint, ip, status, size = msgpack.unpackb(value)
+                yield RequestLogEntry(at, endpoint, ip, status, size)
+
+    def sweep(self, now: float) -> int:
+        """Delete entries older than 90 days before ``now``; return how many were deleted."""
+        cutoff = _KEY.pack(max(0, int((now - RETENTION_SECONDS) * 1_000_000)), 0)
+        deleted = 0
+        with self._env.begin(write=True) as txn:
+            cur = txn.cursor(db=self._db)
+            cur.first()
+            while cur.key() and cur.key() < cutoff:  # key() is b"" once past the end
+                cur.delete()  # moves to the next entry
+                deleted += 1
+        return deleted

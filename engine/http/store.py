@@ -1,0 +1,112 @@
+"""The HTTP layer's own LMDB environment (``<data_dir>/http``) and its group-committing writer.
+
+The HTTP servers keep three small stores next to the engine's: idempotency records, operator token digests
+and the API request log. They share one environment, opened by :func:`storage.env.open_env` (durable:
+every commit is fsynced).
+
+:class:`GroupCommitter` lets the asyncio loop write without blocking on fsync: writes queue up, one worker
+thread commits everything queued in one transaction, then resolves each write's asyncio future on the loop.
+*Durable:* a write's future resolves only after the transaction that holds it is synced. *Writers:* the
+committer's thread (the rare synchronous writers — token creation, sweeps — use their own short
+transactions; LMDB serialises writers). *Readers:* any thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import NamedTuple
+
+import lmdb
+
+from engine.errors import StorageError
+from storage.env import open_env
+
+log = logging.getLogger(__name__)
+
+HTTP_MAP_SIZE = 256 << 20
+MAX_BATCH = 4096
+
+
+class Put(NamedTuple):
+    db: bytes  # database name
+    key: bytes
+    value: bytes
+
+
+def open_http_env(data_dir: str | Path) -> lmdb.Environment:
+    """Open (creating) the HTTP layer's environment under ``data_dir``."""
+    return open_env(Path(data_dir) / "http", map_size=HTTP_MAP_SIZE)
+
+
+class GroupCommitter:
+    """Batches puts from one asyncio loop into durable LMDB transactions on one worker thread."""
+
+    def __init__(self, env: lmdb.Environment) -> None:
+        self._env = env
+        self._dbs: dict[bytes, object] = {}
+        self._pending: list[tuple[list[Put], asyncio.Future[None] | None]] = []
+        self._running = False
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="http-commit")
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def _db(self, name: bytes):
+        if name not in self._dbs:
+            self._dbs[name] = self._env.open_db(name)
+        return self._dbs[name]
+
+    def write(self, puts: list[Put]) -> asyncio.Future[None]:
+        """Queue puts; the returned future resolves once they are durable (or fails with StorageError)."""
+        fut = asyncio.get_running_loop().create_future()
+        self._enqueue(puts, fut)
+        return fut
+
+    def write_later(self, puts: list[Put]) -> None:
+        """Queue puts nobody waits for (they still commit durably, in the next batch)."""
+        self._enqueue(puts, None)
+
+    def _enqueue(self, puts: list[Put], fut: asyncio.Future[None] | None) -> None:
+        for put in puts:
+            self._db(put.db)  # open on the loop thread, before the worker uses it
+        self._pending.append((puts, fut))
+        if not self._running:
+            self._running = True
+            self._idle.clear()
+            asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                error = await loop.run_in_executor(self._executor, self._commit, batch)
+                for _, fut in batch:
+                    if fut is not None and not fut.done():
+                        if error is None:
+                            fut.set_result(None)
+                        else:
+                            fut.set_exception(StorageError(error))
+        finally:
+            self._running = False
+            self._idle.set()
+
+    def _commit(self, batch: list[tuple[list[Put], asyncio.Future[None] | None]]) -> str | None:
+        try:
+            with self._env.begin(write=True) as txn:
+                for puts, _ in batch:
+                    for put in puts:
+                        txn.put(put.key, put.value, db=self._dbs[put.db])
+        except lmdb.Error as exc:
+            log.error("http store commit failed: %s", type(exc).__name__)
+            return f"http store commit failed: {type(exc).__name__}"
+        return None
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far is committed."""
+        await self._idle.wait()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)

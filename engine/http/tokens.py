@@ -1,0 +1,92 @@
+"""Operator bearer tokens for the control port: random, shown once, stored only as SHA-256 digests.
+
+A token carries a name and a set of roles: ``viewer`` (read state and metrics), ``operator`` (change
+carriers, routing, accounts), ``privacy`` (legal holds, retention exceptions, processing restrictions).
+Tokens are 256 random bits (``op_`` + url-safe base64) so, like API keys, a fast digest is the right
+stored form (a slow KDF would only make each request expensive). Lookup is by digest.
+
+On first start with no token, :func:`ensure_first_token` creates one with every role and writes it to
+``<data_dir>/operator.token`` with mode 0600; callers print that path, never the token.
+
+*Durable:* each create commits (fsync) before returning. *Writers:* any thread (rare; LMDB serialises).
+*Readers:* any thread.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import lmdb
+import msgpack
+
+DB = b"operator_tokens"
+PREFIX = "op_"
+ROLES = frozenset({"viewer", "operator", "privacy"})
+TOKEN_FILE = "operator.token"
+
+
+class TokenInfo(NamedTuple):
+    name: str
+    roles: frozenset[str]
+    created_at: float
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+class TokenStore:
+    """Operator token digests with their roles."""
+
+    def __init__(self, env: lmdb.Environment) -> None:
+        self._env = env
+        self._db = env.open_db(DB)
+
+    def create(self, name: str, roles: set[str] | frozenset[str]) -> str:
+        """Make a token with ``roles``; return it (the only time it is visible)."""
+        unknown = set(roles) - ROLES
+        if unknown or not roles:
+            raise ValueError(f"roles must be a non-empty subset of {sorted(ROLES)}")
+        token = PREFIX + base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
+        value = msgpack.packb([name, sorted(roles), time.time()])
+        with self._env.begin(write=True) as txn:
+            txn.put(_digest(token), value, db=self._db)
+        return token
+
+    def lookup(self, token: str) -> TokenInfo | None:
+        """The token's name and roles, or None when unknown."""
+        with self._env.begin() as txn:
+            raw = txn.get(_digest(token), db=self._db)
+        if raw is None:
+            return None
+        name, roles, created = msgpack.unpackb(raw)
+        return TokenInfo(name, frozenset(roles), created)
+
+    def revoke(self, token: str) -> bool:
+        with self._env.begin(write=True) as txn:
+            return txn.delete(_digest(token), db=self._db)
+
+    def count(self) -> int:
+        with self._env.begin() as txn:
+            return txn.stat(self._db)["entries"]
+
+
+def ensure_first_token(store: TokenStore, data_dir: str | Path) -> Path | None:
+    """If no token exists, create an all-roles one in ``<data_dir>/operator.token`` (0600); its path."""
+    if store.count() > 0:
+        return None
+    path = Path(data_dir) / TOKEN_FILE
+    token = store.create("first-start", ROLES)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, (token + "\n").encode())
+    finally:
+        os.close(fd)
+    return path

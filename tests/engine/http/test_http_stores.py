@@ -1,0 +1,113 @@
+"""The HTTP layer's stores: request log (policy 2.1, 90 days), idempotency records, operator tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+
+import pytest
+
+from engine.http.errors import HttpError
+from engine.http.idempotency import IdempotencyStore, StoredAnswer, check_key, request_hash
+from engine.http.requestlog import RETENTION_SECONDS, RequestLog, RequestLogEntry
+from engine.http.store import GroupCommitter, open_http_env
+from engine.http.tokens import ROLES, TokenStore, ensure_first_token
+
+DAY = 86400.0
+
+
+@pytest.fixture
+def env(tmp_path):
+    e = open_http_env(tmp_path)
+    yield e
+    e.close()
+
+
+def test_request_log_entries_hold_only_the_five_policy_fields(env):
+    log = RequestLog(env)
+    log.record_now(RequestLogEntry(1000.0, "POST /v1/messages", "127.0.0.1", 202, 120))
+    [entry] = list(log.entries())
+    assert entry._fields == ("at", "endpoint", "source_ip", "status", "response_bytes")
+    assert entry == RequestLogEntry(1000.0, "POST /v1/messages", "127.0.0.1", 202, 120)
+
+
+def test_sweep_deletes_entries_older_than_90_days_and_keeps_the_rest(env):
+    log = RequestLog(env)
+    now = 200 * DAY
+    ages = [100 * DAY, 91 * DAY, 90 * DAY - 1, 10 * DAY, 0.0]
+    for age in ages:
+        log.record_now(RequestLogEntry(now - age, "GET /v1/balance", "10.0.0.1", 200, 10))
+    assert log.sweep(now) == 2
+    assert [now - e.at for e in log.entries()] == ages[2:]
+    assert log.sweep(now) == 0
+    assert log.sweep(now + RETENTION_SECONDS + DAY) == 3
+
+
+def test_request_log_written_through_the_committer_is_durable_after_flush(env):
+    async def scenario():
+        committer = GroupCommitter(env)
+        log = RequestLog(env, committer)
+        for i in range(50):
+            log.record(RequestLogEntry(float(i), "GET /v1/balance", "::1", 200, i))
+        await committer.flush()
+        committer.close()
+
+    asyncio.run(scenario())
+    assert len(list(RequestLog(env).entries())) == 50
+
+
+def test_idempotency_replays_the_same_body_and_refuses_a_different_one(env):
+    async def scenario():
+        store = IdempotencyStore(env, GroupCommitter(env))
+        h1, h2 = request_hash(b'{"a":1}'), request_hash(b'{"a":2}')
+        assert store.lookup("acc", "k1", h1) is None
+        store.begin("acc", "k1", h1)
+        with pytest.raises(HttpError) as busy:
+            store.lookup("acc", "k1", h1)
+        assert busy.value.status == 409
+        with pytest.raises(HttpError) as other:
+            store.lookup("acc", "k1", h2)
+        assert other.value.status == 422
+        await store.store("acc", "k1", StoredAnswer(h1, 202, b'{"id":"m"}', 10.0))
+        store.end("acc", "k1")
+        assert store.lookup("acc", "k1", h1) == StoredAnswer(h1, 202, b'{"id":"m"}', 10.0)
+        assert store.lookup("other-account", "k1", h2) is None  # keys are per account
+        with pytest.raises(HttpError) as mismatch:
+            store.lookup("acc", "k1", h2)
+        assert mismatch.value.status == 422
+        assert store.sweep(10.0 + DAY + 1) == 1
+        assert store.lookup("acc", "k1", h2) is None
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("key", ["", "a" * 256, "has space", "é"])
+def test_bad_idempotency_keys_are_refused(key):
+    with pytest.raises(HttpError):
+        check_key(key)
+
+
+def test_tokens_are_stored_as_digests_and_carry_their_roles(env, tmp_path):
+    store = TokenStore(env)
+    token = store.create("alice", {"viewer"})
+    info = store.lookup(token)
+    assert info is not None and info.roles == {"viewer"} and info.name == "alice"
+    assert store.lookup(token + "x") is None
+    with env.begin() as txn:
+        values = [v for _, v in txn.cursor(db=env.open_db(b"operator_tokens"))]
+        keys = [k for k, _ in txn.cursor(db=env.open_db(b"operator_tokens"))]
+    assert all(token.encode() not in k + v for k, v in zip(keys, values, strict=True))
+    assert store.revoke(token) and store.lookup(token) is None
+    with pytest.raises(ValueError):
+        store.create("bad", {"root"})
+
+
+def test_first_start_writes_one_all_roles_token_file_with_mode_0600(env, tmp_path):
+    store = TokenStore(env)
+    path = ensure_first_token(store, tmp_path)
+    assert path == tmp_path / "operator.token"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    token = path.read_text().strip()
+    assert store.lookup(token).roles == ROLES
+    assert ensure_first_token(store, tmp_path) is None  # only on first start
