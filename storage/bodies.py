@@ -1,0 +1,265 @@
+"""Encrypted transient message bodies of one POP, with a TTL index and crypto-shredding.
+
+Why it exists: the privacy policy (2.3) promises that a body is kept only until the carrier acknowledges it or
+its retry window closes, never past 24 hours, encrypted at rest. LMDB does not wipe freed pages, so deleting
+a body is not erasing it: every body is sealed (AES-256-GCM, the message id as associated data) under the key
+of the time window it was written in (``storage.keys``), and the window key is destroyed once every body of the
+window is past its TTL. From then on no copy of those bodies (stale pages, ``data.mdb`` copies, backups) can
+be read.
+
+Layout, in the POP's LMDB environment:
+
+* ``bodies``: 16-byte message id -> expiry (8-byte big-endian ms) + sealed blob
+* ``bodies_ttl``: expiry (8-byte BE ms) + 16-byte message id -> b"" (the sweeper walks it in expiry order)
+* ``bodies_meta``: ``ring_id`` -> the id of the key store the bodies were sealed with
+
+Durability contract:
+
+* *Durable:* :meth:`BodyStore.put_many` and :meth:`BodyStore.discard_many` write inside the caller's write
+  transaction; the POP commits message records and bodies in one durable commit and acknowledges the
+  customer only after it. A window key is durable (``keys.store`` fsynced) before any body sealed under it
+  is written.
+* *Writers:* the POP actor (put/discard) and the sweeper (:meth:`BodyStore.sweep`, its own write
+  transaction; LMDB serialises the two). *Readers:* any thread.
+* *Bounded:* an expiry is clamped to ``now + max_ttl_seconds``; a window is shredded once
+  ``window end + max_ttl`` has passed and the TTL index holds nothing that old.
+* *Not guaranteed:* a body whose expiry has passed but which the sweeper has not yet purged is still on
+  disk (under a live key) until the next sweep; :meth:`BodyStore.get` already reports it as gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from itertools import islice
+
+import lmdb
+
+from engine.errors import CorruptRecord, KeyUnavailable, StoreFull
+from engine.ids import PREFIX, id_bytes
+from storage.crypto import blob_key_id
+from storage.keys import KeyRing
+
+__all__ = ["BodyStore", "SweepResult", "durable_write"]
+
+log = logging.getLogger(__name__)
+
+_U64 = struct.Struct(">Q")
+_PENDING_CHUNK = 4096
+
+
+@contextmanager
+def durable_write(env: lmdb.Environment) -> Iterator[lmdb.Transaction]:
+    """A write txn committed (fsynced) on exit, aborted on error; a full map at any point (a put or the
+    commit itself) becomes ``StoreFull`` after the abort, so nothing committed before is touched."""
+    txn = env.begin(write=True)
+    try:
+        yield txn
+        txn.commit()
+    except lmdb.MapFullError:
+        txn.abort()
+        raise StoreFull(f"LMDB environment {env.path()} is full (map_size "
+                        f"{env.info()['map_size']} bytes): the transaction was rolled back") from None
+    except BaseException:
+        txn.abort()
+        raise
+
+
+@dataclass(frozen=True, slots=True)
+class SweepResult:
+    """What one sweep did (counts only: never ids or bodies)."""
+
+    purged: int
+    shredded_windows: tuple[int, ...]
+    live_windows: int
+    pending: int
+    seconds: float
+    held_purged: int = 0  # due bodies that live on as a held copy (storage.holds)
+
+    def as_log(self) -> dict[str, int | float]:
+        return {"purged": self.purged, "shredded_windows": len(self.shredded_windows),
+                "live_windows": self.live_windows, "pending": self.pending,
+                "held_purged": self.held_purged, "seconds": round(self.seconds, 6)}
+
+
+@dataclass
+class _Alarms:
+    counts: Counter = field(default_factory=Counter)
+
+    def raise_(self, kind: str, message_id: str, reason: str) -> None:
+        self.counts[kind] += 1
+        log.error("body store alarm", extra={"alarm": kind, "message_id": message_id,
+                                             "reason": reason, "count": self.counts[kind]})
+
+
+class BodyStore:
+    """Encrypted transient message bodies of one POP, in that POP's LMDB environment (+ a TTL index)."""
+
+    def __init__(self, env: lmdb.Environment, keys: KeyRing, *, max_ttl_seconds: int = 86400,
+                 clock: Callable[[], float] = time.time) -> None:
+        if max_ttl_seconds <= 0:
+            raise ValueError("max_ttl_seconds must be positive")
+        self.env = env
+        self.keys = keys
+        self.max_ttl_seconds = max_ttl_seconds
+        self._clock = clock
+        self._bodies = env.open_db(b"bodies")
+        self._ttl = env.open_db(b"bodies_ttl")
+        self._meta = env.open_db(b"bodies_meta")
+        self.alarms = _Alarms()
+        self.held_ids: Callable[[], frozenset[bytes]] = frozenset  # set by storage.holds.Holds
+        self._check_ring()
+
+    def _check_ring(self) -> None:
+        with self.env.begin(write=True) as txn:
+            recorded = txn.get(b"ring_id", db=self._meta)
+            if recorded is not None and recorded != self.keys.ring_id:
+                if txn.stat(self._bodies)["entries"]:
+                    raise KeyUnavailable(
+                        f"the bodies in {self.env.path()} were sealed with key store "
+                        f"{bytes(recorded).hex()}, but {self.keys.path} is key store "
+                        f"{self.keys.ring_id.hex()}: the key store is missing or was replaced"
+                    )
+            txn.put(b"ring_id", self.keys.ring_id, db=self._meta)
+
+    # --- write path (the POP actor) ---------------------------------------------------------------
+
+    def put_many(self, txn: lmdb.Transaction, items: Iterable[tuple[str, str, float]]) -> None:
+        """Seal and write ``(message_id, body, expires_at)`` items inside the caller's write txn.
+
+        Raises ``StoreFull`` (the caller aborts its txn; nothing committed before is touched),
+        ``KeyUnavailable`` if the current window key cannot be made, ``ValueError`` for a bad id."""
+        now = self._clock()
+        sealer = self.keys.body_sealer(self.keys.body_window(now))
+        seal = sealer.seal
+        cap_ms = int((now + self.max_ttl_seconds) * 1000)
+        pack = _U64.pack
+        rows, ttl_rows = [], []
+        for message_id, body, expires_at in items:
+            key = id_bytes(message_id)
+            exp = pack(min(int(expires_at * 1000), cap_ms))
+            rows.append((key, exp + seal(body.encode(), key)))
+            ttl_rows.append((exp + key, b""))
+        try:
+            txn.cursor(db=self._bodies).putmulti(rows)
+            txn.cursor(db=self._ttl).putmulti(ttl_rows)
+        except lmdb.MapFullError:
+            raise StoreFull(
+                f"body store {self.env.path()} is full (LMDB map_size "
+                f"{self.env.info()['map_size']} bytes): batch of {len(rows)} bodies not written"
+            ) from None
+
+    def discard_many(self, txn: lmdb.Transaction, message_ids: Iterable[str]) -> None:
+        """The carrier acknowledged these messages: delete their bodies and TTL entries."""
+        bodies, ttl = self._bodies, self._ttl
+        for message_id in message_ids:
+            key = id_bytes(message_id)
+            value = txn.pop(key, db=bodies)
+            if value is not None:
+                txn.delete(value[:8] + key, db=ttl)
+
+    # --- read path (any thread) -------------------------------------------------------------------
+
+    def get(self, message_id: str) -> str | None:
+        """The body, or None if discarded, expired or shredded. ``CorruptRecord`` if it was tampered
+        with (and an alarm); ``KeyUnavailable`` if its key is missing from a lost key store."""
+        key = id_bytes(message_id)
+        with self.env.begin(db=self._bodies) as txn:
+            value = txn.get(key)
+            if value is None:
+                return None
+            value = bytes(value)
+        return self._open(message_id, key, value, self._clock())
+
+    def _open(self, message_id: str, key: bytes, value: bytes, now: float) -> str | None:
+        if len(value) < 8:
+            self.alarms.raise_("corrupt_record", message_id, "truncated value")
+            raise CorruptRecord(f"body of {message_id} is truncated ({len(value)} bytes)")
+        if _U64.unpack_from(value)[0] <= int(now * 1000):
+            return None
+        blob = value[8:]
+        try:
+            window = blob_key_id(blob)
+            sealer = self.keys.body_sealer(window, create=False)
+        except CorruptRecord as exc:
+            self.alarms.raise_("corrupt_record", message_id, exc.message)
+            raise
+        except KeyUnavailable as exc:
+            if self.keys.is_shredded(window):
+                return None
+            self.alarms.raise_("key_unavailable", message_id, exc.message)
+            raise
+        try:
+            return sealer.open(blob, key).decode()
+        except CorruptRecord as exc:
+            self.alarms.raise_("corrupt_record", message_id, exc.message)
+            raise CorruptRecord(f"body of {message_id}: {exc.message}") from None
+
+    def pending_ids(self) -> Iterator[str]:
+        """Ids with a body still stored, in id (time) order; reads in chunks, no long-lived txn."""
+        start = b""
+        while True:
+            with self.env.begin(db=self._bodies) as txn:
+                cursor = txn.cursor()
+                if not cursor.set_range(start):
+                    return
+                keys = islice(cursor.iternext(keys=True, values=False), _PENDING_CHUNK)
+                chunk = [bytes(k) for k in keys]
+            yield from (PREFIX + k.hex() for k in chunk)
+            if len(chunk) < _PENDING_CHUNK:
+                return
+            start = chunk[-1] + b"\x00"
+
+    def count(self) -> int:
+        with self.env.begin() as txn:
+            return txn.stat(self._bodies)["entries"]
+
+    # --- sweeper ----------------------------------------------------------------------------------
+
+    def sweep(self, now: float | None = None) -> SweepResult:
+        """Purge every due body (TTL order), then shred each window key that can hold no live body."""
+        started = time.perf_counter()
+        now = self._clock() if now is None else now
+        held = self.held_ids()
+        purged = held_purged = 0
+        with self.env.begin(write=True) as txn:
+            cursor = txn.cursor(db=self._ttl)
+            limit = _U64.pack(int(now * 1000))
+            if cursor.first():
+                while True:
+                    k = cursor.key()
+                    if not k or k[:8] > limit:
+                        break
+                    key = k[8:]
+                    txn.delete(key, db=self._bodies)
+                    purged += 1
+                    if key in held:
+                        held_purged += 1
+                        log.info("held body's transient copy purged; held copy kept",
+                                 extra={"message_id": PREFIX + bytes(key).hex()})
+                    if not cursor.delete():
+                        break
+            oldest = cursor.first() and _U64.unpack_from(cursor.key())[0] / 1000
+            pending = txn.stat(self._bodies)["entries"]
+        shredded = self._shred_finished_windows(now, oldest or None)
+        result = SweepResult(purged, tuple(shredded), len(self.keys.live_windows()), pending,
+                             time.perf_counter() - started, held_purged)
+        log.info("body sweep", extra={"sweep": result.as_log()})
+        return result
+
+    def _shred_finished_windows(self, now: float, oldest_expiry: float | None) -> list[int]:
+        shredded = []
+        for window in self.keys.live_windows():
+            horizon = self.keys.window_end(window) + self.max_ttl_seconds
+            if horizon > now:
+                break  # windows are sorted: later ones are not finished either
+            if oldest_expiry is not None and oldest_expiry < horizon:
+                break  # a body that may belong to this window is still indexed
+            self.keys.shred_window(window)
+            shredded.append(window)
+        return shredded
