@@ -1,0 +1,380 @@
+"""A simulated SMPP 3.4 SMSC: an asyncio server the connector tests and ``smsroute bench`` talk to.
+
+It accepts ``bind_transceiver``/``bind_transmitter``/``bind_receiver`` (credentials checked), answers
+``submit_sm`` after a configurable latency with a configurable error mix and per-bind throttling, and sends
+delivery receipts (``deliver_sm``) after a configurable delay with a configurable outcome mix, so they arrive
+out of order; optionally *before* the ``submit_sm_resp``. Receipt ids can be written in another format than
+the resp ids (hex vs decimal, zero padded) to exercise id normalisation. Fault injection: close every socket
+(mid-window), stop answering, send a malformed PDU, or close when the N-th submit arrives.
+
+Everything received is recorded (``parts``: one :class:`ReceivedPart` per ``submit_sm``) and counted
+(``counters``), so tests can assert that nothing was lost or duplicated. :class:`SmscThread` runs one in its
+own thread for synchronous code (tests, the bench harness, a third-party client). Run standalone with
+``python -m bench.smsc --port 2775``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import logging
+import random
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+from engine.smpp import pdu as p
+from engine.smpp.receipts import CODE_BY_STATE, format_receipt_text
+from engine.smpp.stream import read_pdu
+
+log = logging.getLogger("bench.smsc")
+_MAX_HELD_RECEIPTS = 100_000
+
+
+@dataclass
+class SmscConfig:
+    """What the simulator does; change fields at any time (from its loop thread: ``SmscThread.call``)."""
+
+    system_id: str = "smsroute"
+    password: str = "secret"
+    latency: tuple[float, float] = (0.0, 0.0)  # seconds before a submit_sm_resp, uniform
+    error_rates: dict[int, float] = field(default_factory=dict)  # command_status -> probability
+    throttle: float = 0.0  # submit_sm per second per bind beyond which 0x58 is answered; 0 = none
+    receipts: bool = True
+    receipt_delay: tuple[float, float] = (0.0, 0.0)
+    receipt_states: dict[str, float] = field(default_factory=lambda: {"DELIVRD": 1.0})
+    receipts_before_resp: bool = False
+    id_format: str = "decimal"  # submit_sm_resp message ids: decimal | hex
+    receipt_id_format: str = "same"  # same | decimal | hex | padded_hex | padded_decimal
+    receipt_tlvs: bool = False  # also send receipted_message_id / message_state TLVs
+    receipt_date_digits: int = 10
+    receipt_text_label: str = "text:"
+    answer: bool = True  # False: read and count everything, answer nothing
+    close_after_submits: int | None = None  # one-shot: drop every connection at the N-th submit
+    seed: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedPart:
+    """One ``submit_sm`` as received, with what was answered."""
+
+    message_id: str
+    status: int
+    system_id: str
+    params: dict
+    tlvs: dict
+    at: float
+
+
+class _Session:
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.mode = ""  # "", "transceiver", "transmitter", "receiver"
+        self.system_id = ""
+        self.seq = itertools.count(1)
+        self.window_start = 0.0
+        self.window_count = 0
+
+    @property
+    def receives(self) -> bool:
+        return self.mode in ("transceiver", "receiver")
+
+    @property
+    def transmits(self) -> bool:
+        return self.mode in ("transceiver", "transmitter")
+
+    def send(self, pdu: p.Pdu) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(p.encode_pdu(pdu))
+
+
+_BIND_MODES = {
+    p.BIND_TRANSCEIVER: "transceiver", p.BIND_TRANSMITTER: "transmitter", p.BIND_RECEIVER: "receiver"
+}
+
+
+class SimulatedSmsc:
+    """The server. ``await start()``, read ``port``, ``await stop()``."""
+
+    def __init__(self, config: SmscConfig | None = None) -> None:
+        self.config = config or SmscConfig()
+        self.parts: list[ReceivedPart] = []
+        self.counters: Counter[str] = Counter()
+        self.port = 0
+        self._rng = random.Random(self.config.seed)
+        self._ids = itertools.count(self._rng.randrange(1, 10**6) * 1000)
+        self._sessions: set[_Session] = set()
+        self._held: deque[p.Pdu] = deque(maxlen=_MAX_HELD_RECEIPTS)
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._server = await asyncio.start_server(self._serve, host, port, reuse_address=True)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        self.close_connections()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    # --- fault injection ------------------------------------------------------------------------
+
+    def close_connections(self) -> None:
+        """Drop every connection now (abort: unanswered submits stay unanswered)."""
+        for s in list(self._sessions):
+            s.writer.transport.abort()
+        self.counters["closed_by_fault"] += 1
+
+    def send_malformed(self, kind: str = "truncated") -> None:
+        """Send each session a bad PDU: ``truncated`` body, ``oversized`` length, ``unknown`` command."""
+        bad = {
+            "truncated": p.HEADER.pack(20, p.DELIVER_SM, 0, 999_999) + b"\x00\x01\x01\x31",
+            "oversized": p.HEADER.pack(p.MAX_PDU_LEN + 1, p.DELIVER_SM, 0, 999_998),
+            "unknown": p.HEADER.pack(16, 0x00000103, 0, 999_997),
+        }[kind]
+        for s in list(self._sessions):
+            s.writer.write(bad)
+
+    @property
+    def bound_sessions(self) -> int:
+        return sum(1 for s in self._sessions if s.mode)
+
+    # --- connection handling --------------------------------------------------------------------
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        session = _Session(writer)
+        self._sessions.add(session)
+        self.counters["connections"] += 1
+        try:
+            while True:
+                try:
+                    pdu = await read_pdu(reader)
+                except p.PduError as exc:
+                    self.counters[f"malformed_{exc.kind}"] += 1
+                    session.send(p.generic_nack(exc.sequence, exc.status))
+                    if exc.fatal:
+                        break
+                    continue
+                if pdu is None or self._handle(session, pdu):
+                    break
+        except (ConnectionError, OSError):
+            self.counters["connection_errors"] += 1
+        finally:
+            self._sessions.discard(session)
+            writer.close()
+
+    def _handle(self, session: _Session, pdu: p.Pdu) -> bool:
+        """Act on one PDU; True when the session must close."""
+        cid = pdu.command_id
+        self.counters[pdu.name] += 1
+        if cid in _BIND_MODES:
+            self._on_bind(session, pdu)
+        elif cid == p.SUBMIT_SM:
+            self._on_submit(session, pdu)
+        elif cid == p.ENQUIRE_LINK:
+            if self.config.answer:
+                session.send(p.response_to(pdu))
+        elif cid == p.UNBIND:
+            session.send(p.response_to(pdu))
+            return True
+        elif cid == p.DELIVER_SM:
+            session.send(p.response_to(pdu, p.ESME_RINVBNDSTS))
+        return False
+
+    def _on_bind(self, session: _Session, pdu: p.Pdu) -> None:
+        cfg = self.config
+        if session.mode:
+            status = p.ESME_RALYBND
+        elif pdu.get("system_id") != cfg.system_id:
+            status = p.ESME_RINVSYSID
+        elif pdu.get("password") != cfg.password:
+            status = p.ESME_RINVPASWD
+        else:
+            status = p.ESME_ROK
+            session.mode = _BIND_MODES[pdu.command_id]
+            session.system_id = str(pdu.get("system_id"))
+        session.send(p.response_to(pdu, status, system_id="smsc-sim"))
+        if status == p.ESME_ROK and session.receives:
+            while self._held:
+                session.send(self._held.popleft())
+
+    def _on_submit(self, session: _Session, pdu: p.Pdu) -> None:
+        cfg = self.config
+        if not session.transmits:
+            session.send(p.response_to(pdu, p.ESME_RINVBNDSTS))
+            return
+        if cfg.close_after_submits is not None:
+            cfg.close_after_submits -= 1
+            if cfg.close_after_submits <= 0:
+                cfg.close_after_submits = None
+                self.close_connections()
+                return
+        if not cfg.answer:
+            self.counters["unanswered"] += 1
+            return
+        status = self._choose_status(session)
+        n = next(self._ids)
+        mid = format(n, "X") if cfg.id_format == "hex" else str(n)
+        mid = mid if status == p.ESME_ROK else ""
+        self.parts.append(
+            ReceivedPart(mid, status, session.system_id, pdu.params, pdu.tlvs, time.time())
+        )
+        self.counters[f"status_0x{status:02x}"] += 1
+        resp = p.response_to(pdu, status, message_id=mid)
+        want_receipt = status == p.ESME_ROK and cfg.receipts and pdu.get("registered_delivery", 0)
+        receipt = self._receipt_for(pdu, n, mid) if want_receipt else None
+        if receipt is not None and cfg.receipts_before_resp:
+            self._send_receipt(session, receipt)
+            receipt = None
+        self._later(self._rng.uniform(*cfg.latency), session.send, resp)
+        if receipt is not None:
+            self._later(self._rng.uniform(*cfg.receipt_delay), self._send_receipt, session, receipt)
+
+    def _choose_status(self, session: _Session) -> int:
+        cfg = self.config
+        if cfg.throttle > 0:
+            now = time.monotonic()
+            if now - session.window_start >= 1.0:
+                session.window_start, session.window_count = now, 0
+            session.window_count += 1
+            if session.window_count > cfg.throttle:
+                return p.ESME_RTHROTTLED
+        roll = self._rng.random()
+        for status, rate in cfg.error_rates.items():
+            if roll < rate:
+                return status
+            roll -= rate
+        return p.ESME_ROK
+
+    def _later(self, delay: float, fn, *args) -> None:
+        """Run now or after ``delay``; a late send to a closed session is a no-op."""
+        if delay <= 0:
+            fn(*args)
+        else:
+            asyncio.get_running_loop().call_later(delay, fn, *args)
+
+    # --- receipts -------------------------------------------------------------------------------
+
+    def _receipt_for(self, submit: p.Pdu, n: int, mid: str) -> p.Pdu:
+        cfg = self.config
+        states, weights = zip(*cfg.receipt_states.items(), strict=True)
+        state = self._rng.choices(states, weights)[0]
+        rid = {
+            "same": mid, "decimal": str(n), "hex": format(n, "x"),
+            "padded_hex": format(n, "012X"), "padded_decimal": format(n, "012d"),
+        }[cfg.receipt_id_format]
+        stamp = time.strftime("%y%m%d%H%M%S", time.gmtime())[: cfg.receipt_date_digits]
+        text = format_receipt_text(
+            rid, state, "000" if state == "DELIVRD" else "001", submit_date=stamp,
+            done_date=stamp, text_label=cfg.receipt_text_label,
+        )
+        tlvs = {}
+        if cfg.receipt_tlvs:
+            tlvs = {p.TLV_RECEIPTED_MESSAGE_ID: rid.encode() + b"\x00",
+                    p.TLV_MESSAGE_STATE: bytes([CODE_BY_STATE[state]])}
+        params = {
+            "source_addr_ton": submit.get("dest_addr_ton", 0),
+            "source_addr_npi": submit.get("dest_addr_npi", 0),
+            "source_addr": submit.get("destination_addr", ""),
+            "dest_addr_ton": submit.get("source_addr_ton", 0),
+            "dest_addr_npi": submit.get("source_addr_npi", 0),
+            "destination_addr": submit.get("source_addr", ""),
+            "esm_class": 0x04,
+            "short_message": text.encode("latin-1"),
+        }
+        self.counters[f"receipt_{state}"] += 1
+        return p.Pdu(p.DELIVER_SM, 0, 0, params, tlvs)
+
+    def _send_receipt(self, session: _Session, receipt: p.Pdu) -> None:
+        target = session if session in self._sessions and session.receives else None
+        if target is None:
+            target = next((s for s in self._sessions if s.receives), None)
+        if target is None:
+            self._held.append(receipt)  # delivered when a receiver binds again
+            self.counters["receipts_held"] += 1
+            return
+        receipt.sequence = next(target.seq)
+        target.send(receipt)
+        self.counters["receipts_sent"] += 1
+
+
+class SmscThread:
+    """A :class:`SimulatedSmsc` on its own event loop thread, driven from synchronous code."""
+
+    def __init__(self, config: SmscConfig | None = None, host: str = "127.0.0.1",
+                 port: int = 0) -> None:
+        self.smsc = SimulatedSmsc(config)
+        self.host, self._want_port = host, port
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="smsc", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self.smsc.port
+
+    def start(self, timeout: float = 10.0) -> SmscThread:
+        self._thread.start()
+        fut = asyncio.run_coroutine_threadsafe(self.smsc.start(self.host, self._want_port),
+                                               self._loop)
+        fut.result(timeout)
+        return self
+
+    def call(self, fn, *args, timeout: float = 10.0):
+        """Run ``fn(*args)`` in the SMSC's loop thread and return its result."""
+
+        async def run():
+            return fn(*args)
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if not self._thread.is_alive():
+            return
+        asyncio.run_coroutine_threadsafe(self.smsc.stop(), self._loop).result(timeout)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout)
+        self._loop.close()
+
+    def __enter__(self) -> SmscThread:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Simulated SMPP 3.4 SMSC")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=2775)
+    ap.add_argument("--system-id", default="smsroute")
+    ap.add_argument("--password", default="secret")
+    ap.add_argument("--latency-ms", type=float, default=0.0, help="max submit_sm_resp latency")
+    ap.add_argument("--receipt-delay-ms", type=float, default=0.0, help="max receipt delay")
+    ap.add_argument("--throttle", type=float, default=0.0, help="max submit_sm/s per bind")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    config = SmscConfig(
+        system_id=args.system_id, password=args.password, throttle=args.throttle,
+        latency=(0.0, args.latency_ms / 1000), receipt_delay=(0.0, args.receipt_delay_ms / 1000),
+    )
+
+    async def serve() -> None:
+        smsc = SimulatedSmsc(config)
+        await smsc.start(args.host, args.port)
+        log.info("simulated SMSC listening on %s:%d", args.host, smsc.port)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await smsc.stop()
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
