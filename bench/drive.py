@@ -1,0 +1,200 @@
+"""The open-loop driver: send a workload at its intended times and measure one step.
+
+Why open loop: a closed-loop client (send, wait, send) slows down exactly when the engine does, so it hides
+stalls ("coordinated omission"). Here every message has an intended send time from the schedule (fixed
+spacing or Poisson), the driver never sends early, and every latency is measured from the intended time.
+When the in-flight cap is reached the driver waits — and that wait is in the latency too.
+
+``rate=None`` is the throughput mode ("as fast as the in-flight cap allows"): intended time = the moment
+the gate admits the message, so latency there is engine latency under full load.
+
+A :class:`Target` is anything that can submit one message and report back to the recorder: the embedded
+engine, the HTTP API, or a fake in tests.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from bench.recorder import CorridorStats, Recorder
+from bench.traffic import Planned, Workload
+
+START_DELAY_S = 0.02  # the first intended time is this far after the driver starts
+
+
+class Target(Protocol):
+    """Submits one message; must end with exactly one ``recorder.accepted`` or ``submit_failed``."""
+
+    def submit(
+        self, recorder: Recorder, planned: Planned, pop: str, country: str, intended: float
+    ) -> None: ...
+
+
+@dataclass
+class StepResult:
+    """What one open-loop step measured."""
+
+    offered_rate: float | None  # None: as fast as the in-flight cap allows
+    duration_s: float  # intended send window after warm-up
+    sent: int  # measured sends (warm-up excluded)
+    finals: int  # measured messages that reached a final status
+    elapsed_s: float  # from the end of warm-up to the last measured final status
+    cpu_s: float  # process CPU time (all threads) over the same span
+    peak_rss_mb: float
+    corridors: dict[tuple[str, str], CorridorStats]
+    send_lag: Any  # LatencyHistogram of (actual - intended) send times
+    unfinished: int = 0
+    stalled: bool = False  # the in-flight gate stayed shut for a whole drain timeout
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def messages_per_second(self) -> float:
+        return self.finals / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def cpu_s_per_1000(self) -> float:
+        return self.cpu_s / self.finals * 1000 if self.finals else 0.0
+
+    @property
+    def errors(self) -> int:
+        return sum(sum(c.errors.values()) for c in self.corridors.values())
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident set size so far, in MB (Linux reports ``ru_maxrss`` in KB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def current_rss_mb() -> float:
+    """The process's resident set size now, in MB (from /proc; falls back to the peak)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            pages = int(fh.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 1048576.0
+    except (OSError, ValueError, IndexError):
+        return peak_rss_mb()
+
+
+def run_step(
+    target: Target,
+    workload: Workload,
+    *,
+    rate: float | None,
+    duration_s: float,
+    warmup_s: float,
+    arrival: str,
+    max_in_flight: int,
+    drain_timeout_s: float,
+    bind: Callable[[Recorder | None], None],
+    messages: int | None = None,
+    on_tick: Callable[[Recorder, float], None] | None = None,
+) -> StepResult:
+    """Send one step of the workload and wait for its final statuses.
+
+    Paced (``rate`` given): messages due in ``warmup_s + duration_s`` at ``rate``, the first ``warmup_s``
+    unmeasured. Throughput mode (``rate=None``): ``messages`` measured messages (default: ``duration_s``
+    worth at 10k/s) after ``messages // 10`` warm-up ones, each sent as soon as the in-flight gate admits it.
+    ``bind(recorder)`` points the engine's callbacks at this step's recorder (``bind(None)`` after).
+    ``on_tick(recorder, now)`` is called about every 0.2 s from the sending thread (progress, RSS samples).
+    """
+    gate = threading.Semaphore(max_in_flight)
+    t0 = time.perf_counter() + START_DELAY_S
+    paced = rate is not None
+    warmup_count = 0
+    if paced:
+        plan: Iterator[Planned] = workload.schedule(rate, warmup_s + duration_s, arrival)
+        measure_from = t0 + warmup_s
+    else:
+        measured = messages if messages is not None else int(duration_s * 10_000)
+        warmup_count = measured // 10
+        plan = (workload.pick(0.0) for _ in range(warmup_count + measured))
+        measure_from = float("inf")
+    recorder = Recorder(measure_from=measure_from, release=gate.release).start()
+    bind(recorder)
+    pacer = _Pacer(target, workload, recorder, gate, drain_timeout_s, on_tick)
+    try:
+        pacer.send(plan, t0, paced, warmup_count)
+        drained = recorder.wait_left_flight(pacer.sent, drain_timeout_s)
+        cpu_s = time.process_time() - pacer.cpu_at_measure_start
+    finally:
+        bind(None)
+        recorder.stop()
+    unfinished = 0 if drained else recorder.record_unfinished()
+    end = recorder.last_measured_final or time.perf_counter()
+    return StepResult(
+        offered_rate=rate,
+        duration_s=duration_s,
+        sent=sum(c.sent for c in recorder.stats.values()),
+        finals=recorder.measured_finals,
+        elapsed_s=max(0.0, end - recorder.measure_from) if pacer.measuring else 0.0,
+        cpu_s=cpu_s,
+        peak_rss_mb=peak_rss_mb(),
+        corridors=recorder.stats,
+        send_lag=recorder.send_lag,
+        unfinished=unfinished,
+        stalled=pacer.stalled,
+    )
+
+
+class _Pacer:
+    """The sending loop of one step (runs on the caller's thread)."""
+
+    def __init__(
+        self,
+        target: Target,
+        workload: Workload,
+        recorder: Recorder,
+        gate: threading.Semaphore,
+        gate_timeout_s: float,
+        on_tick: Callable[[Recorder, float], None] | None,
+    ) -> None:
+        self.target, self.workload, self.recorder, self.gate = target, workload, recorder, gate
+        self.gate_timeout_s = gate_timeout_s
+        self.on_tick = on_tick
+        self.sent = 0
+        self.stalled = False
+        self.measuring = False
+        self.cpu_at_measure_start = time.process_time()
+
+    def send(self, plan: Iterator[Planned], t0: float, paced: bool, warmup_count: int) -> None:
+        corridors, recorder, target, gate = (
+            self.workload.corridors,
+            self.recorder,
+            self.target,
+            self.gate,
+        )
+        clock, sleep, timeout = time.perf_counter, time.sleep, self.gate_timeout_s
+        next_tick = t0
+        for planned in plan:
+            if paced:
+                intended = t0 + planned.due
+                now = clock()
+                if intended > now:
+                    sleep(intended - now)
+                if not gate.acquire(timeout=timeout):
+                    self.stalled = True
+                    return
+            else:
+                if self.sent == warmup_count:
+                    recorder.measure_from = clock()
+                if not gate.acquire(timeout=timeout):
+                    self.stalled = True
+                    return
+                intended = clock()
+            if not self.measuring and intended >= recorder.measure_from:
+                self.measuring = True
+                self.cpu_at_measure_start = time.process_time()
+            c = corridors[planned.corridor]
+            recorder.sent(c.pop, c.country, intended)
+            target.submit(recorder, planned, c.pop, c.country, intended)
+            self.sent += 1
+            if intended >= next_tick:
+                next_tick = intended + 0.2
+                if self.on_tick is not None:
+                    self.on_tick(recorder, intended)

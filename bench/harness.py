@@ -1,0 +1,198 @@
+"""The bench runner: start an engine for a scenario, drive it, and return the results.
+
+Why here: this is the one place that knows how a scenario becomes a running engine (settings from
+``bench.engine_config``, a funded account with the bench's sender ID) and which path the traffic takes
+(``embedded``: ``Engine.submit_future`` in-process; ``http``: the customer API over loopback, see
+``bench.http_path``). The modes — one open-loop run, a saturation search, a soak, a linearity check — are
+in ``bench.modes`` and all drive a :class:`Bench` step by step.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from bench.drive import StepResult, Target, run_step
+from bench.engine_config import engine_overrides
+from bench.recorder import Recorder
+from bench.scenario import Corridor, Scenario
+from bench.traffic import SENDER, Planned, Workload
+
+BENCH_EMAIL = "bench@example.com"
+BENCH_DEPOSIT_USD = "100000000"
+
+
+class EmbeddedTarget:
+    """Submits through ``engine.submit_future`` on the calling thread (the embedding API)."""
+
+    def __init__(self, engine: Any, api_key: str) -> None:
+        self._submit = engine.submit_future
+        self._key = api_key
+
+    def submit(
+        self, recorder: Recorder, planned: Planned, pop: str, country: str, intended: float
+    ) -> None:
+        try:
+            fut = self._submit(self._key, to=planned.to, sender=SENDER, body=planned.body)
+        except Exception as exc:  # a synchronous refusal (overloaded, invalid input) is a result
+            recorder.submit_failed(pop, country, intended, _code(exc))
+            return
+        fut.add_done_callback(partial(_on_done, recorder, pop, country, intended))
+
+
+def _on_done(recorder: Recorder, pop: str, country: str, intended: float, fut: Any) -> None:
+    exc = fut.exception()
+    if exc is not None:
+        recorder.submit_failed(pop, country, intended, _code(exc))
+    else:
+        accepted = fut.result()
+        recorder.accepted(accepted.message_id, getattr(accepted, "pop", pop), country, intended)
+
+
+def _code(exc: BaseException) -> str:
+    return getattr(exc, "code", None) or type(exc).__name__
+
+
+@dataclass
+class RunOptions:
+    """How to run a scenario, beyond the scenario itself (mostly from the command line)."""
+
+    smsc: tuple[str, int] | None = None  # carriers are SMPP binds to this SMSC instead of simulated
+    smsc_system_id: str = "bench"
+    smsc_password: str = "bench"
+    smsc_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {"window": 100, "binds": 2}
+    data_dir: str | None = None  # default: a temporary directory, removed afterwards
+    on_tick: Callable[[Recorder, float], None] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Bench:
+    """A started engine with a funded bench account, ready to run steps of one scenario.
+
+    Use as a context manager; the engine and its temporary data directory are removed on exit.
+    """
+
+    def __init__(self, scenario: Scenario, options: RunOptions | None = None) -> None:
+        self.scenario = scenario
+        self.options = options or RunOptions()
+        self.workload = Workload(scenario)
+        self.engine: Any = None
+        self.api_key = ""
+        self._recorder: Recorder | None = None
+        self._tmp: str | None = None
+        self._target: Target | None = None
+        self._http: Any = None
+
+    # --- lifecycle -------------------------------------------------------------------------------------
+
+    def __enter__(self) -> Bench:
+        from engine import Engine  # late: the bench's pure parts import without the engine
+        from engine.config import load_settings
+
+        data_dir = self.options.data_dir or tempfile.mkdtemp(prefix="smsroute-bench-")
+        self._tmp = None if self.options.data_dir else data_dir
+        http = self.scenario.path == "http"
+        overrides = engine_overrides(
+            self.scenario,
+            max_in_flight=max(20_000, self.scenario.load.max_in_flight),
+            http_ports=(0, 0) if http else None,
+            smpp_carrier=self._smpp_carrier() if self.options.smsc else None,
+        )
+        settings = load_settings(None, overrides)
+        self.engine = Engine.start(data_dir=data_dir, config=None, http=http, settings=settings)
+        try:
+            self._open_account()
+            self.engine.on_status(self._on_status)
+            if hasattr(self.engine, "on_carrier_ack"):
+                self.engine.on_carrier_ack(self._on_carrier_ack)
+            self._target = self._make_target(http)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+        if self.engine is not None:
+            self.engine.stop()
+            self.engine = None
+        if self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    def _open_account(self) -> None:
+        acc = self.engine.create_account(email=BENCH_EMAIL)
+        self.engine.register_sender(acc.id, SENDER)
+        self.engine.deposit(
+            acc.id, usd=BENCH_DEPOSIT_USD, chain="bench", tx_hash="0xbench", from_address="bench"
+        )
+        self.account_id, self.api_key = acc.id, acc.api_key
+
+    def _make_target(self, http: bool) -> Target:
+        if not http:
+            return EmbeddedTarget(self.engine, self.api_key)
+        from bench.http_path import HttpTarget  # late: needs aiohttp client and the HTTP API
+
+        self._http = HttpTarget(self.engine, self.api_key)
+        return self._http
+
+    def _smpp_carrier(self) -> Callable[[Corridor], dict[str, Any]]:
+        from engine.smpp import smsc_carrier_settings
+
+        host, port = self.options.smsc or ("127.0.0.1", 2775)
+        o = self.options
+
+        def carrier(corridor: Corridor) -> dict[str, Any]:
+            table = smsc_carrier_settings(host, port, o.smsc_system_id, o.smsc_password)
+            return {**table, "kind": "smpp", **o.smsc_overrides}
+
+        return carrier
+
+    # --- callbacks (engine threads) --------------------------------------------------------------------
+
+    def _bind(self, recorder: Recorder | None) -> None:
+        self._recorder = recorder
+        if self._http is not None:
+            self._http.bind(recorder)
+
+    def _on_status(self, item: Any) -> None:
+        r = self._recorder
+        if r is not None and self._http is None:  # on the http path finals come by webhook
+            r.on_status_item(item)
+
+    def _on_carrier_ack(self, message_id: str, at: float) -> None:
+        r = self._recorder
+        if r is not None:
+            r.carrier_ack(message_id, at)
+
+    # --- steps -----------------------------------------------------------------------------------------
+
+    def step(
+        self,
+        *,
+        rate: float | None,
+        duration_s: float,
+        warmup_s: float | None = None,
+        messages: int | None = None,
+    ) -> StepResult:
+        """Run one open-loop step (``rate=None``: as fast as the in-flight cap allows)."""
+        load = self.scenario.load
+        return run_step(
+            self._target,
+            self.workload,
+            rate=rate,
+            duration_s=duration_s,
+            warmup_s=load.warmup_s if warmup_s is None else warmup_s,
+            arrival=load.arrival,
+            max_in_flight=load.max_in_flight,
+            drain_timeout_s=load.drain_timeout_s,
+            bind=self._bind,
+            messages=messages,
+            on_tick=self.options.on_tick,
+        )
