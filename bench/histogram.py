@@ -93,6 +93,14 @@ class LatencyHistogram:
         for item in self._h.get_percentile_iterator(5):
             yield item.value_iterated_to / 1000.0, item.percentile_level_iterated_to
 
+    @classmethod
+    def decode(cls, encoded: str) -> LatencyHistogram:
+        """The histogram :meth:`encode` wrote (an empty string gives an empty histogram)."""
+        h = cls()
+        if encoded:
+            h._h = HdrHistogram.decode(encoded.encode("ascii"))
+        return h
+
     def encode(self) -> str:
         """The compressed HdrHistogram log form (base64), for storing the full distribution in JSON."""
         return self._h.encode().decode("ascii") if self.count else ""
