@@ -41,6 +41,7 @@ class SmscConfig:
     password: str = "secret"
     latency: tuple[float, float] = (0.0, 0.0)  # seconds before a submit_sm_resp, uniform
     error_rates: dict[int, float] = field(default_factory=dict)  # command_status -> probability
+    nack_rate: float = 0.0  # probability of answering a submit_sm with generic_nack
     throttle: float = 0.0  # submit_sm per second per bind beyond which 0x58 is answered; 0 = none
     receipts: bool = True
     receipt_delay: tuple[float, float] = (0.0, 0.0)
@@ -102,6 +103,7 @@ class SimulatedSmsc:
         self.config = config or SmscConfig()
         self.parts: list[ReceivedPart] = []
         self.counters: Counter[str] = Counter()
+        self.receipt_log: dict[str, str] = {}  # resp message id -> receipt state sent for it
         self.port = 0
         self._rng = random.Random(self.config.seed)
         self._ids = itertools.count(self._rng.randrange(1, 10**6) * 1000)
@@ -215,6 +217,10 @@ class SimulatedSmsc:
         if not cfg.answer:
             self.counters["unanswered"] += 1
             return
+        if cfg.nack_rate and self._rng.random() < cfg.nack_rate:
+            self.counters["nacked"] += 1
+            session.send(p.generic_nack(pdu.sequence, p.ESME_RSYSERR))
+            return
         status = self._choose_status(session)
         n = next(self._ids)
         mid = format(n, "X") if cfg.id_format == "hex" else str(n)
@@ -286,6 +292,7 @@ class SimulatedSmsc:
             "short_message": text.encode("latin-1"),
         }
         self.counters[f"receipt_{state}"] += 1
+        self.receipt_log[mid] = state
         return p.Pdu(p.DELIVER_SM, 0, 0, params, tlvs)
 
     def _send_receipt(self, session: _Session, receipt: p.Pdu) -> None:

@@ -1,0 +1,315 @@
+"""One SMPP bind: a TCP (or TLS) connection to the SMSC, kept bound, with its window and pacing.
+
+A bind runs :meth:`SmppBind.run` on the connector's event loop: connect, bind, then three tasks until the
+connection dies - the reader (answers ``enquire_link``/``deliver_sm``, matches ``submit_sm_resp``), the
+sender (takes parts from the connector's shared queue when a window slot is free and the pace allows) and
+the keep-alive (``enquire_link`` when idle; no answer within the resp timeout closes the bind). When the
+connection dies every in-flight submit is resolved as ``retry`` and the bind reconnects with exponential
+backoff (with jitter) up to ``reconnect_max_seconds``.
+
+Pacing: ``throughput`` caps submits per second; an ``ESME_RTHROTTLED`` (0x58) answer pauses the whole bind
+(0.2 s, doubling per consecutive 0x58 up to 5 s) and halves its rate, which recovers as submits succeed.
+Malformed input from the SMSC is answered with ``generic_nack``; an unknown command leaves the bind up,
+anything else (truncated body, bad or oversized length) closes it and reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+import ssl
+from typing import TYPE_CHECKING
+
+from engine.smpp import pdu as p
+from engine.smpp.stream import read_pdu
+from engine.smpp.submit import SubmitPart
+
+if TYPE_CHECKING:
+    from engine.smpp.client import SmppConnector
+
+log = logging.getLogger("engine.smpp.bind")
+THROTTLE_PAUSE_MIN = 0.2
+THROTTLE_PAUSE_MAX = 5.0
+_BIND_COMMAND = {
+    "transceiver": p.BIND_TRANSCEIVER, "transmitter": p.BIND_TRANSMITTER, "receiver": p.BIND_RECEIVER,
+}
+
+
+class BindClosed(Exception):
+    """The connection ended; ``args[0]`` is the reason (an error kind for ``stats``)."""
+
+
+class SmppBind:
+    """One connection. ``mode`` is transceiver | transmitter | receiver."""
+
+    def __init__(self, connector: SmppConnector, index: int, mode: str) -> None:
+        self.connector = connector
+        self.index = index
+        self.mode = mode
+        self.transmits = mode != "receiver"
+        s = connector.settings
+        self.window_size = int(s["window"])
+        self.rate = float(s["throughput"])
+        self.resp_timeout = float(s["resp_timeout_seconds"])
+        self.bound = False
+        self.inflight: dict[int, tuple[SubmitPart, asyncio.TimerHandle]] = {}
+        self._seq = itertools.count(1)
+        self._writer: asyncio.StreamWriter | None = None
+        self._slots = asyncio.Semaphore(self.window_size)
+        self._enquire: asyncio.Future | None = None
+        self._unbound: asyncio.Future | None = None
+        self._closed: asyncio.Future | None = None
+        self._eff_rate = self.rate
+        self._next_send = 0.0
+        self._pause_until = 0.0
+        self._throttle_pause = THROTTLE_PAUSE_MIN
+        self._last_rx = 0.0
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect, bind and serve until cancelled, reconnecting with backoff."""
+        s = self.connector.settings
+        delay = float(s["reconnect_min_seconds"])
+        while True:
+            reason = "stopped"  # stays so only when cancelled
+            try:
+                await self._connect_and_bind()
+                delay = float(s["reconnect_min_seconds"])
+                self.bound = True
+                self.connector.bind_changed(self, True, "bound")
+                reason = await self._serve()
+            except BindClosed as exc:
+                reason = str(exc)
+            except (TimeoutError, OSError, EOFError) as exc:
+                reason = "connect_failed" if not self.bound else "connection_lost"
+                log.warning("smpp_bind_error carrier=%s bind=%d error=%s", self.connector.name,
+                            self.index, type(exc).__name__)
+            except p.PduError as exc:
+                reason = f"pdu_{exc.kind}"
+            finally:
+                self._teardown(reason)
+            self.connector.count_error(reason)
+            self.connector.reconnects += 1
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, float(s["reconnect_max_seconds"]))
+
+    async def _connect_and_bind(self) -> None:
+        s = self.connector.settings
+        ctx = None
+        if s["tls"]:
+            ctx = ssl.create_default_context()
+            if not s.get("tls_verify", True):
+                ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(s["host"], int(s["port"]), ssl=ctx), self.resp_timeout)
+        self._writer, self._reader = writer, reader
+        command = _BIND_COMMAND[self.mode]
+        self._send(p.Pdu(command, self._next_seq(), 0, {
+            "system_id": s["system_id"], "password": s["password"],
+            "system_type": s.get("system_type", ""), "interface_version": 0x34,
+        }))
+        resp = await asyncio.wait_for(read_pdu(reader), self.resp_timeout)
+        if resp is None or resp.command_id != command | p.RESP:
+            raise BindClosed("bind_failed")
+        if resp.status != p.ESME_ROK:
+            log.warning("smpp_bind_refused carrier=%s bind=%d status=%s", self.connector.name,
+                        self.index, p.status_name(resp.status))
+            raise BindClosed("bind_refused")
+        log.info("smpp_bound carrier=%s bind=%d mode=%s", self.connector.name, self.index,
+                 self.mode)
+
+    async def _serve(self) -> str:
+        loop = asyncio.get_running_loop()
+        self._closed = loop.create_future()
+        self._slots = asyncio.Semaphore(self.window_size)  # a fresh window per connection
+        self._last_rx = loop.time()
+        tasks = [asyncio.create_task(self._read_loop()), asyncio.create_task(self._keepalive())]
+        if self.transmits:
+            tasks.append(asyncio.create_task(self._send_loop()))
+        try:
+            done, _ = await asyncio.wait([*tasks, self._closed], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for d in done:
+            exc = d.exception()
+            if exc is not None:
+                raise exc
+        return self._closed.result() if self._closed.done() else "closed"
+
+    def close(self, reason: str) -> None:
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(reason)
+
+    def _teardown(self, reason: str) -> None:
+        was_bound, self.bound = self.bound, False
+        if self._writer is not None:
+            self._writer.transport.abort()
+            self._writer = None
+        inflight, self.inflight = self.inflight, {}
+        for part, timer in inflight.values():
+            timer.cancel()
+            self.connector.resolve(part, "retry", "", reason)
+        if self._enquire is not None and not self._enquire.done():
+            self._enquire.cancel()
+        if was_bound:
+            log.warning("smpp_bind_down carrier=%s bind=%d reason=%s inflight=%d",
+                        self.connector.name, self.index, reason, len(inflight))
+            self.connector.bind_changed(self, False, reason)
+
+    async def unbind(self, timeout: float) -> None:
+        """Graceful close: wait for in-flight resps (up to ``timeout``), then unbind."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.inflight and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        if self._writer is None or not self.bound:
+            return
+        self._unbound = loop.create_future()  # the unbind_resp resolves it
+        self._send(p.Pdu(p.UNBIND, self._next_seq()))
+        try:
+            await asyncio.wait_for(self._unbound, max(0.1, deadline - loop.time()))
+        except (TimeoutError, asyncio.CancelledError):
+            pass
+
+    # --- the three tasks ------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                pdu = await read_pdu(self._reader)
+            except p.PduError as exc:
+                self.connector.count_error(f"pdu_{exc.kind}")
+                self._send(p.generic_nack(exc.sequence, exc.status))
+                if exc.fatal or exc.kind != "unknown_command":
+                    raise
+                continue
+            if pdu is None:
+                raise BindClosed("peer_closed")
+            self._last_rx = loop.time()
+            self._dispatch(pdu)
+
+    def _dispatch(self, pdu: p.Pdu) -> None:
+        cid = pdu.command_id
+        if cid == p.SUBMIT_SM | p.RESP:
+            self._on_submit_resp(pdu.sequence, pdu.status, str(pdu.params.get("message_id", "")))
+        elif cid == p.DELIVER_SM:
+            self._send(p.response_to(pdu, message_id=""))
+            self.connector.on_deliver(pdu)
+        elif cid == p.ENQUIRE_LINK:
+            self._send(p.response_to(pdu))
+        elif cid == p.ENQUIRE_LINK | p.RESP:
+            if self._enquire is not None and not self._enquire.done():
+                self._enquire.set_result(pdu.status)
+        elif cid == p.UNBIND | p.RESP:
+            if self._unbound is not None and not self._unbound.done():
+                self._unbound.set_result(pdu.status)
+        elif cid == p.UNBIND:
+            self._send(p.response_to(pdu))
+            self.close("peer_unbind")
+        elif cid == p.GENERIC_NACK:
+            self.connector.count_error("generic_nack")
+            if pdu.sequence in self.inflight:
+                self._on_submit_resp(pdu.sequence, None, "", nack_status=pdu.status)
+        else:
+            self.connector.count_error("unexpected_pdu")
+
+    def _on_submit_resp(self, seq: int, status: int | None, message_id: str,
+                        nack_status: int = 0) -> None:
+        entry = self.inflight.pop(seq, None)
+        if entry is None:
+            self.connector.count_error("late_resp")  # after its timeout: already resolved retry
+            return
+        part, timer = entry
+        timer.cancel()
+        self._slots.release()
+        if status is None:
+            self.connector.resolve(part, "retry", "", f"generic_nack:{p.status_name(nack_status)}")
+            return
+        if status == p.ESME_RTHROTTLED:
+            self._on_throttled()
+        elif status == p.ESME_ROK:
+            self._throttle_pause = THROTTLE_PAUSE_MIN
+            if self.rate > 0 and self._eff_rate < self.rate:
+                self._eff_rate = min(self.rate, self._eff_rate + self.rate / 50)
+        self.connector.on_submit_resp(part, status, message_id)
+
+    def _on_throttled(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if self._pause_until <= now:
+            self._pause_until = now + self._throttle_pause
+            self._throttle_pause = min(THROTTLE_PAUSE_MAX, self._throttle_pause * 2)
+            self.connector.throttle_pauses += 1
+        if self.rate > 0:
+            self._eff_rate = max(1.0, self._eff_rate / 2)
+
+    async def _send_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        queue = self.connector.queue
+        while True:
+            await self._slots.acquire()
+            await self._pace(loop)
+            part = await queue.get()
+            seq = self._next_seq()
+            timer = loop.call_later(self.resp_timeout, self._on_resp_timeout, seq)
+            self.inflight[seq] = (part, timer)
+            self._send(p.Pdu(p.SUBMIT_SM, seq, 0, part.params, part.tlvs))
+            self.connector.submitted += 1
+            if self._writer is not None and self._writer.transport.get_write_buffer_size() > 1 << 16:
+                await self._writer.drain()
+
+    async def _pace(self, loop: asyncio.AbstractEventLoop) -> None:
+        while True:
+            now = loop.time()
+            wait = self._pause_until - now
+            if self._eff_rate > 0:
+                wait = max(wait, self._next_send - now)
+            if wait <= 0:
+                break
+            await asyncio.sleep(wait)
+        if self._eff_rate > 0:
+            self._next_send = max(self._next_send, loop.time() - 1.0 / self._eff_rate)
+            self._next_send += 1.0 / self._eff_rate
+
+    def _on_resp_timeout(self, seq: int) -> None:
+        entry = self.inflight.pop(seq, None)
+        if entry is None:
+            return
+        self._slots.release()
+        self.connector.count_error("resp_timeout")
+        log.warning("smpp_resp_timeout carrier=%s bind=%d seq=%d", self.connector.name,
+                    self.index, seq)
+        self.connector.resolve(entry[0], "retry", "", "resp_timeout")
+
+    async def _keepalive(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = float(self.connector.settings["enquire_link_seconds"])
+        while True:
+            idle = loop.time() - self._last_rx
+            if idle < interval:
+                await asyncio.sleep(interval - idle)
+                continue
+            self._enquire = loop.create_future()
+            self._send(p.Pdu(p.ENQUIRE_LINK, self._next_seq()))
+            try:
+                await asyncio.wait_for(self._enquire, self.resp_timeout)
+            except TimeoutError:
+                raise BindClosed("enquire_link_timeout") from None
+            self._last_rx = loop.time()
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    def _next_seq(self) -> int:
+        seq = next(self._seq)
+        if seq >= 0x7FFFFFFF:
+            self._seq = itertools.count(1)
+        return seq
+
+    def _send(self, pdu: p.Pdu) -> None:
+        if self._writer is not None and not self._writer.is_closing():
+            self._writer.write(p.encode_pdu(pdu))

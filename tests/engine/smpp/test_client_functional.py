@@ -1,0 +1,147 @@
+"""The SMPP connector against the simulated SMSC on loopback: volume, receipts, early receipts, binds."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter, defaultdict
+
+import pytest
+
+from bench.smsc import SmscConfig
+from engine.smpp import pdu as p
+from engine.smpp.submit import decode_part
+from tests.engine.smpp.harness import Harness
+
+pytestmark = pytest.mark.functional
+
+STATES = {"DELIVRD": 0.7, "UNDELIV": 0.1, "EXPIRED": 0.1, "REJECTD": 0.1}
+
+
+def _bodies(n: int, seed: int = 3) -> list[tuple[str, str, str, str]]:
+    rng = random.Random(seed)
+    kinds = [
+        lambda i: f"Your code is {i}",
+        lambda i: f"{i} " + "long gsm {text} with € " * 12,
+        lambda i: f"{i} Привет, как дела?",
+        lambda i: f"{i} " + "юникод 😀 " * 20,
+    ]
+    return [(f"m{i}", f"+49151{i:07d}", rng.choice(["ACME", "+447700900123"]),
+             rng.choice(kinds)(i)) for i in range(n)]
+
+
+def _reassembled(smsc) -> dict[str, str]:
+    """destination -> text, reassembling concatenated parts by their UDH sequence number."""
+    groups = defaultdict(list)
+    for part in smsc.parts:
+        udh, text = decode_part(part.params, part.tlvs)
+        groups[part.params["destination_addr"]].append((udh[2] if udh else 1, text))
+    return {dest: "".join(t for _, t in sorted(parts)) for dest, parts in groups.items()}
+
+
+def test_two_thousand_messages_short_and_multipart_get_one_answer_per_part_and_their_receipts():
+    config = SmscConfig(seed=11, receipt_states=STATES, receipt_delay=(0.0, 0.02),
+                        latency=(0.0, 0.002), id_format="hex", receipt_id_format="padded_decimal",
+                        error_rates={p.ESME_RINVDSTADR: 0.01, p.ESME_RMSGQFUL: 0.01})
+    messages = _bodies(2000)
+
+    async def run():
+        async with Harness(config, binds=2, window=20) as h:
+            total = h.submit(messages)
+            await h.until(lambda: len(h.responses) == total)
+            ok = [r for r in h.responses if r.outcome == "ok"]
+            await h.until(lambda: len(h.receipts) == len(ok))
+            return h, total
+
+    h, total = asyncio.run(run())
+    by_part = h.by_part()
+    assert len(by_part) == total and all(len(v) == 1 for v in by_part.values())
+    assert len(h.smsc.parts) == total  # nothing sent twice, nothing lost
+    outcomes = Counter(r.outcome for r in h.responses)
+    assert set(outcomes) == {"ok", "reject", "retry"}
+    id_of = {(r.ref, r.part): r.carrier_message_id for r in h.responses if r.outcome == "ok"}
+    assert sorted((r.ref, r.part) for r in h.receipts) == sorted(id_of)
+    for receipt in h.receipts:
+        assert h.smsc.receipt_log[id_of[(receipt.ref, receipt.part)]] == receipt.state
+    assert {r.state for r in h.receipts} == set(STATES)
+    sent = {to[1:]: body for _, to, _, body in messages}
+    fully_ok = {ref for ref, _ in by_part} - {r.ref for r in h.responses if r.outcome != "ok"}
+    texts = _reassembled(h.smsc)
+    for ref in fully_ok:
+        dest = f"49151{int(ref[1:]):07d}"
+        assert texts[dest] == sent[dest]
+    assert h.connector.stats()["errors"].get("receipt_unmatched", 0) == 0
+
+
+def test_receipts_that_arrive_before_their_resp_are_held_and_matched():
+    config = SmscConfig(seed=5, receipts_before_resp=True, latency=(0.005, 0.02),
+                        receipt_tlvs=True)
+
+    async def run():
+        async with Harness(config) as h:
+            total = h.submit(_bodies(200))
+            await h.until(lambda: len(h.receipts) == total)
+            return h, total
+
+    h, total = asyncio.run(run())
+    stats = h.connector.stats()
+    assert stats["errors"]["receipt_held"] == total
+    assert stats["receipts_held"] == 0 and stats["errors"].get("receipt_unmatched", 0) == 0
+    assert sorted((r.ref, r.part) for r in h.receipts) == sorted(h.by_part())
+
+
+def test_transmitter_and_receiver_binds_carry_submits_and_receipts():
+    async def run():
+        async with Harness(SmscConfig(seed=2), bind_mode="transmitter_receiver", binds=2) as h:
+            await h.until(lambda: h.connector.stats()["connected_binds"] == 4)
+            total = h.submit(_bodies(100))
+            await h.until(lambda: len(h.receipts) == total)
+            return h
+
+    h = asyncio.run(run())
+    assert h.smsc.counters["bind_transmitter"] == 2 and h.smsc.counters["bind_receiver"] == 2
+    assert all(r.outcome == "ok" for r in h.responses)
+
+
+def test_packed_gsm7_and_message_payload_reach_the_smsc_intact():
+    async def run(**kw):
+        async with Harness(SmscConfig(seed=2, receipts=False), **kw) as h:
+            total = h.submit([("a", "+491510000001", "ACME", "packed text " * 30)])
+            await h.until(lambda: len(h.responses) == total)
+            return h
+
+    packed = asyncio.run(run(gsm7_packed=True))
+    texts = defaultdict(list)
+    for part in packed.smsc.parts:
+        udh, text = decode_part(part.params, part.tlvs, packed=True)
+        texts[0].append((udh[2], text))
+    assert "".join(t for _, t in sorted(texts[0])) == "packed text " * 30
+    payload = asyncio.run(run(use_message_payload=True))
+    assert len(payload.smsc.parts) == 1
+    assert decode_part(payload.smsc.parts[0].params, payload.smsc.parts[0].tlvs)[1] == (
+        "packed text " * 30)
+
+
+def test_a_graceful_stop_unbinds_every_bind():
+    async def run():
+        h = Harness(SmscConfig(seed=2), binds=3)
+        async with h:
+            await h.until(lambda: h.connector.stats()["connected_binds"] == 3)
+        return h
+
+    h = asyncio.run(run())
+    assert h.smsc.counters["unbind"] == 3
+    assert h.states[0] == (True, "bound")
+
+
+def test_submits_while_no_bind_is_up_are_answered_retry_not_bound():
+    async def run():
+        async with Harness(SmscConfig(seed=2)) as h:
+            h.smsc.close_connections()
+            await h.until(lambda: not h.connector.available)
+            h.submit(_bodies(3))
+            await h.until(lambda: len(h.responses) >= 3)
+            return h
+
+    h = asyncio.run(run())
+    assert {(r.outcome, r.error) for r in h.responses} == {("retry", "not_bound")}
