@@ -33,7 +33,7 @@ import logging
 import struct
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
@@ -112,7 +112,10 @@ class BodyStore:
         self._ttl = env.open_db(b"bodies_ttl")
         self._meta = env.open_db(b"bodies_meta")
         self.alarms = _Alarms()
-        self.held_ids: Callable[[], frozenset[bytes]] = frozenset  # set by storage.holds.Holds
+        # set by storage.holds.Holds: message keys with a held copy (for the sweep log), and the hook
+        # that copies bodies of accounts under an account-scoped hold (None while there is none)
+        self.held: Container[bytes] = frozenset()
+        self.capture: Callable[[lmdb.Transaction, list[tuple[bytes, str, str]]], int] | None = None
         self._check_ring()
 
     def _check_ring(self) -> None:
@@ -129,9 +132,11 @@ class BodyStore:
 
     # --- write path (the POP actor) ---------------------------------------------------------------
 
-    def put_many(self, txn: lmdb.Transaction, items: Iterable[tuple[str, str, float]]) -> None:
+    def put_many(self, txn: lmdb.Transaction, items: Iterable[Sequence]) -> None:
         """Seal and write ``(message_id, body, expires_at)`` items inside the caller's write txn.
 
+        An item may carry a 4th element, the account id: while that account is under an account-scoped
+        hold (``storage.holds``), its body is also copied under the hold's key in the same txn.
         Raises ``StoreFull`` (the caller aborts its txn; nothing committed before is touched),
         ``KeyUnavailable`` if the current window key cannot be made, ``ValueError`` for a bad id."""
         now = self._clock()
@@ -139,18 +144,24 @@ class BodyStore:
         seal = sealer.seal
         cap_ms = int((now + self.max_ttl_seconds) * 1000)
         pack = _U64.pack
-        rows, ttl_rows = [], []
         fromhex = bytes.fromhex
-        for message_id, body, expires_at in items:
+        capture = self.capture
+        rows, ttl_rows, captured = [], [], []
+        for item in items:
+            message_id, body, expires_at = item[0], item[1], item[2]
             key = fromhex(message_id[4:])  # a cheaper check than id_bytes (0.3 us a message)
             if len(key) != 16 or len(message_id) != 36 or message_id[:4] != PREFIX:
                 key = id_bytes(message_id)  # raises ValueError with the offending id
             exp = pack(min(int(expires_at * 1000), cap_ms))
             rows.append((key, exp + seal(body.encode(), key)))
             ttl_rows.append((exp + key, b""))
+            if capture is not None and len(item) > 3:
+                captured.append((key, item[3], body))
         try:
             txn.cursor(db=self._bodies).putmulti(rows)
             txn.cursor(db=self._ttl).putmulti(ttl_rows)
+            if captured:
+                capture(txn, captured)
         except lmdb.MapFullError:
             raise StoreFull(
                 f"body store {self.env.path()} is full (LMDB map_size "
@@ -228,7 +239,7 @@ class BodyStore:
         """Purge every due body (TTL order), then shred each window key that can hold no live body."""
         started = time.perf_counter()
         now = self._clock() if now is None else now
-        held = self.held_ids()
+        held = self.held
         purged = held_purged = 0
         with self.env.begin(write=True) as txn:
             cursor = txn.cursor(db=self._ttl)

@@ -1,0 +1,322 @@
+"""The three exceptions to body retention (privacy policy 2.3), and the only path that keeps a body longer.
+
+Why it exists: a body may outlive its 24 h only if (a) it is under a **legal hold** (fraud/abuse
+investigation, carrier complaint, legal process), (b) its customer opted in to an **extended-retention
+debugging window** for their own account, or (c) a **lawful order** compels it. Each exception here is
+explicit (a :class:`Hold` with who, why, reference and until), bounded in time (``MAX_SECONDS`` per kind),
+and audit-logged (``storage.audit``) when placed, read, released and expired.
+
+How a body survives: a held body is copied, re-sealed under the hold's own data key (a named key
+``hold:<id>`` in the key ring), into the ``held_bodies`` db. The transient body then follows its normal life
+(carrier ack, TTL purge, its window key shredded) while the held copy stays readable, but only through
+:meth:`Holds.read_held_body`, which audit-logs every read. When the hold is released or expires, its copies
+are deleted and its key shredded, so they are gone from stale pages and backups as well.
+
+* Message-scoped holds (a, c) copy the bodies still stored when the hold is placed (a body already purged
+  cannot be brought back; the audit entry counts those).
+* Account-scoped holds (b, and c with ``account_id``) copy each body of that account written while the hold is
+  active: :meth:`storage.bodies.BodyStore.put_many` hands items of the form ``(id, body, expires_at,
+  account_id)`` to :meth:`Holds.capture`, in the same transaction.
+
+Durability contract: placing, capturing and releasing write the hold record, the held copies and the audit
+entry in one durable LMDB transaction. *Writers:* operator threads and the sweeper. *Readers:* any thread.
+A :class:`Holds` covers one POP environment; an operator places an account-scoped hold on every POP.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, replace
+from enum import StrEnum
+
+import lmdb
+import msgpack
+
+from engine.errors import CorruptRecord, InputError, KeyUnavailable
+from storage.audit import AuditLog
+from storage.bodies import BodyStore, durable_write
+from storage.keys import KeyRing
+
+__all__ = ["MAX_SECONDS", "Hold", "HoldKind", "Holds"]
+
+DAY = 86400
+
+
+class HoldKind(StrEnum):
+    LEGAL_HOLD = "legal_hold"  # (a) fraud/spam/abuse investigation, carrier complaint, legal process
+    DEBUG_WINDOW = "debug_window"  # (b) customer opt-in extended retention for their own account
+    LAWFUL_ORDER = "lawful_order"  # (c) compelled by a lawfully issued order
+
+
+MAX_SECONDS: dict[HoldKind, int] = {
+    HoldKind.LEGAL_HOLD: 90 * DAY,  # renewable only by placing a new hold with a new reference
+    HoldKind.DEBUG_WINDOW: 7 * DAY,
+    HoldKind.LAWFUL_ORDER: 365 * DAY,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """One exception. ``message_ids`` or ``account_id`` says what it covers."""
+
+    hold_id: str
+    kind: str
+    actor: str
+    reason: str
+    reference: str
+    created_at: float
+    until: float
+    message_ids: tuple[str, ...] = ()
+    account_id: str | None = None
+    ended_at: float | None = None
+    ended_by: str | None = None
+
+    def active(self, now: float) -> bool:
+        return self.ended_at is None and now < self.until
+
+
+class Holds:
+    """Legal holds, debugging windows and lawful orders over one POP's :class:`BodyStore`."""
+
+    def __init__(self, bodies: BodyStore, keys: KeyRing, audit: AuditLog, *,
+                 clock: Callable[[], float] = time.time,
+                 max_seconds: dict[HoldKind, int] | None = None) -> None:
+        self.bodies = bodies
+        self.keys = keys
+        self.audit = audit
+        self._clock = clock
+        self._max = {**MAX_SECONDS, **(max_seconds or {})}
+        env = bodies.env
+        self._holds_db = env.open_db(b"holds")
+        self._held_db = env.open_db(b"held_bodies")
+        self._sealer = keys.store_sealer("holds")  # hold records name people and reasons: sealed too
+        self._lock = threading.RLock()
+        self._holds: dict[str, Hold] = {}
+        self._by_account: dict[str, list[str]] = {}
+        self._held: dict[bytes, int] = {}  # message key -> number of holds keeping a copy
+        self._load()
+        bodies.held = self._held
+        self._update_capture_hook()
+
+    # --- placing ----------------------------------------------------------------------------------
+
+    def place_legal_hold(self, message_ids: Iterable[str], *, actor: str, reason: str,
+                         reference: str, until: float) -> Hold:
+        """(a) Keep these messages' bodies for an investigation or legal process."""
+        return self._place(HoldKind.LEGAL_HOLD, actor, reason, reference, until,
+                           message_ids=tuple(message_ids))
+
+    def open_debug_window(self, account_id: str, *, actor: str, reason: str, reference: str,
+                          until: float) -> Hold:
+        """(b) The customer's opt-in: keep their own account's new bodies until ``until``."""
+        return self._place(HoldKind.DEBUG_WINDOW, actor, reason, reference, until,
+                           account_id=account_id)
+
+    def register_lawful_order(self, *, actor: str, reason: str, reference: str, until: float,
+                              message_ids: Iterable[str] = (), account_id: str | None = None) -> Hold:
+        """(c) A lawful order naming messages (kept from now) and/or an account (new bodies)."""
+        return self._place(HoldKind.LAWFUL_ORDER, actor, reason, reference, until,
+                           message_ids=tuple(message_ids), account_id=account_id)
+
+    def _place(self, kind: HoldKind, actor: str, reason: str, reference: str, until: float, *,
+               message_ids: tuple[str, ...] = (), account_id: str | None = None) -> Hold:
+        now = self._clock()
+        self._validate(kind, actor, reason, reference, until, now, message_ids, account_id)
+        hold = Hold(f"hold_{os.urandom(8).hex()}", kind.value, actor, reason, reference, now, until,
+                    message_ids, account_id)
+        sealer = self.keys.named_sealer(_key_name(hold.hold_id))
+        copies = [(m, body) for m in message_ids if (body := self._readable(m)) is not None]
+        with self._lock, durable_write(self.bodies.env) as txn:
+            self._write_hold(txn, hold)
+            for message_id, body in copies:
+                key = bytes.fromhex(message_id[4:])
+                txn.put(_held_key(hold.hold_id, key), sealer.seal(body.encode(), key),
+                        db=self._held_db)
+            self.audit.append(actor, f"place_{kind.value}", hold.hold_id, "ok", {
+                "reason": reason, "reference": reference, "until": until,
+                "messages": len(message_ids), "copied": len(copies),
+                "not_stored": len(message_ids) - len(copies), "account_id": account_id or "",
+            }, txn=txn)
+        with self._lock:
+            self._remember(hold, [bytes.fromhex(m[4:]) for m, _ in copies])
+        return hold
+
+    def _readable(self, message_id: str) -> str | None:
+        try:
+            return self.bodies.get(message_id)
+        except (CorruptRecord, KeyUnavailable):
+            return None  # the store has raised its alarm; the audit entry counts it as not stored
+
+    def _validate(self, kind, actor, reason, reference, until, now, message_ids, account_id):
+        if not (actor and reason and reference):
+            raise InputError("a hold needs who (actor), why (reason) and a reference")
+        if until <= now:
+            raise InputError("a hold must end in the future")
+        if until - now > self._max[kind]:
+            raise InputError(f"a {kind.value} lasts at most {self._max[kind]} s")
+        if not message_ids and account_id is None:
+            raise InputError("a hold must name messages or an account")
+        if kind is HoldKind.DEBUG_WINDOW and message_ids:
+            raise InputError("a debugging window covers an account, not chosen messages")
+        bad = [m for m in message_ids if len(m) != 36 or not m.startswith("msg_")]
+        if bad:
+            raise InputError(f"not message ids: {bad[:3]}")
+
+    # --- capture on the write path (called by BodyStore.put_many) -------------------------------
+
+    def capture(self, txn: lmdb.Transaction, items: list[tuple[bytes, str, str]]) -> int:
+        """Copy bodies ``(key, account_id, body)`` of accounts under an active account-scoped hold."""
+        by_account, now, copied = self._by_account, self._clock(), 0
+        for key, account_id, body in items:
+            for hold_id in by_account.get(account_id, ()):
+                hold = self._holds[hold_id]
+                if not hold.active(now):
+                    continue
+                sealer = self.keys.named_sealer(_key_name(hold_id), create=False)
+                txn.put(_held_key(hold_id, key), sealer.seal(body.encode(), key), db=self._held_db)
+                self._held[key] = self._held.get(key, 0) + 1
+                copied += 1
+        return copied
+
+    def _update_capture_hook(self) -> None:
+        # put_many pays for account lookups only while some account-scoped hold is open
+        self.bodies.capture = self.capture if self._by_account else None
+
+    def accounts_held(self) -> frozenset[str]:
+        return frozenset(self._by_account)
+
+    # --- reading (the exception's own path) -------------------------------------------------------
+
+    def read_held_body(self, hold_id: str, message_id: str, actor: str) -> str:
+        """The held copy of a body; audit-logged whatever the outcome."""
+        hold = self._holds.get(hold_id)
+        if hold is None or not hold.active(self._clock()):
+            self.audit.append(actor, "read_held_body", f"{hold_id}/{message_id}", "denied",
+                              {"why": "no active hold"})
+            raise KeyUnavailable(f"{hold_id} is not an active hold: its copies are shredded")
+        key = bytes.fromhex(message_id[4:])
+        with self.bodies.env.begin(db=self._held_db) as txn:
+            blob = txn.get(_held_key(hold_id, key))
+            blob = None if blob is None else bytes(blob)
+        if blob is None:
+            self.audit.append(actor, "read_held_body", f"{hold_id}/{message_id}", "not_found")
+            raise InputError(f"{message_id} is not held by {hold_id}")
+        sealer = self.keys.named_sealer(_key_name(hold_id), create=False)
+        body = sealer.open(blob, key).decode()
+        self.audit.append(actor, "read_held_body", f"{hold_id}/{message_id}", "ok",
+                          {"kind": hold.kind, "reference": hold.reference})
+        return body
+
+    def held_message_ids(self, hold_id: str) -> list[str]:
+        """Ids (not bodies) of the copies a hold keeps."""
+        with self.bodies.env.begin() as txn:
+            return ["msg_" + k.hex() for k in self._copies(txn, hold_id)]
+
+    def active(self) -> list[Hold]:
+        now = self._clock()
+        return [h for h in self._holds.values() if h.active(now)]
+
+    def get(self, hold_id: str) -> Hold | None:
+        return self._holds.get(hold_id)
+
+    # --- ending -----------------------------------------------------------------------------------
+
+    def release(self, hold_id: str, *, actor: str, reason: str) -> Hold:
+        """End a hold now: delete its copies and shred its key (audit-logged)."""
+        return self._end(hold_id, actor, "release", reason)
+
+    def sweep(self, now: float | None = None) -> int:
+        """End every hold past its ``until`` (the :class:`~storage.retention.Sweepable` contract)."""
+        now = self._clock() if now is None else now
+        due = [h.hold_id for h in self._holds.values() if h.ended_at is None and h.until <= now]
+        for hold_id in due:
+            self._end(hold_id, "system:sweeper", "expire", "until reached")
+        return len(due)
+
+    def _end(self, hold_id: str, actor: str, action: str, reason: str) -> Hold:
+        with self._lock:
+            hold = self._holds.get(hold_id)
+            if hold is None or hold.ended_at is not None:
+                raise InputError(f"{hold_id} is not an open hold")
+            ended = replace(hold, ended_at=self._clock(), ended_by=actor)
+            prefix = _held_key(hold_id, b"")
+            with durable_write(self.bodies.env) as txn:
+                removed = self._delete_copies(txn, prefix)
+                self._write_hold(txn, ended)
+                self.audit.append(actor, f"{action}_{hold.kind}", hold_id, "ok",
+                                  {"reason": reason, "copies_shredded": len(removed)}, txn=txn)
+            self.keys.shred_named(_key_name(hold_id))
+            self._holds[hold_id] = ended
+            self._forget(ended, removed)
+            return ended
+
+    def _delete_copies(self, txn: lmdb.Transaction, prefix: bytes) -> list[bytes]:
+        removed = []
+        cursor = txn.cursor(db=self._held_db)
+        if cursor.set_range(prefix):
+            while cursor.key().startswith(prefix):
+                removed.append(cursor.key()[len(prefix):])
+                if not cursor.delete():
+                    break
+        return removed
+
+    # --- state ------------------------------------------------------------------------------------
+
+    def _write_hold(self, txn: lmdb.Transaction, hold: Hold) -> None:
+        key = hold.hold_id.encode()
+        record = msgpack.packb(asdict(hold))
+        txn.put(key, self._sealer.seal(record, key), db=self._holds_db)
+
+    def _remember(self, hold: Hold, copied: list[bytes]) -> None:
+        self._holds[hold.hold_id] = hold
+        if hold.account_id is not None and hold.ended_at is None:
+            self._by_account.setdefault(hold.account_id, []).append(hold.hold_id)
+            self._update_capture_hook()
+        for key in copied:
+            self._held[key] = self._held.get(key, 0) + 1
+
+    def _forget(self, hold: Hold, removed: list[bytes]) -> None:
+        if hold.account_id is not None:
+            ids = [h for h in self._by_account.get(hold.account_id, []) if h != hold.hold_id]
+            if ids:
+                self._by_account[hold.account_id] = ids
+            else:
+                self._by_account.pop(hold.account_id, None)
+            self._update_capture_hook()
+        for key in removed:
+            left = self._held.get(key, 0) - 1
+            if left > 0:
+                self._held[key] = left
+            else:
+                self._held.pop(key, None)
+
+    def _load(self) -> None:
+        with self.bodies.env.begin() as txn:
+            for key, blob in txn.cursor(db=self._holds_db):
+                fields = msgpack.unpackb(self._sealer.open(bytes(blob), bytes(key)), raw=False)
+                fields["message_ids"] = tuple(fields["message_ids"])
+                hold = Hold(**fields)
+                copied = [] if hold.ended_at is not None else self._copies(txn, hold.hold_id)
+                self._remember(hold, copied)
+
+    def _copies(self, txn: lmdb.Transaction, hold_id: str) -> list[bytes]:
+        prefix = _held_key(hold_id, b"")
+        cursor = txn.cursor(db=self._held_db)
+        found = []
+        if cursor.set_range(prefix):
+            for key in cursor.iternext(values=False):
+                if not key.startswith(prefix):
+                    break
+                found.append(bytes(key[len(prefix):]))
+        return found
+
+
+def _key_name(hold_id: str) -> str:
+    return f"hold:{hold_id}"
+
+
+def _held_key(hold_id: str, message_key: bytes) -> bytes:
+    return bytes.fromhex(hold_id[5:]) + message_key

@@ -1,0 +1,197 @@
+"""Holds: the three policy exceptions keep a body past its TTL and shredding, only via their own path."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.errors import InputError, KeyUnavailable
+from storage.audit import AuditLog
+from storage.bodies import BodyStore
+from storage.holds import HoldKind, Holds
+from storage.keys import KEY_STORE_FILE
+
+DAY = 86400
+
+
+@pytest.fixture
+def audit(env, clock):
+    return AuditLog(env, clock=clock)
+
+
+@pytest.fixture
+def holds(store, keyring, audit, clock):
+    return Holds(store, keyring, audit, clock=clock)
+
+
+def put(store, items):
+    with store.env.begin(write=True) as txn:
+        store.put_many(txn, items)
+
+
+def ack_and_expire(store, clock, mids):
+    with store.env.begin(write=True) as txn:
+        store.discard_many(txn, mids)
+    clock.advance(2 * DAY)
+    return store.sweep()
+
+
+def test_a_legal_hold_keeps_a_body_through_ack_ttl_and_window_shredding(
+        store, holds, ids, clock, keyring):
+    mid, other = ids.new(), ids.new()
+    put(store, [(mid, "evidence text", clock.now + 600), (other, "ordinary", clock.now + 600)])
+    hold = holds.place_legal_hold([mid], actor="op:alice", reason="phishing complaint",
+                                  reference="CARRIER-123", until=clock.now + 30 * DAY)
+    window = keyring.body_window(clock.now)
+    result = ack_and_expire(store, clock, [mid, other])
+    assert window in result.shredded_windows
+    assert store.get(mid) is None  # the ordinary path no longer has it
+    assert holds.read_held_body(hold.hold_id, mid, actor="op:bob") == "evidence text"
+    assert holds.held_message_ids(hold.hold_id) == [mid]
+
+
+def test_a_held_transient_body_purged_by_the_sweep_is_counted_as_held(store, holds, ids, clock):
+    mid = ids.new()
+    put(store, [(mid, "x", clock.now + 60)])
+    holds.place_legal_hold([mid], actor="op", reason="r", reference="ref", until=clock.now + DAY)
+    clock.advance(61)
+    assert store.sweep().held_purged == 1
+
+
+def test_releasing_a_hold_deletes_its_copies_and_shreds_its_key(store, holds, ids, clock, keyring,
+                                                                 data_dir):
+    mid = ids.new()
+    put(store, [(mid, "evidence", clock.now + 600)])
+    hold = holds.place_legal_hold([mid], actor="op", reason="r", reference="ref",
+                                  until=clock.now + DAY)
+    wrapped = keyring._wrapped_named[f"hold:{hold.hold_id}"][1]
+    holds.release(hold.hold_id, actor="op:carol", reason="case closed")
+    assert holds.held_message_ids(hold.hold_id) == []
+    assert f"hold:{hold.hold_id}" not in keyring.named_keys()
+    assert wrapped not in (data_dir / "keys" / KEY_STORE_FILE).read_bytes()
+    with pytest.raises(KeyUnavailable, match="not an active hold"):
+        holds.read_held_body(hold.hold_id, mid, actor="op")
+    with pytest.raises(InputError):
+        holds.release(hold.hold_id, actor="op", reason="again")
+
+
+def test_a_hold_expires_at_its_until_and_the_sweep_shreds_it(store, holds, ids, clock, keyring):
+    mid = ids.new()
+    put(store, [(mid, "evidence", clock.now + 600)])
+    hold = holds.place_legal_hold([mid], actor="op", reason="r", reference="ref",
+                                  until=clock.now + 3 * DAY)
+    ack_and_expire(store, clock, [mid])
+    assert holds.sweep() == 0
+    clock.advance(DAY + 1)
+    assert holds.sweep() == 1
+    assert holds.get(hold.hold_id).ended_by == "system:sweeper"
+    assert holds.held_message_ids(hold.hold_id) == [] and keyring.named_keys() == ["holds"]
+    with pytest.raises(KeyUnavailable):
+        holds.read_held_body(hold.hold_id, mid, actor="op")
+
+
+def test_a_debug_window_captures_only_its_account_and_only_while_open(store, holds, ids, clock):
+    window = holds.open_debug_window("acct_1", actor="customer:acct_1", reason="debug webhook",
+                                     reference="TICKET-9", until=clock.now + 2 * DAY)
+    mine, theirs = ids.new(), ids.new()
+    put(store, [(mine, "my body", clock.now + 600, "acct_1"),
+                (theirs, "their body", clock.now + 600, "acct_2")])
+    assert holds.held_message_ids(window.hold_id) == [mine]
+    ack_and_expire(store, clock, [mine, theirs])  # 2 days later: the window has ended
+    assert holds.sweep() == 1
+    late = ids.new()
+    put(store, [(late, "after", clock.now + 600, "acct_1")])
+    assert holds.held_message_ids(window.hold_id) == []
+    assert store.capture is None  # no account-scoped hold left: the write path pays nothing
+
+
+def test_a_debug_window_body_is_readable_after_its_ttl_through_the_hold_only(
+        store, holds, ids, clock):
+    window = holds.open_debug_window("acct_1", actor="customer:acct_1", reason="debug",
+                                     reference="T-1", until=clock.now + 7 * DAY)
+    mid = ids.new()
+    put(store, [(mid, "reproduce me", clock.now + 600, "acct_1")])
+    ack_and_expire(store, clock, [mid])
+    assert store.get(mid) is None
+    assert holds.read_held_body(window.hold_id, mid, actor="customer:acct_1") == "reproduce me"
+
+
+def test_a_lawful_order_can_name_messages_and_an_account(store, holds, ids, clock):
+    old = ids.new()
+    put(store, [(old, "named", clock.now + 600, "acct_9")])
+    order = holds.register_lawful_order(actor="legal:dana", reason="court order",
+                                        reference="ORDER-2026-17", until=clock.now + 100 * DAY,
+                                        message_ids=[old], account_id="acct_9")
+    new = ids.new()
+    put(store, [(new, "later", clock.now + 600, "acct_9")])
+    assert holds.held_message_ids(order.hold_id) == sorted([old, new])
+    assert order.kind == HoldKind.LAWFUL_ORDER
+
+
+@pytest.mark.parametrize("kind, seconds", [("legal", 91 * DAY), ("debug", 7 * DAY + 1),
+                                           ("order", 366 * DAY)])
+def test_a_hold_longer_than_its_kinds_maximum_is_refused(holds, ids, clock, kind, seconds):
+    until = clock.now + seconds
+    with pytest.raises(InputError, match="at most"):
+        if kind == "legal":
+            holds.place_legal_hold([ids.new()], actor="op", reason="r", reference="x", until=until)
+        elif kind == "debug":
+            holds.open_debug_window("a", actor="c", reason="r", reference="x", until=until)
+        else:
+            holds.register_lawful_order(actor="op", reason="r", reference="x", until=until,
+                                        account_id="a")
+
+
+@pytest.mark.parametrize("actor, reason, reference", [("", "r", "x"), ("op", "", "x"),
+                                                      ("op", "r", "")])
+def test_a_hold_without_who_why_or_reference_is_refused(holds, ids, clock, actor, reason,
+                                                        reference):
+    with pytest.raises(InputError, match="who"):
+        holds.place_legal_hold([ids.new()], actor=actor, reason=reason, reference=reference,
+                               until=clock.now + DAY)
+
+
+def test_a_hold_ending_in_the_past_or_covering_nothing_is_refused(holds, clock, ids):
+    with pytest.raises(InputError, match="future"):
+        holds.place_legal_hold([ids.new()], actor="o", reason="r", reference="x", until=clock.now)
+    with pytest.raises(InputError, match="messages or an account"):
+        holds.register_lawful_order(actor="o", reason="r", reference="x", until=clock.now + 9)
+
+
+def test_a_hold_on_an_already_purged_body_keeps_nothing_and_says_so(store, holds, audit, ids,
+                                                                      clock):
+    mid = ids.new()
+    hold = holds.place_legal_hold([mid], actor="op", reason="r", reference="x",
+                                  until=clock.now + DAY)
+    assert holds.held_message_ids(hold.hold_id) == []
+    assert audit.entries()[-1].detail["not_stored"] == 1
+
+
+def test_every_hold_action_is_audited_without_any_body_text(store, holds, audit, ids, clock):
+    mid = ids.new()
+    put(store, [(mid, "SECRET-BODY-TEXT", clock.now + 600)])
+    hold = holds.place_legal_hold([mid], actor="op:a", reason="abuse", reference="C-1",
+                                  until=clock.now + DAY)
+    holds.read_held_body(hold.hold_id, mid, actor="op:b")
+    holds.release(hold.hold_id, actor="op:c", reason="done")
+    with pytest.raises(KeyUnavailable):
+        holds.read_held_body(hold.hold_id, mid, actor="op:d")
+    trail = [(e.actor, e.action, e.result) for e in audit.entries()]
+    assert trail == [("op:a", "place_legal_hold", "ok"), ("op:b", "read_held_body", "ok"),
+                     ("op:c", "release_legal_hold", "ok"), ("op:d", "read_held_body", "denied")]
+    assert "SECRET-BODY-TEXT" not in repr(audit.entries())
+
+
+def test_holds_and_their_capture_survive_a_restart(env, keyring, store, holds, audit, ids, clock):
+    mid = ids.new()
+    put(store, [(mid, "kept", clock.now + 600)])
+    legal = holds.place_legal_hold([mid], actor="op", reason="r", reference="x",
+                                   until=clock.now + DAY)
+    debug = holds.open_debug_window("acct_1", actor="c", reason="r", reference="y",
+                                    until=clock.now + DAY)
+    store2 = BodyStore(env, keyring, clock=clock)
+    holds2 = Holds(store2, keyring, audit, clock=clock)
+    assert {h.hold_id for h in holds2.active()} == {legal.hold_id, debug.hold_id}
+    later = ids.new()
+    put(store2, [(later, "captured after restart", clock.now + 600, "acct_1")])
+    assert holds2.read_held_body(debug.hold_id, later, actor="c") == "captured after restart"
+    assert holds2.read_held_body(legal.hold_id, mid, actor="op") == "kept"
