@@ -184,10 +184,10 @@ class SmppBind:
             try:
                 pdu = await read_pdu(self._reader)
             except p.PduError as exc:
-                self.connector.count_error(f"pdu_{exc.kind}")
                 self._send(p.generic_nack(exc.sequence, exc.status))
                 if exc.fatal or exc.kind != "unknown_command":
-                    raise
+                    raise  # counted by run() as the reason the bind closed
+                self.connector.count_error(f"pdu_{exc.kind}")
                 continue
             if pdu is None:
                 raise BindClosed("peer_closed")

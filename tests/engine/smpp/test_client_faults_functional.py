@@ -1,0 +1,152 @@
+"""The SMPP connector under faults: a killed SMSC, silence, generic_nack, malformed PDUs, throttling."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bench.smsc import SimulatedSmsc, SmscConfig
+from engine.smpp import pdu as p
+from engine.smpp.bind import THROTTLE_PAUSE_MIN
+from tests.engine.smpp.harness import Harness
+from tests.engine.smpp.test_client_functional import _bodies
+
+pytestmark = pytest.mark.functional
+
+
+def test_an_smsc_killed_mid_window_resolves_every_part_and_a_restarted_one_gets_them_all():
+    """Acting as the POP: resubmit whatever comes back ``retry`` until every part is ``ok``."""
+    messages = _bodies(400)
+
+    async def run():
+        h = Harness(SmscConfig(seed=4, latency=(0.005, 0.02), receipts=False),
+                    binds=2, window=10)
+        async with h:
+            port = h.smsc.port
+            total = h.submit(messages)
+            await h.until(lambda: h.connector.submitted >= 100)
+            assert h.connector.stats()["window_in_use"] > 0  # really mid-window
+            first_smsc = h.smsc
+            await first_smsc.stop()
+            await h.until(lambda: len(h.responses) == total)  # all resolved, ok or retry
+            assert {r.outcome for r in h.responses} == {"ok", "retry"}
+            h.smsc = SimulatedSmsc(SmscConfig(seed=5, receipts=False))
+            await h.smsc.start(port=port)
+            await h.until(lambda: h.connector.available)
+            done = {(r.ref, r.part) for r in h.responses if r.outcome == "ok"}
+            for _round in range(20):
+                retry = [r for r in h.responses if r.outcome == "retry"]
+                h.responses.clear()
+                if not retry:
+                    break
+                want = {(r.ref, r.part) for r in retry}
+                parts = [part for m in messages for part in h.builder.build(*m)
+                         if (part.ref, part.part) in want]
+                h.connector.submit(parts)
+                n = len(parts)
+                await h.until(lambda n=n: len(h.responses) == n)
+                done |= {(r.ref, r.part) for r in h.responses if r.outcome == "ok"}
+            return h, first_smsc, total, done
+
+    h, first_smsc, total, done = asyncio.run(run())
+    assert len(done) == total  # every part delivered to one SMSC or the other
+    assert len(first_smsc.parts) + len(h.smsc.parts) >= total
+    stats = h.connector.stats()
+    assert stats["reconnects"] >= 2 and stats["connected_binds"] == 0  # stopped at exit
+
+
+def test_an_smsc_that_never_answers_times_out_each_submit_as_retry_and_the_bind_reconnects():
+    async def run():
+        async with Harness(SmscConfig(seed=1, answer=False), resp_timeout_seconds=0.2,
+                           enquire_link_seconds=0.5) as h:
+            total = h.submit(_bodies(5))
+            await h.until(lambda: len(h.responses) == total)
+            await h.until(lambda: h.connector.stats()["errors"].get("enquire_link_timeout"))
+            return h, total
+
+    h, total = asyncio.run(run())
+    assert {(r.outcome, r.error) for r in h.responses} == {("retry", "resp_timeout")}
+    assert h.connector.stats()["errors"]["resp_timeout"] == total
+
+
+def test_a_generic_nack_to_a_submit_is_a_retry():
+    async def run():
+        async with Harness(SmscConfig(seed=1, nack_rate=1.0)) as h:
+            h.submit([("a", "+491510000001", "ACME", "hi")])
+            await h.until(lambda: h.responses)
+            return h
+
+    h = asyncio.run(run())
+    [resp] = h.responses
+    assert (resp.outcome, resp.error) == ("retry", "generic_nack:ESME_RSYSERR")
+
+
+@pytest.mark.parametrize("kind", ["truncated", "oversized"])
+def test_a_malformed_pdu_from_the_smsc_closes_the_bind_which_reconnects(kind):
+    async def run():
+        async with Harness(SmscConfig(seed=1, latency=(0.5, 0.5))) as h:
+            total = h.submit(_bodies(3))
+            await h.until(lambda: h.connector.submitted == total)
+            h.smsc.send_malformed(kind)
+            await h.until(lambda: len(h.responses) == total)
+            await h.until(lambda: h.connector.available and h.smsc.counters["connections"] == 2)
+            return h
+
+    h = asyncio.run(run())
+    assert {r.outcome for r in h.responses} == {"retry"}
+    assert h.connector.stats()["errors"][f"pdu_{kind}"] == 1
+    assert h.smsc.counters["generic_nack"] == 1  # the connector told the SMSC before closing
+
+
+def test_an_unknown_command_from_the_smsc_is_nacked_and_the_bind_stays_up():
+    async def run():
+        async with Harness(SmscConfig(seed=1)) as h:
+            h.smsc.send_malformed("unknown")
+            await h.until(lambda: h.smsc.counters["generic_nack"] == 1)
+            total = h.submit(_bodies(3))
+            await h.until(lambda: len(h.responses) == total)
+            return h
+
+    h = asyncio.run(run())
+    assert {r.outcome for r in h.responses} == {"ok"}
+    assert h.smsc.counters["connections"] == 1 and h.connector.reconnects == 0
+
+
+def test_throttled_answers_pause_the_whole_bind():
+    async def run():
+        async with Harness(SmscConfig(seed=1, throttle=20, receipts=False), window=10) as h:
+            total = h.submit([(f"t{i}", f"+4915100{i:05d}", "ACME", "x") for i in range(60)])
+            await h.until(lambda: len(h.responses) == total)
+            return h
+
+    h = asyncio.run(run())
+    throttled = [r for r in h.responses if r.outcome == "throttled"]
+    assert throttled and all(r.error == "ESME_RTHROTTLED" for r in throttled)
+    assert h.connector.throttle_pauses >= 1
+    arrivals = sorted(part.at for part in h.smsc.parts)
+    first_throttled = min(part.at for part in h.smsc.parts if part.status == p.ESME_RTHROTTLED)
+    later = [t for t in arrivals if t > first_throttled]
+    gaps = [b - a for a, b in zip([first_throttled, *later], later, strict=False)]
+    assert max(gaps) >= THROTTLE_PAUSE_MIN * 0.9  # nothing was sent while the bind was paused
+
+
+def test_wrong_credentials_keep_the_carrier_unavailable_and_count_refusals():
+    async def run():
+        h = Harness(SmscConfig(seed=1, password="other"))
+        await h.smsc.start()
+        from engine.smpp import smsc_carrier_settings
+        from engine.smpp.client import SmppConnector
+
+        settings = smsc_carrier_settings("127.0.0.1", h.smsc.port, reconnect_min_seconds=0.02,
+                                         reconnect_max_seconds=0.05)
+        c = SmppConnector("c1", settings, h.responses.extend, h.receipts.extend,
+                          lambda up, why: h.states.append(up))
+        await c.start()
+        await h.until(lambda: c.stats()["errors"].get("bind_refused", 0) >= 2)
+        await c.stop(timeout=0.1)
+        await h.smsc.stop()
+        return c, h
+
+    c, h = asyncio.run(run())
+    assert not c.available and h.states == []
