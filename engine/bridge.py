@@ -41,6 +41,11 @@ class InFlightGate:
             self._used += n
             return True
 
+    def force_acquire(self, n: int) -> None:
+        """Take slots regardless of the limit (messages resumed after a restart are already accepted)."""
+        with self._lock:
+            self._used += n
+
     def release(self, n: int = 1) -> None:
         with self._lock:
             self._used = max(0, self._used - n)

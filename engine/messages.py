@@ -282,6 +282,14 @@ class ApiKeyAdded(Message):
     key_digest: bytes
 
 
+@message(6)
+class RegisterSession(Message):
+    """A session asks the ledger (the one ``ask`` in the engine, at session start) for the balance it may
+    spend; from then on the ledger tells it every ``BalanceChanged`` of its account."""
+
+    account_id: str
+
+
 # === customer session -> POP ==========================================================================
 
 

@@ -117,6 +117,19 @@ class RoutingTable:
         route = routes[0] if len(routes) == 1 else _weighted_pick(routes, rng)
         return Resolution(pop=route.pop, candidates=order_candidates(route.carriers, rng))
 
+    def candidates_at(self, pop: str, e164: str, region: str,
+                      rng: random.Random | None = None) -> tuple[CarrierCandidate, ...]:
+        """Ordered carriers of the most specific route at ``pop`` for a destination (``NoRoute`` if none)."""
+        rng = rng or random
+        for length in self._prefix_lengths:
+            routes = [r for r in self._by_prefix.get(e164[:length], ()) if r.pop == pop]
+            if routes:
+                return order_candidates(_weighted_pick(routes, rng).carriers, rng)
+        routes = [r for r in self._by_region.get(region, ()) if r.pop == pop]
+        if not routes:
+            raise NoRoute(f"POP {pop} has no route for destination country {region}")
+        return order_candidates(_weighted_pick(routes, rng).carriers, rng)
+
     def price(self, region: str, segments: int) -> int:
         """Price of a message in integer micro-USD: segments x the destination's per-segment rate."""
         rate = self.rates.get(region, self.default_rate)

@@ -1,0 +1,228 @@
+"""SimulatedCarrierActor: an in-process carrier link that behaves like a real one.
+
+It has a submit window, a throughput limit, a latency distribution for submit answers, a receipt delay
+distribution and an outcome mix: ``delivered``, ``undeliverable``, ``rejected`` (permanent submit error),
+``expired``, ``throttled`` (retryable) and ``no_answer`` (the submit is never answered). A share of receipts
+arrives late (``late_receipt_rate``, ten times the delay) or twice (``duplicate_receipt_rate``); parts are
+receipted independently, so receipts arrive out of order.
+
+Messages in: ``SubmitToCarrier`` (its POP), ``CarrierEmitDue`` (clock), ``SetCarrierSuspended`` (operator).
+Messages out: ``CarrierResponded`` and ``ReceiptsReceived`` to its POP, in batches.
+
+It sees only what a carrier may see (``CarrierSubmitItem``: destination, sender ID, body, opaque ref); it
+keeps a count of what it received (``stats()``) for tests and the control port.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import math
+import random
+import time
+from typing import Any
+
+import pykka
+
+from engine import messages as m
+from engine.errors import InvalidBody, MalformedMessage
+from engine.segments import plan
+
+log = logging.getLogger(__name__)
+
+OUTCOMES = ("delivered", "undeliverable", "rejected", "expired", "throttled", "no_answer")
+_RECEIPT_STATE = {"delivered": "DELIVRD", "undeliverable": "UNDELIV", "expired": "EXPIRED"}
+
+
+def sample_ms(spec: Any, rng: random.Random) -> float:
+    """Draw a delay in ms from ``{distribution = fixed|uniform|lognormal, ...}`` (or a plain number)."""
+    if spec is None:
+        return 0.0
+    if isinstance(spec, int | float):
+        return float(spec)
+    kind = spec.get("distribution", "fixed")
+    if kind == "fixed":
+        return float(spec.get("ms", 0))
+    if kind == "uniform":
+        return rng.uniform(float(spec.get("min_ms", 0)), float(spec.get("max_ms", 0)))
+    if kind == "lognormal":
+        median = float(spec.get("median_ms", 0))
+        return 0.0 if median <= 0 else median * math.exp(rng.gauss(0.0, float(spec.get("sigma", 0.5))))
+    raise ValueError(f"unknown distribution {kind!r}")
+
+
+class SimulatedCarrierActor(pykka.ThreadingActor):
+    def __init__(self, name: str, options: dict, pop_ref, clock, seed: int | None = None) -> None:
+        super().__init__()
+        self.name = name
+        self.pop_ref = pop_ref
+        self.clock = clock
+        self.rng = random.Random(seed)
+        self.latency = options.get("latency")
+        self.receipt_delay = options.get("receipt_delay")
+        self.window = int(options.get("window", 100))
+        self.throughput = float(options.get("throughput", 0))
+        mix = options.get("outcomes", {"delivered": 1.0})
+        unknown = set(mix) - set(OUTCOMES)
+        if unknown:
+            raise ValueError(f"carrier {name}: unknown outcome(s) {sorted(unknown)}")
+        self._outcomes = list(mix)
+        self._weights = list(itertools.accumulate(float(mix[k]) for k in self._outcomes))
+        self.late_rate = float(options.get("late_receipt_rate", 0.01))
+        self.duplicate_rate = float(options.get("duplicate_receipt_rate", 0.01))
+        self.suspended = False
+        self._heap: list[tuple[float, int, str, Any]] = []
+        self._seq = itertools.count()
+        self._wake_at = math.inf
+        self._open = 0  # submits answered later (the window)
+        self._tokens = self.throughput
+        self._last_refill = clock.now()
+        self._ids = itertools.count(1)
+        self.received: dict[str, int] = {}
+        self.counts = {k: 0 for k in (*OUTCOMES, "window_full", "submitted", "parts")}
+
+    def on_receive(self, raw: bytes) -> None:
+        try:
+            msg = m.decode(raw)
+        except MalformedMessage as exc:
+            log.warning("carrier %s: dropped malformed message: %s", self.name, exc)
+            return
+        match msg:
+            case m.SubmitToCarrier(items=items):
+                self._on_submit(items)
+            case m.CarrierEmitDue():
+                self._wake_at = math.inf
+                self._emit_due()
+            case m.SetCarrierSuspended(suspended=suspended):
+                self.suspended = suspended
+                self.pop_ref.tell(m.encode(m.CarrierStateChanged(
+                    self.name, not suspended, "suspended" if suspended else "resumed")))
+            case _:
+                log.error("carrier %s: unexpected %s", self.name, type(msg).__name__)
+
+    def stats(self) -> dict:
+        return {"carrier": self.name, "kind": "simulated", "connected": not self.suspended,
+                "window": self.window, "window_in_use": self._open, "throughput": self.throughput,
+                **self.counts}
+
+    # --- submits -----------------------------------------------------------------------------------
+
+    def _on_submit(self, items: list[m.CarrierSubmitItem]) -> None:
+        now = self.clock.now()
+        self._refill(now)
+        immediate: list[m.CarrierResponseItem] = []
+        receipts: list[m.ReceiptItem] = []
+        for item in items:
+            self.counts["submitted"] += 1
+            self.received[item.ref] = self.received.get(item.ref, 0) + 1
+            try:
+                parts = len(plan(item.body, max_segments=255).parts)
+            except InvalidBody:
+                immediate.append(m.CarrierResponseItem(item.ref, 0, 1, "reject", "", "0x00000001"))
+                continue
+            self.counts["parts"] += parts
+            refusal = self._refusal()
+            if refusal:
+                outcome, error = refusal
+                immediate.extend(m.CarrierResponseItem(item.ref, p, parts, outcome, "", error)
+                                 for p in range(parts))
+                continue
+            outcome = self._draw()
+            self.counts[outcome] += 1
+            if outcome == "no_answer":
+                continue
+            self._answer(item.ref, parts, outcome, now, immediate, receipts)
+        self._send(immediate, receipts)
+        self._arm()
+
+    def _refusal(self) -> tuple[str, str] | None:
+        if self.suspended:
+            return "retry", "suspended"
+        if self._open >= self.window:
+            self.counts["window_full"] += 1
+            return "retry", "0x00000014"  # ESME_RMSGQFUL
+        if self.throughput:
+            if self._tokens < 1:
+                self.counts["throttled"] += 1
+                return "throttled", "0x00000058"  # ESME_RTHROTTLED
+            self._tokens -= 1
+        return None
+
+    def _answer(self, ref, parts, outcome, now, immediate, receipts) -> None:
+        delay = sample_ms(self.latency, self.rng) / 1000.0
+        if outcome == "throttled":
+            answers = [m.CarrierResponseItem(ref, p, parts, "throttled", "", "0x00000058")
+                       for p in range(parts)]
+        elif outcome == "rejected":
+            answers = [m.CarrierResponseItem(ref, p, parts, "reject", "", "0x0000000B")
+                       for p in range(parts)]
+        else:
+            answers = [m.CarrierResponseItem(ref, p, parts, "ok", f"{next(self._ids):x}", "")
+                       for p in range(parts)]
+            state = _RECEIPT_STATE.get(outcome, "DELIVRD")
+            for p in range(parts):
+                self._schedule_receipt(ref, p, state, now + delay, receipts)
+        if delay <= 0:
+            immediate.extend(answers)
+        else:
+            self._open += 1
+            self._push(now + delay, "resp", answers)
+
+    def _schedule_receipt(self, ref, part, state, acked_at, receipts) -> None:
+        delay = sample_ms(self.receipt_delay, self.rng) / 1000.0
+        if self.rng.random() < self.late_rate:
+            delay = delay * 10 + 1.0
+        copies = 2 if self.rng.random() < self.duplicate_rate else 1
+        err = "000" if state == "DELIVRD" else "001"
+        for _ in range(copies):
+            item = m.ReceiptItem(ref, part, state, err, 0.0)
+            if acked_at + delay <= self.clock.now():
+                receipts.append(item)
+            else:
+                self._push(acked_at + delay, "receipt", item)
+
+    def _draw(self) -> str:
+        x = self.rng.random() * self._weights[-1]
+        for name, edge in zip(self._outcomes, self._weights, strict=True):
+            if x < edge:
+                return name
+        return self._outcomes[-1]
+
+    def _refill(self, now: float) -> None:
+        if self.throughput:
+            self._tokens = min(self.throughput, self._tokens + (now - self._last_refill) * self.throughput)
+        self._last_refill = now
+
+    # --- timed emission ----------------------------------------------------------------------------
+
+    def _push(self, due: float, kind: str, payload: Any) -> None:
+        heapq.heappush(self._heap, (due, next(self._seq), kind, payload))
+
+    def _arm(self) -> None:
+        if self._heap and self._heap[0][0] < self._wake_at:
+            self._wake_at = self._heap[0][0]
+            self.clock.schedule(self._wake_at - self.clock.now(), self.actor_ref,
+                                m.encode(m.CarrierEmitDue(self._wake_at)))
+
+    def _emit_due(self) -> None:
+        now = self.clock.now()
+        responses: list[m.CarrierResponseItem] = []
+        receipts: list[m.ReceiptItem] = []
+        while self._heap and self._heap[0][0] <= now:
+            _, _, kind, payload = heapq.heappop(self._heap)
+            if kind == "resp":
+                self._open -= 1
+                responses.extend(payload)
+            else:
+                receipts.append(payload)
+        self._send(responses, receipts)
+        self._arm()
+
+    def _send(self, responses: list, receipts: list) -> None:
+        if responses:
+            self.pop_ref.tell(m.encode(m.CarrierResponded(self.name, responses)))
+        if receipts:
+            at = time.time()
+            receipts = [r._replace(at=at) for r in receipts]
+            self.pop_ref.tell(m.encode(m.ReceiptsReceived(self.name, receipts)))

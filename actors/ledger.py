@@ -1,0 +1,99 @@
+"""LedgerActor: the single writer of debits and credits.
+
+Messages in: ``DebitMessages`` (POPs, after a message is durable), ``CreditAccount`` (host deposits),
+``RegisterSession`` (asked once by each new session), ``Flush`` and ``Tick`` (itself / the clock).
+Messages out: ``BalanceChanged`` to the account's session, ``CreditApplied`` to the bridge.
+
+Debits are grouped: every debit that arrived before a ``Flush`` is written in one fsynced transaction.
+Both kinds of write are idempotent (message id, chain + tx hash), so a repeat never bills or credits twice.
+If a write fails (store full), the debits stay queued and are retried on the next tick; the messages
+themselves are already durable, and recovery re-derives any debit still missing after a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pykka
+
+from engine import messages as m
+from engine.errors import MalformedMessage, StorageError
+from storage.ledger import DEBIT, DEPOSIT, LedgerStore
+
+log = logging.getLogger(__name__)
+
+
+class LedgerActor(pykka.ThreadingActor):
+    def __init__(self, store: LedgerStore, directory) -> None:
+        super().__init__()
+        self.store = store
+        self.directory = directory
+        self._debits: list[m.DebitItem] = []
+        self._flush_scheduled = False
+        self._registered: set[str] = set()  # accounts whose session is told every balance change
+        self.alarms = 0
+
+    def on_receive(self, raw: bytes):
+        try:
+            msg = m.decode(raw)
+        except MalformedMessage as exc:
+            log.warning("ledger: dropped malformed message: %s", exc)
+            return None
+        match msg:
+            case m.DebitMessages(items=items):
+                self._debits.extend(items)
+                self._schedule_flush()
+            case m.Flush() | m.Tick():
+                self._flush_scheduled = False
+                self._write_debits()
+            case m.CreditAccount():
+                self._on_credit_account(msg)
+            case m.RegisterSession(account_id=account_id):
+                return self._on_register_session(account_id)
+            case _:
+                log.error("ledger: unexpected %s", type(msg).__name__)
+        return None
+
+    def on_stop(self) -> None:
+        self._write_debits()
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.actor_ref.tell(m.encode(m.Flush()))
+
+    def _write_debits(self) -> None:
+        if not self._debits:
+            return
+        batch, self._debits = self._debits, []
+        rows = [(DEBIT, d.account_id, -d.amount_micro_usd, d.message_id, d.at, "", "") for d in batch]
+        try:
+            self.store.apply(rows)
+        except StorageError as exc:
+            self.alarms += 1
+            log.error("ledger: ALARM could not write %d debits (%s); will retry", len(batch), exc.code)
+            self._debits = batch + self._debits
+
+    def _on_credit_account(self, msg: m.CreditAccount) -> None:
+        self._write_debits()  # keep the ledger in arrival order
+        try:
+            [(entry, new)] = self.store.apply([(DEPOSIT, msg.account_id, msg.amount_micro_usd,
+                                                 msg.tx_hash, msg.at, msg.chain, msg.from_address)])
+        except StorageError as exc:
+            self.directory.bridge.tell(m.encode(m.SubmitRejected(msg.request_id, exc.code, exc.message)))
+            return
+        if new and msg.account_id in self._registered:
+            session = self.directory.sessions.get(msg.account_id)
+            if session is not None:
+                session.tell(m.encode(m.BalanceChanged(msg.account_id, msg.amount_micro_usd)))
+        balance = self.store.balance(msg.account_id) - self._queued_for(msg.account_id)
+        self.directory.bridge.tell(m.encode(m.CreditApplied(
+            msg.request_id, msg.account_id, balance, not new)))
+
+    def _on_register_session(self, account_id: str) -> int:
+        # From now on this account's session hears every change; everything before is in the answer.
+        self._registered.add(account_id)
+        return self.store.balance(account_id) - self._queued_for(account_id)
+
+    def _queued_for(self, account_id: str) -> int:
+        return sum(d.amount_micro_usd for d in self._debits if d.account_id == account_id)

@@ -1,0 +1,452 @@
+"""PopActor: one per POP (fra, sin, gru); owns each of its messages from acceptance to final status.
+
+Messages in: ``AcceptMessages`` (sessions), ``CarrierResponded`` / ``ReceiptsReceived`` /
+``CarrierStateChanged`` (carriers), ``RetryDue`` / ``Tick`` (clock), ``Flush`` (itself).
+Messages out: ``SubmitAccepted`` / ``SubmitRejected`` (bridge), ``DebitMessages`` (ledger),
+``SubmitToCarrier`` (carriers), ``StatusesChanged`` (sessions), ``BalanceChanged`` (refunds on store failure).
+
+Group commit: every change (new messages, record updates, body discards) is collected and written by the next
+``Flush`` in ONE fsynced LMDB transaction; only after that commit are customers acknowledged, debits sent and
+status events emitted. So an acknowledged message always survives ``kill -9``.
+
+Delivery semantics (documented choices):
+
+* The body is discarded (from memory and the store) when the carrier has acknowledged every part.
+* A retryable carrier answer (``retry``) fails over to the next candidate after a backoff with full jitter;
+  ``throttled`` retries the same carrier. Retries stop after ``max_attempts`` or ``retry_window_seconds``.
+* A multipart message is retried whole only if no part was accepted by the carrier; once any part is in the
+  carrier's hands, a failing part is final (resending would duplicate the accepted parts).
+* A submit with no answer within ``resp_timeout_seconds`` is retried. This is the one ambiguous case: the
+  carrier may have accepted it and lost only its answer, so the recipient may get the message twice. We
+  prefer a rare duplicate to a silent loss.
+* No receipt within validity + grace: ``expired``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+import random
+import time
+from collections import deque
+
+import lmdb
+import pykka
+
+from engine import messages as m
+from engine.errors import MalformedMessage, StorageError, StoreFull
+from engine.status import (
+    ACCEPTED,
+    DELIVERED,
+    EXPIRED,
+    FAILED,
+    REJECTED,
+    MessageState,
+    status_from_smpp_state,
+)
+from storage.records import MessageRecord
+
+log = logging.getLogger(__name__)
+
+
+class InFlight:
+    """What a POP holds in memory for a message that is not final yet."""
+
+    __slots__ = ("record", "body", "state", "candidates", "cand_index", "ref", "carrier",
+                 "acked", "answered", "attempt_open", "sent_at")
+
+    def __init__(self, record: MessageRecord, body: str | None) -> None:
+        self.record = record
+        self.body = body
+        self.state = MessageState(max(1, record.segments))
+        self.candidates: tuple = ()
+        self.cand_index = 0
+        self.ref = ""
+        self.carrier = record.carrier
+        self.acked: set[int] = set()
+        self.answered: set[int] = set()
+        self.attempt_open = False
+        self.sent_at = 0.0
+
+
+class PopActor(pykka.ThreadingActor):
+    def __init__(self, name: str, settings, directory, store, clock, bridge) -> None:
+        super().__init__()
+        self.name = name
+        self.limits = settings.engine
+        self.settings = settings
+        self.directory = directory
+        self.env, self.records, self.bodies = store.env, store.records, store.bodies
+        self.clock = clock
+        self.bridge = bridge
+        self.rng = random.Random()
+        self.inflight: dict[str, InFlight] = {}
+        self.refs: dict[str, str] = {}  # carrier ref -> message id
+        self._ref_prefix = os.urandom(3).hex()
+        self._ref_seq = 0
+        self._accepts: list[m.AcceptItem] = []
+        self._dirty: dict[str, MessageRecord] = {}
+        self._discards: list[str] = []
+        self._events: list[m.StatusItem] = []
+        self._outbox: dict[str, list[m.CarrierSubmitItem]] = {}
+        self._outstanding: dict[str, int] = {}
+        self._waiting: dict[str, deque[str]] = {}
+        self._unavailable: set[str] = set()
+        self._deadlines: list[tuple[float, str]] = []  # (expiry deadline, message id)
+        self._timeouts: list[tuple[float, str, str]] = []  # (resp deadline, message id, ref)
+        self._flush_scheduled = False
+        self.counters = {"accepted": 0, "retries": 0, "failovers": 0, "resp_timeouts": 0,
+                         "store_failures": 0, DELIVERED: 0, REJECTED: 0, FAILED: 0, EXPIRED: 0}
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        self._recover()
+
+    def on_stop(self) -> None:
+        self._flush()
+
+    def on_receive(self, raw: bytes):
+        try:
+            msg = m.decode(raw)
+        except MalformedMessage as exc:
+            log.warning("pop %s: dropped malformed message: %s", self.name, exc)
+            return None
+        match msg:
+            case m.AcceptMessages(items=items):
+                self._accepts.extend(items)
+                self._schedule_flush()
+            case m.Flush():
+                self._flush()
+            case m.CarrierResponded(carrier=carrier, items=items):
+                self._on_carrier_responded(carrier, items)
+            case m.ReceiptsReceived(items=items):
+                self._on_receipts_received(items)
+            case m.CarrierStateChanged(carrier=carrier, available=available):
+                self._on_carrier_state_changed(carrier, available)
+            case m.RetryDue(message_id=mid):
+                f = self.inflight.get(mid)
+                if f is not None and not f.attempt_open and f.body is not None:
+                    self._route(f)
+            case m.Tick(now=now):
+                self._on_tick(now)
+            case _:
+                log.error("pop %s: unexpected %s", self.name, type(msg).__name__)
+        self._send_outbox()
+        return None
+
+    def stats(self) -> dict:
+        return {"pop": self.name, "in_flight": len(self.inflight), "outstanding": dict(self._outstanding),
+                "waiting": {c: len(q) for c, q in self._waiting.items()},
+                "unavailable": sorted(self._unavailable), **self.counters}
+
+    # --- accept and commit -------------------------------------------------------------------------
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.actor_ref.tell(m.encode(m.Flush()))
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        accepts, self._accepts = self._accepts, []
+        new = [self._admit(item) for item in accepts]
+        if not new and not self._dirty and not self._discards:
+            return
+        dirty, discards = self._dirty, self._discards
+        self._dirty, self._discards = {}, []
+        now = time.time()
+        ttl = self.limits.body_ttl_seconds
+        try:
+            with self.env.begin(write=True) as txn:
+                self.records.put_many(txn, [f.record for f, _ in new] + list(dirty.values()))
+                self.bodies.put_many(txn, [(f.record.message_id, f.body, self._body_expiry(f, now, ttl))
+                                           for f, _ in new])
+                if discards:
+                    self.bodies.discard_many(txn, discards)
+        except (lmdb.Error, StorageError) as exc:
+            self._on_store_failure(exc, new, dirty, discards)
+            return
+        self._after_commit(new)
+
+    def _body_expiry(self, f: InFlight, now: float, ttl: float) -> float:
+        """A body is never needed past its message's validity (nor kept past the 24 h ceiling)."""
+        rec = f.record
+        return min(now + ttl, rec.submitted_at + rec.validity_seconds + self.limits.expiry_grace_seconds)
+
+    def _admit(self, item: m.AcceptItem) -> tuple[InFlight, m.AcceptItem]:
+        rec = MessageRecord(
+            item.message_id, item.account_id, item.to, item.sender, item.country, self.name, "",
+            item.encoding, item.segments, item.price_micro_usd, item.submitted_at, item.submitted_at,
+            ACCEPTED, "", item.validity_seconds, item.callback_url, 0, 0.0)
+        return InFlight(rec, item.body), item
+
+    def _after_commit(self, new: list[tuple[InFlight, m.AcceptItem]]) -> None:
+        bridge_tell = self.bridge.tell
+        debits = []
+        for f, item in new:
+            rec = f.record
+            self.inflight[rec.message_id] = f
+            bridge_tell(m.encode(m.SubmitAccepted(item.request_id, rec.message_id, rec.segments,
+                                                  rec.price_micro_usd, self.name, rec.encoding)))
+            debits.append(m.DebitItem(rec.message_id, rec.account_id, rec.price_micro_usd,
+                                      rec.submitted_at))
+            self._event(f, ACCEPTED, "")
+            deadline = rec.submitted_at + rec.validity_seconds + self.limits.expiry_grace_seconds
+            heapq.heappush(self._deadlines, (deadline, rec.message_id))
+            self._route(f)
+        if debits:
+            self.counters["accepted"] += len(debits)
+            self.directory.ledger.tell(m.encode(m.DebitMessages(debits)))
+        self._emit_events()
+
+    def _on_store_failure(self, exc, new, dirty, discards) -> None:
+        self.counters["store_failures"] += 1
+        err = StoreFull("message store is full") if isinstance(exc, lmdb.MapFullError) else exc
+        if not isinstance(err, StorageError):
+            err = StorageError(f"message store write failed: {type(exc).__name__}")
+        log.error("pop %s: ALARM store write failed (%s): %d new messages refused",
+                  self.name, err.code, len(new))
+        for _, item in new:
+            self.bridge.tell(m.encode(m.SubmitRejected(item.request_id, err.code, err.message)))
+            target = self.directory.sessions.get(item.account_id)
+            if target is not None:
+                target.tell(m.encode(m.BalanceChanged(item.account_id, item.price_micro_usd)))
+        dirty.update(self._dirty)  # keep updates for the next attempt; nothing accepted is dropped
+        self._dirty = dirty
+        self._discards = discards + self._discards
+
+    # --- routing -----------------------------------------------------------------------------------
+
+    def _route(self, f: InFlight) -> None:
+        """Send ``f`` to its next available carrier, or schedule a retry / give up."""
+        rec = f.record
+        if not f.candidates:
+            try:
+                f.candidates = self.directory.routing.candidates_at(self.name, rec.to, rec.country)
+            except Exception as exc:  # the routing table changed under us and no longer serves it
+                self._finish(f, FAILED, getattr(exc, "message", "no route"))
+                return
+        carrier = self._next_available(f)
+        if carrier is None:
+            self._retry_later(f, "no carrier available")
+            return
+        if self._outstanding.get(carrier, 0) >= self._window(carrier):
+            self._waiting.setdefault(carrier, deque()).append(rec.message_id)
+            f.carrier = carrier
+            f.attempt_open = True  # queued counts as an open attempt (not retried meanwhile)
+            f.ref = ""
+            return
+        self._send(f, carrier)
+
+    def _next_available(self, f: InFlight) -> str | None:
+        n = len(f.candidates)
+        for i in range(n):
+            cand = f.candidates[(f.cand_index + i) % n].carrier
+            if cand not in self._unavailable and cand in self.directory.carriers:
+                f.cand_index = (f.cand_index + i) % n
+                return cand
+        return None
+
+    def _window(self, carrier: str) -> int:
+        opts = self.settings.carriers[carrier].options
+        return max(1, int(opts.get("window", 100)) * max(1, int(opts.get("binds", 1))))
+
+    def _send(self, f: InFlight, carrier: str) -> None:
+        self._ref_seq += 1
+        ref = f"{self._ref_prefix}{self._ref_seq:x}"
+        if f.ref:
+            self.refs.pop(f.ref, None)
+        f.ref, f.carrier = ref, carrier
+        f.acked.clear()
+        f.answered.clear()
+        f.attempt_open = True
+        f.sent_at = self.clock.now()
+        rec = f.record
+        f.record = rec._replace(carrier=carrier, attempts=rec.attempts + 1)
+        self.refs[ref] = rec.message_id
+        self._outstanding[carrier] = self._outstanding.get(carrier, 0) + 1
+        self._outbox.setdefault(carrier, []).append(
+            m.CarrierSubmitItem(ref=ref, to=rec.to, sender=rec.sender, body=f.body))
+        heapq.heappush(self._timeouts,
+                       (f.sent_at + self.limits.resp_timeout_seconds, rec.message_id, ref))
+
+    def _send_outbox(self) -> None:
+        if not self._outbox:
+            return
+        outbox, self._outbox = self._outbox, {}
+        for carrier, items in outbox.items():
+            ref = self.directory.carriers.get(carrier)
+            if ref is None:
+                continue
+            ref.tell(m.encode(m.SubmitToCarrier(items)))
+
+    def _close_attempt(self, f: InFlight) -> None:
+        """The current attempt is over (answered, timed out or abandoned): free its window slot."""
+        if not f.attempt_open:
+            return
+        f.attempt_open = False
+        carrier = f.carrier
+        if f.ref:
+            self._outstanding[carrier] = max(0, self._outstanding.get(carrier, 0) - 1)
+        self._drain_waiting(carrier)
+
+    def _drain_waiting(self, carrier: str) -> None:
+        queue = self._waiting.get(carrier)
+        while queue and self._outstanding.get(carrier, 0) < self._window(carrier):
+            f = self.inflight.get(queue.popleft())
+            if f is not None and f.attempt_open and not f.ref and f.body is not None:
+                if carrier in self._unavailable:
+                    f.attempt_open = False
+                    self._route(f)
+                else:
+                    self._send(f, carrier)
+
+    def _retry_later(self, f: InFlight, reason: str, *, failover: bool = False) -> None:
+        rec = f.record
+        now = time.time()
+        if rec.attempts >= self.limits.max_attempts or \
+                now - rec.submitted_at > self.limits.retry_window_seconds:
+            self._finish(f, FAILED, f"retries exhausted: {reason}")
+            return
+        if failover and len(f.candidates) > 1:
+            f.cand_index = (f.cand_index + 1) % len(f.candidates)
+            self.counters["failovers"] += 1
+        self.counters["retries"] += 1
+        cap = min(self.limits.retry_cap_ms, self.limits.retry_base_ms * 2 ** rec.attempts)
+        self.clock.schedule(self.rng.uniform(0, cap) / 1000.0, self.actor_ref,
+                            m.encode(m.RetryDue(rec.message_id)))
+
+    # --- carrier answers ---------------------------------------------------------------------------
+
+    def _on_carrier_responded(self, carrier: str, items: list[m.CarrierResponseItem]) -> None:
+        for it in items:
+            f = self.inflight.get(self.refs.get(it.ref, ""))
+            if f is None or f.ref != it.ref or not f.attempt_open:
+                continue  # a stale attempt, or a message already final
+            f.state.resize(it.parts)
+            f.answered.add(it.part)
+            if it.outcome == "ok":
+                f.acked.add(it.part)
+            elif it.outcome == "reject":
+                f.state.apply(it.part, REJECTED)
+            elif f.acked:  # retryable, but other parts are already with the carrier
+                f.state.apply(it.part, FAILED)
+            else:
+                self._close_attempt(f)
+                self._retry_later(f, it.error or it.outcome, failover=it.outcome == "retry")
+                continue
+            if len(f.answered) >= len(f.state.parts):
+                self._attempt_answered(f, it.error)
+        self._emit_events()
+
+    def _attempt_answered(self, f: InFlight, error: str) -> None:
+        self._close_attempt(f)
+        if f.acked and f.body is not None:
+            now = time.time()
+            f.record = f.record._replace(carrier_acked_at=now)
+            f.body = None
+            self._discards.append(f.record.message_id)
+            self.bridge.carrier_acked(f.record.message_id, now)
+        if f.state.final:
+            self._finish(f, f.state.status, error)
+        else:
+            self._mark_dirty(f)
+
+    def _on_receipts_received(self, items: list[m.ReceiptItem]) -> None:
+        for it in items:
+            f = self.inflight.get(self.refs.get(it.ref, ""))
+            if f is None:
+                continue  # late or duplicate receipt for a final message: harmless
+            status = status_from_smpp_state(it.state)
+            if status != ACCEPTED and f.state.apply(it.part, status) and f.state.final:
+                self._finish(f, f.state.status, it.error)
+        self._emit_events()
+
+    def _on_carrier_state_changed(self, carrier: str, available: bool) -> None:
+        if available:
+            self._unavailable.discard(carrier)
+            self._drain_waiting(carrier)
+        else:
+            self._unavailable.add(carrier)
+
+    # --- time --------------------------------------------------------------------------------------
+
+    def _on_tick(self, _now: float) -> None:
+        wall, mono = time.time(), self.clock.now()
+        while self._timeouts and self._timeouts[0][0] <= mono:
+            _, mid, ref = heapq.heappop(self._timeouts)
+            f = self.inflight.get(mid)
+            if f is not None and f.ref == ref and f.attempt_open and not f.acked:
+                self.counters["resp_timeouts"] += 1
+                self._close_attempt(f)
+                self.refs.pop(ref, None)
+                self._retry_later(f, "resp_timeout", failover=True)
+        while self._deadlines and self._deadlines[0][0] <= wall:
+            _, mid = heapq.heappop(self._deadlines)
+            f = self.inflight.get(mid)
+            if f is not None:
+                self._finish(f, EXPIRED, "no final receipt within validity")
+        self._emit_events()
+
+    # --- status ------------------------------------------------------------------------------------
+
+    def _finish(self, f: InFlight, status: str, error: str) -> None:
+        if not f.state.final:
+            f.state.finish(status)
+        rec = f.record
+        self._close_attempt(f)
+        self.inflight.pop(rec.message_id, None)
+        self.refs.pop(f.ref, None)
+        if f.body is not None:
+            f.body = None
+            self._discards.append(rec.message_id)
+        self.counters[f.state.status] = self.counters.get(f.state.status, 0) + 1
+        self._event(f, f.state.status, error)
+        f.record = f.record._replace(status=f.state.status, error=error[:200])
+        self._mark_dirty(f)
+
+    def _mark_dirty(self, f: InFlight) -> None:
+        f.record = f.record._replace(updated_at=time.time())
+        self._dirty[f.record.message_id] = f.record
+        self._schedule_flush()
+
+    def _event(self, f: InFlight, status: str, error: str) -> None:
+        r = f.record
+        self._events.append(m.StatusItem(r.message_id, r.account_id, status, time.time(), self.name,
+                                         f.carrier, r.country, r.segments, r.price_micro_usd,
+                                         error[:200], r.callback_url))
+
+    def _emit_events(self) -> None:
+        if not self._events:
+            return
+        events, self._events = self._events, []
+        by_account: dict[str, list[m.StatusItem]] = {}
+        for e in events:
+            by_account.setdefault(e.account_id, []).append(e)
+        for account_id, items in by_account.items():
+            self.directory.session_or_bridge(account_id).tell(m.encode(m.StatusesChanged(items)))
+
+    # --- recovery ----------------------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        """Resume every message that was accepted but not final when the engine last stopped."""
+        resumed = 0
+        open_records = list(self.records.open_records())
+        self.bridge.gate.force_acquire(len(open_records))
+        for rec in open_records:
+            f = InFlight(rec, None)
+            self.inflight[rec.message_id] = f
+            deadline = rec.submitted_at + rec.validity_seconds + self.limits.expiry_grace_seconds
+            heapq.heappush(self._deadlines, (deadline, rec.message_id))
+            if not rec.carrier_acked_at:
+                f.body = self.bodies.get(rec.message_id)
+                if f.body is None:
+                    self._finish(f, FAILED, "body no longer stored")
+                    continue
+                self.actor_ref.tell(m.encode(m.RetryDue(rec.message_id)))
+            resumed += 1
+        if open_records:
+            log.info("pop %s: resumed %d open messages", self.name, resumed)
+        self._emit_events()

@@ -1,0 +1,126 @@
+"""CustomerSessionActor: one per active account; the gate every message of that account passes.
+
+Messages in: ``SubmitMessage`` (host), ``BalanceChanged`` (ledger), ``SenderRegistered``,
+``AccountStateChanged``, ``ApiKeyAdded`` (engine), ``StatusesChanged`` (POPs), ``Flush`` (itself).
+Messages out: ``AcceptMessages`` batches to POPs, ``SubmitRejected`` and ``StatusesChanged`` to the bridge.
+
+Per submit it authenticates the key digest in constant time, validates sender, number and body, segments
+and prices the message, and reserves the price from the balance it may spend (the ledger's balance minus
+what this session has already reserved). Because one actor serialises an account's submits, two concurrent
+requests can never both spend the last cent. The reservation becomes a ledger debit when the POP has made
+the message durable; if the POP cannot, it hands the amount back with ``BalanceChanged``.
+
+Threads: everything here runs in the actor's own thread; ``on_start`` asks the ledger once for the balance.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pykka
+
+from engine import apikeys, segments
+from engine import messages as m
+from engine.config import Settings
+from engine.errors import (
+    AccountRestricted,
+    AuthError,
+    InsufficientBalance,
+    MalformedMessage,
+    SmsrouteError,
+    UnknownSender,
+)
+from engine.ids import IdGenerator
+from engine.numbers import parse_destination
+from storage.accounts import ACTIVE, AccountRecord
+
+log = logging.getLogger(__name__)
+
+MAX_VALIDITY_SECONDS = 86400
+
+
+class CustomerSessionActor(pykka.ThreadingActor):
+    def __init__(self, account: AccountRecord, settings: Settings, directory, ids: IdGenerator) -> None:
+        super().__init__()
+        self.account_id = account.id
+        self.key_digests = list(account.key_digests)
+        self.senders = set(account.senders)
+        self.state = account.state
+        self.settings = settings
+        self.directory = directory
+        self.ids = ids
+        self.available = 0
+        self._pending: dict[str, list[m.AcceptItem]] = {}
+        self._flush_scheduled = False
+
+    def on_start(self) -> None:
+        self.directory.sessions[self.account_id] = self.actor_ref
+        self.available = self.directory.ledger.ask(m.encode(m.RegisterSession(self.account_id)))
+
+    def on_receive(self, raw: bytes) -> None:
+        try:
+            msg = m.decode(raw)
+        except MalformedMessage as exc:
+            log.warning("session: dropped malformed message: %s", exc)
+            return
+        match msg:
+            case m.SubmitMessage():
+                self._on_submit_message(msg)
+            case m.Flush():
+                self._on_flush()
+            case m.StatusesChanged():
+                self.directory.bridge.tell(raw)
+            case m.BalanceChanged(delta_micro_usd=delta):
+                self.available += delta
+            case m.SenderRegistered(sender=sender):
+                self.senders.add(sender)
+            case m.AccountStateChanged(state=state):
+                self.state = state
+            case m.ApiKeyAdded(key_digest=digest):
+                self.key_digests.append(digest)
+            case _:
+                log.error("session: unexpected %s", type(msg).__name__)
+
+    def _on_submit_message(self, msg: m.SubmitMessage) -> None:
+        try:
+            item, pop = self._accept(msg)
+        except SmsrouteError as exc:
+            self.directory.bridge.tell(m.encode(m.SubmitRejected(msg.request_id, exc.code, exc.message)))
+            return
+        self.available -= item.price_micro_usd
+        self._pending.setdefault(pop, []).append(item)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.actor_ref.tell(m.encode(m.Flush()))
+
+    def _accept(self, msg: m.SubmitMessage) -> tuple[m.AcceptItem, str]:
+        """Validate and price one submit; raise a typed error for anything the customer must fix."""
+        if not apikeys.matches(self.key_digests, msg.key_digest):
+            raise AuthError("unknown API key")
+        if self.state != ACTIVE:
+            raise AccountRestricted(f"account is {self.state}: new messages are not accepted")
+        if msg.sender not in self.senders:
+            raise UnknownSender(f"sender ID {msg.sender!r} is not registered for this account")
+        dest = parse_destination(msg.to)
+        plan = segments.plan(msg.body, max_segments=self.settings.engine.max_segments)
+        routing = self.directory.routing
+        resolution = routing.resolve(dest.e164, dest.region)
+        price = routing.price(dest.region, len(plan.segments))
+        if price > self.available:
+            raise InsufficientBalance(
+                f"balance {self.available} micro-USD is below the price {price} micro-USD")
+        validity = msg.validity_seconds or self.settings.engine.default_validity_seconds
+        validity = max(1, min(validity, MAX_VALIDITY_SECONDS))
+        item = m.AcceptItem(
+            request_id=msg.request_id, message_id=self.ids.new(), account_id=self.account_id,
+            to=dest.e164, country=dest.region, sender=msg.sender, body=msg.body,
+            encoding=plan.encoding, segments=len(plan.segments), price_micro_usd=price,
+            submitted_at=msg.received_at, validity_seconds=validity, callback_url=msg.callback_url,
+        )
+        return item, resolution.pop
+
+    def _on_flush(self) -> None:
+        self._flush_scheduled = False
+        pending, self._pending = self._pending, {}
+        for pop, items in pending.items():
+            self.directory.pops[pop].tell(m.encode(m.AcceptMessages(items)))

@@ -1,0 +1,217 @@
+"""Runtime: opens the stores, starts the actors in order, and stops them in reverse.
+
+Start order: key ring and LMDB environments -> debit reconciliation (recovery) -> clock -> ledger ->
+POPs (each resumes its open messages) -> carriers -> periodic ticks. Stop order is the reverse, so every
+actor that might still send to another finds it alive: carriers stop taking work, POPs write their last
+group commit, the ledger writes its last debits, then the environments close.
+
+Data layout under ``data_dir``::
+
+    keys/            master key (0600) and the key store: data keys live outside every LMDB file
+    core/            LMDB: accounts, API key digests, ledger, balances
+    pops/<name>/     LMDB per POP: message records, encrypted bodies, TTL index
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import lmdb
+
+from actors.carrier_sim import SimulatedCarrierActor
+from actors.clock import Clock
+from actors.directory import Directory
+from actors.ledger import LedgerActor
+from actors.pop import PopActor
+from actors.session import CustomerSessionActor
+from engine import messages as m
+from engine.config import Settings
+from engine.errors import UnknownAccount
+from engine.routing import RoutingTable
+from storage.accounts import AccountStore
+from storage.bodies import BodyStore
+from storage.env import open_env
+from storage.keys import KeyRing, LocalKeyProvider
+from storage.ledger import DEBIT, LedgerStore
+from storage.records import MessageRecords
+
+log = logging.getLogger(__name__)
+
+RECONCILE_SLACK_SECONDS = 60.0
+
+
+@dataclass
+class PopStore:
+    env: lmdb.Environment
+    records: MessageRecords
+    bodies: BodyStore
+
+
+class Runtime:
+    def __init__(self, data_dir: Path, settings: Settings, bridge, ids) -> None:
+        self.data_dir = data_dir
+        self.settings = settings
+        self.bridge = bridge
+        self.ids = ids
+        self.directory = Directory(settings.routing)
+        self.directory.bridge = bridge
+        self.pop_stores: dict[str, PopStore] = {}
+        self._lock = threading.Lock()
+        self._carrier_actors: dict[str, object] = {}
+        self.clock: Clock | None = None
+
+    # --- start -------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        s = self.settings
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        map_size = s.engine.map_size_mb << 20
+        keys_dir = self.data_dir / "keys"
+        self.keys = KeyRing(keys_dir, LocalKeyProvider(keys_dir))
+        self.core_env = open_env(self.data_dir / "core", map_size=map_size)
+        self.accounts = AccountStore(self.core_env, self.keys.store_sealer("accounts"))
+        self.ledger_store = LedgerStore(self.core_env, self.keys.store_sealer("ledger"))
+        records_sealer = self.keys.store_sealer("records")
+        for name in s.pops:
+            env = open_env(self.data_dir / "pops" / name, map_size=map_size)
+            self.pop_stores[name] = PopStore(
+                env, MessageRecords(env, records_sealer),
+                BodyStore(env, self.keys, max_ttl_seconds=s.engine.body_ttl_seconds))
+        self._reconcile_debits()
+        self.clock = Clock()
+        self.directory.ledger = LedgerActor.start(self.ledger_store, self.directory)
+        for name, store in self.pop_stores.items():
+            self.directory.pops[name] = PopActor.start(name, s, self.directory, store, self.clock,
+                                                       self.bridge)
+        for name, carrier in s.carriers.items():
+            self.directory.carriers[name] = self._start_carrier(carrier)
+        tick = s.engine.tick_ms / 1000.0
+        for ref in [*self.directory.pops.values(), self.directory.ledger]:
+            self.clock.every(tick, ref, lambda: m.encode(m.Tick(time.time())))
+
+    def _start_carrier(self, carrier):
+        pop_ref = self.directory.pops[carrier.pop]
+        if carrier.kind == "smpp":
+            from actors.carrier_smpp import SmppCarrierActor
+
+            ref = SmppCarrierActor.start(carrier.name, carrier.options, pop_ref, self.clock)
+        else:
+            ref = SimulatedCarrierActor.start(carrier.name, carrier.options, pop_ref, self.clock)
+        self._carrier_actors[carrier.name] = ref
+        return ref
+
+    def _reconcile_debits(self) -> None:
+        """After a crash, bill every accepted message whose debit had not been committed yet.
+
+        The POP commits a message before the ledger commits its debit, so a crash in between leaves a
+        durable message without a debit. Message ids are time-ordered, so only messages newer than the last
+        committed debit (minus a slack) need checking. Debits are idempotent, so this never bills twice.
+        """
+        last = max((e.at for e in self._last_debits()), default=0.0)
+        since = last - RECONCILE_SLACK_SECONDS if last else 0.0
+        rows = []
+        for store in self.pop_stores.values():
+            for rec in store.records.since(since):
+                if not self.ledger_store.has(DEBIT, rec.message_id):
+                    rows.append((DEBIT, rec.account_id, -rec.price_micro_usd, rec.message_id,
+                                 rec.submitted_at, "", ""))
+        if rows:
+            self.ledger_store.apply(rows)
+            log.warning("recovery: billed %d accepted messages whose debit was not yet written",
+                        len(rows))
+
+    def _last_debits(self):
+        entry = self.ledger_store.last_entry()
+        return [entry] if entry is not None else []
+
+    def pseudonym_pepper(self) -> bytes:
+        """The secret that keys ledger pseudonyms (created once, 0600, beside the other keys)."""
+        path = self.data_dir / "keys" / "pseudonym.pepper"
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(os.urandom(32))
+                fh.flush()
+                os.fsync(fh.fileno())
+        return path.read_bytes()
+
+    # --- sessions ----------------------------------------------------------------------------------
+
+    def session_for(self, account_id: str):
+        ref = self.directory.sessions.get(account_id)
+        if ref is not None:
+            return ref
+        with self._lock:
+            ref = self.directory.sessions.get(account_id)
+            if ref is None:
+                account = self.accounts.get(account_id)
+                ref = CustomerSessionActor.start(account, self.settings, self.directory, self.ids)
+                self.directory.sessions[account_id] = ref
+        return ref
+
+    def tell_session(self, account_id: str, msg: m.Message) -> None:
+        ref = self.directory.sessions.get(account_id)
+        if ref is not None:
+            ref.tell(m.encode(msg))
+
+    # --- operators ---------------------------------------------------------------------------------
+
+    def carrier_stats(self) -> list[dict]:
+        out = []
+        for name, ref in self._carrier_actors.items():
+            try:
+                stats = ref.proxy().stats().get(timeout=2)
+            except Exception as exc:  # a stopped or busy carrier still shows up
+                stats = {"carrier": name, "error": type(exc).__name__}
+            stats["pop"] = self.settings.carriers[name].pop
+            out.append(stats)
+        return out
+
+    def suspend_carrier(self, name: str, suspended: bool) -> None:
+        ref = self._carrier_actors.get(name)
+        if ref is None:
+            raise UnknownAccount(f"no carrier {name}")
+        ref.tell(m.encode(m.SetCarrierSuspended(suspended)))
+
+    def replace_routing(self, table: dict) -> None:
+        s = self.settings
+        self.directory.routing = RoutingTable.from_document(
+            table, pops=set(s.pops), carriers={n: c.pop for n, c in s.carriers.items()})
+
+    def stats(self) -> dict:
+        pops = []
+        for ref in self.directory.pops.values():
+            try:
+                pops.append(ref.proxy().stats().get(timeout=2))
+            except Exception:
+                pass
+        return {"pops": pops, "sessions": len(self.directory.sessions)}
+
+    # --- stop --------------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        if self.clock is not None:
+            self.clock.stop()
+        for ref in list(self._carrier_actors.values()):
+            _stop(ref)
+        for ref in list(self.directory.sessions.values()):
+            _stop(ref)
+        for ref in list(self.directory.pops.values()):
+            _stop(ref)
+        if self.directory.ledger is not None:
+            _stop(self.directory.ledger)
+        for store in self.pop_stores.values():
+            store.env.close()
+        self.core_env.close()
+
+
+def _stop(ref) -> None:
+    try:
+        ref.stop(timeout=10)
+    except Exception:  # already dead, or stuck: the process is going down anyway
+        log.warning("stopping %s failed", ref)

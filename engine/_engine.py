@@ -1,0 +1,194 @@
+"""Engine: the embedding API. Start it, create accounts, submit messages, watch statuses, stop it.
+
+>>> from engine import Engine                                          # doctest: +SKIP
+>>> engine = Engine.start(data_dir="./data")                           # doctest: +SKIP
+>>> account = engine.create_account(email="dev@example.com")           # doctest: +SKIP
+>>> engine.register_sender(account.id, "ACME")                         # doctest: +SKIP
+>>> engine.deposit(account.id, usd="25.00", chain="tron", tx_hash="0xabc", from_address="TXYZ")  # doctest: +SKIP
+>>> accepted = engine.submit(account.api_key, to="+4915112345678", sender="ACME", body="Hi")  # doctest: +SKIP
+>>> engine.stop()                                                      # doctest: +SKIP
+
+Threads: every public method may be called from any host thread. ``submit`` blocks until the message is
+durable; ``submit_future`` returns at once; ``submit_async`` is the asyncio form (it never blocks the loop).
+Status callbacks run on an engine thread and must return quickly.
+
+Errors detectable before a message enters the actors (unknown key, overload, wrong argument types) are
+raised by ``submit_future`` itself; the rest arrive through the future.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from actors.supervisor import Runtime
+from engine import apikeys
+from engine import messages as m
+from engine.accounts import AccountManager
+from engine.bridge import Bridge, InFlightGate
+from engine.config import Settings, load_settings
+from engine.errors import AuthError, BodyTooLarge, InputError, OverloadedError
+from engine.ids import IdGenerator, is_message_id
+from storage.records import MessageRecord
+
+log = logging.getLogger(__name__)
+
+StatusRecord = MessageRecord
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The answer to a submit: the message is durable and will be routed."""
+
+    message_id: str
+    segments: int
+    price_micro_usd: int
+    pop: str
+    encoding: str
+    status: str = "accepted"
+
+
+def _accepted(reply: m.SubmitAccepted) -> Accepted:
+    return Accepted(reply.message_id, reply.segments, reply.price_micro_usd, reply.pop, reply.encoding)
+
+
+class Engine(AccountManager):
+    """A running smsroute engine (use :meth:`start`)."""
+
+    def __init__(self, data_dir: Path, settings: Settings) -> None:
+        self.data_dir = data_dir
+        self.settings = settings
+        self.gate = InFlightGate(settings.engine.max_in_flight)
+        self.bridge = Bridge(self.gate)
+        self.ids = IdGenerator()
+        self.runtime = Runtime(data_dir, settings, self.bridge, self.ids)
+        self.http = None
+        self._stopping = False
+        self._sessions_lock = threading.Lock()
+        self._max_body_chars = settings.engine.max_segments * 160
+
+    @classmethod
+    def start(cls, data_dir: str | Path = "./data", config: str | Path | None = None, *,
+              http: bool = False, settings: Settings | None = None,
+              overrides: dict[str, Any] | None = None) -> Engine:
+        """Start every store and actor (resuming unfinished messages); with ``http=True`` also the
+        customer API and the control port."""
+        settings = settings or load_settings(config, overrides)
+        engine = cls(Path(data_dir), settings)
+        engine.runtime.start()
+        AccountManager.__init__(engine, engine.runtime)
+        if http:
+            from engine.http.server import HttpServers
+
+            engine.http = HttpServers(engine, settings)
+            engine.http.start()
+        return engine
+
+    def stop(self, drain_seconds: float = 10.0) -> None:
+        """Refuse new submits, wait up to ``drain_seconds`` for in-flight messages to finish, then stop
+        every actor in order. Messages still open are durable and resume on the next start."""
+        if self._stopping:
+            return
+        self._stopping = True
+        deadline = time.monotonic() + drain_seconds
+        while self.gate.in_flight and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if self.http is not None:
+            self.http.stop()
+        self.runtime.stop()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- messages ----------------------------------------------------------------------------------
+
+    def submit_future(self, api_key: str, to: str, sender: str, body: str, *,
+                      validity_seconds: int | None = None,
+                      callback_url: str | None = None) -> Future:
+        """Hand one message to the engine; the future resolves to :class:`Accepted` once it is durable."""
+        if self._stopping:
+            raise OverloadedError("the engine is stopping")
+        for name, value in (("api_key", api_key), ("to", to), ("sender", sender), ("body", body)):
+            if not isinstance(value, str):
+                raise InputError(f"{name} must be a string")
+        if validity_seconds is not None and (not isinstance(validity_seconds, int)
+                                             or isinstance(validity_seconds, bool)
+                                             or validity_seconds < 1):
+            raise InputError("validity_seconds must be a positive integer")
+        if callback_url is not None and not isinstance(callback_url, str):
+            raise InputError("callback_url must be a string")
+        if len(body) > self._max_body_chars * 2:  # far beyond any segment limit: refuse before work
+            raise BodyTooLarge(
+                f"body of {len(body)} characters exceeds {self.settings.engine.max_segments} segments")
+        digest = apikeys.digest(api_key)
+        account_id = self.key_index.get(digest)
+        if account_id is None:
+            raise AuthError("unknown API key")
+        session = self.runtime.session_for(account_id)
+        if not self.gate.try_acquire():
+            raise OverloadedError(f"{self.gate.limit} messages in flight; retry shortly")
+        request_id, fut = self.bridge.new_request(_accepted)
+        session.tell(m.encode(m.SubmitMessage(request_id, digest, to, sender, body,
+                                              validity_seconds or 0, callback_url, time.time())))
+        return fut
+
+    def submit(self, api_key: str, to: str, sender: str, body: str, *,
+               validity_seconds: int | None = None, callback_url: str | None = None,
+               timeout: float = 30.0) -> Accepted:
+        """Submit and wait until the message is durably accepted (raises a typed error otherwise)."""
+        return self.submit_future(api_key, to, sender, body, validity_seconds=validity_seconds,
+                                  callback_url=callback_url).result(timeout)
+
+    async def submit_async(self, api_key: str, to: str, sender: str, body: str, *,
+                           validity_seconds: int | None = None,
+                           callback_url: str | None = None) -> Accepted:
+        """The asyncio form of :meth:`submit`: awaits without blocking the event loop."""
+        fut = self.submit_future(api_key, to, sender, body, validity_seconds=validity_seconds,
+                                 callback_url=callback_url)
+        return await asyncio.wrap_future(fut)
+
+    def status(self, message_id: str) -> StatusRecord | None:
+        """Current status and metadata of a message (never its body), or None if unknown."""
+        if not isinstance(message_id, str) or not is_message_id(message_id):
+            return None
+        for store in self.runtime.pop_stores.values():
+            rec = store.records.get(message_id)
+            if rec is not None:
+                return rec
+        return None
+
+    def on_status(self, callback) -> None:
+        """Call ``callback(item: engine.messages.StatusItem)`` for every status change (engine thread)."""
+        self.bridge.on_status(callback)
+
+    def on_carrier_ack(self, callback) -> None:
+        """Call ``callback(message_id, unix_time)`` when a carrier has acknowledged every part."""
+        self.bridge.on_carrier_ack(callback)
+
+    # --- operators ---------------------------------------------------------------------------------
+
+    def carriers(self) -> list[dict]:
+        return self.runtime.carrier_stats()
+
+    def suspend_carrier(self, name: str, suspended: bool) -> None:
+        self.runtime.suspend_carrier(name, suspended)
+
+    def routing_table(self) -> dict:
+        return self.runtime.directory.routing.to_document()
+
+    def replace_routing(self, table: dict) -> None:
+        """Validate a new routing table and rate card, then swap it in atomically (ConfigError if bad)."""
+        self.runtime.replace_routing(table)
+
+    def stats(self) -> dict:
+        return {"in_flight": self.gate.in_flight, "max_in_flight": self.gate.limit,
+                "pending_requests": self.bridge.pending_requests(), **self.runtime.stats()}

@@ -1,0 +1,200 @@
+"""Account operations of the embedding API: accounts, keys, senders, deposits, webhooks, and the
+data-subject rights of policy section 7 (access, portability, rectification, erasure, restriction,
+objection).
+
+Only what policy 2.1 lists is collected: an email address, settings, API key digests, sender IDs, webhook
+settings and receipt preferences. Deposits log chain, transaction hash and from-address to the ledger.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from dataclasses import dataclass, replace
+from decimal import Decimal, InvalidOperation
+
+from engine import apikeys
+from engine import messages as m
+from engine.errors import InputError
+from engine.status import STATUSES
+from storage.accounts import ACTIVE, CLOSED, RESTRICTED, AccountRecord
+from storage.ledger import pseudonym
+
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}$")
+_ALPHA_SENDER = re.compile(r"^[A-Za-z0-9 .\-&]{1,11}$")
+_NUMERIC_SENDER = re.compile(r"^\+?[0-9]{3,15}$")
+OBJECTABLE = ("analytics",)
+
+
+@dataclass(frozen=True)
+class NewAccount:
+    """A created account. ``api_key`` and ``webhook_secret`` are shown here once and never again."""
+
+    id: str
+    api_key: str
+    email: str
+    webhook_secret: str
+
+
+def parse_usd(usd) -> int:
+    """A USD amount (str, int or Decimal — never float) as integer micro-USD; must be positive."""
+    if isinstance(usd, float) or isinstance(usd, bool):
+        raise InputError("amounts are given as strings or integers, never floats")
+    try:
+        micro = Decimal(str(usd)) * 1_000_000
+    except InvalidOperation:
+        raise InputError(f"not an amount: {usd!r}") from None
+    if not micro.is_finite() or micro != micro.to_integral_value() or micro <= 0:
+        raise InputError("an amount is a positive number of USD with at most 6 decimals")
+    return int(micro)
+
+
+def validate_sender(sender: str) -> str:
+    if not isinstance(sender, str) or not (_ALPHA_SENDER.match(sender) or _NUMERIC_SENDER.match(sender)):
+        raise InputError("a sender ID is 1-11 letters/digits (alphanumeric) or 3-15 digits (numeric)")
+    if not any(c.isalpha() for c in sender) and not _NUMERIC_SENDER.match(sender):
+        raise InputError("an all-digit sender ID must be a 3-15 digit number")
+    return sender
+
+
+class AccountManager:
+    """Mixed into :class:`engine.Engine`; every method is safe to call from any thread."""
+
+    def __init__(self, runtime) -> None:
+        self.runtime = runtime
+        self.accounts = runtime.accounts
+        self.key_index: dict[bytes, str] = self.accounts.key_index()
+
+    # --- accounts and keys --------------------------------------------------------------------------
+
+    def create_account(self, email: str) -> NewAccount:
+        if not isinstance(email, str) or not _EMAIL.match(email):
+            raise InputError("a valid email address is required")
+        api_key = apikeys.new_api_key()
+        secret = "whsec_" + secrets.token_urlsafe(32)
+        record = AccountRecord(id="acc_" + secrets.token_hex(8), email=email, created_at=time.time(),
+                               key_digests=[apikeys.digest(api_key)], key_hints=[apikeys.hint(api_key)],
+                               webhook_secrets=[secret])
+        self.accounts.create(record)
+        self.key_index[record.key_digests[0]] = record.id
+        return NewAccount(record.id, api_key, email, secret)
+
+    def account(self, account_id: str) -> AccountRecord:
+        return self.accounts.get(account_id)
+
+    def account_id_for_key(self, api_key: str) -> str:
+        from engine.errors import AuthError
+
+        account_id = self.key_index.get(apikeys.digest(api_key)) if isinstance(api_key, str) else None
+        if account_id is None:
+            raise AuthError("unknown API key")
+        return account_id
+
+    def add_api_key(self, account_id: str) -> str:
+        """A further key for the account (shown once)."""
+        api_key = apikeys.new_api_key()
+        digest = apikeys.digest(api_key)
+        self.accounts.update(account_id, lambda r: replace(
+            r, key_digests=[*r.key_digests, digest], key_hints=[*r.key_hints, apikeys.hint(api_key)]))
+        self.key_index[digest] = account_id
+        self.runtime.tell_session(account_id, m.ApiKeyAdded(account_id, digest))
+        return api_key
+
+    def register_sender(self, account_id: str, sender: str) -> None:
+        validate_sender(sender)
+        self.accounts.update(account_id, lambda r: r if sender in r.senders
+                             else replace(r, senders=[*r.senders, sender]))
+        self.runtime.tell_session(account_id, m.SenderRegistered(account_id, sender))
+
+    def deposit(self, account_id: str, usd, chain: str, tx_hash: str, from_address: str,
+                timeout: float = 10.0) -> int:
+        """Credit a top-up (idempotent on chain + tx hash); returns the new balance in micro-USD."""
+        amount = parse_usd(usd)
+        for name, value in (("chain", chain), ("tx_hash", tx_hash), ("from_address", from_address)):
+            if not isinstance(value, str) or not value or len(value) > 200:
+                raise InputError(f"{name} must be a non-empty string")
+        self.accounts.get(account_id)  # UnknownAccount if there is none
+        request_id, fut = self.runtime.bridge.new_request(lambda r: r.balance_micro_usd)
+        self.runtime.directory.ledger.tell(m.encode(m.CreditAccount(
+            request_id, account_id, amount, chain, tx_hash, from_address, time.time())))
+        return fut.result(timeout)
+
+    def balance(self, account_id: str) -> int:
+        self.accounts.get(account_id)
+        return self.runtime.ledger_store.balance(account_id)
+
+    # --- state: restriction (Art. 18) and closure ---------------------------------------------------
+
+    def restrict_account(self, account_id: str, restricted: bool = True) -> None:
+        def change(r: AccountRecord) -> AccountRecord:
+            if r.state == CLOSED:
+                raise InputError("a closed account cannot be restricted or reopened")
+            return replace(r, state=RESTRICTED if restricted else ACTIVE)
+
+        rec = self.accounts.update(account_id, change)
+        self.runtime.tell_session(account_id, m.AccountStateChanged(account_id, rec.state))
+
+    def close_account(self, account_id: str) -> None:
+        """Close: no new messages; the record is kept 90 days after closure, then swept."""
+        rec = self.accounts.update(account_id, lambda r: r if r.state == CLOSED
+                                   else replace(r, state=CLOSED, closed_at=time.time()))
+        self.runtime.tell_session(account_id, m.AccountStateChanged(account_id, rec.state))
+
+    # --- webhooks ------------------------------------------------------------------------------------
+
+    def set_webhook(self, account_id: str, url: str | None,
+                    receipt_statuses: list[str] | None = None) -> None:
+        if url is not None and (not isinstance(url, str) or not url.startswith(("http://", "https://"))):
+            raise InputError("webhook url must be an http(s) URL")
+        if receipt_statuses is not None and not set(receipt_statuses) <= set(STATUSES):
+            raise InputError(f"receipt statuses are a subset of {', '.join(STATUSES)}")
+        self.accounts.set_fields(account_id, webhook_url=url, receipt_statuses=receipt_statuses)
+
+    def rotate_webhook_secret(self, account_id: str) -> str:
+        """A new signing secret (shown once); the previous one stays valid until the next rotation."""
+        secret = "whsec_" + secrets.token_urlsafe(32)
+        self.accounts.update(account_id, lambda r: replace(
+            r, webhook_secrets=[secret, *r.webhook_secrets[:1]]))
+        return secret
+
+    # --- data-subject rights (policy section 7) -----------------------------------------------------
+
+    def export_account(self, account_id: str) -> dict:
+        """Access and portability: everything held about the account, machine-readable, no secrets."""
+        rec = self.accounts.get(account_id)
+        messages = [r.to_dict() for s in self.runtime.pop_stores.values()
+                    for r in s.records.for_account(account_id)]
+        ledger = [e._asdict() for e in self.runtime.ledger_store.entries(account_id)]
+        return {"account": rec.public_view(), "messages": messages, "ledger": ledger,
+                "balance_micro_usd": self.runtime.ledger_store.balance(account_id)}
+
+    def rectify_account(self, account_id: str, *, email: str) -> None:
+        if not isinstance(email, str) or not _EMAIL.match(email):
+            raise InputError("a valid email address is required")
+        self.accounts.set_fields(account_id, email=email)
+
+    def object_to_processing(self, account_id: str, purpose: str, objected: bool = True) -> None:
+        """Objection (Art. 21): stop processing for a legitimate-interest purpose (``analytics``)."""
+        if purpose not in OBJECTABLE:
+            raise InputError(f"objection applies to: {', '.join(OBJECTABLE)}")
+        self.accounts.update(account_id, lambda r: replace(r, objections=sorted(
+            set(r.objections) | {purpose} if objected else set(r.objections) - {purpose})))
+
+    def erase_account(self, account_id: str) -> dict:
+        """Erasure (Art. 17) with the 7-year ledger carve-out: the account record, API keys and message
+        records are deleted; ledger rows are pseudonymised (amounts and times kept)."""
+        rec = self.accounts.get(account_id)
+        self.close_account(account_id)
+        for d in rec.key_digests:
+            self.key_index.pop(d, None)
+        deleted = 0
+        for store in self.runtime.pop_stores.values():
+            ids = [r.message_id for r in store.records.for_account(account_id)]
+            deleted += store.records.delete_many(ids)
+        pepper = self.runtime.pseudonym_pepper()
+        rewritten = self.runtime.ledger_store.pseudonymise(account_id, pepper)
+        self.accounts.delete(account_id)
+        return {"account": account_id, "message_records_deleted": deleted,
+                "ledger_entries_pseudonymised": rewritten,
+                "ledger_token": pseudonym(account_id, pepper)}
