@@ -25,6 +25,7 @@ from bench.histogram import LatencyHistogram
 
 FINAL_STATUSES = frozenset({"delivered", "rejected", "failed", "expired"})
 DRAIN_INTERVAL_S = 0.005
+EARLY_HOLD_S = 60.0  # events for a message id not (yet) accepted are held this long
 
 
 @dataclass
@@ -60,15 +61,19 @@ class Recorder:
 
     ``measure_from`` (a ``time.perf_counter`` value): messages intended before it are warm-up.
     ``release`` is called once per message that has left flight (final status or submit error), from the
-    collector thread, so the sender's in-flight gate opens again.
+    collector thread, so the sender's in-flight gate opens again. ``clock`` must be the clock the
+    intended times come from (``time.perf_counter``; tests pass a fake).
     """
 
-    def __init__(self, measure_from: float, release: Any = None) -> None:
+    def __init__(
+        self, measure_from: float, release: Any = None, clock: Any = time.perf_counter
+    ) -> None:
         self.measure_from = measure_from
+        self._clock = clock
         self._release = release or (lambda: None)
         self._events: collections.deque[tuple] = collections.deque()
         self._pending: dict[str, _Pending] = {}
-        self._early: dict[str, list[tuple]] = {}
+        self._early: dict[str, tuple[float, list[tuple]]] = {}
         self.stats: dict[tuple[str, str], CorridorStats] = {}
         self.in_flight = 0
         self.left_flight = 0  # final or failed at submit, warm-up included
@@ -86,26 +91,26 @@ class Recorder:
 
     def sent(self, pop: str, country: str, intended: float) -> None:
         """The bench is about to call ``submit`` for a message intended at ``intended`` (host thread)."""
-        self._events.append(("sent", pop, country, intended, time.perf_counter()))
+        self._events.append(("sent", pop, country, intended, self._clock()))
 
     def accepted(self, message_id: str, pop: str, country: str, intended: float) -> None:
-        self._events.append(("acc", message_id, pop, country, intended, time.perf_counter()))
+        self._events.append(("acc", message_id, pop, country, intended, self._clock()))
 
     def submit_failed(self, pop: str, country: str, intended: float, code: str) -> None:
-        self._events.append(("err", pop, country, intended, code, time.perf_counter()))
+        self._events.append(("err", pop, country, intended, code, self._clock()))
 
     def carrier_ack(self, message_id: str, at: float = 0.0) -> None:
-        self._events.append(("ack", message_id, time.perf_counter()))
+        self._events.append(("ack", message_id, self._clock()))
 
     def status(self, message_id: str, status: str, pop: str, country: str) -> None:
         if status in FINAL_STATUSES:
-            self._events.append(("fin", message_id, status, pop, country, time.perf_counter()))
+            self._events.append(("fin", message_id, status, pop, country, self._clock()))
 
     def on_status_item(self, item: Any) -> None:
         """Adapter for ``engine.on_status``: takes an ``engine.messages.StatusItem``."""
         if item.status in FINAL_STATUSES:
             self._events.append(
-                ("fin", item.message_id, item.status, item.pop, item.country, time.perf_counter())
+                ("fin", item.message_id, item.status, item.pop, item.country, self._clock())
             )
 
     # --- the collector --------------------------------------------------------------------------------
@@ -121,9 +126,13 @@ class Recorder:
         self.drain()
 
     def _run(self) -> None:
+        next_prune = self._clock() + EARLY_HOLD_S
         while not self._stop.is_set():
             if not self.drain():
                 self._stop.wait(DRAIN_INTERVAL_S)
+            if self._early and self._clock() > next_prune:
+                self.prune_early()
+                next_prune = self._clock() + EARLY_HOLD_S
 
     def drain(self) -> int:
         """Process every queued event; return how many (the collector thread calls this)."""
@@ -186,14 +195,16 @@ class Recorder:
         if measured:
             self._corridor(pop, country).accepted.record_seconds(now - intended)
         self._pending[mid] = p
-        for early in self._early.pop(mid, ()):
-            self._on_ack(early) if early[0] == "ack" else self._on_final(early)
+        early = self._early.pop(mid, None)
+        if early:
+            for ev in sorted(early[1], key=lambda e: e[0] != "ack"):  # the ack before the final
+                self._on_ack(ev) if ev[0] == "ack" else self._on_final(ev)
 
     def _on_ack(self, ev: tuple) -> None:
         mid, now = ev[1], ev[2]
         p = self._pending.get(mid)
         if p is None:
-            self._early.setdefault(mid, []).append(ev)
+            self._hold_early(mid, ev)
         elif p.measured:
             self._corridor(*p.key).carrier_ack.record_seconds(now - p.intended)
 
@@ -201,7 +212,7 @@ class Recorder:
         _, mid, status, pop, country, now = ev
         p = self._pending.pop(mid, None)
         if p is None:
-            self._early.setdefault(mid, []).append(ev)
+            self._hold_early(mid, ev)
             return
         self._left_flight()
         if p.measured:
@@ -212,6 +223,21 @@ class Recorder:
             if not self.first_measured_final:
                 self.first_measured_final = now
             self.last_measured_final = now
+
+    def _hold_early(self, mid: str, ev: tuple) -> None:
+        held = self._early.get(mid)
+        if held is None:
+            self._early[mid] = (self._clock(), [ev])
+        else:
+            held[1].append(ev)
+
+    def prune_early(self, older_than_s: float = EARLY_HOLD_S) -> int:
+        """Forget events for ids never accepted (an ack after its final, another account's message)."""
+        cutoff = self._clock() - older_than_s
+        stale = [mid for mid, (seen, _) in self._early.items() if seen < cutoff]
+        for mid in stale:
+            del self._early[mid]
+        return len(stale)
 
     def _on_error(self, ev: tuple) -> None:
         _, pop, country, intended, code, _now = ev
