@@ -47,12 +47,16 @@ def check_content_length(request: web.Request) -> None:
         raise HttpError(413, "body_too_large", f"request body over {limit} bytes")
 
 
-async def read_json(request: web.Request, schema: dict[str, Field]) -> dict[str, Any]:
-    """Parse and validate a JSON object body against ``schema``; raise ``HttpError`` (4xx) otherwise."""
+async def read_body(request: web.Request) -> bytes:
+    """The raw body of a JSON request: 415 unless ``application/json``, 413 over the size limit."""
     if request.content_type != "application/json":
         raise HttpError(415, "unsupported_media_type", "Content-Type must be application/json")
     check_content_length(request)
-    raw = await request.read()  # aiohttp refuses past client_max_size with 413
+    return await request.read()  # aiohttp refuses past client_max_size with 413
+
+
+def parse_json(raw: bytes, schema: dict[str, Field]) -> dict[str, Any]:
+    """Decode UTF-8 JSON into one object and validate it against ``schema`` (400 otherwise)."""
     if not raw:
         raise HttpError(400, "invalid_json", "request body is empty")
     try:
@@ -60,12 +64,34 @@ async def read_json(request: web.Request, schema: dict[str, Field]) -> dict[str,
     except UnicodeDecodeError:
         raise HttpError(400, "invalid_json", "request body is not valid UTF-8") from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_no_constants)
     except (ValueError, RecursionError):
         raise HttpError(400, "invalid_json", "request body is not valid JSON") from None
     if not isinstance(data, dict):
         raise HttpError(400, "invalid_json", "request body must be a JSON object")
     return validate(data, schema)
+
+
+async def read_json(request: web.Request, schema: dict[str, Field]) -> dict[str, Any]:
+    """Read, parse and validate a JSON object body; raise ``HttpError`` (4xx) otherwise."""
+    return parse_json(await read_body(request), schema)
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _encodable(value: Any) -> bool:
+    """False when a string (or a string in a list) holds an unpaired surrogate."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, list):
+        return all(_encodable(v) for v in value)
+    return True
 
 
 def validate(data: dict[str, Any], schema: dict[str, Field]) -> dict[str, Any]:
@@ -80,6 +106,8 @@ def validate(data: dict[str, Any], schema: dict[str, Field]) -> dict[str, Any]:
             continue
         if not _type_ok(data[name], spec):
             raise HttpError(400, "invalid_type", f"field {name!r} must be {_type_name(spec)}")
+        if not _encodable(data[name]):
+            raise HttpError(400, "invalid_json", f"field {name!r} holds an unpaired surrogate")
     return data
 
 

@@ -1,0 +1,184 @@
+"""The operator control port: health, metrics, carriers, routing, accounts, holds and retention.
+
+Operators authenticate with bearer tokens (:mod:`engine.http.tokens`); each route names the roles that may
+call it (:data:`ROUTE_ROLES`, checked by :func:`control_auth_middleware` before the handler runs, and
+tested route by route). ``/healthz``, ``/readyz`` and the OpenAPI document need no token. Every request —
+allowed, refused or failed — is written to the append-only audit log (who, what, when, result) by
+:func:`audit_middleware`. Account ids and hold ids are audit targets; bodies, keys and tokens never are.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from engine.errors import AuthError
+from engine.http import openapi
+from engine.http.context import HttpContext
+from engine.http.errors import HttpError, error_middleware, error_response
+from engine.http.jsonio import Field, json_response, read_json
+from engine.http.middleware import bearer, endpoint_name, frame_middleware
+
+log = logging.getLogger(__name__)
+
+V, OP, P = "viewer", "operator", "privacy"
+PUBLIC = frozenset()
+# (method, route template) -> roles allowed (any one suffices); PUBLIC needs no token.
+ROUTE_ROLES: dict[tuple[str, str], frozenset[str]] = {
+    ("GET", "/healthz"): PUBLIC,
+    ("GET", "/readyz"): PUBLIC,
+    ("GET", "/v1/openapi.json"): PUBLIC,
+    ("GET", "/metrics"): frozenset({V, OP}),
+    ("GET", "/v1/carriers"): frozenset({V, OP}),
+    ("POST", "/v1/carriers/{name}/suspend"): frozenset({OP}),
+    ("POST", "/v1/carriers/{name}/resume"): frozenset({OP}),
+    ("GET", "/v1/stats"): frozenset({V, OP}),
+    ("GET", "/v1/routing"): frozenset({V, OP}),
+    ("PUT", "/v1/routing"): frozenset({OP}),
+    ("POST", "/v1/accounts"): frozenset({OP}),
+    ("GET", "/v1/accounts/{id}"): frozenset({OP, P}),
+    ("POST", "/v1/accounts/{id}/deposits"): frozenset({OP}),
+    ("POST", "/v1/accounts/{id}/senders"): frozenset({OP}),
+    ("POST", "/v1/accounts/{id}/restrict"): frozenset({OP, P}),
+    ("POST", "/v1/accounts/{id}/close"): frozenset({OP}),
+    ("GET", "/v1/retention"): frozenset({V, P}),
+    ("GET", "/v1/holds"): frozenset({P}),
+    ("POST", "/v1/holds"): frozenset({P}),
+    ("POST", "/v1/holds/{id}/release"): frozenset({P}),
+    ("GET", "/v1/audit"): frozenset({P}),
+    ("POST", "/v1/tokens"): frozenset({OP}),
+}
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _route_key(request: web.Request) -> tuple[str, str] | None:
+    resource = request.match_info.route.resource
+    return None if resource is None else (request.method, resource.canonical)
+
+
+@web.middleware
+async def audit_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
+    """Write who/what/when/result of every control request to the audit log (after answering)."""
+    ctx: HttpContext = request.app["ctx"]
+    when = time.time()
+    resp = await handler(request)
+    if ctx.audit is not None and request.path not in ("/healthz", "/readyz"):
+        who = request.get("operator") or "anonymous"
+        target = ",".join(f"{k}={v[:64]}" for k, v in request.match_info.items()) or "-"
+        try:
+            await ctx.call(ctx.audit.append, who, endpoint_name(request), target, str(resp.status),
+                           {"at": when, "source_ip": request.remote or ""})
+        except Exception:
+            log.exception("audit append failed")
+            return error_response(503, "audit_unavailable", "the audit log could not be written")
+    return resp
+
+
+@web.middleware
+async def control_auth_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
+    """Authenticate the operator token and check the route's roles (401 / 403)."""
+    ctx: HttpContext = request.app["ctx"]
+    key = _route_key(request)
+    allowed = ROUTE_ROLES.get(key) if key is not None else PUBLIC
+    if allowed is None:  # a route without a role entry is a bug: refuse rather than open it
+        raise HttpError(403, "forbidden", "route has no role assignment")
+    if allowed:
+        token = bearer(request)
+        info = ctx.tokens.lookup(token) if token is not None else None
+        if info is None:
+            raise AuthError("a valid operator token is required (Authorization: Bearer op_...)")
+        request["operator"] = info.name
+        if not info.roles & allowed:
+            raise HttpError(403, "forbidden", f"requires one of the roles: {', '.join(sorted(allowed))}")
+    return await handler(request)
+
+
+# --- health, metrics, carriers, routing ---------------------------------------------------------
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    ctx: HttpContext = request.app["ctx"]
+    stopping = bool(getattr(ctx.engine, "_stopping", False))
+    if stopping:
+        raise HttpError(503, "not_ready", "the engine is stopping", {"Retry-After": "1"})
+    return json_response({"status": "ready"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    ctx: HttpContext = request.app["ctx"]
+    body = await ctx.call(ctx.metrics.exposition)
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
+
+
+async def carriers(request: web.Request) -> web.Response:
+    ctx: HttpContext = request.app["ctx"]
+    return json_response({"carriers": await ctx.call(ctx.engine.carriers)})
+
+
+def _carrier_switch(suspended: bool) -> _Handler:
+    async def handler(request: web.Request) -> web.Response:
+        ctx: HttpContext = request.app["ctx"]
+        name = request.match_info["name"]
+        if name not in {c.get("name") for c in await ctx.call(ctx.engine.carriers)}:
+            raise HttpError(404, "not_found", "no such carrier")
+        await ctx.call(ctx.engine.suspend_carrier, name, suspended)
+        return json_response({"carrier": name, "suspended": suspended})
+
+    return handler
+
+
+async def stats(request: web.Request) -> web.Response:
+    ctx: HttpContext = request.app["ctx"]
+    return json_response(await ctx.call(ctx.engine.stats))
+
+
+async def get_routing(request: web.Request) -> web.Response:
+    ctx: HttpContext = request.app["ctx"]
+    return json_response(await ctx.call(ctx.engine.routing_table))
+
+
+async def put_routing(request: web.Request) -> web.Response:
+    ctx: HttpContext = request.app["ctx"]
+    table = await read_json(request, {"routes": Field((list,)),
+                                      "rates": Field((dict,), required=False)})
+    await ctx.call(ctx.engine.replace_routing, table)  # validates first; ConfigError -> 422
+    return json_response(await ctx.call(ctx.engine.routing_table))
+
+
+def build_control_app(ctx: HttpContext) -> web.Application:
+    """The control port application."""
+    from engine.http import control_accounts
+
+    app = web.Application(
+        client_max_size=ctx.http.max_body_bytes,
+        middlewares=[frame_middleware, audit_middleware, error_middleware, control_auth_middleware],
+    )
+    app["ctx"] = ctx
+    app["name"] = "control"
+    app["log_requests"] = False
+    app["max_body_bytes"] = ctx.http.max_body_bytes
+    r = app.router
+    r.add_get("/healthz", healthz, allow_head=False)
+    r.add_get("/readyz", readyz, allow_head=False)
+    r.add_get("/metrics", metrics, allow_head=False)
+    r.add_get("/v1/openapi.json", _openapi, allow_head=False)
+    r.add_get("/v1/carriers", carriers, allow_head=False)
+    r.add_post("/v1/carriers/{name}/suspend", _carrier_switch(True))
+    r.add_post("/v1/carriers/{name}/resume", _carrier_switch(False))
+    r.add_get("/v1/stats", stats, allow_head=False)
+    r.add_get("/v1/routing", get_routing, allow_head=False)
+    r.add_put("/v1/routing", put_routing)
+    control_accounts.add_routes(r)
+    return app
+
+
+async def _openapi(request: web.Request) -> web.Response:
+    return json_response(openapi.control_document())

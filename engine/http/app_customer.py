@@ -1,0 +1,186 @@
+"""The customer API (``/v1`` on the customer port): submit, status, balance, senders, webhook settings.
+
+Every handler answers JSON; every refusal is the one error shape (:mod:`engine.http.errors`). The API key
+arrives as ``Authorization: Bearer``; :mod:`engine.http.middleware` resolves it and rate-limits per account.
+``POST /v1/messages`` answers 202 only after the engine reports the message durable, and honours
+``Idempotency-Key`` (:mod:`engine.http.idempotency`). Message bodies are never logged or stored here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from engine.errors import StorageError
+from engine.http import openapi
+from engine.http.context import HttpContext
+from engine.http.errors import HttpError, error_middleware
+from engine.http.idempotency import StoredAnswer, check_key, request_hash
+from engine.http.jsonio import Field, json_response, parse_json, read_body, read_json
+from engine.http.middleware import customer_auth_middleware, frame_middleware, require_account
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("accepted", "delivered", "rejected", "failed", "expired")
+MAX_VALIDITY_SECONDS = 86400
+MAX_URL_LENGTH = 2048
+
+MESSAGE_SCHEMA = {
+    "to": Field((str,)),
+    "from": Field((str,)),
+    "body": Field((str,)),
+    "callback_url": Field((str,), required=False, nullable=True),
+    "validity_seconds": Field((int,), required=False, nullable=True),
+}
+SENDER_SCHEMA = {"sender": Field((str,))}
+WEBHOOK_SCHEMA = {
+    "url": Field((str,), nullable=True),
+    "receipt_statuses": Field((list,), required=False, nullable=True),
+}
+
+
+def check_url(url: str, field: str) -> str:
+    """422 unless ``url`` is an absolute http(s) URL of sane length."""
+    parts = urlsplit(url) if len(url) <= MAX_URL_LENGTH else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise HttpError(422, "invalid_url", f"{field} must be an absolute http(s) URL")
+    return url
+
+
+def check_statuses(value: object) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(s, str) and s in STATUSES for s in value):
+        raise HttpError(422, "invalid_receipt_statuses",
+                        f"receipt_statuses must be a list of {', '.join(STATUSES)}")
+    return sorted(set(value), key=STATUSES.index)
+
+
+def _submit_args(data: dict) -> tuple[str, str, str, int | None, str | None]:
+    validity = data.get("validity_seconds")
+    if validity is not None and not 1 <= validity <= MAX_VALIDITY_SECONDS:
+        raise HttpError(422, "invalid_validity",
+                        f"validity_seconds must be between 1 and {MAX_VALIDITY_SECONDS}")
+    callback = data.get("callback_url")
+    if callback is not None:
+        check_url(callback, "callback_url")
+    return data["to"], data["from"], data["body"], validity, callback
+
+
+async def post_message(request: web.Request) -> web.Response:
+    ctx: HttpContext = request.app["ctx"]
+    account_id = require_account(request)
+    raw = await read_body(request)
+    idem = request.headers.get("Idempotency-Key")
+    body_hash = request_hash(raw)
+    if idem is not None:
+        stored = ctx.idempotency.lookup(account_id, check_key(idem), body_hash)
+        if stored is not None:
+            resp = web.Response(status=stored.status, body=stored.body,
+                                content_type="application/json")
+            resp.headers["Idempotent-Replayed"] = "true"
+            return resp
+    to, sender, body, validity, callback = _submit_args(parse_json(raw, MESSAGE_SCHEMA))
+    if idem is None:
+        return await _submit(ctx, request["api_key"], to, sender, body, validity, callback)
+    ctx.idempotency.begin(account_id, idem, body_hash)
+    try:
+        resp = await _submit(ctx, request["api_key"], to, sender, body, validity, callback)
+        try:
+            await ctx.idempotency.store(account_id, idem,
+                                        StoredAnswer(body_hash, resp.status, resp.body, time.time()))
+        except StorageError:  # the message is accepted: say so; only a later retry could repeat it
+            log.error("idempotency record not stored")
+        return resp
+    finally:
+        ctx.idempotency.end(account_id, idem)
+
+
+async def _submit(ctx: HttpContext, api_key: str, to: str, sender: str, body: str,
+                  validity: int | None, callback: str | None) -> web.Response:
+    started = time.perf_counter()
+    accepted = await ctx.engine.submit_async(api_key, to, sender, body,
+                                             validity_seconds=validity, callback_url=callback)
+    answer = {
+        "id": accepted.message_id,
+        "status": accepted.status,
+        "segments": accepted.segments,
+        "price_micro_usd": accepted.price_micro_usd,
+        "encoding": accepted.encoding,
+        "pop": accepted.pop,
+    }
+    ctx.metrics.submit_latency.labels(getattr(accepted, "country", None) or accepted.pop).observe(
+        time.perf_counter() - started)
+    return json_response(answer, status=202)
+
+
+async def get_message(request: web.Request) -> web.Response:
+    ctx: HttpContext = request.app["ctx"]
+    account_id = require_account(request)
+    record = ctx.engine.status(request.match_info["id"])
+    if record is None or record.account_id != account_id:  # another account's id looks absent
+        raise HttpError(404, "not_found", "no such message")
+    data = dict(record.to_dict())
+    data.pop("account_id", None)
+    data.pop("body", None)
+    return json_response(data)
+
+
+async def get_balance(request: web.Request) -> web.Response:
+    ctx: HttpContext = request.app["ctx"]
+    account_id = require_account(request)
+    micro = await ctx.call(ctx.engine.balance, account_id)
+    return json_response({"balance_micro_usd": micro, "currency": "USD"})
+
+
+async def post_sender(request: web.Request) -> web.Response:
+    ctx: HttpContext = request.app["ctx"]
+    account_id = require_account(request)
+    data = await read_json(request, SENDER_SCHEMA)
+    await ctx.call(ctx.engine.register_sender, account_id, data["sender"])
+    return json_response({"sender": data["sender"]}, status=201)
+
+
+async def put_webhook(request: web.Request) -> web.Response:
+    ctx: HttpContext = request.app["ctx"]
+    account_id = require_account(request)
+    data = await read_json(request, WEBHOOK_SCHEMA)
+    url = None if data["url"] is None else check_url(data["url"], "url")
+    statuses = check_statuses(data.get("receipt_statuses"))
+    await ctx.call(ctx.engine.set_webhook, account_id, url, statuses)
+    return json_response({"url": url, "receipt_statuses": statuses})
+
+
+async def rotate_webhook_secret(request: web.Request) -> web.Response:
+    ctx: HttpContext = request.app["ctx"]
+    account_id = require_account(request)
+    secret = await ctx.call(ctx.engine.rotate_webhook_secret, account_id)
+    return json_response({"secret": secret}, status=201)
+
+
+async def get_openapi(request: web.Request) -> web.Response:
+    return json_response(openapi.customer_document())
+
+
+def build_customer_app(ctx: HttpContext) -> web.Application:
+    """The customer API application (body limit enforced by aiohttp's ``client_max_size``)."""
+    app = web.Application(
+        client_max_size=ctx.http.max_body_bytes,
+        middlewares=[frame_middleware, customer_auth_middleware, error_middleware],
+    )
+    app["ctx"] = ctx
+    app["name"] = "customer"
+    app["log_requests"] = True
+    app["max_body_bytes"] = ctx.http.max_body_bytes
+    r = app.router
+    r.add_post("/v1/messages", post_message)
+    r.add_get("/v1/messages/{id}", get_message, allow_head=False)
+    r.add_get("/v1/balance", get_balance, allow_head=False)
+    r.add_post("/v1/senders", post_sender)
+    r.add_put("/v1/webhook", put_webhook)
+    r.add_post("/v1/webhook/secret", rotate_webhook_secret)
+    r.add_get("/v1/openapi.json", get_openapi, allow_head=False)
+    return app

@@ -1,0 +1,184 @@
+"""Control-port routes for accounts, retention exceptions (legal holds), retention status, audit, tokens.
+
+Accounts: create (the API key is in the answer once and nowhere else), deposits, senders, restrict, close.
+Holds and retention go through engine methods (``active_holds``, ``place_hold``, ``release_hold``,
+``retention_status``); an engine without them answers 503 ``not_available``. The operator's token name is
+passed as the ``actor`` of every hold change, so the storage audit trail names who did it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from aiohttp import web
+
+from engine.http.context import HttpContext
+from engine.http.errors import HttpError
+from engine.http.jsonio import Field, json_response, read_json
+from engine.http.tokens import ROLES
+
+ACCOUNT_SCHEMA = {"email": Field((str,))}
+DEPOSIT_SCHEMA = {"usd": Field((str,)), "chain": Field((str,)), "tx_hash": Field((str,)),
+                  "from_address": Field((str,))}
+SENDER_SCHEMA = {"sender": Field((str,))}
+RESTRICT_SCHEMA = {"restricted": Field((bool,))}
+HOLD_SCHEMA = {
+    "kind": Field((str,)), "reason": Field((str,)), "reference": Field((str,)),
+    "until": Field((int, float)), "message_ids": Field((list,), required=False),
+    "account_id": Field((str,), required=False, nullable=True),
+}
+RELEASE_SCHEMA = {"reason": Field((str,))}
+TOKEN_SCHEMA = {"name": Field((str,)), "roles": Field((list,))}
+AUDIT_PAGE = 1000
+
+
+def _engine_method(ctx: HttpContext, name: str) -> Any:
+    method = getattr(ctx.engine, name, None)
+    if method is None:
+        raise HttpError(503, "not_available", f"this engine does not offer {name}",
+                        {"Retry-After": "60"})
+    return method
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: _plain(v) for k, v in dataclasses.asdict(value).items()}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
+
+
+async def create_account(request: web.Request) -> web.Response:
+    ctx: HttpContext = request.app["ctx"]
+    data = await read_json(request, ACCOUNT_SCHEMA)
+    new = await ctx.call(ctx.engine.create_account, data["email"])
+    return json_response({"id": new.id, "api_key": new.api_key}, status=201)
+
+
+async def get_account(request: web.Request) -> web.Response:
+    ctx: HttpContext = request.app["ctx"]
+    record = await ctx.call(ctx.engine.account, request.match_info["id"])
+    return json_response(record.public_view())
+
+
+async def deposit(request: web.Request) -> web.Response:
+    ctx: HttpContext = request.app["ctx"]
+    data = await read_json(request, DEPOSIT_SCHEMA)
+    balance = await ctx.call(ctx.engine.deposit, request.match_info["id"], data["usd"],
+                             data["chain"], data["tx_hash"], data["from_address"])
+    return json_response({"balance_micro_usd": balance}, status=201)
+
+
+async def add_sender(request: web.Request) -> web.Response:
+    ctx: HttpContext = request.app["ctx"]
+    data = await read_json(request, SENDER_SCHEMA)
+    await ctx.call(ctx.engine.register_sender, request.match_info["id"], data["sender"])
+    return json_response({"sender": data["sender"]}, status=201)
+
+
+async def restrict(request: web.Request) -> web.Response:
+    ctx: HttpContext = request.app["ctx"]
+    data = await read_json(request, RESTRICT_SCHEMA)
+    await ctx.call(ctx.engine.restrict_account, request.match_info["id"], data["restricted"])
+    return json_response({"id": request.match_info["id"], "restricted": data["restricted"]})
+
+
+async def close(request: web.Request) -> web.Response:
+    ctx: HttpContext = request.app["ctx"]
+    await ctx.call(ctx.engine.close_account, request.match_info["id"])
+    return json_response({"id": request.match_info["id"], "state": "closed"})
+
+
+async def retention(request: web.Request) -> web.Response:
+    ctx: HttpContext = request.app["ctx"]
+    status = await ctx.call(_engine_method(ctx, "retention_status"))
+    return json_response(_plain(status))
+
+
+async def list_holds(request: web.Request) -> web.Response:
+    ctx: HttpContext = request.app["ctx"]
+    holds = await ctx.call(_engine_method(ctx, "active_holds"))
+    return json_response({"holds": _plain(list(holds))})
+
+
+async def place_hold(request: web.Request) -> web.Response:
+    ctx: HttpContext = request.app["ctx"]
+    data = await read_json(request, HOLD_SCHEMA)
+    ids = data.get("message_ids") or []
+    if not all(isinstance(i, str) for i in ids):
+        raise HttpError(400, "invalid_type", "message_ids must be a list of strings")
+    place = _engine_method(ctx, "place_hold")
+
+    def call() -> Any:
+        return place(data["kind"], actor=request["operator"], reason=data["reason"],
+                     reference=data["reference"], until=float(data["until"]),
+                     message_ids=ids, account_id=data.get("account_id"))
+
+    return json_response(_plain(await ctx.call(call)), status=201)
+
+
+async def release_hold(request: web.Request) -> web.Response:
+    ctx: HttpContext = request.app["ctx"]
+    data = await read_json(request, RELEASE_SCHEMA)
+    release = _engine_method(ctx, "release_hold")
+    hold_id = request.match_info["id"]
+
+    def call() -> Any:
+        return release(hold_id, actor=request["operator"], reason=data["reason"])
+
+    return json_response(_plain(await ctx.call(call)))
+
+
+async def audit(request: web.Request) -> web.Response:
+    ctx: HttpContext = request.app["ctx"]
+    try:
+        since = float(request.query.get("since", "0"))
+    except ValueError:
+        raise HttpError(400, "invalid_query", "since must be a unix time") from None
+
+    def page() -> list[dict]:
+        out = []
+        for entry in ctx.audit.iter_entries(since):
+            out.append(entry._asdict())
+            if len(out) >= AUDIT_PAGE:
+                break
+        return out
+
+    return json_response({"entries": await ctx.call(page)})
+
+
+async def create_token(request: web.Request) -> web.Response:
+    """A new operator token; an operator can only grant roles it holds itself."""
+    ctx: HttpContext = request.app["ctx"]
+    data = await read_json(request, TOKEN_SCHEMA)
+    roles = data["roles"]
+    if not roles or not all(isinstance(r, str) and r in ROLES for r in roles):
+        raise HttpError(422, "invalid_roles", f"roles must be a non-empty list of {sorted(ROLES)}")
+    mine = ctx.tokens.lookup(_token(request))
+    if mine is None or not set(roles) <= mine.roles:
+        raise HttpError(403, "forbidden", "cannot grant a role you do not hold")
+    token = await ctx.call(ctx.tokens.create, data["name"][:64], set(roles))
+    return json_response({"name": data["name"][:64], "roles": sorted(set(roles)), "token": token},
+                         status=201)
+
+
+def _token(request: web.Request) -> str:
+    from engine.http.middleware import bearer
+
+    return bearer(request) or ""
+
+
+def add_routes(r: web.UrlDispatcher) -> None:
+    r.add_post("/v1/accounts", create_account)
+    r.add_get("/v1/accounts/{id}", get_account, allow_head=False)
+    r.add_post("/v1/accounts/{id}/deposits", deposit)
+    r.add_post("/v1/accounts/{id}/senders", add_sender)
+    r.add_post("/v1/accounts/{id}/restrict", restrict)
+    r.add_post("/v1/accounts/{id}/close", close)
+    r.add_get("/v1/retention", retention, allow_head=False)
+    r.add_get("/v1/holds", list_holds, allow_head=False)
+    r.add_post("/v1/holds", place_hold)
+    r.add_post("/v1/holds/{id}/release", release_hold)
+    r.add_get("/v1/audit", audit, allow_head=False)
+    r.add_post("/v1/tokens", create_token)

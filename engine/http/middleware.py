@@ -1,0 +1,96 @@
+"""Middlewares around the handlers: the outer frame, customer authentication and rate limiting.
+
+Order (outermost first) for the customer app: :func:`frame_middleware` (request log, metrics, security
+headers) → :func:`customer_auth_middleware` (resolve the API key, GCRA, ``RateLimit-*`` headers) →
+:func:`engine.http.errors.error_middleware` → handler. Because the rate limiter sits outside the error
+middleware, every answer — errors included — carries the ``RateLimit-*`` headers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from engine.errors import AuthError, SmsrouteError
+from engine.http.errors import error_response, from_engine_error
+from engine.http.requestlog import RequestLogEntry
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+HSTS = "max-age=31536000; includeSubDomains"
+
+
+def endpoint_name(request: web.Request) -> str:
+    """``METHOD /route/{template}`` — never the concrete path (no ids in logs or metric labels)."""
+    resource = request.match_info.route.resource
+    if resource is None:  # no route matched (404/405 answered by aiohttp)
+        return f"{request.method} unmatched"
+    return f"{request.method} {resource.canonical}"
+
+
+def _size(resp: web.StreamResponse) -> int:
+    if isinstance(resp, web.Response) and resp.body is not None:
+        return len(resp.body) if isinstance(resp.body, bytes | bytearray) else (resp.content_length or 0)
+    return resp.content_length or 0
+
+
+@web.middleware
+async def frame_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
+    """Time the request, log its policy-2.1 metadata, and add the security headers."""
+    ctx = request.app["ctx"]
+    started = time.perf_counter()
+    resp = await handler(request)
+    endpoint = endpoint_name(request)
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    resp.headers["Cache-Control"] = "no-store"
+    if ctx.tls:
+        resp.headers["Strict-Transport-Security"] = HSTS
+    if request.app["log_requests"]:
+        ctx.requestlog.record(RequestLogEntry(time.time(), endpoint, request.remote or "",
+                                              resp.status, _size(resp)))
+    ctx.metrics.observe_request(request.app["name"], endpoint, resp.status,
+                                time.perf_counter() - started)
+    return resp
+
+
+def bearer(request: web.Request) -> str | None:
+    """The bearer credential of ``Authorization``, or None."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, credential = header.partition(" ")
+    if scheme.lower() != "bearer" or not credential.strip():
+        return None
+    return credential.strip()
+
+
+@web.middleware
+async def customer_auth_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
+    """Resolve the API key (kept for handlers), apply GCRA per account (per source IP if none)."""
+    ctx = request.app["ctx"]
+    key = bearer(request)
+    request["api_key"] = key
+    request["account_id"] = None
+    if key is not None:
+        try:
+            request["account_id"] = ctx.engine.account_id_for_key(key)
+        except AuthError:
+            pass
+        except SmsrouteError as exc:
+            return from_engine_error(exc)
+    limit_key = request["account_id"] or f"ip:{request.remote}"
+    decision = ctx.limiter.check(limit_key)
+    if not decision.allowed:
+        resp = error_response(429, "rate_limited", "too many requests; retry later")
+    else:
+        resp = await handler(request)
+    resp.headers.update(decision.headers())
+    return resp
+
+
+def require_account(request: web.Request) -> str:
+    """The caller's account id; 401 when the API key is missing or unknown."""
+    account_id = request.get("account_id")
+    if account_id is None:
+        raise AuthError("a valid API key is required (Authorization: Bearer sk_live_...)")
+    return account_id

@@ -1,0 +1,159 @@
+"""From engine status changes to webhook deliveries (and metrics), without ever slowing the engine.
+
+The engine calls :meth:`StatusInbox.on_status` from one of its threads for every status change. The inbox
+only appends to a deque and, if no drain is scheduled, schedules one on the HTTP loop with
+``call_soon_threadsafe`` — the engine thread never waits for the loop, the network or a receiver. The
+deque is bounded: when the loop falls that far behind, the oldest changes are dropped (and counted).
+
+On the loop, :class:`StatusNotifier` counts each change in the metrics and decides whether a webhook goes
+out: the account's ``receipt_statuses`` preference (None = every status) filters; the message's
+``callback_url`` wins over the account's ``webhook_url``; URLs that answered ``410 Gone`` are disabled (the
+account's URL is cleared in the engine; a per-message URL is remembered in a bounded set).
+
+Event body (JSON)::
+
+    {"id": "evt_…", "type": "message.status", "created_at": 1700000000.25,
+     "data": {"message_id": "…", "status": "delivered", "pop": "fra", "carrier": "…", "country": "DE",
+              "segments": 1, "price_micro_usd": 75000, "error": ""}}
+
+The event id is derived from (message id, status), so it is stable across retries and restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from engine.http.webhooks import Delivery, WebhookDispatcher
+
+log = logging.getLogger(__name__)
+
+INBOX_LIMIT = 200_000
+ACCOUNT_CACHE_SECONDS = 1.0
+MAX_DISABLED = 10_000
+
+
+def event_id(message_id: str, status: str) -> str:
+    return "evt_" + hashlib.sha256(f"{message_id}:{status}".encode()).hexdigest()[:32]
+
+
+def event_body(item: Any) -> bytes:
+    data = {
+        "message_id": item.message_id, "status": item.status, "pop": item.pop,
+        "carrier": item.carrier, "country": item.country, "segments": item.segments,
+        "price_micro_usd": item.price_micro_usd, "error": item.error,
+    }
+    event = {"id": event_id(item.message_id, item.status), "type": "message.status",
+             "created_at": item.at, "data": data}
+    return json.dumps(event, separators=(",", ":")).encode()
+
+
+class StatusInbox:
+    """Thread-safe hand-off of status items from engine threads to the HTTP loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sink: Callable[[list[Any]], None],
+                 limit: int = INBOX_LIMIT) -> None:
+        self._loop = loop
+        self._sink = sink
+        self._items: collections.deque[Any] = collections.deque(maxlen=limit)
+        self._scheduled = False
+        self.closed = False
+        self.received = 0
+
+    def on_status(self, item: Any) -> None:
+        """Engine thread: never blocks (deque append is atomic; full deque drops the oldest)."""
+        if self.closed:
+            return
+        self._items.append(item)
+        self.received += 1
+        if not self._scheduled:
+            self._scheduled = True
+            try:
+                self._loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:  # loop closed during shutdown
+                self.closed = True
+
+    def _drain(self) -> None:
+        self._scheduled = False
+        batch = []
+        while self._items:
+            batch.append(self._items.popleft())
+        if batch:
+            self._sink(batch)
+
+
+class StatusNotifier:
+    """Loop side: metrics for every change, webhook deliveries for the wanted ones."""
+
+    def __init__(self, engine: Any, dispatcher: WebhookDispatcher,
+                 observe: Callable[[Any], None], call: Callable[..., Any]) -> None:
+        self._engine = engine
+        self._dispatcher = dispatcher
+        self._observe = observe
+        self._call = call  # runs a blocking engine call off the loop (returns an awaitable)
+        self._accounts: dict[str, tuple[float, Any]] = {}
+        self._disabled: collections.OrderedDict[str, None] = collections.OrderedDict()
+
+    def on_statuses(self, items: list[Any]) -> None:
+        for item in items:
+            try:
+                self._observe(item)
+                self._notify(item)
+            except Exception:  # one bad item must not stop the others
+                log.exception("status notification failed")
+
+    def account(self, account_id: str) -> Any:
+        """The account record, cached for a second (webhook settings change rarely)."""
+        now = time.monotonic()
+        cached = self._accounts.get(account_id)
+        if cached is not None and now - cached[0] < ACCOUNT_CACHE_SECONDS:
+            return cached[1]
+        try:
+            record = self._engine.account(account_id)
+        except Exception:  # closed/erased account: no webhook
+            record = None
+        if len(self._accounts) > 10_000:
+            self._accounts.clear()
+        self._accounts[account_id] = (now, record)
+        return record
+
+    def secrets_for(self, account_id: str) -> list[str]:
+        record = self.account(account_id)
+        return list(record.webhook_secrets) if record is not None else []
+
+    def _notify(self, item: Any) -> None:
+        record = self.account(item.account_id)
+        if record is None:
+            return
+        wanted = record.receipt_statuses
+        if wanted is not None and item.status not in wanted:
+            return
+        url = item.callback_url or record.webhook_url
+        if not url or url in self._disabled:
+            return
+        self._dispatcher.submit(Delivery(url, item.account_id,
+                                         event_id(item.message_id, item.status), event_body(item)))
+
+    def on_gone(self, delivery: Delivery) -> None:
+        """A receiver answered 410: stop sending there."""
+        record = self.account(delivery.account_id)
+        if record is not None and record.webhook_url == delivery.url:
+            self._accounts.pop(delivery.account_id, None)
+            asyncio.ensure_future(self._clear_account_webhook(record))
+            log.info("account webhook disabled after 410 Gone")
+            return
+        self._disabled[delivery.url] = None  # a per-message callback_url
+        if len(self._disabled) > MAX_DISABLED:
+            self._disabled.popitem(last=False)
+
+    async def _clear_account_webhook(self, record: Any) -> None:
+        try:
+            await self._call(self._engine.set_webhook, record.id, None, record.receipt_statuses)
+        except Exception:
+            log.exception("could not disable the account webhook")

@@ -1,0 +1,160 @@
+"""OpenAPI 3 documents of the customer API (``/v1/openapi.json`` on the customer port) and the control port.
+
+Written by hand next to the routes; a test walks each app's router and checks every (method, route) is
+described here, and that every described operation exists.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+RATE_HEADERS = {
+    name: {"schema": {"type": "integer"}, "description": text}
+    for name, text in (("RateLimit-Limit", "burst size"),
+                       ("RateLimit-Remaining", "requests allowed right now"),
+                       ("RateLimit-Reset", "seconds until the limit is fully restored"))
+}
+COMMON_ERRORS = {"400": "malformed request", "401": "missing or unknown credential",
+                 "413": "body too large", "415": "not application/json", "429": "rate limited",
+                 "503": "overloaded; see Retry-After"}
+
+
+def _obj(required: list[str], **props: Any) -> dict[str, Any]:
+    return {"type": "object", "additionalProperties": False, "required": required,
+            "properties": props}
+
+
+S, INT, B = {"type": "string"}, {"type": "integer"}, {"type": "boolean"}
+
+
+def _op(summary: str, ok: str, *, body: dict | None = None, errors: tuple[str, ...] = (),
+        ok_schema: dict | None = None, params: tuple[str, ...] = (), security: bool = True,
+        extra_params: list | None = None) -> dict[str, Any]:
+    responses: dict[str, Any] = {ok: {"description": "success", "headers": RATE_HEADERS,
+                                      "content": {"application/json": {"schema": ok_schema or
+                                                                        {"type": "object"}}}}}
+    for code in sorted(set(errors) | set(COMMON_ERRORS)):
+        responses[code] = {"description": COMMON_ERRORS.get(code, "refused"),
+                           "content": {"application/json": {"schema": ERROR}}}
+    op: dict[str, Any] = {"summary": summary, "responses": responses}
+    parameters = [{"name": p, "in": "path", "required": True, "schema": S} for p in params]
+    parameters += extra_params or []
+    if parameters:
+        op["parameters"] = parameters
+    if body is not None:
+        op["requestBody"] = {"required": True,
+                             "content": {"application/json": {"schema": body}}}
+    if not security:
+        op["security"] = []
+    return op
+
+
+def _document(title: str, paths: dict[str, dict[str, Any]], scheme: str) -> dict[str, Any]:
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": title, "version": "1"},
+        "paths": paths,
+        "security": [{"bearer": []}],
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                           "description": scheme}},
+            "schemas": {"Error": _obj(["error"], error=_obj(["code", "message"], code=S,
+                                                           message=S))},
+        },
+    }
+
+
+MESSAGE = _obj(["to", "from", "body"], to=S, body=S, callback_url={"type": "string", "nullable": True},
+               validity_seconds={"type": "integer", "minimum": 1, "maximum": 86400,
+                                 "nullable": True}, **{"from": S})
+ACCEPTED = _obj(["id", "status", "segments", "price_micro_usd"], id=S, status=S, segments=INT,
+                price_micro_usd=INT, encoding=S, pop=S)
+IDEMPOTENCY = [{"name": "Idempotency-Key", "in": "header", "required": False, "schema": S,
+                "description": "retries with the same key and body get the first answer"}]
+
+
+def customer_document() -> dict[str, Any]:
+    statuses = {"type": "array", "nullable": True, "items": {"type": "string", "enum": [
+        "accepted", "delivered", "rejected", "failed", "expired"]}}
+    paths = {
+        "/v1/messages": {"post": _op(
+            "Submit a message; 202 once it is durably accepted", "202", body=MESSAGE,
+            ok_schema=ACCEPTED, errors=("402", "403", "409", "422"), extra_params=IDEMPOTENCY)},
+        "/v1/messages/{id}": {"get": _op("Status and metadata of one of your messages (never "
+                                         "the body)", "200", params=("id",), errors=("404",))},
+        "/v1/balance": {"get": _op("Prepaid balance in micro-USD", "200",
+                                   ok_schema=_obj(["balance_micro_usd"], balance_micro_usd=INT,
+                                                  currency=S))},
+        "/v1/senders": {"post": _op("Register a sender ID for your account", "201",
+                                    body=_obj(["sender"], sender=S), errors=("403", "422"))},
+        "/v1/webhook": {"put": _op("Set the webhook URL and which statuses are sent", "200",
+                                   body=_obj(["url"], url={"type": "string", "nullable": True},
+                                             receipt_statuses=statuses), errors=("422",))},
+        "/v1/webhook/secret": {"post": _op("Rotate the webhook signing secret (shown once; the "
+                                           "previous one keeps signing during the overlap)", "201",
+                                           ok_schema=_obj(["secret"], secret=S))},
+        "/v1/openapi.json": {"get": _op("This document", "200", security=False)},
+    }
+    return _document("smsroute customer API", paths, "API key (sk_live_...)")
+
+
+def control_document() -> dict[str, Any]:
+    o = _op
+    holds_body = _obj(["kind", "reason", "reference", "until"], kind={
+        "type": "string", "enum": ["legal_hold", "debug_window", "lawful_order"]}, reason=S,
+        reference=S, until={"type": "number"}, message_ids={"type": "array", "items": S},
+        account_id={"type": "string", "nullable": True})
+    paths = {
+        "/healthz": {"get": o("Liveness", "200", security=False)},
+        "/readyz": {"get": o("Readiness", "200", security=False)},
+        "/metrics": {"get": o("Prometheus text exposition", "200")},
+        "/v1/openapi.json": {"get": o("This document", "200", security=False)},
+        "/v1/carriers": {"get": o("Carrier state: connected, window, throughput, errors", "200")},
+        "/v1/carriers/{name}/suspend": {"post": o("Suspend a carrier", "200", params=("name",),
+                                                  errors=("403", "404"))},
+        "/v1/carriers/{name}/resume": {"post": o("Resume a carrier", "200", params=("name",),
+                                                 errors=("403", "404"))},
+        "/v1/stats": {"get": o("Engine counters (in flight, queues, POPs, carriers)", "200")},
+        "/v1/routing": {
+            "get": o("The routing table and rate card", "200"),
+            "put": o("Replace the routing table atomically (validated first)", "200",
+                     body={"type": "object"}, errors=("403", "422")),
+        },
+        "/v1/accounts": {"post": o("Create an account; the API key is shown once", "201",
+                                   body=_obj(["email"], email=S),
+                                   ok_schema=_obj(["id", "api_key"], id=S, api_key=S),
+                                   errors=("403", "422"))},
+        "/v1/accounts/{id}": {"get": o("An account's record (no secrets)", "200", params=("id",),
+                                       errors=("403", "404"))},
+        "/v1/accounts/{id}/deposits": {"post": o(
+            "Credit a crypto deposit", "201", params=("id",), errors=("403", "404", "422"),
+            body=_obj(["usd", "chain", "tx_hash", "from_address"], usd=S, chain=S, tx_hash=S,
+                      from_address=S))},
+        "/v1/accounts/{id}/senders": {"post": o("Register a sender ID", "201", params=("id",),
+                                                body=_obj(["sender"], sender=S),
+                                                errors=("403", "404", "422"))},
+        "/v1/accounts/{id}/restrict": {"post": o("Restrict or unrestrict processing", "200",
+                                                 params=("id",), body=_obj(["restricted"],
+                                                                           restricted=B),
+                                                 errors=("403", "404"))},
+        "/v1/accounts/{id}/close": {"post": o("Close an account", "200", params=("id",),
+                                              errors=("403", "404"))},
+        "/v1/retention": {"get": o("Retention status: sweeps, counts, exceptions", "200")},
+        "/v1/holds": {
+            "get": o("Active legal holds and other retention exceptions", "200"),
+            "post": o("Place a hold", "201", body=holds_body, errors=("403", "422")),
+        },
+        "/v1/holds/{id}/release": {"post": o("Release a hold", "200", params=("id",),
+                                             body=_obj(["reason"], reason=S),
+                                             errors=("403", "404"))},
+        "/v1/audit": {"get": o("The control audit log (who, what, when, result)", "200",
+                               extra_params=[{"name": "since", "in": "query", "required": False,
+                                              "schema": {"type": "number"}}])},
+        "/v1/tokens": {"post": o("Create an operator token (only roles you hold)", "201",
+                                 body=_obj(["name", "roles"], name=S, roles={
+                                     "type": "array", "items": {"type": "string", "enum": [
+                                         "viewer", "operator", "privacy"]}}),
+                                 errors=("403", "422"))},
+    }
+    return _document("smsroute control port", paths, "operator token (op_...)")

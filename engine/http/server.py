@@ -1,0 +1,194 @@
+"""Runs the customer API and the control port on one uvloop event loop in a dedicated thread.
+
+``HttpServers(engine, settings).start()`` binds both sockets (127.0.0.1 by default, port 0 picks a free
+port) and returns once they listen; ``customer_port`` / ``control_port`` then hold the bound ports.
+``stop()`` closes the listeners, lets in-progress requests finish (bounded), stops webhook delivery and
+joins the thread. With ``tls_cert``/``tls_key`` set, both servers speak TLS only (minimum TLS 1.2) and
+answers carry HSTS. On first start with no operator token, one with every role is written to
+``<data_dir>/operator.token`` (mode 0600) and its path — never the token — is printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import sys
+import threading
+from typing import Any
+
+import uvloop
+from aiohttp import web
+
+from engine.http.app_control import build_control_app
+from engine.http.app_customer import build_customer_app
+from engine.http.context import DEFAULT_BURST, DEFAULT_RATE_PER_SECOND, HttpContext
+from engine.http.idempotency import IdempotencyStore
+from engine.http.metrics import HttpMetrics
+from engine.http.notify import StatusInbox, StatusNotifier
+from engine.http.ratelimit import Gcra
+from engine.http.requestlog import RequestLog
+from engine.http.store import GroupCommitter, open_http_env
+from engine.http.tokens import TokenStore, ensure_first_token
+from engine.http.webhooks import RetryPolicy, WebhookDispatcher
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 30.0
+SHUTDOWN_TIMEOUT_S = 5.0
+
+
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """Server TLS: TLS 1.2 minimum (1.3 preferred by OpenSSL when both sides have it)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    return context
+
+
+class HttpServers:
+    """Both HTTP servers and everything they share, on their own thread and loop."""
+
+    def __init__(self, engine: Any, settings: Any = None) -> None:
+        self.engine = engine
+        settings = settings if settings is not None else engine.settings
+        self.http = getattr(settings, "http", settings)
+        self.customer_port: int | None = None
+        self.control_port: int | None = None
+        self.ctx: HttpContext | None = None
+        self.token_path = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._stop: asyncio.Event | None = None
+
+    def start(self) -> HttpServers:
+        """Bind and serve; returns once both servers listen (raises what went wrong otherwise)."""
+        self._thread = threading.Thread(target=self._main, name="smsroute-http", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(START_TIMEOUT_S):
+            raise RuntimeError("HTTP servers did not start in time")
+        if self._error is not None:
+            self._thread.join(SHUTDOWN_TIMEOUT_S)
+            raise self._error
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and join the thread (idempotent)."""
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(stop.set)
+            except RuntimeError:
+                pass
+        if self._thread is not None:
+            self._thread.join(SHUTDOWN_TIMEOUT_S * 3)
+
+    def _main(self) -> None:
+        loop = uvloop.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._serve())
+        except BaseException as exc:  # surfaced to start() or logged
+            if not self._ready.is_set():
+                self._error = exc
+            else:
+                log.exception("HTTP servers stopped with an error")
+        finally:
+            self._ready.set()
+            loop.close()
+
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        env = open_http_env(self.engine.data_dir)
+        ctx, inbox, dispatcher = self._build(env)
+        runners: list[web.AppRunner] = []
+        try:
+            await dispatcher.start()
+            self.engine.on_status(inbox.on_status)
+            ssl_ctx = tls_context(self.http.tls_cert, self.http.tls_key) if ctx.tls else None
+            self.customer_port = await self._site(runners, build_customer_app(ctx),
+                                                  self.http.customer_host, self.http.customer_port,
+                                                  ssl_ctx)
+            self.control_port = await self._site(runners, build_control_app(ctx),
+                                                 self.http.control_host, self.http.control_port,
+                                                 ssl_ctx)
+            self._announce_token(ctx)
+            self._ready.set()
+            await self._stop.wait()
+        finally:
+            inbox.closed = True
+            for runner in reversed(runners):
+                await runner.cleanup()
+            await dispatcher.stop()
+            await ctx.committer.flush()
+            ctx.committer.close()
+            ctx.executor.shutdown(wait=True)
+            env.close()
+
+    def _build(self, env: Any) -> tuple[HttpContext, StatusInbox, WebhookDispatcher]:
+        committer = GroupCommitter(env)
+        http = self.http
+        rate = getattr(http, "rate_limit_per_second", None) or DEFAULT_RATE_PER_SECOND
+        burst = getattr(http, "rate_limit_burst", None) or DEFAULT_BURST
+        metrics = HttpMetrics(stats=self._engine_stats, extra=self._extra_stats)
+        ctx = HttpContext(engine=self.engine, http=http, committer=committer,
+                          requestlog=RequestLog(env, committer),
+                          idempotency=IdempotencyStore(env, committer), tokens=TokenStore(env),
+                          limiter=Gcra(rate, int(burst)), metrics=metrics,
+                          audit=_audit_log(env), tls=bool(http.tls_cert and http.tls_key))
+        notifier_box: list[StatusNotifier] = []
+        dispatcher = WebhookDispatcher(
+            lambda account_id: notifier_box[0].secrets_for(account_id),
+            lambda delivery: notifier_box[0].on_gone(delivery),
+            concurrency=int(getattr(http, "webhook_concurrency", None) or 32),
+            max_backlog=int(getattr(http, "webhook_max_backlog", None) or 100_000),
+            policy=RetryPolicy(window_s=float(getattr(http, "webhook_retry_window_seconds", None)
+                                              or 86400.0)))
+        notifier = StatusNotifier(self.engine, dispatcher, metrics.observe_status, ctx.call)
+        notifier_box.append(notifier)
+        inbox = StatusInbox(asyncio.get_running_loop(), notifier.on_statuses)
+        ctx.dispatcher = dispatcher
+        self.ctx = ctx
+        return ctx, inbox, dispatcher
+
+    def _engine_stats(self) -> dict[str, Any]:
+        try:
+            return self.engine.stats()
+        except Exception:  # a scrape must not fail because one number is unavailable
+            log.exception("engine.stats() failed")
+            return {}
+
+    def _extra_stats(self) -> dict[str, float]:
+        ctx = self.ctx
+        dispatcher = getattr(ctx, "dispatcher", None)
+        if dispatcher is None:
+            return {}
+        out = {"smsroute_webhook_backlog": float(dispatcher.backlog)}
+        for outcome, n in dispatcher.counts.items():
+            out[f"smsroute_webhook_{outcome}"] = float(n)
+        return out
+
+    @staticmethod
+    async def _site(runners: list[web.AppRunner], app: web.Application, host: str, port: int,
+                    ssl_ctx: ssl.SSLContext | None) -> int:
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+        await runner.setup()
+        runners.append(runner)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx, backlog=1024)
+        await site.start()
+        return site._server.sockets[0].getsockname()[1]  # the bound port (port 0 picks one)
+
+    def _announce_token(self, ctx: HttpContext) -> None:
+        path = ensure_first_token(ctx.tokens, self.engine.data_dir)
+        if path is not None:
+            self.token_path = path
+            print(f"smsroute: operator token (all roles) written to {path}", file=sys.stderr)
+
+
+def _audit_log(env: Any) -> Any:
+    from storage.audit import AuditLog
+
+    return AuditLog(env)
