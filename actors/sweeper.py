@@ -1,0 +1,122 @@
+"""SweeperActor: enforces the retention table on every store, on the clock's ticks.
+
+Role: on a ``Tick`` (at most once per ``interval_seconds``) it sweeps every POP's body store (TTL purge, then
+window key shredding), then every other :class:`~storage.retention.Sweepable` (hold expiry, receipt records,
+request logs, closed accounts, ledger), logs one structured line per store with counts, and keeps the last
+sweep's stats for the control port.
+
+Messages in: ``Tick`` (bytes, ``tell``; its ``now`` is the clock's monotonic time, used only as a wake-up:
+expiries are wall-clock, read from the injected ``clock``). Messages out: none. ``stats()`` and
+``sweep_now()`` are called through a proxy (``ask``): the control port and tests only, never the hot path.
+
+Threads: every method runs in the actor's own thread. A failing store is logged and counted; it never stops
+the actor or the other stores' sweeps.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import lmdb
+import pykka
+
+from engine import messages as m
+from engine.errors import ConfigError, MalformedMessage, SmsrouteError
+from storage.bodies import BodyStore
+from storage.retention import RETENTION, RetentionRule, Sweepable, operator_view
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INTERVAL_SECONDS = 60.0
+
+
+class SweeperActor(pykka.ThreadingActor):
+    """Runs every retention sweep; see the module docstring."""
+
+    def __init__(self, pop_stores: Mapping[str, BodyStore],
+                 retention: Mapping[str, RetentionRule] = RETENTION,
+                 clock: Callable[[], float] = time.time, *,
+                 sweepables: Mapping[str, Sweepable] | Sequence[Sweepable] = (),
+                 interval_seconds: float = DEFAULT_INTERVAL_SECONDS) -> None:
+        super().__init__()
+        self._bodies = dict(pop_stores)
+        self._retention = retention
+        self._clock = clock
+        self._others = _named(sweepables)
+        self._interval = interval_seconds
+        self._last_run: float | None = None
+        self._last: dict[str, Any] = {}
+        self._totals: dict[str, int] = {"sweeps": 0, "failures": 0}
+        body_limit = retention["message_bodies"].seconds
+        for pop, store in self._bodies.items():
+            if store.max_ttl_seconds > body_limit:
+                raise ConfigError(f"POP {pop}: body TTL {store.max_ttl_seconds} s exceeds the "
+                                  f"retention table's {body_limit} s")
+
+    def on_receive(self, raw: bytes) -> None:
+        try:
+            msg = m.decode(raw)
+        except MalformedMessage as exc:
+            log.warning("sweeper: dropped malformed message: %s", exc)
+            return None
+        match msg:
+            case m.Tick():
+                now = self._clock()
+                if self._last_run is None or now - self._last_run >= self._interval:
+                    self._sweep(now)
+            case _:
+                log.error("sweeper: unexpected %s", type(msg).__name__)
+        return None
+
+    # --- proxy API (control port, tests) ----------------------------------------------------------
+
+    def sweep_now(self) -> dict[str, Any]:
+        """Sweep everything now, whatever the interval; returns the stats."""
+        self._sweep(self._clock())
+        return self.stats()
+
+    def stats(self) -> dict[str, Any]:
+        """The last sweep's counts per store, running totals and, per retention category, what is due."""
+        return {"last_run": self._last_run, "last": dict(self._last), "totals": dict(self._totals),
+                "retention": operator_view(self._clock(), table=self._retention)}
+
+    # --- the sweep --------------------------------------------------------------------------------
+
+    def _sweep(self, now: float) -> None:
+        self._last_run = now
+        self._totals["sweeps"] += 1
+        results: dict[str, Any] = {}
+        for pop, store in self._bodies.items():
+            results[f"bodies:{pop}"] = self._guarded(f"bodies:{pop}",
+                                                     lambda s=store: s.sweep(now).as_log())
+        for name, sweepable in self._others.items():
+            results[name] = self._guarded(name, lambda s=sweepable: {"removed": s.sweep(now)})
+        self._last = results
+        for name, counts in results.items():
+            log.info("retention sweep", extra={"store": name, "counts": counts})
+
+    def _guarded(self, name: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        try:
+            counts = run()
+        except (SmsrouteError, lmdb.Error) as exc:
+            self._totals["failures"] += 1
+            log.error("retention sweep failed", extra={"store": name, "error": type(exc).__name__,
+                                                         "reason": str(exc)})
+            return {"error": type(exc).__name__}
+        for key in ("purged", "removed"):
+            if key in counts:
+                self._totals[key] = self._totals.get(key, 0) + counts[key]
+        return counts
+
+
+def _named(sweepables: Mapping[str, Sweepable] | Sequence[Sweepable]) -> dict[str, Sweepable]:
+    if isinstance(sweepables, Mapping):
+        return dict(sweepables)
+    named = {}
+    for i, s in enumerate(sweepables):
+        name = getattr(s, "category", None) or f"{type(s).__name__}#{i}"
+        named[name] = s
+    return named
