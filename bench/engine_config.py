@@ -17,9 +17,8 @@ from typing import Any
 
 from bench.scenario import Corridor, Distribution, Scenario
 
-#: Stand-ins for "unlimited" window / throughput on a simulated carrier.
+#: Stand-in for an "unlimited" window on a simulated carrier (its throughput 0 already means unlimited).
 UNLIMITED_WINDOW = 1_000_000
-UNLIMITED_THROUGHPUT = 10_000_000
 POP_CITIES = {"fra": "Frankfurt", "sin": "Singapore", "gru": "São Paulo"}
 
 
@@ -45,8 +44,10 @@ def simulated_carrier(corridor: Corridor) -> dict[str, Any]:
         "latency": distribution_table(c.latency_ms),
         "receipt_delay": distribution_table(c.receipt_delay_ms),
         "window": c.window or UNLIMITED_WINDOW,
-        "throughput": c.throughput or UNLIMITED_THROUGHPUT,
+        "throughput": c.throughput,  # 0 = unlimited
         "outcomes": dict(c.outcomes),
+        "late_receipt_rate": c.late_receipt_rate,
+        "duplicate_receipt_rate": c.duplicate_receipt_rate,
     }
 
 

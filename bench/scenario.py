@@ -39,6 +39,8 @@ The file format (every key optional unless marked)::
                                         # throttled (submit refused, retried), no_answer (no submit_sm_resp)
     window = 0                          # outstanding submits per link, 0 = unlimited
     throughput = 0                      # submits/s per link, 0 = unlimited
+    late_receipt_rate = 0.0             # share of receipts 10x late
+    duplicate_receipt_rate = 0.0        # share of receipts sent twice
 
 Anything else is a :class:`~engine.errors.ConfigError` naming the key, so a typo never silently changes what
 was measured.
@@ -96,6 +98,8 @@ class CarrierBehaviour:
     outcomes: tuple[tuple[str, float], ...] = (("delivered", 1.0),)
     window: int = 0
     throughput: float = 0.0
+    late_receipt_rate: float = 0.0
+    duplicate_receipt_rate: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -259,7 +263,7 @@ def _mix(t: Any, where: str) -> MixEntry:
 
 
 def _carrier(t: dict[str, Any], where: str) -> CarrierBehaviour:
-    _only(t, ("latency_ms", "receipt_delay_ms", "outcomes", "window", "throughput"), where)
+    _only(t, tuple(CarrierBehaviour.__dataclass_fields__), where)
     outcomes = _table(t, "outcomes", where) or {"delivered": 1.0}
     for k, v in outcomes.items():
         if k not in OUTCOMES:
@@ -276,6 +280,8 @@ def _carrier(t: dict[str, Any], where: str) -> CarrierBehaviour:
         outcomes=tuple((k, float(v)) for k, v in outcomes.items()),
         window=int(_non_negative(t, "window", where, 0)),
         throughput=_non_negative(t, "throughput", where, 0.0),
+        late_receipt_rate=_share(t, "late_receipt_rate", where),
+        duplicate_receipt_rate=_share(t, "duplicate_receipt_rate", where),
     )
 
 
@@ -354,6 +360,13 @@ def _positive(t: dict[str, Any], key: str, where: str, default: float | None) ->
     v = _number(t, key, where, default)
     if not v > 0:
         raise ConfigError(f"{where}: {key} must be > 0, got {v}")
+    return v
+
+
+def _share(t: dict[str, Any], key: str, where: str) -> float:
+    v = _non_negative(t, key, where, 0.0)
+    if v > 1:
+        raise ConfigError(f"{where}: {key} is a share, at most 1, got {v}")
     return v
 
 
