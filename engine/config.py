@@ -47,6 +47,11 @@ class HttpSettings:
     max_body_bytes: int = 65536
     tls_cert: str | None = None
     tls_key: str | None = None
+    rate_limit_per_second: float = 1000.0  # GCRA per API key (engine.http.ratelimit)
+    rate_limit_burst: int = 2000
+    webhook_concurrency: int = 32  # webhook deliveries in flight at once
+    webhook_max_backlog: int = 100000  # queued + waiting for retry; beyond this events are dropped
+    webhook_retry_window_seconds: float = 86400.0  # retries stop this long after the first attempt
 
 
 @dataclass(frozen=True)
