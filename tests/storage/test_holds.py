@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.errors import InputError, KeyUnavailable
+from engine.errors import CorruptRecord, InputError, KeyUnavailable
 from storage.audit import AuditLog
 from storage.bodies import BodyStore
 from storage.holds import HoldKind, Holds
@@ -195,3 +195,28 @@ def test_holds_and_their_capture_survive_a_restart(env, keyring, store, holds, a
     put(store2, [(later, "captured after restart", clock.now + 600, "acct_1")])
     assert holds2.read_held_body(debug.hold_id, later, actor="c") == "captured after restart"
     assert holds2.read_held_body(legal.hold_id, mid, actor="op") == "kept"
+
+
+def test_a_released_hold_leaves_ciphertext_at_most_and_no_key_that_opens_it(
+        store, holds, ids, clock, keyring, data_dir, tmp_path):
+    mid = ids.new()
+    put(store, [(mid, "HELD-PLAINTEXT-42", clock.now + 600)])
+    hold = holds.place_legal_hold([mid], actor="op", reason="r", reference="x",
+                                  until=clock.now + 10 * DAY)
+    ack_and_expire(store, clock, [mid])
+    everything = b"".join(p.read_bytes() for p in data_dir.rglob("*") if p.is_file())
+    assert b"HELD-PLAINTEXT-42" not in everything  # the held copy is sealed too
+    key = bytes.fromhex(mid[4:])
+    with store.env.begin(db=holds._held_db) as txn:
+        held_blob = bytes(txn.get(bytes.fromhex(hold.hold_id[5:]) + key))
+    (tmp_path / "backup").mkdir()
+    store.env.copy(str(tmp_path / "backup"))
+    holds.release(hold.hold_id, actor="op", reason="closed")
+    assert held_blob in (tmp_path / "backup" / "data.mdb").read_bytes()  # a backup still has it
+    survivors = [keyring.body_sealer(w) for w in keyring.live_windows()]
+    survivors += [keyring.named_sealer(n) for n in keyring.named_keys()]
+    for sealer in survivors:
+        with pytest.raises(CorruptRecord):
+            sealer.open(held_blob, key)
+    with pytest.raises(KeyUnavailable):
+        keyring.named_sealer(f"hold:{hold.hold_id}", create=False)

@@ -1,0 +1,20 @@
+"""Each storage module (and the sweeper) imports on its own, in a fresh interpreter."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MODULES = ["storage.crypto", "storage.keys", "storage.bodies", "storage.audit", "storage.holds",
+           "storage.retention", "actors.sweeper"]
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_the_module_imports_alone(module):
+    done = subprocess.run([sys.executable, "-c", f"import {module}"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
