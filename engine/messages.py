@@ -146,7 +146,7 @@ def _checker_for(hint: Any):
     if isinstance(hint, type) and issubclass(hint, tuple) and hasattr(hint, "_fields"):
         return _named_tuple(hint)
     if hint is float:
-        return _scalar((float, int), "float")
+        return _scalar((float,), "float")  # an int is accepted and made a float
     if hint is bool:
         return _scalar((bool,), "bool")
     if hint is int:
