@@ -1,0 +1,184 @@
+"""The actor message codec: every registered message type round-trips, and bad bytes fail only one way."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, Union
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine import messages as m
+from engine.errors import MalformedMessage
+
+TYPES = sorted(m.message_types().items())
+TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=20)
+INT64 = st.integers(min_value=-(2**63), max_value=2**64 - 1)
+
+
+def strategy_for(hint: Any) -> st.SearchStrategy:
+    """A hypothesis strategy for one field type as the codec declares it."""
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        (inner,) = [a for a in typing.get_args(hint) if a is not type(None)]
+        return st.none() | strategy_for(inner)
+    if origin is list:
+        return st.lists(strategy_for(typing.get_args(hint)[0]), max_size=3)
+    if isinstance(hint, type) and issubclass(hint, tuple) and hasattr(hint, "_fields"):
+        hints = typing.get_type_hints(hint)
+        return st.builds(hint, *[strategy_for(hints[f]) for f in hint._fields])
+    simple = {int: INT64, float: st.floats(allow_nan=False), bool: st.booleans(), str: TEXT,
+              bytes: st.binary(max_size=40), Any: st.integers()}
+    return simple[hint]
+
+
+def message_strategy(cls: type) -> st.SearchStrategy:
+    hints = typing.get_type_hints(cls)
+    return st.builds(cls, *[strategy_for(hints[f.name]) for f in dataclasses.fields(cls)])
+
+
+def wrong_value_for(hint: Any) -> Any:
+    """A value of a type the field does not accept."""
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType) or origin is list or hint in (int, float, bool, bytes):
+        return "not-this-type"
+    if hint is str:
+        return 12345
+    if isinstance(hint, type) and hasattr(hint, "_fields"):
+        return {"a": 1}
+    raise AssertionError(f"no wrong value known for {hint}")
+
+
+def frame_of(msg: m.Message) -> list:
+    return msgpack.unpackb(m.encode(msg), raw=False)
+
+
+ALL_MESSAGES = st.one_of([message_strategy(cls) for _, cls in TYPES])
+
+
+def test_every_message_type_has_a_distinct_tag_and_at_least_the_known_ones():
+    assert len(TYPES) == len({tag for tag, _ in TYPES})
+    names = {cls.__name__ for _, cls in TYPES}
+    assert {"SubmitMessage", "AcceptMessages", "SubmitToCarrier", "StatusesChanged", "Flush"} <= names
+
+
+@pytest.mark.parametrize("cls", [cls for _, cls in TYPES], ids=lambda c: c.__name__)
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_every_message_type_decodes_to_an_equal_message_after_encoding(cls, data):
+    msg = data.draw(message_strategy(cls))
+    back = m.decode(m.encode(msg))
+    assert type(back) is cls
+    assert back == msg
+    for name in cls._fields:  # batches come back as the named tuples, not plain lists
+        value = getattr(msg, name)
+        if isinstance(value, list) and value and hasattr(value[0], "_fields"):
+            assert all(type(x) is type(value[0]) for x in getattr(back, name))
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=st.binary(max_size=200))
+def test_decode_of_arbitrary_bytes_returns_a_message_or_raises_only_malformed_message(raw):
+    try:
+        msg = m.decode(raw)
+    except MalformedMessage:
+        return
+    assert isinstance(msg, m.Message)
+
+
+MSGPACK_VALUES = st.recursive(
+    st.none() | st.booleans() | INT64 | st.floats() | TEXT | st.binary(max_size=10),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TEXT, inner, max_size=3),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(tag=st.sampled_from([t for t, _ in TYPES]) | INT64, version=MSGPACK_VALUES,
+       fields=st.lists(MSGPACK_VALUES, max_size=14))
+def test_decode_of_any_msgpack_array_raises_only_malformed_message(tag, version, fields):
+    raw = msgpack.packb([tag, version, *fields])
+    try:
+        msg = m.decode(raw)
+    except MalformedMessage:
+        return
+    assert isinstance(msg, m.Message)
+    assert m.encode(msg) and type(msg).TAG == tag
+
+
+@pytest.mark.parametrize("raw", [b"", b"\xc1", msgpack.packb(5), msgpack.packb([1]),
+                                 msgpack.packb({"tag": 1}), msgpack.packb([{1: 2}, 1])])
+def test_decode_of_non_frames_raises_malformed_message(raw):
+    with pytest.raises(MalformedMessage):
+        m.decode(raw)
+
+
+@settings(max_examples=50, deadline=None)
+@given(tag=st.integers(min_value=-(2**63), max_value=2**64 - 1).filter(
+    lambda t: t not in m.message_types()))
+def test_decode_of_an_unknown_tag_raises_malformed_message(tag):
+    with pytest.raises(MalformedMessage, match="unknown message tag"):
+        m.decode(msgpack.packb([tag, 1]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(msg=ALL_MESSAGES, delta=st.integers(min_value=1, max_value=1000))
+def test_decode_of_a_wrong_schema_version_raises_malformed_message(msg, delta):
+    frame = frame_of(msg)
+    frame[1] += delta
+    with pytest.raises(MalformedMessage, match="schema version"):
+        m.decode(msgpack.packb(frame))
+
+
+@settings(max_examples=60, deadline=None)
+@given(msg=ALL_MESSAGES, extra=st.integers(min_value=1, max_value=3), drop=st.booleans())
+def test_decode_of_a_wrong_number_of_fields_raises_malformed_message(msg, extra, drop):
+    frame = frame_of(msg)
+    if drop and len(frame) > 2:
+        frame = frame[:-1]
+    else:
+        frame += [0] * extra
+    with pytest.raises(MalformedMessage, match="fields"):
+        m.decode(msgpack.packb(frame))
+
+
+@settings(max_examples=120, deadline=None)
+@given(data=st.data())
+def test_decode_of_a_field_of_the_wrong_type_raises_malformed_message(data):
+    cls = data.draw(st.sampled_from([cls for _, cls in TYPES if cls._fields]))
+    msg = data.draw(message_strategy(cls))
+    hints = typing.get_type_hints(cls)
+    index = data.draw(st.integers(min_value=0, max_value=len(cls._fields) - 1))
+    frame = frame_of(msg)
+    frame[2 + index] = wrong_value_for(hints[cls._fields[index]])
+    with pytest.raises(MalformedMessage, match=cls.__name__):
+        m.decode(msgpack.packb(frame))
+
+
+@pytest.mark.parametrize("bad_item", [["r", "+49"], ["r", "+49", "S", "b", "extra"],
+                                      ["r", 5, "S", "b"], "r+49Sb"])
+def test_decode_of_a_batch_item_of_the_wrong_shape_raises_malformed_message(bad_item):
+    frame = frame_of(m.SubmitToCarrier([m.CarrierSubmitItem("r", "+49", "S", "b")]))
+    frame[2] = [bad_item]
+    with pytest.raises(MalformedMessage, match="SubmitToCarrier"):
+        m.decode(msgpack.packb(frame))
+
+
+def test_an_int_in_a_float_field_decodes_as_a_float_but_a_bool_in_an_int_field_is_refused():
+    assert m.decode(msgpack.packb([m.Tick.TAG, 1, 3])) == m.Tick(3.0)
+    assert type(m.decode(msgpack.packb([m.Tick.TAG, 1, 3])).now) is float
+    with pytest.raises(MalformedMessage):
+        m.decode(msgpack.packb([m.RegisterSession.TAG, 1, True]))
+    with pytest.raises(MalformedMessage):
+        m.decode(msgpack.packb([m.SubmitRejected.TAG, 1, True, "c", "r"]))
+
+
+def test_reusing_a_tag_is_refused_at_definition_time():
+    with pytest.raises(ValueError, match="already used"):
+        @m.message(m.Tick.TAG)
+        class Clash(m.Message):
+            now: float
