@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 _U64 = struct.Struct(">Q")
 _PENDING_CHUNK = 4096
+SWEEP_BATCH = 10_000  # bodies purged per write txn
 
 
 @contextmanager
@@ -236,35 +237,46 @@ class BodyStore:
     # --- sweeper ----------------------------------------------------------------------------------
 
     def sweep(self, now: float | None = None) -> SweepResult:
-        """Purge every due body (TTL order), then shred each window key that can hold no live body."""
+        """Purge every due body (TTL order), then shred each window key that can hold no live body.
+
+        Purges in transactions of at most ``SWEEP_BATCH`` bodies, so the POP's group commits (which wait
+        for LMDB's single writer lock) are never held up for long by a large backlog."""
         started = time.perf_counter()
         now = self._clock() if now is None else now
-        held = self.held
+        limit = _U64.pack(int(now * 1000))
         purged = held_purged = 0
-        with self.env.begin(write=True) as txn:
-            cursor = txn.cursor(db=self._ttl)
-            limit = _U64.pack(int(now * 1000))
-            if cursor.first():
-                while True:
-                    k = cursor.key()
-                    if not k or k[:8] > limit:
-                        break
-                    key = k[8:]
-                    txn.delete(key, db=self._bodies)
-                    purged += 1
-                    if key in held:
-                        held_purged += 1
-                        log.info("held body's transient copy purged; held copy kept",
-                                 extra={"message_id": PREFIX + bytes(key).hex()})
-                    if not cursor.delete():
-                        break
-            oldest = cursor.first() and _U64.unpack_from(cursor.key())[0] / 1000
-            pending = txn.stat(self._bodies)["entries"]
-        shredded = self._shred_finished_windows(now, oldest or None)
+        while True:
+            n, held, oldest, pending = self._purge_batch(limit, SWEEP_BATCH)
+            purged, held_purged = purged + n, held_purged + held
+            if n < SWEEP_BATCH:
+                break
+        shredded = self._shred_finished_windows(now, oldest)
         result = SweepResult(purged, tuple(shredded), len(self.keys.live_windows()), pending,
                              time.perf_counter() - started, held_purged)
         log.info("body sweep", extra={"sweep": result.as_log()})
         return result
+
+    def _purge_batch(self, limit: bytes, max_items: int) -> tuple[int, int, float | None, int]:
+        """One write txn: purge up to ``max_items`` due bodies; returns (purged, held, oldest expiry
+        left, bodies left)."""
+        held, purged, held_purged = self.held, 0, 0
+        with self.env.begin(write=True) as txn:
+            cursor = txn.cursor(db=self._ttl)
+            found = cursor.first()
+            while found and purged < max_items:
+                k = cursor.key()
+                if k[:8] > limit:
+                    break
+                key = k[8:]
+                txn.delete(key, db=self._bodies)
+                purged += 1
+                if key in held:
+                    held_purged += 1
+                    log.info("held body's transient copy purged; held copy kept",
+                             extra={"message_id": PREFIX + bytes(key).hex()})
+                found = cursor.delete() and bool(cursor.key())
+            oldest = _U64.unpack_from(cursor.key())[0] / 1000 if cursor.first() else None
+            return purged, held_purged, oldest, txn.stat(self._bodies)["entries"]
 
     def _shred_finished_windows(self, now: float, oldest_expiry: float | None) -> list[int]:
         shredded = []

@@ -225,3 +225,15 @@ def test_put_many_itself_raises_store_full_when_the_map_fills_inside_the_batch(
 def test_a_malformed_message_id_is_refused(store, clock):
     with pytest.raises(ValueError):
         put(store, [("msg_nothex", "x", clock.now + 60)])
+
+
+def test_a_large_backlog_is_purged_across_several_small_transactions(store, ids, clock,
+                                                                      monkeypatch):
+    monkeypatch.setattr(bodies_module, "SWEEP_BATCH", 7)
+    due = [ids.new() for _ in range(30)]
+    live = [ids.new() for _ in range(3)]
+    put(store, [(m, "a", clock.now + 10) for m in due] + [(m, "b", clock.now + 999) for m in live])
+    clock.advance(11)
+    result = store.sweep()
+    assert (result.purged, result.pending) == (30, 3)
+    assert list(store.pending_ids()) == live
