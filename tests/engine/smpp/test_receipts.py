@@ -129,3 +129,13 @@ def test_expiry_returns_every_value_past_its_deadline_in_order():
 )
 def test_smpp_dates_of_10_and_12_digits_parse(raw, expected):
     assert r.parse_smpp_date(raw) == expected
+
+
+@given(st.text(max_size=200), st.binary(max_size=8), st.integers(0, 255))
+def test_any_receipt_text_parses_or_raises_receipt_error_only(text, state_tlv, esm):
+    tlvs = {"state": state_tlv} if state_tlv else {}
+    try:
+        got = r.parse_receipt(_deliver(text, esm_class=esm, **tlvs))
+    except r.ReceiptError:
+        return
+    assert got.state in r.CODE_BY_STATE and got.message_id
