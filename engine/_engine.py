@@ -76,11 +76,14 @@ class Engine(AccountManager):
     @classmethod
     def start(cls, data_dir: str | Path = "./data", config: str | Path | None = None, *,
               http: bool = False, settings: Settings | None = None,
-              overrides: dict[str, Any] | None = None) -> Engine:
+              overrides: dict[str, Any] | None = None, on_status=None) -> Engine:
         """Start every store and actor (resuming unfinished messages); with ``http=True`` also the
-        customer API and the control port."""
+        customer API and the control port. ``on_status`` is registered before recovery, so it also sees
+        the status changes of messages resumed from an earlier run."""
         settings = settings or load_settings(config, overrides)
         engine = cls(Path(data_dir), settings)
+        if on_status is not None:
+            engine.on_status(on_status)
         engine.runtime.start()
         AccountManager.__init__(engine, engine.runtime)
         if http:
