@@ -79,8 +79,10 @@ class SweeperActor(pykka.ThreadingActor):
         return self.stats()
 
     def stats(self) -> dict[str, Any]:
-        """The last sweep's counts per store, running totals and, per retention category, what is due."""
+        """The last sweep's counts per store, running totals, each POP's body-store alarms (corrupt
+        records, missing keys) and, per retention category, what is due."""
         return {"last_run": self._last_run, "last": dict(self._last), "totals": dict(self._totals),
+                "alarms": {pop: dict(store.alarms.counts) for pop, store in self._bodies.items()},
                 "retention": operator_view(self._clock(), table=self._retention)}
 
     # --- the sweep --------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import pytest
 
 from actors.sweeper import SweeperActor
 from engine import messages as m
-from engine.errors import ConfigError, StorageError
+from engine.errors import ConfigError, CorruptRecord, StorageError
 from engine.ids import IdGenerator
 from storage.audit import AuditLog
 from storage.bodies import BodyStore
@@ -137,3 +137,14 @@ def test_stats_carry_the_retention_view_for_the_control_port(pops, clock):
     stats = SweeperActor.start(pops, clock=clock).proxy().stats().get(timeout=10)
     categories = [row["category"] for row in stats["retention"]]
     assert "message_bodies" in categories and "billing_ledger" in categories
+
+
+def test_stats_show_each_pops_body_store_alarms(pops, clock):
+    ids = IdGenerator(clock)
+    mid = fill(pops["fra"], ids, clock, 1, ttl=60)[0]
+    with pops["fra"].env.begin(write=True, db=pops["fra"]._bodies) as txn:
+        txn.put(bytes.fromhex(mid[4:]), b"\x7f" * 8 + b"\x01garbage-garbage-garbage-garbage-xx")
+    with pytest.raises(CorruptRecord):
+        pops["fra"].get(mid)
+    stats = SweeperActor.start(pops, clock=clock).proxy().stats().get(timeout=10)
+    assert stats["alarms"] == {"fra": {"corrupt_record": 1}, "sin": {}}
