@@ -1,0 +1,85 @@
+"""Settings: the embedded default loads, layers merge, and invalid documents raise ConfigError."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.config import deep_merge, default_document, load_settings
+from engine.errors import ConfigError
+
+
+def test_the_embedded_default_has_three_pops_and_routes_the_sample_destinations():
+    s = load_settings()
+    assert sorted(s.pops) == ["fra", "gru", "sin"]
+    for number, region, pop in [("+4915112345678", "DE", "fra"), ("+6591234567", "SG", "sin"),
+                                ("+5511987654321", "BR", "gru"), ("+447700900123", "GB", "fra"),
+                                ("+12025550123", "US", "gru")]:
+        res = s.routing.resolve(number, region)
+        assert res.pop == pop
+        assert all(s.carriers[c.carrier].pop == pop for c in res.candidates)
+
+
+def test_overrides_merge_over_the_default_without_dropping_other_keys():
+    s = load_settings(overrides={"engine": {"max_in_flight": 7, "resp_timeout_seconds": 1}})
+    assert s.engine.max_in_flight == 7
+    assert s.engine.resp_timeout_seconds == 1.0 and type(s.engine.resp_timeout_seconds) is float
+    assert s.engine.max_segments == default_document()["engine"]["max_segments"]
+
+
+def test_a_config_file_is_merged_and_overrides_win_over_it(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[engine]\nmax_in_flight = 5\ntick_ms = 50\n")
+    s = load_settings(path, {"engine": {"max_in_flight": 9}})
+    assert (s.engine.max_in_flight, s.engine.tick_ms) == (9, 50)
+
+
+def test_a_layer_with_carriers_replaces_the_default_carriers():
+    doc = default_document()
+    carriers = {"fra-telekom": doc["carriers"]["fra-telekom"],
+                "sin-singtel": doc["carriers"]["sin-singtel"],
+                "gru-vivo": doc["carriers"]["gru-vivo"]}
+    routes = [{"match": ["DE"], "pop": "fra", "carriers": ["fra-telekom"]}]
+    s = load_settings(overrides={"carriers": carriers, "routes": routes})
+    assert set(s.carriers) == set(carriers)
+    assert len(s.routing.routes) == 1
+
+
+def test_deep_merge_merges_tables_and_replaces_lists_without_touching_its_inputs():
+    base = {"a": {"x": 1, "y": [1, 2]}, "b": 1}
+    over = {"a": {"y": [3]}, "c": 2}
+    out = deep_merge(base, over)
+    assert out == {"a": {"x": 1, "y": [3]}, "b": 1, "c": 2}
+    assert base == {"a": {"x": 1, "y": [1, 2]}, "b": 1}
+
+
+@pytest.mark.parametrize("overrides,needle", [
+    ({"engine": {"max_inflight": 1}}, "unknown key"),
+    ({"http": {"port": 1}}, "unknown key"),
+    ({"engine": {"max_in_flight": "many"}}, "max_in_flight"),
+    ({"engine": {"max_in_flight": True}}, "max_in_flight"),
+    ({"engine": {"retry_base_ms": -1}}, "negative"),
+    ({"rates": {"DE": -5}}, "rates.DE"),
+    ({"routes": [{"match": "DE", "pop": "fra", "carriers": ["nobody"]}]}, "unknown carrier"),
+    ({"routes": [{"match": "DE", "pop": "fra", "carriers": ["sin-singtel"]}]}, "belongs to POP sin"),
+    ({"routes": [{"match": "Germany", "pop": "fra", "carriers": ["fra-telekom"]}]}, "ISO 3166"),
+    ({"engine": "fast"}, r"\[engine\] must be a table"),
+])
+def test_an_invalid_setting_raises_config_error_naming_it(overrides, needle):
+    with pytest.raises(ConfigError, match=needle):
+        load_settings(overrides=overrides)
+
+
+def test_a_carrier_of_an_unknown_pop_or_kind_raises_config_error():
+    with pytest.raises(ConfigError, match="not a configured POP"):
+        load_settings(overrides={"carriers": {"x": {"pop": "lhr"}}, "routes": []})
+    with pytest.raises(ConfigError, match="kind"):
+        load_settings(overrides={"carriers": {"x": {"pop": "fra", "kind": "pigeon"}}, "routes": []})
+
+
+def test_an_unreadable_or_invalid_toml_file_raises_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_settings(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[engine\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(bad)
