@@ -8,6 +8,7 @@ hot path, never a phone-number validation.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import random
 from collections.abc import Iterator
@@ -98,14 +99,16 @@ class Workload:
     def pick(self, due: float) -> Planned:
         """The next message: corridor by share, then a number and a body by the corridor's mix."""
         rng = self._rng
-        i = rng.choices(range(len(self.corridors)), cum_weights=self._weights)[0]
-        weights, pools = self._bodies[i]
-        pool = (
-            pools[rng.choices(range(len(pools)), cum_weights=weights)[0]]
-            if len(pools) > 1
-            else pools[0]
+        weights = self._weights
+        i = bisect.bisect(weights, rng.random() * weights[-1]) if len(weights) > 1 else 0
+        mix_weights, pools = self._bodies[i]
+        pool = pools[0]
+        if len(pools) > 1:
+            pool = pools[bisect.bisect(mix_weights, rng.random() * mix_weights[-1])]
+        numbers = self._numbers[i]
+        return Planned(
+            i, numbers[int(rng.random() * len(numbers))], pool[int(rng.random() * len(pool))], due
         )
-        return Planned(i, rng.choice(self._numbers[i]), rng.choice(pool), due)
 
     def schedule(self, rate: float, duration_s: float, arrival: str) -> Iterator[Planned]:
         """Messages due in ``[0, duration_s)`` at ``rate`` per second, evenly spaced or Poisson."""
