@@ -17,7 +17,7 @@ from aiohttp import web
 
 from engine.errors import AuthError
 from engine.http import openapi
-from engine.http.context import HttpContext
+from engine.http.context import APP_NAME, CTX, LOG_REQUESTS, MAX_BODY, OPERATOR, HttpContext
 from engine.http.errors import HttpError, error_middleware, error_response
 from engine.http.jsonio import Field, json_response, read_json
 from engine.http.middleware import bearer, endpoint_name, frame_middleware
@@ -63,11 +63,11 @@ def _route_key(request: web.Request) -> tuple[str, str] | None:
 @web.middleware
 async def audit_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
     """Write who/what/when/result of every control request to the audit log (after answering)."""
-    ctx: HttpContext = request.app["ctx"]
+    ctx: HttpContext = request.app[CTX]
     when = time.time()
     resp = await handler(request)
     if ctx.audit is not None and request.path not in ("/healthz", "/readyz"):
-        who = request.get("operator") or "anonymous"
+        who = request.get(OPERATOR) or "anonymous"
         target = ",".join(f"{k}={v[:64]}" for k, v in request.match_info.items()) or "-"
         try:
             await ctx.call(ctx.audit.append, who, endpoint_name(request), target, str(resp.status),
@@ -81,7 +81,7 @@ async def audit_middleware(request: web.Request, handler: _Handler) -> web.Strea
 @web.middleware
 async def control_auth_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
     """Authenticate the operator token and check the route's roles (401 / 403)."""
-    ctx: HttpContext = request.app["ctx"]
+    ctx: HttpContext = request.app[CTX]
     key = _route_key(request)
     allowed = ROUTE_ROLES.get(key) if key is not None else PUBLIC
     if allowed is None:  # a route without a role entry is a bug: refuse rather than open it
@@ -91,7 +91,7 @@ async def control_auth_middleware(request: web.Request, handler: _Handler) -> we
         info = ctx.tokens.lookup(token) if token is not None else None
         if info is None:
             raise AuthError("a valid operator token is required (Authorization: Bearer op_...)")
-        request["operator"] = info.name
+        request[OPERATOR] = info.name
         if not info.roles & allowed:
             raise HttpError(403, "forbidden", f"requires one of the roles: {', '.join(sorted(allowed))}")
     return await handler(request)
@@ -105,7 +105,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    ctx: HttpContext = request.app["ctx"]
+    ctx: HttpContext = request.app[CTX]
     stopping = bool(getattr(ctx.engine, "_stopping", False))
     if stopping:
         raise HttpError(503, "not_ready", "the engine is stopping", {"Retry-After": "1"})
@@ -113,21 +113,21 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    ctx: HttpContext = request.app["ctx"]
+    ctx: HttpContext = request.app[CTX]
     body = await ctx.call(ctx.metrics.exposition)
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
 
 
 async def carriers(request: web.Request) -> web.Response:
-    ctx: HttpContext = request.app["ctx"]
+    ctx: HttpContext = request.app[CTX]
     return json_response({"carriers": await ctx.call(ctx.engine.carriers)})
 
 
 def _carrier_switch(suspended: bool) -> _Handler:
     async def handler(request: web.Request) -> web.Response:
-        ctx: HttpContext = request.app["ctx"]
+        ctx: HttpContext = request.app[CTX]
         name = request.match_info["name"]
-        if name not in {c.get("name") for c in await ctx.call(ctx.engine.carriers)}:
+        if name not in {c.get("carrier") for c in await ctx.call(ctx.engine.carriers)}:
             raise HttpError(404, "not_found", "no such carrier")
         await ctx.call(ctx.engine.suspend_carrier, name, suspended)
         return json_response({"carrier": name, "suspended": suspended})
@@ -136,17 +136,17 @@ def _carrier_switch(suspended: bool) -> _Handler:
 
 
 async def stats(request: web.Request) -> web.Response:
-    ctx: HttpContext = request.app["ctx"]
+    ctx: HttpContext = request.app[CTX]
     return json_response(await ctx.call(ctx.engine.stats))
 
 
 async def get_routing(request: web.Request) -> web.Response:
-    ctx: HttpContext = request.app["ctx"]
+    ctx: HttpContext = request.app[CTX]
     return json_response(await ctx.call(ctx.engine.routing_table))
 
 
 async def put_routing(request: web.Request) -> web.Response:
-    ctx: HttpContext = request.app["ctx"]
+    ctx: HttpContext = request.app[CTX]
     table = await read_json(request, {"routes": Field((list,)),
                                       "rates": Field((dict,), required=False)})
     await ctx.call(ctx.engine.replace_routing, table)  # validates first; ConfigError -> 422
@@ -161,10 +161,10 @@ def build_control_app(ctx: HttpContext) -> web.Application:
         client_max_size=ctx.http.max_body_bytes,
         middlewares=[frame_middleware, audit_middleware, error_middleware, control_auth_middleware],
     )
-    app["ctx"] = ctx
-    app["name"] = "control"
-    app["log_requests"] = False
-    app["max_body_bytes"] = ctx.http.max_body_bytes
+    app[CTX] = ctx
+    app[APP_NAME] = "control"
+    app[LOG_REQUESTS] = False
+    app[MAX_BODY] = ctx.http.max_body_bytes
     r = app.router
     r.add_get("/healthz", healthz, allow_head=False)
     r.add_get("/readyz", readyz, allow_head=False)

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from engine.errors import StorageError
 from engine.http import openapi
-from engine.http.context import HttpContext
+from engine.http.context import API_KEY, APP_NAME, CTX, LOG_REQUESTS, MAX_BODY, HttpContext
 from engine.http.errors import HttpError, error_middleware
 from engine.http.idempotency import StoredAnswer, check_key, request_hash
 from engine.http.jsonio import Field, json_response, parse_json, read_body, read_json
@@ -71,7 +71,7 @@ def _submit_args(data: dict) -> tuple[str, str, str, int | None, str | None]:
 
 
 async def post_message(request: web.Request) -> web.Response:
-    ctx: HttpContext = request.app["ctx"]
+    ctx: HttpContext = request.app[CTX]
     account_id = require_account(request)
     raw = await read_body(request)
     idem = request.headers.get("Idempotency-Key")
@@ -85,10 +85,10 @@ async def post_message(request: web.Request) -> web.Response:
             return resp
     to, sender, body, validity, callback = _submit_args(parse_json(raw, MESSAGE_SCHEMA))
     if idem is None:
-        return await _submit(ctx, request["api_key"], to, sender, body, validity, callback)
+        return await _submit(ctx, request[API_KEY], to, sender, body, validity, callback)
     ctx.idempotency.begin(account_id, idem, body_hash)
     try:
-        resp = await _submit(ctx, request["api_key"], to, sender, body, validity, callback)
+        resp = await _submit(ctx, request[API_KEY], to, sender, body, validity, callback)
         try:
             await ctx.idempotency.store(account_id, idem,
                                         StoredAnswer(body_hash, resp.status, resp.body, time.time()))
@@ -118,7 +118,7 @@ async def _submit(ctx: HttpContext, api_key: str, to: str, sender: str, body: st
 
 
 async def get_message(request: web.Request) -> web.Response:
-    ctx: HttpContext = request.app["ctx"]
+    ctx: HttpContext = request.app[CTX]
     account_id = require_account(request)
     record = ctx.engine.status(request.match_info["id"])
     if record is None or record.account_id != account_id:  # another account's id looks absent
@@ -130,14 +130,14 @@ async def get_message(request: web.Request) -> web.Response:
 
 
 async def get_balance(request: web.Request) -> web.Response:
-    ctx: HttpContext = request.app["ctx"]
+    ctx: HttpContext = request.app[CTX]
     account_id = require_account(request)
     micro = await ctx.call(ctx.engine.balance, account_id)
     return json_response({"balance_micro_usd": micro, "currency": "USD"})
 
 
 async def post_sender(request: web.Request) -> web.Response:
-    ctx: HttpContext = request.app["ctx"]
+    ctx: HttpContext = request.app[CTX]
     account_id = require_account(request)
     data = await read_json(request, SENDER_SCHEMA)
     await ctx.call(ctx.engine.register_sender, account_id, data["sender"])
@@ -145,7 +145,7 @@ async def post_sender(request: web.Request) -> web.Response:
 
 
 async def put_webhook(request: web.Request) -> web.Response:
-    ctx: HttpContext = request.app["ctx"]
+    ctx: HttpContext = request.app[CTX]
     account_id = require_account(request)
     data = await read_json(request, WEBHOOK_SCHEMA)
     url = None if data["url"] is None else check_url(data["url"], "url")
@@ -155,7 +155,7 @@ async def put_webhook(request: web.Request) -> web.Response:
 
 
 async def rotate_webhook_secret(request: web.Request) -> web.Response:
-    ctx: HttpContext = request.app["ctx"]
+    ctx: HttpContext = request.app[CTX]
     account_id = require_account(request)
     secret = await ctx.call(ctx.engine.rotate_webhook_secret, account_id)
     return json_response({"secret": secret}, status=201)
@@ -171,10 +171,10 @@ def build_customer_app(ctx: HttpContext) -> web.Application:
         client_max_size=ctx.http.max_body_bytes,
         middlewares=[frame_middleware, customer_auth_middleware, error_middleware],
     )
-    app["ctx"] = ctx
-    app["name"] = "customer"
-    app["log_requests"] = True
-    app["max_body_bytes"] = ctx.http.max_body_bytes
+    app[CTX] = ctx
+    app[APP_NAME] = "customer"
+    app[LOG_REQUESTS] = True
+    app[MAX_BODY] = ctx.http.max_body_bytes
     r = app.router
     r.add_post("/v1/messages", post_message)
     r.add_get("/v1/messages/{id}", get_message, allow_head=False)

@@ -1,7 +1,7 @@
 """What both HTTP apps share: the engine, the HTTP settings, the HTTP stores, limiter, metrics, audit.
 
 One :class:`HttpContext` is built by :class:`engine.http.server.HttpServers` on the HTTP loop and stored in
-each app as ``app["ctx"]``. :meth:`HttpContext.call` runs a blocking engine call (writes that commit, actor
+each app as ``app[CTX]``. :meth:`HttpContext.call` runs a blocking engine call (writes that commit, actor
 asks) on a small thread pool so the event loop never waits on the disk or on an actor.
 """
 
@@ -12,6 +12,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+
+from aiohttp import web
 
 from engine.http.idempotency import IdempotencyStore
 from engine.http.metrics import HttpMetrics
@@ -50,3 +52,13 @@ class HttpContext:
         """An HTTP setting that older configs may not have."""
         value = getattr(self.http, name, None)
         return default if value is None else value
+
+
+# Typed keys for what the apps and requests carry (aiohttp's AppKey / RequestKey).
+CTX = web.AppKey("ctx", HttpContext)
+APP_NAME = web.AppKey("name", str)
+LOG_REQUESTS = web.AppKey("log_requests", bool)
+MAX_BODY = web.AppKey("max_body_bytes", int)
+API_KEY = web.RequestKey("api_key", object)  # str | None
+ACCOUNT_ID = web.RequestKey("account_id", object)  # str | None
+OPERATOR = web.RequestKey("operator", str)

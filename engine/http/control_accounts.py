@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from engine.http.context import HttpContext
+from engine.http.context import CTX, OPERATOR, HttpContext
 from engine.http.errors import HttpError
 from engine.http.jsonio import Field, json_response, read_json
 from engine.http.tokens import ROLES
@@ -50,20 +50,20 @@ def _plain(value: Any) -> Any:
 
 
 async def create_account(request: web.Request) -> web.Response:
-    ctx: HttpContext = request.app["ctx"]
+    ctx: HttpContext = request.app[CTX]
     data = await read_json(request, ACCOUNT_SCHEMA)
     new = await ctx.call(ctx.engine.create_account, data["email"])
     return json_response({"id": new.id, "api_key": new.api_key}, status=201)
 
 
 async def get_account(request: web.Request) -> web.Response:
-    ctx: HttpContext = request.app["ctx"]
+    ctx: HttpContext = request.app[CTX]
     record = await ctx.call(ctx.engine.account, request.match_info["id"])
     return json_response(record.public_view())
 
 
 async def deposit(request: web.Request) -> web.Response:
-    ctx: HttpContext = request.app["ctx"]
+    ctx: HttpContext = request.app[CTX]
     data = await read_json(request, DEPOSIT_SCHEMA)
     balance = await ctx.call(ctx.engine.deposit, request.match_info["id"], data["usd"],
                              data["chain"], data["tx_hash"], data["from_address"])
@@ -71,39 +71,39 @@ async def deposit(request: web.Request) -> web.Response:
 
 
 async def add_sender(request: web.Request) -> web.Response:
-    ctx: HttpContext = request.app["ctx"]
+    ctx: HttpContext = request.app[CTX]
     data = await read_json(request, SENDER_SCHEMA)
     await ctx.call(ctx.engine.register_sender, request.match_info["id"], data["sender"])
     return json_response({"sender": data["sender"]}, status=201)
 
 
 async def restrict(request: web.Request) -> web.Response:
-    ctx: HttpContext = request.app["ctx"]
+    ctx: HttpContext = request.app[CTX]
     data = await read_json(request, RESTRICT_SCHEMA)
     await ctx.call(ctx.engine.restrict_account, request.match_info["id"], data["restricted"])
     return json_response({"id": request.match_info["id"], "restricted": data["restricted"]})
 
 
 async def close(request: web.Request) -> web.Response:
-    ctx: HttpContext = request.app["ctx"]
+    ctx: HttpContext = request.app[CTX]
     await ctx.call(ctx.engine.close_account, request.match_info["id"])
     return json_response({"id": request.match_info["id"], "state": "closed"})
 
 
 async def retention(request: web.Request) -> web.Response:
-    ctx: HttpContext = request.app["ctx"]
+    ctx: HttpContext = request.app[CTX]
     status = await ctx.call(_engine_method(ctx, "retention_status"))
     return json_response(_plain(status))
 
 
 async def list_holds(request: web.Request) -> web.Response:
-    ctx: HttpContext = request.app["ctx"]
+    ctx: HttpContext = request.app[CTX]
     holds = await ctx.call(_engine_method(ctx, "active_holds"))
     return json_response({"holds": _plain(list(holds))})
 
 
 async def place_hold(request: web.Request) -> web.Response:
-    ctx: HttpContext = request.app["ctx"]
+    ctx: HttpContext = request.app[CTX]
     data = await read_json(request, HOLD_SCHEMA)
     ids = data.get("message_ids") or []
     if not all(isinstance(i, str) for i in ids):
@@ -111,7 +111,7 @@ async def place_hold(request: web.Request) -> web.Response:
     place = _engine_method(ctx, "place_hold")
 
     def call() -> Any:
-        return place(data["kind"], actor=request["operator"], reason=data["reason"],
+        return place(data["kind"], actor=request[OPERATOR], reason=data["reason"],
                      reference=data["reference"], until=float(data["until"]),
                      message_ids=ids, account_id=data.get("account_id"))
 
@@ -119,19 +119,19 @@ async def place_hold(request: web.Request) -> web.Response:
 
 
 async def release_hold(request: web.Request) -> web.Response:
-    ctx: HttpContext = request.app["ctx"]
+    ctx: HttpContext = request.app[CTX]
     data = await read_json(request, RELEASE_SCHEMA)
     release = _engine_method(ctx, "release_hold")
     hold_id = request.match_info["id"]
 
     def call() -> Any:
-        return release(hold_id, actor=request["operator"], reason=data["reason"])
+        return release(hold_id, actor=request[OPERATOR], reason=data["reason"])
 
     return json_response(_plain(await ctx.call(call)))
 
 
 async def audit(request: web.Request) -> web.Response:
-    ctx: HttpContext = request.app["ctx"]
+    ctx: HttpContext = request.app[CTX]
     try:
         since = float(request.query.get("since", "0"))
     except ValueError:
@@ -150,7 +150,7 @@ async def audit(request: web.Request) -> web.Response:
 
 async def create_token(request: web.Request) -> web.Response:
     """A new operator token; an operator can only grant roles it holds itself."""
-    ctx: HttpContext = request.app["ctx"]
+    ctx: HttpContext = request.app[CTX]
     data = await read_json(request, TOKEN_SCHEMA)
     roles = data["roles"]
     if not roles or not all(isinstance(r, str) and r in ROLES for r in roles):

@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from engine.http.context import MAX_BODY
 from engine.http.errors import HttpError
 
 
@@ -42,7 +43,7 @@ def _type_name(spec: Field) -> str:
 
 def check_content_length(request: web.Request) -> None:
     """413 before reading when the declared body length is over the app's limit."""
-    limit = request.app["max_body_bytes"]
+    limit = request.app[MAX_BODY]
     if request.content_length is not None and request.content_length > limit:
         raise HttpError(413, "body_too_large", f"request body over {limit} bytes")
 

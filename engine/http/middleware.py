@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from engine.errors import AuthError, SmsrouteError
+from engine.http.context import ACCOUNT_ID, API_KEY, APP_NAME, CTX, LOG_REQUESTS
 from engine.http.errors import error_response, from_engine_error
 from engine.http.requestlog import RequestLogEntry
 
@@ -39,7 +40,7 @@ def _size(resp: web.StreamResponse) -> int:
 @web.middleware
 async def frame_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
     """Time the request, log its policy-2.1 metadata, and add the security headers."""
-    ctx = request.app["ctx"]
+    ctx = request.app[CTX]
     started = time.perf_counter()
     resp = await handler(request)
     endpoint = endpoint_name(request)
@@ -47,10 +48,10 @@ async def frame_middleware(request: web.Request, handler: _Handler) -> web.Strea
     resp.headers["Cache-Control"] = "no-store"
     if ctx.tls:
         resp.headers["Strict-Transport-Security"] = HSTS
-    if request.app["log_requests"]:
+    if request.app[LOG_REQUESTS]:
         ctx.requestlog.record(RequestLogEntry(time.time(), endpoint, request.remote or "",
                                               resp.status, _size(resp)))
-    ctx.metrics.observe_request(request.app["name"], endpoint, resp.status,
+    ctx.metrics.observe_request(request.app[APP_NAME], endpoint, resp.status,
                                 time.perf_counter() - started)
     return resp
 
@@ -67,18 +68,18 @@ def bearer(request: web.Request) -> str | None:
 @web.middleware
 async def customer_auth_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
     """Resolve the API key (kept for handlers), apply GCRA per account (per source IP if none)."""
-    ctx = request.app["ctx"]
+    ctx = request.app[CTX]
     key = bearer(request)
-    request["api_key"] = key
-    request["account_id"] = None
+    request[API_KEY] = key
+    request[ACCOUNT_ID] = None
     if key is not None:
         try:
-            request["account_id"] = ctx.engine.account_id_for_key(key)
+            request[ACCOUNT_ID] = ctx.engine.account_id_for_key(key)
         except AuthError:
             pass
         except SmsrouteError as exc:
             return from_engine_error(exc)
-    limit_key = request["account_id"] or f"ip:{request.remote}"
+    limit_key = request[ACCOUNT_ID] or f"ip:{request.remote}"
     decision = ctx.limiter.check(limit_key)
     if not decision.allowed:
         resp = error_response(429, "rate_limited", "too many requests; retry later")
@@ -90,7 +91,7 @@ async def customer_auth_middleware(request: web.Request, handler: _Handler) -> w
 
 def require_account(request: web.Request) -> str:
     """The caller's account id; 401 when the API key is missing or unknown."""
-    account_id = request.get("account_id")
+    account_id = request.get(ACCOUNT_ID)
     if account_id is None:
         raise AuthError("a valid API key is required (Authorization: Bearer sk_live_...)")
     return account_id

@@ -1,0 +1,146 @@
+"""Shared helpers for the HTTP tests: a running engine with both servers on loopback, a tiny client."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import queue
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pykka
+import pytest
+
+from engine import Engine
+from engine.config import default_document
+
+ALL_DELIVERED = {"delivered": 1.0, "undeliverable": 0.0, "rejected": 0.0, "expired": 0.0,
+                 "throttled": 0.0, "no_answer": 0.0}
+DE_NUMBER = "+4915112345678"
+
+
+def overrides(**http: Any) -> dict[str, Any]:
+    """Settings overrides: free ports, fast deterministic delivery in the fra corridor."""
+    fast = {"outcomes": ALL_DELIVERED,
+            "receipt_delay": {"distribution": "fixed", "ms": 5},
+            "latency": {"distribution": "fixed", "ms": 1}}
+    carriers = default_document()["carriers"]  # overriding carriers replaces the whole table
+    for name in ("fra-telekom", "fra-vodafone"):
+        carriers[name].update(fast)
+    return {"http": {"customer_port": 0, "control_port": 0, **http}, "carriers": carriers}
+
+
+class Client:
+    """Blocking HTTP client for one server (a fresh connection per request keeps tests simple)."""
+
+    def __init__(self, port: int, token: str | None = None, tls: ssl.SSLContext | None = None):
+        self.port = port
+        self.token = token
+        self.tls = tls
+
+    def request(self, method: str, path: str, body: Any = None, *, token: str | None = None,
+                headers: dict[str, str] | None = None, raw: bytes | None = None,
+                content_type: str = "application/json") -> tuple[int, dict[str, str], Any]:
+        if self.tls is not None:
+            conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=30,
+                                               context=self.tls)
+        else:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        hdrs = dict(headers or {})
+        credential = token if token is not None else self.token
+        if credential:
+            hdrs["Authorization"] = f"Bearer {credential}"
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        if data is not None:
+            hdrs.setdefault("Content-Type", content_type)
+        try:
+            conn.request(method, path, body=data, headers=hdrs)
+            resp = conn.getresponse()
+            payload = resp.read()
+            got = dict(resp.getheaders())
+        finally:
+            conn.close()
+        parsed = json.loads(payload) if payload and "json" in got.get("Content-Type", "") else payload
+        return resp.status, got, parsed
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    """Poll until ``predicate()`` is truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Receiver:
+    """A webhook receiver on loopback: records (headers, body) of every POST; answers a script."""
+
+    def __init__(self, answers: list[int] | None = None) -> None:
+        self.got: queue.Queue[tuple[dict[str, str], bytes, str]] = queue.Queue()
+        self.answers = list(answers or [])
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server naming)
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                outer.got.put((dict(self.headers), body, self.path))
+                status = outer.answers.pop(0) if outer.answers else 200
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def next(self, timeout: float = 15.0) -> tuple[dict[str, str], bytes, str]:
+        return self.got.get(timeout=timeout)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def start_engine(tmp_path, **http: Any) -> Engine:
+    return Engine.start(tmp_path / "data", http=True, overrides=overrides(**http))
+
+
+def funded_account(engine: Engine, email: str = "dev@example.com", usd: str = "50.00",
+                   sender: str = "ACME") -> Any:
+    account = engine.create_account(email)
+    engine.register_sender(account.id, sender)
+    if usd:
+        engine.deposit(account.id, usd, "tron", f"0x{account.id[-8:]}", "TXYZ")
+    return account
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory):
+    """One engine with both servers for a test module; stopped at the end of the module."""
+    engine = start_engine(tmp_path_factory.mktemp("http"))
+    yield engine
+    engine.stop()
+
+
+@pytest.fixture(autouse=True)
+def _stop_all_actors():
+    """Overrides the suite-wide per-test actor cleanup: here one engine serves a whole module and
+    is stopped by its module fixture; :func:`_stop_leftover_actors` still stops anything left."""
+    yield
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _stop_leftover_actors():
+    yield
+    pykka.ActorRegistry.stop_all()

@@ -1,0 +1,204 @@
+"""The customer API over real loopback sockets against a running engine."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from engine.http.idempotency import request_hash
+from tests.engine.http.conftest import DE_NUMBER, Client, funded_account, start_engine, wait_for
+
+MSG = {"to": DE_NUMBER, "from": "ACME", "body": "Your code is 123456"}
+
+
+@pytest.fixture(scope="module")
+def account(running):
+    return funded_account(running)
+
+
+@pytest.fixture
+def api(running, account):
+    return Client(running.http.customer_port, account.api_key)
+
+
+def _error(resp, status, code=None):
+    got_status, headers, body = resp
+    assert got_status == status, body
+    assert headers["Content-Type"].startswith("application/json")
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}
+    if code is not None:
+        assert body["error"]["code"] == code
+    return body["error"]
+
+
+def test_a_submitted_message_is_accepted_with_its_id_price_and_segments(api):
+    status, headers, body = api.request("POST", "/v1/messages", MSG)
+    assert status == 202
+    assert body["id"].startswith("msg_") and body["status"] == "accepted"
+    assert body["segments"] == 1 and body["price_micro_usd"] > 0
+
+
+def test_a_message_status_is_visible_to_its_owner_only_and_never_has_the_body(running, api):
+    _, _, accepted = api.request("POST", "/v1/messages", MSG)
+    status, _, record = api.request("GET", f"/v1/messages/{accepted['id']}")
+    assert status == 200 and record["message_id"] == accepted["id"]
+    assert "body" not in record and MSG["body"] not in json.dumps(record)
+    other = funded_account(running, "other@example.com", usd="1.00")
+    _error(api.request("GET", f"/v1/messages/{accepted['id']}", token=other.api_key), 404,
+           "not_found")
+    _error(api.request("GET", "/v1/messages/msg_00000000000000000000000000000000"), 404)
+
+
+def test_balance_is_debited_by_the_price_of_each_accepted_message(api):
+    _, _, before = api.request("GET", "/v1/balance")
+    _, _, accepted = api.request("POST", "/v1/messages", MSG)
+    _, _, after = api.request("GET", "/v1/balance")
+
+    def debited():
+        return api.request("GET", "/v1/balance")[2]["balance_micro_usd"] == (
+            before["balance_micro_usd"] - accepted["price_micro_usd"])
+
+    assert after["currency"] == "USD"
+    wait_for(debited, what="the debit")
+
+
+def test_a_retry_with_the_same_idempotency_key_gets_the_first_answer_and_sends_nothing(running):
+    acc = funded_account(running, "idem@example.com")
+    api = Client(running.http.customer_port, acc.api_key)
+    accepted_ids: list[str] = []
+    running.on_status(lambda item: item.account_id == acc.id and item.status == "accepted"
+                      and accepted_ids.append(item.message_id))
+    key = {"Idempotency-Key": "order-4711"}
+    s1, _, first = api.request("POST", "/v1/messages", MSG, headers=key)
+    s2, h2, second = api.request("POST", "/v1/messages", MSG, headers=key)
+    assert s1 == s2 == 202 and first == second
+    assert h2.get("Idempotent-Replayed") == "true"
+    err = _error(api.request("POST", "/v1/messages", {**MSG, "body": "other"}, headers=key), 422)
+    assert err["code"] == "idempotency_key_reused"
+    _, _, sentinel = api.request("POST", "/v1/messages", MSG)  # same session, so ordered after
+    wait_for(lambda: sentinel["id"] in accepted_ids, what="the sentinel's accepted status")
+    assert accepted_ids == [first["id"], sentinel["id"]]  # the retry sent nothing
+
+
+def test_a_key_still_being_processed_answers_409(running, api, account):
+    ctx = running.http.ctx
+    raw = json.dumps(MSG).encode()
+    ctx.idempotency.begin(account.id, "in-flight-key", request_hash(raw))  # as a first request would
+    try:
+        _error(api.request("POST", "/v1/messages", raw=raw,
+                           headers={"Idempotency-Key": "in-flight-key"}), 409,
+               "idempotency_conflict")
+    finally:
+        ctx.idempotency.end(account.id, "in-flight-key")
+
+
+@pytest.mark.parametrize(("change", "status", "code"), [
+    ({"to": "+1"}, 422, "invalid_number"),
+    ({"from": "NOTMINE"}, 403, "unknown_sender"),
+    ({"body": ""}, 422, None),
+    ({"to": 4915112345678}, 400, "invalid_type"),
+    ({"surprise": 1}, 400, "unknown_field"),
+    ({"validity_seconds": 0}, 422, "invalid_validity"),
+    ({"callback_url": "ftp://x"}, 422, "invalid_url"),
+])
+def test_invalid_submissions_are_refused_with_the_right_status(api, change, status, code):
+    _error(api.request("POST", "/v1/messages", {**MSG, **change}), status, code)
+
+
+def test_missing_or_unknown_keys_are_401(api):
+    _error(api.request("POST", "/v1/messages", MSG, token=""), 401, "unauthorized")
+    _error(api.request("GET", "/v1/balance", token="sk_live_nope"), 401, "unauthorized")
+
+
+def test_an_account_without_funds_gets_402(running, api):
+    poor = funded_account(running, "poor@example.com", usd="")
+    _error(api.request("POST", "/v1/messages", MSG, token=poor.api_key), 402,
+           "insufficient_balance")
+
+
+def test_a_restricted_account_gets_403(running, api):
+    held = funded_account(running, "held@example.com", usd="1.00")
+    running.restrict_account(held.id, True)
+    _error(api.request("POST", "/v1/messages", MSG, token=held.api_key), 403)
+
+
+def test_malformed_json_wrong_content_type_and_unknown_routes(api):
+    _error(api.request("POST", "/v1/messages", raw=b"{nope"), 400, "invalid_json")
+    _error(api.request("POST", "/v1/messages", raw=b"\xff\xfe", headers={}), 400, "invalid_json")
+    _error(api.request("POST", "/v1/messages", raw=json.dumps(MSG).encode(),
+                       content_type="text/plain"), 415, "unsupported_media_type")
+    _error(api.request("GET", "/v1/nothing-here"), 404, "not_found")
+    _error(api.request("DELETE", "/v1/balance"), 405, "method_not_allowed")
+
+
+def test_a_body_over_the_limit_is_refused_413(running, api):
+    limit = running.settings.http.max_body_bytes
+    big = json.dumps({**MSG, "body": "x" * (limit + 10)}).encode()
+    _error(api.request("POST", "/v1/messages", raw=big), 413, "body_too_large")
+
+
+def test_every_answer_carries_rate_limit_headers(api):
+    for resp in (api.request("GET", "/v1/balance"), api.request("GET", "/v1/balance", token=""),
+                 api.request("GET", "/v1/nothing")):
+        assert {"RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"} <= set(resp[1])
+
+
+def test_senders_can_be_registered_for_the_callers_own_account(api):
+    status, _, body = api.request("POST", "/v1/senders", {"sender": "NEWCO"})
+    assert status == 201 and body == {"sender": "NEWCO"}
+    assert api.request("POST", "/v1/messages", {**MSG, "from": "NEWCO"})[0] == 202
+    _error(api.request("POST", "/v1/senders", {"sender": "!!"}), 400)
+
+
+def test_the_request_log_holds_route_templates_and_never_keys_or_bodies(running, api, account):
+    since = time.time()
+    _, _, accepted = api.request("POST", "/v1/messages", MSG)
+    api.request("GET", f"/v1/messages/{accepted['id']}")
+    log = running.http.ctx.requestlog
+
+    def logged():
+        return [e for e in log.entries(since) if e.endpoint == "GET /v1/messages/{id}"]
+
+    entry = wait_for(logged, what="the request log entry")[-1]
+    assert entry.source_ip == "127.0.0.1" and entry.status == 200 and entry.response_bytes > 0
+    everything = repr(list(log.entries()))
+    assert account.api_key not in everything and MSG["body"] not in everything
+    assert accepted["id"] not in everything
+
+
+def test_the_openapi_document_is_served_without_a_key(api):
+    status, _, doc = api.request("GET", "/v1/openapi.json", token="")
+    assert status == 200 and doc["openapi"].startswith("3.") and "/v1/messages" in doc["paths"]
+
+
+def test_too_many_requests_get_429_with_retry_after(tmp_path):
+    engine = start_engine(tmp_path, rate_limit_per_second=0.01, rate_limit_burst=2)
+    try:
+        acc = funded_account(engine)
+        api = Client(engine.http.customer_port, acc.api_key)
+        answers = [api.request("GET", "/v1/balance") for _ in range(3)]
+        assert [a[0] for a in answers] == [200, 200, 429]
+        _error(answers[2], 429, "rate_limited")
+        assert int(answers[2][1]["Retry-After"]) >= 1
+        assert answers[2][1]["RateLimit-Remaining"] == "0"
+    finally:
+        engine.stop()
+
+
+def test_an_engine_at_its_in_flight_limit_answers_503_with_retry_after(tmp_path):
+    engine = start_engine(tmp_path)
+    try:
+        acc = funded_account(engine)
+        api = Client(engine.http.customer_port, acc.api_key)
+        for carrier in engine.carriers():  # nothing can finish: the gate stays full
+            engine.suspend_carrier(carrier["carrier"], True)
+        limit = engine.gate.limit
+        assert engine.gate.try_acquire(limit - engine.gate.in_flight)
+        err = api.request("POST", "/v1/messages", MSG)
+        _error(err, 503, "overloaded")
+        assert err[1]["Retry-After"] == "1"
+    finally:
+        engine.gate.release(engine.gate.limit)
+        engine.stop(drain_seconds=0)
