@@ -1,0 +1,109 @@
+"""Time-ordered message ids and API key digests."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine import apikeys
+from engine.ids import (
+    IdGenerator,
+    id_bytes,
+    id_from_bytes,
+    id_time,
+    is_message_id,
+    min_key_for_time,
+)
+
+T0 = 1_790_000_000.0
+
+
+def test_ids_from_one_generator_strictly_increase_even_within_one_millisecond():
+    gen = IdGenerator(clock=lambda: T0)
+    ids = [gen.new() for _ in range(1000)]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert [id_bytes(i) for i in ids] == sorted(id_bytes(i) for i in ids)
+
+
+def test_more_than_65536_ids_in_one_millisecond_borrow_the_next_millisecond():
+    gen = IdGenerator(clock=lambda: T0)
+    ids = [gen.new() for _ in range(0x10000 + 2)]
+    assert ids == sorted(ids)
+    assert id_time(ids[-1]) == pytest.approx(T0 + 0.001)
+
+
+def test_ids_stay_increasing_when_the_clock_steps_back():
+    now = [T0]
+    gen = IdGenerator(clock=lambda: now[0])
+    a = gen.new()
+    now[0] = T0 - 5
+    b = gen.new()
+    assert b > a
+
+
+def test_ids_from_many_threads_are_unique():
+    gen = IdGenerator()
+    out: list[list[str]] = [[] for _ in range(4)]
+
+    def work(i: int) -> None:
+        out[i].extend(gen.new() for _ in range(2000))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    flat = [i for part in out for i in part]
+    assert len(set(flat)) == len(flat)
+
+
+@settings(max_examples=200, deadline=None)
+@given(t=st.floats(min_value=0, max_value=2**47 / 1000, allow_nan=False))
+def test_an_id_encodes_its_creation_time_and_sorts_at_or_after_its_time_key(t):
+    mid = IdGenerator(clock=lambda: t).new()
+    assert is_message_id(mid) and len(mid) == 36
+    assert id_time(mid) == int(t * 1000) / 1000
+    assert id_bytes(mid) >= min_key_for_time(t)
+    assert id_from_bytes(id_bytes(mid)) == mid
+
+
+@settings(max_examples=100, deadline=None)
+@given(a=st.floats(min_value=0, max_value=2**47 / 1000, allow_nan=False),
+       b=st.floats(min_value=0, max_value=2**47 / 1000, allow_nan=False))
+def test_ids_of_earlier_times_sort_before_ids_of_later_times(a, b):
+    if int(a * 1000) == int(b * 1000):
+        return
+    ia, ib = IdGenerator(clock=lambda: a).new(), IdGenerator(clock=lambda: b).new()
+    assert (ia < ib) == (a < b)
+
+
+@pytest.mark.parametrize("text", ["", "msg_", "msg_" + "z" * 32, "xyz_" + "0" * 32, "msg_" + "0" * 31])
+def test_strings_that_are_not_message_ids_are_recognised_and_refused(text):
+    assert not is_message_id(text)
+    with pytest.raises(ValueError):
+        id_bytes(text)
+
+
+def test_a_new_api_key_has_the_prefix_and_256_random_bits_and_is_never_repeated():
+    keys = {apikeys.new_api_key() for _ in range(200)}
+    assert len(keys) == 200
+    assert all(k.startswith(apikeys.PREFIX) and len(k) == len(apikeys.PREFIX) + 43 for k in keys)
+
+
+def test_a_key_matches_only_its_own_digest():
+    key, other = apikeys.new_api_key(), apikeys.new_api_key()
+    d = apikeys.digest(key)
+    assert len(d) == 32 and d == apikeys.digest(key)
+    assert apikeys.matches([apikeys.digest(other), d], d)
+    assert not apikeys.matches([apikeys.digest(other)], d)
+    assert not apikeys.matches([], d)
+
+
+def test_a_key_hint_shows_only_the_prefix_and_last_four_characters():
+    key = apikeys.new_api_key()
+    hint = apikeys.hint(key)
+    assert hint.startswith(apikeys.PREFIX) and hint.endswith(key[-4:])
+    assert key[len(apikeys.PREFIX):-4] not in hint
