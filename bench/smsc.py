@@ -20,6 +20,7 @@ import asyncio
 import itertools
 import logging
 import random
+import ssl as ssl_module
 import threading
 import time
 from collections import Counter, deque
@@ -111,8 +112,10 @@ class SimulatedSmsc:
         self._held: deque[p.Pdu] = deque(maxlen=_MAX_HELD_RECEIPTS)
         self._server: asyncio.AbstractServer | None = None
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._server = await asyncio.start_server(self._serve, host, port, reuse_address=True)
+    async def start(self, host: str = "127.0.0.1", port: int = 0,
+                    ssl: ssl_module.SSLContext | None = None) -> None:
+        self._server = await asyncio.start_server(self._serve, host, port, reuse_address=True,
+                                                  ssl=ssl)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
@@ -312,9 +315,9 @@ class SmscThread:
     """A :class:`SimulatedSmsc` on its own event loop thread, driven from synchronous code."""
 
     def __init__(self, config: SmscConfig | None = None, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+                 port: int = 0, ssl: ssl_module.SSLContext | None = None) -> None:
         self.smsc = SimulatedSmsc(config)
-        self.host, self._want_port = host, port
+        self.host, self._want_port, self._ssl = host, port, ssl
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="smsc", daemon=True)
 
@@ -324,8 +327,8 @@ class SmscThread:
 
     def start(self, timeout: float = 10.0) -> SmscThread:
         self._thread.start()
-        fut = asyncio.run_coroutine_threadsafe(self.smsc.start(self.host, self._want_port),
-                                               self._loop)
+        fut = asyncio.run_coroutine_threadsafe(
+            self.smsc.start(self.host, self._want_port, self._ssl), self._loop)
         fut.result(timeout)
         return self
 

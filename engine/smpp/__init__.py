@@ -23,6 +23,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "bind_mode": "transceiver",  # or "transmitter_receiver": one transmitter + one receiver per bind
     "tls": False,
     "tls_verify": True,
+    "tls_ca_file": "",  # PEM bundle to trust instead of the system store ("" = system)
     "enquire_link_seconds": 30.0,
     "resp_timeout_seconds": 10.0,
     "gsm7_packed": False,

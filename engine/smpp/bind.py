@@ -100,7 +100,7 @@ class SmppBind:
         s = self.connector.settings
         ctx = None
         if s["tls"]:
-            ctx = ssl.create_default_context()
+            ctx = ssl.create_default_context(cafile=s.get("tls_ca_file") or None)
             if not s.get("tls_verify", True):
                 ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
         reader, writer = await asyncio.wait_for(

@@ -44,6 +44,7 @@ from engine.smpp.submit import SubmitPart
 log = logging.getLogger("engine.smpp.client")
 RETRYABLE = frozenset({p.ESME_RMSGQFUL, p.ESME_RX_T_APPN, p.ESME_RSYSERR})
 _HOUSEKEEPING_SECONDS = 1.0
+_MAX_HELD_RECEIPTS = 100_000
 
 
 def outcome_of(status: int) -> str:
@@ -80,7 +81,7 @@ class SmppConnector:
         self.available = False
         self._sent = IdIndex(float(settings["receipt_match_seconds"]),
                              int(settings["max_pending_receipts"]))
-        self._early = IdIndex(float(settings["early_receipt_seconds"]), 100_000)
+        self._early = IdIndex(float(settings["early_receipt_seconds"]), _MAX_HELD_RECEIPTS)
         self._resp_batch: list[CarrierResponseItem] = []
         self._receipt_batch: list[ReceiptItem] = []
         self._tasks: list[asyncio.Task] = []
@@ -189,8 +190,12 @@ class SmppConnector:
             log.warning("smpp_bad_receipt carrier=%s", self.name)
             return
         if not self._match(receipt, time.time()):
-            self._early.put(receipt.message_id, (receipt, time.time()), time.monotonic())
             self.count_error("receipt_held")
+            evicted = self._early.put(receipt.message_id, (receipt, time.time()), time.monotonic())
+            for old, _at in evicted:
+                self.count_error("receipt_unmatched")
+                log.warning("smpp_receipt_unmatched carrier=%s id=%s state=%s (hold full)",
+                            self.name, old.message_id, old.state)
 
     def _match(self, receipt, at: float) -> bool:
         refs = self._sent.get(receipt.message_id)

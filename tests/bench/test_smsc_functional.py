@@ -46,9 +46,14 @@ def test_smpplib_binds_submits_and_receives_a_receipt_for_its_message_id(smsc):
     client.set_message_received_handler(lambda pdu: received.append(pdu))
     client.bind_transceiver(system_id="smsroute", password="secret")
     client.send_message(
-        source_addr_ton=5, source_addr_npi=0, source_addr="ACME",
-        dest_addr_ton=1, dest_addr_npi=1, destination_addr="4915112345678",
-        short_message=b"hello from smpplib", registered_delivery=1,
+        source_addr_ton=5,
+        source_addr_npi=0,
+        source_addr="ACME",
+        dest_addr_ton=1,
+        dest_addr_npi=1,
+        destination_addr="4915112345678",
+        short_message=b"hello from smpplib",
+        registered_delivery=1,
     )
     while not (sent and received):
         client.read_once()
@@ -91,8 +96,16 @@ def _recv_pdu(sock):
 
 
 def _bind(sock, command=p.BIND_TRANSCEIVER):
-    sock.sendall(p.encode_pdu(p.Pdu(command, 1, 0, {"system_id": "smsroute", "password": "secret",
-                                                     "interface_version": 0x34})))
+    sock.sendall(
+        p.encode_pdu(
+            p.Pdu(
+                command,
+                1,
+                0,
+                {"system_id": "smsroute", "password": "secret", "interface_version": 0x34},
+            )
+        )
+    )
     resp = _recv_pdu(sock)
     assert (resp.command_id, resp.status) == (command | p.RESP, 0)
 
@@ -102,8 +115,11 @@ def test_an_unknown_command_is_answered_with_generic_nack_and_the_session_goes_o
         _bind(sock)
         sock.sendall(struct.pack(">IIII", 16, 0x00000103, 0, 42))
         nack = _recv_pdu(sock)
-        assert (nack.command_id, nack.status, nack.sequence) == (p.GENERIC_NACK,
-                                                                 p.ESME_RINVCMDID, 42)
+        assert (nack.command_id, nack.status, nack.sequence) == (
+            p.GENERIC_NACK,
+            p.ESME_RINVCMDID,
+            42,
+        )
         sock.sendall(p.encode_pdu(p.Pdu(p.ENQUIRE_LINK, 43)))
         assert _recv_pdu(sock).command_id == p.ENQUIRE_LINK | p.RESP
 
@@ -126,13 +142,22 @@ def test_a_submit_before_binding_is_refused_with_invalid_bind_status(smsc):
 
 
 def test_receipts_can_precede_the_resp_and_use_another_id_format_with_tlvs():
-    config = SmscConfig(receipts_before_resp=True, id_format="hex", receipt_id_format="padded_decimal",
-                        receipt_tlvs=True, receipt_date_digits=12, receipt_text_label="Text:",
-                        latency=(0.05, 0.05))
+    config = SmscConfig(
+        receipts_before_resp=True,
+        id_format="hex",
+        receipt_id_format="padded_decimal",
+        receipt_tlvs=True,
+        receipt_date_digits=12,
+        receipt_text_label="Text:",
+        latency=(0.05, 0.05),
+    )
     with SmscThread(config) as smsc, _raw(smsc.port) as sock:
         _bind(sock)
-        sock.sendall(p.encode_pdu(p.Pdu(p.SUBMIT_SM, 5, 0, {"destination_addr": "49151",
-                                                            "registered_delivery": 1})))
+        sock.sendall(
+            p.encode_pdu(
+                p.Pdu(p.SUBMIT_SM, 5, 0, {"destination_addr": "49151", "registered_delivery": 1})
+            )
+        )
         first, second = _recv_pdu(sock), _recv_pdu(sock)
         assert first.command_id == p.DELIVER_SM and second.command_id == p.SUBMIT_SM | p.RESP
         receipt = parse_receipt(first)
@@ -158,8 +183,13 @@ def test_receipts_wait_for_a_receiver_when_the_transmitter_cannot_take_them():
     with SmscThread(SmscConfig()) as smsc:
         with _raw(smsc.port) as tx:
             _bind(tx, p.BIND_TRANSMITTER)
-            tx.sendall(p.encode_pdu(p.Pdu(p.SUBMIT_SM, 5, 0, {"destination_addr": "49151",
-                                                              "registered_delivery": 1})))
+            tx.sendall(
+                p.encode_pdu(
+                    p.Pdu(
+                        p.SUBMIT_SM, 5, 0, {"destination_addr": "49151", "registered_delivery": 1}
+                    )
+                )
+            )
             mid = _recv_pdu(tx).params["message_id"]
         with _raw(smsc.port) as rx:
             _bind(rx, p.BIND_RECEIVER)
