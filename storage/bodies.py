@@ -2,7 +2,7 @@
 
 Why it exists: the privacy policy (2.3) promises that a body is kept only until the carrier acknowledges it or
 its retry window closes, never past 24 hours, encrypted at rest. LMDB does not wipe freed pages, so deleting
-a body is not erasing it: every body is sealed (AES-256-GCM, the message id as associated data) under the key
+a body is not erasing it: every body is sealed (AES-256-GCM, the message id and its expiry as associated data) under the key
 of the time window it was written in (``storage.keys``), and the window key is destroyed once every body of the
 window is past its TTL. From then on no copy of those bodies (stale pages, ``data.mdb`` copies, backups) can
 be read.
@@ -154,7 +154,7 @@ class BodyStore:
             if len(key) != 16 or len(message_id) != 36 or message_id[:4] != PREFIX:
                 key = id_bytes(message_id)  # raises ValueError with the offending id
             exp = pack(min(int(expires_at * 1000), cap_ms))
-            rows.append((key, exp + seal(body.encode(), key)))
+            rows.append((key, exp + seal(body.encode(), exp + key)))  # the expiry is authenticated
             ttl_rows.append((exp + key, b""))
             if capture is not None and len(item) > 3:
                 captured.append((key, item[3], body))
@@ -195,25 +195,34 @@ class BodyStore:
         if len(value) < 8:
             self.alarms.raise_("corrupt_record", message_id, "truncated value")
             raise CorruptRecord(f"body of {message_id} is truncated ({len(value)} bytes)")
-        if _U64.unpack_from(value)[0] <= int(now * 1000):
+        expiry_ms = _U64.unpack_from(value)[0]
+        if expiry_ms <= int(now * 1000):
             return None
         blob = value[8:]
         try:
             window = blob_key_id(blob)
+            self._check_window(window, expiry_ms / 1000, now)
             sealer = self.keys.body_sealer(window, create=False)
         except CorruptRecord as exc:
             self.alarms.raise_("corrupt_record", message_id, exc.message)
-            raise
+            raise CorruptRecord(f"body of {message_id}: {exc.message}") from None
         except KeyUnavailable as exc:
             if self.keys.is_shredded(window):
                 return None
             self.alarms.raise_("key_unavailable", message_id, exc.message)
             raise
         try:
-            return sealer.open(blob, key).decode()
+            return sealer.open(blob, value[:8] + key).decode()
         except CorruptRecord as exc:
             self.alarms.raise_("corrupt_record", message_id, exc.message)
             raise CorruptRecord(f"body of {message_id}: {exc.message}") from None
+
+    def _check_window(self, window: int, expiry: float, now: float) -> None:
+        """A body is sealed under the window it was written in: no later than now, and no earlier than
+        its expiry minus the longest TTL. Anything else is a damaged key id, not a missing key."""
+        earliest = self.keys.body_window(expiry - max(self.max_ttl_seconds, 86400))
+        if not earliest <= window <= self.keys.body_window(now):
+            raise CorruptRecord(f"key id {window} cannot belong to a body expiring at {expiry}")
 
     def pending_ids(self) -> Iterator[str]:
         """Ids with a body still stored, in id (time) order; reads in chunks, no long-lived txn."""

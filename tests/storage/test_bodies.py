@@ -237,3 +237,27 @@ def test_a_large_backlog_is_purged_across_several_small_transactions(store, ids,
     result = store.sweep()
     assert (result.purged, result.pending) == (30, 3)
     assert list(store.pending_ids()) == live
+
+
+def test_an_extended_expiry_written_behind_the_stores_back_fails_authentication(store, ids, clock):
+    mid = ids.new()
+    put(store, [(mid, "short lived", clock.now + 60)])
+    key = bytes.fromhex(mid[4:])
+    with store.env.begin(write=True, db=store._bodies) as txn:
+        value = bytes(txn.get(key))
+        txn.put(key, (2**62).to_bytes(8, "big") + value[8:])
+    with pytest.raises(CorruptRecord):
+        store.get(mid)
+
+
+def test_a_damaged_key_id_is_reported_as_corruption_not_as_a_lost_key(store, ids, clock):
+    mid = ids.new()
+    put(store, [(mid, "x", clock.now + 60)])
+    key = bytes.fromhex(mid[4:])
+    with store.env.begin(write=True, db=store._bodies) as txn:
+        value = bytearray(txn.get(key))
+        value[9] ^= 0x10  # the first byte of the key id
+        txn.put(key, bytes(value))
+    with pytest.raises(CorruptRecord, match="cannot belong"):
+        store.get(mid)
+    assert store.alarms.counts == {"corrupt_record": 1}

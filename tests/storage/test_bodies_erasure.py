@@ -61,8 +61,10 @@ def test_after_the_ttl_the_remaining_ciphertext_is_on_disk_but_its_key_is_gone_e
     provider = LocalKeyProvider(data_dir / "keys")
     data_key = provider.unwrap(keyring._wrapped_windows[window])  # captured only to prove the point
     wrapped = keyring._wrapped_windows[window]
+    msg_key = bytes.fromhex(mids[-1][4:])
     with store.env.begin(db=store._bodies) as txn:
-        blob = bytes(txn.get(bytes.fromhex(mids[-1][4:])))[8:]
+        value = bytes(txn.get(msg_key))
+    blob, aad = value[8:], value[:8] + msg_key  # associated data: expiry + message id
 
     clock.advance(DAY + 3600)  # past the window's end plus the max TTL
     backup = tmp_path / "backup.mdb"
@@ -76,7 +78,7 @@ def test_after_the_ttl_the_remaining_ciphertext_is_on_disk_but_its_key_is_gone_e
     assert blob in backup.read_bytes()
     assert blob in (tmp_path / "backup_env" / "data.mdb").read_bytes()
     # ... and the key that was needed would have opened it: the copy really holds that body.
-    assert Sealer(data_key, window).open(blob, bytes.fromhex(mids[-1][4:])) == marker(999).encode()
+    assert Sealer(data_key, window).open(blob, aad) == marker(999).encode()
     # But the key is gone: not in the key store (wrapped or clear), not in any file, not in memory.
     everything = every_file_bytes(data_dir)
     assert wrapped not in (data_dir / "keys" / KEY_STORE_FILE).read_bytes()
@@ -88,5 +90,5 @@ def test_after_the_ttl_the_remaining_ciphertext_is_on_disk_but_its_key_is_gone_e
     survivors += [keyring.named_sealer(n) for n in keyring.named_keys()]
     for sealer in survivors:
         with pytest.raises(CorruptRecord):
-            sealer.open(blob, bytes.fromhex(mids[-1][4:]))
+            sealer.open(blob, aad)
     assert store.get(mids[-1]) is None
