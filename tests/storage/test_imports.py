@@ -13,7 +13,6 @@ MODULES = ["storage.crypto", "storage.keys", "storage.bodies", "storage.audit", 
            "storage.retention", "actors.sweeper"]
 
 
-
 @pytest.mark.parametrize("module", MODULES)
 def test_the_module_imports_alone(module):
     done = subprocess.run([sys.executable, "-c", f"import {module}"], cwd=ROOT,
