@@ -151,6 +151,7 @@ async def put_webhook(request: web.Request) -> web.Response:
     url = None if data["url"] is None else check_url(data["url"], "url")
     statuses = check_statuses(data.get("receipt_statuses"))
     await ctx.call(ctx.engine.set_webhook, account_id, url, statuses)
+    _forget(ctx, account_id)
     return json_response({"url": url, "receipt_statuses": statuses})
 
 
@@ -158,7 +159,13 @@ async def rotate_webhook_secret(request: web.Request) -> web.Response:
     ctx: HttpContext = request.app[CTX]
     account_id = require_account(request)
     secret = await ctx.call(ctx.engine.rotate_webhook_secret, account_id)
+    _forget(ctx, account_id)
     return json_response({"secret": secret}, status=201)
+
+
+def _forget(ctx: HttpContext, account_id: str) -> None:
+    if ctx.notifier is not None:
+        ctx.notifier.forget(account_id)
 
 
 async def get_openapi(request: web.Request) -> web.Response:

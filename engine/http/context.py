@@ -40,6 +40,7 @@ class HttpContext:
     metrics: HttpMetrics
     audit: Any = None  # storage.audit.AuditLog for control requests
     dispatcher: Any = None  # engine.http.webhooks.WebhookDispatcher
+    notifier: Any = None  # engine.http.notify.StatusNotifier
     tls: bool = False
     executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(4, thread_name_prefix="http-engine"))

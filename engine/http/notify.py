@@ -123,6 +123,10 @@ class StatusNotifier:
         self._accounts[account_id] = (now, record)
         return record
 
+    def forget(self, account_id: str) -> None:
+        """Drop the cached record (its webhook settings just changed)."""
+        self._accounts.pop(account_id, None)
+
     def secrets_for(self, account_id: str) -> list[str]:
         record = self.account(account_id)
         return list(record.webhook_secrets) if record is not None else []

@@ -151,6 +151,7 @@ class HttpServers:
         notifier_box.append(notifier)
         inbox = StatusInbox(asyncio.get_running_loop(), notifier.on_statuses)
         ctx.dispatcher = dispatcher
+        ctx.notifier = notifier
         self.ctx = ctx
         return ctx, inbox, dispatcher
 

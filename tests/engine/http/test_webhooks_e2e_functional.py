@@ -1,0 +1,102 @@
+"""Submit → carrier → receipt → signed webhook, received by a test server that verifies the signature."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from engine.http.webhooks import EVENT_ID_HEADER, SIGNATURE_HEADER, verify
+from tests.engine.http.conftest import DE_NUMBER, Client, Receiver, funded_account, wait_for
+
+MSG = {"to": DE_NUMBER, "from": "ACME", "body": "hello"}
+
+
+@pytest.fixture
+def receiver():
+    rx = Receiver()
+    yield rx
+    rx.close()
+
+
+def _events_for(rx: Receiver, message_id: str, want: str, timeout: float = 15.0) -> list[tuple]:
+    """Collect deliveries until one for ``message_id`` with status ``want`` arrives."""
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        headers, body, path = rx.next(timeout=max(0.1, deadline - time.monotonic()))
+        event = json.loads(body)
+        if event["data"]["message_id"] == message_id:
+            seen.append((headers, body, event, path))
+            if event["data"]["status"] == want:
+                return seen
+    raise AssertionError(f"no {want} event for {message_id}")
+
+
+def test_a_delivery_receipt_reaches_the_webhook_signed_with_the_account_secret(running, receiver):
+    acc = funded_account(running, "hook@example.com")
+    api = Client(running.http.customer_port, acc.api_key)
+    status, _, _ = api.request("PUT", "/v1/webhook", {"url": receiver.url + "/hook"})
+    assert status == 200
+    _, _, accepted = api.request("POST", "/v1/messages", MSG)
+    events = _events_for(receiver, accepted["id"], "delivered")
+    headers, body, event, path = events[-1]
+    assert path == "/hook" and headers["Content-Type"] == "application/json"
+    secret = running.account(acc.id).webhook_secrets[0]
+    assert verify(headers[SIGNATURE_HEADER], [secret], body, now=time.time())
+    assert headers[EVENT_ID_HEADER] == event["id"] and event["type"] == "message.status"
+    assert MSG["body"] not in body.decode() and DE_NUMBER not in body.decode()
+
+
+def test_during_rotation_both_secrets_sign_and_only_wanted_statuses_are_sent(running, receiver):
+    acc = funded_account(running, "rotate@example.com")
+    api = Client(running.http.customer_port, acc.api_key)
+    old = running.account(acc.id).webhook_secrets[0]
+    api.request("PUT", "/v1/webhook", {"url": receiver.url, "receipt_statuses": ["delivered"]})
+    status, _, rotated = api.request("POST", "/v1/webhook/secret")
+    assert status == 201 and rotated["secret"] != old
+    _, _, accepted = api.request("POST", "/v1/messages", MSG)
+    events = _events_for(receiver, accepted["id"], "delivered")
+    assert [e[2]["data"]["status"] for e in events] == ["delivered"]  # "accepted" not wanted
+    headers, body = events[-1][0], events[-1][1]
+    assert headers[SIGNATURE_HEADER].count("v1=") == 2
+    assert verify(headers[SIGNATURE_HEADER], [old], body, now=time.time())
+    assert verify(headers[SIGNATURE_HEADER], [rotated["secret"]], body, now=time.time())
+
+
+def test_a_message_callback_url_wins_over_the_account_webhook(running, receiver):
+    other = Receiver()
+    try:
+        acc = funded_account(running, "cb@example.com")
+        api = Client(running.http.customer_port, acc.api_key)
+        api.request("PUT", "/v1/webhook", {"url": other.url})
+        _, _, accepted = api.request("POST", "/v1/messages",
+                                     {**MSG, "callback_url": receiver.url + "/cb"})
+        events = _events_for(receiver, accepted["id"], "delivered")
+        assert {e[3] for e in events} == {"/cb"}
+        assert other.got.empty()
+    finally:
+        other.close()
+
+
+def test_a_410_answer_disables_the_account_webhook(running):
+    gone = Receiver(answers=[410] * 10)
+    try:
+        acc = funded_account(running, "gone@example.com")
+        api = Client(running.http.customer_port, acc.api_key)
+        api.request("PUT", "/v1/webhook", {"url": gone.url})
+        api.request("POST", "/v1/messages", MSG)
+        gone.next()
+        wait_for(lambda: running.account(acc.id).webhook_url is None, what="webhook disabled")
+    finally:
+        gone.close()
+
+
+def test_webhook_settings_are_validated(running):
+    acc = funded_account(running, "bad@example.com")
+    api = Client(running.http.customer_port, acc.api_key)
+    assert api.request("PUT", "/v1/webhook", {"url": "javascript:alert(1)"})[0] == 422
+    assert api.request("PUT", "/v1/webhook", {"url": None, "receipt_statuses": ["nope"]})[0] == 422
+    status, _, body = api.request("PUT", "/v1/webhook", {"url": None, "receipt_statuses": None})
+    assert status == 200 and body == {"url": None, "receipt_statuses": None}
