@@ -1,0 +1,56 @@
+"""The bench end to end on the embedded path: a real engine, the tiny scenario, the CLI's JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from bench import modes
+from bench.cli import add_bench_arguments, run_bench
+from bench.harness import Bench
+from bench.scenario import load_scenario
+
+pytestmark = pytest.mark.functional
+
+
+def test_the_tiny_scenario_runs_end_to_end_and_every_message_reaches_a_final_status():
+    sc = load_scenario("tiny")
+    with Bench(sc) as bench:
+        result = modes.run_open(bench)
+    step = result.headline
+    assert step.sent == 200
+    assert step.finals == 200
+    assert step.unfinished == 0 and step.errors == 0
+    assert set(step.corridors) == {("fra", "DE"), ("sin", "SG")}
+    for c in step.corridors.values():
+        assert c.accepted.count == c.carrier_ack.count == c.final.count == c.finals
+        # latencies nest: accepted <= carrier ack <= final, for the same messages
+        assert c.accepted.percentile_us(50) <= c.carrier_ack.percentile_us(50)
+        assert c.carrier_ack.percentile_us(50) <= c.final.percentile_us(50)
+    sg = step.corridors[("sin", "SG")]
+    assert set(sg.outcomes) == {"delivered"}
+    de = step.corridors[("fra", "DE")]
+    assert set(de.outcomes) <= {"delivered", "failed"}
+
+
+def test_the_cli_writes_json_with_the_documented_shape(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    add_bench_arguments(parser)
+    out = tmp_path / "r.json"
+    args = parser.parse_args(["--scenario", "tiny", "--no-progress", "--json", str(out)])
+    assert run_bench(args) == 0
+    doc = json.loads(out.read_text())
+    assert doc["messages_per_second"] > 0
+    assert {(c["pop"], c["country"]) for c in doc["corridors"]} == {("fra", "DE"), ("sin", "SG")}
+    for c in doc["corridors"]:
+        assert {"p50_ms", "p99_ms", "p999_ms", "max_ms"} <= set(c["final"])
+    assert "fra  DE" in capsys.readouterr().out
+
+
+def test_a_bad_scenario_name_exits_with_code_two(capsys):
+    parser = argparse.ArgumentParser()
+    add_bench_arguments(parser)
+    assert run_bench(parser.parse_args(["--scenario", "no-such-scenario"])) == 2
+    assert "no scenario" in capsys.readouterr().err
