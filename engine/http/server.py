@@ -56,6 +56,7 @@ class HttpServers:
         self.customer_port: int | None = None
         self.control_port: int | None = None
         self.ctx: HttpContext | None = None
+        self.apps: dict[str, web.Application] = {}
         self.token_path = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -109,10 +110,11 @@ class HttpServers:
             await dispatcher.start()
             self.engine.on_status(inbox.on_status)
             ssl_ctx = tls_context(self.http.tls_cert, self.http.tls_key) if ctx.tls else None
-            self.customer_port = await self._site(runners, build_customer_app(ctx),
+            self.apps = {"customer": build_customer_app(ctx), "control": build_control_app(ctx)}
+            self.customer_port = await self._site(runners, self.apps["customer"],
                                                   self.http.customer_host, self.http.customer_port,
                                                   ssl_ctx)
-            self.control_port = await self._site(runners, build_control_app(ctx),
+            self.control_port = await self._site(runners, self.apps["control"],
                                                  self.http.control_host, self.http.control_port,
                                                  ssl_ctx)
             self._announce_token(ctx)

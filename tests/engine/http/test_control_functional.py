@@ -1,0 +1,156 @@
+"""The control port over real loopback sockets: roles route by route, audit, accounts, carriers, routing."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+
+import pytest
+
+from engine.http.app_control import ROUTE_ROLES
+from tests.engine.http.conftest import DE_NUMBER, Client, start_engine, wait_for
+
+ROLE_SETS = {"viewer": {"viewer"}, "operator": {"operator"}, "privacy": {"privacy"}}
+
+
+@pytest.fixture(scope="module")
+def tokens(running):
+    store = running.http.ctx.tokens
+    return {name: store.create(f"test-{name}", roles) for name, roles in ROLE_SETS.items()}
+
+
+@pytest.fixture
+def control(running, tokens):
+    return Client(running.http.control_port, tokens["operator"])
+
+
+def _path(template: str) -> str:
+    return re.sub(r"\{[^}]+\}", "acc_0000000000000000", template)
+
+
+@pytest.mark.parametrize(("method", "template"), sorted(ROUTE_ROLES))
+def test_each_route_admits_exactly_its_roles(running, tokens, method, template):
+    allowed = ROUTE_ROLES[(method, template)]
+    client = Client(running.http.control_port)
+    body = {} if method in ("POST", "PUT") else None
+    for role, token in tokens.items():
+        status, _, answer = client.request(method, _path(template), body, token=token)
+        if allowed and role not in allowed:
+            assert status == 403 and answer["error"]["code"] == "forbidden", (role, answer)
+        else:
+            assert status not in (401, 403), (role, status, answer)
+    if allowed:
+        status, _, answer = client.request(method, _path(template), body, token="")
+        assert status == 401 and answer["error"]["code"] == "unauthorized"
+
+
+def test_every_control_route_has_a_role_entry(running):
+    app_routes = {(r.method, r.resource.canonical)
+                  for r in running.http.apps["control"].router.routes() if r.method != "HEAD"}
+    assert app_routes == set(ROUTE_ROLES)
+
+
+def test_health_and_readiness_need_no_token(running):
+    client = Client(running.http.control_port)
+    assert client.request("GET", "/healthz")[0] == 200
+    assert client.request("GET", "/readyz")[0] == 200
+
+
+def test_every_request_is_audited_with_who_what_when_and_result(running, tokens, control):
+    control.request("GET", "/v1/carriers")
+    control.request("POST", "/v1/holds", {}, token=tokens["viewer"])
+    audit = running.http.ctx.audit
+
+    def entries():
+        found = [e for e in audit.entries() if e.action in ("GET /v1/carriers", "POST /v1/holds")]
+        return found if len(found) >= 2 else None
+
+    found = wait_for(entries, what="audit entries")
+    assert any(e.actor == "test-operator" and e.result == "200" for e in found)
+    assert any(e.actor == "test-viewer" and e.result == "403" for e in found)
+    assert all(e.ts > 0 for e in found)
+    everything = repr(audit.entries())
+    assert all(token not in everything for token in tokens.values())
+
+
+def test_an_account_can_be_created_funded_given_a_sender_restricted_and_closed(running, control):
+    status, _, new = control.request("POST", "/v1/accounts", {"email": "ops@example.com"})
+    assert status == 201 and new["api_key"].startswith("sk_live_")
+    acc = new["id"]
+    status, _, dep = control.request("POST", f"/v1/accounts/{acc}/deposits", {
+        "usd": "5.00", "chain": "tron", "tx_hash": "0xfeed", "from_address": "TXYZ"})
+    assert status == 201 and dep["balance_micro_usd"] == 5_000_000
+    assert control.request("POST", f"/v1/accounts/{acc}/senders", {"sender": "OPSCO"})[0] == 201
+    customer = Client(running.http.customer_port, new["api_key"])
+    msg = {"to": DE_NUMBER, "from": "OPSCO", "body": "hi"}
+    assert customer.request("POST", "/v1/messages", msg)[0] == 202
+    assert control.request("POST", f"/v1/accounts/{acc}/restrict", {"restricted": True})[0] == 200
+    assert customer.request("POST", "/v1/messages", msg)[0] == 403
+    control.request("POST", f"/v1/accounts/{acc}/restrict", {"restricted": False})
+    assert control.request("POST", f"/v1/accounts/{acc}/close")[0] == 200
+    assert customer.request("POST", "/v1/messages", msg)[0] in (401, 403)
+    status, _, view = control.request("GET", f"/v1/accounts/{acc}")
+    assert status == 200 and view["state"] == "closed" and "key_digests" not in view
+
+
+def test_unknown_accounts_are_404_and_bad_deposits_422(control):
+    assert control.request("POST", "/v1/accounts/acc_nope/close")[0] == 404
+    _, _, new = control.request("POST", "/v1/accounts", {"email": "x@example.com"})
+    status, _, err = control.request("POST", f"/v1/accounts/{new['id']}/deposits", {
+        "usd": "-1", "chain": "tron", "tx_hash": "0x1", "from_address": "T"})
+    assert 400 <= status < 500 and err["error"]["code"]
+
+
+def test_a_carrier_can_be_suspended_and_resumed(control):
+    status, _, listing = control.request("GET", "/v1/carriers")
+    assert status == 200 and listing["carriers"]
+    name = listing["carriers"][0]["carrier"]
+    assert control.request("POST", f"/v1/carriers/{name}/suspend")[2]["suspended"] is True
+    assert control.request("POST", f"/v1/carriers/{name}/resume")[2]["suspended"] is False
+    assert control.request("POST", "/v1/carriers/no-such-carrier/suspend")[0] == 404
+
+
+def test_the_routing_table_is_read_and_replaced_only_when_valid(control):
+    status, _, table = control.request("GET", "/v1/routing")
+    assert status == 200 and table["routes"]
+    assert control.request("PUT", "/v1/routing", table)[0] == 200
+    broken = {**table, "routes": [{"match": ["DE"], "pop": "nowhere", "carriers": []}]}
+    status, _, err = control.request("PUT", "/v1/routing", broken)
+    assert status == 422 and err["error"]["code"] == "invalid_config"
+    assert control.request("GET", "/v1/routing")[2] == table  # unchanged
+
+
+def test_metrics_expose_messages_in_flight_and_webhook_backlog(running, control, tokens):
+    viewer = Client(running.http.control_port, tokens["viewer"])
+    status, headers, text = viewer.request("GET", "/metrics")
+    assert status == 200 and headers["Content-Type"].startswith("text/plain")
+    text = text.decode()
+    for name in ("smsroute_engine_in_flight", "smsroute_webhook_backlog",
+                 "smsroute_http_request_duration_seconds_bucket"):
+        assert name in text
+
+
+def test_an_operator_cannot_mint_a_token_with_roles_it_lacks(running, tokens):
+    client = Client(running.http.control_port)
+    status, _, _ = client.request("POST", "/v1/tokens", {"name": "x", "roles": ["privacy"]},
+                                  token=tokens["operator"])
+    assert status == 403
+    status, _, made = client.request("POST", "/v1/tokens", {"name": "y", "roles": ["operator"]},
+                                     token=tokens["operator"])
+    assert status == 201 and client.request("GET", "/v1/carriers", token=made["token"])[0] == 200
+
+
+def test_first_start_writes_the_token_file_0600_and_prints_only_its_path(tmp_path, capsys):
+    engine = start_engine(tmp_path)
+    try:
+        path = engine.data_dir / "operator.token"
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        token = path.read_text().strip()
+        err = capsys.readouterr().err
+        assert str(path) in err and token not in err
+        client = Client(engine.http.control_port, token)
+        assert client.request("GET", "/v1/holds")[0] != 403  # every role
+        assert client.request("GET", "/metrics")[0] == 200
+    finally:
+        engine.stop()
