@@ -260,6 +260,9 @@ class BodyStore:
             if n < SWEEP_BATCH:
                 break
         shredded = self._shred_finished_windows(now, oldest)
+        # make the next window's key now, so the POP's commit at the turn of the window never waits
+        # for the key store's fsync
+        self.keys.body_sealer(self.keys.body_window(now) + 1)
         result = SweepResult(purged, tuple(shredded), len(self.keys.live_windows()), pending,
                              time.perf_counter() - started, held_purged)
         log.info("body sweep", extra={"sweep": result.as_log()})
