@@ -127,8 +127,7 @@ class MessageRecords:
             cursor = txn.cursor(db=self._db)
             if not cursor.first():
                 return 0
-            while cursor.key() < cutoff:
-                key = cursor.key()
+            while (key := cursor.key()) and key < cutoff:  # b"" once the last record is deleted
                 if txn.get(key, db=self._open) is not None:
                     if not cursor.next():  # still open: never swept from under its POP
                         break
