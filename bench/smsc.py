@@ -26,6 +26,8 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
+import uvloop
+
 from engine.smpp import pdu as p
 from engine.smpp.receipts import CODE_BY_STATE, format_receipt_text
 from engine.smpp.stream import read_pdu
@@ -381,7 +383,7 @@ def main(argv: list[str] | None = None) -> None:
             await smsc.stop()
 
     try:
-        asyncio.run(serve())
+        uvloop.run(serve())
     except KeyboardInterrupt:
         pass
 

@@ -154,9 +154,14 @@ def parse_smpp_date(raw: str) -> float | None:
         return None
 
 
+def canonical_id(message_id: str) -> str:
+    """Lower case, no surrounding blanks, no leading zeros (``"0"`` stays ``"0"``)."""
+    return message_id.strip().lower().lstrip("0") or "0"
+
+
 def id_keys(message_id: str) -> list[str]:
     """Lookup keys of a message id: its canonical form, then its hex<->decimal reinterpretations."""
-    c = message_id.strip().lower().lstrip("0") or "0"
+    c = canonical_id(message_id)
     keys = [c]
     if len(c) <= 40:
         if c.isdigit():
@@ -183,7 +188,7 @@ class IdIndex:
 
     def put(self, message_id: str, value: Any, now: float) -> list[Any]:
         """Store ``value``; return the values evicted to stay within ``max_size``."""
-        key = id_keys(message_id)[0]
+        key = canonical_id(message_id)
         entry = self._d.get(key)
         if entry is None:
             self._d[key] = (now + self.ttl, [value])
@@ -195,7 +200,10 @@ class IdIndex:
         return evicted
 
     def _find(self, message_id: str) -> str | None:
-        for key in id_keys(message_id):
+        key = canonical_id(message_id)
+        if key in self._d or not self._d:
+            return key if self._d else None
+        for key in id_keys(message_id)[1:]:
             if key in self._d:
                 return key
         return None
