@@ -1,0 +1,121 @@
+"""Account records: round trip, the API key digest index, the 90-day sweep after closure, encryption."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine import apikeys
+from engine.errors import UnknownAccount
+from storage.accounts import (
+    ACTIVE,
+    CLOSED,
+    RESTRICTED,
+    RETENTION_AFTER_CLOSE_SECONDS,
+    AccountRecord,
+    AccountStore,
+)
+from storage.env import open_env
+from storage.keys import KeyRing, LocalKeyProvider
+
+T0 = 1_790_000_000.0
+DAY = 86400.0
+
+
+@pytest.fixture
+def core_dir(tmp_path):
+    return tmp_path / "core"
+
+
+@pytest.fixture
+def accounts(tmp_path, core_dir):
+    keys = KeyRing(tmp_path / "keys", LocalKeyProvider(tmp_path / "keys"))
+    env = open_env(core_dir, map_size=16 << 20)
+    yield AccountStore(env, keys.store_sealer("accounts"))
+    env.close()
+
+
+def account(n: int = 1, **kw) -> AccountRecord:
+    key = apikeys.new_api_key()
+    values = dict(id=f"acc_{n:016x}", email=f"dev{n}@example.com", created_at=T0,
+                  key_digests=[apikeys.digest(key)], key_hints=[apikeys.hint(key)])
+    values.update(kw)
+    return AccountRecord(**values)
+
+
+TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=20)
+
+
+@settings(max_examples=30, deadline=None)
+@given(email=TEXT, senders=st.lists(TEXT, max_size=3), url=st.none() | TEXT,
+       statuses=st.none() | st.lists(TEXT, max_size=3), state=st.sampled_from([ACTIVE, RESTRICTED, CLOSED]),
+       digests=st.lists(st.binary(min_size=32, max_size=32), max_size=3, unique=True))
+def test_an_account_record_reads_back_exactly_as_written(tmp_path_factory, email, senders, url,
+                                                         statuses, state, digests):
+    root = tmp_path_factory.mktemp("acc")
+    keys = KeyRing(root / "keys", LocalKeyProvider(root / "keys"))
+    env = open_env(root / "core", map_size=8 << 20)
+    try:
+        store = AccountStore(env, keys.store_sealer("accounts"))
+        rec = account(email=email, senders=senders, webhook_url=url, receipt_statuses=statuses,
+                      state=state, key_digests=digests, key_hints=["h"] * len(digests))
+        store.create(rec)
+        assert store.get(rec.id) == rec
+        assert store.key_index() == {d: rec.id for d in digests}
+    finally:
+        env.close()
+
+
+def test_an_unknown_account_raises_unknown_account(accounts):
+    with pytest.raises(UnknownAccount):
+        accounts.get("acc_missing")
+    with pytest.raises(UnknownAccount):
+        accounts.update("acc_missing", lambda r: r)
+    assert accounts.delete("acc_missing") is False
+
+
+def test_creating_an_existing_account_is_refused(accounts):
+    rec = accounts.create(account(1))
+    with pytest.raises(ValueError):
+        accounts.create(replace(rec, email="other@example.com"))
+    assert accounts.get(rec.id).email == "dev1@example.com"
+
+
+def test_the_key_index_follows_keys_added_and_removed_by_update(accounts):
+    rec = accounts.create(account(1))
+    new_digest = apikeys.digest(apikeys.new_api_key())
+    accounts.update(rec.id, lambda r: replace(r, key_digests=[new_digest]))
+    assert accounts.key_index() == {new_digest: rec.id}
+    accounts.delete(rec.id)
+    assert accounts.key_index() == {}
+
+
+def test_the_sweep_deletes_accounts_closed_more_than_90_days_ago_only(accounts):
+    old = accounts.create(account(1, state=CLOSED, closed_at=T0))
+    recent = accounts.create(account(2, state=CLOSED, closed_at=T0 + 60 * DAY))
+    active = accounts.create(account(3))
+    now = T0 + RETENTION_AFTER_CLOSE_SECONDS + DAY
+    assert accounts.sweep(now) == 1
+    with pytest.raises(UnknownAccount):
+        accounts.get(old.id)
+    assert accounts.get(recent.id) == recent and accounts.get(active.id) == active
+    assert set(accounts.key_index().values()) == {recent.id, active.id}
+    assert accounts.sweep(T0 + 60 * DAY + RETENTION_AFTER_CLOSE_SECONDS + 1) == 1
+
+
+def test_the_public_view_hides_key_digests_and_webhook_secrets(accounts):
+    rec = accounts.create(account(1, webhook_secrets=["whsec_supersecretvalue1234"]))
+    view = accounts.get(rec.id).public_view()
+    assert "key_digests" not in view
+    assert view["webhook_secrets"] == ["…1234"]
+    assert view["email"] == rec.email
+
+
+def test_account_values_are_encrypted_on_disk(accounts, core_dir):
+    accounts.create(account(1, email="very.private.person@example.org", senders=["SECRETCO"]))
+    raw = (core_dir / "data.mdb").read_bytes()
+    assert b"very.private.person@example.org" not in raw
+    assert b"SECRETCO" not in raw
