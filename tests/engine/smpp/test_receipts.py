@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from engine.smpp import pdu as p
 from engine.smpp import receipts as r
@@ -139,3 +140,51 @@ def test_any_receipt_text_parses_or_raises_receipt_error_only(text, state_tlv, e
     except r.ReceiptError:
         return
     assert got.state in r.CODE_BY_STATE and got.message_id
+
+
+class IdIndexMachine(RuleBasedStateMachine):
+    """IdIndex against a plain model: exact ids (no hex/decimal reinterpretation), size and age bounds."""
+
+    ids = st.sampled_from(["g1", "g2", "g3", "g4", "zz"])  # not hex, not decimal: exact keys only
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.index = r.IdIndex(ttl=10, max_size=3)
+        self.model: dict[str, tuple[float, list]] = {}  # insertion-ordered like the index
+        self.now = 0.0
+        self.counter = 0
+
+    @rule(mid=ids)
+    def put(self, mid):
+        self.counter += 1
+        evicted = self.index.put(mid, self.counter, self.now)
+        if mid in self.model:
+            self.model[mid][1].append(self.counter)
+        else:
+            self.model[mid] = (self.now + 10, [self.counter])
+        expected = []
+        while len(self.model) > 3:
+            expected.extend(self.model.pop(next(iter(self.model)))[1])
+        assert evicted == expected
+
+    @rule(mid=ids)
+    def pop(self, mid):
+        got = self.index.pop(mid)
+        want = self.model.pop(mid, (0, None))[1]
+        assert got == want
+
+    @rule(step=st.floats(0, 6))
+    def advance_and_expire(self, step):
+        self.now += step
+        got = self.index.expire(self.now)
+        want = []
+        for mid in [k for k, (deadline, _) in self.model.items() if deadline <= self.now]:
+            want.extend(self.model.pop(mid)[1])
+        assert sorted(got) == sorted(want)
+
+    @invariant()
+    def same_size(self):
+        assert len(self.index) == len(self.model)
+
+
+TestIdIndexMachine = IdIndexMachine.TestCase
