@@ -19,6 +19,8 @@ def _step(rate=1000.0, mps=1000.0, p99_us=1000, errors=0, unfinished=0, stalled=
         c.errors["overloaded"] = errors
     return SimpleNamespace(
         offered_rate=rate,
+        sent=int(rate * 2),
+        duration_s=2.0,
         messages_per_second=mps,
         corridors={("fra", "DE"): c},
         errors=errors,
@@ -97,6 +99,8 @@ def test_hdr_percentile_used_by_the_verdict_is_the_corridor_final_p99():
     c = CorridorStats("sin", "SG", final=h)
     step = SimpleNamespace(
         offered_rate=None,
+        sent=1,
+        duration_s=0.0,
         messages_per_second=1.0,
         corridors={1: c},
         errors=0,
