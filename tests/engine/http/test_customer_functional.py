@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 
@@ -202,3 +203,18 @@ def test_an_engine_at_its_in_flight_limit_answers_503_with_retry_after(tmp_path)
     finally:
         engine.gate.release(engine.gate.limit)
         engine.stop(drain_seconds=0)
+
+
+def test_a_chunked_body_over_the_limit_is_refused_before_it_is_read_whole(running, api):
+    limit = running.settings.http.max_body_bytes
+    conn = http.client.HTTPConnection("127.0.0.1", running.http.customer_port, timeout=30)
+    chunks = (b"x" * 8192 for _ in range(limit // 8192 + 4))
+    try:
+        conn.request("POST", "/v1/messages", body=chunks, encode_chunked=True,
+                     headers={"Authorization": f"Bearer {api.token}",
+                              "Content-Type": "application/json"})
+        resp = conn.getresponse()
+        body = json.loads(resp.read())
+    finally:
+        conn.close()
+    assert resp.status == 413 and body["error"]["code"] == "body_too_large"
