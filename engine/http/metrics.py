@@ -97,14 +97,17 @@ class _GaugeCollector:
 
 
 def _flatten(prefix: str, data: Any, key: str = "") -> Iterator[tuple[str, str, float]]:
-    """(metric name, entity key, number) for every number in a nested dict of stats.
+    """(metric name, entity key, number) for every number in nested stats.
 
-    Below the top level, a dict whose values are all dicts is a map of entities (POPs, carriers):
-    its keys become the ``key`` label instead of part of the name.
+    Below the top level, a dict whose values are all dicts is a map of entities (POPs, carriers), and so
+    is a list of dicts (named by their ``pop``/``carrier``/``name`` field): the entity names become the
+    ``key`` label instead of part of the metric name.
     """
     if isinstance(data, bool | int | float):
         yield prefix, key, float(data)
         return
+    if isinstance(data, list) and data and all(isinstance(v, dict) for v in data):
+        data = {_entity_name(v, i): v for i, v in enumerate(data)}
     if not isinstance(data, dict):
         return
     entities = prefix != "smsroute_engine" and bool(data) and all(
@@ -114,3 +117,10 @@ def _flatten(prefix: str, data: Any, key: str = "") -> Iterator[tuple[str, str, 
             yield from _flatten(prefix, v, f"{key}/{k}" if key else str(k))
         else:
             yield from _flatten(f"{prefix}_{_NAME.sub('_', str(k))}", v, key)
+
+
+def _entity_name(item: dict, index: int) -> str:
+    for field in ("carrier", "pop", "name", "id"):
+        if isinstance(item.get(field), str):
+            return item[field]
+    return str(index)

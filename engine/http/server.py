@@ -15,6 +15,7 @@ import logging
 import ssl
 import sys
 import threading
+import time
 from typing import Any
 
 import uvloop
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 30.0
 SHUTDOWN_TIMEOUT_S = 5.0
+SWEEP_INTERVAL_S = 3600.0
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext:
@@ -57,6 +59,7 @@ class HttpServers:
         self.control_port: int | None = None
         self.ctx: HttpContext | None = None
         self.apps: dict[str, web.Application] = {}
+        self.sweep_totals: dict[str, int] = {}
         self.token_path = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -118,8 +121,10 @@ class HttpServers:
                                                  self.http.control_host, self.http.control_port,
                                                  ssl_ctx)
             self._announce_token(ctx)
+            sweeper = asyncio.create_task(self._sweep_forever(ctx))
             self._ready.set()
             await self._stop.wait()
+            sweeper.cancel()
         finally:
             inbox.closed = True
             for runner in reversed(runners):
@@ -157,6 +162,25 @@ class HttpServers:
         self.ctx = ctx
         return ctx, inbox, dispatcher
 
+    @property
+    def sweepables(self) -> dict[str, Any]:
+        """The HTTP layer's stores with a ``sweep(now) -> int`` (for the engine's retention sweeper)."""
+        ctx = self.ctx
+        return {} if ctx is None else {"request_log": ctx.requestlog,
+                                       "idempotency": ctx.idempotency}
+
+    async def _sweep_forever(self, ctx: HttpContext) -> None:
+        """Sweep the request log (90 days) and idempotency records (24 h) now and every hour, so
+        they are bounded even when no engine sweeper calls :attr:`sweepables`."""
+        while True:
+            for name, store in self.sweepables.items():
+                try:
+                    removed = await ctx.call(store.sweep, time.time())
+                    self.sweep_totals[name] = self.sweep_totals.get(name, 0) + removed
+                except Exception:
+                    log.exception("sweep of %s failed", name)
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+
     def _engine_stats(self) -> dict[str, Any]:
         try:
             return self.engine.stats()
@@ -170,6 +194,8 @@ class HttpServers:
         if dispatcher is None:
             return {}
         out = {"smsroute_webhook_backlog": float(dispatcher.backlog)}
+        for name, n in self.sweep_totals.items():
+            out[f"smsroute_http_sweep_{name}_removed"] = float(n)
         for outcome, n in dispatcher.counts.items():
             out[f"smsroute_webhook_{outcome}"] = float(n)
         return out
