@@ -1,0 +1,47 @@
+"""The ``smsroute`` command line: ``segments`` prints the billable plan as exact JSON."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from engine.cli import build_parser, main
+
+# The public vectors of the SMS reference: text -> encoding, total units, units per segment.
+VECTORS = [
+    ("Hello world", "GSM-7", 11, [11]),
+    ("a" * 160, "GSM-7", 160, [160]),
+    ("a" * 161, "GSM-7", 161, [153, 8]),
+    ("a" * 159 + "€", "GSM-7", 161, [153, 8]),
+    ("Price: {10€}", "GSM-7", 15, [15]),
+    ("\u201cHi\u201d", "UCS-2", 4, [4]),
+    ("ж" * 71, "UCS-2", 71, [67, 4]),
+    ("Hi \U0001F600", "UCS-2", 5, [5]),
+    ("a" * 307, "GSM-7", 307, [153, 153, 1]),
+]
+
+
+@pytest.mark.parametrize("text,encoding,units,segments", VECTORS,
+                         ids=[f"vector{i}" for i in range(len(VECTORS))])
+def test_segments_prints_the_exact_json_of_each_reference_vector(capsys, text, encoding, units,
+                                                                 segments):
+    assert main(["segments", text]) == 0
+    out = capsys.readouterr().out
+    expected = f'{{"encoding": "{encoding}", "units": {units}, "segments": {json.dumps(segments)}}}\n'
+    assert out == expected
+
+
+def test_segments_of_an_empty_text_is_a_typed_error_with_exit_code_2(capsys):
+    assert main(["segments", ""]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("smsroute: invalid_body:")
+
+
+def test_the_parser_knows_run_segments_and_bench_and_requires_a_command():
+    parser = build_parser()
+    args = parser.parse_args(["run", "--data-dir", "/tmp/x", "--no-http"])
+    assert args.command == "run" and args.data_dir == "/tmp/x" and args.no_http
+    assert parser.parse_args(["segments", "hi"]).text == "hi"
+    with pytest.raises(SystemExit):
+        parser.parse_args([])
