@@ -2,7 +2,7 @@
 
 Messages in: ``AcceptMessages`` (sessions), ``CarrierResponded`` / ``ReceiptsReceived`` /
 ``CarrierStateChanged`` (carriers), ``RetryDue`` / ``Tick`` (clock), ``Flush`` (itself).
-Messages out: ``SubmitAccepted`` / ``SubmitRejected`` (bridge), ``DebitMessages`` (ledger),
+Messages out: ``SubmitsAccepted`` / ``SubmitRejected`` (bridge), ``DebitMessages`` (ledger),
 ``SubmitToCarrier`` (carriers), ``StatusesChanged`` (sessions), ``BalanceChanged`` (refunds on store failure).
 
 Group commit: every change (new messages, record updates, body discards) is collected and written by the next
@@ -183,19 +183,20 @@ class PopActor(pykka.ThreadingActor):
         return InFlight(rec, item.body), item
 
     def _after_commit(self, new: list[tuple[InFlight, m.AcceptItem]]) -> None:
-        bridge_tell = self.bridge.tell
-        debits = []
+        debits, answers = [], []
         for f, item in new:
             rec = f.record
             self.inflight[rec.message_id] = f
-            bridge_tell(m.encode(m.SubmitAccepted(item.request_id, rec.message_id, rec.segments,
-                                                  rec.price_micro_usd, self.name, rec.encoding)))
+            answers.append(m.AcceptedItem(item.request_id, rec.message_id, rec.segments,
+                                          rec.price_micro_usd, self.name, rec.encoding))
             debits.append(m.DebitItem(rec.message_id, rec.account_id, rec.price_micro_usd,
                                       rec.submitted_at))
             self._event(f, ACCEPTED, "")
             deadline = rec.submitted_at + rec.validity_seconds + self.limits.expiry_grace_seconds
             heapq.heappush(self._deadlines, (deadline, rec.message_id))
             self._route(f)
+        if answers:
+            self.bridge.tell(m.encode(m.SubmitsAccepted(answers)))
         if debits:
             self.counters["accepted"] += len(debits)
             self.directory.ledger.tell(m.encode(m.DebitMessages(debits)))

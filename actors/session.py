@@ -58,6 +58,9 @@ class CustomerSessionActor(pykka.ThreadingActor):
         self.available = self.directory.ledger.ask(m.encode(m.RegisterSession(self.account_id)))
 
     def on_receive(self, raw: bytes) -> None:
+        if m.peek_tag(raw) == m.StatusesChanged.TAG:
+            self.directory.bridge.tell(raw)  # status batches pass through unopened
+            return
         try:
             msg = m.decode(raw)
         except MalformedMessage as exc:
@@ -68,8 +71,6 @@ class CustomerSessionActor(pykka.ThreadingActor):
                 self._on_submit_message(msg)
             case m.Flush():
                 self._on_flush()
-            case m.StatusesChanged():
-                self.directory.bridge.tell(raw)
             case m.BalanceChanged(delta_micro_usd=delta):
                 self.available += delta
             case m.SenderRegistered(sender=sender):

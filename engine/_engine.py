@@ -54,7 +54,7 @@ class Accepted:
     status: str = "accepted"
 
 
-def _accepted(reply: m.SubmitAccepted) -> Accepted:
+def _accepted(reply: m.AcceptedItem | m.SubmitAccepted) -> Accepted:
     return Accepted(reply.message_id, reply.segments, reply.price_micro_usd, reply.pop, reply.encoding)
 
 

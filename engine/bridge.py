@@ -107,6 +107,9 @@ class Bridge:
             log.error("bridge: dropped a malformed reply")
             return
         match msg:
+            case m.SubmitsAccepted(items=items):
+                for item in items:
+                    self._resolve(item.request_id, item, None)
             case m.SubmitAccepted() | m.CreditApplied():
                 self._resolve(msg.request_id, msg, None)
             case m.SubmitRejected(request_id=rid, code=code, reason=reason):

@@ -13,6 +13,7 @@ True
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 
@@ -24,6 +25,9 @@ class IdGenerator:
 
     def __init__(self, clock=time.time) -> None:
         self._clock = clock
+        # Uniqueness, not secrecy: ids are no credential (reads are authorised by account), so a PRNG
+        # seeded from the OS is enough and ~10x cheaper than a urandom syscall per id.
+        self._random = random.Random(os.urandom(16)).getrandbits
         self._lock = threading.Lock()
         self._last_ms = 0
         self._seq = 0
@@ -41,7 +45,7 @@ class IdGenerator:
                 self._seq = 0
             self._last_ms = ms
             seq = self._seq
-        return f"{PREFIX}{ms:012x}{seq:04x}{os.urandom(8).hex()}"
+        return f"{PREFIX}{ms:012x}{seq:04x}{self._random(64):016x}"
 
 
 def is_message_id(text: str) -> bool:

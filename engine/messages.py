@@ -62,6 +62,16 @@ def encode(msg: Message) -> bytes:
     return msgpack.packb([msg.TAG, msg.VERSION, *[getattr(msg, f) for f in msg._fields]])
 
 
+def peek_tag(raw: bytes) -> int | None:
+    """The tag of an encoded message without decoding it (None if it cannot be read cheaply).
+
+    Lets an actor forward a batch it does not need to open (a session passing status events on).
+    """
+    if len(raw) >= 2 and 0x92 <= raw[0] <= 0x9F and raw[1] < 0x80:
+        return raw[1]
+    return None
+
+
 def decode(raw: bytes) -> Message:
     """Parse bytes from :func:`encode`; raise ``MalformedMessage`` (never anything else) on bad input."""
     try:
@@ -123,15 +133,40 @@ def _list_of(inner):
 
 
 def _named_tuple(nt: type):
-    checks = tuple(_checker_for(t) for t in typing.get_type_hints(nt).values())
+    hints = list(typing.get_type_hints(nt).values())
+    checks = tuple(_checker_for(t) for t in hints)
+    fast = _fast_types(hints)
     n = len(checks)
+    make = nt._make
 
     def check(v: Any) -> Any:
         if type(v) is not list or len(v) != n:
             raise _BadField(f"expected a {nt.__name__} of {n} fields")
-        return nt._make([c(x) for c, x in zip(checks, v, strict=True)])
+        if fast is not None:  # hot path: every field already has exactly an allowed type
+            for x, allowed in zip(v, fast, strict=True):
+                if type(x) not in allowed:
+                    break
+            else:
+                return make(v)
+        return make([c(x) for c, x in zip(checks, v, strict=True)])  # coerces, or says what is wrong
 
     return check
+
+
+def _fast_types(hints: list[Any]) -> tuple[tuple[type, ...], ...] | None:
+    """Per field, the exact types accepted without conversion; None if a field is not a plain scalar."""
+    out = []
+    for hint in hints:
+        if typing.get_origin(hint) in (Union, types.UnionType):
+            args = typing.get_args(hint)
+            if not all(a in (str, bytes, int, float, bool, type(None)) for a in args):
+                return None
+            out.append(tuple(args))
+        elif hint in (str, bytes, int, float, bool):
+            out.append((hint,))
+        else:
+            return None
+    return tuple(out)
 
 
 def _checker_for(hint: Any):
@@ -228,6 +263,17 @@ class StatusItem(NamedTuple):
     callback_url: str | None
 
 
+class AcceptedItem(NamedTuple):
+    """The answer to one submit that is now durable (POP -> bridge)."""
+
+    request_id: int
+    message_id: str
+    segments: int
+    price_micro_usd: int
+    pop: str
+    encoding: str
+
+
 class DebitItem(NamedTuple):
     message_id: str
     account_id: str
@@ -311,6 +357,13 @@ class SubmitAccepted(Message):
     price_micro_usd: int
     pop: str
     encoding: str
+
+
+@message(22)
+class SubmitsAccepted(Message):
+    """The batch form of ``SubmitAccepted``: every submit made durable by one group commit."""
+
+    items: list[AcceptedItem]
 
 
 @message(21)

@@ -60,6 +60,7 @@ class LedgerStore:
         Returns each row's entry and whether it was new (False: a repeat, nothing written).
         """
         out: list[tuple[LedgerEntry, bool]] = []
+        deltas: dict[str, int] = {}
         try:
             with self.env.begin(write=True) as txn:
                 seq = self._next_seq
@@ -73,13 +74,15 @@ class LedgerStore:
                     key = seq.to_bytes(8, "big")
                     txn.put(key, self._sealer.seal(msgpack.packb(tuple(entry)), key), db=self._entries)
                     txn.put(idem, key, db=self._idem)
+                    deltas[account_id] = deltas.get(account_id, 0) + amount
+                    out.append((entry, True))
+                    seq += 1
+                for account_id, delta in deltas.items():  # one balance write per account per batch
                     bal_key = account_id.encode()
                     bal = txn.get(bal_key, db=self._balances)
                     balance = int.from_bytes(bal, "big", signed=True) if bal else 0
-                    txn.put(bal_key, (balance + amount).to_bytes(8, "big", signed=True),
+                    txn.put(bal_key, (balance + delta).to_bytes(8, "big", signed=True),
                             db=self._balances)
-                    out.append((entry, True))
-                    seq += 1
             self._next_seq = seq
         except lmdb.MapFullError as exc:
             raise StoreFull("the ledger store is full") from exc

@@ -44,7 +44,10 @@ def message_strategy(cls: type) -> st.SearchStrategy:
 def wrong_value_for(hint: Any) -> Any:
     """A value of a type the field does not accept."""
     origin = typing.get_origin(hint)
-    if origin in (Union, types.UnionType) or origin is list or hint in (int, float, bool, bytes):
+    if origin in (Union, types.UnionType):
+        inner = [a for a in typing.get_args(hint) if a is not type(None)]
+        return 12345 if inner == [str] else "not-this-type"
+    if origin is list or hint in (int, float, bool, bytes):
         return "not-this-type"
     if hint is str:
         return 12345
