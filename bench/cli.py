@@ -175,6 +175,7 @@ def _run(scenario: Scenario, args: argparse.Namespace, smsc: tuple[str, int] | N
         finally:
             progress.done()
     result.smsc = args.smsc
+    result.notes.update(bench.notes)
     return result
 
 

@@ -24,6 +24,7 @@ from bench.traffic import SENDER, Planned, Workload
 
 BENCH_EMAIL = "bench@example.com"
 BENCH_DEPOSIT_USD = "100000000"
+UNLIMITED_RATE = 10_000_000
 
 
 class EmbeddedTarget:
@@ -86,6 +87,7 @@ class Bench:
         self._tmp: str | None = None
         self._target: Target | None = None
         self._http: Any = None
+        self.notes: dict[str, Any] = {}  # facts about this run worth keeping in the result
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
@@ -117,6 +119,7 @@ class Bench:
 
     def __exit__(self, *exc: object) -> None:
         if self._http is not None:
+            self.notes["webhook_bad_signatures"] = self._http.bad_signatures
             self._http.close()
             self._http = None
         if self.engine is not None:
@@ -133,14 +136,26 @@ class Bench:
             acc.id, usd=BENCH_DEPOSIT_USD, chain="bench", tx_hash="0xbench", from_address="bench"
         )
         self.account_id, self.api_key = acc.id, acc.api_key
+        self.webhook_secret = acc.webhook_secret
 
     def _make_target(self, http: bool) -> Target:
         if not http:
             return EmbeddedTarget(self.engine, self.api_key)
         from bench.http_path import HttpTarget  # late: needs aiohttp client and the HTTP API
 
-        self._http = HttpTarget(self.engine, self.api_key)
+        self._lift_rate_limit()
+        self._http = HttpTarget(self.engine, self.api_key, self.account_id, self.webhook_secret)
+        self._http.start()
         return self._http
+
+    def _lift_rate_limit(self) -> None:
+        """The per-account API rate limit would cap the bench's one account; it measures the engine."""
+        from engine.http.ratelimit import Gcra
+
+        ctx = getattr(self.engine.http, "ctx", None)
+        if ctx is not None and hasattr(ctx, "limiter"):
+            ctx.limiter = Gcra(UNLIMITED_RATE, UNLIMITED_RATE)
+            self.notes["rate_limit"] = "per-account API rate limit lifted for the bench account"
 
     def _smpp_carrier(self) -> Callable[[Corridor], dict[str, Any]]:
         from engine.smpp import smsc_carrier_settings

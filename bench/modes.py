@@ -49,6 +49,7 @@ class BenchResult:
     soak: dict[str, Any] | None = None
     linearity: dict[str, Any] | None = None
     smsc: str | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
 
 
 # --- judgements (pure) ------------------------------------------------------------------------------------

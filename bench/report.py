@@ -98,6 +98,8 @@ def result_json(result: BenchResult) -> dict[str, Any]:
                 for s in result.steps
             ],
         }
+    if result.notes:
+        doc["notes"] = result.notes
     if result.soak is not None:
         doc["soak"] = result.soak
     if result.linearity is not None:
