@@ -420,8 +420,8 @@ class PopActor(pykka.ThreadingActor):
                                          error[:200], r.callback_url))
 
     def _emit_events(self) -> None:
-        if not self._events:
-            return
+        if not self._events or self._dirty:
+            return  # a status change is emitted only after the commit that makes it durable
         events, self._events = self._events, []
         by_account: dict[str, list[m.StatusItem]] = {}
         for e in events:
