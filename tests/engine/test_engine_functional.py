@@ -1,0 +1,293 @@
+"""The embedded Engine end to end: thousands of messages through three POPs and failing carriers, typed
+submit errors, deposits, and a restart with messages still open.
+
+Carriers are the simulated ones with small latencies but every kind of failure, so retries, failovers,
+response timeouts and expiries all happen. Tests wait on events with a deadline; nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from concurrent.futures import wait
+
+import pytest
+
+from engine import Engine
+from engine import messages as m
+from engine.config import deep_merge, default_document
+from engine.errors import (
+    AccountRestricted,
+    AuthError,
+    BodyTooLarge,
+    InputError,
+    InsufficientBalance,
+    InvalidBody,
+    InvalidNumber,
+    NoRoute,
+    OverloadedError,
+    UnknownSender,
+)
+from engine.status import FINAL
+from storage.ledger import DEBIT
+
+DEADLINE = 60.0  # seconds: an upper bound for conditions to become true, not an expected duration
+DESTINATIONS = ["+4915112345678", "+6591234567", "+5511987654321", "+447400123456", "+12025550123"]
+FAILING_MIX = {"delivered": 0.78, "undeliverable": 0.05, "rejected": 0.04, "expired": 0.03,
+               "throttled": 0.05, "no_answer": 0.05}
+
+
+def overrides(carrier: dict, engine: dict | None = None) -> dict:
+    """Every default carrier with ``carrier`` merged over it, plus ``[engine]`` settings."""
+    carriers = {n: deep_merge(t, carrier) for n, t in default_document()["carriers"].items()}
+    return {"carriers": carriers, "engine": {"tick_ms": 50, **(engine or {})}}
+
+
+FAST_FAILING = overrides(
+    {"latency": {"distribution": "uniform", "min_ms": 0, "max_ms": 3},
+     "receipt_delay": {"distribution": "uniform", "min_ms": 1, "max_ms": 30},
+     "late_receipt_rate": 0.0, "duplicate_receipt_rate": 0.05, "window": 200, "throughput": 0,
+     "outcomes": FAILING_MIX},
+    {"resp_timeout_seconds": 0.5, "default_validity_seconds": 5, "expiry_grace_seconds": 0.5,
+     "retry_window_seconds": 3, "retry_base_ms": 5, "retry_cap_ms": 50})
+FAST_DELIVERING = overrides({"latency": {"distribution": "fixed", "ms": 0},
+                             "receipt_delay": {"distribution": "fixed", "ms": 1},
+                             "late_receipt_rate": 0.0, "duplicate_receipt_rate": 0.0,
+                             "throughput": 0, "outcomes": {"delivered": 1.0}})
+SILENT = overrides({"outcomes": {"no_answer": 1.0}}, {"resp_timeout_seconds": 600})
+
+
+class Finals:
+    """Counts status events per message and lets a test wait until a set of messages is final."""
+
+    def __init__(self, engine: Engine | None = None) -> None:
+        self.engine = engine
+        self.lock = threading.Lock()
+        self.final: dict[str, list[str]] = {}
+        self.accepted: Counter[str] = Counter()
+        self.lagging: list[str] = []  # final events whose status was not yet readable from the store
+        self.want: set[str] = set()
+        self.done = threading.Event()
+
+    def __call__(self, item: m.StatusItem) -> None:
+        if item.status not in FINAL:
+            with self.lock:
+                self.accepted[item.message_id] += 1
+            return
+        if self.engine is not None:
+            rec = self.engine.status(item.message_id)
+            if rec is None or rec.status != item.status:
+                self.lagging.append(item.message_id)
+        with self.lock:
+            self.final.setdefault(item.message_id, []).append(item.status)
+            if self.want and self.want <= self.final.keys():
+                self.done.set()
+
+    def expect(self, message_ids) -> None:
+        with self.lock:
+            self.want = set(message_ids)
+            if self.want <= self.final.keys():
+                self.done.set()
+
+
+@pytest.fixture
+def start_engine(tmp_path):
+    engines: list[Engine] = []
+
+    def start(config: dict, data_dir=None) -> Engine:
+        engine = Engine.start(data_dir or tmp_path / "data", overrides=config)
+        engines.append(engine)
+        return engine
+
+    yield start
+    for engine in engines:
+        engine.stop(drain_seconds=0)
+
+
+def customer(engine: Engine, usd: str = "1000", senders=("ACME",)):
+    acct = engine.create_account(email="dev@example.com")
+    for sender in senders:
+        engine.register_sender(acct.id, sender)
+    if usd:
+        engine.deposit(acct.id, usd=usd, chain="tron", tx_hash=f"0x{acct.id}", from_address="TAddr")
+    return acct
+
+
+def synced_balance(engine: Engine, account_id: str) -> int:
+    """The balance once every debit the ledger has received is written (a deposit writes them first),
+    not counting the 1 USD deposit used to get there (which stays on the account)."""
+    after = engine.deposit(account_id, usd="1", chain="sync", tx_hash=f"sync-{time.monotonic_ns()}",
+                           from_address="TSync")
+    assert engine.balance(account_id) == after
+    return after - 1_000_000
+
+
+def test_thousands_of_messages_each_reach_exactly_one_final_status_and_are_billed_once(start_engine):
+    engine = start_engine(FAST_FAILING)
+    acct = customer(engine)
+    finals = Finals(engine)
+    engine.on_status(finals)
+    futures = [engine.submit_future(acct.api_key, to=DESTINATIONS[i % len(DESTINATIONS)],
+                                    sender="ACME", body=f"Your code is {i:06d}" + "!" * (i % 200))
+               for i in range(3000)]
+    done, not_done = wait(futures, timeout=DEADLINE)
+    assert not not_done
+    accepted = [f.result() for f in futures]
+    ids = [a.message_id for a in accepted]
+    assert len(set(ids)) == 3000
+    assert {a.pop for a in accepted} == {"fra", "sin", "gru"}
+    finals.expect(ids)
+    assert finals.done.wait(DEADLINE), f"{len(set(ids) - finals.final.keys())} messages never final"
+
+    assert all(len(finals.final[i]) == 1 for i in ids), "a message reached two final statuses"
+    assert all(finals.accepted[i] == 1 for i in ids)
+    outcomes = Counter(s for i in ids for s in finals.final[i])
+    assert set(outcomes) == {"delivered", "rejected", "failed", "expired"}
+    assert finals.lagging == [], "status events were emitted before the status was durable"
+    assert all(engine.status(i).status == finals.final[i][0] for i in ids)
+
+    total = sum(a.price_micro_usd for a in accepted)
+    assert synced_balance(engine, acct.id) == 1_000_000_000 - total
+    debits = [e for e in engine.runtime.ledger_store.entries(acct.id) if e.kind == DEBIT]
+    assert sorted(e.reference for e in debits) == sorted(ids)
+    assert all(e.amount_micro_usd == -a.price_micro_usd
+               for e, a in zip(sorted(debits, key=lambda e: e.reference),
+                               sorted(accepted, key=lambda a: a.message_id), strict=True))
+
+    stats = engine.stats()
+    assert stats["in_flight"] == 0
+    pops = {p["pop"]: p for p in stats["pops"]}
+    assert all(pops[p]["accepted"] > 0 for p in ("fra", "sin", "gru"))
+    assert sum(p["retries"] for p in pops.values()) > 0
+    assert sum(p["failovers"] for p in pops.values()) > 0
+    assert sum(p["resp_timeouts"] for p in pops.values()) > 0
+
+
+@pytest.fixture
+def engine(start_engine):
+    return start_engine(FAST_DELIVERING)
+
+
+def submit_error(engine: Engine, api_key: str, to: str = "+4915112345678", sender: str = "ACME",
+                 body: str = "Hi"):
+    with pytest.raises(Exception) as info:
+        engine.submit(api_key, to=to, sender=sender, body=body, timeout=DEADLINE)
+    return info.value
+
+
+def test_an_unknown_api_key_is_refused_with_auth_error(engine):
+    customer(engine)
+    assert type(submit_error(engine, "sk_live_" + "x" * 43)) is AuthError
+
+
+def test_an_unregistered_sender_is_refused_with_unknown_sender(engine):
+    acct = customer(engine)
+    assert type(submit_error(engine, acct.api_key, sender="OTHER")) is UnknownSender
+
+
+@pytest.mark.parametrize("to", ["4915112345678", "+49 151 12345678", "+4915112345678999", "+499"])
+def test_an_invalid_destination_is_refused_with_invalid_number(engine, to):
+    acct = customer(engine)
+    assert type(submit_error(engine, acct.api_key, to=to)) is InvalidNumber
+
+
+def test_an_empty_body_is_refused_with_invalid_body(engine):
+    acct = customer(engine)
+    assert type(submit_error(engine, acct.api_key, body="")) is InvalidBody
+
+
+@pytest.mark.parametrize("length", [1531, 100_000])  # 11 segments; and far beyond any limit
+def test_a_body_over_the_segment_limit_is_refused_with_body_too_large(engine, length):
+    acct = customer(engine)
+    assert type(submit_error(engine, acct.api_key, body="a" * length)) is BodyTooLarge
+
+
+def test_a_balance_below_the_price_is_refused_with_insufficient_balance(engine):
+    acct = customer(engine, usd="0.1")  # 100,000 micro-USD: one DE segment (75,000) but not two
+    engine.submit(acct.api_key, to="+4915112345678", sender="ACME", body="Hi")
+    assert type(submit_error(engine, acct.api_key)) is InsufficientBalance
+    assert synced_balance(engine, acct.id) == 25_000
+
+
+def test_a_destination_no_route_serves_is_refused_with_no_route(engine):
+    acct = customer(engine)
+    assert type(submit_error(engine, acct.api_key, to="+27821234567")) is NoRoute
+
+
+def test_a_restricted_account_is_refused_until_the_restriction_is_lifted(engine):
+    acct = customer(engine)
+    engine.submit(acct.api_key, to="+4915112345678", sender="ACME", body="Hi")  # session running
+    engine.restrict_account(acct.id)
+    assert type(submit_error(engine, acct.api_key)) is AccountRestricted
+    engine.restrict_account(acct.id, restricted=False)
+    assert engine.submit(acct.api_key, to="+4915112345678", sender="ACME", body="Hi").pop == "fra"
+
+
+def test_a_full_in_flight_gate_refuses_with_overloaded_error(start_engine):
+    engine = start_engine(deep_merge(SILENT, {"engine": {"max_in_flight": 1}}))
+    acct = customer(engine)
+    engine.submit(acct.api_key, to="+4915112345678", sender="ACME", body="Hi")
+    with pytest.raises(OverloadedError):
+        engine.submit_future(acct.api_key, to="+4915112345678", sender="ACME", body="Hi")
+
+
+def test_a_refused_submit_gives_its_in_flight_slot_back(start_engine):
+    engine = start_engine(deep_merge(SILENT, {"engine": {"max_in_flight": 1}}))
+    acct = customer(engine)
+    for _ in range(3):
+        assert type(submit_error(engine, acct.api_key, to="+27821234567")) is NoRoute
+    assert engine.submit(acct.api_key, to="+4915112345678", sender="ACME", body="Hi").pop == "fra"
+
+
+def test_a_deposit_given_as_a_float_is_refused(engine):
+    acct = customer(engine, usd="")
+    with pytest.raises(InputError):
+        engine.deposit(acct.id, usd=10.5, chain="tron", tx_hash="0x1", from_address="T")
+    assert engine.balance(acct.id) == 0
+
+
+def test_a_deposit_is_idempotent_on_chain_and_tx_hash(engine):
+    acct = customer(engine, usd="")
+    assert engine.deposit(acct.id, usd="12.5", chain="tron", tx_hash="0xabc", from_address="T") \
+        == 12_500_000
+    assert engine.deposit(acct.id, usd="12.5", chain="tron", tx_hash="0xabc", from_address="T") \
+        == 12_500_000
+    assert engine.deposit(acct.id, usd="1", chain="eth", tx_hash="0xabc", from_address="E") \
+        == 13_500_000
+    assert engine.balance(acct.id) == 13_500_000
+
+
+def test_a_deposit_raises_what_a_session_may_spend(engine):
+    acct = customer(engine, usd="")
+    assert type(submit_error(engine, acct.api_key)) is InsufficientBalance
+    engine.deposit(acct.id, usd="1", chain="tron", tx_hash="0xfund", from_address="T")
+    assert engine.submit(acct.api_key, to="+4915112345678", sender="ACME", body="Hi").pop == "fra"
+
+
+def test_open_messages_resume_after_a_restart_and_the_balance_is_unchanged(start_engine, tmp_path):
+    data = tmp_path / "restart"
+    first = start_engine(overrides({"latency": {"distribution": "fixed", "ms": 600_000},
+                                     "outcomes": {"delivered": 1.0}},
+                                    {"resp_timeout_seconds": 600, "default_validity_seconds": 3600}),
+                         data)
+    acct = customer(first)
+    accepted = [first.submit(acct.api_key, to=DESTINATIONS[i % len(DESTINATIONS)], sender="ACME",
+                             body=f"message {i}") for i in range(60)]
+    ids = [a.message_id for a in accepted]
+    balance = synced_balance(first, acct.id)
+    assert balance == 1_000_000_000 - sum(a.price_micro_usd for a in accepted)
+    assert all(first.status(i).status == "accepted" for i in ids)
+    first.stop(drain_seconds=0)
+
+    second = start_engine(FAST_DELIVERING, data)
+    finals = Finals()
+    second.on_status(finals)
+    finals.expect([i for i in ids if second.status(i).status == "accepted"])  # the rest: already final
+    assert finals.done.wait(DEADLINE)
+    assert Counter(second.status(i).status for i in ids) == {"delivered": len(ids)}
+    assert all(len(v) == 1 for v in finals.final.values())
+    assert second.balance(acct.id) == balance + 1_000_000  # + the sync deposit
+    assert second.stats()["in_flight"] == 0
+    debits = [e.reference for e in second.runtime.ledger_store.entries(acct.id) if e.kind == DEBIT]
+    assert sorted(debits) == sorted(ids)
