@@ -161,8 +161,8 @@ class PopActor(pykka.ThreadingActor):
         try:
             with self.env.begin(write=True) as txn:
                 self.records.put_many(txn, [f.record for f, _ in new] + list(dirty.values()))
-                self.bodies.put_many(txn, [(f.record.message_id, f.body, self._body_expiry(f, now, ttl))
-                                           for f, _ in new])
+                self.bodies.put_many(txn, [(f.record.message_id, f.body, self._body_expiry(f, now, ttl),
+                                            f.record.account_id) for f, _ in new])
                 if discards:
                     self.bodies.discard_many(txn, discards)
         except (lmdb.Error, StorageError) as exc:

@@ -1,7 +1,7 @@
 """Runtime: opens the stores, starts the actors in order, and stops them in reverse.
 
-Start order: key ring and LMDB environments -> debit reconciliation (recovery) -> clock -> ledger ->
-POPs (each resumes its open messages) -> carriers -> periodic ticks. Stop order is the reverse, so every
+Start order: key ring and LMDB environments -> holds -> debit reconciliation (recovery) -> clock ->
+ledger -> POPs (each resumes its open messages) -> carriers -> sweeper -> periodic ticks. Stop order is the reverse, so every
 actor that might still send to another finds it alive: carriers stop taking work, POPs write their last
 group commit, the ledger writes its last debits, then the environments close.
 
@@ -29,13 +29,16 @@ from actors.directory import Directory
 from actors.ledger import LedgerActor
 from actors.pop import PopActor
 from actors.session import CustomerSessionActor
+from actors.sweeper import SweeperActor
 from engine import messages as m
 from engine.config import Settings
 from engine.errors import UnknownAccount
 from engine.routing import RoutingTable
 from storage.accounts import AccountStore
+from storage.audit import AuditLog
 from storage.bodies import BodyStore
 from storage.env import open_env
+from storage.holds import Holds
 from storage.keys import KeyRing, LocalKeyProvider
 from storage.ledger import DEBIT, LedgerStore
 from storage.records import MessageRecords
@@ -82,6 +85,11 @@ class Runtime:
             self.pop_stores[name] = PopStore(
                 env, MessageRecords(env, records_sealer),
                 BodyStore(env, self.keys, max_ttl_seconds=s.engine.body_ttl_seconds))
+        # A hold and its audit entry are written in one transaction, so each POP environment keeps the
+        # audit trail of its own holds; ``audit_entries`` reads them all.
+        self.audits = {name: AuditLog(store.env) for name, store in self.pop_stores.items()}
+        self.holds = {name: Holds(store.bodies, self.keys, self.audits[name])
+                      for name, store in self.pop_stores.items()}
         self._reconcile_debits()
         self.clock = Clock()
         self.directory.ledger = LedgerActor.start(self.ledger_store, self.directory)
@@ -90,8 +98,15 @@ class Runtime:
                                                        self.bridge)
         for name, carrier in s.carriers.items():
             self.directory.carriers[name] = self._start_carrier(carrier)
+        sweepables = {"accounts": self.accounts, "ledger": self.ledger_store}
+        for name, store in self.pop_stores.items():
+            sweepables[f"records:{name}"] = store.records
+            sweepables[f"holds:{name}"] = self.holds[name]
+        self.sweeper = SweeperActor.start(
+            {name: store.bodies for name, store in self.pop_stores.items()},
+            sweepables=sweepables, interval_seconds=s.engine.sweep_interval_seconds)
         tick = s.engine.tick_ms / 1000.0
-        for ref in [*self.directory.pops.values(), self.directory.ledger]:
+        for ref in [*self.directory.pops.values(), self.directory.ledger, self.sweeper]:
             self.clock.every(tick, ref, lambda: m.encode(m.Tick(time.time())))
 
     def _start_carrier(self, carrier):
@@ -128,6 +143,11 @@ class Runtime:
     def _last_debits(self):
         entry = self.ledger_store.last_entry()
         return [entry] if entry is not None else []
+
+    def audit_entries(self) -> list:
+        """Every retention-exception audit entry of every POP, oldest first."""
+        entries = [e for audit in self.audits.values() for e in audit.entries()]
+        return sorted(entries, key=lambda e: e.ts)
 
     def pseudonym_pepper(self) -> bytes:
         """The secret that keys ledger pseudonyms (created once, 0600, beside the other keys)."""
@@ -197,6 +217,8 @@ class Runtime:
     def stop(self) -> None:
         if self.clock is not None:
             self.clock.stop()
+        if getattr(self, "sweeper", None) is not None:
+            _stop(self.sweeper)
         for ref in list(self._carrier_actors.values()):
             _stop(ref)
         for ref in list(self.directory.sessions.values()):

@@ -34,6 +34,7 @@ from engine.accounts import AccountManager
 from engine.bridge import Bridge, InFlightGate
 from engine.config import Settings, load_settings
 from engine.errors import AuthError, BodyTooLarge, InputError, OverloadedError
+from engine.holds import HoldManager
 from engine.ids import IdGenerator, is_message_id
 from storage.records import MessageRecord
 
@@ -58,7 +59,7 @@ def _accepted(reply: m.AcceptedItem | m.SubmitAccepted) -> Accepted:
     return Accepted(reply.message_id, reply.segments, reply.price_micro_usd, reply.pop, reply.encoding)
 
 
-class Engine(AccountManager):
+class Engine(AccountManager, HoldManager):
     """A running smsroute engine (use :meth:`start`)."""
 
     def __init__(self, data_dir: Path, settings: Settings) -> None:
@@ -191,6 +192,15 @@ class Engine(AccountManager):
     def replace_routing(self, table: dict) -> None:
         """Validate a new routing table and rate card, then swap it in atomically (ConfigError if bad)."""
         self.runtime.replace_routing(table)
+
+    def analytics(self) -> dict:
+        """De-identified corridor and carrier aggregates (no account, number or body; small groups
+        suppressed; accounts that objected to analytics excluded)."""
+        from engine.analytics import corridor_analytics
+
+        excluded = {a.id for a in self.accounts.all() if "analytics" in a.objections}
+        records = (r for s in self.runtime.pop_stores.values() for r in s.records.since(0.0))
+        return corridor_analytics(records, excluded)
 
     def stats(self) -> dict:
         return {"in_flight": self.gate.in_flight, "max_in_flight": self.gate.limit,

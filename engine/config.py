@@ -35,6 +35,7 @@ class EngineLimits:
     resp_timeout_seconds: float = 3.0
     body_ttl_seconds: int = 86400
     tick_ms: int = 200
+    sweep_interval_seconds: float = 60.0
     map_size_mb: int = 1024
 
 

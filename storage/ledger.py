@@ -23,6 +23,7 @@ from engine.errors import CorruptRecord, StoreFull
 from storage.crypto import Sealer
 
 DEBIT, DEPOSIT, REFUND = "debit", "deposit", "refund"
+RETENTION_SECONDS = 7 * 365 * 86400
 
 
 class LedgerEntry(NamedTuple):
@@ -131,6 +132,25 @@ class LedgerStore:
             if bal is not None:
                 txn.put(token.encode(), bal, db=self._balances)
         return n
+
+    def sweep(self, now: float) -> int:
+        """Delete entries older than 7 years (policy 6: AML/tax retention), oldest first.
+
+        Balances are kept: they are the sum of what remains plus what was swept.
+        """
+        cutoff = now - RETENTION_SECONDS
+        removed = 0
+        with self.env.begin(write=True) as txn:
+            cursor = txn.cursor(db=self._entries)
+            while cursor.first():
+                entry = self._decode(cursor.key(), cursor.value())
+                if entry.at >= cutoff:
+                    break
+                txn.delete(self.idempotency_key(entry.kind, entry.reference, entry.chain),
+                           db=self._idem)
+                cursor.delete()
+                removed += 1
+        return removed
 
     def _read(self, txn: lmdb.Transaction, key: bytes) -> LedgerEntry:
         return self._decode(key, txn.get(key, db=self._entries))

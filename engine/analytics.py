@@ -1,0 +1,47 @@
+"""De-identified routing analytics (policy 3, "Service improvement").
+
+Aggregates only: per corridor (POP, destination country) the message count, delivery rate and median
+submit-to-final latency; per carrier the success rate. No account id, number, sender ID or body ever appears
+in the output; groups smaller than ``MIN_GROUP`` are suppressed so a single customer's traffic cannot be
+singled out; accounts that objected to analytics (policy 7.1, Art. 21) are left out entirely. Bodies are
+never read (they are not in the records at all).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable
+
+from engine.status import DELIVERED, FINAL
+from storage.records import MessageRecord
+
+MIN_GROUP = 5
+
+
+def corridor_analytics(records: Iterable[MessageRecord], excluded_accounts: set[str]) -> dict:
+    corridors: dict[tuple[str, str], list[MessageRecord]] = defaultdict(list)
+    carriers: dict[str, list[MessageRecord]] = defaultdict(list)
+    for rec in records:
+        if rec.account_id in excluded_accounts or rec.status not in FINAL:
+            continue
+        corridors[(rec.pop, rec.country)].append(rec)
+        if rec.carrier:
+            carriers[rec.carrier].append(rec)
+    return {
+        "min_group": MIN_GROUP,
+        "corridors": [_corridor(pop, country, recs)
+                      for (pop, country), recs in sorted(corridors.items()) if len(recs) >= MIN_GROUP],
+        "carriers": [{"carrier": name, "messages": len(recs), "success_rate": _rate(recs)}
+                     for name, recs in sorted(carriers.items()) if len(recs) >= MIN_GROUP],
+    }
+
+
+def _corridor(pop: str, country: str, recs: list[MessageRecord]) -> dict:
+    latencies = [(r.updated_at - r.submitted_at) * 1000 for r in recs if r.status == DELIVERED]
+    return {"pop": pop, "country": country, "messages": len(recs), "delivery_rate": _rate(recs),
+            "median_latency_ms": round(statistics.median(latencies), 3) if latencies else None}
+
+
+def _rate(recs: list[MessageRecord]) -> float:
+    return round(sum(1 for r in recs if r.status == DELIVERED) / len(recs), 4)
