@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import time
 
 import pytest
 
@@ -154,3 +155,40 @@ def test_first_start_writes_the_token_file_0600_and_prints_only_its_path(tmp_pat
         assert client.request("GET", "/metrics")[0] == 200
     finally:
         engine.stop()
+
+
+def test_a_privacy_operator_places_lists_and_releases_a_legal_hold(running, tokens):
+    account = running.create_account("held-hold@example.com")
+    running.register_sender(account.id, "ACME")
+    running.deposit(account.id, "1.00", "tron", "0xhold", "TXYZ")
+    customer = Client(running.http.customer_port, account.api_key)
+    _, _, sent = customer.request("POST", "/v1/messages",
+                                  {"to": DE_NUMBER, "from": "ACME", "body": "evidence"})
+    privacy = Client(running.http.control_port, tokens["privacy"])
+    status, _, placed = privacy.request("POST", "/v1/holds", {
+        "kind": "legal_hold", "reason": "carrier complaint", "reference": "CC-42",
+        "until": time.time() + 3600, "message_ids": [sent["id"]]})
+    assert status == 201, placed
+    [hold] = placed["holds"]
+    assert hold["actor"] == "test-privacy" and hold["message_ids"] == [sent["id"]]
+    listed = privacy.request("GET", "/v1/holds")[2]["holds"]
+    assert hold["hold_id"] in {h["hold_id"] for h in listed}
+    status, _, released = privacy.request("POST", f"/v1/holds/{hold['hold_id']}/release",
+                                          {"reason": "complaint closed"})
+    assert status == 200 and released["ended_by"] == "test-privacy"
+    still = privacy.request("GET", "/v1/holds")[2]["holds"]
+    assert hold["hold_id"] not in {h["hold_id"] for h in still}
+    assert privacy.request("POST", "/v1/holds/hold_nope/release", {"reason": "x"})[0] == 404
+    status, _, err = privacy.request("POST", "/v1/holds", {
+        "kind": "forever", "reason": "r", "reference": "x", "until": time.time() + 60,
+        "message_ids": [sent["id"]]})
+    assert status == 400 and err["error"]["code"] == "invalid_request"
+
+
+def test_retention_status_shows_the_table_and_the_active_exceptions(running, tokens):
+    status, _, view = Client(running.http.control_port, tokens["viewer"]).request(
+        "GET", "/v1/retention")
+    assert status == 200
+    categories = {row["category"] for row in view["retention"]}
+    assert {"message_bodies", "api_request_logs"} <= categories
+    assert "holds" in view
