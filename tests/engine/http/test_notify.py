@@ -1,0 +1,41 @@
+"""Status hand-off from engine threads: never blocks, bounded, and events have stable ids."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+
+from engine.http.notify import StatusInbox, event_body, event_id
+from engine.messages import StatusItem
+
+
+def _item(n: int, status: str = "delivered") -> StatusItem:
+    return StatusItem(f"msg_{n:032x}", "acc", status, 1.0, "fra", "c", "DE", 1, 10, "", None)
+
+
+def test_the_inbox_never_blocks_the_engine_and_drops_the_oldest_when_full():
+    loop = asyncio.new_event_loop()  # not running: nothing drains
+    got: list = []
+    inbox = StatusInbox(loop, got.extend, limit=10)
+    done = threading.Event()
+
+    def engine_thread():
+        for n in range(1000):
+            inbox.on_status(_item(n))
+        done.set()
+
+    threading.Thread(target=engine_thread).start()
+    assert done.wait(10)
+    loop.run_until_complete(asyncio.sleep(0))  # let the scheduled drain run once
+    loop.close()
+    assert [i.message_id for i in got] == [_item(n).message_id for n in range(990, 1000)]
+    assert inbox.received == 1000
+
+
+def test_event_ids_are_stable_per_message_and_status_and_in_the_body():
+    a, b = event_id("msg_1", "delivered"), event_id("msg_1", "delivered")
+    assert a == b != event_id("msg_1", "failed")
+    body = json.loads(event_body(_item(7)))
+    assert body["id"] == event_id(_item(7).message_id, "delivered")
+    assert body["data"]["status"] == "delivered" and "body" not in body["data"]
