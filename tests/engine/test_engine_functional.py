@@ -39,8 +39,13 @@ FAILING_MIX = {"delivered": 0.78, "undeliverable": 0.05, "rejected": 0.04, "expi
 
 
 def overrides(carrier: dict, engine: dict | None = None) -> dict:
-    """Every default carrier with ``carrier`` merged over it, plus ``[engine]`` settings."""
-    carriers = {n: deep_merge(t, carrier) for n, t in default_document()["carriers"].items()}
+    """Every default carrier with ``carrier`` merged over it (an outcome mix replaces the default
+    mix whole), plus ``[engine]`` settings."""
+    carriers = {}
+    for name, table in default_document()["carriers"].items():
+        carriers[name] = deep_merge(table, carrier)
+        if "outcomes" in carrier:
+            carriers[name]["outcomes"] = dict(carrier["outcomes"])
     return {"carriers": carriers, "engine": {"tick_ms": 50, **(engine or {})}}
 
 
@@ -285,7 +290,8 @@ def test_open_messages_resume_after_a_restart_and_the_balance_is_unchanged(start
     second.on_status(finals)
     finals.expect([i for i in ids if second.status(i).status == "accepted"])  # the rest: already final
     assert finals.done.wait(DEADLINE)
-    assert Counter(second.status(i).status for i in ids) == {"delivered": len(ids)}
+    assert Counter(second.status(i).status for i in ids) == {"delivered": len(ids)}, \
+        [second.status(i).error for i in ids if second.status(i).status != "delivered"]
     assert all(len(v) == 1 for v in finals.final.values())
     assert second.balance(acct.id) == balance + 1_000_000  # + the sync deposit
     assert second.stats()["in_flight"] == 0
