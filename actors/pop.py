@@ -336,6 +336,7 @@ class PopActor(pykka.ThreadingActor):
                 f.state.apply(it.part, FAILED)
             else:
                 self._close_attempt(f)
+                self.refs.pop(it.ref, None)  # late answers and receipts of this attempt are stale
                 self._retry_later(f, it.error or it.outcome, failover=it.outcome == "retry")
                 continue
             if len(f.answered) >= len(f.state.parts):
