@@ -69,6 +69,11 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     )
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
     o.add_argument("--data-dir", help="engine data directory (default: a temporary one)")
+    o.add_argument(
+        "--engine-in-process",
+        action="store_true",
+        help="http path: run the engine in the bench's process (default: a child)",
+    )
 
 
 def run_bench(args: argparse.Namespace) -> int:

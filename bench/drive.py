@@ -94,6 +94,8 @@ def run_step(
     bind: Callable[[Recorder | None], None],
     messages: int | None = None,
     on_tick: Callable[[Recorder, float], None] | None = None,
+    cpu_clock: Callable[[], float] = time.process_time,
+    rss_peak: Callable[[], float] = peak_rss_mb,
 ) -> StepResult:
     """Send one step of the workload and wait for its final statuses.
 
@@ -102,6 +104,7 @@ def run_step(
     worth at 10k/s) after ``messages // 10`` warm-up ones, each sent as soon as the in-flight gate admits it.
     ``bind(recorder)`` points the engine's callbacks at this step's recorder (``bind(None)`` after).
     ``on_tick(recorder, now)`` is called about every 0.2 s from the sending thread (progress, RSS samples).
+    ``cpu_clock`` / ``rss_peak`` measure the engine's cost (defaults: this process).
     """
     gate = threading.Semaphore(max_in_flight)
     t0 = time.perf_counter() + START_DELAY_S
@@ -117,11 +120,11 @@ def run_step(
         measure_from = float("inf")
     recorder = Recorder(measure_from=measure_from, release=gate.release).start()
     bind(recorder)
-    pacer = _Pacer(target, workload, recorder, gate, drain_timeout_s, on_tick)
+    pacer = _Pacer(target, workload, recorder, gate, drain_timeout_s, on_tick, cpu_clock)
     try:
         pacer.send(plan, t0, paced, warmup_count)
         drained = recorder.wait_left_flight(pacer.sent, drain_timeout_s)
-        cpu_s = time.process_time() - pacer.cpu_at_measure_start
+        cpu_s = cpu_clock() - pacer.cpu_at_measure_start
     finally:
         bind(None)
         recorder.stop()
@@ -134,7 +137,7 @@ def run_step(
         finals=recorder.measured_finals,
         elapsed_s=max(0.0, end - recorder.measure_from) if pacer.measuring else 0.0,
         cpu_s=cpu_s,
-        peak_rss_mb=peak_rss_mb(),
+        peak_rss_mb=rss_peak(),
         corridors=recorder.stats,
         send_lag=recorder.send_lag,
         unfinished=unfinished,
@@ -153,6 +156,7 @@ class _Pacer:
         gate: threading.Semaphore,
         gate_timeout_s: float,
         on_tick: Callable[[Recorder, float], None] | None,
+        cpu_clock: Callable[[], float],
     ) -> None:
         self.target, self.workload, self.recorder, self.gate = target, workload, recorder, gate
         self.gate_timeout_s = gate_timeout_s
@@ -160,7 +164,8 @@ class _Pacer:
         self.sent = 0
         self.stalled = False
         self.measuring = False
-        self.cpu_at_measure_start = time.process_time()
+        self.cpu_clock = cpu_clock
+        self.cpu_at_measure_start = cpu_clock()
 
     def send(self, plan: Iterator[Planned], t0: float, paced: bool, warmup_count: int) -> None:
         corridors, recorder, target, gate = (
@@ -189,7 +194,7 @@ class _Pacer:
                 intended = clock()
             if not self.measuring and intended >= recorder.measure_from:
                 self.measuring = True
-                self.cpu_at_measure_start = time.process_time()
+                self.cpu_at_measure_start = self.cpu_clock()
             c = corridors[planned.corridor]
             recorder.sent(c.pop, c.country, intended)
             target.submit(recorder, planned, c.pop, c.country, intended)

@@ -102,6 +102,10 @@ class Recorder:
     def carrier_ack(self, message_id: str, at: float = 0.0) -> None:
         self._events.append(("ack", message_id, self._clock()))
 
+    def carrier_ack_at(self, message_id: str, at: float) -> None:
+        """A carrier ack seen at ``at`` on this recorder's clock (forwarded from another process)."""
+        self._events.append(("ack", message_id, at))
+
     def status(self, message_id: str, status: str, pop: str, country: str) -> None:
         if status in FINAL_STATUSES:
             self._events.append(("fin", message_id, status, pop, country, self._clock()))
