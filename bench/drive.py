@@ -96,6 +96,7 @@ def run_step(
     on_tick: Callable[[Recorder, float], None] | None = None,
     cpu_clock: Callable[[], float] = time.process_time,
     rss_peak: Callable[[], float] = peak_rss_mb,
+    settle: Callable[[], None] | None = None,
 ) -> StepResult:
     """Send one step of the workload and wait for its final statuses.
 
@@ -104,7 +105,8 @@ def run_step(
     worth at 10k/s) after ``messages // 10`` warm-up ones, each sent as soon as the in-flight gate admits it.
     ``bind(recorder)`` points the engine's callbacks at this step's recorder (``bind(None)`` after).
     ``on_tick(recorder, now)`` is called about every 0.2 s from the sending thread (progress, RSS samples).
-    ``cpu_clock`` / ``rss_peak`` measure the engine's cost (defaults: this process).
+    ``cpu_clock`` / ``rss_peak`` measure the engine's cost (defaults: this process); ``settle()`` runs
+    after the drain, before the recorder stops (to flush events forwarded from another process).
     """
     gate = threading.Semaphore(max_in_flight)
     t0 = time.perf_counter() + START_DELAY_S
@@ -125,6 +127,8 @@ def run_step(
         pacer.send(plan, t0, paced, warmup_count)
         drained = recorder.wait_left_flight(pacer.sent, drain_timeout_s)
         cpu_s = cpu_clock() - pacer.cpu_at_measure_start
+        if settle is not None:
+            settle()
     finally:
         bind(None)
         recorder.stop()

@@ -68,6 +68,11 @@ def _serve(conn: Any, engine: Any, acks: collections.deque) -> None:
             cmd, args = conn.recv()
             if cmd == "stop":
                 return
+            if cmd == "flush":
+                if acks:
+                    conn.send(("acks", [acks.popleft() for _ in range(len(acks))]))
+                conn.send(("ok", None))
+                continue
             if cmd == "set_webhook":
                 try:
                     engine.set_webhook(*args)
@@ -132,13 +137,20 @@ class EngineProcess:
     def set_webhook(
         self, account_id: str, url: str | None, statuses: list[str] | None = None
     ) -> None:
-        self._conn.send(("set_webhook", (account_id, url, statuses)))
+        self._call("set_webhook", (account_id, url, statuses))
+
+    def flush_acks(self) -> None:
+        """Return once every carrier ack the engine has seen so far went to the callbacks."""
+        self._call("flush", None)
+
+    def _call(self, cmd: str, args: Any) -> None:
+        self._conn.send((cmd, args))
         with self._reply_ready:
             if not self._reply_ready.wait_for(lambda: self._replies, CALL_TIMEOUT_S):
-                raise RuntimeError("the engine process did not answer set_webhook")
+                raise RuntimeError(f"the engine process did not answer {cmd}")
             kind, detail = self._replies.popleft()
         if kind != "ok":
-            raise RuntimeError(f"set_webhook failed in the engine process: {detail}")
+            raise RuntimeError(f"{cmd} failed in the engine process: {detail}")
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the engine process so far (from /proc/<pid>/stat)."""

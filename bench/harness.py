@@ -242,4 +242,8 @@ class Bench:
     def _cost_meters(self) -> dict[str, Any]:
         if self._process is None:
             return {}
-        return {"cpu_clock": self._process.cpu_seconds, "rss_peak": self._process.peak_rss_mb}
+        return {
+            "cpu_clock": self._process.cpu_seconds,
+            "rss_peak": self._process.peak_rss_mb,
+            "settle": self._process.flush_acks,
+        }

@@ -26,6 +26,7 @@ from bench.histogram import LatencyHistogram
 FINAL_STATUSES = frozenset({"delivered", "rejected", "failed", "expired"})
 DRAIN_INTERVAL_S = 0.005
 EARLY_HOLD_S = 60.0  # events for a message id not (yet) accepted are held this long
+LATE_ACK_HOLD_S = 5.0  # a final without its carrier ack waits this long for a late (forwarded) ack
 
 
 @dataclass
@@ -47,13 +48,14 @@ class CorridorStats:
 
 
 class _Pending:
-    __slots__ = ("intended", "country", "measured", "key")
+    __slots__ = ("intended", "country", "measured", "key", "acked")
 
     def __init__(self, intended: float, country: str, measured: bool, key: tuple[str, str]) -> None:
         self.intended = intended
         self.country = country
         self.measured = measured
         self.key = key
+        self.acked = False
 
 
 class Recorder:
@@ -74,6 +76,7 @@ class Recorder:
         self._events: collections.deque[tuple] = collections.deque()
         self._pending: dict[str, _Pending] = {}
         self._early: dict[str, tuple[float, list[tuple]]] = {}
+        self._unacked_finals: dict[str, tuple[float, _Pending]] = {}  # insertion (= time) order
         self.stats: dict[tuple[str, str], CorridorStats] = {}
         self.in_flight = 0
         self.left_flight = 0  # final or failed at submit, warm-up included
@@ -134,6 +137,8 @@ class Recorder:
         while not self._stop.is_set():
             if not self.drain():
                 self._stop.wait(DRAIN_INTERVAL_S)
+            if self._unacked_finals:
+                self.prune_unacked()
             if self._early and self._clock() > next_prune:
                 self.prune_early()
                 next_prune = self._clock() + EARLY_HOLD_S
@@ -208,8 +213,13 @@ class Recorder:
         mid, now = ev[1], ev[2]
         p = self._pending.get(mid)
         if p is None:
-            self._hold_early(mid, ev)
-        elif p.measured:
+            late = self._unacked_finals.pop(mid, None)
+            if late is None:
+                self._hold_early(mid, ev)
+                return
+            p = late[1]
+        p.acked = True
+        if p.measured:
             self._corridor(*p.key).carrier_ack.record_seconds(now - p.intended)
 
     def _on_final(self, ev: tuple) -> None:
@@ -219,6 +229,8 @@ class Recorder:
             self._hold_early(mid, ev)
             return
         self._left_flight()
+        if not p.acked:  # its ack may still be on the way (forwarded from another process)
+            self._unacked_finals[mid] = (self._clock(), p)
         if p.measured:
             stats = self._corridor(pop, country)
             stats.final.record_seconds(now - p.intended)
@@ -235,8 +247,18 @@ class Recorder:
         else:
             held[1].append(ev)
 
+    def prune_unacked(self, older_than_s: float = LATE_ACK_HOLD_S) -> None:
+        """Stop waiting for the carrier acks of finals older than ``older_than_s`` (oldest first)."""
+        cutoff = self._clock() - older_than_s
+        held = self._unacked_finals
+        while held:
+            mid, (seen, _) = next(iter(held.items()))
+            if seen >= cutoff:
+                break
+            del held[mid]
+
     def prune_early(self, older_than_s: float = EARLY_HOLD_S) -> int:
-        """Forget events for ids never accepted (an ack after its final, another account's message)."""
+        """Forget events for ids never accepted (another account's message, a stray)."""
         cutoff = self._clock() - older_than_s
         stale = [mid for mid, (seen, _) in self._early.items() if seen < cutoff]
         for mid in stale:

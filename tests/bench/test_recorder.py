@@ -130,3 +130,32 @@ def test_events_for_ids_never_accepted_are_forgotten_after_the_hold_time():
     assert r.prune_early(older_than_s=60.0) == 0
     clock.now += 61.0
     assert r.prune_early(older_than_s=60.0) == 1
+
+
+def test_a_carrier_ack_arriving_after_its_final_is_still_recorded():
+    clock = FakeClock()
+    r = Recorder(measure_from=0.0, clock=clock)
+    r.sent("fra", "DE", 1.0)
+    r.accepted("m", "fra", "DE", 1.0)
+    r.status("m", "delivered", "fra", "DE")
+    r.drain()
+    r.carrier_ack_at("m", 1.003)  # forwarded from the engine process, stamped there
+    r.drain()
+    c = r.stats[("fra", "DE")]
+    assert c.carrier_ack.count == 1
+    assert near(c.carrier_ack.percentile_us(50), 3000)
+    assert not r._early
+
+
+def test_finals_stop_waiting_for_their_ack_after_the_hold_time():
+    clock = FakeClock()
+    r = Recorder(measure_from=0.0, clock=clock)
+    r.sent("fra", "DE", 1.0)
+    r.accepted("m", "fra", "DE", 1.0)
+    r.status("m", "rejected", "fra", "DE")
+    r.drain()
+    clock.now += 10.0
+    r.prune_unacked(older_than_s=5.0)
+    r.carrier_ack("m")
+    r.drain()
+    assert r.stats[("fra", "DE")].carrier_ack.count == 0
