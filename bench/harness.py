@@ -63,8 +63,8 @@ class RunOptions:
     """How to run a scenario, beyond the scenario itself (mostly from the command line)."""
 
     smsc: tuple[str, int] | None = None  # carriers are SMPP binds to this SMSC instead of simulated
-    smsc_system_id: str = "bench"
-    smsc_password: str = "bench"
+    smsc_system_id: str = "smsroute"
+    smsc_password: str = "secret"
     smsc_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {"window": 100, "binds": 2}
     data_dir: str | None = None  # default: a temporary directory, removed afterwards
     engine_process: bool = True  # http path: run the engine in a child process (its own GIL)
