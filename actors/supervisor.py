@@ -144,6 +144,10 @@ class Runtime:
         entry = self.ledger_store.last_entry()
         return [entry] if entry is not None else []
 
+    def sync_ledger(self, timeout: float = 10.0) -> None:
+        """Wait until every debit already sent to the ledger is committed (not for the hot path)."""
+        self.directory.ledger.ask(m.encode(m.Flush()), timeout=timeout)
+
     def audit_entries(self) -> list:
         """Every retention-exception audit entry of every POP, oldest first."""
         entries = [e for audit in self.audits.values() for e in audit.entries()]

@@ -121,7 +121,9 @@ class AccountManager:
         return fut.result(timeout)
 
     def balance(self, account_id: str) -> int:
+        """The account's balance in micro-USD, after every debit of a message already accepted."""
         self.accounts.get(account_id)
+        self.runtime.sync_ledger()
         return self.runtime.ledger_store.balance(account_id)
 
     # --- state: restriction (Art. 18) and closure ---------------------------------------------------
@@ -163,6 +165,7 @@ class AccountManager:
     def export_account(self, account_id: str) -> dict:
         """Access and portability: everything held about the account, machine-readable, no secrets."""
         rec = self.accounts.get(account_id)
+        self.runtime.sync_ledger()
         messages = [r.to_dict() for s in self.runtime.pop_stores.values()
                     for r in s.records.for_account(account_id)]
         ledger = [e._asdict() for e in self.runtime.ledger_store.entries(account_id)]
@@ -186,6 +189,7 @@ class AccountManager:
         records are deleted; ledger rows are pseudonymised (amounts and times kept)."""
         rec = self.accounts.get(account_id)
         self.close_account(account_id)
+        self.runtime.sync_ledger()  # no debit of this account may land after pseudonymisation
         for d in rec.key_digests:
             self.key_index.pop(d, None)
         deleted = 0
