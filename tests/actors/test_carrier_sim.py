@@ -226,7 +226,8 @@ def fast_overrides() -> dict:
     fast = {"latency": {"distribution": "fixed", "ms": 0},
             "receipt_delay": {"distribution": "fixed", "ms": 1},
             "outcomes": {"delivered": 1.0}, "throughput": 0}
-    carriers = {n: deep_merge(t, fast) for n, t in default_document()["carriers"].items()}
+    carriers = {n: {**deep_merge(t, fast), "outcomes": fast["outcomes"]}  # replace the mix
+                for n, t in default_document()["carriers"].items()}
     return {"carriers": carriers}
 
 
