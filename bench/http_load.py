@@ -2,30 +2,41 @@
 
 What is measured: the customer API end to end — HTTP parse, auth, rate limiter, JSON validation, the
 engine's submit (session actor, POP group commit with fsync) and the durable 202 — with ``wrk`` keeping
-``--connections`` keep-alive connections busy for ``--duration`` seconds. Destinations rotate over the three
-POPs' corridors (DE, SG, BR) and the API keys of ``--accounts`` accounts. Simulated carriers are made fast
-and wide (``--carrier-throughput``) so the figure is the ingress path, not a carrier limit; the engine's
-in-flight gate still applies (503s are counted and reported, never hidden).
+``--connections`` keep-alive connections busy for ``--duration`` seconds, once. Destinations rotate over the
+three POPs' corridors (DE, SG, BR) and the API keys of ``--accounts`` accounts. Non-2xx answers (e.g. 503
+when the in-flight gate is full) are counted and reported, never hidden.
+
+Targets (``--target``):
+
+* ``run`` (default): a separate ``smsroute run`` process on the embedded default config (simulated
+  carriers), with only the per-key rate limit raised; accounts are provisioned through the control port
+  with the first-start operator token.
+* ``in-process``: ``Engine.start(http=True)`` in this process, carriers made fast and wide
+  (``--carrier-throughput``), so the figure is the ingress path, not a carrier limit.
+* ``stub``: the HTTP layer alone, in front of a stub engine that accepts at once.
 
 Usage::
 
     .venv/bin/python -m bench.http_load --duration 15 --connections 64 --threads 2
 
-Everything runs on this machine's cores: the engine process and wrk compete for them.
+Everything runs on this machine's cores: the engine and wrk compete for them (and with anything else).
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
-from engine import Engine
 from engine.config import default_document
 
 DESTINATIONS = ("+4915112345678", "+6591234567", "+5511912345678")
@@ -50,52 +61,56 @@ done = function(summary, latency, requests)
 end
 """
 
+RUN_CONFIG = """[http]
+customer_port = 0
+control_port = 0
+rate_limit_per_second = 1000000.0
+rate_limit_burst = 1000000
+"""
+
+HTTP_FAST = {"customer_port": 0, "control_port": 0, "rate_limit_per_second": 1e6,
+             "rate_limit_burst": 1_000_000}
+
 
 def overrides(throughput: int, window: int) -> dict:
     carriers = default_document()["carriers"]
     for table in carriers.values():
-        table.update(
-            {
-                "throughput": throughput,
-                "window": window,
-                "latency": {"distribution": "fixed", "ms": 2},
-                "receipt_delay": {"distribution": "fixed", "ms": 20},
-            }
-        )
-    return {
-        "http": {
-            "customer_port": 0,
-            "control_port": 0,
-            "rate_limit_per_second": 1e6,
-            "rate_limit_burst": 1_000_000,
-        },
-        "carriers": carriers,
-    }
+        table.update({"throughput": throughput, "window": window,
+                      "latency": {"distribution": "fixed", "ms": 2},
+                      "receipt_delay": {"distribution": "fixed", "ms": 20}})
+    return {"http": HTTP_FAST, "carriers": carriers}
+
+
+# --- targets: each returns (customer port, api keys, stop function) ------------------------------
+
+
+def _in_process(args: argparse.Namespace, tmp: Path) -> tuple[int, list[str], Any]:
+    from engine import Engine
+
+    engine = Engine.start(tmp / "data", http=True,
+                          overrides=overrides(args.carrier_throughput, args.carrier_window))
+    keys = []
+    for n in range(args.accounts):
+        acc = engine.create_account(f"load{n}@example.com")
+        engine.register_sender(acc.id, "ACME")
+        engine.deposit(acc.id, "1000000.00", "tron", f"0xload{n}", "TLOAD")
+        keys.append(acc.api_key)
+    return engine.http.customer_port, keys, lambda: engine.stop(drain_seconds=5)
 
 
 class StubEngine:
-    """Just enough engine for the customer path, answering at once: the HTTP layer's own ceiling."""
+    """Just enough engine for the customer path, accepting at once: the HTTP layer's own ceiling."""
 
     def __init__(self, data_dir: Path) -> None:
         from engine.config import load_settings
 
         self.data_dir = data_dir
-        self.settings = load_settings(None, overrides(1, 1))
+        self.settings = load_settings(None, {"http": HTTP_FAST})
         self.keys: dict[str, str] = {}
         self._n = 0
 
-    def create_account(self, email: str):
-        from types import SimpleNamespace
+    def on_status(self, callback: Any) -> None: ...
 
-        key = f"sk_live_stub{len(self.keys)}"
-        self.keys[key] = f"acc_{len(self.keys)}"
-        return SimpleNamespace(id=self.keys[key], api_key=key)
-
-    def register_sender(self, *a) -> None: ...
-    def deposit(self, *a) -> int:
-        return 0
-
-    def on_status(self, callback) -> None: ...
     def stats(self) -> dict:
         return {}
 
@@ -103,30 +118,79 @@ class StubEngine:
         from engine.errors import AuthError
 
         if key not in self.keys:
-            raise AuthError("unknown")
+            raise AuthError("unknown API key")
         return self.keys[key]
 
-    async def submit_async(self, api_key, to, sender, body, **kw):
-        from engine._engine import Accepted
-
+    async def submit_async(self, api_key: str, to: str, sender: str, body: str, **kw: Any) -> Any:
         self._n += 1
-        return Accepted(f"msg_{self._n:032x}", 1, 75000, "fra", "GSM-7")
+        return SimpleNamespace(message_id=f"msg_{self._n:032x}", status="accepted", segments=1,
+                               price_micro_usd=75000, encoding="GSM-7", pop="fra")
 
 
-def _start(args: argparse.Namespace, tmp: str):
-    if args.stub_engine:
-        from engine.http.server import HttpServers
+def _stub(args: argparse.Namespace, tmp: Path) -> tuple[int, list[str], Any]:
+    from engine.http.server import HttpServers
 
-        stub = StubEngine(Path(tmp) / "data")
-        stub.data_dir.mkdir()
-        stub.http = HttpServers(stub, stub.settings).start()
-        stub.stop = lambda drain_seconds=0: stub.http.stop()
-        return stub
-    return Engine.start(
-        Path(tmp) / "data",
-        http=True,
-        overrides=overrides(args.carrier_throughput, args.carrier_window),
-    )
+    stub = StubEngine(tmp / "data")
+    stub.data_dir.mkdir()
+    stub.keys = {f"sk_live_stub{n}": f"acc_{n}" for n in range(args.accounts)}
+    servers = HttpServers(stub, stub.settings).start()
+    return servers.customer_port, list(stub.keys), servers.stop
+
+
+def _post(port: int, token: str, path: str, body: dict) -> dict:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST", path, body=json.dumps(body),
+                     headers={"Authorization": f"Bearer {token}",
+                              "Content-Type": "application/json"})
+        resp = conn.getresponse()
+        answer = json.loads(resp.read())
+    finally:
+        conn.close()
+    if resp.status >= 300:
+        raise RuntimeError(f"POST {path}: {resp.status} {answer}")
+    return answer
+
+
+def _smsroute_run(args: argparse.Namespace, tmp: Path) -> tuple[int, list[str], Any]:
+    config = tmp / "load.toml"
+    config.write_text(RUN_CONFIG)
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", "--data-dir",
+                             str(tmp / "data"), "--config", str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    ports: dict[str, int] = {}
+    deadline = time.monotonic() + 60
+    while len(ports) < 2 and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        found = re.match(r"(customer API|control port): https?://[^:]+:(\d+)", line)
+        if found:
+            ports[found.group(1)] = int(found.group(2))
+    if len(ports) < 2:
+        proc.kill()
+        sys.exit("smsroute run did not print its ports")
+    token = (tmp / "data" / "operator.token").read_text().strip()
+    control, keys = ports["control port"], []
+    for n in range(args.accounts):
+        acc = _post(control, token, "/v1/accounts", {"email": f"load{n}@example.com"})
+        _post(control, token, f"/v1/accounts/{acc['id']}/senders", {"sender": "ACME"})
+        _post(control, token, f"/v1/accounts/{acc['id']}/deposits", {
+            "usd": "1000000.00", "chain": "tron", "tx_hash": f"0xload{n}",
+            "from_address": "TLOAD"})
+        keys.append(acc["api_key"])
+
+    def stop() -> None:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+    return ports["customer API"], keys, stop
+
+
+TARGETS = {"run": _smsroute_run, "in-process": _in_process, "stub": _stub}
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -134,63 +198,36 @@ def run(args: argparse.Namespace) -> dict:
     if wrk is None:
         sys.exit("wrk not found (apt-get install -y wrk)")
     with tempfile.TemporaryDirectory() as tmp:
-        engine = _start(args, tmp)
+        port, keys, stop = TARGETS[args.target](args, Path(tmp))
         try:
-            keys = []
-            for n in range(args.accounts):
-                acc = engine.create_account(f"load{n}@example.com")
-                engine.register_sender(acc.id, "ACME")
-                engine.deposit(acc.id, "1000000.00", "tron", f"0xload{n}", "TLOAD")
-                keys.append(acc.api_key)
             script = Path(tmp) / "post.lua"
-            script.write_text(
-                LUA
-                % {
-                    "keys": ",".join(f'"{k}"' for k in keys),
-                    "tos": ",".join(f'"{t}"' for t in DESTINATIONS),
-                }
-            )
-            url = f"http://127.0.0.1:{engine.http.customer_port}"
-            cmd = [
-                wrk,
-                "-t",
-                str(args.threads),
-                "-c",
-                str(args.connections),
-                "-d",
-                f"{args.duration}s",
-                "--latency",
-                "-s",
-                str(script),
-                url,
-            ]
+            script.write_text(LUA % {"keys": ",".join(f'"{k}"' for k in keys),
+                                     "tos": ",".join(f'"{t}"' for t in DESTINATIONS)})
+            cmd = [wrk, "-t", str(args.threads), "-c", str(args.connections), "-d",
+                   f"{args.duration}s", "--latency", "-s", str(script), f"http://127.0.0.1:{port}"]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         finally:
-            engine.stop(drain_seconds=5)
+            stop()
     match = re.search(r"RESULT (\{.*\})", out)
     if match is None:
         sys.exit(f"could not parse wrk output:\n{out}")
     result = json.loads(match.group(1))
     result["requests_per_s"] = round(result["requests"] / result["seconds"], 1)
-    result["command"] = " ".join(cmd[:-3] + ["-s", "post.lua", "<customer url>"])
+    result["command"] = " ".join(["wrk", *cmd[1:-3], "-s", "post.lua", "<customer url>"])
+    result["target"] = args.target
     result["accounts"] = args.accounts
-    result["engine"] = "stub (HTTP layer alone)" if args.stub_engine else "real"
     return result
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", choices=sorted(TARGETS), default="run")
     parser.add_argument("--duration", type=int, default=15)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--accounts", type=int, default=8)
     parser.add_argument("--carrier-throughput", type=int, default=100_000)
     parser.add_argument("--carrier-window", type=int, default=5000)
-    parser.add_argument(
-        "--stub-engine",
-        action="store_true",
-        help="answer submits at once: measures the HTTP layer alone",
-    )
     print(json.dumps(run(parser.parse_args(argv)), indent=2))
 
 
