@@ -48,6 +48,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from engine import Engine
 
     settings = _settings(args)
+    stop = threading.Event()  # handlers first: a signal just after "running" still stops cleanly
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     engine = Engine.start(data_dir=args.data_dir, settings=settings, http=not args.no_http)
     data_dir = Path(args.data_dir).resolve()
     print(f"smsroute running: data in {data_dir}; POPs {', '.join(settings.pops)}; "
@@ -59,9 +62,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"control port: {scheme}://{h.control_host}:{srv.control_port}/", flush=True)
         if srv.token_path is not None:
             print(f"operator token file: {srv.token_path}", flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
     stop.wait()
     print("smsroute stopping: draining in-flight messages…", flush=True)
     engine.stop()
