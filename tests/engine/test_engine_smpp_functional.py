@@ -1,11 +1,11 @@
 """The embedded Engine with every carrier an SMPP bind to the simulated SMSC on loopback (issue 5).
 
-Messages go host -> session -> POP -> SmppCarrierActor -> TCP -> ``bench.smsc.SimulatedSmsc`` and back as
-``submit_sm_resp`` and ``deliver_sm`` receipts. The SMSC records every ``submit_sm`` it received, so the
-tests check the engine's final statuses against what really crossed the wire: a delivered message must
-have been received whole (every part, reassembling to the body) and receipted DELIVRD for every part.
-Destinations are unique per message so SMSC parts can be told apart. Tests wait on conditions with a
-deadline; nothing sleeps and hopes.
+Messages go host -> session -> POP -> SmppCarrierActor -> TCP -> ``bench.smsc.SimulatedSmsc`` and
+back as ``submit_sm_resp`` and ``deliver_sm`` receipts. The SMSC records every ``submit_sm`` it
+received, so the tests check the engine's final statuses against what really crossed the wire: a
+delivered message must have been received whole (every part, reassembling to the body) and
+receipted DELIVRD for every part. Destinations are unique per message so SMSC parts can be told
+apart. Tests wait on conditions with a deadline; nothing sleeps and hopes.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def destination_for(i: int) -> str:
 
 
 class Finals:
-    """The ``on_status`` callback: every status event per message, and a wait for all to be final."""
+    """The ``on_status`` callback: every status event per message; waits for all to be final."""
 
     def __init__(self) -> None:
         self.cond = threading.Condition()
@@ -150,7 +150,7 @@ class WireLog:
                     (part.status, receipt, udh, data, part.params.get("data_coding", 0)))
 
     def delivered_whole(self, dest: str, body: str) -> bool:
-        """Some attempt reached the SMSC with every part accepted, receipted DELIVRD, equal to body."""
+        """Some attempt reached the SMSC whole: every part accepted, receipted DELIVRD, = body."""
         groups: dict[tuple, dict[int, str]] = defaultdict(dict)
         for status, receipt, udh, data, coding in self.by_dest[dest]:
             if status != p.ESME_ROK or receipt != "DELIVRD":
@@ -226,7 +226,7 @@ def test_thousands_of_messages_over_smpp_each_reach_one_final_status_matching_th
         assert smsc.smsc.counters["unbind"] == BINDS * len(engine.settings.carriers)
 
 
-def test_an_smsc_killed_mid_window_and_restarted_on_the_same_port_still_delivers_every_message(
+def test_an_smsc_killed_mid_window_and_restarted_leaves_every_message_final_and_delivered_whole(
         tmp_path):
     slow = SmscConfig(seed=1, latency=(0.2, 0.4), receipts_before_resp=True)
     first = SmscThread(slow).start()
