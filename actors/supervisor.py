@@ -73,6 +73,7 @@ class Runtime:
     def start(self) -> None:
         s = self.settings
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (self.data_dir / "pops").mkdir(exist_ok=True, mode=0o700)
         map_size = s.engine.map_size_mb << 20
         keys_dir = self.data_dir / "keys"
         self.keys = KeyRing(keys_dir, LocalKeyProvider(keys_dir))
