@@ -45,6 +45,7 @@ async def frame_middleware(request: web.Request, handler: _Handler) -> web.Strea
     resp = await handler(request)
     endpoint = endpoint_name(request)
     resp.headers["X-Content-Type-Options"] = "nosniff"
+    resp.headers["Server"] = "smsroute"  # no software versions on the wire
     resp.headers["Cache-Control"] = "no-store"
     if ctx.tls:
         resp.headers["Strict-Transport-Security"] = HSTS

@@ -4,14 +4,16 @@ Nothing else is recorded — no bodies, no headers, no API keys, no account id, 
 is the route template (``POST /v1/messages/{id}``), never the concrete path. Entries are kept 90 days
 (policy section 6); :meth:`RequestLog.sweep` deletes older ones and is called by the retention engine.
 
-*Durable:* entries are written through the HTTP store's group committer (one fsync per batch) and are
-not waited for: an entry may be lost if the process dies within one commit of the answer.
+*Durable:* entries are buffered on the loop for up to a second (or 1000 entries) and then written
+through the HTTP store's group committer, so the log costs about one fsync a second, not one per batch
+of answers; nobody waits for it. An entry may be lost if the process dies within that second.
 *Writers:* the committer thread and :meth:`sweep`. *Readers:* any thread. Keys are time-ordered
 (8-byte big-endian microseconds + 4-byte sequence), so a sweep is a range scan from the start.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import struct
 from collections.abc import Iterator
@@ -24,6 +26,8 @@ from engine.http.store import GroupCommitter, Put
 
 DB = b"request_log"
 RETENTION_SECONDS = 90 * 86400
+FLUSH_SECONDS = 1.0
+FLUSH_ENTRIES = 1000
 _KEY = struct.Struct(">QI")
 
 
@@ -43,6 +47,7 @@ class RequestLog:
         self._db = env.open_db(DB)
         self._committer = committer
         self._seq = itertools.count()
+        self._buffer: list[Put] = []
 
     def _key(self, at: float) -> bytes:
         return _KEY.pack(int(at * 1_000_000), next(self._seq) & 0xFFFFFFFF)
@@ -54,8 +59,18 @@ class RequestLog:
         """Log one answer (from the loop thread, through the committer; never waits for the disk)."""
         if self._committer is None:
             self.record_now(entry)
-        else:
-            self._committer.write_later([self._put(entry)])
+            return
+        self._buffer.append(self._put(entry))
+        if len(self._buffer) >= FLUSH_ENTRIES:
+            self.flush()
+        elif len(self._buffer) == 1:
+            asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)
+
+    def flush(self) -> None:
+        """Hand the buffered entries to the committer (loop thread)."""
+        if self._buffer and self._committer is not None:
+            batch, self._buffer = self._buffer, []
+            self._committer.write_later(batch)
 
     def record_now(self, entry: RequestLogEntry) -> None:
         """Log one answer in its own durable transaction (tests, tools)."""

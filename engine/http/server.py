@@ -20,10 +20,12 @@ from typing import Any
 
 import uvloop
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
 from engine.http.app_control import build_control_app
 from engine.http.app_customer import build_customer_app
 from engine.http.context import DEFAULT_BURST, DEFAULT_RATE_PER_SECOND, HttpContext
+from engine.http.errors import error_response
 from engine.http.idempotency import IdempotencyStore
 from engine.http.metrics import HttpMetrics
 from engine.http.notify import StatusInbox, StatusNotifier
@@ -130,6 +132,7 @@ class HttpServers:
             for runner in reversed(runners):
                 await runner.cleanup()
             await dispatcher.stop()
+            ctx.requestlog.flush()
             await ctx.committer.flush()
             ctx.committer.close()
             ctx.executor.shutdown(wait=True)
@@ -205,6 +208,7 @@ class HttpServers:
                     ssl_ctx: ssl.SSLContext | None) -> int:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
         await runner.setup()
+        runner.server.__class__ = _JsonErrorServer  # protocol-level errors answer JSON too
         runners.append(runner)
         site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx, backlog=1024)
         await site.start()
@@ -215,6 +219,27 @@ class HttpServers:
         if path is not None:
             self.token_path = path
             print(f"smsroute: operator token (all roles) written to {path}", file=sys.stderr)
+
+
+class _JsonErrorRequestHandler(RequestHandler):
+    """aiohttp answers requests it cannot parse (bad request line or header bytes) before any
+    middleware runs, in text/plain; this keeps its logging and connection handling but answers in
+    the one JSON error shape."""
+
+    def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        super().handle_error(request, status, exc, message)  # logs; raises if already answering
+        if status == 500:
+            resp = error_response(500, "internal_error", "internal error")
+        else:
+            resp = error_response(status, "malformed_http", "the HTTP request could not be parsed")
+        resp.force_close()
+        return resp
+
+
+class _JsonErrorServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _JsonErrorRequestHandler(self, loop=self._loop, **self._kwargs)
 
 
 def _audit_log(env: Any) -> Any:

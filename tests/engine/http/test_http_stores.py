@@ -50,6 +50,7 @@ def test_request_log_written_through_the_committer_is_durable_after_flush(env):
         log = RequestLog(env, committer)
         for i in range(50):
             log.record(RequestLogEntry(float(i), "GET /v1/balance", "::1", 200, i))
+        log.flush()
         await committer.flush()
         committer.close()
 
