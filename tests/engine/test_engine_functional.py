@@ -16,6 +16,7 @@ import pytest
 
 from engine import Engine
 from engine import messages as m
+from engine.bridge import Bridge, InFlightGate
 from engine.config import deep_merge, default_document
 from engine.errors import (
     AccountRestricted,
@@ -297,3 +298,49 @@ def test_open_messages_resume_after_a_restart_and_the_balance_is_unchanged(start
     assert second.stats()["in_flight"] == 0
     debits = [e.reference for e in second.runtime.ledger_store.entries(acct.id) if e.kind == DEBIT]
     assert sorted(debits) == sorted(ids)
+
+
+# --- the bridge between actors and host threads (no engine needed) --------------------------------
+
+
+def test_the_in_flight_gate_never_exceeds_its_limit_and_never_goes_below_zero():
+    gate = InFlightGate(2)
+    assert gate.try_acquire() and gate.try_acquire() and not gate.try_acquire()
+    assert gate.in_flight == 2
+    gate.release(5)
+    assert gate.in_flight == 0
+    gate.force_acquire(3)  # resumed messages are already accepted: they may exceed the limit
+    assert gate.in_flight == 3 and not gate.try_acquire()
+
+
+def test_the_bridge_turns_a_rejection_into_the_typed_error_and_frees_the_slot():
+    gate = InFlightGate(1)
+    bridge = Bridge(gate)
+    assert gate.try_acquire()
+    rid, fut = bridge.new_request()
+    bridge.tell(m.encode(m.SubmitRejected(rid, "no_route", "nothing serves ZA")))
+    with pytest.raises(NoRoute, match="nothing serves ZA"):
+        fut.result(0)
+    assert gate.in_flight == 0 and bridge.pending_requests() == 0
+
+
+def test_the_bridge_drops_malformed_replies_and_survives_a_raising_callback():
+    gate = InFlightGate(5)
+    bridge = Bridge(gate)
+    seen = []
+    bridge.on_status(lambda item: 1 / 0)
+    bridge.on_status(seen.append)
+    bridge.tell(b"\xc1garbage")
+    gate.force_acquire(2)
+    items = [m.StatusItem(f"msg_{i}", "acc", s, 0.0, "fra", "c", "DE", 1, 1, "", None)
+             for i, s in enumerate(["accepted", "delivered", "failed"])]
+    bridge.tell(m.encode(m.StatusesChanged(items)))
+    assert seen == items and gate.in_flight == 0
+
+
+def test_a_reply_conversion_error_reaches_the_caller_instead_of_vanishing():
+    bridge = Bridge(InFlightGate(1))
+    rid, fut = bridge.new_request(lambda reply: reply.no_such_field)
+    bridge.tell(m.encode(m.CreditApplied(rid, "acc", 5, False)))
+    with pytest.raises(AttributeError):
+        fut.result(0)
