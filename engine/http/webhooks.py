@@ -9,7 +9,8 @@ Delivery (:class:`WebhookDispatcher`, runs on one asyncio loop):
 
 * ``submit`` never blocks and never waits for a receiver: the delivery goes into a bounded backlog; when the
   backlog is full the delivery is dropped and counted, so a slow or dead receiver cannot slow routing.
-* ``concurrency`` worker tasks send; each attempt has a timeout. 2xx is success. ``410 Gone`` disables the
+* ``concurrency`` worker tasks send; each attempt has a timeout. One receiver host gets at most
+  ``max_per_host`` of them (default a quarter), so a slow receiver cannot delay everyone else's events. 2xx is success. ``410 Gone`` disables the
   endpoint (``on_gone`` callback) and stops. Anything else is retried after
   ``uniform(0, min(cap, base * 2**attempt))`` (exponential backoff, full jitter), never sooner than the
   receiver's ``Retry-After``, until the retry window since the first attempt closes.
@@ -22,6 +23,7 @@ Not guaranteed: deliveries waiting for a retry live in memory and are lost if th
 from __future__ import annotations
 
 import asyncio
+import collections
 import email.utils
 import hashlib
 import hmac
@@ -30,6 +32,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -100,6 +103,7 @@ class WebhookDispatcher:
     def __init__(self, secrets_for: Callable[[str], Sequence[str]],
                  on_gone: Callable[[Delivery], None], *, concurrency: int = 16,
                  max_backlog: int = 10_000, policy: RetryPolicy | None = None,
+                 max_per_host: int | None = None,
                  rand: Callable[[], float] = random.random,
                  clock: Callable[[], float] = time.time) -> None:
         self._secrets_for = secrets_for
@@ -114,13 +118,17 @@ class WebhookDispatcher:
         self._timers: set[asyncio.TimerHandle] = set()
         self._session: aiohttp.ClientSession | None = None
         self._busy = 0
+        self._max_per_host = max_per_host or max(1, concurrency // 4)
+        self._per_host: dict[str, int] = {}
+        self._parked: dict[str, collections.deque[Delivery]] = {}
         self.counts = {"delivered": 0, "retried": 0, "gone": 0, "expired": 0, "dropped": 0}
 
     @property
     def backlog(self) -> int:
         """Deliveries queued, waiting for a retry, or being sent."""
         queued = self._queue.qsize() if self._queue is not None else 0
-        return queued + len(self._timers) + self._busy
+        parked = sum(len(d) for d in self._parked.values())
+        return queued + parked + len(self._timers) + self._busy
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -160,6 +168,11 @@ class WebhookDispatcher:
         assert self._queue is not None
         while True:
             delivery = await self._queue.get()
+            host = _host(delivery.url)
+            if self._per_host.get(host, 0) >= self._max_per_host:
+                self._parked.setdefault(host, collections.deque()).append(delivery)
+                continue  # that receiver already has its share of workers
+            self._per_host[host] = self._per_host.get(host, 0) + 1
             self._busy += 1
             try:
                 await self._attempt(delivery)
@@ -167,6 +180,17 @@ class WebhookDispatcher:
                 log.exception("webhook worker error")
             finally:
                 self._busy -= 1
+                self._release_host(host)
+
+    def _release_host(self, host: str) -> None:
+        self._per_host[host] -= 1
+        if not self._per_host[host]:
+            del self._per_host[host]
+        parked = self._parked.get(host)
+        if parked:
+            self._queue.put_nowait(parked.popleft())
+            if not parked:
+                del self._parked[host]
 
     async def _attempt(self, delivery: Delivery) -> None:
         status, retry_after = await self._send(delivery)
@@ -213,6 +237,10 @@ class WebhookDispatcher:
                 return resp.status, _retry_after(resp.headers.get("Retry-After"))
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
             return None, None
+
+
+def _host(url: str) -> str:
+    return urlsplit(url).netloc.lower()
 
 
 def _retry_after(value: str | None) -> float | None:

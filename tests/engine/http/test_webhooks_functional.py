@@ -198,3 +198,27 @@ def test_backoff_is_full_jitter_under_the_capped_exponential(attempt, r):
     delay = d.backoff_s(attempt)
     assert 0 <= delay <= min(60, 0.5 * 2 ** attempt)
     assert delay == r * min(60, 0.5 * 2 ** min(attempt, 62))
+
+
+def test_a_hanging_receiver_does_not_delay_another_receivers_events():
+    async def scenario():
+        slow, fast = Receiver([]), Receiver([])
+        slow.release.clear()  # hangs until released
+        slow_runner, slow_url = await _serve(slow)
+        fast_runner, fast_url = await _serve(fast)
+        d = _dispatcher([], concurrency=4, max_per_host=1)
+        await d.start()
+        for i in range(10):
+            d.submit(Delivery(slow_url, "acc", f"slow{i}", b"{}"))
+        for i in range(3):
+            d.submit(Delivery(fast_url, "acc", f"fast{i}", b"{}"))
+        await fast.wait_for(3)
+        assert len(slow.seen) == 1  # one worker stuck there, the rest parked
+        slow.release.set()
+        await _until(lambda: d.counts["delivered"] == 13)
+        assert d.backlog == 0
+        await d.stop()
+        await slow_runner.cleanup()
+        await fast_runner.cleanup()
+
+    _run(scenario)
