@@ -140,7 +140,7 @@ class Engine(AccountManager, HoldManager):
         session = self.runtime.session_for(account_id)
         if not self.gate.try_acquire():
             raise OverloadedError(f"{self.gate.limit} messages in flight; retry shortly")
-        request_id, fut = self.bridge.new_request(_accepted)
+        request_id, fut = self.bridge.new_request(_accepted, holds_slot=True)
         session.tell(m.encode(m.SubmitMessage(request_id, digest, to, sender, body,
                                               validity_seconds or 0, callback_url, time.time())))
         return fut

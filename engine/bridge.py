@@ -60,7 +60,7 @@ class Bridge:
 
     def __init__(self, gate: InFlightGate) -> None:
         self.gate = gate
-        self._pending: dict[int, tuple[Future, Callable[[Any], Any]]] = {}
+        self._pending: dict[int, tuple[Future, Callable[[Any], Any], bool]] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._status_callbacks: list[Callable[[m.StatusItem], None]] = []
@@ -68,18 +68,24 @@ class Bridge:
 
     # --- requests ------------------------------------------------------------------------------------
 
-    def new_request(self, convert: Callable[[Any], Any] = lambda reply: reply) -> tuple[int, Future]:
-        """Register a pending request; ``convert`` turns the success reply into the future's result."""
+    def new_request(self, convert: Callable[[Any], Any] = lambda reply: reply, *,
+                    holds_slot: bool = False) -> tuple[int, Future]:
+        """Register a pending request; ``convert`` turns the success reply into the future's result.
+
+        ``holds_slot``: the request took an in-flight slot, given back if the request is rejected.
+        """
         fut: Future = Future()
         request_id = next(self._ids)
         with self._lock:
-            self._pending[request_id] = (fut, convert)
+            self._pending[request_id] = (fut, convert, holds_slot)
         return request_id, fut
 
     def fail(self, request_id: int, exc: BaseException) -> None:
         with self._lock:
             entry = self._pending.pop(request_id, None)
         if entry:
+            if entry[2]:
+                self.gate.release()
             entry[0].set_exception(exc)
 
     def pending_requests(self) -> int:
@@ -113,7 +119,6 @@ class Bridge:
             case m.SubmitAccepted() | m.CreditApplied():
                 self._resolve(msg.request_id, msg, None)
             case m.SubmitRejected(request_id=rid, code=code, reason=reason):
-                self.gate.release()
                 self._resolve(rid, None, error_from_code(code, reason))
             case m.StatusesChanged(items=items):
                 self.statuses_changed(items)
@@ -133,8 +138,10 @@ class Bridge:
             entry = self._pending.pop(request_id, None)
         if entry is None:
             return  # the caller gave up (timeout); nothing to do
-        fut, convert = entry
+        fut, convert, holds_slot = entry
         if exc is not None:
+            if holds_slot:
+                self.gate.release()
             fut.set_exception(exc)
         else:
             try:

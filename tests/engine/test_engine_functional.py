@@ -28,6 +28,7 @@ from engine.errors import (
     InvalidNumber,
     NoRoute,
     OverloadedError,
+    StoreFull,
     UnknownSender,
 )
 from engine.status import FINAL
@@ -317,11 +318,22 @@ def test_the_bridge_turns_a_rejection_into_the_typed_error_and_frees_the_slot():
     gate = InFlightGate(1)
     bridge = Bridge(gate)
     assert gate.try_acquire()
-    rid, fut = bridge.new_request()
+    rid, fut = bridge.new_request(holds_slot=True)
     bridge.tell(m.encode(m.SubmitRejected(rid, "no_route", "nothing serves ZA")))
     with pytest.raises(NoRoute, match="nothing serves ZA"):
         fut.result(0)
     assert gate.in_flight == 0 and bridge.pending_requests() == 0
+
+
+def test_a_rejected_request_that_holds_no_slot_does_not_free_someone_elses():
+    gate = InFlightGate(2)
+    bridge = Bridge(gate)
+    assert gate.try_acquire()  # a message in flight
+    rid, fut = bridge.new_request()  # e.g. a deposit: takes no slot
+    bridge.tell(m.encode(m.SubmitRejected(rid, "store_full", "ledger full")))
+    with pytest.raises(StoreFull):
+        fut.result(0)
+    assert gate.in_flight == 1
 
 
 def test_the_bridge_drops_malformed_replies_and_survives_a_raising_callback():
