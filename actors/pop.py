@@ -428,7 +428,11 @@ class PopActor(pykka.ThreadingActor):
         for e in events:
             by_account.setdefault(e.account_id, []).append(e)
         for account_id, items in by_account.items():
-            self.directory.session_or_bridge(account_id).tell(m.encode(m.StatusesChanged(items)))
+            raw = m.encode(m.StatusesChanged(items))
+            try:
+                self.directory.session_or_bridge(account_id).tell(raw)
+            except pykka.ActorDeadError:  # the session stopped first (engine shutdown)
+                self.bridge.tell(raw)
 
     # --- recovery ----------------------------------------------------------------------------------
 
