@@ -376,6 +376,8 @@ class PopActor(pykka.ThreadingActor):
     # --- time --------------------------------------------------------------------------------------
 
     def _on_tick(self, _now: float) -> None:
+        if self._dirty or self._discards:  # a failed commit is retried on the next tick
+            self._schedule_flush()
         wall, mono = time.time(), self.clock.now()
         while self._timeouts and self._timeouts[0][0] <= mono:
             _, mid, ref = heapq.heappop(self._timeouts)
