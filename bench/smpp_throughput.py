@@ -53,31 +53,43 @@ def _free_port() -> int:
 
 def run(messages: int, binds: int, window: int, batch: int, receipts: bool) -> float:
     port = _free_port()
-    smsc = subprocess.Popen([sys.executable, "-m", "bench.smsc", "--port", str(port)],
-                            stderr=subprocess.PIPE, text=True)
+    smsc = subprocess.Popen(
+        [sys.executable, "-m", "bench.smsc", "--port", str(port)], stderr=subprocess.PIPE, text=True
+    )
     try:
         smsc.stderr.readline()  # "listening on ..."
         pop = CountingPop()
-        settings = smsc_carrier_settings("127.0.0.1", port, binds=binds, window=window,
-                                         registered_delivery=1 if receipts else 0,
-                                         queue_limit=max(100_000, messages))
+        settings = smsc_carrier_settings(
+            "127.0.0.1",
+            port,
+            binds=binds,
+            window=window,
+            registered_delivery=1 if receipts else 0,
+            queue_limit=max(100_000, messages),
+        )
         ref = SmppCarrierActor.start("bench", settings, pop, None)
         if not pop.up.wait(10):
             raise SystemExit("could not bind to the simulated SMSC")
-        items = [m.CarrierSubmitItem(f"r{i}", f"+4915{i:08d}", "ACME", f"Your code is {i:06d}")
-                 for i in range(messages)]
+        items = [
+            m.CarrierSubmitItem(f"r{i}", f"+4915{i:08d}", "ACME", f"Your code is {i:06d}")
+            for i in range(messages)
+        ]
         start = time.perf_counter()
         for i in range(0, messages, batch):
             ref.tell(m.encode(m.SubmitToCarrier(items[i : i + batch])))
         with pop.cond:
-            pop.cond.wait_for(lambda: pop.responses >= messages
-                              and (not receipts or pop.receipts >= pop.ok), timeout=600)
+            pop.cond.wait_for(
+                lambda: pop.responses >= messages and (not receipts or pop.receipts >= pop.ok),
+                timeout=600,
+            )
         elapsed = time.perf_counter() - start
         stats = ref.proxy().stats().get()
         ref.stop()
-        print(f"{messages} messages, {binds} binds x window {window}, receipts={receipts}: "
-              f"{elapsed:.2f} s, {messages / elapsed:,.0f} msg/s "
-              f"(ok={pop.ok}, receipts={pop.receipts}, errors={stats['errors']})")
+        print(
+            f"{messages} messages, {binds} binds x window {window}, receipts={receipts}: "
+            f"{elapsed:.2f} s, {messages / elapsed:,.0f} msg/s "
+            f"(ok={pop.ok}, receipts={pop.receipts}, errors={stats['errors']})"
+        )
         return messages / elapsed
     finally:
         pykka.ActorRegistry.stop_all()

@@ -95,7 +95,9 @@ class _Session:
 
 
 _BIND_MODES = {
-    p.BIND_TRANSCEIVER: "transceiver", p.BIND_TRANSMITTER: "transmitter", p.BIND_RECEIVER: "receiver"
+    p.BIND_TRANSCEIVER: "transceiver",
+    p.BIND_TRANSMITTER: "transmitter",
+    p.BIND_RECEIVER: "receiver",
 }
 
 
@@ -114,10 +116,12 @@ class SimulatedSmsc:
         self._held: deque[p.Pdu] = deque(maxlen=_MAX_HELD_RECEIPTS)
         self._server: asyncio.AbstractServer | None = None
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0,
-                    ssl: ssl_module.SSLContext | None = None) -> None:
-        self._server = await asyncio.start_server(self._serve, host, port, reuse_address=True,
-                                                  ssl=ssl)
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, ssl: ssl_module.SSLContext | None = None
+    ) -> None:
+        self._server = await asyncio.start_server(
+            self._serve, host, port, reuse_address=True, ssl=ssl
+        )
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
@@ -274,18 +278,27 @@ class SimulatedSmsc:
         states, weights = zip(*cfg.receipt_states.items(), strict=True)
         state = self._rng.choices(states, weights)[0]
         rid = {
-            "same": mid, "decimal": str(n), "hex": format(n, "x"),
-            "padded_hex": format(n, "012X"), "padded_decimal": format(n, "012d"),
+            "same": mid,
+            "decimal": str(n),
+            "hex": format(n, "x"),
+            "padded_hex": format(n, "012X"),
+            "padded_decimal": format(n, "012d"),
         }[cfg.receipt_id_format]
         stamp = time.strftime("%y%m%d%H%M%S", time.gmtime())[: cfg.receipt_date_digits]
         text = format_receipt_text(
-            rid, state, "000" if state == "DELIVRD" else "001", submit_date=stamp,
-            done_date=stamp, text_label=cfg.receipt_text_label,
+            rid,
+            state,
+            "000" if state == "DELIVRD" else "001",
+            submit_date=stamp,
+            done_date=stamp,
+            text_label=cfg.receipt_text_label,
         )
         tlvs = {}
         if cfg.receipt_tlvs:
-            tlvs = {p.TLV_RECEIPTED_MESSAGE_ID: rid.encode() + b"\x00",
-                    p.TLV_MESSAGE_STATE: bytes([CODE_BY_STATE[state]])}
+            tlvs = {
+                p.TLV_RECEIPTED_MESSAGE_ID: rid.encode() + b"\x00",
+                p.TLV_MESSAGE_STATE: bytes([CODE_BY_STATE[state]]),
+            }
         params = {
             "source_addr_ton": submit.get("dest_addr_ton", 0),
             "source_addr_npi": submit.get("dest_addr_npi", 0),
@@ -316,8 +329,13 @@ class SimulatedSmsc:
 class SmscThread:
     """A :class:`SimulatedSmsc` on its own event loop thread, driven from synchronous code."""
 
-    def __init__(self, config: SmscConfig | None = None, host: str = "127.0.0.1",
-                 port: int = 0, ssl: ssl_module.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        config: SmscConfig | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ssl: ssl_module.SSLContext | None = None,
+    ) -> None:
         self.smsc = SimulatedSmsc(config)
         self.host, self._want_port, self._ssl = host, port, ssl
         self._loop = asyncio.new_event_loop()
@@ -330,7 +348,8 @@ class SmscThread:
     def start(self, timeout: float = 10.0) -> SmscThread:
         self._thread.start()
         fut = asyncio.run_coroutine_threadsafe(
-            self.smsc.start(self.host, self._want_port, self._ssl), self._loop)
+            self.smsc.start(self.host, self._want_port, self._ssl), self._loop
+        )
         fut.result(timeout)
         return self
 
@@ -369,8 +388,11 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     config = SmscConfig(
-        system_id=args.system_id, password=args.password, throttle=args.throttle,
-        latency=(0.0, args.latency_ms / 1000), receipt_delay=(0.0, args.receipt_delay_ms / 1000),
+        system_id=args.system_id,
+        password=args.password,
+        throttle=args.throttle,
+        latency=(0.0, args.latency_ms / 1000),
+        receipt_delay=(0.0, args.receipt_delay_ms / 1000),
     )
 
     async def serve() -> None:

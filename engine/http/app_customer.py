@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from engine.errors import StorageError
+from engine.errors import SmsrouteError, StorageError
 from engine.http import openapi
 from engine.http.context import API_KEY, APP_NAME, CTX, LOG_REQUESTS, MAX_BODY, HttpContext
 from engine.http.errors import HttpError, error_middleware
@@ -88,15 +88,30 @@ async def post_message(request: web.Request) -> web.Response:
         return await _submit(ctx, request[API_KEY], to, sender, body, validity, callback)
     ctx.idempotency.begin(account_id, idem, body_hash)
     try:
-        resp = await _submit(ctx, request[API_KEY], to, sender, body, validity, callback)
-        try:
-            await ctx.idempotency.store(account_id, idem,
-                                        StoredAnswer(body_hash, resp.status, resp.body, time.time()))
-        except StorageError:  # the message is accepted: say so; only a later retry could repeat it
-            log.error("idempotency record not stored")
-        return resp
+        return await _submit_once(ctx, request[API_KEY], account_id, idem, body_hash,
+                                  (to, sender, body, validity, callback))
     finally:
         ctx.idempotency.end(account_id, idem)
+
+
+async def _submit_once(ctx: HttpContext, api_key: str, account_id: str, idem: str,
+                       body_hash: bytes, args: tuple) -> web.Response:
+    """Submit under an idempotency key: pending record, submit, then the stored answer."""
+    await ctx.idempotency.reserve(account_id, idem, body_hash, time.time())
+    try:
+        resp = await _submit(ctx, api_key, *args)
+    except SmsrouteError:  # refused or not durable: nothing was sent, a retry re-evaluates
+        try:
+            await ctx.idempotency.abandon(account_id, idem)
+        except StorageError:
+            log.error("pending idempotency record not deleted")
+        raise
+    try:
+        await ctx.idempotency.store(account_id, idem,
+                                    StoredAnswer(body_hash, resp.status, resp.body, time.time()))
+    except StorageError:  # the message is accepted: say so; a retry will get 409 outcome unknown
+        log.error("idempotency answer not stored")
+    return resp
 
 
 async def _submit(ctx: HttpContext, api_key: str, to: str, sender: str, body: str,

@@ -5,13 +5,16 @@ body, time). A retry with the same key and the same body replays the stored answ
 different body is refused (422). While the first request with a key is still being processed, a
 concurrent one with the same key is refused with 409 (it may retry and will then get the replay).
 
-Only successful (202) answers are stored: a refused request sent nothing, so retrying it simply
-re-evaluates it.
+Before the engine sees the request, a *pending* record is made durable; after the durable 202 it is
+replaced by the answer. A refused request sent nothing, so its pending record is deleted and a retry
+simply re-evaluates it. A pending record left by a process that died mid-request means the outcome is
+unknown (the message may or may not have been accepted): a retry then gets 409
+``idempotency_outcome_unknown`` rather than risking a second send; the client checks its messages or
+uses a new key.
 
-*Durable:* a record is written through the group committer and awaited before the answer goes out.
-*Not guaranteed:* if the process dies after the engine accepted a message but before its record
-committed (one group commit), a retry is accepted again. *Writers:* the committer thread and
-:meth:`sweep`. *Readers:* the loop thread. Records are kept 24 hours.
+*Durable:* pending records and answers are written through the group committer and awaited before the
+engine is called / before the answer goes out. *Writers:* the committer thread and :meth:`sweep`.
+*Readers:* the loop thread. Records are kept 24 hours.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from engine.http.store import GroupCommitter, Put
 DB = b"idempotency"
 KEEP_SECONDS = 86400
 MAX_KEY_LENGTH = 255
+PENDING = 0  # the status of a record whose request is (or was, before a crash) in progress
 
 
 class StoredAnswer(NamedTuple):
@@ -73,7 +77,11 @@ class IdempotencyStore:
         if first_hash is not None and first_hash != body_hash:
             raise HttpError(422, "idempotency_key_reused",
                             "this Idempotency-Key was used with a different request body")
-        if stored is not None:
+        if busy is None and stored is not None and stored.status == PENDING:
+            raise HttpError(409, "idempotency_outcome_unknown",
+                            "an earlier request with this Idempotency-Key was interrupted; its "
+                            "outcome is unknown: check your messages or use a new key")
+        if stored is not None and stored.status != PENDING:
             return stored
         if busy is not None:
             raise HttpError(409, "idempotency_conflict",
@@ -81,7 +89,16 @@ class IdempotencyStore:
         return None
 
     def begin(self, account_id: str, key: str, body_hash: bytes) -> None:
+        """Mark the key in progress in memory (concurrent retries get 409)."""
         self._in_progress[self._key(account_id, key)] = body_hash
+
+    async def reserve(self, account_id: str, key: str, body_hash: bytes, now: float) -> None:
+        """Make the pending record durable (before the engine is asked to send anything)."""
+        await self.store(account_id, key, StoredAnswer(body_hash, PENDING, b"", now))
+
+    async def abandon(self, account_id: str, key: str) -> None:
+        """Delete the pending record of a request that sent nothing."""
+        await self._committer.write([Put(DB, self._key(account_id, key), None)])
 
     def end(self, account_id: str, key: str) -> None:
         self._in_progress.pop(self._key(account_id, key), None)

@@ -33,7 +33,7 @@ MAX_BATCH = 4096
 class Put(NamedTuple):
     db: bytes  # database name
     key: bytes
-    value: bytes
+    value: bytes | None  # None deletes the key
 
 
 def open_http_env(data_dir: str | Path) -> lmdb.Environment:
@@ -98,7 +98,10 @@ class GroupCommitter:
             with self._env.begin(write=True) as txn:
                 for puts, _ in batch:
                     for put in puts:
-                        txn.put(put.key, put.value, db=self._dbs[put.db])
+                        if put.value is None:
+                            txn.delete(put.key, db=self._dbs[put.db])
+                        else:
+                            txn.put(put.key, put.value, db=self._dbs[put.db])
         except lmdb.Error as exc:
             log.error("http store commit failed: %s", type(exc).__name__)
             return f"http store commit failed: {type(exc).__name__}"

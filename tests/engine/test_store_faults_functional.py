@@ -8,7 +8,7 @@ from engine import Engine
 from engine.errors import StoreFull
 from tests.engine.crash_support import silent_carriers
 
-LONG_UCS2 = "€" * 700  # 10 GSM-7 segments of escape pairs: a big record
+LONG_BODY = "€" * 700  # 10 GSM-7 segments of escape pairs: a big record
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def test_a_full_store_refuses_with_store_full_raises_an_alarm_and_keeps_what_it_
     accepted = []
     with pytest.raises(StoreFull):
         for _ in range(5000):
-            accepted.append(engine.submit(acc.api_key, "+4915112345678", "FULL", LONG_UCS2))
+            accepted.append(engine.submit(acc.api_key, "+4915112345678", "FULL", LONG_BODY))
     assert accepted, "the store took no message at all"
     fra = next(p for p in engine.stats()["pops"] if p["pop"] == "fra")
     assert fra["store_failures"] >= 1  # the operator-visible alarm

@@ -83,6 +83,16 @@ def test_a_retry_with_the_same_idempotency_key_gets_the_first_answer_and_sends_n
     assert accepted_ids == [first["id"], sentinel["id"]]  # the retry sent nothing
 
 
+def test_a_refused_request_can_be_retried_with_the_same_idempotency_key(api):
+    key = {"Idempotency-Key": "retry-after-fix"}
+    _error(api.request("POST", "/v1/messages", {**MSG, "to": "+1"}, headers=key), 422)
+    _error(api.request("POST", "/v1/messages", {**MSG, "to": "+1"}, headers=key), 422)
+    fixed = {**MSG, "body": "fixed"}
+    s1, _, ok = api.request("POST", "/v1/messages", fixed, headers=key)
+    s2, _, again = api.request("POST", "/v1/messages", fixed, headers=key)
+    assert s1 == s2 == 202 and ok == again
+
+
 def test_a_key_still_being_processed_answers_409(running, api, account):
     ctx = running.http.ctx
     raw = json.dumps(MSG).encode()

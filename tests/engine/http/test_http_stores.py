@@ -83,6 +83,25 @@ def test_idempotency_replays_the_same_body_and_refuses_a_different_one(env):
     asyncio.run(scenario())
 
 
+def test_a_pending_record_left_by_a_crash_answers_outcome_unknown(env):
+    async def scenario():
+        store = IdempotencyStore(env, GroupCommitter(env))
+        h = request_hash(b"{}")
+        store.begin("acc", "k", h)
+        await store.reserve("acc", "k", h, now=5.0)
+        with pytest.raises(HttpError) as busy:  # same process, still working: plain conflict
+            store.lookup("acc", "k", h)
+        assert busy.value.code == "idempotency_conflict"
+        restarted = IdempotencyStore(env, GroupCommitter(env))  # the process died mid-request
+        with pytest.raises(HttpError) as unknown:
+            restarted.lookup("acc", "k", h)
+        assert (unknown.value.status, unknown.value.code) == (409, "idempotency_outcome_unknown")
+        await store.abandon("acc", "k")
+        assert restarted.lookup("acc", "k", h) is None
+
+    asyncio.run(scenario())
+
+
 @pytest.mark.parametrize("key", ["", "a" * 256, "has space", "é"])
 def test_bad_idempotency_keys_are_refused(key):
     with pytest.raises(HttpError):
