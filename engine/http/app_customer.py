@@ -1,7 +1,7 @@
 """The customer API (``/v1`` on the customer port): submit, status, balance, senders, webhook settings.
 
 Every handler answers JSON; every refusal is the one error shape (:mod:`engine.http.errors`). The API key
-arrives as ``Authorization: Bearer``; :mod:`engine.http.middleware` resolves it and rate-limits per account.
+arrives as ``Authorization: Bearer``; :mod:`engine.http.middleware` resolves it and rate-limits per key.
 ``POST /v1/messages`` answers 202 only after the engine reports the message durable, and honours
 ``Idempotency-Key`` (:mod:`engine.http.idempotency`). Message bodies are never logged or stored here.
 """

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from engine import apikeys
 from engine.errors import AuthError, SmsrouteError
 from engine.http.context import ACCOUNT_ID, API_KEY, APP_NAME, CTX, LOG_REQUESTS
 from engine.http.errors import error_response, from_engine_error
@@ -68,7 +69,7 @@ def bearer(request: web.Request) -> str | None:
 
 @web.middleware
 async def customer_auth_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
-    """Resolve the API key (kept for handlers), apply GCRA per account (per source IP if none)."""
+    """Resolve the API key (kept for handlers), apply GCRA per key (per source IP if none)."""
     ctx = request.app[CTX]
     key = bearer(request)
     request[API_KEY] = key
@@ -80,7 +81,9 @@ async def customer_auth_middleware(request: web.Request, handler: _Handler) -> w
             pass
         except SmsrouteError as exc:
             return from_engine_error(exc)
-    limit_key = request[ACCOUNT_ID] or f"ip:{request.remote}"
+    # per API key (its digest, never the key itself); unauthenticated callers per source IP
+    limit_key = (apikeys.digest(key).hex()[:32] if request[ACCOUNT_ID] is not None
+                 else f"ip:{request.remote}")
     decision = ctx.limiter.check(limit_key)
     if not decision.allowed:
         resp = error_response(429, "rate_limited", "too many requests; retry later")

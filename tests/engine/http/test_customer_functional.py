@@ -194,6 +194,8 @@ def test_too_many_requests_get_429_with_retry_after(tmp_path):
         _error(answers[2], 429, "rate_limited")
         assert int(answers[2][1]["Retry-After"]) >= 1
         assert answers[2][1]["RateLimit-Remaining"] == "0"
+        other_key = engine.add_api_key(acc.id)  # limits are per key
+        assert api.request("GET", "/v1/balance", token=other_key)[0] == 200
     finally:
         engine.stop()
 
