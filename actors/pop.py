@@ -14,8 +14,12 @@ Delivery semantics (documented choices):
 * The body is discarded (from memory and the store) when the carrier has acknowledged every part.
 * A retryable carrier answer (``retry``) fails over to the next candidate after a backoff with full jitter;
   ``throttled`` retries the same carrier. Retries stop after ``max_attempts`` or ``retry_window_seconds``.
-* A multipart message is retried whole only if no part was accepted by the carrier; once any part is in the
-  carrier's hands, a failing part is final (resending would duplicate the accepted parts).
+* A retryable failure of any part retries the whole message, under a new concatenation reference. Parts the
+  carrier had already accepted in the abandoned attempt may still reach the handset as an incomplete
+  fragment: we prefer that to failing a message the carrier could deliver. A permanent rejection of a part
+  is final for that part.
+* Backoff grows with every retry of a message, including retries while no carrier is available, so a
+  carrier outage does not turn into a retry storm.
 * A submit with no answer within ``resp_timeout_seconds`` is retried. This is the one ambiguous case: the
   carrier may have accepted it and lost only its answer, so the recipient may get the message twice. We
   prefer a rare duplicate to a silent loss.
@@ -54,7 +58,7 @@ class InFlight:
     """What a POP holds in memory for a message that is not final yet."""
 
     __slots__ = ("record", "body", "state", "candidates", "cand_index", "ref", "carrier",
-                 "acked", "answered", "attempt_open", "sent_at")
+                 "acked", "answered", "attempt_open", "sent_at", "retries")
 
     def __init__(self, record: MessageRecord, body: str | None) -> None:
         self.record = record
@@ -68,6 +72,7 @@ class InFlight:
         self.answered: set[int] = set()
         self.attempt_open = False
         self.sent_at = 0.0
+        self.retries = 0  # backoff exponent: grows with every retry, sent or not
 
 
 class PopActor(pykka.ThreadingActor):
@@ -315,7 +320,8 @@ class PopActor(pykka.ThreadingActor):
             f.cand_index = (f.cand_index + 1) % len(f.candidates)
             self.counters["failovers"] += 1
         self.counters["retries"] += 1
-        cap = min(self.limits.retry_cap_ms, self.limits.retry_base_ms * 2 ** rec.attempts)
+        f.retries += 1
+        cap = min(self.limits.retry_cap_ms, self.limits.retry_base_ms * 2 ** min(f.retries, 30))
         self.clock.schedule(self.rng.uniform(0, cap) / 1000.0, self.actor_ref,
                             m.encode(m.RetryDue(rec.message_id)))
 
@@ -332,11 +338,10 @@ class PopActor(pykka.ThreadingActor):
                 f.acked.add(it.part)
             elif it.outcome == "reject":
                 f.state.apply(it.part, REJECTED)
-            elif f.acked:  # retryable, but other parts are already with the carrier
-                f.state.apply(it.part, FAILED)
-            else:
+            else:  # retryable: the whole message goes again (see the module docstring)
                 self._close_attempt(f)
                 self.refs.pop(it.ref, None)  # late answers and receipts of this attempt are stale
+                f.state = MessageState(len(f.state.parts))
                 self._retry_later(f, it.error or it.outcome, failover=it.outcome == "retry")
                 continue
             if len(f.answered) >= len(f.state.parts):
