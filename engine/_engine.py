@@ -90,9 +90,18 @@ class Engine(AccountManager, HoldManager):
         if http:
             from engine.http.server import HttpServers
 
-            engine.http = HttpServers(engine, settings)
-            engine.http.start()
+            try:
+                engine.http = HttpServers(engine, settings).start()
+            except BaseException:  # e.g. a port in use: do not leave the actors running
+                engine.http = None
+                engine.stop(drain_seconds=0)
+                raise
         return engine
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` was called: no new submits are taken."""
+        return self._stopping
 
     def stop(self, drain_seconds: float = 10.0) -> None:
         """Refuse new submits, wait up to ``drain_seconds`` for in-flight messages to finish, then stop

@@ -106,7 +106,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     ctx: HttpContext = request.app[CTX]
-    stopping = bool(getattr(ctx.engine, "_stopping", False))
+    stopping = bool(getattr(ctx.engine, "stopping", False))
     if stopping:
         raise HttpError(503, "not_ready", "the engine is stopping", {"Retry-After": "1"})
     return json_response({"status": "ready"})
