@@ -68,7 +68,7 @@ class LedgerActor(pykka.ThreadingActor):
         batch, self._debits = self._debits, []
         rows = [(DEBIT, d.account_id, -d.amount_micro_usd, d.message_id, d.at, "", "") for d in batch]
         try:
-            self.store.apply(rows)
+            self.store.apply(rows, durable=False)  # derived from durable records: see storage.ledger
         except StorageError as exc:
             self.alarms += 1
             log.error("ledger: ALARM could not write %d debits (%s); will retry", len(batch), exc.code)

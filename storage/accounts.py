@@ -4,7 +4,8 @@ Nothing else about an account holder is collected (policy section 4: no KYC, no 
 phone number, no tax id) — the record type has no field for any of it. Records are encrypted at rest with the
 ``accounts`` store key; API keys are stored only as SHA-256 digests under a unique index.
 
-Durability contract: every method commits (fsync) before it returns. *Writers:* the engine's account
+Durability contract: every method that writes commits and fsyncs (``env.sync(True)``: the core environment
+does not sync on commit) before it returns. *Writers:* the engine's account
 methods, serialised by a lock. *Readers:* any thread.
 """
 
@@ -65,6 +66,7 @@ class AccountStore:
             self._put(txn, record)
             for d in record.key_digests:
                 txn.put(d, record.id.encode(), db=self._keys)
+        self.env.sync(True)
         return record
 
     def get(self, account_id: str) -> AccountRecord:
@@ -87,6 +89,7 @@ class AccountStore:
             for d in set(new.key_digests) - set(old.key_digests):
                 txn.put(d, account_id.encode(), db=self._keys)
             self._put(txn, new)
+        self.env.sync(True)
         return new
 
     def set_fields(self, account_id: str, **fields) -> AccountRecord:
@@ -99,7 +102,9 @@ class AccountStore:
                 return False
             for d in self._decode(account_id, blob).key_digests:
                 txn.delete(d, db=self._keys)
-            return txn.delete(account_id.encode(), db=self._db)
+            deleted = txn.delete(account_id.encode(), db=self._db)
+        self.env.sync(True)
+        return deleted
 
     def key_index(self) -> dict[bytes, str]:
         """Every API key digest -> account id (loaded once at start; kept in step by the engine)."""

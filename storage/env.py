@@ -7,6 +7,10 @@ Durability contract (what every store built on these environments inherits):
 * One writer per environment at a time (LMDB's own rule); smsroute gives each environment one writing actor,
   so writers never wait on each other. Readers may run in any thread and never block the writer.
 * Commits are grouped: stores expose ``*_many`` writes that take a batch, so one fsync covers many messages.
+* ``sync=False`` (the core environment only): a commit is written to the OS but not fsynced; it survives
+  ``kill -9`` of the process but not a power loss until the next ``env.sync(True)``. Writers that
+  acknowledge something (account changes, deposits) call ``env.sync(True)`` before they answer; the only
+  unsynced writes are debits, which recovery re-derives from the durable message records.
 * LMDB does not wipe freed pages. A deleted value can still be read from ``data.mdb`` until its page is reused,
   so deletion is never relied on as erasure; message bodies are encrypted and erased by destroying their key
   (see ``storage.bodies``).
@@ -26,8 +30,9 @@ MAX_DBS = 32
 
 
 def open_env(path: str | os.PathLike[str], *, map_size: int = DEFAULT_MAP_SIZE,
-             max_dbs: int = MAX_DBS) -> lmdb.Environment:
-    """Open (creating if needed, mode 0700) a durable LMDB environment directory at ``path``."""
+             max_dbs: int = MAX_DBS, sync: bool = True) -> lmdb.Environment:
+    """Open (creating if needed, mode 0700) an LMDB environment directory at ``path``; every commit is
+    fsynced unless ``sync=False`` (see the module docstring for who may use that)."""
     directory = Path(path)
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
@@ -36,7 +41,7 @@ def open_env(path: str | os.PathLike[str], *, map_size: int = DEFAULT_MAP_SIZE,
             map_size=map_size,
             max_dbs=max_dbs,
             subdir=True,
-            sync=True,
+            sync=sync,
             metasync=True,
             writemap=False,
             map_async=False,

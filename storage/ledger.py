@@ -4,7 +4,10 @@ Entries are append-only and idempotent: a debit is keyed by its message id and a
 ``(chain, tx_hash)``, so a retried write never bills or credits twice. Balances are kept beside the entries in
 the same transaction, so they can never disagree with the entries.
 
-Durability contract: ``apply`` writes one batch in one fsynced transaction. *Writer:* the ledger actor only.
+Durability contract: ``apply`` writes one batch in one transaction, fsynced when ``durable`` (deposits,
+recovery). Debits are written with ``durable=False`` (no fsync of their own; the next durable write or
+``sync`` covers them): each is derived from a message record that was fsynced before the customer was
+answered, and start-up recovery re-derives any debit a power loss took. *Writer:* the ledger actor only.
 *Readers:* any thread. Entries are never deleted; on erasure they are pseudonymised (identifiers replaced
 by a keyed token, amounts and times kept), as AML/tax retention requires.
 """
@@ -54,8 +57,8 @@ class LedgerStore:
     def idempotency_key(kind: str, reference: str, chain: str = "") -> bytes:
         return f"{kind}:{chain}:{reference}".encode()
 
-    def apply(self, entries: Iterable[tuple[str, str, int, str, float, str, str]]
-              ) -> list[tuple[LedgerEntry, bool]]:
+    def apply(self, entries: Iterable[tuple[str, str, int, str, float, str, str]], *,
+              durable: bool = True) -> list[tuple[LedgerEntry, bool]]:
         """Write ``(kind, account_id, amount, reference, at, chain, from_address)`` rows in one durable txn.
 
         Returns each row's entry and whether it was new (False: a repeat, nothing written).
@@ -85,6 +88,8 @@ class LedgerStore:
                     txn.put(bal_key, (balance + delta).to_bytes(8, "big", signed=True),
                             db=self._balances)
             self._next_seq = seq
+            if durable:
+                self.env.sync(True)
         except lmdb.MapFullError as exc:
             raise StoreFull("the ledger store is full") from exc
         return out
@@ -131,6 +136,7 @@ class LedgerStore:
             bal = txn.pop(account_id.encode(), db=self._balances)
             if bal is not None:
                 txn.put(token.encode(), bal, db=self._balances)
+        self.env.sync(True)
         return n
 
     def sweep(self, now: float) -> int:
