@@ -1,6 +1,8 @@
 """Control-port routes for accounts, retention exceptions (legal holds), retention status, audit, tokens.
 
 Accounts: create (the API key is in the answer once and nowhere else), deposits, senders, restrict, close.
+Data-subject rights (policy section 7, the ``privacy`` role): export (access and portability), rectify,
+erase (ledger rows pseudonymised, kept 7 years), and objection to analytics. Restriction is ``restrict``.
 Holds and retention go through engine methods (``active_holds``, ``place_hold``, ``release_hold``,
 ``retention_status``); an engine without them answers 503 ``not_available``. The operator's token name is
 passed as the ``actor`` of every hold change, so the storage audit trail names who did it.
@@ -29,6 +31,8 @@ HOLD_SCHEMA = {
     "account_id": Field((str,), required=False, nullable=True),
 }
 RELEASE_SCHEMA = {"reason": Field((str,))}
+RECTIFY_SCHEMA = {"email": Field((str,))}
+OBJECTION_SCHEMA = {"purpose": Field((str,)), "objected": Field((bool,), required=False)}
 TOKEN_SCHEMA = {"name": Field((str,)), "roles": Field((list,))}
 AUDIT_PAGE = 1000
 
@@ -88,6 +92,41 @@ async def close(request: web.Request) -> web.Response:
     ctx: HttpContext = request.app[CTX]
     await ctx.call(ctx.engine.close_account, request.match_info["id"])
     return json_response({"id": request.match_info["id"], "state": "closed"})
+
+
+async def export_account(request: web.Request) -> web.Response:
+    """Access and portability: everything held about the account, machine-readable, no secrets."""
+    ctx: HttpContext = request.app[CTX]
+    return json_response(await ctx.call(ctx.engine.export_account, request.match_info["id"]))
+
+
+async def rectify(request: web.Request) -> web.Response:
+    ctx: HttpContext = request.app[CTX]
+    data = await read_json(request, RECTIFY_SCHEMA)
+    await ctx.call(lambda: ctx.engine.rectify_account(request.match_info["id"], email=data["email"]))
+    return json_response({"id": request.match_info["id"], "rectified": ["email"]})
+
+
+async def erase(request: web.Request) -> web.Response:
+    """Erasure with the ledger carve-out: the answer says what was deleted and what pseudonymised."""
+    ctx: HttpContext = request.app[CTX]
+    return json_response(await ctx.call(ctx.engine.erase_account, request.match_info["id"]))
+
+
+async def object_to_processing(request: web.Request) -> web.Response:
+    ctx: HttpContext = request.app[CTX]
+    data = await read_json(request, OBJECTION_SCHEMA)
+    objected = data.get("objected", True)
+    await ctx.call(lambda: ctx.engine.object_to_processing(request.match_info["id"], data["purpose"],
+                                                           objected))
+    return json_response({"id": request.match_info["id"], "purpose": data["purpose"],
+                          "objected": objected})
+
+
+async def analytics(request: web.Request) -> web.Response:
+    """De-identified corridor and carrier aggregates (no account, number or body)."""
+    ctx: HttpContext = request.app[CTX]
+    return json_response(await ctx.call(ctx.engine.analytics))
 
 
 async def retention(request: web.Request) -> web.Response:
@@ -176,6 +215,11 @@ def add_routes(r: web.UrlDispatcher) -> None:
     r.add_post("/v1/accounts/{id}/senders", add_sender)
     r.add_post("/v1/accounts/{id}/restrict", restrict)
     r.add_post("/v1/accounts/{id}/close", close)
+    r.add_get("/v1/accounts/{id}/export", export_account, allow_head=False)
+    r.add_post("/v1/accounts/{id}/rectify", rectify)
+    r.add_post("/v1/accounts/{id}/erase", erase)
+    r.add_post("/v1/accounts/{id}/objections", object_to_processing)
+    r.add_get("/v1/analytics", analytics, allow_head=False)
     r.add_get("/v1/retention", retention, allow_head=False)
     r.add_get("/v1/holds", list_holds, allow_head=False)
     r.add_post("/v1/holds", place_hold)

@@ -140,6 +140,20 @@ def control_document() -> dict[str, Any]:
                                                  errors=("403", "404"))},
         "/v1/accounts/{id}/close": {"post": o("Close an account", "200", params=("id",),
                                               errors=("403", "404"))},
+        "/v1/accounts/{id}/export": {"get": o(
+            "Access and portability: everything held about the account (no secrets)", "200",
+            params=("id",), errors=("403", "404"))},
+        "/v1/accounts/{id}/rectify": {"post": o("Correct the account's email address", "200",
+                                                params=("id",), body=_obj(["email"], email=S),
+                                                errors=("403", "404", "422"))},
+        "/v1/accounts/{id}/erase": {"post": o(
+            "Erase the account: record, keys and message records deleted; ledger rows "
+            "pseudonymised (kept 7 years)", "200", params=("id",), errors=("403", "404"))},
+        "/v1/accounts/{id}/objections": {"post": o(
+            "Object (or withdraw an objection) to processing for a purpose (analytics)", "200",
+            params=("id",), body=_obj(["purpose"], purpose={"type": "string", "enum": ["analytics"]},
+                                      objected=B), errors=("400", "403", "404"))},
+        "/v1/analytics": {"get": o("De-identified corridor and carrier aggregates", "200")},
         "/v1/retention": {"get": o("Retention status: sweeps, counts, exceptions", "200")},
         "/v1/holds": {
             "get": o("Active legal holds and other retention exceptions", "200"),

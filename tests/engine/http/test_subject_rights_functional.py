@@ -1,0 +1,70 @@
+"""Data-subject rights on the control port (privacy role): export, rectify, object, erase, analytics."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.engine.http.conftest import DE_NUMBER, Client, wait_for
+
+
+@pytest.fixture(scope="module")
+def tokens(running):
+    store = running.http.ctx.tokens
+    return {role: store.create(f"dsr-{role}", {role}) for role in ("viewer", "operator", "privacy")}
+
+
+def _customer_with_a_message(running, tokens) -> tuple[str, Client, str]:
+    ops = Client(running.http.control_port, tokens["operator"])
+    _, _, new = ops.request("POST", "/v1/accounts", {"email": "subject@example.com"})
+    acc = new["id"]
+    ops.request("POST", f"/v1/accounts/{acc}/deposits", {
+        "usd": "5", "chain": "tron", "tx_hash": f"0x{acc}", "from_address": "TSubjectWallet"})
+    ops.request("POST", f"/v1/accounts/{acc}/senders", {"sender": "SUBJ"})
+    customer = Client(running.http.customer_port, new["api_key"])
+    status, _, sent = customer.request("POST", "/v1/messages",
+                                       {"to": DE_NUMBER, "from": "SUBJ", "body": "hello"})
+    assert status == 202
+    wait_for(lambda: running.status(sent["id"]).status == "delivered", what="delivery")
+    return acc, customer, sent["id"]
+
+
+def test_export_rectify_object_and_erase_work_end_to_end_for_the_privacy_role(running, tokens):
+    acc, customer, mid = _customer_with_a_message(running, tokens)
+    privacy = Client(running.http.control_port, tokens["privacy"])
+
+    status, _, export = privacy.request("GET", f"/v1/accounts/{acc}/export")
+    assert status == 200 and export["account"]["email"] == "subject@example.com"
+    assert [m["message_id"] for m in export["messages"]] == [mid]
+    assert "key_digests" not in export["account"] and "body" not in export["messages"][0]
+
+    assert privacy.request("POST", f"/v1/accounts/{acc}/rectify", {"email": "fixed@example.com"})[0] \
+        == 200
+    assert running.account(acc).email == "fixed@example.com"
+    assert privacy.request("POST", f"/v1/accounts/{acc}/objections", {"purpose": "analytics"})[0] \
+        == 200
+    assert running.account(acc).objections == ["analytics"]
+    status, _, err = privacy.request("POST", f"/v1/accounts/{acc}/objections", {"purpose": "billing"})
+    assert status == 400 and err["error"]["code"] == "invalid_request"
+
+    status, _, erased = privacy.request("POST", f"/v1/accounts/{acc}/erase", {})
+    assert status == 200 and erased["message_records_deleted"] == 1
+    assert erased["ledger_entries_pseudonymised"] == 2  # the deposit and the debit, kept 7 years
+    assert customer.request("GET", "/v1/balance")[0] == 401  # the API key is gone with the account
+    assert privacy.request("GET", f"/v1/accounts/{acc}/export")[0] == 404
+
+
+def test_an_operator_or_viewer_cannot_erase_or_export(running, tokens):
+    acc, _, _ = _customer_with_a_message(running, tokens)
+    for role in ("viewer", "operator"):
+        client = Client(running.http.control_port, tokens[role])
+        assert client.request("POST", f"/v1/accounts/{acc}/erase", {})[0] == 403
+        assert client.request("GET", f"/v1/accounts/{acc}/export")[0] == 403
+    assert running.account(acc).state == "active"
+
+
+def test_analytics_for_operators_carry_no_identifiers(running, tokens):
+    acc, _, _ = _customer_with_a_message(running, tokens)
+    status, _, report = Client(running.http.control_port, tokens["viewer"]).request(
+        "GET", "/v1/analytics")
+    assert status == 200 and "corridors" in report and "carriers" in report
+    assert acc not in repr(report) and DE_NUMBER.lstrip("+") not in repr(report)
