@@ -413,11 +413,11 @@ class PopActor(pykka.ThreadingActor):
             self._discards.append(rec.message_id)
         self.counters[f.state.status] = self.counters.get(f.state.status, 0) + 1
         self._event(f, f.state.status, error)
-        f.record = f.record._replace(status=f.state.status, error=error[:200])
-        self._mark_dirty(f)
+        self._mark_dirty(f, status=f.state.status, error=error[:200])
 
-    def _mark_dirty(self, f: InFlight) -> None:
-        f.record = f.record._replace(updated_at=time.time())
+    def _mark_dirty(self, f: InFlight, **changes) -> None:
+        """Record ``changes`` (and the time) on the message; the next group commit writes it."""
+        f.record = f.record._replace(updated_at=time.time(), **changes)
         self._dirty[f.record.message_id] = f.record
         self._schedule_flush()
 

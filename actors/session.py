@@ -105,7 +105,7 @@ class CustomerSessionActor(pykka.ThreadingActor):
         dest = parse_destination(msg.to)
         plan = segments.plan(msg.body, max_segments=self.settings.engine.max_segments)
         routing = self.directory.routing
-        resolution = routing.resolve(dest.e164, dest.region)
+        pop = routing.pop_for(dest.e164, dest.region)
         price = routing.price(dest.region, len(plan.segments))
         if price > self.available:
             raise InsufficientBalance(
@@ -118,7 +118,7 @@ class CustomerSessionActor(pykka.ThreadingActor):
             encoding=plan.encoding, segments=len(plan.segments), price_micro_usd=price,
             submitted_at=msg.received_at, validity_seconds=validity, callback_url=msg.callback_url,
         )
-        return item, resolution.pop
+        return item, pop
 
     def _on_flush(self) -> None:
         self._flush_scheduled = False

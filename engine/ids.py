@@ -60,9 +60,13 @@ def is_message_id(text: str) -> bool:
 
 def id_bytes(message_id: str) -> bytes:
     """The 16-byte key of a message id (raises ValueError if it is not one)."""
-    if not is_message_id(message_id):
+    try:
+        key = bytes.fromhex(message_id[4:])
+    except (ValueError, TypeError):
+        key = b""
+    if len(key) != 16 or len(message_id) != 36 or not message_id.startswith(PREFIX):
         raise ValueError(f"not a message id: {message_id!r}")
-    return bytes.fromhex(message_id[4:])
+    return key
 
 
 def id_from_bytes(key: bytes) -> str:

@@ -61,6 +61,11 @@ class RoutingTable:
                 index = self._by_prefix if m.startswith("+") else self._by_region
                 index.setdefault(m, []).append(route)
         self._prefix_lengths = sorted({len(p) for p in self._by_prefix}, reverse=True)
+        # per POP: (pop, match) -> that POP's routes for the match (the POP's hot-path lookup)
+        self._at_pop: dict[tuple[str, str], list[Route]] = {}
+        for route in routes:
+            for m in route.matches:
+                self._at_pop.setdefault((route.pop, m), []).append(route)
 
     # --- building --------------------------------------------------------------------------------
 
@@ -104,31 +109,43 @@ class RoutingTable:
 
     def resolve(self, e164: str, region: str, rng: random.Random | None = None) -> Resolution:
         """The POP and ordered carrier candidates for a destination; ``NoRoute`` if nothing serves it."""
-        routes = None
-        for length in self._prefix_lengths:
-            routes = self._by_prefix.get(e164[:length])
-            if routes:
-                break
-        if not routes:
-            routes = self._by_region.get(region)
-        if not routes:
-            raise NoRoute(f"no route serves destination country {region or 'unknown'}")
+        routes = self._matching(e164, region)
         rng = rng or random
         route = routes[0] if len(routes) == 1 else _weighted_pick(routes, rng)
         return Resolution(pop=route.pop, candidates=order_candidates(route.carriers, rng))
+
+    def pop_for(self, e164: str, region: str, rng: random.Random | None = None) -> str:
+        """The POP a destination is routed through (what a session needs; no carrier ordering)."""
+        routes = self._matching(e164, region)
+        if len(routes) == 1:
+            return routes[0].pop
+        return _weighted_pick(routes, rng or random).pop
+
+    def _matching(self, e164: str, region: str) -> list[Route]:
+        for length in self._prefix_lengths:
+            routes = self._by_prefix.get(e164[:length])
+            if routes:
+                return routes
+        routes = self._by_region.get(region)
+        if not routes:
+            raise NoRoute(f"no route serves destination country {region or 'unknown'}")
+        return routes
 
     def candidates_at(self, pop: str, e164: str, region: str,
                       rng: random.Random | None = None) -> tuple[CarrierCandidate, ...]:
         """Ordered carriers of the most specific route at ``pop`` for a destination (``NoRoute`` if none)."""
         rng = rng or random
+        at_pop = self._at_pop
+        routes = None
         for length in self._prefix_lengths:
-            routes = [r for r in self._by_prefix.get(e164[:length], ()) if r.pop == pop]
+            routes = at_pop.get((pop, e164[:length]))
             if routes:
-                return order_candidates(_weighted_pick(routes, rng).carriers, rng)
-        routes = [r for r in self._by_region.get(region, ()) if r.pop == pop]
+                break
+        routes = routes or at_pop.get((pop, region))
         if not routes:
             raise NoRoute(f"POP {pop} has no route for destination country {region}")
-        return order_candidates(_weighted_pick(routes, rng).carriers, rng)
+        route = routes[0] if len(routes) == 1 else _weighted_pick(routes, rng)
+        return order_candidates(route.carriers, rng)
 
     def price(self, region: str, segments: int) -> int:
         """Price of a message in integer micro-USD: segments x the destination's per-segment rate."""
@@ -143,6 +160,8 @@ def order_candidates(carriers: tuple[CarrierCandidate, ...],
     """Priority order; within a priority, a weighted shuffle (each pick proportional to weight)."""
     if len(carriers) <= 1:
         return carriers
+    if len({c.priority for c in carriers}) == len(carriers):  # no ties: nothing to draw
+        return tuple(sorted(carriers, key=lambda c: c.priority))
     out: list[CarrierCandidate] = []
     for priority in sorted({c.priority for c in carriers}):
         group = [c for c in carriers if c.priority == priority]
