@@ -16,6 +16,7 @@ traffic spreads by weight while failover still walks every candidate.
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -160,8 +161,9 @@ def order_candidates(carriers: tuple[CarrierCandidate, ...],
     """Priority order; within a priority, a weighted shuffle (each pick proportional to weight)."""
     if len(carriers) <= 1:
         return carriers
-    if len({c.priority for c in carriers}) == len(carriers):  # no ties: nothing to draw
-        return tuple(sorted(carriers, key=lambda c: c.priority))
+    fixed = _fixed_order(carriers)
+    if fixed is not None:  # no ties: nothing to draw
+        return fixed
     out: list[CarrierCandidate] = []
     for priority in sorted({c.priority for c in carriers}):
         group = [c for c in carriers if c.priority == priority]
@@ -170,6 +172,14 @@ def order_candidates(carriers: tuple[CarrierCandidate, ...],
             out.append(pick)
             group.remove(pick)
     return tuple(out)
+
+
+@functools.lru_cache(maxsize=4096)
+def _fixed_order(carriers: tuple[CarrierCandidate, ...]) -> tuple[CarrierCandidate, ...] | None:
+    """Carriers in priority order when no two share a priority (the order needs no draw), else None."""
+    if len({c.priority for c in carriers}) != len(carriers):
+        return None
+    return tuple(sorted(carriers, key=lambda c: c.priority))
 
 
 def _weighted_pick(items, rng: random.Random):
