@@ -14,7 +14,6 @@ engine, the HTTP API, or a fake in tests.
 
 from __future__ import annotations
 
-import os
 import resource
 import threading
 import time
@@ -71,14 +70,20 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def current_rss_mb() -> float:
-    """The process's resident set size now, in MB (from /proc; falls back to the peak)."""
+def rss_breakdown_mb(pid: int | str = "self") -> dict[str, float]:
+    """Resident memory of a process now, in MB: ``rss`` = ``anon`` (heap: what leaks) + ``file``
+    (mapped files, e.g. LMDB pages touched: grows with the data kept) + ``shmem``."""
+    out = {"rss": 0.0, "anon": 0.0, "file": 0.0, "shmem": 0.0}
+    names = {"VmRSS:": "rss", "RssAnon:": "anon", "RssFile:": "file", "RssShmem:": "shmem"}
     try:
-        with open("/proc/self/statm") as fh:
-            pages = int(fh.read().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") / 1048576.0
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                key = names.get(line.split(":", 1)[0] + ":")
+                if key:
+                    out[key] = round(int(line.split()[1]) / 1024.0, 2)
     except (OSError, ValueError, IndexError):
-        return peak_rss_mb()
+        out["rss"] = out["anon"] = peak_rss_mb()
+    return out
 
 
 def run_step(

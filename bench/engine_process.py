@@ -152,6 +152,10 @@ class EngineProcess:
         if kind != "ok":
             raise RuntimeError(f"{cmd} failed in the engine process: {detail}")
 
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
     def cpu_seconds(self) -> float:
         """User + system CPU time of the engine process so far (from /proc/<pid>/stat)."""
         with open(f"/proc/{self._proc.pid}/stat") as fh:

@@ -239,6 +239,12 @@ class Bench:
             **self._cost_meters(),
         )
 
+    def memory_mb(self) -> dict[str, float]:
+        """The engine's resident memory now (``rss``, ``anon``, ``file``, ``shmem`` in MB)."""
+        from bench.drive import rss_breakdown_mb
+
+        return rss_breakdown_mb(self._process.pid if self._process is not None else "self")
+
     def _cost_meters(self) -> dict[str, Any]:
         if self._process is None:
             return {}

@@ -5,7 +5,7 @@
   keeps up with the offer, and every corridor's submit→final p99 stays under the bound. Doubles from
   ``start_rate`` until a step fails, then bisects between the last pass and the first failure.
 - ``throughput``: as fast as the in-flight cap allows (closed at the cap; the engine's raw ceiling).
-- ``soak``: one long open-loop step, sampling RSS; memory is flat when it does not grow after warm-up.
+- ``soak``: one long open-loop step, sampling memory; flat when the heap does not grow after warm-up.
 - ``linearity``: N and 10×N messages, interleaved 3 times on a warm engine; 10× the messages should cost
   ≤ 10.5× the CPU (medians).
 
@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.drive import StepResult, current_rss_mb
+from bench.drive import StepResult
 from bench.harness import Bench
 from bench.recorder import Recorder
 
@@ -138,7 +138,11 @@ def memory_verdict(samples: list[tuple[float, float]], warmup_s: float) -> dict[
     """
     after = [(t, mb) for t, mb in samples if t >= warmup_s]
     if len(after) < 4:
-        return {"flat": None, "reason": "too few samples after warm-up", "samples": len(after)}
+        return {
+            "flat": None,
+            "reason": "too few samples after warm-up",
+            "points_after_warmup": len(after),
+        }
     tenth = max(1, len(after) // 10)
     baseline = statistics.median(mb for _, mb in after[:tenth])
     end = statistics.median(mb for _, mb in after[-tenth:])
@@ -152,7 +156,7 @@ def memory_verdict(samples: list[tuple[float, float]], warmup_s: float) -> dict[
         "growth_mb": round(growth, 1),
         "tolerance_mb": round(tolerance, 1),
         "slope_mb_per_min": round(slope, 3),
-        "samples": len(after),
+        "points_after_warmup": len(after),
     }
 
 
@@ -212,30 +216,59 @@ def run_saturation(bench: Bench, log: Callable[[str], None] = lambda s: None) ->
     return BenchResult(bench.scenario, "saturation", headline, steps=steps, best_rate=best)
 
 
-def run_soak(bench: Bench, minutes: float, rate: float | None = None) -> BenchResult:
-    """An open-loop step of ``minutes`` at ``rate`` (default: the scenario's), sampling RSS."""
+def run_soak(
+    bench: Bench, minutes: float, rate: float | None = None, sample_s: float = SOAK_SAMPLE_S
+) -> BenchResult:
+    """An open-loop run of ``minutes`` in all (the first fifth, at most 2 min, is warm-up) at ``rate``
+    (default: the scenario's), sampling memory and the final-latency p99 every ``sample_s``.
+
+    The flat check uses anonymous memory (the heap: what a leak grows); file-backed pages (LMDB's map:
+    they grow with the records the engine keeps by design) are reported beside it.
+    """
     load = bench.scenario.load
-    samples: list[tuple[float, float]] = []
+    samples: list[dict[str, Any]] = []
     started = time.perf_counter()
     next_sample = [started]
     user_tick = bench.options.on_tick
 
+    def sample(recorder: Recorder | None, now: float) -> None:
+        mem = bench.memory_mb()
+        window = recorder.take_window_final() if recorder is not None else None
+        samples.append(
+            {
+                "t": round(now - started, 2),
+                "rss_mb": mem["rss"],
+                "anon_mb": mem["anon"],
+                "file_mb": mem["file"],
+                "final_p99_ms": round(window.percentile_us(99.0) / 1000, 3) if window else None,
+                "finals": window.count if window else 0,
+            }
+        )
+
+    last: list[Recorder | None] = [None]
+
     def tick(recorder: Recorder, now: float) -> None:
+        last[0] = recorder
         if now >= next_sample[0]:
-            next_sample[0] = now + SOAK_SAMPLE_S
-            samples.append((round(now - started, 2), round(current_rss_mb(), 2)))
+            next_sample[0] = now + sample_s
+            sample(recorder, now)
         if user_tick is not None:
             user_tick(recorder, now)
 
     bench.options.on_tick = tick
+    warmup = min(120.0, 0.2 * minutes * 60)
     try:
-        warmup = min(120.0, 0.2 * minutes * 60)
-        step = bench.step(rate=rate or load.rate, duration_s=minutes * 60, warmup_s=warmup)
+        step = bench.step(rate=rate or load.rate, duration_s=minutes * 60 - warmup, warmup_s=warmup)
     finally:
         bench.options.on_tick = user_tick
-    samples.append((round(time.perf_counter() - started, 2), round(current_rss_mb(), 2)))
-    soak = {"minutes": minutes, "rate": rate or load.rate, "rss_samples": samples}
-    soak.update(memory_verdict(samples, warmup))
+    sample(last[0], time.perf_counter())  # the stopped recorder still holds the last window
+    soak: dict[str, Any] = {"minutes": minutes, "rate": rate or load.rate, "samples": samples}
+    soak.update(memory_verdict([(s["t"], s["anon_mb"]) for s in samples], warmup))
+    total = memory_verdict([(s["t"], s["rss_mb"]) for s in samples], warmup)
+    soak["rss_growth_mb"] = total.get("growth_mb")
+    soak["rss_slope_mb_per_min"] = total.get("slope_mb_per_min")
+    files = memory_verdict([(s["t"], s["file_mb"]) for s in samples], warmup)
+    soak["file_slope_mb_per_min"] = files.get("slope_mb_per_min")
     return BenchResult(bench.scenario, "soak", step, soak=soak)
 
 

@@ -83,9 +83,9 @@ class Recorder:
         self.first_measured_final = 0.0
         self.last_measured_final = 0.0
         self.measured_finals = 0
-        self.send_lag = (
-            LatencyHistogram()
-        )  # actual submit call - intended time: the bench's own lag
+        # the bench's own lag: actual submit call minus intended time
+        self.send_lag = LatencyHistogram()
+        self.window_final = LatencyHistogram()  # final latencies since the last take_window_final()
         self._changed = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-recorder", daemon=True)
@@ -170,6 +170,11 @@ class Recorder:
         with self._changed:
             return self._changed.wait_for(lambda: self.left_flight >= count, timeout)
 
+    def take_window_final(self) -> LatencyHistogram:
+        """The final latencies recorded since the previous call (for time series); starts a new one."""
+        window, self.window_final = self.window_final, LatencyHistogram()
+        return window
+
     def unfinished(self) -> list[tuple[str, str]]:
         """Corridors of accepted messages still without a final status."""
         return [p.key for p in self._pending.values()]
@@ -234,6 +239,7 @@ class Recorder:
         if p.measured:
             stats = self._corridor(pop, country)
             stats.final.record_seconds(now - p.intended)
+            self.window_final.record_seconds(now - p.intended)
             stats.outcomes[status] += 1
             self.measured_finals += 1
             if not self.first_measured_final:

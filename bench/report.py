@@ -156,9 +156,11 @@ def format_table(doc: dict[str, Any]) -> str:
     if "soak" in doc:
         s = doc["soak"]
         lines.append(
-            f"soak {s['minutes']} min: RSS {s.get('baseline_mb')} -> {s.get('end_mb')} MB"
+            f"soak {s['minutes']} min: heap (anon RSS) {s.get('baseline_mb')} -> {s.get('end_mb')} MB"
             f" (growth {s.get('growth_mb')} MB, slope {s.get('slope_mb_per_min')} MB/min):"
-            f" {'FLAT' if s.get('flat') else 'NOT FLAT' if s.get('flat') is False else 'n/a'}"
+            f" {'FLAT' if s.get('flat') else 'NOT FLAT' if s.get('flat') is False else 'n/a'};"
+            f" total RSS slope {s.get('rss_slope_mb_per_min')} MB/min, of which mapped files"
+            f" {s.get('file_slope_mb_per_min')} MB/min"
         )
     if "linearity" in doc:
         lin = doc["linearity"]

@@ -54,3 +54,24 @@ def test_a_bad_scenario_name_exits_with_code_two(capsys):
     add_bench_arguments(parser)
     assert run_bench(parser.parse_args(["--scenario", "no-such-scenario"])) == 2
     assert "no scenario" in capsys.readouterr().err
+
+
+def test_a_short_soak_samples_memory_and_latency_windows_and_judges_the_heap():
+    sc = load_scenario("tiny").with_load(rate=300.0)
+    with Bench(sc) as bench:
+        result = modes.run_soak(bench, minutes=0.05, sample_s=0.2)
+    soak = result.soak
+    samples = soak["samples"]
+    assert len(samples) >= 5
+    assert all(s["anon_mb"] > 0 and s["rss_mb"] >= s["anon_mb"] for s in samples)
+    assert sum(s["finals"] for s in samples) == result.headline.finals
+    assert soak["flat"] in (True, False)
+    assert {"growth_mb", "slope_mb_per_min", "rss_slope_mb_per_min"} <= set(soak)
+
+
+def test_the_linearity_mode_reports_a_cpu_ratio_for_ten_times_the_messages():
+    with Bench(load_scenario("tiny")) as bench:
+        result = modes.run_linearity(bench, 50, repeats=1)
+    lin = result.linearity
+    assert lin["messages"] == [50, 500]
+    assert lin["cpu_s"][1] > 0 and lin["ratio"] > 0
