@@ -55,7 +55,7 @@ class Accepted:
     status: str = "accepted"
 
 
-def _accepted(reply: m.AcceptedItem | m.SubmitAccepted) -> Accepted:
+def _accepted(reply: m.AcceptedItem) -> Accepted:
     return Accepted(reply.message_id, reply.segments, reply.price_micro_usd, reply.pop, reply.encoding)
 
 

@@ -116,7 +116,7 @@ class Bridge:
             case m.SubmitsAccepted(items=items):
                 for item in items:
                     self._resolve(item.request_id, item, None)
-            case m.SubmitAccepted() | m.CreditApplied():
+            case m.CreditApplied():
                 self._resolve(msg.request_id, msg, None)
             case m.SubmitRejected(request_id=rid, code=code, reason=reason):
                 self._resolve(rid, None, error_from_code(code, reason))

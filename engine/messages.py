@@ -286,7 +286,7 @@ class DebitItem(NamedTuple):
 
 @message(1)
 class SubmitMessage(Message):
-    """A customer asks to send one SMS. Answered by ``SubmitAccepted`` or ``SubmitRejected``."""
+    """A customer asks to send one SMS. Answered by ``SubmitsAccepted`` or ``SubmitRejected``."""
 
     request_id: int
     key_digest: bytes
@@ -349,19 +349,12 @@ class AcceptMessages(Message):
 # === POP -> host (replies) ============================================================================
 
 
-@message(20)
-class SubmitAccepted(Message):
-    request_id: int
-    message_id: str
-    segments: int
-    price_micro_usd: int
-    pop: str
-    encoding: str
+# Tag 20 (SubmitAccepted, one answer per message) is retired: answers travel in batches now.
 
 
 @message(22)
 class SubmitsAccepted(Message):
-    """The batch form of ``SubmitAccepted``: every submit made durable by one group commit."""
+    """The answers to every submit made durable by one group commit (POP -> bridge)."""
 
     items: list[AcceptedItem]
 
