@@ -48,6 +48,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--messages", type=int, help="measured messages (throughput mode)")
     g.add_argument("--max-in-flight", type=int, help="the bench's own in-flight cap")
     g.add_argument("--p99-bound-ms", type=float, help="saturation: the p99 bound on submit->final")
+    g.add_argument("--start-rate", type=float, help="saturation: the first offered rate")
+    g.add_argument("--step", type=float, metavar="S", help="saturation: seconds per step")
     g.add_argument("--seed", type=int, help="workload seed")
     c = parser.add_argument_group("carriers")
     c.add_argument("--smsc", metavar="HOST:PORT", help="use SMPP carriers bound to this SMSC")
@@ -117,9 +119,11 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
         "warmup_s": args.warmup,
         "max_in_flight": args.max_in_flight,
         "p99_bound_ms": args.p99_bound_ms,
+        "start_rate": args.start_rate,
+        "step_s": args.step,
     }
     changes = {k: v for k, v in changes.items() if v is not None}
-    for key in ("rate", "duration_s", "max_in_flight", "p99_bound_ms"):
+    for key in ("rate", "duration_s", "max_in_flight", "p99_bound_ms", "start_rate", "step_s"):
         if key in changes and changes[key] <= 0:
             raise ValueError(f"--{key.removesuffix('_s').replace('_', '-')} must be > 0")
     if changes:
