@@ -43,6 +43,10 @@ def parse_raw(
             continue
         count = int(count_text)
         frames = stack.split(";")
+        # with --subprocesses a "process <pid>:<command line>" prefix (which may itself hold ';')
+        # comes before the thread frame
+        while len(frames) > 1 and not frames[0].startswith("thread ("):
+            frames = frames[1:]
         thread = frames[0]
         match = _THREAD.match(thread)
         if match:

@@ -29,3 +29,9 @@ def test_the_summary_prints_percentages():
     text = format_summary(RAW)
     assert "80.0%  PopActor" in text
     assert "60.0%  put (store.py)" in text
+
+
+def test_process_prefixes_from_subprocess_profiles_are_skipped():
+    raw = ['process 7:"python -c import x; run()";thread (9): PopActor-1;flush (pop.py:3) 4\n']
+    threads, self_, _, total = parse_raw(raw)
+    assert threads == {"PopActor": 4} and self_ == {"flush (pop.py)": 4} and total == 4
