@@ -85,5 +85,7 @@ def engine_overrides(
     if max_in_flight is not None:
         doc["engine"] = {"max_in_flight": int(max_in_flight)}
     if http_ports is not None:
-        doc["http"] = {"customer_port": http_ports[0], "control_port": http_ports[1]}
+        # the bench's webhook receiver listens on loopback, which the SSRF guard refuses by default
+        doc["http"] = {"customer_port": http_ports[0], "control_port": http_ports[1],
+                       "webhook_allow_private_networks": True}
     return doc

@@ -53,6 +53,7 @@ class HttpSettings:
     webhook_concurrency: int = 32  # webhook deliveries in flight at once
     webhook_max_backlog: int = 100000  # queued + waiting for retry; beyond this events are dropped
     webhook_retry_window_seconds: float = 86400.0  # retries stop this long after the first attempt
+    webhook_allow_private_networks: bool = False  # True lets webhooks reach loopback/private addresses
 
 
 @dataclass(frozen=True)

@@ -155,6 +155,7 @@ class HttpServers:
             lambda delivery: notifier_box[0].on_gone(delivery),
             concurrency=int(getattr(http, "webhook_concurrency", None) or 32),
             max_backlog=int(getattr(http, "webhook_max_backlog", None) or 100_000),
+            allow_private_networks=bool(getattr(http, "webhook_allow_private_networks", False)),
             policy=RetryPolicy(window_s=float(getattr(http, "webhook_retry_window_seconds", None)
                                               or 86400.0)))
         notifier = StatusNotifier(self.engine, dispatcher, metrics.observe_status, ctx.call)

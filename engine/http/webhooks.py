@@ -17,6 +17,9 @@ Delivery (:class:`WebhookDispatcher`, runs on one asyncio loop):
 * Each delivery carries a stable event id (``Smsroute-Event-Id``), the same on every attempt, for
   deduplication by the receiver; the signature timestamp is fresh on every attempt.
 
+* Destinations must be public addresses unless ``allow_private_networks`` (see ``engine.http.egress``): a
+  refused destination is not retried and is counted as ``blocked``.
+
 Not guaranteed: deliveries waiting for a retry live in memory and are lost if the process stops.
 """
 
@@ -36,11 +39,14 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from engine.http.egress import EgressRefused, GuardedResolver, literal_host_allowed
+
 log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "Smsroute-Signature"
 EVENT_ID_HEADER = "Smsroute-Event-Id"
 TOLERANCE_S = 300
+BLOCKED = -1  # a _send outcome: the destination is not allowed (never retried)
 
 
 def signature(secret: str, t: int, body: bytes) -> str:
@@ -103,13 +109,14 @@ class WebhookDispatcher:
     def __init__(self, secrets_for: Callable[[str], Sequence[str]],
                  on_gone: Callable[[Delivery], None], *, concurrency: int = 16,
                  max_backlog: int = 10_000, policy: RetryPolicy | None = None,
-                 max_per_host: int | None = None,
+                 max_per_host: int | None = None, allow_private_networks: bool = False,
                  rand: Callable[[], float] = random.random,
                  clock: Callable[[], float] = time.time) -> None:
         self._secrets_for = secrets_for
         self._on_gone = on_gone
         self._concurrency = concurrency
         self._max_backlog = max_backlog
+        self._allow_private = allow_private_networks
         self.policy = policy or RetryPolicy()
         self._rand = rand
         self._clock = clock
@@ -121,7 +128,8 @@ class WebhookDispatcher:
         self._max_per_host = max_per_host or max(1, concurrency // 4)
         self._per_host: dict[str, int] = {}
         self._parked: dict[str, collections.deque[Delivery]] = {}
-        self.counts = {"delivered": 0, "retried": 0, "gone": 0, "expired": 0, "dropped": 0}
+        self.counts = {"delivered": 0, "retried": 0, "gone": 0, "expired": 0, "dropped": 0,
+                       "blocked": 0}
 
     @property
     def backlog(self) -> int:
@@ -134,7 +142,9 @@ class WebhookDispatcher:
         self._queue = asyncio.Queue()
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.policy.timeout_s),
-            connector=aiohttp.TCPConnector(limit=self._concurrency),
+            connector=aiohttp.TCPConnector(
+                limit=self._concurrency,
+                resolver=None if self._allow_private else GuardedResolver()),
         )
         self._workers = [asyncio.create_task(self._work()) for _ in range(self._concurrency)]
 
@@ -195,6 +205,11 @@ class WebhookDispatcher:
     async def _attempt(self, delivery: Delivery) -> None:
         status, retry_after = await self._send(delivery)
         delivery.attempt += 1
+        if status == BLOCKED:
+            self.counts["blocked"] += 1
+            log.warning("webhook event %s refused: destination is not a public address",
+                        delivery.event_id)
+            return
         if status is not None and 200 <= status < 300:
             self.counts["delivered"] += 1
             return
@@ -227,6 +242,8 @@ class WebhookDispatcher:
         assert self._session is not None
         headers = {"Content-Type": "application/json", EVENT_ID_HEADER: delivery.event_id,
                    "User-Agent": "smsroute-webhooks/1", **delivery.extra}
+        if not self._allow_private and not literal_host_allowed(delivery.url):
+            return BLOCKED, None
         secrets = list(self._secrets_for(delivery.account_id))[:2]
         if secrets:
             headers[SIGNATURE_HEADER] = sign(secrets, delivery.body, int(self._clock()))
@@ -235,6 +252,10 @@ class WebhookDispatcher:
                                           allow_redirects=False) as resp:
                 await resp.read()
                 return resp.status, _retry_after(resp.headers.get("Retry-After"))
+        except aiohttp.ClientConnectorError as exc:
+            return (BLOCKED if isinstance(exc.os_error, EgressRefused) else None), None
+        except EgressRefused:
+            return BLOCKED, None
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
             return None, None
 

@@ -31,7 +31,8 @@ def overrides(**http: Any) -> dict[str, Any]:
     carriers = default_document()["carriers"]  # overriding carriers replaces the whole table
     for name in ("fra-telekom", "fra-vodafone"):
         carriers[name].update(fast)
-    return {"http": {"customer_port": 0, "control_port": 0, **http}, "carriers": carriers}
+    return {"http": {"customer_port": 0, "control_port": 0, "webhook_allow_private_networks": True,
+                     **http}, "carriers": carriers}
 
 
 class Client:
