@@ -113,3 +113,20 @@ def test_the_chart_is_a_png(tmp_path):
     path = tmp_path / "c.png"
     write_chart(result_json(_result()), str(path))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_cli_compares_two_result_files_and_lists_scenarios(tmp_path, capsys):
+    import argparse
+
+    from bench.cli import add_bench_arguments, run_bench
+
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    write_json(result_json(_result(elapsed=2.0)), str(a))
+    write_json(result_json(_result(elapsed=1.0)), str(b))
+    parser = argparse.ArgumentParser()
+    add_bench_arguments(parser)
+    assert run_bench(parser.parse_args(["--compare", str(a), str(b)])) == 0
+    assert "messages_per_second    2.00x" in capsys.readouterr().out
+    assert run_bench(parser.parse_args(["--list"])) == 0
+    assert "default" in capsys.readouterr().out
+    assert run_bench(parser.parse_args(["--compare", str(a), str(tmp_path / "none.json")])) == 2
