@@ -19,6 +19,7 @@ from bench.scenario import Corridor, Distribution, Scenario
 
 #: Stand-in for an "unlimited" window on a simulated carrier (its throughput 0 already means unlimited).
 UNLIMITED_WINDOW = 1_000_000
+UNLIMITED_RATE = 10_000_000  # API requests/s for the bench account on the http path
 POP_CITIES = {"fra": "Frankfurt", "sin": "Singapore", "gru": "São Paulo"}
 
 
@@ -85,7 +86,13 @@ def engine_overrides(
     if max_in_flight is not None:
         doc["engine"] = {"max_in_flight": int(max_in_flight)}
     if http_ports is not None:
-        # the bench's webhook receiver listens on loopback, which the SSRF guard refuses by default
-        doc["http"] = {"customer_port": http_ports[0], "control_port": http_ports[1],
-                       "webhook_allow_private_networks": True}
+        # The bench's webhook receiver listens on loopback, which the SSRF guard refuses by default;
+        # the one bench account must not be held to a customer's rate limit (it measures the engine).
+        doc["http"] = {
+            "customer_port": http_ports[0],
+            "control_port": http_ports[1],
+            "webhook_allow_private_networks": True,
+            "rate_limit_per_second": float(UNLIMITED_RATE),
+            "rate_limit_burst": UNLIMITED_RATE,
+        }
     return doc

@@ -31,13 +31,9 @@ def _child(conn: Any, overrides: dict[str, Any], data_dir: str, account: dict[st
     """The child's main: start the engine with HTTP, open the bench account, serve the pipe."""
     from engine import Engine
     from engine.config import load_settings
-    from engine.http.ratelimit import Gcra
 
     engine = Engine.start(data_dir=data_dir, http=True, settings=load_settings(None, overrides))
     try:
-        ctx = getattr(engine.http, "ctx", None)
-        if ctx is not None and hasattr(ctx, "limiter"):
-            ctx.limiter = Gcra(10_000_000, 10_000_000)
         acc = engine.create_account(email=account["email"])
         engine.register_sender(acc.id, account["sender"])
         engine.deposit(

@@ -24,7 +24,6 @@ from bench.traffic import SENDER, Planned, Workload
 
 BENCH_EMAIL = "bench@example.com"
 BENCH_DEPOSIT_USD = "100000000"
-UNLIMITED_RATE = 10_000_000
 
 
 class EmbeddedTarget:
@@ -147,7 +146,6 @@ class Bench:
         self.notes["engine_process"] = (
             "the engine ran in its own process; cpu_s and peak_rss_mb are that process's"
         )
-        self.notes["rate_limit"] = "per-account API rate limit lifted for the bench account"
 
     def _open_account(self) -> None:
         acc = self.engine.create_account(email=BENCH_EMAIL)
@@ -163,20 +161,10 @@ class Bench:
             return EmbeddedTarget(self.engine, self.api_key)
         from bench.http_path import HttpTarget  # late: needs aiohttp client and the HTTP API
 
-        if self._process is None:
-            self._lift_rate_limit()
+        self.notes["rate_limit"] = "per-account API rate limit raised for the bench account"
         self._http = HttpTarget(self.engine, self.api_key, self.account_id, self.webhook_secret)
         self._http.start()
         return self._http
-
-    def _lift_rate_limit(self) -> None:
-        """The per-account API rate limit would cap the bench's one account; it measures the engine."""
-        from engine.http.ratelimit import Gcra
-
-        ctx = getattr(self.engine.http, "ctx", None)
-        if ctx is not None and hasattr(ctx, "limiter"):
-            ctx.limiter = Gcra(UNLIMITED_RATE, UNLIMITED_RATE)
-            self.notes["rate_limit"] = "per-account API rate limit lifted for the bench account"
 
     def _smpp_carrier(self) -> Callable[[Corridor], dict[str, Any]]:
         from engine.smpp import smsc_carrier_settings

@@ -59,3 +59,9 @@ def test_smpp_carriers_replace_the_simulated_ones():
     doc = engine_overrides(SCENARIO, smpp_carrier=lambda c: {"kind": "smpp", "port": 2775})
     assert {c["kind"] for c in doc["carriers"].values()} == {"smpp"}
     assert doc["carriers"]["bench-sin-sg"]["pop"] == "sin"
+
+
+def test_the_http_path_allows_loopback_webhooks_and_lifts_the_account_rate_limit():
+    http = load_settings(None, engine_overrides(SCENARIO, http_ports=(0, 0))).http
+    assert http.webhook_allow_private_networks is True
+    assert http.rate_limit_per_second >= 1_000_000 and http.rate_limit_burst >= 1_000_000
