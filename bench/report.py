@@ -228,7 +228,14 @@ def write_chart(doc: dict[str, Any], path: str) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FixedLocator, FuncFormatter
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.8), sharey=False)
+    samples = (doc.get("soak") or {}).get("samples") or []
+    if samples:
+        fig = plt.figure(figsize=(15, 9))
+        grid = fig.add_gridspec(2, 3)
+        axes = [fig.add_subplot(grid[0, i]) for i in range(3)]
+        _soak_panel(fig.add_subplot(grid[1, :]), samples)
+    else:
+        fig, axes = plt.subplots(1, 3, figsize=(15, 4.8), sharey=False)
     ticks = [0.0, 90.0, 99.0, 99.9, 99.99]
     for ax, kind in zip(axes, KINDS, strict=True):
         for c in doc["corridors"]:
@@ -252,6 +259,24 @@ def write_chart(doc: dict[str, Any], path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _soak_panel(ax: Any, samples: list[dict[str, Any]]) -> None:
+    """Memory (heap and mapped files) and the windowed final p99 over a soak run."""
+    minutes = [x["t"] / 60.0 for x in samples]
+    ax.plot(minutes, [x["anon_mb"] for x in samples], label="heap (anon RSS) MB")
+    ax.plot(minutes, [x["file_mb"] for x in samples], label="mapped files (LMDB) MB")
+    ax.set_xlabel("minutes")
+    ax.set_ylabel("MB")
+    ax.grid(True, alpha=0.3)
+    right = ax.twinx()
+    windows = [(m, x["final_p99_ms"]) for m, x in zip(minutes, samples, strict=True) if x["finals"]]
+    right.plot([m for m, _ in windows], [v for _, v in windows], "k:", label="final p99 per window")
+    right.set_ylabel("final p99 (ms)")
+    lines = ax.get_legend_handles_labels()
+    more = right.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8, loc="upper left")
+    ax.set_title("soak: memory and latency over time")
 
 
 def _points(encoded: str) -> list[tuple[float, float]]:

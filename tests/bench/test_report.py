@@ -130,3 +130,23 @@ def test_the_cli_compares_two_result_files_and_lists_scenarios(tmp_path, capsys)
     assert run_bench(parser.parse_args(["--list"])) == 0
     assert "default" in capsys.readouterr().out
     assert run_bench(parser.parse_args(["--compare", str(a), str(tmp_path / "none.json")])) == 2
+
+
+def test_a_soak_result_charts_memory_and_latency_over_time(tmp_path):
+    doc = result_json(_result())
+    doc["soak"] = {
+        "samples": [
+            {
+                "t": t,
+                "rss_mb": 100.0 + t,
+                "anon_mb": 50.0,
+                "file_mb": 50.0 + t,
+                "final_p99_ms": 3.0 if t else None,
+                "finals": 10 if t else 0,
+            }
+            for t in (0.0, 5.0, 10.0)
+        ]
+    }
+    path = tmp_path / "soak.png"
+    write_chart(doc, str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
