@@ -79,7 +79,6 @@ class SimulatedCarrierActor(pykka.ThreadingActor):
         self._tokens = self.throughput
         self._last_refill = clock.now()
         self._ids = itertools.count(1)
-        self.received: dict[str, int] = {}
         self.counts = {k: 0 for k in (*OUTCOMES, "window_full", "submitted", "parts")}
 
     def on_receive(self, raw: bytes) -> None:
@@ -115,7 +114,6 @@ class SimulatedCarrierActor(pykka.ThreadingActor):
         receipts: list[m.ReceiptItem] = []
         for item in items:
             self.counts["submitted"] += 1
-            self.received[item.ref] = self.received.get(item.ref, 0) + 1
             try:
                 parts = len(plan(item.body, max_segments=255).parts)
             except InvalidBody:

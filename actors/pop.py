@@ -144,7 +144,8 @@ class PopActor(pykka.ThreadingActor):
     def stats(self) -> dict:
         return {"pop": self.name, "in_flight": len(self.inflight), "outstanding": dict(self._outstanding),
                 "waiting": {c: len(q) for c, q in self._waiting.items()},
-                "unavailable": sorted(self._unavailable), **self.counters}
+                "unavailable": sorted(self._unavailable),
+                "timers": len(self._deadlines) + len(self._timeouts), **self.counters}
 
     # --- accept and commit -------------------------------------------------------------------------
 
@@ -383,6 +384,7 @@ class PopActor(pykka.ThreadingActor):
     def _on_tick(self, _now: float) -> None:
         if self._dirty or self._discards:  # a failed commit is retried on the next tick
             self._schedule_flush()
+        self._compact_timers()
         wall, mono = time.time(), self.clock.now()
         while self._timeouts and self._timeouts[0][0] <= mono:
             _, mid, ref = heapq.heappop(self._timeouts)
@@ -398,6 +400,17 @@ class PopActor(pykka.ThreadingActor):
             if f is not None:
                 self._finish(f, EXPIRED, "no final receipt within validity")
         self._emit_events()
+
+    def _compact_timers(self) -> None:
+        """Drop the timer entries of messages already final, so the heaps stay proportional to what is
+        in flight (a deadline entry would otherwise live for the whole validity, up to 24 h)."""
+        live = self.inflight
+        if len(self._deadlines) > 2 * len(live) + 1024:
+            self._deadlines = [e for e in self._deadlines if e[1] in live]
+            heapq.heapify(self._deadlines)
+        if len(self._timeouts) > 2 * len(live) + 1024:
+            self._timeouts = [e for e in self._timeouts if e[1] in live]
+            heapq.heapify(self._timeouts)
 
     # --- status ------------------------------------------------------------------------------------
 
