@@ -287,7 +287,11 @@ class PopActor(pykka.ThreadingActor):
             ref = self.directory.carriers.get(carrier)
             if ref is None:
                 continue
-            ref.tell(m.encode(m.SubmitToCarrier(items)))
+            try:
+                ref.tell(m.encode(m.SubmitToCarrier(items)))
+            except pykka.ActorDeadError:  # engine shutdown: the messages are durable and resume
+                log.info("pop %s: carrier %s stopped; %d submits left for the next start",
+                         self.name, carrier, len(items))
 
     def _close_attempt(self, f: InFlight) -> None:
         """The current attempt is over (answered, timed out or abandoned): free its window slot."""
@@ -454,12 +458,17 @@ class PopActor(pykka.ThreadingActor):
             except pykka.ActorDeadError:  # the session stopped first (engine shutdown)
                 self.bridge.tell(raw)
 
+    def _on_corrupt_record(self, message_id: str, exc: Exception) -> None:
+        self.counters["store_failures"] += 1
+        log.error("pop %s: ALARM message record %s does not decode (%s); skipped", self.name,
+                  message_id, type(exc).__name__)
+
     # --- recovery ----------------------------------------------------------------------------------
 
     def _recover(self) -> None:
         """Resume every message that was accepted but not final when the engine last stopped."""
         resumed = 0
-        open_records = list(self.records.open_records())
+        open_records = list(self.records.open_records(on_corrupt=self._on_corrupt_record))
         self.bridge.gate.force_acquire(len(open_records))
         for rec in open_records:
             f = InFlight(rec, None)
@@ -467,7 +476,14 @@ class PopActor(pykka.ThreadingActor):
             deadline = rec.submitted_at + rec.validity_seconds + self.limits.expiry_grace_seconds
             heapq.heappush(self._deadlines, (deadline, rec.message_id))
             if not rec.carrier_acked_at:
-                f.body = self.bodies.get(rec.message_id)
+                try:
+                    f.body = self.bodies.get(rec.message_id)
+                except StorageError as exc:  # one unreadable body must not stop the POP
+                    self.counters["store_failures"] += 1
+                    log.error("pop %s: ALARM body of %s unreadable (%s)", self.name,
+                              rec.message_id, exc.code)
+                    self._finish(f, FAILED, f"body unreadable: {exc.code}")
+                    continue
                 if f.body is None:
                     self._finish(f, FAILED, "body no longer stored")
                     continue

@@ -1,9 +1,11 @@
-"""Runtime: opens the stores, starts the actors in order, and stops them in reverse.
+"""Runtime: opens the stores, starts the actors in order, and stops them in an order that loses nothing.
 
 Start order: key ring and LMDB environments -> holds -> debit reconciliation (recovery) -> clock ->
-ledger -> POPs (each resumes its open messages) -> carriers -> sweeper -> periodic ticks. Stop order is the reverse, so every
-actor that might still send to another finds it alive: carriers stop taking work, POPs write their last
-group commit, the ledger writes its last debits, then the environments close.
+ledger -> POPs (each resumes its open messages) -> carriers -> sweeper -> periodic ticks. Stopping sends the
+sessions' last batches to live POPs, stops the carriers, lets the POPs write their last group commit (a
+POP never fails on a stopped carrier: what it could not send is durable and resumes), then the ledger
+writes its last debits, and the environments close (stop order: clock, sweeper, sessions, carriers,
+POPs, ledger).
 
 Data layout under ``data_dir``::
 
@@ -225,9 +227,11 @@ class Runtime:
             self.clock.stop()
         if getattr(self, "sweeper", None) is not None:
             _stop(self.sweeper)
-        for ref in list(self._carrier_actors.values()):
-            _stop(ref)
+        # sessions first (their last batches reach live POPs), then carriers, then the POPs' last
+        # group commit, then the ledger's last debits
         for ref in list(self.directory.sessions.values()):
+            _stop(ref)
+        for ref in list(self._carrier_actors.values()):
             _stop(ref)
         for ref in list(self.directory.pops.values()):
             _stop(ref)

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pykka
+
 from actors.supervisor import Runtime
 from engine import apikeys
 from engine import messages as m
@@ -39,6 +41,8 @@ from engine.ids import IdGenerator, is_message_id
 from storage.records import MessageRecord
 
 log = logging.getLogger(__name__)
+
+MAX_VALIDITY_SECONDS = 86400  # a message never waits longer than its body may be kept
 
 StatusRecord = MessageRecord
 
@@ -150,8 +154,20 @@ class Engine(AccountManager, HoldManager):
         if not self.gate.try_acquire():
             raise OverloadedError(f"{self.gate.limit} messages in flight; retry shortly")
         request_id, fut = self.bridge.new_request(_accepted, holds_slot=True)
-        session.tell(m.encode(m.SubmitMessage(request_id, digest, to, sender, body,
-                                              validity_seconds or 0, callback_url, time.time())))
+        validity = min(validity_seconds or 0, MAX_VALIDITY_SECONDS)
+        try:
+            raw = m.encode(m.SubmitMessage(request_id, digest, to, sender, body, validity,
+                                           callback_url, time.time()))
+        except (UnicodeEncodeError, OverflowError, ValueError, TypeError):
+            error = InputError("to, sender, body and callback_url must be valid Unicode text")
+            self.bridge.fail(request_id, error)  # gives the in-flight slot back
+            raise error from None
+        try:
+            session.tell(raw)
+        except pykka.ActorDeadError:
+            error = OverloadedError("the account's session is not running; retry shortly")
+            self.bridge.fail(request_id, error)
+            raise error from None
         return fut
 
     def submit(self, api_key: str, to: str, sender: str, body: str, *,

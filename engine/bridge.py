@@ -16,7 +16,7 @@ import itertools
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 from engine import messages as m
@@ -86,7 +86,7 @@ class Bridge:
         if entry:
             if entry[2]:
                 self.gate.release()
-            entry[0].set_exception(exc)
+            _settle(entry[0], None, exc)
 
     def pending_requests(self) -> int:
         return len(self._pending)
@@ -142,12 +142,26 @@ class Bridge:
         if exc is not None:
             if holds_slot:
                 self.gate.release()
+            _settle(fut, None, exc)
+            return
+        try:
+            result = convert(reply)
+        except Exception as err:  # a conversion bug must reach the caller, not vanish
+            _settle(fut, None, err)
+            return
+        _settle(fut, result, None)
+
+
+def _settle(fut: Future, result: Any, exc: BaseException | None) -> None:
+    """Complete a host's future; one the host already cancelled is left alone (never raise into the
+    actor thread that is answering: an exception there would stop the actor)."""
+    try:
+        if exc is not None:
             fut.set_exception(exc)
         else:
-            try:
-                fut.set_result(convert(reply))
-            except Exception as err:  # a conversion bug must reach the caller, not vanish
-                fut.set_exception(err)
+            fut.set_result(result)
+    except InvalidStateError:
+        pass
 
 
 def _safely(cb: Callable[..., Any], *args: Any) -> None:

@@ -17,7 +17,7 @@ Durability contract:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
 import lmdb
@@ -84,14 +84,22 @@ class MessageRecords:
             blob = txn.get(key, db=self._db)
         return None if blob is None else self._decode(key, blob)
 
-    def open_records(self) -> Iterator[MessageRecord]:
-        """Every record that is not final (in id order), for recovery."""
+    def open_records(self, on_corrupt: Callable[[str, Exception], None] | None = None
+                     ) -> Iterator[MessageRecord]:
+        """Every record that is not final (in id order), for recovery. A record that does not decode
+        raises ``CorruptRecord``, or with ``on_corrupt`` is reported to it and skipped."""
         with self.env.begin() as txn:
             keys = [k for k, _ in txn.cursor(db=self._open)]
             blobs = [(k, txn.get(k, db=self._db)) for k in keys]
         for key, blob in blobs:
-            if blob is not None:
+            if blob is None:
+                continue
+            try:
                 yield self._decode(key, blob)
+            except CorruptRecord as exc:
+                if on_corrupt is None:
+                    raise
+                on_corrupt(id_from_bytes(key), exc)
 
     def since(self, t: float) -> Iterator[MessageRecord]:
         """Every record created at or after ``t`` (a range scan over time-ordered keys)."""

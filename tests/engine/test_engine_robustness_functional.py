@@ -1,0 +1,117 @@
+"""Ordinary accidents must not stop an actor: cancelled callers, bad text, stopped peers, corrupt data."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import lmdb
+import pytest
+
+from engine import Engine
+from engine.errors import InputError
+from engine.ids import id_bytes
+from tests.engine.crash_support import delivering_carriers, silent_carriers
+
+DE = "+4915112345678"
+
+
+def _customer(engine):
+    acc = engine.create_account(email="robust@example.com")
+    engine.register_sender(acc.id, "ACME")
+    engine.deposit(acc.id, usd="100", chain="tron", tx_hash="0x1", from_address="T")
+    return acc
+
+
+def _wait(predicate, what: str, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_caller_that_cancels_its_submit_does_not_stop_the_pop(tmp_path):
+    engine = Engine.start(data_dir=tmp_path / "data", overrides=delivering_carriers())
+    try:
+        acc = _customer(engine)
+
+        async def cancel_one():
+            task = asyncio.ensure_future(engine.submit_async(acc.api_key, DE, "ACME", "hi"))
+            await asyncio.sleep(0)  # the submit is in the engine; its future is pending
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(cancel_one())
+        assert engine.submit(acc.api_key, DE, "ACME", "next", timeout=10).pop == "fra"
+        assert engine.runtime.directory.pops["fra"].is_alive()
+        _wait(lambda: engine.gate.in_flight == 0, "every slot back")
+    finally:
+        engine.stop()
+
+
+def test_text_that_is_not_valid_unicode_is_refused_and_gives_its_slot_back(tmp_path):
+    engine = Engine.start(data_dir=tmp_path / "data", overrides=delivering_carriers())
+    try:
+        acc = _customer(engine)
+        with pytest.raises(InputError):
+            engine.submit(acc.api_key, DE, "ACME", "lone surrogate \ud800")
+        assert engine.gate.in_flight == 0 and engine.bridge.pending_requests() == 0
+        huge = engine.submit(acc.api_key, DE, "ACME", "ok", validity_seconds=10**30)
+        assert engine.status(huge.message_id).validity_seconds == 86400
+    finally:
+        engine.stop()
+
+
+def test_a_pop_survives_its_carriers_stopping_first_and_keeps_the_message_for_the_next_start(tmp_path):
+    engine = Engine.start(data_dir=tmp_path / "data", overrides=silent_carriers())
+    try:
+        acc = _customer(engine)
+        for name in ("fra-telekom", "fra-vodafone"):
+            engine.runtime._carrier_actors[name].stop()
+        accepted = engine.submit(acc.api_key, DE, "ACME", "carrier gone", timeout=10)
+        assert engine.runtime.directory.pops["fra"].is_alive()
+        assert engine.status(accepted.message_id).status == "accepted"
+    finally:
+        engine.stop(drain_seconds=0)
+
+
+def test_a_corrupt_body_found_at_restart_fails_that_message_only(tmp_path):
+    data = tmp_path / "data"
+    finals: dict[str, str] = {}
+    lock = threading.Lock()
+
+    def on_status(item):
+        if item.status != "accepted":
+            with lock:
+                finals[item.message_id] = item.status
+
+    first = Engine.start(data_dir=data, overrides=silent_carriers())
+    acc = _customer(first)
+    for name in ("fra-telekom", "fra-vodafone"):
+        first.suspend_carrier(name, True)
+    broken = first.submit(acc.api_key, DE, "ACME", "will be corrupted").message_id
+    intact = first.submit(acc.api_key, DE, "ACME", "stays intact").message_id
+    first.stop(drain_seconds=0)
+
+    env = lmdb.open(str(data / "pops" / "fra"), max_dbs=32)
+    with env.begin(write=True) as txn:
+        db = env.open_db(b"bodies", txn=txn)
+        value = bytearray(txn.get(id_bytes(broken), db=db))
+        value[-1] ^= 1  # one flipped bit in the ciphertext's tag
+        txn.put(id_bytes(broken), bytes(value), db=db)
+    env.close()
+
+    second = Engine.start(data_dir=data, overrides=delivering_carriers(), on_status=on_status)
+    try:
+        assert second.runtime.directory.pops["fra"].is_alive()
+        _wait(lambda: {broken, intact} <= set(finals), "both messages final")
+        assert finals[broken] == "failed" and "unreadable" in second.status(broken).error
+        assert finals[intact] == "delivered"
+        fra = next(p for p in second.stats()["pops"] if p["pop"] == "fra")
+        assert fra["store_failures"] >= 1  # the operator-visible alarm
+    finally:
+        second.stop()
