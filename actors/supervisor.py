@@ -158,8 +158,12 @@ class Runtime:
         return sorted(entries, key=lambda e: e.ts)
 
     def pseudonym_pepper(self) -> bytes:
-        """The secret that keys ledger pseudonyms (created once, 0600, beside the other keys)."""
-        path = self.data_dir / "keys" / "pseudonym.pepper"
+        """The secret that keys ledger pseudonyms."""
+        return self.local_secret("pseudonym")
+
+    def local_secret(self, name: str) -> bytes:
+        """A persistent 32-byte secret for keyed hashes (created once, 0600, beside the other keys)."""
+        path = self.data_dir / "keys" / f"{name}.pepper"
         if not path.exists():
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as fh:

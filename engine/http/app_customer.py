@@ -75,7 +75,7 @@ async def post_message(request: web.Request) -> web.Response:
     account_id = require_account(request)
     raw = await read_body(request)
     idem = request.headers.get("Idempotency-Key")
-    body_hash = request_hash(raw)
+    body_hash = request_hash(raw, ctx.idempotency_secret)
     if idem is not None:
         stored = ctx.idempotency.lookup(account_id, check_key(idem), body_hash)
         if stored is not None:

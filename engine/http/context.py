@@ -42,6 +42,7 @@ class HttpContext:
     dispatcher: Any = None  # engine.http.webhooks.WebhookDispatcher
     notifier: Any = None  # engine.http.notify.StatusNotifier
     tls: bool = False
+    idempotency_secret: bytes = b""  # keys the request hashes of idempotency records
     executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(4, thread_name_prefix="http-engine"))
 

@@ -1,7 +1,10 @@
 """Idempotency keys for ``POST /v1/messages``: a retried request gets the first answer, nothing is sent twice.
 
-A record maps (account id, ``Idempotency-Key``) to (SHA-256 of the request body, HTTP status, answer
-body, time). A retry with the same key and the same body replays the stored answer; the same key with a
+A record maps (account id, ``Idempotency-Key``) to (a keyed hash of the request body, HTTP status,
+answer body, time). The hash is HMAC-SHA256 under a secret that never leaves the data directory's key
+folder: a plain SHA-256 of a short SMS request could be reversed by guessing (destination, sender and a
+one-time code are a small space), which would keep a copy of the message body for 24 hours outside the
+encrypted, shredded body store. A retry with the same key and the same body replays the stored answer; the same key with a
 different body is refused (422). While the first request with a key is still being processed, a
 concurrent one with the same key is refused with 409 (it may retry and will then get the replay).
 
@@ -20,6 +23,7 @@ engine is called / before the answer goes out. *Writers:* the committer thread a
 from __future__ import annotations
 
 import hashlib
+import hmac
 from typing import NamedTuple
 
 import lmdb
@@ -49,8 +53,9 @@ def check_key(key: str) -> str:
     return key
 
 
-def request_hash(body: bytes) -> bytes:
-    return hashlib.sha256(body).digest()
+def request_hash(body: bytes, secret: bytes) -> bytes:
+    """HMAC-SHA256 of the raw request body under ``secret`` (see the module docstring)."""
+    return hmac.new(secret, body, hashlib.sha256).digest()
 
 
 class IdempotencyStore:

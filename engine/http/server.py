@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
 import sys
 import threading
@@ -40,6 +41,12 @@ log = logging.getLogger(__name__)
 START_TIMEOUT_S = 30.0
 SHUTDOWN_TIMEOUT_S = 5.0
 SWEEP_INTERVAL_S = 3600.0
+
+
+def _local_secret(engine: Any, name: str) -> bytes:
+    """A persistent secret of the engine's key folder (a per-process one for a stand-in engine)."""
+    runtime = getattr(engine, "runtime", None)
+    return runtime.local_secret(name) if runtime is not None else os.urandom(32)
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext:
@@ -148,7 +155,8 @@ class HttpServers:
                           requestlog=RequestLog(env, committer),
                           idempotency=IdempotencyStore(env, committer), tokens=TokenStore(env),
                           limiter=Gcra(rate, int(burst)), metrics=metrics,
-                          audit=_audit_log(env), tls=bool(http.tls_cert and http.tls_key))
+                          audit=_audit_log(env), tls=bool(http.tls_cert and http.tls_key),
+                          idempotency_secret=_local_secret(self.engine, "idempotency"))
         notifier_box: list[StatusNotifier] = []
         dispatcher = WebhookDispatcher(
             lambda account_id: notifier_box[0].secrets_for(account_id),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import time
@@ -93,10 +94,21 @@ def test_a_refused_request_can_be_retried_with_the_same_idempotency_key(api):
     assert s1 == s2 == 202 and ok == again
 
 
+def test_idempotency_records_keep_no_reversible_hash_of_the_request(running, api, account):
+    raw = json.dumps({**MSG, "body": "code 482913"}).encode()
+    assert api.request("POST", "/v1/messages", raw=raw, headers={"Idempotency-Key": "hashcheck"})[0] \
+        == 202
+
+    data = b"".join(p.read_bytes() for p in (running.data_dir / "http").glob("*.mdb"))
+    assert hashlib.sha256(raw).digest() not in data  # a guessable plain hash would reveal the body
+    assert request_hash(raw, running.http.ctx.idempotency_secret) in data
+
+
 def test_a_key_still_being_processed_answers_409(running, api, account):
     ctx = running.http.ctx
     raw = json.dumps(MSG).encode()
-    ctx.idempotency.begin(account.id, "in-flight-key", request_hash(raw))  # as a first request would
+    # as a first request would
+    ctx.idempotency.begin(account.id, "in-flight-key", request_hash(raw, ctx.idempotency_secret))
     try:
         _error(api.request("POST", "/v1/messages", raw=raw,
                            headers={"Idempotency-Key": "in-flight-key"}), 409,

@@ -14,6 +14,8 @@ from engine.http.requestlog import RETENTION_SECONDS, RequestLog, RequestLogEntr
 from engine.http.store import GroupCommitter, open_http_env
 from engine.http.tokens import ROLES, TokenStore, ensure_first_token
 
+SECRET = b"s" * 32
+
 DAY = 86400.0
 
 
@@ -61,7 +63,7 @@ def test_request_log_written_through_the_committer_is_durable_after_flush(env):
 def test_idempotency_replays_the_same_body_and_refuses_a_different_one(env):
     async def scenario():
         store = IdempotencyStore(env, GroupCommitter(env))
-        h1, h2 = request_hash(b'{"a":1}'), request_hash(b'{"a":2}')
+        h1, h2 = request_hash(b'{"a":1}', SECRET), request_hash(b'{"a":2}', SECRET)
         assert store.lookup("acc", "k1", h1) is None
         store.begin("acc", "k1", h1)
         with pytest.raises(HttpError) as busy:
@@ -86,7 +88,7 @@ def test_idempotency_replays_the_same_body_and_refuses_a_different_one(env):
 def test_a_pending_record_left_by_a_crash_answers_outcome_unknown(env):
     async def scenario():
         store = IdempotencyStore(env, GroupCommitter(env))
-        h = request_hash(b"{}")
+        h = request_hash(b"{}", SECRET)
         store.begin("acc", "k", h)
         await store.reserve("acc", "k", h, now=5.0)
         with pytest.raises(HttpError) as busy:  # same process, still working: plain conflict
