@@ -47,6 +47,7 @@ SIGNATURE_HEADER = "Smsroute-Signature"
 EVENT_ID_HEADER = "Smsroute-Event-Id"
 TOLERANCE_S = 300
 BLOCKED = -1  # a _send outcome: the destination is not allowed (never retried)
+UNSIGNED = -2  # a _send outcome: no signing secret (the account is gone); dropped, never sent
 
 
 def signature(secret: str, t: int, body: bytes) -> str:
@@ -129,7 +130,7 @@ class WebhookDispatcher:
         self._per_host: dict[str, int] = {}
         self._parked: dict[str, collections.deque[Delivery]] = {}
         self.counts = {"delivered": 0, "retried": 0, "gone": 0, "expired": 0, "dropped": 0,
-                       "blocked": 0}
+                       "blocked": 0, "unsigned_dropped": 0}
 
     @property
     def backlog(self) -> int:
@@ -205,6 +206,9 @@ class WebhookDispatcher:
     async def _attempt(self, delivery: Delivery) -> None:
         status, retry_after = await self._send(delivery)
         delivery.attempt += 1
+        if status == UNSIGNED:
+            self.counts["unsigned_dropped"] += 1
+            return
         if status == BLOCKED:
             self.counts["blocked"] += 1
             log.warning("webhook event %s refused: destination is not a public address",
@@ -245,8 +249,9 @@ class WebhookDispatcher:
         if not self._allow_private and not literal_host_allowed(delivery.url):
             return BLOCKED, None
         secrets = list(self._secrets_for(delivery.account_id))[:2]
-        if secrets:
-            headers[SIGNATURE_HEADER] = sign(secrets, delivery.body, int(self._clock()))
+        if not secrets:  # never send an unsigned webhook (e.g. the account was erased meanwhile)
+            return UNSIGNED, None
+        headers[SIGNATURE_HEADER] = sign(secrets, delivery.body, int(self._clock()))
         try:
             async with self._session.post(delivery.url, data=delivery.body, headers=headers,
                                           allow_redirects=False) as resp:

@@ -1,4 +1,4 @@
-"""The SSRF guard: webhooks reach only public addresses unless the operator allows private networks."""
+"""Webhook guards: only public addresses unless allowed (SSRF), and never an unsigned delivery."""
 
 from __future__ import annotations
 
@@ -58,36 +58,43 @@ def test_a_name_resolving_to_internal_addresses_is_refused_and_mixed_answers_are
     asyncio.run(scenario())
 
 
+async def _deliver_once(allow: bool, secrets: list[str]) -> tuple[dict, list]:
+    """One delivery to a receiver on loopback; the dispatcher's counts and what the receiver got."""
+    hits = []
+
+    async def hook(request):
+        hits.append((request.headers.get("Smsroute-Signature"), await request.read()))
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    d = WebhookDispatcher(lambda a: secrets, lambda d: None, allow_private_networks=allow,
+                          policy=RetryPolicy(base_s=0.01, cap_s=0.02, window_s=2))
+    await d.start()
+    try:
+        d.submit(Delivery(url=f"http://127.0.0.1:{port}/hook", body=b"{}", account_id="acc",
+                          event_id="evt_1"))
+        async with asyncio.timeout(10):
+            while d.backlog:
+                await asyncio.sleep(0.01)
+    finally:
+        await d.stop()
+        await runner.cleanup()
+    return d.counts, hits
+
+
 def test_the_dispatcher_refuses_a_loopback_receiver_without_retrying_unless_allowed():
-    async def scenario(allow: bool) -> tuple[dict, int]:
-        hits = []
+    counts, hits = asyncio.run(_deliver_once(False, ["s"]))
+    assert counts["blocked"] == 1 and counts["retried"] == 0 and hits == []
+    counts, hits = asyncio.run(_deliver_once(True, ["s"]))
+    assert counts["delivered"] == 1 and len(hits) == 1 and hits[0][0].startswith("t=")
 
-        async def hook(request):
-            hits.append(await request.read())
-            return web.Response(status=200)
 
-        app = web.Application()
-        app.router.add_post("/hook", hook)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
-        d = WebhookDispatcher(lambda a: ["s"], lambda d: None, allow_private_networks=allow,
-                              policy=RetryPolicy(base_s=0.01, cap_s=0.02, window_s=2))
-        await d.start()
-        try:
-            d.submit(Delivery(url=f"http://127.0.0.1:{port}/hook", body=b"{}", account_id="acc",
-                              event_id="evt_1"))
-            async with asyncio.timeout(10):
-                while d.backlog:
-                    await asyncio.sleep(0.01)
-        finally:
-            await d.stop()
-            await runner.cleanup()
-        return d.counts, len(hits)
-
-    counts, hits = asyncio.run(scenario(False))
-    assert counts["blocked"] == 1 and counts["retried"] == 0 and hits == 0
-    counts, hits = asyncio.run(scenario(True))
-    assert counts["delivered"] == 1 and hits == 1
+def test_a_delivery_without_a_signing_secret_is_dropped_never_sent_unsigned():
+    counts, hits = asyncio.run(_deliver_once(True, []))
+    assert hits == [] and counts["unsigned_dropped"] == 1 and counts["retried"] == 0
