@@ -57,7 +57,7 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"carriers {len(settings.carriers)}", flush=True)
     if engine.http is not None:
         h, srv = settings.http, engine.http
-        scheme = "https" if h.tls_cert else "http"
+        scheme = "https" if srv.ctx is not None and srv.ctx.tls else "http"
         print(f"customer API: {scheme}://{h.customer_host}:{srv.customer_port}/v1", flush=True)
         print(f"control port: {scheme}://{h.control_host}:{srv.control_port}/", flush=True)
         if srv.token_path is not None:

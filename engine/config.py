@@ -12,6 +12,7 @@ benchmark harness). Everything is validated here, so the rest of the engine can 
 from __future__ import annotations
 
 import copy
+import ipaddress
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -120,6 +121,7 @@ def settings_from_document(doc: dict[str, Any]) -> Settings:
     """Validate a merged config document (raises ``ConfigError`` with the offending key)."""
     limits = _dataclass_from(EngineLimits, doc.get("engine", {}), "engine")
     http = _dataclass_from(HttpSettings, doc.get("http", {}), "http")
+    _check_tls(http)
     pops = {name: PopSettings(name=name, city=str(t.get("city", name)))
             for name, t in _table(doc, "pops").items()}
     if not pops:
@@ -140,6 +142,28 @@ def settings_from_document(doc: dict[str, Any]) -> Settings:
         pops=set(pops), carriers={n: c.pop for n, c in carriers.items()},
     )
     return Settings(engine=limits, http=http, pops=pops, carriers=carriers, routing=routing, raw=doc)
+
+
+def _check_tls(http: HttpSettings) -> None:
+    """TLS 1.2+ wherever a port is exposed beyond loopback (policy 9): refuse a plaintext public bind."""
+    if bool(http.tls_cert) != bool(http.tls_key):
+        raise ConfigError("config: [http] tls_cert and tls_key go together")
+    if http.tls_cert:
+        return
+    for name in ("customer_host", "control_host"):
+        host = getattr(http, name)
+        if not _is_loopback(host):
+            raise ConfigError(f"config: [http] {name} = {host!r} is beyond loopback: set tls_cert and "
+                              "tls_key (TLS 1.2+) or bind 127.0.0.1")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: could be anything
 
 
 def _read_toml(path: str | Path) -> dict[str, Any]:

@@ -83,3 +83,20 @@ def test_an_unreadable_or_invalid_toml_file_raises_config_error(tmp_path):
     bad.write_text("[engine\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings(bad)
+
+
+@pytest.mark.parametrize("http", [
+    {"customer_host": "0.0.0.0"},
+    {"control_host": "192.168.1.10"},
+    {"customer_host": "api.example.com"},
+    {"tls_cert": "/etc/cert.pem"},  # a certificate without its key
+])
+def test_a_port_beyond_loopback_without_tls_is_refused(http):
+    with pytest.raises(ConfigError, match=r"\[http\]"):
+        load_settings(overrides={"http": http})
+
+
+def test_loopback_binds_need_no_tls_and_public_binds_accept_tls():
+    assert load_settings(overrides={"http": {"customer_host": "::1"}}).http.customer_host == "::1"
+    tls = {"customer_host": "0.0.0.0", "tls_cert": "c.pem", "tls_key": "k.pem"}
+    assert load_settings(overrides={"http": tls}).http.tls_key == "k.pem"
