@@ -219,11 +219,12 @@ class Engine(AccountManager, HoldManager):
         self.runtime.replace_routing(table)
 
     def analytics(self) -> dict:
-        """De-identified corridor and carrier aggregates (no account, number or body; small groups
-        suppressed; accounts that objected to analytics excluded)."""
+        """De-identified corridor and carrier aggregates (no account, number or body; groups with few
+        messages or few accounts suppressed; objecting and restricted accounts excluded)."""
         from engine.analytics import corridor_analytics
 
-        excluded = {a.id for a in self.accounts.all() if "analytics" in a.objections}
+        excluded = {a.id for a in self.accounts.all()
+                    if "analytics" in a.objections or a.state == "restricted"}
         records = (r for s in self.runtime.pop_stores.values() for r in s.records.since(0.0))
         return corridor_analytics(records, excluded)
 

@@ -2,9 +2,10 @@
 
 Aggregates only: per corridor (POP, destination country) the message count, delivery rate and median
 submit-to-final latency; per carrier the success rate. No account id, number, sender ID or body ever appears
-in the output; groups smaller than ``MIN_GROUP`` are suppressed so a single customer's traffic cannot be
-singled out; accounts that objected to analytics (policy 7.1, Art. 21) are left out entirely. Bodies are
-never read (they are not in the records at all).
+in the output; a group is reported only when it holds at least ``MIN_GROUP`` messages from at least
+``MIN_ACCOUNTS`` different accounts, so no single customer's volume or delivery rate can be read off it;
+accounts that objected to analytics (policy 7.1, Art. 21) or whose processing is restricted (Art. 18) are
+left out entirely. Bodies are never read (they are not in the records at all).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from engine.status import DELIVERED, FINAL
 from storage.records import MessageRecord
 
 MIN_GROUP = 5
+MIN_ACCOUNTS = 3
 
 
 def corridor_analytics(records: Iterable[MessageRecord], excluded_accounts: set[str]) -> dict:
@@ -30,11 +32,16 @@ def corridor_analytics(records: Iterable[MessageRecord], excluded_accounts: set[
             carriers[rec.carrier].append(rec)
     return {
         "min_group": MIN_GROUP,
+        "min_accounts": MIN_ACCOUNTS,
         "corridors": [_corridor(pop, country, recs)
-                      for (pop, country), recs in sorted(corridors.items()) if len(recs) >= MIN_GROUP],
+                      for (pop, country), recs in sorted(corridors.items()) if _reportable(recs)],
         "carriers": [{"carrier": name, "messages": len(recs), "success_rate": _rate(recs)}
-                     for name, recs in sorted(carriers.items()) if len(recs) >= MIN_GROUP],
+                     for name, recs in sorted(carriers.items()) if _reportable(recs)],
     }
+
+
+def _reportable(recs: list[MessageRecord]) -> bool:
+    return len(recs) >= MIN_GROUP and len({r.account_id for r in recs}) >= MIN_ACCOUNTS
 
 
 def _corridor(pop: str, country: str, recs: list[MessageRecord]) -> dict:
