@@ -16,6 +16,7 @@ Threads: everything here runs in the actor's own thread; ``on_start`` asks the l
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import pykka
 
@@ -40,12 +41,14 @@ MAX_VALIDITY_SECONDS = 86400
 
 
 class CustomerSessionActor(pykka.ThreadingActor):
-    def __init__(self, account: AccountRecord, settings: Settings, directory, ids: IdGenerator) -> None:
+    def __init__(self, account_id: str, load_account: Callable[[str], AccountRecord],
+                 settings: Settings, directory, ids: IdGenerator) -> None:
         super().__init__()
-        self.account_id = account.id
-        self.key_digests = list(account.key_digests)
-        self.senders = set(account.senders)
-        self.state = account.state
+        self.account_id = account_id
+        self._load_account = load_account
+        self.key_digests: list[bytes] = []
+        self.senders: set[str] = set()
+        self.state = ACTIVE
         self.settings = settings
         self.directory = directory
         self.ids = ids
@@ -54,7 +57,13 @@ class CustomerSessionActor(pykka.ThreadingActor):
         self._flush_scheduled = False
 
     def on_start(self) -> None:
+        # Registered first, read second: a change stored before this read is in the record; a change
+        # stored after it finds this session registered and is told to it as a message.
         self.directory.sessions[self.account_id] = self.actor_ref
+        account = self._load_account(self.account_id)
+        self.key_digests = list(account.key_digests)
+        self.senders = set(account.senders)
+        self.state = account.state
         self.available = self.directory.ledger.ask(m.encode(m.RegisterSession(self.account_id)))
 
     def on_receive(self, raw: bytes) -> None:
@@ -78,7 +87,8 @@ class CustomerSessionActor(pykka.ThreadingActor):
             case m.AccountStateChanged(state=state):
                 self.state = state
             case m.ApiKeyAdded(key_digest=digest):
-                self.key_digests.append(digest)
+                if digest not in self.key_digests:
+                    self.key_digests.append(digest)
             case _:
                 log.error("session: unexpected %s", type(msg).__name__)
 

@@ -181,8 +181,9 @@ class Runtime:
         with self._lock:
             ref = self.directory.sessions.get(account_id)
             if ref is None:
-                account = self.accounts.get(account_id)
-                ref = CustomerSessionActor.start(account, self.settings, self.directory, self.ids)
+                self.accounts.get(account_id)  # UnknownAccount before an actor is started for it
+                ref = CustomerSessionActor.start(account_id, self.accounts.get, self.settings,
+                                                 self.directory, self.ids)
                 self.directory.sessions[account_id] = ref
         return ref
 

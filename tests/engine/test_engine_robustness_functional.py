@@ -115,3 +115,41 @@ def test_a_corrupt_body_found_at_restart_fails_that_message_only(tmp_path):
         assert fra["store_failures"] >= 1  # the operator-visible alarm
     finally:
         second.stop()
+
+
+def test_a_sender_registered_while_the_session_starts_is_not_lost(tmp_path, monkeypatch):
+    engine = Engine.start(data_dir=tmp_path / "data", overrides=delivering_carriers())
+    try:
+        acc = engine.create_account(email="race@example.com")
+        engine.deposit(acc.id, usd="10", chain="tron", tx_hash="0x1", from_address="T")
+        accounts = engine.runtime.accounts
+        original = accounts.get
+        read_done, registered = threading.Event(), threading.Event()
+
+        def get_then_wait(account_id):  # the first submit reads the account, then stalls
+            record = original(account_id)
+            if threading.current_thread().name == "first-submit":
+                read_done.set()
+                registered.wait(10)
+            return record
+
+        monkeypatch.setattr(accounts, "get", get_then_wait)
+        outcome: list = []
+
+        def first_submit():
+            try:
+                engine.submit(acc.api_key, DE, "ACME", "first", timeout=10)
+                outcome.append("accepted")
+            except Exception as exc:  # UnknownSender is fine: it raced the registration
+                outcome.append(type(exc).__name__)
+
+        thread = threading.Thread(target=first_submit, name="first-submit")
+        thread.start()
+        assert read_done.wait(10)
+        engine.register_sender(acc.id, "ACME")  # lands while the session is being started
+        registered.set()
+        thread.join(10)
+        assert outcome and outcome[0] in ("accepted", "UnknownSender")
+        assert engine.submit(acc.api_key, DE, "ACME", "later", timeout=10).pop == "fra"
+    finally:
+        engine.stop()
