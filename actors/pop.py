@@ -12,8 +12,10 @@ status events emitted. So an acknowledged message always survives ``kill -9``.
 Delivery semantics (documented choices):
 
 * The body is discarded (from memory and the store) when the carrier has acknowledged every part.
-* A retryable carrier answer (``retry``) fails over to the next candidate after a backoff with full jitter;
-  ``throttled`` retries the same carrier. Retries stop after ``max_attempts`` or ``retry_window_seconds``.
+* A retryable carrier answer (``retry``) fails over to the next candidate after a backoff with full jitter.
+  ``throttled`` (SMPP 0x58) puts that carrier in a short, growing cool-down during which other candidates
+  are preferred; throttled attempts do not use up ``max_attempts`` (only the retry window bounds them), so
+  a burst is slowed down, not failed. Retries stop after ``max_attempts`` or ``retry_window_seconds``.
 * A retryable failure of any part retries the whole message, under a new concatenation reference. Parts the
   carrier had already accepted in the abandoned attempt may still reach the handset as an incomplete
   fragment: we prefer that to failing a message the carrier could deliver. A permanent rejection of a part
@@ -58,7 +60,7 @@ class InFlight:
     """What a POP holds in memory for a message that is not final yet."""
 
     __slots__ = ("record", "body", "state", "candidates", "cand_index", "ref", "carrier",
-                 "acked", "answered", "attempt_open", "sent_at", "retries")
+                 "acked", "answered", "attempt_open", "sent_at", "retries", "throttles")
 
     def __init__(self, record: MessageRecord, body: str | None) -> None:
         self.record = record
@@ -73,6 +75,7 @@ class InFlight:
         self.attempt_open = False
         self.sent_at = 0.0
         self.retries = 0  # backoff exponent: grows with every retry, sent or not
+        self.throttles = 0  # attempts a carrier throttled: they do not use up max_attempts
 
 
 class PopActor(pykka.ThreadingActor):
@@ -98,6 +101,8 @@ class PopActor(pykka.ThreadingActor):
         self._outstanding: dict[str, int] = {}
         self._waiting: dict[str, deque[str]] = {}
         self._unavailable: set[str] = set()
+        self._cooldown: dict[str, float] = {}  # carrier -> clock time until which it is avoided
+        self._throttle_streak: dict[str, int] = {}
         self._deadlines: list[tuple[float, str]] = []  # (expiry deadline, message id)
         self._timeouts: list[tuple[float, str, str]] = []  # (resp deadline, message id, ref)
         self._flush_scheduled = False
@@ -248,13 +253,32 @@ class PopActor(pykka.ThreadingActor):
         self._send(f, carrier)
 
     def _next_available(self, f: InFlight) -> str | None:
+        """The first usable candidate from the current one on, preferring carriers not cooling down
+        after a throttle; None if none is usable (the message then waits for a retry)."""
         n = len(f.candidates)
+        now = self.clock.now()
+        fallback = None
         for i in range(n):
-            cand = f.candidates[(f.cand_index + i) % n].carrier
-            if cand not in self._unavailable and cand in self.directory.carriers:
-                f.cand_index = (f.cand_index + i) % n
+            index = (f.cand_index + i) % n
+            cand = f.candidates[index].carrier
+            if cand in self._unavailable or cand not in self.directory.carriers:
+                continue
+            if self._cooldown.get(cand, 0.0) <= now:
+                f.cand_index = index
                 return cand
+            if fallback is None:
+                fallback = index
+        if fallback is not None and f.retries and f.retries % 4 == 0:
+            f.cand_index = fallback  # every carrier is cooling down: probe one now and then
+            return f.candidates[fallback].carrier
         return None
+
+    def _throttled(self, carrier: str) -> None:
+        """A carrier said "slow down" (SMPP 0x58): route around it for a while, longer each time."""
+        streak = self._throttle_streak.get(carrier, 0) + 1
+        self._throttle_streak[carrier] = streak
+        pause = min(1.0, 0.02 * 2 ** min(streak, 10))
+        self._cooldown[carrier] = self.clock.now() + pause
 
     def _window(self, carrier: str) -> int:
         opts = self.settings.carriers[carrier].options
@@ -317,7 +341,7 @@ class PopActor(pykka.ThreadingActor):
     def _retry_later(self, f: InFlight, reason: str, *, failover: bool = False) -> None:
         rec = f.record
         now = time.time()
-        if rec.attempts >= self.limits.max_attempts or \
+        if rec.attempts - f.throttles >= self.limits.max_attempts or \
                 now - rec.submitted_at > self.limits.retry_window_seconds:
             self._finish(f, FAILED, f"retries exhausted: {reason}")
             return
@@ -341,12 +365,16 @@ class PopActor(pykka.ThreadingActor):
             f.answered.add(it.part)
             if it.outcome == "ok":
                 f.acked.add(it.part)
+                self._throttle_streak.pop(carrier, None)
             elif it.outcome == "reject":
                 f.state.apply(it.part, REJECTED)
             else:  # retryable: the whole message goes again (see the module docstring)
                 self._close_attempt(f)
                 self.refs.pop(it.ref, None)  # late answers and receipts of this attempt are stale
                 f.state = MessageState(len(f.state.parts))
+                if it.outcome == "throttled":  # bounded by the retry window, not by max_attempts
+                    f.throttles += 1
+                    self._throttled(carrier)
                 self._retry_later(f, it.error or it.outcome, failover=it.outcome == "retry")
                 continue
             if len(f.answered) >= len(f.state.parts):

@@ -20,7 +20,7 @@ DE = "+4915112345678"
 def _customer(engine):
     acc = engine.create_account(email="robust@example.com")
     engine.register_sender(acc.id, "ACME")
-    engine.deposit(acc.id, usd="100", chain="tron", tx_hash="0x1", from_address="T")
+    engine.deposit(acc.id, usd="1000", chain="tron", tx_hash="0x1", from_address="T")
     return acc
 
 
@@ -151,5 +151,32 @@ def test_a_sender_registered_while_the_session_starts_is_not_lost(tmp_path, monk
         thread.join(10)
         assert outcome and outcome[0] in ("accepted", "UnknownSender")
         assert engine.submit(acc.api_key, DE, "ACME", "later", timeout=10).pop == "fra"
+    finally:
+        engine.stop()
+
+
+def test_a_burst_beyond_the_carriers_throughput_is_slowed_down_not_failed(tmp_path):
+    overrides = delivering_carriers()
+    for name in ("fra-telekom", "fra-vodafone"):
+        overrides["carriers"][name]["throughput"] = 300  # msg/s: the burst is ~2.5 s of capacity
+    overrides["engine"].update(retry_window_seconds=60, default_validity_seconds=120, max_attempts=4)
+    finals: dict[str, str] = {}
+    lock = threading.Lock()
+
+    def on_status(item):
+        if item.status != "accepted":
+            with lock:
+                finals[item.message_id] = item.error or item.status
+
+    engine = Engine.start(data_dir=tmp_path / "data", overrides=overrides, on_status=on_status)
+    try:
+        acc = _customer(engine)
+        futs = [engine.submit_future(acc.api_key, DE, "ACME", f"burst {i}") for i in range(1500)]
+        ids = {f.result(30).message_id for f in futs}
+        _wait(lambda: ids <= set(finals), "every message final", timeout=60)
+        failed = [e for mid, e in finals.items() if engine.status(mid).status != "delivered"]
+        assert failed == []
+        fra = next(p for p in engine.stats()["pops"] if p["pop"] == "fra")
+        assert fra["retries"] > 0  # the carriers did throttle
     finally:
         engine.stop()
