@@ -1,7 +1,8 @@
 """LedgerActor: the single writer of debits and credits.
 
 Messages in: ``DebitMessages`` (POPs, after a message is durable), ``CreditAccount`` (host deposits),
-``RegisterSession`` (asked once by each new session), ``Flush`` and ``Tick`` (itself / the clock).
+``RegisterSession`` (asked once by each new session), ``PseudonymiseAccount`` (asked by erasure),
+``Flush`` and ``Tick`` (itself / the clock).
 Messages out: ``BalanceChanged`` to the account's session, ``CreditApplied`` to the bridge.
 
 Debits are grouped: every debit that arrived before a ``Flush`` is written in one fsynced transaction.
@@ -18,16 +19,18 @@ import pykka
 
 from engine import messages as m
 from engine.errors import MalformedMessage, StorageError
-from storage.ledger import DEBIT, DEPOSIT, LedgerStore
+from storage.ledger import DEBIT, DEPOSIT, LedgerStore, pseudonym
 
 log = logging.getLogger(__name__)
 
 
 class LedgerActor(pykka.ThreadingActor):
-    def __init__(self, store: LedgerStore, directory) -> None:
+    def __init__(self, store: LedgerStore, directory, pepper: bytes = b"") -> None:
         super().__init__()
         self.store = store
         self.directory = directory
+        self._pepper = pepper  # keys the pseudonyms of erased accounts
+        self._erased: dict[str, str] = {}  # erased account id -> its pseudonym
         self._debits: list[m.DebitItem] = []
         self._flush_scheduled = False
         self._registered: set[str] = set()  # accounts whose session is told every balance change
@@ -50,6 +53,8 @@ class LedgerActor(pykka.ThreadingActor):
                 self._on_credit_account(msg)
             case m.RegisterSession(account_id=account_id):
                 return self._on_register_session(account_id)
+            case m.PseudonymiseAccount(account_id=account_id):
+                return self._on_pseudonymise_account(account_id)
             case _:
                 log.error("ledger: unexpected %s", type(msg).__name__)
         return None
@@ -66,7 +71,9 @@ class LedgerActor(pykka.ThreadingActor):
         if not self._debits:
             return
         batch, self._debits = self._debits, []
-        rows = [(DEBIT, d.account_id, -d.amount_micro_usd, d.message_id, d.at, "", "") for d in batch]
+        erased = self._erased
+        rows = [(DEBIT, erased.get(d.account_id, d.account_id), -d.amount_micro_usd, d.message_id,
+                 d.at, "", "") for d in batch]
         try:
             self.store.apply(rows, durable=False)  # derived from durable records: see storage.ledger
         except StorageError as exc:
@@ -89,6 +96,13 @@ class LedgerActor(pykka.ThreadingActor):
         balance = self.store.balance(msg.account_id) - self._queued_for(msg.account_id)
         self.directory.bridge.tell(m.encode(m.CreditApplied(
             msg.request_id, msg.account_id, balance, not new)))
+
+    def _on_pseudonymise_account(self, account_id: str) -> int:
+        self._write_debits()
+        rewritten = self.store.pseudonymise(account_id, self._pepper)
+        self._erased[account_id] = pseudonym(account_id, self._pepper)
+        self._registered.discard(account_id)
+        return rewritten
 
     def _on_register_session(self, account_id: str) -> int:
         # From now on this account's session hears every change; everything before is in the answer.

@@ -141,6 +141,8 @@ class PopActor(pykka.ThreadingActor):
                     self._route(f)
             case m.Tick(now=now):
                 self._on_tick(now)
+            case m.ForgetAccount(account_id=account_id):
+                return self._on_forget_account(account_id)
             case _:
                 log.error("pop %s: unexpected %s", self.name, type(msg).__name__)
         self._send_outbox()
@@ -410,6 +412,21 @@ class PopActor(pykka.ThreadingActor):
             self._drain_waiting(carrier)
         else:
             self._unavailable.add(carrier)
+
+    # --- erasure ------------------------------------------------------------------------------------
+
+    def _on_forget_account(self, account_id: str) -> int:
+        """Erasure: end the account's in-flight messages, drop their bodies, delete all its records."""
+        self._flush()  # what the session handed over is committed (and billed) first
+        for f in [f for f in self.inflight.values() if f.record.account_id == account_id]:
+            self._finish(f, FAILED, "account erased")
+        self._dirty = {mid: r for mid, r in self._dirty.items() if r.account_id != account_id}
+        self._outbox = {c: [i for i in items if i.ref in self.refs]  # nothing of it goes out now
+                        for c, items in self._outbox.items()}
+        self._flush()
+        self._emit_events()
+        ids = [r.message_id for r in self.records.for_account(account_id)]
+        return self.records.delete_many(ids)
 
     # --- time --------------------------------------------------------------------------------------
 

@@ -130,6 +130,9 @@ class CustomerSessionActor(pykka.ThreadingActor):
         )
         return item, pop
 
+    def on_stop(self) -> None:
+        self._on_flush()  # what was accepted for validation still reaches its POP
+
     def _on_flush(self) -> None:
         self._flush_scheduled = False
         pending, self._pending = self._pending, {}

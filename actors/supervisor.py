@@ -96,7 +96,8 @@ class Runtime:
                       for name, store in self.pop_stores.items()}
         self._reconcile_debits()
         self.clock = Clock()
-        self.directory.ledger = LedgerActor.start(self.ledger_store, self.directory)
+        self.directory.ledger = LedgerActor.start(self.ledger_store, self.directory,
+                                                  self.pseudonym_pepper())
         for name, store in self.pop_stores.items():
             self.directory.pops[name] = PopActor.start(name, s, self.directory, store, self.clock,
                                                        self.bridge)

@@ -186,19 +186,30 @@ class AccountManager:
 
     def erase_account(self, account_id: str) -> dict:
         """Erasure (Art. 17) with the 7-year ledger carve-out: the account record, API keys and message
-        records are deleted; ledger rows are pseudonymised (amounts and times kept)."""
+        records are deleted; ledger rows are pseudonymised (amounts and times kept).
+
+        It runs through the actors that own the data, in order: the session stops taking messages and
+        hands over what it holds; each POP ends the account's in-flight messages, drops their bodies and
+        deletes the account's records in its own thread (so no later status change writes one back); the
+        ledger writes what is queued and pseudonymises. The customer's own debugging windows end; legal
+        holds and lawful orders stay (they are the policy's exceptions to erasure)."""
         rec = self.accounts.get(account_id)
         self.close_account(account_id)
-        self.runtime.sync_ledger()  # no debit of this account may land after pseudonymisation
         for d in rec.key_digests:
             self.key_index.pop(d, None)
-        deleted = 0
-        for store in self.runtime.pop_stores.values():
-            ids = [r.message_id for r in store.records.for_account(account_id)]
-            deleted += store.records.delete_many(ids)
-        pepper = self.runtime.pseudonym_pepper()
-        rewritten = self.runtime.ledger_store.pseudonymise(account_id, pepper)
+        runtime = self.runtime
+        session = runtime.directory.sessions.pop(account_id, None)
+        if session is not None:
+            session.stop(timeout=10)  # processes what it was told, hands its batch to the POPs
+        deleted = sum(pop.ask(m.encode(m.ForgetAccount(account_id)), timeout=30)
+                      for pop in runtime.directory.pops.values())
+        rewritten = runtime.directory.ledger.ask(m.encode(m.PseudonymiseAccount(account_id)),
+                                                 timeout=30)
+        for holds in runtime.holds.values():
+            for hold in holds.active():
+                if hold.account_id == account_id and hold.kind == "debug_window":
+                    holds.release(hold.hold_id, actor="system:erasure", reason="account erased")
         self.accounts.delete(account_id)
         return {"account": account_id, "message_records_deleted": deleted,
                 "ledger_entries_pseudonymised": rewritten,
-                "ledger_token": pseudonym(account_id, pepper)}
+                "ledger_token": pseudonym(account_id, runtime.pseudonym_pepper())}

@@ -442,6 +442,22 @@ class StatusesChanged(Message):
     items: list[StatusItem]
 
 
+@message(44)
+class ForgetAccount(Message):
+    """Erasure, at a POP (asked): finish the account's in-flight messages, drop their bodies, and delete
+    every record of the account in the POP's own thread, so nothing writes them back."""
+
+    account_id: str
+
+
+@message(45)
+class PseudonymiseAccount(Message):
+    """Erasure, at the ledger (asked): write what is queued, pseudonymise the account's rows, and write
+    any later row of it under the pseudonym too."""
+
+    account_id: str
+
+
 # === housekeeping =====================================================================================
 
 

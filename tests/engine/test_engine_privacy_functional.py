@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import Engine
+from engine import Engine, messages
 from engine.errors import AccountRestricted, AuthError, KeyUnavailable
 from tests.engine.crash_support import delivering_carriers
 
@@ -152,3 +152,27 @@ def test_erasure_deletes_the_account_and_records_but_pseudonymises_the_ledger(en
     token = result["ledger_token"]
     assert sum(e.amount_micro_usd for e in entries if e.account_id == token) == \
         engine.runtime.ledger_store.balance(token)
+
+
+def test_erasure_while_messages_are_in_flight_leaves_no_record_and_no_ledger_row_behind(tmp_path):
+    from tests.engine.crash_support import silent_carriers
+
+    engine = Engine.start(data_dir=tmp_path / "inflight", overrides=silent_carriers())
+    try:
+        acc = _account(engine)
+        futs = [engine.submit_future(acc.api_key, TOS[i % 3], "ACME", f"pending {i}")
+                for i in range(300)]
+        accepted = [f.result(10).message_id for f in futs]  # durable, never answered by carriers
+        result = engine.erase_account(acc.id)
+        assert result["message_records_deleted"] == len(accepted)
+        # nothing writes a record back later: the POPs no longer hold the messages
+        for pop in engine.runtime.directory.pops.values():
+            pop.ask(messages.encode(messages.Tick(0.0)))  # a tick and its flush have run
+        assert all(engine.status(mid) is None for mid in accepted)
+        entries = list(engine.runtime.ledger_store.entries())
+        assert len([e for e in entries if e.kind == "debit"]) == len(accepted)
+        assert all(e.account_id == result["ledger_token"] for e in entries)
+        assert engine.runtime.ledger_store.balance(acc.id) == 0
+        assert engine.gate.in_flight == 0  # the erased messages gave their slots back
+    finally:
+        engine.stop(drain_seconds=0)
