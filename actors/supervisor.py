@@ -84,11 +84,14 @@ class Runtime:
         self.accounts = AccountStore(self.core_env, self.keys.store_sealer("accounts"))
         self.ledger_store = LedgerStore(self.core_env, self.keys.store_sealer("ledger"))
         records_sealer = self.keys.store_sealer("records")
+        # A window key dies at the first sweep after window start + max TTL: leave room for that sweep
+        # so no body is readable past body_ttl_seconds (24 h by default).
+        max_ttl = max(60, int(s.engine.body_ttl_seconds - s.engine.sweep_interval_seconds))
         for name in s.pops:
             env = open_env(self.data_dir / "pops" / name, map_size=map_size)
             self.pop_stores[name] = PopStore(
                 env, MessageRecords(env, records_sealer),
-                BodyStore(env, self.keys, max_ttl_seconds=s.engine.body_ttl_seconds))
+                BodyStore(env, self.keys, max_ttl_seconds=max_ttl))
         # A hold and its audit entry are written in one transaction, so each POP environment keeps the
         # audit trail of its own holds; ``audit_entries`` reads them all.
         self.audits = {name: AuditLog(store.env) for name, store in self.pop_stores.items()}

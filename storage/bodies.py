@@ -21,8 +21,11 @@ Durability contract:
   is written.
 * *Writers:* the POP actor (put/discard) and the sweeper (:meth:`BodyStore.sweep`, its own write
   transaction; LMDB serialises the two). *Readers:* any thread.
-* *Bounded:* an expiry is clamped to ``now + max_ttl_seconds``; a window is shredded once
-  ``window end + max_ttl`` has passed and the TTL index holds nothing that old.
+* *Bounded:* an expiry is clamped to ``window start + max_ttl_seconds`` (the start of the key window the
+  body is sealed in), and a window's key is shredded once ``window start + max_ttl`` has passed and the
+  TTL index holds nothing that old; so no body outlives ``max_ttl`` from its window's start, and every
+  copy of it is unreadable by then plus one sweep interval. (Bodies written late in a window get a
+  slightly shorter life; their messages' validity is far shorter anyway.)
 * *Not guaranteed:* a body whose expiry has passed but which the sweeper has not yet purged is still on
   disk (under a live key) until the next sweep; :meth:`BodyStore.get` already reports it as gone.
 """
@@ -143,7 +146,7 @@ class BodyStore:
         now = self._clock()
         sealer = self.keys.body_sealer(self.keys.body_window(now))
         seal = sealer.seal
-        cap_ms = int((now + self.max_ttl_seconds) * 1000)
+        cap_ms = int((self._window_start(self.keys.body_window(now)) + self.max_ttl_seconds) * 1000)
         pack = _U64.pack
         fromhex = bytes.fromhex
         capture = self.capture
@@ -290,10 +293,13 @@ class BodyStore:
             oldest = _U64.unpack_from(cursor.key())[0] / 1000 if cursor.first() else None
             return purged, held_purged, oldest, txn.stat(self._bodies)["entries"]
 
+    def _window_start(self, window: int) -> float:
+        return self.keys.window_end(window) - self.keys.window_seconds
+
     def _shred_finished_windows(self, now: float, oldest_expiry: float | None) -> list[int]:
         shredded = []
         for window in self.keys.live_windows():
-            horizon = self.keys.window_end(window) + self.max_ttl_seconds
+            horizon = self._window_start(window) + self.max_ttl_seconds
             if horizon > now:
                 break  # windows are sorted: later ones are not finished either
             if oldest_expiry is not None and oldest_expiry < horizon:

@@ -54,13 +54,15 @@ def test_an_expired_body_reads_as_gone_even_before_the_sweep(store, ids, clock):
     assert store.get(mid) is None
 
 
-def test_an_expiry_beyond_the_max_ttl_is_clamped(env, keyring, ids, clock):
+def test_an_expiry_beyond_the_max_ttl_is_clamped_to_its_windows_start_plus_the_max_ttl(
+        env, keyring, ids, clock):
     store = BodyStore(env, keyring, max_ttl_seconds=3600, clock=clock)
     mid = ids.new()
+    window_start = keyring.window_end(keyring.body_window(clock.now)) - keyring.window_seconds
     put(store, [(mid, "x", clock.now + 10 * DAY)])
-    clock.advance(3599)
+    clock.now = window_start + 3600 - 1
     assert store.get(mid) == "x"
-    clock.advance(2)
+    clock.now = window_start + 3600 + 1
     assert store.get(mid) is None
     assert store.sweep().purged == 1
 
@@ -75,11 +77,13 @@ def test_sweep_purges_only_due_bodies(store, ids, clock):
     assert list(store.pending_ids()) == later
 
 
-def test_a_window_key_is_shredded_only_after_its_end_plus_the_max_ttl(store, ids, clock, keyring):
+def test_a_window_key_is_shredded_once_its_start_plus_the_max_ttl_has_passed(
+        store, ids, clock, keyring):
+    """No body sealed under a window's key can be read more than the max TTL after the window began."""
     mid = ids.new()
     put(store, [(mid, "x", clock.now + 60)])
     window = keyring.body_window(clock.now)
-    horizon = keyring.window_end(window) + DAY
+    horizon = keyring.window_end(window) - keyring.window_seconds + DAY
     clock.now = horizon - 1
     assert store.sweep().shredded_windows == ()
     assert window in keyring.live_windows()
