@@ -363,7 +363,8 @@ class PopActor(pykka.ThreadingActor):
             f = self.inflight.get(self.refs.get(it.ref, ""))
             if f is None or f.ref != it.ref or not f.attempt_open:
                 continue  # a stale attempt, or a message already final
-            f.state.resize(it.parts)
+            if not f.answered:  # the first answer of an attempt tells how the carrier split it
+                f.state.resize(it.parts)
             f.answered.add(it.part)
             if it.outcome == "ok":
                 f.acked.add(it.part)
@@ -438,7 +439,8 @@ class PopActor(pykka.ThreadingActor):
         while self._timeouts and self._timeouts[0][0] <= mono:
             _, mid, ref = heapq.heappop(self._timeouts)
             f = self.inflight.get(mid)
-            if f is not None and f.ref == ref and f.attempt_open and not f.acked:
+            if f is not None and f.ref == ref and f.attempt_open \
+                    and len(f.answered) < len(f.state.parts):  # some part still unanswered
                 self.counters["resp_timeouts"] += 1
                 self._close_attempt(f)
                 self.refs.pop(ref, None)

@@ -84,9 +84,15 @@ class MessageState:
         return self.status in FINAL
 
     def resize(self, parts: int) -> None:
-        """The carrier told us how many parts it split the message into (never shrinks)."""
-        if parts > len(self.parts) and not self.final:
+        """The carrier told us how many parts it split the message into (it may send a long message
+        whole, e.g. in SMPP ``message_payload``: then there is one part)."""
+        if parts < 1 or parts == len(self.parts) or self.final:
+            return
+        if parts > len(self.parts):
             self.parts.extend([ACCEPTED] * (parts - len(self.parts)))
+        else:
+            del self.parts[parts:]
+        self.status = worst(self.parts)
 
     def apply(self, part: int, status: str) -> bool:
         """Record ``status`` for ``part``; return True if the message's own status changed."""

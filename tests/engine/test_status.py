@@ -158,3 +158,10 @@ def test_unknown_statuses_and_non_final_finish_are_refused():
 ])
 def test_smpp_receipt_states_map_to_the_five_statuses(state, status):
     assert status_from_smpp_state(state) == status
+
+
+def test_a_carrier_that_sends_a_long_message_whole_makes_it_one_part():
+    """SMPP message_payload carries a two-segment text as one part: one receipt decides it."""
+    state = MessageState(parts=2)
+    state.resize(1)
+    assert state.apply(0, DELIVERED) and state.status == DELIVERED and state.final
