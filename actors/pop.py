@@ -97,6 +97,7 @@ class PopActor(pykka.ThreadingActor):
         self._dirty: dict[str, MessageRecord] = {}
         self._discards: list[str] = []
         self._events: list[m.StatusItem] = []
+        self._acks: list[tuple[str, float]] = []  # carrier acknowledgements not yet told to the host
         self._outbox: dict[str, list[m.CarrierSubmitItem]] = {}
         self._outstanding: dict[str, int] = {}
         self._waiting: dict[str, deque[str]] = {}
@@ -391,7 +392,7 @@ class PopActor(pykka.ThreadingActor):
             f.record = f.record._replace(carrier_acked_at=now)
             f.body = None
             self._discards.append(f.record.message_id)
-            self.bridge.carrier_acked(f.record.message_id, now)
+            self._acks.append((f.record.message_id, now))  # told after the commit that records it
         if f.state.final:
             self._finish(f, f.state.status, error)
         else:
@@ -492,8 +493,14 @@ class PopActor(pykka.ThreadingActor):
                                          error[:200], r.callback_url))
 
     def _emit_events(self) -> None:
-        if not self._events or self._dirty:
+        if self._dirty:
             return  # a status change is emitted only after the commit that makes it durable
+        if self._acks:
+            acks, self._acks = self._acks, []
+            for message_id, at in acks:
+                self.bridge.carrier_acked(message_id, at)
+        if not self._events:
+            return
         events, self._events = self._events, []
         by_account: dict[str, list[m.StatusItem]] = {}
         for e in events:

@@ -149,7 +149,7 @@ class Runtime:
                         len(rows))
 
     def _last_debits(self):
-        entry = self.ledger_store.last_entry()
+        entry = self.ledger_store.last_entry(DEBIT)  # deposits after a lost debit must not hide it
         return [entry] if entry is not None else []
 
     def sync_ledger(self, timeout: float = 10.0) -> None:

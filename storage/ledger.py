@@ -22,7 +22,7 @@ from typing import NamedTuple
 import lmdb
 import msgpack
 
-from engine.errors import CorruptRecord, StoreFull
+from engine.errors import CorruptRecord, StorageError, StoreFull
 from storage.crypto import Sealer
 
 DEBIT, DEPOSIT, REFUND = "debit", "deposit", "refund"
@@ -92,6 +92,8 @@ class LedgerStore:
                 self.env.sync(True)
         except lmdb.MapFullError as exc:
             raise StoreFull("the ledger store is full") from exc
+        except lmdb.Error as exc:
+            raise StorageError(f"the ledger write failed: {type(exc).__name__}") from exc
         return out
 
     def balance(self, account_id: str) -> int:
@@ -103,10 +105,17 @@ class LedgerStore:
         with self.env.begin() as txn:
             return txn.get(self.idempotency_key(kind, reference, chain), db=self._idem) is not None
 
-    def last_entry(self) -> LedgerEntry | None:
+    def last_entry(self, kind: str | None = None) -> LedgerEntry | None:
+        """The newest entry (of ``kind``, if given)."""
         with self.env.begin() as txn:
             cursor = txn.cursor(db=self._entries)
-            return self._decode(cursor.key(), cursor.value()) if cursor.last() else None
+            if not cursor.last():
+                return None
+            for key, blob in cursor.iterprev():
+                entry = self._decode(key, blob)
+                if kind is None or entry.kind == kind:
+                    return entry
+        return None
 
     def entries(self, account_id: str | None = None) -> Iterator[LedgerEntry]:
         with self.env.begin() as txn:
