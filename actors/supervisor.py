@@ -110,6 +110,7 @@ class Runtime:
         for name, store in self.pop_stores.items():
             sweepables[f"records:{name}"] = store.records
             sweepables[f"holds:{name}"] = self.holds[name]
+            sweepables[f"audit:{name}"] = self.audits[name]
         self.sweeper = SweeperActor.start(
             {name: store.bodies for name, store in self.pop_stores.items()},
             sweepables=sweepables, interval_seconds=s.engine.sweep_interval_seconds)

@@ -73,6 +73,12 @@ class SweeperActor(pykka.ThreadingActor):
 
     # --- proxy API (control port, tests) ----------------------------------------------------------
 
+    def add_sweepables(self, sweepables: Mapping[str, Sweepable]) -> list[str]:
+        """Sweep these stores too from now on (stores of components started after the sweeper, e.g.
+        the HTTP servers' request log); returns every store name swept."""
+        self._others.update(_named(sweepables))
+        return sorted([*(f"bodies:{p}" for p in self._bodies), *self._others])
+
     def sweep_now(self) -> dict[str, Any]:
         """Sweep everything now, whatever the interval; returns the stats."""
         self._sweep(self._clock())

@@ -100,6 +100,8 @@ class Engine(AccountManager, HoldManager):
                 engine.http = None
                 engine.stop(drain_seconds=0)
                 raise
+            # the request log, idempotency records and control audit follow the same retention sweeps
+            engine.runtime.sweeper.proxy().add_sweepables(engine.http.sweepables).get(timeout=10)
         return engine
 
     @property
@@ -227,6 +229,10 @@ class Engine(AccountManager, HoldManager):
                     if "analytics" in a.objections or a.state == "restricted"}
         records = (r for s in self.runtime.pop_stores.values() for r in s.records.since(0.0))
         return corridor_analytics(records, excluded)
+
+    def swept_stores(self) -> list[str]:
+        """The names of every store the retention sweeper covers (an operator's check)."""
+        return self.runtime.sweeper.proxy().add_sweepables({}).get(timeout=10)
 
     def stats(self) -> dict:
         return {"in_flight": self.gate.in_flight, "max_in_flight": self.gate.limit,

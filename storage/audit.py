@@ -88,6 +88,19 @@ class AuditLog:
                 if since is None or entry.ts >= since:
                     yield entry
 
+    def sweep(self, now: float, retention_seconds: float = 365 * 86400) -> int:
+        """Delete entries older than the retention period (oldest first; the log is in time order)."""
+        cutoff = now - retention_seconds
+        removed = 0
+        with self.env.begin(write=True) as txn:
+            cursor = txn.cursor(db=self._db)
+            while cursor.first():
+                if _decode(cursor.key(), cursor.value()).ts >= cutoff:
+                    break
+                cursor.delete()
+                removed += 1
+        return removed
+
     def __len__(self) -> int:
         with self.env.begin() as txn:
             return txn.stat(self._db)["entries"]

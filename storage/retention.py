@@ -62,6 +62,11 @@ _ROWS = (
     RetentionRule("billing_ledger", 7 * YEAR, Start.WRITTEN, "7 years",
                   "AML / tax / audit requirements applicable to payment-handling entities",
                   "storage.ledger (Sweepable; pseudonymise identifiers on erasure, keep amounts)"),
+    RetentionRule("staff_access_audit_logs", YEAR, Start.WRITTEN,
+                  "Not in the policy's table: 1 year (engine default)",
+                  "Policy 9: staff access is audit-logged; kept long enough for a yearly review",
+                  "storage.audit.AuditLog (Sweepable): control-port requests and retention "
+                  "exceptions"),
     RetentionRule("support_correspondence", YEAR, Start.RESOLUTION, "Resolution + 1 year",
                   "Audit, recurrence detection",
                   "", held_by_engine=False),  # kept in the support mailbox, outside the engine

@@ -178,8 +178,12 @@ class HttpServers:
     def sweepables(self) -> dict[str, Any]:
         """The HTTP layer's stores with a ``sweep(now) -> int`` (for the engine's retention sweeper)."""
         ctx = self.ctx
-        return {} if ctx is None else {"request_log": ctx.requestlog,
-                                       "idempotency": ctx.idempotency}
+        if ctx is None:
+            return {}
+        stores = {"request_log": ctx.requestlog, "idempotency": ctx.idempotency}
+        if ctx.audit is not None:
+            stores["audit:control"] = ctx.audit
+        return stores
 
     async def _sweep_forever(self, ctx: HttpContext) -> None:
         """Sweep the request log (90 days) and idempotency records (24 h) now and every hour, so
