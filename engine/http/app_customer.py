@@ -35,6 +35,7 @@ MESSAGE_SCHEMA = {
     "callback_url": Field((str,), required=False, nullable=True),
     "validity_seconds": Field((int,), required=False, nullable=True),
 }
+DEBUG_WINDOW_SCHEMA = {"hours": Field((int, float)), "reason": Field((str,), required=False)}
 SENDER_SCHEMA = {"sender": Field((str,))}
 WEBHOOK_SCHEMA = {
     "url": Field((str,), nullable=True),
@@ -178,6 +179,44 @@ async def rotate_webhook_secret(request: web.Request) -> web.Response:
     return json_response({"secret": secret}, status=201)
 
 
+async def open_debug_window(request: web.Request) -> web.Response:
+    """Policy 2.3(b): the customer opts in to keeping their own bodies for a bounded debugging window."""
+    ctx: HttpContext = request.app[CTX]
+    account_id = require_account(request)
+    data = await read_json(request, DEBUG_WINDOW_SCHEMA)
+    hours = data["hours"]
+    if not isinstance(hours, int | float) or isinstance(hours, bool) or not 0 < hours <= 168:
+        raise HttpError(422, "invalid_window", "hours must be more than 0 and at most 168 (7 days)")
+    reason = data.get("reason") or "customer opt-in: extended-retention debugging"
+
+    def place() -> dict:
+        return ctx.engine.place_hold(
+            "debug_window", actor=f"customer:{account_id}", reason=reason[:200],
+            reference="customer-opt-in", until=time.time() + hours * 3600, account_id=account_id)
+
+    placed = await ctx.call(place)
+    until = max(h["until"] for h in placed["holds"])
+    return json_response({"until": until, "hold_ids": [h["hold_id"] for h in placed["holds"]]},
+                         status=201)
+
+
+async def close_debug_window(request: web.Request) -> web.Response:
+    """End the account's debugging windows now: every body kept for them is shredded."""
+    ctx: HttpContext = request.app[CTX]
+    account_id = require_account(request)
+
+    def release() -> int:
+        ended = 0
+        for hold in ctx.engine.active_holds():
+            if hold["kind"] == "debug_window" and hold["account_id"] == account_id:
+                ctx.engine.release_hold(hold["hold_id"], actor=f"customer:{account_id}",
+                                        reason="customer closed the window")
+                ended += 1
+        return ended
+
+    return json_response({"closed": await ctx.call(release)})
+
+
 def _forget(ctx: HttpContext, account_id: str) -> None:
     if ctx.notifier is not None:
         ctx.notifier.forget(account_id)
@@ -204,5 +243,7 @@ def build_customer_app(ctx: HttpContext) -> web.Application:
     r.add_post("/v1/senders", post_sender)
     r.add_put("/v1/webhook", put_webhook)
     r.add_post("/v1/webhook/secret", rotate_webhook_secret)
+    r.add_post("/v1/debug-window", open_debug_window)
+    r.add_delete("/v1/debug-window", close_debug_window)
     r.add_get("/v1/openapi.json", get_openapi, allow_head=False)
     return app

@@ -94,6 +94,13 @@ def customer_document() -> dict[str, Any]:
         "/v1/webhook/secret": {"post": _op("Rotate the webhook signing secret (shown once; the "
                                            "previous one keeps signing during the overlap)", "201",
                                            ok_schema=_obj(["secret"], secret=S))},
+        "/v1/debug-window": {
+            "post": _op("Opt in to keeping your own message bodies for debugging (policy 2.3 b), at "
+                        "most 7 days; audit-logged", "201",
+                        body=_obj(["hours"], hours={"type": "number"}, reason=S),
+                        errors=("422",)),
+            "delete": _op("End your debugging windows now (their bodies are shredded)", "200"),
+        },
         "/v1/openapi.json": {"get": _op("This document", "200", security=False)},
     }
     return _document("smsroute customer API", paths, "API key (sk_live_...)")
