@@ -10,12 +10,14 @@ POPs, ledger).
 Data layout under ``data_dir``::
 
     keys/            master key (0600) and the key store: data keys live outside every LMDB file
+    routing.json     the routing table last replaced on the control port (survives restarts)
     core/            LMDB: accounts, API key digests, ledger, balances
     pops/<name>/     LMDB per POP: message records, encrypted bodies, TTL index
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -34,7 +36,7 @@ from actors.session import CustomerSessionActor
 from actors.sweeper import SweeperActor
 from engine import messages as m
 from engine.config import Settings
-from engine.errors import UnknownAccount
+from engine.errors import ConfigError, UnknownAccount
 from engine.routing import RoutingTable
 from storage.accounts import AccountStore
 from storage.audit import AuditLog
@@ -48,6 +50,7 @@ from storage.records import MessageRecords
 log = logging.getLogger(__name__)
 
 RECONCILE_SLACK_SECONDS = 60.0
+ROUTING_FILE = "routing.json"  # the operator's last replacement of the routing table
 
 
 @dataclass
@@ -98,6 +101,7 @@ class Runtime:
         self.holds = {name: Holds(store.bodies, self.keys, self.audits[name])
                       for name, store in self.pop_stores.items()}
         self._reconcile_debits()
+        self._load_saved_routing()
         self.clock = Clock()
         self.directory.ledger = LedgerActor.start(self.ledger_store, self.directory,
                                                   self.pseudonym_pepper())
@@ -217,9 +221,33 @@ class Runtime:
         ref.tell(m.encode(m.SetCarrierSuspended(suspended)))
 
     def replace_routing(self, table: dict) -> None:
+        """Validate, persist (atomically: write, fsync, rename) and swap in a new routing table."""
+        routing = self._routing_from(table)
+        path = self.data_dir / ROUTING_FILE
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(routing.to_document(), fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        self.directory.routing = routing
+
+    def _routing_from(self, table: dict) -> RoutingTable:
         s = self.settings
-        self.directory.routing = RoutingTable.from_document(
+        return RoutingTable.from_document(
             table, pops=set(s.pops), carriers={n: c.pop for n, c in s.carriers.items()})
+
+    def _load_saved_routing(self) -> None:
+        """A routing table an operator replaced at run time outlives a restart (if it still fits the
+        configured POPs and carriers; otherwise the config's table is used and the file is ignored)."""
+        path = self.data_dir / ROUTING_FILE
+        if not path.exists():
+            return
+        try:
+            self.directory.routing = self._routing_from(json.loads(path.read_text("utf-8")))
+            log.info("routing: using the table saved in %s", path)
+        except (ValueError, ConfigError) as exc:
+            log.error("routing: ignoring %s, it does not fit this configuration: %s", path, exc)
 
     def stats(self) -> dict:
         pops = []

@@ -356,3 +356,23 @@ def test_a_reply_conversion_error_reaches_the_caller_instead_of_vanishing():
     bridge.tell(m.encode(m.CreditApplied(rid, "acc", 5, False)))
     with pytest.raises(AttributeError):
         fut.result(0)
+
+
+def test_a_replaced_routing_table_survives_a_restart(start_engine, tmp_path):
+    data = tmp_path / "routing"
+    first = start_engine(FAST_DELIVERING, data)
+    table = first.routing_table()
+    for route in table["routes"]:
+        if "DE" in route["match"]:  # send DE through the second carrier only
+            route["carriers"] = [c for c in route["carriers"] if c["carrier"] == "fra-vodafone"]
+    first.replace_routing(table)
+    first.stop()
+    second = start_engine(FAST_DELIVERING, data)
+    de = next(r for r in second.routing_table()["routes"] if "DE" in r["match"])
+    assert [c["carrier"] for c in de["carriers"]] == ["fra-vodafone"]
+    acct = customer(second)
+    accepted = second.submit(acct.api_key, to="+4915112345678", sender="ACME", body="Hi")
+    wait = time.monotonic() + 10
+    while second.status(accepted.message_id).carrier == "" and time.monotonic() < wait:
+        time.sleep(0.02)
+    assert second.status(accepted.message_id).carrier == "fra-vodafone"
