@@ -60,8 +60,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         scheme = "https" if srv.ctx is not None and srv.ctx.tls else "http"
         print(f"customer API: {scheme}://{h.customer_host}:{srv.customer_port}/v1", flush=True)
         print(f"control port: {scheme}://{h.control_host}:{srv.control_port}/", flush=True)
-        if srv.token_path is not None:
-            print(f"operator token file: {srv.token_path}", flush=True)
     stop.wait()
     print("smsroute stopping: draining in-flight messages…", flush=True)
     engine.stop()
