@@ -26,7 +26,7 @@ from typing import Any
 import pykka
 
 from engine import messages as m
-from engine.errors import InvalidBody, MalformedMessage
+from engine.errors import InvalidBody
 from engine.segments import plan
 
 log = logging.getLogger(__name__)
@@ -83,12 +83,10 @@ class SimulatedCarrierActor(pykka.ThreadingActor):
         self.counts = {k: 0 for k in (*OUTCOMES, "window_full", "submitted", "parts")}
 
     def on_receive(self, raw: bytes) -> None:
-        try:
-            msg = m.decode(raw)
-        except MalformedMessage as exc:
-            log.warning("carrier %s: dropped malformed message: %s", self.name, exc)
-            return
+        msg = m.decode_or_drop(raw, f"carrier {self.name}")
         match msg:
+            case None:
+                pass  # malformed: logged and dropped
             case m.SubmitToCarrier(items=items):
                 self._on_submit(items)
             case m.CarrierEmitDue():

@@ -18,7 +18,7 @@ import logging
 import pykka
 
 from engine import messages as m
-from engine.errors import MalformedMessage, StorageError
+from engine.errors import StorageError
 from storage.ledger import DEBIT, DEPOSIT, LedgerStore, pseudonym
 
 log = logging.getLogger(__name__)
@@ -37,12 +37,10 @@ class LedgerActor(pykka.ThreadingActor):
         self.alarms = 0
 
     def on_receive(self, raw: bytes):
-        try:
-            msg = m.decode(raw)
-        except MalformedMessage as exc:
-            log.warning("ledger: dropped malformed message: %s", exc)
-            return None
+        msg = m.decode_or_drop(raw, "ledger")
         match msg:
+            case None:
+                pass  # malformed: logged and dropped
             case m.DebitMessages(items=items):
                 self._debits.extend(items)
                 self._schedule_flush()

@@ -41,7 +41,7 @@ import lmdb
 import pykka
 
 from engine import messages as m
-from engine.errors import MalformedMessage, StorageError, StoreFull
+from engine.errors import StorageError, StoreFull
 from engine.status import (
     ACCEPTED,
     DELIVERED,
@@ -119,12 +119,10 @@ class PopActor(pykka.ThreadingActor):
         self._flush()
 
     def on_receive(self, raw: bytes):
-        try:
-            msg = m.decode(raw)
-        except MalformedMessage as exc:
-            log.warning("pop %s: dropped malformed message: %s", self.name, exc)
-            return None
+        msg = m.decode_or_drop(raw, f"pop {self.name}")
         match msg:
+            case None:
+                pass  # malformed: logged and dropped
             case m.AcceptMessages(items=items):
                 self._accepts.extend(items)
                 self._schedule_flush()

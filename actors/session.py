@@ -27,7 +27,6 @@ from engine.errors import (
     AccountRestricted,
     AuthError,
     InsufficientBalance,
-    MalformedMessage,
     SmsrouteError,
     UnknownSender,
 )
@@ -70,12 +69,10 @@ class CustomerSessionActor(pykka.ThreadingActor):
         if m.peek_tag(raw) == m.StatusesChanged.TAG:
             self.directory.bridge.tell(raw)  # status batches pass through unopened
             return
-        try:
-            msg = m.decode(raw)
-        except MalformedMessage as exc:
-            log.warning("session: dropped malformed message: %s", exc)
-            return
+        msg = m.decode_or_drop(raw, "session")
         match msg:
+            case None:
+                pass  # malformed: logged and dropped
             case m.SubmitMessage():
                 self._on_submit_message(msg)
             case m.Flush():

@@ -24,7 +24,7 @@ import lmdb
 import pykka
 
 from engine import messages as m
-from engine.errors import ConfigError, MalformedMessage, SmsrouteError
+from engine.errors import ConfigError, SmsrouteError
 from storage.bodies import BodyStore
 from storage.retention import RETENTION, RetentionRule, Sweepable, operator_view
 
@@ -57,12 +57,10 @@ class SweeperActor(pykka.ThreadingActor):
                                   f"retention table's {body_limit} s")
 
     def on_receive(self, raw: bytes) -> None:
-        try:
-            msg = m.decode(raw)
-        except MalformedMessage as exc:
-            log.warning("sweeper: dropped malformed message: %s", exc)
-            return None
+        msg = m.decode_or_drop(raw, "sweeper")
         match msg:
+            case None:
+                pass  # malformed: logged and dropped
             case m.Tick():
                 now = self._clock()
                 if self._last_run is None or now - self._last_run >= self._interval:

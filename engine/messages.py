@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 import types
 import typing
 from typing import Any, ClassVar, NamedTuple, Union
@@ -29,6 +30,7 @@ import msgpack
 from engine.errors import MalformedMessage
 
 _REGISTRY: dict[int, type[Message]] = {}
+_log = logging.getLogger(__name__)
 
 
 class Message:
@@ -97,6 +99,16 @@ def decode(raw: bytes) -> Message:
     except _BadField as exc:
         raise MalformedMessage(f"{cls.__name__}: {exc}") from None
     return cls(*checked)
+
+
+def decode_or_drop(raw: bytes, receiver: str) -> Message | None:
+    """:func:`decode` for an actor's ``on_receive``: a malformed message is logged (never its content)
+    and dropped, and the actor carries on; None tells the caller there is nothing to handle."""
+    try:
+        return decode(raw)
+    except MalformedMessage as exc:
+        _log.warning("%s: dropped a malformed message: %s", receiver, exc)
+        return None
 
 
 # --- field checking ---------------------------------------------------------------------------------
