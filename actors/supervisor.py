@@ -267,17 +267,29 @@ class Runtime:
             _stop(self.sweeper)
         # sessions first (their last batches reach live POPs), then carriers, then the POPs' last
         # group commit, then the ledger's last debits
-        for ref in list(self.directory.sessions.values()):
-            _stop(ref)
-        for ref in list(self._carrier_actors.values()):
-            _stop(ref)
-        for ref in list(self.directory.pops.values()):
-            _stop(ref)
+        _stop_all(self.directory.sessions.values())
+        _stop_all(self._carrier_actors.values())  # in parallel: each may wait for its SMSC's unbind
+        _stop_all(self.directory.pops.values())
         if self.directory.ledger is not None:
             _stop(self.directory.ledger)
         for store in self.pop_stores.values():
             store.env.close()
         self.core_env.close()
+
+
+def _stop_all(refs, timeout: float = 15.0) -> None:
+    """Stop actors of one tier together (each finishes what is in its inbox) and wait for all."""
+    futures = []
+    for ref in list(refs):
+        try:
+            futures.append(ref.stop(block=False))
+        except Exception:
+            log.warning("stopping %s failed", ref)
+    for fut in futures:
+        try:
+            fut.get(timeout=timeout)
+        except Exception:  # stuck or already gone: the process is going down anyway
+            log.warning("an actor did not stop in time")
 
 
 def _stop(ref) -> None:
