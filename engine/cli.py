@@ -12,7 +12,6 @@ import argparse
 import logging
 import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +47,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from engine import Engine
 
     settings = _settings(args)
-    stop = threading.Event()  # handlers first: a signal just after "running" still stops cleanly
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    # Block SIGTERM/SIGINT before any thread exists (every engine thread inherits the mask) and take
+    # them with sigwait below: no Python signal handler runs, so none can deadlock on a lock the main
+    # thread holds, and a signal that arrives while the engine starts is kept until we wait for it.
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     engine = Engine.start(data_dir=args.data_dir, settings=settings, http=not args.no_http)
     data_dir = Path(args.data_dir).resolve()
     print(f"smsroute running: data in {data_dir}; POPs {', '.join(settings.pops)}; "
@@ -60,7 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         scheme = "https" if srv.ctx is not None and srv.ctx.tls else "http"
         print(f"customer API: {scheme}://{h.customer_host}:{srv.customer_port}/v1", flush=True)
         print(f"control port: {scheme}://{h.control_host}:{srv.control_port}/", flush=True)
-    stop.wait()
+    signal.sigwait(stop_signals)
     print("smsroute stopping: draining in-flight messages…", flush=True)
     engine.stop()
     print("smsroute stopped", flush=True)
