@@ -78,6 +78,11 @@ class SmppCarrierActor(pykka.ThreadingActor):
                 self._on_submit_to_carrier(items)
             case m.SetCarrierSuspended(suspended=suspended):
                 self._on_set_carrier_suspended(suspended)
+            case m.ExpectReceipts(items=items):
+                if self._loop is not None and self._connector is not None:
+                    for it in items:
+                        self._loop.call_soon_threadsafe(self._connector.expect,
+                                                        it.carrier_message_id, it.ref, it.part)
             case _:
                 self.dropped_messages += 1
                 log.error("carrier %s: unexpected %s", self.name, type(msg).__name__)

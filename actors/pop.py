@@ -60,7 +60,8 @@ class InFlight:
     """What a POP holds in memory for a message that is not final yet."""
 
     __slots__ = ("record", "body", "state", "candidates", "cand_index", "ref", "carrier",
-                 "acked", "answered", "attempt_open", "sent_at", "retries", "throttles")
+                 "acked", "answered", "attempt_open", "sent_at", "retries", "throttles",
+                 "carrier_ids")
 
     def __init__(self, record: MessageRecord, body: str | None) -> None:
         self.record = record
@@ -76,6 +77,7 @@ class InFlight:
         self.sent_at = 0.0
         self.retries = 0  # backoff exponent: grows with every retry, sent or not
         self.throttles = 0  # attempts a carrier throttled: they do not use up max_attempts
+        self.carrier_ids: dict[int, str] = {}  # part -> the carrier's message id (this attempt)
 
 
 class PopActor(pykka.ThreadingActor):
@@ -98,6 +100,7 @@ class PopActor(pykka.ThreadingActor):
         self._discards: list[str] = []
         self._events: list[m.StatusItem] = []
         self._acks: list[tuple[str, float]] = []  # carrier acknowledgements not yet told to the host
+        self._expected: dict[str, list[m.ExpectedReceiptItem]] = {}  # recovered, for their carriers
         self._outbox: dict[str, list[m.CarrierSubmitItem]] = {}
         self._outstanding: dict[str, int] = {}
         self._waiting: dict[str, deque[str]] = {}
@@ -285,9 +288,13 @@ class PopActor(pykka.ThreadingActor):
         opts = self.settings.carriers[carrier].options
         return max(1, int(opts.get("window", 100)) * max(1, int(opts.get("binds", 1))))
 
-    def _send(self, f: InFlight, carrier: str) -> None:
+    def _new_ref(self) -> str:
         self._ref_seq += 1
-        ref = f"{self._ref_prefix}{self._ref_seq:x}"
+        return f"{self._ref_prefix}{self._ref_seq:x}"
+
+    def _send(self, f: InFlight, carrier: str) -> None:
+        ref = self._new_ref()
+        f.carrier_ids.clear()
         if f.ref:
             self.refs.pop(f.ref, None)
         f.ref, f.carrier = ref, carrier
@@ -367,6 +374,7 @@ class PopActor(pykka.ThreadingActor):
             f.answered.add(it.part)
             if it.outcome == "ok":
                 f.acked.add(it.part)
+                f.carrier_ids[it.part] = it.carrier_message_id
                 self._throttle_streak.pop(carrier, None)
             elif it.outcome == "reject":
                 f.state.apply(it.part, REJECTED)
@@ -387,7 +395,8 @@ class PopActor(pykka.ThreadingActor):
         self._close_attempt(f)
         if f.acked and f.body is not None:
             now = time.time()
-            f.record = f.record._replace(carrier_acked_at=now)
+            ids = tuple(f.carrier_ids.get(part, "") for part in range(len(f.state.parts)))
+            f.record = f.record._replace(carrier_acked_at=now, carrier_ids=ids)
             f.body = None
             self._discards.append(f.record.message_id)
             self._acks.append((f.record.message_id, now))  # told after the commit that records it
@@ -434,6 +443,8 @@ class PopActor(pykka.ThreadingActor):
         if self._dirty or self._discards:  # a failed commit is retried on the next tick
             self._schedule_flush()
         self._compact_timers()
+        if self._expected:
+            self._send_expected()
         wall, mono = time.time(), self.clock.now()
         while self._timeouts and self._timeouts[0][0] <= mono:
             _, mid, ref = heapq.heappop(self._timeouts)
@@ -510,6 +521,22 @@ class PopActor(pykka.ThreadingActor):
             except pykka.ActorDeadError:  # the session stopped first (engine shutdown)
                 self.bridge.tell(raw)
 
+    def _expect_receipts(self, f: InFlight) -> None:
+        """A message the carrier acknowledged before the restart: a new ref, and ask its carrier (on
+        the first tick, once carriers run) to match receipts for its message ids to that ref."""
+        rec = f.record
+        f.ref, f.carrier = self._new_ref(), rec.carrier
+        f.state = MessageState(max(1, len(rec.carrier_ids)))
+        self.refs[f.ref] = rec.message_id
+        self._expected.setdefault(rec.carrier, []).extend(
+            m.ExpectedReceiptItem(cid, f.ref, part) for part, cid in enumerate(rec.carrier_ids) if cid)
+
+    def _send_expected(self) -> None:
+        for carrier in list(self._expected):
+            ref = self.directory.carriers.get(carrier)
+            if ref is not None:
+                ref.tell(m.encode(m.ExpectReceipts(self._expected.pop(carrier))))
+
     def _on_corrupt_record(self, message_id: str, exc: Exception) -> None:
         self.counters["store_failures"] += 1
         log.error("pop %s: ALARM message record %s does not decode (%s); skipped", self.name,
@@ -540,6 +567,8 @@ class PopActor(pykka.ThreadingActor):
                     self._finish(f, FAILED, "body no longer stored")
                     continue
                 self.actor_ref.tell(m.encode(m.RetryDue(rec.message_id)))
+            elif any(rec.carrier_ids):
+                self._expect_receipts(f)
             resumed += 1
         if open_records:
             log.info("pop %s: resumed %d open messages", self.name, resumed)

@@ -259,6 +259,14 @@ class ReceiptItem(NamedTuple):
     at: float
 
 
+class ExpectedReceiptItem(NamedTuple):
+    """After a restart: a part the carrier acknowledged before it, whose receipt may still come."""
+
+    carrier_message_id: str
+    ref: str
+    part: int
+
+
 class StatusItem(NamedTuple):
     """One status change of one message, as the host and webhooks see it."""
 
@@ -407,6 +415,13 @@ class CarrierStateChanged(Message):
     carrier: str
     available: bool
     reason: str
+
+
+@message(35)
+class ExpectReceipts(Message):
+    """POP -> carrier after a restart: match receipts for these carrier message ids to these refs."""
+
+    items: list[ExpectedReceiptItem]
 
 
 @message(34)

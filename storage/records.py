@@ -50,6 +50,7 @@ class MessageRecord(NamedTuple):
     callback_url: str | None
     attempts: int
     carrier_acked_at: float  # 0.0 until the carrier acknowledged every part
+    carrier_ids: tuple[str, ...] = ()  # the carrier's message id per part: receipts match after restart
 
     def to_dict(self) -> dict:
         return self._asdict()

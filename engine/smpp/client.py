@@ -171,8 +171,12 @@ class SmppConnector:
         if not message_id:
             self.count_error("empty_message_id")
             return
-        now = time.monotonic()
-        for evicted in self._sent.put(message_id, (part.ref, part.part), now):
+        self.expect(message_id, part.ref, part.part)
+
+    def expect(self, message_id: str, ref: str, part: int) -> None:
+        """Match receipts for ``message_id`` to (ref, part): after an accepted submit, or after a
+        restart for parts accepted before it (loop thread)."""
+        for evicted in self._sent.put(message_id, (ref, part), time.monotonic()):
             self.count_error("receipt_index_full")
             log.warning("smpp_receipt_index_full carrier=%s ref=%s", self.name, evicted[0])
         early = self._early.pop(message_id)
