@@ -98,6 +98,7 @@ class Runtime:
         # A hold and its audit entry are written in one transaction, so each POP environment keeps the
         # audit trail of its own holds; ``audit_entries`` reads them all.
         self.audits = {name: AuditLog(store.env) for name, store in self.pop_stores.items()}
+        self.core_audit = AuditLog(self.core_env)  # data-subject and account actions
         self.holds = {name: Holds(store.bodies, self.keys, self.audits[name])
                       for name, store in self.pop_stores.items()}
         self._reconcile_debits()
@@ -110,7 +111,8 @@ class Runtime:
                                                        self.bridge)
         for name, carrier in s.carriers.items():
             self.directory.carriers[name] = self._start_carrier(carrier)
-        sweepables = {"accounts": self.accounts, "ledger": self.ledger_store}
+        sweepables = {"accounts": self.accounts, "ledger": self.ledger_store,
+                      "audit:core": self.core_audit}
         for name, store in self.pop_stores.items():
             sweepables[f"records:{name}"] = store.records
             sweepables[f"holds:{name}"] = self.holds[name]
@@ -162,8 +164,8 @@ class Runtime:
         self.directory.ledger.ask(m.encode(m.Flush()), timeout=timeout)
 
     def audit_entries(self) -> list:
-        """Every retention-exception audit entry of every POP, oldest first."""
-        entries = [e for audit in self.audits.values() for e in audit.entries()]
+        """Every audit entry of the engine (retention exceptions, data-subject actions), oldest first."""
+        entries = [e for audit in [*self.audits.values(), self.core_audit] for e in audit.entries()]
         return sorted(entries, key=lambda e: e.ts)
 
     def pseudonym_pepper(self) -> bytes:

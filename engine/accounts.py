@@ -128,7 +128,8 @@ class AccountManager:
 
     # --- state: restriction (Art. 18) and closure ---------------------------------------------------
 
-    def restrict_account(self, account_id: str, restricted: bool = True) -> None:
+    def restrict_account(self, account_id: str, restricted: bool = True, *,
+                         actor: str = "embedding-api") -> None:
         def change(r: AccountRecord) -> AccountRecord:
             if r.state == CLOSED:
                 raise InputError("a closed account cannot be restricted or reopened")
@@ -136,6 +137,7 @@ class AccountManager:
 
         rec = self.accounts.update(account_id, change)
         self.runtime.tell_session(account_id, m.AccountStateChanged(account_id, rec.state))
+        self._audit(actor, "restrict" if restricted else "lift_restriction", account_id)
 
     def close_account(self, account_id: str) -> None:
         """Close: no new messages; the record is kept 90 days after closure, then swept."""
@@ -162,9 +164,15 @@ class AccountManager:
 
     # --- data-subject rights (policy section 7) -----------------------------------------------------
 
-    def export_account(self, account_id: str) -> dict:
+    def _audit(self, actor: str, action: str, account_id: str) -> None:
+        """Data-subject actions are staff access to personal data (policy 9): audit-logged, synced."""
+        self.runtime.core_audit.append(actor, action, account_id, "ok")
+        self.runtime.core_env.sync(True)
+
+    def export_account(self, account_id: str, *, actor: str = "embedding-api") -> dict:
         """Access and portability: everything held about the account, machine-readable, no secrets."""
         rec = self.accounts.get(account_id)
+        self._audit(actor, "export_account", account_id)
         self.runtime.sync_ledger()
         messages = [r.to_dict() for s in self.runtime.pop_stores.values()
                     for r in s.records.for_account(account_id)]
@@ -172,19 +180,22 @@ class AccountManager:
         return {"account": rec.public_view(), "messages": messages, "ledger": ledger,
                 "balance_micro_usd": self.runtime.ledger_store.balance(account_id)}
 
-    def rectify_account(self, account_id: str, *, email: str) -> None:
+    def rectify_account(self, account_id: str, *, email: str, actor: str = "embedding-api") -> None:
         if not isinstance(email, str) or not _EMAIL.match(email):
             raise InputError("a valid email address is required")
         self.accounts.set_fields(account_id, email=email)
+        self._audit(actor, "rectify_account", account_id)
 
-    def object_to_processing(self, account_id: str, purpose: str, objected: bool = True) -> None:
+    def object_to_processing(self, account_id: str, purpose: str, objected: bool = True, *,
+                             actor: str = "embedding-api") -> None:
         """Objection (Art. 21): stop processing for a legitimate-interest purpose (``analytics``)."""
         if purpose not in OBJECTABLE:
             raise InputError(f"objection applies to: {', '.join(OBJECTABLE)}")
         self.accounts.update(account_id, lambda r: replace(r, objections=sorted(
             set(r.objections) | {purpose} if objected else set(r.objections) - {purpose})))
+        self._audit(actor, f"{'object' if objected else 'withdraw_objection'}:{purpose}", account_id)
 
-    def erase_account(self, account_id: str) -> dict:
+    def erase_account(self, account_id: str, *, actor: str = "embedding-api") -> dict:
         """Erasure (Art. 17) with the 7-year ledger carve-out: the account record, API keys and message
         records are deleted; ledger rows are pseudonymised (amounts and times kept).
 
@@ -194,6 +205,7 @@ class AccountManager:
         ledger writes what is queued and pseudonymises. The customer's own debugging windows end; legal
         holds and lawful orders stay (they are the policy's exceptions to erasure)."""
         rec = self.accounts.get(account_id)
+        self._audit(actor, "erase_account", account_id)
         self.close_account(account_id)
         for d in rec.key_digests:
             self.key_index.pop(d, None)

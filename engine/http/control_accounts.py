@@ -84,7 +84,8 @@ async def add_sender(request: web.Request) -> web.Response:
 async def restrict(request: web.Request) -> web.Response:
     ctx: HttpContext = request.app[CTX]
     data = await read_json(request, RESTRICT_SCHEMA)
-    await ctx.call(ctx.engine.restrict_account, request.match_info["id"], data["restricted"])
+    await ctx.call(lambda: ctx.engine.restrict_account(request.match_info["id"], data["restricted"],
+                                                       actor=request[OPERATOR]))
     return json_response({"id": request.match_info["id"], "restricted": data["restricted"]})
 
 
@@ -97,20 +98,23 @@ async def close(request: web.Request) -> web.Response:
 async def export_account(request: web.Request) -> web.Response:
     """Access and portability: everything held about the account, machine-readable, no secrets."""
     ctx: HttpContext = request.app[CTX]
-    return json_response(await ctx.call(ctx.engine.export_account, request.match_info["id"]))
+    return json_response(await ctx.call(
+        lambda: ctx.engine.export_account(request.match_info["id"], actor=request[OPERATOR])))
 
 
 async def rectify(request: web.Request) -> web.Response:
     ctx: HttpContext = request.app[CTX]
     data = await read_json(request, RECTIFY_SCHEMA)
-    await ctx.call(lambda: ctx.engine.rectify_account(request.match_info["id"], email=data["email"]))
+    await ctx.call(lambda: ctx.engine.rectify_account(request.match_info["id"], email=data["email"],
+                                                      actor=request[OPERATOR]))
     return json_response({"id": request.match_info["id"], "rectified": ["email"]})
 
 
 async def erase(request: web.Request) -> web.Response:
     """Erasure with the ledger carve-out: the answer says what was deleted and what pseudonymised."""
     ctx: HttpContext = request.app[CTX]
-    return json_response(await ctx.call(ctx.engine.erase_account, request.match_info["id"]))
+    return json_response(await ctx.call(
+        lambda: ctx.engine.erase_account(request.match_info["id"], actor=request[OPERATOR])))
 
 
 async def object_to_processing(request: web.Request) -> web.Response:
@@ -118,7 +122,7 @@ async def object_to_processing(request: web.Request) -> web.Response:
     data = await read_json(request, OBJECTION_SCHEMA)
     objected = data.get("objected", True)
     await ctx.call(lambda: ctx.engine.object_to_processing(request.match_info["id"], data["purpose"],
-                                                           objected))
+                                                           objected, actor=request[OPERATOR]))
     return json_response({"id": request.match_info["id"], "purpose": data["purpose"],
                           "objected": objected})
 
