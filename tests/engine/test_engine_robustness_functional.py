@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
 import lmdb
 import pytest
@@ -13,6 +12,7 @@ from engine import Engine
 from engine.errors import InputError
 from engine.ids import id_bytes
 from tests.engine.crash_support import delivering_carriers, silent_carriers
+from tests.waiting import wait_for
 
 DE = "+4915112345678"
 
@@ -23,14 +23,6 @@ def _customer(engine):
     engine.deposit(acc.id, usd="1000", chain="tron", tx_hash="0x1", from_address="T")
     return acc
 
-
-def _wait(predicate, what: str, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_a_caller_that_cancels_its_submit_does_not_stop_the_pop(tmp_path):
@@ -48,7 +40,7 @@ def test_a_caller_that_cancels_its_submit_does_not_stop_the_pop(tmp_path):
         asyncio.run(cancel_one())
         assert engine.submit(acc.api_key, DE, "ACME", "next", timeout=10).pop == "fra"
         assert engine.runtime.directory.pops["fra"].is_alive()
-        _wait(lambda: engine.gate.in_flight == 0, "every slot back")
+        wait_for(lambda: engine.gate.in_flight == 0, "every slot back", timeout=20.0)
     finally:
         engine.stop()
 
@@ -108,7 +100,7 @@ def test_a_corrupt_body_found_at_restart_fails_that_message_only(tmp_path):
     second = Engine.start(data_dir=data, overrides=delivering_carriers(), on_status=on_status)
     try:
         assert second.runtime.directory.pops["fra"].is_alive()
-        _wait(lambda: {broken, intact} <= set(finals), "both messages final")
+        wait_for(lambda: {broken, intact} <= set(finals), "both messages final", timeout=20.0)
         assert finals[broken] == "failed" and "unreadable" in second.status(broken).error
         assert finals[intact] == "delivered"
         fra = next(p for p in second.stats()["pops"] if p["pop"] == "fra")
@@ -173,7 +165,7 @@ def test_a_burst_beyond_the_carriers_throughput_is_slowed_down_not_failed(tmp_pa
         acc = _customer(engine)
         futs = [engine.submit_future(acc.api_key, DE, "ACME", f"burst {i}") for i in range(1500)]
         ids = {f.result(30).message_id for f in futs}
-        _wait(lambda: ids <= set(finals), "every message final", timeout=60)
+        wait_for(lambda: ids <= set(finals), "every message final", timeout=60)
         failed = [e for mid, e in finals.items() if engine.status(mid).status != "delivered"]
         assert failed == []
         fra = next(p for p in engine.stats()["pops"] if p["pop"] == "fra")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import threading
-import time
 
 from bench.smsc import SmscConfig, SmscThread
 from engine import Engine
 from engine.smpp import smsc_carrier_settings
+from tests.waiting import wait_for
 
 DE = "+4915112345678"
 
@@ -22,14 +22,6 @@ def _one_carrier(port: int) -> dict:
             "rates": {"default": 50000},
             "engine": {"default_validity_seconds": 120, "tick_ms": 50}}
 
-
-def _wait(predicate, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_receipts_that_arrive_after_a_restart_are_matched_not_left_to_expire(tmp_path):
@@ -51,7 +43,7 @@ def test_receipts_that_arrive_after_a_restart_are_matched_not_left_to_expire(tmp
         first.deposit(acc.id, usd="100", chain="tron", tx_hash="0x1", from_address="T")
         ids = {first.submit(acc.api_key, DE, "ACME", f"restart {i}" + " long" * (i % 2) * 40)
                .message_id for i in range(20)}
-        _wait(lambda: ids <= acked, "every message acknowledged by the SMSC")
+        wait_for(lambda: ids <= acked, "every message acknowledged by the SMSC", timeout=30.0)
         assert all(first.status(mid).status == "accepted" for mid in ids)  # no receipt yet
         first.stop(drain_seconds=0)
 
@@ -65,7 +57,8 @@ def test_receipts_that_arrive_after_a_restart_are_matched_not_left_to_expire(tmp
         second = Engine.start(data_dir=data, overrides=_one_carrier(smsc.port),
                               on_status=on_status)
         try:
-            _wait(lambda: ids <= set(finals), "every receipt matched after the restart")
+            wait_for(lambda: ids <= set(finals), "every receipt matched after the restart",
+                     timeout=30.0)
             assert {finals[mid] for mid in ids} == {"delivered"}
             assert all(second.status(mid).status == "delivered" for mid in ids)
         finally:

@@ -7,8 +7,6 @@ import json
 import queue
 import ssl
 import threading
-import time
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -17,6 +15,7 @@ import pytest
 
 from engine import Engine
 from engine.config import default_document
+from tests.waiting import wait_for  # noqa: F401  (re-exported for the http tests)
 
 ALL_DELIVERED = {"delivered": 1.0, "undeliverable": 0.0, "rejected": 0.0, "expired": 0.0,
                  "throttled": 0.0, "no_answer": 0.0}
@@ -69,15 +68,6 @@ class Client:
         return resp.status, got, parsed
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    """Poll until ``predicate()`` is truthy; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Receiver:
