@@ -142,8 +142,8 @@ class Runtime:
         durable message without a debit. Message ids are time-ordered, so only messages newer than the last
         committed debit (minus a slack) need checking. Debits are idempotent, so this never bills twice.
         """
-        last = max((e.at for e in self._last_debits()), default=0.0)
-        since = last - RECONCILE_SLACK_SECONDS if last else 0.0
+        last = self.ledger_store.last_entry(DEBIT)  # deposits after a lost debit must not hide it
+        since = last.at - RECONCILE_SLACK_SECONDS if last is not None else 0.0
         rows = []
         for store in self.pop_stores.values():
             for rec in store.records.since(since):
@@ -154,10 +154,6 @@ class Runtime:
             self.ledger_store.apply(rows)
             log.warning("recovery: billed %d accepted messages whose debit was not yet written",
                         len(rows))
-
-    def _last_debits(self):
-        entry = self.ledger_store.last_entry(DEBIT)  # deposits after a lost debit must not hide it
-        return [entry] if entry is not None else []
 
     def sync_ledger(self, timeout: float = 10.0) -> None:
         """Wait until every debit already sent to the ledger is committed (not for the hot path)."""
