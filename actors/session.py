@@ -1,7 +1,7 @@
 """CustomerSessionActor: one per active account; the gate every message of that account passes.
 
 Messages in: ``SubmitMessage`` (host), ``BalanceChanged`` (ledger), ``SenderRegistered``,
-``AccountStateChanged``, ``ApiKeyAdded`` (engine), ``StatusesChanged`` (POPs), ``Flush`` (itself).
+``AccountStateChanged``, ``ApiKeyAdded``, ``EmailConfirmed`` (engine), ``StatusesChanged`` (POPs), ``Flush`` (itself).
 Messages out: ``AcceptMessages`` batches to POPs, ``SubmitRejected`` and ``StatusesChanged`` to the bridge.
 
 Per submit it authenticates the key digest in constant time, validates sender, number and body, segments
@@ -25,6 +25,7 @@ from engine import messages as m
 from engine.config import Settings
 from engine.errors import (
     AccountRestricted,
+    AccountUnconfirmed,
     AuthError,
     InsufficientBalance,
     SmsrouteError,
@@ -48,6 +49,7 @@ class CustomerSessionActor(pykka.ThreadingActor):
         self.key_digests: list[bytes] = []
         self.senders: set[str] = set()
         self.state = ACTIVE
+        self.confirmed = False
         self.settings = settings
         self.directory = directory
         self.ids = ids
@@ -63,6 +65,7 @@ class CustomerSessionActor(pykka.ThreadingActor):
         self.key_digests = list(account.key_digests)
         self.senders = set(account.senders)
         self.state = account.state
+        self.confirmed = bool(account.email_confirmed_at)
         self.available = self.directory.ledger.ask(m.encode(m.RegisterSession(self.account_id)))
 
     def on_receive(self, raw: bytes) -> None:
@@ -83,6 +86,8 @@ class CustomerSessionActor(pykka.ThreadingActor):
                 self.senders.add(sender)
             case m.AccountStateChanged(state=state):
                 self.state = state
+            case m.EmailConfirmed():
+                self.confirmed = True
             case m.ApiKeyAdded(key_digest=digest):
                 if digest not in self.key_digests:
                     self.key_digests.append(digest)
@@ -107,6 +112,9 @@ class CustomerSessionActor(pykka.ThreadingActor):
             raise AuthError("unknown API key")
         if self.state != ACTIVE:
             raise AccountRestricted(f"account is {self.state}: new messages are not accepted")
+        if self.settings.email.require_confirmation and not self.confirmed:
+            raise AccountUnconfirmed("confirm the account's e-mail address (the link we mailed) "
+                                     "before sending")
         if msg.sender not in self.senders:
             raise UnknownSender(f"sender ID {msg.sender!r} is not registered for this account")
         dest = parse_destination(msg.to)

@@ -218,6 +218,10 @@ class Runtime:
             raise UnknownAccount(f"no carrier {name}")
         ref.tell(m.encode(m.SetCarrierSuspended(suspended)))
 
+    def validate_routing(self, table: dict) -> RoutingTable:
+        """The routing table ``table`` describes, validated against the configured POPs and carriers."""
+        return self._routing_from(table)
+
     def replace_routing(self, table: dict) -> None:
         """Validate, persist (atomically: write, fsync, rename) and swap in a new routing table."""
         routing = self._routing_from(table)

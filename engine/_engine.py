@@ -38,6 +38,10 @@ from engine.config import Settings, load_settings
 from engine.errors import AuthError, BodyTooLarge, InputError, OverloadedError
 from engine.holds import HoldManager
 from engine.ids import IdGenerator, is_message_id
+from engine.mail import announcements
+from engine.mail.notices import Notices
+from engine.mail.service import MailService
+from engine.privacy import PrivacyServices
 from storage.records import MessageRecord
 
 log = logging.getLogger(__name__)
@@ -74,6 +78,8 @@ class Engine(AccountManager, HoldManager):
         self.ids = IdGenerator()
         self.runtime = Runtime(data_dir, settings, self.bridge, self.ids)
         self.http = None
+        self.mail: MailService | None = None
+        self.privacy: PrivacyServices | None = None
         self._stopping = False
         self._sessions_lock = threading.Lock()
         self._max_body_chars = settings.engine.max_segments * 160
@@ -90,6 +96,7 @@ class Engine(AccountManager, HoldManager):
         if on_status is not None:
             engine.on_status(on_status)
         engine.runtime.start()
+        engine._start_mail_and_privacy()
         AccountManager.__init__(engine, engine.runtime)
         if http:
             from engine.http.server import HttpServers
@@ -103,6 +110,20 @@ class Engine(AccountManager, HoldManager):
             # the request log, idempotency records and control audit follow the same retention sweeps
             engine.runtime.sweeper.proxy().add_sweepables(engine.http.sweepables).get(timeout=10)
         return engine
+
+    def _start_mail_and_privacy(self) -> None:
+        """The mail sender runs on its own thread (not the HTTP loop), so mail goes out when the
+        engine is embedded without HTTP; the privacy stores' sweeps join the retention sweeper."""
+        runtime = self.runtime
+        try:
+            self.mail = MailService(self.data_dir, self.settings.email, runtime.keys).start()
+            self.notices = Notices(self.mail.outbox, self.mail.worker.wake, runtime.accounts)
+            self.privacy = PrivacyServices(self.data_dir, self.settings, runtime, self.notices, self)
+            runtime.sweeper.proxy().add_sweepables(
+                {"mail_outbox": self.mail.outbox, **self.privacy.sweepables}).get(timeout=10)
+        except BaseException:
+            self.stop(drain_seconds=0)
+            raise
 
     @property
     def stopping(self) -> bool:
@@ -121,6 +142,10 @@ class Engine(AccountManager, HoldManager):
         if self.http is not None:
             self.http.stop()
         self.runtime.stop()
+        if self.mail is not None:
+            self.mail.stop()  # what is still queued is durable and is sent after the next start
+        if self.privacy is not None:
+            self.privacy.close()
 
     def __enter__(self) -> Engine:
         return self
@@ -217,8 +242,22 @@ class Engine(AccountManager, HoldManager):
         return self.runtime.directory.routing.to_document()
 
     def replace_routing(self, table: dict) -> None:
-        """Validate a new routing table and rate card, then swap it in atomically (ConfigError if bad)."""
+        """Validate a new routing table and rate card, then swap it in atomically (ConfigError if bad).
+        Every account not closed is mailed the prices that change (queued first: a full outbox refuses
+        the change)."""
+        changes = announcements.rate_changes(self.runtime.directory.routing,
+                                             self.runtime.validate_routing(table))
+        if changes:
+            self.notices.to_accounts("price_change", None, changes=changes, effective_at=time.time())
         self.runtime.replace_routing(table)
+
+    def announce_policy_change(self, effective_at: float, summary: str, *,
+                               actor: str = "embedding-api") -> dict:
+        """Mail every account a privacy-policy change (policy 13): ``effective_at`` at least 30 days
+        from now, else ``NoticeTooShort`` and nothing is sent."""
+        sent = announcements.policy_change(self.notices, effective_at, summary, time.time())
+        self._audit(actor, "policy_change_announced", f"effective:{int(effective_at)}")
+        return {"effective_at": effective_at, "notices_queued": sent}
 
     def analytics(self) -> dict:
         """De-identified corridor and carrier aggregates (no account, number or body; groups with few
@@ -235,5 +274,8 @@ class Engine(AccountManager, HoldManager):
         return self.runtime.sweeper.proxy().add_sweepables({}).get(timeout=10)
 
     def stats(self) -> dict:
+        extra = {}
+        if self.mail is not None and self.privacy is not None:
+            extra = {"mail": self.mail.stats(), "privacy": self.privacy.stats()}
         return {"in_flight": self.gate.in_flight, "max_in_flight": self.gate.limit,
-                "pending_requests": self.bridge.pending_requests(), **self.runtime.stats()}
+                "pending_requests": self.bridge.pending_requests(), **self.runtime.stats(), **extra}

@@ -8,6 +8,7 @@ settings and receipt preferences. Deposits log chain, transaction hash and from-
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 import time
@@ -25,6 +26,8 @@ _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}$")
 _ALPHA_SENDER = re.compile(r"^[A-Za-z0-9 .\-&]{1,11}$")
 _NUMERIC_SENDER = re.compile(r"^\+?[0-9]{3,15}$")
 OBJECTABLE = ("analytics",)
+CONFIRM_PURPOSE = "confirm_email"
+CONFIRM_TTL_SECONDS = 7 * 86400
 
 
 @dataclass(frozen=True)
@@ -76,9 +79,37 @@ class AccountManager:
         record = AccountRecord(id="acc_" + secrets.token_hex(8), email=email, created_at=time.time(),
                                key_digests=[apikeys.digest(api_key)], key_hints=[apikeys.hint(api_key)],
                                webhook_secrets=[secret])
+        self.send_confirmation(record.id, email)  # queued first: a full outbox creates nothing
         self.accounts.create(record)
         self.key_index[record.key_digests[0]] = record.id
         return NewAccount(record.id, api_key, email, secret)
+
+    # --- e-mail confirmation (policy 2.1: the address is used for the confirmation link) ---------------
+
+    def send_confirmation(self, account_id: str, email: str) -> None:
+        """Mail a single-use link (7 days) that confirms ``email`` as the account's address."""
+        token, expires = self.privacy.links.issue(CONFIRM_PURPOSE, _confirm_subject(account_id, email),
+                                                  CONFIRM_TTL_SECONDS)
+        link = f"{self.settings.email.link_base.rstrip('/')}/v1/email/confirm?token={token}"
+        self.notices.send("account_confirmation", account_id, email, link=link, expires_at=expires)
+
+    def resend_confirmation(self, account_id: str) -> None:
+        self.send_confirmation(account_id, self.accounts.get(account_id).email)
+
+    def confirm_email(self, token: str) -> str:
+        """Redeem a confirmation link; the account id. ``ChallengeInvalid`` for a used, expired or
+        unknown link, or one sent to an address the account no longer has."""
+        from engine.errors import ChallengeInvalid
+
+        subject = self.privacy.links.redeem(CONFIRM_PURPOSE, token)
+        account_id = subject.split(":", 1)[0]
+        record = self.accounts.get(account_id)
+        if _confirm_subject(account_id, record.email) != subject:
+            raise ChallengeInvalid("the link was sent to an address this account no longer has")
+        now = time.time()
+        self.accounts.set_fields(account_id, email_confirmed_at=now)
+        self.runtime.tell_session(account_id, m.EmailConfirmed(account_id, now))
+        return account_id
 
     def account(self, account_id: str) -> AccountRecord:
         return self.accounts.get(account_id)
@@ -99,6 +130,7 @@ class AccountManager:
             r, key_digests=[*r.key_digests, digest], key_hints=[*r.key_hints, apikeys.hint(api_key)]))
         self.key_index[digest] = account_id
         self.runtime.tell_session(account_id, m.ApiKeyAdded(account_id, digest))
+        self.notices.security_alert(account_id, "api_key_created")
         return api_key
 
     def register_sender(self, account_id: str, sender: str) -> None:
@@ -160,7 +192,17 @@ class AccountManager:
         secret = "whsec_" + secrets.token_urlsafe(32)
         self.accounts.update(account_id, lambda r: replace(
             r, webhook_secrets=[secret, *r.webhook_secrets[:1]]))
+        self.notices.security_alert(account_id, "webhook_secret_rotated")
         return secret
+
+    def disable_webhook(self, account_id: str, url: str) -> bool:
+        """The account's webhook endpoint answered 410 Gone: clear it (if still ``url``) and alert."""
+        rec = self.accounts.update(account_id, lambda r: replace(r, webhook_url=None)
+                                   if r.webhook_url == url else r)
+        if rec.webhook_url is not None:
+            return False
+        self.notices.security_alert(account_id, "webhook_disabled")
+        return True
 
     # --- data-subject rights (policy section 7) -----------------------------------------------------
 
@@ -183,7 +225,9 @@ class AccountManager:
     def rectify_account(self, account_id: str, *, email: str, actor: str = "embedding-api") -> None:
         if not isinstance(email, str) or not _EMAIL.match(email):
             raise InputError("a valid email address is required")
-        self.accounts.set_fields(account_id, email=email)
+        if self.accounts.get(account_id).email != email:  # a new address is confirmed again
+            self.send_confirmation(account_id, email)
+            self.accounts.set_fields(account_id, email=email, email_confirmed_at=0.0)
         self._audit(actor, "rectify_account", account_id)
 
     def object_to_processing(self, account_id: str, purpose: str, objected: bool = True, *,
@@ -225,3 +269,8 @@ class AccountManager:
         return {"account": account_id, "message_records_deleted": deleted,
                 "ledger_entries_pseudonymised": rewritten,
                 "ledger_token": pseudonym(account_id, runtime.pseudonym_pepper())}
+
+
+def _confirm_subject(account_id: str, email: str) -> str:
+    """What a confirmation link confirms: this address for this account (not whatever it is later)."""
+    return f"{account_id}:{hashlib.sha256(email.lower().encode()).hexdigest()[:32]}"

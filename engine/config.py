@@ -58,6 +58,35 @@ class HttpSettings:
 
 
 @dataclass(frozen=True)
+class EmailSettings:
+    """``[email]``: SMTP for customer mail (``engine.mail``). No ``host``: mail is only logged."""
+
+    host: str = ""  # empty: the embedded default logs the template name and account id, sends nothing
+    port: int = 587
+    from_address: str = "smsroute <no-reply@localhost>"  # the TOML key is ``from``
+    tls: str = "starttls"  # none | starttls | tls
+    username: str = ""
+    password_file: str = ""  # credentials come from a file or an environment variable, never the TOML
+    password_env: str = ""
+    timeout_seconds: float = 30.0
+    require_confirmation: bool = False  # True: an unconfirmed account's submits are refused
+    link_base: str = "http://127.0.0.1:8080"  # where the customer API is reached, for mailed links
+    max_outbox: int = 10000  # mails waiting to be sent; beyond this new mail is refused (StoreFull)
+    retry_base_seconds: float = 30.0
+    retry_cap_seconds: float = 3600.0  # an unsendable mail is dropped after the retention row
+    # ``outbound_mail`` (storage.retention: 3 days)
+
+
+@dataclass(frozen=True)
+class PrivacySettings:
+    """``[privacy]``: data-subject requests (policy 7.5)."""
+
+    unverified_requests_per_hour: int = 5  # per source address and per account
+    challenge_ttl_seconds: int = 900  # a wallet-signature challenge is usable this long, once
+    link_ttl_seconds: int = 86400  # an e-mailed verification link is usable this long, once
+
+
+@dataclass(frozen=True)
 class PopSettings:
     name: str
     city: str
@@ -79,6 +108,8 @@ class Settings:
     carriers: dict[str, CarrierSettings]
     routing: RoutingTable
     raw: dict[str, Any]  # the merged TOML document, for display and for building derived configs
+    email: EmailSettings = field(default_factory=EmailSettings)
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
 
 
 def default_document() -> dict[str, Any]:
@@ -141,7 +172,36 @@ def settings_from_document(doc: dict[str, Any]) -> Settings:
         {"routes": doc.get("routes", []), "rates": doc.get("rates", {})},
         pops=set(pops), carriers={n: c.pop for n, c in carriers.items()},
     )
-    return Settings(engine=limits, http=http, pops=pops, carriers=carriers, routing=routing, raw=doc)
+    return Settings(engine=limits, http=http, pops=pops, carriers=carriers, routing=routing, raw=doc,
+                    email=_email_settings(doc.get("email", {})),
+                    privacy=_dataclass_from(PrivacySettings, doc.get("privacy", {}), "privacy"))
+
+
+def _email_settings(table: Any) -> EmailSettings:
+    """``[email]``, with ``from`` (a Python keyword) read into ``from_address``; credentials are never
+    accepted in the TOML itself."""
+    if not isinstance(table, dict):
+        raise ConfigError("config: [email] must be a table")
+    table = dict(table)
+    for secret in ("password", "pass", "secret"):
+        if secret in table:
+            raise ConfigError(f"config: [email] {secret} is refused: credentials never go in the "
+                              "TOML; set password_file or password_env")
+    if "from" in table:
+        table["from_address"] = table.pop("from")
+    email = _dataclass_from(EmailSettings, table, "email")
+    if email.tls not in ("none", "starttls", "tls"):
+        raise ConfigError("config: email.tls must be 'none', 'starttls' or 'tls'")
+    if email.password_file and email.password_env:
+        raise ConfigError("config: [email] password_file and password_env are alternatives")
+    if email.host and email.tls == "none" and not _is_loopback(email.host):
+        raise ConfigError(f"config: email.host = {email.host!r} is beyond loopback: tls = 'none' is "
+                          "refused there (use 'starttls' or 'tls': TLS 1.2+)")
+    if (email.password_file or email.password_env) and not email.username:
+        raise ConfigError("config: [email] a password needs a username")
+    if not 0 < email.port < 65536 or email.max_outbox < 1:
+        raise ConfigError("config: email.port must be a TCP port and max_outbox at least 1")
+    return email
 
 
 def _check_tls(http: HttpSettings) -> None:

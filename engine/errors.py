@@ -8,15 +8,23 @@ The tree::
     │   ├── InvalidBody             empty, oversize or un-encodable body (HTTP 422 / 413)
     │   ├── UnknownSender           sender ID not registered for the account (HTTP 403)
     │   ├── MalformedMessage        bytes that are not a valid actor message (msgpack, tag, schema)
-    │   └── ConfigError             a config file or routing table that does not validate
+    │   ├── ConfigError             a config file or routing table that does not validate
+    │   ├── InvalidTransition       a step a record's state machine does not allow (HTTP 409)
+    │   └── NoticeTooShort          a policy change effective less than 30 days after notice (422)
     ├── AuthError                   unknown or revoked API key / operator token (HTTP 401)
+    │   └── VerificationFailed      a data-subject request's proof failed (HTTP 401)
+    │       ├── InvalidSignature    the wallet signature does not verify
+    │       ├── ChallengeInvalid    unknown, expired or already used challenge / link (replay)
+    │       └── WalletNotRecognised the signing wallet never deposited to the account
     ├── AccountError
     │   ├── UnknownAccount          (HTTP 404)
     │   ├── AccountRestricted       processing restricted or account closed (HTTP 403)
+    │   ├── AccountUnconfirmed      [email] require_confirmation and the address is unconfirmed (403)
     │   └── InsufficientBalance     prepaid balance below the message price (HTTP 402)
     ├── RoutingError
     │   └── NoRoute                 no carrier serves the destination (HTTP 422)
     ├── OverloadedError             in-flight limit reached; retry later (HTTP 503)
+    ├── RateLimited                 too many unverified requests from one source (HTTP 429)
     ├── StorageError                a store could not make the write durable (HTTP 503)
     │   ├── StoreFull               the LMDB map or the disk is full
     │   ├── CorruptRecord           a record failed to decode or authenticate
@@ -68,8 +76,32 @@ class ConfigError(InputError):
     code = "invalid_config"
 
 
+class InvalidTransition(InputError):
+    code = "invalid_transition"
+
+
+class NoticeTooShort(InputError):
+    code = "notice_too_short"
+
+
 class AuthError(SmsrouteError):
     code = "unauthorized"
+
+
+class VerificationFailed(AuthError):
+    code = "verification_failed"
+
+
+class InvalidSignature(VerificationFailed):
+    code = "invalid_signature"
+
+
+class ChallengeInvalid(VerificationFailed):
+    code = "challenge_invalid"
+
+
+class WalletNotRecognised(VerificationFailed):
+    code = "wallet_not_recognised"
 
 
 class AccountError(SmsrouteError):
@@ -87,6 +119,10 @@ class AccountRestricted(AccountError):
     code = "account_restricted"
 
 
+class AccountUnconfirmed(AccountError):
+    code = "account_unconfirmed"
+
+
 class InsufficientBalance(AccountError):
     code = "insufficient_balance"
 
@@ -101,6 +137,10 @@ class NoRoute(RoutingError):
 
 class OverloadedError(SmsrouteError):
     code = "overloaded"
+
+
+class RateLimited(SmsrouteError):
+    code = "rate_limited"
 
 
 class StorageError(SmsrouteError):

@@ -348,6 +348,15 @@ class ApiKeyAdded(Message):
     key_digest: bytes
 
 
+@message(70)  # tag chosen clear of the range other branches add to
+class EmailConfirmed(Message):
+    """The account holder confirmed the e-mail address (``[email] require_confirmation`` lets its
+    submits through from now on)."""
+
+    account_id: str
+    confirmed_at: float
+
+
 @message(6)
 class RegisterSession(Message):
     """A session asks the ledger (the one ``ask`` in the engine, at session start) for the balance it may

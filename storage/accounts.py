@@ -40,6 +40,7 @@ class AccountRecord:
     webhook_secrets: list[str] = field(default_factory=list)  # newest first; two during rotation
     receipt_statuses: list[str] | None = None  # None: every status change
     objections: list[str] = field(default_factory=list)  # processing the holder objected to, e.g. "analytics"
+    email_confirmed_at: float = 0.0  # when the holder opened the confirmation link (0: not yet)
 
     def public_view(self) -> dict:
         """What the holder may see of their record (access / portability): no digests, no secrets."""

@@ -3,7 +3,7 @@
 Why it exists: retention promises are scattered over stores owned by different actors. Writing them down once,
 as one declarative table, lets the sweeper enforce every row, lets an operator see what is due and when, and
 makes a change of policy a change of one line. Each row says which store enforces it; a row the engine does
-not hold (support correspondence lives in the support mailbox, outside the engine) says so.
+not hold would say so (``held_by_engine=False``; today every row is held).
 
 A store that enforces a row implements :class:`Sweepable` and asks :func:`cutoff` for its boundary, so the
 number of days lives here and nowhere else.
@@ -33,7 +33,7 @@ class Start(StrEnum):
 
     WRITTEN = "written"  # the record's creation (message accepted, request served, entry posted)
     CLOSURE = "account_closure"  # while active: kept; from closure: the period runs
-    RESOLUTION = "resolution"  # a support case's resolution
+    RESOLUTION = "resolution"  # a case's close: support case resolved, request answered, incident closed
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +69,19 @@ _ROWS = (
                   "exceptions"),
     RetentionRule("support_correspondence", YEAR, Start.RESOLUTION, "Resolution + 1 year",
                   "Audit, recurrence detection",
-                  "", held_by_engine=False),  # kept in the support mailbox, outside the engine
+                  "storage.support.SupportCases (Sweepable): cases held on the control port"),
+    RetentionRule("data_subject_requests", YEAR, Start.RESOLUTION,
+                  "Not in the policy's table: answered + 1 year (engine default)",
+                  "Policy 7.5: the record that a request was answered, and when",
+                  "storage.dsar.DsarStore (Sweepable; unverified requests lapse)"),
+    RetentionRule("security_incidents", 5 * YEAR, Start.RESOLUTION,
+                  "Not in the policy's table: closure + 5 years (engine default)",
+                  "Policy 9: incident records and their notifications (GDPR Art. 33(5))",
+                  "storage.incidents.IncidentStore (Sweepable)"),
+    RetentionRule("outbound_mail", 3 * DAY, Start.WRITTEN,
+                  "Not in the policy's table: until sent, at most 3 days (engine default)",
+                  "Customer e-mail waiting for the SMTP server",
+                  "storage.outbox.Outbox (Sweepable; a sent mail is deleted at once)"),
 )
 
 RETENTION: Mapping[str, RetentionRule] = {rule.category: rule for rule in _ROWS}

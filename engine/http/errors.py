@@ -27,15 +27,19 @@ _STATUS_BY_ERROR: tuple[tuple[type[E.SmsrouteError], int], ...] = (
     (E.InvalidBody, 422),
     (E.UnknownSender, 403),
     (E.ConfigError, 422),
+    (E.InvalidTransition, 409),
+    (E.NoticeTooShort, 422),
     (E.MalformedMessage, 400),
     (E.InputError, 400),
     (E.AuthError, 401),
     (E.UnknownAccount, 404),
     (E.AccountRestricted, 403),
+    (E.AccountUnconfirmed, 403),
     (E.InsufficientBalance, 402),
     (E.NoRoute, 422),
     (E.RoutingError, 422),
     (E.OverloadedError, 503),
+    (E.RateLimited, 429),
     (E.StorageError, 503),
     (E.CarrierError, 503),
 )
@@ -79,7 +83,7 @@ def error_response(status: int, code: str, message: str,
 def from_engine_error(exc: E.SmsrouteError) -> web.Response:
     """Answer an engine error; overload and transient storage errors carry ``Retry-After``."""
     status = status_for(exc)
-    headers = {"Retry-After": str(RETRY_AFTER_OVERLOADED_S)} if status == 503 else None
+    headers = {"Retry-After": str(RETRY_AFTER_OVERLOADED_S)} if status in (429, 503) else None
     if status == 500:
         log.error("unmapped engine error %s", type(exc).__name__)
         return error_response(500, "internal_error", "internal error")

@@ -149,15 +149,19 @@ class StatusNotifier:
         record = self.account(delivery.account_id)
         if record is not None and record.webhook_url == delivery.url:
             self._accounts.pop(delivery.account_id, None)
-            asyncio.ensure_future(self._clear_account_webhook(record))
+            asyncio.ensure_future(self._clear_account_webhook(record, delivery.url))
             log.info("account webhook disabled after 410 Gone")
             return
         self._disabled[delivery.url] = None  # a per-message callback_url
         if len(self._disabled) > MAX_DISABLED:
             self._disabled.popitem(last=False)
 
-    async def _clear_account_webhook(self, record: Any) -> None:
+    async def _clear_account_webhook(self, record: Any, url: str) -> None:
         try:
-            await self._call(self._engine.set_webhook, record.id, None, record.receipt_statuses)
+            disable = getattr(self._engine, "disable_webhook", None)  # clears it and alerts the holder
+            if disable is not None:
+                await self._call(disable, record.id, url)
+            else:
+                await self._call(self._engine.set_webhook, record.id, None, record.receipt_statuses)
         except Exception:
             log.exception("could not disable the account webhook")

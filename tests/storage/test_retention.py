@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from engine.errors import ConfigError
@@ -23,8 +25,11 @@ def test_the_table_has_one_row_per_policy_category_with_the_policys_periods():
         "message_bodies": DAY, "delivery_receipt_metadata": 90 * DAY, "api_request_logs": 90 * DAY,
         "account_records": 90 * DAY, "billing_ledger": 7 * 365 * DAY,
         "support_correspondence": 365 * DAY,
-        "staff_access_audit_logs": 365 * DAY,  # the engine's own row: the policy gives no period
+        # the engine's own rows: the policy gives no period
+        "staff_access_audit_logs": 365 * DAY, "data_subject_requests": 365 * DAY,
+        "security_incidents": 5 * 365 * DAY, "outbound_mail": 3 * DAY,
     }
+    assert RETENTION["support_correspondence"].start is Start.RESOLUTION
     assert RETENTION["account_records"].start is Start.CLOSURE
     assert all(r.reason and r.policy_text for r in RETENTION.values())
 
@@ -32,7 +37,13 @@ def test_the_table_has_one_row_per_policy_category_with_the_policys_periods():
 def test_every_category_the_engine_holds_names_the_store_that_enforces_it():
     held = [r for r in RETENTION.values() if r.held_by_engine]
     assert all(r.enforced_by for r in held)
-    assert not RETENTION["support_correspondence"].held_by_engine
+    assert RETENTION["support_correspondence"].held_by_engine  # support cases live in the engine
+
+
+def _with_a_row_not_held() -> dict:
+    row = dataclasses.replace(RETENTION["support_correspondence"], category="paper_files",
+                              enforced_by="", held_by_engine=False)
+    return {**RETENTION, "paper_files": row}
 
 
 def test_cutoff_and_due_at_follow_the_period():
@@ -42,7 +53,7 @@ def test_cutoff_and_due_at_follow_the_period():
 
 def test_a_category_not_held_or_unknown_has_no_cutoff():
     with pytest.raises(ConfigError, match="not held"):
-        cutoff("support_correspondence", 0.0)
+        cutoff("paper_files", 0.0, _with_a_row_not_held())
     with pytest.raises(ConfigError, match="no retention rule"):
         cutoff("selfies", 0.0)
 
@@ -58,13 +69,14 @@ def test_the_body_ttl_can_be_shortened_but_never_lengthened():
 def test_the_operator_view_shows_cutoffs_and_what_is_overdue():
     now = 200 * DAY
     view = {row["category"]: row for row in operator_view(
-        now, {"api_request_logs": now - 91 * DAY, "delivery_receipt_metadata": now - DAY})}
+        now, {"api_request_logs": now - 91 * DAY, "delivery_receipt_metadata": now - DAY},
+        _with_a_row_not_held())}
     assert view["api_request_logs"]["overdue"] is True
     assert view["delivery_receipt_metadata"]["overdue"] is False
     assert view["delivery_receipt_metadata"]["next_due_at"] == now + 89 * DAY
     assert view["billing_ledger"]["next_due_at"] is None
-    assert view["support_correspondence"]["enforced_by"] == "not held by the engine"
-    assert "cutoff" not in view["support_correspondence"]
+    assert view["paper_files"]["enforced_by"] == "not held by the engine"
+    assert "cutoff" not in view["paper_files"]
 
 
 def test_a_store_with_a_sweep_method_satisfies_sweepable():

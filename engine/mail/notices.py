@@ -1,0 +1,105 @@
+"""Notices: the e-mails the engine sends to account holders, queued durably in the outbox.
+
+Every method renders a template (``engine.mail.templates``: checked to carry no body, number or secret),
+writes the mail to the outbox (one durable transaction for a whole mailing) and wakes the worker. Mail goes
+to the account's address of record, looked up when queued. The outbox is bounded: a mailing that does not
+fit is refused whole with ``StoreFull`` before anything else is changed by the caller.
+
+Hooks other parts of the engine call: :meth:`Notices.security_alert` (``kind`` one of
+``templates.ALERT_KINDS``) and :meth:`Notices.failed_authentication` (counts failures per account and
+alerts once when ``FAILED_AUTH_THRESHOLD`` are seen within ``FAILED_AUTH_WINDOW_SECONDS``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from engine.errors import StorageError, UnknownAccount
+from engine.mail.templates import render
+from storage.accounts import CLOSED, AccountStore
+from storage.outbox import NewMail, Outbox
+
+log = logging.getLogger(__name__)
+
+FAILED_AUTH_THRESHOLD = 20
+FAILED_AUTH_WINDOW_SECONDS = 900.0
+FAILED_AUTH_QUIET_SECONDS = 3600.0  # at most one such alert per account per hour
+
+
+class Notices:
+    def __init__(self, outbox: Outbox, wake: Callable[[], None], accounts: AccountStore, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.outbox = outbox
+        self._wake = wake
+        self._accounts = accounts
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._failures: dict[str, deque[float]] = {}
+        self._last_failure_alert: dict[str, float] = {}
+
+    def send(self, template: str, account_id: str, to: str, **params: Any) -> str:
+        """Queue one mail to ``to`` (the caller knows the address); its outbox id."""
+        subject, text = render(template, account_id=account_id, **params)
+        mail_id = self.outbox.enqueue([NewMail(template, account_id, to, subject, text)])[0]
+        self._wake()
+        return mail_id
+
+    def to_account(self, template: str, account_id: str, **params: Any) -> str:
+        """Queue one mail to the account's address of record."""
+        return self.send(template, account_id, self._accounts.get(account_id).email, **params)
+
+    def to_accounts(self, template: str, account_ids: Iterable[str] | None,
+                    **params: Any) -> int:
+        """One mail to each listed account (``None``: every account not closed), all queued in one
+        transaction; how many."""
+        if account_ids is None:
+            records = [a for a in self._accounts.all() if a.state != CLOSED]
+        else:
+            records = [self._accounts.get(a) for a in dict.fromkeys(account_ids)]
+        mails = []
+        for rec in records:
+            subject, text = render(template, account_id=rec.id, **params)
+            mails.append(NewMail(template, rec.id, rec.email, subject, text))
+        self.outbox.enqueue(mails)
+        self._wake()
+        return len(mails)
+
+    # --- security alerts ---------------------------------------------------------------------------
+
+    def security_alert(self, account_id: str, kind: str, **facts: Any) -> str | None:
+        """Tell the holder about a security-relevant change (see ``templates.ALERT_KINDS``).
+
+        An account that no longer exists gets nothing (None). The change it reports has already
+        happened, so a full outbox does not undo it: the alert is logged as lost (None)."""
+        try:
+            return self.to_account("security_alert", account_id, kind=kind, at=self._clock(),
+                                   **facts)
+        except UnknownAccount:
+            return None
+        except StorageError as exc:
+            log.error("security alert not queued", extra={"account_id": account_id, "kind": kind,
+                                                           "error": exc.code})
+            return None
+
+    def failed_authentication(self, account_id: str) -> str | None:
+        """Count one failed authentication attributed to the account; alert when there are many."""
+        now = self._clock()
+        with self._lock:
+            seen = self._failures.setdefault(account_id, deque())
+            seen.append(now)
+            while seen and seen[0] < now - FAILED_AUTH_WINDOW_SECONDS:
+                seen.popleft()
+            quiet = now - self._last_failure_alert.get(account_id, -1e18) < FAILED_AUTH_QUIET_SECONDS
+            if len(seen) < FAILED_AUTH_THRESHOLD or quiet:
+                return None
+            self._last_failure_alert[account_id] = now
+            count = len(seen)
+            if len(self._failures) > 100_000:  # bounded: forget the quiet ones
+                self._failures = {k: v for k, v in self._failures.items() if v and v[-1] > now - 60}
+        return self.security_alert(account_id, "failed_authentications", count=count,
+                                   window=f"{int(FAILED_AUTH_WINDOW_SECONDS // 60)} minutes")

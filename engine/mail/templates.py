@@ -1,0 +1,143 @@
+"""Every customer e-mail the engine sends, as plain-text templates, and the guard that checks each one.
+
+Why it exists: the policy lets us e-mail an account holder for a few reasons only (2.1: confirmation link,
+security alerts, price-change notices; 7.5 data-subject requests; 9 incident notices; 13 policy changes),
+and an e-mail must never carry a message body, a full destination number or a secret (API key, webhook
+secret, operator token). Templates take only the facts they need — ids, dates, amounts, kinds — never a
+message, and :func:`render` runs :func:`check_safe` on every rendered text, so staff-written text (an
+incident summary, an extension reason) that contains a phone number or a key is refused before it is
+queued.
+
+One-time links (account confirmation, request verification) carry a random single-use token whose digest
+is stored; it is the purpose of those mails, expires, and grants nothing but the one confirmation.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+from engine.errors import InputError
+
+__all__ = ["ALERT_KINDS", "TEMPLATES", "check_safe", "format_time", "format_usd", "render"]
+
+# A run of 8+ digits not inside a word (an E.164 number, with or without +), or a spaced number.
+_NUMBER = re.compile(r"(?<![\w])\+?\d{8,15}(?![\w])|\+\d[\d ().-]{7,}\d")
+_SECRET = re.compile(r"sk_live_|sk_test_|whsec_|op_[A-Za-z0-9_-]{16,}")
+
+ALERT_KINDS: dict[str, str] = {
+    "api_key_created": "A new API key was created for your account.",
+    "api_key_revoked": "An API key of your account was revoked; requests with it are refused.",
+    "webhook_disabled": "Your webhook endpoint answered 410 Gone and was disabled; no status "
+                        "callbacks are sent until you set a webhook URL again.",
+    "webhook_secret_rotated": "Your webhook signing secret was rotated. The previous secret keeps "
+                              "signing until the next rotation.",
+    "failed_authentications": "We saw many failed authentication attempts against your account.",
+}
+
+_FOOTER = ("\n\n-- \nsmsroute. This message was sent to the address of record of your account. "
+           "Privacy questions: privacy@smsroute.cc")
+
+
+def format_time(at: float) -> str:
+    """A UTC date and time without long digit runs (the number guard never trips on a date)."""
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at))
+
+
+def format_usd(micro: int) -> str:
+    return f"USD {micro // 1_000_000}.{micro % 1_000_000:06d}"
+
+
+def check_safe(text: str) -> str:
+    """``InputError`` if ``text`` holds something no e-mail may carry: a phone number or a secret."""
+    if _NUMBER.search(text):
+        raise InputError("an e-mail may not contain a phone number (or any 8+ digit run)")
+    if _SECRET.search(text):
+        raise InputError("an e-mail may not contain an API key, webhook secret or operator token")
+    return text
+
+
+def _confirm(p: dict[str, Any]) -> tuple[str, str]:
+    return ("Confirm your smsroute e-mail address",
+            f"Please confirm that this is the address of smsroute account {p['account_id']}:\n\n"
+            f"{p['link']}\n\nThe link works once, until {format_time(p['expires_at'])}. If you did "
+            "not create an account, ignore this mail.")
+
+
+def _alert(p: dict[str, Any]) -> tuple[str, str]:
+    kind = p["kind"]
+    if kind not in ALERT_KINDS:
+        raise InputError(f"security alert kind is one of {', '.join(sorted(ALERT_KINDS))}")
+    extra = f"\n\nAttempts counted: {p['count']} within {p['window']}." if "count" in p else ""
+    return (f"smsroute security alert: {kind.replace('_', ' ')}",
+            f"Account {p['account_id']}, {format_time(p['at'])}:\n\n{ALERT_KINDS[kind]}{extra}\n\n"
+            "If this was not you, revoke your API keys and contact support@smsroute.cc.")
+
+
+def _price(p: dict[str, Any]) -> tuple[str, str]:
+    lines = "\n".join(f"  {c}: {format_usd(old)} -> {format_usd(new)} per segment"
+                      if old is not None else f"  {c}: {format_usd(new)} per segment (new)"
+                      for c, old, new in p["changes"])
+    return ("smsroute price change",
+            f"Prices per SMS segment change for these destinations from "
+            f"{format_time(p['effective_at'])}:\n\n{lines}")
+
+
+def _policy(p: dict[str, Any]) -> tuple[str, str]:
+    return ("Changes to the smsroute privacy policy",
+            f"Our privacy policy changes. The new version takes effect on "
+            f"{format_time(p['effective_at'])}, at least 30 days after this notice.\n\n"
+            f"What changes:\n{p['summary']}")
+
+
+def _dsar_verify(p: dict[str, Any]) -> tuple[str, str]:
+    return ("Confirm your data-subject request",
+            f"We received a {p['type']} request for smsroute account {p['account_id']}. To confirm "
+            f"it was you, open this link (once, until {format_time(p['expires_at'])}):\n\n"
+            f"{p['link']}\n\nIf you did not ask for this, ignore this mail: nothing will happen.")
+
+
+def _dsar_opened(p: dict[str, Any]) -> tuple[str, str]:
+    return (f"Your data-subject request {p['request_id']}",
+            f"Your {p['type']} request {p['request_id']} for account {p['account_id']} is verified. "
+            f"We will answer by {format_time(p['deadline'])}.")
+
+
+def _dsar_extended(p: dict[str, Any]) -> tuple[str, str]:
+    return (f"Your data-subject request {p['request_id']}: more time needed",
+            f"Your {p['type']} request {p['request_id']} is complex, so we extend our answer by "
+            f"60 days, to {format_time(p['deadline'])} (policy 7.5).\n\nWhy: {p['reason']}")
+
+
+def _dsar_closed(p: dict[str, Any]) -> tuple[str, str]:
+    return (f"Your data-subject request {p['request_id']}: {p['status']}",
+            f"Your {p['type']} request {p['request_id']} for account {p['account_id']} is "
+            f"{p['status']}.\n\n{p.get('note') or ''}")
+
+
+def _incident(p: dict[str, Any]) -> tuple[str, str]:
+    return ("smsroute security incident notice",
+            f"We are informing you of a security incident that may affect account "
+            f"{p['account_id']} (reference {p['incident_id']}), detected "
+            f"{format_time(p['detected_at'])}.\n\n{p['summary']}\n\nQuestions: privacy@smsroute.cc")
+
+
+TEMPLATES: dict[str, Callable[[dict[str, Any]], tuple[str, str]]] = {
+    "account_confirmation": _confirm,
+    "security_alert": _alert,
+    "price_change": _price,
+    "policy_change": _policy,
+    "dsar_verification": _dsar_verify,
+    "dsar_opened": _dsar_opened,
+    "dsar_extended": _dsar_extended,
+    "dsar_closed": _dsar_closed,
+    "incident_notice": _incident,
+}
+
+
+def render(template: str, **params: Any) -> tuple[str, str]:
+    """(subject, text) of ``template``, checked by :func:`check_safe`."""
+    subject, text = TEMPLATES[template](params)
+    return check_safe(subject), check_safe(text + _FOOTER)

@@ -1,0 +1,115 @@
+"""MailWorker: the one sender of queued mail, on a thread and asyncio loop of its own.
+
+Why its own thread: mail must go out when the engine is embedded without the HTTP servers, and an SMTP
+round trip must never stall the HTTP loop or an actor. The worker waits until mail is due (or it is woken by
+:meth:`MailWorker.wake` after an enqueue), sends each due mail through the transport, deletes it from the
+outbox once the server accepted it, and otherwise reschedules it with exponential backoff and full jitter
+(``uniform(0, min(cap, base * 2**attempts))``, at least one second), or drops it on a permanent refusal.
+The outbox calls are short LMDB transactions made on this worker's own loop.
+
+Logs name the template, the account id and the outcome; never an address, a subject or a text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+
+from engine.config import EmailSettings
+from engine.mail.transport import PermanentFailure, Transport
+from storage.outbox import Outbox, OutboxMail
+
+log = logging.getLogger(__name__)
+
+IDLE_WAKE_SECONDS = 5.0  # re-check the outbox at least this often (another process may have written)
+BATCH = 50
+
+
+class MailWorker:
+    """Sends the outbox; ``start()`` once, ``stop()`` once."""
+
+    def __init__(self, outbox: Outbox, transport: Transport, settings: EmailSettings, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.outbox = outbox
+        self.transport = transport
+        self.settings = settings
+        self._clock = clock
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._stopping = False
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="smsroute-mail", daemon=True)
+        self.counts = {"sent": 0, "retried": 0, "refused": 0}
+
+    def start(self) -> MailWorker:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def wake(self) -> None:
+        """Something was queued: look at the outbox now (any thread)."""
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(wake.set)
+            except RuntimeError:
+                pass
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish the mail being sent (bounded by the SMTP timeout), then stop; the rest stays queued."""
+        self._stopping = True
+        self.wake()
+        self._thread.join(timeout)
+
+    def _main(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._run())
+        finally:
+            loop.close()
+
+    async def _run(self) -> None:
+        self._wake = asyncio.Event()
+        self._ready.set()
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                for mail in self.outbox.due(self._clock(), BATCH):
+                    if self._stopping:
+                        return
+                    await self._send(mail)
+                next_at = self.outbox.next_due_at()
+            except Exception:  # a store error must not kill the sender: log, wait, look again
+                log.exception("mail worker: outbox unavailable")
+                next_at = None
+            delay = IDLE_WAKE_SECONDS if next_at is None else next_at - self._clock()
+            if delay > 0:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), min(delay, IDLE_WAKE_SECONDS))
+                except TimeoutError:
+                    pass
+
+    async def _send(self, mail: OutboxMail) -> None:
+        where = {"template": mail.template, "account_id": mail.account_id, "attempt": mail.attempts + 1}
+        try:
+            await self.transport.send(mail)
+        except PermanentFailure as exc:
+            self.outbox.give_up(mail.mail_id)
+            self.counts["refused"] += 1
+            log.warning("mail refused for good", extra={**where, "reason": str(exc)})
+            return
+        except Exception as exc:  # connection, timeout, 4xx: try again later
+            backoff = random.uniform(0, min(self.settings.retry_cap_seconds,
+                                            self.settings.retry_base_seconds * 2 ** mail.attempts))
+            self.outbox.retry(mail.mail_id, self._clock() + max(1.0, backoff), type(exc).__name__)
+            self.counts["retried"] += 1
+            log.info("mail send failed; will retry", extra={**where, "error": type(exc).__name__})
+            return
+        self.outbox.sent(mail.mail_id)
+        self.counts["sent"] += 1
+        log.info("mail sent", extra=where)

@@ -1,0 +1,66 @@
+"""Privacy operations outside the message path: data-subject requests, incidents, support cases.
+
+:class:`PrivacyServices` opens ``<data_dir>/privacy`` (an LMDB environment of its own, every commit
+fsynced) with its sealed stores — data-subject requests, one-time links and wallet challenges, incidents,
+support cases — and builds the desks the engine and the control port use (``requests``, ``incidents``,
+``support``). It is opened by :class:`engine.Engine` after the runtime and closed after it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from engine.config import Settings
+from engine.mail.notices import Notices
+from engine.privacy.incidents import IncidentDesk
+from engine.privacy.requests import RequestDesk
+from storage.dsar import DsarStore
+from storage.env import open_env
+from storage.incidents import IncidentStore
+from storage.support import SupportCases
+from storage.verification import Challenges, LinkTokens
+
+PRIVACY_MAP_SIZE = 256 << 20
+
+
+class PrivacyServices:
+    def __init__(self, data_dir: Path, settings: Settings, runtime: Any, notices: Notices,
+                 rights: Any, *, clock: Callable[[], float] = time.time) -> None:
+        keys = runtime.keys
+        self.env = open_env(Path(data_dir) / "privacy", map_size=PRIVACY_MAP_SIZE)
+        self.links = LinkTokens(self.env, keys.store_sealer("link_tokens"))
+        self.challenges = Challenges(self.env, keys.store_sealer("wallet_challenges"))
+        self.support = SupportCases(self.env, keys.store_sealer("support"), clock=clock)
+        audit = _auditor(runtime)
+        self.requests = RequestDesk(
+            DsarStore(self.env, keys.store_sealer("dsar"), clock=clock), self.links,
+            self.challenges, notices, runtime.accounts, runtime.ledger_store, rights, audit,
+            settings.privacy, settings.email.link_base, clock=clock)
+        self.incidents = IncidentDesk(IncidentStore(self.env, keys.store_sealer("incidents"),
+                                                    clock=clock),
+                                      notices, runtime.accounts, audit, clock=clock)
+
+    @property
+    def sweepables(self) -> dict[str, Any]:
+        return {"dsar": self.requests.store, "incidents": self.incidents.store,
+                "support": self.support, "link_tokens": self.links,
+                "wallet_challenges": self.challenges}
+
+    def stats(self) -> dict[str, Any]:
+        return {"data_subject_requests": self.requests.stats(), "incidents": self.incidents.stats()}
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def _auditor(runtime: Any) -> Callable[..., None]:
+    """Privacy steps are staff access to personal data (policy 9): the core audit log, synced."""
+
+    def audit(actor: str, action: str, target: str) -> None:
+        runtime.core_audit.append(actor, action, target, "ok")
+        runtime.core_env.sync(True)
+
+    return audit

@@ -1,0 +1,96 @@
+"""IncidentDesk: security incidents (policy 9) — the record, the 72-hour clock, the notices.
+
+The privacy role opens an incident (what happened, when it was detected, which accounts or all); the desk
+keeps the supervisory authority's deadline (detection + 72 h, GDPR Art. 33) visible on the control port and
+in metrics (``incidents.authority_deadline_close``: incidents not yet notified with less than 24 h left or
+overdue — alert on it), records when the authority was notified, and sends every affected account holder
+the incident notice by e-mail (and records when, and how many). The summary goes into those mails, so it
+is checked like every mail text: no phone number, no secret.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from engine.errors import InputError
+from engine.mail.notices import Notices
+from engine.mail.templates import check_safe
+from storage.accounts import AccountStore
+from storage.incidents import ALL_ACCOUNTS, Incident, IncidentStore
+
+MAX_SUMMARY = 4000
+CLOCK_SKEW_SECONDS = 300.0
+
+
+class IncidentDesk:
+    def __init__(self, store: IncidentStore, notices: Notices, accounts: AccountStore,
+                 audit: Callable[..., None], *, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self._notices = notices
+        self._accounts = accounts
+        self._audit = audit
+        self._clock = clock
+
+    def open(self, summary: str, detected_at: float, accounts: list[str] | str, *,
+             actor: str) -> Incident:
+        """``accounts``: a list of account ids, or ``"all"``."""
+        if not isinstance(summary, str) or not summary.strip() or len(summary) > MAX_SUMMARY:
+            raise InputError(f"an incident states what happened (1-{MAX_SUMMARY} characters)")
+        check_safe(summary)
+        if isinstance(detected_at, bool) or not isinstance(detected_at, int | float) or \
+                detected_at > self._clock() + CLOCK_SKEW_SECONDS or detected_at <= 0:
+            raise InputError("detected_at is the unix time of detection, not in the future")
+        if accounts == "all":
+            scope = [ALL_ACCOUNTS]
+        elif isinstance(accounts, list) and accounts and all(isinstance(a, str) for a in accounts):
+            for account_id in accounts:
+                self._accounts.get(account_id)  # UnknownAccount for a wrong id
+            scope = sorted(set(accounts))
+        else:
+            raise InputError('accounts is a non-empty list of account ids, or "all"')
+        incident = self.store.open(summary, float(detected_at), scope, actor)
+        self._audit(actor, "incident_open", incident.id)
+        return incident
+
+    def authority_notified(self, incident_id: str, *, at: float | None, reference: str,
+                           actor: str) -> Incident:
+        at = self._clock() if at is None else float(at)
+        incident = self.store.authority_notified(incident_id, at, reference[:200])
+        self._audit(actor, "incident_authority_notified", incident_id)
+        return incident
+
+    def notify_customers(self, incident_id: str, *, actor: str) -> Incident:
+        """Mail the notice to every affected account holder (all accounts not closed for "all")."""
+        incident = self.store.get(incident_id)
+        targets = None if incident.accounts == [ALL_ACCOUNTS] else incident.accounts
+        if targets is not None:
+            targets = [a for a in targets if self._exists(a)]
+        sent = self._notices.to_accounts("incident_notice", targets, incident_id=incident.id,
+                                         summary=incident.summary, detected_at=incident.detected_at)
+        self._audit(actor, "incident_customers_notified", incident_id)
+        return self.store.customers_notified(incident_id, sent)
+
+    def close(self, incident_id: str, *, actor: str) -> Incident:
+        incident = self.store.close(incident_id)
+        self._audit(actor, "incident_close", incident_id)
+        return incident
+
+    def list(self, *, open_only: bool = False) -> list[dict]:
+        now = self._clock()
+        return [i.view(now) for i in sorted(self.store.all(), key=lambda i: i.authority_deadline)
+                if not open_only or not i.closed_at]
+
+    def stats(self) -> dict[str, float]:
+        now = self._clock()
+        pending = [i for i in self.store.all() if not i.authority_notified_at]
+        return {"open": sum(not i.closed_at for i in self.store.all()),
+                "authority_deadline_close": sum(i.authority_deadline_close(now) for i in pending),
+                "authority_overdue": sum(i.authority_overdue(now) for i in pending)}
+
+    def _exists(self, account_id: str) -> bool:
+        try:
+            self._accounts.get(account_id)
+            return True
+        except KeyError:
+            return False

@@ -1,0 +1,206 @@
+"""RequestDesk: data-subject requests (policy 7.5) from receipt to answer.
+
+How a request is opened and verified:
+
+* **By e-mail**: the holder writes to privacy@ from the account's address, or asks on the customer API
+  (``POST /v1/privacy/requests`` with an e-mail address). Either way the engine mails a single-use link to
+  the account's *address of record* (a From header proves nothing); opening it verifies the request. An
+  address that matches no account gets no mail and the same answer (no enumeration).
+* **By wallet signature**: the holder asks for a challenge (account, request type; a nonce that expires)
+  and signs it with a wallet that deposited to the account (EIP-191 ``personal_sign`` or TronWeb
+  ``signMessageV2``); the challenge is consumed by the first attempt, so a signature cannot be replayed.
+
+Unverified requests (mail requests, challenges) are rate-limited per source and per account or address
+(``[privacy] unverified_requests_per_hour``). Staff (control port, privacy role) list requests, see the
+overdue ones, extend a deadline once by 60 days (the holder is mailed why), refuse, or fulfil a request
+through the existing rights of ``engine.accounts`` (export, rectify, erase, restrict, object); every step
+is audit-logged with the operator's name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from engine.config import PrivacySettings
+from engine.errors import InputError, RateLimited, UnknownAccount, WalletNotRecognised
+from engine.http.ratelimit import Gcra
+from engine.mail.notices import Notices
+from engine.mail.templates import check_safe
+from engine.privacy import wallets
+from storage.accounts import AccountStore
+from storage.dsar import COMPLETED, REFUSED, REQUEST_TYPES, DsarRecord, DsarStore
+from storage.ledger import LedgerStore
+from storage.verification import Challenge, Challenges, LinkTokens
+
+VERIFY_PURPOSE = "verify_request"
+
+
+class RequestDesk:
+    def __init__(self, store: DsarStore, links: LinkTokens, challenges: Challenges, notices: Notices,
+                 accounts: AccountStore, ledger: LedgerStore, rights: Any, audit: Callable[..., None],
+                 settings: PrivacySettings, link_base: str, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self._links = links
+        self._challenges = challenges
+        self._notices = notices
+        self._accounts = accounts
+        self._ledger = ledger
+        self._rights = rights  # the engine: export_account, rectify_account, erase_account, ...
+        self._audit = audit
+        self._settings = settings
+        self._link_base = link_base.rstrip("/")
+        self._clock = clock
+        per_hour = max(1, settings.unverified_requests_per_hour)
+        self._limiter = Gcra(per_hour / 3600.0, per_hour, clock=clock)
+        self._limiter_lock = threading.Lock()
+
+    # --- unverified: rate-limited --------------------------------------------------------------------
+
+    def request_by_email(self, email: str, request_type: str, *, source: str) -> int:
+        """A request naming an address: each account with that address of record gets a verification
+        link. Returns how many (callers must not show it to the requester)."""
+        _check_type(request_type)
+        if not isinstance(email, str) or "@" not in email or len(email) > 320:
+            raise InputError("a valid e-mail address is required")
+        self._limit(f"src:{source}", "email:" + hashlib.sha256(email.lower().encode()).hexdigest())
+        matches = [a.id for a in self._accounts.all() if a.email.lower() == email.lower()]
+        for account_id in matches:
+            self._open_by_link(account_id, request_type, opened_by="customer")
+        return len(matches)
+
+    def register(self, account_id: str, request_type: str, *, actor: str) -> DsarRecord:
+        """Staff register a request that reached privacy@: the holder verifies it by the mailed link."""
+        _check_type(request_type)
+        self._accounts.get(account_id)
+        record = self._open_by_link(account_id, request_type, opened_by=actor)
+        self._audit(actor, "dsar_register", record.id)
+        return record
+
+    def challenge(self, account_id: str, request_type: str, *, source: str) -> Challenge:
+        """A message for a depositing wallet to sign (single use, expires)."""
+        _check_type(request_type)
+        self._limit(f"src:{source}", f"acct:{account_id}")
+        self._accounts.get(account_id)
+        return self._challenges.issue(account_id, request_type, self._settings.challenge_ttl_seconds,
+                                      self._clock())
+
+    def open_with_signature(self, challenge_id: str, scheme: str, signature: str) -> DsarRecord:
+        """Open a verified request from a signed challenge; the challenge is used up either way."""
+        challenge = self._challenges.take(challenge_id, self._clock())
+        key = wallets.recover(scheme, challenge.message, signature)
+        if not wallets.deposited_from(self._ledger, challenge.account_id, scheme, key):
+            raise WalletNotRecognised("the signing wallet never deposited to this account")
+        record = self.store.create(challenge.account_id, challenge.request_type, channel="wallet",
+                                   verified_by=f"wallet:{scheme}", opened_by="customer")
+        self._audit("customer", "dsar_open_wallet", record.id)
+        self._mail_opened(record)
+        return record
+
+    def verify_link(self, token: str) -> DsarRecord:
+        request_id = self._links.redeem(VERIFY_PURPOSE, token, self._clock())
+        record = self.store.verify(request_id, "email_link")
+        self._audit("customer", "dsar_verified", record.id)
+        self._mail_opened(record)
+        return record
+
+    # --- staff -------------------------------------------------------------------------------------
+
+    def list(self, *, overdue_only: bool = False) -> list[dict]:
+        now = self._clock()
+        records = sorted(self.store.all(), key=lambda r: r.deadline)
+        return [r.view(now) for r in records if not overdue_only or r.overdue(now)]
+
+    def get(self, request_id: str) -> dict:
+        return self.store.get(request_id).view(self._clock())
+
+    def extend(self, request_id: str, reason: str, *, actor: str) -> DsarRecord:
+        """Once, by 60 days, for a complex request; the holder is mailed the new deadline and why."""
+        check_safe(reason)
+        if not reason.strip():
+            raise InputError("an extension states its reason")
+        record = self.store.extend(request_id, reason[:500])
+        self._audit(actor, "dsar_extend", record.id)
+        self._mail(record, "dsar_extended", deadline=record.deadline, reason=record.extension_reason)
+        return record
+
+    def refuse(self, request_id: str, reason: str, *, actor: str) -> DsarRecord:
+        check_safe(reason)
+        record = self.store.close(request_id, REFUSED, reason[:500])
+        self._audit(actor, "dsar_refuse", record.id)
+        self._mail(record, "dsar_closed", status="refused", note=f"Why: {record.outcome}")
+        return record
+
+    def fulfil(self, request_id: str, *, actor: str, email: str | None = None,
+               purpose: str = "analytics") -> dict:
+        """Carry the request out through the matching right; close it; mail the holder."""
+        record = self.store.get(request_id)
+        if record.status != "open":
+            self.store.close(request_id, COMPLETED, "")  # raises the state machine's refusal
+        address = self._accounts.get(record.account_id).email  # erasure removes it: read first
+        result = self._carry_out(record, actor, email, purpose)
+        closed = self.store.close(request_id, COMPLETED, f"{record.type} carried out")
+        self._notices.send("dsar_closed", record.account_id, email or address,
+                           request_id=record.id, type=record.type, status="completed",
+                           note="Any data you asked for reaches you through the channel you wrote "
+                                "from, never by e-mail.")
+        return {"request": closed.view(self._clock()), "result": result}
+
+    def _carry_out(self, record: DsarRecord, actor: str, email: str | None, purpose: str) -> Any:
+        account_id, rights = record.account_id, self._rights
+        if record.type in ("access", "portability"):
+            return rights.export_account(account_id, actor=actor)
+        if record.type == "rectification":
+            if email is None:
+                raise InputError("a rectification names the corrected e-mail address")
+            rights.rectify_account(account_id, email=email, actor=actor)
+            return {"rectified": ["email"]}
+        if record.type == "erasure":
+            return rights.erase_account(account_id, actor=actor)
+        if record.type == "restriction":
+            rights.restrict_account(account_id, True, actor=actor)
+            return {"restricted": True}
+        rights.object_to_processing(account_id, purpose, True, actor=actor)
+        return {"objected": purpose}
+
+    def stats(self) -> dict[str, int]:
+        now = self._clock()
+        records = list(self.store.all())
+        return {"open": sum(r.status in ("open", "awaiting_verification") for r in records),
+                "overdue": sum(r.overdue(now) for r in records)}
+
+    # --- helpers -----------------------------------------------------------------------------------
+
+    def _open_by_link(self, account_id: str, request_type: str, *, opened_by: str) -> DsarRecord:
+        ttl = self._settings.link_ttl_seconds
+        record = self.store.create(account_id, request_type, channel="email", verified_by=None,
+                                   opened_by=opened_by, verify_by=self._clock() + ttl)
+        token, expires = self._links.issue(VERIFY_PURPOSE, record.id, ttl, self._clock())
+        self._mail(record, "dsar_verification", expires_at=expires,
+                   link=f"{self._link_base}/v1/privacy/verify?token={token}")
+        return record
+
+    def _mail_opened(self, record: DsarRecord) -> None:
+        self._mail(record, "dsar_opened", deadline=record.deadline)
+
+    def _mail(self, record: DsarRecord, template: str, **params: Any) -> None:
+        try:
+            self._notices.to_account(template, record.account_id, request_id=record.id,
+                                     type=record.type, **params)
+        except UnknownAccount:  # erased meanwhile: nobody to tell
+            pass
+
+    def _limit(self, *keys: str) -> None:
+        with self._limiter_lock:
+            for key in keys:
+                if not self._limiter.check(key).allowed:
+                    raise RateLimited("too many unverified data-subject requests; try again later")
+
+
+def _check_type(request_type: str) -> None:
+    if request_type not in REQUEST_TYPES:
+        raise InputError(f"request type is one of {', '.join(REQUEST_TYPES)}")

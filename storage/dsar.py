@@ -1,0 +1,138 @@
+"""Data-subject requests (policy 7.5): what was asked, how it was verified, where it stands, by when.
+
+A request moves through a small state machine (each illegal step is refused with
+:class:`~engine.errors.InvalidTransition`)::
+
+    awaiting_verification ──verify──▶ open ──complete──▶ completed
+            │                          │  └──refuse────▶ refused
+            └──(link expired: sweep)──▶ lapsed          └──extend (once, +60 days; stays open)
+
+The deadline is 30 days from receipt, extendable once by 60 for complex requests (with a notice mail,
+sent by the caller). Overdue: not closed and past its deadline.
+
+Records are sealed (the ``dsar`` store key, the request id as AAD) in the ``dsar`` db of the environment
+given (``<data_dir>/privacy``). A closed request is kept for the retention row
+``data_subject_requests`` (closure + 1 year: the record that we answered), then swept.
+
+Durability contract (``storage.records_base``): every write commits (fsync) before it returns, so a
+recorded step survives ``kill -9``. *Writers:* any thread, read-modify-write serialised by a lock.
+*Readers:* any thread.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+
+import lmdb
+
+from engine.errors import InputError, InvalidTransition
+from storage.crypto import Sealer
+from storage.records_base import SealedRecords
+from storage.retention import cutoff
+
+__all__ = ["DEADLINE_SECONDS", "EXTENSION_SECONDS", "REQUEST_TYPES", "DsarRecord", "DsarStore"]
+
+DAY = 86400
+DEADLINE_SECONDS = 30 * DAY
+EXTENSION_SECONDS = 60 * DAY
+REQUEST_TYPES = ("access", "portability", "rectification", "erasure", "restriction", "objection")
+AWAITING, OPEN, COMPLETED, REFUSED, LAPSED = (
+    "awaiting_verification", "open", "completed", "refused", "lapsed")
+CLOSED_STATES = (COMPLETED, REFUSED, LAPSED)
+
+
+@dataclass(frozen=True)
+class DsarRecord:
+    id: str
+    account_id: str
+    type: str  # one of REQUEST_TYPES
+    channel: str  # "email" (verification link) | "wallet" (signed challenge)
+    verification: str  # "pending" | "email_link" | "wallet:evm" | "wallet:tron"
+    status: str
+    received_at: float
+    deadline: float
+    verify_by: float = 0.0  # an unverified request lapses after this
+    verified_at: float = 0.0
+    extended: bool = False
+    extension_reason: str = ""
+    closed_at: float = 0.0
+    outcome: str = ""  # what was done, or why it was refused
+    opened_by: str = ""  # "customer" or the operator who registered it
+    notes: dict = field(default_factory=dict)
+
+    def overdue(self, now: float) -> bool:
+        return self.status not in CLOSED_STATES and now > self.deadline
+
+    def view(self, now: float) -> dict:
+        return {**asdict(self), "overdue": self.overdue(now),
+                "seconds_to_deadline": round(self.deadline - now)}
+
+
+class DsarStore:
+    """Sealed data-subject request records and their transitions."""
+
+    def __init__(self, env: lmdb.Environment, sealer: Sealer, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._records = SealedRecords(env, sealer, b"dsar", DsarRecord, "data-subject request")
+        self._clock = clock
+
+    def create(self, account_id: str, request_type: str, *, channel: str, verified_by: str | None,
+               opened_by: str, verify_by: float = 0.0) -> DsarRecord:
+        """A new request: open at once when ``verified_by`` names the proof, else awaiting it."""
+        if request_type not in REQUEST_TYPES:
+            raise InputError(f"request type is one of {', '.join(REQUEST_TYPES)}")
+        now = self._clock()
+        return self._records.put(DsarRecord(
+            id="dsr_" + secrets.token_hex(8), account_id=account_id, type=request_type,
+            channel=channel, verification=verified_by or "pending",
+            status=OPEN if verified_by else AWAITING, received_at=now,
+            deadline=now + DEADLINE_SECONDS, verify_by=verify_by,
+            verified_at=now if verified_by else 0.0, opened_by=opened_by))
+
+    def get(self, request_id: str) -> DsarRecord:
+        return self._records.get(request_id)
+
+    def all(self) -> Iterator[DsarRecord]:
+        return self._records.all()
+
+    def verify(self, request_id: str, how: str) -> DsarRecord:
+        return self._change(request_id, (AWAITING,), "verify",
+                            lambda r, now: replace(r, status=OPEN, verification=how, verified_at=now))
+
+    def extend(self, request_id: str, reason: str) -> DsarRecord:
+        def change(r: DsarRecord, now: float) -> DsarRecord:
+            if r.extended:
+                raise InvalidTransition("a request's deadline can be extended only once")
+            return replace(r, extended=True, extension_reason=reason,
+                           deadline=r.deadline + EXTENSION_SECONDS)
+
+        return self._change(request_id, (OPEN,), "extend", change)
+
+    def close(self, request_id: str, status: str, outcome: str) -> DsarRecord:
+        if status not in (COMPLETED, REFUSED):
+            raise InputError("a request closes as completed or refused")
+        return self._change(request_id, (OPEN,), status,
+                            lambda r, now: replace(r, status=status, closed_at=now, outcome=outcome))
+
+    def sweep(self, now: float) -> int:
+        """Lapse unverified requests past ``verify_by``; delete closed ones past their retention."""
+        lapsed = [r.id for r in self.all()
+                  if r.status == AWAITING and r.verify_by and r.verify_by < now]
+        for request_id in lapsed:
+            self._change(request_id, (AWAITING,), "lapse", lambda r, t: replace(
+                r, status=LAPSED, closed_at=t, outcome="not verified in time"))
+        keep_after = cutoff("data_subject_requests", now)
+        return len(lapsed) + self._records.delete_where(
+            lambda r: r.status in CLOSED_STATES and r.closed_at < keep_after)
+
+    def _change(self, request_id: str, allowed_from: tuple[str, ...], step: str,
+                change: Callable[[DsarRecord, float], DsarRecord]) -> DsarRecord:
+        def checked(old: DsarRecord) -> DsarRecord:
+            if old.status not in allowed_from:
+                raise InvalidTransition(f"cannot {step} a request that is {old.status}")
+            return change(old, self._clock())
+
+        return self._records.update(request_id, checked)

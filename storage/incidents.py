@@ -1,0 +1,105 @@
+"""Security incident records (policy 9): what happened, whom it affects, and the notification clock.
+
+An incident names what happened, when it was detected and which accounts it affects (a list, or every
+account: ``["*"]``). The supervisory authority must be notified within 72 hours of detection (GDPR
+Art. 33); the record keeps that deadline, when (and under which reference) the authority was notified, and
+when the affected customers were sent their notice and how many. Closing an incident starts its retention
+(``security_incidents``: closure + 5 years), after which :meth:`IncidentStore.sweep` deletes it.
+
+Records are sealed (the ``incidents`` store key, the id as AAD) in the ``incidents`` db of
+``<data_dir>/privacy``. Durability contract (``storage.records_base``): every write commits (fsync) before
+it returns. *Writers:* any thread, serialised. *Readers:* any thread.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+
+import lmdb
+
+from engine.errors import InvalidTransition
+from storage.crypto import Sealer
+from storage.records_base import SealedRecords
+from storage.retention import cutoff
+
+__all__ = ["ALL_ACCOUNTS", "AUTHORITY_DEADLINE_SECONDS", "Incident", "IncidentStore"]
+
+AUTHORITY_DEADLINE_SECONDS = 72 * 3600
+CLOSE_WARNING_SECONDS = 24 * 3600  # "close to the deadline": the alerting metric counts these
+ALL_ACCOUNTS = "*"
+
+
+@dataclass(frozen=True)
+class Incident:
+    id: str
+    summary: str
+    detected_at: float
+    opened_at: float
+    opened_by: str
+    accounts: list[str] = field(default_factory=list)  # ["*"]: every account
+    authority_deadline: float = 0.0
+    authority_notified_at: float = 0.0
+    authority_reference: str = ""
+    customers_notified_at: float = 0.0
+    customers_notified: int = 0
+    closed_at: float = 0.0
+
+    def authority_overdue(self, now: float) -> bool:
+        return not self.authority_notified_at and now > self.authority_deadline
+
+    def authority_deadline_close(self, now: float) -> bool:
+        """Not yet notified and less than a day (or nothing) left."""
+        return not self.authority_notified_at and now > self.authority_deadline - CLOSE_WARNING_SECONDS
+
+    def view(self, now: float) -> dict:
+        return {**asdict(self), "all_accounts": self.accounts == [ALL_ACCOUNTS],
+                "seconds_to_authority_deadline": round(self.authority_deadline - now),
+                "authority_overdue": self.authority_overdue(now),
+                "authority_deadline_close": self.authority_deadline_close(now)}
+
+
+class IncidentStore:
+    def __init__(self, env: lmdb.Environment, sealer: Sealer, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._records = SealedRecords(env, sealer, b"incidents", Incident, "incident")
+        self._clock = clock
+
+    def open(self, summary: str, detected_at: float, accounts: list[str], opened_by: str) -> Incident:
+        return self._records.put(Incident(
+            id="inc_" + secrets.token_hex(8), summary=summary, detected_at=detected_at,
+            opened_at=self._clock(), opened_by=opened_by, accounts=list(accounts),
+            authority_deadline=detected_at + AUTHORITY_DEADLINE_SECONDS))
+
+    def get(self, incident_id: str) -> Incident:
+        return self._records.get(incident_id)
+
+    def all(self) -> Iterator[Incident]:
+        return self._records.all()
+
+    def authority_notified(self, incident_id: str, at: float, reference: str) -> Incident:
+        def change(i: Incident) -> Incident:
+            if i.authority_notified_at:
+                raise InvalidTransition("the authority's notification is already recorded")
+            return replace(i, authority_notified_at=at, authority_reference=reference)
+
+        return self._records.update(incident_id, change)
+
+    def customers_notified(self, incident_id: str, count: int) -> Incident:
+        return self._records.update(incident_id, lambda i: replace(
+            i, customers_notified_at=i.customers_notified_at or self._clock(),
+            customers_notified=i.customers_notified + count))
+
+    def close(self, incident_id: str) -> Incident:
+        def change(i: Incident) -> Incident:
+            if i.closed_at:
+                raise InvalidTransition("the incident is already closed")
+            return replace(i, closed_at=self._clock())
+
+        return self._records.update(incident_id, change)
+
+    def sweep(self, now: float) -> int:
+        keep_after = cutoff("security_incidents", now)
+        return self._records.delete_where(lambda i: bool(i.closed_at) and i.closed_at < keep_after)

@@ -1,0 +1,85 @@
+"""SealedRecords: the shared shape of the small privacy stores (dataclass records, sealed, by id).
+
+Why it exists: data-subject requests, incidents and support cases are each a handful of sealed records
+read and changed one at a time; this holds the one way to store them, so each store module keeps only its
+own fields, transitions and retention.
+
+Every value is the msgpack of a dataclass, sealed under the store's key with the record id as AAD. Writes
+commit (fsync: the environment syncs on commit) before they return; read-modify-write is serialised by a
+lock. Readers: any thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
+from typing import Generic, TypeVar
+
+import lmdb
+import msgpack
+
+from engine.errors import CorruptRecord, UnknownAccount
+from storage.crypto import Sealer
+
+R = TypeVar("R")
+
+
+class SealedRecords(Generic[R]):
+    def __init__(self, env: lmdb.Environment, sealer: Sealer, db: bytes, record_type: type[R],
+                 label: str) -> None:
+        self.env = env
+        self._sealer = sealer
+        self._db = env.open_db(db)
+        self._type = record_type
+        self._label = label
+        self.lock = threading.Lock()
+
+    def put(self, record: R) -> R:
+        with self.lock, self.env.begin(write=True) as txn:
+            self._put(txn, record)
+        return record
+
+    def get(self, record_id: str) -> R:
+        with self.env.begin() as txn:
+            blob = txn.get(record_id.encode(), db=self._db)
+        if blob is None:
+            raise UnknownAccount(f"no {self._label} {record_id}")
+        return self._decode(record_id.encode(), blob)
+
+    def all(self) -> Iterator[R]:
+        with self.env.begin() as txn:
+            items = [(bytes(k), v) for k, v in txn.cursor(db=self._db)]
+        for key, blob in items:
+            yield self._decode(key, blob)
+
+    def update(self, record_id: str, change: Callable[[R], R]) -> R:
+        key = record_id.encode()
+        with self.lock, self.env.begin(write=True) as txn:
+            blob = txn.get(key, db=self._db)
+            if blob is None:
+                raise UnknownAccount(f"no {self._label} {record_id}")
+            new = change(self._decode(key, blob))
+            self._put(txn, new)
+        return new
+
+    def delete_where(self, due: Callable[[R], bool]) -> int:
+        removed = 0
+        with self.lock, self.env.begin(write=True) as txn:
+            for key, blob in list(txn.cursor(db=self._db)):
+                if due(self._decode(bytes(key), blob)):
+                    txn.delete(key, db=self._db)
+                    removed += 1
+        return removed
+
+    def _put(self, txn: lmdb.Transaction, record: R) -> None:
+        key = record.id.encode()  # type: ignore[attr-defined]
+        txn.put(key, self._sealer.seal(msgpack.packb(asdict(record)), key), db=self._db)
+
+    def _decode(self, key: bytes, blob: bytes) -> R:
+        try:
+            return self._type(**msgpack.unpackb(self._sealer.open(blob, key)))
+        except CorruptRecord:
+            raise
+        except Exception as exc:
+            raise CorruptRecord(f"{self._label} {key.decode()} does not decode") from exc
