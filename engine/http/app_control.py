@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from engine.errors import AuthError
-from engine.http import openapi
+from engine.http import control_privacy, openapi
 from engine.http.context import APP_NAME, CTX, LOG_REQUESTS, MAX_BODY, OPERATOR, HttpContext
 from engine.http.errors import HttpError, error_middleware, error_response
 from engine.http.jsonio import Field, json_response, read_json
@@ -55,6 +55,7 @@ ROUTE_ROLES: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/v1/holds/{id}/release"): frozenset({P}),
     ("GET", "/v1/audit"): frozenset({P}),
     ("POST", "/v1/tokens"): frozenset({OP}),
+    **control_privacy.ROUTE_ROLES,  # data-subject requests, incidents, policy changes, support cases
 }
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -182,6 +183,7 @@ def build_control_app(ctx: HttpContext) -> web.Application:
     r.add_get("/v1/routing", get_routing, allow_head=False)
     r.add_put("/v1/routing", put_routing)
     control_accounts.add_routes(r)
+    control_privacy.add_routes(r)
     return app
 
 

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from engine.errors import SmsrouteError, StorageError
-from engine.http import openapi
+from engine.http import customer_privacy, openapi
 from engine.http.context import API_KEY, APP_NAME, CTX, LOG_REQUESTS, MAX_BODY, HttpContext
 from engine.http.errors import HttpError, error_middleware
 from engine.http.idempotency import StoredAnswer, check_key, request_hash
@@ -246,4 +246,5 @@ def build_customer_app(ctx: HttpContext) -> web.Application:
     r.add_post("/v1/debug-window", open_debug_window)
     r.add_delete("/v1/debug-window", close_debug_window)
     r.add_get("/v1/openapi.json", get_openapi, allow_head=False)
+    customer_privacy.add_routes(r)
     return app

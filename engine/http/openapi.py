@@ -103,7 +103,9 @@ def customer_document() -> dict[str, Any]:
         },
         "/v1/openapi.json": {"get": _op("This document", "200", security=False)},
     }
-    return _document("smsroute customer API", paths, "API key (sk_live_...)")
+    from engine.http.openapi_privacy import customer_paths
+
+    return _document("smsroute customer API", {**paths, **customer_paths()}, "API key (sk_live_...)")
 
 
 def control_document() -> dict[str, Any]:
@@ -178,4 +180,6 @@ def control_document() -> dict[str, Any]:
                                          "viewer", "operator", "privacy"]}}),
                                  errors=("403", "422"))},
     }
-    return _document("smsroute control port", paths, "operator token (op_...)")
+    from engine.http.openapi_privacy import control_paths
+
+    return _document("smsroute control port", {**paths, **control_paths()}, "operator token (op_...)")

@@ -1,0 +1,218 @@
+"""Control-port routes for policy 7.5, 9, 13 and 2.1: data-subject requests, incidents, policy-change
+notices and support cases.
+
+Data-subject requests, incidents and policy changes are the ``privacy`` role's; support cases also the
+``operator``'s (support staff). Every step names the operator (the token's name) as its actor in the
+engine's audit log, besides the control port's own audit of every request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from aiohttp import web
+
+from engine.http.context import CTX, OPERATOR, HttpContext
+from engine.http.errors import HttpError
+from engine.http.jsonio import Field, json_response, read_json
+
+OP, P = "operator", "privacy"
+ROUTE_ROLES: dict[tuple[str, str], frozenset[str]] = {
+    ("GET", "/v1/dsar"): frozenset({P}),
+    ("POST", "/v1/dsar"): frozenset({P}),
+    ("GET", "/v1/dsar/{id}"): frozenset({P}),
+    ("POST", "/v1/dsar/{id}/extend"): frozenset({P}),
+    ("POST", "/v1/dsar/{id}/fulfil"): frozenset({P}),
+    ("POST", "/v1/dsar/{id}/refuse"): frozenset({P}),
+    ("GET", "/v1/incidents"): frozenset({P}),
+    ("POST", "/v1/incidents"): frozenset({P}),
+    ("POST", "/v1/incidents/{id}/authority-notified"): frozenset({P}),
+    ("POST", "/v1/incidents/{id}/notify-customers"): frozenset({P}),
+    ("POST", "/v1/incidents/{id}/close"): frozenset({P}),
+    ("POST", "/v1/policy-changes"): frozenset({P}),
+    ("GET", "/v1/support/cases"): frozenset({OP, P}),
+    ("POST", "/v1/support/cases"): frozenset({OP, P}),
+    ("GET", "/v1/support/cases/{id}"): frozenset({OP, P}),
+    ("POST", "/v1/support/cases/{id}/messages"): frozenset({OP, P}),
+    ("POST", "/v1/support/cases/{id}/resolve"): frozenset({OP, P}),
+    ("POST", "/v1/accounts/{id}/confirmation"): frozenset({OP}),
+}
+
+DSAR_OPEN = {"account_id": Field((str,)), "type": Field((str,))}
+REASON = {"reason": Field((str,))}
+FULFIL = {"email": Field((str,), required=False), "purpose": Field((str,), required=False)}
+INCIDENT = {"summary": Field((str,)), "detected_at": Field((int, float)),
+            "accounts": Field((list, str))}
+AUTHORITY = {"reference": Field((str,)), "at": Field((int, float), required=False)}
+POLICY = {"effective_at": Field((int, float)), "summary": Field((str,))}
+CASE = {"subject": Field((str,)), "text": Field((str,)), "account_id": Field((str,), required=False)}
+CASE_MESSAGE = {"direction": Field((str,)), "text": Field((str,))}
+
+
+def _privacy(ctx: HttpContext) -> Any:
+    privacy = getattr(ctx.engine, "privacy", None)
+    if privacy is None:
+        raise HttpError(503, "not_available", "this engine has no privacy services",
+                        {"Retry-After": "60"})
+    return privacy
+
+
+def _plain(value: Any) -> Any:
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+
+
+async def _answer(request: web.Request, fn, status: int = 200) -> web.Response:
+    ctx: HttpContext = request.app[CTX]
+    return json_response(_plain(await ctx.call(fn)), status=status)
+
+
+# --- data-subject requests ---------------------------------------------------------------------
+
+
+async def list_dsar(request: web.Request) -> web.Response:
+    desk = _privacy(request.app[CTX]).requests
+    overdue = request.query.get("overdue", "") in ("1", "true", "yes")
+    return await _answer(request, lambda: {"requests": desk.list(overdue_only=overdue)})
+
+
+async def open_dsar(request: web.Request) -> web.Response:
+    data = await read_json(request, DSAR_OPEN)
+    desk = _privacy(request.app[CTX]).requests
+    return await _answer(request, lambda: desk.register(data["account_id"], data["type"],
+                                                        actor=request[OPERATOR]), 201)
+
+
+async def get_dsar(request: web.Request) -> web.Response:
+    desk = _privacy(request.app[CTX]).requests
+    return await _answer(request, lambda: desk.get(request.match_info["id"]))
+
+
+async def extend_dsar(request: web.Request) -> web.Response:
+    data = await read_json(request, REASON)
+    desk = _privacy(request.app[CTX]).requests
+    return await _answer(request, lambda: desk.extend(request.match_info["id"], data["reason"],
+                                                      actor=request[OPERATOR]))
+
+
+async def fulfil_dsar(request: web.Request) -> web.Response:
+    data = await read_json(request, FULFIL)
+    desk = _privacy(request.app[CTX]).requests
+    return await _answer(request, lambda: desk.fulfil(
+        request.match_info["id"], actor=request[OPERATOR], email=data.get("email"),
+        purpose=data.get("purpose", "analytics")))
+
+
+async def refuse_dsar(request: web.Request) -> web.Response:
+    data = await read_json(request, REASON)
+    desk = _privacy(request.app[CTX]).requests
+    return await _answer(request, lambda: desk.refuse(request.match_info["id"], data["reason"],
+                                                      actor=request[OPERATOR]))
+
+
+# --- incidents ---------------------------------------------------------------------------------
+
+
+async def list_incidents(request: web.Request) -> web.Response:
+    desk = _privacy(request.app[CTX]).incidents
+    return await _answer(request, lambda: {"incidents": desk.list()})
+
+
+async def open_incident(request: web.Request) -> web.Response:
+    data = await read_json(request, INCIDENT)
+    desk = _privacy(request.app[CTX]).incidents
+    ctx: HttpContext = request.app[CTX]
+    incident = await ctx.call(lambda: desk.open(data["summary"], data["detected_at"],
+                                                data["accounts"], actor=request[OPERATOR]))
+    return json_response(incident.view(incident.opened_at), status=201)
+
+
+async def authority_notified(request: web.Request) -> web.Response:
+    data = await read_json(request, AUTHORITY)
+    desk = _privacy(request.app[CTX]).incidents
+    return await _answer(request, lambda: desk.authority_notified(
+        request.match_info["id"], at=data.get("at"), reference=data["reference"],
+        actor=request[OPERATOR]))
+
+
+async def notify_customers(request: web.Request) -> web.Response:
+    desk = _privacy(request.app[CTX]).incidents
+    return await _answer(request, lambda: desk.notify_customers(request.match_info["id"],
+                                                                actor=request[OPERATOR]))
+
+
+async def close_incident(request: web.Request) -> web.Response:
+    desk = _privacy(request.app[CTX]).incidents
+    return await _answer(request, lambda: desk.close(request.match_info["id"],
+                                                     actor=request[OPERATOR]))
+
+
+# --- policy changes, confirmation --------------------------------------------------------------
+
+
+async def policy_change(request: web.Request) -> web.Response:
+    data = await read_json(request, POLICY)
+    engine = request.app[CTX].engine
+    return await _answer(request, lambda: engine.announce_policy_change(
+        data["effective_at"], data["summary"], actor=request[OPERATOR]), 201)
+
+
+async def resend_confirmation(request: web.Request) -> web.Response:
+    engine = request.app[CTX].engine
+    account_id = request.match_info["id"]
+    await request.app[CTX].call(engine.resend_confirmation, account_id)
+    return json_response({"id": account_id, "sent": True}, status=202)
+
+
+# --- support cases -----------------------------------------------------------------------------
+
+
+async def list_cases(request: web.Request) -> web.Response:
+    cases = _privacy(request.app[CTX]).support
+    return await _answer(request, lambda: {"cases": [dataclasses.asdict(c) for c in cases.all()]})
+
+
+async def open_case(request: web.Request) -> web.Response:
+    data = await read_json(request, CASE)
+    cases = _privacy(request.app[CTX]).support
+    return await _answer(request, lambda: cases.open(
+        data["subject"], data["text"], opened_by=request[OPERATOR],
+        account_id=data.get("account_id", "")), 201)
+
+
+async def get_case(request: web.Request) -> web.Response:
+    cases = _privacy(request.app[CTX]).support
+    return await _answer(request, lambda: cases.get(request.match_info["id"]))
+
+
+async def add_case_message(request: web.Request) -> web.Response:
+    data = await read_json(request, CASE_MESSAGE)
+    cases = _privacy(request.app[CTX]).support
+    return await _answer(request, lambda: cases.add_message(
+        request.match_info["id"], data["direction"], data["text"], request[OPERATOR]), 201)
+
+
+async def resolve_case(request: web.Request) -> web.Response:
+    cases = _privacy(request.app[CTX]).support
+    return await _answer(request, lambda: cases.resolve(request.match_info["id"]))
+
+
+def add_routes(r: web.UrlDispatcher) -> None:
+    r.add_get("/v1/dsar", list_dsar, allow_head=False)
+    r.add_post("/v1/dsar", open_dsar)
+    r.add_get("/v1/dsar/{id}", get_dsar, allow_head=False)
+    r.add_post("/v1/dsar/{id}/extend", extend_dsar)
+    r.add_post("/v1/dsar/{id}/fulfil", fulfil_dsar)
+    r.add_post("/v1/dsar/{id}/refuse", refuse_dsar)
+    r.add_get("/v1/incidents", list_incidents, allow_head=False)
+    r.add_post("/v1/incidents", open_incident)
+    r.add_post("/v1/incidents/{id}/authority-notified", authority_notified)
+    r.add_post("/v1/incidents/{id}/notify-customers", notify_customers)
+    r.add_post("/v1/incidents/{id}/close", close_incident)
+    r.add_post("/v1/policy-changes", policy_change)
+    r.add_get("/v1/support/cases", list_cases, allow_head=False)
+    r.add_post("/v1/support/cases", open_case)
+    r.add_get("/v1/support/cases/{id}", get_case, allow_head=False)
+    r.add_post("/v1/support/cases/{id}/messages", add_case_message)
+    r.add_post("/v1/support/cases/{id}/resolve", resolve_case)
+    r.add_post("/v1/accounts/{id}/confirmation", resend_confirmation)

@@ -1,0 +1,104 @@
+"""Customer-port routes outside the message path: e-mail confirmation and data-subject requests.
+
+* ``GET /v1/email/confirm?token=…`` — the link of the confirmation mail; confirms the address.
+* ``POST /v1/email/confirmation`` (API key) — mail a new confirmation link.
+* ``POST /v1/privacy/requests`` ``{type, email}`` — a request by e-mail: a verification link goes to the
+  address of record of each account with that address; the answer is the same whether or not one exists.
+* ``GET /v1/privacy/verify?token=…`` — the link of that mail; the request is verified and its 30-day
+  deadline mailed.
+* ``POST /v1/privacy/challenges`` ``{account_id, type}`` — a message to sign with a depositing wallet.
+* ``POST /v1/privacy/signed-requests`` ``{challenge_id, scheme, signature}`` — opens a verified request.
+
+The unauthenticated ones are rate-limited per source address (and per account or address) by the request
+desk (429 ``rate_limited``), on top of the API's per-IP limit. Tokens in query strings are never logged: the
+request log keeps the route template only.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from engine.http.context import CTX, HttpContext
+from engine.http.errors import HttpError
+from engine.http.jsonio import Field, json_response, read_json
+from engine.http.middleware import require_account
+
+EMAIL_REQUEST = {"type": Field((str,)), "email": Field((str,))}
+CHALLENGE = {"account_id": Field((str,)), "type": Field((str,))}
+SIGNED = {"challenge_id": Field((str,)), "scheme": Field((str,)), "signature": Field((str,))}
+
+
+def _desk(ctx: HttpContext):
+    privacy = getattr(ctx.engine, "privacy", None)
+    if privacy is None:
+        raise HttpError(503, "not_available", "this engine does not take data-subject requests",
+                        {"Retry-After": "60"})
+    return privacy.requests
+
+
+def _token(request: web.Request) -> str:
+    token = request.query.get("token", "")
+    if not token:
+        raise HttpError(400, "missing_token", "the link has no token")
+    return token
+
+
+async def confirm_email(request: web.Request) -> web.Response:
+    ctx: HttpContext = request.app[CTX]
+    account_id = await ctx.call(ctx.engine.confirm_email, _token(request))
+    return json_response({"account_id": account_id, "email_confirmed": True})
+
+
+async def resend_confirmation(request: web.Request) -> web.Response:
+    ctx: HttpContext = request.app[CTX]
+    account_id = require_account(request)
+    await ctx.call(ctx.engine.resend_confirmation, account_id)
+    return json_response({"sent": True}, status=202)
+
+
+async def request_by_email(request: web.Request) -> web.Response:
+    ctx: HttpContext = request.app[CTX]
+    data = await read_json(request, EMAIL_REQUEST)
+    desk = _desk(ctx)
+    await ctx.call(lambda: desk.request_by_email(data["email"], data["type"],
+                                                 source=request.remote or "unknown"))
+    return json_response({"status": "if the address is an account's, a verification link was "
+                                    "sent to it"}, status=202)
+
+
+async def verify_request(request: web.Request) -> web.Response:
+    ctx: HttpContext = request.app[CTX]
+    desk = _desk(ctx)
+    record = await ctx.call(desk.verify_link, _token(request))
+    return json_response({"id": record.id, "type": record.type, "status": record.status,
+                          "deadline": record.deadline})
+
+
+async def challenge(request: web.Request) -> web.Response:
+    ctx: HttpContext = request.app[CTX]
+    data = await read_json(request, CHALLENGE)
+    desk = _desk(ctx)
+    issued = await ctx.call(lambda: desk.challenge(data["account_id"], data["type"],
+                                                   source=request.remote or "unknown"))
+    return json_response({"challenge_id": issued.challenge_id, "message": issued.message,
+                          "expires_at": issued.expires_at}, status=201)
+
+
+async def signed_request(request: web.Request) -> web.Response:
+    ctx: HttpContext = request.app[CTX]
+    data = await read_json(request, SIGNED)
+    desk = _desk(ctx)
+    record = await ctx.call(desk.open_with_signature, data["challenge_id"], data["scheme"],
+                            data["signature"])
+    return json_response({"id": record.id, "type": record.type, "status": record.status,
+                          "verification": record.verification, "deadline": record.deadline},
+                         status=201)
+
+
+def add_routes(r: web.UrlDispatcher) -> None:
+    r.add_get("/v1/email/confirm", confirm_email, allow_head=False)
+    r.add_post("/v1/email/confirmation", resend_confirmation)
+    r.add_post("/v1/privacy/requests", request_by_email)
+    r.add_get("/v1/privacy/verify", verify_request, allow_head=False)
+    r.add_post("/v1/privacy/challenges", challenge)
+    r.add_post("/v1/privacy/signed-requests", signed_request)

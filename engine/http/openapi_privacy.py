@@ -1,0 +1,96 @@
+"""OpenAPI paths of the e-mail confirmation, data-subject request, incident, policy-change and support
+routes (merged into both documents by ``engine.http.openapi``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.http.openapi import B, S, _obj, _op
+
+N = {"type": "number"}
+TYPES = {"type": "string", "enum": ["access", "portability", "rectification", "erasure",
+                                    "restriction", "objection"]}
+TOKEN = [{"name": "token", "in": "query", "required": True, "schema": S}]
+
+
+def customer_paths() -> dict[str, Any]:
+    return {
+        "/v1/email/confirm": {"get": _op("The confirmation mail's link: confirms the address", "200",
+                                         security=False, errors=("401",), extra_params=TOKEN)},
+        "/v1/email/confirmation": {"post": _op("Mail a new confirmation link", "202")},
+        "/v1/privacy/requests": {"post": _op(
+            "A data-subject request by e-mail: a verification link goes to the address of record",
+            "202", body=_obj(["type", "email"], type=TYPES, email=S), security=False)},
+        "/v1/privacy/verify": {"get": _op("The verification mail's link: the request is opened",
+                                          "200", security=False, errors=("401",),
+                                          extra_params=TOKEN)},
+        "/v1/privacy/challenges": {"post": _op(
+            "A single-use message for a depositing wallet to sign", "201", security=False,
+            body=_obj(["account_id", "type"], account_id=S, type=TYPES), errors=("404",),
+            ok_schema=_obj(["challenge_id", "message", "expires_at"], challenge_id=S, message=S,
+                           expires_at=N))},
+        "/v1/privacy/signed-requests": {"post": _op(
+            "Open a verified request with a wallet signature (EIP-191 personal_sign or TronWeb "
+            "signMessageV2) over the challenge", "201", security=False,
+            body=_obj(["challenge_id", "scheme", "signature"], challenge_id=S,
+                      scheme={"type": "string", "enum": ["evm", "tron"]}, signature=S),
+            errors=("401",))},
+    }
+
+
+def control_paths() -> dict[str, Any]:
+    o, reason = _op, _obj(["reason"], reason=S)
+    overdue = [{"name": "overdue", "in": "query", "required": False, "schema": B}]
+    return {
+        "/v1/dsar": {
+            "get": o("Data-subject requests with deadlines (overdue=true: only overdue)", "200",
+                     extra_params=overdue),
+            "post": o("Register a request received at privacy@ (the holder verifies by link)",
+                      "201", body=_obj(["account_id", "type"], account_id=S, type=TYPES),
+                      errors=("403", "404")),
+        },
+        "/v1/dsar/{id}": {"get": o("One request", "200", params=("id",), errors=("403", "404"))},
+        "/v1/dsar/{id}/extend": {"post": o("Extend the deadline once by 60 days (mails the holder)",
+                                           "200", params=("id",), body=reason,
+                                           errors=("403", "404", "409"))},
+        "/v1/dsar/{id}/fulfil": {"post": o(
+            "Carry the request out through the matching right and close it", "200", params=("id",),
+            body=_obj([], email=S, purpose=S), errors=("403", "404", "409"))},
+        "/v1/dsar/{id}/refuse": {"post": o("Refuse (with the reason mailed to the holder)", "200",
+                                           params=("id",), body=reason,
+                                           errors=("403", "404", "409"))},
+        "/v1/incidents": {
+            "get": o("Incidents with the 72-hour authority deadline", "200"),
+            "post": o("Open an incident", "201", errors=("403", "404"), body=_obj(
+                ["summary", "detected_at", "accounts"], summary=S, detected_at=N,
+                accounts={"oneOf": [{"type": "array", "items": S},
+                                    {"type": "string", "enum": ["all"]}]}))},
+        "/v1/incidents/{id}/authority-notified": {"post": o(
+            "Record the supervisory authority's notification", "200", params=("id",),
+            body=_obj(["reference"], reference=S, at=N), errors=("403", "404", "409"))},
+        "/v1/incidents/{id}/notify-customers": {"post": o(
+            "Mail the incident notice to every affected account holder", "200", params=("id",),
+            errors=("403", "404"))},
+        "/v1/incidents/{id}/close": {"post": o("Close an incident", "200", params=("id",),
+                                               errors=("403", "404", "409"))},
+        "/v1/policy-changes": {"post": o(
+            "Mail every account a privacy-policy change (effective at least 30 days later)", "201",
+            body=_obj(["effective_at", "summary"], effective_at=N, summary=S),
+            errors=("403", "422"))},
+        "/v1/support/cases": {
+            "get": o("Support cases (kept until resolution + 1 year)", "200"),
+            "post": o("Open a support case", "201", errors=("403",),
+                      body=_obj(["subject", "text"], subject=S, text=S, account_id=S))},
+        "/v1/support/cases/{id}": {"get": o("One support case", "200", params=("id",),
+                                            errors=("403", "404"))},
+        "/v1/support/cases/{id}/messages": {"post": o(
+            "Add a message (in: from the customer, out: from us)", "201", params=("id",),
+            body=_obj(["direction", "text"], direction={"type": "string", "enum": ["in", "out"]},
+                      text=S), errors=("403", "404", "409"))},
+        "/v1/support/cases/{id}/resolve": {"post": o("Resolve a case (its year of retention starts)",
+                                                     "200", params=("id",),
+                                                     errors=("403", "404", "409"))},
+        "/v1/accounts/{id}/confirmation": {"post": o("Mail the account a new confirmation link",
+                                                     "202", params=("id",), errors=("403", "404"))},
+    }
+
