@@ -49,8 +49,10 @@ class PrivacyServices:
                 "support": self.support, "link_tokens": self.links,
                 "wallet_challenges": self.challenges}
 
-    def stats(self) -> dict[str, Any]:
-        return {"data_subject_requests": self.requests.stats(), "incidents": self.incidents.stats()}
+    def stats(self) -> dict[str, float]:
+        """Flat counts (each becomes one ``smsroute_engine_privacy_*`` gauge on ``/metrics``)."""
+        return {**{f"dsar_{k}": v for k, v in self.requests.stats().items()},
+                **{f"incidents_{k}": v for k, v in self.incidents.stats().items()}}
 
     def close(self) -> None:
         self.env.close()
