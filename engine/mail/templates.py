@@ -107,7 +107,8 @@ def _dsar_opened(p: dict[str, Any]) -> tuple[str, str]:
 
 def _dsar_extended(p: dict[str, Any]) -> tuple[str, str]:
     return (f"Your data-subject request {p['request_id']}: more time needed",
-            f"Your {p['type']} request {p['request_id']} is complex, so we extend our answer by "
+            f"Your {p['type']} request {p['request_id']} for account {p['account_id']} is complex, "
+            "so we extend our answer by "
             f"60 days, to {format_time(p['deadline'])} (policy 7.5).\n\nWhy: {p['reason']}")
 
 

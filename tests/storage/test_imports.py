@@ -10,7 +10,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULES = ["storage.crypto", "storage.keys", "storage.bodies", "storage.audit", "storage.holds",
-           "storage.retention", "actors.sweeper"]
+           "storage.retention", "actors.sweeper", "storage.outbox", "storage.verification",
+           "storage.dsar", "storage.incidents", "storage.support", "storage.records_base"]
 
 
 @pytest.mark.parametrize("module", MODULES)

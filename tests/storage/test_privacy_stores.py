@@ -1,0 +1,218 @@
+"""The privacy stores: data-subject requests (a state machine, checked with hypothesis), one-time links
+and challenges, incidents and support cases with their retention sweeps."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+from engine.errors import ChallengeInvalid, InputError, InvalidTransition
+from storage.dsar import DEADLINE_SECONDS, EXTENSION_SECONDS, DsarStore
+from storage.env import open_env
+from storage.incidents import AUTHORITY_DEADLINE_SECONDS, IncidentStore
+from storage.keys import KeyRing, LocalKeyProvider
+from storage.support import SupportCases
+from storage.verification import Challenges, LinkTokens
+from tests.storage.conftest import T0, FakeClock
+
+DAY = 86400
+YEAR = 365 * DAY
+
+
+@pytest.fixture
+def env_keys(tmp_path):
+    keys = KeyRing(tmp_path / "keys", LocalKeyProvider(tmp_path / "keys"))
+    env = open_env(tmp_path / "privacy", map_size=16 << 20)
+    yield env, keys
+    env.close()
+
+
+# --- data-subject requests ------------------------------------------------------------------------
+
+
+class RequestLifecycle(RuleBasedStateMachine):
+    """Any sequence of steps keeps the record where the state machine says, and refuses the rest."""
+
+    @initialize(tmp=st.just(None))
+    def start(self, tmp) -> None:
+        import tempfile
+        from pathlib import Path
+
+        self.dir = Path(tempfile.mkdtemp())
+        self.clock = FakeClock()
+        self.env = open_env(self.dir / "privacy", map_size=8 << 20)
+        keys = KeyRing(self.dir / "keys", LocalKeyProvider(self.dir / "keys"))
+        self.store = DsarStore(self.env, keys.store_sealer("dsar"), clock=self.clock)
+        self.model: dict[str, dict] = {}
+
+    @rule(verified=st.booleans())
+    def create(self, verified: bool) -> None:
+        r = self.store.create("acc_1", "access", channel="wallet" if verified else "email",
+                              verified_by="wallet:evm" if verified else None, opened_by="t",
+                              verify_by=self.clock() + DAY)
+        self.model[r.id] = {"status": "open" if verified else "awaiting_verification",
+                            "deadline": self.clock() + DEADLINE_SECONDS, "extended": False}
+
+    def _pick(self, data) -> str | None:
+        return data.draw(st.sampled_from(sorted(self.model))) if self.model else None
+
+    @rule(data=st.data())
+    def verify(self, data) -> None:
+        rid = self._pick(data)
+        if rid is None:
+            return
+        if self.model[rid]["status"] == "awaiting_verification":
+            self.store.verify(rid, "email_link")
+            self.model[rid]["status"] = "open"
+        else:
+            with pytest.raises(InvalidTransition):
+                self.store.verify(rid, "email_link")
+
+    @rule(data=st.data())
+    def extend(self, data) -> None:
+        rid = self._pick(data)
+        if rid is None:
+            return
+        m = self.model[rid]
+        if m["status"] == "open" and not m["extended"]:
+            self.store.extend(rid, "complex")
+            m["extended"], m["deadline"] = True, m["deadline"] + EXTENSION_SECONDS
+        else:
+            with pytest.raises(InvalidTransition):
+                self.store.extend(rid, "complex")
+
+    @rule(data=st.data(), status=st.sampled_from(["completed", "refused"]))
+    def close(self, data, status: str) -> None:
+        rid = self._pick(data)
+        if rid is None:
+            return
+        if self.model[rid]["status"] == "open":
+            self.store.close(rid, status, "done")
+            self.model[rid]["status"] = status
+        else:
+            with pytest.raises(InvalidTransition):
+                self.store.close(rid, status, "done")
+
+    @rule(days=st.integers(0, 40))
+    def time_passes(self, days: int) -> None:
+        self.clock.advance(days * DAY)
+        self.store.sweep(self.clock())
+        for rid, m in self.model.items():
+            if m["status"] == "awaiting_verification" and self.store.get(rid).status == "lapsed":
+                m["status"] = "lapsed"
+
+    @invariant()
+    def records_match_the_model(self) -> None:
+        for rid, m in getattr(self, "model", {}).items():
+            r = self.store.get(rid)
+            assert (r.status, r.extended) == (m["status"], m["extended"])
+            assert r.deadline == pytest.approx(m["deadline"])
+            assert r.overdue(self.clock()) == (
+                m["status"] in ("open", "awaiting_verification") and self.clock() > m["deadline"])
+
+    def teardown(self) -> None:
+        if hasattr(self, "env"):
+            self.env.close()
+
+
+TestRequestLifecycle = RequestLifecycle.TestCase
+TestRequestLifecycle.settings = settings(max_examples=25, stateful_step_count=15, deadline=None,
+                                         suppress_health_check=[HealthCheck.too_slow])
+
+
+def test_an_unverified_request_lapses_when_its_link_runs_out_and_a_closed_one_goes_after_a_year(
+        env_keys):
+    env, keys = env_keys
+    clock = FakeClock()
+    store = DsarStore(env, keys.store_sealer("dsar"), clock=clock)
+    waiting = store.create("acc_1", "erasure", channel="email", verified_by=None, opened_by="c",
+                           verify_by=T0 + DAY)
+    done = store.create("acc_1", "access", channel="wallet", verified_by="wallet:tron",
+                        opened_by="c")
+    store.close(done.id, "completed", "exported")
+    clock.advance(DAY + 1)
+    assert store.sweep(clock()) == 1 and store.get(waiting.id).status == "lapsed"
+    assert store.sweep(T0 + YEAR - 1) == 0  # kept: the record that we answered
+    assert store.sweep(T0 + YEAR + 2 * DAY) == 2
+    assert list(store.all()) == []
+
+
+def test_a_request_type_outside_the_policy_is_refused(env_keys):
+    env, keys = env_keys
+    with pytest.raises(InputError):
+        DsarStore(env, keys.store_sealer("dsar")).create("acc_1", "selfie", channel="email",
+                                                         verified_by=None, opened_by="c")
+
+
+# --- links and challenges -------------------------------------------------------------------------
+
+
+def test_a_link_token_works_once_for_its_purpose_until_it_expires(env_keys):
+    env, keys = env_keys
+    links = LinkTokens(env, keys.store_sealer("link_tokens"))
+    token, expires = links.issue("confirm_email", "acc_1:x", 60, now=T0)
+    assert links.redeem("confirm_email", token, now=T0 + 59) == "acc_1:x"
+    with pytest.raises(ChallengeInvalid):
+        links.redeem("confirm_email", token, now=T0 + 1)  # used
+    late, _ = links.issue("confirm_email", "acc_2:y", 60, now=T0)
+    with pytest.raises(ChallengeInvalid, match="expired"):
+        links.redeem("confirm_email", late, now=T0 + 61)
+    other, _ = links.issue("verify_request", "dsr_1", 60, now=T0)
+    with pytest.raises(ChallengeInvalid, match="purpose"):
+        links.redeem("confirm_email", other, now=T0)
+    kept, _ = links.issue("verify_request", "dsr_2", 60, now=T0)
+    assert links.sweep(T0 + 61) == 1  # the expired unused one; nothing else is left
+    with pytest.raises(ChallengeInvalid):
+        links.redeem("verify_request", kept, now=T0)
+    raw = (env.path() + "/data.mdb")
+    assert token.encode() not in open(raw, "rb").read()  # only digests are stored
+
+
+def test_a_challenge_is_consumed_by_the_first_take_and_refused_after_its_expiry(env_keys):
+    env, keys = env_keys
+    challenges = Challenges(env, keys.store_sealer("wallet_challenges"))
+    c = challenges.issue("acc_1", "access", 900, now=T0)
+    assert "acc_1" in c.message and "access" in c.message
+    assert challenges.take(c.challenge_id, now=T0 + 899).message == c.message
+    with pytest.raises(ChallengeInvalid):
+        challenges.take(c.challenge_id, now=T0 + 1)
+    old = challenges.issue("acc_1", "access", 900, now=T0)
+    with pytest.raises(ChallengeInvalid, match="expired"):
+        challenges.take(old.challenge_id, now=T0 + 901)
+
+
+# --- incidents and support -------------------------------------------------------------------------
+
+
+def test_an_incident_deadline_is_72_hours_after_detection_and_closed_ones_go_after_5_years(
+        env_keys):
+    env, keys = env_keys
+    clock = FakeClock()
+    store = IncidentStore(env, keys.store_sealer("incidents"), clock=clock)
+    incident = store.open("leak", T0 - 3600, ["*"], "officer")
+    assert incident.authority_deadline == T0 - 3600 + AUTHORITY_DEADLINE_SECONDS
+    assert not incident.authority_deadline_close(T0)
+    assert incident.authority_deadline_close(T0 + 50 * 3600)
+    assert incident.authority_overdue(T0 + 72 * 3600)
+    store.close(incident.id)
+    assert store.sweep(T0 + 5 * YEAR - DAY) == 0
+    assert store.sweep(T0 + 5 * YEAR + DAY) == 1
+
+
+def test_support_cases_are_kept_for_resolution_plus_one_year_and_unresolved_ones_are_kept(env_keys):
+    env, keys = env_keys
+    clock = FakeClock()
+    cases = SupportCases(env, keys.store_sealer("support"), clock=clock)
+    resolved = cases.open("Receipts missing", "Since Tuesday no receipts.", opened_by="support")
+    open_case = cases.open("Invoice", "Please resend.", opened_by="support", account_id="acc_1")
+    cases.add_message(resolved.id, "out", "Fixed on our side.", "support")
+    cases.resolve(resolved.id)
+    with pytest.raises(InvalidTransition):
+        cases.add_message(resolved.id, "in", "thanks", "support")
+    assert cases.sweep(T0 + YEAR - 1) == 0
+    assert cases.sweep(T0 + 10 * YEAR) == 1  # the resolved one; the open one stays however old
+    assert [c.id for c in cases.all()] == [open_case.id]
+    raw = open(env.path() + "/data.mdb", "rb").read()
+    assert b"Please resend." not in raw  # sealed at rest
