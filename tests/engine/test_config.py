@@ -100,3 +100,24 @@ def test_loopback_binds_need_no_tls_and_public_binds_accept_tls():
     assert load_settings(overrides={"http": {"customer_host": "::1"}}).http.customer_host == "::1"
     tls = {"customer_host": "0.0.0.0", "tls_cert": "c.pem", "tls_key": "k.pem"}
     assert load_settings(overrides={"http": tls}).http.tls_key == "k.pem"
+
+
+def test_email_settings_read_from_as_the_sender_and_default_to_starttls_without_a_host():
+    s = load_settings(overrides={"email": {"host": "smtp.example.com", "from": "ops <o@example.com>",
+                                           "username": "u", "password_env": "SMTP_PW"}})
+    assert (s.email.host, s.email.from_address, s.email.tls) == (
+        "smtp.example.com", "ops <o@example.com>", "starttls")
+    assert load_settings().email.host == ""  # the embedded default: mail is only logged
+
+
+@pytest.mark.parametrize(("email", "needle"), [
+    ({"password": "hunter2"}, "never go in the TOML"),
+    ({"host": "smtp.example.com", "tls": "none"}, "beyond loopback"),
+    ({"tls": "ssl3"}, "email.tls"),
+    ({"password_file": "/a", "password_env": "B", "username": "u"}, "alternatives"),
+    ({"password_env": "B"}, "needs a username"),
+    ({"max_outbox": 0}, "max_outbox"),
+])
+def test_bad_email_settings_are_refused_with_a_clear_reason(email, needle):
+    with pytest.raises(ConfigError, match=needle):
+        load_settings(overrides={"email": email})

@@ -19,6 +19,9 @@ def test_every_retention_category_held_by_the_engine_is_swept_by_the_running_eng
         for pop in ("fra", "sin", "gru"):
             assert {f"bodies:{pop}", f"records:{pop}", f"holds:{pop}", f"audit:{pop}"} <= swept
         assert {"accounts", "ledger", "request_log", "idempotency", "audit:control"} <= swept
+        # customer mail, data-subject requests, one-time proofs, incidents, support correspondence
+        assert {"mail_outbox", "dsar", "link_tokens", "wallet_challenges", "incidents",
+                "support"} <= swept
         result = engine.sweep_now()
         assert set(result["last"]) == swept  # one sweep ran over every one of them
         assert result["totals"]["failures"] == 0

@@ -1,0 +1,101 @@
+"""The mail worker against a real SMTP server on loopback: retries, survival of kill -9, and the
+embedded default that only logs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine import Engine
+from tests.mailbox import Mailbox, email_overrides, text_of
+from tests.waiting import wait_for
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture
+def mailbox():
+    box = Mailbox()
+    yield box
+    box.close()
+
+
+def test_a_mail_the_server_refuses_for_now_is_retried_until_it_is_accepted(tmp_path, mailbox):
+    mailbox.refuse_next = 2
+    engine = Engine.start(tmp_path / "data", overrides={"email": email_overrides(mailbox)})
+    try:
+        engine.create_account("retry@example.com")
+        mailbox.wait("retry@example.com", "Confirm")
+        assert mailbox.refuse_next == 0  # two refusals came first
+        stats = wait_for(lambda: (s := engine.stats()["mail"])["sent"] == 1 and s,
+                         what="the worker to record the send")
+        assert stats["retried"] == 2 and stats["outbox"] == 0  # swept once sent
+    finally:
+        engine.stop()
+
+
+def test_a_mail_queued_while_the_server_is_down_is_sent_after_a_restart(tmp_path):
+    down = Mailbox()
+    port = down.port
+    down.close()  # nothing listens there now: every attempt fails to connect
+    overrides = {"email": {"host": "127.0.0.1", "port": port, "tls": "none",
+                           "retry_base_seconds": 0.01, "retry_cap_seconds": 0.05}}
+    engine = Engine.start(tmp_path / "data", overrides=overrides)
+    engine.create_account("later@example.com")
+    wait_for(lambda: engine.stats()["mail"]["retried"] >= 1, what="a failed attempt")
+    engine.stop()
+    box = Mailbox()
+    try:
+        overrides["email"]["port"] = box.port
+        engine = Engine.start(tmp_path / "data", overrides=overrides)
+        try:
+            assert "Confirm" in box.wait("later@example.com", "Confirm")[0]["Subject"]
+        finally:
+            engine.stop()
+    finally:
+        box.close()
+
+
+def test_a_queued_mail_survives_kill_minus_9_and_is_sent_after_the_restart(tmp_path, mailbox):
+    mailbox.refuse_next = 10**9  # the server refuses everything while the child lives
+    out = tmp_path / "child.out"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.engine.mail.mail_crash_child", str(tmp_path / "data"),
+         str(mailbox.port), str(out)], cwd=ROOT, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    try:
+        line = wait_for(lambda: out.exists() and out.read_text().strip(), what="the child's account",
+                        timeout=60)
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(30)
+    account_id = line.split()[1]
+    assert not mailbox.mails
+    mailbox.refuse_next = 0
+    engine = Engine.start(tmp_path / "data", overrides={"email": email_overrides(mailbox)})
+    try:
+        mail = mailbox.wait("crash@example.com", "Confirm", timeout=30)[0]
+        assert account_id in text_of(mail)
+    finally:
+        engine.stop()
+
+
+def test_without_an_smtp_host_mail_is_only_logged_by_template_and_account(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    engine = Engine.start(tmp_path / "data")
+    try:
+        account = engine.create_account("quiet@example.com")
+        wait_for(lambda: engine.stats()["mail"]["sent"] >= 1, what="the mail to be handled")
+    finally:
+        engine.stop()
+    logged = [r for r in caplog.records if r.name.startswith("engine.mail")]
+    assert any(getattr(r, "template", None) == "account_confirmation"
+               and getattr(r, "account_id", None) == account.id for r in logged)
+    everything = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    assert "quiet@example.com" not in everything and "confirm?token" not in everything
