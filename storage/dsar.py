@@ -72,7 +72,11 @@ class DsarRecord:
 
 
 class DsarStore:
-    """Sealed data-subject request records and their transitions."""
+    """Sealed data-subject request records and their transitions.
+
+    *Durable:* each step commits (fsync) before it returns. *Writers:* any thread, serialised.
+    *Readers:* any thread. *Kept:* closed requests for a year (``data_subject_requests``).
+    """
 
     def __init__(self, env: lmdb.Environment, sealer: Sealer, *,
                  clock: Callable[[], float] = time.time) -> None:

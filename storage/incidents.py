@@ -62,6 +62,9 @@ class Incident:
 
 
 class IncidentStore:
+    """Sealed incident records. *Durable:* each step commits (fsync) before it returns. *Writers:* any
+    thread, serialised. *Readers:* any thread. *Kept:* closure + 5 years (``security_incidents``)."""
+
     def __init__(self, env: lmdb.Environment, sealer: Sealer, *,
                  clock: Callable[[], float] = time.time) -> None:
         self._records = SealedRecords(env, sealer, b"incidents", Incident, "incident")

@@ -70,7 +70,11 @@ class OutboxMail:
 
 
 class Outbox:
-    """Sealed, bounded, durable queue of outgoing mail."""
+    """Sealed, bounded, durable queue of outgoing mail.
+
+    *Durable:* ``enqueue`` returns after the fsynced commit; a mail survives ``kill -9`` until sent
+    (at-least-once). *Bounded:* ``max_mails``. *Writers/readers:* any thread. See the module docstring.
+    """
 
     def __init__(self, env: lmdb.Environment, sealer: Sealer, *, max_mails: int = 10000) -> None:
         self.env = env

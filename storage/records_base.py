@@ -26,6 +26,9 @@ R = TypeVar("R")
 
 
 class SealedRecords(Generic[R]):
+    """Sealed dataclass records by id. *Durable:* every write commits (fsync) before it returns.
+    *Writers:* any thread; read-modify-write serialised by ``lock``. *Readers:* any thread."""
+
     def __init__(self, env: lmdb.Environment, sealer: Sealer, db: bytes, record_type: type[R],
                  label: str) -> None:
         self.env = env

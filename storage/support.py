@@ -42,6 +42,9 @@ class SupportCase:
 
 
 class SupportCases:
+    """Sealed support cases. *Durable:* each write commits (fsync) before it returns. *Writers:* any
+    thread, serialised. *Readers:* any thread. *Kept:* resolution + 1 year (``support_correspondence``)."""
+
     def __init__(self, env: lmdb.Environment, sealer: Sealer, *,
                  clock: Callable[[], float] = time.time) -> None:
         self._records = SealedRecords(env, sealer, b"support_cases", SupportCase, "support case")

@@ -34,7 +34,11 @@ __all__ = ["Challenge", "Challenges", "LinkTokens"]
 
 
 class LinkTokens:
-    """Single-use, expiring tokens for mailed links; stored as digests."""
+    """Single-use, expiring tokens for mailed links; stored as digests.
+
+    *Durable:* ``issue`` and ``redeem`` commit (fsync) before they return, so a redeemed token stays
+    used after ``kill -9``. *Writers/readers:* any thread.
+    """
 
     def __init__(self, env: lmdb.Environment, sealer: Sealer) -> None:
         self.env = env
@@ -83,7 +87,11 @@ class Challenge(NamedTuple):
 
 
 class Challenges:
-    """Single-use, expiring messages for a wallet to sign."""
+    """Single-use, expiring messages for a wallet to sign.
+
+    *Durable:* ``issue`` and ``take`` commit (fsync) before they return: a taken challenge stays used
+    after ``kill -9`` (no replay). *Writers/readers:* any thread.
+    """
 
     def __init__(self, env: lmdb.Environment, sealer: Sealer) -> None:
         self.env = env
