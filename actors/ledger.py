@@ -19,18 +19,16 @@ import pykka
 
 from engine import messages as m
 from engine.errors import StorageError
-from storage.ledger import DEBIT, DEPOSIT, LedgerStore, pseudonym
+from storage.ledger import DEBIT, DEPOSIT, LedgerStore
 
 log = logging.getLogger(__name__)
 
 
 class LedgerActor(pykka.ThreadingActor):
-    def __init__(self, store: LedgerStore, directory, pepper: bytes = b"") -> None:
+    def __init__(self, store: LedgerStore, directory) -> None:
         super().__init__()
         self.store = store
         self.directory = directory
-        self._pepper = pepper  # keys the pseudonyms of erased accounts
-        self._erased: dict[str, str] = {}  # erased account id -> its pseudonym
         self._debits: list[m.DebitItem] = []
         self._flush_scheduled = False
         self._registered: set[str] = set()  # accounts whose session is told every balance change
@@ -69,9 +67,7 @@ class LedgerActor(pykka.ThreadingActor):
         if not self._debits:
             return
         batch, self._debits = self._debits, []
-        erased = self._erased
-        rows = [(DEBIT, erased.get(d.account_id, d.account_id), -d.amount_micro_usd, d.message_id,
-                 d.at, "", "") for d in batch]
+        rows = [(DEBIT, d.account_id, -d.amount_micro_usd, d.message_id, d.at, "", "") for d in batch]
         try:
             self.store.apply(rows, durable=False)  # derived from durable records: see storage.ledger
         except StorageError as exc:
@@ -96,11 +92,12 @@ class LedgerActor(pykka.ThreadingActor):
             msg.request_id, msg.account_id, balance, not new)))
 
     def _on_pseudonymise_account(self, account_id: str) -> int:
+        """Erasure: write what is queued, then shred the account's ledger key (its rows keep amounts
+        and times under its pseudonym; a later debit of it is stored without identifiers)."""
         self._write_debits()
-        rewritten = self.store.pseudonymise(account_id, self._pepper)
-        self._erased[account_id] = pseudonym(account_id, self._pepper)
+        rows = self.store.forget_account(account_id)
         self._registered.discard(account_id)
-        return rewritten
+        return rows
 
     def _on_register_session(self, account_id: str) -> int:
         # From now on this account's session hears every change; everything before is in the answer.

@@ -9,7 +9,8 @@ POPs, ledger).
 
 Data layout under ``data_dir``::
 
-    keys/            master key (0600) and the key store: data keys live outside every LMDB file
+    keys/            master key (0600), the key store and accounts/ (one file of wrapped keys per account):
+                     data keys live outside every LMDB file ([keys] dir may put this folder elsewhere)
     routing.json     the routing table last replaced on the control port (survives restarts)
     core/            LMDB: accounts, API key digests, ledger, balances
     pops/<name>/     LMDB per POP: message records, encrypted bodies, TTL index
@@ -38,13 +39,15 @@ from engine import messages as m
 from engine.config import Settings
 from engine.errors import ConfigError, UnknownAccount
 from engine.routing import RoutingTable
+from storage.account_keys import AccountKeys
 from storage.accounts import AccountStore
 from storage.audit import AuditLog
 from storage.bodies import BodyStore
 from storage.env import open_env
 from storage.holds import Holds
-from storage.keys import KeyRing, LocalKeyProvider
+from storage.keys import KeyRing, open_key_provider
 from storage.ledger import DEBIT, LedgerStore
+from storage.pseudonyms import Pseudonyms
 from storage.records import MessageRecords
 
 log = logging.getLogger(__name__)
@@ -80,20 +83,25 @@ class Runtime:
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         (self.data_dir / "pops").mkdir(exist_ok=True, mode=0o700)
         map_size = s.engine.map_size_mb << 20
-        keys_dir = self.data_dir / "keys"
-        self.keys = KeyRing(keys_dir, LocalKeyProvider(keys_dir))
+        keys_dir = self.keys_dir()
+        provider = open_key_provider(s.keys, keys_dir)
+        self.keys = KeyRing(keys_dir, provider)
+        self.pseudonyms = Pseudonyms(self.keys.secret("pseudonym"))
+        self.account_keys = AccountKeys(keys_dir / "accounts", provider, self.pseudonyms,
+                                        cache_size=s.keys.account_key_cache)
         # accounts and deposits sync explicitly; debits need no fsync of their own (storage.ledger)
         self.core_env = open_env(self.data_dir / "core", map_size=map_size, sync=False)
-        self.accounts = AccountStore(self.core_env, self.keys.store_sealer("accounts"))
-        self.ledger_store = LedgerStore(self.core_env, self.keys.store_sealer("ledger"))
-        records_sealer = self.keys.store_sealer("records")
+        self.ledger_store = LedgerStore(self.core_env, self.keys.store_sealer("ledger"),
+                                        self.account_keys)
+        self.accounts = AccountStore(self.core_env, self.account_keys,
+                                     on_deleted=self.ledger_store.account_deleted)
         # A window key dies at the first sweep after window start + max TTL: leave room for that sweep
         # so no body is readable past body_ttl_seconds (24 h by default).
         max_ttl = max(60, int(s.engine.body_ttl_seconds - s.engine.sweep_interval_seconds))
         for name in s.pops:
             env = open_env(self.data_dir / "pops" / name, map_size=map_size)
             self.pop_stores[name] = PopStore(
-                env, MessageRecords(env, records_sealer),
+                env, MessageRecords(env, self.account_keys),
                 BodyStore(env, self.keys, max_ttl_seconds=max_ttl))
         # A hold and its audit entry are written in one transaction, so each POP environment keeps the
         # audit trail of its own holds; ``audit_entries`` reads them all.
@@ -104,8 +112,7 @@ class Runtime:
         self._reconcile_debits()
         self._load_saved_routing()
         self.clock = Clock()
-        self.directory.ledger = LedgerActor.start(self.ledger_store, self.directory,
-                                                  self.pseudonym_pepper())
+        self.directory.ledger = LedgerActor.start(self.ledger_store, self.directory)
         for name, store in self.pop_stores.items():
             self.directory.pops[name] = PopActor.start(name, s, self.directory, store, self.clock,
                                                        self.bridge)
@@ -160,24 +167,22 @@ class Runtime:
         self.directory.ledger.ask(m.encode(m.Flush()), timeout=timeout)
 
     def audit_entries(self) -> list:
-        """Every audit entry of the engine (retention exceptions, data-subject actions), oldest first."""
-        entries = [e for audit in [*self.audits.values(), self.core_audit] for e in audit.entries()]
+        """Every audit entry of the engine (retention exceptions, data-subject actions), oldest first;
+        the sealed notes of hold entries opened while their notes key lives ("shredded" after)."""
+        entries = list(self.core_audit.entries())
+        for name, audit in self.audits.items():
+            opener = self.holds[name].open_notes
+            entries.extend(e._replace(detail=opener(e.detail)) for e in audit.entries())
         return sorted(entries, key=lambda e: e.ts)
 
-    def pseudonym_pepper(self) -> bytes:
-        """The secret that keys ledger pseudonyms."""
-        return self.local_secret("pseudonym")
+    def keys_dir(self) -> Path:
+        """Where the keys live: ``[keys] dir`` (relative to the data directory), or ``<data_dir>/keys``."""
+        configured = self.settings.keys.dir
+        return self.data_dir / (configured or "keys")
 
     def local_secret(self, name: str) -> bytes:
-        """A persistent 32-byte secret for keyed hashes (created once, 0600, beside the other keys)."""
-        path = self.data_dir / "keys" / f"{name}.pepper"
-        if not path.exists():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(os.urandom(32))
-                fh.flush()
-                os.fsync(fh.fileno())
-        return path.read_bytes()
+        """A persistent 32-byte secret for keyed hashes, kept in the key ring (wrapped by the KEK)."""
+        return self.keys.secret(name)
 
     # --- sessions ----------------------------------------------------------------------------------
 

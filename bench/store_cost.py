@@ -3,7 +3,8 @@
 What is measured, per message, for the group-commit sizes a POP sees: the accept commit (message record +
 AES-256-GCM body + TTL index, one fsynced transaction per batch), the carrier-ack commit (record update +
 body discard), and the ledger's debit commit (not fsynced, as the engine writes debits: see
-``storage.ledger``). Each figure is the median of ``repeats`` runs of ``messages``
+``storage.ledger``). Records and the debits' identifiers are sealed under the account's own keys
+(``storage.account_keys``), as in the engine: the figures include the per-account key cache. Each figure is the median of ``repeats`` runs of ``messages``
 messages, in microseconds of wall time per message, so the fsync is included.
 
     python -m bench.store_cost --messages 20000 --batch 1 --batch 100 --batch 1000
@@ -19,10 +20,12 @@ import time
 from pathlib import Path
 
 from engine.ids import IdGenerator
+from storage.account_keys import AccountKeys
 from storage.bodies import BodyStore
 from storage.env import open_env
 from storage.keys import KeyRing, LocalKeyProvider
 from storage.ledger import DEBIT, LedgerStore
+from storage.pseudonyms import Pseudonyms
 from storage.records import MessageRecord, MessageRecords
 
 BODY = "Your verification code is 123456. It expires in 10 minutes. Do not share it."
@@ -34,12 +37,16 @@ def _record(mid: str, now: float) -> MessageRecord:
 
 
 def measure(messages: int, batch: int, directory: Path) -> dict[str, float]:
-    keys = KeyRing(directory / "keys", LocalKeyProvider(directory / "keys"))
+    provider = LocalKeyProvider(directory / "keys")
+    keys = KeyRing(directory / "keys", provider)
+    account_keys = AccountKeys(directory / "keys" / "accounts", provider,
+                               Pseudonyms(keys.secret("pseudonym")))
+    account_keys.create("acc_0123456789abcdef")  # records and debits are sealed under its keys
     env = open_env(directory / "pop", map_size=4 << 30)
-    records = MessageRecords(env, keys.store_sealer("records"))
+    records = MessageRecords(env, account_keys)
     bodies = BodyStore(env, keys)
     core = open_env(directory / "core", map_size=4 << 30, sync=False)  # as the engine opens it
-    ledger = LedgerStore(core, keys.store_sealer("ledger"))
+    ledger = LedgerStore(core, keys.store_sealer("ledger"), account_keys)
     ids = IdGenerator()
     now = time.time()
     batches = [[ids.new() for _ in range(batch)] for _ in range(max(1, messages // batch))]

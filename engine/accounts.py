@@ -20,7 +20,6 @@ from engine import messages as m
 from engine.errors import InputError
 from engine.status import STATUSES
 from storage.accounts import ACTIVE, CLOSED, RESTRICTED, AccountRecord
-from storage.ledger import pseudonym
 
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}$")
 _ALPHA_SENDER = re.compile(r"^[A-Za-z0-9 .\-&]{1,11}$")
@@ -241,16 +240,20 @@ class AccountManager:
 
     def erase_account(self, account_id: str, *, actor: str = "embedding-api") -> dict:
         """Erasure (Art. 17) with the 7-year ledger carve-out: the account record, API keys and message
-        records are deleted; ledger rows are pseudonymised (amounts and times kept).
+        records are deleted and the account's keys destroyed, so no copy of them (stale pages, backups of
+        the data directory) can be read again; ledger rows keep kinds, amounts and times under the
+        account's pseudonym, their identifiers shredded.
 
         It runs through the actors that own the data, in order: the session stops taking messages and
         hands over what it holds; each POP ends the account's in-flight messages, drops their bodies and
         deletes the account's records in its own thread (so no later status change writes one back); the
-        ledger writes what is queued and pseudonymises. The customer's own debugging windows end; legal
-        holds and lawful orders stay (they are the policy's exceptions to erasure)."""
-        rec = self.accounts.get(account_id)
+        ledger writes what is queued and shreds the account's ledger key. The customer's own debugging
+        windows end and their notes are shredded; legal holds and lawful orders stay (they are the
+        policy's exceptions to erasure). Last, the record goes and the account's data key with it."""
+        self.accounts.get(account_id)  # UnknownAccount if there is none
         self._audit(actor, "erase_account", account_id)
         self.close_account(account_id)
+        rec = self.accounts.get(account_id)
         for d in rec.key_digests:
             self.key_index.pop(d, None)
         runtime = self.runtime
@@ -259,16 +262,13 @@ class AccountManager:
             session.stop(timeout=10)  # processes what it was told, hands its batch to the POPs
         deleted = sum(pop.ask(m.encode(m.ForgetAccount(account_id)), timeout=30)
                       for pop in runtime.directory.pops.values())
-        rewritten = runtime.directory.ledger.ask(m.encode(m.PseudonymiseAccount(account_id)),
-                                                 timeout=30)
+        rows = runtime.directory.ledger.ask(m.encode(m.PseudonymiseAccount(account_id)), timeout=30)
         for holds in runtime.holds.values():
-            for hold in holds.active():
-                if hold.account_id == account_id and hold.kind == "debug_window":
-                    holds.release(hold.hold_id, actor="system:erasure", reason="account erased")
+            holds.forget_account(account_id)
         self.accounts.delete(account_id)
         return {"account": account_id, "message_records_deleted": deleted,
-                "ledger_entries_pseudonymised": rewritten,
-                "ledger_token": pseudonym(account_id, runtime.pseudonym_pepper())}
+                "ledger_entries_pseudonymised": rows,
+                "ledger_token": runtime.pseudonyms.pseudonym(account_id)}
 
 
 def _confirm_subject(account_id: str, email: str) -> str:

@@ -87,6 +87,20 @@ class PrivacySettings:
 
 
 @dataclass(frozen=True)
+class KeySettings:
+    """``[keys]``: where the key-encryption key lives and where the wrapped data keys are kept."""
+
+    provider: str = "local"  # "local": a master.key file in ``dir`` | "pkcs11": an HSM token
+    dir: str = ""  # "" = <data_dir>/keys; a relative path is relative to the data directory
+    account_key_cache: int = 10000  # unwrapped per-account keys kept in memory (LRU)
+    pkcs11_module: str = ""  # path of the PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so
+    pkcs11_token_label: str = ""
+    pkcs11_key_label: str = "smsroute-kek"  # the AES key object in the token (made on a first start)
+    pkcs11_pin_env: str = ""  # name of the environment variable that holds the user PIN, or
+    pkcs11_pin_file: str = ""  # a file that holds it (exactly one of the two)
+
+
+@dataclass(frozen=True)
 class PopSettings:
     name: str
     city: str
@@ -110,6 +124,7 @@ class Settings:
     raw: dict[str, Any]  # the merged TOML document, for display and for building derived configs
     email: EmailSettings = field(default_factory=EmailSettings)
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
+    keys: KeySettings = field(default_factory=KeySettings)
 
 
 def default_document() -> dict[str, Any]:
@@ -153,6 +168,8 @@ def settings_from_document(doc: dict[str, Any]) -> Settings:
     limits = _dataclass_from(EngineLimits, doc.get("engine", {}), "engine")
     http = _dataclass_from(HttpSettings, doc.get("http", {}), "http")
     _check_tls(http)
+    keys = _dataclass_from(KeySettings, doc.get("keys", {}), "keys")
+    _check_keys(keys)
     pops = {name: PopSettings(name=name, city=str(t.get("city", name)))
             for name, t in _table(doc, "pops").items()}
     if not pops:
@@ -174,7 +191,8 @@ def settings_from_document(doc: dict[str, Any]) -> Settings:
     )
     return Settings(engine=limits, http=http, pops=pops, carriers=carriers, routing=routing, raw=doc,
                     email=_email_settings(doc.get("email", {})),
-                    privacy=_dataclass_from(PrivacySettings, doc.get("privacy", {}), "privacy"))
+                    privacy=_dataclass_from(PrivacySettings, doc.get("privacy", {}), "privacy"),
+                    keys=keys)
 
 
 def _email_settings(table: Any) -> EmailSettings:
@@ -202,6 +220,20 @@ def _email_settings(table: Any) -> EmailSettings:
     if not 0 < email.port < 65536 or email.max_outbox < 1:
         raise ConfigError("config: email.port must be a TCP port and max_outbox at least 1")
     return email
+
+
+def _check_keys(keys: KeySettings) -> None:
+    if keys.provider not in ("local", "pkcs11"):
+        raise ConfigError("config: [keys] provider must be 'local' or 'pkcs11'")
+    if keys.account_key_cache < 1:
+        raise ConfigError("config: [keys] account_key_cache must be at least 1")
+    if keys.provider == "pkcs11":
+        if not (keys.pkcs11_module and keys.pkcs11_token_label and keys.pkcs11_key_label):
+            raise ConfigError("config: [keys] provider = 'pkcs11' needs pkcs11_module, "
+                              "pkcs11_token_label and pkcs11_key_label")
+        if bool(keys.pkcs11_pin_env) == bool(keys.pkcs11_pin_file):
+            raise ConfigError("config: [keys] provider = 'pkcs11' needs exactly one of "
+                              "pkcs11_pin_env and pkcs11_pin_file (the PIN is never in the config)")
 
 
 def _check_tls(http: HttpSettings) -> None:

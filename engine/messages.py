@@ -488,8 +488,8 @@ class ForgetAccount(Message):
 
 @message(45)
 class PseudonymiseAccount(Message):
-    """Erasure, at the ledger (asked): write what is queued, pseudonymise the account's rows, and write
-    any later row of it under the pseudonym too."""
+    """Erasure, at the ledger (asked): write what is queued, then shred the account's ledger key, so its
+    rows keep only amounts, times and its pseudonym (and any later row of it has no identifiers)."""
 
     account_id: str
 

@@ -11,6 +11,8 @@ methods, serialised by a lock. *Readers:* any thread.
 
 from __future__ import annotations
 
+import logging
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,8 +21,11 @@ from dataclasses import asdict, dataclass, field, replace
 import lmdb
 import msgpack
 
-from engine.errors import CorruptRecord, UnknownAccount
-from storage.crypto import Sealer
+from engine.errors import CorruptRecord, KeyUnavailable, UnknownAccount
+from storage.account_keys import DATA, AccountKeys
+
+log = logging.getLogger(__name__)
+_TIME = struct.Struct(">d")
 
 ACTIVE, RESTRICTED, CLOSED = "active", "restricted", "closed"
 RETENTION_AFTER_CLOSE_SECONDS = 90 * 86400
@@ -51,22 +56,30 @@ class AccountRecord:
 
 
 class AccountStore:
-    """Encrypted account records in the core LMDB environment."""
+    """Account records in the core LMDB environment, each sealed under its own account's data key."""
 
-    def __init__(self, env: lmdb.Environment, sealer: Sealer) -> None:
+    def __init__(self, env: lmdb.Environment, keys: AccountKeys,
+                 on_deleted: Callable[[str], None] | None = None) -> None:
         self.env = env
-        self._sealer = sealer
+        self.keys = keys
+        self.on_deleted = on_deleted  # told after a record and its key are gone (the ledger's rule)
         self._db = env.open_db(b"accounts")
         self._keys = env.open_db(b"api_key_digests")
+        self._closures = env.open_db(b"account_closures")
+        self._pending = env.open_db(b"account_shred_pending")
         self._lock = threading.Lock()
+        self.unreadable = 0  # records skipped by all(): their key is missing (a lost key directory)
 
     def create(self, record: AccountRecord) -> AccountRecord:
-        with self._lock, self.env.begin(write=True) as txn:
-            if txn.get(record.id.encode(), db=self._db) is not None:
-                raise ValueError(f"account {record.id} exists")
-            self._put(txn, record)
-            for d in record.key_digests:
-                txn.put(d, record.id.encode(), db=self._keys)
+        with self._lock:
+            with self.env.begin() as txn:
+                if txn.get(record.id.encode(), db=self._db) is not None:
+                    raise ValueError(f"account {record.id} exists")
+            self.keys.create(record.id)  # durable before anything is sealed under it
+            with self.env.begin(write=True) as txn:
+                self._put(txn, record)
+                for d in record.key_digests:
+                    txn.put(d, record.id.encode(), db=self._keys)
         self.env.sync(True)
         return record
 
@@ -97,41 +110,84 @@ class AccountStore:
         return self.update(account_id, lambda r: replace(r, **fields))
 
     def delete(self, account_id: str) -> bool:
-        with self._lock, self.env.begin(write=True) as txn:
-            blob = txn.get(account_id.encode(), db=self._db)
-            if blob is None:
-                return False
-            for d in self._decode(account_id, blob).key_digests:
-                txn.delete(d, db=self._keys)
-            deleted = txn.delete(account_id.encode(), db=self._db)
+        """Delete the record and shred the account's data key (so stale copies are unreadable too)."""
+        key = account_id.encode()
+        with self._lock:
+            with self.env.begin(write=True) as txn:
+                blob = txn.get(key, db=self._db)
+                if blob is None:
+                    return False
+                for d in self._digests(account_id, blob):
+                    txn.delete(d, db=self._keys)
+                txn.delete(key, db=self._db)
+                txn.delete(key, db=self._closures)
+                txn.put(key, b"", db=self._pending)
+            self.env.sync(True)
+            self._finish_deletion(account_id)
+        return True
+
+    def _digests(self, account_id: str, blob: bytes) -> list[bytes]:
+        try:
+            return self._decode(account_id, blob).key_digests
+        except KeyUnavailable:  # no key: find its digests through the index instead
+            with self.env.begin() as txn:
+                return [bytes(k) for k, v in txn.cursor(db=self._keys) if v == account_id.encode()]
+
+    def _finish_deletion(self, account_id: str) -> None:
+        self.keys.shred(account_id, (DATA,))
+        with self.env.begin(write=True) as txn:
+            txn.delete(account_id.encode(), db=self._pending)
         self.env.sync(True)
-        return deleted
+        if self.on_deleted is not None:
+            self.on_deleted(account_id)
 
     def key_index(self) -> dict[bytes, str]:
         """Every API key digest -> account id (loaded once at start; kept in step by the engine)."""
         with self.env.begin() as txn:
             return {bytes(k): v.decode() for k, v in txn.cursor(db=self._keys)}
 
+    def ids(self) -> list[str]:
+        """Every account id (no record is decrypted)."""
+        with self.env.begin() as txn:
+            return [k.decode() for k in txn.cursor(db=self._db).iternext(values=False)]
+
     def all(self) -> Iterator[AccountRecord]:
+        """Every readable record (one whose key is missing is counted in ``unreadable`` and logged)."""
         with self.env.begin() as txn:
             items = [(k.decode(), v) for k, v in txn.cursor(db=self._db)]
         for account_id, blob in items:
-            yield self._decode(account_id, blob)
+            try:
+                yield self._decode(account_id, blob)
+            except KeyUnavailable:
+                self.unreadable += 1
+                log.error("accounts: ALARM a record has no data key (key directory lost?)")
 
     def sweep(self, now: float | None = None) -> int:
-        """Delete account records closed more than 90 days ago (policy 6); the ledger keeps its rows."""
+        """Delete account records closed more than 90 days ago (policy 6) and shred their data keys;
+        finish any deletion a crash interrupted. The ledger keeps its rows (``on_deleted``)."""
         now = time.time() if now is None else now
-        due = [a.id for a in self.all()
-               if a.state == CLOSED and a.closed_at and now - a.closed_at > RETENTION_AFTER_CLOSE_SECONDS]
+        with self.env.begin() as txn:
+            pending = [k.decode() for k in txn.cursor(db=self._pending).iternext(values=False)]
+            due = [k.decode() for k, v in txn.cursor(db=self._closures)
+                   if now - _TIME.unpack(v)[0] > RETENTION_AFTER_CLOSE_SECONDS]
+        with self._lock:
+            for account_id in pending:
+                self._finish_deletion(account_id)
         return sum(self.delete(a) for a in due)
 
     def _put(self, txn: lmdb.Transaction, record: AccountRecord) -> None:
         key = record.id.encode()
-        txn.put(key, self._sealer.seal(msgpack.packb(asdict(record)), key), db=self._db)
+        sealer = self.keys.sealer(record.id, DATA)
+        txn.put(key, sealer.seal(msgpack.packb(asdict(record)), key), db=self._db)
+        if record.state == CLOSED and record.closed_at:
+            txn.put(key, _TIME.pack(record.closed_at), db=self._closures)
+        else:
+            txn.delete(key, db=self._closures)
 
     def _decode(self, account_id: str, blob: bytes) -> AccountRecord:
+        sealer = self.keys.sealer(account_id, DATA)  # KeyUnavailable if it is gone
         try:
-            return AccountRecord(**msgpack.unpackb(self._sealer.open(blob, account_id.encode())))
+            return AccountRecord(**msgpack.unpackb(sealer.open(blob, account_id.encode())))
         except CorruptRecord:
             raise
         except Exception as exc:

@@ -18,6 +18,14 @@ are deleted and its key shredded, so they are gone from stale pages and backups 
   active: :meth:`storage.bodies.BodyStore.put_many` hands items of the form ``(id, body, expires_at,
   account_id)`` to :meth:`Holds.capture`, in the same transaction.
 
+Notes: a hold's reason and reference (and what it covers: account, message ids) can name people, so they
+are never stored in plaintext. They are sealed under the hold's own **notes key** (``hold-notes:<id>``)
+wherever they are written — in the hold record and in every audit entry about the hold (``notes``; read
+them with :meth:`Holds.open_notes`) — and the notes key is destroyed when the ended hold's record is swept
+(``ENDED_RETENTION_SECONDS``, one year after the end, like the audit trail), or at once when the account a
+debugging window covers is erased (:meth:`Holds.forget_account`). Legal holds and lawful orders are the
+policy's exceptions to erasure: their notes last until their records are swept.
+
 Durability contract: placing, capturing and releasing write the hold record, the held copies and the audit
 entry in one durable LMDB transaction. *Writers:* operator threads and the sweeper. *Readers:* any thread.
 A :class:`Holds` covers one POP environment; an operator places an account-scoped hold on every POP.
@@ -40,9 +48,11 @@ from storage.audit import AuditLog
 from storage.bodies import BodyStore, durable_write
 from storage.keys import KeyRing
 
-__all__ = ["MAX_SECONDS", "Hold", "HoldKind", "Holds"]
+__all__ = ["ENDED_RETENTION_SECONDS", "MAX_SECONDS", "Hold", "HoldKind", "Holds"]
 
 DAY = 86400
+ENDED_RETENTION_SECONDS = 365 * DAY  # an ended hold's record and notes: as long as its audit trail
+_NOTES = ("reason", "reference", "message_ids", "account_id")
 
 
 class HoldKind(StrEnum):
@@ -136,9 +146,10 @@ class Holds:
                 txn.put(_held_key(hold.hold_id, key), sealer.seal(body.encode(), key),
                         db=self._held_db)
             self.audit.append(actor, f"place_{kind.value}", hold.hold_id, "ok", {
-                "reason": reason, "reference": reference, "until": until,
-                "messages": len(message_ids), "copied": len(copies),
-                "not_stored": len(message_ids) - len(copies), "account_id": account_id or "",
+                "until": until, "messages": len(message_ids), "copied": len(copies),
+                "not_stored": len(message_ids) - len(copies),
+                **self._sealed_notes(hold.hold_id, reason=reason, reference=reference,
+                                     account_id=account_id or ""),
             }, txn=txn)
         with self._lock:
             self._remember(hold, [bytes.fromhex(m[4:]) for m, _ in copies])
@@ -207,7 +218,7 @@ class Holds:
         sealer = self.keys.named_sealer(_key_name(hold_id), create=False)
         body = sealer.open(blob, key).decode()
         self.audit.append(actor, "read_held_body", f"{hold_id}/{message_id}", "ok",
-                          {"kind": hold.kind, "reference": hold.reference})
+                          {"kind": hold.kind, **self._sealed_notes(hold_id, reference=hold.reference)})
         return body
 
     def held_message_ids(self, hold_id: str) -> list[str]:
@@ -229,12 +240,52 @@ class Holds:
         return self._end(hold_id, actor, "release", reason)
 
     def sweep(self, now: float | None = None) -> int:
-        """End every hold past its ``until`` (the :class:`~storage.retention.Sweepable` contract)."""
+        """End every hold past its ``until``; delete the records (and shred the notes) of holds ended
+        more than ``ENDED_RETENTION_SECONDS`` ago (the :class:`~storage.retention.Sweepable` contract)."""
         now = self._clock() if now is None else now
         due = [h.hold_id for h in self._holds.values() if h.ended_at is None and h.until <= now]
         for hold_id in due:
             self._end(hold_id, "system:sweeper", "expire", "until reached")
-        return len(due)
+        old = [h.hold_id for h in self._holds.values()
+               if h.ended_at is not None and now - h.ended_at > ENDED_RETENTION_SECONDS]
+        with self._lock:
+            if old:
+                with durable_write(self.bodies.env) as txn:
+                    for hold_id in old:
+                        txn.delete(hold_id.encode(), db=self._holds_db)
+            for hold_id in old:
+                self.keys.shred_named(_notes_key(hold_id))
+                del self._holds[hold_id]
+        return len(due) + len(old)
+
+    def forget_account(self, account_id: str) -> int:
+        """Erasure: end the account's debugging windows and shred their notes now (the customer's own
+        opt-in ends with the account; legal holds and lawful orders are the policy's exceptions and
+        keep theirs). Returns how many windows it covered."""
+        mine = [h for h in self._holds.values()
+                if h.kind == HoldKind.DEBUG_WINDOW and h.account_id == account_id]
+        for hold in mine:
+            if hold.ended_at is None:
+                self._end(hold.hold_id, "system:erasure", "release", "account erased")
+            with self._lock:
+                self.keys.shred_named(_notes_key(hold.hold_id))
+                self._holds[hold.hold_id] = _without_notes(self._holds[hold.hold_id])
+        return len(mine)
+
+    def open_notes(self, detail: dict) -> dict:
+        """An audit entry's detail with its sealed notes opened (``{"notes": "shredded"}`` once its
+        notes key is gone): how an auditor reads why a hold was placed, read or ended."""
+        sealed = detail.get("notes")
+        if not isinstance(sealed, bytes):
+            return detail
+        name = detail.get("notes_key", "")
+        opened = {k: v for k, v in detail.items() if k not in ("notes", "notes_key")}
+        try:
+            sealer = self.keys.named_sealer(name, create=False)
+            opened["notes"] = msgpack.unpackb(sealer.open(sealed, name.encode()), raw=False)
+        except (KeyUnavailable, CorruptRecord):
+            opened["notes"] = "shredded"
+        return opened
 
     def _end(self, hold_id: str, actor: str, action: str, reason: str) -> Hold:
         with self._lock:
@@ -247,7 +298,8 @@ class Holds:
                 removed = self._delete_copies(txn, prefix)
                 self._write_hold(txn, ended)
                 self.audit.append(actor, f"{action}_{hold.kind}", hold_id, "ok",
-                                  {"reason": reason, "copies_shredded": len(removed)}, txn=txn)
+                                  {"copies_shredded": len(removed),
+                                   **self._sealed_notes(hold_id, reason=reason)}, txn=txn)
             self.keys.shred_named(_key_name(hold_id))
             self._holds[hold_id] = ended
             self._forget(ended, removed)
@@ -265,10 +317,28 @@ class Holds:
 
     # --- state ------------------------------------------------------------------------------------
 
+    def _sealed_notes(self, hold_id: str, **notes: object) -> dict[str, object]:
+        """``notes`` sealed under the hold's notes key, for a hold record or an audit entry."""
+        name = _notes_key(hold_id)
+        blob = self.keys.named_sealer(name).seal(msgpack.packb(notes), name.encode())
+        return {"notes": blob, "notes_key": name}
+
     def _write_hold(self, txn: lmdb.Transaction, hold: Hold) -> None:
         key = hold.hold_id.encode()
-        record = msgpack.packb(asdict(hold))
-        txn.put(key, self._sealer.seal(record, key), db=self._holds_db)
+        fields = asdict(hold)
+        notes = {k: fields.pop(k) for k in _NOTES}
+        fields.update(self._sealed_notes(hold.hold_id, **notes))
+        txn.put(key, self._sealer.seal(msgpack.packb(fields), key), db=self._holds_db)
+
+    def _read_hold(self, key: bytes, blob: bytes) -> Hold:
+        fields = msgpack.unpackb(self._sealer.open(bytes(blob), bytes(key)), raw=False)
+        notes = self.open_notes(fields)["notes"]
+        fields = {k: v for k, v in fields.items() if k not in ("notes", "notes_key")}
+        hold = Hold(**fields, reason="", reference="")
+        if isinstance(notes, dict):
+            hold = replace(hold, reason=notes["reason"], reference=notes["reference"],
+                           message_ids=tuple(notes["message_ids"]), account_id=notes["account_id"])
+        return hold
 
     def _remember(self, hold: Hold, copied: list[bytes]) -> None:
         self._holds[hold.hold_id] = hold
@@ -296,9 +366,7 @@ class Holds:
     def _load(self) -> None:
         with self.bodies.env.begin() as txn:
             for key, blob in txn.cursor(db=self._holds_db):
-                fields = msgpack.unpackb(self._sealer.open(bytes(blob), bytes(key)), raw=False)
-                fields["message_ids"] = tuple(fields["message_ids"])
-                hold = Hold(**fields)
+                hold = self._read_hold(key, blob)
                 copied = [] if hold.ended_at is not None else self._copies(txn, hold.hold_id)
                 self._remember(hold, copied)
 
@@ -316,6 +384,14 @@ class Holds:
 
 def _key_name(hold_id: str) -> str:
     return f"hold:{hold_id}"
+
+
+def _notes_key(hold_id: str) -> str:
+    return f"hold-notes:{hold_id}"
+
+
+def _without_notes(hold: Hold) -> Hold:
+    return replace(hold, reason="", reference="", message_ids=(), account_id=None)
 
 
 def _held_key(hold_id: str, message_key: bytes) -> bytes:

@@ -3,15 +3,17 @@
 Why it exists: LMDB never wipes freed pages (a deleted body stays in ``data.mdb``, its copies and backups), so
 smsroute erases by destroying keys. Data keys therefore live **outside** the LMDB data file, in one key store
 file per :class:`KeyRing` directory (``keys.store``), each data key wrapped by a key-encryption key (KEK) that a
-:class:`KeyProvider` holds: :class:`LocalKeyProvider` (a ``master.key`` file, 0600) by default, or an
-operator's KMS / vault.
+:class:`KeyProvider` holds: :class:`LocalKeyProvider` (a ``master.key`` file, 0600) by default, or a PKCS#11
+HSM (``storage.hsm``), chosen by :func:`open_key_provider` from ``[keys] provider``. Per-account keys live
+beside the ring (``storage.account_keys``), wrapped by the same KEK.
 
 Key kinds in one ring:
 
 * **window keys**: one per body time window (``window_seconds``, hourly by default); a body written at time
   ``t`` is sealed under window ``int(t // window_seconds)``. :meth:`KeyRing.shred_window` destroys one.
-* **named keys**: persistent keys per store category (``store_sealer("records")``) and per legal hold
-  (``named_sealer("hold:...")``, shredded with :meth:`KeyRing.shred_named` when the hold ends).
+* **named keys**: persistent keys per store category (``store_sealer("ledger")``), per legal hold
+  (``named_sealer("hold:...")``, shredded with :meth:`KeyRing.shred_named` when the hold ends) and the
+  secrets that key HMACs (:meth:`KeyRing.secret`).
 
 Durability contract: every change (a new key, a shredded key) rewrites ``keys.store`` atomically (write a temp
 file, fsync, rename over, fsync the directory) before the method returns, so after a crash the file is either
@@ -41,7 +43,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from engine.errors import CorruptRecord, KeyUnavailable
 from storage.crypto import KEY_BYTES, Sealer
 
-__all__ = ["KEY_STORE_FILE", "MASTER_KEY_FILE", "KeyProvider", "KeyRing", "LocalKeyProvider"]
+__all__ = ["KEY_STORE_FILE", "MASTER_KEY_FILE", "KeyProvider", "KeyRing", "LocalKeyProvider", "atomic_write",
+           "fsync_dir", "open_key_provider"]
 
 MASTER_KEY_FILE = "master.key"
 KEY_STORE_FILE = "keys.store"
@@ -93,7 +96,7 @@ class LocalKeyProvider:
             os.fsync(fd)
         finally:
             os.close(fd)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         return key
 
     def wrap(self, data_key: bytes) -> bytes:
@@ -111,6 +114,18 @@ class LocalKeyProvider:
 
     def __repr__(self) -> str:
         return f"LocalKeyProvider({str(self.path)!r})"
+
+
+def open_key_provider(settings: object, directory: str | Path) -> KeyProvider:
+    """The KEK that ``[keys] provider`` names (``settings``: an ``engine.config.KeySettings``): the local
+    master-key file in ``directory`` (the embedded default) or a PKCS#11 token (``storage.hsm``)."""
+    if getattr(settings, "provider", "local") == "pkcs11":
+        from storage.hsm import Pkcs11KeyProvider, read_pin
+
+        pin = read_pin(settings.pkcs11_pin_env, settings.pkcs11_pin_file)
+        return Pkcs11KeyProvider(settings.pkcs11_module, settings.pkcs11_token_label, pin,
+                                 key_label=settings.pkcs11_key_label, directory=directory)
+    return LocalKeyProvider(directory)
 
 
 class KeyRing:
@@ -161,6 +176,15 @@ class KeyRing:
             self._save()
             self._named[name] = sealer = Sealer(key, key_id)
             return sealer
+
+    def secret(self, name: str) -> bytes:
+        """A persistent 32-byte secret that keys HMACs (account pseudonyms, request hashes): kept in
+        the ring as the named key ``secret:<name>``, so it is wrapped by the KEK like every data key."""
+        key_name = f"secret:{name}"
+        with self._lock:
+            if key_name not in self._wrapped_named:
+                self.named_sealer(key_name)
+            return self._provider.unwrap(self._wrapped_named[key_name][1])
 
     def shred_named(self, name: str) -> None:
         """Destroy a named key (a hold key when its hold ends). Idempotent."""
@@ -290,13 +314,13 @@ class KeyRing:
             "next_named_id": self._next_named_id,
             "kek_check": self._kek_check,
         }
-        _atomic_write(self.path, msgpack.packb(doc))
+        atomic_write(self.path, msgpack.packb(doc))
 
     def __repr__(self) -> str:
         return f"KeyRing({str(self.directory)!r}, windows={len(self._wrapped_windows)})"
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -307,10 +331,10 @@ def _atomic_write(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)

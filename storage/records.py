@@ -1,7 +1,10 @@
 """Message records: the delivery-receipt metadata of every message (policy 2.2), kept 90 days.
 
 A record holds destination, sender ID, times, status and routing metadata — never the body (that lives in
-``storage.bodies`` and is gone within 24 h). Records are encrypted at rest with the ``records`` store key.
+``storage.bodies`` and is gone within 24 h). Each record is sealed under its account's data key
+(``storage.account_keys``), so erasing the account (destroying that key) makes every copy of its records
+unreadable, stale LMDB pages included. The stored value is ``account token (16 bytes) | sealed record``: the
+keyed token (``storage.pseudonyms``), never the account id, tells a reader which key opens it.
 
 Durability contract:
 
@@ -13,20 +16,29 @@ Durability contract:
   acknowledged it). Recovery after a crash resumes exactly those messages.
 * *Not guaranteed:* status updates that were not yet committed when the process died; the message is then
   resumed from its last committed state.
+* *Erased accounts:* a record whose account key is gone is treated as absent by every reader, and a write
+  for such an account is skipped (counted in ``unsealable``): only an erasure removes a key, and it first
+  ends the account's messages at every POP.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
 import lmdb
 import msgpack
 
-from engine.errors import CorruptRecord
+from engine.errors import CorruptRecord, KeyUnavailable
 from engine.ids import id_bytes, id_from_bytes, min_key_for_time
 from engine.status import FINAL
+from storage.account_keys import DATA, AccountKeys
 from storage.crypto import Sealer
+from storage.pseudonyms import ACCOUNT_TOKEN_BYTES
+
+log = logging.getLogger(__name__)
+_T = ACCOUNT_TOKEN_BYTES
 
 RETENTION_SECONDS = 90 * 86400
 
@@ -57,24 +69,44 @@ class MessageRecord(NamedTuple):
 
 
 class MessageRecords:
-    """Encrypted message records of one POP environment."""
+    """Message records of one POP environment, each sealed under its account's data key."""
 
-    def __init__(self, env: lmdb.Environment, sealer: Sealer) -> None:
+    def __init__(self, env: lmdb.Environment, keys: AccountKeys) -> None:
         self.env = env
-        self._sealer = sealer
+        self.keys = keys
         self._db = env.open_db(b"records")
         self._open = env.open_db(b"records_open")
+        self.unsealable = 0  # writes skipped because the account's key is gone (erased)
 
     def put_many(self, txn: lmdb.Transaction, records: Iterable[MessageRecord]) -> None:
         """Insert or overwrite records inside ``txn`` and keep the open index in step."""
-        seal = self._sealer.seal
+        packb = msgpack.packb
+        skipped = 0
+        batch_keys: dict[str, tuple[bytes, Sealer | None]] = {}  # one key-cache lookup per account
         for rec in records:
             key = id_bytes(rec.message_id)
-            txn.put(key, seal(msgpack.packb(tuple(rec)), key), db=self._db)
+            found = batch_keys.get(rec.account_id)
+            if found is None:
+                found = batch_keys[rec.account_id] = self._account_key(rec.account_id)
+            token, sealer = found
+            if sealer is None:
+                skipped += 1  # the account was erased: nothing of it may be written again
+                continue
+            txn.put(key, token + sealer.seal(packb(tuple(rec)), key), db=self._db)
             if rec.status in FINAL:
                 txn.delete(key, db=self._open)
             else:
                 txn.put(key, b"1" if rec.carrier_acked_at else b"0", db=self._open)
+        if skipped:
+            self.unsealable += skipped
+            log.warning("records: %d writes skipped, their account's data key is gone", skipped)
+
+    def _account_key(self, account_id: str) -> tuple[bytes, Sealer | None]:
+        token = self.keys.token(account_id)
+        try:
+            return token, self.keys.sealer_for_token(token, DATA)
+        except KeyUnavailable:
+            return token, None
 
     def get(self, message_id: str) -> MessageRecord | None:
         try:
@@ -83,7 +115,7 @@ class MessageRecords:
             return None
         with self.env.begin() as txn:
             blob = txn.get(key, db=self._db)
-        return None if blob is None else self._decode(key, blob)
+        return None if blob is None else self._decode_or_none(key, blob)
 
     def open_records(self, on_corrupt: Callable[[str, Exception], None] | None = None
                      ) -> Iterator[MessageRecord]:
@@ -96,11 +128,14 @@ class MessageRecords:
             if blob is None:
                 continue
             try:
-                yield self._decode(key, blob)
+                rec = self._decode_or_none(key, blob)
             except CorruptRecord as exc:
                 if on_corrupt is None:
                     raise
                 on_corrupt(id_from_bytes(key), exc)
+                continue
+            if rec is not None:
+                yield rec
 
     def since(self, t: float) -> Iterator[MessageRecord]:
         """Every record created at or after ``t`` (a range scan over time-ordered keys)."""
@@ -108,16 +143,26 @@ class MessageRecords:
             cursor = txn.cursor(db=self._db)
             items = list(cursor.iternext()) if cursor.set_range(min_key_for_time(t)) else []
         for key, blob in items:
-            yield self._decode(key, blob)
+            rec = self._decode_or_none(key, blob)
+            if rec is not None:
+                yield rec
 
     def for_account(self, account_id: str) -> Iterator[MessageRecord]:
-        """Every record of one account (a full scan: data-subject access and erasure only)."""
+        """Every record of one account (a scan of the keys' token prefixes: data-subject access and
+        erasure only; only the account's own records are decrypted)."""
+        token = self.keys.token(account_id)
         with self.env.begin() as txn:
-            items = list(txn.cursor(db=self._db))
+            items = [(k, v) for k, v in txn.cursor(db=self._db) if v[:_T] == token]
         for key, blob in items:
-            rec = self._decode(key, blob)
-            if rec.account_id == account_id:
+            rec = self._decode_or_none(key, blob)
+            if rec is not None and rec.account_id == account_id:
                 yield rec
+
+    def ids_for_account(self, account_id: str) -> list[str]:
+        """The ids of one account's records, without decrypting any (erasure)."""
+        token = self.keys.token(account_id)
+        with self.env.begin() as txn:
+            return [id_from_bytes(k) for k, v in txn.cursor(db=self._db) if v[:_T] == token]
 
     def delete_many(self, message_ids: Iterable[str]) -> int:
         n = 0
@@ -150,9 +195,16 @@ class MessageRecords:
         with self.env.begin() as txn:
             return txn.stat(self._db)["entries"]
 
-    def _decode(self, key: bytes, blob: bytes) -> MessageRecord:
+    def _decode_or_none(self, key: bytes, value: bytes) -> MessageRecord | None:
+        """The record, or None if its account's key is gone (erased: the record no longer exists)."""
+        if len(value) < _T:
+            raise CorruptRecord(f"message record {id_from_bytes(key)} is truncated")
         try:
-            fields = msgpack.unpackb(self._sealer.open(blob, key), use_list=False)
+            sealer = self.keys.sealer_for_token(bytes(value[:_T]), DATA)
+        except KeyUnavailable:
+            return None
+        try:
+            fields = msgpack.unpackb(sealer.open(bytes(value[_T:]), key), use_list=False)
             return MessageRecord(*fields)
         except CorruptRecord:
             raise

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 
 from engine.ids import IdGenerator
+from storage.account_keys import AccountKeys
 from storage.bodies import BodyStore
 from storage.env import open_env
 from storage.keys import KeyRing, LocalKeyProvider
+from storage.pseudonyms import Pseudonyms
 
 T0 = 1_790_000_000.0  # a fixed start instant, on an hour boundary of no importance
 
@@ -56,3 +58,14 @@ def store(env, keyring, clock) -> BodyStore:
 @pytest.fixture
 def ids(clock) -> IdGenerator:
     return IdGenerator(clock)
+
+
+def account_keys_in(keys_dir, *accounts: str, cache_size: int = 100) -> AccountKeys:
+    """Per-account keys under ``keys_dir`` (the engine's layout), with keys made for ``accounts``."""
+    provider = LocalKeyProvider(keys_dir)
+    ring = KeyRing(keys_dir, provider)
+    keys = AccountKeys(keys_dir / "accounts", provider, Pseudonyms(ring.secret("pseudonym")),
+                       cache_size=cache_size)
+    for account_id in accounts:
+        keys.create(account_id)
+    return keys

@@ -19,7 +19,7 @@ from storage.accounts import (
     AccountStore,
 )
 from storage.env import open_env
-from storage.keys import KeyRing, LocalKeyProvider
+from tests.storage.conftest import account_keys_in
 
 T0 = 1_790_000_000.0
 DAY = 86400.0
@@ -32,9 +32,8 @@ def core_dir(tmp_path):
 
 @pytest.fixture
 def accounts(tmp_path, core_dir):
-    keys = KeyRing(tmp_path / "keys", LocalKeyProvider(tmp_path / "keys"))
     env = open_env(core_dir, map_size=16 << 20)
-    yield AccountStore(env, keys.store_sealer("accounts"))
+    yield AccountStore(env, account_keys_in(tmp_path / "keys"))
     env.close()
 
 
@@ -56,10 +55,9 @@ TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=20
 def test_an_account_record_reads_back_exactly_as_written(tmp_path_factory, email, senders, url,
                                                          statuses, state, digests):
     root = tmp_path_factory.mktemp("acc")
-    keys = KeyRing(root / "keys", LocalKeyProvider(root / "keys"))
     env = open_env(root / "core", map_size=8 << 20)
     try:
-        store = AccountStore(env, keys.store_sealer("accounts"))
+        store = AccountStore(env, account_keys_in(root / "keys"))
         rec = account(email=email, senders=senders, webhook_url=url, receipt_statuses=statuses,
                       state=state, key_digests=digests, key_hints=["h"] * len(digests))
         store.create(rec)

@@ -7,7 +7,7 @@ import pytest
 from engine.errors import CorruptRecord, InputError, KeyUnavailable
 from storage.audit import AuditLog
 from storage.bodies import BodyStore
-from storage.holds import HoldKind, Holds
+from storage.holds import ENDED_RETENTION_SECONDS, HoldKind, Holds
 from storage.keys import KEY_STORE_FILE
 
 DAY = 86400
@@ -84,7 +84,8 @@ def test_a_hold_expires_at_its_until_and_the_sweep_shreds_it(store, holds, ids, 
     clock.advance(DAY + 1)
     assert holds.sweep() == 1
     assert holds.get(hold.hold_id).ended_by == "system:sweeper"
-    assert holds.held_message_ids(hold.hold_id) == [] and keyring.named_keys() == ["holds"]
+    assert holds.held_message_ids(hold.hold_id) == []
+    assert keyring.named_keys() == [f"hold-notes:{hold.hold_id}", "holds"]  # notes: a year more
     with pytest.raises(KeyUnavailable):
         holds.read_held_body(hold.hold_id, mid, actor="op")
 
@@ -220,3 +221,53 @@ def test_a_released_hold_leaves_ciphertext_at_most_and_no_key_that_opens_it(
             sealer.open(held_blob, key)
     with pytest.raises(KeyUnavailable):
         keyring.named_sealer(f"hold:{hold.hold_id}", create=False)
+
+
+def test_reasons_and_references_are_sealed_in_the_hold_record_and_in_the_audit_log(
+        store, holds, audit, ids, clock, data_dir):
+    mid = ids.new()
+    put(store, [(mid, "body", clock.now + 600)])
+    hold = holds.place_legal_hold([mid], actor="op:a", reason="REASON-MARKER fraud by Jane Roe",
+                                  reference="REFERENCE-MARKER-77", until=clock.now + DAY)
+    holds.read_held_body(hold.hold_id, mid, actor="op:b")
+    holds.release(hold.hold_id, actor="op:c", reason="RELEASE-MARKER resolved")
+    everything = b"".join(p.read_bytes() for p in data_dir.rglob("*") if p.is_file())
+    for marker in (b"REASON-MARKER", b"Jane Roe", b"REFERENCE-MARKER", b"RELEASE-MARKER"):
+        assert marker not in everything
+    assert "MARKER" not in repr(audit.entries())  # sealed, not merely absent from the file bytes
+    notes = [holds.open_notes(e.detail)["notes"] for e in audit.entries()]
+    assert notes[0]["reason"].startswith("REASON-MARKER") and notes[1] == {
+        "reference": "REFERENCE-MARKER-77"} and notes[2] == {"reason": "RELEASE-MARKER resolved"}
+
+
+def test_an_ended_holds_record_and_notes_are_swept_a_year_after_it_ended(
+        store, holds, audit, ids, clock, keyring, env):
+    hold = holds.place_legal_hold([ids.new()], actor="op", reason="why", reference="ref",
+                                  until=clock.now + DAY)
+    holds.release(hold.hold_id, actor="op", reason="done")
+    clock.advance(ENDED_RETENTION_SECONDS - 60)
+    assert holds.sweep() == 0 and holds.get(hold.hold_id) is not None
+    clock.advance(120)
+    assert holds.sweep() == 1
+    assert holds.get(hold.hold_id) is None
+    assert f"hold-notes:{hold.hold_id}" not in keyring.named_keys()
+    assert all(holds.open_notes(e.detail)["notes"] == "shredded" for e in audit.entries())
+    assert Holds(BodyStore(env, keyring, clock=clock), keyring, audit, clock=clock).get(
+        hold.hold_id) is None  # gone from the store, not only from memory
+
+
+def test_forgetting_an_account_ends_its_debug_window_and_shreds_the_notes_of_it(
+        store, holds, audit, ids, clock, keyring, env):
+    window = holds.open_debug_window("acct_gone", actor="customer:acct_gone",
+                                     reason="WINDOW-REASON my app breaks", reference="opt-in",
+                                     until=clock.now + DAY)
+    legal = holds.place_legal_hold([ids.new()], actor="op", reason="LEGAL-REASON", reference="L-1",
+                                   until=clock.now + DAY)
+    assert holds.forget_account("acct_gone") == 1
+    assert holds.get(window.hold_id).ended_by == "system:erasure"
+    trail = {e.action: holds.open_notes(e.detail)["notes"] for e in audit.entries()}
+    assert trail["place_debug_window"] == "shredded" and trail["release_debug_window"] == "shredded"
+    assert trail["place_legal_hold"]["reason"] == "LEGAL-REASON"  # an exception to erasure: kept
+    reopened = Holds(BodyStore(env, keyring, clock=clock), keyring, audit, clock=clock)
+    assert reopened.get(window.hold_id).reason == "" and reopened.get(window.hold_id).account_id is None
+    assert reopened.get(legal.hold_id).reason == "LEGAL-REASON"

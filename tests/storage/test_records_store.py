@@ -10,12 +10,13 @@ from engine.errors import CorruptRecord
 from engine.ids import IdGenerator
 from engine.status import ACCEPTED, DELIVERED, FAILED, STATUSES
 from storage.env import open_env
-from storage.keys import KeyRing, LocalKeyProvider
 from storage.records import RETENTION_SECONDS, MessageRecord, MessageRecords
+from tests.storage.conftest import account_keys_in
 
 T0 = 1_790_000_000.0
 DAY = 86400.0
 DEST = "+4915112345678"
+ACCOUNT = "acc_0123456789abcdef"
 
 
 @pytest.fixture
@@ -25,14 +26,14 @@ def pop_dir(tmp_path):
 
 @pytest.fixture
 def records(tmp_path, pop_dir):
-    keys = KeyRing(tmp_path / "keys", LocalKeyProvider(tmp_path / "keys"))
+    keys = account_keys_in(tmp_path / "keys", ACCOUNT, "acc_other", "acc_plaintextcheck")
     env = open_env(pop_dir, map_size=32 << 20)
-    yield MessageRecords(env, keys.store_sealer("records"))
+    yield MessageRecords(env, keys)
     env.close()
 
 
 def record(message_id: str, status: str = ACCEPTED, acked: float = 0.0, **kw) -> MessageRecord:
-    values = dict(message_id=message_id, account_id="acc_0123456789abcdef", to=DEST, sender="ACME",
+    values = dict(message_id=message_id, account_id=ACCOUNT, to=DEST, sender="ACME",
                   country="DE", pop="fra", carrier="fra-telekom", encoding="GSM-7", segments=1,
                   price_micro_usd=75000, submitted_at=T0, updated_at=T0, status=status, error="",
                   validity_seconds=30, callback_url=None, attempts=1, carrier_acked_at=acked)
@@ -60,10 +61,10 @@ TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=30
 def test_a_record_reads_back_exactly_as_written(tmp_path_factory, status, to, error, callback,
                                                 segments, price, acked):
     root = tmp_path_factory.mktemp("rec")
-    keys = KeyRing(root / "keys", LocalKeyProvider(root / "keys"))
+    keys = account_keys_in(root / "keys", ACCOUNT)
     env = open_env(root / "pop", map_size=8 << 20)
     try:
-        store = MessageRecords(env, keys.store_sealer("records"))
+        store = MessageRecords(env, keys)
         rec = record(IdGenerator().new(), status, acked, to=to, error=error, callback_url=callback,
                      segments=segments, price_micro_usd=price)
         put(store, [rec])
@@ -117,7 +118,8 @@ def test_a_sweep_before_anything_is_90_days_old_deletes_nothing(records):
 def test_for_account_and_delete_many_cover_one_accounts_records(records):
     mine, theirs = ids_at(T0, 2), ids_at(T0 + 1, 1)
     put(records, [record(i) for i in mine] + [record(theirs[0], account_id="acc_other")])
-    assert sorted(r.message_id for r in records.for_account("acc_0123456789abcdef")) == mine
+    assert sorted(r.message_id for r in records.for_account(ACCOUNT)) == mine
+    assert records.ids_for_account(ACCOUNT) == mine
     assert records.delete_many(mine) == 2
     assert records.count() == 1 and list(records.open_records())[0].message_id == theirs[0]
 
