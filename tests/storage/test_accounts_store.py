@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine import apikeys
-from engine.errors import UnknownAccount
+from engine.errors import CorruptRecord, KeyUnavailable, UnknownAccount
 from storage.accounts import (
     ACTIVE,
     CLOSED,
@@ -19,6 +19,7 @@ from storage.accounts import (
     AccountStore,
 )
 from storage.env import open_env
+from storage.keys import KeyRing, LocalKeyProvider
 from tests.storage.conftest import account_keys_in
 
 T0 = 1_790_000_000.0
@@ -117,3 +118,40 @@ def test_account_values_are_encrypted_on_disk(accounts, core_dir):
     raw = (core_dir / "data.mdb").read_bytes()
     assert b"very.private.person@example.org" not in raw
     assert b"SECRETCO" not in raw
+
+
+def test_deleting_an_account_shreds_its_data_key_and_tells_the_ledger(tmp_path, core_dir):
+    env = open_env(core_dir, map_size=16 << 20)
+    deleted = []
+    store = AccountStore(env, account_keys_in(tmp_path / "keys"), on_deleted=deleted.append)
+    rec = store.create(account(1, email="stale.copy@example.org"))
+    with env.begin() as txn:
+        blob = bytes(txn.get(rec.id.encode(), db=store._db))
+    assert store.delete(rec.id)
+    assert deleted == [rec.id]
+    fresh = account_keys_in(tmp_path / "keys")  # a new process holding the master key
+    with pytest.raises(KeyUnavailable):
+        fresh.sealer(rec.id)
+    ring = KeyRing(tmp_path / "keys", LocalKeyProvider(tmp_path / "keys"))
+    for name in ring.named_keys():  # what a stale page still holds opens under no key left
+        with pytest.raises(CorruptRecord):
+            ring.named_sealer(name).open(blob, rec.id.encode())
+    env.close()
+
+
+def test_a_deletion_that_crashed_before_the_shred_is_finished_by_the_next_sweep(tmp_path, core_dir):
+    env = open_env(core_dir, map_size=16 << 20)
+    keys = account_keys_in(tmp_path / "keys")
+    store = AccountStore(env, keys)
+    rec = store.create(account(1))
+    real_shred = keys.shred
+    keys.shred = lambda *a, **k: (_ for _ in ()).throw(OSError("power cut"))
+    with pytest.raises(OSError):
+        store.delete(rec.id)
+    keys.shred = real_shred
+    assert keys.has(rec.id)  # the record is gone, the key not yet
+    with pytest.raises(UnknownAccount):
+        store.get(rec.id)
+    store.sweep(T0)
+    assert not keys.has(rec.id)
+    env.close()

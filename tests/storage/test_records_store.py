@@ -148,3 +148,22 @@ def test_a_sweep_that_deletes_the_last_record_in_the_store_deletes_them_all(reco
     put(records, [record(i, DELIVERED) for i in ids_at(T0, 4)])
     assert records.sweep(T0 + RETENTION_SECONDS + DAY) == 4
     assert records.count() == 0
+
+
+def test_records_of_an_erased_account_are_unreadable_and_never_written_again(records, pop_dir):
+    [mid] = ids_at(T0, 1)
+    [other] = ids_at(T0 + 1, 1)
+    put(records, [record(mid, to="+4915100000001"), record(other, account_id="acc_other")])
+    key = bytes.fromhex(mid[4:])
+    with records.env.begin() as txn:
+        value = bytes(txn.get(key, db=records._db))
+    assert value[:16] == records.keys.token(ACCOUNT)  # the token, not the id, tells which key
+    records.keys.shred(ACCOUNT)
+    assert records.get(mid) is None and list(records.for_account(ACCOUNT)) == []
+    assert [r.message_id for r in records.open_records()] == [other]
+    put(records, [record(mid, DELIVERED)])  # a late status change of it...
+    with records.env.begin() as txn:
+        assert bytes(txn.get(key, db=records._db)) == value  # ...writes nothing
+    assert records.unsealable == 1
+    assert records.keys.sealer("acc_other") is not None  # other accounts are untouched
+    assert records.get(other).account_id == "acc_other"
