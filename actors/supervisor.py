@@ -37,7 +37,7 @@ from actors.session import CustomerSessionActor
 from actors.sweeper import SweeperActor
 from engine import messages as m
 from engine.config import Settings
-from engine.errors import ConfigError, UnknownAccount
+from engine.errors import ConfigError, KeyUnavailable, UnknownAccount
 from engine.routing import RoutingTable
 from storage.account_keys import AccountKeys
 from storage.accounts import AccountStore
@@ -84,13 +84,14 @@ class Runtime:
         (self.data_dir / "pops").mkdir(exist_ok=True, mode=0o700)
         map_size = s.engine.map_size_mb << 20
         keys_dir = self.keys_dir()
-        provider = open_key_provider(s.keys, keys_dir)
+        self.key_provider = provider = open_key_provider(s.keys, keys_dir)
         self.keys = KeyRing(keys_dir, provider)
         self.pseudonyms = Pseudonyms(self.keys.secret("pseudonym"))
         self.account_keys = AccountKeys(keys_dir / "accounts", provider, self.pseudonyms,
                                         cache_size=s.keys.account_key_cache)
         # accounts and deposits sync explicitly; debits need no fsync of their own (storage.ledger)
         self.core_env = open_env(self.data_dir / "core", map_size=map_size, sync=False)
+        self._check_key_store(keys_dir)
         self.ledger_store = LedgerStore(self.core_env, self.keys.store_sealer("ledger"),
                                         self.account_keys)
         self.accounts = AccountStore(self.core_env, self.account_keys,
@@ -130,6 +131,22 @@ class Runtime:
         tick = s.engine.tick_ms / 1000.0
         for ref in [*self.directory.pops.values(), self.directory.ledger, self.sweeper]:
             self.clock.every(tick, ref, lambda: m.encode(m.Tick(time.time())))
+
+    def _check_key_store(self, keys_dir: Path) -> None:
+        """Refuse to start on data sealed with another key store (e.g. a wrong ``[keys] dir``): the core
+        environment records the id of the key store it was first opened with."""
+        meta = self.core_env.open_db(b"key_store")
+        with self.core_env.begin(write=True) as txn:
+            recorded = txn.get(b"ring_id", db=meta)
+            if recorded is None:
+                txn.put(b"ring_id", self.keys.ring_id, db=meta)
+        self.core_env.sync(True)
+        if recorded is not None and bytes(recorded) != self.keys.ring_id:
+            self.core_env.close()
+            raise KeyUnavailable(
+                f"the data in {self.data_dir} was sealed with key store {bytes(recorded).hex()}, but "
+                f"{keys_dir} holds key store {self.keys.ring_id.hex()}: is [keys] dir right? (restore "
+                "the key directory; a new one can read nothing)")
 
     def _start_carrier(self, carrier):
         pop_ref = self.directory.pops[carrier.pop]
@@ -282,6 +299,9 @@ class Runtime:
         for store in self.pop_stores.values():
             store.env.close()
         self.core_env.close()
+        close = getattr(getattr(self, "key_provider", None), "close", None)
+        if close is not None:  # an HSM session
+            close()
 
 
 def _stop_all(refs, timeout: float = 15.0) -> None:

@@ -14,7 +14,9 @@ The key is found by its label (``pkcs11_key_label``). If it does not exist it is
 only on a first start: if ``keys.store`` already exists next to it, a missing KEK is an error (a new one
 could unwrap nothing), exactly like a missing ``master.key``.
 
-Thread-safety: one PKCS#11 session, used under a lock (a session is not safe for concurrent use).
+Thread-safety: one PKCS#11 session, used under a lock (a session is not safe for concurrent use). A PKCS#11
+login belongs to the whole process, so a second provider in the same process (a restarted engine) opens
+its session into the existing login.
 Failures of the token (logged out, removed, an authentication failure) raise ``KeyUnavailable``.
 Requires the ``python-pkcs11`` package (``pip install 'smsroute[hsm]'``).
 """
@@ -68,7 +70,10 @@ class Pkcs11KeyProvider:
         try:
             lib = pkcs11.lib(module)
             token = lib.get_token(token_label=token_label)
-            self._session = token.open(user_pin=pin, rw=True)
+            try:
+                self._session = token.open(user_pin=pin, rw=True)
+            except pkcs11.UserAlreadyLoggedIn:  # login is per process: another session of ours did it
+                self._session = token.open(rw=True)
         except (OSError, RuntimeError) as exc:  # RuntimeError is PKCS11Error's base
             raise KeyUnavailable(f"cannot open the {self.description} with module {module}: "
                                  f"{type(exc).__name__}") from None

@@ -121,3 +121,22 @@ def test_email_settings_read_from_as_the_sender_and_default_to_starttls_without_
 def test_bad_email_settings_are_refused_with_a_clear_reason(email, needle):
     with pytest.raises(ConfigError, match=needle):
         load_settings(overrides={"email": email})
+
+
+@pytest.mark.parametrize("keys,needle", [
+    ({"provider": "kms"}, "'local' or 'pkcs11'"),
+    ({"provider": "pkcs11", "pkcs11_token_label": "t", "pkcs11_pin_env": "PIN"}, "pkcs11_module"),
+    ({"provider": "pkcs11", "pkcs11_module": "/m.so", "pkcs11_token_label": "t"}, "exactly one"),
+    ({"provider": "pkcs11", "pkcs11_module": "/m.so", "pkcs11_token_label": "t",
+      "pkcs11_pin_env": "PIN", "pkcs11_pin_file": "/pin"}, "exactly one"),
+    ({"account_key_cache": 0}, "account_key_cache"),
+    ({"pin": "1234"}, "unknown key"),  # a PIN is never a config value
+])
+def test_an_invalid_keys_section_is_refused_naming_what_is_wrong(keys, needle):
+    with pytest.raises(ConfigError, match=needle):
+        load_settings(overrides={"keys": keys})
+
+
+def test_the_local_master_key_in_the_data_directory_is_the_default():
+    keys = load_settings().keys
+    assert (keys.provider, keys.dir) == ("local", "")
