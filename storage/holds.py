@@ -47,11 +47,13 @@ from engine.errors import CorruptRecord, InputError, KeyUnavailable
 from storage.audit import AuditLog
 from storage.bodies import BodyStore, durable_write
 from storage.keys import KeyRing
+from storage.retention import RETENTION
 
 __all__ = ["ENDED_RETENTION_SECONDS", "MAX_SECONDS", "Hold", "HoldKind", "Holds"]
 
 DAY = 86400
-ENDED_RETENTION_SECONDS = 365 * DAY  # an ended hold's record and notes: as long as its audit trail
+# an ended hold's record and notes: as long as its audit trail (storage.retention)
+ENDED_RETENTION_SECONDS = RETENTION["ended_retention_exceptions"].seconds
 _NOTES = ("reason", "reference", "message_ids", "account_id")
 
 

@@ -34,6 +34,9 @@ class Start(StrEnum):
     WRITTEN = "written"  # the record's creation (message accepted, request served, entry posted)
     CLOSURE = "account_closure"  # while active: kept; from closure: the period runs
     RESOLUTION = "resolution"  # a case's close: support case resolved, request answered, incident closed
+    ENDED = "end"  # a retention exception's release or expiry
+    LAST_ENTRY = "last_ledger_entry"  # an account's newest ledger entry (once the account is deleted)
+    LAST_USE = "last_use"  # a credential's last use (its creation if never used)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +70,23 @@ _ROWS = (
                   "Policy 9: staff access is audit-logged; kept long enough for a yearly review",
                   "storage.audit.AuditLog (Sweepable): control-port requests and retention "
                   "exceptions"),
+    RetentionRule("ended_retention_exceptions", YEAR, Start.ENDED,
+                  "Not in the policy's table: 1 year after the hold ends (engine default)",
+                  "The record of an ended legal hold, debugging window or lawful order backs its audit "
+                  "trail; its reason and reference are sealed under a key shredded with it",
+                  "storage.holds.Holds (Sweepable); a debugging window's notes are shredded at once "
+                  "when its account is erased"),
+    RetentionRule("balances_of_deleted_accounts", 7 * YEAR, Start.LAST_ENTRY,
+                  "With the ledger: deleted with the account's last entry (7 years)",
+                  "A balance is derived from ledger entries; once the account is deleted and its last "
+                  "entry swept, nothing is left to account for",
+                  "storage.ledger (Sweepable): the balance row and the account's ledger key go with "
+                  "its last entry; an active account's balance is never swept"),
+    RetentionRule("operator_tokens", 90 * DAY, Start.LAST_USE,
+                  "Not in the policy's table: 90 days without use (engine default)",
+                  "A control-port credential nobody uses is a risk, not a convenience; a revoked token "
+                  "is deleted at revocation",
+                  "engine.http.tokens.TokenStore (Sweepable)"),
     RetentionRule("support_correspondence", YEAR, Start.RESOLUTION, "Resolution + 1 year",
                   "Audit, recurrence detection",
                   "storage.support.SupportCases (Sweepable): cases held on the control port"),

@@ -15,6 +15,10 @@ unknown (the message may or may not have been accepted): a retry then gets 409
 ``idempotency_outcome_unknown`` rather than risking a second send; the client checks its messages or
 uses a new key.
 
+Records are keyed by a keyed HMAC of (account id, ``Idempotency-Key``) under the same secret, never by the
+key itself: clients often put an order number or a phone number in it, a natural key that identifies a
+person.
+
 *Durable:* pending records and answers are written through the group committer and awaited before the
 engine is called / before the answer goes out. *Writers:* the committer thread and :meth:`sweep`.
 *Readers:* the loop thread. Records are kept 24 hours.
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 from typing import NamedTuple
 
 import lmdb
@@ -61,15 +66,16 @@ def request_hash(body: bytes, secret: bytes) -> bytes:
 class IdempotencyStore:
     """Stored first answers by (account, key), plus the keys currently being processed."""
 
-    def __init__(self, env: lmdb.Environment, committer: GroupCommitter) -> None:
+    def __init__(self, env: lmdb.Environment, committer: GroupCommitter, secret: bytes = b"") -> None:
         self._env = env
         self._db = env.open_db(DB)
         self._committer = committer
+        self._secret = secret or os.urandom(32)  # the engine passes its durable secret
         self._in_progress: dict[bytes, bytes] = {}
 
-    @staticmethod
-    def _key(account_id: str, key: str) -> bytes:
-        return account_id.encode() + b"\0" + key.encode()
+    def _key(self, account_id: str, key: str) -> bytes:
+        return hmac.new(self._secret, account_id.encode() + b"\0" + key.encode(),
+                        hashlib.sha256).digest()
 
     def lookup(self, account_id: str, key: str, body_hash: bytes) -> StoredAnswer | None:
         """The stored answer to replay, or None to proceed; 422 on a body mismatch, 409 while busy."""

@@ -151,12 +151,13 @@ class HttpServers:
         rate = getattr(http, "rate_limit_per_second", None) or DEFAULT_RATE_PER_SECOND
         burst = getattr(http, "rate_limit_burst", None) or DEFAULT_BURST
         metrics = HttpMetrics(stats=self._engine_stats, extra=self._extra_stats)
+        secret = _local_secret(self.engine, "idempotency")
         ctx = HttpContext(engine=self.engine, http=http, committer=committer,
                           requestlog=RequestLog(env, committer),
-                          idempotency=IdempotencyStore(env, committer), tokens=TokenStore(env),
+                          idempotency=IdempotencyStore(env, committer, secret), tokens=TokenStore(env),
                           limiter=Gcra(rate, int(burst)), metrics=metrics,
                           audit=_audit_log(env), tls=bool(http.tls_cert and http.tls_key),
-                          idempotency_secret=_local_secret(self.engine, "idempotency"))
+                          idempotency_secret=secret)
         notifier_box: list[StatusNotifier] = []
         dispatcher = WebhookDispatcher(
             lambda account_id: notifier_box[0].secrets_for(account_id),
@@ -180,7 +181,8 @@ class HttpServers:
         ctx = self.ctx
         if ctx is None:
             return {}
-        stores = {"request_log": ctx.requestlog, "idempotency": ctx.idempotency}
+        stores = {"request_log": ctx.requestlog, "idempotency": ctx.idempotency,
+                  "operator_tokens": ctx.tokens}
         if ctx.audit is not None:
             stores["audit:control"] = ctx.audit
         return stores

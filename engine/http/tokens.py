@@ -8,6 +8,11 @@ stored form (a slow KDF would only make each request expensive). Lookup is by di
 On first start with no token, :func:`ensure_first_token` creates one with every role and writes it to
 ``<data_dir>/operator.token`` with mode 0600; callers print that path, never the token.
 
+Retention (row ``operator_tokens`` of ``storage.retention``): a token unused for 90 days — counted from its
+last use, or its creation if it was never used — is deleted by :meth:`TokenStore.sweep`; a revoked token is
+deleted at revocation. A lookup notes the use in memory only (never a write on the request path); the sweep
+persists those last-use times before it judges, so a crash loses at most one sweep interval of them.
+
 *Durable:* each create commits (fsync) before returning. *Writers:* any thread (rare; LMDB serialises).
 *Readers:* any thread.
 """
@@ -19,6 +24,7 @@ import hashlib
 import os
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -26,6 +32,7 @@ import lmdb
 import msgpack
 
 DB = b"operator_tokens"
+UNUSED_SECONDS = 90 * 86400  # storage.retention row "operator_tokens"
 PREFIX = "op_"
 ROLES = frozenset({"viewer", "operator", "privacy"})
 TOKEN_FILE = "operator.token"
@@ -44,9 +51,11 @@ def _digest(token: str) -> bytes:
 class TokenStore:
     """Operator token digests with their roles."""
 
-    def __init__(self, env: lmdb.Environment) -> None:
+    def __init__(self, env: lmdb.Environment, clock: Callable[[], float] = time.time) -> None:
         self._env = env
         self._db = env.open_db(DB)
+        self._clock = clock
+        self._used: dict[bytes, float] = {}  # digest -> last use, persisted by sweep()
 
     def create(self, name: str, roles: set[str] | frozenset[str]) -> str:
         """Make a token with ``roles``; return it (the only time it is visible)."""
@@ -54,23 +63,41 @@ class TokenStore:
         if unknown or not roles:
             raise ValueError(f"roles must be a non-empty subset of {sorted(ROLES)}")
         token = PREFIX + base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
-        value = msgpack.packb([name, sorted(roles), time.time()])
+        value = msgpack.packb([name, sorted(roles), self._clock()])
         with self._env.begin(write=True) as txn:
             txn.put(_digest(token), value, db=self._db)
         return token
 
     def lookup(self, token: str) -> TokenInfo | None:
         """The token's name and roles, or None when unknown."""
+        digest = _digest(token)
         with self._env.begin() as txn:
-            raw = txn.get(_digest(token), db=self._db)
+            raw = txn.get(digest, db=self._db)
         if raw is None:
             return None
-        name, roles, created = msgpack.unpackb(raw)
+        name, roles, created, *_ = msgpack.unpackb(raw)
+        self._used[digest] = self._clock()
         return TokenInfo(name, frozenset(roles), created)
 
     def revoke(self, token: str) -> bool:
         with self._env.begin(write=True) as txn:
             return txn.delete(_digest(token), db=self._db)
+
+    def sweep(self, now: float) -> int:
+        """Persist the last uses seen, then delete tokens unused for ``UNUSED_SECONDS``; how many."""
+        used, self._used = self._used, {}
+        deleted = 0
+        with self._env.begin(write=True) as txn:
+            for digest, raw in list(txn.cursor(db=self._db)):
+                name, roles, created, *rest = msgpack.unpackb(raw)
+                last = max(used.get(bytes(digest), 0.0), rest[0] if rest else 0.0, created)
+                if now - last > UNUSED_SECONDS:
+                    txn.delete(digest, db=self._db)
+                    deleted += 1
+                elif bytes(digest) in used:
+                    txn.put(digest, msgpack.packb([name, roles, created, last, *rest[1:]]),
+                            db=self._db)
+        return deleted
 
     def count(self) -> int:
         with self._env.begin() as txn:

@@ -18,7 +18,8 @@ def test_every_retention_category_held_by_the_engine_is_swept_by_the_running_eng
         swept = set(engine.swept_stores())
         for pop in ("fra", "sin", "gru"):
             assert {f"bodies:{pop}", f"records:{pop}", f"holds:{pop}", f"audit:{pop}"} <= swept
-        assert {"accounts", "ledger", "request_log", "idempotency", "audit:control"} <= swept
+        assert {"accounts", "ledger", "request_log", "idempotency", "audit:control",
+                "operator_tokens"} <= swept
         # customer mail, data-subject requests, one-time proofs, incidents, support correspondence
         assert {"mail_outbox", "dsar", "link_tokens", "wallet_challenges", "incidents",
                 "support"} <= swept

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+import time
 
 import pytest
 
@@ -12,7 +13,7 @@ from engine.http.errors import HttpError
 from engine.http.idempotency import IdempotencyStore, StoredAnswer, check_key, request_hash
 from engine.http.requestlog import RETENTION_SECONDS, RequestLog, RequestLogEntry
 from engine.http.store import GroupCommitter, open_http_env
-from engine.http.tokens import ROLES, TokenStore, ensure_first_token
+from engine.http.tokens import ROLES, UNUSED_SECONDS, TokenStore, ensure_first_token
 
 SECRET = b"s" * 32
 
@@ -87,14 +88,14 @@ def test_idempotency_replays_the_same_body_and_refuses_a_different_one(env):
 
 def test_a_pending_record_left_by_a_crash_answers_outcome_unknown(env):
     async def scenario():
-        store = IdempotencyStore(env, GroupCommitter(env))
+        store = IdempotencyStore(env, GroupCommitter(env), SECRET)
         h = request_hash(b"{}", SECRET)
         store.begin("acc", "k", h)
         await store.reserve("acc", "k", h, now=5.0)
         with pytest.raises(HttpError) as busy:  # same process, still working: plain conflict
             store.lookup("acc", "k", h)
         assert busy.value.code == "idempotency_conflict"
-        restarted = IdempotencyStore(env, GroupCommitter(env))  # the process died mid-request
+        restarted = IdempotencyStore(env, GroupCommitter(env), SECRET)  # the process died mid-request
         with pytest.raises(HttpError) as unknown:
             restarted.lookup("acc", "k", h)
         assert (unknown.value.status, unknown.value.code) == (409, "idempotency_outcome_unknown")
@@ -102,6 +103,37 @@ def test_a_pending_record_left_by_a_crash_answers_outcome_unknown(env):
         assert restarted.lookup("acc", "k", h) is None
 
     asyncio.run(scenario())
+
+
+def test_idempotency_records_are_keyed_by_a_keyed_hash_not_the_clients_key(env, tmp_path):
+    async def scenario():
+        store = IdempotencyStore(env, GroupCommitter(env), SECRET)
+        h = request_hash(b"{}", SECRET)
+        await store.store("acc_visible", "order-4915112345678", StoredAnswer(h, 202, b"{}", 1.0))
+        assert store.lookup("acc_visible", "order-4915112345678", h).status == 202
+        assert IdempotencyStore(env, GroupCommitter(env), b"t" * 32).lookup(
+            "acc_visible", "order-4915112345678", h) is None  # another secret: another key
+
+    asyncio.run(scenario())
+    env.sync(True)
+    raw = (tmp_path / "http" / "data.mdb").read_bytes()
+    assert b"4915112345678" not in raw and b"acc_visible" not in raw
+
+
+def test_tokens_unused_for_90_days_are_swept_and_used_ones_kept(env):
+    clock = [time.time()]
+    now = clock[0]
+    store = TokenStore(env, clock=lambda: clock[0])
+    used, idle = store.create("alice", {"viewer"}), store.create("bob", {"operator"})
+    assert store.sweep(now) == 0
+    clock[0] = now + 60
+    store.lookup(used)  # noted in memory, persisted by the next sweep
+    assert store.sweep(now + 60) == 0
+    restarted = TokenStore(env)  # the last use survived a restart
+    assert restarted.sweep(now + UNUSED_SECONDS + 30) == 1
+    assert restarted.lookup(used) is not None and restarted.lookup(idle) is None
+    assert restarted.sweep(now + 2 * UNUSED_SECONDS + 120) == 1  # alice's last use is old now too
+    assert restarted.count() == 0
 
 
 @pytest.mark.parametrize("key", ["", "a" * 256, "has space", "é"])
