@@ -1,0 +1,177 @@
+"""No plaintext residue: every kind of traffic and every privacy action, run with marker strings, leaves no
+marker in any file of the data directory, in any log line, or in any HTTP answer except where the policy
+puts it (:data:`ALLOWED`: the holder's own data shown to the holder or to the staff role that serves them).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import pytest
+
+from tests.engine.http.conftest import Client, Receiver, start_engine, wait_for
+
+EMAIL, EMAIL2 = "marker.holder.q7@example.com", "marker.rectified.q7@example.com"
+NUMBER = "+4915112398765"
+SENDER = "MRKSNDQ7"
+BODY = "BODYMARKERq7 your code is 314159"
+TX_HASH, WALLET = "0xTXMARKERq7feedbeef", "TWALLETMARKERq7"
+HOLD_REASON, HOLD_REFERENCE = "HOLDREASONq7 complaint about Jane Roe", "HOLDREFq7-2026-11"
+DEBUG_REASON, ORDER_REASON, RELEASE_REASON = "DEBUGREASONq7", "ORDERREASONq7", "RELEASEREASONq7"
+IDEM_KEY = "order-IDEMMARKERq7"
+
+MARKERS = {
+    "email": [EMAIL, EMAIL2], "number": [NUMBER.lstrip("+")], "body": ["BODYMARKERq7"],
+    "sender": [SENDER], "tx_hash": ["TXMARKERq7"], "wallet": [WALLET],
+    "hold_reason": ["HOLDREASONq7", "Jane Roe", "HOLDREFq7", DEBUG_REASON, ORDER_REASON,
+                    RELEASE_REASON],
+    "webhook_url": ["WEBHOOKMARKERq7", "CALLBACKMARKERq7"], "idempotency_key": ["IDEMMARKERq7"],
+}
+
+# Which markers an HTTP answer may carry, and why. Everything else: none.
+ALLOWED: dict[str, set[str]] = {
+    # the customer's own message metadata, read with the customer's own key (policy 2.2, 7.1 access)
+    "GET /v1/messages/{id}": {"number", "sender", "webhook_url"},
+    # the customer's own settings, echoed to the customer who set them
+    "PUT /v1/webhook": {"webhook_url"},
+    "POST /v1/senders": {"sender"},
+    # account administration: the operator or privacy officer who serves the holder sees the record
+    "GET /v1/accounts/{id}": {"email", "sender", "webhook_url"},
+    "POST /v1/accounts/{id}/senders": {"sender"},
+    # access and portability (policy 7.1): everything held about the holder, to the privacy role
+    "GET /v1/accounts/{id}/export": {"email", "number", "sender", "tx_hash", "wallet",
+                                      "webhook_url"},
+    # a retention exception's own path: the privacy staff who place, list and end holds see why
+    "POST /v1/holds": {"hold_reason"},
+    "GET /v1/holds": {"hold_reason"},
+    "POST /v1/holds/{id}/release": {"hold_reason"},
+    "GET /v1/audit": {"hold_reason"},  # the audit trail, privacy role only
+}
+
+
+class Recording(Client):
+    """A client that keeps every answer (status, headers, body) under its route template."""
+
+    answers: list[tuple[str, bytes]] = []
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+
+    def call(self, route: str, method: str, path: str, body=None, **kw):
+        status, headers, payload = self.request(method, path, body, **kw)
+        raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        Recording.answers.append((route, json.dumps(headers).encode() + raw))
+        return status, payload
+
+
+class LogCapture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.getMessage()} {record.__dict__!r} {record.exc_text or ''}")
+
+
+def found(blob: bytes, allowed: set[str] = frozenset()) -> list[str]:
+    return [kind for kind, needles in MARKERS.items() if kind not in allowed
+            for n in needles if n.encode() in blob]
+
+
+@pytest.fixture
+def logs():
+    root, handler = logging.getLogger(), LogCapture()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield handler
+    root.removeHandler(handler)
+    root.setLevel(level)
+
+
+def test_markers_appear_in_no_file_no_log_line_and_only_the_allowed_answers(tmp_path, logs, capfd):
+    receiver = Receiver()
+    engine = start_engine(tmp_path)
+    Recording.answers = []
+    try:
+        _run_everything(engine, receiver)
+    finally:
+        engine.stop()
+        receiver.close()
+    files = {str(p): found(p.read_bytes()) for p in engine.data_dir.rglob("*") if p.is_file()}
+    assert {p: kinds for p, kinds in files.items() if kinds} == {}
+    assert [line[:200] for line in logs.lines if found(line.encode())] == []
+    out, err = capfd.readouterr()
+    assert found((out + err).encode()) == []
+    leaks = [(route, found(blob, ALLOWED.get(route, set()))) for route, blob in Recording.answers]
+    assert [leak for leak in leaks if leak[1]] == []
+    routes_with_markers = {route for route, blob in Recording.answers if found(blob)}
+    assert {"GET /v1/accounts/{id}/export", "GET /v1/messages/{id}", "GET /v1/holds"} <= \
+        routes_with_markers  # the scan sees markers where they are allowed: it is not blind
+
+
+def _run_everything(engine, receiver) -> None:
+    control = Recording(engine.http.control_port, engine.http.token_path.read_text().strip())
+    status, acc = control.call("POST /v1/accounts", "POST", "/v1/accounts", {"email": EMAIL})
+    assert status == 201
+    account_id = acc["id"]
+    api = Recording(engine.http.customer_port, acc["api_key"])
+    base = f"/v1/accounts/{account_id}"
+    assert control.call("POST /v1/accounts/{id}/deposits", "POST", f"{base}/deposits",
+                        {"usd": "20", "chain": "tron", "tx_hash": TX_HASH,
+                         "from_address": WALLET})[0] == 201
+    assert control.call("POST /v1/accounts/{id}/senders", "POST", f"{base}/senders",
+                        {"sender": SENDER})[0] == 201
+    assert api.call("PUT /v1/webhook", "PUT", "/v1/webhook",
+                    {"url": f"{receiver.url}/hook-WEBHOOKMARKERq7"})[0] == 200
+    assert api.call("POST /v1/debug-window", "POST", "/v1/debug-window",
+                    {"hours": 1, "reason": DEBUG_REASON})[0] == 201
+
+    ids = []
+    for i in range(6):
+        status, sent = api.call("POST /v1/messages", "POST", "/v1/messages",
+                                {"to": NUMBER, "from": SENDER, "body": f"{BODY} #{i}",
+                                 "callback_url": f"{receiver.url}/cb-CALLBACKMARKERq7"},
+                                headers={"Idempotency-Key": f"{IDEM_KEY}-{i}"})
+        assert status == 202
+        ids.append(sent["id"])
+    embedded = engine.submit(acc["api_key"], NUMBER, SENDER, f"{BODY} embedded")
+    ids.append(embedded.message_id)
+    wait_for(lambda: all(engine.status(m).status != "accepted" for m in ids), what="final statuses")
+    receiver.next()  # webhooks went out (their payloads go to the customer's own receiver)
+    assert api.call("GET /v1/messages/{id}", "GET", f"/v1/messages/{ids[0]}")[0] == 200
+    api.call("GET /v1/balance", "GET", "/v1/balance")
+    api.call("POST /v1/webhook/secret", "POST", "/v1/webhook/secret")
+    assert api.call("DELETE /v1/debug-window", "DELETE", "/v1/debug-window")[0] == 200
+
+    status, placed = control.call("POST /v1/holds", "POST", "/v1/holds", {
+        "kind": "legal_hold", "reason": HOLD_REASON, "reference": HOLD_REFERENCE,
+        "until": time.time() + 3600, "message_ids": ids[:2]})
+    assert status == 201
+    status, order = control.call("POST /v1/holds", "POST", "/v1/holds", {
+        "kind": "lawful_order", "reason": ORDER_REASON, "reference": "ORDER-1",
+        "until": time.time() + 3600, "account_id": account_id})
+    assert status == 201
+    control.call("GET /v1/holds", "GET", "/v1/holds")
+    for hold in placed["holds"] + order["holds"]:
+        assert control.call("POST /v1/holds/{id}/release", "POST",
+                            f"/v1/holds/{hold['hold_id']}/release",
+                            {"reason": RELEASE_REASON})[0] == 200
+
+    control.call("GET /v1/accounts/{id}", "GET", base)
+    assert control.call("GET /v1/accounts/{id}/export", "GET", f"{base}/export")[0] == 200
+    control.call("POST /v1/accounts/{id}/rectify", "POST", f"{base}/rectify", {"email": EMAIL2})
+    control.call("POST /v1/accounts/{id}/objections", "POST", f"{base}/objections",
+                 {"purpose": "analytics"})
+    control.call("POST /v1/accounts/{id}/restrict", "POST", f"{base}/restrict", {"restricted": True})
+    control.call("POST /v1/accounts/{id}/restrict", "POST", f"{base}/restrict",
+                 {"restricted": False})
+    control.call("GET /v1/analytics", "GET", "/v1/analytics")
+    control.call("GET /v1/retention", "GET", "/v1/retention")
+    control.call("GET /v1/audit", "GET", "/v1/audit")
+    control.call("GET /v1/stats", "GET", "/v1/stats")
+    assert control.call("POST /v1/accounts/{id}/erase", "POST", f"{base}/erase")[0] == 200
+    control.call("GET /v1/audit", "GET", "/v1/audit")
+    engine.sweep_now()
