@@ -64,7 +64,7 @@ _ROWS = (
                   "Reactivation, post-closure support", "storage.accounts (Sweepable)"),
     RetentionRule("billing_ledger", 7 * YEAR, Start.WRITTEN, "7 years",
                   "AML / tax / audit requirements applicable to payment-handling entities",
-                  "storage.ledger (Sweepable; pseudonymise identifiers on erasure, keep amounts)"),
+                  "storage.ledger (Sweepable; on erasure the identifiers are shredded, amounts kept)"),
     RetentionRule("staff_access_audit_logs", YEAR, Start.WRITTEN,
                   "Not in the policy's table: 1 year (engine default)",
                   "Policy 9: staff access is audit-logged; kept long enough for a yearly review",

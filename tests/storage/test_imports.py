@@ -11,7 +11,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 MODULES = ["storage.crypto", "storage.keys", "storage.bodies", "storage.audit", "storage.holds",
            "storage.retention", "actors.sweeper", "storage.outbox", "storage.verification",
-           "storage.dsar", "storage.incidents", "storage.support", "storage.records_base"]
+           "storage.dsar", "storage.incidents", "storage.support", "storage.records_base",
+           "storage.account_keys", "storage.pseudonyms", "storage.hsm", "storage.ledger",
+           "storage.records", "storage.accounts"]
 
 
 @pytest.mark.parametrize("module", MODULES)
