@@ -10,6 +10,7 @@ guarantees it.
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
 import shutil
@@ -67,6 +68,7 @@ def _init_token(label: str, pin: str) -> None:
     if util is None:
         pytest.fail("libsofthsm2.so is installed but softhsm2-util is not: reinstall softhsm2")
     root = Path(tempfile.mkdtemp(prefix="smsroute-softhsm-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)  # the token lives as long as the process
     (root / "tokens").mkdir()
     conf = root / "softhsm2.conf"
     conf.write_text(f"directories.tokendir = {root / 'tokens'}\nobjectstore.backend = file\n"
