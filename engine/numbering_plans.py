@@ -104,10 +104,12 @@ class _NationalPrefix:
     to report is ``parse``'s business.
     """
 
-    __slots__ = ("pattern", "transform", "general", "possible", "local_only")
+    __slots__ = ("literal", "pattern", "transform", "general", "possible", "local_only")
 
     def __init__(self, main: PhoneMetadata) -> None:
-        self.pattern = re.compile(main.national_prefix_for_parsing)
+        prefix = main.national_prefix_for_parsing
+        self.literal = prefix if prefix.isdigit() else None  # "0", "8": startswith() is enough to rule out
+        self.pattern = re.compile(prefix)
         self.transform = main.national_prefix_transform_rule or ""
         general = main.general_desc
         pattern = general.national_number_pattern if general is not None else None
@@ -117,6 +119,8 @@ class _NationalPrefix:
 
     def rewrites(self, nsn: str) -> bool:
         """Whether ``parse`` would strip or rewrite the start of ``nsn`` (True also when unsure)."""
+        if self.literal is not None and not nsn.startswith(self.literal):
+            return False
         match = self.pattern.match(nsn)
         if match is None:
             return False
@@ -179,8 +183,10 @@ class _CountryPlan:
         if self.national_prefix is not None and self.national_prefix.rewrites(nsn):
             return None
         only = self.only
-        if only is not None:
-            return self.country_code, only.region if only.is_valid(nsn) else None
+        if only is not None:  # most codes: one region, one pattern for this length (inlined is_valid)
+            pattern = only.by_length.get(len(nsn))
+            valid = pattern is not None and pattern.match(nsn) is not None
+            return self.country_code, only.region if valid else None
         return self.country_code, self._shared_region_of(nsn)
 
     def _shared_region_of(self, nsn: str) -> str | None:
