@@ -72,6 +72,7 @@ def parse_destination(text: str) -> Destination:
 
 @lru_cache(maxsize=CACHE_SIZE)
 def _parse_cached(text: str) -> Destination:
+    """The strict form first (cheap), then the compiled plans; ``phonenumbers`` for what they leave."""
     digits = text[1:]
     if not (text[:1] == "+" and digits.isascii() and digits.isdigit() and len(digits) <= MAX_DIGITS):
         raise _form_error(text)
