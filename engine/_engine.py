@@ -168,8 +168,8 @@ class Engine(AccountManager, HoldManager):
                                              or isinstance(validity_seconds, bool)
                                              or validity_seconds < 1):
             raise InputError("validity_seconds must be a positive integer")
-        if callback_url is not None and not isinstance(callback_url, str):
-            raise InputError("callback_url must be a string")
+        if callback_url is not None:
+            self.check_webhook_url(callback_url, "callback_url")
         if len(body) > self._max_body_chars * 2:  # far beyond any segment limit: refuse before work
             raise BodyTooLarge(
                 f"body of {len(body)} characters exceeds {self.settings.engine.max_segments} segments")

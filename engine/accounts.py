@@ -180,11 +180,24 @@ class AccountManager:
 
     def set_webhook(self, account_id: str, url: str | None,
                     receipt_statuses: list[str] | None = None) -> None:
-        if url is not None and (not isinstance(url, str) or not url.startswith(("http://", "https://"))):
-            raise InputError("webhook url must be an http(s) URL")
+        if url is not None:
+            self.check_webhook_url(url)
         if receipt_statuses is not None and not set(receipt_statuses) <= set(STATUSES):
             raise InputError(f"receipt statuses are a subset of {', '.join(STATUSES)}")
         self.accounts.set_fields(account_id, webhook_url=url, receipt_statuses=receipt_statuses)
+
+    def check_webhook_url(self, url: str, field: str = "url") -> str:
+        """``InvalidUrl`` / ``DestinationNotAllowed`` unless webhooks may go to ``url``: an absolute
+        http(s) URL whose host (judged as the HTTP client will read it, without DNS) is a public
+        destination, unless ``[http] webhook_allow_private_networks``. The HTTP API also resolves names;
+        the webhook client checks every peer address again at connect time."""
+        from engine.http.egress import judge_url, parse_url
+
+        if self.runtime.settings.http.webhook_allow_private_networks:
+            parse_url(url, field)
+        else:
+            judge_url(url, field)
+        return url
 
     def rotate_webhook_secret(self, account_id: str) -> str:
         """A new signing secret (shown once); the previous one stays valid until the next rotation."""

@@ -7,6 +7,8 @@ The tree::
     │   ├── InvalidNumber           not a valid E.164 mobile number (HTTP 422)
     │   ├── InvalidBody             empty, oversize or un-encodable body (HTTP 422 / 413)
     │   ├── UnknownSender           sender ID not registered for the account (HTTP 403)
+    │   ├── InvalidUrl              not an absolute http(s) URL with a plain ASCII host (HTTP 422)
+    │   │   └── DestinationNotAllowed   a webhook URL that does not lead to a public address (HTTP 422)
     │   ├── MalformedMessage        bytes that are not a valid actor message (msgpack, tag, schema)
     │   ├── ConfigError             a config file or routing table that does not validate
     │   ├── InvalidTransition       a step a record's state machine does not allow (HTTP 409)
@@ -66,6 +68,14 @@ class BodyTooLarge(InvalidBody):
 
 class UnknownSender(InputError):
     code = "unknown_sender"
+
+
+class InvalidUrl(InputError):
+    code = "invalid_url"
+
+
+class DestinationNotAllowed(InvalidUrl):
+    code = "destination_not_allowed"
 
 
 class MalformedMessage(InputError):

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from engine.http.egress import DestinationGuard
 from engine.http.idempotency import IdempotencyStore
 from engine.http.metrics import HttpMetrics
 from engine.http.ratelimit import Gcra
@@ -42,6 +43,7 @@ class HttpContext:
     dispatcher: Any = None  # engine.http.webhooks.WebhookDispatcher
     notifier: Any = None  # engine.http.notify.StatusNotifier
     tls: bool = False
+    destinations: DestinationGuard = field(default_factory=DestinationGuard)  # webhook SSRF guard
     idempotency_secret: bytes = b""  # keys the request hashes of idempotency records
     executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(4, thread_name_prefix="http-engine"))

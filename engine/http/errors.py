@@ -26,6 +26,7 @@ _STATUS_BY_ERROR: tuple[tuple[type[E.SmsrouteError], int], ...] = (
     (E.InvalidNumber, 422),
     (E.InvalidBody, 422),
     (E.UnknownSender, 403),
+    (E.InvalidUrl, 422),
     (E.ConfigError, 422),
     (E.InvalidTransition, 409),
     (E.NoticeTooShort, 422),

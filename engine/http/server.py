@@ -26,6 +26,7 @@ from aiohttp.web_protocol import RequestHandler
 from engine.http.app_control import build_control_app
 from engine.http.app_customer import build_customer_app
 from engine.http.context import DEFAULT_BURST, DEFAULT_RATE_PER_SECOND, HttpContext
+from engine.http.egress import DestinationGuard
 from engine.http.errors import error_response
 from engine.http.idempotency import IdempotencyStore
 from engine.http.metrics import HttpMetrics
@@ -157,6 +158,7 @@ class HttpServers:
                           idempotency=IdempotencyStore(env, committer, secret), tokens=TokenStore(env),
                           limiter=Gcra(rate, int(burst)), metrics=metrics,
                           audit=_audit_log(env), tls=bool(http.tls_cert and http.tls_key),
+                          destinations=DestinationGuard(bool(http.webhook_allow_private_networks)),
                           idempotency_secret=secret)
         notifier_box: list[StatusNotifier] = []
         dispatcher = WebhookDispatcher(

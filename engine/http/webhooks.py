@@ -17,8 +17,9 @@ Delivery (:class:`WebhookDispatcher`, runs on one asyncio loop):
 * Each delivery carries a stable event id (``Smsroute-Event-Id``), the same on every attempt, for
   deduplication by the receiver; the signature timestamp is fresh on every attempt.
 
-* Destinations must be public addresses unless ``allow_private_networks`` (see ``engine.http.egress``): a
-  refused destination is not retried and is counted as ``blocked``.
+* Destinations must be public addresses unless ``allow_private_networks`` (see ``engine.http.egress``):
+  the URL is judged again before each send and the connector refuses a non-public peer at connect time;
+  a refused destination is not retried and is counted as ``blocked``. Redirects are never followed.
 
 Not guaranteed: deliveries waiting for a retry live in memory and are lost if the process stops.
 """
@@ -38,8 +39,10 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 
-from engine.http.egress import EgressRefused, GuardedResolver, literal_host_allowed
+from engine.errors import InvalidUrl
+from engine.http.egress import EgressRefused, judge_url, parse_url, webhook_connector
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +114,7 @@ class WebhookDispatcher:
                  on_gone: Callable[[Delivery], None], *, concurrency: int = 16,
                  max_backlog: int = 10_000, policy: RetryPolicy | None = None,
                  max_per_host: int | None = None, allow_private_networks: bool = False,
+                 resolver: AbstractResolver | None = None,
                  rand: Callable[[], float] = random.random,
                  clock: Callable[[], float] = time.time) -> None:
         self._secrets_for = secrets_for
@@ -118,6 +122,7 @@ class WebhookDispatcher:
         self._concurrency = concurrency
         self._max_backlog = max_backlog
         self._allow_private = allow_private_networks
+        self._resolver = resolver  # None: the system resolver (tests inject their DNS answers)
         self.policy = policy or RetryPolicy()
         self._rand = rand
         self._clock = clock
@@ -143,9 +148,7 @@ class WebhookDispatcher:
         self._queue = asyncio.Queue()
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.policy.timeout_s),
-            connector=aiohttp.TCPConnector(
-                limit=self._concurrency,
-                resolver=None if self._allow_private else GuardedResolver()),
+            connector=webhook_connector(self._concurrency, self._allow_private, self._resolver),
         )
         self._workers = [asyncio.create_task(self._work()) for _ in range(self._concurrency)]
 
@@ -246,7 +249,9 @@ class WebhookDispatcher:
         assert self._session is not None
         headers = {"Content-Type": "application/json", EVENT_ID_HEADER: delivery.event_id,
                    "User-Agent": "smsroute-webhooks/1", **delivery.extra}
-        if not self._allow_private and not literal_host_allowed(delivery.url):
+        try:
+            (parse_url if self._allow_private else judge_url)(delivery.url)
+        except InvalidUrl:
             return BLOCKED, None
         secrets = list(self._secrets_for(delivery.account_id))[:2]
         if not secrets:  # never send an unsigned webhook (e.g. the account was erased meanwhile)

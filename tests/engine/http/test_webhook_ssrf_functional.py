@@ -1,0 +1,66 @@
+"""The SSRF guard at the customer API: internal destinations are refused with 422 when they are given,
+not accepted and silently dropped later (an engine with the default ``webhook_allow_private_networks``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.errors import DestinationNotAllowed
+from tests.engine.http.conftest import DE_NUMBER, Client, funded_account, start_engine
+
+MSG = {"to": DE_NUMBER, "from": "ACME", "body": "hello"}
+INTERNAL = [
+    "http://127.0.0.1:8081/v1/accounts", "http://\uff11\uff12\uff17\uff0e\uff10\uff0e\uff10\uff0e\uff11/",
+    "http://2130706433/", "http://0x7f.0.0.1/", "http://0177.0.0.1/", "http://127.1/",
+    "http://[::ffff:127.0.0.1]/", "http://169.254.169.254/latest/meta-data/", "http://10.0.0.8/hook",
+    "http://localhost:8081/", "http://hooks.example.com./hook", "http://internal.example/hook",
+]
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory):
+    engine = start_engine(tmp_path_factory.mktemp("ssrf"), webhook_allow_private_networks=False)
+
+    async def resolve(host):  # the DNS of this test: one name points into the private network
+        if host == "internal.example":
+            return ["10.1.2.3"]
+        return ["93.184.216.34"]
+
+    engine.http.ctx.destinations.resolve = resolve
+    yield engine
+    engine.stop()
+
+
+@pytest.fixture(scope="module")
+def api(guarded):
+    return Client(guarded.http.customer_port, funded_account(guarded).api_key)
+
+
+@pytest.mark.parametrize("url", INTERNAL)
+def test_a_webhook_url_leading_to_an_internal_address_is_refused_with_422(api, url):
+    status, _, body = api.request("PUT", "/v1/webhook", {"url": url})
+    assert status == 422, body
+    assert body["error"]["code"] in ("destination_not_allowed", "invalid_url")
+
+
+@pytest.mark.parametrize("url", INTERNAL)
+def test_a_message_callback_url_leading_to_an_internal_address_is_refused_with_422(api, url):
+    status, _, body = api.request("POST", "/v1/messages", {**MSG, "callback_url": url})
+    assert status == 422, body
+    assert body["error"]["code"] in ("destination_not_allowed", "invalid_url")
+
+
+def test_a_public_webhook_url_is_accepted(api):
+    status, _, body = api.request("PUT", "/v1/webhook", {"url": "https://hooks.example.com/in"})
+    assert status == 200 and body["url"] == "https://hooks.example.com/in"
+    status, _, _ = api.request("POST", "/v1/messages",
+                               {**MSG, "callback_url": "https://hooks.example.com/in"})
+    assert status == 202
+
+
+def test_the_embedding_api_refuses_internal_destinations_too(guarded):
+    account = funded_account(guarded, "embed@example.com")
+    with pytest.raises(DestinationNotAllowed):
+        guarded.set_webhook(account.id, "http://[::1]:8081/")
+    with pytest.raises(DestinationNotAllowed):
+        guarded.submit(account.api_key, DE_NUMBER, "ACME", "hi", callback_url="http://127.1/")
