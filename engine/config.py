@@ -38,6 +38,7 @@ class EngineLimits:
     tick_ms: int = 200
     sweep_interval_seconds: float = 60.0
     map_size_mb: int = 1024
+    analytics_max_account_share: float = 0.5  # no analytics cell where one account has more than this
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,15 @@ class HttpSettings:
     webhook_max_backlog: int = 100000  # queued + waiting for retry; beyond this events are dropped
     webhook_retry_window_seconds: float = 86400.0  # retries stop this long after the first attempt
     webhook_allow_private_networks: bool = False  # True lets webhooks reach loopback/private addresses
+    webhook_secret_overlap_seconds: float = 86400.0  # a rotated-out secret still signs this long
+    header_timeout_seconds: float = 10.0  # a request head must arrive within this (else 408, closed)
+    body_timeout_seconds: float = 30.0  # a request body must arrive within this (else 408, closed)
+    keepalive_timeout_seconds: float = 30.0  # an idle keep-alive connection is closed after this
+    max_connections: int = 1000  # open connections on the customer port
+    max_connections_per_address: int = 100  # ... from one source address (IPv6: one /64)
+    control_max_connections: int = 100  # the same bounds for the control port
+    control_max_connections_per_address: int = 20
+    control_auth_failures_per_minute: int = 10  # failed control-port logins per source address
 
 
 @dataclass(frozen=True)
@@ -170,6 +180,7 @@ def settings_from_document(doc: dict[str, Any]) -> Settings:
     _check_tls(http)
     keys = _dataclass_from(KeySettings, doc.get("keys", {}), "keys")
     _check_keys(keys)
+    _check_bounds(limits, http)
     pops = {name: PopSettings(name=name, city=str(t.get("city", name)))
             for name, t in _table(doc, "pops").items()}
     if not pops:
@@ -247,6 +258,34 @@ def _check_tls(http: HttpSettings) -> None:
         if not _is_loopback(host):
             raise ConfigError(f"config: [http] {name} = {host!r} is beyond loopback: set tls_cert and "
                               "tls_key (TLS 1.2+) or bind 127.0.0.1")
+
+
+MAX_SWEEP_INTERVAL_SECONDS = 3600  # a body past its TTL is shredded within one sweep interval
+MAX_BODY_TTL_SECONDS = 86400  # the policy's 24 hours
+MAX_SECRET_OVERLAP_SECONDS = 7 * 86400
+
+
+def _check_bounds(limits: EngineLimits, http: HttpSettings) -> None:
+    """Refuse values that would break a promise (the 24-hour body limit) or disable a protection."""
+    if not 0 < limits.sweep_interval_seconds <= MAX_SWEEP_INTERVAL_SECONDS:
+        raise ConfigError(
+            f"config: engine.sweep_interval_seconds = {limits.sweep_interval_seconds:g} must be more "
+            f"than 0 and at most {MAX_SWEEP_INTERVAL_SECONDS} (bodies must be shredded within the "
+            "24-hour limit)")
+    if not 1 <= limits.body_ttl_seconds <= MAX_BODY_TTL_SECONDS:
+        raise ConfigError(
+            f"config: engine.body_ttl_seconds = {limits.body_ttl_seconds} must be between 1 and "
+            f"{MAX_BODY_TTL_SECONDS} (the privacy policy keeps bodies 24 hours at most)")
+    if not 0 < limits.analytics_max_account_share <= 1:
+        raise ConfigError("config: engine.analytics_max_account_share must be more than 0 and at most 1")
+    for name in ("header_timeout_seconds", "body_timeout_seconds", "keepalive_timeout_seconds",
+                 "max_connections", "max_connections_per_address", "control_max_connections",
+                 "control_max_connections_per_address", "control_auth_failures_per_minute"):
+        if not getattr(http, name) > 0:
+            raise ConfigError(f"config: http.{name} must be more than 0")
+    if http.webhook_secret_overlap_seconds > MAX_SECRET_OVERLAP_SECONDS:
+        raise ConfigError(f"config: http.webhook_secret_overlap_seconds must be at most "
+                          f"{MAX_SECRET_OVERLAP_SECONDS} (7 days)")
 
 
 def _is_loopback(host: str) -> bool:

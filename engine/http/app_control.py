@@ -17,9 +17,17 @@ from aiohttp import web
 
 from engine.errors import AuthError
 from engine.http import control_privacy, openapi
-from engine.http.context import APP_NAME, CTX, LOG_REQUESTS, MAX_BODY, OPERATOR, HttpContext
+from engine.http.context import (
+    APP_NAME,
+    BODY_TIMEOUT,
+    CTX,
+    LOG_REQUESTS,
+    MAX_BODY,
+    OPERATOR,
+    HttpContext,
+)
 from engine.http.errors import HttpError, error_middleware, error_response
-from engine.http.jsonio import Field, json_response, read_json
+from engine.http.jsonio import DEFAULT_BODY_TIMEOUT_S, Field, json_response, read_json
 from engine.http.middleware import bearer, endpoint_name, frame_middleware
 
 log = logging.getLogger(__name__)
@@ -171,6 +179,7 @@ def build_control_app(ctx: HttpContext) -> web.Application:
     app[APP_NAME] = "control"
     app[LOG_REQUESTS] = False
     app[MAX_BODY] = ctx.http.max_body_bytes
+    app[BODY_TIMEOUT] = float(getattr(ctx.http, "body_timeout_seconds", DEFAULT_BODY_TIMEOUT_S))
     r = app.router
     r.add_get("/healthz", healthz, allow_head=False)
     r.add_get("/readyz", readyz, allow_head=False)

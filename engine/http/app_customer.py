@@ -15,10 +15,25 @@ from aiohttp import web
 
 from engine.errors import SmsrouteError, StorageError
 from engine.http import customer_privacy, openapi
-from engine.http.context import API_KEY, APP_NAME, CTX, LOG_REQUESTS, MAX_BODY, HttpContext
+from engine.http.context import (
+    API_KEY,
+    APP_NAME,
+    BODY_TIMEOUT,
+    CTX,
+    LOG_REQUESTS,
+    MAX_BODY,
+    HttpContext,
+)
 from engine.http.errors import HttpError, error_middleware
 from engine.http.idempotency import StoredAnswer, check_key, request_hash
-from engine.http.jsonio import Field, json_response, parse_json, read_body, read_json
+from engine.http.jsonio import (
+    DEFAULT_BODY_TIMEOUT_S,
+    Field,
+    json_response,
+    parse_json,
+    read_body,
+    read_json,
+)
 from engine.http.middleware import customer_auth_middleware, frame_middleware, require_account
 
 log = logging.getLogger(__name__)
@@ -226,6 +241,7 @@ def build_customer_app(ctx: HttpContext) -> web.Application:
     app[APP_NAME] = "customer"
     app[LOG_REQUESTS] = True
     app[MAX_BODY] = ctx.http.max_body_bytes
+    app[BODY_TIMEOUT] = float(getattr(ctx.http, "body_timeout_seconds", DEFAULT_BODY_TIMEOUT_S))
     r = app.router
     r.add_post("/v1/messages", post_message)
     r.add_get("/v1/messages/{id}", get_message, allow_head=False)

@@ -63,6 +63,7 @@ CTX = web.AppKey("ctx", HttpContext)
 APP_NAME = web.AppKey("name", str)
 LOG_REQUESTS = web.AppKey("log_requests", bool)
 MAX_BODY = web.AppKey("max_body_bytes", int)
+BODY_TIMEOUT = web.AppKey("body_timeout_seconds", float)
 API_KEY = web.RequestKey("api_key", object)  # str | None
 ACCOUNT_ID = web.RequestKey("account_id", object)  # str | None
 OPERATOR = web.RequestKey("operator", str)

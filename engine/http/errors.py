@@ -53,12 +53,13 @@ class HttpError(Exception):
     """An HTTP-layer refusal: status, stable code, message and optional extra headers."""
 
     def __init__(self, status: int, code: str, message: str,
-                 headers: Mapping[str, str] | None = None) -> None:
+                 headers: Mapping[str, str] | None = None, *, close: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.headers = dict(headers or {})
+        self.close = close  # close the connection after answering (e.g. a body that stalled)
 
 
 def status_for(exc: E.SmsrouteError) -> int:
@@ -107,7 +108,13 @@ async def error_middleware(request: web.Request, handler: _Handler) -> web.Strea
     try:
         return await handler(request)
     except HttpError as exc:
-        return error_response(exc.status, exc.code, exc.message, exc.headers)
+        resp = error_response(exc.status, exc.code, exc.message, exc.headers)
+        if exc.close:
+            resp.force_close()
+            close_after = getattr(request.protocol, "close_after_answer", None)
+            if close_after is not None:
+                close_after()
+        return resp
     except E.SmsrouteError as exc:
         return from_engine_error(exc)
     except web.HTTPException as exc:

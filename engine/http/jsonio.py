@@ -3,19 +3,23 @@
 A request body must be ``application/json``, valid UTF-8, one JSON object, with only known fields of the
 right types; anything else is refused with a 4xx in the one error shape before a handler sees it. The body
 size limit is aiohttp's ``client_max_size`` (the read stops at the limit, answered 413), and a declared
-``Content-Length`` over the limit is refused before a single byte of the body is read.
+``Content-Length`` over the limit is refused before a single byte of the body is read. A body that does not
+arrive within the app's body timeout is answered 408 and the connection closed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from engine.http.context import MAX_BODY
+from engine.http.context import BODY_TIMEOUT, MAX_BODY
 from engine.http.errors import HttpError
+
+DEFAULT_BODY_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,12 @@ async def read_body(request: web.Request) -> bytes:
     if request.content_type != "application/json":
         raise HttpError(415, "unsupported_media_type", "Content-Type must be application/json")
     check_content_length(request)
-    return await request.read()  # aiohttp refuses past client_max_size with 413
+    try:
+        async with asyncio.timeout(request.app.get(BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT_S)):
+            return await request.read()  # aiohttp refuses past client_max_size with 413
+    except TimeoutError:
+        raise HttpError(408, "body_timeout", "the request body did not arrive in time",
+                        close=True) from None
 
 
 def parse_json(raw: bytes, schema: dict[str, Field]) -> dict[str, Any]:

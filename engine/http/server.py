@@ -21,13 +21,17 @@ from typing import Any
 
 import uvloop
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
 
 from engine.http.app_control import build_control_app
 from engine.http.app_customer import build_customer_app
+from engine.http.connections import (
+    ConnectionGate,
+    ConnectionLimits,
+    GuardedServer,
+    ensure_descriptors,
+)
 from engine.http.context import DEFAULT_BURST, DEFAULT_RATE_PER_SECOND, HttpContext
 from engine.http.egress import DestinationGuard
-from engine.http.errors import error_response
 from engine.http.idempotency import IdempotencyStore
 from engine.http.metrics import HttpMetrics
 from engine.http.notify import StatusInbox, StatusNotifier
@@ -70,6 +74,7 @@ class HttpServers:
         self.ctx: HttpContext | None = None
         self.apps: dict[str, web.Application] = {}
         self.sweep_totals: dict[str, int] = {}
+        self.gates: dict[str, ConnectionGate] = {}
         self.token_path = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -124,12 +129,11 @@ class HttpServers:
             self.engine.on_status(inbox.on_status)
             ssl_ctx = tls_context(self.http.tls_cert, self.http.tls_key) if ctx.tls else None
             self.apps = {"customer": build_customer_app(ctx), "control": build_control_app(ctx)}
-            self.customer_port = await self._site(runners, self.apps["customer"],
-                                                  self.http.customer_host, self.http.customer_port,
-                                                  ssl_ctx)
-            self.control_port = await self._site(runners, self.apps["control"],
-                                                 self.http.control_host, self.http.control_port,
-                                                 ssl_ctx)
+            ensure_descriptors(*(connection_limits(self.http, name) for name in self.apps))
+            self.customer_port = await self._site(runners, "customer", self.http.customer_host,
+                                                  self.http.customer_port, ssl_ctx)
+            self.control_port = await self._site(runners, "control", self.http.control_host,
+                                                 self.http.control_port, ssl_ctx)
             self._announce_token(ctx)
             sweeper = asyncio.create_task(self._sweep_forever(ctx))
             self._ready.set()
@@ -218,14 +222,22 @@ class HttpServers:
             out[f"smsroute_http_sweep_{name}_removed"] = float(n)
         for outcome, n in dispatcher.counts.items():
             out[f"smsroute_webhook_{outcome}"] = float(n)
+        for app, gate in self.gates.items():
+            out[f"smsroute_http_{app}_connections_open"] = float(gate.open)
+            for what, n in gate.counts.items():
+                out[f"smsroute_http_{app}_connections_{what}"] = float(n)
         return out
 
-    @staticmethod
-    async def _site(runners: list[web.AppRunner], app: web.Application, host: str, port: int,
+    async def _site(self, runners: list[web.AppRunner], name: str, host: str, port: int,
                     ssl_ctx: ssl.SSLContext | None) -> int:
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+        limits = connection_limits(self.http, name)
+        runner = web.AppRunner(self.apps[name], access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+                               keepalive_timeout=limits.keepalive_timeout_s)
         await runner.setup()
-        runner.server.__class__ = _JsonErrorServer  # protocol-level errors answer JSON too
+        # bounded connections, head timeout, JSON answers and brief logs for what cannot be parsed
+        runner.server.__class__ = GuardedServer
+        runner.server.gate = self.gates[name] = ConnectionGate(limits)
+        runner.server.app_name = name
         runners.append(runner)
         site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx, backlog=1024)
         await site.start()
@@ -238,25 +250,17 @@ class HttpServers:
             print(f"smsroute: operator token (all roles) written to {path}", file=sys.stderr)
 
 
-class _JsonErrorRequestHandler(RequestHandler):
-    """aiohttp answers requests it cannot parse (bad request line or header bytes) before any
-    middleware runs, in text/plain; this keeps its logging and connection handling but answers in
-    the one JSON error shape."""
-
-    def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
-                     message: str | None = None) -> web.StreamResponse:
-        super().handle_error(request, status, exc, message)  # logs; raises if already answering
-        if status == 500:
-            resp = error_response(500, "internal_error", "internal error")
-        else:
-            resp = error_response(status, "malformed_http", "the HTTP request could not be parsed")
-        resp.force_close()
-        return resp
-
-
-class _JsonErrorServer(web.Server):
-    def __call__(self) -> RequestHandler:
-        return _JsonErrorRequestHandler(self, loop=self._loop, **self._kwargs)
+def connection_limits(http: Any, app: str) -> ConnectionLimits:
+    """The connection bounds and timeouts of one port (``control_*`` keys for the control port)."""
+    prefix = "control_" if app == "control" else ""
+    defaults = ConnectionLimits()
+    return ConnectionLimits(
+        max_total=int(getattr(http, f"{prefix}max_connections", defaults.max_total)),
+        max_per_address=int(getattr(http, f"{prefix}max_connections_per_address",
+                                    defaults.max_per_address)),
+        header_timeout_s=float(getattr(http, "header_timeout_seconds", defaults.header_timeout_s)),
+        keepalive_timeout_s=float(getattr(http, "keepalive_timeout_seconds",
+                                          defaults.keepalive_timeout_s)))
 
 
 def _audit_log(env: Any) -> Any:

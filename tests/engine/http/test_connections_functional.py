@@ -1,0 +1,168 @@
+"""Connection hygiene over real sockets: slow and idle connections are closed, connections are bounded per
+source address and in total on each port, and malformed requests are logged once, briefly, without the
+bytes that made them malformed."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+
+import pytest
+
+from tests.engine.http.conftest import Client, funded_account, start_engine, wait_for
+
+HEADER_TIMEOUT_S = 1.0
+LIMITS = {"header_timeout_seconds": HEADER_TIMEOUT_S, "body_timeout_seconds": 1.0,
+          "keepalive_timeout_seconds": 2.0, "max_connections": 60, "max_connections_per_address": 20,
+          "control_max_connections": 30, "control_max_connections_per_address": 10}
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    engine = start_engine(tmp_path_factory.mktemp("conn"), **LIMITS)
+    yield engine
+    engine.stop()
+
+
+@pytest.fixture(scope="module")
+def api(engine):
+    return Client(engine.http.customer_port, funded_account(engine).api_key)
+
+
+def _connect(port: int, source: str = "127.0.0.1") -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+    sock.settimeout(10)
+    return sock
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    chunks = []
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except (ConnectionResetError, TimeoutError):
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class Trickler:
+    """Slow clients: each sends a request line, then a header line now and then, never ending its head."""
+
+    def __init__(self, port: int, count: int, source: str) -> None:
+        self.socks = [_connect(port, source) for _ in range(count)]
+        self.closed_by_server: dict[int, bytes] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        for sock in self.socks:
+            sock.settimeout(0.0)
+            try:
+                sock.send(b"GET /v1/balance HTTP/1.1\r\nHost: x\r\n")
+            except OSError:
+                pass
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            for i, sock in enumerate(self.socks):
+                if i in self.closed_by_server:
+                    continue
+                try:
+                    data = sock.recv(65536)
+                    self.closed_by_server[i] = data  # an answer, then (or straight) EOF
+                    continue
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    self.closed_by_server[i] = b""
+                    continue
+                try:
+                    sock.send(b"X-Slow: 1\r\n")
+                except OSError:
+                    self.closed_by_server[i] = b""
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for sock in self.socks:
+            sock.close()
+
+
+def test_many_slow_connections_neither_block_normal_requests_nor_the_health_check(engine, api):
+    """100 slow clients on one address: 20 are admitted (then closed after the head timeout), the others
+    are refused at once with 503; meanwhile other clients and /healthz are served normally."""
+    slow = Trickler(engine.http.customer_port, 100, "127.0.0.2")
+    started = time.monotonic()
+    try:
+        refused = wait_for(lambda: sum(b"503" in v for v in slow.closed_by_server.values()) >= 80
+                           and slow.closed_by_server, "the connections over the bound refused", 5)
+        assert sum(b"too_many_connections" in v for v in refused.values()) == 80
+        for _ in range(5):  # the customer API and the control port are served meanwhile
+            assert api.request("GET", "/v1/balance")[0] == 200
+            assert Client(engine.http.control_port).request("GET", "/healthz")[0] == 200
+        wait_for(lambda: len(slow.closed_by_server) == 100, "the slow connections closed", 10)
+        elapsed = time.monotonic() - started
+        timed_out = [v for v in slow.closed_by_server.values() if b"503" not in v]
+        assert len(timed_out) == 20 and all(b"408" in v and b"request_timeout" in v for v in timed_out)
+        assert HEADER_TIMEOUT_S * 0.9 <= elapsed < HEADER_TIMEOUT_S + 5
+    finally:
+        slow.close()
+    wait_for(lambda: engine.http.gates["customer"].open == 0, "the slots released")
+
+
+def test_connections_are_bounded_in_total_per_port_and_the_control_port_keeps_its_own(engine, api):
+    held = [_connect(engine.http.customer_port, f"127.0.0.{10 + i // 20}") for i in range(60)]
+    try:
+        wait_for(lambda: engine.http.gates["customer"].open == 60, "60 connections admitted")
+        extra = _connect(engine.http.customer_port, "127.0.0.50")
+        assert b"503" in _read_all(extra)
+        extra.close()
+        assert Client(engine.http.control_port).request("GET", "/healthz")[0] == 200
+    finally:
+        for sock in held:
+            sock.close()
+    wait_for(lambda: api.request("GET", "/v1/balance")[0] == 200, "service once they are gone")
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_the_idle_timeout(engine, api):
+    sock = _connect(engine.http.customer_port)
+    sock.sendall(b"GET /v1/openapi.json HTTP/1.1\r\nHost: x\r\n\r\n")
+    first = sock.recv(65536)
+    assert first.startswith(b"HTTP/1.1 200")
+    started = time.monotonic()
+    _read_all(sock)  # returns when the server closes the idle connection
+    assert time.monotonic() - started < 5
+    sock.close()
+
+
+def test_a_stalled_request_body_is_answered_408_and_the_connection_closed(engine, api):
+    sock = _connect(engine.http.customer_port)
+    sock.sendall(b"PUT /v1/webhook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Authorization: Bearer " + api.token.encode() + b"\r\nContent-Length: 100\r\n\r\n{\"url\"")
+    started = time.monotonic()
+    answer = _read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 408") and b"body_timeout" in answer
+    assert time.monotonic() - started < 5
+    sock.close()
+
+
+def test_a_malformed_request_is_logged_once_briefly_and_never_with_its_header_values(engine, caplog):
+    secret = "sk_live_" + "S3CRET" * 2000  # an overlong Authorization header
+    caplog.set_level(logging.DEBUG)
+    sock = _connect(engine.http.customer_port)
+    sock.sendall(f"GET /v1/balance HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {secret}\r\n\r\n"
+                 .encode())
+    answer = _read_all(sock)
+    sock.close()
+    assert answer.split(b"\r\n")[0].endswith(b" 400 Bad Request") and b"malformed_http" in answer
+    records = wait_for(lambda: [r for r in caplog.records if "malformed" in r.getMessage()],
+                       "the log line")
+    assert len(records) == 1 and records[0].levelno in (logging.INFO, logging.WARNING)
+    assert records[0].exc_info is None
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "S3CRET" not in caplog.text and "Bearer" not in caplog.text
