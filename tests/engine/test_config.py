@@ -140,3 +140,28 @@ def test_an_invalid_keys_section_is_refused_naming_what_is_wrong(keys, needle):
 def test_the_local_master_key_in_the_data_directory_is_the_default():
     keys = load_settings().keys
     assert (keys.provider, keys.dir) == ("local", "")
+
+
+@pytest.mark.parametrize(("engine", "needle"), [
+    ({"sweep_interval_seconds": 3601}, "sweep_interval_seconds = 3601 must be more than 0 and at most 3600"),
+    ({"sweep_interval_seconds": 0}, "sweep_interval_seconds"),
+    ({"body_ttl_seconds": 86401}, "body_ttl_seconds = 86401 must be between 1 and 86400"),
+    ({"body_ttl_seconds": 0}, "body_ttl_seconds"),
+    ({"analytics_max_account_share": 1.5}, "analytics_max_account_share"),
+])
+def test_settings_that_would_break_the_24_hour_body_promise_are_refused_at_load_time(engine, needle):
+    with pytest.raises(ConfigError, match=needle):
+        load_settings(overrides={"engine": engine})
+
+
+def test_the_largest_allowed_sweep_interval_and_body_ttl_load():
+    s = load_settings(overrides={"engine": {"sweep_interval_seconds": 3600, "body_ttl_seconds": 86400}})
+    assert s.engine.sweep_interval_seconds == 3600 and s.engine.body_ttl_seconds == 86400
+
+
+@pytest.mark.parametrize("key", ["header_timeout_seconds", "body_timeout_seconds", "max_connections",
+                                 "control_max_connections_per_address",
+                                 "control_auth_failures_per_minute"])
+def test_connection_protections_cannot_be_switched_off(key):
+    with pytest.raises(ConfigError, match=key):
+        load_settings(overrides={"http": {key: 0}})
