@@ -1,7 +1,8 @@
 """CustomerSessionActor: one per active account; the gate every message of that account passes.
 
 Messages in: ``SubmitMessage`` (host), ``BalanceChanged`` (ledger), ``SenderRegistered``,
-``AccountStateChanged``, ``ApiKeyAdded``, ``EmailConfirmed`` (engine), ``StatusesChanged`` (POPs), ``Flush`` (itself).
+``AccountStateChanged``, ``ApiKeyAdded``, ``ApiKeyRevoked``, ``EmailConfirmed`` (engine), ``StatusesChanged``
+(POPs), ``Flush`` (itself).
 Messages out: ``AcceptMessages`` batches to POPs, ``SubmitRejected`` and ``StatusesChanged`` to the bridge.
 
 Per submit it authenticates the key digest in constant time, validates sender, number and body, segments
@@ -91,6 +92,8 @@ class CustomerSessionActor(pykka.ThreadingActor):
             case m.ApiKeyAdded(key_digest=digest):
                 if digest not in self.key_digests:
                     self.key_digests.append(digest)
+            case m.ApiKeyRevoked(key_digest=digest):
+                self.key_digests = [d for d in self.key_digests if d != digest]
             case _:
                 log.error("session: unexpected %s", type(msg).__name__)
 

@@ -41,6 +41,7 @@ from engine.errors import ConfigError, KeyUnavailable, UnknownAccount
 from engine.routing import RoutingTable
 from storage.account_keys import AccountKeys
 from storage.accounts import AccountStore
+from storage.apikeys import ApiKeyStore
 from storage.audit import AuditLog
 from storage.bodies import BodyStore
 from storage.env import open_env
@@ -96,6 +97,7 @@ class Runtime:
                                         self.account_keys)
         self.accounts = AccountStore(self.core_env, self.account_keys,
                                      on_deleted=self.ledger_store.account_deleted)
+        self.api_keys = ApiKeyStore(self.core_env, self.account_keys)
         # A window key dies at the first sweep after window start + max TTL: leave room for that sweep
         # so no body is readable past body_ttl_seconds (24 h by default).
         max_ttl = max(60, int(s.engine.body_ttl_seconds - s.engine.sweep_interval_seconds))
@@ -119,7 +121,7 @@ class Runtime:
                                                        self.bridge)
         for name, carrier in s.carriers.items():
             self.directory.carriers[name] = self._start_carrier(carrier)
-        sweepables = {"accounts": self.accounts, "ledger": self.ledger_store,
+        sweepables = {"accounts": self.accounts, "api_keys": self.api_keys, "ledger": self.ledger_store,
                       "audit:core": self.core_audit}
         for name, store in self.pop_stores.items():
             sweepables[f"records:{name}"] = store.records
@@ -298,6 +300,7 @@ class Runtime:
             _stop(self.directory.ledger)
         for store in self.pop_stores.values():
             store.env.close()
+        self.api_keys.close()
         self.core_env.close()
         close = getattr(getattr(self, "key_provider", None), "close", None)
         if close is not None:  # an HSM session

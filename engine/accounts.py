@@ -17,7 +17,8 @@ from decimal import Decimal, InvalidOperation
 
 from engine import apikeys
 from engine import messages as m
-from engine.errors import InputError
+from engine.credentials import ApiKeyManager, NewApiKey, require_active
+from engine.errors import AuthError, InputError
 from engine.status import STATUSES
 from storage.accounts import ACTIVE, CLOSED, RESTRICTED, AccountRecord
 
@@ -60,6 +61,14 @@ def validate_sender(sender: str) -> str:
     return sender
 
 
+def signing_secrets(record: AccountRecord, now: float, overlap_seconds: float) -> list[str]:
+    """The newest webhook secret, and the previous one while the rotation overlap lasts."""
+    current, previous = record.webhook_secrets[:1], record.webhook_secrets[1:2]
+    if previous and now - record.webhook_secret_rotated_at < overlap_seconds:
+        return current + previous
+    return current
+
+
 class AccountManager:
     """Mixed into :class:`engine.Engine`; every method is safe to call from any thread."""
 
@@ -67,6 +76,9 @@ class AccountManager:
         self.runtime = runtime
         self.accounts = runtime.accounts
         self.key_index: dict[bytes, str] = self.accounts.key_index()
+        self.credentials = ApiKeyManager(
+            runtime, self.key_index, self._audit,
+            alert=lambda account_id, kind: self.notices.security_alert(account_id, kind))
 
     # --- accounts and keys --------------------------------------------------------------------------
 
@@ -80,6 +92,7 @@ class AccountManager:
                                webhook_secrets=[secret])
         self.send_confirmation(record.id, email)  # queued first: a full outbox creates nothing
         self.accounts.create(record)
+        self.runtime.api_keys.add(record.id, record.key_digests[0], record.key_hints[0])
         self.key_index[record.key_digests[0]] = record.id
         return NewAccount(record.id, api_key, email, secret)
 
@@ -114,27 +127,36 @@ class AccountManager:
         return self.accounts.get(account_id)
 
     def account_id_for_key(self, api_key: str) -> str:
-        from engine.errors import AuthError
-
-        account_id = self.key_index.get(apikeys.digest(api_key)) if isinstance(api_key, str) else None
+        """The account a key belongs to; ``AuthError`` for an unknown, revoked or closed account's key."""
+        digest = apikeys.digest(api_key) if isinstance(api_key, str) else b""
+        account_id = self.key_index.get(digest)
         if account_id is None:
-            raise AuthError("unknown API key")
+            raise AuthError("unknown or revoked API key")
+        self.credentials.touch(account_id, digest)
         return account_id
 
+    def create_api_key(self, account_id: str, *, actor: str = "embedding-api") -> NewApiKey:
+        """A further key for an active account: ``NewApiKey(id, api_key, hint)``, the key shown once."""
+        return self.credentials.create(account_id, actor=actor)
+
     def add_api_key(self, account_id: str) -> str:
-        """A further key for the account (shown once)."""
-        api_key = apikeys.new_api_key()
-        digest = apikeys.digest(api_key)
-        self.accounts.update(account_id, lambda r: replace(
-            r, key_digests=[*r.key_digests, digest], key_hints=[*r.key_hints, apikeys.hint(api_key)]))
-        self.key_index[digest] = account_id
-        self.runtime.tell_session(account_id, m.ApiKeyAdded(account_id, digest))
-        self.notices.security_alert(account_id, "api_key_created")
-        return api_key
+        """A further key for the account (shown once); :meth:`create_api_key` also gives its id."""
+        return self.create_api_key(account_id).api_key
+
+    def api_keys(self, account_id: str) -> list[dict]:
+        """The account's keys (never the keys themselves): id, hint, created_at, last_used_at,
+        revoked_at; active keys first."""
+        return self.credentials.list(account_id)
+
+    def revoke_api_key(self, account_id: str, key_id: str, *, actor: str = "embedding-api",
+                       keep_last: bool = False) -> dict:
+        """Revoke a key now (it authenticates nowhere from this call on); ``keep_last`` refuses to
+        revoke the account's only key (``LastApiKey``)."""
+        return self.credentials.revoke(account_id, key_id, actor=actor, keep_last=keep_last)
 
     def register_sender(self, account_id: str, sender: str) -> None:
         validate_sender(sender)
-        self.accounts.update(account_id, lambda r: r if sender in r.senders
+        self.accounts.update(account_id, lambda r: r if sender in require_active(r).senders
                              else replace(r, senders=[*r.senders, sender]))
         self.runtime.tell_session(account_id, m.SenderRegistered(account_id, sender))
 
@@ -171,9 +193,11 @@ class AccountManager:
         self._audit(actor, "restrict" if restricted else "lift_restriction", account_id)
 
     def close_account(self, account_id: str) -> None:
-        """Close: no new messages; the record is kept 90 days after closure, then swept."""
+        """Close: no new messages, and the account's keys authenticate nowhere any more; the record is
+        kept 90 days after closure, then swept."""
         rec = self.accounts.update(account_id, lambda r: r if r.state == CLOSED
                                    else replace(r, state=CLOSED, closed_at=time.time()))
+        self.credentials.account_closed(rec)
         self.runtime.tell_session(account_id, m.AccountStateChanged(account_id, rec.state))
 
     # --- webhooks ------------------------------------------------------------------------------------
@@ -184,7 +208,8 @@ class AccountManager:
             self.check_webhook_url(url)
         if receipt_statuses is not None and not set(receipt_statuses) <= set(STATUSES):
             raise InputError(f"receipt statuses are a subset of {', '.join(STATUSES)}")
-        self.accounts.set_fields(account_id, webhook_url=url, receipt_statuses=receipt_statuses)
+        self.accounts.update(account_id, lambda r: replace(
+            require_active(r), webhook_url=url, receipt_statuses=receipt_statuses))
 
     def check_webhook_url(self, url: str, field: str = "url") -> str:
         """``InvalidUrl`` / ``DestinationNotAllowed`` unless webhooks may go to ``url``: an absolute
@@ -200,15 +225,26 @@ class AccountManager:
         return url
 
     def rotate_webhook_secret(self, account_id: str) -> str:
-        """A new signing secret (shown once); the previous one stays valid until the next rotation."""
+        """A new signing secret (shown once). The previous one keeps signing beside it for
+        ``[http] webhook_secret_overlap_seconds`` (24 h by default), then stops."""
         secret = "whsec_" + secrets.token_urlsafe(32)
+        now = time.time()
         self.accounts.update(account_id, lambda r: replace(
-            r, webhook_secrets=[secret, *r.webhook_secrets[:1]]))
+            require_active(r), webhook_secrets=[secret, *r.webhook_secrets[:1]],
+            webhook_secret_rotated_at=now))
         self.notices.security_alert(account_id, "webhook_secret_rotated")
         return secret
 
+    def webhook_signing_secrets(self, record: AccountRecord, now: float | None = None) -> list[str]:
+        """The secrets that sign the account's webhooks now, newest first."""
+        return signing_secrets(record, time.time() if now is None else now, self._overlap())
+
+    def _overlap(self) -> float:
+        return float(self.runtime.settings.http.webhook_secret_overlap_seconds)
+
     def disable_webhook(self, account_id: str, url: str) -> bool:
-        """The account's webhook endpoint answered 410 Gone: clear it (if still ``url``) and alert."""
+        """The account's webhook endpoint answered 410 Gone: clear it (if still ``url``; in any
+        account state) and alert."""
         rec = self.accounts.update(account_id, lambda r: replace(r, webhook_url=None)
                                    if r.webhook_url == url else r)
         if rec.webhook_url is not None:
@@ -279,6 +315,7 @@ class AccountManager:
         for holds in runtime.holds.values():
             holds.forget_account(account_id)
         self.accounts.delete(account_id)
+        self.credentials.forget(account_id)
         return {"account": account_id, "message_records_deleted": deleted,
                 "ledger_entries_pseudonymised": rows,
                 "ledger_token": runtime.pseudonyms.pseudonym(account_id)}

@@ -20,6 +20,8 @@ The tree::
     │       └── WalletNotRecognised the signing wallet never deposited to the account
     ├── AccountError
     │   ├── UnknownAccount          (HTTP 404)
+    │   │   └── UnknownApiKey       no such key on this account (HTTP 404)
+    │   ├── LastApiKey              revoking it would leave the account without a key (HTTP 409)
     │   ├── AccountRestricted       processing restricted or account closed (HTTP 403)
     │   ├── AccountUnconfirmed      [email] require_confirmation and the address is unconfirmed (403)
     │   └── InsufficientBalance     prepaid balance below the message price (HTTP 402)
@@ -123,6 +125,14 @@ class UnknownAccount(AccountError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its argument; we want the plain message
         return self.message
+
+
+class UnknownApiKey(UnknownAccount):
+    code = "unknown_api_key"
+
+
+class LastApiKey(AccountError):
+    code = "last_api_key"
 
 
 class AccountRestricted(AccountError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from engine.credentials import require_active
 from engine.errors import InputError, UnknownAccount
 from storage.holds import HoldKind
 
@@ -27,7 +28,9 @@ class HoldManager:
             raise InputError(f"hold kind is one of {', '.join(k.value for k in HoldKind)}") from None
         message_ids = list(message_ids or [])
         if account_id is not None:
-            self.runtime.accounts.get(account_id)  # UnknownAccount if there is none
+            record = self.runtime.accounts.get(account_id)  # UnknownAccount if there is none
+            if kind == HoldKind.DEBUG_WINDOW:
+                require_active(record)  # the customer's own opt-in: a change of settings
         placed = []
         if message_ids:
             by_pop: dict[str, list[str]] = {}
@@ -75,6 +78,12 @@ class HoldManager:
     def active_holds(self) -> list[dict]:
         return [{"pop": pop, **asdict(h)} for pop, holds in self.runtime.holds.items()
                 for h in holds.active()]
+
+    def audit_trails(self) -> dict[str, list[Any]]:
+        """The engine's audit logs by kind: data-subject and account actions (``data_subject``, the core
+        log) and retention exceptions (``retention_exception``, one log per POP)."""
+        return {"data_subject": [self.runtime.core_audit],
+                "retention_exception": list(self.runtime.audits.values())}
 
     def retention_status(self) -> dict[str, Any]:
         """The retention table, what each sweep removed, alarms, and the active exceptions."""

@@ -357,6 +357,14 @@ class EmailConfirmed(Message):
     confirmed_at: float
 
 
+@message(71)  # clear of the ranges other branches add to
+class ApiKeyRevoked(Message):
+    """A key of the account was revoked: the session refuses it from now on."""
+
+    account_id: str
+    key_digest: bytes
+
+
 @message(6)
 class RegisterSession(Message):
     """A session asks the ledger (the one ``ask`` in the engine, at session start) for the balance it may

@@ -43,6 +43,7 @@ class AccountRecord:
     senders: list[str] = field(default_factory=list)
     webhook_url: str | None = None
     webhook_secrets: list[str] = field(default_factory=list)  # newest first; two during rotation
+    webhook_secret_rotated_at: float = 0.0  # when the newest replaced the previous one
     receipt_statuses: list[str] | None = None  # None: every status change
     objections: list[str] = field(default_factory=list)  # processing the holder objected to, e.g. "analytics"
     email_confirmed_at: float = 0.0  # when the holder opened the confirmation link (0: not yet)
@@ -84,6 +85,7 @@ class AccountStore:
         return record
 
     def get(self, account_id: str) -> AccountRecord:
+        _check_id(account_id)
         with self.env.begin() as txn:
             blob = txn.get(account_id.encode(), db=self._db)
         if blob is None:
@@ -92,6 +94,7 @@ class AccountStore:
 
     def update(self, account_id: str, change: Callable[[AccountRecord], AccountRecord]) -> AccountRecord:
         """Read-modify-write one record atomically; ``change`` returns the new record."""
+        _check_id(account_id)
         with self._lock, self.env.begin(write=True) as txn:
             blob = txn.get(account_id.encode(), db=self._db)
             if blob is None:
@@ -111,6 +114,7 @@ class AccountStore:
 
     def delete(self, account_id: str) -> bool:
         """Delete the record and shred the account's data key (so stale copies are unreadable too)."""
+        _check_id(account_id)
         key = account_id.encode()
         with self._lock:
             with self.env.begin(write=True) as txn:
@@ -192,3 +196,9 @@ class AccountStore:
             raise
         except Exception as exc:
             raise CorruptRecord(f"account record {account_id} does not decode") from exc
+
+
+def _check_id(account_id: object) -> None:
+    """An id that cannot be an account (empty, too long for an LMDB key, not text) is simply unknown."""
+    if not isinstance(account_id, str) or not 0 < len(account_id) <= 64:
+        raise UnknownAccount(f"no account {str(account_id)[:64]!r}")

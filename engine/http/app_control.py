@@ -2,14 +2,16 @@
 
 Operators authenticate with bearer tokens (:mod:`engine.http.tokens`); each route names the roles that may
 call it (:data:`ROUTE_ROLES`, checked by :func:`control_auth_middleware` before the handler runs, and
-tested route by route). ``/healthz``, ``/readyz`` and the OpenAPI document need no token. Every request —
-allowed, refused or failed — is written to the append-only audit log (who, what, when, result) by
-:func:`audit_middleware`. Account ids and hold ids are audit targets; bodies, keys and tokens never are.
+tested route by route). ``/healthz``, ``/readyz`` and the OpenAPI document need no token. A source address
+with too many failed authentications (``[http] control_auth_failures_per_minute``) is answered 429 until
+its budget refills. Every request — allowed, refused or failed — is written to the append-only audit log
+(who, what, when, result) by :func:`audit_middleware`, group-committed. Account ids and hold ids are audit targets; bodies, keys and tokens never are.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 
@@ -29,6 +31,8 @@ from engine.http.context import (
 from engine.http.errors import HttpError, error_middleware, error_response
 from engine.http.jsonio import DEFAULT_BODY_TIMEOUT_S, Field, json_response, read_json
 from engine.http.middleware import bearer, endpoint_name, frame_middleware
+from engine.http.params import path_ids_middleware
+from engine.http.store import Apply
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +67,11 @@ ROUTE_ROLES: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/v1/holds/{id}/release"): frozenset({P}),
     ("GET", "/v1/audit"): frozenset({P}),
     ("POST", "/v1/tokens"): frozenset({OP}),
+    ("GET", "/v1/tokens"): frozenset({OP}),
+    ("DELETE", "/v1/tokens/{name}"): frozenset({OP}),
+    ("POST", "/v1/accounts/{id}/keys"): frozenset({OP}),
+    ("GET", "/v1/accounts/{id}/keys"): frozenset({OP}),
+    ("DELETE", "/v1/accounts/{id}/keys/{key_id}"): frozenset({OP}),
     **control_privacy.ROUTE_ROLES,  # data-subject requests, incidents, policy changes, support cases
 }
 
@@ -76,18 +85,20 @@ def _route_key(request: web.Request) -> tuple[str, str] | None:
 
 @web.middleware
 async def audit_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
-    """Write who/what/when/result of every control request to the audit log (after answering)."""
+    """Write who/what/when/result of every control request to the audit log before answering. The
+    writes are group-committed: requests that finish together share one fsync."""
     ctx: HttpContext = request.app[CTX]
     when = time.time()
     resp = await handler(request)
     if ctx.audit is not None and request.path not in ("/healthz", "/readyz"):
         who = request.get(OPERATOR) or "anonymous"
         target = ",".join(f"{k}={v[:64]}" for k, v in request.match_info.items()) or "-"
+        entry = (who, endpoint_name(request), target, str(resp.status),
+                 {"at": when, "source_ip": request.remote or ""})
         try:
-            await ctx.call(ctx.audit.append, who, endpoint_name(request), target, str(resp.status),
-                           {"at": when, "source_ip": request.remote or ""})
+            await ctx.committer.write([Apply(lambda txn: ctx.audit.append(*entry, txn=txn))])
         except Exception:
-            log.exception("audit append failed")
+            log.error("audit append failed")
             return error_response(503, "audit_unavailable", "the audit log could not be written")
     return resp
 
@@ -101,9 +112,17 @@ async def control_auth_middleware(request: web.Request, handler: _Handler) -> we
     if allowed is None:  # a route without a role entry is a bug: refuse rather than open it
         raise HttpError(403, "forbidden", "route has no role assignment")
     if allowed:
+        source = f"ip:{request.remote}"
+        limiter = ctx.auth_failures
+        if limiter is not None and not (blocked := limiter.peek(source)).allowed:
+            raise HttpError(429, "too_many_failed_logins",
+                            "too many failed authentications from this address; retry later",
+                            {"Retry-After": str(max(1, math.ceil(blocked.retry_after_s)))})
         token = bearer(request)
         info = ctx.tokens.lookup(token) if token is not None else None
         if info is None:
+            if limiter is not None:
+                limiter.check(source)  # one failure more for this address
             raise AuthError("a valid operator token is required (Authorization: Bearer op_...)")
         request[OPERATOR] = info.name
         if not info.roles & allowed:
@@ -173,7 +192,8 @@ def build_control_app(ctx: HttpContext) -> web.Application:
 
     app = web.Application(
         client_max_size=ctx.http.max_body_bytes,
-        middlewares=[frame_middleware, audit_middleware, error_middleware, control_auth_middleware],
+        middlewares=[frame_middleware, audit_middleware, error_middleware, control_auth_middleware,
+                     path_ids_middleware],
     )
     app[CTX] = ctx
     app[APP_NAME] = "control"

@@ -1,4 +1,7 @@
-"""The customer API (``/v1`` on the customer port): submit, status, balance, senders, webhook settings.
+"""The customer API (``/v1`` on the customer port): submit, status, balance, senders, webhook settings,
+API keys, debugging windows. A restricted account may read (status, balance, keys) but not send or change
+settings (403 ``account_restricted``, decided by the engine); it may still revoke a key and close a
+debugging window, which only reduce what is processed. A closed account's keys are refused everywhere (401).
 
 Every handler answers JSON; every refusal is the one error shape (:mod:`engine.http.errors`). The API key
 arrives as ``Authorization: Bearer``; :mod:`engine.http.middleware` resolves it and rate-limits per key.
@@ -35,6 +38,7 @@ from engine.http.jsonio import (
     read_json,
 )
 from engine.http.middleware import customer_auth_middleware, frame_middleware, require_account
+from engine.http.params import path_ids_middleware
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +226,30 @@ async def close_debug_window(request: web.Request) -> web.Response:
     return json_response({"closed": await ctx.call(release)})
 
 
+async def create_key(request: web.Request) -> web.Response:
+    """A further API key: ``{id, api_key, hint}``, the key shown this once."""
+    ctx: HttpContext = request.app[CTX]
+    account_id = require_account(request)
+    new = await ctx.call(lambda: ctx.engine.create_api_key(account_id,
+                                                           actor=f"customer:{account_id}"))
+    return json_response({"id": new.id, "api_key": new.api_key, "hint": new.hint}, status=201)
+
+
+async def list_keys(request: web.Request) -> web.Response:
+    ctx: HttpContext = request.app[CTX]
+    account_id = require_account(request)
+    return json_response({"keys": await ctx.call(ctx.engine.api_keys, account_id)})
+
+
+async def revoke_key(request: web.Request) -> web.Response:
+    """Revoke a key now (also the one making this request); never the account's last key (409)."""
+    ctx: HttpContext = request.app[CTX]
+    account_id = require_account(request)
+    key_id = request.match_info["id"]
+    return json_response(await ctx.call(lambda: ctx.engine.revoke_api_key(
+        account_id, key_id, actor=f"customer:{account_id}", keep_last=True)))
+
+
 def _forget(ctx: HttpContext, account_id: str) -> None:
     if ctx.notifier is not None:
         ctx.notifier.forget(account_id)
@@ -235,7 +263,8 @@ def build_customer_app(ctx: HttpContext) -> web.Application:
     """The customer API application (body limit enforced by aiohttp's ``client_max_size``)."""
     app = web.Application(
         client_max_size=ctx.http.max_body_bytes,
-        middlewares=[frame_middleware, customer_auth_middleware, error_middleware],
+        middlewares=[frame_middleware, customer_auth_middleware, error_middleware,
+                     path_ids_middleware],
     )
     app[CTX] = ctx
     app[APP_NAME] = "customer"
@@ -251,6 +280,9 @@ def build_customer_app(ctx: HttpContext) -> web.Application:
     r.add_post("/v1/webhook/secret", rotate_webhook_secret)
     r.add_post("/v1/debug-window", open_debug_window)
     r.add_delete("/v1/debug-window", close_debug_window)
+    r.add_post("/v1/keys", create_key)
+    r.add_get("/v1/keys", list_keys, allow_head=False)
+    r.add_delete("/v1/keys/{id}", revoke_key)
     r.add_get("/v1/openapi.json", get_openapi, allow_head=False)
     customer_privacy.add_routes(r)
     return app

@@ -44,6 +44,7 @@ class HttpContext:
     notifier: Any = None  # engine.http.notify.StatusNotifier
     tls: bool = False
     destinations: DestinationGuard = field(default_factory=DestinationGuard)  # webhook SSRF guard
+    auth_failures: Gcra | None = None  # failed control-port authentications per source address
     idempotency_secret: bytes = b""  # keys the request hashes of idempotency records
     executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(4, thread_name_prefix="http-engine"))

@@ -1,6 +1,7 @@
 """Control-port routes for accounts, retention exceptions (legal holds), retention status, audit, tokens.
 
-Accounts: create (the API key is in the answer once and nowhere else), deposits, senders, restrict, close.
+Accounts: create (the API key and the webhook signing secret are in the answer once and nowhere else),
+API keys (create, list, revoke), deposits, senders, restrict, close. Operator tokens: create, list, revoke.
 Data-subject rights (policy section 7, the ``privacy`` role): export (access and portability), rectify,
 erase (ledger rows pseudonymised, kept 7 years), and objection to analytics. Restriction is ``restrict``.
 Holds and retention go through engine methods (``active_holds``, ``place_hold``, ``release_hold``,
@@ -11,6 +12,10 @@ passed as the ``actor`` of every hold change, so the storage audit trail names w
 from __future__ import annotations
 
 import dataclasses
+import heapq
+import itertools
+import math
+from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
@@ -18,7 +23,8 @@ from aiohttp import web
 from engine.http.context import CTX, OPERATOR, HttpContext
 from engine.http.errors import HttpError
 from engine.http.jsonio import Field, json_response, read_json
-from engine.http.tokens import ROLES
+from engine.http.params import check_body_id
+from engine.http.tokens import ROLES, TokenNameError, check_name
 
 ACCOUNT_SCHEMA = {"email": Field((str,))}
 DEPOSIT_SCHEMA = {"usd": Field((str,)), "chain": Field((str,)), "tx_hash": Field((str,)),
@@ -54,10 +60,32 @@ def _plain(value: Any) -> Any:
 
 
 async def create_account(request: web.Request) -> web.Response:
+    """A new account: its first API key and its webhook signing secret are in the answer, once."""
     ctx: HttpContext = request.app[CTX]
     data = await read_json(request, ACCOUNT_SCHEMA)
     new = await ctx.call(ctx.engine.create_account, data["email"])
-    return json_response({"id": new.id, "api_key": new.api_key}, status=201)
+    return json_response({"id": new.id, "api_key": new.api_key, "webhook_secret": new.webhook_secret},
+                         status=201)
+
+
+async def create_key(request: web.Request) -> web.Response:
+    ctx: HttpContext = request.app[CTX]
+    account_id = request.match_info["id"]
+    new = await ctx.call(lambda: ctx.engine.create_api_key(account_id, actor=request[OPERATOR]))
+    return json_response({"id": new.id, "api_key": new.api_key, "hint": new.hint}, status=201)
+
+
+async def list_keys(request: web.Request) -> web.Response:
+    ctx: HttpContext = request.app[CTX]
+    return json_response({"keys": await ctx.call(ctx.engine.api_keys, request.match_info["id"])})
+
+
+async def revoke_key(request: web.Request) -> web.Response:
+    """Revoke any key of the account, its last one too (e.g. a leaked key; create another after)."""
+    ctx: HttpContext = request.app[CTX]
+    account_id, key_id = request.match_info["id"], request.match_info["key_id"]
+    return json_response(await ctx.call(
+        lambda: ctx.engine.revoke_api_key(account_id, key_id, actor=request[OPERATOR])))
 
 
 async def get_account(request: web.Request) -> web.Response:
@@ -151,6 +179,10 @@ async def place_hold(request: web.Request) -> web.Response:
     ids = data.get("message_ids") or []
     if not all(isinstance(i, str) for i in ids):
         raise HttpError(400, "invalid_type", "message_ids must be a list of strings")
+    for i in ids:
+        check_body_id("message", i, "message_ids")
+    if data.get("account_id") is not None:
+        check_body_id("account", data["account_id"], "account_id")
     place = _engine_method(ctx, "place_hold")
 
     def call() -> Any:
@@ -174,25 +206,56 @@ async def release_hold(request: web.Request) -> web.Response:
 
 
 async def audit(request: web.Request) -> web.Response:
+    """Every audit trail, oldest first: ``kind`` (repeatable or comma-separated: control, data_subject,
+    retention_exception), ``since`` / ``until`` (unix seconds), ``limit`` (at most 1000). When the page is
+    full, ``next_since`` is where the next one starts (entries at that instant may repeat)."""
     ctx: HttpContext = request.app[CTX]
+    kinds = {k for value in request.query.getall("kind", []) for k in value.split(",") if k}
+    since, until = _query_time(request, "since", 0.0), _query_time(request, "until", math.inf)
     try:
-        since = float(request.query.get("since", "0"))
+        limit = int(request.query.get("limit", str(AUDIT_PAGE)))
     except ValueError:
-        raise HttpError(400, "invalid_query", "since must be a unix time") from None
+        raise HttpError(400, "invalid_query", "limit must be an integer") from None
+    if not 1 <= limit <= AUDIT_PAGE:
+        raise HttpError(400, "invalid_query", f"limit must be between 1 and {AUDIT_PAGE}")
+    trails = {"control": [ctx.audit] if ctx.audit is not None else []}
+    trails.update(await ctx.call(_engine_method(ctx, "audit_trails")))
+    if kinds - set(trails):
+        raise HttpError(400, "invalid_query", f"kind is one of {', '.join(sorted(trails))}")
+    wanted = {k: logs for k, logs in trails.items() if not kinds or k in kinds}
+    entries = await ctx.call(audit_page, wanted, since, until, limit)
+    more = len(entries) > limit
+    return json_response({"entries": entries[:limit],
+                          "next_since": entries[limit - 1]["ts"] if more else None})
 
-    def page() -> list[dict]:
-        out = []
-        for entry in ctx.audit.iter_entries(since):
-            out.append(entry._asdict())
-            if len(out) >= AUDIT_PAGE:
-                break
-        return out
 
-    return json_response({"entries": await ctx.call(page)})
+def _query_time(request: web.Request, name: str, default: float) -> float:
+    try:
+        value = float(request.query.get(name, default))
+    except ValueError:
+        raise HttpError(400, "invalid_query", f"{name} must be a unix time") from None
+    if math.isnan(value):
+        raise HttpError(400, "invalid_query", f"{name} must be a unix time")
+    return value
+
+
+def audit_page(trails: dict[str, list[Any]], since: float, until: float, limit: int) -> list[dict]:
+    """Up to ``limit + 1`` entries of the given audit logs in ``[since, until)``, merged by time (each
+    log is in time order already, so this reads no further than the page)."""
+    def stream(kind: str, log: Any) -> Iterator[tuple[float, str, Any]]:
+        for entry in log.iter_entries(since):
+            if entry.ts >= until:
+                return
+            yield entry.ts, kind, entry
+
+    merged = heapq.merge(*(stream(kind, log) for kind, logs in trails.items() for log in logs),
+                         key=lambda item: item[0])
+    return [{"kind": kind, **entry._asdict()} for _, kind, entry in itertools.islice(merged, limit + 1)]
 
 
 async def create_token(request: web.Request) -> web.Response:
-    """A new operator token; an operator can only grant roles it holds itself."""
+    """A new operator token; an operator can only grant roles it holds itself. Names are unique and
+    the ``system:`` prefix is reserved (422 / 409)."""
     ctx: HttpContext = request.app[CTX]
     data = await read_json(request, TOKEN_SCHEMA)
     roles = data["roles"]
@@ -201,9 +264,39 @@ async def create_token(request: web.Request) -> web.Response:
     mine = ctx.tokens.lookup(_token(request))
     if mine is None or not set(roles) <= mine.roles:
         raise HttpError(403, "forbidden", "cannot grant a role you do not hold")
-    token = await ctx.call(ctx.tokens.create, data["name"][:64], set(roles))
-    return json_response({"name": data["name"][:64], "roles": sorted(set(roles)), "token": token},
+    try:
+        check_name(data["name"])
+        token = await ctx.call(ctx.tokens.create, data["name"], set(roles))
+    except TokenNameError as exc:
+        taken = "exists already" in str(exc)
+        raise HttpError(409 if taken else 422, "token_name_taken" if taken else "invalid_token_name",
+                        str(exc)) from None
+    return json_response({"name": data["name"], "roles": sorted(set(roles)), "token": token},
                          status=201)
+
+
+async def list_tokens(request: web.Request) -> web.Response:
+    """Every operator token: name, roles, created, last use (never the token or its digest)."""
+    ctx: HttpContext = request.app[CTX]
+    tokens = await ctx.call(ctx.tokens.all)
+    return json_response({"tokens": [{"name": t.name, "roles": sorted(t.roles),
+                                      "created_at": t.created_at, "last_used_at": t.last_used_at}
+                                     for t in tokens]})
+
+
+async def revoke_token(request: web.Request) -> web.Response:
+    """Revoke a token by name, from this request on; only a holder of all its roles may."""
+    ctx: HttpContext = request.app[CTX]
+    name = request.match_info["name"]
+    target = next((t for t in await ctx.call(ctx.tokens.all) if t.name == name), None)
+    if target is None:
+        raise HttpError(404, "not_found", "no such token")
+    mine = ctx.tokens.lookup(_token(request))
+    if mine is None or not target.roles <= mine.roles:
+        raise HttpError(403, "forbidden", "cannot revoke a token with a role you do not hold")
+    if not await ctx.call(ctx.tokens.revoke_name, name):
+        raise HttpError(404, "not_found", "no such token")
+    return json_response({"name": name, "revoked": True})
 
 
 def _token(request: web.Request) -> str:
@@ -230,3 +323,8 @@ def add_routes(r: web.UrlDispatcher) -> None:
     r.add_post("/v1/holds/{id}/release", release_hold)
     r.add_get("/v1/audit", audit, allow_head=False)
     r.add_post("/v1/tokens", create_token)
+    r.add_get("/v1/tokens", list_tokens, allow_head=False)
+    r.add_delete("/v1/tokens/{name}", revoke_token)
+    r.add_post("/v1/accounts/{id}/keys", create_key)
+    r.add_get("/v1/accounts/{id}/keys", list_keys, allow_head=False)
+    r.add_delete("/v1/accounts/{id}/keys/{key_id}", revoke_key)

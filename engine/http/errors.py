@@ -34,6 +34,7 @@ _STATUS_BY_ERROR: tuple[tuple[type[E.SmsrouteError], int], ...] = (
     (E.InputError, 400),
     (E.AuthError, 401),
     (E.UnknownAccount, 404),
+    (E.LastApiKey, 409),
     (E.AccountRestricted, 403),
     (E.AccountUnconfirmed, 403),
     (E.InsufficientBalance, 402),

@@ -128,8 +128,12 @@ class StatusNotifier:
         self._accounts.pop(account_id, None)
 
     def secrets_for(self, account_id: str) -> list[str]:
+        """The secrets that sign now: a rotated-out one only during the rotation overlap."""
         record = self.account(account_id)
-        return list(record.webhook_secrets) if record is not None else []
+        if record is None:
+            return []
+        signing = getattr(self._engine, "webhook_signing_secrets", None)
+        return list(signing(record) if signing is not None else record.webhook_secrets)
 
     def _notify(self, item: Any) -> None:
         record = self.account(item.account_id)

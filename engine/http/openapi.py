@@ -15,9 +15,10 @@ RATE_HEADERS = {
                        ("RateLimit-Remaining", "requests allowed right now"),
                        ("RateLimit-Reset", "seconds until the limit is fully restored"))
 }
-COMMON_ERRORS = {"400": "malformed request", "401": "missing or unknown credential",
-                 "413": "body too large", "415": "not application/json", "429": "rate limited",
-                 "503": "overloaded; see Retry-After"}
+COMMON_ERRORS = {"400": "malformed request", "401": "missing, unknown, revoked or closed credential",
+                 "408": "request head or body did not arrive in time", "413": "body too large",
+                 "415": "not application/json", "429": "rate limited",
+                 "503": "overloaded or too many connections; see Retry-After"}
 
 
 def _obj(required: list[str], **props: Any) -> dict[str, Any]:
@@ -70,6 +71,10 @@ MESSAGE = _obj(["to", "from", "body"], to=S, body=S, callback_url={"type": "stri
                                  "nullable": True}, **{"from": S})
 ACCEPTED = _obj(["id", "status", "segments", "price_micro_usd"], id=S, status=S, segments=INT,
                 price_micro_usd=INT, encoding=S, pop=S)
+NEW_KEY = _obj(["id", "api_key", "hint"], id=S, api_key=S, hint=S)
+KEY_LIST = _obj(["keys"], keys={"type": "array", "items": _obj(
+    ["id", "hint"], id=S, hint=S, created_at={"type": "number", "nullable": True},
+    last_used_at={"type": "number", "nullable": True}, revoked_at={"type": "number", "nullable": True})})
 IDEMPOTENCY = [{"name": "Idempotency-Key", "in": "header", "required": False, "schema": S,
                 "description": "retries with the same key and body get the first answer"}]
 
@@ -101,6 +106,14 @@ def customer_document() -> dict[str, Any]:
                         errors=("422",)),
             "delete": _op("End your debugging windows now (their bodies are shredded)", "200"),
         },
+        "/v1/keys": {
+            "post": _op("Create a further API key (shown once)", "201", ok_schema=NEW_KEY,
+                        errors=("403",)),
+            "get": _op("Your API keys: id, hint, created, last used, revoked (never the key)", "200",
+                       ok_schema=KEY_LIST),
+        },
+        "/v1/keys/{id}": {"delete": _op("Revoke a key now (not your only one)", "200", params=("id",),
+                                        errors=("404", "409"))},
         "/v1/openapi.json": {"get": _op("This document", "200", security=False)},
     }
     from engine.http.openapi_privacy import customer_paths
@@ -130,10 +143,20 @@ def control_document() -> dict[str, Any]:
             "put": o("Replace the routing table atomically (validated first)", "200",
                      body={"type": "object"}, errors=("403", "422")),
         },
-        "/v1/accounts": {"post": o("Create an account; the API key is shown once", "201",
-                                   body=_obj(["email"], email=S),
-                                   ok_schema=_obj(["id", "api_key"], id=S, api_key=S),
+        "/v1/accounts": {"post": o("Create an account; the API key and the webhook signing secret "
+                                   "are shown once", "201", body=_obj(["email"], email=S),
+                                   ok_schema=_obj(["id", "api_key", "webhook_secret"], id=S,
+                                                  api_key=S, webhook_secret=S),
                                    errors=("403", "422"))},
+        "/v1/accounts/{id}/keys": {
+            "post": o("Create an API key for the account (shown once)", "201", params=("id",),
+                      ok_schema=NEW_KEY, errors=("403", "404")),
+            "get": o("The account's API keys (never the keys)", "200", params=("id",),
+                     ok_schema=KEY_LIST, errors=("403", "404")),
+        },
+        "/v1/accounts/{id}/keys/{key_id}": {"delete": o("Revoke one of the account's API keys", "200",
+                                                        params=("id", "key_id"),
+                                                        errors=("403", "404"))},
         "/v1/accounts/{id}": {"get": o("An account's record (no secrets)", "200", params=("id",),
                                        errors=("403", "404"))},
         "/v1/accounts/{id}/deposits": {"post": o(
@@ -171,14 +194,27 @@ def control_document() -> dict[str, Any]:
         "/v1/holds/{id}/release": {"post": o("Release a hold", "200", params=("id",),
                                              body=_obj(["reason"], reason=S),
                                              errors=("403", "404"))},
-        "/v1/audit": {"get": o("The control audit log (who, what, when, result)", "200",
-                               extra_params=[{"name": "since", "in": "query", "required": False,
-                                              "schema": {"type": "number"}}])},
-        "/v1/tokens": {"post": o("Create an operator token (only roles you hold)", "201",
-                                 body=_obj(["name", "roles"], name=S, roles={
-                                     "type": "array", "items": {"type": "string", "enum": [
-                                         "viewer", "operator", "privacy"]}}),
-                                 errors=("403", "422"))},
+        "/v1/audit": {"get": o("Every audit trail (control port, data-subject actions, retention "
+                               "exceptions), oldest first", "200", extra_params=[
+                                   {"name": "kind", "in": "query", "required": False,
+                                    "schema": {"type": "string", "enum": [
+                                        "control", "data_subject", "retention_exception"]}},
+                                   {"name": "since", "in": "query", "required": False,
+                                    "schema": {"type": "number"}},
+                                   {"name": "until", "in": "query", "required": False,
+                                    "schema": {"type": "number"}},
+                                   {"name": "limit", "in": "query", "required": False,
+                                    "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}])},
+        "/v1/tokens": {
+            "post": o("Create an operator token (only roles you hold; unique name, not system:)",
+                      "201", body=_obj(["name", "roles"], name=S, roles={
+                          "type": "array", "items": {"type": "string", "enum": [
+                              "viewer", "operator", "privacy"]}}),
+                      errors=("403", "409", "422")),
+            "get": o("Every operator token: name, roles, created, revoked (never the token)", "200"),
+        },
+        "/v1/tokens/{name}": {"delete": o("Revoke an operator token (only one whose roles you hold)",
+                                          "200", params=("name",), errors=("403", "404"))},
     }
     from engine.http.openapi_privacy import control_paths
 

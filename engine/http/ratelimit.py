@@ -68,6 +68,16 @@ class Gcra:
         remaining = int((self._tau - (new_tat - now)) // self._t) + 1
         return Decision(True, self.burst, max(0, remaining), new_tat - now, 0.0)
 
+    def peek(self, key: str, now: float | None = None) -> Decision:
+        """Whether a request for ``key`` would be allowed now, without recording one (for limits that
+        count only some requests, e.g. failed logins)."""
+        now = self._clock() if now is None else now
+        tat = max(self._tat.get(key, now), now)
+        if tat - now > self._tau:
+            return Decision(False, self.burst, 0, tat - now, tat - self._tau - now)
+        remaining = int((self._tau - (tat - now)) // self._t) + 1
+        return Decision(True, self.burst, max(0, remaining), tat - now, 0.0)
+
     def __len__(self) -> int:
         return len(self._tat)
 

@@ -163,6 +163,7 @@ class HttpServers:
                           limiter=Gcra(rate, int(burst)), metrics=metrics,
                           audit=_audit_log(env), tls=bool(http.tls_cert and http.tls_key),
                           destinations=DestinationGuard(bool(http.webhook_allow_private_networks)),
+                          auth_failures=_auth_failure_limiter(http),
                           idempotency_secret=secret)
         notifier_box: list[StatusNotifier] = []
         dispatcher = WebhookDispatcher(
@@ -248,6 +249,12 @@ class HttpServers:
         if path is not None:
             self.token_path = path
             print(f"smsroute: operator token (all roles) written to {path}", file=sys.stderr)
+
+
+def _auth_failure_limiter(http: Any) -> Gcra:
+    """Failed control-port authentications: ``per_minute`` at once, refilled over a minute."""
+    per_minute = int(getattr(http, "control_auth_failures_per_minute", None) or 10)
+    return Gcra(per_minute / 60.0, per_minute)
 
 
 def connection_limits(http: Any, app: str) -> ConnectionLimits:

@@ -1,11 +1,12 @@
 """The HTTP layer's own LMDB environment (``<data_dir>/http``) and its group-committing writer.
 
-The HTTP servers keep three small stores next to the engine's: idempotency records, operator token digests
-and the API request log. They share one environment, opened by :func:`storage.env.open_env` (durable:
+The HTTP servers keep four small stores next to the engine's: idempotency records, operator token digests,
+the API request log and the control port's audit log. They share one environment, opened by :func:`storage.env.open_env` (durable:
 every commit is fsynced).
 
 :class:`GroupCommitter` lets the asyncio loop write without blocking on fsync: writes queue up, one worker
-thread commits everything queued in one transaction, then resolves each write's asyncio future on the loop.
+thread commits everything queued in one transaction (plain puts, or an :class:`Apply` for a write that
+needs the transaction, such as an audit append), then resolves each write's asyncio future on the loop.
 *Durable:* a write's future resolves only after the transaction that holds it is synced. *Writers:* the
 committer's thread (the rare synchronous writers — token creation, sweeps — use their own short
 transactions; LMDB serialises writers). *Readers:* any thread.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
@@ -36,6 +38,12 @@ class Put(NamedTuple):
     value: bytes | None  # None deletes the key
 
 
+class Apply(NamedTuple):
+    """A write that needs the transaction itself (e.g. an audit append, which numbers its entry)."""
+
+    fn: Callable[[lmdb.Transaction], object]
+
+
 def open_http_env(data_dir: str | Path) -> lmdb.Environment:
     """Open (creating) the HTTP layer's environment under ``data_dir``."""
     return open_env(Path(data_dir) / "http", map_size=HTTP_MAP_SIZE)
@@ -47,7 +55,8 @@ class GroupCommitter:
     def __init__(self, env: lmdb.Environment) -> None:
         self._env = env
         self._dbs: dict[bytes, object] = {}
-        self._pending: list[tuple[list[Put], asyncio.Future[None] | None]] = []
+        self._pending: list[tuple[list[Put | Apply], asyncio.Future[None] | None]] = []
+        self.commits = 0  # transactions committed (each one fsync)
         self._running = False
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="http-commit")
         self._idle = asyncio.Event()
@@ -58,7 +67,7 @@ class GroupCommitter:
             self._dbs[name] = self._env.open_db(name)
         return self._dbs[name]
 
-    def write(self, puts: list[Put]) -> asyncio.Future[None]:
+    def write(self, puts: list[Put | Apply]) -> asyncio.Future[None]:
         """Queue puts; the returned future resolves once they are durable (or fails with StorageError)."""
         fut = asyncio.get_running_loop().create_future()
         self._enqueue(puts, fut)
@@ -68,9 +77,10 @@ class GroupCommitter:
         """Queue puts nobody waits for (they still commit durably, in the next batch)."""
         self._enqueue(puts, None)
 
-    def _enqueue(self, puts: list[Put], fut: asyncio.Future[None] | None) -> None:
+    def _enqueue(self, puts: list[Put | Apply], fut: asyncio.Future[None] | None) -> None:
         for put in puts:
-            self._db(put.db)  # open on the loop thread, before the worker uses it
+            if isinstance(put, Put):
+                self._db(put.db)  # open on the loop thread, before the worker uses it
         self._pending.append((puts, fut))
         if not self._running:
             self._running = True
@@ -93,18 +103,22 @@ class GroupCommitter:
             self._running = False
             self._idle.set()
 
-    def _commit(self, batch: list[tuple[list[Put], asyncio.Future[None] | None]]) -> str | None:
+    def _commit(self, batch: list[tuple[list[Put | Apply], asyncio.Future[None] | None]]
+                ) -> str | None:
         try:
             with self._env.begin(write=True) as txn:
                 for puts, _ in batch:
                     for put in puts:
-                        if put.value is None:
+                        if isinstance(put, Apply):
+                            put.fn(txn)
+                        elif put.value is None:
                             txn.delete(put.key, db=self._dbs[put.db])
                         else:
                             txn.put(put.key, put.value, db=self._dbs[put.db])
-        except lmdb.Error as exc:
+        except Exception as exc:  # lmdb errors, or a bug in an Apply: every write of the batch fails
             log.error("http store commit failed: %s", type(exc).__name__)
             return f"http store commit failed: {type(exc).__name__}"
+        self.commits += 1
         return None
 
     async def flush(self) -> None:

@@ -33,7 +33,8 @@ ALERT_KINDS: dict[str, str] = {
     "webhook_disabled": "Your webhook endpoint answered 410 Gone and was disabled; no status "
                         "callbacks are sent until you set a webhook URL again.",
     "webhook_secret_rotated": "Your webhook signing secret was rotated. The previous secret keeps "
-                              "signing until the next rotation.",
+                              "signing beside it for a bounded overlap (24 hours unless your "
+                              "operator set another), then stops.",
     "failed_authentications": "We saw many failed authentication attempts against your account.",
 }
 

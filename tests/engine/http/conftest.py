@@ -30,26 +30,31 @@ def overrides(**http: Any) -> dict[str, Any]:
     carriers = default_document()["carriers"]  # overriding carriers replaces the whole table
     for name in ("fra-telekom", "fra-vodafone"):
         carriers[name].update(fast)
+    # the suites make many unauthenticated control requests on purpose: the failed-login limit has its
+    # own test (test_credentials_functional.py)
     return {"http": {"customer_port": 0, "control_port": 0, "webhook_allow_private_networks": True,
-                     **http}, "carriers": carriers}
+                     "control_auth_failures_per_minute": 1_000_000, **http}, "carriers": carriers}
 
 
 class Client:
     """Blocking HTTP client for one server (a fresh connection per request keeps tests simple)."""
 
-    def __init__(self, port: int, token: str | None = None, tls: ssl.SSLContext | None = None):
+    def __init__(self, port: int, token: str | None = None, tls: ssl.SSLContext | None = None,
+                 source: str | None = None):
         self.port = port
         self.token = token
         self.tls = tls
+        self.source = (source, 0) if source else None  # another loopback address, e.g. 127.0.0.7
 
     def request(self, method: str, path: str, body: Any = None, *, token: str | None = None,
                 headers: dict[str, str] | None = None, raw: bytes | None = None,
                 content_type: str = "application/json") -> tuple[int, dict[str, str], Any]:
         if self.tls is not None:
             conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=30,
-                                               context=self.tls)
+                                               context=self.tls, source_address=self.source)
         else:
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30,
+                                              source_address=self.source)
         hdrs = dict(headers or {})
         credential = token if token is not None else self.token
         if credential:

@@ -1,0 +1,69 @@
+"""Every id in a path is checked for its shape before a handler sees it.
+
+An id that cannot exist — empty, too long, wrong characters — is answered ``404 not_found`` at once,
+so no handler passes it on to a store (an empty LMDB key used to surface as a 500). Each path parameter
+of each route names its kind in :data:`PATH_IDS`; a route with a parameter missing there is refused with
+404 as well (and ``tests/engine/http/test_params.py`` fails), so a new route cannot skip the check.
+Ids in request bodies are checked by the handlers that read them (:func:`check_body_id`, 400).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from engine.http.errors import HttpError
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+SHAPES: dict[str, re.Pattern[str]] = {
+    "message": re.compile(r"^msg_[0-9a-f]{32}$"),
+    "account": re.compile(r"^acc_[0-9a-f]{16}$"),
+    "hold": re.compile(r"^hold_[0-9a-f]{16}$"),
+    "api key": re.compile(r"^key_[0-9a-f]{24}$"),
+    "carrier": re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"),
+    "token": re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,63}$"),
+}
+
+# (route template, parameter) -> the kind of id it holds
+PATH_IDS: dict[tuple[str, str], str] = {
+    ("/v1/messages/{id}", "id"): "message",
+    ("/v1/keys/{id}", "id"): "api key",
+    ("/v1/carriers/{name}/suspend", "name"): "carrier",
+    ("/v1/carriers/{name}/resume", "name"): "carrier",
+    ("/v1/holds/{id}/release", "id"): "hold",
+    ("/v1/tokens/{name}", "name"): "token",
+    ("/v1/accounts/{id}/keys/{key_id}", "key_id"): "api key",
+}
+
+
+def kind_of(template: str, param: str) -> str | None:
+    """The kind of id a route's path parameter holds (every ``/v1/accounts/{id}…`` is an account)."""
+    if template.startswith("/v1/accounts/{id}") and param == "id":
+        return "account"
+    return PATH_IDS.get((template, param))
+
+
+def well_formed(kind: str, value: object) -> bool:
+    return isinstance(value, str) and bool(SHAPES[kind].match(value))
+
+
+def check_body_id(kind: str, value: object, field: str) -> str:
+    """400 unless a body field holds an id of the right shape."""
+    if not well_formed(kind, value):
+        raise HttpError(400, "invalid_id", f"{field} is not a valid {kind} id")
+    return value  # type: ignore[return-value]
+
+
+@web.middleware
+async def path_ids_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
+    """404 for a path id of the wrong shape (or a parameter without a declared kind)."""
+    resource = request.match_info.route.resource
+    if resource is not None:
+        for param, value in request.match_info.items():
+            kind = kind_of(resource.canonical, param)
+            if kind is None or not well_formed(kind, value):
+                raise HttpError(404, "not_found", f"no such {kind or 'resource'}")
+    return await handler(request)
