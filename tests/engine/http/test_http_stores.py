@@ -165,3 +165,27 @@ def test_first_start_writes_one_all_roles_token_file_with_mode_0600(env, tmp_pat
     token = path.read_text().strip()
     assert store.lookup(token).roles == ROLES
     assert ensure_first_token(store, tmp_path) is None  # only on first start
+
+
+def test_token_names_are_unique_even_after_revocation_and_system_names_are_reserved(env):
+    from engine.http.tokens import TokenNameError
+
+    store = TokenStore(env)
+    token = store.create("bob", {"viewer"})
+    with pytest.raises(TokenNameError):
+        store.create("bob", {"operator"})
+    for name in ("system:erasure", "System:x", "", "x" * 65, "a b"):
+        with pytest.raises(TokenNameError):
+            store.create(name, {"viewer"})
+    assert store.revoke_name("bob").revoked_at is not None and store.lookup(token) is None
+    with pytest.raises(TokenNameError):
+        store.create("bob", {"viewer"})
+    assert [(t.name, t.revoked_at is not None) for t in store.all()] == [("bob", True)]
+
+
+def test_a_new_first_token_is_written_when_every_token_was_revoked(env, tmp_path):
+    store = TokenStore(env)
+    first = ensure_first_token(store, tmp_path).read_text().strip()
+    assert store.revoke(first) and store.count() == 0
+    second = ensure_first_token(store, tmp_path).read_text().strip()
+    assert second != first and store.lookup(second).name == "first-start-2"
