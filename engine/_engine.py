@@ -261,13 +261,14 @@ class Engine(AccountManager, HoldManager):
 
     def analytics(self) -> dict:
         """De-identified corridor and carrier aggregates (no account, number or body; groups with few
-        messages or few accounts suppressed; objecting and restricted accounts excluded)."""
+        messages or few accounts, or dominated by one account, suppressed; objecting and restricted
+        accounts excluded)."""
         from engine.analytics import corridor_analytics
 
         excluded = {a.id for a in self.accounts.all()
                     if "analytics" in a.objections or a.state == "restricted"}
         records = (r for s in self.runtime.pop_stores.values() for r in s.records.since(0.0))
-        return corridor_analytics(records, excluded)
+        return corridor_analytics(records, excluded, self.settings.engine.analytics_max_account_share)
 
     def swept_stores(self) -> list[str]:
         """The names of every store the retention sweeper covers (an operator's check)."""
