@@ -275,6 +275,18 @@ class Runtime:
         except (ValueError, ConfigError) as exc:
             log.error("routing: ignoring %s, it does not fit this configuration: %s", path, exc)
 
+    def actors_alive(self) -> dict[str, bool]:
+        """Whether each long-lived actor runs: ledger, sweeper, every POP and carrier. An actor that
+        raised out of a handler has stopped (pykka); this is how it becomes visible."""
+        refs = {"ledger": self.directory.ledger, "sweeper": getattr(self, "sweeper", None),
+                **{f"pop:{n}": r for n, r in self.directory.pops.items()},
+                **{f"carrier:{n}": r for n, r in self._carrier_actors.items()}}
+        return {name: ref is not None and ref.is_alive() for name, ref in refs.items()}
+
+    def dead_sessions(self) -> int:
+        """Customer sessions that stopped without being removed (their accounts cannot submit)."""
+        return sum(1 for ref in list(self.directory.sessions.values()) if not ref.is_alive())
+
     def stats(self) -> dict:
         pops = []
         for ref in self.directory.pops.values():
@@ -282,7 +294,11 @@ class Runtime:
                 pops.append(ref.proxy().stats().get(timeout=2))
             except Exception:
                 pass
-        return {"pops": pops, "sessions": len(self.directory.sessions)}
+        alive = self.actors_alive()
+        return {"pops": pops, "sessions": len(self.directory.sessions),
+                "actors": {name: {"alive": int(ok)} for name, ok in alive.items()},
+                "dead_actors": sum(1 for ok in alive.values() if not ok),
+                "dead_sessions": self.dead_sessions()}
 
     # --- stop --------------------------------------------------------------------------------------
 

@@ -9,8 +9,10 @@ Messages in: ``Tick`` (bytes, ``tell``; its ``now`` is the clock's monotonic tim
 expiries are wall-clock, read from the injected ``clock``). Messages out: none. ``stats()`` and
 ``sweep_now()`` are called through a proxy (``ask``): the control port and tests only, never the hot path.
 
-Threads: every method runs in the actor's own thread. A failing store is logged and counted; it never stops
-the actor or the other stores' sweeps.
+Threads: every method runs in the actor's own thread. A store whose sweep raises — anything, a bug
+included — is logged (with its traceback for an unexpected error), counted (``totals["failures"]`` and
+per store in ``failures``) and swept again on the next tick rather than a whole interval later; it never
+stops the actor or the other stores' sweeps.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ class SweeperActor(pykka.ThreadingActor):
         self._last_run: float | None = None
         self._last: dict[str, Any] = {}
         self._totals: dict[str, int] = {"sweeps": 0, "failures": 0}
+        self._failures: dict[str, int] = {}  # per store, since start
+        self._retry: set[str] = set()  # stores whose last sweep failed: swept again next tick
         body_limit = retention["message_bodies"].seconds
         for pop, store in self._bodies.items():
             if store.max_ttl_seconds > body_limit:
@@ -65,6 +69,8 @@ class SweeperActor(pykka.ThreadingActor):
                 now = self._clock()
                 if self._last_run is None or now - self._last_run >= self._interval:
                     self._sweep(now)
+                elif self._retry:
+                    self._sweep_failed(now)
             case _:
                 log.error("sweeper: unexpected %s", type(msg).__name__)
         return None
@@ -86,6 +92,7 @@ class SweeperActor(pykka.ThreadingActor):
         """The last sweep's counts per store, running totals, each POP's body-store alarms (corrupt
         records, missing keys) and, per retention category, what is due."""
         return {"last_run": self._last_run, "last": dict(self._last), "totals": dict(self._totals),
+                "failures": dict(self._failures), "retrying": sorted(self._retry),
                 "alarms": {pop: dict(store.alarms.counts) for pop, store in self._bodies.items()},
                 "retention": operator_view(self._clock(), table=self._retention)}
 
@@ -94,23 +101,40 @@ class SweeperActor(pykka.ThreadingActor):
     def _sweep(self, now: float) -> None:
         self._last_run = now
         self._totals["sweeps"] += 1
-        results: dict[str, Any] = {}
-        for pop, store in self._bodies.items():
-            results[f"bodies:{pop}"] = self._guarded(f"bodies:{pop}",
-                                                     lambda s=store: s.sweep(now).as_log())
-        for name, sweepable in self._others.items():
-            results[name] = self._guarded(name, lambda s=sweepable: {"removed": s.sweep(now)})
+        self._retry.clear()
+        results = {name: self._guarded(name, run, now) for name, run in self._runs().items()}
         self._last = results
         for name, counts in results.items():
             log.info("retention sweep", extra={"store": name, "counts": counts})
 
-    def _guarded(self, name: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    def _sweep_failed(self, now: float) -> None:
+        """Between intervals: sweep again only the stores whose last sweep failed."""
+        runs = self._runs()
+        for name in sorted(self._retry):
+            self._retry.discard(name)
+            self._last[name] = self._guarded(name, runs[name], now)
+            log.info("retention sweep retried", extra={"store": name, "counts": self._last[name]})
+
+    def _runs(self) -> dict[str, Callable[[float], dict[str, Any]]]:
+        runs: dict[str, Callable[[float], dict[str, Any]]] = {
+            f"bodies:{pop}": (lambda now, s=store: s.sweep(now).as_log())
+            for pop, store in self._bodies.items()}
+        for name, sweepable in self._others.items():
+            runs[name] = lambda now, s=sweepable: {"removed": s.sweep(now)}
+        return runs
+
+    def _guarded(self, name: str, run: Callable[[float], dict[str, Any]], now: float
+                 ) -> dict[str, Any]:
         try:
-            counts = run()
-        except (SmsrouteError, lmdb.Error) as exc:
+            counts = run(now)
+        except Exception as exc:  # one store's failure, even a bug, must not stop the others
             self._totals["failures"] += 1
-            log.error("retention sweep failed", extra={"store": name, "error": type(exc).__name__,
-                                                         "reason": str(exc)})
+            self._failures[name] = self._failures.get(name, 0) + 1
+            self._retry.add(name)
+            expected = isinstance(exc, SmsrouteError | lmdb.Error)
+            log.error("retention sweep failed", exc_info=None if expected else exc,
+                      extra={"store": name, "error": type(exc).__name__,
+                             "reason": str(exc) if expected else "unexpected"})
             return {"error": type(exc).__name__}
         for key in ("purged", "removed"):
             if key in counts:

@@ -274,6 +274,14 @@ class Engine(AccountManager, HoldManager):
         """The names of every store the retention sweeper covers (an operator's check)."""
         return self.runtime.sweeper.proxy().add_sweepables({}).get(timeout=10)
 
+    def dead_actors(self) -> list[str]:
+        """The long-lived actors that are not running (empty when healthy); ``/readyz`` answers 503
+        while there is one."""
+        dead = [name for name, alive in self.runtime.actors_alive().items() if not alive]
+        if self.runtime.dead_sessions():
+            dead.append("sessions")
+        return dead
+
     def stats(self) -> dict:
         extra = {}
         if self.mail is not None and self.privacy is not None:

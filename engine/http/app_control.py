@@ -138,10 +138,15 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """Ready unless the engine is stopping or one of its actors is not running (503, naming them)."""
     ctx: HttpContext = request.app[CTX]
     stopping = bool(getattr(ctx.engine, "stopping", False))
     if stopping:
         raise HttpError(503, "not_ready", "the engine is stopping", {"Retry-After": "1"})
+    dead_actors = getattr(ctx.engine, "dead_actors", None)
+    dead = dead_actors() if dead_actors is not None else []  # flags only: never waits on an actor
+    if dead:
+        raise HttpError(503, "actors_down", f"not running: {', '.join(dead)}")
     return json_response({"status": "ready"})
 
 

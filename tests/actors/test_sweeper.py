@@ -148,3 +148,33 @@ def test_stats_show_each_pops_body_store_alarms(pops, clock):
         pops["fra"].get(mid)
     stats = SweeperActor.start(pops, clock=clock).proxy().stats().get(timeout=10)
     assert stats["alarms"] == {"fra": {"corrupt_record": 1}, "sin": {}}
+
+
+class FlakyStore:
+    """Raises an unexpected exception (a bug) on its first sweep, then works."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def sweep(self, now: float) -> int:
+        self.calls += 1
+        if self.calls == 1:
+            raise KeyError("a bug in one store's sweep")
+        return 2
+
+
+def test_any_exception_in_one_stores_sweep_is_counted_and_that_store_is_retried_next_tick(pops, clock):
+    flaky, logs = FlakyStore(), CountingLogs()
+    ref = SweeperActor.start(pops, clock=clock, interval_seconds=3600,
+                             sweepables={"flaky": flaky, "logs": logs})
+    ref.tell(m.encode(m.Tick(now=0.0)))
+    stats = ref.proxy().stats().get(timeout=10)
+    assert ref.is_alive() and stats["last"]["flaky"] == {"error": "KeyError"}
+    assert stats["totals"]["failures"] == 1 and stats["failures"] == {"flaky": 1}
+    assert stats["retrying"] == ["flaky"] and logs.calls == [clock.now]
+    clock.now += 1  # the next tick, long before the next interval
+    ref.tell(m.encode(m.Tick(now=1.0)))
+    stats = ref.proxy().stats().get(timeout=10)
+    assert flaky.calls == 2 and stats["last"]["flaky"] == {"removed": 2}
+    assert stats["retrying"] == [] and len(logs.calls) == 1  # only the failed store ran again
+    assert stats["totals"]["sweeps"] == 1
