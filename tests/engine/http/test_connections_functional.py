@@ -96,8 +96,8 @@ class Trickler:
 def test_many_slow_connections_neither_block_normal_requests_nor_the_health_check(engine, api):
     """100 slow clients on one address: 20 are admitted (then closed after the head timeout), the others
     are refused at once with 503; meanwhile other clients and /healthz are served normally."""
+    started = time.monotonic()  # before the first connection: its head timer starts after this
     slow = Trickler(engine.http.customer_port, 100, "127.0.0.2")
-    started = time.monotonic()
     try:
         refused = wait_for(lambda: sum(b"503" in v for v in slow.closed_by_server.values()) >= 80
                            and slow.closed_by_server, "the connections over the bound refused", 5)
@@ -109,7 +109,7 @@ def test_many_slow_connections_neither_block_normal_requests_nor_the_health_chec
         elapsed = time.monotonic() - started
         timed_out = [v for v in slow.closed_by_server.values() if b"503" not in v]
         assert len(timed_out) == 20 and all(b"408" in v and b"request_timeout" in v for v in timed_out)
-        assert HEADER_TIMEOUT_S * 0.9 <= elapsed < HEADER_TIMEOUT_S + 5
+        assert HEADER_TIMEOUT_S <= elapsed < HEADER_TIMEOUT_S + 5
     finally:
         slow.close()
     wait_for(lambda: engine.http.gates["customer"].open == 0, "the slots released")
