@@ -25,6 +25,9 @@ SHAPES: dict[str, re.Pattern[str]] = {
     "api key": re.compile(r"^key_[0-9a-f]{24}$"),
     "carrier": re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"),
     "token": re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,63}$"),
+    "data-subject request": re.compile(r"^dsr_[0-9a-f]{16}$"),
+    "incident": re.compile(r"^inc_[0-9a-f]{16}$"),
+    "support case": re.compile(r"^sup_[0-9a-f]{16}$"),
 }
 
 # (route template, parameter) -> the kind of id it holds
@@ -37,12 +40,17 @@ PATH_IDS: dict[tuple[str, str], str] = {
     ("/v1/tokens/{name}", "name"): "token",
     ("/v1/accounts/{id}/keys/{key_id}", "key_id"): "api key",
 }
+_PREFIXES = {"/v1/dsar/{id}": "data-subject request", "/v1/incidents/{id}": "incident",
+             "/v1/support/cases/{id}": "support case"}
 
 
 def kind_of(template: str, param: str) -> str | None:
     """The kind of id a route's path parameter holds (every ``/v1/accounts/{id}…`` is an account)."""
     if template.startswith("/v1/accounts/{id}") and param == "id":
         return "account"
+    for prefix, kind in _PREFIXES.items():
+        if param == "id" and (template == prefix or template.startswith(prefix + "/")):
+            return kind
     return PATH_IDS.get((template, param))
 
 
