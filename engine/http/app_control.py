@@ -5,7 +5,8 @@ call it (:data:`ROUTE_ROLES`, checked by :func:`control_auth_middleware` before 
 tested route by route). ``/healthz``, ``/readyz`` and the OpenAPI document need no token. A source address
 with too many failed authentications (``[http] control_auth_failures_per_minute``) is answered 429 until
 its budget refills. Every request — allowed, refused or failed — is written to the append-only audit log
-(who, what, when, result) by :func:`audit_middleware`, group-committed. Account ids and hold ids are audit targets; bodies, keys and tokens never are.
+(who, what, when, result) by :func:`audit_middleware`, group-committed. Account ids and hold ids are audit
+targets; bodies, keys and tokens never are.
 """
 
 from __future__ import annotations
