@@ -8,12 +8,26 @@ audit log with who, why, reference and until (``storage.audit``).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
 from engine.credentials import require_active
 from engine.errors import InputError, UnknownAccount
 from storage.holds import HoldKind
+
+
+class OpenedTrail:
+    """A POP's audit log as an auditor reads it: each entry's sealed hold notes (reason, reference)
+    opened, or ``"shredded"`` once the hold's notes key is gone."""
+
+    def __init__(self, log: Any, holds: Any) -> None:
+        self._log = log
+        self._holds = holds
+
+    def iter_entries(self, since: float | None = None) -> Iterator[Any]:
+        for entry in self._log.iter_entries(since):
+            yield entry._replace(detail=self._holds.open_notes(entry.detail))
 
 
 class HoldManager:
@@ -83,7 +97,8 @@ class HoldManager:
         """The engine's audit logs by kind: data-subject and account actions (``data_subject``, the core
         log) and retention exceptions (``retention_exception``, one log per POP)."""
         return {"data_subject": [self.runtime.core_audit],
-                "retention_exception": list(self.runtime.audits.values())}
+                "retention_exception": [OpenedTrail(self.runtime.audits[pop], holds)
+                                        for pop, holds in self.runtime.holds.items()]}
 
     def retention_status(self) -> dict[str, Any]:
         """The retention table, what each sweep removed, alarms, and the active exceptions."""

@@ -250,7 +250,19 @@ def audit_page(trails: dict[str, list[Any]], since: float, until: float, limit: 
 
     merged = heapq.merge(*(stream(kind, log) for kind, logs in trails.items() for log in logs),
                          key=lambda item: item[0])
-    return [{"kind": kind, **entry._asdict()} for _, kind, entry in itertools.islice(merged, limit + 1)]
+    return [{"kind": kind, **_printable(entry._asdict())}
+            for _, kind, entry in itertools.islice(merged, limit + 1)]
+
+
+def _printable(value: Any) -> Any:
+    """JSON-ready: a sealed value the trail could not open is shown as ``"sealed"``, never as bytes."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "sealed"
+    if isinstance(value, dict):
+        return {k: _printable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_printable(v) for v in value]
+    return value
 
 
 async def create_token(request: web.Request) -> web.Response:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import hashlib
 import time
 
+import pytest
+
+from engine.errors import KeyUnavailable
+from storage.account_keys import DATA, AccountKeys
 from storage.apikeys import USAGE_RESOLUTION_SECONDS, ApiKeyStore, key_id
+from storage.keys import LocalKeyProvider
+from storage.pseudonyms import Pseudonyms
 from tests.storage.conftest import T0
 from tests.waiting import wait_for
 
@@ -13,8 +19,17 @@ DAY = 86400
 D1, D2 = hashlib.sha256(b"k1").digest(), hashlib.sha256(b"k2").digest()
 
 
-def _store(env, keyring, exists=None) -> ApiKeyStore:
-    return ApiKeyStore(env, keyring.store_sealer("api_keys"), account_exists=exists)
+@pytest.fixture
+def account_keys(data_dir):
+    keys = AccountKeys(data_dir / "keys" / "accounts", LocalKeyProvider(data_dir / "keys"),
+                       Pseudonyms(b"p" * 32))
+    for account_id in ("acc_1", "acc_2", "acc_10", "acc_gone"):
+        keys.create(account_id)
+    return keys
+
+
+def _store(env, account_keys) -> ApiKeyStore:
+    return ApiKeyStore(env, account_keys)
 
 
 def test_a_key_id_is_stable_and_reveals_nothing_of_the_digest():
@@ -23,8 +38,9 @@ def test_a_key_id_is_stable_and_reveals_nothing_of_the_digest():
     assert D1.hex()[:8] not in key_id(D1)
 
 
-def test_rows_are_listed_per_account_revoked_with_a_time_and_sealed_at_rest(env, keyring, data_dir):
-    store = _store(env, keyring)
+def test_rows_are_listed_per_account_revoked_with_a_time_and_sealed_at_rest(env, account_keys,
+                                                                            data_dir):
+    store = _store(env, account_keys)
     store.add("acc_1", D1, "sk_live_…HINT", now=T0)
     store.add("acc_2", D2, "sk_live_…OTHR", now=T0)
     info = store.for_account("acc_1")[key_id(D1)]
@@ -38,8 +54,8 @@ def test_rows_are_listed_per_account_revoked_with_a_time_and_sealed_at_rest(env,
     store.close()
 
 
-def test_last_used_is_written_in_the_background_at_most_once_a_minute(env, keyring):
-    store = _store(env, keyring)
+def test_last_used_is_written_in_the_background_at_most_once_a_minute(env, account_keys):
+    store = _store(env, account_keys)
     store.add("acc_1", D1, "h", now=T0)
     now = time.time()
     store.touch("acc_1", D1, now)
@@ -50,19 +66,31 @@ def test_last_used_is_written_in_the_background_at_most_once_a_minute(env, keyri
     assert store.for_account("acc_1")[key_id(D1)].last_used_at == now + USAGE_RESOLUTION_SECONDS + 1
 
 
-def test_the_sweep_removes_keys_revoked_90_days_ago_and_rows_of_deleted_accounts(env, keyring):
-    store = _store(env, keyring, exists=lambda account_id: account_id != "acc_gone")
+def test_the_sweep_removes_keys_revoked_90_days_ago_and_rows_of_deleted_accounts(env, account_keys):
+    store = _store(env, account_keys)
     for account_id, digest in (("acc_1", D1), ("acc_1", D2), ("acc_gone", D1)):
         store.add(account_id, digest, "h", now=T0)
     store.revoke("acc_1", store.for_account("acc_1")[key_id(D1)], now=T0)
+    account_keys.shred("acc_gone", (DATA,))  # the account was deleted: its data key is gone
     assert store.sweep(T0 + 89 * DAY) == 1  # only the deleted account's row
     assert store.sweep(T0 + 91 * DAY) == 1  # the revoked key, now past 90 days
     assert list(store.for_account("acc_1")) == [key_id(D2)] and store.for_account("acc_gone") == {}
     store.close()
 
 
-def test_erasure_forgets_every_row_of_the_account_only(env, keyring):
-    store = _store(env, keyring)
+def test_rows_are_sealed_under_the_accounts_data_key_and_unreadable_once_it_is_shredded(env,
+                                                                                      account_keys):
+    store = _store(env, account_keys)
+    store.add("acc_2", D2, "h", now=T0)
+    assert store.for_account("acc_2")
+    account_keys.shred("acc_2", (DATA,))  # erasure: every copy of the row (stale pages, backups)...
+    with pytest.raises(KeyUnavailable):
+        store.for_account("acc_2")  # ...opens no more, even with the master key
+    store.close()
+
+
+def test_erasure_forgets_every_row_of_the_account_only(env, account_keys):
+    store = _store(env, account_keys)
     store.add("acc_1", D1, "h")
     store.add("acc_1", D2, "h")
     store.add("acc_10", D1, "h")  # a prefix of another account's id must not match

@@ -37,8 +37,9 @@ def test_the_audit_shows_control_data_subject_and_retention_exception_trails(run
     assert kinds == {"control", "data_subject", "retention_exception"}
     assert any(e["kind"] == "data_subject" and e["action"] == "restrict" and e["target"] == account.id
                for e in entries)
-    assert any(e["kind"] == "retention_exception" and e["action"] == "place_legal_hold"
-               for e in entries)
+    placed = [e for e in entries if e["kind"] == "retention_exception"
+              and e["action"] == "place_legal_hold"]
+    assert placed and placed[0]["detail"]["notes"]["reason"] == "complaint"  # sealed, opened for the auditor
     assert [e["ts"] for e in entries] == sorted(e["ts"] for e in entries)
 
     only = _audit(privacy, f"?since={started}&kind=data_subject")["entries"]

@@ -242,7 +242,7 @@ def test_operator_tokens_are_listed_without_secrets_and_names_are_unique_and_not
     root = Client(engine.http.control_port, tokens["all"])
     _, _, listed = root.request("GET", "/v1/tokens")
     assert {"ops", "dpo", "root"} <= {t["name"] for t in listed["tokens"]}
-    assert all(set(t) == {"name", "roles", "created_at", "revoked_at"} for t in listed["tokens"])
+    assert all(set(t) == {"name", "roles", "created_at", "last_used_at"} for t in listed["tokens"])
     assert not any(tok in str(listed) for tok in tokens.values())
     status, _, body = root.request("POST", "/v1/tokens", {"name": "ops", "roles": ["viewer"]})
     assert status == 409 and body["error"]["code"] == "token_name_taken"
@@ -257,12 +257,10 @@ def test_a_revoked_operator_token_is_refused_from_then_on(engine, tokens):
     temp = Client(engine.http.control_port, created["token"])
     assert temp.request("GET", "/v1/stats")[0] == 200
     status, _, revoked = root.request("DELETE", "/v1/tokens/temp")
-    assert status == 200 and revoked["revoked_at"] is not None
+    assert status == 200 and revoked == {"name": "temp", "revoked": True}
     assert temp.request("GET", "/v1/stats")[0] == 401
     assert root.request("DELETE", "/v1/tokens/temp")[0] == 404
-    listed = {t["name"]: t for t in root.request("GET", "/v1/tokens")[2]["tokens"]}
-    assert listed["temp"]["revoked_at"] is not None
-    assert root.request("POST", "/v1/tokens", {"name": "temp", "roles": ["viewer"]})[0] == 409
+    assert "temp" not in {t["name"] for t in root.request("GET", "/v1/tokens")[2]["tokens"]}
 
 
 def test_an_operator_cannot_revoke_a_token_holding_a_role_it_lacks(engine, control):

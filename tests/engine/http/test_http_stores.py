@@ -167,7 +167,7 @@ def test_first_start_writes_one_all_roles_token_file_with_mode_0600(env, tmp_pat
     assert ensure_first_token(store, tmp_path) is None  # only on first start
 
 
-def test_token_names_are_unique_even_after_revocation_and_system_names_are_reserved(env):
+def test_token_names_are_unique_and_system_names_are_reserved(env):
     from engine.http.tokens import TokenNameError
 
     store = TokenStore(env)
@@ -177,10 +177,9 @@ def test_token_names_are_unique_even_after_revocation_and_system_names_are_reser
     for name in ("system:erasure", "System:x", "", "x" * 65, "a b"):
         with pytest.raises(TokenNameError):
             store.create(name, {"viewer"})
-    assert store.revoke_name("bob").revoked_at is not None and store.lookup(token) is None
-    with pytest.raises(TokenNameError):
-        store.create("bob", {"viewer"})
-    assert [(t.name, t.revoked_at is not None) for t in store.all()] == [("bob", True)]
+    assert [(t.name, t.roles) for t in store.all()] == [("bob", frozenset({"viewer"}))]
+    assert store.revoke_name("bob") and store.lookup(token) is None and store.all() == []
+    assert not store.revoke_name("bob")
 
 
 def test_a_new_first_token_is_written_when_every_token_was_revoked(env, tmp_path):
@@ -188,4 +187,4 @@ def test_a_new_first_token_is_written_when_every_token_was_revoked(env, tmp_path
     first = ensure_first_token(store, tmp_path).read_text().strip()
     assert store.revoke(first) and store.count() == 0
     second = ensure_first_token(store, tmp_path).read_text().strip()
-    assert second != first and store.lookup(second).name == "first-start-2"
+    assert second != first and store.lookup(second).roles == ROLES
