@@ -211,7 +211,7 @@ def control_document() -> dict[str, Any]:
                           "type": "array", "items": {"type": "string", "enum": [
                               "viewer", "operator", "privacy"]}}),
                       errors=("403", "409", "422")),
-            "get": o("Every operator token: name, roles, created, revoked (never the token)", "200"),
+            "get": o("Every operator token: name, roles, created, last use (never the token)", "200"),
         },
         "/v1/tokens/{name}": {"delete": o("Revoke an operator token (only one whose roles you hold)",
                                           "200", params=("name",), errors=("403", "404"))},
