@@ -26,13 +26,14 @@ from typing import Any
 import pykka
 
 from engine import messages as m
+from engine.config import SIMULATED_OUTCOMES, SimulatedCarrierOptions, carrier_options
 from engine.errors import InvalidBody
 from engine.segments import plan
 
 log = logging.getLogger(__name__)
 
 TIMER_SLACK_S = 0.001
-OUTCOMES = ("delivered", "undeliverable", "rejected", "expired", "throttled", "no_answer")
+OUTCOMES = SIMULATED_OUTCOMES
 _RECEIPT_STATE = {"delivered": "DELIVRD", "undeliverable": "UNDELIV", "expired": "EXPIRED"}
 
 
@@ -54,24 +55,24 @@ def sample_ms(spec: Any, rng: random.Random) -> float:
 
 
 class SimulatedCarrierActor(pykka.ThreadingActor):
-    def __init__(self, name: str, options: dict, pop_ref, clock, seed: int | None = None) -> None:
+    def __init__(self, name: str, options: SimulatedCarrierOptions | dict, pop_ref, clock,
+                 seed: int | None = None) -> None:
         super().__init__()
+        if isinstance(options, dict):  # validated like a config table (ConfigError names a bad key)
+            options = carrier_options("simulated", options, f"carriers.{name}")
         self.name = name
         self.pop_ref = pop_ref
         self.clock = clock
         self.rng = random.Random(seed)
-        self.latency = options.get("latency")
-        self.receipt_delay = options.get("receipt_delay")
-        self.window = int(options.get("window", 100))
-        self.throughput = float(options.get("throughput", 0))
-        mix = options.get("outcomes", {"delivered": 1.0})
-        unknown = set(mix) - set(OUTCOMES)
-        if unknown:
-            raise ValueError(f"carrier {name}: unknown outcome(s) {sorted(unknown)}")
+        self.latency = options.latency
+        self.receipt_delay = options.receipt_delay
+        self.window = options.window
+        self.throughput = options.throughput
+        mix = options.outcomes
         self._outcomes = list(mix)
         self._weights = list(itertools.accumulate(float(mix[k]) for k in self._outcomes))
-        self.late_rate = float(options.get("late_receipt_rate", 0.01))
-        self.duplicate_rate = float(options.get("duplicate_receipt_rate", 0.01))
+        self.late_rate = options.late_receipt_rate
+        self.duplicate_rate = options.duplicate_receipt_rate
         self.suspended = False
         self._heap: list[tuple[float, int, str, Any]] = []
         self._seq = itertools.count()

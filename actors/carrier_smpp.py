@@ -1,9 +1,9 @@
 """SmppCarrierActor: a carrier link that is a set of SMPP 3.4 binds to a real (or simulated) SMSC.
 
 Constructed like every carrier, ``SmppCarrierActor(name, settings, pop_ref, clock)``: ``settings`` is the
-carrier's dict from the config (see :data:`engine.smpp.DEFAULT_SETTINGS`, or build one with
-:func:`engine.smpp.smsc_carrier_settings`); ``clock`` is accepted for symmetry and unused (the connector has
-its own loop timers).
+carrier's typed options (:class:`engine.config.SmppCarrierOptions`) or a dict of them (built with
+:func:`engine.smpp.smsc_carrier_settings`, validated the same way); ``clock`` is accepted for symmetry
+and unused (the connector has its own loop timers).
 
 Messages in (msgpack bytes): ``SubmitToCarrier`` from the POP, ``SetCarrierSuspended`` from the operator.
 Messages out, to ``pop_ref``: ``CarrierResponded`` - one per burst of ``submit_sm_resp`` that arrive
@@ -28,8 +28,9 @@ import pykka
 import uvloop
 
 from engine import messages as m
+from engine.config import SmppCarrierOptions
 from engine.errors import InvalidBody, InvalidNumber, MalformedMessage
-from engine.smpp import DEFAULT_SETTINGS
+from engine.smpp import smpp_settings
 from engine.smpp.client import SmppConnector
 from engine.smpp.submit import SubmitBuilder, SubmitPart
 
@@ -38,10 +39,11 @@ _START_TIMEOUT = 10.0
 
 
 class SmppCarrierActor(pykka.ThreadingActor):
-    def __init__(self, name: str, settings: dict[str, Any], pop_ref, clock=None) -> None:
+    def __init__(self, name: str, settings: SmppCarrierOptions | dict[str, Any], pop_ref,
+                 clock=None) -> None:
         super().__init__()
         self.name = name
-        self.settings = {**DEFAULT_SETTINGS, **settings}
+        self.settings = smpp_settings(settings)  # a dict is validated (ConfigError names a bad key)
         self.pop_ref = pop_ref
         self.clock = clock
         self.suspended = False

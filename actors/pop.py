@@ -286,7 +286,7 @@ class PopActor(pykka.ThreadingActor):
 
     def _window(self, carrier: str) -> int:
         opts = self.settings.carriers[carrier].options
-        return max(1, int(opts.get("window", 100)) * max(1, int(opts.get("binds", 1))))
+        return opts.window * getattr(opts, "binds", 1)  # SMPP: a window per bind
 
     def _new_ref(self) -> str:
         self._ref_seq += 1

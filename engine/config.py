@@ -12,8 +12,12 @@ benchmark harness). Everything is validated here, so the rest of the engine can 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import difflib
 import ipaddress
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -116,12 +120,120 @@ class PopSettings:
     city: str
 
 
+#: What a simulated carrier can do with a submit (``outcomes`` is a weighted mix of these).
+SIMULATED_OUTCOMES = ("delivered", "undeliverable", "rejected", "expired", "throttled", "no_answer")
+#: Delay distributions of a simulated carrier, with the keys each one takes.
+DISTRIBUTIONS = {"fixed": ("ms",), "uniform": ("min_ms", "max_ms"), "lognormal": ("median_ms", "sigma")}
+BIND_MODES = ("transceiver", "transmitter_receiver")
+
+
+@dataclass(frozen=True)
+class CarrierOptions:
+    """The keys every carrier kind has, each with one default (adding a key: one line in a class below)."""
+
+    window: int = 10  # submits in flight without an answer (per bind for SMPP)
+    throughput: float = 0.0  # submits per second (per bind for SMPP); 0 = unlimited
+
+    def check(self, where: str) -> None:
+        if self.window < 1:
+            raise ConfigError(f"config: {where}.window must be at least 1")
+
+
+@dataclass(frozen=True)
+class SimulatedCarrierOptions(CarrierOptions):
+    """``kind = "simulated"``: an in-process carrier (``actors.carrier_sim``)."""
+
+    latency: float | dict[str, Any] | None = None  # submit answer delay: ms or {distribution, ...}
+    receipt_delay: float | dict[str, Any] | None = None  # answer -> receipt delay, same form
+    outcomes: dict[str, Any] = field(default_factory=lambda: {"delivered": 1.0})
+    late_receipt_rate: float = 0.01  # share of receipts that arrive ten times later
+    duplicate_receipt_rate: float = 0.01  # share of receipts sent twice
+
+    def check(self, where: str) -> None:
+        super().check(where)
+        for key in ("latency", "receipt_delay"):
+            _check_distribution(getattr(self, key), f"{where}.{key}")
+        unknown = sorted(set(self.outcomes) - set(SIMULATED_OUTCOMES))
+        if unknown:
+            raise ConfigError(f"config: {where}.outcomes: unknown outcome {unknown[0]!r} "
+                              f"(one of {', '.join(SIMULATED_OUTCOMES)})")
+        weights = list(self.outcomes.values())
+        if not weights or any(not _is_number(w) or w < 0 for w in weights) or sum(weights) <= 0:
+            raise ConfigError(f"config: {where}.outcomes must map outcomes to non-negative "
+                              "weights, at least one of them positive")
+        for key in ("late_receipt_rate", "duplicate_receipt_rate"):
+            if getattr(self, key) > 1:
+                raise ConfigError(f"config: {where}.{key} must be between 0 and 1")
+
+
+@dataclass(frozen=True)
+class SmppCarrierOptions(CarrierOptions):
+    """``kind = "smpp"``: binds to an SMSC (``actors.carrier_smpp``, ``engine.smpp.client``)."""
+
+    host: str = "127.0.0.1"
+    port: int = 2775
+    system_id: str = "smsroute"
+    password: str = "secret"
+    system_type: str = ""
+    binds: int = 1  # sessions to the SMSC, each with its own window
+    bind_mode: str = "transceiver"  # or "transmitter_receiver": one transmitter + one receiver per bind
+    tls: bool = False
+    tls_verify: bool = True
+    tls_ca_file: str = ""  # PEM bundle to trust instead of the system store ("" = system)
+    enquire_link_seconds: float = 30.0  # keep-alive when idle
+    resp_timeout_seconds: float = 10.0  # a submit_sm unanswered this long is retried
+    gsm7_packed: bool = False
+    use_message_payload: bool = False  # long messages whole in the message_payload TLV
+    reconnect_min_seconds: float = 0.5
+    reconnect_max_seconds: float = 30.0
+    registered_delivery: int = 1  # ask for a receipt on final state
+    early_receipt_seconds: float = 30.0  # how long a receipt for an unknown id is held for its resp
+    receipt_match_seconds: float = 259200.0  # how long a submitted id waits for its receipt (3 days)
+    max_pending_receipts: int = 1_000_000
+    queue_limit: int = 100_000  # parts waiting for a window slot, per carrier
+
+    def check(self, where: str) -> None:
+        super().check(where)
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"config: {where}.port must be between 1 and 65535")
+        if self.binds < 1:
+            raise ConfigError(f"config: {where}.binds must be at least 1")
+        if self.bind_mode not in BIND_MODES:
+            raise ConfigError(f"config: {where}.bind_mode must be one of {', '.join(BIND_MODES)}")
+
+
+#: The options class of each carrier ``kind``.
+CARRIER_KINDS: dict[str, type[CarrierOptions]] = {
+    "simulated": SimulatedCarrierOptions,
+    "smpp": SmppCarrierOptions,
+}
+
+
 @dataclass(frozen=True)
 class CarrierSettings:
     name: str
     pop: str
-    kind: str  # "simulated" | "smpp"
-    options: dict[str, Any] = field(default_factory=dict)  # the rest of the carrier's table, as given
+    kind: str  # a key of CARRIER_KINDS
+    options: CarrierOptions = field(default_factory=SimulatedCarrierOptions)
+
+
+def carrier_options(kind: str, table: dict[str, Any], where: str = "carrier") -> CarrierOptions:
+    """Validate a carrier's options (its table without ``pop`` and ``kind``) for its kind.
+
+    >>> carrier_options("smpp", {"window": 20}).window
+    20
+    >>> carrier_options("smpp", {"windw": 20})
+    Traceback (most recent call last):
+    ...
+    engine.errors.ConfigError: config: unknown key 'windw' in [carrier] (kind = "smpp"; did you mean 'window'?)
+    """
+    cls = CARRIER_KINDS.get(kind)
+    if cls is None:
+        raise ConfigError(f"config: {where}.kind must be one of {', '.join(CARRIER_KINDS)}, "
+                          f"got {kind!r}")
+    options = _dataclass_from(cls, table, where, f'kind = "{kind}"')
+    options.check(where)
+    return options
 
 
 @dataclass(frozen=True)
@@ -187,14 +299,14 @@ def settings_from_document(doc: dict[str, Any]) -> Settings:
         raise ConfigError("config: at least one [pops.<name>] is required")
     carriers = {}
     for name, table in _table(doc, "carriers").items():
+        where = f"carriers.{name}"
         if not isinstance(table, dict):
-            raise ConfigError(f"config: [carriers.{name}] must be a table")
+            raise ConfigError(f"config: [{where}] must be a table")
         pop, kind = table.get("pop"), table.get("kind", "simulated")
         if pop not in pops:
-            raise ConfigError(f"config: carriers.{name}.pop = {pop!r} is not a configured POP")
-        if kind not in ("simulated", "smpp"):
-            raise ConfigError(f"config: carriers.{name}.kind must be 'simulated' or 'smpp'")
-        options = {k: v for k, v in table.items() if k not in ("pop", "kind")}
+            raise ConfigError(f"config: {where}.pop = {pop!r} is not a configured POP")
+        options = carrier_options(kind, {k: v for k, v in table.items() if k not in ("pop", "kind")},
+                                  where)
         carriers[name] = CarrierSettings(name=name, pop=pop, kind=kind, options=options)
     routing = RoutingTable.from_document(
         {"routes": doc.get("routes", []), "rates": doc.get("rates", {})},
@@ -314,25 +426,86 @@ def _table(doc: dict[str, Any], key: str) -> dict[str, Any]:
     return value
 
 
-def _dataclass_from(cls: type, table: Any, section: str):
+def _dataclass_from(cls: type, table: Any, section: str, note: str = ""):
+    """Build the frozen dataclass ``cls`` from a TOML table: unknown keys are refused by name, each value
+    must have its field's type (an int is accepted for a float), and numbers must not be negative."""
     if not isinstance(table, dict):
         raise ConfigError(f"config: [{section}] must be a table")
-    known = {f for f in cls.__dataclass_fields__}
-    unknown = set(table) - known
-    if unknown:
-        raise ConfigError(f"config: unknown key(s) in [{section}]: {', '.join(sorted(unknown))}")
-    defaults = cls()
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls)]
+    for key in table:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = "; ".join(x for x in (note, f"did you mean {close[0]!r}?" if close else "") if x)
+            raise ConfigError(f"config: unknown key {key!r} in [{section}]"
+                              + (f" ({hint})" if hint else ""))
     values = {}
     for name in known:
-        default = getattr(defaults, name)
-        value = table.get(name, default)
-        if default is not None and value is not None:
-            expected = (int, float) if isinstance(default, float) else type(default)
-            if not isinstance(value, expected) or isinstance(value, bool) != isinstance(default, bool):
-                raise ConfigError(f"config: {section}.{name} must be {type(default).__name__}")
-            if isinstance(default, float):
-                value = float(value)
-            if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
-                raise ConfigError(f"config: {section}.{name} must not be negative")
+        if name not in table:
+            continue
+        value, hint = table[name], hints[name]
+        if not _has_type(value, hint):
+            raise ConfigError(f"config: {section}.{name} must be {_type_words(hint)}")
+        if isinstance(value, int) and not isinstance(value, bool) and float in _members(hint) \
+                and int not in _members(hint):
+            value = float(value)
+        if _is_number(value) and value < 0:
+            raise ConfigError(f"config: {section}.{name} must not be negative")
         values[name] = value
     return cls(**values)
+
+
+def _members(hint: Any) -> tuple:
+    """The alternatives of a type hint: ``int | None`` -> (int, NoneType); ``dict[str, Any]`` -> (dict,)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return tuple(m for arg in typing.get_args(hint) for m in _members(arg))
+    return (typing.get_origin(hint) or hint,)
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    for member in _members(hint):
+        if member is Any:
+            return True
+        if member is type(None) and value is None:
+            return True
+        if member is bool and isinstance(value, bool):
+            return True
+        if member is int and isinstance(value, int) and not isinstance(value, bool):
+            return True
+        if member is float and _is_number(value):
+            return True
+        if member in (str, dict, list) and isinstance(value, member):
+            return True
+    return False
+
+
+_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+          dict: "a table", list: "a list", type(None): "absent"}
+
+
+def _type_words(hint: Any) -> str:
+    return " or ".join(_WORDS.get(m, getattr(m, "__name__", str(m))) for m in _members(hint)
+                       if m is not type(None))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_distribution(spec: Any, where: str) -> None:
+    """A delay is a number of ms or ``{distribution = fixed|uniform|lognormal, <its keys>}``."""
+    if spec is None or _is_number(spec):
+        if spec is not None and spec < 0:
+            raise ConfigError(f"config: {where} must not be negative")
+        return
+    kind = spec.get("distribution", "fixed")
+    if kind not in DISTRIBUTIONS:
+        raise ConfigError(f"config: {where}.distribution must be one of {', '.join(DISTRIBUTIONS)}")
+    for key, value in spec.items():
+        if key == "distribution":
+            continue
+        if key not in DISTRIBUTIONS[kind]:
+            raise ConfigError(f"config: unknown key {key!r} in {where} (distribution = \"{kind}\" "
+                              f"takes {', '.join(DISTRIBUTIONS[kind])})")
+        if not _is_number(value) or value < 0:
+            raise ConfigError(f"config: {where}.{key} must be a non-negative number")

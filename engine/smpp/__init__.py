@@ -7,35 +7,16 @@ messages (``submit``) and the asyncio ESME connector (``client``).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-__all__ = ["DEFAULT_SETTINGS", "smsc_carrier_settings"]
+from engine.config import SmppCarrierOptions, carrier_options
 
-DEFAULT_SETTINGS: dict[str, Any] = {
-    "host": "127.0.0.1",
-    "port": 2775,
-    "system_id": "smsroute",
-    "password": "secret",
-    "system_type": "",
-    "window": 10,  # submits in flight per bind
-    "throughput": 0,  # submit_sm per second per bind; 0 = unlimited
-    "binds": 1,
-    "bind_mode": "transceiver",  # or "transmitter_receiver": one transmitter + one receiver per bind
-    "tls": False,
-    "tls_verify": True,
-    "tls_ca_file": "",  # PEM bundle to trust instead of the system store ("" = system)
-    "enquire_link_seconds": 30.0,
-    "resp_timeout_seconds": 10.0,
-    "gsm7_packed": False,
-    "use_message_payload": False,
-    "reconnect_min_seconds": 0.5,
-    "reconnect_max_seconds": 30.0,
-    "registered_delivery": 1,  # ask for a receipt on final state
-    "early_receipt_seconds": 30.0,  # how long a receipt for an unknown id is held for its resp
-    "receipt_match_seconds": 259200.0,  # how long a submitted id waits for its receipt (3 days)
-    "max_pending_receipts": 1_000_000,
-    "queue_limit": 100_000,  # parts waiting for a window slot, per carrier
-}
+__all__ = ["DEFAULT_SETTINGS", "smpp_settings", "smsc_carrier_settings"]
+
+#: Every SMPP carrier option with its default (the one definition is
+#: :class:`engine.config.SmppCarrierOptions`; this is its dict form, as the connector reads it).
+DEFAULT_SETTINGS: dict[str, Any] = dataclasses.asdict(SmppCarrierOptions())
 
 
 def smsc_carrier_settings(
@@ -53,3 +34,11 @@ def smsc_carrier_settings(
     settings.update(host=host, port=int(port), system_id=system_id, password=password)
     settings.update(overrides)
     return settings
+
+
+def smpp_settings(options: SmppCarrierOptions | dict[str, Any]) -> dict[str, Any]:
+    """The connector's settings dict from typed options, or from a dict validated like a config table
+    (unknown keys and wrong types raise ``ConfigError``)."""
+    if isinstance(options, dict):
+        options = carrier_options("smpp", options)
+    return dataclasses.asdict(options)

@@ -20,7 +20,7 @@ from actors.carrier_sim import SimulatedCarrierActor, sample_ms
 from actors.clock import Clock
 from engine import Engine
 from engine import messages as m
-from engine.config import deep_merge, default_document
+from engine.config import default_document
 
 WAIT = 10.0  # seconds: a deadline for conditions, not a timing expectation
 
@@ -226,8 +226,7 @@ def fast_overrides() -> dict:
     fast = {"latency": {"distribution": "fixed", "ms": 0},
             "receipt_delay": {"distribution": "fixed", "ms": 1},
             "outcomes": {"delivered": 1.0}, "throughput": 0}
-    carriers = {n: {**deep_merge(t, fast), "outcomes": fast["outcomes"]}  # replace the mix
-                for n, t in default_document()["carriers"].items()}
+    carriers = {n: {**t, **fast} for n, t in default_document()["carriers"].items()}
     return {"carriers": carriers}
 
 

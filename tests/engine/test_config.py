@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
+import tomllib
+from pathlib import Path
+
 import pytest
 
-from engine.config import deep_merge, default_document, load_settings
+import engine.config
+from engine.config import (
+    EngineLimits,
+    HttpSettings,
+    SimulatedCarrierOptions,
+    SmppCarrierOptions,
+    deep_merge,
+    default_document,
+    load_settings,
+)
 from engine.errors import ConfigError
 
 
@@ -165,3 +179,114 @@ def test_the_largest_allowed_sweep_interval_and_body_ttl_load():
 def test_connection_protections_cannot_be_switched_off(key):
     with pytest.raises(ConfigError, match=key):
         load_settings(overrides={"http": {key: 0}})
+
+
+# --- carriers: typed options per kind, one default per key, unknown keys refused -----------------
+
+
+def _one_carrier(kind: str, **options) -> dict:
+    return {"carriers": {"c1": {"pop": "fra", "kind": kind, **options}},
+            "routes": [{"match": ["DE"], "pop": "fra", "carriers": ["c1"]}]}
+
+
+@pytest.mark.parametrize("kind,key,suggestion", [
+    ("smpp", "windw", "window"),
+    ("simulated", "outcome", "outcomes"),
+    ("simulated", "binds", None),  # an SMPP key is unknown to a simulated carrier
+])
+def test_an_unknown_carrier_key_is_refused_with_a_message_naming_the_key_and_the_kind(kind, key,
+                                                                                     suggestion):
+    with pytest.raises(ConfigError) as caught:
+        load_settings(overrides=_one_carrier(kind, **{key: 20}))
+    message = str(caught.value)
+    assert f"unknown key '{key}' in [carriers.c1]" in message and f'kind = "{kind}"' in message
+    if suggestion:
+        assert f"did you mean '{suggestion}'?" in message
+
+
+def test_the_window_and_throughput_defaults_are_the_same_for_every_carrier_kind():
+    simulated = load_settings(overrides=_one_carrier("simulated")).carriers["c1"].options
+    smpp = load_settings(overrides=_one_carrier("smpp")).carriers["c1"].options
+    assert simulated.window == smpp.window == 10
+    assert simulated.throughput == smpp.throughput == 0.0
+
+
+def test_carrier_options_are_typed_per_kind():
+    smpp = load_settings(overrides=_one_carrier("smpp", window=20, port=2776, tls=True,
+                                                enquire_link_seconds=5)).carriers["c1"].options
+    assert (smpp.window, smpp.port, smpp.tls, smpp.enquire_link_seconds) == (20, 2776, True, 5.0)
+    assert type(smpp.enquire_link_seconds) is float
+
+
+@pytest.mark.parametrize("kind,options,needle", [
+    ("smpp", {"window": "20"}, "carriers.c1.window must be an integer"),
+    ("smpp", {"window": 0}, "carriers.c1.window must be at least 1"),
+    ("smpp", {"tls": "yes"}, "carriers.c1.tls must be true or false"),
+    ("smpp", {"port": 70000}, "carriers.c1.port must be between 1 and 65535"),
+    ("smpp", {"bind_mode": "duplex"}, "carriers.c1.bind_mode must be one of"),
+    ("simulated", {"latency": {"distribution": "pareto"}}, "carriers.c1.latency.distribution"),
+    ("simulated", {"latency": {"distribution": "fixed", "median_ms": 3}},
+     "unknown key 'median_ms' in carriers.c1.latency"),
+    ("simulated", {"outcomes": {"delivered": 0.5, "lost": 0.5}}, "unknown outcome 'lost'"),
+    ("simulated", {"outcomes": {"delivered": 0}}, "at least one of them positive"),
+    ("simulated", {"late_receipt_rate": 2}, "between 0 and 1"),
+    ("carrier-pigeon", {}, "kind must be one of simulated, smpp"),
+])
+def test_an_invalid_carrier_option_raises_config_error_naming_it(kind, options, needle):
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        load_settings(overrides=_one_carrier(kind, **options))
+
+
+# --- engine/default.toml documents every key ----------------------------------------------------
+
+DEFAULT_TOML = (Path(engine.config.__file__).parent / "default.toml").read_text(encoding="utf-8")
+
+
+def _documented_line(key: str) -> tuple[str, str]:
+    """The line of default.toml that sets ``key`` (maybe commented out) and the line before it."""
+    lines = DEFAULT_TOML.splitlines()
+    for i, line in enumerate(lines):
+        if re.match(rf"\s*(#\s*)?{key}\s*=", line):
+            return line, lines[i - 1]
+    raise AssertionError(f"default.toml does not mention {key}")
+
+
+@pytest.mark.parametrize("section,cls", [("engine", EngineLimits), ("http", HttpSettings)])
+def test_default_toml_lists_every_key_of_a_section_with_its_default_and_an_explanation(section, cls):
+    table = default_document()[section]
+    for f in dataclasses.fields(cls):
+        line, before = _documented_line(f.name)
+        assert "#" in line.split("=", 1)[1] or before.lstrip().startswith("#"), \
+            f"{section}.{f.name} has no explanation in default.toml"
+        if f.name in table:
+            assert table[f.name] == getattr(cls(), f.name), f"{section}.{f.name}: two defaults"
+
+
+def _example_carrier(kind: str) -> dict:
+    """The commented ``[carriers.example-<kind>]`` block of default.toml, uncommented and parsed."""
+    block, inside = [], False
+    for line in DEFAULT_TOML.splitlines():
+        if line.startswith(f"# [carriers.example-{kind}]"):
+            inside = True
+        elif inside and not line.startswith("# "):  # a bare "#" or the end of the comment
+            break
+        if inside:
+            block.append(re.sub(r"^# ?", "", line))
+    return tomllib.loads("\n".join(block))["carriers"][f"example-{kind}"]
+
+
+@pytest.mark.parametrize("kind,cls", [("simulated", SimulatedCarrierOptions),
+                                      ("smpp", SmppCarrierOptions)])
+def test_default_toml_shows_every_carrier_key_of_each_kind_with_its_default(kind, cls):
+    example = _example_carrier(kind)
+    assert example.pop("kind") == kind and example.pop("pop") == "fra"
+    assert set(example) == {f.name for f in dataclasses.fields(cls)}
+    defaults = dataclasses.asdict(cls())
+    for key, value in example.items():
+        expected = defaults[key]
+        if key in ("latency", "receipt_delay") and value == 0:
+            expected = expected or 0  # "no delay" is written as 0 ms
+        assert value == expected, f"{kind} carrier key {key}: default.toml says {value!r}"
+    loaded = load_settings(overrides={"carriers": {"x": {**example, "pop": "fra", "kind": kind}},
+                                      "routes": []})
+    assert loaded.carriers["x"].options == cls(**example)

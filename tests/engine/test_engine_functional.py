@@ -41,13 +41,9 @@ FAILING_MIX = {"delivered": 0.78, "undeliverable": 0.05, "rejected": 0.04, "expi
 
 
 def overrides(carrier: dict, engine: dict | None = None) -> dict:
-    """Every default carrier with ``carrier`` merged over it (an outcome mix replaces the default
-    mix whole), plus ``[engine]`` settings."""
-    carriers = {}
-    for name, table in default_document()["carriers"].items():
-        carriers[name] = deep_merge(table, carrier)
-        if "outcomes" in carrier:
-            carriers[name]["outcomes"] = dict(carrier["outcomes"])
+    """Every default carrier with the keys of ``carrier`` replacing its own (a distribution or an
+    outcome mix replaces the default one whole), plus ``[engine]`` settings."""
+    carriers = {name: {**table, **carrier} for name, table in default_document()["carriers"].items()}
     return {"carriers": carriers, "engine": {"tick_ms": 50, **(engine or {})}}
 
 
