@@ -55,6 +55,8 @@ def sample_ms(spec: Any, rng: random.Random) -> float:
 
 
 class SimulatedCarrierActor(pykka.ThreadingActor):
+    use_daemon_thread = True  # never keeps a host process alive (the engine's exit hook stops it)
+
     def __init__(self, name: str, options: SimulatedCarrierOptions | dict, pop_ref, clock,
                  seed: int | None = None) -> None:
         super().__init__()

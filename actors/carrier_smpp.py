@@ -39,6 +39,8 @@ _START_TIMEOUT = 10.0
 
 
 class SmppCarrierActor(pykka.ThreadingActor):
+    use_daemon_thread = True  # never keeps a host process alive (the engine's exit hook stops it)
+
     def __init__(self, name: str, settings: SmppCarrierOptions | dict[str, Any], pop_ref,
                  clock=None) -> None:
         super().__init__()

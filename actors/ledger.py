@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 
 class LedgerActor(pykka.ThreadingActor):
+    use_daemon_thread = True  # never keeps a host process alive (the engine's exit hook stops it)
+
     def __init__(self, store: LedgerStore, directory) -> None:
         super().__init__()
         self.store = store

@@ -81,6 +81,8 @@ class InFlight:
 
 
 class PopActor(pykka.ThreadingActor):
+    use_daemon_thread = True  # never keeps a host process alive (the engine's exit hook stops it)
+
     def __init__(self, name: str, settings, directory, store, clock, bridge) -> None:
         super().__init__()
         self.name = name

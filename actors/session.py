@@ -42,6 +42,8 @@ MAX_VALIDITY_SECONDS = 86400
 
 
 class CustomerSessionActor(pykka.ThreadingActor):
+    use_daemon_thread = True  # never keeps a host process alive (the engine's exit hook stops it)
+
     def __init__(self, account_id: str, load_account: Callable[[str], AccountRecord],
                  settings: Settings, directory, ids: IdGenerator) -> None:
         super().__init__()

@@ -9,6 +9,7 @@ POPs, ledger).
 
 Data layout under ``data_dir``::
 
+    smsroute.lock    held (flock) by the one engine using this directory (storage.datadir)
     keys/            master key (0600), the key store and accounts/ (one file of wrapped keys per account):
                      data keys live outside every LMDB file ([keys] dir may put this folder elsewhere)
     routing.json     the routing table last replaced on the control port (survives restarts)
@@ -44,6 +45,7 @@ from storage.accounts import AccountStore
 from storage.apikeys import ApiKeyStore
 from storage.audit import AuditLog
 from storage.bodies import BodyStore
+from storage.datadir import DataDirLock, startup_error
 from storage.env import open_env
 from storage.holds import Holds
 from storage.keys import KeyRing, open_key_provider
@@ -76,12 +78,30 @@ class Runtime:
         self._lock = threading.Lock()
         self._carrier_actors: dict[str, object] = {}
         self.clock: Clock | None = None
+        self.sweeper = None
+        self.core_env: lmdb.Environment | None = None
+        self.lock = DataDirLock(data_dir)  # one engine per data directory
 
     # --- start -------------------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Lock the data directory, open every store and start the actors. On any failure whatever
+        started is stopped again and the lock released, so a failed start leaves no thread behind;
+        a failure of the directory itself is one typed error (``storage.datadir.startup_error``)."""
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.lock.acquire()
+            self._open_and_start()
+        except BaseException as exc:
+            self.stop()
+            self.release()
+            error = startup_error(exc, self.data_dir) if isinstance(exc, Exception) else None
+            if error is None or error is exc:
+                raise
+            raise error from exc
+
+    def _open_and_start(self) -> None:
         s = self.settings
-        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         (self.data_dir / "pops").mkdir(exist_ok=True, mode=0o700)
         map_size = s.engine.map_size_mb << 20
         keys_dir = self.keys_dir()
@@ -302,10 +322,17 @@ class Runtime:
 
     # --- stop --------------------------------------------------------------------------------------
 
+    @property
+    def alive(self) -> bool:
+        """True while every POP actor runs (only then can in-flight messages still finish)."""
+        pops = list(self.directory.pops.values())
+        return bool(pops) and all(ref.is_alive() for ref in pops)
+
     def stop(self) -> None:
+        """Stop in the order that loses nothing (also after a start that failed half way)."""
         if self.clock is not None:
             self.clock.stop()
-        if getattr(self, "sweeper", None) is not None:
+        if self.sweeper is not None:
             _stop(self.sweeper)
         # sessions first (their last batches reach live POPs), then carriers, then the POPs' last
         # group commit, then the ledger's last debits
@@ -316,11 +343,17 @@ class Runtime:
             _stop(self.directory.ledger)
         for store in self.pop_stores.values():
             store.env.close()
-        self.api_keys.close()
-        self.core_env.close()
+        if getattr(self, "api_keys", None) is not None:
+            self.api_keys.close()
+        if self.core_env is not None:
+            self.core_env.close()
         close = getattr(getattr(self, "key_provider", None), "close", None)
         if close is not None:  # an HSM session
             close()
+
+    def release(self) -> None:
+        """Give up the data directory's lock (once every store in it is closed; idempotent)."""
+        self.lock.release()
 
 
 def _stop_all(refs, timeout: float = 15.0) -> None:

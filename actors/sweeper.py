@@ -38,6 +38,8 @@ DEFAULT_INTERVAL_SECONDS = 60.0
 class SweeperActor(pykka.ThreadingActor):
     """Runs every retention sweep; see the module docstring."""
 
+    use_daemon_thread = True  # never keeps a host process alive (the engine's exit hook stops it)
+
     def __init__(self, pop_stores: Mapping[str, BodyStore],
                  retention: Mapping[str, RetentionRule] = RETENTION,
                  clock: Callable[[], float] = time.time, *,

@@ -47,6 +47,7 @@ from storage.records import MessageRecord
 log = logging.getLogger(__name__)
 
 MAX_VALIDITY_SECONDS = 86400  # a message never waits longer than its body may be kept
+EXIT_DRAIN_SECONDS = 5.0  # at interpreter exit without stop(): how long in-flight work may finish
 
 StatusRecord = MessageRecord
 
@@ -92,38 +93,42 @@ class Engine(AccountManager, HoldManager):
         customer API and the control port. ``on_status`` is registered before recovery, so it also sees
         the status changes of messages resumed from an earlier run."""
         settings = settings or load_settings(config, overrides)
+        if http and settings.http.tls_cert:
+            from engine.http.server import tls_context
+
+            tls_context(settings.http.tls_cert, settings.http.tls_key)  # a bad file fails here, first
         engine = cls(Path(data_dir), settings)
         if on_status is not None:
             engine.on_status(on_status)
-        engine.runtime.start()
-        engine._start_mail_and_privacy()
-        AccountManager.__init__(engine, engine.runtime)
-        if http:
-            from engine.http.server import HttpServers
-
-            try:
-                engine.http = HttpServers(engine, settings).start()
-            except BaseException:  # e.g. a port in use: do not leave the actors running
-                engine.http = None
-                engine.stop(drain_seconds=0)
-                raise
-            # the request log, idempotency records and control audit follow the same retention sweeps
-            engine.runtime.sweeper.proxy().add_sweepables(engine.http.sweepables).get(timeout=10)
+        engine.runtime.start()  # locks the data directory: a second engine on it is refused
+        _RUNNING.add(engine)
+        _install_exit_hook()
+        try:
+            engine._start_mail_and_privacy()
+            AccountManager.__init__(engine, engine.runtime)
+            if http:
+                engine._start_http()
+        except BaseException:  # e.g. a port in use: do not leave the actors running
+            engine.stop(drain_seconds=0)
+            raise
         return engine
 
     def _start_mail_and_privacy(self) -> None:
         """The mail sender runs on its own thread (not the HTTP loop), so mail goes out when the
         engine is embedded without HTTP; the privacy stores' sweeps join the retention sweeper."""
         runtime = self.runtime
-        try:
-            self.mail = MailService(self.data_dir, self.settings.email, runtime.keys).start()
-            self.notices = Notices(self.mail.outbox, self.mail.worker.wake, runtime.accounts)
-            self.privacy = PrivacyServices(self.data_dir, self.settings, runtime, self.notices, self)
-            runtime.sweeper.proxy().add_sweepables(
-                {"mail_outbox": self.mail.outbox, **self.privacy.sweepables}).get(timeout=10)
-        except BaseException:
-            self.stop(drain_seconds=0)
-            raise
+        self.mail = MailService(self.data_dir, self.settings.email, runtime.keys).start()
+        self.notices = Notices(self.mail.outbox, self.mail.worker.wake, runtime.accounts)
+        self.privacy = PrivacyServices(self.data_dir, self.settings, runtime, self.notices, self)
+        runtime.sweeper.proxy().add_sweepables(
+            {"mail_outbox": self.mail.outbox, **self.privacy.sweepables}).get(timeout=10)
+
+    def _start_http(self) -> None:
+        from engine.http.server import HttpServers
+
+        self.http = HttpServers(self, self.settings).start()
+        # the request log, idempotency records and control audit follow the same retention sweeps
+        self.runtime.sweeper.proxy().add_sweepables(self.http.sweepables).get(timeout=10)
 
     @property
     def stopping(self) -> bool:
@@ -137,7 +142,7 @@ class Engine(AccountManager, HoldManager):
             return
         self._stopping = True
         deadline = time.monotonic() + drain_seconds
-        while self.gate.in_flight and time.monotonic() < deadline:
+        while self.gate.in_flight and time.monotonic() < deadline and self.runtime.alive:
             time.sleep(0.02)
         if self.http is not None:
             self.http.stop()
@@ -146,8 +151,11 @@ class Engine(AccountManager, HoldManager):
             self.mail.stop()  # what is still queued is durable and is sent after the next start
         if self.privacy is not None:
             self.privacy.close()
+        self.runtime.release()  # last: every store of the data directory is closed
+        _RUNNING.discard(self)
 
     def __enter__(self) -> Engine:
+        """``with Engine.start(...) as engine:`` stops the engine when the block ends, also on error."""
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -288,3 +296,40 @@ class Engine(AccountManager, HoldManager):
             extra = {"mail": self.mail.stats(), "privacy": self.privacy.stats()}
         return {"in_flight": self.gate.in_flight, "max_in_flight": self.gate.limit,
                 "pending_requests": self.bridge.pending_requests(), **self.runtime.stats(), **extra}
+
+
+# --- a host that exits without stop() -------------------------------------------------------------
+
+_RUNNING: set[Engine] = set()  # started and not yet stopped
+_exit_hook_installed = False
+_exit_hook_lock = threading.Lock()
+
+
+def _stop_running_engines() -> None:
+    """Stop every engine the host left running: drain briefly, last commits, graceful unbinds."""
+    for engine in list(_RUNNING):
+        try:
+            engine.stop(drain_seconds=EXIT_DRAIN_SECONDS)
+        except Exception:  # the process is exiting: log and let it
+            log.exception("stopping the engine at exit failed")
+
+
+def _install_exit_hook() -> None:
+    """Run :func:`_stop_running_engines` when the interpreter exits (normally or on an uncaught
+    exception). ``threading._register_atexit`` runs it before Python joins non-daemon threads and before
+    ``concurrent.futures`` shuts its pools down, which the HTTP layer still needs while it stops; the
+    actors' threads are daemons, so even a stop that fails cannot keep the process alive."""
+    global _exit_hook_installed
+    with _exit_hook_lock:
+        if _exit_hook_installed:
+            return
+        register = getattr(threading, "_register_atexit", None)
+        try:
+            if register is None:
+                raise RuntimeError("no threading._register_atexit")
+            register(_stop_running_engines)
+        except RuntimeError:  # interpreter already shutting down, or another Python
+            import atexit
+
+            atexit.register(_stop_running_engines)
+        _exit_hook_installed = True

@@ -1,9 +1,15 @@
-"""The ``smsroute`` command: ``run``, ``segments`` and ``bench``.
+"""The ``smsroute`` command: ``run``, ``segments``, ``webhook-receiver`` and ``bench``.
 
 ``smsroute run`` starts the engine on its embedded default (three POPs, simulated carriers, data in
 ``./data``) or on ``--config FILE``, with the customer API and the control port, prints where they listen,
-and stops cleanly on Ctrl-C or SIGTERM. ``--smsc HOST:PORT`` replaces every carrier with SMPP binds to that
-SMSC. ``smsroute segments TEXT`` prints how a text is encoded and split.
+and stops cleanly on Ctrl-C or SIGTERM. ``--host``, ``--customer-port`` and ``--control-port`` override the
+config's binds; ``--smsc HOST:PORT`` replaces every carrier with SMPP binds to that SMSC. ``smsroute
+segments TEXT`` prints how a text is encoded and split.
+
+A start-up failure an operator can fix (a busy port, a data directory that is locked, unreadable or on a
+full disk, a missing config file, a TLS file that does not load) is one line on stderr,
+``smsroute: <code>: <what to do>``, and exit status 2 — never a traceback. Each sub-command is one
+``cmd_*`` function and one ``_add_*_parser``, so adding one (or a flag) touches nothing else.
 """
 
 from __future__ import annotations
@@ -12,10 +18,14 @@ import argparse
 import logging
 import signal
 import sys
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from engine.errors import SmsrouteError
+
+DESCRIPTION = "smsroute: a transit-layer A2P SMS gateway engine."
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 def smsc_overrides(settings_doc: dict[str, Any], hostport: str, system_id: str,
@@ -33,12 +43,26 @@ def smsc_overrides(settings_doc: dict[str, Any], hostport: str, system_id: str,
     return {"carriers": carriers, "routes": settings_doc.get("routes", [])}
 
 
+def http_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """``[http]`` overrides from ``--host``, ``--customer-port`` and ``--control-port``."""
+    http: dict[str, Any] = {}
+    if args.host is not None:
+        http.update(customer_host=args.host, control_host=args.host)
+    if args.customer_port is not None:
+        http["customer_port"] = args.customer_port
+    if args.control_port is not None:
+        http["control_port"] = args.control_port
+    return {"http": http} if http else {}
+
+
 def _settings(args: argparse.Namespace):
     from engine.config import load_settings
 
-    settings = load_settings(args.config)
+    overrides = http_overrides(args)
+    settings = load_settings(args.config, overrides)
     if getattr(args, "smsc", None):
-        overrides = smsc_overrides(settings.raw, args.smsc, args.smsc_system_id, args.smsc_password)
+        overrides.update(smsc_overrides(settings.raw, args.smsc, args.smsc_system_id,
+                                        args.smsc_password))
         settings = load_settings(args.config, overrides)
     return settings
 
@@ -50,8 +74,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Block SIGTERM/SIGINT before any thread exists (every engine thread inherits the mask) and take
     # them with sigwait below: no Python signal handler runs, so none can deadlock on a lock the main
     # thread holds, and a signal that arrives while the engine starts is kept until we wait for it.
-    stop_signals = {signal.SIGTERM, signal.SIGINT}
-    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     engine = Engine.start(data_dir=args.data_dir, settings=settings, http=not args.no_http)
     data_dir = Path(args.data_dir).resolve()
     print(f"smsroute running: data in {data_dir}; POPs {', '.join(settings.pops)}; "
@@ -61,7 +84,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         scheme = "https" if srv.ctx is not None and srv.ctx.tls else "http"
         print(f"customer API: {scheme}://{h.customer_host}:{srv.customer_port}/v1", flush=True)
         print(f"control port: {scheme}://{h.control_host}:{srv.control_port}/", flush=True)
-    signal.sigwait(stop_signals)
+    signal.sigwait(STOP_SIGNALS)
     print("smsroute stopping: draining in-flight messages…", flush=True)
     engine.stop()
     print("smsroute stopped", flush=True)
@@ -75,6 +98,16 @@ def cmd_segments(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_webhook_receiver(args: argparse.Namespace) -> int:
+    from engine.webhook_receiver import start_receiver
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    server = start_receiver(args.host, args.port, args.secret_file)
+    signal.sigwait(STOP_SIGNALS)
+    server.shutdown()
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from bench.cli import run_bench
 
@@ -82,22 +115,56 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="smsroute", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="smsroute", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"smsroute {_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run_parser(sub)
+    _add_segments_parser(sub)
+    _add_webhook_receiver_parser(sub)
+    _add_bench_parser(sub)
+    return parser
 
-    run = sub.add_parser("run", help="run the engine (embedded default, or --config FILE)")
+
+def _add_run_parser(sub: Any) -> None:
+    run = sub.add_parser("run", help="run the engine (embedded default, or --config FILE)",
+                         description="Run the engine until Ctrl-C or SIGTERM (which drain in-flight "
+                                     "messages first).")
     run.add_argument("--data-dir", default="./data", help="where stores and keys live (./data)")
     run.add_argument("--config", default=None, help="a TOML config merged over the embedded default")
+    run.add_argument("--host", default=None,
+                     help="bind both HTTP servers to this address (default 127.0.0.1; beyond "
+                          "loopback needs [http] tls_cert and tls_key)")
+    run.add_argument("--customer-port", type=_port, default=None, metavar="PORT",
+                     help="the customer API's port (default 8080; 0 picks a free one)")
+    run.add_argument("--control-port", type=_port, default=None, metavar="PORT",
+                     help="the control port's port (default 8081; 0 picks a free one)")
     run.add_argument("--no-http", action="store_true", help="do not start the HTTP servers")
     _add_smsc_arguments(run)
     run.set_defaults(func=cmd_run)
 
+
+def _add_segments_parser(sub: Any) -> None:
     seg = sub.add_parser("segments", help="print the encoding and segments of a text as JSON")
     seg.add_argument("text")
     seg.set_defaults(func=cmd_segments)
 
-    bench = sub.add_parser("bench", help="run the benchmark harness")
+
+def _add_webhook_receiver_parser(sub: Any) -> None:
+    rx = sub.add_parser("webhook-receiver", help="print the webhooks sent to a local port",
+                        description="Listen for webhooks, print one line per webhook and check "
+                                    "its signature (for trying the engine out).")
+    rx.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    rx.add_argument("--port", type=_port, default=9000, help="port to listen on (9000)")
+    rx.add_argument("--secret-file", default=None, metavar="FILE",
+                    help="a file holding the account's webhook signing secret (read per request)")
+    rx.set_defaults(func=cmd_webhook_receiver)
+
+
+def _add_bench_parser(sub: Any) -> None:
+    bench = sub.add_parser("bench", help="run the benchmark harness",
+                           description="Run a benchmark scenario against the engine and report "
+                                       "latency per corridor, throughput and cost.")
     try:
         from bench.cli import add_bench_arguments
 
@@ -107,14 +174,26 @@ def build_parser() -> argparse.ArgumentParser:
     if not any(a.dest == "smsc" for a in bench._actions):
         _add_smsc_arguments(bench)
     bench.set_defaults(func=cmd_bench)
-    return parser
 
 
 def _add_smsc_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--smsc", default=None, metavar="HOST:PORT",
                    help="replace every carrier with SMPP binds to this SMSC")
-    p.add_argument("--smsc-system-id", default="smsroute")
-    p.add_argument("--smsc-password", default="secret")
+    p.add_argument("--smsc-system-id", default="smsroute", help="the SMPP bind's system_id")
+    p.add_argument("--smsc-password", default="secret", help="the SMPP bind's password")
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {text!r} (0-65535)")
+    return int(text)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("smsroute")
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except SmsrouteError as exc:
         print(f"smsroute: {exc.code}: {exc.message}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the environment, not a bug of ours: one line, no traceback
+        print(f"smsroute: os_error: {exc}", file=sys.stderr)
         return 2
 
 

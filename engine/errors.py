@@ -33,7 +33,14 @@ The tree::
     │   ├── StoreFull               the LMDB map or the disk is full
     │   ├── CorruptRecord           a record failed to decode or authenticate
     │   └── KeyUnavailable          a data key is missing or the master key is wrong
-    └── CarrierError                a carrier link failed in a way the caller should see
+    ├── CarrierError                a carrier link failed in a way the caller should see
+    └── StartupError                the engine cannot start as configured (``smsroute``: one line, exit 2)
+        ├── DataDirInUse            another engine holds the data directory's lock
+        ├── DataDirUnusable         the data directory cannot be created, read or written
+        └── CannotListen            an HTTP port is taken or cannot be bound
+
+A full disk at start-up is ``StoreFull``; a missing config file or a TLS file that does not load is
+``ConfigError``.
 
 Each class carries a stable machine-readable ``code`` used in API error bodies and reject messages, so
 ``error_from_code(code, message)`` can rebuild the typed exception on the far side of an actor hop.
@@ -181,6 +188,22 @@ class KeyUnavailable(StorageError):
 
 class CarrierError(SmsrouteError):
     code = "carrier_error"
+
+
+class StartupError(SmsrouteError):
+    code = "cannot_start"
+
+
+class DataDirInUse(StartupError):
+    code = "data_dir_in_use"
+
+
+class DataDirUnusable(StartupError):
+    code = "data_dir_unusable"
+
+
+class CannotListen(StartupError, OSError):
+    code = "cannot_listen"
 
 
 def _all_subclasses(cls: type) -> list[type]:

@@ -11,8 +11,10 @@ answers carry HSTS. On first start with no operator token, one with every role i
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
+import socket
 import ssl
 import sys
 import threading
@@ -22,6 +24,7 @@ from typing import Any
 import uvloop
 from aiohttp import web
 
+from engine.errors import CannotListen, ConfigError
 from engine.http.app_control import build_control_app
 from engine.http.app_customer import build_customer_app
 from engine.http.connections import (
@@ -40,6 +43,7 @@ from engine.http.requestlog import RequestLog
 from engine.http.store import GroupCommitter, open_http_env
 from engine.http.tokens import TokenStore, ensure_first_token
 from engine.http.webhooks import RetryPolicy, WebhookDispatcher
+from storage.datadir import startup_error
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +59,19 @@ def _local_secret(engine: Any, name: str) -> bytes:
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext:
-    """Server TLS: TLS 1.2 minimum (1.3 preferred by OpenSSL when both sides have it)."""
+    """Server TLS: TLS 1.2 minimum (1.3 preferred by OpenSSL when both sides have it). A file that is
+    missing, unreadable or not a matching PEM certificate and key is a ``ConfigError`` naming it."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(cert, key)
+    try:
+        context.load_cert_chain(cert, key)
+    except OSError as exc:  # ssl.SSLError is an OSError too
+        if isinstance(exc, ssl.SSLError):
+            problem = "not a PEM certificate and its matching private key" + (
+                f" ({exc.reason})" if exc.reason else "")
+        else:
+            problem = f"{exc.filename or cert}: {exc.strerror}"
+        raise ConfigError(f"[http] tls_cert = {cert!r} / tls_key = {key!r}: {problem}") from None
     return context
 
 
@@ -90,7 +103,12 @@ class HttpServers:
             raise RuntimeError("HTTP servers did not start in time")
         if self._error is not None:
             self._thread.join(SHUTDOWN_TIMEOUT_S)
-            raise self._error
+            error = self._error
+            typed = startup_error(error, self.engine.data_dir) if isinstance(error, Exception) \
+                else None
+            if typed is None or typed is error:
+                raise error
+            raise typed from error
         return self
 
     def stop(self) -> None:
@@ -131,9 +149,11 @@ class HttpServers:
             self.apps = {"customer": build_customer_app(ctx), "control": build_control_app(ctx)}
             ensure_descriptors(*(connection_limits(self.http, name) for name in self.apps))
             self.customer_port = await self._site(runners, "customer", self.http.customer_host,
-                                                  self.http.customer_port, ssl_ctx)
+                                                  self.http.customer_port, ssl_ctx,
+                                                  "customer API", "--customer-port")
             self.control_port = await self._site(runners, "control", self.http.control_host,
-                                                 self.http.control_port, ssl_ctx)
+                                                 self.http.control_port, ssl_ctx,
+                                                 "control port", "--control-port")
             self._announce_token(ctx)
             sweeper = asyncio.create_task(self._sweep_forever(ctx))
             self._ready.set()
@@ -230,7 +250,7 @@ class HttpServers:
         return out
 
     async def _site(self, runners: list[web.AppRunner], name: str, host: str, port: int,
-                    ssl_ctx: ssl.SSLContext | None) -> int:
+                    ssl_ctx: ssl.SSLContext | None, what: str, flag: str) -> int:
         limits = connection_limits(self.http, name)
         runner = web.AppRunner(self.apps[name], access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S,
                                keepalive_timeout=limits.keepalive_timeout_s)
@@ -241,7 +261,10 @@ class HttpServers:
         runner.server.app_name = name
         runners.append(runner)
         site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx, backlog=1024)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise CannotListen(_listen_failure(what, host, port, flag, exc)) from None
         return site._server.sockets[0].getsockname()[1]  # the bound port (port 0 picks one)
 
     def _announce_token(self, ctx: HttpContext) -> None:
@@ -255,6 +278,20 @@ def _auth_failure_limiter(http: Any) -> Gcra:
     """Failed control-port authentications: ``per_minute`` at once, refilled over a minute."""
     per_minute = int(getattr(http, "control_auth_failures_per_minute", None) or 10)
     return Gcra(per_minute / 60.0, per_minute)
+
+
+def _listen_failure(what: str, host: str, port: int, flag: str, exc: OSError) -> str:
+    """One sentence for a socket that cannot be bound, with what to do about it."""
+    where = f"{what} cannot listen on {host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return (f"{where}: the port is already in use (another smsroute, or another program); "
+                f"choose another one with {flag} PORT (0 picks a free one)")
+    if exc.errno == errno.EACCES:
+        return f"{where}: permission denied (ports below 1024 need privileges); use {flag} PORT"
+    if exc.errno in (errno.EADDRNOTAVAIL, errno.ENOENT) or isinstance(exc, socket.gaierror):
+        return f"{where}: {host} is not an address of this machine (--host)"
+    reason = exc.strerror or str(exc)
+    return f"{where}: {reason}"
 
 
 def connection_limits(http: Any, app: str) -> ConnectionLimits:

@@ -1,0 +1,96 @@
+"""The data directory as a whole: one engine at a time, and clear errors when it cannot be used.
+
+Two engines writing the same LMDB environments, key ring and routing file would each believe they own
+the messages in them (double sends, double recovery). :class:`DataDirLock` makes that impossible: the
+engine holds an exclusive ``flock`` on ``<data_dir>/smsroute.lock`` from start to stop. The OS drops the
+lock when the process ends however it ends (``kill -9`` included), so a crash never leaves a stale lock
+that blocks the restart. The file holds the owner's pid, for the error message only.
+
+:func:`startup_error` turns what the OS or LMDB raise while a data directory is opened into one typed
+error with a sentence an operator can act on (permission, full disk, not a directory).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from pathlib import Path
+
+import lmdb
+
+from engine.errors import DataDirInUse, DataDirUnusable, SmsrouteError, StorageError, StoreFull
+
+LOCK_FILE = "smsroute.lock"
+
+
+class DataDirLock:
+    """An exclusive, non-blocking OS lock on one data directory, held while an engine runs.
+
+    *Held by:* the engine that acquired it (its open file), until :meth:`release` or process exit.
+    *Refused:* a second engine on the same directory, in this process or another (``DataDirInUse``).
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir)
+        self.path = self.data_dir / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock or raise ``DataDirInUse`` naming the pid that holds it."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise DataDirInUse(
+                f"data directory {self.data_dir} is in use by another smsroute engine "
+                f"(pid {owner}); stop it first or use another data directory") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Give the lock up (idempotent). The file stays: removing it would race a new owner."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing the only descriptor releases the flock
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+
+def startup_error(exc: BaseException, data_dir: Path) -> SmsrouteError | None:
+    """The typed error an operator sees when opening ``data_dir`` failed with ``exc`` (None: not an
+    error of the directory, e.g. a bug, which should surface as it is)."""
+    if isinstance(exc, SmsrouteError) and not (isinstance(exc, StorageError) and exc.__cause__):
+        return exc  # already typed (a port in use, a locked directory, a config error...)
+    cause = exc.__cause__ if isinstance(exc, StorageError) else exc
+    if _is_disk_full(cause):
+        return StoreFull(f"no space left on the device of the data directory {data_dir}: free some "
+                         "space and start again (nothing stored was lost)")
+    if isinstance(cause, OSError) and cause.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        where = f" ({cause.filename})" if cause.filename else ""
+        return DataDirUnusable(f"cannot use the data directory {data_dir}{where}: {cause.strerror}; "
+                               "it must be readable and writable by the user running smsroute")
+    if isinstance(cause, NotADirectoryError | FileExistsError):
+        return DataDirUnusable(f"cannot use the data directory {data_dir}: {cause.filename or data_dir} "
+                               "is not a directory")
+    if isinstance(cause, OSError):
+        return DataDirUnusable(f"cannot use the data directory {data_dir}: {cause.strerror or cause}")
+    if isinstance(exc, SmsrouteError):
+        return exc
+    if isinstance(cause, lmdb.Error):
+        return StorageError(f"cannot open the stores in {data_dir}: {cause}")
+    return None
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, lmdb.DiskError):
+        return True
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
