@@ -105,7 +105,10 @@ class SimulatedCarrierActor(pykka.ThreadingActor):
                 log.error("carrier %s: unexpected %s", self.name, type(msg).__name__)
 
     def stats(self) -> dict:
-        return {"carrier": self.name, "kind": "simulated", "connected": not self.suspended,
+        """For the control port, in the shape every carrier kind has: an in-process link is always
+        connected and has no SMPP binds; a suspended one is ``suspended`` and not ``available``."""
+        return {"carrier": self.name, "kind": "simulated", "suspended": self.suspended,
+                "connected": True, "available": not self.suspended, "binds": [],
                 "window": self.window, "window_in_use": self._open, "throughput": self.throughput,
                 **self.counts}
 

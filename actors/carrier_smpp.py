@@ -99,12 +99,16 @@ class SmppCarrierActor(pykka.ThreadingActor):
         self._shutdown()
 
     def stats(self) -> dict[str, Any]:
-        """For the control port: the connector's counters plus suspension."""
-        base = {"kind": "smpp", "suspended": self.suspended, "connected": self.link_up,
-                "dropped_messages": self.dropped_messages}
-        if self._connector is None:
-            return base
-        return {**base, **self._connector.stats()}
+        """For the control port: suspension (the operator's), the link (``connected``: a transmitting
+        bind is bound), whether it takes traffic (``available``), each bind's state, the counters."""
+        stats: dict[str, Any] = {"carrier": self.name, "binds": []}
+        if self._connector is not None:
+            stats.update(self._connector.stats())
+        connected = bool(stats.pop("available", False))
+        stats.update(kind="smpp", suspended=self.suspended, connected=connected,
+                     available=connected and not self.suspended,
+                     dropped_messages=self.dropped_messages)
+        return stats
 
     # --- handlers ---------------------------------------------------------------------------------
 

@@ -257,10 +257,12 @@ class Runtime:
         return out
 
     def suspend_carrier(self, name: str, suspended: bool) -> None:
+        """Take a carrier out of service or back; returns once the carrier has taken the change (so
+        ``carrier_stats`` right after shows it)."""
         ref = self._carrier_actors.get(name)
         if ref is None:
             raise UnknownAccount(f"no carrier {name}")
-        ref.tell(m.encode(m.SetCarrierSuspended(suspended)))
+        ref.ask(m.encode(m.SetCarrierSuspended(suspended)), timeout=10)
 
     def validate_routing(self, table: dict) -> RoutingTable:
         """The routing table ``table`` describes, validated against the configured POPs and carriers."""

@@ -54,6 +54,8 @@ class SmppBind:
         self.rate = float(s["throughput"])
         self.resp_timeout = float(s["resp_timeout_seconds"])
         self.bound = False
+        self.state = "connecting"  # connecting | bound | reconnecting (after last_error) | closed
+        self.last_error = ""
         self.inflight: dict[int, tuple[SubmitPart, asyncio.TimerHandle]] = {}
         self._seq = itertools.count(1)
         self._writer: asyncio.StreamWriter | None = None
@@ -78,7 +80,7 @@ class SmppBind:
             try:
                 await self._connect_and_bind()
                 delay = float(s["reconnect_min_seconds"])
-                self.bound = True
+                self.bound, self.state = True, "bound"
                 self.connector.bind_changed(self, True, "bound")
                 reason = await self._serve()
             except BindClosed as exc:
@@ -91,10 +93,19 @@ class SmppBind:
                 reason = f"pdu_{exc.kind}"
             finally:
                 self._teardown(reason)
+                self.state, self.last_error = ("closed", self.last_error) if reason == "stopped" \
+                    else ("reconnecting", reason)
             self.connector.count_error(reason)
             self.connector.reconnects += 1
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, float(s["reconnect_max_seconds"]))
+            self.state = "connecting"
+
+    def view(self) -> dict:
+        """This bind as the control port shows it."""
+        return {"index": self.index, "mode": self.mode, "state": self.state,
+                "window": self.window_size if self.transmits else 0,
+                "window_in_use": len(self.inflight), "last_error": self.last_error}
 
     async def _connect_and_bind(self) -> None:
         s = self.connector.settings

@@ -127,9 +127,9 @@ class SmppConnector:
         return {
             "carrier": self.name,
             "available": self.available,
-            "binds": len(self.binds),
+            "binds": [b.view() for b in self.binds],
             "connected_binds": sum(1 for b in self.binds if b.bound),
-            "window_size": sum(b.window_size for b in self.binds if b.transmits),
+            "window": sum(b.window_size for b in self.binds if b.transmits),
             "window_in_use": sum(len(b.inflight) for b in self.binds),
             "queued": self.queue.qsize(),
             "submitted": self.submitted,

@@ -146,11 +146,13 @@ def test_the_throughput_limit_throttles_the_excess_of_a_burst(pop, clock):
     assert outcomes.count("ok") == 2 and outcomes.count("throttled") == 3
 
 
-def test_a_suspended_carrier_reports_itself_down_and_answers_retry(pop, clock):
+def test_a_suspended_carrier_says_it_is_suspended_not_disconnected_and_answers_retry(pop, clock):
     ref = start(pop, clock, outcomes={"delivered": 1.0})
+    assert (stats(ref)["suspended"], stats(ref)["available"]) == (False, True)
     ref.tell(m.encode(m.SetCarrierSuspended(True)))
     submit(ref, [item(1)])
-    assert stats(ref)["connected"] is False
+    view = stats(ref)
+    assert (view["suspended"], view["connected"], view["available"]) == (True, True, False)
     assert pop.of(m.CarrierStateChanged) == [m.CarrierStateChanged("sim", False, "suspended")]
     assert [(r.outcome, r.error) for r in pop.items(m.CarrierResponded)] == [("retry", "suspended")]
     ref.tell(m.encode(m.SetCarrierSuspended(False)))

@@ -14,6 +14,7 @@ from engine import messages as m
 from engine.segments import plan
 from engine.smpp import pdu as p
 from engine.smpp import smsc_carrier_settings
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.functional
 
@@ -116,9 +117,31 @@ def test_a_suspended_carrier_reports_unavailable_and_answers_retry():
         pop.wait_for(lambda: len(pop.responses()) == 2)
         assert pop.of(m.CarrierStateChanged)[-1] == m.CarrierStateChanged("smpp1", False,
                                                                             "suspended")
+        wait_for(lambda: ref.proxy().stats().get()["connected"], "the bind to come up")
+        view = ref.proxy().stats().get()
+        assert (view["suspended"], view["connected"], view["available"]) == (True, True, False)
+        assert [b["state"] for b in view["binds"]] == ["bound"]  # the link itself is fine
         assert {(r.outcome, r.error) for r in pop.responses()} == {("retry", "suspended")}
         ref.tell(m.encode(m.SetCarrierSuspended(False)))
         pop.wait_for(lambda: pop.of(m.CarrierStateChanged)[-1].available)
+
+
+def test_each_binds_state_and_last_error_are_shown_when_the_smsc_refuses_the_bind():
+    with SmscThread(SmscConfig(seed=3, system_id="someone-else")) as smsc:
+        settings = smsc_carrier_settings("127.0.0.1", smsc.port, binds=2, reconnect_min_seconds=0.05,
+                                         reconnect_max_seconds=0.2)
+        ref = SmppCarrierActor.start("smpp1", settings, FakePop(), None)
+
+        def refused_twice() -> dict | None:
+            view = ref.proxy().stats().get()
+            errors = [b["last_error"] for b in view["binds"]]
+            return view if errors == ["bind_refused", "bind_refused"] else None
+
+        view = wait_for(refused_twice, "both binds to be refused")
+        assert [(b["index"], b["mode"]) for b in view["binds"]] == [(0, "transceiver"),
+                                                                   (1, "transceiver")]
+        assert all(b["state"] in ("connecting", "reconnecting") for b in view["binds"])
+        assert (view["suspended"], view["connected"], view["available"]) == (False, False, False)
 
 
 def test_a_malformed_message_is_dropped_and_the_actor_keeps_working():
@@ -172,7 +195,7 @@ def test_throughput_and_window_settings_reach_the_binds():
     with SmscThread(SmscConfig(seed=3, receipts=False)) as smsc:
         ref, pop = _start(smsc, window=3, binds=2, throughput=50)
         stats = ref.proxy().stats().get()
-        assert stats["window_size"] == 6 and stats["binds"] == 2
+        assert stats["window"] == 6 and len(stats["binds"]) == 2
         ref.tell(m.encode(m.SubmitToCarrier(_items(4))))
         pop.wait_for(lambda: len(pop.responses()) >= 4)
         assert p.ESME_ROK in {part.status for part in smsc.smsc.parts}

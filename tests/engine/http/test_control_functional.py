@@ -112,6 +112,22 @@ def test_a_carrier_can_be_suspended_and_resumed(control):
     assert control.request("POST", "/v1/carriers/no-such-carrier/suspend")[0] == 404
 
 
+def _carrier(control, name: str) -> dict:
+    return next(c for c in control.request("GET", "/v1/carriers")[2]["carriers"]
+                if c["carrier"] == name)
+
+
+def test_a_suspended_carrier_is_listed_as_suspended_not_as_a_dropped_link(control):
+    before = _carrier(control, "fra-vodafone")
+    assert (before["suspended"], before["connected"], before["available"]) == (False, True, True)
+    assert before["kind"] == "simulated" and before["pop"] == "fra" and before["binds"] == []
+    control.request("POST", "/v1/carriers/fra-vodafone/suspend")
+    after = _carrier(control, "fra-vodafone")  # the suspension is in place once the POST answered
+    assert (after["suspended"], after["connected"], after["available"]) == (True, True, False)
+    control.request("POST", "/v1/carriers/fra-vodafone/resume")
+    assert _carrier(control, "fra-vodafone")["available"] is True
+
+
 def test_the_routing_table_is_read_and_replaced_only_when_valid(control):
     status, _, table = control.request("GET", "/v1/routing")
     assert status == 200 and table["routes"]
