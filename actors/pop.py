@@ -205,7 +205,8 @@ class PopActor(pykka.ThreadingActor):
             rec = f.record
             self.inflight[rec.message_id] = f
             answers.append(m.AcceptedItem(item.request_id, rec.message_id, rec.segments,
-                                          rec.price_micro_usd, self.name, rec.encoding))
+                                          rec.price_micro_usd, self.name, rec.encoding,
+                                          rec.country))
             debits.append(m.DebitItem(rec.message_id, rec.account_id, rec.price_micro_usd,
                                       rec.submitted_at))
             self._event(f, ACCEPTED, "")

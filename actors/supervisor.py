@@ -310,14 +310,22 @@ class Runtime:
         return sum(1 for ref in list(self.directory.sessions.values()) if not ref.is_alive())
 
     def stats(self) -> dict:
+        """Each POP's counters and queues, the session count and the retention sweeper's totals."""
         pops = []
         for ref in self.directory.pops.values():
             try:
                 pops.append(ref.proxy().stats().get(timeout=2))
             except Exception:
                 pass
+        sweeper: dict = {}
+        if self.sweeper is not None:
+            try:
+                view = self.sweeper.proxy().stats().get(timeout=2)
+                sweeper = {**view["totals"], "removed_by_store": view["removed_by_store"]}
+            except Exception:  # a stopped or busy sweeper: leave its numbers out
+                pass
         alive = self.actors_alive()
-        return {"pops": pops, "sessions": len(self.directory.sessions),
+        return {"pops": pops, "sessions": len(self.directory.sessions), "sweeper": sweeper,
                 "actors": {name: {"alive": int(ok)} for name, ok in alive.items()},
                 "dead_actors": sum(1 for ok in alive.values() if not ok),
                 "dead_sessions": self.dead_sessions()}

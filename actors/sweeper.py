@@ -56,6 +56,7 @@ class SweeperActor(pykka.ThreadingActor):
         self._totals: dict[str, int] = {"sweeps": 0, "failures": 0}
         self._failures: dict[str, int] = {}  # per store, since start
         self._retry: set[str] = set()  # stores whose last sweep failed: swept again next tick
+        self._removed_by_store: dict[str, int] = {}  # bodies purged / records removed, per store
         body_limit = retention["message_bodies"].seconds
         for pop, store in self._bodies.items():
             if store.max_ttl_seconds > body_limit:
@@ -95,6 +96,7 @@ class SweeperActor(pykka.ThreadingActor):
         records, missing keys) and, per retention category, what is due."""
         return {"last_run": self._last_run, "last": dict(self._last), "totals": dict(self._totals),
                 "failures": dict(self._failures), "retrying": sorted(self._retry),
+                "removed_by_store": dict(self._removed_by_store),
                 "alarms": {pop: dict(store.alarms.counts) for pop, store in self._bodies.items()},
                 "retention": operator_view(self._clock(), table=self._retention)}
 
@@ -141,6 +143,7 @@ class SweeperActor(pykka.ThreadingActor):
         for key in ("purged", "removed"):
             if key in counts:
                 self._totals[key] = self._totals.get(key, 0) + counts[key]
+                self._removed_by_store[name] = self._removed_by_store.get(name, 0) + counts[key]
         return counts
 
 

@@ -62,10 +62,12 @@ class Accepted:
     pop: str
     encoding: str
     status: str = "accepted"
+    country: str = ""  # ISO 3166 of the destination; (pop, country) is the message's corridor
 
 
 def _accepted(reply: m.AcceptedItem) -> Accepted:
-    return Accepted(reply.message_id, reply.segments, reply.price_micro_usd, reply.pop, reply.encoding)
+    return Accepted(reply.message_id, reply.segments, reply.price_micro_usd, reply.pop,
+                    reply.encoding, country=reply.country)
 
 
 class Engine(AccountManager, HoldManager):

@@ -292,6 +292,7 @@ class AcceptedItem(NamedTuple):
     price_micro_usd: int
     pop: str
     encoding: str
+    country: str  # ISO 3166 of the destination: with ``pop``, the corridor
 
 
 class DebitItem(NamedTuple):
@@ -389,7 +390,7 @@ class AcceptMessages(Message):
 # Tag 20 (SubmitAccepted, one answer per message) is retired: answers travel in batches now.
 
 
-@message(22)
+@message(22, version=2)  # version 2: AcceptedItem carries the destination country
 class SubmitsAccepted(Message):
     """The answers to every submit made durable by one group commit (POP -> bridge)."""
 

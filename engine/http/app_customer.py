@@ -137,8 +137,8 @@ async def _submit(ctx: HttpContext, api_key: str, to: str, sender: str, body: st
         "encoding": accepted.encoding,
         "pop": accepted.pop,
     }
-    ctx.metrics.submit_latency.labels(getattr(accepted, "country", None) or accepted.pop).observe(
-        time.perf_counter() - started)
+    ctx.metrics.observe_submit(accepted.pop, getattr(accepted, "country", ""),
+                               time.perf_counter() - started)
     return json_response(answer, status=202)
 
 

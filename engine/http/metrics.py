@@ -1,59 +1,119 @@
 """Prometheus metrics for the control port's ``/metrics``, in a registry of their own.
 
-What is exposed:
+Conventions (checked by a test that lints a live scrape the way ``promtool check metrics`` does):
+counters end in ``_total``; names say what is measured in base units (``_seconds``) and never hold a
+POP, carrier or store name — those are label values (``pop``, ``carrier``, ``store``); no colons;
+snake_case; every family has help text. Corridors are ``pop`` + ``country``.
 
-* ``smsroute_messages_total{status,pop,carrier}`` — every status change the engine reports.
-* ``smsroute_delivery_latency_seconds{pop,country}`` — accepted → final status, per corridor.
-* ``smsroute_submit_latency_seconds{country}`` — ``POST /v1/messages`` until the durable 202, per corridor.
-* ``smsroute_http_request_duration_seconds{app,endpoint,code}`` — every HTTP answer.
-* ``smsroute_webhook_backlog`` and ``smsroute_webhook_deliveries_total{outcome}``.
-* ``smsroute_engine_*`` gauges — every number in ``engine.stats()`` (in-flight, queue depths, per-POP and
-  per-carrier counters, sweeper counts), flattened: ``{"pops": {"fra": {"queued": 3}}}`` becomes
-  ``smsroute_engine_pops_queued{key="fra"} 3``.
+Counters: ``smsroute_messages_total{status,pop,carrier}`` (every status change the engine reports),
+``smsroute_pop_{retries,failovers,resp_timeouts,store_failures}_total{pop}``,
+``smsroute_carrier_submitted_total{carrier,pop}``, SMPP carriers also
+``smsroute_carrier_{receipts,reconnects,throttle_pauses}_total{carrier,pop}`` and
+``smsroute_carrier_errors_total{carrier,pop,error}``, ``smsroute_webhook_deliveries_total{outcome}``,
+``smsroute_retention_sweeps_total``, ``smsroute_retention_sweep_failures_total``,
+``smsroute_retention_removed_total{store}``.
 
-Counters and histograms are thread-safe (prometheus_client), so status callbacks may update them from any
-thread. The start times used for delivery latency are kept in a bounded map (oldest dropped first).
+Gauges: ``smsroute_actor_alive{actor}``, ``smsroute_dead_actors``, ``smsroute_dead_sessions``,
+``smsroute_http_connections_open{app}`` (counter ``smsroute_http_connection_events_total{app,event}``),
+``smsroute_in_flight``, ``smsroute_in_flight_limit``, ``smsroute_pending_requests``,
+``smsroute_sessions``, ``smsroute_pop_in_flight{pop}``, ``smsroute_pop_timers{pop}``,
+``smsroute_pop_outstanding{pop,carrier}``, ``smsroute_pop_waiting{pop,carrier}``,
+``smsroute_carrier_{connected,suspended,available}{carrier,pop}`` (1/0),
+``smsroute_carrier_window{carrier,pop}``, ``smsroute_carrier_window_in_use{carrier,pop}``,
+``smsroute_carrier_binds{carrier,pop,state}``, ``smsroute_webhook_backlog``, ``smsroute_mail_outbox``,
+``smsroute_privacy_requests_{open,overdue}``,
+``smsroute_privacy_incidents_{open,authority_deadline_close,authority_overdue}``; counter
+``smsroute_mail_deliveries_total{outcome}``.
+
+Histograms: ``smsroute_delivery_latency_seconds{pop,country}`` (accepted -> final status),
+``smsroute_submit_latency_seconds{pop,country}`` (``POST /v1/messages`` until the durable 202),
+``smsroute_http_request_duration_seconds{app,endpoint,code}``.
+
+The engine's numbers are read at scrape time from a :class:`Snapshot`; the live counters and histograms
+are thread-safe (prometheus_client), so status callbacks may update them from any thread. The start
+times used for delivery latency are kept in a bounded map (oldest dropped first).
 """
 
 from __future__ import annotations
 
-import re
+from collections import Counter as Tally
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from engine.status import FINAL
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 MAX_TRACKED = 200_000
-_NAME = re.compile(r"[^a-zA-Z0-9_]")
+POP_COUNTERS = {
+    "retries": "Retries scheduled after a retryable carrier answer",
+    "failovers": "Retries that moved a message to another carrier",
+    "resp_timeouts": "Submits a carrier never answered within resp_timeout_seconds",
+    "store_failures": "Group commits the POP's store refused (a full store raises this)",
+}
+SMPP_COUNTERS = {
+    "receipts": "Delivery receipts received",
+    "reconnects": "Binds re-established after a drop or a refusal",
+    "throttle_pauses": "Pauses of a bind after ESME_RTHROTTLED",
+}
+CARRIER_FLAGS = {
+    "connected": "1 while the carrier's link is up (SMPP: a transmitting bind is bound)",
+    "suspended": "1 while an operator has taken the carrier out of service",
+    "available": "1 while the carrier takes traffic (connected and not suspended)",
+}
+
+PRIVACY_GAUGES = (  # (metric, key of PrivacyServices.stats(), help)
+    ("smsroute_privacy_requests_open", "dsar_open", "Data-subject requests not yet answered"),
+    ("smsroute_privacy_requests_overdue", "dsar_overdue", "Data-subject requests past their deadline"),
+    ("smsroute_privacy_incidents_open", "incidents_open", "Incidents not yet closed"),
+    ("smsroute_privacy_incidents_authority_deadline_close", "incidents_authority_deadline_close",
+     "Incidents whose 72-hour authority deadline is close and not yet notified"),
+    ("smsroute_privacy_incidents_authority_overdue", "incidents_authority_overdue",
+     "Incidents past the 72-hour authority deadline and not yet notified"),
+)
+
+
+@dataclass
+class Snapshot:
+    """What the engine and the HTTP layer report at scrape time (each part may be empty)."""
+
+    engine: dict[str, Any] = field(default_factory=dict)  # Engine.stats()
+    carriers: list[dict[str, Any]] = field(default_factory=list)  # Engine.carriers()
+    webhook_backlog: int | None = None
+    webhook_outcomes: dict[str, int] = field(default_factory=dict)
+    removed_by_store: dict[str, int] = field(default_factory=dict)  # the HTTP layer's own sweeps
+    connections: dict[str, dict[str, int]] = field(default_factory=dict)  # per port: open + events
 
 
 class HttpMetrics:
     """All metrics of one running HTTP layer."""
 
-    def __init__(self, stats: Callable[[], dict[str, Any]] | None = None,
-                 extra: Callable[[], dict[str, float]] | None = None) -> None:
+    def __init__(self, snapshot: Callable[[], Snapshot] | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.messages = Counter("smsroute_messages", "Message status changes",
+        self.messages = Counter("smsroute_messages", "Message status changes the engine reported",
                                 ["status", "pop", "carrier"], registry=self.registry)
         self.delivery_latency = Histogram(
             "smsroute_delivery_latency_seconds", "Accepted to final status, per corridor",
             ["pop", "country"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.submit_latency = Histogram(
-            "smsroute_submit_latency_seconds", "POST /v1/messages until durably accepted",
-            ["country"], buckets=LATENCY_BUCKETS, registry=self.registry)
+            "smsroute_submit_latency_seconds", "POST /v1/messages until durably accepted, per corridor",
+            ["pop", "country"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.requests = Histogram(
             "smsroute_http_request_duration_seconds", "HTTP answers",
             ["app", "endpoint", "code"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self._started: OrderedDict[str, float] = OrderedDict()
-        self.registry.register(_GaugeCollector(stats or dict, extra or dict))
+        self.registry.register(_SnapshotCollector(snapshot or Snapshot))
 
     def observe_request(self, app: str, endpoint: str, status: int, seconds: float) -> None:
         self.requests.labels(app, endpoint, str(status)).observe(seconds)
+
+    def observe_submit(self, pop: str, country: str, seconds: float) -> None:
+        """One ``POST /v1/messages`` answered 202 after ``seconds``."""
+        self.submit_latency.labels(pop or "none", country or "none").observe(seconds)
 
     def observe_status(self, item: Any) -> None:
         """One ``engine.messages.StatusItem``: count it and, when final, time its corridor."""
@@ -73,54 +133,177 @@ class HttpMetrics:
         return generate_latest(self.registry)
 
 
-class _GaugeCollector:
-    """Turns ``engine.stats()`` and the HTTP layer's own numbers into gauges at scrape time."""
+class _SnapshotCollector:
+    """Turns a :class:`Snapshot` into metric families at scrape time."""
 
-    def __init__(self, stats: Callable[[], dict[str, Any]],
-                 extra: Callable[[], dict[str, float]]) -> None:
-        self._stats = stats
-        self._extra = extra
+    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+        self._snapshot = snapshot
 
     def describe(self) -> list:
         return []
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        families: dict[str, GaugeMetricFamily] = {}
-        for name, key, value in _flatten("smsroute_engine", self._stats()):
-            if name not in families:
-                families[name] = GaugeMetricFamily(name, "engine.stats() " + name[16:],
-                                                   labels=["key"])
-            families[name].add_metric([key], value)
-        yield from families.values()
-        for name, value in self._extra().items():
-            yield GaugeMetricFamily(name, name.replace("_", " "), value=value)
+    def collect(self) -> Iterator[Metric]:
+        snap = self._snapshot()
+        yield from _engine_families(snap.engine)
+        yield from _actor_families(snap.engine)
+        yield from _connection_families(snap.connections)
+        yield from _pop_families(snap.engine.get("pops") or [])
+        yield from _carrier_families(snap.carriers)
+        yield from _webhook_families(snap)
+        yield from _retention_families(snap.engine.get("sweeper") or {}, snap.removed_by_store)
+        yield from _mail_families(snap.engine.get("mail") or {})
+        yield from _privacy_families(snap.engine.get("privacy") or {})
 
 
-def _flatten(prefix: str, data: Any, key: str = "") -> Iterator[tuple[str, str, float]]:
-    """(metric name, entity key, number) for every number in nested stats.
-
-    Below the top level, a dict whose values are all dicts is a map of entities (POPs, carriers), and so
-    is a list of dicts (named by their ``pop``/``carrier``/``name`` field): the entity names become the
-    ``key`` label instead of part of the metric name.
-    """
-    if isinstance(data, bool | int | float):
-        yield prefix, key, float(data)
-        return
-    if isinstance(data, list) and data and all(isinstance(v, dict) for v in data):
-        data = {_entity_name(v, i): v for i, v in enumerate(data)}
-    if not isinstance(data, dict):
-        return
-    entities = prefix != "smsroute_engine" and bool(data) and all(
-        isinstance(v, dict) for v in data.values())
-    for k, v in data.items():
-        if entities:
-            yield from _flatten(prefix, v, f"{key}/{k}" if key else str(k))
-        else:
-            yield from _flatten(f"{prefix}_{_NAME.sub('_', str(k))}", v, key)
+def _gauge(name: str, doc: str, value: Any) -> Iterator[GaugeMetricFamily]:
+    if _is_number(value):
+        yield GaugeMetricFamily(name, doc, value=float(value))
 
 
-def _entity_name(item: dict, index: int) -> str:
-    for field in ("carrier", "pop", "name", "id"):
-        if isinstance(item.get(field), str):
-            return item[field]
-    return str(index)
+def _engine_families(stats: dict[str, Any]) -> Iterator[Metric]:
+    yield from _gauge("smsroute_in_flight", "Messages accepted and not yet final",
+                      stats.get("in_flight"))
+    yield from _gauge("smsroute_in_flight_limit", "max_in_flight: beyond it submits are refused",
+                      stats.get("max_in_flight"))
+    yield from _gauge("smsroute_pending_requests", "Submits waiting for their durable answer",
+                      stats.get("pending_requests"))
+    yield from _gauge("smsroute_sessions", "Customer session actors running", stats.get("sessions"))
+
+
+def _actor_families(stats: dict[str, Any]) -> Iterator[Metric]:
+    """Long-lived actors (ledger, sweeper, POPs, carriers): 1 while running. An actor that raised out
+    of a handler has stopped; alert on ``smsroute_dead_actors`` above 0."""
+    alive = GaugeMetricFamily("smsroute_actor_alive", "1 while the actor runs, 0 once it has died",
+                              labels=["actor"])
+    for name, view in sorted((stats.get("actors") or {}).items()):
+        _add(alive, [str(name)], (view or {}).get("alive"))
+    yield alive
+    yield from _gauge("smsroute_dead_actors", "Long-lived actors that have died",
+                      stats.get("dead_actors"))
+    yield from _gauge("smsroute_dead_sessions", "Customer sessions that stopped unexpectedly",
+                      stats.get("dead_sessions"))
+
+
+def _connection_families(connections: dict[str, dict[str, int]]) -> Iterator[Metric]:
+    """Each HTTP port's open connections, and what its connection guard refused or closed."""
+    open_ = GaugeMetricFamily("smsroute_http_connections_open", "Open connections per port",
+                              labels=["app"])
+    events = CounterMetricFamily("smsroute_http_connection_events",
+                                 "Connections refused (bounds), timed out (head) or malformed, per port",
+                                 labels=["app", "event"])
+    for app, view in sorted(connections.items()):
+        _add(open_, [app], view.get("open"))
+        for event, n in sorted(view.items()):
+            if event != "open":
+                _add(events, [app, event], n)
+    yield from (open_, events)
+
+
+def _pop_families(pops: list[dict[str, Any]]) -> Iterator[Metric]:
+    in_flight = GaugeMetricFamily("smsroute_pop_in_flight", "Messages open in the POP", labels=["pop"])
+    timers = GaugeMetricFamily("smsroute_pop_timers", "Expiry and resp-timeout timers pending",
+                               labels=["pop"])
+    outstanding = GaugeMetricFamily("smsroute_pop_outstanding",
+                                    "Submits sent to a carrier and not yet answered",
+                                    labels=["pop", "carrier"])
+    waiting = GaugeMetricFamily("smsroute_pop_waiting", "Messages queued for a carrier's window",
+                                labels=["pop", "carrier"])
+    counters = {key: CounterMetricFamily(f"smsroute_pop_{key}", doc, labels=["pop"])
+                for key, doc in POP_COUNTERS.items()}
+    for pop in pops:
+        name = str(pop.get("pop", ""))
+        _add(in_flight, [name], pop.get("in_flight"))
+        _add(timers, [name], pop.get("timers"))
+        for carrier, n in (pop.get("outstanding") or {}).items():
+            _add(outstanding, [name, str(carrier)], n)
+        for carrier, n in (pop.get("waiting") or {}).items():
+            _add(waiting, [name, str(carrier)], n)
+        for key, family in counters.items():
+            _add(family, [name], pop.get(key))
+    yield from (in_flight, timers, outstanding, waiting, *counters.values())
+
+
+def _carrier_families(carriers: list[dict[str, Any]]) -> Iterator[Metric]:
+    labels = ["carrier", "pop"]
+    flags = {key: GaugeMetricFamily(f"smsroute_carrier_{key}", doc, labels=labels)
+             for key, doc in CARRIER_FLAGS.items()}
+    window = GaugeMetricFamily("smsroute_carrier_window", "Submits the carrier may have unanswered",
+                               labels=labels)
+    in_use = GaugeMetricFamily("smsroute_carrier_window_in_use", "Submits awaiting the carrier's answer",
+                               labels=labels)
+    binds = GaugeMetricFamily("smsroute_carrier_binds", "SMPP binds per state", labels=[*labels, "state"])
+    submitted = CounterMetricFamily("smsroute_carrier_submitted", "Messages handed to the carrier",
+                                    labels=labels)
+    smpp = {key: CounterMetricFamily(f"smsroute_carrier_{key}", doc, labels=labels)
+            for key, doc in SMPP_COUNTERS.items()}
+    errors = CounterMetricFamily("smsroute_carrier_errors", "SMPP link and protocol errors by kind",
+                                 labels=[*labels, "error"])
+    for c in carriers:
+        key = [str(c.get("carrier", "")), str(c.get("pop", ""))]
+        for flag, family in flags.items():
+            if isinstance(c.get(flag), bool):
+                _add(family, key, int(c[flag]))
+        _add(window, key, c.get("window"))
+        _add(in_use, key, c.get("window_in_use"))
+        _add(submitted, key, c.get("submitted"))
+        if c.get("kind") == "smpp":
+            states = Tally(str(b.get("state")) for b in c.get("binds") or [])
+            for state, n in sorted(states.items()):
+                _add(binds, [*key, state], n)
+            for name, family in smpp.items():
+                _add(family, key, c.get(name))
+            for kind, n in sorted((c.get("errors") or {}).items()):
+                _add(errors, [*key, str(kind)], n)
+    yield from (*flags.values(), window, in_use, binds, submitted, *smpp.values(), errors)
+
+
+def _webhook_families(snap: Snapshot) -> Iterator[Metric]:
+    yield from _gauge("smsroute_webhook_backlog", "Webhooks queued or waiting for a retry",
+                      snap.webhook_backlog)
+    deliveries = CounterMetricFamily("smsroute_webhook_deliveries",
+                                     "Webhook delivery attempts by outcome", labels=["outcome"])
+    for outcome, n in sorted(snap.webhook_outcomes.items()):
+        _add(deliveries, [str(outcome)], n)
+    yield deliveries
+
+
+def _retention_families(sweeper: dict[str, Any], http_removed: dict[str, int]) -> Iterator[Metric]:
+    sweeps = CounterMetricFamily("smsroute_retention_sweeps", "Retention sweeps run")
+    failures = CounterMetricFamily("smsroute_retention_sweep_failures",
+                                   "Store sweeps that failed (retried at the next sweep)")
+    if _is_number(sweeper.get("sweeps")):
+        sweeps.add_metric([], float(sweeper["sweeps"]))
+        failures.add_metric([], float(sweeper.get("failures") or 0))
+    removed = CounterMetricFamily("smsroute_retention_removed",
+                                  "Items past their retention removed (bodies purged, records "
+                                  "deleted), per store", labels=["store"])
+    per_store = Tally(sweeper.get("removed_by_store") or {})
+    per_store.update(http_removed)
+    for store, n in sorted(per_store.items()):
+        _add(removed, [str(store)], n)
+    yield from (sweeps, failures, removed)
+
+
+def _mail_families(mail: dict[str, Any]) -> Iterator[Metric]:
+    yield from _gauge("smsroute_mail_outbox", "Customer mails waiting to be sent", mail.get("outbox"))
+    sent = CounterMetricFamily("smsroute_mail_deliveries", "Customer mail send attempts by outcome",
+                               labels=["outcome"])
+    for outcome in ("sent", "retried", "refused"):
+        _add(sent, [outcome], mail.get(outcome))
+    yield sent
+
+
+def _privacy_families(privacy: dict[str, Any]) -> Iterator[Metric]:
+    """Data-subject requests and incidents (policy 7.5 and 9); alert on the *_overdue and
+    *_deadline_close gauges being above 0."""
+    for name, key, doc in PRIVACY_GAUGES:
+        yield from _gauge(name, doc, privacy.get(key))
+
+
+def _add(family: GaugeMetricFamily | CounterMetricFamily, labels: list[str], value: Any) -> None:
+    if _is_number(value):
+        family.add_metric(labels, float(value))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

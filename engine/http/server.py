@@ -36,7 +36,7 @@ from engine.http.connections import (
 from engine.http.context import DEFAULT_BURST, DEFAULT_RATE_PER_SECOND, HttpContext
 from engine.http.egress import DestinationGuard
 from engine.http.idempotency import IdempotencyStore
-from engine.http.metrics import HttpMetrics
+from engine.http.metrics import HttpMetrics, Snapshot
 from engine.http.notify import StatusInbox, StatusNotifier
 from engine.http.ratelimit import Gcra
 from engine.http.requestlog import RequestLog
@@ -175,7 +175,7 @@ class HttpServers:
         http = self.http
         rate = getattr(http, "rate_limit_per_second", None) or DEFAULT_RATE_PER_SECOND
         burst = getattr(http, "rate_limit_burst", None) or DEFAULT_BURST
-        metrics = HttpMetrics(stats=self._engine_stats, extra=self._extra_stats)
+        metrics = HttpMetrics(snapshot=self._snapshot)
         secret = _local_secret(self.engine, "idempotency")
         ctx = HttpContext(engine=self.engine, http=http, committer=committer,
                           requestlog=RequestLog(env, committer),
@@ -226,28 +226,23 @@ class HttpServers:
                     log.exception("sweep of %s failed", name)
             await asyncio.sleep(SWEEP_INTERVAL_S)
 
-    def _engine_stats(self) -> dict[str, Any]:
-        try:
-            return self.engine.stats()
-        except Exception:  # a scrape must not fail because one number is unavailable
-            log.exception("engine.stats() failed")
-            return {}
-
-    def _extra_stats(self) -> dict[str, float]:
-        ctx = self.ctx
-        dispatcher = getattr(ctx, "dispatcher", None)
-        if dispatcher is None:
-            return {}
-        out = {"smsroute_webhook_backlog": float(dispatcher.backlog)}
-        for name, n in self.sweep_totals.items():
-            out[f"smsroute_http_sweep_{name}_removed"] = float(n)
-        for outcome, n in dispatcher.counts.items():
-            out[f"smsroute_webhook_{outcome}"] = float(n)
-        for app, gate in self.gates.items():
-            out[f"smsroute_http_{app}_connections_open"] = float(gate.open)
-            for what, n in gate.counts.items():
-                out[f"smsroute_http_{app}_connections_{what}"] = float(n)
-        return out
+    def _snapshot(self) -> Snapshot:
+        """The numbers behind ``/metrics``; a scrape must not fail because one of them is missing."""
+        snap = Snapshot(removed_by_store=dict(self.sweep_totals))
+        for part, method in (("engine", "stats"), ("carriers", "carriers")):
+            fn = getattr(self.engine, method, None)
+            if fn is None:
+                continue
+            try:
+                setattr(snap, part, fn())
+            except Exception:
+                log.exception("engine.%s() failed during a scrape", method)
+        dispatcher = getattr(self.ctx, "dispatcher", None)
+        if dispatcher is not None:
+            snap.webhook_backlog = dispatcher.backlog
+            snap.webhook_outcomes = dict(dispatcher.counts)
+        snap.connections = {app: {"open": gate.open, **gate.counts} for app, gate in self.gates.items()}
+        return snap
 
     async def _site(self, runners: list[web.AppRunner], name: str, host: str, port: int,
                     ssl_ctx: ssl.SSLContext | None, what: str, flag: str) -> int:

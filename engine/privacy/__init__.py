@@ -50,7 +50,7 @@ class PrivacyServices:
                 "wallet_challenges": self.challenges}
 
     def stats(self) -> dict[str, float]:
-        """Flat counts (each becomes one ``smsroute_engine_privacy_*`` gauge on ``/metrics``)."""
+        """Flat counts (``engine.http.metrics`` turns each into a ``smsroute_privacy_*`` gauge)."""
         return {**{f"dsar_{k}": v for k, v in self.requests.stats().items()},
                 **{f"incidents_{k}": v for k, v in self.incidents.stats().items()}}
 

@@ -143,7 +143,7 @@ def test_metrics_expose_messages_in_flight_and_webhook_backlog(running, control,
     status, headers, text = viewer.request("GET", "/metrics")
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
     text = text.decode()
-    for name in ("smsroute_engine_in_flight", "smsroute_webhook_backlog",
+    for name in ("smsroute_in_flight", "smsroute_webhook_backlog",
                  "smsroute_http_request_duration_seconds_bucket"):
         assert name in text
 

@@ -22,8 +22,8 @@ def test_a_crashed_actor_makes_readyz_503_and_shows_in_metrics(engine, monkeypat
     token = engine.http.ctx.tokens.create("watch", {"viewer"})
     assert control.request("GET", "/readyz")[0] == 200
     metrics = Client(engine.http.control_port, token).request("GET", "/metrics")[2].decode()
-    assert 'smsroute_engine_actors_alive{key="ledger"} 1.0' in metrics
-    assert re.search(r"^smsroute_engine_dead_actors(\{[^}]*\})? 0.0$", metrics, re.M)
+    assert 'smsroute_actor_alive{actor="ledger"} 1.0' in metrics
+    assert re.search(r"^smsroute_dead_actors(\{[^}]*\})? 0.0$", metrics, re.M)
 
     def crash(self, raw):
         raise RuntimeError("a bug in the ledger")
@@ -37,6 +37,6 @@ def test_a_crashed_actor_makes_readyz_503_and_shows_in_metrics(engine, monkeypat
         "message"]
     assert control.request("GET", "/healthz")[0] == 200  # alive, but not ready
     metrics = Client(engine.http.control_port, token).request("GET", "/metrics")[2].decode()
-    assert 'smsroute_engine_actors_alive{key="ledger"} 0.0' in metrics
-    assert re.search(r"^smsroute_engine_dead_actors(\{[^}]*\})? 1.0$", metrics, re.M)
+    assert 'smsroute_actor_alive{actor="ledger"} 0.0' in metrics
+    assert re.search(r"^smsroute_dead_actors(\{[^}]*\})? 1.0$", metrics, re.M)
     assert engine.dead_actors() == ["ledger"]

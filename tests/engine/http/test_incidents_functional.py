@@ -57,7 +57,7 @@ def test_an_incident_tracks_the_72_hour_deadline_and_alerts_in_metrics_when_it_i
     assert 21 * HOUR < incident["seconds_to_authority_deadline"] <= 22 * HOUR
 
     metrics = viewer.request("GET", "/metrics")[2].decode()
-    assert _metric(metrics, "smsroute_engine_privacy_incidents_authority_deadline_close") >= 1
+    assert _metric(metrics, "smsroute_privacy_incidents_authority_deadline_close") >= 1
 
     status, _, notified = privacy.request(
         "POST", f"/v1/incidents/{incident['id']}/authority-notified", {"reference": "DPA-2026-17"})
@@ -77,7 +77,7 @@ def test_an_overdue_notification_shows_as_overdue(running, clients):
         "summary": "Found late.", "detected_at": time.time() - 80 * HOUR, "accounts": "all"})
     assert status == 201 and incident["authority_overdue"] is True
     metrics = viewer.request("GET", "/metrics")[2].decode()
-    assert _metric(metrics, "smsroute_engine_privacy_incidents_authority_overdue") >= 1
+    assert _metric(metrics, "smsroute_privacy_incidents_authority_overdue") >= 1
     privacy.request("POST", f"/v1/incidents/{incident['id']}/authority-notified", {"reference": "r"})
 
 

@@ -1,0 +1,96 @@
+"""A live ``/metrics`` scrape follows Prometheus conventions (promtool's rules, see ``promlint``).
+
+The engine runs with both HTTP servers; messages go through ``POST /v1/messages`` to a corridor of
+each POP and reach a final status, so every family has samples; then the control port is scraped.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from engine.config import load_settings
+from engine.status import FINAL
+from tests.engine.http.conftest import Client, funded_account, start_engine
+from tests.engine.http.promlint import lint
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.functional
+
+CORRIDORS = {"+4915112345678": ("fra", "DE"), "+6591234567": ("sin", "SG"),
+             "+5511987654321": ("gru", "BR")}
+
+
+@pytest.fixture(scope="module")
+def scrape(tmp_path_factory):
+    engine = start_engine(tmp_path_factory.mktemp("metrics"))
+    try:
+        account = funded_account(engine, "metrics@example.com")
+        customer = Client(engine.http.customer_port, account.api_key)
+        ids = []
+        for to in CORRIDORS:
+            status, _, answer = customer.request("POST", "/v1/messages",
+                                                 {"to": to, "from": "ACME", "body": "hello"})
+            assert status == 202
+            ids.append(answer["id"])
+        wait_for(lambda: all(engine.status(i).status in FINAL for i in ids), "final statuses", 45)
+        token = (engine.data_dir / "operator.token").read_text().strip()
+        status, _, body = Client(engine.http.control_port, token).request("GET", "/metrics")
+        assert status == 200
+        yield body.decode()
+    finally:
+        engine.stop()
+
+
+def test_a_live_scrape_passes_promtools_metric_rules(scrape):
+    assert lint(scrape) == []
+
+
+def test_no_metric_name_holds_a_pop_carrier_or_store_name(scrape):
+    settings = load_settings()
+    entities = {*settings.pops, *(c.replace("-", "_") for c in settings.carriers),
+                "records", "bodies", "holds", "audit", "ledger", "accounts", "idempotency",
+                "request_log"}
+    names = set(re.findall(r"^# TYPE (\S+) ", scrape, re.M))
+    assert {"smsroute_messages_total", "smsroute_pop_in_flight", "smsroute_carrier_available",
+            "smsroute_retention_removed_total"} <= names
+    for name in names:
+        for entity in entities:
+            assert not re.search(rf"(^|_){entity}(_|$)", name), f"{name} holds {entity!r}"
+
+
+def _series(scrape: str, name: str) -> list[dict[str, str]]:
+    return [dict(re.findall(r'(\w+)="([^"]*)"', labels))
+            for labels in re.findall(rf"^{name}\{{([^}}]*)\}}", scrape, re.M)]
+
+
+@pytest.mark.parametrize("histogram", ["smsroute_submit_latency_seconds",
+                                       "smsroute_delivery_latency_seconds"])
+def test_latency_histograms_are_per_corridor_labelled_pop_and_country(scrape, histogram):
+    corridors = {(s["pop"], s["country"]) for s in _series(scrape, f"{histogram}_count")}
+    assert all(set(s) == {"pop", "country"} for s in _series(scrape, f"{histogram}_count"))
+    assert corridors == set(CORRIDORS.values())
+
+
+def test_counters_are_counters_and_entities_are_labels(scrape):
+    assert "# TYPE smsroute_pop_retries_total counter" in scrape
+    assert "# TYPE smsroute_carrier_submitted_total counter" in scrape
+    pops = {s["pop"] for s in _series(scrape, "smsroute_pop_in_flight")}
+    assert pops == {"fra", "sin", "gru"}
+    carriers = {s["carrier"] for s in _series(scrape, "smsroute_carrier_available")}
+    assert carriers == set(load_settings().carriers)
+
+
+def test_the_linter_reports_what_the_old_exposition_did_wrong():
+    old = ("# HELP smsroute_engine_pops_accepted engine.stats() pops_accepted\n"
+           "# TYPE smsroute_engine_pops_accepted counter\n"
+           'smsroute_engine_pops_accepted_total{key="fra"} 3.0\n'
+           "# HELP smsroute_http_sweep_audit:control_removed x\n"
+           "# TYPE smsroute_http_sweep_audit:control_removed gauge\n"
+           "smsroute_http_sweep_audit:control_removed 1.0\n"
+           "# HELP smsroute_latency_ms x\n# TYPE smsroute_latency_ms gauge\nsmsroute_latency_ms 1\n")
+    problems = "\n".join(lint(old))
+    assert "smsroute_engine_pops_accepted: counter metrics should have a '_total' suffix" in problems
+    assert "smsroute_http_sweep_audit:control_removed: metric names should not contain ':'" in problems
+    assert "smsroute_latency_ms: metric name should not contain abbreviated units" in problems
