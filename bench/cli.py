@@ -15,6 +15,7 @@ Examples::
     smsroute bench --soak 10 --rate 12000               # memory-flat check
     smsroute bench --linearity 20000                    # 10x the messages should cost <= 10.5x CPU
     smsroute bench --compare before.json after.json
+    smsroute bench --compare a1.json,a2.json,a3.json b1.json,b2.json,b3.json   # with run-to-run noise
 """
 
 from __future__ import annotations
@@ -67,7 +68,13 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "--compare",
         nargs=2,
         metavar=("A.json", "B.json"),
-        help="print the ratios B/A between two result files and exit",
+        help="print the ratios B/A between two results and exit; each side may be several runs, "
+        "comma-separated (A1.json,A2.json), to show the run-to-run noise",
+    )
+    o.add_argument(
+        "--allow-different-scenarios",
+        action="store_true",
+        help="--compare runs of different scenarios anyway (with a warning)",
     )
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
     o.add_argument("--data-dir", help="engine data directory (default: a temporary one)")
@@ -88,8 +95,11 @@ def run_bench(args: argparse.Namespace) -> int:
                 print(f"{name:<12} {load_scenario(name).description}")
             return 0
         if args.compare:
-            a, b = (report.read_json(p) for p in args.compare)
-            print(report.format_compare(report.compare(a, b), *args.compare))
+            from bench.compare import compare, format_compare
+
+            a, b = ([report.read_json(p) for p in side.split(",")] for side in args.compare)
+            cmp = compare(a, b, allow_different=args.allow_different_scenarios)
+            print(format_compare(cmp, *args.compare))
             return 0
         scenario = scenario_from_args(args)
         smsc = _parse_smsc(args.smsc) if args.smsc else None
@@ -103,7 +113,9 @@ def run_bench(args: argparse.Namespace) -> int:
         report.write_json(doc, args.json)
         print(f"wrote {args.json}")
     if args.chart:
-        report.write_chart(doc, args.chart)
+        from bench.chart import write_chart
+
+        write_chart(doc, args.chart)
         print(f"wrote {args.chart}")
     return 0
 

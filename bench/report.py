@@ -1,14 +1,17 @@
-"""How bench results leave the process: JSON, a terminal table, a progress bar and a PNG chart.
+"""How bench results leave the process: JSON, a terminal table and a progress bar.
 
-Why one module: the JSON shape is the bench's public contract (``messages_per_second`` at the top and a
-``corridors`` list of ``{pop, country, accepted, carrier_ack, final, ...}`` with ``p50_ms`` ... ``max_ms``
-per latency kind), and the table, the chart and ``--compare`` all read that same shape, so a result file
+The JSON shape is the bench's public contract (``messages_per_second`` at the top and a ``corridors``
+list of ``{pop, country, accepted, carrier_ack, final, ...}`` with ``p50_ms`` ... ``max_ms`` per latency
+kind, the scenario's name and digest, and the latency ``target``); the table, the chart
+(:mod:`bench.chart`) and ``--compare`` (:mod:`bench.compare`) all read that same shape, so a result file
 from last month can be compared with today's run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
@@ -16,7 +19,6 @@ import sys
 from typing import Any, TextIO
 
 from bench.drive import StepResult
-from bench.histogram import LatencyHistogram
 from bench.modes import BenchResult
 from bench.recorder import CorridorStats
 
@@ -64,6 +66,8 @@ def result_json(result: BenchResult) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "schema": SCHEMA,
         "scenario": sc.name,
+        "scenario_digest": scenario_digest(sc),
+        "target": {"p99_ms": sc.load.p99_bound_ms},
         "mode": result.mode,
         "path": sc.path,
         "carriers": f"smpp {result.smsc}" if result.smsc else "simulated",
@@ -105,6 +109,13 @@ def result_json(result: BenchResult) -> dict[str, Any]:
     if result.linearity is not None:
         doc["linearity"] = result.linearity
     return doc
+
+
+def scenario_digest(scenario: Any) -> str:
+    """A short digest of everything a scenario sets (after command-line overrides): two results with
+    the same digest ran the same experiment."""
+    text = json.dumps(dataclasses.asdict(scenario), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def write_json(doc: dict[str, Any], path: str) -> None:
@@ -215,125 +226,3 @@ class Progress:
             self.stream.write("\r" + " " * (self.width + 60) + "\r")
             self.stream.flush()
         self._start = None
-
-
-# --- chart ---------------------------------------------------------------------------------------------
-
-
-def write_chart(doc: dict[str, Any], path: str) -> None:
-    """A PNG of the latency distribution per corridor: one panel per latency kind, percentile on x."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import FixedLocator, FuncFormatter
-
-    samples = (doc.get("soak") or {}).get("samples") or []
-    if samples:
-        fig = plt.figure(figsize=(15, 9))
-        grid = fig.add_gridspec(2, 3)
-        axes = [fig.add_subplot(grid[0, i]) for i in range(3)]
-        _soak_panel(fig.add_subplot(grid[1, :]), samples)
-    else:
-        fig, axes = plt.subplots(1, 3, figsize=(15, 4.8), sharey=False)
-    ticks = [0.0, 90.0, 99.0, 99.9, 99.99]
-    for ax, kind in zip(axes, KINDS, strict=True):
-        for c in doc["corridors"]:
-            points = _points(c.get("hdr", {}).get(kind, ""))
-            if not points:
-                continue
-            xs = [1.0 / (1.0 - min(p, 99.999) / 100.0) for _, p in points]
-            ax.plot(xs, [v for v, _ in points], label=f"{c['pop']}/{c['country']}")
-        ax.set_xscale("log")
-        ax.xaxis.set_major_locator(FixedLocator([1.0 / (1.0 - p / 100.0) for p in ticks]))
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"p{100 * (1 - 1 / x):g}"))
-        ax.set_title(f"submit → {kind.replace('_', ' ')}")
-        ax.set_ylabel("latency (ms)")
-        ax.grid(True, alpha=0.3)
-    axes[0].legend(fontsize=8)
-    offered = doc.get("offered_rate")
-    fig.suptitle(
-        f"smsroute bench '{doc.get('scenario')}' ({doc.get('path')}, offered "
-        f"{'max' if offered is None else f'{offered:.0f}/s'}): {doc['messages_per_second']:.0f} msg/s"
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def _soak_panel(ax: Any, samples: list[dict[str, Any]]) -> None:
-    """Memory (heap and mapped files) and the windowed final p99 over a soak run."""
-    minutes = [x["t"] / 60.0 for x in samples]
-    ax.plot(minutes, [x["anon_mb"] for x in samples], label="heap (anon RSS) MB")
-    ax.plot(minutes, [x["file_mb"] for x in samples], label="mapped files (LMDB) MB")
-    ax.set_xlabel("minutes")
-    ax.set_ylabel("MB")
-    ax.grid(True, alpha=0.3)
-    right = ax.twinx()
-    windows = [(m, x["final_p99_ms"]) for m, x in zip(minutes, samples, strict=True) if x["finals"]]
-    right.plot([m for m, _ in windows], [v for _, v in windows], "k:", label="final p99 per window")
-    right.set_ylabel("final p99 (ms)")
-    lines = ax.get_legend_handles_labels()
-    more = right.get_legend_handles_labels()
-    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8, loc="upper left")
-    ax.set_title("soak: memory and latency over time")
-
-
-def _points(encoded: str) -> list[tuple[float, float]]:
-    if not encoded:
-        return []
-    h = LatencyHistogram.decode(encoded)
-    return list(h.distribution_ms())
-
-
-# --- compare -------------------------------------------------------------------------------------------
-
-
-def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    """Ratios B/A of the overall figures and of each shared corridor's latency percentiles."""
-    overall = {
-        key: _ratio(a.get(key), b.get(key))
-        for key in ("messages_per_second", "cpu_s_per_1000", "peak_rss_mb")
-    }
-    by_key = {(c["pop"], c["country"]): c for c in a["corridors"]}
-    corridors = []
-    for cb in b["corridors"]:
-        ca = by_key.get((cb["pop"], cb["country"]))
-        if ca is None:
-            continue
-        row: dict[str, Any] = {"pop": cb["pop"], "country": cb["country"]}
-        for kind in KINDS:
-            row[kind] = {
-                p: _ratio(ca[kind].get(p), cb[kind].get(p)) for p in ("p50_ms", "p99_ms", "max_ms")
-            }
-        row["throughput"] = _ratio(ca.get("throughput"), cb.get("throughput"))
-        corridors.append(row)
-    return {"overall": overall, "corridors": corridors}
-
-
-def _ratio(a: Any, b: Any) -> float | None:
-    if not isinstance(a, int | float) or not isinstance(b, int | float) or a == 0:
-        return None
-    return round(b / a, 3)
-
-
-def format_compare(cmp: dict[str, Any], name_a: str, name_b: str) -> str:
-    lines = [f"ratios B/A   A = {name_a}   B = {name_b}"]
-    for key, r in cmp["overall"].items():
-        lines.append(f"  {key:<22} {_fmt_ratio(r)}")
-    lines.append(
-        f"  {'POP':<4} {'CC':<3} {'msg/s':>7} │ " + " │ ".join(f"{k:>11} p50   p99" for k in KINDS)
-    )
-    for row in cmp["corridors"]:
-        cells = " │ ".join(
-            f"{'':>11}{_fmt_ratio(row[k]['p50_ms']):>5} {_fmt_ratio(row[k]['p99_ms']):>5}"
-            for k in KINDS
-        )
-        lines.append(
-            f"  {row['pop']:<4} {row['country']:<3} {_fmt_ratio(row['throughput']):>7} │ {cells}"
-        )
-    return "\n".join(lines)
-
-
-def _fmt_ratio(r: float | None) -> str:
-    return "n/a" if r is None else f"{r:.2f}x"
