@@ -84,6 +84,25 @@ def test_a_retry_with_the_same_idempotency_key_gets_the_first_answer_and_sends_n
     assert accepted_ids == [first["id"], sentinel["id"]]  # the retry sent nothing
 
 
+def test_a_replay_needs_a_byte_identical_body_and_keys_are_per_account(running, api):
+    """The README's rule, exactly: the same JSON with other whitespace or key order is not a retry."""
+    key = {"Idempotency-Key": "byte-identical"}
+    compact = json.dumps(MSG, separators=(",", ":")).encode()
+    assert api.request("POST", "/v1/messages", raw=compact, headers=key)[0] == 202
+    spaced = json.dumps(MSG, indent=2).encode()
+    reordered = json.dumps(dict(reversed(list(MSG.items()))), separators=(",", ":")).encode()
+    for other_bytes in (spaced, reordered):
+        assert json.loads(other_bytes) == json.loads(compact)
+        _error(api.request("POST", "/v1/messages", raw=other_bytes, headers=key), 422,
+               "idempotency_key_reused")
+    status, headers, _ = api.request("POST", "/v1/messages", raw=compact, headers=key)
+    assert status == 202 and headers.get("Idempotent-Replayed") == "true"
+    other = funded_account(running, "other-idem@example.com")
+    status, headers, _ = Client(running.http.customer_port, other.api_key).request(
+        "POST", "/v1/messages", raw=spaced, headers=key)
+    assert status == 202 and "Idempotent-Replayed" not in headers  # another account's key space
+
+
 def test_a_refused_request_can_be_retried_with_the_same_idempotency_key(api):
     key = {"Idempotency-Key": "retry-after-fix"}
     _error(api.request("POST", "/v1/messages", {**MSG, "to": "+1"}, headers=key), 422)
