@@ -1,12 +1,15 @@
 """Engine: the embedding API. Start it, create accounts, submit messages, watch statuses, stop it.
 
 >>> from engine import Engine                                          # doctest: +SKIP
->>> engine = Engine.start(data_dir="./data")                           # doctest: +SKIP
->>> account = engine.create_account(email="dev@example.com")           # doctest: +SKIP
->>> engine.register_sender(account.id, "ACME")                         # doctest: +SKIP
->>> engine.deposit(account.id, usd="25.00", chain="tron", tx_hash="0xabc", from_address="TXYZ")  # doctest: +SKIP
->>> accepted = engine.submit(account.api_key, to="+4915112345678", sender="ACME", body="Hi")  # doctest: +SKIP
->>> engine.stop()                                                      # doctest: +SKIP
+>>> with Engine.start(data_dir="./data") as engine:                    # doctest: +SKIP
+...     account = engine.create_account(email="dev@example.com")
+...     engine.register_sender(account.id, "ACME")
+...     engine.deposit(account.id, usd="25.00", chain="tron", tx_hash="0xabc", from_address="TXYZ")
+...     accepted = engine.submit(account.api_key, to="+4915112345678", sender="ACME", body="Hi")
+
+One engine per data directory (an OS lock; a second ``Engine.start`` on it raises ``DataDirInUse``).
+Leaving the ``with`` block, or calling ``engine.stop()``, drains and stops it; a host that exits without
+either still exits, and an exit hook stops the engine cleanly first (see :func:`_install_exit_hook`).
 
 Threads: every public method may be called from any host thread. ``submit`` blocks until the message is
 durable; ``submit_future`` returns at once; ``submit_async`` is the asyncio form (it never blocks the loop).

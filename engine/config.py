@@ -12,12 +12,8 @@ benchmark harness). Everything is validated here, so the rest of the engine can 
 from __future__ import annotations
 
 import copy
-import dataclasses
-import difflib
 import ipaddress
 import tomllib
-import types
-import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -25,6 +21,7 @@ from typing import Any
 
 from engine.errors import ConfigError
 from engine.routing import RoutingTable
+from engine.typed_tables import is_number, typed_table
 
 
 @dataclass(frozen=True)
@@ -158,7 +155,7 @@ class SimulatedCarrierOptions(CarrierOptions):
             raise ConfigError(f"config: {where}.outcomes: unknown outcome {unknown[0]!r} "
                               f"(one of {', '.join(SIMULATED_OUTCOMES)})")
         weights = list(self.outcomes.values())
-        if not weights or any(not _is_number(w) or w < 0 for w in weights) or sum(weights) <= 0:
+        if not weights or any(not is_number(w) or w < 0 for w in weights) or sum(weights) <= 0:
             raise ConfigError(f"config: {where}.outcomes must map outcomes to non-negative "
                               "weights, at least one of them positive")
         for key in ("late_receipt_rate", "duplicate_receipt_rate"):
@@ -231,7 +228,7 @@ def carrier_options(kind: str, table: dict[str, Any], where: str = "carrier") ->
     if cls is None:
         raise ConfigError(f"config: {where}.kind must be one of {', '.join(CARRIER_KINDS)}, "
                           f"got {kind!r}")
-    options = _dataclass_from(cls, table, where, f'kind = "{kind}"')
+    options = typed_table(cls, table, where, f'kind = "{kind}"')
     options.check(where)
     return options
 
@@ -287,8 +284,8 @@ def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | No
 
 def settings_from_document(doc: dict[str, Any]) -> Settings:
     """Validate a merged config document (raises ``ConfigError`` with the offending key)."""
-    limits = _dataclass_from(EngineLimits, doc.get("engine", {}), "engine")
-    http = _dataclass_from(HttpSettings, doc.get("http", {}), "http")
+    limits = typed_table(EngineLimits, doc.get("engine", {}), "engine")
+    http = typed_table(HttpSettings, doc.get("http", {}), "http")
     _check_tls(http)
     keys = _dataclass_from(KeySettings, doc.get("keys", {}), "keys")
     _check_keys(keys)
@@ -426,75 +423,9 @@ def _table(doc: dict[str, Any], key: str) -> dict[str, Any]:
     return value
 
 
-def _dataclass_from(cls: type, table: Any, section: str, note: str = ""):
-    """Build the frozen dataclass ``cls`` from a TOML table: unknown keys are refused by name, each value
-    must have its field's type (an int is accepted for a float), and numbers must not be negative."""
-    if not isinstance(table, dict):
-        raise ConfigError(f"config: [{section}] must be a table")
-    hints = typing.get_type_hints(cls)
-    known = [f.name for f in dataclasses.fields(cls)]
-    for key in table:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = "; ".join(x for x in (note, f"did you mean {close[0]!r}?" if close else "") if x)
-            raise ConfigError(f"config: unknown key {key!r} in [{section}]"
-                              + (f" ({hint})" if hint else ""))
-    values = {}
-    for name in known:
-        if name not in table:
-            continue
-        value, hint = table[name], hints[name]
-        if not _has_type(value, hint):
-            raise ConfigError(f"config: {section}.{name} must be {_type_words(hint)}")
-        if isinstance(value, int) and not isinstance(value, bool) and float in _members(hint) \
-                and int not in _members(hint):
-            value = float(value)
-        if _is_number(value) and value < 0:
-            raise ConfigError(f"config: {section}.{name} must not be negative")
-        values[name] = value
-    return cls(**values)
-
-
-def _members(hint: Any) -> tuple:
-    """The alternatives of a type hint: ``int | None`` -> (int, NoneType); ``dict[str, Any]`` -> (dict,)."""
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return tuple(m for arg in typing.get_args(hint) for m in _members(arg))
-    return (typing.get_origin(hint) or hint,)
-
-
-def _has_type(value: Any, hint: Any) -> bool:
-    for member in _members(hint):
-        if member is Any:
-            return True
-        if member is type(None) and value is None:
-            return True
-        if member is bool and isinstance(value, bool):
-            return True
-        if member is int and isinstance(value, int) and not isinstance(value, bool):
-            return True
-        if member is float and _is_number(value):
-            return True
-        if member in (str, dict, list) and isinstance(value, member):
-            return True
-    return False
-
-
-_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
-          dict: "a table", list: "a list", type(None): "absent"}
-
-
-def _type_words(hint: Any) -> str:
-    return " or ".join(_WORDS.get(m, getattr(m, "__name__", str(m))) for m in _members(hint)
-                       if m is not type(None))
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def _check_distribution(spec: Any, where: str) -> None:
     """A delay is a number of ms or ``{distribution = fixed|uniform|lognormal, <its keys>}``."""
-    if spec is None or _is_number(spec):
+    if spec is None or is_number(spec):
         if spec is not None and spec < 0:
             raise ConfigError(f"config: {where} must not be negative")
         return
@@ -507,5 +438,5 @@ def _check_distribution(spec: Any, where: str) -> None:
         if key not in DISTRIBUTIONS[kind]:
             raise ConfigError(f"config: unknown key {key!r} in {where} (distribution = \"{kind}\" "
                               f"takes {', '.join(DISTRIBUTIONS[kind])})")
-        if not _is_number(value) or value < 0:
+        if not is_number(value) or value < 0:
             raise ConfigError(f"config: {where}.{key} must be a non-negative number")

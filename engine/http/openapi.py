@@ -132,7 +132,9 @@ def control_document() -> dict[str, Any]:
         "/readyz": {"get": o("Readiness", "200", security=False)},
         "/metrics": {"get": o("Prometheus text exposition", "200")},
         "/v1/openapi.json": {"get": o("This document", "200", security=False)},
-        "/v1/carriers": {"get": o("Carrier state: connected, window, throughput, errors", "200")},
+        "/v1/carriers": {"get": o("Each carrier: suspended, connected, available, binds (SMPP: "
+                                  "index, mode, state, window, last_error), window, counters",
+                                  "200")},
         "/v1/carriers/{name}/suspend": {"post": o("Suspend a carrier", "200", params=("name",),
                                                   errors=("403", "404"))},
         "/v1/carriers/{name}/resume": {"post": o("Resume a carrier", "200", params=("name",),

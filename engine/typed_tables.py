@@ -1,0 +1,96 @@
+"""Frozen dataclasses from TOML tables: every value type-checked, every unknown key refused by name.
+
+The dataclass is the one place a section's keys, types and defaults are written (``engine.config``):
+adding a key is adding a field. Types come from the field annotations (``int``, ``float`` — an int is
+accepted and converted —, ``bool``, ``str``, ``dict``, ``list`` and unions with ``None``); numbers must not
+be negative; an unknown key is named in the error, with the closest known key as a suggestion.
+
+>>> from dataclasses import dataclass
+>>> @dataclass(frozen=True)
+... class Limits:
+...     window: int = 10
+>>> typed_table(Limits, {"window": 20}, "limits")
+Limits(window=20)
+>>> typed_table(Limits, {"windw": 20}, "limits")
+Traceback (most recent call last):
+...
+engine.errors.ConfigError: config: unknown key 'windw' in [limits] (did you mean 'window'?)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from typing import Any, TypeVar
+
+from engine.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def typed_table(cls: type[T], table: Any, section: str, note: str = "") -> T:
+    """Build the frozen dataclass ``cls`` from a TOML table: unknown keys are refused by name, each value
+    must have its field's type (an int is accepted for a float), and numbers must not be negative."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"config: [{section}] must be a table")
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls)]
+    for key in table:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = "; ".join(x for x in (note, f"did you mean {close[0]!r}?" if close else "") if x)
+            raise ConfigError(f"config: unknown key {key!r} in [{section}]"
+                              + (f" ({hint})" if hint else ""))
+    values = {}
+    for name in known:
+        if name not in table:
+            continue
+        value, hint = table[name], hints[name]
+        if not _has_type(value, hint):
+            raise ConfigError(f"config: {section}.{name} must be {_type_words(hint)}")
+        if isinstance(value, int) and not isinstance(value, bool) and float in _members(hint) \
+                and int not in _members(hint):
+            value = float(value)
+        if is_number(value) and value < 0:
+            raise ConfigError(f"config: {section}.{name} must not be negative")
+        values[name] = value
+    return cls(**values)
+
+
+def _members(hint: Any) -> tuple:
+    """The alternatives of a type hint: ``int | None`` -> (int, NoneType); ``dict[str, Any]`` -> (dict,)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return tuple(m for arg in typing.get_args(hint) for m in _members(arg))
+    return (typing.get_origin(hint) or hint,)
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    for member in _members(hint):
+        if member is Any:
+            return True
+        if member is type(None) and value is None:
+            return True
+        if member is bool and isinstance(value, bool):
+            return True
+        if member is int and isinstance(value, int) and not isinstance(value, bool):
+            return True
+        if member is float and is_number(value):
+            return True
+        if member in (str, dict, list) and isinstance(value, member):
+            return True
+    return False
+
+
+_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+          dict: "a table", list: "a list", type(None): "absent"}
+
+
+def _type_words(hint: Any) -> str:
+    return " or ".join(_WORDS.get(m, getattr(m, "__name__", str(m))) for m in _members(hint)
+                       if m is not type(None))
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
