@@ -287,7 +287,7 @@ def settings_from_document(doc: dict[str, Any]) -> Settings:
     limits = typed_table(EngineLimits, doc.get("engine", {}), "engine")
     http = typed_table(HttpSettings, doc.get("http", {}), "http")
     _check_tls(http)
-    keys = _dataclass_from(KeySettings, doc.get("keys", {}), "keys")
+    keys = typed_table(KeySettings, doc.get("keys", {}), "keys")
     _check_keys(keys)
     _check_bounds(limits, http)
     pops = {name: PopSettings(name=name, city=str(t.get("city", name)))
@@ -311,7 +311,7 @@ def settings_from_document(doc: dict[str, Any]) -> Settings:
     )
     return Settings(engine=limits, http=http, pops=pops, carriers=carriers, routing=routing, raw=doc,
                     email=_email_settings(doc.get("email", {})),
-                    privacy=_dataclass_from(PrivacySettings, doc.get("privacy", {}), "privacy"),
+                    privacy=typed_table(PrivacySettings, doc.get("privacy", {}), "privacy"),
                     keys=keys)
 
 
@@ -327,7 +327,7 @@ def _email_settings(table: Any) -> EmailSettings:
                               "TOML; set password_file or password_env")
     if "from" in table:
         table["from_address"] = table.pop("from")
-    email = _dataclass_from(EmailSettings, table, "email")
+    email = typed_table(EmailSettings, table, "email")
     if email.tls not in ("none", "starttls", "tls"):
         raise ConfigError("config: email.tls must be 'none', 'starttls' or 'tls'")
     if email.password_file and email.password_env:

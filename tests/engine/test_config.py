@@ -11,8 +11,11 @@ import pytest
 
 import engine.config
 from engine.config import (
+    EmailSettings,
     EngineLimits,
     HttpSettings,
+    KeySettings,
+    PrivacySettings,
     SimulatedCarrierOptions,
     SmppCarrierOptions,
     deep_merge,
@@ -251,15 +254,21 @@ def _documented_line(key: str) -> tuple[str, str]:
     raise AssertionError(f"default.toml does not mention {key}")
 
 
-@pytest.mark.parametrize("section,cls", [("engine", EngineLimits), ("http", HttpSettings)])
+TOML_NAMES = {"from_address": "from"}  # fields whose TOML key is another word
+
+
+@pytest.mark.parametrize("section,cls", [("engine", EngineLimits), ("http", HttpSettings),
+                                         ("email", EmailSettings), ("privacy", PrivacySettings),
+                                         ("keys", KeySettings)])
 def test_default_toml_lists_every_key_of_a_section_with_its_default_and_an_explanation(section, cls):
     table = default_document()[section]
     for f in dataclasses.fields(cls):
-        line, before = _documented_line(f.name)
+        key = TOML_NAMES.get(f.name, f.name)
+        line, before = _documented_line(key)
         assert "#" in line.split("=", 1)[1] or before.lstrip().startswith("#"), \
-            f"{section}.{f.name} has no explanation in default.toml"
-        if f.name in table:
-            assert table[f.name] == getattr(cls(), f.name), f"{section}.{f.name}: two defaults"
+            f"{section}.{key} has no explanation in default.toml"
+        if key in table:
+            assert table[key] == getattr(cls(), f.name), f"{section}.{key}: two defaults"
 
 
 def _example_carrier(kind: str) -> dict:
