@@ -23,8 +23,7 @@ import random
 import time
 from typing import Any
 
-import pykka
-
+from actors.dispatch import DispatchedActor
 from engine import messages as m
 from engine.config import SIMULATED_OUTCOMES, SimulatedCarrierOptions, carrier_options
 from engine.errors import InvalidBody
@@ -54,8 +53,8 @@ def sample_ms(spec: Any, rng: random.Random) -> float:
     raise ValueError(f"unknown distribution {kind!r}")
 
 
-class SimulatedCarrierActor(pykka.ThreadingActor):
-    use_daemon_thread = True  # never keeps a host process alive (the engine's exit hook stops it)
+class SimulatedCarrierActor(DispatchedActor):
+    stage = "carrier"
 
     def __init__(self, name: str, options: SimulatedCarrierOptions | dict, pop_ref, clock,
                  seed: int | None = None) -> None:

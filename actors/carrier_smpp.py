@@ -39,6 +39,8 @@ _START_TIMEOUT = 10.0
 
 
 class SmppCarrierActor(pykka.ThreadingActor):
+    """Runs on a thread of its own (not the dispatcher): its start and graceful stop wait on its SMSC."""
+
     use_daemon_thread = True  # never keeps a host process alive (the engine's exit hook stops it)
 
     def __init__(self, name: str, settings: SmppCarrierOptions | dict[str, Any], pop_ref,

@@ -1,7 +1,7 @@
 """LedgerActor: the single writer of debits and credits.
 
 Messages in: ``DebitMessages`` (POPs, after a message is durable), ``CreditAccount`` (host deposits),
-``RegisterSession`` (asked once by each new session), ``PseudonymiseAccount`` (asked by erasure),
+``RegisterSession`` (told once by each new session, answered with ``SessionRegistered``), ``PseudonymiseAccount`` (asked by erasure),
 ``Flush`` and ``Tick`` (itself / the clock).
 Messages out: ``BalanceChanged`` to the account's session, ``CreditApplied`` to the bridge.
 
@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import logging
 
-import pykka
-
+from actors.dispatch import DispatchedActor
 from engine import messages as m
 from engine.errors import StorageError
 from storage.ledger import DEBIT, DEPOSIT, LedgerStore
@@ -24,8 +23,8 @@ from storage.ledger import DEBIT, DEPOSIT, LedgerStore
 log = logging.getLogger(__name__)
 
 
-class LedgerActor(pykka.ThreadingActor):
-    use_daemon_thread = True  # never keeps a host process alive (the engine's exit hook stops it)
+class LedgerActor(DispatchedActor):
+    stage = "ledger"
 
     def __init__(self, store: LedgerStore, directory) -> None:
         super().__init__()
@@ -50,7 +49,7 @@ class LedgerActor(pykka.ThreadingActor):
             case m.CreditAccount():
                 self._on_credit_account(msg)
             case m.RegisterSession(account_id=account_id):
-                return self._on_register_session(account_id)
+                self._on_register_session(account_id)
             case m.PseudonymiseAccount(account_id=account_id):
                 return self._on_pseudonymise_account(account_id)
             case _:
@@ -101,10 +100,13 @@ class LedgerActor(pykka.ThreadingActor):
         self._registered.discard(account_id)
         return rows
 
-    def _on_register_session(self, account_id: str) -> int:
+    def _on_register_session(self, account_id: str) -> None:
         # From now on this account's session hears every change; everything before is in the answer.
         self._registered.add(account_id)
-        return self.store.balance(account_id) - self._queued_for(account_id)
+        balance = self.store.balance(account_id) - self._queued_for(account_id)
+        session = self.directory.sessions.get(account_id)
+        if session is not None:
+            session.tell(m.encode(m.SessionRegistered(account_id, balance)))
 
     def _queued_for(self, account_id: str) -> int:
         return sum(d.amount_micro_usd for d in self._debits if d.account_id == account_id)

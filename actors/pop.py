@@ -40,6 +40,7 @@ from collections import deque
 import lmdb
 import pykka
 
+from actors.dispatch import DispatchedActor
 from engine import messages as m
 from engine.errors import StorageError, StoreFull
 from engine.status import (
@@ -80,8 +81,8 @@ class InFlight:
         self.carrier_ids: dict[int, str] = {}  # part -> the carrier's message id (this attempt)
 
 
-class PopActor(pykka.ThreadingActor):
-    use_daemon_thread = True  # never keeps a host process alive (the engine's exit hook stops it)
+class PopActor(DispatchedActor):
+    stage = "pop"
 
     def __init__(self, name: str, settings, directory, store, clock, bridge) -> None:
         super().__init__()

@@ -1,8 +1,8 @@
 """CustomerSessionActor: one per active account; the gate every message of that account passes.
 
-Messages in: ``SubmitMessage`` (host), ``BalanceChanged`` (ledger), ``SenderRegistered``,
-``AccountStateChanged``, ``ApiKeyAdded``, ``ApiKeyRevoked``, ``EmailConfirmed`` (engine), ``StatusesChanged``
-(POPs), ``Flush`` (itself).
+Messages in: ``SubmitMessage`` (host), ``SessionRegistered`` and ``BalanceChanged`` (ledger),
+``SenderRegistered``, ``AccountStateChanged``, ``ApiKeyAdded``, ``ApiKeyRevoked``, ``EmailConfirmed``
+(engine), ``StatusesChanged`` (POPs), ``Flush`` (itself).
 Messages out: ``AcceptMessages`` batches to POPs, ``SubmitRejected`` and ``StatusesChanged`` to the bridge.
 
 Per submit it authenticates the key digest in constant time, validates sender, number and body, segments
@@ -11,7 +11,8 @@ what this session has already reserved). Because one actor serialises an account
 requests can never both spend the last cent. The reservation becomes a ledger debit when the POP has made
 the message durable; if the POP cannot, it hands the amount back with ``BalanceChanged``.
 
-Threads: everything here runs in the actor's own thread; ``on_start`` asks the ledger once for the balance.
+Threads: everything here runs on the actors' dispatcher thread (``actors.dispatch``). ``on_start`` tells
+the ledger ``RegisterSession``; submits that arrive before its ``SessionRegistered`` answer wait for it.
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-import pykka
-
+from actors.dispatch import DispatchedActor
 from engine import apikeys, segments
 from engine import messages as m
 from engine.config import Settings
@@ -41,8 +41,8 @@ log = logging.getLogger(__name__)
 MAX_VALIDITY_SECONDS = 86400
 
 
-class CustomerSessionActor(pykka.ThreadingActor):
-    use_daemon_thread = True  # never keeps a host process alive (the engine's exit hook stops it)
+class CustomerSessionActor(DispatchedActor):
+    stage = "session"
 
     def __init__(self, account_id: str, load_account: Callable[[str], AccountRecord],
                  settings: Settings, directory, ids: IdGenerator) -> None:
@@ -57,6 +57,8 @@ class CustomerSessionActor(pykka.ThreadingActor):
         self.directory = directory
         self.ids = ids
         self.available = 0
+        self._registered = False  # until the ledger's SessionRegistered, submits wait in _held
+        self._held: list[m.SubmitMessage] = []
         self._pending: dict[str, list[m.AcceptItem]] = {}
         self._flush_scheduled = False
 
@@ -69,7 +71,7 @@ class CustomerSessionActor(pykka.ThreadingActor):
         self.senders = set(account.senders)
         self.state = account.state
         self.confirmed = bool(account.email_confirmed_at)
-        self.available = self.directory.ledger.ask(m.encode(m.RegisterSession(self.account_id)))
+        self.directory.ledger.tell(m.encode(m.RegisterSession(self.account_id)))
 
     def on_receive(self, raw: bytes) -> None:
         if m.peek_tag(raw) == m.StatusesChanged.TAG:
@@ -79,8 +81,12 @@ class CustomerSessionActor(pykka.ThreadingActor):
         match msg:
             case None:
                 pass  # malformed: logged and dropped
+            case m.SubmitMessage() if not self._registered:
+                self._held.append(msg)  # bounded by the in-flight gate; answered once registered
             case m.SubmitMessage():
                 self._on_submit_message(msg)
+            case m.SessionRegistered(balance_micro_usd=balance):
+                self._on_session_registered(balance)
             case m.Flush():
                 self._on_flush()
             case m.BalanceChanged(delta_micro_usd=delta):
@@ -98,6 +104,13 @@ class CustomerSessionActor(pykka.ThreadingActor):
                 self.key_digests = [d for d in self.key_digests if d != digest]
             case _:
                 log.error("session: unexpected %s", type(msg).__name__)
+
+    def _on_session_registered(self, balance: int) -> None:
+        self._registered = True
+        self.available += balance
+        held, self._held = self._held, []
+        for msg in held:
+            self._on_submit_message(msg)
 
     def _on_submit_message(self, msg: m.SubmitMessage) -> None:
         try:

@@ -1,16 +1,20 @@
 """Every message the actors exchange, and the one codec they share.
 
-A message is a frozen dataclass with a wire ``TAG`` (never reused) and a schema ``VERSION``. On the wire it is
-one msgpack array: ``[tag, version, field1, field2, ...]`` in declaration order. Batches carry lists of small
-``NamedTuple`` items, which msgpack writes as arrays and :func:`decode` turns back into the named tuples.
+A message is a frozen msgspec ``Struct`` with a wire ``TAG`` (never reused) and a schema ``VERSION``. On the
+wire it is one msgpack array: ``[tag, field1, field2, ..., version]`` in declaration order. Batches carry
+lists of small ``NamedTuple`` items, which msgpack writes as arrays and :func:`decode` turns back into the
+named tuples.
 
-The bytes are self-describing, so the same frames can later cross a process or host boundary unchanged.
-:func:`decode` checks tag, version, arity and field types, and raises :class:`~engine.errors.MalformedMessage`
-with a reason for anything else, so a receiving actor turns bad input into an error reply instead of dying.
+The bytes are self-describing, so the same frames cross a process or host boundary unchanged.
+:func:`decode` checks tag, version, arity and every field's type while it builds the message (msgspec does
+it in C: ~0.6 µs per batch item, against ~0.4 µs for an unchecked ``msgpack.unpackb`` of the same bytes),
+so there is one decode for every hop, inside a process or across one. Anything else raises
+:class:`~engine.errors.MalformedMessage` with a reason, so a receiving actor turns bad input into an error
+reply instead of dying.
 
 >>> raw = encode(Tick(now=12.5))
 >>> decode(raw)
-Tick(now=12.5)
+Tick(now=12.5, version=1)
 
 Naming: commands are imperative (``SubmitMessage``), events past tense (``CarrierResponded``), replies end in
 ``Reply``. Hot-path messages carry batches (``items``) so one actor hop moves many messages.
@@ -18,51 +22,74 @@ Naming: commands are imperative (``SubmitMessage``), events past tense (``Carrie
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
 import logging
-import types
 import typing
-from typing import Any, ClassVar, NamedTuple, Union
+from typing import ClassVar, Literal, NamedTuple, Union
 
 import msgpack
+import msgspec
 
 from engine.errors import MalformedMessage
 
 _REGISTRY: dict[int, type[Message]] = {}
+_ARITY: dict[int, int] = {}  # tag -> the first byte of its frames (msgpack fixarray of its length)
 _log = logging.getLogger(__name__)
 
 
-class Message:
+class Message(msgspec.Struct, array_like=True, frozen=True):
     """Base class of every actor message (see the module docstring for the wire format)."""
 
     TAG: ClassVar[int]
-    VERSION: ClassVar[int] = 1
-    _fields: ClassVar[tuple[str, ...]]
-    _checks: ClassVar[tuple[Any, ...]]
+    VERSION: ClassVar[int]
+    _fields: ClassVar[tuple[str, ...]]  # the message's own fields, in wire order (without version)
 
 
 def message(tag: int, version: int = 1):
-    """Class decorator: make a frozen slotted dataclass and register it under ``tag``."""
+    """Class decorator: make the class a tagged wire message and register it under ``tag``.
 
-    def wrap(cls: type) -> type:
+    The decorated class's annotations become the fields; a ``version`` field (``Literal[version]``) is
+    appended, so a frame of another schema version fails to decode instead of being misread.
+    """
+
+    def wrap(cls: type) -> type[Message]:
         if tag in _REGISTRY:
             raise ValueError(f"message tag {tag} already used by {_REGISTRY[tag].__name__}")
-        dc = dataclasses.dataclass(frozen=True, slots=True)(cls)
-        dc.TAG = tag
-        dc.VERSION = version
-        hints = typing.get_type_hints(dc)
-        dc._fields = tuple(f.name for f in dataclasses.fields(dc))
-        dc._checks = tuple(_checker_for(hints[name]) for name in dc._fields)
-        _REGISTRY[tag] = dc
-        return dc
+        hints = typing.get_type_hints(cls, globalns=globals())
+        names = cls.__struct_fields__
+        defaults = cls.__struct_defaults__
+        first_default = len(names) - len(defaults)
+        fields: list[tuple] = [
+            (name, hints[name]) if i < first_default else
+            (name, hints[name], defaults[i - first_default])
+            for i, name in enumerate(names)
+        ]
+        fields.append(("version", Literal[version], version))
+        new = msgspec.defstruct(cls.__name__, fields, bases=(Message,), tag=tag,
+                                module=cls.__module__)
+        new.__doc__ = cls.__doc__
+        new.__qualname__ = cls.__qualname__
+        new.TAG = tag
+        new.VERSION = version
+        new._fields = tuple(names)
+        _REGISTRY[tag] = new
+        if tag >= 0x80 or len(names) + 2 > 15:
+            raise ValueError("a message needs a tag below 128 and at most 13 fields")
+        _ARITY[tag] = 0x90 + len(names) + 2  # the fixarray header of its frames
+        global _decoder
+        _decoder = None  # rebuilt with the new type on the next decode
+        return new
 
     return wrap
 
 
+_encoder = msgspec.msgpack.Encoder()
+_decoder: msgspec.msgpack.Decoder | None = None
+
+
 def encode(msg: Message) -> bytes:
-    """Serialise one message to msgpack bytes."""
-    return msgpack.packb([msg.TAG, msg.VERSION, *[getattr(msg, f) for f in msg._fields]])
+    """Serialise one message to msgpack bytes (``UnicodeEncodeError`` for a lone surrogate,
+    ``OverflowError`` for an int outside 64 bits)."""
+    return _encoder.encode(msg)
 
 
 def peek_tag(raw: bytes) -> int | None:
@@ -77,28 +104,18 @@ def peek_tag(raw: bytes) -> int | None:
 
 def decode(raw: bytes) -> Message:
     """Parse bytes from :func:`encode`; raise ``MalformedMessage`` (never anything else) on bad input."""
+    dec = _decoder or _build_decoder()
+    # The frame's arity, from its fixarray header: the version has a default for construction, so a
+    # frame one field short would otherwise decode with its fields shifted. (Every frame has at most
+    # 15 elements and a tag below 128, so both bytes are always there; anything else is malformed.)
+    if len(raw) < 2 or _ARITY.get(raw[1]) != raw[0]:
+        raise MalformedMessage(_diagnose(raw, msgspec.ValidationError("bad frame")))
     try:
-        frame = msgpack.unpackb(raw, use_list=True, raw=False, strict_map_key=True)
-    except Exception as exc:  # msgpack raises several unrelated exception types
-        raise MalformedMessage(f"not valid msgpack: {type(exc).__name__}") from None
-    if not isinstance(frame, list) or len(frame) < 2:
-        raise MalformedMessage("a message is an array [tag, version, fields...]")
-    tag, version = frame[0], frame[1]
-    cls = _REGISTRY.get(tag) if isinstance(tag, int) and not isinstance(tag, bool) else None
-    if cls is None:
-        raise MalformedMessage(f"unknown message tag {tag!r}")
-    if version != cls.VERSION:
-        raise MalformedMessage(f"{cls.__name__} schema version {version!r}, expected {cls.VERSION}")
-    values = frame[2:]
-    if len(values) != len(cls._fields):
-        raise MalformedMessage(
-            f"{cls.__name__} has {len(cls._fields)} fields, got {len(values)}"
-        )
-    try:
-        checked = [check(v) for check, v in zip(cls._checks, values, strict=True)]
-    except _BadField as exc:
-        raise MalformedMessage(f"{cls.__name__}: {exc}") from None
-    return cls(*checked)
+        return dec.decode(raw)
+    except msgspec.DecodeError as exc:  # includes ValidationError
+        raise MalformedMessage(_diagnose(raw, exc)) from None
+    except Exception as exc:  # never let odd input escape as anything else
+        raise MalformedMessage(f"not a message: {type(exc).__name__}") from None
 
 
 def decode_or_drop(raw: bytes, receiver: str) -> Message | None:
@@ -111,98 +128,31 @@ def decode_or_drop(raw: bytes, receiver: str) -> Message | None:
         return None
 
 
-# --- field checking ---------------------------------------------------------------------------------
+def _build_decoder() -> msgspec.msgpack.Decoder:
+    global _decoder
+    _decoder = msgspec.msgpack.Decoder(Union[tuple(_REGISTRY.values())])  # noqa: UP007
+    return _decoder
 
 
-class _BadField(Exception):
-    pass
-
-
-def _scalar(expected: tuple[type, ...], name: str):
-    def check(v: Any) -> Any:
-        if type(v) in expected:
-            return v
-        if float in expected and type(v) is int:
-            return float(v)
-        raise _BadField(f"expected {name}, got {type(v).__name__}")
-
-    return check
-
-
-def _optional(inner):
-    def check(v: Any) -> Any:
-        return None if v is None else inner(v)
-
-    return check
-
-
-def _list_of(inner):
-    def check(v: Any) -> Any:
-        if type(v) is not list:
-            raise _BadField(f"expected a list, got {type(v).__name__}")
-        return [inner(x) for x in v]
-
-    return check
-
-
-def _named_tuple(nt: type):
-    hints = list(typing.get_type_hints(nt).values())
-    checks = tuple(_checker_for(t) for t in hints)
-    fast = _fast_types(hints)
-    # Every exact combination of field types accepted without conversion (2 ** optional fields):
-    # checking a whole item is then one C-level map and one set lookup.
-    combos = frozenset(itertools.product(*fast)) if fast is not None else frozenset()
-    n = len(checks)
-    make = nt._make
-
-    def check(v: Any) -> Any:
-        if type(v) is not list or len(v) != n:
-            raise _BadField(f"expected a {nt.__name__} of {n} fields")
-        if tuple(map(type, v)) in combos:  # hot path: exactly the declared types
-            return make(v)
-        return make([c(x) for c, x in zip(checks, v, strict=True)])  # coerces, or says what is wrong
-
-    return check
-
-
-def _fast_types(hints: list[Any]) -> tuple[tuple[type, ...], ...] | None:
-    """Per field, the exact types accepted without conversion; None if a field is not a plain scalar."""
-    out = []
-    for hint in hints:
-        if typing.get_origin(hint) in (Union, types.UnionType):
-            args = typing.get_args(hint)
-            if not all(a in (str, bytes, int, float, bool, type(None)) for a in args):
-                return None
-            out.append(tuple(args))
-        elif hint in (str, bytes, int, float, bool):
-            out.append((hint,))
-        else:
-            return None
-    return tuple(out)
-
-
-def _checker_for(hint: Any):
-    origin = typing.get_origin(hint)
-    if origin in (Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if len(args) == 1:
-            return _optional(_checker_for(args[0]))
-        raise TypeError(f"unsupported union {hint}")
-    if origin is list:
-        return _list_of(_checker_for(typing.get_args(hint)[0]))
-    if isinstance(hint, type) and issubclass(hint, tuple) and hasattr(hint, "_fields"):
-        return _named_tuple(hint)
-    if hint is float:
-        return _scalar((float,), "float")  # an int is accepted and made a float
-    if hint is bool:
-        return _scalar((bool,), "bool")
-    if hint is int:
-        return _scalar((int,), "int")
-    if hint in (str, bytes):
-        return _scalar((hint,), hint.__name__)
-    if hint is Any:
-        return lambda v: v
-    raise TypeError(f"unsupported field type {hint}")
+def _diagnose(raw: bytes, exc: Exception) -> str:
+    """A precise reason for a frame that did not decode (the slow path: only for bad input)."""
+    if not isinstance(exc, msgspec.ValidationError):  # (a ValidationError is a DecodeError too)
+        return "not valid msgpack"
+    try:
+        frame = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+    except Exception:
+        return "not valid msgpack"
+    if not isinstance(frame, list) or len(frame) < 2:
+        return "a message is an array [tag, fields..., version]"
+    tag = frame[0]
+    cls = _REGISTRY.get(tag) if type(tag) is int else None
+    if cls is None:
+        return f"unknown message tag {tag!r}"
+    if len(frame) != len(cls._fields) + 2:
+        return f"{cls.__name__} has {len(cls._fields)} fields, got {len(frame) - 2}"
+    if frame[-1] != cls.VERSION:
+        return f"{cls.__name__} schema version {frame[-1]!r}, expected {cls.VERSION}"
+    return f"{cls.__name__}: {exc}"
 
 
 # === items carried in batches =======================================================================
@@ -368,10 +318,18 @@ class ApiKeyRevoked(Message):
 
 @message(6)
 class RegisterSession(Message):
-    """A session asks the ledger (the one ``ask`` in the engine, at session start) for the balance it may
-    spend; from then on the ledger tells it every ``BalanceChanged`` of its account."""
+    """A session, at its start, asks the ledger for the balance it may spend (answered with
+    ``SessionRegistered``); from then on the ledger tells it every ``BalanceChanged`` of its account."""
 
     account_id: str
+
+
+@message(7)
+class SessionRegistered(Message):
+    """The ledger's answer to ``RegisterSession``: the balance the session may spend from now on."""
+
+    account_id: str
+    balance_micro_usd: int
 
 
 # === customer session -> POP ==========================================================================
