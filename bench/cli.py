@@ -52,6 +52,12 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--start-rate", type=float, help="saturation: the first offered rate")
     g.add_argument("--step", type=float, metavar="S", help="saturation: seconds per step")
     g.add_argument("--seed", type=int, help="workload seed")
+    g.add_argument(
+        "--reuse-numbers",
+        action="store_true",
+        help="send to a pool of numbers per country instead of a distinct number per message "
+        "(the default, except for --soak)",
+    )
     c = parser.add_argument_group("carriers")
     c.add_argument("--smsc", metavar="HOST:PORT", help="use SMPP carriers bound to this SMSC")
     c.add_argument("--smsc-system-id", default="smsroute")
@@ -61,6 +67,11 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     x = parser.add_argument_group("extra checks")
     x.add_argument("--soak", type=float, metavar="MINUTES", help="long run sampling RSS")
     x.add_argument("--linearity", type=int, metavar="N", help="N vs 10N messages: CPU ratio")
+    x.add_argument(
+        "--profile-stages",
+        action="store_true",
+        help="CPU µs per message by stage (embedded path), printed and in --json under 'stages'",
+    )
     o = parser.add_argument_group("output")
     o.add_argument("--json", metavar="PATH", help="write the result as JSON")
     o.add_argument("--chart", metavar="PATH", help="write a PNG of the latency distributions")
@@ -174,6 +185,8 @@ def _run(scenario: Scenario, args: argparse.Namespace, smsc: tuple[str, int] | N
         smsc_overrides=overrides,
         data_dir=args.data_dir,
         on_tick=progress.tick,
+        distinct_numbers=not (args.reuse_numbers or args.soak),
+        profile_stages=args.profile_stages,
     )
     mode = args.mode or scenario.load.mode
     _say(

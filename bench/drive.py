@@ -49,6 +49,7 @@ class StepResult:
     corridors: dict[tuple[str, str], CorridorStats]
     send_lag: Any  # LatencyHistogram of (actual - intended) send times
     unfinished: int = 0
+    all_sent: int = 0  # warm-up included
     stalled: bool = False  # the in-flight gate stayed shut for a whole drain timeout
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -114,17 +115,18 @@ def run_step(
     after the drain, before the recorder stops (to flush events forwarded from another process).
     """
     gate = threading.Semaphore(max_in_flight)
-    t0 = time.perf_counter() + START_DELAY_S
     paced = rate is not None
     warmup_count = 0
     if paced:
+        workload.reserve(int(rate * (warmup_s + duration_s) * 1.05) + 16)
         plan: Iterator[Planned] = workload.schedule(rate, warmup_s + duration_s, arrival)
-        measure_from = t0 + warmup_s
     else:
         measured = messages if messages is not None else int(duration_s * 10_000)
         warmup_count = measured // 10
+        workload.reserve(warmup_count + measured)
         plan = (workload.pick(0.0) for _ in range(warmup_count + measured))
-        measure_from = float("inf")
+    t0 = time.perf_counter() + START_DELAY_S  # after the numbers are prepared
+    measure_from = t0 + warmup_s if paced else float("inf")
     recorder = Recorder(measure_from=measure_from, release=gate.release).start()
     bind(recorder)
     pacer = _Pacer(target, workload, recorder, gate, drain_timeout_s, on_tick, cpu_clock)
@@ -150,6 +152,7 @@ def run_step(
         corridors=recorder.stats,
         send_lag=recorder.send_lag,
         unfinished=unfinished,
+        all_sent=pacer.sent,
         stalled=pacer.stalled,
     )
 

@@ -20,7 +20,7 @@ from bench.drive import StepResult, Target, run_step
 from bench.engine_config import engine_overrides
 from bench.recorder import Recorder
 from bench.scenario import Corridor, Scenario
-from bench.traffic import SENDER, Planned, Workload
+from bench.traffic import NUMBERS_PER_COUNTRY, SENDER, Planned, Workload
 
 BENCH_EMAIL = "bench@example.com"
 BENCH_DEPOSIT_USD = "100000000"
@@ -68,6 +68,8 @@ class RunOptions:
     data_dir: str | None = None  # default: a temporary directory, removed afterwards
     engine_process: bool = True  # http path: run the engine in a child process (its own GIL)
     on_tick: Callable[[Recorder, float], None] | None = None
+    distinct_numbers: bool = True  # every message to a new number (False: a pool per country)
+    profile_stages: bool = False  # CPU per message by stage (embedded path): bench.stages
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -80,7 +82,7 @@ class Bench:
     def __init__(self, scenario: Scenario, options: RunOptions | None = None) -> None:
         self.scenario = scenario
         self.options = options or RunOptions()
-        self.workload = Workload(scenario)
+        self.workload = Workload(scenario, distinct_numbers=self.options.distinct_numbers)
         self.engine: Any = None
         self.api_key = ""
         self._recorder: Recorder | None = None
@@ -88,7 +90,10 @@ class Bench:
         self._target: Target | None = None
         self._http: Any = None
         self._process: Any = None  # bench.engine_process.EngineProcess on the http path
-        self.notes: dict[str, Any] = {}  # facts about this run worth keeping in the result
+        self.notes: dict[str, Any] = {  # facts about this run worth keeping in the result
+            "numbers": "distinct per message" if self.options.distinct_numbers
+            else f"a pool of {NUMBERS_PER_COUNTRY} per country (reused)",
+        }
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
@@ -212,7 +217,10 @@ class Bench:
     ) -> StepResult:
         """Run one open-loop step (``rate=None``: as fast as the in-flight cap allows)."""
         load = self.scenario.load
-        return run_step(
+        profiler = self._stage_profiler()
+        if profiler is not None:
+            profiler.start()
+        result = run_step(
             self._target,
             self.workload,
             rate=rate,
@@ -226,6 +234,19 @@ class Bench:
             on_tick=self.options.on_tick,
             **self._cost_meters(),
         )
+        if profiler is not None:
+            result.extra["stages"] = profiler.stop(result.all_sent).to_json()
+        return result
+
+    def _stage_profiler(self) -> Any:
+        if not self.options.profile_stages:
+            return None
+        if self._process is not None:
+            self.notes["profile_stages"] = "not available when the engine runs in a child process"
+            return None
+        from bench.stages import StageProfiler
+
+        return StageProfiler()
 
     def memory_mb(self) -> dict[str, float]:
         """The engine's resident memory now (``rss``, ``anon``, ``file``, ``shmem`` in MB)."""

@@ -102,6 +102,8 @@ def result_json(result: BenchResult) -> dict[str, Any]:
                 for s in result.steps
             ],
         }
+    if result.headline is not None and "stages" in result.headline.extra:
+        doc["stages"] = result.headline.extra["stages"]
     if result.notes:
         doc["notes"] = result.notes
     if result.soak is not None:
@@ -173,6 +175,10 @@ def format_table(doc: dict[str, Any]) -> str:
             f" total RSS slope {s.get('rss_slope_mb_per_min')} MB/min, of which mapped files"
             f" {s.get('file_slope_mb_per_min')} MB/min"
         )
+    if "stages" in doc:
+        from bench.stages import format_stages
+
+        lines.append(format_stages(doc["stages"]))
     if "linearity" in doc:
         lin = doc["linearity"]
         lines.append(
