@@ -470,6 +470,10 @@ class PopActor(DispatchedActor):
         """Drop the timer entries of messages already final, so the heaps stay proportional to what is
         in flight (a deadline entry would otherwise live for the whole validity, up to 24 h)."""
         live = self.inflight
+        if not live:  # nothing in flight: every entry left is stale (the slack below may keep ~1k)
+            self._deadlines.clear()
+            self._timeouts.clear()
+            return
         if len(self._deadlines) > 2 * len(live) + 1024:
             self._deadlines = [e for e in self._deadlines if e[1] in live]
             heapq.heapify(self._deadlines)
