@@ -39,6 +39,7 @@ from engine.accounts import AccountManager
 from engine.bridge import Bridge, InFlightGate
 from engine.config import Settings, load_settings
 from engine.errors import AuthError, BodyTooLarge, InputError, OverloadedError
+from engine.gc_tuning import freeze_start_up_objects, tune_gc
 from engine.holds import HoldManager
 from engine.ids import IdGenerator, is_message_id
 from engine.mail import announcements
@@ -103,6 +104,8 @@ class Engine(AccountManager, HoldManager):
 
             tls_context(settings.http.tls_cert, settings.http.tls_key)  # a bad file fails here, first
         engine = cls(Path(data_dir), settings)
+        if settings.engine.gc_tuning:
+            tune_gc()
         if on_status is not None:
             engine.on_status(on_status)
         engine.runtime.start()  # locks the data directory: a second engine on it is refused
@@ -116,6 +119,8 @@ class Engine(AccountManager, HoldManager):
         except BaseException:  # e.g. a port in use: do not leave the actors running
             engine.stop(drain_seconds=0)
             raise
+        if settings.engine.gc_tuning:
+            freeze_start_up_objects()
         return engine
 
     def _start_mail_and_privacy(self) -> None:

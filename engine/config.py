@@ -40,6 +40,7 @@ class EngineLimits:
     sweep_interval_seconds: float = 60.0
     map_size_mb: int = 1024
     analytics_max_account_share: float = 0.5  # no analytics cell where one account has more than this
+    gc_tuning: bool = True  # a long-running engine's GC: freeze start-up objects, rarer collections
 
 
 @dataclass(frozen=True)
