@@ -6,8 +6,15 @@ distribution and an outcome mix: ``delivered``, ``undeliverable``, ``rejected`` 
 arrives late (``late_receipt_rate``, ten times the delay) or twice (``duplicate_receipt_rate``); parts are
 receipted independently, so receipts arrive out of order.
 
-Messages in: ``SubmitToCarrier`` (its POP), ``CarrierEmitDue`` (clock), ``SetCarrierSuspended`` (operator).
-Messages out: ``CarrierResponded`` and ``ReceiptsReceived`` to its POP, in batches.
+Messages in: ``SubmitToCarrier`` and ``WithdrawSubmits`` (its POP), ``CarrierEmitDue`` (clock),
+``SetCarrierSuspended`` (operator).
+Messages out: ``CarrierResponded`` and ``ReceiptsReceived`` to its POP, in batches; ``CarrierStateChanged``
+on suspend/resume.
+
+Answers follow the same vocabulary as an SMPP link (:mod:`engine.messages`): a full window is ``throttled``
+(0x14), an exhausted throughput budget ``throttled`` (0x58), a suspended carrier ``offline``. It has no send
+queue: everything it takes is on the wire at once, exactly like parts an SMPP bind has already written, so a
+withdrawal finds nothing left to take back (it is counted, and the parts are answered as usual).
 
 It sees only what a carrier may see (``CarrierSubmitItem``: destination, sender ID, body, opaque ref); it
 keeps a count of what it received (``stats()``) for tests and the control port.
@@ -82,7 +89,8 @@ class SimulatedCarrierActor(DispatchedActor):
         self._tokens = self.throughput
         self._last_refill = clock.now()
         self._ids = itertools.count(1)
-        self.counts = {k: 0 for k in (*OUTCOMES, "window_full", "submitted", "parts")}
+        self.counts = {k: 0 for k in (*OUTCOMES, "window_full", "submitted", "parts",
+                                      "withdraw_requests")}
 
     def on_receive(self, raw: bytes) -> None:
         msg = m.decode_or_drop(raw, f"carrier {self.name}")
@@ -93,6 +101,8 @@ class SimulatedCarrierActor(DispatchedActor):
                 self._on_submit(items)
             case m.ExpectReceipts():
                 pass  # a simulated carrier's pending receipts do not survive a restart
+            case m.WithdrawSubmits(refs=refs):
+                self.counts["withdraw_requests"] += len(refs)  # nothing queued: see the docstring
             case m.CarrierEmitDue():
                 self._wake_at = math.inf
                 self._emit_due()
@@ -123,7 +133,7 @@ class SimulatedCarrierActor(DispatchedActor):
             try:
                 parts = len(plan(item.body, max_segments=255).parts)
             except InvalidBody:
-                immediate.append(m.CarrierResponseItem(item.ref, 0, 1, "reject", "", "0x00000001"))
+                immediate.append(m.CarrierResponseItem(item.ref, 0, 1, m.REJECT, "", "0x00000001"))
                 continue
             self.counts["parts"] += parts
             refusal = self._refusal()
@@ -142,27 +152,27 @@ class SimulatedCarrierActor(DispatchedActor):
 
     def _refusal(self) -> tuple[str, str] | None:
         if self.suspended:
-            return "retry", "suspended"
+            return m.OFFLINE, "suspended"
         if self._open >= self.window:
             self.counts["window_full"] += 1
-            return "retry", "0x00000014"  # ESME_RMSGQFUL
+            return m.THROTTLED, "0x00000014"  # ESME_RMSGQFUL
         if self.throughput:
             if self._tokens < 1:
                 self.counts["throttled"] += 1
-                return "throttled", "0x00000058"  # ESME_RTHROTTLED
+                return m.THROTTLED, "0x00000058"  # ESME_RTHROTTLED
             self._tokens -= 1
         return None
 
     def _answer(self, ref, parts, outcome, now, immediate, receipts) -> None:
         delay = sample_ms(self.latency, self.rng) / 1000.0
         if outcome == "throttled":
-            answers = [m.CarrierResponseItem(ref, p, parts, "throttled", "", "0x00000058")
+            answers = [m.CarrierResponseItem(ref, p, parts, m.THROTTLED, "", "0x00000058")
                        for p in range(parts)]
         elif outcome == "rejected":
-            answers = [m.CarrierResponseItem(ref, p, parts, "reject", "", "0x0000000B")
+            answers = [m.CarrierResponseItem(ref, p, parts, m.REJECT, "", "0x0000000B")
                        for p in range(parts)]
         else:
-            answers = [m.CarrierResponseItem(ref, p, parts, "ok", f"{next(self._ids):x}", "")
+            answers = [m.CarrierResponseItem(ref, p, parts, m.OK, f"{next(self._ids):x}", "")
                        for p in range(parts)]
             state = _RECEIPT_STATE.get(outcome, "DELIVRD")
             for p in range(parts):

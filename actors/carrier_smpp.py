@@ -5,7 +5,9 @@ carrier's typed options (:class:`engine.config.SmppCarrierOptions`) or a dict of
 :func:`engine.smpp.smsc_carrier_settings`, validated the same way); ``clock`` is accepted for symmetry
 and unused (the connector has its own loop timers).
 
-Messages in (msgpack bytes): ``SubmitToCarrier`` from the POP, ``SetCarrierSuspended`` from the operator.
+Messages in (msgpack bytes): ``SubmitToCarrier``, ``WithdrawSubmits`` and ``ExpectReceipts`` from the POP,
+``SetCarrierSuspended`` from the operator. A withdrawal reaches the connector after every submit the POP
+sent before it (both go through ``call_soon_threadsafe`` in mailbox order), so it finds their parts.
 Messages out, to ``pop_ref``: ``CarrierResponded`` - one per burst of ``submit_sm_resp`` that arrive
 together, one item per part -, ``ReceiptsReceived`` (batched the same way) and ``CarrierStateChanged`` when
 the first bind comes up / the last goes down, or on suspend/resume. Outcomes and the ``resp_timeout``
@@ -82,6 +84,9 @@ class SmppCarrierActor(pykka.ThreadingActor):
         match msg:
             case m.SubmitToCarrier(items=items):
                 self._on_submit_to_carrier(items)
+            case m.WithdrawSubmits(refs=refs):
+                if self._loop is not None and self._connector is not None:
+                    self._loop.call_soon_threadsafe(self._connector.withdraw, refs)
             case m.SetCarrierSuspended(suspended=suspended):
                 self._on_set_carrier_suspended(suspended)
             case m.ExpectReceipts(items=items):
@@ -119,12 +124,12 @@ class SmppCarrierActor(pykka.ThreadingActor):
         parts: list[SubmitPart] = []
         for item in items:
             if self.suspended:
-                refused.append(m.CarrierResponseItem(item.ref, 0, 1, "retry", "", "suspended"))
+                refused.append(m.CarrierResponseItem(item.ref, 0, 1, m.OFFLINE, "", "suspended"))
                 continue
             try:
                 parts.extend(self.builder.build(item.ref, item.to, item.sender, item.body))
             except (InvalidNumber, InvalidBody) as exc:
-                refused.append(m.CarrierResponseItem(item.ref, 0, 1, "reject", "", exc.code))
+                refused.append(m.CarrierResponseItem(item.ref, 0, 1, m.REJECT, "", exc.code))
         if refused:
             self._tell(m.CarrierResponded(self.name, refused))
         if parts:

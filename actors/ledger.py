@@ -1,14 +1,19 @@
-"""LedgerActor: the single writer of debits and credits.
+"""LedgerActor: the single writer of debits, refunds and credits.
 
-Messages in: ``DebitMessages`` (POPs, after a message is durable), ``CreditAccount`` (host deposits),
-``RegisterSession`` (told once by each new session, answered with ``SessionRegistered``), ``PseudonymiseAccount`` (asked by erasure),
-``Flush`` and ``Tick`` (itself / the clock).
-Messages out: ``BalanceChanged`` to the account's session, ``CreditApplied`` to the bridge.
+Messages in: ``DebitMessages`` and ``RefundMessages`` (POPs, after the commit that makes them durable),
+``CreditAccount`` (host deposits), ``RegisterSession`` (told once by each new session, answered with
+``SessionRegistered``), ``PseudonymiseAccount`` (asked by erasure), ``Flush`` and ``Tick`` (itself / the
+clock).
+Messages out: ``BalanceChanged`` to the account's session, ``CreditApplied`` to the bridge,
+``RefundsRecorded`` to the POP that owed the refunds.
 
-Debits are grouped: every debit that arrived before a ``Flush`` is written in one fsynced transaction.
-Both kinds of write are idempotent (message id, chain + tx hash), so a repeat never bills or credits twice.
-If a write fails (store full), the debits stay queued and are retried on the next tick; the messages
-themselves are already durable, and recovery re-derives any debit still missing after a crash.
+Debits are grouped: every debit that arrived before a ``Flush`` is written in one transaction (no fsync of
+its own, see ``storage.ledger``). Refunds are grouped the same way but fsynced, because the POP forgets it
+owes them once told ``RefundsRecorded``; they are written after the debits queued before them, so a
+message is never refunded before it is billed. Every kind of write is idempotent (message id per kind,
+chain + tx hash), so a repeat never bills, refunds or credits twice. If a write fails (store full), the
+entries stay queued and are retried on the next tick; recovery re-derives any debit or refund a crash
+lost.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import logging
 from actors.dispatch import DispatchedActor
 from engine import messages as m
 from engine.errors import StorageError
-from storage.ledger import DEBIT, DEPOSIT, LedgerStore
+from storage.ledger import DEBIT, DEPOSIT, REFUND, LedgerStore
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +36,7 @@ class LedgerActor(DispatchedActor):
         self.store = store
         self.directory = directory
         self._debits: list[m.DebitItem] = []
+        self._refunds: list[tuple[str, m.RefundItem]] = []  # (pop, refund)
         self._flush_scheduled = False
         self._registered: set[str] = set()  # accounts whose session is told every balance change
         self.alarms = 0
@@ -43,9 +49,13 @@ class LedgerActor(DispatchedActor):
             case m.DebitMessages(items=items):
                 self._debits.extend(items)
                 self._schedule_flush()
+            case m.RefundMessages(pop=pop, items=items):
+                self._refunds.extend((pop, item) for item in items)
+                self._schedule_flush()
             case m.Flush() | m.Tick():
                 self._flush_scheduled = False
                 self._write_debits()
+                self._write_refunds()
             case m.CreditAccount():
                 self._on_credit_account(msg)
             case m.RegisterSession(account_id=account_id):
@@ -58,6 +68,7 @@ class LedgerActor(DispatchedActor):
 
     def on_stop(self) -> None:
         self._write_debits()
+        self._write_refunds()
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
@@ -76,8 +87,38 @@ class LedgerActor(DispatchedActor):
             log.error("ledger: ALARM could not write %d debits (%s); will retry", len(batch), exc.code)
             self._debits = batch + self._debits
 
+    def _write_refunds(self) -> None:
+        """Credit back messages no carrier acknowledged (after the debits queued before them)."""
+        if not self._refunds:
+            return
+        self._write_debits()
+        if self._debits:
+            return  # the debits could not be written: the refunds wait with them
+        batch, self._refunds = self._refunds, []
+        rows = [(REFUND, r.account_id, r.amount_micro_usd, r.message_id, r.at, "", "")
+                for _, r in batch]
+        try:
+            written = self.store.apply(rows)  # fsynced: the POPs forget what they owed after this
+        except StorageError as exc:
+            self.alarms += 1
+            log.error("ledger: ALARM could not write %d refunds (%s); will retry", len(batch), exc.code)
+            self._refunds = batch + self._refunds
+            return
+        by_pop: dict[str, list[str]] = {}
+        for (pop, refund), (_, new) in zip(batch, written, strict=True):
+            by_pop.setdefault(pop, []).append(refund.message_id)
+            if new and refund.account_id in self._registered:
+                session = self.directory.sessions.get(refund.account_id)
+                if session is not None:
+                    session.tell(m.encode(m.BalanceChanged(refund.account_id, refund.amount_micro_usd)))
+        for pop, ids in by_pop.items():
+            ref = self.directory.pops.get(pop)
+            if ref is not None:  # a stopped POP drops it: the ids are cleared at the next start
+                ref.tell(m.encode(m.RefundsRecorded(ids)))
+
     def _on_credit_account(self, msg: m.CreditAccount) -> None:
         self._write_debits()  # keep the ledger in arrival order
+        self._write_refunds()
         try:
             [(entry, new)] = self.store.apply([(DEPOSIT, msg.account_id, msg.amount_micro_usd,
                                                  msg.tx_hash, msg.at, msg.chain, msg.from_address)])

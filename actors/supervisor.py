@@ -1,6 +1,6 @@
 """Runtime: opens the stores, starts the actors in order, and stops them in an order that loses nothing.
 
-Start order: key ring and LMDB environments -> holds -> debit reconciliation (recovery) -> clock ->
+Start order: key ring and LMDB environments -> holds -> debit and refund reconciliation (recovery) -> clock ->
 ledger -> POPs (each resumes its open messages) -> carriers -> sweeper -> periodic ticks. Stopping sends the
 sessions' last batches to live POPs, stops the carriers, lets the POPs write their last group commit (a
 POP never fails on a stopped carrier: what it could not send is durable and resumes), then the ledger
@@ -49,9 +49,10 @@ from storage.datadir import DataDirLock, startup_error
 from storage.env import open_env
 from storage.holds import Holds
 from storage.keys import KeyRing, open_key_provider
-from storage.ledger import DEBIT, LedgerStore
+from storage.ledger import DEBIT, REFUND, LedgerStore
 from storage.pseudonyms import Pseudonyms
 from storage.records import MessageRecords
+from storage.refunds import OwedRefunds
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class PopStore:
     env: lmdb.Environment
     records: MessageRecords
     bodies: BodyStore
+    refunds: OwedRefunds
 
 
 class Runtime:
@@ -125,7 +127,7 @@ class Runtime:
             env = open_env(self.data_dir / "pops" / name, map_size=map_size)
             self.pop_stores[name] = PopStore(
                 env, MessageRecords(env, self.account_keys),
-                BodyStore(env, self.keys, max_ttl_seconds=max_ttl))
+                BodyStore(env, self.keys, max_ttl_seconds=max_ttl), OwedRefunds(env))
         # A hold and its audit entry are written in one transaction, so each POP environment keeps the
         # audit trail of its own holds; ``audit_entries`` reads them all.
         self.audits = {name: AuditLog(store.env) for name, store in self.pop_stores.items()}
@@ -133,6 +135,7 @@ class Runtime:
         self.holds = {name: Holds(store.bodies, self.keys, self.audits[name])
                       for name, store in self.pop_stores.items()}
         self._reconcile_debits()
+        self._reconcile_refunds()
         self._load_saved_routing()
         self.clock = Clock()
         self.directory.ledger = LedgerActor.start(self.ledger_store, self.directory)
@@ -200,6 +203,28 @@ class Runtime:
             self.ledger_store.apply(rows)
             log.warning("recovery: billed %d accepted messages whose debit was not yet written",
                         len(rows))
+
+    def _reconcile_refunds(self) -> None:
+        """After a crash, credit every refund a POP owed whose ledger entry was not written yet.
+
+        A POP writes a message's final record and the refund it owes (``storage.refunds``) in one fsynced
+        transaction, and forgets it once the ledger has the entry; ids still owed at start-up are checked
+        against the ledger. Refunds are idempotent on message id, so this never refunds twice.
+        """
+        for store in self.pop_stores.values():
+            owed = store.refunds.all()
+            rows = []
+            for mid in owed:
+                rec = store.records.get(mid)  # None: erased since, nothing to credit
+                if rec is not None and rec.refunded_micro_usd > 0 \
+                        and not self.ledger_store.has(REFUND, mid):
+                    rows.append((REFUND, rec.account_id, rec.refunded_micro_usd, mid, rec.updated_at,
+                                 "", ""))
+            if rows:
+                self.ledger_store.apply(rows)  # fsynced before the ids are forgotten
+                log.warning("recovery: refunded %d failed messages whose refund was not yet written",
+                            len(rows))
+            store.refunds.clear(owed)
 
     def sync_ledger(self, timeout: float = 10.0) -> None:
         """Wait until every debit already sent to the ledger is committed (not for the hot path)."""

@@ -35,6 +35,7 @@ class EngineLimits:
     retry_cap_ms: float = 1000.0
     max_attempts: int = 4
     resp_timeout_seconds: float = 3.0
+    admission_horizon_seconds: float = 30.0  # accept per route what its carriers take in this long
     body_ttl_seconds: int = 86400
     tick_ms: int = 200
     sweep_interval_seconds: float = 60.0
@@ -183,7 +184,8 @@ class SmppCarrierOptions(CarrierOptions):
     gsm7_packed: bool = False
     use_message_payload: bool = False  # long messages whole in the message_payload TLV
     reconnect_min_seconds: float = 0.5
-    reconnect_max_seconds: float = 30.0
+    reconnect_max_seconds: float = 1.0  # bounded low: a bind is back within about a second of its SMSC
+    bind_wait_seconds: float = 5.0  # a part waits this long in the queue for a bind to come up
     registered_delivery: int = 1  # ask for a receipt on final state
     early_receipt_seconds: float = 30.0  # how long a receipt for an unknown id is held for its resp
     receipt_match_seconds: float = 259200.0  # how long a submitted id waits for its receipt (3 days)

@@ -28,6 +28,7 @@ The tree::
     ├── RoutingError
     │   └── NoRoute                 no carrier serves the destination (HTTP 422)
     ├── OverloadedError             in-flight limit reached; retry later (HTTP 503)
+    │   └── CarriersSaturated       the route's carriers cannot take more within the admission horizon
     ├── RateLimited                 too many unverified requests from one source (HTTP 429)
     ├── StorageError                a store could not make the write durable (HTTP 503)
     │   ├── StoreFull               the LMDB map or the disk is full
@@ -164,6 +165,10 @@ class NoRoute(RoutingError):
 
 class OverloadedError(SmsrouteError):
     code = "overloaded"
+
+
+class CarriersSaturated(OverloadedError):
+    code = "carriers_saturated"
 
 
 class RateLimited(SmsrouteError):

@@ -188,13 +188,26 @@ class CarrierSubmitItem(NamedTuple):
     body: str
 
 
+# What became of one part handed to a carrier (``CarrierResponseItem.outcome``):
+OK = "ok"  # the carrier accepted the part (it has a carrier message id)
+REJECT = "reject"  # a permanent error (e.g. SMPP 0x0B): final for the part, hence for the message
+RETRY = "retry"  # a temporary error the carrier answered (0x08, 0x64, generic_nack) or no answer
+#                  within the response timeout: counts towards max_attempts
+THROTTLED = "throttled"  # the carrier asked to slow down or its queue is full (0x58, 0x14): not counted
+OFFLINE = "offline"  # the link could not take or answer the part: no bind up within the bind wait,
+#                      the connection dropped, the carrier is suspended or stopping: not counted
+WITHDRAWN = "withdrawn"  # taken back before it was written (the POP withdrew the attempt, or another
+#                          part of the message failed): it never reached the carrier
+OUTCOMES = (OK, REJECT, RETRY, THROTTLED, OFFLINE, WITHDRAWN)
+
+
 class CarrierResponseItem(NamedTuple):
     """A carrier's answer to one part of a submit (the ``submit_sm_resp`` of one segment)."""
 
     ref: str
     part: int  # 0-based segment index
     parts: int  # how many segments the carrier split the message into
-    outcome: str  # "ok" | "retry" | "throttled" | "reject"
+    outcome: str  # one of OUTCOMES
     carrier_message_id: str
     error: str  # carrier error code/text, "" on success
 
@@ -252,6 +265,15 @@ class DebitItem(NamedTuple):
     at: float
 
 
+class RefundItem(NamedTuple):
+    """A message no carrier ever acknowledged: its price goes back to the account (keyed by message id)."""
+
+    message_id: str
+    account_id: str
+    amount_micro_usd: int  # positive: what is credited back
+    at: float
+
+
 # === host -> customer session ========================================================================
 
 
@@ -279,7 +301,8 @@ class SenderRegistered(Message):
 
 @message(3)
 class BalanceChanged(Message):
-    """The ledger committed a credit or a refund; the session adds ``delta`` to what it may spend."""
+    """A credit or a refund was committed (ledger), or a reservation handed back (POP); the session adds
+    ``delta`` to what it may spend."""
 
     account_id: str
     delta_micro_usd: int
@@ -400,6 +423,14 @@ class ExpectReceipts(Message):
     items: list[ExpectedReceiptItem]
 
 
+@message(36)
+class WithdrawSubmits(Message):
+    """POP -> carrier: the attempts under these refs are abandoned; take back every part not yet written
+    (each is answered ``withdrawn``). Parts already written are on the wire and are answered as usual."""
+
+    refs: list[str]
+
+
 @message(34)
 class SetCarrierSuspended(Message):
     """Operator command to a carrier actor: stop (or resume) taking new submits."""
@@ -415,6 +446,22 @@ class DebitMessages(Message):
     """Charge accepted messages. Idempotent on message id: a repeat is ignored, never billed twice."""
 
     items: list[DebitItem]
+
+
+@message(46)
+class RefundMessages(Message):
+    """POP -> ledger: credit back messages no carrier ever acknowledged. Idempotent on message id: a
+    repeat (a replay, recovery after a crash) never refunds twice. Answered with ``RefundsRecorded``."""
+
+    pop: str
+    items: list[RefundItem]
+
+
+@message(47)
+class RefundsRecorded(Message):
+    """Ledger -> POP: these refunds are durable in the ledger; the POP forgets that it owes them."""
+
+    message_ids: list[str]
 
 
 @message(41)

@@ -39,6 +39,11 @@ class Route:
     carriers: tuple[CarrierCandidate, ...]
     weight: int = 1
 
+    @functools.cached_property
+    def key(self) -> str:
+        """The route's carriers as one string (``"c1|c2"``): routes with the same carriers share it."""
+        return "|".join(sorted(c.carrier for c in self.carriers))
+
 
 @dataclass(frozen=True)
 class Resolution:
@@ -136,6 +141,11 @@ class RoutingTable:
                       rng: random.Random | None = None) -> tuple[CarrierCandidate, ...]:
         """Ordered carriers of the most specific route at ``pop`` for a destination (``NoRoute`` if none)."""
         rng = rng or random
+        return order_candidates(self.route_at(pop, e164, region, rng).carriers, rng)
+
+    def route_at(self, pop: str, e164: str, region: str,
+                 rng: random.Random | None = None) -> Route:
+        """The most specific route at ``pop`` for a destination (``NoRoute`` if none)."""
         at_pop = self._at_pop
         routes = None
         for length in self._prefix_lengths:
@@ -145,8 +155,7 @@ class RoutingTable:
         routes = routes or at_pop.get((pop, region))
         if not routes:
             raise NoRoute(f"POP {pop} has no route for destination country {region}")
-        route = routes[0] if len(routes) == 1 else _weighted_pick(routes, rng)
-        return order_candidates(route.carriers, rng)
+        return routes[0] if len(routes) == 1 else _weighted_pick(routes, rng or random)
 
     def price(self, region: str, segments: int) -> int:
         """Price of a message in integer micro-USD: segments x the destination's per-segment rate."""

@@ -63,6 +63,7 @@ class MessageRecord(NamedTuple):
     attempts: int
     carrier_acked_at: float  # 0.0 until the carrier acknowledged every part
     carrier_ids: tuple[str, ...] = ()  # the carrier's message id per part: receipts match after restart
+    refunded_micro_usd: int = 0  # the price credited back: no carrier ever acknowledged the message
 
     def to_dict(self) -> dict:
         return self._asdict()

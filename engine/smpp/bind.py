@@ -4,8 +4,10 @@ A bind runs :meth:`SmppBind.run` on the connector's event loop: connect, bind, t
 connection dies - the reader (answers ``enquire_link``/``deliver_sm``, matches ``submit_sm_resp``), the
 sender (takes parts from the connector's shared queue when a window slot is free and the pace allows) and
 the keep-alive (``enquire_link`` when idle; no answer within the resp timeout closes the bind). When the
-connection dies every in-flight submit is resolved as ``retry`` and the bind reconnects with exponential
-backoff (with jitter) up to ``reconnect_max_seconds``.
+connection dies every in-flight submit is resolved as ``offline`` (it may have reached the SMSC: see the
+duplicate window in :mod:`engine.smpp.client`) and the bind reconnects with exponential backoff (with
+jitter) from ``reconnect_min_seconds`` up to ``reconnect_max_seconds`` (1 s by default, so a bind is back
+within about a second of its SMSC); a successful bind resets the backoff.
 
 Pacing: ``throughput`` caps submits per second; an ``ESME_RTHROTTLED`` (0x58) answer pauses the whole bind
 (0.2 s, doubling per consecutive 0x58 up to 5 s) and halves its rate, which recovers as submits succeed.
@@ -22,6 +24,7 @@ import random
 import ssl
 from typing import TYPE_CHECKING
 
+from engine.messages import OFFLINE, RETRY
 from engine.smpp import pdu as p
 from engine.smpp.stream import read_pdu
 from engine.smpp.submit import SubmitPart
@@ -68,6 +71,7 @@ class SmppBind:
         self._pause_until = 0.0
         self._throttle_pause = THROTTLE_PAUSE_MIN
         self._last_rx = 0.0
+        self._failures = 0  # consecutive connect/bind failures (only some are logged)
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -80,6 +84,7 @@ class SmppBind:
             try:
                 await self._connect_and_bind()
                 delay = float(s["reconnect_min_seconds"])
+                self._failures = 0
                 self.bound, self.state = True, "bound"
                 self.connector.bind_changed(self, True, "bound")
                 reason = await self._serve()
@@ -87,8 +92,11 @@ class SmppBind:
                 reason = str(exc)
             except (TimeoutError, OSError, EOFError) as exc:
                 reason = "connect_failed" if not self.bound else "connection_lost"
-                log.warning("smpp_bind_error carrier=%s bind=%d error=%s", self.connector.name,
-                            self.index, type(exc).__name__)
+                self._failures += 1
+                if self.bound or self._failures & (self._failures - 1) == 0:  # 1st, 2nd, 4th, 8th...
+                    log.warning("smpp_bind_error carrier=%s bind=%d error=%s failures=%d",
+                                self.connector.name, self.index, type(exc).__name__,
+                                self._failures)
             except p.PduError as exc:
                 reason = f"pdu_{exc.kind}"
             finally:
@@ -164,7 +172,7 @@ class SmppBind:
         inflight, self.inflight = self.inflight, {}
         for part, timer in inflight.values():
             timer.cancel()
-            self.connector.resolve(part, "retry", "", reason)
+            self.connector.resolve(part, OFFLINE, "", reason)
         if self._enquire is not None and not self._enquire.done():
             self._enquire.cancel()
         if was_bound:
@@ -240,7 +248,7 @@ class SmppBind:
         timer.cancel()
         self._slots.release()
         if status is None:
-            self.connector.resolve(part, "retry", "", f"generic_nack:{p.status_name(nack_status)}")
+            self.connector.resolve(part, RETRY, "", f"generic_nack:{p.status_name(nack_status)}")
             return
         if status == p.ESME_RTHROTTLED:
             self._on_throttled()
@@ -295,7 +303,7 @@ class SmppBind:
         self.connector.count_error("resp_timeout")
         log.warning("smpp_resp_timeout carrier=%s bind=%d seq=%d", self.connector.name,
                     self.index, seq)
-        self.connector.resolve(entry[0], "retry", "", "resp_timeout")
+        self.connector.resolve(entry[0], RETRY, "", "resp_timeout")
 
     async def _keepalive(self) -> None:
         loop = asyncio.get_running_loop()

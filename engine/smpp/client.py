@@ -1,25 +1,35 @@
 """The SMPP ESME connector of one carrier: several binds, one submit queue, receipt matching, stats.
 
 Everything here runs on one asyncio event loop (the carrier actor gives it its own thread). The actor calls
-:meth:`SmppConnector.submit` through ``loop.call_soon_threadsafe``; results leave through three callbacks,
-called on the loop thread: ``on_responses(list[CarrierResponseItem])`` - batched, one call per burst of
-resps that arrive together -, ``on_receipts(list[ReceiptItem])`` (batched the same way) and
-``on_state(available, reason)`` when the first transmitting bind comes up or the last one goes down.
+:meth:`SmppConnector.submit` and :meth:`SmppConnector.withdraw` through ``loop.call_soon_threadsafe``;
+results leave through three callbacks, called on the loop thread: ``on_responses(list[CarrierResponseItem])``
+- batched, one call per burst of resps that arrive together -, ``on_receipts(list[ReceiptItem])`` (batched the
+same way) and ``on_state(available, reason)`` when the first transmitting bind comes up or the last one goes
+down.
 
-Outcomes of a part (``CarrierResponseItem.outcome``):
+Every part handed to :meth:`submit` gets exactly one answer (``CarrierResponseItem.outcome``, see
+:mod:`engine.messages`):
 
 - ``ok``: ``submit_sm_resp`` 0; its message id is kept (bounded, ``receipt_match_seconds``) to match receipts.
-- ``throttled``: 0x58 ESME_RTHROTTLED; the bind also slows down (see :mod:`engine.smpp.bind`).
-- ``retry``: 0x14 ESME_RMSGQFUL, 0x64 ESME_RX_T_APPN, 0x08 ESME_RSYSERR; a ``generic_nack``; the bind
-  dropped while the part was in flight (``connection_lost``/``peer_closed``...); no bind up
-  (``not_bound``); the queue is full (``queue_full``); the connector is stopping (``shutdown``).
+- ``throttled``: 0x58 ESME_RTHROTTLED (the bind also slows down, see :mod:`engine.smpp.bind`) or 0x14
+  ESME_RMSGQFUL; our own queue is full (``queue_full``).
+- ``retry``: 0x08 ESME_RSYSERR, 0x64 ESME_RX_T_APPN, a ``generic_nack``, or no resp within
+  ``resp_timeout_seconds`` (``resp_timeout``).
 - ``reject``: any other status (e.g. 0x0B invalid destination) - permanent.
+- ``offline``: the bind dropped while the part was in flight (``connection_lost``/``peer_closed``...); no
+  bind came up within ``bind_wait_seconds`` (``not_bound``); the connector is stopping (``shutdown``).
+- ``withdrawn``: the part was taken back before it was written: the POP withdrew its attempt
+  (:meth:`withdraw`), or another part of the same message got an answer other than ``ok`` (the message
+  cannot be completed by this attempt, so its queued parts are not sent).
 
-**A missing resp is ambiguous** (``resp_timeout``): the SMSC may have accepted the part and lost the answer.
-We report ``retry`` with error ``resp_timeout``, so the POP resubmits (or fails over) and the message may be
-delivered twice; reporting ``reject`` instead would silently lose messages the SMSC never saw. A resp that
-arrives after its timeout is counted (``late_resp``) and ignored; a receipt for it cannot be matched any more
-and is counted as ``receipt_unmatched`` when its hold expires.
+**Waiting for a bind.** Parts submitted while no bind is up wait in the queue; when a bind comes up they are
+sent. A part that has waited ``bind_wait_seconds`` with no bind up is answered ``offline``/``not_bound``.
+
+**A missing resp is ambiguous** (``resp_timeout``, or the connection dropped with the part in flight): the
+SMSC may have accepted the part and lost the answer. The POP resubmits (or fails over) and the message may be
+delivered twice; treating it as a rejection instead would silently lose messages the SMSC never saw. A resp
+that arrives after its timeout is counted (``late_resp``) and ignored; a receipt for it cannot be matched any
+more and is counted as ``receipt_unmatched`` when its hold expires.
 
 Receipts are matched by message id through :class:`engine.smpp.receipts.IdIndex` (hex/decimal/leading
 zeros normalised). A receipt whose id is not known yet is held (``early_receipt_seconds``, bounded) and
@@ -35,14 +45,25 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from engine.messages import CarrierResponseItem, ReceiptItem
+from engine.messages import (
+    OFFLINE,
+    OK,
+    REJECT,
+    RETRY,
+    THROTTLED,
+    WITHDRAWN,
+    CarrierResponseItem,
+    ReceiptItem,
+)
 from engine.smpp import pdu as p
 from engine.smpp.bind import SmppBind
+from engine.smpp.queue import PartQueue
 from engine.smpp.receipts import IdIndex, ReceiptError, is_receipt, parse_receipt
 from engine.smpp.submit import SubmitPart
 
 log = logging.getLogger("engine.smpp.client")
-RETRYABLE = frozenset({p.ESME_RMSGQFUL, p.ESME_RX_T_APPN, p.ESME_RSYSERR})
+RETRYABLE = frozenset({p.ESME_RX_T_APPN, p.ESME_RSYSERR})
+CONGESTED = frozenset({p.ESME_RTHROTTLED, p.ESME_RMSGQFUL})
 _HOUSEKEEPING_SECONDS = 1.0
 _MAX_HELD_RECEIPTS = 100_000
 
@@ -50,10 +71,10 @@ _MAX_HELD_RECEIPTS = 100_000
 def outcome_of(status: int) -> str:
     """``ok`` | ``throttled`` | ``retry`` | ``reject`` for a ``submit_sm_resp`` command_status."""
     if status == p.ESME_ROK:
-        return "ok"
-    if status == p.ESME_RTHROTTLED:
-        return "throttled"
-    return "retry" if status in RETRYABLE else "reject"
+        return OK
+    if status in CONGESTED:
+        return THROTTLED
+    return RETRY if status in RETRYABLE else REJECT
 
 
 class SmppConnector:
@@ -70,7 +91,7 @@ class SmppConnector:
         self.name = name
         self.settings = settings
         self._on_responses, self._on_receipts, self._on_state = on_responses, on_receipts, on_state
-        self.queue: asyncio.Queue[SubmitPart] = asyncio.Queue()
+        self.queue = PartQueue()
         self.binds: list[SmppBind] = []
         self.submitted = 0
         self.reconnects = 0
@@ -86,6 +107,9 @@ class SmppConnector:
         self._receipt_batch: list[ReceiptItem] = []
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
+        self._bind_wait = float(settings["bind_wait_seconds"])
+        self._down_since = time.monotonic()  # no bind is up before the first one binds
+        self._bind_wait_task: asyncio.Task | None = None
 
     async def start(self) -> None:
         modes = {"transceiver": ["transceiver"],
@@ -95,32 +119,49 @@ class SmppConnector:
                 self.binds.append(SmppBind(self, len(self.binds), mode))
         self._tasks = [asyncio.create_task(b.run()) for b in self.binds]
         self._tasks.append(asyncio.create_task(self._housekeeping()))
+        if self._bind_wait > 0:  # parts submitted before the first bind is up wait for it
+            self._bind_wait_task = asyncio.create_task(self._watch_bind_wait())
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Stop taking work, let in-flight resps arrive (up to ``timeout``), unbind, close."""
         self._stopping = True
-        self._drain_queue("shutdown")
+        for part in self.queue.drain():
+            self.resolve(part, OFFLINE, "", "shutdown")
         await asyncio.gather(*(b.unbind(timeout) for b in self.binds if b.bound),
                              return_exceptions=True)
-        for t in self._tasks:
+        tasks = [*self._tasks, *([self._bind_wait_task] if self._bind_wait_task else [])]
+        for t in tasks:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._flush()
 
     # --- from the actor -------------------------------------------------------------------------
 
     def submit(self, parts: list[SubmitPart]) -> None:
-        """Queue parts for the binds; resolve them at once as ``retry`` when they cannot go."""
-        if self._stopping or not self.available:
+        """Queue parts for the binds (they wait up to ``bind_wait_seconds`` for one to be up); resolve
+        them at once when they cannot go."""
+        if self._stopping:
             for part in parts:
-                self.resolve(part, "retry", "", "shutdown" if self._stopping else "not_bound")
+                self.resolve(part, OFFLINE, "", "shutdown")
             return
-        room = int(self.settings["queue_limit"]) - self.queue.qsize()
+        if not self.available and self._bind_wait <= 0:
+            for part in parts:
+                self.resolve(part, OFFLINE, "", "not_bound")
+            return
+        room = int(self.settings["queue_limit"]) - len(self.queue)
+        now = time.monotonic()
         for i, part in enumerate(parts):
             if i < room:
-                self.queue.put_nowait(part)
+                self.queue.put(part, now)
             else:
-                self.resolve(part, "retry", "", "queue_full")
+                self.resolve(part, THROTTLED, "", "queue_full")
+
+    def withdraw(self, refs: list[str]) -> None:
+        """Take back every queued part of these refs (answered ``withdrawn``); parts already written
+        are answered by the SMSC as usual."""
+        for ref in refs:
+            for part in self.queue.withdraw(ref):
+                self.resolve(part, WITHDRAWN, "", "withdrawn")
 
     def stats(self) -> dict[str, Any]:
         """A snapshot for the control port (safe to read from another thread)."""
@@ -131,7 +172,7 @@ class SmppConnector:
             "connected_binds": sum(1 for b in self.binds if b.bound),
             "window": sum(b.window_size for b in self.binds if b.transmits),
             "window_in_use": sum(len(b.inflight) for b in self.binds),
-            "queued": self.queue.qsize(),
+            "queued": len(self.queue),
             "submitted": self.submitted,
             "outcomes": dict(self.outcomes),
             "receipts": self.receipts,
@@ -149,24 +190,36 @@ class SmppConnector:
         if available != self.available:
             self.available = available
             if not available:
-                self._drain_queue("not_bound")
+                self._down_since = time.monotonic()
+                if self._bind_wait <= 0:
+                    self._expire_bind_wait(self._down_since)
+                elif self._bind_wait_task is None or self._bind_wait_task.done():
+                    self._bind_wait_task = asyncio.get_running_loop().create_task(
+                        self._watch_bind_wait())
             self._on_state(available, reason)
 
     def count_error(self, kind: str) -> None:
         self.errors[kind] += 1
 
     def resolve(self, part: SubmitPart, outcome: str, message_id: str, error: str) -> None:
+        """Answer one part. A part that failed makes the rest of its message pointless for this
+        attempt: its parts still queued are withdrawn rather than written."""
         if not self._resp_batch:
             asyncio.get_running_loop().call_soon(self._flush)
         self.outcomes[outcome] += 1
         self._resp_batch.append(
             CarrierResponseItem(part.ref, part.part, part.parts, outcome, message_id, error))
+        if outcome != OK and outcome != WITHDRAWN:
+            for rest in self.queue.withdraw(part.ref):
+                self.outcomes[WITHDRAWN] += 1
+                self._resp_batch.append(CarrierResponseItem(
+                    rest.ref, rest.part, rest.parts, WITHDRAWN, "", "withdrawn"))
 
     def on_submit_resp(self, part: SubmitPart, status: int, message_id: str) -> None:
         outcome = outcome_of(status)
-        error = "" if outcome == "ok" else p.status_name(status)
+        error = "" if outcome == OK else p.status_name(status)
         self.resolve(part, outcome, message_id, error)
-        if outcome != "ok":
+        if outcome != OK:
             return
         if not message_id:
             self.count_error("empty_message_id")
@@ -218,9 +271,20 @@ class SmppConnector:
 
     # --- internals ------------------------------------------------------------------------------
 
-    def _drain_queue(self, reason: str) -> None:
-        while not self.queue.empty():
-            self.resolve(self.queue.get_nowait(), "retry", "", reason)
+    async def _watch_bind_wait(self) -> None:
+        """While no bind is up: answer ``not_bound`` each part that has waited ``bind_wait_seconds``."""
+        tick = min(0.1, self._bind_wait / 10)
+        while not self.available and not self._stopping:
+            await asyncio.sleep(tick)
+            if not self.available:
+                self._expire_bind_wait(time.monotonic() - self._bind_wait)
+
+    def _expire_bind_wait(self, waited_since: float) -> None:
+        """Parts queued before ``waited_since`` that also waited that long for a bind: ``not_bound``."""
+        if self._down_since > waited_since:
+            return  # the binds went down less than bind_wait_seconds ago
+        for part in self.queue.expire(waited_since):
+            self.resolve(part, OFFLINE, "", "not_bound")
 
     def _flush(self) -> None:
         if self._resp_batch:

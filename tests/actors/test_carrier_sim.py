@@ -128,14 +128,14 @@ def test_the_outcome_mix_roughly_follows_its_weights(pop, clock):
     assert 0.15 < counts["rejected"] / 2000 < 0.25
 
 
-def test_a_full_window_answers_retry_until_a_slot_frees(pop, clock):
+def test_a_full_window_answers_throttled_until_a_slot_frees(pop, clock):
     ref = start(pop, clock, outcomes={"delivered": 1.0}, window=2,
                 latency={"distribution": "fixed", "ms": 60_000})
     submit(ref, [item(i) for i in range(3)])
     s = stats(ref)
     assert s["window_full"] == 1 and s["window_in_use"] == 2
     assert [(r.ref, r.outcome, r.error) for r in pop.items(m.CarrierResponded)] == [
-        ("ref2", "retry", "0x00000014")]
+        ("ref2", "throttled", "0x00000014")]
 
 
 def test_the_throughput_limit_throttles_the_excess_of_a_burst(pop, clock):
@@ -146,7 +146,7 @@ def test_the_throughput_limit_throttles_the_excess_of_a_burst(pop, clock):
     assert outcomes.count("ok") == 2 and outcomes.count("throttled") == 3
 
 
-def test_a_suspended_carrier_says_it_is_suspended_not_disconnected_and_answers_retry(pop, clock):
+def test_a_suspended_carrier_says_it_is_suspended_not_disconnected_and_answers_offline(pop, clock):
     ref = start(pop, clock, outcomes={"delivered": 1.0})
     assert (stats(ref)["suspended"], stats(ref)["available"]) == (False, True)
     ref.tell(m.encode(m.SetCarrierSuspended(True)))
@@ -154,7 +154,7 @@ def test_a_suspended_carrier_says_it_is_suspended_not_disconnected_and_answers_r
     view = stats(ref)
     assert (view["suspended"], view["connected"], view["available"]) == (True, True, False)
     assert pop.of(m.CarrierStateChanged) == [m.CarrierStateChanged("sim", False, "suspended")]
-    assert [(r.outcome, r.error) for r in pop.items(m.CarrierResponded)] == [("retry", "suspended")]
+    assert [(r.outcome, r.error) for r in pop.items(m.CarrierResponded)] == [("offline", "suspended")]
     ref.tell(m.encode(m.SetCarrierSuspended(False)))
     submit(ref, [item(2)])
     pop.wait_for(lambda p: p.items(m.ReceiptsReceived))

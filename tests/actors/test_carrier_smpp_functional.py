@@ -109,7 +109,7 @@ def test_invalid_items_are_rejected_without_reaching_the_smsc():
         assert smsc.smsc.parts == []
 
 
-def test_a_suspended_carrier_reports_unavailable_and_answers_retry():
+def test_a_suspended_carrier_reports_unavailable_and_answers_offline():
     with SmscThread(SmscConfig(seed=3)) as smsc:
         ref, pop = _start(smsc)
         ref.tell(m.encode(m.SetCarrierSuspended(True)))
@@ -121,7 +121,7 @@ def test_a_suspended_carrier_reports_unavailable_and_answers_retry():
         view = ref.proxy().stats().get()
         assert (view["suspended"], view["connected"], view["available"]) == (True, True, False)
         assert [b["state"] for b in view["binds"]] == ["bound"]  # the link itself is fine
-        assert {(r.outcome, r.error) for r in pop.responses()} == {("retry", "suspended")}
+        assert {(r.outcome, r.error) for r in pop.responses()} == {("offline", "suspended")}
         ref.tell(m.encode(m.SetCarrierSuspended(False)))
         pop.wait_for(lambda: pop.of(m.CarrierStateChanged)[-1].available)
 

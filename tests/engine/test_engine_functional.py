@@ -32,7 +32,7 @@ from engine.errors import (
     UnknownSender,
 )
 from engine.status import FINAL
-from storage.ledger import DEBIT
+from storage.ledger import DEBIT, REFUND
 
 DEADLINE = 60.0  # seconds: an upper bound for conditions to become true, not an expected duration
 DESTINATIONS = ["+4915112345678", "+6591234567", "+5511987654321", "+447400123456", "+12025550123"]
@@ -150,13 +150,26 @@ def test_thousands_of_messages_each_reach_exactly_one_final_status_and_are_bille
     assert finals.lagging == [], "status events were emitted before the status was durable"
     assert all(engine.status(i).status == finals.final[i][0] for i in ids)
 
+    # billed once each; refunded once each exactly when no carrier ever acknowledged any part
+    records = {i: engine.status(i) for i in ids}
+    never_acked = {i for i, r in records.items() if r.refunded_micro_usd}
+    assert never_acked and never_acked < set(ids)
+    assert all(records[i].status in ("failed", "rejected") for i in never_acked)
+    assert all(not records[i].carrier_acked_at and not any(records[i].carrier_ids)
+               for i in never_acked)
+    assert all(records[i].status not in ("delivered", "expired") for i in never_acked)
     total = sum(a.price_micro_usd for a in accepted)
-    assert synced_balance(engine, acct.id) == 1_000_000_000 - total
-    debits = [e for e in engine.runtime.ledger_store.entries(acct.id) if e.kind == DEBIT]
+    refunded = sum(records[i].price_micro_usd for i in never_acked)
+    assert synced_balance(engine, acct.id) == 1_000_000_000 - total + refunded
+    entries = list(engine.runtime.ledger_store.entries(acct.id))
+    debits = [e for e in entries if e.kind == DEBIT]
     assert sorted(e.reference for e in debits) == sorted(ids)
     assert all(e.amount_micro_usd == -a.price_micro_usd
                for e, a in zip(sorted(debits, key=lambda e: e.reference),
                                sorted(accepted, key=lambda a: a.message_id), strict=True))
+    refunds = [e for e in entries if e.kind == REFUND]
+    assert sorted(e.reference for e in refunds) == sorted(never_acked)
+    assert all(e.amount_micro_usd == records[e.reference].price_micro_usd for e in refunds)
 
     stats = engine.stats()
     assert stats["in_flight"] == 0

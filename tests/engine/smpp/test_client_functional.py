@@ -56,9 +56,12 @@ def test_two_thousand_messages_short_and_multipart_get_one_answer_per_part_and_t
     h, total = asyncio.run(run())
     by_part = h.by_part()
     assert len(by_part) == total and all(len(v) == 1 for v in by_part.values())
-    assert len(h.smsc.parts) == total  # nothing sent twice, nothing lost
     outcomes = Counter(r.outcome for r in h.responses)
-    assert set(outcomes) == {"ok", "reject", "retry"}
+    assert {"ok", "reject", "throttled"} <= set(outcomes) <= {"ok", "reject", "throttled",
+                                                               "withdrawn"}  # 0x0B, 0x14
+    assert len(h.smsc.parts) == total - outcomes["withdrawn"]  # nothing sent twice, nothing lost
+    failed = {r.ref for r in h.responses if r.outcome in ("reject", "throttled")}
+    assert {r.ref for r in h.responses if r.outcome == "withdrawn"} <= failed  # only their rest
     id_of = {(r.ref, r.part): r.carrier_message_id for r in h.responses if r.outcome == "ok"}
     assert sorted((r.ref, r.part) for r in h.receipts) == sorted(id_of)
     for receipt in h.receipts:
@@ -134,14 +137,33 @@ def test_a_graceful_stop_unbinds_every_bind():
     assert h.states[0] == (True, "bound")
 
 
-def test_submits_while_no_bind_is_up_are_answered_retry_not_bound():
+def test_submits_while_no_bind_is_up_wait_for_the_rebind_and_are_sent():
     async def run():
-        async with Harness(SmscConfig(seed=2)) as h:
+        async with Harness(SmscConfig(seed=2), reconnect_min_seconds=0.3,
+                           reconnect_max_seconds=0.3) as h:
             h.smsc.close_connections()
             await h.until(lambda: not h.connector.available)
-            h.submit(_bodies(3))
-            await h.until(lambda: len(h.responses) >= 3)
-            return h
+            total = h.submit(_bodies(3))
+            assert len(h.connector.queue) == total and not h.responses  # waiting, not refused
+            await h.until(lambda: len(h.responses) == total)
+            return h, total
 
-    h = asyncio.run(run())
-    assert {(r.outcome, r.error) for r in h.responses} == {("retry", "not_bound")}
+    h, total = asyncio.run(run())
+    assert {(r.outcome, r.error) for r in h.responses} == {("ok", "")}
+    assert len(h.smsc.parts) == total
+
+
+def test_submits_with_no_bind_up_within_the_bind_wait_are_answered_offline_not_bound():
+    async def run():
+        async with Harness(SmscConfig(seed=2), bind_wait_seconds=0.3) as h:
+            await h.smsc.stop()  # gone: every reconnect fails
+            await h.until(lambda: not h.connector.available)
+            total = h.submit(_bodies(3))
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            await h.until(lambda: len(h.responses) == total)
+            return h, loop.time() - started
+
+    h, waited = asyncio.run(run())
+    assert {(r.outcome, r.error) for r in h.responses} == {("offline", "not_bound")}
+    assert 0.25 <= waited < 5.0  # answered after the bind wait, not at once and not never
