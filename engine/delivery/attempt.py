@@ -2,8 +2,8 @@
 
 :class:`Delivery` is the state machine of one message at its POP. The POP drives it with what carriers
 answer, what the clock says and what receipts report, and acts on the verdict each call returns; the
-hypothesis stateful test (``tests/engine/test_delivery_state_machine.py``) drives it the same way without
-threads.
+hypothesis stateful test (``tests/engine/delivery/test_attempt_state_machine.py``) drives it the same
+way, without threads.
 
 Phases (``Delivery.phase``)::
 
@@ -106,6 +106,9 @@ class Delivery:
         answered = self.answered
         if phase is SENT and not answered:
             self.state.resize(parts)
+            if self.state.final:  # receipts that overtook this answer already settled every part
+                self.phase = FINAL
+                return FINISHED
         if part in answered or not 0 <= part < len(self.state.parts):
             return None
         answered.add(part)

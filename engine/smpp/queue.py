@@ -31,6 +31,10 @@ class PartQueue:
     def __len__(self) -> int:
         return self._size
 
+    def __contains__(self, ref: object) -> bool:
+        """Is any part of message ``ref`` still queued?"""
+        return ref in self._by_ref
+
     def put(self, part: SubmitPart, queued_at: float) -> None:
         """Queue ``part`` behind everything already queued (``queued_at``: monotonic seconds)."""
         entry = self._by_ref.get(part.ref)
