@@ -5,17 +5,18 @@ It accepts ``bind_transceiver``/``bind_transmitter``/``bind_receiver`` (credenti
 delivery receipts (``deliver_sm``) after a configurable delay with a configurable outcome mix, so they arrive
 out of order; optionally *before* the ``submit_sm_resp``. Receipt ids can be written in another format than
 the resp ids (hex vs decimal, zero padded) to exercise id normalisation. Fault injection: close every socket
-(mid-window), stop answering, send a malformed PDU, or close when the N-th submit arrives.
+(mid-window), stop answering, send a malformed PDU, close at the N-th submit (once, or every N submits), go
+down (stop listening) and come back on the same port, answer single parts by a script, send receipts early
+or twice (:mod:`bench.smsc_faults`, which also holds the named profiles, e.g. ``hostile``).
 
-Everything received is recorded (``parts``: one :class:`ReceivedPart` per ``submit_sm``) and counted
-(``counters``), so tests can assert that nothing was lost or duplicated. :class:`SmscThread` runs one in its
-own thread for synchronous code (tests, the bench harness, a third-party client). Run standalone with
-``python -m bench.smsc --port 2775``.
+Everything received is recorded (``parts``: one :class:`ReceivedPart` per ``submit_sm``, status -1 for one
+never answered) and counted (``counters``), so tests can assert that nothing was lost or duplicated.
+:class:`SmscThread` runs one in its own thread for synchronous code (tests, the bench harness, a third-party
+client). Run standalone with ``python -m bench.smsc --port 2775 [--profile hostile]``.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import itertools
 import logging
@@ -26,14 +27,14 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-import uvloop
-
+from bench.smsc_faults import DROP, PROFILES, SILENT, PartScript, part_number
+from bench.smsc_receipts import receipt_id, receipt_pdu
 from engine.smpp import pdu as p
-from engine.smpp.receipts import CODE_BY_STATE, format_receipt_text
 from engine.smpp.stream import read_pdu
 
 log = logging.getLogger("bench.smsc")
 _MAX_HELD_RECEIPTS = 100_000
+UNANSWERED = -1  # ReceivedPart.status of a part that got no submit_sm_resp
 
 
 @dataclass
@@ -57,7 +58,18 @@ class SmscConfig:
     receipt_text_label: str = "text:"
     answer: bool = True  # False: read and count everything, answer nothing
     close_after_submits: int | None = None  # one-shot: drop every connection at the N-th submit
+    close_every_submits: int | None = None  # drop every connection at every N-th submit
+    part_script: dict[int, list] = field(default_factory=dict)  # see bench.smsc_faults.PartScript
+    early_receipt_rate: float = 0.0  # share of receipts sent before their submit_sm_resp
+    duplicate_receipt_rate: float = 0.0  # share of receipts sent twice
     seed: int | None = None
+
+    @classmethod
+    def profile(cls, name: str, **overrides) -> SmscConfig:
+        """A named profile from ``bench.smsc_faults.PROFILES`` (``default``, ``hostile``)."""
+        if name not in PROFILES:
+            raise ValueError(f"unknown SMSC profile {name!r} (known: {', '.join(sorted(PROFILES))})")
+        return cls(**{**PROFILES[name], **overrides})
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +127,9 @@ class SimulatedSmsc:
         self._sessions: set[_Session] = set()
         self._held: deque[p.Pdu] = deque(maxlen=_MAX_HELD_RECEIPTS)
         self._server: asyncio.AbstractServer | None = None
+        self._script = PartScript(self.config.part_script)
+        self._submits = 0
+        self._listen: tuple = ("127.0.0.1", None)
 
     async def start(
         self, host: str = "127.0.0.1", port: int = 0, ssl: ssl_module.SSLContext | None = None
@@ -123,6 +138,7 @@ class SimulatedSmsc:
             self._serve, host, port, reuse_address=True, ssl=ssl
         )
         self.port = self._server.sockets[0].getsockname()[1]
+        self._listen = (host, ssl)
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -138,6 +154,27 @@ class SimulatedSmsc:
         for s in list(self._sessions):
             s.writer.transport.abort()
         self.counters["closed_by_fault"] += 1
+
+    async def go_down(self) -> None:
+        """An outage: stop listening and drop every connection; binds cannot reconnect until
+        :meth:`come_back` (what was received stays recorded)."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        self.close_connections()
+        if server is not None:
+            await server.wait_closed()
+        self.counters["outages"] += 1
+
+    async def come_back(self) -> None:
+        """Listen again on the same port after :meth:`go_down`."""
+        host, ssl = self._listen
+        await self.start(host, self.port, ssl)
+
+    def set_part_script(self, script: dict[int, list]) -> None:
+        """Replace the part script (from the SMSC's loop thread: ``SmscThread.call``)."""
+        self.config.part_script = script
+        self._script = PartScript(script)
 
     def send_malformed(self, kind: str = "truncated") -> None:
         """Send each session a bad PDU: ``truncated`` body, ``oversized`` length, ``unknown`` command."""
@@ -193,7 +230,7 @@ class SimulatedSmsc:
             return True
         elif cid == p.DELIVER_SM:
             session.send(p.response_to(pdu, p.ESME_RINVBNDSTS))
-        return False
+        return session.writer.is_closing()  # dropped by a fault: what is still buffered is lost
 
     def _on_bind(self, session: _Session, pdu: p.Pdu) -> None:
         cfg = self.config
@@ -217,20 +254,17 @@ class SimulatedSmsc:
         if not session.transmits:
             session.send(p.response_to(pdu, p.ESME_RINVBNDSTS))
             return
-        if cfg.close_after_submits is not None:
-            cfg.close_after_submits -= 1
-            if cfg.close_after_submits <= 0:
-                cfg.close_after_submits = None
-                self.close_connections()
-                return
-        if not cfg.answer:
-            self.counters["unanswered"] += 1
+        if self._drops_now():
             return
-        if cfg.nack_rate and self._rng.random() < cfg.nack_rate:
+        scripted = self._script.next_for(part_number(pdu)) if self._script else None
+        if scripted == DROP or scripted == SILENT or not cfg.answer:
+            self._unanswered(session, pdu, "scripted_" + scripted if scripted else "unanswered")
+            return
+        if scripted is None and cfg.nack_rate and self._rng.random() < cfg.nack_rate:
             self.counters["nacked"] += 1
             session.send(p.generic_nack(pdu.sequence, p.ESME_RSYSERR))
             return
-        status = self._choose_status(session)
+        status = self._choose_status(session) if scripted is None else int(scripted)
         n = next(self._ids)
         mid = format(n, "X") if cfg.id_format == "hex" else str(n)
         mid = mid if status == p.ESME_ROK else ""
@@ -241,12 +275,42 @@ class SimulatedSmsc:
         resp = p.response_to(pdu, status, message_id=mid)
         want_receipt = status == p.ESME_ROK and cfg.receipts and pdu.get("registered_delivery", 0)
         receipt = self._receipt_for(pdu, n, mid) if want_receipt else None
-        if receipt is not None and cfg.receipts_before_resp:
-            self._send_receipt(session, receipt)
+        copies = 2 if cfg.duplicate_receipt_rate and self._rng.random() < cfg.duplicate_receipt_rate \
+            else 1
+        early = cfg.receipts_before_resp or (
+            cfg.early_receipt_rate and self._rng.random() < cfg.early_receipt_rate)
+        if receipt is not None and early:
+            for _ in range(copies):
+                self._send_receipt(session, receipt)
             receipt = None
         self._later(self._rng.uniform(*cfg.latency), session.send, resp)
         if receipt is not None:
-            self._later(self._rng.uniform(*cfg.receipt_delay), self._send_receipt, session, receipt)
+            for _ in range(copies):
+                self._later(self._rng.uniform(*cfg.receipt_delay), self._send_receipt, session,
+                            receipt)
+
+    def _drops_now(self) -> bool:
+        """Close every connection at the configured submit counts; True if it did."""
+        cfg = self.config
+        self._submits += 1
+        if cfg.close_every_submits and self._submits % cfg.close_every_submits == 0:
+            self.close_connections()
+            return True
+        if cfg.close_after_submits is not None:
+            cfg.close_after_submits -= 1
+            if cfg.close_after_submits <= 0:
+                cfg.close_after_submits = None
+                self.close_connections()
+                return True
+        return False
+
+    def _unanswered(self, session: _Session, pdu: p.Pdu, why: str) -> None:
+        """Record a part that gets no answer; a scripted drop closes its connection."""
+        self.counters[why] += 1
+        self.parts.append(ReceivedPart("", UNANSWERED, session.system_id, pdu.params, pdu.tlvs,
+                                       time.time()))
+        if why == "scripted_" + DROP:
+            session.writer.transport.abort()
 
     def _choose_status(self, session: _Session) -> int:
         cfg = self.config
@@ -277,41 +341,11 @@ class SimulatedSmsc:
         cfg = self.config
         states, weights = zip(*cfg.receipt_states.items(), strict=True)
         state = self._rng.choices(states, weights)[0]
-        rid = {
-            "same": mid,
-            "decimal": str(n),
-            "hex": format(n, "x"),
-            "padded_hex": format(n, "012X"),
-            "padded_decimal": format(n, "012d"),
-        }[cfg.receipt_id_format]
-        stamp = time.strftime("%y%m%d%H%M%S", time.gmtime())[: cfg.receipt_date_digits]
-        text = format_receipt_text(
-            rid,
-            state,
-            "000" if state == "DELIVRD" else "001",
-            submit_date=stamp,
-            done_date=stamp,
-            text_label=cfg.receipt_text_label,
-        )
-        tlvs = {}
-        if cfg.receipt_tlvs:
-            tlvs = {
-                p.TLV_RECEIPTED_MESSAGE_ID: rid.encode() + b"\x00",
-                p.TLV_MESSAGE_STATE: bytes([CODE_BY_STATE[state]]),
-            }
-        params = {
-            "source_addr_ton": submit.get("dest_addr_ton", 0),
-            "source_addr_npi": submit.get("dest_addr_npi", 0),
-            "source_addr": submit.get("destination_addr", ""),
-            "dest_addr_ton": submit.get("source_addr_ton", 0),
-            "dest_addr_npi": submit.get("source_addr_npi", 0),
-            "destination_addr": submit.get("source_addr", ""),
-            "esm_class": 0x04,
-            "short_message": text.encode("latin-1"),
-        }
         self.counters[f"receipt_{state}"] += 1
         self.receipt_log[mid] = state
-        return p.Pdu(p.DELIVER_SM, 0, 0, params, tlvs)
+        return receipt_pdu(submit, receipt_id(n, mid, cfg.receipt_id_format), state,
+                           date_digits=cfg.receipt_date_digits, text_label=cfg.receipt_text_label,
+                           tlvs=cfg.receipt_tlvs)
 
     def _send_receipt(self, session: _Session, receipt: p.Pdu) -> None:
         target = session if session in self._sessions and session.receives else None
@@ -321,8 +355,7 @@ class SimulatedSmsc:
             self._held.append(receipt)  # delivered when a receiver binds again
             self.counters["receipts_held"] += 1
             return
-        receipt.sequence = next(target.seq)
-        target.send(receipt)
+        target.send(p.Pdu(receipt.command_id, next(target.seq), 0, receipt.params, receipt.tlvs))
         self.counters["receipts_sent"] += 1
 
 
@@ -361,6 +394,12 @@ class SmscThread:
 
         return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout)
 
+    def go_down(self, timeout: float = 10.0) -> None:
+        asyncio.run_coroutine_threadsafe(self.smsc.go_down(), self._loop).result(timeout)
+
+    def come_back(self, timeout: float = 10.0) -> None:
+        asyncio.run_coroutine_threadsafe(self.smsc.come_back(), self._loop).result(timeout)
+
     def stop(self, timeout: float = 10.0) -> None:
         if not self._thread.is_alive():
             return
@@ -376,39 +415,7 @@ class SmscThread:
         self.stop()
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Simulated SMPP 3.4 SMSC")
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=2775)
-    ap.add_argument("--system-id", default="smsroute")
-    ap.add_argument("--password", default="secret")
-    ap.add_argument("--latency-ms", type=float, default=0.0, help="max submit_sm_resp latency")
-    ap.add_argument("--receipt-delay-ms", type=float, default=0.0, help="max receipt delay")
-    ap.add_argument("--throttle", type=float, default=0.0, help="max submit_sm/s per bind")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
-    config = SmscConfig(
-        system_id=args.system_id,
-        password=args.password,
-        throttle=args.throttle,
-        latency=(0.0, args.latency_ms / 1000),
-        receipt_delay=(0.0, args.receipt_delay_ms / 1000),
-    )
-
-    async def serve() -> None:
-        smsc = SimulatedSmsc(config)
-        await smsc.start(args.host, args.port)
-        log.info("simulated SMSC listening on %s:%d", args.host, smsc.port)
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await smsc.stop()
-
-    try:
-        uvloop.run(serve())
-    except KeyboardInterrupt:
-        pass
-
-
 if __name__ == "__main__":
+    from bench.smsc_cli import main
+
     main()

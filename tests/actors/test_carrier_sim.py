@@ -293,3 +293,13 @@ def test_carriers_never_see_an_account_id_email_api_key_or_balance(capturing_eng
     assert sent <= {(it.to, it.sender, it.body) for it in items}
     for a in accepted:
         assert a.message_id not in {it.ref for it in items}
+
+
+def test_a_withdrawal_finds_nothing_queued_and_every_part_taken_is_answered_as_usual(pop, clock):
+    ref = start(pop, clock, outcomes={"delivered": 1.0},
+                latency={"distribution": "fixed", "ms": 20})
+    submit(ref, [item(1, "x" * 300)])  # two parts, both on the wire at once
+    ref.tell(m.encode(m.WithdrawSubmits(["ref1"])))
+    pop.wait_for(lambda p: len(p.items(m.CarrierResponded)) == 2)
+    assert {(r.part, r.outcome) for r in pop.items(m.CarrierResponded)} == {(0, "ok"), (1, "ok")}
+    assert stats(ref)["withdraw_requests"] == 1

@@ -26,3 +26,11 @@ def silent_carriers() -> dict:
 def delivering_carriers() -> dict:
     """Carriers that deliver everything at once."""
     return _with_outcomes({"delivered": 1.0})
+
+
+def refund_overrides() -> dict:
+    """Carriers that deliver at once, and messages valid for 1 s: with their carriers suspended they
+    fail (no carrier available) within about a second and are refunded."""
+    overrides = delivering_carriers()
+    overrides["engine"].update(default_validity_seconds=1, expiry_grace_seconds=0.2, tick_ms=20)
+    return overrides
