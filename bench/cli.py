@@ -12,6 +12,7 @@ Examples::
     smsroute bench --rate 12500 --duration 20           # open loop at half the 25k/s target
     smsroute bench --path http --rate 5000              # the customer API over loopback + webhooks
     smsroute bench --smsc 127.0.0.1:2775                # carriers are SMPP binds to that SMSC
+    smsroute bench --smsc hostile --duration 10         # an in-process faulty SMSC, then a check
     smsroute bench --soak 10 --rate 12000               # memory-flat check
     smsroute bench --linearity 20000                    # 10x the messages should cost <= 10.5x CPU
     smsroute bench --compare before.json after.json
@@ -59,7 +60,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "(the default, except for --soak)",
     )
     c = parser.add_argument_group("carriers")
-    c.add_argument("--smsc", metavar="HOST:PORT", help="use SMPP carriers bound to this SMSC")
+    c.add_argument("--smsc", metavar="HOST:PORT|PROFILE",
+                   help="use SMPP carriers bound to this SMSC; a profile name (default, hostile) "
+                        "runs the simulated SMSC in-process and checks every status against it")
     c.add_argument("--smsc-system-id", default="smsroute")
     c.add_argument("--smsc-password", default="secret")
     c.add_argument("--smsc-window", type=int, help="submits in flight per bind")
@@ -113,13 +116,15 @@ def run_bench(args: argparse.Namespace) -> int:
             print(format_compare(cmp, *args.compare))
             return 0
         scenario = scenario_from_args(args)
-        smsc = _parse_smsc(args.smsc) if args.smsc else None
+        smsc, profile = _parse_smsc(args.smsc) if args.smsc else (None, None)
     except (SmsrouteError, OSError, ValueError) as exc:
         print(f"smsroute bench: {exc}", file=sys.stderr)
         return 2
-    result = _run(scenario, args, smsc)
+    result = _run(scenario, args, smsc, profile)
     doc = report.result_json(result)
     print(report.format_table(doc))
+    if "smsc_check" in result.notes:
+        print(_format_check(result.notes["smsc_check"]))
     if args.json:
         report.write_json(doc, args.json)
         print(f"wrote {args.json}")
@@ -158,14 +163,29 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
     return sc
 
 
-def _parse_smsc(text: str) -> tuple[str, int]:
+def _parse_smsc(text: str) -> tuple[tuple[str, int] | None, str | None]:
+    """``(host, port), None`` for an SMSC to bind to, or ``None, profile`` for an in-process one."""
+    from bench.smsc_faults import PROFILES
+
+    if text in PROFILES:
+        return None, text
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"--smsc must be HOST:PORT, got {text!r}")
-    return host, int(port)
+        raise ValueError(f"--smsc must be HOST:PORT or one of {', '.join(PROFILES)}, got {text!r}")
+    return (host, int(port)), None
 
 
-def _run(scenario: Scenario, args: argparse.Namespace, smsc: tuple[str, int] | None):
+def _format_check(check: dict) -> str:
+    lines = [f"SMSC check: {check['verdict']}  " + "  ".join(
+        f"{k}={v}" for k, v in check.items() if k not in ("verdict", "examples", "why"))]
+    lines += [f"  {e}" for e in check.get("examples", [])]
+    if "why" in check:
+        lines.append(f"  {check['why']}")
+    return "\n".join(lines)
+
+
+def _run(scenario: Scenario, args: argparse.Namespace, smsc: tuple[str, int] | None,
+         profile: str | None = None):
     from bench import modes, report
     from bench.harness import Bench, RunOptions
 
@@ -180,6 +200,7 @@ def _run(scenario: Scenario, args: argparse.Namespace, smsc: tuple[str, int] | N
         overrides["binds"] = args.smsc_binds
     options = RunOptions(
         smsc=smsc,
+        smsc_profile=profile,
         smsc_system_id=args.smsc_system_id,
         smsc_password=args.smsc_password,
         smsc_overrides=overrides,
@@ -191,7 +212,7 @@ def _run(scenario: Scenario, args: argparse.Namespace, smsc: tuple[str, int] | N
     mode = args.mode or scenario.load.mode
     _say(
         f"smsroute bench: scenario '{scenario.name}', {scenario.path} path, "
-        f"{'SMPP ' + args.smsc if smsc else 'simulated'} carriers, "
+        f"{'SMPP ' + args.smsc if smsc or profile else 'simulated'} carriers, "
         f"{'soak' if args.soak else 'linearity' if args.linearity else mode} mode"
     )
     with Bench(scenario, options) as bench:
@@ -206,6 +227,8 @@ def _run(scenario: Scenario, args: argparse.Namespace, smsc: tuple[str, int] | N
                 result = modes.run_throughput(bench, args.messages)
             else:
                 result = modes.run_open(bench)
+            if profile:
+                result.notes["smsc_check"] = bench.check_smsc()
         finally:
             progress.done()
     result.smsc = args.smsc

@@ -43,6 +43,7 @@ class SmscConfig:
 
     system_id: str = "smsroute"
     password: str = "secret"
+    accounts: dict[str, str] = field(default_factory=dict)  # more system_id -> password accepted
     latency: tuple[float, float] = (0.0, 0.0)  # seconds before a submit_sm_resp, uniform
     error_rates: dict[int, float] = field(default_factory=dict)  # command_status -> probability
     nack_rate: float = 0.0  # probability of answering a submit_sm with generic_nack
@@ -92,6 +93,7 @@ class _Session:
         self.seq = itertools.count(1)
         self.window_start = 0.0
         self.window_count = 0
+        self.unacked: dict[int, p.Pdu] = {}  # receipts sent, deliver_sm_resp not yet received
 
     @property
     def receives(self) -> bool:
@@ -125,7 +127,7 @@ class SimulatedSmsc:
         self._rng = random.Random(self.config.seed)
         self._ids = itertools.count(self._rng.randrange(1, 10**6) * 1000)
         self._sessions: set[_Session] = set()
-        self._held: deque[p.Pdu] = deque(maxlen=_MAX_HELD_RECEIPTS)
+        self._held: dict[str, deque[p.Pdu]] = {}  # system_id -> receipts waiting for a receiver
         self._server: asyncio.AbstractServer | None = None
         self._script = PartScript(self.config.part_script)
         self._submits = 0
@@ -213,6 +215,9 @@ class SimulatedSmsc:
         finally:
             self._sessions.discard(session)
             writer.close()
+            for receipt in session.unacked.values():  # never answered: send again later
+                self._hold(session.system_id, receipt)
+            self.counters["receipts_resent"] += len(session.unacked)
 
     def _handle(self, session: _Session, pdu: p.Pdu) -> bool:
         """Act on one PDU; True when the session must close."""
@@ -230,24 +235,28 @@ class SimulatedSmsc:
             return True
         elif cid == p.DELIVER_SM:
             session.send(p.response_to(pdu, p.ESME_RINVBNDSTS))
+        elif cid == p.DELIVER_SM | p.RESP:
+            session.unacked.pop(pdu.sequence, None)
         return session.writer.is_closing()  # dropped by a fault: what is still buffered is lost
 
     def _on_bind(self, session: _Session, pdu: p.Pdu) -> None:
         cfg = self.config
+        accounts = {**cfg.accounts, cfg.system_id: cfg.password}
         if session.mode:
             status = p.ESME_RALYBND
-        elif pdu.get("system_id") != cfg.system_id:
+        elif pdu.get("system_id") not in accounts:
             status = p.ESME_RINVSYSID
-        elif pdu.get("password") != cfg.password:
+        elif pdu.get("password") != accounts[pdu.get("system_id")]:
             status = p.ESME_RINVPASWD
         else:
             status = p.ESME_ROK
             session.mode = _BIND_MODES[pdu.command_id]
             session.system_id = str(pdu.get("system_id"))
         session.send(p.response_to(pdu, status, system_id="smsc-sim"))
-        if status == p.ESME_ROK and session.receives:
-            while self._held:
-                session.send(self._held.popleft())
+        held = self._held.get(session.system_id)
+        if status == p.ESME_ROK and session.receives and held:
+            while held:
+                self._deliver(session, held.popleft())
 
     def _on_submit(self, session: _Session, pdu: p.Pdu) -> None:
         cfg = self.config
@@ -348,15 +357,27 @@ class SimulatedSmsc:
                            tlvs=cfg.receipt_tlvs)
 
     def _send_receipt(self, session: _Session, receipt: p.Pdu) -> None:
-        target = session if session in self._sessions and session.receives else None
-        if target is None:
-            target = next((s for s in self._sessions if s.receives), None)
-        if target is None:
-            self._held.append(receipt)  # delivered when a receiver binds again
-            self.counters["receipts_held"] += 1
+        """Send a receipt to a receiver of the account that submitted the message; it counts as
+        delivered once the ESME answers it (a session that drops first gives its unanswered receipts
+        back, to be sent when a receiver of that account binds again)."""
+        if self._deliver(session, receipt):
             return
-        target.send(p.Pdu(receipt.command_id, next(target.seq), 0, receipt.params, receipt.tlvs))
+        account = session.system_id
+        if not any(s.system_id == account and self._deliver(s, receipt) for s in self._sessions):
+            self._hold(account, receipt)
+
+    def _hold(self, account: str, receipt: p.Pdu) -> None:
+        self._held.setdefault(account, deque(maxlen=_MAX_HELD_RECEIPTS)).append(receipt)
+        self.counters["receipts_held"] += 1
+
+    def _deliver(self, session: _Session, receipt: p.Pdu) -> bool:
+        if session not in self._sessions or not session.receives or session.writer.is_closing():
+            return False
+        seq = next(session.seq)
+        session.unacked[seq] = receipt
+        session.send(p.Pdu(receipt.command_id, seq, 0, receipt.params, receipt.tlvs))
         self.counters["receipts_sent"] += 1
+        return True
 
 
 class SmscThread:
