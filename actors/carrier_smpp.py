@@ -65,7 +65,11 @@ class SmppCarrierActor(pykka.ThreadingActor):
         self._connector: SmppConnector | None = None
 
     def on_start(self) -> None:
-        """Actor thread: start the event loop thread and the connector's binds (no waiting for them)."""
+        """Actor thread: start the event loop thread and the connector's binds (no waiting for them).
+
+        The POP hears first that the link is not up yet (told before any bind can report "up"), so it
+        parks messages for this carrier instead of handing them to a link that may never come up."""
+        self._tell(m.CarrierStateChanged(self.name, False, "connecting"))
         self._loop = uvloop.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
                                         name=f"smpp-{self.name}")

@@ -57,6 +57,7 @@ class DeliveryMachine(RuleBasedStateMachine):
         self.queue = PartQueue()  # the carrier's parts not written yet
         self.on_wire: dict[tuple[str, int], int] = {}  # written, not answered: (ref, part) -> parts
         self.in_transit: list[tuple[str, int, int, str]] = []  # answers on their way to the POP
+        self.carrier_took: set[tuple[str, int]] = set()  # parts the carrier accepted (may receipt)
         self.mapped = ""  # the ref whose answers and receipts the POP routes to the message
         self.abandoned: set[str] = set()
         self.attempts = 0
@@ -100,10 +101,12 @@ class DeliveryMachine(RuleBasedStateMachine):
         self._act(self.d.timeout())
         assert self.d.phase is IDLE  # the attempt is over, answered or not
 
-    @precondition(lambda self: self.d.phase in (SENT, ACKED))
+    @precondition(lambda self: self.d.phase in (SENT, ACKED)
+                  and any(ref == self.mapped for ref, _ in self.carrier_took))
     @rule(data=st.data(), state=st.sampled_from(RECEIPT_STATES))
     def receipt_arrives(self, data, state: str) -> None:
-        part = data.draw(st.integers(0, self.parts - 1))
+        """A receipt for a part the carrier took - maybe before the POP has its answer."""
+        part = data.draw(st.sampled_from(sorted(p for r, p in self.carrier_took if r == self.mapped)))
         status = status_from_smpp_state(state)
         self.acked_seen = True  # only a carrier that took the part can receipt it
         if status != ACCEPTED:
@@ -178,6 +181,8 @@ class DeliveryMachine(RuleBasedStateMachine):
         key = data.draw(st.sampled_from(sorted(self.on_wire)))
         parts = self.on_wire.pop(key)
         self.in_transit.append((key[0], key[1], parts, outcome))
+        if outcome == OK:
+            self.carrier_took.add(key)
         if outcome != OK and self.withdraws_rest:
             for rest in self.queue.withdraw(key[0]):
                 self.in_transit.append((rest.ref, rest.part, rest.parts, WITHDRAWN))

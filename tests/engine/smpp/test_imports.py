@@ -8,8 +8,9 @@ import sys
 import pytest
 
 MODULES = ["engine.smpp", "engine.smpp.pdu", "engine.smpp.stream", "engine.smpp.receipts",
-           "engine.smpp.submit", "engine.smpp.bind", "engine.smpp.client", "bench.smsc",
-           "actors.carrier_smpp"]
+           "engine.smpp.submit", "engine.smpp.queue", "engine.smpp.bind", "engine.smpp.client",
+           "bench.smsc", "bench.smsc_faults", "bench.smsc_receipts", "bench.smsc_cli",
+           "bench.smsc_check", "actors.carrier_smpp"]
 
 
 @pytest.mark.parametrize("module", MODULES)
