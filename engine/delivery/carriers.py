@@ -21,7 +21,6 @@ import math
 from collections import deque
 from collections.abc import Container, Sequence
 
-
 COOLDOWN_BASE_S = 0.02
 COOLDOWN_MAX_S = 1.0
 PRESSURE_S = 2.0  # a sign of pushback keeps a carrier "under pressure" this long

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.config import CarrierSettings
+from engine.config import CarrierSettings, carrier_options
 from engine.delivery.admission import Admission
 from engine.delivery.carriers import CarrierBoard
 from engine.routing import CarrierCandidate
@@ -11,7 +11,8 @@ CANDS = (CarrierCandidate("a"), CarrierCandidate("b"))
 
 
 def admission(horizon: float = 2.0, **rates) -> Admission:
-    board = CarrierBoard({n: CarrierSettings(n, "fra", "simulated", {"throughput": r})
+    board = CarrierBoard({n: CarrierSettings(n, "fra", "simulated",
+                                             carrier_options("simulated", {"throughput": r}))
                           for n, r in rates.items()}, resp_timeout=3.0)
     return Admission(horizon, board)
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 
-from engine.config import CarrierSettings
+from engine.config import CarrierSettings, carrier_options
 from engine.delivery.carriers import COOLDOWN_MAX_S, SETTLE_S, CarrierBoard
 from engine.routing import CarrierCandidate
 
 
 def board(**carriers) -> CarrierBoard:
-    return CarrierBoard({name: CarrierSettings(name, "fra", kind, opts)
+    return CarrierBoard({name: CarrierSettings(name, "fra", kind, carrier_options(kind, opts))
                          for name, (kind, opts) in carriers.items()}, resp_timeout=3.0)
 
 
