@@ -1,9 +1,10 @@
-"""Child process for the refund crash test: messages fail and are owed a refund, and the ledger hangs
-before it writes the refunds; the parent then kills this process with SIGKILL.
+"""Child process for the refund crash test: messages fail and are owed a refund, and the ledger cannot
+write the refunds (every attempt fails, as on a full disk; it keeps retrying); the parent then kills this
+process with SIGKILL.
 
 Usage: python -m tests.engine.refund_crash_child DATA_DIR OUT_FILE
 Writes "<account id> <message id> x3 ready" (fsynced) once the three failed records, each with its refund
-owed, are durable and the ledger is stuck on the refunds.
+owed, are durable and the ledger has failed to write the refunds.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import threading
 import time
 
 from engine import Engine
+from engine.errors import StorageError
 from storage.ledger import REFUND, LedgerStore
 from tests.engine.crash_support import refund_overrides
 
@@ -21,17 +23,17 @@ _ledger_stuck = threading.Event()
 _apply = LedgerStore.apply
 
 
-def _hanging_apply(self, entries, *, durable=True):
+def _failing_apply(self, entries, *, durable=True):
     entries = list(entries)
     if any(row[0] == REFUND for row in entries):
-        _ledger_stuck.set()
-        threading.Event().wait()  # never returns: the process is killed while it waits
+        _ledger_stuck.set()  # (a blocking write would stall every actor on the shared dispatcher)
+        raise StorageError("simulated: the refund is never written before the kill")
     return _apply(self, entries, durable=durable)
 
 
 def main() -> None:
     data_dir, out_path = sys.argv[1], sys.argv[2]
-    LedgerStore.apply = _hanging_apply
+    LedgerStore.apply = _failing_apply
     engine = Engine.start(data_dir=data_dir, overrides=refund_overrides())
     account = engine.create_account(email="refund-crash@example.com")
     engine.register_sender(account.id, "ACME")
