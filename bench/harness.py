@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from bench.drive import StepResult, Target, run_step
+from bench.drive import StepResult, Target, messages_in_step, run_step
 from bench.engine_config import engine_overrides
 from bench.recorder import Recorder
 from bench.scenario import Corridor, Scenario
@@ -258,6 +258,9 @@ class Bench:
     ) -> StepResult:
         """Run one open-loop step (``rate=None``: as fast as the in-flight cap allows)."""
         load = self.scenario.load
+        warmup = load.warmup_s if warmup_s is None else warmup_s
+        # numbers are validated before the step (and before a stage profile starts): not engine work
+        self.workload.reserve(messages_in_step(rate, duration_s, warmup, messages))
         profiler = self._stage_profiler()
         if profiler is not None:
             profiler.start()
@@ -266,7 +269,7 @@ class Bench:
             self.workload,
             rate=rate,
             duration_s=duration_s,
-            warmup_s=load.warmup_s if warmup_s is None else warmup_s,
+            warmup_s=warmup,
             arrival=load.arrival,
             max_in_flight=load.max_in_flight,
             drain_timeout_s=load.drain_timeout_s,

@@ -14,8 +14,10 @@ disappears from the record) and the summary every report uses: p50, p90, p99, p9
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterator
 
+import numpy as np
 from hdrh.histogram import HdrHistogram
 
 LOWEST_US = 1
@@ -31,19 +33,36 @@ PERCENTILES: tuple[tuple[str, float], ...] = (
 )
 
 
+FLUSH_AT = 1 << 16  # values buffered before they are folded into the HdrHistogram in one go
+
+
 class LatencyHistogram:
     """Latencies recorded in microseconds; percentiles read back in microseconds or milliseconds.
+
+    Recording only appends to a buffer (~0.1 µs: the bench's collector shares the interpreter with the
+    engine it measures, so each µs it spends is a µs the engine does not get); the buffer is folded into
+    the HdrHistogram by :func:`_fold`, vectorised, when it is full or before anything is read. The
+    result is exactly what recording each value with ``HdrHistogram.record_value`` gives (tested).
 
     Not thread-safe: one thread records (the bench's collector), others only read after it stops.
     """
 
     def __init__(self) -> None:
-        self._h = HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_FIGURES)
+        self._hist = HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_FIGURES)
+        self._buf = array("q")
         self.clamped = 0  # how many values were outside the trackable range
 
     @property
+    def _h(self) -> HdrHistogram:
+        """The HdrHistogram with everything recorded so far folded in."""
+        if self._buf:
+            _fold(self._hist, self._buf)
+            self._buf = array("q")
+        return self._hist
+
+    @property
     def count(self) -> int:
-        return self._h.get_total_count()
+        return self._hist.get_total_count() + len(self._buf)
 
     def record_us(self, us: float) -> None:
         """Record one latency in microseconds (rounded; clamped to 1 µs .. 1 h)."""
@@ -53,7 +72,10 @@ class LatencyHistogram:
         elif v > HIGHEST_US:
             v = HIGHEST_US
             self.clamped += 1
-        self._h.record_value(v)
+        self._buf.append(v)
+        if len(self._buf) >= FLUSH_AT:
+            _fold(self._hist, self._buf)
+            self._buf = array("q")
 
     def record_seconds(self, seconds: float) -> None:
         """Record one latency given in seconds (the unit of ``time.perf_counter`` differences)."""
@@ -98,9 +120,25 @@ class LatencyHistogram:
         """The histogram :meth:`encode` wrote (an empty string gives an empty histogram)."""
         h = cls()
         if encoded:
-            h._h = HdrHistogram.decode(encoded.encode("ascii"))
+            h._hist = HdrHistogram.decode(encoded.encode("ascii"))
         return h
 
     def encode(self) -> str:
         """The compressed HdrHistogram log form (base64), for storing the full distribution in JSON."""
         return self._h.encode().decode("ascii") if self.count else ""
+
+
+def _fold(h: HdrHistogram, values: array) -> None:
+    """Add ``values`` (µs, already clamped to the histogram's range) to ``h`` as ``record_value`` would,
+    with HdrHistogram's own bucket arithmetic done on the whole array at once."""
+    v = np.frombuffer(values, dtype=np.int64)
+    # bit length of (v | sub_bucket_mask) = HdrHistogram's "64 - clz"; exact for v < 2**53
+    pow2ceiling = np.frexp((v | h.sub_bucket_mask).astype(np.float64))[1].astype(np.int64)
+    bucket = pow2ceiling - h.unit_magnitude - (h.sub_bucket_half_count_magnitude + 1)
+    sub_bucket = v >> (bucket + h.unit_magnitude)
+    index = ((bucket + 1) << h.sub_bucket_half_count_magnitude) + sub_bucket - h.sub_bucket_half_count
+    counts = np.ctypeslib.as_array(h.counts)
+    counts += np.bincount(index, minlength=h.counts_len)[: h.counts_len].astype(counts.dtype)
+    h.total_count += len(v)
+    h.min_value = min(h.min_value, int(v.min()))
+    h.max_value = max(h.max_value, int(v.max()))

@@ -20,6 +20,7 @@ from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 from engine import messages as m
+from engine.completion import Completion
 from engine.errors import MalformedMessage, error_from_code
 from engine.status import FINAL
 
@@ -60,9 +61,10 @@ class Bridge:
 
     def __init__(self, gate: InFlightGate) -> None:
         self.gate = gate
+        # request id -> (future, convert, holds_slot). Plain dict operations, each atomic in CPython
+        # (set, pop): a request is resolved by whoever pops it first, exactly once, without a lock.
         self._pending: dict[int, tuple[Future, Callable[[Any], Any], bool]] = {}
         self._ids = itertools.count(1)
-        self._lock = threading.Lock()
         self._status_callbacks: list[Callable[[m.StatusItem], None]] = []
         self._ack_callbacks: list[Callable[[str, float], None]] = []
 
@@ -74,15 +76,13 @@ class Bridge:
 
         ``holds_slot``: the request took an in-flight slot, given back if the request is rejected.
         """
-        fut: Future = Future()
+        fut = Completion()
         request_id = next(self._ids)
-        with self._lock:
-            self._pending[request_id] = (fut, convert, holds_slot)
+        self._pending[request_id] = (fut, convert, holds_slot)
         return request_id, fut
 
     def fail(self, request_id: int, exc: BaseException) -> None:
-        with self._lock:
-            entry = self._pending.pop(request_id, None)
+        entry = self._pending.pop(request_id, None)
         if entry:
             if entry[2]:
                 self.gate.release()
@@ -134,8 +134,7 @@ class Bridge:
                 _safely(cb, item)
 
     def _resolve(self, request_id: int, reply: Any, exc: BaseException | None) -> None:
-        with self._lock:
-            entry = self._pending.pop(request_id, None)
+        entry = self._pending.pop(request_id, None)
         if entry is None:
             return  # the caller gave up (timeout); nothing to do
         fut, convert, holds_slot = entry

@@ -85,3 +85,20 @@ def test_percentiles_are_within_a_tenth_of_a_percent_of_the_sorted_list(values):
         exact = ordered[rank - 1]
         assert abs(h.percentile_us(p) - exact) <= exact * 0.001 + 1
     assert abs(h.max_us() - ordered[-1]) <= ordered[-1] * 0.001 + 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=3_600_000_000), min_size=1, max_size=400))
+def test_buffered_recording_folds_into_exactly_what_record_value_gives(values):
+    from hdrh.histogram import HdrHistogram
+
+    fast = LatencyHistogram()
+    for v in values:
+        fast.record_us(v)
+    slow = HdrHistogram(1, 3_600_000_000, 3)
+    for v in values:
+        slow.record_value(v)
+    folded = fast._h
+    assert list(folded.counts) == list(slow.counts)
+    assert (folded.total_count, folded.min_value, folded.max_value) == \
+        (slow.total_count, slow.min_value, slow.max_value)
