@@ -55,7 +55,7 @@ def test_callbacks_added_while_another_thread_completes_each_run_once():
         t = threading.Thread(target=c.set_result, args=(1,))
         t.start()
         for _ in range(5):
-            c.add_done_callback(lambda f: calls.append(1))
+            c.add_done_callback(lambda f, calls=calls: calls.append(1))
         t.join()
         assert len(calls) == 5
 
