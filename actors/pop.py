@@ -38,7 +38,7 @@ from engine.errors import CarriersSaturated, SmsrouteError, StorageError
 from engine.routing import order_candidates
 from engine.status import ACCEPTED, DELIVERED, EXPIRED, FAILED, REJECTED, status_from_smpp_state
 from storage.pop_commit import PopCommit
-from storage.records import MessageRecord
+from storage.records import LiveRecord
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ class PopActor(DispatchedActor):
                 self._refuse(item, CarriersSaturated(
                     f"the carriers for {item.country} are at capacity; retry shortly"))
                 continue
-            f = Delivery(MessageRecord(
+            f = Delivery(LiveRecord(
                 item.message_id, item.account_id, item.to, item.sender, item.country, self.name, "",
                 item.encoding, item.segments, item.price_micro_usd, item.submitted_at,
                 item.submitted_at, ACCEPTED, "", item.validity_seconds, item.callback_url, 0, 0.0),
@@ -227,10 +227,11 @@ class PopActor(DispatchedActor):
         if f.body is not None:
             now = time.time()
             ids = tuple(f.carrier_ids.get(part, "") for part in range(len(f.state.parts)))
-            f.record = f.record._replace(carrier_acked_at=now, carrier_ids=ids)
+            rec = f.record
+            rec.carrier_acked_at, rec.carrier_ids = now, ids
             f.body = None
-            self.commit.discards.append(f.record.message_id)
-            self._acks.append((f.record.message_id, now))  # told after the commit that records it
+            self.commit.discards.append(rec.message_id)
+            self._acks.append((rec.message_id, now))  # told after the commit that records it
         self.persist(f)
 
     def finalised(self, f: Delivery, error: str, refund: bool) -> None:
@@ -252,8 +253,11 @@ class PopActor(DispatchedActor):
 
     def persist(self, f: Delivery, **changes) -> None:
         """Record ``changes`` (and the time) on the message; the next group commit writes it."""
-        f.record = f.record._replace(updated_at=time.time(), **changes)
-        self.commit.dirty[f.record.message_id] = f.record
+        rec = f.record
+        rec.updated_at = time.time()
+        for name, value in changes.items():
+            setattr(rec, name, value)
+        self.commit.dirty[rec.message_id] = rec  # the live record: the commit writes its latest state
         self._schedule_flush()
 
     # --- status events -----------------------------------------------------------------------------
@@ -321,7 +325,8 @@ class PopActor(DispatchedActor):
         open_records = list(self.records.open_records(on_corrupt=self._on_corrupt_record))
         self.bridge.gate.force_acquire(len(open_records))
         grace = self.limits.expiry_grace_seconds
-        for rec in open_records:
+        for stored in open_records:
+            rec = LiveRecord.of(stored)
             f = Delivery(rec, None)
             self.inflight[rec.message_id] = f
             self.timers.expire_at(rec.submitted_at + rec.validity_seconds + grace, rec.message_id)

@@ -26,9 +26,8 @@ import logging
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pykka
 
@@ -56,9 +55,9 @@ EXIT_DRAIN_SECONDS = 5.0  # at interpreter exit without stop(): how long in-flig
 StatusRecord = MessageRecord
 
 
-@dataclass(frozen=True)
-class Accepted:
-    """The answer to a submit: the message is durable and will be routed."""
+class Accepted(NamedTuple):
+    """The answer to a submit: the message is durable and will be routed. (A named tuple: one is made
+    per message, and it is the cheapest immutable record.)"""
 
     message_id: str
     segments: int

@@ -186,6 +186,7 @@ class CarrierSubmitItem(NamedTuple):
     to: str
     sender: str
     body: str
+    segments: int = 0  # how many parts the session counted (0: unknown, the carrier counts itself)
 
 
 # What became of one part handed to a carrier (``CarrierResponseItem.outcome``):

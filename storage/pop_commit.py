@@ -25,7 +25,7 @@ import lmdb
 
 from engine.errors import StorageError, StoreFull
 from engine.messages import RefundItem
-from storage.records import MessageRecord
+from storage.records import LiveRecord, MessageRecord
 
 
 class PopCommit:
@@ -34,7 +34,7 @@ class PopCommit:
                                                           store.refunds)
         self.ttl = body_ttl_seconds
         self.grace = expiry_grace_seconds
-        self.dirty: dict[str, MessageRecord] = {}  # the latest record of each changed message
+        self.dirty: dict[str, LiveRecord] = {}  # the live record of each changed message
         self.discards: list[str] = []  # bodies no longer needed
         self.refunds: list[RefundItem] = []  # refunds decided, owed from this commit on
         self.refunded: list[str] = []  # refunds the ledger has written: no longer owed

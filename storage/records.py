@@ -68,6 +68,53 @@ class MessageRecord(NamedTuple):
     def to_dict(self) -> dict:
         return self._asdict()
 
+    def as_tuple(self) -> tuple:
+        """The stored form (as :meth:`LiveRecord.as_tuple`)."""
+        return tuple(self)
+
+
+class LiveRecord:
+    """The working copy of a :class:`MessageRecord` that a POP changes in place while the message is in
+    flight (its attempts, carrier, acknowledgement, status), instead of building a new named tuple for
+    every change (``_replace`` cost ~1.5 µs a time, several times per message). It is written with the
+    same fields in the same order, so a stored record reads back as a ``MessageRecord``.
+    """
+
+    __slots__ = MessageRecord._fields
+
+    def __init__(self, message_id, account_id, to, sender, country, pop, carrier, encoding, segments, price_micro_usd, submitted_at, updated_at, status, error, validity_seconds, callback_url, attempts, carrier_acked_at, carrier_ids=(), refunded_micro_usd=0) -> None:  # noqa: PLR0913 - one argument per stored field
+        self.message_id = message_id
+        self.account_id = account_id
+        self.to = to
+        self.sender = sender
+        self.country = country
+        self.pop = pop
+        self.carrier = carrier
+        self.encoding = encoding
+        self.segments = segments
+        self.price_micro_usd = price_micro_usd
+        self.submitted_at = submitted_at
+        self.updated_at = updated_at
+        self.status = status
+        self.error = error
+        self.validity_seconds = validity_seconds
+        self.callback_url = callback_url
+        self.attempts = attempts
+        self.carrier_acked_at = carrier_acked_at
+        self.carrier_ids = carrier_ids
+        self.refunded_micro_usd = refunded_micro_usd
+
+    @classmethod
+    def of(cls, record: MessageRecord) -> LiveRecord:
+        return cls(*record)
+
+    def as_tuple(self) -> tuple:
+        """The stored form: the fields in :class:`MessageRecord` order."""
+        return (self.message_id, self.account_id, self.to, self.sender, self.country, self.pop, self.carrier, self.encoding, self.segments, self.price_micro_usd, self.submitted_at, self.updated_at, self.status, self.error, self.validity_seconds, self.callback_url, self.attempts, self.carrier_acked_at, self.carrier_ids, self.refunded_micro_usd)
+
+    def frozen(self) -> MessageRecord:
+        return MessageRecord(*self.as_tuple())
+
 
 class MessageRecords:
     """Message records of one POP environment, each sealed under its account's data key."""
@@ -79,11 +126,12 @@ class MessageRecords:
         self._open = env.open_db(b"records_open")
         self.unsealable = 0  # writes skipped because the account's key is gone (erased)
 
-    def put_many(self, txn: lmdb.Transaction, records: Iterable[MessageRecord]) -> None:
+    def put_many(self, txn: lmdb.Transaction, records: Iterable[MessageRecord | LiveRecord]) -> None:
         """Insert or overwrite records inside ``txn`` and keep the open index in step."""
         packb = msgpack.packb
         skipped = 0
         batch_keys: dict[str, tuple[bytes, Sealer | None]] = {}  # one key-cache lookup per account
+        rows, open_rows, closed = [], [], []
         for rec in records:
             key = id_bytes(rec.message_id)
             found = batch_keys.get(rec.account_id)
@@ -93,11 +141,18 @@ class MessageRecords:
             if sealer is None:
                 skipped += 1  # the account was erased: nothing of it may be written again
                 continue
-            txn.put(key, token + sealer.seal(packb(tuple(rec)), key), db=self._db)
+            rows.append((key, token + sealer.seal(packb(rec.as_tuple()), key)))
             if rec.status in FINAL:
-                txn.delete(key, db=self._open)
+                closed.append(key)
             else:
-                txn.put(key, b"1" if rec.carrier_acked_at else b"0", db=self._open)
+                open_rows.append((key, b"1" if rec.carrier_acked_at else b"0"))
+        if rows:  # one C call per table instead of a put each
+            txn.cursor(db=self._db).putmulti(rows)
+        if open_rows:
+            txn.cursor(db=self._open).putmulti(open_rows)
+        delete = txn.delete
+        for key in closed:
+            delete(key, db=self._open)
         if skipped:
             self.unsealable += skipped
             log.warning("records: %d writes skipped, their account's data key is gone", skipped)

@@ -96,12 +96,12 @@ class Dispatcher:
         if f.ref:
             self.refs.pop(f.ref, None)
         f.begin(ref, carrier, now)
-        rec = f.record
-        f.record = rec._replace(carrier=carrier, attempts=rec.attempts + 1)
+        rec = f.record  # the POP's live record (storage.records.LiveRecord)
+        rec.carrier = carrier
+        rec.attempts += 1
         self.refs[ref] = rec.message_id
         self.board.take(carrier)
-        self.outbox.submit(carrier, CarrierSubmitItem(ref=ref, to=rec.to, sender=rec.sender,
-                                                      body=f.body))
+        self.outbox.submit(carrier, CarrierSubmitItem(ref, rec.to, rec.sender, f.body, rec.segments))
         self.timers.expect_answer(now + self.board.links[carrier].attempt_timeout, rec.message_id, ref)
 
     def _release(self, f: Delivery) -> None:

@@ -286,7 +286,8 @@ def test_carriers_never_see_an_account_id_email_api_key_or_balance(capturing_eng
     assert len(items) >= len(sends)
     for it in items:
         assert type(it) is m.CarrierSubmitItem
-        assert it._fields == ("ref", "to", "sender", "body")
+        assert it._fields == ("ref", "to", "sender", "body", "segments")
+        assert type(it.segments) is int and 1 <= it.segments <= 255  # a count, nothing about the customer
         for field in (it.ref, it.to, it.sender):
             assert not any(s in field for s in secrets)
         assert it.body in SUBMITTED_BODIES  # the customer's text, unaltered: nothing added to it
