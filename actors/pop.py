@@ -3,7 +3,8 @@
 Messages in: ``AcceptMessages`` (sessions), ``CarrierResponded`` / ``ReceiptsReceived`` /
 ``CarrierStateChanged`` (carriers), ``RefundsRecorded`` (ledger), ``RetryDue`` / ``Tick`` (clock),
 ``Flush`` (itself), ``ForgetAccount`` (erasure, asked).
-Messages out: ``SubmitsAccepted`` / ``SubmitRejected`` (bridge), ``DebitMessages`` / ``RefundMessages``
+Messages out: ``SubmitsAccepted`` / ``SubmitRejected`` / ``CarriersAcked`` / ``MessagesResumed`` (bridge),
+``DebitMessages`` / ``RefundMessages``
 (ledger), ``SubmitToCarrier`` / ``WithdrawSubmits`` / ``ExpectReceipts`` (carriers), ``StatusesChanged``
 (sessions), ``BalanceChanged`` (a refused submit's reservation, back to its session).
 
@@ -66,7 +67,7 @@ class PopActor(DispatchedActor):
         self.inflight = self.dispatcher.inflight
         self._accepts: list[m.AcceptItem] = []
         self._events: list[m.StatusItem] = []
-        self._acks: list[tuple[str, float]] = []  # carrier acknowledgements not yet told to the host
+        self._acks: list[m.CarrierAckItem] = []  # carrier acknowledgements not yet told to the host
         self._expected: dict[str, list[m.ExpectedReceiptItem]] = {}  # recovered, for their carriers
         self._flush_scheduled = False
         self.counters = {"accepted": 0, "refused_saturated": 0, "refunds": 0, "store_failures": 0,
@@ -231,7 +232,7 @@ class PopActor(DispatchedActor):
             rec.carrier_acked_at, rec.carrier_ids = now, ids
             f.body = None
             self.commit.discards.append(rec.message_id)
-            self._acks.append((rec.message_id, now))  # told after the commit that records it
+            self._acks.append(m.CarrierAckItem(rec.message_id, now))  # told after the commit
         self.persist(f)
 
     def finalised(self, f: Delivery, error: str, refund: bool) -> None:
@@ -273,8 +274,7 @@ class PopActor(DispatchedActor):
             return  # a status change is emitted only after the commit that makes it durable
         if self._acks:
             acks, self._acks = self._acks, []
-            for message_id, at in acks:
-                self.bridge.carrier_acked(message_id, at)
+            self.bridge.tell(m.encode(m.CarriersAcked(acks)))
         if not self._events:
             return
         events, self._events = self._events, []
@@ -323,7 +323,8 @@ class PopActor(DispatchedActor):
     def _recover(self) -> None:
         """Resume every message that was accepted but not final when the engine last stopped."""
         open_records = list(self.records.open_records(on_corrupt=self._on_corrupt_record))
-        self.bridge.gate.force_acquire(len(open_records))
+        if open_records:  # they hold in-flight slots like the messages accepted since
+            self.bridge.tell(m.encode(m.MessagesResumed(self.name, len(open_records))))
         grace = self.limits.expiry_grace_seconds
         for stored in open_records:
             rec = LiveRecord.of(stored)

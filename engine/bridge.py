@@ -122,6 +122,11 @@ class Bridge:
                 self._resolve(rid, None, error_from_code(code, reason))
             case m.StatusesChanged(items=items):
                 self.statuses_changed(items)
+            case m.CarriersAcked(items=items):
+                for item in items:
+                    self.carrier_acked(item.message_id, item.at)
+            case m.MessagesResumed(count=count):
+                self.gate.force_acquire(count)
             case _:
                 log.error("bridge: unexpected %s", type(msg).__name__)
 

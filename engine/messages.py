@@ -259,6 +259,11 @@ class AcceptedItem(NamedTuple):
     country: str  # ISO 3166 of the destination: with ``pop``, the corridor
 
 
+class CarrierAckItem(NamedTuple):
+    message_id: str
+    at: float  # unix seconds
+
+
 class DebitItem(NamedTuple):
     message_id: str
     account_id: str
@@ -384,6 +389,23 @@ class SubmitRejected(Message):
     request_id: int
     code: str  # an engine.errors code
     reason: str
+
+
+@message(23)
+class CarriersAcked(Message):
+    """Messages whose every part a carrier has acknowledged, and when (POP -> bridge, after the commit
+    that records it): the host's ``on_carrier_ack`` callbacks."""
+
+    items: list[CarrierAckItem]
+
+
+@message(24)
+class MessagesResumed(Message):
+    """A POP resumed ``count`` accepted-but-not-final messages after a restart (POP -> bridge): they
+    hold in-flight slots like the messages accepted since."""
+
+    pop: str
+    count: int
 
 
 # === POP <-> carrier ==================================================================================
