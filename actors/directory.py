@@ -21,6 +21,10 @@ class Directory:
         self.ledger: Any = None
         self.bridge: Any = None
 
+    def session_ref(self, account_id: str) -> Any:
+        """The account's session if it runs (None if not)."""
+        return self.sessions.get(account_id)
+
     def session_or_bridge(self, account_id: str) -> Any:
         """Status events go to the account's session if it runs, else straight to the bridge."""
         return self.sessions.get(account_id) or self.bridge

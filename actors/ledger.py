@@ -2,7 +2,7 @@
 
 Messages in: ``DebitMessages`` and ``RefundMessages`` (POPs, after the commit that makes them durable),
 ``CreditAccount`` (host deposits), ``RegisterSession`` (told once by each new session, answered with
-``SessionRegistered``), ``PseudonymiseAccount`` (asked by erasure), ``Flush`` and ``Tick`` (itself / the
+``SessionRegistered``: the balance and the account's snapshot), ``PseudonymiseAccount`` (asked by erasure), ``Flush`` and ``Tick`` (itself / the
 clock).
 Messages out: ``BalanceChanged`` to the account's session, ``CreditApplied`` to the bridge,
 ``RefundsRecorded`` to the POP that owed the refunds.
@@ -22,7 +22,7 @@ import logging
 
 from actors.dispatch import DispatchedActor
 from engine import messages as m
-from engine.errors import StorageError
+from engine.errors import SmsrouteError, StorageError
 from storage.ledger import DEBIT, DEPOSIT, REFUND, LedgerStore
 
 log = logging.getLogger(__name__)
@@ -31,10 +31,11 @@ log = logging.getLogger(__name__)
 class LedgerActor(DispatchedActor):
     stage = "ledger"
 
-    def __init__(self, store: LedgerStore, directory) -> None:
+    def __init__(self, store: LedgerStore, directory, accounts) -> None:
         super().__init__()
         self.store = store
         self.directory = directory
+        self.accounts = accounts  # storage.accounts.AccountStore: the snapshot a new session starts from
         self._debits: list[m.DebitItem] = []
         self._refunds: list[tuple[str, m.RefundItem]] = []  # (pop, refund)
         self._flush_scheduled = False
@@ -145,9 +146,14 @@ class LedgerActor(DispatchedActor):
         # From now on this account's session hears every change; everything before is in the answer.
         self._registered.add(account_id)
         balance = self.store.balance(account_id) - self._queued_for(account_id)
-        session = self.directory.sessions.get(account_id)
+        try:
+            a = self.accounts.get(account_id)
+            snapshot = (list(a.key_digests), list(a.senders), a.state, bool(a.email_confirmed_at))
+        except SmsrouteError:  # erased or swept meanwhile: a session that refuses everything
+            snapshot = ([], [], "closed", False)
+        session = self.directory.session_ref(account_id)
         if session is not None:
-            session.tell(m.encode(m.SessionRegistered(account_id, balance)))
+            session.tell(m.encode(m.SessionRegistered(account_id, balance, *snapshot)))
 
     def _queued_for(self, account_id: str) -> int:
         return sum(d.amount_micro_usd for d in self._debits if d.account_id == account_id)

@@ -18,7 +18,6 @@ the ledger ``RegisterSession``; submits that arrive before its ``SessionRegister
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 from actors.dispatch import DispatchedActor
 from engine import apikeys, segments
@@ -34,7 +33,7 @@ from engine.errors import (
 )
 from engine.ids import IdGenerator
 from engine.numbers import parse_destination
-from storage.accounts import ACTIVE, AccountRecord
+from storage.accounts import ACTIVE
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +43,9 @@ MAX_VALIDITY_SECONDS = 86400
 class CustomerSessionActor(DispatchedActor):
     stage = "session"
 
-    def __init__(self, account_id: str, load_account: Callable[[str], AccountRecord],
-                 settings: Settings, directory, ids: IdGenerator) -> None:
+    def __init__(self, account_id: str, settings: Settings, directory, ids: IdGenerator) -> None:
         super().__init__()
         self.account_id = account_id
-        self._load_account = load_account
         self.key_digests: list[bytes] = []
         self.senders: set[str] = set()
         self.state = ACTIVE
@@ -57,20 +54,17 @@ class CustomerSessionActor(DispatchedActor):
         self.directory = directory
         self.ids = ids
         self.available = 0
-        self._registered = False  # until the ledger's SessionRegistered, submits wait in _held
-        self._held: list[m.SubmitMessage] = []
+        self._registered = False  # until the core's SessionRegistered, messages wait in _held
+        self._held: list[m.Message] = []
         self._pending: dict[str, list[m.AcceptItem]] = {}
         self._flush_scheduled = False
 
     def on_start(self) -> None:
-        # Registered first, read second: a change stored before this read is in the record; a change
-        # stored after it finds this session registered and is told to it as a message.
+        # Registered first, snapshot second: a change stored before the core reads the account is in the
+        # snapshot; a change stored after it is told to this session as a message. Every message that
+        # arrives before the snapshot waits and is applied after it, in order (the account changes are
+        # all idempotent: add, remove, set), so none is lost whichever way the two race.
         self.directory.sessions[self.account_id] = self.actor_ref
-        account = self._load_account(self.account_id)
-        self.key_digests = list(account.key_digests)
-        self.senders = set(account.senders)
-        self.state = account.state
-        self.confirmed = bool(account.email_confirmed_at)
         self.directory.ledger.tell(m.encode(m.RegisterSession(self.account_id)))
 
     def on_receive(self, raw: bytes) -> None:
@@ -78,15 +72,17 @@ class CustomerSessionActor(DispatchedActor):
             self.directory.bridge.tell(raw)  # status batches pass through unopened
             return
         msg = m.decode_or_drop(raw, "session")
+        if msg is not None:  # (malformed: logged and dropped)
+            self._handle(msg)
+
+    def _handle(self, msg: m.Message) -> None:
         match msg:
-            case None:
-                pass  # malformed: logged and dropped
-            case m.SubmitMessage() if not self._registered:
-                self._held.append(msg)  # bounded by the in-flight gate; answered once registered
+            case m.SessionRegistered():
+                self._on_session_registered(msg)
+            case _ if not self._registered:
+                self._held.append(msg)  # bounded by the in-flight gate; handled once registered
             case m.SubmitMessage():
                 self._on_submit_message(msg)
-            case m.SessionRegistered(balance_micro_usd=balance):
-                self._on_session_registered(balance)
             case m.Flush():
                 self._on_flush()
             case m.BalanceChanged(delta_micro_usd=delta):
@@ -105,12 +101,18 @@ class CustomerSessionActor(DispatchedActor):
             case _:
                 log.error("session: unexpected %s", type(msg).__name__)
 
-    def _on_session_registered(self, balance: int) -> None:
+    def _on_session_registered(self, msg: m.SessionRegistered) -> None:
+        if self._registered:
+            return  # a duplicate answer (at-least-once transport): the first one counts
         self._registered = True
-        self.available += balance
+        self.available += msg.balance_micro_usd
+        self.key_digests = list(msg.key_digests)
+        self.senders = set(msg.senders)
+        self.state = msg.state
+        self.confirmed = msg.email_confirmed
         held, self._held = self._held, []
-        for msg in held:
-            self._on_submit_message(msg)
+        for earlier in held:
+            self._handle(earlier)
 
     def _on_submit_message(self, msg: m.SubmitMessage) -> None:
         try:

@@ -138,7 +138,7 @@ class Runtime:
         self._reconcile_refunds()
         self._load_saved_routing()
         self.clock = Clock()
-        self.directory.ledger = LedgerActor.start(self.ledger_store, self.directory)
+        self.directory.ledger = LedgerActor.start(self.ledger_store, self.directory, self.accounts)
         for name, store in self.pop_stores.items():
             self.directory.pops[name] = PopActor.start(name, s, self.directory, store, self.clock,
                                                        self.bridge)
@@ -258,8 +258,7 @@ class Runtime:
             ref = self.directory.sessions.get(account_id)
             if ref is None:
                 self.accounts.get(account_id)  # UnknownAccount before an actor is started for it
-                ref = CustomerSessionActor.start(account_id, self.accounts.get, self.settings,
-                                                 self.directory, self.ids)
+                ref = CustomerSessionActor.start(account_id, self.settings, self.directory, self.ids)
                 self.directory.sessions[account_id] = ref
         return ref
 

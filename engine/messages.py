@@ -353,12 +353,18 @@ class RegisterSession(Message):
     account_id: str
 
 
-@message(7)
+@message(7, version=2)  # version 2: the account's snapshot travels with the balance
 class SessionRegistered(Message):
-    """The ledger's answer to ``RegisterSession``: the balance the session may spend from now on."""
+    """The core's answer to ``RegisterSession``: the balance the session may spend from now on, and the
+    account as it is now (a session never reads the accounts store, which may be on another host);
+    every later change of the account is told to the session as a message."""
 
     account_id: str
     balance_micro_usd: int
+    key_digests: list[bytes]
+    senders: list[str]
+    state: str  # active | restricted | closed (also for an account that no longer exists)
+    email_confirmed: bool
 
 
 # === customer session -> POP ==========================================================================
