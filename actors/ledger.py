@@ -37,6 +37,8 @@ class LedgerActor(DispatchedActor):
         self.directory = directory
         self.accounts = accounts  # storage.accounts.AccountStore: the snapshot a new session starts from
         self._debits: list[m.DebitItem] = []
+        self._batches: list[tuple[str, int]] = []  # (pop, batch) of the debits in _debits
+        self._unsynced: list[tuple[str, int]] = []  # written, not yet fsynced: not yet confirmed
         self._refunds: list[tuple[str, m.RefundItem]] = []  # (pop, refund)
         self._flush_scheduled = False
         self._registered: set[str] = set()  # accounts whose session is told every balance change
@@ -47,16 +49,21 @@ class LedgerActor(DispatchedActor):
         match msg:
             case None:
                 pass  # malformed: logged and dropped
-            case m.DebitMessages(items=items):
+            case m.DebitMessages(pop=pop, batch=batch, items=items):
                 self._debits.extend(items)
+                self._batches.append((pop, batch))
                 self._schedule_flush()
             case m.RefundMessages(pop=pop, items=items):
                 self._refunds.extend((pop, item) for item in items)
                 self._schedule_flush()
-            case m.Flush() | m.Tick():
+            case m.Flush():
                 self._flush_scheduled = False
                 self._write_debits()
                 self._write_refunds()
+            case m.Tick():
+                self._write_debits()
+                self._write_refunds()
+                self._confirm_debits()
             case m.CreditAccount():
                 self._on_credit_account(msg)
             case m.RegisterSession(account_id=account_id):
@@ -70,6 +77,7 @@ class LedgerActor(DispatchedActor):
     def on_stop(self) -> None:
         self._write_debits()
         self._write_refunds()
+        self._confirm_debits()
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
@@ -80,13 +88,37 @@ class LedgerActor(DispatchedActor):
         if not self._debits:
             return
         batch, self._debits = self._debits, []
+        batches, self._batches = self._batches, []
         rows = [(DEBIT, d.account_id, -d.amount_micro_usd, d.message_id, d.at, "", "") for d in batch]
         try:
-            self.store.apply(rows, durable=False)  # derived from durable records: see storage.ledger
+            self.store.apply(rows, durable=False)  # confirmed after the next fsync: _confirm_debits
         except StorageError as exc:
             self.alarms += 1
             log.error("ledger: ALARM could not write %d debits (%s); will retry", len(batch), exc.code)
             self._debits = batch + self._debits
+            self._batches = batches + self._batches
+            return
+        self._unsynced.extend(batches)
+
+    def _confirm_debits(self) -> None:
+        """One fsync for every debit written since the last (on the clock's tick, not per batch), then
+        tell each POP which of its batches it no longer owes (``DebitsRecorded``)."""
+        if not self._unsynced:
+            return
+        try:
+            self.store.sync()
+        except StorageError as exc:
+            self.alarms += 1
+            log.error("ledger: ALARM could not sync debits (%s); will retry", exc.code)
+            return
+        done, self._unsynced = self._unsynced, []
+        by_pop: dict[str, list[int]] = {}
+        for pop, batch in done:
+            by_pop.setdefault(pop, []).append(batch)
+        for pop, batches in by_pop.items():
+            ref = self.directory.pops.get(pop)
+            if ref is not None:  # a stopped POP sends its batches again when it starts
+                ref.tell(m.encode(m.DebitsRecorded(batches)))
 
     def _write_refunds(self) -> None:
         """Credit back messages no carrier acknowledged (after the debits queued before them)."""

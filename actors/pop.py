@@ -33,6 +33,7 @@ from engine.delivery.attempt import ACKED, Delivery
 from engine.delivery.carriers import CarrierBoard
 from engine.delivery.dispatcher import Dispatcher
 from engine.delivery.outbox import Outbox
+from engine.delivery.owed import OwedToLedger
 from engine.delivery.retry import RetryPolicy
 from engine.delivery.timers import Timers
 from engine.errors import CarriersSaturated, SmsrouteError, StorageError
@@ -52,7 +53,7 @@ class PopActor(DispatchedActor):
         self.name = name
         self.limits = limits = settings.engine
         self.directory = directory
-        self.records, self.bodies = store.records, store.bodies
+        self.records, self.bodies, self.store = store.records, store.bodies, store
         self.clock = clock
         self.bridge = bridge
         self.rng = random.Random()
@@ -65,6 +66,7 @@ class PopActor(DispatchedActor):
         self.dispatcher = Dispatcher(self, board, RetryPolicy(limits, self.rng), self.admission,
                                      self.timers, self.outbox, clock.now, directory.carriers, self.rng)
         self.inflight = self.dispatcher.inflight
+        self.owed = OwedToLedger()  # debit batches and refunds told to the ledger, not yet answered
         self._accepts: list[m.AcceptItem] = []
         self._events: list[m.StatusItem] = []
         self._acks: list[m.CarrierAckItem] = []  # carrier acknowledgements not yet told to the host
@@ -100,7 +102,11 @@ class PopActor(DispatchedActor):
             case m.CarrierStateChanged(carrier=carrier, available=available, reason=reason):
                 d.carrier_state_changed(carrier, available, reason)
             case m.RefundsRecorded(message_ids=ids):
+                self.owed.refunds_recorded(ids)
                 self.commit.refunded.extend(ids)
+                self._schedule_flush()
+            case m.DebitsRecorded(batches=batches):
+                self.commit.debited.extend(self.owed.debits_recorded(batches))
                 self._schedule_flush()
             case m.RetryDue(message_id=mid):
                 d.retry_due(mid)
@@ -150,6 +156,7 @@ class PopActor(DispatchedActor):
             return
         if refunds:
             self.directory.ledger.tell(m.encode(m.RefundMessages(self.name, refunds)))
+            self.owed.refunds_sent((r.message_id for r in refunds), self.clock.now())
         self._after_commit(new)
 
     def _admit_all(self, items: list[m.AcceptItem]) -> list[tuple[Delivery, m.AcceptItem]]:
@@ -203,7 +210,9 @@ class PopActor(DispatchedActor):
             self.bridge.tell(m.encode(m.SubmitsAccepted(answers)))
         if debits:
             self.counters["accepted"] += len(debits)
-            self.directory.ledger.tell(m.encode(m.DebitMessages(debits)))
+            batch = self.commit.last_batch
+            self.directory.ledger.tell(m.encode(m.DebitMessages(self.name, batch, debits)))
+            self.owed.debit_sent(batch, self.clock.now())
 
     def _send_outbox(self) -> None:
         if not self.outbox:
@@ -300,10 +309,40 @@ class PopActor(DispatchedActor):
         if self._expected:
             self._send_expected()
         self.dispatcher.timed_out(mono)
+        self._send_owed_again(mono)
         for mid in self.timers.due_expiries(time.time()):
             f = self.inflight.get(mid)
             if f is not None:
                 self.dispatcher.finish(f, *f.expiry())
+
+    def _send_owed_again(self, mono: float) -> None:
+        """Debit batches and refunds the ledger has not answered for a while (or owed since before a
+        restart) go again, rebuilt from the message records (idempotent at the ledger)."""
+        batches, refund_ids = self.owed.due(mono)
+        if not batches and not refund_ids:
+            return
+        owed_batches = self.store.debits.all() if batches else {}
+        for batch in batches:
+            items = [m.DebitItem(r.message_id, r.account_id, r.price_micro_usd, r.submitted_at)
+                     for r in map(self.records.get, owed_batches.get(batch, ())) if r is not None]
+            if batch not in owed_batches:  # already forgotten (answered meanwhile)
+                self.owed.debits_recorded([batch])
+                continue
+            self.directory.ledger.tell(m.encode(m.DebitMessages(self.name, batch, items)))
+            self.owed.debit_sent(batch, mono)
+        refunds = []
+        for mid in refund_ids:
+            r = self.records.get(mid)  # None: erased since, nothing to credit
+            if r is not None and r.refunded_micro_usd > 0:
+                refunds.append(m.RefundItem(mid, r.account_id, r.refunded_micro_usd, r.updated_at))
+            else:
+                self.owed.refunds_recorded([mid])
+                self.commit.refunded.append(mid)
+        if refunds:
+            self.directory.ledger.tell(m.encode(m.RefundMessages(self.name, refunds)))
+            self.owed.refunds_sent((r.message_id for r in refunds), mono)
+        if self.commit:
+            self._schedule_flush()
 
     def _on_forget_account(self, account_id: str) -> int:
         """Erasure: end the account's in-flight messages, drop their bodies, delete all its records."""
@@ -321,7 +360,9 @@ class PopActor(DispatchedActor):
     # --- recovery ----------------------------------------------------------------------------------
 
     def _recover(self) -> None:
-        """Resume every message that was accepted but not final when the engine last stopped."""
+        """Resume every message that was accepted but not final when the engine last stopped, and owe
+        the ledger again what it had not confirmed."""
+        self.owed.owed_at_start(self.store.debits.all(), self.store.refunds.all())
         open_records = list(self.records.open_records(on_corrupt=self._on_corrupt_record))
         if open_records:  # they hold in-flight slots like the messages accepted since
             self.bridge.tell(m.encode(m.MessagesResumed(self.name, len(open_records))))
@@ -339,6 +380,7 @@ class PopActor(DispatchedActor):
                 self.actor_ref.tell(m.encode(m.RetryDue(rec.message_id)))
         if open_records:
             log.info("pop %s: resumed %d open messages", self.name, len(open_records))
+        self._send_owed_again(self.clock.now())  # what the ledger may lack: at once (idempotent there)
         self._emit_events()
 
     def _resume_unsent(self, f: Delivery) -> bool:

@@ -1,7 +1,8 @@
 """Runtime: opens the stores, starts the actors in order, and stops them in an order that loses nothing.
 
-Start order: key ring and LMDB environments -> holds -> debit and refund reconciliation (recovery) -> clock ->
-ledger -> POPs (each resumes its open messages) -> carriers -> sweeper -> periodic ticks. Stopping sends the
+Start order: key ring and LMDB environments -> holds -> clock -> ledger -> POPs (each resumes its open
+messages, and sends the ledger again every debit and refund it still owes: ``storage.owed_debits``) ->
+carriers -> sweeper -> periodic ticks. Stopping sends the
 sessions' last batches to live POPs, stops the carriers, lets the POPs write their last group commit (a
 POP never fails on a stopped carrier: what it could not send is durable and resumes), then the ledger
 writes its last debits, and the environments close (stop order: clock, sweeper, sessions, carriers,
@@ -49,14 +50,14 @@ from storage.datadir import DataDirLock, startup_error
 from storage.env import open_env
 from storage.holds import Holds
 from storage.keys import KeyRing, open_key_provider
-from storage.ledger import DEBIT, REFUND, LedgerStore
+from storage.ledger import LedgerStore
+from storage.owed_debits import OwedDebits
 from storage.pseudonyms import Pseudonyms
 from storage.records import MessageRecords
 from storage.refunds import OwedRefunds
 
 log = logging.getLogger(__name__)
 
-RECONCILE_SLACK_SECONDS = 60.0
 ROUTING_FILE = "routing.json"  # the operator's last replacement of the routing table
 
 
@@ -66,6 +67,7 @@ class PopStore:
     records: MessageRecords
     bodies: BodyStore
     refunds: OwedRefunds
+    debits: OwedDebits
 
 
 class Runtime:
@@ -127,15 +129,13 @@ class Runtime:
             env = open_env(self.data_dir / "pops" / name, map_size=map_size)
             self.pop_stores[name] = PopStore(
                 env, MessageRecords(env, self.account_keys),
-                BodyStore(env, self.keys, max_ttl_seconds=max_ttl), OwedRefunds(env))
+                BodyStore(env, self.keys, max_ttl_seconds=max_ttl), OwedRefunds(env), OwedDebits(env))
         # A hold and its audit entry are written in one transaction, so each POP environment keeps the
         # audit trail of its own holds; ``audit_entries`` reads them all.
         self.audits = {name: AuditLog(store.env) for name, store in self.pop_stores.items()}
         self.core_audit = AuditLog(self.core_env)  # data-subject and account actions
         self.holds = {name: Holds(store.bodies, self.keys, self.audits[name])
                       for name, store in self.pop_stores.items()}
-        self._reconcile_debits()
-        self._reconcile_refunds()
         self._load_saved_routing()
         self.clock = Clock()
         self.directory.ledger = LedgerActor.start(self.ledger_store, self.directory, self.accounts)
@@ -183,48 +183,6 @@ class Runtime:
             ref = SimulatedCarrierActor.start(carrier.name, carrier.options, pop_ref, self.clock)
         self._carrier_actors[carrier.name] = ref
         return ref
-
-    def _reconcile_debits(self) -> None:
-        """After a crash, bill every accepted message whose debit had not been committed yet.
-
-        The POP commits a message before the ledger commits its debit, so a crash in between leaves a
-        durable message without a debit. Message ids are time-ordered, so only messages newer than the last
-        committed debit (minus a slack) need checking. Debits are idempotent, so this never bills twice.
-        """
-        last = self.ledger_store.last_entry(DEBIT)  # deposits after a lost debit must not hide it
-        since = last.at - RECONCILE_SLACK_SECONDS if last is not None else 0.0
-        rows = []
-        for store in self.pop_stores.values():
-            for rec in store.records.since(since):
-                if not self.ledger_store.has(DEBIT, rec.message_id):
-                    rows.append((DEBIT, rec.account_id, -rec.price_micro_usd, rec.message_id,
-                                 rec.submitted_at, "", ""))
-        if rows:
-            self.ledger_store.apply(rows)
-            log.warning("recovery: billed %d accepted messages whose debit was not yet written",
-                        len(rows))
-
-    def _reconcile_refunds(self) -> None:
-        """After a crash, credit every refund a POP owed whose ledger entry was not written yet.
-
-        A POP writes a message's final record and the refund it owes (``storage.refunds``) in one fsynced
-        transaction, and forgets it once the ledger has the entry; ids still owed at start-up are checked
-        against the ledger. Refunds are idempotent on message id, so this never refunds twice.
-        """
-        for store in self.pop_stores.values():
-            owed = store.refunds.all()
-            rows = []
-            for mid in owed:
-                rec = store.records.get(mid)  # None: erased since, nothing to credit
-                if rec is not None and rec.refunded_micro_usd > 0 \
-                        and not self.ledger_store.has(REFUND, mid):
-                    rows.append((REFUND, rec.account_id, rec.refunded_micro_usd, mid, rec.updated_at,
-                                 "", ""))
-            if rows:
-                self.ledger_store.apply(rows)  # fsynced before the ids are forgotten
-                log.warning("recovery: refunded %d failed messages whose refund was not yet written",
-                            len(rows))
-            store.refunds.clear(owed)
 
     def sync_ledger(self, timeout: float = 10.0) -> None:
         """Wait until every debit already sent to the ledger is committed (not for the hot path)."""

@@ -470,11 +470,22 @@ class SetCarrierSuspended(Message):
 # === POP -> ledger, POP -> session, session -> host =====================================================
 
 
-@message(40)
+@message(40, version=2)  # version 2: the POP and its batch number, answered with DebitsRecorded
 class DebitMessages(Message):
-    """Charge accepted messages. Idempotent on message id: a repeat is ignored, never billed twice."""
+    """POP -> ledger: charge accepted messages. Idempotent on message id: a repeat (a batch sent again
+    because its answer was late, or after a restart) is ignored, never billed twice. Answered with
+    ``DebitsRecorded(batch)`` once the debits are durable (``storage.owed_debits``)."""
 
+    pop: str
+    batch: int
     items: list[DebitItem]
+
+
+@message(48)
+class DebitsRecorded(Message):
+    """Ledger -> POP: the debits of these batches are durable in the ledger; the POP forgets it owes them."""
+
+    batches: list[int]
 
 
 @message(46)

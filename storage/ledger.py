@@ -27,9 +27,9 @@ What is stored, and why erasure never rewrites a row:
   account's balance is never swept, even when all its entries are.
 
 Durability contract: ``apply`` writes one batch in one transaction, fsynced when ``durable`` (deposits,
-recovery). Debits are written with ``durable=False`` (no fsync of their own; the next durable write or
-``sync`` covers them): each is derived from a message record that was fsynced before the customer was
-answered, and start-up recovery re-derives any debit a power loss took. *Writers:* the ledger actor
+refunds). Debits are written with ``durable=False`` (no fsync of their own; the next durable write or
+``sync`` covers them): each POP keeps owing its debits (``storage.owed_debits``) until the ledger has
+synced them and said so, so a power loss between the write and the sync loses none. *Writers:* the ledger actor
 (entries); the sweeper and account deletion (retention, the deleted flag) in their own transactions, which
 LMDB serialises. *Readers:* any thread.
 """
@@ -139,6 +139,13 @@ class LedgerStore:
         except lmdb.Error as exc:
             raise StorageError(f"the ledger write failed: {type(exc).__name__}") from exc
         return out
+
+    def sync(self) -> None:
+        """Make every entry written so far durable (one fsync)."""
+        try:
+            self.env.sync(True)
+        except lmdb.Error as exc:
+            raise StorageError(f"the ledger sync failed: {type(exc).__name__}") from exc
 
     def _ledger_key(self, token: bytes) -> Sealer | None:
         try:

@@ -10,7 +10,8 @@ Durability contract:
   are opened with ``sync=True``); the POP acknowledges customers, sends debits and refunds and emits status
   events only after that.
 * *Atomic:* a message's final record and the refund it is owed (``storage.refunds``) are in the same
-  transaction, so a crash can never keep one without the other.
+  transaction, so a crash can never keep one without the other; likewise a new message and its owed debit
+  (``storage.owed_debits``).
 * *On failure* (``StorageError`` / ``StoreFull``) nothing of the batch is written; updates, discards and
   refund bookkeeping stay pending for the next ``write``; the new messages are the caller's to refuse.
 * *Writers:* the POP actor only. *Readers:* any thread (the stores' own read transactions).
@@ -32,21 +33,26 @@ class PopCommit:
     def __init__(self, store, body_ttl_seconds: float, expiry_grace_seconds: float) -> None:
         self.env, self.records, self.bodies, self.owed = (store.env, store.records, store.bodies,
                                                           store.refunds)
+        self.owed_debits = store.debits
         self.ttl = body_ttl_seconds
         self.grace = expiry_grace_seconds
         self.dirty: dict[str, LiveRecord] = {}  # the live record of each changed message
         self.discards: list[str] = []  # bodies no longer needed
         self.refunds: list[RefundItem] = []  # refunds decided, owed from this commit on
         self.refunded: list[str] = []  # refunds the ledger has written: no longer owed
+        self.debited: list[int] = []  # debit batches the ledger has made durable: no longer owed
+        self.last_batch = 0  # the debit batch of the new messages of the last successful write
 
     def __bool__(self) -> bool:
-        return bool(self.dirty or self.discards or self.refunds or self.refunded)
+        return bool(self.dirty or self.discards or self.refunds or self.refunded or self.debited)
 
     def write(self, new: Sequence) -> list[RefundItem]:
         """Commit ``new`` (objects with ``record`` and ``body``) and everything pending; return the
-        refunds that are owed durably from now on (for the ledger)."""
+        refunds that are owed durably from now on (for the ledger). The debits of ``new`` are owed from
+        now on too, as batch ``last_batch`` (``storage.owed_debits``)."""
         dirty, discards, refunds, refunded = self.dirty, self.discards, self.refunds, self.refunded
-        self.dirty, self.discards, self.refunds, self.refunded = {}, [], [], []
+        debited = self.debited
+        self.dirty, self.discards, self.refunds, self.refunded, self.debited = {}, [], [], [], []
         now = time.time()
         try:
             with self.env.begin(write=True) as txn:
@@ -59,17 +65,22 @@ class PopCommit:
                     self.owed.add(txn, [r.message_id for r in refunds])
                 if refunded:
                     self.owed.remove(txn, refunded)
+                batch = self.owed_debits.add(txn, [f.record.message_id for f in new]) if new else 0
+                if debited:
+                    self.owed_debits.remove(txn, debited)
         except (lmdb.Error, StorageError) as exc:
             dirty.update(self.dirty)  # keep it all for the next write; nothing accepted is dropped
             self.dirty = dirty
             self.discards = discards + self.discards
             self.refunds = refunds + self.refunds
             self.refunded = refunded + self.refunded
+            self.debited = debited + self.debited
             if isinstance(exc, StorageError):
                 raise
             if isinstance(exc, lmdb.MapFullError):
                 raise StoreFull("message store is full") from exc
             raise StorageError(f"message store write failed: {type(exc).__name__}") from exc
+        self.last_batch = batch
         return refunds
 
     def forget_account(self, account_id: str) -> None:

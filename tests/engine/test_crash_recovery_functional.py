@@ -13,6 +13,7 @@ from pathlib import Path
 from engine import Engine
 from storage.ledger import DEBIT
 from tests.engine.crash_support import delivering_carriers
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,7 +71,9 @@ def test_messages_acknowledged_before_sigkill_are_resumed_and_billed_exactly_onc
             # resumed messages reached exactly one final status
             assert all(statuses == ["delivered"] for statuses in finals.values())
 
-        # every durable message is billed exactly once, including any accepted just before the kill
+        # every durable message is billed exactly once, including any accepted just before the kill:
+        # each POP sends the debits it still owes at start, and forgets them once the ledger has them
+        wait_for(lambda: all(not s.debits.all() for s in stores), "the owed debits", 30)
         ledger = engine.runtime.ledger_store
         debits = [e for e in ledger.entries(account_id) if e.kind == DEBIT]
         assert sorted(e.reference for e in debits) == sorted(records)
