@@ -26,12 +26,14 @@ def test_a_batch_is_owed_until_removed_and_lists_its_message_ids_in_order(tmp_pa
 
 def test_batch_numbers_keep_increasing_after_the_store_is_opened_again(tmp_path):
     env = open_env(tmp_path / "pop", map_size=16 << 20)
+    owed = OwedDebits(env)
     with env.begin(write=True) as txn:
-        last = OwedDebits(env).add(txn, [IDS.new()])
+        last = owed.add(txn, [IDS.new()])
     env.close()
     env = open_env(tmp_path / "pop", map_size=16 << 20)
+    owed = OwedDebits(env)
     with env.begin(write=True) as txn:
-        assert OwedDebits(env).add(txn, [IDS.new()]) > last
+        assert owed.add(txn, [IDS.new()]) > last
     env.close()
 
 
