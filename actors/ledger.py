@@ -116,7 +116,7 @@ class LedgerActor(DispatchedActor):
         for pop, batch in done:
             by_pop.setdefault(pop, []).append(batch)
         for pop, batches in by_pop.items():
-            ref = self.directory.pops.get(pop)
+            ref = self.directory.pop_ref(pop)
             if ref is not None:  # a stopped POP sends its batches again when it starts
                 ref.tell(m.encode(m.DebitsRecorded(batches)))
 
@@ -141,11 +141,11 @@ class LedgerActor(DispatchedActor):
         for (pop, refund), (_, new) in zip(batch, written, strict=True):
             by_pop.setdefault(pop, []).append(refund.message_id)
             if new and refund.account_id in self._registered:
-                session = self.directory.sessions.get(refund.account_id)
+                session = self.directory.session_ref(refund.account_id)
                 if session is not None:
                     session.tell(m.encode(m.BalanceChanged(refund.account_id, refund.amount_micro_usd)))
         for pop, ids in by_pop.items():
-            ref = self.directory.pops.get(pop)
+            ref = self.directory.pop_ref(pop)
             if ref is not None:  # a stopped POP drops it: the ids are cleared at the next start
                 ref.tell(m.encode(m.RefundsRecorded(ids)))
 
@@ -159,7 +159,7 @@ class LedgerActor(DispatchedActor):
             self.directory.bridge.tell(m.encode(m.SubmitRejected(msg.request_id, exc.code, exc.message)))
             return
         if new and msg.account_id in self._registered:
-            session = self.directory.sessions.get(msg.account_id)
+            session = self.directory.session_ref(msg.account_id)
             if session is not None:
                 session.tell(m.encode(m.BalanceChanged(msg.account_id, msg.amount_micro_usd)))
         balance = self.store.balance(msg.account_id) - self._queued_for(msg.account_id)

@@ -48,9 +48,11 @@ log = logging.getLogger(__name__)
 class PopActor(DispatchedActor):
     stage = "pop"
 
-    def __init__(self, name: str, settings, directory, store, clock, bridge) -> None:
+    def __init__(self, name: str, settings, directory, store, clock, bridge,
+                 address: str = "") -> None:
         super().__init__()
         self.name = name
+        self.address = address or name  # what the ledger answers to (``<node>/<pop>`` in a cluster)
         self.limits = limits = settings.engine
         self.directory = directory
         self.records, self.bodies, self.store = store.records, store.bodies, store
@@ -155,7 +157,7 @@ class PopActor(DispatchedActor):
                 self._refuse(item, err)
             return
         if refunds:
-            self.directory.ledger.tell(m.encode(m.RefundMessages(self.name, refunds)))
+            self.directory.ledger.tell(m.encode(m.RefundMessages(self.address, refunds)))
             self.owed.refunds_sent((r.message_id for r in refunds), self.clock.now())
         self._after_commit(new)
 
@@ -211,7 +213,7 @@ class PopActor(DispatchedActor):
         if debits:
             self.counters["accepted"] += len(debits)
             batch = self.commit.last_batch
-            self.directory.ledger.tell(m.encode(m.DebitMessages(self.name, batch, debits)))
+            self.directory.ledger.tell(m.encode(m.DebitMessages(self.address, batch, debits)))
             self.owed.debit_sent(batch, self.clock.now())
 
     def _send_outbox(self) -> None:
@@ -328,7 +330,7 @@ class PopActor(DispatchedActor):
             if batch not in owed_batches:  # already forgotten (answered meanwhile)
                 self.owed.debits_recorded([batch])
                 continue
-            self.directory.ledger.tell(m.encode(m.DebitMessages(self.name, batch, items)))
+            self.directory.ledger.tell(m.encode(m.DebitMessages(self.address, batch, items)))
             self.owed.debit_sent(batch, mono)
         refunds = []
         for mid in refund_ids:
@@ -339,7 +341,7 @@ class PopActor(DispatchedActor):
                 self.owed.refunds_recorded([mid])
                 self.commit.refunded.append(mid)
         if refunds:
-            self.directory.ledger.tell(m.encode(m.RefundMessages(self.name, refunds)))
+            self.directory.ledger.tell(m.encode(m.RefundMessages(self.address, refunds)))
             self.owed.refunds_sent((r.message_id for r in refunds), mono)
         if self.commit:
             self._schedule_flush()

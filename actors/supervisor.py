@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lmdb
+import pykka
 
 from actors.carrier_sim import SimulatedCarrierActor
 from actors.clock import Clock
@@ -38,6 +39,8 @@ from actors.pop import PopActor
 from actors.session import CustomerSessionActor
 from actors.sweeper import SweeperActor
 from engine import messages as m
+from engine.cluster.placement import CORE, Placement
+from engine.cluster.transport import Transport
 from engine.config import Settings
 from engine.errors import ConfigError, KeyUnavailable, UnknownAccount
 from engine.routing import RoutingTable
@@ -71,12 +74,15 @@ class PopStore:
 
 
 class Runtime:
-    def __init__(self, data_dir: Path, settings: Settings, bridge, ids) -> None:
+    def __init__(self, data_dir: Path, settings: Settings, bridge, ids,
+                 placement: Placement | None = None) -> None:
         self.data_dir = data_dir
         self.settings = settings
         self.bridge = bridge
         self.ids = ids
-        self.directory = Directory(settings.routing)
+        self.placement = placement or Placement()
+        self.transport: Transport | None = None
+        self.directory = Directory(settings.routing, self.placement)
         self.directory.bridge = bridge
         self.pop_stores: dict[str, PopStore] = {}
         self._lock = threading.Lock()
@@ -84,6 +90,8 @@ class Runtime:
         self.clock: Clock | None = None
         self.sweeper = None
         self.core_env: lmdb.Environment | None = None
+        self.audits: dict[str, AuditLog] = {}
+        self.holds: dict[str, Holds] = {}
         self.lock = DataDirLock(data_dir)  # one engine per data directory
 
     # --- start -------------------------------------------------------------------------------------
@@ -105,8 +113,7 @@ class Runtime:
             raise error from exc
 
     def _open_and_start(self) -> None:
-        s = self.settings
-        (self.data_dir / "pops").mkdir(exist_ok=True, mode=0o700)
+        s, place = self.settings, self.placement
         map_size = s.engine.map_size_mb << 20
         keys_dir = self.keys_dir()
         self.key_provider = provider = open_key_provider(s.keys, keys_dir)
@@ -114,7 +121,43 @@ class Runtime:
         self.pseudonyms = Pseudonyms(self.keys.secret("pseudonym"))
         self.account_keys = AccountKeys(keys_dir / "accounts", provider, self.pseudonyms,
                                         cache_size=s.keys.account_key_cache)
-        # accounts and deposits sync explicitly; debits need no fsync of their own (storage.ledger)
+        sweepables: dict = {}
+        if place.runs_core:
+            self._open_core(map_size, keys_dir)
+            sweepables.update({"accounts": self.accounts, "api_keys": self.api_keys,
+                               "ledger": self.ledger_store, "audit:core": self.core_audit})
+        if place.runs_pops:
+            self._open_pops(map_size)
+        self._load_saved_routing()
+        self.clock = Clock()
+        if place.clustered:
+            self._start_transport()
+        if place.runs_core:
+            self.directory.ledger = LedgerActor.start(self.ledger_store, self.directory, self.accounts)
+        for name, store in self.pop_stores.items():
+            self.directory.pops[name] = PopActor.start(name, s, self.directory, store, self.clock,
+                                                       self.directory.bridge,
+                                                       address=place.pop_address(name))
+        if place.runs_pops:
+            for name, carrier in s.carriers.items():
+                self.directory.carriers[name] = self._start_carrier(carrier)
+        for name, store in self.pop_stores.items():
+            sweepables[f"records:{name}"] = store.records
+            sweepables[f"holds:{name}"] = self.holds[name]
+            sweepables[f"audit:{name}"] = self.audits[name]
+        self.sweeper = SweeperActor.start(
+            {name: store.bodies for name, store in self.pop_stores.items()},
+            sweepables=sweepables, interval_seconds=s.engine.sweep_interval_seconds)
+        tick = s.engine.tick_ms / 1000.0
+        local = [*self.directory.pops.values(), self.sweeper]
+        if place.runs_core:
+            local.append(self.directory.ledger)
+        for ref in local:
+            self.clock.every(tick, ref, lambda: m.encode(m.Tick(time.time())))
+
+    def _open_core(self, map_size: int, keys_dir: Path) -> None:
+        """The core's stores: accounts, API keys, the ledger, the core audit trail."""
+        # accounts and deposits sync explicitly; debits are synced by the ledger actor (storage.ledger)
         self.core_env = open_env(self.data_dir / "core", map_size=map_size, sync=False)
         self._check_key_store(keys_dir)
         self.ledger_store = LedgerStore(self.core_env, self.keys.store_sealer("ledger"),
@@ -122,6 +165,12 @@ class Runtime:
         self.accounts = AccountStore(self.core_env, self.account_keys,
                                      on_deleted=self.ledger_store.account_deleted)
         self.api_keys = ApiKeyStore(self.core_env, self.account_keys)
+        self.core_audit = AuditLog(self.core_env)  # data-subject and account actions
+
+    def _open_pops(self, map_size: int) -> None:
+        """This process's POP shards: one LMDB environment each, with its holds and audit trail."""
+        s = self.settings
+        (self.data_dir / "pops").mkdir(exist_ok=True, mode=0o700)
         # A window key dies at the first sweep after window start + max TTL: leave room for that sweep
         # so no body is readable past body_ttl_seconds (24 h by default).
         max_ttl = max(60, int(s.engine.body_ttl_seconds - s.engine.sweep_interval_seconds))
@@ -133,29 +182,41 @@ class Runtime:
         # A hold and its audit entry are written in one transaction, so each POP environment keeps the
         # audit trail of its own holds; ``audit_entries`` reads them all.
         self.audits = {name: AuditLog(store.env) for name, store in self.pop_stores.items()}
-        self.core_audit = AuditLog(self.core_env)  # data-subject and account actions
         self.holds = {name: Holds(store.bodies, self.keys, self.audits[name])
                       for name, store in self.pop_stores.items()}
-        self._load_saved_routing()
-        self.clock = Clock()
-        self.directory.ledger = LedgerActor.start(self.ledger_store, self.directory, self.accounts)
-        for name, store in self.pop_stores.items():
-            self.directory.pops[name] = PopActor.start(name, s, self.directory, store, self.clock,
-                                                       self.bridge)
-        for name, carrier in s.carriers.items():
-            self.directory.carriers[name] = self._start_carrier(carrier)
-        sweepables = {"accounts": self.accounts, "api_keys": self.api_keys, "ledger": self.ledger_store,
-                      "audit:core": self.core_audit}
-        for name, store in self.pop_stores.items():
-            sweepables[f"records:{name}"] = store.records
-            sweepables[f"holds:{name}"] = self.holds[name]
-            sweepables[f"audit:{name}"] = self.audits[name]
-        self.sweeper = SweeperActor.start(
-            {name: store.bodies for name, store in self.pop_stores.items()},
-            sweepables=sweepables, interval_seconds=s.engine.sweep_interval_seconds)
-        tick = s.engine.tick_ms / 1000.0
-        for ref in [*self.directory.pops.values(), self.directory.ledger, self.sweeper]:
-            self.clock.every(tick, ref, lambda: m.encode(m.Tick(time.time())))
+
+    def _start_transport(self) -> None:
+        """Join the cluster: this process's NATS connection, and refs to what runs elsewhere."""
+        place = self.placement
+        self.transport = Transport(list(place.nats), place.node, self._deliver).start()
+        self.directory.transport = self.transport
+        if not place.runs_core:
+            self.directory.ledger = self.transport.ref(CORE, "ledger")
+            self.directory.bridge = self.bridge = self.transport.ref(CORE, "bridge")
+
+    def _deliver(self, target: str, frame: bytes) -> bool:
+        """A frame from another process (already validated by the transport) to the local actor it is
+        for; False if this process has no such actor (counted by the transport)."""
+        kind, _, name = target.partition("/")
+        if kind == "pop":
+            ref = self.directory.pops.get(name)
+        elif kind == "session" and self.placement.runs_pops:
+            ref = self.directory.sessions.get(name)
+            if ref is None and m.peek_tag(frame) == m.SubmitMessage.TAG:
+                ref = self._start_session(name)  # only a submit starts a session; a change can wait
+        elif kind == "ledger" and self.placement.runs_core:
+            ref = self.directory.ledger
+        elif kind == "bridge" and self.placement.runs_core:
+            ref = self.bridge
+        else:
+            ref = None
+        if ref is None:
+            return False
+        try:
+            ref.tell(frame)
+        except pykka.ActorDeadError:  # stopping
+            return False
+        return True
 
     def _check_key_store(self, keys_dir: Path) -> None:
         """Refuse to start on data sealed with another key store (e.g. a wrong ``[keys] dir``): the core
@@ -209,19 +270,35 @@ class Runtime:
     # --- sessions ----------------------------------------------------------------------------------
 
     def session_for(self, account_id: str):
+        """The ref to tell an account's submits: its session here (started on first use), or on the
+        worker whose partition holds the account."""
+        if not self.placement.runs_pops:
+            self.accounts.get(account_id)  # UnknownAccount before anything is sent for it
+            return self.directory.session_ref(account_id)
         ref = self.directory.sessions.get(account_id)
         if ref is not None:
             return ref
+        if self.placement.runs_core:
+            self.accounts.get(account_id)  # UnknownAccount before an actor is started for it
+        return self._start_session(account_id)
+
+    def _start_session(self, account_id: str):
         with self._lock:
             ref = self.directory.sessions.get(account_id)
             if ref is None:
-                self.accounts.get(account_id)  # UnknownAccount before an actor is started for it
+                if not self.placement.runs_core:
+                    # a worker seals the account's records under a data key of its own (made here, on
+                    # the first message; the core's erasure shreds it on every worker). An account the
+                    # core no longer knows gets a session that refuses everything, so nothing is sealed.
+                    self.account_keys.create(account_id)
                 ref = CustomerSessionActor.start(account_id, self.settings, self.directory, self.ids)
                 self.directory.sessions[account_id] = ref
         return ref
 
     def tell_session(self, account_id: str, msg: m.Message) -> None:
-        ref = self.directory.sessions.get(account_id)
+        """An account change, to its session if it runs (a session not running starts from a fresh
+        snapshot when it does)."""
+        ref = self.directory.session_ref(account_id)
         if ref is not None:
             ref.tell(m.encode(msg))
 
@@ -316,7 +393,10 @@ class Runtime:
 
     @property
     def alive(self) -> bool:
-        """True while every POP actor runs (only then can in-flight messages still finish)."""
+        """True while in-flight messages can still finish: every local POP runs (in the core of a
+        cluster, where the POPs are on the workers: while the transport is connected)."""
+        if not self.placement.runs_pops:
+            return self.transport is not None and self.transport.connected
         pops = list(self.directory.pops.values())
         return bool(pops) and all(ref.is_alive() for ref in pops)
 
@@ -331,8 +411,10 @@ class Runtime:
         _stop_all(self.directory.sessions.values())
         _stop_all(self._carrier_actors.values())  # in parallel: each may wait for its SMSC's unbind
         _stop_all(self.directory.pops.values())
-        if self.directory.ledger is not None:
+        if self.directory.ledger is not None and self.placement.runs_core:
             _stop(self.directory.ledger)
+        if self.transport is not None:  # after every actor: their last frames go out first
+            self.transport.stop()
         for store in self.pop_stores.values():
             store.env.close()
         if getattr(self, "api_keys", None) is not None:

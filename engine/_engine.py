@@ -36,6 +36,7 @@ from engine import apikeys
 from engine import messages as m
 from engine.accounts import AccountManager
 from engine.bridge import Bridge, InFlightGate
+from engine.cluster.placement import Placement
 from engine.config import Settings, load_settings
 from engine.errors import AuthError, BodyTooLarge, InputError, OverloadedError
 from engine.gc_tuning import freeze_start_up_objects, tune_gc
@@ -76,13 +77,13 @@ def _accepted(reply: m.AcceptedItem) -> Accepted:
 class Engine(AccountManager, HoldManager):
     """A running smsroute engine (use :meth:`start`)."""
 
-    def __init__(self, data_dir: Path, settings: Settings) -> None:
+    def __init__(self, data_dir: Path, settings: Settings, placement: Placement | None = None) -> None:
         self.data_dir = data_dir
         self.settings = settings
         self.gate = InFlightGate(settings.engine.max_in_flight)
         self.bridge = Bridge(self.gate)
         self.ids = IdGenerator()
-        self.runtime = Runtime(data_dir, settings, self.bridge, self.ids)
+        self.runtime = Runtime(data_dir, settings, self.bridge, self.ids, placement)
         self.http = None
         self.mail: MailService | None = None
         self.privacy: PrivacyServices | None = None
@@ -93,16 +94,18 @@ class Engine(AccountManager, HoldManager):
     @classmethod
     def start(cls, data_dir: str | Path = "./data", config: str | Path | None = None, *,
               http: bool = False, settings: Settings | None = None,
-              overrides: dict[str, Any] | None = None, on_status=None) -> Engine:
+              overrides: dict[str, Any] | None = None, on_status=None,
+              placement: Placement | None = None) -> Engine:
         """Start every store and actor (resuming unfinished messages); with ``http=True`` also the
         customer API and the control port. ``on_status`` is registered before recovery, so it also sees
-        the status changes of messages resumed from an earlier run."""
+        the status changes of messages resumed from an earlier run. ``placement`` makes this the core of
+        a cluster whose workers run the POPs (``engine.cluster``; default: everything in this process)."""
         settings = settings or load_settings(config, overrides)
         if http and settings.http.tls_cert:
             from engine.http.server import tls_context
 
             tls_context(settings.http.tls_cert, settings.http.tls_key)  # a bad file fails here, first
-        engine = cls(Path(data_dir), settings)
+        engine = cls(Path(data_dir), settings, placement)
         if settings.engine.gc_tuning:
             tune_gc()
         if on_status is not None:

@@ -1,0 +1,185 @@
+"""``smsroute run --workers N`` on one host: a NATS server, N worker processes, and their supervision.
+
+:class:`LocalCluster` starts (unless ``nats`` URLs are given) a local ``nats-server`` on a free loopback
+port, then the workers (``python -m engine.cluster.worker``), each with its own data directory
+``<data_dir>/workers/w<k>``, and waits until each says it is ready. A supervisor thread restarts a worker
+that exits when it should not (backoff 0.5 s doubling to 10 s; each restart is counted and logged): the
+restarted worker resumes its accepted messages from its own stores (crash recovery, per worker).
+:meth:`stop` sends SIGTERM to every worker (each finishes its last group commit), then stops the NATS
+server it started. The core (accounts, ledger, ingress) runs in the calling process: an ``Engine`` started
+with ``placement=core_placement(...)``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from engine.cluster.nats_server import NatsServer
+from engine.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT_S = 60.0
+RESTART_BACKOFF_S = (0.5, 10.0)
+
+
+class _Worker:
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.node = f"w{index}"
+        self.proc: subprocess.Popen | None = None
+        self.restarts = 0
+        self.started_at = 0.0
+        self.backoff = RESTART_BACKOFF_S[0]
+        self.next_start = 0.0
+
+
+class LocalCluster:
+    def __init__(self, data_dir: Path, workers: int, *, config: str | None = None,
+                 overrides: dict[str, Any] | None = None, nats: list[str] | None = None) -> None:
+        if workers < 1:
+            raise ConfigError("--workers must be at least 1")
+        self.data_dir = Path(data_dir)
+        self.config = config
+        self.overrides = overrides
+        self.nats_server: NatsServer | None = None
+        self.nats_urls = list(nats or [])
+        self.workers = [_Worker(i) for i in range(workers)]
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._supervisor: threading.Thread | None = None
+
+    # --- start ---------------------------------------------------------------------------------------
+
+    def start_nats(self) -> list[str]:
+        """The NATS URLs of the cluster: the ones given, or a local server started now."""
+        if not self.nats_urls:
+            self.nats_server = NatsServer().start()
+            self.nats_urls = [self.nats_server.url]
+        return self.nats_urls
+
+    def start_workers(self, timeout: float = READY_TIMEOUT_S) -> None:
+        """Start every worker and wait until each is ready; then supervise them."""
+        for w in self.workers:
+            self._spawn(w)
+        deadline = time.monotonic() + timeout
+        for w in self.workers:
+            self._wait_ready(w, deadline)
+        self._supervisor = threading.Thread(target=self._supervise, daemon=True,
+                                            name="smsroute-workers")
+        self._supervisor.start()
+
+    def _spawn(self, w: _Worker) -> None:
+        data = self.data_dir / "workers" / w.node
+        data.mkdir(parents=True, exist_ok=True, mode=0o700)
+        args = [sys.executable, "-m", "engine.cluster.worker", "--index", str(w.index),
+                "--workers", str(len(self.workers)), "--nats", ",".join(self.nats_urls),
+                "--data-dir", str(data)]
+        if self.config:
+            args += ["--config", str(self.config)]
+        if self.overrides:
+            args += ["--overrides-json", json.dumps(self.overrides)]
+        w.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  text=True, cwd=os.getcwd())
+        w.started_at = time.monotonic()
+
+    def _wait_ready(self, w: _Worker, deadline: float) -> None:
+        proc = w.proc
+        assert proc is not None and proc.stdout is not None
+        while True:
+            line = proc.stdout.readline()
+            if not line:
+                code = proc.wait()
+                raise ConfigError(f"worker {w.node} exited with {code} before it was ready")
+            if line.startswith(f"smsroute worker {w.node} ready"):
+                threading.Thread(target=_drain, args=(proc.stdout,), daemon=True).start()
+                return
+            if time.monotonic() > deadline:
+                raise ConfigError(f"worker {w.node} was not ready within {READY_TIMEOUT_S} s")
+
+    # --- supervision ---------------------------------------------------------------------------------
+
+    def _supervise(self) -> None:
+        while not self._stopping.wait(0.2):
+            for w in self.workers:
+                with self._lock:
+                    if self._stopping.is_set():
+                        return
+                    self._check(w)
+
+    def _check(self, w: _Worker) -> None:
+        proc = w.proc
+        if proc is not None and proc.poll() is None:
+            if time.monotonic() - w.started_at > 30:
+                w.backoff = RESTART_BACKOFF_S[0]  # it stayed up: the next failure starts over
+            return
+        now = time.monotonic()
+        if proc is not None:  # it just died
+            log.error("worker %s exited with %s; restarting in %.1f s", w.node, proc.returncode,
+                      w.backoff)
+            w.proc = None
+            w.next_start = now + w.backoff
+            w.backoff = min(RESTART_BACKOFF_S[1], w.backoff * 2)
+            return
+        if now >= w.next_start:
+            w.restarts += 1
+            self._spawn(w)
+            threading.Thread(target=self._wait_ready_quietly, args=(w,), daemon=True).start()
+
+    def _wait_ready_quietly(self, w: _Worker) -> None:
+        try:
+            self._wait_ready(w, time.monotonic() + READY_TIMEOUT_S)
+            log.warning("worker %s restarted (restart %d)", w.node, w.restarts)
+        except ConfigError as exc:
+            log.error("%s", exc)
+
+    def status(self) -> list[dict[str, Any]]:
+        """Every worker: node, pid, whether it runs, how often it was restarted."""
+        out = []
+        for w in self.workers:
+            proc = w.proc
+            out.append({"node": w.node, "pid": proc.pid if proc else None,
+                        "alive": proc is not None and proc.poll() is None, "restarts": w.restarts})
+        return out
+
+    def kill_worker(self, index: int) -> int:
+        """SIGKILL one worker (fault tests); the supervisor restarts it. Returns the pid killed."""
+        proc = self.workers[index].proc
+        assert proc is not None
+        os.kill(proc.pid, signal.SIGKILL)
+        return proc.pid
+
+    # --- stop ----------------------------------------------------------------------------------------
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM every worker and wait for it (each writes its last commits), then stop NATS."""
+        with self._lock:
+            self._stopping.set()
+        procs = [w.proc for w in self.workers if w.proc is not None]
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in procs:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        if self.nats_server is not None:
+            self.nats_server.stop()
+
+
+def _drain(stream) -> None:
+    """Keep reading a worker's stdout so it never blocks on a full pipe."""
+    for _ in stream:
+        pass

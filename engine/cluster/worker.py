@@ -1,0 +1,66 @@
+"""A worker process: ``python -m engine.cluster.worker --index K --workers N --nats URL --data-dir DIR``.
+
+It runs the sessions of its accounts' partition and a shard of every POP with its carriers
+(``engine.cluster.placement``), joined to the core and the other workers over NATS. Started and supervised
+by ``smsroute run --workers N`` (``engine.cluster.local``), or by hand on another host with ``--nats`` of a
+shared NATS deployment. It prints ``smsroute worker <node> ready`` once its actors run, and stops on
+SIGTERM/SIGINT: every actor finishes what it holds, the last group commits are written, and messages still
+open resume from its stores the next time a worker with the same index starts on the same data directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from actors.supervisor import Runtime
+from engine.cluster.placement import worker_placement
+from engine.config import load_settings
+from engine.errors import SmsrouteError
+from engine.gc_tuning import freeze_start_up_objects, tune_gc
+from engine.ids import IdGenerator
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m engine.cluster.worker",
+                                description="One smsroute worker process (see smsroute run --workers).")
+    p.add_argument("--index", type=int, required=True, help="this worker's number, 0..N-1")
+    p.add_argument("--workers", type=int, required=True, help="how many workers the cluster has")
+    p.add_argument("--nats", required=True, help="NATS server URL(s), comma separated")
+    p.add_argument("--data-dir", required=True, help="this worker's own data directory")
+    p.add_argument("--config", help="the engine's config file (the same for every process)")
+    p.add_argument("--overrides-json", help="settings overrides as JSON (the benchmark uses this)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)  # taken with sigwait below (engine.cli)
+    overrides = json.loads(args.overrides_json) if args.overrides_json else None
+    placement = worker_placement(args.index, args.workers, args.nats.split(","))
+    try:
+        settings = load_settings(args.config, overrides)
+        if settings.engine.gc_tuning:
+            tune_gc()
+        runtime = Runtime(Path(args.data_dir), settings, None, IdGenerator(), placement)
+        runtime.start()
+    except SmsrouteError as exc:
+        print(f"smsroute worker {placement.node}: {exc.code}: {exc.message}", file=sys.stderr)
+        return 2
+    if settings.engine.gc_tuning:
+        freeze_start_up_objects()
+    print(f"smsroute worker {placement.node} ready", flush=True)
+    signal.sigwait(stop_signals)
+    runtime.stop()
+    runtime.release()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
