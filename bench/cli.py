@@ -59,6 +59,20 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         help="send to a pool of numbers per country instead of a distinct number per message "
         "(the default, except for --soak)",
     )
+    g.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run the engine as a cluster: N worker processes joined by a local NATS server "
+        "(the bench drives it through its own ingress in the core process)",
+    )
+    g.add_argument(
+        "--accounts",
+        type=int,
+        metavar="K",
+        help="spread the traffic over K customer accounts (default 1; 8 with --workers)",
+    )
     c = parser.add_argument_group("carriers")
     c.add_argument("--smsc", metavar="HOST:PORT|PROFILE",
                    help="use SMPP carriers bound to this SMSC; a profile name (default, hostile) "
@@ -207,6 +221,8 @@ def _run(scenario: Scenario, args: argparse.Namespace, smsc: tuple[str, int] | N
         data_dir=args.data_dir,
         on_tick=progress.tick,
         distinct_numbers=not (args.reuse_numbers or args.soak),
+        workers=args.workers,
+        accounts=args.accounts or (8 if args.workers else 1),
         profile_stages=args.profile_stages,
     )
     mode = args.mode or scenario.load.mode

@@ -9,11 +9,13 @@ in ``bench.modes`` and all drive a :class:`Bench` step by step.
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from bench.drive import StepResult, Target, messages_in_step, run_step
@@ -27,17 +29,19 @@ BENCH_DEPOSIT_USD = "100000000"
 
 
 class EmbeddedTarget:
-    """Submits through ``engine.submit_future`` on the calling thread (the embedding API)."""
+    """Submits through ``engine.submit_future`` on the calling thread (the embedding API), round robin
+    over the bench's accounts."""
 
-    def __init__(self, engine: Any, api_key: str) -> None:
+    def __init__(self, engine: Any, api_keys: list[str] | str) -> None:
         self._submit = engine.submit_future
-        self._key = api_key
+        keys = [api_keys] if isinstance(api_keys, str) else list(api_keys)
+        self._keys = itertools.cycle(keys).__next__
 
     def submit(
         self, recorder: Recorder, planned: Planned, pop: str, country: str, intended: float
     ) -> None:
         try:
-            fut = self._submit(self._key, to=planned.to, sender=SENDER, body=planned.body)
+            fut = self._submit(self._keys(), to=planned.to, sender=SENDER, body=planned.body)
         except Exception as exc:  # a synchronous refusal (overloaded, invalid input) is a result
             recorder.submit_failed(pop, country, intended, _code(exc))
             return
@@ -70,6 +74,8 @@ class RunOptions:
     engine_process: bool = True  # http path: run the engine in a child process (its own GIL)
     on_tick: Callable[[Recorder, float], None] | None = None
     distinct_numbers: bool = True  # every message to a new number (False: a pool per country)
+    workers: int = 0  # >0: a cluster of that many worker processes joined by NATS (engine.cluster)
+    accounts: int = 1  # customer accounts the traffic is spread over (round robin)
     profile_stages: bool = False  # CPU per message by stage (embedded path): bench.stages
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -91,6 +97,7 @@ class Bench:
         self._target: Target | None = None
         self._http: Any = None
         self._process: Any = None  # bench.engine_process.EngineProcess on the http path
+        self._cluster: Any = None  # engine.cluster.local.LocalCluster with --workers
         self.smsc: Any = None  # bench.smsc.SmscThread when the bench runs the SMSC itself
         self.notes: dict[str, Any] = {  # facts about this run worth keeping in the result
             "numbers": "distinct per message" if self.options.distinct_numbers
@@ -114,7 +121,9 @@ class Bench:
             http_ports=(0, 0) if http else None,
             smpp_carrier=self._smpp_carrier() if self.options.smsc else None,
         )
-        if http and self.options.engine_process:
+        if self.options.workers:
+            self._start_cluster(overrides, data_dir)
+        elif http and self.options.engine_process:
             self._start_engine_process(overrides, data_dir)
         else:
             settings = load_settings(None, overrides)
@@ -139,12 +148,38 @@ class Bench:
             self.engine.stop()
             self.engine = None
             self._process = None
+        if self._cluster is not None:
+            self._cluster.stop()
+            self._cluster = None
         if self.smsc is not None:
             self.smsc.stop()
             self.smsc = None
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
+
+    def _start_cluster(self, overrides: dict[str, Any], data_dir: str) -> None:
+        """The core (accounts, ledger, the bench's own ingress) in this process; the sessions and POPs
+        in ``workers`` worker processes, joined by a local NATS server (``engine.cluster.local``)."""
+        from engine import Engine
+        from engine.cluster.local import LocalCluster
+        from engine.cluster.placement import core_placement
+        from engine.config import load_settings
+
+        n = self.options.workers
+        self._cluster = LocalCluster(Path(data_dir), n, overrides=overrides)
+        urls = self._cluster.start_nats()
+        try:
+            self.engine = Engine.start(data_dir=Path(data_dir) / "core",
+                                       settings=load_settings(None, overrides),
+                                       placement=core_placement(n, urls))
+            self._cluster.start_workers()
+        except BaseException:
+            self._cluster.stop()
+            self._cluster = None
+            raise
+        self.notes["cluster"] = (f"{n} worker process(es) + this process (core: accounts, ledger, "
+                                 "ingress) + nats-server; cpu_s and peak_rss_mb cover all of them")
 
     def _start_smsc(self, profile: str) -> None:
         from dataclasses import replace
@@ -186,17 +221,21 @@ class Bench:
         )
 
     def _open_account(self) -> None:
-        acc = self.engine.create_account(email=BENCH_EMAIL)
-        self.engine.register_sender(acc.id, SENDER)
-        self.engine.deposit(
-            acc.id, usd=BENCH_DEPOSIT_USD, chain="bench", tx_hash="0xbench", from_address="bench"
-        )
-        self.account_id, self.api_key = acc.id, acc.api_key
-        self.webhook_secret = acc.webhook_secret
+        self.api_keys = []
+        for i in range(max(1, self.options.accounts)):
+            email = BENCH_EMAIL if i == 0 else f"bench{i}@example.com"
+            acc = self.engine.create_account(email=email)
+            self.engine.register_sender(acc.id, SENDER)
+            self.engine.deposit(acc.id, usd=BENCH_DEPOSIT_USD, chain="bench", tx_hash=f"0xbench{i}",
+                                from_address="bench")
+            self.api_keys.append(acc.api_key)
+            if i == 0:
+                self.account_id, self.api_key = acc.id, acc.api_key
+                self.webhook_secret = acc.webhook_secret
 
     def _make_target(self, http: bool) -> Target:
         if not http:
-            return EmbeddedTarget(self.engine, self.api_key)
+            return EmbeddedTarget(self.engine, self.api_keys)
         from bench.http_path import HttpTarget  # late: needs aiohttp client and the HTTP API
 
         self.notes["rate_limit"] = "per-account API rate limit raised for the bench account"
@@ -299,6 +338,11 @@ class Bench:
         return rss_breakdown_mb(self._process.pid if self._process is not None else "self")
 
     def _cost_meters(self) -> dict[str, Any]:
+        if self._cluster is not None:
+            from bench.cluster_cost import ClusterCost
+
+            cost = ClusterCost(self._cluster)
+            return {"cpu_clock": cost.cpu_seconds, "rss_peak": cost.peak_rss_mb}
         if self._process is None:
             return {}
         return {
