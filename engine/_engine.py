@@ -85,6 +85,7 @@ class Engine(AccountManager, HoldManager):
         self.ids = IdGenerator()
         self.runtime = Runtime(data_dir, settings, self.bridge, self.ids, placement)
         self.http = None
+        self.cluster = None  # engine.cluster.local.LocalCluster, when this process supervises workers
         self.mail: MailService | None = None
         self.privacy: PrivacyServices | None = None
         self._stopping = False
@@ -149,7 +150,8 @@ class Engine(AccountManager, HoldManager):
 
     def stop(self, drain_seconds: float = 10.0) -> None:
         """Refuse new submits, wait up to ``drain_seconds`` for in-flight messages to finish, then stop
-        every actor in order. Messages still open are durable and resume on the next start."""
+        every actor in order (and the workers this process supervises, before its own ledger, so their
+        last debits reach it). Messages still open are durable and resume on the next start."""
         if self._stopping:
             return
         self._stopping = True
@@ -158,7 +160,11 @@ class Engine(AccountManager, HoldManager):
             time.sleep(0.02)
         if self.http is not None:
             self.http.stop()
+        if self.cluster is not None:
+            self.cluster.stop_workers()
         self.runtime.stop()
+        if self.cluster is not None:
+            self.cluster.stop()  # the NATS server it started, last
         if self.mail is not None:
             self.mail.stop()  # what is still queued is durable and is sent after the next start
         if self.privacy is not None:
@@ -295,17 +301,25 @@ class Engine(AccountManager, HoldManager):
         return self.runtime.sweeper.proxy().add_sweepables({}).get(timeout=10)
 
     def dead_actors(self) -> list[str]:
-        """The long-lived actors that are not running (empty when healthy); ``/readyz`` answers 503
-        while there is one."""
+        """The long-lived actors (and, in a cluster, worker processes) that are not running (empty when
+        healthy); ``/readyz`` answers 503 while there is one."""
         dead = [name for name, alive in self.runtime.actors_alive().items() if not alive]
         if self.runtime.dead_sessions():
             dead.append("sessions")
+        if self.cluster is not None:
+            dead.extend(f"worker:{w['node']}" for w in self.cluster.status() if not w["alive"])
+        if self.runtime.transport is not None and not self.runtime.transport.connected:
+            dead.append("nats")
         return dead
 
     def stats(self) -> dict:
         extra = {}
         if self.mail is not None and self.privacy is not None:
             extra = {"mail": self.mail.stats(), "privacy": self.privacy.stats()}
+        if self.cluster is not None:
+            extra["workers"] = self.cluster.status()
+        if self.runtime.transport is not None:
+            extra["transport"] = self.runtime.transport.stats()
         return {"in_flight": self.gate.in_flight, "max_in_flight": self.gate.limit,
                 "pending_requests": self.bridge.pending_requests(), **self.runtime.stats(), **extra}
 

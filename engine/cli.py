@@ -22,7 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from engine.errors import SmsrouteError
+from engine.errors import ConfigError, SmsrouteError
 
 DESCRIPTION = "smsroute: a transit-layer A2P SMS gateway engine."
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
@@ -56,6 +56,10 @@ def http_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _settings(args: argparse.Namespace):
+    return _settings_and_overrides(args)[0]
+
+
+def _settings_and_overrides(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     from engine.config import load_settings
 
     overrides = http_overrides(args)
@@ -64,21 +68,35 @@ def _settings(args: argparse.Namespace):
         overrides.update(smsc_overrides(settings.raw, args.smsc, args.smsc_system_id,
                                         args.smsc_password))
         settings = load_settings(args.config, overrides)
-    return settings
+    return settings, overrides
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from engine import Engine
 
-    settings = _settings(args)
+    if args.role == "worker":
+        return _run_worker(args)
+    settings, overrides = _settings_and_overrides(args)
     # Block SIGTERM/SIGINT before any thread exists (every engine thread inherits the mask) and take
     # them with sigwait below: no Python signal handler runs, so none can deadlock on a lock the main
     # thread holds, and a signal that arrives while the engine starts is kept until we wait for it.
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    engine = Engine.start(data_dir=args.data_dir, settings=settings, http=not args.no_http)
+    cluster, placement = _cluster_for(args, overrides)
+    try:
+        engine = Engine.start(data_dir=args.data_dir, settings=settings, http=not args.no_http,
+                              placement=placement)
+        if cluster is not None:
+            engine.cluster = cluster
+            cluster.start_workers()
+    except BaseException:
+        if cluster is not None:
+            cluster.stop()
+        raise
     data_dir = Path(args.data_dir).resolve()
+    where = (f"{len(cluster.workers) if cluster else args.workers} worker process(es) over NATS "
+             f"{','.join(placement.nats)}" if placement is not None else "one process")
     print(f"smsroute running: data in {data_dir}; POPs {', '.join(settings.pops)}; "
-          f"carriers {len(settings.carriers)}", flush=True)
+          f"carriers {len(settings.carriers)}; {where}", flush=True)
     if engine.http is not None:
         h, srv = settings.http, engine.http
         scheme = "https" if srv.ctx is not None and srv.ctx.tls else "http"
@@ -89,6 +107,38 @@ def cmd_run(args: argparse.Namespace) -> int:
     engine.stop()
     print("smsroute stopped", flush=True)
     return 0
+
+
+def _cluster_for(args: argparse.Namespace, overrides: dict[str, Any]) -> tuple[Any, Any]:
+    """(the LocalCluster this process supervises or None, the core's placement or None)."""
+    if not args.workers and args.role == "all":
+        return None, None
+    from engine.cluster.local import LocalCluster
+    from engine.cluster.placement import core_placement
+
+    if args.workers < 1:
+        raise ConfigError("--role core needs --workers N (how many workers the cluster has)")
+    nats = args.nats.split(",") if args.nats else None
+    if args.role == "core":
+        if not nats:
+            raise ConfigError("--role core needs --nats URL (the workers' NATS deployment)")
+        return None, core_placement(args.workers, nats)
+    cluster = LocalCluster(Path(args.data_dir), args.workers, config=args.config,
+                           overrides=overrides or None, nats=nats)
+    return cluster, core_placement(args.workers, cluster.start_nats())
+
+
+def _run_worker(args: argparse.Namespace) -> int:
+    """``smsroute run --role worker``: one worker of a multi-host cluster, in this process."""
+    from engine.cluster import worker
+
+    if args.workers < 1 or not args.nats:
+        raise ConfigError("--role worker needs --workers N, --worker-index K and --nats URL")
+    argv = ["--index", str(args.worker_index), "--workers", str(args.workers), "--nats", args.nats,
+            "--data-dir", args.data_dir]
+    if args.config:
+        argv += ["--config", args.config]
+    return worker.main(argv)
 
 
 def cmd_segments(args: argparse.Namespace) -> int:
@@ -140,6 +190,19 @@ def _add_run_parser(sub: Any) -> None:
     run.add_argument("--control-port", type=_port, default=None, metavar="PORT",
                      help="the control port's port (default 8081; 0 picks a free one)")
     run.add_argument("--no-http", action="store_true", help="do not start the HTTP servers")
+    c = run.add_argument_group("cluster (worker processes joined by NATS)")
+    c.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="run the sessions and POPs in N worker processes supervised by this one "
+                        "(which keeps the accounts, the ledger and the HTTP ports); starts a local "
+                        "nats-server unless --nats is given")
+    c.add_argument("--nats", default=None, metavar="URL[,URL]",
+                   help="join this NATS deployment instead of starting a local server")
+    c.add_argument("--role", choices=("all", "core", "worker"), default="all",
+                   help="multi-host: 'core' runs the accounts, ledger and HTTP ports and expects "
+                        "--workers N workers elsewhere; 'worker' runs worker --worker-index of "
+                        "--workers N (both need --nats)")
+    c.add_argument("--worker-index", type=int, default=0, metavar="K",
+                   help="with --role worker: this worker's number, 0..N-1")
     _add_smsc_arguments(run)
     run.set_defaults(func=cmd_run)
 

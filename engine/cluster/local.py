@@ -162,6 +162,12 @@ class LocalCluster:
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM every worker and wait for it (each writes its last commits), then stop NATS."""
+        self.stop_workers(timeout)
+        if self.nats_server is not None:
+            self.nats_server.stop()
+
+    def stop_workers(self, timeout: float = 30.0) -> None:
+        """SIGTERM every worker and wait for it (each writes its last commits); idempotent."""
         with self._lock:
             self._stopping.set()
         procs = [w.proc for w in self.workers if w.proc is not None]
@@ -175,8 +181,6 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
-        if self.nats_server is not None:
-            self.nats_server.stop()
 
 
 def _drain(stream) -> None:
