@@ -40,9 +40,10 @@ from actors.session import CustomerSessionActor
 from actors.sweeper import SweeperActor
 from engine import messages as m
 from engine.cluster.placement import CORE, Placement
+from engine.cluster.shards import ClusterShards, LocalShards, QueryHandler
 from engine.cluster.transport import Transport
 from engine.config import Settings
-from engine.errors import ConfigError, KeyUnavailable, UnknownAccount
+from engine.errors import ConfigError, KeyUnavailable, SmsrouteError, UnknownAccount
 from engine.routing import RoutingTable
 from storage.account_keys import AccountKeys
 from storage.accounts import AccountStore
@@ -92,6 +93,7 @@ class Runtime:
         self.core_env: lmdb.Environment | None = None
         self.audits: dict[str, AuditLog] = {}
         self.holds: dict[str, Holds] = {}
+        self.shards: LocalShards | ClusterShards = LocalShards(self)
         self.lock = DataDirLock(data_dir)  # one engine per data directory
 
     # --- start -------------------------------------------------------------------------------------
@@ -188,8 +190,12 @@ class Runtime:
     def _start_transport(self) -> None:
         """Join the cluster: this process's NATS connection, and refs to what runs elsewhere."""
         place = self.placement
-        self.transport = Transport(list(place.nats), place.node, self._deliver).start()
+        answer = QueryHandler(LocalShards(self)).answer if place.runs_pops else None
+        self.transport = Transport(list(place.nats), place.node, self._deliver,
+                                   answer=answer).start()
         self.directory.transport = self.transport
+        if not place.runs_pops:  # the core: what the POP shards hold is asked of the workers
+            self.shards = ClusterShards(self.transport, place.workers)
         if not place.runs_core:
             self.directory.ledger = self.transport.ref(CORE, "ledger")
             self.directory.bridge = self.bridge = self.transport.ref(CORE, "bridge")
@@ -305,6 +311,9 @@ class Runtime:
     # --- operators ---------------------------------------------------------------------------------
 
     def carrier_stats(self) -> list[dict]:
+        return self.shards.carrier_stats()
+
+    def local_carrier_stats(self) -> list[dict]:
         out = []
         for name, ref in self._carrier_actors.items():
             try:
@@ -316,8 +325,13 @@ class Runtime:
         return out
 
     def suspend_carrier(self, name: str, suspended: bool) -> None:
-        """Take a carrier out of service or back; returns once the carrier has taken the change (so
-        ``carrier_stats`` right after shows it)."""
+        """Take a carrier out of service or back (on every worker, in a cluster); returns once the
+        carrier has taken the change (so ``carrier_stats`` right after shows it)."""
+        if name not in self.settings.carriers:
+            raise UnknownAccount(f"no carrier {name}")
+        self.shards.suspend_carrier(name, suspended)
+
+    def local_suspend_carrier(self, name: str, suspended: bool) -> None:
         ref = self._carrier_actors.get(name)
         if ref is None:
             raise UnknownAccount(f"no carrier {name}")
@@ -329,6 +343,22 @@ class Runtime:
 
     def replace_routing(self, table: dict) -> None:
         """Validate, persist (atomically: write, fsync, rename) and swap in a new routing table."""
+        routing = self._routing_from(table)
+        path = self.data_dir / ROUTING_FILE
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(routing.to_document(), fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        self.directory.routing = routing
+        if self.placement.clustered and not self.placement.runs_pops:
+            self.shards.use_routing(routing.to_document())  # every worker routes by it from now on
+
+    def local_use_routing(self, table: dict) -> None:
+        """A worker takes the table the core replaced (persisted here too, for its restarts)."""
+        if self.placement.runs_core:
+            return  # the same process: replace_routing did it
         routing = self._routing_from(table)
         path = self.data_dir / ROUTING_FILE
         tmp = path.with_suffix(".tmp")
@@ -368,14 +398,36 @@ class Runtime:
         """Customer sessions that stopped without being removed (their accounts cannot submit)."""
         return sum(1 for ref in list(self.directory.sessions.values()) if not ref.is_alive())
 
-    def stats(self) -> dict:
-        """Each POP's counters and queues, the session count and the retention sweeper's totals."""
+    def local_pop_stats(self) -> list[dict]:
         pops = []
         for ref in self.directory.pops.values():
             try:
                 pops.append(ref.proxy().stats().get(timeout=2))
             except Exception:
                 pass
+        return pops
+
+    def local_forget_account(self, account_id: str) -> int:
+        """Erasure in this process: the session hands over what it holds and stops, each POP ends the
+        account's in-flight messages and deletes its records in its own thread, holds forget it; a
+        worker also shreds the account's data key it made (the core shreds its own itself)."""
+        session = self.directory.sessions.pop(account_id, None)
+        if session is not None:
+            session.stop(timeout=10)  # processes what it was told, hands its batch to the POPs
+        deleted = sum(pop.ask(m.encode(m.ForgetAccount(account_id)), timeout=30)
+                      for pop in self.directory.pops.values())
+        for holds in self.holds.values():
+            holds.forget_account(account_id)
+        if not self.placement.runs_core:
+            self.account_keys.shred(account_id)
+        return deleted
+
+    def stats(self) -> dict:
+        """Each POP's counters and queues, the session count and the retention sweeper's totals."""
+        try:
+            pops = self.shards.pop_stats()
+        except SmsrouteError:  # a worker that does not answer: its numbers are missing this time
+            pops = []
         sweeper: dict = {}
         if self.sweeper is not None:
             try:

@@ -242,11 +242,7 @@ class Engine(AccountManager, HoldManager):
         """Current status and metadata of a message (never its body), or None if unknown."""
         if not isinstance(message_id, str) or not is_message_id(message_id):
             return None
-        for store in self.runtime.pop_stores.values():
-            rec = store.records.get(message_id)
-            if rec is not None:
-                return rec
-        return None
+        return self.runtime.shards.find_record(message_id)
 
     def on_status(self, callback) -> None:
         """Call ``callback(item: engine.messages.StatusItem)`` for every status change (engine thread)."""
@@ -293,7 +289,7 @@ class Engine(AccountManager, HoldManager):
 
         excluded = {a.id for a in self.accounts.all()
                     if "analytics" in a.objections or a.state == "restricted"}
-        records = (r for s in self.runtime.pop_stores.values() for r in s.records.since(0.0))
+        records = self.runtime.shards.records_since(0.0)
         return corridor_analytics(records, excluded, self.settings.engine.analytics_max_account_share)
 
     def swept_stores(self) -> list[str]:

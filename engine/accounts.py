@@ -264,8 +264,7 @@ class AccountManager:
         rec = self.accounts.get(account_id)
         self._audit(actor, "export_account", account_id)
         self.runtime.sync_ledger()
-        messages = [r.to_dict() for s in self.runtime.pop_stores.values()
-                    for r in s.records.for_account(account_id)]
+        messages = [r.to_dict() for r in self.runtime.shards.records_for_account(account_id)]
         ledger = [e._asdict() for e in self.runtime.ledger_store.entries(account_id)]
         return {"account": rec.public_view(), "messages": messages, "ledger": ledger,
                 "balance_micro_usd": self.runtime.ledger_store.balance(account_id)}
@@ -306,14 +305,8 @@ class AccountManager:
         for d in rec.key_digests:
             self.key_index.pop(d, None)
         runtime = self.runtime
-        session = runtime.directory.sessions.pop(account_id, None)
-        if session is not None:
-            session.stop(timeout=10)  # processes what it was told, hands its batch to the POPs
-        deleted = sum(pop.ask(m.encode(m.ForgetAccount(account_id)), timeout=30)
-                      for pop in runtime.directory.pops.values())
+        deleted = runtime.shards.forget_account(account_id)  # here, or on every worker (a message)
         rows = runtime.directory.ledger.ask(m.encode(m.PseudonymiseAccount(account_id)), timeout=30)
-        for holds in runtime.holds.values():
-            holds.forget_account(account_id)
         self.accounts.delete(account_id)
         self.credentials.forget(account_id)
         return {"account": account_id, "message_records_deleted": deleted,

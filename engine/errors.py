@@ -28,7 +28,8 @@ The tree::
     ├── RoutingError
     │   └── NoRoute                 no carrier serves the destination (HTTP 422)
     ├── OverloadedError             in-flight limit reached; retry later (HTTP 503)
-    │   └── CarriersSaturated       the route's carriers cannot take more within the admission horizon
+    │   ├── CarriersSaturated       the route's carriers cannot take more within the admission horizon
+    │   └── ClusterUnavailable      a worker or the NATS link did not answer in time (HTTP 503)
     ├── RateLimited                 too many unverified requests from one source (HTTP 429)
     ├── StorageError                a store could not make the write durable (HTTP 503)
     │   ├── StoreFull               the LMDB map or the disk is full
@@ -169,6 +170,12 @@ class OverloadedError(SmsrouteError):
 
 class CarriersSaturated(OverloadedError):
     code = "carriers_saturated"
+
+
+class ClusterUnavailable(OverloadedError):
+    """A worker or the NATS link did not answer in time; the request may be retried."""
+
+    code = "cluster_unavailable"
 
 
 class RateLimited(SmsrouteError):

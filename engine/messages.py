@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import typing
-from typing import ClassVar, Literal, NamedTuple, Union
+from typing import Any, ClassVar, Literal, NamedTuple, Union
 
 import msgpack
 import msgspec
@@ -546,6 +546,26 @@ class PseudonymiseAccount(Message):
     rows keep only amounts, times and its pseudonym (and any later row of it has no identifiers)."""
 
     account_id: str
+
+
+# === core <-> workers: questions about what a worker holds (engine.cluster.shards) =======================
+
+
+@message(60)
+class ShardQuery(Message):
+    """The core asks a worker about what its POP shards and sessions hold (a message's record, an
+    account's records, counters, carriers) or to do something to them (suspend a carrier, forget an
+    erased account, take a new routing table). Answered with ``ShardReply``."""
+
+    kind: str
+    args: list[Any]
+
+
+@message(61)
+class ShardReply(Message):
+    ok: bool
+    result: Any
+    error: str  # an engine.errors code when not ok
 
 
 # === housekeeping =====================================================================================

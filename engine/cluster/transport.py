@@ -37,7 +37,7 @@ import msgspec
 import uvloop
 
 from engine import messages as m
-from engine.errors import MalformedMessage
+from engine.errors import ClusterUnavailable, MalformedMessage
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,7 @@ _ENVELOPE = msgspec.msgpack.Decoder(list[tuple[str, bytes]])
 _ENCODER = msgspec.msgpack.Encoder()
 
 
-class TransportError(Exception):
-    """The transport could not start (no NATS server reachable in time)."""
+TransportError = ClusterUnavailable  # no NATS server reachable in time, or no answer to a request
 
 
 class RemoteRef:
@@ -72,9 +71,11 @@ class Transport:
     """One process's NATS connection. ``deliver(target, frame)`` gets every valid inbound frame."""
 
     def __init__(self, servers: list[str], node: str, deliver: Callable[[str, bytes], bool], *,
-                 prefix: str = "smsroute", pending_bytes: int = 64 << 20) -> None:
+                 prefix: str = "smsroute", pending_bytes: int = 64 << 20,
+                 answer: Callable[[bytes], bytes] | None = None) -> None:
         self.servers, self.node, self.prefix = servers, node, prefix
         self._deliver = deliver
+        self._answer = answer  # answers ShardQuery requests (workers), on a thread of its own
         self.pending_bytes = pending_bytes
         self.connected = False
         self._out: dict[str, list[tuple[str, bytes]]] = {}
@@ -183,6 +184,25 @@ class Transport:
             if not self._deliver(target, frame):
                 self.counters["unknown_target"] += 1
 
+    # --- request / reply (queries between the core and workers; never on the hot path) -----------------
+
+    def request(self, node: str, payload: bytes, timeout: float) -> bytes:
+        """Ask ``node`` (from any thread but the transport's own) and wait for its answer."""
+        loop = self._loop
+        if loop is None or self._nc is None:
+            raise TransportError("the transport is not running")
+        future = asyncio.run_coroutine_threadsafe(
+            self._nc.request(self.subject(node) + ".query", payload, timeout=timeout), loop)
+        try:
+            return future.result(timeout + 1).data
+        except Exception as exc:
+            raise TransportError(f"{node} did not answer: {type(exc).__name__}") from exc
+
+    async def _on_query(self, msg: Any) -> None:
+        loop = asyncio.get_running_loop()
+        reply = await loop.run_in_executor(None, self._answer, msg.data)  # may read stores, ask actors
+        await msg.respond(reply)
+
     # --- connection ----------------------------------------------------------------------------------
 
     async def _connect(self, timeout: float) -> None:
@@ -203,6 +223,8 @@ class Transport:
                     raise
                 await asyncio.sleep(0.2)
         await self._nc.subscribe(self.subject(self.node), cb=self._on_message)
+        if self._answer is not None:
+            await self._nc.subscribe(self.subject(self.node) + ".query", cb=self._on_query)
         await self._nc.flush()
         self.connected = True
 

@@ -31,7 +31,7 @@ def strategy_for(hint: Any) -> st.SearchStrategy:
         hints = typing.get_type_hints(hint)
         return st.builds(hint, *[strategy_for(hints[f]) for f in hint._fields])
     simple = {int: INT64, float: st.floats(allow_nan=False), bool: st.booleans(), str: TEXT,
-              bytes: st.binary(max_size=40), Any: st.integers()}
+              bytes: st.binary(max_size=40), Any: INT64}
     return simple[hint]
 
 

@@ -1,0 +1,157 @@
+"""What the POP shards hold, asked the same way whether they run here or on workers.
+
+The embedding API and the HTTP ports answer questions about messages (``status``, an account's records
+for export, analytics) and act on carriers and accounts (suspend, erase) - all of which live where the
+POP shards run. :class:`LocalShards` answers from this process's stores and actors;
+:class:`ClusterShards` (the core of a cluster) asks every worker with a ``ShardQuery`` message over NATS
+(request/reply, in parallel) and merges the answers; each worker answers with :class:`QueryHandler`,
+which is :class:`LocalShards` behind the message. Reads use LMDB read transactions (any thread); actions
+go to the owning actors as messages.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from engine import messages as m
+from engine.errors import SmsrouteError, error_from_code
+from storage.records import MessageRecord
+
+log = logging.getLogger(__name__)
+
+QUERY_TIMEOUT_S = 30.0
+
+
+class LocalShards:
+    """The POP shards of this process."""
+
+    def __init__(self, runtime: Any) -> None:
+        self.runtime = runtime
+
+    def find_record(self, message_id: str) -> MessageRecord | None:
+        for store in self.runtime.pop_stores.values():
+            rec = store.records.get(message_id)
+            if rec is not None:
+                return rec
+        return None
+
+    def records_for_account(self, account_id: str) -> list[MessageRecord]:
+        return [r for s in self.runtime.pop_stores.values() for r in s.records.for_account(account_id)]
+
+    def records_since(self, t: float) -> Iterator[MessageRecord]:
+        for s in self.runtime.pop_stores.values():
+            yield from s.records.since(t)
+
+    def pop_stats(self) -> list[dict]:
+        return self.runtime.local_pop_stats()
+
+    def carrier_stats(self) -> list[dict]:
+        return self.runtime.local_carrier_stats()
+
+    def suspend_carrier(self, name: str, suspended: bool) -> None:
+        self.runtime.local_suspend_carrier(name, suspended)
+
+    def use_routing(self, table: dict) -> None:
+        self.runtime.local_use_routing(table)
+
+    def forget_account(self, account_id: str) -> int:
+        """Erasure here: the session stops, each POP ends the account's messages and deletes its
+        records, holds forget it; on a worker, the account's data key here is shredded too."""
+        return self.runtime.local_forget_account(account_id)
+
+
+class QueryHandler:
+    """A worker's answers to the core's ``ShardQuery`` messages."""
+
+    KINDS = ("find_record", "records_for_account", "records_since", "pop_stats", "carrier_stats",
+             "suspend_carrier", "use_routing", "forget_account")
+
+    def __init__(self, shards: LocalShards) -> None:
+        self.shards = shards
+
+    def answer(self, raw: bytes) -> bytes:
+        try:
+            q = m.decode(raw)
+            if not isinstance(q, m.ShardQuery) or q.kind not in self.KINDS:
+                raise ValueError("not a shard query")
+            result = getattr(self.shards, q.kind)(*q.args)
+            if q.kind == "records_since":
+                result = list(result)
+            return m.encode(m.ShardReply(True, _plain(result), ""))
+        except SmsrouteError as exc:
+            return m.encode(m.ShardReply(False, exc.message, exc.code))
+        except Exception as exc:  # a bad query or a bug: the asker gets an error, the worker lives
+            log.exception("shard query failed")
+            return m.encode(m.ShardReply(False, type(exc).__name__, "internal_error"))
+
+
+class ClusterShards:
+    """The core's view: every worker asked, the answers merged."""
+
+    def __init__(self, transport: Any, workers: tuple[str, ...]) -> None:
+        self.transport = transport
+        self.workers = workers
+        self._pool = ThreadPoolExecutor(max_workers=max(2, len(workers)),
+                                        thread_name_prefix="shard-query")
+
+    def _ask(self, node: str, kind: str, *args: Any) -> Any:
+        raw = self.transport.request(node, m.encode(m.ShardQuery(kind, list(args))), QUERY_TIMEOUT_S)
+        reply = m.decode(raw)
+        if not isinstance(reply, m.ShardReply):
+            raise error_from_code("internal_error", f"worker {node} answered {type(reply).__name__}")
+        if not reply.ok:
+            raise error_from_code(reply.error, f"worker {node}: {reply.result}")
+        return reply.result
+
+    def _ask_all(self, kind: str, *args: Any) -> list[Any]:
+        futures = [self._pool.submit(self._ask, node, kind, *args) for node in self.workers]
+        return [f.result() for f in futures]
+
+    def find_record(self, message_id: str) -> MessageRecord | None:
+        for found in self._ask_all("find_record", message_id):
+            if found is not None:
+                return _record(found)
+        return None
+
+    def records_for_account(self, account_id: str) -> list[MessageRecord]:
+        return [_record(r) for rows in self._ask_all("records_for_account", account_id) for r in rows]
+
+    def records_since(self, t: float) -> Iterator[MessageRecord]:
+        for rows in self._ask_all("records_since", t):
+            yield from (_record(r) for r in rows)
+
+    def pop_stats(self) -> list[dict]:
+        return [dict(s, worker=node) for node, stats in zip(self.workers, self._ask_all("pop_stats"),
+                                                            strict=True) for s in stats]
+
+    def carrier_stats(self) -> list[dict]:
+        return [dict(s, worker=node)
+                for node, stats in zip(self.workers, self._ask_all("carrier_stats"), strict=True)
+                for s in stats]
+
+    def suspend_carrier(self, name: str, suspended: bool) -> None:
+        self._ask_all("suspend_carrier", name, suspended)
+
+    def use_routing(self, table: dict) -> None:
+        self._ask_all("use_routing", table)
+
+    def forget_account(self, account_id: str) -> int:
+        return sum(self._ask_all("forget_account", account_id))
+
+
+def _record(fields: Any) -> MessageRecord:
+    values = list(fields)
+    values[18] = tuple(values[18])  # carrier_ids: msgpack sends lists
+    return MessageRecord(*values)
+
+
+def _plain(value: Any) -> Any:
+    """Records as field lists (msgpack has no named tuples); everything else as it is."""
+    if isinstance(value, MessageRecord):
+        return list(value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
