@@ -43,7 +43,13 @@ from engine.cluster.placement import CORE, Placement
 from engine.cluster.shards import ClusterShards, LocalShards, QueryHandler
 from engine.cluster.transport import Transport
 from engine.config import Settings
-from engine.errors import ConfigError, KeyUnavailable, SmsrouteError, UnknownAccount
+from engine.errors import (
+    ClusterUnavailable,
+    ConfigError,
+    KeyUnavailable,
+    SmsrouteError,
+    UnknownAccount,
+)
 from engine.routing import RoutingTable
 from storage.account_keys import AccountKeys
 from storage.accounts import AccountStore
@@ -62,6 +68,7 @@ from storage.refunds import OwedRefunds
 
 log = logging.getLogger(__name__)
 
+UNANSWERED_AFTER_S = 10.0  # in a cluster's core, a submit unanswered for 10-20 s fails (ClusterUnavailable)
 ROUTING_FILE = "routing.json"  # the operator's last replacement of the routing table
 
 
@@ -196,6 +203,7 @@ class Runtime:
         self.directory.transport = self.transport
         if not place.runs_pops:  # the core: what the POP shards hold is asked of the workers
             self.shards = ClusterShards(self.transport, place.workers)
+            self.clock.every(UNANSWERED_AFTER_S, _ExpireUnanswered(self.bridge), lambda: None)
         if not place.runs_core:
             self.directory.ledger = self.transport.ref(CORE, "ledger")
             self.directory.bridge = self.bridge = self.transport.ref(CORE, "bridge")
@@ -480,6 +488,26 @@ class Runtime:
     def release(self) -> None:
         """Give up the data directory's lock (once every store in it is closed; idempotent)."""
         self.lock.release()
+
+
+class _ExpireUnanswered:
+    """In a cluster's core: a submit whose worker died (or whose answer a NATS server lost) would wait
+    for ever. Told by the clock every ``UNANSWERED_AFTER_S``, it fails the requests that were already
+    pending the time before with ``ClusterUnavailable``: the client retries (with its Idempotency-Key,
+    over HTTP) - the message may have been accepted, in which case it is delivered and billed once."""
+
+    def __init__(self, bridge) -> None:
+        self.bridge = bridge
+        self._seen: set[int] = set()
+
+    def tell(self, _message) -> None:
+        pending = set(self.bridge.pending_ids())
+        stale, self._seen = self._seen & pending, pending
+        if stale:
+            n = self.bridge.expire(sorted(stale), ClusterUnavailable(
+                "no answer from the worker holding this account (it may have restarted); the "
+                "message may or may not have been accepted: retry with the same Idempotency-Key"))
+            log.warning("cluster: %d submits got no answer in time", n)
 
 
 def _stop_all(refs, timeout: float = 15.0) -> None:

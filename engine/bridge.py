@@ -81,6 +81,19 @@ class Bridge:
         self._pending[request_id] = (fut, convert, holds_slot)
         return request_id, fut
 
+    def expire(self, request_ids: list[int], exc: BaseException) -> int:
+        """Fail the requests still pending among ``request_ids`` with ``exc`` (and give their slots
+        back); returns how many. For a cluster, where a worker may die with a submit unanswered."""
+        n = 0
+        for rid in request_ids:
+            if rid in self._pending:
+                self.fail(rid, exc)
+                n += 1
+        return n
+
+    def pending_ids(self) -> list[int]:
+        return list(self._pending)
+
     def fail(self, request_id: int, exc: BaseException) -> None:
         entry = self._pending.pop(request_id, None)
         if entry:

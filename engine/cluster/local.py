@@ -45,7 +45,8 @@ class _Worker:
 
 class LocalCluster:
     def __init__(self, data_dir: Path, workers: int, *, config: str | None = None,
-                 overrides: dict[str, Any] | None = None, nats: list[str] | None = None) -> None:
+                 overrides: dict[str, Any] | None = None, nats: list[str] | None = None,
+                 worker_nats: list[list[str]] | None = None) -> None:
         if workers < 1:
             raise ConfigError("--workers must be at least 1")
         self.data_dir = Path(data_dir)
@@ -54,6 +55,7 @@ class LocalCluster:
         self.nats_server: NatsServer | None = None
         self.nats_urls = list(nats or [])
         self.workers = [_Worker(i) for i in range(workers)]
+        self.worker_nats = worker_nats  # per worker, the servers it tries first (e.g. one each)
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._supervisor: threading.Thread | None = None
@@ -82,7 +84,7 @@ class LocalCluster:
         data = self.data_dir / "workers" / w.node
         data.mkdir(parents=True, exist_ok=True, mode=0o700)
         args = [sys.executable, "-m", "engine.cluster.worker", "--index", str(w.index),
-                "--workers", str(len(self.workers)), "--nats", ",".join(self.nats_urls),
+                "--workers", str(len(self.workers)), "--nats", ",".join(self._nats_for(w)),
                 "--data-dir", str(data)]
         if self.config:
             args += ["--config", str(self.config)]
@@ -91,6 +93,11 @@ class LocalCluster:
         w.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                   text=True, cwd=os.getcwd())
         w.started_at = time.monotonic()
+
+    def _nats_for(self, w: _Worker) -> list[str]:
+        if self.worker_nats:
+            return self.worker_nats[w.index]
+        return self.nats_urls
 
     def _wait_ready(self, w: _Worker, deadline: float) -> None:
         proc = w.proc

@@ -214,6 +214,7 @@ class Transport:
             try:
                 self._nc = await nats.connect(
                     servers=self.servers, name=f"smsroute-{self.node}", connect_timeout=2,
+                    dont_randomize=True,  # the first server is this process's own (placement)
                     allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=0.2,
                     pending_size=self.pending_bytes, disconnected_cb=self._on_disconnected,
                     reconnected_cb=self._on_reconnected, error_cb=self._on_error)

