@@ -45,6 +45,15 @@ class Directory:
             ref = self._remote_sessions[account_id] = self.transport.ref(node, f"session/{account_id}")
         return ref
 
+    def knows_session(self, account_id: str) -> bool:
+        """A session of the account runs here, or was addressed on its worker before."""
+        return account_id in self.sessions or account_id in self._remote_sessions
+
+    def forget_session(self, account_id: str) -> None:
+        """The account is gone (erased): its session is not addressed again."""
+        self.sessions.pop(account_id, None)
+        self._remote_sessions.pop(account_id, None)
+
     def session_or_bridge(self, account_id: str) -> Any:
         """Status events go to the account's session if it runs, else straight to the bridge."""
         return self.sessions.get(account_id) or self.bridge

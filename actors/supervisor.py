@@ -208,7 +208,7 @@ class Runtime:
             self.directory.ledger = self.transport.ref(CORE, "ledger")
             self.directory.bridge = self.bridge = self.transport.ref(CORE, "bridge")
 
-    def _deliver(self, target: str, frame: bytes) -> bool:
+    def _deliver(self, target: str, frame: bytes, msg: m.Message) -> bool:
         """A frame from another process (already validated by the transport) to the local actor it is
         for; False if this process has no such actor (counted by the transport)."""
         kind, _, name = target.partition("/")
@@ -221,7 +221,8 @@ class Runtime:
         elif kind == "ledger" and self.placement.runs_core:
             ref = self.directory.ledger
         elif kind == "bridge" and self.placement.runs_core:
-            ref = self.bridge
+            self.bridge.receive(msg)  # the host side, not an actor: the decoded message as it is
+            return True
         else:
             ref = None
         if ref is None:
@@ -287,7 +288,8 @@ class Runtime:
         """The ref to tell an account's submits: its session here (started on first use), or on the
         worker whose partition holds the account."""
         if not self.placement.runs_pops:
-            self.accounts.get(account_id)  # UnknownAccount before anything is sent for it
+            if not self.directory.knows_session(account_id):
+                self.accounts.get(account_id)  # UnknownAccount before anything is sent for it
             return self.directory.session_ref(account_id)
         ref = self.directory.sessions.get(account_id)
         if ref is not None:

@@ -221,15 +221,28 @@ class Bench:
         )
 
     def _open_account(self) -> None:
+        """The bench's accounts; in a cluster, as many on each worker (account ids are random and
+        decide the worker, so accounts are opened until each worker has its share, like a large
+        customer base spread evenly)."""
         self.api_keys = []
-        for i in range(max(1, self.options.accounts)):
+        wanted = max(1, self.options.accounts)
+        placement = self.engine.runtime.placement
+        share = {w: -(-wanted // len(placement.workers)) for w in placement.workers}
+        i = 0
+        while len(self.api_keys) < wanted:
             email = BENCH_EMAIL if i == 0 else f"bench{i}@example.com"
+            i += 1
             acc = self.engine.create_account(email=email)
+            if placement.workers:
+                owner = placement.worker_of(acc.id)
+                if not share[owner]:
+                    continue  # this worker has its share already
+                share[owner] -= 1
             self.engine.register_sender(acc.id, SENDER)
             self.engine.deposit(acc.id, usd=BENCH_DEPOSIT_USD, chain="bench", tx_hash=f"0xbench{i}",
                                 from_address="bench")
             self.api_keys.append(acc.api_key)
-            if i == 0:
+            if len(self.api_keys) == 1:
                 self.account_id, self.api_key = acc.id, acc.api_key
                 self.webhook_secret = acc.webhook_secret
 

@@ -306,6 +306,7 @@ class AccountManager:
             self.key_index.pop(d, None)
         runtime = self.runtime
         deleted = runtime.shards.forget_account(account_id)  # here, or on every worker (a message)
+        runtime.directory.forget_session(account_id)
         rows = runtime.directory.ledger.ask(m.encode(m.PseudonymiseAccount(account_id)), timeout=30)
         self.accounts.delete(account_id)
         self.credentials.forget(account_id)

@@ -125,6 +125,11 @@ class Bridge:
         except MalformedMessage:
             log.error("bridge: dropped a malformed reply")
             return
+        self.receive(msg)
+
+    def receive(self, msg: m.Message) -> None:
+        """A message already decoded (and so validated): from :meth:`tell`, or from the cluster transport,
+        which decodes every frame on entry and need not have it decoded twice."""
         match msg:
             case m.SubmitsAccepted(items=items):
                 for item in items:

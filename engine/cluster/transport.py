@@ -68,9 +68,11 @@ class RemoteRef:
 
 
 class Transport:
-    """One process's NATS connection. ``deliver(target, frame)`` gets every valid inbound frame."""
+    """One process's NATS connection. ``deliver(target, frame, message)`` gets every valid inbound frame
+    (and the message it decoded to, for a receiver that is not an actor)."""
 
-    def __init__(self, servers: list[str], node: str, deliver: Callable[[str, bytes], bool], *,
+    def __init__(self, servers: list[str], node: str,
+                 deliver: Callable[[str, bytes, m.Message], bool], *,
                  prefix: str = "smsroute", pending_bytes: int = 64 << 20,
                  answer: Callable[[bytes], bytes] | None = None) -> None:
         self.servers, self.node, self.prefix = servers, node, prefix
@@ -175,13 +177,13 @@ class Transport:
             return
         for target, frame in frames:
             try:
-                m.decode(frame)  # validated on entry: a local actor never sees a bad frame
+                msg = m.decode(frame)  # validated on entry: a local actor never sees a bad frame
             except MalformedMessage as exc:
                 self.counters["malformed"] += 1
                 log.warning("nats %s: dropped a malformed frame for %s: %s", self.node, target, exc)
                 continue
             self.counters["frames_in"] += 1
-            if not self._deliver(target, frame):
+            if not self._deliver(target, frame, msg):
                 self.counters["unknown_target"] += 1
 
     # --- request / reply (queries between the core and workers; never on the hot path) -----------------
