@@ -146,6 +146,7 @@ class _SnapshotCollector:
         snap = self._snapshot()
         yield from _engine_families(snap.engine)
         yield from _actor_families(snap.engine)
+        yield from _cluster_families(snap.engine)
         yield from _connection_families(snap.connections)
         yield from _pop_families(snap.engine.get("pops") or [])
         yield from _carrier_families(snap.carriers)
@@ -182,6 +183,32 @@ def _actor_families(stats: dict[str, Any]) -> Iterator[Metric]:
                       stats.get("dead_actors"))
     yield from _gauge("smsroute_dead_sessions", "Customer sessions that stopped unexpectedly",
                       stats.get("dead_sessions"))
+
+
+def _cluster_families(stats: dict[str, Any]) -> Iterator[Metric]:
+    """A cluster's worker processes (1 while running; restarts by the supervisor) and this process's
+    NATS link (its frames in and out, and what was refused on entry)."""
+    up = GaugeMetricFamily("smsroute_worker_up", "1 while the worker process runs", labels=["worker"])
+    restarts = CounterMetricFamily("smsroute_worker_restarts", "Times the supervisor restarted the "
+                                   "worker", labels=["worker"])
+    for w in stats.get("workers") or []:
+        _add(up, [str(w.get("node"))], int(bool(w.get("alive"))))
+        _add(restarts, [str(w.get("node"))], w.get("restarts"))
+    yield from (up, restarts)
+    t = stats.get("transport") or {}
+    if t:
+        yield from _gauge("smsroute_nats_connected", "1 while the NATS connection is up",
+                          int(bool(t.get("connected"))))
+        frames = CounterMetricFamily("smsroute_nats_frames", "Actor messages over NATS", labels=["way"])
+        _add(frames, ["out"], t.get("frames_out"))
+        _add(frames, ["in"], t.get("frames_in"))
+        refused = CounterMetricFamily("smsroute_nats_refused", "Inbound frames refused on entry",
+                                      labels=["reason"])
+        _add(refused, ["malformed"], t.get("malformed"))
+        _add(refused, ["unknown_target"], t.get("unknown_target"))
+        reconnects = CounterMetricFamily("smsroute_nats_reconnects", "Reconnections of the NATS link")
+        _add(reconnects, [], t.get("reconnects"))
+        yield from (frames, refused, reconnects)
 
 
 def _connection_families(connections: dict[str, dict[str, int]]) -> Iterator[Metric]:

@@ -75,6 +75,11 @@ def test_run_with_two_workers_serves_the_api_and_sigterm_stops_every_process(tmp
         status, _, stats = ops.request("GET", "/v1/stats")
         assert {w["node"] for w in stats["workers"]} == {"w0", "w1"}
         assert all(w["alive"] for w in stats["workers"])
+        status, _, metrics = ops.request("GET", "/metrics")
+        text = metrics.decode() if isinstance(metrics, bytes) else metrics
+        assert 'smsroute_worker_up{worker="w0"} 1.0' in text
+        assert 'smsroute_worker_up{worker="w1"} 1.0' in text
+        assert "smsroute_nats_connected 1.0" in text
 
         assert run.stop(60) == 0
         assert "smsroute stopped" in run.output
