@@ -342,7 +342,7 @@ class Bench:
             return None
         from bench.stages import StageProfiler
 
-        return StageProfiler()
+        return StageProfiler(self.engine.runtime.shards if self._cluster is not None else None)
 
     def memory_mb(self) -> dict[str, float]:
         """The engine's resident memory now (``rss``, ``anon``, ``file``, ``shmem`` in MB)."""

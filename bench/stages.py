@@ -23,6 +23,7 @@ from engine import messages as m
 
 # (actor stage, message tag) -> stage name. Tags not listed fall into "<actor stage>: other".
 STAGE_NAMES: dict[tuple[str, int], str] = {
+    ("session", m.SessionRegistered.TAG): "session: other",
     ("session", m.SubmitMessage.TAG): "session: validate, price, reserve",
     ("session", m.Flush.TAG): "session: batch to POPs",
     ("session", m.StatusesChanged.TAG): "fan-out: status callbacks",
@@ -62,13 +63,17 @@ class StageProfile:
 
 
 class StageProfiler:
-    """Start on the host's submitting thread before a run, stop on it after (embedded path only)."""
+    """Start on the host's submitting thread before a run, stop on it after (embedded path; with
+    ``--workers``, every worker's stages too, named ``w<k> <stage>``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, cluster_shards: Any = None) -> None:
         self._dispatcher = default_dispatcher()
+        self._shards = cluster_shards
         self._t0 = self._p0 = self._g0 = self._h0 = 0.0
 
     def start(self) -> None:
+        if self._shards is not None:
+            self._shards.profile(True)
         self._dispatcher.profile(True)
         self._g0 = gc_seconds()
         self._h0 = gc_seconds_this_thread()
@@ -82,13 +87,26 @@ class StageProfiler:
         gc_s = gc_seconds() - self._g0
         self._dispatcher.profile(False)
         stages: dict[str, float] = {HOST: host}
-        for (stage, tag), (cpu, _count) in snapshot.items():
-            name = STAGE_NAMES.get((stage, tag), f"{stage}: other")
-            stages[name] = stages.get(name, 0.0) + cpu
-        stages[GC] = gc_s
-        stages[UNATTRIBUTED] = max(0.0, total - sum(stages.values()))
+        _add_named(stages, "", [(stage, tag, cpu) for (stage, tag), (cpu, _n) in snapshot.items()],
+                   gc_s, total - host)
+        if self._shards is not None:
+            for node, remote in self._shards.profile(False).items():
+                _add_named(stages, f"{node} ", remote["stages"], remote["gc"], remote["cpu"])
+                total += remote["cpu"]
         ordered = dict(sorted(stages.items(), key=lambda kv: -kv[1]))
         return StageProfile(messages=messages, cpu_s=total, stages=ordered)
+
+
+def _add_named(stages: dict[str, float], prefix: str, raw: list, gc_s: float, cpu: float) -> None:
+    """One process's (stage, tag, cpu seconds) added under their stage names, with its collector's
+    time and what no stage accounts for (``cpu``: the process's CPU, less the host thread's)."""
+    attributed = 0.0
+    for stage, tag, seconds in raw:
+        name = prefix + STAGE_NAMES.get((stage, tag), f"{stage}: other")
+        stages[name] = stages.get(name, 0.0) + seconds
+        attributed += seconds
+    stages[prefix + GC] = stages.get(prefix + GC, 0.0) + gc_s
+    stages[prefix + UNATTRIBUTED] = max(0.0, cpu - attributed - gc_s)
 
 
 def format_stages(doc: dict[str, Any]) -> str:

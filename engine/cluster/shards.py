@@ -62,12 +62,30 @@ class LocalShards:
         records, holds forget it; on a worker, the account's data key here is shredded too."""
         return self.runtime.local_forget_account(account_id)
 
+    def profile(self, on: bool) -> dict | None:
+        """``smsroute bench --profile-stages`` on a worker: start adding up the CPU of every actor
+        message (``actors.dispatch``), or stop and return it with the collector's and the process's."""
+        import time
+
+        from actors.dispatch import default_dispatcher, gc_seconds
+
+        d = default_dispatcher()
+        if on:
+            d.profile(True)
+            self._profile_from = (time.process_time(), gc_seconds())
+            return None
+        snapshot = d.profile_snapshot()
+        d.profile(False)
+        cpu0, gc0 = getattr(self, "_profile_from", (time.process_time(), gc_seconds()))
+        return {"stages": [[stage, tag, cpu] for (stage, tag), (cpu, _n) in snapshot.items()],
+                "gc": gc_seconds() - gc0, "cpu": time.process_time() - cpu0}
+
 
 class QueryHandler:
     """A worker's answers to the core's ``ShardQuery`` messages."""
 
     KINDS = ("find_record", "records_for_account", "records_since", "pop_stats", "carrier_stats",
-             "suspend_carrier", "use_routing", "forget_account")
+             "suspend_carrier", "use_routing", "forget_account", "profile")
 
     def __init__(self, shards: LocalShards) -> None:
         self.shards = shards
@@ -140,6 +158,10 @@ class ClusterShards:
 
     def forget_account(self, account_id: str) -> int:
         return sum(self._ask_all("forget_account", account_id))
+
+    def profile(self, on: bool) -> dict[str, Any]:
+        """Each worker's stage profile (see ``LocalShards.profile``), by node."""
+        return dict(zip(self.workers, self._ask_all("profile", on), strict=True))
 
 
 def _record(fields: Any) -> MessageRecord:
