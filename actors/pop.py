@@ -179,8 +179,8 @@ class PopActor(DispatchedActor):
             f = Delivery(LiveRecord(
                 item.message_id, item.account_id, item.to, item.sender, item.country, self.name, "",
                 item.encoding, item.segments, item.price_micro_usd, item.submitted_at,
-                item.submitted_at, ACCEPTED, "", item.validity_seconds, item.callback_url, 0, 0.0),
-                item.body)
+                item.submitted_at, ACCEPTED, "", item.validity_seconds, item.callback_url, 0, 0.0,
+                client_ref=item.client_ref), item.body)
             f.candidates = order_candidates(route.carriers, self.rng)
             f.route_key = key
             self.admission.add(key)
@@ -278,7 +278,7 @@ class PopActor(DispatchedActor):
         r = f.record
         self._events.append(m.StatusItem(r.message_id, r.account_id, status, time.time(), self.name,
                                          f.carrier, r.country, r.segments, r.price_micro_usd,
-                                         error[:200], r.callback_url))
+                                         error[:200], r.callback_url, r.client_ref))
 
     def _emit_events(self) -> None:
         if self.commit.dirty:

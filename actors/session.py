@@ -83,6 +83,9 @@ class CustomerSessionActor(DispatchedActor):
                 self._held.append(msg)  # bounded by the in-flight gate; handled once registered
             case m.SubmitMessage():
                 self._on_submit_message(msg)
+            case m.SubmitMessages(items=items):
+                for item in items:
+                    self._on_submit_message(item)
             case m.Flush():
                 self._on_flush()
             case m.BalanceChanged(delta_micro_usd=delta):
@@ -114,7 +117,7 @@ class CustomerSessionActor(DispatchedActor):
         for earlier in held:
             self._handle(earlier)
 
-    def _on_submit_message(self, msg: m.SubmitMessage) -> None:
+    def _on_submit_message(self, msg: m.SubmitMessage | m.SubmitItem) -> None:
         try:
             item, pop = self._accept(msg)
         except SmsrouteError as exc:
@@ -126,7 +129,7 @@ class CustomerSessionActor(DispatchedActor):
             self._flush_scheduled = True
             self.actor_ref.tell(m.encode(m.Flush()))
 
-    def _accept(self, msg: m.SubmitMessage) -> tuple[m.AcceptItem, str]:
+    def _accept(self, msg: m.SubmitMessage | m.SubmitItem) -> tuple[m.AcceptItem, str]:
         """Validate and price one submit; raise a typed error for anything the customer must fix."""
         if not apikeys.matches(self.key_digests, msg.key_digest):
             raise AuthError("unknown API key")
@@ -152,6 +155,7 @@ class CustomerSessionActor(DispatchedActor):
             to=dest.e164, country=dest.region, sender=msg.sender, body=msg.body,
             encoding=plan.encoding, segments=len(plan.segments), price_micro_usd=price,
             submitted_at=msg.received_at, validity_seconds=validity, callback_url=msg.callback_url,
+            client_ref=msg.client_ref,
         )
         return item, pop
 

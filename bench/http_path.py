@@ -152,5 +152,5 @@ class HttpTarget:
         data = json.loads(raw).get("data", {})
         recorder = self._recorder
         if recorder is not None:
-            recorder.status(data["message_id"], data["status"], data["pop"], data["country"])
+            recorder.status(data["id"], data["status"], data["pop"], data["country"])
         return web.Response(status=204)

@@ -22,6 +22,9 @@ from engine.errors import AuthError, InputError
 from engine.status import STATUSES
 from storage.accounts import ACTIVE, CLOSED, RESTRICTED, AccountRecord
 
+MAX_WEBHOOK_BATCH = 100  # events in one webhook POST
+MAX_WEBHOOK_WAIT_MS = 10_000  # how long an event may wait for others to share its POST
+
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}$")
 _ALPHA_SENDER = re.compile(r"^[A-Za-z0-9 .\-&]{1,11}$")
 _NUMERIC_SENDER = re.compile(r"^\+?[0-9]{3,15}$")
@@ -203,13 +206,23 @@ class AccountManager:
     # --- webhooks ------------------------------------------------------------------------------------
 
     def set_webhook(self, account_id: str, url: str | None,
-                    receipt_statuses: list[str] | None = None) -> None:
+                    receipt_statuses: list[str] | None = None, *, batch_max: int = 1,
+                    batch_wait_ms: int = 1000) -> None:
+        """Where the account's status changes go, which statuses, and how many events per POST
+        (``batch_max`` > 1 opts in to JSON arrays of up to that many events, the first waiting at most
+        ``batch_wait_ms``). Setting it re-enables an endpoint that was disabled after ``410 Gone``."""
         if url is not None:
             self.check_webhook_url(url)
         if receipt_statuses is not None and not set(receipt_statuses) <= set(STATUSES):
             raise InputError(f"receipt statuses are a subset of {', '.join(STATUSES)}")
+        if not (isinstance(batch_max, int) and 1 <= batch_max <= MAX_WEBHOOK_BATCH
+                and isinstance(batch_wait_ms, int) and 0 <= batch_wait_ms <= MAX_WEBHOOK_WAIT_MS):
+            raise InputError(f"batching: 1-{MAX_WEBHOOK_BATCH} events, waiting 0-"
+                             f"{MAX_WEBHOOK_WAIT_MS} ms")
         self.accounts.update(account_id, lambda r: replace(
-            require_active(r), webhook_url=url, receipt_statuses=receipt_statuses))
+            require_active(r), webhook_url=url, receipt_statuses=receipt_statuses,
+            webhook_batch_max=batch_max, webhook_batch_wait_ms=batch_wait_ms,
+            webhook_disabled_url=None, webhook_disabled_at=0.0))
 
     def check_webhook_url(self, url: str, field: str = "url") -> str:
         """``InvalidUrl`` / ``DestinationNotAllowed`` unless webhooks may go to ``url``: an absolute
@@ -245,8 +258,10 @@ class AccountManager:
     def disable_webhook(self, account_id: str, url: str) -> bool:
         """The account's webhook endpoint answered 410 Gone: clear it (if still ``url``; in any
         account state) and alert."""
-        rec = self.accounts.update(account_id, lambda r: replace(r, webhook_url=None)
-                                   if r.webhook_url == url else r)
+        now = time.time()
+        rec = self.accounts.update(account_id, lambda r: replace(
+            r, webhook_url=None, webhook_disabled_url=url, webhook_disabled_at=now)
+            if r.webhook_url == url else r)
         if rec.webhook_url is not None:
             return False
         self.notices.security_alert(account_id, "webhook_disabled")

@@ -12,6 +12,7 @@ gate is full, ``submit`` fails fast with ``OverloadedError`` instead of queueing
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import threading
@@ -191,3 +192,39 @@ def _safely(cb: Callable[..., Any], *args: Any) -> None:
         cb(*args)
     except Exception:
         log.exception("a host callback raised; continuing")
+
+
+async def wait_all(futures: list[Future]) -> list[Future]:
+    """Wait on the running event loop until every future is done, and return them.
+
+    One thread-safe wake-up of the loop for the whole list (``asyncio.wrap_future`` costs one per
+    future, plus two chained futures each): the last future to finish, on whatever engine thread
+    resolves it, schedules the wake-up. The loop never blocks.
+    """
+    pending = [f for f in futures if not f.done()]
+    if not pending:
+        return futures
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+    remaining = [len(pending)]
+    lock = threading.Lock()
+
+    def one_done(_: Future) -> None:
+        with lock:
+            remaining[0] -= 1
+            last = remaining[0] == 0
+        if last:
+            try:
+                loop.call_soon_threadsafe(_wake, waiter)
+            except RuntimeError:  # the loop is closed (shutdown): nobody waits any more
+                pass
+
+    for fut in pending:
+        fut.add_done_callback(one_done)
+    await waiter
+    return futures
+
+
+def _wake(waiter: asyncio.Future) -> None:
+    if not waiter.done():  # the waiting request may have been cancelled (client gone)
+        waiter.set_result(None)

@@ -174,6 +174,7 @@ class AcceptItem(NamedTuple):
     submitted_at: float  # unix seconds
     validity_seconds: int
     callback_url: str | None
+    client_ref: str | None = None  # the customer's own reference, stored with the record
 
 
 class CarrierSubmitItem(NamedTuple):
@@ -245,6 +246,7 @@ class StatusItem(NamedTuple):
     price_micro_usd: int
     error: str
     callback_url: str | None
+    client_ref: str | None = None  # the customer's own reference (echoed in webhooks)
 
 
 class AcceptedItem(NamedTuple):
@@ -280,10 +282,24 @@ class RefundItem(NamedTuple):
     at: float
 
 
+class SubmitItem(NamedTuple):
+    """One message of a ``SubmitMessages`` batch (the fields of ``SubmitMessage``)."""
+
+    request_id: int
+    key_digest: bytes
+    to: str
+    sender: str
+    body: str
+    validity_seconds: int
+    callback_url: str | None
+    received_at: float
+    client_ref: str | None
+
+
 # === host -> customer session ========================================================================
 
 
-@message(1)
+@message(1, version=2)  # version 2: client_ref
 class SubmitMessage(Message):
     """A customer asks to send one SMS. Answered by ``SubmitsAccepted`` or ``SubmitRejected``."""
 
@@ -295,6 +311,15 @@ class SubmitMessage(Message):
     validity_seconds: int
     callback_url: str | None
     received_at: float
+    client_ref: str | None = None
+
+
+@message(80)
+class SubmitMessages(Message):
+    """Many messages of one account in one hand-off (``Engine.submit_many``); each is answered on its
+    own, exactly like a ``SubmitMessage``."""
+
+    items: list[SubmitItem]
 
 
 @message(2)
@@ -370,7 +395,7 @@ class SessionRegistered(Message):
 # === customer session -> POP ==========================================================================
 
 
-@message(10)
+@message(10, version=2)  # version 2: AcceptItem carries client_ref
 class AcceptMessages(Message):
     """A batch of validated, priced messages for the POP to make durable, acknowledge and route."""
 
@@ -525,7 +550,7 @@ class CreditApplied(Message):
     duplicate: bool
 
 
-@message(43)
+@message(43, version=2)  # version 2: StatusItem carries client_ref
 class StatusesChanged(Message):
     """A batch of status changes (POP -> session -> host)."""
 

@@ -4,7 +4,7 @@ For trying the engine out (the README's quickstart) and for debugging an integra
 ``127.0.0.1:9000`` by default, answers ``204`` to each POST with a valid (or unchecked) signature and
 ``400`` to one whose signature does not verify, and prints one line per webhook::
 
-    signature verified: {"id":"evt_…","type":"message.status","data":{"message_id":"…","status":"delivered",…}}
+    signature verified: {"id":"evt_…","type":"message.status","data":{"id":"…","status":"delivered",…}}
 
 The signing secret is read from ``--secret-file`` at every request (the file may appear after the
 receiver started, e.g. when the quickstart rotates the secret); without it signatures are not checked.

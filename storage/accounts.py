@@ -47,6 +47,10 @@ class AccountRecord:
     receipt_statuses: list[str] | None = None  # None: every status change
     objections: list[str] = field(default_factory=list)  # processing the holder objected to, e.g. "analytics"
     email_confirmed_at: float = 0.0  # when the holder opened the confirmation link (0: not yet)
+    webhook_batch_max: int = 1  # events per POST (1: one event per POST, the default)
+    webhook_batch_wait_ms: int = 1000  # how long the first event of a batch may wait for others
+    webhook_disabled_url: str | None = None  # the endpoint that answered 410 Gone (until a new PUT)
+    webhook_disabled_at: float = 0.0
 
     def public_view(self) -> dict:
         """What the holder may see of their record (access / portability): no digests, no secrets."""

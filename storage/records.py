@@ -14,6 +14,10 @@ Durability contract:
   lock). *Readers:* any thread.
 * *Open index:* a message that is not final has an entry in ``open`` (value ``b"1"`` once its carrier
   acknowledged it). Recovery after a crash resumes exactly those messages.
+* *Account index:* ``by_account`` holds ``account token | message key`` for every record (no value,
+  nothing readable: the token is keyed), written in the same transaction as the record and deleted with
+  it, so an account's messages are listed newest first without reading anyone else's
+  (:meth:`MessageRecords.page`). A store from before the index is indexed once when it is opened.
 * *Not guaranteed:* status updates that were not yet committed when the process died; the message is then
   resumed from its last committed state.
 * *Erased accounts:* a record whose account key is gone is treated as absent by every reader, and a write
@@ -64,6 +68,7 @@ class MessageRecord(NamedTuple):
     carrier_acked_at: float  # 0.0 until the carrier acknowledged every part
     carrier_ids: tuple[str, ...] = ()  # the carrier's message id per part: receipts match after restart
     refunded_micro_usd: int = 0  # the price credited back: no carrier ever acknowledged the message
+    client_ref: str | None = None  # the customer's own reference (sealed with the rest of the record)
 
     def to_dict(self) -> dict:
         return self._asdict()
@@ -82,7 +87,7 @@ class LiveRecord:
 
     __slots__ = MessageRecord._fields
 
-    def __init__(self, message_id, account_id, to, sender, country, pop, carrier, encoding, segments, price_micro_usd, submitted_at, updated_at, status, error, validity_seconds, callback_url, attempts, carrier_acked_at, carrier_ids=(), refunded_micro_usd=0) -> None:  # noqa: PLR0913 - one argument per stored field
+    def __init__(self, message_id, account_id, to, sender, country, pop, carrier, encoding, segments, price_micro_usd, submitted_at, updated_at, status, error, validity_seconds, callback_url, attempts, carrier_acked_at, carrier_ids=(), refunded_micro_usd=0, client_ref=None) -> None:  # noqa: PLR0913 - one argument per stored field
         self.message_id = message_id
         self.account_id = account_id
         self.to = to
@@ -103,6 +108,7 @@ class LiveRecord:
         self.carrier_acked_at = carrier_acked_at
         self.carrier_ids = carrier_ids
         self.refunded_micro_usd = refunded_micro_usd
+        self.client_ref = client_ref
 
     @classmethod
     def of(cls, record: MessageRecord) -> LiveRecord:
@@ -110,7 +116,7 @@ class LiveRecord:
 
     def as_tuple(self) -> tuple:
         """The stored form: the fields in :class:`MessageRecord` order."""
-        return (self.message_id, self.account_id, self.to, self.sender, self.country, self.pop, self.carrier, self.encoding, self.segments, self.price_micro_usd, self.submitted_at, self.updated_at, self.status, self.error, self.validity_seconds, self.callback_url, self.attempts, self.carrier_acked_at, self.carrier_ids, self.refunded_micro_usd)
+        return (self.message_id, self.account_id, self.to, self.sender, self.country, self.pop, self.carrier, self.encoding, self.segments, self.price_micro_usd, self.submitted_at, self.updated_at, self.status, self.error, self.validity_seconds, self.callback_url, self.attempts, self.carrier_acked_at, self.carrier_ids, self.refunded_micro_usd, self.client_ref)
 
     def frozen(self) -> MessageRecord:
         return MessageRecord(*self.as_tuple())
@@ -124,14 +130,16 @@ class MessageRecords:
         self.keys = keys
         self._db = env.open_db(b"records")
         self._open = env.open_db(b"records_open")
+        self._by_account = env.open_db(b"records_by_account")
         self.unsealable = 0  # writes skipped because the account's key is gone (erased)
+        self._index_existing()
 
     def put_many(self, txn: lmdb.Transaction, records: Iterable[MessageRecord | LiveRecord]) -> None:
         """Insert or overwrite records inside ``txn`` and keep the open index in step."""
         packb = msgpack.packb
         skipped = 0
         batch_keys: dict[str, tuple[bytes, Sealer | None]] = {}  # one key-cache lookup per account
-        rows, open_rows, closed = [], [], []
+        rows, open_rows, closed, index_rows = [], [], [], []
         for rec in records:
             key = id_bytes(rec.message_id)
             found = batch_keys.get(rec.account_id)
@@ -142,6 +150,7 @@ class MessageRecords:
                 skipped += 1  # the account was erased: nothing of it may be written again
                 continue
             rows.append((key, token + sealer.seal(packb(rec.as_tuple()), key)))
+            index_rows.append((token + key, b""))
             if rec.status in FINAL:
                 closed.append(key)
             else:
@@ -150,6 +159,8 @@ class MessageRecords:
             txn.cursor(db=self._db).putmulti(rows)
         if open_rows:
             txn.cursor(db=self._open).putmulti(open_rows)
+        if index_rows:
+            txn.cursor(db=self._by_account).putmulti(index_rows)
         delete = txn.delete
         for key in closed:
             delete(key, db=self._open)
@@ -224,10 +235,58 @@ class MessageRecords:
         n = 0
         with self.env.begin(write=True) as txn:
             for mid in message_ids:
-                key = id_bytes(mid)
-                n += txn.delete(key, db=self._db)
-                txn.delete(key, db=self._open)
+                n += self._delete(txn, id_bytes(mid))
         return n
+
+    def _delete(self, txn: lmdb.Transaction, key: bytes) -> int:
+        blob = txn.get(key, db=self._db)
+        if blob is None:
+            return 0
+        txn.delete(bytes(blob[:_T]) + key, db=self._by_account)
+        txn.delete(key, db=self._open)
+        return int(txn.delete(key, db=self._db))
+
+    def page(self, account_id: str, *, before: bytes | None, after: bytes, limit: int,
+             statuses: frozenset[str] | None, max_scan: int
+             ) -> tuple[list[MessageRecord], bytes | None]:
+        """Up to ``limit`` of the account's records with ``after <= key < before``, newest first, and
+        where to resume: None when the range is exhausted, else the key of the last record examined
+        (every newer one was). At most ``max_scan`` records are read, so a status filter on a long
+        history costs a bounded amount per page."""
+        token = self.keys.token(account_id)
+        high = token + (before if before is not None else b"\xff" * 16)
+        out: list[MessageRecord] = []
+        last: bytes | None = None
+        scanned = 0
+        with self.env.begin() as txn:
+            cursor = txn.cursor(db=self._by_account)
+            found = cursor.set_range(high)
+            found = cursor.prev() if found else cursor.last()
+            while found:
+                index_key = cursor.key()
+                if index_key[:_T] != token or index_key[_T:] < after:
+                    return out, None
+                if len(out) >= limit or scanned >= max_scan:
+                    return out, last
+                scanned += 1
+                last = key = bytes(index_key[_T:])
+                blob = txn.get(key, db=self._db)
+                rec = None if blob is None else self._decode_or_none(key, blob)
+                if rec is not None and rec.account_id == account_id and (
+                        statuses is None or rec.status in statuses):
+                    out.append(rec)
+                found = cursor.prev()
+        return out, None
+
+    def _index_existing(self) -> None:
+        """Index the records of a store written before the account index (once: a marker says so)."""
+        marker = b"\x00indexed"
+        with self.env.begin(write=True) as txn:
+            if txn.get(marker, db=self._by_account) is not None:
+                return
+            for key, blob in txn.cursor(db=self._db):
+                txn.put(bytes(blob[:_T]) + bytes(key), b"", db=self._by_account)
+            txn.put(marker, b"1", db=self._by_account)
 
     def sweep(self, now: float, retention_seconds: float = RETENTION_SECONDS) -> int:
         """Delete final records older than the retention period (ids are time-ordered: a prefix scan)."""
@@ -242,6 +301,7 @@ class MessageRecords:
                     if not cursor.next():  # still open: never swept from under its POP
                         break
                     continue
+                txn.delete(bytes(cursor.value()[:_T]) + key, db=self._by_account)
                 if not cursor.delete():
                     break
                 deleted += 1

@@ -60,7 +60,7 @@ def test_the_readme_quickstart_works_verbatim_against_smsroute_run(tmp_path):
     assert result["message_id"], logs
     client = result["logs"]["client"]
     assert '"balance_micro_usd": 25000000' in client and '"sender": "ACME"' in client
-    assert f'"message_id": "{result["message_id"]}"' in client
+    assert f'"id": "{result["message_id"]}"' in client
     receiver = result["logs"]["receiver"].splitlines()
     mine = [line for line in receiver if result["message_id"] in line]
     assert mine and all(line.startswith("signature verified: ") for line in mine), logs

@@ -4,9 +4,11 @@ settings (403 ``account_restricted``, decided by the engine); it may still revok
 debugging window, which only reduce what is processed. A closed account's keys are refused everywhere (401).
 
 Every handler answers JSON; every refusal is the one error shape (:mod:`engine.http.errors`). The API key
-arrives as ``Authorization: Bearer``; :mod:`engine.http.middleware` resolves it and rate-limits per key.
-``POST /v1/messages`` answers 202 only after the engine reports the message durable, and honours
-``Idempotency-Key`` (:mod:`engine.http.idempotency`). Message bodies are never logged or stored here.
+arrives as ``Authorization: Bearer``; :func:`engine.http.middleware.customer_middleware` (the app's one
+middleware) resolves it and rate-limits per key. The message routes are in
+:mod:`engine.http.customer_messages`; request bodies are decoded by the msgspec types of
+:mod:`engine.http.schemas`, from which the OpenAPI document is generated. Message bodies are never logged or
+stored here.
 """
 
 from __future__ import annotations
@@ -16,142 +18,19 @@ import time
 
 from aiohttp import web
 
-from engine.errors import SmsrouteError, StorageError
-from engine.http import customer_privacy, openapi
-from engine.http.context import (
-    API_KEY,
-    APP_NAME,
-    BODY_TIMEOUT,
-    CTX,
-    LOG_REQUESTS,
-    MAX_BODY,
-    HttpContext,
-)
-from engine.http.errors import HttpError, error_middleware
-from engine.http.idempotency import StoredAnswer, check_key, request_hash
-from engine.http.jsonio import (
-    DEFAULT_BODY_TIMEOUT_S,
-    Field,
-    json_response,
-    parse_json,
-    read_body,
-    read_json,
-)
-from engine.http.middleware import customer_auth_middleware, frame_middleware, require_account
-from engine.http.params import path_ids_middleware
+from engine.http import customer_messages, customer_privacy, openapi
+from engine.http import schemas as s
+from engine.http.context import APP_NAME, BODY_TIMEOUT, CTX, LOG_REQUESTS, MAX_BODY, HttpContext
+from engine.http.jsonio import DEFAULT_BODY_TIMEOUT_S, json_response, read_body
+from engine.http.middleware import customer_middleware, require_account
 
 log = logging.getLogger(__name__)
 
-STATUSES = ("accepted", "delivered", "rejected", "failed", "expired")
-MAX_VALIDITY_SECONDS = 86400
-
-MESSAGE_SCHEMA = {
-    "to": Field((str,)),
-    "from": Field((str,)),
-    "body": Field((str,)),
-    "callback_url": Field((str,), required=False, nullable=True),
-    "validity_seconds": Field((int,), required=False, nullable=True),
-}
-DEBUG_WINDOW_SCHEMA = {"hours": Field((int, float)), "reason": Field((str,), required=False)}
-SENDER_SCHEMA = {"sender": Field((str,))}
-WEBHOOK_SCHEMA = {
-    "url": Field((str,), nullable=True),
-    "receipt_statuses": Field((list,), required=False, nullable=True),
-}
+JSON = "application/json"
 
 
-def check_statuses(value: object) -> list[str] | None:
-    if value is None:
-        return None
-    if not isinstance(value, list) or not all(isinstance(s, str) and s in STATUSES for s in value):
-        raise HttpError(422, "invalid_receipt_statuses",
-                        f"receipt_statuses must be a list of {', '.join(STATUSES)}")
-    return sorted(set(value), key=STATUSES.index)
-
-
-async def _submit_args(ctx: HttpContext, data: dict) -> tuple[str, str, str, int | None, str | None]:
-    validity = data.get("validity_seconds")
-    if validity is not None and not 1 <= validity <= MAX_VALIDITY_SECONDS:
-        raise HttpError(422, "invalid_validity",
-                        f"validity_seconds must be between 1 and {MAX_VALIDITY_SECONDS}")
-    callback = data.get("callback_url")
-    if callback is not None:  # refused now (422) rather than silently dropped at delivery
-        await ctx.destinations.check(callback, "callback_url")
-    return data["to"], data["from"], data["body"], validity, callback
-
-
-async def post_message(request: web.Request) -> web.Response:
-    ctx: HttpContext = request.app[CTX]
-    account_id = require_account(request)
-    raw = await read_body(request)
-    idem = request.headers.get("Idempotency-Key")
-    body_hash = request_hash(raw, ctx.idempotency_secret)
-    if idem is not None:
-        stored = ctx.idempotency.lookup(account_id, check_key(idem), body_hash)
-        if stored is not None:
-            resp = web.Response(status=stored.status, body=stored.body,
-                                content_type="application/json")
-            resp.headers["Idempotent-Replayed"] = "true"
-            return resp
-    to, sender, body, validity, callback = await _submit_args(ctx, parse_json(raw, MESSAGE_SCHEMA))
-    if idem is None:
-        return await _submit(ctx, request[API_KEY], to, sender, body, validity, callback)
-    ctx.idempotency.begin(account_id, idem, body_hash)
-    try:
-        return await _submit_once(ctx, request[API_KEY], account_id, idem, body_hash,
-                                  (to, sender, body, validity, callback))
-    finally:
-        ctx.idempotency.end(account_id, idem)
-
-
-async def _submit_once(ctx: HttpContext, api_key: str, account_id: str, idem: str,
-                       body_hash: bytes, args: tuple) -> web.Response:
-    """Submit under an idempotency key: pending record, submit, then the stored answer."""
-    await ctx.idempotency.reserve(account_id, idem, body_hash, time.time())
-    try:
-        resp = await _submit(ctx, api_key, *args)
-    except SmsrouteError:  # refused or not durable: nothing was sent, a retry re-evaluates
-        try:
-            await ctx.idempotency.abandon(account_id, idem)
-        except StorageError:
-            log.error("pending idempotency record not deleted")
-        raise
-    try:
-        await ctx.idempotency.store(account_id, idem,
-                                    StoredAnswer(body_hash, resp.status, resp.body, time.time()))
-    except StorageError:  # the message is accepted: say so; a retry will get 409 outcome unknown
-        log.error("idempotency answer not stored")
-    return resp
-
-
-async def _submit(ctx: HttpContext, api_key: str, to: str, sender: str, body: str,
-                  validity: int | None, callback: str | None) -> web.Response:
-    started = time.perf_counter()
-    accepted = await ctx.engine.submit_async(api_key, to, sender, body,
-                                             validity_seconds=validity, callback_url=callback)
-    answer = {
-        "id": accepted.message_id,
-        "status": accepted.status,
-        "segments": accepted.segments,
-        "price_micro_usd": accepted.price_micro_usd,
-        "encoding": accepted.encoding,
-        "pop": accepted.pop,
-    }
-    ctx.metrics.observe_submit(accepted.pop, getattr(accepted, "country", ""),
-                               time.perf_counter() - started)
-    return json_response(answer, status=202)
-
-
-async def get_message(request: web.Request) -> web.Response:
-    ctx: HttpContext = request.app[CTX]
-    account_id = require_account(request)
-    record = ctx.engine.status(request.match_info["id"])
-    if record is None or record.account_id != account_id:  # another account's id looks absent
-        raise HttpError(404, "not_found", "no such message")
-    data = dict(record.to_dict())
-    data.pop("account_id", None)
-    data.pop("body", None)
-    return json_response(data)
+def _json(body: bytes, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=body, content_type=JSON)
 
 
 async def get_balance(request: web.Request) -> web.Response:
@@ -164,20 +43,49 @@ async def get_balance(request: web.Request) -> web.Response:
 async def post_sender(request: web.Request) -> web.Response:
     ctx: HttpContext = request.app[CTX]
     account_id = require_account(request)
-    data = await read_json(request, SENDER_SCHEMA)
-    await ctx.call(ctx.engine.register_sender, account_id, data["sender"])
-    return json_response({"sender": data["sender"]}, status=201)
+    data = s.decode(await read_body(request), s.SenderRequest)
+    await ctx.call(ctx.engine.register_sender, account_id, data.sender)
+    return json_response({"sender": data.sender}, status=201)
 
 
 async def put_webhook(request: web.Request) -> web.Response:
     ctx: HttpContext = request.app[CTX]
     account_id = require_account(request)
-    data = await read_json(request, WEBHOOK_SCHEMA)
-    url = None if data["url"] is None else await ctx.destinations.check(data["url"], "url")
-    statuses = check_statuses(data.get("receipt_statuses"))
-    await ctx.call(ctx.engine.set_webhook, account_id, url, statuses)
+    data = s.decode(await read_body(request), s.WebhookRequest)
+    url = None if data.url is None else await ctx.destinations.check(data.url, "url")
+    statuses = None if data.receipt_statuses is None else sorted(
+        set(data.receipt_statuses), key=s.STATUSES.index)
+    batching = data.batching or s.WebhookBatching()
+
+    def change() -> None:
+        ctx.engine.set_webhook(account_id, url, statuses, batch_max=batching.max_events,
+                               batch_wait_ms=batching.max_wait_ms)
+
+    await ctx.call(change)
     _forget(ctx, account_id)
-    return json_response({"url": url, "receipt_statuses": statuses})
+    return _json(s.encoder.encode(await _webhook_view(ctx, account_id)))
+
+
+async def get_webhook(request: web.Request) -> web.Response:
+    """The endpoint's settings and state: ``none`` (no URL), ``active``, or ``disabled`` after the
+    endpoint answered ``410 Gone`` (a new ``PUT`` enables it again); and the events waiting for it."""
+    ctx: HttpContext = request.app[CTX]
+    account_id = require_account(request)
+    return _json(s.encoder.encode(await _webhook_view(ctx, account_id)))
+
+
+async def _webhook_view(ctx: HttpContext, account_id: str) -> s.WebhookView:
+    record = await ctx.call(ctx.engine.account, account_id)
+    dispatcher = ctx.dispatcher
+    backlog = dispatcher.backlog_of(account_id) if dispatcher is not None else 0
+    batching = s.WebhookBatching(record.webhook_batch_max, record.webhook_batch_wait_ms)
+    if record.webhook_url is None and record.webhook_disabled_url is not None:
+        return s.WebhookView(record.webhook_disabled_url, "disabled", record.receipt_statuses,
+                             batching, record.webhook_disabled_at,
+                             "the endpoint answered 410 Gone", backlog)
+    state = "none" if record.webhook_url is None else "active"
+    return s.WebhookView(record.webhook_url, state, record.receipt_statuses, batching, None, None,
+                         backlog)
 
 
 async def rotate_webhook_secret(request: web.Request) -> web.Response:
@@ -192,11 +100,9 @@ async def open_debug_window(request: web.Request) -> web.Response:
     """Policy 2.3(b): the customer opts in to keeping their own bodies for a bounded debugging window."""
     ctx: HttpContext = request.app[CTX]
     account_id = require_account(request)
-    data = await read_json(request, DEBUG_WINDOW_SCHEMA)
-    hours = data["hours"]
-    if not isinstance(hours, int | float) or isinstance(hours, bool) or not 0 < hours <= 168:
-        raise HttpError(422, "invalid_window", "hours must be more than 0 and at most 168 (7 days)")
-    reason = data.get("reason") or "customer opt-in: extended-retention debugging"
+    data = s.decode(await read_body(request), s.DebugWindowRequest)
+    hours = data.hours
+    reason = data.reason or "customer opt-in: extended-retention debugging"
 
     def place() -> dict:
         return ctx.engine.place_hold(
@@ -261,21 +167,18 @@ async def get_openapi(request: web.Request) -> web.Response:
 
 def build_customer_app(ctx: HttpContext) -> web.Application:
     """The customer API application (body limit enforced by aiohttp's ``client_max_size``)."""
-    app = web.Application(
-        client_max_size=ctx.http.max_body_bytes,
-        middlewares=[frame_middleware, customer_auth_middleware, error_middleware,
-                     path_ids_middleware],
-    )
+    app = web.Application(client_max_size=ctx.http.max_body_bytes,
+                          middlewares=[customer_middleware])
     app[CTX] = ctx
     app[APP_NAME] = "customer"
     app[LOG_REQUESTS] = True
     app[MAX_BODY] = ctx.http.max_body_bytes
     app[BODY_TIMEOUT] = float(getattr(ctx.http, "body_timeout_seconds", DEFAULT_BODY_TIMEOUT_S))
     r = app.router
-    r.add_post("/v1/messages", post_message)
-    r.add_get("/v1/messages/{id}", get_message, allow_head=False)
+    customer_messages.add_routes(r)
     r.add_get("/v1/balance", get_balance, allow_head=False)
     r.add_post("/v1/senders", post_sender)
+    r.add_get("/v1/webhook", get_webhook, allow_head=False)
     r.add_put("/v1/webhook", put_webhook)
     r.add_post("/v1/webhook/secret", rotate_webhook_secret)
     r.add_post("/v1/debug-window", open_debug_window)

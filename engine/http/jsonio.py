@@ -57,6 +57,8 @@ async def read_body(request: web.Request) -> bytes:
     if request.content_type != "application/json":
         raise HttpError(415, "unsupported_media_type", "Content-Type must be application/json")
     check_content_length(request)
+    if request.content.is_eof():  # the whole body is already here (the usual case): no timer needed
+        return await request.read()
     try:
         async with asyncio.timeout(request.app.get(BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT_S)):
             return await request.read()  # aiohttp refuses past client_max_size with 413

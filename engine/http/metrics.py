@@ -106,10 +106,15 @@ class HttpMetrics:
             "smsroute_http_request_duration_seconds", "HTTP answers",
             ["app", "endpoint", "code"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self._started: OrderedDict[str, float] = OrderedDict()
+        self._request_children: dict[tuple[str, str, int], Any] = {}  # labels() once per series
         self.registry.register(_SnapshotCollector(snapshot or Snapshot))
 
     def observe_request(self, app: str, endpoint: str, status: int, seconds: float) -> None:
-        self.requests.labels(app, endpoint, str(status)).observe(seconds)
+        child = self._request_children.get((app, endpoint, status))
+        if child is None:  # endpoints are route templates: a bounded set of series
+            child = self._request_children[(app, endpoint, status)] = self.requests.labels(
+                app, endpoint, str(status))
+        child.observe(seconds)
 
     def observe_submit(self, pop: str, country: str, seconds: float) -> None:
         """One ``POST /v1/messages`` answered 202 after ``seconds``."""

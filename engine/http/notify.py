@@ -45,9 +45,10 @@ def event_id(message_id: str, status: str) -> str:
 
 def event_body(item: Any) -> bytes:
     data = {
-        "message_id": item.message_id, "status": item.status, "pop": item.pop,
+        "id": item.message_id, "status": item.status, "pop": item.pop,
         "carrier": item.carrier, "country": item.country, "segments": item.segments,
         "price_micro_usd": item.price_micro_usd, "error": item.error,
+        "client_ref": getattr(item, "client_ref", None),
     }
     event = {"id": event_id(item.message_id, item.status), "type": "message.status",
              "created_at": item.at, "data": data}

@@ -1,12 +1,21 @@
 """OpenAPI 3 documents of the customer API (``/v1/openapi.json`` on the customer port) and the control port.
 
-Written by hand next to the routes; a test walks each app's router and checks every (method, route) is
-described here, and that every described operation exists.
+The customer API's message, batch, listing and webhook bodies are generated from the msgspec types that
+decode them (:mod:`engine.http.schemas`), so the published schema and the validator cannot disagree; the
+document is OpenAPI 3.1 (JSON Schema 2020-12, what msgspec emits). The other operations are written by
+hand next to the routes. A test walks each app's router and checks every (method, route) is described
+here, and that every described operation exists; another fuzzes the customer API with requests generated
+from this document.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import msgspec
+
+from engine.http import schemas
+from engine.http.schemas import IDEMPOTENCY_KEY_PATTERN
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 RATE_HEADERS = {
@@ -51,9 +60,10 @@ def _op(summary: str, ok: str, *, body: dict | None = None, errors: tuple[str, .
     return op
 
 
-def _document(title: str, paths: dict[str, dict[str, Any]], scheme: str) -> dict[str, Any]:
+def _document(title: str, paths: dict[str, dict[str, Any]], scheme: str,
+              version: str = "3.0.3") -> dict[str, Any]:
     return {
-        "openapi": "3.0.3",
+        "openapi": version,
         "info": {"title": title, "version": "1"},
         "paths": paths,
         "security": [{"bearer": []}],
@@ -66,44 +76,91 @@ def _document(title: str, paths: dict[str, dict[str, Any]], scheme: str) -> dict
     }
 
 
-MESSAGE = _obj(["to", "from", "body"], to=S, body=S, callback_url={"type": "string", "nullable": True},
-               validity_seconds={"type": "integer", "minimum": 1, "maximum": 86400,
-                                 "nullable": True}, **{"from": S})
-ACCEPTED = _obj(["id", "status", "segments", "price_micro_usd"], id=S, status=S, segments=INT,
-                price_micro_usd=INT, encoding=S, pop=S)
 NEW_KEY = _obj(["id", "api_key", "hint"], id=S, api_key=S, hint=S)
 KEY_LIST = _obj(["keys"], keys={"type": "array", "items": _obj(
     ["id", "hint"], id=S, hint=S, created_at={"type": "number", "nullable": True},
     last_used_at={"type": "number", "nullable": True}, revoked_at={"type": "number", "nullable": True})})
-IDEMPOTENCY = [{"name": "Idempotency-Key", "in": "header", "required": False, "schema": S,
-                "description": "retries with the same key and body get the first answer"}]
+IDEMPOTENCY = [{"name": "Idempotency-Key", "in": "header", "required": False,
+                "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN},
+                "description": "1-255 visible ASCII characters; retries with the same key and body "
+                               "get the first answer"}]
+STRUCTS = (schemas.MessageRequest, schemas.BatchRequest, schemas.AcceptedAnswer, schemas.BatchAnswer,
+           schemas.MessageView, schemas.MessageList, schemas.WebhookRequest, schemas.WebhookView,
+           schemas.SenderRequest, schemas.DebugWindowRequest, schemas.BalanceView, schemas.Event)
+
+
+def _ref(struct: type) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{struct.__name__}"}
+
+
+def _business(codes: tuple[str, ...]) -> str:
+    return "; ".join(f"{c}: {schemas.BUSINESS_CODES[c]}" for c in codes)
+
+
+SUBMIT_CODES = ("invalid_number", "unknown_sender", "body_too_large", "invalid_body",
+                "insufficient_balance", "no_route", "destination_not_allowed", "account_restricted",
+                "account_unconfirmed", "idempotency_key_reused", "idempotency_conflict",
+                "idempotency_outcome_unknown", "rate_limited", "overloaded", "carriers_saturated",
+                "store_full", "storage_error")
+LIST_PARAMS = [
+    {"name": "limit", "in": "query", "required": False,
+     "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}},
+    {"name": "cursor", "in": "query", "required": False,
+     "schema": {"type": "string", "pattern": "^msg_[0-9a-f]{32}$"},
+     "description": "the next_cursor of the previous page"},
+    {"name": "status", "in": "query", "required": False, "explode": True,
+     "schema": {"type": "array", "items": {"type": "string", "enum": list(schemas.STATUSES)}}},
+    {"name": "since", "in": "query", "required": False,
+     "schema": {"type": "number", "minimum": 0, "maximum": 1e11},
+     "description": "submitted at or after (unix seconds)"},
+    {"name": "until", "in": "query", "required": False,
+     "schema": {"type": "number", "minimum": 0, "maximum": 1e11},
+     "description": "submitted before (unix seconds)"},
+]
 
 
 def customer_document() -> dict[str, Any]:
-    statuses = {"type": "array", "nullable": True, "items": {"type": "string", "enum": [
-        "accepted", "delivered", "rejected", "failed", "expired"]}}
+    codes = _business(SUBMIT_CODES)
     paths = {
-        "/v1/messages": {"post": _op(
-            "Submit a message; 202 once it is durably accepted", "202", body=MESSAGE,
-            ok_schema=ACCEPTED, errors=("402", "403", "409", "422"), extra_params=IDEMPOTENCY)},
+        "/v1/messages": {
+            "post": _op("Submit a message; 202 once it is durably accepted. Refusals of a request the "
+                        "schema allows: " + codes, "202", body=_ref(schemas.MessageRequest),
+                        ok_schema=_ref(schemas.AcceptedAnswer), errors=("402", "403", "409", "422"),
+                        extra_params=IDEMPOTENCY),
+            "get": _op("Your messages, newest first (limit + cursor; status and time filters); a page "
+                       "may hold fewer than limit when a filter skipped many: follow next_cursor "
+                       "until it is null", "200", ok_schema=_ref(schemas.MessageList),
+                       extra_params=LIST_PARAMS),
+        },
+        "/v1/messages/batch": {"post": _op(
+            "Submit up to 1,000 messages in one request; 200 once each is durable or refused, with one "
+            "result per message in order (the single submit's answer or an error object). Idempotent "
+            "as a whole by Idempotency-Key (kept when at least one message was accepted)", "200",
+            body=_ref(schemas.BatchRequest), ok_schema=_ref(schemas.BatchAnswer),
+            errors=("409", "422"), extra_params=IDEMPOTENCY)},
         "/v1/messages/{id}": {"get": _op("Status and metadata of one of your messages (never "
-                                         "the body)", "200", params=("id",), errors=("404",))},
+                                         "the body)", "200", params=("id",), errors=("404",),
+                                         ok_schema=_ref(schemas.MessageView))},
         "/v1/balance": {"get": _op("Prepaid balance in micro-USD", "200",
-                                   ok_schema=_obj(["balance_micro_usd"], balance_micro_usd=INT,
-                                                  currency=S))},
+                                   ok_schema=_ref(schemas.BalanceView))},
         "/v1/senders": {"post": _op("Register a sender ID for your account", "201",
-                                    body=_obj(["sender"], sender=S), errors=("403", "422"))},
-        "/v1/webhook": {"put": _op("Set the webhook URL and which statuses are sent", "200",
-                                   body=_obj(["url"], url={"type": "string", "nullable": True},
-                                             receipt_statuses=statuses), errors=("422",))},
+                                    body=_ref(schemas.SenderRequest), errors=("403", "422"))},
+        "/v1/webhook": {
+            "put": _op("Set the webhook URL, which statuses are sent and how many events per POST "
+                       "(batching, opt-in); re-enables an endpoint disabled after 410", "200",
+                       body=_ref(schemas.WebhookRequest), ok_schema=_ref(schemas.WebhookView),
+                       errors=("403", "422")),
+            "get": _op("The webhook endpoint's settings and state (none, active, or disabled after "
+                       "410 Gone) and the events waiting for it", "200",
+                       ok_schema=_ref(schemas.WebhookView)),
+        },
         "/v1/webhook/secret": {"post": _op("Rotate the webhook signing secret (shown once; the "
                                            "previous one keeps signing during the overlap)", "201",
                                            ok_schema=_obj(["secret"], secret=S))},
         "/v1/debug-window": {
             "post": _op("Opt in to keeping your own message bodies for debugging (policy 2.3 b), at "
                         "most 7 days; audit-logged", "201",
-                        body=_obj(["hours"], hours={"type": "number"}, reason=S),
-                        errors=("422",)),
+                        body=_ref(schemas.DebugWindowRequest), errors=("403", "422")),
             "delete": _op("End your debugging windows now (their bodies are shredded)", "200"),
         },
         "/v1/keys": {
@@ -118,7 +175,16 @@ def customer_document() -> dict[str, Any]:
     }
     from engine.http.openapi_privacy import customer_paths
 
-    return _document("smsroute customer API", {**paths, **customer_paths()}, "API key (sk_live_...)")
+    doc = _document("smsroute customer API", {**paths, **customer_paths()}, "API key (sk_live_...)",
+                    version="3.1.0")
+    _, components = msgspec.json.schema_components(STRUCTS,
+                                                   ref_template="#/components/schemas/{name}")
+    components["BatchAnswer"]["properties"]["results"]["items"] = {
+        "oneOf": [_ref(schemas.AcceptedAnswer), ERROR]}
+    components.pop("BatchResult", None)
+    doc["components"]["schemas"].update(components)
+    doc["info"]["x-business-codes"] = dict(schemas.BUSINESS_CODES)
+    return doc
 
 
 def control_document() -> dict[str, Any]:

@@ -39,7 +39,7 @@ def test_a_webhook_with_a_bad_signature_is_refused_and_counted():
         target = bench._http
         url = f"http://127.0.0.1:{target.hook_port}/hook"
         body = (
-            b'{"data": {"message_id": "x", "status": "delivered", "pop": "fra", "country": "DE"}}'
+            b'{"data": {"id": "x", "status": "delivered", "pop": "fra", "country": "DE"}}'
         )
 
         async def post() -> int:

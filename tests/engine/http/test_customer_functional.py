@@ -45,7 +45,7 @@ def test_a_submitted_message_is_accepted_with_its_id_price_and_segments(api):
 def test_a_message_status_is_visible_to_its_owner_only_and_never_has_the_body(running, api):
     _, _, accepted = api.request("POST", "/v1/messages", MSG)
     status, _, record = api.request("GET", f"/v1/messages/{accepted['id']}")
-    assert status == 200 and record["message_id"] == accepted["id"]
+    assert status == 200 and record["id"] == accepted["id"]
     assert "body" not in record and MSG["body"] not in json.dumps(record)
     other = funded_account(running, "other@example.com", usd="1.00")
     _error(api.request("GET", f"/v1/messages/{accepted['id']}", token=other.api_key), 404,

@@ -15,18 +15,26 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from engine.http import app_customer as cust
 from engine.http import control_accounts as acc
 from engine.http.jsonio import Field, _type_ok
 from tests.engine.http.conftest import DE_NUMBER, Client, funded_account
 
 MSG = {"to": DE_NUMBER, "from": "ACME", "body": "fuzz survivor"}
 
+# the customer API's bodies are msgspec types (engine.http.schemas); their required fields and JSON types:
+MESSAGE_FIELDS = {"to": Field((str,)), "from": Field((str,)), "body": Field((str,)),
+                  "callback_url": Field((str,), required=False, nullable=True),
+                  "validity_seconds": Field((int,), required=False, nullable=True),
+                  "client_ref": Field((str,), required=False, nullable=True)}
+
 # (app, method, path, schema) for every endpoint that reads a JSON body
 BODY_ENDPOINTS = [
-    ("customer", "POST", "/v1/messages", cust.MESSAGE_SCHEMA),
-    ("customer", "POST", "/v1/senders", cust.SENDER_SCHEMA),
-    ("customer", "PUT", "/v1/webhook", cust.WEBHOOK_SCHEMA),
+    ("customer", "POST", "/v1/messages", MESSAGE_FIELDS),
+    ("customer", "POST", "/v1/messages/batch", {"messages": Field((list,))}),
+    ("customer", "POST", "/v1/senders", {"sender": Field((str,))}),
+    ("customer", "PUT", "/v1/webhook", {"url": Field((str,), nullable=True),
+                                        "receipt_statuses": Field((list,), required=False,
+                                                                  nullable=True)}),
     ("control", "PUT", "/v1/routing", {"routes": Field((list,)),
                                        "rates": Field((dict,), required=False)}),
     ("control", "POST", "/v1/accounts", acc.ACCOUNT_SCHEMA),

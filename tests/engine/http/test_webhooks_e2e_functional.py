@@ -27,7 +27,7 @@ def _events_for(rx: Receiver, message_id: str, want: str, timeout: float = 15.0)
     while time.monotonic() < deadline:
         headers, body, path = rx.next(timeout=max(0.1, deadline - time.monotonic()))
         event = json.loads(body)
-        if event["data"]["message_id"] == message_id:
+        if event["data"]["id"] == message_id:
             seen.append((headers, body, event, path))
             if event["data"]["status"] == want:
                 return seen

@@ -1,0 +1,308 @@
+"""The customer API's request and response bodies, defined once as msgspec Structs.
+
+Why: the same types validate a request while it is decoded (msgspec does it in C, one pass, no dict in
+between) and generate the OpenAPI document (:mod:`engine.http.openapi`), so the published schema and the
+validator cannot disagree. Every bound a request must meet that can be written as a schema is written
+here (lengths, patterns, ranges, the URL form); what a schema cannot express — a number the numbering plan
+does not know, a sender not registered, the balance, the route, a webhook host that resolves to a private
+address — is refused by the engine with one of the documented business codes in :data:`BUSINESS_CODES`.
+
+:func:`decode` maps a schema violation to the API's error shape: malformed JSON, a wrong type, a missing or
+unknown field are 400; a value of the right type that breaks a field's bound is 422 with that field's code
+(``invalid_number`` for ``to``, ``invalid_url`` for URLs, ...), the same codes as before these types.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, TypeVar
+
+import msgspec
+from msgspec import Meta
+
+from engine.http.errors import HttpError
+
+T = TypeVar("T")
+
+STATUSES = ("accepted", "delivered", "rejected", "failed", "expired")
+MAX_VALIDITY_SECONDS = 86400
+MAX_BATCH = 1000
+MAX_CLIENT_REF = 64
+MAX_URL_LENGTH = 2048  # engine.http.egress.MAX_URL_LENGTH
+MAX_WEBHOOK_BATCH = 100
+MAX_WEBHOOK_WAIT_MS = 10_000
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"  # 1-255 visible ASCII characters
+
+# --- field types ------------------------------------------------------------------------------------
+
+Number = Annotated[str, Meta(pattern=r"^\+[0-9]{1,15}$", examples=["+4915112345678"],
+                             description="E.164: '+' and at most 15 digits, no spaces; it must also "
+                                         "be a valid number by libphonenumber's metadata "
+                                         "(else 422 invalid_number)")]
+SenderId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9 .\-&]{1,11}$|^\+?[0-9]{3,15}$",
+                               description="a sender ID registered for the account: 1-11 letters, "
+                                           "digits, space . - & (alphanumeric) or 3-15 digits "
+                                           "(numeric); an unregistered one is 403 unknown_sender")]
+Body = Annotated[str, Meta(min_length=1, max_length=10_000,
+                           description="the text; GSM-7 or UCS-2 (chosen by its characters), at "
+                                       "most [engine] max_segments segments (else 413 "
+                                       "body_too_large)")]
+Url = Annotated[str, Meta(pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[\x21-\x7e]+$", max_length=MAX_URL_LENGTH,
+                          description="an absolute http(s) URL, host in ASCII (xn-- for "
+                                      "internationalised names); by default only public "
+                                      "destinations (else 422 destination_not_allowed)")]
+Validity = Annotated[int, Meta(ge=1, le=MAX_VALIDITY_SECONDS,
+                               description="seconds the message may wait for delivery (default "
+                                           "[engine] default_validity_seconds)")]
+ClientRef = Annotated[str, Meta(min_length=1, max_length=MAX_CLIENT_REF,
+                                pattern=r"^[^\x00-\x1f\x7f]+$",
+                                description="your own reference (no control characters), stored "
+                                            "sealed with the message record and echoed in its "
+                                            "status and webhooks")]
+Status = Literal["accepted", "delivered", "rejected", "failed", "expired"]
+MessageId = Annotated[str, Meta(pattern=r"^msg_[0-9a-f]{32}$")]
+MESSAGE_ID = re.compile(r"^msg_[0-9a-f]{32}$")
+
+
+class Strict(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False):
+    """A request body: unknown fields are refused (400 unknown_field)."""
+
+
+# --- requests ---------------------------------------------------------------------------------------
+
+
+class MessageRequest(Strict, rename={"sender": "from"}):
+    """One message to send (``POST /v1/messages``, and each item of a batch)."""
+
+    to: Number
+    sender: SenderId
+    body: Body
+    callback_url: Url | None = None
+    validity_seconds: Validity | None = None
+    client_ref: ClientRef | None = None
+
+
+class BatchRequest(Strict):
+    """Up to 1,000 messages in one request (``POST /v1/messages/batch``); each gets its own result."""
+
+    messages: Annotated[list[MessageRequest], Meta(min_length=1, max_length=MAX_BATCH)]
+
+
+class BatchEnvelope(Strict):
+    """How a batch is decoded: the envelope first, then each item on its own, so a bad item gets its
+    own error object instead of refusing the whole batch (its schema is :class:`BatchRequest`)."""
+
+    messages: Annotated[list[msgspec.Raw], Meta(min_length=1, max_length=MAX_BATCH)]
+
+
+class WebhookBatching(Strict):
+    """Several events per POST (opt-in): at most ``max_events``, sent at the latest ``max_wait_ms``
+    after the first one waiting."""
+
+    max_events: Annotated[int, Meta(ge=1, le=MAX_WEBHOOK_BATCH)] = 1
+    max_wait_ms: Annotated[int, Meta(ge=0, le=MAX_WEBHOOK_WAIT_MS)] = 1000
+
+
+class WebhookRequest(Strict):
+    """``PUT /v1/webhook``: where status changes go, which statuses, and how many per POST."""
+
+    url: Url | None
+    receipt_statuses: Annotated[list[Status], Meta(max_length=5)] | None = None
+    batching: WebhookBatching | None = None
+
+
+class SenderRequest(Strict):
+    sender: SenderId
+
+
+class DebugWindowRequest(Strict):
+    hours: Annotated[float, Meta(gt=0, le=168)]
+    reason: Annotated[str, Meta(max_length=200)] | None = None
+
+
+# --- responses --------------------------------------------------------------------------------------
+
+
+class AcceptedAnswer(msgspec.Struct, omit_defaults=True):
+    """A message that is durably accepted (``202``)."""
+
+    id: MessageId
+    status: Status
+    segments: int
+    price_micro_usd: int
+    encoding: str
+    pop: str
+    client_ref: str | None = None
+
+
+class ErrorDetail(msgspec.Struct):
+    code: str
+    message: str
+
+
+class BatchResult(msgspec.Struct, omit_defaults=True):
+    """One message's result in a batch: the fields of :class:`AcceptedAnswer`, or only ``error`` (the
+    API's error object). Encoded without the absent half, so each result is exactly one of the two
+    shapes (the document says so with ``oneOf``)."""
+
+    id: str | None = None
+    status: str | None = None
+    segments: int | None = None
+    price_micro_usd: int | None = None
+    encoding: str | None = None
+    pop: str | None = None
+    client_ref: str | None = None
+    error: ErrorDetail | None = None
+
+
+class BatchAnswer(msgspec.Struct):
+    """One result per message, in the order given: an accepted message or an error object."""
+
+    results: list[BatchResult]
+    accepted: int
+    refused: int
+
+
+class MessageView(msgspec.Struct, omit_defaults=False):
+    """Status and metadata of one message (never its body)."""
+
+    id: MessageId
+    status: Status
+    to: str
+    sender: str = msgspec.field(name="from")
+    country: str = ""
+    pop: str = ""
+    carrier: str = ""
+    encoding: str = ""
+    segments: int = 0
+    price_micro_usd: int = 0
+    submitted_at: float = 0.0
+    updated_at: float = 0.0
+    carrier_acked_at: float | None = None
+    error: str = ""
+    validity_seconds: int = 0
+    callback_url: str | None = None
+    attempts: int = 0
+    client_ref: str | None = None
+
+
+class MessageList(msgspec.Struct):
+    """A page of the account's messages, newest first; ``next_cursor`` is null on the last page."""
+
+    messages: list[MessageView]
+    next_cursor: str | None
+
+
+class WebhookView(msgspec.Struct):
+    """The account's webhook endpoint: settings and state."""
+
+    url: str | None
+    state: Literal["none", "active", "disabled"]
+    receipt_statuses: list[Status] | None
+    batching: WebhookBatching
+    disabled_at: float | None
+    disabled_reason: str | None
+    backlog: int
+
+
+class BalanceView(msgspec.Struct):
+    balance_micro_usd: int
+    currency: str
+
+
+# --- events (the webhook body) ----------------------------------------------------------------------
+
+
+class EventData(msgspec.Struct):
+    id: MessageId
+    status: Status
+    pop: str
+    carrier: str
+    country: str
+    segments: int
+    price_micro_usd: int
+    error: str
+    client_ref: str | None
+
+
+class Event(msgspec.Struct):
+    """One status change as POSTed to a webhook (a batching endpoint gets a JSON array of these)."""
+
+    id: str
+    type: Literal["message.status"]
+    created_at: float
+    data: EventData
+
+
+# The refusals a request the schema allows may still get, and why (published in the OpenAPI document).
+BUSINESS_CODES: dict[str, str] = {
+    "invalid_number": "the number is well formed but not a valid number in its numbering plan",
+    "unknown_sender": "the sender ID is not registered for the account",
+    "body_too_large": "the body needs more than [engine] max_segments segments",
+    "invalid_body": "the body holds a character no encoding can carry",
+    "insufficient_balance": "the prepaid balance does not cover the price",
+    "no_route": "no route serves the destination",
+    "destination_not_allowed": "the URL's host is not a public destination",
+    "invalid_url": "the URL does not parse as an absolute http(s) URL",
+    "account_restricted": "the account is restricted (it may read, not send or change settings)",
+    "account_unconfirmed": "the account's e-mail address is not confirmed yet",
+    "idempotency_key_reused": "the Idempotency-Key was used with another body",
+    "idempotency_conflict": "a request with the Idempotency-Key is still being processed",
+    "idempotency_outcome_unknown": "an earlier request with the Idempotency-Key was interrupted",
+    "rate_limited": "too many requests for the API key",
+    "overloaded": "the engine is at its in-flight bound",
+    "carriers_saturated": "the route's carriers are at capacity",
+    "store_full": "the data store is full",
+    "storage_error": "a store could not make the write durable",
+}
+
+# --- decoding ---------------------------------------------------------------------------------------
+
+_FIELD_CODES = {  # a bound broken by a field of the right type: the field's own (status, code)
+    "to": (422, "invalid_number"), "from": (403, "unknown_sender"), "body": (422, "invalid_body"),
+    "callback_url": (422, "invalid_url"), "url": (422, "invalid_url"),
+    "validity_seconds": (422, "invalid_validity"), "client_ref": (422, "invalid_client_ref"),
+    "receipt_statuses": (422, "invalid_receipt_statuses"), "hours": (422, "invalid_window"),
+    "messages": (422, "invalid_batch"), "sender": (400, "invalid_request"),
+    "max_events": (422, "invalid_batching"), "max_wait_ms": (422, "invalid_batching"),
+    "reason": (422, "invalid_reason"),
+}
+_PATH = re.compile(r"`\$((?:\.[A-Za-z_]+|\[\d+\])*)`$")
+_decoders: dict[Any, msgspec.json.Decoder] = {}
+encoder = msgspec.json.Encoder()
+
+
+def decode(raw: bytes, kind: type[T]) -> T:
+    """Decode and validate a request body; ``HttpError`` in the API's vocabulary otherwise."""
+    decoder = _decoders.get(kind)
+    if decoder is None:
+        decoder = _decoders[kind] = msgspec.json.Decoder(kind)
+    if not raw:
+        raise HttpError(400, "invalid_json", "request body is empty")
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise validation_error(str(exc)) from None
+    except msgspec.DecodeError:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise HttpError(400, "invalid_json", "request body is not valid UTF-8") from None
+        raise HttpError(400, "invalid_json", "request body is not valid JSON") from None
+
+
+def validation_error(text: str) -> HttpError:
+    """msgspec's message -> the API's (status, code): structure errors are 400, bounds 422."""
+    if "unknown field" in text:
+        return HttpError(400, "unknown_field", text[:200])
+    if "missing required field" in text:
+        return HttpError(400, "missing_field", text[:200])
+    if ", got `" in text or text.startswith("Expected `object`"):
+        return HttpError(400, "invalid_type", text[:200])
+    found = _PATH.search(text)
+    field = ""
+    if found:
+        names = re.findall(r"\.([A-Za-z_]+)", found.group(1))
+        field = names[-1] if names else ""
+    status, code = _FIELD_CODES.get(field, (422, "invalid_field"))
+    return HttpError(status, code, text[:200])
