@@ -39,6 +39,7 @@ from engine.delivery.timers import Timers
 from engine.errors import CarriersSaturated, SmsrouteError, StorageError
 from engine.routing import order_candidates
 from engine.status import ACCEPTED, DELIVERED, EXPIRED, FAILED, REJECTED, status_from_smpp_state
+from engine.webhook_events import WebhookEvents, outbox_share
 from storage.pop_commit import PopCommit
 from storage.records import LiveRecord
 
@@ -49,7 +50,7 @@ class PopActor(DispatchedActor):
     stage = "pop"
 
     def __init__(self, name: str, settings, directory, store, clock, bridge,
-                 address: str = "") -> None:
+                 address: str = "", webhook_prefs=None) -> None:
         super().__init__()
         self.name = name
         self.address = address or name  # what the ledger answers to (``<node>/<pop>`` in a cluster)
@@ -60,6 +61,8 @@ class PopActor(DispatchedActor):
         self.bridge = bridge
         self.rng = random.Random()
         self.commit = PopCommit(store, limits.body_ttl_seconds, limits.expiry_grace_seconds)
+        self.hooks = self.commit.hooks = WebhookEvents(getattr(store, "webhooks", None), webhook_prefs,
+                                                       outbox_share(settings))
         board = CarrierBoard({n: c for n, c in settings.carriers.items() if c.pop == name},
                              limits.resp_timeout_seconds)
         self.admission = Admission(limits.admission_horizon_seconds, board)
@@ -116,6 +119,11 @@ class PopActor(DispatchedActor):
                 self._on_tick(now)
             case m.ForgetAccount(account_id=account_id):
                 return self._on_forget_account(account_id)
+            case m.WebhookSettingsChanged(account_id=account_id):
+                self.hooks.forget(account_id)
+            case m.WebhookEventsDone(seqs=seqs):
+                self.hooks.done.extend(seqs)
+                self._schedule_flush()
             case _:
                 log.error("pop %s: unexpected %s", self.name, type(msg).__name__)
         self._emit_events()
@@ -131,7 +139,8 @@ class PopActor(DispatchedActor):
                 "unavailable": sorted(c.name for c in links if not c.available),
                 "pace": {c.name: round(c.rate, 1) for c in links},
                 "parked": len(d.parked), "backlog": dict(self.admission.backlog),
-                "timers": len(self.timers), **self.counters, **d.counters}
+                "timers": len(self.timers), "webhook_outbox": self.hooks.count,
+                "webhooks_dropped": self.hooks.dropped, **self.counters, **d.counters}
 
     # --- accept and commit -------------------------------------------------------------------------
 
@@ -146,8 +155,9 @@ class PopActor(DispatchedActor):
         new = self._admit_all(accepts)
         if not new and not self.commit:
             return
+        accepted = [self._status_item(f, ACCEPTED, "") for f, _ in new]  # their webhooks: same commit
         try:
-            refunds = self.commit.write([f for f, _ in new])
+            refunds = self.commit.write([f for f, _ in new], accepted)
         except StorageError as err:
             self.counters["store_failures"] += 1
             log.error("pop %s: ALARM store write failed (%s): %d new messages refused",
@@ -159,6 +169,9 @@ class PopActor(DispatchedActor):
         if refunds:
             self.directory.ledger.tell(m.encode(m.RefundMessages(self.address, refunds)))
             self.owed.refunds_sent((r.message_id for r in refunds), self.clock.now())
+        stored, self.commit.stored = self.commit.stored, None
+        if stored is not None:
+            self.bridge.tell(m.encode(m.WebhookEventsStored(self.name, *stored)))
         self._after_commit(new)
 
     def _admit_all(self, items: list[m.AcceptItem]) -> list[tuple[Delivery, m.AcceptItem]]:
@@ -205,7 +218,7 @@ class PopActor(DispatchedActor):
                                           rec.country))
             debits.append(m.DebitItem(rec.message_id, rec.account_id, rec.price_micro_usd,
                                       rec.submitted_at))
-            self._event(f, ACCEPTED, "")
+            self._event(f, ACCEPTED, "", store=False)  # its webhook event was written with it
             self.timers.expire_at(rec.submitted_at + rec.validity_seconds + grace, rec.message_id)
             self.dispatcher.route(f)
         if answers:
@@ -274,11 +287,17 @@ class PopActor(DispatchedActor):
 
     # --- status events -----------------------------------------------------------------------------
 
-    def _event(self, f: Delivery, status: str, error: str) -> None:
+    def _event(self, f: Delivery, status: str, error: str, *, store: bool = True) -> None:
+        item = self._status_item(f, status, error)
+        self._events.append(item)
+        if store and self.hooks.wanted(item):  # to the webhook outbox, with the commit of the change
+            self.hooks.pending.append(item)
+
+    def _status_item(self, f: Delivery, status: str, error: str) -> m.StatusItem:
         r = f.record
-        self._events.append(m.StatusItem(r.message_id, r.account_id, status, time.time(), self.name,
-                                         f.carrier, r.country, r.segments, r.price_micro_usd,
-                                         error[:200], r.callback_url, r.client_ref))
+        return m.StatusItem(r.message_id, r.account_id, status, time.time(), self.name, f.carrier,
+                            r.country, r.segments, r.price_micro_usd, error[:200], r.callback_url,
+                            r.client_ref)
 
     def _emit_events(self) -> None:
         if self.commit.dirty:

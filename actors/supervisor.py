@@ -65,6 +65,7 @@ from storage.owed_debits import OwedDebits
 from storage.pseudonyms import Pseudonyms
 from storage.records import MessageRecords
 from storage.refunds import OwedRefunds
+from storage.webhook_outbox import WebhookOutbox
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ class PopStore:
     bodies: BodyStore
     refunds: OwedRefunds
     debits: OwedDebits
+    webhooks: WebhookOutbox
 
 
 class Runtime:
@@ -187,7 +189,8 @@ class Runtime:
             env = open_env(self.data_dir / "pops" / name, map_size=map_size)
             self.pop_stores[name] = PopStore(
                 env, MessageRecords(env, self.account_keys),
-                BodyStore(env, self.keys, max_ttl_seconds=max_ttl), OwedRefunds(env), OwedDebits(env))
+                BodyStore(env, self.keys, max_ttl_seconds=max_ttl), OwedRefunds(env), OwedDebits(env),
+                WebhookOutbox(env, self.account_keys))
         # A hold and its audit entry are written in one transaction, so each POP environment keeps the
         # audit trail of its own holds; ``audit_entries`` reads them all.
         self.audits = {name: AuditLog(store.env) for name, store in self.pop_stores.items()}
@@ -310,6 +313,21 @@ class Runtime:
                 ref = CustomerSessionActor.start(account_id, self.settings, self.directory, self.ids)
                 self.directory.sessions[account_id] = ref
         return ref
+
+    def webhook_prefs(self, account_id: str) -> tuple[bool, frozenset[str] | None]:
+        """Whether the account has a webhook URL, and the statuses it wants (a POP's question, asked
+        once per account and again after ``WebhookSettingsChanged``)."""
+        try:
+            record = self.accounts.get(account_id)
+        except (UnknownAccount, KeyUnavailable):
+            return False, None
+        wanted = None if record.receipt_statuses is None else frozenset(record.receipt_statuses)
+        return record.webhook_url is not None, wanted
+
+    def tell_pops(self, msg: m.Message) -> None:
+        raw = m.encode(msg)
+        for ref in self.directory.pops.values():
+            ref.tell(raw)
 
     def tell_session(self, account_id: str, msg: m.Message) -> None:
         """An account change, to its session if it runs (a session not running starts from a fresh

@@ -333,6 +333,28 @@ class Engine(AccountManager, HoldManager):
         """Call ``callback(item: engine.messages.StatusItem)`` for every status change (engine thread)."""
         self.bridge.on_status(callback)
 
+    # --- the webhook outbox (what the webhook dispatcher, in the HTTP layer, uses) -------------------
+
+    def on_webhook_events(self, sink) -> None:
+        """``sink(pop, seqs, items)`` (engine thread) for every batch of status changes a POP stored in
+        its durable webhook outbox; report each one done with :meth:`webhook_events_done`."""
+        self.bridge.on_webhook_events(sink)
+
+    def pending_webhook_events(self) -> list[tuple[str, int, m.StatusItem]]:
+        """Every event in the webhook outboxes, as ``(pop, seq, item)`` in each POP's order (after a
+        restart: what is still to be delivered)."""
+        return [(pop, seq, item) for pop, store in self.runtime.pop_stores.items()
+                for seq, item in store.webhooks.pending()]
+
+    def webhook_events_done(self, pop: str, seqs: list[int]) -> None:
+        """These events of ``pop``'s outbox are delivered or given up: the POP removes them."""
+        ref = self.runtime.directory.pops.get(pop)
+        if ref is not None and seqs:
+            try:
+                ref.tell(m.encode(m.WebhookEventsDone(list(seqs))))
+            except pykka.ActorDeadError:  # stopping: they stay and are delivered again (same ids)
+                pass
+
     def on_carrier_ack(self, callback) -> None:
         """Call ``callback(message_id, unix_time)`` when a carrier has acknowledged every part."""
         self.bridge.on_carrier_ack(callback)

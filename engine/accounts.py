@@ -223,6 +223,7 @@ class AccountManager:
             require_active(r), webhook_url=url, receipt_statuses=receipt_statuses,
             webhook_batch_max=batch_max, webhook_batch_wait_ms=batch_wait_ms,
             webhook_disabled_url=None, webhook_disabled_at=0.0))
+        self.runtime.tell_pops(m.WebhookSettingsChanged(account_id))
 
     def check_webhook_url(self, url: str, field: str = "url") -> str:
         """``InvalidUrl`` / ``DestinationNotAllowed`` unless webhooks may go to ``url``: an absolute
@@ -264,6 +265,7 @@ class AccountManager:
             if r.webhook_url == url else r)
         if rec.webhook_url is not None:
             return False
+        self.runtime.tell_pops(m.WebhookSettingsChanged(account_id))
         self.notices.security_alert(account_id, "webhook_disabled")
         return True
 

@@ -68,6 +68,7 @@ class Bridge:
         self._ids = itertools.count(1)
         self._status_callbacks: list[Callable[[m.StatusItem], None]] = []
         self._ack_callbacks: list[Callable[[str, float], None]] = []
+        self._webhook_sinks: list[Callable[[str, list[int], list[m.StatusItem]], None]] = []
 
     # --- requests ------------------------------------------------------------------------------------
 
@@ -113,6 +114,10 @@ class Bridge:
     def on_carrier_ack(self, callback: Callable[[str, float], None]) -> None:
         self._ack_callbacks.append(callback)
 
+    def on_webhook_events(self, sink: Callable[[str, list[int], list[m.StatusItem]], None]) -> None:
+        """``sink(pop, seqs, items)`` for every batch of events a POP stored in its webhook outbox."""
+        self._webhook_sinks.append(sink)
+
     def carrier_acked(self, message_id: str, at: float) -> None:
         for cb in self._ack_callbacks:
             _safely(cb, message_id, at)
@@ -146,6 +151,9 @@ class Bridge:
                     self.carrier_acked(item.message_id, item.at)
             case m.MessagesResumed(count=count):
                 self.gate.force_acquire(count)
+            case m.WebhookEventsStored(pop=pop, seqs=seqs, items=items):
+                for sink in self._webhook_sinks:
+                    _safely(sink, pop, seqs, items)
             case _:
                 log.error("bridge: unexpected %s", type(msg).__name__)
 

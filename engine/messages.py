@@ -622,6 +622,34 @@ class CarrierEmitDue(Message):
     now: float
 
 
+# === webhook outbox (POP <-> host) ======================================================================
+
+
+@message(81)
+class WebhookSettingsChanged(Message):
+    """Engine -> every POP: the account's webhook settings changed; read them again before deciding
+    whether its next status changes go to the webhook outbox."""
+
+    account_id: str
+
+
+@message(82)
+class WebhookEventsStored(Message):
+    """POP -> bridge: these status changes are in the POP's durable webhook outbox (same commit as the
+    changes); ``seqs[i]`` is the outbox sequence of ``items[i]``, the handle to report it done."""
+
+    pop: str
+    seqs: list[int]
+    items: list[StatusItem]
+
+
+@message(83)
+class WebhookEventsDone(Message):
+    """Host -> POP: these outbox events are delivered or given up; the next group commit removes them."""
+
+    seqs: list[int]
+
+
 def message_types() -> dict[int, type[Message]]:
     """All registered message classes by tag (for tests and documentation)."""
     return dict(_REGISTRY)

@@ -11,7 +11,7 @@ Durability contract:
   events only after that.
 * *Atomic:* a message's final record and the refund it is owed (``storage.refunds``) are in the same
   transaction, so a crash can never keep one without the other; likewise a new message and its owed debit
-  (``storage.owed_debits``).
+  (``storage.owed_debits``), and a status change and its webhook event (``storage.webhook_outbox``).
 * *On failure* (``StorageError`` / ``StoreFull``) nothing of the batch is written; updates, discards and
   refund bookkeeping stay pending for the next ``write``; the new messages are the caller's to refuse.
 * *Writers:* the POP actor only. *Readers:* any thread (the stores' own read transactions).
@@ -42,14 +42,18 @@ class PopCommit:
         self.refunded: list[str] = []  # refunds the ledger has written: no longer owed
         self.debited: list[int] = []  # debit batches the ledger has made durable: no longer owed
         self.last_batch = 0  # the debit batch of the new messages of the last successful write
+        self.hooks = None  # engine.webhook_events.WebhookEvents: webhook outbox writes and removals
+        self.stored = None  # after a write: (seqs, items) stored in the webhook outbox, or None
 
     def __bool__(self) -> bool:
-        return bool(self.dirty or self.discards or self.refunds or self.refunded or self.debited)
+        return bool(self.dirty or self.discards or self.refunds or self.refunded or self.debited
+                    or self.hooks)
 
-    def write(self, new: Sequence) -> list[RefundItem]:
-        """Commit ``new`` (objects with ``record`` and ``body``) and everything pending; return the
-        refunds that are owed durably from now on (for the ledger). The debits of ``new`` are owed from
-        now on too, as batch ``last_batch`` (``storage.owed_debits``)."""
+    def write(self, new: Sequence, accepted_events: Sequence = ()) -> list[RefundItem]:
+        """Commit ``new`` (objects with ``record`` and ``body``) and everything pending, with the webhook
+        events of the changes (``accepted_events``: those of ``new``); return the refunds that are owed
+        durably from now on (for the ledger). The debits of ``new`` are owed from now on too, as batch
+        ``last_batch`` (``storage.owed_debits``)."""
         dirty, discards, refunds, refunded = self.dirty, self.discards, self.refunds, self.refunded
         debited = self.debited
         self.dirty, self.discards, self.refunds, self.refunded, self.debited = {}, [], [], [], []
@@ -68,7 +72,11 @@ class PopCommit:
                 batch = self.owed_debits.add(txn, [f.record.message_id for f in new]) if new else 0
                 if debited:
                     self.owed_debits.remove(txn, debited)
+                if self.hooks is not None:
+                    self.stored = self.hooks.write(txn, list(accepted_events))
         except (lmdb.Error, StorageError) as exc:
+            if self.hooks is not None:
+                self.hooks.failed()
             dirty.update(self.dirty)  # keep it all for the next write; nothing accepted is dropped
             self.dirty = dirty
             self.discards = discards + self.discards
@@ -81,6 +89,8 @@ class PopCommit:
                 raise StoreFull("message store is full") from exc
             raise StorageError(f"message store write failed: {type(exc).__name__}") from exc
         self.last_batch = batch
+        if self.hooks is not None:
+            self.hooks.committed()
         return refunds
 
     def forget_account(self, account_id: str) -> None:

@@ -102,6 +102,11 @@ _ROWS = (
                   "Not in the policy's table: until sent, at most 3 days (engine default)",
                   "Customer e-mail waiting for the SMTP server",
                   "storage.outbox.Outbox (Sweepable; a sent mail is deleted at once)"),
+    RetentionRule("webhook_events", DAY, Start.WRITTEN,
+                  "Not in the policy's table: until delivered, at most 1 day (engine default)",
+                  "Status-change webhooks waiting for the customer's endpoint (the retry window)",
+                  "storage.webhook_outbox.WebhookOutbox (Sweepable; a delivered event is deleted "
+                  "with the POP's next commit)"),
 )
 
 RETENTION: Mapping[str, RetentionRule] = {rule.category: rule for rule in _ROWS}

@@ -76,8 +76,7 @@ async def get_webhook(request: web.Request) -> web.Response:
 
 async def _webhook_view(ctx: HttpContext, account_id: str) -> s.WebhookView:
     record = await ctx.call(ctx.engine.account, account_id)
-    dispatcher = ctx.dispatcher
-    backlog = dispatcher.backlog_of(account_id) if dispatcher is not None else 0
+    backlog = ctx.feed.backlog_of(account_id) if ctx.feed is not None else 0
     batching = s.WebhookBatching(record.webhook_batch_max, record.webhook_batch_wait_ms)
     if record.webhook_url is None and record.webhook_disabled_url is not None:
         return s.WebhookView(record.webhook_disabled_url, "disabled", record.receipt_statuses,

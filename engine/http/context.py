@@ -42,6 +42,7 @@ class HttpContext:
     audit: Any = None  # storage.audit.AuditLog for control requests
     dispatcher: Any = None  # engine.http.webhooks.WebhookDispatcher
     notifier: Any = None  # engine.http.notify.StatusNotifier
+    feed: Any = None  # engine.http.webhook_feed.WebhookFeed
     tls: bool = False
     destinations: DestinationGuard = field(default_factory=DestinationGuard)  # webhook SSRF guard
     auth_failures: Gcra | None = None  # failed control-port authentications per source address

@@ -1,20 +1,22 @@
-"""From engine status changes to webhook deliveries (and metrics), without ever slowing the engine.
+"""Engine status changes to metrics, and what the webhook feed asks about accounts, without slowing the engine.
 
 The engine calls :meth:`StatusInbox.on_status` from one of its threads for every status change. The inbox
 only appends to a deque and, if no drain is scheduled, schedules one on the HTTP loop with
-``call_soon_threadsafe`` — the engine thread never waits for the loop, the network or a receiver. The
-deque is bounded: when the loop falls that far behind, the oldest changes are dropped (and counted).
+``call_soon_threadsafe`` — the engine thread never waits for the loop. The deque is bounded: when the loop
+falls that far behind, the oldest changes are dropped (metrics only: webhooks come from the engine's
+durable outbox through :mod:`engine.http.webhook_feed`, never from here).
 
-On the loop, :class:`StatusNotifier` counts each change in the metrics and decides whether a webhook goes
-out: the account's ``receipt_statuses`` preference (None = every status) filters; the message's
-``callback_url`` wins over the account's ``webhook_url``; URLs that answered ``410 Gone`` are disabled (the
-account's URL is cleared in the engine; a per-message URL is remembered in a bounded set).
+:class:`StatusNotifier` counts each change in the metrics and answers the webhook feed's questions: where
+an event goes (:meth:`StatusNotifier.endpoint_for`: the message's ``callback_url`` wins over the account's
+``webhook_url``; a URL that answered ``410 Gone`` is disabled — the account's URL is cleared in the engine,
+a per-message URL remembered in a bounded set), and which secrets sign it. Account records are cached for
+a second (webhook settings change rarely; a change through the API forgets the entry at once).
 
-Event body (JSON)::
+Event body (JSON, :class:`engine.http.schemas.Event`)::
 
     {"id": "evt_…", "type": "message.status", "created_at": 1700000000.25,
-     "data": {"message_id": "…", "status": "delivered", "pop": "fra", "carrier": "…", "country": "DE",
-              "segments": 1, "price_micro_usd": 75000, "error": ""}}
+     "data": {"id": "msg_…", "status": "delivered", "pop": "fra", "carrier": "…", "country": "DE",
+              "segments": 1, "price_micro_usd": 75000, "error": "", "client_ref": "order-7"}}
 
 The event id is derived from (message id, status), so it is stable across retries and restarts.
 """
@@ -23,36 +25,19 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
-from engine.http.webhooks import Delivery, WebhookDispatcher
+from engine.http.webhook_feed import Endpoint, event_body, event_id  # noqa: F401 (re-exported)
+from engine.http.webhooks import Delivery
 
 log = logging.getLogger(__name__)
 
 INBOX_LIMIT = 200_000
 ACCOUNT_CACHE_SECONDS = 1.0
 MAX_DISABLED = 10_000
-
-
-def event_id(message_id: str, status: str) -> str:
-    return "evt_" + hashlib.sha256(f"{message_id}:{status}".encode()).hexdigest()[:32]
-
-
-def event_body(item: Any) -> bytes:
-    data = {
-        "id": item.message_id, "status": item.status, "pop": item.pop,
-        "carrier": item.carrier, "country": item.country, "segments": item.segments,
-        "price_micro_usd": item.price_micro_usd, "error": item.error,
-        "client_ref": getattr(item, "client_ref", None),
-    }
-    event = {"id": event_id(item.message_id, item.status), "type": "message.status",
-             "created_at": item.at, "data": data}
-    return json.dumps(event, separators=(",", ":")).encode()
 
 
 class StatusInbox:
@@ -92,10 +77,9 @@ class StatusInbox:
 class StatusNotifier:
     """Loop side: metrics for every change, webhook deliveries for the wanted ones."""
 
-    def __init__(self, engine: Any, dispatcher: WebhookDispatcher,
-                 observe: Callable[[Any], None], call: Callable[..., Any]) -> None:
+    def __init__(self, engine: Any, observe: Callable[[Any], None],
+                 call: Callable[..., Any]) -> None:
         self._engine = engine
-        self._dispatcher = dispatcher
         self._observe = observe
         self._call = call  # runs a blocking engine call off the loop (returns an awaitable)
         self._accounts: dict[str, tuple[float, Any]] = {}
@@ -105,9 +89,8 @@ class StatusNotifier:
         for item in items:
             try:
                 self._observe(item)
-                self._notify(item)
             except Exception:  # one bad item must not stop the others
-                log.exception("status notification failed")
+                log.exception("status metrics failed")
 
     def account(self, account_id: str) -> Any:
         """The account record, cached for a second (webhook settings change rarely)."""
@@ -136,18 +119,17 @@ class StatusNotifier:
         signing = getattr(self._engine, "webhook_signing_secrets", None)
         return list(signing(record) if signing is not None else record.webhook_secrets)
 
-    def _notify(self, item: Any) -> None:
+    def endpoint_for(self, item: Any) -> Endpoint | None:
+        """Where an event goes now (None: nowhere: no URL, a disabled one, or the account is gone);
+        batching is the account's setting."""
         record = self.account(item.account_id)
         if record is None:
-            return
-        wanted = record.receipt_statuses
-        if wanted is not None and item.status not in wanted:
-            return
+            return None
         url = item.callback_url or record.webhook_url
         if not url or url in self._disabled:
-            return
-        self._dispatcher.submit(Delivery(url, item.account_id,
-                                         event_id(item.message_id, item.status), event_body(item)))
+            return None
+        return Endpoint(url, int(getattr(record, "webhook_batch_max", 1) or 1),
+                        int(getattr(record, "webhook_batch_wait_ms", 1000)) / 1000.0)
 
     def on_gone(self, delivery: Delivery) -> None:
         """A receiver answered 410: stop sending there."""

@@ -42,6 +42,7 @@ from engine.http.ratelimit import Gcra
 from engine.http.requestlog import RequestLog
 from engine.http.store import GroupCommitter, open_http_env
 from engine.http.tokens import TokenStore, ensure_first_token
+from engine.http.webhook_feed import Stored, WebhookFeed
 from engine.http.webhooks import RetryPolicy, WebhookDispatcher
 from storage.datadir import startup_error
 
@@ -141,10 +142,12 @@ class HttpServers:
         self._stop = asyncio.Event()
         env = open_http_env(self.engine.data_dir)
         ctx, inbox, dispatcher = self._build(env)
+        feed: WebhookFeed = ctx.feed
         runners: list[web.AppRunner] = []
         try:
             await dispatcher.start()
             self.engine.on_status(inbox.on_status)
+            await self._start_feed(ctx, feed)
             ssl_ctx = tls_context(self.http.tls_cert, self.http.tls_key) if ctx.tls else None
             self.apps = {"customer": build_customer_app(ctx), "control": build_control_app(ctx)}
             ensure_descriptors(*(connection_limits(self.http, name) for name in self.apps))
@@ -161,6 +164,7 @@ class HttpServers:
             sweeper.cancel()
         finally:
             inbox.closed = True
+            feed.stop()
             for runner in reversed(runners):
                 await runner.cleanup()
             await dispatcher.stop()
@@ -185,22 +189,42 @@ class HttpServers:
                           destinations=DestinationGuard(bool(http.webhook_allow_private_networks)),
                           auth_failures=_auth_failure_limiter(http),
                           idempotency_secret=secret)
-        notifier_box: list[StatusNotifier] = []
+        notifier = StatusNotifier(self.engine, metrics.observe_status, ctx.call)
+        feed_box: list[WebhookFeed] = []
         dispatcher = WebhookDispatcher(
-            lambda account_id: notifier_box[0].secrets_for(account_id),
-            lambda delivery: notifier_box[0].on_gone(delivery),
+            notifier.secrets_for, notifier.on_gone,
             concurrency=int(getattr(http, "webhook_concurrency", None) or 32),
             max_backlog=int(getattr(http, "webhook_max_backlog", None) or 100_000),
             allow_private_networks=bool(getattr(http, "webhook_allow_private_networks", False)),
             policy=RetryPolicy(window_s=float(getattr(http, "webhook_retry_window_seconds", None)
-                                              or 86400.0)))
-        notifier = StatusNotifier(self.engine, dispatcher, metrics.observe_status, ctx.call)
-        notifier_box.append(notifier)
+                                              or 86400.0)),
+            on_finished=lambda delivery, outcome: feed_box[0].finished(delivery, outcome))
+        feed = WebhookFeed(dispatcher, notifier.endpoint_for, self._events_done)
+        feed_box.append(feed)
         inbox = StatusInbox(asyncio.get_running_loop(), notifier.on_statuses)
         ctx.dispatcher = dispatcher
         ctx.notifier = notifier
+        ctx.feed = feed
         self.ctx = ctx
         return ctx, inbox, dispatcher
+
+    async def _start_feed(self, ctx: HttpContext, feed: WebhookFeed) -> None:
+        """Webhooks come from the engine's durable outbox: subscribe first, then read what it still
+        holds (after a restart), so no event is missed; one seen both ways is taken once."""
+        feed.bind(asyncio.get_running_loop())
+        subscribe = getattr(self.engine, "on_webhook_events", None)
+        if subscribe is None:  # a stand-in engine without an outbox (bench stub)
+            return
+        subscribe(feed.add_threadsafe)
+        pending = await ctx.call(self.engine.pending_webhook_events)
+        if pending:
+            log.info("webhooks: %d events from the outbox to deliver", len(pending))
+            feed.add([Stored(pop, seq, item) for pop, seq, item in pending])
+
+    def _events_done(self, pop: str, seqs: list[int]) -> None:
+        done = getattr(self.engine, "webhook_events_done", None)
+        if done is not None:
+            done(pop, seqs)
 
     @property
     def sweepables(self) -> dict[str, Any]:
@@ -238,8 +262,9 @@ class HttpServers:
             except Exception:
                 log.exception("engine.%s() failed during a scrape", method)
         dispatcher = getattr(self.ctx, "dispatcher", None)
+        feed = getattr(self.ctx, "feed", None)
         if dispatcher is not None:
-            snap.webhook_backlog = dispatcher.backlog
+            snap.webhook_backlog = feed.backlog if feed is not None else dispatcher.backlog
             snap.webhook_outcomes = dict(dispatcher.counts)
         snap.connections = {app: {"open": gate.open, **gate.counts} for app, gate in self.gates.items()}
         return snap

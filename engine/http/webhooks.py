@@ -21,7 +21,10 @@ Delivery (:class:`WebhookDispatcher`, runs on one asyncio loop):
   the URL is judged again before each send and the connector refuses a non-public peer at connect time;
   a refused destination is not retried and is counted as ``blocked``. Redirects are never followed.
 
-Not guaranteed: deliveries waiting for a retry live in memory and are lost if the process stops.
+Every terminal outcome of a delivery (delivered, gone, expired, blocked, unsigned_dropped, dropped) is
+reported to ``on_finished(delivery, outcome)``: the webhook feed (:mod:`engine.http.webhook_feed`) then
+removes its events from the engine's durable outbox. A delivery waiting for a retry is only in memory
+here; it is still in the outbox, so a restart (or ``kill -9``) sends it again, with the same event ids.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -97,6 +101,7 @@ class Delivery:
     first_at: float = 0.0
     attempt: int = 0
     extra: dict[str, str] = field(default_factory=dict)
+    events: Any = None  # what the sender of the delivery needs back in on_finished
 
 
 @dataclass(frozen=True)
@@ -116,7 +121,9 @@ class WebhookDispatcher:
                  max_per_host: int | None = None, allow_private_networks: bool = False,
                  resolver: AbstractResolver | None = None,
                  rand: Callable[[], float] = random.random,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 on_finished: Callable[[Delivery, str], None] | None = None) -> None:
+        self._on_finished = on_finished
         self._secrets_for = secrets_for
         self._on_gone = on_gone
         self._concurrency = concurrency
@@ -166,7 +173,7 @@ class WebhookDispatcher:
     def submit(self, delivery: Delivery) -> bool:
         """Queue a delivery (loop thread only); False (and counted) when the backlog is full."""
         if self._queue is None or self.backlog >= self._max_backlog:
-            self.counts["dropped"] += 1
+            self._finished(delivery, "dropped")
             return False
         if not delivery.first_at:
             delivery.first_at = self._clock()
@@ -210,28 +217,36 @@ class WebhookDispatcher:
         status, retry_after = await self._send(delivery)
         delivery.attempt += 1
         if status == UNSIGNED:
-            self.counts["unsigned_dropped"] += 1
+            self._finished(delivery, "unsigned_dropped")
             return
         if status == BLOCKED:
-            self.counts["blocked"] += 1
             log.warning("webhook event %s refused: destination is not a public address",
                         delivery.event_id)
+            self._finished(delivery, "blocked")
             return
         if status is not None and 200 <= status < 300:
-            self.counts["delivered"] += 1
+            self._finished(delivery, "delivered")
             return
         if status == 410:
-            self.counts["gone"] += 1
             self._on_gone(delivery)
+            self._finished(delivery, "gone")
             return
         delay = max(self.backoff_s(delivery.attempt), retry_after or 0.0)
         if self._clock() + delay > delivery.first_at + self.policy.window_s:
-            self.counts["expired"] += 1
             log.info("webhook event %s given up after %d attempts", delivery.event_id,
                      delivery.attempt)
+            self._finished(delivery, "expired")
             return
         self.counts["retried"] += 1
         self._schedule(delivery, delay)
+
+    def _finished(self, delivery: Delivery, outcome: str) -> None:
+        self.counts[outcome] += 1
+        if self._on_finished is not None:
+            try:
+                self._on_finished(delivery, outcome)
+            except Exception:  # a bug there must not kill the worker
+                log.exception("webhook on_finished failed")
 
     def _schedule(self, delivery: Delivery, delay: float) -> None:
         loop = asyncio.get_running_loop()

@@ -29,7 +29,7 @@ def test_the_table_has_one_row_per_policy_category_with_the_policys_periods():
         "staff_access_audit_logs": 365 * DAY, "data_subject_requests": 365 * DAY,
         "security_incidents": 5 * 365 * DAY, "outbound_mail": 3 * DAY,
         "ended_retention_exceptions": 365 * DAY, "balances_of_deleted_accounts": 7 * 365 * DAY,
-        "operator_tokens": 90 * DAY,
+        "operator_tokens": 90 * DAY, "webhook_events": DAY,
     }
     assert RETENTION["support_correspondence"].start is Start.RESOLUTION
     assert RETENTION["account_records"].start is Start.CLOSURE

@@ -1,0 +1,196 @@
+"""From the engine's durable webhook outbox to signed POSTs: order per message, batching, acknowledgements.
+
+The POPs write every status change an account wants a webhook for into their outbox, in the same commit as
+the change (``storage.webhook_outbox``), and the engine hands each stored batch to :meth:`WebhookFeed.add`
+(from an engine thread: it is moved to the HTTP loop at once). At start-up the feed also reads what the
+outboxes still hold (after a restart or ``kill -9``), so nothing committed is ever lost; an event seen twice
+(both ways) is taken once.
+
+* **Order per message:** a message's events are released one at a time, in outbox order: the next one
+  only after the previous one is finished (delivered, or given up).
+* **Endpoint:** the message's ``callback_url``, else the account's webhook URL at the time of release. No
+  URL (removed, or disabled after ``410 Gone``): the event is finished as ``no_endpoint``.
+* **Batching (opt-in per account):** with ``batch_max`` > 1 the released events of one (account, URL) are
+  POSTed together as a JSON array of at most ``batch_max`` events, one signature over the raw body, the
+  first event waiting at most ``batch_wait_ms`` for others. By default one event per POST (a JSON
+  object).
+* **Acknowledgement:** every finished event is reported to the engine (``webhook_events_done``): the POP
+  removes it from the outbox with its next commit.
+
+Threads: the HTTP loop's, except :meth:`add_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import logging
+from collections.abc import Callable
+from typing import NamedTuple
+
+import msgspec
+
+from engine.http.schemas import Event, EventData
+from engine.http.webhooks import Delivery, WebhookDispatcher
+from engine.messages import StatusItem
+
+log = logging.getLogger(__name__)
+
+_encoder = msgspec.json.Encoder()
+
+
+class Endpoint(NamedTuple):
+    url: str
+    batch_max: int
+    batch_wait_s: float
+
+
+class Stored(NamedTuple):
+    """One event of a POP's outbox."""
+
+    pop: str
+    seq: int
+    item: StatusItem
+
+
+def event_id(message_id: str, status: str) -> str:
+    """Stable across retries and restarts: derived from (message id, status)."""
+    return "evt_" + hashlib.sha256(f"{message_id}:{status}".encode()).hexdigest()[:32]
+
+
+def event_of(item: StatusItem) -> Event:
+    return Event(event_id(item.message_id, item.status), "message.status", item.at, EventData(
+        item.message_id, item.status, item.pop, item.carrier, item.country, item.segments,
+        item.price_micro_usd, item.error, item.client_ref))
+
+
+def event_body(item: StatusItem) -> bytes:
+    """The JSON body of one event (one event per POST)."""
+    return _encoder.encode(event_of(item))
+
+
+class WebhookFeed:
+    """Feeds outbox events to the dispatcher (see the module docstring)."""
+
+    def __init__(self, dispatcher: WebhookDispatcher, endpoint_for: Callable[[StatusItem],
+                 Endpoint | None], done: Callable[[str, list[int]], None]) -> None:
+        self._dispatcher = dispatcher
+        self._endpoint_for = endpoint_for
+        self._done = done
+        self._known: set[tuple[str, int]] = set()
+        self._chains: dict[str, collections.deque[Stored]] = {}  # message id -> events after the head
+        self._buffers: dict[tuple[str, str], list[Stored]] = {}
+        self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._per_account: collections.Counter[str] = collections.Counter()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.closed = False
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    @property
+    def backlog(self) -> int:
+        """Events not finished yet (queued, batched, in flight or waiting for a retry)."""
+        return len(self._known)
+
+    def backlog_of(self, account_id: str) -> int:
+        return self._per_account.get(account_id, 0)
+
+    def add_threadsafe(self, pop: str, seqs: list[int], items: list[StatusItem]) -> None:
+        """Engine thread: hand a stored batch to the loop (never waits)."""
+        if self.closed or self._loop is None:
+            return
+        batch = [Stored(pop, seq, item) for seq, item in zip(seqs, items, strict=True)]
+        try:
+            self._loop.call_soon_threadsafe(self.add, batch)
+        except RuntimeError:  # the loop is closed (shutdown): the events stay in the outbox
+            self.closed = True
+
+    def add(self, events: list[Stored]) -> None:
+        """Take events (in each POP's order); each message's events are released one at a time."""
+        for ev in events:
+            key = (ev.pop, ev.seq)
+            if key in self._known:
+                continue
+            self._known.add(key)
+            self._per_account[ev.item.account_id] += 1
+            chain = self._chains.get(ev.item.message_id)
+            if chain is not None:
+                chain.append(ev)
+                continue
+            self._chains[ev.item.message_id] = collections.deque()
+            self._release(ev)
+
+    def _release(self, ev: Stored) -> None:
+        endpoint = self._endpoint_for(ev.item)
+        if endpoint is None:
+            self._dispatcher.counts["no_endpoint"] = self._dispatcher.counts.get("no_endpoint", 0) + 1
+            self._finish([ev])
+            return
+        if endpoint.batch_max <= 1:
+            self._send(endpoint.url, [ev], batched=False)
+            return
+        key = (ev.item.account_id, endpoint.url)
+        buffer = self._buffers.setdefault(key, [])
+        buffer.append(ev)
+        if len(buffer) >= endpoint.batch_max:
+            self._flush(key)
+        elif len(buffer) == 1 and self._loop is not None:
+            self._timers[key] = self._loop.call_later(endpoint.batch_wait_s, self._flush, key)
+
+    def _flush(self, key: tuple[str, str]) -> None:
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        events = self._buffers.pop(key, [])
+        if events:
+            self._send(key[1], events, batched=True)
+
+    def _send(self, url: str, events: list[Stored], *, batched: bool) -> None:
+        items = [ev.item for ev in events]
+        ids = [event_id(i.message_id, i.status) for i in items]
+        if batched:  # a JSON array; receivers deduplicate on each event's own id
+            body = _encoder.encode([event_of(i) for i in items])
+            ident = "evb_" + hashlib.sha256(",".join(ids).encode()).hexdigest()[:32]
+        else:
+            body, ident = event_body(items[0]), ids[0]
+        self._dispatcher.submit(Delivery(url, items[0].account_id, ident, body,
+                                         first_at=min(i.at for i in items), events=events))
+
+    def finished(self, delivery: Delivery, outcome: str) -> None:
+        """The dispatcher's ``on_finished``: its events are done, whatever the outcome."""
+        if delivery.events:
+            self._finish(delivery.events)
+
+    def _finish(self, events: list[Stored]) -> None:
+        by_pop: dict[str, list[int]] = {}
+        for ev in events:
+            if (ev.pop, ev.seq) not in self._known:
+                continue
+            self._known.discard((ev.pop, ev.seq))
+            left = self._per_account[ev.item.account_id] - 1
+            if left > 0:
+                self._per_account[ev.item.account_id] = left
+            else:
+                self._per_account.pop(ev.item.account_id, None)
+            by_pop.setdefault(ev.pop, []).append(ev.seq)
+        for pop, seqs in by_pop.items():
+            try:
+                self._done(pop, seqs)
+            except Exception:  # they stay in the outbox and are sent again after a restart
+                log.exception("could not report webhook events done")
+        for ev in events:
+            chain = self._chains.get(ev.item.message_id)
+            if chain is None:
+                continue
+            if chain:
+                self._release(chain.popleft())
+            else:
+                del self._chains[ev.item.message_id]
+
+    def stop(self) -> None:
+        self.closed = True
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()

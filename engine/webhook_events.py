@@ -1,0 +1,103 @@
+"""What a POP writes to its durable webhook outbox, and when (the POP's policy; the store is
+``storage.webhook_outbox``).
+
+A status change goes to the outbox when the account wants a webhook for it: the message has a
+``callback_url`` or the account a webhook URL, and the status is among the account's ``receipt_statuses``
+(all when unset). The POP learns an account's settings once (read through ``prefs``, cached) and again after
+a ``WebhookSettingsChanged``. Events are written in the POP's group commit (:meth:`write`), removals
+(:attr:`done`, reported by the webhook dispatcher) too. At most ``limit`` events are stored per POP; beyond
+that an event is dropped and counted (the backlog is bounded, and visible in metrics).
+
+Threads: the POP's (the dispatcher thread); nothing here is shared.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import lmdb
+
+from engine.messages import StatusItem
+
+log = logging.getLogger(__name__)
+
+MAX_CACHED_ACCOUNTS = 100_000
+Prefs = tuple[bool, frozenset[str] | None]  # (the account has a webhook URL, statuses wanted or None)
+
+
+def outbox_share(settings: Any) -> int:
+    """Each POP's share of ``[http] webhook_max_backlog``."""
+    total = int(getattr(getattr(settings, "http", None), "webhook_max_backlog", 0) or 100_000)
+    return max(1, total // max(1, len(getattr(settings, "pops", {}) or {"": None})))
+
+
+class WebhookEvents:
+    """The POP's side of the webhook outbox: pending writes, pending removals, the bound."""
+
+    def __init__(self, store: Any, prefs: Callable[[str], Prefs] | None, limit: int) -> None:
+        self.store = store  # storage.webhook_outbox.WebhookOutbox, or None (no outbox: nothing stored)
+        self._prefs = prefs
+        self.limit = limit
+        self.pending: list[StatusItem] = []  # status changes not yet written with their commit
+        self.done: list[int] = []  # outbox sequences delivered or given up: removed at the next commit
+        self.dropped = 0
+        self._cache: dict[str, Prefs] = {}
+        self._writing: tuple[int, int] = (0, 0)
+
+    def __bool__(self) -> bool:
+        return bool(self.pending or self.done)
+
+    @property
+    def count(self) -> int:
+        return self.store.count if self.store is not None else 0
+
+    def forget(self, account_id: str) -> None:
+        self._cache.pop(account_id, None)
+
+    def wanted(self, item: StatusItem) -> bool:
+        if self.store is None or self._prefs is None:
+            return False
+        prefs = self._cache.get(item.account_id)
+        if prefs is None:
+            if len(self._cache) >= MAX_CACHED_ACCOUNTS:
+                self._cache.clear()
+            prefs = self._cache[item.account_id] = self._prefs(item.account_id)
+        has_url, statuses = prefs
+        return bool(item.callback_url or has_url) and (statuses is None or item.status in statuses)
+
+    def write(self, txn: lmdb.Transaction, accepted: list[StatusItem]
+              ) -> tuple[list[int], list[StatusItem]] | None:
+        """Inside the POP's commit: store the wanted events (``accepted`` first: those messages are new in
+        this commit, so their other events cannot precede them), remove the done ones. Returns
+        ``(seqs, items)`` stored, for the bridge, or None."""
+        if self.store is None:
+            self.pending.clear()
+            self.done.clear()
+            return None
+        events = [e for e in (*accepted, *self.pending) if self.wanted(e)]
+        room = self.limit - self.store.count + len(self.done)
+        if len(events) > room:
+            self.dropped += len(events) - max(0, room)
+            log.warning("webhook outbox full: %d events dropped", len(events) - max(0, room))
+            events = events[:max(0, room)]
+        seqs = self.store.add(txn, events)
+        removed = self.store.remove(txn, self.done) if self.done else 0
+        kept = [(s, e) for s, e in zip(seqs, events, strict=True) if s]
+        self._writing = (len(kept), removed)
+        if not kept:
+            return None
+        return [s for s, _ in kept], [e for _, e in kept]
+
+    def committed(self) -> None:
+        """The commit that held :meth:`write`'s changes is durable."""
+        if self.store is not None:
+            self.store.committed(*self._writing)
+        self._writing = (0, 0)
+        self.pending.clear()
+        self.done.clear()
+
+    def failed(self) -> None:
+        """The commit failed: pending writes and removals stay for the next one."""
+        self._writing = (0, 0)
