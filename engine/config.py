@@ -68,6 +68,8 @@ class HttpSettings:
     control_max_connections: int = 100  # the same bounds for the control port
     control_max_connections_per_address: int = 20
     control_auth_failures_per_minute: int = 10  # failed control-port logins per source address
+    max_pending_requests: int = 256  # customer requests being served at once; beyond: 503 at the door
+    queue_delay_target_ms: float = 50.0  # the HTTP loop's lag beyond which requests are refused (503)
 
 
 @dataclass(frozen=True)
@@ -392,7 +394,8 @@ def _check_bounds(limits: EngineLimits, http: HttpSettings) -> None:
         raise ConfigError("config: engine.analytics_max_account_share must be more than 0 and at most 1")
     for name in ("header_timeout_seconds", "body_timeout_seconds", "keepalive_timeout_seconds",
                  "max_connections", "max_connections_per_address", "control_max_connections",
-                 "control_max_connections_per_address", "control_auth_failures_per_minute"):
+                 "control_max_connections_per_address", "control_auth_failures_per_minute",
+                 "max_pending_requests", "queue_delay_target_ms"):
         if not getattr(http, name) > 0:
             raise ConfigError(f"config: http.{name} must be more than 0")
     if http.webhook_secret_overlap_seconds > MAX_SECRET_OVERLAP_SECONDS:

@@ -11,7 +11,8 @@ Counters: ``smsroute_messages_total{status,pop,carrier}`` (every status change t
 ``smsroute_carrier_{receipts,reconnects,throttle_pauses}_total{carrier,pop}`` and
 ``smsroute_carrier_errors_total{carrier,pop,error}``, ``smsroute_webhook_deliveries_total{outcome}``,
 ``smsroute_retention_sweeps_total``, ``smsroute_retention_sweep_failures_total``,
-``smsroute_retention_removed_total{store}``.
+``smsroute_retention_removed_total{store}``, ``smsroute_webhook_outbox_dropped_total{pop}``,
+``smsroute_http_shed_requests_total{reason}`` (503 at the customer API's door: ``pending``, ``delay``).
 
 Gauges: ``smsroute_actor_alive{actor}``, ``smsroute_dead_actors``, ``smsroute_dead_sessions``,
 ``smsroute_http_connections_open{app}`` (counter ``smsroute_http_connection_events_total{app,event}``),
@@ -20,7 +21,8 @@ Gauges: ``smsroute_actor_alive{actor}``, ``smsroute_dead_actors``, ``smsroute_de
 ``smsroute_pop_outstanding{pop,carrier}``, ``smsroute_pop_waiting{pop,carrier}``,
 ``smsroute_carrier_{connected,suspended,available}{carrier,pop}`` (1/0),
 ``smsroute_carrier_window{carrier,pop}``, ``smsroute_carrier_window_in_use{carrier,pop}``,
-``smsroute_carrier_binds{carrier,pop,state}``, ``smsroute_webhook_backlog``, ``smsroute_mail_outbox``,
+``smsroute_carrier_binds{carrier,pop,state}``, ``smsroute_webhook_backlog``,
+``smsroute_webhook_outbox{pop}``, ``smsroute_http_pending_requests``, ``smsroute_mail_outbox``,
 ``smsroute_privacy_requests_{open,overdue}``,
 ``smsroute_privacy_incidents_{open,authority_deadline_close,authority_overdue}``; counter
 ``smsroute_mail_deliveries_total{outcome}``.
@@ -87,6 +89,7 @@ class Snapshot:
     webhook_outcomes: dict[str, int] = field(default_factory=dict)
     removed_by_store: dict[str, int] = field(default_factory=dict)  # the HTTP layer's own sweeps
     connections: dict[str, dict[str, int]] = field(default_factory=dict)  # per port: open + events
+    shedding: dict[str, int] = field(default_factory=dict)  # the customer port's door (Shedder)
 
 
 class HttpMetrics:
@@ -156,6 +159,7 @@ class _SnapshotCollector:
         yield from _pop_families(snap.engine.get("pops") or [])
         yield from _carrier_families(snap.carriers)
         yield from _webhook_families(snap)
+        yield from _shedding_families(snap.shedding)
         yield from _retention_families(snap.engine.get("sweeper") or {}, snap.removed_by_store)
         yield from _mail_families(snap.engine.get("mail") or {})
         yield from _privacy_families(snap.engine.get("privacy") or {})
@@ -289,9 +293,31 @@ def _carrier_families(carriers: list[dict[str, Any]]) -> Iterator[Metric]:
     yield from (*flags.values(), window, in_use, binds, submitted, *smpp.values(), errors)
 
 
+def _shedding_families(shedding: dict[str, int]) -> Iterator[Metric]:
+    """The customer port's door: requests being served, and those refused 503 before being read."""
+    yield from _gauge("smsroute_http_pending_requests", "Customer API requests being served",
+                      shedding.get("pending"))
+    shed = CounterMetricFamily("smsroute_http_shed_requests",
+                               "Customer API requests refused at the door (503 overloaded), by reason",
+                               labels=["reason"])
+    for reason in ("pending", "delay"):
+        _add(shed, [reason], shedding.get(f"shed_{reason}"))
+    yield shed
+
+
 def _webhook_families(snap: Snapshot) -> Iterator[Metric]:
-    yield from _gauge("smsroute_webhook_backlog", "Webhooks queued or waiting for a retry",
+    yield from _gauge("smsroute_webhook_backlog",
+                      "Webhook events not yet delivered (from the durable outboxes)",
                       snap.webhook_backlog)
+    pops = snap.engine.get("pops") or []
+    outbox = GaugeMetricFamily("smsroute_webhook_outbox", "Events in the POP's durable webhook outbox",
+                               labels=["pop"])
+    dropped = CounterMetricFamily("smsroute_webhook_outbox_dropped",
+                                  "Events not stored because the POP's outbox was full", labels=["pop"])
+    for pop in pops:
+        _add(outbox, [str(pop.get("pop", ""))], pop.get("webhook_outbox"))
+        _add(dropped, [str(pop.get("pop", ""))], pop.get("webhooks_dropped"))
+    yield from (outbox, dropped)
     deliveries = CounterMetricFamily("smsroute_webhook_deliveries",
                                      "Webhook delivery attempts by outcome", labels=["outcome"])
     for outcome, n in sorted(snap.webhook_outcomes.items()):

@@ -40,6 +40,7 @@ from engine.http.metrics import HttpMetrics, Snapshot
 from engine.http.notify import StatusInbox, StatusNotifier
 from engine.http.ratelimit import Gcra
 from engine.http.requestlog import RequestLog
+from engine.http.shedding import Shedder
 from engine.http.store import GroupCommitter, open_http_env
 from engine.http.tokens import TokenStore, ensure_first_token
 from engine.http.webhook_feed import Stored, WebhookFeed
@@ -89,6 +90,7 @@ class HttpServers:
         self.apps: dict[str, web.Application] = {}
         self.sweep_totals: dict[str, int] = {}
         self.gates: dict[str, ConnectionGate] = {}
+        self.shedder: Shedder | None = None
         self.token_path = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -165,6 +167,8 @@ class HttpServers:
         finally:
             inbox.closed = True
             feed.stop()
+            if self.shedder is not None:
+                self.shedder.stop()
             for runner in reversed(runners):
                 await runner.cleanup()
             await dispatcher.stop()
@@ -267,6 +271,8 @@ class HttpServers:
             snap.webhook_backlog = feed.backlog if feed is not None else dispatcher.backlog
             snap.webhook_outcomes = dict(dispatcher.counts)
         snap.connections = {app: {"open": gate.open, **gate.counts} for app, gate in self.gates.items()}
+        if self.shedder is not None:
+            snap.shedding = {"pending": self.shedder.pending, **self.shedder.counts}
         return snap
 
     async def _site(self, runners: list[web.AppRunner], name: str, host: str, port: int,
@@ -279,6 +285,11 @@ class HttpServers:
         runner.server.__class__ = GuardedServer
         runner.server.gate = self.gates[name] = ConnectionGate(limits)
         runner.server.app_name = name
+        if name == "customer":  # overload is refused at the door (the control port always answers)
+            self.shedder = Shedder(int(getattr(self.http, "max_pending_requests", 256)),
+                                   float(getattr(self.http, "queue_delay_target_ms", 50.0)) / 1000)
+            runner.server.request_handler = self.shedder.wrap(runner.server.request_handler)
+            self.shedder.start(asyncio.get_running_loop())
         runners.append(runner)
         site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx, backlog=1024)
         try:
