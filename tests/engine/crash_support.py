@@ -34,3 +34,9 @@ def refund_overrides() -> dict:
     overrides = delivering_carriers()
     overrides["engine"].update(default_validity_seconds=1, expiry_grace_seconds=0.2, tick_ms=20)
     return overrides
+
+
+def webhook_engine_overrides() -> dict:
+    """Carriers that deliver at once, HTTP on free loopback ports, webhooks allowed to loopback."""
+    return {**delivering_carriers(),
+            "http": {"customer_port": 0, "control_port": 0, "webhook_allow_private_networks": True}}

@@ -1,0 +1,112 @@
+"""The batch endpoint, the message list, client_ref and the webhook view, through real sockets."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.engine.http.conftest import DE_NUMBER, Client, funded_account
+
+MSG = {"to": DE_NUMBER, "from": "ACME", "body": "batch member"}
+
+
+@pytest.fixture(scope="module")
+def account(running):
+    return funded_account(running, "batch@example.com")
+
+
+@pytest.fixture
+def api(running, account):
+    return Client(running.http.customer_port, account.api_key)
+
+
+def test_a_batch_answers_each_message_in_order_with_its_own_result(api):
+    messages = [MSG, {**MSG, "to": "+1"}, {**MSG, "from": "NOPE"}, {**MSG, "surprise": 1},
+                {**MSG, "client_ref": "order-4"}]
+    status, _, answer = api.request("POST", "/v1/messages/batch", {"messages": messages})
+    assert status == 200 and (answer["accepted"], answer["refused"]) == (2, 3)
+    first, bad_number, bad_sender, unknown_field, referenced = answer["results"]
+    assert first["id"].startswith("msg_") and first["status"] == "accepted" and "error" not in first
+    assert bad_number == {"error": {"code": "invalid_number", "message": bad_number["error"]["message"]}}
+    assert bad_sender["error"]["code"] == "unknown_sender"
+    assert unknown_field["error"]["code"] == "unknown_field"
+    assert referenced["client_ref"] == "order-4" and referenced["id"] != first["id"]
+    for result in (first, referenced):  # each accepted one is a real, durable message
+        assert api.request("GET", f"/v1/messages/{result['id']}")[0] == 200
+
+
+def test_a_batch_with_an_idempotency_key_is_sent_once_and_replayed_whole(api):
+    body = {"messages": [MSG, {**MSG, "client_ref": "again"}]}
+    headers = {"Idempotency-Key": f"batch-{time.time_ns()}"}
+    first = api.request("POST", "/v1/messages/batch", body, headers=headers)
+    again = api.request("POST", "/v1/messages/batch", body, headers=headers)
+    assert first[0] == again[0] == 200 and first[2] == again[2]
+    assert again[1].get("Idempotent-Replayed") == "true" and "Idempotent-Replayed" not in first[1]
+    other = api.request("POST", "/v1/messages/batch", {"messages": [MSG]}, headers=headers)
+    assert other[0] == 422 and other[2]["error"]["code"] == "idempotency_key_reused"
+
+
+def test_a_batch_beyond_1000_messages_or_empty_is_refused_whole(api):
+    status, _, body = api.request("POST", "/v1/messages/batch", {"messages": []})
+    assert status == 422 and body["error"]["code"] == "invalid_batch"
+    big = {"messages": [{"to": "+4", "from": "A", "body": "x"}] * 1001}
+    status, _, body = api.request("POST", "/v1/messages/batch", big)
+    assert status == 422 and body["error"]["code"] == "invalid_batch"
+
+
+def test_client_ref_is_echoed_by_the_submit_the_status_and_the_list(api):
+    status, _, accepted = api.request("POST", "/v1/messages", {**MSG, "client_ref": "order-4711"})
+    assert status == 202 and accepted["client_ref"] == "order-4711"
+    _, _, view = api.request("GET", f"/v1/messages/{accepted['id']}")
+    assert view["client_ref"] == "order-4711" and view["id"] == accepted["id"]
+    assert view["from"] == "ACME" and "message_id" not in view and "account_id" not in view
+    too_long = api.request("POST", "/v1/messages", {**MSG, "client_ref": "x" * 65})
+    assert too_long[0] == 422 and too_long[2]["error"]["code"] == "invalid_client_ref"
+
+
+def test_the_message_list_pages_newest_first_and_filters_by_status_and_time(running):
+    acc = funded_account(running, "lister@example.com")
+    api = Client(running.http.customer_port, acc.api_key)
+    before = time.time()
+    ids = [api.request("POST", "/v1/messages", {**MSG, "to": to})[2]["id"]
+           for to in (DE_NUMBER, "+6591234567", "+5511912345678") * 3]  # all three POPs
+    seen, cursor = [], None
+    while True:
+        query = "/v1/messages?limit=4" + (f"&cursor={cursor}" if cursor else "")
+        status, _, page = api.request("GET", query)
+        assert status == 200 and len(page["messages"]) <= 4
+        seen += [m["id"] for m in page["messages"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == sorted(ids, reverse=True)  # every message once, newest first
+    _, _, none = api.request("GET", "/v1/messages?status=failed,rejected")
+    assert none["messages"] == [] and none["next_cursor"] is None
+    _, _, later = api.request("GET", f"/v1/messages?since={time.time() + 60}")
+    assert later["messages"] == []
+    _, _, window = api.request("GET", f"/v1/messages?since={before - 1}&until={time.time() + 1}"
+                                      "&limit=200")
+    assert {m["id"] for m in window["messages"]} == set(ids)
+    other = funded_account(running, "other-lister@example.com")
+    _, _, theirs = Client(running.http.customer_port, other.api_key).request("GET", "/v1/messages")
+    assert theirs["messages"] == []  # never another account's
+    assert api.request("GET", "/v1/messages?limit=0")[0] == 400
+    assert api.request("GET", "/v1/messages?status=lost")[0] == 400
+
+
+def test_the_webhook_view_shows_settings_batching_and_state(api):
+    status, _, view = api.request("GET", "/v1/webhook")
+    assert status == 200 and view["state"] in ("none", "active")
+    status, _, view = api.request("PUT", "/v1/webhook", {
+        "url": "https://hooks.example.com/sms", "receipt_statuses": ["delivered", "failed"],
+        "batching": {"max_events": 50, "max_wait_ms": 200}})
+    assert status == 200
+    assert view == {"url": "https://hooks.example.com/sms", "state": "active",
+                    "receipt_statuses": ["delivered", "failed"],
+                    "batching": {"max_events": 50, "max_wait_ms": 200}, "disabled_at": None,
+                    "disabled_reason": None, "backlog": view["backlog"]}
+    assert api.request("GET", "/v1/webhook")[2] == {**view, "backlog": view["backlog"]}
+    bad = api.request("PUT", "/v1/webhook", {"url": None, "batching": {"max_events": 101}})
+    assert bad[0] == 422 and bad[2]["error"]["code"] == "invalid_batching"
+    api.request("PUT", "/v1/webhook", {"url": None})

@@ -1,0 +1,121 @@
+"""kill -9 with webhooks pending: after the restart every event is delivered, none is lost, a duplicate
+only ever carries the same event id, and each message's events arrive in order."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from engine import Engine
+from engine.http.webhooks import SIGNATURE_HEADER, verify
+from tests.engine.crash_support import webhook_engine_overrides
+from tests.waiting import wait_for
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+class FlakyReceiver:
+    """Records every webhook POST; while ``failing`` answers 500 to most of them (so they stay pending)."""
+
+    def __init__(self) -> None:
+        self.failing = True
+        self.received: list[tuple[float, bool, dict, bytes]] = []  # (time, answered 2xx, headers, body)
+        self.lock = threading.Lock()
+        self.rng = random.Random(7)
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server naming)
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with outer.lock:
+                    ok = not outer.failing or outer.rng.random() < 0.3
+                    outer.received.append((time.monotonic(), ok, dict(self.headers), body))
+                self.send_response(200 if ok else 500)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def events(self) -> list[tuple[bool, dict, dict]]:
+        """(answered 2xx, headers, event) for every event received, in arrival order."""
+        out = []
+        with self.lock:
+            received = list(self.received)
+        for _, ok, headers, body in received:
+            parsed = json.loads(body)
+            for event in parsed if isinstance(parsed, list) else [parsed]:
+                out.append((ok, headers, event))
+        return out
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("batch_max", [1, 20])
+def test_webhooks_pending_at_sigkill_are_all_delivered_after_the_restart(tmp_path, batch_max):
+    receiver = FlakyReceiver()
+    data_dir, out = tmp_path / "data", tmp_path / "accepted.txt"
+    proc = subprocess.Popen([sys.executable, "-m", "tests.engine.webhook_crash_child", str(data_dir),
+                             str(out), receiver.url, str(batch_max)], cwd=ROOT, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: proc.poll() is not None or (out.exists() and "done" in out.read_text()),
+                 timeout=90)
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        wait_for(lambda: len(receiver.received) >= 20, timeout=30)  # deliveries under way, most failing
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    lines = out.read_text().split()
+    account_id = lines[1]
+    accepted = [lines[i + 1] for i, word in enumerate(lines) if word == "accepted"]
+    assert len(accepted) == 150
+    delivered_before = {(e["data"]["id"], e["data"]["status"]) for ok, _, e in receiver.events() if ok}
+    assert len(delivered_before) < 300  # some were still pending at the kill
+
+    receiver.failing = False
+    engine = Engine.start(data_dir=data_dir, http=True, overrides=webhook_engine_overrides())
+    try:
+        wanted = {(mid, status) for mid in accepted for status in ("accepted", "delivered")}
+
+        def all_delivered() -> bool:
+            return wanted <= {(e["data"]["id"], e["data"]["status"])
+                              for ok, _, e in receiver.events() if ok}
+
+        wait_for(all_delivered, timeout=60)
+        secret = engine.account(account_id).webhook_secrets[0]
+    finally:
+        engine.stop()
+        receiver.close()
+    with receiver.lock:
+        for _, _, headers, body in receiver.received:  # every POST signed over its raw body
+            assert verify(headers[SIGNATURE_HEADER], [secret], body, now=time.time())
+    ids: dict[tuple[str, str], set[str]] = {}
+    first_ok: dict[tuple[str, str], int] = {}
+    for n, (ok, _, event) in enumerate(receiver.events()):
+        key = (event["data"]["id"], event["data"]["status"])
+        ids.setdefault(key, set()).add(event["id"])
+        if ok:
+            first_ok.setdefault(key, n)
+        assert event["data"]["client_ref"].startswith("ref-")
+    assert set(ids) == wanted  # nothing else, nothing lost
+    assert all(len(v) == 1 for v in ids.values())  # a duplicate only ever with the same event id
+    for mid in accepted:  # each message's events in order: delivered never before accepted
+        assert first_ok[(mid, "accepted")] < first_ok[(mid, "delivered")]
