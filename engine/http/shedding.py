@@ -8,8 +8,9 @@ starts, in front of the application (before routing, middlewares, the body read 
 ``max_pending`` requests are already being served, or the event loop has run more than ``delay_target_s``
 behind for :data:`SUSTAINED_PROBES` probes in a row (its lag, measured by a probe every :data:`PROBE_S`, is
 how long a ready request waits for the loop; one late probe — a GC pause, a noisy neighbour — is not
-overload), the request is answered ``503 overloaded`` with ``Retry-After`` from a canned body at once. Its
-body, if any, is skipped by the HTTP parser without ever being parsed. The admitted requests keep a
+overload), the request is answered ``503 overloaded`` with ``Retry-After`` from a canned body at once. A
+body that has arrived is skipped by the HTTP parser without ever being parsed (the connection stays
+open); one still on its way is not waited for (the connection is closed after the answer). The admitted requests keep a
 latency near their unloaded one, and the memory held by waiting requests stays bounded.
 
 Threads: the HTTP loop's only.
@@ -80,7 +81,13 @@ class Shedder:
 
         async def door(request: web.BaseRequest) -> web.StreamResponse:
             if not self.admit():
-                return web.Response(status=503, body=_BODY, headers=_HEADERS)
+                resp = web.Response(status=503, body=_BODY, headers=_HEADERS)
+                if not request.content.is_eof():  # never wait for a body that will not be read
+                    resp.force_close()
+                    close_after = getattr(request.protocol, "close_after_answer", None)
+                    if close_after is not None:
+                        close_after()
+                return resp
             try:
                 return await handler(request)
             finally:

@@ -101,3 +101,40 @@ def test_webhook_settings_are_validated(running):
     status, _, body = api.request("PUT", "/v1/webhook", {"url": None, "receipt_statuses": None})
     assert status == 200 and (body["url"], body["receipt_statuses"], body["state"]) == (
         None, None, "none")
+
+
+def test_a_batching_endpoint_gets_json_arrays_of_bounded_size_with_one_signature(running, receiver):
+    acc = funded_account(running, "batched@example.com")
+    api = Client(running.http.customer_port, acc.api_key)
+    api.request("PUT", "/v1/webhook", {"url": receiver.url, "batching": {"max_events": 5,
+                                                                         "max_wait_ms": 300}})
+    _, _, answer = api.request("POST", "/v1/messages/batch", {"messages": [MSG] * 12})
+    ids = {r["id"] for r in answer["results"]}
+    secret = running.account(acc.id).webhook_secrets[0]
+    got: dict[tuple[str, str], str] = {}
+    deadline = time.monotonic() + 20
+    while len(got) < 24 and time.monotonic() < deadline:
+        headers, body, _ = receiver.next(timeout=max(0.1, deadline - time.monotonic()))
+        events = json.loads(body)
+        assert isinstance(events, list) and 1 <= len(events) <= 5
+        assert verify(headers[SIGNATURE_HEADER], [secret], body, now=time.time())
+        for event in events:
+            got[(event["data"]["id"], event["data"]["status"])] = event["id"]
+    assert set(got) == {(mid, s) for mid in ids for s in ("accepted", "delivered")}
+
+
+def test_an_endpoint_that_answers_410_is_disabled_and_shown_so(running):
+    gone = Receiver(answers=[410])
+    try:
+        acc = funded_account(running, "gone@example.com")
+        api = Client(running.http.customer_port, acc.api_key)
+        api.request("PUT", "/v1/webhook", {"url": gone.url})
+        api.request("POST", "/v1/messages", MSG)
+        gone.next()
+        wait_for(lambda: api.request("GET", "/v1/webhook")[2]["state"] == "disabled", timeout=10)
+        view = api.request("GET", "/v1/webhook")[2]
+        assert view["url"] == gone.url and view["disabled_at"] > 0
+        assert "410" in view["disabled_reason"]
+        assert api.request("PUT", "/v1/webhook", {"url": gone.url})[2]["state"] == "active"
+    finally:
+        gone.close()
