@@ -39,10 +39,11 @@ Number = Annotated[str, Meta(pattern=r"^\+[0-9]{1,15}$", examples=["+49151123456
                              description="E.164: '+' and at most 15 digits, no spaces; it must also "
                                          "be a valid number by libphonenumber's metadata "
                                          "(else 422 invalid_number)")]
-SenderId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9 .\-&]{1,11}$|^\+?[0-9]{3,15}$",
-                               description="a sender ID registered for the account: 1-11 letters, "
-                                           "digits, space . - & (alphanumeric) or 3-15 digits "
-                                           "(numeric); an unregistered one is 403 unknown_sender")]
+SenderId = Annotated[str, Meta(
+    pattern=r"^(?=.{1,11}$)[0-9 .\-&]*[A-Za-z][A-Za-z0-9 .\-&]*$|^\+?[0-9]{3,15}$",
+    description="a sender ID registered for the account: 1-11 letters, digits, space . - & with at "
+                "least one letter (alphanumeric), or 3-15 digits (numeric); an unregistered one is "
+                "403 unknown_sender")]
 Body = Annotated[str, Meta(min_length=1, max_length=10_000,
                            description="the text; GSM-7 or UCS-2 (chosen by its characters), at "
                                        "most [engine] max_segments segments (else 413 "
@@ -116,7 +117,8 @@ class SenderRequest(Strict):
 
 
 class DebugWindowRequest(Strict):
-    hours: Annotated[float, Meta(gt=0, le=168)]
+    hours: Annotated[float, Meta(ge=0.01, le=168, description="how long, at least 0.01 (36 s), at most "
+                                                            "168 (7 days)")]
     reason: Annotated[str, Meta(max_length=200)] | None = None
 
 

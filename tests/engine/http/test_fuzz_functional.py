@@ -146,3 +146,102 @@ def test_the_servers_are_still_up_and_no_message_was_lost(running, world):
     for message_id in world["before"]:
         assert customer.request("GET", f"/v1/messages/{message_id}")[0] == 200
     assert customer.request("POST", "/v1/messages", MSG)[0] == 202
+
+
+# --- requests the published schema allows -------------------------------------------------------------
+
+SCHEMA_ROUTES = [("POST", "/v1/messages", 60), ("POST", "/v1/messages/batch", 25),
+                 ("PUT", "/v1/webhook", 25), ("POST", "/v1/senders", 20),
+                 ("POST", "/v1/debug-window", 10)]
+
+
+def _inline(node, components):
+    """The schema with every ``$ref`` to the document's components replaced by its target."""
+    if isinstance(node, dict):
+        if "$ref" in node:
+            return _inline(components[node["$ref"].rsplit("/", 1)[1]], components)
+        return {k: _inline(v, components) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_inline(v, components) for v in node]
+    return node
+
+
+@pytest.fixture(scope="module")
+def published(world):
+    status, _, doc = world["customer"].request("GET", "/v1/openapi.json", token="")
+    assert status == 200 and doc["openapi"].startswith("3.1")
+    return doc
+
+
+def from_schema(schema: dict):
+    """Values a JSON Schema allows (the subset the published document uses: objects, strings with
+    patterns and lengths, bounded numbers, arrays, enums, anyOf, null). Patterns are matched whole, as
+    JSON Schema's (ECMA-262) ``$`` means the end of the string."""
+    if "anyOf" in schema:
+        return st.one_of([from_schema(s) for s in schema["anyOf"]])
+    if "enum" in schema:
+        return st.sampled_from(schema["enum"])
+    kind = schema.get("type")
+    if kind == "null":
+        return st.none()
+    if kind == "boolean":
+        return st.booleans()
+    if kind == "string":
+        low, high = schema.get("minLength", 0), schema.get("maxLength", 10_000)
+        base = st.from_regex(schema["pattern"], fullmatch=True) if "pattern" in schema else \
+            st.text(min_size=low, max_size=high)
+        return base.filter(lambda v: low <= len(v) <= high)
+    if kind == "integer":
+        return st.integers(schema.get("minimum"), schema.get("maximum"))
+    if kind == "number":
+        low, high = schema.get("minimum", schema.get("exclusiveMinimum")), schema.get("maximum")
+        values = st.floats(low, high, allow_nan=False, allow_infinity=False)
+        if "exclusiveMinimum" in schema:
+            values = values.filter(lambda v: v > schema["exclusiveMinimum"])
+        return values
+    if kind == "array":
+        return st.lists(from_schema(schema["items"]), min_size=schema.get("minItems", 0),
+                        max_size=schema.get("maxItems", 5))
+    if kind == "object":
+        required = set(schema.get("required", []))
+        props = schema.get("properties", {})
+        return st.fixed_dictionaries(
+            {k: from_schema(v) for k, v in props.items() if k in required},
+            optional={k: from_schema(v) for k, v in props.items() if k not in required})
+    raise AssertionError(f"the published schema uses {schema!r}: teach this generator")
+
+
+def _request_strategy(doc, method: str, path: str):
+    op = doc["paths"][path][method.lower()]
+    body = _inline(op["requestBody"]["content"]["application/json"]["schema"],
+                   doc["components"]["schemas"])
+    if path == "/v1/messages/batch":
+        body["properties"]["messages"]["maxItems"] = 4  # the same schema, smaller (1000 is tested apart)
+    headers = st.just({})
+    for param in op.get("parameters", []):
+        if param["in"] == "header":
+            headers = st.one_of(st.just({}), from_schema(param["schema"]).map(
+                lambda v, n=param["name"]: {n: v}))
+    return st.tuples(from_schema(body), headers)
+
+
+@pytest.mark.parametrize(("method", "path", "examples"), SCHEMA_ROUTES)
+def test_every_request_the_published_schema_allows_is_accepted_or_refused_for_a_business_reason(
+        world, published, method, path, examples):
+    business = set(published["info"]["x-business-codes"])
+
+    @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(request=_request_strategy(published, method, path))
+    def check(request):
+        body, headers = request
+        status, _, answer = world["customer"].request(method, path, body, headers=headers)
+        event(f"{status} {answer['error']['code'] if status >= 300 else ''}")
+        if status >= 300:
+            assert answer["error"]["code"] in business, (status, answer, body, headers)
+            return
+        assert 200 <= status < 300
+        for result in answer.get("results", []):  # a batch: each refusal a business reason too
+            if "error" in result:
+                assert result["error"]["code"] in business, (result, body)
+
+    check()
