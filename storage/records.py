@@ -279,14 +279,15 @@ class MessageRecords:
         return out, None
 
     def _index_existing(self) -> None:
-        """Index the records of a store written before the account index (once: a marker says so)."""
-        marker = b"\x00indexed"
-        with self.env.begin(write=True) as txn:
-            if txn.get(marker, db=self._by_account) is not None:
+        """Index the records of a store written before the account index: records but no index entry
+        (checked in a read transaction first, so a start on a full disk writes nothing)."""
+        with self.env.begin() as txn:
+            indexed = txn.stat(self._by_account)["entries"]
+            if indexed or not txn.stat(self._db)["entries"]:
                 return
-            for key, blob in txn.cursor(db=self._db):
-                txn.put(bytes(blob[:_T]) + bytes(key), b"", db=self._by_account)
-            txn.put(marker, b"1", db=self._by_account)
+        with self.env.begin(write=True) as txn:
+            txn.cursor(db=self._by_account).putmulti(
+                (bytes(blob[:_T]) + bytes(key), b"") for key, blob in txn.cursor(db=self._db))
 
     def sweep(self, now: float, retention_seconds: float = RETENTION_SECONDS) -> int:
         """Delete final records older than the retention period (ids are time-ordered: a prefix scan)."""

@@ -167,7 +167,7 @@ def view(record) -> s.MessageView:
         record.carrier, record.encoding, record.segments, record.price_micro_usd,
         record.submitted_at, record.updated_at, record.carrier_acked_at or None, record.error,
         record.validity_seconds, record.callback_url, record.attempts,
-        getattr(record, "client_ref", None))
+        record.refunded_micro_usd, record.client_ref)
 
 
 async def get_message(request: web.Request) -> web.Response:

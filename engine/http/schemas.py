@@ -185,6 +185,7 @@ class MessageView(msgspec.Struct, omit_defaults=False):
     validity_seconds: int = 0
     callback_url: str | None = None
     attempts: int = 0
+    refunded_micro_usd: int = 0  # the price credited back: no carrier ever acknowledged the message
     client_ref: str | None = None
 
 
