@@ -7,7 +7,8 @@ the requests answered — once per ``--target``:
 * ``stub``: the HTTP layer alone in front of a stub engine that accepts at once (bench.http_load's stub):
   the request path's own cost (parse, auth, rate limit, validation, answer, request log, metrics);
 * ``in-process``: ``Engine.start(http=True)`` in this process with fast carriers: the whole cost of an
-  accepted, durable message (without webhooks: no webhook URL is set).
+  accepted, durable message (without webhooks: no webhook URL is set);
+* ``bare``: a bare aiohttp + uvloop handler answering a constant JSON (the floor of any aiohttp API).
 
 ``--batch N`` posts ``/v1/messages/batch`` with N messages per request instead (the figure is then per
 message). wrk's own CPU is not counted. Run before and after a change in one session and compare ratios:
@@ -64,6 +65,43 @@ end
 """
 
 
+def _bare(args: argparse.Namespace, tmp: Path) -> tuple[int, list[str], object]:
+    """A bare aiohttp + uvloop app answering every POST with a constant JSON: the floor."""
+    import asyncio
+    import threading
+
+    import uvloop
+    from aiohttp import web
+
+    answer = b'{"id":"msg_0","status":"accepted"}'
+
+    async def handle(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=202, body=answer, content_type="application/json")
+
+    ready, box = threading.Event(), {}
+
+    def serve() -> None:
+        loop = uvloop.new_event_loop()
+        asyncio.set_event_loop(loop)
+        app = web.Application()
+        app.router.add_post("/v1/messages", handle)
+        runner = web.AppRunner(app, access_log=None)
+        loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        loop.run_until_complete(site.start())
+        box["port"], box["loop"] = site._server.sockets[0].getsockname()[1], loop
+        ready.set()
+        loop.run_forever()
+
+    threading.Thread(target=serve, daemon=True).start()
+    ready.wait(10)
+    return box["port"], ["bare"], lambda: box["loop"].call_soon_threadsafe(box["loop"].stop)
+
+
+TARGETS = {**http_load.TARGETS, "bare": _bare}
+
+
 def _cpu() -> float:
     t = os.times()
     return t.user + t.system
@@ -74,7 +112,7 @@ def measure(args: argparse.Namespace) -> dict:
     if wrk is None:
         sys.exit("wrk not found (apt-get install -y wrk)")
     with tempfile.TemporaryDirectory() as tmp:
-        port, keys, stop = http_load.TARGETS[args.target](args, Path(tmp))
+        port, keys, stop = TARGETS[args.target](args, Path(tmp))
         try:
             script = Path(tmp) / "post.lua"
             script.write_text(LUA % {"keys": ",".join(f'"{k}"' for k in keys),
@@ -102,7 +140,7 @@ def measure(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--target", choices=["stub", "in-process"], default="stub")
+    parser.add_argument("--target", choices=["bare", "stub", "in-process"], default="stub")
     parser.add_argument("--duration", type=int, default=8)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--batch", type=int, default=0, help="messages per /v1/messages/batch request")

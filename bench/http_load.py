@@ -122,9 +122,22 @@ class StubEngine:
         return self.keys[key]
 
     async def submit_async(self, api_key: str, to: str, sender: str, body: str, **kw: Any) -> Any:
+        return self._accepted()
+
+    def submit_future(self, api_key: str, to: str, sender: str, body: str, **kw: Any) -> Any:
+        from concurrent.futures import Future
+
+        fut: Future = Future()
+        fut.set_result(self._accepted())
+        return fut
+
+    def submit_many(self, api_key: str, submissions: list[dict]) -> list[Any]:
+        return [self.submit_future(api_key, **sub) for sub in submissions]
+
+    def _accepted(self) -> Any:
         self._n += 1
         return SimpleNamespace(message_id=f"msg_{self._n:032x}", status="accepted", segments=1,
-                               price_micro_usd=75000, encoding="GSM-7", pop="fra")
+                               price_micro_usd=75000, encoding="GSM-7", pop="fra", country="DE")
 
 
 def _stub(args: argparse.Namespace, tmp: Path) -> tuple[int, list[str], Any]:

@@ -68,8 +68,8 @@ class HttpSettings:
     control_max_connections: int = 100  # the same bounds for the control port
     control_max_connections_per_address: int = 20
     control_auth_failures_per_minute: int = 10  # failed control-port logins per source address
-    max_pending_requests: int = 256  # customer requests being served at once; beyond: 503 at the door
-    queue_delay_target_ms: float = 50.0  # the HTTP loop's lag beyond which requests are refused (503)
+    max_pending_requests: int = 64  # customer requests being served at once; beyond: 503 at the door
+    queue_delay_target_ms: float = 25.0  # the HTTP loop's lag beyond which requests are refused (503)
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,7 @@ async def post_message(request: web.Request) -> web.Response:
         ctx.metrics.observe_submit(accepted.pop, accepted.country, time.perf_counter() - started)
         return 202, s.encoder.encode(_answer(accepted, msg.client_ref)), True
 
-    return await _once(ctx, request, account_id, request_hash(raw, ctx.idempotency_secret), submit)
+    return await _once(ctx, request, account_id, raw, submit)
 
 
 async def wait_one(fut):
@@ -115,18 +115,19 @@ async def post_batch(request: web.Request) -> web.Response:
         body = s.encoder.encode(s.BatchAnswer(results, accepted, len(results) - accepted))
         return 200, body, accepted > 0
 
-    body_hash = request_hash(BATCH_HASH_PREFIX + raw, ctx.idempotency_secret)
-    return await _once(ctx, request, account_id, body_hash, submit)
+    return await _once(ctx, request, account_id, BATCH_HASH_PREFIX + raw, submit)
 
 
-async def _once(ctx: HttpContext, request: web.Request, account_id: str, body_hash: bytes,
+async def _once(ctx: HttpContext, request: web.Request, account_id: str, hashed: bytes,
                 submit: Callable[[], Awaitable[tuple[int, bytes, bool]]]) -> web.Response:
     """Run ``submit`` at most once per ``Idempotency-Key``: a replay gets the first answer, a pending
-    record is durable before anything is sent, and only an answer that sent something is kept."""
+    record is durable before anything is sent, and only an answer that sent something is kept.
+    ``hashed``: the bytes whose keyed hash tells a replay from a reused key."""
     idem = request.headers.get("Idempotency-Key")
     if idem is None:
         status, body, _ = await submit()
         return _json(body, status)
+    body_hash = request_hash(hashed, ctx.idempotency_secret)
     stored = ctx.idempotency.lookup(account_id, check_key(idem), body_hash)
     if stored is not None:
         resp = _json(stored.body, stored.status)

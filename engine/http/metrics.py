@@ -110,6 +110,7 @@ class HttpMetrics:
             ["app", "endpoint", "code"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self._started: OrderedDict[str, float] = OrderedDict()
         self._request_children: dict[tuple[str, str, int], Any] = {}  # labels() once per series
+        self._submit_children: dict[tuple[str, str], Any] = {}
         self.registry.register(_SnapshotCollector(snapshot or Snapshot))
 
     def observe_request(self, app: str, endpoint: str, status: int, seconds: float) -> None:
@@ -121,7 +122,11 @@ class HttpMetrics:
 
     def observe_submit(self, pop: str, country: str, seconds: float) -> None:
         """One ``POST /v1/messages`` answered 202 after ``seconds``."""
-        self.submit_latency.labels(pop or "none", country or "none").observe(seconds)
+        child = self._submit_children.get((pop, country))
+        if child is None:  # corridors: a bounded set of series
+            child = self._submit_children[(pop, country)] = self.submit_latency.labels(
+                pop or "none", country or "none")
+        child.observe(seconds)
 
     def observe_status(self, item: Any) -> None:
         """One ``engine.messages.StatusItem``: count it and, when final, time its corridor."""

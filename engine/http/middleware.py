@@ -26,12 +26,19 @@ _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 HSTS = "max-age=31536000; includeSubDomains"
 
 
+_ENDPOINTS: dict[tuple[str, object], str] = {}  # (method, route resource) -> name: built once each
+
+
 def endpoint_name(request: web.Request) -> str:
     """``METHOD /route/{template}`` — never the concrete path (no ids in logs or metric labels)."""
     resource = request.match_info.route.resource
-    if resource is None:  # no route matched (404/405 answered by aiohttp)
-        return f"{request.method} unmatched"
-    return f"{request.method} {resource.canonical}"
+    name = _ENDPOINTS.get((request.method, resource))
+    if name is None:
+        name = f"{request.method} unmatched" if resource is None else \
+            f"{request.method} {resource.canonical}"
+        if len(_ENDPOINTS) < 10_000:  # routes and methods are a bounded set; be safe anyway
+            _ENDPOINTS[(request.method, resource)] = name
+    return name
 
 
 def _size(resp: web.StreamResponse) -> int:

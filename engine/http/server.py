@@ -286,8 +286,8 @@ class HttpServers:
         runner.server.gate = self.gates[name] = ConnectionGate(limits)
         runner.server.app_name = name
         if name == "customer":  # overload is refused at the door (the control port always answers)
-            self.shedder = Shedder(int(getattr(self.http, "max_pending_requests", 256)),
-                                   float(getattr(self.http, "queue_delay_target_ms", 50.0)) / 1000)
+            self.shedder = Shedder(int(getattr(self.http, "max_pending_requests", 64)),
+                                   float(getattr(self.http, "queue_delay_target_ms", 25.0)) / 1000)
             runner.server.request_handler = self.shedder.wrap(runner.server.request_handler)
             self.shedder.start(asyncio.get_running_loop())
         runners.append(runner)
