@@ -32,16 +32,16 @@ from typing import Any, NamedTuple
 import pykka
 
 from actors.supervisor import Runtime
-from engine import apikeys
+from engine import apikeys, listing, submission
 from engine import messages as m
 from engine.accounts import AccountManager
 from engine.bridge import Bridge, InFlightGate
 from engine.cluster.placement import Placement
 from engine.config import Settings, load_settings
-from engine.errors import AuthError, BodyTooLarge, InputError, OverloadedError, SmsrouteError
+from engine.errors import AuthError, InputError, OverloadedError, SmsrouteError
 from engine.gc_tuning import freeze_start_up_objects, tune_gc
 from engine.holds import HoldManager
-from engine.ids import IdGenerator, id_bytes, id_from_bytes, is_message_id, min_key_for_time
+from engine.ids import IdGenerator, is_message_id
 from engine.mail import announcements
 from engine.mail.notices import Notices
 from engine.mail.service import MailService
@@ -51,8 +51,6 @@ from storage.records import MessageRecord
 log = logging.getLogger(__name__)
 
 MAX_VALIDITY_SECONDS = 86400  # a message never waits longer than its body may be kept
-MAX_CLIENT_REF = 64  # characters of a customer's own reference
-LIST_SCAN_LIMIT = 2000  # records one POP reads for one page of a filtered message list
 EXIT_DRAIN_SECONDS = 5.0  # at interpreter exit without stop(): how long in-flight work may finish
 
 StatusRecord = MessageRecord
@@ -92,7 +90,7 @@ class Engine(AccountManager, HoldManager):
         self.privacy: PrivacyServices | None = None
         self._stopping = False
         self._sessions_lock = threading.Lock()
-        self._max_body_chars = settings.engine.max_segments * 160
+        self.max_body_chars = settings.engine.max_segments * 160
 
     @classmethod
     def start(cls, data_dir: str | Path = "./data", config: str | Path | None = None, *,
@@ -190,12 +188,14 @@ class Engine(AccountManager, HoldManager):
         if self._stopping:
             raise OverloadedError("the engine is stopping")
         digest, session = self._session_for_key(api_key)
-        item = self._submit_item(digest, to, sender, body, validity_seconds, callback_url, client_ref)
+        item = submission.item(self, digest, to, sender, body, validity_seconds, callback_url,
+                               client_ref)
         if not self.gate.try_acquire():
             raise OverloadedError(f"{self.gate.limit} messages in flight; retry shortly")
         request_id, fut = self.bridge.new_request(_accepted, holds_slot=True)
-        raw = self._encode_or_fail([request_id], m.SubmitMessage(request_id, *item[1:]))
-        self._tell_or_fail(session, raw, [request_id])
+        raw = submission.encode_or_fail(self.bridge, [request_id],
+                                        m.SubmitMessage(request_id, *item[1:]))
+        submission.tell_or_fail(self.bridge, session, raw, [request_id])
         return fut
 
     def submit_many(self, api_key: str, submissions: list[dict]) -> list[Future]:
@@ -211,9 +211,9 @@ class Engine(AccountManager, HoldManager):
         items: list[m.SubmitItem] = []
         for sub in submissions:
             try:
-                item = self._submit_item(digest, sub.get("to"), sub.get("sender"), sub.get("body"),
-                                         sub.get("validity_seconds"), sub.get("callback_url"),
-                                         sub.get("client_ref"))
+                item = submission.item(self, digest, sub.get("to"), sub.get("sender"),
+                                       sub.get("body"), sub.get("validity_seconds"),
+                                       sub.get("callback_url"), sub.get("client_ref"))
                 if not self.gate.try_acquire():
                     raise OverloadedError(f"{self.gate.limit} messages in flight; retry shortly")
             except SmsrouteError as exc:
@@ -226,7 +226,8 @@ class Engine(AccountManager, HoldManager):
             futures.append(fut)
         if items:
             ids = [i.request_id for i in items]
-            self._tell_or_fail(session, self._encode_or_fail(ids, m.SubmitMessages(items)), ids)
+            raw = submission.encode_or_fail(self.bridge, ids, m.SubmitMessages(items))
+            submission.tell_or_fail(self.bridge, session, raw, ids)
         return futures
 
     def _session_for_key(self, api_key: str) -> tuple[bytes, Any]:
@@ -237,47 +238,6 @@ class Engine(AccountManager, HoldManager):
         if account_id is None:
             raise AuthError("unknown API key")
         return digest, self.runtime.session_for(account_id)
-
-    def _submit_item(self, digest: bytes, to: Any, sender: Any, body: Any, validity_seconds: Any,
-                     callback_url: Any, client_ref: Any) -> m.SubmitItem:
-        """Check what can be checked before the actors (types, bounds, the callback URL's form)."""
-        for name, value in (("to", to), ("sender", sender), ("body", body)):
-            if not isinstance(value, str):
-                raise InputError(f"{name} must be a string")
-        if validity_seconds is not None and (not isinstance(validity_seconds, int)
-                                             or isinstance(validity_seconds, bool)
-                                             or validity_seconds < 1):
-            raise InputError("validity_seconds must be a positive integer")
-        if client_ref is not None and (not isinstance(client_ref, str)
-                                       or not 1 <= len(client_ref) <= MAX_CLIENT_REF):
-            raise InputError(f"client_ref must be 1-{MAX_CLIENT_REF} characters")
-        if callback_url is not None:
-            self.check_webhook_url(callback_url, "callback_url")
-        if len(body) > self._max_body_chars * 2:  # far beyond any segment limit: refuse before work
-            raise BodyTooLarge(
-                f"body of {len(body)} characters exceeds {self.settings.engine.max_segments} segments")
-        validity = min(validity_seconds or 0, MAX_VALIDITY_SECONDS)
-        return m.SubmitItem(0, digest, to, sender, body, validity, callback_url, time.time(),
-                            client_ref)
-
-    def _encode_or_fail(self, request_ids: list[int], msg: m.Message) -> bytes:
-        try:
-            return m.encode(msg)
-        except (UnicodeEncodeError, OverflowError, ValueError, TypeError):
-            error = InputError("to, sender, body, callback_url and client_ref must be valid Unicode "
-                               "text")
-            for request_id in request_ids:
-                self.bridge.fail(request_id, error)  # gives the in-flight slot back
-            raise error from None
-
-    def _tell_or_fail(self, session: Any, raw: bytes, request_ids: list[int]) -> None:
-        try:
-            session.tell(raw)
-        except pykka.ActorDeadError:
-            error = OverloadedError("the account's session is not running; retry shortly")
-            for request_id in request_ids:
-                self.bridge.fail(request_id, error)
-            raise error from None
 
     def submit(self, api_key: str, to: str, sender: str, body: str, *,
                validity_seconds: int | None = None, callback_url: str | None = None,
@@ -305,29 +265,9 @@ class Engine(AccountManager, HoldManager):
                  statuses: frozenset[str] | None = None, since: float | None = None,
                  until: float | None = None) -> tuple[list[StatusRecord], str | None]:
         """One page of the account's messages, newest first, and the cursor of the next page (None on
-        the last). ``cursor`` is a previous page's; ``statuses`` filters; ``since``/``until`` bound the
-        submission time (unix seconds). A page may hold fewer than ``limit`` messages when a filter
-        skipped many (each POP reads at most ``LIST_SCAN_LIMIT`` records per page): go on with the
-        cursor until it is None."""
-        before = id_bytes(cursor) if cursor is not None else None
-        if until is not None:
-            bound = min_key_for_time(until)
-            before = bound if before is None else min(before, bound)
-        after = min_key_for_time(since) if since is not None else b""
-        found: list[StatusRecord] = []
-        frontier: bytes | None = None  # the highest key a POP stopped at: nothing below it is known
-        for store in self.runtime.pop_stores.values():
-            page, resume = store.records.page(account_id, before=before, after=after, limit=limit,
-                                              statuses=statuses, max_scan=LIST_SCAN_LIMIT)
-            found.extend(page)
-            if resume is not None and (frontier is None or resume > frontier):
-                frontier = resume
-        found.sort(key=lambda r: r.message_id, reverse=True)
-        if frontier is not None:
-            found = [r for r in found if id_bytes(r.message_id) >= frontier]
-        if len(found) > limit:
-            return found[:limit], found[limit - 1].message_id
-        return found, id_from_bytes(frontier) if frontier is not None else None
+        the last); see :func:`engine.listing.page`."""
+        return listing.page(self.runtime.pop_stores.values(), account_id, limit=limit, cursor=cursor,
+                            statuses=statuses, since=since, until=until)
 
     def on_status(self, callback) -> None:
         """Call ``callback(item: engine.messages.StatusItem)`` for every status change (engine thread)."""

@@ -1,0 +1,44 @@
+"""Listing an account's messages across the POPs: newest first, a cursor, filters, a bounded cost.
+
+Each POP's record store keeps an index by account (``storage.records``); a page asks every POP for up to
+``limit`` records below the cursor and merges them by id (ids are time-ordered). A POP reads at most
+:data:`SCAN_LIMIT` records for one page, so a filter that matches little costs a bounded amount: the
+page may then hold fewer than ``limit`` messages, and the cursor resumes exactly where the furthest-behind
+POP stopped (nothing is skipped, nothing is listed twice).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from engine.ids import id_bytes, id_from_bytes, min_key_for_time
+
+SCAN_LIMIT = 2000  # records one POP reads for one page of a filtered list
+
+
+def page(pop_stores: Iterable[Any], account_id: str, *, limit: int = 50, cursor: str | None = None,
+         statuses: frozenset[str] | None = None, since: float | None = None,
+         until: float | None = None) -> tuple[list[Any], str | None]:
+    """One page of the account's message records, newest first, and the next cursor (None: the last
+    page). ``cursor`` is a previous page's; ``statuses`` filters; ``since``/``until`` bound the submission
+    time (unix seconds)."""
+    before = id_bytes(cursor) if cursor is not None else None
+    if until is not None:
+        bound = min_key_for_time(until)
+        before = bound if before is None else min(before, bound)
+    after = min_key_for_time(since) if since is not None else b""
+    found: list[Any] = []
+    frontier: bytes | None = None  # the highest key a POP stopped at: nothing below it is known yet
+    for store in pop_stores:
+        records, resume = store.records.page(account_id, before=before, after=after, limit=limit,
+                                             statuses=statuses, max_scan=SCAN_LIMIT)
+        found.extend(records)
+        if resume is not None and (frontier is None or resume > frontier):
+            frontier = resume
+    found.sort(key=lambda r: r.message_id, reverse=True)
+    if frontier is not None:
+        found = [r for r in found if id_bytes(r.message_id) >= frontier]
+    if len(found) > limit:
+        return found[:limit], found[limit - 1].message_id
+    return found, id_from_bytes(frontier) if frontier is not None else None

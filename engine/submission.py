@@ -1,0 +1,65 @@
+"""The checks a submit gets before it enters the actors, and the hand-off itself (the embedding API's
+``submit_future`` and ``submit_many`` share them).
+
+What can be refused without an actor is refused here, at once, as a typed error: wrong argument types,
+bounds, the callback URL's form, a body far beyond any segment limit. The hand-off encodes the message and
+tells the account's session; if either fails, every request of the hand-off is failed through the bridge,
+which gives their in-flight slots back.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pykka
+
+from engine import messages as m
+from engine.errors import BodyTooLarge, InputError, OverloadedError
+
+MAX_VALIDITY_SECONDS = 86400  # a message never waits longer than its body may be kept
+MAX_CLIENT_REF = 64  # characters of a customer's own reference
+
+
+def item(engine: Any, digest: bytes, to: Any, sender: Any, body: Any, validity_seconds: Any,
+         callback_url: Any, client_ref: Any) -> m.SubmitItem:
+    """Check what can be checked before the actors (types, bounds, the callback URL's form)."""
+    for name, value in (("to", to), ("sender", sender), ("body", body)):
+        if not isinstance(value, str):
+            raise InputError(f"{name} must be a string")
+    if validity_seconds is not None and (not isinstance(validity_seconds, int)
+                                         or isinstance(validity_seconds, bool)
+                                         or validity_seconds < 1):
+        raise InputError("validity_seconds must be a positive integer")
+    if client_ref is not None and (not isinstance(client_ref, str)
+                                   or not 1 <= len(client_ref) <= MAX_CLIENT_REF):
+        raise InputError(f"client_ref must be 1-{MAX_CLIENT_REF} characters")
+    if callback_url is not None:
+        engine.check_webhook_url(callback_url, "callback_url")
+    if len(body) > engine.max_body_chars * 2:  # far beyond any segment limit: refuse before work
+        raise BodyTooLarge(
+            f"body of {len(body)} characters exceeds {engine.settings.engine.max_segments} segments")
+    validity = min(validity_seconds or 0, MAX_VALIDITY_SECONDS)
+    return m.SubmitItem(0, digest, to, sender, body, validity, callback_url, time.time(),
+                        client_ref)
+
+
+def encode_or_fail(bridge: Any, request_ids: list[int], msg: m.Message) -> bytes:
+    try:
+        return m.encode(msg)
+    except (UnicodeEncodeError, OverflowError, ValueError, TypeError):
+        error = InputError("to, sender, body, callback_url and client_ref must be valid Unicode "
+                           "text")
+        for request_id in request_ids:
+            bridge.fail(request_id, error)  # gives the in-flight slot back
+        raise error from None
+
+
+def tell_or_fail(bridge: Any, session: Any, raw: bytes, request_ids: list[int]) -> None:
+    try:
+        session.tell(raw)
+    except pykka.ActorDeadError:
+        error = OverloadedError("the account's session is not running; retry shortly")
+        for request_id in request_ids:
+            bridge.fail(request_id, error)
+        raise error from None
