@@ -50,7 +50,6 @@ from storage.records import MessageRecord
 
 log = logging.getLogger(__name__)
 
-MAX_VALIDITY_SECONDS = 86400  # a message never waits longer than its body may be kept
 EXIT_DRAIN_SECONDS = 5.0  # at interpreter exit without stop(): how long in-flight work may finish
 
 StatusRecord = MessageRecord
