@@ -24,6 +24,7 @@ from engine.messages import StatusItem
 log = logging.getLogger(__name__)
 
 MAX_CACHED_ACCOUNTS = 100_000
+LOG_EVERY = 10_000  # a full outbox logs its first drop and then one line per this many
 Prefs = tuple[bool, frozenset[str] | None]  # (the account has a webhook URL, statuses wanted or None)
 
 
@@ -79,8 +80,10 @@ class WebhookEvents:
         events = [e for e in (*accepted, *self.pending) if self.wanted(e)]
         room = self.limit - self.store.count + len(self.done)
         if len(events) > room:
-            self.dropped += len(events) - max(0, room)
-            log.warning("webhook outbox full: %d events dropped", len(events) - max(0, room))
+            lost = len(events) - max(0, room)
+            if self.dropped // LOG_EVERY != (self.dropped + lost) // LOG_EVERY or not self.dropped:
+                log.warning("webhook outbox full: %d events dropped so far", self.dropped + lost)
+            self.dropped += lost
             events = events[:max(0, room)]
         seqs = self.store.add(txn, events)
         removed = self.store.remove(txn, self.done) if self.done else 0
