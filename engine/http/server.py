@@ -25,6 +25,7 @@ import uvloop
 from aiohttp import web
 
 from engine.errors import CannotListen, ConfigError
+from engine.http import memory
 from engine.http.app_control import build_control_app
 from engine.http.app_customer import build_customer_app
 from engine.http.connections import (
@@ -287,7 +288,8 @@ class HttpServers:
         runner.server.app_name = name
         if name == "customer":  # overload is refused at the door (the control port always answers)
             self.shedder = Shedder(int(getattr(self.http, "max_pending_requests", 64)),
-                                   float(getattr(self.http, "queue_delay_target_ms", 25.0)) / 1000)
+                                   float(getattr(self.http, "queue_delay_target_ms", 25.0)) / 1000,
+                                   after_burst=memory.trim)
             runner.server.request_handler = self.shedder.wrap(runner.server.request_handler)
             self.shedder.start(asyncio.get_running_loop())
         runners.append(runner)

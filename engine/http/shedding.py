@@ -28,6 +28,7 @@ from engine.http.errors import error_body
 PROBE_S = 0.01
 RETRY_AFTER_S = 1
 SUSTAINED_PROBES = 3  # probes in a row later than the target before the delay sheds
+QUIET_PROBES = 200  # after shedding, this many quiet probes (~2 s) before memory is given back
 _BODY = error_body("overloaded", "the API is at capacity; retry after the Retry-After seconds")
 _HEADERS = {"Retry-After": str(RETRY_AFTER_S), "Content-Type": "application/json",
             "Server": "smsroute", "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
@@ -38,7 +39,12 @@ Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 class Shedder:
     """The door of one HTTP port (see the module docstring)."""
 
-    def __init__(self, max_pending: int, delay_target_s: float) -> None:
+    def __init__(self, max_pending: int, delay_target_s: float,
+                 after_burst: Callable[[], None] | None = None) -> None:
+        self._after_burst = after_burst  # called once the door is quiet again after shedding
+        self._shed_seen = 0
+        self._quiet = 0
+        self._burst = False
         self.max_pending = max_pending
         self.delay_target_s = delay_target_s
         self.pending = 0
@@ -63,6 +69,14 @@ class Shedder:
         self._late = self._late + 1 if self.lag_s > self.delay_target_s else 0
         self._expected = now + PROBE_S
         self._probe = loop.call_at(self._expected, self._tick, loop)
+        shed = self.counts["shed_pending"] + self.counts["shed_delay"]
+        if shed != self._shed_seen:  # a burst is (still) on
+            self._shed_seen, self._quiet, self._burst = shed, 0, True
+        elif self._burst and self.pending * 4 < self.max_pending:
+            self._quiet += 1
+            if self._quiet >= QUIET_PROBES and self._after_burst is not None:
+                self._burst = False
+                self._after_burst()
 
     def admit(self) -> bool:
         """Take a slot for a starting request, or say it must be refused (and count why)."""
