@@ -80,6 +80,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     c.add_argument("--smsc-system-id", default="smsroute")
     c.add_argument("--smsc-password", default="secret")
     c.add_argument("--smsc-window", type=int, help="submits in flight per bind")
+    c.add_argument("--webhook-batch", type=int, default=1, metavar="N",
+                   help="http path: up to N events per webhook POST (the opt-in batching; default 1)")
     c.add_argument("--smsc-binds", type=int, help="binds per carrier")
     x = parser.add_argument_group("extra checks")
     x.add_argument("--soak", type=float, metavar="MINUTES", help="long run sampling RSS")
@@ -224,6 +226,7 @@ def _run(scenario: Scenario, args: argparse.Namespace, smsc: tuple[str, int] | N
         workers=args.workers,
         accounts=args.accounts or (8 if args.workers else 1),
         profile_stages=args.profile_stages,
+        webhook_batch=args.webhook_batch,
     )
     mode = args.mode or scenario.load.mode
     _say(

@@ -71,7 +71,9 @@ def _serve(conn: Any, engine: Any, acks: collections.deque) -> None:
                 continue
             if cmd == "set_webhook":
                 try:
-                    engine.set_webhook(*args)
+                    account_id, url, statuses, batch_max, batch_wait_ms = args
+                    engine.set_webhook(account_id, url, statuses, batch_max=batch_max,
+                                       batch_wait_ms=batch_wait_ms)
                     conn.send(("ok", None))
                 except Exception as exc:  # reported to the caller, the child keeps serving
                     conn.send(("error", f"{type(exc).__name__}: {exc}"))
@@ -131,9 +133,10 @@ class EngineProcess:
         self._ack_callbacks.append(callback)
 
     def set_webhook(
-        self, account_id: str, url: str | None, statuses: list[str] | None = None
+        self, account_id: str, url: str | None, statuses: list[str] | None = None,
+        batch_max: int = 1, batch_wait_ms: int = 1000,
     ) -> None:
-        self._call("set_webhook", (account_id, url, statuses))
+        self._call("set_webhook", (account_id, url, statuses, batch_max, batch_wait_ms))
 
     def flush_acks(self) -> None:
         """Return once every carrier ack the engine has seen so far went to the callbacks."""

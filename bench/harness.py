@@ -77,6 +77,7 @@ class RunOptions:
     workers: int = 0  # >0: a cluster of that many worker processes joined by NATS (engine.cluster)
     accounts: int = 1  # customer accounts the traffic is spread over (round robin)
     profile_stages: bool = False  # CPU per message by stage (embedded path): bench.stages
+    webhook_batch: int = 1  # http path: events per webhook POST (1: one per POST, the default)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -252,7 +253,8 @@ class Bench:
         from bench.http_path import HttpTarget  # late: needs aiohttp client and the HTTP API
 
         self.notes["rate_limit"] = "per-account API rate limit raised for the bench account"
-        self._http = HttpTarget(self.engine, self.api_key, self.account_id, self.webhook_secret)
+        self._http = HttpTarget(self.engine, self.api_key, self.account_id, self.webhook_secret,
+                                webhook_batch=self.options.webhook_batch)
         self._http.start()
         return self._http
 

@@ -39,8 +39,10 @@ class HttpTarget:
     """Submits over HTTP; receives final statuses by webhook. Start with :meth:`start`, end with
     :meth:`close`."""
 
-    def __init__(self, engine: Any, api_key: str, account_id: str, webhook_secret: str) -> None:
+    def __init__(self, engine: Any, api_key: str, account_id: str, webhook_secret: str,
+                 webhook_batch: int = 1) -> None:
         self.engine = engine
+        self.webhook_batch = webhook_batch
         self.api_key = api_key
         self.account_id = account_id
         self.secrets = [webhook_secret]
@@ -65,8 +67,8 @@ class HttpTarget:
         if self._error is not None:
             raise self._error
         self.engine.set_webhook(
-            self.account_id, f"http://127.0.0.1:{self.hook_port}{HOOK_PATH}", sorted(FINAL_STATUSES)
-        )
+            self.account_id, f"http://127.0.0.1:{self.hook_port}{HOOK_PATH}", sorted(FINAL_STATUSES),
+            batch_max=self.webhook_batch, batch_wait_ms=50)
         return self
 
     def close(self) -> None:
@@ -149,8 +151,10 @@ class HttpTarget:
         if not verify(request.headers.get(SIGNATURE_HEADER, ""), self.secrets, raw, time.time()):
             self.bad_signatures += 1
             return web.Response(status=401)
-        data = json.loads(raw).get("data", {})
+        events = json.loads(raw)  # one event, or an array of them (opt-in batching)
         recorder = self._recorder
         if recorder is not None:
-            recorder.status(data["id"], data["status"], data["pop"], data["country"])
+            for event in events if isinstance(events, list) else [events]:
+                data = event.get("data", {})
+                recorder.status(data["id"], data["status"], data["pop"], data["country"])
         return web.Response(status=204)
