@@ -51,6 +51,7 @@ class HttpSettings:
     control_host: str = "127.0.0.1"
     control_port: int = 8081
     max_body_bytes: int = 65536
+    max_batch_body_bytes: int = 2_097_152  # POST /v1/messages/batch: up to 1,000 messages
     tls_cert: str | None = None
     tls_key: str | None = None
     rate_limit_per_second: float = 1000.0  # GCRA per API key (engine.http.ratelimit)
@@ -395,7 +396,7 @@ def _check_bounds(limits: EngineLimits, http: HttpSettings) -> None:
     for name in ("header_timeout_seconds", "body_timeout_seconds", "keepalive_timeout_seconds",
                  "max_connections", "max_connections_per_address", "control_max_connections",
                  "control_max_connections_per_address", "control_auth_failures_per_minute",
-                 "max_pending_requests", "queue_delay_target_ms"):
+                 "max_pending_requests", "queue_delay_target_ms", "max_batch_body_bytes"):
         if not getattr(http, name) > 0:
             raise ConfigError(f"config: http.{name} must be more than 0")
     if http.webhook_secret_overlap_seconds > MAX_SECRET_OVERLAP_SECONDS:

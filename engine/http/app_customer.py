@@ -164,10 +164,14 @@ async def get_openapi(request: web.Request) -> web.Response:
     return json_response(openapi.customer_document())
 
 
+def batch_body_limit(ctx: HttpContext) -> int:
+    return int(getattr(ctx.http, "max_batch_body_bytes", ctx.http.max_body_bytes))
+
+
 def build_customer_app(ctx: HttpContext) -> web.Application:
     """The customer API application (body limit enforced by aiohttp's ``client_max_size``)."""
-    app = web.Application(client_max_size=ctx.http.max_body_bytes,
-                          middlewares=[customer_middleware])
+    app = web.Application(client_max_size=max(ctx.http.max_body_bytes, batch_body_limit(ctx)),
+                          middlewares=[customer_middleware])  # each route checks its own limit
     app[CTX] = ctx
     app[APP_NAME] = "customer"
     app[LOG_REQUESTS] = True

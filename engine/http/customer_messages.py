@@ -73,7 +73,8 @@ async def wait_one(fut):
 async def post_batch(request: web.Request) -> web.Response:
     ctx: HttpContext = request.app[CTX]
     account_id = require_account(request)
-    raw = await read_body(request)
+    raw = await read_body(request, int(getattr(ctx.http, "max_batch_body_bytes",
+                                               ctx.http.max_body_bytes)))
     envelope = s.decode(raw, s.BatchEnvelope)
     results: list[s.BatchResult] = [s.BatchResult()] * len(envelope.messages)
     valid: list[tuple[int, s.MessageRequest]] = []

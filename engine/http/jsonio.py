@@ -45,26 +45,32 @@ def _type_name(spec: Field) -> str:
     return " or ".join(names.get(t, t.__name__) for t in spec.types)
 
 
-def check_content_length(request: web.Request) -> None:
-    """413 before reading when the declared body length is over the app's limit."""
-    limit = request.app[MAX_BODY]
+def check_content_length(request: web.Request, limit: int | None = None) -> int:
+    """413 before reading when the declared body length is over the limit (the app's by default)."""
+    limit = request.app[MAX_BODY] if limit is None else limit
     if request.content_length is not None and request.content_length > limit:
         raise HttpError(413, "body_too_large", f"request body over {limit} bytes")
+    return limit
 
 
-async def read_body(request: web.Request) -> bytes:
-    """The raw body of a JSON request: 415 unless ``application/json``, 413 over the size limit."""
+async def read_body(request: web.Request, limit: int | None = None) -> bytes:
+    """The raw body of a JSON request: 415 unless ``application/json``, 413 over the size limit (the
+    app's ``max_body_bytes``, or ``limit`` for a route that allows more, e.g. a batch)."""
     if request.content_type != "application/json":
         raise HttpError(415, "unsupported_media_type", "Content-Type must be application/json")
-    check_content_length(request)
+    limit = check_content_length(request, limit)
     if request.content.is_eof():  # the whole body is already here (the usual case): no timer needed
-        return await request.read()
-    try:
-        async with asyncio.timeout(request.app.get(BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT_S)):
-            return await request.read()  # aiohttp refuses past client_max_size with 413
-    except TimeoutError:
-        raise HttpError(408, "body_timeout", "the request body did not arrive in time",
-                        close=True) from None
+        raw = await request.read()
+    else:
+        try:
+            async with asyncio.timeout(request.app.get(BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT_S)):
+                raw = await request.read()  # aiohttp refuses past client_max_size with 413
+        except TimeoutError:
+            raise HttpError(408, "body_timeout", "the request body did not arrive in time",
+                            close=True) from None
+    if len(raw) > limit:  # a body without Content-Length (chunked) over this route's limit
+        raise HttpError(413, "body_too_large", f"request body over {limit} bytes")
+    return raw
 
 
 def parse_json(raw: bytes, schema: dict[str, Field]) -> dict[str, Any]:

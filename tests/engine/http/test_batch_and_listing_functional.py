@@ -110,3 +110,18 @@ def test_the_webhook_view_shows_settings_batching_and_state(api):
     bad = api.request("PUT", "/v1/webhook", {"url": None, "batching": {"max_events": 101}})
     assert bad[0] == 422 and bad[2]["error"]["code"] == "invalid_batching"
     api.request("PUT", "/v1/webhook", {"url": None})
+
+
+def test_a_full_batch_of_1000_realistic_messages_fits_and_each_is_accepted(running):
+    api = Client(running.http.customer_port, funded_account(running, "big@example.com", "500.00").api_key)
+    messages = [{**MSG, "body": f"Your verification code is {n:06d}. It expires in 10 minutes.",
+                 "client_ref": f"order-{n:08d}"} for n in range(1000)]
+    status, _, answer = api.request("POST", "/v1/messages/batch", {"messages": messages})
+    assert status == 200 and answer["accepted"] == 1000 and answer["refused"] == 0
+    assert [r["client_ref"] for r in answer["results"]] == [m["client_ref"] for m in messages]
+    assert len({r["id"] for r in answer["results"]}) == 1000
+
+
+def test_other_routes_keep_their_smaller_body_limit(api):
+    status, _, body = api.request("POST", "/v1/messages", {**MSG, "body": "x" * 70_000})
+    assert status == 413 and body["error"]["code"] == "body_too_large"
