@@ -220,11 +220,12 @@ class HttpServers:
         subscribe = getattr(self.engine, "on_webhook_events", None)
         if subscribe is None:  # a stand-in engine without an outbox (bench stub)
             return
+        feed.hold()  # a live event of a message must not overtake its older events in the outbox
         subscribe(feed.add_threadsafe)
         pending = await ctx.call(self.engine.pending_webhook_events)
         if pending:
             log.info("webhooks: %d events from the outbox to deliver", len(pending))
-            feed.add([Stored(pop, seq, item) for pop, seq, item in pending])
+        feed.recovered([Stored(pop, seq, item) for pop, seq, item in pending])
 
     def _events_done(self, pop: str, seqs: list[int]) -> None:
         done = getattr(self.engine, "webhook_events_done", None)

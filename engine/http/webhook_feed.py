@@ -84,6 +84,7 @@ class WebhookFeed:
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._per_account: collections.Counter[str] = collections.Counter()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._held: list[Stored] | None = None  # while the outboxes are read at start: live events wait
         self.closed = False
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -107,8 +108,22 @@ class WebhookFeed:
         except RuntimeError:  # the loop is closed (shutdown): the events stay in the outbox
             self.closed = True
 
+    def hold(self) -> None:
+        """Keep live events back (start-up: until :meth:`recovered` has the outboxes' older ones)."""
+        self._held = []
+
+    def recovered(self, events: list[Stored]) -> None:
+        """The outboxes' contents read at start-up: taken first, then the live events held meanwhile
+        (newer in each POP, or the same ones: those are taken once), so each message stays in order."""
+        held, self._held = self._held or [], None
+        self.add(events)
+        self.add(held)
+
     def add(self, events: list[Stored]) -> None:
         """Take events (in each POP's order); each message's events are released one at a time."""
+        if self._held is not None:
+            self._held.extend(events)
+            return
         for ev in events:
             key = (ev.pop, ev.seq)
             if key in self._known:

@@ -39,3 +39,25 @@ def test_event_ids_are_stable_per_message_and_status_and_in_the_body():
     body = json.loads(event_body(_item(7)))
     assert body["id"] == event_id(_item(7).message_id, "delivered")
     assert body["data"]["status"] == "delivered" and "body" not in body["data"]
+
+
+def test_live_events_arriving_while_the_outbox_is_read_never_overtake_older_ones():
+    from engine.http.webhook_feed import Endpoint, Stored, WebhookFeed
+
+    sent: list = []
+
+    class Dispatcher:
+        counts: dict = {}
+
+        def submit(self, delivery):
+            sent.append([(ev.item.message_id, ev.item.status) for ev in delivery.events])
+            return True
+
+    feed = WebhookFeed(Dispatcher(), lambda item: Endpoint("http://x", 1, 0.0), lambda pop, seqs: None)
+    feed.hold()
+    feed.add([Stored("fra", 2, _item(1, "delivered"))])  # live, while the outbox is being read
+    assert sent == []
+    feed.recovered([Stored("fra", 1, _item(1, "accepted")), Stored("fra", 2, _item(1, "delivered"))])
+    assert sent == [[(_item(1).message_id, "accepted")]]  # the older one first, the live one waits
+    feed.finished(type("D", (), {"events": [Stored("fra", 1, _item(1, "accepted"))]})(), "delivered")
+    assert sent[1:] == [[(_item(1).message_id, "delivered")]] and feed.backlog == 1
