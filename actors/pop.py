@@ -171,7 +171,7 @@ class PopActor(DispatchedActor):
             self.owed.refunds_sent((r.message_id for r in refunds), self.clock.now())
         stored, self.commit.stored = self.commit.stored, None
         if stored is not None:
-            self.bridge.tell(m.encode(m.WebhookEventsStored(self.name, *stored)))
+            self.bridge.tell(m.encode(m.WebhookEventsStored(self.address, *stored)))
         self._after_commit(new)
 
     def _admit_all(self, items: list[m.AcceptItem]) -> list[tuple[Delivery, m.AcceptItem]]:

@@ -148,7 +148,8 @@ class Runtime:
         for name, store in self.pop_stores.items():
             self.directory.pops[name] = PopActor.start(name, s, self.directory, store, self.clock,
                                                        self.directory.bridge,
-                                                       address=place.pop_address(name))
+                                                       address=place.pop_address(name),
+                                                       webhook_prefs=self.webhook_prefs)
         if place.runs_pops:
             for name, carrier in s.carriers.items():
                 self.directory.carriers[name] = self._start_carrier(carrier)
@@ -156,6 +157,7 @@ class Runtime:
             sweepables[f"records:{name}"] = store.records
             sweepables[f"holds:{name}"] = self.holds[name]
             sweepables[f"audit:{name}"] = self.audits[name]
+            sweepables[f"webhook_outbox:{name}"] = store.webhooks
         self.sweeper = SweeperActor.start(
             {name: store.bodies for name, store in self.pop_stores.items()},
             sweepables=sweepables, interval_seconds=s.engine.sweep_interval_seconds)
@@ -219,7 +221,7 @@ class Runtime:
             ref = self.directory.pops.get(name)
         elif kind == "session" and self.placement.runs_pops:
             ref = self.directory.sessions.get(name)
-            if ref is None and m.peek_tag(frame) == m.SubmitMessage.TAG:
+            if ref is None and m.peek_tag(frame) in (m.SubmitMessage.TAG, m.SubmitMessages.TAG):
                 ref = self._start_session(name)  # only a submit starts a session; a change can wait
         elif kind == "ledger" and self.placement.runs_core:
             ref = self.directory.ledger
@@ -316,9 +318,14 @@ class Runtime:
 
     def webhook_prefs(self, account_id: str) -> tuple[bool, frozenset[str] | None]:
         """Whether the account has a webhook URL, and the statuses it wants (a POP's question, asked
-        once per account and again after ``WebhookSettingsChanged``)."""
+        once per account and again after ``WebhookSettingsChanged``). A worker of a cluster has no
+        accounts store: it keeps every status change for the core's webhook feed, which sends only what
+        the account wants (and drops the rest at once)."""
+        accounts = getattr(self, "accounts", None)
+        if accounts is None:
+            return True, None
         try:
-            record = self.accounts.get(account_id)
+            record = accounts.get(account_id)
         except (UnknownAccount, KeyUnavailable):
             return False, None
         wanted = None if record.receipt_statuses is None else frozenset(record.receipt_statuses)

@@ -265,8 +265,8 @@ class Engine(AccountManager, HoldManager):
                  until: float | None = None) -> tuple[list[StatusRecord], str | None]:
         """One page of the account's messages, newest first, and the cursor of the next page (None on
         the last); see :func:`engine.listing.page`."""
-        return listing.page(self.runtime.pop_stores.values(), account_id, limit=limit, cursor=cursor,
-                            statuses=statuses, since=since, until=until)
+        return listing.page(self.runtime.shards.account_pages, account_id, limit=limit,
+                            cursor=cursor, statuses=statuses, since=since, until=until)
 
     def on_status(self, callback) -> None:
         """Call ``callback(item: engine.messages.StatusItem)`` for every status change (engine thread)."""
@@ -282,12 +282,12 @@ class Engine(AccountManager, HoldManager):
     def pending_webhook_events(self) -> list[tuple[str, int, m.StatusItem]]:
         """Every event in the webhook outboxes, as ``(pop, seq, item)`` in each POP's order (after a
         restart: what is still to be delivered)."""
-        return [(pop, seq, item) for pop, store in self.runtime.pop_stores.items()
-                for seq, item in store.webhooks.pending()]
+        return self.runtime.shards.webhook_events()
 
     def webhook_events_done(self, pop: str, seqs: list[int]) -> None:
-        """These events of ``pop``'s outbox are delivered or given up: the POP removes them."""
-        ref = self.runtime.directory.pops.get(pop)
+        """These events of ``pop``'s outbox (a POP shard's address) are delivered or given up: the POP
+        removes them."""
+        ref = self.runtime.directory.pop_ref(pop)
         if ref is not None and seqs:
             try:
                 ref.tell(m.encode(m.WebhookEventsDone(list(seqs))))

@@ -9,7 +9,7 @@ POP stopped (nothing is skipped, nothing is listed twice).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from engine.ids import id_bytes, id_from_bytes, min_key_for_time
@@ -17,12 +17,21 @@ from engine.ids import id_bytes, id_from_bytes, min_key_for_time
 SCAN_LIMIT = 2000  # records one POP reads for one page of a filtered list
 
 
-def page(pop_stores: Iterable[Any], account_id: str, *, limit: int = 50, cursor: str | None = None,
-         statuses: frozenset[str] | None = None, since: float | None = None,
-         until: float | None = None) -> tuple[list[Any], str | None]:
+def store_pages(pop_stores: Iterable[Any], account_id: str, before: bytes | None, after: bytes,
+                limit: int, statuses: frozenset[str] | None, max_scan: int
+                ) -> list[tuple[list[Any], bytes | None]]:
+    """Each local POP store's part of a page: ``(records, where it stopped or None)``."""
+    return [store.records.page(account_id, before=before, after=after, limit=limit,
+                               statuses=statuses, max_scan=max_scan) for store in pop_stores]
+
+
+def page(fetch: Callable[..., list[tuple[list[Any], bytes | None]]], account_id: str, *,
+         limit: int = 50, cursor: str | None = None, statuses: frozenset[str] | None = None,
+         since: float | None = None, until: float | None = None) -> tuple[list[Any], str | None]:
     """One page of the account's message records, newest first, and the next cursor (None: the last
-    page). ``cursor`` is a previous page's; ``statuses`` filters; ``since``/``until`` bound the submission
-    time (unix seconds)."""
+    page). ``fetch(account_id, before, after, limit, statuses, max_scan)`` returns every POP shard's part
+    (:func:`store_pages` here; the workers' in a cluster). ``cursor`` is a previous page's; ``statuses``
+    filters; ``since``/``until`` bound the submission time (unix seconds)."""
     before = id_bytes(cursor) if cursor is not None else None
     if until is not None:
         bound = min_key_for_time(until)
@@ -30,9 +39,7 @@ def page(pop_stores: Iterable[Any], account_id: str, *, limit: int = 50, cursor:
     after = min_key_for_time(since) if since is not None else b""
     found: list[Any] = []
     frontier: bytes | None = None  # the highest key a POP stopped at: nothing below it is known yet
-    for store in pop_stores:
-        records, resume = store.records.page(account_id, before=before, after=after, limit=limit,
-                                             statuses=statuses, max_scan=SCAN_LIMIT)
+    for records, resume in fetch(account_id, before, after, limit, statuses, SCAN_LIMIT):
         found.extend(records)
         if resume is not None and (frontier is None or resume > frontier):
             frontier = resume

@@ -636,7 +636,8 @@ class WebhookSettingsChanged(Message):
 @message(82)
 class WebhookEventsStored(Message):
     """POP -> bridge: these status changes are in the POP's durable webhook outbox (same commit as the
-    changes); ``seqs[i]`` is the outbox sequence of ``items[i]``, the handle to report it done."""
+    changes); ``seqs[i]`` is the outbox sequence of ``items[i]``, the handle to report it done. ``pop`` is
+    the POP shard's address (``<node>/<pop>`` in a cluster, where every worker has a shard of each POP)."""
 
     pop: str
     seqs: list[int]

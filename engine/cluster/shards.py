@@ -45,6 +45,21 @@ class LocalShards:
         for s in self.runtime.pop_stores.values():
             yield from s.records.since(t)
 
+    def account_pages(self, account_id: str, before: bytes | None, after: bytes, limit: int,
+                      statuses: frozenset[str] | None, max_scan: int
+                      ) -> list[tuple[list[MessageRecord], bytes | None]]:
+        """Each POP shard's part of one page of the account's messages (``engine.listing``)."""
+        from engine.listing import store_pages
+
+        return store_pages(self.runtime.pop_stores.values(), account_id, before, after, limit,
+                           frozenset(statuses) if statuses is not None else None, max_scan)
+
+    def webhook_events(self) -> list[tuple[str, int, m.StatusItem]]:
+        """Every event in the webhook outboxes of these POP shards: ``(shard address, seq, item)``."""
+        place = self.runtime.directory.placement
+        return [(place.pop_address(name), seq, item) for name, store in self.runtime.pop_stores.items()
+                for seq, item in store.webhooks.pending()]
+
     def pop_stats(self) -> list[dict]:
         return self.runtime.local_pop_stats()
 
@@ -85,7 +100,8 @@ class QueryHandler:
     """A worker's answers to the core's ``ShardQuery`` messages."""
 
     KINDS = ("find_record", "records_for_account", "records_since", "pop_stats", "carrier_stats",
-             "suspend_carrier", "use_routing", "forget_account", "profile")
+             "suspend_carrier", "use_routing", "forget_account", "profile", "account_pages",
+             "webhook_events")
 
     def __init__(self, shards: LocalShards) -> None:
         self.shards = shards
@@ -141,6 +157,19 @@ class ClusterShards:
         for rows in self._ask_all("records_since", t):
             yield from (_record(r) for r in rows)
 
+    def account_pages(self, account_id: str, before: bytes | None, after: bytes, limit: int,
+                      statuses: frozenset[str] | None, max_scan: int
+                      ) -> list[tuple[list[MessageRecord], bytes | None]]:
+        wanted = sorted(statuses) if statuses is not None else None
+        return [([_record(r) for r in records], resume)
+                for pages in self._ask_all("account_pages", account_id, before, after, limit, wanted,
+                                           max_scan)
+                for records, resume in pages]
+
+    def webhook_events(self) -> list[tuple[str, int, m.StatusItem]]:
+        return [(address, seq, m.StatusItem(*item)) for events in self._ask_all("webhook_events")
+                for address, seq, item in events]
+
     def pop_stats(self) -> list[dict]:
         return [dict(s, worker=node) for node, stats in zip(self.workers, self._ask_all("pop_stats"),
                                                             strict=True) for s in stats]
@@ -171,9 +200,10 @@ def _record(fields: Any) -> MessageRecord:
 
 
 def _plain(value: Any) -> Any:
-    """Records as field lists (msgpack has no named tuples); everything else as it is."""
-    if isinstance(value, MessageRecord):
-        return list(value)
+    """Records (and other named tuples) as field lists (msgpack has no named tuples); everything else as
+    it is."""
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
     if isinstance(value, list):
         return [_plain(v) for v in value]
     return value

@@ -125,6 +125,9 @@ class StatusNotifier:
         record = self.account(item.account_id)
         if record is None:
             return None
+        wanted = record.receipt_statuses
+        if wanted is not None and item.status not in wanted:  # (a cluster's workers keep them all)
+            return None
         url = item.callback_url or record.webhook_url
         if not url or url in self._disabled:
             return None

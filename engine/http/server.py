@@ -24,7 +24,7 @@ from typing import Any
 import uvloop
 from aiohttp import web
 
-from engine.errors import CannotListen, ConfigError
+from engine.errors import CannotListen, ConfigError, SmsrouteError
 from engine.http import memory
 from engine.http.app_control import build_control_app
 from engine.http.app_customer import build_customer_app
@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 START_TIMEOUT_S = 30.0
 SHUTDOWN_TIMEOUT_S = 5.0
 SWEEP_INTERVAL_S = 3600.0
+OUTBOX_RETRY_S = 1.0
 
 
 def _local_secret(engine: Any, name: str) -> bytes:
@@ -168,6 +169,9 @@ class HttpServers:
         finally:
             inbox.closed = True
             feed.stop()
+            loader = getattr(self, "_feed_loader", None)
+            if loader is not None:
+                loader.cancel()
             if self.shedder is not None:
                 self.shedder.stop()
             for runner in reversed(runners):
@@ -222,7 +226,18 @@ class HttpServers:
             return
         feed.hold()  # a live event of a message must not overtake its older events in the outbox
         subscribe(feed.add_threadsafe)
-        pending = await ctx.call(self.engine.pending_webhook_events)
+        self._feed_loader = asyncio.create_task(self._load_outboxes(ctx, feed))
+
+    async def _load_outboxes(self, ctx: HttpContext, feed: WebhookFeed) -> None:
+        """What the outboxes hold, read once; retried while they cannot be read yet (the workers of a
+        cluster may start after the core). Live events wait meanwhile (held by the feed)."""
+        while True:
+            try:
+                pending = await ctx.call(self.engine.pending_webhook_events)
+                break
+            except SmsrouteError as exc:
+                log.warning("webhooks: outboxes not readable yet (%s); retrying", exc.code)
+                await asyncio.sleep(OUTBOX_RETRY_S)
         if pending:
             log.info("webhooks: %d events from the outbox to deliver", len(pending))
         feed.recovered([Stored(pop, seq, item) for pop, seq, item in pending])

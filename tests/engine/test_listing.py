@@ -47,7 +47,9 @@ def test_pages_list_every_matching_message_once_newest_first(tmp_path_factory, l
     try:
         seen, cursor = [], None
         for _ in range(500):
-            page, cursor = listing.page(stores, ACCOUNT, limit=limit, cursor=cursor, statuses=wanted)
+            page, cursor = listing.page(
+                lambda *args: listing.store_pages(stores, *args), ACCOUNT, limit=limit, cursor=cursor,
+                statuses=wanted)
             assert len(page) <= limit
             seen += [r.message_id for r in page]
             if cursor is None:
