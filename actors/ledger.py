@@ -1,29 +1,35 @@
-"""LedgerActor: the single writer of debits, refunds and credits.
+"""LedgerActor: the single writer of debits, refunds, deposits and adjustments.
 
 Messages in: ``DebitMessages`` and ``RefundMessages`` (POPs, after the commit that makes them durable),
-``CreditAccount`` (host deposits), ``RegisterSession`` (told once by each new session, answered with
-``SessionRegistered``: the balance and the account's snapshot), ``PseudonymiseAccount`` (asked by erasure), ``Flush`` and ``Tick`` (itself / the
+``CreditAccount`` (host deposits), ``AdjustBalance`` (operator adjustments: credits from the host, debits
+through the account's session, which has reserved them), ``SetLowBalanceThreshold`` (asked by the host),
+``RegisterSession`` (told once by each new session, answered with ``SessionRegistered``: the balance and
+the account's snapshot), ``PseudonymiseAccount`` (asked by erasure), ``Flush`` and ``Tick`` (itself / the
 clock).
-Messages out: ``BalanceChanged`` to the account's session, ``CreditApplied`` to the bridge,
-``RefundsRecorded`` to the POP that owed the refunds.
+Messages out: ``BalanceChanged`` to the account's session, ``CreditApplied`` / ``SubmitRejected`` to the
+bridge, ``BalanceLow`` to the bridge (once per crossing of an account's threshold), ``DebitsRecorded`` and
+``RefundsRecorded`` to the POP that owed the debits and refunds.
 
-Debits are grouped: every debit that arrived before a ``Flush`` is written in one transaction (no fsync of
-its own, see ``storage.ledger``). Refunds are grouped the same way but fsynced, because the POP forgets it
-owes them once told ``RefundsRecorded``; they are written after the debits queued before them, so a
-message is never refunded before it is billed. Every kind of write is idempotent (message id per kind,
-chain + tx hash), so a repeat never bills, refunds or credits twice. If a write fails (store full), the
-entries stay queued and are retried on the next tick; recovery re-derives any debit or refund a crash
-lost.
+Debits are grouped: every debit that arrived before a ``Flush`` is written in one transaction — one sealed,
+chained entry per account (no fsync of its own, see ``storage.ledger``); one fsync per clock tick covers
+every debit written since, and then each POP is told which of its batches it no longer owes. Refunds are grouped the same way
+but fsynced, because the POP forgets it owes them once told ``RefundsRecorded``; they are written after the
+debits queued before them, so a message is never refunded before it is billed. Every kind of write is
+idempotent (message id per kind, chain + tx hash, adjustment key), so a repeat never bills, refunds or
+credits twice; a deposit or adjustment whose key is recorded with other details is refused
+(``deposit_conflict`` / ``adjustment_conflict``). If a write fails (store full), debits and refunds stay
+queued and are retried on the next tick; the POPs send again what a crash lost (``storage.owed_debits``).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 from actors.dispatch import DispatchedActor
 from engine import messages as m
-from engine.errors import SmsrouteError, StorageError
-from storage.ledger import DEBIT, DEPOSIT, REFUND, LedgerStore
+from engine.errors import LedgerConflict, SmsrouteError, StorageError
+from storage.ledger import ADJUSTMENT, DEBIT, DEPOSIT, REFUND, LedgerStore, LowBalance, Written
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +49,7 @@ class LedgerActor(DispatchedActor):
         self._flush_scheduled = False
         self._registered: set[str] = set()  # accounts whose session is told every balance change
         self.alarms = 0
+        self.low_balance_notices = 0
 
     def on_receive(self, raw: bytes):
         msg = m.decode_or_drop(raw, "ledger")
@@ -66,6 +73,10 @@ class LedgerActor(DispatchedActor):
                 self._confirm_debits()
             case m.CreditAccount():
                 self._on_credit_account(msg)
+            case m.AdjustBalance():
+                self._on_adjust_balance(msg)
+            case m.SetLowBalanceThreshold(account_id=account_id, threshold_micro_usd=threshold):
+                return self._on_set_low_balance_threshold(account_id, threshold)
             case m.RegisterSession(account_id=account_id):
                 self._on_register_session(account_id)
             case m.PseudonymiseAccount(account_id=account_id):
@@ -91,7 +102,7 @@ class LedgerActor(DispatchedActor):
         batches, self._batches = self._batches, []
         rows = [(DEBIT, d.account_id, -d.amount_micro_usd, d.message_id, d.at, "", "") for d in batch]
         try:
-            self.store.apply(rows, durable=False)  # confirmed after the next fsync: _confirm_debits
+            written = self.store.write(rows, durable=False)  # confirmed after the next fsync
         except StorageError as exc:
             self.alarms += 1
             log.error("ledger: ALARM could not write %d debits (%s); will retry", len(batch), exc.code)
@@ -99,6 +110,7 @@ class LedgerActor(DispatchedActor):
             self._batches = batches + self._batches
             return
         self._unsynced.extend(batches)
+        self._announce(written.low_balance)
 
     def _confirm_debits(self) -> None:
         """One fsync for every debit written since the last (on the clock's tick, not per batch), then
@@ -131,40 +143,85 @@ class LedgerActor(DispatchedActor):
         rows = [(REFUND, r.account_id, r.amount_micro_usd, r.message_id, r.at, "", "")
                 for _, r in batch]
         try:
-            written = self.store.apply(rows)  # fsynced: the POPs forget what they owed after this
+            written = self.store.write(rows)  # fsynced: the POPs forget what they owed after this
         except StorageError as exc:
             self.alarms += 1
             log.error("ledger: ALARM could not write %d refunds (%s); will retry", len(batch), exc.code)
             self._refunds = batch + self._refunds
             return
         by_pop: dict[str, list[str]] = {}
-        for (pop, refund), (_, new) in zip(batch, written, strict=True):
+        for (pop, refund), (_, new) in zip(batch, written.results, strict=True):
             by_pop.setdefault(pop, []).append(refund.message_id)
-            if new and refund.account_id in self._registered:
-                session = self.directory.session_ref(refund.account_id)
-                if session is not None:
-                    session.tell(m.encode(m.BalanceChanged(refund.account_id, refund.amount_micro_usd)))
+            if new:
+                self._tell_session(refund.account_id, refund.amount_micro_usd)
         for pop, ids in by_pop.items():
             ref = self.directory.pop_ref(pop)
             if ref is not None:  # a stopped POP drops it: the ids are cleared at the next start
                 ref.tell(m.encode(m.RefundsRecorded(ids)))
+        self._announce(written.low_balance)
 
     def _on_credit_account(self, msg: m.CreditAccount) -> None:
-        self._write_debits()  # keep the ledger in arrival order
+        row = (DEPOSIT, msg.account_id, msg.amount_micro_usd, msg.tx_hash, msg.at, msg.chain,
+               msg.from_address)
+        written = self._write_one(msg.request_id, row)
+        if written is None:
+            return
+        [(_, new)] = written.results
+        if new:
+            self._tell_session(msg.account_id, msg.amount_micro_usd)
+        self._answer(msg.request_id, msg.account_id, not new)
+
+    def _on_adjust_balance(self, msg: m.AdjustBalance) -> None:
+        """An operator's credit or debit. A debit was reserved by the session: anything but a new entry
+        hands the reservation back; a new credit is spendable at once."""
+        amount = msg.amount_micro_usd
+        row = (ADJUSTMENT, msg.account_id, amount, msg.key, msg.at, "", "", msg.reason, msg.actor)
+        written = self._write_one(msg.request_id, row)
+        new = written is not None and written.results[0][1]
+        if amount < 0 and not new:
+            self._tell_session(msg.account_id, -amount, registered_only=False)  # the reservation
+        elif amount > 0 and new:
+            self._tell_session(msg.account_id, amount)
+        if written is not None:
+            self._answer(msg.request_id, msg.account_id, not new)
+
+    def _write_one(self, request_id: int, row: tuple) -> Written | None:
+        """Write one deposit or adjustment (fsynced), in arrival order after what is queued; refusals
+        (conflict, store full) are answered to the bridge and give None."""
+        self._write_debits()
         self._write_refunds()
         try:
-            [(entry, new)] = self.store.apply([(DEPOSIT, msg.account_id, msg.amount_micro_usd,
-                                                 msg.tx_hash, msg.at, msg.chain, msg.from_address)])
-        except StorageError as exc:
-            self.directory.bridge.tell(m.encode(m.SubmitRejected(msg.request_id, exc.code, exc.message)))
+            written = self.store.write([row])
+        except (LedgerConflict, StorageError) as exc:
+            self.directory.bridge.tell(m.encode(m.SubmitRejected(request_id, exc.code, exc.message)))
+            return None
+        self._announce(written.low_balance)
+        return written
+
+    def _answer(self, request_id: int, account_id: str, duplicate: bool) -> None:
+        balance = self.store.balance(account_id) - self._queued_for(account_id)
+        self.directory.bridge.tell(m.encode(m.CreditApplied(request_id, account_id, balance, duplicate)))
+
+    def _on_set_low_balance_threshold(self, account_id: str, threshold: int) -> int:
+        self._write_debits()  # the threshold is judged against every debit already told
+        crossed = self.store.set_threshold(account_id, threshold)
+        self._announce([crossed] if crossed is not None else [])
+        return max(0, threshold)
+
+    def _announce(self, crossings: list[LowBalance]) -> None:
+        """Tell the bridge each account whose balance just went below its threshold."""
+        now = time.time()
+        for c in crossings:
+            self.low_balance_notices += 1
+            self.directory.bridge.tell(m.encode(m.BalanceLow(
+                c.account_id, c.balance_micro_usd, c.threshold_micro_usd, c.seq, now)))
+
+    def _tell_session(self, account_id: str, delta: int, *, registered_only: bool = True) -> None:
+        if registered_only and account_id not in self._registered:
             return
-        if new and msg.account_id in self._registered:
-            session = self.directory.session_ref(msg.account_id)
-            if session is not None:
-                session.tell(m.encode(m.BalanceChanged(msg.account_id, msg.amount_micro_usd)))
-        balance = self.store.balance(msg.account_id) - self._queued_for(msg.account_id)
-        self.directory.bridge.tell(m.encode(m.CreditApplied(
-            msg.request_id, msg.account_id, balance, not new)))
+        session = self.directory.session_ref(account_id)
+        if session is not None:
+            session.tell(m.encode(m.BalanceChanged(account_id, delta)))
 
     def _on_pseudonymise_account(self, account_id: str) -> int:
         """Erasure: write what is queued, then shred the account's ledger key (its rows keep amounts

@@ -1,15 +1,18 @@
 """CustomerSessionActor: one per active account; the gate every message of that account passes.
 
-Messages in: ``SubmitMessage`` (host), ``SessionRegistered`` and ``BalanceChanged`` (ledger),
+Messages in: ``SubmitMessage`` and ``AdjustBalance`` debits (host), ``SessionRegistered`` and
+``BalanceChanged`` (ledger),
 ``SenderRegistered``, ``AccountStateChanged``, ``ApiKeyAdded``, ``ApiKeyRevoked``, ``EmailConfirmed``
 (engine), ``StatusesChanged`` (POPs), ``Flush`` (itself).
-Messages out: ``AcceptMessages`` batches to POPs, ``SubmitRejected`` and ``StatusesChanged`` to the bridge.
+Messages out: ``AcceptMessages`` batches to POPs, ``AdjustBalance`` (reserved) to the ledger,
+``SubmitRejected`` and ``StatusesChanged`` to the bridge.
 
 Per submit it authenticates the key digest in constant time, validates sender, number and body, segments
 and prices the message, and reserves the price from the balance it may spend (the ledger's balance minus
 what this session has already reserved). Because one actor serialises an account's submits, two concurrent
 requests can never both spend the last cent. The reservation becomes a ledger debit when the POP has made
-the message durable; if the POP cannot, it hands the amount back with ``BalanceChanged``.
+the message durable; if the POP cannot, it hands the amount back with ``BalanceChanged``. An operator's
+debit adjustment is reserved the same way before the ledger writes it, so no balance goes below zero.
 
 Threads: everything here runs on the actors' dispatcher thread (``actors.dispatch``). ``on_start`` tells
 the ledger ``RegisterSession``; submits that arrive before its ``SessionRegistered`` answer wait for it.
@@ -86,6 +89,8 @@ class CustomerSessionActor(DispatchedActor):
             case m.SubmitMessages(items=items):
                 for item in items:
                     self._on_submit_message(item)
+            case m.AdjustBalance():
+                self._on_adjust_balance(msg)
             case m.Flush():
                 self._on_flush()
             case m.BalanceChanged(delta_micro_usd=delta):
@@ -116,6 +121,18 @@ class CustomerSessionActor(DispatchedActor):
         held, self._held = self._held, []
         for earlier in held:
             self._handle(earlier)
+
+    def _on_adjust_balance(self, msg: m.AdjustBalance) -> None:
+        """An operator's debit: reserve it like a message's price (never below zero), then the ledger
+        writes it (and hands the reservation back if it writes nothing)."""
+        if -msg.amount_micro_usd > self.available:
+            self.directory.bridge.tell(m.encode(m.SubmitRejected(
+                msg.request_id, InsufficientBalance.code,
+                f"balance {self.available} micro-USD is below the debit {-msg.amount_micro_usd} "
+                "micro-USD")))
+            return
+        self.available += min(0, msg.amount_micro_usd)
+        self.directory.ledger.tell(m.encode(msg))
 
     def _on_submit_message(self, msg: m.SubmitMessage | m.SubmitItem) -> None:
         try:

@@ -111,10 +111,18 @@ class Runtime:
         """Lock the data directory, open every store and start the actors. On any failure whatever
         started is stopped again and the lock released, so a failed start leaves no thread behind;
         a failure of the directory itself is one typed error (``storage.datadir.startup_error``)."""
+        self._guarded(self._open_and_start)
+
+    def open_stores(self) -> None:
+        """Lock the data directory and open its stores without starting any actor (the ``smsroute
+        ledger`` commands read a stopped engine's data this way); ``stop`` and ``release`` close them."""
+        self._guarded(self._open_stores)
+
+    def _guarded(self, opening) -> None:
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             self.lock.acquire()
-            self._open_and_start()
+            opening()
         except BaseException as exc:
             self.stop()
             self.release()
@@ -124,6 +132,10 @@ class Runtime:
             raise error from exc
 
     def _open_and_start(self) -> None:
+        self._open_stores()
+        self._start_actors()
+
+    def _open_stores(self) -> None:
         s, place = self.settings, self.placement
         map_size = s.engine.map_size_mb << 20
         keys_dir = self.keys_dir()
@@ -132,13 +144,17 @@ class Runtime:
         self.pseudonyms = Pseudonyms(self.keys.secret("pseudonym"))
         self.account_keys = AccountKeys(keys_dir / "accounts", provider, self.pseudonyms,
                                         cache_size=s.keys.account_key_cache)
-        sweepables: dict = {}
         if place.runs_core:
             self._open_core(map_size, keys_dir)
-            sweepables.update({"accounts": self.accounts, "api_keys": self.api_keys,
-                               "ledger": self.ledger_store, "audit:core": self.core_audit})
         if place.runs_pops:
             self._open_pops(map_size)
+
+    def _start_actors(self) -> None:
+        s, place = self.settings, self.placement
+        sweepables: dict = {}
+        if place.runs_core:
+            sweepables.update({"accounts": self.accounts, "api_keys": self.api_keys,
+                               "ledger": self.ledger_store, "audit:core": self.core_audit})
         self._load_saved_routing()
         self.clock = Clock()
         if place.clustered:

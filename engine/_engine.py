@@ -35,6 +35,7 @@ from actors.supervisor import Runtime
 from engine import apikeys, listing, submission
 from engine import messages as m
 from engine.accounts import AccountManager
+from engine.billing.service import Billing
 from engine.bridge import Bridge, InFlightGate
 from engine.cluster.placement import Placement
 from engine.config import Settings, load_settings
@@ -87,6 +88,7 @@ class Engine(AccountManager, HoldManager):
         self.cluster = None  # engine.cluster.local.LocalCluster, when this process supervises workers
         self.mail: MailService | None = None
         self.privacy: PrivacyServices | None = None
+        self.billing: Billing | None = None
         self._stopping = False
         self._sessions_lock = threading.Lock()
         self.max_body_chars = settings.engine.max_segments * 160
@@ -116,6 +118,7 @@ class Engine(AccountManager, HoldManager):
         try:
             engine._start_mail_and_privacy()
             AccountManager.__init__(engine, engine.runtime)
+            engine.billing = Billing(engine.runtime).start()  # reconciles in the background
             if http:
                 engine._start_http()
         except BaseException:  # e.g. a port in use: do not leave the actors running
@@ -159,6 +162,8 @@ class Engine(AccountManager, HoldManager):
             time.sleep(0.02)
         if self.http is not None:
             self.http.stop()
+        if self.billing is not None:
+            self.billing.stop()  # a reconciliation still running is abandoned
         if self.cluster is not None:
             self.cluster.stop_workers()
         self.runtime.stop()
@@ -355,13 +360,15 @@ class Engine(AccountManager, HoldManager):
         return dead
 
     def stats(self) -> dict:
-        extra = {}
+        extra: dict[str, Any] = {}
         if self.mail is not None and self.privacy is not None:
             extra = {"mail": self.mail.stats(), "privacy": self.privacy.stats()}
         if self.cluster is not None:
             extra["workers"] = self.cluster.status()
         if self.runtime.transport is not None:
             extra["transport"] = self.runtime.transport.stats()
+        if self.billing is not None:
+            extra["ledger"] = self.billing.stats()
         return {"in_flight": self.gate.in_flight, "max_in_flight": self.gate.limit,
                 "pending_requests": self.bridge.pending_requests(), **self.runtime.stats(), **extra}
 

@@ -69,6 +69,7 @@ class Bridge:
         self._status_callbacks: list[Callable[[m.StatusItem], None]] = []
         self._ack_callbacks: list[Callable[[str, float], None]] = []
         self._webhook_sinks: list[Callable[[str, list[int], list[m.StatusItem]], None]] = []
+        self._low_balance_callbacks: list[Callable[[m.BalanceLow], None]] = []
 
     # --- requests ------------------------------------------------------------------------------------
 
@@ -118,6 +119,9 @@ class Bridge:
         """``sink(pop, seqs, items)`` for every batch of events a POP stored in its webhook outbox."""
         self._webhook_sinks.append(sink)
 
+    def on_low_balance(self, callback: Callable[[m.BalanceLow], None]) -> None:
+        self._low_balance_callbacks.append(callback)
+
     def carrier_acked(self, message_id: str, at: float) -> None:
         for cb in self._ack_callbacks:
             _safely(cb, message_id, at)
@@ -154,6 +158,9 @@ class Bridge:
             case m.WebhookEventsStored(pop=pop, seqs=seqs, items=items):
                 for sink in self._webhook_sinks:
                     _safely(sink, pop, seqs, items)
+            case m.BalanceLow():
+                for cb in self._low_balance_callbacks:
+                    _safely(cb, msg)
             case _:
                 log.error("bridge: unexpected %s", type(msg).__name__)
 

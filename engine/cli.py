@@ -1,10 +1,11 @@
-"""The ``smsroute`` command: ``run``, ``segments``, ``webhook-receiver`` and ``bench``.
+"""The ``smsroute`` command: ``run``, ``segments``, ``webhook-receiver``, ``ledger`` and ``bench``.
 
 ``smsroute run`` starts the engine on its embedded default (three POPs, simulated carriers, data in
 ``./data``) or on ``--config FILE``, with the customer API and the control port, prints where they listen,
 and stops cleanly on Ctrl-C or SIGTERM. ``--host``, ``--customer-port`` and ``--control-port`` override the
 config's binds; ``--smsc HOST:PORT`` replaces every carrier with SMPP binds to that SMSC. ``smsroute
-segments TEXT`` prints how a text is encoded and split.
+segments TEXT`` prints how a text is encoded and split. ``smsroute ledger verify|reconcile`` checks the
+ledger of a stopped engine's data directory (``engine.billing.offline``).
 
 A start-up failure an operator can fix (a busy port, a data directory that is locked, unreadable or on a
 full disk, a missing config file, a TLS file that does not load) is one line on stderr,
@@ -158,6 +159,14 @@ def cmd_webhook_receiver(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ledger(args: argparse.Namespace) -> int:
+    from engine.billing import offline
+    from engine.config import load_settings
+
+    check = offline.verify if args.check == "verify" else offline.reconcile
+    return check(args.data_dir, load_settings(args.config))
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from bench.cli import run_bench
 
@@ -172,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_parser(sub)
     _add_segments_parser(sub)
     _add_webhook_receiver_parser(sub)
+    _add_ledger_parser(sub)
     _add_bench_parser(sub)
     return parser
 
@@ -222,6 +232,23 @@ def _add_webhook_receiver_parser(sub: Any) -> None:
     rx.add_argument("--secret-file", default=None, metavar="FILE",
                     help="a file holding the account's webhook signing secret (read per request)")
     rx.set_defaults(func=cmd_webhook_receiver)
+
+
+def _add_ledger_parser(sub: Any) -> None:
+    ledger = sub.add_parser("ledger", help="verify or reconcile the ledger of a stopped engine",
+                            description="Check the billing ledger in a data directory no engine is "
+                                        "using; prints a JSON report, exit status 1 if anything is "
+                                        "wrong. A running engine answers the same on its control port.")
+    checks = ledger.add_subparsers(dest="check", required=True, metavar="CHECK")
+    for name, text in (("verify", "walk the hash chain and open every entry; report every broken "
+                                  "link (edited, missing or added entries)"),
+                       ("reconcile", "compare message records and ledger: a debit per message, at "
+                                     "most one refund, a message per debit, balances = sums")):
+        check = checks.add_parser(name, help=text, description=text)
+        check.add_argument("--data-dir", default="./data", help="the engine's data directory (./data)")
+        check.add_argument("--config", default=None,
+                           help="the engine's config file (for [keys]: where the keys live, the HSM)")
+        check.set_defaults(func=cmd_ledger)
 
 
 def _add_bench_parser(sub: Any) -> None:

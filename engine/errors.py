@@ -12,6 +12,9 @@ The tree::
     │   ├── MalformedMessage        bytes that are not a valid actor message (msgpack, tag, schema)
     │   ├── ConfigError             a config file or routing table that does not validate
     │   ├── InvalidTransition       a step a record's state machine does not allow (HTTP 409)
+    │   ├── LedgerConflict          a ledger key already recorded with other details (HTTP 409)
+    │   │   ├── DepositConflict     (chain, tx hash) recorded with another amount, account or address
+    │   │   └── AdjustmentConflict  an adjustment's key recorded with another amount or reason
     │   └── NoticeTooShort          a policy change effective less than 30 days after notice (422)
     ├── AuthError                   unknown or revoked API key / operator token (HTTP 401)
     │   └── VerificationFailed      a data-subject request's proof failed (HTTP 401)
@@ -99,6 +102,18 @@ class ConfigError(InputError):
 
 class InvalidTransition(InputError):
     code = "invalid_transition"
+
+
+class LedgerConflict(InputError):
+    code = "ledger_conflict"
+
+
+class DepositConflict(LedgerConflict):
+    code = "deposit_conflict"
+
+
+class AdjustmentConflict(LedgerConflict):
+    code = "adjustment_conflict"
 
 
 class NoticeTooShort(InputError):

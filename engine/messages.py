@@ -593,6 +593,47 @@ class ShardReply(Message):
     error: str  # an engine.errors code when not ok
 
 
+# === billing: adjustments and low-balance notices ======================================================
+
+
+@message(90)  # clear of the ranges other branches add to
+class AdjustBalance(Message):
+    """An operator's credit (positive) or debit (negative) with a mandatory reason, idempotent on ``key``
+    per account. A debit passes the account's session first (it reserves the amount, so no balance ever
+    goes below zero), then the ledger; a credit goes to the ledger at once. Answered with
+    ``CreditApplied`` or ``SubmitRejected`` (``insufficient_balance``, ``adjustment_conflict``)."""
+
+    request_id: int
+    account_id: str
+    amount_micro_usd: int
+    reason: str
+    key: str
+    actor: str  # who made it: the operator token's name, or "embedding-api"
+    at: float
+
+
+@message(91)
+class BalanceLow(Message):
+    """Ledger -> bridge: a write took the account's balance below its low-balance threshold (told once
+    per crossing; ``seq`` is the ledger entry that crossed it, 0 when the threshold was set above the
+    balance)."""
+
+    account_id: str
+    balance_micro_usd: int
+    threshold_micro_usd: int
+    seq: int
+    at: float
+
+
+@message(92)
+class SetLowBalanceThreshold(Message):
+    """Host -> ledger (asked): the account's low-balance threshold in micro-USD (0: none). The answer is
+    the threshold stored; a ``BalanceLow`` follows at once if the balance is already below it."""
+
+    account_id: str
+    threshold_micro_usd: int
+
+
 # === housekeeping =====================================================================================
 
 

@@ -214,6 +214,27 @@ class MessageRecords:
             if rec is not None:
                 yield rec
 
+    def scan(self, chunk: int = 1000) -> Iterator[MessageRecord]:
+        """Every record in id (= time) order, read ``chunk`` at a time in short read transactions
+        (reconciliation walks the whole store without holding its pages or its records in memory)."""
+        start = b""
+        while True:
+            with self.env.begin() as txn:
+                cursor = txn.cursor(db=self._db)
+                items = []
+                if cursor.set_range(start):
+                    for item in cursor:
+                        items.append((bytes(item[0]), bytes(item[1])))
+                        if len(items) == chunk:
+                            break
+            for key, blob in items:
+                rec = self._decode_or_none(key, blob)
+                if rec is not None:
+                    yield rec
+            if len(items) < chunk:
+                return
+            start = items[-1][0] + b"\x00"
+
     def for_account(self, account_id: str) -> Iterator[MessageRecord]:
         """Every record of one account (a scan of the keys' token prefixes: data-subject access and
         erasure only; only the account's own records are decrypted)."""

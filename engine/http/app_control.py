@@ -1,4 +1,4 @@
-"""The operator control port: health, metrics, carriers, routing, accounts, holds and retention.
+"""The operator control port: health, metrics, carriers, routing, accounts, holds, retention, ledger.
 
 Operators authenticate with bearer tokens (:mod:`engine.http.tokens`); each route names the roles that may
 call it (:data:`ROUTE_ROLES`, checked by :func:`control_auth_middleware` before the handler runs, and
@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from engine.errors import AuthError
-from engine.http import control_privacy, openapi
+from engine.http import control_billing, control_privacy, openapi
 from engine.http.context import (
     APP_NAME,
     BODY_TIMEOUT,
@@ -74,6 +74,7 @@ ROUTE_ROLES: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/v1/accounts/{id}/keys"): frozenset({OP}),
     ("DELETE", "/v1/accounts/{id}/keys/{key_id}"): frozenset({OP}),
     **control_privacy.ROUTE_ROLES,  # data-subject requests, incidents, policy changes, support cases
+    **control_billing.ROUTE_ROLES,  # ledger verification, reconciliation, adjustments, usage exports
 }
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -219,6 +220,7 @@ def build_control_app(ctx: HttpContext) -> web.Application:
     r.add_put("/v1/routing", put_routing)
     control_accounts.add_routes(r)
     control_privacy.add_routes(r)
+    control_billing.add_routes(r)
     return app
 
 

@@ -18,7 +18,7 @@ import time
 
 from aiohttp import web
 
-from engine.http import customer_messages, customer_privacy, openapi
+from engine.http import customer_billing, customer_messages, customer_privacy, openapi
 from engine.http import schemas as s
 from engine.http.context import APP_NAME, BODY_TIMEOUT, CTX, LOG_REQUESTS, MAX_BODY, HttpContext
 from engine.http.jsonio import DEFAULT_BODY_TIMEOUT_S, json_response, read_body
@@ -37,7 +37,9 @@ async def get_balance(request: web.Request) -> web.Response:
     ctx: HttpContext = request.app[CTX]
     account_id = require_account(request)
     micro = await ctx.call(ctx.engine.balance, account_id)
-    return json_response({"balance_micro_usd": micro, "currency": "USD"})
+    threshold = await ctx.call(ctx.engine.billing.low_balance_threshold, account_id)
+    return json_response({"balance_micro_usd": micro, "currency": "USD",
+                          "low_balance_threshold_micro_usd": threshold})
 
 
 async def post_sender(request: web.Request) -> web.Response:
@@ -191,4 +193,5 @@ def build_customer_app(ctx: HttpContext) -> web.Application:
     r.add_delete("/v1/keys/{id}", revoke_key)
     r.add_get("/v1/openapi.json", get_openapi, allow_head=False)
     customer_privacy.add_routes(r)
+    customer_billing.add_routes(r)  # usage export, low-balance threshold
     return app

@@ -29,6 +29,7 @@ _STATUS_BY_ERROR: tuple[tuple[type[E.SmsrouteError], int], ...] = (
     (E.InvalidUrl, 422),
     (E.ConfigError, 422),
     (E.InvalidTransition, 409),
+    (E.LedgerConflict, 409),
     (E.NoticeTooShort, 422),
     (E.MalformedMessage, 400),
     (E.InputError, 400),

@@ -19,12 +19,21 @@ Event body (JSON, :class:`engine.http.schemas.Event`)::
               "segments": 1, "price_micro_usd": 75000, "error": "", "client_ref": "order-7"}}
 
 The event id is derived from (message id, status), so it is stable across retries and restarts.
+
+Low balance (``engine.billing``): when an account's balance goes below its threshold, one event goes to the
+account's webhook URL (never a message's ``callback_url``; ``receipt_statuses`` does not filter it), through
+the same dispatcher (signed, retried) but not through the outbox (:meth:`StatusNotifier.low_balance`)::
+
+    {"id": "evt_…", "type": "account.low_balance", "created_at": 1700000000.25,
+     "data": {"balance_micro_usd": 900000, "threshold_micro_usd": 1000000}}
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -38,6 +47,16 @@ log = logging.getLogger(__name__)
 INBOX_LIMIT = 200_000
 ACCOUNT_CACHE_SECONDS = 1.0
 MAX_DISABLED = 10_000
+
+
+def low_balance_body(event: Any) -> tuple[str, bytes]:
+    """The event id and body of a low-balance notice (one per crossing: the ledger entry and time)."""
+    eid = "evt_" + hashlib.sha256(
+        f"{event.account_id}:low_balance:{event.seq}:{event.at!r}".encode()).hexdigest()[:32]
+    body = {"id": eid, "type": "account.low_balance", "created_at": event.at,
+            "data": {"balance_micro_usd": event.balance_micro_usd,
+                     "threshold_micro_usd": event.threshold_micro_usd}}
+    return eid, json.dumps(body, separators=(",", ":")).encode()
 
 
 class StatusInbox:
@@ -133,6 +152,17 @@ class StatusNotifier:
             return None
         return Endpoint(url, int(getattr(record, "webhook_batch_max", 1) or 1),
                         int(getattr(record, "webhook_batch_wait_ms", 1000)) / 1000.0)
+
+    def low_balance(self, events: list[Any]) -> list[Delivery]:
+        """The deliveries of low-balance notices: to each account's webhook URL, if it has one."""
+        out = []
+        for event in events:
+            record = self.account(event.account_id)
+            url = record.webhook_url if record is not None else None
+            if url and url not in self._disabled:
+                eid, body = low_balance_body(event)
+                out.append(Delivery(url, event.account_id, eid, body))
+        return out
 
     def on_gone(self, delivery: Delivery) -> None:
         """A receiver answered 410: stop sending there."""

@@ -173,10 +173,12 @@ def customer_document() -> dict[str, Any]:
                                         errors=("404", "409"))},
         "/v1/openapi.json": {"get": _op("This document", "200", security=False)},
     }
+    from engine.http import openapi_billing
     from engine.http.openapi_privacy import customer_paths
 
-    doc = _document("smsroute customer API", {**paths, **customer_paths()}, "API key (sk_live_...)",
-                    version="3.1.0")
+    doc = _document("smsroute customer API",
+                    {**paths, **customer_paths(), **openapi_billing.customer_paths()},
+                    "API key (sk_live_...)", version="3.1.0")
     _, components = msgspec.json.schema_components(STRUCTS,
                                                    ref_template="#/components/schemas/{name}")
     components["BatchAnswer"]["properties"]["results"]["items"] = {
@@ -228,7 +230,9 @@ def control_document() -> dict[str, Any]:
         "/v1/accounts/{id}": {"get": o("An account's record (no secrets)", "200", params=("id",),
                                        errors=("403", "404"))},
         "/v1/accounts/{id}/deposits": {"post": o(
-            "Credit a crypto deposit", "201", params=("id",), errors=("403", "404", "422"),
+            "Credit a crypto deposit (a replay of the same transaction is idempotent; the same chain and "
+            "tx_hash with another amount, account or from_address is 409 deposit_conflict)", "201",
+            params=("id",), errors=("403", "404", "409", "422"),
             body=_obj(["usd", "chain", "tx_hash", "from_address"], usd=S, chain=S, tx_hash=S,
                       from_address=S))},
         "/v1/accounts/{id}/senders": {"post": o("Register a sender ID", "201", params=("id",),
@@ -284,6 +288,9 @@ def control_document() -> dict[str, Any]:
         "/v1/tokens/{name}": {"delete": o("Revoke an operator token (only one whose roles you hold)",
                                           "200", params=("name",), errors=("403", "404"))},
     }
+    from engine.http import openapi_billing
     from engine.http.openapi_privacy import control_paths
 
-    return _document("smsroute control port", {**paths, **control_paths()}, "operator token (op_...)")
+    return _document("smsroute control port",
+                     {**paths, **control_paths(), **openapi_billing.control_paths()},
+                     "operator token (op_...)")

@@ -211,6 +211,7 @@ class WebhookView(msgspec.Struct):
 class BalanceView(msgspec.Struct):
     balance_micro_usd: int
     currency: str
+    low_balance_threshold_micro_usd: int = 0  # below it, one account.low_balance webhook (0: off)
 
 
 # --- events (the webhook body) ----------------------------------------------------------------------

@@ -148,10 +148,12 @@ class HttpServers:
         ctx, inbox, dispatcher = self._build(env)
         feed: WebhookFeed = ctx.feed
         runners: list[web.AppRunner] = []
+        notices: StatusInbox | None = None
         try:
             await dispatcher.start()
             self.engine.on_status(inbox.on_status)
             await self._start_feed(ctx, feed)
+            notices = self._low_balance_inbox(ctx)
             ssl_ctx = tls_context(self.http.tls_cert, self.http.tls_key) if ctx.tls else None
             self.apps = {"customer": build_customer_app(ctx), "control": build_control_app(ctx)}
             ensure_descriptors(*(connection_limits(self.http, name) for name in self.apps))
@@ -174,6 +176,8 @@ class HttpServers:
                 loader.cancel()
             if self.shedder is not None:
                 self.shedder.stop()
+            if notices is not None:
+                notices.closed = True
             for runner in reversed(runners):
                 await runner.cleanup()
             await dispatcher.stop()
@@ -182,6 +186,21 @@ class HttpServers:
             ctx.committer.close()
             ctx.executor.shutdown(wait=True)
             env.close()
+
+    def _low_balance_inbox(self, ctx: HttpContext) -> StatusInbox | None:
+        """Low-balance notices from the engine's thread to webhooks (the dispatcher, as the outbox's
+        events; ``engine.http.notify``)."""
+        billing = getattr(self.engine, "billing", None)
+        if billing is None:  # a stand-in engine (bench.http_load) has no ledger
+            return None
+
+        def deliver(events: list) -> None:
+            for delivery in ctx.notifier.low_balance(events):
+                ctx.dispatcher.submit(delivery)
+
+        inbox = StatusInbox(asyncio.get_running_loop(), deliver)
+        billing.on_low_balance(inbox.on_status)
+        return inbox
 
     def _build(self, env: Any) -> tuple[HttpContext, StatusInbox, WebhookDispatcher]:
         committer = GroupCommitter(env)

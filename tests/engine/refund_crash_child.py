@@ -20,20 +20,20 @@ from storage.ledger import REFUND, LedgerStore
 from tests.engine.crash_support import refund_overrides
 
 _ledger_stuck = threading.Event()
-_apply = LedgerStore.apply
+_write = LedgerStore.write
 
 
-def _failing_apply(self, entries, *, durable=True):
+def _failing_write(self, entries, *, durable=True):
     entries = list(entries)
     if any(row[0] == REFUND for row in entries):
         _ledger_stuck.set()  # (a blocking write would stall every actor on the shared dispatcher)
         raise StorageError("simulated: the refund is never written before the kill")
-    return _apply(self, entries, durable=durable)
+    return _write(self, entries, durable=durable)
 
 
 def main() -> None:
     data_dir, out_path = sys.argv[1], sys.argv[2]
-    LedgerStore.apply = _failing_apply
+    LedgerStore.write = _failing_write
     engine = Engine.start(data_dir=data_dir, overrides=refund_overrides())
     account = engine.create_account(email="refund-crash@example.com")
     engine.register_sender(account.id, "ACME")

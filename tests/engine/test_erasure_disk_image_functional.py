@@ -78,7 +78,7 @@ def readable(values: list[tuple[bytes, bytes]], sealers: list[Sealer]) -> list[b
     """Every plaintext the attacker can get from ``values``, including sealed blobs nested in them."""
     names = [f"{kind}:{k.decode(errors='ignore')}".encode() for k, _ in values
              for kind in ("hold-notes",)]  # notes are bound to their key's name
-    todo = [(blob[off:], aad) for key, blob in values for off in (0, 8, 16)
+    todo = [(blob[off:], aad) for key, blob in values for off in (0, 8, 16, 32)  # 32: chain link
             for aad in (key, key[8:], blob[:8] + key, b"")]
     plaintexts = []
     while todo:

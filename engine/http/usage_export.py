@@ -1,0 +1,76 @@
+"""Streaming a usage export over HTTP (``GET /v1/usage`` and ``GET /v1/accounts/{id}/usage``).
+
+Query: ``since`` and ``until`` (unix seconds or ISO 8601 dates/date-times, UTC unless stated; default:
+the account's beginning until now), ``format`` = ``json`` (default) or ``csv`` (also chosen by ``Accept:
+text/csv``). The rows are read and encoded a chunk at a time on the HTTP thread pool and written as they
+come (chunked transfer encoding), so an export of any size holds one chunk in memory. What the rows are,
+and where each column comes from, is in ``engine.billing.usage``.
+
+Headers are set before the first byte goes out — the security headers and, on the customer API, the
+``RateLimit-*`` headers the middlewares would otherwise add after the handler (too late for a stream).
+A failure after the first byte (a store error mid-export) closes the connection without the final chunk,
+so a client sees an incomplete transfer, never a short export that looks complete.
+"""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from engine import apikeys
+from engine.billing.usage import FORMATS, encode_csv, encode_json, iso, parse_time
+from engine.http.context import API_KEY, CTX, HttpContext
+from engine.http.errors import HttpError
+from engine.http.middleware import HSTS
+
+CONTENT_TYPES = {"json": "application/json", "csv": "text/csv; charset=utf-8"}
+
+
+def _format(request: web.Request) -> str:
+    fmt = request.query.get("format")
+    if fmt is None:
+        fmt = "csv" if "text/csv" in request.headers.get("Accept", "") else "json"
+    if fmt not in FORMATS:
+        raise HttpError(400, "invalid_query", f"format is one of {', '.join(FORMATS)}")
+    return fmt
+
+
+async def stream_usage(request: web.Request, account_id: str) -> web.StreamResponse:
+    """Answer the account's usage for the queried period, streamed."""
+    ctx: HttpContext = request.app[CTX]
+    fmt = _format(request)
+    now = time.time()
+    since = parse_time(request.query.get("since"), 0.0, "since")
+    until = parse_time(request.query.get("until"), now, "until")
+    rows = await ctx.call(ctx.engine.billing.usage, account_id, since, until)  # 404, 400 here
+    if fmt == "csv":
+        chunks = encode_csv(rows)
+    else:
+        head = {"account_id": account_id, "since": iso(since), "until": iso(until),
+                "generated_at": iso(now), "currency": "USD"}
+        chunks = encode_json(rows, head, lambda: {"balance_micro_usd": ctx.engine.balance(account_id)})
+    resp = web.StreamResponse(headers={
+        "Content-Type": CONTENT_TYPES[fmt],
+        "Content-Disposition": f'attachment; filename="usage-{account_id}-{iso(since)[:10]}-'
+                               f'{iso(until)[:10]}.{fmt}"'})
+    _frame_headers(request, ctx, resp)
+    resp.enable_chunked_encoding()
+    await resp.prepare(request)
+    while (chunk := await ctx.call(next, chunks, None)) is not None:
+        if chunk:
+            await resp.write(chunk)
+    await resp.write_eof()
+    return resp
+
+
+def _frame_headers(request: web.Request, ctx: HttpContext, resp: web.StreamResponse) -> None:
+    """What ``frame_middleware`` and the customer rate limiter add to every answer."""
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    resp.headers["Server"] = "smsroute"
+    resp.headers["Cache-Control"] = "no-store"
+    if ctx.tls:
+        resp.headers["Strict-Transport-Security"] = HSTS
+    key = request.get(API_KEY)
+    if key:
+        resp.headers.update(ctx.limiter.peek(apikeys.digest(key).hex()[:32]).headers())
