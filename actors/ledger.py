@@ -102,7 +102,7 @@ class LedgerActor(DispatchedActor):
         batches, self._batches = self._batches, []
         rows = [(DEBIT, d.account_id, -d.amount_micro_usd, d.message_id, d.at, "", "") for d in batch]
         try:
-            written = self.store.write(rows, durable=False)  # confirmed after the next fsync
+            written = self.store.write(rows, durable=False, answers=False)  # confirmed at the fsync
         except StorageError as exc:
             self.alarms += 1
             log.error("ledger: ALARM could not write %d debits (%s); will retry", len(batch), exc.code)
