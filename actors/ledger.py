@@ -172,13 +172,13 @@ class LedgerActor(DispatchedActor):
         self._answer(msg.request_id, msg.account_id, not new)
 
     def _on_adjust_balance(self, msg: m.AdjustBalance) -> None:
-        """An operator's credit or debit. A debit was reserved by the session: anything but a new entry
-        hands the reservation back; a new credit is spendable at once."""
+        """An operator's credit or debit. A debit reserved by the session (``reserved``) is handed back
+        unless it is written; a new credit is spendable at once."""
         amount = msg.amount_micro_usd
         row = (ADJUSTMENT, msg.account_id, amount, msg.key, msg.at, "", "", msg.reason, msg.actor)
         written = self._write_one(msg.request_id, row)
         new = written is not None and written.results[0][1]
-        if amount < 0 and not new:
+        if msg.reserved and not new:
             self._tell_session(msg.account_id, -amount, registered_only=False)  # the reservation
         elif amount > 0 and new:
             self._tell_session(msg.account_id, amount)

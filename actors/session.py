@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import logging
 
+import msgspec
+
 from actors.dispatch import DispatchedActor
 from engine import apikeys, segments
 from engine import messages as m
@@ -132,7 +134,7 @@ class CustomerSessionActor(DispatchedActor):
                 "micro-USD")))
             return
         self.available += min(0, msg.amount_micro_usd)
-        self.directory.ledger.tell(m.encode(msg))
+        self.directory.ledger.tell(m.encode(msgspec.structs.replace(msg, reserved=True)))
 
     def _on_submit_message(self, msg: m.SubmitMessage | m.SubmitItem) -> None:
         try:

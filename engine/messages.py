@@ -610,6 +610,7 @@ class AdjustBalance(Message):
     key: str
     actor: str  # who made it: the operator token's name, or "embedding-api"
     at: float
+    reserved: bool = False  # set by the session that reserved the debit (the ledger hands it back)
 
 
 @message(91)

@@ -29,6 +29,7 @@ from engine import messages as m
 from engine.billing.reconcile import CUTOFF_SECONDS, Cancelled, Reconciliation, reconcile
 from engine.billing.usage import UsageRow, usage_rows
 from engine.errors import InputError, SmsrouteError
+from storage.ledger import ADJUSTMENT
 from storage.ledger_chain import ChainReport
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,10 @@ class Billing:
         request_id, fut = self.runtime.bridge.new_request()
         raw = m.encode(m.AdjustBalance(request_id, account_id, amount, reason.strip(), key, actor,
                                        time.time()))
-        target = self.runtime.session_for(account_id) if amount < 0 else self.runtime.directory.ledger
+        # A new debit is reserved by the account's session (never below zero); a credit, or a key
+        # already used (a replay or a conflict, which the ledger answers), goes to the ledger at once.
+        reserve = amount < 0 and not self.ledger.has(ADJUSTMENT, key, account_id)
+        target = self.runtime.session_for(account_id) if reserve else self.runtime.directory.ledger
         target.tell(raw)
         try:
             reply = fut.result(timeout)
