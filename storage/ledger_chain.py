@@ -25,7 +25,7 @@ entries ended, under a keyed MAC — and verification starts there.
 Not proven by the chain alone: cutting off the newest entries *and* rewriting the head to the link the new
 last entry's successor recorded. That is only visible against a head recorded elsewhere: ``smsroute ledger
 verify`` and ``GET /v1/ledger/verify`` print the head, and ``/metrics`` exports its sequence number
-(``smsroute_ledger_head_seq``), so a Prometheus history keeps it off the host. (Balances would also stop
+(``smsroute_billing_chain_head_seq``), so a Prometheus history keeps it off the host. (Balances would also stop
 matching their entries, which reconciliation reports, unless the balance rows were rewritten as well.)
 """
 

@@ -24,8 +24,9 @@ Gauges: ``smsroute_actor_alive{actor}``, ``smsroute_dead_actors``, ``smsroute_de
 ``smsroute_carrier_binds{carrier,pop,state}``, ``smsroute_webhook_backlog``,
 ``smsroute_webhook_outbox{pop}``, ``smsroute_http_pending_requests``, ``smsroute_mail_outbox``,
 ``smsroute_privacy_requests_{open,overdue}``,
-``smsroute_privacy_incidents_{open,authority_deadline_close,authority_overdue}``; counter
-``smsroute_mail_deliveries_total{outcome}``.
+``smsroute_privacy_incidents_{open,authority_deadline_close,authority_overdue}``,
+``smsroute_billing_chain_head_seq``, ``smsroute_billing_reconciliation_differences``; counters
+``smsroute_mail_deliveries_total{outcome}``, ``smsroute_billing_low_balance_notices_total``.
 
 Histograms: ``smsroute_delivery_latency_seconds{pop,country}`` (accepted -> final status),
 ``smsroute_submit_latency_seconds{pop,country}`` (``POST /v1/messages`` until the durable 202),
@@ -168,6 +169,7 @@ class _SnapshotCollector:
         yield from _retention_families(snap.engine.get("sweeper") or {}, snap.removed_by_store)
         yield from _mail_families(snap.engine.get("mail") or {})
         yield from _privacy_families(snap.engine.get("privacy") or {})
+        yield from _ledger_families(snap.engine.get("ledger") or {})
 
 
 def _gauge(name: str, doc: str, value: Any) -> Iterator[GaugeMetricFamily]:
@@ -361,6 +363,20 @@ def _privacy_families(privacy: dict[str, Any]) -> Iterator[Metric]:
     *_deadline_close gauges being above 0."""
     for name, key, doc in PRIVACY_GAUGES:
         yield from _gauge(name, doc, privacy.get(key))
+
+
+def _ledger_families(ledger: dict[str, Any]) -> Iterator[Metric]:
+    """The ledger's chain head (a history of it, kept off the host, is what shows a cut-off tail),
+    the last reconciliation's differences (alert above 0) and the low-balance notices sent."""
+    yield from _gauge("smsroute_billing_chain_head_seq", "Sequence number of the newest ledger entry",
+                      ledger.get("head_seq"))
+    yield from _gauge("smsroute_billing_reconciliation_differences",
+                      "Differences the last reconciliation of records and ledger found",
+                      ledger.get("reconciliation_differences"))
+    if _is_number(ledger.get("low_balance_notices")):
+        yield CounterMetricFamily("smsroute_billing_low_balance_notices",
+                                  "Accounts told their balance went below their threshold",
+                                  value=float(ledger["low_balance_notices"]))
 
 
 def _add(family: GaugeMetricFamily | CounterMetricFamily, labels: list[str], value: Any) -> None:

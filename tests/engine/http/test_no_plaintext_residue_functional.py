@@ -21,6 +21,7 @@ TX_HASH, WALLET = "0xTXMARKERq7feedbeef", "TWALLETMARKERq7"
 HOLD_REASON, HOLD_REFERENCE = "HOLDREASONq7 complaint about Jane Roe", "HOLDREFq7-2026-11"
 DEBUG_REASON, ORDER_REASON, RELEASE_REASON = "DEBUGREASONq7", "ORDERREASONq7", "RELEASEREASONq7"
 IDEM_KEY = "order-IDEMMARKERq7"
+ADJ_REASON, ADJ_KEY = "ADJREASONq7 goodwill credit", "ticket-ADJKEYq7"
 
 MARKERS = {
     "email": [EMAIL, EMAIL2], "number": [NUMBER.lstrip("+")], "body": ["BODYMARKERq7"],
@@ -28,6 +29,7 @@ MARKERS = {
     "hold_reason": ["HOLDREASONq7", "Jane Roe", "HOLDREFq7", DEBUG_REASON, ORDER_REASON,
                     RELEASE_REASON],
     "webhook_url": ["WEBHOOKMARKERq7", "CALLBACKMARKERq7"], "idempotency_key": ["IDEMMARKERq7"],
+    "adjustment": ["ADJREASONq7", "ADJKEYq7"],
 }
 
 # Which markers an HTTP answer may carry, and why. Everything else: none.
@@ -42,7 +44,11 @@ ALLOWED: dict[str, set[str]] = {
     "POST /v1/accounts/{id}/senders": {"sender"},
     # access and portability (policy 7.1): everything held about the holder, to the privacy role
     "GET /v1/accounts/{id}/export": {"email", "number", "sender", "tx_hash", "wallet",
-                                      "webhook_url"},
+                                      "webhook_url", "adjustment"},
+    # usage exports (policy 3, billing): the holder's own deposits and adjustments, to the holder and
+    # to the operator who bills them — never a number or a body
+    "GET /v1/usage": {"tx_hash", "wallet", "adjustment"},
+    "GET /v1/accounts/{id}/usage": {"tx_hash", "wallet", "adjustment"},
     # a retention exception's own path: the privacy staff who place, list and end holds see why
     "POST /v1/holds": {"hold_reason"},
     "GET /v1/holds": {"hold_reason"},
@@ -108,8 +114,8 @@ def test_markers_appear_in_no_file_no_log_line_and_only_the_allowed_answers(tmp_
     leaks = [(route, found(blob, ALLOWED.get(route, set()))) for route, blob in Recording.answers]
     assert [leak for leak in leaks if leak[1]] == []
     routes_with_markers = {route for route, blob in Recording.answers if found(blob)}
-    assert {"GET /v1/accounts/{id}/export", "GET /v1/messages/{id}", "GET /v1/holds"} <= \
-        routes_with_markers  # the scan sees markers where they are allowed: it is not blind
+    assert {"GET /v1/accounts/{id}/export", "GET /v1/messages/{id}", "GET /v1/holds",
+            "GET /v1/usage"} <= routes_with_markers  # the scan sees markers where allowed: not blind
 
 
 def _run_everything(engine, receiver) -> None:
@@ -160,6 +166,14 @@ def _run_everything(engine, receiver) -> None:
                             f"/v1/holds/{hold['hold_id']}/release",
                             {"reason": RELEASE_REASON})[0] == 200
 
+    assert control.call("POST /v1/accounts/{id}/adjustments", "POST", f"{base}/adjustments",
+                        {"usd": "1.25", "reason": ADJ_REASON, "idempotency_key": ADJ_KEY})[0] == 201
+    assert api.call("PUT /v1/balance/threshold", "PUT", "/v1/balance/threshold",
+                    {"usd": "100"})[0] == 200
+    assert api.call("GET /v1/usage", "GET", "/v1/usage?format=csv")[0] == 200
+    assert control.call("GET /v1/accounts/{id}/usage", "GET", f"{base}/usage")[0] == 200
+    control.call("GET /v1/ledger/verify", "GET", "/v1/ledger/verify")
+    control.call("GET /v1/ledger/reconciliation", "GET", "/v1/ledger/reconciliation")
     control.call("GET /v1/accounts/{id}", "GET", base)
     assert control.call("GET /v1/accounts/{id}/export", "GET", f"{base}/export")[0] == 200
     control.call("POST /v1/accounts/{id}/rectify", "POST", f"{base}/rectify", {"email": EMAIL2})
