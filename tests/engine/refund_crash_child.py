@@ -23,12 +23,12 @@ _ledger_stuck = threading.Event()
 _write = LedgerStore.write
 
 
-def _failing_write(self, entries, *, durable=True):
+def _failing_write(self, entries, **kw):
     entries = list(entries)
     if any(row[0] == REFUND for row in entries):
         _ledger_stuck.set()  # (a blocking write would stall every actor on the shared dispatcher)
         raise StorageError("simulated: the refund is never written before the kill")
-    return _write(self, entries, durable=durable)
+    return _write(self, entries, **kw)
 
 
 def main() -> None:

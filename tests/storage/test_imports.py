@@ -13,7 +13,8 @@ MODULES = ["storage.crypto", "storage.keys", "storage.bodies", "storage.audit", 
            "storage.retention", "actors.sweeper", "storage.outbox", "storage.verification",
            "storage.dsar", "storage.incidents", "storage.support", "storage.records_base",
            "storage.account_keys", "storage.pseudonyms", "storage.hsm", "storage.ledger",
-           "storage.ledger_chain", "storage.ledger_entries",
+           "storage.ledger_chain", "storage.ledger_entries", "storage.ledger_balances",
+           "storage.ledger_scan", "storage.ledger_write",
            "storage.records", "storage.accounts", "storage.refunds", "storage.pop_commit",
            "storage.webhook_outbox", "engine.webhook_events", "engine.listing", "engine.submission"]
 
