@@ -2,7 +2,8 @@
 
 Start order: key ring and LMDB environments -> holds -> clock -> ledger -> POPs (each resumes its open
 messages, and sends the ledger again every debit and refund it still owes: ``storage.owed_debits``) ->
-carriers -> sweeper -> periodic ticks. Stopping sends the
+carriers -> sweeper -> periodic ticks (then the engine's billing service reconciles records and ledger in
+the background: ``engine.billing``). Stopping sends the
 sessions' last batches to live POPs, stops the carriers, lets the POPs write their last group commit (a
 POP never fails on a stopped carrier: what it could not send is durable and resumes), then the ledger
 writes its last debits, and the environments close (stop order: clock, sweeper, sessions, carriers,
