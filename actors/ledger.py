@@ -26,6 +26,8 @@ from __future__ import annotations
 import logging
 import time
 
+import pykka
+
 from actors.dispatch import DispatchedActor
 from engine import messages as m
 from engine.errors import LedgerConflict, SmsrouteError, StorageError
@@ -128,9 +130,7 @@ class LedgerActor(DispatchedActor):
         for pop, batch in done:
             by_pop.setdefault(pop, []).append(batch)
         for pop, batches in by_pop.items():
-            ref = self.directory.pop_ref(pop)
-            if ref is not None:  # a stopped POP sends its batches again when it starts
-                ref.tell(m.encode(m.DebitsRecorded(batches)))
+            self._tell_pop(pop, m.DebitsRecorded(batches))  # (a stopped POP sends them again)
 
     def _write_refunds(self) -> None:
         """Credit back messages no carrier acknowledged (after the debits queued before them)."""
@@ -155,10 +155,19 @@ class LedgerActor(DispatchedActor):
             if new:
                 self._tell_session(refund.account_id, refund.amount_micro_usd)
         for pop, ids in by_pop.items():
-            ref = self.directory.pop_ref(pop)
-            if ref is not None:  # a stopped POP drops it: the ids are cleared at the next start
-                ref.tell(m.encode(m.RefundsRecorded(ids)))
+            self._tell_pop(pop, m.RefundsRecorded(ids))  # (a stopped POP sends them again)
         self._announce(written.low_balance)
+
+    def _tell_pop(self, pop: str, msg: m.Message) -> None:
+        """Tell a POP what it no longer owes. A POP already stopped (the engine stops the ledger last)
+        drops it: it still owes those debits or refunds and sends them again when it starts."""
+        ref = self.directory.pop_ref(pop)
+        if ref is None:
+            return
+        try:
+            ref.tell(m.encode(msg))
+        except pykka.ActorDeadError:
+            log.info("ledger: pop %s stopped; it sends what it still owes at its next start", pop)
 
     def _on_credit_account(self, msg: m.CreditAccount) -> None:
         row = (DEPOSIT, msg.account_id, msg.amount_micro_usd, msg.tx_hash, msg.at, msg.chain,

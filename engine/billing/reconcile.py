@@ -8,8 +8,10 @@ Checked, in two walks:
    same message debited or refunded twice, or a deposit credited twice); every debit and refund of the
    last 90 days has its message record, at the price charged (a debit) or the amount refunded (a refund).
 2. **The message records** of every POP: each has exactly one debit, and a refund when it says it was
-   refunded — unless that refund is still owed by its POP (``storage.refunds``: the ledger writes it
-   within a flush).
+   refunded — unless that debit or refund is still owed by its POP and not in the index yet
+   (``storage.owed_debits``, ``storage.refunds``: the POP sends it until the ledger confirms it, also
+   after a crash). An owed debit whose index row exists but whose entry is gone is a difference: sending
+   it again would write nothing.
 
 What cannot be checked is counted, not reported: items of erased accounts (their message ids are
 shredded), debits and refunds older than the records' 90 days (the records are swept), records newer than
@@ -68,7 +70,7 @@ class Reconciliation:
     finished_at: float = 0.0
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
         ("ledger_items", "accounts", "records", "records_too_recent", "items_pseudonymous",
-         "items_past_record_retention", "refunds_owed"), 0))
+         "items_past_record_retention", "debits_owed", "refunds_owed"), 0))
     differences: list[Difference] = field(default_factory=list)
     differences_total: int = 0
 
@@ -90,7 +92,8 @@ class Reconciliation:
 def reconcile(ledger: LedgerStore, pops: Mapping[str, Any], *, now: float | None = None,
               cutoff: float | None = None, sync: Callable[[], None] | None = None,
               cancelled: Callable[[], bool] = lambda: False) -> Reconciliation:
-    """Reconcile ``ledger`` with the POP stores ``pops`` (each with ``records`` and ``refunds``).
+    """Reconcile ``ledger`` with the POP stores ``pops`` (each with ``records``, ``debits`` and
+    ``refunds``).
 
     ``cutoff``: records submitted at or after it are not checked (default: ``now`` on a stopped
     engine; pass ``now - CUTOFF_SECONDS`` and ``sync`` on a running one)."""
@@ -104,7 +107,13 @@ def reconcile(ledger: LedgerStore, pops: Mapping[str, Any], *, now: float | None
         sync()
     owed = {mid for store in pops.values() for mid in store.refunds.all()}
     report.counts["refunds_owed"] = len(owed)
+    owed_debits = {mid for store in pops.values() for mids in store.debits.all().values()
+                   for mid in mids}
+    report.counts["debits_owed"] = len(owed_debits)
     for kind, rec in suspects:
+        if kind == "message_without_debit" and rec.message_id in owed_debits \
+                and not ledger.has(DEBIT, rec.message_id):
+            continue  # its POP sends it again until the ledger confirms it (storage.owed_debits)
         if kind == "message_without_debit" and not ledger.recorded(DEBIT, rec.message_id):
             report.add(Difference(kind, rec.account_id, rec.message_id, rec.price_micro_usd, None,
                                   "a durable message record has no debit"))

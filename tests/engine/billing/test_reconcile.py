@@ -14,6 +14,7 @@ from engine.ids import IdGenerator
 from storage.env import open_env
 from storage.keys import KeyRing, LocalKeyProvider
 from storage.ledger import DEBIT, DEPOSIT, REFUND, LedgerStore
+from storage.owed_debits import OwedDebits
 from storage.records import RETENTION_SECONDS, MessageRecord, MessageRecords
 from storage.refunds import OwedRefunds
 from tests.storage.conftest import account_keys_in
@@ -29,7 +30,8 @@ def stores(tmp_path):
     ledger = LedgerStore(core, KeyRing(tmp_path / "keys", LocalKeyProvider(tmp_path / "keys"))
                          .store_sealer("ledger"), keys)
     pop = open_env(tmp_path / "fra", map_size=64 << 20)
-    fra = SimpleNamespace(env=pop, records=MessageRecords(pop, keys), refunds=OwedRefunds(pop))
+    fra = SimpleNamespace(env=pop, records=MessageRecords(pop, keys), refunds=OwedRefunds(pop),
+                          debits=OwedDebits(pop))
     ids = IdGenerator(clock=lambda: NOW - 60)
     yield SimpleNamespace(ledger=ledger, pops={"fra": fra}, ids=ids)
     core.close()
@@ -37,8 +39,9 @@ def stores(tmp_path):
 
 
 def record(s, *, price: int = 75_000, refunded: int = 0, at: float = NOW - 60, owed: bool = False,
-           billed: bool = True) -> MessageRecord:
-    """A durable message record (and, unless ``billed=False``, its debit; its refund if refunded)."""
+           billed: bool = True, debit_owed: bool = False) -> MessageRecord:
+    """A durable message record (and, unless ``billed=False``, its debit; its refund if refunded;
+    ``debit_owed``: its POP still owes the ledger its debit)."""
     mid = s.ids.new()
     rec = MessageRecord(mid, ACCOUNT, "+4915112345678", "ACME", "DE", "fra", "c", "GSM-7", 1, price,
                         at, at, "failed" if refunded else "delivered", "", 600, None, 1, 0.0,
@@ -48,6 +51,8 @@ def record(s, *, price: int = 75_000, refunded: int = 0, at: float = NOW - 60, o
         fra.records.put_many(txn, [rec])
         if owed:
             fra.refunds.add(txn, [mid])
+        if debit_owed:
+            fra.debits.add(txn, [mid])
     if billed:
         s.ledger.apply([(DEBIT, ACCOUNT, -price, mid, at, "", "")])
     if refunded and not owed:
@@ -65,10 +70,12 @@ def test_records_that_agree_with_the_ledger_reconcile_without_differences(stores
         record(stores)
     record(stores, refunded=75_000)
     record(stores, refunded=75_000, owed=True)  # the ledger writes it at its next flush: not missing
+    record(stores, billed=False, debit_owed=True)  # its POP sends it until the ledger confirms it
     report = reconcile(stores.ledger, stores.pops, now=NOW)
     assert report.ok and report.differences == []
-    assert report.counts["records"] == 5 and report.counts["ledger_items"] == 1 + 5 + 1
-    assert report.counts["refunds_owed"] == 1 and report.counts["accounts"] == 1
+    assert report.counts["records"] == 6 and report.counts["ledger_items"] == 1 + 5 + 1
+    assert (report.counts["refunds_owed"], report.counts["debits_owed"]) == (1, 1)
+    assert report.counts["accounts"] == 1
 
 
 def test_a_message_without_its_debit_and_a_refund_never_written_are_listed(stores):
