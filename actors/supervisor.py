@@ -238,8 +238,10 @@ class Runtime:
             ref = self.directory.pops.get(name)
         elif kind == "session" and self.placement.runs_pops:
             ref = self.directory.sessions.get(name)
-            if ref is None and m.peek_tag(frame) in (m.SubmitMessage.TAG, m.SubmitMessages.TAG):
-                ref = self._start_session(name)  # only a submit starts a session; a change can wait
+            if ref is None and m.peek_tag(frame) in (m.SubmitMessage.TAG, m.SubmitMessages.TAG,
+                                                     m.AdjustBalance.TAG):
+                ref = self._start_session(name)  # a submit or an operator's debit starts a session;
+                #                                  a change can wait
         elif kind == "ledger" and self.placement.runs_core:
             ref = self.directory.ledger
         elif kind == "bridge" and self.placement.runs_core:

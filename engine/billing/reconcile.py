@@ -7,11 +7,15 @@ Checked, in two walks:
    the one its natural key's index row points at (an item the index does not name is a *duplicate*: the
    same message debited or refunded twice, or a deposit credited twice); every debit and refund of the
    last 90 days has its message record, at the price charged (a debit) or the amount refunded (a refund).
-2. **The message records** of every POP: each has exactly one debit, and a refund when it says it was
-   refunded — unless that debit or refund is still owed by its POP and not in the index yet
+2. **The message records** of every POP shard: each has exactly one debit, and a refund when it says it
+   was refunded — unless that debit or refund is still owed by its POP and not in the index yet
    (``storage.owed_debits``, ``storage.refunds``: the POP sends it until the ledger confirms it, also
    after a crash). An owed debit whose index row exists but whose entry is gone is a difference: sending
    it again would write nothing.
+
+The records are read through ``shards`` (``engine.cluster.shards``): this process's POP stores, or every
+worker's in a cluster; record lookups go in chunks of ``LOOKUP_CHUNK`` messages. Without ``shards`` (the
+data directory of a cluster's core, which holds no POP store) only the ledger's own checks run.
 
 What cannot be checked is counted, not reported: items of erased accounts (their message ids are
 shredded), debits and refunds older than the records' 90 days (the records are swept), records newer than
@@ -26,7 +30,7 @@ account, and the records are read in chunks.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +44,7 @@ from storage.records import MessageRecord
 RECORD_SLACK_SECONDS = 86400.0  # debits this close to the records' 90 days are not looked up
 CUTOFF_SECONDS = 1.0  # on a running engine: records younger than this are not checked
 MAX_LISTED = 10_000  # differences listed in one report (the rest only counted)
+LOOKUP_CHUNK = 500  # message records asked for at once
 
 
 class Cancelled(Exception):
@@ -68,6 +73,7 @@ class Difference:
 class Reconciliation:
     started_at: float
     finished_at: float = 0.0
+    records_checked: bool = True  # False: no POP store to read (a cluster core's data directory)
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
         ("ledger_items", "accounts", "records", "records_too_recent", "items_pseudonymous",
          "items_past_record_retention", "debits_owed", "refunds_owed"), 0))
@@ -85,50 +91,56 @@ class Reconciliation:
 
     def as_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "started_at": self.started_at, "finished_at": self.finished_at,
-                "counts": dict(self.counts), "differences_total": self.differences_total,
+                "records_checked": self.records_checked, "counts": dict(self.counts),
+                "differences_total": self.differences_total,
                 "differences": [d.as_dict() for d in self.differences]}
 
 
-def reconcile(ledger: LedgerStore, pops: Mapping[str, Any], *, now: float | None = None,
+def reconcile(ledger: LedgerStore, shards: Any | None, *, now: float | None = None,
               cutoff: float | None = None, sync: Callable[[], None] | None = None,
               cancelled: Callable[[], bool] = lambda: False) -> Reconciliation:
-    """Reconcile ``ledger`` with the POP stores ``pops`` (each with ``records``, ``debits`` and
-    ``refunds``).
+    """Reconcile ``ledger`` with the records of ``shards`` (``find_records``, ``scan_records``,
+    ``owed_to_ledger``; None: the ledger's own checks only).
 
     ``cutoff``: records submitted at or after it are not checked (default: ``now`` on a stopped
     engine; pass ``now - CUTOFF_SECONDS`` and ``sync`` on a running one)."""
     now = time.time() if now is None else now
-    report = Reconciliation(started_at=now)
+    report = Reconciliation(started_at=now, records_checked=shards is not None)
     if sync is not None:
         sync()
-    _walk_ledger(ledger, pops, report, now - RECORD_RETENTION_SECONDS + RECORD_SLACK_SECONDS, cancelled)
-    suspects = _walk_records(ledger, pops, report, now if cutoff is None else cutoff, cancelled)
-    if suspects and sync is not None:
-        sync()
-    owed = {mid for store in pops.values() for mid in store.refunds.all()}
-    report.counts["refunds_owed"] = len(owed)
-    owed_debits = {mid for store in pops.values() for mids in store.debits.all().values()
-                   for mid in mids}
-    report.counts["debits_owed"] = len(owed_debits)
-    for kind, rec in suspects:
-        if kind == "message_without_debit" and rec.message_id in owed_debits \
-                and not ledger.has(DEBIT, rec.message_id):
-            continue  # its POP sends it again until the ledger confirms it (storage.owed_debits)
-        if kind == "message_without_debit" and not ledger.recorded(DEBIT, rec.message_id):
-            report.add(Difference(kind, rec.account_id, rec.message_id, rec.price_micro_usd, None,
-                                  "a durable message record has no debit"))
-        elif kind == "refund_missing" and rec.message_id not in owed \
-                and not ledger.recorded(REFUND, rec.message_id):
-            report.add(Difference(kind, rec.account_id, rec.message_id, rec.refunded_micro_usd, None,
-                                  "the record says refunded, the ledger has no refund"))
+    horizon = now - RECORD_RETENTION_SECONDS + RECORD_SLACK_SECONDS
+    _walk_ledger(ledger, shards, report, horizon, cancelled)
+    if shards is not None:
+        suspects = _walk_records(ledger, shards, report, now if cutoff is None else cutoff, cancelled)
+        if suspects and sync is not None:
+            sync()
+        _report_suspects(ledger, shards, report, suspects)
     report.finished_at = time.time()
     return report
 
 
-def _walk_ledger(ledger: LedgerStore, pops: Mapping[str, Any], report: Reconciliation,
+def _report_suspects(ledger: LedgerStore, shards: Any, report: Reconciliation,
+                     suspects: list[tuple[str, MessageRecord]]) -> None:
+    """The records' second look: what is still missing, and not owed by a POP, is a difference."""
+    owed_debits, owed_refunds = (set(ids) for ids in shards.owed_to_ledger())
+    report.counts["debits_owed"], report.counts["refunds_owed"] = len(owed_debits), len(owed_refunds)
+    for kind, rec in suspects:
+        mid = rec.message_id
+        if kind == "message_without_debit":
+            if ledger.recorded(DEBIT, mid) or (mid in owed_debits and not ledger.has(DEBIT, mid)):
+                continue  # written since, or its POP sends it again until the ledger confirms it
+            report.add(Difference(kind, rec.account_id, mid, rec.price_micro_usd, None,
+                                  "a durable message record has no debit"))
+        elif mid not in owed_refunds and not ledger.recorded(REFUND, mid):
+            report.add(Difference(kind, rec.account_id, mid, rec.refunded_micro_usd, None,
+                                  "the record says refunded, the ledger has no refund"))
+
+
+def _walk_ledger(ledger: LedgerStore, shards: Any | None, report: Reconciliation,
                  horizon: float, cancelled: Callable[[], bool]) -> None:
     sums: dict[bytes, int] = {}
     names: dict[bytes, str] = {}  # token -> account id, where an entry's identifiers still open
+    lookups: list[tuple[str, str, str, int]] = []  # (kind, account, message id, amount) to check
     with ledger.snapshot() as snap:
         for n, (key, entry) in enumerate(snap.entries()):
             if n % 256 == 0 and cancelled():
@@ -141,9 +153,11 @@ def _walk_ledger(ledger: LedgerStore, pops: Mapping[str, Any], report: Reconcili
                 continue
             sums[entry.token] = sums.get(entry.token, 0) + sum(entry.amounts)
             report.counts["ledger_items"] += len(entry.amounts)
-            name = _check_items(ledger, snap, key, entry, pops, report, horizon)
+            name = _check_items(ledger, snap, key, entry, report, horizon, lookups)
             if name:
                 names[entry.token] = name
+            if shards is not None and len(lookups) >= LOOKUP_CHUNK:
+                _check_against_records(shards, lookups, report)
         for token, row in snap.balances():
             report.counts["accounts"] += 1
             expected = row.carried + sums.pop(token, 0)
@@ -151,22 +165,26 @@ def _walk_ledger(ledger: LedgerStore, pops: Mapping[str, Any], report: Reconcili
                 report.add(Difference("balance_mismatch", names.get(token, token_text(token)), "",
                                       expected, row.balance,
                                       "the balance is not what was swept plus the sum of the entries"))
+    if shards is not None:
+        _check_against_records(shards, lookups, report)
     for token, total in sums.items():
         report.add(Difference("balance_mismatch", names.get(token, token_text(token)), "", total, None,
                               "entries without a balance row"))
 
 
 def _check_items(ledger: LedgerStore, snap: LedgerSnapshot, key: bytes, entry: Sealed,
-                 pops: Mapping[str, Any], report: Reconciliation, horizon: float) -> str:
-    """Each item is the one its index names; debits and refunds match their message record. Returns
-    the account id ("" where the identifiers are shredded)."""
+                 report: Reconciliation, horizon: float,
+                 lookups: list[tuple[str, str, str, int]]) -> str:
+    """Each item is the one its index names; debits and refunds of the records' period go to
+    ``lookups``. Returns the account id ("" where the identifiers are shredded)."""
     seq = int.from_bytes(key, "big")
     idents = ledger.codec.identifiers(key, entry)
     account = idents[0] if idents else token_text(entry.token)
     refs = idents[1] if idents else [""] * len(entry.amounts)
+    billing = entry.kind in (DEBIT, REFUND)
     for item, (amount, at, ref) in enumerate(zip(entry.amounts, entry.ats, refs, strict=True)):
         found = snap.index_row(entry.natural_key(item))
-        message_id = ref if entry.kind in (DEBIT, REFUND) else ""
+        message_id = ref if billing else ""
         if found is None:
             report.add(Difference("unindexed_item", account, message_id, None, amount,
                                   f"ledger entry {seq} item {item} is missing from the index: a "
@@ -175,55 +193,53 @@ def _check_items(ledger: LedgerStore, snap: LedgerSnapshot, key: bytes, entry: S
             report.add(Difference(f"duplicate_{entry.kind}", account, message_id, None, amount,
                                   f"ledger entry {seq} item {item} repeats the item recorded in "
                                   f"entry {found.seq}"))
-        if entry.kind not in (DEBIT, REFUND):
+        if not billing:
             continue
         if not idents:
             report.counts["items_pseudonymous"] += 1
         elif at < horizon:
             report.counts["items_past_record_retention"] += 1
         else:
-            _check_against_record(entry.kind, account, ref, amount, _record(pops, ref), report)
+            lookups.append((entry.kind, account, ref, amount))
     return idents[0] if idents else ""
 
 
-def _check_against_record(kind: str, account: str, message_id: str, amount: int,
-                          rec: MessageRecord | None, report: Reconciliation) -> None:
-    if rec is None:
-        report.add(Difference(f"{kind}_without_message", account, message_id, None, amount,
-                              f"a {kind} whose message record does not exist"))
-    elif kind == DEBIT and rec.price_micro_usd != -amount:
-        report.add(Difference("debit_amount_mismatch", account, message_id, rec.price_micro_usd,
-                              -amount, "the debit is not the message's price"))
-    elif kind == REFUND and rec.refunded_micro_usd != amount:
-        report.add(Difference("refund_amount_mismatch", account, message_id, rec.refunded_micro_usd,
-                              amount, "the refund is not what the message record says was refunded"))
+def _check_against_records(shards: Any, lookups: list[tuple[str, str, str, int]],
+                           report: Reconciliation) -> None:
+    """Debits and refunds against their message records, a chunk of lookups at a time."""
+    if not lookups:
+        return
+    records = shards.find_records([mid for _, _, mid, _ in lookups])
+    for (kind, account, message_id, amount), rec in zip(lookups, records, strict=True):
+        if rec is None:
+            report.add(Difference(f"{kind}_without_message", account, message_id, None, amount,
+                                  f"a {kind} whose message record does not exist"))
+        elif kind == DEBIT and rec.price_micro_usd != -amount:
+            report.add(Difference("debit_amount_mismatch", account, message_id, rec.price_micro_usd,
+                                  -amount, "the debit is not the message's price"))
+        elif kind == REFUND and rec.refunded_micro_usd != amount:
+            report.add(Difference("refund_amount_mismatch", account, message_id,
+                                  rec.refunded_micro_usd, amount,
+                                  "the refund is not what the message record says was refunded"))
+    lookups.clear()
 
 
-def _walk_records(ledger: LedgerStore, pops: Mapping[str, Any], report: Reconciliation, cutoff: float,
+def _walk_records(ledger: LedgerStore, shards: Any, report: Reconciliation, cutoff: float,
                   cancelled: Callable[[], bool]) -> list[tuple[str, MessageRecord]]:
-    """Records without a debit, or marked refunded without a refund (checked again by the caller)."""
+    """Records without a debit, or marked refunded without a refund (looked at again afterwards)."""
     suspects: list[tuple[str, MessageRecord]] = []
-    for store in pops.values():
-        for n, rec in enumerate(store.records.scan()):
-            if n % 1000 == 0 and cancelled():
-                raise Cancelled()
-            if rec.submitted_at >= cutoff:
-                report.counts["records_too_recent"] += 1
-                continue
-            report.counts["records"] += 1
-            if not ledger.recorded(DEBIT, rec.message_id):
-                suspects.append(("message_without_debit", rec))
-            if rec.refunded_micro_usd > 0 and not ledger.recorded(REFUND, rec.message_id):
-                suspects.append(("refund_missing", rec))
+    for n, rec in enumerate(shards.scan_records()):
+        if n % 1000 == 0 and cancelled():
+            raise Cancelled()
+        if rec.submitted_at >= cutoff:
+            report.counts["records_too_recent"] += 1
+            continue
+        report.counts["records"] += 1
+        if not ledger.recorded(DEBIT, rec.message_id):
+            suspects.append(("message_without_debit", rec))
+        if rec.refunded_micro_usd > 0 and not ledger.recorded(REFUND, rec.message_id):
+            suspects.append(("refund_missing", rec))
     return suspects
-
-
-def _record(pops: Mapping[str, Any], message_id: str) -> MessageRecord | None:
-    for store in pops.values():
-        rec = store.records.get(message_id)
-        if rec is not None:
-            return rec
-    return None
 
 
 __all__ = ["Cancelled", "Difference", "Reconciliation", "reconcile"]

@@ -144,8 +144,7 @@ class Billing:
         until = time.time() if until is None else until
         if until < since:
             raise InputError("the period ends before it starts")
-        records = [store.records for store in self.runtime.pop_stores.values()]
-        return usage_rows(self.ledger, records, account_id, since, until)
+        return usage_rows(self.ledger, self.runtime.shards.find_records, account_id, since, until)
 
     def verify(self) -> ChainReport:
         """Walk the ledger's hash chain and open every entry; every broken place is reported."""
@@ -155,7 +154,7 @@ class Billing:
     def reconcile(self, settle_seconds: float = CUTOFF_SECONDS) -> Reconciliation:
         """Reconcile the message records with the ledger now (the engine keeps running); messages
         accepted in the last ``settle_seconds`` are not checked."""
-        report = reconcile(self.ledger, self.runtime.pop_stores, cutoff=time.time() - settle_seconds,
+        report = reconcile(self.ledger, self.runtime.shards, cutoff=time.time() - settle_seconds,
                            sync=self.runtime.sync_ledger, cancelled=self._cancel.is_set)
         self.last_reconciliation = report
         return report

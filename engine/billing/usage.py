@@ -35,7 +35,7 @@ from engine.errors import InputError
 from storage.ledger import ADJUSTMENT, DEBIT, DEPOSIT, REFUND, LedgerEntry, LedgerStore
 
 FORMATS = ("json", "csv")
-CHUNK_ROWS = 500  # rows encoded per chunk of a streamed export
+CHUNK_ROWS = 500  # rows read (and message records looked up) and encoded per chunk of an export
 _OPENED = 64  # refund entries kept open while an export runs
 
 
@@ -97,14 +97,27 @@ def iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def usage_rows(ledger: LedgerStore, records: Iterable[Any], account_id: str, since: float,
-               until: float) -> Iterator[UsageRow]:
-    """The account's rows for ``[since, until)``; ``records``: each POP's ``MessageRecords``."""
-    records = list(records)
+def usage_rows(ledger: LedgerStore, find_records: Callable[[list[str]], list[Any]], account_id: str,
+               since: float, until: float) -> Iterator[UsageRow]:
+    """The account's rows for ``[since, until)``; ``find_records`` looks a chunk of message ids up in
+    the POP shards (``engine.cluster.shards``: here, or on every worker of a cluster)."""
     refunds = _Refunds(ledger)
+    chunk: list[LedgerEntry] = []
     for item in ledger.entries(account_id, since, until):
+        chunk.append(item)
+        if len(chunk) == CHUNK_ROWS:
+            yield from _rows(ledger, chunk, find_records, refunds)
+            chunk = []
+    yield from _rows(ledger, chunk, find_records, refunds)
+
+
+def _rows(ledger: LedgerStore, items: list[LedgerEntry], find_records: Callable[[list[str]], list[Any]],
+          refunds: _Refunds) -> Iterator[UsageRow]:
+    debits = [i.reference for i in items if i.kind == DEBIT]
+    records = dict(zip(debits, find_records(debits), strict=True)) if debits else {}
+    for item in items:
         if item.kind == DEBIT:
-            yield _message_row(item, refunds.amount(item.reference), records)
+            yield _message_row(item, refunds.amount(item.reference), records.get(item.reference))
         elif item.kind == DEPOSIT:
             yield UsageRow(DEPOSIT, item.reference, iso(item.at), amount_micro_usd=item.amount_micro_usd,
                            chain=item.chain, from_address=item.from_address)
@@ -116,8 +129,7 @@ def usage_rows(ledger: LedgerStore, records: Iterable[Any], account_id: str, sin
                            amount_micro_usd=item.amount_micro_usd)
 
 
-def _message_row(debit: LedgerEntry, refund: int, records: list[Any]) -> UsageRow:
-    rec = next((r for store in records if (r := store.get(debit.reference)) is not None), None)
+def _message_row(debit: LedgerEntry, refund: int, rec: Any) -> UsageRow:
     price = -debit.amount_micro_usd
     return UsageRow("message", debit.reference, iso(debit.at),
                     country=rec.country if rec else "", segments=rec.segments if rec else "",

@@ -60,6 +60,23 @@ class LocalShards:
         return [(place.pop_address(name), seq, item) for name, store in self.runtime.pop_stores.items()
                 for seq, item in store.webhooks.pending()]
 
+    def find_records(self, message_ids: list[str]) -> list[MessageRecord | None]:
+        """Many records at once, in the order asked (None where there is none): usage exports and
+        reconciliation look up a chunk of messages per question."""
+        return [self.find_record(mid) for mid in message_ids]
+
+    def scan_records(self) -> Iterator[MessageRecord]:
+        """Every record, read in chunks (reconciliation)."""
+        for s in self.runtime.pop_stores.values():
+            yield from s.records.scan()
+
+    def owed_to_ledger(self) -> list[list[str]]:
+        """``[message ids whose debit is owed, message ids whose refund is owed]`` (reconciliation:
+        what the POPs still send the ledger is pending, not missing)."""
+        stores = self.runtime.pop_stores.values()
+        return [[mid for s in stores for mids in s.debits.all().values() for mid in mids],
+                [mid for s in stores for mid in s.refunds.all()]]
+
     def pop_stats(self) -> list[dict]:
         return self.runtime.local_pop_stats()
 
@@ -101,7 +118,7 @@ class QueryHandler:
 
     KINDS = ("find_record", "records_for_account", "records_since", "pop_stats", "carrier_stats",
              "suspend_carrier", "use_routing", "forget_account", "profile", "account_pages",
-             "webhook_events")
+             "webhook_events", "find_records", "scan_records", "owed_to_ledger")
 
     def __init__(self, shards: LocalShards) -> None:
         self.shards = shards
@@ -112,7 +129,7 @@ class QueryHandler:
             if not isinstance(q, m.ShardQuery) or q.kind not in self.KINDS:
                 raise ValueError("not a shard query")
             result = getattr(self.shards, q.kind)(*q.args)
-            if q.kind == "records_since":
+            if q.kind in ("records_since", "scan_records"):
                 result = list(result)
             return m.encode(m.ShardReply(True, _plain(result), ""))
         except SmsrouteError as exc:
@@ -169,6 +186,26 @@ class ClusterShards:
     def webhook_events(self) -> list[tuple[str, int, m.StatusItem]]:
         return [(address, seq, m.StatusItem(*item)) for events in self._ask_all("webhook_events")
                 for address, seq, item in events]
+
+    def find_records(self, message_ids: list[str]) -> list[MessageRecord | None]:
+        found: list[MessageRecord | None] = [None] * len(message_ids)
+        for rows in self._ask_all("find_records", list(message_ids)):
+            for i, row in enumerate(rows):
+                if row is not None:
+                    found[i] = _record(row)
+        return found
+
+    def scan_records(self) -> Iterator[MessageRecord]:
+        for rows in self._ask_all("scan_records"):  # (each worker's records in one answer)
+            yield from (_record(r) for r in rows)
+
+    def owed_to_ledger(self) -> list[list[str]]:
+        debits: list[str] = []
+        refunds: list[str] = []
+        for owed_debits, owed_refunds in self._ask_all("owed_to_ledger"):
+            debits.extend(owed_debits)
+            refunds.extend(owed_refunds)
+        return [debits, refunds]
 
     def pop_stats(self) -> list[dict]:
         return [dict(s, worker=node) for node, stats in zip(self.workers, self._ask_all("pop_stats"),

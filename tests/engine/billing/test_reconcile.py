@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from engine.billing.reconcile import Cancelled, reconcile
+from engine.cluster.shards import LocalShards
 from engine.ids import IdGenerator
 from storage.env import open_env
 from storage.keys import KeyRing, LocalKeyProvider
@@ -33,7 +34,8 @@ def stores(tmp_path):
     fra = SimpleNamespace(env=pop, records=MessageRecords(pop, keys), refunds=OwedRefunds(pop),
                           debits=OwedDebits(pop))
     ids = IdGenerator(clock=lambda: NOW - 60)
-    yield SimpleNamespace(ledger=ledger, pops={"fra": fra}, ids=ids)
+    shards = LocalShards(SimpleNamespace(pop_stores={"fra": fra}))  # as the engine reads its POPs
+    yield SimpleNamespace(ledger=ledger, pops={"fra": fra}, shards=shards, ids=ids)
     core.close()
     pop.close()
 
@@ -71,7 +73,7 @@ def test_records_that_agree_with_the_ledger_reconcile_without_differences(stores
     record(stores, refunded=75_000)
     record(stores, refunded=75_000, owed=True)  # the ledger writes it at its next flush: not missing
     record(stores, billed=False, debit_owed=True)  # its POP sends it until the ledger confirms it
-    report = reconcile(stores.ledger, stores.pops, now=NOW)
+    report = reconcile(stores.ledger, stores.shards, now=NOW)
     assert report.ok and report.differences == []
     assert report.counts["records"] == 6 and report.counts["ledger_items"] == 1 + 5 + 1
     assert (report.counts["refunds_owed"], report.counts["debits_owed"]) == (1, 1)
@@ -82,7 +84,7 @@ def test_a_message_without_its_debit_and_a_refund_never_written_are_listed(store
     unbilled = record(stores, billed=False)
     unrefunded = record(stores, refunded=75_000, owed=True)
     stores.pops["fra"].refunds.clear([unrefunded.message_id])  # forgotten, yet never written
-    report = reconcile(stores.ledger, stores.pops, now=NOW)
+    report = reconcile(stores.ledger, stores.shards, now=NOW)
     assert kinds(report) == sorted([("message_without_debit", unbilled.message_id),
                                     ("refund_missing", unrefunded.message_id)])
     assert {d.expected for d in report.differences} == {75_000}
@@ -98,7 +100,7 @@ def test_a_debit_without_its_message_and_amounts_that_disagree_are_listed(stores
     stores.pops["fra"].refunds.clear([wrong_refund.message_id])
     refunded_anyway = record(stores)
     stores.ledger.apply([(REFUND, ACCOUNT, 75_000, refunded_anyway.message_id, NOW - 50, "", "")])
-    report = reconcile(stores.ledger, stores.pops, now=NOW)
+    report = reconcile(stores.ledger, stores.shards, now=NOW)
     assert kinds(report) == sorted([
         ("debit_without_message", orphan), ("debit_amount_mismatch", wrong_price.message_id),
         ("refund_amount_mismatch", wrong_refund.message_id),
@@ -120,7 +122,7 @@ def test_a_message_debited_twice_is_a_duplicate(stores):
     ledger.apply([(DEBIT, ACCOUNT, -rec.price_micro_usd, rec.message_id, NOW - 60, "", "")])
     with ledger.env.begin(write=True) as txn:
         txn.put(key, first, db=ledger._idem)
-    report = reconcile(ledger, stores.pops, now=NOW)
+    report = reconcile(ledger, stores.shards, now=NOW)
     assert kinds(report) == [("duplicate_debit", rec.message_id)]
     assert ledger.verify().ok  # written through the store: the chain alone cannot tell
 
@@ -132,7 +134,7 @@ def test_a_balance_that_is_not_the_sum_of_its_entries_is_listed(stores):
         row = bytearray(txn.get(token, db=stores.ledger._balances))
         row[:8] = struct.pack(">q", 5_000_000)
         txn.put(token, bytes(row), db=stores.ledger._balances)
-    report = reconcile(stores.ledger, stores.pops, now=NOW)
+    report = reconcile(stores.ledger, stores.shards, now=NOW)
     [diff] = report.differences
     assert (diff.kind, diff.account, diff.expected, diff.found) == ("balance_mismatch", ACCOUNT, 500,
                                                                      5_000_000)
@@ -146,7 +148,7 @@ def test_what_cannot_be_checked_is_counted_not_reported(stores):
     stores.ledger.keys.create(erased)
     stores.ledger.apply([(DEBIT, erased, -7, stores.ids.new(), NOW - 60, "", "")])
     stores.ledger.forget_account(erased)  # its message ids are shredded
-    report = reconcile(stores.ledger, stores.pops, now=NOW, cutoff=NOW - 1)
+    report = reconcile(stores.ledger, stores.shards, now=NOW, cutoff=NOW - 1)
     assert report.ok
     c = report.counts
     assert (c["items_past_record_retention"], c["records_too_recent"], c["items_pseudonymous"]) == \
@@ -162,11 +164,20 @@ def test_a_difference_that_resolves_before_the_second_look_is_not_reported(store
         if len(calls) == 2:
             stores.ledger.apply([(DEBIT, ACCOUNT, -rec.price_micro_usd, rec.message_id, NOW, "", "")])
 
-    report = reconcile(stores.ledger, stores.pops, now=NOW, sync=sync)
+    report = reconcile(stores.ledger, stores.shards, now=NOW, sync=sync)
     assert report.ok and len(calls) == 2
 
 
 def test_a_reconciliation_is_abandoned_when_cancelled(stores):
     record(stores)
     with pytest.raises(Cancelled):
-        reconcile(stores.ledger, stores.pops, now=NOW, cancelled=lambda: True)
+        reconcile(stores.ledger, stores.shards, now=NOW, cancelled=lambda: True)
+
+
+def test_without_pop_stores_only_the_ledgers_own_checks_run(stores):
+    """A cluster core's data directory holds the ledger but no POP store: no record is looked for,
+    so no debit is reported as without its message; balances and duplicates are still checked."""
+    stores.ledger.apply([(DEBIT, ACCOUNT, -10, stores.ids.new(), NOW - 60, "", "")])
+    report = reconcile(stores.ledger, None, now=NOW)
+    assert report.ok and not report.records_checked and report.counts["ledger_items"] == 1
+    assert report.as_dict()["records_checked"] is False

@@ -39,8 +39,9 @@ def stores(tmp_path):
     ledger = LedgerStore(core, KeyRing(tmp_path / "keys", LocalKeyProvider(tmp_path / "keys"))
                          .store_sealer("ledger"), keys)
     pop = open_env(tmp_path / "fra", map_size=64 << 20)
-    yield SimpleNamespace(ledger=ledger, records=MessageRecords(pop, keys), env=pop,
-                          ids=IdGenerator(clock=lambda: T0))
+    records = MessageRecords(pop, keys)
+    yield SimpleNamespace(ledger=ledger, records=records, env=pop, ids=IdGenerator(clock=lambda: T0),
+                          find=lambda ids: [records.get(mid) for mid in ids])
     core.close()
     pop.close()
 
@@ -66,7 +67,7 @@ def test_rows_join_debits_with_records_and_refunds_and_add_up_to_the_balance(sto
     refunded = message(s, T0 + 2, 150_000, refunded=150_000)
     expired = message(s, T0 + 3, 70_000, keep_record=False)  # older than its 90-day record
     s.ledger.apply([(ADJUSTMENT, ACCOUNT, -20_000, "ticket-9", T0 + 4, "", "", "goodwill back", "op")])
-    rows = list(usage_rows(s.ledger, [s.records], ACCOUNT, 0.0, T0 + 100))
+    rows = list(usage_rows(s.ledger, s.find, ACCOUNT, 0.0, T0 + 100))
     assert [(r.type, r.id) for r in rows] == [("deposit", "0xfeed"), ("message", delivered),
                                              ("message", refunded), ("message", expired),
                                              ("adjustment", "ticket-9")]
@@ -86,9 +87,9 @@ def test_a_period_holds_its_own_items_and_a_message_keeps_a_refund_made_after_it
     s = stores
     early = message(s, T0 + 10, 1_000, refunded=1_000)  # refunded at T0 + 15
     message(s, T0 + 20, 2_000)
-    rows = list(usage_rows(s.ledger, [s.records], ACCOUNT, T0, T0 + 12))
+    rows = list(usage_rows(s.ledger, s.find, ACCOUNT, T0, T0 + 12))
     assert [(r.id, r.refund_micro_usd, r.amount_micro_usd) for r in rows] == [(early, 1_000, 0)]
-    later = list(usage_rows(s.ledger, [s.records], ACCOUNT, T0 + 12, T0 + 30))
+    later = list(usage_rows(s.ledger, s.find, ACCOUNT, T0 + 12, T0 + 30))
     assert [r.price_micro_usd for r in later] == [2_000]  # the refund is not a row of its own
 
 
