@@ -217,23 +217,24 @@ class MessageRecords:
     def scan(self, chunk: int = 1000) -> Iterator[MessageRecord]:
         """Every record in id (= time) order, read ``chunk`` at a time in short read transactions
         (reconciliation walks the whole store without holding its pages or its records in memory)."""
-        start = b""
-        while True:
-            with self.env.begin() as txn:
-                cursor = txn.cursor(db=self._db)
-                items = []
-                if cursor.set_range(start):
-                    for item in cursor:
-                        items.append((bytes(item[0]), bytes(item[1])))
-                        if len(items) == chunk:
-                            break
-            for key, blob in items:
-                rec = self._decode_or_none(key, blob)
-                if rec is not None:
-                    yield rec
-            if len(items) < chunk:
-                return
-            start = items[-1][0] + b"\x00"
+        start: bytes | None = b""
+        while start is not None:
+            records, start = self.page(start, chunk)
+            yield from records
+
+    def page(self, start: bytes, limit: int) -> tuple[list[MessageRecord], bytes | None]:
+        """Up to ``limit`` stored records from key ``start`` on (fewer where an erased account's records
+        no longer open), and where the next page starts (None: the end)."""
+        with self.env.begin() as txn:
+            cursor = txn.cursor(db=self._db)
+            items = []
+            if cursor.set_range(start):
+                for item in cursor:
+                    items.append((bytes(item[0]), bytes(item[1])))
+                    if len(items) == limit:
+                        break
+        records = [r for key, blob in items if (r := self._decode_or_none(key, blob)) is not None]
+        return records, (items[-1][0] + b"\x00" if len(items) == limit else None)
 
     def for_account(self, account_id: str) -> Iterator[MessageRecord]:
         """Every record of one account (a scan of the keys' token prefixes: data-subject access and

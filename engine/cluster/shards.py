@@ -23,6 +23,7 @@ from storage.records import MessageRecord
 log = logging.getLogger(__name__)
 
 QUERY_TIMEOUT_S = 30.0
+PAGE = 1000  # records per answer of a paged scan (~250 kB: under NATS's 1 MB message limit)
 
 
 class LocalShards:
@@ -69,6 +70,20 @@ class LocalShards:
         """Every record, read in chunks (reconciliation)."""
         for s in self.runtime.pop_stores.values():
             yield from s.records.scan()
+
+    def records_page(self, cursor: list | None, limit: int = PAGE) -> list:
+        """``[records, next cursor]`` of every POP shard here, a page at a time (``cursor``: None to
+        start; the next one None at the end): a worker's records cross NATS in answers of bounded size
+        (NATS refuses a message over 1 MB by default)."""
+        names = sorted(self.runtime.pop_stores)
+        index, start = cursor if cursor else (0, "")
+        while index < len(names):
+            records, following = self.runtime.pop_stores[names[index]].records.page(
+                bytes.fromhex(start), limit)
+            index, start = (index, following.hex()) if following is not None else (index + 1, "")
+            if records:
+                return [records, [index, start] if index < len(names) else None]
+        return [[], None]
 
     def owed_to_ledger(self) -> list[list[str]]:
         """``[message ids whose debit is owed, message ids whose refund is owed]`` (reconciliation:
@@ -118,7 +133,7 @@ class QueryHandler:
 
     KINDS = ("find_record", "records_for_account", "records_since", "pop_stats", "carrier_stats",
              "suspend_carrier", "use_routing", "forget_account", "profile", "account_pages",
-             "webhook_events", "find_records", "scan_records", "owed_to_ledger")
+             "webhook_events", "find_records", "records_page", "owed_to_ledger")
 
     def __init__(self, shards: LocalShards) -> None:
         self.shards = shards
@@ -129,7 +144,7 @@ class QueryHandler:
             if not isinstance(q, m.ShardQuery) or q.kind not in self.KINDS:
                 raise ValueError("not a shard query")
             result = getattr(self.shards, q.kind)(*q.args)
-            if q.kind in ("records_since", "scan_records"):
+            if q.kind == "records_since":
                 result = list(result)
             return m.encode(m.ShardReply(True, _plain(result), ""))
         except SmsrouteError as exc:
@@ -196,8 +211,14 @@ class ClusterShards:
         return found
 
     def scan_records(self) -> Iterator[MessageRecord]:
-        for rows in self._ask_all("scan_records"):  # (each worker's records in one answer)
-            yield from (_record(r) for r in rows)
+        """Every worker's records, a page per question (one worker after the other)."""
+        for node in self.workers:
+            cursor = None
+            while True:
+                rows, cursor = self._ask(node, "records_page", cursor, PAGE)
+                yield from (_record(r) for r in rows)
+                if cursor is None:
+                    break
 
     def owed_to_ledger(self) -> list[list[str]]:
         debits: list[str] = []
