@@ -219,10 +219,10 @@ class MessageRecords:
         (reconciliation walks the whole store without holding its pages or its records in memory)."""
         start: bytes | None = b""
         while start is not None:
-            records, start = self.page(start, chunk)
+            records, start = self.chunk_from(start, chunk)
             yield from records
 
-    def page(self, start: bytes, limit: int) -> tuple[list[MessageRecord], bytes | None]:
+    def chunk_from(self, start: bytes, limit: int) -> tuple[list[MessageRecord], bytes | None]:
         """Up to ``limit`` stored records from key ``start`` on (fewer where an erased account's records
         no longer open), and where the next page starts (None: the end)."""
         with self.env.begin() as txn:

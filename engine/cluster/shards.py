@@ -78,7 +78,7 @@ class LocalShards:
         names = sorted(self.runtime.pop_stores)
         index, start = cursor if cursor else (0, "")
         while index < len(names):
-            records, following = self.runtime.pop_stores[names[index]].records.page(
+            records, following = self.runtime.pop_stores[names[index]].records.chunk_from(
                 bytes.fromhex(start), limit)
             index, start = (index, following.hex()) if following is not None else (index + 1, "")
             if records:
