@@ -27,6 +27,13 @@ class Directory:
         self.bridge: Any = None
         self._remote_sessions: dict[str, Any] = {}
 
+    def reply_ref(self, reply_to: str) -> Any:
+        """Where the answer to a submit goes: this process's bridge (the core's, from a worker), or the
+        bridge of the HTTP edge process that sent it."""
+        if not reply_to or self.transport is None:
+            return self.bridge
+        return self.transport.ref(reply_to, "bridge")
+
     def pop_ref(self, address: str) -> Any:
         """A POP shard by the address it signs its messages with (``<node>/<pop>`` in a cluster)."""
         node, _, name = address.rpartition("/")

@@ -202,18 +202,19 @@ class PopActor(DispatchedActor):
 
     def _refuse(self, item: m.AcceptItem, err: SmsrouteError) -> None:
         """Answer a submit that is not accepted, and hand its reserved price back to the session."""
-        self.bridge.tell(m.encode(m.SubmitRejected(item.request_id, err.code, err.message)))
+        self.directory.reply_ref(item.reply_to).tell(
+            m.encode(m.SubmitRejected(item.request_id, err.code, err.message)))
         target = self.directory.sessions.get(item.account_id)
         if target is not None:
             target.tell(m.encode(m.BalanceChanged(item.account_id, item.price_micro_usd)))
 
     def _after_commit(self, new: list[tuple[Delivery, m.AcceptItem]]) -> None:
-        debits, answers = [], []
+        debits, answers = [], {}
         grace = self.limits.expiry_grace_seconds
         for f, item in new:
             rec = f.record
             self.inflight[rec.message_id] = f
-            answers.append(m.AcceptedItem(item.request_id, rec.message_id, rec.segments,
+            answers.setdefault(item.reply_to, []).append(m.AcceptedItem(item.request_id, rec.message_id, rec.segments,
                                           rec.price_micro_usd, self.name, rec.encoding,
                                           rec.country))
             debits.append(m.DebitItem(rec.message_id, rec.account_id, rec.price_micro_usd,
@@ -221,8 +222,8 @@ class PopActor(DispatchedActor):
             self._event(f, ACCEPTED, "", store=False)  # its webhook event was written with it
             self.timers.expire_at(rec.submitted_at + rec.validity_seconds + grace, rec.message_id)
             self.dispatcher.route(f)
-        if answers:
-            self.bridge.tell(m.encode(m.SubmitsAccepted(answers)))
+        for reply_to, items in answers.items():  # the core's bridge, or an HTTP edge's
+            self.directory.reply_ref(reply_to).tell(m.encode(m.SubmitsAccepted(items)))
         if debits:
             self.counters["accepted"] += len(debits)
             batch = self.commit.last_batch

@@ -140,7 +140,8 @@ class CustomerSessionActor(DispatchedActor):
         try:
             item, pop = self._accept(msg)
         except SmsrouteError as exc:
-            self.directory.bridge.tell(m.encode(m.SubmitRejected(msg.request_id, exc.code, exc.message)))
+            self.directory.reply_ref(msg.reply_to).tell(
+                m.encode(m.SubmitRejected(msg.request_id, exc.code, exc.message)))
             return
         self.available -= item.price_micro_usd
         self._pending.setdefault(pop, []).append(item)
@@ -174,7 +175,7 @@ class CustomerSessionActor(DispatchedActor):
             to=dest.e164, country=dest.region, sender=msg.sender, body=msg.body,
             encoding=plan.encoding, segments=len(plan.segments), price_micro_usd=price,
             submitted_at=msg.received_at, validity_seconds=validity, callback_url=msg.callback_url,
-            client_ref=msg.client_ref,
+            client_ref=msg.client_ref, reply_to=msg.reply_to,
         )
         return item, pop
 

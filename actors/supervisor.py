@@ -219,7 +219,7 @@ class Runtime:
     def _start_transport(self) -> None:
         """Join the cluster: this process's NATS connection, and refs to what runs elsewhere."""
         place = self.placement
-        answer = QueryHandler(LocalShards(self)).answer if place.runs_pops else None
+        answer = QueryHandler(LocalShards(self)).answer if place.runs_pops else self._answer_core
         self.transport = Transport(list(place.nats), place.node, self._deliver,
                                    answer=answer).start()
         self.directory.transport = self.transport
@@ -229,6 +229,13 @@ class Runtime:
         if not place.runs_core:
             self.directory.ledger = self.transport.ref(CORE, "ledger")
             self.directory.bridge = self.bridge = self.transport.ref(CORE, "bridge")
+
+    def _answer_core(self, raw: bytes) -> bytes:
+        """The core's answers to its HTTP edges (``edge_queries``: set by the engine once it runs)."""
+        handler = getattr(self, "edge_queries", None)
+        if handler is None:
+            return m.encode(m.ShardReply(False, "the core is starting", "cluster_unavailable"))
+        return handler.answer(raw)
 
     def _deliver(self, target: str, frame: bytes, msg: m.Message) -> bool:
         """A frame from another process (already validated by the transport) to the local actor it is

@@ -121,6 +121,10 @@ class Engine(AccountManager, HoldManager):
             engine.billing = Billing(engine.runtime).start()  # reconciles in the background
             if http:
                 engine._start_http()
+            if engine.runtime.placement.clustered and engine.runtime.placement.runs_core:
+                from engine.cluster.shards import EdgeQueries
+
+                engine.runtime.edge_queries = EdgeQueries(engine)  # the HTTP edges' questions
         except BaseException:  # e.g. a port in use: do not leave the actors running
             engine.stop(drain_seconds=0)
             raise

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from importlib import metadata
@@ -78,6 +79,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.role == "worker":
         return _run_worker(args)
     settings, overrides = _settings_and_overrides(args)
+    public = None
+    if args.edges:
+        if not args.workers or args.no_http:
+            raise ConfigError("--edges needs --workers N and the HTTP ports")
+        settings, public = _core_behind_edges(args, overrides)
     # Block SIGTERM/SIGINT before any thread exists (every engine thread inherits the mask) and take
     # them with sigwait below: no Python signal handler runs, so none can deadlock on a lock the main
     # thread holds, and a signal that arrives while the engine starts is kept until we wait for it.
@@ -89,6 +95,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         if cluster is not None:
             engine.cluster = cluster
             cluster.start_workers()
+            if public is not None:
+                cluster.start_edges(args.edges, f"http://127.0.0.1:{engine.http.customer_port}",
+                                    *public)
     except BaseException:
         if cluster is not None:
             cluster.stop()
@@ -101,7 +110,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if engine.http is not None:
         h, srv = settings.http, engine.http
         scheme = "https" if srv.ctx is not None and srv.ctx.tls else "http"
-        print(f"customer API: {scheme}://{h.customer_host}:{srv.customer_port}/v1", flush=True)
+        if public is not None:
+            print(f"customer API: {scheme}://{public[0]}:{public[1]}/v1 ({args.edges} edge "
+                  f"processes)", flush=True)
+        else:
+            print(f"customer API: {scheme}://{h.customer_host}:{srv.customer_port}/v1", flush=True)
         print(f"control port: {scheme}://{h.control_host}:{srv.control_port}/", flush=True)
     signal.sigwait(STOP_SIGNALS)
     print("smsroute stopping: draining in-flight messages…", flush=True)
@@ -127,6 +140,23 @@ def _cluster_for(args: argparse.Namespace, overrides: dict[str, Any]) -> tuple[A
     cluster = LocalCluster(Path(args.data_dir), args.workers, config=args.config,
                            overrides=overrides or None, nats=nats)
     return cluster, core_placement(args.workers, cluster.start_nats())
+
+
+def _core_behind_edges(args: argparse.Namespace, overrides: dict[str, Any]) -> tuple[Any, Any]:
+    """With ``--edges``: the core serves the customer API on a loopback port of its own (for what the
+    edges forward), the edges on the configured one; the token the edges prove themselves with."""
+    import secrets
+
+    from engine.cluster.edge import EDGE_TOKEN_ENV
+    from engine.cluster.nats_server import free_port
+    from engine.config import load_settings
+
+    os.environ[EDGE_TOKEN_ENV] = secrets.token_hex(16)  # inherited by the edges, never printed
+    configured = load_settings(args.config, overrides).http
+    port = configured.customer_port or free_port(configured.customer_host)
+    core = {**overrides, "http": {**overrides.get("http", {}), "customer_host": "127.0.0.1",
+                                  "customer_port": 0}}
+    return load_settings(args.config, core), (configured.customer_host, port)
 
 
 def _run_worker(args: argparse.Namespace) -> int:
@@ -205,6 +235,9 @@ def _add_run_parser(sub: Any) -> None:
                    help="run the sessions and POPs in N worker processes supervised by this one "
                         "(which keeps the accounts, the ledger and the HTTP ports); starts a local "
                         "nats-server unless --nats is given")
+    c.add_argument("--edges", type=int, default=0, metavar="M",
+                   help="with --workers: serve the customer API from M HTTP edge processes sharing its "
+                        "port (SO_REUSEPORT); this process keeps the control port")
     c.add_argument("--nats", default=None, metavar="URL[,URL]",
                    help="join this NATS deployment instead of starting a local server")
     c.add_argument("--role", choices=("all", "core", "worker"), default="all",

@@ -175,6 +175,7 @@ class AcceptItem(NamedTuple):
     validity_seconds: int
     callback_url: str | None
     client_ref: str | None = None  # the customer's own reference, stored with the record
+    reply_to: str = ""  # where the answer goes: "" this process's bridge, else an edge's node name
 
 
 class CarrierSubmitItem(NamedTuple):
@@ -294,14 +295,16 @@ class SubmitItem(NamedTuple):
     callback_url: str | None
     received_at: float
     client_ref: str | None
+    reply_to: str = ""  # where the answer goes ("" the bridge of the process that runs the core)
 
 
 # === host -> customer session ========================================================================
 
 
-@message(1, version=2)  # version 2: client_ref
+@message(1, version=3)  # version 2: client_ref; 3: reply_to, for answers to an HTTP edge process
 class SubmitMessage(Message):
-    """A customer asks to send one SMS. Answered by ``SubmitsAccepted`` or ``SubmitRejected``."""
+    """A customer asks to send one SMS. Answered by ``SubmitsAccepted`` or ``SubmitRejected`` - to the
+    bridge named by ``reply_to`` ("": the core's; an edge's node name: that edge's)."""
 
     request_id: int
     key_digest: bytes
@@ -312,9 +315,10 @@ class SubmitMessage(Message):
     callback_url: str | None
     received_at: float
     client_ref: str | None = None
+    reply_to: str = ""
 
 
-@message(80)
+@message(80, version=2)  # version 2: SubmitItem carries reply_to
 class SubmitMessages(Message):
     """Many messages of one account in one hand-off (``Engine.submit_many``); each is answered on its
     own, exactly like a ``SubmitMessage``."""
@@ -395,7 +399,7 @@ class SessionRegistered(Message):
 # === customer session -> POP ==========================================================================
 
 
-@message(10, version=2)  # version 2: AcceptItem carries client_ref
+@message(10, version=3)  # version 2: AcceptItem carries client_ref; 3: and reply_to
 class AcceptMessages(Message):
     """A batch of validated, priced messages for the POP to make durable, acknowledge and route."""
 

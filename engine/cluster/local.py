@@ -33,9 +33,12 @@ RESTART_BACKOFF_S = (0.5, 10.0)
 
 
 class _Worker:
-    def __init__(self, index: int) -> None:
+    """A supervised process: a worker (``w<k>``) or an HTTP edge (``e<k>``)."""
+
+    def __init__(self, index: int, kind: str = "w") -> None:
         self.index = index
-        self.node = f"w{index}"
+        self.kind = kind
+        self.node = f"{kind}{index}"
         self.proc: subprocess.Popen | None = None
         self.restarts = 0
         self.started_at = 0.0
@@ -55,6 +58,8 @@ class LocalCluster:
         self.nats_server: NatsServer | None = None
         self.nats_urls = list(nats or [])
         self.workers = [_Worker(i) for i in range(workers)]
+        self.edges: list[_Worker] = []
+        self._edge_at: tuple[str, str, int] = ("", "127.0.0.1", 0)  # core URL, host, port
         self.worker_nats = worker_nats  # per worker, the servers it tries first (e.g. one each)
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -80,7 +85,21 @@ class LocalCluster:
                                             name="smsroute-workers")
         self._supervisor.start()
 
+    def start_edges(self, count: int, core_url: str, host: str, port: int,
+                    timeout: float = READY_TIMEOUT_S) -> None:
+        """``count`` HTTP edge processes on ``host:port`` (SO_REUSEPORT), forwarding to ``core_url``
+        what they do not serve themselves (``engine.cluster.edge``); supervised like the workers."""
+        self._edge_at = (core_url, host, port)
+        self.edges = [_Worker(i, "e") for i in range(count)]
+        for e in self.edges:
+            self._spawn(e)
+        deadline = time.monotonic() + timeout
+        for e in self.edges:
+            self._wait_ready(e, deadline)
+
     def _spawn(self, w: _Worker) -> None:
+        if w.kind == "e":
+            return self._spawn_edge(w)
         data = self.data_dir / "workers" / w.node
         data.mkdir(parents=True, exist_ok=True, mode=0o700)
         args = [sys.executable, "-m", "engine.cluster.worker", "--index", str(w.index),
@@ -93,6 +112,19 @@ class LocalCluster:
         w.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                   text=True, cwd=os.getcwd())
         w.started_at = time.monotonic()
+
+    def _spawn_edge(self, e: _Worker) -> None:
+        core_url, host, port = self._edge_at
+        args = [sys.executable, "-m", "engine.cluster.edge", "--index", str(e.index),
+                "--workers", str(len(self.workers)), "--nats", ",".join(self.nats_urls),
+                "--data-dir", str(self.data_dir / "edges" / e.node), "--host", host,
+                "--port", str(port), "--core-url", core_url]
+        if self.config:
+            args += ["--config", str(self.config)]
+        if self.overrides:
+            args += ["--overrides-json", json.dumps(self.overrides)]
+        e.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+        e.started_at = time.monotonic()
 
     def _nats_for(self, w: _Worker) -> list[str]:
         if self.worker_nats:
@@ -107,7 +139,8 @@ class LocalCluster:
             if not line:
                 code = proc.wait()
                 raise ConfigError(f"worker {w.node} exited with {code} before it was ready")
-            if line.startswith(f"smsroute worker {w.node} ready"):
+            if line.startswith(f"smsroute worker {w.node} ready") or \
+                    line.startswith(f"smsroute edge {w.node} ready"):
                 threading.Thread(target=_drain, args=(proc.stdout,), daemon=True).start()
                 return
             if time.monotonic() > deadline:
@@ -117,7 +150,7 @@ class LocalCluster:
 
     def _supervise(self) -> None:
         while not self._stopping.wait(0.2):
-            for w in self.workers:
+            for w in [*self.workers, *self.edges]:
                 with self._lock:
                     if self._stopping.is_set():
                         return
@@ -150,17 +183,18 @@ class LocalCluster:
             log.error("%s", exc)
 
     def status(self) -> list[dict[str, Any]]:
-        """Every worker: node, pid, whether it runs, how often it was restarted."""
+        """Every worker and HTTP edge: node, pid, whether it runs, how often it was restarted."""
         out = []
-        for w in self.workers:
+        for w in [*self.workers, *self.edges]:
             proc = w.proc
             out.append({"node": w.node, "pid": proc.pid if proc else None,
                         "alive": proc is not None and proc.poll() is None, "restarts": w.restarts})
         return out
 
-    def kill_worker(self, index: int) -> int:
-        """SIGKILL one worker (fault tests); the supervisor restarts it. Returns the pid killed."""
-        proc = self.workers[index].proc
+    def kill_worker(self, index: int, kind: str = "w") -> int:
+        """SIGKILL one worker (or edge: ``kind="e"``) for fault tests; the supervisor restarts it.
+        Returns the pid killed."""
+        proc = (self.workers if kind == "w" else self.edges)[index].proc
         assert proc is not None
         os.kill(proc.pid, signal.SIGKILL)
         return proc.pid
@@ -177,7 +211,7 @@ class LocalCluster:
         """SIGTERM every worker and wait for it (each writes its last commits); idempotent."""
         with self._lock:
             self._stopping.set()
-        procs = [w.proc for w in self.workers if w.proc is not None]
+        procs = [w.proc for w in [*self.edges, *self.workers] if w.proc is not None]
         for proc in procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)

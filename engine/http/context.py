@@ -47,6 +47,7 @@ class HttpContext:
     destinations: DestinationGuard = field(default_factory=DestinationGuard)  # webhook SSRF guard
     auth_failures: Gcra | None = None  # failed control-port authentications per source address
     idempotency_secret: bytes = b""  # keys the request hashes of idempotency records
+    edge_token: str = ""  # an HTTP edge that forwards a request proves itself with it (engine.cluster.edge)
     executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(4, thread_name_prefix="http-engine"))
 

@@ -78,6 +78,18 @@ class Gcra:
         remaining = int((self._tau - (tat - now)) // self._t) + 1
         return Decision(True, self.burst, max(0, remaining), tat - now, 0.0)
 
+    def lease(self, key: str, n: int, now: float | None = None) -> tuple[int, float]:
+        """Take up to ``n`` requests' worth for ``key`` at once (an HTTP edge's block of tokens): how
+        many were granted, and, when none, seconds until one would be."""
+        now = self._clock() if now is None else now
+        tat = max(self._tat.get(key, now), now)
+        room = int((self._tau - (tat - now)) // self._t) + 1 if tat - now <= self._tau else 0
+        granted = max(0, min(n, room))
+        if not granted:
+            return 0, tat - self._tau - now
+        self._remember(key, tat + granted * self._t, now)
+        return granted, 0.0
+
     def __len__(self) -> int:
         return len(self._tat)
 

@@ -116,6 +116,14 @@ class HttpServers:
             raise typed from error
         return self
 
+    def lease(self, key: str, n: int, timeout: float = 2.0) -> tuple[int, float]:
+        """Up to ``n`` tokens of the customer API's rate limit of ``key`` (for an HTTP edge process;
+        the limiter belongs to this loop, so the lease runs on it)."""
+        async def take() -> tuple[int, float]:
+            return self.ctx.limiter.lease(key, n)
+
+        return asyncio.run_coroutine_threadsafe(take(), self._loop).result(timeout)
+
     def stop(self) -> None:
         """Stop serving and join the thread (idempotent)."""
         loop, stop = self._loop, self._stop
@@ -216,7 +224,8 @@ class HttpServers:
                           audit=_audit_log(env), tls=bool(http.tls_cert and http.tls_key),
                           destinations=DestinationGuard(bool(http.webhook_allow_private_networks)),
                           auth_failures=_auth_failure_limiter(http),
-                          idempotency_secret=secret)
+                          idempotency_secret=secret,
+                          edge_token=os.environ.get("SMSROUTE_EDGE_TOKEN", ""))
         notifier = StatusNotifier(self.engine, metrics.observe_status, ctx.call)
         feed_box: list[WebhookFeed] = []
         dispatcher = WebhookDispatcher(

@@ -1,0 +1,236 @@
+"""An HTTP edge process: ``python -m engine.cluster.edge --index K --workers N --nats URL ...``.
+
+``smsroute run --workers N --edges M`` starts M of these beside the core; they all listen on the customer
+API's port (``SO_REUSEPORT``: the kernel spreads connections over them) while the core serves it on a
+loopback port of its own. Each edge runs the customer API's application (the same routes, types and
+middleware as the core's) with an :class:`~engine.cluster.edge_engine.EdgeEngine` behind it and the door
+(``engine.http.shedding``) in front:
+
+* ``POST /v1/messages`` and ``POST /v1/messages/batch`` without an ``Idempotency-Key`` - the hot path -
+  are served here: the key is resolved by the core (cached), the rate limit is leased from the core's
+  count, and the message goes straight to its account's session on its worker, whose answer comes back
+  to this edge. Their request-log entries (policy 2.1) are written here, under ``<data>/edges/e<k>``,
+  and swept after 90 days like the core's.
+* Every other request - reads, settings, keys, and submits that carry an ``Idempotency-Key`` (whose
+  records must be one set for every edge) - is forwarded as it is to the core's customer API, with the
+  client's address in ``X-Smsroute-Forwarded-For``, which the core believes only with the edge token it
+  gave its edges (``SMSROUTE_EDGE_TOKEN``).
+
+Webhooks are delivered by the core from the workers' durable outboxes, so an edge holds nothing that a
+crash could lose: a submit it forwarded and did not answer was either made durable (and is delivered and
+billed once) or not; the client cannot tell which and retries with an Idempotency-Key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import uvloop
+from aiohttp import ClientSession, ClientTimeout, web
+
+from engine.cluster.edge_engine import EdgeEngine, LeasedLimiter
+from engine.cluster.placement import Placement
+from engine.config import load_settings
+from engine.errors import SmsrouteError
+from engine.http.app_customer import build_customer_app
+from engine.http.connections import ConnectionGate, GuardedServer
+from engine.http.context import HttpContext
+from engine.http.egress import DestinationGuard
+from engine.http.idempotency import IdempotencyStore
+from engine.http.metrics import HttpMetrics
+from engine.http.requestlog import RequestLog
+from engine.http.shedding import Shedder
+from engine.http.store import GroupCommitter, open_http_env
+from engine.http.tokens import TokenStore
+
+log = logging.getLogger(__name__)
+
+EDGE_TOKEN_ENV = "SMSROUTE_EDGE_TOKEN"
+FORWARDED_FOR = "X-Smsroute-Forwarded-For"
+EDGE_TOKEN_HEADER = "X-Smsroute-Edge-Token"
+FAST_PATHS = frozenset({"/v1/messages", "/v1/messages/batch"})
+_HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
+                         "proxy-authorization", "proxy-authenticate", "host", "content-length"})
+
+
+def _is_fast(request: web.Request) -> bool:
+    return (request.method == "POST" and request.path in FAST_PATHS
+            and "Idempotency-Key" not in request.headers)
+
+
+class Edge:
+    """The edge's HTTP server (on its own loop thread) and its :class:`EdgeEngine`."""
+
+    def __init__(self, engine: EdgeEngine, host: str, port: int, core_url: str, token: str) -> None:
+        self.engine, self.host, self.port = engine, host, port
+        self.core_url, self.token = core_url, token
+        self._loop = uvloop.new_event_loop()
+        self._stop = asyncio.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._main, daemon=True, name="edge-http")
+        self.bound_port = 0
+        self.error: BaseException | None = None
+
+    def start(self) -> Edge:
+        self._thread.start()
+        self._ready.wait(30)
+        if self.error is not None:
+            raise self.error
+        return self
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._serve())
+        except BaseException as exc:
+            self.error = exc
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        settings = self.engine.settings
+        env = open_http_env(self.engine.data_dir)
+        committer = GroupCommitter(env)
+        ctx = HttpContext(engine=self.engine, http=settings.http, committer=committer,
+                          requestlog=RequestLog(env, committer),
+                          idempotency=IdempotencyStore(env, committer), tokens=TokenStore(env),
+                          limiter=None, metrics=HttpMetrics(),
+                          destinations=DestinationGuard(
+                              bool(settings.http.webhook_allow_private_networks)))
+        ctx.limiter = LeasedLimiter(self.engine, ctx.executor)
+        customer = build_customer_app(ctx)
+        session = ClientSession(timeout=ClientTimeout(total=60))
+
+        async def forward(request: web.Request) -> web.StreamResponse:
+            return await self._forward(session, request)
+
+        customer.middlewares.insert(0, self._route_middleware(forward))  # before it: fast or forward
+        runner = web.AppRunner(customer, access_log=None, shutdown_timeout=5)
+        await runner.setup()
+        runner.server.__class__ = GuardedServer
+        runner.server.gate = ConnectionGate(_limits(settings.http))
+        runner.server.app_name = "customer"
+        shedder = Shedder(int(getattr(settings.http, "max_pending_requests", 64)),
+                          float(getattr(settings.http, "queue_delay_target_ms", 25.0)) / 1000)
+        runner.server.request_handler = shedder.wrap(runner.server.request_handler)
+        shedder.start(asyncio.get_running_loop())
+        site = web.TCPSite(runner, self.host, self.port, backlog=1024, reuse_port=True)
+        try:
+            await site.start()
+            self.bound_port = site._server.sockets[0].getsockname()[1]
+            self._ready.set()
+            sweeper = asyncio.create_task(self._sweep(ctx))
+            await self._stop.wait()
+            sweeper.cancel()
+        finally:
+            shedder.stop()
+            await runner.cleanup()
+            await session.close()
+            ctx.requestlog.flush()
+            await committer.flush()
+            committer.close()
+            ctx.executor.shutdown(wait=True)
+            env.close()
+
+    def _route_middleware(self, forward):
+        @web.middleware
+        async def route(request: web.Request, handler) -> web.StreamResponse:
+            if _is_fast(request):
+                return await handler(request)
+            return await forward(request)
+
+        return route
+
+    async def _forward(self, session: ClientSession, request: web.Request) -> web.StreamResponse:
+        """The request as it came, to the core's customer API; its answer as it comes back."""
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        headers[FORWARDED_FOR] = request.remote or ""
+        headers[EDGE_TOKEN_HEADER] = self.token
+        body = await request.read()
+        try:
+            async with session.request(request.method, self.core_url + request.path_qs,
+                                       headers=headers, data=body or None) as answer:
+                payload = await answer.read()
+                out = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP_BY_HOP}
+                return web.Response(status=answer.status, body=payload, headers=out)
+        except Exception as exc:
+            log.warning("edge: the core did not answer (%s)", type(exc).__name__)
+            body = json.dumps({"error": {"code": "cluster_unavailable",
+                                         "message": "the engine is not reachable; retry shortly"}})
+            return web.Response(status=503, text=body, content_type="application/json",
+                                headers={"Retry-After": "1"})
+
+    async def _sweep(self, ctx: HttpContext) -> None:
+        """The edge's request log follows the policy's 90 days like the core's."""
+        import time
+
+        while True:
+            await asyncio.sleep(3600)
+            try:
+                await ctx.call(ctx.requestlog.sweep, time.time())
+            except Exception:
+                log.exception("edge: request log sweep failed")
+
+
+def _limits(http: Any):
+    from engine.http.server import connection_limits
+
+    return connection_limits(http, "customer")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m engine.cluster.edge",
+                                description="One smsroute HTTP edge process (smsroute run --edges).")
+    p.add_argument("--index", type=int, required=True)
+    p.add_argument("--workers", type=int, required=True)
+    p.add_argument("--nats", required=True)
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--core-url", required=True, help="the core's customer API (loopback)")
+    p.add_argument("--config")
+    p.add_argument("--overrides-json")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    node = f"e{args.index}"
+    placement = Placement(node=node, runs_core=False, runs_pops=False,
+                          workers=tuple(f"w{i}" for i in range(args.workers)),
+                          nats=tuple(args.nats.split(",")))
+    try:
+        settings = load_settings(args.config, json.loads(args.overrides_json)
+                                 if args.overrides_json else None)
+        Path(args.data_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+        engine = EdgeEngine(settings, placement, Path(args.data_dir)).start()
+        edge = Edge(engine, args.host, args.port, args.core_url,
+                    os.environ.get(EDGE_TOKEN_ENV, "")).start()
+    except SmsrouteError as exc:
+        print(f"smsroute edge {node}: {exc.code}: {exc.message}", file=sys.stderr)
+        return 2
+    print(f"smsroute edge {node} ready on {args.host}:{edge.bound_port}", flush=True)
+    signal.sigwait(stop_signals)
+    engine._stopping = True
+    edge.stop()
+    engine.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""What the customer API of an HTTP edge process calls instead of the engine (``engine.cluster.edge``).
+
+An edge holds no store and runs no actor. For the hot path it talks to the cluster itself: an API key is
+resolved to its account by asking the core (``EdgeQuery`` ``account_for_key``, cached for
+``KEY_CACHE_S`` - so a revoked key stops working on every edge within that time), and a submit goes
+straight to the account's session on its worker as the same ``SubmitMessage`` the core sends, with
+``reply_to`` naming this edge, so the answer comes back to this edge's bridge. Everything else the
+customer API does is forwarded to the core's customer API (``engine.cluster.edge_http``).
+
+Rate limits stay per API key across edges: the core keeps the one GCRA state per key, and an edge leases
+tokens from it in small blocks (:class:`LeasedLimiter`); at most ``lease`` tokens per edge and key are
+spent ahead of the core's count.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any
+
+from engine import apikeys, submission
+from engine import messages as m
+from engine.bridge import Bridge, InFlightGate
+from engine.cluster.placement import Placement
+from engine.cluster.transport import Transport
+from engine.completion import Completion
+from engine.errors import AuthError, ClusterUnavailable, InputError, SmsrouteError, error_from_code
+from engine.http.ratelimit import Decision
+
+KEY_CACHE_S = 2.0
+UNANSWERED_AFTER_S = 15.0
+
+
+def _accepted(reply: m.AcceptedItem) -> Any:
+    from engine._engine import Accepted
+
+    return Accepted(reply.message_id, reply.segments, reply.price_micro_usd, reply.pop,
+                    reply.encoding, country=reply.country)
+
+
+class EdgeEngine:
+    def __init__(self, settings: Any, placement: Placement, data_dir: Any) -> None:
+        self.settings = settings
+        self.placement = placement
+        self.data_dir = data_dir
+        self.max_body_chars = settings.engine.max_segments * 160
+        self.bridge = Bridge(InFlightGate(1 << 62))  # edges bound work at the door, not by a gate
+        self.transport: Transport | None = None
+        self._keys: dict[bytes, tuple[str | None, float]] = {}  # digest -> (account, expires)
+        self._stopping = False
+        self._expiry = threading.Thread(target=self._expire_unanswered, daemon=True,
+                                        name="edge-unanswered")
+
+    def start(self) -> EdgeEngine:
+        self.transport = Transport(list(self.placement.nats), self.placement.node,
+                                   self._deliver).start()
+        self._expiry.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping = True
+        if self.transport is not None:
+            self.transport.stop()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    # --- what the customer API calls ---------------------------------------------------------------
+
+    def account_id_for_key(self, api_key: str) -> str:
+        digest = apikeys.digest(api_key) if isinstance(api_key, str) else b""
+        now = time.monotonic()
+        cached = self._keys.get(digest)
+        if cached is None or cached[1] < now:
+            account = self._ask_core("account_for_key", digest)
+            if len(self._keys) > 100_000:
+                self._keys.clear()
+            cached = self._keys[digest] = (account, now + KEY_CACHE_S)
+        if cached[0] is None:
+            raise AuthError("unknown or revoked API key")
+        return cached[0]
+
+    def check_webhook_url(self, url: str, field: str = "url") -> str:
+        from engine.http.egress import judge_url, parse_url
+
+        if self.settings.http.webhook_allow_private_networks:
+            parse_url(url, field)
+        else:
+            judge_url(url, field)
+        return url
+
+    def submit_future(self, api_key: str, to: str, sender: str, body: str, *,
+                      validity_seconds: int | None = None, callback_url: str | None = None,
+                      client_ref: str | None = None) -> Future:
+        return self.submit_many(api_key, [{"to": to, "sender": sender, "body": body,
+                                           "validity_seconds": validity_seconds,
+                                           "callback_url": callback_url,
+                                           "client_ref": client_ref}])[0]
+
+    def submit_many(self, api_key: str, submissions: list[dict]) -> list[Future]:
+        if not isinstance(api_key, str):
+            raise InputError("api_key must be a string")
+        account = self.account_id_for_key(api_key)
+        digest = apikeys.digest(api_key)
+        futures: list[Future] = []
+        items: list[m.SubmitItem] = []
+        for sub in submissions:
+            try:
+                item = submission.item(self, digest, sub.get("to"), sub.get("sender"),
+                                       sub.get("body"), sub.get("validity_seconds"),
+                                       sub.get("callback_url"), sub.get("client_ref"))
+            except SmsrouteError as exc:
+                failed = Completion()
+                failed.set_exception(exc)
+                futures.append(failed)
+                continue
+            request_id, fut = self.bridge.new_request(_accepted)
+            items.append(item._replace(request_id=request_id, reply_to=self.placement.node))
+            futures.append(fut)
+        if items:
+            ids = [i.request_id for i in items]
+            raw = submission.encode_or_fail(self.bridge, ids, m.SubmitMessages(items))
+            node = self.placement.worker_of(account)
+            self.transport.ref(node, f"session/{account}").tell(raw)
+        return futures
+
+    # --- the core ----------------------------------------------------------------------------------
+
+    def _ask_core(self, kind: str, *args: Any) -> Any:
+        raw = self.transport.request("core", m.encode(m.ShardQuery(kind, list(args))), 5.0)
+        reply = m.decode(raw)
+        if not isinstance(reply, m.ShardReply) or not reply.ok:
+            code = reply.error if isinstance(reply, m.ShardReply) else "internal_error"
+            raise error_from_code(code, f"the core answered {code}")
+        return reply.result
+
+    def lease(self, limit_key: str, n: int) -> tuple[int, float]:
+        """Up to ``n`` tokens of ``limit_key``'s rate limit from the core's one count."""
+        granted, retry_after = self._ask_core("lease", limit_key, n)
+        return int(granted), float(retry_after)
+
+    # --- answers -------------------------------------------------------------------------------------
+
+    def _deliver(self, target: str, frame: bytes, msg: m.Message) -> bool:
+        if target != "bridge":
+            return False
+        self.bridge.receive(msg)
+        return True
+
+    def _expire_unanswered(self) -> None:
+        """A submit whose worker died unanswered fails after 15-30 s (``ClusterUnavailable``)."""
+        seen: set[int] = set()
+        while not self._stopping:
+            time.sleep(UNANSWERED_AFTER_S)
+            pending = set(self.bridge.pending_ids())
+            stale, seen = seen & pending, pending
+            if stale:
+                self.bridge.expire(sorted(stale), ClusterUnavailable(
+                    "no answer from the worker holding this account; the message may or may not "
+                    "have been accepted: retry with the same Idempotency-Key"))
+
+
+class LeasedLimiter:
+    """The GCRA interface (``check(key) -> Decision``) of the customer middleware, with the count kept
+    by the core: each key's tokens are leased in blocks of ``lease``, fetched in the background when
+    fewer than half a block is left, so a request never waits for a network round trip. A key with no
+    token may go ``CREDIT`` requests into debt (repaid from its next lease) while one is fetched;
+    beyond that, or once the core has refused a lease, the request is refused (429, ``Retry-After``)."""
+
+    CREDIT = 1
+
+    def __init__(self, engine: EdgeEngine, executor: Any, lease: int = 20) -> None:
+        self.engine = engine
+        self.executor = executor
+        self.lease = lease
+        self.burst = int(engine.settings.http.rate_limit_burst)
+        self._tokens: dict[str, int] = {}  # may go CREDIT below zero
+        self._pending: set[str] = set()
+        self._retry_after: dict[str, float] = {}  # keys the core refused a lease, and when to retry
+        self._lock = threading.Lock()
+
+    def check(self, key: str, now: float | None = None) -> Decision:
+        with self._lock:
+            tokens = self._tokens.get(key, 0)
+            if tokens < self.lease // 2:
+                self._fetch(key)
+            if tokens > 0 or (tokens > -self.CREDIT and key not in self._retry_after):
+                self._tokens[key] = tokens - 1
+                return Decision(True, self.burst, max(0, tokens - 1), 1.0, 0.0)
+            retry = self._retry_after.get(key, 0.05)
+            return Decision(False, self.burst, 0, retry, retry)
+
+    def _fetch(self, key: str) -> None:
+        if key in self._pending:
+            return
+        self._pending.add(key)
+        self.executor.submit(self._lease, key)
+
+    def _lease(self, key: str) -> None:
+        try:
+            granted, retry_after = self.engine.lease(key, self.lease)
+        except SmsrouteError:
+            granted, retry_after = 0, 1.0
+        with self._lock:
+            self._pending.discard(key)
+            tokens = self._tokens.get(key, 0) + granted
+            self._tokens[key] = tokens
+            if granted == 0:
+                self._retry_after[key] = max(retry_after, 0.05)
+            else:
+                self._retry_after.pop(key, None)
