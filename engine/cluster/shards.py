@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from engine import messages as m
+from engine.cluster.placement import Placement
 from engine.errors import SmsrouteError, error_from_code
 from storage.records import MessageRecord
 
@@ -45,6 +46,11 @@ class LocalShards:
     def records_since(self, t: float) -> Iterator[MessageRecord]:
         for s in self.runtime.pop_stores.values():
             yield from s.records.since(t)
+
+    def records_for_account_page(self, account_id: str, offset: int, limit: int
+                                 ) -> list[MessageRecord]:
+        """A page of :meth:`records_for_account` (answers across NATS stay under its 1 MB)."""
+        return self.records_for_account(account_id)[offset:offset + limit]
 
     def account_pages(self, account_id: str, before: bytes | None, after: bytes, limit: int,
                       statuses: frozenset[str] | None, max_scan: int
@@ -131,8 +137,8 @@ class LocalShards:
 class QueryHandler:
     """A worker's answers to the core's ``ShardQuery`` messages."""
 
-    KINDS = ("find_record", "records_for_account", "records_since", "pop_stats", "carrier_stats",
-             "suspend_carrier", "use_routing", "forget_account", "profile", "account_pages",
+    KINDS = ("find_record", "records_for_account", "records_for_account_page", "records_since",
+             "pop_stats", "carrier_stats", "suspend_carrier", "use_routing", "forget_account", "profile", "account_pages",
              "webhook_events", "find_records", "records_page", "owed_to_ledger")
 
     def __init__(self, shards: LocalShards) -> None:
@@ -160,6 +166,7 @@ class ClusterShards:
     def __init__(self, transport: Any, workers: tuple[str, ...]) -> None:
         self.transport = transport
         self.workers = workers
+        self.placement = Placement(node="core", runs_pops=False, workers=workers)
         self._pool = ThreadPoolExecutor(max_workers=max(2, len(workers)),
                                         thread_name_prefix="shard-query")
 
@@ -183,11 +190,21 @@ class ClusterShards:
         return None
 
     def records_for_account(self, account_id: str) -> list[MessageRecord]:
-        return [_record(r) for rows in self._ask_all("records_for_account", account_id) for r in rows]
+        """The account's records, from the one worker that holds them, a page per answer (a NATS
+        message is at most 1 MB)."""
+        node = self.placement.worker_of(account_id)
+        out: list[MessageRecord] = []
+        offset = 0
+        while True:
+            rows = self._ask(node, "records_for_account_page", account_id, offset, PAGE)
+            out.extend(_record(r) for r in rows)
+            if len(rows) < PAGE:
+                return out
+            offset += PAGE
 
     def records_since(self, t: float) -> Iterator[MessageRecord]:
-        for rows in self._ask_all("records_since", t):
-            yield from (_record(r) for r in rows)
+        """Every worker's records submitted at or after ``t`` (analytics), read a page at a time."""
+        return (r for r in self.scan_records() if r.submitted_at >= t)
 
     def account_pages(self, account_id: str, before: bytes | None, after: bytes, limit: int,
                       statuses: frozenset[str] | None, max_scan: int

@@ -187,3 +187,19 @@ def test_a_malformed_frame_from_outside_the_process_is_refused_at_the_door(tmp_p
         assert c.engine.dead_actors() == []
     finally:
         c.stop()
+
+
+def test_an_export_of_an_account_with_more_records_than_one_answer_holds_has_them_all(tmp_path):
+    from engine.cluster.shards import PAGE
+
+    c = Cluster(tmp_path, workers=2)
+    try:
+        acct = c.accounts(1)[0]
+        n = PAGE + 150  # more than one NATS answer carries
+        futures = [c.engine.submit_future(acct.api_key, NUMBERS[i % 3], "ACME", f"x{i}")
+                   for i in range(n)]
+        ids = {f.result(60).message_id for f in futures}
+        exported = c.engine.export_account(acct.id)
+        assert {m["message_id"] for m in exported["messages"]} == ids
+    finally:
+        c.stop()
