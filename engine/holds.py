@@ -1,15 +1,15 @@
 """Retention exceptions and retention status, engine-wide (policy 2.3 and section 6).
 
-Each POP keeps its own bodies, so each POP has its own :class:`storage.holds.Holds`. A hold on messages is
-placed at the POP that holds each message; a hold on an account (a debugging window, or a lawful order naming
-an account) is placed at every POP, one hold id per POP. Every placement, read, release and expiry is in the
+Each POP shard keeps its own bodies, so each has its own :class:`storage.holds.Holds`. A hold on messages
+is placed at the shard that holds each message; a hold on an account (a debugging window, or a lawful order
+naming an account) at every shard, one hold id per shard - in this process, or on every worker of a cluster
+(through ``engine.cluster.shards``). Every placement, read, release and expiry is in the
 audit log with who, why, reference and until (``storage.audit``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict
 from typing import Any
 
 from engine.credentials import require_active
@@ -30,8 +30,22 @@ class OpenedTrail:
             yield entry._replace(detail=self._holds.open_notes(entry.detail))
 
 
+class _RemoteTrail:
+    """The hold audit entries of every worker of a cluster, read through ``ShardQuery``."""
+
+    def __init__(self, shards: Any) -> None:
+        self._shards = shards
+
+    def iter_entries(self, since: float | None = None) -> Iterator[Any]:
+        from storage.audit import AuditEntry
+
+        entries = [AuditEntry(*e) for e in self._shards.hold_audit(since)]
+        yield from sorted(entries, key=lambda e: e.ts)
+
+
 class HoldManager:
-    """Mixed into :class:`engine.Engine`; needs ``self.runtime`` (its ``holds`` and ``sweeper``)."""
+    """Mixed into :class:`engine.Engine`; needs ``self.runtime``. The holds live with the POP shards that
+    keep the bodies - in this process, or on the workers of a cluster (``runtime.shards``)."""
 
     def place_hold(self, kind: str, *, actor: str, reason: str, reference: str, until: float,
                    message_ids: list[str] | None = None, account_id: str | None = None) -> dict:
@@ -45,66 +59,57 @@ class HoldManager:
             record = self.runtime.accounts.get(account_id)  # UnknownAccount if there is none
             if kind == HoldKind.DEBUG_WINDOW:
                 require_active(record)  # the customer's own opt-in: a change of settings
-        placed = []
+        shards = self.runtime.shards
         if message_ids:
-            by_pop: dict[str, list[str]] = {}
-            for mid in message_ids:
-                rec = self.status(mid)
+            for mid, rec in zip(message_ids, shards.find_records(message_ids), strict=True):
                 if rec is None:
                     raise UnknownAccount(f"no message {mid}")
-                by_pop.setdefault(rec.pop, []).append(mid)
-            for pop, ids in by_pop.items():
-                placed.append((pop, self._place_at(pop, kind, actor, reason, reference, until,
-                                                   ids, account_id if kind != HoldKind.LEGAL_HOLD
-                                                   else None)))
+            target = account_id if kind != HoldKind.LEGAL_HOLD else None
+            placed = shards.place_hold(kind.value, actor, reason, reference, until, message_ids,
+                                       target)
         elif account_id is not None and kind != HoldKind.LEGAL_HOLD:
-            for pop in self.runtime.holds:
-                placed.append((pop, self._place_at(pop, kind, actor, reason, reference, until,
-                                                   [], account_id)))
+            placed = shards.place_hold(kind.value, actor, reason, reference, until, [], account_id)
         else:
             raise InputError("a legal hold names message_ids; a debug window or order an account")
-        return {"holds": [{"pop": pop, **asdict(h)} for pop, h in placed]}
-
-    def _place_at(self, pop, kind, actor, reason, reference, until, ids, account_id):
-        holds = self.runtime.holds[pop]
-        if kind == HoldKind.LEGAL_HOLD:
-            return holds.place_legal_hold(ids, actor=actor, reason=reason, reference=reference,
-                                          until=until)
-        if kind == HoldKind.DEBUG_WINDOW:
-            return holds.open_debug_window(account_id, actor=actor, reason=reason,
-                                           reference=reference, until=until)
-        return holds.register_lawful_order(actor=actor, reason=reason, reference=reference,
-                                           until=until, message_ids=ids, account_id=account_id)
+        return {"holds": placed}
 
     def release_hold(self, hold_id: str, *, actor: str, reason: str) -> dict:
-        for pop, holds in self.runtime.holds.items():
-            if holds.get(hold_id) is not None:
-                return {"pop": pop, **asdict(holds.release(hold_id, actor=actor, reason=reason))}
-        raise UnknownAccount(f"no hold {hold_id}")
+        released = self.runtime.shards.release_hold(hold_id, actor, reason)
+        if released is None:
+            raise UnknownAccount(f"no hold {hold_id}")
+        return released
 
     def read_held_body(self, hold_id: str, message_id: str, *, actor: str) -> str:
         """The exception's own path to a held body (audit-logged)."""
-        for holds in self.runtime.holds.values():
-            if holds.get(hold_id) is not None:
-                return holds.read_held_body(hold_id, message_id, actor)
-        raise UnknownAccount(f"no hold {hold_id}")
+        body = self.runtime.shards.read_held_body(hold_id, message_id, actor)
+        if body is None:
+            raise UnknownAccount(f"no hold {hold_id}")
+        return body
 
     def active_holds(self) -> list[dict]:
-        return [{"pop": pop, **asdict(h)} for pop, holds in self.runtime.holds.items()
-                for h in holds.active()]
+        return self.runtime.shards.active_holds()
 
     def audit_trails(self) -> dict[str, list[Any]]:
         """The engine's audit logs by kind: data-subject and account actions (``data_subject``, the core
-        log) and retention exceptions (``retention_exception``, one log per POP)."""
-        return {"data_subject": [self.runtime.core_audit],
-                "retention_exception": [OpenedTrail(self.runtime.audits[pop], holds)
-                                        for pop, holds in self.runtime.holds.items()]}
+        log) and retention exceptions (``retention_exception``, one log per POP shard)."""
+        runtime = self.runtime
+        if runtime.placement.runs_pops:
+            trails = [OpenedTrail(runtime.audits[pop], holds) for pop, holds in runtime.holds.items()]
+        else:
+            trails = [_RemoteTrail(runtime.shards)]
+        return {"data_subject": [runtime.core_audit], "retention_exception": trails}
 
     def retention_status(self) -> dict[str, Any]:
-        """The retention table, what each sweep removed, alarms, and the active exceptions."""
+        """The retention table, what each sweep removed, alarms, and the active exceptions (in a
+        cluster, each worker's sweeper too, under ``workers``)."""
         stats = self.runtime.sweeper.proxy().stats().get(timeout=10)
+        if not self.runtime.placement.runs_pops:
+            stats = {**stats, "workers": self.runtime.shards.sweeper_stats()}
         return {**stats, "holds": self.active_holds()}
 
     def sweep_now(self) -> dict[str, Any]:
-        """Run every retention sweep now (operators and tests)."""
-        return self.runtime.sweeper.proxy().sweep_now().get(timeout=60)
+        """Run every retention sweep now (operators and tests), on every worker too."""
+        done = self.runtime.sweeper.proxy().sweep_now().get(timeout=60)
+        if not self.runtime.placement.runs_pops:
+            done = {**done, "workers": self.runtime.shards.sweep_now()}
+        return done

@@ -28,7 +28,7 @@ from typing import Any
 from engine import messages as m
 from engine.billing.reconcile import CUTOFF_SECONDS, Cancelled, Reconciliation, reconcile
 from engine.billing.usage import UsageRow, usage_rows
-from engine.errors import InputError, SmsrouteError
+from engine.errors import ClusterUnavailable, InputError, SmsrouteError
 from storage.ledger import ADJUSTMENT
 from storage.ledger_chain import ChainReport
 
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 MAX_REASON_CHARS = 500
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # visible ASCII, like an Idempotency-Key
 LOGGED_DIFFERENCES = 50  # a start-up reconciliation logs this many differences, then a count
+WORKERS_WAIT_S = 300.0  # a cluster's core waits this long for its workers to reconcile at start-up
 
 
 @dataclass(frozen=True)
@@ -176,13 +177,24 @@ class Billing:
             self._thread.join(30)
 
     def _reconcile_at_start(self) -> None:
-        try:
-            report = self.reconcile(settle_seconds=0.0)  # what was accepted before now is billed
-        except Cancelled:
-            return
-        except Exception:  # a store error must not go unnoticed, nor stop anything else
-            log.exception("ledger reconciliation at start-up failed")
-            return
+        """Once after the start; in a cluster's core, retried while the workers are not up yet (they
+        start after the core), for up to ``WORKERS_WAIT_S``."""
+        deadline = time.monotonic() + WORKERS_WAIT_S
+        while True:
+            try:
+                report = self.reconcile(settle_seconds=0.0)  # what was accepted before now is billed
+                break
+            except Cancelled:
+                return
+            except ClusterUnavailable:
+                if self._cancel.wait(1.0):
+                    return  # stopping
+                if time.monotonic() > deadline:
+                    log.error("ledger reconciliation at start-up: the workers did not answer")
+                    return
+            except Exception:  # a store error must not go unnoticed, nor stop anything else
+                log.exception("ledger reconciliation at start-up failed")
+                return
         log_report(report)
 
     def stats(self) -> dict[str, Any]:

@@ -69,8 +69,8 @@ class LocalCluster:
 
     def start_nats(self) -> list[str]:
         """The NATS URLs of the cluster: the ones given, or a local server started now."""
-        if not self.nats_urls:
-            self.nats_server = NatsServer().start()
+        if not self.nats_urls:  # its log beside the data it serves
+            self.nats_server = NatsServer(log_dir=self.data_dir / "nats").start()
             self.nats_urls = [self.nats_server.url]
         return self.nats_urls
 

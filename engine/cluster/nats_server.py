@@ -46,7 +46,7 @@ class NatsServer:
 
     def __init__(self, port: int = 0, *, host: str = "127.0.0.1", cluster_port: int = 0,
                  routes: list[str] | None = None, cluster_name: str = "smsroute",
-                 name: str = "") -> None:
+                 name: str = "", log_dir: str | Path | None = None) -> None:
         self.host = host
         self.port = port or free_port(host)
         self.cluster_port = cluster_port
@@ -54,7 +54,9 @@ class NatsServer:
         self.cluster_name = cluster_name
         self.name = name or f"nats-{self.port}"
         self.proc: subprocess.Popen | None = None
-        self._log_dir = tempfile.mkdtemp(prefix="smsroute-nats-")
+        self._own_log_dir = log_dir is None  # a temporary folder, removed when the server stops
+        self._log_dir = str(log_dir) if log_dir is not None else tempfile.mkdtemp(
+            prefix="smsroute-nats-")
 
     @property
     def url(self) -> str:
@@ -65,6 +67,7 @@ class NatsServer:
         return Path(self._log_dir) / f"{self.name}.log"
 
     def start(self, timeout: float = 10.0) -> NatsServer:
+        Path(self._log_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
         args = [nats_server_binary(), "-a", self.host, "-p", str(self.port), "-n", self.name,
                 "-l", str(self.log_path)]
         if self.cluster_port:
@@ -87,14 +90,15 @@ class NatsServer:
 
     def stop(self, timeout: float = 5.0) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout)
+        if self._own_log_dir:
+            shutil.rmtree(self._log_dir, ignore_errors=True)
 
     def kill(self) -> None:
         """SIGKILL (for fault tests): no goodbye to clients or routes."""
@@ -102,6 +106,8 @@ class NatsServer:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(5)
         self.proc = None
+        if self._own_log_dir:
+            shutil.rmtree(self._log_dir, ignore_errors=True)
 
     def __enter__(self) -> NatsServer:
         return self.start()

@@ -115,6 +115,79 @@ class LocalShards:
         records, holds forget it; on a worker, the account's data key here is shredded too."""
         return self.runtime.local_forget_account(account_id)
 
+    # --- retention exceptions (policy 2.3): each POP shard keeps its own holds ------------------------
+
+    def place_hold(self, kind: str, actor: str, reason: str, reference: str, until: float,
+                   message_ids: list[str], account_id: str | None) -> list[dict]:
+        """Place a hold at the POP shards here: on the messages of ``message_ids`` they hold, or, for an
+        account, at every one; returns the holds placed (``pop``: the shard's address)."""
+        from dataclasses import asdict
+
+        from storage.holds import HoldKind
+
+        kind = HoldKind(kind)
+        runtime, place = self.runtime, self.runtime.directory.placement
+        placed = []
+        if message_ids:
+            by_pop: dict[str, list[str]] = {}
+            for mid in message_ids:
+                rec = self.find_record(mid)
+                if rec is not None:
+                    by_pop.setdefault(rec.pop, []).append(mid)
+            targets = [(pop, ids) for pop, ids in by_pop.items()]
+        else:
+            targets = [(pop, []) for pop in runtime.holds]
+        for pop, ids in targets:
+            holds = runtime.holds[pop]
+            if kind == HoldKind.LEGAL_HOLD:
+                h = holds.place_legal_hold(ids, actor=actor, reason=reason, reference=reference,
+                                           until=until)
+            elif kind == HoldKind.DEBUG_WINDOW:
+                h = holds.open_debug_window(account_id, actor=actor, reason=reason,
+                                            reference=reference, until=until)
+            else:
+                h = holds.register_lawful_order(actor=actor, reason=reason, reference=reference,
+                                                until=until, message_ids=ids, account_id=account_id)
+            placed.append({"pop": place.pop_address(pop), **asdict(h)})
+        return placed
+
+    def release_hold(self, hold_id: str, actor: str, reason: str) -> dict | None:
+        from dataclasses import asdict
+
+        place = self.runtime.directory.placement
+        for pop, holds in self.runtime.holds.items():
+            if holds.get(hold_id) is not None:
+                return {"pop": place.pop_address(pop),
+                        **asdict(holds.release(hold_id, actor=actor, reason=reason))}
+        return None
+
+    def read_held_body(self, hold_id: str, message_id: str, actor: str) -> str | None:
+        for holds in self.runtime.holds.values():
+            if holds.get(hold_id) is not None:
+                return holds.read_held_body(hold_id, message_id, actor)
+        return None
+
+    def active_holds(self) -> list[dict]:
+        from dataclasses import asdict
+
+        place = self.runtime.directory.placement
+        return [{"pop": place.pop_address(pop), **asdict(h)}
+                for pop, holds in self.runtime.holds.items() for h in holds.active()]
+
+    def hold_audit(self, since: float | None) -> list[list]:
+        """The audit entries of the holds here, their sealed notes opened (``"shredded"`` after)."""
+        out = []
+        for pop, audit in self.runtime.audits.items():
+            opener = self.runtime.holds[pop].open_notes
+            out.extend(list(e._replace(detail=opener(e.detail))) for e in audit.iter_entries(since))
+        return out
+
+    def sweeper_stats(self) -> dict:
+        return self.runtime.sweeper.proxy().stats().get(timeout=10)
+
+    def sweep_now(self) -> dict:
+        return self.runtime.sweeper.proxy().sweep_now().get(timeout=60)
+
     def profile(self, on: bool) -> dict | None:
         """``smsroute bench --profile-stages`` on a worker: start adding up the CPU of every actor
         message (``actors.dispatch``), or stop and return it with the collector's and the process's."""
@@ -139,7 +212,9 @@ class QueryHandler:
 
     KINDS = ("find_record", "records_for_account", "records_for_account_page", "records_since",
              "pop_stats", "carrier_stats", "suspend_carrier", "use_routing", "forget_account", "profile", "account_pages",
-             "webhook_events", "find_records", "records_page", "owed_to_ledger")
+             "webhook_events", "find_records", "records_page", "owed_to_ledger",
+             "place_hold", "release_hold", "read_held_body", "active_holds", "hold_audit",
+             "sweeper_stats", "sweep_now")
 
     def __init__(self, shards: LocalShards) -> None:
         self.shards = shards
@@ -262,6 +337,30 @@ class ClusterShards:
 
     def forget_account(self, account_id: str) -> int:
         return sum(self._ask_all("forget_account", account_id))
+
+    def place_hold(self, kind: str, actor: str, reason: str, reference: str, until: float,
+                   message_ids: list[str], account_id: str | None) -> list[dict]:
+        return [h for placed in self._ask_all("place_hold", kind, actor, reason, reference, until,
+                                              list(message_ids), account_id) for h in placed]
+
+    def release_hold(self, hold_id: str, actor: str, reason: str) -> dict | None:
+        return next((r for r in self._ask_all("release_hold", hold_id, actor, reason) if r), None)
+
+    def read_held_body(self, hold_id: str, message_id: str, actor: str) -> str | None:
+        return next((b for b in self._ask_all("read_held_body", hold_id, message_id, actor)
+                     if b is not None), None)
+
+    def active_holds(self) -> list[dict]:
+        return [h for holds in self._ask_all("active_holds") for h in holds]
+
+    def hold_audit(self, since: float | None) -> list[list]:
+        return [e for entries in self._ask_all("hold_audit", since) for e in entries]
+
+    def sweeper_stats(self) -> dict:
+        return dict(zip(self.workers, self._ask_all("sweeper_stats"), strict=True))
+
+    def sweep_now(self) -> dict:
+        return dict(zip(self.workers, self._ask_all("sweep_now"), strict=True))
 
     def profile(self, on: bool) -> dict[str, Any]:
         """Each worker's stage profile (see ``LocalShards.profile``), by node."""

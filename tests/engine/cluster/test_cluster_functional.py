@@ -203,3 +203,29 @@ def test_an_export_of_an_account_with_more_records_than_one_answer_holds_has_the
         assert {m["message_id"] for m in exported["messages"]} == ids
     finally:
         c.stop()
+
+
+def test_retention_exceptions_placed_from_the_core_live_with_the_shards_on_the_workers(tmp_path):
+    c = Cluster(tmp_path, workers=2)
+    try:
+        accounts = c.accounts(2)
+        accepted = [c.engine.submit(a.api_key, NUMBERS[0], "ACME", "keep this") for a in accounts]
+        until = time.time() + 3600
+        legal = c.engine.place_hold("legal_hold", actor="privacy:test", reason="carrier complaint",
+                                    reference="case-1", until=until,
+                                    message_ids=[a.message_id for a in accepted])
+        owners = {Placement(workers=("w0", "w1")).worker_of(a.id) for a in accounts}
+        assert {h["pop"] for h in legal["holds"]} == {f"{w}/fra" for w in owners}
+        window = c.engine.place_hold("debug_window", actor="customer", reason="repro",
+                                     reference="t-2", until=until, account_id=accounts[0].id)
+        assert len(window["holds"]) == 2 * 3  # every POP shard of every worker
+        active = {h["hold_id"] for h in c.engine.active_holds()}
+        assert {h["hold_id"] for h in legal["holds"] + window["holds"]} <= active
+        hold = legal["holds"][0]
+        released = c.engine.release_hold(hold["hold_id"], actor="privacy:test", reason="closed")
+        assert released["hold_id"] == hold["hold_id"]
+        assert hold["hold_id"] not in {h["hold_id"] for h in c.engine.active_holds()}
+        trail = [e for t in c.engine.audit_trails()["retention_exception"] for e in t.iter_entries()]
+        assert any((e.detail.get("notes") or {}).get("reason") == "carrier complaint" for e in trail)
+    finally:
+        c.stop()
