@@ -405,14 +405,7 @@ class Runtime:
     def replace_routing(self, table: dict) -> None:
         """Validate, persist (atomically: write, fsync, rename) and swap in a new routing table."""
         routing = self._routing_from(table)
-        path = self.data_dir / ROUTING_FILE
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(routing.to_document(), fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        self.directory.routing = routing
+        self._persist_routing(routing)
         if self.placement.clustered and not self.placement.runs_pops:
             self.shards.use_routing(routing.to_document())  # every worker routes by it from now on
 
@@ -421,6 +414,10 @@ class Runtime:
         if self.placement.runs_core:
             return  # the same process: replace_routing did it
         routing = self._routing_from(table)
+        self._persist_routing(routing)
+
+    def _persist_routing(self, routing: RoutingTable) -> None:
+        """Write ``routing`` atomically (write, fsync, rename) and route by it from now on."""
         path = self.data_dir / ROUTING_FILE
         tmp = path.with_suffix(".tmp")
         with open(tmp, "w", encoding="utf-8") as fh:
