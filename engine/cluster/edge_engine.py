@@ -164,18 +164,28 @@ class EdgeEngine:
 
 class LeasedLimiter:
     """The GCRA interface (``check(key) -> Decision``) of the customer middleware, with the count kept
-    by the core: each key's tokens are leased in blocks of ``lease``, fetched in the background when
-    fewer than half a block is left, so a request never waits for a network round trip. A key with no
-    token may go ``CREDIT`` requests into debt (repaid from its next lease) while one is fetched;
-    beyond that, or once the core has refused a lease, the request is refused (429, ``Retry-After``)."""
+    by the core: each key's tokens are leased in blocks, fetched in the background when fewer than half
+    a block is left, so a request never waits for a network round trip. A key with no token may go
+    ``CREDIT`` requests into debt (repaid from its next lease) while one is fetched; beyond that, or
+    once the core has refused a lease, the request is refused (429, ``Retry-After``).
+
+    A key's block starts at ``lease`` and doubles (up to ``max_lease``, never beyond the burst) each
+    time it ran dry while a full block was on its way: a busy key's requests outran the round trip,
+    and refusing them would be a 429 far below the key's limit (seen at ~2,000 requests/s with a
+    limit of a million). It falls back to ``lease`` when the core grants less than asked - the key is
+    near its limit, and small blocks keep its edges' shares fair."""
 
     CREDIT = 1
 
-    def __init__(self, engine: EdgeEngine, executor: Any, lease: int = 20) -> None:
+    def __init__(self, engine: EdgeEngine, executor: Any, lease: int = 20,
+                 max_lease: int = 1000) -> None:
         self.engine = engine
         self.executor = executor
         self.lease = lease
         self.burst = int(engine.settings.http.rate_limit_burst)
+        self.max_lease = max(lease, min(max_lease, self.burst))
+        self._block: dict[str, int] = {}  # each key's block size, when above ``lease``
+        self._starved: set[str] = set()  # keys that ran dry while their lease was on its way
         self._tokens: dict[str, int] = {}  # may go CREDIT below zero
         self._pending: set[str] = set()
         self._retry_after: dict[str, float] = {}  # keys the core refused a lease, and when to retry
@@ -184,8 +194,10 @@ class LeasedLimiter:
     def check(self, key: str, now: float | None = None) -> Decision:
         with self._lock:
             tokens = self._tokens.get(key, 0)
-            if tokens < self.lease // 2:
+            if tokens < self._block.get(key, self.lease) // 2:
                 self._fetch(key)
+            if tokens <= 0 and key in self._pending:
+                self._starved.add(key)
             if tokens > 0 or (tokens > -self.CREDIT and key not in self._retry_after):
                 self._tokens[key] = tokens - 1
                 return Decision(True, self.burst, max(0, tokens - 1), 1.0, 0.0)
@@ -200,11 +212,17 @@ class LeasedLimiter:
 
     def _lease(self, key: str) -> None:
         try:
-            granted, retry_after = self.engine.lease(key, self.lease)
+            asked = self._block.get(key, self.lease)
+            granted, retry_after = self.engine.lease(key, asked)
         except SmsrouteError:
             granted, retry_after = 0, 1.0
         with self._lock:
             self._pending.discard(key)
+            if granted < asked:
+                self._block.pop(key, None)
+            elif key in self._starved:
+                self._block[key] = min(asked * 2, self.max_lease)
+            self._starved.discard(key)
             tokens = self._tokens.get(key, 0) + granted
             self._tokens[key] = tokens
             if granted == 0:

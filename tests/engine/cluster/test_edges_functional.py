@@ -183,3 +183,40 @@ def test_edges_leasing_from_one_count_never_allow_much_more_than_it_grants():
     # each edge may spend CREDIT ahead of the count once; everything else was granted by it
     assert 100 <= allowed <= 100 + LeasedLimiter.CREDIT * len(edges)
     assert not any(e.check("k").allowed for e in edges)
+
+
+def test_a_busy_key_far_below_its_limit_is_not_refused_once_its_edge_leases_bigger_blocks():
+    # the requests of one lease round trip outrun a block of 10: without bigger blocks nearly two thirds
+    # of them would be refused (429) although the key's limit is nowhere near
+    core, pool = _FakeCore(budget=1_000_000), _Later()
+    edge = LeasedLimiter(core, pool, lease=10, max_lease=1000)
+    refused_late = 0
+    for i in range(3000):
+        allowed = edge.check("k").allowed
+        if i >= 1000:
+            refused_late += not allowed
+        if i % 30 == 29:  # a lease comes back after 30 requests
+            pool.run()
+    assert refused_late == 0
+    assert core.budget >= 1_000_000 - 3000 - 1000  # it holds at most a block more than it spent
+
+
+def test_an_edges_block_falls_back_to_a_small_lease_when_the_core_grants_less_than_asked():
+    core, pool = _FakeCore(budget=1_000_000), _Later()
+    asked: list[int] = []
+    grant = core.lease
+    core.lease = lambda key, n: (asked.append(n), grant(key, n))[1]
+    edge = LeasedLimiter(core, pool, lease=10, max_lease=1000)
+    for i in range(1000):  # busy: its blocks grow
+        edge.check("k")
+        if i % 30 == 29:
+            pool.run()
+    grown = len(asked)
+    assert max(asked) > 10
+    core.budget = 3  # the key is at its limit: the next lease is granted less than asked
+    for i in range(300):
+        edge.check("k")
+        if i % 30 == 29:
+            pool.run()
+    assert len(asked) > grown + 1
+    assert asked[grown + 1:] == [10] * (len(asked) - grown - 1)
