@@ -169,7 +169,7 @@ class LeasedLimiter:
     ``CREDIT`` requests into debt (repaid from its next lease) while one is fetched; beyond that, or
     once the core has refused a lease, the request is refused (429, ``Retry-After``).
 
-    A key's block starts at ``lease`` and doubles (up to ``max_lease``, never beyond the burst) each
+    A key's block starts at ``lease`` and grows fourfold (up to ``max_lease``, never beyond the burst) each
     time it ran dry while a full block was on its way: a busy key's requests outran the round trip,
     and refusing them would be a 429 far below the key's limit (seen at ~2,000 requests/s with a
     limit of a million). It falls back to ``lease`` when the core grants less than asked - the key is
@@ -221,7 +221,7 @@ class LeasedLimiter:
             if granted < asked:
                 self._block.pop(key, None)
             elif key in self._starved:
-                self._block[key] = min(asked * 2, self.max_lease)
+                self._block[key] = min(asked * 4, self.max_lease)
             self._starved.discard(key)
             tokens = self._tokens.get(key, 0) + granted
             self._tokens[key] = tokens
