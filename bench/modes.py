@@ -244,6 +244,8 @@ def run_soak(
                 "finals": window.count if window else 0,
             }
         )
+        if window is not None:
+            window.release()
 
     last: list[Recorder | None] = [None]
 

@@ -102,3 +102,19 @@ def test_buffered_recording_folds_into_exactly_what_record_value_gives(values):
     assert list(folded.counts) == list(slow.counts)
     assert (folded.total_count, folded.min_value, folded.max_value) == \
         (slow.total_count, slow.min_value, slow.max_value)
+
+
+def test_a_released_histogram_is_freed_by_reference_counting_without_a_collection():
+    import gc
+    import weakref
+
+    h = LatencyHistogram()
+    h.record_us(5)
+    inner = weakref.ref(h._hist)
+    gc.disable()
+    try:
+        h.release()
+        del h
+        assert inner() is None  # freed at once: no reference cycle left waiting for the collector
+    finally:
+        gc.enable()
