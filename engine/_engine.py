@@ -39,7 +39,7 @@ from engine.billing.service import Billing
 from engine.bridge import Bridge, InFlightGate
 from engine.cluster.placement import Placement
 from engine.config import Settings, load_settings
-from engine.errors import AuthError, InputError, OverloadedError, SmsrouteError
+from engine.errors import AuthError, InputError, OverloadedError
 from engine.gc_tuning import freeze_start_up_objects, tune_gc
 from engine.holds import HoldManager
 from engine.ids import IdGenerator, is_message_id
@@ -215,23 +215,14 @@ class Engine(AccountManager, HoldManager):
         if self._stopping:
             raise OverloadedError("the engine is stopping")
         digest, session = self._session_for_key(api_key)
-        futures: list[Future] = []
-        items: list[m.SubmitItem] = []
-        for sub in submissions:
-            try:
-                item = submission.item(self, digest, sub.get("to"), sub.get("sender"),
-                                       sub.get("body"), sub.get("validity_seconds"),
-                                       sub.get("callback_url"), sub.get("client_ref"))
-                if not self.gate.try_acquire():
-                    raise OverloadedError(f"{self.gate.limit} messages in flight; retry shortly")
-            except SmsrouteError as exc:
-                failed: Future = Future()
-                failed.set_exception(exc)
-                futures.append(failed)
-                continue
-            request_id, fut = self.bridge.new_request(_accepted, holds_slot=True)
-            items.append(item._replace(request_id=request_id))
-            futures.append(fut)
+
+        def admit() -> None:
+            if not self.gate.try_acquire():
+                raise OverloadedError(f"{self.gate.limit} messages in flight; retry shortly")
+
+        futures, items = submission.prepare(
+            self, digest, submissions, lambda: self.bridge.new_request(_accepted, holds_slot=True),
+            admit)
         if items:
             ids = [i.request_id for i in items]
             raw = submission.encode_or_fail(self.bridge, ids, m.SubmitMessages(items))

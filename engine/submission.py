@@ -10,12 +10,15 @@ which gives their in-flight slots back.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 import pykka
 
 from engine import messages as m
-from engine.errors import BodyTooLarge, InputError, OverloadedError
+from engine.completion import Completion
+from engine.errors import BodyTooLarge, InputError, OverloadedError, SmsrouteError
 
 MAX_VALIDITY_SECONDS = 86400  # a message never waits longer than its body may be kept
 MAX_CLIENT_REF = 64  # characters of a customer's own reference
@@ -42,6 +45,32 @@ def item(engine: Any, digest: bytes, to: Any, sender: Any, body: Any, validity_s
     validity = min(validity_seconds or 0, MAX_VALIDITY_SECONDS)
     return m.SubmitItem(0, digest, to, sender, body, validity, callback_url, time.time(),
                         client_ref)
+
+
+def prepare(engine: Any, digest: bytes, submissions: list[dict],
+            new_request: Callable[[], tuple[int, Future]], admit: Callable[[], None] | None = None,
+            reply_to: str = "") -> tuple[list[Future], list[m.SubmitItem]]:
+    """Each submission (a dict of ``item``'s arguments) checked, admitted and given a request: one
+    future per submission, in order (a refused one already failed with its typed error), and the items
+    to hand to the session. ``admit`` raises to refuse one (the in-flight gate); ``reply_to`` names the
+    bridge the answers go to."""
+    futures: list[Future] = []
+    items: list[m.SubmitItem] = []
+    for sub in submissions:
+        try:
+            it = item(engine, digest, sub.get("to"), sub.get("sender"), sub.get("body"),
+                      sub.get("validity_seconds"), sub.get("callback_url"), sub.get("client_ref"))
+            if admit is not None:
+                admit()
+        except SmsrouteError as exc:
+            failed = Completion()
+            failed.set_exception(exc)
+            futures.append(failed)
+            continue
+        request_id, fut = new_request()
+        items.append(it._replace(request_id=request_id, reply_to=reply_to))
+        futures.append(fut)
+    return futures, items
 
 
 def encode_or_fail(bridge: Any, request_ids: list[int], msg: m.Message) -> bytes:

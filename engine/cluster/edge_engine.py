@@ -24,7 +24,6 @@ from engine import messages as m
 from engine.bridge import Bridge, InFlightGate
 from engine.cluster.placement import Placement
 from engine.cluster.transport import Transport
-from engine.completion import Completion
 from engine.errors import AuthError, ClusterUnavailable, InputError, SmsrouteError, error_from_code
 from engine.http.ratelimit import Decision
 
@@ -104,21 +103,9 @@ class EdgeEngine:
             raise InputError("api_key must be a string")
         account = self.account_id_for_key(api_key)
         digest = apikeys.digest(api_key)
-        futures: list[Future] = []
-        items: list[m.SubmitItem] = []
-        for sub in submissions:
-            try:
-                item = submission.item(self, digest, sub.get("to"), sub.get("sender"),
-                                       sub.get("body"), sub.get("validity_seconds"),
-                                       sub.get("callback_url"), sub.get("client_ref"))
-            except SmsrouteError as exc:
-                failed = Completion()
-                failed.set_exception(exc)
-                futures.append(failed)
-                continue
-            request_id, fut = self.bridge.new_request(_accepted)
-            items.append(item._replace(request_id=request_id, reply_to=self.placement.node))
-            futures.append(fut)
+        futures, items = submission.prepare(self, digest, submissions,
+                                            lambda: self.bridge.new_request(_accepted),
+                                            reply_to=self.placement.node)
         if items:
             ids = [i.request_id for i in items]
             raw = submission.encode_or_fail(self.bridge, ids, m.SubmitMessages(items))
