@@ -246,9 +246,11 @@ class LedgerActor(DispatchedActor):
         balance = self.store.balance(account_id) - self._queued_for(account_id)
         try:
             a = self.accounts.get(account_id)
-            snapshot = (list(a.key_digests), list(a.senders), a.state, bool(a.email_confirmed_at))
+            statuses = None if a.receipt_statuses is None else list(a.receipt_statuses)
+            snapshot = (list(a.key_digests), list(a.senders), a.state, bool(a.email_confirmed_at),
+                        a.webhook_url is not None, statuses)
         except SmsrouteError:  # erased or swept meanwhile: a session that refuses everything
-            snapshot = ([], [], "closed", False)
+            snapshot = ([], [], "closed", False, False, None)
         session = self.directory.session_ref(account_id)
         if session is not None:
             session.tell(m.encode(m.SessionRegistered(account_id, balance, *snapshot)))

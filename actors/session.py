@@ -108,6 +108,8 @@ class CustomerSessionActor(DispatchedActor):
                     self.key_digests.append(digest)
             case m.ApiKeyRevoked(key_digest=digest):
                 self.key_digests = [d for d in self.key_digests if d != digest]
+            case m.WebhookPrefs():
+                self._tell_pops(msg)
             case _:
                 log.error("session: unexpected %s", type(msg).__name__)
 
@@ -120,9 +122,19 @@ class CustomerSessionActor(DispatchedActor):
         self.senders = set(msg.senders)
         self.state = msg.state
         self.confirmed = msg.email_confirmed
+        self._tell_pops(m.WebhookPrefs(self.account_id, msg.webhook_url_set, msg.webhook_statuses))
         held, self._held = self._held, []
         for earlier in held:
             self._handle(earlier)
+
+    def _tell_pops(self, prefs: m.WebhookPrefs) -> None:
+        """The account's webhook settings, to every POP of this process: they decide which of its status
+        changes are stored for webhooks. Told before this session's first message reaches them, and
+        after every change in the order this session learns them, so a POP's view is never older than
+        the accounts it was handed messages of."""
+        raw = m.encode(prefs)
+        for ref in self.directory.pops.values():
+            ref.tell(raw)
 
     def _on_adjust_balance(self, msg: m.AdjustBalance) -> None:
         """An operator's debit: reserve it like a message's price (never below zero), then the ledger

@@ -224,6 +224,8 @@ class AccountManager:
             webhook_batch_max=batch_max, webhook_batch_wait_ms=batch_wait_ms,
             webhook_disabled_url=None, webhook_disabled_at=0.0))
         self.runtime.tell_pops(m.WebhookSettingsChanged(account_id))
+        self.runtime.tell_session(account_id, m.WebhookPrefs(
+            account_id, url is not None, None if receipt_statuses is None else list(receipt_statuses)))
 
     def check_webhook_url(self, url: str, field: str = "url") -> str:
         """``InvalidUrl`` / ``DestinationNotAllowed`` unless webhooks may go to ``url``: an absolute
@@ -266,6 +268,8 @@ class AccountManager:
         if rec.webhook_url is not None:
             return False
         self.runtime.tell_pops(m.WebhookSettingsChanged(account_id))
+        statuses = None if rec.receipt_statuses is None else list(rec.receipt_statuses)
+        self.runtime.tell_session(account_id, m.WebhookPrefs(account_id, False, statuses))
         self.notices.security_alert(account_id, "webhook_disabled")
         return True
 

@@ -382,7 +382,7 @@ class RegisterSession(Message):
     account_id: str
 
 
-@message(7, version=2)  # version 2: the account's snapshot travels with the balance
+@message(7, version=3)  # version 2: the account's snapshot travels with the balance; 3: and its webhook
 class SessionRegistered(Message):
     """The core's answer to ``RegisterSession``: the balance the session may spend from now on, and the
     account as it is now (a session never reads the accounts store, which may be on another host);
@@ -394,6 +394,8 @@ class SessionRegistered(Message):
     senders: list[str]
     state: str  # active | restricted | closed (also for an account that no longer exists)
     email_confirmed: bool
+    webhook_url_set: bool = True  # the account has a webhook URL (True when not known: keep events)
+    webhook_statuses: list[str] | None = None  # the statuses it wants; None: all
 
 
 # === customer session -> POP ==========================================================================
@@ -677,6 +679,18 @@ class WebhookSettingsChanged(Message):
     whether its next status changes go to the webhook outbox."""
 
     account_id: str
+
+
+@message(84)
+class WebhookPrefs(Message):
+    """Core -> the account's session (after a change of its webhook settings), and session -> every POP
+    of its process (at its start and after each change): whether the account's status changes go to
+    the webhook outbox at all. A POP of a cluster worker cannot read the accounts store; without this it
+    would store every status change and leave the core to drop the unwanted ones."""
+
+    account_id: str
+    webhook_url_set: bool
+    webhook_statuses: list[str] | None  # None: every status
 
 
 @message(82)

@@ -3,8 +3,11 @@
 
 A status change goes to the outbox when the account wants a webhook for it: the message has a
 ``callback_url`` or the account a webhook URL, and the status is among the account's ``receipt_statuses``
-(all when unset). The POP learns an account's settings once (read through ``prefs``, cached) and again after
-a ``WebhookSettingsChanged``. Events are written in the POP's group commit (:meth:`write`), removals
+(all when unset). The POP learns an account's settings from the account's session (``WebhookPrefs``, at the
+session's start and after each change) or, for an account whose session it has not heard from, reads them
+through ``prefs`` (cached; again after a ``WebhookSettingsChanged``). A cluster worker's ``prefs`` cannot
+read the accounts store and answers "every status": safe (the core's feed drops what is not wanted), only
+slower. Events are written in the POP's group commit (:meth:`write`), removals
 (:attr:`done`, reported by the webhook dispatcher) too. At most ``limit`` events are stored per POP; beyond
 that an event is dropped and counted (the backlog is bounded, and visible in metrics).
 
@@ -56,6 +59,13 @@ class WebhookEvents:
 
     def forget(self, account_id: str) -> None:
         self._cache.pop(account_id, None)
+
+    def learn(self, account_id: str, has_url: bool, statuses: list[str] | None) -> None:
+        """The account's settings as its session knows them (``WebhookPrefs``): in a cluster worker,
+        which has no accounts store, the only way to keep unwanted events out of the outbox."""
+        if len(self._cache) >= MAX_CACHED_ACCOUNTS:
+            self._cache.clear()  # (an account not cached is read through ``prefs`` again)
+        self._cache[account_id] = (has_url, None if statuses is None else frozenset(statuses))
 
     def wanted(self, item: StatusItem) -> bool:
         if self.store is None or self._prefs is None:
