@@ -78,6 +78,7 @@ class PopActor(DispatchedActor):
         self._expected: dict[str, list[m.ExpectedReceiptItem]] = {}  # recovered, for their carriers
         self._flush_scheduled = False
         self.counters = {"accepted": 0, "refused_saturated": 0, "refunds": 0, "store_failures": 0,
+                         "webhook_events_stored": 0,
                          DELIVERED: 0, REJECTED: 0, FAILED: 0, EXPIRED: 0}
 
     # --- lifecycle ---------------------------------------------------------------------------------
@@ -173,6 +174,7 @@ class PopActor(DispatchedActor):
             self.owed.refunds_sent((r.message_id for r in refunds), self.clock.now())
         stored, self.commit.stored = self.commit.stored, None
         if stored is not None:
+            self.counters["webhook_events_stored"] += len(stored[0])
             self.bridge.tell(m.encode(m.WebhookEventsStored(self.address, *stored)))
         self._after_commit(new)
 

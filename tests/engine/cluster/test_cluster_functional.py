@@ -19,6 +19,7 @@ from engine.cluster.nats_server import local_cluster
 from engine.cluster.placement import Placement
 from storage.ledger import DEBIT
 from tests.engine.cluster.support import DEPOSIT_USD, Cluster
+from tests.engine.crash_support import delivering_carriers
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.functional
@@ -72,6 +73,37 @@ def test_erasure_from_the_core_deletes_the_accounts_records_on_its_worker(tmp_pa
         result = c.engine.erase_account(acct.id)
         assert result["message_records_deleted"] == 5
         assert all(c.engine.status(a.message_id) is None for a in accepted)
+    finally:
+        c.stop()
+
+
+def test_a_worker_stores_only_the_webhook_events_its_accounts_want(tmp_path):
+    """A worker has no accounts store; the account's session tells the POPs of its worker the account's
+    webhook settings, so an account without a webhook costs no outbox writes, and a change reaches them."""
+    c = Cluster(tmp_path, workers=2, overrides={**delivering_carriers(),
+                                                "http": {"webhook_allow_private_networks": True}})
+    try:
+        acct = c.accounts(1)[0]
+
+        def stored() -> int:
+            return sum(p["webhook_events_stored"] for p in c.engine.stats()["pops"])
+
+        quiet = [c.engine.submit(acct.api_key, NUMBERS[i % 3], "ACME", f"no hook {i}") for i in range(6)]
+        wait_for(lambda: all(c.final_in_store(a.message_id) for a in quiet), "finals", 30)
+        assert stored() == 0  # accepted, acknowledged and delivered: nothing wanted, nothing stored
+
+        c.engine.set_webhook(acct.id, "http://127.0.0.1:9/hook", ["delivered"])
+        hooked = [c.engine.submit(acct.api_key, NUMBERS[i % 3], "ACME", f"hook {i}") for i in range(6)]
+        wait_for(lambda: all(c.final_in_store(a.message_id) for a in hooked), "finals", 30)
+        wait_for(lambda: stored() == len(hooked), "one stored event per delivered message", 10)
+
+        c.engine.set_webhook(acct.id, None)
+        late = [c.engine.submit(acct.api_key, NUMBERS[i % 3], "ACME", f"off {i}") for i in range(6)]
+        with_url = c.engine.submit(acct.api_key, NUMBERS[0], "ACME", "own url",
+                                   callback_url="http://127.0.0.1:9/mine")
+        wait_for(lambda: all(c.final_in_store(a.message_id) for a in [*late, with_url]), "finals", 30)
+        # a message's own callback URL still gets all of its events (accepted, delivered), others none
+        wait_for(lambda: stored() == len(hooked) + 2, "only the callback URL's events", 10)
     finally:
         c.stop()
 
