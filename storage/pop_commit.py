@@ -60,7 +60,10 @@ class PopCommit:
         now = time.time()
         try:
             with self.env.begin(write=True) as txn:
-                self.records.put_many(txn, [f.record for f in new] + list(dirty.values()))
+                if new:
+                    self.records.put_many(txn, [f.record for f in new])
+                if dirty:  # (a changed message was written as new in an earlier commit)
+                    self.records.put_many(txn, dirty.values(), stored_before=True)
                 self.bodies.put_many(txn, [(f.record.message_id, f.body, self._body_expiry(f.record, now),
                                             f.record.account_id) for f in new])
                 if discards:
