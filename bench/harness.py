@@ -123,7 +123,7 @@ class Bench:
             smpp_carrier=self._smpp_carrier() if self.options.smsc else None,
         )
         if self.options.workers:
-            self._start_cluster(overrides, data_dir)
+            self._start_cluster(overrides, data_dir, http)
         elif http and self.options.engine_process:
             self._start_engine_process(overrides, data_dir)
         else:
@@ -159,7 +159,7 @@ class Bench:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
 
-    def _start_cluster(self, overrides: dict[str, Any], data_dir: str) -> None:
+    def _start_cluster(self, overrides: dict[str, Any], data_dir: str, http: bool) -> None:
         """The core (accounts, ledger, the bench's own ingress) in this process; the sessions and POPs
         in ``workers`` worker processes, joined by a local NATS server (``engine.cluster.local``)."""
         from engine import Engine
@@ -173,7 +173,7 @@ class Bench:
         try:
             self.engine = Engine.start(data_dir=Path(data_dir) / "core",
                                        settings=load_settings(None, overrides),
-                                       placement=core_placement(n, urls))
+                                       placement=core_placement(n, urls), http=http)
             self._cluster.start_workers()
         except BaseException:
             self._cluster.stop()

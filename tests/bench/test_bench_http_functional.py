@@ -34,6 +34,16 @@ def test_the_tiny_scenario_over_http_gets_every_final_status_by_webhook(engine_p
     assert step.cpu_s > 0 and step.peak_rss_mb > 0
 
 
+def test_the_http_path_drives_a_cluster_through_the_cores_customer_api():
+    with Bench(_tiny_http(), RunOptions(workers=1)) as bench:
+        result = modes.run_open(bench)
+        bad = bench._http.bad_signatures
+    step = result.headline
+    assert step.sent == 100
+    assert step.finals == 100 and step.unfinished == 0 and step.errors == 0
+    assert bad == 0
+
+
 def test_a_webhook_with_a_bad_signature_is_refused_and_counted():
     with Bench(_tiny_http(), RunOptions(engine_process=False)) as bench:
         target = bench._http
