@@ -7,10 +7,14 @@ Durability contract (what every store built on these environments inherits):
 * One writer per environment at a time (LMDB's own rule); smsroute gives each environment one writing actor,
   so writers never wait on each other. Readers may run in any thread and never block the writer.
 * Commits are grouped: stores expose ``*_many`` writes that take a batch, so one fsync covers many messages.
-* ``sync=False`` (the core environment only): a commit is written to the OS but not fsynced; it survives
-  ``kill -9`` of the process but not a power loss until the next ``env.sync(True)``. Writers that
+* ``sync=False`` (the core environment only): a commit fsyncs the data pages it wrote but not the meta
+  page that makes them current (LMDB's ``MDB_NOMETASYNC``). It survives ``kill -9`` of the process; a
+  power loss may undo the last commits before the next ``env.sync(True)`` (or the next commit's fsync), but
+  never corrupts the environment: the pages a meta page points to are on disk before it. Writers that
   acknowledge something (account changes, deposits) call ``env.sync(True)`` before they answer; the only
   unsynced writes are debits, which recovery re-derives from the durable message records.
+  (Not ``MDB_NOSYNC``: without any fsync the kernel may write the meta page before the pages it points
+  to, and a power loss then leaves a corrupt environment, not merely an older one.)
 * LMDB does not wipe freed pages. A deleted value can still be read from ``data.mdb`` until its page is reused,
   so deletion is never relied on as erasure; message bodies are encrypted and erased by destroying their key
   (see ``storage.bodies``).
@@ -32,7 +36,8 @@ MAX_DBS = 32
 def open_env(path: str | os.PathLike[str], *, map_size: int = DEFAULT_MAP_SIZE,
              max_dbs: int = MAX_DBS, sync: bool = True) -> lmdb.Environment:
     """Open (creating if needed, mode 0700) an LMDB environment directory at ``path``; every commit is
-    fsynced unless ``sync=False`` (see the module docstring for who may use that)."""
+    fsynced (data and meta page) unless ``sync=False``: then the data pages only (see the module
+    docstring for who may use that)."""
     directory = Path(path)
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
@@ -41,8 +46,8 @@ def open_env(path: str | os.PathLike[str], *, map_size: int = DEFAULT_MAP_SIZE,
             map_size=map_size,
             max_dbs=max_dbs,
             subdir=True,
-            sync=sync,
-            metasync=True,
+            sync=True,
+            metasync=sync,
             writemap=False,
             map_async=False,
             readahead=False,
