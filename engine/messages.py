@@ -599,6 +599,17 @@ class ShardReply(Message):
     error: str  # an engine.errors code when not ok
 
 
+@message(62)
+class ShardReplyParts(Message):
+    """A worker's answer too large for one NATS message (1 MB by default: a long hold list or audit
+    trail, a webhook backlog): the worker keeps the encoded ``ShardReply`` for a minute and the asker
+    fetches it in ``count`` parts, ``ShardQuery("answer_part", [token, i])`` each, answered with a
+    ``ShardReply`` whose result is that part's bytes."""
+
+    token: str
+    count: int
+
+
 # === billing: adjustments and low-balance notices ======================================================
 
 

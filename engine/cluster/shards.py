@@ -6,12 +6,17 @@ POP shards run. :class:`LocalShards` answers from this process's stores and acto
 :class:`ClusterShards` (the core of a cluster) asks every worker with a ``ShardQuery`` message over NATS
 (request/reply, in parallel) and merges the answers; each worker answers with :class:`QueryHandler`,
 which is :class:`LocalShards` behind the message. Reads use LMDB read transactions (any thread); actions
-go to the owning actors as messages.
+go to the owning actors as messages. An answer larger than ``PART_BYTES`` crosses in parts
+(``ShardReplyParts``): NATS refuses a message over 1 MB, and a hold list, an audit trail or a webhook
+backlog has no natural page.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -25,6 +30,9 @@ log = logging.getLogger(__name__)
 
 QUERY_TIMEOUT_S = 30.0
 PAGE = 1000  # records per answer of a paged scan (~250 kB: under NATS's 1 MB message limit)
+PART_BYTES = 512 * 1024  # a larger answer is fetched in parts of this size
+KEPT_ANSWERS = 8  # large answers a worker keeps for their parts to be fetched (the oldest goes first)
+KEPT_SECONDS = 60.0
 
 
 class LocalShards:
@@ -218,21 +226,46 @@ class QueryHandler:
 
     def __init__(self, shards: LocalShards) -> None:
         self.shards = shards
+        self._kept: dict[str, tuple[float, bytes]] = {}  # token -> (until, encoded ShardReply)
+        self._lock = threading.Lock()  # queries are answered on a thread pool
 
     def answer(self, raw: bytes) -> bytes:
         try:
             q = m.decode(raw)
+            if isinstance(q, m.ShardQuery) and q.kind == "answer_part":
+                return self._part(*q.args)
             if not isinstance(q, m.ShardQuery) or q.kind not in self.KINDS:
                 raise ValueError("not a shard query")
             result = getattr(self.shards, q.kind)(*q.args)
             if q.kind == "records_since":
                 result = list(result)
-            return m.encode(m.ShardReply(True, _plain(result), ""))
+            return self._in_parts_if_large(m.encode(m.ShardReply(True, _plain(result), "")))
         except SmsrouteError as exc:
             return m.encode(m.ShardReply(False, exc.message, exc.code))
         except Exception as exc:  # a bad query or a bug: the asker gets an error, the worker lives
             log.exception("shard query failed")
             return m.encode(m.ShardReply(False, type(exc).__name__, "internal_error"))
+
+    def _in_parts_if_large(self, reply: bytes) -> bytes:
+        if len(reply) <= PART_BYTES:
+            return reply
+        token, now = secrets.token_hex(8), time.monotonic()
+        with self._lock:
+            self._kept = {t: kept for t, kept in self._kept.items() if kept[0] > now}
+            while len(self._kept) >= KEPT_ANSWERS:
+                del self._kept[next(iter(self._kept))]
+            self._kept[token] = (now + KEPT_SECONDS, reply)
+        return m.encode(m.ShardReplyParts(token, -(-len(reply) // PART_BYTES)))
+
+    def _part(self, token: str, index: int) -> bytes:
+        with self._lock:
+            kept = self._kept.get(token)
+            if kept is not None and (index + 1) * PART_BYTES >= len(kept[1]):
+                del self._kept[token]  # the last part: nothing more to fetch
+        if kept is None:
+            return m.encode(m.ShardReply(False, "that answer is no longer kept; ask again",
+                                         "cluster_unavailable"))
+        return m.encode(m.ShardReply(True, kept[1][index * PART_BYTES:(index + 1) * PART_BYTES], ""))
 
 
 class ClusterShards:
@@ -248,6 +281,9 @@ class ClusterShards:
     def _ask(self, node: str, kind: str, *args: Any) -> Any:
         raw = self.transport.request(node, m.encode(m.ShardQuery(kind, list(args))), QUERY_TIMEOUT_S)
         reply = m.decode(raw)
+        if isinstance(reply, m.ShardReplyParts):  # a large answer: fetched a part at a time
+            raw = b"".join(self._ask(node, "answer_part", reply.token, i) for i in range(reply.count))
+            reply = m.decode(raw)
         if not isinstance(reply, m.ShardReply):
             raise error_from_code("internal_error", f"worker {node} answered {type(reply).__name__}")
         if not reply.ok:

@@ -40,3 +40,42 @@ def test_paged_records_come_once_each_across_pops_and_through_the_worker_query(t
             break
     assert seen == written and pages == 5  # 2 + 2 + 1 of fra, then 2 + 1 of sin
     assert [r.message_id for r in shards.scan_records()] == written
+
+
+class _ManyHolds:
+    """A worker's shards with a hold list far larger than one NATS message (1 MB)."""
+
+    def __init__(self, n: int) -> None:
+        self.holds = [{"pop": "w0/fra", "hold_id": f"hold_{i:08d}", "reason": "r" * 200}
+                      for i in range(n)]
+
+    def active_holds(self) -> list[dict]:
+        return self.holds
+
+
+def test_an_answer_larger_than_a_nats_message_crosses_in_parts_over_a_real_server():
+    from engine.cluster.nats_server import NatsServer
+    from engine.cluster.shards import PART_BYTES, ClusterShards
+    from engine.cluster.transport import Transport
+
+    big = _ManyHolds(12_000)  # ~3 MB encoded: three times NATS's default limit
+    handler = QueryHandler(big)
+    with NatsServer().start() as server:
+        worker = Transport([server.url], "w0", lambda *a: True, answer=handler.answer).start()
+        core = Transport([server.url], "core", lambda *a: True).start()
+        try:
+            shards = ClusterShards(core, ("w0",))
+            assert shards.active_holds() == big.holds
+            assert not handler._kept  # every part fetched: nothing left behind on the worker
+        finally:
+            core.stop()
+            worker.stop()
+    assert len(m.encode(m.ShardReply(True, big.holds, ""))) > 2 * PART_BYTES
+
+
+def test_a_part_of_an_answer_no_longer_kept_is_an_error_not_a_wrong_answer():
+    handler = QueryHandler(_ManyHolds(5_000))
+    first = m.decode(handler.answer(m.encode(m.ShardQuery("active_holds", []))))
+    assert isinstance(first, m.ShardReplyParts) and first.count >= 2
+    reply = m.decode(handler.answer(m.encode(m.ShardQuery("answer_part", ["not-a-token", 0]))))
+    assert not reply.ok and reply.error == "cluster_unavailable"
