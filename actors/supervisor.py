@@ -161,7 +161,8 @@ class Runtime:
         if place.clustered:
             self._start_transport()
         if place.runs_core:
-            self.directory.ledger = LedgerActor.start(self.ledger_store, self.directory, self.accounts)
+            self.directory.ledger = LedgerActor.start(self.ledger_store, self.directory, self.accounts,
+                                                      self.clock)
         for name, store in self.pop_stores.items():
             self.directory.pops[name] = PopActor.start(name, s, self.directory, store, self.clock,
                                                        self.directory.bridge,

@@ -385,3 +385,19 @@ def test_a_replaced_routing_table_survives_a_restart(start_engine, tmp_path):
     while second.status(accepted.message_id).carrier == "" and time.monotonic() < wait:
         time.sleep(0.02)
     assert second.status(accepted.message_id).carrier == "fra-vodafone"
+
+
+def test_a_lone_debit_is_written_within_moments_without_anyone_asking(start_engine):
+    """Debits wait a few ms to share a ledger transaction; a single one must not wait for company (nor
+    for the housekeeping tick, set to a minute here so that only the debits' own timer can write it)."""
+    from tests.waiting import wait_for
+
+    engine = start_engine({"engine": {"tick_ms": 60_000}})
+    acct = customer(engine)
+    accepted = engine.submit(acct.api_key, to="+4915112345678", sender="ACME", body="Hi")
+
+    def debited() -> bool:  # read the store directly: engine.balance() would flush the ledger first
+        return any(e.kind == DEBIT and e.reference == accepted.message_id
+                   for e in engine.runtime.ledger_store.entries(acct.id))
+
+    wait_for(debited, "the debit in the ledger store", 2)
