@@ -16,8 +16,9 @@ The guard works in two layers, and the second is the one that holds:
    and shortened IPv4 forms the system resolver also accepts are refused); ``localhost`` and names with a
    trailing dot are refused. :class:`DestinationGuard` then resolves a name and refuses it if any address
    it has *now* is not public.
-2. **At connect time** (:func:`webhook_connector`): the client's socket factory refuses to create a socket
-   for any peer address that is not public, whatever produced that address — a name resolved at send time
+2. **At connect time** (``engine.http.webhook_client``): every socket of the webhook client comes from
+   :func:`guarded_socket`, which refuses to create one for any peer address that is not public, whatever
+   produced that address — a name resolved at send time
    (DNS rebinding between the check and the connect), an IP literal the client did not resolve, a notation
    the first layer missed. :class:`GuardedResolver` also drops non-public answers so that a name with a
    public and a private address is tried on the public one only. Redirects are never followed.
@@ -36,7 +37,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
-import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 from yarl import URL
@@ -241,12 +241,3 @@ class GuardedResolver(AbstractResolver):
 
     async def close(self) -> None:
         await self._inner.close()
-
-
-def webhook_connector(limit: int, allow_private_networks: bool = False,
-                      resolver: AbstractResolver | None = None) -> aiohttp.TCPConnector:
-    """The webhook client's connector: with the guard, non-public peers are refused at connect time."""
-    if allow_private_networks:
-        return aiohttp.TCPConnector(limit=limit, resolver=resolver)
-    return aiohttp.TCPConnector(limit=limit, resolver=GuardedResolver(resolver),
-                                socket_factory=guarded_socket)

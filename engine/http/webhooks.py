@@ -42,11 +42,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
 from aiohttp.abc import AbstractResolver
 
 from engine.errors import InvalidUrl
-from engine.http.egress import EgressRefused, judge_url, parse_url, webhook_connector
+from engine.http.egress import EgressRefused, judge_url, parse_url
+from engine.http.webhook_client import WebhookClient
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class WebhookDispatcher:
         self._queue: asyncio.Queue[Delivery] | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._timers: set[asyncio.TimerHandle] = set()
-        self._session: aiohttp.ClientSession | None = None
+        self._client: WebhookClient | None = None
         self._busy = 0
         self._max_per_host = max_per_host or max(1, concurrency // 4)
         self._per_host: dict[str, int] = {}
@@ -153,10 +153,9 @@ class WebhookDispatcher:
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
-        self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self.policy.timeout_s),
-            connector=webhook_connector(self._concurrency, self._allow_private, self._resolver),
-        )
+        self._client = WebhookClient(timeout_s=self.policy.timeout_s,
+                                     allow_private_networks=self._allow_private,
+                                     resolver=self._resolver, max_idle_per_origin=self._max_per_host)
         self._workers = [asyncio.create_task(self._work()) for _ in range(self._concurrency)]
 
     async def stop(self) -> None:
@@ -167,8 +166,8 @@ class WebhookDispatcher:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers = []
-        if self._session is not None:
-            await self._session.close()
+        if self._client is not None:
+            await self._client.close()
 
     def submit(self, delivery: Delivery) -> bool:
         """Queue a delivery (loop thread only); False (and counted) when the backlog is full."""
@@ -261,9 +260,9 @@ class WebhookDispatcher:
         self._timers.add(handle)
 
     async def _send(self, delivery: Delivery) -> tuple[int | None, float | None]:
-        assert self._session is not None
+        assert self._client is not None
         headers = {"Content-Type": "application/json", EVENT_ID_HEADER: delivery.event_id,
-                   "User-Agent": "smsroute-webhooks/1", **delivery.extra}
+                   **delivery.extra}
         try:
             (parse_url if self._allow_private else judge_url)(delivery.url)
         except InvalidUrl:
@@ -273,15 +272,11 @@ class WebhookDispatcher:
             return UNSIGNED, None
         headers[SIGNATURE_HEADER] = sign(secrets, delivery.body, int(self._clock()))
         try:
-            async with self._session.post(delivery.url, data=delivery.body, headers=headers,
-                                          allow_redirects=False) as resp:
-                await resp.read()
-                return resp.status, _retry_after(resp.headers.get("Retry-After"))
-        except aiohttp.ClientConnectorError as exc:
-            return (BLOCKED if isinstance(exc.os_error, EgressRefused) else None), None
+            status, retry_after = await self._client.post(delivery.url, delivery.body, headers)
+            return status, _retry_after(retry_after)
         except EgressRefused:
             return BLOCKED, None
-        except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
+        except (TimeoutError, OSError, ValueError, UnicodeError):
             return None, None
 
 

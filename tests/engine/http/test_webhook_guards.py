@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import pytest
 from aiohttp import web
@@ -15,7 +16,6 @@ from engine.http.egress import (
     address_allowed,
     guarded_socket,
     judge_url,
-    webhook_connector,
 )
 from engine.http.webhooks import Delivery, RetryPolicy, WebhookDispatcher
 
@@ -143,31 +143,32 @@ async def _receiver() -> tuple[web.AppRunner, int, list]:
     return runner, site._server.sockets[0].getsockname()[1], hits
 
 
-def test_the_connector_refuses_a_non_public_peer_at_connect_time_whatever_dns_said():
+def test_the_client_refuses_a_non_public_peer_at_connect_time_whatever_dns_said():
     """Layer 2: a name whose DNS answer is loopback (rebinding) and an IP literal the client never
-    resolves are both refused — by the guarded connector, and by its socket factory alone."""
-    import aiohttp
-
-    async def post(connector, url):
-        async with aiohttp.ClientSession(connector=connector) as session:
-            with pytest.raises(aiohttp.ClientConnectorError) as caught:
-                await session.post(url, data=b"{}")
-            assert isinstance(caught.value.os_error, EgressRefused)
+    resolves are both refused by the webhook client, whose every socket comes from the guard."""
+    from engine.http.webhook_client import WebhookClient
 
     async def scenario():
         runner, port, hits = await _receiver()
-        loopback_dns = _FakeResolver(["127.0.0.1"])
+        client = WebhookClient(timeout_s=5, resolver=_FakeResolver(["127.0.0.1"]))
         try:
             for url in (f"http://rebind.example:{port}/hook", f"http://127.0.0.1:{port}/hook"):
-                await post(webhook_connector(4, False, loopback_dns), url)
-                # the socket factory holds even with a resolver that filters nothing
-                await post(aiohttp.TCPConnector(resolver=loopback_dns, socket_factory=guarded_socket),
-                           url)
+                with pytest.raises(EgressRefused):
+                    await client.post(url, b"{}", {})
         finally:
+            await client.close()
             await runner.cleanup()
         return hits
 
     assert asyncio.run(scenario()) == []
+
+
+def test_the_socket_factory_alone_refuses_a_non_public_peer():
+    with pytest.raises(EgressRefused):
+        guarded_socket((socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 80)))
+    with pytest.raises(EgressRefused):
+        guarded_socket((socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::ffff:10.0.0.1", 80, 0, 0)))
+    guarded_socket((socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", 80))).close()
 
 
 async def _deliver_once(allow: bool, secrets: list[str], url_for=None) -> tuple[dict, list]:

@@ -1,0 +1,208 @@
+"""The webhook client against real receivers on loopback: answers, kept-alive connections, the response
+forms a receiver may send (content-length, chunked, close-delimited, informational, malformed),
+redirects not followed, time-outs, header injection, and TLS (verified, hostname checked)."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+
+import pytest
+from aiohttp import web
+
+from engine.http.webhook_client import WebhookClient
+from tests.engine.http.test_tls_functional import _self_signed
+
+pytestmark = pytest.mark.functional
+
+
+async def _aiohttp_receiver(handler, ssl_context=None) -> tuple[web.AppRunner, int, list]:
+    """An aiohttp receiver; ``peers`` gets the client's address of every request."""
+    peers: list = []
+
+    async def hook(request: web.Request) -> web.StreamResponse:
+        peers.append(request.transport.get_extra_info("peername"))
+        return await handler(request)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1], peers
+
+
+async def _raw_receiver(answer: bytes) -> tuple[asyncio.Server, int, list]:
+    """A receiver that answers every request with ``answer`` verbatim (closing the connection after it
+    when the answer says so); ``heads`` gets ``(connection number, request)`` of each request."""
+    heads: list = []
+    connections = [0]
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections[0] += 1
+        number = connections[0]
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                                  if line.lower().startswith(b"content-length")))
+                heads.append((number, head + await reader.readexactly(length)))
+                writer.write(answer)
+                await writer.drain()
+                if b"Connection: close" in answer or b"Content-Length" not in answer \
+                        and b"chunked" not in answer:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1], heads
+
+
+def test_posts_reuse_one_kept_alive_connection_and_carry_body_and_headers():
+    got = []
+
+    async def handler(request):
+        got.append((await request.read(), request.headers.get("Smsroute-Signature"),
+                    request.headers.get("Host")))
+        return web.Response(status=200, text="ok")
+
+    async def scenario():
+        runner, port, peers = await _aiohttp_receiver(handler)
+        client = WebhookClient(timeout_s=5, allow_private_networks=True)
+        try:
+            answers = [await client.post(f"http://127.0.0.1:{port}/hook", b'{"n":%d}' % i,
+                                         {"Smsroute-Signature": "t=1,v1=ab"}) for i in range(3)]
+        finally:
+            await client.close()
+            await runner.cleanup()
+        return answers, peers, port
+
+    answers, peers, port = asyncio.run(scenario())
+    assert answers == [(200, None)] * 3
+    assert got == [(b'{"n":%d}' % i, "t=1,v1=ab", f"127.0.0.1:{port}") for i in range(3)]
+    assert len(set(peers)) == 1  # one connection for all three
+
+
+def test_status_and_retry_after_are_returned_and_a_redirect_is_not_followed():
+    answers = {"/gone": web.Response(status=410), "/busy": web.Response(
+        status=503, headers={"Retry-After": "7"}), "/moved": web.Response(
+        status=302, headers={"Location": "http://127.0.0.1:1/elsewhere"})}
+    seen = []
+
+    async def handler(request):
+        seen.append(request.query.get("p"))
+        return answers[request.query["p"]]
+
+    async def scenario():
+        runner, port, _ = await _aiohttp_receiver(handler)
+        client = WebhookClient(timeout_s=5, allow_private_networks=True)
+        try:
+            return [await client.post(f"http://127.0.0.1:{port}/hook?p={p}", b"{}", {})
+                    for p in ("/gone", "/busy", "/moved")]
+        finally:
+            await client.close()
+            await runner.cleanup()
+
+    assert asyncio.run(scenario()) == [(410, None), (503, "7"), (302, None)]
+    assert seen == ["/gone", "/busy", "/moved"]  # the redirect's target was never asked
+
+
+@pytest.mark.parametrize("answer,reused", [
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", True),
+    (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", True),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok", False),
+    (b"HTTP/1.0 200 OK\r\n\r\nuntil the connection closes", False),
+], ids=["chunked", "informational-first", "connection-close", "close-delimited"])
+def test_every_response_form_is_read_and_a_connection_is_reused_only_when_it_may_be(answer, reused):
+    async def scenario():
+        server, port, heads = await _raw_receiver(answer)
+        client = WebhookClient(timeout_s=5, allow_private_networks=True)
+        try:
+            first = await client.post(f"http://127.0.0.1:{port}/hook", b"{}", {})
+            await asyncio.sleep(0)  # (a body after the head arrives in a later read)
+            second = await client.post(f"http://127.0.0.1:{port}/hook", b"{}", {})
+        finally:
+            await client.close()
+            server.close()
+        return first, second, heads
+
+    first, second, heads = asyncio.run(scenario())
+    status = 204 if b"204" in answer else 200
+    assert first == second == (status, None)
+    assert len(heads) == 2
+    assert (heads[0][0] == heads[1][0]) is reused  # the same connection only when it could be
+
+
+def test_a_malformed_answer_is_an_error_and_its_connection_is_not_reused():
+    async def scenario():
+        server, port, heads = await _raw_receiver(b"NOT HTTP AT ALL\r\n\r\n")
+        client = WebhookClient(timeout_s=5, allow_private_networks=True)
+        try:
+            with pytest.raises(ConnectionError):
+                await client.post(f"http://127.0.0.1:{port}/hook", b"{}", {})
+            assert not any(client._idle.values())
+        finally:
+            await client.close()
+            server.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_receiver_that_never_answers_times_out():
+    async def scenario():
+        async def silent(reader, writer):
+            await reader.read()  # holds the connection, never answers
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = WebhookClient(timeout_s=0.3, allow_private_networks=True)
+        try:
+            with pytest.raises(TimeoutError):
+                await client.post(f"http://127.0.0.1:{port}/hook", b"{}", {})
+        finally:
+            await client.close()
+            server.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_header_with_a_line_break_is_refused_before_anything_is_sent():
+    async def scenario():
+        client = WebhookClient(timeout_s=1, allow_private_networks=True)
+        with pytest.raises(ValueError):
+            await client.post("http://127.0.0.1:9/hook", b"{}", {"X-Evil": "a\r\nInjected: 1"})
+        await client.close()
+
+    asyncio.run(scenario())
+
+
+def test_https_is_verified_against_the_trusted_roots_and_the_host_name(tmp_path):
+    cert, key = _self_signed(tmp_path)  # a certificate for 127.0.0.1 only
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+
+    async def handler(request):
+        await request.read()
+        return web.Response(status=200)
+
+    async def scenario():
+        runner, port, _ = await _aiohttp_receiver(handler, server_ctx)
+        trusting = WebhookClient(timeout_s=5, allow_private_networks=True,
+                                 tls=ssl.create_default_context(cafile=cert))
+        default = WebhookClient(timeout_s=5, allow_private_networks=True)
+        try:
+            ok = await trusting.post(f"https://127.0.0.1:{port}/hook", b"{}", {})
+            with pytest.raises(ssl.SSLCertVerificationError):  # not a trusted root
+                await default.post(f"https://127.0.0.1:{port}/hook", b"{}", {})
+            with pytest.raises(ssl.SSLCertVerificationError):  # trusted, but not this host's name
+                await trusting.post(f"https://localhost:{port}/hook", b"{}", {})
+        finally:
+            await trusting.close()
+            await default.close()
+            await runner.cleanup()
+        return ok
+
+    assert asyncio.run(scenario()) == (200, None)
