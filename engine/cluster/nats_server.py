@@ -67,6 +67,9 @@ class NatsServer:
         return Path(self._log_dir) / f"{self.name}.log"
 
     def start(self, timeout: float = 10.0) -> NatsServer:
+        """Start the server (a no-op if it runs: ``with NatsServer().start()`` starts one, not two)."""
+        if self.proc is not None and self.proc.poll() is None:
+            return self
         Path(self._log_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
         args = [nats_server_binary(), "-a", self.host, "-p", str(self.port), "-n", self.name,
                 "-l", str(self.log_path)]

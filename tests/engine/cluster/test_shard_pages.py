@@ -60,7 +60,7 @@ def test_an_answer_larger_than_a_nats_message_crosses_in_parts_over_a_real_serve
 
     big = _ManyHolds(12_000)  # ~3 MB encoded: three times NATS's default limit
     handler = QueryHandler(big)
-    with NatsServer().start() as server:
+    with NatsServer() as server:
         worker = Transport([server.url], "w0", lambda *a: True, answer=handler.answer).start()
         core = Transport([server.url], "core", lambda *a: True).start()
         try:
@@ -79,3 +79,13 @@ def test_a_part_of_an_answer_no_longer_kept_is_an_error_not_a_wrong_answer():
     assert isinstance(first, m.ShardReplyParts) and first.count >= 2
     reply = m.decode(handler.answer(m.encode(m.ShardQuery("answer_part", ["not-a-token", 0]))))
     assert not reply.ok and reply.error == "cluster_unavailable"
+
+
+def test_a_started_server_used_as_a_context_manager_is_one_server_and_stops():
+    from engine.cluster.nats_server import NatsServer
+
+    server = NatsServer().start()
+    first = server.proc
+    with server.start() as same:  # (started twice: still the one process)
+        assert same.proc is first and first.poll() is None
+    assert first.poll() is not None  # stopped on leaving the block: nothing left running
