@@ -169,7 +169,7 @@ def _smsroute_run(args: argparse.Namespace, tmp: Path) -> tuple[int, list[str], 
     config = tmp / "load.toml"
     config.write_text(RUN_CONFIG)
     proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", "--data-dir",
-                             str(tmp / "data"), "--config", str(config)],
+                             str(tmp / "data"), "--config", str(config), *args.run_args.split()],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     ports: dict[str, int] = {}
     deadline = time.monotonic() + 60
@@ -241,6 +241,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--accounts", type=int, default=8)
     parser.add_argument("--carrier-throughput", type=int, default=100_000)
     parser.add_argument("--carrier-window", type=int, default=5000)
+    parser.add_argument("--run-args", default="", metavar="ARGS",
+                        help="more arguments for `smsroute run` (--target run), e.g. "
+                             "'--workers 2 --edges 2'")
     print(json.dumps(run(parser.parse_args(argv)), indent=2))
 
 
