@@ -153,7 +153,7 @@ class WebhookClient:
                                                                    else 80))
         request = self._request(target, body, headers)
         async with asyncio.timeout(self._timeout):
-            conn = self._take_idle(origin) or await self._connect(origin, target.host or "")
+            conn = self._take_idle(origin) or await self._connect(origin, target.raw_host)
             try:
                 status = await conn.send(request)
             except BaseException:
