@@ -21,7 +21,9 @@ What it does, and all it does:
   names resolve through the given resolver (``GuardedResolver`` drops non-public answers) and every socket
   comes from ``guarded_socket`` (which refuses a non-public peer), unless private networks are allowed.
 * Errors raise ``EgressRefused`` (a refused destination), ``TimeoutError`` or ``OSError`` /
-  ``ConnectionError`` (anything else: the caller retries); a failed connection is never reused.
+  ``ConnectionError`` (anything else: the caller retries); a failed connection is never reused. A request
+  that fails on a kept-alive connection before any answer (the receiver closed it while it was idle) is
+  sent once more on a new connection at once.
 
 Threads: one asyncio loop (the webhook dispatcher's).
 """
@@ -153,9 +155,24 @@ class WebhookClient:
                                                                    else 80))
         request = self._request(target, body, headers)
         async with asyncio.timeout(self._timeout):
-            conn = self._take_idle(origin) or await self._connect(origin, target.raw_host)
+            conn = self._take_idle(origin)
+            reused = conn is not None
+            if conn is None:
+                conn = await self._connect(origin, target.raw_host)
             try:
                 status = await conn.send(request)
+            except ConnectionError:
+                conn.close()
+                if not reused:
+                    raise
+                # a kept-alive connection the receiver had closed meanwhile (its idle time-out): once
+                # more on a new one (should the receiver have taken the first, the event id de-duplicates)
+                conn = await self._connect(origin, target.raw_host)
+                try:
+                    status = await conn.send(request)
+                except BaseException:
+                    conn.close()
+                    raise
             except BaseException:
                 conn.close()
                 raise

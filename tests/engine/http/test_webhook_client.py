@@ -206,3 +206,32 @@ def test_https_is_verified_against_the_trusted_roots_and_the_host_name(tmp_path)
         return ok
 
     assert asyncio.run(scenario()) == (200, None)
+
+
+def test_a_kept_alive_connection_the_receiver_dropped_is_replaced_at_once():
+    """The receiver answers, keeps the connection, then drops it when the next request comes (as one
+    whose idle time-out struck just then): the request goes again on a new connection, no error."""
+    connections: list = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+        head = await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0]))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        if len(connections) == 1:
+            await reader.readuntil(b"\r\n\r\n")  # the next request on this connection: dropped
+        writer.close()
+
+    async def scenario():
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = WebhookClient(timeout_s=5, allow_private_networks=True)
+        try:
+            return [await client.post(f"http://127.0.0.1:{port}/hook", b"{}", {}) for _ in range(2)]
+        finally:
+            await client.close()
+            server.close()
+
+    assert asyncio.run(scenario()) == [(200, None), (200, None)]
+    assert len(connections) == 2
