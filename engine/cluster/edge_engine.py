@@ -153,8 +153,11 @@ class LeasedLimiter:
     """The GCRA interface (``check(key) -> Decision``) of the customer middleware, with the count kept
     by the core: each key's tokens are leased in blocks, fetched in the background when fewer than half
     a block is left, so a request never waits for a network round trip. A key with no token may go
-    ``CREDIT`` requests into debt (repaid from its next lease) while one is fetched; beyond that, or
-    once the core has refused a lease, the request is refused (429, ``Retry-After``).
+    ``CREDIT`` requests into debt (repaid from its next lease) while one is fetched - a key this edge has
+    not leased for yet, a whole first block (``lease``): the requests that arrive together on a new key
+    (32 connections opening at once) would otherwise be refused before the first lease is back. Beyond
+    that, or once the core has refused a lease, the request is refused (429, ``Retry-After``). So an edge
+    runs at most ``lease`` requests ahead of the core's count on a key it meets, and ``CREDIT`` after.
 
     A key's block starts at ``lease`` and grows fourfold (up to ``max_lease``, never beyond the burst) each
     time it ran dry while a full block was on its way: a busy key's requests outran the round trip,
@@ -173,7 +176,8 @@ class LeasedLimiter:
         self.max_lease = max(lease, min(max_lease, self.burst))
         self._block: dict[str, int] = {}  # each key's block size, when above ``lease``
         self._starved: set[str] = set()  # keys that ran dry while their lease was on its way
-        self._tokens: dict[str, int] = {}  # may go CREDIT below zero
+        self._tokens: dict[str, int] = {}  # may go CREDIT (a first block before any lease) below zero
+        self._leased: set[str] = set()  # keys a lease has come back for
         self._pending: set[str] = set()
         self._retry_after: dict[str, float] = {}  # keys the core refused a lease, and when to retry
         self._lock = threading.Lock()
@@ -185,7 +189,8 @@ class LeasedLimiter:
                 self._fetch(key)
             if tokens <= 0 and key in self._pending:
                 self._starved.add(key)
-            if tokens > 0 or (tokens > -self.CREDIT and key not in self._retry_after):
+            credit = self.CREDIT if key in self._leased else self.lease
+            if tokens > 0 or (tokens > -credit and key not in self._retry_after):
                 self._tokens[key] = tokens - 1
                 return Decision(True, self.burst, max(0, tokens - 1), 1.0, 0.0)
             retry = self._retry_after.get(key, 0.05)
@@ -205,6 +210,7 @@ class LeasedLimiter:
             granted, retry_after = 0, 1.0
         with self._lock:
             self._pending.discard(key)
+            self._leased.add(key)
             if granted < asked:
                 self._block.pop(key, None)
             elif key in self._starved:

@@ -180,9 +180,24 @@ def test_edges_leasing_from_one_count_never_allow_much_more_than_it_grants():
     for _ in range(200):
         allowed += sum(e.check("k").allowed for e in edges)
         pool.run()
-    # each edge may spend CREDIT ahead of the count once; everything else was granted by it
-    assert 100 <= allowed <= 100 + LeasedLimiter.CREDIT * len(edges)
+    # each edge may run a first block (lease=10) ahead of the count once; everything else was granted
+    assert 100 <= allowed <= 100 + 10 * len(edges)
     assert not any(e.check("k").allowed for e in edges)
+
+
+def test_requests_arriving_together_on_a_new_key_are_not_refused_while_its_first_lease_is_fetched():
+    core, pool = _FakeCore(budget=1_000_000), _Later()
+    edge = LeasedLimiter(core, pool, lease=20)
+    first = [edge.check("k").allowed for _ in range(32)]  # 32 connections at once, no lease back yet
+    assert first[:20] == [True] * 20  # a whole first block on credit (before: only the first request)
+    assert not any(first[20:])
+    pool.run()
+    assert edge.check("k").allowed
+    for _ in range(5):  # once leased, a dry key runs only CREDIT requests ahead of the count
+        while edge.check("k").allowed:
+            pass
+        assert edge._tokens["k"] == -LeasedLimiter.CREDIT
+        pool.run()
 
 
 def test_a_busy_key_far_below_its_limit_is_not_refused_once_its_edge_leases_bigger_blocks():
