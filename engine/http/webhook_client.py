@@ -8,7 +8,8 @@ difference was most of what a webhook cost the engine.
 What it does, and all it does:
 
 * ``post(url, body, headers)`` sends ``POST`` with ``Host``, ``Content-Length`` and the given headers over
-  a kept-alive connection to the URL's origin (at most ``max_idle_per_origin`` idle ones are kept), and
+  a kept-alive connection to the URL's origin (at most ``max_idle_per_origin`` idle ones per origin,
+  ``MAX_IDLE_TOTAL`` in all, each closed after ``IDLE_SECONDS`` unused: customers' endpoints are many), and
   returns ``(status, Retry-After value or None)`` as soon as the response's headers are in. Its body is
   read and discarded in the background; the connection is reused only once the response is complete
   and the server keeps it alive. Responses are parsed by ``httptools`` (content-length, chunked and
@@ -43,6 +44,8 @@ from yarl import URL
 from engine.http.egress import GuardedResolver, guarded_socket
 
 MAX_RESPONSE_HEADER_BYTES = 64 * 1024  # a receiver that sends more is cut off
+IDLE_SECONDS = 15.0  # an idle kept-alive connection is closed after this (aiohttp's default too)
+MAX_IDLE_TOTAL = 256  # idle connections kept over all origins (the oldest closed first)
 
 
 class _Response(asyncio.Protocol):
@@ -55,6 +58,7 @@ class _Response(asyncio.Protocol):
         self.complete = True  # no response outstanding (the connection may be reused)
         self.closed = False
         self.after_complete: Any = None  # called with self once the outstanding response is complete
+        self.idle_since = 0.0  # loop time it was last put back in the pool
         self.keep_alive = False  # the last response lets the connection be used again
         self._retry_after: str | None = None
         self._header_bytes = 0
@@ -136,13 +140,18 @@ class WebhookClient:
 
     def __init__(self, *, timeout_s: float, allow_private_networks: bool = False,
                  resolver: AbstractResolver | None = None, max_idle_per_origin: int = 8,
-                 user_agent: str = "smsroute-webhooks/1", tls: ssl.SSLContext | None = None) -> None:
+                 user_agent: str = "smsroute-webhooks/1", tls: ssl.SSLContext | None = None,
+                 idle_seconds: float = IDLE_SECONDS, max_idle_total: int = MAX_IDLE_TOTAL) -> None:
         self._timeout = timeout_s
         self._guard = not allow_private_networks
         inner = resolver or DefaultResolver()
         self._resolver = GuardedResolver(inner) if self._guard else inner
         self._max_idle = max_idle_per_origin
         self._idle: dict[tuple[str, str, int], list[_Response]] = {}
+        self._idle_seconds = idle_seconds
+        self._max_idle_total = max_idle_total
+        self._idle_count = 0
+        self._sweep: asyncio.TimerHandle | None = None
         self._tls = tls  # None: the system's CA store, TLS 1.2 or later (made on first use)
         self._user_agent = user_agent.encode()
 
@@ -180,11 +189,19 @@ class WebhookClient:
         return status
 
     async def close(self) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         for conns in self._idle.values():
             for conn in conns:
                 conn.close()
         self._idle.clear()
+        self._idle_count = 0
         await self._resolver.close()
+
+    @property
+    def idle_connections(self) -> int:
+        return self._idle_count
 
     # --- connections --------------------------------------------------------------------------------
 
@@ -192,6 +209,9 @@ class WebhookClient:
         conns = self._idle.get(origin)
         while conns:
             conn = conns.pop()
+            self._idle_count -= 1
+            if not conns:
+                del self._idle[origin]
             if conn.reusable:
                 return conn
             conn.close()
@@ -208,10 +228,38 @@ class WebhookClient:
             self._timeout, lambda: None if conn.complete else conn.close())
 
     def _keep(self, origin: tuple[str, str, int], conn: _Response) -> None:
-        idle = self._idle.setdefault(origin, [])
-        if conn.reusable and len(idle) < self._max_idle:
-            idle.append(conn)
-        else:
+        idle = self._idle.get(origin, [])
+        if not conn.reusable or len(idle) >= self._max_idle:
+            conn.close()
+            return
+        loop = asyncio.get_running_loop()
+        conn.idle_since = loop.time()
+        self._idle[origin] = idle
+        idle.append(conn)
+        self._idle_count += 1
+        if self._idle_count > self._max_idle_total:
+            self._close_idle(lambda c: True, at_most=self._idle_count - self._max_idle_total)
+        if self._sweep is None:
+            self._sweep = loop.call_later(self._idle_seconds, self._sweep_idle)
+
+    def _sweep_idle(self) -> None:
+        """Close the connections idle for ``idle_seconds``; again later while any are left."""
+        self._sweep = None
+        cutoff = asyncio.get_running_loop().time() - self._idle_seconds
+        self._close_idle(lambda c: c.idle_since <= cutoff)
+        if self._idle_count:
+            self._sweep = asyncio.get_running_loop().call_later(self._idle_seconds / 2,
+                                                                self._sweep_idle)
+
+    def _close_idle(self, which: Any, at_most: int | None = None) -> None:
+        """Close idle connections ``which(conn)`` selects, oldest first (at most ``at_most``)."""
+        chosen = sorted((c.idle_since, id(c), origin, c) for origin, conns in self._idle.items()
+                        for c in conns if which(c))
+        for _, _, origin, conn in chosen[:at_most]:
+            self._idle[origin].remove(conn)
+            if not self._idle[origin]:
+                del self._idle[origin]
+            self._idle_count -= 1
             conn.close()
 
     async def _connect(self, origin: tuple[str, str, int], server_name: str) -> _Response:

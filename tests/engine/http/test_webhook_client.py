@@ -235,3 +235,42 @@ def test_a_kept_alive_connection_the_receiver_dropped_is_replaced_at_once():
 
     assert asyncio.run(scenario()) == [(200, None), (200, None)]
     assert len(connections) == 2
+
+
+async def _until(condition, timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+def test_idle_connections_are_closed_after_their_idle_time_and_bounded_in_all():
+    closed: list = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                await reader.readexactly(int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0]))
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            closed.append(writer)  # the client closed its end
+        writer.close()
+
+    async def scenario():
+        servers = [await asyncio.start_server(serve, "127.0.0.1", 0) for _ in range(3)]
+        ports = [s.sockets[0].getsockname()[1] for s in servers]
+        client = WebhookClient(timeout_s=5, allow_private_networks=True, idle_seconds=0.3,
+                               max_idle_total=2)
+        try:
+            for port in ports:  # three origins, one kept-alive connection each
+                await client.post(f"http://127.0.0.1:{port}/hook", b"{}", {})
+            assert client.idle_connections == 2  # the oldest was closed to stay within the bound
+            await _until(lambda: len(closed) == 1)
+            await _until(lambda: client.idle_connections == 0 and len(closed) == 3)  # idle time
+        finally:
+            await client.close()
+            for s in servers:
+                s.close()
+
+    asyncio.run(scenario())
