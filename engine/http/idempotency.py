@@ -70,6 +70,8 @@ class IdempotencyStore:
         self._env = env
         self._db = env.open_db(DB)
         self._committer = committer
+        if committer is not None:
+            committer.register(DB, self._db)
         self._secret = secret or os.urandom(32)  # the engine passes its durable secret
         self._in_progress: dict[bytes, bytes] = {}
 

@@ -46,6 +46,8 @@ class RequestLog:
         self._env = env
         self._db = env.open_db(DB)
         self._committer = committer
+        if committer is not None:
+            committer.register(DB, self._db)
         self._seq = itertools.count()
         self._buffer: list[Put] = []
 

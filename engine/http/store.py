@@ -62,10 +62,19 @@ class GroupCommitter:
         self._idle = asyncio.Event()
         self._idle.set()
 
+    def register(self, name: bytes, handle: object) -> None:
+        """A database the committer writes to, opened by its store at construction.
+
+        Never opened here on demand: py-lmdb's ``open_db`` begins a write transaction while holding
+        the interpreter lock, so opening one on the loop thread while the commit thread holds the
+        environment's write lock (and waits for the interpreter lock to go on) froze the process."""
+        self._dbs[name] = handle
+
     def _db(self, name: bytes):
-        if name not in self._dbs:
-            self._dbs[name] = self._env.open_db(name)
-        return self._dbs[name]
+        try:
+            return self._dbs[name]
+        except KeyError:
+            raise KeyError(f"database {name!r} is not registered with the committer") from None
 
     def write(self, puts: list[Put | Apply]) -> asyncio.Future[None]:
         """Queue puts; the returned future resolves once they are durable (or fails with StorageError)."""
@@ -80,7 +89,7 @@ class GroupCommitter:
     def _enqueue(self, puts: list[Put | Apply], fut: asyncio.Future[None] | None) -> None:
         for put in puts:
             if isinstance(put, Put):
-                self._db(put.db)  # open on the loop thread, before the worker uses it
+                self._db(put.db)  # a put to a database nobody registered fails here, not in a commit
         self._pending.append((puts, fut))
         if not self._running:
             self._running = True

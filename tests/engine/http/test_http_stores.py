@@ -188,3 +188,53 @@ def test_a_new_first_token_is_written_when_every_token_was_revoked(env, tmp_path
     assert store.revoke(first) and store.count() == 0
     second = ensure_first_token(store, tmp_path).read_text().strip()
     assert second != first and store.lookup(second).roles == ROLES
+
+
+DEADLOCK_PROBE = r"""
+import asyncio, sys, tempfile, threading
+from engine.http.idempotency import IdempotencyStore
+from engine.http.requestlog import RequestLog
+from engine.http.store import Apply, GroupCommitter, open_http_env
+
+env = open_http_env(tempfile.mkdtemp())
+
+async def main():
+    committer = GroupCommitter(env)
+    RequestLog(env, committer)
+    store = IdempotencyStore(env, committer, b"s" * 32)
+    inside, release = threading.Event(), threading.Event()
+
+    def hold(txn):  # the commit thread holds the environment's write lock until released
+        inside.set()
+        release.wait(30)
+
+    held = committer.write([Apply(hold)])
+    await asyncio.get_running_loop().run_in_executor(None, inside.wait, 30)
+    first = asyncio.ensure_future(store.reserve("acc_1", "key-1", b"h" * 32, 1.0))
+    await asyncio.sleep(0)  # the loop takes the first idempotency write while the commit is open
+    release.set()
+    await held
+    await first
+    committer.close()
+
+asyncio.run(main())
+print("ok")
+"""
+
+
+def test_a_first_write_to_a_database_while_a_commit_holds_the_write_lock_does_not_freeze():
+    """py-lmdb's open_db begins a write transaction while holding the interpreter lock: opening a
+    database on the loop thread while the commit thread held the write lock froze the process (seen
+    in CI). The committer only uses the handles its stores registered at construction."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", DEADLOCK_PROBE], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise AssertionError("the HTTP store froze: a first write waited on the commit's lock") from None
+    assert proc.returncode == 0 and out.strip() == "ok", err
