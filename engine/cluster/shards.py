@@ -278,6 +278,10 @@ class ClusterShards:
         self._pool = ThreadPoolExecutor(max_workers=max(2, len(workers)),
                                         thread_name_prefix="shard-query")
 
+    def close(self) -> None:
+        """Stop the query threads (the engine's stop; a query still running finishes first)."""
+        self._pool.shutdown(wait=True)
+
     def _ask(self, node: str, kind: str, *args: Any) -> Any:
         raw = self.transport.request(node, m.encode(m.ShardQuery(kind, list(args))), QUERY_TIMEOUT_S)
         reply = m.decode(raw)

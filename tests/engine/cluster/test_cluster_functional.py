@@ -52,6 +52,16 @@ def test_accounts_spread_over_two_workers_are_delivered_billed_once_and_readable
         c.stop()
 
 
+def test_a_stopped_core_leaves_no_query_thread_behind(tmp_path):
+    c = Cluster(tmp_path, workers=2)
+    try:
+        c.engine.stats()  # asks every worker: the query threads start
+        assert any(t.name.startswith("shard-query") for t in threading.enumerate())
+    finally:
+        c.stop()
+    assert not [t for t in threading.enumerate() if t.name.startswith("shard-query")]
+
+
 def test_a_carrier_suspended_from_the_core_is_suspended_on_every_worker(tmp_path):
     c = Cluster(tmp_path, workers=2)
     try:
