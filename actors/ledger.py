@@ -34,6 +34,7 @@ import pykka
 from actors.dispatch import DispatchedActor
 from engine import messages as m
 from engine.errors import LedgerConflict, SmsrouteError, StorageError
+from engine.webhook_events import prefs_of
 from storage.ledger import ADJUSTMENT, DEBIT, DEPOSIT, REFUND, LedgerStore, LowBalance, Written
 
 log = logging.getLogger(__name__)
@@ -258,9 +259,9 @@ class LedgerActor(DispatchedActor):
         balance = self.store.balance(account_id) - self._queued_for(account_id)
         try:
             a = self.accounts.get(account_id)
-            statuses = None if a.receipt_statuses is None else list(a.receipt_statuses)
+            hooks = prefs_of(account_id, a)
             snapshot = (list(a.key_digests), list(a.senders), a.state, bool(a.email_confirmed_at),
-                        a.webhook_url is not None, statuses)
+                        hooks.webhook_url_set, hooks.webhook_statuses)
         except SmsrouteError:  # erased or swept meanwhile: a session that refuses everything
             snapshot = ([], [], "closed", False, False, None)
         session = self.directory.session_ref(account_id)

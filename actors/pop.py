@@ -122,8 +122,8 @@ class PopActor(DispatchedActor):
                 return self._on_forget_account(account_id)
             case m.WebhookSettingsChanged(account_id=account_id):
                 self.hooks.forget(account_id)
-            case m.WebhookPrefs(account_id=account_id, webhook_url_set=has_url, webhook_statuses=wanted):
-                self.hooks.learn(account_id, has_url, wanted)
+            case m.WebhookPrefs():
+                self.hooks.learn(msg)
             case m.WebhookEventsDone(seqs=seqs):
                 self.hooks.done.extend(seqs)
                 self._schedule_flush()

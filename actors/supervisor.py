@@ -52,6 +52,7 @@ from engine.errors import (
     UnknownAccount,
 )
 from engine.routing import RoutingTable
+from engine.webhook_events import as_prefs, prefs_of
 from storage.account_keys import AccountKeys
 from storage.accounts import AccountStore
 from storage.apikeys import ApiKeyStore
@@ -355,8 +356,7 @@ class Runtime:
             record = accounts.get(account_id)
         except (UnknownAccount, KeyUnavailable):
             return False, None
-        wanted = None if record.receipt_statuses is None else frozenset(record.receipt_statuses)
-        return record.webhook_url is not None, wanted
+        return as_prefs(prefs_of(account_id, record))
 
     def tell_pops(self, msg: m.Message) -> None:
         raw = m.encode(msg)

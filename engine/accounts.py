@@ -20,6 +20,7 @@ from engine import messages as m
 from engine.credentials import ApiKeyManager, NewApiKey, require_active
 from engine.errors import AuthError, InputError
 from engine.status import STATUSES
+from engine.webhook_events import prefs_of
 from storage.accounts import ACTIVE, CLOSED, RESTRICTED, AccountRecord
 
 MAX_WEBHOOK_BATCH = 100  # events in one webhook POST
@@ -219,13 +220,12 @@ class AccountManager:
                 and isinstance(batch_wait_ms, int) and 0 <= batch_wait_ms <= MAX_WEBHOOK_WAIT_MS):
             raise InputError(f"batching: 1-{MAX_WEBHOOK_BATCH} events, waiting 0-"
                              f"{MAX_WEBHOOK_WAIT_MS} ms")
-        self.accounts.update(account_id, lambda r: replace(
+        rec = self.accounts.update(account_id, lambda r: replace(
             require_active(r), webhook_url=url, receipt_statuses=receipt_statuses,
             webhook_batch_max=batch_max, webhook_batch_wait_ms=batch_wait_ms,
             webhook_disabled_url=None, webhook_disabled_at=0.0))
         self.runtime.tell_pops(m.WebhookSettingsChanged(account_id))
-        self.runtime.tell_session(account_id, m.WebhookPrefs(
-            account_id, url is not None, None if receipt_statuses is None else list(receipt_statuses)))
+        self.runtime.tell_session(account_id, prefs_of(account_id, rec))
 
     def check_webhook_url(self, url: str, field: str = "url") -> str:
         """``InvalidUrl`` / ``DestinationNotAllowed`` unless webhooks may go to ``url``: an absolute
@@ -268,8 +268,7 @@ class AccountManager:
         if rec.webhook_url is not None:
             return False
         self.runtime.tell_pops(m.WebhookSettingsChanged(account_id))
-        statuses = None if rec.receipt_statuses is None else list(rec.receipt_statuses)
-        self.runtime.tell_session(account_id, m.WebhookPrefs(account_id, False, statuses))
+        self.runtime.tell_session(account_id, prefs_of(account_id, rec))
         self.notices.security_alert(account_id, "webhook_disabled")
         return True
 

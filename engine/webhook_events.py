@@ -22,13 +22,25 @@ from typing import Any
 
 import lmdb
 
-from engine.messages import StatusItem
+from engine.messages import StatusItem, WebhookPrefs
 
 log = logging.getLogger(__name__)
 
 MAX_CACHED_ACCOUNTS = 100_000
 LOG_EVERY = 10_000  # a full outbox logs its first drop and then one line per this many
 Prefs = tuple[bool, frozenset[str] | None]  # (the account has a webhook URL, statuses wanted or None)
+
+
+def prefs_of(account_id: str, record: Any) -> WebhookPrefs:
+    """What a POP needs of an account's webhook settings, from its ``storage.accounts.AccountRecord``."""
+    statuses = None if record.receipt_statuses is None else list(record.receipt_statuses)
+    return WebhookPrefs(account_id, record.webhook_url is not None, statuses)
+
+
+def as_prefs(prefs: WebhookPrefs) -> Prefs:
+    """The form a POP keeps and asks (a frozen set of the statuses wanted)."""
+    statuses = prefs.webhook_statuses
+    return prefs.webhook_url_set, None if statuses is None else frozenset(statuses)
 
 
 def outbox_share(settings: Any) -> int:
@@ -60,23 +72,25 @@ class WebhookEvents:
     def forget(self, account_id: str) -> None:
         self._cache.pop(account_id, None)
 
-    def learn(self, account_id: str, has_url: bool, statuses: list[str] | None) -> None:
-        """The account's settings as its session knows them (``WebhookPrefs``): in a cluster worker,
-        which has no accounts store, the only way to keep unwanted events out of the outbox."""
-        if len(self._cache) >= MAX_CACHED_ACCOUNTS:
-            self._cache.clear()  # (an account not cached is read through ``prefs`` again)
-        self._cache[account_id] = (has_url, None if statuses is None else frozenset(statuses))
+    def learn(self, prefs: WebhookPrefs) -> None:
+        """The account's settings as its session knows them: in a cluster worker, which has no accounts
+        store, the only way to keep unwanted events out of the outbox."""
+        self._remember(prefs.account_id, as_prefs(prefs))
 
     def wanted(self, item: StatusItem) -> bool:
         if self.store is None or self._prefs is None:
             return False
         prefs = self._cache.get(item.account_id)
         if prefs is None:
-            if len(self._cache) >= MAX_CACHED_ACCOUNTS:
-                self._cache.clear()
-            prefs = self._cache[item.account_id] = self._prefs(item.account_id)
+            prefs = self._remember(item.account_id, self._prefs(item.account_id))
         has_url, statuses = prefs
         return bool(item.callback_url or has_url) and (statuses is None or item.status in statuses)
+
+    def _remember(self, account_id: str, prefs: Prefs) -> Prefs:
+        if len(self._cache) >= MAX_CACHED_ACCOUNTS:
+            self._cache.clear()  # (an account not cached is read through ``prefs`` again)
+        self._cache[account_id] = prefs
+        return prefs
 
     def write(self, txn: lmdb.Transaction, accepted: list[StatusItem]
               ) -> tuple[list[int], list[StatusItem]] | None:
