@@ -46,10 +46,10 @@ DEBIT_WAIT_S = 0.005  # the longest a debit waits for others to share its transa
 class LedgerActor(DispatchedActor):
     stage = "ledger"
 
-    def __init__(self, store: LedgerStore, directory, accounts, clock=None) -> None:
+    def __init__(self, store: LedgerStore, directory, accounts, clock) -> None:
         super().__init__()
         self.store = store
-        self.clock = clock  # actors.clock.Clock: the debits' short wait (None: written at once)
+        self.clock = clock  # actors.clock.Clock: the debits' short wait
         self._debit_timer = False
         self.directory = directory
         self.accounts = accounts  # storage.accounts.AccountStore: the snapshot a new session starts from
@@ -70,7 +70,7 @@ class LedgerActor(DispatchedActor):
             case m.DebitMessages(pop=pop, batch=batch, items=items):
                 self._debits.extend(items)
                 self._batches.append((pop, batch))
-                if self.clock is None or len(self._debits) >= DEBIT_BATCH:
+                if len(self._debits) >= DEBIT_BATCH:
                     self._schedule_flush()
                 elif not self._debit_timer:
                     self._debit_timer = True

@@ -526,9 +526,7 @@ class Runtime:
             _stop(self.directory.ledger)
         if self.transport is not None:  # after every actor: their last frames go out first
             self.transport.stop()
-        close_shards = getattr(self.shards, "close", None)
-        if close_shards is not None:  # the core's query threads (a cluster)
-            close_shards()
+        self.shards.close()
         for store in self.pop_stores.values():
             store.env.close()
         if getattr(self, "api_keys", None) is not None:

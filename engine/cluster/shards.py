@@ -41,6 +41,10 @@ class LocalShards:
     def __init__(self, runtime: Any) -> None:
         self.runtime = runtime
 
+    def close(self) -> None:
+        """Nothing to stop: the stores and actors here stop with the runtime (``ClusterShards`` has
+        query threads)."""
+
     def find_record(self, message_id: str) -> MessageRecord | None:
         for store in self.runtime.pop_stores.values():
             rec = store.records.get(message_id)

@@ -165,28 +165,27 @@ class WebhookClient:
         request = self._request(target, body, headers)
         async with asyncio.timeout(self._timeout):
             conn = self._take_idle(origin)
-            reused = conn is not None
+            if conn is not None:
+                try:
+                    status = await self._exchange(conn, request)
+                except ConnectionError:
+                    # a kept-alive connection the receiver had closed meanwhile (its idle time-out): once
+                    # more on a new one (had the receiver taken the first, the event id de-duplicates)
+                    conn = None
             if conn is None:
                 conn = await self._connect(origin, target.raw_host)
-            try:
-                status = await conn.send(request)
-            except ConnectionError:
-                conn.close()
-                if not reused:
-                    raise
-                # a kept-alive connection the receiver had closed meanwhile (its idle time-out): once
-                # more on a new one (should the receiver have taken the first, the event id de-duplicates)
-                conn = await self._connect(origin, target.raw_host)
-                try:
-                    status = await conn.send(request)
-                except BaseException:
-                    conn.close()
-                    raise
-            except BaseException:
-                conn.close()
-                raise
+                status = await self._exchange(conn, request)
         self._put_back_when_complete(origin, conn)
         return status
+
+    @staticmethod
+    async def _exchange(conn: _Response, request: bytes) -> tuple[int, str | None]:
+        """Send on ``conn`` and await the answer's head; a connection that failed is closed."""
+        try:
+            return await conn.send(request)
+        except BaseException:
+            conn.close()
+            raise
 
     async def close(self) -> None:
         if self._sweep is not None:
