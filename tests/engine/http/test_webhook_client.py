@@ -5,6 +5,7 @@ redirects not followed, time-outs, header injection, and TLS (verified, hostname
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 
 import pytest
@@ -33,6 +34,34 @@ async def _aiohttp_receiver(handler, ssl_context=None) -> tuple[web.AppRunner, i
     return runner, site._server.sockets[0].getsockname()[1], peers
 
 
+@contextlib.asynccontextmanager
+async def _client(**options):
+    """A client for loopback receivers (5 s time-out unless given), closed at the end."""
+    client = WebhookClient(**{"timeout_s": 5, "allow_private_networks": True, **options})
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@contextlib.asynccontextmanager
+async def _serving(serve):
+    """A raw asyncio receiver running ``serve`` per connection; yields its port, closed at the end."""
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+
+
+async def _read_request(reader: asyncio.StreamReader) -> bytes:
+    """One request (head and body) as the client sends it: always with a Content-Length."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length")))
+    return head + await reader.readexactly(length)
+
+
 async def _raw_receiver(answer: bytes) -> tuple[asyncio.Server, int, list]:
     """A receiver that answers every request with ``answer`` verbatim (closing the connection after it
     when the answer says so); ``heads`` gets ``(connection number, request)`` of each request."""
@@ -44,10 +73,7 @@ async def _raw_receiver(answer: bytes) -> tuple[asyncio.Server, int, list]:
         number = connections[0]
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                                  if line.lower().startswith(b"content-length")))
-                heads.append((number, head + await reader.readexactly(length)))
+                heads.append((number, await _read_request(reader)))
                 writer.write(answer)
                 await writer.drain()
                 if b"Connection: close" in answer or b"Content-Length" not in answer \
@@ -71,12 +97,11 @@ def test_posts_reuse_one_kept_alive_connection_and_carry_body_and_headers():
 
     async def scenario():
         runner, port, peers = await _aiohttp_receiver(handler)
-        client = WebhookClient(timeout_s=5, allow_private_networks=True)
         try:
-            answers = [await client.post(f"http://127.0.0.1:{port}/hook", b'{"n":%d}' % i,
-                                         {"Smsroute-Signature": "t=1,v1=ab"}) for i in range(3)]
+            async with _client() as client:
+                answers = [await client.post(f"http://127.0.0.1:{port}/hook", b'{"n":%d}' % i,
+                                             {"Smsroute-Signature": "t=1,v1=ab"}) for i in range(3)]
         finally:
-            await client.close()
             await runner.cleanup()
         return answers, peers, port
 
@@ -98,12 +123,11 @@ def test_status_and_retry_after_are_returned_and_a_redirect_is_not_followed():
 
     async def scenario():
         runner, port, _ = await _aiohttp_receiver(handler)
-        client = WebhookClient(timeout_s=5, allow_private_networks=True)
         try:
-            return [await client.post(f"http://127.0.0.1:{port}/hook?p={p}", b"{}", {})
-                    for p in ("/gone", "/busy", "/moved")]
+            async with _client() as client:
+                return [await client.post(f"http://127.0.0.1:{port}/hook?p={p}", b"{}", {})
+                        for p in ("/gone", "/busy", "/moved")]
         finally:
-            await client.close()
             await runner.cleanup()
 
     assert asyncio.run(scenario()) == [(410, None), (503, "7"), (302, None)]
@@ -119,13 +143,12 @@ def test_status_and_retry_after_are_returned_and_a_redirect_is_not_followed():
 def test_every_response_form_is_read_and_a_connection_is_reused_only_when_it_may_be(answer, reused):
     async def scenario():
         server, port, heads = await _raw_receiver(answer)
-        client = WebhookClient(timeout_s=5, allow_private_networks=True)
         try:
-            first = await client.post(f"http://127.0.0.1:{port}/hook", b"{}", {})
-            await asyncio.sleep(0)  # (a body after the head arrives in a later read)
-            second = await client.post(f"http://127.0.0.1:{port}/hook", b"{}", {})
+            async with _client() as client:
+                first = await client.post(f"http://127.0.0.1:{port}/hook", b"{}", {})
+                await asyncio.sleep(0)  # (a body after the head arrives in a later read)
+                second = await client.post(f"http://127.0.0.1:{port}/hook", b"{}", {})
         finally:
-            await client.close()
             server.close()
         return first, second, heads
 
@@ -139,13 +162,12 @@ def test_every_response_form_is_read_and_a_connection_is_reused_only_when_it_may
 def test_a_malformed_answer_is_an_error_and_its_connection_is_not_reused():
     async def scenario():
         server, port, heads = await _raw_receiver(b"NOT HTTP AT ALL\r\n\r\n")
-        client = WebhookClient(timeout_s=5, allow_private_networks=True)
         try:
-            with pytest.raises(ConnectionError):
-                await client.post(f"http://127.0.0.1:{port}/hook", b"{}", {})
-            assert not any(client._idle.values())
+            async with _client() as client:
+                with pytest.raises(ConnectionError):
+                    await client.post(f"http://127.0.0.1:{port}/hook", b"{}", {})
+                assert not any(client._idle.values())
         finally:
-            await client.close()
             server.close()
 
     asyncio.run(scenario())
@@ -156,25 +178,18 @@ def test_a_receiver_that_never_answers_times_out():
         async def silent(reader, writer):
             await reader.read()  # holds the connection, never answers
 
-        server = await asyncio.start_server(silent, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        client = WebhookClient(timeout_s=0.3, allow_private_networks=True)
-        try:
+        async with _serving(silent) as port, _client(timeout_s=0.3) as client:
             with pytest.raises(TimeoutError):
                 await client.post(f"http://127.0.0.1:{port}/hook", b"{}", {})
-        finally:
-            await client.close()
-            server.close()
 
     asyncio.run(scenario())
 
 
 def test_a_header_with_a_line_break_is_refused_before_anything_is_sent():
     async def scenario():
-        client = WebhookClient(timeout_s=1, allow_private_networks=True)
-        with pytest.raises(ValueError):
-            await client.post("http://127.0.0.1:9/hook", b"{}", {"X-Evil": "a\r\nInjected: 1"})
-        await client.close()
+        async with _client() as client:
+            with pytest.raises(ValueError):
+                await client.post("http://127.0.0.1:9/hook", b"{}", {"X-Evil": "a\r\nInjected: 1"})
 
     asyncio.run(scenario())
 
@@ -190,18 +205,15 @@ def test_https_is_verified_against_the_trusted_roots_and_the_host_name(tmp_path)
 
     async def scenario():
         runner, port, _ = await _aiohttp_receiver(handler, server_ctx)
-        trusting = WebhookClient(timeout_s=5, allow_private_networks=True,
-                                 tls=ssl.create_default_context(cafile=cert))
-        default = WebhookClient(timeout_s=5, allow_private_networks=True)
         try:
-            ok = await trusting.post(f"https://127.0.0.1:{port}/hook", b"{}", {})
-            with pytest.raises(ssl.SSLCertVerificationError):  # not a trusted root
-                await default.post(f"https://127.0.0.1:{port}/hook", b"{}", {})
-            with pytest.raises(ssl.SSLCertVerificationError):  # trusted, but not this host's name
-                await trusting.post(f"https://localhost:{port}/hook", b"{}", {})
+            async with _client(tls=ssl.create_default_context(cafile=cert)) as trusting, \
+                    _client() as default:
+                ok = await trusting.post(f"https://127.0.0.1:{port}/hook", b"{}", {})
+                with pytest.raises(ssl.SSLCertVerificationError):  # not a trusted root
+                    await default.post(f"https://127.0.0.1:{port}/hook", b"{}", {})
+                with pytest.raises(ssl.SSLCertVerificationError):  # trusted, not this host's name
+                    await trusting.post(f"https://localhost:{port}/hook", b"{}", {})
         finally:
-            await trusting.close()
-            await default.close()
             await runner.cleanup()
         return ok
 
@@ -215,8 +227,7 @@ def test_a_kept_alive_connection_the_receiver_dropped_is_replaced_at_once():
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         connections.append(writer)
-        head = await reader.readuntil(b"\r\n\r\n")
-        await reader.readexactly(int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0]))
+        await _read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
         await writer.drain()
         if len(connections) == 1:
@@ -224,14 +235,8 @@ def test_a_kept_alive_connection_the_receiver_dropped_is_replaced_at_once():
         writer.close()
 
     async def scenario():
-        server = await asyncio.start_server(serve, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        client = WebhookClient(timeout_s=5, allow_private_networks=True)
-        try:
+        async with _serving(serve) as port, _client() as client:
             return [await client.post(f"http://127.0.0.1:{port}/hook", b"{}", {}) for _ in range(2)]
-        finally:
-            await client.close()
-            server.close()
 
     assert asyncio.run(scenario()) == [(200, None), (200, None)]
     assert len(connections) == 2
@@ -249,8 +254,7 @@ def test_idle_connections_are_closed_after_their_idle_time_and_bounded_in_all():
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                await reader.readexactly(int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0]))
+                await _read_request(reader)
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -258,19 +262,13 @@ def test_idle_connections_are_closed_after_their_idle_time_and_bounded_in_all():
         writer.close()
 
     async def scenario():
-        servers = [await asyncio.start_server(serve, "127.0.0.1", 0) for _ in range(3)]
-        ports = [s.sockets[0].getsockname()[1] for s in servers]
-        client = WebhookClient(timeout_s=5, allow_private_networks=True, idle_seconds=0.3,
-                               max_idle_total=2)
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            ports = [await stack.enter_async_context(_serving(serve)) for _ in range(3)]
+            client = await stack.enter_async_context(_client(idle_seconds=0.3, max_idle_total=2))
             for port in ports:  # three origins, one kept-alive connection each
                 await client.post(f"http://127.0.0.1:{port}/hook", b"{}", {})
             assert client.idle_connections == 2  # the oldest was closed to stay within the bound
             await _until(lambda: len(closed) == 1)
             await _until(lambda: client.idle_connections == 0 and len(closed) == 3)  # idle time
-        finally:
-            await client.close()
-            for s in servers:
-                s.close()
 
     asyncio.run(scenario())
