@@ -127,6 +127,9 @@ class PopActor(DispatchedActor):
             case m.WebhookEventsDone(seqs=seqs):
                 self.hooks.done.extend(seqs)
                 self._schedule_flush()
+            case m.WebhookEventsRetrying(seqs=seqs, attempt=attempt, next_at=next_at):
+                self.hooks.retrying.append((seqs, attempt, next_at))
+                self._schedule_flush()
             case _:
                 log.error("pop %s: unexpected %s", self.name, type(msg).__name__)
         self._emit_events()

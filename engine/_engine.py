@@ -279,9 +279,10 @@ class Engine(AccountManager, HoldManager):
         its durable webhook outbox; report each one done with :meth:`webhook_events_done`."""
         self.bridge.on_webhook_events(sink)
 
-    def pending_webhook_events(self) -> list[tuple[str, int, m.StatusItem]]:
-        """Every event in the webhook outboxes, as ``(pop, seq, item)`` in each POP's order (after a
-        restart: what is still to be delivered)."""
+    def pending_webhook_events(self) -> list[tuple[str, int, m.StatusItem, int, float]]:
+        """Every event in the webhook outboxes, as ``(pop, seq, item, attempt, next_at)`` in each POP's
+        order (after a restart: what is still to be delivered; ``attempt`` and ``next_at`` are its retry
+        schedule, ``0, 0.0`` if it has none)."""
         return self.runtime.shards.webhook_events()
 
     def webhook_events_done(self, pop: str, seqs: list[int]) -> None:
@@ -292,6 +293,16 @@ class Engine(AccountManager, HoldManager):
             try:
                 ref.tell(m.encode(m.WebhookEventsDone(list(seqs))))
             except pykka.ActorDeadError:  # stopping: they stay and are delivered again (same ids)
+                pass
+
+    def webhook_events_retrying(self, pop: str, seqs: list[int], attempt: int, next_at: float) -> None:
+        """These events of ``pop``'s outbox were sent ``attempt`` times and wait until ``next_at`` (unix
+        s): the POP records it, so a restart resumes the backoff instead of sending them at once."""
+        ref = self.runtime.directory.pop_ref(pop)
+        if ref is not None and seqs:
+            try:
+                ref.tell(m.encode(m.WebhookEventsRetrying(list(seqs), int(attempt), float(next_at))))
+            except pykka.ActorDeadError:  # stopping: only the schedule is lost (sent sooner)
                 pass
 
     def on_carrier_ack(self, callback) -> None:

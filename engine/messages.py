@@ -722,6 +722,16 @@ class WebhookEventsDone(Message):
     seqs: list[int]
 
 
+@message(85)
+class WebhookEventsRetrying(Message):
+    """Host -> POP: these outbox events were sent ``attempt`` times and failed; the next try is not before
+    ``next_at`` (unix s). The next group commit records it beside them (``storage.webhook_outbox``)."""
+
+    seqs: list[int]
+    attempt: int
+    next_at: float
+
+
 def message_types() -> dict[int, type[Message]]:
     """All registered message classes by tag (for tests and documentation)."""
     return dict(_REGISTRY)

@@ -8,7 +8,7 @@ session's start and after each change) or, for an account whose session it has n
 through ``prefs`` (cached; again after a ``WebhookSettingsChanged``). A cluster worker's ``prefs`` cannot
 read the accounts store and answers "every status": safe (the core's feed drops what is not wanted), only
 slower. Events are written in the POP's group commit (:meth:`write`), removals
-(:attr:`done`, reported by the webhook dispatcher) too. At most ``limit`` events are stored per POP; beyond
+(:attr:`done`, reported by the webhook dispatcher) and retry schedules (:attr:`retrying`) too. At most ``limit`` events are stored per POP; beyond
 that an event is dropped and counted (the backlog is bounded, and visible in metrics).
 
 Threads: the POP's (the dispatcher thread); nothing here is shared.
@@ -58,12 +58,13 @@ class WebhookEvents:
         self.limit = limit
         self.pending: list[StatusItem] = []  # status changes not yet written with their commit
         self.done: list[int] = []  # outbox sequences delivered or given up: removed at the next commit
+        self.retrying: list[tuple[list[int], int, float]] = []  # (seqs, attempt, next_at) to record
         self.dropped = 0
         self._cache: dict[str, Prefs] = {}
         self._writing: tuple[int, int] = (0, 0)
 
     def __bool__(self) -> bool:
-        return bool(self.pending or self.done)
+        return bool(self.pending or self.done or self.retrying)
 
     @property
     def count(self) -> int:
@@ -100,6 +101,7 @@ class WebhookEvents:
         if self.store is None:
             self.pending.clear()
             self.done.clear()
+            self.retrying.clear()
             return None
         events = [e for e in (*accepted, *self.pending) if self.wanted(e)]
         room = self.limit - self.store.count + len(self.done)
@@ -111,6 +113,8 @@ class WebhookEvents:
             events = events[:max(0, room)]
         seqs = self.store.add(txn, events)
         removed = self.store.remove(txn, self.done) if self.done else 0
+        for retry_seqs, attempt, next_at in self.retrying:  # (skips events removed just now)
+            self.store.set_retry(txn, retry_seqs, attempt, next_at)
         kept = [(s, e) for s, e in zip(seqs, events, strict=True) if s]
         self._writing = (len(kept), removed)
         if not kept:
@@ -124,6 +128,7 @@ class WebhookEvents:
         self._writing = (0, 0)
         self.pending.clear()
         self.done.clear()
+        self.retrying.clear()
 
     def failed(self) -> None:
         """The commit failed: pending writes and removals stay for the next one."""

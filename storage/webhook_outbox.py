@@ -11,6 +11,12 @@ in order); value = ``account token (16 bytes) | sealed event`` — sealed under 
 (``storage.account_keys``) with the key as AAD, like the message record, so an erased account's pending
 events are unreadable and dropped.
 
+Retry schedule (``webhook_retry``, same key): ``attempt`` (u32, the sends already made) and ``next_at``
+(f64, unix seconds: not sent again before) of an event whose delivery failed and waits for a retry. Two
+numbers and no personal data, so not sealed; written only for an event still in the outbox, deleted with
+it. After a restart the dispatcher resumes the backoff where it was (no burst of every pending event at
+once at a receiver that was failing, and the attempt count goes on).
+
 Durability contract:
 
 * *Durable:* :meth:`add` and :meth:`remove` write inside the POP's fsynced group-commit transaction.
@@ -19,7 +25,7 @@ Durability contract:
 * *Bounded:* the POP stores at most its share of ``[http] webhook_max_backlog``; beyond it an event is
   not stored (counted as dropped by the POP).
 * *Retention:* an event older than the retry window (1 day) is swept (``webhook_events`` in
-  ``storage.retention``).
+  ``storage.retention``), with its retry schedule.
 * *Not guaranteed:* order across messages, or across POPs.
 """
 
@@ -41,6 +47,7 @@ from storage.retention import cutoff
 log = logging.getLogger(__name__)
 _T = ACCOUNT_TOKEN_BYTES
 _SEQ = struct.Struct(">Q")
+_RETRY = struct.Struct(">Id")  # attempt, next_at
 
 
 class WebhookOutbox:
@@ -50,6 +57,7 @@ class WebhookOutbox:
         self.env = env
         self.keys = keys
         self._db = env.open_db(b"webhook_outbox")
+        self._retry_db = env.open_db(b"webhook_retry")
         with env.begin() as txn:
             cursor = txn.cursor(db=self._db)
             self._next = _SEQ.unpack(cursor.key())[0] + 1 if cursor.last() else 1
@@ -80,8 +88,33 @@ class WebhookOutbox:
         return seqs
 
     def remove(self, txn: lmdb.Transaction, seqs: Iterable[int]) -> int:
-        """Delete delivered (or given-up) events inside ``txn``; how many were there."""
-        return sum(1 for seq in seqs if txn.delete(_SEQ.pack(seq), db=self._db))
+        """Delete delivered (or given-up) events, and their retry schedule, inside ``txn``; how many
+        events were there."""
+        removed = 0
+        for seq in seqs:
+            key = _SEQ.pack(seq)
+            removed += txn.delete(key, db=self._db)
+            txn.delete(key, db=self._retry_db)
+        return removed
+
+    def set_retry(self, txn: lmdb.Transaction, seqs: Iterable[int], attempt: int,
+                  next_at: float) -> int:
+        """Record inside ``txn`` that these events were sent ``attempt`` times and wait until
+        ``next_at``; an event no longer stored is skipped. How many were recorded."""
+        value = _RETRY.pack(min(max(0, attempt), 0xFFFFFFFF), next_at)
+        recorded = 0
+        for seq in seqs:
+            key = _SEQ.pack(seq)
+            if txn.get(key, db=self._db) is not None:
+                txn.put(key, value, db=self._retry_db)
+                recorded += 1
+        return recorded
+
+    def retries(self) -> dict[int, tuple[int, float]]:
+        """The retry schedule of the stored events that have one: ``seq -> (attempt, next_at)``."""
+        with self.env.begin() as txn:
+            return {_SEQ.unpack(bytes(k))[0]: _RETRY.unpack(bytes(v))
+                    for k, v in txn.cursor(db=self._retry_db)}
 
     def committed(self, added: int, removed: int) -> None:
         """The transaction that added and removed these many events is committed."""
@@ -113,6 +146,7 @@ class WebhookOutbox:
                     stale.append(bytes(key))
             for key in stale:
                 removed += txn.delete(key, db=self._db)
+                txn.delete(key, db=self._retry_db)
         self._count = max(0, self._count - removed)
         return removed
 

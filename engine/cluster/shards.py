@@ -73,11 +73,15 @@ class LocalShards:
         return store_pages(self.runtime.pop_stores.values(), account_id, before, after, limit,
                            frozenset(statuses) if statuses is not None else None, max_scan)
 
-    def webhook_events(self) -> list[tuple[str, int, m.StatusItem]]:
-        """Every event in the webhook outboxes of these POP shards: ``(shard address, seq, item)``."""
-        place = self.runtime.directory.placement
-        return [(place.pop_address(name), seq, item) for name, store in self.runtime.pop_stores.items()
-                for seq, item in store.webhooks.pending()]
+    def webhook_events(self) -> list[tuple[str, int, m.StatusItem, int, float]]:
+        """Every event in the webhook outboxes of these POP shards: ``(shard address, seq, item, attempt,
+        next_at)`` (its retry schedule, ``0, 0.0`` if none)."""
+        place, out = self.runtime.directory.placement, []
+        for name, store in self.runtime.pop_stores.items():
+            retries = store.webhooks.retries()
+            out.extend((place.pop_address(name), seq, item, *retries.get(seq, (0, 0.0)))
+                       for seq, item in store.webhooks.pending())
+        return out
 
     def find_records(self, message_ids: list[str]) -> list[MessageRecord | None]:
         """Many records at once, in the order asked (None where there is none): usage exports and
@@ -334,9 +338,10 @@ class ClusterShards:
                                            max_scan)
                 for records, resume in pages]
 
-    def webhook_events(self) -> list[tuple[str, int, m.StatusItem]]:
-        return [(address, seq, m.StatusItem(*item)) for events in self._ask_all("webhook_events")
-                for address, seq, item in events]
+    def webhook_events(self) -> list[tuple[str, int, m.StatusItem, int, float]]:
+        return [(address, seq, m.StatusItem(*item), attempt, next_at)
+                for events in self._ask_all("webhook_events")
+                for address, seq, item, attempt, next_at in events]
 
     def find_records(self, message_ids: list[str]) -> list[MessageRecord | None]:
         found: list[MessageRecord | None] = [None] * len(message_ids)

@@ -235,8 +235,10 @@ class HttpServers:
             allow_private_networks=bool(getattr(http, "webhook_allow_private_networks", False)),
             policy=RetryPolicy(window_s=float(getattr(http, "webhook_retry_window_seconds", None)
                                               or 86400.0)),
-            on_finished=lambda delivery, outcome: feed_box[0].finished(delivery, outcome))
-        feed = WebhookFeed(dispatcher, notifier.endpoint_for, self._events_done)
+            on_finished=lambda delivery, outcome: feed_box[0].finished(delivery, outcome),
+            on_retry=lambda delivery: feed_box[0].retrying(delivery))
+        feed = WebhookFeed(dispatcher, notifier.endpoint_for, self._events_done,
+                           self._events_retrying)
         feed_box.append(feed)
         inbox = StatusInbox(asyncio.get_running_loop(), notifier.on_statuses)
         ctx.dispatcher = dispatcher
@@ -268,12 +270,17 @@ class HttpServers:
                 await asyncio.sleep(OUTBOX_RETRY_S)
         if pending:
             log.info("webhooks: %d events from the outbox to deliver", len(pending))
-        feed.recovered([Stored(pop, seq, item) for pop, seq, item in pending])
+        feed.recovered([Stored(*row) for row in pending])
 
     def _events_done(self, pop: str, seqs: list[int]) -> None:
         done = getattr(self.engine, "webhook_events_done", None)
         if done is not None:
             done(pop, seqs)
+
+    def _events_retrying(self, pop: str, seqs: list[int], attempt: int, next_at: float) -> None:
+        retrying = getattr(self.engine, "webhook_events_retrying", None)
+        if retrying is not None:
+            retrying(pop, seqs, attempt, next_at)
 
     @property
     def sweepables(self) -> dict[str, Any]:

@@ -16,6 +16,9 @@ outboxes still hold (after a restart or ``kill -9``), so nothing committed is ev
   object).
 * **Acknowledgement:** every finished event is reported to the engine (``webhook_events_done``): the POP
   removes it from the outbox with its next commit.
+* **Retry schedule:** a failed delivery's next attempt is reported too (``webhook_events_retrying``: the
+  POP records attempt and time beside the events, ``storage.webhook_outbox``); events read back after a
+  restart carry it, and their delivery resumes with that attempt count, not before that time.
 
 Threads: the HTTP loop's, except :meth:`add_threadsafe`.
 """
@@ -52,6 +55,8 @@ class Stored(NamedTuple):
     pop: str
     seq: int
     item: StatusItem
+    attempt: int = 0  # sends already made (a retry schedule read back from the outbox)
+    next_at: float = 0.0  # not sent again before (unix s)
 
 
 def event_id(message_id: str, status: str) -> str:
@@ -74,10 +79,12 @@ class WebhookFeed:
     """Feeds outbox events to the dispatcher (see the module docstring)."""
 
     def __init__(self, dispatcher: WebhookDispatcher, endpoint_for: Callable[[StatusItem],
-                 Endpoint | None], done: Callable[[str, list[int]], None]) -> None:
+                 Endpoint | None], done: Callable[[str, list[int]], None],
+                 retrying: Callable[[str, list[int], int, float], None] | None = None) -> None:
         self._dispatcher = dispatcher
         self._endpoint_for = endpoint_for
         self._done = done
+        self._retrying = retrying
         self._known: set[tuple[str, int]] = set()
         self._chains: dict[str, collections.deque[Stored]] = {}  # message id -> events after the head
         self._buffers: dict[tuple[str, str], list[Stored]] = {}
@@ -171,7 +178,23 @@ class WebhookFeed:
         else:
             body, ident = event_body(items[0]), ids[0]
         self._dispatcher.submit(Delivery(url, items[0].account_id, ident, body,
-                                         first_at=min(i.at for i in items), events=events))
+                                         first_at=min(i.at for i in items),
+                                         attempt=max(ev.attempt for ev in events),
+                                         next_at=max(ev.next_at for ev in events), events=events))
+
+    def retrying(self, delivery: Delivery) -> None:
+        """The dispatcher's ``on_retry``: have the POPs record the delivery's schedule with its events."""
+        if self._retrying is None or not delivery.events:
+            return
+        by_pop: dict[str, list[int]] = {}
+        for ev in delivery.events:
+            if (ev.pop, ev.seq) in self._known:
+                by_pop.setdefault(ev.pop, []).append(ev.seq)
+        for pop, seqs in by_pop.items():
+            try:
+                self._retrying(pop, seqs, delivery.attempt, delivery.next_at)
+            except Exception:  # not recorded: after a restart it is only sent sooner
+                log.exception("could not report a webhook retry schedule")
 
     def finished(self, delivery: Delivery, outcome: str) -> None:
         """The dispatcher's ``on_finished``: its events are done, whatever the outcome."""

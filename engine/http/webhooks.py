@@ -23,8 +23,11 @@ Delivery (:class:`WebhookDispatcher`, runs on one asyncio loop):
 
 Every terminal outcome of a delivery (delivered, gone, expired, blocked, unsigned_dropped, dropped) is
 reported to ``on_finished(delivery, outcome)``: the webhook feed (:mod:`engine.http.webhook_feed`) then
-removes its events from the engine's durable outbox. A delivery waiting for a retry is only in memory
-here; it is still in the outbox, so a restart (or ``kill -9``) sends it again, with the same event ids.
+removes its events from the engine's durable outbox. A retry is reported to ``on_retry(delivery)`` once it
+is scheduled (``attempt`` and ``next_at`` set): the feed has the engine record the schedule beside the events
+in the outbox, so after a restart (or ``kill -9``) the delivery is sent again — with the same event ids — not
+before ``next_at`` and with its attempt count, as if there had been no restart (``submit`` honours a
+delivery's ``next_at``).
 """
 
 from __future__ import annotations
@@ -100,6 +103,7 @@ class Delivery:
     body: bytes
     first_at: float = 0.0
     attempt: int = 0
+    next_at: float = 0.0  # not sent before (unix s): a retry's schedule, or one read back after a restart
     extra: dict[str, str] = field(default_factory=dict)
     events: Any = None  # what the sender of the delivery needs back in on_finished
 
@@ -122,8 +126,10 @@ class WebhookDispatcher:
                  resolver: AbstractResolver | None = None,
                  rand: Callable[[], float] = random.random,
                  clock: Callable[[], float] = time.time,
-                 on_finished: Callable[[Delivery, str], None] | None = None) -> None:
+                 on_finished: Callable[[Delivery, str], None] | None = None,
+                 on_retry: Callable[[Delivery], None] | None = None) -> None:
         self._on_finished = on_finished
+        self._on_retry = on_retry
         self._secrets_for = secrets_for
         self._on_gone = on_gone
         self._concurrency = concurrency
@@ -170,13 +176,18 @@ class WebhookDispatcher:
             await self._client.close()
 
     def submit(self, delivery: Delivery) -> bool:
-        """Queue a delivery (loop thread only); False (and counted) when the backlog is full."""
+        """Queue a delivery (loop thread only), to be sent at once or, if its ``next_at`` is still
+        ahead, then; False (and counted) when the backlog is full."""
         if self._queue is None or self.backlog >= self._max_backlog:
             self._finished(delivery, "dropped")
             return False
+        now = self._clock()
         if not delivery.first_at:
-            delivery.first_at = self._clock()
-        self._queue.put_nowait(delivery)
+            delivery.first_at = now
+        if delivery.next_at > now:
+            self._schedule(delivery, delivery.next_at - now)
+        else:
+            self._queue.put_nowait(delivery)
         return True
 
     def backoff_s(self, attempt: int) -> float:
@@ -237,7 +248,13 @@ class WebhookDispatcher:
             self._finished(delivery, "expired")
             return
         self.counts["retried"] += 1
+        delivery.next_at = self._clock() + delay
         self._schedule(delivery, delay)
+        if self._on_retry is not None:
+            try:
+                self._on_retry(delivery)
+            except Exception:  # the schedule is only not durable then: a restart sends it sooner
+                log.exception("webhook on_retry failed")
 
     def _finished(self, delivery: Delivery, outcome: str) -> None:
         self.counts[outcome] += 1

@@ -90,3 +90,40 @@ def test_a_pop_stores_only_wanted_events_up_to_its_bound_and_counts_the_rest(tmp
     hooks.committed()
     assert stored is not None and outbox.count == 2
     env.close()
+
+
+def test_a_retry_schedule_is_kept_beside_its_event_and_goes_with_it(tmp_path):
+    env, outbox, keys = _outbox(tmp_path)
+    with env.begin(write=True) as txn:
+        seqs = outbox.add(txn, [_item(n) for n in range(3)])
+    with env.begin(write=True) as txn:
+        assert outbox.set_retry(txn, seqs[:2], 3, T0 + 40.5) == 2
+        assert outbox.set_retry(txn, [seqs[-1] + 100], 1, T0) == 0  # no such event: nothing recorded
+    assert outbox.retries() == {seqs[0]: (3, T0 + 40.5), seqs[1]: (3, T0 + 40.5)}
+    env.close()
+    env = open_env(tmp_path / "pop", map_size=32 << 20)  # a restart reads the schedule back
+    outbox = WebhookOutbox(env, keys)
+    assert outbox.retries()[seqs[1]] == (3, T0 + 40.5)
+    with env.begin(write=True) as txn:
+        outbox.remove(txn, [seqs[0]])
+        assert outbox.set_retry(txn, [seqs[0]], 4, T0 + 99) == 0  # removed in this very commit
+    assert outbox.retries() == {seqs[1]: (3, T0 + 40.5)}
+    assert outbox.sweep(T0 + 3 * 86400) == 2  # events past the retry window go with their schedule
+    assert outbox.retries() == {}
+    env.close()
+
+
+def test_the_pop_records_a_retry_schedule_in_its_commit_unless_the_event_is_done(tmp_path):
+    env, outbox, _ = _outbox(tmp_path)
+    hooks = WebhookEvents(outbox, lambda account_id: (True, None), limit=100)
+    with env.begin(write=True) as txn:
+        seqs, _ = hooks.write(txn, [_item(1), _item(2)])
+    hooks.committed()
+    hooks.retrying.append((seqs, 2, T0 + 8.0))
+    hooks.done.append(seqs[0])
+    assert hooks
+    with env.begin(write=True) as txn:
+        hooks.write(txn, [])
+    hooks.committed()
+    assert outbox.retries() == {seqs[1]: (2, T0 + 8.0)} and not hooks
+    env.close()

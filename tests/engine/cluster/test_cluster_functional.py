@@ -106,6 +106,14 @@ def test_a_worker_stores_only_the_webhook_events_its_accounts_want(tmp_path):
         hooked = [c.engine.submit(acct.api_key, NUMBERS[i % 3], "ACME", f"hook {i}") for i in range(6)]
         wait_for(lambda: all(c.final_in_store(a.message_id) for a in hooked), "finals", 30)
         wait_for(lambda: stored() == len(hooked), "one stored event per delivered message", 10)
+        # a retry schedule reported to the core reaches the worker's POP shard and is read back from it
+        pending = c.engine.pending_webhook_events()
+        assert {row[3:] for row in pending} == {(0, 0.0)} and len(pending) == len(hooked)
+        for address in {row[0] for row in pending}:
+            c.engine.webhook_events_retrying(address, [r[1] for r in pending if r[0] == address],
+                                             2, 1_900_000_000.5)
+        wait_for(lambda: {row[3:] for row in c.engine.pending_webhook_events()}
+                 == {(2, 1_900_000_000.5)}, "the schedules recorded by the workers", 10)
 
         c.engine.set_webhook(acct.id, None)
         late = [c.engine.submit(acct.api_key, NUMBERS[i % 3], "ACME", f"off {i}") for i in range(6)]

@@ -119,3 +119,73 @@ def test_webhooks_pending_at_sigkill_are_all_delivered_after_the_restart(tmp_pat
     assert all(len(v) == 1 for v in ids.values())  # a duplicate only ever with the same event id
     for mid in accepted:  # each message's events in order: delivered never before accepted
         assert first_ok[(mid, "accepted")] < first_ok[(mid, "delivered")]
+
+
+class RetryAfterReceiver:
+    """Answers ``503`` with ``Retry-After: RETRY_AFTER_S`` while ``failing``, then ``200``; records
+    (wall time, answered 2xx) of every POST."""
+
+    RETRY_AFTER_S = 6
+
+    def __init__(self) -> None:
+        self.failing = True
+        self.received: list[tuple[float, bool]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server naming)
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                ok = not outer.failing
+                outer.received.append((time.time(), ok))
+                self.send_response(200 if ok else 503)
+                if not ok:
+                    self.send_header("Retry-After", str(outer.RETRY_AFTER_S))
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_retry_schedule_survives_a_restart_so_the_event_is_not_resent_at_once(tmp_path):
+    receiver = RetryAfterReceiver()
+    data_dir = tmp_path / "data"
+    engine = Engine.start(data_dir=data_dir, http=True, overrides=webhook_engine_overrides())
+    try:
+        account = engine.create_account(email="retry@example.com")
+        engine.register_sender(account.id, "RETRY")
+        engine.deposit(account.id, usd="10", chain="test", tx_hash="0xr", from_address="addr")
+        engine.set_webhook(account.id, receiver.url, ["accepted"])
+        message_id = engine.submit(account.api_key, to="+4915112345678", sender="RETRY",
+                                   body="retry schedule").message_id
+
+        def recorded():  # the POP has committed the failed attempt's schedule beside the event
+            rows = [r for r in engine.pending_webhook_events() if r[2].message_id == message_id]
+            return rows if rows and rows[0][3] == 1 else None
+
+        (_, _, _, attempt, next_at), = wait_for(recorded, "the retry schedule in the outbox")
+        failed_at = receiver.received[0][0]
+        assert next_at >= failed_at + receiver.RETRY_AFTER_S - 0.5  # the receiver's Retry-After
+    finally:
+        engine.stop()
+    receiver.failing = False
+    engine = Engine.start(data_dir=data_dir, http=True, overrides=webhook_engine_overrides())
+    try:
+        assert time.time() < next_at  # (the restart took less than the Retry-After)
+        wait_for(lambda: any(ok for _, ok in receiver.received), "the delivery after the restart",
+                 timeout=30)
+        sent_again = [t for t, _ in receiver.received[1:]]
+        assert min(sent_again) >= next_at - 0.05  # not at once: the backoff resumed where it was
+        wait_for(lambda: not [r for r in engine.pending_webhook_events()
+                              if r[2].message_id == message_id], "the event removed once delivered")
+    finally:
+        engine.stop()
+        receiver.close()

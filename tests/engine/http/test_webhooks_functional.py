@@ -223,3 +223,40 @@ def test_a_hanging_receiver_does_not_delay_another_receivers_events():
         await fast_runner.cleanup()
 
     _run(scenario)
+
+
+def test_each_scheduled_retry_is_reported_with_its_attempt_and_time():
+    async def scenario():
+        rx = Receiver([(503, {"Retry-After": "0.3"}), (500, {}), (200, {})])
+        runner, url = await _serve(rx)
+        retries: list[tuple[int, float, float]] = []
+        d = _dispatcher([], rand=lambda: 0.0, on_retry=lambda dl: retries.append(
+            (dl.attempt, dl.next_at, time.time())))
+        await d.start()
+        d.submit(Delivery(url, "acc", "evt_r", b"{}"))
+        await _until(lambda: d.counts["delivered"] == 1)
+        assert [attempt for attempt, _, _ in retries] == [1, 2]
+        attempt, next_at, reported = retries[0]
+        assert 0.25 <= next_at - reported <= 0.35  # the receiver's Retry-After, from the report's time
+        await d.stop()
+        await runner.cleanup()
+
+    _run(scenario)
+
+
+def test_a_delivery_read_back_with_a_schedule_is_not_sent_before_it():
+    async def scenario():
+        rx = Receiver([(200, {})])
+        runner, url = await _serve(rx)
+        d = _dispatcher([])
+        await d.start()
+        not_before = time.time() + 0.5
+        d.submit(Delivery(url, "acc", "evt_s", b"{}", attempt=4, next_at=not_before))
+        assert d.backlog == 1  # waiting, and counted
+        await rx.wait_for(1)
+        assert time.time() >= not_before - 0.01  # (call_later may fire a clock tick early)
+        await _until(lambda: d.counts["delivered"] == 1)
+        await d.stop()
+        await runner.cleanup()
+
+    _run(scenario)
