@@ -1,12 +1,14 @@
 """PopActor: one per POP (fra, sin, gru); owns each of its messages from acceptance to final status.
 
 Messages in: ``AcceptMessages`` (sessions), ``CarrierResponded`` / ``ReceiptsReceived`` /
-``CarrierStateChanged`` (carriers), ``RefundsRecorded`` (ledger), ``RetryDue`` / ``Tick`` (clock),
-``Flush`` (itself), ``ForgetAccount`` (erasure, asked).
+``CarrierStateChanged`` (carriers), ``RefundsRecorded`` / ``DebitsRecorded`` (ledger), ``RetryDue`` /
+``Tick`` (clock), ``Flush`` (itself), ``ForgetAccount`` (erasure, asked), ``WebhookPrefs`` (sessions),
+``WebhookSettingsChanged`` / ``WebhookEventsDone`` / ``WebhookEventsRetrying`` (the host's webhook feed).
 Messages out: ``SubmitsAccepted`` / ``SubmitRejected`` / ``CarriersAcked`` / ``MessagesResumed`` (bridge),
 ``DebitMessages`` / ``RefundMessages``
 (ledger), ``SubmitToCarrier`` / ``WithdrawSubmits`` / ``ExpectReceipts`` (carriers), ``StatusesChanged``
-(sessions), ``BalanceChanged`` (a refused submit's reservation, back to its session).
+(sessions), ``BalanceChanged`` (a refused submit's reservation, back to its session),
+``WebhookEventsStored`` (bridge).
 
 The actor receives, commits and sends. What it decides comes from :mod:`engine.delivery` (admission at the
 door, then the dispatcher with the attempt state machine, retry policy, carrier board and timers - each
