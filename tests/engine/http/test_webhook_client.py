@@ -181,6 +181,7 @@ def test_a_receiver_that_never_answers_times_out():
         async with _serving(silent) as port, _client(timeout_s=0.3) as client:
             with pytest.raises(TimeoutError):
                 await client.post(f"http://127.0.0.1:{port}/hook", b"{}", {})
+            assert client.idle_connections == 0  # a timed-out connection is closed, never reused
 
     asyncio.run(scenario())
 
