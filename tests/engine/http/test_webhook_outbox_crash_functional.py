@@ -24,24 +24,19 @@ from tests.waiting import wait_for
 ROOT = Path(__file__).resolve().parents[3]
 
 
-class FlakyReceiver:
-    """Records every webhook POST; while ``failing`` answers 500 to most of them (so they stay pending)."""
+class HookReceiver:
+    """A threaded webhook receiver on loopback; :meth:`answer` decides each POST's status and headers."""
 
     def __init__(self) -> None:
-        self.failing = True
-        self.received: list[tuple[float, bool, dict, bytes]] = []  # (time, answered 2xx, headers, body)
-        self.lock = threading.Lock()
-        self.rng = random.Random(7)
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server naming)
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                with outer.lock:
-                    ok = not outer.failing or outer.rng.random() < 0.3
-                    outer.received.append((time.monotonic(), ok, dict(self.headers), body))
-                self.send_response(200 if ok else 500)
-                self.send_header("Content-Length", "0")
+                status, headers = outer.answer(dict(self.headers), body)
+                self.send_response(status)
+                for name, value in {**headers, "Content-Length": "0"}.items():
+                    self.send_header(name, value)
                 self.end_headers()
 
             def log_message(self, *args) -> None:
@@ -50,6 +45,30 @@ class FlakyReceiver:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def answer(self, headers: dict, body: bytes) -> tuple[int, dict[str, str]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class FlakyReceiver(HookReceiver):
+    """Records every webhook POST; while ``failing`` answers 500 to most of them (so they stay pending)."""
+
+    def __init__(self) -> None:
+        self.failing = True
+        self.received: list[tuple[float, bool, dict, bytes]] = []  # (time, answered 2xx, headers, body)
+        self.lock = threading.Lock()
+        self.rng = random.Random(7)
+        super().__init__()
+
+    def answer(self, headers: dict, body: bytes) -> tuple[int, dict[str, str]]:
+        with self.lock:
+            ok = not self.failing or self.rng.random() < 0.3
+            self.received.append((time.monotonic(), ok, headers, body))
+        return (200 if ok else 500), {}
 
     def events(self) -> list[tuple[bool, dict, dict]]:
         """(answered 2xx, headers, event) for every event received, in arrival order."""
@@ -61,10 +80,6 @@ class FlakyReceiver:
             for event in parsed if isinstance(parsed, list) else [parsed]:
                 out.append((ok, headers, event))
         return out
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.mark.parametrize("batch_max", [1, 20])
@@ -121,7 +136,7 @@ def test_webhooks_pending_at_sigkill_are_all_delivered_after_the_restart(tmp_pat
         assert first_ok[(mid, "accepted")] < first_ok[(mid, "delivered")]
 
 
-class RetryAfterReceiver:
+class RetryAfterReceiver(HookReceiver):
     """Answers ``503`` with ``Retry-After: RETRY_AFTER_S`` while ``failing``, then ``200``; records
     (wall time, answered 2xx) of every POST."""
 
@@ -130,29 +145,12 @@ class RetryAfterReceiver:
     def __init__(self) -> None:
         self.failing = True
         self.received: list[tuple[float, bool]] = []
-        outer = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server naming)
-                self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                ok = not outer.failing
-                outer.received.append((time.time(), ok))
-                self.send_response(200 if ok else 503)
-                if not ok:
-                    self.send_header("Retry-After", str(outer.RETRY_AFTER_S))
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def answer(self, headers: dict, body: bytes) -> tuple[int, dict[str, str]]:
+        ok = not self.failing
+        self.received.append((time.time(), ok))
+        return (200, {}) if ok else (503, {"Retry-After": str(self.RETRY_AFTER_S)})
 
 
 def test_a_retry_schedule_survives_a_restart_so_the_event_is_not_resent_at_once(tmp_path):
