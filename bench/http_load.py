@@ -15,6 +15,11 @@ Targets (``--target``):
   (``--carrier-throughput``), so the figure is the ingress path, not a carrier limit.
 * ``stub``: the HTTP layer alone, in front of a stub engine that accepts at once.
 
+CPU: ``engine_cpu_us_per_request`` is the engine's CPU (user + system) over the middle half of the run —
+every process of ``smsroute run``'s tree (core, workers, edges, nats-server) for ``run``, this process
+for the others (wrk is a child and not counted) — divided by the requests of that window at the run's
+average rate: the cost of a request summed over the processes, comparable across topologies.
+
 Usage::
 
     .venv/bin/python -m bench.http_load --duration 15 --connections 64 --threads 2
@@ -37,6 +42,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from bench.cluster_cost import tree_cpu_seconds
 from engine.config import default_document
 
 DESTINATIONS = ("+4915112345678", "+6591234567", "+5511912345678")
@@ -81,7 +87,7 @@ def overrides(throughput: int, window: int) -> dict:
     return {"http": HTTP_FAST, "carriers": carriers}
 
 
-# --- targets: each returns (customer port, api keys, stop function) ------------------------------
+# --- targets: each returns (customer port, api keys, stop function, CPU seconds function) --------------
 
 
 def _in_process(args: argparse.Namespace, tmp: Path) -> tuple[int, list[str], Any]:
@@ -95,7 +101,7 @@ def _in_process(args: argparse.Namespace, tmp: Path) -> tuple[int, list[str], An
         engine.register_sender(acc.id, "ACME")
         engine.deposit(acc.id, "1000000.00", "tron", f"0xload{n}", "TLOAD")
         keys.append(acc.api_key)
-    return engine.http.customer_port, keys, lambda: engine.stop(drain_seconds=5)
+    return engine.http.customer_port, keys, lambda: engine.stop(drain_seconds=5), time.process_time
 
 
 class StubEngine:
@@ -147,7 +153,7 @@ def _stub(args: argparse.Namespace, tmp: Path) -> tuple[int, list[str], Any]:
     stub.data_dir.mkdir()
     stub.keys = {f"sk_live_stub{n}": f"acc_{n}" for n in range(args.accounts)}
     servers = HttpServers(stub, stub.settings).start()
-    return servers.customer_port, list(stub.keys), servers.stop
+    return servers.customer_port, list(stub.keys), servers.stop, time.process_time
 
 
 def _post(port: int, token: str, path: str, body: dict) -> dict:
@@ -200,7 +206,7 @@ def _smsroute_run(args: argparse.Namespace, tmp: Path) -> tuple[int, list[str], 
         except subprocess.TimeoutExpired:
             proc.kill()
 
-    return ports["customer API"], keys, stop
+    return ports["customer API"], keys, stop, lambda: tree_cpu_seconds(proc.pid)
 
 
 TARGETS = {"run": _smsroute_run, "in-process": _in_process, "stub": _stub}
@@ -211,14 +217,21 @@ def run(args: argparse.Namespace) -> dict:
     if wrk is None:
         sys.exit("wrk not found (apt-get install -y wrk)")
     with tempfile.TemporaryDirectory() as tmp:
-        port, keys, stop = TARGETS[args.target](args, Path(tmp))
+        port, keys, stop, cpu_seconds = TARGETS[args.target](args, Path(tmp))
         try:
             script = Path(tmp) / "post.lua"
             script.write_text(LUA % {"keys": ",".join(f'"{k}"' for k in keys),
                                      "tos": ",".join(f'"{t}"' for t in DESTINATIONS)})
             cmd = [wrk, "-t", str(args.threads), "-c", str(args.connections), "-d",
                    f"{args.duration}s", "--latency", "-s", str(script), f"http://127.0.0.1:{port}"]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as proc:
+                time.sleep(args.duration / 4)  # the middle half of the run: no start-up, no tail
+                cpu0, t0 = cpu_seconds(), time.monotonic()
+                time.sleep(args.duration / 2)
+                cpu1, t1 = cpu_seconds(), time.monotonic()
+                out = proc.communicate()[0]
+            if proc.returncode:
+                sys.exit(f"wrk failed ({proc.returncode})")
         finally:
             stop()
     match = re.search(r"RESULT (\{.*\})", out)
@@ -226,6 +239,9 @@ def run(args: argparse.Namespace) -> dict:
         sys.exit(f"could not parse wrk output:\n{out}")
     result = json.loads(match.group(1))
     result["requests_per_s"] = round(result["requests"] / result["seconds"], 1)
+    if result["requests_per_s"] > 0:
+        result["engine_cpu_us_per_request"] = round(
+            (cpu1 - cpu0) / (t1 - t0) / result["requests_per_s"] * 1e6)
     result["command"] = " ".join(["wrk", *cmd[1:-3], "-s", "post.lua", "<customer url>"])
     result["target"] = args.target
     result["accounts"] = args.accounts
