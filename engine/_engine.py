@@ -288,21 +288,24 @@ class Engine(AccountManager, HoldManager):
     def webhook_events_done(self, pop: str, seqs: list[int]) -> None:
         """These events of ``pop``'s outbox (a POP shard's address) are delivered or given up: the POP
         removes them."""
-        ref = self.runtime.directory.pop_ref(pop)
-        if ref is not None and seqs:
-            try:
-                ref.tell(m.encode(m.WebhookEventsDone(list(seqs))))
-            except pykka.ActorDeadError:  # stopping: they stay and are delivered again (same ids)
-                pass
+        if seqs:
+            self._tell_pop_shard(pop, m.WebhookEventsDone(list(seqs)))
 
     def webhook_events_retrying(self, pop: str, seqs: list[int], attempt: int, next_at: float) -> None:
         """These events of ``pop``'s outbox were sent ``attempt`` times and wait until ``next_at`` (unix
         s): the POP records it, so a restart resumes the backoff instead of sending them at once."""
+        if seqs:
+            self._tell_pop_shard(pop, m.WebhookEventsRetrying(list(seqs), int(attempt), float(next_at)))
+
+    def _tell_pop_shard(self, pop: str, msg: m.Message) -> None:
+        """Tell the POP shard at address ``pop`` about its webhook outbox. Dropped when there is none or it
+        is stopping: nothing is lost that matters (its events stay and are delivered again with the same
+        ids; a schedule not recorded only makes the retry after a restart sooner)."""
         ref = self.runtime.directory.pop_ref(pop)
-        if ref is not None and seqs:
+        if ref is not None:
             try:
-                ref.tell(m.encode(m.WebhookEventsRetrying(list(seqs), int(attempt), float(next_at))))
-            except pykka.ActorDeadError:  # stopping: only the schedule is lost (sent sooner)
+                ref.tell(m.encode(msg))
+            except pykka.ActorDeadError:
                 pass
 
     def on_carrier_ack(self, callback) -> None:

@@ -19,6 +19,7 @@ import ssl
 import sys
 import threading
 import time
+from functools import partial
 from typing import Any
 
 import uvloop
@@ -237,8 +238,9 @@ class HttpServers:
                                               or 86400.0)),
             on_finished=lambda delivery, outcome: feed_box[0].finished(delivery, outcome),
             on_retry=lambda delivery: feed_box[0].retrying(delivery))
-        feed = WebhookFeed(dispatcher, notifier.endpoint_for, self._events_done,
-                           self._events_retrying)
+        feed = WebhookFeed(dispatcher, notifier.endpoint_for,
+                           partial(self._engine_call, "webhook_events_done"),
+                           partial(self._engine_call, "webhook_events_retrying"))
         feed_box.append(feed)
         inbox = StatusInbox(asyncio.get_running_loop(), notifier.on_statuses)
         ctx.dispatcher = dispatcher
@@ -272,15 +274,11 @@ class HttpServers:
             log.info("webhooks: %d events from the outbox to deliver", len(pending))
         feed.recovered([Stored(*row) for row in pending])
 
-    def _events_done(self, pop: str, seqs: list[int]) -> None:
-        done = getattr(self.engine, "webhook_events_done", None)
-        if done is not None:
-            done(pop, seqs)
-
-    def _events_retrying(self, pop: str, seqs: list[int], attempt: int, next_at: float) -> None:
-        retrying = getattr(self.engine, "webhook_events_retrying", None)
-        if retrying is not None:
-            retrying(pop, seqs, attempt, next_at)
+    def _engine_call(self, method: str, *args: Any) -> None:
+        """Call the engine's ``method`` if it has one (a stand-in engine, the bench's stub, may not)."""
+        call = getattr(self.engine, method, None)
+        if call is not None:
+            call(*args)
 
     @property
     def sweepables(self) -> dict[str, Any]:
