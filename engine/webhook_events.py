@@ -7,9 +7,10 @@ A status change goes to the outbox when the account wants a webhook for it: the 
 session's start and after each change) or, for an account whose session it has not heard from, reads them
 through ``prefs`` (cached; again after a ``WebhookSettingsChanged``). A cluster worker's ``prefs`` cannot
 read the accounts store and answers "every status": safe (the core's feed drops what is not wanted), only
-slower. Events are written in the POP's group commit (:meth:`write`), removals
-(:attr:`done`, reported by the webhook dispatcher) and retry schedules (:attr:`retrying`) too. At most ``limit`` events are stored per POP; beyond
-that an event is dropped and counted (the backlog is bounded, and visible in metrics).
+slower. Events are written in the POP's group commit (:meth:`write`), and so are removals (:attr:`done`,
+reported by the webhook dispatcher) and retry schedules (:attr:`retrying`). At most ``limit`` events are
+stored per POP; beyond that an event is dropped and counted (the backlog is bounded, and visible in
+metrics).
 
 Threads: the POP's (the dispatcher thread); nothing here is shared.
 """
