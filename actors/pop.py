@@ -181,7 +181,7 @@ class PopActor(DispatchedActor):
         if stored is not None:
             self.counters["webhook_events_stored"] += len(stored[0])
             self.bridge.tell(m.encode(m.WebhookEventsStored(self.address, *stored)))
-        self._after_commit(new)
+        self._after_commit(new, accepted)
 
     def _admit_all(self, items: list[m.AcceptItem]) -> list[tuple[Delivery, m.AcceptItem]]:
         """The messages to accept; those the route's carriers cannot take in time are refused here."""
@@ -217,9 +217,13 @@ class PopActor(DispatchedActor):
         if target is not None:
             target.tell(m.encode(m.BalanceChanged(item.account_id, item.price_micro_usd)))
 
-    def _after_commit(self, new: list[tuple[Delivery, m.AcceptItem]]) -> None:
+    def _after_commit(self, new: list[tuple[Delivery, m.AcceptItem]],
+                      accepted: list[m.StatusItem]) -> None:
+        """Answer, bill and route the messages just committed; ``accepted`` are their status events
+        (the same items their webhook events were written from, so both carry one time)."""
         debits, answers = [], {}
         grace = self.limits.expiry_grace_seconds
+        self._events.extend(accepted)
         for f, item in new:
             rec = f.record
             self.inflight[rec.message_id] = f
@@ -228,7 +232,6 @@ class PopActor(DispatchedActor):
                                           rec.country))
             debits.append(m.DebitItem(rec.message_id, rec.account_id, rec.price_micro_usd,
                                       rec.submitted_at))
-            self._event(f, ACCEPTED, "", store=False)  # its webhook event was written with it
             self.timers.expire_at(rec.submitted_at + rec.validity_seconds + grace, rec.message_id)
             self.dispatcher.route(f)
         for reply_to, items in answers.items():  # the core's bridge, or an HTTP edge's
@@ -297,10 +300,10 @@ class PopActor(DispatchedActor):
 
     # --- status events -----------------------------------------------------------------------------
 
-    def _event(self, f: Delivery, status: str, error: str, *, store: bool = True) -> None:
+    def _event(self, f: Delivery, status: str, error: str) -> None:
         item = self._status_item(f, status, error)
         self._events.append(item)
-        if store and self.hooks.wanted(item):  # to the webhook outbox, with the commit of the change
+        if self.hooks.wanted(item):  # to the webhook outbox, with the commit of the change
             self.hooks.pending.append(item)
 
     def _status_item(self, f: Delivery, status: str, error: str) -> m.StatusItem:
