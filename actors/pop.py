@@ -80,7 +80,7 @@ class PopActor(DispatchedActor):
         self._expected: dict[str, list[m.ExpectedReceiptItem]] = {}  # recovered, for their carriers
         self._flush_scheduled = False
         self.counters = {"accepted": 0, "refused_saturated": 0, "refunds": 0, "store_failures": 0,
-                         "webhook_events_stored": 0,
+                         "webhook_events_stored": 0, "commits": 0,
                          DELIVERED: 0, REJECTED: 0, FAILED: 0, EXPIRED: 0}
 
     # --- lifecycle ---------------------------------------------------------------------------------
@@ -174,6 +174,7 @@ class PopActor(DispatchedActor):
                 self.admission.remove(f.route_key)
                 self._refuse(item, err)
             return
+        self.counters["commits"] += 1
         if refunds:
             self.directory.ledger.tell(m.encode(m.RefundMessages(self.address, refunds)))
             self.owed.refunds_sent((r.message_id for r in refunds), self.clock.now())

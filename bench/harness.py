@@ -344,7 +344,13 @@ class Bench:
             return None
         from bench.stages import StageProfiler
 
-        return StageProfiler(self.engine.runtime.shards if self._cluster is not None else None)
+        runtime = self.engine.runtime
+
+        def commit_counts() -> tuple[int, int]:
+            pops = sum(p.get("commits", 0) for p in runtime.shards.pop_stats())
+            return pops, runtime.ledger_store.writes
+
+        return StageProfiler(runtime.shards if self._cluster is not None else None, commit_counts)
 
     def memory_mb(self) -> dict[str, float]:
         """The engine's resident memory now (``rss``, ``anon``, ``file``, ``shmem`` in MB)."""

@@ -8,6 +8,10 @@ thread and the garbage collector, and divides by the messages of the run. What n
 (other threads: the clock, SMPP loops, HTTP; kernel time; thread hand-offs) is reported as
 ``unattributed`` so the stages always add up to the process's CPU.
 
+Beside the CPU, the profile counts the commits of the run: a POP's group commit costs ~200-300 µs of CPU
+whatever its size (most of it the fsyncs), so messages per commit explain much of the CPU per message (twice
+as much at half the maximum rate as at saturation, see ``bench/RESULTS.md``).
+
 Profiling costs a little itself (two clock reads per handled message: well under 1 µs per message at the
 batch sizes seen under load), so figures without ``--profile-stages`` are the ones to quote.
 """
@@ -15,6 +19,7 @@ batch sizes seen under load), so figures without ``--profile-stages`` are the on
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,27 +56,36 @@ class StageProfile:
     messages: int = 0
     cpu_s: float = 0.0
     stages: dict[str, float] = field(default_factory=dict)
+    commits: dict[str, float] = field(default_factory=dict)
 
     def us_per_message(self) -> dict[str, float]:
         n = max(1, self.messages)
         return {name: round(sec / n * 1e6, 2) for name, sec in self.stages.items()}
 
     def to_json(self) -> dict[str, Any]:
-        return {"messages": self.messages,
-                "cpu_us_per_message": round(self.cpu_s / max(1, self.messages) * 1e6, 2),
-                "us_per_message": self.us_per_message()}
+        doc = {"messages": self.messages,
+               "cpu_us_per_message": round(self.cpu_s / max(1, self.messages) * 1e6, 2),
+               "us_per_message": self.us_per_message()}
+        if self.commits:
+            doc["commits"] = self.commits
+        return doc
 
 
 class StageProfiler:
     """Start on the host's submitting thread before a run, stop on it after (embedded path; with
     ``--workers``, every worker's stages too, named ``w<k> <stage>``)."""
 
-    def __init__(self, cluster_shards: Any = None) -> None:
+    def __init__(self, cluster_shards: Any = None,
+                 commit_counts: Callable[[], tuple[int, int]] | None = None) -> None:
         self._dispatcher = default_dispatcher()
         self._shards = cluster_shards
+        self._commit_counts = commit_counts  # () -> (POP commits, ledger writes) so far
+        self._c0 = (0, 0)
         self._t0 = self._p0 = self._g0 = self._h0 = 0.0
 
     def start(self) -> None:
+        if self._commit_counts is not None:
+            self._c0 = self._commit_counts()
         if self._shards is not None:
             self._shards.profile(True)
         self._dispatcher.profile(True)
@@ -94,7 +108,12 @@ class StageProfiler:
                 _add_named(stages, f"{node} ", remote["stages"], remote["gc"], remote["cpu"])
                 total += remote["cpu"]
         ordered = dict(sorted(stages.items(), key=lambda kv: -kv[1]))
-        return StageProfile(messages=messages, cpu_s=total, stages=ordered)
+        commits: dict[str, float] = {}
+        if self._commit_counts is not None:
+            pop, ledger = (now - then for now, then in zip(self._commit_counts(), self._c0, strict=True))
+            commits = {"pop": pop, "messages_per_pop_commit": round(messages / max(1, pop), 1),
+                       "ledger": ledger}
+        return StageProfile(messages=messages, cpu_s=total, stages=ordered, commits=commits)
 
 
 def _add_named(stages: dict[str, float], prefix: str, raw: list, gc_s: float, cpu: float) -> None:
@@ -115,4 +134,8 @@ def format_stages(doc: dict[str, Any]) -> str:
              f" {doc['cpu_us_per_message']:.1f} µs in all):"]
     for name, us in doc["us_per_message"].items():
         lines.append(f"  {us:8.2f} µs  {name}")
+    commits = doc.get("commits")
+    if commits:
+        lines.append(f"commits: {commits['pop']} by the POPs ({commits['messages_per_pop_commit']} messages "
+                     f"each), {commits['ledger']} by the ledger")
     return "\n".join(lines)

@@ -88,6 +88,7 @@ class LedgerStore:
         self.balance_rows = Balances(env)
         self._balances = self.balance_rows.db
         self.identifiers_dropped = 0  # items written without identifiers (the account's key was gone)
+        self.writes = 0  # write transactions committed (each one a group of rows; the bench counts them)
         with env.begin() as txn:
             self._next_seq = self.chain.head(txn)[0] + 1
 
@@ -113,6 +114,7 @@ class LedgerStore:
                 low = batch.write()
                 results = batch.results() if answers else []
             self._next_seq = batch.next_seq
+            self.writes += 1
             if durable:
                 self.env.sync(True)
         except lmdb.MapFullError as exc:

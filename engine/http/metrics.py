@@ -57,6 +57,7 @@ POP_COUNTERS = {
     "failovers": "Retries that moved a message to another carrier",
     "resp_timeouts": "Submits a carrier never answered within resp_timeout_seconds",
     "store_failures": "Group commits the POP's store refused (a full store raises this)",
+    "commits": "Group commits written (each one fsynced transaction for a batch of messages)",
 }
 SMPP_COUNTERS = {
     "receipts": "Delivery receipts received",

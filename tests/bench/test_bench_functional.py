@@ -49,6 +49,28 @@ def test_the_cli_writes_json_with_the_documented_shape(tmp_path, capsys):
     assert "fra  DE" in capsys.readouterr().out
 
 
+def test_profile_stages_reports_cpu_per_stage_that_adds_up_and_the_commits_of_the_run(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    add_bench_arguments(parser)
+    out = tmp_path / "r.json"
+    args = parser.parse_args(["--scenario", "tiny", "--no-progress", "--profile-stages",
+                              "--json", str(out)])
+    assert run_bench(args) == 0
+    stages = json.loads(out.read_text())["stages"]
+    assert stages["messages"] == 200
+    per_stage = stages["us_per_message"]
+    assert {"POP: group commits, ack, route", "session: validate, price, reserve",
+            "host: submit (incl. the bench driver)", "ledger: write debits"} <= set(per_stage)
+    # the stages account for the whole process's CPU: the unattributed rest is a stage of its own
+    assert sum(per_stage.values()) == pytest.approx(stages["cpu_us_per_message"], rel=0.01, abs=0.5)
+    commits = stages["commits"]
+    assert commits["pop"] >= 2 and commits["ledger"] >= 1  # two POPs (fra, sin) took messages
+    assert commits["messages_per_pop_commit"] == round(200 / commits["pop"], 1)
+    printed = capsys.readouterr().out
+    assert "CPU per message by stage" in printed
+    assert f"commits: {commits['pop']} by the POPs" in printed
+
+
 def test_a_bad_scenario_name_exits_with_code_two(capsys):
     parser = argparse.ArgumentParser()
     add_bench_arguments(parser)

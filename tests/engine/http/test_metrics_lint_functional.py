@@ -82,6 +82,14 @@ def test_counters_are_counters_and_entities_are_labels(scrape):
     assert carriers == set(load_settings().carriers)
 
 
+def test_each_pop_counts_the_group_commits_it_wrote(scrape):
+    commits = {pop: float(n) for pop, n in
+               re.findall(r'^smsroute_pop_commits_total\{pop="(\w+)"\} (\S+)$', scrape, re.M)}
+    assert set(commits) == {"fra", "sin", "gru"}
+    used = {pop for pop, _country in CORRIDORS.values()}
+    assert all(commits[pop] >= 1 for pop in used)  # every message was committed before its answer
+
+
 def test_the_linter_reports_what_the_old_exposition_did_wrong():
     old = ("# HELP smsroute_engine_pops_accepted engine.stats() pops_accepted\n"
            "# TYPE smsroute_engine_pops_accepted counter\n"
