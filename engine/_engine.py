@@ -235,6 +235,7 @@ class Engine(AccountManager, HoldManager):
         digest = apikeys.digest(api_key)
         account_id = self.key_index.get(digest)
         if account_id is None:
+            self.key_refused(digest)
             raise AuthError("unknown API key")
         return digest, self.runtime.session_for(account_id)
 

@@ -135,9 +135,17 @@ class AccountManager:
         digest = apikeys.digest(api_key) if isinstance(api_key, str) else b""
         account_id = self.key_index.get(digest)
         if account_id is None:
+            self.key_refused(digest)
             raise AuthError("unknown or revoked API key")
         self.credentials.touch(account_id, digest)
         return account_id
+
+    def key_refused(self, digest: bytes) -> None:
+        """A key that does not authenticate was presented: if it is a revoked key of an account, count
+        the failure against that account (many of them send its holder a security alert)."""
+        owner = self.credentials.revoked_owner(digest)
+        if owner is not None:
+            self.notices.failed_authentication(owner)
 
     def create_api_key(self, account_id: str, *, actor: str = "embedding-api") -> NewApiKey:
         """A further key for an active account: ``NewApiKey(id, api_key, hint)``, the key shown once."""

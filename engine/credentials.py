@@ -8,12 +8,18 @@ from the account record, the index and the account's session in that order, so a
 authenticating at once. Every create and revoke is audit-logged (who, what, which account) and the holder
 gets a security alert e-mail.
 
+A revoked key still names its account for as long as its metadata is kept (90 days, the retention
+table's account records): :meth:`ApiKeyManager.revoked_owner` finds the account of a presented key that
+was revoked, by the key's id (a hash of its digest), so that repeated use of a leaked and revoked key
+reaches the holder as a "failed authentications" alert. The map is rebuilt from the store at start.
+
 Metadata (id, hint, created, last used, revoked) lives in :mod:`storage.apikeys`; a key created before that
 store existed is listed from the account record (hint only).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -23,6 +29,7 @@ from engine import messages as m
 from engine.errors import AccountRestricted, LastApiKey, UnknownApiKey
 from storage.accounts import ACTIVE, CLOSED, AccountRecord
 from storage.apikeys import ApiKeyInfo, ApiKeyStore, key_id
+from storage.retention import cutoff
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,10 @@ class ApiKeyManager:
         closed = {r.id for r in self._accounts.all() if r.state == CLOSED}
         for digest in [d for d, account_id in key_index.items() if account_id in closed]:
             del key_index[digest]
+        # key id -> (account id, revoked at) of the revoked keys the store still keeps
+        self._revoked: dict[str, tuple[str, float]] = {
+            kid: (account_id, at) for account_id, kid, at in self._store.revoked()
+            if account_id not in closed}
 
     def create(self, account_id: str, *, actor: str) -> NewApiKey:
         api_key = apikeys.new_api_key()
@@ -98,19 +109,38 @@ class ApiKeyManager:
         self._index.pop(digest, None)
         self._runtime.tell_session(account_id, m.ApiKeyRevoked(account_id, digest))
         revoked = self._store.revoke(account_id, info)
+        self._revoked[info.id] = (account_id, revoked.revoked_at)
         self._audit(actor, "revoke_api_key", account_id)
         self._alert(account_id, "api_key_revoked")
         return revoked._asdict()
 
     def account_closed(self, record: AccountRecord) -> None:
-        """A closed account's keys authenticate nowhere any more."""
+        """A closed account's keys authenticate nowhere any more (and name it no more)."""
         for digest in record.key_digests:
             self._index.pop(digest, None)
+        self._forget_revoked(record.id)
+
+    def revoked_owner(self, digest: bytes, now: float | None = None) -> str | None:
+        """The account a revoked key (by its digest) belonged to, while its metadata is kept."""
+        kid = key_id(digest)
+        found = self._revoked.get(kid)
+        if found is None:
+            return None
+        account_id, revoked_at = found
+        if revoked_at < cutoff("account_records", time.time() if now is None else now):
+            self._revoked.pop(kid, None)  # swept from the store by now, or about to be
+            return None
+        return account_id
+
+    def _forget_revoked(self, account_id: str) -> None:
+        for kid in [k for k, (owner, _at) in self._revoked.items() if owner == account_id]:
+            del self._revoked[kid]
 
     def touch(self, account_id: str, digest: bytes) -> None:
         self._store.touch(account_id, digest)
 
     def forget(self, account_id: str) -> int:
+        self._forget_revoked(account_id)
         return self._store.forget_account(account_id)
 
     @staticmethod

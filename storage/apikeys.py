@@ -152,6 +152,20 @@ class ApiKeyStore:
                     out[info.id] = info
         return out
 
+    def revoked(self) -> list[tuple[str, str, float]]:
+        """``(account id, key id, revoked at)`` of every revoked key still kept (rows of accounts whose
+        data key is gone are skipped: they name no one any more)."""
+        out = []
+        with self.env.begin() as txn:
+            for key, blob in txn.cursor(db=self._db):
+                try:
+                    info = self._decode(bytes(key), blob)
+                except (KeyUnavailable, CorruptRecord):
+                    continue
+                if info.revoked_at is not None:
+                    out.append((bytes(key).decode().split("/", 1)[0], info.id, info.revoked_at))
+        return out
+
     # --- encoding -----------------------------------------------------------------------------------
 
     def _get(self, txn: lmdb.Transaction, account_id: str, kid: str) -> ApiKeyInfo | None:

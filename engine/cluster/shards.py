@@ -447,6 +447,8 @@ class EdgeQueries:
             if q.kind == "account_for_key":
                 [digest] = q.args
                 result: Any = self.engine.key_index.get(bytes(digest))
+                if result is None:  # (an edge caches the refusal 2 s: it asks again after that)
+                    self.engine.key_refused(bytes(digest))
             elif q.kind == "lease":
                 key, n = q.args
                 http = self.engine.http

@@ -97,3 +97,15 @@ def test_erasure_forgets_every_row_of_the_account_only(env, account_keys):
     assert store.forget_account("acc_1") == 2
     assert store.for_account("acc_1") == {} and len(store.for_account("acc_10")) == 1
     store.close()
+
+
+def test_revoked_lists_each_revoked_key_with_its_account_and_time_and_skips_erased_accounts(
+        env, account_keys):
+    store = _store(env, account_keys)
+    for account_id, digest in (("acc_1", D1), ("acc_1", D2), ("acc_2", D1), ("acc_gone", D2)):
+        store.add(account_id, digest, "h", now=T0)
+    store.revoke("acc_1", store.for_account("acc_1")[key_id(D2)], now=T0 + 7)
+    store.revoke("acc_gone", store.for_account("acc_gone")[key_id(D2)], now=T0 + 8)
+    account_keys.shred("acc_gone", (DATA,))  # erased: its rows name no one any more
+    assert store.revoked() == [("acc_1", key_id(D2), T0 + 7)]
+    store.close()

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from engine import Engine
+from engine import Engine, apikeys
 from engine.errors import AuthError, UnknownApiKey
 from engine.http.webhooks import SIGNATURE_HEADER
 from tests.engine.http.conftest import (
@@ -128,6 +128,27 @@ def test_the_embedding_api_creates_lists_and_revokes_keys(engine):
         engine.submit(new.api_key, DE_NUMBER, "ACME", "hi")
     with pytest.raises(UnknownApiKey):
         engine.revoke_api_key(account.id, new.id)
+
+
+def test_a_revoked_key_names_its_account_for_alerts_while_kept_and_survives_a_restart(tmp_path):
+    running = start_engine(tmp_path, **SETTINGS)
+    try:
+        account = funded_account(running, "leaked@example.com")
+        new = running.create_api_key(account.id)
+        digest = apikeys.digest(new.api_key)
+        assert running.credentials.revoked_owner(digest) is None  # an active key is not "revoked"
+        running.revoke_api_key(account.id, new.id)
+        assert running.credentials.revoked_owner(digest) == account.id
+        assert running.credentials.revoked_owner(apikeys.digest(apikeys.new_api_key())) is None
+    finally:
+        running.stop()
+    again = start_engine(tmp_path, **SETTINGS)  # rebuilt from the key store at start
+    try:
+        assert again.credentials.revoked_owner(digest) == account.id
+        # kept as long as the key's metadata (90 days after revocation), then it names no one
+        assert again.credentials.revoked_owner(digest, now=time.time() + 91 * 86400) is None
+    finally:
+        again.stop()
 
 
 # --- closed and restricted accounts ------------------------------------------------------------------
