@@ -133,8 +133,9 @@ class ApiKeyManager:
         return account_id
 
     def _forget_revoked(self, account_id: str) -> None:
-        for kid in [k for k, (owner, _at) in self._revoked.items() if owner == account_id]:
-            del self._revoked[kid]
+        for kid, (owner, _at) in list(self._revoked.items()):  # (a copy: revocations may run meanwhile)
+            if owner == account_id:
+                self._revoked.pop(kid, None)
 
     def touch(self, account_id: str, digest: bytes) -> None:
         self._store.touch(account_id, digest)
