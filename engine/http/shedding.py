@@ -13,12 +13,18 @@ body that has arrived is skipped by the HTTP parser without ever being parsed (t
 open); one still on its way is not waited for (the connection is closed after the answer). The admitted requests keep a
 latency near their unloaded one, and the memory held by waiting requests stays bounded.
 
+Operators see a burst in the log: one warning when the door starts refusing, one when it has been quiet
+again for :data:`QUIET_PROBES` probes, with how many it refused and why (each refusal is counted in the
+metrics too; they are not written to the request log one by one, which under overload would cost what the
+door exists to save).
+
 Threads: the HTTP loop's only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -34,14 +40,17 @@ _HEADERS = {"Retry-After": str(RETRY_AFTER_S), "Content-Type": "application/json
             "Server": "smsroute", "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+log = logging.getLogger(__name__)
 
 
 class Shedder:
     """The door of one HTTP port (see the module docstring)."""
 
     def __init__(self, max_pending: int, delay_target_s: float,
-                 after_burst: Callable[[], None] | None = None) -> None:
+                 after_burst: Callable[[], None] | None = None, name: str = "customer API") -> None:
+        self.name = name
         self._after_burst = after_burst  # called once the door is quiet again after shedding
+        self._burst_start: tuple[float, dict[str, int]] = (0.0, {})
         self._shed_seen = 0
         self._quiet = 0
         self._burst = False
@@ -51,6 +60,7 @@ class Shedder:
         self.lag_s = 0.0
         self._late = 0  # probes in a row later than the target
         self.counts = {"admitted": 0, "shed_pending": 0, "shed_delay": 0}
+        self._calm = dict(self.counts)  # the counts at the last probe outside a burst
         self._probe: asyncio.TimerHandle | None = None
         self._expected = 0.0
 
@@ -71,12 +81,29 @@ class Shedder:
         self._probe = loop.call_at(self._expected, self._tick, loop)
         shed = self.counts["shed_pending"] + self.counts["shed_delay"]
         if shed != self._shed_seen:  # a burst is (still) on
+            if not self._burst:
+                self._burst_start = (now, self._calm)
+                log.warning("%s: shedding load (503 with Retry-After): %d requests in progress "
+                            "(bound %d), the loop %.0f ms behind", self.name, self.pending,
+                            self.max_pending, self.lag_s * 1000)
             self._shed_seen, self._quiet, self._burst = shed, 0, True
         elif self._burst and self.pending * 4 < self.max_pending:
             self._quiet += 1
-            if self._quiet >= QUIET_PROBES and self._after_burst is not None:
+            if self._quiet >= QUIET_PROBES:
                 self._burst = False
-                self._after_burst()
+                self._burst_ended(now)
+                if self._after_burst is not None:
+                    self._after_burst()
+        if not self._burst:
+            self._calm = dict(self.counts)
+
+    def _burst_ended(self, now: float) -> None:
+        started, before = self._burst_start
+        c = {k: v - before.get(k, 0) for k, v in self.counts.items()}
+        log.warning("%s: stopped shedding after %.1f s: %d requests refused (%d over the pending "
+                    "bound, %d over the queue delay target), %d admitted meanwhile", self.name,
+                    now - started, c["shed_pending"] + c["shed_delay"], c["shed_pending"],
+                    c["shed_delay"], c["admitted"])
 
     def admit(self) -> bool:
         """Take a slot for a starting request, or say it must be refused (and count why)."""
