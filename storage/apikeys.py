@@ -26,6 +26,7 @@ Durability contract:
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +38,8 @@ import msgpack
 from engine.errors import CorruptRecord, KeyUnavailable
 from storage.account_keys import DATA, AccountKeys
 from storage.retention import cutoff
+
+log = logging.getLogger(__name__)
 
 DB = b"api_keys"
 USAGE_RESOLUTION_SECONDS = 60.0
@@ -155,15 +158,20 @@ class ApiKeyStore:
     def revoked(self) -> list[tuple[str, str, float]]:
         """``(account id, key id, revoked at)`` of every revoked key still kept (rows of accounts whose
         data key is gone are skipped: they name no one any more)."""
-        out = []
+        out, corrupt = [], 0
         with self.env.begin() as txn:
             for key, blob in txn.cursor(db=self._db):
                 try:
                     info = self._decode(bytes(key), blob)
-                except (KeyUnavailable, CorruptRecord):
+                except KeyUnavailable:
+                    continue
+                except CorruptRecord:
+                    corrupt += 1
                     continue
                 if info.revoked_at is not None:
                     out.append((bytes(key).decode().split("/", 1)[0], info.id, info.revoked_at))
+        if corrupt:
+            log.error("api keys: %d metadata rows do not decode; skipped", corrupt)
         return out
 
     # --- encoding -----------------------------------------------------------------------------------
