@@ -233,9 +233,8 @@ class Engine(AccountManager, HoldManager):
         if not isinstance(api_key, str):
             raise InputError("api_key must be a string")
         digest = apikeys.digest(api_key)
-        account_id = self.key_index.get(digest)
+        account_id = self.account_for_digest(digest)
         if account_id is None:
-            self.key_refused(digest)
             raise AuthError("unknown API key")
         return digest, self.runtime.session_for(account_id)
 

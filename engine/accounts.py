@@ -133,19 +133,22 @@ class AccountManager:
     def account_id_for_key(self, api_key: str) -> str:
         """The account a key belongs to; ``AuthError`` for an unknown, revoked or closed account's key."""
         digest = apikeys.digest(api_key) if isinstance(api_key, str) else b""
-        account_id = self.key_index.get(digest)
+        account_id = self.account_for_digest(digest)
         if account_id is None:
-            self.key_refused(digest)
             raise AuthError("unknown or revoked API key")
         self.credentials.touch(account_id, digest)
         return account_id
 
-    def key_refused(self, digest: bytes) -> None:
-        """A key that does not authenticate was presented: if it is a revoked key of an account, count
-        the failure against that account (many of them send its holder a security alert)."""
-        owner = self.credentials.revoked_owner(digest)
-        if owner is not None:
-            self.notices.failed_authentication(owner)
+    def account_for_digest(self, digest: bytes) -> str | None:
+        """The account whose active key has this digest, or None. Every key lookup goes through here, so
+        a refused key that is a revoked key of an account is counted against that account (many such
+        failures send its holder a security alert)."""
+        account_id = self.key_index.get(digest)
+        if account_id is None:
+            owner = self.credentials.revoked_owner(digest)
+            if owner is not None:
+                self.notices.failed_authentication(owner)
+        return account_id
 
     def create_api_key(self, account_id: str, *, actor: str = "embedding-api") -> NewApiKey:
         """A further key for an active account: ``NewApiKey(id, api_key, hint)``, the key shown once."""

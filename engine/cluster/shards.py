@@ -446,9 +446,8 @@ class EdgeQueries:
                 raise ValueError("not a query")
             if q.kind == "account_for_key":
                 [digest] = q.args
-                result: Any = self.engine.key_index.get(bytes(digest))
-                if result is None:  # (an edge caches the refusal 2 s: it asks again after that)
-                    self.engine.key_refused(bytes(digest))
+                # (an edge caches a refusal 2 s: a revoked key's use counts once per 2 s per edge)
+                result: Any = self.engine.account_for_digest(bytes(digest))
             elif q.kind == "lease":
                 key, n = q.args
                 http = self.engine.http
