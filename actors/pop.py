@@ -3,7 +3,8 @@
 Messages in: ``AcceptMessages`` (sessions), ``CarrierResponded`` / ``ReceiptsReceived`` /
 ``CarrierStateChanged`` (carriers), ``RefundsRecorded`` / ``DebitsRecorded`` (ledger), ``RetryDue`` /
 ``Tick`` (clock), ``Flush`` (itself), ``ForgetAccount`` (erasure, asked), ``WebhookPrefs`` (sessions),
-``WebhookSettingsChanged`` / ``WebhookEventsDone`` / ``WebhookEventsRetrying`` (the host's webhook feed).
+``WebhookSettingsChanged`` / ``WebhookEventsDone`` / ``WebhookEventsRetrying`` (the host's webhook feed),
+``GroupCommitted`` (the committer, when the POPs of the process share an environment).
 Messages out: ``SubmitsAccepted`` / ``SubmitRejected`` / ``CarriersAcked`` / ``MessagesResumed`` (bridge),
 ``DebitMessages`` / ``RefundMessages``
 (ledger), ``SubmitToCarrier`` / ``WithdrawSubmits`` / ``ExpectReceipts`` (carriers), ``StatusesChanged``
@@ -14,7 +15,8 @@ The actor receives, commits and sends. What it decides comes from :mod:`engine.d
 door, then the dispatcher with the attempt state machine, retry policy, carrier board and timers - each
 module's docstring holds its rules); what it writes goes through :class:`storage.pop_commit.PopCommit`.
 
-Group commit: every change is collected and written by the next ``Flush`` in ONE fsynced LMDB transaction;
+Group commit: every change is collected and written by the next ``Flush`` in ONE fsynced LMDB transaction
+(shared with the other POPs of the process when they share an environment: ``actors.group_commit``);
 only after that commit are customers acknowledged, debits and refunds sent and status events emitted. So an
 acknowledged message survives ``kill -9``, and so does the refund of a message that ended without any
 carrier acknowledgement (it is owed in the same transaction as the final record).
@@ -29,6 +31,7 @@ import time
 import pykka
 
 from actors.dispatch import DispatchedActor
+from actors.group_commit import commit_alone
 from engine import messages as m
 from engine.delivery.admission import Admission
 from engine.delivery.attempt import ACKED, Delivery
@@ -42,7 +45,7 @@ from engine.errors import CarriersSaturated, SmsrouteError, StorageError
 from engine.routing import order_candidates
 from engine.status import ACCEPTED, DELIVERED, EXPIRED, FAILED, REJECTED, status_from_smpp_state
 from engine.webhook_events import WebhookEvents, outbox_share
-from storage.pop_commit import PopCommit
+from storage.pop_commit import PopCommit, StagedBatch, as_storage_error
 from storage.records import LiveRecord
 
 log = logging.getLogger(__name__)
@@ -52,8 +55,11 @@ class PopActor(DispatchedActor):
     stage = "pop"
 
     def __init__(self, name: str, settings, directory, store, clock, bridge,
-                 address: str = "", webhook_prefs=None) -> None:
+                 address: str = "", webhook_prefs=None, group=None) -> None:
         super().__init__()
+        self.group = group  # actors.group_commit.GroupCommit: the process's POPs commit together
+        self._staged: list[StagedBatch] = []  # flushed, waiting for the group's round
+        self._committed: list[tuple[list[StagedBatch], BaseException | None]] = []  # written, to answer
         self.name = name
         self.address = address or name  # what the ledger answers to (``<node>/<pop>`` in a cluster)
         self.limits = limits = settings.engine
@@ -89,7 +95,7 @@ class PopActor(DispatchedActor):
         self._recover()
 
     def on_stop(self) -> None:
-        self._flush()
+        self._flush_sync()
         self._emit_events()
 
     def on_receive(self, raw: bytes):
@@ -103,6 +109,8 @@ class PopActor(DispatchedActor):
                 self._schedule_flush()
             case m.Flush():
                 self._flush()
+            case m.GroupCommitted():
+                self._on_committed()
             case m.CarrierResponded(items=items):
                 d.answered(items)
             case m.ReceiptsReceived(items=items):
@@ -164,25 +172,73 @@ class PopActor(DispatchedActor):
         if not new and not self.commit:
             return
         accepted = [self._status_item(f, ACCEPTED, "") for f, _ in new]  # their webhooks: same commit
-        try:
-            refunds = self.commit.write([f for f, _ in new], accepted)
-        except StorageError as err:
-            self.counters["store_failures"] += 1
-            log.error("pop %s: ALARM store write failed (%s): %d new messages refused",
-                      self.name, err.code, len(new))
-            for f, item in new:
+        batch = self.commit.stage([f for f, _ in new], accepted, new)
+        # the events of the changes in the batch go with it: emitted once it is committed, however many
+        # changes have been made (and staged) since
+        batch.events, self._events = self._events, []
+        batch.acks, self._acks = self._acks, []
+        self._staged.append(batch)
+        if self.group is not None:
+            self.group.request(self)  # written by the group's next round (actors.group_commit)
+        else:
+            self._commit_staged()
+
+    # --- the group commit (actors.group_commit) ---------------------------------------------------
+
+    def take_staged(self) -> list[StagedBatch]:
+        """The batches staged since the last round (the committer writes them)."""
+        staged, self._staged = self._staged, []
+        return staged
+
+    def committed(self, batches: list[StagedBatch], error: BaseException | None) -> None:
+        """The committer wrote ``batches`` (``error`` None) or could not; ``GroupCommitted`` follows."""
+        self._committed.append((batches, error))
+
+    def _on_committed(self) -> None:
+        done, self._committed = self._committed, []
+        for batches, error in done:
+            if error is not None:
+                self._commit_failed(batches, error)
+                continue
+            for b in batches:
+                self.commit.committed(b)
+                self.counters["commits"] += 1
+                if b.refunds:
+                    self.directory.ledger.tell(m.encode(m.RefundMessages(self.address, b.refunds)))
+                    self.owed.refunds_sent((r.message_id for r in b.refunds), self.clock.now())
+                if b.stored is not None:
+                    self.counters["webhook_events_stored"] += len(b.stored[0])
+                    self.bridge.tell(m.encode(m.WebhookEventsStored(self.address, *b.stored)))
+                self._after_commit(b.admitted, b.debit_batch)
+                self._emit(b.acks, b.events + b.accepted)
+
+    def _commit_failed(self, batches: list[StagedBatch], error: BaseException) -> None:
+        err = as_storage_error(error)
+        self.counters["store_failures"] += 1
+        log.error("pop %s: ALARM store write failed (%s): %d new messages refused", self.name, err.code,
+                  sum(len(b.admitted) for b in batches))
+        for b in reversed(batches):  # (each goes back in front of what came after it)
+            self.commit.unstage(b)  # its other changes are written by the next commit
+            self._events = b.events + self._events
+            self._acks = b.acks + self._acks
+        for b in batches:
+            for f, item in b.admitted:
                 self.admission.remove(f.route_key)
-                self._refuse(item, err)
-            return
-        self.counters["commits"] += 1
-        if refunds:
-            self.directory.ledger.tell(m.encode(m.RefundMessages(self.address, refunds)))
-            self.owed.refunds_sent((r.message_id for r in refunds), self.clock.now())
-        stored, self.commit.stored = self.commit.stored, None
-        if stored is not None:
-            self.counters["webhook_events_stored"] += len(stored[0])
-            self.bridge.tell(m.encode(m.WebhookEventsStored(self.address, *stored)))
-        self._after_commit(new, accepted)
+                self._refuse(item, err)  # (the rest is written by the next commit: at the latest the tick's)
+
+    def _commit_staged(self) -> None:
+        """Commit what is staged now, in a transaction of this POP's own, and act on the outcome."""
+        staged = self.take_staged()
+        if staged:
+            self.committed(staged, commit_alone(self.store.env, self, staged))
+        self._on_committed()
+
+    def _flush_sync(self) -> None:
+        """Flush and commit now (erasure, stop): with a group commit, what is staged would otherwise be
+        written after the caller goes on."""
+        self._flush()
+        if self.group is not None:
+            self._commit_staged()
 
     def _admit_all(self, items: list[m.AcceptItem]) -> list[tuple[Delivery, m.AcceptItem]]:
         """The messages to accept; those the route's carriers cannot take in time are refused here."""
@@ -218,13 +274,10 @@ class PopActor(DispatchedActor):
         if target is not None:
             target.tell(m.encode(m.BalanceChanged(item.account_id, item.price_micro_usd)))
 
-    def _after_commit(self, new: list[tuple[Delivery, m.AcceptItem]],
-                      accepted: list[m.StatusItem]) -> None:
-        """Answer, bill and route the messages just committed; ``accepted`` are their status events
-        (the same items their webhook events were written from, so both carry one time)."""
+    def _after_commit(self, new: list[tuple[Delivery, m.AcceptItem]], batch: int) -> None:
+        """Answer, bill and route the messages just committed, owed to the ledger as debit ``batch``."""
         debits, answers = [], {}
         grace = self.limits.expiry_grace_seconds
-        self._events.extend(accepted)
         for f, item in new:
             rec = f.record
             self.inflight[rec.message_id] = f
@@ -239,7 +292,6 @@ class PopActor(DispatchedActor):
             self.directory.reply_ref(reply_to).tell(m.encode(m.SubmitsAccepted(items)))
         if debits:
             self.counters["accepted"] += len(debits)
-            batch = self.commit.last_batch
             self.directory.ledger.tell(m.encode(m.DebitMessages(self.address, batch, debits)))
             self.owed.debit_sent(batch, self.clock.now())
 
@@ -314,14 +366,18 @@ class PopActor(DispatchedActor):
                             r.client_ref)
 
     def _emit_events(self) -> None:
-        if self.commit.dirty:
+        if self.commit.dirty or self._staged or self._committed:
             return  # a status change is emitted only after the commit that makes it durable
-        if self._acks:
-            acks, self._acks = self._acks, []
-            self.bridge.tell(m.encode(m.CarriersAcked(acks)))
-        if not self._events:
-            return
+        acks, self._acks = self._acks, []
         events, self._events = self._events, []
+        self._emit(acks, events)
+
+    def _emit(self, acks: list[m.CarrierAckItem], events: list[m.StatusItem]) -> None:
+        """Tell the host of carrier acknowledgements and the sessions of status changes (committed)."""
+        if acks:
+            self.bridge.tell(m.encode(m.CarriersAcked(acks)))
+        if not events:
+            return
         by_account: dict[str, list[m.StatusItem]] = {}
         for e in events:
             by_account.setdefault(e.account_id, []).append(e)
@@ -381,12 +437,12 @@ class PopActor(DispatchedActor):
 
     def _on_forget_account(self, account_id: str) -> int:
         """Erasure: end the account's in-flight messages, drop their bodies, delete all its records."""
-        self._flush()  # what the session handed over is committed (and billed) first
+        self._flush_sync()  # what the session handed over is committed (and billed) first
         for f in [f for f in self.inflight.values() if f.record.account_id == account_id]:
             self.dispatcher.finish(f, FAILED, "account erased", refund=False)
         self.commit.forget_account(account_id)
         self.outbox.keep_only(self.dispatcher.refs)  # nothing of the account goes out now
-        self._flush()
+        self._flush_sync()
         self._emit_events()
         self._send_outbox()  # withdrawals of its attempts
         ids = [r.message_id for r in self.records.for_account(account_id)]

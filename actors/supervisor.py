@@ -35,6 +35,7 @@ import pykka
 from actors.carrier_sim import SimulatedCarrierActor
 from actors.clock import Clock
 from actors.directory import Directory
+from actors.group_commit import CommitterActor, GroupCommit, PrefixedEnv
 from actors.ledger import LedgerActor
 from actors.pop import PopActor
 from actors.session import CustomerSessionActor
@@ -85,6 +86,21 @@ class PopStore:
     webhooks: WebhookOutbox
 
 
+SHARED_POPS = "_shared"  # <data>/pops/_shared: the POPs of this process in one environment
+MAX_DBS_PER_POP = 32
+
+
+def _shared_pop_layout(pops_dir: Path, settings: Settings) -> bool:
+    """Whether this process's POPs share one environment (``actors.group_commit``). A data directory
+    keeps the layout it was created with: shared if ``pops/_shared`` exists, one environment per POP if
+    any ``pops/<name>`` does; a new one follows ``engine.shared_pop_store``."""
+    if (pops_dir / SHARED_POPS / "data.mdb").exists():
+        return True
+    if any((pops_dir / name / "data.mdb").exists() for name in settings.pops):
+        return False
+    return bool(getattr(settings.engine, "shared_pop_store", True))
+
+
 class Runtime:
     def __init__(self, data_dir: Path, settings: Settings, bridge, ids,
                  placement: Placement | None = None) -> None:
@@ -94,6 +110,8 @@ class Runtime:
         self.ids = ids
         self.placement = placement or Placement()
         self.transport: Transport | None = None
+        self.group_commit: GroupCommit | None = None  # when the POPs share one environment
+        self._committer = None
         self.directory = Directory(settings.routing, self.placement)
         self.directory.bridge = bridge
         self.pop_stores: dict[str, PopStore] = {}
@@ -164,11 +182,15 @@ class Runtime:
         if place.runs_core:
             self.directory.ledger = LedgerActor.start(self.ledger_store, self.directory, self.accounts,
                                                       self.clock)
+        group = self.group_commit
+        if group is not None:
+            group.committer = self._committer = CommitterActor.start(group)
         for name, store in self.pop_stores.items():
             self.directory.pops[name] = PopActor.start(name, s, self.directory, store, self.clock,
                                                        self.directory.bridge,
                                                        address=place.pop_address(name),
-                                                       webhook_prefs=self.webhook_prefs)
+                                                       webhook_prefs=self.webhook_prefs,
+                                                       group=group)
         if place.runs_pops:
             for name, carrier in s.carriers.items():
                 self.directory.carriers[name] = self._start_carrier(carrier)
@@ -206,8 +228,14 @@ class Runtime:
         # A window key dies at the first sweep after window start + max TTL: leave room for that sweep
         # so no body is readable past body_ttl_seconds (24 h by default).
         max_ttl = max(60, int(s.engine.body_ttl_seconds - s.engine.sweep_interval_seconds))
+        shared = None
+        if _shared_pop_layout(self.data_dir / "pops", s):
+            shared = open_env(self.data_dir / "pops" / SHARED_POPS, map_size=map_size * len(s.pops),
+                              max_dbs=MAX_DBS_PER_POP * max(1, len(s.pops)))
+            self.group_commit = GroupCommit(shared)
         for name in s.pops:
-            env = open_env(self.data_dir / "pops" / name, map_size=map_size)
+            env = (PrefixedEnv(shared, name) if shared is not None
+                   else open_env(self.data_dir / "pops" / name, map_size=map_size))
             self.pop_stores[name] = PopStore(
                 env, MessageRecords(env, self.account_keys),
                 BodyStore(env, self.keys, max_ttl_seconds=max_ttl), OwedRefunds(env), OwedDebits(env),
@@ -529,6 +557,10 @@ class Runtime:
         self.shards.close()
         for store in self.pop_stores.values():
             store.env.close()
+        if self.group_commit is not None:
+            if self._committer is not None:
+                _stop(self._committer)  # after the POPs: their last batches were committed on stop
+            self.group_commit.env.close()
         if getattr(self, "api_keys", None) is not None:
             self.api_keys.close()
         if self.core_env is not None:

@@ -43,6 +43,7 @@ class EngineLimits:
     analytics_max_account_share: float = 0.5  # no analytics cell where one account has more than this
     gc_tuning: bool = True  # a long-running engine's GC: freeze start-up objects, rarer collections
     ledger_reconcile_at_start: bool = True  # reconcile records and ledger in the background at start-up
+    shared_pop_store: bool = True  # a new data directory: the POPs of a process in one environment
 
 
 @dataclass(frozen=True)

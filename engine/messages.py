@@ -667,6 +667,12 @@ class Flush(Message):
     """An actor's note to itself: process what has accumulated (the group-commit point)."""
 
 
+@message(93)
+class GroupCommitted(Message):
+    """The committer has written (or failed to write) this POP's staged batches: answer them now
+    (``actors.group_commit``; the outcome is handed over on the one dispatcher thread they share)."""
+
+
 @message(52)
 class RetryDue(Message):
     """The backoff of a message has passed; route it again (POP to itself via the clock)."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import lmdb
 
@@ -50,6 +50,14 @@ def outbox_share(settings: Any) -> int:
     return max(1, total // max(1, len(getattr(settings, "pops", {}) or {"": None})))
 
 
+class Staged(NamedTuple):
+    """A POP's webhook work taken out with one staged batch."""
+
+    pending: list[StatusItem]
+    done: list[int]
+    retrying: list[tuple[list[int], int, float]]
+
+
 class WebhookEvents:
     """The POP's side of the webhook outbox: pending writes, pending removals, the bound."""
 
@@ -62,7 +70,6 @@ class WebhookEvents:
         self.retrying: list[tuple[list[int], int, float]] = []  # (seqs, attempt, next_at) to record
         self.dropped = 0
         self._cache: dict[str, Prefs] = {}
-        self._writing: tuple[int, int] = (0, 0)
 
     def __bool__(self) -> bool:
         return bool(self.pending or self.done or self.retrying)
@@ -94,18 +101,22 @@ class WebhookEvents:
         self._cache[account_id] = prefs
         return prefs
 
-    def write(self, txn: lmdb.Transaction, accepted: list[StatusItem]
-              ) -> tuple[list[int], list[StatusItem]] | None:
-        """Inside the POP's commit: store the wanted events (``accepted`` first: those messages are new in
-        this commit, so their other events cannot precede them), remove the done ones. Returns
-        ``(seqs, items)`` stored, for the bridge, or None."""
+    def stage(self) -> Staged:
+        """What is pending now, taken out for the batch being staged (``storage.pop_commit``)."""
+        staged = Staged(self.pending, self.done, self.retrying)
+        self.pending, self.done, self.retrying = [], [], []
+        return staged
+
+    def write(self, txn: lmdb.Transaction, accepted: list[StatusItem], staged: Staged
+              ) -> tuple[tuple[list[int], list[StatusItem]] | None, tuple[int, int]]:
+        """Inside the POP's commit: store the wanted events of a staged batch (``accepted`` first: those
+        messages are new in this commit, so their other events cannot precede them), remove its done
+        ones, record its retries. Returns ``(seqs, items)`` stored (for the bridge) or None, and the
+        (added, removed) counts for :meth:`committed`."""
         if self.store is None:
-            self.pending.clear()
-            self.done.clear()
-            self.retrying.clear()
-            return None
-        events = [e for e in (*accepted, *self.pending) if self.wanted(e)]
-        room = self.limit - self.store.count + len(self.done)
+            return None, (0, 0)
+        events = [e for e in (*accepted, *staged.pending) if self.wanted(e)]
+        room = self.limit - self.store.count + len(staged.done)
         if len(events) > room:
             lost = len(events) - max(0, room)
             if self.dropped // LOG_EVERY != (self.dropped + lost) // LOG_EVERY or not self.dropped:
@@ -113,24 +124,21 @@ class WebhookEvents:
             self.dropped += lost
             events = events[:max(0, room)]
         seqs = self.store.add(txn, events)
-        removed = self.store.remove(txn, self.done) if self.done else 0
-        for retry_seqs, attempt, next_at in self.retrying:  # (skips events removed just now)
+        removed = self.store.remove(txn, staged.done) if staged.done else 0
+        for retry_seqs, attempt, next_at in staged.retrying:  # (skips events removed just now)
             self.store.set_retry(txn, retry_seqs, attempt, next_at)
         kept = [(s, e) for s, e in zip(seqs, events, strict=True) if s]
-        self._writing = (len(kept), removed)
         if not kept:
-            return None
-        return [s for s, _ in kept], [e for _, e in kept]
+            return None, (0, removed)
+        return ([s for s, _ in kept], [e for _, e in kept]), (len(kept), removed)
 
-    def committed(self) -> None:
-        """The commit that held :meth:`write`'s changes is durable."""
+    def committed(self, writing: tuple[int, int]) -> None:
+        """The commit that held a batch's events (``writing``: :meth:`write`'s counts) is durable."""
         if self.store is not None:
-            self.store.committed(*self._writing)
-        self._writing = (0, 0)
-        self.pending.clear()
-        self.done.clear()
-        self.retrying.clear()
+            self.store.committed(*writing)
 
-    def failed(self) -> None:
-        """The commit failed: pending writes and removals stay for the next one."""
-        self._writing = (0, 0)
+    def unstage(self, staged: Staged) -> None:
+        """A staged batch was not written: its events go back in front of what came since."""
+        self.pending = staged.pending + self.pending
+        self.done = staged.done + self.done
+        self.retrying = staged.retrying + self.retrying

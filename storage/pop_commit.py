@@ -1,32 +1,68 @@
 """A POP's group commit: everything it must write, collected between two commits, written in one go.
 
 Between two ``Flush`` messages a POP collects new messages (record + encrypted body), record updates (the
-latest per message), body discards and refund bookkeeping; :meth:`PopCommit.write` writes all of it in ONE
-transaction of the POP's LMDB environment. One fsync covers every message of the batch.
+latest per message), body discards and refund bookkeeping; on ``Flush`` :meth:`PopCommit.stage` takes all of
+it out as one :class:`StagedBatch`, and :meth:`PopCommit.write_staged` writes that inside ONE transaction
+(the POP's own, or the one its process's POPs share: ``actors.group_commit``). One fsync covers every
+message of the batch.
 
 Durability contract:
 
-* *Durable:* ``write`` returns only after the transaction is committed and fsynced (the POP environments
-  are opened with ``sync=True``); the POP acknowledges customers, sends debits and refunds and emits status
-  events only after that.
+* *Durable:* the transaction holding a batch is committed and fsynced (the POP environments are opened with
+  ``sync=True``) before :meth:`PopCommit.committed`; the POP acknowledges customers, sends debits and
+  refunds and emits status events only after that.
 * *Atomic:* a message's final record and the refund it is owed (``storage.refunds``) are in the same
   transaction, so a crash can never keep one without the other; likewise a new message and its owed debit
   (``storage.owed_debits``), and a status change and its webhook event (``storage.webhook_outbox``).
-* *On failure* (``StorageError`` / ``StoreFull``) nothing of the batch is written; updates, discards and
-  refund bookkeeping stay pending for the next ``write``; the new messages are the caller's to refuse.
-* *Writers:* the POP actor only. *Readers:* any thread (the stores' own read transactions).
+* *On failure* (``StorageError`` / ``StoreFull``, :func:`as_storage_error`) nothing of the batch is written;
+  :meth:`PopCommit.unstage` makes its updates, discards and refund bookkeeping pending again for the next
+  commit; the new messages are the caller's to refuse.
+* *Writers:* the POP actor, or — when the POPs of a process share an environment — the committer actor
+  writing the batches the POPs staged (:meth:`PopCommit.stage`, ``actors.group_commit``) on the same
+  dispatcher thread. *Readers:* any thread (the stores' own read transactions).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import lmdb
 
 from engine.errors import StorageError, StoreFull
 from engine.messages import RefundItem
 from storage.records import LiveRecord, MessageRecord
+
+
+@dataclass
+class StagedBatch:
+    """What one POP's ``Flush`` collected, taken out of :class:`PopCommit` to be written by a group commit
+    (``actors.group_commit``), with what the write produced."""
+
+    new: list  # Delivery objects (record + body) of the new messages
+    accepted: list  # their status events
+    dirty: dict
+    discards: list
+    refunds: list
+    refunded: list
+    debited: list
+    hooks: tuple | None  # engine.webhook_events.WebhookEvents.stage()
+    admitted: list  # (Delivery, AcceptItem): the POP's own, to answer after the commit
+    debit_batch: int = 0
+    stored: tuple | None = None  # (seqs, items) stored in the webhook outbox
+    hook_writes: tuple[int, int] = (0, 0)
+    events: list = field(default_factory=list)  # the POP's status events of the batch's changes
+    acks: list = field(default_factory=list)  # and its carrier acknowledgements, told after the commit
+
+
+def as_storage_error(exc: BaseException) -> StorageError:
+    """The error a failed commit is refused with (a full store is ``StoreFull``)."""
+    if isinstance(exc, StorageError):
+        return exc
+    if isinstance(exc, lmdb.MapFullError):
+        return StoreFull("message store is full")
+    return StorageError(f"message store write failed: {type(exc).__name__}")
 
 
 class PopCommit:
@@ -41,60 +77,60 @@ class PopCommit:
         self.refunds: list[RefundItem] = []  # refunds decided, owed from this commit on
         self.refunded: list[str] = []  # refunds the ledger has written: no longer owed
         self.debited: list[int] = []  # debit batches the ledger has made durable: no longer owed
-        self.last_batch = 0  # the debit batch of the new messages of the last successful write
         self.hooks = None  # engine.webhook_events.WebhookEvents: webhook outbox writes and removals
-        self.stored = None  # after a write: (seqs, items) stored in the webhook outbox, or None
 
     def __bool__(self) -> bool:
         return bool(self.dirty or self.discards or self.refunds or self.refunded or self.debited
                     or self.hooks)
 
-    def write(self, new: Sequence, accepted_events: Sequence = ()) -> list[RefundItem]:
-        """Commit ``new`` (objects with ``record`` and ``body``) and everything pending, with the webhook
-        events of the changes (``accepted_events``: those of ``new``); return the refunds that are owed
-        durably from now on (for the ledger). The debits of ``new`` are owed from now on too, as batch
-        ``last_batch`` (``storage.owed_debits``)."""
-        dirty, discards, refunds, refunded = self.dirty, self.discards, self.refunds, self.refunded
-        debited = self.debited
+    # --- a batch staged for a group commit (actors.group_commit) -----------------------------------
+
+    def stage(self, new: Sequence, accepted: Sequence, admitted: Sequence = ()) -> StagedBatch:
+        """Take everything pending (and ``new``, with their ``accepted`` events) out into a batch that
+        another transaction will write; nothing is written here. ``admitted`` rides along for the POP."""
+        batch = StagedBatch(list(new), list(accepted), self.dirty, self.discards, self.refunds,
+                            self.refunded, self.debited,
+                            self.hooks.stage() if self.hooks is not None else None, list(admitted))
         self.dirty, self.discards, self.refunds, self.refunded, self.debited = {}, [], [], [], []
+        return batch
+
+    def write_staged(self, txn: lmdb.Transaction, b: StagedBatch) -> None:
+        """Write a staged batch inside ``txn`` (the caller commits); its outcome is kept on it."""
         now = time.time()
-        try:
-            with self.env.begin(write=True) as txn:
-                if new:
-                    self.records.put_many(txn, [f.record for f in new])
-                if dirty:  # (a changed message was written as new in an earlier commit)
-                    self.records.put_many(txn, dirty.values(), stored_before=True)
-                self.bodies.put_many(txn, [(f.record.message_id, f.body, self._body_expiry(f.record, now),
-                                            f.record.account_id) for f in new])
-                if discards:
-                    self.bodies.discard_many(txn, discards)
-                if refunds:
-                    self.owed.add(txn, [r.message_id for r in refunds])
-                if refunded:
-                    self.owed.remove(txn, refunded)
-                batch = self.owed_debits.add(txn, [f.record.message_id for f in new]) if new else 0
-                if debited:
-                    self.owed_debits.remove(txn, debited)
-                if self.hooks is not None:
-                    self.stored = self.hooks.write(txn, list(accepted_events))
-        except (lmdb.Error, StorageError) as exc:
-            if self.hooks is not None:
-                self.hooks.failed()
-            dirty.update(self.dirty)  # keep it all for the next write; nothing accepted is dropped
-            self.dirty = dirty
-            self.discards = discards + self.discards
-            self.refunds = refunds + self.refunds
-            self.refunded = refunded + self.refunded
-            self.debited = debited + self.debited
-            if isinstance(exc, StorageError):
-                raise
-            if isinstance(exc, lmdb.MapFullError):
-                raise StoreFull("message store is full") from exc
-            raise StorageError(f"message store write failed: {type(exc).__name__}") from exc
-        self.last_batch = batch
+        if b.new:
+            self.records.put_many(txn, [f.record for f in b.new])
+        if b.dirty:
+            self.records.put_many(txn, b.dirty.values(), stored_before=True)
+        self.bodies.put_many(txn, [(f.record.message_id, f.body, self._body_expiry(f.record, now),
+                                    f.record.account_id) for f in b.new])
+        if b.discards:
+            self.bodies.discard_many(txn, b.discards)
+        if b.refunds:
+            self.owed.add(txn, [r.message_id for r in b.refunds])
+        if b.refunded:
+            self.owed.remove(txn, b.refunded)
+        b.debit_batch = self.owed_debits.add(txn, [f.record.message_id for f in b.new]) if b.new else 0
+        if b.debited:
+            self.owed_debits.remove(txn, b.debited)
+        if self.hooks is not None and b.hooks is not None:
+            b.stored, b.hook_writes = self.hooks.write(txn, b.accepted, b.hooks)
+
+    def committed(self, b: StagedBatch) -> None:
+        """The transaction that held ``b`` is durable."""
         if self.hooks is not None:
-            self.hooks.committed()
-        return refunds
+            self.hooks.committed(b.hook_writes)
+
+    def unstage(self, b: StagedBatch) -> None:
+        """A staged batch was not written: everything but its new messages is pending again (the newer
+        state of a message wins)."""
+        b.dirty.update(self.dirty)
+        self.dirty = b.dirty
+        self.discards = b.discards + self.discards
+        self.refunds = b.refunds + self.refunds
+        self.refunded = b.refunded + self.refunded
+        self.debited = b.debited + self.debited
+        if b.hooks is not None and self.hooks is not None:
+            self.hooks.unstage(b.hooks)
 
     def forget_account(self, account_id: str) -> None:
         """Erasure: pending record updates of the account are not written back."""

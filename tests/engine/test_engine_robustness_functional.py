@@ -87,9 +87,9 @@ def test_a_corrupt_body_found_at_restart_fails_that_message_only(tmp_path):
     intact = first.submit(acc.api_key, DE, "ACME", "stays intact").message_id
     first.stop(drain_seconds=0)
 
-    env = lmdb.open(str(data / "pops" / "fra"), max_dbs=32)
+    env = lmdb.open(str(data / "pops" / "_shared"), max_dbs=128)  # the POPs share one environment
     with env.begin(write=True) as txn:
-        db = env.open_db(b"bodies", txn=txn)
+        db = env.open_db(b"fra/bodies", txn=txn)
         value = bytearray(txn.get(id_bytes(broken), db=db))
         value[-1] ^= 1  # one flipped bit in the ciphertext's tag
         txn.put(id_bytes(broken), bytes(value), db=db)

@@ -79,15 +79,15 @@ def test_a_pop_stores_only_wanted_events_up_to_its_bound_and_counts_the_rest(tmp
     hooks = WebhookEvents(outbox, prefs.__getitem__, limit=3)
     hooks.pending = [_item(n, status) for n in range(4) for status in ("accepted", "delivered")]
     with env.begin(write=True) as txn:
-        seqs, items = hooks.write(txn, [])
-    hooks.committed()
+        (seqs, items), writing = hooks.write(txn, [], hooks.stage())
+    hooks.committed(writing)
     assert [i.status for i in items] == ["delivered"] * 3 and len(seqs) == 3
     assert hooks.dropped == 1 and outbox.count == 3 and not hooks
     hooks.done.extend(seqs[:2])  # delivered: room again, removed with the next commit
     hooks.pending = [_item(7)]
     with env.begin(write=True) as txn:
-        stored = hooks.write(txn, [])
-    hooks.committed()
+        stored, writing = hooks.write(txn, [], hooks.stage())
+    hooks.committed(writing)
     assert stored is not None and outbox.count == 2
     env.close()
 
@@ -117,13 +117,13 @@ def test_the_pop_records_a_retry_schedule_in_its_commit_unless_the_event_is_done
     env, outbox, _ = _outbox(tmp_path)
     hooks = WebhookEvents(outbox, lambda account_id: (True, None), limit=100)
     with env.begin(write=True) as txn:
-        seqs, _ = hooks.write(txn, [_item(1), _item(2)])
-    hooks.committed()
+        (seqs, _), writing = hooks.write(txn, [_item(1), _item(2)], hooks.stage())
+    hooks.committed(writing)
     hooks.retrying.append((seqs, 2, T0 + 8.0))
     hooks.done.append(seqs[0])
     assert hooks
     with env.begin(write=True) as txn:
-        hooks.write(txn, [])
-    hooks.committed()
+        _, writing = hooks.write(txn, [], hooks.stage())
+    hooks.committed(writing)
     assert outbox.retries() == {seqs[1]: (2, T0 + 8.0)} and not hooks
     env.close()
