@@ -65,7 +65,7 @@ end
 """
 
 
-def _bare(args: argparse.Namespace, tmp: Path) -> tuple[int, list[str], object]:
+def _bare(args: argparse.Namespace, tmp: Path) -> tuple[int, list[str], object, object]:
     """A bare aiohttp + uvloop app answering every POST with a constant JSON: the floor."""
     import asyncio
     import threading
@@ -96,7 +96,7 @@ def _bare(args: argparse.Namespace, tmp: Path) -> tuple[int, list[str], object]:
 
     threading.Thread(target=serve, daemon=True).start()
     ready.wait(10)
-    return box["port"], ["bare"], lambda: box["loop"].call_soon_threadsafe(box["loop"].stop)
+    return box["port"], ["bare"], lambda: box["loop"].call_soon_threadsafe(box["loop"].stop), _cpu
 
 
 TARGETS = {**http_load.TARGETS, "bare": _bare}
@@ -112,7 +112,7 @@ def measure(args: argparse.Namespace) -> dict:
     if wrk is None:
         sys.exit("wrk not found (apt-get install -y wrk)")
     with tempfile.TemporaryDirectory() as tmp:
-        port, keys, stop = TARGETS[args.target](args, Path(tmp))
+        port, keys, stop, cpu_seconds = TARGETS[args.target](args, Path(tmp))
         try:
             script = Path(tmp) / "post.lua"
             script.write_text(LUA % {"keys": ",".join(f'"{k}"' for k in keys),
@@ -120,9 +120,9 @@ def measure(args: argparse.Namespace) -> dict:
                                      "batch": args.batch})
             cmd = [wrk, "-t", "1", "-c", str(args.connections), "-d", f"{args.duration}s",
                    "--latency", "-s", str(script), f"http://127.0.0.1:{port}"]
-            before = _cpu()
+            before = cpu_seconds()
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-            cpu = _cpu() - before
+            cpu = cpu_seconds() - before
         finally:
             stop()
     match = re.search(r"RESULT (\{.*\})", out)

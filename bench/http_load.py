@@ -146,7 +146,7 @@ class StubEngine:
                                price_micro_usd=75000, encoding="GSM-7", pop="fra", country="DE")
 
 
-def _stub(args: argparse.Namespace, tmp: Path) -> tuple[int, list[str], Any]:
+def _stub(args: argparse.Namespace, tmp: Path) -> tuple[int, list[str], Any, Any]:
     from engine.http.server import HttpServers
 
     stub = StubEngine(tmp / "data")
