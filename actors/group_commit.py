@@ -107,7 +107,7 @@ def commit_alone(env: Any, pop: Any, batches: list) -> BaseException | None:
 class CommitterActor(DispatchedActor):
     """Runs a :class:`GroupCommit`'s rounds, on the POPs' dispatcher (after the POPs that were ready)."""
 
-    stage = "pop"
+    stage = "commit"
 
     def __init__(self, group: GroupCommit) -> None:
         super().__init__()

@@ -207,9 +207,10 @@ def _overall_line(doc: dict[str, Any]) -> str:
 class Progress:
     """A one-line progress bar on a terminal stream, redrawn at most every 0.2 s (by the driver)."""
 
-    def __init__(self, stream: TextIO = sys.stderr, total_s: float = 0.0, width: int = 24) -> None:
-        self.stream, self.total_s, self.width = stream, total_s, width
-        self.enabled = stream.isatty()
+    def __init__(self, stream: TextIO | None = None, total_s: float = 0.0, width: int = 24) -> None:
+        # sys.stderr as it is now, not as it was at import (a test's captured stream may be closed since)
+        self.stream, self.total_s, self.width = stream or sys.stderr, total_s, width
+        self.enabled = self.stream.isatty()
         self._start: float | None = None
 
     def tick(self, recorder: Any, now: float) -> None:

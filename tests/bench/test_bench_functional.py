@@ -59,7 +59,8 @@ def test_profile_stages_reports_cpu_per_stage_that_adds_up_and_the_commits_of_th
     stages = json.loads(out.read_text())["stages"]
     assert stages["messages"] == 200
     per_stage = stages["us_per_message"]
-    assert {"POP: group commits, ack, route", "session: validate, price, reserve",
+    assert {"POP: group commits", "POP: answer, bill, route after the commit",
+            "session: validate, price, reserve",
             "host: submit (incl. the bench driver)", "ledger: write debits"} <= set(per_stage)
     # the stages account for the whole process's CPU: the unattributed rest is a stage of its own
     assert sum(per_stage.values()) == pytest.approx(stages["cpu_us_per_message"], rel=0.01, abs=0.5)
