@@ -29,10 +29,10 @@ class WebhookReceiver(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, host: str, port: int, secret_file: Path | None, out=sys.stdout) -> None:
+    def __init__(self, host: str, port: int, secret_file: Path | None, out=None) -> None:
         super().__init__((host, port), _Handler)
         self.secret_file = secret_file
-        self.out = out
+        self.out = out or sys.stdout  # the stream of now, not of the first import
         self.lock = threading.Lock()
         self.received = 0
 
