@@ -86,7 +86,7 @@ class GroupCommit:
             log.error("group commit failed (%s); each POP commits alone", type(exc).__name__)
             outcome = [(pop, batches, commit_alone(self.env, pop, batches)) for pop, batches in taken]
         for pop, batches, error in outcome:
-            pop.committed(batches, error)
+            pop.commit_outcome(batches, error)
             pop.actor_ref.tell(m.encode(m.GroupCommitted()))
 
 

@@ -190,8 +190,9 @@ class PopActor(DispatchedActor):
         staged, self._staged = self._staged, []
         return staged
 
-    def committed(self, batches: list[StagedBatch], error: BaseException | None) -> None:
-        """The committer wrote ``batches`` (``error`` None) or could not; ``GroupCommitted`` follows."""
+    def commit_outcome(self, batches: list[StagedBatch], error: BaseException | None) -> None:
+        """``batches`` were written (``error`` None) or could not be; acted on by :meth:`_on_committed`
+        (after ``GroupCommitted`` when the committer wrote them)."""
         self._committed.append((batches, error))
 
     def _on_committed(self) -> None:
@@ -230,7 +231,7 @@ class PopActor(DispatchedActor):
         """Commit what is staged now, in a transaction of this POP's own, and act on the outcome."""
         staged = self.take_staged()
         if staged:
-            self.committed(staged, commit_alone(self.store.env, self, staged))
+            self.commit_outcome(staged, commit_alone(self.store.env, self, staged))
         self._on_committed()
 
     def _flush_sync(self) -> None:
