@@ -116,7 +116,7 @@ class WebhookEvents:
         if self.store is None:
             return None, (0, 0)
         events = [e for e in (*accepted, *staged.pending) if self.wanted(e)]
-        room = self.limit - self.store.count + len(staged.done)
+        room = self.limit - self.store.entries(txn) + len(staged.done)
         if len(events) > room:
             lost = len(events) - max(0, room)
             if self.dropped // LOG_EVERY != (self.dropped + lost) // LOG_EVERY or not self.dropped:

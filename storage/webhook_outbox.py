@@ -68,6 +68,11 @@ class WebhookOutbox:
         """Events stored (as of the last commit through this object)."""
         return self._count
 
+    def entries(self, txn: lmdb.Transaction) -> int:
+        """Events stored as ``txn`` sees them, its own uncommitted writes included (a group commit writes
+        several batches of one POP in one transaction: each is bounded by what the ones before added)."""
+        return txn.stat(self._db)["entries"]
+
     def add(self, txn: lmdb.Transaction, events: Iterable[StatusItem]) -> list[int]:
         """Store ``events`` inside ``txn``; their sequence numbers, in order. An event whose account key
         is gone (erased) is skipped (sequence 0)."""

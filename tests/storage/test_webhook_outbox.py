@@ -92,6 +92,25 @@ def test_a_pop_stores_only_wanted_events_up_to_its_bound_and_counts_the_rest(tmp
     env.close()
 
 
+def test_the_bound_holds_for_several_batches_of_a_pop_written_in_one_transaction(tmp_path):
+    """A group commit writes every batch a POP staged since the last round in one transaction: the
+    room of each is judged by what that transaction already holds, not by the last commit's count."""
+    env, outbox, _ = _outbox(tmp_path)
+    hooks = WebhookEvents(outbox, lambda account_id: (True, None), limit=3)
+    hooks.pending = [_item(1), _item(2)]
+    first = hooks.stage()
+    hooks.pending = [_item(3), _item(4)]
+    second = hooks.stage()
+    with env.begin(write=True) as txn:
+        (stored_1, _), writing_1 = hooks.write(txn, [], first)
+        (stored_2, _), writing_2 = hooks.write(txn, [], second)
+    hooks.committed(writing_1)
+    hooks.committed(writing_2)
+    assert len(stored_1) == 2 and len(stored_2) == 1  # room for one more after the first batch
+    assert outbox.count == 3 and hooks.dropped == 1
+    env.close()
+
+
 def test_a_retry_schedule_is_kept_beside_its_event_and_goes_with_it(tmp_path):
     env, outbox, keys = _outbox(tmp_path)
     with env.begin(write=True) as txn:
