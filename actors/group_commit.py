@@ -28,12 +28,37 @@ An existing data directory whose POPs have environments of their own keeps them 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from actors.dispatch import DispatchedActor
 from engine import messages as m
+from storage.env import open_env
 
 log = logging.getLogger(__name__)
+
+SHARED_POPS = "_shared"  # <data>/pops/_shared: the POPs of this process in one environment
+MAX_DBS_PER_POP = 32
+
+
+def shared_layout(pops_dir: Path, pops: list[str], default: bool) -> bool:
+    """Whether this process's POPs share one environment. A data directory keeps the layout it was
+    created with: shared if ``pops/_shared`` exists, one environment per POP if any ``pops/<name>``
+    does; a new one follows ``default`` (``engine.shared_pop_store``)."""
+    if (pops_dir / SHARED_POPS / "data.mdb").exists():
+        return True
+    if any((pops_dir / name / "data.mdb").exists() for name in pops):
+        return False
+    return default
+
+
+def open_shared_pops(pops_dir: Path, pops: list[str], map_size: int, default: bool) -> GroupCommit | None:
+    """The shared environment of ``pops`` and its group commit, or None when they keep one each."""
+    if not shared_layout(pops_dir, pops, default):
+        return None
+    env = open_env(pops_dir / SHARED_POPS, map_size=map_size * max(1, len(pops)),
+                   max_dbs=MAX_DBS_PER_POP * max(1, len(pops)))
+    return GroupCommit(env)
 
 
 class PrefixedEnv:

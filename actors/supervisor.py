@@ -35,7 +35,7 @@ import pykka
 from actors.carrier_sim import SimulatedCarrierActor
 from actors.clock import Clock
 from actors.directory import Directory
-from actors.group_commit import CommitterActor, GroupCommit, PrefixedEnv
+from actors.group_commit import CommitterActor, GroupCommit, PrefixedEnv, open_shared_pops
 from actors.ledger import LedgerActor
 from actors.pop import PopActor
 from actors.session import CustomerSessionActor
@@ -84,21 +84,6 @@ class PopStore:
     refunds: OwedRefunds
     debits: OwedDebits
     webhooks: WebhookOutbox
-
-
-SHARED_POPS = "_shared"  # <data>/pops/_shared: the POPs of this process in one environment
-MAX_DBS_PER_POP = 32
-
-
-def _shared_pop_layout(pops_dir: Path, settings: Settings) -> bool:
-    """Whether this process's POPs share one environment (``actors.group_commit``). A data directory
-    keeps the layout it was created with: shared if ``pops/_shared`` exists, one environment per POP if
-    any ``pops/<name>`` does; a new one follows ``engine.shared_pop_store``."""
-    if (pops_dir / SHARED_POPS / "data.mdb").exists():
-        return True
-    if any((pops_dir / name / "data.mdb").exists() for name in settings.pops):
-        return False
-    return bool(getattr(settings.engine, "shared_pop_store", True))
 
 
 class Runtime:
@@ -228,13 +213,10 @@ class Runtime:
         # A window key dies at the first sweep after window start + max TTL: leave room for that sweep
         # so no body is readable past body_ttl_seconds (24 h by default).
         max_ttl = max(60, int(s.engine.body_ttl_seconds - s.engine.sweep_interval_seconds))
-        shared = None
-        if _shared_pop_layout(self.data_dir / "pops", s):
-            shared = open_env(self.data_dir / "pops" / SHARED_POPS, map_size=map_size * len(s.pops),
-                              max_dbs=MAX_DBS_PER_POP * max(1, len(s.pops)))
-            self.group_commit = GroupCommit(shared)
+        self.group_commit = open_shared_pops(self.data_dir / "pops", list(s.pops), map_size,
+                                             bool(getattr(s.engine, "shared_pop_store", True)))
         for name in s.pops:
-            env = (PrefixedEnv(shared, name) if shared is not None
+            env = (PrefixedEnv(self.group_commit.env, name) if self.group_commit is not None
                    else open_env(self.data_dir / "pops" / name, map_size=map_size))
             self.pop_stores[name] = PopStore(
                 env, MessageRecords(env, self.account_keys),
