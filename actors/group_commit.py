@@ -22,7 +22,7 @@ Durability contract (the POP's, unchanged):
 * *Threads:* the committer and the POPs run on one dispatcher thread; the committer writes the batches
   through each POP's own stores between their turns.
 
-An existing data directory whose POPs have environments of their own keeps them (``actors.supervisor``).
+An existing data directory whose POPs have environments of their own keeps them (:func:`shared_layout`).
 """
 
 from __future__ import annotations
