@@ -108,20 +108,19 @@ class WebhookEvents:
         return staged
 
     def write(self, txn: lmdb.Transaction, accepted: list[StatusItem], staged: Staged
-              ) -> tuple[tuple[list[int], list[StatusItem]] | None, tuple[int, int]]:
+              ) -> tuple[tuple[list[int], list[StatusItem]] | None, tuple[int, int, int]]:
         """Inside the POP's commit: store the wanted events of a staged batch (``accepted`` first: those
         messages are new in this commit, so their other events cannot precede them), remove its done
         ones, record its retries. Returns ``(seqs, items)`` stored (for the bridge) or None, and the
-        (added, removed) counts for :meth:`committed`."""
+        (added, removed, dropped) counts for :meth:`committed`. Nothing is counted here: a write whose
+        transaction fails is written again (``actors.group_commit``), and must not count twice."""
         if self.store is None:
-            return None, (0, 0)
+            return None, (0, 0, 0)
         events = [e for e in (*accepted, *staged.pending) if self.wanted(e)]
         room = self.limit - self.store.entries(txn) + len(staged.done)
+        lost = 0
         if len(events) > room:
             lost = len(events) - max(0, room)
-            if self.dropped // LOG_EVERY != (self.dropped + lost) // LOG_EVERY or not self.dropped:
-                log.warning("webhook outbox full: %d events dropped so far", self.dropped + lost)
-            self.dropped += lost
             events = events[:max(0, room)]
         seqs = self.store.add(txn, events)
         removed = self.store.remove(txn, staged.done) if staged.done else 0
@@ -129,13 +128,20 @@ class WebhookEvents:
             self.store.set_retry(txn, retry_seqs, attempt, next_at)
         kept = [(s, e) for s, e in zip(seqs, events, strict=True) if s]
         if not kept:
-            return None, (0, removed)
-        return ([s for s, _ in kept], [e for _, e in kept]), (len(kept), removed)
+            return None, (0, removed, lost)
+        return ([s for s, _ in kept], [e for _, e in kept]), (len(kept), removed, lost)
 
-    def committed(self, writing: tuple[int, int]) -> None:
-        """The commit that held a batch's events (``writing``: :meth:`write`'s counts) is durable."""
-        if self.store is not None:
-            self.store.committed(*writing)
+    def committed(self, writing: tuple[int, int, int]) -> None:
+        """The commit that held a batch's events (``writing``: :meth:`write`'s counts) is durable: the
+        outbox's count moves, and the events dropped over the bound are counted (and logged)."""
+        if self.store is None:
+            return
+        added, removed, lost = writing
+        self.store.committed(added, removed)
+        if lost:
+            if self.dropped // LOG_EVERY != (self.dropped + lost) // LOG_EVERY or not self.dropped:
+                log.warning("webhook outbox full: %d events dropped so far", self.dropped + lost)
+            self.dropped += lost
 
     def unstage(self, staged: Staged) -> None:
         """A staged batch was not written: its events go back in front of what came since."""

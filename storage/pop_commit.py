@@ -24,6 +24,7 @@ Durability contract:
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ import lmdb
 from engine.errors import StorageError, StoreFull
 from engine.messages import RefundItem
 from storage.records import LiveRecord, MessageRecord
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -51,7 +54,8 @@ class StagedBatch:
     admitted: list  # (Delivery, AcceptItem): the POP's own, to answer after the commit
     debit_batch: int = 0
     stored: tuple | None = None  # (seqs, items) stored in the webhook outbox
-    hook_writes: tuple[int, int] = (0, 0)
+    hook_writes: tuple[int, int, int] = (0, 0, 0)
+    unsealable: int = 0  # records skipped: their account was erased meanwhile
     events: list = field(default_factory=list)  # the POP's status events of the batch's changes
     acks: list = field(default_factory=list)  # and its carrier acknowledgements, told after the commit
 
@@ -78,6 +82,7 @@ class PopCommit:
         self.refunded: list[str] = []  # refunds the ledger has written: no longer owed
         self.debited: list[int] = []  # debit batches the ledger has made durable: no longer owed
         self.hooks = None  # engine.webhook_events.WebhookEvents: webhook outbox writes and removals
+        self.unsealable = 0  # record writes skipped because the account's key is gone (erased)
 
     def __bool__(self) -> bool:
         return bool(self.dirty or self.discards or self.refunds or self.refunded or self.debited
@@ -97,10 +102,11 @@ class PopCommit:
     def write_staged(self, txn: lmdb.Transaction, b: StagedBatch) -> None:
         """Write a staged batch inside ``txn`` (the caller commits); its outcome is kept on it."""
         now = time.time()
+        b.unsealable = 0
         if b.new:
-            self.records.put_many(txn, [f.record for f in b.new])
+            b.unsealable += self.records.put_many(txn, [f.record for f in b.new])
         if b.dirty:
-            self.records.put_many(txn, b.dirty.values(), stored_before=True)
+            b.unsealable += self.records.put_many(txn, b.dirty.values(), stored_before=True)
         self.bodies.put_many(txn, [(f.record.message_id, f.body, self._body_expiry(f.record, now),
                                     f.record.account_id) for f in b.new])
         if b.discards:
@@ -116,9 +122,13 @@ class PopCommit:
             b.stored, b.hook_writes = self.hooks.write(txn, b.accepted, b.hooks)
 
     def committed(self, b: StagedBatch) -> None:
-        """The transaction that held ``b`` is durable."""
+        """The transaction that held ``b`` is durable: what its write found is counted now, once (a
+        batch whose group transaction failed was written again alone, see ``actors.group_commit``)."""
         if self.hooks is not None:
             self.hooks.committed(b.hook_writes)
+        if b.unsealable:
+            self.unsealable += b.unsealable
+            log.warning("records: %d writes skipped, their account's data key is gone", b.unsealable)
 
     def unstage(self, b: StagedBatch) -> None:
         """A staged batch was not written: everything but its new messages is pending again (the newer

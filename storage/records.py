@@ -21,13 +21,12 @@ Durability contract:
 * *Not guaranteed:* status updates that were not yet committed when the process died; the message is then
   resumed from its last committed state.
 * *Erased accounts:* a record whose account key is gone is treated as absent by every reader, and a write
-  for such an account is skipped (counted in ``unsealable``): only an erasure removes a key, and it first
+  for such an account is skipped (``put_many`` returns how many): only an erasure removes a key, and it first
   ends the account's messages at every POP.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
@@ -41,7 +40,6 @@ from storage.account_keys import DATA, AccountKeys
 from storage.crypto import Sealer
 from storage.pseudonyms import ACCOUNT_TOKEN_BYTES
 
-log = logging.getLogger(__name__)
 _T = ACCOUNT_TOKEN_BYTES
 
 RETENTION_SECONDS = 90 * 86400
@@ -131,14 +129,15 @@ class MessageRecords:
         self._db = env.open_db(b"records")
         self._open = env.open_db(b"records_open")
         self._by_account = env.open_db(b"records_by_account")
-        self.unsealable = 0  # writes skipped because the account's key is gone (erased)
         self._index_existing()
 
     def put_many(self, txn: lmdb.Transaction, records: Iterable[MessageRecord | LiveRecord], *,
-                 stored_before: bool = False) -> None:
-        """Insert or overwrite records inside ``txn`` and keep the open index in step.
-        ``stored_before``: every record is an update of one written earlier, so its by-account index
-        row is there already (not written again: one B-tree write fewer per status change)."""
+                 stored_before: bool = False) -> int:
+        """Insert or overwrite records inside ``txn`` and keep the open index in step; returns how many
+        were skipped because their account was erased (the caller counts them once its transaction
+        commits). ``stored_before``: every record is an update of one written earlier, so its
+        by-account index row is there already (not written again: one B-tree write fewer per status
+        change)."""
         packb = msgpack.packb
         skipped = 0
         batch_keys: dict[str, tuple[bytes, Sealer | None]] = {}  # one key-cache lookup per account
@@ -168,9 +167,7 @@ class MessageRecords:
         delete = txn.delete
         for key in closed:
             delete(key, db=self._open)
-        if skipped:
-            self.unsealable += skipped
-            log.warning("records: %d writes skipped, their account's data key is gone", skipped)
+        return skipped
 
     def _account_key(self, account_id: str) -> tuple[bytes, Sealer | None]:
         token = self.keys.token(account_id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -10,6 +12,7 @@ from engine.errors import CorruptRecord
 from engine.ids import IdGenerator
 from engine.status import ACCEPTED, DELIVERED, FAILED, STATUSES
 from storage.env import open_env
+from storage.pop_commit import PopCommit
 from storage.records import RETENTION_SECONDS, MessageRecord, MessageRecords
 from tests.storage.conftest import account_keys_in
 
@@ -41,9 +44,9 @@ def record(message_id: str, status: str = ACCEPTED, acked: float = 0.0, **kw) ->
     return MessageRecord(**values)
 
 
-def put(records: MessageRecords, recs) -> None:
+def put(records: MessageRecords, recs) -> int:
     with records.env.begin(write=True) as txn:
-        records.put_many(txn, recs)
+        return records.put_many(txn, recs)
 
 
 def ids_at(t: float, n: int) -> list[str]:
@@ -161,9 +164,33 @@ def test_records_of_an_erased_account_are_unreadable_and_never_written_again(rec
     records.keys.shred(ACCOUNT)
     assert records.get(mid) is None and list(records.for_account(ACCOUNT)) == []
     assert [r.message_id for r in records.open_records()] == [other]
-    put(records, [record(mid, DELIVERED)])  # a late status change of it...
+    assert put(records, [record(mid, DELIVERED)]) == 1  # a late status change of it is skipped...
     with records.env.begin() as txn:
-        assert bytes(txn.get(key, db=records._db)) == value  # ...writes nothing
-    assert records.unsealable == 1
+        assert bytes(txn.get(key, db=records._db)) == value  # ...and writes nothing
     assert records.keys.sealer("acc_other") is not None  # other accounts are untouched
     assert records.get(other).account_id == "acc_other"
+
+
+class _NoBodies:
+    def put_many(self, txn, items) -> None:
+        assert not list(items)  # (the batch below has no new message)
+
+
+def test_a_batch_written_again_after_its_transaction_failed_counts_its_skipped_records_once(records):
+    """A group transaction that fails is retried POP by POP (actors/group_commit.py), so one staged batch
+    is written twice; what the write found is counted when its transaction commits, once."""
+    [mid] = ids_at(T0, 1)
+    put(records, [record(mid)])
+    records.keys.shred(ACCOUNT)  # erased while a status change of it is staged
+    store = SimpleNamespace(env=records.env, records=records, bodies=_NoBodies(), refunds=None,
+                            debits=None)
+    commit = PopCommit(store, body_ttl_seconds=600, expiry_grace_seconds=2)
+    commit.dirty[mid] = record(mid, DELIVERED)
+    batch = commit.stage([], [])
+    with pytest.raises(RuntimeError), records.env.begin(write=True) as txn:
+        commit.write_staged(txn, batch)
+        raise RuntimeError("the group transaction failed")
+    with records.env.begin(write=True) as txn:
+        commit.write_staged(txn, batch)
+    commit.committed(batch)
+    assert commit.unsealable == 1

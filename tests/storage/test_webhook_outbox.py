@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from engine.messages import StatusItem
 from engine.webhook_events import WebhookEvents
 from storage.env import open_env
@@ -108,6 +110,24 @@ def test_the_bound_holds_for_several_batches_of_a_pop_written_in_one_transaction
     hooks.committed(writing_2)
     assert len(stored_1) == 2 and len(stored_2) == 1  # room for one more after the first batch
     assert outbox.count == 3 and hooks.dropped == 1
+    env.close()
+
+
+def test_a_batch_written_again_after_its_transaction_failed_counts_its_dropped_events_once(tmp_path):
+    """A failed group transaction is retried POP by POP, writing the same staged batch twice: the events
+    dropped over the bound are counted when a transaction holding the batch commits, not per write."""
+    env, outbox, _ = _outbox(tmp_path)
+    hooks = WebhookEvents(outbox, lambda account_id: (True, None), limit=1)
+    hooks.pending = [_item(1), _item(2)]
+    staged = hooks.stage()
+    with pytest.raises(RuntimeError), env.begin(write=True) as txn:
+        hooks.write(txn, [], staged)
+        raise RuntimeError("the group transaction failed")
+    assert hooks.dropped == 0 and outbox.count == 0
+    with env.begin(write=True) as txn:
+        _, writing = hooks.write(txn, [], staged)
+    hooks.committed(writing)
+    assert outbox.count == 1 and hooks.dropped == 1
     env.close()
 
 
