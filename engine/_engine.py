@@ -97,11 +97,13 @@ class Engine(AccountManager, HoldManager):
     def start(cls, data_dir: str | Path = "./data", config: str | Path | None = None, *,
               http: bool = False, settings: Settings | None = None,
               overrides: dict[str, Any] | None = None, on_status=None,
-              placement: Placement | None = None) -> Engine:
+              placement: Placement | None = None, edge_token: str = "") -> Engine:
         """Start every store and actor (resuming unfinished messages); with ``http=True`` also the
         customer API and the control port. ``on_status`` is registered before recovery, so it also sees
         the status changes of messages resumed from an earlier run. ``placement`` makes this the core of
-        a cluster whose workers run the POPs (``engine.cluster``; default: everything in this process)."""
+        a cluster whose workers run the POPs (``engine.cluster``; default: everything in this process).
+        ``edge_token`` is the secret the HTTP edges in front of this core prove themselves with
+        (``smsroute run --edges``); without one the customer API believes no forwarded address."""
         settings = settings or load_settings(config, overrides)
         if http and settings.http.tls_cert:
             from engine.http.server import tls_context
@@ -120,7 +122,7 @@ class Engine(AccountManager, HoldManager):
             AccountManager.__init__(engine, engine.runtime)
             engine.billing = Billing(engine.runtime).start()  # reconciles in the background
             if http:
-                engine._start_http()
+                engine._start_http(edge_token)
             if engine.runtime.placement.clustered and engine.runtime.placement.runs_core:
                 from engine.cluster.shards import EdgeQueries
 
@@ -142,10 +144,10 @@ class Engine(AccountManager, HoldManager):
         runtime.sweeper.proxy().add_sweepables(
             {"mail_outbox": self.mail.outbox, **self.privacy.sweepables}).get(timeout=10)
 
-    def _start_http(self) -> None:
+    def _start_http(self, edge_token: str = "") -> None:
         from engine.http.server import HttpServers
 
-        self.http = HttpServers(self, self.settings).start()
+        self.http = HttpServers(self, self.settings, edge_token=edge_token).start()
         # the request log, idempotency records and control audit follow the same retention sweeps
         self.runtime.sweeper.proxy().add_sweepables(self.http.sweepables).get(timeout=10)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
+import secrets
 import signal
 import sys
 from importlib import metadata
@@ -79,11 +79,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.role == "worker":
         return _run_worker(args)
     settings, overrides = _settings_and_overrides(args)
-    public = None
+    public, edge_token = None, ""
     if args.edges:
         if not args.workers or args.no_http:
             raise ConfigError("--edges needs --workers N and the HTTP ports")
         settings, public = _core_behind_edges(args, overrides)
+        edge_token = secrets.token_hex(16)  # in memory only: to our HTTP context and to each edge
     # Block SIGTERM/SIGINT before any thread exists (every engine thread inherits the mask) and take
     # them with sigwait below: no Python signal handler runs, so none can deadlock on a lock the main
     # thread holds, and a signal that arrives while the engine starts is kept until we wait for it.
@@ -91,13 +92,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     cluster, placement = _cluster_for(args, overrides)
     try:
         engine = Engine.start(data_dir=args.data_dir, settings=settings, http=not args.no_http,
-                              placement=placement)
+                              placement=placement, edge_token=edge_token)
         if cluster is not None:
             engine.cluster = cluster
             cluster.start_workers()
             if public is not None:
                 cluster.start_edges(args.edges, f"http://127.0.0.1:{engine.http.customer_port}",
-                                    *public)
+                                    *public, token=edge_token)
     except BaseException:
         if cluster is not None:
             cluster.stop()
@@ -144,14 +145,11 @@ def _cluster_for(args: argparse.Namespace, overrides: dict[str, Any]) -> tuple[A
 
 def _core_behind_edges(args: argparse.Namespace, overrides: dict[str, Any]) -> tuple[Any, Any]:
     """With ``--edges``: the core serves the customer API on a loopback port of its own (for what the
-    edges forward), the edges on the configured one; the token the edges prove themselves with."""
-    import secrets
-
-    from engine.cluster.edge import EDGE_TOKEN_ENV
+    edges forward), the edges on the configured one. (The edge token is made by ``cmd_run`` and handed
+    to the core's HTTP context and to each edge in code, never through the environment.)"""
     from engine.cluster.nats_server import free_port
     from engine.config import load_settings
 
-    os.environ[EDGE_TOKEN_ENV] = secrets.token_hex(16)  # inherited by the edges, never printed
     configured = load_settings(args.config, overrides).http
     port = configured.customer_port or free_port(configured.customer_host)
     core = {**overrides, "http": {**overrides.get("http", {}), "customer_host": "127.0.0.1",

@@ -14,7 +14,12 @@ middleware as the core's) with an :class:`~engine.cluster.edge_engine.EdgeEngine
 * Every other request - reads, settings, keys, and submits that carry an ``Idempotency-Key`` (whose
   records must be one set for every edge) - is forwarded as it is to the core's customer API, with the
   client's address in ``X-Smsroute-Forwarded-For``, which the core believes only with the edge token it
-  gave its edges (``SMSROUTE_EDGE_TOKEN``).
+  gave its edges (``X-Smsroute-Edge-Token``).
+
+The edge token is a secret the core makes at start-up and hands to each edge it spawns as the first line
+of the edge's stdin (:func:`read_token`), never through the environment or the command line: those are
+inherited by every child and readable in ``/proc/<pid>/environ`` and ``ps``. The edge keeps it in memory
+only and never logs it.
 
 Webhooks are delivered by the core from the workers' durable outboxes, so an edge holds nothing that a
 crash could lose: a submit it forwarded and did not answer was either made durable (and is delivered and
@@ -27,12 +32,11 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import uvloop
 from aiohttp import ClientSession, ClientTimeout, web
@@ -54,12 +58,17 @@ from engine.http.tokens import TokenStore
 
 log = logging.getLogger(__name__)
 
-EDGE_TOKEN_ENV = "SMSROUTE_EDGE_TOKEN"
 FORWARDED_FOR = "X-Smsroute-Forwarded-For"
 EDGE_TOKEN_HEADER = "X-Smsroute-Edge-Token"
 FAST_PATHS = frozenset({"/v1/messages", "/v1/messages/batch"})
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
                          "proxy-authorization", "proxy-authenticate", "host", "content-length"})
+
+
+def read_token(stream: TextIO) -> str:
+    """The edge token: the first line of ``stream`` (the stdin pipe the core wrote it to at spawn, see
+    ``engine.cluster.local``), without its newline; empty if the core gave none."""
+    return stream.readline().strip()
 
 
 def _is_fast(request: web.Request) -> bool:
@@ -192,7 +201,8 @@ def _limits(http: Any):
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m engine.cluster.edge",
-                                description="One smsroute HTTP edge process (smsroute run --edges).")
+                                description="One smsroute HTTP edge process (smsroute run --edges). "
+                                            "Reads the edge token as the first line of stdin.")
     p.add_argument("--index", type=int, required=True)
     p.add_argument("--workers", type=int, required=True)
     p.add_argument("--nats", required=True)
@@ -207,6 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    token = read_token(sys.stdin)  # first: the core wrote it before anything else could happen
+    if not token:
+        print("smsroute edge: no edge token on stdin (edges are started by smsroute run --edges)",
+              file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     stop_signals = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
@@ -219,8 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                                  if args.overrides_json else None)
         Path(args.data_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
         engine = EdgeEngine(settings, placement, Path(args.data_dir)).start()
-        edge = Edge(engine, args.host, args.port, args.core_url,
-                    os.environ.get(EDGE_TOKEN_ENV, "")).start()
+        edge = Edge(engine, args.host, args.port, args.core_url, token).start()
     except SmsrouteError as exc:
         print(f"smsroute edge {node}: {exc.code}: {exc.message}", file=sys.stderr)
         return 2

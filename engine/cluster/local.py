@@ -8,10 +8,18 @@ restarted worker resumes its accepted messages from its own stores (crash recove
 :meth:`stop` sends SIGTERM to every worker (each finishes its last group commit), then stops the NATS
 server it started. The core (accounts, ledger, ingress) runs in the calling process: an ``Engine`` started
 with ``placement=core_placement(...)``.
+
+HTTP edges (:meth:`LocalCluster.start_edges`) are supervised the same way. Each is handed the core's edge
+token on a pipe - the first line of its stdin, written at every spawn, restarts included - and nowhere
+else: not the environment, which the workers and nats-server would inherit too (and which anyone who may
+read ``/proc/<pid>/environ`` or a crash report sees), and not the command line (``ps``). A pipe needs no
+file to clean up after a crash and is readable by the one child it was made for; the cluster keeps the
+token in memory for the restarts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -60,6 +68,7 @@ class LocalCluster:
         self.workers = [_Worker(i) for i in range(workers)]
         self.edges: list[_Worker] = []
         self._edge_at: tuple[str, str, int] = ("", "127.0.0.1", 0)  # core URL, host, port
+        self._edge_token = ""  # the secret the edges prove themselves to the core with; never logged
         self.worker_nats = worker_nats  # per worker, the servers it tries first (e.g. one each)
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -85,11 +94,16 @@ class LocalCluster:
                                             name="smsroute-workers")
         self._supervisor.start()
 
-    def start_edges(self, count: int, core_url: str, host: str, port: int,
+    def start_edges(self, count: int, core_url: str, host: str, port: int, token: str,
                     timeout: float = READY_TIMEOUT_S) -> None:
         """``count`` HTTP edge processes on ``host:port`` (SO_REUSEPORT), forwarding to ``core_url``
-        what they do not serve themselves (``engine.cluster.edge``); supervised like the workers."""
+        what they do not serve themselves (``engine.cluster.edge``); supervised like the workers.
+        ``token`` is the edge token the core at ``core_url`` believes forwarded addresses with: each
+        edge gets it on its stdin, now and whenever it is restarted."""
+        if not token:
+            raise ConfigError("HTTP edges need an edge token")
         self._edge_at = (core_url, host, port)
+        self._edge_token = token
         self.edges = [_Worker(i, "e") for i in range(count)]
         for e in self.edges:
             self._spawn(e)
@@ -123,7 +137,8 @@ class LocalCluster:
             args += ["--config", str(self.config)]
         if self.overrides:
             args += ["--overrides-json", json.dumps(self.overrides)]
-        e.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+        e.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        _hand_token(e.proc, self._edge_token)
         e.started_at = time.monotonic()
 
     def _nats_for(self, w: _Worker) -> list[str]:
@@ -222,6 +237,18 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+
+
+def _hand_token(proc: subprocess.Popen, token: str) -> None:
+    """Write the edge token to a just-spawned edge's stdin and close it. One short line fits the pipe's
+    buffer, so this never waits for the edge; an edge that died before reading it (a broken pipe) is
+    seen by the supervisor and restarted, with the token written again."""
+    assert proc.stdin is not None
+    with contextlib.suppress(BrokenPipeError):
+        try:
+            proc.stdin.write(token + "\n")
+        finally:
+            proc.stdin.close()  # flushes: a broken pipe shows here, and the fd is closed regardless
 
 
 def _drain(stream) -> None:

@@ -83,8 +83,12 @@ def tls_context(cert: str, key: str) -> ssl.SSLContext:
 class HttpServers:
     """Both HTTP servers and everything they share, on their own thread and loop."""
 
-    def __init__(self, engine: Any, settings: Any = None) -> None:
+    def __init__(self, engine: Any, settings: Any = None, edge_token: str = "") -> None:
+        """``edge_token``: the secret this core's HTTP edges prove themselves with when they forward a
+        client's address (``engine.cluster.edge``); empty, no forwarded address is believed. It is
+        passed in code, never read from the environment that every child process would inherit."""
         self.engine = engine
+        self._edge_token = edge_token
         settings = settings if settings is not None else engine.settings
         self.http = getattr(settings, "http", settings)
         self.customer_port: int | None = None
@@ -226,7 +230,7 @@ class HttpServers:
                           destinations=DestinationGuard(bool(http.webhook_allow_private_networks)),
                           auth_failures=_auth_failure_limiter(http),
                           idempotency_secret=secret,
-                          edge_token=os.environ.get("SMSROUTE_EDGE_TOKEN", ""))
+                          edge_token=self._edge_token)
         notifier = StatusNotifier(self.engine, metrics.observe_status, ctx.call)
         feed_box: list[WebhookFeed] = []
         dispatcher = WebhookDispatcher(
