@@ -83,6 +83,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.edges:
         if not args.workers or args.no_http:
             raise ConfigError("--edges needs --workers N and the HTTP ports")
+        if args.role != "all":  # the edges are a local cluster's: a core alone would leave the port unserved
+            raise ConfigError("--edges starts edges beside a local cluster; it does not go with --role")
         settings, public = _core_behind_edges(args, overrides)
         edge_token = secrets.token_hex(16)  # in memory only: to our HTTP context and to each edge
     # Block SIGTERM/SIGINT before any thread exists (every engine thread inherits the mask) and take

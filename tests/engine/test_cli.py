@@ -45,3 +45,13 @@ def test_the_parser_knows_run_segments_and_bench_and_requires_a_command():
     assert parser.parse_args(["segments", "hi"]).text == "hi"
     with pytest.raises(SystemExit):
         parser.parse_args([])
+
+
+def test_edges_with_a_multi_host_role_are_refused_before_anything_starts(tmp_path, capsys):
+    """``--role core`` moves the customer API behind edges that only a local cluster starts: refused,
+    rather than a core whose public port nobody serves."""
+    code = main(["run", "--data-dir", str(tmp_path / "data"), "--role", "core", "--workers", "1",
+                 "--nats", "nats://127.0.0.1:1", "--edges", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--edges" in err and "--role" in err
+    assert not (tmp_path / "data").exists()
