@@ -9,12 +9,16 @@ address — is refused by the engine with one of the documented business codes i
 
 :func:`decode` maps a schema violation to the API's error shape: malformed JSON, a wrong type, a missing or
 unknown field are 400; a value of the right type that breaks a field's bound is 422 with that field's code
-(``invalid_number`` for ``to``, ``invalid_url`` for URLs, ...), the same codes as before these types.
+(``invalid_number`` for ``to``, ``invalid_url`` for URLs, ...), the same codes as before these types. The
+control port decodes its bodies with the same function and its own :class:`ErrorCodes`
+(:mod:`engine.http.control_schemas`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
@@ -32,6 +36,8 @@ MAX_URL_LENGTH = 2048  # engine.http.egress.MAX_URL_LENGTH
 MAX_WEBHOOK_BATCH = 100
 MAX_WEBHOOK_WAIT_MS = 10_000
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"  # 1-255 visible ASCII characters
+# engine.accounts.validate_sender: 1-11 of letters, digits, space . - & with a letter, or 3-15 digits
+SENDER_PATTERN = r"^(?=.{1,11}$)[0-9 .\-&]*[A-Za-z][A-Za-z0-9 .\-&]*$|^\+?[0-9]{3,15}$"
 
 # --- field types ------------------------------------------------------------------------------------
 
@@ -40,7 +46,7 @@ Number = Annotated[str, Meta(pattern=r"^\+[0-9]{1,15}$", examples=["+49151123456
                                          "be a valid number by libphonenumber's metadata "
                                          "(else 422 invalid_number)")]
 SenderId = Annotated[str, Meta(
-    pattern=r"^(?=.{1,11}$)[0-9 .\-&]*[A-Za-z][A-Za-z0-9 .\-&]*$|^\+?[0-9]{3,15}$",
+    pattern=SENDER_PATTERN,
     description="a sender ID registered for the account: 1-11 letters, digits, space . - & with at "
                 "least one letter (alphanumeric), or 3-15 digits (numeric); an unregistered one is "
                 "403 unknown_sender")]
@@ -262,7 +268,21 @@ BUSINESS_CODES: dict[str, str] = {
 
 # --- decoding ---------------------------------------------------------------------------------------
 
-_FIELD_CODES = {  # a bound broken by a field of the right type: the field's own (status, code)
+
+
+@dataclass(frozen=True)
+class ErrorCodes:
+    """How one API names a schema violation: structure errors (malformed JSON, a missing or unknown
+    field, a wrong type) are the same everywhere; a value of the right type that breaks a bound gets the
+    (status, code) its field has in ``fields`` (the last field name on the error's path), else
+    ``other``. ``not_object`` is the answer to a body that is JSON but not an object."""
+
+    fields: Mapping[str, tuple[int, str]]
+    other: tuple[int, str] = (422, "invalid_field")
+    not_object: tuple[int, str] = (400, "invalid_type")
+
+
+CUSTOMER_CODES = ErrorCodes(fields={  # a bound broken by a field of the right type: its own code
     "to": (422, "invalid_number"), "from": (403, "unknown_sender"), "body": (422, "invalid_body"),
     "callback_url": (422, "invalid_url"), "url": (422, "invalid_url"),
     "validity_seconds": (422, "invalid_validity"), "client_ref": (422, "invalid_client_ref"),
@@ -270,14 +290,14 @@ _FIELD_CODES = {  # a bound broken by a field of the right type: the field's own
     "messages": (422, "invalid_batch"), "sender": (400, "invalid_request"),
     "max_events": (422, "invalid_batching"), "max_wait_ms": (422, "invalid_batching"),
     "reason": (422, "invalid_reason"),
-}
+})
 _PATH = re.compile(r"`\$((?:\.[A-Za-z_]+|\[\d+\])*)`$")
 _decoders: dict[Any, msgspec.json.Decoder] = {}
 encoder = msgspec.json.Encoder()
 
 
-def decode(raw: bytes, kind: type[T]) -> T:
-    """Decode and validate a request body; ``HttpError`` in the API's vocabulary otherwise."""
+def decode(raw: bytes, kind: type[T], codes: ErrorCodes = CUSTOMER_CODES) -> T:
+    """Decode and validate a request body; ``HttpError`` in the API's vocabulary (``codes``) otherwise."""
     decoder = _decoders.get(kind)
     if decoder is None:
         decoder = _decoders[kind] = msgspec.json.Decoder(kind)
@@ -286,7 +306,7 @@ def decode(raw: bytes, kind: type[T]) -> T:
     try:
         return decoder.decode(raw)
     except msgspec.ValidationError as exc:
-        raise validation_error(str(exc)) from None
+        raise validation_error(str(exc), codes) from None
     except msgspec.DecodeError:
         try:
             raw.decode("utf-8")
@@ -295,8 +315,11 @@ def decode(raw: bytes, kind: type[T]) -> T:
         raise HttpError(400, "invalid_json", "request body is not valid JSON") from None
 
 
-def validation_error(text: str) -> HttpError:
-    """msgspec's message -> the API's (status, code): structure errors are 400, bounds 422."""
+def validation_error(text: str, codes: ErrorCodes = CUSTOMER_CODES) -> HttpError:
+    """msgspec's message -> the API's (status, code): structure errors are 400, a broken bound is the
+    field's code in ``codes``."""
+    if text.startswith("Expected `object`, got") and " - at `" not in text:  # the body itself
+        return HttpError(*codes.not_object, "request body must be a JSON object")
     if "unknown field" in text:
         return HttpError(400, "unknown_field", text[:200])
     if "missing required field" in text:
@@ -308,5 +331,5 @@ def validation_error(text: str) -> HttpError:
     if found:
         names = re.findall(r"\.([A-Za-z_]+)", found.group(1))
         field = names[-1] if names else ""
-    status, code = _FIELD_CODES.get(field, (422, "invalid_field"))
+    status, code = codes.fields.get(field, codes.other)
     return HttpError(status, code, text[:200])
