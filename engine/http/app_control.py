@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from engine.errors import AuthError
-from engine.http import control_billing, control_privacy, openapi
+from engine.http import control_billing, control_privacy, control_schemas, openapi
 from engine.http.context import (
     APP_NAME,
     BODY_TIMEOUT,
@@ -30,7 +30,7 @@ from engine.http.context import (
     HttpContext,
 )
 from engine.http.errors import HttpError, error_middleware, error_response
-from engine.http.jsonio import DEFAULT_BODY_TIMEOUT_S, Field, json_response, read_json
+from engine.http.jsonio import DEFAULT_BODY_TIMEOUT_S, json_response
 from engine.http.middleware import bearer, endpoint_name, frame_middleware
 from engine.http.params import path_ids_middleware
 from engine.http.store import Apply
@@ -187,8 +187,8 @@ async def get_routing(request: web.Request) -> web.Response:
 
 async def put_routing(request: web.Request) -> web.Response:
     ctx: HttpContext = request.app[CTX]
-    table = await read_json(request, {"routes": Field((list,)),
-                                      "rates": Field((dict,), required=False)})
+    body = await control_schemas.read_body_as(request, control_schemas.RoutingTable)
+    table = {"routes": body.routes, "rates": body.rates}
     await ctx.call(ctx.engine.replace_routing, table)  # validates first; ConfigError -> 422
     return json_response(await ctx.call(ctx.engine.routing_table))
 

@@ -20,26 +20,13 @@ from typing import Any
 
 from aiohttp import web
 
+from engine.http import control_schemas as cs
 from engine.http.context import CTX, OPERATOR, HttpContext
+from engine.http.control_schemas import read_body_as
 from engine.http.errors import HttpError
-from engine.http.jsonio import Field, json_response, read_json
-from engine.http.params import check_body_id
-from engine.http.tokens import ROLES, TokenNameError, check_name
+from engine.http.jsonio import json_response
+from engine.http.tokens import TokenNameError
 
-ACCOUNT_SCHEMA = {"email": Field((str,))}
-DEPOSIT_SCHEMA = {"usd": Field((str,)), "chain": Field((str,)), "tx_hash": Field((str,)),
-                  "from_address": Field((str,))}
-SENDER_SCHEMA = {"sender": Field((str,))}
-RESTRICT_SCHEMA = {"restricted": Field((bool,))}
-HOLD_SCHEMA = {
-    "kind": Field((str,)), "reason": Field((str,)), "reference": Field((str,)),
-    "until": Field((int, float)), "message_ids": Field((list,), required=False),
-    "account_id": Field((str,), required=False, nullable=True),
-}
-RELEASE_SCHEMA = {"reason": Field((str,))}
-RECTIFY_SCHEMA = {"email": Field((str,))}
-OBJECTION_SCHEMA = {"purpose": Field((str,)), "objected": Field((bool,), required=False)}
-TOKEN_SCHEMA = {"name": Field((str,)), "roles": Field((list,))}
 AUDIT_PAGE = 1000
 
 
@@ -62,8 +49,8 @@ def _plain(value: Any) -> Any:
 async def create_account(request: web.Request) -> web.Response:
     """A new account: its first API key and its webhook signing secret are in the answer, once."""
     ctx: HttpContext = request.app[CTX]
-    data = await read_json(request, ACCOUNT_SCHEMA)
-    new = await ctx.call(ctx.engine.create_account, data["email"])
+    body = await read_body_as(request, cs.AccountCreate)
+    new = await ctx.call(ctx.engine.create_account, body.email)
     return json_response({"id": new.id, "api_key": new.api_key, "webhook_secret": new.webhook_secret},
                          status=201)
 
@@ -96,25 +83,25 @@ async def get_account(request: web.Request) -> web.Response:
 
 async def deposit(request: web.Request) -> web.Response:
     ctx: HttpContext = request.app[CTX]
-    data = await read_json(request, DEPOSIT_SCHEMA)
-    balance = await ctx.call(ctx.engine.deposit, request.match_info["id"], data["usd"],
-                             data["chain"], data["tx_hash"], data["from_address"])
+    body = await read_body_as(request, cs.Deposit)
+    balance = await ctx.call(ctx.engine.deposit, request.match_info["id"], body.usd,
+                             body.chain, body.tx_hash, body.from_address)
     return json_response({"balance_micro_usd": balance}, status=201)
 
 
 async def add_sender(request: web.Request) -> web.Response:
     ctx: HttpContext = request.app[CTX]
-    data = await read_json(request, SENDER_SCHEMA)
-    await ctx.call(ctx.engine.register_sender, request.match_info["id"], data["sender"])
-    return json_response({"sender": data["sender"]}, status=201)
+    body = await read_body_as(request, cs.SenderRegistration)
+    await ctx.call(ctx.engine.register_sender, request.match_info["id"], body.sender)
+    return json_response({"sender": body.sender}, status=201)
 
 
 async def restrict(request: web.Request) -> web.Response:
     ctx: HttpContext = request.app[CTX]
-    data = await read_json(request, RESTRICT_SCHEMA)
-    await ctx.call(lambda: ctx.engine.restrict_account(request.match_info["id"], data["restricted"],
+    body = await read_body_as(request, cs.Restriction)
+    await ctx.call(lambda: ctx.engine.restrict_account(request.match_info["id"], body.restricted,
                                                        actor=request[OPERATOR]))
-    return json_response({"id": request.match_info["id"], "restricted": data["restricted"]})
+    return json_response({"id": request.match_info["id"], "restricted": body.restricted})
 
 
 async def close(request: web.Request) -> web.Response:
@@ -132,8 +119,8 @@ async def export_account(request: web.Request) -> web.Response:
 
 async def rectify(request: web.Request) -> web.Response:
     ctx: HttpContext = request.app[CTX]
-    data = await read_json(request, RECTIFY_SCHEMA)
-    await ctx.call(lambda: ctx.engine.rectify_account(request.match_info["id"], email=data["email"],
+    body = await read_body_as(request, cs.Rectification)
+    await ctx.call(lambda: ctx.engine.rectify_account(request.match_info["id"], email=body.email,
                                                       actor=request[OPERATOR]))
     return json_response({"id": request.match_info["id"], "rectified": ["email"]})
 
@@ -147,12 +134,11 @@ async def erase(request: web.Request) -> web.Response:
 
 async def object_to_processing(request: web.Request) -> web.Response:
     ctx: HttpContext = request.app[CTX]
-    data = await read_json(request, OBJECTION_SCHEMA)
-    objected = data.get("objected", True)
-    await ctx.call(lambda: ctx.engine.object_to_processing(request.match_info["id"], data["purpose"],
-                                                           objected, actor=request[OPERATOR]))
-    return json_response({"id": request.match_info["id"], "purpose": data["purpose"],
-                          "objected": objected})
+    body = await read_body_as(request, cs.Objection)
+    await ctx.call(lambda: ctx.engine.object_to_processing(request.match_info["id"], body.purpose,
+                                                           body.objected, actor=request[OPERATOR]))
+    return json_response({"id": request.match_info["id"], "purpose": body.purpose,
+                          "objected": body.objected})
 
 
 async def analytics(request: web.Request) -> web.Response:
@@ -175,32 +161,25 @@ async def list_holds(request: web.Request) -> web.Response:
 
 async def place_hold(request: web.Request) -> web.Response:
     ctx: HttpContext = request.app[CTX]
-    data = await read_json(request, HOLD_SCHEMA)
-    ids = data.get("message_ids") or []
-    if not all(isinstance(i, str) for i in ids):
-        raise HttpError(400, "invalid_type", "message_ids must be a list of strings")
-    for i in ids:
-        check_body_id("message", i, "message_ids")
-    if data.get("account_id") is not None:
-        check_body_id("account", data["account_id"], "account_id")
+    body = await read_body_as(request, cs.HoldRequest)  # id shapes included (400 invalid_id)
     place = _engine_method(ctx, "place_hold")
 
     def call() -> Any:
-        return place(data["kind"], actor=request[OPERATOR], reason=data["reason"],
-                     reference=data["reference"], until=float(data["until"]),
-                     message_ids=ids, account_id=data.get("account_id"))
+        return place(body.kind, actor=request[OPERATOR], reason=body.reason,
+                     reference=body.reference, until=body.until,
+                     message_ids=body.message_ids, account_id=body.account_id)
 
     return json_response(_plain(await ctx.call(call)), status=201)
 
 
 async def release_hold(request: web.Request) -> web.Response:
     ctx: HttpContext = request.app[CTX]
-    data = await read_json(request, RELEASE_SCHEMA)
+    body = await read_body_as(request, cs.HoldRelease)
     release = _engine_method(ctx, "release_hold")
     hold_id = request.match_info["id"]
 
     def call() -> Any:
-        return release(hold_id, actor=request[OPERATOR], reason=data["reason"])
+        return release(hold_id, actor=request[OPERATOR], reason=body.reason)
 
     return json_response(_plain(await ctx.call(call)))
 
@@ -267,24 +246,21 @@ def _printable(value: Any) -> Any:
 
 async def create_token(request: web.Request) -> web.Response:
     """A new operator token; an operator can only grant roles it holds itself. Names are unique and
-    the ``system:`` prefix is reserved (422 / 409)."""
+    the ``system:`` prefix is reserved (422 / 409). The name's and the roles' formats are the body
+    type's (:class:`~engine.http.control_schemas.TokenRequest`); the store checks the name again."""
     ctx: HttpContext = request.app[CTX]
-    data = await read_json(request, TOKEN_SCHEMA)
-    roles = data["roles"]
-    if not roles or not all(isinstance(r, str) and r in ROLES for r in roles):
-        raise HttpError(422, "invalid_roles", f"roles must be a non-empty list of {sorted(ROLES)}")
+    body = await read_body_as(request, cs.TokenRequest)
+    roles = set(body.roles)
     mine = ctx.tokens.lookup(_token(request))
-    if mine is None or not set(roles) <= mine.roles:
+    if mine is None or not roles <= mine.roles:
         raise HttpError(403, "forbidden", "cannot grant a role you do not hold")
     try:
-        check_name(data["name"])
-        token = await ctx.call(ctx.tokens.create, data["name"], set(roles))
+        token = await ctx.call(ctx.tokens.create, body.name, roles)
     except TokenNameError as exc:
         taken = "exists already" in str(exc)
         raise HttpError(409 if taken else 422, "token_name_taken" if taken else "invalid_token_name",
                         str(exc)) from None
-    return json_response({"name": data["name"], "roles": sorted(set(roles)), "token": token},
-                         status=201)
+    return json_response({"name": body.name, "roles": sorted(roles), "token": token}, status=201)
 
 
 async def list_tokens(request: web.Request) -> web.Response:

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from engine.http import control_schemas as cs
 from engine.http.context import CTX, OPERATOR, HttpContext
+from engine.http.control_schemas import read_body_as
 from engine.http.errors import HttpError
-from engine.http.jsonio import Field, json_response, read_json
+from engine.http.jsonio import json_response
 from engine.http.usage_export import stream_usage
 
 OP = "operator"
@@ -31,8 +33,6 @@ ROUTE_ROLES: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/v1/accounts/{id}/usage"): frozenset({OP}),
     ("PUT", "/v1/accounts/{id}/low-balance"): frozenset({OP}),
 }
-ADJUSTMENT_SCHEMA = {"usd": Field((str,)), "reason": Field((str,)), "idempotency_key": Field((str,))}
-THRESHOLD_SCHEMA = {"usd": Field((str,))}
 
 
 async def verify(request: web.Request) -> web.Response:
@@ -55,10 +55,10 @@ async def reconciliation(request: web.Request) -> web.Response:
 
 async def adjust(request: web.Request) -> web.Response:
     ctx: HttpContext = request.app[CTX]
-    data = await read_json(request, ADJUSTMENT_SCHEMA)
+    body = await read_body_as(request, cs.Adjustment)
     account_id = request.match_info["id"]
     done = await ctx.call(lambda: ctx.engine.billing.adjust(
-        account_id, data["usd"], data["reason"], data["idempotency_key"], actor=request[OPERATOR]))
+        account_id, body.usd, body.reason, body.idempotency_key, actor=request[OPERATOR]))
     return json_response({"account_id": account_id, "amount_micro_usd": done.amount_micro_usd,
                           "balance_micro_usd": done.balance_micro_usd, "duplicate": done.duplicate},
                          status=200 if done.duplicate else 201)
@@ -70,9 +70,9 @@ async def usage(request: web.Request) -> web.StreamResponse:
 
 async def low_balance(request: web.Request) -> web.Response:
     ctx: HttpContext = request.app[CTX]
-    data = await read_json(request, THRESHOLD_SCHEMA)
+    body = await read_body_as(request, cs.LowBalanceThreshold)
     account_id = request.match_info["id"]
-    threshold = await ctx.call(ctx.engine.billing.set_low_balance_threshold, account_id, data["usd"])
+    threshold = await ctx.call(ctx.engine.billing.set_low_balance_threshold, account_id, body.usd)
     return json_response({"account_id": account_id, "low_balance_threshold_micro_usd": threshold})
 
 

@@ -13,9 +13,11 @@ from typing import Any
 
 from aiohttp import web
 
+from engine.http import control_schemas as cs
 from engine.http.context import CTX, OPERATOR, HttpContext
+from engine.http.control_schemas import read_body_as
 from engine.http.errors import HttpError
-from engine.http.jsonio import Field, json_response, read_json
+from engine.http.jsonio import json_response
 
 OP, P = "operator", "privacy"
 ROUTE_ROLES: dict[tuple[str, str], frozenset[str]] = {
@@ -38,17 +40,6 @@ ROUTE_ROLES: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/v1/support/cases/{id}/resolve"): frozenset({OP, P}),
     ("POST", "/v1/accounts/{id}/confirmation"): frozenset({OP}),
 }
-
-DSAR_OPEN = {"account_id": Field((str,)), "type": Field((str,))}
-REASON = {"reason": Field((str,))}
-FULFIL = {"email": Field((str,), required=False), "purpose": Field((str,), required=False)}
-INCIDENT = {"summary": Field((str,)), "detected_at": Field((int, float)),
-            "accounts": Field((list, str))}
-AUTHORITY = {"reference": Field((str,)), "at": Field((int, float), required=False)}
-POLICY = {"effective_at": Field((int, float)), "summary": Field((str,))}
-CASE = {"subject": Field((str,)), "text": Field((str,)), "account_id": Field((str,), required=False)}
-CASE_MESSAGE = {"direction": Field((str,)), "text": Field((str,))}
-
 
 def _privacy(ctx: HttpContext) -> Any:
     privacy = getattr(ctx.engine, "privacy", None)
@@ -77,9 +68,9 @@ async def list_dsar(request: web.Request) -> web.Response:
 
 
 async def open_dsar(request: web.Request) -> web.Response:
-    data = await read_json(request, DSAR_OPEN)
+    body = await read_body_as(request, cs.DsarOpen)
     desk = _privacy(request.app[CTX]).requests
-    return await _answer(request, lambda: desk.register(data["account_id"], data["type"],
+    return await _answer(request, lambda: desk.register(body.account_id, body.type,
                                                         actor=request[OPERATOR]), 201)
 
 
@@ -89,24 +80,23 @@ async def get_dsar(request: web.Request) -> web.Response:
 
 
 async def extend_dsar(request: web.Request) -> web.Response:
-    data = await read_json(request, REASON)
+    body = await read_body_as(request, cs.DsarExtension)
     desk = _privacy(request.app[CTX]).requests
-    return await _answer(request, lambda: desk.extend(request.match_info["id"], data["reason"],
+    return await _answer(request, lambda: desk.extend(request.match_info["id"], body.reason,
                                                       actor=request[OPERATOR]))
 
 
 async def fulfil_dsar(request: web.Request) -> web.Response:
-    data = await read_json(request, FULFIL)
+    body = await read_body_as(request, cs.DsarFulfilment)
     desk = _privacy(request.app[CTX]).requests
     return await _answer(request, lambda: desk.fulfil(
-        request.match_info["id"], actor=request[OPERATOR], email=data.get("email"),
-        purpose=data.get("purpose", "analytics")))
+        request.match_info["id"], actor=request[OPERATOR], email=body.email, purpose=body.purpose))
 
 
 async def refuse_dsar(request: web.Request) -> web.Response:
-    data = await read_json(request, REASON)
+    body = await read_body_as(request, cs.DsarRefusal)
     desk = _privacy(request.app[CTX]).requests
-    return await _answer(request, lambda: desk.refuse(request.match_info["id"], data["reason"],
+    return await _answer(request, lambda: desk.refuse(request.match_info["id"], body.reason,
                                                       actor=request[OPERATOR]))
 
 
@@ -119,20 +109,19 @@ async def list_incidents(request: web.Request) -> web.Response:
 
 
 async def open_incident(request: web.Request) -> web.Response:
-    data = await read_json(request, INCIDENT)
+    body = await read_body_as(request, cs.IncidentOpen)
     desk = _privacy(request.app[CTX]).incidents
     ctx: HttpContext = request.app[CTX]
-    incident = await ctx.call(lambda: desk.open(data["summary"], data["detected_at"],
-                                                data["accounts"], actor=request[OPERATOR]))
+    incident = await ctx.call(lambda: desk.open(body.summary, body.detected_at, body.accounts,
+                                                actor=request[OPERATOR]))
     return json_response(incident.view(incident.opened_at), status=201)
 
 
 async def authority_notified(request: web.Request) -> web.Response:
-    data = await read_json(request, AUTHORITY)
+    body = await read_body_as(request, cs.AuthorityNotification)
     desk = _privacy(request.app[CTX]).incidents
     return await _answer(request, lambda: desk.authority_notified(
-        request.match_info["id"], at=data.get("at"), reference=data["reference"],
-        actor=request[OPERATOR]))
+        request.match_info["id"], at=body.at, reference=body.reference, actor=request[OPERATOR]))
 
 
 async def notify_customers(request: web.Request) -> web.Response:
@@ -151,10 +140,10 @@ async def close_incident(request: web.Request) -> web.Response:
 
 
 async def policy_change(request: web.Request) -> web.Response:
-    data = await read_json(request, POLICY)
+    body = await read_body_as(request, cs.PolicyChange)
     engine = request.app[CTX].engine
     return await _answer(request, lambda: engine.announce_policy_change(
-        data["effective_at"], data["summary"], actor=request[OPERATOR]), 201)
+        body.effective_at, body.summary, actor=request[OPERATOR]), 201)
 
 
 async def resend_confirmation(request: web.Request) -> web.Response:
@@ -173,11 +162,10 @@ async def list_cases(request: web.Request) -> web.Response:
 
 
 async def open_case(request: web.Request) -> web.Response:
-    data = await read_json(request, CASE)
+    body = await read_body_as(request, cs.CaseOpen)
     cases = _privacy(request.app[CTX]).support
     return await _answer(request, lambda: cases.open(
-        data["subject"], data["text"], opened_by=request[OPERATOR],
-        account_id=data.get("account_id", "")), 201)
+        body.subject, body.text, opened_by=request[OPERATOR], account_id=body.account_id or ""), 201)
 
 
 async def get_case(request: web.Request) -> web.Response:
@@ -186,10 +174,10 @@ async def get_case(request: web.Request) -> web.Response:
 
 
 async def add_case_message(request: web.Request) -> web.Response:
-    data = await read_json(request, CASE_MESSAGE)
+    body = await read_body_as(request, cs.CaseMessage)
     cases = _privacy(request.app[CTX]).support
     return await _answer(request, lambda: cases.add_message(
-        request.match_info["id"], data["direction"], data["text"], request[OPERATOR]), 201)
+        request.match_info["id"], body.direction, body.text, request[OPERATOR]), 201)
 
 
 async def resolve_case(request: web.Request) -> web.Response:

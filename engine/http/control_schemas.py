@@ -82,10 +82,23 @@ def _text(max_length: int, what: str, note: str = "") -> Any:
 MAIL_SAFE = "; mailed, so no phone number (8+ digit run) or secret (else 400 invalid_request)"
 AdjustmentReason = _text(500, "why, kept in the ledger entry")  # billing.service.MAX_REASON_CHARS
 IncidentSummary = _text(4000, "what happened", MAIL_SAFE)  # privacy.incidents.MAX_SUMMARY
-PolicySummary = _text(4000, "what changes")  # engine.mail.announcements.policy_change
+PolicySummary = _text(4000, "what changes", MAIL_SAFE)  # engine.mail.announcements.policy_change
 CaseSubject = _text(200, "the case's subject")  # storage.support._check_text
 CaseText = _text(20_000, "the message")  # storage.support.MAX_TEXT
-UnixTime = Annotated[float, Meta(description="unix seconds")]
+MAX_UNIX_TIME = 1e11  # the year 5138: past it a date cannot be written in a mail (time.gmtime)
+
+
+def _time(description: str, *, positive: bool = False) -> Any:
+    """Unix seconds, 0 (or above, when ``positive``) to :data:`MAX_UNIX_TIME`."""
+    low = {"gt": 0} if positive else {"ge": 0}
+    return Annotated[float, Meta(**low, le=MAX_UNIX_TIME, description=description)]
+
+
+HoldEnd = _time("unix seconds, in the future, at most the kind's maximum ahead (legal hold 90 days, "
+                "debugging window 7 days)")
+DetectedAt = _time("unix seconds, not in the future", positive=True)
+NotifiedAt = _time("unix seconds (absent or null: now)")
+EffectiveAt = _time("unix seconds, at least 30 days from now (else 422 notice_too_short)")
 
 
 class Body(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False):
@@ -132,9 +145,7 @@ class HoldRequest(Body):
     kind: HoldKind
     reason: Annotated[str, Meta(min_length=1)]
     reference: Annotated[str, Meta(min_length=1)]
-    until: Annotated[float, Meta(description="unix seconds, in the future, at most the kind's "
-                                             "maximum ahead (legal hold 90 days, debugging window "
-                                             "7 days)")]
+    until: HoldEnd
     message_ids: list[MessageId] = msgspec.field(default_factory=list)
     account_id: AccountId | None = None
 
@@ -196,19 +207,18 @@ class DsarFulfilment(Body):
 
 class IncidentOpen(Body):
     summary: IncidentSummary
-    detected_at: Annotated[float, Meta(gt=0, description="unix seconds, not in the future")]
+    detected_at: DetectedAt
     accounts: Annotated[list[AccountId], Meta(min_length=1)] | Literal["all"]
 
 
 class AuthorityNotification(Body):
     reference: Annotated[str, Meta(description="the authority's reference (the first 200 "
                                                "characters are kept)")]
-    at: UnixTime | None = None  # absent or null: now
+    at: NotifiedAt | None = None
 
 
 class PolicyChange(Body):
-    effective_at: Annotated[float, Meta(description="unix seconds, at least 30 days from now (else "
-                                                    "422 notice_too_short)")]
+    effective_at: EffectiveAt
     summary: PolicySummary
 
 

@@ -1,11 +1,13 @@
 """OpenAPI 3 documents of the customer API (``/v1/openapi.json`` on the customer port) and the control port.
 
-The customer API's message, batch, listing and webhook bodies are generated from the msgspec types that
-decode them (:mod:`engine.http.schemas`), so the published schema and the validator cannot disagree; the
-document is OpenAPI 3.1 (JSON Schema 2020-12, what msgspec emits). The other operations are written by
-hand next to the routes. A test walks each app's router and checks every (method, route) is described
-here, and that every described operation exists; another fuzzes the customer API with requests generated
-from this document.
+The customer API's message, batch, listing and webhook bodies, and every request body of the control port,
+are generated from the msgspec types that decode them (:mod:`engine.http.schemas`,
+:mod:`engine.http.control_schemas`), so the published schema and the validator cannot disagree, formats
+included; both documents are OpenAPI 3.1 (JSON Schema 2020-12, what msgspec emits). The other schemas
+(answers, the customer's privacy and threshold bodies) are written by hand next to the routes. A test walks
+each app's router and checks every (method, route) is described here, and that every described operation
+exists; others send requests generated from the documents (``test_fuzz_functional``,
+``test_control_bodies_functional``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from engine.http import control_schemas as cs
 from engine.http import schemas
 from engine.http.schemas import IDEMPOTENCY_KEY_PATTERN
 
@@ -77,9 +80,10 @@ def _document(title: str, paths: dict[str, dict[str, Any]], scheme: str,
 
 
 NEW_KEY = _obj(["id", "api_key", "hint"], id=S, api_key=S, hint=S)
+TIME_OR_NULL = {"type": ["number", "null"]}  # OpenAPI 3.1 (JSON Schema): no "nullable"
 KEY_LIST = _obj(["keys"], keys={"type": "array", "items": _obj(
-    ["id", "hint"], id=S, hint=S, created_at={"type": "number", "nullable": True},
-    last_used_at={"type": "number", "nullable": True}, revoked_at={"type": "number", "nullable": True})})
+    ["id", "hint"], id=S, hint=S, created_at=TIME_OR_NULL, last_used_at=TIME_OR_NULL,
+    revoked_at=TIME_OR_NULL)})
 IDEMPOTENCY = [{"name": "Idempotency-Key", "in": "header", "required": False,
                 "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN},
                 "description": "1-255 visible ASCII characters; retries with the same key and body "
@@ -90,6 +94,7 @@ STRUCTS = (schemas.MessageRequest, schemas.BatchRequest, schemas.AcceptedAnswer,
 
 
 def _ref(struct: type) -> dict[str, str]:
+    """A reference to a Struct's schema in the document's components (its class name)."""
     return {"$ref": f"#/components/schemas/{struct.__name__}"}
 
 
@@ -190,11 +195,9 @@ def customer_document() -> dict[str, Any]:
 
 
 def control_document() -> dict[str, Any]:
+    """The control port's document. Its request bodies are the types that decode them
+    (:data:`engine.http.control_schemas.BODIES`, referenced with :func:`_ref`); answers are by hand."""
     o = _op
-    holds_body = _obj(["kind", "reason", "reference", "until"], kind={
-        "type": "string", "enum": ["legal_hold", "debug_window", "lawful_order"]}, reason=S,
-        reference=S, until={"type": "number"}, message_ids={"type": "array", "items": S},
-        account_id={"type": "string", "nullable": True})
     paths = {
         "/healthz": {"get": o("Liveness", "200", security=False)},
         "/readyz": {"get": o("Readiness", "200", security=False)},
@@ -211,10 +214,10 @@ def control_document() -> dict[str, Any]:
         "/v1/routing": {
             "get": o("The routing table and rate card", "200"),
             "put": o("Replace the routing table atomically (validated first)", "200",
-                     body={"type": "object"}, errors=("403", "422")),
+                     body=_ref(cs.RoutingTable), errors=("403", "422")),
         },
         "/v1/accounts": {"post": o("Create an account; the API key and the webhook signing secret "
-                                   "are shown once", "201", body=_obj(["email"], email=S),
+                                   "are shown once", "201", body=_ref(cs.AccountCreate),
                                    ok_schema=_obj(["id", "api_key", "webhook_secret"], id=S,
                                                   api_key=S, webhook_secret=S),
                                    errors=("403", "422"))},
@@ -232,15 +235,12 @@ def control_document() -> dict[str, Any]:
         "/v1/accounts/{id}/deposits": {"post": o(
             "Credit a crypto deposit (a replay of the same transaction is idempotent; the same chain and "
             "tx_hash with another amount, account or from_address is 409 deposit_conflict)", "201",
-            params=("id",), errors=("403", "404", "409", "422"),
-            body=_obj(["usd", "chain", "tx_hash", "from_address"], usd=S, chain=S, tx_hash=S,
-                      from_address=S))},
+            params=("id",), errors=("403", "404", "409", "422"), body=_ref(cs.Deposit))},
         "/v1/accounts/{id}/senders": {"post": o("Register a sender ID", "201", params=("id",),
-                                                body=_obj(["sender"], sender=S),
+                                                body=_ref(cs.SenderRegistration),
                                                 errors=("403", "404", "422"))},
         "/v1/accounts/{id}/restrict": {"post": o("Restrict or unrestrict processing", "200",
-                                                 params=("id",), body=_obj(["restricted"],
-                                                                           restricted=B),
+                                                 params=("id",), body=_ref(cs.Restriction),
                                                  errors=("403", "404"))},
         "/v1/accounts/{id}/close": {"post": o("Close an account", "200", params=("id",),
                                               errors=("403", "404"))},
@@ -248,23 +248,22 @@ def control_document() -> dict[str, Any]:
             "Access and portability: everything held about the account (no secrets)", "200",
             params=("id",), errors=("403", "404"))},
         "/v1/accounts/{id}/rectify": {"post": o("Correct the account's email address", "200",
-                                                params=("id",), body=_obj(["email"], email=S),
+                                                params=("id",), body=_ref(cs.Rectification),
                                                 errors=("403", "404", "422"))},
         "/v1/accounts/{id}/erase": {"post": o(
             "Erase the account: record, keys and message records deleted; ledger rows "
             "pseudonymised (kept 7 years)", "200", params=("id",), errors=("403", "404"))},
         "/v1/accounts/{id}/objections": {"post": o(
             "Object (or withdraw an objection) to processing for a purpose (analytics)", "200",
-            params=("id",), body=_obj(["purpose"], purpose={"type": "string", "enum": ["analytics"]},
-                                      objected=B), errors=("400", "403", "404"))},
+            params=("id",), body=_ref(cs.Objection), errors=("400", "403", "404"))},
         "/v1/analytics": {"get": o("De-identified corridor and carrier aggregates", "200")},
         "/v1/retention": {"get": o("Retention status: sweeps, counts, exceptions", "200")},
         "/v1/holds": {
             "get": o("Active legal holds and other retention exceptions", "200"),
-            "post": o("Place a hold", "201", body=holds_body, errors=("403", "422")),
+            "post": o("Place a hold", "201", body=_ref(cs.HoldRequest), errors=("403", "422")),
         },
         "/v1/holds/{id}/release": {"post": o("Release a hold", "200", params=("id",),
-                                             body=_obj(["reason"], reason=S),
+                                             body=_ref(cs.HoldRelease),
                                              errors=("403", "404"))},
         "/v1/audit": {"get": o("Every audit trail (control port, data-subject actions, retention "
                                "exceptions), oldest first", "200", extra_params=[
@@ -279,10 +278,7 @@ def control_document() -> dict[str, Any]:
                                     "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}])},
         "/v1/tokens": {
             "post": o("Create an operator token (only roles you hold; unique name, not system:)",
-                      "201", body=_obj(["name", "roles"], name=S, roles={
-                          "type": "array", "items": {"type": "string", "enum": [
-                              "viewer", "operator", "privacy"]}}),
-                      errors=("403", "409", "422")),
+                      "201", body=_ref(cs.TokenRequest), errors=("403", "409", "422")),
             "get": o("Every operator token: name, roles, created, last use (never the token)", "200"),
         },
         "/v1/tokens/{name}": {"delete": o("Revoke an operator token (only one whose roles you hold)",
@@ -291,6 +287,10 @@ def control_document() -> dict[str, Any]:
     from engine.http import openapi_billing
     from engine.http.openapi_privacy import control_paths
 
-    return _document("smsroute control port",
-                     {**paths, **control_paths(), **openapi_billing.control_paths()},
-                     "operator token (op_...)")
+    doc = _document("smsroute control port",
+                    {**paths, **control_paths(), **openapi_billing.control_paths()},
+                    "operator token (op_...)", version="3.1.0")
+    _, components = msgspec.json.schema_components(cs.BODIES,
+                                                   ref_template="#/components/schemas/{name}")
+    doc["components"]["schemas"].update(components)
+    return doc

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.http.openapi import INT, S, _obj, _op
+from engine.http import control_schemas as cs
+from engine.http.openapi import INT, S, _obj, _op, _ref
 
 N, B = {"type": "number"}, {"type": "boolean"}
 PERIOD = [
@@ -30,7 +31,7 @@ USAGE = _obj(["account_id", "rows", "totals"], account_id=S, since=S, until=S, g
 USAGE_TEXT = ("one row per message (id, time, destination country, segments, price, refund, status — "
               "never a body or a number) plus deposits and adjustments, streamed; rows sum to the "
               "balance change (CSV: the same columns)")
-THRESHOLD = _obj(["usd"], usd=S)
+THRESHOLD = _obj(["usd"], usd=S)  # the customer's (still a jsonio field table)
 PROBLEM = _obj(["seq", "kind", "detail"], seq=INT, kind={"type": "string", "enum": [
     "missing", "broken_link", "unreadable", "head", "anchor"]}, detail=S, last_seq=INT)
 
@@ -54,7 +55,7 @@ def control_paths() -> dict[str, Any]:
             "Walk the ledger's hash chain and open every entry; every broken place is listed", "200",
             errors=("403",), ok_schema=_obj(
                 ["ok", "problems"], ok=B, entries=INT, first_seq=INT, anchor_seq=INT,
-                first_broken_seq={"type": "integer", "nullable": True},
+                first_broken_seq={"type": ["integer", "null"]},
                 head=_obj(["seq", "link"], seq=INT, link=S),
                 problems={"type": "array", "items": PROBLEM}))},
         "/v1/ledger/reconciliation": {"get": o(
@@ -67,8 +68,7 @@ def control_paths() -> dict[str, Any]:
         "/v1/accounts/{id}/adjustments": {"post": o(
             "Credit (\"2.50\") or debit (\"-2.50\") an account with a reason, once per idempotency_key "
             "(201 written, 200 replayed)", "201", params=("id",),
-            body=_obj(["usd", "reason", "idempotency_key"], usd=S, reason=S, idempotency_key=S),
-            errors=("402", "403", "404", "409"),
+            body=_ref(cs.Adjustment), errors=("402", "403", "404", "409"),
             ok_schema=_obj(["account_id", "amount_micro_usd", "balance_micro_usd", "duplicate"],
                            account_id=S, amount_micro_usd=INT, balance_micro_usd=INT, duplicate=B))},
         "/v1/accounts/{id}/usage": {"get": o(f"An account's usage for a period: {USAGE_TEXT}", "200",
@@ -76,7 +76,7 @@ def control_paths() -> dict[str, Any]:
                                              extra_params=PERIOD)},
         "/v1/accounts/{id}/low-balance": {"put": o(
             "An account's low-balance threshold in USD (\"0\": off)", "200", params=("id",),
-            body=THRESHOLD, errors=("403", "404"),
+            body=_ref(cs.LowBalanceThreshold), errors=("403", "404"),
             ok_schema=_obj(["low_balance_threshold_micro_usd"], account_id=S,
                            low_balance_threshold_micro_usd=INT))},
     }

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.http.openapi import B, S, _obj, _op
+from engine.http import control_schemas as cs
+from engine.http.openapi import B, S, _obj, _op, _ref
 
 N = {"type": "number"}
 TYPES = {"type": "string", "enum": ["access", "portability", "rectification", "erasure",
@@ -39,35 +40,32 @@ def customer_paths() -> dict[str, Any]:
 
 
 def control_paths() -> dict[str, Any]:
-    o, reason = _op, _obj(["reason"], reason=S)
+    o = _op
     overdue = [{"name": "overdue", "in": "query", "required": False, "schema": B}]
     return {
         "/v1/dsar": {
             "get": o("Data-subject requests with deadlines (overdue=true: only overdue)", "200",
                      extra_params=overdue),
             "post": o("Register a request received at privacy@ (the holder verifies by link)",
-                      "201", body=_obj(["account_id", "type"], account_id=S, type=TYPES),
-                      errors=("403", "404")),
+                      "201", body=_ref(cs.DsarOpen), errors=("400", "403", "404")),
         },
         "/v1/dsar/{id}": {"get": o("One request", "200", params=("id",), errors=("403", "404"))},
         "/v1/dsar/{id}/extend": {"post": o("Extend the deadline once by 60 days (mails the holder)",
-                                           "200", params=("id",), body=reason,
+                                           "200", params=("id",), body=_ref(cs.DsarExtension),
                                            errors=("403", "404", "409"))},
         "/v1/dsar/{id}/fulfil": {"post": o(
             "Carry the request out through the matching right and close it", "200", params=("id",),
-            body=_obj([], email=S, purpose=S), errors=("403", "404", "409"))},
+            body=_ref(cs.DsarFulfilment), errors=("403", "404", "409"))},
         "/v1/dsar/{id}/refuse": {"post": o("Refuse (with the reason mailed to the holder)", "200",
-                                           params=("id",), body=reason,
+                                           params=("id",), body=_ref(cs.DsarRefusal),
                                            errors=("403", "404", "409"))},
         "/v1/incidents": {
             "get": o("Incidents with the 72-hour authority deadline", "200"),
-            "post": o("Open an incident", "201", errors=("403", "404"), body=_obj(
-                ["summary", "detected_at", "accounts"], summary=S, detected_at=N,
-                accounts={"oneOf": [{"type": "array", "items": S},
-                                    {"type": "string", "enum": ["all"]}]}))},
+            "post": o("Open an incident", "201", errors=("403", "404"),
+                      body=_ref(cs.IncidentOpen))},
         "/v1/incidents/{id}/authority-notified": {"post": o(
             "Record the supervisory authority's notification", "200", params=("id",),
-            body=_obj(["reference"], reference=S, at=N), errors=("403", "404", "409"))},
+            body=_ref(cs.AuthorityNotification), errors=("403", "404", "409"))},
         "/v1/incidents/{id}/notify-customers": {"post": o(
             "Mail the incident notice to every affected account holder", "200", params=("id",),
             errors=("403", "404"))},
@@ -75,18 +73,16 @@ def control_paths() -> dict[str, Any]:
                                                errors=("403", "404", "409"))},
         "/v1/policy-changes": {"post": o(
             "Mail every account a privacy-policy change (effective at least 30 days later)", "201",
-            body=_obj(["effective_at", "summary"], effective_at=N, summary=S),
-            errors=("403", "422"))},
+            body=_ref(cs.PolicyChange), errors=("403", "422"))},
         "/v1/support/cases": {
             "get": o("Support cases (kept until resolution + 1 year)", "200"),
             "post": o("Open a support case", "201", errors=("403",),
-                      body=_obj(["subject", "text"], subject=S, text=S, account_id=S))},
+                      body=_ref(cs.CaseOpen))},
         "/v1/support/cases/{id}": {"get": o("One support case", "200", params=("id",),
                                             errors=("403", "404"))},
         "/v1/support/cases/{id}/messages": {"post": o(
             "Add a message (in: from the customer, out: from us)", "201", params=("id",),
-            body=_obj(["direction", "text"], direction={"type": "string", "enum": ["in", "out"]},
-                      text=S), errors=("403", "404", "409"))},
+            body=_ref(cs.CaseMessage), errors=("403", "404", "409"))},
         "/v1/support/cases/{id}/resolve": {"post": o("Resolve a case (its year of retention starts)",
                                                      "200", params=("id",),
                                                      errors=("403", "404", "409"))},

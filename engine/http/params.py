@@ -4,7 +4,8 @@ An id that cannot exist — empty, too long, wrong characters — is answered ``
 so no handler passes it on to a store (an empty LMDB key used to surface as a 500). Each path parameter
 of each route names its kind in :data:`PATH_IDS`; a route with a parameter missing there is refused with
 404 as well (and ``tests/engine/http/test_params.py`` fails), so a new route cannot skip the check.
-Ids in request bodies are checked by the handlers that read them (:func:`check_body_id`, 400).
+Ids in request bodies are checked by the body types that decode them (their patterns are these shapes,
+:mod:`engine.http.control_schemas`; 400 ``invalid_id``).
 """
 
 from __future__ import annotations
@@ -56,13 +57,6 @@ def kind_of(template: str, param: str) -> str | None:
 
 def well_formed(kind: str, value: object) -> bool:
     return isinstance(value, str) and bool(SHAPES[kind].match(value))
-
-
-def check_body_id(kind: str, value: object, field: str) -> str:
-    """400 unless a body field holds an id of the right shape."""
-    if not well_formed(kind, value):
-        raise HttpError(400, "invalid_id", f"{field} is not a valid {kind} id")
-    return value  # type: ignore[return-value]
 
 
 @web.middleware

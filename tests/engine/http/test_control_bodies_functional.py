@@ -1,48 +1,137 @@
-"""The control port's published request bodies and its validator agree (names, required fields, types).
+"""The control port's published request bodies and its validator agree, formats included.
 
-The control routes validate bodies with field tables (``engine.http.jsonio.Field``) while their OpenAPI
-document is written by hand (``engine.http.openapi``); the customer API had five disagreements of this kind
-before its bodies became msgspec types. For every documented body, through real sockets: all documented
-fields with values of the documented types pass the field check, leaving out any required field is
-``missing_field``, and an undocumented field is ``unknown_field``. (A value's own rules — an e-mail address,
-an amount string — are the handler's, answered 400 ``invalid_request`` or 422; they are not checked here.)
-Operations whose path names another object than an account (a hold, a request, an incident, a case) answer
-404 for an invented id before reading the body; their bodies are exercised by their own functional tests.
+The bodies are msgspec types (``engine.http.control_schemas``) that decode each request and generate the
+document's schemas, so names, required fields and types agree by construction; what is tested here,
+through real sockets, is that the *formats* the document states are the ones enforced:
+
+* a body drawn from the document (hypothesis, values meeting every pattern, bound and enum) is never
+  refused for its form: not by the validator (whose refusals name the field: ``at `$.field```), and not by
+  the engine for a format either — an engine refusal must be one of the route's business rules listed in
+  :data:`BUSINESS` (a time relative to now, an unknown id, a taken name, ...);
+* for each field with a documented format, a value that breaks it (derived from the document) is refused
+  with the control port's code for that field (400 ``invalid_request``; ``invalid_id`` for ids, 422
+  ``invalid_roles`` / ``invalid_token_name``), and the answer names the field;
+* a missing required field is ``missing_field``, an undocumented one ``unknown_field``;
+* every string field states a format unless it is free text by design (:data:`FREE_TEXT`), and the enums
+  are the engine's own lists.
+
+Paths with an id get a well-formed one (an account's paths the test's real account), so each body is
+decoded before the handler looks the object up.
 """
 
 from __future__ import annotations
 
 import re
+import time
+from typing import Any, get_args
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 
+from engine.accounts import OBJECTABLE
+from engine.http import control_schemas as cs
 from engine.http import openapi
+from engine.http.tokens import ROLES
+from storage.dsar import REQUEST_TYPES
+from storage.holds import HoldKind
 from tests.engine.http.conftest import Client, funded_account
+from tests.engine.http.jsonschema_values import allows, from_schema, inline
 
-FIELD_CHECKS = {"unknown_field", "invalid_type", "missing_field"}
-SAMPLE = {"string": "x", "integer": 1, "number": 1.5, "boolean": True, "array": [], "object": {}}
+STRUCTURE = {"unknown_field", "missing_field", "invalid_type", "invalid_json"}
+FIELD_CODES = {"account_id": (400, "invalid_id"), "message_ids": (400, "invalid_id"),
+               "roles": (422, "invalid_roles"), "name": (422, "invalid_token_name")}
+OTHER_FIELDS = (400, "invalid_request")
+PATH_IDS = {"/v1/holds/": "hold_" + "0" * 16, "/v1/dsar/": "dsr_" + "0" * 16,
+            "/v1/incidents/": "inc_" + "0" * 16, "/v1/support/cases/": "sup_" + "0" * 16}
+# Engine refusals of a well-formed body that are business rules, not formats: (status, code, message part)
+MAIL_SAFE = [(400, "invalid_request", "may not contain")]
+BUSINESS: dict[tuple[str, str], list[tuple[int, str, str]]] = {
+    ("POST", "/v1/holds"): [(400, "invalid_request", "in the future"),
+                            (400, "invalid_request", "lasts at most"),
+                            (400, "invalid_request", "legal hold names message_ids"),
+                            (400, "invalid_request", "must name messages or an account"),
+                            (400, "invalid_request", "covers an account")],
+    ("POST", "/v1/dsar/{id}/extend"): MAIL_SAFE,
+    ("POST", "/v1/dsar/{id}/refuse"): MAIL_SAFE,
+    ("POST", "/v1/incidents"): [*MAIL_SAFE, (400, "invalid_request", "not in the future")],
+    ("PUT", "/v1/routing"): [(422, "invalid_config", "")],
+    ("POST", "/v1/policy-changes"): [*MAIL_SAFE, (422, "notice_too_short", "")],
+}
+# String fields whose text is free by design (a note, a reference, a table validated by the engine).
+FREE_TEXT = {("HoldRelease", "reason"), ("DsarRefusal", "reason"), ("AuthorityNotification", "reference")}
+
+
+def _document() -> dict:
+    return openapi.control_document()
 
 
 def _bodies() -> list[tuple[str, str, dict]]:
-    doc = openapi.control_document()
+    """(method, path, inlined body schema) of every documented control request body."""
+    doc = _document()
     out = []
     for path, ops in doc["paths"].items():
-        if set(re.findall(r"\{([^}]+)\}", path)) - {"id"} or ("{id}" in path and
-                                                                not path.startswith("/v1/accounts/")):
-            continue  # another object's id (see the module docstring)
         for method, op in ops.items():
             schema = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
-            if schema and schema.get("properties"):
-                out.append((method.upper(), path, schema))
+            if schema is not None:
+                out.append((method.upper(), path, inline(schema, doc["components"]["schemas"])))
     return out
 
 
-def _sample(prop: dict) -> object:
-    return prop["enum"][0] if "enum" in prop else SAMPLE[prop.get("type", "string")]
+BODIES = _bodies()
 
 
-def _code(answer: object) -> str | None:
-    return answer.get("error", {}).get("code") if isinstance(answer, dict) else None
+def _url(path: str, account_id: str) -> str:
+    if path.startswith("/v1/accounts/{id}"):
+        return path.replace("{id}", account_id)
+    prefix = next((p for p in PATH_IDS if path.startswith(p)), None)
+    return path.replace("{id}", PATH_IDS[prefix]) if prefix else path
+
+
+def _error(answer: Any) -> tuple[str, str]:
+    error = answer.get("error", {}) if isinstance(answer, dict) else {}
+    return error.get("code", ""), error.get("message", "")
+
+
+def _names_a_field(message: str) -> bool:
+    """The validator's refusals name the field they are about (msgspec's ``- at `$.field```)."""
+    return "`$." in message
+
+
+def _violations(schema: dict) -> list[tuple[str, Any]]:
+    """(documented keyword, a value that breaks it) for each format keyword of a field's schema; every
+    value is checked against the schema, so a keyword whose violation this cannot build is a failure."""
+    out: list[tuple[str, Any]] = []
+    members = [s for s in schema.get("anyOf", [schema]) if s.get("type") != "null"]
+    for member in members:
+        if "enum" in member:
+            out.append(("enum", "not-" + str(member["enum"][0])))
+        if "pattern" in member:
+            bad = next((v for v in (" ", "x", "-1", "0", "a b@c", "\t") if not
+                        re.search(member["pattern"], v)), None)
+            out.append(("pattern", bad))
+        if member.get("minLength", 0) > 0:
+            out.append(("minLength", ""))
+        if "maxLength" in member:
+            out.append(("maxLength", "x" * (member["maxLength"] + 1)))
+        if "exclusiveMinimum" in member:
+            out.append(("exclusiveMinimum", member["exclusiveMinimum"]))
+        if "minimum" in member:
+            out.append(("minimum", member["minimum"] - 1))
+        if member.get("minItems", 0) > 0:
+            out.append(("minItems", []))
+        items = member.get("items", {})
+        if member.get("type") == "array" and _violations(items):
+            out += [(f"items.{k}", [v]) for k, v in _violations(items)]
+    for keyword, value in out:
+        assert value is not None and not allows(schema, value), (keyword, value, schema)
+    return out
+
+
+def _format_cases() -> list[tuple[str, str, dict, str, str, Any]]:
+    return [(method, path, schema, name, keyword, value)
+            for method, path, schema in BODIES
+            for name, prop in schema.get("properties", {}).items()
+            for keyword, value in _violations(prop)]
 
 
 @pytest.fixture(scope="module")
@@ -56,19 +145,98 @@ def account(running):
     return funded_account(running, "bodies@example.com")
 
 
-def test_there_are_documented_bodies_to_check():
-    assert len(_bodies()) >= 10
+def _ids(value: Any) -> str:
+    return value if isinstance(value, str) else ""
 
 
-@pytest.mark.parametrize(("method", "path", "schema"), _bodies(), ids=lambda v: v if isinstance(v, str) else "")
-def test_a_documented_body_passes_the_field_check_and_each_required_field_is_required(
-        client, account, method, path, schema):
-    url = path.replace("{id}", account.id)
-    full = {name: _sample(prop) for name, prop in schema["properties"].items()}
-    status, _, answer = client.request(method, url, full)
-    assert _code(answer) not in FIELD_CHECKS, (status, answer)
-    for name in schema.get("required", []):
-        status, _, answer = client.request(method, url, {k: v for k, v in full.items() if k != name})
-        assert (status, _code(answer)) == (400, "missing_field"), (name, answer)
-    status, _, answer = client.request(method, url, {**full, "undocumented_field": 1})
-    assert (status, _code(answer)) == (400, "unknown_field"), answer
+# --- the document and the engine's own lists --------------------------------------------------------
+
+
+def test_every_control_body_is_documented_from_its_type():
+    doc = _document()
+    assert doc["openapi"].startswith("3.1")
+    refs = {op["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+            for ops in doc["paths"].values() for op in ops.values() if "requestBody" in op}
+    assert refs == {body.__name__ for body in cs.BODIES}
+
+
+def test_every_string_field_states_a_format_unless_it_is_free_text():
+    schemas = _document()["components"]["schemas"]
+    for body in cs.BODIES:
+        for name, prop in schemas[body.__name__]["properties"].items():
+            members = [s for s in prop.get("anyOf", [prop]) if s.get("type") != "null"]
+            for member in members:
+                if member.get("type") == "string" and (body.__name__, name) not in FREE_TEXT:
+                    assert {"pattern", "enum", "minLength", "maxLength"} & set(member), (body, name)
+
+
+def test_the_documented_enums_are_the_engines_lists():
+    assert set(get_args(cs.Role)) == set(ROLES)
+    assert set(get_args(cs.HoldKind)) == {k.value for k in HoldKind}
+    assert get_args(cs.DsarType) == REQUEST_TYPES
+    assert get_args(cs.Purpose) == OBJECTABLE
+
+
+# --- through the sockets ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("method", "path", "schema"), BODIES, ids=_ids)
+def test_a_body_drawn_from_the_document_is_not_refused_for_its_form(client, account, method, path,
+                                                                       schema):
+    url = _url(path, account.id)
+    business = BUSINESS.get((method, path), [])
+
+    @settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(body=from_schema(schema))
+    def check(body):
+        if "until" in body:  # keep a hold's time near now, so its refusals are about the body's form
+            body["until"] = time.time() + 3600
+        status, _, answer = client.request(method, url, body)
+        code, message = _error(answer)
+        assert status < 500, (status, answer)
+        assert code not in STRUCTURE and not _names_a_field(message), (body, answer)
+        if status in (400, 422):
+            assert any(status == s and code == c and part in message for s, c, part in business), \
+                (body, answer)
+
+    check()
+
+
+@pytest.mark.parametrize(("method", "path", "schema", "name", "keyword", "value"), _format_cases(),
+                         ids=_ids)
+def test_a_value_breaking_a_documented_format_is_refused_naming_the_field(
+        client, account, method, path, schema, name, keyword, value):
+    url = _url(path, account.id)
+    expected = FIELD_CODES.get(name, OTHER_FIELDS)
+
+    @settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(body=from_schema(schema))
+    def check(body):
+        status, _, answer = client.request(method, url, {**body, name: value})
+        code, message = _error(answer)
+        assert (status, code) == expected, (keyword, value, answer)
+        assert f"$.{name}" in message, answer
+
+    check()
+
+
+@pytest.mark.parametrize(("method", "path", "schema"), BODIES, ids=_ids)
+def test_each_required_field_is_required_and_an_undocumented_one_refused(client, account, method,
+                                                                         path, schema):
+    url = _url(path, account.id)
+
+    @settings(max_examples=2, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(body=from_schema(schema))
+    def check(body):
+        for name in schema.get("required", []):
+            status, _, answer = client.request(method, url,
+                                               {k: v for k, v in body.items() if k != name})
+            assert (status, _error(answer)[0]) == (400, "missing_field"), (name, answer)
+        status, _, answer = client.request(method, url, {**body, "undocumented_field": 1})
+        assert (status, _error(answer)[0]) == (400, "unknown_field"), answer
+
+    check()
+
+
+def test_there_are_formats_to_break():
+    assert len(_format_cases()) >= 30

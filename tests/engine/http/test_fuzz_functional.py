@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 import re
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from engine.http import control_accounts as acc
+from engine.http import control_schemas as cs
 from engine.http.jsonio import Field, _type_ok
 from tests.engine.http.conftest import DE_NUMBER, Client, funded_account
+from tests.engine.http.jsonschema_values import from_schema, inline
 
 MSG = {"to": DE_NUMBER, "from": "ACME", "body": "fuzz survivor"}
 
@@ -27,6 +29,25 @@ MESSAGE_FIELDS = {"to": Field((str,)), "from": Field((str,)), "body": Field((str
                   "validity_seconds": Field((int,), required=False, nullable=True),
                   "client_ref": Field((str,), required=False, nullable=True)}
 
+_JSON_TYPES = {msgspec.inspect.StrType: (str,), msgspec.inspect.LiteralType: (str,),
+               msgspec.inspect.BoolType: (bool,), msgspec.inspect.FloatType: (int, float),
+               msgspec.inspect.ListType: (list,), msgspec.inspect.DictType: (dict,)}
+
+
+def _json_types(kind: msgspec.inspect.Type) -> tuple[type, ...]:
+    if isinstance(kind, msgspec.inspect.Metadata):
+        return _json_types(kind.type)
+    if isinstance(kind, msgspec.inspect.UnionType):
+        return tuple(t for member in kind.types for t in _json_types(member))
+    return () if isinstance(kind, msgspec.inspect.NoneType) else _JSON_TYPES[type(kind)]
+
+
+def _fields(body: type) -> dict[str, Field]:
+    """A control body type's fields as JSON types and required flags (to draw values of other types)."""
+    return {f.encode_name: Field(_json_types(f.type), required=f.required)
+            for f in msgspec.inspect.type_info(body).fields}
+
+
 # (app, method, path, schema) for every endpoint that reads a JSON body
 BODY_ENDPOINTS = [
     ("customer", "POST", "/v1/messages", MESSAGE_FIELDS),
@@ -35,15 +56,14 @@ BODY_ENDPOINTS = [
     ("customer", "PUT", "/v1/webhook", {"url": Field((str,), nullable=True),
                                         "receipt_statuses": Field((list,), required=False,
                                                                   nullable=True)}),
-    ("control", "PUT", "/v1/routing", {"routes": Field((list,)),
-                                       "rates": Field((dict,), required=False)}),
-    ("control", "POST", "/v1/accounts", acc.ACCOUNT_SCHEMA),
-    ("control", "POST", "/v1/accounts/{id}/deposits", acc.DEPOSIT_SCHEMA),
-    ("control", "POST", "/v1/accounts/{id}/senders", acc.SENDER_SCHEMA),
-    ("control", "POST", "/v1/accounts/{id}/restrict", acc.RESTRICT_SCHEMA),
-    ("control", "POST", "/v1/holds", acc.HOLD_SCHEMA),
-    ("control", "POST", "/v1/holds/{id}/release", acc.RELEASE_SCHEMA),
-    ("control", "POST", "/v1/tokens", acc.TOKEN_SCHEMA),
+    ("control", "PUT", "/v1/routing", _fields(cs.RoutingTable)),
+    ("control", "POST", "/v1/accounts", _fields(cs.AccountCreate)),
+    ("control", "POST", "/v1/accounts/{id}/deposits", _fields(cs.Deposit)),
+    ("control", "POST", "/v1/accounts/{id}/senders", _fields(cs.SenderRegistration)),
+    ("control", "POST", "/v1/accounts/{id}/restrict", _fields(cs.Restriction)),
+    ("control", "POST", "/v1/holds", _fields(cs.HoldRequest)),
+    ("control", "POST", "/v1/holds/{id}/release", _fields(cs.HoldRelease)),
+    ("control", "POST", "/v1/tokens", _fields(cs.TokenRequest)),
 ]
 
 json_values = st.recursive(
@@ -155,17 +175,6 @@ SCHEMA_ROUTES = [("POST", "/v1/messages", 60), ("POST", "/v1/messages/batch", 25
                  ("POST", "/v1/debug-window", 10)]
 
 
-def _inline(node, components):
-    """The schema with every ``$ref`` to the document's components replaced by its target."""
-    if isinstance(node, dict):
-        if "$ref" in node:
-            return _inline(components[node["$ref"].rsplit("/", 1)[1]], components)
-        return {k: _inline(v, components) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_inline(v, components) for v in node]
-    return node
-
-
 @pytest.fixture(scope="module")
 def published(world):
     status, _, doc = world["customer"].request("GET", "/v1/openapi.json", token="")
@@ -173,47 +182,9 @@ def published(world):
     return doc
 
 
-def from_schema(schema: dict):
-    """Values a JSON Schema allows (the subset the published document uses: objects, strings with
-    patterns and lengths, bounded numbers, arrays, enums, anyOf, null). Patterns are matched whole, as
-    JSON Schema's (ECMA-262) ``$`` means the end of the string."""
-    if "anyOf" in schema:
-        return st.one_of([from_schema(s) for s in schema["anyOf"]])
-    if "enum" in schema:
-        return st.sampled_from(schema["enum"])
-    kind = schema.get("type")
-    if kind == "null":
-        return st.none()
-    if kind == "boolean":
-        return st.booleans()
-    if kind == "string":
-        low, high = schema.get("minLength", 0), schema.get("maxLength", 10_000)
-        base = st.from_regex(schema["pattern"], fullmatch=True) if "pattern" in schema else \
-            st.text(min_size=low, max_size=high)
-        return base.filter(lambda v: low <= len(v) <= high)
-    if kind == "integer":
-        return st.integers(schema.get("minimum"), schema.get("maximum"))
-    if kind == "number":
-        low, high = schema.get("minimum", schema.get("exclusiveMinimum")), schema.get("maximum")
-        values = st.floats(low, high, allow_nan=False, allow_infinity=False)
-        if "exclusiveMinimum" in schema:
-            values = values.filter(lambda v: v > schema["exclusiveMinimum"])
-        return values
-    if kind == "array":
-        return st.lists(from_schema(schema["items"]), min_size=schema.get("minItems", 0),
-                        max_size=schema.get("maxItems", 5))
-    if kind == "object":
-        required = set(schema.get("required", []))
-        props = schema.get("properties", {})
-        return st.fixed_dictionaries(
-            {k: from_schema(v) for k, v in props.items() if k in required},
-            optional={k: from_schema(v) for k, v in props.items() if k not in required})
-    raise AssertionError(f"the published schema uses {schema!r}: teach this generator")
-
-
 def _request_strategy(doc, method: str, path: str):
     op = doc["paths"][path][method.lower()]
-    body = _inline(op["requestBody"]["content"]["application/json"]["schema"],
+    body = inline(op["requestBody"]["content"]["application/json"]["schema"],
                    doc["components"]["schemas"])
     if path == "/v1/messages/batch":
         body["properties"]["messages"]["maxItems"] = 4  # the same schema, smaller (1000 is tested apart)

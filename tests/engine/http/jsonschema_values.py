@@ -1,0 +1,94 @@
+"""Values from the JSON Schemas of a published OpenAPI document, and a check of a value against one.
+
+Shared by the tests that build requests from the documents (``test_fuzz_functional``: the customer API;
+``test_control_bodies_functional``: the control port). Both understand the subset the documents use:
+objects, strings with patterns and lengths, bounded numbers, arrays, enums, ``anyOf``, null. Patterns are
+searched as JSON Schema (ECMA-262) does, unanchored; the documents anchor theirs with ``^...$``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from hypothesis import strategies as st
+
+
+def inline(node: Any, components: dict) -> Any:
+    """The schema with every ``$ref`` to the document's components replaced by its target."""
+    if isinstance(node, dict):
+        if "$ref" in node:
+            return inline(components[node["$ref"].rsplit("/", 1)[1]], components)
+        return {k: inline(v, components) for k, v in node.items()}
+    if isinstance(node, list):
+        return [inline(v, components) for v in node]
+    return node
+
+
+def from_schema(schema: dict) -> st.SearchStrategy:
+    """Values a JSON Schema allows. A pattern's values are drawn to match it whole (a subset of what
+    the unanchored pattern allows)."""
+    if "anyOf" in schema:
+        return st.one_of([from_schema(s) for s in schema["anyOf"]])
+    if "enum" in schema:
+        return st.sampled_from(schema["enum"])
+    kind = schema.get("type")
+    if kind == "null":
+        return st.none()
+    if kind == "boolean":
+        return st.booleans()
+    if kind == "string":
+        low, high = schema.get("minLength", 0), schema.get("maxLength", 10_000)
+        base = st.from_regex(schema["pattern"], fullmatch=True) if "pattern" in schema else \
+            st.text(min_size=low, max_size=high)
+        return base.filter(lambda v: low <= len(v) <= high)
+    if kind == "integer":
+        return st.integers(schema.get("minimum"), schema.get("maximum"))
+    if kind == "number":
+        low, high = schema.get("minimum", schema.get("exclusiveMinimum")), schema.get("maximum")
+        values = st.floats(low, high, allow_nan=False, allow_infinity=False)
+        if "exclusiveMinimum" in schema:
+            values = values.filter(lambda v: v > schema["exclusiveMinimum"])
+        return values
+    if kind == "array":
+        return st.lists(from_schema(schema["items"]), min_size=schema.get("minItems", 0),
+                        max_size=schema.get("maxItems", 5))
+    if kind == "object":
+        required = set(schema.get("required", []))
+        props = schema.get("properties", {})
+        return st.fixed_dictionaries(
+            {k: from_schema(v) for k, v in props.items() if k in required},
+            optional={k: from_schema(v) for k, v in props.items() if k not in required})
+    raise AssertionError(f"the published schema uses {schema!r}: teach this generator")
+
+
+def allows(schema: dict, value: Any) -> bool:
+    """Whether ``value`` meets ``schema`` (the same subset as :func:`from_schema`)."""
+    if "anyOf" in schema:
+        return any(allows(s, value) for s in schema["anyOf"])
+    if "enum" in schema:
+        return value in schema["enum"]
+    kind = schema.get("type")
+    if kind == "null":
+        return value is None
+    if kind == "boolean":
+        return isinstance(value, bool)
+    if kind == "string":
+        return (isinstance(value, str) and schema.get("minLength", 0) <= len(value)
+                <= schema.get("maxLength", len(value))
+                and ("pattern" not in schema or re.search(schema["pattern"], value) is not None))
+    if kind in ("integer", "number"):
+        if isinstance(value, bool) or not isinstance(value, int | float) or (
+                kind == "integer" and not isinstance(value, int)):
+            return False
+        return (value >= schema.get("minimum", value) and value <= schema.get("maximum", value)
+                and ("exclusiveMinimum" not in schema or value > schema["exclusiveMinimum"]))
+    if kind == "array":
+        return (isinstance(value, list)
+                and schema.get("minItems", 0) <= len(value) <= schema.get("maxItems", len(value))
+                and all(allows(schema.get("items", {}), v) for v in value))
+    if kind == "object":
+        props = schema.get("properties", {})
+        return (isinstance(value, dict) and set(schema.get("required", [])) <= set(value)
+                and all(allows(props[k], v) for k, v in value.items() if k in props))
+    return kind is None  # no type: anything
