@@ -58,9 +58,9 @@ def parse_usd(usd) -> int:
 
 
 def validate_sender(sender: str) -> str:
-    if not isinstance(sender, str) or not (_ALPHA_SENDER.match(sender) or _NUMERIC_SENDER.match(sender)):
+    if not isinstance(sender, str) or not (_ALPHA_SENDER.fullmatch(sender) or _NUMERIC_SENDER.fullmatch(sender)):
         raise InputError("a sender ID is 1-11 letters/digits (alphanumeric) or 3-15 digits (numeric)")
-    if not any(c.isalpha() for c in sender) and not _NUMERIC_SENDER.match(sender):
+    if not any(c.isalpha() for c in sender) and not _NUMERIC_SENDER.fullmatch(sender):
         raise InputError("an all-digit sender ID must be a 3-15 digit number")
     return sender
 
@@ -87,7 +87,7 @@ class AccountManager:
     # --- accounts and keys --------------------------------------------------------------------------
 
     def create_account(self, email: str) -> NewAccount:
-        if not isinstance(email, str) or not _EMAIL.match(email):
+        if not isinstance(email, str) or not _EMAIL.fullmatch(email):
             raise InputError("a valid email address is required")
         api_key = apikeys.new_api_key()
         secret = "whsec_" + secrets.token_urlsafe(32)
@@ -301,7 +301,7 @@ class AccountManager:
                 "balance_micro_usd": self.runtime.ledger_store.balance(account_id)}
 
     def rectify_account(self, account_id: str, *, email: str, actor: str = "embedding-api") -> None:
-        if not isinstance(email, str) or not _EMAIL.match(email):
+        if not isinstance(email, str) or not _EMAIL.fullmatch(email):
             raise InputError("a valid email address is required")
         if self.accounts.get(account_id).email != email:  # a new address is confirmed again
             self.send_confirmation(account_id, email)

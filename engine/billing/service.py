@@ -90,7 +90,7 @@ class Billing:
         amount = parse_signed_usd(usd)
         if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON_CHARS:
             raise InputError(f"a reason is required (1-{MAX_REASON_CHARS} characters)")
-        if not isinstance(key, str) or not _KEY.match(key):
+        if not isinstance(key, str) or not _KEY.fullmatch(key):
             raise InputError("the idempotency key is 1-255 visible ASCII characters")
         self.runtime.accounts.get(account_id)  # UnknownAccount if there is none
         request_id, fut = self.runtime.bridge.new_request()

@@ -27,7 +27,7 @@ from msgspec import Meta
 
 from engine.http.jsonio import read_body
 from engine.http.params import SHAPES
-from engine.http.schemas import IDEMPOTENCY_KEY_PATTERN, SENDER_PATTERN, ErrorCodes, decode
+from engine.http.schemas import IDEMPOTENCY_KEY_PATTERN, SENDER_PATTERN, ErrorCodes, decode, whole
 
 T = TypeVar("T")
 
@@ -40,27 +40,27 @@ CONTROL_CODES = ErrorCodes(
 
 _DECIMALS = r"[0-9]{1,9}(\.[0-9]{1,6})?$"  # below a billion USD, at most 6 decimals (micro-USD)
 _NOT_ZERO = r"(?=[0-9.]*[1-9])"  # some digit is not 0
-PositiveUsd = Annotated[str, Meta(pattern=f"^{_NOT_ZERO}{_DECIMALS}", examples=["10.00"],
+PositiveUsd = Annotated[str, Meta(pattern=whole(f"^{_NOT_ZERO}{_DECIMALS}"), examples=["10.00"],
                                   description="USD as a decimal string (never a JSON number): "
                                               "positive, at most 6 decimals, below a billion")]
-SignedUsd = Annotated[str, Meta(pattern=f"^-?{_NOT_ZERO}{_DECIMALS}", examples=["2.50", "-2.50"],
+SignedUsd = Annotated[str, Meta(pattern=whole(f"^-?{_NOT_ZERO}{_DECIMALS}"), examples=["2.50", "-2.50"],
                                 description="USD as a decimal string: a credit, or a debit with a "
                                             "leading '-'; not zero, at most 6 decimals, below a "
                                             "billion")]
-ThresholdUsd = Annotated[str, Meta(pattern=f"^{_DECIMALS}", examples=["5.00", "0"],
+ThresholdUsd = Annotated[str, Meta(pattern=whole(f"^{_DECIMALS}"), examples=["5.00", "0"],
                                    description="USD as a decimal string, at most 6 decimals; \"0\" "
                                                "turns the notice off")]
-Email = Annotated[str, Meta(pattern=r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}$",
+Email = Annotated[str, Meta(pattern=whole(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}$"),
                             examples=["ops@example.com"],
                             description="an e-mail address: local part, '@', a domain with a dot "
                                         "(engine.accounts._EMAIL)")]
-AccountId = Annotated[str, Meta(pattern=SHAPES["account"].pattern, examples=["acc_0123456789abcdef"])]
-MessageId = Annotated[str, Meta(pattern=SHAPES["message"].pattern)]
+AccountId = Annotated[str, Meta(pattern=whole(SHAPES["account"].pattern), examples=["acc_0123456789abcdef"])]
+MessageId = Annotated[str, Meta(pattern=whole(SHAPES["message"].pattern))]
 Sender = Annotated[str, Meta(pattern=SENDER_PATTERN,
                              description="1-11 letters, digits, space . - & with at least one "
                                          "letter (alphanumeric), or 3-15 digits (numeric)")]
 TokenName = Annotated[str, Meta(
-    pattern=r"^(?![Ss][Yy][Ss][Tt][Ee][Mm]:)[A-Za-z0-9][A-Za-z0-9._@:-]{0,63}$",
+    pattern=whole(r"^(?![Ss][Yy][Ss][Tt][Ee][Mm]:)[A-Za-z0-9][A-Za-z0-9._@:-]{0,63}$"),
     description="1-64 letters, digits or ._@:- starting with a letter or digit; 'system:' is reserved; "
                 "unique (a taken name is 409 token_name_taken)")]
 Role = Literal["viewer", "operator", "privacy"]  # engine.http.tokens.ROLES

@@ -206,7 +206,7 @@ def _page_args(request: web.Request) -> dict:
     if any(v not in s.STATUSES for v in statuses):
         raise HttpError(400, "invalid_query", f"status must be one of {', '.join(s.STATUSES)}")
     cursor = q.get("cursor")
-    if cursor is not None and not s.MESSAGE_ID.match(cursor):
+    if cursor is not None and not s.MESSAGE_ID.fullmatch(cursor):
         raise HttpError(400, "invalid_query", "cursor is the next_cursor of a previous page")
     return {"limit": limit, "cursor": cursor, "statuses": frozenset(statuses) or None,
             "since": _query_time(request, "since"), "until": _query_time(request, "until")}

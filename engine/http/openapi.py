@@ -111,7 +111,7 @@ LIST_PARAMS = [
     {"name": "limit", "in": "query", "required": False,
      "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}},
     {"name": "cursor", "in": "query", "required": False,
-     "schema": {"type": "string", "pattern": "^msg_[0-9a-f]{32}$"},
+     "schema": {"type": "string", "pattern": schemas.whole(schemas.MESSAGE_ID.pattern)},
      "description": "the next_cursor of the previous page"},
     {"name": "status", "in": "query", "required": False, "explode": True,
      "schema": {"type": "array", "items": {"type": "string", "enum": list(schemas.STATUSES)}}},

@@ -56,7 +56,7 @@ def kind_of(template: str, param: str) -> str | None:
 
 
 def well_formed(kind: str, value: object) -> bool:
-    return isinstance(value, str) and bool(SHAPES[kind].match(value))
+    return isinstance(value, str) and bool(SHAPES[kind].fullmatch(value))
 
 
 @web.middleware

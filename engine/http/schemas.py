@@ -35,13 +35,25 @@ MAX_CLIENT_REF = 64
 MAX_URL_LENGTH = 2048  # engine.http.egress.MAX_URL_LENGTH
 MAX_WEBHOOK_BATCH = 100
 MAX_WEBHOOK_WAIT_MS = 10_000
-IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"  # 1-255 visible ASCII characters
+
+
+def whole(pattern: str) -> str:
+    """``pattern`` with every ``$`` meaning the end of the string in Python as in the document.
+
+    msgspec checks a ``Meta`` pattern with Python's ``re``, whose ``$`` also matches before a final
+    newline: ``^[A-Z]+$`` lets ``"ACME\\n"`` through, while a reader of the OpenAPI document (JSON
+    Schema, ECMA-262) ends it at the end only. ``$(?!\\n)`` means the end in both.
+    """
+    return pattern.replace("$", r"$(?!\n)")
+
+
+IDEMPOTENCY_KEY_PATTERN = whole(r"^[\x21-\x7e]{1,255}$")  # 1-255 visible ASCII characters
 # engine.accounts.validate_sender: 1-11 of letters, digits, space . - & with a letter, or 3-15 digits
-SENDER_PATTERN = r"^(?=.{1,11}$)[0-9 .\-&]*[A-Za-z][A-Za-z0-9 .\-&]*$|^\+?[0-9]{3,15}$"
+SENDER_PATTERN = whole(r"^(?=.{1,11}$)[0-9 .\-&]*[A-Za-z][A-Za-z0-9 .\-&]*$|^\+?[0-9]{3,15}$")
 
 # --- field types ------------------------------------------------------------------------------------
 
-Number = Annotated[str, Meta(pattern=r"^\+[0-9]{1,15}$", examples=["+4915112345678"],
+Number = Annotated[str, Meta(pattern=whole(r"^\+[0-9]{1,15}$"), examples=["+4915112345678"],
                              description="E.164: '+' and at most 15 digits, no spaces; it must also "
                                          "be a valid number by libphonenumber's metadata "
                                          "(else 422 invalid_number)")]
@@ -54,7 +66,7 @@ Body = Annotated[str, Meta(min_length=1, max_length=10_000,
                            description="the text; GSM-7 or UCS-2 (chosen by its characters), at "
                                        "most [engine] max_segments segments (else 413 "
                                        "body_too_large)")]
-Url = Annotated[str, Meta(pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[\x21-\x7e]+$", max_length=MAX_URL_LENGTH,
+Url = Annotated[str, Meta(pattern=whole(r"^[Hh][Tt][Tt][Pp][Ss]?://[\x21-\x7e]+$"), max_length=MAX_URL_LENGTH,
                           description="an absolute http(s) URL, host in ASCII (xn-- for "
                                       "internationalised names); by default only public "
                                       "destinations (else 422 destination_not_allowed)")]
@@ -62,12 +74,12 @@ Validity = Annotated[int, Meta(ge=1, le=MAX_VALIDITY_SECONDS,
                                description="seconds the message may wait for delivery (default "
                                            "[engine] default_validity_seconds)")]
 ClientRef = Annotated[str, Meta(min_length=1, max_length=MAX_CLIENT_REF,
-                                pattern=r"^[^\x00-\x1f\x7f]+$",
+                                pattern=whole(r"^[^\x00-\x1f\x7f]+$"),
                                 description="your own reference (no control characters), stored "
                                             "sealed with the message record and echoed in its "
                                             "status and webhooks")]
 Status = Literal["accepted", "delivered", "rejected", "failed", "expired"]
-MessageId = Annotated[str, Meta(pattern=r"^msg_[0-9a-f]{32}$")]
+MessageId = Annotated[str, Meta(pattern=whole(r"^msg_[0-9a-f]{32}$"))]
 MESSAGE_ID = re.compile(r"^msg_[0-9a-f]{32}$")
 
 

@@ -58,7 +58,7 @@ class TokenInfo(NamedTuple):
 
 def check_name(name: object) -> str:
     """A token name: 1-64 of letters, digits and ``._@:-``, not starting with ``system:``."""
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise TokenNameError("a token name is 1-64 letters, digits or ._@:- (starting with a letter "
                              "or digit)")
     if name.lower().startswith(RESERVED_PREFIX):

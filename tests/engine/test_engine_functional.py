@@ -202,6 +202,19 @@ def test_an_unregistered_sender_is_refused_with_unknown_sender(engine):
     assert type(submit_error(engine, acct.api_key, sender="OTHER")) is UnknownSender
 
 
+def test_a_sender_id_or_an_email_address_with_a_trailing_newline_is_refused(engine):
+    """Python's ``$`` also matches before a final newline: the checks take the whole string, so an
+    SMPP source address or a mail header never carries one."""
+    with pytest.raises(InputError):
+        engine.create_account(email="dev@example.com\n")
+    acct = customer(engine, usd="")
+    for sender in ("ACME\n", "12345\n"):
+        with pytest.raises(InputError):
+            engine.register_sender(acct.id, sender)
+    with pytest.raises(InputError):
+        engine.rectify_account(acct.id, email="ops@example.com\n", actor="test")
+
+
 @pytest.mark.parametrize("to", ["4915112345678", "+49 151 12345678", "+4915112345678999", "+499"])
 def test_an_invalid_destination_is_refused_with_invalid_number(engine, to):
     acct = customer(engine)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from engine.http import openapi
 from engine.http.app_control import build_control_app
 from engine.http.app_customer import build_customer_app
+from tests.engine.http.jsonschema_values import from_schema
 
 CTX = SimpleNamespace(http=SimpleNamespace(max_body_bytes=1024))
 
@@ -46,3 +50,34 @@ def test_the_submit_operation_lists_every_status_the_issue_requires():
     op = openapi.customer_document()["paths"]["/v1/messages"]["post"]
     assert {"202", "400", "401", "402", "403", "409", "413", "415", "422", "429", "503"} <= set(
         op["responses"])
+
+
+def _patterned(node, components, found):
+    """Every string schema with a pattern in a document (``$ref``s followed once)."""
+    if isinstance(node, dict):
+        if node.get("type") == "string" and "pattern" in node:
+            found[node["pattern"]] = node
+        for value in node.values():
+            _patterned(value, components, found)
+    elif isinstance(node, list):
+        for value in node:
+            _patterned(value, components, found)
+    return found
+
+
+@pytest.mark.parametrize("document", [openapi.customer_document, openapi.control_document],
+                         ids=["customer", "control"])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_no_documented_pattern_lets_a_trailing_newline_through(document, data):
+    """Python's ``$`` also matches before a final newline; the validator checks these patterns with
+    Python's ``re`` (msgspec), so ``"ACME\\n"`` would pass as a sender or an e-mail address. Every
+    documented pattern must refuse a value it allows with a newline appended."""
+    doc = document()
+    components = doc.get("components", {}).get("schemas", {})
+    for pattern, schema in sorted(_patterned(doc, components, {}).items()):
+        if "$" not in pattern:
+            continue  # (an unanchored "some character is not a space" check)
+        value = data.draw(from_schema(schema), label=pattern)
+        assert re.search(pattern, value), (pattern, value)
+        assert re.search(pattern, value + "\n") is None, pattern
