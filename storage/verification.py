@@ -7,7 +7,7 @@ nor a captured signature can be replayed.
 
 * Link tokens: 32 random bytes (hex in the link). Only their SHA-256 digest is stored (like API keys), as
   the key of ``link_tokens``; the value (purpose, subject id, expiry) is sealed.
-* Challenges: ``chl_`` + 16 random hex -> sealed (account id, request type, nonce, message, expiry). The
+* Challenges: ``chl_`` + 32 random hex (16 bytes) -> sealed (account id, request type, nonce, message, expiry). The
   message is what the wallet signs; it names the service, account, request type, nonce and expiry.
 
 Redeeming deletes the entry in the same transaction that reads it: a second use finds nothing

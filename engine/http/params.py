@@ -29,6 +29,7 @@ SHAPES: dict[str, re.Pattern[str]] = {
     "data-subject request": re.compile(r"^dsr_[0-9a-f]{16}$"),
     "incident": re.compile(r"^inc_[0-9a-f]{16}$"),
     "support case": re.compile(r"^sup_[0-9a-f]{16}$"),
+    "challenge": re.compile(r"^chl_[0-9a-f]{32}$"),  # storage.verification.Challenges.issue (body only)
 }
 
 # (route template, parameter) -> the kind of id it holds

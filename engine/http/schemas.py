@@ -302,6 +302,10 @@ CUSTOMER_CODES = ErrorCodes(fields={  # a bound broken by a field of the right t
     "messages": (422, "invalid_batch"), "sender": (400, "invalid_request"),
     "max_events": (422, "invalid_batching"), "max_wait_ms": (422, "invalid_batching"),
     "reason": (422, "invalid_reason"),
+    # the billing and privacy bodies (engine.http.customer_schemas): the codes the engine gave before
+    "usd": (400, "invalid_request"), "type": (400, "invalid_request"),
+    "email": (400, "invalid_request"), "scheme": (400, "invalid_request"),
+    "account_id": (400, "invalid_id"), "challenge_id": (401, "challenge_invalid"),
 })
 _PATH = re.compile(r"`\$((?:\.[A-Za-z_]+|\[\d+\])*)`$")
 _decoders: dict[Any, msgspec.json.Decoder] = {}
