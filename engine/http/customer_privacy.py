@@ -12,20 +12,23 @@
 The unauthenticated ones are rate-limited per source address (and per account or address) by the request
 desk (429 ``rate_limited``), on top of the API's per-IP limit. Tokens in query strings are never logged: the
 request log keeps the route template only.
+
+Bodies are decoded by their msgspec types (:mod:`engine.http.customer_schemas`), from which the OpenAPI
+document is generated; a body in the wrong form is refused before it reaches the desk, so it never counts
+against the rate limit. The signature's form is the exception (the desk reads it after taking the
+challenge, so a malformed one uses the challenge up).
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from engine.http import customer_schemas as cs
 from engine.http.context import CTX, HttpContext
 from engine.http.errors import HttpError
-from engine.http.jsonio import Field, json_response, read_json
+from engine.http.jsonio import json_response, read_body
 from engine.http.middleware import require_account
-
-EMAIL_REQUEST = {"type": Field((str,)), "email": Field((str,))}
-CHALLENGE = {"account_id": Field((str,)), "type": Field((str,))}
-SIGNED = {"challenge_id": Field((str,)), "scheme": Field((str,)), "signature": Field((str,))}
+from engine.http.schemas import decode
 
 
 def _desk(ctx: HttpContext):
@@ -58,9 +61,9 @@ async def resend_confirmation(request: web.Request) -> web.Response:
 
 async def request_by_email(request: web.Request) -> web.Response:
     ctx: HttpContext = request.app[CTX]
-    data = await read_json(request, EMAIL_REQUEST)
+    body = decode(await read_body(request), cs.PrivacyEmailRequest)
     desk = _desk(ctx)
-    await ctx.call(lambda: desk.request_by_email(data["email"], data["type"],
+    await ctx.call(lambda: desk.request_by_email(body.email, body.type,
                                                  source=request.remote or "unknown"))
     return json_response({"status": "if the address is an account's, a verification link was "
                                     "sent to it"}, status=202)
@@ -76,9 +79,9 @@ async def verify_request(request: web.Request) -> web.Response:
 
 async def challenge(request: web.Request) -> web.Response:
     ctx: HttpContext = request.app[CTX]
-    data = await read_json(request, CHALLENGE)
+    body = decode(await read_body(request), cs.PrivacyChallengeRequest)
     desk = _desk(ctx)
-    issued = await ctx.call(lambda: desk.challenge(data["account_id"], data["type"],
+    issued = await ctx.call(lambda: desk.challenge(body.account_id, body.type,
                                                    source=request.remote or "unknown"))
     return json_response({"challenge_id": issued.challenge_id, "message": issued.message,
                           "expires_at": issued.expires_at}, status=201)
@@ -86,10 +89,9 @@ async def challenge(request: web.Request) -> web.Response:
 
 async def signed_request(request: web.Request) -> web.Response:
     ctx: HttpContext = request.app[CTX]
-    data = await read_json(request, SIGNED)
+    body = decode(await read_body(request), cs.SignedPrivacyRequest)
     desk = _desk(ctx)
-    record = await ctx.call(desk.open_with_signature, data["challenge_id"], data["scheme"],
-                            data["signature"])
+    record = await ctx.call(desk.open_with_signature, body.challenge_id, body.scheme, body.signature)
     return json_response({"id": record.id, "type": record.type, "status": record.status,
                           "verification": record.verification, "deadline": record.deadline},
                          status=201)

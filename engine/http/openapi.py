@@ -1,10 +1,10 @@
 """OpenAPI 3 documents of the customer API (``/v1/openapi.json`` on the customer port) and the control port.
 
-The customer API's message, batch, listing and webhook bodies, and every request body of the control port,
-are generated from the msgspec types that decode them (:mod:`engine.http.schemas`,
-:mod:`engine.http.control_schemas`), so the published schema and the validator cannot disagree, formats
-included; both documents are OpenAPI 3.1 (JSON Schema 2020-12, what msgspec emits). The other schemas
-(answers, the customer's privacy and threshold bodies) are written by hand next to the routes. A test walks
+Every request body of both APIs, and the customer API's message, batch, listing and webhook answers, are
+generated from the msgspec types that decode or encode them (:mod:`engine.http.schemas`,
+:mod:`engine.http.customer_schemas`, :mod:`engine.http.control_schemas`), so the published schema and the
+validator cannot disagree, formats included; both documents are OpenAPI 3.1 (JSON Schema 2020-12, what
+msgspec emits). The other answers' schemas are written by hand next to the routes. A test walks
 each app's router and checks every (method, route) is described here, and that every described operation
 exists; others send requests generated from the documents (``test_fuzz_functional``,
 ``test_control_bodies_functional``).
@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from engine.http import control_schemas as cs
-from engine.http import schemas
+from engine.http import customer_schemas, schemas
 from engine.http.schemas import IDEMPOTENCY_KEY_PATTERN
 
 ERROR = {"$ref": "#/components/schemas/Error"}
@@ -90,7 +90,8 @@ IDEMPOTENCY = [{"name": "Idempotency-Key", "in": "header", "required": False,
                                "get the first answer"}]
 STRUCTS = (schemas.MessageRequest, schemas.BatchRequest, schemas.AcceptedAnswer, schemas.BatchAnswer,
            schemas.MessageView, schemas.MessageList, schemas.WebhookRequest, schemas.WebhookView,
-           schemas.SenderRequest, schemas.DebugWindowRequest, schemas.BalanceView, schemas.Event)
+           schemas.SenderRequest, schemas.DebugWindowRequest, schemas.BalanceView, schemas.Event,
+           *customer_schemas.BODIES)
 
 
 def _ref(struct: type) -> dict[str, str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.http import control_schemas as cs
+from engine.http import customer_schemas
 from engine.http.openapi import INT, S, _obj, _op, _ref
 
 N, B = {"type": "number"}, {"type": "boolean"}
@@ -31,7 +32,6 @@ USAGE = _obj(["account_id", "rows", "totals"], account_id=S, since=S, until=S, g
 USAGE_TEXT = ("one row per message (id, time, destination country, segments, price, refund, status — "
               "never a body or a number) plus deposits and adjustments, streamed; rows sum to the "
               "balance change (CSV: the same columns)")
-THRESHOLD = _obj(["usd"], usd=S)  # the customer's (still a jsonio field table)
 PROBLEM = _obj(["seq", "kind", "detail"], seq=INT, kind={"type": "string", "enum": [
     "missing", "broken_link", "unreadable", "head", "anchor"]}, detail=S, last_seq=INT)
 
@@ -42,7 +42,8 @@ def customer_paths() -> dict[str, Any]:
                                  extra_params=PERIOD)},
         "/v1/balance/threshold": {"put": _op(
             "Low-balance threshold in USD (\"0\": off): one account.low_balance webhook each time the "
-            "balance goes below it", "200", body=THRESHOLD, errors=("403",),
+            "balance goes below it", "200", body=_ref(customer_schemas.ThresholdRequest),
+            errors=("403",),
             ok_schema=_obj(["low_balance_threshold_micro_usd"], low_balance_threshold_micro_usd=INT,
                            balance_micro_usd=INT))},
     }

@@ -1,16 +1,17 @@
 """OpenAPI paths of the e-mail confirmation, data-subject request, incident, policy-change and support
-routes (merged into both documents by ``engine.http.openapi``)."""
+routes (merged into both documents by ``engine.http.openapi``). Request bodies are references to the
+msgspec types that decode them (:mod:`engine.http.customer_schemas`, :mod:`engine.http.control_schemas`);
+answers are written here by hand."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from engine.http import control_schemas as cs
+from engine.http import customer_schemas
 from engine.http.openapi import B, S, _obj, _op, _ref
 
 N = {"type": "number"}
-TYPES = {"type": "string", "enum": ["access", "portability", "rectification", "erasure",
-                                    "restriction", "objection"]}
 TOKEN = [{"name": "token", "in": "query", "required": True, "schema": S}]
 
 
@@ -21,21 +22,19 @@ def customer_paths() -> dict[str, Any]:
         "/v1/email/confirmation": {"post": _op("Mail a new confirmation link", "202")},
         "/v1/privacy/requests": {"post": _op(
             "A data-subject request by e-mail: a verification link goes to the address of record",
-            "202", body=_obj(["type", "email"], type=TYPES, email=S), security=False)},
+            "202", body=_ref(customer_schemas.PrivacyEmailRequest), security=False)},
         "/v1/privacy/verify": {"get": _op("The verification mail's link: the request is opened",
                                           "200", security=False, errors=("401",),
                                           extra_params=TOKEN)},
         "/v1/privacy/challenges": {"post": _op(
             "A single-use message for a depositing wallet to sign", "201", security=False,
-            body=_obj(["account_id", "type"], account_id=S, type=TYPES), errors=("404",),
+            body=_ref(customer_schemas.PrivacyChallengeRequest), errors=("404",),
             ok_schema=_obj(["challenge_id", "message", "expires_at"], challenge_id=S, message=S,
                            expires_at=N))},
         "/v1/privacy/signed-requests": {"post": _op(
             "Open a verified request with a wallet signature (EIP-191 personal_sign or TronWeb "
             "signMessageV2) over the challenge", "201", security=False,
-            body=_obj(["challenge_id", "scheme", "signature"], challenge_id=S,
-                      scheme={"type": "string", "enum": ["evm", "tron"]}, signature=S),
-            errors=("401",))},
+            body=_ref(customer_schemas.SignedPrivacyRequest), errors=("401",))},
     }
 
 
