@@ -271,7 +271,13 @@ BUSINESS_CODES: dict[str, str] = {
     "idempotency_key_reused": "the Idempotency-Key was used with another body",
     "idempotency_conflict": "a request with the Idempotency-Key is still being processed",
     "idempotency_outcome_unknown": "an earlier request with the Idempotency-Key was interrupted",
-    "rate_limited": "too many requests for the API key",
+    "rate_limited": "too many requests for the API key (or unverified data-subject requests from "
+                    "the address)",
+    "unknown_account": "no account has the id (a data-subject request's challenge)",
+    "challenge_invalid": "the challenge is unknown, expired or already used",
+    "invalid_signature": "the signature is not 65 bytes in hex or does not verify (the challenge is "
+                         "used up)",
+    "wallet_not_recognised": "the signing wallet never deposited to the account",
     "overloaded": "the engine is at its in-flight bound",
     "carriers_saturated": "the route's carriers are at capacity",
     "store_full": "the data store is full",

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 import pytest
@@ -17,21 +19,28 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from engine.http import control_schemas as cs
-from engine.http.jsonio import Field, _type_ok
+from engine.http import customer_schemas, openapi
+from engine.http import schemas as s
 from tests.engine.http.conftest import DE_NUMBER, Client, funded_account
 from tests.engine.http.jsonschema_values import from_schema, inline
 
 MSG = {"to": DE_NUMBER, "from": "ACME", "body": "fuzz survivor"}
 
-# the customer API's bodies are msgspec types (engine.http.schemas); their required fields and JSON types:
-MESSAGE_FIELDS = {"to": Field((str,)), "from": Field((str,)), "body": Field((str,)),
-                  "callback_url": Field((str,), required=False, nullable=True),
-                  "validity_seconds": Field((int,), required=False, nullable=True),
-                  "client_ref": Field((str,), required=False, nullable=True)}
+
+@dataclass(frozen=True)
+class JsonField:
+    """One field of a body type as JSON sees it: its JSON types, whether it is required and whether
+    null is allowed (to draw values of other types for it)."""
+
+    types: tuple[type, ...]
+    required: bool
+    nullable: bool
+
 
 _JSON_TYPES = {msgspec.inspect.StrType: (str,), msgspec.inspect.LiteralType: (str,),
-               msgspec.inspect.BoolType: (bool,), msgspec.inspect.FloatType: (int, float),
-               msgspec.inspect.ListType: (list,), msgspec.inspect.DictType: (dict,)}
+               msgspec.inspect.BoolType: (bool,), msgspec.inspect.IntType: (int,),
+               msgspec.inspect.FloatType: (int, float), msgspec.inspect.ListType: (list,),
+               msgspec.inspect.DictType: (dict,), msgspec.inspect.StructType: (dict,)}
 
 
 def _json_types(kind: msgspec.inspect.Type) -> tuple[type, ...]:
@@ -42,20 +51,39 @@ def _json_types(kind: msgspec.inspect.Type) -> tuple[type, ...]:
     return () if isinstance(kind, msgspec.inspect.NoneType) else _JSON_TYPES[type(kind)]
 
 
-def _fields(body: type) -> dict[str, Field]:
-    """A control body type's fields as JSON types and required flags (to draw values of other types)."""
-    return {f.encode_name: Field(_json_types(f.type), required=f.required)
+def _nullable(kind: msgspec.inspect.Type) -> bool:
+    if isinstance(kind, msgspec.inspect.Metadata):
+        return _nullable(kind.type)
+    if isinstance(kind, msgspec.inspect.UnionType):
+        return any(_nullable(member) for member in kind.types)
+    return isinstance(kind, msgspec.inspect.NoneType)
+
+
+def _fields(body: type) -> dict[str, JsonField]:
+    """A body type's fields as JSON types and required flags (both APIs' bodies are msgspec types)."""
+    return {f.encode_name: JsonField(_json_types(f.type), f.required, _nullable(f.type))
             for f in msgspec.inspect.type_info(body).fields}
 
 
-# (app, method, path, schema) for every endpoint that reads a JSON body
+def _type_ok(value: Any, spec: JsonField) -> bool:
+    if value is None:
+        return spec.nullable
+    if isinstance(value, bool) and bool not in spec.types:
+        return False  # JSON true/false is never an integer here
+    return isinstance(value, spec.types)
+
+
+# (app, method, path, fields) for every endpoint that reads a JSON body
 BODY_ENDPOINTS = [
-    ("customer", "POST", "/v1/messages", MESSAGE_FIELDS),
-    ("customer", "POST", "/v1/messages/batch", {"messages": Field((list,))}),
-    ("customer", "POST", "/v1/senders", {"sender": Field((str,))}),
-    ("customer", "PUT", "/v1/webhook", {"url": Field((str,), nullable=True),
-                                        "receipt_statuses": Field((list,), required=False,
-                                                                  nullable=True)}),
+    ("customer", "POST", "/v1/messages", _fields(s.MessageRequest)),
+    ("customer", "POST", "/v1/messages/batch", _fields(s.BatchRequest)),
+    ("customer", "POST", "/v1/senders", _fields(s.SenderRequest)),
+    ("customer", "PUT", "/v1/webhook", _fields(s.WebhookRequest)),
+    ("customer", "POST", "/v1/debug-window", _fields(s.DebugWindowRequest)),
+    ("customer", "PUT", "/v1/balance/threshold", _fields(customer_schemas.ThresholdRequest)),
+    ("customer", "POST", "/v1/privacy/requests", _fields(customer_schemas.PrivacyEmailRequest)),
+    ("customer", "POST", "/v1/privacy/challenges", _fields(customer_schemas.PrivacyChallengeRequest)),
+    ("customer", "POST", "/v1/privacy/signed-requests", _fields(customer_schemas.SignedPrivacyRequest)),
     ("control", "PUT", "/v1/routing", _fields(cs.RoutingTable)),
     ("control", "POST", "/v1/accounts", _fields(cs.AccountCreate)),
     ("control", "POST", "/v1/accounts/{id}/deposits", _fields(cs.Deposit)),
@@ -73,7 +101,7 @@ json_values = st.recursive(
     max_leaves=8)
 
 
-def _wrong_types(schema: dict[str, Field]):
+def _wrong_types(schema: dict[str, JsonField]):
     """An object where every required field has a value of the wrong JSON type."""
     required = [(name, spec) for name, spec in schema.items() if spec.required]
     return st.tuples(*[json_values.filter(lambda v, s=spec: not _type_ok(v, s))
@@ -81,7 +109,7 @@ def _wrong_types(schema: dict[str, Field]):
         lambda values: dict(zip([n for n, _ in required], values, strict=True)))
 
 
-def _payloads(schema: dict[str, Field]):
+def _payloads(schema: dict[str, JsonField]):
     """(raw bytes, content type) that must all be refused with a 4xx."""
     good = json.dumps({name: "x" for name in schema}).encode()
     return st.one_of(
@@ -170,9 +198,27 @@ def test_the_servers_are_still_up_and_no_message_was_lost(running, world):
 
 # --- requests the published schema allows -------------------------------------------------------------
 
-SCHEMA_ROUTES = [("POST", "/v1/messages", 60), ("POST", "/v1/messages/batch", 25),
-                 ("PUT", "/v1/webhook", 25), ("POST", "/v1/senders", 20),
-                 ("POST", "/v1/debug-window", 10)]
+def _documented_bodies(document: dict) -> set[tuple[str, str]]:
+    """(method, path) of every operation of a document that reads a request body."""
+    return {(method.upper(), path) for path, ops in document["paths"].items()
+            for method, op in ops.items() if "requestBody" in op}
+
+
+# how many requests each route gets (10 unless named); every documented customer body is included
+EXAMPLES = {("POST", "/v1/messages"): 60, ("POST", "/v1/messages/batch"): 25, ("PUT", "/v1/webhook"): 25,
+            ("POST", "/v1/senders"): 20}
+SCHEMA_ROUTES = [(method, path, EXAMPLES.get((method, path), 10))
+                 for method, path in sorted(_documented_bodies(openapi.customer_document()))]
+
+
+def test_every_documented_customer_body_is_fuzzed():
+    """Every customer route the document says reads a body gets malformed bodies (BODY_ENDPOINTS) and
+    requests drawn from the document (SCHEMA_ROUTES); a new route cannot be left out."""
+    documented = _documented_bodies(openapi.customer_document())
+    assert {(m, p) for app, m, p, _ in BODY_ENDPOINTS if app == "customer"} == documented
+    assert {(m, p) for m, p, _ in SCHEMA_ROUTES} == documented
+    assert {("PUT", "/v1/balance/threshold"), ("POST", "/v1/privacy/requests"),
+            ("POST", "/v1/privacy/challenges"), ("POST", "/v1/privacy/signed-requests")} <= documented
 
 
 @pytest.fixture(scope="module")
