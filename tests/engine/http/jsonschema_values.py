@@ -1,7 +1,8 @@
 """Values from the JSON Schemas of a published OpenAPI document, and a check of a value against one.
 
-Shared by the tests that build requests from the documents (``test_fuzz_functional``: the customer API;
-``test_control_bodies_functional``: the control port). Both understand the subset the documents use:
+Shared by the tests that build requests from the documents (``test_fuzz_functional`` and
+``test_customer_bodies_functional``: the customer API; ``test_control_bodies_functional``: the control
+port); :func:`violations` gives, for each format a field's schema states, a value that breaks it. Both understand the subset the documents use:
 objects, strings with patterns and lengths, bounded numbers, arrays, enums, ``anyOf``, null. Patterns are
 searched as JSON Schema (ECMA-262) does, unanchored; the documents anchor theirs with ``^...$``.
 """
@@ -92,3 +93,38 @@ def allows(schema: dict, value: Any) -> bool:
         return (isinstance(value, dict) and set(schema.get("required", [])) <= set(value)
                 and all(allows(props[k], v) for k, v in value.items() if k in props))
     return kind is None  # no type: anything
+
+
+def violations(schema: dict) -> list[tuple[str, Any]]:
+    """(documented keyword, a value that breaks it) for each format keyword of a field's schema; every
+    value is checked against the schema, so a keyword whose violation this cannot build is a failure.
+    A value that breaks a length is chosen to meet the field's pattern where it can, so it is refused
+    for its length alone (and a test of the length fails if the length bound is dropped)."""
+    out: list[tuple[str, Any]] = []
+    members = [s for s in schema.get("anyOf", [schema]) if s.get("type") != "null"]
+    for member in members:
+        if "enum" in member:
+            out.append(("enum", "not-" + str(member["enum"][0])))
+        if "pattern" in member:
+            bad = next((v for v in (" ", "x", "-1", "0", "a b@c", "\t") if not
+                        re.search(member["pattern"], v)), None)
+            out.append(("pattern", bad))
+        if member.get("minLength", 0) > 0:
+            out.append(("minLength", ""))
+        if "maxLength" in member:
+            n = member["maxLength"] + 1
+            candidates = ["x" * n, "@" + "x" * (n - 1), "0" * n]
+            out.append(("maxLength", next(
+                (v for v in candidates if re.search(member.get("pattern", ""), v)), candidates[0])))
+        if "exclusiveMinimum" in member:
+            out.append(("exclusiveMinimum", member["exclusiveMinimum"]))
+        if "minimum" in member:
+            out.append(("minimum", member["minimum"] - 1))
+        if member.get("minItems", 0) > 0:
+            out.append(("minItems", []))
+        items = member.get("items", {})
+        if member.get("type") == "array" and violations(items):
+            out += [(f"items.{k}", [v]) for k, v in violations(items)]
+    for keyword, value in out:
+        assert value is not None and not allows(schema, value), (keyword, value, schema)
+    return out

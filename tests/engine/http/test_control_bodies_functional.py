@@ -21,7 +21,6 @@ decoded before the handler looks the object up.
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any, get_args
 
@@ -35,7 +34,7 @@ from engine.http.tokens import ROLES
 from storage.dsar import REQUEST_TYPES
 from storage.holds import HoldKind
 from tests.engine.http.conftest import Client, funded_account
-from tests.engine.http.jsonschema_values import allows, from_schema, inline
+from tests.engine.http.jsonschema_values import from_schema, inline, violations
 
 STRUCTURE = {"unknown_field", "missing_field", "invalid_type", "invalid_json"}
 FIELD_CODES = {"account_id": (400, "invalid_id"), "message_ids": (400, "invalid_id"),
@@ -97,41 +96,11 @@ def _names_a_field(message: str) -> bool:
     return "`$." in message
 
 
-def _violations(schema: dict) -> list[tuple[str, Any]]:
-    """(documented keyword, a value that breaks it) for each format keyword of a field's schema; every
-    value is checked against the schema, so a keyword whose violation this cannot build is a failure."""
-    out: list[tuple[str, Any]] = []
-    members = [s for s in schema.get("anyOf", [schema]) if s.get("type") != "null"]
-    for member in members:
-        if "enum" in member:
-            out.append(("enum", "not-" + str(member["enum"][0])))
-        if "pattern" in member:
-            bad = next((v for v in (" ", "x", "-1", "0", "a b@c", "\t") if not
-                        re.search(member["pattern"], v)), None)
-            out.append(("pattern", bad))
-        if member.get("minLength", 0) > 0:
-            out.append(("minLength", ""))
-        if "maxLength" in member:
-            out.append(("maxLength", "x" * (member["maxLength"] + 1)))
-        if "exclusiveMinimum" in member:
-            out.append(("exclusiveMinimum", member["exclusiveMinimum"]))
-        if "minimum" in member:
-            out.append(("minimum", member["minimum"] - 1))
-        if member.get("minItems", 0) > 0:
-            out.append(("minItems", []))
-        items = member.get("items", {})
-        if member.get("type") == "array" and _violations(items):
-            out += [(f"items.{k}", [v]) for k, v in _violations(items)]
-    for keyword, value in out:
-        assert value is not None and not allows(schema, value), (keyword, value, schema)
-    return out
-
-
 def _format_cases() -> list[tuple[str, str, dict, str, str, Any]]:
     return [(method, path, schema, name, keyword, value)
             for method, path, schema in BODIES
             for name, prop in schema.get("properties", {}).items()
-            for keyword, value in _violations(prop)]
+            for keyword, value in violations(prop)]
 
 
 @pytest.fixture(scope="module")
