@@ -6,8 +6,10 @@ debugging window, which only reduce what is processed. A closed account's keys a
 Every handler answers JSON; every refusal is the one error shape (:mod:`engine.http.errors`). The API key
 arrives as ``Authorization: Bearer``; :func:`engine.http.middleware.customer_middleware` (the app's one
 middleware) resolves it and rate-limits per key. The message routes are in
-:mod:`engine.http.customer_messages`; request bodies are decoded by the msgspec types of
-:mod:`engine.http.schemas`, from which the OpenAPI document is generated. Message bodies are never logged or
+:mod:`engine.http.customer_messages`, billing and privacy in :mod:`engine.http.customer_billing` and
+:mod:`engine.http.customer_privacy`; every request body is decoded by a msgspec type of
+:mod:`engine.http.schemas` or :mod:`engine.http.customer_schemas`, from which the OpenAPI document is
+generated. Message bodies are never logged or
 stored here.
 """
 

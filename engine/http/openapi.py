@@ -7,7 +7,7 @@ validator cannot disagree, formats included; both documents are OpenAPI 3.1 (JSO
 msgspec emits). The other answers' schemas are written by hand next to the routes. A test walks
 each app's router and checks every (method, route) is described here, and that every described operation
 exists; others send requests generated from the documents (``test_fuzz_functional``,
-``test_control_bodies_functional``).
+``test_customer_bodies_functional``, ``test_control_bodies_functional``).
 """
 
 from __future__ import annotations
