@@ -38,6 +38,7 @@ from engine.ids import id_bytes, id_from_bytes, min_key_for_time
 from engine.status import FINAL
 from storage.account_keys import DATA, AccountKeys
 from storage.crypto import Sealer
+from storage.packing import pack
 from storage.pseudonyms import ACCOUNT_TOKEN_BYTES
 
 _T = ACCOUNT_TOKEN_BYTES
@@ -138,7 +139,7 @@ class MessageRecords:
         commits). ``stored_before``: every record is an update of one written earlier, so its
         by-account index row is there already (not written again: one B-tree write fewer per status
         change)."""
-        packb = msgpack.packb
+        packb = pack
         skipped = 0
         batch_keys: dict[str, tuple[bytes, Sealer | None]] = {}  # one key-cache lookup per account
         rows, open_rows, closed, index_rows = [], [], [], []

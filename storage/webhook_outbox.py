@@ -41,6 +41,7 @@ import msgpack
 from engine.errors import KeyUnavailable
 from engine.messages import StatusItem
 from storage.account_keys import DATA, AccountKeys
+from storage.packing import pack
 from storage.pseudonyms import ACCOUNT_TOKEN_BYTES
 from storage.retention import cutoff
 
@@ -77,7 +78,7 @@ class WebhookOutbox:
         """Store ``events`` inside ``txn``; their sequence numbers, in order. An event whose account key
         is gone (erased) is skipped (sequence 0)."""
         seqs = []
-        packb = msgpack.packb
+        packb = pack
         for event in events:
             token = self.keys.token(event.account_id)
             try:

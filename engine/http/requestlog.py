@@ -23,6 +23,7 @@ import lmdb
 import msgpack
 
 from engine.http.store import GroupCommitter, Put
+from storage.packing import pack
 
 DB = b"request_log"
 RETENTION_SECONDS = 90 * 86400
@@ -55,7 +56,7 @@ class RequestLog:
         return _KEY.pack(int(at * 1_000_000), next(self._seq) & 0xFFFFFFFF)
 
     def _put(self, entry: RequestLogEntry) -> Put:
-        return Put(DB, self._key(entry.at), msgpack.packb(list(entry)))
+        return Put(DB, self._key(entry.at), pack(list(entry)))
 
     def record(self, entry: RequestLogEntry) -> None:
         """Log one answer (from the loop thread, through the committer; never waits for the disk)."""
