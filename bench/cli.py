@@ -132,6 +132,9 @@ def run_bench(args: argparse.Namespace) -> int:
             print(format_compare(cmp, *args.compare))
             return 0
         scenario = scenario_from_args(args)
+        if args.profile_stages and scenario.path == "http":  # refused now, not ignored after the run
+            raise ValueError("--profile-stages profiles the actors of this process and of its workers; "
+                             "with --path http the engine runs in a child process (use the embedded path)")
         smsc, profile = _parse_smsc(args.smsc) if args.smsc else (None, None)
     except (SmsrouteError, OSError, ValueError) as exc:
         print(f"smsroute bench: {exc}", file=sys.stderr)

@@ -72,6 +72,16 @@ def test_profile_stages_reports_cpu_per_stage_that_adds_up_and_the_commits_of_th
     assert f"commits: {commits['pop']} by the POPs" in printed
 
 
+def test_profile_stages_on_the_http_path_is_refused_before_the_run(capsys):
+    """The stages are measured in this process; with --path http the engine runs in a child process,
+    so the flag would be ignored: the user is told at once instead."""
+    parser = argparse.ArgumentParser()
+    add_bench_arguments(parser)
+    assert run_bench(parser.parse_args(["--scenario", "tiny", "--no-progress", "--path", "http",
+                                        "--profile-stages"])) == 2
+    assert "--profile-stages" in capsys.readouterr().err
+
+
 def test_a_bad_scenario_name_exits_with_code_two(capsys):
     parser = argparse.ArgumentParser()
     add_bench_arguments(parser)
