@@ -80,6 +80,7 @@ class Transport:
         self._answer = answer  # answers ShardQuery requests (workers), on a thread of its own
         self.pending_bytes = pending_bytes
         self.connected = False
+        self._ever_connected = False  # (errors before the first connection are start()'s to report)
         self._out: dict[str, list[tuple[str, bytes]]] = {}
         self._lock = threading.Lock()
         self._wake_pending = False
@@ -103,9 +104,11 @@ class Transport:
         try:
             future.result(timeout + 5)
         except Exception as exc:
+            future.cancel()  # (a connect still trying must not outlive its loop)
             self.stop()
-            raise TransportError(f"no NATS server reachable at {', '.join(self.servers)}: "
-                                 f"{type(exc).__name__}: {exc}") from exc
+            why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            raise TransportError(f"no NATS server reachable at {', '.join(self.servers)} within "
+                                 f"{timeout:g} s ({why})") from exc
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -214,12 +217,15 @@ class Transport:
         deadline = loop.time() + timeout
         while True:
             try:
-                self._nc = await nats.connect(
+                # bounded here: with reconnects allowed for ever, nats-py keeps retrying a first
+                # connect that cannot succeed (a refused port, a name that does not resolve)
+                self._nc = await asyncio.wait_for(nats.connect(
                     servers=self.servers, name=f"smsroute-{self.node}", connect_timeout=2,
                     dont_randomize=True,  # the first server is this process's own (placement)
                     allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=0.2,
                     pending_size=self.pending_bytes, disconnected_cb=self._on_disconnected,
-                    reconnected_cb=self._on_reconnected, error_cb=self._on_error)
+                    reconnected_cb=self._on_reconnected, error_cb=self._on_error),
+                    max(0.1, deadline - loop.time()))
                 break
             except Exception:
                 if loop.time() >= deadline:
@@ -229,7 +235,7 @@ class Transport:
         if self._answer is not None:
             await self._nc.subscribe(self.subject(self.node) + ".query", cb=self._on_query)
         await self._nc.flush()
-        self.connected = True
+        self.connected = self._ever_connected = True
 
     async def _close(self) -> None:
         self._flush()
@@ -252,7 +258,9 @@ class Transport:
         log.info("nats %s: reconnected to %s", self.node, self._nc.connected_url.netloc)
 
     async def _on_error(self, exc: Exception) -> None:
-        log.warning("nats %s: %s", self.node, type(exc).__name__)
+        # before the first connection every retry fails the same way, and start() reports it once
+        level = logging.WARNING if self._ever_connected else logging.DEBUG
+        log.log(level, "nats %s: %s", self.node, type(exc).__name__)
 
 
 def _chunks(frames: list[tuple[str, bytes]]) -> list[list[tuple[str, bytes]]]:

@@ -55,3 +55,10 @@ def test_edges_with_a_multi_host_role_are_refused_before_anything_starts(tmp_pat
     err = capsys.readouterr().err
     assert code == 2 and "--edges" in err and "--role" in err
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("option", ["--workers", "--edges", "--worker-index"])
+def test_a_negative_process_count_is_refused_by_the_parser(option, capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", option, "-1"])
+    assert "not a count" in capsys.readouterr().err
