@@ -72,6 +72,18 @@ def test_profile_stages_reports_cpu_per_stage_that_adds_up_and_the_commits_of_th
     assert f"commits: {commits['pop']} by the POPs" in printed
 
 
+@pytest.mark.parametrize("option", ["--messages", "--accounts", "--webhook-batch", "--linearity",
+                                    "--smsc-window", "--smsc-binds"])
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_a_count_below_one_is_refused_instead_of_running_an_empty_or_default_bench(option, value,
+                                                                                     capsys):
+    parser = argparse.ArgumentParser()
+    add_bench_arguments(parser)
+    with pytest.raises(SystemExit):
+        parser.parse_args([option, value])
+    assert option in capsys.readouterr().err
+
+
 def test_profile_stages_on_the_http_path_is_refused_before_the_run(capsys):
     """The stages are measured in this process; with --path http the engine runs in a child process,
     so the flag would be ignored: the user is told at once instead."""
