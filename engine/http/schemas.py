@@ -44,7 +44,10 @@ def whole(pattern: str) -> str:
     newline: ``^[A-Z]+$`` lets ``"ACME\\n"`` through, while a reader of the OpenAPI document (JSON
     Schema, ECMA-262) ends it at the end only. ``$(?!\\n)`` means the end in both.
     """
-    return pattern.replace("$", r"$(?!\n)")
+    return pattern.replace("$", _END_GUARD)
+
+
+_END_GUARD = r"$(?!\n)"
 
 
 IDEMPOTENCY_KEY_PATTERN = whole(r"^[\x21-\x7e]{1,255}$")  # 1-255 visible ASCII characters
@@ -339,7 +342,9 @@ def decode(raw: bytes, kind: type[T], codes: ErrorCodes = CUSTOMER_CODES) -> T:
 
 def validation_error(text: str, codes: ErrorCodes = CUSTOMER_CODES) -> HttpError:
     """msgspec's message -> the API's (status, code): structure errors are 400, a broken bound is the
-    field's code in ``codes``."""
+    field's code in ``codes``. A pattern is quoted as the document publishes it (without
+    :func:`whole`'s end guard, which only Python's ``re`` needs)."""
+    text = text.replace(_END_GUARD.replace("\\", "\\\\"), "$")  # (msgspec quotes it as a repr)
     if text.startswith("Expected `object`, got") and " - at `" not in text:  # the body itself
         return HttpError(*codes.not_object, "request body must be a JSON object")
     if "unknown field" in text:

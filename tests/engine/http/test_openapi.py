@@ -81,3 +81,16 @@ def test_no_documented_pattern_lets_a_trailing_newline_through(document, data):
         value = data.draw(from_schema(schema), label=pattern)
         assert re.search(pattern, value), (pattern, value)
         assert re.search(pattern, value + "\n") is None, pattern
+
+
+def test_a_refused_format_is_quoted_as_the_document_publishes_it():
+    """The end guard ``schemas.whole`` adds for Python's ``re`` is not what a client reads in the
+    document, so an error message quotes the pattern without it."""
+    from engine.http import schemas
+    from engine.http.errors import HttpError
+
+    with pytest.raises(HttpError) as refused:
+        schemas.decode(b'{"to": "4915112345678", "from": "ACME", "body": "hi"}',
+                       schemas.MessageRequest)
+    assert refused.value.code == "invalid_number"
+    assert "(?!" not in refused.value.message and "[0-9]{1,15}$'" in refused.value.message
