@@ -246,9 +246,9 @@ class AccountManager:
         from engine.http.egress import judge_url, parse_url
 
         if self.runtime.settings.http.webhook_allow_private_networks:
-            parse_url(url, field)
+            parse_url(url, field, given=True)
         else:
-            judge_url(url, field)
+            judge_url(url, field, given=True)
         return url
 
     def rotate_webhook_secret(self, account_id: str) -> str:

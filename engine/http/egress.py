@@ -95,9 +95,12 @@ def _public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
 # --- layer 1: the URL as given ----------------------------------------------------------------------
 
 
-def parse_url(url: str, field: str = "url") -> URL:
+def parse_url(url: str, field: str = "url", *, given: bool = False) -> URL:
     """The URL as the HTTP client will read it; ``InvalidUrl`` unless it is an absolute http(s) URL of
-    sane length whose host is written in plain ASCII."""
+    sane length whose host is written in plain ASCII. ``given``: the URL is being set (not delivered
+    to), so credentials in it are refused too: the webhook client never sends them (webhooks are
+    authenticated by their signature), and a password there would be kept and shown like any setting.
+    """
     if not isinstance(url, str) or len(url) > MAX_URL_LENGTH:
         raise InvalidUrl(f"{field} must be an absolute http(s) URL of at most {MAX_URL_LENGTH} characters")
     scheme, sep, rest = url.partition("://")
@@ -113,13 +116,17 @@ def parse_url(url: str, field: str = "url") -> URL:
         raise InvalidUrl(f"{field} is not a valid URL") from None
     if not parsed.absolute or parsed.scheme not in ("http", "https") or not parsed.raw_host:
         raise InvalidUrl(f"{field} must be an absolute http(s) URL")
+    if given and (parsed.raw_user is not None or parsed.raw_password is not None):
+        raise InvalidUrl(f"{field}: leave out user:password@ (it is never sent; check the webhook's "
+                         "signature instead)")
     return parsed
 
 
-def judge_url(url: str, field: str = "url") -> str:
+def judge_url(url: str, field: str = "url", *, given: bool = False) -> str:
     """Refuse (``DestinationNotAllowed``) a URL whose host is not a public destination, judged without
-    DNS; return the host the client will connect to (an IP literal or a name still to be resolved)."""
-    host = parse_url(url, field).raw_host or ""
+    DNS; return the host the client will connect to (an IP literal or a name still to be resolved).
+    ``given`` as for :func:`parse_url`."""
+    host = parse_url(url, field, given=given).raw_host or ""
     literal = _ip_literal(host, field)
     if literal is not None:
         if not address_allowed(literal):
@@ -182,9 +189,9 @@ class DestinationGuard:
         """Return ``url`` if webhooks may be sent there; raise ``InvalidUrl`` /
         ``DestinationNotAllowed`` otherwise."""
         if self.allow_private:
-            parse_url(url, field)
+            parse_url(url, field, given=True)
             return url
-        host = judge_url(url, field)
+        host = judge_url(url, field, given=True)
         if not await self._name_allowed(host):
             raise DestinationNotAllowed(f"{field}: the host resolves to an address that is not public")
         return url

@@ -71,8 +71,10 @@ Body = Annotated[str, Meta(min_length=1, max_length=10_000,
                                        "body_too_large)")]
 Url = Annotated[str, Meta(pattern=whole(r"^[Hh][Tt][Tt][Pp][Ss]?://[\x21-\x7e]+$"), max_length=MAX_URL_LENGTH,
                           description="an absolute http(s) URL, host in ASCII (xn-- for "
-                                      "internationalised names); by default only public "
-                                      "destinations (else 422 destination_not_allowed)")]
+                                      "internationalised names), without user:password@ (webhooks "
+                                      "are authenticated by their signature; else 422 invalid_url); "
+                                      "by default only public destinations (else 422 "
+                                      "destination_not_allowed)")]
 Validity = Annotated[int, Meta(ge=1, le=MAX_VALIDITY_SECONDS,
                                description="seconds the message may wait for delivery (default "
                                            "[engine] default_validity_seconds)")]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.errors import DestinationNotAllowed
+from engine.errors import DestinationNotAllowed, InvalidUrl
 from tests.engine.http.conftest import DE_NUMBER, Client, funded_account, start_engine
 
 MSG = {"to": DE_NUMBER, "from": "ACME", "body": "hello"}
@@ -64,3 +64,24 @@ def test_the_embedding_api_refuses_internal_destinations_too(guarded):
         guarded.set_webhook(account.id, "http://[::1]:8081/")
     with pytest.raises(DestinationNotAllowed):
         guarded.submit(account.api_key, DE_NUMBER, "ACME", "hi", callback_url="http://127.1/")
+
+
+@pytest.mark.parametrize("url", ["https://user:secret@hooks.example.com/in", "https://user@hooks.example.com/in",
+                                 "https://:secret@hooks.example.com/in"])
+def test_a_url_with_credentials_is_refused_since_they_would_never_be_sent(api, guarded, url):
+    """The webhook client never sends user:password@ (webhooks are authenticated by their signature):
+    a URL carrying them is refused when it is given, not kept and shown with its password."""
+    for method, path, body in (("PUT", "/v1/webhook", {"url": url}),
+                               ("POST", "/v1/messages", {**MSG, "callback_url": url})):
+        status, _, answer = api.request(method, path, body)
+        assert status == 422 and answer["error"]["code"] == "invalid_url", answer
+        assert "secret" not in answer["error"]["message"]
+    account = funded_account(guarded, "creds@example.com")
+    with pytest.raises(InvalidUrl):
+        guarded.set_webhook(account.id, url)
+
+
+def test_an_at_sign_after_the_host_is_no_credential(api):
+    url = "https://hooks.example.com/in?contact=ops@example.com"
+    status, _, body = api.request("PUT", "/v1/webhook", {"url": url})
+    assert status == 200 and body["url"] == url
