@@ -12,6 +12,7 @@ benchmark harness). Everything is validated here, so the rest of the engine can 
 from __future__ import annotations
 
 import copy
+import difflib
 import ipaddress
 import tomllib
 from dataclasses import dataclass, field
@@ -290,8 +291,18 @@ def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | No
     return settings_from_document(doc)
 
 
+# The tables a config may have: anything else is a typo that would otherwise be ignored unseen.
+TABLES = ("engine", "http", "keys", "pops", "carriers", "routes", "rates", "email", "privacy")
+
+
 def settings_from_document(doc: dict[str, Any]) -> Settings:
     """Validate a merged config document (raises ``ConfigError`` with the offending key)."""
+    for name in doc:
+        if name not in TABLES:
+            close = difflib.get_close_matches(str(name), TABLES, n=1)
+            raise ConfigError(f"config: unknown table [{name}]"
+                              + (f" (did you mean [{close[0]}]?)" if close else
+                                 f" (the tables are {', '.join(TABLES)})"))
     limits = typed_table(EngineLimits, doc.get("engine", {}), "engine")
     http = typed_table(HttpSettings, doc.get("http", {}), "http")
     _check_tls(http)

@@ -299,3 +299,16 @@ def test_default_toml_shows_every_carrier_key_of_each_kind_with_its_default(kind
     loaded = load_settings(overrides={"carriers": {"x": {**example, "pop": "fra", "kind": kind}},
                                       "routes": []})
     assert loaded.carriers["x"].options == cls(**example)
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("[engin]\ntick_ms = 100\n", "unknown table [engin] (did you mean [engine]?)"),
+    ("smsc = 1\n", "unknown table [smsc]"),
+])
+def test_an_unknown_table_is_refused_by_name_instead_of_ignored(tmp_path, text, needle):
+    """A typo in a table's name would otherwise leave the whole table unread and unseen."""
+    path = tmp_path / "smsroute.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as refused:
+        load_settings(path)
+    assert needle in str(refused.value)
