@@ -10,6 +10,7 @@ stops it on SIGTERM.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -36,9 +37,19 @@ def nats_server_binary() -> str:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    return free_ports(1, host)[0]
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct ports free now. They are chosen together: one at a time, the kernel may hand
+    out a port it just gave back (a server then finds its client and cluster ports equal)."""
+    with contextlib.ExitStack() as held:
+        ports = []
+        for _ in range(count):
+            s = held.enter_context(socket.socket())
+            s.bind((host, 0))
+            ports.append(s.getsockname()[1])
+        return ports
 
 
 class NatsServer:
@@ -131,7 +142,9 @@ def _answers(host: str, port: int) -> bool:
 
 def local_cluster(size: int = 3) -> list[NatsServer]:
     """``size`` servers on loopback routed to each other into one NATS cluster (not started)."""
-    cluster_ports = [free_port() for _ in range(size)]
+    ports = free_ports(2 * size)
+    client_ports, cluster_ports = ports[:size], ports[size:]
     routes = [f"nats://127.0.0.1:{p}" for p in cluster_ports]
-    return [NatsServer(cluster_port=cp, routes=[r for r in routes if not r.endswith(f":{cp}")],
-                       name=f"nats-{i}") for i, cp in enumerate(cluster_ports)]
+    return [NatsServer(port, cluster_port=cp, routes=[r for r in routes if not r.endswith(f":{cp}")],
+                       name=f"nats-{i}")
+            for i, (port, cp) in enumerate(zip(client_ports, cluster_ports, strict=True))]
