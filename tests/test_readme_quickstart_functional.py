@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine.cli_support import free_port
+from tests.engine.cli_support import free_ports
 from tests.readme_quickstart_child import blocks
 
 pytestmark = pytest.mark.functional
@@ -49,7 +49,7 @@ def test_the_readme_quickstart_works_verbatim_against_smsroute_run(tmp_path):
     if _private_network():
         command = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *child]
     else:
-        ports = {"8080": free_port(), "8081": free_port(), "9000": free_port()}
+        ports = dict(zip(("8080", "8081", "9000"), free_ports(3), strict=True))
         command = [*child, json.dumps(ports)]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,12 +21,12 @@ def smsroute(*args: str, cwd: Path | None = None, timeout: float = 60.0,
                           timeout=timeout, stdin=subprocess.DEVNULL)
 
 
-def free_port() -> int:
-    """A port nothing listens on right now (bound and released: another process could take it, so
-    only for tests that need an explicit port number)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """Distinct ports nothing listens on right now (bound together and released: another process
+    could take one, so only for tests that need explicit port numbers)."""
+    from engine.cluster.nats_server import free_ports as distinct_free_ports
+
+    return distinct_free_ports(count)
 
 
 class Running:

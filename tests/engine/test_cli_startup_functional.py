@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine.cli_support import Running, free_port, smsroute
+from tests.engine.cli_support import Running, free_ports, smsroute
 
 pytestmark = pytest.mark.functional
 
@@ -48,7 +48,7 @@ def test_help_texts_are_plain_text_without_restructuredtext_markup(command):
 
 
 def test_run_listens_where_host_and_port_flags_say_and_stops_on_sigterm(tmp_path):
-    customer, control = free_port(), free_port()
+    customer, control = free_ports(2)
     with Running("run", "--data-dir", str(tmp_path / "data"), "--host", "127.0.0.1",
                  "--customer-port", str(customer), "--control-port", str(control)) as run:
         assert run.wait_for_line("customer API:") == f"customer API: http://127.0.0.1:{customer}/v1"
