@@ -13,10 +13,10 @@ import re
 import secrets
 import time
 from dataclasses import dataclass, replace
-from decimal import Decimal, InvalidOperation
 
 from engine import apikeys
 from engine import messages as m
+from engine.billing.amounts import parse_usd
 from engine.credentials import ApiKeyManager, NewApiKey, require_active
 from engine.errors import AuthError, InputError
 from engine.status import STATUSES
@@ -42,19 +42,6 @@ class NewAccount:
     api_key: str
     email: str
     webhook_secret: str
-
-
-def parse_usd(usd) -> int:
-    """A USD amount (str, int or Decimal — never float) as integer micro-USD; must be positive."""
-    if isinstance(usd, float) or isinstance(usd, bool):
-        raise InputError("amounts are given as strings or integers, never floats")
-    try:
-        micro = Decimal(str(usd)) * 1_000_000
-    except InvalidOperation:
-        raise InputError(f"not an amount: {usd!r}") from None
-    if not micro.is_finite() or micro != micro.to_integral_value() or micro <= 0:
-        raise InputError("an amount is a positive number of USD with at most 6 decimals")
-    return int(micro)
 
 
 def validate_sender(sender: str) -> str:

@@ -9,6 +9,7 @@ which gives their in-flight slots back.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -22,6 +23,7 @@ from engine.errors import BodyTooLarge, InputError, OverloadedError, SmsrouteErr
 
 MAX_VALIDITY_SECONDS = 86400  # a message never waits longer than its body may be kept
 MAX_CLIENT_REF = 64  # characters of a customer's own reference
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # (as the HTTP API's ClientRef type refuses them)
 
 
 def item(engine: Any, digest: bytes, to: Any, sender: Any, body: Any, validity_seconds: Any,
@@ -37,6 +39,8 @@ def item(engine: Any, digest: bytes, to: Any, sender: Any, body: Any, validity_s
     if client_ref is not None and (not isinstance(client_ref, str)
                                    or not 1 <= len(client_ref) <= MAX_CLIENT_REF):
         raise InputError(f"client_ref must be 1-{MAX_CLIENT_REF} characters")
+    if client_ref is not None and _CONTROL.search(client_ref):  # echoed in webhooks and listings
+        raise InputError("client_ref must not contain control characters")
     if callback_url is not None:
         engine.check_webhook_url(callback_url, "callback_url")
     if len(body) > engine.max_body_chars * 2:  # far beyond any segment limit: refuse before work

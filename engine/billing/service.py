@@ -22,10 +22,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from engine import messages as m
+from engine.billing.amounts import parse_usd
 from engine.billing.reconcile import CUTOFF_SECONDS, Cancelled, Reconciliation, reconcile
 from engine.billing.usage import UsageRow, usage_rows
 from engine.errors import ClusterUnavailable, InputError, SmsrouteError
@@ -51,18 +51,8 @@ class Adjustment:
 
 
 def parse_signed_usd(usd: Any, *, allow_zero: bool = False, allow_negative: bool = True) -> int:
-    """A USD amount (str or int — never float) as integer micro-USD, at most 6 decimals."""
-    if isinstance(usd, float | bool) or not isinstance(usd, str | int):
-        raise InputError("amounts are given as strings or integers, never floats")
-    try:
-        micro = Decimal(str(usd)) * 1_000_000
-    except InvalidOperation:
-        raise InputError(f"not an amount: {str(usd)[:40]!r}") from None
-    if not micro.is_finite() or micro != micro.to_integral_value() or abs(micro) >= 10**15:
-        raise InputError("an amount is a number of USD with at most 6 decimals (below a billion)")
-    if (micro == 0 and not allow_zero) or (micro < 0 and not allow_negative):
-        raise InputError("the amount must be " + ("positive" if not allow_negative else "non-zero"))
-    return int(micro)
+    """A credit or debit (``engine.billing.amounts``; negative allowed unless ``allow_negative=False``)."""
+    return parse_usd(usd, allow_zero=allow_zero, allow_negative=allow_negative)
 
 
 class Billing:

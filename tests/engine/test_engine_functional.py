@@ -215,6 +215,17 @@ def test_a_sender_id_or_an_email_address_with_a_trailing_newline_is_refused(engi
         engine.rectify_account(acct.id, email="ops@example.com\n", actor="test")
 
 
+def test_the_embedding_api_refuses_what_the_http_api_refuses(engine):
+    """An embedding host gets the same rules as an HTTP client: no control characters in client_ref,
+    amounts in the plain decimal form and below a billion USD (a typed error, not an OverflowError)."""
+    acct = customer(engine)
+    with pytest.raises(InputError):
+        engine.submit(acct.api_key, "+4915112345678", "ACME", "hi", client_ref="a\nb")
+    for usd in ("1e3", "100000000000000000000"):
+        with pytest.raises(InputError):
+            engine.deposit(acct.id, usd=usd, chain="tron", tx_hash=f"0x{usd}", from_address="TAddr")
+
+
 @pytest.mark.parametrize("to", ["4915112345678", "+49 151 12345678", "+4915112345678999", "+499"])
 def test_an_invalid_destination_is_refused_with_invalid_number(engine, to):
     acct = customer(engine)
