@@ -185,6 +185,8 @@ class AccountManager:
 
     def restrict_account(self, account_id: str, restricted: bool = True, *,
                          actor: str = "embedding-api") -> None:
+        if not isinstance(restricted, bool):  # ("no" would restrict)
+            raise InputError("restricted must be True or False")
         def change(r: AccountRecord) -> AccountRecord:
             if r.state == CLOSED:
                 raise InputError("a closed account cannot be restricted or reopened")

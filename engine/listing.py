@@ -12,9 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from engine.ids import id_bytes, id_from_bytes, min_key_for_time
+from engine.errors import InputError
+from engine.ids import id_bytes, id_from_bytes, is_message_id, min_key_for_time
+from engine.status import STATUSES
 
 SCAN_LIMIT = 2000  # records one POP reads for one page of a filtered list
+MAX_LIMIT = 200  # messages per page (the customer API's bound too)
+MAX_UNIX_TIME = 1e11
 
 
 def store_pages(pop_stores: Iterable[Any], account_id: str, before: bytes | None, after: bytes,
@@ -31,7 +35,9 @@ def page(fetch: Callable[..., list[tuple[list[Any], bytes | None]]], account_id:
     """One page of the account's message records, newest first, and the next cursor (None: the last
     page). ``fetch(account_id, before, after, limit, statuses, max_scan)`` returns every POP shard's part
     (:func:`store_pages` here; the workers' in a cluster). ``cursor`` is a previous page's; ``statuses``
-    filters; ``since``/``until`` bound the submission time (unix seconds)."""
+    filters; ``since``/``until`` bound the submission time (unix seconds). ``InputError`` for a
+    value outside these (the embedding API's callers get the customer API's rules)."""
+    statuses = _checked(limit, cursor, statuses, since, until)
     before = id_bytes(cursor) if cursor is not None else None
     if until is not None:
         bound = min_key_for_time(until)
@@ -49,3 +55,22 @@ def page(fetch: Callable[..., list[tuple[list[Any], bytes | None]]], account_id:
     if len(found) > limit:
         return found[:limit], found[limit - 1].message_id
     return found, id_from_bytes(frontier) if frontier is not None else None
+
+
+def _checked(limit: Any, cursor: Any, statuses: Any, since: Any, until: Any) -> frozenset[str] | None:
+    """The page's arguments checked (a typed error, never a ValueError from deep inside); the statuses
+    as a set."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise InputError(f"limit must be 1-{MAX_LIMIT}")
+    if cursor is not None and not (isinstance(cursor, str) and is_message_id(cursor)):
+        raise InputError("cursor is the next_cursor of a previous page")
+    for name, t in (("since", since), ("until", until)):
+        if t is not None and (isinstance(t, bool) or not isinstance(t, int | float)
+                              or not 0 <= t <= MAX_UNIX_TIME):
+            raise InputError(f"{name} must be unix seconds")
+    if statuses is None:
+        return None
+    if isinstance(statuses, str) or not all(isinstance(x, str) for x in statuses) \
+            or not set(statuses) <= set(STATUSES):
+        raise InputError(f"statuses must be some of {', '.join(STATUSES)}")
+    return frozenset(statuses)

@@ -62,6 +62,8 @@ def prepare(engine: Any, digest: bytes, submissions: list[dict],
     items: list[m.SubmitItem] = []
     for sub in submissions:
         try:
+            if not isinstance(sub, dict):
+                raise InputError("each submission is a dict of submit's arguments (to, sender, body...)")
             it = item(engine, digest, sub.get("to"), sub.get("sender"), sub.get("body"),
                       sub.get("validity_seconds"), sub.get("callback_url"), sub.get("client_ref"))
             if admit is not None:

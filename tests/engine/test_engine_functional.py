@@ -215,6 +215,27 @@ def test_a_sender_id_or_an_email_address_with_a_trailing_newline_is_refused(engi
         engine.rectify_account(acct.id, email="ops@example.com\n", actor="test")
 
 
+@pytest.mark.parametrize("kwargs", [{"limit": 0}, {"limit": 10**6}, {"limit": "5"}, {"cursor": "zzz"},
+                                    {"statuses": ["bogus"]}, {"statuses": "delivered"},
+                                    {"since": "yesterday"}, {"until": -1}])
+def test_a_listing_outside_the_documented_bounds_is_a_typed_error(engine, kwargs):
+    """The customer API checks these before it asks; an embedding host gets the same rules as an
+    InputError (before: a ValueError from deep inside, or a silently empty page)."""
+    acct = customer(engine)
+    with pytest.raises(InputError):
+        engine.messages(acct.id, **kwargs)
+
+
+def test_restricting_takes_a_bool_and_a_batch_entry_must_be_a_submission(engine):
+    acct = customer(engine)
+    with pytest.raises(InputError):
+        engine.restrict_account(acct.id, "no")  # (a truthy string would restrict)
+    [refused, accepted] = engine.submit_many(acct.api_key, ["not a submission", {
+        "to": "+4915112345678", "sender": "ACME", "body": "hi"}])
+    assert isinstance(refused.exception(timeout=10), InputError)
+    assert accepted.result(timeout=30).message_id
+
+
 def test_the_embedding_api_refuses_what_the_http_api_refuses(engine):
     """An embedding host gets the same rules as an HTTP client: no control characters in client_ref,
     amounts in the plain decimal form and below a billion USD (a typed error, not an OverflowError)."""
