@@ -27,7 +27,14 @@ from msgspec import Meta
 
 from engine.http.jsonio import read_body
 from engine.http.params import SHAPES
-from engine.http.schemas import IDEMPOTENCY_KEY_PATTERN, SENDER_PATTERN, ErrorCodes, decode, whole
+from engine.http.schemas import (
+    IDEMPOTENCY_KEY_PATTERN,
+    SENDER_PATTERN,
+    ErrorCodes,
+    Strict,
+    decode,
+    whole,
+)
 
 T = TypeVar("T")
 
@@ -101,18 +108,14 @@ NotifiedAt = _time("unix seconds (absent or null: now)")
 EffectiveAt = _time("unix seconds, at least 30 days from now (else 422 notice_too_short)")
 
 
-class Body(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False):
-    """A control request body: unknown fields are refused (400 unknown_field)."""
-
-
 # --- accounts, tokens, holds (control_accounts) -----------------------------------------------------
 
 
-class AccountCreate(Body):
+class AccountCreate(Strict):
     email: Email
 
 
-class Deposit(Body):
+class Deposit(Strict):
     """A crypto top-up; chain + tx_hash make it idempotent."""
 
     usd: PositiveUsd
@@ -121,24 +124,24 @@ class Deposit(Body):
     from_address: Annotated[str, Meta(min_length=1, max_length=200)]
 
 
-class SenderRegistration(Body):
+class SenderRegistration(Strict):
     sender: Sender
 
 
-class Restriction(Body):
+class Restriction(Strict):
     restricted: bool
 
 
-class Rectification(Body):
+class Rectification(Strict):
     email: Email
 
 
-class Objection(Body):
+class Objection(Strict):
     purpose: Purpose
     objected: bool = True
 
 
-class HoldRequest(Body):
+class HoldRequest(Strict):
     """A retention exception. A legal hold names ``message_ids``; a debugging window or a lawful order
     names ``account_id`` (else 400 invalid_request: a rule across fields, checked by the engine)."""
 
@@ -150,18 +153,18 @@ class HoldRequest(Body):
     account_id: AccountId | None = None
 
 
-class HoldRelease(Body):
+class HoldRelease(Strict):
     reason: str
 
 
-class TokenRequest(Body):
+class TokenRequest(Strict):
     """A new operator token; only roles the caller holds may be granted (else 403)."""
 
     name: TokenName
     roles: Annotated[list[Role], Meta(min_length=1)]
 
 
-class RoutingTable(Body):
+class RoutingTable(Strict):
     """The routing table and rate card; their content is validated by the engine (422 invalid_config)."""
 
     routes: list[dict[str, Any]]
@@ -171,70 +174,70 @@ class RoutingTable(Body):
 # --- ledger (control_billing) -----------------------------------------------------------------------
 
 
-class Adjustment(Body):
+class Adjustment(Strict):
     usd: SignedUsd
     reason: AdjustmentReason
     idempotency_key: Annotated[str, Meta(pattern=IDEMPOTENCY_KEY_PATTERN,
                                          description="1-255 visible ASCII characters")]
 
 
-class LowBalanceThreshold(Body):
+class LowBalanceThreshold(Strict):
     usd: ThresholdUsd
 
 
 # --- data-subject requests, incidents, policy changes, support (control_privacy) --------------------
 
 
-class DsarOpen(Body):
+class DsarOpen(Strict):
     account_id: AccountId
     type: DsarType
 
 
-class DsarExtension(Body):
+class DsarExtension(Strict):
     reason: Annotated[str, Meta(pattern=r"\S", description="why, mailed to the holder (the first "
                                                            "500 characters)" + MAIL_SAFE)]
 
 
-class DsarRefusal(Body):
+class DsarRefusal(Strict):
     reason: Annotated[str, Meta(description="why, mailed to the holder (the first 500 characters)"
                                             + MAIL_SAFE)]
 
 
-class DsarFulfilment(Body):
+class DsarFulfilment(Strict):
     email: Email | None = None  # the corrected address of a rectification request
     purpose: Purpose = "analytics"  # what an objection request objects to
 
 
-class IncidentOpen(Body):
+class IncidentOpen(Strict):
     summary: IncidentSummary
     detected_at: DetectedAt
     accounts: Annotated[list[AccountId], Meta(min_length=1)] | Literal["all"]
 
 
-class AuthorityNotification(Body):
+class AuthorityNotification(Strict):
     reference: Annotated[str, Meta(description="the authority's reference (the first 200 "
                                                "characters are kept)")]
     at: NotifiedAt | None = None
 
 
-class PolicyChange(Body):
+class PolicyChange(Strict):
     effective_at: EffectiveAt
     summary: PolicySummary
 
 
-class CaseOpen(Body):
+class CaseOpen(Strict):
     subject: CaseSubject
     text: CaseText
     account_id: AccountId | None = None
 
 
-class CaseMessage(Body):
+class CaseMessage(Strict):
     direction: Annotated[Direction, Meta(description="in: from the customer, out: from us")]
     text: CaseText
 
 
 # Every control request body, in the order the OpenAPI document lists its components.
-BODIES: tuple[type[Body], ...] = (
+BODIES: tuple[type[Strict], ...] = (
     AccountCreate, Deposit, SenderRegistration, Restriction, Rectification, Objection, HoldRequest,
     HoldRelease, TokenRequest, RoutingTable, Adjustment, LowBalanceThreshold, DsarOpen, DsarExtension,
     DsarRefusal, DsarFulfilment, IncidentOpen, AuthorityNotification, PolicyChange, CaseOpen,
