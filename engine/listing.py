@@ -18,7 +18,7 @@ from engine.status import STATUSES
 
 SCAN_LIMIT = 2000  # records one POP reads for one page of a filtered list
 MAX_LIMIT = 200  # messages per page (the customer API's bound too)
-MAX_UNIX_TIME = 1e11
+MAX_UNIX_TIME = 1e11  # since/until stay below it (the year 5138)
 
 
 def store_pages(pop_stores: Iterable[Any], account_id: str, before: bytes | None, after: bytes,
@@ -66,11 +66,11 @@ def _checked(limit: Any, cursor: Any, statuses: Any, since: Any, until: Any) -> 
         raise InputError("cursor is the next_cursor of a previous page")
     for name, t in (("since", since), ("until", until)):
         if t is not None and (isinstance(t, bool) or not isinstance(t, int | float)
-                              or not 0 <= t <= MAX_UNIX_TIME):
+                              or not 0 <= t < MAX_UNIX_TIME):
             raise InputError(f"{name} must be unix seconds")
     if statuses is None:
         return None
     if isinstance(statuses, str) or not all(isinstance(x, str) for x in statuses) \
             or not set(statuses) <= set(STATUSES):
-        raise InputError(f"statuses must be some of {', '.join(STATUSES)}")
+        raise InputError(f"status must be one of {', '.join(STATUSES)}")
     return frozenset(statuses)

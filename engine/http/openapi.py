@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from engine import listing
 from engine.http import control_schemas as cs
 from engine.http import customer_schemas, schemas
 from engine.http.schemas import IDEMPOTENCY_KEY_PATTERN
@@ -110,17 +111,17 @@ SUBMIT_CODES = ("invalid_number", "unknown_sender", "body_too_large", "invalid_b
                 "store_full", "storage_error")
 LIST_PARAMS = [
     {"name": "limit", "in": "query", "required": False,
-     "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}},
+     "schema": {"type": "integer", "minimum": 1, "maximum": listing.MAX_LIMIT, "default": 50}},
     {"name": "cursor", "in": "query", "required": False,
      "schema": {"type": "string", "pattern": schemas.whole(schemas.MESSAGE_ID.pattern)},
      "description": "the next_cursor of the previous page"},
     {"name": "status", "in": "query", "required": False, "explode": True,
      "schema": {"type": "array", "items": {"type": "string", "enum": list(schemas.STATUSES)}}},
     {"name": "since", "in": "query", "required": False,
-     "schema": {"type": "number", "minimum": 0, "maximum": 1e11},
+     "schema": {"type": "number", "minimum": 0, "exclusiveMaximum": listing.MAX_UNIX_TIME},
      "description": "submitted at or after (unix seconds)"},
     {"name": "until", "in": "query", "required": False,
-     "schema": {"type": "number", "minimum": 0, "maximum": 1e11},
+     "schema": {"type": "number", "minimum": 0, "exclusiveMaximum": listing.MAX_UNIX_TIME},
      "description": "submitted before (unix seconds)"},
 ]
 
