@@ -50,11 +50,6 @@ class Adjustment:
     duplicate: bool  # the key was used before with the same amount and reason: nothing written
 
 
-def parse_signed_usd(usd: Any, *, allow_zero: bool = False, allow_negative: bool = True) -> int:
-    """A credit or debit (``engine.billing.amounts``; negative allowed unless ``allow_negative=False``)."""
-    return parse_usd(usd, allow_zero=allow_zero, allow_negative=allow_negative)
-
-
 class Billing:
     def __init__(self, runtime: Any) -> None:
         self.runtime = runtime
@@ -77,7 +72,7 @@ class Billing:
         ``InsufficientBalance`` for a debit beyond the balance still spendable; ``AdjustmentConflict``
         when ``key`` was used for this account with another amount or reason; a replay with the same
         amount and reason answers ``duplicate=True`` and writes nothing."""
-        amount = parse_signed_usd(usd)
+        amount = parse_usd(usd, allow_negative=True)
         if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON_CHARS:
             raise InputError(f"a reason is required (1-{MAX_REASON_CHARS} characters)")
         if not isinstance(key, str) or not _KEY.fullmatch(key):
@@ -111,7 +106,7 @@ class Billing:
     def set_low_balance_threshold(self, account_id: str, usd: Any, timeout: float = 10.0) -> int:
         """Notify once whenever the balance goes below ``usd`` (``"0"``: never); the threshold in
         micro-USD. If the balance is below it already, that is announced at once."""
-        threshold = parse_signed_usd(usd, allow_zero=True, allow_negative=False)
+        threshold = parse_usd(usd, allow_zero=True)
         self.runtime.accounts.get(account_id)
         return self.runtime.directory.ledger.ask(
             m.encode(m.SetLowBalanceThreshold(account_id, threshold)), timeout=timeout)
