@@ -26,21 +26,10 @@ import sys
 from dataclasses import replace
 
 from bench.scenario import ARRIVALS, PATHS, Scenario, builtin_names, load_scenario
+from engine.cli import count_from
 from engine.errors import SmsrouteError
 
 MODES = ("open", "saturation", "throughput")
-
-
-def _positive(text: str) -> int:
-    """A count that must be at least 1 (messages, accounts, binds...): 0 or less is refused, never
-    silently replaced by a default or run as an empty bench."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of 1 or more, got {text!r}")
-    return value
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,7 +48,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--arrival", choices=ARRIVALS, help="fixed spacing or Poisson arrivals")
     g.add_argument("--duration", type=float, metavar="S", help="measured seconds (open mode)")
     g.add_argument("--warmup", type=float, metavar="S", help="unmeasured seconds before")
-    g.add_argument("--messages", type=_positive, help="measured messages (throughput mode)")
+    g.add_argument("--messages", type=count_from(1), help="measured messages (throughput mode)")
     g.add_argument("--max-in-flight", type=int, help="the bench's own in-flight cap")
     g.add_argument("--p99-bound-ms", type=float, help="saturation: the p99 bound on submit->final")
     g.add_argument("--start-rate", type=float, help="saturation: the first offered rate")
@@ -81,7 +70,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--accounts",
-        type=_positive,
+        type=count_from(1),
         metavar="K",
         help="spread the traffic over K customer accounts (default 1; 8 with --workers)",
     )
@@ -91,13 +80,13 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                         "runs the simulated SMSC in-process and checks every status against it")
     c.add_argument("--smsc-system-id", default="smsroute")
     c.add_argument("--smsc-password", default="secret")
-    c.add_argument("--smsc-window", type=_positive, help="submits in flight per bind")
-    c.add_argument("--webhook-batch", type=_positive, default=1, metavar="N",
+    c.add_argument("--smsc-window", type=count_from(1), help="submits in flight per bind")
+    c.add_argument("--webhook-batch", type=count_from(1), default=1, metavar="N",
                    help="http path: up to N events per webhook POST (the opt-in batching; default 1)")
-    c.add_argument("--smsc-binds", type=_positive, help="binds per carrier")
+    c.add_argument("--smsc-binds", type=count_from(1), help="binds per carrier")
     x = parser.add_argument_group("extra checks")
     x.add_argument("--soak", type=float, metavar="MINUTES", help="long run sampling RSS")
-    x.add_argument("--linearity", type=_positive, metavar="N", help="N vs 10N messages: CPU ratio")
+    x.add_argument("--linearity", type=count_from(1), metavar="N", help="N vs 10N messages: CPU ratio")
     x.add_argument(
         "--profile-stages",
         action="store_true",

@@ -20,6 +20,7 @@ import logging
 import secrets
 import signal
 import sys
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -231,11 +232,11 @@ def _add_run_parser(sub: Any) -> None:
                      help="the control port's port (default 8081; 0 picks a free one)")
     run.add_argument("--no-http", action="store_true", help="do not start the HTTP servers")
     c = run.add_argument_group("cluster (worker processes joined by NATS)")
-    c.add_argument("--workers", type=_count, default=0, metavar="N",
+    c.add_argument("--workers", type=count_from(0), default=0, metavar="N",
                    help="run the sessions and POPs in N worker processes supervised by this one "
                         "(which keeps the accounts, the ledger and the HTTP ports); starts a local "
                         "nats-server unless --nats is given")
-    c.add_argument("--edges", type=_count, default=0, metavar="M",
+    c.add_argument("--edges", type=count_from(0), default=0, metavar="M",
                    help="with --workers: serve the customer API from M HTTP edge processes sharing its "
                         "port (SO_REUSEPORT); this process keeps the control port")
     c.add_argument("--nats", default=None, metavar="URL[,URL]",
@@ -244,7 +245,7 @@ def _add_run_parser(sub: Any) -> None:
                    help="multi-host: 'core' runs the accounts, ledger and HTTP ports and expects "
                         "--workers N workers elsewhere; 'worker' runs worker --worker-index of "
                         "--workers N (both need --nats)")
-    c.add_argument("--worker-index", type=_count, default=0, metavar="K",
+    c.add_argument("--worker-index", type=count_from(0), default=0, metavar="K",
                    help="with --role worker: this worker's number, 0..N-1")
     _add_smsc_arguments(run)
     run.set_defaults(func=cmd_run)
@@ -306,11 +307,15 @@ def _add_smsc_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--smsc-password", default="secret", help="the SMPP bind's password")
 
 
-def _count(text: str) -> int:
-    """A number of processes (or a worker's index): 0 or more."""
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"not a count: {text!r} (0 or more)")
-    return int(text)
+def count_from(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of ``minimum`` or more (processes, messages, accounts...),
+    refused at the parser, never replaced by a default or run as nothing (``smsroute bench`` too)."""
+    def count(text: str) -> int:
+        if not (text.isascii() and text.isdigit()) or int(text) < minimum:
+            raise argparse.ArgumentTypeError(f"not a count of {minimum} or more: {text!r}")
+        return int(text)
+
+    return count
 
 
 def _port(text: str) -> int:
