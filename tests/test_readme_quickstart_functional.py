@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine.cli_support import free_ports
+from engine.cluster.nats_server import free_ports
 from tests.readme_quickstart_child import blocks
 
 pytestmark = pytest.mark.functional

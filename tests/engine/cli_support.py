@@ -21,14 +21,6 @@ def smsroute(*args: str, cwd: Path | None = None, timeout: float = 60.0,
                           timeout=timeout, stdin=subprocess.DEVNULL)
 
 
-def free_ports(count: int) -> list[int]:
-    """Distinct ports nothing listens on right now (bound together and released: another process
-    could take one, so only for tests that need explicit port numbers)."""
-    from engine.cluster.nats_server import free_ports as distinct_free_ports
-
-    return distinct_free_ports(count)
-
-
 class Running:
     """A long-running ``smsroute`` sub-command; its output is collected by a reader thread."""
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine.cli_support import Running, free_ports, smsroute
+from engine.cluster.nats_server import free_ports
+from tests.engine.cli_support import Running, smsroute
 
 pytestmark = pytest.mark.functional
 
