@@ -22,7 +22,7 @@ decoded before the handler looks the object up.
 from __future__ import annotations
 
 import time
-from typing import Any, get_args
+from typing import get_args
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -33,10 +33,18 @@ from engine.http import openapi
 from engine.http.tokens import ROLES
 from storage.dsar import REQUEST_TYPES
 from storage.holds import HoldKind
+from tests.engine.http.body_checks import (
+    STRUCTURE,
+    case_id,
+    check_format_refused,
+    check_required_and_closed,
+    error_of,
+    format_cases,
+    request_bodies,
+)
 from tests.engine.http.conftest import Client, funded_account
-from tests.engine.http.jsonschema_values import from_schema, inline, violations
+from tests.engine.http.jsonschema_values import from_schema
 
-STRUCTURE = {"unknown_field", "missing_field", "invalid_type", "invalid_json"}
 FIELD_CODES = {"account_id": (400, "invalid_id"), "message_ids": (400, "invalid_id"),
                "roles": (422, "invalid_roles"), "name": (422, "invalid_token_name")}
 OTHER_FIELDS = (400, "invalid_request")
@@ -64,19 +72,7 @@ def _document() -> dict:
     return openapi.control_document()
 
 
-def _bodies() -> list[tuple[str, str, dict]]:
-    """(method, path, inlined body schema) of every documented control request body."""
-    doc = _document()
-    out = []
-    for path, ops in doc["paths"].items():
-        for method, op in ops.items():
-            schema = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
-            if schema is not None:
-                out.append((method.upper(), path, inline(schema, doc["components"]["schemas"])))
-    return out
-
-
-BODIES = _bodies()
+BODIES = request_bodies(_document())
 
 
 def _url(path: str, account_id: str) -> str:
@@ -86,21 +82,9 @@ def _url(path: str, account_id: str) -> str:
     return path.replace("{id}", PATH_IDS[prefix]) if prefix else path
 
 
-def _error(answer: Any) -> tuple[str, str]:
-    error = answer.get("error", {}) if isinstance(answer, dict) else {}
-    return error.get("code", ""), error.get("message", "")
-
-
 def _names_a_field(message: str) -> bool:
     """The validator's refusals name the field they are about (msgspec's ``- at `$.field```)."""
     return "`$." in message
-
-
-def _format_cases() -> list[tuple[str, str, dict, str, str, Any]]:
-    return [(method, path, schema, name, keyword, value)
-            for method, path, schema in BODIES
-            for name, prop in schema.get("properties", {}).items()
-            for keyword, value in violations(prop)]
 
 
 @pytest.fixture(scope="module")
@@ -112,10 +96,6 @@ def client(running):
 @pytest.fixture(scope="module")
 def account(running):
     return funded_account(running, "bodies@example.com")
-
-
-def _ids(value: Any) -> str:
-    return value if isinstance(value, str) else ""
 
 
 # --- the document and the engine's own lists --------------------------------------------------------
@@ -149,7 +129,7 @@ def test_the_documented_enums_are_the_engines_lists():
 # --- through the sockets ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("method", "path", "schema"), BODIES, ids=_ids)
+@pytest.mark.parametrize(("method", "path", "schema"), BODIES, ids=case_id)
 def test_a_body_drawn_from_the_document_is_not_refused_for_its_form(client, account, method, path,
                                                                        schema):
     url = _url(path, account.id)
@@ -161,7 +141,7 @@ def test_a_body_drawn_from_the_document_is_not_refused_for_its_form(client, acco
         if "until" in body:  # keep a hold's time near now, so its refusals are about the body's form
             body["until"] = time.time() + 3600
         status, _, answer = client.request(method, url, body)
-        code, message = _error(answer)
+        code, message = error_of(answer)
         assert status < 500, (status, answer)
         assert code not in STRUCTURE and not _names_a_field(message), (body, answer)
         if status in (400, 422):
@@ -171,41 +151,19 @@ def test_a_body_drawn_from_the_document_is_not_refused_for_its_form(client, acco
     check()
 
 
-@pytest.mark.parametrize(("method", "path", "schema", "name", "keyword", "value"), _format_cases(),
-                         ids=_ids)
+@pytest.mark.parametrize(("method", "path", "schema", "name", "keyword", "value"), format_cases(BODIES),
+                         ids=case_id)
 def test_a_value_breaking_a_documented_format_is_refused_naming_the_field(
         client, account, method, path, schema, name, keyword, value):
-    url = _url(path, account.id)
-    expected = FIELD_CODES.get(name, OTHER_FIELDS)
-
-    @settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(body=from_schema(schema))
-    def check(body):
-        status, _, answer = client.request(method, url, {**body, name: value})
-        code, message = _error(answer)
-        assert (status, code) == expected, (keyword, value, answer)
-        assert f"$.{name}" in message, answer
-
-    check()
+    check_format_refused(client, method, _url(path, account.id), schema, name, keyword, value,
+                         FIELD_CODES.get(name, OTHER_FIELDS))
 
 
-@pytest.mark.parametrize(("method", "path", "schema"), BODIES, ids=_ids)
+@pytest.mark.parametrize(("method", "path", "schema"), BODIES, ids=case_id)
 def test_each_required_field_is_required_and_an_undocumented_one_refused(client, account, method,
                                                                          path, schema):
-    url = _url(path, account.id)
-
-    @settings(max_examples=2, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(body=from_schema(schema))
-    def check(body):
-        for name in schema.get("required", []):
-            status, _, answer = client.request(method, url,
-                                               {k: v for k, v in body.items() if k != name})
-            assert (status, _error(answer)[0]) == (400, "missing_field"), (name, answer)
-        status, _, answer = client.request(method, url, {**body, "undocumented_field": 1})
-        assert (status, _error(answer)[0]) == (400, "unknown_field"), answer
-
-    check()
+    check_required_and_closed(client, method, _url(path, account.id), schema)
 
 
 def test_there_are_formats_to_break():
-    assert len(_format_cases()) >= 30
+    assert len(format_cases(BODIES)) >= 30

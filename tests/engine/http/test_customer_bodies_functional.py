@@ -21,7 +21,7 @@ instead of the validator or the desk.
 
 from __future__ import annotations
 
-from typing import Any, get_args
+from typing import get_args
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -30,10 +30,18 @@ from engine import Engine
 from engine.http import customer_schemas, openapi
 from engine.privacy.wallets import SCHEMES
 from storage.dsar import REQUEST_TYPES
+from tests.engine.http.body_checks import (
+    STRUCTURE,
+    case_id,
+    check_format_refused,
+    check_required_and_closed,
+    error_of,
+    format_cases,
+    request_bodies,
+)
 from tests.engine.http.conftest import Client, funded_account, overrides
-from tests.engine.http.jsonschema_values import from_schema, inline, violations
+from tests.engine.http.jsonschema_values import from_schema
 
-STRUCTURE = {"unknown_field", "missing_field", "invalid_type", "invalid_json"}
 FIELD_CODES = {"usd": (400, "invalid_request"), "type": (400, "invalid_request"),
                "email": (400, "invalid_request"), "scheme": (400, "invalid_request"),
                "account_id": (400, "invalid_id"), "challenge_id": (401, "challenge_invalid")}
@@ -48,35 +56,7 @@ FREE_TEXT = {("SignedPrivacyRequest", "signature")}
 TYPED = {body.__name__ for body in customer_schemas.BODIES}
 
 
-def _bodies() -> list[tuple[str, str, dict]]:
-    """(method, path, inlined body schema) of every documented customer body typed in customer_schemas."""
-    doc = openapi.customer_document()
-    out = []
-    for path, ops in doc["paths"].items():
-        for method, op in ops.items():
-            schema = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
-            if schema is not None and schema.get("$ref", "").rsplit("/", 1)[-1] in TYPED:
-                out.append((method.upper(), path, inline(schema, doc["components"]["schemas"])))
-    return out
-
-
-BODIES = _bodies()
-
-
-def _format_cases() -> list[tuple[str, str, dict, str, str, Any]]:
-    return [(method, path, schema, name, keyword, value)
-            for method, path, schema in BODIES
-            for name, prop in schema.get("properties", {}).items()
-            for keyword, value in violations(prop)]
-
-
-def _error(answer: Any) -> tuple[str, str]:
-    error = answer.get("error", {}) if isinstance(answer, dict) else {}
-    return error.get("code", ""), error.get("message", "")
-
-
-def _ids(value: Any) -> str:
-    return value if isinstance(value, str) else ""
+BODIES = request_bodies(openapi.customer_document(), TYPED.__contains__)  # typed in customer_schemas
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +101,7 @@ def test_the_documented_enums_are_the_engines_lists():
 
 
 def test_there_are_formats_to_break():
-    broken = {(path, name, keyword) for _, path, _, name, keyword, _ in _format_cases()}
+    broken = {(path, name, keyword) for _, path, _, name, keyword, _ in format_cases(BODIES)}
     assert {("/v1/balance/threshold", "usd", "pattern"), ("/v1/privacy/requests", "email", "pattern"),
             ("/v1/privacy/requests", "email", "maxLength"), ("/v1/privacy/requests", "type", "enum"),
             ("/v1/privacy/challenges", "account_id", "pattern"),
@@ -133,7 +113,7 @@ def test_there_are_formats_to_break():
 # --- through the sockets ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("method", "path", "schema"), BODIES, ids=_ids)
+@pytest.mark.parametrize(("method", "path", "schema"), BODIES, ids=case_id)
 def test_a_body_drawn_from_the_document_is_not_refused_for_its_form(client, method, path, schema):
     business = BUSINESS[(method, path)]
 
@@ -141,40 +121,20 @@ def test_a_body_drawn_from_the_document_is_not_refused_for_its_form(client, meth
     @given(body=from_schema(schema))
     def check(body):
         status, _, answer = client.request(method, path, body)
-        code, message = _error(answer)
+        code, message = error_of(answer)
         assert status < 300 or (status, code) in business, (body, answer)
         assert code not in STRUCTURE and "`$." not in message, (body, answer)
 
     check()
 
 
-@pytest.mark.parametrize(("method", "path", "schema", "name", "keyword", "value"), _format_cases(),
-                         ids=_ids)
+@pytest.mark.parametrize(("method", "path", "schema", "name", "keyword", "value"), format_cases(BODIES),
+                         ids=case_id)
 def test_a_value_breaking_a_documented_format_is_refused_naming_the_field(
         client, method, path, schema, name, keyword, value):
-    expected = FIELD_CODES[name]
-
-    @settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(body=from_schema(schema))
-    def check(body):
-        status, _, answer = client.request(method, path, {**body, name: value})
-        code, message = _error(answer)
-        assert (status, code) == expected, (keyword, value, answer)
-        assert f"$.{name}" in message, answer
-
-    check()
+    check_format_refused(client, method, path, schema, name, keyword, value, FIELD_CODES[name])
 
 
-@pytest.mark.parametrize(("method", "path", "schema"), BODIES, ids=_ids)
+@pytest.mark.parametrize(("method", "path", "schema"), BODIES, ids=case_id)
 def test_each_required_field_is_required_and_an_undocumented_one_refused(client, method, path, schema):
-    @settings(max_examples=2, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(body=from_schema(schema))
-    def check(body):
-        for name in schema.get("required", []):
-            status, _, answer = client.request(method, path,
-                                               {k: v for k, v in body.items() if k != name})
-            assert (status, _error(answer)[0]) == (400, "missing_field"), (name, answer)
-        status, _, answer = client.request(method, path, {**body, "undocumented_field": 1})
-        assert (status, _error(answer)[0]) == (400, "unknown_field"), answer
-
-    check()
+    check_required_and_closed(client, method, path, schema)
