@@ -19,6 +19,7 @@ import msgspec
 from engine import listing
 from engine.http import control_schemas as cs
 from engine.http import customer_schemas, schemas
+from engine.http.params import SHAPES
 from engine.http.schemas import IDEMPOTENCY_KEY_PATTERN
 
 ERROR = {"$ref": "#/components/schemas/Error"}
@@ -113,7 +114,7 @@ LIST_PARAMS = [
     {"name": "limit", "in": "query", "required": False,
      "schema": {"type": "integer", "minimum": 1, "maximum": listing.MAX_LIMIT, "default": 50}},
     {"name": "cursor", "in": "query", "required": False,
-     "schema": {"type": "string", "pattern": schemas.whole(schemas.MESSAGE_ID.pattern)},
+     "schema": {"type": "string", "pattern": schemas.whole(SHAPES["message"].pattern)},
      "description": "the next_cursor of the previous page"},
     {"name": "status", "in": "query", "required": False, "explode": True,
      "schema": {"type": "array", "items": {"type": "string", "enum": list(schemas.STATUSES)}}},

@@ -25,6 +25,7 @@ import msgspec
 from msgspec import Meta
 
 from engine.http.errors import HttpError
+from engine.http.params import SHAPES
 
 T = TypeVar("T")
 
@@ -84,8 +85,7 @@ ClientRef = Annotated[str, Meta(min_length=1, max_length=MAX_CLIENT_REF,
                                             "sealed with the message record and echoed in its "
                                             "status and webhooks")]
 Status = Literal["accepted", "delivered", "rejected", "failed", "expired"]
-MessageId = Annotated[str, Meta(pattern=whole(r"^msg_[0-9a-f]{32}$"))]
-MESSAGE_ID = re.compile(r"^msg_[0-9a-f]{32}$")
+MessageId = Annotated[str, Meta(pattern=whole(SHAPES["message"].pattern))]
 
 
 class Strict(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False):
