@@ -139,7 +139,6 @@ class MessageRecords:
         commits). ``stored_before``: every record is an update of one written earlier, so its
         by-account index row is there already (not written again: one B-tree write fewer per status
         change)."""
-        packb = pack
         skipped = 0
         batch_keys: dict[str, tuple[bytes, Sealer | None]] = {}  # one key-cache lookup per account
         rows, open_rows, closed, index_rows = [], [], [], []
@@ -152,7 +151,7 @@ class MessageRecords:
             if sealer is None:
                 skipped += 1  # the account was erased: nothing of it may be written again
                 continue
-            rows.append((key, token + sealer.seal(packb(rec.as_tuple()), key)))
+            rows.append((key, token + sealer.seal(pack(rec.as_tuple()), key)))
             if not stored_before:
                 index_rows.append((token + key, b""))
             if rec.status in FINAL:

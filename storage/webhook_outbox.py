@@ -78,7 +78,6 @@ class WebhookOutbox:
         """Store ``events`` inside ``txn``; their sequence numbers, in order. An event whose account key
         is gone (erased) is skipped (sequence 0)."""
         seqs = []
-        packb = pack
         for event in events:
             token = self.keys.token(event.account_id)
             try:
@@ -89,7 +88,7 @@ class WebhookOutbox:
             seq = self._next
             self._next += 1
             key = _SEQ.pack(seq)
-            txn.put(key, token + sealer.seal(packb(tuple(event)), key), db=self._db)
+            txn.put(key, token + sealer.seal(pack(tuple(event)), key), db=self._db)
             seqs.append(seq)
         return seqs
 
