@@ -83,6 +83,9 @@ class RoutingTable:
         if not isinstance(routes_doc, list):
             raise ConfigError("routing: routes must be a list of tables")
         routes = [_parse_route(i, r, pops, carriers) for i, r in enumerate(routes_doc)]
+        if not routes:
+            raise ConfigError("routing: routes is empty, so every message would be refused (no route); "
+                              "to stop traffic for a while, suspend the carriers instead")
         rates_doc = doc.get("rates", {})
         if not isinstance(rates_doc, dict):
             raise ConfigError("routing: rates must be a table of country = micro-USD per segment")
@@ -93,8 +96,13 @@ class RoutingTable:
                 raise ConfigError(f"routing: rates.{key} must be a non-negative integer (micro-USD)")
             if key == "default":
                 default_rate = value
+            elif not (len(key) == 2 and key.isascii() and key.isalpha()):
+                raise ConfigError(f"routing: rates.{key}: a rate is keyed by an ISO 3166 alpha-2 "
+                                  "country code (or 'default')")
             else:
                 rates[key.upper()] = value
+        if default_rate is None:
+            _check_priced(routes, rates)
         return cls(routes, rates, default_rate)
 
     def to_document(self) -> dict[str, Any]:
@@ -201,6 +209,17 @@ def _weighted_pick(items, rng: random.Random):
     return items[-1]
 
 
+def _check_priced(routes: list[Route], rates: dict[str, int]) -> None:
+    """Without a default rate, every country a route names must have a rate: a message to it could not
+    be priced and would be refused (``NoRoute``) however well it is routed. (A prefix route's countries
+    are known only per number, so they are priced, or refused, at submission.)"""
+    for i, route in enumerate(routes):
+        for match in route.matches:
+            if not match.startswith("+") and match not in rates:
+                raise ConfigError(f"routing: routes[{i}] serves {match}, but rates has neither {match} "
+                                  "nor a default, so every message to it would be refused")
+
+
 def _parse_route(i: int, r: Any, pops: set[str], carriers: dict[str, str]) -> Route:
     where = f"routing: routes[{i}]"
     if not isinstance(r, dict):
@@ -213,7 +232,7 @@ def _parse_route(i: int, r: Any, pops: set[str], carriers: dict[str, str]) -> Ro
     for m in matches:
         if m.startswith("+") and not m[1:].isdigit():
             raise ConfigError(f"{where}.match {m!r}: a prefix is '+' followed by digits")
-        if not m.startswith("+") and not (len(m) == 2 and m.isalpha()):
+        if not m.startswith("+") and not (len(m) == 2 and m.isascii() and m.isalpha()):
             raise ConfigError(f"{where}.match {m!r}: a country is an ISO 3166 alpha-2 code")
     pop = r.get("pop")
     if pop not in pops:

@@ -297,7 +297,7 @@ def test_default_toml_shows_every_carrier_key_of_each_kind_with_its_default(kind
             expected = expected or 0  # "no delay" is written as 0 ms
         assert value == expected, f"{kind} carrier key {key}: default.toml says {value!r}"
     loaded = load_settings(overrides={"carriers": {"x": {**example, "pop": "fra", "kind": kind}},
-                                      "routes": []})
+                                      "routes": [{"match": "DE", "pop": "fra", "carriers": ["x"]}]})
     assert loaded.carriers["x"].options == cls(**example)
 
 

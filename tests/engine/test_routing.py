@@ -132,3 +132,25 @@ def test_an_invalid_route_raises_config_error_naming_the_problem(route, needle):
 def test_a_rate_that_is_not_a_non_negative_integer_raises_config_error(rates):
     with pytest.raises(ConfigError, match="rates"):
         table([{"match": "DE", "pop": "fra", "carriers": ["a"]}], rates)
+
+
+def test_an_empty_routing_table_is_refused_instead_of_refusing_every_message():
+    with pytest.raises(ConfigError, match="routes is empty"):
+        table([])
+    with pytest.raises(ConfigError, match="routes is empty"):
+        RoutingTable.from_document({"rates": {"default": 10}}, pops=POPS, carriers=CARRIERS)
+
+
+def test_a_routed_country_without_a_rate_or_default_is_refused():
+    """Such a country would be routed but never priced: every message to it refused at submission."""
+    with pytest.raises(ConfigError, match=r"routes\[1\] serves FR, but rates has neither FR nor a default"):
+        table([{"match": "DE", "pop": "fra", "carriers": ["a"]},
+               {"match": ["fr"], "pop": "fra", "carriers": ["b"]}], {"DE": 5})
+    priced = table([{"match": ["DE", "+33"], "pop": "fra", "carriers": ["a"]}], {"de": 5})
+    assert priced.price("DE", 1) == 5  # a prefix route is priced per number, at submission
+
+
+@pytest.mark.parametrize("key", ["germany", "D", "DEU", "1A", "ÄÖ"])
+def test_a_rate_keyed_by_anything_but_a_country_code_is_refused_instead_of_never_matching(key):
+    with pytest.raises(ConfigError, match=f"rates.{key}: a rate is keyed by an ISO 3166"):
+        table([{"match": "DE", "pop": "fra", "carriers": ["a"]}], {key: 5, "default": 1})

@@ -138,6 +138,20 @@ def test_the_routing_table_is_read_and_replaced_only_when_valid(control):
     assert control.request("GET", "/v1/routing")[2] == table  # unchanged
 
 
+@pytest.mark.parametrize("change,needle", [
+    ({"routes": []}, "routes is empty"),
+    ({"rates": {"germany": 1, "default": 1}}, "rates.germany"),
+])
+def test_a_routing_table_that_would_refuse_every_message_is_refused(control, change, needle):
+    """An operator's PUT of an empty table (or a rate card keyed by names) would otherwise be taken, and
+    every message refused from then on."""
+    table = control.request("GET", "/v1/routing")[2]
+    status, _, err = control.request("PUT", "/v1/routing", {**table, **change})
+    assert status == 422 and err["error"]["code"] == "invalid_config"
+    assert needle in err["error"]["message"]
+    assert control.request("GET", "/v1/routing")[2] == table  # unchanged
+
+
 def test_metrics_expose_messages_in_flight_and_webhook_backlog(running, control, tokens):
     viewer = Client(running.http.control_port, tokens["viewer"])
     status, headers, text = viewer.request("GET", "/metrics")
