@@ -25,6 +25,7 @@ import csv
 import io
 import json
 import math
+import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
@@ -76,6 +77,9 @@ class Totals:
         self.amount_micro_usd += row.amount_micro_usd
 
 
+_UNENCODED_OFFSET = re.compile(r"\d \d\d:?\d\d$")
+
+
 def parse_time(value: str | None, default: float, name: str) -> float:
     """A period bound: unix seconds, or an ISO 8601 date or date-time (UTC unless it says otherwise)."""
     if value is None or value == "":
@@ -86,6 +90,9 @@ def parse_time(value: str | None, default: float, name: str) -> float:
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
+            if _UNENCODED_OFFSET.search(value):  # "...T02:00:00 02:00": a query string's "+" is a space
+                raise InputError(f"{name}: the '+' of a UTC offset must be sent as %2B in a URL "
+                                 "(or give the time in UTC, with Z)") from None
             raise InputError(f"{name} must be unix seconds or an ISO 8601 date") from None
         t = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
     if not math.isfinite(t):

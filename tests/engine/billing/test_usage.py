@@ -125,5 +125,11 @@ def test_a_period_bound_is_unix_seconds_or_an_iso_date(text, expected):
 
 @pytest.mark.parametrize("text", ["yesterday", "2026-13-01", "inf", "nan"])
 def test_a_period_bound_that_is_no_time_is_refused(text):
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="unix seconds or an ISO 8601 date|finite"):
         parse_time(text, 0.0, "since")
+
+
+def test_an_offset_whose_plus_a_query_string_turned_into_a_space_is_refused_saying_so():
+    """``?since=2026-09-21T02:00:00+02:00`` unencoded reaches the server as ``...T02:00:00 02:00``."""
+    with pytest.raises(InputError, match="must be sent as %2B"):
+        parse_time("2026-09-21T02:00:00 02:00", 0.0, "since")
