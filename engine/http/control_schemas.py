@@ -67,7 +67,7 @@ Sender = Annotated[str, Meta(pattern=SENDER_PATTERN,
                              description="1-11 letters, digits, space . - & with at least one "
                                          "letter (alphanumeric), or 3-15 digits (numeric)")]
 TokenName = Annotated[str, Meta(
-    pattern=whole(r"^(?![Ss][Yy][Ss][Tt][Ee][Mm]:)[A-Za-z0-9][A-Za-z0-9._@:-]{0,63}$"),
+    pattern=whole(r"^(?![Ss][Yy][Ss][Tt][Ee][Mm]:)" + SHAPES["token"].pattern.removeprefix("^")),
     description="1-64 letters, digits or ._@:- starting with a letter or digit; 'system:' is reserved; "
                 "unique (a taken name is 409 token_name_taken)")]
 Role = Literal["viewer", "operator", "privacy"]  # engine.http.tokens.ROLES

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from engine.http.errors import HttpError
+from engine.http.tokens import NAME as TOKEN_NAME
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -25,7 +26,7 @@ SHAPES: dict[str, re.Pattern[str]] = {
     "hold": re.compile(r"^hold_[0-9a-f]{16}$"),
     "api key": re.compile(r"^key_[0-9a-f]{24}$"),
     "carrier": re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"),
-    "token": re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,63}$"),
+    "token": TOKEN_NAME,
     "data-subject request": re.compile(r"^dsr_[0-9a-f]{16}$"),
     "incident": re.compile(r"^inc_[0-9a-f]{16}$"),
     "support case": re.compile(r"^sup_[0-9a-f]{16}$"),

@@ -42,7 +42,7 @@ PREFIX = "op_"
 ROLES = frozenset({"viewer", "operator", "privacy"})
 TOKEN_FILE = "operator.token"
 RESERVED_PREFIX = "system:"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,63}$")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,63}$")  # the one definition of a token name's shape
 
 
 class TokenNameError(ValueError):
@@ -58,7 +58,7 @@ class TokenInfo(NamedTuple):
 
 def check_name(name: object) -> str:
     """A token name: 1-64 of letters, digits and ``._@:-``, not starting with ``system:``."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
+    if not isinstance(name, str) or not NAME.fullmatch(name):
         raise TokenNameError("a token name is 1-64 letters, digits or ._@:- (starting with a letter "
                              "or digit)")
     if name.lower().startswith(RESERVED_PREFIX):
