@@ -31,6 +31,7 @@ from engine.http.schemas import (
     IDEMPOTENCY_KEY_PATTERN,
     SENDER_PATTERN,
     ErrorCodes,
+    MessageId,
     Strict,
     decode,
     whole,
@@ -61,8 +62,8 @@ Email = Annotated[str, Meta(pattern=whole(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{
                             examples=["ops@example.com"],
                             description="an e-mail address: local part, '@', a domain with a dot "
                                         "(engine.accounts._EMAIL)")]
-AccountId = Annotated[str, Meta(pattern=whole(SHAPES["account"].pattern), examples=["acc_0123456789abcdef"])]
-MessageId = Annotated[str, Meta(pattern=whole(SHAPES["message"].pattern))]
+AccountId = Annotated[str, Meta(pattern=whole(SHAPES["account"].pattern), examples=["acc_0123456789abcdef"],
+                                description="an account id: acc_ and 16 lowercase hex digits")]
 Sender = Annotated[str, Meta(pattern=SENDER_PATTERN,
                              description="1-11 letters, digits, space . - & with at least one "
                                          "letter (alphanumeric), or 3-15 digits (numeric)")]

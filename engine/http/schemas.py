@@ -25,6 +25,7 @@ import msgspec
 from msgspec import Meta
 
 from engine.http.errors import HttpError
+from engine.http.field_docs import description_at
 from engine.http.params import SHAPES
 
 T = TypeVar("T")
@@ -85,7 +86,8 @@ ClientRef = Annotated[str, Meta(min_length=1, max_length=MAX_CLIENT_REF,
                                             "sealed with the message record and echoed in its "
                                             "status and webhooks")]
 Status = Literal["accepted", "delivered", "rejected", "failed", "expired"]
-MessageId = Annotated[str, Meta(pattern=whole(SHAPES["message"].pattern))]
+MessageId = Annotated[str, Meta(pattern=whole(SHAPES["message"].pattern),
+                                description="a message id: msg_ and 32 lowercase hex digits")]
 
 
 class Strict(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False):
@@ -333,7 +335,7 @@ def decode(raw: bytes, kind: type[T], codes: ErrorCodes = CUSTOMER_CODES) -> T:
     try:
         return decoder.decode(raw)
     except msgspec.ValidationError as exc:
-        raise validation_error(str(exc), codes) from None
+        raise validation_error(str(exc), codes, kind) from None
     except msgspec.DecodeError:
         try:
             raw.decode("utf-8")
@@ -342,10 +344,17 @@ def decode(raw: bytes, kind: type[T], codes: ErrorCodes = CUSTOMER_CODES) -> T:
         raise HttpError(400, "invalid_json", "request body is not valid JSON") from None
 
 
-def validation_error(text: str, codes: ErrorCodes = CUSTOMER_CODES) -> HttpError:
+def validation_error(text: str, codes: ErrorCodes = CUSTOMER_CODES, kind: Any = None) -> HttpError:
     """msgspec's message -> the API's (status, code): structure errors are 400, a broken bound is the
-    field's code in ``codes``. A pattern is quoted as the document publishes it (without
+    field's code in ``codes``. A broken pattern is explained by the field's documented description (that
+    of the body type ``kind``, as the OpenAPI document publishes it: ``engine.http.field_docs``), not by
+    the regular expression; without one, the pattern is quoted as the document publishes it (without
     :func:`whole`'s end guard, which only Python's ``re`` needs)."""
+    found = _PATH.search(text)
+    if kind is not None and found and "matching regex" in text:
+        description = description_at(kind, found.group(1))
+        if description:
+            text = f"Expected {description[:240]} - at `${found.group(1)}`"
     text = text.replace(_END_GUARD.replace("\\", "\\\\"), "$")  # (msgspec quotes it as a repr)
     if text.startswith("Expected `object`, got") and " - at `" not in text:  # the body itself
         return HttpError(*codes.not_object, "request body must be a JSON object")
@@ -355,10 +364,9 @@ def validation_error(text: str, codes: ErrorCodes = CUSTOMER_CODES) -> HttpError
         return HttpError(400, "missing_field", text[:200])
     if ", got `" in text or text.startswith("Expected `object`"):
         return HttpError(400, "invalid_type", text[:200])
-    found = _PATH.search(text)
     field = ""
     if found:
         names = re.findall(r"\.([A-Za-z_]+)", found.group(1))
         field = names[-1] if names else ""
     status, code = codes.fields.get(field, codes.other)
-    return HttpError(status, code, text[:200])
+    return HttpError(status, code, text[:300])

@@ -83,14 +83,31 @@ def test_no_documented_pattern_lets_a_trailing_newline_through(document, data):
         assert re.search(pattern, value + "\n") is None, pattern
 
 
-def test_a_refused_format_is_quoted_as_the_document_publishes_it():
-    """The end guard ``schemas.whole`` adds for Python's ``re`` is not what a client reads in the
-    document, so an error message quotes the pattern without it."""
+def test_a_refused_format_is_explained_as_the_document_describes_it_not_by_its_regex():
+    """A customer cannot act on "Expected `str` matching regex '^\\+…'"; the message says what the
+    published document says about the field instead, and still names where (nested fields too)."""
     from engine.http import schemas
     from engine.http.errors import HttpError
 
-    with pytest.raises(HttpError) as refused:
-        schemas.decode(b'{"to": "4915112345678", "from": "ACME", "body": "hi"}',
-                       schemas.MessageRequest)
-    assert refused.value.code == "invalid_number"
-    assert "(?!" not in refused.value.message and "[0-9]{1,15}$'" in refused.value.message
+    doc = openapi.customer_document()
+    props = doc["components"]["schemas"]["MessageRequest"]["properties"]
+    for body, where in [(b'{"to": "4915112345678", "from": "ACME", "body": "hi"}', "`$.to`"),
+                        (b'{"messages": [{"to": "+4915112345678", "from": "ACME", "body": "hi"}, '
+                         b'{"to": "0", "from": "ACME", "body": "hi"}]}', "`$.messages[1].to`")]:
+        kind = schemas.BatchRequest if b"messages" in body else schemas.MessageRequest
+        with pytest.raises(HttpError) as refused:
+            schemas.decode(body, kind)
+        assert refused.value.code == "invalid_number"
+        message = refused.value.message
+        assert message == f"Expected {props['to']['description']} - at {where}"
+        assert "regex" not in message and "[0-9]" not in message
+
+
+@pytest.mark.parametrize("document", [openapi.customer_document, openapi.control_document],
+                         ids=["customer", "control"])
+def test_every_documented_body_pattern_has_a_description_to_explain_a_refusal(document):
+    """(What the test above relies on for every field: without one the regex would be quoted.)"""
+    doc = document()
+    patterned = _patterned(doc["components"]["schemas"], {}, {})
+    assert patterned
+    assert [p for p, node in patterned.items() if not node.get("description")] == []
