@@ -17,7 +17,10 @@ uses a new key.
 
 Records are keyed by a keyed HMAC of (account id, ``Idempotency-Key``) under the same secret, never by the
 key itself: clients often put an order number or a phone number in it, a natural key that identifies a
-person.
+person. The answer itself is sealed (AES-256-GCM) under the account's data key, with the record key as AAD:
+it echoes the client's ``client_ref`` (as sensitive as the ``Idempotency-Key``, and sealed with the message
+record everywhere else), and erasing the account destroys that key, so no answer of an erased account can
+be read or replayed again. An answer that cannot be opened is treated like an interrupted request (409).
 
 *Durable:* pending records and answers are written through the group committer and awaited before the
 engine is called / before the answer goes out. *Writers:* the committer thread and :meth:`sweep`.
@@ -29,13 +32,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+from collections.abc import Callable
 from typing import NamedTuple
 
 import lmdb
 import msgpack
 
+from engine.errors import CorruptRecord, KeyUnavailable
 from engine.http.errors import HttpError
 from engine.http.store import GroupCommitter, Put
+from storage.crypto import Sealer
 
 DB = b"idempotency"
 KEEP_SECONDS = 86400
@@ -66,8 +72,15 @@ def request_hash(body: bytes, secret: bytes) -> bytes:
 class IdempotencyStore:
     """Stored first answers by (account, key), plus the keys currently being processed."""
 
-    def __init__(self, env: lmdb.Environment, committer: GroupCommitter, secret: bytes = b"") -> None:
+    def __init__(self, env: lmdb.Environment, committer: GroupCommitter, secret: bytes = b"", *,
+                 sealer_for: Callable[[str], Sealer] | None = None) -> None:
+        """``sealer_for(account_id)``: the account's data key (``KeyUnavailable`` once it is erased). A
+        stand-in engine without account keys gets one per-process key for every account."""
         self._env = env
+        if sealer_for is None:
+            process_key = Sealer(os.urandom(32))
+            sealer_for = lambda _account_id: process_key  # noqa: E731
+        self._sealer_for = sealer_for
         self._db = env.open_db(DB)
         self._committer = committer
         if committer is not None:
@@ -84,7 +97,7 @@ class IdempotencyStore:
         k = self._key(account_id, key)
         with self._env.begin() as txn:
             raw = txn.get(k, db=self._db)
-        stored = StoredAnswer(*msgpack.unpackb(raw)) if raw is not None else None
+        stored = self._open(account_id, k, raw) if raw is not None else None
         busy = self._in_progress.get(k)
         first_hash = stored.request_hash if stored is not None else busy
         if first_hash is not None and first_hash != body_hash:
@@ -118,8 +131,21 @@ class IdempotencyStore:
 
     async def store(self, account_id: str, key: str, answer: StoredAnswer) -> None:
         """Make the answer durable (awaits the group commit)."""
-        await self._committer.write([Put(DB, self._key(account_id, key),
-                                         msgpack.packb(list(answer)))])
+        k = self._key(account_id, key)
+        if answer.body:
+            answer = answer._replace(body=self._sealer_for(account_id).seal(answer.body, k))
+        await self._committer.write([Put(DB, k, msgpack.packb(list(answer)))])
+
+    def _open(self, account_id: str, k: bytes, raw: bytes) -> StoredAnswer:
+        """The stored record with its answer opened; one that cannot be opened (the account's key is
+        gone, or the record is damaged) reads as pending: its outcome is unknown to this process."""
+        stored = StoredAnswer(*msgpack.unpackb(raw))
+        if stored.status == PENDING or not stored.body:
+            return stored
+        try:
+            return stored._replace(body=self._sealer_for(account_id).open(stored.body, k))
+        except (KeyUnavailable, CorruptRecord):
+            return stored._replace(status=PENDING, body=b"")
 
     def sweep(self, now: float) -> int:
         """Delete records older than 24 hours; return how many."""

@@ -19,6 +19,7 @@ import ssl
 import sys
 import threading
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -47,6 +48,8 @@ from engine.http.store import GroupCommitter, open_http_env
 from engine.http.tokens import TokenStore, ensure_first_token
 from engine.http.webhook_feed import Stored, WebhookFeed
 from engine.http.webhooks import RetryPolicy, WebhookDispatcher
+from storage.account_keys import DATA
+from storage.crypto import Sealer
 from storage.datadir import startup_error
 
 log = logging.getLogger(__name__)
@@ -61,6 +64,14 @@ def _local_secret(engine: Any, name: str) -> bytes:
     """A persistent secret of the engine's key folder (a per-process one for a stand-in engine)."""
     runtime = getattr(engine, "runtime", None)
     return runtime.local_secret(name) if runtime is not None else os.urandom(32)
+
+
+def _account_sealers(engine: Any) -> Callable[[str], Sealer] | None:
+    """Each account's data key (what the idempotency answers are sealed under, so erasure reaches
+    them); None for a stand-in engine without account keys."""
+    runtime = getattr(engine, "runtime", None)
+    keys = getattr(runtime, "account_keys", None)
+    return None if keys is None else (lambda account_id: keys.sealer(account_id, DATA))
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext:
@@ -224,7 +235,9 @@ class HttpServers:
         secret = _local_secret(self.engine, "idempotency")
         ctx = HttpContext(engine=self.engine, http=http, committer=committer,
                           requestlog=RequestLog(env, committer),
-                          idempotency=IdempotencyStore(env, committer, secret), tokens=TokenStore(env),
+                          idempotency=IdempotencyStore(env, committer, secret,
+                                                       sealer_for=_account_sealers(self.engine)),
+                          tokens=TokenStore(env),
                           limiter=Gcra(rate, int(burst)), metrics=metrics,
                           audit=_audit_log(env), tls=bool(http.tls_cert and http.tls_key),
                           destinations=DestinationGuard(bool(http.webhook_allow_private_networks)),

@@ -238,3 +238,33 @@ def test_a_first_write_to_a_database_while_a_commit_holds_the_write_lock_does_no
         proc.communicate()
         raise AssertionError("the HTTP store froze: a first write waited on the commit's lock") from None
     assert proc.returncode == 0 and out.strip() == "ok", err
+
+
+def test_a_stored_answer_is_sealed_under_its_accounts_key_and_unreadable_once_that_key_is_gone(
+        env, tmp_path):
+    """The answer echoes the client's reference (policy 9: at rest only encrypted); erasing the account
+    destroys its key (policy 7.1), after which the answer is never replayed, to anyone."""
+    from engine.errors import KeyUnavailable
+    from storage.crypto import Sealer
+
+    keys = {"acc_a": Sealer(os.urandom(32)), "acc_b": Sealer(os.urandom(32))}
+
+    def sealer_for(account_id: str) -> Sealer:
+        if account_id not in keys:
+            raise KeyUnavailable(account_id)
+        return keys[account_id]
+
+    async def scenario():
+        store = IdempotencyStore(env, GroupCommitter(env), SECRET, sealer_for=sealer_for)
+        h = request_hash(b"{}", SECRET)
+        answer = StoredAnswer(h, 202, b'{"client_ref":"REFMARKER-jane"}', 1.0)
+        await store.store("acc_a", "k", answer)
+        assert store.lookup("acc_a", "k", h) == answer
+        del keys["acc_a"]  # erased: its data key is shredded
+        with pytest.raises(HttpError) as gone:
+            store.lookup("acc_a", "k", h)
+        assert (gone.value.status, gone.value.code) == (409, "idempotency_outcome_unknown")
+
+    asyncio.run(scenario())
+    env.sync(True)
+    assert b"REFMARKER" not in (tmp_path / "http" / "data.mdb").read_bytes()
