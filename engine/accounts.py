@@ -12,7 +12,7 @@ import hashlib
 import re
 import secrets
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 from engine import apikeys
 from engine import messages as m
@@ -280,14 +280,30 @@ class AccountManager:
         self.runtime.core_env.sync(True)
 
     def export_account(self, account_id: str, *, actor: str = "embedding-api") -> dict:
-        """Access and portability: everything held about the account, machine-readable, no secrets."""
+        """Access and portability: everything held about the account, machine-readable, no secrets.
+
+        Besides the record, its messages' metadata and its ledger rows, that is the rest of what policy
+        2.1 collects about a holder and the engine keeps elsewhere: the API keys' metadata (ids, hints,
+        when created, last used and revoked; never a key), the support correspondence that names the
+        account, and the record of its own data-subject requests."""
         rec = self.accounts.get(account_id)
         self._audit(actor, "export_account", account_id)
         self.runtime.sync_ledger()
         messages = [r.to_dict() for r in self.runtime.shards.records_for_account(account_id)]
         ledger = [e._asdict() for e in self.runtime.ledger_store.entries(account_id)]
         return {"account": rec.public_view(), "messages": messages, "ledger": ledger,
-                "balance_micro_usd": self.runtime.ledger_store.balance(account_id)}
+                "balance_micro_usd": self.runtime.ledger_store.balance(account_id),
+                "api_keys": self.api_keys(account_id), **self._privacy_records(account_id)}
+
+    def _privacy_records(self, account_id: str) -> dict:
+        """The account's support cases and data-subject requests (kept in the privacy stores)."""
+        privacy = getattr(self, "privacy", None)
+        if privacy is None:  # not started yet (the engine opens it after the runtime)
+            return {"support_cases": [], "privacy_requests": []}
+        cases = [asdict(c) for c in privacy.support.all() if c.account_id == account_id]
+        requests = [asdict(r) for r in privacy.requests.store.all() if r.account_id == account_id]
+        return {"support_cases": sorted(cases, key=lambda c: c["opened_at"]),
+                "privacy_requests": sorted(requests, key=lambda r: r["received_at"])}
 
     def rectify_account(self, account_id: str, *, email: str, actor: str = "embedding-api") -> None:
         if not isinstance(email, str) or not _EMAIL.fullmatch(email):

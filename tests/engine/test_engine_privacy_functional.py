@@ -109,6 +109,34 @@ def test_export_gives_everything_held_about_an_account_without_secrets(engine):
     assert kinds == ["debit", "debit", "deposit"]
 
 
+def test_export_also_gives_the_holders_keys_support_correspondence_and_requests_and_no_one_elses(
+        engine):
+    """Policy 7.1 access/portability covers everything 2.1 lists as collected: the account's API keys
+    (metadata, never the key), its support correspondence, and the record of its own privacy
+    requests; another account's are not in it."""
+    acc, other = _account(engine), _account(engine, email="other@example.com")
+    spare = engine.create_api_key(acc.id)
+    engine.revoke_api_key(acc.id, spare.id)
+    support = engine.privacy.support
+    case = support.open("double charge", "SUPPORTMARKER my invoice", opened_by="support:bob",
+                        account_id=acc.id)
+    support.add_message(case.id, "out", "refunded", "support:bob")
+    support.open("other's case", "OTHERMARKER", opened_by="support:bob", account_id=other.id)
+    mine = engine.privacy.requests.register(acc.id, "access", actor="privacy:carol")
+    engine.privacy.requests.register(other.id, "erasure", actor="privacy:carol")
+
+    export = engine.export_account(acc.id)
+
+    keys = {k["id"]: k for k in export["api_keys"]}
+    assert len(keys) == 2 and keys[spare.id]["revoked_at"] and keys[spare.id]["hint"] == spare.hint
+    assert spare.api_key not in repr(export) and acc.api_key not in repr(export)
+    [exported_case] = export["support_cases"]
+    assert exported_case["id"] == case.id
+    assert [msg[3] for msg in exported_case["messages"]] == ["SUPPORTMARKER my invoice", "refunded"]
+    assert [r["id"] for r in export["privacy_requests"]] == [mine.id]
+    assert "OTHERMARKER" not in repr(export) and other.id not in repr(export)
+
+
 def test_rectification_restriction_and_objection_take_effect(engine):
     acc = _account(engine)
     engine.rectify_account(acc.id, email="new@example.com")
