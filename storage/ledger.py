@@ -65,11 +65,12 @@ from storage.ledger_entries import (
 )
 from storage.ledger_scan import LedgerSnapshot, chunks
 from storage.ledger_write import SPAN, BatchWrite, NaturalKeys, Posting, Written
+from storage.retention import RETENTION
 
 __all__ = ["ADJUSTMENT", "DEBIT", "DEPOSIT", "REFUND", "RETENTION_SECONDS", "BalanceRow", "LedgerEntry",
            "LedgerSnapshot", "LedgerStore", "LowBalance", "Posting", "Written"]
 
-RETENTION_SECONDS = 7 * 365 * 86400
+RETENTION_SECONDS = RETENTION["billing_ledger"].seconds  # 7 calendar years (storage.retention)
 _T = 16  # account token bytes
 
 

@@ -21,11 +21,20 @@ from typing import Protocol, runtime_checkable
 
 from engine.errors import ConfigError
 
-__all__ = ["RETENTION", "RetentionRule", "Start", "Sweepable", "cutoff", "due_at", "operator_view",
-           "with_body_ttl"]
+__all__ = ["RETENTION", "RetentionRule", "Start", "Sweepable", "calendar_years", "cutoff", "due_at",
+           "operator_view", "with_body_ttl"]
 
 DAY = 86400
-YEAR = 365 * DAY
+YEAR = 365 * DAY  # the engine's own rows (no period in the policy): a nominal year
+
+
+def calendar_years(n: int) -> int:
+    """The longest ``n`` calendar years can be, in seconds (365 days each plus every leap day they may
+    span: one per started four years). The policy's periods in years are a minimum the law sets (the
+    ledger) or a promise to keep (support correspondence); ``n * 365`` days would end them a day or two
+    early whenever a 29 February falls inside, so a row due after this many seconds has always been held
+    its full ``n`` years, and at most two days longer."""
+    return n * YEAR + -(-n // 4) * DAY
 
 
 class Start(StrEnum):
@@ -62,7 +71,7 @@ _ROWS = (
                   "Debugging, abuse investigation", "engine.http request log (Sweepable)"),
     RetentionRule("account_records", 90 * DAY, Start.CLOSURE, "Active plus 90 days after closure",
                   "Reactivation, post-closure support", "storage.accounts (Sweepable)"),
-    RetentionRule("billing_ledger", 7 * YEAR, Start.WRITTEN, "7 years",
+    RetentionRule("billing_ledger", calendar_years(7), Start.WRITTEN, "7 years",
                   "AML / tax / audit requirements applicable to payment-handling entities",
                   "storage.ledger (Sweepable; on erasure the identifiers are shredded, amounts kept)"),
     RetentionRule("staff_access_audit_logs", YEAR, Start.WRITTEN,
@@ -76,7 +85,7 @@ _ROWS = (
                   "trail; its reason and reference are sealed under a key shredded with it",
                   "storage.holds.Holds (Sweepable); a debugging window's notes are shredded at once "
                   "when its account is erased"),
-    RetentionRule("balances_of_deleted_accounts", 7 * YEAR, Start.LAST_ENTRY,
+    RetentionRule("balances_of_deleted_accounts", calendar_years(7), Start.LAST_ENTRY,
                   "With the ledger: deleted with the account's last entry (7 years)",
                   "A balance is derived from ledger entries; once the account is deleted and its last "
                   "entry swept, nothing is left to account for",
@@ -87,7 +96,7 @@ _ROWS = (
                   "A control-port credential nobody uses is a risk, not a convenience; a revoked token "
                   "is deleted at revocation",
                   "engine.http.tokens.TokenStore (Sweepable)"),
-    RetentionRule("support_correspondence", YEAR, Start.RESOLUTION, "Resolution + 1 year",
+    RetentionRule("support_correspondence", calendar_years(1), Start.RESOLUTION, "Resolution + 1 year",
                   "Audit, recurrence detection",
                   "storage.support.SupportCases (Sweepable): cases held on the control port"),
     RetentionRule("data_subject_requests", YEAR, Start.RESOLUTION,

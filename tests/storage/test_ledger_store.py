@@ -291,3 +291,16 @@ def test_entries_are_encrypted_on_disk(tmp_path):
     store.apply([(DEPOSIT, "acc_a", 10, "0xfeed", 1.0, "tron", "TWalletAddressVisible")])
     store.env.close()
     assert b"TWalletAddressVisible" not in (tmp_path / "core" / "data.mdb").read_bytes()
+
+
+def test_a_ledger_entry_is_kept_seven_calendar_years_not_seven_times_365_days(tmp_path):
+    """Policy 6/7.1: 1 March 2020 + 7 × 365 days is 28 February 2027, a day short of 7 years."""
+    from datetime import UTC, datetime
+
+    ledger = open_ledger(tmp_path)
+    account = fresh("acc", ledger)
+    written = datetime(2020, 3, 1, 12, tzinfo=UTC).timestamp()
+    ledger.apply([(DEPOSIT, account, 10, "0xa", written, "tron", "T")])
+    assert ledger.sweep(datetime(2027, 2, 28, 13, tzinfo=UTC).timestamp()) == 0
+    assert ledger.sweep(datetime(2027, 3, 3, 13, tzinfo=UTC).timestamp()) == 1
+    ledger.env.close()

@@ -23,12 +23,12 @@ DAY = 86400
 def test_the_table_has_one_row_per_policy_category_with_the_policys_periods():
     assert {c: r.seconds for c, r in RETENTION.items()} == {
         "message_bodies": DAY, "delivery_receipt_metadata": 90 * DAY, "api_request_logs": 90 * DAY,
-        "account_records": 90 * DAY, "billing_ledger": 7 * 365 * DAY,
-        "support_correspondence": 365 * DAY,
+        "account_records": 90 * DAY, "billing_ledger": (7 * 365 + 2) * DAY,  # the longest 7 years
+        "support_correspondence": 366 * DAY,
         # the engine's own rows: the policy gives no period
         "staff_access_audit_logs": 365 * DAY, "data_subject_requests": 365 * DAY,
         "security_incidents": 5 * 365 * DAY, "outbound_mail": 3 * DAY,
-        "ended_retention_exceptions": 365 * DAY, "balances_of_deleted_accounts": 7 * 365 * DAY,
+        "ended_retention_exceptions": 365 * DAY, "balances_of_deleted_accounts": (7 * 365 + 2) * DAY,
         "operator_tokens": 90 * DAY, "webhook_events": DAY,
     }
     assert RETENTION["support_correspondence"].start is Start.RESOLUTION
@@ -87,3 +87,19 @@ def test_a_store_with_a_sweep_method_satisfies_sweepable():
             return 0
 
     assert isinstance(Logs(), Sweepable)
+
+
+@pytest.mark.parametrize("category, years", [("billing_ledger", 7), ("balances_of_deleted_accounts", 7),
+                                             ("support_correspondence", 1)])
+def test_a_period_in_years_never_ends_before_that_many_calendar_years(category, years):
+    """Policy 6 counts the ledger (a legal minimum, 7.1's carve-out) and support correspondence in
+    years, not in 365-day units: a row written on 1 March 2020 must still be held on 28 February 2027,
+    when 7 × 365 days have passed but 7 years have not (2024 has a 29 February)."""
+    from datetime import UTC, datetime
+
+    for year in range(2019, 2031):
+        for month, day in ((1, 1), (2, 28), (3, 1), (12, 31)):
+            start = datetime(year, month, day, 12, tzinfo=UTC)
+            anniversary = start.replace(year=year + years)
+            assert due_at(category, start.timestamp()) >= anniversary.timestamp(), start
+            assert due_at(category, start.timestamp()) <= anniversary.timestamp() + 2 * DAY
