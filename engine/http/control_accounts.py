@@ -162,6 +162,9 @@ async def list_holds(request: web.Request) -> web.Response:
 async def place_hold(request: web.Request) -> web.Response:
     ctx: HttpContext = request.app[CTX]
     body = await read_body_as(request, cs.HoldRequest)  # id shapes included (400 invalid_id)
+    if body.kind == "debug_window":  # policy 2.3(b): only the customer opts in (POST /v1/debug-window)
+        raise HttpError(403, "forbidden", "a debugging window is the customer's own opt-in "
+                        "(customer API: POST /v1/debug-window); staff place legal holds and lawful orders")
     place = _engine_method(ctx, "place_hold")
 
     def call() -> Any:

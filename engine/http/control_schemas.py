@@ -143,8 +143,9 @@ class Objection(Strict):
 
 
 class HoldRequest(Strict):
-    """A retention exception. A legal hold names ``message_ids``; a debugging window or a lawful order
-    names ``account_id`` (else 400 invalid_request: a rule across fields, checked by the engine)."""
+    """A retention exception. A legal hold names ``message_ids``; a lawful order names ``account_id``
+    and/or ``message_ids`` (else 400 invalid_request: a rule across fields, checked by the engine). A
+    debugging window is the customer's own opt-in: refused here (403), opened on the customer API."""
 
     kind: HoldKind
     reason: Annotated[str, Meta(min_length=1)]

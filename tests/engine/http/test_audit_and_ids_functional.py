@@ -95,7 +95,7 @@ def test_every_path_parameter_of_every_route_has_a_declared_id_shape(running):
 @pytest.mark.parametrize("account_id", ["", "x", "acc_" + "0" * 600, 7])
 def test_a_hold_with_a_malformed_account_id_is_400_not_500(running, privacy, account_id):
     status, _, body = privacy.request("POST", "/v1/holds", {
-        "kind": "debug_window", "reason": "r", "reference": "ref", "until": time.time() + 60,
+        "kind": "lawful_order", "reason": "r", "reference": "ref", "until": time.time() + 60,
         "account_id": account_id})
     assert status == 400, body
 

@@ -48,3 +48,18 @@ def test_opening_a_window_needs_an_api_key(running):
     status, _, _ = Client(running.http.customer_port).request("POST", "/v1/debug-window",
                                                               {"hours": 1})
     assert status == 401
+
+
+def test_staff_cannot_open_a_debugging_window_on_a_customers_account(running, account):
+    """Policy 2.3(b) is the customer's explicit opt-in: the control port places legal holds and lawful
+    orders (exceptions a and c), never a debugging window in the customer's name."""
+    import time
+
+    privacy = Client(running.http.control_port,
+                     running.http.ctx.tokens.create("debug-window-staff", {"privacy"}))
+    before = [h for h in running.active_holds() if h["account_id"] == account.id]
+    status, _, err = privacy.request("POST", "/v1/holds", {
+        "kind": "debug_window", "reason": "support wants the bodies", "reference": "T-1",
+        "until": time.time() + 3600, "account_id": account.id})
+    assert status == 403 and err["error"]["code"] == "forbidden"
+    assert [h for h in running.active_holds() if h["account_id"] == account.id] == before
