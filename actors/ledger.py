@@ -40,7 +40,7 @@ from storage.ledger import ADJUSTMENT, DEBIT, DEPOSIT, REFUND, LedgerStore, LowB
 log = logging.getLogger(__name__)
 
 DEBIT_BATCH = 4096  # queued debits written at once, without waiting for more
-DEBIT_WAIT_S = 0.005  # the longest a debit waits for others to share its transaction
+DEBIT_WAIT_S = 0.05  # the longest a debit waits for others to share its transaction (README: Billing)
 
 
 class LedgerActor(DispatchedActor):
