@@ -57,6 +57,7 @@ class SmscConfig:
     receipt_tlvs: bool = False  # also send receipted_message_id / message_state TLVs
     receipt_date_digits: int = 10
     receipt_text_label: str = "text:"
+    resp_tlvs: dict[int, bytes] = field(default_factory=dict)  # TLVs appended to each submit_sm_resp
     answer: bool = True  # False: read and count everything, answer nothing
     close_after_submits: int | None = None  # one-shot: drop every connection at the N-th submit
     close_every_submits: int | None = None  # drop every connection at every N-th submit
@@ -282,6 +283,7 @@ class SimulatedSmsc:
         )
         self.counters[f"status_0x{status:02x}"] += 1
         resp = p.response_to(pdu, status, message_id=mid)
+        resp.tlvs.update(cfg.resp_tlvs)
         want_receipt = status == p.ESME_ROK and cfg.receipts and pdu.get("registered_delivery", 0)
         receipt = self._receipt_for(pdu, n, mid) if want_receipt else None
         copies = 2 if cfg.duplicate_receipt_rate and self._rng.random() < cfg.duplicate_receipt_rate \

@@ -134,9 +134,13 @@ COMMAND_NAMES = {
 for _cid, _name in list(COMMAND_NAMES.items()):
     if _cid != GENERIC_NACK:
         COMMAND_NAMES[_cid | RESP] = _name + "_resp"
-# Commands whose body may carry TLVs after the mandatory parameters.
+# Commands whose body may carry TLVs after the mandatory parameters. The submit_sm and deliver_sm
+# responses are among them: SMPP 5.0 gives them TLVs (additional_status_info_text,
+# delivery_failure_reason, network_error_code) and SMSCs that speak 3.4 send them too. Refusing one
+# would close the bind and get every submit it had accepted sent again.
 _TAKES_TLVS = frozenset(
-    {SUBMIT_SM, DELIVER_SM, BIND_RECEIVER | RESP, BIND_TRANSMITTER | RESP, BIND_TRANSCEIVER | RESP}
+    {SUBMIT_SM, DELIVER_SM, SUBMIT_SM | RESP, DELIVER_SM | RESP,
+     BIND_RECEIVER | RESP, BIND_TRANSMITTER | RESP, BIND_TRANSCEIVER | RESP}
 )
 
 

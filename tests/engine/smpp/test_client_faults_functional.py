@@ -153,3 +153,25 @@ def test_wrong_credentials_keep_the_carrier_unavailable_and_count_refusals():
 
     c, h = asyncio.run(run())
     assert not c.available and h.states == []
+
+
+def test_submit_sm_resps_that_carry_optional_tlvs_are_read_and_the_bind_stays_up():
+    """SMSCs speaking SMPP 5.0 (and some 3.4 vendors) append TLVs such as additional_status_info_text
+    (0x001D) to ``submit_sm_resp``; the answer must still count - not close the bind and get the
+    accepted parts resubmitted."""
+    config = SmscConfig(seed=1, resp_tlvs={0x001D: b"queued\x00"}, part_script={1: [0x0B]})
+
+    async def run():
+        async with Harness(config) as h:
+            total = h.submit([(f"t{i}", f"+4915100{i:05d}", "ACME", "x") for i in range(5)])
+            await h.until(lambda: len(h.responses) == total)
+            ok = [r for r in h.responses if r.outcome == "ok"]
+            await h.until(lambda: len(h.receipts) == len(ok))
+            return h, total
+
+    h, total = asyncio.run(run())
+    outcomes = sorted((r.outcome, r.error) for r in h.responses)
+    assert outcomes == [("ok", "")] * (total - 1) + [("reject", "ESME_RINVDSTADR")]
+    assert all(r.carrier_message_id for r in h.responses if r.outcome == "ok")
+    assert len(h.smsc.parts) == total  # nothing sent twice
+    assert h.smsc.counters["connections"] == 1 and h.connector.reconnects == 0

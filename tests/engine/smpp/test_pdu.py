@@ -148,3 +148,10 @@ def test_status_names_cover_the_retryable_codes():
     assert p.status_name(0x58) == "ESME_RTHROTTLED"
     assert p.status_name(0x14) == "ESME_RMSGQFUL"
     assert p.status_name(0xAB) == "0x000000ab"
+
+
+def test_a_submit_sm_resp_with_tlvs_after_its_message_id_decodes_with_them():
+    raw = p.encode_pdu(p.Pdu(p.SUBMIT_SM | p.RESP, 3, 0, {"message_id": "a1"}))
+    tlv = struct.pack(">HH", 0x001D, 3) + b"ok\x00"  # additional_status_info_text
+    got = p.decode_pdu(struct.pack(">I", len(raw) + len(tlv)) + raw[4:] + tlv)
+    assert (got.params, got.tlvs) == ({"message_id": "a1"}, {0x001D: b"ok\x00"})
