@@ -189,6 +189,13 @@ class SimulatedSmsc:
         for s in list(self._sessions):
             s.writer.write(bad)
 
+    def send_receipt_text(self, text: bytes) -> None:
+        """Send each receiving session a receipt ``deliver_sm`` with exactly this text (a vendor's odd
+        receipt, for tests); it is resent after a reconnect until answered, like every receipt."""
+        receipt = p.Pdu(p.DELIVER_SM, 0, 0, {"esm_class": 0x04, "short_message": text})
+        for s in list(self._sessions):
+            self._deliver(s, receipt)
+
     @property
     def bound_sessions(self) -> int:
         return sum(1 for s in self._sessions if s.mode)

@@ -81,7 +81,7 @@ def is_receipt(pdu: Pdu) -> bool:
 def normalise_state(raw: str) -> str:
     """``DELIVRD`` for ``delivrd``/``DELIVERED``/``2``; ``UNKNOWN`` for anything unrecognised."""
     s = raw.strip().upper()
-    if s.isdigit():
+    if _is_digits(s):
         return STATE_BY_CODE.get(int(s), "UNKNOWN")
     s = _STATE_ALIASES.get(s, s)
     return s if s in CODE_BY_STATE else "UNKNOWN"
@@ -142,7 +142,7 @@ def format_receipt_text(
 
 def parse_smpp_date(raw: str) -> float | None:
     """Unix seconds (UTC) of a ``YYMMDDhhmm`` or ``YYMMDDhhmmss`` date; None when it is not one."""
-    if len(raw) not in (10, 12) or not raw.isdigit():
+    if len(raw) not in (10, 12) or not _is_digits(raw):
         return None
     parts = [int(raw[i : i + 2]) for i in range(0, len(raw), 2)] + ([0] if len(raw) == 10 else [])
     yy, mo, dd, hh, mi, ss = parts
@@ -152,6 +152,12 @@ def parse_smpp_date(raw: str) -> float | None:
         return float(calendar.timegm((2000 + yy, mo, dd, hh, mi, ss, 0, 0, 0)))
     except (ValueError, OverflowError):
         return None
+
+
+def _is_digits(s: str) -> bool:
+    """ASCII digits only. ``str.isdigit`` also accepts ``"²"`` (latin-1 0xB2, so it can come off the
+    wire), which ``int()`` refuses with a ValueError that would escape the reader."""
+    return s.isascii() and s.isdigit()
 
 
 def canonical_id(message_id: str) -> str:
@@ -164,7 +170,7 @@ def id_keys(message_id: str) -> list[str]:
     c = canonical_id(message_id)
     keys = [c]
     if len(c) <= 40:
-        if c.isdigit():
+        if _is_digits(c):
             keys.append(format(int(c), "x"))
         if _HEX.issuperset(c):
             keys.append(str(int(c, 16)))

@@ -175,3 +175,25 @@ def test_submit_sm_resps_that_carry_optional_tlvs_are_read_and_the_bind_stays_up
     assert all(r.carrier_message_id for r in h.responses if r.outcome == "ok")
     assert len(h.smsc.parts) == total  # nothing sent twice
     assert h.smsc.counters["connections"] == 1 and h.connector.reconnects == 0
+
+
+@pytest.mark.parametrize("field", ["id", "stat"])
+def test_a_receipt_with_a_superscript_digit_is_refused_or_held_and_the_bind_keeps_working(field):
+    """``"²".isdigit()`` is true but ``int("²")`` raises: a latin-1 0xB2 in a receipt's id or state
+    must not escape as a ValueError (it ended the bind's task for good: the carrier never came back)."""
+    text = {"id": b"id:1\xb2 stat:DELIVRD err:000", "stat": b"id:77 stat:\xb2 err:000"}[field]
+
+    async def run():
+        async with Harness(SmscConfig(seed=1, receipts=False), bind_wait_seconds=0.5) as h:
+            h.submit([("a", "+491510000001", "ACME", "hi")])  # a receipt awaited: ids are looked up
+            await h.until(lambda: h.responses)
+            h.smsc.send_receipt_text(text)
+            await h.until(lambda: h.smsc.counters["deliver_sm_resp"] == 1)
+            h.submit([("b", "+491510000002", "ACME", "hi")])
+            await h.until(lambda: len(h.responses) == 2)
+            return h
+
+    h = asyncio.run(run())
+    assert [(r.ref, r.outcome) for r in h.responses] == [("a", "ok"), ("b", "ok")]
+    assert h.receipts == []  # matched to nothing
+    assert h.smsc.counters["connections"] == 1 and h.connector.reconnects == 0

@@ -188,3 +188,10 @@ class IdIndexMachine(RuleBasedStateMachine):
 
 
 TestIdIndexMachine = IdIndexMachine.TestCase
+
+
+@pytest.mark.parametrize("odd", ["\xb2", "\xb3", "\xb9", "1\xb2"])  # latin-1 superscripts: isdigit()
+def test_ids_states_and_dates_with_superscript_digits_do_not_raise(odd):
+    assert r.id_keys(odd) == [odd]
+    assert r.normalise_state(odd) == "UNKNOWN"
+    assert r.parse_smpp_date(odd * 10) is None
