@@ -13,6 +13,8 @@ Pacing: ``throughput`` caps submits per second; an ``ESME_RTHROTTLED`` (0x58) an
 (0.2 s, doubling per consecutive 0x58 up to 5 s) and halves its rate, which recovers as submits succeed.
 Malformed input from the SMSC is answered with ``generic_nack``; an unknown command leaves the bind up,
 anything else (truncated body, bad or oversized length) closes it and reconnects.
+An unexpected exception (a bug) is logged by type and place and handled like a dropped connection: the
+bind reconnects rather than ending for good.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import itertools
 import logging
 import random
 import ssl
+import traceback
 from typing import TYPE_CHECKING
 
 from engine.messages import OFFLINE, RETRY
@@ -99,6 +102,13 @@ class SmppBind:
                                 self._failures)
             except p.PduError as exc:
                 reason = f"pdu_{exc.kind}"
+            except Exception as exc:  # a bug of ours must not end this bind's task for good
+                reason = "internal_error"
+                frames = traceback.extract_tb(exc.__traceback__)
+                at = f"{frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames else "?"
+                # the type and the place only: an exception's text may quote what it was handling
+                log.error("smpp_bind_internal_error carrier=%s bind=%d error=%s at=%s",
+                          self.connector.name, self.index, type(exc).__name__, at)
             finally:
                 self._teardown(reason)
                 self.state, self.last_error = ("closed", self.last_error) if reason == "stopped" \

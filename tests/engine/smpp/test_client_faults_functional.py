@@ -197,3 +197,31 @@ def test_a_receipt_with_a_superscript_digit_is_refused_or_held_and_the_bind_keep
     assert [(r.ref, r.outcome) for r in h.responses] == [("a", "ok"), ("b", "ok")]
     assert h.receipts == []  # matched to nothing
     assert h.smsc.counters["connections"] == 1 and h.connector.reconnects == 0
+
+
+def test_an_unexpected_exception_in_a_bind_is_logged_and_the_bind_reconnects(caplog):
+    """Defence in depth for bugs like the one above: whatever escapes the reader must cost one
+    reconnect, not the bind's task (and a carrier with one bind) for good."""
+
+    async def run():
+        async with Harness(SmscConfig(seed=1, receipts=False), bind_wait_seconds=2.0) as h:
+            real, calls = h.connector.on_deliver, []
+
+            def on_deliver_with_a_bug(pdu):
+                calls.append(pdu)
+                if len(calls) == 1:
+                    raise RuntimeError("id:secret-looking text")
+                real(pdu)
+
+            h.connector.on_deliver = on_deliver_with_a_bug
+            h.smsc.send_receipt_text(b"id:1 stat:DELIVRD err:000")
+            await h.until(lambda: h.connector.reconnects == 1 and h.connector.available)
+            h.submit([("a", "+491510000001", "ACME", "hi")])
+            await h.until(lambda: h.responses)
+            return h
+
+    h = asyncio.run(run())
+    assert [(r.ref, r.outcome) for r in h.responses] == [("a", "ok")]
+    assert h.connector.stats()["errors"]["internal_error"] == 1
+    [line] = [r.getMessage() for r in caplog.records if "smpp_bind_internal_error" in r.getMessage()]
+    assert "error=RuntimeError" in line and "secret" not in line
