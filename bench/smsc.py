@@ -27,7 +27,7 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from bench.smsc_faults import DROP, PROFILES, SILENT, PartScript, part_number
+from bench.smsc_faults import DROP, PROFILES, SILENT, UNTERMINATED, PartScript, part_number
 from bench.smsc_receipts import receipt_id, receipt_pdu
 from engine.smpp import pdu as p
 from engine.smpp.stream import read_pdu
@@ -105,8 +105,11 @@ class _Session:
         return self.mode in ("transceiver", "transmitter")
 
     def send(self, pdu: p.Pdu) -> None:
+        self.send_raw(p.encode_pdu(pdu))
+
+    def send_raw(self, raw: bytes) -> None:
         if not self.writer.is_closing():
-            self.writer.write(p.encode_pdu(pdu))
+            self.writer.write(raw)
 
 
 _BIND_MODES = {
@@ -281,6 +284,9 @@ class SimulatedSmsc:
             self.counters["nacked"] += 1
             session.send(p.generic_nack(pdu.sequence, p.ESME_RSYSERR))
             return
+        if scripted == UNTERMINATED:
+            self._unterminated(session, pdu)
+            return
         status = self._choose_status(session) if scripted is None else int(scripted)
         n = next(self._ids)
         mid = format(n, "X") if cfg.id_format == "hex" else str(n)
@@ -329,6 +335,16 @@ class SimulatedSmsc:
                                        time.time()))
         if why == "scripted_" + DROP:
             session.writer.transport.abort()
+
+    def _unterminated(self, session: _Session, pdu: p.Pdu) -> None:
+        """Accept a part with a submit_sm_resp whose message_id has no NUL (framed correctly)."""
+        mid = str(next(self._ids))
+        self.counters["scripted_" + UNTERMINATED] += 1
+        self.parts.append(ReceivedPart(mid, p.ESME_ROK, session.system_id, pdu.params, pdu.tlvs,
+                                       time.time()))
+        raw = p.HEADER.pack(p.HEADER_LEN + len(mid), p.SUBMIT_SM | p.RESP, p.ESME_ROK,
+                            pdu.sequence) + mid.encode()
+        self._later(self._rng.uniform(*self.config.latency), session.send_raw, raw)
 
     def _choose_status(self, session: _Session) -> int:
         cfg = self.config

@@ -4,7 +4,8 @@ A **part script** answers particular parts a particular way, in order: ``{1: [0x
 the first part 1 (the UDH sequence number; a message sent whole is part 1) the SMSC sees with 0x58
 ESME_RTHROTTLED and the first part 2 with 0x0B ESME_RINVDSTADR; every later part gets the configured
 behaviour. Besides a command status an entry may be ``"drop"`` (close that connection as the part arrives,
-unanswered) or ``"silent"`` (read the part, never answer it). Tests use scripts to produce exact
+unanswered), ``"silent"`` (read the part, never answer it) or ``"unterminated"`` (accept it with a
+``submit_sm_resp`` whose message_id lacks its NUL terminator, as some SMSCs write it). Tests use scripts to produce exact
 situations - a permanent and a retryable error on two parts of one message, a throttled first part while
 the others wait - and count what the SMSC received.
 
@@ -23,6 +24,7 @@ from engine.smpp import pdu as p
 
 DROP = "drop"  # close the connection as this part arrives; it is never answered
 SILENT = "silent"  # read the part and never answer it
+UNTERMINATED = "unterminated"  # accept it; the resp's message_id has no NUL terminator
 
 HOSTILE = {
     "latency": (0.0, 0.02),

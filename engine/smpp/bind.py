@@ -11,8 +11,13 @@ within about a second of its SMSC); a successful bind resets the backoff.
 
 Pacing: ``throughput`` caps submits per second; an ``ESME_RTHROTTLED`` (0x58) answer pauses the whole bind
 (0.2 s, doubling per consecutive 0x58 up to 5 s) and halves its rate, which recovers as submits succeed.
-Malformed input from the SMSC is answered with ``generic_nack``; an unknown command leaves the bind up,
-anything else (truncated body, bad or oversized length) closes it and reconnects.
+Malformed input from the SMSC: a PDU whose ``command_length`` cannot be trusted (below 16, oversized,
+or the stream ends inside it) is answered ``generic_nack`` and closes the bind, which reconnects - the
+stream has lost its framing. A PDU with a good header and a bad body (unknown command, truncated or
+unterminated fields) was consumed whole, so the bind stays up: closing it would answer every part in
+flight ``offline`` and get parts the SMSC accepted sent twice. Such a request is answered
+``generic_nack``; a ``submit_sm_resp`` still answers its part by the header's status (without a message
+id: its receipt cannot be matched). Each is logged (kind, command, sequence; never the body).
 An unexpected exception (a bug) is logged by type and place and handled like a dropped connection: the
 bind reconnects rather than ending for good.
 """
@@ -213,15 +218,30 @@ class SmppBind:
             try:
                 pdu = await read_pdu(self._reader)
             except p.PduError as exc:
-                self._send(p.generic_nack(exc.sequence, exc.status))
-                if exc.fatal or exc.kind != "unknown_command":
+                if exc.fatal:
+                    self._send(p.generic_nack(exc.sequence, exc.status))
                     raise  # counted by run() as the reason the bind closed
-                self.connector.count_error(f"pdu_{exc.kind}")
+                self._last_rx = loop.time()
+                self._on_bad_pdu(exc)
                 continue
             if pdu is None:
                 raise BindClosed("peer_closed")
             self._last_rx = loop.time()
             self._dispatch(pdu)
+
+    def _on_bad_pdu(self, exc: p.PduError) -> None:
+        """A PDU read whole whose body (or command) we cannot use; the bind stays up (module doc)."""
+        self.connector.count_error(f"pdu_{exc.kind}")
+        cid = exc.command_id
+        log.warning("smpp_bad_pdu carrier=%s bind=%d command=%s seq=%s error=%s",
+                    self.connector.name, self.index,
+                    "unknown" if cid is None else p.COMMAND_NAMES.get(cid, f"0x{cid:08x}"),
+                    exc.sequence, exc)  # our own wording: kind and field, never the octets
+        if cid is not None and cid & p.RESP:  # a response (or a nack) is not answered
+            if cid == p.SUBMIT_SM | p.RESP and exc.sequence in self.inflight:
+                self._on_submit_resp(exc.sequence, exc.command_status, "")
+            return
+        self._send(p.generic_nack(exc.sequence, exc.status))
 
     def _dispatch(self, pdu: p.Pdu) -> None:
         cid = pdu.command_id

@@ -150,6 +150,8 @@ class PduError(CarrierError):
     ``kind``: ``bad_length`` | ``oversized`` | ``truncated`` | ``unknown_command`` | ``bad_field``.
     ``sequence`` is the header's sequence number when it could be read (for the ``generic_nack``),
     ``status`` the SMPP command_status to answer with, and ``fatal`` means the stream cannot be framed.
+    A body that does not parse after a good header also names the header's ``command_id`` and
+    ``command_status``: a response's status is readable even when its body is not.
     """
 
     code = "smpp_pdu_error"
@@ -163,6 +165,8 @@ class PduError(CarrierError):
         self.sequence = sequence
         self.status = status
         self.fatal = fatal
+        self.command_id: int | None = None
+        self.command_status = 0
 
 
 @dataclass(slots=True)
@@ -262,13 +266,17 @@ def decode_body(command_id: int, status: int, sequence: int, body: memoryview | 
     if not body and command_id & RESP and status != 0:
         # An error response may omit its body (SMPP 3.4 5.1.2.1 practice).
         return Pdu(command_id, sequence, status, defaults(command_id))
-    params, pos = _read_params(schema, body, sequence)
-    tlvs: dict[int, bytes] = {}
-    if pos < len(body):
-        if command_id not in _TAKES_TLVS:
-            raise PduError("bad_length", f"{len(body) - pos} octets after the body",
-                           sequence=sequence, status=ESME_RINVCMDLEN)
-        tlvs = _read_tlvs(body, pos, sequence)
+    try:
+        params, pos = _read_params(schema, body, sequence)
+        tlvs: dict[int, bytes] = {}
+        if pos < len(body):
+            if command_id not in _TAKES_TLVS:
+                raise PduError("bad_length", f"{len(body) - pos} octets after the body",
+                               sequence=sequence, status=ESME_RINVCMDLEN)
+            tlvs = _read_tlvs(body, pos, sequence)
+    except PduError as exc:
+        exc.command_id, exc.command_status = command_id, status
+        raise
     return Pdu(command_id, sequence, status, params, tlvs)
 
 

@@ -85,21 +85,62 @@ def test_a_generic_nack_to_a_submit_is_a_retry():
     assert (resp.outcome, resp.error) == ("retry", "generic_nack:ESME_RSYSERR")
 
 
-@pytest.mark.parametrize("kind", ["truncated", "oversized"])
-def test_a_malformed_pdu_from_the_smsc_closes_the_bind_which_reconnects(kind):
+def test_a_pdu_whose_length_cannot_be_trusted_closes_the_bind_which_reconnects():
     async def run():
         async with Harness(SmscConfig(seed=1, latency=(0.5, 0.5))) as h:
             total = h.submit(_bodies(3))
             await h.until(lambda: h.connector.submitted == total)
-            h.smsc.send_malformed(kind)
+            h.smsc.send_malformed("oversized")
             await h.until(lambda: len(h.responses) == total)
             await h.until(lambda: h.connector.available and h.smsc.counters["connections"] == 2)
             return h
 
     h = asyncio.run(run())
     assert {r.outcome for r in h.responses} == {"offline"}  # in flight when the bind closed
-    assert h.connector.stats()["errors"][f"pdu_{kind}"] == 1
+    assert h.connector.stats()["errors"]["pdu_oversized"] == 1
     assert h.smsc.counters["generic_nack"] == 1  # the connector told the SMSC before closing
+
+
+def test_a_deliver_sm_with_a_truncated_body_is_nacked_and_the_parts_in_flight_are_kept():
+    """Its command_length was right, so the stream is still framed: closing the bind would answer
+    every part in flight ``offline`` - parts the SMSC accepts - and get them sent twice (again after
+    each reconnect, when the SMSC resends the receipt it had no deliver_sm_resp for)."""
+
+    async def run():
+        async with Harness(SmscConfig(seed=1, latency=(0.3, 0.3), receipts=False)) as h:
+            total = h.submit(_bodies(3))
+            await h.until(lambda: h.connector.submitted == total)
+            h.smsc.send_malformed("truncated")
+            await h.until(lambda: len(h.responses) == total)
+            return h, total
+
+    h, total = asyncio.run(run())
+    assert {r.outcome for r in h.responses} == {"ok"}
+    assert len(h.smsc.parts) == total  # nothing sent twice
+    assert h.smsc.counters["connections"] == 1 and h.connector.reconnects == 0
+    assert h.smsc.counters["generic_nack"] == 1
+    assert h.connector.stats()["errors"]["pdu_truncated"] == 1
+
+
+def test_a_submit_sm_resp_whose_message_id_lacks_its_nul_is_ok_without_an_id():
+    """The header says the SMSC accepted the part (status 0); sending it again would duplicate it.
+    Only its receipt cannot be matched."""
+
+    async def run():
+        config = SmscConfig(seed=1, receipts=False, part_script={1: ["unterminated"]})
+        async with Harness(config) as h:
+            h.submit([("a", "+491510000001", "ACME", "hi")])
+            await h.until(lambda: h.responses)
+            h.submit([("b", "+491510000002", "ACME", "hi")])
+            await h.until(lambda: len(h.responses) == 2)
+            return h
+
+    h = asyncio.run(run())
+    assert [(r.ref, r.outcome) for r in h.responses] == [("a", "ok"), ("b", "ok")]
+    assert h.responses[0].carrier_message_id == "" and h.responses[1].carrier_message_id
+    assert len(h.smsc.parts) == 2 and h.smsc.counters["generic_nack"] == 0
+    assert h.smsc.counters["connections"] == 1 and h.connector.reconnects == 0
+    assert h.connector.stats()["errors"]["pdu_truncated"] == 1
 
 
 def test_an_unknown_command_from_the_smsc_is_nacked_and_the_bind_stays_up():

@@ -155,3 +155,11 @@ def test_a_submit_sm_resp_with_tlvs_after_its_message_id_decodes_with_them():
     tlv = struct.pack(">HH", 0x001D, 3) + b"ok\x00"  # additional_status_info_text
     got = p.decode_pdu(struct.pack(">I", len(raw) + len(tlv)) + raw[4:] + tlv)
     assert (got.params, got.tlvs) == ({"message_id": "a1"}, {0x001D: b"ok\x00"})
+
+
+def test_a_body_error_names_the_command_and_status_of_its_good_header():
+    raw = struct.pack(">IIII", 19, p.SUBMIT_SM | p.RESP, p.ESME_ROK, 8) + b"123"  # no NUL
+    with pytest.raises(p.PduError) as err:
+        p.decode_pdu(raw)
+    assert (err.value.kind, err.value.fatal, err.value.sequence) == ("truncated", False, 8)
+    assert (err.value.command_id, err.value.command_status) == (p.SUBMIT_SM | p.RESP, p.ESME_ROK)
