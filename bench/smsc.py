@@ -47,6 +47,7 @@ class SmscConfig:
     latency: tuple[float, float] = (0.0, 0.0)  # seconds before a submit_sm_resp, uniform
     error_rates: dict[int, float] = field(default_factory=dict)  # command_status -> probability
     nack_rate: float = 0.0  # probability of answering a submit_sm with generic_nack
+    nack_status: int = p.ESME_RSYSERR  # the command_status of those generic_nacks
     throttle: float = 0.0  # submit_sm per second per bind beyond which 0x58 is answered; 0 = none
     receipts: bool = True
     receipt_delay: tuple[float, float] = (0.0, 0.0)
@@ -282,7 +283,7 @@ class SimulatedSmsc:
             return
         if scripted is None and cfg.nack_rate and self._rng.random() < cfg.nack_rate:
             self.counters["nacked"] += 1
-            session.send(p.generic_nack(pdu.sequence, p.ESME_RSYSERR))
+            session.send(p.generic_nack(pdu.sequence, cfg.nack_status))
             return
         if scripted == UNTERMINATED:
             self._unterminated(session, pdu)

@@ -9,7 +9,8 @@ duplicate window in :mod:`engine.smpp.client`) and the bind reconnects with expo
 jitter) from ``reconnect_min_seconds`` up to ``reconnect_max_seconds`` (1 s by default, so a bind is back
 within about a second of its SMSC); a successful bind resets the backoff.
 
-Pacing: ``throughput`` caps submits per second; an ``ESME_RTHROTTLED`` (0x58) answer pauses the whole bind
+Pacing: ``throughput`` caps submits per second; an ``ESME_RTHROTTLED`` (0x58) answer (a ``submit_sm_resp``
+or a ``generic_nack``) pauses the whole bind
 (0.2 s, doubling per consecutive 0x58 up to 5 s) and halves its rate, which recovers as submits succeed.
 Malformed input from the SMSC: a PDU whose ``command_length`` cannot be trusted (below 16, oversized,
 or the stream ends inside it) is answered ``generic_nack`` and closes the bind, which reconnects - the
@@ -32,7 +33,7 @@ import ssl
 import traceback
 from typing import TYPE_CHECKING
 
-from engine.messages import OFFLINE, RETRY
+from engine.messages import OFFLINE, RETRY, THROTTLED
 from engine.smpp import pdu as p
 from engine.smpp.stream import read_pdu
 from engine.smpp.submit import SubmitPart
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("engine.smpp.bind")
 THROTTLE_PAUSE_MIN = 0.2
 THROTTLE_PAUSE_MAX = 5.0
+# Pushback, not an error: in a submit_sm_resp or a generic_nack to a submit (as Kannel reads the nack).
+CONGESTED = frozenset({p.ESME_RTHROTTLED, p.ESME_RMSGQFUL})
 _BIND_COMMAND = {
     "transceiver": p.BIND_TRANSCEIVER, "transmitter": p.BIND_TRANSMITTER, "receiver": p.BIND_RECEIVER,
 }
@@ -277,8 +280,12 @@ class SmppBind:
         part, timer = entry
         timer.cancel()
         self._slots.release()
-        if status is None:
-            self.connector.resolve(part, RETRY, "", f"generic_nack:{p.status_name(nack_status)}")
+        if status is None:  # a generic_nack: retry, unless it says what a congested SMSC says
+            error = f"generic_nack:{p.status_name(nack_status)}"
+            if nack_status == p.ESME_RTHROTTLED:
+                self._on_throttled()
+            outcome = THROTTLED if nack_status in CONGESTED else RETRY
+            self.connector.resolve(part, outcome, "", error)
             return
         if status == p.ESME_RTHROTTLED:
             self._on_throttled()

@@ -12,8 +12,8 @@ Every part handed to :meth:`submit` gets exactly one answer (``CarrierResponseIt
 
 - ``ok``: ``submit_sm_resp`` 0; its message id is kept (bounded, ``receipt_match_seconds``) to match receipts.
 - ``throttled``: 0x58 ESME_RTHROTTLED (the bind also slows down, see :mod:`engine.smpp.bind`) or 0x14
-  ESME_RMSGQFUL; our own queue is full (``queue_full``).
-- ``retry``: 0x08 ESME_RSYSERR, 0x64 ESME_RX_T_APPN, a ``generic_nack``, or no resp within
+  ESME_RMSGQFUL, in a ``submit_sm_resp`` or a ``generic_nack``; our own queue is full (``queue_full``).
+- ``retry``: 0x08 ESME_RSYSERR, 0x64 ESME_RX_T_APPN, any other ``generic_nack``, or no resp within
   ``resp_timeout_seconds`` (``resp_timeout``).
 - ``reject``: any other status (e.g. 0x0B invalid destination) - permanent.
 - ``offline``: the bind dropped while the part was in flight (``connection_lost``/``peer_closed``...); no
@@ -56,14 +56,13 @@ from engine.messages import (
     ReceiptItem,
 )
 from engine.smpp import pdu as p
-from engine.smpp.bind import SmppBind
+from engine.smpp.bind import CONGESTED, SmppBind
 from engine.smpp.queue import PartQueue
 from engine.smpp.receipts import IdIndex, ReceiptError, is_receipt, parse_receipt
 from engine.smpp.submit import SubmitPart
 
 log = logging.getLogger("engine.smpp.client")
 RETRYABLE = frozenset({p.ESME_RX_T_APPN, p.ESME_RSYSERR})
-CONGESTED = frozenset({p.ESME_RTHROTTLED, p.ESME_RMSGQFUL})
 _HOUSEKEEPING_SECONDS = 1.0
 _MAX_HELD_RECEIPTS = 100_000
 

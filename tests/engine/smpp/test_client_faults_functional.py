@@ -85,6 +85,24 @@ def test_a_generic_nack_to_a_submit_is_a_retry():
     assert (resp.outcome, resp.error) == ("retry", "generic_nack:ESME_RSYSERR")
 
 
+@pytest.mark.parametrize("status", [p.ESME_RTHROTTLED, p.ESME_RMSGQFUL])
+def test_a_generic_nack_that_says_throttled_or_queue_full_is_throttled_not_a_retry(status):
+    """SMSCs push back with a generic_nack carrying 0x58/0x14 too (Kannel handles it as throttling).
+    As a ``retry`` it used up the message's attempts (it could end ``failed``) and never paused the
+    bind."""
+
+    async def run():
+        async with Harness(SmscConfig(seed=1, nack_rate=1.0, nack_status=status)) as h:
+            h.submit([("a", "+491510000001", "ACME", "hi")])
+            await h.until(lambda: h.responses)
+            return h
+
+    h = asyncio.run(run())
+    [resp] = h.responses
+    assert (resp.outcome, resp.error) == ("throttled", f"generic_nack:{p.status_name(status)}")
+    assert h.connector.throttle_pauses == (1 if status == p.ESME_RTHROTTLED else 0)
+
+
 def test_a_pdu_whose_length_cannot_be_trusted_closes_the_bind_which_reconnects():
     async def run():
         async with Harness(SmscConfig(seed=1, latency=(0.5, 0.5))) as h:
