@@ -60,6 +60,7 @@ class SmscConfig:
     receipt_text_label: str = "text:"
     resp_tlvs: dict[int, bytes] = field(default_factory=dict)  # TLVs appended to each submit_sm_resp
     answer: bool = True  # False: read and count everything, answer nothing
+    nack_enquire_link: bool = False  # answer enquire_link with generic_nack (SMSCs without it do)
     close_after_submits: int | None = None  # one-shot: drop every connection at the N-th submit
     close_every_submits: int | None = None  # drop every connection at every N-th submit
     part_script: dict[int, list] = field(default_factory=dict)  # see bench.smsc_faults.PartScript
@@ -240,7 +241,9 @@ class SimulatedSmsc:
         elif cid == p.SUBMIT_SM:
             self._on_submit(session, pdu)
         elif cid == p.ENQUIRE_LINK:
-            if self.config.answer:
+            if self.config.nack_enquire_link:
+                session.send(p.generic_nack(pdu.sequence, p.ESME_RINVCMDID))
+            elif self.config.answer:
                 session.send(p.response_to(pdu))
         elif cid == p.UNBIND:
             session.send(p.response_to(pdu))

@@ -3,9 +3,10 @@
 A bind runs :meth:`SmppBind.run` on the connector's event loop: connect, bind, then three tasks until the
 connection dies - the reader (answers ``enquire_link``/``deliver_sm``, matches ``submit_sm_resp``), the
 sender (takes parts from the connector's shared queue when a window slot is free and the pace allows) and
-the keep-alive (``enquire_link`` when idle; no answer within the resp timeout closes the bind). When the
-connection dies every in-flight submit is resolved as ``offline`` (it may have reached the SMSC: see the
-duplicate window in :mod:`engine.smpp.client`) and the bind reconnects with exponential backoff (with
+the keep-alive (``enquire_link`` when idle; no answer within the resp timeout closes the bind - a
+``generic_nack`` is an answer: SMSCs that lack ``enquire_link`` send one). When the connection dies
+every in-flight submit is resolved as ``offline`` (it may have reached the SMSC: see the duplicate
+window in :mod:`engine.smpp.client`) and the bind reconnects with exponential backoff (with
 jitter) from ``reconnect_min_seconds`` up to ``reconnect_max_seconds`` (1 s by default, so a bind is back
 within about a second of its SMSC); a successful bind resets the backoff.
 
@@ -75,6 +76,7 @@ class SmppBind:
         self._writer: asyncio.StreamWriter | None = None
         self._slots = asyncio.Semaphore(self.window_size)
         self._enquire: asyncio.Future | None = None
+        self._enquire_seq = -1
         self._unbound: asyncio.Future | None = None
         self._closed: asyncio.Future | None = None
         self._eff_rate = self.rate
@@ -266,7 +268,10 @@ class SmppBind:
             self.close("peer_unbind")
         elif cid == p.GENERIC_NACK:
             self.connector.count_error("generic_nack")
-            if pdu.sequence in self.inflight:
+            if pdu.sequence == self._enquire_seq and self._enquire is not None \
+                    and not self._enquire.done():
+                self._enquire.set_result(pdu.status)  # an SMSC without enquire_link: still alive
+            elif pdu.sequence in self.inflight:
                 self._on_submit_resp(pdu.sequence, None, "", nack_status=pdu.status)
         else:
             self.connector.count_error("unexpected_pdu")
@@ -350,8 +355,8 @@ class SmppBind:
             if idle < interval:
                 await asyncio.sleep(interval - idle)
                 continue
-            self._enquire = loop.create_future()
-            self._send(p.Pdu(p.ENQUIRE_LINK, self._next_seq()))
+            self._enquire, self._enquire_seq = loop.create_future(), self._next_seq()
+            self._send(p.Pdu(p.ENQUIRE_LINK, self._enquire_seq))
             try:
                 await asyncio.wait_for(self._enquire, self.resp_timeout)
             except TimeoutError:

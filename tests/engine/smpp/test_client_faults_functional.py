@@ -103,6 +103,21 @@ def test_a_generic_nack_that_says_throttled_or_queue_full_is_throttled_not_a_ret
     assert h.connector.throttle_pauses == (1 if status == p.ESME_RTHROTTLED else 0)
 
 
+def test_an_enquire_link_answered_by_generic_nack_proves_the_link_alive():
+    """An SMSC that does not implement enquire_link nacks it; that answer is still an answer. Taking
+    it for silence closed an idle bind every resp_timeout and counted enquire_link_timeout."""
+
+    async def run():
+        config = SmscConfig(seed=1, nack_enquire_link=True)
+        async with Harness(config, enquire_link_seconds=0.1, resp_timeout_seconds=0.3) as h:
+            await h.until(lambda: h.smsc.counters["enquire_link"] >= 4)
+            return h
+
+    h = asyncio.run(run())
+    assert h.smsc.counters["connections"] == 1 and h.connector.reconnects == 0
+    assert "enquire_link_timeout" not in h.connector.stats()["errors"]
+
+
 def test_a_pdu_whose_length_cannot_be_trusted_closes_the_bind_which_reconnects():
     async def run():
         async with Harness(SmscConfig(seed=1, latency=(0.5, 0.5))) as h:
