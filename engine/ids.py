@@ -49,10 +49,11 @@ class IdGenerator:
 
 
 def is_message_id(text: str) -> bool:
-    if len(text) != 36 or not text.startswith(PREFIX):
-        return False
+    """True exactly when :func:`id_bytes` takes ``text``: callers check with this and then convert, so
+    the two must agree (``bytes.fromhex`` skips spaces, so a 36-character text with two of them once
+    passed here and failed there — a 500 for a listing cursor)."""
     try:
-        bytes.fromhex(text[4:])
+        id_bytes(text)
     except ValueError:
         return False
     return True

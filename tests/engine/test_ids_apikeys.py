@@ -80,7 +80,8 @@ def test_ids_of_earlier_times_sort_before_ids_of_later_times(a, b):
     assert (ia < ib) == (a < b)
 
 
-@pytest.mark.parametrize("text", ["", "msg_", "msg_" + "z" * 32, "xyz_" + "0" * 32, "msg_" + "0" * 31])
+@pytest.mark.parametrize("text", ["", "msg_", "msg_" + "z" * 32, "xyz_" + "0" * 32, "msg_" + "0" * 31,
+                                  "msg_  " + "0" * 30])  # (bytes.fromhex skips spaces)
 def test_strings_that_are_not_message_ids_are_recognised_and_refused(text):
     assert not is_message_id(text)
     with pytest.raises(ValueError):

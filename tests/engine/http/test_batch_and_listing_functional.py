@@ -132,3 +132,10 @@ def test_a_full_batch_of_1000_realistic_messages_fits_and_each_is_accepted(runni
 def test_other_routes_keep_their_smaller_body_limit(api):
     status, _, body = api.request("POST", "/v1/messages", {**MSG, "body": "x" * 70_000})
     assert status == 413 and body["error"]["code"] == "body_too_large"
+
+
+@pytest.mark.parametrize("cursor", ["msg_%20%20" + "0" * 30, "msg_" + "0" * 30 + "%20%20"])
+def test_a_cursor_that_is_not_a_message_id_is_a_400_not_a_500(api, cursor):
+    """bytes.fromhex skips spaces, so such a cursor passed the listing's check and failed deeper (500)."""
+    status, _, body = api.request("GET", f"/v1/messages?cursor={cursor}")
+    assert status == 400 and body["error"]["code"] == "invalid_query"
