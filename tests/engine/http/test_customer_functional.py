@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import threading
 import time
 
 import pytest
@@ -261,3 +262,34 @@ def test_a_chunked_body_over_the_limit_is_refused_before_it_is_read_whole(runnin
     finally:
         conn.close()
     assert resp.status == 413 and body["error"]["code"] == "body_too_large"
+
+
+def test_a_slow_status_lookup_does_not_stall_other_requests(running, api, monkeypatch):
+    """In a cluster ``Engine.status`` asks every worker over NATS (up to 30 s when one is down): the
+    handler must wait for it off the HTTP loop, or every request on the port waits with it."""
+    message_id = api.request("POST", "/v1/messages", MSG)[2]["id"]
+    entered, release = threading.Event(), threading.Event()
+    real_status = running.status
+
+    def slow_status(mid):
+        entered.set()
+        release.wait(10)
+        return real_status(mid)
+
+    monkeypatch.setattr(running, "status", slow_status)
+    answers: list = []
+    reader = threading.Thread(target=lambda: answers.append(
+        api.request("GET", f"/v1/messages/{message_id}")))
+    reader.start()
+    try:
+        assert entered.wait(5), "the status lookup never started"
+        conn = http.client.HTTPConnection("127.0.0.1", running.http.customer_port, timeout=3)
+        try:
+            conn.request("GET", "/v1/balance", headers={"Authorization": f"Bearer {api.token}"})
+            assert conn.getresponse().status == 200  # (a timeout here: the loop was blocked)
+        finally:
+            conn.close()
+    finally:
+        release.set()
+        reader.join(10)
+    assert answers and answers[0][0] == 200 and answers[0][2]["id"] == message_id
