@@ -97,6 +97,10 @@ def parse_time(value: str | None, default: float, name: str) -> float:
         t = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
     if not math.isfinite(t):
         raise InputError(f"{name} must be a finite time")
+    try:  # the export names its period as ISO 8601 dates: a bound no date can say is refused here
+        iso(t)
+    except (OverflowError, OSError, ValueError):
+        raise InputError(f"{name} must be between the years 1 and 9999") from None
     return t
 
 

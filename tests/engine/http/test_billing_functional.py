@@ -235,3 +235,13 @@ def test_the_ledger_verifies_and_reconciles_on_the_control_port(engine, operator
     assert status == 200 and last["started_at"] == reconciliation["started_at"]
     viewer = engine.http.ctx.tokens.create("billing-viewer", {"viewer"})
     assert operator.request("GET", "/v1/ledger/verify", token=viewer)[0] == 403
+
+
+@pytest.mark.parametrize("period", ["until=1e20", "since=-1e20", "until=1e12"])
+def test_a_period_bound_beyond_what_a_date_can_say_is_a_400_not_a_500(engine, operator, period):
+    """The export names its period in ISO 8601: a bound no date can say (past the year 9999) failed
+    there, after the rows were read, as an internal error."""
+    account_id, api = customer(engine, operator)
+    for client, path in ((api, "/v1/usage"), (operator, f"/v1/accounts/{account_id}/usage")):
+        status, _, body = client.request("GET", f"{path}?{period}")
+        assert status == 400 and body["error"]["code"] == "invalid_request", (path, body)
