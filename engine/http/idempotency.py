@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import time
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -92,12 +93,17 @@ class IdempotencyStore:
         return hmac.new(self._secret, account_id.encode() + b"\0" + key.encode(),
                         hashlib.sha256).digest()
 
-    def lookup(self, account_id: str, key: str, body_hash: bytes) -> StoredAnswer | None:
-        """The stored answer to replay, or None to proceed; 422 on a body mismatch, 409 while busy."""
+    def lookup(self, account_id: str, key: str, body_hash: bytes,
+               now: float | None = None) -> StoredAnswer | None:
+        """The stored answer to replay, or None to proceed; 422 on a body mismatch, 409 while busy.
+        A record older than 24 hours counts as absent whether or not the hourly sweep took it yet:
+        after 24 hours the same key is a new request, as documented."""
         k = self._key(account_id, key)
         with self._env.begin() as txn:
             raw = txn.get(k, db=self._db)
         stored = self._open(account_id, k, raw) if raw is not None else None
+        if stored is not None and stored.at < (time.time() if now is None else now) - KEEP_SECONDS:
+            stored = None
         busy = self._in_progress.get(k)
         first_hash = stored.request_hash if stored is not None else busy
         if first_hash is not None and first_hash != body_hash:
