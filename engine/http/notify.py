@@ -9,8 +9,9 @@ durable outbox through :mod:`engine.http.webhook_feed`, never from here).
 :class:`StatusNotifier` counts each change in the metrics and answers the webhook feed's questions: where
 an event goes (:meth:`StatusNotifier.endpoint_for`: the message's ``callback_url`` wins over the account's
 ``webhook_url``; a URL that answered ``410 Gone`` is disabled — the account's URL is cleared in the engine,
-a per-message URL remembered in a bounded set), and which secrets sign it. Account records are cached for
-a second (webhook settings change rarely; a change through the API forgets the entry at once).
+a per-message URL remembered, for that account only, in a bounded set), and which secrets sign it.
+Account records are cached for a second (webhook settings change rarely; a change through the API
+forgets the entry at once).
 
 Event body (JSON, :class:`engine.http.schemas.Event`)::
 
@@ -102,7 +103,9 @@ class StatusNotifier:
         self._observe = observe
         self._call = call  # runs a blocking engine call off the loop (returns an awaitable)
         self._accounts: dict[str, tuple[float, Any]] = {}
-        self._disabled: collections.OrderedDict[str, None] = collections.OrderedDict()
+        # (account id, per-message callback_url) that answered 410: per account, because another
+        # account naming the same URL (as a callback or its webhook, shown active) never got that 410
+        self._disabled: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
 
     def on_statuses(self, items: list[Any]) -> None:
         for item in items:
@@ -148,7 +151,7 @@ class StatusNotifier:
         if wanted is not None and item.status not in wanted:  # (a cluster's workers keep them all)
             return None
         url = item.callback_url or record.webhook_url
-        if not url or url in self._disabled:
+        if not url or (item.account_id, url) in self._disabled:
             return None
         return Endpoint(url, int(getattr(record, "webhook_batch_max", 1) or 1),
                         int(getattr(record, "webhook_batch_wait_ms", 1000)) / 1000.0)
@@ -159,7 +162,7 @@ class StatusNotifier:
         for event in events:
             record = self.account(event.account_id)
             url = record.webhook_url if record is not None else None
-            if url and url not in self._disabled:
+            if url and (event.account_id, url) not in self._disabled:
                 eid, body = low_balance_body(event)
                 out.append(Delivery(url, event.account_id, eid, body))
         return out
@@ -172,7 +175,7 @@ class StatusNotifier:
             asyncio.ensure_future(self._clear_account_webhook(record, delivery.url))
             log.info("account webhook disabled after 410 Gone")
             return
-        self._disabled[delivery.url] = None  # a per-message callback_url
+        self._disabled[(delivery.account_id, delivery.url)] = None  # a per-message callback_url
         if len(self._disabled) > MAX_DISABLED:
             self._disabled.popitem(last=False)
 

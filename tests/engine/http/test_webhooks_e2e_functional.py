@@ -138,3 +138,17 @@ def test_an_endpoint_that_answers_410_is_disabled_and_shown_so(running):
         assert api.request("PUT", "/v1/webhook", {"url": gone.url})[2]["state"] == "active"
     finally:
         gone.close()
+
+
+def test_a_callback_url_gone_for_one_account_still_gets_another_accounts_events(running, receiver):
+    """410 disables an endpoint for the account whose delivery got it, not for everyone who names that
+    URL: another account's webhook there (shown ``active``) must not be emptied silently."""
+    url = receiver.url + "/shared"
+    receiver.answers.append(410)  # the first POST: to account A's callback_url
+    a = Client(running.http.customer_port, funded_account(running, "gone-a@example.com").api_key)
+    first = a.request("POST", "/v1/messages", {**MSG, "callback_url": url})[2]["id"]
+    _events_for(receiver, first, "accepted")  # answered 410: A's callback URL is disabled
+    b = Client(running.http.customer_port, funded_account(running, "gone-b@example.com").api_key)
+    assert b.request("PUT", "/v1/webhook", {"url": url})[2]["state"] == "active"
+    second = b.request("POST", "/v1/messages", MSG)[2]["id"]
+    _events_for(receiver, second, "accepted", timeout=5.0)
