@@ -23,7 +23,10 @@ from engine.errors import BodyTooLarge, InputError, OverloadedError, SmsrouteErr
 
 MAX_VALIDITY_SECONDS = 86400  # a message never waits longer than its body may be kept
 MAX_CLIENT_REF = 64  # characters of a customer's own reference
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # (as the HTTP API's ClientRef type refuses them)
+# Unicode's control characters (category Cc: C0, DEL and C1), the one definition the HTTP API's
+# ClientRef type takes too: a client_ref is echoed in webhooks, listings and exports
+CONTROL_CHARACTERS = "\\x00-\\x1f\\x7f-\\x9f"
+_CONTROL = re.compile(f"[{CONTROL_CHARACTERS}]")
 
 
 def item(engine: Any, digest: bytes, to: Any, sender: Any, body: Any, validity_seconds: Any,

@@ -27,6 +27,7 @@ from msgspec import Meta
 from engine.http.errors import HttpError
 from engine.http.field_docs import description_at
 from engine.http.params import SHAPES
+from engine.submission import CONTROL_CHARACTERS
 
 T = TypeVar("T")
 
@@ -81,7 +82,7 @@ Validity = Annotated[int, Meta(ge=1, le=MAX_VALIDITY_SECONDS,
                                description="seconds the message may wait for delivery (default "
                                            "[engine] default_validity_seconds)")]
 ClientRef = Annotated[str, Meta(min_length=1, max_length=MAX_CLIENT_REF,
-                                pattern=whole(r"^[^\x00-\x1f\x7f]+$"),
+                                pattern=whole(f"^[^{CONTROL_CHARACTERS}]+$"),
                                 description="your own reference (no control characters), stored "
                                             "sealed with the message record and echoed in its "
                                             "status and webhooks")]

@@ -240,8 +240,10 @@ def test_the_embedding_api_refuses_what_the_http_api_refuses(engine):
     """An embedding host gets the same rules as an HTTP client: no control characters in client_ref,
     amounts in the plain decimal form and below a billion USD (a typed error, not an OverflowError)."""
     acct = customer(engine)
-    with pytest.raises(InputError):
-        engine.submit(acct.api_key, "+4915112345678", "ACME", "hi", client_ref="a\nb")
+    for ref in ("a\nb", "a\x7fb", "a\x85b", "a\x9bb"):  # C0, DEL, C1 (NEL; CSI starts terminal escapes)
+        with pytest.raises(InputError):
+            engine.submit(acct.api_key, "+4915112345678", "ACME", "hi", client_ref=ref)
+    assert engine.submit(acct.api_key, "+4915112345678", "ACME", "hi", client_ref="Zoë-№1").message_id
     for usd in ("1e3", "100000000000000000000"):
         with pytest.raises(InputError):
             engine.deposit(acct.id, usd=usd, chain="tron", tx_hash=f"0x{usd}", from_address="TAddr")
