@@ -34,12 +34,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
+from engine.http.schemas import LowBalanceData, LowBalanceEvent, encoder
 from engine.http.webhook_feed import Endpoint, event_body, event_id  # noqa: F401 (re-exported)
 from engine.http.webhooks import Delivery
 
@@ -54,10 +54,9 @@ def low_balance_body(event: Any) -> tuple[str, bytes]:
     """The event id and body of a low-balance notice (one per crossing: the ledger entry and time)."""
     eid = "evt_" + hashlib.sha256(
         f"{event.account_id}:low_balance:{event.seq}:{event.at!r}".encode()).hexdigest()[:32]
-    body = {"id": eid, "type": "account.low_balance", "created_at": event.at,
-            "data": {"balance_micro_usd": event.balance_micro_usd,
-                     "threshold_micro_usd": event.threshold_micro_usd}}
-    return eid, json.dumps(body, separators=(",", ":")).encode()
+    body = LowBalanceEvent(eid, "account.low_balance", event.at,
+                           LowBalanceData(event.balance_micro_usd, event.threshold_micro_usd))
+    return eid, encoder.encode(body)  # (the type the OpenAPI document publishes under webhooks)
 
 
 class StatusInbox:

@@ -93,7 +93,27 @@ IDEMPOTENCY = [{"name": "Idempotency-Key", "in": "header", "required": False,
 STRUCTS = (schemas.MessageRequest, schemas.BatchRequest, schemas.AcceptedAnswer, schemas.BatchAnswer,
            schemas.MessageView, schemas.MessageList, schemas.WebhookRequest, schemas.WebhookView,
            schemas.SenderRequest, schemas.DebugWindowRequest, schemas.BalanceView, schemas.Event,
-           *customer_schemas.BODIES)
+           schemas.LowBalanceEvent, *customer_schemas.BODIES)
+SIGNED = ("Signed: Smsroute-Signature: t=<unix>,v1=<hex HMAC-SHA256 of '<t>.<raw body>'> (one v1 per "
+          "valid secret during a rotation); Smsroute-Event-Id: the event's id (deduplicate on it). "
+          "Answer 2xx; others are retried, 410 disables the URL.")
+
+
+def _webhooks() -> dict[str, Any]:
+    """What the engine POSTs to customers (OpenAPI 3.1 ``webhooks``): the body types it encodes."""
+    def post(summary: str, schema: dict[str, Any]) -> dict[str, Any]:
+        return {"post": {"summary": summary, "description": SIGNED,
+                         "requestBody": {"required": True,
+                                         "content": {"application/json": {"schema": schema}}},
+                         "responses": {"200": {"description": "received"}}}}
+
+    return {
+        "messageStatus": post("A message's status changed (a batching endpoint: a JSON array of them)",
+                              {"oneOf": [_ref(schemas.Event),
+                                         {"type": "array", "items": _ref(schemas.Event)}]}),
+        "accountLowBalance": post("The balance went below the account's threshold",
+                                  _ref(schemas.LowBalanceEvent)),
+    }
 
 
 def _ref(struct: type) -> dict[str, str]:
@@ -194,6 +214,7 @@ def customer_document() -> dict[str, Any]:
     components.pop("BatchResult", None)
     doc["components"]["schemas"].update(components)
     doc["info"]["x-business-codes"] = dict(schemas.BUSINESS_CODES)
+    doc["webhooks"] = _webhooks()
     return doc
 
 

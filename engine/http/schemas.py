@@ -264,6 +264,21 @@ class Event(msgspec.Struct):
     data: EventData
 
 
+class LowBalanceData(msgspec.Struct):
+    balance_micro_usd: int
+    threshold_micro_usd: int
+
+
+class LowBalanceEvent(msgspec.Struct):
+    """The balance went below the account's threshold (once per crossing), POSTed alone to the account's
+    webhook URL (never a message's callback_url; receipt_statuses does not filter it)."""
+
+    id: str
+    type: Literal["account.low_balance"]
+    created_at: float
+    data: LowBalanceData
+
+
 # The refusals a request the schema allows may still get, and why (published in the OpenAPI document).
 BUSINESS_CODES: dict[str, str] = {
     "invalid_number": "the number is well formed but not a valid number in its numbering plan",

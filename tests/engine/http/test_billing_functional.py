@@ -10,9 +10,11 @@ import io
 import json
 import time
 
+import msgspec
 import pytest
 
 from engine import Engine
+from engine.http.schemas import LowBalanceEvent
 from engine.http.webhooks import verify
 from tests.engine.http.conftest import (
     ALL_DELIVERED,
@@ -207,6 +209,7 @@ def test_a_low_balance_webhook_is_sent_once_per_crossing_of_the_threshold(engine
         event = json.loads(body)
         assert event["type"] == "account.low_balance"
         assert event["data"] == {"balance_micro_usd": 9_850_000, "threshold_micro_usd": 9_900_000}
+        msgspec.json.decode(body, type=LowBalanceEvent, strict=True)  # the type the document publishes
         assert verify(headers["Smsroute-Signature"], [secret], body, time.time())
         assert headers["Smsroute-Event-Id"] == event["id"]
         operator.request("POST", f"/v1/accounts/{account_id}/deposits", {

@@ -111,3 +111,20 @@ def test_every_documented_body_pattern_has_a_description_to_explain_a_refusal(do
     patterned = _patterned(doc["components"]["schemas"], {}, {})
     assert patterned
     assert [p for p, node in patterned.items() if not node.get("description")] == []
+
+
+def test_the_customer_document_publishes_every_webhook_the_engine_sends_as_its_type():
+    """Receivers generate code from the document: the status event (alone or batched) and the
+    low-balance notice are both there, as the types the engine encodes them with."""
+    from engine.http import schemas
+
+    hooks = openapi.customer_document()["webhooks"]
+    body = {name: hook["post"]["requestBody"]["content"]["application/json"]["schema"]
+            for name, hook in hooks.items()}
+    assert body["messageStatus"]["oneOf"] == [
+        {"$ref": "#/components/schemas/Event"},
+        {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}]
+    assert body["accountLowBalance"] == {"$ref": "#/components/schemas/LowBalanceEvent"}
+    components = openapi.customer_document()["components"]["schemas"]
+    assert components["LowBalanceEvent"]["properties"]["type"]["enum"] == ["account.low_balance"]
+    assert set(schemas.LowBalanceEvent.__struct_fields__) == set(components["LowBalanceEvent"]["required"])
