@@ -66,7 +66,7 @@ async def put_webhook(request: web.Request) -> web.Response:
                                batch_wait_ms=batching.max_wait_ms)
 
     await ctx.call(change)
-    _forget(ctx, account_id)
+    _forget(ctx, account_id, url)
     return _json(s.encoder.encode(await _webhook_view(ctx, account_id)))
 
 
@@ -159,9 +159,9 @@ async def revoke_key(request: web.Request) -> web.Response:
         account_id, key_id, actor=f"customer:{account_id}", keep_last=True)))
 
 
-def _forget(ctx: HttpContext, account_id: str) -> None:
+def _forget(ctx: HttpContext, account_id: str, url: str | None = None) -> None:
     if ctx.notifier is not None:
-        ctx.notifier.forget(account_id)
+        ctx.notifier.forget(account_id, url)
 
 
 async def get_openapi(request: web.Request) -> web.Response:

@@ -128,9 +128,12 @@ class StatusNotifier:
         self._accounts[account_id] = (now, record)
         return record
 
-    def forget(self, account_id: str) -> None:
-        """Drop the cached record (its webhook settings just changed)."""
+    def forget(self, account_id: str, url: str | None = None) -> None:
+        """Drop the cached record (its webhook settings just changed); the account naming ``url`` as its
+        webhook enables that URL again for it, should it have answered 410 as a callback URL."""
         self._accounts.pop(account_id, None)
+        if url:
+            self._disabled.pop((account_id, url), None)
 
     def secrets_for(self, account_id: str) -> list[str]:
         """The secrets that sign now: a rotated-out one only during the rotation overlap."""

@@ -152,3 +152,16 @@ def test_a_callback_url_gone_for_one_account_still_gets_another_accounts_events(
     assert b.request("PUT", "/v1/webhook", {"url": url})[2]["state"] == "active"
     second = b.request("POST", "/v1/messages", MSG)[2]["id"]
     _events_for(receiver, second, "accepted", timeout=5.0)
+
+
+def test_an_account_that_sets_a_gone_callback_url_as_its_webhook_gets_its_events_there(running, receiver):
+    """A callback URL that answered 410 is disabled for its account; the account then naming that URL as
+    its webhook (shown ``active``) is the customer saying it is back, not a silent black hole."""
+    url = receiver.url + "/revived"
+    receiver.answers.append(410)  # the first POST: to the account's callback_url
+    acc = Client(running.http.customer_port, funded_account(running, "revived@example.com").api_key)
+    first = acc.request("POST", "/v1/messages", {**MSG, "callback_url": url})[2]["id"]
+    _events_for(receiver, first, "accepted")  # answered 410: that callback URL is disabled
+    assert acc.request("PUT", "/v1/webhook", {"url": url})[2]["state"] == "active"
+    second = acc.request("POST", "/v1/messages", MSG)[2]["id"]
+    _events_for(receiver, second, "accepted", timeout=5.0)
