@@ -49,10 +49,12 @@ _STATE_ALIASES = {
     "REJECTED": "REJECTD", "ACCEPTED": "ACCEPTD", "EXPIRD": "EXPIRED", "DELETD": "DELETED",
 }
 _HEX = frozenset("0123456789abcdef")
-_FIELD = re.compile(
-    r"(id|sub|dlvrd|submit[ _]?date|done[ _]?date|stat|err)\s*:\s*(\S*)", re.IGNORECASE
+# A field label: a known name at the start or after a blank, then a colon. The text between one label and
+# the next is the field's value (its first word; none is an empty value): a value is never taken from the
+# next field's label, and a word that only ends in a name (``msgid:``) is no label.
+_LABEL = re.compile(
+    r"(?:^|(?<=\s))(id|sub|dlvrd|submit[ _]?date|done[ _]?date|stat|err|text)\s*:", re.IGNORECASE
 )
-_TEXT_LABEL = re.compile(r"\btext\s*:", re.IGNORECASE)
 
 
 class ReceiptError(CarrierError):
@@ -95,7 +97,7 @@ def parse_receipt(pdu: Pdu) -> Receipt:
     message_id = mid.rstrip(b"\x00").decode("latin-1").strip() if mid else fields.get("id", "")
     if TLV_MESSAGE_STATE in tlvs:
         state = STATE_BY_CODE.get(tlv_int(tlvs[TLV_MESSAGE_STATE]), "UNKNOWN")
-    elif "stat" in fields:
+    elif fields.get("stat"):  # an empty stat: says nothing (not UNKNOWN, which is final)
         state = normalise_state(fields["stat"])
     else:
         raise ReceiptError("receipt has neither a message_state TLV nor a stat: field")
@@ -115,15 +117,22 @@ def _receipt_text(pdu: Pdu) -> str:
 
 
 def parse_receipt_text(text: str) -> dict[str, str]:
-    """The ``key:value`` fields of a receipt text (keys lower case, ``submit_date``/``done_date``)."""
-    label = _TEXT_LABEL.search(text)
-    head = text[: label.start()] if label else text
+    """The ``key:value`` fields of a receipt text (keys lower case, ``submit_date``/``done_date``).
+
+    Fields are found by their labels (``id:``, ``sub:``, ... up to ``text:``), so an empty value stays
+    empty (``id: sub:001`` has the id ``""``, not ``sub:001``) and unknown words are skipped.
+    """
+    labels = list(_LABEL.finditer(text))
     out: dict[str, str] = {}
-    for key, value in _FIELD.findall(head):
-        k = key.lower().replace(" ", "_")
+    for i, label in enumerate(labels):
+        k = label.group(1).lower().replace(" ", "_")
+        if k == "text":  # the rest is the message's text, whatever it looks like
+            break
         if k in ("submitdate", "donedate"):
             k = k[:-4] + "_date"
-        out.setdefault(k, value)
+        end = labels[i + 1].start() if i + 1 < len(labels) else len(text)
+        words = text[label.end() : end].split(None, 1)
+        out.setdefault(k, words[0] if words else "")
     return out
 
 

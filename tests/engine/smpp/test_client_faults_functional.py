@@ -299,3 +299,20 @@ def test_an_unexpected_exception_in_a_bind_is_logged_and_the_bind_reconnects(cap
     assert h.connector.stats()["errors"]["internal_error"] == 1
     [line] = [r.getMessage() for r in caplog.records if "smpp_bind_internal_error" in r.getMessage()]
     assert "error=RuntimeError" in line and "secret" not in line
+
+
+def test_a_receipt_with_an_empty_id_is_counted_bad_not_held_under_the_next_fields_text():
+    """``id: sub:001 ...`` was read as the id ``sub:001`` and held as an early receipt (then counted
+    unmatched); the id is empty, so the receipt is unusable and says so at once."""
+
+    async def run():
+        async with Harness(SmscConfig(seed=1, receipts=False)) as h:
+            h.smsc.send_receipt_text(b"id: sub:001 dlvrd:001 submit date:2311271230 "
+                                     b"done date:2311271231 stat:DELIVRD err:000 text:")
+            await h.until(lambda: h.smsc.counters["deliver_sm_resp"] == 1)
+            return h
+
+    h = asyncio.run(run())
+    errors = h.connector.stats()["errors"]
+    assert errors.get("bad_receipt") == 1 and "receipt_held" not in errors
+    assert h.connector.stats()["receipts_held"] == 0 and h.receipts == []

@@ -195,3 +195,34 @@ def test_ids_states_and_dates_with_superscript_digits_do_not_raise(odd):
     assert r.id_keys(odd) == [odd]
     assert r.normalise_state(odd) == "UNKNOWN"
     assert r.parse_smpp_date(odd * 10) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # an empty value is empty: the next field's label is not taken for it
+        ("id: sub:001 dlvrd:001 submit date:2311271230 done date:2311271231 stat:DELIVRD err:000",
+         {"id": "", "sub": "001", "dlvrd": "001", "submit_date": "2311271230",
+          "done_date": "2311271231", "stat": "DELIVRD", "err": "000"}),
+        ("id:5 sub:001 dlvrd:001 submit date: done date: stat:UNDELIV err: text:",
+         {"id": "5", "sub": "001", "dlvrd": "001", "submit_date": "", "done_date": "",
+          "stat": "UNDELIV", "err": ""}),
+        # fields are known names: a word that ends in one is no field, unknown words are skipped
+        ("msgid:9 id:5 foo:bar stat:DELIVRD", {"id": "5", "stat": "DELIVRD"}),
+        ("id : 5  stat:  delivrd", {"id": "5", "stat": "delivrd"}),
+        ("id:1 stat:DELIVRD text:id: stat:UNDELIV", {"id": "1", "stat": "DELIVRD"}),
+    ],
+)
+def test_receipt_text_fields_are_found_by_their_names_and_an_empty_value_stays_empty(text, expected):
+    assert r.parse_receipt_text(text) == expected
+
+
+def test_a_receipt_whose_id_is_empty_is_refused_not_matched_under_the_next_field():
+    """``id: sub:001`` was parsed as the id ``sub:001``: held as an early receipt, then unmatched."""
+    with pytest.raises(r.ReceiptError):
+        r.parse_receipt(_deliver("id: sub:001 dlvrd:001 stat:DELIVRD err:000"))
+
+
+def test_a_receipt_whose_stat_is_empty_is_refused_not_read_as_a_final_state():
+    with pytest.raises(r.ReceiptError):
+        r.parse_receipt(_deliver("id:12 sub:001 dlvrd:000 stat: err:000"))
