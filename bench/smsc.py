@@ -194,10 +194,11 @@ class SimulatedSmsc:
         for s in list(self._sessions):
             s.writer.write(bad)
 
-    def send_receipt_text(self, text: bytes) -> None:
-        """Send each receiving session a receipt ``deliver_sm`` with exactly this text (a vendor's odd
-        receipt, for tests); it is resent after a reconnect until answered, like every receipt."""
-        receipt = p.Pdu(p.DELIVER_SM, 0, 0, {"esm_class": 0x04, "short_message": text})
+    def send_receipt_text(self, text: bytes, tlvs: dict[int, bytes] | None = None) -> None:
+        """Send each receiving session a receipt ``deliver_sm`` with exactly this text and these TLVs (a
+        vendor's odd receipt, for tests); it is resent after a reconnect until answered, like every
+        receipt."""
+        receipt = p.Pdu(p.DELIVER_SM, 0, 0, {"esm_class": 0x04, "short_message": text}, dict(tlvs or {}))
         for s in list(self._sessions):
             self._deliver(s, receipt)
 

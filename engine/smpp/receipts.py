@@ -93,8 +93,9 @@ def parse_receipt(pdu: Pdu) -> Receipt:
     """The receipt in a receipt ``deliver_sm``: TLVs first, then the text. Raises ``ReceiptError``."""
     fields = parse_receipt_text(_receipt_text(pdu))
     tlvs = pdu.tlvs
-    mid = tlvs.get(TLV_RECEIPTED_MESSAGE_ID)
-    message_id = mid.rstrip(b"\x00").decode("latin-1").strip() if mid else fields.get("id", "")
+    # an empty TLV (no octet, or only its NUL) names no id: the text's id: is used instead
+    mid = tlvs.get(TLV_RECEIPTED_MESSAGE_ID, b"").rstrip(b"\x00").decode("latin-1").strip()
+    message_id = mid or fields.get("id", "")
     if TLV_MESSAGE_STATE in tlvs:
         state = STATE_BY_CODE.get(tlv_int(tlvs[TLV_MESSAGE_STATE]), "UNKNOWN")
     elif fields.get("stat"):  # an empty stat: says nothing (not UNKNOWN, which is final)

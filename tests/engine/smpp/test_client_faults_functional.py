@@ -316,3 +316,19 @@ def test_a_receipt_with_an_empty_id_is_counted_bad_not_held_under_the_next_field
     errors = h.connector.stats()["errors"]
     assert errors.get("bad_receipt") == 1 and "receipt_held" not in errors
     assert h.connector.stats()["receipts_held"] == 0 and h.receipts == []
+
+
+def test_a_receipt_whose_receipted_message_id_tlv_is_only_a_nul_is_matched_by_its_text():
+    async def run():
+        async with Harness(SmscConfig(seed=1, receipts=False)) as h:
+            h.submit([("a", "+491510000001", "ACME", "hi")])
+            await h.until(lambda: h.responses)
+            mid = h.responses[0].carrier_message_id
+            text = f"id:{mid} sub:001 dlvrd:001 stat:DELIVRD err:000".encode()
+            h.smsc.send_receipt_text(text, tlvs={p.TLV_RECEIPTED_MESSAGE_ID: b"\x00"})
+            await h.until(lambda: h.receipts or h.connector.stats()["errors"].get("bad_receipt"))
+            return h
+
+    h = asyncio.run(run())
+    assert [(r.ref, r.part, r.state) for r in h.receipts] == [("a", 0, "DELIVRD")]
+    assert "bad_receipt" not in h.connector.stats()["errors"]

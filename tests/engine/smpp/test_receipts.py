@@ -226,3 +226,15 @@ def test_a_receipt_whose_id_is_empty_is_refused_not_matched_under_the_next_field
 def test_a_receipt_whose_stat_is_empty_is_refused_not_read_as_a_final_state():
     with pytest.raises(r.ReceiptError):
         r.parse_receipt(_deliver("id:12 sub:001 dlvrd:000 stat: err:000"))
+
+
+@pytest.mark.parametrize("rmid", [b"\x00", b"", b" \x00"])
+def test_an_empty_receipted_message_id_tlv_falls_back_to_the_texts_id(rmid):
+    """A TLV holding only its NUL raised ReceiptError: the receipt was lost though its text names the id."""
+    got = r.parse_receipt(_deliver("id:12 sub:001 dlvrd:001 stat:DELIVRD err:000", rmid=rmid))
+    assert (got.message_id, got.state) == ("12", "DELIVRD")
+
+
+def test_an_empty_receipted_message_id_tlv_and_no_text_id_is_still_refused():
+    with pytest.raises(r.ReceiptError):
+        r.parse_receipt(_deliver("", rmid=b"\x00", state=bytes([2])))
