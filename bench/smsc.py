@@ -22,6 +22,7 @@ import itertools
 import logging
 import random
 import ssl as ssl_module
+import struct
 import threading
 import time
 from collections import Counter, deque
@@ -59,6 +60,9 @@ class SmscConfig:
     receipt_date_digits: int = 10
     receipt_text_label: str = "text:"
     resp_tlvs: dict[int, bytes] = field(default_factory=dict)  # TLVs appended to each submit_sm_resp
+    # the body of an error submit_sm_resp: "message_id" (an empty message_id, then resp_tlvs: SMPP 5.0),
+    # "none" (no body at all: SMPP 3.4) or "tlvs" (resp_tlvs without the message_id: some SMSCs)
+    error_resp_body: str = "message_id"
     answer: bool = True  # False: read and count everything, answer nothing
     nack_enquire_link: bool = False  # answer enquire_link with generic_nack (SMSCs without it do)
     close_after_submits: int | None = None  # one-shot: drop every connection at the N-th submit
@@ -302,6 +306,8 @@ class SimulatedSmsc:
         self.counters[f"status_0x{status:02x}"] += 1
         resp = p.response_to(pdu, status, message_id=mid)
         resp.tlvs.update(cfg.resp_tlvs)
+        raw_resp = self._bare_error_resp(resp) if status != p.ESME_ROK \
+            and cfg.error_resp_body != "message_id" else p.encode_pdu(resp)
         want_receipt = status == p.ESME_ROK and cfg.receipts and pdu.get("registered_delivery", 0)
         receipt = self._receipt_for(pdu, n, mid) if want_receipt else None
         copies = 2 if cfg.duplicate_receipt_rate and self._rng.random() < cfg.duplicate_receipt_rate \
@@ -312,7 +318,7 @@ class SimulatedSmsc:
             for _ in range(copies):
                 self._send_receipt(session, receipt)
             receipt = None
-        self._later(self._rng.uniform(*cfg.latency), session.send, resp)
+        self._later(self._rng.uniform(*cfg.latency), session.send_raw, raw_resp)
         if receipt is not None:
             for _ in range(copies):
                 self._later(self._rng.uniform(*cfg.receipt_delay), self._send_receipt, session,
@@ -350,6 +356,13 @@ class SimulatedSmsc:
         raw = p.HEADER.pack(p.HEADER_LEN + len(mid), p.SUBMIT_SM | p.RESP, p.ESME_ROK,
                             pdu.sequence) + mid.encode()
         self._later(self._rng.uniform(*self.config.latency), session.send_raw, raw)
+
+    def _bare_error_resp(self, resp: p.Pdu) -> bytes:
+        """An error resp without its mandatory message_id: no body, or only the TLVs."""
+        tlvs = b"" if self.config.error_resp_body == "none" else b"".join(
+            struct.pack(">HH", tag, len(value)) + value for tag, value in resp.tlvs.items())
+        return p.HEADER.pack(p.HEADER_LEN + len(tlvs), resp.command_id, resp.status,
+                             resp.sequence) + tlvs
 
     def _choose_status(self, session: _Session) -> int:
         cfg = self.config

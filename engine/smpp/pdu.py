@@ -263,7 +263,8 @@ def decode_body(command_id: int, status: int, sequence: int, body: memoryview | 
         raise PduError("unknown_command", f"command_id 0x{command_id:08x}", sequence=sequence,
                        status=ESME_RINVCMDID)
     body = bytes(body)
-    if not body and command_id & RESP and status != 0:
+    error_resp = bool(command_id & RESP) and status != 0
+    if not body and error_resp:
         # An error response may omit its body (SMPP 3.4 5.1.2.1 practice).
         return Pdu(command_id, sequence, status, defaults(command_id))
     try:
@@ -276,6 +277,15 @@ def decode_body(command_id: int, status: int, sequence: int, body: memoryview | 
             tlvs = _read_tlvs(body, pos, sequence)
     except PduError as exc:
         exc.command_id, exc.command_status = command_id, status
+        if error_resp and command_id in _TAKES_TLVS:
+            # SMPP 3.4 sends no body with an error status; some SMSCs send the TLVs (SMPP 5.0's
+            # additional_status_info_text, delivery_failure_reason...) but leave out the mandatory
+            # parameters. Read so, a TLV's leading 0x00 was the message_id's NUL and the rest misparsed.
+            try:
+                tlvs = _read_tlvs(body, 0, sequence)
+            except PduError:
+                raise exc from None
+            return Pdu(command_id, sequence, status, defaults(command_id), tlvs)
         raise
     return Pdu(command_id, sequence, status, params, tlvs)
 

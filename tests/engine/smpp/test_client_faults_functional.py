@@ -332,3 +332,25 @@ def test_a_receipt_whose_receipted_message_id_tlv_is_only_a_nul_is_matched_by_it
     h = asyncio.run(run())
     assert [(r.ref, r.part, r.state) for r in h.receipts] == [("a", 0, "DELIVRD")]
     assert "bad_receipt" not in h.connector.stats()["errors"]
+
+
+@pytest.mark.parametrize("body", ["tlvs", "none", "message_id"])
+def test_an_error_submit_sm_resp_without_a_message_id_is_read_whole_with_or_without_tlvs(body):
+    """SMPP 3.4 sends an error resp without a body; SMPP 5.0 sends an empty message_id and TLVs; some
+    SMSCs send the TLVs alone. Read as a message_id, such a TLV's leading 0x00 was taken for the NUL
+    and the rest misparsed (counted and logged as a bad PDU)."""
+    config = SmscConfig(seed=1, receipts=False, resp_tlvs={0x001D: b"no route\x00", 0x0425: b"\x01"},
+                        error_resp_body=body, part_script={1: [p.ESME_RINVDSTADR]})
+
+    async def run():
+        async with Harness(config) as h:
+            total = h.submit([(f"t{i}", f"+4915100{i:05d}", "ACME", "x") for i in range(3)])
+            await h.until(lambda: len(h.responses) == total)
+            return h, total
+
+    h, total = asyncio.run(run())
+    outcomes = sorted((r.outcome, r.error) for r in h.responses)
+    assert outcomes == [("ok", "")] * (total - 1) + [("reject", "ESME_RINVDSTADR")]
+    assert not [k for k in h.connector.stats()["errors"] if k.startswith("pdu_")]
+    assert len(h.smsc.parts) == total and h.smsc.counters["generic_nack"] == 0
+    assert h.smsc.counters["connections"] == 1 and h.connector.reconnects == 0

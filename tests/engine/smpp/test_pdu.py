@@ -163,3 +163,27 @@ def test_a_body_error_names_the_command_and_status_of_its_good_header():
         p.decode_pdu(raw)
     assert (err.value.kind, err.value.fatal, err.value.sequence) == ("truncated", False, 8)
     assert (err.value.command_id, err.value.command_status) == (p.SUBMIT_SM | p.RESP, p.ESME_ROK)
+
+
+@pytest.mark.parametrize(
+    "tlv",
+    [struct.pack(">HH", 0x001D, 7) + b"queued\x00",  # additional_status_info_text: starts 0x00
+     struct.pack(">HH", 0x0425, 1) + b"\x05",  # delivery_failure_reason
+     struct.pack(">HH", 0x0423, 3) + b"\x03\x00\x11"],  # network_error_code
+)
+@pytest.mark.parametrize("message_id", [b"", b"\x00"])
+def test_an_error_resp_with_tlvs_decodes_them_with_or_without_its_message_id(tlv, message_id):
+    """Without the message_id, the TLV's first octet was read as its NUL (or its first NUL ended a
+    made-up id) and the TLVs misparsed."""
+    body = message_id + tlv
+    raw = struct.pack(">IIII", 16 + len(body), p.SUBMIT_SM | p.RESP, p.ESME_RINVDSTADR, 4) + body
+    got = p.decode_pdu(raw)
+    tag, n = struct.unpack(">HH", tlv[:4])
+    assert (got.status, got.params, got.tlvs) == (p.ESME_RINVDSTADR, {"message_id": ""}, {tag: tlv[4:]})
+
+
+def test_an_error_resp_whose_body_is_neither_layout_still_raises():
+    raw = struct.pack(">IIII", 19, p.SUBMIT_SM | p.RESP, p.ESME_RINVDSTADR, 4) + b"\x00\x01\x02"
+    with pytest.raises(p.PduError) as err:
+        p.decode_pdu(raw)
+    assert (err.value.kind, err.value.command_status) == ("truncated", p.ESME_RINVDSTADR)
