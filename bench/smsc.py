@@ -29,13 +29,14 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from bench.smsc_faults import DROP, PROFILES, SILENT, UNTERMINATED, PartScript, part_number
-from bench.smsc_receipts import receipt_id, receipt_pdu
+from bench.smsc_receipts import receipt_id, receipt_pdu, receipt_with
 from engine.smpp import pdu as p
 from engine.smpp.stream import read_pdu
 
 log = logging.getLogger("bench.smsc")
 _MAX_HELD_RECEIPTS = 100_000
 UNANSWERED = -1  # ReceivedPart.status of a part that got no submit_sm_resp
+UNKNOWN_COMMAND = 0x00000104  # a command_id no SMPP version assigns (send_malformed("unknown"))
 
 
 @dataclass
@@ -57,6 +58,7 @@ class SmscConfig:
     id_format: str = "decimal"  # submit_sm_resp message ids: decimal | hex
     receipt_id_format: str = "same"  # same | decimal | hex | padded_hex | padded_decimal
     receipt_tlvs: bool = False  # also send receipted_message_id / message_state TLVs
+    receipt_command: str = "deliver_sm"  # or "data_sm" (its text in message_payload), as some SMSCs do
     receipt_date_digits: int = 10
     receipt_text_label: str = "text:"
     resp_tlvs: dict[int, bytes] = field(default_factory=dict)  # TLVs appended to each submit_sm_resp
@@ -193,16 +195,18 @@ class SimulatedSmsc:
         bad = {
             "truncated": p.HEADER.pack(20, p.DELIVER_SM, 0, 999_999) + b"\x00\x01\x01\x31",
             "oversized": p.HEADER.pack(p.MAX_PDU_LEN + 1, p.DELIVER_SM, 0, 999_998),
-            "unknown": p.HEADER.pack(16, 0x00000103, 0, 999_997),
+            "unknown": p.HEADER.pack(16, UNKNOWN_COMMAND, 0, 999_997),
         }[kind]
         for s in list(self._sessions):
             s.writer.write(bad)
 
-    def send_receipt_text(self, text: bytes, tlvs: dict[int, bytes] | None = None) -> None:
-        """Send each receiving session a receipt ``deliver_sm`` with exactly this text and these TLVs (a
-        vendor's odd receipt, for tests); it is resent after a reconnect until answered, like every
-        receipt."""
-        receipt = p.Pdu(p.DELIVER_SM, 0, 0, {"esm_class": 0x04, "short_message": text}, dict(tlvs or {}))
+    def send_receipt_text(self, text: bytes, tlvs: dict[int, bytes] | None = None, *,
+                          command: str = "deliver_sm", esm_class: int = 0x04) -> None:
+        """Send each receiving session a receipt ``deliver_sm`` (or ``data_sm``: the text, if any, in
+        message_payload) with exactly this text and these TLVs (a vendor's odd receipt, for tests; with
+        ``esm_class`` 0 a mobile-originated message); it is resent after a reconnect until answered,
+        like every receipt."""
+        receipt = receipt_with(command, {"esm_class": esm_class}, text, dict(tlvs or {}))
         for s in list(self._sessions):
             self._deliver(s, receipt)
 
@@ -253,9 +257,9 @@ class SimulatedSmsc:
         elif cid == p.UNBIND:
             session.send(p.response_to(pdu))
             return True
-        elif cid == p.DELIVER_SM:
+        elif cid == p.DELIVER_SM or cid == p.DATA_SM:
             session.send(p.response_to(pdu, p.ESME_RINVBNDSTS))
-        elif cid == p.DELIVER_SM | p.RESP:
+        elif cid == p.DELIVER_SM | p.RESP or cid == p.DATA_SM | p.RESP:
             session.unacked.pop(pdu.sequence, None)
         return session.writer.is_closing()  # dropped by a fault: what is still buffered is lost
 
@@ -397,7 +401,7 @@ class SimulatedSmsc:
         self.receipt_log[mid] = state
         return receipt_pdu(submit, receipt_id(n, mid, cfg.receipt_id_format), state,
                            date_digits=cfg.receipt_date_digits, text_label=cfg.receipt_text_label,
-                           tlvs=cfg.receipt_tlvs)
+                           tlvs=cfg.receipt_tlvs, command=cfg.receipt_command)
 
     def _send_receipt(self, session: _Session, receipt: p.Pdu) -> None:
         """Send a receipt to a receiver of the account that submitted the message; it counts as

@@ -1,8 +1,8 @@
 """One SMPP bind: a TCP (or TLS) connection to the SMSC, kept bound, with its window and pacing.
 
 A bind runs :meth:`SmppBind.run` on the connector's event loop: connect, bind, then three tasks until the
-connection dies - the reader (answers ``enquire_link``/``deliver_sm``, matches ``submit_sm_resp``), the
-sender (takes parts from the connector's shared queue when a window slot is free and the pace allows) and
+connection dies - the reader (answers ``enquire_link``/``deliver_sm``/``data_sm``, matches
+``submit_sm_resp``), the sender (takes parts from the connector's shared queue when a window slot is free and the pace allows) and
 the keep-alive (``enquire_link`` when idle; no answer within the resp timeout closes the bind - a
 ``generic_nack`` is an answer: SMSCs that lack ``enquire_link`` send one). When the connection dies
 every in-flight submit is resolved as ``offline`` (it may have reached the SMSC: see the duplicate
@@ -252,7 +252,7 @@ class SmppBind:
         cid = pdu.command_id
         if cid == p.SUBMIT_SM | p.RESP:
             self._on_submit_resp(pdu.sequence, pdu.status, str(pdu.params.get("message_id", "")))
-        elif cid == p.DELIVER_SM:
+        elif cid == p.DELIVER_SM or cid == p.DATA_SM:  # data_sm: receipts from some SMSCs
             self._send(p.response_to(pdu, message_id=""))
             self.connector.on_deliver(pdu)
         elif cid == p.ENQUIRE_LINK:

@@ -236,8 +236,11 @@ class SmppConnector:
             self._match(receipt, at)
 
     def on_deliver(self, pdu: p.Pdu) -> None:
+        """A ``deliver_sm`` or ``data_sm`` (already answered): a receipt is matched; a mobile-originated
+        message is not ours to handle: counted and logged (the command only, never its content)."""
         if not is_receipt(pdu):
             self.count_error("mo_ignored")
+            log.info("smpp_mo_ignored carrier=%s command=%s", self.name, pdu.name)
             return
         try:
             receipt = parse_receipt(pdu)

@@ -2,7 +2,8 @@
 
 Why not a library: the candidates on PyPI split long messages wrongly or raise untyped exceptions on bad
 input. This codec covers exactly the PDUs smsroute sends or accepts (binds and their responses,
-``submit_sm``, ``deliver_sm``, ``enquire_link``, ``unbind``, ``generic_nack``) and any TLV.
+``submit_sm``, ``deliver_sm``, ``data_sm`` (receipts some SMSCs send), ``enquire_link``, ``unbind``,
+``generic_nack``) and any TLV.
 
 A PDU is a 16-octet header (``command_length``, ``command_id``, ``command_status``, ``sequence_number``,
 big-endian) followed by the mandatory parameters of its command (C-octet strings, 1-octet integers and the
@@ -38,6 +39,7 @@ DELIVER_SM = 0x00000005
 UNBIND = 0x00000006
 BIND_TRANSCEIVER = 0x00000009
 ENQUIRE_LINK = 0x00000015
+DATA_SM = 0x00000103
 RESP = 0x80000000  # a response's command id is its request's with this bit set
 BIND_IDS = (BIND_RECEIVER, BIND_TRANSMITTER, BIND_TRANSCEIVER)
 
@@ -103,6 +105,19 @@ _SM = (
     ("short_message", "m", 255),
 )
 _SM_RESP = (("message_id", "s", 65),)
+# data_sm (SMPP 3.4 4.7.1): no short_message; the text, if any, is in the message_payload TLV
+_DATA_SM = (
+    ("service_type", "s", 6),
+    ("source_addr_ton", "b", 0),
+    ("source_addr_npi", "b", 0),
+    ("source_addr", "s", 65),
+    ("dest_addr_ton", "b", 0),
+    ("dest_addr_npi", "b", 0),
+    ("destination_addr", "s", 65),
+    ("esm_class", "b", 0),
+    ("registered_delivery", "b", 0),
+    ("data_coding", "b", 0),
+)
 
 SCHEMAS: dict[int, tuple[tuple[str, str, int], ...]] = {
     GENERIC_NACK: (),
@@ -116,6 +131,8 @@ SCHEMAS: dict[int, tuple[tuple[str, str, int], ...]] = {
     SUBMIT_SM | RESP: _SM_RESP,
     DELIVER_SM: _SM,
     DELIVER_SM | RESP: _SM_RESP,
+    DATA_SM: _DATA_SM,
+    DATA_SM | RESP: _SM_RESP,
     ENQUIRE_LINK: (),
     ENQUIRE_LINK | RESP: (),
     UNBIND: (),
@@ -128,6 +145,7 @@ COMMAND_NAMES = {
     BIND_TRANSCEIVER: "bind_transceiver",
     SUBMIT_SM: "submit_sm",
     DELIVER_SM: "deliver_sm",
+    DATA_SM: "data_sm",
     ENQUIRE_LINK: "enquire_link",
     UNBIND: "unbind",
 }
@@ -139,7 +157,7 @@ for _cid, _name in list(COMMAND_NAMES.items()):
 # delivery_failure_reason, network_error_code) and SMSCs that speak 3.4 send them too. Refusing one
 # would close the bind and get every submit it had accepted sent again.
 _TAKES_TLVS = frozenset(
-    {SUBMIT_SM, DELIVER_SM, SUBMIT_SM | RESP, DELIVER_SM | RESP,
+    {SUBMIT_SM, DELIVER_SM, SUBMIT_SM | RESP, DELIVER_SM | RESP, DATA_SM, DATA_SM | RESP,
      BIND_RECEIVER | RESP, BIND_TRANSMITTER | RESP, BIND_TRANSCEIVER | RESP}
 )
 

@@ -1,6 +1,7 @@
 """Delivery receipts: parse a receipt ``deliver_sm``, normalise message ids, and match receipts to submits.
 
-A receipt is a ``deliver_sm`` with ``esm_class & 0x04``. The ``receipted_message_id`` / ``message_state`` /
+A receipt is a ``deliver_sm`` - or a ``data_sm``, as some SMSCs send them, its text in ``message_payload`` -
+with ``esm_class & 0x04``. The ``receipted_message_id`` / ``message_state`` /
 ``network_error_code`` TLVs win when present; otherwise the text is parsed::
 
     id:<id> sub:<n> dlvrd:<n> submit date:<YYMMDDhhmm[ss]> done date:<YYMMDDhhmm[ss]> stat:<STATE> err:<e> text:..
@@ -29,6 +30,7 @@ from typing import Any
 
 from engine.errors import CarrierError
 from engine.smpp.pdu import (
+    DATA_SM,
     DELIVER_SM,
     TLV_MESSAGE_PAYLOAD,
     TLV_MESSAGE_STATE,
@@ -77,7 +79,7 @@ class Receipt:
 
 
 def is_receipt(pdu: Pdu) -> bool:
-    return pdu.command_id == DELIVER_SM and bool(int(pdu.params.get("esm_class", 0)) & 0x04)
+    return pdu.command_id in (DELIVER_SM, DATA_SM) and bool(int(pdu.params.get("esm_class", 0)) & 0x04)
 
 
 def normalise_state(raw: str) -> str:
@@ -90,7 +92,7 @@ def normalise_state(raw: str) -> str:
 
 
 def parse_receipt(pdu: Pdu) -> Receipt:
-    """The receipt in a receipt ``deliver_sm``: TLVs first, then the text. Raises ``ReceiptError``."""
+    """The receipt in a receipt ``deliver_sm`` or ``data_sm``: TLVs first, then the text. Raises ``ReceiptError``."""
     fields = parse_receipt_text(_receipt_text(pdu))
     tlvs = pdu.tlvs
     # an empty TLV (no octet, or only its NUL) names no id: the text's id: is used instead

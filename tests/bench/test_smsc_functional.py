@@ -113,7 +113,7 @@ def _bind(sock, command=p.BIND_TRANSCEIVER):
 def test_an_unknown_command_is_answered_with_generic_nack_and_the_session_goes_on(smsc):
     with _raw(smsc.port) as sock:
         _bind(sock)
-        sock.sendall(struct.pack(">IIII", 16, 0x00000103, 0, 42))
+        sock.sendall(struct.pack(">IIII", 16, 0x00000104, 0, 42))
         nack = _recv_pdu(sock)
         assert (nack.command_id, nack.status, nack.sequence) == (
             p.GENERIC_NACK,

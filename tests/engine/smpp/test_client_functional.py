@@ -167,3 +167,83 @@ def test_submits_with_no_bind_up_within_the_bind_wait_are_answered_offline_not_b
     h, waited = asyncio.run(run())
     assert {(r.outcome, r.error) for r in h.responses} == {("offline", "not_bound")}
     assert 0.25 <= waited < 5.0  # answered after the bind wait, not at once and not never
+
+
+@pytest.mark.parametrize("receipt_tlvs", [False, True])
+def test_receipts_sent_as_data_sm_are_answered_and_handled_exactly_like_deliver_sm(receipt_tlvs):
+    """Some SMSCs deliver receipts in a ``data_sm`` (the text in message_payload, and/or the
+    receipted_message_id / message_state TLVs). They were nacked as an unknown command and lost. The
+    same traffic (same seed: same ids, states, early and duplicate receipts) must give the same receipt
+    items and the same counters whichever command carries the receipts."""
+    messages = _bodies(60)
+
+    async def run(command):
+        config = SmscConfig(seed=9, receipt_command=command, receipt_tlvs=receipt_tlvs,
+                            receipt_states=STATES, id_format="hex",
+                            receipt_id_format="padded_decimal", early_receipt_rate=0.3,
+                            duplicate_receipt_rate=0.3)  # latency and receipt delay 0: deterministic
+        async with Harness(config, window=5) as h:
+            total = h.submit(messages)
+            await h.until(lambda: len(h.responses) == total)  # every receipt has been sent by now
+            acked = ("deliver_sm_resp", "data_sm_resp", "generic_nack")
+            await h.until(lambda: sum(h.smsc.counters[k] for k in acked)
+                          == h.smsc.counters["receipts_sent"])
+            return h
+
+    by_deliver_sm, by_data_sm = asyncio.run(run("deliver_sm")), asyncio.run(run("data_sm"))
+    smsc = by_data_sm.smsc.counters
+    assert smsc["data_sm_resp"] == smsc["receipts_sent"] and smsc["generic_nack"] == 0
+    assert by_deliver_sm.smsc.counters["deliver_sm_resp"] == smsc["receipts_sent"]
+
+    def items(h):
+        return sorted((r.ref, r.part, r.state, r.error) for r in h.receipts)
+
+    assert items(by_data_sm) == items(by_deliver_sm)
+    ok = {(r.ref, r.part) for r in by_data_sm.responses if r.outcome == "ok"}
+    assert {(ref, part) for ref, part, _, _ in items(by_data_sm)} == ok
+    assert smsc["receipts_sent"] > len(ok)  # duplicates were sent: held as with deliver_sm
+    assert by_data_sm.connector.stats()["receipts_held"] \
+        == by_deliver_sm.connector.stats()["receipts_held"] > 0
+    assert {r.state for r in by_data_sm.receipts} == set(STATES)
+    assert by_data_sm.connector.stats()["errors"] == by_deliver_sm.connector.stats()["errors"]
+    assert by_data_sm.connector.receipts == by_deliver_sm.connector.receipts
+
+
+def test_a_data_sm_receipt_with_only_the_receipt_tlvs_is_matched():
+    async def run():
+        async with Harness(SmscConfig(seed=1, receipts=False)) as h:
+            h.submit([("a", "+491510000001", "ACME", "hi")])
+            await h.until(lambda: h.responses)
+            mid = h.responses[0].carrier_message_id.encode()
+            h.smsc.send_receipt_text(b"", {p.TLV_RECEIPTED_MESSAGE_ID: mid + b"\x00",
+                                           p.TLV_MESSAGE_STATE: bytes([5])}, command="data_sm")
+            await h.until(lambda: h.smsc.counters["data_sm_resp"] + h.smsc.counters["generic_nack"])
+            await h.until(lambda: h.receipts or h.connector.stats()["errors"].get("bad_receipt"))
+            return h
+
+    h = asyncio.run(run())
+    assert [(r.ref, r.part, r.state) for r in h.receipts] == [("a", 0, "UNDELIV")]
+
+
+@pytest.mark.parametrize("command", ["deliver_sm", "data_sm"])
+def test_a_mobile_originated_message_is_answered_and_dropped_with_a_log_line(command, caplog):
+    caplog.set_level("INFO", logger="engine.smpp.client")
+
+    async def run():
+        async with Harness(SmscConfig(seed=1, receipts=False)) as h:
+            h.smsc.send_receipt_text(b"id:1 stat:DELIVRD my secret words", command=command,
+                                     esm_class=0x00)
+            await h.until(lambda: h.smsc.counters[f"{command}_resp"]
+                          + h.smsc.counters["generic_nack"])
+            h.submit([("a", "+491510000001", "ACME", "hi")])
+            await h.until(lambda: h.responses)
+            return h
+
+    h = asyncio.run(run())
+    assert h.smsc.counters[f"{command}_resp"] == 1 and h.smsc.counters["generic_nack"] == 0
+    assert h.receipts == [] and h.connector.stats()["errors"] == {"mo_ignored": 1}
+    assert [(r.ref, r.outcome) for r in h.responses] == [("a", "ok")]
+    assert h.smsc.counters["connections"] == 1 and h.connector.reconnects == 0
+    [line] = [r.getMessage() for r in caplog.records if "smpp_mo_ignored" in r.getMessage()]
+    assert f"command={command}" in line
+    assert not [r for r in caplog.records if "secret" in r.getMessage()]

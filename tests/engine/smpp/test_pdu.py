@@ -112,7 +112,7 @@ def test_an_oversized_length_is_fatal_and_keeps_the_sequence():
 
 def test_an_unknown_command_id_is_answerable_with_generic_nack_invalid_command():
     with pytest.raises(p.PduError) as err:
-        p.decode_pdu(struct.pack(">IIII", 16, 0x00000103, 0, 5))
+        p.decode_pdu(struct.pack(">IIII", 16, 0x00000104, 0, 5))
     assert (err.value.kind, err.value.status, err.value.sequence) == (
         "unknown_command", p.ESME_RINVCMDID, 5)
     assert not err.value.fatal

@@ -238,3 +238,11 @@ def test_an_empty_receipted_message_id_tlv_falls_back_to_the_texts_id(rmid):
 def test_an_empty_receipted_message_id_tlv_and_no_text_id_is_still_refused():
     with pytest.raises(r.ReceiptError):
         r.parse_receipt(_deliver("", rmid=b"\x00", state=bytes([2])))
+
+
+def test_a_data_sm_with_the_receipt_bit_is_a_receipt_read_from_its_message_payload():
+    pdu = p.Pdu(p.DATA_SM, 1, 0, {"esm_class": 0x04},
+                {p.TLV_MESSAGE_PAYLOAD: b"id:0A sub:001 dlvrd:000 stat:EXPIRED err:000"})
+    assert r.is_receipt(pdu)
+    assert (r.parse_receipt(pdu).message_id, r.parse_receipt(pdu).state) == ("0A", "EXPIRED")
+    assert not r.is_receipt(p.Pdu(p.DATA_SM, 1, 0, {"esm_class": 0x00}))
