@@ -1,6 +1,7 @@
 """A simulated SMPP 3.4 SMSC: an asyncio server the connector tests and ``smsroute bench`` talk to.
 
-It accepts ``bind_transceiver``/``bind_transmitter``/``bind_receiver`` (credentials checked), answers
+It accepts ``bind_transceiver``/``bind_transmitter``/``bind_receiver`` (credentials checked; ``bind_status``
+refuses every bind with a given status, counted ``binds_refused`` like every refusal), answers
 ``submit_sm`` after a configurable latency with a configurable error mix and per-bind throttling, and sends
 delivery receipts (``deliver_sm``) after a configurable delay with a configurable outcome mix, so they arrive
 out of order; optionally *before* the ``submit_sm_resp``. Receipt ids can be written in another format than
@@ -46,6 +47,7 @@ class SmscConfig:
     system_id: str = "smsroute"
     password: str = "secret"
     accounts: dict[str, str] = field(default_factory=dict)  # more system_id -> password accepted
+    bind_status: int = 0  # non-zero: every bind is refused with this command_status (e.g. 0x0D)
     latency: tuple[float, float] = (0.0, 0.0)  # seconds before a submit_sm_resp, uniform
     error_rates: dict[int, float] = field(default_factory=dict)  # command_status -> probability
     nack_rate: float = 0.0  # probability of answering a submit_sm with generic_nack
@@ -266,7 +268,9 @@ class SimulatedSmsc:
     def _on_bind(self, session: _Session, pdu: p.Pdu) -> None:
         cfg = self.config
         accounts = {**cfg.accounts, cfg.system_id: cfg.password}
-        if session.mode:
+        if cfg.bind_status:
+            status = cfg.bind_status
+        elif session.mode:
             status = p.ESME_RALYBND
         elif pdu.get("system_id") not in accounts:
             status = p.ESME_RINVSYSID
@@ -276,6 +280,8 @@ class SimulatedSmsc:
             status = p.ESME_ROK
             session.mode = _BIND_MODES[pdu.command_id]
             session.system_id = str(pdu.get("system_id"))
+        if status != p.ESME_ROK:
+            self.counters["binds_refused"] += 1
         session.send(p.response_to(pdu, status, system_id="smsc-sim"))
         held = self._held.get(session.system_id)
         if status == p.ESME_ROK and session.receives and held:

@@ -23,11 +23,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--latency-ms", type=float, default=0.0, help="max submit_sm_resp latency")
     ap.add_argument("--receipt-delay-ms", type=float, default=0.0, help="max receipt delay")
     ap.add_argument("--throttle", type=float, default=0.0, help="max submit_sm/s per bind")
+    ap.add_argument("--bind-status", type=lambda v: int(v, 0), default=0,
+                    help="refuse every bind with this command_status (e.g. 0x0E); 0 = check credentials")
     ap.add_argument("--profile", default="default", choices=sorted(PROFILES),
                     help="a named behaviour (bench/smsc_faults.py); the options above override it")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     overrides = {"system_id": args.system_id, "password": args.password}
+    if args.bind_status:
+        overrides["bind_status"] = args.bind_status
     if args.throttle:
         overrides["throttle"] = args.throttle
     if args.latency_ms:
