@@ -130,6 +130,7 @@ SIMULATED_OUTCOMES = ("delivered", "undeliverable", "rejected", "expired", "thro
 #: Delay distributions of a simulated carrier, with the keys each one takes.
 DISTRIBUTIONS = {"fixed": ("ms",), "uniform": ("min_ms", "max_ms"), "lognormal": ("median_ms", "sigma")}
 BIND_MODES = ("transceiver", "transmitter_receiver")
+MAX_AUTH_RETRY_SECONDS = 3600.0  # a bind refused for good is still retried at least hourly
 
 
 @dataclass(frozen=True)
@@ -191,6 +192,10 @@ class SmppCarrierOptions(CarrierOptions):
     use_message_payload: bool = False  # long messages whole in the message_payload TLV
     reconnect_min_seconds: float = 0.5
     reconnect_max_seconds: float = 1.0  # bounded low: a bind is back within about a second of its SMSC
+    # a bind refused for good (bad credentials, system type, already bound...: engine.smpp.bind) waits
+    # auth_retry_min_seconds, doubling per refusal up to auth_retry_max_seconds; a successful bind resets it
+    auth_retry_min_seconds: float = 5.0
+    auth_retry_max_seconds: float = 300.0
     bind_wait_seconds: float = 5.0  # a part waits this long in the queue for a bind to come up
     registered_delivery: int = 1  # ask for a receipt on final state
     early_receipt_seconds: float = 30.0  # how long a receipt for an unknown id is held for its resp
@@ -206,6 +211,13 @@ class SmppCarrierOptions(CarrierOptions):
             raise ConfigError(f"config: {where}.binds must be at least 1")
         if self.bind_mode not in BIND_MODES:
             raise ConfigError(f"config: {where}.bind_mode must be one of {', '.join(BIND_MODES)}")
+        if not 0 < self.reconnect_min_seconds <= self.reconnect_max_seconds:
+            raise ConfigError(f"config: {where}.reconnect_min_seconds must be more than 0 and at most "
+                              f"{where}.reconnect_max_seconds")
+        if not 0 < self.auth_retry_min_seconds <= self.auth_retry_max_seconds <= MAX_AUTH_RETRY_SECONDS:
+            raise ConfigError(f"config: {where}.auth_retry_min_seconds must be more than 0 and at most "
+                              f"{where}.auth_retry_max_seconds, itself at most {MAX_AUTH_RETRY_SECONDS:g}"
+                              " (1 hour: a refused bind is still retried)")
 
 
 #: The options class of each carrier ``kind``.

@@ -10,6 +10,24 @@ window in :mod:`engine.smpp.client`) and the bind reconnects with exponential ba
 jitter) from ``reconnect_min_seconds`` up to ``reconnect_max_seconds`` (1 s by default, so a bind is back
 within about a second of its SMSC); a successful bind resets the backoff.
 
+A bind the SMSC *refuses* (a ``bind_*_resp`` with an error status) is retried by what the status says:
+
+- refused for good - :data:`REFUSED_FOR_GOOD`: 0x0E ESME_RINVPASWD, 0x0F ESME_RINVSYSID, 0x53
+  ESME_RINVSYSTYP, 0x0D ESME_RBINDFAIL, 0x05 ESME_RALYBND (the SMSC still holds a session of this
+  account), 0x03 ESME_RINVCMDID (it lacks this bind command: ``bind_mode``), 0x04 ESME_RINVBNDSTS, and
+  any status we do not know (vendor codes such as "IP not allowed" or "too many binds"): retrying every
+  second would not fix it and gets the address blocked by many SMSCs (Kannel stops on a bad system id or
+  password). The bind waits ``auth_retry_min_seconds`` (jittered down by at most a quarter), doubling per
+  consecutive refusal up to ``auth_retry_max_seconds``; state ``refused``, ``last_error`` the status name;
+  one ``smpp_bind_refused`` warning per refusal, hence one per backoff step (carrier, bind, status,
+  attempt, the next delay; never the credentials). A successful bind resets it; :meth:`SmppBind.retry_now`
+  (the operator resumed the carrier) ends the wait at once without resetting it.
+- transient - :data:`BIND_TRANSIENT`: 0x08 ESME_RSYSERR, 0x58 ESME_RTHROTTLED, 0x14 ESME_RMSGQFUL, 0x64
+  ESME_RX_T_APPN: the fast reconnect of a dropped connection, logged ``smpp_bind_failed`` on the 1st,
+  2nd, 4th, 8th... consecutive failure only.
+
+Every refusal is counted by status name (``SmppConnector.bind_refusals``) and as the ``bind_refused`` error.
+
 Pacing: ``throughput`` caps submits per second; an ``ESME_RTHROTTLED`` (0x58) answer (a ``submit_sm_resp``
 or a ``generic_nack``) pauses the whole bind
 (0.2 s, doubling per consecutive 0x58 up to 5 s) and halves its rate, which recovers as submits succeed.
@@ -47,6 +65,11 @@ THROTTLE_PAUSE_MIN = 0.2
 THROTTLE_PAUSE_MAX = 5.0
 # Pushback, not an error: in a submit_sm_resp or a generic_nack to a submit (as Kannel reads the nack).
 CONGESTED = frozenset({p.ESME_RTHROTTLED, p.ESME_RMSGQFUL})
+#: Bind refusals a retry within seconds will not fix (module doc); any status not in BIND_TRANSIENT is one.
+REFUSED_FOR_GOOD = frozenset({p.ESME_RINVPASWD, p.ESME_RINVSYSID, p.ESME_RINVSYSTYP, p.ESME_RBINDFAIL,
+                              p.ESME_RALYBND, p.ESME_RINVCMDID, p.ESME_RINVBNDSTS})
+#: Bind refusals of an SMSC that is busy or failing for a moment: the fast reconnect.
+BIND_TRANSIENT = frozenset({p.ESME_RSYSERR, p.ESME_RTHROTTLED, p.ESME_RMSGQFUL, p.ESME_RX_T_APPN})
 _BIND_COMMAND = {
     "transceiver": p.BIND_TRANSCEIVER, "transmitter": p.BIND_TRANSMITTER, "receiver": p.BIND_RECEIVER,
 }
@@ -54,6 +77,38 @@ _BIND_COMMAND = {
 
 class BindClosed(Exception):
     """The connection ended; ``args[0]`` is the reason (an error kind for ``stats``)."""
+
+
+class BindRefused(Exception):
+    """The SMSC answered the bind with ``status`` (not 0)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(p.status_name(status))
+        self.status = status
+
+
+def refused_for_good(status: int) -> bool:
+    """Whether a bind refused with ``status`` backs off to ``auth_retry_max_seconds`` (module doc)."""
+    return status not in BIND_TRANSIENT
+
+
+class Backoff:
+    """Exponential delays: ``first``, doubling per step up to ``cap``, each multiplied by a jitter drawn
+    from ``jitter`` (``rng`` injectable for tests). ``steps`` counts the delays taken since ``reset``."""
+
+    def __init__(self, first: float, cap: float, jitter: tuple[float, float] = (0.5, 1.0),
+                 rng: random.Random | None = None) -> None:
+        self.first, self.cap, self.jitter = first, cap, jitter
+        self.rng = rng or random.Random()
+        self.steps = 0
+
+    def next(self) -> float:
+        nominal = min(self.first * 2 ** min(self.steps, 64), self.cap)
+        self.steps += 1
+        return nominal * self.rng.uniform(*self.jitter)
+
+    def reset(self) -> None:
+        self.steps = 0
 
 
 class SmppBind:
@@ -69,7 +124,8 @@ class SmppBind:
         self.rate = float(s["throughput"])
         self.resp_timeout = float(s["resp_timeout_seconds"])
         self.bound = False
-        self.state = "connecting"  # connecting | bound | reconnecting (after last_error) | closed
+        # connecting | bound | reconnecting (after last_error) | refused (last_error: the status) | closed
+        self.state = "connecting"
         self.last_error = ""
         self.inflight: dict[int, tuple[SubmitPart, asyncio.TimerHandle]] = {}
         self._seq = itertools.count(1)
@@ -85,28 +141,35 @@ class SmppBind:
         self._throttle_pause = THROTTLE_PAUSE_MIN
         self._last_rx = 0.0
         self._failures = 0  # consecutive connect/bind failures (only some are logged)
+        self.reconnect = Backoff(float(s["reconnect_min_seconds"]), float(s["reconnect_max_seconds"]))
+        self.refusals = Backoff(float(s["auth_retry_min_seconds"]), float(s["auth_retry_max_seconds"]),
+                                jitter=(0.75, 1.0))
+        self._wake: asyncio.Event | None = None  # set by retry_now to end a refusal's wait
 
     # --- lifecycle ------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Connect, bind and serve until cancelled, reconnecting with backoff."""
-        s = self.connector.settings
-        delay = float(s["reconnect_min_seconds"])
+        """Connect, bind and serve until cancelled, reconnecting with backoff (module doc)."""
+        self._wake = asyncio.Event()
         while True:
             reason = "stopped"  # stays so only when cancelled
+            refused: int | None = None
             try:
                 await self._connect_and_bind()
-                delay = float(s["reconnect_min_seconds"])
+                self.reconnect.reset()
+                self.refusals.reset()
                 self._failures = 0
                 self.bound, self.state = True, "bound"
                 self.connector.bind_changed(self, True, "bound")
                 reason = await self._serve()
+            except BindRefused as exc:
+                reason, refused = "bind_refused", exc.status
             except BindClosed as exc:
                 reason = str(exc)
             except (TimeoutError, OSError, EOFError) as exc:
                 reason = "connect_failed" if not self.bound else "connection_lost"
                 self._failures += 1
-                if self.bound or self._failures & (self._failures - 1) == 0:  # 1st, 2nd, 4th, 8th...
+                if self.bound or _logged(self._failures):
                     log.warning("smpp_bind_error carrier=%s bind=%d error=%s failures=%d",
                                 self.connector.name, self.index, type(exc).__name__,
                                 self._failures)
@@ -125,9 +188,39 @@ class SmppBind:
                     else ("reconnecting", reason)
             self.connector.count_error(reason)
             self.connector.reconnects += 1
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, float(s["reconnect_max_seconds"]))
+            if refused is not None:
+                self.connector.bind_refused(refused)
+                self.last_error = p.status_name(refused)
+            if refused is not None and refused_for_good(refused):
+                await self._wait_refused(refused)
+            else:
+                if refused is not None:
+                    self._failures += 1
+                    if _logged(self._failures):
+                        log.warning("smpp_bind_failed carrier=%s bind=%d status=%s failures=%d",
+                                    self.connector.name, self.index, self.last_error,
+                                    self._failures)
+                await asyncio.sleep(self.reconnect.next())
             self.state = "connecting"
+
+    async def _wait_refused(self, status: int) -> None:
+        """After a refusal for good: state ``refused``, one log line, the long backoff (or retry_now)."""
+        delay = self.refusals.next()
+        self.state = "refused"
+        log.warning("smpp_bind_refused carrier=%s bind=%d status=%s attempt=%d retry_in_seconds=%.3f",
+                    self.connector.name, self.index, p.status_name(status), self.refusals.steps,
+                    delay)
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), delay)
+            log.info("smpp_bind_retry_now carrier=%s bind=%d", self.connector.name, self.index)
+        except TimeoutError:
+            pass
+
+    def retry_now(self) -> None:
+        """End the wait after a refusal now (loop thread): the next bind attempt starts at once."""
+        if self.state == "refused" and self._wake is not None:
+            self._wake.set()
 
     def view(self) -> dict:
         """This bind as the control port shows it."""
@@ -154,11 +247,13 @@ class SmppBind:
         if resp is None or resp.command_id != command | p.RESP:
             raise BindClosed("bind_failed")
         if resp.status != p.ESME_ROK:
-            log.warning("smpp_bind_refused carrier=%s bind=%d status=%s", self.connector.name,
-                        self.index, p.status_name(resp.status))
-            raise BindClosed("bind_refused")
-        log.info("smpp_bound carrier=%s bind=%d mode=%s", self.connector.name, self.index,
-                 self.mode)
+            raise BindRefused(resp.status)  # logged by run(), by what the status says
+        if self.refusals.steps:
+            log.info("smpp_bound carrier=%s bind=%d mode=%s after_refusals=%d", self.connector.name,
+                     self.index, self.mode, self.refusals.steps)
+        else:
+            log.info("smpp_bound carrier=%s bind=%d mode=%s", self.connector.name, self.index,
+                     self.mode)
 
     async def _serve(self) -> str:
         loop = asyncio.get_running_loop()
@@ -374,3 +469,8 @@ class SmppBind:
     def _send(self, pdu: p.Pdu) -> None:
         if self._writer is not None and not self._writer.is_closing():
             self._writer.write(p.encode_pdu(pdu))
+
+
+def _logged(failures: int) -> bool:
+    """Log the 1st, 2nd, 4th, 8th... consecutive failure only."""
+    return failures & (failures - 1) == 0

@@ -95,6 +95,7 @@ class SmppConnector:
         self.submitted = 0
         self.reconnects = 0
         self.throttle_pauses = 0
+        self.bind_refusals: Counter[str] = Counter()  # bind_*_resp error statuses, by name
         self.errors: Counter[str] = Counter()
         self.outcomes: Counter[str] = Counter()
         self.receipts = 0
@@ -155,6 +156,12 @@ class SmppConnector:
             else:
                 self.resolve(part, THROTTLED, "", "queue_full")
 
+    def retry_now(self) -> None:
+        """Binds waiting after a refusal try again at once (the operator resumed the carrier, maybe
+        after fixing the credentials); their backoff goes on if refused again."""
+        for bind in self.binds:
+            bind.retry_now()
+
     def withdraw(self, refs: list[str]) -> None:
         """Take back every queued part of these refs (answered ``withdrawn``); parts already written
         are answered by the SMSC as usual."""
@@ -179,6 +186,7 @@ class SmppConnector:
             "awaiting_receipt": len(self._sent),
             "throttle_pauses": self.throttle_pauses,
             "reconnects": self.reconnects,
+            "bind_refusals": dict(self.bind_refusals),
             "errors": dict(self.errors),
         }
 
@@ -196,6 +204,9 @@ class SmppConnector:
                     self._bind_wait_task = asyncio.get_running_loop().create_task(
                         self._watch_bind_wait())
             self._on_state(available, reason)
+
+    def bind_refused(self, status: int) -> None:
+        self.bind_refusals[p.status_name(status)] += 1
 
     def count_error(self, kind: str) -> None:
         self.errors[kind] += 1
