@@ -6,7 +6,8 @@ carrier's typed options (:class:`engine.config.SmppCarrierOptions`) or a dict of
 and unused (the connector has its own loop timers).
 
 Messages in (msgpack bytes): ``SubmitToCarrier``, ``WithdrawSubmits`` and ``ExpectReceipts`` from the POP,
-``SetCarrierSuspended`` from the operator. A withdrawal reaches the connector after every submit the POP
+``SetCarrierSuspended`` from the operator (a resume also ends the backoff of binds the SMSC refused: they
+try again at once). A withdrawal reaches the connector after every submit the POP
 sent before it (both go through ``call_soon_threadsafe`` in mailbox order), so it finds their parts.
 Messages out, to ``pop_ref``: ``CarrierResponded`` - one per burst of ``submit_sm_resp`` that arrive
 together, one item per part -, ``ReceiptsReceived`` (batched the same way) and ``CarrierStateChanged`` when
@@ -143,6 +144,9 @@ class SmppCarrierActor(pykka.ThreadingActor):
         self.suspended = suspended
         reason = "suspended" if suspended else "resumed"
         log.info("carrier %s: %s", self.name, reason)
+        if not suspended and self._loop is not None and self._connector is not None:
+            # an operator who fixed the credentials on the SMSC side resumes to retry refused binds now
+            self._loop.call_soon_threadsafe(self._connector.retry_now)
         self._tell(m.CarrierStateChanged(self.name, self.link_up and not suspended, reason))
 
     # --- connector callbacks (event loop thread) --------------------------------------------------

@@ -134,14 +134,38 @@ def test_each_binds_state_and_last_error_are_shown_when_the_smsc_refuses_the_bin
 
         def refused_twice() -> dict | None:
             view = ref.proxy().stats().get()
-            errors = [b["last_error"] for b in view["binds"]]
-            return view if errors == ["bind_refused", "bind_refused"] else None
+            states = [(b["state"], b["last_error"]) for b in view["binds"]]
+            return view if states == [("refused", "ESME_RINVSYSID")] * 2 else None
 
         view = wait_for(refused_twice, "both binds to be refused")
         assert [(b["index"], b["mode"]) for b in view["binds"]] == [(0, "transceiver"),
                                                                    (1, "transceiver")]
-        assert all(b["state"] in ("connecting", "reconnecting") for b in view["binds"])
         assert (view["suspended"], view["connected"], view["available"]) == (False, False, False)
+        assert view["bind_refusals"] == {"ESME_RINVSYSID": 2}  # the default 5 s before a retry
+        assert smsc.call(lambda: smsc.smsc.counters["binds_refused"]) == 2
+
+
+def test_resuming_a_carrier_retries_its_refused_binds_at_once():
+    """The operator fixed the password on the SMSC side and resumes the carrier: no waiting out a
+    backoff of minutes (here 60 s, far beyond the test's deadline)."""
+    with SmscThread(SmscConfig(seed=3, bind_status=p.ESME_RINVPASWD)) as smsc:
+        pop = FakePop()
+        settings = smsc_carrier_settings("127.0.0.1", smsc.port, reconnect_min_seconds=0.05,
+                                         reconnect_max_seconds=0.2, auth_retry_min_seconds=60.0,
+                                         auth_retry_max_seconds=120.0)
+        ref = SmppCarrierActor.start("smpp1", settings, pop, None)
+        wait_for(lambda: ref.proxy().stats().get()["binds"][0]["state"] == "refused", "a refusal")
+        ref.ask(m.encode(m.SetCarrierSuspended(True)))
+        ref.ask(m.encode(m.SetCarrierSuspended(False)))  # retried at once: refused again
+        wait_for(lambda: smsc.call(lambda: smsc.smsc.counters["binds_refused"]) == 2, "a retry",
+                 timeout=5)
+        smsc.call(setattr, smsc.smsc.config, "bind_status", 0)  # fixed on the SMSC side
+        ref.ask(m.encode(m.SetCarrierSuspended(True)))
+        ref.ask(m.encode(m.SetCarrierSuspended(False)))
+        pop.wait_for(lambda: pop.of(m.CarrierStateChanged)[-1].available, timeout=5)
+        view = ref.proxy().stats().get()
+        assert [b["state"] for b in view["binds"]] == ["bound"]
+        assert view["bind_refusals"] == {"ESME_RINVPASWD": 2}
 
 
 def test_a_malformed_message_is_dropped_and_the_actor_keeps_working():
