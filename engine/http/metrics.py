@@ -9,7 +9,8 @@ Counters: ``smsroute_messages_total{status,pop,carrier}`` (every status change t
 ``smsroute_pop_{retries,failovers,resp_timeouts,store_failures}_total{pop}``,
 ``smsroute_carrier_submitted_total{carrier,pop}``, SMPP carriers also
 ``smsroute_carrier_{receipts,reconnects,throttle_pauses}_total{carrier,pop}`` and
-``smsroute_carrier_errors_total{carrier,pop,error}``, ``smsroute_webhook_deliveries_total{outcome}``,
+``smsroute_carrier_errors_total{carrier,pop,error}``,
+``smsroute_carrier_bind_refusals_total{carrier,pop,status}``, ``smsroute_webhook_deliveries_total{outcome}``,
 ``smsroute_retention_sweeps_total``, ``smsroute_retention_sweep_failures_total``,
 ``smsroute_retention_removed_total{store}``, ``smsroute_webhook_outbox_dropped_total{pop}``,
 ``smsroute_http_shed_requests_total{reason}`` (503 at the customer API's door: ``pending``, ``delay``).
@@ -282,6 +283,9 @@ def _carrier_families(carriers: list[dict[str, Any]]) -> Iterator[Metric]:
             for key, doc in SMPP_COUNTERS.items()}
     errors = CounterMetricFamily("smsroute_carrier_errors", "SMPP link and protocol errors by kind",
                                  labels=[*labels, "error"])
+    refusals = CounterMetricFamily("smsroute_carrier_bind_refusals",
+                                   "SMPP binds the SMSC refused, by bind_resp command_status name",
+                                   labels=[*labels, "status"])
     for c in carriers:
         key = [str(c.get("carrier", "")), str(c.get("pop", ""))]
         for flag, family in flags.items():
@@ -298,7 +302,9 @@ def _carrier_families(carriers: list[dict[str, Any]]) -> Iterator[Metric]:
                 _add(family, key, c.get(name))
             for kind, n in sorted((c.get("errors") or {}).items()):
                 _add(errors, [*key, str(kind)], n)
-    yield from (*flags.values(), window, in_use, binds, submitted, *smpp.values(), errors)
+            for status, n in sorted((c.get("bind_refusals") or {}).items()):
+                _add(refusals, [*key, str(status)], n)
+    yield from (*flags.values(), window, in_use, binds, submitted, *smpp.values(), errors, refusals)
 
 
 def _shedding_families(shedding: dict[str, int]) -> Iterator[Metric]:

@@ -31,15 +31,17 @@ def test_carriers_show_their_state_as_one_or_zero_and_smpp_binds_per_state():
     text = _text(Snapshot(carriers=[
         {"carrier": "fra-x", "pop": "fra", "kind": "smpp", "suspended": True, "connected": True,
          "available": False, "window": 20, "window_in_use": 3, "submitted": 9, "reconnects": 2,
-         "errors": {"bind_refused": 1},
-         "binds": [{"state": "bound"}, {"state": "bound"}, {"state": "reconnecting"}]},
+         "errors": {"bind_refused": 1}, "bind_refusals": {"ESME_RINVPASWD": 3},
+         "binds": [{"state": "bound"}, {"state": "bound"}, {"state": "refused"}]},
         {"carrier": "sin-y", "pop": "sin", "kind": "simulated", "suspended": False,
          "connected": True, "available": True, "binds": [], "submitted": 1}]))
     assert 'smsroute_carrier_suspended{carrier="fra-x",pop="fra"} 1.0' in text
     assert 'smsroute_carrier_available{carrier="fra-x",pop="fra"} 0.0' in text
     assert 'smsroute_carrier_available{carrier="sin-y",pop="sin"} 1.0' in text
     assert 'smsroute_carrier_binds{carrier="fra-x",pop="fra",state="bound"} 2.0' in text
-    assert 'smsroute_carrier_binds{carrier="fra-x",pop="fra",state="reconnecting"} 1.0' in text
+    assert 'smsroute_carrier_binds{carrier="fra-x",pop="fra",state="refused"} 1.0' in text
+    assert ('smsroute_carrier_bind_refusals_total{carrier="fra-x",pop="fra",status="ESME_RINVPASWD"} 3.0'
+            in text)
     assert 'smsroute_carrier_reconnects_total{carrier="fra-x",pop="fra"} 2.0' in text
     assert 'smsroute_carrier_errors_total{carrier="fra-x",error="bind_refused",pop="fra"} 1.0' in text
     assert 'smsroute_carrier_submitted_total{carrier="sin-y",pop="sin"} 1.0' in text
