@@ -172,6 +172,10 @@ class SimulatedCarrierOptions(CarrierOptions):
                 raise ConfigError(f"config: {where}.{key} must be between 0 and 1")
 
 
+# The bind's C-octet strings, in characters without the NUL (SMPP 3.4 section 4.1: 16, 9 and 13 octets)
+SMPP_BIND_FIELDS = {"system_id": 15, "password": 8, "system_type": 12}
+
+
 @dataclass(frozen=True)
 class SmppCarrierOptions(CarrierOptions):
     """``kind = "smpp"``: binds to an SMSC (``actors.carrier_smpp``, ``engine.smpp.client``)."""
@@ -214,6 +218,15 @@ class SmppCarrierOptions(CarrierOptions):
         if not 0 < self.reconnect_min_seconds <= self.reconnect_max_seconds:
             raise ConfigError(f"config: {where}.reconnect_min_seconds must be more than 0 and at most "
                               f"{where}.reconnect_max_seconds")
+        for name, most in SMPP_BIND_FIELDS.items():  # what a bind PDU can carry (engine.smpp.pdu._BIND)
+            value = getattr(self, name)
+            try:
+                size = len(value.encode("latin-1"))
+            except UnicodeEncodeError:
+                size = None
+            if size is None or size > most or "\x00" in value:
+                raise ConfigError(f"config: {where}.{name} must be at most {most} Latin-1 characters "
+                                  "without NUL (SMPP 3.4's bind field; a longer one could never bind)")
         if not 0 < self.auth_retry_min_seconds <= self.auth_retry_max_seconds <= MAX_AUTH_RETRY_SECONDS:
             raise ConfigError(f"config: {where}.auth_retry_min_seconds must be more than 0 and at most "
                               f"{where}.auth_retry_max_seconds, itself at most {MAX_AUTH_RETRY_SECONDS:g}"
