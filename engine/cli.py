@@ -16,6 +16,7 @@ full disk, a missing config file, a TLS file that does not load) is one line on 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import secrets
 import signal
@@ -166,10 +167,13 @@ def _run_worker(args: argparse.Namespace) -> int:
 
     if args.workers < 1 or not args.nats:
         raise ConfigError("--role worker needs --workers N, --worker-index K and --nats URL")
+    _, overrides = _settings_and_overrides(args)  # --smsc: this worker's carriers bind to that SMSC
     argv = ["--index", str(args.worker_index), "--workers", str(args.workers), "--nats", args.nats,
             "--data-dir", args.data_dir]
     if args.config:
         argv += ["--config", args.config]
+    if overrides:
+        argv += ["--overrides-json", json.dumps(overrides)]
     return worker.main(argv)
 
 

@@ -62,3 +62,29 @@ def test_a_negative_process_count_is_refused_by_the_parser(option, capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", option, "-1"])
     assert "not a count" in capsys.readouterr().err
+
+
+def test_a_worker_run_by_hand_with_smsc_binds_its_carriers_to_that_smsc(tmp_path, monkeypatch):
+    """``smsroute run --role worker --smsc H:P`` (a worker of a multi-host cluster) runs its carriers as
+    SMPP binds to that SMSC, as ``--workers N --smsc`` does: it used to drop ``--smsc`` and run the
+    simulated carriers, "delivering" (and billing) messages no SMSC ever saw."""
+    from engine.cluster import worker
+    from engine.config import load_settings
+
+    seen: dict = {}
+
+    def fake_worker_main(argv):
+        args = worker.build_parser().parse_args(argv)
+        overrides = json.loads(args.overrides_json) if args.overrides_json else None
+        seen["settings"] = load_settings(args.config, overrides)
+        return 0
+
+    monkeypatch.setattr(worker, "main", fake_worker_main)
+    code = main(["run", "--role", "worker", "--workers", "2", "--worker-index", "1",
+                 "--nats", "nats://127.0.0.1:1", "--data-dir", str(tmp_path / "w1"),
+                 "--smsc", "127.0.0.1:2775", "--smsc-system-id", "acme"])
+    assert code == 0
+    carriers = seen["settings"].carriers
+    assert carriers and all(c.kind == "smpp" for c in carriers.values())
+    assert {(c.options.host, c.options.port, c.options.system_id)
+            for c in carriers.values()} == {("127.0.0.1", 2775, "acme")}
