@@ -167,6 +167,9 @@ def _run_worker(args: argparse.Namespace) -> int:
 
     if args.workers < 1 or not args.nats:
         raise ConfigError("--role worker needs --workers N, --worker-index K and --nats URL")
+    if args.worker_index >= args.workers:  # "w<K>" would hold no partition, and worker K would be missing
+        raise ConfigError(f"--worker-index {args.worker_index} is not a worker of --workers "
+                          f"{args.workers}: the workers are numbered 0..{args.workers - 1}")
     _, overrides = _settings_and_overrides(args)  # --smsc: this worker's carriers bind to that SMSC
     argv = ["--index", str(args.worker_index), "--workers", str(args.workers), "--nats", args.nats,
             "--data-dir", args.data_dir]

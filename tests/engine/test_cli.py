@@ -88,3 +88,13 @@ def test_a_worker_run_by_hand_with_smsc_binds_its_carriers_to_that_smsc(tmp_path
     assert carriers and all(c.kind == "smpp" for c in carriers.values())
     assert {(c.options.host, c.options.port, c.options.system_id)
             for c in carriers.values()} == {("127.0.0.1", 2775, "acme")}
+
+
+def test_a_worker_index_outside_the_cluster_is_refused_before_anything_starts(tmp_path, capsys):
+    """``--worker-index 2 --workers 2`` named a worker ``w2`` that holds no account's partition (and left
+    worker 1's accounts unserved) without a word; it is refused, naming the valid range."""
+    code = main(["run", "--role", "worker", "--workers", "2", "--worker-index", "2",
+                 "--nats", "nats://127.0.0.1:1", "--data-dir", str(tmp_path / "w2")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--worker-index 2" in err and "0..1" in err
+    assert not (tmp_path / "w2").exists()
