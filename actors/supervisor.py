@@ -142,6 +142,7 @@ class Runtime:
 
     def _open_stores(self) -> None:
         s, place = self.settings, self.placement
+        self._check_topology()
         map_size = s.engine.map_size_mb << 20
         keys_dir = self.keys_dir()
         self.key_provider = provider = open_key_provider(s.keys, keys_dir)
@@ -193,6 +194,25 @@ class Runtime:
             local.append(self.directory.ledger)
         for ref in local:
             self.clock.every(tick, ref, lambda: m.encode(m.Tick(time.time())))
+
+    def _check_topology(self) -> None:
+        """Refuse a data directory whose messages another topology keeps: a cluster's core opens no
+        ``pops/`` (its workers keep the messages under ``workers/w<k>``) and one process opens no
+        ``workers/``, so starting the other way round would leave the open messages unsent, the debits
+        and refunds still owed unsent, and the records unreadable and beyond erasure's reach."""
+        place, data = self.placement, self.data_dir
+        if place.clustered and place.runs_core and not place.runs_pops and (data / "pops").is_dir():
+            raise ConfigError(
+                f"{data / 'pops'} holds the messages of the one-process engine that used {data}; a "
+                "cluster's core would never send or show them: run it without --workers (its open "
+                "messages resume), or start the cluster on another --data-dir")
+        if not place.clustered and place.runs_pops:
+            kept = sorted(p.parent.name for p in (data / "workers").glob("w*/pops") if p.is_dir())
+            if kept:
+                raise ConfigError(
+                    f"{data / 'workers'} holds the messages of a cluster's workers ({', '.join(kept)}) "
+                    f"that used {data}; one process would never send or show them: run it with "
+                    f"--workers {max(int(k[1:]) for k in kept) + 1} as before")
 
     def _open_core(self, map_size: int, keys_dir: Path) -> None:
         """The core's stores: accounts, API keys, the ledger, the core audit trail."""

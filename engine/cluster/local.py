@@ -61,6 +61,13 @@ class LocalCluster:
         if workers < 1:
             raise ConfigError("--workers must be at least 1")
         self.data_dir = Path(data_dir)
+        stranded = sorted(int(p.parent.name[1:]) for p in self.data_dir.glob("workers/w*/pops")
+                          if p.parent.name[1:].isdigit() and int(p.parent.name[1:]) >= workers)
+        if stranded:  # a worker not started never resumes, bills or shows its messages
+            raise ConfigError(
+                f"{self.data_dir / 'workers'} holds the messages of worker(s) "
+                f"{', '.join(f'w{k}' for k in stranded)}, which --workers {workers} would not start: "
+                f"run with --workers {stranded[-1] + 1} or more")
         self.config = config
         self.overrides = overrides
         self.nats_server: NatsServer | None = None
