@@ -128,11 +128,30 @@ class LocalCluster:
                 "--data-dir", str(data)]
         if self.config:
             args += ["--config", str(self.config)]
-        if self.overrides:
-            args += ["--overrides-json", json.dumps(self.overrides)]
+        overrides = self._worker_overrides(w, data)
+        if overrides:
+            args += ["--overrides-json", json.dumps(overrides)]
         w.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                   text=True, cwd=os.getcwd())
         w.started_at = time.monotonic()
+
+    def _worker_overrides(self, w: _Worker, data: Path) -> dict[str, Any] | None:
+        """The overrides a worker starts with. A ``[keys] dir`` outside the worker's own data directory
+        (an absolute path, as policy 9 suggests) would be one key store for the core and every worker:
+        each rewrites the whole ``keys.store`` with what it knows, so one worker's body window key (or
+        the core's newest named key) was dropped by another's write, and what it sealed no longer
+        opened after a restart. Each worker gets its own ``<dir>/w<k>`` there instead."""
+        from engine.config import load_settings
+
+        configured = load_settings(self.config, self.overrides).keys.dir
+        if not configured:
+            return self.overrides
+        keys = (data / configured).resolve()
+        if keys.is_relative_to(data.resolve()):
+            return self.overrides  # already the worker's own
+        overrides = dict(self.overrides or {})
+        overrides["keys"] = {**overrides.get("keys", {}), "dir": str(keys / w.node)}
+        return overrides
 
     def _spawn_edge(self, e: _Worker) -> None:
         core_url, host, port = self._edge_at

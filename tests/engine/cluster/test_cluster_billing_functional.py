@@ -8,17 +8,26 @@ from __future__ import annotations
 import pytest
 
 from engine.errors import InsufficientBalance
+from storage.keys import KeyRing, LocalKeyProvider
 from tests.engine.cluster.support import DEPOSIT_USD, Cluster
+from tests.engine.crash_support import delivering_carriers
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.functional
 
 NUMBERS = ["+4915112345678", "+6591234567", "+5511987654321"]  # one per POP
+def ring_id(directory) -> bytes:
+    """The id of the key store in ``directory`` (read as the engine reads it, under its master key)."""
+    assert (directory / "keys.store").is_file(), f"no key store in {directory}"
+    return KeyRing(directory, LocalKeyProvider(directory)).ring_id
+
+
 COUNTRIES = {"+4915112345678": "DE", "+6591234567": "SG", "+5511987654321": "BR"}
 
 
 def test_billing_works_across_the_core_and_its_workers(tmp_path):
-    c = Cluster(tmp_path, workers=2)
+    keys = tmp_path / "keys"  # [keys] dir outside the data directory (policy 9): each process its own
+    c = Cluster(tmp_path / "data", workers=2, overrides={**delivering_carriers(), "keys": {"dir": str(keys)}})
     try:
         accounts = c.accounts(2)  # at least one on each worker
         idle = accounts[0]  # no submit yet: its session is started by the operator's debit
@@ -49,3 +58,8 @@ def test_billing_works_across_the_core_and_its_workers(tmp_path):
         assert c.engine.billing.verify().ok
     finally:
         c.stop()
+    # One key store was shared by the core and both workers: each rewrote keys.store with what it
+    # knew, dropping the others' newer keys (a worker's body window key: its bodies unreadable after a
+    # restart). Each worker now has a key store of its own beside the core's.
+    rings = {ring_id(keys / node) for node in ("w0", "w1")}
+    assert len(rings) == 2 and ring_id(keys) not in rings
