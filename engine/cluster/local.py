@@ -33,11 +33,33 @@ from typing import Any
 
 from engine.cluster.nats_server import NatsServer
 from engine.errors import ConfigError
+from storage.keys import KEY_STORE_FILE
 
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 60.0
 RESTART_BACKOFF_S = (0.5, 10.0)
+
+
+def _copy_shared_keys(shared: Path, own: Path, node: str) -> None:
+    """A worker that ran before workers had key stores of their own sealed its stores under the shared
+    one: it starts on a copy of it (master key, key store, account keys; not the other workers' own
+    directories), so what it sealed still opens. From then on each copy changes on its own."""
+    import shutil
+
+    tmp = own.with_name(own.name + ".copying")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(mode=0o700, parents=True)
+    for entry in shared.iterdir():
+        if entry.is_dir() and entry.name[:1] in "we" and entry.name[1:].isdigit():
+            continue  # another worker's (or an edge's) own directory
+        if entry.is_dir():
+            shutil.copytree(entry, tmp / entry.name, copy_function=shutil.copy2)
+        else:
+            shutil.copy2(entry, tmp / entry.name)
+    os.replace(tmp, own)  # whole or not at all: a half copy is never taken for the worker's store
+    log.warning("worker %s: its key store is now %s, a copy of the shared %s it sealed under before",
+                node, own, shared)
 
 
 class _Worker:
@@ -149,8 +171,11 @@ class LocalCluster:
         keys = (data / configured).resolve()
         if keys.is_relative_to(data.resolve()):
             return self.overrides  # already the worker's own
+        own = keys / w.node
+        if not own.exists() and (data / "pops").exists() and (keys / KEY_STORE_FILE).exists():
+            _copy_shared_keys(keys, own, w.node)
         overrides = dict(self.overrides or {})
-        overrides["keys"] = {**overrides.get("keys", {}), "dir": str(keys / w.node)}
+        overrides["keys"] = {**overrides.get("keys", {}), "dir": str(own)}
         return overrides
 
     def _spawn_edge(self, e: _Worker) -> None:

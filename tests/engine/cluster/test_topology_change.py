@@ -51,3 +51,34 @@ def test_a_clusters_directory_is_refused_by_one_process_and_by_fewer_workers(tmp
     with pytest.raises(ConfigError, match=r"w1, which --workers 1 would not start.*--workers 2"):
         LocalCluster(data, 1)
     LocalCluster(data, 3)  # more workers: every worker's messages are still resumed by their worker
+
+
+def test_a_worker_that_sealed_under_a_shared_key_dir_starts_on_a_copy_of_it(tmp_path):
+    """Workers used to share an absolute ``[keys] dir`` with the core; now each has ``<dir>/w<k>``. A
+    worker that already ran (its POP stores exist) must keep opening what it sealed, so its own directory
+    starts as a copy of the shared one; a new worker starts empty, and another worker's copy is never
+    copied into it."""
+    from engine.cluster.local import LocalCluster, _Worker
+
+    keys = tmp_path / "keys"
+    (keys / "accounts").mkdir(parents=True)
+    (keys / "master.key").write_bytes(b"k" * 32)
+    (keys / "keys.store").write_bytes(b"ring")
+    (keys / "accounts" / "acc_1").write_bytes(b"wrapped")
+    (keys / "w0").mkdir()
+    (keys / "w0" / "keys.store").write_bytes(b"w0's own")
+    data = tmp_path / "data"
+    (data / "workers" / "w1" / "pops").mkdir(parents=True)  # w1 ran before: it has stores
+    (data / "workers" / "w2").mkdir(parents=True)  # w2 is new
+    cluster = LocalCluster(data, 3, overrides={"keys": {"dir": str(keys)}})
+
+    got = cluster._worker_overrides(_Worker(1), data / "workers" / "w1")
+    assert got["keys"]["dir"] == str(keys / "w1")
+    assert (keys / "w1" / "keys.store").read_bytes() == b"ring"
+    assert (keys / "w1" / "master.key").read_bytes() == b"k" * 32
+    assert (keys / "w1" / "accounts" / "acc_1").read_bytes() == b"wrapped"
+    assert not (keys / "w1" / "w0").exists()
+    assert (keys / "w1").stat().st_mode & 0o777 == 0o700
+
+    assert cluster._worker_overrides(_Worker(2), data / "workers" / "w2")["keys"]["dir"] == str(keys / "w2")
+    assert not (keys / "w2").exists()  # new: its key ring creates its own store
