@@ -47,6 +47,7 @@ from engine.mail import announcements
 from engine.mail.notices import Notices
 from engine.mail.service import MailService
 from engine.privacy import PrivacyServices
+from storage.account_keys import AccountKeys
 from storage.records import MessageRecord
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,9 @@ class Engine(AccountManager, HoldManager):
         """The mail sender runs on its own thread (not the HTTP loop), so mail goes out when the
         engine is embedded without HTTP; the privacy stores' sweeps join the retention sweeper."""
         runtime = self.runtime
-        self.mail = MailService(self.data_dir, self.settings.email, runtime.keys).start()
+        mail_keys = AccountKeys(runtime.keys_dir() / "mail", runtime.key_provider, runtime.pseudonyms)
+        self.mail = MailService(self.data_dir, self.settings.email, runtime.keys,
+                                runtime.account_keys, mail_keys).start()
         self.notices = Notices(self.mail.outbox, self.mail.worker.wake, runtime.accounts)
         self.privacy = PrivacyServices(self.data_dir, self.settings, runtime, self.notices, self)
         runtime.sweeper.proxy().add_sweepables(

@@ -81,7 +81,13 @@ class AccountManager:
         record = AccountRecord(id="acc_" + secrets.token_hex(8), email=email, created_at=time.time(),
                                key_digests=[apikeys.digest(api_key)], key_hints=[apikeys.hint(api_key)],
                                webhook_secrets=[secret])
-        self.send_confirmation(record.id, email)  # queued first: a full outbox creates nothing
+        keys = self.runtime.account_keys
+        keys.create(record.id)  # its confirmation mail is sealed under the account's data key
+        try:
+            self.send_confirmation(record.id, email)  # queued first: a full outbox creates nothing
+        except BaseException:
+            keys.shred(record.id)
+            raise
         self.accounts.create(record)
         self.runtime.api_keys.add(record.id, record.key_digests[0], record.key_hints[0])
         self.key_index[record.key_digests[0]] = record.id
@@ -333,7 +339,9 @@ class AccountManager:
         deletes the account's records in its own thread (so no later status change writes one back); the
         ledger writes what is queued and shreds the account's ledger key. The customer's own debugging
         windows end and their notes are shredded; legal holds and lawful orders stay (they are the
-        policy's exceptions to erasure). Last, the record goes and the account's data key with it."""
+        policy's exceptions to erasure). Last, the record goes and the account's data key with it, and
+        every mail still queued for the account is removed from the outbox (sealed under that key, no
+        copy of it opens any more, and none is sent after this returns)."""
         self.accounts.get(account_id)  # UnknownAccount if there is none
         self._audit(actor, "erase_account", account_id)
         self.close_account(account_id)
@@ -346,7 +354,10 @@ class AccountManager:
         rows = runtime.directory.ledger.ask(m.encode(m.PseudonymiseAccount(account_id)), timeout=30)
         self.accounts.delete(account_id)
         self.credentials.forget(account_id)
+        mail = getattr(self, "mail", None)  # the engine's MailService (None before it is started)
+        mails = mail.forget_account(account_id) if mail is not None else 0
         return {"account": account_id, "message_records_deleted": deleted,
+                "queued_mails_deleted": mails,
                 "ledger_entries_pseudonymised": rows,
                 "ledger_token": runtime.pseudonyms.pseudonym(account_id)}
 

@@ -78,10 +78,17 @@ class AccountKeys:
 
     def create(self, account_id: str) -> None:
         """Make the account's keys (both purposes) if they do not exist yet. Idempotent."""
-        token = self.token(account_id)
+        self.create_token(self.token(account_id))
+
+    def create_token(self, token: bytes, purposes: tuple[str, ...] = PURPOSES) -> None:
+        """Make the keys of ``token`` for ``purposes`` if they do not exist yet (idempotent). Also for
+        tokens that name no account: the mail outbox keeps one random-token key per mail that must
+        outlive its account (``storage.outbox``), in a directory of its own."""
+        if len(token) != ACCOUNT_TOKEN_BYTES:
+            raise ValueError("an account token is 16 bytes")
         with self._lock:
             wrapped = self._read(token)
-            missing = [p for p in PURPOSES if p not in wrapped]
+            missing = [p for p in purposes if p not in wrapped]
             if not missing:
                 return
             keys = {p: os.urandom(KEY_BYTES) for p in missing}

@@ -8,8 +8,27 @@ SMTP server has accepted it, and reschedules a failed one with exponential backo
 Layout (in the LMDB environment it is given, ``<data_dir>/mail``): ``outbox`` maps a mail id (16 bytes:
 creation time in ns + 8 random bytes) to the sealed msgpack of the :class:`OutboxMail`; ``outbox_due`` is
 the index ``next attempt (ms, 8 bytes) | mail id`` -> empty, so finding due mail never decrypts the rest.
-The address, subject and text are sealed (AES-256-GCM, the ``outbox`` store key, the mail id as AAD);
-only times and ids are readable in the file.
+Each value is a 26-byte header — format byte ``0x02``, key kind (``a``: the account's data key, ``m``: the
+mail's own key), a 16-byte key token, next attempt (ms) — then the sealed msgpack (AES-256-GCM, the mail
+id as AAD). The address, subject and text are sealed; only times, ids and key tokens are readable.
+
+Which key seals a mail, and why (erasure, policy 7.1): LMDB never wipes freed pages (``storage.env``), so
+deleting a mail is not erasing it. A mail is sealed under the **data key of the account it is for**
+(``storage.account_keys``, the token is the account's keyed token) — the key erasure destroys. So an
+erased account's queued mail, on live pages, stale pages or backups, can never be opened or sent again:
+:meth:`Outbox.forget_account` (called by the erasure) deletes its entries, and any that escaped it (queued
+in the instant the key was shredded, or waiting in a copy) fails to open and is dropped unsent by
+:meth:`Outbox.due` / :meth:`Outbox.get` (``erased`` counts them). Queuing mail for an account whose data
+key is gone is refused (``KeyUnavailable``): nothing is queued for an erased account.
+
+The one mail that must outlive its account is the one telling the holder their erasure was carried out
+(``NewMail.own_key``): it is sealed under a **key of its own** — a random token in the separate mail key
+directory (``<keys>/mail``), wrapped by the same key-encryption key — created before the mail is queued and
+destroyed before the mail leaves the outbox (sent, refused, swept), so once it is gone no copy of it opens
+either. It carries no account id (see ``engine.mail.notices``).
+
+Mail written by an older version (value = a bare sealed blob, the store-wide ``outbox`` key) is still read
+when ``legacy`` is given, and erased on erasure by opening it; it ages out with the 3-day retention.
 
 Durability contract:
 
@@ -21,6 +40,9 @@ Durability contract:
   :class:`~engine.errors.StoreFull` (nothing half-queued).
 * *Swept:* a sent mail is deleted at once; one still unsent when the retention row ``outbound_mail``
   (``storage.retention``: 3 days) runs out is dropped by :meth:`sweep` (counted by the sweeper).
+* *Erased:* after :meth:`forget_account` returns, no mail for the account is in the outbox and none
+  queued later can be (its key is gone first). A key of a mail's own is shredded before its entry is
+  deleted: a crash in between leaves an entry that no longer opens and is dropped unsent.
 * *Writers:* any thread (LMDB serialises write transactions). *Readers:* any thread.
 """
 
@@ -35,24 +57,32 @@ from dataclasses import asdict, dataclass, replace
 import lmdb
 import msgpack
 
-from engine.errors import CorruptRecord, StorageError, StoreFull
+from engine.errors import CorruptRecord, KeyUnavailable, StorageError, StoreFull
+from storage.account_keys import DATA, AccountKeys
 from storage.crypto import Sealer
 from storage.retention import cutoff
 
 __all__ = ["NewMail", "Outbox", "OutboxMail"]
 
 _MS = struct.Struct(">Q")
+_FORMAT = 0x02  # never BLOB_VERSION: a bare sealed blob is a mail of the older format
+ACCOUNT_KEY, OWN_KEY = b"a", b"m"
+_HEADER = 1 + 1 + 16 + 8
 
 
 @dataclass(frozen=True)
 class NewMail:
-    """A mail to queue: who it is for (account id, for logs), where it goes, what it says."""
+    """A mail to queue: who it is for (account id, for logs and for its key), where it goes, what it says.
+
+    ``own_key``: sealed under a key of its own instead of the account's data key (only the mail that
+    confirms an erasure, sent after the account and its key are gone)."""
 
     template: str
     account_id: str
     to: str
     subject: str
     text: str
+    own_key: bool = False
 
 
 @dataclass(frozen=True)
@@ -70,45 +100,69 @@ class OutboxMail:
 
 
 class Outbox:
-    """Sealed, bounded, durable queue of outgoing mail.
+    """Sealed, bounded, durable queue of outgoing mail, each mail under its account's data key.
 
     *Durable:* ``enqueue`` returns after the fsynced commit; a mail survives ``kill -9`` until sent
-    (at-least-once). *Bounded:* ``max_mails``. *Writers/readers:* any thread. See the module docstring.
+    (at-least-once). *Bounded:* ``max_mails``. *Erased:* ``forget_account``. *Writers/readers:* any
+    thread. See the module docstring.
     """
 
-    def __init__(self, env: lmdb.Environment, sealer: Sealer, *, max_mails: int = 10000) -> None:
+    def __init__(self, env: lmdb.Environment, account_keys: AccountKeys, mail_keys: AccountKeys, *,
+                 max_mails: int = 10000, legacy: Sealer | None = None) -> None:
         self.env = env
-        self._sealer = sealer
+        self._account_keys = account_keys
+        self._mail_keys = mail_keys
+        self._legacy = legacy
         self._db = env.open_db(b"outbox")
         self._due = env.open_db(b"outbox_due")
         self.max_mails = max_mails
+        self.erased = 0  # mails dropped unsent because their key was gone (their account erased)
 
     def enqueue(self, mails: Iterable[NewMail], now: float | None = None) -> list[str]:
-        """Queue mails in one durable transaction; their ids. ``StoreFull`` if they do not all fit."""
+        """Queue mails in one durable transaction; their ids. ``StoreFull`` if they do not all fit,
+        ``KeyUnavailable`` if one is for an account without a data key (erased): nothing is queued."""
         now = time.time() if now is None else now
         mails = list(mails)
-        ids = []
+        ids: list[str] = []
+        own: list[bytes] = []
         try:
+            keyed = []
+            for mail in mails:
+                if mail.own_key:
+                    token = os.urandom(16)
+                    self._mail_keys.create_token(token, (DATA,))  # durable before it seals anything
+                    own.append(token)
+                    keyed.append((mail, OWN_KEY, token, self._mail_keys.sealer_for_token(token)))
+                else:
+                    token = self._account_keys.token(mail.account_id)
+                    keyed.append((mail, ACCOUNT_KEY, token,
+                                  self._account_keys.sealer_for_token(token, DATA)))
             with self.env.begin(write=True) as txn:
                 waiting = txn.stat(self._db)["entries"]
                 if waiting + len(mails) > self.max_mails:
                     raise StoreFull(f"the mail outbox holds {waiting} of {self.max_mails} mails; "
                                     f"{len(mails)} more do not fit")
-                for mail in mails:
+                for mail, kind, token, sealer in keyed:
                     key = int(now * 1e9).to_bytes(8, "big") + os.urandom(8)
                     self._put(txn, OutboxMail(key.hex(), mail.template, mail.account_id, mail.to,
-                                              mail.subject, mail.text, now, 0, now))
+                                              mail.subject, mail.text, now, 0, now),
+                              kind, token, sealer)
                     ids.append(key.hex())
-        except lmdb.MapFullError as exc:
-            raise StoreFull("the mail store is full") from exc
-        except lmdb.Error as exc:
-            raise StorageError(f"the mail outbox write failed: {type(exc).__name__}") from exc
+        except BaseException as exc:
+            for token in own:  # nothing of the call was queued: its own keys go too
+                self._mail_keys.shred_token(token)
+            if isinstance(exc, lmdb.MapFullError):
+                raise StoreFull("the mail store is full") from exc
+            if isinstance(exc, lmdb.Error):
+                raise StorageError(f"the mail outbox write failed: {type(exc).__name__}") from exc
+            raise
         return ids
 
     def due(self, now: float, limit: int = 50) -> list[OutboxMail]:
-        """Mails whose next attempt is at or before ``now``, earliest first."""
+        """Mails whose next attempt is at or before ``now``, earliest first. A mail whose key is gone
+        (its account erased) is dropped unsent, not returned."""
         bound = _MS.pack(int(now * 1000))
-        out = []
+        out, gone = [], []
         with self.env.begin() as txn:
             cursor = txn.cursor(db=self._due)
             for key, _ in cursor:
@@ -116,8 +170,25 @@ class Outbox:
                     break
                 blob = txn.get(key[8:], db=self._db)
                 if blob is not None:
-                    out.append(self._decode(bytes(key[8:]), blob))
+                    mail = self._open(bytes(key[8:]), blob)
+                    if mail is None:
+                        gone.append(bytes(key[8:]).hex())
+                    else:
+                        out.append(mail)
+        for mail_id in gone:
+            self._drop_unreadable(mail_id)
         return out
+
+    def get(self, mail_id: str) -> OutboxMail | None:
+        """The mail as queued now; None if it left the outbox or its key is gone (then it is dropped).
+        The sender asks this right before each send, so a mail erased meanwhile is never sent."""
+        key = bytes.fromhex(mail_id)
+        with self.env.begin() as txn:
+            blob = txn.get(key, db=self._db)
+            mail = None if blob is None else self._open(key, bytes(blob))
+        if blob is not None and mail is None:
+            self._drop_unreadable(mail_id)
+        return mail
 
     def next_due_at(self) -> float | None:
         """When the earliest waiting mail is due (None when the outbox is empty)."""
@@ -136,16 +207,43 @@ class Outbox:
             blob = txn.get(key, db=self._db)
             if blob is None:
                 return None
-            old = self._decode(key, blob)
-            txn.delete(self._due_key(old), db=self._due)
+            blob = bytes(blob)
+            try:
+                kind, token, sealer = self._key_of(blob)
+                old = self._decode(key, blob, sealer)
+            except KeyUnavailable:
+                return None  # erased meanwhile: the next look drops it
+            txn.delete(self._due_key_of(key, blob), db=self._due)
             new = replace(old, attempts=old.attempts + 1, next_attempt_at=next_attempt_at,
                           last_error=error[:64])
-            self._put(txn, new)
+            if kind is None:  # an older mail stays under the legacy key until it leaves
+                txn.put(key, sealer.seal(msgpack.packb(_fields(new)), key), db=self._db)
+                txn.put(self._due_key(new), b"", db=self._due)
+            else:
+                self._put(txn, new, kind, token, sealer)
         return new
 
     def give_up(self, mail_id: str) -> None:
         """The server refused it for good (e.g. a 5xx for the recipient): drop it."""
         self._remove(mail_id)
+
+    def forget_account(self, account_id: str) -> int:
+        """Erasure: delete every mail queued for the account; how many. Its data key (destroyed by the
+        erasure) is what makes the deleted copies unreadable; mail with a key of its own is not touched."""
+        token = self._account_keys.token(account_id)
+        removed = 0
+        with self.env.begin(write=True) as txn:
+            for key, blob in list(txn.cursor(db=self._db)):
+                key, blob = bytes(key), bytes(blob)
+                if blob[0] == _FORMAT:
+                    mine = blob[1:2] == ACCOUNT_KEY and blob[2:18] == token
+                else:  # an older mail: open it to see whose it is
+                    mine = self._open(key, blob, account_id=account_id) is not None
+                if mine:
+                    txn.delete(self._due_key_of(key, blob), db=self._due)
+                    txn.delete(key, db=self._db)
+                    removed += 1
+        return removed
 
     def sweep(self, now: float) -> int:
         """Drop mail still unsent when the ``outbound_mail`` retention row runs out; how many."""
@@ -155,8 +253,9 @@ class Outbox:
             for key, blob in list(txn.cursor(db=self._db)):
                 if int.from_bytes(key[:8], "big") >= cutoff_ns:
                     break  # ids are in creation order
-                mail = self._decode(bytes(key), blob)
-                txn.delete(self._due_key(mail), db=self._due)
+                key, blob = bytes(key), bytes(blob)
+                self._shred_own(blob)
+                txn.delete(self._due_key_of(key, blob), db=self._due)
                 txn.delete(key, db=self._db)
                 removed += 1
         return removed
@@ -165,29 +264,85 @@ class Outbox:
         with self.env.begin() as txn:
             return txn.stat(self._db)["entries"]
 
+    # --- helpers -----------------------------------------------------------------------------------
+
     def _remove(self, mail_id: str) -> None:
         key = bytes.fromhex(mail_id)
         with self.env.begin(write=True) as txn:
             blob = txn.get(key, db=self._db)
             if blob is not None:
-                txn.delete(self._due_key(self._decode(key, blob)), db=self._due)
+                blob = bytes(blob)
+                self._shred_own(blob)  # first: a crash after it leaves an entry that no longer opens
+                txn.delete(self._due_key_of(key, blob), db=self._due)
                 txn.delete(key, db=self._db)
+
+    def _drop_unreadable(self, mail_id: str) -> None:
+        key = bytes.fromhex(mail_id)
+        with self.env.begin(write=True) as txn:
+            blob = txn.get(key, db=self._db)
+            if blob is None:
+                return
+            blob = bytes(blob)
+            self._shred_own(blob)
+            txn.delete(self._due_key_of(key, blob), db=self._due)
+            txn.delete(key, db=self._db)
+        self.erased += 1
+
+    def _shred_own(self, blob: bytes) -> None:
+        if blob[0] == _FORMAT and blob[1:2] == OWN_KEY:
+            self._mail_keys.shred_token(blob[2:18])
 
     @staticmethod
     def _due_key(mail: OutboxMail) -> bytes:
         return _MS.pack(int(mail.next_attempt_at * 1000)) + bytes.fromhex(mail.mail_id)
 
-    def _put(self, txn: lmdb.Transaction, mail: OutboxMail) -> None:
-        key = bytes.fromhex(mail.mail_id)
-        fields = asdict(mail)
-        del fields["mail_id"]
-        txn.put(key, self._sealer.seal(msgpack.packb(fields), key), db=self._db)
-        txn.put(self._due_key(mail), b"", db=self._due)
+    def _due_key_of(self, key: bytes, blob: bytes) -> bytes:
+        """The index entry of a stored mail, read from its header (no key needed)."""
+        if blob[0] == _FORMAT:
+            return blob[18:26] + key
+        return self._due_key(self._decode(key, blob, self._legacy_sealer()))
 
-    def _decode(self, key: bytes, blob: bytes) -> OutboxMail:
+    def _key_of(self, blob: bytes) -> tuple[bytes | None, bytes, Sealer]:
+        """(kind, token, sealer) of a stored mail; ``KeyUnavailable`` if its key is gone."""
+        if blob[0] != _FORMAT:
+            return None, b"", self._legacy_sealer()
+        kind, token = blob[1:2], blob[2:18]
+        keys = self._mail_keys if kind == OWN_KEY else self._account_keys
+        return kind, token, keys.sealer_for_token(token, DATA)
+
+    def _legacy_sealer(self) -> Sealer:
+        if self._legacy is None:
+            raise CorruptRecord("an outbox mail of the older format, and no legacy key to open it")
+        return self._legacy
+
+    def _open(self, key: bytes, blob: bytes, *, account_id: str | None = None) -> OutboxMail | None:
+        """The mail, or None if its key is gone (or, with ``account_id``, it is someone else's)."""
         try:
-            return OutboxMail(mail_id=key.hex(), **msgpack.unpackb(self._sealer.open(blob, key)))
+            mail = self._decode(key, blob, self._key_of(blob)[2])
+        except KeyUnavailable:
+            return None
+        return mail if account_id is None or mail.account_id == account_id else None
+
+    def _put(self, txn: lmdb.Transaction, mail: OutboxMail, kind: bytes, token: bytes,
+             sealer: Sealer) -> None:
+        key = bytes.fromhex(mail.mail_id)
+        due = self._due_key(mail)
+        header = bytes([_FORMAT]) + kind + token + due[:8]
+        txn.put(key, header + sealer.seal(msgpack.packb(_fields(mail)), key), db=self._db)
+        txn.put(due, b"", db=self._due)
+
+    @staticmethod
+    def _decode(key: bytes, blob: bytes, sealer: Sealer) -> OutboxMail:
+        sealed = blob[_HEADER:] if blob[0] == _FORMAT else blob
+        try:
+            return OutboxMail(mail_id=key.hex(), **msgpack.unpackb(sealer.open(sealed, key)))
         except CorruptRecord:
             raise
         except Exception as exc:
             raise CorruptRecord(f"outbox mail {key.hex()} does not decode") from exc
+
+
+def _fields(mail: OutboxMail) -> dict:
+    fields = asdict(mail)
+    del fields["mail_id"]
+    return fields

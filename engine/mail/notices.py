@@ -2,8 +2,11 @@
 
 Every method renders a template (``engine.mail.templates``: checked to carry no body, number or secret),
 writes the mail to the outbox (one durable transaction for a whole mailing) and wakes the worker. Mail goes
-to the account's address of record, looked up when queued. The outbox is bounded: a mailing that does not
-fit is refused whole with ``StoreFull`` before anything else is changed by the caller.
+to the account's address of record, looked up when queued, sealed under the account's data key (so the
+account's erasure reaches it; queuing for an account whose key is gone raises ``KeyUnavailable``). The
+outbox is bounded: a mailing that does not fit is refused whole with ``StoreFull`` before anything else is
+changed by the caller. :meth:`Notices.erasure_confirmation` is the one mail queued after its account is
+erased.
 
 Hooks other parts of the engine call: :meth:`Notices.security_alert` (``kind`` one of
 ``templates.ALERT_KINDS``) and :meth:`Notices.failed_authentication` (counts failures per account and
@@ -46,6 +49,19 @@ class Notices:
         """Queue one mail to ``to`` (the caller knows the address); its outbox id."""
         subject, text = render(template, account_id=account_id, **params)
         mail_id = self.outbox.enqueue([NewMail(template, account_id, to, subject, text)])[0]
+        self._wake()
+        return mail_id
+
+    def erasure_confirmation(self, to: str, request_id: str) -> str:
+        """Tell the holder of an erased account that the erasure was carried out; its outbox id.
+
+        The one mail queued after its account is gone, so it carries only what it must: the address
+        (to send it), the request id the holder was given, and the fact. No account id — not in the
+        text, not in the queued mail, not in the worker's logs — and it is sealed under a key of its own
+        that is destroyed when it leaves the outbox (``storage.outbox``)."""
+        subject, text = render("erasure_completed", request_id=request_id)
+        mail_id = self.outbox.enqueue([NewMail("erasure_completed", "", to, subject, text,
+                                               own_key=True)])[0]
         self._wake()
         return mail_id
 

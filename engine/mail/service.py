@@ -1,7 +1,10 @@
 """MailService: opens the mail store, picks the transport, runs the worker; started and stopped by Engine.
 
 Data layout: ``<data_dir>/mail/`` is an LMDB environment of its own (every commit fsynced) holding the
-outbox; its data key is the ``outbox`` store key of the engine's key ring (outside LMDB).
+outbox. Each mail is sealed under the data key of the account it is for (``storage.account_keys``), so
+an account's erasure reaches its queued mail (:meth:`MailService.forget_account`); the one mail that
+confirms an erasure has a key of its own in ``<keys>/mail/``, destroyed when it leaves the outbox (see
+``storage.outbox``). The ``outbox`` store key of the key ring only opens mail queued by older versions.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 from engine.config import EmailSettings
 from engine.mail.transport import Transport, transport_for
 from engine.mail.worker import MailWorker
+from storage.account_keys import AccountKeys
 from storage.env import open_env
 from storage.keys import KeyRing
 from storage.outbox import Outbox
@@ -21,11 +25,13 @@ MAIL_MAP_SIZE = 256 << 20
 
 
 class MailService:
-    def __init__(self, data_dir: Path, settings: EmailSettings, keys: KeyRing, *,
+    def __init__(self, data_dir: Path, settings: EmailSettings, keys: KeyRing,
+                 account_keys: AccountKeys, mail_keys: AccountKeys, *,
                  transport: Transport | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.env = open_env(Path(data_dir) / "mail", map_size=MAIL_MAP_SIZE)
-        self.outbox = Outbox(self.env, keys.store_sealer("outbox"), max_mails=settings.max_outbox)
+        self.outbox = Outbox(self.env, account_keys, mail_keys, max_mails=settings.max_outbox,
+                             legacy=keys.store_sealer("outbox"))
         self.transport = transport or transport_for(settings)
         self.worker = MailWorker(self.outbox, self.transport, settings, clock=clock)
 
@@ -36,6 +42,12 @@ class MailService:
     def stop(self) -> None:
         self.worker.stop()
         self.env.close()
+
+    def forget_account(self, account_id: str) -> int:
+        """Erasure: remove every mail queued for the account; how many. Waits for a send in progress
+        (bounded by the SMTP timeout), so once this returns nothing more goes to the account."""
+        with self.worker.sending:
+            return self.outbox.forget_account(account_id)
 
     def stats(self) -> dict[str, int]:
         return {"outbox": len(self.outbox), **self.worker.counts}

@@ -119,6 +119,15 @@ def _dsar_closed(p: dict[str, Any]) -> tuple[str, str]:
             f"{p['status']}.\n\n{p.get('note') or ''}")
 
 
+def _erasure_completed(p: dict[str, Any]) -> tuple[str, str]:
+    # the account and its address are erased when this is queued: the request id is all it names
+    return (f"Your data-subject request {p['request_id']}: completed",
+            f"Your erasure request {p['request_id']} is completed. We erased the data we held about "
+            "your account; only the ledger entries the law requires us to keep (7 years) remain, "
+            "under a pseudonym and without identifiers. We will not write to you about this account "
+            "again.")
+
+
 def _incident(p: dict[str, Any]) -> tuple[str, str]:
     return ("smsroute security incident notice",
             f"We are informing you of a security incident that may affect account "
@@ -135,6 +144,7 @@ TEMPLATES: dict[str, Callable[[dict[str, Any]], tuple[str, str]]] = {
     "dsar_opened": _dsar_opened,
     "dsar_extended": _dsar_extended,
     "dsar_closed": _dsar_closed,
+    "erasure_completed": _erasure_completed,
     "incident_notice": _incident,
 }
 

@@ -7,6 +7,11 @@ outbox once the server accepted it, and otherwise reschedules it with exponentia
 (``uniform(0, min(cap, base * 2**attempts))``, at least one second), or drops it on a permanent refusal.
 The outbox calls are short LMDB transactions made on this worker's own loop.
 
+Erasure: each mail is read again (:meth:`storage.outbox.Outbox.get`) right before it is sent, under the
+lock :attr:`MailWorker.sending`, which the erasure takes to remove the account's mail
+(:meth:`engine.mail.service.MailService.forget_account`). So a mail of a batch read before an erasure is
+not sent after it, and once the erasure has its lock no send for the account is under way.
+
 Logs name the template, the account id and the outcome; never an address, a subject or a text.
 """
 
@@ -44,6 +49,7 @@ class MailWorker:
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._main, name="smsroute-mail", daemon=True)
         self.counts = {"sent": 0, "retried": 0, "refused": 0}
+        self.sending = threading.Lock()  # held from re-reading a mail until its outcome is stored
 
     def start(self) -> MailWorker:
         self._thread.start()
@@ -94,7 +100,13 @@ class MailWorker:
                 except TimeoutError:
                     pass
 
-    async def _send(self, mail: OutboxMail) -> None:
+    async def _send(self, queued: OutboxMail) -> None:
+        with self.sending:
+            mail = self.outbox.get(queued.mail_id)  # None: sent, dropped or erased meanwhile
+            if mail is not None:
+                await self._attempt(mail)
+
+    async def _attempt(self, mail: OutboxMail) -> None:
         where = {"template": mail.template, "account_id": mail.account_id, "attempt": mail.attempts + 1}
         try:
             await self.transport.send(mail)

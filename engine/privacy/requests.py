@@ -144,10 +144,13 @@ class RequestDesk:
         address = self._accounts.get(record.account_id).email  # erasure removes it: read first
         result = self._carry_out(record, actor, email, purpose)
         closed = self.store.close(request_id, COMPLETED, f"{record.type} carried out")
-        self._notices.send("dsar_closed", record.account_id, email or address,
-                           request_id=record.id, type=record.type, status="completed",
-                           note="Any data you asked for reaches you through the channel you wrote "
-                                "from, never by e-mail.")
+        if record.type == "erasure":  # the account is gone: the one mail that outlives it
+            self._notices.erasure_confirmation(address, record.id)
+        else:
+            self._notices.send("dsar_closed", record.account_id, email or address,
+                               request_id=record.id, type=record.type, status="completed",
+                               note="Any data you asked for reaches you through the channel you "
+                                    "wrote from, never by e-mail.")
         return {"request": closed.view(self._clock()), "result": result}
 
     def _carry_out(self, record: DsarRecord, actor: str, email: str | None, purpose: str) -> Any:

@@ -22,6 +22,7 @@ PARAMS = {
     "dsar_opened": {"request_id": "dsr_1", "type": "access", "deadline": T},
     "dsar_extended": {"request_id": "dsr_1", "type": "access", "deadline": T, "reason": "big"},
     "dsar_closed": {"request_id": "dsr_1", "type": "access", "status": "completed"},
+    "erasure_completed": {"request_id": "dsr_1"},
     "incident_notice": {"incident_id": "inc_1", "summary": "A log was exposed.", "detected_at": T},
 }
 
@@ -30,8 +31,14 @@ PARAMS = {
 def test_each_template_renders_a_subject_and_a_text_naming_the_account(template):
     subject, text = render(template, account_id="acc_12345678deadbeef", **PARAMS[template])
     assert subject
-    if template not in ("price_change", "policy_change"):  # mailings to every account
-        assert "acc_12345678deadbeef" in text
+    if template not in ("price_change", "policy_change", "erasure_completed"):
+        assert "acc_12345678deadbeef" in text  # (not mailings to every account, nor an erasure's)
+
+
+def test_the_erasure_confirmation_names_the_request_and_nothing_of_the_erased_account():
+    subject, text = render("erasure_completed", request_id="dsr_1")
+    assert "dsr_1" in subject and subject.endswith(": completed") and "erasure" in text
+    assert "acc_" not in subject + text
 
 
 @pytest.mark.parametrize("kind", sorted(ALERT_KINDS))
