@@ -5,7 +5,8 @@ The attacker here is deliberately competent: it unwraps every data key the key d
 key ring's window and named keys, every per-account key file) with the master key and tries each one on
 every value of every LMDB database, at the offsets and with the associated data smsroute uses, then on the
 sealed blobs found inside what opened. The same attack before the erasure finds every marker, so the test
-cannot pass by being blind.
+cannot pass by being blind. Mail to the account waits in the outbox (the SMTP server is down) when the
+images are taken: its address is one of the markers.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from storage.crypto import BLOB_OVERHEAD, BLOB_VERSION, Sealer
 from storage.keys import KeyRing, LocalKeyProvider
 from storage.pseudonyms import Pseudonyms
 from tests.engine.crash_support import delivering_carriers
+from tests.mailbox import Mailbox
 
 MARKERS = [b"erased.person.z9@example.com", b"renamed.person.z9@example.com", b"4915112355501",
            b"ZNINESNDR", b"TXMARKERz9", b"TWALLETz9", b"BODYz9", b"DEBUGREASONz9", b"HOOKz9"]
@@ -50,7 +52,7 @@ def lmdb_values(data_dir: Path) -> list[tuple[bytes, bytes]]:
 
 def snapshot(engine: Engine, target: Path) -> Path:
     """A consistent copy of every LMDB environment of a running engine (a disk image of that moment)."""
-    envs = {"core": engine.runtime.core_env,
+    envs = {"core": engine.runtime.core_env, "mail": engine.mail.env,
             **{f"pop-{n}": s.env for n, s in engine.runtime.pop_stores.items()}}
     for name, env in envs.items():
         (target / name).mkdir(parents=True)
@@ -59,18 +61,20 @@ def snapshot(engine: Engine, target: Path) -> Path:
 
 
 def attacker_keys(keys_dir: Path) -> list[Sealer]:
-    """Every data key the key directory yields to the holder of the master key."""
+    """Every data key the key directory yields to the holder of the master key (the key ring's, every
+    account's, and every key of a mail's own in ``keys/mail``)."""
     provider = LocalKeyProvider(keys_dir)
     ring = KeyRing(keys_dir, provider)
     sealers = [ring.named_sealer(n, create=False) for n in ring.named_keys()]
     sealers += [ring.body_sealer(w, create=False) for w in ring.live_windows()]
-    accounts = AccountKeys(keys_dir / "accounts", provider, Pseudonyms(ring.secret("pseudonym")))
-    for path in (keys_dir / "accounts").glob("*.key"):
-        for purpose in PURPOSES:
-            try:
-                sealers.append(accounts.sealer_for_token(bytes.fromhex(path.stem), purpose))
-            except KeyUnavailable:
-                pass
+    for sub in ("accounts", "mail"):
+        keys = AccountKeys(keys_dir / sub, provider, Pseudonyms(ring.secret("pseudonym")))
+        for path in (keys_dir / sub).glob("*.key"):
+            for purpose in PURPOSES:
+                try:
+                    sealers.append(keys.sealer_for_token(bytes.fromhex(path.stem), purpose))
+                except KeyUnavailable:
+                    pass
     return sealers
 
 
@@ -78,7 +82,8 @@ def readable(values: list[tuple[bytes, bytes]], sealers: list[Sealer]) -> list[b
     """Every plaintext the attacker can get from ``values``, including sealed blobs nested in them."""
     names = [f"{kind}:{k.decode(errors='ignore')}".encode() for k, _ in values
              for kind in ("hold-notes",)]  # notes are bound to their key's name
-    todo = [(blob[off:], aad) for key, blob in values for off in (0, 8, 16, 32)  # 32: chain link
+    todo = [(blob[off:], aad) for key, blob in values
+            for off in (0, 8, 16, 26, 32)  # 26: a queued mail's header, 32: a chain link
             for aad in (key, key[8:], blob[:8] + key, b"")]
     plaintexts = []
     while todo:
@@ -119,7 +124,12 @@ def markers_in(plaintexts: list[bytes]) -> set[bytes]:
 
 def test_after_erasure_the_master_key_opens_nothing_of_the_account_on_any_page(tmp_path):
     data = tmp_path / "data"
-    engine = Engine.start(data_dir=data, overrides=delivering_carriers())
+    down = Mailbox()
+    port = down.port
+    down.close()  # nothing listens there: the account's mail stays queued
+    email = {"host": "127.0.0.1", "port": port, "tls": "none", "retry_base_seconds": 60,
+             "retry_cap_seconds": 60}
+    engine = Engine.start(data_dir=data, overrides={**delivering_carriers(), "email": email})
     try:
         acc = engine.create_account(email="erased.person.z9@example.com")
         engine.register_sender(acc.id, "ZNINESNDR")
@@ -139,8 +149,10 @@ def test_after_erasure_the_master_key_opens_nothing_of_the_account_on_any_page(t
         # every value LMDB held at two moments: what freed, never-wiped pages may keep
         before = first + lmdb_values(snapshot(engine, tmp_path / "before"))
         seen_before = markers_in(readable(before, attacker_keys(data / "keys")))
+        assert len(engine.mail.outbox) >= 2  # two confirmation links, to each address, still queued
         engine.erase_account(acc.id)
         engine.sweep_now()
+        assert len(engine.mail.outbox) == 0
     finally:
         engine.stop()
     # The attack works while the keys exist: it reads the account's email, number, sender, payment,

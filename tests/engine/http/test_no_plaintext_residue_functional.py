@@ -1,6 +1,8 @@
 """No plaintext residue: every kind of traffic and every privacy action, run with marker strings, leaves no
 marker in any file of the data directory, in any log line, or in any HTTP answer except where the policy
 puts it (:data:`ALLOWED`: the holder's own data shown to the holder or to the staff role that serves them).
+The SMTP server is down throughout, so the mail to the marker addresses is still queued at the erasure,
+which must remove it (``tests/engine/mail/test_erasure_mail_functional.py`` shows no copy opens either).
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import time
 
 import pytest
 
-from tests.engine.http.conftest import Client, Receiver, start_engine, wait_for
+from engine import Engine
+from tests.engine.http.conftest import Client, Receiver, overrides, wait_for
+from tests.mailbox import Mailbox
 
 EMAIL, EMAIL2 = "marker.holder.q7@example.com", "marker.rectified.q7@example.com"
 NUMBER = "+4915112398765"
@@ -99,10 +103,17 @@ def logs():
 
 def test_markers_appear_in_no_file_no_log_line_and_only_the_allowed_answers(tmp_path, logs, capfd):
     receiver = Receiver()
-    engine = start_engine(tmp_path)
+    down = Mailbox()
+    smtp_port = down.port
+    down.close()  # nothing listens there: every mail to the marker addresses stays queued
+    engine = Engine.start(tmp_path / "data", http=True, overrides={
+        **overrides(), "email": {"host": "127.0.0.1", "port": smtp_port, "tls": "none",
+                                 "retry_base_seconds": 0.01, "retry_cap_seconds": 0.05}})
     Recording.answers = []
     try:
         _run_everything(engine, receiver)
+        # the erasure reached the outbox: nothing addressed to the erased holder waits to be sent
+        assert engine.stats()["mail"]["outbox"] == 0
     finally:
         engine.stop()
         receiver.close()
@@ -186,6 +197,8 @@ def _run_everything(engine, receiver) -> None:
     control.call("GET /v1/retention", "GET", "/v1/retention")
     control.call("GET /v1/audit", "GET", "/v1/audit")
     control.call("GET /v1/stats", "GET", "/v1/stats")
+    wait_for(lambda: engine.stats()["mail"]["retried"] >= 1, what="a mail held back by the server")
+    assert engine.stats()["mail"]["outbox"] >= 3  # two confirmation links, a security alert: queued
     assert control.call("POST /v1/accounts/{id}/erase", "POST", f"{base}/erase")[0] == 200
     control.call("GET /v1/audit", "GET", "/v1/audit")
     engine.sweep_now()
