@@ -173,8 +173,12 @@ class SmppBind:
                     log.warning("smpp_bind_error carrier=%s bind=%d error=%s failures=%d",
                                 self.connector.name, self.index, type(exc).__name__,
                                 self._failures)
-            except p.PduError as exc:
+            except p.PduError as exc:  # the stream lost its framing, or we could not encode a PDU
                 reason = f"pdu_{exc.kind}"
+                self._failures += 1
+                if _logged(self._failures):
+                    log.warning("smpp_bind_pdu_error carrier=%s bind=%d kind=%s failures=%d",
+                                self.connector.name, self.index, exc.kind, self._failures)
             except Exception as exc:  # a bug of ours must not end this bind's task for good
                 reason = "internal_error"
                 frames = traceback.extract_tb(exc.__traceback__)

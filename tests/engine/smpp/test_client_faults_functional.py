@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
@@ -118,7 +119,9 @@ def test_an_enquire_link_answered_by_generic_nack_proves_the_link_alive():
     assert "enquire_link_timeout" not in h.connector.stats()["errors"]
 
 
-def test_a_pdu_whose_length_cannot_be_trusted_closes_the_bind_which_reconnects():
+def test_a_pdu_whose_length_cannot_be_trusted_closes_the_bind_which_reconnects(caplog):
+    caplog.set_level(logging.WARNING, logger="engine.smpp.bind")
+
     async def run():
         async with Harness(SmscConfig(seed=1, latency=(0.5, 0.5))) as h:
             total = h.submit(_bodies(3))
@@ -132,6 +135,8 @@ def test_a_pdu_whose_length_cannot_be_trusted_closes_the_bind_which_reconnects()
     assert {r.outcome for r in h.responses} == {"offline"}  # in flight when the bind closed
     assert h.connector.stats()["errors"]["pdu_oversized"] == 1
     assert h.smsc.counters["generic_nack"] == 1  # the connector told the SMSC before closing
+    assert [r.getMessage() for r in caplog.records if "smpp_bind_pdu_error" in r.getMessage()] == [
+        "smpp_bind_pdu_error carrier=c1 bind=0 kind=oversized failures=1"]  # said once, not silent
 
 
 def test_a_deliver_sm_with_a_truncated_body_is_nacked_and_the_parts_in_flight_are_kept():
