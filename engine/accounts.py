@@ -98,7 +98,7 @@ class AccountManager:
     def send_confirmation(self, account_id: str, email: str) -> None:
         """Mail a single-use link (7 days) that confirms ``email`` as the account's address."""
         token, expires = self.privacy.links.issue(CONFIRM_PURPOSE, _confirm_subject(account_id, email),
-                                                  CONFIRM_TTL_SECONDS)
+                                                  CONFIRM_TTL_SECONDS, account_id=account_id)
         link = f"{self.settings.email.link_base.rstrip('/')}/v1/email/confirm?token={token}"
         self.notices.send("account_confirmation", account_id, email, link=link, expires_at=expires)
 
@@ -307,7 +307,7 @@ class AccountManager:
         if privacy is None:  # not started yet (the engine opens it after the runtime)
             return {"support_cases": [], "privacy_requests": []}
         cases = [asdict(c) for c in privacy.support.all() if c.account_id == account_id]
-        requests = [asdict(r) for r in privacy.requests.store.all() if r.account_id == account_id]
+        requests = [r.public() for r in privacy.requests.store.all() if r.account_id == account_id]
         return {"support_cases": sorted(cases, key=lambda c: c["opened_at"]),
                 "privacy_requests": sorted(requests, key=lambda r: r["received_at"])}
 
@@ -352,12 +352,16 @@ class AccountManager:
         deleted = runtime.shards.forget_account(account_id)  # here, or on every worker (a message)
         runtime.directory.forget_session(account_id)
         rows = runtime.directory.ledger.ask(m.encode(m.PseudonymiseAccount(account_id)), timeout=30)
+        privacy = getattr(self, "privacy", None)  # its pending links and challenges, while its key is
+        proofs = privacy.forget_account(account_id) if privacy is not None else {}  # still there
         self.accounts.delete(account_id)
         self.credentials.forget(account_id)
         mail = getattr(self, "mail", None)  # the engine's MailService (None before it is started)
         mails = mail.forget_account(account_id) if mail is not None else 0
         return {"account": account_id, "message_records_deleted": deleted,
                 "queued_mails_deleted": mails,
+                "pending_links_deleted": proofs.get("links_deleted", 0),
+                "pending_challenges_deleted": proofs.get("challenges_deleted", 0),
                 "ledger_entries_pseudonymised": rows,
                 "ledger_token": runtime.pseudonyms.pseudonym(account_id)}
 

@@ -14,6 +14,15 @@ Records are sealed (the ``dsar`` store key, the request id as AAD) in the ``dsar
 given (``<data_dir>/privacy``). A closed request is kept for the retention row
 ``data_subject_requests`` (closure + 1 year: the record that we answered), then swept.
 
+Erasure (policy 7.1): the record of an erasure request must outlive the account it erased, but not name
+it. So the account id is never stored readable under the store key: it is sealed again, nested, under the
+**account's data key** (``storage.account_keys``: erasure destroys it), and the record names its account
+by the keyed pseudonym only (``subject``: ``psn_…``, ``storage.pseudonyms``, the token the ledger's
+carve-out and the erasure's answer use). Once the account is erased its requests read ``account_id=""``
+with their pseudonym, types, states, times and outcomes intact: staff still see that a request was
+received, verified and answered on time. No record holds an e-mail address. Records of an older version
+(the account id under the store key) are still read.
+
 Durability contract (``storage.records_base``): every write commits (fsync) before it returns, so a
 recorded step survives ``kill -9``. *Writers:* any thread, read-modify-write serialised by a lock.
 *Readers:* any thread.
@@ -28,8 +37,10 @@ from dataclasses import asdict, dataclass, field, replace
 
 import lmdb
 
-from engine.errors import InputError, InvalidTransition
+from engine.errors import InputError, InvalidTransition, KeyUnavailable, UnknownAccount
+from storage.account_keys import DATA, AccountKeys
 from storage.crypto import Sealer
+from storage.pseudonyms import token_text
 from storage.records_base import SealedRecords
 from storage.retention import cutoff
 
@@ -47,7 +58,7 @@ CLOSED_STATES = (COMPLETED, REFUSED, LAPSED)
 @dataclass(frozen=True)
 class DsarRecord:
     id: str
-    account_id: str
+    account_id: str  # "" once the account is erased (its data key gone)
     type: str  # one of REQUEST_TYPES
     channel: str  # "email" (verification link) | "wallet" (signed challenge)
     verification: str  # "pending" | "email_link" | "wallet:evm" | "wallet:tron"
@@ -62,12 +73,19 @@ class DsarRecord:
     outcome: str = ""  # what was done, or why it was refused
     opened_by: str = ""  # "customer" or the operator who registered it
     notes: dict = field(default_factory=dict)
+    subject: str = ""  # the account's pseudonym (psn_…): all that names it once it is erased
+    sealed_account: bytes = field(default=b"", repr=False, compare=False)  # under its data key
 
     def overdue(self, now: float) -> bool:
         return self.status not in CLOSED_STATES and now > self.deadline
 
+    def public(self) -> dict:
+        fields = asdict(self)
+        del fields["sealed_account"]
+        return fields
+
     def view(self, now: float) -> dict:
-        return {**asdict(self), "overdue": self.overdue(now),
+        return {**self.public(), "overdue": self.overdue(now),
                 "seconds_to_deadline": round(self.deadline - now)}
 
 
@@ -78,9 +96,11 @@ class DsarStore:
     *Readers:* any thread. *Kept:* closed requests for a year (``data_subject_requests``).
     """
 
-    def __init__(self, env: lmdb.Environment, sealer: Sealer, *,
+    def __init__(self, env: lmdb.Environment, sealer: Sealer, account_keys: AccountKeys, *,
                  clock: Callable[[], float] = time.time) -> None:
-        self._records = SealedRecords(env, sealer, b"dsar", DsarRecord, "data-subject request")
+        self._keys = account_keys
+        self._records = SealedRecords(env, sealer, b"dsar", DsarRecord, "data-subject request",
+                                      encode=self._encode, decode=self._decode)
         self._clock = clock
 
     def create(self, account_id: str, request_type: str, *, channel: str, verified_by: str | None,
@@ -88,9 +108,12 @@ class DsarStore:
         """A new request: open at once when ``verified_by`` names the proof, else awaiting it."""
         if request_type not in REQUEST_TYPES:
             raise InputError(f"request type is one of {', '.join(REQUEST_TYPES)}")
+        if not self._keys.has(account_id):
+            raise UnknownAccount(f"no account {account_id} (or it was erased)")
         now = self._clock()
         return self._records.put(DsarRecord(
             id="dsr_" + secrets.token_hex(8), account_id=account_id, type=request_type,
+            subject=token_text(self._keys.token(account_id)),
             channel=channel, verification=verified_by or "pending",
             status=OPEN if verified_by else AWAITING, received_at=now,
             deadline=now + DEADLINE_SECONDS, verify_by=verify_by,
@@ -131,6 +154,27 @@ class DsarStore:
         keep_after = cutoff("data_subject_requests", now)
         return len(lapsed) + self._records.delete_where(
             lambda r: r.status in CLOSED_STATES and r.closed_at < keep_after)
+
+    def _encode(self, record: DsarRecord, key: bytes) -> dict:
+        """Stored: the pseudonym readable, the account id sealed under the account's data key (sealed
+        once, at creation; kept as it is by every later step, also after the key is gone)."""
+        doc = record.public()
+        account_id = doc.pop("account_id")
+        doc["sealed_account"] = record.sealed_account or self._keys.sealer(account_id, DATA).seal(
+            account_id.encode(), key)
+        return doc
+
+    def _decode(self, doc: dict, key: bytes) -> DsarRecord:
+        if "account_id" in doc:  # an older record: the id under the store key
+            doc.setdefault("subject", token_text(self._keys.token(doc["account_id"])))
+            return DsarRecord(**doc)
+        token = bytes.fromhex(doc["subject"].removeprefix("psn_"))
+        try:
+            account_id = self._keys.sealer_for_token(token, DATA).open(
+                doc["sealed_account"], key).decode()
+        except KeyUnavailable:
+            account_id = ""  # erased: the record stays, under the pseudonym alone
+        return DsarRecord(account_id=account_id, **doc)
 
     def _change(self, request_id: str, allowed_from: tuple[str, ...], step: str,
                 change: Callable[[DsarRecord, float], DsarRecord]) -> DsarRecord:

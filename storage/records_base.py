@@ -30,12 +30,17 @@ class SealedRecords(Generic[R]):
     *Writers:* any thread; read-modify-write serialised by ``lock``. *Readers:* any thread."""
 
     def __init__(self, env: lmdb.Environment, sealer: Sealer, db: bytes, record_type: type[R],
-                 label: str) -> None:
+                 label: str, *, encode: Callable[[R, bytes], dict] | None = None,
+                 decode: Callable[[dict, bytes], R] | None = None) -> None:
+        """``encode``/``decode`` (record, db key) map a record to the stored dict and back, for a
+        store that seals some fields under another key (``storage.dsar``); default: its fields."""
         self.env = env
         self._sealer = sealer
         self._db = env.open_db(db)
         self._type = record_type
         self._label = label
+        self._encode = encode or (lambda record, key: asdict(record))
+        self._decode_doc = decode or (lambda doc, key: record_type(**doc))
         self.lock = threading.Lock()
 
     def put(self, record: R) -> R:
@@ -77,11 +82,11 @@ class SealedRecords(Generic[R]):
 
     def _put(self, txn: lmdb.Transaction, record: R) -> None:
         key = record.id.encode()  # type: ignore[attr-defined]
-        txn.put(key, self._sealer.seal(msgpack.packb(asdict(record)), key), db=self._db)
+        txn.put(key, self._sealer.seal(msgpack.packb(self._encode(record, key)), key), db=self._db)
 
     def _decode(self, key: bytes, blob: bytes) -> R:
         try:
-            return self._type(**msgpack.unpackb(self._sealer.open(blob, key)))
+            return self._decode_doc(msgpack.unpackb(self._sealer.open(blob, key)), key)
         except CorruptRecord:
             raise
         except Exception as exc:

@@ -10,6 +10,16 @@ nor a captured signature can be replayed.
 * Challenges: ``chl_`` + 32 random hex (16 bytes) -> sealed (account id, request type, nonce, message, expiry). The
   message is what the wallet signs; it names the service, account, request type, nonce and expiry.
 
+Erasure (policy 7.1): a link or a challenge names its account (a confirmation link its id, a verification
+link its request, a challenge its id in the signed message). LMDB never wipes freed pages (``storage.env``),
+so deleting an entry does not erase it: each value is sealed under the **data key of its account**
+(``storage.account_keys``), the key erasure destroys. A value is a 25-byte header — format byte ``0x02``,
+the account's keyed token (``storage.pseudonyms``), the expiry (big-endian double) — then the sealed msgpack
+(the db key as AAD). :meth:`LinkTokens.forget_account` and :meth:`Challenges.forget_account` (called by the
+erasure) delete the account's pending entries; any copy left on a stale page no longer opens, and an entry
+whose key is gone is refused as unknown. Sweeping reads expiry from the header, never a key.
+Values of an older version (a bare blob sealed under the store-wide key) are still read with ``legacy``.
+
 Redeeming deletes the entry in the same transaction that reads it: a second use finds nothing
 (:class:`~engine.errors.ChallengeInvalid`), whether the first succeeded or not.
 
@@ -21,16 +31,93 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import struct
 import time
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 import lmdb
 import msgpack
 
-from engine.errors import ChallengeInvalid
-from storage.crypto import Sealer
+from engine.errors import ChallengeInvalid, CorruptRecord, KeyUnavailable
+from storage.account_keys import DATA, AccountKeys
+from storage.crypto import BLOB_VERSION, Sealer
 
 __all__ = ["Challenge", "Challenges", "LinkTokens"]
+
+_FORMAT = 0x02  # never BLOB_VERSION: a bare sealed blob is an entry of the older format
+_HEADER = struct.Struct(">B16sd")  # format, account token, expires
+
+
+class _AccountSealed:
+    """The shared value layout of both stores: header (format, account token, expiry) + sealed body."""
+
+    def __init__(self, env: lmdb.Environment, db: bytes, account_keys: AccountKeys,
+                 legacy: Sealer | None) -> None:
+        self.env = env
+        self._keys = account_keys
+        self._legacy = legacy
+        self._db = env.open_db(db)
+
+    def put(self, key: bytes, account_id: str, expires: float, doc: list) -> None:
+        token = self._keys.token(account_id)
+        sealer = self._keys.sealer_for_token(token, DATA)  # KeyUnavailable: an erased account
+        value = _HEADER.pack(_FORMAT, token, expires) + sealer.seal(msgpack.packb(doc), key)
+        with self.env.begin(write=True) as txn:
+            txn.put(key, value, db=self._db)
+
+    def take(self, key: bytes) -> list | None:
+        """The entry's document, deleted in the same transaction; None if unknown, used, or its
+        account's key is gone (erased)."""
+        with self.env.begin(write=True) as txn:
+            blob = txn.pop(key, db=self._db)
+        if blob is None:
+            return None
+        return self._open(key, bytes(blob))
+
+    def forget(self, account_id: str, legacy_mine: Callable[[list], bool]) -> int:
+        """Erasure: delete every entry of the account; how many."""
+        token = self._keys.token(account_id)
+        removed = 0
+        with self.env.begin(write=True) as txn:
+            for key, blob in list(txn.cursor(db=self._db)):
+                key, blob = bytes(key), bytes(blob)
+                if blob[0] == _FORMAT:
+                    mine = _HEADER.unpack_from(blob)[1] == token
+                else:  # an older entry: open it to see whose it is
+                    doc = self._open(key, blob)
+                    mine = doc is not None and legacy_mine(doc)
+                if mine:
+                    txn.delete(key, db=self._db)
+                    removed += 1
+        return removed
+
+    def sweep(self, now: float, expiry_index: int) -> int:
+        removed = 0
+        with self.env.begin(write=True) as txn:
+            for key, blob in list(txn.cursor(db=self._db)):
+                key, blob = bytes(key), bytes(blob)
+                if blob[0] == _FORMAT:
+                    expires = _HEADER.unpack_from(blob)[2]
+                else:
+                    doc = self._open(key, blob)
+                    expires = doc[expiry_index] if doc is not None else 0.0
+                if expires < now:
+                    txn.delete(key, db=self._db)
+                    removed += 1
+        return removed
+
+    def _open(self, key: bytes, blob: bytes) -> list | None:
+        if blob[0] == _FORMAT:
+            token = _HEADER.unpack_from(blob)[1]
+            try:
+                sealer = self._keys.sealer_for_token(token, DATA)
+            except KeyUnavailable:
+                return None  # its account was erased: the entry is gone with it
+            return msgpack.unpackb(sealer.open(blob[_HEADER.size:], key))
+        if blob[0] == BLOB_VERSION and self._legacy is not None:
+            return msgpack.unpackb(self._legacy.open(blob, key))
+        raise CorruptRecord(f"one-time proof {key.hex()[:16]}… has an unknown format")
 
 
 class LinkTokens:
@@ -40,21 +127,20 @@ class LinkTokens:
     used after ``kill -9``. *Writers/readers:* any thread.
     """
 
-    def __init__(self, env: lmdb.Environment, sealer: Sealer) -> None:
+    def __init__(self, env: lmdb.Environment, account_keys: AccountKeys, *,
+                 legacy: Sealer | None = None) -> None:
         self.env = env
-        self._sealer = sealer
-        self._db = env.open_db(b"link_tokens")
+        self._store = _AccountSealed(env, b"link_tokens", account_keys, legacy)
 
     def issue(self, purpose: str, subject: str, ttl_seconds: float,
-              now: float | None = None) -> tuple[str, float]:
-        """A new token for ``subject`` (an account or request id); (token, expires_at)."""
+              now: float | None = None, *, account_id: str) -> tuple[str, float]:
+        """A new token for ``subject`` (an account or request id) of ``account_id`` (whose data key
+        seals it); (token, expires_at). ``KeyUnavailable`` if the account has no data key (erased)."""
         now = time.time() if now is None else now
         token = secrets.token_hex(32)
         key = hashlib.sha256(token.encode()).digest()
         expires = now + ttl_seconds
-        with self.env.begin(write=True) as txn:
-            txn.put(key, self._sealer.seal(msgpack.packb([purpose, subject, expires]), key),
-                    db=self._db)
+        self._store.put(key, account_id, expires, [purpose, subject, expires])
         return token, expires
 
     def redeem(self, purpose: str, token: str, now: float | None = None) -> str:
@@ -62,20 +148,25 @@ class LinkTokens:
         now = time.time() if now is None else now
         if not isinstance(token, str) or len(token) != 64:
             raise ChallengeInvalid("the link is not valid")
-        key = hashlib.sha256(token.encode()).digest()
-        with self.env.begin(write=True) as txn:
-            blob = txn.pop(key, db=self._db)
-        if blob is None:
+        doc = self._store.take(hashlib.sha256(token.encode()).digest())
+        if doc is None:
             raise ChallengeInvalid("the link is unknown or was already used")
-        kind, subject, expires = msgpack.unpackb(self._sealer.open(blob, key))
+        kind, subject, expires = doc
         if kind != purpose:
             raise ChallengeInvalid("the link is not for this purpose")
         if expires < now:
             raise ChallengeInvalid("the link has expired")
         return subject
 
+    def forget_account(self, account_id: str, subjects: Iterable[str] = ()) -> int:
+        """Erasure: delete the account's pending links (they can never be used again); how many.
+        ``subjects`` (its request ids) find the older entries, which name no account token."""
+        subjects = {*subjects}
+        return self._store.forget(account_id, lambda doc: doc[1] in subjects
+                                  or str(doc[1]).startswith(account_id + ":"))
+
     def sweep(self, now: float) -> int:
-        return _sweep_expired(self.env, self._db, self._sealer, now, expiry_index=2)
+        return self._store.sweep(now, expiry_index=2)
 
 
 class Challenge(NamedTuple):
@@ -93,10 +184,10 @@ class Challenges:
     after ``kill -9`` (no replay). *Writers/readers:* any thread.
     """
 
-    def __init__(self, env: lmdb.Environment, sealer: Sealer) -> None:
+    def __init__(self, env: lmdb.Environment, account_keys: AccountKeys, *,
+                 legacy: Sealer | None = None) -> None:
         self.env = env
-        self._sealer = sealer
-        self._db = env.open_db(b"wallet_challenges")
+        self._store = _AccountSealed(env, b"wallet_challenges", account_keys, legacy)
 
     def issue(self, account_id: str, request_type: str, ttl_seconds: float,
               now: float | None = None) -> Challenge:
@@ -107,33 +198,24 @@ class Challenges:
         message = (f"smsroute data-subject request\naccount: {account_id}\ntype: {request_type}\n"
                    f"nonce: {nonce}\nexpires: {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(expires))}")
         challenge = Challenge(challenge_id, account_id, request_type, message, expires)
-        key = challenge_id.encode()
-        with self.env.begin(write=True) as txn:
-            txn.put(key, self._sealer.seal(msgpack.packb(list(challenge[1:])), key), db=self._db)
+        self._store.put(challenge_id.encode(), account_id, expires, list(challenge[1:]))
         return challenge
 
     def take(self, challenge_id: str, now: float | None = None) -> Challenge:
         """The challenge, consumed (a second take fails); ``ChallengeInvalid`` if unknown or expired."""
         now = time.time() if now is None else now
         key = challenge_id.encode() if isinstance(challenge_id, str) else b""
-        with self.env.begin(write=True) as txn:
-            blob = txn.pop(key, db=self._db) if key else None
-        if blob is None:
+        doc = self._store.take(key) if key else None
+        if doc is None:
             raise ChallengeInvalid("the challenge is unknown or was already used")
-        challenge = Challenge(challenge_id, *msgpack.unpackb(self._sealer.open(blob, key)))
+        challenge = Challenge(challenge_id, *doc)
         if challenge.expires_at < now:
             raise ChallengeInvalid("the challenge has expired")
         return challenge
 
+    def forget_account(self, account_id: str) -> int:
+        """Erasure: delete the account's pending challenges; how many."""
+        return self._store.forget(account_id, lambda doc: doc[0] == account_id)
+
     def sweep(self, now: float) -> int:
-        return _sweep_expired(self.env, self._db, self._sealer, now, expiry_index=3)
-
-
-def _sweep_expired(env: lmdb.Environment, db, sealer: Sealer, now: float, expiry_index: int) -> int:
-    removed = 0
-    with env.begin(write=True) as txn:
-        for key, blob in list(txn.cursor(db=db)):
-            if msgpack.unpackb(sealer.open(blob, bytes(key)))[expiry_index] < now:
-                txn.delete(key, db=db)
-                removed += 1
-    return removed
+        return self._store.sweep(now, expiry_index=3)

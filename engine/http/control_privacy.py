@@ -50,6 +50,8 @@ def _privacy(ctx: HttpContext) -> Any:
 
 
 def _plain(value: Any) -> Any:
+    if hasattr(value, "public"):  # a data-subject request: its fields but the sealed account id
+        return value.public()
     return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
 
 

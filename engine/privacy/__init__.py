@@ -31,12 +31,14 @@ class PrivacyServices:
                  rights: Any, *, clock: Callable[[], float] = time.time) -> None:
         keys = runtime.keys
         self.env = open_env(Path(data_dir) / "privacy", map_size=PRIVACY_MAP_SIZE)
-        self.links = LinkTokens(self.env, keys.store_sealer("link_tokens"))
-        self.challenges = Challenges(self.env, keys.store_sealer("wallet_challenges"))
+        account_keys = runtime.account_keys  # links, challenges and request ids: under the account's key
+        self.links = LinkTokens(self.env, account_keys, legacy=keys.store_sealer("link_tokens"))
+        self.challenges = Challenges(self.env, account_keys,
+                                     legacy=keys.store_sealer("wallet_challenges"))
         self.support = SupportCases(self.env, keys.store_sealer("support"), clock=clock)
         audit = _auditor(runtime)
         self.requests = RequestDesk(
-            DsarStore(self.env, keys.store_sealer("dsar"), clock=clock), self.links,
+            DsarStore(self.env, keys.store_sealer("dsar"), account_keys, clock=clock), self.links,
             self.challenges, notices, runtime.accounts, runtime.ledger_store, rights, audit,
             settings.privacy, settings.email.link_base, clock=clock)
         self.incidents = IncidentDesk(IncidentStore(self.env, keys.store_sealer("incidents"),
@@ -48,6 +50,14 @@ class PrivacyServices:
         return {"dsar": self.requests.store, "incidents": self.incidents.store,
                 "support": self.support, "link_tokens": self.links,
                 "wallet_challenges": self.challenges}
+
+    def forget_account(self, account_id: str) -> dict[str, int]:
+        """Erasure (before the account's data key is destroyed): delete its pending links and wallet
+        challenges. Its data-subject requests stay (their retention row) and lose the account id with
+        the key: they name the account by its pseudonym only (``storage.dsar``)."""
+        requests = [r.id for r in self.requests.store.all() if r.account_id == account_id]
+        return {"links_deleted": self.links.forget_account(account_id, requests),
+                "challenges_deleted": self.challenges.forget_account(account_id)}
 
     def stats(self) -> dict[str, float]:
         """Flat counts (``engine.http.metrics`` turns each into a ``smsroute_privacy_*`` gauge)."""

@@ -182,7 +182,8 @@ class RequestDesk:
         ttl = self._settings.link_ttl_seconds
         record = self.store.create(account_id, request_type, channel="email", verified_by=None,
                                    opened_by=opened_by, verify_by=self._clock() + ttl)
-        token, expires = self._links.issue(VERIFY_PURPOSE, record.id, ttl, self._clock())
+        token, expires = self._links.issue(VERIFY_PURPOSE, record.id, ttl, self._clock(),
+                                           account_id=account_id)
         self._mail(record, "dsar_verification", expires_at=expires,
                    link=f"{self._link_base}/v1/privacy/verify?token={token}")
         return record

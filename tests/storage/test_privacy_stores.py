@@ -9,10 +9,12 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from engine.errors import ChallengeInvalid, InputError, InvalidTransition
+from storage.account_keys import AccountKeys
 from storage.dsar import DEADLINE_SECONDS, EXTENSION_SECONDS, DsarStore
 from storage.env import open_env
 from storage.incidents import AUTHORITY_DEADLINE_SECONDS, IncidentStore
 from storage.keys import KeyRing, LocalKeyProvider
+from storage.pseudonyms import Pseudonyms
 from storage.support import SupportCases
 from storage.verification import Challenges, LinkTokens
 from tests.storage.conftest import T0, FakeClock
@@ -27,6 +29,20 @@ def env_keys(tmp_path):
     env = open_env(tmp_path / "privacy", map_size=16 << 20)
     yield env, keys
     env.close()
+
+
+def _account_keys(keys_dir, ring: KeyRing, *accounts: str) -> AccountKeys:
+    """The per-account data keys (``storage.account_keys``) with ``accounts`` made."""
+    made = AccountKeys(keys_dir / "accounts", LocalKeyProvider(keys_dir),
+                       Pseudonyms(ring.secret("pseudonym")))
+    for account_id in accounts:
+        made.create(account_id)
+    return made
+
+
+@pytest.fixture
+def accounts(tmp_path, env_keys):
+    return _account_keys(tmp_path / "keys", env_keys[1], "acc_1", "acc_2")
 
 
 # --- data-subject requests ------------------------------------------------------------------------
@@ -44,7 +60,8 @@ class RequestLifecycle(RuleBasedStateMachine):
         self.clock = FakeClock()
         self.env = open_env(self.dir / "privacy", map_size=8 << 20)
         keys = KeyRing(self.dir / "keys", LocalKeyProvider(self.dir / "keys"))
-        self.store = DsarStore(self.env, keys.store_sealer("dsar"), clock=self.clock)
+        self.store = DsarStore(self.env, keys.store_sealer("dsar"),
+                               _account_keys(self.dir / "keys", keys, "acc_1"), clock=self.clock)
         self.model: dict[str, dict] = {}
 
     @rule(verified=st.booleans())
@@ -123,10 +140,10 @@ TestRequestLifecycle.settings = settings(max_examples=25, stateful_step_count=15
 
 
 def test_an_unverified_request_lapses_when_its_link_runs_out_and_a_closed_one_goes_after_a_year(
-        env_keys):
+        env_keys, accounts):
     env, keys = env_keys
     clock = FakeClock()
-    store = DsarStore(env, keys.store_sealer("dsar"), clock=clock)
+    store = DsarStore(env, keys.store_sealer("dsar"), accounts, clock=clock)
     waiting = store.create("acc_1", "erasure", channel="email", verified_by=None, opened_by="c",
                            verify_by=T0 + DAY)
     done = store.create("acc_1", "access", channel="wallet", verified_by="wallet:tron",
@@ -139,30 +156,30 @@ def test_an_unverified_request_lapses_when_its_link_runs_out_and_a_closed_one_go
     assert list(store.all()) == []
 
 
-def test_a_request_type_outside_the_policy_is_refused(env_keys):
+def test_a_request_type_outside_the_policy_is_refused(env_keys, accounts):
     env, keys = env_keys
     with pytest.raises(InputError):
-        DsarStore(env, keys.store_sealer("dsar")).create("acc_1", "selfie", channel="email",
+        DsarStore(env, keys.store_sealer("dsar"), accounts).create("acc_1", "selfie", channel="email",
                                                          verified_by=None, opened_by="c")
 
 
 # --- links and challenges -------------------------------------------------------------------------
 
 
-def test_a_link_token_works_once_for_its_purpose_until_it_expires(env_keys):
+def test_a_link_token_works_once_for_its_purpose_until_it_expires(env_keys, accounts):
     env, keys = env_keys
-    links = LinkTokens(env, keys.store_sealer("link_tokens"))
-    token, expires = links.issue("confirm_email", "acc_1:x", 60, now=T0)
+    links = LinkTokens(env, accounts)
+    token, expires = links.issue("confirm_email", "acc_1:x", 60, now=T0, account_id="acc_1")
     assert links.redeem("confirm_email", token, now=T0 + 59) == "acc_1:x"
     with pytest.raises(ChallengeInvalid):
         links.redeem("confirm_email", token, now=T0 + 1)  # used
-    late, _ = links.issue("confirm_email", "acc_2:y", 60, now=T0)
+    late, _ = links.issue("confirm_email", "acc_2:y", 60, now=T0, account_id="acc_2")
     with pytest.raises(ChallengeInvalid, match="expired"):
         links.redeem("confirm_email", late, now=T0 + 61)
-    other, _ = links.issue("verify_request", "dsr_1", 60, now=T0)
+    other, _ = links.issue("verify_request", "dsr_1", 60, now=T0, account_id="acc_1")
     with pytest.raises(ChallengeInvalid, match="purpose"):
         links.redeem("confirm_email", other, now=T0)
-    kept, _ = links.issue("verify_request", "dsr_2", 60, now=T0)
+    kept, _ = links.issue("verify_request", "dsr_2", 60, now=T0, account_id="acc_1")
     assert links.sweep(T0 + 61) == 1  # the expired unused one; nothing else is left
     with pytest.raises(ChallengeInvalid):
         links.redeem("verify_request", kept, now=T0)
@@ -170,9 +187,9 @@ def test_a_link_token_works_once_for_its_purpose_until_it_expires(env_keys):
     assert token.encode() not in open(raw, "rb").read()  # only digests are stored
 
 
-def test_a_challenge_is_consumed_by_the_first_take_and_refused_after_its_expiry(env_keys):
+def test_a_challenge_is_consumed_by_the_first_take_and_refused_after_its_expiry(env_keys, accounts):
     env, keys = env_keys
-    challenges = Challenges(env, keys.store_sealer("wallet_challenges"))
+    challenges = Challenges(env, accounts)
     c = challenges.issue("acc_1", "access", 900, now=T0)
     assert "acc_1" in c.message and "access" in c.message
     assert challenges.take(c.challenge_id, now=T0 + 899).message == c.message
@@ -181,6 +198,55 @@ def test_a_challenge_is_consumed_by_the_first_take_and_refused_after_its_expiry(
     old = challenges.issue("acc_1", "access", 900, now=T0)
     with pytest.raises(ChallengeInvalid, match="expired"):
         challenges.take(old.challenge_id, now=T0 + 901)
+
+
+def test_erasure_deletes_the_accounts_links_and_challenges_and_a_shredded_key_voids_any_copy(
+        env_keys, accounts):
+    env, keys = env_keys
+    links, challenges = LinkTokens(env, accounts), Challenges(env, accounts)
+    mine = [links.issue("confirm_email", "acc_1:x", 60, now=T0, account_id="acc_1")[0],
+            links.issue("verify_request", "dsr_1", 60, now=T0, account_id="acc_1")[0]]
+    theirs, _ = links.issue("confirm_email", "acc_2:y", 60, now=T0, account_id="acc_2")
+    chl = challenges.issue("acc_1", "erasure", 60, now=T0)
+    other = challenges.issue("acc_2", "access", 60, now=T0)
+    assert links.forget_account("acc_1") == 2 and challenges.forget_account("acc_1") == 1
+    for token in mine:
+        with pytest.raises(ChallengeInvalid):
+            links.redeem("confirm_email", token, now=T0)
+    with pytest.raises(ChallengeInvalid):
+        challenges.take(chl.challenge_id, now=T0)
+    assert links.redeem("confirm_email", theirs, now=T0) == "acc_2:y"  # another account's: kept
+    assert challenges.take(other.challenge_id, now=T0).account_id == "acc_2"
+    # an entry issued after the erasure started (or restored from a backup) opens no more once the
+    # account's data key is gone: refused as unknown, and swept by its readable expiry
+    late, _ = links.issue("confirm_email", "acc_1:z", 60, now=T0, account_id="acc_1")
+    accounts.shred("acc_1")
+    with pytest.raises(ChallengeInvalid, match="unknown"):
+        links.redeem("confirm_email", late, now=T0)
+    links.issue("confirm_email", "acc_2:w", 60, now=T0, account_id="acc_2")
+    assert links.sweep(T0 + 61) == 1
+
+
+def test_a_request_names_its_account_by_pseudonym_and_loses_the_id_with_the_accounts_key(
+        env_keys, accounts):
+    env, keys = env_keys
+    clock = FakeClock()
+    store = DsarStore(env, keys.store_sealer("dsar"), accounts, clock=clock)
+    asked = store.create("acc_1", "erasure", channel="wallet", verified_by="wallet:evm",
+                         opened_by="customer")
+    subject = asked.subject
+    assert subject.startswith("psn_") and "acc_1" not in subject
+    assert store.get(asked.id).account_id == "acc_1"
+    accounts.shred("acc_1")  # the erasure
+    clock.advance(60)
+    closed = store.close(asked.id, "completed", "erasure carried out")  # closed after the erasure
+    assert (closed.account_id, closed.subject, closed.status) == ("", subject, "completed")
+    view = store.get(asked.id).view(clock())
+    assert view["account_id"] == "" and view["subject"] == subject and not view["overdue"]
+    assert "sealed_account" not in view
+    assert store.get(asked.id).verified_at == T0 and store.get(asked.id).closed_at == T0 + 60
+    assert store.create("acc_2", "access", channel="email", verified_by=None,
+                        opened_by="c").account_id == "acc_2"
 
 
 # --- incidents and support -------------------------------------------------------------------------
