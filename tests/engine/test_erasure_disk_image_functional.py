@@ -83,7 +83,8 @@ def readable(values: list[tuple[bytes, bytes]], sealers: list[Sealer]) -> list[b
     names = [f"{kind}:{k.decode(errors='ignore')}".encode() for k, _ in values
              for kind in ("hold-notes",)]  # notes are bound to their key's name
     todo = [(blob[off:], aad) for key, blob in values
-            for off in (0, 8, 16, 26, 32)  # 26: a queued mail's header, 32: a chain link
+            for off in (0, 8, 16, 25, 26, 32)  # 25: a link's or challenge's header, 26: a queued
+            # mail's, 32: a chain link
             for aad in (key, key[8:], blob[:8] + key, b"")]
     plaintexts = []
     while todo:
