@@ -3,7 +3,9 @@
 * ``POST /v1/messages`` — one message; ``202`` only once the engine reports it durable.
 * ``POST /v1/messages/batch`` ``{"messages": [...]}`` — up to 1,000 in one request and ONE hand-off to the
   engine (:meth:`engine.Engine.submit_many`); each message gets its own result, in order: the single
-  submit's answer or the error object. Answered ``200`` once every message is durable or refused.
+  submit's answer or the error object. Answered ``200`` once every message is durable or refused; an
+  entry that fails unexpectedly (a bug, not a refusal) gets ``internal_error`` alone, never a 500 for
+  the whole batch, whose other messages may be accepted and billed already.
 * ``GET /v1/messages/{id}`` — status and metadata (never the body); another account's id is 404.
 * ``GET /v1/messages`` — the account's messages, newest first: ``limit`` (1-200, default 50), ``cursor``
   (the previous page's ``next_cursor``), ``status`` (repeatable), ``since``/``until`` (unix seconds of
@@ -35,6 +37,9 @@ log = logging.getLogger(__name__)
 
 JSON = "application/json"
 BATCH_HASH_PREFIX = b"POST /v1/messages/batch\n"  # a batch and a single submit never share a hash
+INTERNAL_ERROR = "internal_error"  # a batch entry that failed unexpectedly (a bug), alone
+OUTCOME_UNKNOWN = ("internal error; this message's outcome is unknown: check your messages "
+                   "(GET /v1/messages) before sending it again")
 
 
 def _json(body: bytes, status: int) -> web.Response:
@@ -98,6 +103,7 @@ async def post_batch(request: web.Request) -> web.Response:
             submits.append((i, msg))
 
     async def submit() -> tuple[int, bytes, bool]:
+        unknown = 0
         futures = ctx.engine.submit_many(request[API_KEY], [
             {"to": m.to, "sender": m.sender, "body": m.body, "validity_seconds": m.validity_seconds,
              "callback_url": m.callback_url, "client_ref": m.client_ref} for _, m in submits])
@@ -109,11 +115,13 @@ async def post_batch(request: web.Request) -> web.Response:
                                            a.encoding, a.pop, msg.client_ref)
             elif isinstance(exc, SmsrouteError):
                 results[i] = s.BatchResult(error=s.ErrorDetail(exc.code, exc.message))
-            else:
-                raise exc
+            else:  # a bug: this entry alone; the others may be accepted and billed already
+                log.error("batch entry failed unexpectedly: %s", type(exc).__name__)
+                unknown += 1
+                results[i] = s.BatchResult(error=s.ErrorDetail(INTERNAL_ERROR, OUTCOME_UNKNOWN))
         accepted = sum(1 for r in results if r.error is None)
         body = s.encoder.encode(s.BatchAnswer(results, accepted, len(results) - accepted))
-        return 200, body, accepted > 0
+        return 200, body, accepted + unknown > 0  # an unknown outcome may have sent: keep it
 
     return await _once(ctx, request, account_id, BATCH_HASH_PREFIX + raw, submit)
 

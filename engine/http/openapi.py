@@ -162,8 +162,11 @@ def customer_document() -> dict[str, Any]:
         },
         "/v1/messages/batch": {"post": _op(
             "Submit up to 1,000 messages in one request; 200 once each is durable or refused, with one "
-            "result per message in order (the single submit's answer or an error object). Idempotent "
-            "as a whole by Idempotency-Key (kept when at least one message was accepted)", "200",
+            "result per message in order (the single submit's answer or an error object). An entry "
+            "that failed unexpectedly gets the error object with code internal_error (its outcome "
+            "is unknown: check your messages before sending it again), never a 500 for the whole "
+            "batch. Idempotent as a whole by Idempotency-Key (kept when at least one message was "
+            "accepted or has an unknown outcome)", "200",
             body=_ref(schemas.BatchRequest), ok_schema=_ref(schemas.BatchAnswer),
             errors=("409", "422"), extra_params=IDEMPOTENCY)},
         "/v1/messages/{id}": {"get": _op("Status and metadata of one of your messages (never "

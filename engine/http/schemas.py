@@ -184,7 +184,9 @@ class BatchResult(msgspec.Struct, omit_defaults=True):
 
 
 class BatchAnswer(msgspec.Struct):
-    """One result per message, in the order given: an accepted message or an error object."""
+    """One result per message, in the order given: an accepted message or an error object (a
+    refusal's business code, or ``internal_error`` for an entry that failed unexpectedly: its outcome
+    is unknown, check your messages before sending it again). ``refused`` counts the error objects."""
 
     results: list[BatchResult]
     accepted: int

@@ -139,3 +139,39 @@ def test_a_cursor_that_is_not_a_message_id_is_a_400_not_a_500(api, cursor):
     """bytes.fromhex skips spaces, so such a cursor passed the listing's check and failed deeper (500)."""
     status, _, body = api.request("GET", f"/v1/messages?cursor={cursor}")
     assert status == 400 and body["error"]["code"] == "invalid_query"
+
+
+@pytest.mark.parametrize("idempotent", [False, True])
+def test_a_batch_entry_failing_with_an_unexpected_error_gets_its_own_result(running, monkeypatch,
+                                                                           idempotent):
+    """An entry whose future failed with an error that is not the engine's own (here: the bridge's
+    conversion of its accepted reply raises, a fault injected for one destination country) answered the
+    whole batch 500, though the others were accepted and billed: a retry without a key sent them twice,
+    one with a key got 409 outcome unknown. Each entry now gets its own result."""
+    from engine import _engine
+
+    real = _engine._accepted
+
+    def faulty(reply):
+        if reply.country == "SG":
+            raise RuntimeError("injected conversion fault")
+        return real(reply)
+
+    monkeypatch.setattr(_engine, "_accepted", faulty)
+    api = Client(running.http.customer_port,
+                 funded_account(running, f"faulty-{idempotent}@example.com").api_key)
+    body = {"messages": [MSG, {**MSG, "to": "+6591234567"}, {**MSG, "client_ref": "kept"}]}
+    headers = {"Idempotency-Key": f"faulty-{time.time_ns()}"} if idempotent else {}
+    status, _, answer = api.request("POST", "/v1/messages/batch", body, headers=headers)
+    assert status == 200, answer
+    first, failed, third = answer["results"]
+    assert failed == {"error": {"code": "internal_error", "message": failed["error"]["message"]}}
+    assert "outcome" in failed["error"]["message"]
+    assert (answer["accepted"], answer["refused"]) == (2, 1)
+    for result in (first, third):
+        assert result["status"] == "accepted"
+        assert api.request("GET", f"/v1/messages/{result['id']}")[0] == 200
+    if idempotent:  # the answer is kept: a retry is a replay, nothing is sent twice
+        again = api.request("POST", "/v1/messages/batch", body, headers=headers)
+        assert again[0] == 200 and again[2] == answer
+        assert again[1].get("Idempotent-Replayed") == "true"
