@@ -35,6 +35,8 @@ from engine.http.middleware import require_account
 
 log = logging.getLogger(__name__)
 
+Submit = Callable[[], Awaitable[tuple[int, bytes, bool]]]  # -> (status, answer body, sent something)
+
 JSON = "application/json"
 BATCH_HASH_PREFIX = b"POST /v1/messages/batch\n"  # a batch and a single submit never share a hash
 INTERNAL_ERROR = "internal_error"  # a batch entry that failed unexpectedly (a bug), alone
@@ -55,19 +57,24 @@ async def post_message(request: web.Request) -> web.Response:
     ctx: HttpContext = request.app[CTX]
     account_id = require_account(request)
     raw = await read_body(request)
-    msg = s.decode(raw, s.MessageRequest)
-    if msg.callback_url is not None:  # refused now (422) rather than silently dropped at delivery
-        await ctx.destinations.check(msg.callback_url, "callback_url")
 
-    async def submit() -> tuple[int, bytes, bool]:
-        started = time.perf_counter()
-        accepted = await wait_one(ctx.engine.submit_future(
-            request[API_KEY], msg.to, msg.sender, msg.body, validity_seconds=msg.validity_seconds,
-            callback_url=msg.callback_url, client_ref=msg.client_ref))
-        ctx.metrics.observe_submit(accepted.pop, accepted.country, time.perf_counter() - started)
-        return 202, s.encoder.encode(_answer(accepted, msg.client_ref)), True
+    async def validate() -> Submit:
+        msg = s.decode(raw, s.MessageRequest)
+        if msg.callback_url is not None:  # refused now (422) rather than silently dropped at delivery
+            await ctx.destinations.check(msg.callback_url, "callback_url")
 
-    return await _once(ctx, request, account_id, raw, submit)
+        async def submit() -> tuple[int, bytes, bool]:
+            started = time.perf_counter()
+            accepted = await wait_one(ctx.engine.submit_future(
+                request[API_KEY], msg.to, msg.sender, msg.body,
+                validity_seconds=msg.validity_seconds, callback_url=msg.callback_url,
+                client_ref=msg.client_ref))
+            ctx.metrics.observe_submit(accepted.pop, accepted.country, time.perf_counter() - started)
+            return 202, s.encoder.encode(_answer(accepted, msg.client_ref)), True
+
+        return submit
+
+    return await _once(ctx, request, account_id, raw, validate)
 
 
 async def wait_one(fut):
@@ -79,6 +86,18 @@ async def post_batch(request: web.Request) -> web.Response:
     account_id = require_account(request)
     raw = await read_body(request, int(getattr(ctx.http, "max_batch_body_bytes",
                                                ctx.http.max_body_bytes)))
+
+    async def validate() -> Submit:
+        results, submits = await _batch_items(ctx, raw)
+        return lambda: _submit_batch(ctx, request[API_KEY], results, submits)
+
+    return await _once(ctx, request, account_id, BATCH_HASH_PREFIX + raw, validate)
+
+
+async def _batch_items(ctx: HttpContext, raw: bytes
+                       ) -> tuple[list[s.BatchResult], list[tuple[int, s.MessageRequest]]]:
+    """The batch decoded: a result per message (an error object for each refused one) and the
+    messages to submit, with their places."""
     envelope = s.decode(raw, s.BatchEnvelope)
     results: list[s.BatchResult] = [s.BatchResult()] * len(envelope.messages)
     valid: list[tuple[int, s.MessageRequest]] = []
@@ -101,39 +120,42 @@ async def post_batch(request: web.Request) -> web.Response:
             results[i] = s.BatchResult(error=s.ErrorDetail(refused.code, refused.message))
         else:
             submits.append((i, msg))
+    return results, submits
 
-    async def submit() -> tuple[int, bytes, bool]:
-        unknown = 0
-        futures = ctx.engine.submit_many(request[API_KEY], [
-            {"to": m.to, "sender": m.sender, "body": m.body, "validity_seconds": m.validity_seconds,
-             "callback_url": m.callback_url, "client_ref": m.client_ref} for _, m in submits])
-        for (i, msg), fut in zip(submits, await wait_all(futures), strict=True):
-            exc = fut.exception()
-            if exc is None:
-                a = fut.result()
-                results[i] = s.BatchResult(a.message_id, a.status, a.segments, a.price_micro_usd,
-                                           a.encoding, a.pop, msg.client_ref)
-            elif isinstance(exc, SmsrouteError):
-                results[i] = s.BatchResult(error=s.ErrorDetail(exc.code, exc.message))
-            else:  # a bug: this entry alone; the others may be accepted and billed already
-                log.error("batch entry failed unexpectedly: %s", type(exc).__name__)
-                unknown += 1
-                results[i] = s.BatchResult(error=s.ErrorDetail(INTERNAL_ERROR, OUTCOME_UNKNOWN))
-        accepted = sum(1 for r in results if r.error is None)
-        body = s.encoder.encode(s.BatchAnswer(results, accepted, len(results) - accepted))
-        return 200, body, accepted + unknown > 0  # an unknown outcome may have sent: keep it
 
-    return await _once(ctx, request, account_id, BATCH_HASH_PREFIX + raw, submit)
+async def _submit_batch(ctx: HttpContext, api_key: str, results: list[s.BatchResult],
+                        submits: list[tuple[int, s.MessageRequest]]) -> tuple[int, bytes, bool]:
+    unknown = 0
+    futures = ctx.engine.submit_many(api_key, [
+        {"to": m.to, "sender": m.sender, "body": m.body, "validity_seconds": m.validity_seconds,
+         "callback_url": m.callback_url, "client_ref": m.client_ref} for _, m in submits])
+    for (i, msg), fut in zip(submits, await wait_all(futures), strict=True):
+        exc = fut.exception()
+        if exc is None:
+            a = fut.result()
+            results[i] = s.BatchResult(a.message_id, a.status, a.segments, a.price_micro_usd,
+                                       a.encoding, a.pop, msg.client_ref)
+        elif isinstance(exc, SmsrouteError):
+            results[i] = s.BatchResult(error=s.ErrorDetail(exc.code, exc.message))
+        else:  # a bug: this entry alone; the others may be accepted and billed already
+            log.error("batch entry failed unexpectedly: %s", type(exc).__name__)
+            unknown += 1
+            results[i] = s.BatchResult(error=s.ErrorDetail(INTERNAL_ERROR, OUTCOME_UNKNOWN))
+    accepted = sum(1 for r in results if r.error is None)
+    body = s.encoder.encode(s.BatchAnswer(results, accepted, len(results) - accepted))
+    return 200, body, accepted + unknown > 0  # an unknown outcome may have sent: keep it
 
 
 async def _once(ctx: HttpContext, request: web.Request, account_id: str, hashed: bytes,
-                submit: Callable[[], Awaitable[tuple[int, bytes, bool]]]) -> web.Response:
-    """Run ``submit`` at most once per ``Idempotency-Key``: a replay gets the first answer, a pending
-    record is durable before anything is sent, and only an answer that sent something is kept.
-    ``hashed``: the bytes whose keyed hash tells a replay from a reused key."""
+                validate: Callable[[], Awaitable[Submit]]) -> web.Response:
+    """Validate the request and run its submit at most once per ``Idempotency-Key``: a replay gets the
+    first answer, a pending record is durable before anything is sent, and only an answer that sent
+    something is kept. ``hashed``: the bytes whose keyed hash tells a replay from a reused key.
+    ``validate`` (decoding, the callback URL's DNS check) returns the submit; it runs only for a new
+    request, after the key's lookup: a replay gets the stored answer whatever the DNS says now."""
     idem = request.headers.get("Idempotency-Key")
     if idem is None:
-        status, body, _ = await submit()
+        status, body, _ = await (await validate())()
         return _json(body, status)
     body_hash = request_hash(hashed, ctx.idempotency_secret)
     stored = ctx.idempotency.lookup(account_id, check_key(idem), body_hash)
@@ -141,8 +163,9 @@ async def _once(ctx: HttpContext, request: web.Request, account_id: str, hashed:
         resp = _json(stored.body, stored.status)
         resp.headers["Idempotent-Replayed"] = "true"
         return resp
-    ctx.idempotency.begin(account_id, idem, body_hash)
+    ctx.idempotency.begin(account_id, idem, body_hash)  # before validating: a concurrent one is 409
     try:
+        submit = await validate()  # refused: nothing durable yet, the key is simply free again
         await ctx.idempotency.reserve(account_id, idem, body_hash, time.time())
         try:
             status, body, sent = await submit()

@@ -85,3 +85,40 @@ def test_an_at_sign_after_the_host_is_no_credential(api):
     url = "https://hooks.example.com/in?contact=ops@example.com"
     status, _, body = api.request("PUT", "/v1/webhook", {"url": url})
     assert status == 200 and body["url"] == url
+
+
+@pytest.mark.parametrize("path", ["/v1/messages", "/v1/messages/batch"])
+def test_a_replay_gets_the_stored_answer_though_the_callback_host_now_resolves_privately(
+        api, guarded, path):
+    """Idempotency means the same request gets the same answer: the body (with its callback URL's DNS
+    check) was validated before the Idempotency-Key was looked up, so a replay whose callback host had
+    since moved to a private address got 422 instead of the stored 202."""
+    import time
+
+    destinations = guarded.http.ctx.destinations
+    host = f"moving-{path.count('/')}.example"
+    first_resolve = destinations.resolve
+    moved = {"now": False}
+
+    async def resolve(name):
+        if name == host and moved["now"]:
+            return ["10.9.8.7"]
+        return await first_resolve(name)
+
+    destinations.resolve = resolve
+    try:
+        msg = {**MSG, "callback_url": f"https://{host}/hook"}
+        body = msg if path == "/v1/messages" else {"messages": [msg]}
+        headers = {"Idempotency-Key": f"moving-{time.time_ns()}"}
+        first = api.request("POST", path, body, headers=headers)
+        assert first[0] in (200, 202), first
+        moved["now"] = True
+        destinations._verdicts.clear()  # the verdict cache's minute has passed
+        fresh = api.request("POST", path, body)  # a new request is judged by the DNS of now
+        refused = fresh[2] if path == "/v1/messages" else fresh[2]["results"][0]
+        assert refused["error"]["code"] == "destination_not_allowed", fresh
+        again = api.request("POST", path, body, headers=headers)
+        assert (again[0], again[2]) == (first[0], first[2])
+        assert again[1].get("Idempotent-Replayed") == "true"
+    finally:
+        destinations.resolve = first_resolve
