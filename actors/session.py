@@ -36,7 +36,7 @@ from engine.errors import (
     SmsrouteError,
     UnknownSender,
 )
-from engine.ids import IdGenerator
+from engine.ids import IdGenerator, id_time
 from engine.numbers import parse_destination
 from storage.accounts import ACTIVE
 
@@ -182,11 +182,14 @@ class CustomerSessionActor(DispatchedActor):
                 f"balance {self.available} micro-USD is below the price {price} micro-USD")
         validity = msg.validity_seconds or self.settings.engine.default_validity_seconds
         validity = max(1, min(validity, MAX_VALIDITY_SECONDS))
+        message_id = self.ids.new()
         item = m.AcceptItem(
-            request_id=msg.request_id, message_id=self.ids.new(), account_id=self.account_id,
+            request_id=msg.request_id, message_id=message_id, account_id=self.account_id,
             to=dest.e164, country=dest.region, sender=msg.sender, body=msg.body,
             encoding=plan.encoding, segments=len(plan.segments), price_micro_usd=price,
-            submitted_at=msg.received_at, validity_seconds=validity, callback_url=msg.callback_url,
+            # the id's time, not msg.received_at (another clock read): the listing's since/until
+            # filter by the id, so the submitted_at a client sees must be that same time
+            submitted_at=id_time(message_id), validity_seconds=validity, callback_url=msg.callback_url,
             client_ref=msg.client_ref, reply_to=msg.reply_to,
         )
         return item, pop

@@ -12,6 +12,7 @@ True
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import threading
@@ -80,5 +81,13 @@ def id_time(message_id: str) -> float:
 
 
 def min_key_for_time(t: float) -> bytes:
-    """The smallest 16-byte key of any id created at or after ``t`` (for range scans by age)."""
-    return int(t * 1000).to_bytes(6, "big") + bytes(10)
+    """The smallest 16-byte key of any id created at or after ``t`` (for range scans by age): exactly
+    the ids whose :func:`id_time` is ``>= t`` are at or above it (the first such millisecond, found with
+    the float division ``id_time`` does, not a truncation: ``t`` between two milliseconds no longer
+    lets the earlier one in)."""
+    ms = math.ceil(t * 1000)
+    while ms / 1000.0 < t:
+        ms += 1
+    while ms > 0 and (ms - 1) / 1000.0 >= t:
+        ms -= 1
+    return max(ms, 0).to_bytes(6, "big") + bytes(10)

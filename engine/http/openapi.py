@@ -140,10 +140,10 @@ LIST_PARAMS = [
      "schema": {"type": "array", "items": {"type": "string", "enum": list(schemas.STATUSES)}}},
     {"name": "since", "in": "query", "required": False,
      "schema": {"type": "number", "minimum": 0, "exclusiveMaximum": listing.MAX_UNIX_TIME},
-     "description": "submitted at or after (unix seconds)"},
+     "description": "submitted_at >= since (unix seconds; the submitted_at shown)"},
     {"name": "until", "in": "query", "required": False,
      "schema": {"type": "number", "minimum": 0, "exclusiveMaximum": listing.MAX_UNIX_TIME},
-     "description": "submitted before (unix seconds)"},
+     "description": "submitted_at < until (unix seconds; the submitted_at shown)"},
 ]
 
 

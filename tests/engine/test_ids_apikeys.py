@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 
 import pytest
@@ -66,7 +67,11 @@ def test_an_id_encodes_its_creation_time_and_sorts_at_or_after_its_time_key(t):
     mid = IdGenerator(clock=lambda: t).new()
     assert is_message_id(mid) and len(mid) == 36
     assert id_time(mid) == int(t * 1000) / 1000
-    assert id_bytes(mid) >= min_key_for_time(t)
+    assert id_bytes(mid) >= min_key_for_time(id_time(mid))
+    # the time key splits ids exactly as their id_time does (the listing's since/until, which must
+    # agree with the submitted_at it shows): t between two milliseconds no longer lets the earlier in
+    for bound in (t, id_time(mid), math.nextafter(id_time(mid), 0), math.nextafter(id_time(mid), 1e15)):
+        assert (id_bytes(mid) >= min_key_for_time(bound)) == (id_time(mid) >= bound)
     assert id_from_bytes(id_bytes(mid)) == mid
 
 

@@ -175,3 +175,21 @@ def test_a_batch_entry_failing_with_an_unexpected_error_gets_its_own_result(runn
         again = api.request("POST", "/v1/messages/batch", body, headers=headers)
         assert again[0] == 200 and again[2] == answer
         assert again[1].get("Idempotent-Replayed") == "true"
+
+
+def test_since_and_until_agree_with_the_submitted_at_the_list_shows(running):
+    """The filters used the time inside the message id (made in the session, later, to the ms) while
+    submitted_at came from another clock read (when the request arrived, to the µs): with each listed
+    message's submitted_at as a bound, a message submitted before it was still listed by since= (and left
+    out by until=). Each bound now splits the list exactly as the shown submitted_at values do."""
+    api = Client(running.http.customer_port, funded_account(running, "bounds@example.com").api_key)
+    messages = [{**MSG, "client_ref": f"bound-{n}"} for n in range(20)]
+    assert api.request("POST", "/v1/messages/batch", {"messages": messages})[2]["accepted"] == 20
+    shown = {m["id"]: m["submitted_at"]
+             for m in api.request("GET", "/v1/messages?limit=200")[2]["messages"]}
+    assert len(shown) == 20
+    for bound in sorted(set(shown.values())):
+        since = api.request("GET", f"/v1/messages?limit=200&since={bound!r}")[2]["messages"]
+        until = api.request("GET", f"/v1/messages?limit=200&until={bound!r}")[2]["messages"]
+        assert {m["id"] for m in since} == {i for i, at in shown.items() if at >= bound}
+        assert {m["id"] for m in until} == {i for i, at in shown.items() if at < bound}
