@@ -40,6 +40,7 @@ from typing import Any, TextIO
 
 import uvloop
 from aiohttp import ClientSession, ClientTimeout, web
+from multidict import CIMultiDict
 
 from engine.cluster.edge_engine import EdgeEngine, LeasedLimiter
 from engine.cluster.placement import Placement
@@ -164,7 +165,11 @@ class Edge:
 
     async def _forward(self, session: ClientSession, request: web.Request) -> web.StreamResponse:
         """The request as it came, to the core's customer API; its answer as it comes back."""
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        # a multidict: a header the client sent twice (two Authorization headers, which the core
+        # refuses) stays twice instead of the last one silently winning; the edge's own headers
+        # below replace a client's of any letter case
+        headers = CIMultiDict((k, v) for k, v in request.headers.items()
+                              if k.lower() not in _HOP_BY_HOP)
         headers[FORWARDED_FOR] = request.remote or ""
         headers[EDGE_TOKEN_HEADER] = self.token
         body = await request.read()

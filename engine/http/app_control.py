@@ -113,6 +113,7 @@ async def control_auth_middleware(request: web.Request, handler: _Handler) -> we
     allowed = ROUTE_ROLES.get(key) if key is not None else PUBLIC
     if allowed is None:  # a route without a role entry is a bug: refuse rather than open it
         raise HttpError(403, "forbidden", "route has no role assignment")
+    token = bearer(request)  # 400 for two Authorization headers, on every route
     if allowed:
         source = f"ip:{request.remote}"
         limiter = ctx.auth_failures
@@ -120,7 +121,6 @@ async def control_auth_middleware(request: web.Request, handler: _Handler) -> we
             raise HttpError(429, "too_many_failed_logins",
                             "too many failed authentications from this address; retry later",
                             {"Retry-After": str(max(1, math.ceil(blocked.retry_after_s)))})
-        token = bearer(request)
         info = ctx.tokens.lookup(token) if token is not None else None
         if info is None:
             if limiter is not None:

@@ -18,7 +18,7 @@ from aiohttp import web
 from engine import apikeys
 from engine.errors import AuthError, SmsrouteError
 from engine.http.context import ACCOUNT_ID, API_KEY, APP_NAME, CTX, LOG_REQUESTS
-from engine.http.errors import error_middleware, error_response, from_engine_error
+from engine.http.errors import HttpError, error_middleware, error_response, from_engine_error
 from engine.http.params import path_ids_middleware
 from engine.http.requestlog import RequestLogEntry
 
@@ -69,8 +69,13 @@ async def frame_middleware(request: web.Request, handler: _Handler) -> web.Strea
 
 
 def bearer(request: web.Request) -> str | None:
-    """The bearer credential of ``Authorization``, or None."""
-    header = request.headers.get("Authorization", "")
+    """The bearer credential of ``Authorization``, or None; 400 ``ambiguous_authorization`` for a
+    request with more than one ``Authorization`` header (which credential was meant is ambiguous: the
+    first one no longer silently wins)."""
+    headers = request.headers.getall("Authorization", [])
+    if len(headers) > 1:
+        raise HttpError(400, "ambiguous_authorization", "send exactly one Authorization header")
+    header = headers[0] if headers else ""
     scheme, _, credential = header.partition(" ")
     if scheme.lower() != "bearer" or not credential.strip():
         return None
@@ -81,7 +86,10 @@ def bearer(request: web.Request) -> str | None:
 async def customer_auth_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
     """Resolve the API key (kept for handlers), apply GCRA per key (per source IP if none)."""
     ctx = request.app[CTX]
-    key = bearer(request)
+    try:
+        key = bearer(request)
+    except HttpError as exc:
+        return error_response(exc.status, exc.code, exc.message)
     request[API_KEY] = key
     request[ACCOUNT_ID] = None
     if key is not None:
@@ -120,9 +128,12 @@ async def customer_middleware(request: web.Request, handler: _Handler) -> web.St
     ctx = request.app[CTX]
     started = time.perf_counter()
     request = _from_edge(ctx, request)
-    key = bearer(request)
     account_id = None
     resp: web.StreamResponse | None = None
+    try:
+        key = bearer(request)
+    except HttpError as exc:
+        key, resp = None, error_response(exc.status, exc.code, exc.message)
     if key is not None:
         try:
             account_id = ctx.engine.account_id_for_key(key)

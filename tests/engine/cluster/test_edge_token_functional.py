@@ -11,6 +11,7 @@ of them.
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import signal
@@ -133,6 +134,40 @@ def test_the_core_believes_the_client_address_its_edge_forwards(cluster: EdgeClu
     sources = wait_for(lambda: (s := cluster.logged_sources()) and
                        {"127.0.0.7", "127.0.0.10"} <= set(s) and s,
                        "both forwarded requests in the core's request log", 15)
+    assert "10.9.9.9" not in sources
+
+
+def _raw_get(port: int, path: str, headers: list[tuple[str, str]], source: str) -> int:
+    """A GET with exactly these header lines (repeated names and any letter case kept)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30, source_address=(source, 0))
+    try:
+        conn.putrequest("GET", path)
+        for name, value in headers:
+            conn.putheader(name, value)
+        conn.endheaders()
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    finally:
+        conn.close()
+
+
+def test_the_edge_forwards_repeated_headers_as_sent_and_its_own_replace_any_case(
+        cluster: EdgeCluster) -> None:
+    """The edge copied headers into a dict: of two Authorization headers the last silently won at the
+    core (which refuses two with 400). The edge's own forwarding header must still replace a client's
+    of any letter case (it did already; kept so the multidict does not change that)."""
+    bearer = f"Bearer {cluster.api_key}"
+    twice = [("Authorization", bearer), ("Authorization", "Bearer sk_live_nope")]
+    # (statuses compared apart: a failing assert must not print the key)
+    statuses = [_raw_get(cluster.api.port, "/v1/balance", headers, "127.0.0.1")
+                for headers in (twice, twice[::-1])]  # GET /v1/balance is forwarded to the core
+    assert statuses == [400, 400]
+    spoofed = [(FORWARDED_FOR.lower(), "10.9.9.9"), ("Authorization", bearer)]
+    status = _raw_get(cluster.api.port, "/v1/balance", spoofed, "127.0.0.11")
+    assert status == 200
+    sources = wait_for(lambda: (s := cluster.logged_sources()) and "127.0.0.11" in s and s,
+                       "the forwarded request in the core's request log", 15)
     assert "10.9.9.9" not in sources
 
 

@@ -293,3 +293,31 @@ def test_a_slow_status_lookup_does_not_stall_other_requests(running, api, monkey
         release.set()
         reader.join(10)
     assert answers and answers[0][0] == 200 and answers[0][2]["id"] == message_id
+
+
+def _twice_authorized(port: int, method: str, path: str, first: str, second: str):
+    """A request with two Authorization headers (http.client's putheader sends both, in order)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.putrequest(method, path)
+        conn.putheader("Authorization", f"Bearer {first}")
+        conn.putheader("Authorization", f"Bearer {second}")
+        conn.putheader("Content-Length", "0")
+        conn.endheaders()
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def test_two_authorization_headers_are_refused_with_400_on_both_ports(running, account):
+    """Which of two credentials was meant is ambiguous; the first silently won (on the control port
+    too), so a proxy that appends its own header could act with the client's. Both ports refuse it."""
+    operator = running.http.ctx.tokens.create("test-twice", {"viewer"})
+    for port, path, good in ((running.http.customer_port, "/v1/balance", account.api_key),
+                             (running.http.control_port, "/v1/stats", operator)):
+        for first, second in ((good, "nope"), ("nope", good), (good, good)):
+            status, body = _twice_authorized(port, "GET", path, first, second)
+            assert status == 400 and body["error"]["code"] == "ambiguous_authorization", body
+            assert good not in body["error"]["message"] and "nope" not in body["error"]["message"]
+        assert Client(port, good).request("GET", path)[0] == 200  # one header: as before
