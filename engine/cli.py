@@ -167,6 +167,8 @@ def _run_worker(args: argparse.Namespace) -> int:
 
     if args.workers < 1 or not args.nats:
         raise ConfigError("--role worker needs --workers N, --worker-index K and --nats URL")
+    if args.edges:  # the edges are a local cluster's (--workers N --edges M); a worker starts none
+        raise ConfigError("--edges starts edges beside a local cluster; it does not go with --role worker")
     if args.worker_index >= args.workers:  # "w<K>" would hold no partition, and worker K would be missing
         raise ConfigError(f"--worker-index {args.worker_index} is not a worker of --workers "
                           f"{args.workers}: the workers are numbered 0..{args.workers - 1}")

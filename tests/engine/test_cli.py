@@ -98,3 +98,13 @@ def test_a_worker_index_outside_the_cluster_is_refused_before_anything_starts(tm
     err = capsys.readouterr().err
     assert code == 2 and "--worker-index 2" in err and "0..1" in err
     assert not (tmp_path / "w2").exists()
+
+
+def test_edges_with_role_worker_are_refused_not_ignored(tmp_path, capsys):
+    """``--role worker --edges 2`` started a worker and no edge, without a word: a worker of a multi-host
+    cluster starts no HTTP edge (the edges are a local cluster's, ``--workers N --edges M``)."""
+    code = main(["run", "--role", "worker", "--workers", "2", "--worker-index", "0", "--edges", "2",
+                 "--nats", "nats://127.0.0.1:1", "--data-dir", str(tmp_path / "w0")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--edges" in err and "--role worker" in err
+    assert not (tmp_path / "w0").exists()
