@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -118,7 +119,7 @@ class LocalCluster:
             self._spawn(w)
         deadline = time.monotonic() + timeout
         for w in self.workers:
-            self._wait_ready(w, deadline)
+            self._wait_ready(w, deadline, timeout)
         self._supervisor = threading.Thread(target=self._supervise, daemon=True,
                                             name="smsroute-workers")
         self._supervisor.start()
@@ -138,7 +139,7 @@ class LocalCluster:
             self._spawn(e)
         deadline = time.monotonic() + timeout
         for e in self.edges:
-            self._wait_ready(e, deadline)
+            self._wait_ready(e, deadline, timeout)
 
     def _spawn(self, w: _Worker) -> None:
         if w.kind == "e":
@@ -197,20 +198,25 @@ class LocalCluster:
             return self.worker_nats[w.index]
         return self.nats_urls
 
-    def _wait_ready(self, w: _Worker, deadline: float) -> None:
+    def _wait_ready(self, w: _Worker, deadline: float, timeout: float = READY_TIMEOUT_S) -> None:
+        """Wait until ``w`` prints its ready line, at most until ``deadline``. Its stdout is read by a
+        thread of its own (which then keeps draining it), so a worker that hangs silently while it
+        starts cannot hold this wait past the deadline: it is killed and reported."""
         proc = w.proc
         assert proc is not None and proc.stdout is not None
-        while True:
-            line = proc.stdout.readline()
-            if not line:
-                code = proc.wait()
-                raise ConfigError(f"worker {w.node} exited with {code} before it was ready")
-            if line.startswith(f"smsroute worker {w.node} ready") or \
-                    line.startswith(f"smsroute edge {w.node} ready"):
-                threading.Thread(target=_drain, args=(proc.stdout,), daemon=True).start()
-                return
-            if time.monotonic() > deadline:
-                raise ConfigError(f"worker {w.node} was not ready within {READY_TIMEOUT_S} s")
+        seen: queue.SimpleQueue[bool] = queue.SimpleQueue()  # True: ready; False: its stdout closed
+        threading.Thread(target=_read_until_ready, args=(proc.stdout, w.node, seen), daemon=True,
+                         name=f"smsroute-{w.node}-stdout").start()
+        try:
+            ready = seen.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            proc.kill()  # stuck while starting: not left behind (the supervisor restarts it, if running)
+            proc.wait(5)
+            raise ConfigError(f"worker {w.node} was not ready within {timeout:g} s "
+                              f"(killed)") from None
+        if not ready:
+            code = proc.wait()
+            raise ConfigError(f"worker {w.node} exited with {code} before it was ready")
 
     # --- supervision ---------------------------------------------------------------------------------
 
@@ -302,7 +308,15 @@ def _hand_token(proc: subprocess.Popen, token: str) -> None:
             proc.stdin.close()  # flushes: a broken pipe shows here, and the fd is closed regardless
 
 
-def _drain(stream) -> None:
-    """Keep reading a worker's stdout so it never blocks on a full pipe."""
-    for _ in stream:
-        pass
+def _read_until_ready(stream, node: str, seen: queue.SimpleQueue) -> None:
+    """Read a worker's (or edge's) stdout: say when its ready line comes (True) or the pipe closes first
+    (False), and keep reading after the ready line so the process never blocks on a full pipe."""
+    prefixes = (f"smsroute worker {node} ready", f"smsroute edge {node} ready")
+    ready = False
+    with contextlib.suppress(ValueError, OSError):  # (the pipe closed under us)
+        for line in stream:
+            if not ready and line.startswith(prefixes):
+                ready = True
+                seen.put(True)
+    if not ready:
+        seen.put(False)
