@@ -19,7 +19,13 @@ import pykka
 
 from engine import messages as m
 from engine.completion import Completion
-from engine.errors import BodyTooLarge, InputError, OverloadedError, SmsrouteError
+from engine.errors import (
+    BodyTooLarge,
+    ClusterUnavailable,
+    InputError,
+    OverloadedError,
+    SmsrouteError,
+)
 
 MAX_VALIDITY_SECONDS = 86400  # a message never waits longer than its body may be kept
 MAX_CLIENT_REF = 64  # characters of a customer's own reference
@@ -94,10 +100,18 @@ def encode_or_fail(bridge: Any, request_ids: list[int], msg: m.Message) -> bytes
 
 
 def tell_or_fail(bridge: Any, session: Any, raw: bytes, request_ids: list[int]) -> None:
-    try:
-        session.tell(raw)
-    except pykka.ActorDeadError:
-        error = OverloadedError("the account's session is not running; retry shortly")
-        for request_id in request_ids:
-            bridge.fail(request_id, error)
-        raise error from None
+    error: OverloadedError
+    if getattr(session, "remote", False) and not session.is_alive():
+        # the NATS link is down: refused now, nothing sent. (Left in the client's reconnect buffer it
+        # would wait 10-20 s for ClusterUnavailable - and then still be sent and billed on reconnect.)
+        error = ClusterUnavailable("the cluster's NATS link is down; nothing was sent: retry after "
+                                   "the Retry-After seconds")
+    else:
+        try:
+            session.tell(raw)
+            return
+        except pykka.ActorDeadError:
+            error = OverloadedError("the account's session is not running; retry shortly")
+    for request_id in request_ids:
+        bridge.fail(request_id, error)
+    raise error from None

@@ -110,7 +110,8 @@ class EdgeEngine:
             ids = [i.request_id for i in items]
             raw = submission.encode_or_fail(self.bridge, ids, m.SubmitMessages(items))
             node = self.placement.worker_of(account)
-            self.transport.ref(node, f"session/{account}").tell(raw)
+            submission.tell_or_fail(self.bridge, self.transport.ref(node, f"session/{account}"), raw,
+                                    ids)
         return futures
 
     # --- the core ----------------------------------------------------------------------------------

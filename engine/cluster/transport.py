@@ -53,6 +53,7 @@ class RemoteRef:
     """Stands in for a pykka ``ActorRef`` of an actor in another process: ``tell`` only."""
 
     __slots__ = ("_transport", "node", "target")
+    remote = True  # (engine.submission refuses a submit at once while the link is down)
 
     def __init__(self, transport: Transport, node: str, target: str) -> None:
         self._transport, self.node, self.target = transport, node, target

@@ -148,7 +148,7 @@ async def readyz(request: web.Request) -> web.Response:
     dead_actors = getattr(ctx.engine, "dead_actors", None)
     dead = dead_actors() if dead_actors is not None else []  # flags only: never waits on an actor
     if dead:
-        raise HttpError(503, "actors_down", f"not running: {', '.join(dead)}")
+        raise HttpError(503, "actors_down", f"not running: {', '.join(dead)}", {"Retry-After": "1"})
     return json_response({"status": "ready"})
 
 
