@@ -46,9 +46,9 @@ from engine.cluster.shards import ClusterShards, LocalShards, QueryHandler
 from engine.cluster.transport import Transport
 from engine.config import Settings
 from engine.errors import (
-    ClusterUnavailable,
     ConfigError,
     KeyUnavailable,
+    OutcomeUnknown,
     SmsrouteError,
     UnknownAccount,
 )
@@ -72,7 +72,7 @@ from storage.webhook_outbox import WebhookOutbox
 
 log = logging.getLogger(__name__)
 
-UNANSWERED_AFTER_S = 10.0  # in a cluster's core, a submit unanswered for 10-20 s fails (ClusterUnavailable)
+UNANSWERED_AFTER_S = 10.0  # in a cluster's core, a submit unanswered for 10-20 s fails (OutcomeUnknown)
 ROUTING_FILE = "routing.json"  # the operator's last replacement of the routing table
 
 
@@ -579,8 +579,9 @@ class Runtime:
 class _ExpireUnanswered:
     """In a cluster's core: a submit whose worker died (or whose answer a NATS server lost) would wait
     for ever. Told by the clock every ``UNANSWERED_AFTER_S``, it fails the requests that were already
-    pending the time before with ``ClusterUnavailable``: the client retries (with its Idempotency-Key,
-    over HTTP) - the message may have been accepted, in which case it is delivered and billed once."""
+    pending the time before with ``OutcomeUnknown``: the message may have been accepted, so an
+    Idempotency-Key retry answers 409 outcome unknown (``engine.http.customer_messages``) instead of
+    sending it again, and the client checks its messages."""
 
     def __init__(self, bridge) -> None:
         self.bridge = bridge
@@ -590,9 +591,10 @@ class _ExpireUnanswered:
         pending = set(self.bridge.pending_ids())
         stale, self._seen = self._seen & pending, pending
         if stale:
-            n = self.bridge.expire(sorted(stale), ClusterUnavailable(
+            n = self.bridge.expire(sorted(stale), OutcomeUnknown(
                 "no answer from the worker holding this account (it may have restarted); the "
-                "message may or may not have been accepted: retry with the same Idempotency-Key"))
+                "message may or may not have been accepted: check your messages before sending it "
+                "again (a retry with the same Idempotency-Key answers 409 idempotency_outcome_unknown)"))
             log.warning("cluster: %d submits got no answer in time", n)
 
 

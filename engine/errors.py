@@ -33,6 +33,7 @@ The tree::
     ├── OverloadedError             in-flight limit reached; retry later (HTTP 503)
     │   ├── CarriersSaturated       the route's carriers cannot take more within the admission horizon
     │   └── ClusterUnavailable      a worker or the NATS link did not answer in time (HTTP 503)
+    │       └── OutcomeUnknown      ... after the submit went out: it may have been accepted
     ├── RateLimited                 too many unverified requests from one source (HTTP 429)
     ├── StorageError                a store could not make the write durable (HTTP 503)
     │   ├── StoreFull               the LMDB map or the disk is full
@@ -58,6 +59,7 @@ class SmsrouteError(Exception):
     """Root of every smsroute error. ``code`` is stable and safe to show to API clients."""
 
     code = "internal_error"
+    maybe_sent = False  # True only for an error after which the request may have taken effect
 
     def __init__(self, message: str = "") -> None:
         super().__init__(message or self.code)
@@ -191,6 +193,14 @@ class ClusterUnavailable(OverloadedError):
     """A worker or the NATS link did not answer in time; the request may be retried."""
 
     code = "cluster_unavailable"
+
+
+class OutcomeUnknown(ClusterUnavailable):
+    """A submit went out but its answer did not come back in time (its worker died, a NATS server lost
+    the reply): the message may or may not have been accepted. Unlike the other errors it may have sent
+    something (``maybe_sent``), so an ``Idempotency-Key`` retry must not submit it again."""
+
+    maybe_sent = True
 
 
 class RateLimited(SmsrouteError):

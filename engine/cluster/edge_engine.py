@@ -24,7 +24,7 @@ from engine import messages as m
 from engine.bridge import Bridge, InFlightGate
 from engine.cluster.placement import Placement
 from engine.cluster.transport import Transport
-from engine.errors import AuthError, ClusterUnavailable, InputError, SmsrouteError, error_from_code
+from engine.errors import AuthError, InputError, OutcomeUnknown, SmsrouteError, error_from_code
 from engine.http.ratelimit import Decision
 
 KEY_CACHE_S = 2.0
@@ -138,16 +138,17 @@ class EdgeEngine:
         return True
 
     def _expire_unanswered(self) -> None:
-        """A submit whose worker died unanswered fails after 15-30 s (``ClusterUnavailable``)."""
+        """A submit whose worker died unanswered fails after 15-30 s (``OutcomeUnknown``)."""
         seen: set[int] = set()
         while not self._stopping:
             time.sleep(UNANSWERED_AFTER_S)
             pending = set(self.bridge.pending_ids())
             stale, seen = seen & pending, pending
             if stale:
-                self.bridge.expire(sorted(stale), ClusterUnavailable(
+                self.bridge.expire(sorted(stale), OutcomeUnknown(
                     "no answer from the worker holding this account; the message may or may not "
-                    "have been accepted: retry with the same Idempotency-Key"))
+                    "have been accepted: check your messages before sending it again (a retry with "
+                    "the same Idempotency-Key answers 409 idempotency_outcome_unknown)"))
 
 
 class LeasedLimiter:

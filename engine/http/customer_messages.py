@@ -137,6 +137,7 @@ async def _submit_batch(ctx: HttpContext, api_key: str, results: list[s.BatchRes
                                        a.encoding, a.pop, msg.client_ref)
         elif isinstance(exc, SmsrouteError):
             results[i] = s.BatchResult(error=s.ErrorDetail(exc.code, exc.message))
+            unknown += exc.maybe_sent  # (no answer in time: it may be accepted)
         else:  # a bug: this entry alone; the others may be accepted and billed already
             log.error("batch entry failed unexpectedly: %s", type(exc).__name__)
             unknown += 1
@@ -169,8 +170,11 @@ async def _once(ctx: HttpContext, request: web.Request, account_id: str, hashed:
         await ctx.idempotency.reserve(account_id, idem, body_hash, time.time())
         try:
             status, body, sent = await submit()
-        except SmsrouteError:  # refused or not durable: nothing was sent, a retry re-evaluates
-            await _abandon(ctx, account_id, idem)
+        except SmsrouteError as exc:
+            if not exc.maybe_sent:  # refused or not durable: nothing was sent, a retry re-evaluates
+                await _abandon(ctx, account_id, idem)
+            # else (no answer in time, it may be accepted): the pending record stays, so a retry
+            # answers 409 idempotency_outcome_unknown instead of sending the message a second time
             raise
         if not sent:  # e.g. a batch whose every message was refused
             await _abandon(ctx, account_id, idem)
