@@ -224,7 +224,8 @@ class Runtime:
         self.accounts = AccountStore(self.core_env, self.account_keys,
                                      on_deleted=self.ledger_store.account_deleted)
         self.api_keys = ApiKeyStore(self.core_env, self.account_keys)
-        self.core_audit = AuditLog(self.core_env)  # data-subject and account actions
+        # data-subject and account actions: accounts named by pseudonym, their ids sealed (storage.audit)
+        self.core_audit = AuditLog(self.core_env, accounts=self.account_keys)
 
     def _open_pops(self, map_size: int) -> None:
         """This process's POP shards: one LMDB environment each, with its holds and audit trail."""
@@ -244,7 +245,8 @@ class Runtime:
                 WebhookOutbox(env, self.account_keys))
         # A hold and its audit entry are written in one transaction, so each POP environment keeps the
         # audit trail of its own holds; ``audit_entries`` reads them all.
-        self.audits = {name: AuditLog(store.env) for name, store in self.pop_stores.items()}
+        self.audits = {name: AuditLog(store.env, accounts=self.account_keys)
+                       for name, store in self.pop_stores.items()}
         self.holds = {name: Holds(store.bodies, self.keys, self.audits[name])
                       for name, store in self.pop_stores.items()}
 

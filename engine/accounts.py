@@ -280,9 +280,14 @@ class AccountManager:
 
     # --- data-subject rights (policy section 7) -----------------------------------------------------
 
+    def account_pseudonym(self, account_id: str) -> str:
+        """The account's keyed pseudonym (``psn_…``): how the audit logs, the ledger's carve-out and
+        the data-subject records name it; computable also after the account is erased."""
+        return self.runtime.pseudonyms.pseudonym(account_id)
+
     def _audit(self, actor: str, action: str, account_id: str) -> None:
         """Data-subject actions are staff access to personal data (policy 9): audit-logged, synced."""
-        self.runtime.core_audit.append(actor, action, account_id, "ok")
+        self.runtime.core_audit.append(actor, action, account_id, "ok", account=account_id)
         self.runtime.core_env.sync(True)
 
     def export_account(self, account_id: str, *, actor: str = "embedding-api") -> dict:

@@ -24,7 +24,9 @@ wherever they are written — in the hold record and in every audit entry about 
 them with :meth:`Holds.open_notes`) — and the notes key is destroyed when the ended hold's record is swept
 (``ENDED_RETENTION_SECONDS``, one year after the end, like the audit trail), or at once when the account a
 debugging window covers is erased (:meth:`Holds.forget_account`). Legal holds and lawful orders are the
-policy's exceptions to erasure: their notes last until their records are swept.
+policy's exceptions to erasure: their notes last until their records are swept. An audit entry about an
+account-scoped hold names the account by its pseudonym only (``storage.audit``: also the
+``customer:acc_…`` actor of a customer's own debugging window).
 
 Durability contract: placing, capturing and releasing write the hold record, the held copies and the audit
 entry in one durable LMDB transaction. *Writers:* operator threads and the sweeper. *Readers:* any thread.
@@ -152,7 +154,7 @@ class Holds:
                 "not_stored": len(message_ids) - len(copies),
                 **self._sealed_notes(hold.hold_id, reason=reason, reference=reference,
                                      account_id=account_id or ""),
-            }, txn=txn)
+            }, account=account_id, txn=txn)
         with self._lock:
             self._remember(hold, [bytes.fromhex(m[4:]) for m, _ in copies])
         return hold
@@ -208,19 +210,21 @@ class Holds:
         hold = self._holds.get(hold_id)
         if hold is None or not hold.active(self._clock()):
             self.audit.append(actor, "read_held_body", f"{hold_id}/{message_id}", "denied",
-                              {"why": "no active hold"})
+                              {"why": "no active hold"}, account=hold and hold.account_id)
             raise KeyUnavailable(f"{hold_id} is not an active hold: its copies are shredded")
         key = bytes.fromhex(message_id[4:])
         with self.bodies.env.begin(db=self._held_db) as txn:
             blob = txn.get(_held_key(hold_id, key))
             blob = None if blob is None else bytes(blob)
         if blob is None:
-            self.audit.append(actor, "read_held_body", f"{hold_id}/{message_id}", "not_found")
+            self.audit.append(actor, "read_held_body", f"{hold_id}/{message_id}", "not_found",
+                              account=hold.account_id)
             raise InputError(f"{message_id} is not held by {hold_id}")
         sealer = self.keys.named_sealer(_key_name(hold_id), create=False)
         body = sealer.open(blob, key).decode()
         self.audit.append(actor, "read_held_body", f"{hold_id}/{message_id}", "ok",
-                          {"kind": hold.kind, **self._sealed_notes(hold_id, reference=hold.reference)})
+                          {"kind": hold.kind, **self._sealed_notes(hold_id, reference=hold.reference)},
+                          account=hold.account_id)
         return body
 
     def held_message_ids(self, hold_id: str) -> list[str]:
@@ -301,7 +305,8 @@ class Holds:
                 self._write_hold(txn, ended)
                 self.audit.append(actor, f"{action}_{hold.kind}", hold_id, "ok",
                                   {"copies_shredded": len(removed),
-                                   **self._sealed_notes(hold_id, reason=reason)}, txn=txn)
+                                   **self._sealed_notes(hold_id, reason=reason)},
+                                  account=hold.account_id, txn=txn)
             self.keys.shred_named(_key_name(hold_id))
             self._holds[hold_id] = ended
             self._forget(ended, removed)

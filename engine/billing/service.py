@@ -98,7 +98,7 @@ class Billing:
     def _audit(self, actor: str, action: str, account_id: str, result: str, detail: dict) -> None:
         """Staff actions on an account are audit-logged (policy 9), synced: the ``data_subject``
         trail of ``GET /v1/audit``, which names who did it."""
-        self.runtime.core_audit.append(actor, action, account_id, result, detail)
+        self.runtime.core_audit.append(actor, action, account_id, result, detail, account=account_id)
         self.runtime.core_env.sync(True)
 
     # --- low balance ---------------------------------------------------------------------------

@@ -5,8 +5,9 @@ call it (:data:`ROUTE_ROLES`, checked by :func:`control_auth_middleware` before 
 tested route by route). ``/healthz``, ``/readyz`` and the OpenAPI document need no token. A source address
 with too many failed authentications (``[http] control_auth_failures_per_minute``) is answered 429 until
 its budget refills. Every request — allowed, refused or failed — is written to the append-only audit log
-(who, what, when, result) by :func:`audit_middleware`, group-committed. Account ids and hold ids are audit
-targets; bodies, keys and tokens never are.
+(who, what, when, result) by :func:`audit_middleware`, group-committed. Hold ids are audit targets, and
+accounts are, by their pseudonym (``id=psn_…``; the account id sealed under its data key, which erasure
+destroys: ``storage.audit``); bodies, keys and tokens never are.
 """
 
 from __future__ import annotations
@@ -94,11 +95,14 @@ async def audit_middleware(request: web.Request, handler: _Handler) -> web.Strea
     resp = await handler(request)
     if ctx.audit is not None and request.path not in ("/healthz", "/readyz"):
         who = request.get(OPERATOR) or "anonymous"
-        target = ",".join(f"{k}={v[:64]}" for k, v in request.match_info.items()) or "-"
+        ids = request.match_info
+        account = ids.get("id") if request.path.startswith("/v1/accounts/") else None
+        target = ",".join(f"{k}={v if v == account else v[:64]}" for k, v in ids.items()) or "-"
         entry = (who, endpoint_name(request), target, str(resp.status),
                  {"at": when, "source_ip": request.remote or ""})
         try:
-            await ctx.committer.write([Apply(lambda txn: ctx.audit.append(*entry, txn=txn))])
+            await ctx.committer.write([Apply(
+                lambda txn: ctx.audit.append(*entry, account=account, txn=txn))])
         except Exception:
             log.error("audit append failed")
             return error_response(503, "audit_unavailable", "the audit log could not be written")

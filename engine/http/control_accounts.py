@@ -189,8 +189,11 @@ async def release_hold(request: web.Request) -> web.Response:
 
 async def audit(request: web.Request) -> web.Response:
     """Every audit trail, oldest first: ``kind`` (repeatable or comma-separated: control, data_subject,
-    retention_exception), ``since`` / ``until`` (unix seconds), ``limit`` (at most 1000). When the page is
-    full, ``next_since`` is where the next one starts (entries at that instant may repeat)."""
+    retention_exception), ``since`` / ``until`` (unix seconds), ``limit`` (at most 1000), ``account``
+    (an account id, also of an erased account: its pseudonym is computed) or ``subject`` (a pseudonym,
+    ``psn_…``): only the entries about that account. When the page is full, ``next_since`` is where the
+    next one starts (entries at that instant may repeat). An entry about an account shows its pseudonym
+    (``subject``) always and its id (``account_id``) while the account exists (``storage.audit``)."""
     ctx: HttpContext = request.app[CTX]
     kinds = {k for value in request.query.getall("kind", []) for k in value.split(",") if k}
     since, until = _query_time(request, "since", 0.0), _query_time(request, "until", math.inf)
@@ -205,7 +208,8 @@ async def audit(request: web.Request) -> web.Response:
     if kinds - set(trails):
         raise HttpError(400, "invalid_query", f"kind is one of {', '.join(sorted(trails))}")
     wanted = {k: logs for k, logs in trails.items() if not kinds or k in kinds}
-    entries = await ctx.call(audit_page, wanted, since, until, limit)
+    about = await _audit_subject(ctx, request)
+    entries = await ctx.call(audit_page, wanted, since, until, limit, about)
     more = len(entries) > limit
     return json_response({"entries": entries[:limit],
                           "next_since": entries[limit - 1]["ts"] if more else None})
@@ -221,14 +225,41 @@ def _query_time(request: web.Request, name: str, default: float) -> float:
     return value
 
 
-def audit_page(trails: dict[str, list[Any]], since: float, until: float, limit: int) -> list[dict]:
-    """Up to ``limit + 1`` entries of the given audit logs in ``[since, until)``, merged by time (each
-    log is in time order already, so this reads no further than the page)."""
+async def _audit_subject(ctx: HttpContext, request: web.Request) -> tuple[str, str] | None:
+    """``(pseudonym, account id or "")`` of the ``account`` / ``subject`` query, or None for all."""
+    account, subject = request.query.get("account", ""), request.query.get("subject", "")
+    if account and subject:
+        raise HttpError(400, "invalid_query", "give account or subject, not both")
+    if subject:
+        if not subject.startswith("psn_"):
+            raise HttpError(400, "invalid_query", "subject is a pseudonym (psn_…)")
+        return subject, ""
+    if account:
+        return await ctx.call(_engine_method(ctx, "account_pseudonym"), account), account
+    return None
+
+
+def _is_about(entry: Any, about: tuple[str, str]) -> bool:
+    """An entry about the account: by its pseudonym, or (an entry of an older version, ids in plaintext)
+    by its id in the actor or target."""
+    subject, account = about
+    if getattr(entry, "subject", ""):
+        return entry.subject == subject
+    return bool(account) and (account in (entry.target, entry.actor.partition(":")[2])
+                              or f"id={account}" in entry.target.split(","))
+
+
+def audit_page(trails: dict[str, list[Any]], since: float, until: float, limit: int,
+               about: tuple[str, str] | None = None) -> list[dict]:
+    """Up to ``limit + 1`` entries of the given audit logs in ``[since, until)`` (only those about one
+    account with ``about``), merged by time (each log is in time order already, so this reads no further
+    than the page)."""
     def stream(kind: str, log: Any) -> Iterator[tuple[float, str, Any]]:
         for entry in log.iter_entries(since):
             if entry.ts >= until:
                 return
-            yield entry.ts, kind, entry
+            if about is None or _is_about(entry, about):
+                yield entry.ts, kind, entry
 
     merged = heapq.merge(*(stream(kind, log) for kind, logs in trails.items() for log in logs),
                          key=lambda item: item[0])

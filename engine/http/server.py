@@ -239,7 +239,7 @@ class HttpServers:
                                                        sealer_for=_account_sealers(self.engine)),
                           tokens=TokenStore(env),
                           limiter=Gcra(rate, int(burst)), metrics=metrics,
-                          audit=_audit_log(env), tls=bool(http.tls_cert and http.tls_key),
+                          audit=_audit_log(env, self.engine), tls=bool(http.tls_cert and http.tls_key),
                           destinations=DestinationGuard(bool(http.webhook_allow_private_networks)),
                           auth_failures=_auth_failure_limiter(http),
                           idempotency_secret=secret,
@@ -406,7 +406,10 @@ def connection_limits(http: Any, app: str) -> ConnectionLimits:
                                           defaults.keepalive_timeout_s)))
 
 
-def _audit_log(env: Any) -> Any:
+def _audit_log(env: Any, engine: Any) -> Any:
+    """The control port's audit log: accounts named by pseudonym, their ids sealed under their data
+    keys (``storage.audit``); a stand-in engine without account keys keeps ids as given."""
     from storage.audit import AuditLog
 
-    return AuditLog(env)
+    runtime = getattr(engine, "runtime", None)
+    return AuditLog(env, accounts=getattr(runtime, "account_keys", None))

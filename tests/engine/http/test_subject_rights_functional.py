@@ -51,8 +51,11 @@ def test_export_rectify_object_and_erase_work_end_to_end_for_the_privacy_role(ru
     assert erased["ledger_entries_pseudonymised"] == 2  # the deposit and the debit, kept 7 years
     assert customer.request("GET", "/v1/balance")[0] == 401  # the API key is gone with the account
     assert privacy.request("GET", f"/v1/accounts/{acc}/export")[0] == 404
-    # every data-subject action is in the engine's audit trail, naming the operator who did it
-    actions = {(e.actor, e.action) for e in running.runtime.audit_entries() if e.target == acc}
+    # every data-subject action is in the engine's audit trail, naming the operator who did it and,
+    # the account erased, the account by its pseudonym only
+    subject = running.runtime.pseudonyms.pseudonym(acc)
+    actions = {(e.actor, e.action) for e in running.runtime.audit_entries()
+               if e.target == subject == e.subject and e.account_id == ""}
     assert {("dsr-privacy", "export_account"), ("dsr-privacy", "rectify_account"),
             ("dsr-privacy", "object:analytics"), ("dsr-privacy", "erase_account")} <= actions
 
