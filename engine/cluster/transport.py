@@ -75,10 +75,14 @@ class Transport:
     def __init__(self, servers: list[str], node: str,
                  deliver: Callable[[str, bytes, m.Message], bool], *,
                  prefix: str = "smsroute", pending_bytes: int = 64 << 20,
-                 answer: Callable[[bytes], bytes] | None = None) -> None:
+                 answer: Callable[[bytes], bytes] | None = None,
+                 on_reconnected: Callable[[], None] | None = None,
+                 deliveries: bool = True) -> None:
         self.servers, self.node, self.prefix = servers, node, prefix
         self._deliver = deliver
         self._answer = answer  # answers ShardQuery requests (workers), on a thread of its own
+        self._on_back = on_reconnected  # told (on the transport thread: it must not block) after a reconnect
+        self._deliveries = deliveries  # False: no frame is taken until open_deliveries() (requests work)
         self.pending_bytes = pending_bytes
         self.connected = False
         self._ever_connected = False  # (errors before the first connection are start()'s to report)
@@ -126,6 +130,18 @@ class Transport:
         if self._thread is not None:
             self._thread.join(timeout)
         self._loop = None
+
+    def open_deliveries(self, timeout: float = 10.0) -> None:
+        """Start taking frames for this process's actors (a transport started with ``deliveries=False``:
+        a worker first asks the core what it needs before it accepts traffic)."""
+        if self._deliveries or self._loop is None:
+            return
+        self._deliveries = True
+        asyncio.run_coroutine_threadsafe(self._subscribe_deliveries(), self._loop).result(timeout)
+
+    async def _subscribe_deliveries(self) -> None:
+        await self._nc.subscribe(self.subject(self.node), cb=self._on_message)
+        await self._nc.flush()
 
     def ref(self, node: str, target: str) -> RemoteRef:
         return RemoteRef(self, node, target)
@@ -232,7 +248,8 @@ class Transport:
                 if loop.time() >= deadline:
                     raise
                 await asyncio.sleep(0.2)
-        await self._nc.subscribe(self.subject(self.node), cb=self._on_message)
+        if self._deliveries:
+            await self._nc.subscribe(self.subject(self.node), cb=self._on_message)
         if self._answer is not None:
             await self._nc.subscribe(self.subject(self.node) + ".query", cb=self._on_query)
         await self._nc.flush()
@@ -257,6 +274,8 @@ class Transport:
         self.connected = True
         self.counters["reconnects"] += 1
         log.info("nats %s: reconnected to %s", self.node, self._nc.connected_url.netloc)
+        if self._on_back is not None:
+            self._on_back()
 
     async def _on_error(self, exc: Exception) -> None:
         # before the first connection every retry fails the same way, and start() reports it once
