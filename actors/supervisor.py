@@ -48,6 +48,7 @@ from engine.config import Settings
 from engine.errors import (
     ConfigError,
     KeyUnavailable,
+    MalformedMessage,
     OutcomeUnknown,
     SmsrouteError,
     UnknownAccount,
@@ -74,6 +75,8 @@ log = logging.getLogger(__name__)
 
 UNANSWERED_AFTER_S = 10.0  # in a cluster's core, a submit unanswered for 10-20 s fails (OutcomeUnknown)
 ROUTING_FILE = "routing.json"  # the operator's last replacement of the routing table
+ROUTING_ASK_S = 5.0  # a worker waits this long for the core's routing table (at start, after a reconnect)
+ROUTING_RETRY_S = 0.5  # and asks again this often until it has it
 
 
 @dataclass
@@ -109,6 +112,12 @@ class Runtime:
         self.holds: dict[str, Holds] = {}
         self.shards: LocalShards | ClusterShards = LocalShards(self)
         self.lock = DataDirLock(data_dir)  # one engine per data directory
+        # a worker's routing follows the core's current table (_take_core_routing)
+        self._routing_lock = threading.Lock()
+        self._routing_pushes = 0  # tables the core pushed here (local_use_routing)
+        self._routing_wanted = threading.Event()  # set: ask the core for its table (again)
+        self._routing_stopping = threading.Event()
+        self._routing_thread: threading.Thread | None = None
 
     # --- start -------------------------------------------------------------------------------------
 
@@ -254,18 +263,86 @@ class Runtime:
         """Join the cluster: this process's NATS connection, and refs to what runs elsewhere."""
         place = self.placement
         answer = QueryHandler(LocalShards(self)).answer if place.runs_pops else self._answer_core
-        self.transport = Transport(list(place.nats), place.node, self._deliver,
-                                   answer=answer).start()
+        worker = not place.runs_core
+        self.transport = Transport(list(place.nats), place.node, self._deliver, answer=answer,
+                                   on_reconnected=self._routing_wanted.set if worker else None,
+                                   deliveries=not worker).start()
         self.directory.transport = self.transport
         if not place.runs_pops:  # the core: what the POP shards hold is asked of the workers
             self.shards = ClusterShards(self.transport, place.workers)
             self.clock.every(UNANSWERED_AFTER_S, _ExpireUnanswered(self.bridge), lambda: None)
-        if not place.runs_core:
+        if worker:
             self.directory.ledger = self.transport.ref(CORE, "ledger")
             self.directory.bridge = self.bridge = self.transport.ref(CORE, "bridge")
+            self._start_routing_sync()  # the core's current table, before any traffic is taken
+            self.transport.open_deliveries()
+
+    # --- a worker routes by the core's current routing table -----------------------------------------
+
+    def _start_routing_sync(self) -> None:
+        """Ask the core for its current routing table now; if it does not answer, route by the table
+        saved here and keep asking in the background (and again after every NATS reconnect): a worker
+        that was down, restarting or cut off when an operator replaced the table takes it this way."""
+        if not self._take_core_routing(starting=True):
+            self._routing_wanted.set()
+        self._routing_thread = threading.Thread(target=self._follow_core_routing, daemon=True,
+                                                name="routing-sync")
+        self._routing_thread.start()
+
+    def _follow_core_routing(self) -> None:
+        while True:
+            self._routing_wanted.wait()
+            if self._routing_stopping.is_set():
+                return
+            self._routing_wanted.clear()
+            if not self._take_core_routing(starting=False):
+                self._routing_wanted.set()
+                if self._routing_stopping.wait(ROUTING_RETRY_S):
+                    return
+
+    def _take_core_routing(self, starting: bool) -> bool:
+        """Ask the core for its table and route by it (persisted here for restarts); False if the core
+        did not answer (asked again later)."""
+        with self._routing_lock:
+            pushes = self._routing_pushes
+        try:
+            raw = self.transport.request(CORE, m.encode(m.ShardQuery("routing", [])), ROUTING_ASK_S)
+            reply = m.decode(raw)
+            if not isinstance(reply, m.ShardReply):
+                raise ValueError(f"the core answered {type(reply).__name__}")
+            if not reply.ok:
+                raise ValueError(f"{reply.error}: {reply.result}")
+        except (SmsrouteError, ValueError) as exc:
+            if starting:
+                log.warning("routing: the core did not give its routing table (%s); routing by the "
+                            "table saved here until it does", exc)
+            return False
+        try:
+            routing = self._routing_from(reply.result)
+        except (ValueError, ConfigError) as exc:  # the core validated it: this worker's config differs
+            log.error("routing: the core's routing table does not fit this worker's configuration, "
+                      "keeping the one saved here: %s", exc)
+            return True
+        with self._routing_lock:
+            if self._routing_pushes != pushes:
+                return True  # the core pushed a table meanwhile: that one is as new as this answer
+            if routing.to_document() == self.directory.routing.to_document():
+                log.info("routing: the core's routing table is the one this worker routes by")
+                return True
+            self._persist_routing(routing)
+        log.warning("routing: took the core's current routing table (this worker had another one)")
+        return True
 
     def _answer_core(self, raw: bytes) -> bytes:
-        """The core's answers to its HTTP edges (``edge_queries``: set by the engine once it runs)."""
+        """The core's answers to its workers (``routing``: the table they route by) and to its HTTP
+        edges (``edge_queries``: set by the engine once it runs)."""
+        if m.peek_tag(raw) == m.ShardQuery.TAG:
+            try:
+                q = m.decode(raw)
+            except MalformedMessage:
+                q = None  # (the handler answers that)
+            if isinstance(q, m.ShardQuery) and q.kind == "routing":
+                return m.encode(m.ShardReply(True, self.directory.routing.to_document(), ""))
         handler = getattr(self, "edge_queries", None)
         if handler is None:
             return m.encode(m.ShardReply(False, "the core is starting", "cluster_unavailable"))
@@ -447,7 +524,9 @@ class Runtime:
         if self.placement.runs_core:
             return  # the same process: replace_routing did it
         routing = self._routing_from(table)
-        self._persist_routing(routing)
+        with self._routing_lock:
+            self._routing_pushes += 1
+            self._persist_routing(routing)
 
     def _persist_routing(self, routing: RoutingTable) -> None:
         """Write ``routing`` atomically (write, fsync, rename) and route by it from now on."""
@@ -545,6 +624,10 @@ class Runtime:
 
     def stop(self) -> None:
         """Stop in the order that loses nothing (also after a start that failed half way)."""
+        if self._routing_thread is not None:
+            self._routing_stopping.set()
+            self._routing_wanted.set()
+            self._routing_thread.join(ROUTING_ASK_S + 2)
         if self.clock is not None:
             self.clock.stop()
         if self.sweeper is not None:

@@ -586,7 +586,9 @@ class PseudonymiseAccount(Message):
 class ShardQuery(Message):
     """The core asks a worker about what its POP shards and sessions hold (a message's record, an
     account's records, counters, carriers) or to do something to them (suspend a carrier, forget an
-    erased account, take a new routing table). Answered with ``ShardReply``."""
+    erased account, take a new routing table). Answered with ``ShardReply``. A worker asks the core
+    the same way for the routing table it routes by (``kind="routing"``, no args: the core's current
+    table as a document) when it starts and after its NATS link comes back."""
 
     kind: str
     args: list[Any]

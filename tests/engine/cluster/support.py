@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import signal
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -72,3 +76,19 @@ class Cluster:
     def stop(self) -> None:
         self.engine.stop(drain_seconds=0)
         self.cluster.stop()
+
+
+@contextmanager
+def worker_down(c: Cluster, index: int) -> Iterator[None]:
+    """Worker ``index`` stopped (SIGTERM, waited for) for the body of the ``with``, then started again
+    and waited for until ready. The supervisor is held off meanwhile, so it neither restarts the worker
+    early nor counts this as a crash."""
+    cluster = c.cluster
+    w = cluster.workers[index]
+    with cluster._lock:
+        assert w.proc is not None
+        w.proc.send_signal(signal.SIGTERM)
+        w.proc.wait(30)
+        yield
+        cluster._spawn(w)
+        cluster._wait_ready(w, time.monotonic() + 60)
