@@ -43,6 +43,7 @@ from aiohttp import ClientSession, ClientTimeout, web
 from multidict import CIMultiDict
 
 from engine.cluster.edge_engine import EdgeEngine, LeasedLimiter
+from engine.cluster.handoff import overrides_from
 from engine.cluster.placement import Placement
 from engine.config import load_settings
 from engine.errors import SmsrouteError
@@ -217,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--core-url", required=True, help="the core's customer API (loopback)")
     p.add_argument("--config")
     p.add_argument("--overrides-json")
+    p.add_argument("--overrides-stdin", action="store_true",
+                   help="read the settings overrides as one JSON line on stdin, after the token")
     return p
 
 
@@ -235,8 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                           workers=tuple(f"w{i}" for i in range(args.workers)),
                           nats=tuple(args.nats.split(",")))
     try:
-        settings = load_settings(args.config, json.loads(args.overrides_json)
-                                 if args.overrides_json else None)
+        settings = load_settings(args.config, overrides_from(args, sys.stdin))
         Path(args.data_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
         engine = EdgeEngine(settings, placement, Path(args.data_dir)).start()
         edge = Edge(engine, args.host, args.port, args.core_url, token).start()

@@ -152,10 +152,12 @@ class LocalCluster:
         if self.config:
             args += ["--config", str(self.config)]
         overrides = self._worker_overrides(w, data)
+        if overrides:  # on stdin, not the command line: they may hold an SMSC password (--smsc-password)
+            args += ["--overrides-stdin"]
+        w.proc = subprocess.Popen(args, stdin=subprocess.PIPE if overrides else subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE, text=True, cwd=os.getcwd())
         if overrides:
-            args += ["--overrides-json", json.dumps(overrides)]
-        w.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                  text=True, cwd=os.getcwd())
+            _hand_lines(w.proc, [json.dumps(overrides)])
         w.started_at = time.monotonic()
 
     def _worker_overrides(self, w: _Worker, data: Path) -> dict[str, Any] | None:
@@ -187,10 +189,10 @@ class LocalCluster:
                 "--port", str(port), "--core-url", core_url]
         if self.config:
             args += ["--config", str(self.config)]
-        if self.overrides:
-            args += ["--overrides-json", json.dumps(self.overrides)]
+        if self.overrides:  # after the token, on stdin too (never on a command line: see _spawn)
+            args += ["--overrides-stdin"]
         e.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        _hand_token(e.proc, self._edge_token)
+        _hand_lines(e.proc, [self._edge_token, *([json.dumps(self.overrides)] if self.overrides else [])])
         e.started_at = time.monotonic()
 
     def _nats_for(self, w: _Worker) -> list[str]:
@@ -296,14 +298,16 @@ class LocalCluster:
                 proc.wait(5)
 
 
-def _hand_token(proc: subprocess.Popen, token: str) -> None:
-    """Write the edge token to a just-spawned edge's stdin and close it. One short line fits the pipe's
-    buffer, so this never waits for the edge; an edge that died before reading it (a broken pipe) is
-    seen by the supervisor and restarted, with the token written again."""
+def _hand_lines(proc: subprocess.Popen, lines: list[str]) -> None:
+    """Write what a just-spawned worker or edge must not get on its command line or in its environment
+    (both readable by other local users: ``ps``, ``/proc``) to its stdin, one line each, and close it:
+    an edge's token, then the settings overrides (which may hold an SMSC password). A few short lines fit
+    the pipe's buffer, so this never waits for the child; one that died before reading them (a broken
+    pipe) is seen by the supervisor and restarted, with the lines written again."""
     assert proc.stdin is not None
     with contextlib.suppress(BrokenPipeError):
         try:
-            proc.stdin.write(token + "\n")
+            proc.stdin.write("".join(line + "\n" for line in lines))
         finally:
             proc.stdin.close()  # flushes: a broken pipe shows here, and the fd is closed regardless
 

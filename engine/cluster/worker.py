@@ -11,13 +11,13 @@ open resume from its stores the next time a worker with the same index starts on
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import sys
 from pathlib import Path
 
 from actors.supervisor import Runtime
+from engine.cluster.handoff import overrides_from
 from engine.cluster.placement import worker_placement
 from engine.config import load_settings
 from engine.errors import SmsrouteError
@@ -33,8 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nats", required=True, help="NATS server URL(s), comma separated")
     p.add_argument("--data-dir", required=True, help="this worker's own data directory")
     p.add_argument("--config", help="the engine's config file (the same for every process)")
-    p.add_argument("--overrides-json", help="settings overrides as JSON (the benchmark uses this)")
+    p.add_argument("--overrides-json", help="settings overrides as JSON (for a worker run by hand)")
+    p.add_argument("--overrides-stdin", action="store_true",
+                   help="read the settings overrides as one JSON line on stdin (how smsroute run "
+                        "--workers hands them over: they may hold a password, never put on a command line)")
     return p
+
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     stop_signals = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)  # taken with sigwait below (engine.cli)
-    overrides = json.loads(args.overrides_json) if args.overrides_json else None
+    overrides = overrides_from(args, sys.stdin)
     placement = worker_placement(args.index, args.workers, args.nats.split(","))
     try:
         settings = load_settings(args.config, overrides)

@@ -5,6 +5,8 @@ every worker's records and finds nothing amiss; the chain verifies."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from engine.errors import InsufficientBalance
@@ -56,6 +58,11 @@ def test_billing_works_across_the_core_and_its_workers(tmp_path):
         assert report.ok, report.as_dict()
         assert report.records_checked and report.counts["records"] == len(every)
         assert c.engine.billing.verify().ok
+        # The overrides (which may hold an SMSC password) reach the workers on their stdin, never on a
+        # command line other local users can read (the key stores below prove they arrived)
+        lines = _worker_command_lines(tmp_path / "data")
+        assert len(lines) == 2 and all("--overrides-stdin" in line for line in lines)
+        assert not [line for line in lines if str(keys) in line]
     finally:
         c.stop()
     # One key store was shared by the core and both workers: each rewrote keys.store with what it
@@ -63,3 +70,16 @@ def test_billing_works_across_the_core_and_its_workers(tmp_path):
     # restart). Each worker now has a key store of its own beside the core's.
     rings = {ring_id(keys / node) for node in ("w0", "w1")}
     assert len(rings) == 2 and ring_id(keys) not in rings
+
+
+def _worker_command_lines(data: Path) -> list[str]:
+    """The command lines of the worker processes of the cluster in ``data`` (as ``ps`` shows them)."""
+    out = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            line = cmdline.read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "engine.cluster.worker" in line and str(data) in line:
+            out.append(line)
+    return out
