@@ -26,7 +26,7 @@ import sys
 from dataclasses import replace
 
 from bench.scenario import ARRIVALS, PATHS, Scenario, builtin_names, load_scenario
-from engine.cli import count_from
+from engine.cli import count_from, smsc_password
 from engine.errors import SmsrouteError
 
 MODES = ("open", "saturation", "throughput")
@@ -222,7 +222,7 @@ def _run(scenario: Scenario, args: argparse.Namespace, smsc: tuple[str, int] | N
         smsc=smsc,
         smsc_profile=profile,
         smsc_system_id=args.smsc_system_id,
-        smsc_password=args.smsc_password,
+        smsc_password=smsc_password(args),
         smsc_overrides=overrides,
         data_dir=args.data_dir,
         on_tick=progress.tick,

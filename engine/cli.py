@@ -70,7 +70,7 @@ def _settings_and_overrides(args: argparse.Namespace) -> tuple[Any, dict[str, An
     settings = load_settings(args.config, overrides)
     if getattr(args, "smsc", None):
         overrides.update(smsc_overrides(settings.raw, args.smsc, args.smsc_system_id,
-                                        args.smsc_password))
+                                        smsc_password(args)))
         settings = load_settings(args.config, overrides)
     return settings, overrides
 
@@ -313,7 +313,27 @@ def _add_smsc_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--smsc", default=None, metavar="HOST:PORT",
                    help="replace every carrier with SMPP binds to this SMSC")
     p.add_argument("--smsc-system-id", default="smsroute", help="the SMPP bind's system_id")
-    p.add_argument("--smsc-password", default="secret", help="the SMPP bind's password")
+    password = p.add_mutually_exclusive_group()
+    password.add_argument("--smsc-password", default="secret",
+                          help="the SMPP bind's password (other local users can read a command line: "
+                               "prefer --smsc-password-file)")
+    password.add_argument("--smsc-password-file", default=None, metavar="FILE",
+                          help="read the SMPP bind's password from the first line of FILE")
+
+
+def smsc_password(args: argparse.Namespace) -> str:
+    """The SMPP bind's password: the first line of ``--smsc-password-file`` (kept off the command line,
+    which ``ps`` shows every local user), else ``--smsc-password``."""
+    path = getattr(args, "smsc_password_file", None)
+    if not path:
+        return args.smsc_password
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--smsc-password-file {path}: cannot be read ({type(exc).__name__})") from None
+    if not lines or not lines[0].strip():
+        raise ConfigError(f"--smsc-password-file {path}: its first line holds no password")
+    return lines[0].strip()
 
 
 def count_from(minimum: int) -> Callable[[str], int]:

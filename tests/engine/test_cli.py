@@ -108,3 +108,26 @@ def test_edges_with_role_worker_are_refused_not_ignored(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "--edges" in err and "--role worker" in err
     assert not (tmp_path / "w0").exists()
+
+
+def test_the_smsc_password_can_come_from_a_file_instead_of_the_command_line(tmp_path, capsys):
+    """A command line is readable by every local user (``ps``); ``--smsc-password-file`` keeps the SMPP
+    password off it. Both at once, an empty or unreadable file are refused, naming the option."""
+    from engine.cli import _settings_and_overrides
+
+    secret = tmp_path / "smsc.password"
+    secret.write_text("s3cret\n")
+    args = build_parser().parse_args(["run", "--smsc", "127.0.0.1:2775",
+                                      "--smsc-password-file", str(secret)])
+    carriers = _settings_and_overrides(args)[0].carriers
+    assert carriers and {c.options.password for c in carriers.values()} == {"s3cret"}
+
+    with pytest.raises(SystemExit):  # one or the other
+        build_parser().parse_args(["run", "--smsc", "127.0.0.1:2775", "--smsc-password", "x",
+                                   "--smsc-password-file", str(secret)])
+    assert "not allowed with argument" in capsys.readouterr().err
+    (tmp_path / "empty").write_text("\n")
+    for path in (tmp_path / "empty", tmp_path / "missing"):
+        code = main(["run", "--data-dir", str(tmp_path / "d"), "--smsc", "127.0.0.1:2775",
+                     "--smsc-password-file", str(path)])
+        assert code == 2 and "--smsc-password-file" in capsys.readouterr().err
