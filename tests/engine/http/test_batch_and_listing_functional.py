@@ -195,11 +195,11 @@ def test_since_and_until_agree_with_the_submitted_at_the_list_shows(running):
         assert {m["id"] for m in until} == {i for i, at in shown.items() if at < bound}
 
 
-def test_a_submit_whose_answer_never_came_keeps_its_idempotency_key_pending(running, monkeypatch):
-    """In a cluster a submit whose worker died (or whose reply a NATS server lost) fails after 10-20 s
-    with ``OutcomeUnknown``, though the worker may have accepted and billed it. A retry with the same
-    Idempotency-Key must not send it a second time: it answers 409 outcome unknown (here the engine
-    accepts the message and the answer is lost on its way back, a fault injected once)."""
+@pytest.fixture
+def lost_answer(monkeypatch) -> list[str]:
+    """The engine accepts the next message but its answer is lost on its way back (``OutcomeUnknown``,
+    as when a cluster's worker dies or a NATS server loses the reply), a fault injected once; the list
+    gets that message's id."""
     from engine import _engine
     from engine.errors import OutcomeUnknown
 
@@ -212,6 +212,14 @@ def test_a_submit_whose_answer_never_came_keeps_its_idempotency_key_pending(runn
         return real(reply)
 
     monkeypatch.setattr(_engine, "_accepted", answer_lost)
+    return lost
+
+
+def test_a_submit_whose_answer_never_came_keeps_its_idempotency_key_pending(running, lost_answer):
+    """In a cluster a submit whose worker died (or whose reply a NATS server lost) fails after 10-20 s
+    with ``OutcomeUnknown``, though the worker may have accepted and billed it. A retry with the same
+    Idempotency-Key must not send it a second time: it answers 409 outcome unknown (here the engine
+    accepts the message and the answer is lost on its way back, a fault injected once)."""
     api = Client(running.http.customer_port, funded_account(running, "lost@example.com").api_key)
     key = {"Idempotency-Key": f"lost-{time.time_ns()}"}
     status, _, answer = api.request("POST", "/v1/messages", MSG, headers=key)
@@ -219,24 +227,12 @@ def test_a_submit_whose_answer_never_came_keeps_its_idempotency_key_pending(runn
     status, _, again = api.request("POST", "/v1/messages", MSG, headers=key)
     assert (status, again["error"]["code"]) == (409, "idempotency_outcome_unknown")
     listed = api.request("GET", "/v1/messages")[2]["messages"]
-    assert [m["id"] for m in listed] == lost  # accepted once, never twice
+    assert [m["id"] for m in listed] == lost_answer  # accepted once, never twice
 
 
-def test_a_batch_whose_only_answer_never_came_is_kept_for_its_idempotency_key(running, monkeypatch):
+def test_a_batch_whose_only_answer_never_came_is_kept_for_its_idempotency_key(running, lost_answer):
     """The same for a batch: its entry's error says the outcome is unknown, and the answer is kept, so a
     retry is a replay of it, not a second send."""
-    from engine import _engine
-    from engine.errors import OutcomeUnknown
-
-    real, lost = _engine._accepted, []
-
-    def answer_lost(reply):
-        if not lost:
-            lost.append(reply.message_id)
-            raise OutcomeUnknown("no answer from the worker holding this account")
-        return real(reply)
-
-    monkeypatch.setattr(_engine, "_accepted", answer_lost)
     api = Client(running.http.customer_port, funded_account(running, "lost-b@example.com").api_key)
     key = {"Idempotency-Key": f"lost-b-{time.time_ns()}"}
     body = {"messages": [MSG]}
@@ -244,4 +240,4 @@ def test_a_batch_whose_only_answer_never_came_is_kept_for_its_idempotency_key(ru
     assert status == 200 and answer["results"][0]["error"]["code"] == "cluster_unavailable"
     status, headers, again = api.request("POST", "/v1/messages/batch", body, headers=key)
     assert (status, again, headers.get("Idempotent-Replayed")) == (200, answer, "true")
-    assert [m["id"] for m in api.request("GET", "/v1/messages")[2]["messages"]] == lost
+    assert [m["id"] for m in api.request("GET", "/v1/messages")[2]["messages"]] == lost_answer
