@@ -41,6 +41,7 @@ from actors.pop import PopActor
 from actors.session import CustomerSessionActor
 from actors.sweeper import SweeperActor
 from engine import messages as m
+from engine.cluster.nats_security import NatsSecurity
 from engine.cluster.placement import CORE, Placement
 from engine.cluster.shards import ClusterShards, LocalShards, QueryHandler
 from engine.cluster.transport import Transport
@@ -264,9 +265,10 @@ class Runtime:
         place = self.placement
         answer = QueryHandler(LocalShards(self)).answer if place.runs_pops else self._answer_core
         worker = not place.runs_core
+        security = NatsSecurity.for_servers(place.nats, self.settings.nats, place.nats_token_file)
         self.transport = Transport(list(place.nats), place.node, self._deliver, answer=answer,
                                    on_reconnected=self._routing_wanted.set if worker else None,
-                                   deliveries=not worker).start()
+                                   deliveries=not worker, security=security).start()
         self.directory.transport = self.transport
         if not place.runs_pops:  # the core: what the POP shards hold is asked of the workers
             self.shards = ClusterShards(self.transport, place.workers)

@@ -164,16 +164,15 @@ class Bench:
         in ``workers`` worker processes, joined by a local NATS server (``engine.cluster.local``)."""
         from engine import Engine
         from engine.cluster.local import LocalCluster
-        from engine.cluster.placement import core_placement
         from engine.config import load_settings
 
         n = self.options.workers
         self._cluster = LocalCluster(Path(data_dir), n, overrides=overrides)
-        urls = self._cluster.start_nats()
+        placement = self._cluster.core_placement()
         try:
             self.engine = Engine.start(data_dir=Path(data_dir) / "core",
                                        settings=load_settings(None, overrides),
-                                       placement=core_placement(n, urls), http=http)
+                                       placement=placement, http=http)
             self._cluster.start_workers()
         except BaseException:
             self._cluster.stop()

@@ -144,7 +144,7 @@ def _cluster_for(args: argparse.Namespace, overrides: dict[str, Any]) -> tuple[A
         return None, core_placement(args.workers, nats)
     cluster = LocalCluster(Path(args.data_dir), args.workers, config=args.config,
                            overrides=overrides or None, nats=nats)
-    return cluster, core_placement(args.workers, cluster.start_nats())
+    return cluster, cluster.core_placement()
 
 
 def _core_behind_edges(args: argparse.Namespace, overrides: dict[str, Any]) -> tuple[Any, Any]:

@@ -120,6 +120,22 @@ class KeySettings:
 
 
 @dataclass(frozen=True)
+class NatsSettings:
+    """``[nats]``: how every process of a cluster reaches a NATS deployment given with ``--nats URL``
+    (``engine.cluster.nats_security``). A ``tls://`` URL is TLS 1.2+ with the server's certificate
+    verified; a ``nats://`` URL beyond loopback is refused. Secrets come from files, never the TOML.
+    ``smsroute run --workers N`` without ``--nats`` starts its own loopback server with a token of its
+    own and needs none of this."""
+
+    ca_file: str = ""  # CA bundle the servers' certificates are verified with ("": the system's)
+    cert_file: str = ""  # a client certificate (mutual TLS), with key_file
+    key_file: str = ""
+    token_file: str = ""  # a file whose first line is the server's authorization token, or
+    user: str = ""  # a user name, with password_file
+    password_file: str = ""
+
+
+@dataclass(frozen=True)
 class PopSettings:
     name: str
     city: str
@@ -278,6 +294,7 @@ class Settings:
     email: EmailSettings = field(default_factory=EmailSettings)
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
     keys: KeySettings = field(default_factory=KeySettings)
+    nats: NatsSettings = field(default_factory=NatsSettings)
 
 
 def default_document() -> dict[str, Any]:
@@ -317,7 +334,7 @@ def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | No
 
 
 # The tables a config may have: anything else is a typo that would otherwise be ignored unseen.
-TABLES = ("engine", "http", "keys", "pops", "carriers", "routes", "rates", "email", "privacy")
+TABLES = ("engine", "http", "keys", "pops", "carriers", "routes", "rates", "email", "privacy", "nats")
 
 
 def settings_from_document(doc: dict[str, Any]) -> Settings:
@@ -356,7 +373,24 @@ def settings_from_document(doc: dict[str, Any]) -> Settings:
     return Settings(engine=limits, http=http, pops=pops, carriers=carriers, routing=routing, raw=doc,
                     email=_email_settings(doc.get("email", {})),
                     privacy=typed_table(PrivacySettings, doc.get("privacy", {}), "privacy"),
-                    keys=keys)
+                    keys=keys, nats=_nats_settings(doc.get("nats", {})))
+
+
+def _nats_settings(table: Any) -> NatsSettings:
+    """``[nats]``: a client certificate needs its key; one way to authenticate at most."""
+    if isinstance(table, dict):
+        for secret in ("password", "token", "seed", "nkey"):
+            if secret in table:
+                raise ConfigError(f"config: [nats] {secret} is refused: credentials never go in the "
+                                  f"TOML; set {'password' if secret == 'password' else 'token'}_file")
+    nats = typed_table(NatsSettings, table, "nats")
+    if bool(nats.cert_file) != bool(nats.key_file):
+        raise ConfigError("config: [nats] cert_file and key_file go together")
+    if bool(nats.user) != bool(nats.password_file):
+        raise ConfigError("config: [nats] user and password_file go together")
+    if nats.token_file and nats.user:
+        raise ConfigError("config: [nats] token_file and user are alternatives: one way to authenticate")
+    return nats
 
 
 def _email_settings(table: Any) -> EmailSettings:

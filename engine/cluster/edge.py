@@ -217,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--core-url", required=True, help="the core's customer API (loopback)")
     p.add_argument("--config")
+    p.add_argument("--nats-token-file", default="", help="the token of a local cluster's own NATS server")
     p.add_argument("--overrides-json")
     p.add_argument("--overrides-stdin", action="store_true",
                    help="read the settings overrides as one JSON line on stdin, after the token")
@@ -236,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     node = f"e{args.index}"
     placement = Placement(node=node, runs_core=False, runs_pops=False,
                           workers=tuple(f"w{i}" for i in range(args.workers)),
-                          nats=tuple(args.nats.split(",")))
+                          nats=tuple(args.nats.split(",")), nats_token_file=args.nats_token_file)
     try:
         settings = load_settings(args.config, overrides_from(args, sys.stdin))
         Path(args.data_dir).mkdir(parents=True, exist_ok=True, mode=0o700)

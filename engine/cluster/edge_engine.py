@@ -22,6 +22,7 @@ from typing import Any
 from engine import apikeys, submission
 from engine import messages as m
 from engine.bridge import Bridge, InFlightGate
+from engine.cluster.nats_security import NatsSecurity
 from engine.cluster.placement import Placement
 from engine.cluster.transport import Transport
 from engine.errors import AuthError, InputError, OutcomeUnknown, SmsrouteError, error_from_code
@@ -52,8 +53,10 @@ class EdgeEngine:
                                         name="edge-unanswered")
 
     def start(self) -> EdgeEngine:
-        self.transport = Transport(list(self.placement.nats), self.placement.node,
-                                   self._deliver).start()
+        place = self.placement
+        security = NatsSecurity.for_servers(place.nats, self.settings.nats, place.nats_token_file)
+        self.transport = Transport(list(place.nats), place.node, self._deliver,
+                                   security=security).start()
         self._expiry.start()
         return self
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.cluster.nats_server import NatsServer
+from engine.cluster.placement import Placement, core_placement
 from engine.errors import ConfigError
 from storage.keys import KEY_STORE_FILE
 
@@ -95,6 +96,7 @@ class LocalCluster:
         self.overrides = overrides
         self.nats_server: NatsServer | None = None
         self.nats_urls = list(nats or [])
+        self.nats_token_file = ""  # our own server's token (engine.cluster.nats_security); its path
         self.workers = [_Worker(i) for i in range(workers)]
         self.edges: list[_Worker] = []
         self._edge_at: tuple[str, str, int] = ("", "127.0.0.1", 0)  # core URL, host, port
@@ -107,11 +109,18 @@ class LocalCluster:
     # --- start ---------------------------------------------------------------------------------------
 
     def start_nats(self) -> list[str]:
-        """The NATS URLs of the cluster: the ones given, or a local server started now."""
+        """The NATS URLs of the cluster: the ones given, or a local server started now, with a token
+        of this run that every process of the cluster reads from ``nats_token_file``."""
         if not self.nats_urls:  # its log beside the data it serves
-            self.nats_server = NatsServer(log_dir=self.data_dir / "nats").start()
+            here = self.data_dir / "nats"
+            self.nats_server = NatsServer(log_dir=here, token_file=here / "client.token").start()
             self.nats_urls = [self.nats_server.url]
+            self.nats_token_file = str(here / "client.token")
         return self.nats_urls
+
+    def core_placement(self) -> Placement:
+        """The placement of the process that runs the core beside these workers (starts NATS if need be)."""
+        return core_placement(len(self.workers), self.start_nats(), self.nats_token_file)
 
     def start_workers(self, timeout: float = READY_TIMEOUT_S) -> None:
         """Start every worker and wait until each is ready; then supervise them."""
@@ -151,6 +160,8 @@ class LocalCluster:
                 "--data-dir", str(data)]
         if self.config:
             args += ["--config", str(self.config)]
+        if self.nats_token_file:  # the file's path: the token itself never goes on a command line
+            args += ["--nats-token-file", self.nats_token_file]
         overrides = self._worker_overrides(w, data)
         if overrides:  # on stdin, not the command line: they may hold an SMSC password (--smsc-password)
             args += ["--overrides-stdin"]
@@ -189,6 +200,8 @@ class LocalCluster:
                 "--port", str(port), "--core-url", core_url]
         if self.config:
             args += ["--config", str(self.config)]
+        if self.nats_token_file:
+            args += ["--nats-token-file", self.nats_token_file]
         if self.overrides:  # after the token, on stdin too (never on a command line: see _spawn)
             args += ["--overrides-stdin"]
         e.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)

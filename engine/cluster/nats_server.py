@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -57,13 +58,17 @@ class NatsServer:
 
     def __init__(self, port: int = 0, *, host: str = "127.0.0.1", cluster_port: int = 0,
                  routes: list[str] | None = None, cluster_name: str = "smsroute",
-                 name: str = "", log_dir: str | Path | None = None) -> None:
+                 name: str = "", log_dir: str | Path | None = None,
+                 token_file: str | Path | None = None, extra_args: list[str] | None = None) -> None:
         self.host = host
         self.port = port or free_port(host)
         self.cluster_port = cluster_port
         self.routes = routes or []
         self.cluster_name = cluster_name
         self.name = name or f"nats-{self.port}"
+        self.token_file = Path(token_file) if token_file is not None else None
+        self._token = ""
+        self.extra_args = extra_args or []  # e.g. --tls --tlscert ... (tests of TLS deployments)
         self.proc: subprocess.Popen | None = None
         self._own_log_dir = log_dir is None  # a temporary folder, removed when the server stops
         self._log_dir = str(log_dir) if log_dir is not None else tempfile.mkdtemp(
@@ -84,6 +89,9 @@ class NatsServer:
         Path(self._log_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
         args = [nats_server_binary(), "-a", self.host, "-p", str(self.port), "-n", self.name,
                 "-l", str(self.log_path)]
+        if self.token_file is not None:
+            args += ["-c", str(self._write_token())]
+        args += self.extra_args
         if self.cluster_port:
             args += ["--cluster_name", self.cluster_name,
                      "--cluster", f"nats://{self.host}:{self.cluster_port}"]
@@ -101,6 +109,21 @@ class NatsServer:
             time.sleep(0.05)
         self.stop()
         raise ConfigError(f"nats-server did not start within {timeout} s; its log: {self.log_path}")
+
+    def _write_token(self) -> Path:
+        """The token of this server (made at its first start, kept across restarts so that connected
+        clients get back in): in ``token_file`` for the clients and in the server's config file, both
+        readable by this user only (a command line is readable by every local user)."""
+        token = self._token = self._token or secrets.token_urlsafe(32)
+        config = Path(self._log_dir) / f"{self.name}.conf"
+        for path, text in ((self.token_file, token + "\n"),
+                           (config, "authorization {\n  token: \"" + token + "\"\n}\n")):
+            tmp = path.with_name(path.name + ".new")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            os.replace(tmp, path)
+        return config
 
     def stop(self, timeout: float = 5.0) -> None:
         proc, self.proc = self.proc, None

@@ -32,6 +32,7 @@ class Placement:
     runs_pops: bool = True  # sessions, POP shards, carriers
     workers: tuple[str, ...] = ()  # every worker of the cluster, in partition order
     nats: tuple[str, ...] = ()  # NATS server URLs
+    nats_token_file: str = ""  # a local cluster's own server: the file holding its token (not [nats])
 
     @property
     def clustered(self) -> bool:
@@ -45,11 +46,13 @@ class Placement:
         return f"{self.node}/{pop}" if self.clustered else pop
 
 
-def core_placement(workers: int, nats: list[str]) -> Placement:
+def core_placement(workers: int, nats: list[str], nats_token_file: str = "") -> Placement:
     return Placement(node=CORE, runs_core=True, runs_pops=False,
-                     workers=tuple(f"w{i}" for i in range(workers)), nats=tuple(nats))
+                     workers=tuple(f"w{i}" for i in range(workers)), nats=tuple(nats),
+                     nats_token_file=nats_token_file)
 
 
-def worker_placement(index: int, workers: int, nats: list[str]) -> Placement:
+def worker_placement(index: int, workers: int, nats: list[str], nats_token_file: str = "") -> Placement:
     return Placement(node=f"w{index}", runs_core=False, runs_pops=True,
-                     workers=tuple(f"w{i}" for i in range(workers)), nats=tuple(nats))
+                     workers=tuple(f"w{i}" for i in range(workers)), nats=tuple(nats),
+                     nats_token_file=nats_token_file)

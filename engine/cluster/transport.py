@@ -37,6 +37,8 @@ import msgspec
 import uvloop
 
 from engine import messages as m
+from engine.cluster.nats_security import NatsSecurity
+from engine.config import NatsSettings
 from engine.errors import ClusterUnavailable, MalformedMessage
 
 log = logging.getLogger(__name__)
@@ -77,8 +79,9 @@ class Transport:
                  prefix: str = "smsroute", pending_bytes: int = 64 << 20,
                  answer: Callable[[bytes], bytes] | None = None,
                  on_reconnected: Callable[[], None] | None = None,
-                 deliveries: bool = True) -> None:
+                 deliveries: bool = True, security: NatsSecurity | None = None) -> None:
         self.servers, self.node, self.prefix = servers, node, prefix
+        self.security = security or NatsSecurity.for_servers(servers, NatsSettings())
         self._deliver = deliver
         self._answer = answer  # answers ShardQuery requests (workers), on a thread of its own
         self._on_back = on_reconnected  # told (on the transport thread: it must not block) after a reconnect
@@ -86,6 +89,7 @@ class Transport:
         self.pending_bytes = pending_bytes
         self.connected = False
         self._ever_connected = False  # (errors before the first connection are start()'s to report)
+        self._last_error = ""  # the last error of the client, named in start()'s failure
         self._out: dict[str, list[tuple[str, bytes]]] = {}
         self._lock = threading.Lock()
         self._wake_pending = False
@@ -112,6 +116,8 @@ class Transport:
             future.cancel()  # (a connect still trying must not outlive its loop)
             self.stop()
             why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            if self._last_error:
+                why += f"; last error: {self._last_error}"
             raise TransportError(f"no NATS server reachable at {', '.join(self.servers)} within "
                                  f"{timeout:g} s ({why})") from exc
         return self
@@ -228,16 +234,16 @@ class Transport:
     # --- connection ----------------------------------------------------------------------------------
 
     async def _connect(self, timeout: float) -> None:
-        import nats
-
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        secured = self.security.connect_options()  # TLS context and credentials (read from files now)
         while True:
             try:
                 # bounded here: with reconnects allowed for ever, nats-py keeps retrying a first
                 # connect that cannot succeed (a refused port, a name that does not resolve)
-                self._nc = await asyncio.wait_for(nats.connect(
-                    servers=self.servers, name=f"smsroute-{self.node}", connect_timeout=2,
+                self._nc = self.security.client()
+                await asyncio.wait_for(self._nc.connect(
+                    servers=self.servers, name=f"smsroute-{self.node}", connect_timeout=2, **secured,
                     dont_randomize=True,  # the first server is this process's own (placement)
                     allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=0.2,
                     pending_size=self.pending_bytes, disconnected_cb=self._on_disconnected,
@@ -280,7 +286,8 @@ class Transport:
     async def _on_error(self, exc: Exception) -> None:
         # before the first connection every retry fails the same way, and start() reports it once
         level = logging.WARNING if self._ever_connected else logging.DEBUG
-        log.log(level, "nats %s: %s", self.node, type(exc).__name__)
+        self._last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        log.log(level, "nats %s: %s", self.node, self._last_error)
 
 
 def _chunks(frames: list[tuple[str, bytes]]) -> list[list[tuple[str, bytes]]]:

@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nats", required=True, help="NATS server URL(s), comma separated")
     p.add_argument("--data-dir", required=True, help="this worker's own data directory")
     p.add_argument("--config", help="the engine's config file (the same for every process)")
+    p.add_argument("--nats-token-file", default="",
+                   help="the token of a local cluster's own NATS server (smsroute run --workers N "
+                        "starts it); a NATS deployment's credentials are set in [nats] instead")
     p.add_argument("--overrides-json", help="settings overrides as JSON (for a worker run by hand)")
     p.add_argument("--overrides-stdin", action="store_true",
                    help="read the settings overrides as one JSON line on stdin (how smsroute run "
@@ -47,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     stop_signals = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)  # taken with sigwait below (engine.cli)
     overrides = overrides_from(args, sys.stdin)
-    placement = worker_placement(args.index, args.workers, args.nats.split(","))
+    placement = worker_placement(args.index, args.workers, args.nats.split(","), args.nats_token_file)
     try:
         settings = load_settings(args.config, overrides)
         if settings.engine.gc_tuning:

@@ -40,11 +40,12 @@ class Cluster:
         self.overrides = overrides or delivering_carriers()
         self.cluster = LocalCluster(data_dir, workers, overrides=self.overrides, nats=nats,
                                     worker_nats=worker_nats)
-        urls = core_nats or self.cluster.start_nats()
+        placement = (core_placement(workers, core_nats) if core_nats
+                     else self.cluster.core_placement())
         self.finals = Finals()
         self.engine = Engine.start(data_dir=data_dir / "core",
                                    settings=load_settings(None, self.overrides),
-                                   placement=core_placement(workers, urls), on_status=self.finals)
+                                   placement=placement, on_status=self.finals)
         self.engine.cluster = self.cluster
         try:
             self.cluster.start_workers()

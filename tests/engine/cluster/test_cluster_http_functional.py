@@ -8,7 +8,6 @@ import time
 
 from engine import Engine
 from engine.cluster.local import LocalCluster
-from engine.cluster.placement import core_placement
 from engine.config import load_settings
 from tests.engine.crash_support import webhook_engine_overrides
 from tests.engine.http.conftest import Client, Receiver
@@ -21,9 +20,8 @@ def test_batch_list_and_webhooks_work_across_two_workers(tmp_path):
     engine = None
     receiver = Receiver()
     try:
-        urls = cluster.start_nats()
         engine = Engine.start(data_dir=tmp_path / "core", settings=load_settings(None, overrides),
-                              placement=core_placement(2, urls), http=True)
+                              placement=cluster.core_placement(), http=True)
         cluster.start_workers()
         place = engine.runtime.placement
         accounts, n = [], 0
