@@ -7,6 +7,7 @@ each POP and reach a final status, so every family has samples; then the control
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -102,3 +103,33 @@ def test_the_linter_reports_what_the_old_exposition_did_wrong():
     assert "smsroute_engine_pops_accepted: counter metrics should have a '_total' suffix" in problems
     assert "smsroute_http_sweep_audit:control_removed: metric names should not contain ':'" in problems
     assert "smsroute_latency_ms: metric name should not contain abbreviated units" in problems
+
+
+README = Path(__file__).resolve().parents[3] / "README.md"
+# Exported only by the core of a cluster (``--workers``), where the NATS link exists; a one-process
+# engine has no such link. The cluster tests scrape them there.
+CLUSTER_ONLY = {"smsroute_nats_connected", "smsroute_nats_frames_total",
+                "smsroute_nats_refused_total", "smsroute_nats_reconnects_total"}
+
+
+def _readme_metric_names() -> set[str]:
+    """Every full metric name the README tells operators to scrape or alert on: all of them except the
+    left column of the migration table (the names that are gone)."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index("**Migration from the earlier names**")
+    end = text.index("\n## ", start)
+    migration = text[start:end]
+    now_column = "\n".join(row.split("|")[2] for row in migration.splitlines()
+                           if row.startswith("| ") and row.count("|") >= 3)
+    kept = text[:start] + now_column + text[end:]
+    return set(re.findall(r"\bsmsroute_[a-z0-9_]*[a-z0-9]\b", kept)) - {"smsroute_engine"}
+
+
+def test_every_metric_the_readme_names_is_exported(scrape):
+    """An operator copies names from the README into alerts and dashboards: a name the engine does not
+    export is an alert that never fires (the control port's section named the pre-rename
+    ``smsroute_engine_actors_alive`` / ``smsroute_engine_dead_actors``)."""
+    exported = set(re.findall(r"^# TYPE (\S+) ", scrape, re.M))
+    named = _readme_metric_names()
+    assert {"smsroute_actor_alive", "smsroute_dead_actors", "smsroute_messages_total"} <= named
+    assert sorted(named - CLUSTER_ONLY - exported) == []
