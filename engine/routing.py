@@ -21,7 +21,22 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from phonenumbers import SUPPORTED_REGIONS
+
 from engine.errors import ConfigError, NoRoute
+
+# A destination's country is libphonenumber's region of its number (engine/numbers.py), so a route or a
+# rate keyed by any other two letters (``UK`` for GB, ``EU``) could never match: refused, not ignored.
+_MISNAMED = {"UK": "GB", "EL": "GR"}
+
+
+def _unknown_region(code: str) -> str | None:
+    """Why ``code`` (two ASCII letters) names no destination, or None if numbers can have it."""
+    if code.upper() in SUPPORTED_REGIONS:
+        return None
+    hint = _MISNAMED.get(code.upper())
+    return ("no number belongs to it (countries are libphonenumber's ISO 3166 alpha-2 regions"
+            + (f"; did you mean {hint}?)" if hint else ")"))
 
 
 @dataclass(frozen=True)
@@ -99,6 +114,8 @@ class RoutingTable:
             elif not (len(key) == 2 and key.isascii() and key.isalpha()):
                 raise ConfigError(f"routing: rates.{key}: a rate is keyed by an ISO 3166 alpha-2 "
                                   "country code (or 'default')")
+            elif (unknown := _unknown_region(key)) is not None:
+                raise ConfigError(f"routing: rates.{key}: {unknown}")
             else:
                 rates[key.upper()] = value
         if default_rate is None:
@@ -234,6 +251,8 @@ def _parse_route(i: int, r: Any, pops: set[str], carriers: dict[str, str]) -> Ro
             raise ConfigError(f"{where}.match {m!r}: a prefix is '+' followed by digits")
         if not m.startswith("+") and not (len(m) == 2 and m.isascii() and m.isalpha()):
             raise ConfigError(f"{where}.match {m!r}: a country is an ISO 3166 alpha-2 code")
+        if not m.startswith("+") and (unknown := _unknown_region(m)) is not None:
+            raise ConfigError(f"{where}.match {m!r}: {unknown}")
     pop = r.get("pop")
     if pop not in pops:
         raise ConfigError(f"{where}.pop {pop!r} is not a configured POP")

@@ -154,3 +154,21 @@ def test_a_routed_country_without_a_rate_or_default_is_refused():
 def test_a_rate_keyed_by_anything_but_a_country_code_is_refused_instead_of_never_matching(key):
     with pytest.raises(ConfigError, match=f"rates.{key}: a rate is keyed by an ISO 3166"):
         table([{"match": "DE", "pop": "fra", "carriers": ["a"]}], {key: 5, "default": 1})
+
+
+@pytest.mark.parametrize("code", ["UK", "QQ", "ZZ", "EU"])
+def test_a_two_letter_code_no_number_belongs_to_is_refused_instead_of_never_matching(code):
+    """Destinations are libphonenumber's regions (``GB`` for +44 7...): a route or a rate for ``UK`` was
+    accepted and then never matched, so British traffic was priced at the default or refused no_route."""
+    with pytest.raises(ConfigError, match=rf"routes\[0\]\.match '{code}': no number belongs to it"):
+        table([{"match": [code], "pop": "fra", "carriers": ["a"]}])
+    with pytest.raises(ConfigError, match=rf"rates\.{code}: no number belongs to it"):
+        table([{"match": "DE", "pop": "fra", "carriers": ["a"]}], {code: 5, "default": 1})
+
+
+def test_every_region_a_number_can_have_is_accepted_as_a_match_and_a_rate():
+    import phonenumbers
+
+    regions = sorted(phonenumbers.SUPPORTED_REGIONS)
+    t = table([{"match": regions, "pop": "fra", "carriers": ["a"]}], dict.fromkeys(regions, 1))
+    assert set(t.rates) == set(regions)
