@@ -79,7 +79,12 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                    help="use SMPP carriers bound to this SMSC; a profile name (default, hostile) "
                         "runs the simulated SMSC in-process and checks every status against it")
     c.add_argument("--smsc-system-id", default="smsroute")
-    c.add_argument("--smsc-password", default="secret")
+    password = c.add_mutually_exclusive_group()
+    password.add_argument("--smsc-password", default="secret",
+                          help="the SMPP bind's password (other local users can read a command line: "
+                               "prefer --smsc-password-file)")
+    password.add_argument("--smsc-password-file", default=None, metavar="FILE",
+                          help="read the SMPP bind's password from the first line of FILE")
     c.add_argument("--smsc-window", type=count_from(1), help="submits in flight per bind")
     c.add_argument("--webhook-batch", type=count_from(1), default=1, metavar="N",
                    help="http path: up to N events per webhook POST (the opt-in batching; default 1)")
@@ -137,6 +142,7 @@ def run_bench(args: argparse.Namespace) -> int:
             raise ValueError("--profile-stages profiles the actors of this process and of its workers; "
                              "with --path http the engine runs in a child process (use the embedded path)")
         smsc, profile = _parse_smsc(args.smsc) if args.smsc else (None, None)
+        args.smsc_password = smsc_password(args)  # a bad --smsc-password-file: refused before the run
     except (SmsrouteError, OSError, ValueError) as exc:
         print(f"smsroute bench: {exc}", file=sys.stderr)
         return 2
@@ -222,7 +228,7 @@ def _run(scenario: Scenario, args: argparse.Namespace, smsc: tuple[str, int] | N
         smsc=smsc,
         smsc_profile=profile,
         smsc_system_id=args.smsc_system_id,
-        smsc_password=smsc_password(args),
+        smsc_password=args.smsc_password,
         smsc_overrides=overrides,
         data_dir=args.data_dir,
         on_tick=progress.tick,

@@ -131,3 +131,23 @@ def test_the_smsc_password_can_come_from_a_file_instead_of_the_command_line(tmp_
         code = main(["run", "--data-dir", str(tmp_path / "d"), "--smsc", "127.0.0.1:2775",
                      "--smsc-password-file", str(path)])
         assert code == 2 and "--smsc-password-file" in capsys.readouterr().err
+
+
+def test_smsroute_bench_takes_the_smsc_password_from_a_file_too(tmp_path, capsys):
+    """The same ``ps`` exposure for the harness: ``smsroute bench --smsc ... --smsc-password-file FILE``
+    (its --help offered only --smsc-password, and the file option was an unknown argument). A bad file
+    is refused before any benchmark starts, naming the option."""
+    from engine.cli import smsc_password
+
+    secret = tmp_path / "smsc.password"
+    secret.write_text("s3cret\n")
+    args = build_parser().parse_args(["bench", "--smsc", "127.0.0.1:2775",
+                                      "--smsc-password-file", str(secret)])
+    assert smsc_password(args) == "s3cret"
+    with pytest.raises(SystemExit):  # one or the other
+        build_parser().parse_args(["bench", "--smsc-password", "x", "--smsc-password-file", str(secret)])
+    assert "not allowed with argument" in capsys.readouterr().err
+    code = main(["bench", "--smsc", "127.0.0.1:1", "--smsc-password-file", str(tmp_path / "missing"),
+                 "--data-dir", str(tmp_path / "d"), "--no-progress"])
+    assert code == 2 and "--smsc-password-file" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()  # refused before the harness made anything
