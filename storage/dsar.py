@@ -141,7 +141,8 @@ class DsarStore:
     def close(self, request_id: str, status: str, outcome: str) -> DsarRecord:
         if status not in (COMPLETED, REFUSED):
             raise InputError("a request closes as completed or refused")
-        return self._change(request_id, (OPEN,), status,
+        step = "fulfil" if status == COMPLETED else "refuse"  # what staff asked for, in the refusal
+        return self._change(request_id, (OPEN,), step,
                             lambda r, now: replace(r, status=status, closed_at=now, outcome=outcome))
 
     def sweep(self, now: float) -> int:

@@ -163,6 +163,19 @@ def test_a_request_type_outside_the_policy_is_refused(env_keys, accounts):
                                                          verified_by=None, opened_by="c")
 
 
+
+def test_closing_a_request_that_is_not_open_names_the_staff_action_that_was_refused(env_keys, accounts):
+    """Staff read this on POST /v1/dsar/{id}/fulfil or /refuse (409): it said "cannot completed a
+    request that is awaiting_verification"."""
+    env, keys = env_keys
+    store = DsarStore(env, keys.store_sealer("dsar"), accounts)
+    pending = store.create("acc_1", "access", channel="email", verified_by=None, opened_by="c",
+                           verify_by=T0 + DAY)
+    with pytest.raises(InvalidTransition, match="^cannot fulfil a request that is awaiting_verification$"):
+        store.close(pending.id, "completed", "done")
+    with pytest.raises(InvalidTransition, match="^cannot refuse a request that is awaiting_verification$"):
+        store.close(pending.id, "refused", "no")
+
 # --- links and challenges -------------------------------------------------------------------------
 
 
