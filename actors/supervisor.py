@@ -232,7 +232,7 @@ class Runtime:
         self.ledger_store = LedgerStore(self.core_env, self.keys.store_sealer("ledger"),
                                         self.account_keys)
         self.accounts = AccountStore(self.core_env, self.account_keys,
-                                     on_deleted=self.ledger_store.account_deleted)
+                                     on_deleted=self.ledger_store.account_token_deleted)
         self.api_keys = ApiKeyStore(self.core_env, self.account_keys)
         # data-subject and account actions: accounts named by pseudonym, their ids sealed (storage.audit)
         self.core_audit = AuditLog(self.core_env, accounts=self.account_keys)

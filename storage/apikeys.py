@@ -6,13 +6,16 @@ id, hint, created and last used; ``DELETE /v1/keys/{id}`` revokes by id. A key's
 digest (``key_`` + 24 hex digits of a hash of the digest), so it names the key without revealing anything
 that helps to guess it, and a key created before this store existed has an id too.
 
-Rows are ``<account id>/<key id>`` -> msgpack ``[hint, created_at, last_used_at, revoked_at]`` in the core
-environment, sealed under the account's own data key like its account record (``storage.account_keys``):
+Rows are ``<account token (16 bytes)><key id>`` -> msgpack ``[hint, created_at, last_used_at, revoked_at,
+account id]`` in the ``api_key_rows`` db of the core environment: filed under the account's keyed token
+(``storage.pseudonyms``), never its id — LMDB keeps deleted keys on freed pages —, and sealed under the
+account's own data key like its account record (``storage.account_keys``):
 when the account is erased or swept that key is destroyed, and every copy of its rows, on live or stale
 pages, is unreadable. Revoked keys stay listed (with ``revoked_at``) until :meth:`ApiKeyStore.sweep`
 removes them 90 days after revocation (the account-records rule of the retention table: key metadata is an
 account setting); erasure deletes an account's rows at once (:meth:`ApiKeyStore.forget_account`), and the
-sweep deletes rows whose account's data key is gone.
+sweep deletes rows whose account's data key is gone. Rows of the older layout (``api_keys``: keyed by
+``<account id>/<key id>``) are moved to this one when the store is opened.
 
 Durability contract:
 
@@ -41,7 +44,9 @@ from storage.retention import cutoff
 
 log = logging.getLogger(__name__)
 
-DB = b"api_keys"
+DB = b"api_key_rows"
+_OLD_DB = b"api_keys"
+_TOKEN = 16
 USAGE_RESOLUTION_SECONDS = 60.0
 
 
@@ -68,6 +73,7 @@ class ApiKeyStore:
         self._lock = threading.Lock()
         self._written_usage: dict[bytes, float] = {}  # digest -> last used time already written
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="apikey-usage")
+        self.migrated = self._migrate()
 
     # --- writes -------------------------------------------------------------------------------------
 
@@ -111,7 +117,8 @@ class ApiKeyStore:
     def forget_account(self, account_id: str) -> int:
         """Delete every row of the account (erasure); returns how many."""
         with self._lock, self.env.begin(write=True) as txn:
-            rows = [k for k, _ in txn.cursor(db=self._db).iternext() if k.startswith(_prefix(account_id))]
+            prefix = self._keys.token(account_id)
+            rows = [k for k, _ in txn.cursor(db=self._db).iternext() if k.startswith(prefix)]
             for key in rows:
                 txn.delete(key, db=self._db)
         self.env.sync(True)
@@ -143,7 +150,7 @@ class ApiKeyStore:
 
     def for_account(self, account_id: str) -> dict[str, ApiKeyInfo]:
         """Every row of the account by key id."""
-        prefix = _prefix(account_id)
+        prefix = self._keys.token(account_id)
         out = {}
         with self.env.begin() as txn:
             cursor = txn.cursor(db=self._db)
@@ -169,7 +176,7 @@ class ApiKeyStore:
                     corrupt += 1
                     continue
                 if info.revoked_at is not None:
-                    out.append((bytes(key).decode().split("/", 1)[0], info.id, info.revoked_at))
+                    out.append((self._account_of(bytes(key), blob), info.id, info.revoked_at))
         if corrupt:
             log.error("api keys: %d metadata rows do not decode; skipped", corrupt)
         return out
@@ -177,30 +184,54 @@ class ApiKeyStore:
     # --- encoding -----------------------------------------------------------------------------------
 
     def _get(self, txn: lmdb.Transaction, account_id: str, kid: str) -> ApiKeyInfo | None:
-        key = _row(account_id, kid).encode()
+        key = self._row(account_id, kid)
         blob = txn.get(key, db=self._db)
         return None if blob is None else self._decode(key, blob)
 
     def _put(self, txn: lmdb.Transaction, account_id: str, info: ApiKeyInfo) -> None:
-        key = _row(account_id, info.id).encode()
-        value = msgpack.packb([info.hint, info.created_at, info.last_used_at, info.revoked_at])
-        txn.put(key, self._keys.sealer(account_id, DATA).seal(value, key), db=self._db)
+        key = self._row(account_id, info.id)
+        value = msgpack.packb([info.hint, info.created_at, info.last_used_at, info.revoked_at, account_id])
+        txn.put(key, self._keys.sealer_for_token(key[:_TOKEN], DATA).seal(value, key), db=self._db)
 
-    def _decode(self, key: bytes, blob: bytes) -> ApiKeyInfo:
-        """The row; ``KeyUnavailable`` when its account's data key is gone."""
-        sealer = self._keys.sealer(key.decode().split("/", 1)[0], DATA)
+    def _fields(self, key: bytes, blob: bytes) -> list:
+        """The row's stored fields; ``KeyUnavailable`` when its account's data key is gone."""
+        sealer = self._keys.sealer_for_token(key[:_TOKEN], DATA)
         try:
-            hint, created, used, revoked = msgpack.unpackb(sealer.open(blob, key))
+            return msgpack.unpackb(sealer.open(blob, key))
         except CorruptRecord:
             raise
         except Exception as exc:
-            raise CorruptRecord(f"API key row {key.decode(errors='replace')} does not decode") from exc
-        return ApiKeyInfo(key.decode().split("/", 1)[1], hint, created, used, revoked)
+            raise CorruptRecord(f"API key row {key[_TOKEN:].decode(errors='replace')} does not decode") \
+                from exc
 
+    def _decode(self, key: bytes, blob: bytes) -> ApiKeyInfo:
+        hint, created, used, revoked, _ = self._fields(key, blob)
+        return ApiKeyInfo(key[_TOKEN:].decode(), hint, created, used, revoked)
 
-def _row(account_id: str, kid: str) -> str:
-    return f"{account_id}/{kid}"
+    def _account_of(self, key: bytes, blob: bytes) -> str:
+        return self._fields(key, blob)[4]
 
+    def _row(self, account_id: str, kid: str) -> bytes:
+        return self._keys.token(account_id) + kid.encode()
 
-def _prefix(account_id: str) -> bytes:
-    return f"{account_id}/".encode()
+    def _migrate(self) -> int:
+        """Move rows of the older layout (``<account id>/<key id>``, sealed with that key as AAD) to
+        this one; rows whose account's data key is gone are dropped. Returns how many moved."""
+        with self.env.begin() as txn:
+            if txn.get(_OLD_DB) is None:  # no database of the older layout
+                return 0
+        old = self.env.open_db(_OLD_DB)
+        moved = 0
+        with self._lock, self.env.begin(write=True) as txn:
+            for key, blob in list(txn.cursor(db=old)):
+                account_id, kid = bytes(key).decode().split("/", 1)
+                try:
+                    sealer = self._keys.sealer(account_id, DATA)
+                    hint, created, used, revoked = msgpack.unpackb(sealer.open(bytes(blob), bytes(key)))
+                except (KeyUnavailable, CorruptRecord):
+                    continue
+                self._put(txn, account_id, ApiKeyInfo(kid, hint, created, used, revoked))
+                moved += 1
+            txn.drop(old, delete=True)
+        self.env.sync(True)
+        return moved

@@ -256,7 +256,10 @@ class LedgerStore:
     def account_deleted(self, account_id: str) -> int:
         """The account's record is gone (erased or swept): its balance row now ends with its last entry.
         Returns how many items it still has."""
-        token = self.keys.token(account_id)
+        return self.account_token_deleted(self.keys.token(account_id))
+
+    def account_token_deleted(self, token: bytes) -> int:
+        """:meth:`account_deleted` by the account's token (the account store knows no more of it)."""
         with self.env.begin(write=True) as txn:
             items = self.balance_rows.mark_deleted(txn, token)
         self.env.sync(True)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+import struct
+from dataclasses import asdict, replace
 
+import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,6 +20,7 @@ from storage.accounts import (
     AccountRecord,
     AccountStore,
 )
+from storage.apikeys import ApiKeyStore, key_id
 from storage.env import open_env
 from storage.keys import KeyRing, LocalKeyProvider
 from tests.storage.conftest import account_keys_in
@@ -126,16 +129,16 @@ def test_deleting_an_account_shreds_its_data_key_and_tells_the_ledger(tmp_path, 
     store = AccountStore(env, account_keys_in(tmp_path / "keys"), on_deleted=deleted.append)
     rec = store.create(account(1, email="stale.copy@example.org"))
     with env.begin() as txn:
-        blob = bytes(txn.get(rec.id.encode(), db=store._db))
+        blob = bytes(txn.get(store.token(rec.id), db=store._db))
     assert store.delete(rec.id)
-    assert deleted == [rec.id]
+    assert deleted == [store.token(rec.id)]  # the ledger is told the token: all the store knows
     fresh = account_keys_in(tmp_path / "keys")  # a new process holding the master key
     with pytest.raises(KeyUnavailable):
         fresh.sealer(rec.id)
     ring = KeyRing(tmp_path / "keys", LocalKeyProvider(tmp_path / "keys"))
     for name in ring.named_keys():  # what a stale page still holds opens under no key left
         with pytest.raises(CorruptRecord):
-            ring.named_sealer(name).open(blob, rec.id.encode())
+            ring.named_sealer(name).open(blob, store.token(rec.id))
     env.close()
 
 
@@ -144,14 +147,54 @@ def test_a_deletion_that_crashed_before_the_shred_is_finished_by_the_next_sweep(
     keys = account_keys_in(tmp_path / "keys")
     store = AccountStore(env, keys)
     rec = store.create(account(1))
-    real_shred = keys.shred
-    keys.shred = lambda *a, **k: (_ for _ in ()).throw(OSError("power cut"))
+    real_shred = keys.shred_token
+    keys.shred_token = lambda *a, **k: (_ for _ in ()).throw(OSError("power cut"))
     with pytest.raises(OSError):
         store.delete(rec.id)
-    keys.shred = real_shred
+    keys.shred_token = real_shred
     assert keys.has(rec.id)  # the record is gone, the key not yet
     with pytest.raises(UnknownAccount):
         store.get(rec.id)
     store.sweep(T0)
     assert not keys.has(rec.id)
+    env.close()
+
+
+def _every_key_and_value(env) -> list[bytes]:
+    with env.begin() as txn:
+        names = [bytes(k) for k, _ in txn.cursor()]
+    out = list(names)
+    for name in names:
+        with env.begin(db=env.open_db(name, create=False)) as txn:
+            out.extend(bytes(x) for kv in txn.cursor() for x in kv)
+    return out
+
+
+def test_an_older_layout_keyed_by_account_id_is_moved_to_tokens_when_the_stores_open(tmp_path, core_dir):
+    """An environment written by an older version (records, digest index, closure and API key rows
+    keyed by the plaintext account id) opens with everything readable, and no live key or value names
+    the account any more."""
+    env = open_env(core_dir, map_size=16 << 20)
+    keys = account_keys_in(tmp_path / "keys")
+    rec = account(7, state=CLOSED, closed_at=T0)
+    keys.create(rec.id)
+    sealer, key = keys.sealer(rec.id), rec.id.encode()
+    row = f"{rec.id}/{key_id(rec.key_digests[0])}".encode()
+    with env.begin(write=True) as txn:  # the older layout, as that version wrote it
+        txn.put(key, sealer.seal(msgpack.packb(asdict(rec)), key), db=env.open_db(b"accounts", txn=txn))
+        txn.put(rec.key_digests[0], key, db=env.open_db(b"api_key_digests", txn=txn))
+        txn.put(key, struct.pack(">d", T0), db=env.open_db(b"account_closures", txn=txn))
+        env.open_db(b"account_shred_pending", txn=txn)
+        txn.put(row, sealer.seal(msgpack.packb(["…abcd", T0, None, None]), row),
+                db=env.open_db(b"api_keys", txn=txn))
+    store, rows = AccountStore(env, keys), ApiKeyStore(env, keys)
+    assert (store.migrated, rows.migrated) == (1, 1)
+    assert store.get(rec.id) == rec
+    assert store.key_index() == {rec.key_digests[0]: rec.id}
+    assert [(i.id, i.hint) for i in rows.for_account(rec.id).values()] == [
+        (key_id(rec.key_digests[0]), "…abcd")]
+    assert [x for x in _every_key_and_value(env) if key in x] == []
+    assert AccountStore(env, keys).migrated == 0  # done once
+    assert store.sweep(T0 + RETENTION_AFTER_CLOSE_SECONDS + DAY) == 1  # its closure moved too
+    rows.close()
     env.close()
