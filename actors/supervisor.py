@@ -257,7 +257,8 @@ class Runtime:
         # audit trail of its own holds; ``audit_entries`` reads them all.
         self.audits = {name: AuditLog(store.env, accounts=self.account_keys)
                        for name, store in self.pop_stores.items()}
-        self.holds = {name: Holds(store.bodies, self.keys, self.audits[name])
+        self.holds = {name: Holds(store.bodies, self.keys, self.audits[name],
+                                  accounts=self.account_keys)
                       for name, store in self.pop_stores.items()}
 
     def _start_transport(self) -> None:

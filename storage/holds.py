@@ -28,6 +28,14 @@ policy's exceptions to erasure: their notes last until their records are swept. 
 account-scoped hold names the account by its pseudonym only (``storage.audit``: also the
 ``customer:acc_…`` actor of a customer's own debugging window).
 
+The hold record itself (kept a year after the hold ends, past an erasure) names the account the same
+way when the store is given the per-account keys (``accounts``): ``actor`` and ``ended_by`` carry the
+pseudonym (``customer:psn_…``) in place of the id, ``subject`` the pseudonym, and the account id is sealed
+under the **account's data key** (``sealed_account``), which erasure destroys. While the account exists a
+hold reads as it was placed; once it is erased a lawful order or a legal hold keeps its reason,
+reference, times and pseudonym, and ``account_id`` reads ``None``. Records of an older version are read
+as they were written.
+
 Durability contract: placing, capturing and releasing write the hold record, the held copies and the audit
 entry in one durable LMDB transaction. *Writers:* operator threads and the sweeper. *Readers:* any thread.
 A :class:`Holds` covers one POP environment; an operator places an account-scoped hold on every POP.
@@ -46,9 +54,11 @@ import lmdb
 import msgpack
 
 from engine.errors import CorruptRecord, InputError, KeyUnavailable
+from storage.account_keys import DATA, AccountKeys
 from storage.audit import AuditLog
 from storage.bodies import BodyStore, durable_write
 from storage.keys import KeyRing
+from storage.pseudonyms import token_text
 from storage.retention import RETENTION
 
 __all__ = ["ENDED_RETENTION_SECONDS", "MAX_SECONDS", "Hold", "HoldKind", "Holds"]
@@ -87,6 +97,7 @@ class Hold:
     account_id: str | None = None
     ended_at: float | None = None
     ended_by: str | None = None
+    subject: str = ""  # the covered account's pseudonym (psn_…): all that names it once it is erased
 
     def active(self, now: float) -> bool:
         return self.ended_at is None and now < self.until
@@ -97,9 +108,11 @@ class Holds:
 
     def __init__(self, bodies: BodyStore, keys: KeyRing, audit: AuditLog, *,
                  clock: Callable[[], float] = time.time,
-                 max_seconds: dict[HoldKind, int] | None = None) -> None:
+                 max_seconds: dict[HoldKind, int] | None = None,
+                 accounts: AccountKeys | None = None) -> None:
         self.bodies = bodies
         self.keys = keys
+        self._accounts = accounts  # per-account keys: records name accounts by pseudonym
         self.audit = audit
         self._clock = clock
         self._max = {**MAX_SECONDS, **(max_seconds or {})}
@@ -140,7 +153,9 @@ class Holds:
         now = self._clock()
         self._validate(kind, actor, reason, reference, until, now, message_ids, account_id)
         hold = Hold(f"hold_{os.urandom(8).hex()}", kind.value, actor, reason, reference, now, until,
-                    message_ids, account_id)
+                    message_ids, account_id,
+                    subject=token_text(self._accounts.token(account_id))
+                    if account_id and self._accounts is not None else "")
         sealer = self.keys.named_sealer(_key_name(hold.hold_id))
         copies = [(m, body) for m in message_ids if (body := self._readable(m)) is not None]
         with self._lock, durable_write(self.bodies.env) as txn:
@@ -334,18 +349,53 @@ class Holds:
         key = hold.hold_id.encode()
         fields = asdict(hold)
         notes = {k: fields.pop(k) for k in _NOTES}
+        if self._accounts is not None and (hold.account_id or hold.subject):
+            fields.update(self._pseudonymised(hold, key))
+            notes["account_id"] = ""  # sealed under the account's own key instead
         fields.update(self._sealed_notes(hold.hold_id, **notes))
         txn.put(key, self._sealer.seal(msgpack.packb(fields), key), db=self._holds_db)
+
+    def _pseudonymised(self, hold: Hold, key: bytes) -> dict[str, object]:
+        """What a record stores of its account: the pseudonym in place of the id (in ``actor`` and
+        ``ended_by`` too), and the id sealed under the account's data key (``b""`` once it is gone)."""
+        account = hold.account_id or ""
+        subject = token_text(self._accounts.token(account)) if account else hold.subject
+        try:
+            sealed = self._accounts.sealer(account, DATA).seal(account.encode(), key) if account else b""
+        except KeyUnavailable:
+            sealed = b""
+        name = account or subject
+        return {"actor": hold.actor.replace(name, subject), "subject": subject,
+                "ended_by": hold.ended_by and hold.ended_by.replace(name, subject),
+                "sealed_account": sealed}
 
     def _read_hold(self, key: bytes, blob: bytes) -> Hold:
         fields = msgpack.unpackb(self._sealer.open(bytes(blob), bytes(key)), raw=False)
         notes = self.open_notes(fields)["notes"]
+        sealed = fields.pop("sealed_account", b"")
         fields = {k: v for k, v in fields.items() if k not in ("notes", "notes_key")}
         hold = Hold(**fields, reason="", reference="")
         if isinstance(notes, dict):
             hold = replace(hold, reason=notes["reason"], reference=notes["reference"],
-                           message_ids=tuple(notes["message_ids"]), account_id=notes["account_id"])
+                           message_ids=tuple(notes["message_ids"]),
+                           account_id=notes["account_id"] or None)
+        if hold.subject:
+            account = self._open_account(hold.subject, sealed, bytes(key))
+            name = account or hold.subject
+            hold = replace(hold, account_id=account or None,
+                           actor=hold.actor.replace(hold.subject, name),
+                           ended_by=hold.ended_by and hold.ended_by.replace(hold.subject, name))
         return hold
+
+    def _open_account(self, subject: str, sealed: bytes, key: bytes) -> str:
+        """The account id sealed in a record; ``""`` once the account's data key is gone."""
+        if self._accounts is None or not sealed:
+            return ""
+        token = bytes.fromhex(subject.removeprefix("psn_"))
+        try:
+            return self._accounts.sealer_for_token(token, DATA).open(sealed, key).decode()
+        except KeyUnavailable:
+            return ""
 
     def _remember(self, hold: Hold, copied: list[bytes]) -> None:
         self._holds[hold.hold_id] = hold

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgpack
 import pytest
 
 from engine.errors import CorruptRecord, InputError, KeyUnavailable
@@ -9,6 +10,8 @@ from storage.audit import AuditLog
 from storage.bodies import BodyStore
 from storage.holds import ENDED_RETENTION_SECONDS, HoldKind, Holds
 from storage.keys import KEY_STORE_FILE
+from storage.pseudonyms import token_text
+from tests.storage.conftest import account_keys_in
 
 DAY = 86400
 
@@ -271,3 +274,40 @@ def test_forgetting_an_account_ends_its_debug_window_and_shreds_the_notes_of_it(
     reopened = Holds(BodyStore(env, keyring, clock=clock), keyring, audit, clock=clock)
     assert reopened.get(window.hold_id).reason == "" and reopened.get(window.hold_id).account_id is None
     assert reopened.get(legal.hold_id).reason == "LEGAL-REASON"
+
+
+def test_hold_records_name_an_account_by_pseudonym_and_lose_its_id_with_its_data_key(
+        store, keyring, env, data_dir, clock):
+    """A debugging window's ``customer:acc_…`` actor and a lawful order's account are kept in the
+    record (a year past the end, past an erasure) only as the pseudonym and an id sealed under the
+    account's data key: once that key is destroyed, the record opened with every key left names it no
+    more, while the order keeps its reason and pseudonym."""
+    accounts = account_keys_in(data_dir / "keys" / "accounts", "acc_erasedz5")
+    audit = AuditLog(env, clock=clock, accounts=accounts)
+    holds = Holds(store, keyring, audit, clock=clock, accounts=accounts)
+    window = holds.open_debug_window("acc_erasedz5", actor="customer:acc_erasedz5", reason="debug",
+                                     reference="opt-in", until=clock() + DAY)
+    order = holds.register_lawful_order(actor="privacy:kim", reason="court", reference="ORD-1",
+                                        until=clock() + DAY, account_id="acc_erasedz5")
+    assert holds.get(window.hold_id).actor == "customer:acc_erasedz5"  # read as placed meanwhile
+    assert Holds(store, keyring, audit, clock=clock, accounts=accounts).get(
+        order.hold_id).account_id == "acc_erasedz5"
+    holds.forget_account("acc_erasedz5")
+    accounts.shred("acc_erasedz5")  # the erasure destroys the account's keys
+    pseudonym = token_text(accounts.token("acc_erasedz5"))
+    records = []
+    with env.begin(db=env.open_db(b"holds")) as txn:
+        for key, blob in txn.cursor():
+            records.append(keyring.store_sealer("holds").open(bytes(blob), bytes(key)))
+            notes = msgpack.unpackb(records[-1])["notes"]
+            for name in keyring.named_keys():
+                try:
+                    records.append(keyring.named_sealer(name).open(notes, name.encode()))
+                except CorruptRecord:
+                    pass
+    assert len(records) >= 3 and [r for r in records if b"acc_erasedz5" in r] == []
+    reopened = Holds(store, keyring, audit, clock=clock, accounts=accounts)
+    kept = reopened.get(order.hold_id)
+    assert (kept.reason, kept.subject, kept.account_id) == ("court", pseudonym, None)
+    assert reopened.get(window.hold_id).ended_by == "system:erasure"
+    assert reopened.get(window.hold_id).actor == f"customer:{pseudonym}"
