@@ -12,7 +12,7 @@ import hashlib
 import re
 import secrets
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 from engine import apikeys
 from engine import messages as m
@@ -311,7 +311,7 @@ class AccountManager:
         privacy = getattr(self, "privacy", None)
         if privacy is None:  # not started yet (the engine opens it after the runtime)
             return {"support_cases": [], "privacy_requests": []}
-        cases = [asdict(c) for c in privacy.support.all() if c.account_id == account_id]
+        cases = [c.public() for c in privacy.support.all() if c.account_id == account_id]
         requests = [r.public() for r in privacy.requests.store.all() if r.account_id == account_id]
         return {"support_cases": sorted(cases, key=lambda c: c["opened_at"]),
                 "privacy_requests": sorted(requests, key=lambda r: r["received_at"])}

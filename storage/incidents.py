@@ -7,7 +7,16 @@ when the affected customers were sent their notice and how many. Closing an inci
 (``security_incidents``: closure + 5 years), after which :meth:`IncidentStore.sweep` deletes it.
 
 Records are sealed (the ``incidents`` store key, the id as AAD) in the ``incidents`` db of
-``<data_dir>/privacy``. Durability contract (``storage.records_base``): every write commits (fsync) before
+``<data_dir>/privacy``.
+
+Erasure (policy 7.1): an incident outlives the erasure of the accounts it affects (closure + 5 years), so
+with the per-account keys given it names each affected account by its pseudonym (``subjects``:
+``psn_…``, the token of the ledger's carve-out and the audit log) and seals each id, nested, under that
+**account's data key** (``storage.account_keys``), which erasure destroys. While an account exists the
+incident lists its id in ``accounts``; once it is erased only its pseudonym remains. Records of an older
+version (ids under the store key) are read as they were written.
+
+Durability contract (``storage.records_base``): every write commits (fsync) before
 it returns. *Writers:* any thread, serialised. *Readers:* any thread.
 """
 
@@ -20,8 +29,10 @@ from dataclasses import asdict, dataclass, field, replace
 
 import lmdb
 
-from engine.errors import InvalidTransition
+from engine.errors import InvalidTransition, KeyUnavailable
+from storage.account_keys import DATA, AccountKeys
 from storage.crypto import Sealer
+from storage.pseudonyms import token_text
 from storage.records_base import SealedRecords
 from storage.retention import cutoff
 
@@ -46,6 +57,13 @@ class Incident:
     customers_notified_at: float = 0.0
     customers_notified: int = 0
     closed_at: float = 0.0
+    subjects: list[str] = field(default_factory=list)  # the affected accounts' pseudonyms (psn_…)
+    sealed_accounts: list[bytes] = field(default_factory=list, repr=False, compare=False)
+
+    def public(self) -> dict:
+        fields = asdict(self)
+        del fields["sealed_accounts"]
+        return fields
 
     def authority_overdue(self, now: float) -> bool:
         return not self.authority_notified_at and now > self.authority_deadline
@@ -55,7 +73,7 @@ class Incident:
         return not self.authority_notified_at and now > self.authority_deadline - CLOSE_WARNING_SECONDS
 
     def view(self, now: float) -> dict:
-        return {**asdict(self), "all_accounts": self.accounts == [ALL_ACCOUNTS],
+        return {**self.public(), "all_accounts": self.accounts == [ALL_ACCOUNTS],
                 "seconds_to_authority_deadline": round(self.authority_deadline - now),
                 "authority_overdue": self.authority_overdue(now),
                 "authority_deadline_close": self.authority_deadline_close(now)}
@@ -65,16 +83,26 @@ class IncidentStore:
     """Sealed incident records. *Durable:* each step commits (fsync) before it returns. *Writers:* any
     thread, serialised. *Readers:* any thread. *Kept:* closure + 5 years (``security_incidents``)."""
 
-    def __init__(self, env: lmdb.Environment, sealer: Sealer, *,
-                 clock: Callable[[], float] = time.time) -> None:
-        self._records = SealedRecords(env, sealer, b"incidents", Incident, "incident")
+    def __init__(self, env: lmdb.Environment, sealer: Sealer, account_keys: AccountKeys | None = None,
+                 *, clock: Callable[[], float] = time.time) -> None:
+        self._keys = account_keys
+        self._records = SealedRecords(env, sealer, b"incidents", Incident, "incident",
+                                      encode=self._encode, decode=self._decode)
         self._clock = clock
 
     def open(self, summary: str, detected_at: float, accounts: list[str], opened_by: str) -> Incident:
+        incident_id = "inc_" + secrets.token_hex(8)
+        subjects, sealed = [], []
+        if self._keys is not None and accounts != [ALL_ACCOUNTS]:
+            for account_id in accounts:
+                subjects.append(token_text(self._keys.token(account_id)))
+                sealed.append(self._keys.sealer(account_id, DATA).seal(
+                    account_id.encode(), incident_id.encode()))
         return self._records.put(Incident(
-            id="inc_" + secrets.token_hex(8), summary=summary, detected_at=detected_at,
+            id=incident_id, summary=summary, detected_at=detected_at,
             opened_at=self._clock(), opened_by=opened_by, accounts=list(accounts),
-            authority_deadline=detected_at + AUTHORITY_DEADLINE_SECONDS))
+            authority_deadline=detected_at + AUTHORITY_DEADLINE_SECONDS, subjects=subjects,
+            sealed_accounts=sealed))
 
     def get(self, incident_id: str) -> Incident:
         return self._records.get(incident_id)
@@ -106,3 +134,24 @@ class IncidentStore:
     def sweep(self, now: float) -> int:
         keep_after = cutoff("security_incidents", now)
         return self._records.delete_where(lambda i: bool(i.closed_at) and i.closed_at < keep_after)
+
+    @staticmethod
+    def _encode(incident: Incident, key: bytes) -> dict:
+        """Stored: pseudonyms readable, ids only sealed (each under its account's data key)."""
+        doc = asdict(incident)
+        if incident.subjects:
+            doc["accounts"] = []
+        return doc
+
+    def _decode(self, doc: dict, key: bytes) -> Incident:
+        incident = Incident(**doc)
+        if not incident.subjects or self._keys is None:
+            return incident
+        ids = []
+        for subject, sealed in zip(incident.subjects, incident.sealed_accounts, strict=True):
+            token = bytes.fromhex(subject.removeprefix("psn_"))
+            try:
+                ids.append(self._keys.sealer_for_token(token, DATA).open(sealed, key).decode())
+            except KeyUnavailable:
+                pass  # erased: its pseudonym stays in subjects
+        return replace(incident, accounts=ids)

@@ -50,7 +50,7 @@ def _privacy(ctx: HttpContext) -> Any:
 
 
 def _plain(value: Any) -> Any:
-    if hasattr(value, "public"):  # a data-subject request: its fields but the sealed account id
+    if hasattr(value, "public"):  # a data-subject request, a support case: not their sealed blobs
         return value.public()
     return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
 
@@ -160,7 +160,7 @@ async def resend_confirmation(request: web.Request) -> web.Response:
 
 async def list_cases(request: web.Request) -> web.Response:
     cases = _privacy(request.app[CTX]).support
-    return await _answer(request, lambda: {"cases": [dataclasses.asdict(c) for c in cases.all()]})
+    return await _answer(request, lambda: {"cases": [c.public() for c in cases.all()]})
 
 
 async def open_case(request: web.Request) -> web.Response:

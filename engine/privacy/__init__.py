@@ -35,14 +35,14 @@ class PrivacyServices:
         self.links = LinkTokens(self.env, account_keys, legacy=keys.store_sealer("link_tokens"))
         self.challenges = Challenges(self.env, account_keys,
                                      legacy=keys.store_sealer("wallet_challenges"))
-        self.support = SupportCases(self.env, keys.store_sealer("support"), clock=clock)
+        self.support = SupportCases(self.env, keys.store_sealer("support"), account_keys, clock=clock)
         audit = _auditor(runtime)
         self.requests = RequestDesk(
             DsarStore(self.env, keys.store_sealer("dsar"), account_keys, clock=clock), self.links,
             self.challenges, notices, runtime.accounts, runtime.ledger_store, rights, audit,
             settings.privacy, settings.email.link_base, clock=clock)
         self.incidents = IncidentDesk(IncidentStore(self.env, keys.store_sealer("incidents"),
-                                                    clock=clock),
+                                                    account_keys, clock=clock),
                                       notices, runtime.accounts, audit, clock=clock)
 
     @property

@@ -14,7 +14,7 @@ from storage.dsar import DEADLINE_SECONDS, EXTENSION_SECONDS, DsarStore
 from storage.env import open_env
 from storage.incidents import AUTHORITY_DEADLINE_SECONDS, IncidentStore
 from storage.keys import KeyRing, LocalKeyProvider
-from storage.pseudonyms import Pseudonyms
+from storage.pseudonyms import Pseudonyms, token_text
 from storage.support import SupportCases
 from storage.verification import Challenges, LinkTokens
 from tests.storage.conftest import T0, FakeClock
@@ -295,3 +295,47 @@ def test_support_cases_are_kept_for_resolution_plus_one_year_and_unresolved_ones
     assert [c.id for c in cases.all()] == [open_case.id]
     raw = open(env.path() + "/data.mdb", "rb").read()
     assert b"Please resend." not in raw  # sealed at rest
+
+
+def test_a_support_case_loses_its_account_subject_and_texts_with_the_accounts_data_key(
+        env_keys, accounts):
+    """Correspondence is personal data: once the account it names is erased (its data key destroyed),
+    no key left opens the account id, the subject line or a text of the case, on any page; staff keep
+    when it was opened, answered and resolved, by whom, and the account's pseudonym."""
+    env, keys = env_keys
+    cases = SupportCases(env, keys.store_sealer("support"), accounts, clock=FakeClock())
+    case = cases.open("Texts from Jane Roe", "CORRESPz3 she keeps texting me", opened_by="support",
+                      account_id="acc_1")
+    cases.add_message(case.id, "out", "CORRESPz3 we are on it", "support")
+    assert cases.get(case.id).account_id == "acc_1"  # read as written while the account lives
+    assert cases.get(case.id).messages[1][3] == "CORRESPz3 we are on it"
+    accounts.shred("acc_1")  # the erasure
+    with env.begin(db=env.open_db(b"support_cases")) as txn:
+        blob = bytes(txn.get(case.id.encode()))
+    stored = keys.store_sealer("support").open(blob, case.id.encode())
+    assert b"acc_1" not in stored and b"CORRESPz3" not in stored and b"Jane Roe" not in stored
+    erased = cases.get(case.id)
+    assert (erased.account_id, erased.subject, erased.pseudonym) == (
+        "", "", token_text(accounts.token("acc_1")))
+    assert [m[1:] for m in erased.messages] == [["in", "support", ""], ["out", "support", ""]]
+    with pytest.raises(InvalidTransition):
+        cases.add_message(case.id, "in", "hello again", "support")
+    assert cases.resolve(case.id).resolved_at  # its retention can still start
+
+
+def test_an_incident_names_an_erased_account_by_its_pseudonym_only(env_keys, accounts):
+    """An incident is kept 5 years past closure: once an affected account is erased (its data key
+    destroyed) no key left opens its id in the record; the pseudonym still shows it was affected."""
+    env, keys = env_keys
+    store = IncidentStore(env, keys.store_sealer("incidents"), accounts, clock=FakeClock())
+    incident = store.open("laptop lost", T0 - 60, ["acc_1", "acc_2"], "privacy")
+    assert store.get(incident.id).accounts == ["acc_1", "acc_2"]
+    accounts.shred("acc_1")
+    with env.begin(db=env.open_db(b"incidents")) as txn:
+        stored = keys.store_sealer("incidents").open(bytes(txn.get(incident.id.encode())),
+                                                     incident.id.encode())
+    assert b"acc_1" not in stored and b"acc_2" not in stored
+    kept = store.close(incident.id)
+    assert kept.accounts == ["acc_2"]
+    assert kept.subjects == [token_text(accounts.token(a)) for a in ("acc_1", "acc_2")]
+    assert "sealed_accounts" not in kept.view(T0)
