@@ -60,6 +60,7 @@ import msgpack
 from engine.errors import CorruptRecord, KeyUnavailable, StorageError, StoreFull
 from storage.account_keys import DATA, AccountKeys
 from storage.crypto import Sealer
+from storage.pseudonyms import token_text
 from storage.retention import cutoff
 
 __all__ = ["NewMail", "Outbox", "OutboxMail"]
@@ -226,6 +227,11 @@ class Outbox:
     def give_up(self, mail_id: str) -> None:
         """The server refused it for good (e.g. a 5xx for the recipient): drop it."""
         self._remove(mail_id)
+
+    def pseudonym(self, account_id: str) -> str:
+        """How logs name the account a mail is for (``psn_…``; ``""`` for none): a log line outlives
+        the account, its id must not."""
+        return token_text(self._account_keys.token(account_id)) if account_id else ""
 
     def forget_account(self, account_id: str) -> int:
         """Erasure: delete every mail queued for the account; how many. Its data key (destroyed by the

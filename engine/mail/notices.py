@@ -98,8 +98,8 @@ class Notices:
         except UnknownAccount:
             return None
         except StorageError as exc:
-            log.error("security alert not queued", extra={"account_id": account_id, "kind": kind,
-                                                           "error": exc.code})
+            log.error("security alert not queued", extra={
+                "account": self.outbox.pseudonym(account_id), "kind": kind, "error": exc.code})
             return None
 
     def failed_authentication(self, account_id: str) -> str | None:

@@ -41,15 +41,15 @@ class Transport(Protocol):
 
 
 class LogTransport:
-    """No SMTP server configured: log the template name and account id only."""
+    """No SMTP server configured: log the template name only (the worker's "mail sent" line that
+    follows names the account by pseudonym)."""
 
     def __init__(self) -> None:
         self.logged = 0
 
     async def send(self, mail: OutboxMail) -> None:
         self.logged += 1
-        log.info("mail not sent (no [email] host configured)",
-                 extra={"template": mail.template, "account_id": mail.account_id})
+        log.info("mail not sent (no [email] host configured)", extra={"template": mail.template})
 
 
 class SmtpTransport:

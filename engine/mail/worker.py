@@ -12,7 +12,8 @@ lock :attr:`MailWorker.sending`, which the erasure takes to remove the account's
 (:meth:`engine.mail.service.MailService.forget_account`). So a mail of a batch read before an erasure is
 not sent after it, and once the erasure has its lock no send for the account is under way.
 
-Logs name the template, the account id and the outcome; never an address, a subject or a text.
+Logs name the template, the account by its pseudonym (``account``: ``psn_…``, a log line outlives an
+erasure) and the outcome; never an account id, an address, a subject or a text.
 """
 
 from __future__ import annotations
@@ -107,7 +108,8 @@ class MailWorker:
                 await self._attempt(mail)
 
     async def _attempt(self, mail: OutboxMail) -> None:
-        where = {"template": mail.template, "account_id": mail.account_id, "attempt": mail.attempts + 1}
+        where = {"template": mail.template, "account": self.outbox.pseudonym(mail.account_id),
+                 "attempt": mail.attempts + 1}
         try:
             await self.transport.send(mail)
         except PermanentFailure as exc:

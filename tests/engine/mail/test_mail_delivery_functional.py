@@ -86,16 +86,19 @@ def test_a_queued_mail_survives_kill_minus_9_and_is_sent_after_the_restart(tmp_p
         engine.stop()
 
 
-def test_without_an_smtp_host_mail_is_only_logged_by_template_and_account(tmp_path, caplog):
+def test_without_an_smtp_host_mail_is_only_logged_by_template_and_account_pseudonym(tmp_path, caplog):
+    """A log line outlives an erasure: mail lines name the account by its pseudonym, never its id."""
     caplog.set_level(logging.INFO)
     engine = Engine.start(tmp_path / "data")
     try:
         account = engine.create_account("quiet@example.com")
         wait_for(lambda: engine.stats()["mail"]["sent"] >= 1, what="the mail to be handled")
+        pseudonym = engine.runtime.pseudonyms.pseudonym(account.id)
     finally:
         engine.stop()
     logged = [r for r in caplog.records if r.name.startswith("engine.mail")]
     assert any(getattr(r, "template", None) == "account_confirmation"
-               and getattr(r, "account_id", None) == account.id for r in logged)
+               and getattr(r, "account", None) == pseudonym for r in logged)
+    assert [r.getMessage() for r in logged if account.id in f"{r.getMessage()} {r.__dict__}"] == []
     everything = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
     assert "quiet@example.com" not in everything and "confirm?token" not in everything
