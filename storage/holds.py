@@ -168,7 +168,8 @@ class Holds:
                 "until": until, "messages": len(message_ids), "copied": len(copies),
                 "not_stored": len(message_ids) - len(copies),
                 **self._sealed_notes(hold.hold_id, reason=reason, reference=reference,
-                                     account_id=account_id or ""),
+                                     account_id="" if self._accounts is not None
+                                     else account_id or ""),  # else: the entry's sealed id
             }, account=account_id, txn=txn)
         with self._lock:
             self._remember(hold, [bytes.fromhex(m[4:]) for m, _ in copies])
@@ -291,6 +292,11 @@ class Holds:
             with self._lock:
                 self.keys.shred_named(_notes_key(hold.hold_id))
                 self._holds[hold.hold_id] = _without_notes(self._holds[hold.hold_id])
+        with self._lock:  # the others stay, naming the account as a reload would: by pseudonym only
+            for hold in [h for h in self._holds.values() if h.account_id == account_id]:
+                self._holds[hold.hold_id] = replace(hold, account_id=None)
+            self._by_account.pop(account_id, None)  # an erased account sends nothing to capture
+            self._update_capture_hook()
         return len(mine)
 
     def open_notes(self, detail: dict) -> dict:

@@ -78,10 +78,12 @@ def attacker_keys(keys_dir: Path) -> list[Sealer]:
     return sealers
 
 
-def readable(values: list[tuple[bytes, bytes]], sealers: list[Sealer]) -> list[bytes]:
-    """Every plaintext the attacker can get from ``values``, including sealed blobs nested in them."""
+def readable(values: list[tuple[bytes, bytes]], sealers: list[Sealer],
+             aads: list[bytes] = ()) -> list[bytes]:
+    """Every plaintext the attacker can get from ``values``, including sealed blobs nested in them
+    (``aads``: more associated data to try on nested blobs, e.g. every named key's name)."""
     names = [f"{kind}:{k.decode(errors='ignore')}".encode() for k, _ in values
-             for kind in ("hold-notes",)]  # notes are bound to their key's name
+             for kind in ("hold-notes",)] + list(aads)  # notes are bound to their key's name
     todo = [(blob[off:], aad) for key, blob in values
             for off in (0, 8, 16, 25, 26, 32)  # 25: a link's or challenge's header, 26: a queued
             # mail's, 32: a chain link
