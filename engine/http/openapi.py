@@ -46,10 +46,13 @@ S, INT, B = {"type": "string"}, {"type": "integer"}, {"type": "boolean"}
 
 def _op(summary: str, ok: str, *, body: dict | None = None, errors: tuple[str, ...] = (),
         ok_schema: dict | None = None, params: tuple[str, ...] = (), security: bool = True,
-        extra_params: list | None = None) -> dict[str, Any]:
-    responses: dict[str, Any] = {ok: {"description": "success", "headers": RATE_HEADERS,
-                                      "content": {"application/json": {"schema": ok_schema or
-                                                                        {"type": "object"}}}}}
+        extra_params: list | None = None, also_ok: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One operation; ``also_ok``: other success statuses with the same body (e.g. 200 for a replay
+    of what answers 201 when first written)."""
+    responses: dict[str, Any] = {code: {"description": "success", "headers": RATE_HEADERS,
+                                        "content": {"application/json": {"schema": ok_schema or
+                                                                          {"type": "object"}}}}
+                                 for code in (ok, *also_ok)}
     for code in sorted(set(errors) | set(COMMON_ERRORS)):
         responses[code] = {"description": COMMON_ERRORS.get(code, "refused"),
                            "content": {"application/json": {"schema": ERROR}}}

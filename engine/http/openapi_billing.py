@@ -68,7 +68,7 @@ def control_paths() -> dict[str, Any]:
                            differences={"type": "array", "items": {"type": "object"}}))},
         "/v1/accounts/{id}/adjustments": {"post": o(
             "Credit (\"2.50\") or debit (\"-2.50\") an account with a reason, once per idempotency_key "
-            "(201 written, 200 replayed)", "201", params=("id",),
+            "(201 written, 200 replayed)", "201", params=("id",), also_ok=("200",),
             body=_ref(cs.Adjustment), errors=("402", "403", "404", "409"),
             ok_schema=_obj(["account_id", "amount_micro_usd", "balance_micro_usd", "duplicate"],
                            account_id=S, amount_micro_usd=INT, balance_micro_usd=INT, duplicate=B))},

@@ -14,6 +14,7 @@ import msgspec
 import pytest
 
 from engine import Engine
+from engine.http import openapi
 from engine.http.schemas import LowBalanceEvent
 from engine.http.webhooks import verify
 from tests.engine.http.conftest import (
@@ -145,6 +146,8 @@ def test_adjustments_are_idempotent_conflict_checked_audited_and_never_overdraw(
     assert status == 201 and first["balance_micro_usd"] == 11_500_000 and not first["duplicate"]
     status, _, again = operator.request("POST", path, credit)
     assert status == 200 and again["duplicate"] and balance(api) == 11_500_000
+    documented = openapi.control_document()["paths"]["/v1/accounts/{id}/adjustments"]["post"]
+    assert {"201", "200", "402", "409"} <= set(documented["responses"])  # as answered here
     status, _, conflict = operator.request("POST", path, {**credit, "usd": "15.00"})
     assert status == 409 and conflict["error"]["code"] == "adjustment_conflict"
     status, _, refused = operator.request("POST", path, {
