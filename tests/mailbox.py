@@ -2,7 +2,9 @@
 
 ``Mailbox()`` listens on 127.0.0.1 (a free port, ``.port``) in a thread of its own and stops with
 ``close()``. ``refuse_next`` makes it answer the next N mails with a temporary failure (451), to test
-retries. Mails are parsed with the standard library, as a receiving client would.
+retries. ``hold()`` makes it stall every mail at its recipient (no answer to ``RCPT TO``, so no mail
+content has been sent) until ``release()``; ``stalled`` counts the sends held so. Mails are parsed with the
+standard library, as a receiving client would.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ class Mailbox:
     def __init__(self) -> None:
         self.mails: list[tuple[list[str], EmailMessage]] = []
         self.refuse_next = 0
+        self.stalled = 0
+        self._held: asyncio.Event | None = None
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -37,6 +41,25 @@ class Mailbox:
         self.port = self._server.sockets[0].getsockname()[1]
         self._ready.set()
         self._loop.run_forever()
+
+    def hold(self) -> None:
+        """Stall every send at ``RCPT TO`` from now until :meth:`release` (a server that hangs)."""
+        self._held = asyncio.Event()
+
+    def release(self) -> None:
+        held = self._held
+        if held is not None:
+            self._loop.call_soon_threadsafe(held.set)
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,  # noqa: N802
+                          rcpt_options: list[str]) -> str:
+        held = self._held
+        if held is not None and not held.is_set():
+            with self._lock:
+                self.stalled += 1
+            await held.wait()
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
         with self._lock:

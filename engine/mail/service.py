@@ -9,6 +9,7 @@ confirms an erasure has a key of its own in ``<keys>/mail/``, destroyed when it 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,9 @@ from storage.keys import KeyRing
 from storage.outbox import Outbox
 
 MAIL_MAP_SIZE = 256 << 20
+# the worker drops a cancelled send at its loop's next turn; this only bounds a worker stuck elsewhere
+CANCEL_WAIT_SECONDS = 5.0
+log = logging.getLogger(__name__)
 
 
 class MailService:
@@ -44,10 +48,15 @@ class MailService:
         self.env.close()
 
     def forget_account(self, account_id: str) -> int:
-        """Erasure: remove every mail queued for the account; how many. Waits for a send in progress
-        (bounded by the SMTP timeout), so once this returns nothing more goes to the account."""
+        """Erasure: remove every mail queued for the account; how many. A send to the account under way
+        is cancelled, not waited for (an SMTP server that hangs must not hold up the erasure's answer),
+        so once this returns nothing more goes to the account."""
         with self.worker.sending:
-            return self.outbox.forget_account(account_id)
+            removed = self.outbox.forget_account(account_id)
+            cancelled = self.worker.cancel_send_for(account_id)
+        if cancelled is not None and not cancelled.wait(CANCEL_WAIT_SECONDS):
+            log.warning("mail worker slow to drop the erased account's send")
+        return removed
 
     def stats(self) -> dict[str, int]:
         return {"outbox": len(self.outbox), **self.worker.counts}

@@ -81,13 +81,28 @@ class SmtpTransport:
         return msg
 
     async def send(self, mail: OutboxMail) -> None:
+        """One connection for one mail. A failure or a cancel (an erasure of the mail's account) closes
+        the connection at once, without the ``QUIT`` round trip ``aiosmtplib.send`` makes even then: a
+        cancelled send would otherwise wait on a hung server up to the timeout again."""
         s = self.settings
+        client = aiosmtplib.SMTP(
+            hostname=s.host, port=s.port,
+            username=s.username or None, password=self._password() if s.username else None,
+            use_tls=s.tls == "tls", start_tls=s.tls == "starttls",
+            tls_context=self._tls if s.tls != "none" else None, timeout=s.timeout_seconds)
         try:
-            await aiosmtplib.send(
-                self.message(mail), hostname=s.host, port=s.port,
-                username=s.username or None, password=self._password() if s.username else None,
-                use_tls=s.tls == "tls", start_tls=s.tls == "starttls",
-                tls_context=self._tls if s.tls != "none" else None, timeout=s.timeout_seconds)
+            try:
+                await client.connect()
+                await client.send_message(self.message(mail))
+            except BaseException:
+                client.close()
+                raise
+            try:
+                await client.quit()  # the mail is accepted; a server slow to say goodbye changes nothing
+            except aiosmtplib.SMTPException:
+                pass
+            finally:
+                client.close()
         except aiosmtplib.SMTPRecipientsRefused as exc:
             raise PermanentFailure("recipient refused") from exc
         except aiosmtplib.SMTPResponseException as exc:

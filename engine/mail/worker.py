@@ -10,7 +10,11 @@ The outbox calls are short LMDB transactions made on this worker's own loop.
 Erasure: each mail is read again (:meth:`storage.outbox.Outbox.get`) right before it is sent, under the
 lock :attr:`MailWorker.sending`, which the erasure takes to remove the account's mail
 (:meth:`engine.mail.service.MailService.forget_account`). So a mail of a batch read before an erasure is
-not sent after it, and once the erasure has its lock no send for the account is under way.
+not sent after it. The lock is never held across SMTP I/O: an erasure must not wait on an SMTP server
+(up to ``timeout_seconds`` when it hangs). A send for the account already under way is cancelled instead
+(:meth:`MailWorker.cancel_send_for`): its connection is dropped before the server accepted the mail (a
+mail it had already accepted went out before the erasure), and the mail, gone from the outbox, is not
+retried.
 
 Logs name the template, the account by its pseudonym (``account``: ``psn_…``, a log line outlives an
 erasure) and the outcome; never an account id, an address, a subject or a text.
@@ -49,8 +53,10 @@ class MailWorker:
         self._stopping = False
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._main, name="smsroute-mail", daemon=True)
-        self.counts = {"sent": 0, "retried": 0, "refused": 0}
-        self.sending = threading.Lock()  # held from re-reading a mail until its outcome is stored
+        self.counts = {"sent": 0, "retried": 0, "refused": 0, "erased": 0}
+        # held while a mail is re-read and its send registered (never across SMTP I/O), and by an erasure
+        self.sending = threading.Lock()
+        self._current: _Send | None = None  # the send under way (guarded by ``sending``)
 
     def start(self) -> MailWorker:
         self._thread.start()
@@ -101,17 +107,44 @@ class MailWorker:
                 except TimeoutError:
                     pass
 
+    def cancel_send_for(self, account_id: str) -> threading.Event | None:
+        """Erasure (the caller holds :attr:`sending`): cancel the send under way if it is the account's;
+        the event is set once the worker has let go of it (None: there was none)."""
+        current = self._current
+        if current is None or current.account_id != account_id or self._loop is None:
+            return None
+        current.erased = True
+        try:
+            self._loop.call_soon_threadsafe(current.task.cancel)
+        except RuntimeError:  # the loop has closed: nothing is being sent
+            return None
+        return current.done
+
     async def _send(self, queued: OutboxMail) -> None:
         with self.sending:
             mail = self.outbox.get(queued.mail_id)  # None: sent, dropped or erased meanwhile
-            if mail is not None:
-                await self._attempt(mail)
+            if mail is None:
+                return
+            current = self._current = _Send(mail.account_id,
+                                            asyncio.ensure_future(self.transport.send(mail)))
+        try:
+            await self._attempt(mail, current)
+        finally:
+            with self.sending:
+                self._current = None
+            current.done.set()
 
-    async def _attempt(self, mail: OutboxMail) -> None:
+    async def _attempt(self, mail: OutboxMail, current: _Send) -> None:
         where = {"template": mail.template, "account": self.outbox.pseudonym(mail.account_id),
                  "attempt": mail.attempts + 1}
         try:
-            await self.transport.send(mail)
+            await current.task
+        except asyncio.CancelledError:
+            if not current.erased:
+                raise
+            self.counts["erased"] += 1  # its account was erased: it left the outbox with it
+            log.info("mail send cancelled: account erased", extra=where)
+            return
         except PermanentFailure as exc:
             self.outbox.give_up(mail.mail_id)
             self.counts["refused"] += 1
@@ -127,3 +160,15 @@ class MailWorker:
         self.outbox.sent(mail.mail_id)
         self.counts["sent"] += 1
         log.info("mail sent", extra=where)
+
+
+class _Send:
+    """The send under way: whose mail, its task, whether an erasure cancelled it, and when it ended."""
+
+    __slots__ = ("account_id", "done", "erased", "task")
+
+    def __init__(self, account_id: str, task: asyncio.Future) -> None:
+        self.account_id = account_id
+        self.task = task
+        self.erased = False
+        self.done = threading.Event()

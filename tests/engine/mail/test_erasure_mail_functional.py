@@ -5,6 +5,7 @@ server on loopback that refuses (451) while the test holds delivery back."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -80,3 +81,29 @@ def test_an_erased_accounts_queued_mail_is_never_sent_and_only_the_erasure_confi
     assert list((data / "keys" / "mail").glob("*.key")) == []
     raw = b"".join(p.read_bytes() for p in data.rglob("*") if p.is_file())
     assert ERASED.encode() not in raw
+
+
+def test_an_erasure_returns_at_once_while_a_send_to_the_account_stalls_and_that_mail_never_goes(
+        tmp_path, mailbox):
+    """The erasure waited for the send under way to finish, i.e. up to the SMTP timeout when the server
+    hangs (here 120 s). It now drops that connection instead: the mail was not accepted by the server, is
+    no longer queued, and is never sent."""
+    mailbox.hold()  # the server stops answering at RCPT TO
+    engine = Engine.start(tmp_path / "data",
+                          overrides={"email": email_overrides(mailbox, timeout_seconds=120)})
+    try:
+        gone = engine.create_account(ERASED)  # its confirmation link goes out and stalls
+        wait_for(lambda: mailbox.stalled >= 1, what="the confirmation's send to stall")
+        erasure = threading.Thread(target=engine.erase_account, args=(gone.id,), daemon=True)
+        erasure.start()
+        erasure.join(timeout=20)
+        assert not erasure.is_alive(), "the erasure waited on the stalled SMTP server"
+        mailbox.release()
+        engine.create_account(BYSTANDER)
+        mailbox.wait(BYSTANDER, "Confirm")
+        wait_for(lambda: engine.stats()["mail"]["outbox"] == 0, what="the outbox to empty")
+        assert mailbox.to(ERASED) == []
+        assert engine.stats()["mail"]["erased"] == 1  # cancelled, not retried
+    finally:
+        mailbox.release()
+        engine.stop()
