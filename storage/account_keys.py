@@ -144,6 +144,19 @@ class AccountKeys:
                 self._path(token).unlink()
                 fsync_dir(self.directory)
 
+    def tokens(self) -> list[tuple[bytes, float]]:
+        """Every token that has a key file here, with the file's modification time (for sweeps)."""
+        out = []
+        for path in self.directory.glob("*.key"):
+            try:
+                token = bytes.fromhex(path.stem)
+                mtime = path.stat().st_mtime
+            except (ValueError, FileNotFoundError):  # not ours, or shredded meanwhile
+                continue
+            if len(token) == ACCOUNT_TOKEN_BYTES:
+                out.append((token, mtime))
+        return out
+
     def rewrap(self, provider: KeyProvider) -> int:
         """KEK rotation: re-wrap every account key under ``provider``; returns how many files."""
         with self._lock:

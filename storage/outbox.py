@@ -42,12 +42,15 @@ Durability contract:
   (``storage.retention``: 3 days) runs out is dropped by :meth:`sweep` (counted by the sweeper).
 * *Erased:* after :meth:`forget_account` returns, no mail for the account is in the outbox and none
   queued later can be (its key is gone first). A key of a mail's own is shredded before its entry is
-  deleted: a crash in between leaves an entry that no longer opens and is dropped unsent.
+  deleted: a crash in between leaves an entry that no longer opens and is dropped unsent. It is also made
+  durable before its mail is queued: a crash in between leaves a key no mail refers to, which
+  :meth:`sweep_orphan_keys` shreds once it is ``ORPHAN_KEY_GRACE_SECONDS`` old (at start and each sweep).
 * *Writers:* any thread (LMDB serialises write transactions). *Readers:* any thread.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
 import time
@@ -63,12 +66,16 @@ from storage.crypto import Sealer
 from storage.pseudonyms import token_text
 from storage.retention import cutoff
 
-__all__ = ["NewMail", "Outbox", "OutboxMail"]
+__all__ = ["ORPHAN_KEY_GRACE_SECONDS", "NewMail", "Outbox", "OutboxMail"]
+
+log = logging.getLogger(__name__)
 
 _MS = struct.Struct(">Q")
 _FORMAT = 0x02  # never BLOB_VERSION: a bare sealed blob is a mail of the older format
 ACCOUNT_KEY, OWN_KEY = b"a", b"m"
 _HEADER = 1 + 1 + 16 + 8
+#: A key of its own no queued mail refers to is swept once it is this old (an enqueue takes milliseconds)
+ORPHAN_KEY_GRACE_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
@@ -252,7 +259,9 @@ class Outbox:
         return removed
 
     def sweep(self, now: float) -> int:
-        """Drop mail still unsent when the ``outbound_mail`` retention row runs out; how many."""
+        """Drop mail still unsent when the ``outbound_mail`` retention row runs out; how many. Keys of
+        their own left without a mail are shredded too (:meth:`sweep_orphan_keys`)."""
+        self.sweep_orphan_keys(now)
         cutoff_ns = int(cutoff("outbound_mail", now) * 1e9)
         removed = 0
         with self.env.begin(write=True) as txn:
@@ -264,6 +273,22 @@ class Outbox:
                 txn.delete(self._due_key_of(key, blob), db=self._due)
                 txn.delete(key, db=self._db)
                 removed += 1
+        return removed
+
+    def sweep_orphan_keys(self, now: float, grace: float = ORPHAN_KEY_GRACE_SECONDS) -> int:
+        """Shred every key of its own that no queued mail refers to and that is older than ``grace``
+        (a key younger than that may belong to an enqueue under way); how many."""
+        with self.env.begin() as txn:
+            used = {bytes(blob[2:18]) for _key, blob in txn.cursor(db=self._db)
+                    if blob[0] == _FORMAT and blob[1:2] == OWN_KEY}
+        removed = 0
+        for token, made_at in self._mail_keys.tokens():
+            if token not in used and made_at < now - grace:
+                self._mail_keys.shred_token(token)
+                removed += 1
+        if removed:
+            log.warning("outbox: shredded %d mail key(s) no queued mail refers to (left by a crash)",
+                        removed)
         return removed
 
     def __len__(self) -> int:

@@ -40,6 +40,7 @@ class MailService:
         self.worker = MailWorker(self.outbox, self.transport, settings, clock=clock)
 
     def start(self) -> MailService:
+        self.outbox.sweep_orphan_keys(time.time())  # keys a crash left without their mail
         self.worker.start()
         return self
 

@@ -3,6 +3,9 @@ retried with a schedule, swept; an account's erasure reaches its queued mail."""
 
 from __future__ import annotations
 
+import os
+import time
+
 import msgpack
 import pytest
 
@@ -11,7 +14,7 @@ from storage.account_keys import DATA, AccountKeys
 from storage.crypto import Sealer
 from storage.env import open_env
 from storage.keys import KeyRing, LocalKeyProvider
-from storage.outbox import NewMail, Outbox
+from storage.outbox import ORPHAN_KEY_GRACE_SECONDS, NewMail, Outbox
 from storage.pseudonyms import Pseudonyms
 from tests.storage.conftest import T0
 
@@ -187,3 +190,24 @@ def test_mail_of_the_older_format_is_still_sent_and_erased(tmp_path):
     outbox.sent(outbox.due(T0 + 5)[0].mail_id)
     assert len(outbox) == 0
     env.close()
+
+
+def test_a_key_of_its_own_left_by_a_crash_before_its_mail_was_queued_is_swept_after_a_grace(tmp_path):
+    """``enqueue`` makes a mail's own key durable before the transaction that queues the mail: a crash
+    in between left a key file that nothing referred to and nothing ever removed."""
+    env, outbox, _accounts, mail_keys = _open(tmp_path, with_keys=True)
+    now = time.time()
+    outbox.enqueue([_mail(1, own_key=True)], now=now)  # its key is in use: kept
+    orphan, fresh = os.urandom(16), os.urandom(16)
+    for token in (orphan, fresh):
+        mail_keys.create_token(token, (DATA,))  # what enqueue does first; then the crash
+    for path in mail_keys.directory.glob("*.key"):
+        if path.stem != fresh.hex():  # older than the grace (an enqueue takes milliseconds)
+            os.utime(path, (now - ORPHAN_KEY_GRACE_SECONDS - 60,) * 2)
+    outbox.sweep(now)
+    left = {p.stem for p in mail_keys.directory.glob("*.key")}
+    assert orphan.hex() not in left
+    assert fresh.hex() in left  # it may belong to an enqueue under way
+    [mail] = outbox.due(now)  # the queued mail still opens
+    assert mail.to == "holder1@example.com"
+    assert len(left) == 2

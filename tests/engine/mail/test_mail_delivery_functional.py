@@ -8,8 +8,10 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import msgpack
 import pytest
 
 from engine import Engine
@@ -102,3 +104,20 @@ def test_without_an_smtp_host_mail_is_only_logged_by_template_and_account_pseudo
     assert [r.getMessage() for r in logged if account.id in f"{r.getMessage()} {r.__dict__}"] == []
     everything = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
     assert "quiet@example.com" not in everything and "confirm?token" not in everything
+
+
+def test_a_mail_key_a_crash_left_unused_is_removed_at_the_next_start(tmp_path):
+    """An erasure confirmation's own key file is written before its mail is queued; a crash in between
+    left ``keys/mail/<token>.key`` behind for good."""
+    data = tmp_path / "data"
+    Engine.start(data).stop()
+    orphan = data / "keys" / "mail" / f"{os.urandom(16).hex()}.key"
+    # a key file as enqueue writes it (its wrapped key does not matter: no mail refers to it)
+    orphan.write_bytes(msgpack.packb({"v": 1, "data": os.urandom(60)}))
+    old = time.time() - 2 * 86400
+    os.utime(orphan, (old, old))
+    engine = Engine.start(data)
+    try:
+        assert not orphan.exists()
+    finally:
+        engine.stop()
