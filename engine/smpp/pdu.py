@@ -73,6 +73,12 @@ TLV_SC_INTERFACE_VERSION = 0x0210
 TLV_NETWORK_ERROR_CODE = 0x0423
 TLV_MESSAGE_PAYLOAD = 0x0424
 TLV_MESSAGE_STATE = 0x0427
+TLV_ADDITIONAL_STATUS_INFO_TEXT = 0x001D
+TLV_DPF_RESULT = 0x0420
+TLV_DELIVERY_FAILURE_REASON = 0x0425
+#: The TLVs SMPP 5.0 gives submit_sm_resp / data_sm_resp (and SMSCs send in 3.4 error responses)
+ERROR_RESP_TLVS = frozenset({TLV_ADDITIONAL_STATUS_INFO_TEXT, TLV_DPF_RESULT, TLV_NETWORK_ERROR_CODE,
+                             TLV_DELIVERY_FAILURE_REASON})
 
 # Field kinds: ("s", max octets including the NUL) C-octet string; ("b",) 1-octet int;
 # ("m",) short_message: sm_length octet + that many octets.
@@ -306,7 +312,24 @@ def decode_body(command_id: int, status: int, sequence: int, body: memoryview | 
                 raise exc from None
             return Pdu(command_id, sequence, status, defaults(command_id), tlvs)
         raise
+    if error_resp and not _plausible_message_id(params.get("message_id", "")):
+        try:  # the TLVs alone, if they are what SMSCs send in an error response
+            alone = _read_tlvs(body, 0, sequence)
+        except PduError:
+            alone = None
+        if alone is not None and set(alone) <= ERROR_RESP_TLVS:
+            return Pdu(command_id, sequence, status, defaults(command_id), alone)
     return Pdu(command_id, sequence, status, params, tlvs)
+
+
+def _plausible_message_id(message_id: str | int | bytes) -> bool:
+    """Whether an error response's message_id, read as SMPP 5.0 lays the body out (message_id, then
+    TLVs), is one an SMSC sends: empty (5.0 leaves it so) or printable ASCII. Some bodies of TLVs alone
+    read that way too: 04 23 00 03 03 00 11 (network_error_code) and a 13-octet
+    additional_status_info_text read as the id "\\x04#" and a TLV 0x0303. When the id is not plausible
+    and the body reads whole as TLVs an error response carries (:data:`ERROR_RESP_TLVS`), it is that."""
+    return not message_id or (isinstance(message_id, str) and message_id.isascii()
+                              and message_id.isprintable())
 
 
 def _read_params(schema, body: bytes, sequence: int) -> tuple[dict, int]:

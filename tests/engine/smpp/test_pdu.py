@@ -187,3 +187,34 @@ def test_an_error_resp_whose_body_is_neither_layout_still_raises():
     with pytest.raises(p.PduError) as err:
         p.decode_pdu(raw)
     assert (err.value.kind, err.value.command_status) == ("truncated", p.ESME_RINVDSTADR)
+
+
+def _tlv(tag: int, value: bytes) -> bytes:
+    return struct.pack(">HH", tag, len(value)) + value
+
+
+@pytest.mark.parametrize("tlvs", [
+    # network_error_code GSM 0x11, then a 13-octet additional_status_info_text
+    [(0x0423, b"\x03\x00\x11"), (0x001D, b"no such user\x00")],
+    # delivery_failure_reason 1 (destination unavailable), then a 27-octet text
+    [(0x0425, b"\x01"), (0x001D, b"destination is unreachable\x00")],
+])
+def test_an_error_resp_of_tlvs_alone_that_also_parses_with_a_message_id_is_read_as_tlvs(tlvs):
+    """These bodies also read as a message_id (the octets up to the first 0x00: "\\x04#") and a TLV of
+    tag 0x0303 or 0x0101 covering the rest; that reading won. No SMSC sends an id of control octets or
+    those tags: the TLVs alone are what was sent."""
+    body = b"".join(_tlv(tag, value) for tag, value in tlvs)
+    raw = struct.pack(">IIII", 16 + len(body), p.SUBMIT_SM | p.RESP, p.ESME_RINVDSTADR, 9) + body
+    got = p.decode_pdu(raw)
+    assert (got.status, got.params, got.tlvs) == (p.ESME_RINVDSTADR, {"message_id": ""}, dict(tlvs))
+
+
+def test_an_smpp5_error_resp_keeps_its_empty_message_id_and_tlvs_and_a_printable_id_stays():
+    """SMPP 5.0's layout stays the first reading whenever it is plausible."""
+    tlvs = _tlv(0x0425, b"\x01") + _tlv(0x001D, b"destination is unreachable\x00")
+    for mid in (b"", b"4f2a"):
+        body = mid + b"\x00" + tlvs
+        raw = struct.pack(">IIII", 16 + len(body), p.SUBMIT_SM | p.RESP, p.ESME_RINVDSTADR, 9) + body
+        got = p.decode_pdu(raw)
+        assert (got.params, got.tlvs) == ({"message_id": mid.decode()},
+                                          {0x0425: b"\x01", 0x001D: b"destination is unreachable\x00"})
