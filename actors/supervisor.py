@@ -61,7 +61,7 @@ from storage.accounts import AccountStore
 from storage.apikeys import ApiKeyStore
 from storage.audit import AuditLog
 from storage.bodies import BodyStore
-from storage.datadir import DataDirLock, startup_error
+from storage.datadir import DataDirLock, KeysDirLock, startup_error
 from storage.env import open_env
 from storage.holds import Holds
 from storage.keys import KeyRing, open_key_provider
@@ -113,6 +113,7 @@ class Runtime:
         self.holds: dict[str, Holds] = {}
         self.shards: LocalShards | ClusterShards = LocalShards(self)
         self.lock = DataDirLock(data_dir)  # one engine per data directory
+        self.keys_lock: KeysDirLock | None = None  # and one process per key directory (_lock_keys_dir)
         # a worker's routing follows the core's current table (_take_core_routing)
         self._routing_lock = threading.Lock()
         self._routing_pushes = 0  # tables the core pushed here (local_use_routing)
@@ -155,6 +156,7 @@ class Runtime:
         self._check_topology()
         map_size = s.engine.map_size_mb << 20
         keys_dir = self.keys_dir()
+        self._lock_keys_dir(keys_dir)
         self.key_provider = provider = open_key_provider(s.keys, keys_dir)
         self.keys = KeyRing(keys_dir, provider)
         self.pseudonyms = Pseudonyms(self.keys.secret("pseudonym"))
@@ -164,6 +166,16 @@ class Runtime:
             self._open_core(map_size, keys_dir)
         if place.runs_pops:
             self._open_pops(map_size)
+
+    def _lock_keys_dir(self, keys_dir: Path) -> None:
+        """Hold the key directory for this process's life: a ``[keys] dir`` outside the data directory
+        is not covered by the data directory's lock, and a second engine or worker given the same one
+        would rewrite the key ring whole with the keys it knows, dropping this one's."""
+        if keys_dir.resolve() == self.data_dir.resolve():
+            return  # ([keys] dir = ".") the data directory's lock is this one
+        keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.keys_lock = KeysDirLock(keys_dir)
+        self.keys_lock.acquire()
 
     def _start_actors(self) -> None:
         s, place = self.settings, self.placement
@@ -660,7 +672,9 @@ class Runtime:
             close()
 
     def release(self) -> None:
-        """Give up the data directory's lock (once every store in it is closed; idempotent)."""
+        """Give up the key and data directories' locks (once every store is closed; idempotent)."""
+        if self.keys_lock is not None:
+            self.keys_lock.release()
         self.lock.release()
 
 

@@ -235,6 +235,10 @@ class DataDirInUse(StartupError):
     code = "data_dir_in_use"
 
 
+class KeysDirInUse(StartupError):
+    code = "keys_dir_in_use"
+
+
 class DataDirUnusable(StartupError):
     code = "data_dir_unusable"
 

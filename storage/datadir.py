@@ -4,7 +4,10 @@ Two engines writing the same LMDB environments, key ring and routing file would 
 the messages in them (double sends, double recovery). :class:`DataDirLock` makes that impossible: the
 engine holds an exclusive ``flock`` on ``<data_dir>/smsroute.lock`` from start to stop. The OS drops the
 lock when the process ends however it ends (``kill -9`` included), so a crash never leaves a stale lock
-that blocks the restart. The file holds the owner's pid, for the error message only.
+that blocks the restart. The file holds the owner's pid, for the error message only. A key directory
+(``[keys] dir``, which may be outside the data directory and so shared by mistake) is locked the same way
+(:class:`KeysDirLock`): two processes on one key ring each rewrite it whole with the keys they know, so
+one drops the other's keys and what it sealed no longer opens.
 
 :func:`startup_error` turns what the OS or LMDB raise while a data directory is opened into one typed
 error with a sentence an operator can act on (permission, full disk, not a directory).
@@ -20,7 +23,14 @@ from pathlib import Path
 
 import lmdb
 
-from engine.errors import DataDirInUse, DataDirUnusable, SmsrouteError, StorageError, StoreFull
+from engine.errors import (
+    DataDirInUse,
+    DataDirUnusable,
+    KeysDirInUse,
+    SmsrouteError,
+    StorageError,
+    StoreFull,
+)
 
 LOCK_FILE = "smsroute.lock"
 
@@ -45,9 +55,7 @@ class DataDirLock:
         except BlockingIOError:
             owner = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
             os.close(fd)
-            raise DataDirInUse(
-                f"data directory {self.data_dir} is in use by another smsroute engine "
-                f"(pid {owner}); stop it first or use another data directory") from None
+            raise self._in_use(owner) from None
         except BaseException:
             os.close(fd)
             raise
@@ -64,6 +72,21 @@ class DataDirLock:
     @property
     def held(self) -> bool:
         return self._fd is not None
+
+    def _in_use(self, owner: str) -> SmsrouteError:
+        return DataDirInUse(f"data directory {self.data_dir} is in use by another smsroute engine "
+                            f"(pid {owner}); stop it first or use another data directory")
+
+
+class KeysDirLock(DataDirLock):
+    """The same lock on a key directory (``<keys dir>/smsroute.lock``), held while a process uses its
+    key ring. *Refused:* a second engine or worker with the same ``[keys] dir`` (``KeysDirInUse``)."""
+
+    def _in_use(self, owner: str) -> SmsrouteError:
+        return KeysDirInUse(
+            f"key directory {self.data_dir} is in use by another smsroute process (pid {owner}); "
+            "two processes on one key ring drop each other's keys: give each engine and each worker "
+            "its own [keys] dir")
 
 
 FULL_DEVICE_BYTES = 1 << 20  # less free space than this: a write failure is a full disk

@@ -35,6 +35,7 @@ from typing import Any
 from engine.cluster.nats_server import NatsServer
 from engine.cluster.placement import Placement, core_placement
 from engine.errors import ConfigError
+from storage.datadir import LOCK_FILE
 from storage.keys import KEY_STORE_FILE
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,8 @@ def _copy_shared_keys(shared: Path, own: Path, node: str) -> None:
     for entry in shared.iterdir():
         if entry.is_dir() and entry.name[:1] in "we" and entry.name[1:].isdigit():
             continue  # another worker's (or an edge's) own directory
+        if entry.name == LOCK_FILE:
+            continue  # the core's hold on the shared directory, not a key
         if entry.is_dir():
             shutil.copytree(entry, tmp / entry.name, copy_function=shutil.copy2)
         else:

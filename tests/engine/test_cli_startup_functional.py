@@ -196,3 +196,24 @@ def test_a_full_disk_at_start_up_is_one_line_for_a_restart_and_for_a_first_start
         fake = subprocess.CompletedProcess([], int(rc), "", err)
         line = assert_one_line_failure(fake, "store_full")
         assert "no space left" in line and f"{mnt}/data" in line
+
+
+def test_a_second_process_on_a_key_directory_in_use_is_refused_and_kill_9_frees_it(tmp_path):
+    """Two engines (or two ``--role worker`` on one host) given one absolute ``[keys] dir`` each rewrote
+    the whole key ring with what they knew, dropping each other's keys: what one sealed no longer opened
+    after its restart. The second is refused naming the directory; a ``kill -9`` of the first frees it."""
+    keys = tmp_path / "keys"
+    config = tmp_path / "shared-keys.toml"
+    config.write_text(f'[keys]\ndir = "{keys}"\n')
+    first = Running("run", "--data-dir", str(tmp_path / "a"), "--no-http", "--config", str(config))
+    with first:
+        first.wait_for_line("smsroute running")
+        second = smsroute("run", "--data-dir", str(tmp_path / "b"), "--no-http", "--config", str(config))
+        line = assert_one_line_failure(second, "keys_dir_in_use")
+        assert str(keys) in line and f"pid {first.proc.pid}" in line
+        assert first.proc.poll() is None  # the first one is untouched
+        first.proc.kill()  # SIGKILL: the OS drops the lock with the process
+        first.proc.wait()
+    with Running("run", "--data-dir", str(tmp_path / "b"), "--no-http", "--config", str(config)) as third:
+        third.wait_for_line("smsroute running")
+        assert third.stop() == 0
