@@ -165,7 +165,7 @@ class Runtime:
         if place.runs_core:
             self._open_core(map_size, keys_dir)
         if place.runs_pops:
-            self._open_pops(map_size)
+            self._open_pops(map_size, keys_dir)
 
     def _lock_keys_dir(self, keys_dir: Path) -> None:
         """Hold the key directory for this process's life: a ``[keys] dir`` outside the data directory
@@ -240,7 +240,7 @@ class Runtime:
         """The core's stores: accounts, API keys, the ledger, the core audit trail."""
         # accounts and deposits sync explicitly; debits are synced by the ledger actor (storage.ledger)
         self.core_env = open_env(self.data_dir / "core", map_size=map_size, sync=False)
-        self._check_key_store(keys_dir)
+        self._check_key_store(self.core_env, keys_dir)
         self.ledger_store = LedgerStore(self.core_env, self.keys.store_sealer("ledger"),
                                         self.account_keys)
         self.accounts = AccountStore(self.core_env, self.account_keys,
@@ -249,7 +249,7 @@ class Runtime:
         # data-subject and account actions: accounts named by pseudonym, their ids sealed (storage.audit)
         self.core_audit = AuditLog(self.core_env, accounts=self.account_keys)
 
-    def _open_pops(self, map_size: int) -> None:
+    def _open_pops(self, map_size: int, keys_dir: Path) -> None:
         """This process's POP shards: one LMDB environment each, with its holds and audit trail."""
         s = self.settings
         (self.data_dir / "pops").mkdir(exist_ok=True, mode=0o700)
@@ -258,9 +258,17 @@ class Runtime:
         max_ttl = max(60, int(s.engine.body_ttl_seconds - s.engine.sweep_interval_seconds))
         self.group_commit = open_shared_pops(self.data_dir / "pops", list(s.pops), map_size,
                                              bool(getattr(s.engine, "shared_pop_store", True)))
+        if self.group_commit is not None:
+            self._check_key_store(self.group_commit.env, keys_dir)
         for name in s.pops:
             env = (PrefixedEnv(self.group_commit.env, name) if self.group_commit is not None
                    else open_env(self.data_dir / "pops" / name, map_size=map_size))
+            if self.group_commit is None:
+                try:
+                    self._check_key_store(env, keys_dir)
+                except BaseException:
+                    env.close()  # not yet among the stores stop() closes
+                    raise
             self.pop_stores[name] = PopStore(
                 env, MessageRecords(env, self.account_keys),
                 BodyStore(env, self.keys, max_ttl_seconds=max_ttl), OwedRefunds(env), OwedDebits(env),
@@ -390,19 +398,20 @@ class Runtime:
             return False
         return True
 
-    def _check_key_store(self, keys_dir: Path) -> None:
+    def _check_key_store(self, env: lmdb.Environment, keys_dir: Path) -> None:
         """Refuse to start on data sealed with another key store (e.g. a wrong ``[keys] dir``): the core
-        environment records the id of the key store it was first opened with."""
-        meta = self.core_env.open_db(b"key_store")
-        with self.core_env.begin(write=True) as txn:
+        environment and every POP environment (a worker's too) record the id of the key store they were
+        first opened with. Without it a worker given a wrong or empty key directory made a new key ring,
+        said it was ready, and then failed on every record and body it had sealed before."""
+        meta = env.open_db(b"key_store")
+        with env.begin(write=True) as txn:
             recorded = txn.get(b"ring_id", db=meta)
             if recorded is None:
                 txn.put(b"ring_id", self.keys.ring_id, db=meta)
-        self.core_env.sync(True)
+        env.sync(True)
         if recorded is not None and bytes(recorded) != self.keys.ring_id:
-            self.core_env.close()
             raise KeyUnavailable(
-                f"the data in {self.data_dir} was sealed with key store {bytes(recorded).hex()}, but "
+                f"the data in {env.path()} was sealed with key store {bytes(recorded).hex()}, but "
                 f"{keys_dir} holds key store {self.keys.ring_id.hex()}: is [keys] dir right? (restore "
                 "the key directory; a new one can read nothing)")
 
