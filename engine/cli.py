@@ -16,7 +16,6 @@ full disk, a missing config file, a TLS file that does not load) is one line on 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import secrets
 import signal
@@ -177,9 +176,7 @@ def _run_worker(args: argparse.Namespace) -> int:
             "--data-dir", args.data_dir]
     if args.config:
         argv += ["--config", args.config]
-    if overrides:
-        argv += ["--overrides-json", json.dumps(overrides)]
-    return worker.main(argv)
+    return worker.main(argv, overrides or None)  # in this process: never on a command line (ps)
 
 
 def cmd_segments(args: argparse.Namespace) -> int:

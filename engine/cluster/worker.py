@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nats-token-file", default="",
                    help="the token of a local cluster's own NATS server (smsroute run --workers N "
                         "starts it); a NATS deployment's credentials are set in [nats] instead")
-    p.add_argument("--overrides-json", help="settings overrides as JSON (for a worker run by hand)")
+    p.add_argument("--overrides-json", help="settings overrides as JSON (for a worker run by hand; a "
+                        "password is refused here: other local users can read a command line)")
     p.add_argument("--overrides-stdin", action="store_true",
                    help="read the settings overrides as one JSON line on stdin (how smsroute run "
                         "--workers hands them over: they may hold a password, never put on a command line)")
@@ -44,14 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, overrides: dict | None = None) -> int:
+    """Run a worker until SIGTERM/SIGINT. ``overrides``: settings overrides handed over in this process
+    (``smsroute run --role worker``), which no other user can read, unlike a command line."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     stop_signals = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)  # taken with sigwait below (engine.cli)
-    overrides = overrides_from(args, sys.stdin)
     placement = worker_placement(args.index, args.workers, args.nats.split(","), args.nats_token_file)
     try:
+        if overrides is None:
+            overrides = overrides_from(args, sys.stdin)
         settings = load_settings(args.config, overrides)
         if settings.engine.gc_tuning:
             tune_gc()

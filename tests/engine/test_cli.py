@@ -73,9 +73,9 @@ def test_a_worker_run_by_hand_with_smsc_binds_its_carriers_to_that_smsc(tmp_path
 
     seen: dict = {}
 
-    def fake_worker_main(argv):
+    def fake_worker_main(argv, overrides=None):
         args = worker.build_parser().parse_args(argv)
-        overrides = json.loads(args.overrides_json) if args.overrides_json else None
+        seen["argv"] = argv
         seen["settings"] = load_settings(args.config, overrides)
         return 0
 
@@ -88,6 +88,7 @@ def test_a_worker_run_by_hand_with_smsc_binds_its_carriers_to_that_smsc(tmp_path
     assert carriers and all(c.kind == "smpp" for c in carriers.values())
     assert {(c.options.host, c.options.port, c.options.system_id)
             for c in carriers.values()} == {("127.0.0.1", 2775, "acme")}
+    assert not any("secret" in a for a in seen["argv"])  # the bind's password is not put in an argv
 
 
 def test_a_worker_index_outside_the_cluster_is_refused_before_anything_starts(tmp_path, capsys):
