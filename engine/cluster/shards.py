@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from engine import messages as m
+from engine.cluster.carrier_view import merge_carrier_rows
 from engine.cluster.placement import Placement
 from engine.errors import SmsrouteError, error_from_code
 from storage.records import MessageRecord
@@ -374,9 +375,8 @@ class ClusterShards:
                                                             strict=True) for s in stats]
 
     def carrier_stats(self) -> list[dict]:
-        return [dict(s, worker=node)
-                for node, stats in zip(self.workers, self._ask_all("carrier_stats"), strict=True)
-                for s in stats]
+        """One row per carrier, as one process answers, each worker's row in ``workers``."""
+        return merge_carrier_rows(list(zip(self.workers, self._ask_all("carrier_stats"), strict=True)))
 
     def suspend_carrier(self, name: str, suspended: bool) -> None:
         self._ask_all("suspend_carrier", name, suspended)

@@ -67,9 +67,9 @@ def test_a_carrier_suspended_from_the_core_is_suspended_on_every_worker(tmp_path
     c = Cluster(tmp_path, workers=2)
     try:
         c.engine.suspend_carrier("fra-telekom", True)
-        shown = [s for s in c.engine.carriers() if s["carrier"] == "fra-telekom"]
-        assert {s["worker"] for s in shown} == {"w0", "w1"}
-        assert all(s["suspended"] for s in shown)
+        [row] = [s for s in c.engine.carriers() if s["carrier"] == "fra-telekom"]
+        assert {s["worker"] for s in row["workers"]} == {"w0", "w1"}
+        assert row["suspended"] and all(s["suspended"] for s in row["workers"])
     finally:
         c.stop()
 
