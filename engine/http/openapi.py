@@ -235,7 +235,8 @@ def control_document() -> dict[str, Any]:
         "/metrics": {"get": o("Prometheus text exposition", "200")},
         "/v1/openapi.json": {"get": o("This document", "200", security=False)},
         "/v1/carriers": {"get": o("Each carrier: suspended, connected, available, binds (SMPP: "
-                                  "index, mode, state, window, last_error), window, counters",
+                                  "index, mode, state, window, last_error), window, counters; "
+                                  "in a cluster one row per carrier, each worker's in workers",
                                   "200")},
         "/v1/carriers/{name}/suspend": {"post": o("Suspend a carrier", "200", params=("name",),
                                                   errors=("403", "404"))},
