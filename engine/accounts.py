@@ -88,8 +88,13 @@ class AccountManager:
         except BaseException:
             keys.shred(record.id)
             raise
-        self.accounts.create(record)
-        self.runtime.api_keys.add(record.id, record.key_digests[0], record.key_hints[0])
+        api_keys = self.runtime.api_keys
+        row = api_keys.new_row(record.key_digests[0], record.key_hints[0])
+        try:  # the account and its key row in one transaction: a full store leaves neither
+            self.accounts.create(record, also=lambda txn: api_keys.add_in(txn, record.id, row))
+        except BaseException:
+            keys.shred(record.id)  # its confirmation mail, queued above, can no longer be opened: dropped
+            raise
         self.key_index[record.key_digests[0]] = record.id
         return NewAccount(record.id, api_key, email, secret)
 

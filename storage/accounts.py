@@ -31,6 +31,7 @@ import msgpack
 
 from engine.errors import CorruptRecord, KeyUnavailable, UnknownAccount
 from storage.account_keys import DATA, AccountKeys
+from storage.full import refusing_when_full
 from storage.pseudonyms import token_text
 
 log = logging.getLogger(__name__)
@@ -89,17 +90,22 @@ class AccountStore:
     def token(self, account_id: str) -> bytes:
         return self.keys.token(account_id)
 
-    def create(self, record: AccountRecord) -> AccountRecord:
+    def create(self, record: AccountRecord,
+               also: Callable[[lmdb.Transaction], None] | None = None) -> AccountRecord:
+        """Store a new account; ``also(txn)`` writes what must exist with it (its first API key row) in
+        the same transaction, so a full store (``StoreFull``) leaves neither, never half an account."""
         token = self.token(record.id)
         with self._lock:
             with self.env.begin() as txn:
                 if txn.get(token, db=self._db) is not None:
                     raise ValueError(f"account {record.id} exists")
             self.keys.create(record.id)  # durable before anything is sealed under it
-            with self.env.begin(write=True) as txn:
+            with refusing_when_full("accounts"), self.env.begin(write=True) as txn:
                 self._put(txn, record)
                 for d in record.key_digests:
                     txn.put(d, token, db=self._keys)
+                if also is not None:
+                    also(txn)
         self.env.sync(True)
         return record
 
@@ -116,7 +122,7 @@ class AccountStore:
         """Read-modify-write one record atomically; ``change`` returns the new record."""
         _check_id(account_id)
         token = self.token(account_id)
-        with self._lock, self.env.begin(write=True) as txn:
+        with self._lock, refusing_when_full("accounts"), self.env.begin(write=True) as txn:
             blob = txn.get(token, db=self._db)
             if blob is None:
                 raise UnknownAccount(f"no account {account_id}")

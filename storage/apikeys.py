@@ -40,6 +40,7 @@ import msgpack
 
 from engine.errors import CorruptRecord, KeyUnavailable
 from storage.account_keys import DATA, AccountKeys
+from storage.full import refusing_when_full
 from storage.retention import cutoff
 
 log = logging.getLogger(__name__)
@@ -78,16 +79,25 @@ class ApiKeyStore:
     # --- writes -------------------------------------------------------------------------------------
 
     def add(self, account_id: str, digest: bytes, hint: str, now: float | None = None) -> ApiKeyInfo:
-        info = ApiKeyInfo(key_id(digest), hint, time.time() if now is None else now, None, None)
-        with self._lock, self.env.begin(write=True) as txn:
+        info = self.new_row(digest, hint, now)
+        with self._lock, refusing_when_full("api_keys"), self.env.begin(write=True) as txn:
             self._put(txn, account_id, info)
         self.env.sync(True)
         return info
 
+    @staticmethod
+    def new_row(digest: bytes, hint: str, now: float | None = None) -> ApiKeyInfo:
+        """The row of a key created now (not yet written)."""
+        return ApiKeyInfo(key_id(digest), hint, time.time() if now is None else now, None, None)
+
+    def add_in(self, txn: lmdb.Transaction, account_id: str, info: ApiKeyInfo) -> None:
+        """Write a key's row in the caller's transaction (an account and its first key, together)."""
+        self._put(txn, account_id, info)
+
     def revoke(self, account_id: str, info: ApiKeyInfo, now: float | None = None) -> ApiKeyInfo:
         """Mark ``info`` (a row, or a key that predates this store) revoked."""
         revoked = info._replace(revoked_at=time.time() if now is None else now)
-        with self._lock, self.env.begin(write=True) as txn:
+        with self._lock, refusing_when_full("api_keys"), self.env.begin(write=True) as txn:
             self._put(txn, account_id, revoked)
         self.env.sync(True)
         return revoked

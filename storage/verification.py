@@ -23,7 +23,8 @@ Values of an older version (a bare blob sealed under the store-wide key) are sti
 Redeeming deletes the entry in the same transaction that reads it: a second use finds nothing
 (:class:`~engine.errors.ChallengeInvalid`), whether the first succeeded or not.
 
-Durability contract: every write commits (fsync: the environment syncs on commit) before it returns.
+Durability contract: every write commits (fsync: the environment syncs on commit) before it returns; a
+full store refuses it with ``StoreFull`` (``storage.full``) and keeps every entry it has.
 *Writers:* any thread. *Readers:* any thread. :meth:`sweep` deletes expired entries.
 """
 
@@ -42,6 +43,7 @@ import msgpack
 from engine.errors import ChallengeInvalid, CorruptRecord, KeyUnavailable
 from storage.account_keys import DATA, AccountKeys
 from storage.crypto import BLOB_VERSION, Sealer
+from storage.full import refusing_when_full
 
 __all__ = ["Challenge", "Challenges", "LinkTokens"]
 
@@ -63,13 +65,13 @@ class _AccountSealed:
         token = self._keys.token(account_id)
         sealer = self._keys.sealer_for_token(token, DATA)  # KeyUnavailable: an erased account
         value = _HEADER.pack(_FORMAT, token, expires) + sealer.seal(msgpack.packb(doc), key)
-        with self.env.begin(write=True) as txn:
+        with refusing_when_full("privacy"), self.env.begin(write=True) as txn:
             txn.put(key, value, db=self._db)
 
     def take(self, key: bytes) -> list | None:
         """The entry's document, deleted in the same transaction; None if unknown, used, or its
         account's key is gone (erased)."""
-        with self.env.begin(write=True) as txn:
+        with refusing_when_full("privacy"), self.env.begin(write=True) as txn:
             blob = txn.pop(key, db=self._db)
         if blob is None:
             return None

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from aiohttp import web
 
 from engine import errors as E
+from storage.full import FULL_ERRORS, store_full
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,8 @@ async def error_middleware(request: web.Request, handler: _Handler) -> web.Strea
         return resp
     except E.SmsrouteError as exc:
         return from_engine_error(exc)
+    except FULL_ERRORS:  # a store without its own mapping (storage.full): still store_full, not a 500
+        return from_engine_error(store_full("data"))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -50,6 +50,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from engine.status import FINAL
+from storage.full import FULL_REFUSALS
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 MAX_TRACKED = 200_000
@@ -172,6 +173,7 @@ class _SnapshotCollector:
         yield from _mail_families(snap.engine.get("mail") or {})
         yield from _privacy_families(snap.engine.get("privacy") or {})
         yield from _ledger_families(snap.engine.get("ledger") or {})
+        yield from _store_full_families(dict(FULL_REFUSALS))
 
 
 def _gauge(name: str, doc: str, value: Any) -> Iterator[GaugeMetricFamily]:
@@ -384,6 +386,16 @@ def _ledger_families(ledger: dict[str, Any]) -> Iterator[Metric]:
         yield CounterMetricFamily("smsroute_billing_low_balance_notices",
                                   "Accounts told their balance went below their threshold",
                                   value=float(ledger["low_balance_notices"]))
+
+
+def _store_full_families(refusals: dict[str, int]) -> Iterator[Metric]:
+    """Writes this process refused because their store was full (``storage.full``), by store."""
+    refused = CounterMetricFamily("smsroute_store_full_refusals",
+                                  "Writes refused because their store (LMDB map or disk) was full",
+                                  labels=["store"])
+    for store, n in sorted(refusals.items()):
+        _add(refused, [store], n)
+    yield refused
 
 
 def _add(family: GaugeMetricFamily | CounterMetricFamily, labels: list[str], value: Any) -> None:

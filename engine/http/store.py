@@ -25,6 +25,7 @@ import lmdb
 
 from engine.errors import StorageError
 from storage.env import open_env
+from storage.full import FULL_ERRORS, store_full
 
 log = logging.getLogger(__name__)
 
@@ -107,13 +108,15 @@ class GroupCommitter:
                         if error is None:
                             fut.set_result(None)
                         else:
-                            fut.set_exception(StorageError(error))
+                            fut.set_exception(type(error)(error.message))  # one per waiter
         finally:
             self._running = False
             self._idle.set()
 
     def _commit(self, batch: list[tuple[list[Put | Apply], asyncio.Future[None] | None]]
-                ) -> str | None:
+                ) -> StorageError | None:
+        """Commit the batch; the error every write of it fails with (``StoreFull`` when the map or the
+        disk is full: the writes are refused, the records already there stay), or None."""
         try:
             with self._env.begin(write=True) as txn:
                 for puts, _ in batch:
@@ -124,9 +127,11 @@ class GroupCommitter:
                             txn.delete(put.key, db=self._dbs[put.db])
                         else:
                             txn.put(put.key, put.value, db=self._dbs[put.db])
+        except FULL_ERRORS:
+            return store_full("http")
         except Exception as exc:  # lmdb errors, or a bug in an Apply: every write of the batch fails
             log.error("http store commit failed: %s", type(exc).__name__)
-            return f"http store commit failed: {type(exc).__name__}"
+            return StorageError(f"http store commit failed: {type(exc).__name__}")
         self.commits += 1
         return None
 

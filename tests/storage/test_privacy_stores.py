@@ -339,3 +339,21 @@ def test_an_incident_names_an_erased_account_by_its_pseudonym_only(env_keys, acc
     assert kept.accounts == ["acc_2"]
     assert kept.subjects == [token_text(accounts.token(a)) for a in ("acc_1", "acc_2")]
     assert "sealed_accounts" not in kept.view(T0)
+
+
+def test_a_full_privacy_store_refuses_new_links_with_store_full_and_keeps_the_issued_ones(tmp_path, accounts):
+    from engine.errors import StoreFull
+    from storage.full import FULL_REFUSALS
+
+    small = open_env(tmp_path / "small", map_size=64 << 10)  # a few hundred links fill it
+    links = LinkTokens(small, accounts)
+    before = FULL_REFUSALS["privacy"]
+    issued = []
+    with pytest.raises(StoreFull, match="privacy"):
+        for i in range(100_000):
+            issued.append(links.issue("confirm_email", f"acc_1:{i}", 3600, now=T0, account_id="acc_1")[0])
+    assert issued and FULL_REFUSALS["privacy"] == before + 1
+    assert links.redeem("confirm_email", issued[0], now=T0) == "acc_1:0"  # redeeming frees space
+    assert links.redeem("confirm_email", issued[-1], now=T0) == f"acc_1:{len(issued) - 1}"
+    links.issue("confirm_email", "acc_1:again", 3600, now=T0, account_id="acc_1")  # and it takes writes again
+    small.close()

@@ -1,0 +1,50 @@
+"""A store that is full (its LMDB map, or the disk under it) refuses writes with a named ``StoreFull``.
+
+Every user-triggered write outside the POP commit and the ledger (which have their own mapping) goes through
+:func:`refusing_when_full`: LMDB aborts the transaction, so nothing committed before is touched, and the
+caller answers ``store_full`` (HTTP 503 with ``Retry-After``) instead of an internal error. Each refusal is
+logged once with the store's name and counted in :data:`FULL_REFUSALS`, which ``/metrics`` exposes as
+``smsroute_store_full_refusals_total{store}``, so an operator knows which map to enlarge
+(``engine.map_size_mb``) or which disk to free. Reads never need space and keep being served.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import lmdb
+
+from engine.errors import StoreFull
+
+log = logging.getLogger(__name__)
+
+FULL_ERRORS: tuple[type[BaseException], ...] = (lmdb.MapFullError, lmdb.DiskError)
+"""What LMDB raises when a write does not fit: the map is used up, or the device has no space left."""
+
+FULL_REFUSALS: Counter[str] = Counter()
+"""Writes refused because their store was full, by store name, since the process started."""
+_lock = threading.Lock()
+
+
+def store_full(store: str) -> StoreFull:
+    """Count and log one refusal of ``store`` and return the error to raise (never says more than the
+    store's name: no key or value of the refused write)."""
+    with _lock:
+        FULL_REFUSALS[store] += 1
+    log.warning("store %s is full (LMDB map or disk): write refused, nothing stored was lost", store)
+    return StoreFull(f"the {store} store is full: the write was refused and nothing stored was lost; "
+                     "retry later")
+
+
+@contextmanager
+def refusing_when_full(store: str) -> Iterator[None]:
+    """Turn LMDB's full-map and full-disk errors raised inside the block into ``StoreFull`` for
+    ``store`` (put the whole write transaction, its commit included, inside the block)."""
+    try:
+        yield
+    except FULL_ERRORS:
+        raise store_full(store) from None
