@@ -16,12 +16,14 @@ control port decodes its bodies with the same function and its own :class:`Error
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
+import msgspec.inspect as mi
 from msgspec import Meta
 
 from engine.http.errors import HttpError
@@ -351,7 +353,7 @@ def decode(raw: bytes, kind: type[T], codes: ErrorCodes = CUSTOMER_CODES) -> T:
     if not raw:
         raise HttpError(400, "invalid_json", "request body is empty")
     try:
-        return decoder.decode(raw)
+        decoded = decoder.decode(raw)
     except msgspec.ValidationError as exc:
         raise validation_error(str(exc), codes, kind) from None
     except msgspec.DecodeError:
@@ -360,6 +362,52 @@ def decode(raw: bytes, kind: type[T], codes: ErrorCodes = CUSTOMER_CODES) -> T:
         except UnicodeDecodeError:
             raise HttpError(400, "invalid_json", "request body is not valid UTF-8") from None
         raise HttpError(400, "invalid_json", "request body is not valid JSON") from None
+    if _may_repeat_a_key(raw, kind):
+        _refuse_duplicate_keys(raw)
+    return decoded
+
+
+# --- duplicate keys ---------------------------------------------------------------------------------
+# msgspec (like most JSON parsers) keeps the last of two equal keys, so {"to": a, "to": b} would send to b
+# whatever the client meant. Both APIs refuse such a body as ambiguous (400 duplicate_key). Checking every
+# body with a second parse would cost the hot path; a key can only repeat if its quoted name occurs twice in
+# the raw bytes (the body is closed: unknown fields are refused), or if a name is spelled with a \u escape.
+
+_NAMES: dict[Any, tuple[bytes, ...] | None] = {}
+
+
+def _field_names(info: Any, into: set[bytes]) -> bool:
+    """Add the quoted JSON names of every object ``info`` (a msgspec.inspect type) can hold to
+    ``into``; False if it can hold a free-form mapping, whose keys are not known in advance."""
+    if isinstance(info, mi.DictType):
+        return False
+    if isinstance(info, mi.StructType):
+        into.update(b'"' + f.encode_name.encode() + b'"' for f in info.fields)
+        return all(_field_names(f.type, into) for f in info.fields)
+    inner = [getattr(info, a) for a in ("type", "item_type") if hasattr(info, a)]
+    inner += [*getattr(info, "types", ()), *getattr(info, "item_types", ())]
+    return all(_field_names(t, into) for t in inner)
+
+
+def _may_repeat_a_key(raw: bytes, kind: Any) -> bool:
+    if kind not in _NAMES:
+        names: set[bytes] = set()
+        _NAMES[kind] = tuple(names) if _field_names(mi.type_info(kind), names) else None
+    names = _NAMES[kind]
+    return names is None or b"\\u" in raw or any(raw.count(name) > 1 for name in names)
+
+
+def _refuse_duplicate_keys(raw: bytes) -> None:
+    """400 ``duplicate_key`` if any object of the (valid) JSON body has a key twice."""
+    def pairs(items: list[tuple[str, Any]]) -> None:
+        seen: set[str] = set()
+        for key, _ in items:
+            if key in seen:
+                shown = f"`{key}`" if re.fullmatch(r"[A-Za-z_]{1,40}", key) else "a key"
+                raise HttpError(400, "duplicate_key", f"{shown} appears twice in one JSON object: "
+                                "refused as ambiguous, send each key once")
+            seen.add(key)
+    json.loads(raw, object_pairs_hook=pairs)
 
 
 def validation_error(text: str, codes: ErrorCodes = CUSTOMER_CODES, kind: Any = None) -> HttpError:
