@@ -13,7 +13,6 @@ import pytest
 
 from engine import Engine
 from engine.cluster.local import LocalCluster
-from engine.cluster.placement import core_placement
 from engine.config import load_settings
 from tests.engine.crash_support import webhook_engine_overrides
 from tests.engine.http.conftest import Client
@@ -46,7 +45,7 @@ def test_a_clusters_carrier_list_has_one_row_per_carrier_like_one_process(tmp_pa
     try:
         engine = Engine.start(data_dir=tmp_path / "cluster" / "core",
                               settings=load_settings(None, overrides),
-                              placement=core_placement(2, cluster.start_nats()), http=True)
+                              placement=cluster.core_placement(), http=True)
         cluster.start_workers()
         control = _control(engine, tmp_path / "cluster" / "core")
         place = engine.runtime.placement
