@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -18,6 +20,14 @@ from tests.engine.http.conftest import Client
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.functional
+
+_CONNECT = """
+import asyncio, sys, nats
+async def main():
+    nc = await nats.connect(sys.argv[1], connect_timeout=2, allow_reconnect=False)
+    await nc.close()
+asyncio.run(main())
+"""
 
 
 def _children(pid: int) -> set[int]:
@@ -63,6 +73,10 @@ def _run_with_two_workers(data, children: set[int]) -> None:
                  "--control-port", "0") as run:
         line = run.wait_for_line("smsroute running:", 90)
         assert "2 worker process(es) over NATS nats://127.0.0.1:" in line
+        nats_url = re.search(r"over NATS (nats://\S+);?", line).group(1).rstrip(";")
+        refused = subprocess.run([sys.executable, "-c", _CONNECT, nats_url], capture_output=True, text=True)
+        assert "Authorization Violation" in refused.stderr  # another local user: no token, no entry
+        assert (data / "nats" / "client.token").stat().st_mode & 0o777 == 0o600
         customer = int(re.search(r":(\d+)/v1", run.wait_for_line("customer API:")).group(1))
         control = int(re.search(r":(\d+)/$", run.wait_for_line("control port:")).group(1))
         children.update(_children(run.proc.pid))
