@@ -57,7 +57,8 @@ class SmscConfig:
     receipt_delay: tuple[float, float] = (0.0, 0.0)
     receipt_states: dict[str, float] = field(default_factory=lambda: {"DELIVRD": 1.0})
     receipts_before_resp: bool = False
-    id_format: str = "decimal"  # submit_sm_resp message ids: decimal | hex
+    id_format: str = "decimal"  # submit_sm_resp message ids: decimal | hex | long (150 characters,
+    # beyond SMPP 3.4's 65 octets, as a non-conforming SMSC sends)
     receipt_id_format: str = "same"  # same | decimal | hex | padded_hex | padded_decimal
     receipt_tlvs: bool = False  # also send receipted_message_id / message_state TLVs
     receipt_command: str = "deliver_sm"  # or "data_sm" (its text in message_payload), as some SMSCs do
@@ -309,6 +310,8 @@ class SimulatedSmsc:
         status = self._choose_status(session) if scripted is None else int(scripted)
         n = next(self._ids)
         mid = format(n, "X") if cfg.id_format == "hex" else str(n)
+        if cfg.id_format == "long":
+            mid = "Z" * 142 + f"{n:08d}"
         mid = mid if status == p.ESME_ROK else ""
         self.parts.append(
             ReceivedPart(mid, status, session.system_id, pdu.params, pdu.tlvs, time.time())
@@ -316,8 +319,12 @@ class SimulatedSmsc:
         self.counters[f"status_0x{status:02x}"] += 1
         resp = p.response_to(pdu, status, message_id=mid)
         resp.tlvs.update(cfg.resp_tlvs)
-        raw_resp = self._bare_error_resp(resp) if status != p.ESME_ROK \
-            and cfg.error_resp_body != "message_id" else p.encode_pdu(resp)
+        if status != p.ESME_ROK and cfg.error_resp_body != "message_id":
+            raw_resp = self._bare_error_resp(resp)
+        elif len(mid) >= 65:  # beyond SMPP 3.4 (id_format "long"): written by hand, as such an SMSC does
+            raw_resp = self._oversize_id_resp(resp, mid)
+        else:
+            raw_resp = p.encode_pdu(resp)
         want_receipt = status == p.ESME_ROK and cfg.receipts and pdu.get("registered_delivery", 0)
         receipt = self._receipt_for(pdu, n, mid) if want_receipt else None
         copies = 2 if cfg.duplicate_receipt_rate and self._rng.random() < cfg.duplicate_receipt_rate \
@@ -366,6 +373,13 @@ class SimulatedSmsc:
         raw = p.HEADER.pack(p.HEADER_LEN + len(mid), p.SUBMIT_SM | p.RESP, p.ESME_ROK,
                             pdu.sequence) + mid.encode()
         self._later(self._rng.uniform(*self.config.latency), session.send_raw, raw)
+
+    @staticmethod
+    def _oversize_id_resp(resp: p.Pdu, mid: str) -> bytes:
+        body = mid.encode("latin-1") + b"\x00" + b"".join(
+            struct.pack(">HH", tag, len(value)) + value for tag, value in resp.tlvs.items())
+        return p.HEADER.pack(p.HEADER_LEN + len(body), resp.command_id, resp.status,
+                             resp.sequence) + body
 
     def _bare_error_resp(self, resp: p.Pdu) -> bytes:
         """An error resp without its mandatory message_id: no body, or only the TLVs."""

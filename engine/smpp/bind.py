@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING
 
 from engine.messages import OFFLINE, RETRY, THROTTLED
 from engine.smpp import pdu as p
+from engine.smpp.receipts import bounded_id
 from engine.smpp.stream import read_pdu
 from engine.smpp.submit import SubmitPart
 
@@ -350,7 +351,8 @@ class SmppBind:
     def _dispatch(self, pdu: p.Pdu) -> None:
         cid = pdu.command_id
         if cid == p.SUBMIT_SM | p.RESP:
-            self._on_submit_resp(pdu.sequence, pdu.status, str(pdu.params.get("message_id", "")))
+            self._on_submit_resp(pdu.sequence, pdu.status,
+                                 bounded_id(str(pdu.params.get("message_id", ""))))
         elif cid == p.DELIVER_SM or cid == p.DATA_SM:  # data_sm: receipts from some SMSCs
             self._send(p.response_to(pdu, message_id=""))
             self.connector.on_deliver(pdu)

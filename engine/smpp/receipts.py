@@ -23,6 +23,7 @@ silently.
 from __future__ import annotations
 
 import calendar
+import hashlib
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -110,7 +111,7 @@ def parse_receipt(pdu: Pdu) -> Receipt:
     nec = tlvs.get(TLV_NETWORK_ERROR_CODE)
     if nec and len(nec) == 3 and not error.strip("0"):
         error = f"{nec[0]}:{tlv_int(nec[1:])}"
-    return Receipt(message_id, state, "" if not error.strip("0") else error,
+    return Receipt(bounded_id(message_id), state, "" if not error.strip("0") else error,
                    fields.get("submit_date", ""), fields.get("done_date", ""))
 
 
@@ -170,6 +171,19 @@ def _is_digits(s: str) -> bool:
     """ASCII digits only. ``str.isdigit`` also accepts ``"²"`` (latin-1 0xB2, so it can come off the
     wire), which ``int()`` refuses with a ValueError that would escape the reader."""
     return s.isascii() and s.isdigit()
+
+
+MAX_ID_CHARS = 64  # SMPP 3.4: a message_id is a C-Octet String of at most 65 octets, its NUL included
+
+
+def bounded_id(message_id: str) -> str:
+    """The carrier's message id as the engine keeps it: as sent when it is at most ``MAX_ID_CHARS`` long
+    (every SMSC that follows SMPP 3.4), else a fixed-length digest of its canonical form (``h:`` + 32
+    hex digits). A non-conforming SMSC's kilobyte-long ids are then neither stored per part in every
+    record nor held in memory; its receipts still match, since both sides go through this function."""
+    if len(message_id) <= MAX_ID_CHARS:
+        return message_id
+    return "h:" + hashlib.sha256(canonical_id(message_id).encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def canonical_id(message_id: str) -> str:

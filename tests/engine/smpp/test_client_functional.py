@@ -76,6 +76,26 @@ def test_two_thousand_messages_short_and_multipart_get_one_answer_per_part_and_t
     assert h.connector.stats()["errors"].get("receipt_unmatched", 0) == 0
 
 
+def test_message_ids_longer_than_smpp_allows_are_kept_bounded_and_their_receipts_still_match():
+    """An SMSC that sends 150-character message ids (SMPP 3.4: at most 65 octets): each part keeps a
+    bounded id (a digest of it), never the whole id, and every receipt, which quotes the long id, is
+    matched to its part."""
+    config = SmscConfig(seed=9, id_format="long", receipt_delay=(0.0, 0.01))
+
+    async def run():
+        async with Harness(config) as h:
+            total = h.submit(_bodies(100))
+            await h.until(lambda: len(h.receipts) == total)
+            return h, total
+
+    h, total = asyncio.run(run())
+    assert all(len(part.message_id) > 140 for part in h.smsc.parts)  # what the SMSC sent
+    ids = [r.carrier_message_id for r in h.responses]
+    assert len(ids) == total and all(len(i) <= 64 for i in ids) and len(set(ids)) == total
+    assert sorted((r.ref, r.part) for r in h.receipts) == sorted(h.by_part())
+    assert h.connector.stats()["errors"].get("receipt_unmatched", 0) == 0
+
+
 def test_receipts_that_arrive_before_their_resp_are_held_and_matched():
     config = SmscConfig(seed=5, receipts_before_resp=True, latency=(0.005, 0.02),
                         receipt_tlvs=True)
