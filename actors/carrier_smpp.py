@@ -35,6 +35,7 @@ from engine.config import SmppCarrierOptions
 from engine.errors import InvalidBody, InvalidNumber, MalformedMessage
 from engine.smpp import smpp_settings
 from engine.smpp.client import SmppConnector
+from engine.smpp.receipts import bounded_id
 from engine.smpp.submit import SubmitBuilder, SubmitPart
 
 log = logging.getLogger(__name__)
@@ -96,9 +97,10 @@ class SmppCarrierActor(pykka.ThreadingActor):
                 self._on_set_carrier_suspended(suspended)
             case m.ExpectReceipts(items=items):
                 if self._loop is not None and self._connector is not None:
-                    for it in items:
+                    for it in items:  # (an id stored whole before ids were bounded matches too)
                         self._loop.call_soon_threadsafe(self._connector.expect,
-                                                        it.carrier_message_id, it.ref, it.part)
+                                                        bounded_id(it.carrier_message_id), it.ref,
+                                                        it.part)
             case _:
                 self.dropped_messages += 1
                 log.error("carrier %s: unexpected %s", self.name, type(msg).__name__)
