@@ -5,16 +5,16 @@ call it (:data:`ROUTE_ROLES`, checked by :func:`control_auth_middleware` before 
 tested route by route). ``/healthz``, ``/readyz`` and the OpenAPI document need no token. A source address
 with too many failed authentications (``[http] control_auth_failures_per_minute``) is answered 429 until
 its budget refills. Every request — allowed, refused or failed — is written to the append-only audit log
-(who, what, when, result) by :func:`audit_middleware`, group-committed. Hold ids are audit targets, and
-accounts are, by their pseudonym (``id=psn_…``; the account id sealed under its data key, which erasure
-destroys: ``storage.audit``); bodies, keys and tokens never are.
+(who, what, when, result), and one that may change something is written there before it acts
+(:mod:`engine.http.control_audit`). Hold ids are audit targets, and accounts are, by their pseudonym
+(``id=psn_…``; the account id sealed under its data key, which erasure destroys: ``storage.audit``);
+bodies, keys and tokens never are.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -30,11 +30,11 @@ from engine.http.context import (
     OPERATOR,
     HttpContext,
 )
-from engine.http.errors import HttpError, error_middleware, error_response
+from engine.http.control_audit import audit_intent_middleware, audit_middleware
+from engine.http.errors import HttpError, error_middleware
 from engine.http.jsonio import DEFAULT_BODY_TIMEOUT_S, json_response
-from engine.http.middleware import bearer, endpoint_name, frame_middleware
+from engine.http.middleware import bearer, frame_middleware
 from engine.http.params import path_ids_middleware
-from engine.http.store import Apply
 
 log = logging.getLogger(__name__)
 
@@ -84,29 +84,6 @@ _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def _route_key(request: web.Request) -> tuple[str, str] | None:
     resource = request.match_info.route.resource
     return None if resource is None else (request.method, resource.canonical)
-
-
-@web.middleware
-async def audit_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
-    """Write who/what/when/result of every control request to the audit log before answering. The
-    writes are group-committed: requests that finish together share one fsync."""
-    ctx: HttpContext = request.app[CTX]
-    when = time.time()
-    resp = await handler(request)
-    if ctx.audit is not None and request.path not in ("/healthz", "/readyz"):
-        who = request.get(OPERATOR) or "anonymous"
-        ids = request.match_info
-        account = ids.get("id") if request.path.startswith("/v1/accounts/") else None
-        target = ",".join(f"{k}={v if v == account else v[:64]}" for k, v in ids.items()) or "-"
-        entry = (who, endpoint_name(request), target, str(resp.status),
-                 {"at": when, "source_ip": request.remote or ""})
-        try:
-            await ctx.committer.write([Apply(
-                lambda txn: ctx.audit.append(*entry, account=account, txn=txn))])
-        except Exception:
-            log.error("audit append failed")
-            return error_response(503, "audit_unavailable", "the audit log could not be written")
-    return resp
 
 
 @web.middleware
@@ -204,7 +181,7 @@ def build_control_app(ctx: HttpContext) -> web.Application:
     app = web.Application(
         client_max_size=ctx.http.max_body_bytes,
         middlewares=[frame_middleware, audit_middleware, error_middleware, control_auth_middleware,
-                     path_ids_middleware],
+                     path_ids_middleware, audit_intent_middleware],
     )
     app[CTX] = ctx
     app[APP_NAME] = "control"
