@@ -141,7 +141,8 @@ class Engine(AccountManager, HoldManager):
         runtime = self.runtime
         mail_keys = AccountKeys(runtime.keys_dir() / "mail", runtime.key_provider, runtime.pseudonyms)
         self.mail = MailService(self.data_dir, self.settings.email, runtime.keys,
-                                runtime.account_keys, mail_keys).start()
+                                runtime.account_keys, mail_keys,
+                                map_size=self.settings.engine.mail_map_size_mb << 20).start()
         self.notices = Notices(self.mail.outbox, self.mail.worker.wake, runtime.accounts)
         self.privacy = PrivacyServices(self.data_dir, self.settings, runtime, self.notices, self)
         runtime.sweeper.proxy().add_sweepables(

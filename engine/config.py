@@ -40,7 +40,11 @@ class EngineLimits:
     body_ttl_seconds: int = 86400
     tick_ms: int = 200
     sweep_interval_seconds: float = 60.0
-    map_size_mb: int = 1024
+    map_size_mb: int = 1024  # the core's and each POP's LMDB map
+    # the other stores' maps (each names itself when full: 503 store_full, smsroute_store_full_refusals_total)
+    http_map_size_mb: int = 256  # idempotency records (24 h), request log (90 d), control audit (1 y), tokens
+    mail_map_size_mb: int = 256  # the customer mail outbox
+    privacy_map_size_mb: int = 256  # data-subject requests, incidents, support cases, links, challenges
     analytics_max_account_share: float = 0.5  # no analytics cell where one account has more than this
     gc_tuning: bool = True  # a long-running engine's GC: freeze start-up objects, rarer collections
     ledger_reconcile_at_start: bool = True  # reconcile records and ledger in the background at start-up
@@ -450,6 +454,7 @@ def _check_tls(http: HttpSettings) -> None:
 MAX_SWEEP_INTERVAL_SECONDS = 3600  # a body past its TTL is shredded within one sweep interval
 MAX_BODY_TTL_SECONDS = 86400  # the policy's 24 hours
 MAX_SECRET_OVERLAP_SECONDS = 7 * 86400
+MAP_SIZE_KEYS = ("map_size_mb", "http_map_size_mb", "mail_map_size_mb", "privacy_map_size_mb")
 
 
 def _check_bounds(limits: EngineLimits, http: HttpSettings) -> None:
@@ -463,6 +468,9 @@ def _check_bounds(limits: EngineLimits, http: HttpSettings) -> None:
         raise ConfigError(
             f"config: engine.body_ttl_seconds = {limits.body_ttl_seconds} must be between 1 and "
             f"{MAX_BODY_TTL_SECONDS} (the privacy policy keeps bodies 24 hours at most)")
+    for name in MAP_SIZE_KEYS:
+        if not getattr(limits, name) >= 1:
+            raise ConfigError(f"config: engine.{name} must be at least 1 (MiB)")
     if not 0 < limits.analytics_max_account_share <= 1:
         raise ConfigError("config: engine.analytics_max_account_share must be more than 0 and at most 1")
     for name in ("header_timeout_seconds", "body_timeout_seconds", "keepalive_timeout_seconds",

@@ -5,7 +5,8 @@ Every user-triggered write outside the POP commit and the ledger (which have the
 caller answers ``store_full`` (HTTP 503 with ``Retry-After``) instead of an internal error. Each refusal is
 logged once with the store's name and counted in :data:`FULL_REFUSALS`, which ``/metrics`` exposes as
 ``smsroute_store_full_refusals_total{store}``, so an operator knows which map to enlarge
-(``engine.map_size_mb``) or which disk to free. Reads never need space and keep being served.
+(``[engine] map_size_mb``; ``http_map_size_mb``, ``mail_map_size_mb``, ``privacy_map_size_mb`` for those
+stores) or which disk to free. Reads never need space and keep being served.
 """
 
 from __future__ import annotations

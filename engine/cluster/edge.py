@@ -112,7 +112,7 @@ class Edge:
 
     async def _serve(self) -> None:
         settings = self.engine.settings
-        env = open_http_env(self.engine.data_dir)
+        env = open_http_env(self.engine.data_dir, settings.engine.http_map_size_mb << 20)
         committer = GroupCommitter(env)
         ctx = HttpContext(engine=self.engine, http=settings.http, committer=committer,
                           requestlog=RequestLog(env, committer),

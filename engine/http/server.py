@@ -44,7 +44,7 @@ from engine.http.notify import StatusInbox, StatusNotifier
 from engine.http.ratelimit import Gcra
 from engine.http.requestlog import RequestLog
 from engine.http.shedding import Shedder
-from engine.http.store import GroupCommitter, open_http_env
+from engine.http.store import HTTP_MAP_SIZE, GroupCommitter, open_http_env
 from engine.http.tokens import TokenStore, ensure_first_token
 from engine.http.webhook_feed import Stored, WebhookFeed
 from engine.http.webhooks import RetryPolicy, WebhookDispatcher
@@ -102,6 +102,8 @@ class HttpServers:
         self._edge_token = edge_token
         settings = settings if settings is not None else engine.settings
         self.http = getattr(settings, "http", settings)
+        limits = getattr(settings, "engine", None)  # [engine] http_map_size_mb; HTTP settings alone: default
+        self.map_size = limits.http_map_size_mb << 20 if limits is not None else HTTP_MAP_SIZE
         self.customer_port: int | None = None
         self.control_port: int | None = None
         self.ctx: HttpContext | None = None
@@ -168,7 +170,7 @@ class HttpServers:
 
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
-        env = open_http_env(self.engine.data_dir)
+        env = open_http_env(self.engine.data_dir, self.map_size)
         ctx, inbox, dispatcher = self._build(env)
         feed: WebhookFeed = ctx.feed
         runners: list[web.AppRunner] = []

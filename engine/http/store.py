@@ -45,9 +45,10 @@ class Apply(NamedTuple):
     fn: Callable[[lmdb.Transaction], object]
 
 
-def open_http_env(data_dir: str | Path) -> lmdb.Environment:
-    """Open (creating) the HTTP layer's environment under ``data_dir``."""
-    return open_env(Path(data_dir) / "http", map_size=HTTP_MAP_SIZE)
+def open_http_env(data_dir: str | Path, map_size: int = HTTP_MAP_SIZE) -> lmdb.Environment:
+    """Open (creating) the HTTP layer's environment under ``data_dir``; ``map_size`` in bytes
+    (``[engine] http_map_size_mb``: an existing environment grows to a larger size)."""
+    return open_env(Path(data_dir) / "http", map_size=map_size)
 
 
 class GroupCommitter:

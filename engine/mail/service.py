@@ -31,9 +31,9 @@ log = logging.getLogger(__name__)
 class MailService:
     def __init__(self, data_dir: Path, settings: EmailSettings, keys: KeyRing,
                  account_keys: AccountKeys, mail_keys: AccountKeys, *,
-                 transport: Transport | None = None,
+                 transport: Transport | None = None, map_size: int = MAIL_MAP_SIZE,
                  clock: Callable[[], float] = time.time) -> None:
-        self.env = open_env(Path(data_dir) / "mail", map_size=MAIL_MAP_SIZE)
+        self.env = open_env(Path(data_dir) / "mail", map_size=map_size)
         self.outbox = Outbox(self.env, account_keys, mail_keys, max_mails=settings.max_outbox,
                              legacy=keys.store_sealer("outbox"))
         self.transport = transport or transport_for(settings)

@@ -23,14 +23,13 @@ from storage.incidents import IncidentStore
 from storage.support import SupportCases
 from storage.verification import Challenges, LinkTokens
 
-PRIVACY_MAP_SIZE = 256 << 20
-
 
 class PrivacyServices:
     def __init__(self, data_dir: Path, settings: Settings, runtime: Any, notices: Notices,
                  rights: Any, *, clock: Callable[[], float] = time.time) -> None:
         keys = runtime.keys
-        self.env = open_env(Path(data_dir) / "privacy", map_size=PRIVACY_MAP_SIZE)
+        self.env = open_env(Path(data_dir) / "privacy",
+                            map_size=settings.engine.privacy_map_size_mb << 20)
         account_keys = runtime.account_keys  # links, challenges and request ids: under the account's key
         self.links = LinkTokens(self.env, account_keys, legacy=keys.store_sealer("link_tokens"))
         self.challenges = Challenges(self.env, account_keys,

@@ -322,3 +322,12 @@ def test_an_unknown_table_is_refused_by_name_instead_of_ignored(tmp_path, text, 
     with pytest.raises(ConfigError) as refused:
         load_settings(path)
     assert needle in str(refused.value)
+
+
+@pytest.mark.parametrize("key", ["map_size_mb", "http_map_size_mb", "mail_map_size_mb", "privacy_map_size_mb"])
+def test_each_store_map_size_is_a_whole_number_of_mib_of_at_least_one(key):
+    assert getattr(load_settings(overrides={"engine": {key: 2048}}).engine, key) == 2048
+    for bad, needle in ((0, f"engine.{key} must be at least 1"), (1.5, f"engine.{key} must be"),
+                        ("1G", f"engine.{key} must be")):
+        with pytest.raises(ConfigError, match=needle):
+            load_settings(overrides={"engine": {key: bad}})

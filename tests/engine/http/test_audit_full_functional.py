@@ -5,42 +5,21 @@ request works, once, and its audit entries exist. Over real sockets."""
 
 from __future__ import annotations
 
-import contextlib
-
-import lmdb
-
-import engine.http.store as http_store
 from engine import Engine
 from tests.engine.http.conftest import Client, overrides
-
-SMALL_HTTP_MAP = 256 << 10
-
-
-def fill(env: lmdb.Environment) -> None:
-    """Use up every page of ``env`` with filler records (db ``filler``), halving the record size until not
-    even a one-byte record fits, several times in a row (pages a commit frees become usable two commits
-    later)."""
-    with env.begin(write=True) as txn:  # open the db inside a write txn of our own (no interpreter stall)
-        env.open_db(b"filler", txn=txn)
-    db = env.open_db(b"filler")
-    size, n, refused = 16 << 10, 0, 0
-    while refused < 4:
-        try:
-            with env.begin(write=True) as txn:
-                txn.put(n.to_bytes(8, "big"), b"x" * size, db=db)
-            n, refused = n + 1, 0
-        except lmdb.MapFullError:
-            size, refused = max(1, size // 2), refused + (size == 1)
-    for extra in range(12):  # the last few pages: too few for a split of the filler db, enough for a small db
-        with contextlib.suppress(lmdb.MapFullError), env.begin(write=True) as txn:
-            txn.put(b"x", b"x", db=env.open_db(b"filler-%d" % extra, txn=txn))
+from tests.engine.http.filling import fill
 
 
-def test_a_control_write_whose_audit_cannot_be_written_is_refused_before_it_acts(tmp_path, monkeypatch):
-    monkeypatch.setattr(http_store, "HTTP_MAP_SIZE", SMALL_HTTP_MAP)
+def _start(data, http_map_size_mb: int) -> Engine:
+    settings = overrides()
+    settings["engine"] = {"http_map_size_mb": http_map_size_mb}
+    return Engine.start(data, http=True, overrides=settings)
+
+
+def test_a_control_write_whose_audit_cannot_be_written_is_refused_before_it_acts(tmp_path):
     data = tmp_path / "data"
     deposit = {"usd": "25.00", "chain": "tron", "tx_hash": "0xfeed", "from_address": "TXYZ"}
-    engine = Engine.start(data, http=True, overrides=overrides())
+    engine = _start(data, http_map_size_mb=1)
     try:
         ctx = engine.http.ctx
         token = ctx.tokens.create("ops", {"operator", "viewer"})
@@ -64,8 +43,7 @@ def test_a_control_write_whose_audit_cannot_be_written_is_refused_before_it_acts
     finally:
         engine.stop()
 
-    monkeypatch.setattr(http_store, "HTTP_MAP_SIZE", 8 * SMALL_HTTP_MAP)  # space returns: a larger map
-    engine = Engine.start(data, http=True, overrides=overrides())
+    engine = _start(data, http_map_size_mb=4)  # space returns: the operator sets a larger map
     try:
         ctx = engine.http.ctx
         control = Client(engine.http.control_port, token)

@@ -7,11 +7,10 @@ from __future__ import annotations
 import re
 import time
 
-import engine.http.store as http_store
 from engine import Engine
 from tests.engine.http.conftest import DE_NUMBER, Client, funded_account, overrides
 
-SMALL_HTTP_MAP = 256 << 10  # the HTTP store's map fills after a few thousand idempotency records
+SMALL_HTTP_MAP_MB = 1  # the HTTP store's map fills after some thousands of idempotency records
 
 
 def _refusals(control: Client, store: str) -> float:
@@ -21,9 +20,9 @@ def _refusals(control: Client, store: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-def _start(data_dir, map_size_mb: int) -> Engine:
+def _start(data_dir, map_size_mb: int, **maps: int) -> Engine:
     settings = overrides()
-    settings["engine"] = {"map_size_mb": map_size_mb}
+    settings["engine"] = {"map_size_mb": map_size_mb, **maps}
     return Engine.start(data_dir, http=True, overrides=settings)
 
 
@@ -63,10 +62,8 @@ def test_a_full_account_store_refuses_new_accounts_with_store_full_and_keeps_eve
         engine.stop()
 
 
-def test_a_full_http_store_refuses_idempotent_submits_with_store_full_and_keeps_their_answers(
-        tmp_path, monkeypatch):
-    monkeypatch.setattr(http_store, "HTTP_MAP_SIZE", SMALL_HTTP_MAP)
-    engine = _start(tmp_path / "data", map_size_mb=64)
+def test_a_full_http_store_refuses_idempotent_submits_with_store_full_and_keeps_their_answers(tmp_path):
+    engine = _start(tmp_path / "data", map_size_mb=64, http_map_size_mb=SMALL_HTTP_MAP_MB)
     try:
         account = funded_account(engine, usd="100000")
         customer = Client(engine.http.customer_port, account.api_key)
