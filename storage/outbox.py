@@ -63,6 +63,7 @@ import msgpack
 from engine.errors import CorruptRecord, KeyUnavailable, StorageError, StoreFull
 from storage.account_keys import DATA, AccountKeys
 from storage.crypto import Sealer
+from storage.full import FULL_ERRORS, store_full
 from storage.pseudonyms import token_text
 from storage.retention import cutoff
 
@@ -159,8 +160,8 @@ class Outbox:
         except BaseException as exc:
             for token in own:  # nothing of the call was queued: its own keys go too
                 self._mail_keys.shred_token(token)
-            if isinstance(exc, lmdb.MapFullError):
-                raise StoreFull("the mail store is full") from exc
+            if isinstance(exc, FULL_ERRORS):  # named, logged and counted like every full store
+                raise store_full("mail") from exc
             if isinstance(exc, lmdb.Error):
                 raise StorageError(f"the mail outbox write failed: {type(exc).__name__}") from exc
             raise

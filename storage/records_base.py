@@ -21,6 +21,7 @@ import msgpack
 
 from engine.errors import CorruptRecord, UnknownAccount
 from storage.crypto import Sealer
+from storage.full import refusing_when_full
 
 R = TypeVar("R")
 
@@ -31,9 +32,10 @@ class SealedRecords(Generic[R]):
 
     def __init__(self, env: lmdb.Environment, sealer: Sealer, db: bytes, record_type: type[R],
                  label: str, *, encode: Callable[[R, bytes], dict] | None = None,
-                 decode: Callable[[dict, bytes], R] | None = None) -> None:
+                 decode: Callable[[dict, bytes], R] | None = None, store: str = "privacy") -> None:
         """``encode``/``decode`` (record, db key) map a record to the stored dict and back, for a
-        store that seals some fields under another key (``storage.dsar``); default: its fields."""
+        store that seals some fields under another key (``storage.dsar``); default: its fields.
+        ``store``: the environment's name a full map is refused with (``StoreFull``, ``storage.full``)."""
         self.env = env
         self._sealer = sealer
         self._db = env.open_db(db)
@@ -42,9 +44,10 @@ class SealedRecords(Generic[R]):
         self._encode = encode or (lambda record, key: asdict(record))
         self._decode_doc = decode or (lambda doc, key: record_type(**doc))
         self.lock = threading.Lock()
+        self._store = store
 
     def put(self, record: R) -> R:
-        with self.lock, self.env.begin(write=True) as txn:
+        with self.lock, refusing_when_full(self._store), self.env.begin(write=True) as txn:
             self._put(txn, record)
         return record
 
@@ -63,7 +66,7 @@ class SealedRecords(Generic[R]):
 
     def update(self, record_id: str, change: Callable[[R], R]) -> R:
         key = record_id.encode()
-        with self.lock, self.env.begin(write=True) as txn:
+        with self.lock, refusing_when_full(self._store), self.env.begin(write=True) as txn:
             blob = txn.get(key, db=self._db)
             if blob is None:
                 raise UnknownAccount(f"no {self._label} {record_id}")
@@ -73,7 +76,7 @@ class SealedRecords(Generic[R]):
 
     def delete_where(self, due: Callable[[R], bool]) -> int:
         removed = 0
-        with self.lock, self.env.begin(write=True) as txn:
+        with self.lock, refusing_when_full(self._store), self.env.begin(write=True) as txn:
             for key, blob in list(txn.cursor(db=self._db)):
                 if due(self._decode(bytes(key), blob)):
                     txn.delete(key, db=self._db)

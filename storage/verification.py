@@ -81,7 +81,7 @@ class _AccountSealed:
         """Erasure: delete every entry of the account; how many."""
         token = self._keys.token(account_id)
         removed = 0
-        with self.env.begin(write=True) as txn:
+        with refusing_when_full("privacy"), self.env.begin(write=True) as txn:
             for key, blob in list(txn.cursor(db=self._db)):
                 key, blob = bytes(key), bytes(blob)
                 if blob[0] == _FORMAT:

@@ -8,7 +8,8 @@ one. Now:
 
 * :func:`audit_intent_middleware` (innermost, after authentication) writes an intent entry (result
   ``started``) for every request other than GET before its handler runs. When that write fails the
-  request is answered ``503 audit_unavailable`` with ``Retry-After`` and nothing was done: retrying is safe.
+  request is answered 503 with ``Retry-After`` — ``store_full`` naming the ``http`` store when its map or
+  disk is full, ``audit_unavailable`` otherwise — and nothing was done: retrying is safe.
 * :func:`audit_middleware` (outermost) writes the result entry (the HTTP status; ``detail.intent`` names the
   intent entry's sequence number) before the answer goes out. If it cannot be written for a request that
   acted, the answer is still the real one (the action happened, its intent entry records who did what,
@@ -28,6 +29,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from engine.errors import StoreFull
 from engine.http.context import CTX, OPERATOR, HttpContext
 from engine.http.errors import HttpError, error_response
 from engine.http.middleware import endpoint_name
@@ -69,6 +71,9 @@ async def audit_intent_middleware(request: web.Request, handler: _Handler) -> we
             request[_REFUSED] = True
             log.error("audit intent entry not written (%s): request refused before it acted",
                       type(exc).__name__)
+            if isinstance(exc, StoreFull):  # named and counted by the committer (storage.full)
+                raise HttpError(503, "store_full", f"{exc.message.split(':')[0]}: the audit log could "
+                                "not be written, nothing was done; retry later", _RETRY) from None
             raise HttpError(503, "audit_unavailable", "the audit log could not be written: nothing "
                             "was done; retry later", _RETRY) from None
     return await handler(request)

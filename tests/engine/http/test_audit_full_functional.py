@@ -1,6 +1,6 @@
 """Staff access is audit-logged (policy 9): when the control port's audit log cannot be written (its store,
-the HTTP environment, is full) a request that would change something is refused 503 ``audit_unavailable``
-*before* it acts, so the refusal left nothing behind and a retry is safe; once there is space the same
+the HTTP environment, is full) a request that would change something is refused 503 ``store_full`` (naming
+the ``http`` store) *before* it acts, so the refusal left nothing behind and a retry is safe; once there is space the same
 request works, once, and its audit entries exist. Over real sockets."""
 
 from __future__ import annotations
@@ -32,10 +32,11 @@ def test_a_control_write_whose_audit_cannot_be_written_is_refused_before_it_acts
 
         fill(ctx.audit.env)
         status, headers, answer = control.request("POST", "/v1/accounts", {"email": "new@example.com"})
-        assert status == 503 and answer["error"]["code"] == "audit_unavailable", (status, answer)
-        assert "nothing was done" in answer["error"]["message"] and headers.get("Retry-After")
+        assert status == 503 and answer["error"]["code"] == "store_full", (status, answer)
+        assert "http store" in answer["error"]["message"] and "nothing was done" in answer["error"]["message"]
+        assert headers.get("Retry-After")
         status, _, answer = control.request("POST", f"/v1/accounts/{existing['id']}/deposits", deposit)
-        assert status == 503 and answer["error"]["code"] == "audit_unavailable", (status, answer)
+        assert status == 503 and answer["error"]["code"] == "store_full", (status, answer)
         # nothing was done: no account, no deposit, and no audit entry claims either
         assert sorted(engine.accounts.ids()) == accounts_before
         assert engine.balance(existing["id"]) == balance_before

@@ -1,9 +1,12 @@
 """The HTTP, mail and privacy stores' LMDB maps are set by ``[engine] http_map_size_mb``,
-``mail_map_size_mb`` and ``privacy_map_size_mb``: a store filled at a small size refuses writes (503), and
+``mail_map_size_mb`` and ``privacy_map_size_mb``: a store filled at a small size refuses writes with 503
+``store_full`` naming it (counted under its name in ``/metrics``), and
 after a restart with a larger setting its environment has grown and the same write is accepted. Over real
 sockets."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 
@@ -22,13 +25,22 @@ def _env(engine: Engine, store: str):
     return {"http": engine.http.ctx.audit.env, "mail": engine.mail.env, "privacy": engine.privacy.env}[store]
 
 
-def _write(engine: Engine, control: Client, store: str, account: str) -> int:
-    """One control-port write that needs space in ``store``; its HTTP status."""
+def _write(control: Client, store: str, account: str) -> tuple[int, dict]:
+    """One control-port write that needs space in ``store``; its HTTP status and answer."""
     if store == "mail":
-        return control.request("POST", f"/v1/accounts/{account}/confirmation")[0]
-    if store == "privacy":
-        return control.request("POST", "/v1/support/cases", {"subject": "billing", "text": "a question"})[0]
-    return control.request("POST", "/v1/accounts", {"email": "another@example.com"})[0]
+        status, _, answer = control.request("POST", f"/v1/accounts/{account}/confirmation")
+    elif store == "privacy":
+        status, _, answer = control.request("POST", "/v1/support/cases",
+                                            {"subject": "billing", "text": "a question"})
+    else:
+        status, _, answer = control.request("POST", "/v1/accounts", {"email": "another@example.com"})
+    return status, answer
+
+
+def _refusals(control: Client, store: str) -> float:
+    text = control.request("GET", "/metrics")[2].decode()
+    found = re.search(rf'^smsroute_store_full_refusals_total{{store="{store}"}} (\S+)$', text, re.M)
+    return float(found.group(1)) if found else 0.0
 
 
 @pytest.mark.parametrize("store", ["http", "mail", "privacy"])
@@ -37,12 +49,17 @@ def test_a_store_filled_at_a_small_map_takes_writes_after_a_restart_with_a_large
     engine = _start(data, key, 1)
     try:
         assert _env(engine, store).info()["map_size"] == 1 << 20
-        token = engine.http.ctx.tokens.create("ops", {"operator", "privacy"})
+        token = engine.http.ctx.tokens.create("ops", {"operator", "privacy", "viewer"})
         control = Client(engine.http.control_port, token)
         status, _, account = control.request("POST", "/v1/accounts", {"email": "owner@example.com"})
         assert status == 201, account
         fill(_env(engine, store))
-        assert _write(engine, control, store, account["id"]) == 503
+        status, answer = _write(control, store, account["id"])
+        # refused naming the full store, and counted under its name
+        assert status == 503 and answer["error"]["code"] == "store_full", answer
+        assert f"the {store} store is full" in answer["error"]["message"], answer
+        if store != "http":  # a full http store cannot audit GET /metrics: it is withheld (503) too
+            assert _refusals(control, store) >= 1
     finally:
         engine.stop()
 
@@ -50,6 +67,7 @@ def test_a_store_filled_at_a_small_map_takes_writes_after_a_restart_with_a_large
     try:
         assert _env(engine, store).info()["map_size"] == 4 << 20  # the existing environment grew
         control = Client(engine.http.control_port, token)
-        assert _write(engine, control, store, account["id"]) in (201, 202)
+        status, answer = _write(control, store, account["id"])
+        assert status in (201, 202), answer
     finally:
         engine.stop()
