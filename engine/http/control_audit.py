@@ -14,7 +14,10 @@ one. Now:
   intent entry's sequence number) before the answer goes out. If it cannot be written for a request that
   acted, the answer is still the real one (the action happened, its intent entry records who did what,
   when) and the missing result is logged. A GET, or a request refused before its handler (401, 403, 400),
-  changed nothing: when its one entry cannot be written it is answered ``503 audit_unavailable`` instead.
+  changed nothing: when its one entry cannot be written it is answered ``503 audit_unavailable`` instead —
+  except ``GET /metrics``: aggregate counters with nothing about a person, which monitoring must still
+  read exactly when a store is full (it would otherwise go blind at that moment); the missing entry is
+  logged.
 
 Writes are group-committed (:class:`engine.http.store.GroupCommitter`): requests that finish together
 share one fsync. Hold ids are audit targets, and accounts are, by their pseudonym (``storage.audit``);
@@ -41,6 +44,7 @@ _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _INTENT = web.RequestKey("audit_intent", int)  # sequence number of the request's intent entry
 _REFUSED = web.RequestKey("audit_refused", bool)  # its intent entry could not be written: it did nothing
 _UNAUDITED = ("/healthz", "/readyz")
+_MONITORING = ("/metrics",)  # served even when its audit entry cannot be written (see the docstring)
 _READS = ("GET", "HEAD")
 _RETRY = {"Retry-After": "5"}
 STARTED = "started"
@@ -96,6 +100,9 @@ async def audit_middleware(request: web.Request, handler: _Handler) -> web.Strea
                       type(exc).__name__, resp.status)
             return resp
         if request.get(_REFUSED):  # already answered 503 audit_unavailable, having done nothing
+            return resp
+        if request.path in _MONITORING and request.method in _READS:
+            log.error("audit entry of a metrics scrape not written (%s); served", type(exc).__name__)
             return resp
         log.error("audit entry not written (%s): answer withheld", type(exc).__name__)
         return error_response(503, "audit_unavailable", "the audit log could not be written; retry later",
