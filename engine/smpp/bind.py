@@ -64,6 +64,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("engine.smpp.bind")
 THROTTLE_PAUSE_MIN = 0.2
 THROTTLE_PAUSE_MAX = 5.0
+#: Answers (deliver_sm_resp, enquire_link_resp...) waiting in the write buffer beyond which the bind stops
+#: reading until the SMSC takes them: an SMSC that floods us and never reads is held back by TCP, not
+#: by our memory. The same mark bounds submits (``_send_loop``).
+READ_PAUSE_BYTES = 1 << 16
 # Pushback, not an error: in a submit_sm_resp or a generic_nack to a submit (as Kannel reads the nack).
 CONGESTED = frozenset({p.ESME_RTHROTTLED, p.ESME_RMSGQFUL})
 #: Bind refusals a retry within seconds will not fix (module doc); any status not in BIND_TRANSIENT is one.
@@ -333,6 +337,10 @@ class SmppBind:
                 raise BindClosed("peer_closed")
             self._last_rx = loop.time()
             self._dispatch(pdu)
+            writer = self._writer
+            if writer is not None and writer.transport.get_write_buffer_size() > READ_PAUSE_BYTES:
+                self.connector.count_error("read_paused")  # TCP backpressure on an SMSC not reading
+                await writer.drain()
 
     def _on_bad_pdu(self, exc: p.PduError) -> None:
         """A PDU read whole whose body (or command) we cannot use; the bind stays up (module doc)."""
@@ -422,7 +430,7 @@ class SmppBind:
             self.inflight[seq] = (part, timer)
             self._send(p.Pdu(p.SUBMIT_SM, seq, 0, part.params, part.tlvs))
             self.connector.submitted += 1
-            if self._writer is not None and self._writer.transport.get_write_buffer_size() > 1 << 16:
+            if self._writer is not None and self._writer.transport.get_write_buffer_size() > READ_PAUSE_BYTES:
                 await self._writer.drain()
 
     async def _pace(self, loop: asyncio.AbstractEventLoop) -> None:
