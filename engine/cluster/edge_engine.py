@@ -14,6 +14,7 @@ spent ahead of the core's count.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from concurrent.futures import Future
@@ -27,6 +28,8 @@ from engine.cluster.placement import Placement
 from engine.cluster.transport import Transport
 from engine.errors import AuthError, InputError, OutcomeUnknown, SmsrouteError, error_from_code
 from engine.http.ratelimit import Decision
+
+log = logging.getLogger(__name__)
 
 KEY_CACHE_S = 2.0
 UNANSWERED_AFTER_S = 15.0
@@ -173,9 +176,14 @@ class LeasedLimiter:
     CREDIT = 1
 
     def __init__(self, engine: EdgeEngine, executor: Any, lease: int = 20,
-                 max_lease: int = 1000) -> None:
+                 max_lease: int = 1000, *, max_keys: int = 100_000, max_fetches: int = 1024) -> None:
         self.engine = engine
         self.executor = executor
+        # Bounded like ``Gcra``: unauthenticated callers are keyed by source address, so a caller with many
+        # addresses would otherwise grow these tables (and the executor's queue of leases) for ever.
+        self.max_keys = max_keys
+        self.max_fetches = max_fetches
+        self.forgotten = 0  # keys dropped to stay within max_keys
         self.lease = lease
         self.burst = int(engine.settings.http.rate_limit_burst)
         self.max_lease = max(lease, min(max_lease, self.burst))
@@ -189,7 +197,11 @@ class LeasedLimiter:
 
     def check(self, key: str, now: float | None = None) -> Decision:
         with self._lock:
-            tokens = self._tokens.get(key, 0)
+            tokens = self._tokens.get(key)
+            if tokens is None:
+                tokens = 0
+                if len(self._tokens) >= self.max_keys:
+                    self._forget()
             if tokens < self._block.get(key, self.lease) // 2:
                 self._fetch(key)
             if tokens <= 0 and key in self._pending:
@@ -201,9 +213,28 @@ class LeasedLimiter:
             retry = self._retry_after.get(key, 0.05)
             return Decision(False, self.burst, 0, retry, retry)
 
+    def _forget(self) -> None:
+        """Drop the oldest keys (not those with a lease on its way) down to three quarters of
+        ``max_keys``: amortised O(1) per request. A forgotten key starts afresh: its unspent tokens are
+        not used (the core counted them: safe), and it may run one first block ahead of the count again."""
+        target = self.max_keys * 3 // 4
+        for key in list(self._tokens):
+            if len(self._tokens) <= target:
+                break
+            if key in self._pending:
+                continue
+            del self._tokens[key]
+            self._block.pop(key, None)
+            self._starved.discard(key)
+            self._leased.discard(key)
+            self._retry_after.pop(key, None)
+            self.forgotten += 1
+        log.warning("edge rate limiter: %d keys remembered (bound %d); forgot the oldest (%d so far)",
+                    len(self._tokens), self.max_keys, self.forgotten)
+
     def _fetch(self, key: str) -> None:
-        if key in self._pending:
-            return
+        if key in self._pending or len(self._pending) >= self.max_fetches:
+            return  # (over the bound: asked again by the key's next request; its credit still holds)
         self._pending.add(key)
         self.executor.submit(self._lease, key)
 

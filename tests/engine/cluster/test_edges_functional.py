@@ -235,3 +235,24 @@ def test_an_edges_block_falls_back_to_a_small_lease_when_the_core_grants_less_th
             pool.run()
     assert len(asked) > grown + 1
     assert asked[grown + 1:] == [10] * (len(asked) - grown - 1)
+
+
+def test_an_edge_remembers_a_bounded_number_of_keys_and_of_leases_in_flight():
+    """Unauthenticated callers are limited per source address: a caller with many addresses (an IPv6
+    range) must not grow an edge's tables, nor its queue of leases waiting for the core, without bound."""
+    core, pool = _FakeCore(budget=1 << 40), _Later()
+    edge = LeasedLimiter(core, pool, lease=10, max_keys=1000, max_fetches=50)
+    for i in range(20_000):
+        edge.check(f"ip:2001:db8::{i:x}")
+        if i % 100 == 99:
+            assert len(pool.tasks) <= 50  # leases asked of the core, not yet back
+            pool.run()
+    tables = (edge._tokens, edge._leased, edge._retry_after, edge._block, edge._starved, edge._pending)
+    assert max(len(t) for t in tables) <= 1000
+    # a key in use is still counted by the core's grants after all that churn
+    spent_before = core.budget
+    allowed = 0
+    for _ in range(200):
+        allowed += edge.check("busy").allowed
+        pool.run()
+    assert allowed == 200 and core.budget < spent_before
