@@ -120,6 +120,7 @@ class Runtime:
         self._routing_wanted = threading.Event()  # set: ask the core for its table (again)
         self._routing_stopping = threading.Event()
         self._routing_thread: threading.Thread | None = None
+        self._push_lock = threading.Lock()  # the core: one push of its table to the workers at a time
 
     # --- start -------------------------------------------------------------------------------------
 
@@ -288,7 +289,8 @@ class Runtime:
         worker = not place.runs_core
         security = NatsSecurity.for_servers(place.nats, self.settings.nats, place.nats_token_file)
         self.transport = Transport(list(place.nats), place.node, self._deliver, answer=answer,
-                                   on_reconnected=self._routing_wanted.set if worker else None,
+                                   on_reconnected=(self._routing_wanted.set if worker
+                                                   else self._core_reconnected),
                                    deliveries=not worker, security=security).start()
         self.directory.transport = self.transport
         if not place.runs_pops:  # the core: what the POP shards hold is asked of the workers
@@ -539,9 +541,25 @@ class Runtime:
     def replace_routing(self, table: dict) -> None:
         """Validate, persist (atomically: write, fsync, rename) and swap in a new routing table."""
         routing = self._routing_from(table)
-        self._persist_routing(routing)
-        if self.placement.clustered and not self.placement.runs_pops:
-            self.shards.use_routing(routing.to_document())  # every worker routes by it from now on
+        with self._push_lock:  # (a push after a reconnect cannot overtake this one with an older table)
+            self._persist_routing(routing)
+            if self.placement.clustered and not self.placement.runs_pops:
+                self.shards.use_routing(routing.to_document())  # every worker routes by it from now on
+
+    def _core_reconnected(self) -> None:
+        """The core's NATS link is back (on the transport thread: must not block). A table replaced
+        while it was down reached no worker (the request was refused, not buffered), and the workers,
+        whose links stayed up, do not ask again: push the current table to them."""
+        threading.Thread(target=self._push_routing, daemon=True, name="routing-push").start()
+
+    def _push_routing(self) -> None:
+        with self._push_lock:
+            try:
+                self.shards.use_routing(self.directory.routing.to_document())
+            except (SmsrouteError, RuntimeError) as exc:  # (RuntimeError: stopping, the pool is shut)
+                log.warning("routing: could not push the current table to the workers after the NATS "
+                            "link came back (%s); a worker takes it when its own link comes back or "
+                            "it restarts", exc)
 
     def local_use_routing(self, table: dict) -> None:
         """A worker takes the table the core replaced (persisted here too, for its restarts)."""

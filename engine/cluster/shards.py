@@ -24,6 +24,7 @@ from typing import Any
 from engine import messages as m
 from engine.cluster.carrier_view import merge_carrier_rows
 from engine.cluster.placement import Placement
+from engine.cluster.transport import ACT_WITHIN
 from engine.errors import SmsrouteError, error_from_code
 from storage.records import MessageRecord
 
@@ -291,8 +292,9 @@ class ClusterShards:
         """Stop the query threads (the engine's stop; a query still running finishes first)."""
         self._pool.shutdown(wait=True)
 
-    def _ask(self, node: str, kind: str, *args: Any) -> Any:
-        raw = self.transport.request(node, m.encode(m.ShardQuery(kind, list(args))), QUERY_TIMEOUT_S)
+    def _ask(self, node: str, kind: str, *args: Any, act_by: float | None = None) -> Any:
+        raw = self.transport.request(node, m.encode(m.ShardQuery(kind, list(args))), QUERY_TIMEOUT_S,
+                                     act_by)
         reply = m.decode(raw)
         if isinstance(reply, m.ShardReplyParts):  # a large answer: fetched a part at a time
             raw = b"".join(self._ask(node, "answer_part", reply.token, i) for i in range(reply.count))
@@ -304,8 +306,17 @@ class ClusterShards:
         return reply.result
 
     def _ask_all(self, kind: str, *args: Any) -> list[Any]:
-        futures = [self._pool.submit(self._ask, node, kind, *args) for node in self.workers]
-        return [f.result() for f in futures]
+        """Every worker's answer; the first failure is raised, and a question not yet sent then never
+        is (one deadline for all: a worker asked late would act after the caller was told 503)."""
+        act_by = time.time() + QUERY_TIMEOUT_S * ACT_WITHIN
+        futures = [self._pool.submit(self._ask, node, kind, *args, act_by=act_by)
+                   for node in self.workers]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
 
     def find_record(self, message_id: str) -> MessageRecord | None:
         for found in self._ask_all("find_record", message_id):

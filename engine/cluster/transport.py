@@ -20,6 +20,26 @@ retries), and debits and refunds stay owed in the sending POP's store until the 
 (``storage.owed_debits``) - an outbox on the sender's own fsynced disk, which is also why no JetStream
 stream is needed on the message path.
 
+**Requests are refused, not buffered, and never acted on late.** ``request`` (the core asking workers:
+suspend a carrier, place or release a hold, erase an account, take a routing table, exports; a worker or
+an edge asking the core) is how an operator's action reaches the POP shards, and its caller answers the
+operator (503 ``cluster_unavailable`` when no answer comes). Such a request must not take effect after
+the caller gave up: a suspension, hold or erasure reported as failed would surprise the operator later,
+and a retry of a hold would place it twice. So (a) while this process's link is known to be down a
+request is refused at once (``TransportError``), not left in the reconnect buffer; and (b) every request
+carries a deadline (header ``Smsroute-Deadline``: wall-clock seconds, ``ACT_WITHIN`` of its timeout after
+it was sent), and the answering process drops one that reaches it later (counted ``late_queries``,
+logged with its kind): it is neither acted on nor answered. The rest of the timeout is left for the work
+and the answer. What remains is the ambiguity no transport removes - a request acted on whose answer is
+lost or slower than the timeout reports 503 although it happened - so a retry must be safe:
+suspending (a state, not a toggle), taking a routing table and erasing are idempotent, a second release
+of a hold is refused as not open, reads are harmless; placing a hold is not (a retry may place a second
+one: ``GET /v1/holds`` lists them). One question to many workers has one deadline, and a part not yet
+sent when another failed is never sent (``ClusterShards._ask_all``). The core pushes its routing table
+again when its link comes back (``actors.supervisor``): a table replaced meanwhile reached no worker.
+The deadline assumes the hosts' clocks agree (NTP) to well within half a timeout (15 s for the core's
+queries, 2.5 s for a worker's or an edge's).
+
 Threads: ``tell`` may be called from any thread (it appends to a buffer under a lock and, for the first
 frame of a batch, wakes the transport thread); delivery to local actors happens on the transport thread
 (``deliver`` only ``tell``s, so it never blocks).
@@ -30,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -44,6 +65,8 @@ from engine.errors import ClusterUnavailable, MalformedMessage
 log = logging.getLogger(__name__)
 
 MAX_PAYLOAD = 512 * 1024  # bytes per NATS message (the server's default limit is 1 MiB)
+DEADLINE_HEADER = "Smsroute-Deadline"  # a request's deadline to be acted on (wall-clock seconds)
+ACT_WITHIN = 0.5  # of a request's timeout: later it is dropped; the rest is for the work and the answer
 _ENVELOPE = msgspec.msgpack.Decoder(list[tuple[str, bytes]])
 _ENCODER = msgspec.msgpack.Encoder()
 
@@ -98,7 +121,7 @@ class Transport:
         self._nc: Any = None
         self.counters = {"frames_out": 0, "frames_in": 0, "batches_out": 0, "batches_in": 0,
                          "malformed": 0, "unknown_target": 0, "disconnects": 0, "reconnects": 0,
-                         "publish_errors": 0}
+                         "publish_errors": 0, "requests_refused": 0, "late_queries": 0}
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -214,22 +237,58 @@ class Transport:
 
     # --- request / reply (queries between the core and workers; never on the hot path) -----------------
 
-    def request(self, node: str, payload: bytes, timeout: float) -> bytes:
-        """Ask ``node`` (from any thread but the transport's own) and wait for its answer."""
+    def request(self, node: str, payload: bytes, timeout: float, act_by: float | None = None) -> bytes:
+        """Ask ``node`` (from any thread but the transport's own) and wait for its answer; refused at
+        once while the link is down, and dropped by ``node`` if it arrives after its deadline (see the
+        module docstring): a request this raises for is never acted on later. ``act_by``: the deadline
+        (``time.time()`` seconds) when one question goes to many nodes; by default ``ACT_WITHIN`` of
+        ``timeout`` from now."""
         loop = self._loop
         if loop is None or self._nc is None:
             raise TransportError("the transport is not running")
+        if not self.connected:  # it would wait in the reconnect buffer and be sent after the caller gave up
+            with self._lock:
+                self.counters["requests_refused"] += 1
+            raise TransportError(f"this process's NATS link is down: {node} was not asked")
+        if act_by is None:
+            act_by = time.time() + timeout * ACT_WITHIN
+        elif time.time() >= act_by:  # (queued behind other questions until its asker had given up)
+            raise TransportError(f"{node} was not asked in time")
+        headers = {DEADLINE_HEADER: repr(act_by)}
         future = asyncio.run_coroutine_threadsafe(
-            self._nc.request(self.subject(node) + ".query", payload, timeout=timeout), loop)
+            self._nc.request(self.subject(node) + ".query", payload, timeout=timeout, headers=headers),
+            loop)
         try:
             return future.result(timeout + 1).data
         except Exception as exc:
             raise TransportError(f"{node} did not answer: {type(exc).__name__}") from exc
 
     async def _on_query(self, msg: Any) -> None:
+        if self._too_late(msg):
+            return  # its asker reports it failed (or soon will): neither acted on nor answered
         loop = asyncio.get_running_loop()
         reply = await loop.run_in_executor(None, self._answer, msg.data)  # may read stores, ask actors
         await msg.respond(reply)
+
+    def _too_late(self, msg: Any) -> bool:
+        raw = (msg.headers or {}).get(DEADLINE_HEADER)
+        if raw is None:
+            return False  # (a sender from before deadlines: acted on as before)
+        try:
+            late = time.time() - float(raw)
+        except ValueError:
+            late = 0.0  # (a deadline that does not parse is not a reason to drop an operator's action)
+        if late <= 0:
+            return False
+        self.counters["late_queries"] += 1
+        try:
+            q = m.decode(msg.data)
+            kind = q.kind if isinstance(q, m.ShardQuery) else type(q).__name__
+        except MalformedMessage:
+            kind = "malformed"
+        log.warning("nats %s: dropped a %s query that arrived %.1f s after its deadline (its asker "
+                    "reports it failed)", self.node, kind, late)
+        return True
 
     # --- connection ----------------------------------------------------------------------------------
 

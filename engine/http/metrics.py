@@ -207,7 +207,7 @@ def _actor_families(stats: dict[str, Any]) -> Iterator[Metric]:
 
 def _cluster_families(stats: dict[str, Any]) -> Iterator[Metric]:
     """A cluster's worker processes (1 while running; restarts by the supervisor) and this process's
-    NATS link (its frames in and out, and what was refused on entry)."""
+    NATS link (its frames in and out, what was refused on entry, and requests not acted on)."""
     up = GaugeMetricFamily("smsroute_worker_up", "1 while the worker process runs", labels=["worker"])
     restarts = CounterMetricFamily("smsroute_worker_restarts", "Times the supervisor restarted the "
                                    "worker", labels=["worker"])
@@ -228,7 +228,12 @@ def _cluster_families(stats: dict[str, Any]) -> Iterator[Metric]:
         _add(refused, ["unknown_target"], t.get("unknown_target"))
         reconnects = CounterMetricFamily("smsroute_nats_reconnects", "Reconnections of the NATS link")
         _add(reconnects, [], t.get("reconnects"))
-        yield from (frames, refused, reconnects)
+        queries = CounterMetricFamily("smsroute_nats_queries_not_acted_on", "Requests refused while "
+                                      "the link was down, or dropped on arrival after their deadline",
+                                      labels=["reason"])
+        _add(queries, ["link_down"], t.get("requests_refused"))
+        _add(queries, ["late"], t.get("late_queries"))
+        yield from (frames, refused, reconnects, queries)
 
 
 def _connection_families(connections: dict[str, dict[str, int]]) -> Iterator[Metric]:

@@ -101,7 +101,9 @@ class LinkCutter:
     """A loopback TCP relay in front of a NATS server, for one process's link: :meth:`cut` closes every
     connection through it and refuses new ones (the process is cut off while the others stay
     connected); :meth:`restore` listens again on the same port. A standalone server advertises no other
-    URL, so the cut-off client cannot go round it."""
+    URL, so the cut-off client cannot go round it. :meth:`hold` instead keeps the connections open but
+    forwards nothing until :meth:`release` (a link that stalls unnoticed: what is sent meanwhile arrives
+    late, all at once)."""
 
     def __init__(self, target_port: int) -> None:
         self.target = ("127.0.0.1", target_port)
@@ -109,6 +111,8 @@ class LinkCutter:
         self._listener: socket.socket | None = None
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
+        self._flowing = threading.Event()
+        self._flowing.set()
         self.restore()
 
     @property
@@ -137,7 +141,15 @@ class LinkCutter:
                 conn.shutdown(socket.SHUT_RDWR)
             conn.close()
 
-    close = cut
+    def hold(self) -> None:
+        self._flowing.clear()
+
+    def release(self) -> None:
+        self._flowing.set()
+
+    def close(self) -> None:
+        self.release()
+        self.cut()
 
     def _accept(self, listener: socket.socket) -> None:
         while True:
@@ -154,12 +166,13 @@ class LinkCutter:
             with self._lock:
                 self._conns += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+                threading.Thread(target=_pipe, args=(a, b, self._flowing), daemon=True).start()
 
 
-def _pipe(src: socket.socket, dst: socket.socket) -> None:
+def _pipe(src: socket.socket, dst: socket.socket, flowing: threading.Event) -> None:
     with contextlib.suppress(OSError):
         while data := src.recv(65536):
+            flowing.wait()
             dst.sendall(data)
     with contextlib.suppress(OSError):
         dst.shutdown(socket.SHUT_WR)

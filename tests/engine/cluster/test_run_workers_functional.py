@@ -110,6 +110,7 @@ def _run_with_two_workers(data, children: set[int]) -> None:
         assert 'smsroute_worker_up{worker="w0"} 1.0' in text
         assert 'smsroute_worker_up{worker="w1"} 1.0' in text
         assert "smsroute_nats_connected 1.0" in text
+        assert 'smsroute_nats_queries_not_acted_on_total{reason="late"} 0.0' in text
 
         assert run.stop(60) == 0
         assert "smsroute stopped" in run.output

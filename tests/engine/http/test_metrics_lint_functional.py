@@ -109,7 +109,8 @@ README = Path(__file__).resolve().parents[3] / "README.md"
 # Exported only by the core of a cluster (``--workers``), where the NATS link exists; a one-process
 # engine has no such link. The cluster tests scrape them there.
 CLUSTER_ONLY = {"smsroute_nats_connected", "smsroute_nats_frames_total",
-                "smsroute_nats_refused_total", "smsroute_nats_reconnects_total"}
+                "smsroute_nats_refused_total", "smsroute_nats_reconnects_total",
+                "smsroute_nats_queries_not_acted_on_total"}
 
 
 def _readme_metric_names() -> set[str]:

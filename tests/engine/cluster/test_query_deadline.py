@@ -1,0 +1,116 @@
+"""A request between cluster processes is acted on only while its asker still waits for the answer.
+
+Real nats-server on loopback, two transports; the asker reaches the server through a relay that can cut
+or stall its link. Before, a request made while the link was down waited in nats-py's reconnect buffer
+and was sent - and acted on - after the reconnect, although its caller had long been told
+``cluster_unavailable``; one that a stalled link delivered late was acted on too.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from engine import messages as m
+from engine.cluster.nats_server import NatsServer
+from engine.cluster.shards import ClusterShards
+from engine.cluster.transport import Transport
+from engine.errors import ClusterUnavailable
+from tests.engine.cluster.support import LinkCutter
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.functional
+
+
+@pytest.fixture()
+def pair(tmp_path):
+    """``(asker, answerer, link, asked)``: the asker's link goes through ``link``; ``asked`` lists the
+    kinds the answerer acted on."""
+    server = NatsServer(log_dir=tmp_path / "nats-log").start()
+    link = LinkCutter(server.port)
+    asked: list[str] = []
+
+    def answer(raw: bytes) -> bytes:
+        asked.append(m.decode(raw).kind)
+        return m.encode(m.ShardReply(True, None, ""))
+
+    deliver = lambda target, frame, message: True  # noqa: E731
+    answerer = Transport([server.url], "w0", deliver, answer=answer).start()
+    asker = Transport([link.url], "core", deliver).start()
+    try:
+        yield asker, answerer, link, asked
+    finally:
+        asker.stop()
+        answerer.stop()
+        link.close()
+        server.stop()
+
+
+def _ask(asker: Transport, kind: str, timeout: float = 5.0) -> None:
+    asker.request("w0", m.encode(m.ShardQuery(kind, [])), timeout)
+
+
+def test_a_request_while_the_link_is_down_is_refused_at_once_and_never_sent_later(pair):
+    asker, answerer, link, asked = pair
+    link.cut()
+    wait_for(lambda: not asker.connected, "the asker to notice its link is down")
+    started = time.monotonic()
+    with pytest.raises(ClusterUnavailable):
+        _ask(asker, "suspend_carrier", timeout=3.0)
+    waited = time.monotonic() - started
+    link.restore()
+    wait_for(lambda: asker.connected, "the asker to reconnect", 15)
+    _ask(asker, "carrier_stats")  # answered after anything sent before it on this link
+    assert asked == ["carrier_stats"]  # the refused suspension was not sent after the reconnect
+    assert waited < 1.0  # refused at once, not after waiting out its time-out in the reconnect buffer
+    assert asker.stats()["requests_refused"] == 1
+
+
+def test_a_request_that_arrives_after_its_asker_gave_up_is_dropped_counted_not_acted_on(pair):
+    asker, answerer, link, asked = pair
+    link.hold()  # the link stalls unnoticed: the request goes out but stays in the relay
+    with pytest.raises(ClusterUnavailable):
+        _ask(asker, "place_hold", timeout=1.0)
+    link.release()  # it arrives now, after its deadline
+    _ask(asker, "carrier_stats")  # answered after the late one, which came first on this link
+    assert asked == ["carrier_stats"]  # the hold its asker reported as failed was not placed
+    assert answerer.stats()["late_queries"] == 1
+
+
+def test_a_request_past_the_deadline_it_was_given_is_not_sent(pair):
+    asker, answerer, link, asked = pair
+    with pytest.raises(ClusterUnavailable, match="not asked in time"):
+        asker.request("w0", m.encode(m.ShardQuery("forget_account", [])), 5.0, act_by=time.time() - 1)
+    _ask(asker, "carrier_stats")
+    assert asked == ["carrier_stats"]
+
+
+class _FailingFirst:
+    """A transport whose question to w0 fails at once (w0 did not answer) and that records the rest."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, float | None]] = []
+
+    def request(self, node: str, payload: bytes, timeout: float, act_by: float | None = None) -> bytes:
+        self.asked.append((node, act_by))
+        if node == "w0":
+            raise ClusterUnavailable("w0 did not answer")
+        return m.encode(m.ShardReply(True, None, ""))
+
+
+def test_when_one_worker_fails_a_question_still_queued_for_another_is_never_sent():
+    """The core's query threads may all be busy: a worker's question waits for one. Before, it was sent
+    once a thread came free - after the caller had been told 503 - with a fresh deadline, and acted on."""
+    transport = _FailingFirst()
+    shards = ClusterShards(transport, ("w0", "w1"))
+    busy = threading.Event()
+    try:
+        shards._pool.submit(busy.wait, 10)  # one of the two threads is busy: w1's question waits
+        with pytest.raises(ClusterUnavailable):
+            shards.suspend_carrier("fra-telekom", True)
+    finally:
+        busy.set()
+        shards.close()
+    assert [node for node, _ in transport.asked] == ["w0"]
