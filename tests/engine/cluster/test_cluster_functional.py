@@ -39,11 +39,10 @@ def test_accounts_spread_over_two_workers_are_delivered_billed_once_and_readable
         wait_for(lambda: all(c.final_in_store(a.message_id) == "delivered" for a in accepted),
                  "every message delivered", 30)
         for acct in accounts:
+            # a debit reaches the core's ledger over NATS and its group commit, not with the final status
             mine = [a for a in accepted if c.engine.status(a.message_id).account_id == acct.id]
-            debits = [e for e in c.engine.runtime.ledger_store.entries(acct.id) if e.kind == DEBIT]
-            assert sorted(e.reference for e in debits) == sorted(a.message_id for a in mine)
-            assert c.engine.balance(acct.id) == int(DEPOSIT_USD) * 1_000_000 - sum(
-                a.price_micro_usd for a in mine)
+            wait_for(lambda mine=mine, acct=acct: _billed_once(c, acct.id, mine),
+                     f"each message of {acct.id} debited once and the balance to match", 30)
         # the core asks every worker: counters of every POP shard, and the carriers of each
         pops = c.engine.stats()["pops"]
         assert {(p["worker"], p["pop"]) for p in pops} == {(w, p) for w in ("w0", "w1")
@@ -51,6 +50,15 @@ def test_accounts_spread_over_two_workers_are_delivered_billed_once_and_readable
         assert sum(p["accepted"] for p in pops) == len(accepted)
     finally:
         c.stop()
+
+
+def _billed_once(c: Cluster, account_id: str, accepted: list) -> bool:
+    """The account's ledger debits are exactly ``accepted``'s messages, its balance the deposit less
+    their prices."""
+    debits = [e.reference for e in c.engine.runtime.ledger_store.entries(account_id) if e.kind == DEBIT]
+    return (sorted(debits) == sorted(a.message_id for a in accepted)
+            and c.engine.balance(account_id)
+            == int(DEPOSIT_USD) * 1_000_000 - sum(a.price_micro_usd for a in accepted))
 
 
 def test_a_stopped_core_leaves_no_query_thread_behind(tmp_path):
@@ -151,15 +159,17 @@ def _check_nothing_lost_and_billed_once(c: Cluster, accounts: list, acknowledged
     for acct in accounts:
         mine = {mid for mid, r in records.items() if r.account_id == acct.id}
 
-        def billed_once(acct=acct, mine=mine) -> bool:
-            debits = [e.reference for e in c.engine.runtime.ledger_store.entries(acct.id)
-                      if e.kind == DEBIT]
-            return sorted(debits) == sorted(mine)
-
-        wait_for(billed_once, f"every durable message of {acct.id} billed exactly once", 30)
         charged = sum(r.price_micro_usd - r.refunded_micro_usd for mid, r in records.items()
                       if mid in mine)
-        assert c.engine.balance(acct.id) == int(DEPOSIT_USD) * 1_000_000 - charged
+
+        def billed_once(acct=acct, mine=mine, charged=charged) -> bool:
+            debits = [e.reference for e in c.engine.runtime.ledger_store.entries(acct.id)
+                      if e.kind == DEBIT]  # (a refund, like a debit, reaches the ledger after the record)
+            return (sorted(debits) == sorted(mine)
+                    and c.engine.balance(acct.id) == int(DEPOSIT_USD) * 1_000_000 - charged)
+
+        wait_for(billed_once, f"every durable message of {acct.id} billed exactly once, refunds "
+                 "credited", 30)
 
 
 def test_killing_one_nats_server_of_three_under_load_loses_and_double_bills_nothing(tmp_path):
