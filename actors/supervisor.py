@@ -241,7 +241,7 @@ class Runtime:
         """The core's stores: accounts, API keys, the ledger, the core audit trail."""
         # accounts and deposits sync explicitly; debits are synced by the ledger actor (storage.ledger)
         self.core_env = open_env(self.data_dir / "core", map_size=map_size, sync=False)
-        self._check_key_store(self.core_env, keys_dir)
+        self._check_key_store(self.core_env, keys_dir, "ledger")
         self.ledger_store = LedgerStore(self.core_env, self.keys.store_sealer("ledger"),
                                         self.account_keys)
         self.accounts = AccountStore(self.core_env, self.account_keys,
@@ -260,13 +260,13 @@ class Runtime:
         self.group_commit = open_shared_pops(self.data_dir / "pops", list(s.pops), map_size,
                                              bool(getattr(s.engine, "shared_pop_store", True)))
         if self.group_commit is not None:
-            self._check_key_store(self.group_commit.env, keys_dir)
+            self._check_key_store(self.group_commit.env, keys_dir, "holds")
         for name in s.pops:
             env = (PrefixedEnv(self.group_commit.env, name) if self.group_commit is not None
                    else open_env(self.data_dir / "pops" / name, map_size=map_size))
             if self.group_commit is None:
                 try:
-                    self._check_key_store(env, keys_dir)
+                    self._check_key_store(env, keys_dir, "holds")
                 except BaseException:
                     env.close()  # not yet among the stores stop() closes
                     raise
@@ -400,17 +400,29 @@ class Runtime:
             return False
         return True
 
-    def _check_key_store(self, env: lmdb.Environment, keys_dir: Path) -> None:
+    def _check_key_store(self, env: lmdb.Environment, keys_dir: Path, marker: str) -> None:
         """Refuse to start on data sealed with another key store (e.g. a wrong ``[keys] dir``): the core
         environment and every POP environment (a worker's too) record the id of the key store they were
         first opened with. Without it a worker given a wrong or empty key directory made a new key ring,
-        said it was ready, and then failed on every record and body it had sealed before."""
+        said it was ready, and then failed on every record and body it had sealed before.
+
+        A store that holds data but no record (written before the record existed) takes the key store
+        it is opened with now - unless that one lacks ``marker``, the named key every key store that
+        ever opened such a store made at its first start (``ledger``: the core's, ``holds``: a POP's):
+        an empty or new key directory is refused so. Another engine's key directory is not told apart
+        (it has the key too): that needs the record, written at the first start after the upgrade."""
         meta = env.open_db(b"key_store")
         with env.begin(write=True) as txn:
             recorded = txn.get(b"ring_id", db=meta)
-            if recorded is None:
+            foreign = recorded is None and not self.keys.has_named(marker) and _holds_data(txn)
+            if recorded is None and not foreign:
                 txn.put(b"ring_id", self.keys.ring_id, db=meta)
         env.sync(True)
+        if foreign:
+            raise KeyUnavailable(
+                f"the data in {env.path()} was sealed with another key store than the one in {keys_dir} "
+                f"(it has no {marker!r} key, which every key store that opened this data has): is "
+                "[keys] dir right? (restore the key directory; a new one can read nothing)")
         if recorded is not None and bytes(recorded) != self.keys.ring_id:
             raise KeyUnavailable(
                 f"the data in {env.path()} was sealed with key store {bytes(recorded).hex()}, but "
@@ -725,6 +737,13 @@ class _ExpireUnanswered:
                 "message may or may not have been accepted: check your messages before sending it "
                 "again (a retry with the same Idempotency-Key answers 409 idempotency_outcome_unknown)"))
             log.warning("cluster: %d submits got no answer in time", n)
+
+
+def _holds_data(txn: lmdb.Transaction) -> bool:
+    """Whether an environment was written before: its main database names a database other than
+    ``key_store`` (a new one names none yet when the key store is checked)."""
+    with txn.cursor() as cursor:
+        return any(bytes(key) != b"key_store" for key in cursor.iternext(values=False))
 
 
 def _stop_all(refs, timeout: float = 15.0) -> None:

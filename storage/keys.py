@@ -177,6 +177,10 @@ class KeyRing:
             self._named[name] = sealer = Sealer(key, key_id)
             return sealer
 
+    def has_named(self, name: str) -> bool:
+        """Whether the ring holds the named key ``name`` (creates nothing)."""
+        return name in self._wrapped_named
+
     def secret(self, name: str) -> bytes:
         """A persistent 32-byte secret that keys HMACs (account pseudonyms, request hashes): kept in
         the ring as the named key ``secret:<name>``, so it is wrapped by the KEK like every data key."""
