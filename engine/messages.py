@@ -24,16 +24,23 @@ from __future__ import annotations
 
 import logging
 import typing
-from typing import Any, ClassVar, Literal, NamedTuple, Union
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple, Union
 
 import msgpack
 import msgspec
 
+from engine.billing.amounts import LIMIT_MICRO
 from engine.errors import MalformedMessage
 
 _REGISTRY: dict[int, type[Message]] = {}
 _ARITY: dict[int, int] = {}  # tag -> the first byte of its frames (msgpack fixarray of its length)
 _log = logging.getLogger(__name__)
+
+#: An amount of an operator's or a depositor's message (a billion USD at most either way, as
+#: ``engine.billing.amounts`` reads it): a frame from another process with an amount beyond it is
+#: malformed. Without the bound a credit of 2**63-1 overflowed the ledger's 64-bit sums and stopped the
+#: ledger. (Only on messages off the submit path: the per-message batches are not checked twice.)
+Amount = Annotated[int, msgspec.Meta(gt=-LIMIT_MICRO, lt=LIMIT_MICRO)]
 
 
 class Message(msgspec.Struct, array_like=True, frozen=True):
@@ -54,7 +61,7 @@ def message(tag: int, version: int = 1):
     def wrap(cls: type) -> type[Message]:
         if tag in _REGISTRY:
             raise ValueError(f"message tag {tag} already used by {_REGISTRY[tag].__name__}")
-        hints = typing.get_type_hints(cls, globalns=globals())
+        hints = typing.get_type_hints(cls, globalns=globals(), include_extras=True)
         names = cls.__struct_fields__
         defaults = cls.__struct_defaults__
         first_default = len(names) - len(defaults)
@@ -541,7 +548,7 @@ class CreditAccount(Message):
 
     request_id: int
     account_id: str
-    amount_micro_usd: int
+    amount_micro_usd: Amount
     chain: str
     tx_hash: str
     from_address: str
@@ -624,7 +631,7 @@ class AdjustBalance(Message):
 
     request_id: int
     account_id: str
-    amount_micro_usd: int
+    amount_micro_usd: Amount
     reason: str
     key: str
     actor: str  # who made it: the operator token's name, or "embedding-api"
@@ -651,7 +658,7 @@ class SetLowBalanceThreshold(Message):
     the threshold stored; a ``BalanceLow`` follows at once if the balance is already below it."""
 
     account_id: str
-    threshold_micro_usd: int
+    threshold_micro_usd: Amount
 
 
 # === housekeeping =====================================================================================

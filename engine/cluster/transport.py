@@ -229,7 +229,9 @@ class Transport:
                 msg = m.decode(frame)  # validated on entry: a local actor never sees a bad frame
             except MalformedMessage as exc:
                 self.counters["malformed"] += 1
-                log.warning("nats %s: dropped a malformed frame for %s: %s", self.node, target, exc)
+                # the target's kind only: "session/<account id>" must not outlive an erasure in a log
+                log.warning("nats %s: dropped a malformed frame for a %s: %s", self.node,
+                            target.partition("/")[0][:20], exc)
                 continue
             self.counters["frames_in"] += 1
             if not self._deliver(target, frame, msg):

@@ -22,6 +22,9 @@ INT64 = st.integers(min_value=-(2**63), max_value=2**64 - 1)
 def strategy_for(hint: Any) -> st.SearchStrategy:
     """A hypothesis strategy for one field type as the codec declares it."""
     origin = typing.get_origin(hint)
+    if origin is typing.Annotated:  # an int bounded with msgspec.Meta (an amount)
+        meta = hint.__metadata__[0]
+        return st.integers(min_value=meta.gt + 1, max_value=meta.lt - 1)
     if origin in (Union, types.UnionType):
         (inner,) = [a for a in typing.get_args(hint) if a is not type(None)]
         return st.none() | strategy_for(inner)
@@ -36,7 +39,7 @@ def strategy_for(hint: Any) -> st.SearchStrategy:
 
 
 def message_strategy(cls: type) -> st.SearchStrategy:
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     return st.builds(cls, *[strategy_for(hints[name]) for name in cls._fields])
 
 
@@ -187,3 +190,10 @@ def test_reusing_a_tag_is_refused_at_definition_time():
         @m.message(m.Tick.TAG)
         class Clash(m.Message):
             now: float
+
+
+@pytest.mark.parametrize("amount", [10**15, -(10**15), 2**63 - 1, 2**64 - 1])
+def test_an_amount_beyond_a_billion_usd_is_malformed(amount):
+    raw = m.encode(m.AdjustBalance(1, "acc_1", amount, "reason", "key", "actor", 0.0))
+    with pytest.raises(MalformedMessage, match="AdjustBalance"):
+        m.decode(raw)

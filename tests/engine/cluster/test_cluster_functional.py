@@ -291,3 +291,60 @@ def test_retention_exceptions_placed_from_the_core_live_with_the_shards_on_the_w
         assert any((e.detail.get("notes") or {}).get("reason") == "carrier complaint" for e in trail)
     finally:
         c.stop()
+
+
+def _publish_as_a_cluster_process(c: Cluster, subject: str, envelope: list) -> None:
+    """Publish one envelope on the cluster's NATS, authenticated as a process of the cluster's user."""
+    import asyncio
+
+    import msgspec
+    import nats
+
+    async def send() -> None:
+        token = Path(c.cluster.nats_token_file).read_text().strip()
+        nc = await nats.connect(c.cluster.nats_urls, token=token)
+        await nc.publish(subject, msgspec.msgpack.encode(envelope))
+        await nc.flush()
+        await nc.close()
+
+    asyncio.run(send())
+
+
+@pytest.mark.parametrize("amount", [2**63 - 1, 2**64 - 1, -(2**63)], ids=["int64-max", "uint64-max",
+                                                                          "int64-min"])
+def test_an_amount_no_ledger_can_hold_is_refused_at_the_door_and_the_good_frames_beside_it_land(
+        tmp_path, amount):
+    from engine import messages as m
+
+    c = Cluster(tmp_path, workers=1)
+    try:
+        transport = c.engine.runtime.transport
+        acct = c.accounts(1)[0]
+        before, malformed = c.engine.balance(acct.id), transport.counters["malformed"]
+
+        def credit(amount: int, key: str) -> bytes:
+            return m.encode(m.AdjustBalance(0, acct.id, amount, "outside", key, "probe", time.time()))
+
+        _publish_as_a_cluster_process(c, transport.subject("core"), [
+            ["ledger", credit(amount, "huge")], ["ledger", credit(7, "small")]])
+        wait_for(lambda: c.engine.balance(acct.id) == before + 7, "the good credit of the batch", 10)
+        assert transport.counters["malformed"] == malformed + 1  # the huge one, counted
+        assert c.engine.dead_actors() == []  # (a credit of 2**63-1 used to kill the ledger)
+        c.engine.deposit(acct.id, usd="1.00", chain="test", tx_hash="0xafter", from_address="a")
+        assert c.engine.balance(acct.id) == before + 7 + 1_000_000  # and billing goes on
+    finally:
+        c.stop()
+
+
+def test_a_refused_frame_is_logged_without_the_account_its_target_names(tmp_path, caplog):
+    c = Cluster(tmp_path, workers=1)
+    try:
+        transport = c.engine.runtime.transport
+        malformed = transport.counters["malformed"]
+        _publish_as_a_cluster_process(c, transport.subject("core"),
+                                      [["session/acc_0123456789abcdef", b"\x93\x28\xa1x\x02"]])
+        wait_for(lambda: transport.counters["malformed"] == malformed + 1, "refused", 10)
+        refusals = [r.getMessage() for r in caplog.records if "malformed frame" in r.getMessage()]
+        assert refusals and not any("acc_0123456789abcdef" in line for line in refusals), refusals
+    finally:
+        c.stop()
