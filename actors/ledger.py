@@ -27,18 +27,23 @@ queued and are retried on the next tick; the POPs send again what a crash lost (
 from __future__ import annotations
 
 import logging
+import struct
 import time
 
 import pykka
 
 from actors.dispatch import DispatchedActor
 from engine import messages as m
+from engine.billing.amounts import LIMIT_MICRO
 from engine.errors import LedgerConflict, SmsrouteError, StorageError
 from engine.webhook_events import prefs_of
 from storage.ledger import ADJUSTMENT, DEBIT, DEPOSIT, REFUND, LedgerStore, LowBalance, Written
 
 log = logging.getLogger(__name__)
 
+# What a write raises for an amount its 64-bit fields cannot hold: only a forged frame from another
+# process carries one (a session prices a message far below it), so it is looked for only then.
+_TOO_LARGE = (struct.error, OverflowError)
 DEBIT_BATCH = 4096  # queued debits written at once, without waiting for more
 DEBIT_WAIT_S = 0.05  # the longest a debit waits for others to share its transaction (README: Billing)
 
@@ -124,6 +129,14 @@ class LedgerActor(DispatchedActor):
             self._debits = batch + self._debits
             self._batches = batches + self._batches
             return
+        except _TOO_LARGE:
+            kept = _holdable(batch, "debits")
+            if len(kept) == len(batch):
+                raise
+            self._debits = kept + self._debits  # their batches are confirmed: the POP forgets them
+            self._batches = batches + self._batches
+            self._write_debits()
+            return
         self._unsynced.extend(batches)
         self._announce(written.low_balance)
 
@@ -161,6 +174,13 @@ class LedgerActor(DispatchedActor):
             self.alarms += 1
             log.error("ledger: ALARM could not write %d refunds (%s); will retry", len(batch), exc.code)
             self._refunds = batch + self._refunds
+            return
+        except _TOO_LARGE:
+            kept = _holdable(batch, "refunds", lambda r: r[1].amount_micro_usd)
+            if len(kept) == len(batch):
+                raise
+            self._refunds = kept + self._refunds  # (a forged refund is owed by no POP: none resends it)
+            self._write_refunds()
             return
         by_pop: dict[str, list[str]] = {}
         for (pop, refund), (_, new) in zip(batch, written.results, strict=True):
@@ -270,3 +290,13 @@ class LedgerActor(DispatchedActor):
 
     def _queued_for(self, account_id: str) -> int:
         return sum(d.amount_micro_usd for d in self._debits if d.account_id == account_id)
+
+
+def _holdable(batch: list, what: str, amount=lambda item: item.amount_micro_usd) -> list:
+    """The items of a batch whose amount a ledger can hold (below a billion USD either way); the
+    others, which only a forged frame carries, are dropped and logged (their count, never an id)."""
+    kept = [item for item in batch if -LIMIT_MICRO < amount(item) < LIMIT_MICRO]
+    if len(kept) < len(batch):
+        log.error("ledger: dropped %d %s with an amount beyond a billion USD", len(batch) - len(kept),
+                  what)
+    return kept

@@ -348,3 +348,31 @@ def test_a_refused_frame_is_logged_without_the_account_its_target_names(tmp_path
         assert refusals and not any("acc_0123456789abcdef" in line for line in refusals), refusals
     finally:
         c.stop()
+
+
+@pytest.mark.parametrize("kind", ["debit", "refund"])
+def test_a_debit_or_refund_no_ledger_can_hold_is_dropped_and_the_ones_beside_it_are_written(tmp_path,
+                                                                                             kind):
+    from engine import messages as m
+
+    c = Cluster(tmp_path, workers=1)
+    try:
+        acct = c.accounts(1)[0]
+        before = c.engine.balance(acct.id)
+        now = time.time()
+        if kind == "debit":  # (the balance minus -(2**63)+5 overflows 64 bits)
+            raw = m.encode(m.DebitMessages("w0/fra", 9999, [
+                m.DebitItem("msg_forged_huge", acct.id, -(2**63) + 5, now),
+                m.DebitItem("msg_forged_small", acct.id, 3, now)]))
+        else:
+            raw = m.encode(m.RefundMessages("w0/fra", [
+                m.RefundItem("msg_forged_huge", acct.id, 2**63 - 5, now),
+                m.RefundItem("msg_forged_small", acct.id, 3, now)]))
+        _publish_as_a_cluster_process(c, c.engine.runtime.transport.subject("core"), [["ledger", raw]])
+        after = before - 3 if kind == "debit" else before + 3
+        wait_for(lambda: c.engine.balance(acct.id) == after, "the one beside it written", 10)
+        assert c.engine.dead_actors() == []  # (it used to stop the ledger: struct.error)
+        c.engine.deposit(acct.id, usd="1.00", chain="test", tx_hash="0xafter", from_address="a")
+        assert c.engine.balance(acct.id) == after + 1_000_000
+    finally:
+        c.stop()
