@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import difflib
 import ipaddress
+import math
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -143,6 +144,13 @@ class NatsSettings:
 class PopSettings:
     name: str
     city: str
+
+
+@dataclass(frozen=True)
+class _PopTable:
+    """The keys of a ``[pops.<name>]`` table (checked like every other table)."""
+
+    city: str = ""  # "": the POP's name
 
 
 #: What a simulated carrier can do with a submit (``outcomes`` is a weighted mix of these).
@@ -355,8 +363,11 @@ def settings_from_document(doc: dict[str, Any]) -> Settings:
     keys = typed_table(KeySettings, doc.get("keys", {}), "keys")
     _check_keys(keys)
     _check_bounds(limits, http)
-    pops = {name: PopSettings(name=name, city=str(t.get("city", name)))
-            for name, t in _table(doc, "pops").items()}
+    pops = {}
+    for name, table in _table(doc, "pops").items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"config: [pops.{name}] must be a table")
+        pops[name] = PopSettings(name=name, city=typed_table(_PopTable, table, f"pops.{name}").city or name)
     if not pops:
         raise ConfigError("config: at least one [pops.<name>] is required")
     carriers = {}
@@ -365,6 +376,9 @@ def settings_from_document(doc: dict[str, Any]) -> Settings:
         if not isinstance(table, dict):
             raise ConfigError(f"config: [{where}] must be a table")
         pop, kind = table.get("pop"), table.get("kind", "simulated")
+        for key, value in (("pop", pop), ("kind", kind)):
+            if value is not None and not isinstance(value, str):  # (a missing pop is named below)
+                raise ConfigError(f"config: {where}.{key} must be a string")
         if pop not in pops:
             raise ConfigError(f"config: {where}.pop = {pop!r} is not a configured POP")
         options = carrier_options(kind, {k: v for k, v in table.items() if k not in ("pop", "kind")},
@@ -513,6 +527,8 @@ def _table(doc: dict[str, Any], key: str) -> dict[str, Any]:
 def _check_distribution(spec: Any, where: str) -> None:
     """A delay is a number of ms or ``{distribution = fixed|uniform|lognormal, <its keys>}``."""
     if spec is None or is_number(spec):
+        if spec is not None and not math.isfinite(spec):
+            raise ConfigError(f"config: {where} must be a finite number")
         if spec is not None and spec < 0:
             raise ConfigError(f"config: {where} must not be negative")
         return
@@ -525,5 +541,5 @@ def _check_distribution(spec: Any, where: str) -> None:
         if key not in DISTRIBUTIONS[kind]:
             raise ConfigError(f"config: unknown key {key!r} in {where} (distribution = \"{kind}\" "
                               f"takes {', '.join(DISTRIBUTIONS[kind])})")
-        if not is_number(value) or value < 0:
-            raise ConfigError(f"config: {where}.{key} must be a non-negative number")
+        if not is_number(value) or not math.isfinite(value) or value < 0:
+            raise ConfigError(f"config: {where}.{key} must be a finite, non-negative number")

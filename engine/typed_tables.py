@@ -2,8 +2,8 @@
 
 The dataclass is the one place a section's keys, types and defaults are written (``engine.config``):
 adding a key is adding a field. Types come from the field annotations (``int``, ``float`` — an int is
-accepted and converted —, ``bool``, ``str``, ``dict``, ``list`` and unions with ``None``); numbers must not
-be negative; an unknown key is named in the error, with the closest known key as a suggestion.
+accepted and converted —, ``bool``, ``str``, ``dict``, ``list`` and unions with ``None``); numbers must be
+finite and not negative; an unknown key is named in the error, with the closest known key as a suggestion.
 
 >>> from dataclasses import dataclass
 >>> @dataclass(frozen=True)
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from typing import Any, TypeVar
@@ -53,6 +54,9 @@ def typed_table(cls: type[T], table: Any, section: str, note: str = "") -> T:
         if isinstance(value, int) and not isinstance(value, bool) and float in _members(hint) \
                 and int not in _members(hint):
             value = float(value)
+        if isinstance(value, float) and not math.isfinite(value):  # TOML has inf and nan: a timeout of
+            #                                                             inf would disable its protection
+            raise ConfigError(f"config: {section}.{name} must be a finite number")
         if is_number(value) and value < 0:
             raise ConfigError(f"config: {section}.{name} must not be negative")
         values[name] = value

@@ -331,3 +331,26 @@ def test_each_store_map_size_is_a_whole_number_of_mib_of_at_least_one(key):
                         ("1G", f"engine.{key} must be")):
         with pytest.raises(ConfigError, match=needle):
             load_settings(overrides={"engine": {key: bad}})
+
+
+@pytest.mark.parametrize("toml, needle", [
+    ('[pops]\nfra = "Frankfurt"\n', r"\[pops\.fra\] must be a table"),
+    ("[pops.fra]\ncity = 3\n", r"pops\.fra\.city must be a string"),
+    ('[pops.fra]\ncitty = "Frankfurt"\n', r"unknown key 'citty' in \[pops\.fra\].*'city'"),
+    ('[carriers.c]\npop = ["fra"]\n', r"carriers\.c\.pop must be a string"),
+    ('[carriers.c]\npop = "fra"\nkind = ["smpp"]\n', r"carriers\.c\.kind must be a string"),
+    ("[http]\nheader_timeout_seconds = inf\n", r"http\.header_timeout_seconds must be a finite"),
+    ("[engine]\nretry_base_ms = nan\n", r"engine\.retry_base_ms must be a finite"),
+    ('[carriers.c]\npop = "fra"\nthroughput = nan\n', r"carriers\.c\.throughput must be a finite"),
+    ('[carriers.c]\npop = "fra"\nlatency = inf\n', r"carriers\.c\.latency must be a finite"),
+    ('[carriers.c]\npop = "fra"\nlatency = { distribution = "uniform", min_ms = 1, max_ms = inf }\n',
+     r"carriers\.c\.latency\.max_ms must be a finite"),
+], ids=["pop-not-a-table", "city-a-number", "pop-unknown-key", "carrier-pop-a-list",
+        "carrier-kind-a-list", "timeout-inf", "retry-nan", "throughput-nan", "latency-inf",
+        "latency-max-inf"])
+def test_a_config_file_with_a_wrong_shape_is_refused_naming_the_key(tmp_path, toml, needle):
+    path = tmp_path / "smsroute.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError, match=needle) as refused:
+        load_settings(path)
+    assert refused.value.code == "invalid_config"
