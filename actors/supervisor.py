@@ -21,9 +21,7 @@ Data layout under ``data_dir``::
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -38,6 +36,7 @@ from actors.directory import Directory
 from actors.group_commit import CommitterActor, GroupCommit, PrefixedEnv, open_shared_pops
 from actors.ledger import LedgerActor
 from actors.pop import PopActor
+from actors.routing_keeper import RoutingKeeper
 from actors.session import CustomerSessionActor
 from actors.sweeper import SweeperActor
 from engine import messages as m
@@ -75,9 +74,6 @@ from storage.webhook_outbox import WebhookOutbox
 log = logging.getLogger(__name__)
 
 UNANSWERED_AFTER_S = 10.0  # in a cluster's core, a submit unanswered for 10-20 s fails (OutcomeUnknown)
-ROUTING_FILE = "routing.json"  # the operator's last replacement of the routing table
-ROUTING_ASK_S = 5.0  # a worker waits this long for the core's routing table (at start, after a reconnect)
-ROUTING_RETRY_S = 0.5  # and asks again this often until it has it
 
 
 @dataclass
@@ -114,13 +110,7 @@ class Runtime:
         self.shards: LocalShards | ClusterShards = LocalShards(self)
         self.lock = DataDirLock(data_dir)  # one engine per data directory
         self.keys_lock: KeysDirLock | None = None  # and one process per key directory (_lock_keys_dir)
-        # a worker's routing follows the core's current table (_take_core_routing)
-        self._routing_lock = threading.Lock()
-        self._routing_pushes = 0  # tables the core pushed here (local_use_routing)
-        self._routing_wanted = threading.Event()  # set: ask the core for its table (again)
-        self._routing_stopping = threading.Event()
-        self._routing_thread: threading.Thread | None = None
-        self._push_lock = threading.Lock()  # the core: one push of its table to the workers at a time
+        self.routing = RoutingKeeper(data_dir, settings, self.directory)  # and, in a cluster, its sync
 
     # --- start -------------------------------------------------------------------------------------
 
@@ -184,7 +174,7 @@ class Runtime:
         if place.runs_core:
             sweepables.update({"accounts": self.accounts, "api_keys": self.api_keys,
                                "ledger": self.ledger_store, "audit:core": self.core_audit})
-        self._load_saved_routing()
+        self.routing.load_saved()
         self.clock = Clock()
         if place.clustered:
             self._start_transport()
@@ -289,74 +279,19 @@ class Runtime:
         worker = not place.runs_core
         security = NatsSecurity.for_servers(place.nats, self.settings.nats, place.nats_token_file)
         self.transport = Transport(list(place.nats), place.node, self._deliver, answer=answer,
-                                   on_reconnected=(self._routing_wanted.set if worker
-                                                   else self._core_reconnected),
+                                   on_reconnected=(self.routing.ask_again if worker
+                                                   else self.routing.push_current),
                                    deliveries=not worker, security=security).start()
         self.directory.transport = self.transport
         if not place.runs_pops:  # the core: what the POP shards hold is asked of the workers
             self.shards = ClusterShards(self.transport, place.workers)
+            self.routing.push = self.shards.use_routing
             self.clock.every(UNANSWERED_AFTER_S, _ExpireUnanswered(self.bridge), lambda: None)
         if worker:
             self.directory.ledger = self.transport.ref(CORE, "ledger")
             self.directory.bridge = self.bridge = self.transport.ref(CORE, "bridge")
-            self._start_routing_sync()  # the core's current table, before any traffic is taken
+            self.routing.start_following(self.transport)  # the core's table, before any traffic is taken
             self.transport.open_deliveries()
-
-    # --- a worker routes by the core's current routing table -----------------------------------------
-
-    def _start_routing_sync(self) -> None:
-        """Ask the core for its current routing table now; if it does not answer, route by the table
-        saved here and keep asking in the background (and again after every NATS reconnect): a worker
-        that was down, restarting or cut off when an operator replaced the table takes it this way."""
-        if not self._take_core_routing(starting=True):
-            self._routing_wanted.set()
-        self._routing_thread = threading.Thread(target=self._follow_core_routing, daemon=True,
-                                                name="routing-sync")
-        self._routing_thread.start()
-
-    def _follow_core_routing(self) -> None:
-        while True:
-            self._routing_wanted.wait()
-            if self._routing_stopping.is_set():
-                return
-            self._routing_wanted.clear()
-            if not self._take_core_routing(starting=False):
-                self._routing_wanted.set()
-                if self._routing_stopping.wait(ROUTING_RETRY_S):
-                    return
-
-    def _take_core_routing(self, starting: bool) -> bool:
-        """Ask the core for its table and route by it (persisted here for restarts); False if the core
-        did not answer (asked again later)."""
-        with self._routing_lock:
-            pushes = self._routing_pushes
-        try:
-            raw = self.transport.request(CORE, m.encode(m.ShardQuery("routing", [])), ROUTING_ASK_S)
-            reply = m.decode(raw)
-            if not isinstance(reply, m.ShardReply):
-                raise ValueError(f"the core answered {type(reply).__name__}")
-            if not reply.ok:
-                raise ValueError(f"{reply.error}: {reply.result}")
-        except (SmsrouteError, ValueError) as exc:
-            if starting:
-                log.warning("routing: the core did not give its routing table (%s); routing by the "
-                            "table saved here until it does", exc)
-            return False
-        try:
-            routing = self._routing_from(reply.result)
-        except (ValueError, ConfigError) as exc:  # the core validated it: this worker's config differs
-            log.error("routing: the core's routing table does not fit this worker's configuration, "
-                      "keeping the one saved here: %s", exc)
-            return True
-        with self._routing_lock:
-            if self._routing_pushes != pushes:
-                return True  # the core pushed a table meanwhile: that one is as new as this answer
-            if routing.to_document() == self.directory.routing.to_document():
-                log.info("routing: the core's routing table is the one this worker routes by")
-                return True
-            self._persist_routing(routing)
-        log.warning("routing: took the core's current routing table (this worker had another one)")
-        return True
 
     def _answer_core(self, raw: bytes) -> bytes:
         """The core's answers to its workers (``routing``: the table they route by) and to its HTTP
@@ -367,7 +302,7 @@ class Runtime:
             except MalformedMessage:
                 q = None  # (the handler answers that)
             if isinstance(q, m.ShardQuery) and q.kind == "routing":
-                return m.encode(m.ShardReply(True, self.directory.routing.to_document(), ""))
+                return self.routing.answer()
         handler = getattr(self, "edge_queries", None)
         if handler is None:
             return m.encode(m.ShardReply(False, "the core is starting", "cluster_unavailable"))
@@ -548,67 +483,17 @@ class Runtime:
 
     def validate_routing(self, table: dict) -> RoutingTable:
         """The routing table ``table`` describes, validated against the configured POPs and carriers."""
-        return self._routing_from(table)
+        return self.routing.parse(table)
 
     def replace_routing(self, table: dict) -> None:
-        """Validate, persist (atomically: write, fsync, rename) and swap in a new routing table."""
-        routing = self._routing_from(table)
-        with self._push_lock:  # (a push after a reconnect cannot overtake this one with an older table)
-            self._persist_routing(routing)
-            if self.placement.clustered and not self.placement.runs_pops:
-                self.shards.use_routing(routing.to_document())  # every worker routes by it from now on
-
-    def _core_reconnected(self) -> None:
-        """The core's NATS link is back (on the transport thread: must not block). A table replaced
-        while it was down reached no worker (the request was refused, not buffered), and the workers,
-        whose links stayed up, do not ask again: push the current table to them."""
-        threading.Thread(target=self._push_routing, daemon=True, name="routing-push").start()
-
-    def _push_routing(self) -> None:
-        with self._push_lock:
-            try:
-                self.shards.use_routing(self.directory.routing.to_document())
-            except (SmsrouteError, RuntimeError) as exc:  # (RuntimeError: stopping, the pool is shut)
-                log.warning("routing: could not push the current table to the workers after the NATS "
-                            "link came back (%s); a worker takes it when its own link comes back or "
-                            "it restarts", exc)
+        """Validate, persist (atomically: write, fsync, rename) and swap in a new routing table; a
+        cluster's core hands it to every worker (``actors.routing_keeper``)."""
+        self.routing.replace(table)
 
     def local_use_routing(self, table: dict) -> None:
         """A worker takes the table the core replaced (persisted here too, for its restarts)."""
-        if self.placement.runs_core:
-            return  # the same process: replace_routing did it
-        routing = self._routing_from(table)
-        with self._routing_lock:
-            self._routing_pushes += 1
-            self._persist_routing(routing)
-
-    def _persist_routing(self, routing: RoutingTable) -> None:
-        """Write ``routing`` atomically (write, fsync, rename) and route by it from now on."""
-        path = self.data_dir / ROUTING_FILE
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(routing.to_document(), fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        self.directory.routing = routing
-
-    def _routing_from(self, table: dict) -> RoutingTable:
-        s = self.settings
-        return RoutingTable.from_document(
-            table, pops=set(s.pops), carriers={n: c.pop for n, c in s.carriers.items()})
-
-    def _load_saved_routing(self) -> None:
-        """A routing table an operator replaced at run time outlives a restart (if it still fits the
-        configured POPs and carriers; otherwise the config's table is used and the file is ignored)."""
-        path = self.data_dir / ROUTING_FILE
-        if not path.exists():
-            return
-        try:
-            self.directory.routing = self._routing_from(json.loads(path.read_text("utf-8")))
-            log.info("routing: using the table saved in %s", path)
-        except (ValueError, ConfigError) as exc:
-            log.error("routing: ignoring %s, it does not fit this configuration: %s", path, exc)
+        if not self.placement.runs_core:  # (in one process replace_routing did it)
+            self.routing.take_pushed(table)
 
     def actors_alive(self) -> dict[str, bool]:
         """Whether each long-lived actor runs: ledger, sweeper, every POP and carrier. An actor that
@@ -678,10 +563,7 @@ class Runtime:
 
     def stop(self) -> None:
         """Stop in the order that loses nothing (also after a start that failed half way)."""
-        if self._routing_thread is not None:
-            self._routing_stopping.set()
-            self._routing_wanted.set()
-            self._routing_thread.join(ROUTING_ASK_S + 2)
+        self.routing.stop()
         if self.clock is not None:
             self.clock.stop()
         if self.sweeper is not None:
