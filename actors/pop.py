@@ -55,7 +55,7 @@ class PopActor(DispatchedActor):
     stage = "pop"
 
     def __init__(self, name: str, settings, directory, store, clock, bridge,
-                 address: str = "", webhook_prefs=None, group=None) -> None:
+                 address: str = "", webhook_prefs=None, group=None, workers: int = 1) -> None:
         super().__init__()
         self.group = group  # actors.group_commit.GroupCommit: the process's POPs commit together
         self._staged: list[StagedBatch] = []  # flushed, waiting for the group's round
@@ -70,7 +70,7 @@ class PopActor(DispatchedActor):
         self.rng = random.Random()
         self.commit = PopCommit(store, limits.body_ttl_seconds, limits.expiry_grace_seconds)
         self.hooks = self.commit.hooks = WebhookEvents(getattr(store, "webhooks", None), webhook_prefs,
-                                                       outbox_share(settings))
+                                                       outbox_share(settings, workers))
         board = CarrierBoard({n: c for n, c in settings.carriers.items() if c.pop == name},
                              limits.resp_timeout_seconds)
         self.admission = Admission(limits.admission_horizon_seconds, board)

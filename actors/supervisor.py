@@ -189,7 +189,8 @@ class Runtime:
                                                        self.directory.bridge,
                                                        address=place.pop_address(name),
                                                        webhook_prefs=self.webhook_prefs,
-                                                       group=group)
+                                                       group=group,
+                                                       workers=max(1, len(place.workers)))
         if place.runs_pops:
             for name, carrier in s.carriers.items():
                 self.directory.carriers[name] = self._start_carrier(carrier)

@@ -9,7 +9,7 @@ through ``prefs`` (cached; again after a ``WebhookSettingsChanged``). A cluster 
 read the accounts store and answers "every status": safe (the core's feed drops what is not wanted), only
 slower. Events are written in the POP's group commit (:meth:`write`), and so are removals (:attr:`done`,
 reported by the webhook dispatcher) and retry schedules (:attr:`retrying`). At most ``limit`` events are
-stored per POP; beyond that an event is dropped and counted (the backlog is bounded, and visible in
+stored per POP shard (:func:`outbox_share`); beyond that an event is dropped and counted (the backlog is bounded, and visible in
 metrics).
 
 Threads: the POP's (the dispatcher thread); nothing here is shared.
@@ -44,10 +44,13 @@ def as_prefs(prefs: WebhookPrefs) -> Prefs:
     return prefs.webhook_url_set, None if statuses is None else frozenset(statuses)
 
 
-def outbox_share(settings: Any) -> int:
-    """Each POP's share of ``[http] webhook_max_backlog``."""
+def outbox_share(settings: Any, workers: int = 1) -> int:
+    """Each POP shard's share of ``[http] webhook_max_backlog``: in a cluster every worker runs a shard of
+    every POP, and all of them feed the core's one dispatcher, so the share is divided by the workers too
+    (at least one event; what the dispatcher has no room for waits in the core's webhook feed)."""
     total = int(getattr(getattr(settings, "http", None), "webhook_max_backlog", 0) or 100_000)
-    return max(1, total // max(1, len(getattr(settings, "pops", {}) or {"": None})))
+    pops = max(1, len(getattr(settings, "pops", {}) or {"": None}))
+    return max(1, total // (pops * max(1, workers)))
 
 
 class Staged(NamedTuple):

@@ -22,7 +22,7 @@ Gauges: ``smsroute_actor_alive{actor}``, ``smsroute_dead_actors``, ``smsroute_de
 ``smsroute_pop_outstanding{pop,carrier}``, ``smsroute_pop_waiting{pop,carrier}``,
 ``smsroute_carrier_{connected,suspended,available}{carrier,pop}`` (1/0),
 ``smsroute_carrier_window{carrier,pop}``, ``smsroute_carrier_window_in_use{carrier,pop}``,
-``smsroute_carrier_binds{carrier,pop,state}``, ``smsroute_webhook_backlog``,
+``smsroute_carrier_binds{carrier,pop,state}``, ``smsroute_webhook_backlog``, ``smsroute_webhook_held``,
 ``smsroute_webhook_outbox{pop}``, ``smsroute_http_pending_requests``, ``smsroute_mail_outbox``,
 ``smsroute_privacy_requests_{open,overdue}``,
 ``smsroute_privacy_incidents_{open,authority_deadline_close,authority_overdue}``,
@@ -90,6 +90,7 @@ class Snapshot:
     engine: dict[str, Any] = field(default_factory=dict)  # Engine.stats()
     carriers: list[dict[str, Any]] = field(default_factory=list)  # Engine.carriers()
     webhook_backlog: int | None = None
+    webhook_held: int | None = None
     webhook_outcomes: dict[str, int] = field(default_factory=dict)
     removed_by_store: dict[str, int] = field(default_factory=dict)  # the HTTP layer's own sweeps
     connections: dict[str, dict[str, int]] = field(default_factory=dict)  # per port: open + events
@@ -330,6 +331,9 @@ def _webhook_families(snap: Snapshot) -> Iterator[Metric]:
     yield from _gauge("smsroute_webhook_backlog",
                       "Webhook events not yet delivered (from the durable outboxes)",
                       snap.webhook_backlog)
+    yield from _gauge("smsroute_webhook_held",
+                      "Webhook events held back (kept in the outbox) while the dispatcher is full",
+                      snap.webhook_held)
     pops = snap.engine.get("pops") or []
     outbox = GaugeMetricFamily("smsroute_webhook_outbox", "Events in the POP's durable webhook outbox",
                                labels=["pop"])

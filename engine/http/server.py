@@ -338,6 +338,7 @@ class HttpServers:
         feed = getattr(self.ctx, "feed", None)
         if dispatcher is not None:
             snap.webhook_backlog = feed.backlog if feed is not None else dispatcher.backlog
+            snap.webhook_held = feed.held if feed is not None else None
             snap.webhook_outcomes = dict(dispatcher.counts)
         snap.connections = {app: {"open": gate.open, **gate.counts} for app, gate in self.gates.items()}
         if self.shedder is not None:

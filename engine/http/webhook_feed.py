@@ -14,6 +14,11 @@ outboxes still hold (after a restart or ``kill -9``), so nothing committed is ev
   POSTed together as a JSON array of at most ``batch_max`` events, one signature over the raw body, the
   first event waiting at most ``batch_wait_ms`` for others. By default one event per POST (a JSON
   object).
+* **Held back while the dispatcher is full:** a released delivery the dispatcher has no room for waits
+  here (in release order; counted in :attr:`WebhookFeed.held`) and is offered again as deliveries
+  finish; its events are not acknowledged, so they stay in the outbox. (In a cluster the workers' POP
+  shards share ``webhook_max_backlog``, but a share is at least one event.) What waits is bounded by
+  what the outboxes hold.
 * **Acknowledgement:** every finished event is reported to the engine (``webhook_events_done``): the POP
   removes it from the outbox with its next commit.
 * **Retry schedule:** a failed delivery's next attempt is reported too (``webhook_events_retrying``: the
@@ -92,7 +97,14 @@ class WebhookFeed:
         self._per_account: collections.Counter[str] = collections.Counter()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._held: list[Stored] | None = None  # while the outboxes are read at start: live events wait
+        self._waiting: collections.deque[Delivery] = collections.deque()  # no room in the dispatcher
+        self._offer_scheduled = False
         self.closed = False
+
+    @property
+    def held(self) -> int:
+        """Deliveries released but held back because the dispatcher was full."""
+        return len(self._waiting)
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -177,10 +189,25 @@ class WebhookFeed:
             ident = "evb_" + hashlib.sha256(",".join(ids).encode()).hexdigest()[:32]
         else:
             body, ident = event_body(items[0]), ids[0]
-        self._dispatcher.submit(Delivery(url, items[0].account_id, ident, body,
-                                         first_at=min(i.at for i in items),
-                                         attempt=max(ev.attempt for ev in events),
-                                         next_at=max(ev.next_at for ev in events), events=events))
+        delivery = Delivery(url, items[0].account_id, ident, body, first_at=min(i.at for i in items),
+                            attempt=max(ev.attempt for ev in events),
+                            next_at=max(ev.next_at for ev in events), events=events)
+        if self._waiting or not self._dispatcher.has_room:
+            self._waiting.append(delivery)  # durable events are never dropped: offered again later
+            return
+        self._dispatcher.submit(delivery)
+
+    def _offer(self) -> None:
+        """Hand held-back deliveries to the dispatcher while it has room (oldest first)."""
+        self._offer_scheduled = False
+        while self._waiting and self._dispatcher.has_room and not self.closed:
+            self._dispatcher.submit(self._waiting.popleft())
+
+    def _offer_soon(self) -> None:
+        """After the dispatcher's current step: a finishing delivery still counts in its backlog."""
+        if self._waiting and not self._offer_scheduled and self._loop is not None:
+            self._offer_scheduled = True
+            self._loop.call_soon(self._offer)
 
     def retrying(self, delivery: Delivery) -> None:
         """The dispatcher's ``on_retry``: have the POPs record the delivery's schedule with its events."""
@@ -197,9 +224,13 @@ class WebhookFeed:
                 log.exception("could not report a webhook retry schedule")
 
     def finished(self, delivery: Delivery, outcome: str) -> None:
-        """The dispatcher's ``on_finished``: its events are done, whatever the outcome."""
-        if delivery.events:
+        """The dispatcher's ``on_finished``: its events are done, whatever the outcome, except
+        ``dropped`` (no room: it waits here, its events stay in the outbox)."""
+        if outcome == "dropped" and delivery.events:
+            self._waiting.appendleft(delivery)
+        elif delivery.events:
             self._finish(delivery.events)
+        self._offer_soon()
 
     def _finish(self, events: list[Stored]) -> None:
         by_pop: dict[str, list[int]] = {}
@@ -229,6 +260,7 @@ class WebhookFeed:
 
     def stop(self) -> None:
         self.closed = True
+        self._waiting.clear()  # (their events stay in the outboxes)
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()

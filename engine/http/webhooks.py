@@ -157,6 +157,12 @@ class WebhookDispatcher:
         parked = sum(len(d) for d in self._parked.values())
         return queued + parked + len(self._timers) + self._busy
 
+    @property
+    def has_room(self) -> bool:
+        """True when :meth:`submit` would queue a delivery rather than drop it (the webhook feed holds
+        its events back meanwhile: they are durable and must not be dropped)."""
+        return self._queue is not None and self.backlog < self._max_backlog
+
     async def start(self) -> None:
         self._queue = asyncio.Queue()
         self._client = WebhookClient(timeout_s=self.policy.timeout_s,

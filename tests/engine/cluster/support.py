@@ -38,7 +38,7 @@ class Finals:
 class Cluster:
     def __init__(self, data_dir: Path, workers: int = 2, *, overrides: dict | None = None,
                  nats: list[str] | None = None, worker_nats: list[list[str]] | None = None,
-                 core_nats: list[str] | None = None) -> None:
+                 core_nats: list[str] | None = None, http: bool = False) -> None:
         self.overrides = overrides or delivering_carriers()
         self.cluster = LocalCluster(data_dir, workers, overrides=self.overrides, nats=nats,
                                     worker_nats=worker_nats)
@@ -47,7 +47,7 @@ class Cluster:
         self.finals = Finals()
         self.engine = Engine.start(data_dir=data_dir / "core",
                                    settings=load_settings(None, self.overrides),
-                                   placement=placement, on_status=self.finals)
+                                   placement=placement, on_status=self.finals, http=http)
         self.engine.cluster = self.cluster
         try:
             self.cluster.start_workers()

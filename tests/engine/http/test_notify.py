@@ -48,6 +48,7 @@ def test_live_events_arriving_while_the_outbox_is_read_never_overtake_older_ones
 
     class Dispatcher:
         counts: dict = {}
+        has_room = True
 
         def submit(self, delivery):
             sent.append([(ev.item.message_id, ev.item.status) for ev in delivery.events])
@@ -61,3 +62,40 @@ def test_live_events_arriving_while_the_outbox_is_read_never_overtake_older_ones
     assert sent == [[(_item(1).message_id, "accepted")]]  # the older one first, the live one waits
     feed.finished(type("D", (), {"events": [Stored("fra", 1, _item(1, "accepted"))]})(), "delivered")
     assert sent[1:] == [[(_item(1).message_id, "delivered")]] and feed.backlog == 1
+
+
+def test_a_full_dispatcher_holds_outbox_events_back_instead_of_acknowledging_them():
+    """Durable events the dispatcher has no room for are not reported done (they stay in the outbox):
+    they wait, counted as held, and are offered again in order as deliveries finish."""
+    from engine.http.webhook_feed import Endpoint, Stored, WebhookFeed
+
+    class Dispatcher:
+        counts: dict = {}
+        room = 1
+        sent: list = []
+
+        @property
+        def has_room(self):
+            return len(self.sent) < self.room
+
+        def submit(self, delivery):
+            assert self.has_room
+            self.sent.append(delivery)
+            return True
+
+    done: list = []
+    d = Dispatcher()
+    feed = WebhookFeed(d, lambda item: Endpoint("http://x", 1, 0.0), lambda pop, seqs: done.extend(seqs))
+    loop = asyncio.new_event_loop()
+    feed.bind(loop)
+    feed.add([Stored("fra", n, _item(n)) for n in range(1, 4)])  # three messages, room for one
+    assert [e.seq for dl in d.sent for e in dl.events] == [1] and feed.held == 2 and done == []
+    assert feed.backlog == 3
+    first = d.sent.pop()
+    feed.finished(first, "delivered")
+    loop.run_until_complete(asyncio.sleep(0))
+    assert done == [1] and [e.seq for e in d.sent[0].events] == [2] and feed.held == 1
+    feed.finished(d.sent.pop(), "dropped")  # a drop (had the check raced) is never acknowledged
+    loop.run_until_complete(asyncio.sleep(0))
+    assert done == [1] and feed.held == 1 and [e.seq for e in d.sent[0].events] == [2]
+    loop.close()
