@@ -27,7 +27,7 @@ Gauges: ``smsroute_actor_alive{actor}``, ``smsroute_dead_actors``, ``smsroute_de
 ``smsroute_privacy_requests_{open,overdue}``,
 ``smsroute_privacy_incidents_{open,authority_deadline_close,authority_overdue}``,
 ``smsroute_billing_chain_head_seq``, ``smsroute_billing_reconciliation_differences``; counters
-``smsroute_mail_deliveries_total{outcome}``, ``smsroute_billing_low_balance_notices_total``.
+``smsroute_mail_deliveries_total{outcome}``, ``smsroute_store_dropped_entries_total{store}``, ``smsroute_billing_low_balance_notices_total``.
 
 Histograms: ``smsroute_delivery_latency_seconds{pop,country}`` (accepted -> final status),
 ``smsroute_submit_latency_seconds{pop,country}`` (``POST /v1/messages`` until the durable 202),
@@ -95,6 +95,7 @@ class Snapshot:
     removed_by_store: dict[str, int] = field(default_factory=dict)  # the HTTP layer's own sweeps
     connections: dict[str, dict[str, int]] = field(default_factory=dict)  # per port: open + events
     shedding: dict[str, int] = field(default_factory=dict)  # the customer port's door (Shedder)
+    request_log_dropped: int | None = None  # entries dropped while the http store did not keep up
 
 
 class HttpMetrics:
@@ -170,6 +171,12 @@ class _SnapshotCollector:
         yield from _carrier_families(snap.carriers)
         yield from _webhook_families(snap)
         yield from _shedding_families(snap.shedding)
+        if snap.request_log_dropped is not None:
+            dropped = CounterMetricFamily("smsroute_store_dropped_entries",
+                                          "Entries not written: the store's disk did not keep up",
+                                          labels=["store"])
+            dropped.add_metric(["request_log"], snap.request_log_dropped)
+            yield dropped
         yield from _retention_families(snap.engine.get("sweeper") or {}, snap.removed_by_store)
         yield from _mail_families(snap.engine.get("mail") or {})
         yield from _privacy_families(snap.engine.get("privacy") or {})

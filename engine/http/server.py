@@ -343,6 +343,9 @@ class HttpServers:
         snap.connections = {app: {"open": gate.open, **gate.counts} for app, gate in self.gates.items()}
         if self.shedder is not None:
             snap.shedding = {"pending": self.shedder.pending, **self.shedder.counts}
+        committer = getattr(self.ctx, "committer", None)
+        if committer is not None:
+            snap.request_log_dropped = committer.later_dropped
         return snap
 
     async def _site(self, runners: list[web.AppRunner], name: str, host: str, port: int,

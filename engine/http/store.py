@@ -7,7 +7,11 @@ every commit is fsynced).
 :class:`GroupCommitter` lets the asyncio loop write without blocking on fsync: writes queue up, one worker
 thread commits everything queued in one transaction (plain puts, or an :class:`Apply` for a write that
 needs the transaction, such as an audit append), then resolves each write's asyncio future on the loop.
-*Durable:* a write's future resolves only after the transaction that holds it is synced. *Writers:* the
+*Durable:* a write's future resolves only after the transaction that holds it is synced. *Bounded:* writes
+callers wait for are bounded by the requests admitted (the customer port's door); batches nobody waits
+for (:meth:`GroupCommitter.write_later`: the request log) are not, so at most :data:`MAX_LATER` of them
+wait; beyond that one is dropped and counted (:attr:`GroupCommitter.later_dropped`, in puts) — when the
+disk stalls, the request log loses entries rather than the process growing without bound. *Writers:* the
 committer's thread (the rare synchronous writers — token creation, sweeps — use their own short
 transactions; LMDB serialises writers). *Readers:* any thread.
 """
@@ -31,6 +35,8 @@ log = logging.getLogger(__name__)
 
 HTTP_MAP_SIZE = 256 << 20
 MAX_BATCH = 4096
+MAX_LATER = 64  # write_later batches waiting (a request-log batch holds up to 1,000 entries)
+LOG_EVERY = 100  # dropped write_later batches: the first is logged, then one line per this many
 
 
 class Put(NamedTuple):
@@ -59,6 +65,9 @@ class GroupCommitter:
         self._dbs: dict[bytes, object] = {}
         self._pending: list[tuple[list[Put | Apply], asyncio.Future[None] | None]] = []
         self.commits = 0  # transactions committed (each one fsync)
+        self._later = 0  # write_later batches queued or being committed
+        self.later_dropped = 0  # puts of write_later batches dropped over MAX_LATER
+        self._later_dropped_batches = 0
         self._running = False
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="http-commit")
         self._idle = asyncio.Event()
@@ -85,7 +94,16 @@ class GroupCommitter:
         return fut
 
     def write_later(self, puts: list[Put]) -> None:
-        """Queue puts nobody waits for (they still commit durably, in the next batch)."""
+        """Queue puts nobody waits for (they still commit durably, in the next batch); dropped and
+        counted when :data:`MAX_LATER` such batches already wait (the disk is not keeping up)."""
+        if self._later >= MAX_LATER:
+            if not self._later_dropped_batches % LOG_EVERY:
+                log.warning("http store not keeping up: %d unwaited writes dropped so far "
+                            "(request log entries)", self.later_dropped + len(puts))
+            self._later_dropped_batches += 1
+            self.later_dropped += len(puts)
+            return
+        self._later += 1
         self._enqueue(puts, None)
 
     def _enqueue(self, puts: list[Put | Apply], fut: asyncio.Future[None] | None) -> None:
@@ -103,7 +121,10 @@ class GroupCommitter:
         try:
             while self._pending:
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-                error = await loop.run_in_executor(self._executor, self._commit, batch)
+                try:
+                    error = await loop.run_in_executor(self._executor, self._commit, batch)
+                finally:
+                    self._later -= sum(1 for _, fut in batch if fut is None)
                 for _, fut in batch:
                     if fut is not None and not fut.done():
                         if error is None:

@@ -288,3 +288,41 @@ def test_an_idempotency_key_older_than_24_hours_is_a_new_request_before_the_swee
         assert store.lookup("acc", "recent", first).body == b'{"id":"m"}'
 
     asyncio.run(scenario())
+
+
+def test_request_log_batches_waiting_for_a_hung_fsync_are_bounded_and_the_excess_is_counted(env):
+    """A disk that stops answering must not grow the request log's queue at the request rate: beyond
+    MAX_LATER waiting batches the newest are dropped and counted; once the disk answers, the log works."""
+    import threading
+
+    from engine.http.store import Apply
+
+    MAX_LATER = 64  # noqa: N806 (the bound README documents)
+
+    stalled = threading.Event()
+    resume = threading.Event()
+
+    def hang(txn):  # the commit thread is stuck, as in an fsync that does not return
+        stalled.set()
+        assert resume.wait(30)
+
+    async def scenario():
+        committer = GroupCommitter(env)
+        log = RequestLog(env, committer)
+        blocked = committer.write([Apply(hang)])
+        await asyncio.get_running_loop().run_in_executor(None, stalled.wait, 10)
+        for i in range(MAX_LATER * 10):
+            log.record(RequestLogEntry(float(i), "GET /v1/balance", "::1", 200, i))
+            log.flush()  # one batch per request: the worst case
+        assert len(committer._pending) == MAX_LATER
+        assert committer.later_dropped == MAX_LATER * 9
+        resume.set()
+        await blocked
+        await committer.flush()
+        log.record(RequestLogEntry(1e6, "GET /v1/balance", "::1", 200, 1))
+        log.flush()
+        await committer.flush()
+        committer.close()
+
+    asyncio.run(scenario())
+    assert len(list(RequestLog(env).entries())) == MAX_LATER + 1
