@@ -102,10 +102,11 @@ def encode_or_fail(bridge: Any, request_ids: list[int], msg: m.Message) -> bytes
 def tell_or_fail(bridge: Any, session: Any, raw: bytes, request_ids: list[int]) -> None:
     error: OverloadedError
     if getattr(session, "remote", False) and not session.is_alive():
-        # the NATS link is down: refused now, nothing sent. (Left in the client's reconnect buffer it
-        # would wait 10-20 s for ClusterUnavailable - and then still be sent and billed on reconnect.)
-        error = ClusterUnavailable("the cluster's NATS link is down; nothing was sent: retry after "
-                                   "the Retry-After seconds")
+        # the NATS link is down or not moving (engine.cluster.transport): refused now, nothing sent.
+        # (Left in the client's reconnect buffer it would wait 10-20 s for ClusterUnavailable - and
+        # then still be sent and billed on reconnect.)
+        error = ClusterUnavailable("the cluster's NATS link is down or not moving; nothing was sent: "
+                                   "retry after the Retry-After seconds")
     else:
         try:
             session.tell(raw)

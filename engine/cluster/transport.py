@@ -40,6 +40,14 @@ again when its link comes back (``actors.supervisor``): a table replaced meanwhi
 The deadline assumes the hosts' clocks agree (NTP) to well within half a timeout (15 s for the core's
 queries, 2.5 s for a worker's or an edge's).
 
+**Bounded while a server stalls.** A server that stays connected but stops reading is not noticed by the
+client until its ping check declares the link stale (minutes); meanwhile nats-py's buffer accepts every
+publish. So the transport publishes from one task, in order, and keeps what waits for it (queued here
+plus the client's unsent data and its socket's write buffer, :attr:`Transport.backlog_bytes`) under ``pending_bytes``: a batch beyond
+that is dropped and counted (``batches_dropped``, ``frames_dropped``; at most once, as above), and
+:meth:`RemoteRef.is_alive` is false from half of it on, so a submit is refused (``ClusterUnavailable``,
+503) instead of being queued behind a link that does not move.
+
 Threads: ``tell`` may be called from any thread (it appends to a buffer under a lock and, for the first
 frame of a batch, wakes the transport thread); delivery to local actors happens on the transport thread
 (``deliver`` only ``tell``s, so it never blocks).
@@ -48,6 +56,7 @@ frame of a batch, wakes the transport thread); delivery to local actors happens 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import threading
 import time
@@ -67,6 +76,7 @@ log = logging.getLogger(__name__)
 MAX_PAYLOAD = 512 * 1024  # bytes per NATS message (the server's default limit is 1 MiB)
 DEADLINE_HEADER = "Smsroute-Deadline"  # a request's deadline to be acted on (wall-clock seconds)
 ACT_WITHIN = 0.5  # of a request's timeout: later it is dropped; the rest is for the work and the answer
+LOG_EVERY = 1000  # dropped batches: the first is logged, then one line per this many
 _ENVELOPE = msgspec.msgpack.Decoder(list[tuple[str, bytes]])
 _ENCODER = msgspec.msgpack.Encoder()
 
@@ -87,7 +97,7 @@ class RemoteRef:
         self._transport.send(self.node, self.target, frame)
 
     def is_alive(self) -> bool:
-        return self._transport.connected
+        return self._transport.usable
 
     def __repr__(self) -> str:
         return f"RemoteRef({self.node}:{self.target})"
@@ -119,9 +129,13 @@ class Transport:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._nc: Any = None
+        self._queue: collections.deque[tuple[str, bytes]] = collections.deque()  # (subject, payload)
+        self._queued_bytes = 0
+        self._sender: asyncio.Task[None] | None = None
         self.counters = {"frames_out": 0, "frames_in": 0, "batches_out": 0, "batches_in": 0,
                          "malformed": 0, "unknown_target": 0, "disconnects": 0, "reconnects": 0,
-                         "publish_errors": 0, "requests_refused": 0, "late_queries": 0}
+                         "publish_errors": 0, "requests_refused": 0, "late_queries": 0,
+                         "batches_dropped": 0, "frames_dropped": 0}
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -179,7 +193,22 @@ class Transport:
         return f"{self.prefix}.{node}"
 
     def stats(self) -> dict[str, Any]:
-        return {"node": self.node, "connected": self.connected, **self.counters}
+        return {"node": self.node, "connected": self.connected, "backlog_bytes": self.backlog_bytes,
+                **self.counters}
+
+    @property
+    def backlog_bytes(self) -> int:
+        """Bytes the server has not taken: queued for the sender task, in the client's buffer and in its
+        socket's write buffer."""
+        nc = self._nc
+        if nc is None:
+            return self._queued_bytes
+        return self._queued_bytes + nc.pending_data_size + _socket_backlog(nc)
+
+    @property
+    def usable(self) -> bool:
+        """Connected, and the link is moving: less than half of ``pending_bytes`` waits (any thread)."""
+        return self.connected and self.backlog_bytes < self.pending_bytes // 2
 
     # --- sending (any thread) ----------------------------------------------------------------------
 
@@ -203,16 +232,39 @@ class Transport:
         for node, frames in out.items():
             subject = self.subject(node)
             for chunk in _chunks(frames):
+                payload = _ENCODER.encode(chunk)
+                if self.backlog_bytes + len(payload) > self.pending_bytes:
+                    self._dropped(subject, len(chunk))
+                    continue
                 self.counters["frames_out"] += len(chunk)
                 self.counters["batches_out"] += 1
-                self._loop.create_task(self._publish(nc, subject, _ENCODER.encode(chunk)))
+                self._queue.append((subject, payload))
+                self._queued_bytes += len(payload)
+        if self._queue and (self._sender is None or self._sender.done()):
+            self._sender = self._loop.create_task(self._send_queued(nc))
 
-    async def _publish(self, nc: Any, subject: str, payload: bytes) -> None:
-        try:
-            await nc.publish(subject, payload)
-        except Exception as exc:  # e.g. the reconnect buffer is full: counted; owed data is resent
-            self.counters["publish_errors"] += 1
-            log.warning("nats %s: publish to %s failed: %s", self.node, subject, type(exc).__name__)
+    def _dropped(self, subject: str, frames: int) -> None:
+        """A batch over ``pending_bytes`` (the link does not move): counted, logged now and then."""
+        if not self.counters["batches_dropped"] % LOG_EVERY:
+            log.warning("nats %s: link not moving (%d bytes waiting): dropped a batch for %s "
+                        "(%d dropped so far)", self.node, self.backlog_bytes, subject,
+                        self.counters["batches_dropped"] + 1)
+        self.counters["batches_dropped"] += 1
+        self.counters["frames_dropped"] += frames
+
+    async def _send_queued(self, nc: Any) -> None:
+        """The one publishing task: in order; a publish waits only when the client's buffer is over
+        its limit, which the bound in :meth:`_flush` keeps it under."""
+        while self._queue:
+            subject, payload = self._queue.popleft()
+            try:
+                await nc.publish(subject, payload)
+            except Exception as exc:  # e.g. the reconnect buffer is full: counted; owed data is resent
+                self.counters["publish_errors"] += 1
+                log.warning("nats %s: publish to %s failed: %s", self.node, subject,
+                            type(exc).__name__)
+            finally:
+                self._queued_bytes -= len(payload)
 
     # --- receiving (the transport thread) ----------------------------------------------------------
 
@@ -324,7 +376,11 @@ class Transport:
 
     async def _close(self) -> None:
         self._flush()
-        await asyncio.sleep(0)  # let the publishes just scheduled run
+        try:
+            if self._sender is not None:
+                await asyncio.wait_for(asyncio.shield(self._sender), 2)  # what is queued goes out
+        except Exception:
+            pass
         try:
             await self._nc.flush(timeout=2)
         except Exception:
@@ -349,6 +405,16 @@ class Transport:
         level = logging.WARNING if self._ever_connected else logging.DEBUG
         self._last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         log.log(level, "nats %s: %s", self.node, self._last_error)
+
+
+def _socket_backlog(nc: Any) -> int:
+    """Bytes in the asyncio write buffer of nats-py's TCP transport (where its flusher moves its buffer
+    and then waits for the socket to drain); 0 when the client does not expose it."""
+    writer = getattr(getattr(nc, "_transport", None), "_io_writer", None)
+    try:
+        return int(writer.transport.get_write_buffer_size())
+    except Exception:  # not connected yet, or another transport
+        return 0
 
 
 def _chunks(frames: list[tuple[str, bytes]]) -> list[list[tuple[str, bytes]]]:

@@ -234,6 +234,12 @@ def _cluster_families(stats: dict[str, Any]) -> Iterator[Metric]:
                                       labels=["reason"])
         _add(refused, ["malformed"], t.get("malformed"))
         _add(refused, ["unknown_target"], t.get("unknown_target"))
+        yield from _gauge("smsroute_nats_backlog_bytes", "Bytes sent to NATS the server has not taken",
+                          t.get("backlog_bytes"))
+        dropped = CounterMetricFamily("smsroute_nats_dropped", "Outbound frames dropped: the link did "
+                                      "not move and its backlog was full")
+        _add(dropped, [], t.get("frames_dropped"))
+        yield dropped
         reconnects = CounterMetricFamily("smsroute_nats_reconnects", "Reconnections of the NATS link")
         _add(reconnects, [], t.get("reconnects"))
         queries = CounterMetricFamily("smsroute_nats_queries_not_acted_on", "Requests refused while "

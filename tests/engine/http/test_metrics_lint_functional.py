@@ -110,7 +110,8 @@ README = Path(__file__).resolve().parents[3] / "README.md"
 # engine has no such link. The cluster tests scrape them there.
 CLUSTER_ONLY = {"smsroute_nats_connected", "smsroute_nats_frames_total",
                 "smsroute_nats_refused_total", "smsroute_nats_reconnects_total",
-                "smsroute_nats_queries_not_acted_on_total"}
+                "smsroute_nats_queries_not_acted_on_total",
+                "smsroute_nats_backlog_bytes", "smsroute_nats_dropped_total"}
 
 
 def _readme_metric_names() -> set[str]:
