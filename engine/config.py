@@ -19,34 +19,58 @@ import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from engine.errors import ConfigError
-from engine.routing import RoutingTable
-from engine.typed_tables import is_number, typed_table
+from engine.routing import MAX_MICRO_USD_PER_SEGMENT, RoutingTable
+from engine.typed_tables import Range, is_number, ranges, typed_table
+
+# Every number of every table has its allowed range on its field (``Annotated[int, Range(low, high)]``),
+# checked when the configuration is loaded (config: <key> = <value> must be between ...) and listed in
+# the README by ``ranges_text`` (a test keeps the two equal). A low end of 1 (or "more than 0") is where 0
+# would refuse everything or disable a protection; a high end is beyond any use (a map no address space
+# holds, a cache no memory holds) or is a promise (bodies 24 hours at most).
+MAX_SWEEP_INTERVAL_SECONDS = 3600  # a body past its TTL is shredded within one sweep interval
+MAX_BODY_TTL_SECONDS = 86400  # the policy's 24 hours
+MAX_SECRET_OVERLAP_SECONDS = 7 * 86400
+MAX_AUTH_RETRY_SECONDS = 3600.0  # a bind refused for good is still retried at least hourly
+MIB = 1 << 20
+# 4 TiB each: the core, each POP, and the http, mail and privacy stores together stay well inside a
+# 64-bit process's 128 TiB of address space (LMDB reserves the whole map at open)
+MAP_SIZE_RANGE = Range(1, 4 * MIB)
+PORT = Range(1, 65535)
+PORT_OR_ANY = Range(0, 65535)  # 0: any free port (printed at start-up)
+TIMEOUT = Range(0, 3600, open_low=True)
+CONNECTIONS = Range(1, 10_000_000)
 
 
 @dataclass(frozen=True)
 class EngineLimits:
-    max_in_flight: int = 20000
-    max_segments: int = 10
-    default_validity_seconds: int = 30
-    expiry_grace_seconds: float = 2.0
-    retry_window_seconds: float = 10.0
-    retry_base_ms: float = 20.0
-    retry_cap_ms: float = 1000.0
-    max_attempts: int = 4
-    resp_timeout_seconds: float = 3.0
-    admission_horizon_seconds: float = 30.0  # accept per route what its carriers take in this long
-    body_ttl_seconds: int = 86400
-    tick_ms: int = 200
-    sweep_interval_seconds: float = 60.0
-    map_size_mb: int = 1024  # the core's and each POP's LMDB map
+    max_in_flight: Annotated[int, Range(1, 10_000_000)] = 20000
+    max_segments: Annotated[int, Range(1, 255)] = 10
+    default_validity_seconds: Annotated[int, Range(1, 86400)] = 30
+    expiry_grace_seconds: Annotated[float, Range(0, 3600)] = 2.0
+    retry_window_seconds: Annotated[float, Range(0, 86400)] = 10.0
+    retry_base_ms: Annotated[float, Range(0, 60_000)] = 20.0
+    retry_cap_ms: Annotated[float, Range(0, 3_600_000)] = 1000.0
+    max_attempts: Annotated[int, Range(1, 100)] = 4
+    resp_timeout_seconds: Annotated[float, TIMEOUT] = 3.0
+    # accept per route what its carriers take in this long
+    admission_horizon_seconds: Annotated[float, Range(0, 86400)] = 30.0
+    body_ttl_seconds: Annotated[int, Range(
+        1, MAX_BODY_TTL_SECONDS, why="the privacy policy keeps bodies 24 hours at most")] = 86400
+    tick_ms: Annotated[int, Range(5, 60_000)] = 200  # 0 would re-arm the housekeeping clock in a tight loop
+    sweep_interval_seconds: Annotated[float, Range(0, MAX_SWEEP_INTERVAL_SECONDS, open_low=True,
+                                                   why="bodies must be shredded within the 24-hour limit")] = 60.0
+    map_size_mb: Annotated[int, MAP_SIZE_RANGE] = 1024  # the core's and each POP's LMDB map
     # the other stores' maps (each names itself when full: 503 store_full, smsroute_store_full_refusals_total)
-    http_map_size_mb: int = 256  # idempotency records (24 h), request log (90 d), control audit (1 y), tokens
-    mail_map_size_mb: int = 256  # the customer mail outbox
-    privacy_map_size_mb: int = 256  # data-subject requests, incidents, support cases, links, challenges
-    analytics_max_account_share: float = 0.5  # no analytics cell where one account has more than this
+    # idempotency records (24 h), request log (90 d), control audit (1 y), tokens
+    http_map_size_mb: Annotated[int, MAP_SIZE_RANGE] = 256
+    mail_map_size_mb: Annotated[int, MAP_SIZE_RANGE] = 256  # the customer mail outbox
+    # data-subject requests, incidents, support cases, links, challenges
+    privacy_map_size_mb: Annotated[int, MAP_SIZE_RANGE] = 256
+    # no analytics cell where one account has more than this
+    analytics_max_account_share: Annotated[float, Range(0, 1, open_low=True)] = 0.5
     gc_tuning: bool = True  # a long-running engine's GC: freeze start-up objects, rarer collections
     ledger_reconcile_at_start: bool = True  # reconcile records and ledger in the background at start-up
     shared_pop_store: bool = True  # a new data directory: the POPs of a process in one environment
@@ -55,30 +79,44 @@ class EngineLimits:
 @dataclass(frozen=True)
 class HttpSettings:
     customer_host: str = "127.0.0.1"
-    customer_port: int = 8080
+    customer_port: Annotated[int, PORT_OR_ANY] = 8080
     control_host: str = "127.0.0.1"
-    control_port: int = 8081
-    max_body_bytes: int = 65536
-    max_batch_body_bytes: int = 2_097_152  # POST /v1/messages/batch: up to 1,000 messages
+    control_port: Annotated[int, PORT_OR_ANY] = 8081
+    max_body_bytes: Annotated[int, Range(1024, 64 * MIB)] = 65536
+    # POST /v1/messages/batch: up to 1,000 messages
+    max_batch_body_bytes: Annotated[int, Range(1024, 256 * MIB)] = 2_097_152
     tls_cert: str | None = None
     tls_key: str | None = None
-    rate_limit_per_second: float = 1000.0  # GCRA per API key (engine.http.ratelimit)
-    rate_limit_burst: int = 2000
-    webhook_concurrency: int = 32  # webhook deliveries in flight at once
-    webhook_max_backlog: int = 100000  # queued + waiting for retry; beyond this events are dropped
-    webhook_retry_window_seconds: float = 86400.0  # retries stop this long after the first attempt
+    # GCRA per API key (engine.http.ratelimit)
+    rate_limit_per_second: Annotated[float, Range(0, 1e9, open_low=True)] = 1000.0
+    rate_limit_burst: Annotated[int, Range(1, 1_000_000_000)] = 2000
+    # webhook deliveries in flight at once
+    webhook_concurrency: Annotated[int, Range(1, 10_000)] = 32
+    # queued + waiting for retry; beyond this events are dropped
+    webhook_max_backlog: Annotated[int, Range(1, 100_000_000)] = 100000
+    # retries stop this long after the first attempt
+    webhook_retry_window_seconds: Annotated[float, Range(0, 7 * 86400)] = 86400.0
     webhook_allow_private_networks: bool = False  # True lets webhooks reach loopback/private addresses
-    webhook_secret_overlap_seconds: float = 86400.0  # a rotated-out secret still signs this long
-    header_timeout_seconds: float = 10.0  # a request head must arrive within this (else 408, closed)
-    body_timeout_seconds: float = 30.0  # a request body must arrive within this (else 408, closed)
-    keepalive_timeout_seconds: float = 30.0  # an idle keep-alive connection is closed after this
-    max_connections: int = 1000  # open connections on the customer port
-    max_connections_per_address: int = 100  # ... from one source address (IPv6: one /64)
-    control_max_connections: int = 100  # the same bounds for the control port
-    control_max_connections_per_address: int = 20
-    control_auth_failures_per_minute: int = 10  # failed control-port logins per source address
-    max_pending_requests: int = 64  # customer requests being served at once; beyond: 503 at the door
-    queue_delay_target_ms: float = 25.0  # the HTTP loop's lag beyond which requests are refused (503)
+    # a rotated-out secret still signs this long
+    webhook_secret_overlap_seconds: Annotated[float, Range(0, MAX_SECRET_OVERLAP_SECONDS)] = 86400.0
+    # a request head must arrive within this (else 408, closed)
+    header_timeout_seconds: Annotated[float, TIMEOUT] = 10.0
+    # a request body must arrive within this (else 408, closed)
+    body_timeout_seconds: Annotated[float, TIMEOUT] = 30.0
+    # an idle keep-alive connection is closed after this
+    keepalive_timeout_seconds: Annotated[float, TIMEOUT] = 30.0
+    max_connections: Annotated[int, CONNECTIONS] = 1000  # open connections on the customer port
+    # ... from one source address (IPv6: one /64)
+    max_connections_per_address: Annotated[int, CONNECTIONS] = 100
+    # the same bounds for the control port
+    control_max_connections: Annotated[int, CONNECTIONS] = 100
+    control_max_connections_per_address: Annotated[int, CONNECTIONS] = 20
+    # failed control-port logins per source address
+    control_auth_failures_per_minute: Annotated[int, Range(1, 1_000_000)] = 10
+    # customer requests being served at once; beyond: 503 at the door
+    max_pending_requests: Annotated[int, Range(1, 1_000_000_000)] = 64
+    # the HTTP loop's lag beyond which requests are refused (503)
+    queue_delay_target_ms: Annotated[float, Range(0, 1e9, open_low=True)] = 25.0
 
 
 @dataclass(frozen=True)
@@ -86,28 +124,32 @@ class EmailSettings:
     """``[email]``: SMTP for customer mail (``engine.mail``). No ``host``: mail is only logged."""
 
     host: str = ""  # empty: the embedded default logs the template name and account id, sends nothing
-    port: int = 587
+    port: Annotated[int, PORT] = 587
     from_address: str = "smsroute <no-reply@localhost>"  # the TOML key is ``from``
     tls: str = "starttls"  # none | starttls | tls
     username: str = ""
     password_file: str = ""  # credentials come from a file or an environment variable, never the TOML
     password_env: str = ""
-    timeout_seconds: float = 30.0
+    timeout_seconds: Annotated[float, TIMEOUT] = 30.0
     require_confirmation: bool = False  # True: an unconfirmed account's submits are refused
     link_base: str = "http://127.0.0.1:8080"  # where the customer API is reached, for mailed links
-    max_outbox: int = 10000  # mails waiting to be sent; beyond this new mail is refused (StoreFull)
-    retry_base_seconds: float = 30.0
-    retry_cap_seconds: float = 3600.0  # an unsendable mail is dropped after the retention row
-    # ``outbound_mail`` (storage.retention: 3 days)
+    # mails waiting to be sent; beyond this new mail is refused (StoreFull)
+    max_outbox: Annotated[int, Range(1, 10_000_000)] = 10000
+    retry_base_seconds: Annotated[float, Range(0, 86400, open_low=True)] = 30.0
+    # an unsendable mail is dropped after the retention row ``outbound_mail`` (storage.retention: 3 days)
+    retry_cap_seconds: Annotated[float, Range(0, 3 * 86400, open_low=True)] = 3600.0
 
 
 @dataclass(frozen=True)
 class PrivacySettings:
     """``[privacy]``: data-subject requests (policy 7.5)."""
 
-    unverified_requests_per_hour: int = 5  # per source address and per account
-    challenge_ttl_seconds: int = 900  # a wallet-signature challenge is usable this long, once
-    link_ttl_seconds: int = 86400  # an e-mailed verification link is usable this long, once
+    # per source address and per account
+    unverified_requests_per_hour: Annotated[int, Range(1, 1_000_000)] = 5
+    # a wallet-signature challenge is usable this long, once
+    challenge_ttl_seconds: Annotated[int, Range(60, 86400)] = 900
+    # an e-mailed verification link is usable this long, once
+    link_ttl_seconds: Annotated[int, Range(60, 7 * 86400)] = 86400
 
 
 @dataclass(frozen=True)
@@ -116,7 +158,8 @@ class KeySettings:
 
     provider: str = "local"  # "local": a master.key file in ``dir`` | "pkcs11": an HSM token
     dir: str = ""  # "" = <data_dir>/keys; a relative path is relative to the data directory
-    account_key_cache: int = 10000  # unwrapped per-account keys kept in memory (LRU)
+    # unwrapped per-account keys kept in memory (LRU)
+    account_key_cache: Annotated[int, Range(1, 1_000_000)] = 10000
     pkcs11_module: str = ""  # path of the PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so
     pkcs11_token_label: str = ""
     pkcs11_key_label: str = "smsroute-kek"  # the AES key object in the token (made on a first start)
@@ -158,19 +201,19 @@ SIMULATED_OUTCOMES = ("delivered", "undeliverable", "rejected", "expired", "thro
 #: Delay distributions of a simulated carrier, with the keys each one takes.
 DISTRIBUTIONS = {"fixed": ("ms",), "uniform": ("min_ms", "max_ms"), "lognormal": ("median_ms", "sigma")}
 BIND_MODES = ("transceiver", "transmitter_receiver")
-MAX_AUTH_RETRY_SECONDS = 3600.0  # a bind refused for good is still retried at least hourly
 
 
 @dataclass(frozen=True)
 class CarrierOptions:
     """The keys every carrier kind has, each with one default (adding a key: one line in a class below)."""
 
-    window: int = 10  # submits in flight without an answer (per bind for SMPP)
-    throughput: float = 0.0  # submits per second (per bind for SMPP); 0 = unlimited
+    # submits in flight without an answer (per bind for SMPP)
+    window: Annotated[int, Range(1, 1_000_000)] = 10
+    # submits per second (per bind for SMPP); 0 = unlimited
+    throughput: Annotated[float, Range(0, 1e9)] = 0.0
 
     def check(self, where: str) -> None:
-        if self.window < 1:
-            raise ConfigError(f"config: {where}.window must be at least 1")
+        """The checks across keys (each key's own range is on its field)."""
 
 
 @dataclass(frozen=True)
@@ -180,8 +223,9 @@ class SimulatedCarrierOptions(CarrierOptions):
     latency: float | dict[str, Any] | None = None  # submit answer delay: ms or {distribution, ...}
     receipt_delay: float | dict[str, Any] | None = None  # answer -> receipt delay, same form
     outcomes: dict[str, Any] = field(default_factory=lambda: {"delivered": 1.0})
-    late_receipt_rate: float = 0.01  # share of receipts that arrive ten times later
-    duplicate_receipt_rate: float = 0.01  # share of receipts sent twice
+    # share of receipts that arrive ten times later
+    late_receipt_rate: Annotated[float, Range(0, 1)] = 0.01
+    duplicate_receipt_rate: Annotated[float, Range(0, 1)] = 0.01  # share of receipts sent twice
 
     def check(self, where: str) -> None:
         super().check(where)
@@ -195,9 +239,6 @@ class SimulatedCarrierOptions(CarrierOptions):
         if not weights or any(not is_number(w) or w < 0 for w in weights) or sum(weights) <= 0:
             raise ConfigError(f"config: {where}.outcomes must map outcomes to non-negative "
                               "weights, at least one of them positive")
-        for key in ("late_receipt_rate", "duplicate_receipt_rate"):
-            if getattr(self, key) > 1:
-                raise ConfigError(f"config: {where}.{key} must be between 0 and 1")
 
 
 # The bind's C-octet strings, in characters without the NUL (SMPP 3.4 section 4.1: 16, 9 and 13 octets)
@@ -209,38 +250,40 @@ class SmppCarrierOptions(CarrierOptions):
     """``kind = "smpp"``: binds to an SMSC (``actors.carrier_smpp``, ``engine.smpp.client``)."""
 
     host: str = "127.0.0.1"
-    port: int = 2775
+    port: Annotated[int, PORT] = 2775
     system_id: str = "smsroute"
     password: str = "secret"
     system_type: str = ""
-    binds: int = 1  # sessions to the SMSC, each with its own window
+    binds: Annotated[int, Range(1, 1000)] = 1  # sessions to the SMSC, each with its own window
     bind_mode: str = "transceiver"  # or "transmitter_receiver": one transmitter + one receiver per bind
     tls: bool = False
     tls_verify: bool = True
     tls_ca_file: str = ""  # PEM bundle to trust instead of the system store ("" = system)
-    enquire_link_seconds: float = 30.0  # keep-alive when idle
-    resp_timeout_seconds: float = 10.0  # a submit_sm unanswered this long is retried
+    enquire_link_seconds: Annotated[float, TIMEOUT] = 30.0  # keep-alive when idle
+    # a submit_sm unanswered this long is retried
+    resp_timeout_seconds: Annotated[float, TIMEOUT] = 10.0
     gsm7_packed: bool = False
     use_message_payload: bool = False  # long messages whole in the message_payload TLV
-    reconnect_min_seconds: float = 0.5
-    reconnect_max_seconds: float = 1.0  # bounded low: a bind is back within about a second of its SMSC
+    reconnect_min_seconds: Annotated[float, Range(0, MAX_AUTH_RETRY_SECONDS, open_low=True)] = 0.5
+    # bounded low: a bind is back within about a second of its SMSC
+    reconnect_max_seconds: Annotated[float, Range(0, MAX_AUTH_RETRY_SECONDS, open_low=True)] = 1.0
     # a bind refused for good (bad credentials, system type, already bound...: engine.smpp.bind) waits
     # auth_retry_min_seconds, doubling per refusal up to auth_retry_max_seconds; a successful bind resets it
-    auth_retry_min_seconds: float = 5.0
-    auth_retry_max_seconds: float = 300.0
-    bind_wait_seconds: float = 5.0  # a part waits this long in the queue for a bind to come up
-    registered_delivery: int = 1  # ask for a receipt on final state
-    early_receipt_seconds: float = 30.0  # how long a receipt for an unknown id is held for its resp
-    receipt_match_seconds: float = 259200.0  # how long a submitted id waits for its receipt (3 days)
-    max_pending_receipts: int = 1_000_000
-    queue_limit: int = 100_000  # parts waiting for a window slot, per carrier
+    auth_retry_min_seconds: Annotated[float, Range(0, MAX_AUTH_RETRY_SECONDS, open_low=True)] = 5.0
+    auth_retry_max_seconds: Annotated[float, Range(0, MAX_AUTH_RETRY_SECONDS, open_low=True)] = 300.0
+    # a part waits this long in the queue for a bind to come up
+    bind_wait_seconds: Annotated[float, Range(0, 3600)] = 5.0
+    registered_delivery: Annotated[int, Range(0, 255)] = 1  # ask for a receipt on final state
+    # how long a receipt for an unknown id is held for its resp
+    early_receipt_seconds: Annotated[float, Range(0, 86400)] = 30.0
+    # how long a submitted id waits for its receipt (3 days)
+    receipt_match_seconds: Annotated[float, Range(0, 7 * 86400)] = 259200.0
+    max_pending_receipts: Annotated[int, Range(1, 100_000_000)] = 1_000_000
+    # parts waiting for a window slot, per carrier
+    queue_limit: Annotated[int, Range(1, 100_000_000)] = 100_000
 
     def check(self, where: str) -> None:
         super().check(where)
-        if not 0 < self.port < 65536:
-            raise ConfigError(f"config: {where}.port must be between 1 and 65535")
-        if self.binds < 1:
-            raise ConfigError(f"config: {where}.binds must be at least 1")
         if self.bind_mode not in BIND_MODES:
             raise ConfigError(f"config: {where}.bind_mode must be one of {', '.join(BIND_MODES)}")
         if not 0 < self.reconnect_min_seconds <= self.reconnect_max_seconds:
@@ -309,6 +352,38 @@ class Settings:
     nats: NatsSettings = field(default_factory=NatsSettings)
 
 
+#: The tables whose numbers have ranges, for ``ranges_text`` (a carrier kind lists only its own keys).
+RANGED_TABLES: tuple[tuple[str, type, type | None], ...] = (
+    ("[engine]", EngineLimits, None), ("[http]", HttpSettings, None), ("[email]", EmailSettings, None),
+    ("[privacy]", PrivacySettings, None), ("[keys]", KeySettings, None),
+    ("[carriers.<name>]", CarrierOptions, None),
+    ('kind = "simulated"', SimulatedCarrierOptions, CarrierOptions),
+    ('kind = "smpp"', SmppCarrierOptions, CarrierOptions),
+)
+
+
+def ranges_text() -> str:
+    """Every numeric key with its allowed range, as the README's configuration section lists them:
+    ``[1, 255]`` includes both ends, ``(0, 3600]`` excludes 0."""
+    lines = []
+    for title, cls, base in RANGED_TABLES:
+        inherited = ranges(base) if base else {}
+        own = {k: r for k, r in ranges(cls).items() if k not in inherited}
+        keys = ", ".join(f"`{TOML_NAMES.get(k, k)}` {'(' if r.open_low else '['}{_grouped(r.low)}, "
+                         f"{_grouped(r.high)}]" for k, r in own.items())
+        lines.append(f"- `{title}`: {keys}")
+    lines.append(f"- `[rates]` and a route carrier's `cost_micro_usd`: [0, {_grouped(MAX_MICRO_USD_PER_SEGMENT)}]"
+                 " micro-USD per segment")
+    return "\n".join(lines)
+
+
+TOML_NAMES = {"from_address": "from"}  # fields whose TOML key is another word
+
+
+def _grouped(value: float) -> str:
+    return f"{int(value):_}" if float(value).is_integer() else f"{value:g}"
+
+
 def default_document() -> dict[str, Any]:
     """The embedded default configuration as a dict."""
     text = resources.files("engine").joinpath("default.toml").read_text(encoding="utf-8")
@@ -362,7 +437,6 @@ def settings_from_document(doc: dict[str, Any]) -> Settings:
     _check_tls(http)
     keys = typed_table(KeySettings, doc.get("keys", {}), "keys")
     _check_keys(keys)
-    _check_bounds(limits, http)
     pops = {}
     for name, table in _table(doc, "pops").items():
         if not isinstance(table, dict):
@@ -433,16 +507,12 @@ def _email_settings(table: Any) -> EmailSettings:
                           "refused there (use 'starttls' or 'tls': TLS 1.2+)")
     if (email.password_file or email.password_env) and not email.username:
         raise ConfigError("config: [email] a password needs a username")
-    if not 0 < email.port < 65536 or email.max_outbox < 1:
-        raise ConfigError("config: email.port must be a TCP port and max_outbox at least 1")
     return email
 
 
 def _check_keys(keys: KeySettings) -> None:
     if keys.provider not in ("local", "pkcs11"):
         raise ConfigError("config: [keys] provider must be 'local' or 'pkcs11'")
-    if keys.account_key_cache < 1:
-        raise ConfigError("config: [keys] account_key_cache must be at least 1")
     if keys.provider == "pkcs11":
         if not (keys.pkcs11_module and keys.pkcs11_token_label and keys.pkcs11_key_label):
             raise ConfigError("config: [keys] provider = 'pkcs11' needs pkcs11_module, "
@@ -463,39 +533,6 @@ def _check_tls(http: HttpSettings) -> None:
         if not _is_loopback(host):
             raise ConfigError(f"config: [http] {name} = {host!r} is beyond loopback: set tls_cert and "
                               "tls_key (TLS 1.2+) or bind 127.0.0.1")
-
-
-MAX_SWEEP_INTERVAL_SECONDS = 3600  # a body past its TTL is shredded within one sweep interval
-MAX_BODY_TTL_SECONDS = 86400  # the policy's 24 hours
-MAX_SECRET_OVERLAP_SECONDS = 7 * 86400
-MAP_SIZE_KEYS = ("map_size_mb", "http_map_size_mb", "mail_map_size_mb", "privacy_map_size_mb")
-
-
-def _check_bounds(limits: EngineLimits, http: HttpSettings) -> None:
-    """Refuse values that would break a promise (the 24-hour body limit) or disable a protection."""
-    if not 0 < limits.sweep_interval_seconds <= MAX_SWEEP_INTERVAL_SECONDS:
-        raise ConfigError(
-            f"config: engine.sweep_interval_seconds = {limits.sweep_interval_seconds:g} must be more "
-            f"than 0 and at most {MAX_SWEEP_INTERVAL_SECONDS} (bodies must be shredded within the "
-            "24-hour limit)")
-    if not 1 <= limits.body_ttl_seconds <= MAX_BODY_TTL_SECONDS:
-        raise ConfigError(
-            f"config: engine.body_ttl_seconds = {limits.body_ttl_seconds} must be between 1 and "
-            f"{MAX_BODY_TTL_SECONDS} (the privacy policy keeps bodies 24 hours at most)")
-    for name in MAP_SIZE_KEYS:
-        if not getattr(limits, name) >= 1:
-            raise ConfigError(f"config: engine.{name} must be at least 1 (MiB)")
-    if not 0 < limits.analytics_max_account_share <= 1:
-        raise ConfigError("config: engine.analytics_max_account_share must be more than 0 and at most 1")
-    for name in ("header_timeout_seconds", "body_timeout_seconds", "keepalive_timeout_seconds",
-                 "max_connections", "max_connections_per_address", "control_max_connections",
-                 "control_max_connections_per_address", "control_auth_failures_per_minute",
-                 "max_pending_requests", "queue_delay_target_ms", "max_batch_body_bytes"):
-        if not getattr(http, name) > 0:
-            raise ConfigError(f"config: http.{name} must be more than 0")
-    if http.webhook_secret_overlap_seconds > MAX_SECRET_OVERLAP_SECONDS:
-        raise ConfigError(f"config: http.webhook_secret_overlap_seconds must be at most "
-                          f"{MAX_SECRET_OVERLAP_SECONDS} (7 days)")
 
 
 def _is_loopback(host: str) -> bool:

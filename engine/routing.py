@@ -28,6 +28,10 @@ from engine.errors import ConfigError, NoRoute
 # A destination's country is libphonenumber's region of its number (engine/numbers.py), so a route or a
 # rate keyed by any other two letters (``UK`` for GB, ``EU``) could never match: refused, not ignored.
 _MISNAMED = {"UK": "GB", "EL": "GR"}
+# A rate or a carrier's cost per segment: 1,000 USD is beyond any SMS price, and times the most segments
+# a message has (255) it stays far below the billion USD every ledger amount is held under
+# (engine.billing.amounts); 10**18 would overflow the ledger's 64-bit sums at the first message.
+MAX_MICRO_USD_PER_SEGMENT = 1_000_000_000
 
 
 def _unknown_region(code: str) -> str | None:
@@ -107,8 +111,10 @@ class RoutingTable:
         rates: dict[str, int] = {}
         default_rate = None
         for key, value in rates_doc.items():
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"routing: rates.{key} must be a non-negative integer (micro-USD)")
+            if not isinstance(value, int) or isinstance(value, bool) \
+                    or not 0 <= value <= MAX_MICRO_USD_PER_SEGMENT:
+                raise ConfigError(f"routing: rates.{key} must be an integer between 0 and "
+                                  f"{MAX_MICRO_USD_PER_SEGMENT} (micro-USD per segment)")
             if key == "default":
                 default_rate = value
             elif not (len(key) == 2 and key.isascii() and key.isalpha()):
@@ -282,6 +288,9 @@ def _parse_route(i: int, r: Any, pops: set[str], carriers: dict[str, str]) -> Ro
             if not isinstance(v, int) or isinstance(v, bool) or v < (1 if k == "weight" else 0):
                 raise ConfigError(f"{where}.carriers[{j}].{k} must be an integer"
                                   + (" >= 1" if k == "weight" else " >= 0"))
+        if values["cost_micro_usd"] > MAX_MICRO_USD_PER_SEGMENT:
+            raise ConfigError(f"{where}.carriers[{j}].cost_micro_usd must be an integer between 0 and "
+                              f"{MAX_MICRO_USD_PER_SEGMENT} (micro-USD per segment)")
         cands.append(CarrierCandidate(carrier=name, **values))
     return Route(matches=tuple(m.upper() if not m.startswith("+") else m for m in matches),
                  pop=pop, carriers=tuple(cands), weight=weight)

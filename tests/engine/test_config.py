@@ -184,6 +184,62 @@ def test_connection_protections_cannot_be_switched_off(key):
         load_settings(overrides={"http": {key: 0}})
 
 
+@pytest.mark.parametrize(("section", "key", "value", "needle"), [
+    # a 0 that refuses every message, disables a protection, or spins a loop
+    ("engine", "max_in_flight", 0, "engine.max_in_flight = 0 must be between 1 and 10000000"),
+    ("engine", "max_segments", 0, "engine.max_segments = 0 must be between 1 and 255"),
+    ("engine", "max_attempts", 0, "engine.max_attempts = 0 must be between 1 and"),
+    ("engine", "tick_ms", 0, "engine.tick_ms = 0 must be between 5 and 60000"),
+    ("http", "max_body_bytes", 0, "http.max_body_bytes = 0 must be between 1024 and"),
+    ("http", "rate_limit_burst", 0, "http.rate_limit_burst = 0 must be between 1 and"),
+    ("http", "webhook_concurrency", 0, "http.webhook_concurrency = 0 must be between 1 and"),
+    ("http", "webhook_max_backlog", 0, "http.webhook_max_backlog = 0 must be between 1 and"),
+    ("privacy", "challenge_ttl_seconds", 0, "privacy.challenge_ttl_seconds = 0 must be between 60 and"),
+    # a value no machine or protocol can honour
+    ("engine", "map_size_mb", 10**12, "engine.map_size_mb = 1e+12 must be between 1 and 4194304"),
+    ("engine", "privacy_map_size_mb", 10**12, "engine.privacy_map_size_mb = 1e+12 must be between"),
+    ("http", "customer_port", 70000, "http.customer_port = 70000 must be between 0 and 65535"),
+    ("keys", "account_key_cache", 10**12, "keys.account_key_cache = 1e+12 must be between 1 and"),
+    ("email", "port", 0, "email.port = 0 must be between 1 and 65535"),
+])
+def test_a_number_outside_its_range_is_refused_at_load_naming_the_key_and_the_range(section, key, value,
+                                                                                     needle):
+    with pytest.raises(ConfigError) as refused:
+        load_settings(overrides={section: {key: value}})
+    assert needle in str(refused.value) and refused.value.code == "invalid_config"
+
+
+@pytest.mark.parametrize("where,table", [
+    ("rates", {"routes": [{"match": ["DE"], "pop": "fra", "carriers": ["fra-telekom"]}],
+               "rates": {"default": 10**18}}),
+    ("cost_micro_usd", {"routes": [{"match": ["DE"], "pop": "fra", "carriers": [
+        {"carrier": "fra-telekom", "cost_micro_usd": 10**18}]}], "rates": {"default": 1}}),
+])
+def test_a_price_per_segment_beyond_1000_usd_is_refused(where, table):
+    """10**18 micro-USD a segment would overflow the ledger's 64-bit sums at the first message."""
+    with pytest.raises(ConfigError, match=f"{where}.* must be an integer between 0 and 1000000000"):
+        load_settings(overrides={"carriers": default_document()["carriers"], **table})
+    ok = load_settings(overrides={"carriers": default_document()["carriers"], "routes": [
+        {"match": ["DE"], "pop": "fra", "carriers": [{"carrier": "fra-telekom", "cost_micro_usd": 10**9}]}],
+        "rates": {"default": 1_000_000_000}})
+    assert ok.routing.default_rate == 1_000_000_000
+
+
+def test_every_range_edge_loads_and_the_readme_lists_every_range():
+    """Both ends of each range are accepted (the default of each key lies inside it), and the README's
+    configuration section shows the ranges exactly as the code checks them."""
+    from engine.typed_tables import ranges  # (new with the ranges)
+
+    for _title, cls, _base in engine.config.RANGED_TABLES:
+        for key, bound in ranges(cls).items():
+            assert bound.admits(getattr(cls(), key)), f"{cls.__name__}.{key}: default outside its range"
+    s = load_settings(overrides={"engine": {"map_size_mb": 4 * 1024 * 1024, "tick_ms": 5},
+                                 "http": {"customer_port": 0, "control_port": 65535}})
+    assert s.engine.map_size_mb == 4 * 1024 * 1024 and s.http.customer_port == 0
+    readme = (Path(engine.config.__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    assert engine.config.ranges_text() in readme
+
+
 # --- carriers: typed options per kind, one default per key, unknown keys refused -----------------
 
 
@@ -223,11 +279,11 @@ def test_carrier_options_are_typed_per_kind():
 
 @pytest.mark.parametrize("kind,options,needle", [
     ("smpp", {"window": "20"}, "carriers.c1.window must be an integer"),
-    ("smpp", {"window": 0}, "carriers.c1.window must be at least 1"),
+    ("smpp", {"window": 0}, "carriers.c1.window = 0 must be between 1 and"),
     ("smpp", {"tls": "yes"}, "carriers.c1.tls must be true or false"),
-    ("smpp", {"port": 70000}, "carriers.c1.port must be between 1 and 65535"),
+    ("smpp", {"port": 70000}, "carriers.c1.port = 70000 must be between 1 and 65535"),
     ("smpp", {"bind_mode": "duplex"}, "carriers.c1.bind_mode must be one of"),
-    ("smpp", {"auth_retry_min_seconds": 0}, "carriers.c1.auth_retry_min_seconds must be more than 0"),
+    ("smpp", {"auth_retry_min_seconds": 0}, "carriers.c1.auth_retry_min_seconds = 0 must be more than 0"),
     ("smpp", {"password": "longer-than-8"}, "carriers.c1.password must be at most 8 Latin-1 characters"),
     ("smpp", {"system_id": "s" * 16}, "carriers.c1.system_id must be at most 15"),
     ("smpp", {"system_type": "VMA\x00"}, "carriers.c1.system_type must be at most 12"),
@@ -235,7 +291,7 @@ def test_carrier_options_are_typed_per_kind():
     ("smpp", {"auth_retry_min_seconds": 60, "auth_retry_max_seconds": 30},
      "auth_retry_min_seconds must be more than 0 and at most carriers.c1.auth_retry_max_seconds"),
     ("smpp", {"auth_retry_max_seconds": 7200}, "at most 3600"),
-    ("smpp", {"reconnect_min_seconds": 0}, "carriers.c1.reconnect_min_seconds must be more than 0"),
+    ("smpp", {"reconnect_min_seconds": 0}, "carriers.c1.reconnect_min_seconds = 0 must be more than 0"),
     ("smpp", {"reconnect_min_seconds": 2}, "at most carriers.c1.reconnect_max_seconds"),
     ("simulated", {"latency": {"distribution": "pareto"}}, "carriers.c1.latency.distribution"),
     ("simulated", {"latency": {"distribution": "fixed", "median_ms": 3}},
@@ -327,7 +383,7 @@ def test_an_unknown_table_is_refused_by_name_instead_of_ignored(tmp_path, text, 
 @pytest.mark.parametrize("key", ["map_size_mb", "http_map_size_mb", "mail_map_size_mb", "privacy_map_size_mb"])
 def test_each_store_map_size_is_a_whole_number_of_mib_of_at_least_one(key):
     assert getattr(load_settings(overrides={"engine": {key: 2048}}).engine, key) == 2048
-    for bad, needle in ((0, f"engine.{key} must be at least 1"), (1.5, f"engine.{key} must be"),
+    for bad, needle in ((0, f"engine.{key} = 0 must be between 1 and"), (1.5, f"engine.{key} must be"),
                         ("1G", f"engine.{key} must be")):
         with pytest.raises(ConfigError, match=needle):
             load_settings(overrides={"engine": {key: bad}})
