@@ -25,6 +25,7 @@ from engine.http.context import CTX, OPERATOR, HttpContext
 from engine.http.control_schemas import read_body_as
 from engine.http.errors import HttpError
 from engine.http.jsonio import json_response
+from engine.http.params import query_value
 from engine.http.tokens import TokenNameError
 
 AUDIT_PAGE = 1000
@@ -198,7 +199,7 @@ async def audit(request: web.Request) -> web.Response:
     kinds = {k for value in request.query.getall("kind", []) for k in value.split(",") if k}
     since, until = _query_time(request, "since", 0.0), _query_time(request, "until", math.inf)
     try:
-        limit = int(request.query.get("limit", str(AUDIT_PAGE)))
+        limit = int(query_value(request, "limit", str(AUDIT_PAGE)))
     except ValueError:
         raise HttpError(400, "invalid_query", "limit must be an integer") from None
     if not 1 <= limit <= AUDIT_PAGE:
@@ -217,7 +218,8 @@ async def audit(request: web.Request) -> web.Response:
 
 def _query_time(request: web.Request, name: str, default: float) -> float:
     try:
-        value = float(request.query.get(name, default))
+        given = query_value(request, name)
+        value = float(default if given is None else given)
     except ValueError:
         raise HttpError(400, "invalid_query", f"{name} must be a unix time") from None
     if math.isnan(value):
@@ -227,7 +229,7 @@ def _query_time(request: web.Request, name: str, default: float) -> float:
 
 async def _audit_subject(ctx: HttpContext, request: web.Request) -> tuple[str, str] | None:
     """``(pseudonym, account id or "")`` of the ``account`` / ``subject`` query, or None for all."""
-    account, subject = request.query.get("account", ""), request.query.get("subject", "")
+    account, subject = query_value(request, "account", ""), query_value(request, "subject", "")
     if account and subject:
         raise HttpError(400, "invalid_query", "give account or subject, not both")
     if subject:

@@ -23,6 +23,7 @@ from engine.http.context import CTX, OPERATOR, HttpContext
 from engine.http.control_schemas import read_body_as
 from engine.http.errors import HttpError
 from engine.http.jsonio import json_response
+from engine.http.params import query_value
 from engine.http.usage_export import stream_usage
 
 OP = "operator"
@@ -43,7 +44,7 @@ async def verify(request: web.Request) -> web.Response:
 
 async def reconciliation(request: web.Request) -> web.Response:
     ctx: HttpContext = request.app[CTX]
-    run = request.query.get("run", "true")
+    run = query_value(request, "run", "true")
     if run not in ("true", "false"):
         raise HttpError(400, "invalid_query", "run is true or false")
     billing = ctx.engine.billing

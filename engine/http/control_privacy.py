@@ -18,6 +18,7 @@ from engine.http.context import CTX, OPERATOR, HttpContext
 from engine.http.control_schemas import read_body_as
 from engine.http.errors import HttpError
 from engine.http.jsonio import json_response
+from engine.http.params import query_value
 
 OP, P = "operator", "privacy"
 ROUTE_ROLES: dict[tuple[str, str], frozenset[str]] = {
@@ -65,7 +66,7 @@ async def _answer(request: web.Request, fn, status: int = 200) -> web.Response:
 
 async def list_dsar(request: web.Request) -> web.Response:
     desk = _privacy(request.app[CTX]).requests
-    overdue = request.query.get("overdue", "") in ("1", "true", "yes")
+    overdue = query_value(request, "overdue", "") in ("1", "true", "yes")
     return await _answer(request, lambda: {"requests": desk.list(overdue_only=overdue)})
 
 

@@ -32,6 +32,7 @@ from engine.http.errors import HttpError, status_for
 from engine.http.idempotency import StoredAnswer, check_key, request_hash
 from engine.http.jsonio import read_body
 from engine.http.middleware import require_account
+from engine.http.params import query_value
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +218,7 @@ async def get_message(request: web.Request) -> web.Response:
 
 
 def _query_time(request: web.Request, name: str) -> float | None:
-    value = request.query.get(name)
+    value = query_value(request, name)
     if value is None:
         return None
     try:
@@ -229,13 +230,12 @@ def _query_time(request: web.Request, name: str) -> float | None:
 def _page_args(request: web.Request) -> dict:
     """The query's values, typed; their bounds are the listing's own (``engine.listing``), which
     the embedding API gets too."""
-    q = request.query
     try:
-        limit = int(q.get("limit", "50"))
+        limit = int(query_value(request, "limit", "50"))
     except ValueError:
         limit = 0
-    statuses = [v for value in q.getall("status", []) for v in value.split(",") if v]
-    return {"limit": limit, "cursor": q.get("cursor"), "statuses": frozenset(statuses) or None,
+    statuses = [v for value in request.query.getall("status", []) for v in value.split(",") if v]
+    return {"limit": limit, "cursor": query_value(request, "cursor"), "statuses": frozenset(statuses) or None,
             "since": _query_time(request, "since"), "until": _query_time(request, "until")}
 
 

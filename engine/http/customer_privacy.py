@@ -28,6 +28,7 @@ from engine.http.context import CTX, HttpContext
 from engine.http.errors import HttpError
 from engine.http.jsonio import json_response, read_body
 from engine.http.middleware import require_account
+from engine.http.params import query_value
 from engine.http.schemas import decode
 
 
@@ -40,7 +41,7 @@ def _desk(ctx: HttpContext):
 
 
 def _token(request: web.Request) -> str:
-    token = request.query.get("token", "")
+    token = query_value(request, "token", "")
     if not token:
         raise HttpError(400, "missing_token", "the link has no token")
     return token

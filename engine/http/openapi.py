@@ -30,7 +30,8 @@ RATE_HEADERS = {
                        ("RateLimit-Reset", "seconds until the limit is fully restored"))
 }
 COMMON_ERRORS = {"400": "malformed request (also: more than one Authorization header, "
-                        "ambiguous_authorization)", "401": "missing, unknown, revoked or closed credential",
+                        "ambiguous_authorization; a key twice in a JSON object, duplicate_key; a "
+                        "single-value query parameter twice, duplicate_parameter)", "401": "missing, unknown, revoked or closed credential",
                  "408": "request head or body did not arrive in time", "413": "body too large",
                  "415": "not application/json", "429": "rate limited",
                  "503": "overloaded or too many connections; see Retry-After"}

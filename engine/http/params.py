@@ -1,4 +1,5 @@
-"""Every id in a path is checked for its shape before a handler sees it.
+"""Every id in a path is checked for its shape before a handler sees it; a query parameter read as one
+value is refused when given twice (:func:`query_value`).
 
 An id that cannot exist — empty, too long, wrong characters — is answered ``404 not_found`` at once,
 so no handler passes it on to a store (an empty LMDB key used to surface as a 500). Each path parameter
@@ -55,6 +56,19 @@ def kind_of(template: str, param: str) -> str | None:
         if param == "id" and (template == prefix or template.startswith(prefix + "/")):
             return kind
     return PATH_IDS.get((template, param))
+
+
+def query_value(request: web.Request, name: str, default: str | None = None) -> str | None:
+    """The one value of a single-value query parameter, or ``default`` when absent.
+
+    ``?limit=1&limit=500`` is ambiguous — which did the client mean? — as a key twice in a JSON body is
+    (400 ``duplicate_key``): refused 400 ``duplicate_parameter`` instead of reading the first. Parameters
+    that may repeat by design (``status``, ``kind``) are read with ``getall`` instead."""
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        raise HttpError(400, "duplicate_parameter",
+                        f"the query parameter {name} is given {len(values)} times; give it once")
+    return values[0] if values else default
 
 
 def well_formed(kind: str, value: object) -> bool:

@@ -23,12 +23,13 @@ from engine.billing.usage import FORMATS, encode_csv, encode_json, iso, parse_ti
 from engine.http.context import API_KEY, CTX, HttpContext
 from engine.http.errors import HttpError
 from engine.http.middleware import HSTS
+from engine.http.params import query_value
 
 CONTENT_TYPES = {"json": "application/json", "csv": "text/csv; charset=utf-8"}
 
 
 def _format(request: web.Request) -> str:
-    fmt = request.query.get("format")
+    fmt = query_value(request, "format")
     if fmt is None:
         fmt = "csv" if "text/csv" in request.headers.get("Accept", "") else "json"
     if fmt not in FORMATS:
@@ -41,8 +42,8 @@ async def stream_usage(request: web.Request, account_id: str) -> web.StreamRespo
     ctx: HttpContext = request.app[CTX]
     fmt = _format(request)
     now = time.time()
-    since = parse_time(request.query.get("since"), 0.0, "since")
-    until = parse_time(request.query.get("until"), now, "until")
+    since = parse_time(query_value(request, "since"), 0.0, "since")
+    until = parse_time(query_value(request, "until"), now, "until")
     rows = await ctx.call(ctx.engine.billing.usage, account_id, since, until)  # 404, 400 here
     if fmt == "csv":
         chunks = encode_csv(rows)
