@@ -48,7 +48,7 @@ from engine.cluster.placement import Placement
 from engine.config import load_settings
 from engine.errors import SmsrouteError
 from engine.http.app_customer import build_customer_app
-from engine.http.connections import ConnectionGate, GuardedServer
+from engine.http.connections import PARSER_LIMITS, ConnectionGate, GuardedServer
 from engine.http.context import HttpContext
 from engine.http.egress import DestinationGuard
 from engine.http.idempotency import IdempotencyStore
@@ -128,7 +128,7 @@ class Edge:
             return await self._forward(session, request)
 
         customer.middlewares.insert(0, self._route_middleware(forward))  # before it: fast or forward
-        runner = web.AppRunner(customer, access_log=None, shutdown_timeout=5)
+        runner = web.AppRunner(customer, access_log=None, shutdown_timeout=5, **PARSER_LIMITS)
         await runner.setup()
         runner.server.__class__ = GuardedServer
         runner.server.gate = ConnectionGate(_limits(settings.http))

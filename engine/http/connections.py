@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
 from engine.http.errors import error_body, error_response
@@ -40,6 +41,13 @@ from engine.http.errors import error_body, error_response
 log = logging.getLogger(__name__)
 
 LOG_PER_SECOND = 5
+# The longest request URL (path and query; aiohttp's Python parser: the whole request line) and header
+# line. They differ on purpose: aiohttp raises the same LineTooLong for both and names only the limit, so
+# the limit tells a URL too long (414 uri_too_long) from a header too long (400 malformed_http).
+MAX_URL_BYTES = 8192
+MAX_HEADER_LINE_BYTES = 8190
+#: The keyword arguments every ``web.AppRunner`` of a :class:`GuardedServer` is made with.
+PARSER_LIMITS = {"max_line_size": MAX_URL_BYTES, "max_field_size": MAX_HEADER_LINE_BYTES}
 DESCRIPTOR_RESERVE = 256  # for stores, webhook connections, logs: what the connection bounds must leave
 
 
@@ -209,7 +217,11 @@ class GuardedRequestHandler(RequestHandler):
                 log.info("malformed HTTP request", extra={
                     "app": self.app_name, "status": status,
                     "error": type(exc).__name__ if exc is not None else "none"})
-            resp = error_response(status, "malformed_http", "the HTTP request could not be parsed")
+            if isinstance(exc, LineTooLong) and exc.args[1:2] == (MAX_URL_BYTES,):
+                resp = error_response(414, "uri_too_long",
+                                      f"the request URL is longer than {MAX_URL_BYTES} bytes")
+            else:
+                resp = error_response(status, "malformed_http", "the HTTP request could not be parsed")
         resp.headers["Server"] = "smsroute"  # no software versions on the wire
         resp.force_close()
         return resp

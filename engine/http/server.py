@@ -31,6 +31,7 @@ from engine.http import memory
 from engine.http.app_control import build_control_app
 from engine.http.app_customer import build_customer_app
 from engine.http.connections import (
+    PARSER_LIMITS,
     ConnectionGate,
     ConnectionLimits,
     GuardedServer,
@@ -352,7 +353,7 @@ class HttpServers:
                     ssl_ctx: ssl.SSLContext | None, what: str, flag: str) -> int:
         limits = connection_limits(self.http, name)
         runner = web.AppRunner(self.apps[name], access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S,
-                               keepalive_timeout=limits.keepalive_timeout_s)
+                               keepalive_timeout=limits.keepalive_timeout_s, **PARSER_LIMITS)
         await runner.setup()
         # bounded connections, head timeout, JSON answers and brief logs for what cannot be parsed
         runner.server.__class__ = GuardedServer

@@ -166,3 +166,19 @@ def test_a_malformed_request_is_logged_once_briefly_and_never_with_its_header_va
     assert records[0].exc_info is None
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert "S3CRET" not in caplog.text and "Bearer" not in caplog.text
+
+
+@pytest.mark.parametrize("port_of", [lambda e: e.http.customer_port, lambda e: e.http.control_port],
+                         ids=["customer", "control"])
+def test_a_request_url_over_the_limit_is_answered_414_and_one_within_it_is_served(engine, api, port_of):
+    """A URL too long is not a malformed request: 414 tells the client to shorten it (e.g. fewer
+    ``status`` filters), where 400 malformed_http would suggest its HTTP is broken."""
+    port = port_of(engine)
+    sock = _connect(port)
+    sock.sendall(f"GET /v1/messages?cursor={'a' * 9000} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    answer = _read_all(sock)
+    sock.close()
+    assert answer.split(b"\r\n")[0].endswith(b" 414 Request-URI Too Long"), answer[:200]
+    assert b'"uri_too_long"' in answer and b"8192 bytes" in answer
+    within = Client(port, api.token).request("GET", "/v1/messages?cursor=" + "a" * 8000)
+    assert within[0] in (400, 401, 404) and within[2]["error"]["code"] != "uri_too_long", within
