@@ -194,7 +194,9 @@ def test_tls_with_client_certificates_across_hosts(tmp_path):
         for settings, why in (
             (NatsSettings(ca_file=pki["other-ca"], cert_file=pki["client"], key_file=pki["client-key"]),
              "CERTIFICATE_VERIFY_FAILED"),  # a server we cannot verify: not ours
-            (NatsSettings(ca_file=pki["ca"]), "CERTIFICATE_REQUIRED"),  # no client certificate: refused
+            # no client certificate: the server refuses us (its TLS 1.3 alert, or under load only the
+            # reset that follows it, is the client's last error)
+            (NatsSettings(ca_file=pki["ca"]), "CERTIFICATE_REQUIRED|ConnectionResetError|BrokenPipeError|SSLEOFError"),
         ):
             with pytest.raises(TransportError, match=why):
                 Transport([url], "x", lambda *_: True,
