@@ -1,11 +1,12 @@
-"""The ``smsroute`` command: ``run``, ``segments``, ``webhook-receiver``, ``ledger`` and ``bench``.
+"""The ``smsroute`` command: ``run``, ``segments``, ``webhook-receiver``, ``ledger``, ``compact`` and ``bench``.
 
 ``smsroute run`` starts the engine on its embedded default (three POPs, simulated carriers, data in
 ``./data``) or on ``--config FILE``, with the customer API and the control port, prints where they listen,
 and stops cleanly on Ctrl-C or SIGTERM. ``--host``, ``--customer-port`` and ``--control-port`` override the
 config's binds; ``--smsc HOST:PORT`` replaces every carrier with SMPP binds to that SMSC. ``smsroute
 segments TEXT`` prints how a text is encoded and split. ``smsroute ledger verify|reconcile`` checks the
-ledger of a stopped engine's data directory (``engine.billing.offline``).
+ledger of a stopped engine's data directory (``engine.billing.offline``); ``smsroute compact`` rewrites its
+LMDB files without their freed pages (``storage.compaction``).
 
 A start-up failure an operator can fix (a busy port, a data directory that is locked, unreadable or on a
 full disk, a missing config file, a TLS file that does not load) is one line on stderr,
@@ -204,6 +205,20 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     return check(args.data_dir, load_settings(args.config))
 
 
+def cmd_compact(args: argparse.Namespace) -> int:
+    from engine.config import load_settings
+    from storage.compaction import compact
+
+    data_dir = Path(args.data_dir)
+    keys = load_settings(args.config).keys.dir if args.config else None
+    done = compact(data_dir, (data_dir / keys,) if keys else ())
+    for env in done:
+        print(f"{env.name}: {env.before} -> {env.after} bytes", flush=True)
+    before, after = sum(e.before for e in done), sum(e.after for e in done)
+    print(f"compacted {len(done)} store(s) in {data_dir.resolve()}: {before} -> {after} bytes", flush=True)
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from bench.cli import run_bench
 
@@ -219,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_segments_parser(sub)
     _add_webhook_receiver_parser(sub)
     _add_ledger_parser(sub)
+    _add_compact_parser(sub)
     _add_bench_parser(sub)
     return parser
 
@@ -289,6 +305,19 @@ def _add_ledger_parser(sub: Any) -> None:
         check.add_argument("--config", default=None,
                            help="the engine's config file (for [keys]: where the keys live, the HSM)")
         check.set_defaults(func=cmd_ledger)
+
+
+def _add_compact_parser(sub: Any) -> None:
+    text = ("Rewrite every LMDB store of a stopped engine's data directory without its freed pages: "
+            "what deleted or migrated data they still held is gone, and the files shrink to the data. "
+            "Refused while an engine (or a worker) uses the directory; prints each store's size before "
+            "and after.")
+    compact = sub.add_parser("compact", help="compact the stores of a stopped engine", description=text)
+    compact.add_argument("--data-dir", default="./data", help="the engine's data directory (./data)")
+    compact.add_argument("--config", default=None,
+                         help="the engine's config file (for a [keys] dir outside the data directory, "
+                              "locked too)")
+    compact.set_defaults(func=cmd_compact)
 
 
 def _add_bench_parser(sub: Any) -> None:
