@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 LOG_PER_SECOND = 5
 # The longest request URL (path and query; aiohttp's Python parser: the whole request line) and header
 # line. They differ on purpose: aiohttp raises the same LineTooLong for both and names only the limit, so
-# the limit tells a URL too long (414 uri_too_long) from a header too long (400 malformed_http).
+# the limit tells a URL too long (414 uri_too_long) from a header line too long (431 header_too_large).
 MAX_URL_BYTES = 8192
 MAX_HEADER_LINE_BYTES = 8190
 #: The keyword arguments every ``web.AppRunner`` of a :class:`GuardedServer` is made with.
@@ -220,6 +220,9 @@ class GuardedRequestHandler(RequestHandler):
             if isinstance(exc, LineTooLong) and exc.args[1:2] == (MAX_URL_BYTES,):
                 resp = error_response(414, "uri_too_long",
                                       f"the request URL is longer than {MAX_URL_BYTES} bytes")
+            elif isinstance(exc, LineTooLong) and exc.args[1:2] == (MAX_HEADER_LINE_BYTES,):
+                resp = error_response(431, "header_too_large", "a request header line is longer than "
+                                      f"{MAX_HEADER_LINE_BYTES} bytes")
             else:
                 resp = error_response(status, "malformed_http", "the HTTP request could not be parsed")
         resp.headers["Server"] = "smsroute"  # no software versions on the wire

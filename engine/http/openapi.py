@@ -19,7 +19,7 @@ import msgspec
 from engine import listing
 from engine.http import control_schemas as cs
 from engine.http import customer_schemas, schemas
-from engine.http.connections import MAX_URL_BYTES
+from engine.http.connections import MAX_HEADER_LINE_BYTES, MAX_URL_BYTES
 from engine.http.params import SHAPES
 from engine.http.schemas import IDEMPOTENCY_KEY_PATTERN
 
@@ -36,6 +36,7 @@ COMMON_ERRORS = {"400": "malformed request (also: more than one Authorization he
                  "408": "request head or body did not arrive in time", "413": "body too large",
                  "414": f"request URL (query included) longer than {MAX_URL_BYTES} bytes, uri_too_long",
                  "415": "not application/json", "429": "rate limited",
+                 "431": f"a request header line longer than {MAX_HEADER_LINE_BYTES} bytes, header_too_large",
                  "503": "overloaded or too many connections; see Retry-After"}
 
 
