@@ -78,12 +78,12 @@ def _offline(data_dir: Path, keys_dirs: tuple[Path, ...], envs: list[Path]) -> I
     """Hold every smsroute lock under ``data_dir`` (and of ``keys_dirs``) and every environment's
     ``lock.mdb`` for the whole run; raise the first refusal."""
     with ExitStack() as held:
-        top = DataDirLock(data_dir)
+        top = DataDirLock(data_dir, holder="compact")
         top.acquire()
         held.callback(top.release)
         nested = sorted(p.parent for p in data_dir.rglob(LOCK_FILE) if p.parent != data_dir)
         for directory in [*nested, *(k for k in keys_dirs if (k / LOCK_FILE).exists())]:
-            lock = (KeysDirLock if _is_keys_dir(directory) else DataDirLock)(directory)
+            lock = (KeysDirLock if _is_keys_dir(directory) else DataDirLock)(directory, holder="compact")
             lock.acquire()
             held.callback(lock.release)
         for env in envs:

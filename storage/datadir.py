@@ -42,9 +42,10 @@ class DataDirLock:
     *Refused:* a second engine on the same directory, in this process or another (``DataDirInUse``).
     """
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, holder: str = "engine") -> None:
         self.data_dir = Path(data_dir)
         self.path = self.data_dir / LOCK_FILE
+        self.holder = holder  # who holds it, written beside the pid: "engine", "compact"...
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -53,14 +54,14 @@ class DataDirLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            owner = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            pid, _, holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip().partition(" ")
             os.close(fd)
-            raise self._in_use(owner) from None
+            raise self._in_use(pid or "unknown", holder or "engine") from None
         except BaseException:
             os.close(fd)
             raise
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        os.pwrite(fd, f"{os.getpid()} {self.holder}\n".encode("ascii"), 0)
         self._fd = fd
 
     def release(self) -> None:
@@ -73,18 +74,22 @@ class DataDirLock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def _in_use(self, owner: str) -> SmsrouteError:
-        return DataDirInUse(f"data directory {self.data_dir} is in use by another smsroute engine "
-                            f"(pid {owner}); stop it first or use another data directory")
+    def _in_use(self, pid: str, holder: str) -> SmsrouteError:
+        by = "`smsroute compact`" if holder == "compact" else "another smsroute engine"
+        return DataDirInUse(f"data directory {self.data_dir} is in use by {by} (pid {pid}); stop it "
+                            "first or use another data directory")
 
 
 class KeysDirLock(DataDirLock):
     """The same lock on a key directory (``<keys dir>/smsroute.lock``), held while a process uses its
     key ring. *Refused:* a second engine or worker with the same ``[keys] dir`` (``KeysDirInUse``)."""
 
-    def _in_use(self, owner: str) -> SmsrouteError:
+    def _in_use(self, pid: str, holder: str) -> SmsrouteError:
+        if holder == "compact":
+            return KeysDirInUse(f"key directory {self.data_dir} is in use by `smsroute compact` (pid "
+                                f"{pid}); start again once it has finished")
         return KeysDirInUse(
-            f"key directory {self.data_dir} is in use by another smsroute process (pid {owner}); "
+            f"key directory {self.data_dir} is in use by another smsroute process (pid {pid}); "
             "two processes on one key ring drop each other's keys: give each engine and each worker "
             "its own [keys] dir")
 

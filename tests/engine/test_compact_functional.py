@@ -249,3 +249,15 @@ def test_compaction_is_refused_while_the_key_directory_or_a_store_is_in_use(tmp_
         missing = smsroute("compact", "--data-dir", str(wrong))
         assert (missing.returncode, missing.stderr.split(": ")[:2]) == (2, ["smsroute", "data_dir_unusable"])
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_an_engine_started_while_compaction_runs_is_told_that_compaction_holds_the_directory(tmp_path):
+    """The locks record who holds them: an operator starting the engine during ``smsroute compact`` is
+    told to wait for the compaction, not that "another engine" runs (there is none to stop)."""
+    data = tmp_path / "data"
+    Engine.start(data).stop()
+    with compaction._offline(data, (), []):  # what `smsroute compact` holds while it works
+        refused = smsroute("run", "--data-dir", str(data), "--no-http")
+    assert refused.returncode == 2
+    assert "data_dir_in_use" in refused.stderr and "`smsroute compact`" in refused.stderr
+    assert "another smsroute engine" not in refused.stderr
