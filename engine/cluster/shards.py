@@ -9,6 +9,13 @@ which is :class:`LocalShards` behind the message. Reads use LMDB read transactio
 go to the owning actors as messages. An answer larger than ``PART_BYTES`` crosses in parts
 (``ShardReplyParts``): NATS refuses a message over 1 MB, and a hold list, an audit trail or a webhook
 backlog has no natural page.
+
+An action asked of every worker (suspend a carrier, a routing table, erase, place or release a hold) can
+reach only some of them: one worker's link is down or its answer is lost. Its error then names the
+workers that did it, those that did not answer and those not asked (``ClusterShards._act_all``), so the
+operator knows which part of the cluster holds it. A suspension, a table and an erasure are states: the
+same action again is safe and converges. Placing a hold is not: again places a second hold where one
+was placed (the message says so; ``GET /v1/holds`` shows them, release the extra one).
 """
 
 from __future__ import annotations
@@ -18,14 +25,14 @@ import secrets
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Any
 
 from engine import messages as m
 from engine.cluster.carrier_view import merge_carrier_rows
 from engine.cluster.placement import Placement
 from engine.cluster.transport import ACT_WITHIN
-from engine.errors import SmsrouteError, error_from_code
+from engine.errors import ClusterUnavailable, SmsrouteError, error_from_code
 from storage.records import MessageRecord
 
 log = logging.getLogger(__name__)
@@ -35,6 +42,14 @@ PAGE = 1000  # records per answer of a paged scan (~250 kB: under NATS's 1 MB me
 PART_BYTES = 512 * 1024  # a larger answer is fetched in parts of this size
 KEPT_ANSWERS = 8  # large answers a worker keeps for their parts to be fetched (the oldest goes first)
 KEPT_SECONDS = 60.0
+RETRY_ADVICE = {  # what a partial action's error tells the operator about asking again
+    "suspend_carrier": "the same suspension again is safe and brings every worker to it",
+    "use_routing": "the workers that missed the table ask the core for it when their link is back",
+    "forget_account": "the same erasure again is safe",
+    "place_hold": "placing it again places a second hold where one was placed (GET /v1/holds shows "
+                  "them: release the extra one)",
+    "release_hold": "releasing it again is safe (where it is released already: not open)",
+}
 
 
 class LocalShards:
@@ -318,6 +333,49 @@ class ClusterShards:
                 f.cancel()
             raise
 
+    def _act_all(self, kind: str, *args: Any) -> list[Any]:
+        """Every worker's answer to an action (a suspension, a routing table, an erasure, a hold placed
+        or released). Unlike a read, a failure does not stop the wait for the workers already asked: the
+        error then says where the action was done and where not (``ClusterUnavailable`` if any worker
+        did not answer or was not asked, else the first worker's refusal), so the operator knows what
+        holds - a state action (suspended or not, a table, an erasure) is converged by asking again."""
+        act_by = time.time() + QUERY_TIMEOUT_S * ACT_WITHIN
+        futures = {node: self._pool.submit(self._ask, node, kind, *args, act_by=act_by)
+                   for node in self.workers}
+        wait(futures.values(), return_when=FIRST_EXCEPTION)
+        for f in futures.values():
+            f.cancel()  # only one not yet started: never sent (one deadline for all, see _ask_all)
+        wait(futures.values())  # those asked end by their time-out
+        done, silent, not_asked, refused = [], [], [], []
+        first: SmsrouteError | None = None
+        for node, f in futures.items():
+            if f.cancelled():
+                not_asked.append(node)
+                continue
+            exc = f.exception()
+            if exc is None:
+                done.append(node)
+            elif isinstance(exc, ClusterUnavailable):
+                silent.append(node)
+            elif isinstance(exc, SmsrouteError):
+                refused.append(f"{node} ({exc.code})")
+                first = first or exc
+            else:
+                raise exc
+        if not (silent or not_asked or refused):
+            return [futures[node].result() for node in self.workers]
+        outcome = f"{kind} reached only part of the cluster: done at {', '.join(done) or 'no worker'}"
+        for label, nodes in (("no answer from", silent), ("not asked", not_asked),
+                             ("refused by", refused)):
+            if nodes:
+                outcome += f"; {label} {', '.join(nodes)}"
+        outcome += "; " + RETRY_ADVICE.get(kind, "asking again is safe")
+        log.warning("%s", outcome)  # (worker names and a query kind only: no account, no hold detail)
+        if silent or not_asked:
+            raise ClusterUnavailable(outcome)
+        assert first is not None
+        raise error_from_code(first.code, f"{first.message} ({outcome})")
+
     def find_record(self, message_id: str) -> MessageRecord | None:
         for found in self._ask_all("find_record", message_id):
             if found is not None:
@@ -390,21 +448,21 @@ class ClusterShards:
         return merge_carrier_rows(list(zip(self.workers, self._ask_all("carrier_stats"), strict=True)))
 
     def suspend_carrier(self, name: str, suspended: bool) -> None:
-        self._ask_all("suspend_carrier", name, suspended)
+        self._act_all("suspend_carrier", name, suspended)
 
     def use_routing(self, table: dict) -> None:
-        self._ask_all("use_routing", table)
+        self._act_all("use_routing", table)
 
     def forget_account(self, account_id: str) -> int:
-        return sum(self._ask_all("forget_account", account_id))
+        return sum(self._act_all("forget_account", account_id))
 
     def place_hold(self, kind: str, actor: str, reason: str, reference: str, until: float,
                    message_ids: list[str], account_id: str | None) -> list[dict]:
-        return [h for placed in self._ask_all("place_hold", kind, actor, reason, reference, until,
+        return [h for placed in self._act_all("place_hold", kind, actor, reason, reference, until,
                                               list(message_ids), account_id) for h in placed]
 
     def release_hold(self, hold_id: str, actor: str, reason: str) -> dict | None:
-        return next((r for r in self._ask_all("release_hold", hold_id, actor, reason) if r), None)
+        return next((r for r in self._act_all("release_hold", hold_id, actor, reason) if r), None)
 
     def read_held_body(self, hold_id: str, message_id: str, actor: str) -> str | None:
         return next((b for b in self._ask_all("read_held_body", hold_id, message_id, actor)

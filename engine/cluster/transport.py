@@ -35,7 +35,9 @@ lost or slower than the timeout reports 503 although it happened - so a retry mu
 suspending (a state, not a toggle), taking a routing table and erasing are idempotent, a second release
 of a hold is refused as not open, reads are harmless; placing a hold is not (a retry may place a second
 one: ``GET /v1/holds`` lists them). One question to many workers has one deadline, and a part not yet
-sent when another failed is never sent (``ClusterShards._ask_all``). The core pushes its routing table
+sent when another failed is never sent (``ClusterShards._ask_all``); an action some workers took and
+another did not answer is reported as such - the 503 names where it was done and where not
+(``ClusterShards._act_all``) - and a state action asked again brings every worker to the same state. The core pushes its routing table
 again when its link comes back (``actors.supervisor``): a table replaced meanwhile reached no worker.
 The deadline assumes the hosts' clocks agree (NTP) to well within half a timeout (15 s for the core's
 queries, 2.5 s for a worker's or an edge's).

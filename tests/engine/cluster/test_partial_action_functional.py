@@ -1,0 +1,69 @@
+"""An operator's action that reaches only some workers says where it was done, and asking again converges.
+
+Real nats-server and two worker processes on loopback; w1 reaches the server through a relay that cuts
+its link (the core and w0 stay connected). Before, a suspension that w0 took and w1 never heard of was
+answered 503 ``cluster_unavailable`` naming only w1's silence: the operator could not tell that the
+carrier was suspended on w0 and in service on w1.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.cluster.nats_server import NatsServer
+from engine.errors import ClusterUnavailable
+from tests.engine.cluster.support import Cluster, LinkCutter
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.functional
+
+
+@pytest.fixture()
+def cut_w1(tmp_path):
+    """``(cluster, link)``: two workers; w1's NATS link goes through ``link``."""
+    server = NatsServer(log_dir=tmp_path / "nats-log").start()
+    link = LinkCutter(server.port)
+    c = None
+    try:
+        c = Cluster(tmp_path, workers=2, nats=[server.url], worker_nats=[[server.url], [link.url]])
+        yield c, link
+    finally:
+        if c is not None:
+            c.stop()
+        link.close()
+        server.stop()
+
+
+def _suspended_by_worker(c: Cluster, carrier: str) -> dict[str, bool] | None:
+    """Each worker's view of the carrier, or None while a worker does not answer."""
+    try:
+        rows = c.engine.carriers()
+    except ClusterUnavailable:
+        return None
+    row = next(r for r in rows if r["carrier"] == carrier)
+    return {w["worker"]: w["suspended"] for w in row["workers"]}
+
+
+def test_a_suspension_only_some_workers_took_names_them_and_asking_again_converges(cut_w1):
+    c, link = cut_w1
+    carrier = c.engine.carriers()[0]["carrier"]
+    link.cut()
+    with pytest.raises(ClusterUnavailable) as refused:  # 503 cluster_unavailable on the control port
+        c.engine.suspend_carrier(carrier, True)
+    message = refused.value.message
+    assert "done at w0" in message and "no answer from w1" in message, message
+    assert "again is safe" in message, message
+
+    link.restore()
+    wait_for(lambda: _suspended_by_worker(c, carrier) is not None, "w1 to answer again", 30)
+    assert _suspended_by_worker(c, carrier) == {"w0": True, "w1": False}  # what the 503 said
+    c.engine.suspend_carrier(carrier, True)  # the operator asks again
+    assert _suspended_by_worker(c, carrier) == {"w0": True, "w1": True}
+
+    link.cut()
+    with pytest.raises(ClusterUnavailable, match="done at w0; no answer from w1"):
+        c.engine.suspend_carrier(carrier, False)
+    link.restore()
+    wait_for(lambda: _suspended_by_worker(c, carrier) is not None, "w1 to answer again", 30)
+    c.engine.suspend_carrier(carrier, False)
+    assert _suspended_by_worker(c, carrier) == {"w0": False, "w1": False}
