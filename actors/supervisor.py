@@ -53,6 +53,7 @@ from engine.errors import (
     SmsrouteError,
     UnknownAccount,
 )
+from engine.ids import is_account_id
 from engine.routing import RoutingTable
 from engine.webhook_events import as_prefs, prefs_of
 from storage.account_keys import AccountKeys
@@ -74,6 +75,7 @@ from storage.webhook_outbox import WebhookOutbox
 log = logging.getLogger(__name__)
 
 UNANSWERED_AFTER_S = 10.0  # in a cluster's core, a submit unanswered for 10-20 s fails (OutcomeUnknown)
+LOG_REFUSED_EVERY = 1000  # frames for an invented session name: the first is logged, then one in this many
 
 
 @dataclass
@@ -101,6 +103,7 @@ class Runtime:
         self.directory.bridge = bridge
         self.pop_stores: dict[str, PopStore] = {}
         self._lock = threading.Lock()
+        self.refused_session_names = 0  # frames for session/<not an account id>: no session started
         self._carrier_actors: dict[str, object] = {}
         self.clock: Clock | None = None
         self.sweeper = None
@@ -319,6 +322,9 @@ class Runtime:
             ref = self.directory.sessions.get(name)
             if ref is None and m.peek_tag(frame) in (m.SubmitMessage.TAG, m.SubmitMessages.TAG,
                                                      m.AdjustBalance.TAG):
+                if not is_account_id(name):  # an invented name must not start an actor (and a key)
+                    self._refuse_session_name()
+                    return False
                 ref = self._start_session(name)  # a submit or an operator's debit starts a session;
                 #                                  a change can wait
         elif kind == "ledger" and self.placement.runs_core:
@@ -335,6 +341,15 @@ class Runtime:
         except pykka.ActorDeadError:  # stopping
             return False
         return True
+
+    def _refuse_session_name(self) -> None:
+        """Count a frame for a session whose name is no account id (only a process holding the cluster's
+        token can send one: a bug or an abuse); logged without the name, the first and every
+        ``LOG_REFUSED_EVERY``-th, so a flood of them does not flood the log."""
+        self.refused_session_names += 1  # (the transport thread only)
+        if self.refused_session_names % LOG_REFUSED_EVERY == 1:
+            log.warning("refused a frame for a session whose name is not an account id (%d so far): "
+                        "no session started", self.refused_session_names)
 
     def _check_key_store(self, env: lmdb.Environment, keys_dir: Path, marker: str) -> None:
         """Refuse to start on data sealed with another key store (e.g. a wrong ``[keys] dir``): the core

@@ -19,6 +19,7 @@ from engine import messages as m
 from engine.billing.amounts import parse_usd
 from engine.credentials import ApiKeyManager, NewApiKey, require_active
 from engine.errors import AuthError, InputError
+from engine.ids import new_account_id
 from engine.status import STATUSES
 from engine.webhook_events import prefs_of
 from storage.accounts import ACTIVE, CLOSED, RESTRICTED, AccountRecord
@@ -78,7 +79,7 @@ class AccountManager:
             raise InputError("a valid email address is required")
         api_key = apikeys.new_api_key()
         secret = "whsec_" + secrets.token_urlsafe(32)
-        record = AccountRecord(id="acc_" + secrets.token_hex(8), email=email, created_at=time.time(),
+        record = AccountRecord(id=new_account_id(), email=email, created_at=time.time(),
                                key_digests=[apikeys.digest(api_key)], key_hints=[apikeys.hint(api_key)],
                                webhook_secrets=[secret])
         keys = self.runtime.account_keys

@@ -15,10 +15,13 @@ from __future__ import annotations
 import math
 import os
 import random
+import re
+import secrets
 import threading
 import time
 
 PREFIX = "msg_"
+_ACCOUNT_ID = re.compile(r"acc_[0-9a-f]{16}")
 
 
 class IdGenerator:
@@ -91,3 +94,15 @@ def min_key_for_time(t: float) -> bytes:
     while ms > 0 and (ms - 1) / 1000.0 >= t:
         ms -= 1
     return max(ms, 0).to_bytes(6, "big") + bytes(10)
+
+
+def new_account_id() -> str:
+    """A new account id: ``"acc_"`` + 16 hex digits (64 random bits; unlike a message id it is looked up,
+    never scanned in order)."""
+    return "acc_" + secrets.token_hex(8)
+
+
+def is_account_id(text: str) -> bool:
+    """True exactly for the shape :func:`new_account_id` makes (a worker starts a session only for such
+    a name: ``actors.supervisor``)."""
+    return isinstance(text, str) and _ACCOUNT_ID.fullmatch(text) is not None
