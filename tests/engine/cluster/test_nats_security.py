@@ -27,6 +27,10 @@ from engine.config import NatsSettings, load_settings
 from engine.errors import ConfigError
 from tests.waiting import wait_for
 
+# A refused connection is retried until the start's deadline; the refusal is then named as the last error.
+# Long enough for a loaded machine to make at least one attempt (at 1.5 s one failed in a loaded run).
+REFUSED_WITHIN_S = 4.0
+
 # --- configuration ------------------------------------------------------------------------------------
 
 
@@ -128,7 +132,7 @@ def test_a_configured_token_file_authenticates_against_a_deployment(tmp_path):
             a.stop()
             b.stop()
         with pytest.raises(TransportError, match="Authorization Violation"):
-            Transport([server.url], "x", lambda *_: True).start(timeout=1.5)
+            Transport([server.url], "x", lambda *_: True).start(timeout=REFUSED_WITHIN_S)
 
 
 # --- TLS across hosts ---------------------------------------------------------------------------------
@@ -200,7 +204,7 @@ def test_tls_with_client_certificates_across_hosts(tmp_path):
         ):
             with pytest.raises(TransportError, match=why):
                 Transport([url], "x", lambda *_: True,
-                          security=NatsSecurity.for_servers([url], settings)).start(timeout=1.5)
+                          security=NatsSecurity.for_servers([url], settings)).start(timeout=REFUSED_WITHIN_S)
 
 
 class _PlaintextServer:
@@ -243,7 +247,7 @@ def test_a_tls_url_is_never_downgraded_to_plaintext(tmp_path):
         settings = NatsSettings(token_file=str(tmp_path / "token"))
         with pytest.raises(TransportError, match="InsecureConnectionRefused"):
             Transport([url], "x", lambda *_: True,
-                      security=NatsSecurity.for_servers([url], settings)).start(timeout=1.5)
+                      security=NatsSecurity.for_servers([url], settings)).start(timeout=REFUSED_WITHIN_S)
         assert b"the-deployment-token" not in server.received
         assert b"CONNECT" not in server.received
     finally:
