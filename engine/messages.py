@@ -41,6 +41,9 @@ _log = logging.getLogger(__name__)
 #: malformed. Without the bound a credit of 2**63-1 overflowed the ledger's 64-bit sums and stopped the
 #: ledger. (Only on messages off the submit path: the per-message batches are not checked twice.)
 Amount = Annotated[int, msgspec.Meta(gt=-LIMIT_MICRO, lt=LIMIT_MICRO)]
+#: A message's price debited or refunded: never negative (a negative debit would credit the account, a
+#: negative refund debit it), below a billion USD. One integer compare in C per item as it decodes.
+Price = Annotated[int, msgspec.Meta(ge=0, lt=LIMIT_MICRO)]
 
 
 class Message(msgspec.Struct, array_like=True, frozen=True):
@@ -277,7 +280,7 @@ class CarrierAckItem(NamedTuple):
 class DebitItem(NamedTuple):
     message_id: str
     account_id: str
-    amount_micro_usd: int
+    amount_micro_usd: Price
     at: float
 
 
@@ -286,7 +289,7 @@ class RefundItem(NamedTuple):
 
     message_id: str
     account_id: str
-    amount_micro_usd: int  # positive: what is credited back
+    amount_micro_usd: Price  # what is credited back
     at: float
 
 

@@ -22,16 +22,17 @@ INT64 = st.integers(min_value=-(2**63), max_value=2**64 - 1)
 def strategy_for(hint: Any) -> st.SearchStrategy:
     """A hypothesis strategy for one field type as the codec declares it."""
     origin = typing.get_origin(hint)
-    if origin is typing.Annotated:  # an int bounded with msgspec.Meta (an amount)
+    if origin is typing.Annotated:  # an int bounded with msgspec.Meta (an amount, a price)
         meta = hint.__metadata__[0]
-        return st.integers(min_value=meta.gt + 1, max_value=meta.lt - 1)
+        low = meta.ge if meta.ge is not None else meta.gt + 1
+        return st.integers(min_value=low, max_value=meta.lt - 1)
     if origin in (Union, types.UnionType):
         (inner,) = [a for a in typing.get_args(hint) if a is not type(None)]
         return st.none() | strategy_for(inner)
     if origin is list:
         return st.lists(strategy_for(typing.get_args(hint)[0]), max_size=3)
     if isinstance(hint, type) and issubclass(hint, tuple) and hasattr(hint, "_fields"):
-        hints = typing.get_type_hints(hint)
+        hints = typing.get_type_hints(hint, include_extras=True)
         return st.builds(hint, *[strategy_for(hints[f]) for f in hint._fields])
     simple = {int: INT64, float: st.floats(allow_nan=False), bool: st.booleans(), str: TEXT,
               bytes: st.binary(max_size=40), Any: INT64}
@@ -197,3 +198,16 @@ def test_an_amount_beyond_a_billion_usd_is_malformed(amount):
     raw = m.encode(m.AdjustBalance(1, "acc_1", amount, "reason", "key", "actor", 0.0))
     with pytest.raises(MalformedMessage, match="AdjustBalance"):
         m.decode(raw)
+
+
+@pytest.mark.parametrize("amount", [-1, -(10**9), 10**15, 2**63 - 1])
+def test_a_debited_or_refunded_price_that_is_negative_or_beyond_a_billion_usd_is_malformed(amount):
+    """A negative debit would credit the account and a negative refund debit it: from another process
+    (the cluster's NATS) such a batch is refused whole at the door, never handed to the ledger."""
+    debit = m.DebitMessages("w0/fra", 1, [m.DebitItem("msg_1", "acc_1", amount, 0.0)])
+    refund = m.RefundMessages("w0/fra", [m.RefundItem("msg_1", "acc_1", amount, 0.0)])
+    for raw in (m.encode(debit), m.encode(refund)):
+        with pytest.raises(MalformedMessage):
+            m.decode(raw)
+    ok = m.decode(m.encode(m.RefundMessages("w0/fra", [m.RefundItem("msg_1", "acc_1", 0, 0.0)])))
+    assert ok.items[0].amount_micro_usd == 0  # a free message's refund is fine
