@@ -351,28 +351,32 @@ def test_a_refused_frame_is_logged_without_the_account_its_target_names(tmp_path
 
 
 @pytest.mark.parametrize("kind", ["debit", "refund"])
-def test_a_debit_or_refund_no_ledger_can_hold_is_dropped_and_the_ones_beside_it_are_written(tmp_path,
-                                                                                             kind):
+def test_a_debit_or_refund_batch_with_a_price_no_ledger_can_hold_is_refused_at_the_door(tmp_path, kind):
+    """A forged batch (a process holding the cluster's token) with a price beyond int64, or a negative
+    one, is malformed: refused whole before the ledger sees it (it used to stop the ledger with a
+    struct.error); the ledger carries on and bills as before."""
     from engine import messages as m
 
     c = Cluster(tmp_path, workers=1)
     try:
         acct = c.accounts(1)[0]
         before = c.engine.balance(acct.id)
+        transport = c.engine.runtime.transport
+        malformed = transport.counters["malformed"]
         now = time.time()
-        if kind == "debit":  # (the balance minus -(2**63)+5 overflows 64 bits)
-            raw = m.encode(m.DebitMessages("w0/fra", 9999, [
-                m.DebitItem("msg_forged_huge", acct.id, -(2**63) + 5, now),
-                m.DebitItem("msg_forged_small", acct.id, 3, now)]))
-        else:
-            raw = m.encode(m.RefundMessages("w0/fra", [
-                m.RefundItem("msg_forged_huge", acct.id, 2**63 - 5, now),
-                m.RefundItem("msg_forged_small", acct.id, 3, now)]))
-        _publish_as_a_cluster_process(c, c.engine.runtime.transport.subject("core"), [["ledger", raw]])
-        after = before - 3 if kind == "debit" else before + 3
-        wait_for(lambda: c.engine.balance(acct.id) == after, "the one beside it written", 10)
-        assert c.engine.dead_actors() == []  # (it used to stop the ledger: struct.error)
+        for huge in (-(2**63) + 5, 2**63 - 5, -3):
+            if kind == "debit":
+                raw = m.encode(m.DebitMessages("w0/fra", 9999, [
+                    m.DebitItem("msg_forged_huge", acct.id, huge, now),
+                    m.DebitItem("msg_forged_small", acct.id, 3, now)]))
+            else:
+                raw = m.encode(m.RefundMessages("w0/fra", [
+                    m.RefundItem("msg_forged_huge", acct.id, huge, now),
+                    m.RefundItem("msg_forged_small", acct.id, 3, now)]))
+            _publish_as_a_cluster_process(c, transport.subject("core"), [["ledger", raw]])
+        wait_for(lambda: transport.counters["malformed"] == malformed + 3, "all three refused", 10)
+        assert c.engine.dead_actors() == []
         c.engine.deposit(acct.id, usd="1.00", chain="test", tx_hash="0xafter", from_address="a")
-        assert c.engine.balance(acct.id) == after + 1_000_000
+        assert c.engine.balance(acct.id) == before + 1_000_000  # nothing of the forged batches billed
     finally:
         c.stop()
