@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import queue
 import ssl
 import threading
@@ -140,3 +141,29 @@ def _stop_all_actors():
 def _stop_leftover_actors():
     yield
     pykka.ActorRegistry.stop_all()
+
+
+# --- log lines, to prove what never appears in one ---------------------------------------------------
+
+
+class LogCapture(logging.Handler):
+    """Each record as its message, its whole ``__dict__`` (structured fields) and any traceback text."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.getMessage()} {record.__dict__!r} {record.exc_text or ''}")
+
+
+@pytest.fixture
+def logs():
+    """A :class:`LogCapture` on the root logger at DEBUG for the test's duration."""
+    root, handler = logging.getLogger(), LogCapture()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield handler
+    root.removeHandler(handler)
+    root.setLevel(level)

@@ -12,11 +12,8 @@ the account id (in its record, its support case, ...), so the scan cannot pass b
 from __future__ import annotations
 
 import json
-import logging
 import time
 from pathlib import Path
-
-import pytest
 
 from engine import Engine
 from storage.keys import KeyRing, LocalKeyProvider
@@ -57,26 +54,6 @@ class Calls(Client):
     def call(self, method: str, path: str, body=None, **kw):
         status, _, payload = self.request(method, path, body, **kw)
         return status, payload
-
-
-class LogCapture(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(f"{record.getMessage()} {record.__dict__!r}")
-
-
-@pytest.fixture
-def logs():
-    root, handler = logging.getLogger(), LogCapture()
-    level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    yield handler
-    root.removeHandler(handler)
-    root.setLevel(level)
 
 
 def test_after_erasure_no_file_no_page_and_no_key_holds_the_account_id(tmp_path, logs):

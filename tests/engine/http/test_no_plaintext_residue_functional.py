@@ -8,10 +8,7 @@ which must remove it (``tests/engine/mail/test_erasure_mail_functional.py`` show
 from __future__ import annotations
 
 import json
-import logging
 import time
-
-import pytest
 
 from engine import Engine
 from tests.engine.http.conftest import Client, Receiver, overrides, wait_for
@@ -76,29 +73,9 @@ class Recording(Client):
         return status, payload
 
 
-class LogCapture(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(f"{record.getMessage()} {record.__dict__!r} {record.exc_text or ''}")
-
-
 def found(blob: bytes, allowed: set[str] = frozenset()) -> list[str]:
     return [kind for kind, needles in MARKERS.items() if kind not in allowed
             for n in needles if n.encode() in blob]
-
-
-@pytest.fixture
-def logs():
-    root, handler = logging.getLogger(), LogCapture()
-    level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    yield handler
-    root.removeHandler(handler)
-    root.setLevel(level)
 
 
 def test_markers_appear_in_no_file_no_log_line_and_only_the_allowed_answers(tmp_path, logs, capfd):
