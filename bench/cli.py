@@ -26,7 +26,7 @@ import sys
 from dataclasses import replace
 
 from bench.scenario import ARRIVALS, PATHS, Scenario, builtin_names, load_scenario
-from engine.cli import count_from, smsc_password
+from engine.cli import add_smsc_password_arguments, count_from, smsc_password
 from engine.errors import SmsrouteError
 
 MODES = ("open", "saturation", "throughput")
@@ -79,12 +79,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                    help="use SMPP carriers bound to this SMSC; a profile name (default, hostile) "
                         "runs the simulated SMSC in-process and checks every status against it")
     c.add_argument("--smsc-system-id", default="smsroute")
-    password = c.add_mutually_exclusive_group()
-    password.add_argument("--smsc-password", default="secret",
-                          help="the SMPP bind's password (other local users can read a command line: "
-                               "prefer --smsc-password-file)")
-    password.add_argument("--smsc-password-file", default=None, metavar="FILE",
-                          help="read the SMPP bind's password from the first line of FILE")
+    add_smsc_password_arguments(c)
     c.add_argument("--smsc-window", type=count_from(1), help="submits in flight per bind")
     c.add_argument("--webhook-batch", type=count_from(1), default=1, metavar="N",
                    help="http path: up to N events per webhook POST (the opt-in batching; default 1)")

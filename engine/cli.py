@@ -339,6 +339,12 @@ def _add_smsc_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--smsc", default=None, metavar="HOST:PORT",
                    help="replace every carrier with SMPP binds to this SMSC")
     p.add_argument("--smsc-system-id", default="smsroute", help="the SMPP bind's system_id")
+    add_smsc_password_arguments(p)
+
+
+def add_smsc_password_arguments(p: Any) -> None:
+    """``--smsc-password`` or ``--smsc-password-file`` (read by :func:`smsc_password`), on a parser or an
+    argument group: ``smsroute run`` and ``smsroute bench`` take the same two."""
     password = p.add_mutually_exclusive_group()
     password.add_argument("--smsc-password", default="secret",
                           help="the SMPP bind's password (other local users can read a command line: "
