@@ -14,6 +14,7 @@ from typing import Any
 
 from engine import Engine
 from engine.cluster.local import LocalCluster
+from engine.cluster.nats_server import NatsServer
 from engine.cluster.placement import core_placement
 from engine.config import load_settings
 from tests.engine.crash_support import delivering_carriers
@@ -167,6 +168,27 @@ class LinkCutter:
                 self._conns += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=_pipe, args=(a, b, self._flowing), daemon=True).start()
+
+
+@contextmanager
+def cluster_with_a_cuttable_link(data_dir: Path, cut: str) -> Iterator[tuple[Cluster, LinkCutter]]:
+    """Two workers on one NATS server; ``cut`` (``"core"`` or ``"w1"``) reaches it through a
+    :class:`LinkCutter`, the others directly. Everything is stopped on the way out."""
+    server = NatsServer(log_dir=data_dir / "nats-log").start()
+    link = LinkCutter(server.port)
+    c = None
+    try:
+        if cut == "core":
+            c = Cluster(data_dir, workers=2, nats=[server.url], core_nats=[link.url])
+        else:
+            c = Cluster(data_dir, workers=2, nats=[server.url],
+                        worker_nats=[[server.url], [link.url]])
+        yield c, link
+    finally:
+        if c is not None:
+            c.stop()
+        link.close()
+        server.stop()
 
 
 def _pipe(src: socket.socket, dst: socket.socket, flowing: threading.Event) -> None:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.cluster.nats_server import NatsServer
 from engine.errors import ClusterUnavailable
-from tests.engine.cluster.support import Cluster, LinkCutter
+from tests.engine.cluster.support import Cluster, cluster_with_a_cuttable_link
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.functional
@@ -21,17 +20,8 @@ pytestmark = pytest.mark.functional
 @pytest.fixture()
 def cut_w1(tmp_path):
     """``(cluster, link)``: two workers; w1's NATS link goes through ``link``."""
-    server = NatsServer(log_dir=tmp_path / "nats-log").start()
-    link = LinkCutter(server.port)
-    c = None
-    try:
-        c = Cluster(tmp_path, workers=2, nats=[server.url], worker_nats=[[server.url], [link.url]])
-        yield c, link
-    finally:
-        if c is not None:
-            c.stop()
-        link.close()
-        server.stop()
+    with cluster_with_a_cuttable_link(tmp_path, cut="w1") as cluster_and_link:
+        yield cluster_and_link
 
 
 def _suspended_by_worker(c: Cluster, carrier: str) -> dict[str, bool] | None:

@@ -13,9 +13,8 @@ import json
 import pytest
 
 from engine.cluster import shards
-from engine.cluster.nats_server import NatsServer
 from engine.errors import ClusterUnavailable
-from tests.engine.cluster.support import Cluster, LinkCutter
+from tests.engine.cluster.support import Cluster, cluster_with_a_cuttable_link
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.functional
@@ -24,17 +23,8 @@ pytestmark = pytest.mark.functional
 @pytest.fixture()
 def cut_core(tmp_path):
     """``(cluster, link)``: two workers; the core's NATS link goes through ``link``."""
-    server = NatsServer(log_dir=tmp_path / "nats-log").start()
-    link = LinkCutter(server.port)
-    c = None
-    try:
-        c = Cluster(tmp_path, workers=2, nats=[server.url], core_nats=[link.url])
-        yield c, link
-    finally:
-        if c is not None:
-            c.stop()
-        link.close()
-        server.stop()
+    with cluster_with_a_cuttable_link(tmp_path, cut="core") as cluster_and_link:
+        yield cluster_and_link
 
 
 def _suspended_anywhere(c: Cluster, carrier: str) -> bool:

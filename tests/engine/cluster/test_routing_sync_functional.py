@@ -13,9 +13,8 @@ import json
 import pytest
 
 from engine import messages as m
-from engine.cluster.nats_server import NatsServer
 from engine.errors import ClusterUnavailable
-from tests.engine.cluster.support import Cluster, LinkCutter, worker_down
+from tests.engine.cluster.support import Cluster, cluster_with_a_cuttable_link, worker_down
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.functional
@@ -91,11 +90,8 @@ def test_a_worker_cut_off_from_nats_when_the_table_was_replaced_takes_it_when_it
     """w1's NATS link is cut, the table is replaced meanwhile (the core and w0 take it; w1 does not hear
     of it) and the link comes back: w1, which never restarted, asks the core again once it has
     reconnected and prices by the new table - only the re-ask after a reconnect can tell it."""
-    server = NatsServer(log_dir=tmp_path / "nats-log").start()
-    link = LinkCutter(server.port)  # w1 reaches the server through it; the core and w0 directly
-    c = None
-    try:
-        c = Cluster(tmp_path, workers=2, nats=[server.url], worker_nats=[[server.url], [link.url]])
+    # w1 reaches the server through the cutter; the core and w0 directly
+    with cluster_with_a_cuttable_link(tmp_path, cut="w1") as (c, link):
         acct = _account_on(c, "w1")
         old_price = c.engine.routing_table()["rates"]["DE"]
         new = _dearer_germany(c)
@@ -109,8 +105,3 @@ def test_a_worker_cut_off_from_nats_when_the_table_was_replaced_takes_it_when_it
         wait_for(lambda: saved.exists() and json.loads(saved.read_text("utf-8")) == new,
                  "w1 to take the core's table after its reconnect", 30)
         assert c.engine.submit(acct.api_key, DE_NUMBER, "ACME", "new").price_micro_usd == NEW_DE_PRICE
-    finally:
-        if c is not None:
-            c.stop()
-        link.close()
-        server.stop()
