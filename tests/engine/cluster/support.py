@@ -36,6 +36,23 @@ class Finals:
                 self.statuses.setdefault(item.message_id, []).append(item.status)
 
 
+def funded_accounts(engine: Engine, n: int = 0, usd: str = DEPOSIT_USD) -> list[Any]:
+    """At least ``n`` accounts funded with ``usd`` and sender ACME, and at least one on every worker of
+    the cluster ``engine`` is the core of (account ids are random; their partition follows from them)."""
+    out: list[Any] = []
+    place = engine.runtime.placement
+    i = 0
+    while len(out) < n or {place.worker_of(a.id) for a in out} != set(place.workers):
+        i += 1
+        acct = engine.create_account(email=f"c{i}@example.com")
+        if len(out) >= n and place.worker_of(acct.id) in {place.worker_of(a.id) for a in out}:
+            continue  # enough of this worker's: looking for another worker's
+        engine.register_sender(acct.id, "ACME")
+        engine.deposit(acct.id, usd=usd, chain="test", tx_hash=f"0xc{i}", from_address="addr")
+        out.append(acct)
+    return out
+
+
 class Cluster:
     def __init__(self, data_dir: Path, workers: int = 2, *, overrides: dict | None = None,
                  nats: list[str] | None = None, worker_nats: list[list[str]] | None = None,
@@ -57,21 +74,8 @@ class Cluster:
             raise
 
     def accounts(self, n: int) -> list[Any]:
-        """At least ``n`` funded accounts with sender ACME, and at least one on every worker (account
-        ids are random; their partition follows from them)."""
-        out: list[Any] = []
-        place = self.engine.runtime.placement
-        i = 0
-        while len(out) < n or {place.worker_of(a.id) for a in out} != set(place.workers):
-            i += 1
-            acct = self.engine.create_account(email=f"c{i}@example.com")
-            if len(out) >= n and place.worker_of(acct.id) in {place.worker_of(a.id) for a in out}:
-                continue  # enough of this worker's: looking for another worker's
-            self.engine.register_sender(acct.id, "ACME")
-            self.engine.deposit(acct.id, usd=DEPOSIT_USD, chain="test", tx_hash=f"0xc{i}",
-                                from_address="addr")
-            out.append(acct)
-        return out
+        """At least ``n`` funded accounts with sender ACME, and at least one on every worker."""
+        return funded_accounts(self.engine, n)
 
     def final_in_store(self, message_id: str) -> str | None:
         rec = self.engine.status(message_id)

@@ -14,6 +14,7 @@ import pytest
 from engine import Engine
 from engine.cluster.local import LocalCluster
 from engine.config import load_settings
+from tests.engine.cluster.support import funded_accounts
 from tests.engine.crash_support import webhook_engine_overrides
 from tests.engine.http.conftest import Client
 from tests.waiting import wait_for
@@ -48,16 +49,7 @@ def test_a_clusters_carrier_list_has_one_row_per_carrier_like_one_process(tmp_pa
                               placement=cluster.core_placement(), http=True)
         cluster.start_workers()
         control = _control(engine, tmp_path / "cluster" / "core")
-        place = engine.runtime.placement
-        accounts, n = [], 0
-        while {place.worker_of(a.id) for a in accounts} != set(place.workers):  # one on each worker
-            n += 1
-            account = engine.create_account(email=f"k{n}@example.com")
-            if place.worker_of(account.id) in {place.worker_of(a.id) for a in accounts}:
-                continue
-            engine.register_sender(account.id, "ACME")
-            engine.deposit(account.id, usd="100", chain="test", tx_hash=f"0xk{n}", from_address="a")
-            accounts.append(account)
+        accounts = funded_accounts(engine, usd="100")  # one on each worker
         for account in accounts:
             for _ in range(3):
                 assert Client(engine.http.customer_port, account.api_key).request(

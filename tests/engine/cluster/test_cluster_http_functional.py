@@ -9,6 +9,7 @@ import time
 from engine import Engine
 from engine.cluster.local import LocalCluster
 from engine.config import load_settings
+from tests.engine.cluster.support import funded_accounts
 from tests.engine.crash_support import webhook_engine_overrides
 from tests.engine.http.conftest import Client, Receiver
 from tests.waiting import wait_for
@@ -23,16 +24,7 @@ def test_batch_list_and_webhooks_work_across_two_workers(tmp_path):
         engine = Engine.start(data_dir=tmp_path / "core", settings=load_settings(None, overrides),
                               placement=cluster.core_placement(), http=True)
         cluster.start_workers()
-        place = engine.runtime.placement
-        accounts, n = [], 0
-        while {place.worker_of(a.id) for a in accounts} != set(place.workers):  # one on each worker
-            n += 1
-            account = engine.create_account(email=f"h{n}@example.com")
-            if place.worker_of(account.id) in {place.worker_of(a.id) for a in accounts}:
-                continue
-            engine.register_sender(account.id, "ACME")
-            engine.deposit(account.id, usd="100", chain="test", tx_hash=f"0xh{n}", from_address="a")
-            accounts.append(account)
+        accounts = funded_accounts(engine, usd="100")  # one on each worker
         ids = {}
         for account in accounts:
             api = Client(engine.http.customer_port, account.api_key)
