@@ -39,6 +39,17 @@ def _reassembled(smsc) -> dict[str, str]:
     return {dest: "".join(t for _, t in sorted(parts)) for dest, parts in groups.items()}
 
 
+def _until_every_receipt(config: SmscConfig, messages: int) -> tuple[Harness, int]:
+    """Submit ``messages`` bodies through one bind and wait for a receipt per part: (harness, parts)."""
+    async def run():
+        async with Harness(config) as h:
+            total = h.submit(_bodies(messages))
+            await h.until(lambda: len(h.receipts) == total)
+            return h, total
+
+    return asyncio.run(run())
+
+
 def test_two_thousand_messages_short_and_multipart_get_one_answer_per_part_and_their_receipts():
     config = SmscConfig(seed=11, receipt_states=STATES, receipt_delay=(0.0, 0.02),
                         latency=(0.0, 0.002), id_format="hex", receipt_id_format="padded_decimal",
@@ -82,13 +93,7 @@ def test_message_ids_longer_than_smpp_allows_are_kept_bounded_and_their_receipts
     matched to its part."""
     config = SmscConfig(seed=9, id_format="long", receipt_delay=(0.0, 0.01))
 
-    async def run():
-        async with Harness(config) as h:
-            total = h.submit(_bodies(100))
-            await h.until(lambda: len(h.receipts) == total)
-            return h, total
-
-    h, total = asyncio.run(run())
+    h, total = _until_every_receipt(config, 100)
     assert all(len(part.message_id) > 140 for part in h.smsc.parts)  # what the SMSC sent
     ids = [r.carrier_message_id for r in h.responses]
     assert len(ids) == total and all(len(i) <= 64 for i in ids) and len(set(ids)) == total
@@ -100,13 +105,7 @@ def test_receipts_that_arrive_before_their_resp_are_held_and_matched():
     config = SmscConfig(seed=5, receipts_before_resp=True, latency=(0.005, 0.02),
                         receipt_tlvs=True)
 
-    async def run():
-        async with Harness(config) as h:
-            total = h.submit(_bodies(200))
-            await h.until(lambda: len(h.receipts) == total)
-            return h, total
-
-    h, total = asyncio.run(run())
+    h, total = _until_every_receipt(config, 200)
     stats = h.connector.stats()
     assert stats["errors"]["receipt_held"] == total
     assert stats["receipts_held"] == 0 and stats["errors"].get("receipt_unmatched", 0) == 0
