@@ -180,7 +180,7 @@ class Billing:
             except Exception:  # a store error must not go unnoticed, nor stop anything else
                 log.exception("ledger reconciliation at start-up failed")
                 return
-        log_report(report)
+        log_report(report, self.runtime.pseudonyms.pseudonym)
 
     def stats(self) -> dict[str, Any]:
         """For ``/metrics``: the chain's head, notices sent, the last reconciliation's differences."""
@@ -192,13 +192,17 @@ class Billing:
         self._notices += 1
 
 
-def log_report(report: Reconciliation) -> None:
-    """Log a reconciliation: one line when clean, else each difference (up to a bound) and a count."""
+def log_report(report: Reconciliation, pseudonym: Callable[[str], str]) -> None:
+    """Log a reconciliation: one line when clean, else each difference (up to a bound) and a count.
+
+    A log line outlives an erasure, so it names the account by its pseudonym (``psn_…``, what the
+    ledger keeps after the erasure); the report itself (``GET /v1/ledger/reconciliation``) lists ids."""
     if report.ok:
         log.info("ledger reconciliation: no differences (%s)", report.counts)
         return
     for d in report.differences[:LOGGED_DIFFERENCES]:
+        account = d.account if not d.account or d.account.startswith("psn_") else pseudonym(d.account)
         log.warning("ledger reconciliation: %s account=%s message=%s expected=%s found=%s", d.kind,
-                    d.account, d.message_id or "-", d.expected, d.found)
+                    account, d.message_id or "-", d.expected, d.found)
     log.warning("ledger reconciliation: %d differences (%s); GET /v1/ledger/reconciliation lists them",
                 report.differences_total, report.counts)
