@@ -301,16 +301,29 @@ class AccountManager:
 
         Besides the record, its messages' metadata and its ledger rows, that is the rest of what policy
         2.1 collects about a holder and the engine keeps elsewhere: the API keys' metadata (ids, hints,
-        when created, last used and revoked; never a key), the support correspondence that names the
-        account, and the record of its own data-subject requests."""
+        when created, last used and revoked; never a key), the settings kept outside the record (the
+        low-balance threshold, in the ledger), the debugging windows the holder opened (2.3 b: when,
+        until when), the support correspondence that names the account, and the record of its own
+        data-subject requests. (Legal holds and lawful orders are not the holder's settings and are
+        not disclosed here.)"""
         rec = self.accounts.get(account_id)
         self._audit(actor, "export_account", account_id)
         self.runtime.sync_ledger()
         messages = [r.to_dict() for r in self.runtime.shards.records_for_account(account_id)]
-        ledger = [e._asdict() for e in self.runtime.ledger_store.entries(account_id)]
+        ledger_store = self.runtime.ledger_store
+        ledger = [e._asdict() for e in ledger_store.entries(account_id)]
+        row = ledger_store.balance_row(account_id)
         return {"account": rec.public_view(), "messages": messages, "ledger": ledger,
-                "balance_micro_usd": self.runtime.ledger_store.balance(account_id),
+                "balance_micro_usd": row.balance, "low_balance_threshold_micro_usd": row.threshold,
+                "debug_windows": self._debug_windows(account_id),
                 "api_keys": self.api_keys(account_id), **self._privacy_records(account_id)}
+
+    def _debug_windows(self, account_id: str) -> list[dict]:
+        """The account's open debugging windows (one hold per POP): id, POP, opened, until."""
+        return [{"hold_id": h["hold_id"], "pop": h["pop"], "created_at": h["created_at"],
+                 "until": h["until"]}
+                for h in self.runtime.shards.active_holds()
+                if h["kind"] == "debug_window" and h["account_id"] == account_id]
 
     def _privacy_records(self, account_id: str) -> dict:
         """The account's support cases and data-subject requests (kept in the privacy stores)."""

@@ -75,3 +75,24 @@ def test_analytics_for_operators_carry_no_identifiers(running, tokens):
         "GET", "/v1/analytics")
     assert status == 200 and "corridors" in report and "carriers" in report
     assert acc not in repr(report) and DE_NUMBER.lstrip("+") not in repr(report)
+
+
+def test_an_export_holds_the_accounts_own_settings_its_low_balance_threshold_and_debugging_windows(
+        running, tokens):
+    """Access and portability (policy 7.1) cover every account setting the holder made (2.1) and the
+    debugging window they opted in to (2.3 b), not only the account record."""
+    acc, customer, _ = _customer_with_a_message(running, tokens)
+    assert customer.request("PUT", "/v1/balance/threshold", {"usd": "2"})[0] == 200
+    status, _, window = customer.request("POST", "/v1/debug-window", {"hours": 2})
+    assert status == 201
+    privacy = Client(running.http.control_port, tokens["privacy"])
+
+    status, _, export = privacy.request("GET", f"/v1/accounts/{acc}/export")
+    assert status == 200
+    assert export["low_balance_threshold_micro_usd"] == 2_000_000
+    assert sorted(w["hold_id"] for w in export["debug_windows"]) == sorted(window["hold_ids"])
+    assert {w["until"] for w in export["debug_windows"]} == {window["until"]}
+    assert all(w["created_at"] <= window["until"] for w in export["debug_windows"])
+
+    assert customer.request("DELETE", "/v1/debug-window")[0] == 200  # an ended window is not held
+    assert privacy.request("GET", f"/v1/accounts/{acc}/export")[2]["debug_windows"] == []
