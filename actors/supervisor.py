@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lmdb
-import pykka
 
 from actors.carrier_sim import SimulatedCarrierActor
 from actors.clock import Clock
+from actors.cluster_link import ClusterLink
 from actors.directory import Directory
 from actors.group_commit import CommitterActor, GroupCommit, PrefixedEnv, open_shared_pops
 from actors.ledger import LedgerActor
@@ -40,20 +40,15 @@ from actors.routing_keeper import RoutingKeeper
 from actors.session import CustomerSessionActor
 from actors.sweeper import SweeperActor
 from engine import messages as m
-from engine.cluster.nats_security import NatsSecurity
-from engine.cluster.placement import CORE, Placement
-from engine.cluster.shards import ClusterShards, LocalShards, QueryHandler
+from engine.cluster.placement import Placement
+from engine.cluster.shards import ClusterShards, LocalShards
 from engine.cluster.transport import Transport
 from engine.config import Settings
 from engine.errors import (
-    ConfigError,
     KeyUnavailable,
-    MalformedMessage,
-    OutcomeUnknown,
     SmsrouteError,
     UnknownAccount,
 )
-from engine.ids import is_account_id
 from engine.routing import RoutingTable
 from engine.webhook_events import as_prefs, prefs_of
 from storage.account_keys import AccountKeys
@@ -61,9 +56,10 @@ from storage.accounts import AccountStore
 from storage.apikeys import ApiKeyStore
 from storage.audit import AuditLog
 from storage.bodies import BodyStore
-from storage.datadir import DataDirLock, KeysDirLock, startup_error
+from storage.datadir import DataDirLock, KeysDirLock, check_topology, startup_error
 from storage.env import open_env
 from storage.holds import Holds
+from storage.key_store_record import check_key_store
 from storage.keys import KeyRing, open_key_provider
 from storage.ledger import LedgerStore
 from storage.owed_debits import OwedDebits
@@ -73,9 +69,6 @@ from storage.refunds import OwedRefunds
 from storage.webhook_outbox import WebhookOutbox
 
 log = logging.getLogger(__name__)
-
-UNANSWERED_AFTER_S = 10.0  # in a cluster's core, a submit unanswered for 10-20 s fails (OutcomeUnknown)
-LOG_REFUSED_EVERY = 1000  # frames for an invented session name: the first is logged, then one in this many
 
 
 @dataclass
@@ -103,7 +96,7 @@ class Runtime:
         self.directory.bridge = bridge
         self.pop_stores: dict[str, PopStore] = {}
         self._lock = threading.Lock()
-        self.refused_session_names = 0  # frames for session/<not an account id>: no session started
+        self.link = ClusterLink(self)  # in a cluster: the NATS connection, and frames to local actors
         self._carrier_actors: dict[str, object] = {}
         self.clock: Clock | None = None
         self.sweeper = None
@@ -147,7 +140,7 @@ class Runtime:
 
     def _open_stores(self) -> None:
         s, place = self.settings, self.placement
-        self._check_topology()
+        check_topology(self.data_dir, place)
         map_size = s.engine.map_size_mb << 20
         keys_dir = self.keys_dir()
         self._lock_keys_dir(keys_dir)
@@ -180,7 +173,7 @@ class Runtime:
         self.routing.load_saved()
         self.clock = Clock()
         if place.clustered:
-            self._start_transport()
+            self.link.start()
         if place.runs_core:
             self.directory.ledger = LedgerActor.start(self.ledger_store, self.directory, self.accounts,
                                                       self.clock)
@@ -212,30 +205,11 @@ class Runtime:
         for ref in local:
             self.clock.every(tick, ref, lambda: m.encode(m.Tick(time.time())))
 
-    def _check_topology(self) -> None:
-        """Refuse a data directory whose messages another topology keeps: a cluster's core opens no
-        ``pops/`` (its workers keep the messages under ``workers/w<k>``) and one process opens no
-        ``workers/``, so starting the other way round would leave the open messages unsent, the debits
-        and refunds still owed unsent, and the records unreadable and beyond erasure's reach."""
-        place, data = self.placement, self.data_dir
-        if place.clustered and place.runs_core and not place.runs_pops and (data / "pops").is_dir():
-            raise ConfigError(
-                f"{data / 'pops'} holds the messages of the one-process engine that used {data}; a "
-                "cluster's core would never send or show them: run it without --workers (its open "
-                "messages resume), or start the cluster on another --data-dir")
-        if not place.clustered and place.runs_pops:
-            kept = sorted(p.parent.name for p in (data / "workers").glob("w*/pops") if p.is_dir())
-            if kept:
-                raise ConfigError(
-                    f"{data / 'workers'} holds the messages of a cluster's workers ({', '.join(kept)}) "
-                    f"that used {data}; one process would never send or show them: run it with "
-                    f"--workers {max(int(k[1:]) for k in kept) + 1} as before")
-
     def _open_core(self, map_size: int, keys_dir: Path) -> None:
         """The core's stores: accounts, API keys, the ledger, the core audit trail."""
         # accounts and deposits sync explicitly; debits are synced by the ledger actor (storage.ledger)
         self.core_env = open_env(self.data_dir / "core", map_size=map_size, sync=False)
-        self._check_key_store(self.core_env, keys_dir, "ledger")
+        check_key_store(self.core_env, self.keys, keys_dir, "ledger")
         self.ledger_store = LedgerStore(self.core_env, self.keys.store_sealer("ledger"),
                                         self.account_keys)
         self.accounts = AccountStore(self.core_env, self.account_keys,
@@ -254,13 +228,13 @@ class Runtime:
         self.group_commit = open_shared_pops(self.data_dir / "pops", list(s.pops), map_size,
                                              bool(getattr(s.engine, "shared_pop_store", True)))
         if self.group_commit is not None:
-            self._check_key_store(self.group_commit.env, keys_dir, "holds")
+            check_key_store(self.group_commit.env, self.keys, keys_dir, "holds")
         for name in s.pops:
             env = (PrefixedEnv(self.group_commit.env, name) if self.group_commit is not None
                    else open_env(self.data_dir / "pops" / name, map_size=map_size))
             if self.group_commit is None:
                 try:
-                    self._check_key_store(env, keys_dir, "holds")
+                    check_key_store(env, self.keys, keys_dir, "holds")
                 except BaseException:
                     env.close()  # not yet among the stores stop() closes
                     raise
@@ -275,110 +249,6 @@ class Runtime:
         self.holds = {name: Holds(store.bodies, self.keys, self.audits[name],
                                   accounts=self.account_keys)
                       for name, store in self.pop_stores.items()}
-
-    def _start_transport(self) -> None:
-        """Join the cluster: this process's NATS connection, and refs to what runs elsewhere."""
-        place = self.placement
-        answer = QueryHandler(LocalShards(self)).answer if place.runs_pops else self._answer_core
-        worker = not place.runs_core
-        security = NatsSecurity.for_servers(place.nats, self.settings.nats, place.nats_token_file)
-        self.transport = Transport(list(place.nats), place.node, self._deliver, answer=answer,
-                                   on_reconnected=(self.routing.ask_again if worker
-                                                   else self.routing.push_current),
-                                   deliveries=not worker, security=security).start()
-        self.directory.transport = self.transport
-        if not place.runs_pops:  # the core: what the POP shards hold is asked of the workers
-            self.shards = ClusterShards(self.transport, place.workers)
-            self.routing.push = self.shards.use_routing
-            self.clock.every(UNANSWERED_AFTER_S, _ExpireUnanswered(self.bridge), lambda: None)
-        if worker:
-            self.directory.ledger = self.transport.ref(CORE, "ledger")
-            self.directory.bridge = self.bridge = self.transport.ref(CORE, "bridge")
-            self.routing.start_following(self.transport)  # the core's table, before any traffic is taken
-            self.transport.open_deliveries()
-
-    def _answer_core(self, raw: bytes) -> bytes:
-        """The core's answers to its workers (``routing``: the table they route by) and to its HTTP
-        edges (``edge_queries``: set by the engine once it runs)."""
-        if m.peek_tag(raw) == m.ShardQuery.TAG:
-            try:
-                q = m.decode(raw)
-            except MalformedMessage:
-                q = None  # (the handler answers that)
-            if isinstance(q, m.ShardQuery) and q.kind == "routing":
-                return self.routing.answer()
-        handler = getattr(self, "edge_queries", None)
-        if handler is None:
-            return m.encode(m.ShardReply(False, "the core is starting", "cluster_unavailable"))
-        return handler.answer(raw)
-
-    def _deliver(self, target: str, frame: bytes, msg: m.Message) -> bool:
-        """A frame from another process (already validated by the transport) to the local actor it is
-        for; False if this process has no such actor (counted by the transport)."""
-        kind, _, name = target.partition("/")
-        if kind == "pop":
-            ref = self.directory.pops.get(name)
-        elif kind == "session" and self.placement.runs_pops:
-            ref = self.directory.sessions.get(name)
-            if ref is None and m.peek_tag(frame) in (m.SubmitMessage.TAG, m.SubmitMessages.TAG,
-                                                     m.AdjustBalance.TAG):
-                if not is_account_id(name):  # an invented name must not start an actor (and a key)
-                    self._refuse_session_name()
-                    return False
-                ref = self._start_session(name)  # a submit or an operator's debit starts a session;
-                #                                  a change can wait
-        elif kind == "ledger" and self.placement.runs_core:
-            ref = self.directory.ledger
-        elif kind == "bridge" and self.placement.runs_core:
-            self.bridge.receive(msg)  # the host side, not an actor: the decoded message as it is
-            return True
-        else:
-            ref = None
-        if ref is None:
-            return False
-        try:
-            ref.tell(frame)
-        except pykka.ActorDeadError:  # stopping
-            return False
-        return True
-
-    def _refuse_session_name(self) -> None:
-        """Count a frame for a session whose name is no account id (only a process holding the cluster's
-        token can send one: a bug or an abuse); logged without the name, the first and every
-        ``LOG_REFUSED_EVERY``-th, so a flood of them does not flood the log."""
-        self.refused_session_names += 1  # (the transport thread only)
-        if self.refused_session_names % LOG_REFUSED_EVERY == 1:
-            log.warning("refused a frame for a session whose name is not an account id (%d so far): "
-                        "no session started", self.refused_session_names)
-
-    def _check_key_store(self, env: lmdb.Environment, keys_dir: Path, marker: str) -> None:
-        """Refuse to start on data sealed with another key store (e.g. a wrong ``[keys] dir``): the core
-        environment and every POP environment (a worker's too) record the id of the key store they were
-        first opened with. Without it a worker given a wrong or empty key directory made a new key ring,
-        said it was ready, and then failed on every record and body it had sealed before.
-
-        A store that holds data but no record (written before the record existed) takes the key store
-        it is opened with now - unless that one lacks ``marker``, the named key every key store that
-        ever opened such a store made at its first start (``ledger``: the core's, ``holds``: a POP's):
-        an empty or new key directory is refused so. Another engine's key directory is not told apart
-        (it has the key too): that needs the record, written at the first start after the upgrade."""
-        meta = env.open_db(b"key_store")
-        with env.begin(write=True) as txn:
-            recorded = txn.get(b"ring_id", db=meta)
-            foreign = recorded is None and not self.keys.has_named(marker) and _holds_data(txn)
-            if recorded is None and not foreign:
-                txn.put(b"ring_id", self.keys.ring_id, db=meta)
-        env.sync(True)
-        if foreign:
-            raise KeyUnavailable(
-                f"the data in {env.path()} was sealed with another key store than the one in {keys_dir} "
-                f"(it has no {marker!r} key, which every key store that opened this data has): is "
-                "[keys] dir right? (restore the key directory; a new one can read nothing)")
-        if recorded is not None and bytes(recorded) != self.keys.ring_id:
-            raise KeyUnavailable(
-                f"the data in {env.path()} was sealed with key store {bytes(recorded).hex()}, but "
-                f"{keys_dir} holds key store {self.keys.ring_id.hex()}: is [keys] dir right? (restore "
-                "the key directory; a new one can read nothing)")
 
     def _start_carrier(self, carrier):
         pop_ref = self.directory.pops[carrier.pop]
@@ -427,9 +297,9 @@ class Runtime:
             return ref
         if self.placement.runs_core:
             self.accounts.get(account_id)  # UnknownAccount before an actor is started for it
-        return self._start_session(account_id)
+        return self.start_session(account_id)
 
-    def _start_session(self, account_id: str):
+    def start_session(self, account_id: str):
         with self._lock:
             ref = self.directory.sessions.get(account_id)
             if ref is None:
@@ -613,35 +483,6 @@ class Runtime:
         if self.keys_lock is not None:
             self.keys_lock.release()
         self.lock.release()
-
-
-class _ExpireUnanswered:
-    """In a cluster's core: a submit whose worker died (or whose answer a NATS server lost) would wait
-    for ever. Told by the clock every ``UNANSWERED_AFTER_S``, it fails the requests that were already
-    pending the time before with ``OutcomeUnknown``: the message may have been accepted, so an
-    Idempotency-Key retry answers 409 outcome unknown (``engine.http.customer_messages``) instead of
-    sending it again, and the client checks its messages."""
-
-    def __init__(self, bridge) -> None:
-        self.bridge = bridge
-        self._seen: set[int] = set()
-
-    def tell(self, _message) -> None:
-        pending = set(self.bridge.pending_ids())
-        stale, self._seen = self._seen & pending, pending
-        if stale:
-            n = self.bridge.expire(sorted(stale), OutcomeUnknown(
-                "no answer from the worker holding this account (it may have restarted); the "
-                "message may or may not have been accepted: check your messages before sending it "
-                "again (a retry with the same Idempotency-Key answers 409 idempotency_outcome_unknown)"))
-            log.warning("cluster: %d submits got no answer in time", n)
-
-
-def _holds_data(txn: lmdb.Transaction) -> bool:
-    """Whether an environment was written before: its main database names a database other than
-    ``key_store`` (a new one names none yet when the key store is checked)."""
-    with txn.cursor() as cursor:
-        return any(bytes(key) != b"key_store" for key in cursor.iternext(values=False))
 
 
 def _stop_all(refs, timeout: float = 15.0) -> None:

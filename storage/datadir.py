@@ -9,7 +9,8 @@ that blocks the restart. The file holds the owner's pid, for the error message o
 (:class:`KeysDirLock`): two processes on one key ring each rewrite it whole with the keys they know, so
 one drops the other's keys and what it sealed no longer opens.
 
-:func:`startup_error` turns what the OS or LMDB raise while a data directory is opened into one typed
+:func:`check_topology` refuses a directory whose messages another topology (one process, or a cluster's
+workers) keeps. :func:`startup_error` turns what the OS or LMDB raise while a data directory is opened into one typed
 error with a sentence an operator can act on (permission, full disk, not a directory).
 """
 
@@ -20,10 +21,12 @@ import fcntl
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import lmdb
 
 from engine.errors import (
+    ConfigError,
     DataDirInUse,
     DataDirUnusable,
     KeysDirInUse,
@@ -95,6 +98,26 @@ class KeysDirLock(DataDirLock):
 
 
 FULL_DEVICE_BYTES = 1 << 20  # less free space than this: a write failure is a full disk
+
+
+def check_topology(data_dir: Path, placement: Any) -> None:
+    """Refuse a data directory whose messages another topology keeps: a cluster's core opens no
+    ``pops/`` (its workers keep the messages under ``workers/w<k>``) and one process opens no
+    ``workers/``, so starting the other way round would leave the open messages unsent, the debits
+    and refunds still owed unsent, and the records unreadable and beyond erasure's reach."""
+    place, data = placement, data_dir
+    if place.clustered and place.runs_core and not place.runs_pops and (data / "pops").is_dir():
+        raise ConfigError(
+            f"{data / 'pops'} holds the messages of the one-process engine that used {data}; a "
+            "cluster's core would never send or show them: run it without --workers (its open "
+            "messages resume), or start the cluster on another --data-dir")
+    if not place.clustered and place.runs_pops:
+        kept = sorted(p.parent.name for p in (data / "workers").glob("w*/pops") if p.is_dir())
+        if kept:
+            raise ConfigError(
+                f"{data / 'workers'} holds the messages of a cluster's workers ({', '.join(kept)}) "
+                f"that used {data}; one process would never send or show them: run it with "
+                f"--workers {max(int(k[1:]) for k in kept) + 1} as before")
 
 
 def startup_error(exc: BaseException, data_dir: Path) -> SmsrouteError | None:

@@ -1,7 +1,7 @@
 """A frame from another process for ``session/<name>`` starts a session only for a name that is an
 account id.
 
-A worker starts the session of an account on its first submit or debit (``Runtime._deliver``). Before,
+A worker starts the session of an account on its first submit or debit (``ClusterLink.deliver``). Before,
 any name did: a process holding the cluster's NATS token could start an actor (and its thread, and on a
 worker a data key) per invented name, without bound. The delivery is exercised on an engine's runtime
 directly (in a cluster it is the transport thread's call for each inbound frame).
@@ -32,13 +32,13 @@ def test_a_frame_for_an_invented_session_name_starts_no_session(tmp_path, caplog
                  "acc_0123456789abcdef0", "../ledger"]
         with caplog.at_level(logging.WARNING):
             for name in names:
-                assert runtime._deliver(f"session/{name}", *_debit(name)) is False  # counted by the transport
+                assert runtime.link.deliver(f"session/{name}", *_debit(name)) is False  # counted by the transport
         assert set(runtime.directory.sessions) == before
-        assert runtime.refused_session_names == len(names)
+        assert runtime.link.refused_session_names == len(names)
         assert "invented" not in caplog.text and "x" * 16 not in caplog.text  # the name is not logged
 
         well_formed = new_account_id()  # an account id still starts its session on its first debit
-        assert runtime._deliver(f"session/{well_formed}", *_debit(well_formed)) is True
+        assert runtime.link.deliver(f"session/{well_formed}", *_debit(well_formed)) is True
         assert well_formed in runtime.directory.sessions
     finally:
         engine.stop(drain_seconds=0)

@@ -1,0 +1,144 @@
+"""A process's side of the cluster: its NATS connection, and where the frames it receives go.
+
+A clustered process (``engine.cluster.placement``: the core, or a worker) joins the cluster through one
+:class:`~engine.cluster.transport.Transport`. :class:`ClusterLink` starts it and answers for this process:
+
+* **Inbound frames** (:meth:`ClusterLink.deliver`, already validated by the transport) go to the local actor
+  they name: ``pop/<name>``, ``session/<account id>`` (a worker starts the session on an account's first
+  submit or operator debit; a name that is no account id starts nothing and is counted), ``ledger`` and
+  ``bridge`` in the core (the bridge is the host side, not an actor: it gets the decoded message).
+* **Questions** to the core (:meth:`ClusterLink.answer_core`): a worker's ``routing`` query (the table it
+  routes by) and an HTTP edge's questions (``edge_queries``, set by the engine once it runs). A worker's
+  questions are answered by ``engine.cluster.shards.QueryHandler``.
+* **Refs to what runs elsewhere**: a worker's ledger and bridge are the core's; the core asks the POP
+  shards of its workers through ``ClusterShards``, and fails a submit that no worker answered in time
+  (:class:`_ExpireUnanswered`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pykka
+
+from engine import messages as m
+from engine.cluster.nats_security import NatsSecurity
+from engine.cluster.placement import CORE
+from engine.cluster.shards import ClusterShards, LocalShards, QueryHandler
+from engine.cluster.transport import Transport
+from engine.errors import MalformedMessage, OutcomeUnknown
+from engine.ids import is_account_id
+
+log = logging.getLogger(__name__)
+
+UNANSWERED_AFTER_S = 10.0  # in a cluster's core, a submit unanswered for 10-20 s fails (OutcomeUnknown)
+LOG_REFUSED_EVERY = 1000  # frames for an invented session name: the first is logged, then one in this many
+_STARTS_A_SESSION = (m.SubmitMessage.TAG, m.SubmitMessages.TAG, m.AdjustBalance.TAG)
+
+
+class ClusterLink:
+    """The cluster side of one process's :class:`~actors.supervisor.Runtime`."""
+
+    def __init__(self, runtime: Any) -> None:
+        self.runtime = runtime
+        self.refused_session_names = 0  # frames for session/<not an account id>: no session started
+
+    def start(self) -> Transport:
+        """Join the cluster: this process's NATS connection, and refs to what runs elsewhere."""
+        rt = self.runtime
+        place = rt.placement
+        answer = QueryHandler(LocalShards(rt)).answer if place.runs_pops else self.answer_core
+        worker = not place.runs_core
+        security = NatsSecurity.for_servers(place.nats, rt.settings.nats, place.nats_token_file)
+        rt.transport = transport = Transport(
+            list(place.nats), place.node, self.deliver, answer=answer,
+            on_reconnected=rt.routing.ask_again if worker else rt.routing.push_current,
+            deliveries=not worker, security=security).start()
+        rt.directory.transport = transport
+        if not place.runs_pops:  # the core: what the POP shards hold is asked of the workers
+            rt.shards = ClusterShards(transport, place.workers)
+            rt.routing.push = rt.shards.use_routing
+            rt.clock.every(UNANSWERED_AFTER_S, _ExpireUnanswered(rt.bridge), lambda: None)
+        if worker:
+            rt.directory.ledger = transport.ref(CORE, "ledger")
+            rt.directory.bridge = rt.bridge = transport.ref(CORE, "bridge")
+            rt.routing.start_following(transport)  # the core's table, before any traffic is taken
+            transport.open_deliveries()
+        return transport
+
+    def answer_core(self, raw: bytes) -> bytes:
+        """The core's answers to its workers (``routing``: the table they route by) and to its HTTP
+        edges (``edge_queries``: set by the engine once it runs)."""
+        if m.peek_tag(raw) == m.ShardQuery.TAG:
+            try:
+                q = m.decode(raw)
+            except MalformedMessage:
+                q = None  # (the handler answers that)
+            if isinstance(q, m.ShardQuery) and q.kind == "routing":
+                return self.runtime.routing.answer()
+        handler = getattr(self.runtime, "edge_queries", None)
+        if handler is None:
+            return m.encode(m.ShardReply(False, "the core is starting", "cluster_unavailable"))
+        return handler.answer(raw)
+
+    def deliver(self, target: str, frame: bytes, msg: m.Message) -> bool:
+        """A frame from another process (already validated by the transport) to the local actor it is
+        for; False if this process has no such actor (counted by the transport)."""
+        rt = self.runtime
+        kind, _, name = target.partition("/")
+        if kind == "pop":
+            ref = rt.directory.pops.get(name)
+        elif kind == "session" and rt.placement.runs_pops:
+            ref = rt.directory.sessions.get(name)
+            if ref is None and m.peek_tag(frame) in _STARTS_A_SESSION:
+                if not is_account_id(name):  # an invented name must not start an actor (and a key)
+                    self._refuse_session_name()
+                    return False
+                ref = rt.start_session(name)  # a submit or an operator's debit starts a session;
+                #                                a change can wait
+        elif kind == "ledger" and rt.placement.runs_core:
+            ref = rt.directory.ledger
+        elif kind == "bridge" and rt.placement.runs_core:
+            rt.bridge.receive(msg)  # the host side, not an actor: the decoded message as it is
+            return True
+        else:
+            ref = None
+        if ref is None:
+            return False
+        try:
+            ref.tell(frame)
+        except pykka.ActorDeadError:  # stopping
+            return False
+        return True
+
+    def _refuse_session_name(self) -> None:
+        """Count a frame for a session whose name is no account id (only a process holding the cluster's
+        token can send one: a bug or an abuse); logged without the name, the first and every
+        ``LOG_REFUSED_EVERY``-th, so a flood of them does not flood the log."""
+        self.refused_session_names += 1  # (the transport thread only)
+        if self.refused_session_names % LOG_REFUSED_EVERY == 1:
+            log.warning("refused a frame for a session whose name is not an account id (%d so far): "
+                        "no session started", self.refused_session_names)
+
+
+class _ExpireUnanswered:
+    """In a cluster's core: a submit whose worker died (or whose answer a NATS server lost) would wait
+    for ever. Told by the clock every ``UNANSWERED_AFTER_S``, it fails the requests that were already
+    pending the time before with ``OutcomeUnknown``: the message may have been accepted, so an
+    Idempotency-Key retry answers 409 outcome unknown (``engine.http.customer_messages``) instead of
+    sending it again, and the client checks its messages."""
+
+    def __init__(self, bridge: Any) -> None:
+        self.bridge = bridge
+        self._seen: set[int] = set()
+
+    def tell(self, _message: Any) -> None:
+        pending = set(self.bridge.pending_ids())
+        stale, self._seen = self._seen & pending, pending
+        if stale:
+            n = self.bridge.expire(sorted(stale), OutcomeUnknown(
+                "no answer from the worker holding this account (it may have restarted); the "
+                "message may or may not have been accepted: check your messages before sending it "
+                "again (a retry with the same Idempotency-Key answers 409 idempotency_outcome_unknown)"))
+            log.warning("cluster: %d submits got no answer in time", n)
