@@ -15,6 +15,7 @@ The tree::
     │   ├── LedgerConflict          a ledger key already recorded with other details (HTTP 409)
     │   │   ├── DepositConflict     (chain, tx hash) recorded with another amount, account or address
     │   │   └── AdjustmentConflict  an adjustment's key recorded with another amount or reason
+    │   ├── HoldConflict            a hold's Idempotency-Key used with other content (HTTP 409)
     │   └── NoticeTooShort          a policy change effective less than 30 days after notice (422)
     ├── AuthError                   unknown or revoked API key / operator token (HTTP 401)
     │   └── VerificationFailed      a data-subject request's proof failed (HTTP 401)
@@ -116,6 +117,13 @@ class DepositConflict(LedgerConflict):
 
 class AdjustmentConflict(LedgerConflict):
     code = "adjustment_conflict"
+
+
+class HoldConflict(InputError):
+    """The Idempotency-Key of a hold placement was used before with another kind, reason, reference,
+    end, messages or account: answering the first hold would hide that the request differs."""
+
+    code = "hold_conflict"
 
 
 class NoticeTooShort(InputError):

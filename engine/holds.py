@@ -5,6 +5,12 @@ is placed at the shard that holds each message; a hold on an account (a debuggin
 naming an account) at every shard, one hold id per shard - in this process, or on every worker of a cluster
 (through ``engine.cluster.shards``). Every placement, read, release and expiry is in the
 audit log with who, why, reference and until (``storage.audit``).
+
+Placing is idempotent by key (``idempotency_key``, the control port's ``Idempotency-Key``): each shard
+keeps, with the hold it placed, keyed hashes of the key and of what was asked (the customer API's
+``engine.http.idempotency.request_hash``, so the key itself is never stored), and the same request again
+answers that hold. It is kept by each shard, not by the HTTP port, because a cluster's placement can
+reach only some workers: asked again, those that placed it answer their hold and the others place it.
 """
 
 from __future__ import annotations
@@ -12,9 +18,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import msgpack
+
 from engine.credentials import require_active
 from engine.errors import InputError, UnknownAccount
+from engine.http.idempotency import request_hash
 from storage.holds import HoldKind
+
+SECRET = "hold_requests"  # the key ring's HMAC secret for placement keys (engine.http.idempotency)
 
 
 class OpenedTrail:
@@ -48,13 +59,22 @@ class HoldManager:
     keep the bodies - in this process, or on the workers of a cluster (``runtime.shards``)."""
 
     def place_hold(self, kind: str, *, actor: str, reason: str, reference: str, until: float,
-                   message_ids: list[str] | None = None, account_id: str | None = None) -> dict:
-        """Place a legal hold, a debugging window or a lawful order; returns the holds placed."""
+                   message_ids: list[str] | None = None, account_id: str | None = None,
+                   idempotency_key: str | None = None) -> dict:
+        """Place a legal hold, a debugging window or a lawful order: ``{"holds": [...], "replayed":
+        bool}``. With ``idempotency_key``, the same request again answers the holds it placed
+        (``replayed`` when no shard placed one now) and places it only where it was not placed yet;
+        the key with another kind, reason, reference, until, messages or account is ``HoldConflict``."""
         try:
             kind = HoldKind(kind)
         except ValueError:
             raise InputError(f"hold kind is one of {', '.join(k.value for k in HoldKind)}") from None
         message_ids = list(message_ids or [])
+        request = None
+        if idempotency_key is not None:
+            secret = self.runtime.local_secret(SECRET)
+            asked = msgpack.packb([kind.value, reason, reference, until, message_ids, account_id])
+            request = [request_hash(idempotency_key.encode(), secret), request_hash(asked, secret)]
         if account_id is not None:
             record = self.runtime.accounts.get(account_id)  # UnknownAccount if there is none
             if kind == HoldKind.DEBUG_WINDOW:
@@ -66,12 +86,14 @@ class HoldManager:
                     raise UnknownAccount(f"no message {mid}")
             target = account_id if kind != HoldKind.LEGAL_HOLD else None
             placed = shards.place_hold(kind.value, actor, reason, reference, until, message_ids,
-                                       target)
+                                       target, request)
         elif account_id is not None and kind != HoldKind.LEGAL_HOLD:
-            placed = shards.place_hold(kind.value, actor, reason, reference, until, [], account_id)
+            placed = shards.place_hold(kind.value, actor, reason, reference, until, [], account_id,
+                                       request)
         else:
             raise InputError("a legal hold names message_ids; a debug window or order an account")
-        return {"holds": placed}
+        replayed = [hold.pop("replayed") for hold in placed]
+        return {"holds": placed, "replayed": bool(replayed) and all(replayed)}
 
     def release_hold(self, hold_id: str, *, actor: str, reason: str) -> dict:
         released = self.runtime.shards.release_hold(hold_id, actor, reason)

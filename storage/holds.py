@@ -36,6 +36,11 @@ hold reads as it was placed; once it is erased a lawful order or a legal hold ke
 reference, times and pseudonym, and ``account_id`` reads ``None``. Records of an older version are read
 as they were written.
 
+Asked again: :meth:`Holds.place` with a ``PlaceRequest`` (keyed hashes of an operator's
+``Idempotency-Key`` and of what it asked, kept in the hold record) answers the hold that request placed
+instead of placing another, for as long as the record is kept; the key with other content is
+``HoldConflict``.
+
 Durability contract: placing, capturing and releasing write the hold record, the held copies and the audit
 entry in one durable LMDB transaction. *Writers:* operator threads and the sweeper. *Readers:* any thread.
 A :class:`Holds` covers one POP environment; an operator places an account-scoped hold on every POP.
@@ -53,7 +58,7 @@ from enum import StrEnum
 import lmdb
 import msgpack
 
-from engine.errors import CorruptRecord, InputError, KeyUnavailable
+from engine.errors import CorruptRecord, HoldConflict, InputError, KeyUnavailable
 from storage.account_keys import DATA, AccountKeys
 from storage.audit import AuditLog
 from storage.bodies import BodyStore, durable_write
@@ -61,7 +66,7 @@ from storage.keys import KeyRing
 from storage.pseudonyms import token_text
 from storage.retention import RETENTION
 
-__all__ = ["ENDED_RETENTION_SECONDS", "MAX_SECONDS", "Hold", "HoldKind", "Holds"]
+__all__ = ["ENDED_RETENTION_SECONDS", "MAX_SECONDS", "Hold", "HoldKind", "Holds", "PlaceRequest"]
 
 DAY = 86400
 # an ended hold's record and notes: as long as its audit trail (storage.retention)
@@ -103,6 +108,11 @@ class Hold:
         return self.ended_at is None and now < self.until
 
 
+# (keyed hash of the request's Idempotency-Key, keyed hash of what it asked), both made by the caller
+# (engine.holds): a retried placement answers the hold it placed instead of placing a second one
+PlaceRequest = tuple[bytes, bytes]
+
+
 class Holds:
     """Legal holds, debugging windows and lawful orders over one POP's :class:`BodyStore`."""
 
@@ -122,6 +132,8 @@ class Holds:
         self._sealer = keys.store_sealer("holds")  # hold records name people and reasons: sealed too
         self._lock = threading.RLock()
         self._holds: dict[str, Hold] = {}
+        self._requests: dict[str, PlaceRequest] = {}  # hold id -> the request that placed it
+        self._by_request: dict[bytes, str] = {}  # its key's hash -> hold id
         self._by_account: dict[str, list[str]] = {}
         self._held: dict[bytes, int] = {}  # message key -> number of holds keeping a copy
         self._load()
@@ -148,8 +160,35 @@ class Holds:
         return self._place(HoldKind.LAWFUL_ORDER, actor, reason, reference, until,
                            message_ids=tuple(message_ids), account_id=account_id)
 
+    def place(self, kind: HoldKind, *, actor: str, reason: str, reference: str, until: float,
+              message_ids: Iterable[str] = (), account_id: str | None = None,
+              request: PlaceRequest | None = None) -> tuple[Hold, bool]:
+        """Any kind of hold; ``(hold, placed now)``. With ``request``, placing the same request again
+        answers the hold it placed (``False``: nothing written), whether that hold is still open or
+        not; the same key with other content is refused (``HoldConflict``). Why: an operator whose
+        answer was lost, or whose cluster placed it on only some workers, must be able to ask again
+        without leaving a second hold where one was placed."""
+        with self._lock:  # one request at a time: two tries of one key must not both place
+            if request is not None:
+                found = self._placed_by(request)
+                if found is not None:
+                    return found, False
+            return self._place(kind, actor, reason, reference, until,
+                               message_ids=tuple(message_ids), account_id=account_id,
+                               request=request), True
+
+    def _placed_by(self, request: PlaceRequest) -> Hold | None:
+        hold_id = self._by_request.get(request[0])
+        if hold_id is None:
+            return None
+        if self._requests[hold_id][1] != request[1]:
+            raise HoldConflict(f"this Idempotency-Key placed {hold_id} with other content (kind, "
+                               "reason, reference, until, messages or account): use a new key")
+        return self._holds[hold_id]
+
     def _place(self, kind: HoldKind, actor: str, reason: str, reference: str, until: float, *,
-               message_ids: tuple[str, ...] = (), account_id: str | None = None) -> Hold:
+               message_ids: tuple[str, ...] = (), account_id: str | None = None,
+               request: PlaceRequest | None = None) -> Hold:
         now = self._clock()
         self._validate(kind, actor, reason, reference, until, now, message_ids, account_id)
         hold = Hold(f"hold_{os.urandom(8).hex()}", kind.value, actor, reason, reference, now, until,
@@ -159,7 +198,7 @@ class Holds:
         sealer = self.keys.named_sealer(_key_name(hold.hold_id))
         copies = [(m, body) for m in message_ids if (body := self._readable(m)) is not None]
         with self._lock, durable_write(self.bodies.env) as txn:
-            self._write_hold(txn, hold)
+            self._write_hold(txn, hold, request)
             for message_id, body in copies:
                 key = bytes.fromhex(message_id[4:])
                 txn.put(_held_key(hold.hold_id, key), sealer.seal(body.encode(), key),
@@ -172,7 +211,7 @@ class Holds:
                                      else account_id or ""),  # else: the entry's sealed id
             }, account=account_id, txn=txn)
         with self._lock:
-            self._remember(hold, [bytes.fromhex(m[4:]) for m, _ in copies])
+            self._remember(hold, [bytes.fromhex(m[4:]) for m, _ in copies], request)
         return hold
 
     def _readable(self, message_id: str) -> str | None:
@@ -278,6 +317,9 @@ class Holds:
             for hold_id in old:
                 self.keys.shred_named(_notes_key(hold_id))
                 del self._holds[hold_id]
+                request = self._requests.pop(hold_id, None)
+                if request is not None:
+                    self._by_request.pop(request[0], None)
         return len(due) + len(old)
 
     def forget_account(self, account_id: str) -> int:
@@ -323,7 +365,7 @@ class Holds:
             prefix = _held_key(hold_id, b"")
             with durable_write(self.bodies.env) as txn:
                 removed = self._delete_copies(txn, prefix)
-                self._write_hold(txn, ended)
+                self._write_hold(txn, ended, self._requests.get(hold_id))
                 self.audit.append(actor, f"{action}_{hold.kind}", hold_id, "ok",
                                   {"copies_shredded": len(removed),
                                    **self._sealed_notes(hold_id, reason=reason)},
@@ -351,10 +393,12 @@ class Holds:
         blob = self.keys.named_sealer(name).seal(msgpack.packb(notes), name.encode())
         return {"notes": blob, "notes_key": name}
 
-    def _write_hold(self, txn: lmdb.Transaction, hold: Hold) -> None:
+    def _write_hold(self, txn: lmdb.Transaction, hold: Hold, request: PlaceRequest | None = None) -> None:
         key = hold.hold_id.encode()
         fields = asdict(hold)
         notes = {k: fields.pop(k) for k in _NOTES}
+        if request is not None:  # keyed hashes only (never the operator's key): see PlaceRequest
+            fields["request"] = list(request)
         if self._accounts is not None and (hold.account_id or hold.subject):
             fields.update(self._pseudonymised(hold, key))
             notes["account_id"] = ""  # sealed under the account's own key instead
@@ -375,10 +419,13 @@ class Holds:
                 "ended_by": hold.ended_by and hold.ended_by.replace(name, subject),
                 "sealed_account": sealed}
 
-    def _read_hold(self, key: bytes, blob: bytes) -> Hold:
+    def _read_hold(self, key: bytes, blob: bytes) -> tuple[Hold, PlaceRequest | None]:
+        """The hold and the request that placed it (None: placed without a key, or by an older
+        version)."""
         fields = msgpack.unpackb(self._sealer.open(bytes(blob), bytes(key)), raw=False)
         notes = self.open_notes(fields)["notes"]
         sealed = fields.pop("sealed_account", b"")
+        request = fields.pop("request", None)
         fields = {k: v for k, v in fields.items() if k not in ("notes", "notes_key")}
         hold = Hold(**fields, reason="", reference="")
         if isinstance(notes, dict):
@@ -391,7 +438,7 @@ class Holds:
             hold = replace(hold, account_id=account or None,
                            actor=hold.actor.replace(hold.subject, name),
                            ended_by=hold.ended_by and hold.ended_by.replace(hold.subject, name))
-        return hold
+        return hold, (bytes(request[0]), bytes(request[1])) if request else None
 
     def _open_account(self, subject: str, sealed: bytes, key: bytes) -> str:
         """The account id sealed in a record; ``""`` once the account's data key is gone."""
@@ -403,8 +450,11 @@ class Holds:
         except KeyUnavailable:
             return ""
 
-    def _remember(self, hold: Hold, copied: list[bytes]) -> None:
+    def _remember(self, hold: Hold, copied: list[bytes], request: PlaceRequest | None = None) -> None:
         self._holds[hold.hold_id] = hold
+        if request is not None:
+            self._requests[hold.hold_id] = request
+            self._by_request[request[0]] = hold.hold_id
         if hold.account_id is not None and hold.ended_at is None:
             self._by_account.setdefault(hold.account_id, []).append(hold.hold_id)
             self._update_capture_hook()
@@ -429,9 +479,9 @@ class Holds:
     def _load(self) -> None:
         with self.bodies.env.begin() as txn:
             for key, blob in txn.cursor(db=self._holds_db):
-                hold = self._read_hold(key, blob)
+                hold, request = self._read_hold(key, blob)
                 copied = [] if hold.ended_at is not None else self._copies(txn, hold.hold_id)
-                self._remember(hold, copied)
+                self._remember(hold, copied, request)
 
     def _copies(self, txn: lmdb.Transaction, hold_id: str) -> list[bytes]:
         prefix = _held_key(hold_id, b"")

@@ -14,8 +14,9 @@ An action asked of every worker (suspend a carrier, a routing table, erase, plac
 reach only some of them: one worker's link is down or its answer is lost. Its error then names the
 workers that did it, those that did not answer and those not asked (``ClusterShards._act_all``), so the
 operator knows which part of the cluster holds it. A suspension, a table and an erasure are states: the
-same action again is safe and converges. Placing a hold is not: again places a second hold where one
-was placed (the message says so; ``GET /v1/holds`` shows them, release the extra one).
+same action again is safe and converges. So is placing a hold with an ``Idempotency-Key``: a worker that
+placed it answers that hold, the others place it (``storage.holds.Holds.place``). Without a key, placing
+it again places a second hold where one was placed (the message says so).
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ RETRY_ADVICE = {  # what a partial action's error tells the operator about askin
     "suspend_carrier": "the same suspension again is safe and brings every worker to it",
     "use_routing": "the workers that missed the table ask the core for it when their link is back",
     "forget_account": "the same erasure again is safe",
-    "place_hold": "placing it again places a second hold where one was placed (GET /v1/holds shows "
-                  "them: release the extra one)",
+    "place_hold": "placing it again with the same Idempotency-Key is safe (a worker that placed it "
+                  "answers its hold); without a key it places a second hold where one was placed "
+                  "(GET /v1/holds shows them: release the extra one)",
     "release_hold": "releasing it again is safe (where it is released already: not open)",
 }
 
@@ -151,14 +153,17 @@ class LocalShards:
     # --- retention exceptions (policy 2.3): each POP shard keeps its own holds ------------------------
 
     def place_hold(self, kind: str, actor: str, reason: str, reference: str, until: float,
-                   message_ids: list[str], account_id: str | None) -> list[dict]:
+                   message_ids: list[str], account_id: str | None,
+                   request: list[bytes] | None = None) -> list[dict]:
         """Place a hold at the POP shards here: on the messages of ``message_ids`` they hold, or, for an
-        account, at every one; returns the holds placed (``pop``: the shard's address)."""
+        account, at every one; returns the holds (``pop``: the shard's address; ``replayed``: placed
+        before by the same ``request``, see ``storage.holds.Holds.place``)."""
         from dataclasses import asdict
 
         from storage.holds import HoldKind
 
         kind = HoldKind(kind)
+        asked = (bytes(request[0]), bytes(request[1])) if request else None
         runtime, place = self.runtime, self.runtime.directory.placement
         placed = []
         if message_ids:
@@ -171,17 +176,11 @@ class LocalShards:
         else:
             targets = [(pop, []) for pop in runtime.holds]
         for pop, ids in targets:
-            holds = runtime.holds[pop]
-            if kind == HoldKind.LEGAL_HOLD:
-                h = holds.place_legal_hold(ids, actor=actor, reason=reason, reference=reference,
-                                           until=until)
-            elif kind == HoldKind.DEBUG_WINDOW:
-                h = holds.open_debug_window(account_id, actor=actor, reason=reason,
-                                            reference=reference, until=until)
-            else:
-                h = holds.register_lawful_order(actor=actor, reason=reason, reference=reference,
-                                                until=until, message_ids=ids, account_id=account_id)
-            placed.append({"pop": place.pop_address(pop), **asdict(h)})
+            h, new = runtime.holds[pop].place(  # a legal hold covers messages, a window its account
+                kind, actor=actor, reason=reason, reference=reference, until=until,
+                message_ids=() if kind == HoldKind.DEBUG_WINDOW else ids,
+                account_id=None if kind == HoldKind.LEGAL_HOLD else account_id, request=asked)
+            placed.append({"pop": place.pop_address(pop), **asdict(h), "replayed": not new})
         return placed
 
     def release_hold(self, hold_id: str, actor: str, reason: str) -> dict | None:
@@ -457,9 +456,11 @@ class ClusterShards:
         return sum(self._act_all("forget_account", account_id))
 
     def place_hold(self, kind: str, actor: str, reason: str, reference: str, until: float,
-                   message_ids: list[str], account_id: str | None) -> list[dict]:
+                   message_ids: list[str], account_id: str | None,
+                   request: list[bytes] | None = None) -> list[dict]:
         return [h for placed in self._act_all("place_hold", kind, actor, reason, reference, until,
-                                              list(message_ids), account_id) for h in placed]
+                                              list(message_ids), account_id, request)
+                for h in placed]
 
     def release_hold(self, hold_id: str, actor: str, reason: str) -> dict | None:
         return next((r for r in self._act_all("release_hold", hold_id, actor, reason) if r), None)

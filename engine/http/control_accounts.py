@@ -6,7 +6,10 @@ Data-subject rights (policy section 7, the ``privacy`` role): export (access and
 erase (ledger rows pseudonymised, kept 7 years), and objection to analytics. Restriction is ``restrict``.
 Holds and retention go through engine methods (``active_holds``, ``place_hold``, ``release_hold``,
 ``retention_status``); an engine without them answers 503 ``not_available``. The operator's token name is
-passed as the ``actor`` of every hold change, so the storage audit trail names who did it.
+passed as the ``actor`` of every hold change, so the storage audit trail names who did it. Placing a hold
+takes an ``Idempotency-Key`` (checked as on the customer API): 201 placed, 200 with
+``Idempotent-Replayed: true`` for the same request again (nothing placed), 409 ``hold_conflict`` for the
+key with other content (``engine.holds``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from engine.http import control_schemas as cs
 from engine.http.context import CTX, OPERATOR, HttpContext
 from engine.http.control_schemas import read_body_as
 from engine.http.errors import HttpError
+from engine.http.idempotency import check_key
 from engine.http.jsonio import json_response
 from engine.http.params import query_value
 from engine.http.tokens import TokenNameError
@@ -162,6 +166,9 @@ async def list_holds(request: web.Request) -> web.Response:
 
 async def place_hold(request: web.Request) -> web.Response:
     ctx: HttpContext = request.app[CTX]
+    key = request.headers.get("Idempotency-Key")
+    if key is not None:
+        check_key(key)
     body = await read_body_as(request, cs.HoldRequest)  # id shapes included (400 invalid_id)
     if body.kind == "debug_window":  # policy 2.3(b): only the customer opts in (POST /v1/debug-window)
         raise HttpError(403, "forbidden", "a debugging window is the customer's own opt-in "
@@ -171,9 +178,15 @@ async def place_hold(request: web.Request) -> web.Response:
     def call() -> Any:
         return place(body.kind, actor=request[OPERATOR], reason=body.reason,
                      reference=body.reference, until=body.until,
-                     message_ids=body.message_ids, account_id=body.account_id)
+                     message_ids=body.message_ids, account_id=body.account_id,
+                     idempotency_key=key)
 
-    return json_response(_plain(await ctx.call(call)), status=201)
+    placed = _plain(await ctx.call(call))
+    replayed = bool(placed.pop("replayed", False))
+    resp = json_response(placed, status=200 if replayed else 201)
+    if replayed:
+        resp.headers["Idempotent-Replayed"] = "true"
+    return resp
 
 
 async def release_hold(request: web.Request) -> web.Response:

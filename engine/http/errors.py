@@ -31,6 +31,7 @@ _STATUS_BY_ERROR: tuple[tuple[type[E.SmsrouteError], int], ...] = (
     (E.ConfigError, 422),
     (E.InvalidTransition, 409),
     (E.LedgerConflict, 409),
+    (E.HoldConflict, 409),
     (E.NoticeTooShort, 422),
     (E.MalformedMessage, 400),
     (E.InputError, 400),

@@ -296,7 +296,10 @@ def control_document() -> dict[str, Any]:
         "/v1/retention": {"get": o("Retention status: sweeps, counts, exceptions", "200")},
         "/v1/holds": {
             "get": o("Active legal holds and other retention exceptions", "200"),
-            "post": o("Place a hold", "201", body=_ref(cs.HoldRequest), errors=("403", "422")),
+            "post": o("Place a hold; idempotent by Idempotency-Key (201 placed, 200 the same request "
+                      "again: its holds, nothing placed; 409 hold_conflict: the key with other content)",
+                      "201", body=_ref(cs.HoldRequest), errors=("403", "409", "422"),
+                      extra_params=IDEMPOTENCY, also_ok=("200",)),
         },
         "/v1/holds/{id}/release": {"post": o("Release a hold", "200", params=("id",),
                                              body=_ref(cs.HoldRelease),

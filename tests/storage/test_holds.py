@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from engine.errors import CorruptRecord, InputError, KeyUnavailable
+from engine.errors import CorruptRecord, HoldConflict, InputError, KeyUnavailable
 from storage.audit import AuditLog
 from storage.bodies import BodyStore
 from storage.holds import ENDED_RETENTION_SECONDS, HoldKind, Holds
@@ -199,6 +199,27 @@ def test_holds_and_their_capture_survive_a_restart(env, keyring, store, holds, a
     put(store2, [(later, "captured after restart", clock.now + 600, "acct_1")])
     assert holds2.read_held_body(debug.hold_id, later, actor="c") == "captured after restart"
     assert holds2.read_held_body(legal.hold_id, mid, actor="op") == "kept"
+
+
+def test_a_placement_asked_again_answers_its_hold_across_a_restart_and_after_its_release(
+        env, keyring, store, holds, audit, ids, clock):
+    mid = ids.new()
+    put(store, [(mid, "kept", clock.now + 600)])
+    asked = {"actor": "op", "reason": "r", "reference": "x", "until": clock.now + DAY,
+             "message_ids": [mid]}
+    request = (b"key-hash", b"content-hash")
+    hold, new = holds.place(HoldKind.LEGAL_HOLD, **asked, request=request)
+    assert new
+    holds2 = Holds(BodyStore(env, keyring, clock=clock), keyring, audit, clock=clock)
+    assert holds2.place(HoldKind.LEGAL_HOLD, **asked, request=request) == (hold, False)
+    with pytest.raises(HoldConflict, match=hold.hold_id):
+        holds2.place(HoldKind.LEGAL_HOLD, **asked, request=(b"key-hash", b"other content"))
+    holds2.release(hold.hold_id, actor="op", reason="closed")
+    again, new = holds2.place(HoldKind.LEGAL_HOLD, **asked, request=request)
+    assert (again.hold_id, new) == (hold.hold_id, False) and again.ended_at is not None
+    assert [h.hold_id for h in holds2.active()] == []
+    other, new = holds2.place(HoldKind.LEGAL_HOLD, **asked, request=(b"new key", b"content-hash"))
+    assert new and other.hold_id != hold.hold_id
 
 
 def test_a_released_hold_leaves_ciphertext_at_most_and_no_key_that_opens_it(

@@ -3,10 +3,13 @@
 Real nats-server and two worker processes on loopback; w1 reaches the server through a relay that cuts
 its link (the core and w0 stay connected). Before, a suspension that w0 took and w1 never heard of was
 answered 503 ``cluster_unavailable`` naming only w1's silence: the operator could not tell that the
-carrier was suspended on w0 and in service on w1.
+carrier was suspended on w0 and in service on w1. And a hold placed on w0 only could not be asked
+again: w0 placed a second one.
 """
 
 from __future__ import annotations
+
+import time
 
 import pytest
 
@@ -57,3 +60,43 @@ def test_a_suspension_only_some_workers_took_names_them_and_asking_again_converg
     wait_for(lambda: _suspended_by_worker(c, carrier) is not None, "w1 to answer again", 30)
     c.engine.suspend_carrier(carrier, False)
     assert _suspended_by_worker(c, carrier) == {"w0": False, "w1": False}
+
+
+def _holds_by_worker(c: Cluster, reference: str) -> dict[str, list[str]] | None:
+    """Each worker's active hold ids with this reference, or None while a worker does not answer."""
+    try:
+        holds = c.engine.active_holds()
+    except ClusterUnavailable:
+        return None
+    found: dict[str, list[str]] = {}
+    for hold in holds:
+        if hold["reference"] == reference:
+            found.setdefault(hold["pop"].split("/")[0], []).append(hold["hold_id"])
+    return {worker: sorted(ids) for worker, ids in found.items()}
+
+
+def test_a_hold_only_some_workers_placed_is_completed_by_asking_again_with_its_key(cut_w1):
+    c, link = cut_w1
+    account = c.accounts(1)[0]
+    order = {"actor": "privacy:test", "reason": "court order", "reference": "ORDER-7",
+             "until": time.time() + 3600, "account_id": account.id, "idempotency_key": "order-7"}
+    link.cut()
+    with pytest.raises(ClusterUnavailable) as refused:  # 503 cluster_unavailable on the control port
+        c.engine.place_hold("lawful_order", **order)
+    message = refused.value.message
+    assert "done at w0" in message and "no answer from w1" in message, message
+    assert "with the same Idempotency-Key is safe" in message, message
+
+    link.restore()
+    wait_for(lambda: _holds_by_worker(c, "ORDER-7") is not None, "w1 to answer again", 30)
+    placed = _holds_by_worker(c, "ORDER-7")
+    assert placed is not None and set(placed) == {"w0"}, placed  # what the 503 said
+    again = c.engine.place_hold("lawful_order", **order)  # the operator asks again
+    assert not again["replayed"]  # w1 placed it now
+    after = _holds_by_worker(c, "ORDER-7")
+    assert after is not None and after["w0"] == placed["w0"], after  # one hold per shard of w0 ...
+    assert len(after["w1"]) == len(placed["w0"]), after  # ... and of w1
+    replay = c.engine.place_hold("lawful_order", **order)
+    assert replay["replayed"]
+    assert sorted(h["hold_id"] for h in replay["holds"]) == sorted(after["w0"] + after["w1"])
+    assert _holds_by_worker(c, "ORDER-7") == after

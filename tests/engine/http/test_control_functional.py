@@ -215,6 +215,39 @@ def test_a_privacy_operator_places_lists_and_releases_a_legal_hold(running, toke
     assert status == 400 and err["error"]["code"] == "invalid_request"
 
 
+def _holds_with_reference(client: Client, reference: str) -> list[dict]:
+    return [h for h in client.request("GET", "/v1/holds")[2]["holds"] if h["reference"] == reference]
+
+
+def test_placing_a_hold_again_with_its_idempotency_key_answers_the_hold_it_placed(running, tokens):
+    account = running.create_account("held-twice@example.com")
+    privacy = Client(running.http.control_port, tokens["privacy"])
+    order = {"kind": "lawful_order", "reason": "court order", "reference": "ORDER-IDEM-1",
+             "until": time.time() + 3600, "account_id": account.id}
+    key = {"Idempotency-Key": "order-idem-1"}
+    status, _, first = privacy.request("POST", "/v1/holds", order, headers=key)
+    assert status == 201, first
+    placed = sorted(h["hold_id"] for h in first["holds"])  # one per POP shard
+    assert sorted(h["hold_id"] for h in _holds_with_reference(privacy, "ORDER-IDEM-1")) == placed
+
+    # the operator never saw that answer and asks again: the same holds, nothing placed
+    status, headers, again = privacy.request("POST", "/v1/holds", order, headers=key)
+    assert status == 200 and headers.get("Idempotent-Replayed") == "true", again
+    assert sorted(h["hold_id"] for h in again["holds"]) == placed
+    assert sorted(h["hold_id"] for h in _holds_with_reference(privacy, "ORDER-IDEM-1")) == placed
+
+    status, _, err = privacy.request("POST", "/v1/holds", {**order, "reason": "another order"},
+                                     headers=key)
+    assert status == 409 and err["error"]["code"] == "hold_conflict", err
+    assert len(_holds_with_reference(privacy, "ORDER-IDEM-1")) == len(placed)
+
+    status, _, other = privacy.request("POST", "/v1/holds", order,
+                                       headers={"Idempotency-Key": "order-idem-2"})
+    assert status == 201 and not {h["hold_id"] for h in other["holds"]} & set(placed)
+    status, _, err = privacy.request("POST", "/v1/holds", order, headers={"Idempotency-Key": ""})
+    assert status == 400 and err["error"]["code"] == "invalid_idempotency_key", err
+
+
 def test_retention_status_shows_the_table_and_the_active_exceptions(running, tokens):
     status, _, view = Client(running.http.control_port, tokens["viewer"]).request(
         "GET", "/v1/retention")

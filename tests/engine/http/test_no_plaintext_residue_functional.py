@@ -144,10 +144,12 @@ def _run_everything(engine, receiver) -> None:
         "kind": "legal_hold", "reason": HOLD_REASON, "reference": HOLD_REFERENCE,
         "until": time.time() + 3600, "message_ids": ids[:2]})
     assert status == 201
-    status, order = control.call("POST /v1/holds", "POST", "/v1/holds", {
-        "kind": "lawful_order", "reason": ORDER_REASON, "reference": "ORDER-1",
-        "until": time.time() + 3600, "account_id": account_id})
+    asked = {"kind": "lawful_order", "reason": ORDER_REASON, "reference": "ORDER-1",
+             "until": time.time() + 3600, "account_id": account_id}
+    key = {"Idempotency-Key": f"{IDEM_KEY}-order"}
+    status, order = control.call("POST /v1/holds", "POST", "/v1/holds", asked, headers=key)
     assert status == 201
+    assert control.call("POST /v1/holds", "POST", "/v1/holds", asked, headers=key) == (200, order)
     control.call("GET /v1/holds", "GET", "/v1/holds")
     for hold in placed["holds"] + order["holds"]:
         assert control.call("POST /v1/holds/{id}/release", "POST",
