@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from engine.errors import ConfigError
-from engine.routing import MAX_MICRO_USD_PER_SEGMENT, RoutingTable
+from engine.routing import MAX_MICRO_USD_PER_SEGMENT, PRIORITY, WEIGHT, RoutingTable
 from engine.typed_tables import Range, is_number, ranges, typed_table
 
 # Every number of every table has its allowed range on its field (``Annotated[int, Range(low, high)]``),
@@ -200,6 +200,12 @@ class _PopTable:
 SIMULATED_OUTCOMES = ("delivered", "undeliverable", "rejected", "expired", "throttled", "no_answer")
 #: Delay distributions of a simulated carrier, with the keys each one takes.
 DISTRIBUTIONS = {"fixed": ("ms",), "uniform": ("min_ms", "max_ms"), "lognormal": ("median_ms", "sigma")}
+#: A simulated delay in ms (a plain number or a distribution's ``*_ms``): an hour is past any carrier's
+#: answer or receipt a test or benchmark would wait for; 1e12 (a typo'd unit) would park every message.
+DELAY_MS = Range(0, 3_600_000)
+#: A lognormal's sigma: real carriers spread around 0.3-1.5; at 3, one draw in a thousand is already
+#: ~10,000 times the median.
+SIGMA = Range(0, 3)
 BIND_MODES = ("transceiver", "transmitter_receiver")
 
 
@@ -372,8 +378,13 @@ def ranges_text() -> str:
         keys = ", ".join(f"`{TOML_NAMES.get(k, k)}` {'(' if r.open_low else '['}{_grouped(r.low)}, "
                          f"{_grouped(r.high)}]" for k, r in own.items())
         lines.append(f"- `{title}`: {keys}")
+    lines.append(f"- `kind = \"simulated\"` delays (`latency`, `receipt_delay`): ms and each `*_ms` "
+                 f"[{_grouped(DELAY_MS.low)}, {_grouped(DELAY_MS.high)}], `sigma` "
+                 f"[{_grouped(SIGMA.low)}, {_grouped(SIGMA.high)}]")
     lines.append(f"- `[rates]` and a route carrier's `cost_micro_usd`: [0, {_grouped(MAX_MICRO_USD_PER_SEGMENT)}]"
                  " micro-USD per segment")
+    lines.append(f"- a route's and a route carrier's `weight` [{_grouped(WEIGHT.low)}, {_grouped(WEIGHT.high)}],"
+                 f" a route carrier's `priority` [{_grouped(PRIORITY.low)}, {_grouped(PRIORITY.high)}]")
     return "\n".join(lines)
 
 
@@ -568,6 +579,8 @@ def _check_distribution(spec: Any, where: str) -> None:
             raise ConfigError(f"config: {where} must be a finite number")
         if spec is not None and spec < 0:
             raise ConfigError(f"config: {where} must not be negative")
+        if spec is not None and not DELAY_MS.admits(spec):
+            raise ConfigError(f"config: {where} = {spec:g} must be {DELAY_MS.words()} (ms)")
         return
     kind = spec.get("distribution", "fixed")
     if kind not in DISTRIBUTIONS:
@@ -580,3 +593,7 @@ def _check_distribution(spec: Any, where: str) -> None:
                               f"takes {', '.join(DISTRIBUTIONS[kind])})")
         if not is_number(value) or not math.isfinite(value) or value < 0:
             raise ConfigError(f"config: {where}.{key} must be a finite, non-negative number")
+        bounds = SIGMA if key == "sigma" else DELAY_MS
+        if not bounds.admits(value):
+            raise ConfigError(f"config: {where}.{key} = {value:g} must be {bounds.words()}"
+                              + ("" if key == "sigma" else " (ms)"))

@@ -24,6 +24,7 @@ from typing import Any
 from phonenumbers import SUPPORTED_REGIONS
 
 from engine.errors import ConfigError, NoRoute
+from engine.typed_tables import Range
 
 # A destination's country is libphonenumber's region of its number (engine/numbers.py), so a route or a
 # rate keyed by any other two letters (``UK`` for GB, ``EU``) could never match: refused, not ignored.
@@ -32,6 +33,11 @@ _MISNAMED = {"UK": "GB", "EL": "GR"}
 # a message has (255) it stays far below the billion USD every ledger amount is held under
 # (engine.billing.amounts); 10**18 would overflow the ledger's 64-bit sums at the first message.
 MAX_MICRO_USD_PER_SEGMENT = 1_000_000_000
+# A priority is a rank (lowest first) and a weight a share; operators write small numbers. Bounded so a
+# typo like 10**18 is refused by name: such a weight starves its siblings in the float draw, and an int
+# past 64 bits cannot cross msgpack (a cluster's table push to its workers would fail, not the edit).
+PRIORITY = Range(0, 10_000)
+WEIGHT = Range(1, 1_000_000)
 
 
 def _unknown_region(code: str) -> str | None:
@@ -262,9 +268,7 @@ def _parse_route(i: int, r: Any, pops: set[str], carriers: dict[str, str]) -> Ro
     pop = r.get("pop")
     if pop not in pops:
         raise ConfigError(f"{where}.pop {pop!r} is not a configured POP")
-    weight = r.get("weight", 1)
-    if not isinstance(weight, int) or weight < 1:
-        raise ConfigError(f"{where}.weight must be a positive integer")
+    weight = _bounded_int(r.get("weight", 1), WEIGHT, f"{where}.weight")
     cands_doc = r.get("carriers")
     if not isinstance(cands_doc, list) or not cands_doc:
         raise ConfigError(f"{where}.carriers must be a non-empty list")
@@ -284,13 +288,24 @@ def _parse_route(i: int, r: Any, pops: set[str], carriers: dict[str, str]) -> Ro
         if unknown:
             raise ConfigError(f"{where}.carriers[{j}]: unknown key(s) {', '.join(sorted(unknown))}")
         values = {k: c.get(k, d) for k, d in (("priority", 1), ("weight", 1), ("cost_micro_usd", 0))}
-        for k, v in values.items():
-            if not isinstance(v, int) or isinstance(v, bool) or v < (1 if k == "weight" else 0):
-                raise ConfigError(f"{where}.carriers[{j}].{k} must be an integer"
-                                  + (" >= 1" if k == "weight" else " >= 0"))
-        if values["cost_micro_usd"] > MAX_MICRO_USD_PER_SEGMENT:
+        for k in ("priority", "weight"):
+            values[k] = _bounded_int(values[k], PRIORITY if k == "priority" else WEIGHT,
+                                     f"{where}.carriers[{j}].{k}")
+        cost = values["cost_micro_usd"]
+        if not isinstance(cost, int) or isinstance(cost, bool) or cost < 0:
+            raise ConfigError(f"{where}.carriers[{j}].cost_micro_usd must be an integer >= 0")
+        if cost > MAX_MICRO_USD_PER_SEGMENT:
             raise ConfigError(f"{where}.carriers[{j}].cost_micro_usd must be an integer between 0 and "
                               f"{MAX_MICRO_USD_PER_SEGMENT} (micro-USD per segment)")
         cands.append(CarrierCandidate(carrier=name, **values))
     return Route(matches=tuple(m.upper() if not m.startswith("+") else m for m in matches),
                  pop=pop, carriers=tuple(cands), weight=weight)
+
+
+def _bounded_int(value: Any, bounds: Range, where: str) -> int:
+    """``value`` if it is an integer within ``bounds``, else ``ConfigError`` naming ``where``."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"{where} must be an integer {bounds.words()}")
+    if not bounds.admits(value):
+        raise ConfigError(f"{where} = {value} must be an integer {bounds.words()}")
+    return value

@@ -110,6 +110,28 @@ def test_an_unknown_config_key_is_one_line_naming_it(tmp_path):
     assert "'windw'" in line and "[carriers.fra-x]" in line and "did you mean 'window'?" in line
 
 
+_ONE_ROUTE = '[[routes]]\nmatch = ["DE"]\npop = "fra"\ncarriers = [{{ carrier = "sim"{} }}]\n'
+
+
+@pytest.mark.parametrize(("carrier", "route", "needle"), [
+    ("", ", weight = 1000000000000000000",
+     "routes[0].carriers[0].weight = 1000000000000000000 must be an integer between 1 and 1000000"),
+    ("", ", priority = 1000000000000000000",
+     "routes[0].carriers[0].priority = 1000000000000000000 must be an integer between 0 and 10000"),
+    ("latency = 1e12\n", "", "carriers.sim.latency = 1e+12 must be between 0 and 3600000 (ms)"),
+    ('receipt_delay = { distribution = "uniform", min_ms = 1, max_ms = 1e12 }\n', "",
+     "carriers.sim.receipt_delay.max_ms = 1e+12 must be between 0 and 3600000 (ms)"),
+])
+def test_an_absurd_route_weight_priority_or_simulated_delay_is_refused_at_start_naming_it(
+        tmp_path, carrier, route, needle):
+    config = tmp_path / "c.toml"
+    config.write_text(f'[carriers.sim]\npop = "fra"\n{carrier}\n' + _ONE_ROUTE.format(route))
+    line = assert_one_line_failure(
+        smsroute("run", "--data-dir", str(tmp_path / "data"), "--config", str(config)),
+        "invalid_config")
+    assert needle in line, line
+
+
 @pytest.mark.parametrize("content", [None, "not a certificate\n"])
 def test_a_tls_file_that_does_not_load_is_one_line_and_nothing_is_started(tmp_path, content):
     cert = tmp_path / "cert.pem"

@@ -225,6 +225,31 @@ def test_a_price_per_segment_beyond_1000_usd_is_refused(where, table):
     assert ok.routing.default_rate == 1_000_000_000
 
 
+@pytest.mark.parametrize(("route", "carrier", "needle"), [
+    ({"weight": 10**18}, {}, "routes[0].weight = 1000000000000000000 must be an integer between 1 and"),
+    ({}, {"weight": 10**18}, "routes[0].carriers[0].weight = 1000000000000000000 must be an integer "
+                             "between 1 and 1000000"),
+    ({}, {"weight": 0}, "routes[0].carriers[0].weight = 0 must be an integer between 1 and 1000000"),
+    ({}, {"priority": 10_001}, "routes[0].carriers[0].priority = 10001 must be an integer between 0 and "
+                               "10000"),
+    ({}, {"priority": True}, "routes[0].carriers[0].priority must be an integer between 0 and 10000"),
+    ({"weight": True}, {}, "routes[0].weight must be an integer between 1 and 1000000"),
+])
+def test_an_absurd_route_weight_or_priority_is_refused_naming_it(route, carrier, needle):
+    """A weight of 10**18 starves its siblings in the weighted draw, and past 64 bits it cannot cross to
+    a cluster's workers: refused by name like every other number out of its range."""
+    table = {"routes": [{"match": ["DE"], "pop": "fra", **route,
+                         "carriers": [{"carrier": "fra-telekom", **carrier}]}]}
+    with pytest.raises(ConfigError) as refused:
+        load_settings(overrides={"carriers": default_document()["carriers"], **table})
+    assert needle in str(refused.value) and refused.value.code == "invalid_config"
+    edges = {"routes": [{"match": ["DE"], "pop": "fra", "weight": 1_000_000, "carriers": [
+        {"carrier": "fra-telekom", "priority": 10_000, "weight": 1_000_000},
+        {"carrier": "fra-vodafone", "priority": 0, "weight": 1}]}]}
+    loaded = load_settings(overrides={"carriers": default_document()["carriers"], **edges})
+    assert loaded.routing.resolve("+4915112345678", "DE").pop == "fra"
+
+
 def test_every_range_edge_loads_and_the_readme_lists_every_range():
     """Both ends of each range are accepted (the default of each key lies inside it), and the README's
     configuration section shows the ranges exactly as the code checks them."""
@@ -299,6 +324,11 @@ def test_carrier_options_are_typed_per_kind():
     ("simulated", {"outcomes": {"delivered": 0.5, "lost": 0.5}}, "unknown outcome 'lost'"),
     ("simulated", {"outcomes": {"delivered": 0}}, "at least one of them positive"),
     ("simulated", {"late_receipt_rate": 2}, "between 0 and 1"),
+    ("simulated", {"latency": 3_600_001}, "carriers.c1.latency = 3.6e+06 must be between 0 and 3600000"),
+    ("simulated", {"receipt_delay": {"distribution": "fixed", "ms": 1e12}},
+     "carriers.c1.receipt_delay.ms = 1e+12 must be between 0 and 3600000 (ms)"),
+    ("simulated", {"latency": {"distribution": "lognormal", "median_ms": 8, "sigma": 1e9}},
+     "carriers.c1.latency.sigma = 1e+09 must be between 0 and 3"),
     ("carrier-pigeon", {}, "kind must be one of simulated, smpp"),
 ])
 def test_an_invalid_carrier_option_raises_config_error_naming_it(kind, options, needle):
