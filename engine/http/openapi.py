@@ -73,6 +73,32 @@ def _op(summary: str, ok: str, *, body: dict | None = None, errors: tuple[str, .
     return op
 
 
+def _with_content(op: dict[str, Any], code: str, content: dict[str, Any]) -> dict[str, Any]:
+    """``op`` with ``content`` (media type -> schema) as what its ``code`` answer carries, for a
+    route that answers something other than JSON."""
+    op["responses"][code] = {**op["responses"][code], "content": content}
+    return op
+
+
+AUDIT_PARAMS = [
+    {"name": "kind", "in": "query", "required": False, "explode": True,
+     "description": "repeatable or comma-separated",
+     "schema": {"type": "array", "items": {"type": "string", "enum": [
+         "control", "data_subject", "retention_exception"]}}},
+    {"name": "since", "in": "query", "required": False, "schema": {"type": "number"}},
+    {"name": "until", "in": "query", "required": False, "schema": {"type": "number"}},
+    {"name": "limit", "in": "query", "required": False,
+     "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+    {"name": "account", "in": "query", "required": False,
+     "schema": {"type": "string", "pattern": schemas.whole(SHAPES["account"].pattern)},
+     "description": "only the entries about this account (also after its erasure: its pseudonym "
+                    "is computed); not with subject"},
+    {"name": "subject", "in": "query", "required": False,
+     "schema": {"type": "string", "pattern": schemas.whole("^psn_[0-9a-f]{32}$")},
+     "description": "only the entries about the account with this pseudonym; not with account"},
+]
+
+
 def _document(title: str, paths: dict[str, dict[str, Any]], scheme: str,
               version: str = "3.0.3") -> dict[str, Any]:
     return {
@@ -236,7 +262,8 @@ def control_document() -> dict[str, Any]:
     paths = {
         "/healthz": {"get": o("Liveness", "200", security=False)},
         "/readyz": {"get": o("Readiness", "200", security=False)},
-        "/metrics": {"get": o("Prometheus text exposition", "200")},
+        "/metrics": {"get": _with_content(o("Prometheus text exposition", "200"), "200", {
+            "text/plain": {"schema": {"type": "string"}}})},
         "/v1/openapi.json": {"get": o("This document", "200", security=False)},
         "/v1/carriers": {"get": o("Each carrier: suspended, connected, available, binds (SMPP: "
                                   "index, mode, state, window, last_error), window, counters; "
@@ -305,16 +332,7 @@ def control_document() -> dict[str, Any]:
                                              body=_ref(cs.HoldRelease),
                                              errors=("403", "404"))},
         "/v1/audit": {"get": o("Every audit trail (control port, data-subject actions, retention "
-                               "exceptions), oldest first", "200", extra_params=[
-                                   {"name": "kind", "in": "query", "required": False,
-                                    "schema": {"type": "string", "enum": [
-                                        "control", "data_subject", "retention_exception"]}},
-                                   {"name": "since", "in": "query", "required": False,
-                                    "schema": {"type": "number"}},
-                                   {"name": "until", "in": "query", "required": False,
-                                    "schema": {"type": "number"}},
-                                   {"name": "limit", "in": "query", "required": False,
-                                    "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}])},
+                               "exceptions), oldest first", "200", extra_params=AUDIT_PARAMS)},
         "/v1/tokens": {
             "post": o("Create an operator token (only roles you hold; unique name, not system:)",
                       "201", body=_ref(cs.TokenRequest), errors=("403", "409", "422")),
@@ -332,4 +350,8 @@ def control_document() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(cs.BODIES,
                                                    ref_template="#/components/schemas/{name}")
     doc["components"]["schemas"].update(components)
+    for ops in doc["paths"].values():  # no per-key rate limit here (failed logins are limited apart)
+        for op in ops.values():
+            for answer in op["responses"].values():
+                answer.pop("headers", None)
     return doc

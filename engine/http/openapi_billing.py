@@ -7,7 +7,7 @@ from typing import Any
 
 from engine.http import control_schemas as cs
 from engine.http import customer_schemas
-from engine.http.openapi import INT, S, _obj, _op, _ref
+from engine.http.openapi import INT, S, _obj, _op, _ref, _with_content
 
 N, B = {"type": "number"}, {"type": "boolean"}
 PERIOD = [
@@ -36,10 +36,17 @@ PROBLEM = _obj(["seq", "kind", "detail"], seq=INT, kind={"type": "string", "enum
     "missing", "broken_link", "unreadable", "head", "anchor"]}, detail=S, last_seq=INT)
 
 
+def _usage(op: dict[str, Any]) -> dict[str, Any]:
+    """A usage export answers JSON, or CSV with ``format=csv`` / ``Accept: text/csv``."""
+    json_answer = op["responses"]["200"]["content"]["application/json"]
+    return _with_content(op, "200", {"application/json": json_answer,
+                                     "text/csv": {"schema": {"type": "string"}}})
+
+
 def customer_paths() -> dict[str, Any]:
     return {
-        "/v1/usage": {"get": _op(f"Your usage for a period: {USAGE_TEXT}", "200", ok_schema=USAGE,
-                                 extra_params=PERIOD)},
+        "/v1/usage": {"get": _usage(_op(f"Your usage for a period: {USAGE_TEXT}", "200",
+                                        ok_schema=USAGE, extra_params=PERIOD))},
         "/v1/balance/threshold": {"put": _op(
             "Low-balance threshold in USD (\"0\": off): one account.low_balance webhook each time the "
             "balance goes below it", "200", body=_ref(customer_schemas.ThresholdRequest),
@@ -72,9 +79,9 @@ def control_paths() -> dict[str, Any]:
             body=_ref(cs.Adjustment), errors=("402", "403", "404", "409"),
             ok_schema=_obj(["account_id", "amount_micro_usd", "balance_micro_usd", "duplicate"],
                            account_id=S, amount_micro_usd=INT, balance_micro_usd=INT, duplicate=B))},
-        "/v1/accounts/{id}/usage": {"get": o(f"An account's usage for a period: {USAGE_TEXT}", "200",
-                                             params=("id",), errors=("403", "404"), ok_schema=USAGE,
-                                             extra_params=PERIOD)},
+        "/v1/accounts/{id}/usage": {"get": _usage(o(
+            f"An account's usage for a period: {USAGE_TEXT}", "200", params=("id",),
+            errors=("403", "404"), ok_schema=USAGE, extra_params=PERIOD))},
         "/v1/accounts/{id}/low-balance": {"put": o(
             "An account's low-balance threshold in USD (\"0\": off)", "200", params=("id",),
             body=_ref(cs.LowBalanceThreshold), errors=("403", "404"),
