@@ -188,7 +188,7 @@ class SimulatedCarrierActor(DispatchedActor):
         if self.rng.random() < self.late_rate:
             delay = delay * 10 + 1.0
         copies = 2 if self.rng.random() < self.duplicate_rate else 1
-        err = "000" if state == "DELIVRD" else "001"
+        err = "" if state == "DELIVRD" else "001"  # as an SMPP carrier reads err:000: no error
         for _ in range(copies):
             item = m.ReceiptItem(ref, part, state, err, 0.0)
             if acked_at + delay <= self.clock.now():

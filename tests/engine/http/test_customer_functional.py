@@ -54,6 +54,17 @@ def test_a_message_status_is_visible_to_its_owner_only_and_never_has_the_body(ru
     _error(api.request("GET", "/v1/messages/msg_00000000000000000000000000000000"), 404)
 
 
+def test_a_delivered_message_has_no_error_with_the_default_simulated_carriers_as_over_smpp(api):
+    """``error`` says why a message did not go through (README); the simulated carriers of the
+    embedded default used to pass their receipt's ``err:000`` on, so a first run showed
+    ``"error": "000"`` on every delivered message, where an SMPP carrier's shows ``""``."""
+    _, _, accepted = api.request("POST", "/v1/messages", MSG)
+    wait_for(lambda: api.request("GET", f"/v1/messages/{accepted['id']}")[2]["status"] != "accepted",
+             "the message's final status")
+    _, _, record = api.request("GET", f"/v1/messages/{accepted['id']}")
+    assert (record["status"], record["error"]) == ("delivered", "")
+
+
 def test_balance_is_debited_by_the_price_of_each_accepted_message(api):
     _, _, before = api.request("GET", "/v1/balance")
     _, _, accepted = api.request("POST", "/v1/messages", MSG)
