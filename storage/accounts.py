@@ -32,6 +32,7 @@ import msgpack
 from engine.errors import CorruptRecord, KeyUnavailable, UnknownAccount
 from storage.account_keys import DATA, AccountKeys
 from storage.full import refusing_when_full
+from storage.headroom import storing_new
 from storage.pseudonyms import token_text
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ class AccountStore:
                 if txn.get(token, db=self._db) is not None:
                     raise ValueError(f"account {record.id} exists")
             self.keys.create(record.id)  # durable before anything is sealed under it
-            with refusing_when_full("accounts"), self.env.begin(write=True) as txn:
+            with storing_new(self.env, "accounts"), self.env.begin(write=True) as txn:
                 self._put(txn, record)
                 for d in record.key_digests:
                     txn.put(d, token, db=self._keys)

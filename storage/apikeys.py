@@ -41,6 +41,7 @@ import msgpack
 from engine.errors import CorruptRecord, KeyUnavailable
 from storage.account_keys import DATA, AccountKeys
 from storage.full import refusing_when_full
+from storage.headroom import storing_new
 from storage.retention import cutoff
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ class ApiKeyStore:
 
     def add(self, account_id: str, digest: bytes, hint: str, now: float | None = None) -> ApiKeyInfo:
         info = self.new_row(digest, hint, now)
-        with self._lock, refusing_when_full("api_keys"), self.env.begin(write=True) as txn:
+        with self._lock, storing_new(self.env, "api_keys"), self.env.begin(write=True) as txn:
             self._put(txn, account_id, info)
         self.env.sync(True)
         return info

@@ -22,6 +22,7 @@ import msgpack
 from engine.errors import CorruptRecord, UnknownAccount
 from storage.crypto import Sealer
 from storage.full import refusing_when_full
+from storage.headroom import storing_new
 
 R = TypeVar("R")
 
@@ -47,7 +48,8 @@ class SealedRecords(Generic[R]):
         self._store = store
 
     def put(self, record: R) -> R:
-        with self.lock, refusing_when_full(self._store), self.env.begin(write=True) as txn:
+        """Store a new or changed record; refused while the store is down to its reserve (``storage.headroom``)."""
+        with self.lock, storing_new(self.env, self._store), self.env.begin(write=True) as txn:
             self._put(txn, record)
         return record
 

@@ -44,6 +44,7 @@ from engine.errors import ChallengeInvalid, CorruptRecord, KeyUnavailable
 from storage.account_keys import DATA, AccountKeys
 from storage.crypto import BLOB_VERSION, Sealer
 from storage.full import refusing_when_full
+from storage.headroom import delete_in_batches, storing_new
 
 __all__ = ["Challenge", "Challenges", "LinkTokens"]
 
@@ -65,7 +66,7 @@ class _AccountSealed:
         token = self._keys.token(account_id)
         sealer = self._keys.sealer_for_token(token, DATA)  # KeyUnavailable: an erased account
         value = _HEADER.pack(_FORMAT, token, expires) + sealer.seal(msgpack.packb(doc), key)
-        with refusing_when_full("privacy"), self.env.begin(write=True) as txn:
+        with storing_new(self.env, "privacy"), self.env.begin(write=True) as txn:
             txn.put(key, value, db=self._db)
 
     def take(self, key: bytes) -> list | None:
@@ -78,36 +79,33 @@ class _AccountSealed:
         return self._open(key, bytes(blob))
 
     def forget(self, account_id: str, legacy_mine: Callable[[list], bool]) -> int:
-        """Erasure: delete every entry of the account; how many."""
+        """Erasure: delete every entry of the account; how many. Runs on a store full for new entries
+        (``storage.headroom``: in batches its reserve holds)."""
         token = self._keys.token(account_id)
-        removed = 0
-        with refusing_when_full("privacy"), self.env.begin(write=True) as txn:
-            for key, blob in list(txn.cursor(db=self._db)):
-                key, blob = bytes(key), bytes(blob)
-                if blob[0] == _FORMAT:
-                    mine = _HEADER.unpack_from(blob)[1] == token
-                else:  # an older entry: open it to see whose it is
-                    doc = self._open(key, blob)
-                    mine = doc is not None and legacy_mine(doc)
-                if mine:
-                    txn.delete(key, db=self._db)
-                    removed += 1
-        return removed
+
+        def mine(key: bytes, blob: bytes) -> bool:
+            if blob[0] == _FORMAT:
+                return _HEADER.unpack_from(blob)[1] == token
+            doc = self._open(key, blob)  # an older entry: open it to see whose it is
+            return doc is not None and legacy_mine(doc)
+
+        return delete_in_batches(self.env, self._db, self._keys_where(mine), "privacy")
 
     def sweep(self, now: float, expiry_index: int) -> int:
-        removed = 0
-        with self.env.begin(write=True) as txn:
-            for key, blob in list(txn.cursor(db=self._db)):
-                key, blob = bytes(key), bytes(blob)
-                if blob[0] == _FORMAT:
-                    expires = _HEADER.unpack_from(blob)[2]
-                else:
-                    doc = self._open(key, blob)
-                    expires = doc[expiry_index] if doc is not None else 0.0
-                if expires < now:
-                    txn.delete(key, db=self._db)
-                    removed += 1
-        return removed
+        """Retention: delete the expired entries; how many (in batches, like :meth:`forget`)."""
+
+        def expired(key: bytes, blob: bytes) -> bool:
+            if blob[0] == _FORMAT:
+                return _HEADER.unpack_from(blob)[2] < now
+            doc = self._open(key, blob)
+            return (doc[expiry_index] if doc is not None else 0.0) < now
+
+        return delete_in_batches(self.env, self._db, self._keys_where(expired), "privacy")
+
+    def _keys_where(self, chosen: Callable[[bytes, bytes], bool]) -> list[bytes]:
+        with self.env.begin() as txn:
+            return [key for key, blob in ((bytes(k), bytes(v)) for k, v in txn.cursor(db=self._db))
+                    if chosen(key, blob)]
 
     def _open(self, key: bytes, blob: bytes) -> list | None:
         if blob[0] == _FORMAT:
