@@ -4,9 +4,13 @@ Why: LMDB is copy-on-write, so even a delete needs new pages (every page it chan
 freed ones become usable only to later transactions). A map used to its last page therefore refuses the
 very writes an operator needs most when it is full: an erasure, a retention sweep, a compaction. So
 ordinary writes — anything that stores something new — call :func:`ensure_headroom` once per transaction
-(per batch on the POP's group commit) and are refused with ``StoreFull`` (``storage.full``) once fewer than
-:func:`reserve_pages` pages are left; deletes, erasures, sweeps and compaction never call it and may use
-the reserve.
+and are refused with ``StoreFull`` (``storage.full``) once fewer than :func:`reserve_pages` pages are left;
+deletes, erasures, sweeps and compaction never call it and may use the reserve.
+
+Where it applies today: the core's accounts and API keys, and the privacy stores (data-subject requests,
+incidents, support cases, links and challenges, whose erasure and sweep delete in batches that fit the
+reserve). Not yet: the POP message stores, the bodies, the ledger, the webhook and mail outboxes and the
+HTTP store - a POP store full to its last page still refuses its own erasure and sweep.
 
 The reserve: :data:`RESERVE_FRACTION` of the map, at least :data:`RESERVE_FLOOR_BYTES`, at most a
 quarter of the map (so a tiny map still takes writes). A 1 GiB map keeps ~51 MiB back, a 256 MiB one
