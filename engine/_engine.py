@@ -382,6 +382,9 @@ class Engine(AccountManager, HoldManager):
             extra["workers"] = self.cluster.status()
         if self.runtime.transport is not None:
             extra["transport"] = self.runtime.transport.stats()
+        worker_transports = getattr(self.runtime.shards, "worker_transports", None)
+        if worker_transports is not None:  # the core of a cluster: each worker's link, by node
+            extra["worker_transport"] = worker_transports()
         if self.billing is not None:
             extra["ledger"] = self.billing.stats()
         return {"in_flight": self.gate.in_flight, "max_in_flight": self.gate.limit,

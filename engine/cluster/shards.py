@@ -39,6 +39,7 @@ from storage.records import MessageRecord
 log = logging.getLogger(__name__)
 
 QUERY_TIMEOUT_S = 30.0
+STATS_TIMEOUT_S = 2.0  # a worker's NATS counters for /v1/stats and /metrics: a silent worker is shown missing
 PAGE = 1000  # records per answer of a paged scan (~250 kB: under NATS's 1 MB message limit)
 PART_BYTES = 512 * 1024  # a larger answer is fetched in parts of this size
 KEPT_ANSWERS = 8  # large answers a worker keeps for their parts to be fetched (the oldest goes first)
@@ -217,6 +218,11 @@ class LocalShards:
     def sweeper_stats(self) -> dict:
         return self.runtime.sweeper.proxy().stats().get(timeout=10)
 
+    def transport_stats(self) -> dict | None:
+        """This process's NATS link and its counters (``Transport.stats``); None without one."""
+        transport = self.runtime.transport
+        return transport.stats() if transport is not None else None
+
     def sweep_now(self) -> dict:
         return self.runtime.sweeper.proxy().sweep_now().get(timeout=60)
 
@@ -246,7 +252,7 @@ class QueryHandler:
              "pop_stats", "carrier_stats", "suspend_carrier", "use_routing", "forget_account", "profile", "account_pages",
              "webhook_events", "find_records", "records_page", "owed_to_ledger",
              "place_hold", "release_hold", "read_held_body", "active_holds", "hold_audit",
-             "sweeper_stats", "sweep_now")
+             "sweeper_stats", "sweep_now", "transport_stats")
 
     def __init__(self, shards: LocalShards) -> None:
         self.shards = shards
@@ -306,9 +312,10 @@ class ClusterShards:
         """Stop the query threads (the engine's stop; a query still running finishes first)."""
         self._pool.shutdown(wait=True)
 
-    def _ask(self, node: str, kind: str, *args: Any, act_by: float | None = None) -> Any:
-        raw = self.transport.request(node, m.encode(m.ShardQuery(kind, list(args))), QUERY_TIMEOUT_S,
-                                     act_by)
+    def _ask(self, node: str, kind: str, *args: Any, act_by: float | None = None,
+             timeout: float | None = None) -> Any:
+        raw = self.transport.request(node, m.encode(m.ShardQuery(kind, list(args))),
+                                     QUERY_TIMEOUT_S if timeout is None else timeout, act_by)
         reply = m.decode(raw)
         if isinstance(reply, m.ShardReplyParts):  # a large answer: fetched a part at a time
             raw = b"".join(self._ask(node, "answer_part", reply.token, i) for i in range(reply.count))
@@ -480,6 +487,26 @@ class ClusterShards:
 
     def sweep_now(self) -> dict:
         return dict(zip(self.workers, self._ask_all("sweep_now"), strict=True))
+
+    def worker_transports(self, timeout: float = STATS_TIMEOUT_S) -> dict[str, dict[str, Any]]:
+        """Each worker's NATS link and counters (``late_queries`` and the rest), which otherwise only
+        its own log shows, by node: asked of every worker at once, one deadline for all, so a worker
+        that is down or does not answer within ``timeout`` delays a stats call by at most that and is
+        shown as ``{"answered": False, "error": ...}`` - never left out."""
+        act_by = time.time() + timeout * ACT_WITHIN
+        futures = {node: self._pool.submit(self._ask, node, "transport_stats", act_by=act_by,
+                                           timeout=timeout) for node in self.workers}
+        wait(futures.values(), timeout + 2)
+        out: dict[str, dict[str, Any]] = {}
+        for node, f in futures.items():
+            exc = f.exception(0) if f.done() else TimeoutError("no answer in time")
+            if exc is None and isinstance(f.result(), dict):
+                out[node] = {"answered": True, **f.result()}
+                continue
+            f.cancel()  # (not yet started: never sent)
+            why = "no transport" if exc is None else getattr(exc, "code", "") or type(exc).__name__
+            out[node] = {"answered": False, "error": why}
+        return out
 
     def profile(self, on: bool) -> dict[str, Any]:
         """Each worker's stage profile (see ``LocalShards.profile``), by node."""

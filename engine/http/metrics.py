@@ -14,6 +14,8 @@ Counters: ``smsroute_messages_total{status,pop,carrier}`` (every status change t
 ``smsroute_retention_sweeps_total``, ``smsroute_retention_sweep_failures_total``,
 ``smsroute_retention_removed_total{store}``, ``smsroute_webhook_outbox_dropped_total{pop}``,
 ``smsroute_http_shed_requests_total{reason}`` (503 at the customer API's door: ``pending``, ``delay``).
+This process's NATS link: ``smsroute_nats_*``; in a cluster's core each worker's too,
+``smsroute_worker_nats_*{worker}`` and ``smsroute_worker_nats_answered{worker}`` (0: missing this time).
 
 Gauges: ``smsroute_actor_alive{actor}``, ``smsroute_dead_actors``, ``smsroute_dead_sessions``,
 ``smsroute_http_connections_open{app}`` (counter ``smsroute_http_connection_events_total{app,event}``),
@@ -225,29 +227,50 @@ def _cluster_families(stats: dict[str, Any]) -> Iterator[Metric]:
     yield from (up, restarts)
     t = stats.get("transport") or {}
     if t:
-        yield from _gauge("smsroute_nats_connected", "1 while the NATS connection is up",
-                          int(bool(t.get("connected"))))
-        frames = CounterMetricFamily("smsroute_nats_frames", "Actor messages over NATS", labels=["way"])
-        _add(frames, ["out"], t.get("frames_out"))
-        _add(frames, ["in"], t.get("frames_in"))
-        refused = CounterMetricFamily("smsroute_nats_refused", "Inbound frames refused on entry",
-                                      labels=["reason"])
-        _add(refused, ["malformed"], t.get("malformed"))
-        _add(refused, ["unknown_target"], t.get("unknown_target"))
-        yield from _gauge("smsroute_nats_backlog_bytes", "Bytes sent to NATS the server has not taken",
-                          t.get("backlog_bytes"))
-        dropped = CounterMetricFamily("smsroute_nats_dropped", "Outbound frames dropped: the link did "
-                                      "not move and its backlog was full")
-        _add(dropped, [], t.get("frames_dropped"))
-        yield dropped
-        reconnects = CounterMetricFamily("smsroute_nats_reconnects", "Reconnections of the NATS link")
-        _add(reconnects, [], t.get("reconnects"))
-        queries = CounterMetricFamily("smsroute_nats_queries_not_acted_on", "Requests refused while "
-                                      "the link was down, or dropped on arrival after their deadline",
-                                      labels=["reason"])
-        _add(queries, ["link_down"], t.get("requests_refused"))
-        _add(queries, ["late"], t.get("late_queries"))
-        yield from (frames, refused, reconnects, queries)
+        yield from _nats_families("smsroute_nats", [], [([], t)])
+    links = stats.get("worker_transport") or {}
+    if links:  # the core of a cluster: each worker's own link, as that worker counts it
+        answered = GaugeMetricFamily("smsroute_worker_nats_answered", "1 if the worker answered the "
+                                     "scrape's question for its NATS counters in time, 0 if not (its "
+                                     "numbers are missing from this scrape)", labels=["worker"])
+        for node, view in sorted(links.items()):
+            _add(answered, [str(node)], int(bool(view.get("answered"))))
+        yield answered
+        yield from _nats_families("smsroute_worker_nats", ["worker"],
+                                  [([str(node)], view) for node, view in sorted(links.items())
+                                   if view.get("answered")])
+
+
+def _nats_families(prefix: str, labels: list[str], links: list[tuple[list[str], dict[str, Any]]]
+                   ) -> Iterator[Metric]:
+    """One NATS link's numbers per ``(label values, Transport.stats())``: this process's (no label) or
+    each worker's (``worker``)."""
+    connected = GaugeMetricFamily(f"{prefix}_connected", "1 while the NATS connection is up",
+                                  labels=labels)
+    frames = CounterMetricFamily(f"{prefix}_frames", "Actor messages over NATS", labels=[*labels, "way"])
+    refused = CounterMetricFamily(f"{prefix}_refused", "Inbound frames refused on entry",
+                                  labels=[*labels, "reason"])
+    backlog = GaugeMetricFamily(f"{prefix}_backlog_bytes", "Bytes sent to NATS the server has not taken",
+                                labels=labels)
+    dropped = CounterMetricFamily(f"{prefix}_dropped", "Outbound frames dropped: the link did not move "
+                                  "and its backlog was full", labels=labels)
+    reconnects = CounterMetricFamily(f"{prefix}_reconnects", "Reconnections of the NATS link",
+                                     labels=labels)
+    queries = CounterMetricFamily(f"{prefix}_queries_not_acted_on", "Requests refused while the link "
+                                  "was down, or dropped on arrival after their deadline",
+                                  labels=[*labels, "reason"])
+    for values, t in links:
+        _add(connected, values, int(bool(t.get("connected"))))
+        _add(frames, [*values, "out"], t.get("frames_out"))
+        _add(frames, [*values, "in"], t.get("frames_in"))
+        _add(refused, [*values, "malformed"], t.get("malformed"))
+        _add(refused, [*values, "unknown_target"], t.get("unknown_target"))
+        _add(backlog, values, t.get("backlog_bytes"))
+        _add(dropped, values, t.get("frames_dropped"))
+        _add(reconnects, values, t.get("reconnects"))
+        _add(queries, [*values, "link_down"], t.get("requests_refused"))
+        _add(queries, [*values, "late"], t.get("late_queries"))
+    yield from (connected, frames, refused, backlog, dropped, reconnects, queries)
 
 
 def _connection_families(connections: dict[str, dict[str, int]]) -> Iterator[Metric]:

@@ -273,7 +273,8 @@ def control_document() -> dict[str, Any]:
                                                   errors=("403", "404"))},
         "/v1/carriers/{name}/resume": {"post": o("Resume a carrier", "200", params=("name",),
                                                  errors=("403", "404"))},
-        "/v1/stats": {"get": o("Engine counters (in flight, queues, POPs, carriers)", "200")},
+        "/v1/stats": {"get": o("Engine counters (in flight, queues, POPs, carriers; in a cluster "
+                                "each worker's NATS link in worker_transport)", "200")},
         "/v1/routing": {
             "get": o("The routing table and rate card", "200"),
             "put": o("Replace the routing table atomically (validated first)", "200",

@@ -175,18 +175,20 @@ class LinkCutter:
 
 
 @contextmanager
-def cluster_with_a_cuttable_link(data_dir: Path, cut: str) -> Iterator[tuple[Cluster, LinkCutter]]:
+def cluster_with_a_cuttable_link(data_dir: Path, cut: str, **cluster: Any
+                                 ) -> Iterator[tuple[Cluster, LinkCutter]]:
     """Two workers on one NATS server; ``cut`` (``"core"`` or ``"w1"``) reaches it through a
-    :class:`LinkCutter`, the others directly. Everything is stopped on the way out."""
+    :class:`LinkCutter`, the others directly (``cluster``: more arguments of :class:`Cluster`, e.g.
+    ``http=True``). Everything is stopped on the way out."""
     server = NatsServer(log_dir=data_dir / "nats-log").start()
     link = LinkCutter(server.port)
     c = None
     try:
         if cut == "core":
-            c = Cluster(data_dir, workers=2, nats=[server.url], core_nats=[link.url])
+            c = Cluster(data_dir, workers=2, nats=[server.url], core_nats=[link.url], **cluster)
         else:
             c = Cluster(data_dir, workers=2, nats=[server.url],
-                        worker_nats=[[server.url], [link.url]])
+                        worker_nats=[[server.url], [link.url]], **cluster)
         yield c, link
     finally:
         if c is not None:
