@@ -3,7 +3,8 @@
 Conventions (checked by a test that lints a live scrape the way ``promtool check metrics`` does):
 counters end in ``_total``; names say what is measured in base units (``_seconds``) and never hold a
 POP, carrier or store name — those are label values (``pop``, ``carrier``, ``store``); no colons;
-snake_case; every family has help text. Corridors are ``pop`` + ``country``.
+snake_case; every family has help text. Corridors are ``pop`` + ``country``. In a cluster's core the
+per-POP families carry ``worker`` too (one series per POP shard).
 
 Counters: ``smsroute_messages_total{status,pop,carrier}`` (every status change the engine reports),
 ``smsroute_pop_{retries,failovers,resp_timeouts,store_failures}_total{pop}``,
@@ -288,27 +289,36 @@ def _connection_families(connections: dict[str, dict[str, int]]) -> Iterator[Met
     yield from (open_, events)
 
 
+def _shard_labels(pops: list[dict[str, Any]]) -> tuple[list[str], Callable[[dict[str, Any]], list[str]]]:
+    """The labels of a POP's rows: ``pop``, and in a cluster's core ``worker`` too - every worker runs
+    a shard of every POP, and without it the shards' rows were duplicate series of one ``pop``."""
+    if any("worker" in p for p in pops):
+        return ["pop", "worker"], lambda p: [str(p.get("pop", "")), str(p.get("worker", ""))]
+    return ["pop"], lambda p: [str(p.get("pop", ""))]
+
+
 def _pop_families(pops: list[dict[str, Any]]) -> Iterator[Metric]:
-    in_flight = GaugeMetricFamily("smsroute_pop_in_flight", "Messages open in the POP", labels=["pop"])
+    labels, values = _shard_labels(pops)
+    in_flight = GaugeMetricFamily("smsroute_pop_in_flight", "Messages open in the POP", labels=labels)
     timers = GaugeMetricFamily("smsroute_pop_timers", "Expiry and resp-timeout timers pending",
-                               labels=["pop"])
+                               labels=labels)
     outstanding = GaugeMetricFamily("smsroute_pop_outstanding",
                                     "Submits sent to a carrier and not yet answered",
-                                    labels=["pop", "carrier"])
+                                    labels=[*labels, "carrier"])
     waiting = GaugeMetricFamily("smsroute_pop_waiting", "Messages queued for a carrier's window",
-                                labels=["pop", "carrier"])
-    counters = {key: CounterMetricFamily(f"smsroute_pop_{key}", doc, labels=["pop"])
+                                labels=[*labels, "carrier"])
+    counters = {key: CounterMetricFamily(f"smsroute_pop_{key}", doc, labels=labels)
                 for key, doc in POP_COUNTERS.items()}
     for pop in pops:
-        name = str(pop.get("pop", ""))
-        _add(in_flight, [name], pop.get("in_flight"))
-        _add(timers, [name], pop.get("timers"))
+        shard = values(pop)
+        _add(in_flight, shard, pop.get("in_flight"))
+        _add(timers, shard, pop.get("timers"))
         for carrier, n in (pop.get("outstanding") or {}).items():
-            _add(outstanding, [name, str(carrier)], n)
+            _add(outstanding, [*shard, str(carrier)], n)
         for carrier, n in (pop.get("waiting") or {}).items():
-            _add(waiting, [name, str(carrier)], n)
+            _add(waiting, [*shard, str(carrier)], n)
         for key, family in counters.items():
-            _add(family, [name], pop.get(key))
+            _add(family, shard, pop.get(key))
     yield from (in_flight, timers, outstanding, waiting, *counters.values())
 
 
@@ -371,13 +381,14 @@ def _webhook_families(snap: Snapshot) -> Iterator[Metric]:
                       "Webhook events held back (kept in the outbox) while the dispatcher is full",
                       snap.webhook_held)
     pops = snap.engine.get("pops") or []
+    labels, values = _shard_labels(pops)
     outbox = GaugeMetricFamily("smsroute_webhook_outbox", "Events in the POP's durable webhook outbox",
-                               labels=["pop"])
+                               labels=labels)
     dropped = CounterMetricFamily("smsroute_webhook_outbox_dropped",
-                                  "Events not stored because the POP's outbox was full", labels=["pop"])
+                                  "Events not stored because the POP's outbox was full", labels=labels)
     for pop in pops:
-        _add(outbox, [str(pop.get("pop", ""))], pop.get("webhook_outbox"))
-        _add(dropped, [str(pop.get("pop", ""))], pop.get("webhooks_dropped"))
+        _add(outbox, values(pop), pop.get("webhook_outbox"))
+        _add(dropped, values(pop), pop.get("webhooks_dropped"))
     yield from (outbox, dropped)
     deliveries = CounterMetricFamily("smsroute_webhook_deliveries",
                                      "Webhook delivery attempts by outcome", labels=["outcome"])
