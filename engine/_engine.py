@@ -25,6 +25,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -39,7 +40,7 @@ from engine.billing.service import Billing
 from engine.bridge import Bridge, InFlightGate
 from engine.cluster.placement import Placement
 from engine.config import Settings, load_settings
-from engine.errors import AuthError, InputError, OverloadedError
+from engine.errors import AuthError, InputError, OverloadedError, UnknownAccount
 from engine.gc_tuning import freeze_start_up_objects, tune_gc
 from engine.holds import HoldManager
 from engine.ids import IdGenerator, is_message_id
@@ -48,6 +49,7 @@ from engine.mail.notices import Notices
 from engine.mail.service import MailService
 from engine.privacy import PrivacyServices
 from storage.account_keys import AccountKeys
+from storage.accounts import AccountStore
 from storage.records import MessageRecord
 
 log = logging.getLogger(__name__)
@@ -142,7 +144,8 @@ class Engine(AccountManager, HoldManager):
         mail_keys = AccountKeys(runtime.keys_dir() / "mail", runtime.key_provider, runtime.pseudonyms)
         self.mail = MailService(self.data_dir, self.settings.email, runtime.keys,
                                 runtime.account_keys, mail_keys,
-                                map_size=self.settings.engine.mail_map_size_mb << 20).start()
+                                map_size=self.settings.engine.mail_map_size_mb << 20,
+                                address_of=_address_of(runtime.accounts)).start()
         self.notices = Notices(self.mail.outbox, self.mail.worker.wake, runtime.accounts)
         self.privacy = PrivacyServices(self.data_dir, self.settings, runtime, self.notices, self)
         runtime.sweeper.proxy().add_sweepables(
@@ -396,6 +399,16 @@ class Engine(AccountManager, HoldManager):
 _RUNNING: set[Engine] = set()  # started and not yet stopped
 _exit_hook_installed = False
 _exit_hook_lock = threading.Lock()
+
+
+def _address_of(accounts: AccountStore) -> Callable[[str], str | None]:
+    """The mail sender's look-up: an account's address of record now (None: no such account)."""
+    def address_of(account_id: str) -> str | None:
+        try:
+            return accounts.get(account_id).email
+        except UnknownAccount:
+            return None
+    return address_of
 
 
 def _stop_running_engines() -> None:

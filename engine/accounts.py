@@ -12,6 +12,7 @@ import hashlib
 import re
 import secrets
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 
 from engine import apikeys
@@ -336,11 +337,17 @@ class AccountManager:
                 "privacy_requests": sorted(requests, key=lambda r: r["received_at"])}
 
     def rectify_account(self, account_id: str, *, email: str, actor: str = "embedding-api") -> None:
+        """Rectification (Art. 16) of the e-mail address. Mail already queued for the account goes to
+        the new address (the sender reads the address when it sends); a confirmation link queued for
+        the old address is not sent (``engine.mail.worker``)."""
         if not isinstance(email, str) or not _EMAIL.fullmatch(email):
             raise InputError("a valid email address is required")
         if self.accounts.get(account_id).email != email:  # a new address is confirmed again
-            self.send_confirmation(account_id, email)
-            self.accounts.set_fields(account_id, email=email, email_confirmed_at=0.0)
+            # the sender waits for both steps; a crash between them leaves a link it drops unsent
+            mail = getattr(self, "mail", None)
+            with mail.readdressing(account_id) if mail is not None else nullcontext():
+                self.send_confirmation(account_id, email)
+                self.accounts.set_fields(account_id, email=email, email_confirmed_at=0.0)
         self._audit(actor, "rectify_account", account_id)
 
     def object_to_processing(self, account_id: str, purpose: str, objected: bool = True, *,

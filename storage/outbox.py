@@ -84,7 +84,12 @@ class NewMail:
     """A mail to queue: who it is for (account id, for logs and for its key), where it goes, what it says.
 
     ``own_key``: sealed under a key of its own instead of the account's data key (only the mail that
-    confirms an erasure, sent after the account and its key are gone)."""
+    confirms an erasure, sent after the account and its key are gone).
+
+    ``follow_account``: the mail is for the account, not for ``to``: the sender addresses it to the
+    account's address of record *when it sends it* (``to`` is only the address when it was queued), so a
+    rectification reaches mail already waiting. Without it (a confirmation link, which confirms ``to``)
+    the mail is sent only while ``to`` is still the account's address."""
 
     template: str
     account_id: str
@@ -92,6 +97,7 @@ class NewMail:
     subject: str
     text: str
     own_key: bool = False
+    follow_account: bool = False
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,7 @@ class OutboxMail:
     attempts: int = 0
     next_attempt_at: float = 0.0
     last_error: str = ""  # an SMTP code or exception name, never the server's text
+    follow_account: bool = False  # see NewMail; False for mail queued by older versions
 
 
 class Outbox:
@@ -154,7 +161,8 @@ class Outbox:
                 for mail, kind, token, sealer in keyed:
                     key = int(now * 1e9).to_bytes(8, "big") + os.urandom(8)
                     self._put(txn, OutboxMail(key.hex(), mail.template, mail.account_id, mail.to,
-                                              mail.subject, mail.text, now, 0, now),
+                                              mail.subject, mail.text, now, 0, now,
+                                              follow_account=mail.follow_account),
                               kind, token, sealer)
                     ids.append(key.hex())
         except BaseException as exc:

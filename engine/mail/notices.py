@@ -2,7 +2,8 @@
 
 Every method renders a template (``engine.mail.templates``: checked to carry no body, number or secret),
 writes the mail to the outbox (one durable transaction for a whole mailing) and wakes the worker. Mail goes
-to the account's address of record, looked up when queued, sealed under the account's data key (so the
+to the account's address of record *when it is sent* (``NewMail.follow_account``: a rectification reaches
+mail already waiting for a retry), sealed under the account's data key (so the
 account's erasure reaches it; queuing for an account whose key is gone raises ``KeyUnavailable``). The
 outbox is bounded: a mailing that does not fit is refused whole with ``StoreFull`` before anything else is
 changed by the caller. :meth:`Notices.erasure_confirmation` is the one mail queued after its account is
@@ -46,7 +47,8 @@ class Notices:
         self._last_failure_alert: dict[str, float] = {}
 
     def send(self, template: str, account_id: str, to: str, **params: Any) -> str:
-        """Queue one mail to ``to`` (the caller knows the address); its outbox id."""
+        """Queue one mail to ``to`` (the caller knows the address: a confirmation link for it); its
+        outbox id. It is sent only while ``to`` is still the account's address."""
         subject, text = render(template, account_id=account_id, **params)
         mail_id = self.outbox.enqueue([NewMail(template, account_id, to, subject, text)])[0]
         self._wake()
@@ -66,8 +68,13 @@ class Notices:
         return mail_id
 
     def to_account(self, template: str, account_id: str, **params: Any) -> str:
-        """Queue one mail to the account's address of record."""
-        return self.send(template, account_id, self._accounts.get(account_id).email, **params)
+        """Queue one mail to the account's address of record (as it is when the mail is sent)."""
+        to = self._accounts.get(account_id).email  # UnknownAccount: nobody to tell
+        subject, text = render(template, account_id=account_id, **params)
+        mail_id = self.outbox.enqueue([NewMail(template, account_id, to, subject, text,
+                                               follow_account=True)])[0]
+        self._wake()
+        return mail_id
 
     def to_accounts(self, template: str, account_ids: Iterable[str] | None,
                     **params: Any) -> int:
@@ -80,7 +87,7 @@ class Notices:
         mails = []
         for rec in records:
             subject, text = render(template, account_id=rec.id, **params)
-            mails.append(NewMail(template, rec.id, rec.email, subject, text))
+            mails.append(NewMail(template, rec.id, rec.email, subject, text, follow_account=True))
         self.outbox.enqueue(mails)
         self._wake()
         return len(mails)

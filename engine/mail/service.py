@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from engine.config import EmailSettings
@@ -32,12 +33,14 @@ class MailService:
     def __init__(self, data_dir: Path, settings: EmailSettings, keys: KeyRing,
                  account_keys: AccountKeys, mail_keys: AccountKeys, *,
                  transport: Transport | None = None, map_size: int = MAIL_MAP_SIZE,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 address_of: Callable[[str], str | None] | None = None) -> None:
         self.env = open_env(Path(data_dir) / "mail", map_size=map_size)
         self.outbox = Outbox(self.env, account_keys, mail_keys, max_mails=settings.max_outbox,
                              legacy=keys.store_sealer("outbox"))
         self.transport = transport or transport_for(settings)
-        self.worker = MailWorker(self.outbox, self.transport, settings, clock=clock)
+        self.worker = MailWorker(self.outbox, self.transport, settings, clock=clock,
+                                 address_of=address_of)
 
     def start(self) -> MailService:
         self.outbox.sweep_orphan_keys(time.time())  # keys a crash left without their mail
@@ -58,6 +61,18 @@ class MailService:
         if cancelled is not None and not cancelled.wait(CANCEL_WAIT_SECONDS):
             log.warning("mail worker slow to drop the erased account's send")
         return removed
+
+    @contextmanager
+    def readdressing(self, account_id: str) -> Iterator[None]:
+        """Rectification: change the account's address inside this block. The sender reads no address
+        while it runs (so it never sees the new address's confirmation link beside the old address, and
+        drops it as superseded); after it, a send to the old address under way is cancelled and tried
+        again at once, to the new one. Waiting mail is addressed when it is sent."""
+        with self.worker.sending:
+            yield
+            cancelled = self.worker.cancel_send_for(account_id, retry=True)
+        if cancelled is not None and not cancelled.wait(CANCEL_WAIT_SECONDS):
+            log.warning("mail worker slow to drop a send to a rectified address")
 
     def stats(self) -> dict[str, int]:
         return {"outbox": len(self.outbox), **self.worker.counts}

@@ -16,6 +16,14 @@ not sent after it. The lock is never held across SMTP I/O: an erasure must not w
 mail it had already accepted went out before the erasure), and the mail, gone from the outbox, is not
 retried.
 
+Rectification (policy 7.1): a mail for an account (``follow_account``) is addressed, right before each
+attempt, to the account's address of record as it is then (``address_of``), so mail waiting for a retry
+when the holder corrects their address — even across a restart — goes to the new address; there is no
+second write to lose in a crash. A mail for an address (a confirmation link) is dropped unsent once the
+account has another address (its link can confirm nothing any more). A send already under way when the
+address changes is cancelled and tried again at once (:meth:`MailWorker.cancel_send_for` with
+``retry``), so once a rectification returns nothing more goes to the old address.
+
 Logs name the template, the account by its pseudonym (``account``: ``psn_…``, a log line outlives an
 erasure) and the outcome; never an account id, an address, a subject or a text.
 """
@@ -28,6 +36,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from engine.config import EmailSettings
 from engine.mail.transport import PermanentFailure, Transport
@@ -43,8 +52,10 @@ class MailWorker:
     """Sends the outbox; ``start()`` once, ``stop()`` once."""
 
     def __init__(self, outbox: Outbox, transport: Transport, settings: EmailSettings, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 address_of: Callable[[str], str | None] | None = None) -> None:
         self.outbox = outbox
+        self._address_of = address_of  # account id -> its address of record now (None: no account)
         self.transport = transport
         self.settings = settings
         self._clock = clock
@@ -53,7 +64,7 @@ class MailWorker:
         self._stopping = False
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._main, name="smsroute-mail", daemon=True)
-        self.counts = {"sent": 0, "retried": 0, "refused": 0, "erased": 0}
+        self.counts = {"sent": 0, "retried": 0, "refused": 0, "erased": 0, "superseded": 0}
         # held while a mail is re-read and its send registered (never across SMTP I/O), and by an erasure
         self.sending = threading.Lock()
         self._current: _Send | None = None  # the send under way (guarded by ``sending``)
@@ -107,13 +118,15 @@ class MailWorker:
                 except TimeoutError:
                     pass
 
-    def cancel_send_for(self, account_id: str) -> threading.Event | None:
-        """Erasure (the caller holds :attr:`sending`): cancel the send under way if it is the account's;
-        the event is set once the worker has let go of it (None: there was none)."""
+    def cancel_send_for(self, account_id: str, *, retry: bool = False) -> threading.Event | None:
+        """Erasure, or with ``retry`` a rectification (the caller holds :attr:`sending`): cancel the send
+        under way if it is the account's; the event is set once the worker has let go of it (None: there
+        was none). With ``retry`` the mail stays queued and is tried again at once, newly addressed."""
         current = self._current
         if current is None or current.account_id != account_id or self._loop is None:
             return None
-        current.erased = True
+        current.erased = not retry
+        current.readdressed = retry
         try:
             self._loop.call_soon_threadsafe(current.task.cancel)
         except RuntimeError:  # the loop has closed: nothing is being sent
@@ -123,6 +136,8 @@ class MailWorker:
     async def _send(self, queued: OutboxMail) -> None:
         with self.sending:
             mail = self.outbox.get(queued.mail_id)  # None: sent, dropped or erased meanwhile
+            if mail is not None:
+                mail = self._addressed(mail)
             if mail is None:
                 return
             current = self._current = _Send(mail.account_id,
@@ -140,6 +155,10 @@ class MailWorker:
         try:
             await current.task
         except asyncio.CancelledError:
+            if current.readdressed:  # its address changed mid-send: again, to the new one
+                self.outbox.retry(mail.mail_id, self._clock(), "Readdressed")
+                log.info("mail send cancelled: address rectified", extra=where)
+                return
             if not current.erased:
                 raise
             self.counts["erased"] += 1  # its account was erased: it left the outbox with it
@@ -161,14 +180,31 @@ class MailWorker:
         self.counts["sent"] += 1
         log.info("mail sent", extra=where)
 
+    def _addressed(self, mail: OutboxMail) -> OutboxMail | None:
+        """The mail addressed as it must be sent now; None (and dropped) if it must not be sent."""
+        if self._address_of is None or not mail.account_id:
+            return mail
+        current = self._address_of(mail.account_id)
+        if mail.follow_account:
+            if current is not None:
+                return mail if current == mail.to else replace(mail, to=current)
+        elif current is None or current.lower() == mail.to.lower():
+            return mail  # None: its account is being created (an erased one's mail does not open)
+        self.outbox.give_up(mail.mail_id)  # its account is gone, or it was for an address it no
+        self.counts["superseded"] += 1     # longer has
+        log.info("mail dropped unsent: its address is no longer the account's",
+                 extra={"template": mail.template, "account": self.outbox.pseudonym(mail.account_id)})
+        return None
+
 
 class _Send:
     """The send under way: whose mail, its task, whether an erasure cancelled it, and when it ended."""
 
-    __slots__ = ("account_id", "done", "erased", "task")
+    __slots__ = ("account_id", "done", "erased", "readdressed", "task")
 
     def __init__(self, account_id: str, task: asyncio.Future) -> None:
         self.account_id = account_id
         self.task = task
         self.erased = False
+        self.readdressed = False
         self.done = threading.Event()

@@ -147,10 +147,10 @@ class RequestDesk:
         if record.type == "erasure":  # the account is gone: the one mail that outlives it
             self._notices.erasure_confirmation(address, record.id)
         else:
-            self._notices.send("dsar_closed", record.account_id, email or address,
-                               request_id=record.id, type=record.type, status="completed",
-                               note="Any data you asked for reaches you through the channel you "
-                                    "wrote from, never by e-mail.")
+            self._notices.to_account("dsar_closed", record.account_id,  # rectified: the new one
+                                     request_id=record.id, type=record.type, status="completed",
+                                     note="Any data you asked for reaches you through the channel "
+                                          "you wrote from, never by e-mail.")
         return {"request": closed.view(self._clock()), "result": result}
 
     def _carry_out(self, record: DsarRecord, actor: str, email: str | None, purpose: str) -> Any:
