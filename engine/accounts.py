@@ -21,6 +21,7 @@ from engine.billing.amounts import parse_usd
 from engine.credentials import ApiKeyManager, NewApiKey, require_active
 from engine.errors import AuthError, InputError
 from engine.ids import new_account_id
+from engine.privacy.incidents import affected, incident_for_holder
 from engine.status import STATUSES
 from engine.webhook_events import prefs_of
 from storage.accounts import ACTIVE, CLOSED, RESTRICTED, AccountRecord
@@ -304,8 +305,9 @@ class AccountManager:
         2.1 collects about a holder and the engine keeps elsewhere: the API keys' metadata (ids, hints,
         when created, last used and revoked; never a key), the settings kept outside the record (the
         low-balance threshold, in the ledger), the debugging windows the holder opened (2.3 b: when,
-        until when), the support correspondence that names the account, and the record of its own
-        data-subject requests. (Legal holds and lawful orders are not the holder's settings and are
+        until when), the support correspondence that names the account, the record of its own
+        data-subject requests, and the security incidents that affected it (policy 9: what happened,
+        when, and where each stands; never the other accounts an incident affected). (Legal holds and lawful orders are not the holder's settings and are
         not disclosed here.)"""
         rec = self.accounts.get(account_id)
         self._audit(actor, "export_account", account_id)
@@ -317,7 +319,8 @@ class AccountManager:
         return {"account": rec.public_view(), "messages": messages, "ledger": ledger,
                 "balance_micro_usd": row.balance, "low_balance_threshold_micro_usd": row.threshold,
                 "debug_windows": self._debug_windows(account_id),
-                "api_keys": self.api_keys(account_id), **self._privacy_records(account_id)}
+                "api_keys": self.api_keys(account_id),
+                **self._privacy_records(account_id, rec.created_at)}
 
     def _debug_windows(self, account_id: str) -> list[dict]:
         """The account's open debugging windows (one hold per POP): id, POP, opened, until."""
@@ -326,15 +329,19 @@ class AccountManager:
                 for h in self.runtime.shards.active_holds()
                 if h["kind"] == "debug_window" and h["account_id"] == account_id]
 
-    def _privacy_records(self, account_id: str) -> dict:
-        """The account's support cases and data-subject requests (kept in the privacy stores)."""
+    def _privacy_records(self, account_id: str, created_at: float) -> dict:
+        """The account's support cases, data-subject requests and the security incidents that
+        affected it (kept in the privacy stores)."""
         privacy = getattr(self, "privacy", None)
         if privacy is None:  # not started yet (the engine opens it after the runtime)
-            return {"support_cases": [], "privacy_requests": []}
+            return {"support_cases": [], "privacy_requests": [], "incidents": []}
         cases = [c.public() for c in privacy.support.all() if c.account_id == account_id]
         requests = [r.public() for r in privacy.requests.store.all() if r.account_id == account_id]
+        incidents = [incident_for_holder(i) for i in privacy.incidents.store.all()
+                     if affected(i, account_id, created_at)]
         return {"support_cases": sorted(cases, key=lambda c: c["opened_at"]),
-                "privacy_requests": sorted(requests, key=lambda r: r["received_at"])}
+                "privacy_requests": sorted(requests, key=lambda r: r["received_at"]),
+                "incidents": sorted(incidents, key=lambda i: i["detected_at"])}
 
     def rectify_account(self, account_id: str, *, email: str, actor: str = "embedding-api") -> None:
         """Rectification (Art. 16) of the e-mail address. Mail already queued for the account goes to

@@ -23,6 +23,25 @@ MAX_SUMMARY = 4000
 CLOCK_SKEW_SECONDS = 300.0
 
 
+def affected(incident: Incident, account_id: str, created_at: float) -> bool:
+    """Whether the incident affected the account: it names it, or it is for every account and the
+    account existed when it was opened (an account created later was not exposed)."""
+    if incident.accounts == [ALL_ACCOUNTS]:
+        return created_at <= incident.opened_at
+    return account_id in incident.accounts
+
+
+def incident_for_holder(incident: Incident) -> dict:
+    """What an affected account holder is shown of an incident (access, policy 7.1): what happened and
+    which data (the summary, the same text as the incident notice), when, and where it stands. Not the
+    other accounts it affected (ids or pseudonyms), who opened it, or the authority's reference."""
+    return {"id": incident.id, "summary": incident.summary, "detected_at": incident.detected_at,
+            "opened_at": incident.opened_at, "all_accounts": incident.accounts == [ALL_ACCOUNTS],
+            "status": "closed" if incident.closed_at else "open", "closed_at": incident.closed_at,
+            "authority_notified_at": incident.authority_notified_at,
+            "customers_notified_at": incident.customers_notified_at}
+
+
 class IncidentDesk:
     def __init__(self, store: IncidentStore, notices: Notices, accounts: AccountStore,
                  audit: Callable[..., None], *, clock: Callable[[], float] = time.time) -> None:

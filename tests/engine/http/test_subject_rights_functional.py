@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.engine.http.conftest import DE_NUMBER, Client, wait_for
@@ -96,3 +98,39 @@ def test_an_export_holds_the_accounts_own_settings_its_low_balance_threshold_and
 
     assert customer.request("DELETE", "/v1/debug-window")[0] == 200  # an ended window is not held
     assert privacy.request("GET", f"/v1/accounts/{acc}/export")[2]["debug_windows"] == []
+
+
+def test_an_export_lists_the_security_incidents_that_affected_the_account_and_no_one_elses(
+        running, tokens):
+    """Access (policy 7.1) covers the incident records (policy 9) that name the account: what
+    happened, when and where it stands, without the other accounts the incident affected."""
+    acc, _, _ = _customer_with_a_message(running, tokens)
+    ops = Client(running.http.control_port, tokens["operator"])
+    other = ops.request("POST", "/v1/accounts", {"email": "bystander@example.com"})[2]["id"]
+    privacy = Client(running.http.control_port, tokens["privacy"])
+
+    def incident(summary: str, accounts: list[str] | str) -> dict:
+        status, _, body = privacy.request("POST", "/v1/incidents", {
+            "summary": summary, "detected_at": time.time() - 3600, "accounts": accounts})
+        assert status == 201, body
+        return body
+
+    both = incident("Delivery receipts of one day were readable by another customer.", [acc, other])
+    incident("A support export of one account was mailed to the wrong address.", [other])
+    everyone = incident("A backup bucket was readable for two days.", "all")
+    assert privacy.request("POST", f"/v1/incidents/{both['id']}/close", {})[0] == 200
+    later = ops.request("POST", "/v1/accounts", {"email": "later@example.com"})[2]["id"]
+
+    status, _, export = privacy.request("GET", f"/v1/accounts/{acc}/export")
+    assert status == 200
+    listed = {i["id"]: i for i in export["incidents"]}
+    assert set(listed) == {both["id"], everyone["id"]}  # not the one that spared it
+    mine = listed[both["id"]]
+    assert mine["summary"] == "Delivery receipts of one day were readable by another customer."
+    assert mine["status"] == "closed" and mine["closed_at"] > 0
+    assert mine["detected_at"] == pytest.approx(both["detected_at"])
+    assert listed[everyone["id"]]["status"] == "open" and listed[everyone["id"]]["all_accounts"]
+    assert other not in repr(export)
+    assert running.runtime.pseudonyms.pseudonym(other) not in repr(export)
+    # an account opened after an all-accounts incident was not affected by it
+    assert privacy.request("GET", f"/v1/accounts/{later}/export")[2]["incidents"] == []
