@@ -32,7 +32,7 @@ from typing import Any
 
 from actors.dispatch import DispatchedActor
 from engine import messages as m
-from engine.config import SIMULATED_OUTCOMES, SimulatedCarrierOptions, carrier_options
+from engine.config import DELAY_MS, SIMULATED_OUTCOMES, SimulatedCarrierOptions, carrier_options
 from engine.errors import InvalidBody
 from engine.segments import plan
 
@@ -40,11 +40,19 @@ log = logging.getLogger(__name__)
 
 TIMER_SLACK_S = 0.001
 OUTCOMES = SIMULATED_OUTCOMES
+#: A lognormal delay draw is at most this many times its median (sigma up to 1.5, what real carriers
+#: show, reaches it about once in a thousand draws)
+LOGNORMAL_MAX_MEDIANS = 100
 _RECEIPT_STATE = {"delivered": "DELIVRD", "undeliverable": "UNDELIV", "expired": "EXPIRED"}
 
 
 def sample_ms(spec: Any, rng: random.Random) -> float:
-    """Draw a delay in ms from ``{distribution = fixed|uniform|lognormal, ...}`` (or a plain number)."""
+    """Draw a delay in ms from ``{distribution = fixed|uniform|lognormal, ...}`` (or a plain number).
+
+    A lognormal draw is capped at ``LOGNORMAL_MAX_MEDIANS`` times its median and at the configured
+    maximum delay: uncapped, one draw in a thousand at sigma 3 is ~10,000 medians, and a simulated
+    carrier would hold that message for hours (a real carrier's answer or receipt that late is one a
+    POP has long given up on)."""
     if spec is None:
         return 0.0
     if isinstance(spec, int | float):
@@ -56,7 +64,10 @@ def sample_ms(spec: Any, rng: random.Random) -> float:
         return rng.uniform(float(spec.get("min_ms", 0)), float(spec.get("max_ms", 0)))
     if kind == "lognormal":
         median = float(spec.get("median_ms", 0))
-        return 0.0 if median <= 0 else median * math.exp(rng.gauss(0.0, float(spec.get("sigma", 0.5))))
+        if median <= 0:
+            return 0.0
+        draw = median * math.exp(rng.gauss(0.0, float(spec.get("sigma", 0.5))))
+        return min(draw, median * LOGNORMAL_MAX_MEDIANS, DELAY_MS.high)
     raise ValueError(f"unknown distribution {kind!r}")
 
 

@@ -205,6 +205,25 @@ def test_delay_distributions_sample_within_their_definition():
         sample_ms({"distribution": "pareto"}, rng)
 
 
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2**32), median=st.floats(1, 3_600_000), sigma=st.floats(0, 3))
+def test_a_lognormal_delay_never_exceeds_a_hundred_medians_or_an_hour(seed, median, sigma):
+    """A rare draw at sigma 3 is thousands of medians: a simulated carrier would hold a message for
+    hours. A draw is capped at 100 x the median and at the configured maximum (3,600,000 ms)."""
+    rng = random.Random(seed)
+    spec = {"distribution": "lognormal", "median_ms": median, "sigma": sigma}
+    for _ in range(50):
+        assert 0 < sample_ms(spec, rng) <= min(100 * median, 3_600_000)
+
+
+def test_the_cap_leaves_the_body_of_a_lognormal_as_it_was():
+    rng = random.Random(7)
+    draws = sorted(sample_ms({"distribution": "lognormal", "median_ms": 1000, "sigma": 3}, rng)
+                   for _ in range(4001))
+    assert 800 < draws[2000] < 1250  # the median is still the median
+    assert draws[-1] == 100_000 and draws[0] < 10  # the long tail stops at 100 medians
+
+
 # --- what a carrier sees, through a real engine -------------------------------------------------------
 
 
