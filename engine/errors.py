@@ -12,6 +12,8 @@ The tree::
     │   ├── MalformedMessage        bytes that are not a valid actor message (msgpack, tag, schema)
     │   ├── ConfigError             a config file or routing table that does not validate
     │   ├── InvalidTransition       a step a record's state machine does not allow (HTTP 409)
+    │   │   └── HolderNotNotified   a lawful order's disclosure before its notice reached the holder (409)
+    │   │       └── NoticePending   ... the notice is queued, not yet sent: retry once it is
     │   ├── LedgerConflict          a ledger key already recorded with other details (HTTP 409)
     │   │   ├── DepositConflict     (chain, tx hash) recorded with another amount, account or address
     │   │   └── AdjustmentConflict  an adjustment's key recorded with another amount or reason
@@ -105,6 +107,14 @@ class ConfigError(InputError):
 
 class InvalidTransition(InputError):
     code = "invalid_transition"
+
+
+class HolderNotNotified(InvalidTransition):
+    code = "holder_not_notified"
+
+
+class NoticePending(HolderNotNotified):
+    code = "notice_pending"
 
 
 class LedgerConflict(InputError):

@@ -21,8 +21,9 @@ from typing import Any
 import msgpack
 
 from engine.credentials import require_active
-from engine.errors import InputError, UnknownAccount
+from engine.errors import InputError, StorageError, UnknownAccount
 from engine.http.idempotency import request_hash
+from engine.lawful_notice import check_order_fields
 from storage.holds import HoldKind
 
 SECRET = "hold_requests"  # the key ring's HMAC secret for placement keys (engine.http.idempotency)
@@ -60,30 +61,42 @@ class HoldManager:
 
     def place_hold(self, kind: str, *, actor: str, reason: str, reference: str, until: float,
                    message_ids: list[str] | None = None, account_id: str | None = None,
-                   idempotency_key: str | None = None) -> dict:
+                   idempotency_key: str | None = None, authority: str | None = None,
+                   notice_not_permitted: dict | None = None) -> dict:
         """Place a legal hold, a debugging window or a lawful order: ``{"holds": [...], "replayed":
         bool}``. With ``idempotency_key``, the same request again answers the holds it placed
         (``replayed`` when no shard placed one now) and places it only where it was not placed yet;
-        the key with another kind, reason, reference, until, messages or account is ``HoldConflict``."""
+        the key with another kind, reason, reference, until, messages, account, authority or waiver
+        is ``HoldConflict``. A lawful order states its ``authority`` (``engine.lawful_notice``) and
+        mails its account holders a notice, unless ``notice_not_permitted`` (``{reason, reference}``)
+        records why it may not; ``notice`` in the answer says which (asked again: the notice given
+        the first time, never a second one)."""
         try:
             kind = HoldKind(kind)
         except ValueError:
             raise InputError(f"hold kind is one of {', '.join(k.value for k in HoldKind)}") from None
+        if kind == HoldKind.LAWFUL_ORDER:
+            check_order_fields(authority, notice_not_permitted)
+        elif authority is not None or notice_not_permitted is not None:
+            raise InputError("authority and notice_not_permitted belong to a lawful order")
         message_ids = list(message_ids or [])
         request = None
         if idempotency_key is not None:
             secret = self.runtime.local_secret(SECRET)
-            asked = msgpack.packb([kind.value, reason, reference, until, message_ids, account_id])
+            asked = msgpack.packb([kind.value, reason, reference, until, message_ids, account_id,
+                                   authority, notice_not_permitted])
             request = [request_hash(idempotency_key.encode(), secret), request_hash(asked, secret)]
         if account_id is not None:
             record = self.runtime.accounts.get(account_id)  # UnknownAccount if there is none
             if kind == HoldKind.DEBUG_WINDOW:
                 require_active(record)  # the customer's own opt-in: a change of settings
+        covered = {account_id: 0} if account_id is not None else {}
         shards = self.runtime.shards
         if message_ids:
             for mid, rec in zip(message_ids, shards.find_records(message_ids), strict=True):
                 if rec is None:
                     raise UnknownAccount(f"no message {mid}")
+                covered[rec.account_id] = covered.get(rec.account_id, 0) + 1
             target = account_id if kind != HoldKind.LEGAL_HOLD else None
             placed = shards.place_hold(kind.value, actor, reason, reference, until, message_ids,
                                        target, request)
@@ -93,7 +106,37 @@ class HoldManager:
         else:
             raise InputError("a legal hold names message_ids; a debug window or order an account")
         replayed = [hold.pop("replayed") for hold in placed]
-        return {"holds": placed, "replayed": bool(replayed) and all(replayed)}
+        answer = {"holds": placed, "replayed": bool(replayed) and all(replayed)}
+        if kind == HoldKind.LAWFUL_ORDER:
+            answer["notice"] = self._give_notice(
+                placed, covered, account_id, actor=actor, authority=authority, reference=reference,
+                until=until, not_permitted=notice_not_permitted)
+        return answer
+
+    def _give_notice(self, placed: list[dict], covered: dict[str, int], account_id: str | None,
+                     **order: Any) -> dict:
+        """The order's notice (``engine.lawful_notice``); if it cannot be queued (a full outbox, an
+        account erased meanwhile) the order is released again and the error raised: an order stands
+        only with its notice given or waived. Asked again with its Idempotency-Key, holds that have
+        their notice already are not noticed twice: only those placed without one (a retry after a
+        partial placement) are, and a replay answers the notice the first request gave."""
+        desk = self._order_notices()
+        hold_ids = [h["hold_id"] for h in placed if desk.store.get(h["hold_id"]) is None]
+        if not hold_ids:
+            return desk.state(placed[0]["hold_id"]) if placed else None
+        try:
+            return desk.give(hold_ids, covered, whole_account=account_id, **order)
+        except Exception:
+            for hold_id in hold_ids:
+                self.runtime.shards.release_hold(hold_id, order["actor"],
+                                                 "the holder's notice could not be queued")
+            raise
+
+    def _order_notices(self) -> Any:
+        privacy = getattr(self, "privacy", None)
+        if privacy is None:
+            raise StorageError("no mail service to notify the account holder of a lawful order")
+        return privacy.order_notices
 
     def release_hold(self, hold_id: str, *, actor: str, reason: str) -> dict:
         released = self.runtime.shards.release_hold(hold_id, actor, reason)
@@ -102,14 +145,24 @@ class HoldManager:
         return released
 
     def read_held_body(self, hold_id: str, message_id: str, *, actor: str) -> str:
-        """The exception's own path to a held body (audit-logged)."""
+        """The exception's own path to a held body (audit-logged). Under a lawful order only once its
+        account holders' notice was sent or recorded as not permitted (``engine.lawful_notice``)."""
+        hold = next((h for h in self.runtime.shards.active_holds() if h["hold_id"] == hold_id), None)
+        if hold is not None and hold["kind"] == HoldKind.LAWFUL_ORDER:
+            self._order_notices().require_notice(hold_id)
         body = self.runtime.shards.read_held_body(hold_id, message_id, actor)
         if body is None:
             raise UnknownAccount(f"no hold {hold_id}")
         return body
 
     def active_holds(self) -> list[dict]:
-        return self.runtime.shards.active_holds()
+        """Every active hold; a lawful order's with its ``notice`` (``OrderNoticeDesk.state``)."""
+        holds = self.runtime.shards.active_holds()
+        if any(h["kind"] == HoldKind.LAWFUL_ORDER for h in holds):
+            desk = self._order_notices()
+            holds = [{**h, "notice": desk.state(h["hold_id"])} if h["kind"] == HoldKind.LAWFUL_ORDER
+                     else h for h in holds]
+        return holds
 
     def audit_trails(self) -> dict[str, list[Any]]:
         """The engine's audit logs by kind: data-subject and account actions (``data_subject``, the core

@@ -38,6 +38,11 @@ Durability contract:
   between the server's answer and the delete (at-least-once; never lost).
 * *Bounded:* at most ``max_mails`` wait at once; an enqueue that does not fit is refused whole with
   :class:`~engine.errors.StoreFull` (nothing half-queued).
+* *Receipted:* :meth:`sent` records the mail's id (no address, no text) with the time in ``outbox_sent``,
+  in the transaction that deletes the mail, so :meth:`outcome` tells a mail the server accepted from one
+  still queued or dropped unsent (refused, expired, erased). What waits on a notice having gone out (a
+  lawful order's disclosure, ``engine.lawful_notice``) asks this. Receipts are swept after
+  ``RECEIPT_SECONDS``.
 * *Swept:* a sent mail is deleted at once; one still unsent when the retention row ``outbound_mail``
   (``storage.retention``: 3 days) runs out is dropped by :meth:`sweep` (counted by the sweeper).
 * *Erased:* after :meth:`forget_account` returns, no mail for the account is in the outbox and none
@@ -67,7 +72,8 @@ from storage.full import FULL_ERRORS, store_full
 from storage.pseudonyms import token_text
 from storage.retention import cutoff
 
-__all__ = ["ORPHAN_KEY_GRACE_SECONDS", "NewMail", "Outbox", "OutboxMail"]
+__all__ = ["ORPHAN_KEY_GRACE_SECONDS", "QUEUED", "RECEIPT_SECONDS", "SENT", "UNSENT", "NewMail", "Outbox",
+           "OutboxMail"]
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +83,9 @@ ACCOUNT_KEY, OWN_KEY = b"a", b"m"
 _HEADER = 1 + 1 + 16 + 8
 #: A key of its own no queued mail refers to is swept once it is this old (an enqueue takes milliseconds)
 ORPHAN_KEY_GRACE_SECONDS = 3600.0
+#: A sent mail's receipt (its id and when) is kept this long: longer than a lawful order can last
+RECEIPT_SECONDS = 400 * 86400.0
+QUEUED, SENT, UNSENT = "queued", "sent", "unsent"
 
 
 @dataclass(frozen=True)
@@ -131,6 +140,7 @@ class Outbox:
         self._legacy = legacy
         self._db = env.open_db(b"outbox")
         self._due = env.open_db(b"outbox_due")
+        self._sent = env.open_db(b"outbox_sent")  # mail id -> sent at (ms): receipts, nothing else
         self.max_mails = max_mails
         self.erased = 0  # mails dropped unsent because their key was gone (their account erased)
 
@@ -213,9 +223,19 @@ class Outbox:
             cursor = txn.cursor(db=self._due)
             return _MS.unpack(cursor.key()[:8])[0] / 1000 if cursor.first() else None
 
-    def sent(self, mail_id: str) -> None:
-        """The server accepted it: delete it (swept once sent)."""
-        self._remove(mail_id)
+    def sent(self, mail_id: str, now: float | None = None) -> None:
+        """The server accepted it: delete it (swept once sent) and keep its receipt."""
+        now = time.time() if now is None else now
+        self._remove(mail_id, receipt=_MS.pack(int(now * 1000)))
+
+    def outcome(self, mail_id: str) -> str:
+        """``"queued"`` (waiting or retrying), ``"sent"`` (the server accepted it), or ``"unsent"``
+        (it left the outbox without being sent: refused, expired or erased; or never was)."""
+        key = bytes.fromhex(mail_id)
+        with self.env.begin() as txn:
+            if txn.get(key, db=self._db) is not None:
+                return QUEUED
+            return SENT if txn.get(key, db=self._sent) is not None else UNSENT
 
     def retry(self, mail_id: str, next_attempt_at: float, error: str) -> OutboxMail | None:
         """Count a failed attempt and move the mail's next attempt to ``next_attempt_at``."""
@@ -282,7 +302,14 @@ class Outbox:
                 txn.delete(self._due_key_of(key, blob), db=self._due)
                 txn.delete(key, db=self._db)
                 removed += 1
+            self._sweep_receipts(txn, now)
         return removed
+
+    def _sweep_receipts(self, txn: lmdb.Transaction, now: float) -> None:
+        cutoff_ns = int((now - RECEIPT_SECONDS) * 1e9)
+        cursor = txn.cursor(db=self._sent)
+        while cursor.first() and int.from_bytes(cursor.key()[:8], "big") < cutoff_ns:
+            cursor.delete()
 
     def sweep_orphan_keys(self, now: float, grace: float = ORPHAN_KEY_GRACE_SECONDS) -> int:
         """Shred every key of its own that no queued mail refers to and that is older than ``grace``
@@ -306,11 +333,13 @@ class Outbox:
 
     # --- helpers -----------------------------------------------------------------------------------
 
-    def _remove(self, mail_id: str) -> None:
+    def _remove(self, mail_id: str, receipt: bytes | None = None) -> None:
         key = bytes.fromhex(mail_id)
         with self.env.begin(write=True) as txn:
             blob = txn.get(key, db=self._db)
             if blob is not None:
+                if receipt is not None:
+                    txn.put(key, receipt, db=self._sent)
                 blob = bytes(blob)
                 self._shred_own(blob)  # first: a crash after it leaves an entry that no longer opens
                 txn.delete(self._due_key_of(key, blob), db=self._due)

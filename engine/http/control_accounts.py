@@ -21,6 +21,7 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
 from engine.http import control_schemas as cs
@@ -176,10 +177,12 @@ async def place_hold(request: web.Request) -> web.Response:
     place = _engine_method(ctx, "place_hold")
 
     def call() -> Any:
+        waiver = body.notice_not_permitted
         return place(body.kind, actor=request[OPERATOR], reason=body.reason,
                      reference=body.reference, until=body.until,
                      message_ids=body.message_ids, account_id=body.account_id,
-                     idempotency_key=key)
+                     idempotency_key=key, authority=body.authority,
+                     notice_not_permitted=waiver and msgspec.structs.asdict(waiver))
 
     placed = _plain(await ctx.call(call))
     replayed = bool(placed.pop("replayed", False))
@@ -199,6 +202,18 @@ async def release_hold(request: web.Request) -> web.Response:
         return release(hold_id, actor=request[OPERATOR], reason=body.reason)
 
     return json_response(_plain(await ctx.call(call)))
+
+
+async def disclose(request: web.Request) -> web.Response:
+    """One held body, read through the exception's own path (audit-logged). Under a lawful order it is
+    refused (409 ``notice_pending`` / ``holder_not_notified``) until the account holder's notice was
+    sent, or recorded as not permitted (``engine.lawful_notice``)."""
+    ctx: HttpContext = request.app[CTX]
+    body = await read_body_as(request, cs.Disclosure)
+    read = _engine_method(ctx, "read_held_body")
+    hold_id = request.match_info["id"]
+    text = await ctx.call(lambda: read(hold_id, body.message_id, actor=request[OPERATOR]))
+    return json_response({"hold_id": hold_id, "message_id": body.message_id, "body": text})
 
 
 async def audit(request: web.Request) -> web.Response:
@@ -358,6 +373,7 @@ def add_routes(r: web.UrlDispatcher) -> None:
     r.add_get("/v1/holds", list_holds, allow_head=False)
     r.add_post("/v1/holds", place_hold)
     r.add_post("/v1/holds/{id}/release", release_hold)
+    r.add_post("/v1/holds/{id}/disclosures", disclose)
     r.add_get("/v1/audit", audit, allow_head=False)
     r.add_post("/v1/tokens", create_token)
     r.add_get("/v1/tokens", list_tokens, allow_head=False)

@@ -142,10 +142,21 @@ class Objection(Strict):
     objected: bool = True
 
 
+class NoticeWaiver(Strict):
+    """Why the account holder may not be told of a lawful order (e.g. a non-disclosure order)."""
+
+    reason: Annotated[str, Meta(min_length=1, max_length=2000)]
+    reference: Annotated[str, Meta(min_length=1, max_length=200)]
+
+
 class HoldRequest(Strict):
     """A retention exception. A legal hold names ``message_ids``; a lawful order names ``account_id``
     and/or ``message_ids`` (else 400 invalid_request: a rule across fields, checked by the engine). A
-    debugging window is the customer's own opt-in: refused here (403), opened on the customer API."""
+    debugging window is the customer's own opt-in: refused here (403), opened on the customer API.
+
+    A lawful order also states its ``authority``, and its account holders are mailed a notice (the
+    authority type, the reference, what it covers, until when) unless ``notice_not_permitted`` records
+    why they may not be (policy 5: "where legally permitted"). Both fields only for a lawful order."""
 
     kind: HoldKind
     reason: Annotated[str, Meta(min_length=1)]
@@ -153,6 +164,14 @@ class HoldRequest(Strict):
     until: HoldEnd
     message_ids: list[MessageId] = msgspec.field(default_factory=list)
     account_id: AccountId | None = None
+    authority: Literal["subpoena", "court_order", "regulator_directive"] | None = None
+    notice_not_permitted: NoticeWaiver | None = None
+
+
+class Disclosure(Strict):
+    """A held body to disclose under a hold (audit-logged; under a lawful order only after notice)."""
+
+    message_id: MessageId
 
 
 class HoldRelease(Strict):
@@ -241,7 +260,7 @@ class CaseMessage(Strict):
 # Every control request body, in the order the OpenAPI document lists its components.
 BODIES: tuple[type[Strict], ...] = (
     AccountCreate, Deposit, SenderRegistration, Restriction, Rectification, Objection, HoldRequest,
-    HoldRelease, TokenRequest, RoutingTable, Adjustment, LowBalanceThreshold, DsarOpen, DsarExtension,
+    Disclosure, HoldRelease, TokenRequest, RoutingTable, Adjustment, LowBalanceThreshold, DsarOpen, DsarExtension,
     DsarRefusal, DsarFulfilment, IncidentOpen, AuthorityNotification, PolicyChange, CaseOpen,
     CaseMessage)
 

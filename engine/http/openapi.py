@@ -332,6 +332,11 @@ def control_document() -> dict[str, Any]:
         "/v1/holds/{id}/release": {"post": o("Release a hold", "200", params=("id",),
                                              body=_ref(cs.HoldRelease),
                                              errors=("403", "404"))},
+        "/v1/holds/{id}/disclosures": {"post": o(
+            "Disclose one held body (audit-logged); under a lawful order only once the account "
+            "holder's notice was sent or recorded as not permitted (else 409 notice_pending / "
+            "holder_not_notified)", "200", params=("id",), body=_ref(cs.Disclosure),
+            errors=("400", "403", "404", "409"))},
         "/v1/audit": {"get": o("Every audit trail (control port, data-subject actions, retention "
                                "exceptions), oldest first", "200", extra_params=AUDIT_PARAMS)},
         "/v1/tokens": {

@@ -1,8 +1,8 @@
 """Every customer e-mail the engine sends, as plain-text templates, and the guard that checks each one.
 
 Why it exists: the policy lets us e-mail an account holder for a few reasons only (2.1: confirmation link,
-security alerts, price-change notices; 7.5 data-subject requests; 9 incident notices; 13 policy changes),
-and an e-mail must never carry a message body, a full destination number or a secret (API key, webhook
+security alerts, price-change notices; 5 notice of a lawful order; 7.5 data-subject requests; 9 incident
+notices; 13 policy changes), and an e-mail must never carry a message body, a full destination number or a secret (API key, webhook
 secret, operator token). Templates take only the facts they need — ids, dates, amounts, kinds — never a
 message, and :func:`render` runs :func:`check_safe` on every rendered text, so staff-written text (an
 incident summary, an extension reason) that contains a phone number or a key is refused before it is
@@ -21,7 +21,7 @@ from typing import Any
 
 from engine.errors import InputError
 
-__all__ = ["ALERT_KINDS", "TEMPLATES", "check_safe", "format_time", "format_usd", "render"]
+__all__ = ["ALERT_KINDS", "AUTHORITY_KINDS", "TEMPLATES", "check_safe", "format_time", "format_usd", "render"]
 
 # A run of 8+ digits not inside a word (an E.164 number, with or without +), or a spaced number.
 _NUMBER = re.compile(r"(?<![\w])\+?\d{8,15}(?![\w])|\+\d[\d ().-]{7,}\d")
@@ -135,6 +135,28 @@ def _incident(p: dict[str, Any]) -> tuple[str, str]:
             f"{format_time(p['detected_at'])}.\n\n{p['summary']}\n\nQuestions: privacy@smsroute.cc")
 
 
+#: What a lawful order can be (policy 5): the holder is told which kind, never the order's content
+AUTHORITY_KINDS: dict[str, str] = {
+    "subpoena": "a subpoena",
+    "court_order": "a court order",
+    "regulator_directive": "a regulator's directive",
+}
+
+
+def _lawful_order(p: dict[str, Any]) -> tuple[str, str]:
+    # the kind of process and its reference, what it covers in counts: no body, number or order detail
+    scope = "new messages of the account" if p["whole_account"] else ""
+    if p["messages"]:
+        scope = (scope + " and " if scope else "") + f"{p['messages']} message(s) already sent"
+    return ("Notice of a lawful request for your smsroute data",
+            f"We received {AUTHORITY_KINDS[p['authority']]} (reference {p['reference']}) that "
+            f"requires us to preserve and disclose data of account {p['account_id']}: {scope}, "
+            f"until {format_time(p['until'])} at the latest. We share only the minimum data "
+            "responsive to it, and not before this notice was sent to you (privacy policy 5).\n\n"
+            "If you wish to seek legal advice or challenge the request, do so now. Questions: "
+            "privacy@smsroute.cc")
+
+
 TEMPLATES: dict[str, Callable[[dict[str, Any]], tuple[str, str]]] = {
     "account_confirmation": _confirm,
     "security_alert": _alert,
@@ -146,6 +168,7 @@ TEMPLATES: dict[str, Callable[[dict[str, Any]], tuple[str, str]]] = {
     "dsar_closed": _dsar_closed,
     "erasure_completed": _erasure_completed,
     "incident_notice": _incident,
+    "lawful_order_notice": _lawful_order,
 }
 
 

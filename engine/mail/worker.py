@@ -176,7 +176,7 @@ class MailWorker:
             self.counts["retried"] += 1
             log.info("mail send failed; will retry", extra={**where, "error": type(exc).__name__})
             return
-        self.outbox.sent(mail.mail_id)
+        self.outbox.sent(mail.mail_id, self._clock())
         self.counts["sent"] += 1
         log.info("mail sent", extra=where)
 

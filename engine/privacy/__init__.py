@@ -2,8 +2,8 @@
 
 :class:`PrivacyServices` opens ``<data_dir>/privacy`` (an LMDB environment of its own, every commit
 fsynced) with its sealed stores — data-subject requests, one-time links and wallet challenges, incidents,
-support cases — and builds the desks the engine and the control port use (``requests``, ``incidents``,
-``support``). It is opened by :class:`engine.Engine` after the runtime and closed after it.
+support cases, lawful orders' notices — and builds the desks the engine and the control port use
+(``requests``, ``incidents``, ``support``, ``order_notices``). It is opened by :class:`engine.Engine` after the runtime and closed after it.
 """
 
 from __future__ import annotations
@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import Settings
+from engine.lawful_notice import OrderNoticeDesk
 from engine.mail.notices import Notices
 from engine.privacy.incidents import IncidentDesk
 from engine.privacy.requests import RequestDesk
 from storage.dsar import DsarStore
 from storage.env import open_env
 from storage.incidents import IncidentStore
+from storage.order_notices import OrderNotices
 from storage.support import SupportCases
 from storage.verification import Challenges, LinkTokens
 
@@ -43,12 +45,15 @@ class PrivacyServices:
         self.incidents = IncidentDesk(IncidentStore(self.env, keys.store_sealer("incidents"),
                                                     account_keys, clock=clock),
                                       notices, runtime.accounts, audit, clock=clock)
+        self.order_notices = OrderNoticeDesk(
+            OrderNotices(self.env, keys.store_sealer("order_notices")), notices,
+            runtime.core_audit, clock=clock)
 
     @property
     def sweepables(self) -> dict[str, Any]:
         return {"dsar": self.requests.store, "incidents": self.incidents.store,
                 "support": self.support, "link_tokens": self.links,
-                "wallet_challenges": self.challenges}
+                "wallet_challenges": self.challenges, "order_notices": self.order_notices.store}
 
     def forget_account(self, account_id: str) -> dict[str, int]:
         """Erasure (before the account's data key is destroyed): delete its pending links and wallet

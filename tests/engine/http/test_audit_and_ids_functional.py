@@ -96,6 +96,7 @@ def test_every_path_parameter_of_every_route_has_a_declared_id_shape(running):
 def test_a_hold_with_a_malformed_account_id_is_400_not_500(running, privacy, account_id):
     status, _, body = privacy.request("POST", "/v1/holds", {
         "kind": "lawful_order", "reason": "r", "reference": "ref", "until": time.time() + 60,
+        "authority": "subpoena",
         "account_id": account_id})
     assert status == 400, body
 

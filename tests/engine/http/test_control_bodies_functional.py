@@ -57,7 +57,12 @@ BUSINESS: dict[tuple[str, str], list[tuple[int, str, str]]] = {
                             (400, "invalid_request", "lasts at most"),
                             (400, "invalid_request", "legal hold names message_ids"),
                             (400, "invalid_request", "must name messages or an account"),
-                            (400, "invalid_request", "covers an account")],
+                            (400, "invalid_request", "covers an account"),
+                            # a lawful order: its authority, a waiver's basis, a notice mail-safe
+                            (400, "invalid_request", "states its authority"),
+                            (400, "invalid_request", "belong to a lawful order"),
+                            (400, "invalid_request", "needs a reason and a reference"),
+                            *MAIL_SAFE],
     ("POST", "/v1/dsar/{id}/extend"): MAIL_SAFE,
     ("POST", "/v1/dsar/{id}/refuse"): MAIL_SAFE,
     ("POST", "/v1/incidents"): [*MAIL_SAFE, (400, "invalid_request", "not in the future")],

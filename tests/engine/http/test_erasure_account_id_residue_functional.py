@@ -122,7 +122,7 @@ def _use_everything(engine: Engine, receiver: Receiver) -> tuple[str, Calls]:
     receiver.next()
     assert api.call("DELETE", "/v1/debug-window")[0] == 200
     status, order = control.call("POST", "/v1/holds", {
-        "kind": "lawful_order", "reason": "order", "reference": "ORDER-1",
+        "kind": "lawful_order", "reason": "order", "reference": "ORDER-1", "authority": "subpoena",
         "until": time.time() + 3600, "account_id": account_id})
     assert status == 201
     status, case = control.call("POST", "/v1/support/cases", {

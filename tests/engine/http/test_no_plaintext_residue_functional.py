@@ -145,7 +145,7 @@ def _run_everything(engine, receiver) -> None:
         "until": time.time() + 3600, "message_ids": ids[:2]})
     assert status == 201
     asked = {"kind": "lawful_order", "reason": ORDER_REASON, "reference": "ORDER-1",
-             "until": time.time() + 3600, "account_id": account_id}
+             "authority": "subpoena", "until": time.time() + 3600, "account_id": account_id}
     key = {"Idempotency-Key": f"{IDEM_KEY}-order"}
     status, order = control.call("POST /v1/holds", "POST", "/v1/holds", asked, headers=key)
     assert status == 201

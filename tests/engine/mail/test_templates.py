@@ -24,6 +24,8 @@ PARAMS = {
     "dsar_closed": {"request_id": "dsr_1", "type": "access", "status": "completed"},
     "erasure_completed": {"request_id": "dsr_1"},
     "incident_notice": {"incident_id": "inc_1", "summary": "A log was exposed.", "detected_at": T},
+    "lawful_order_notice": {"authority": "subpoena", "reference": "SUB-12", "until": T,
+                            "whole_account": True, "messages": 2},
 }
 
 

@@ -1,0 +1,117 @@
+"""Notice to the account holder before a lawful order's disclosure (privacy policy 5).
+
+Why it exists: "where legally permitted we notify the affected account holder before disclosure". So
+registering a lawful order does one of two things, never neither:
+
+* **notice** (the default): one ``lawful_order_notice`` mail to each affected account holder — the account
+  the order names, and the accounts of the messages it names — queued in the durable outbox with the
+  authority type (subpoena, court order, regulator directive), the order's reference, what it covers (in
+  counts) and until when. Never the body, number or the order's reason (``engine.mail.templates``).
+* **not permitted**: the operator records that notice is not legally permitted, with a reason and a
+  reference (both required; e.g. the non-disclosure order). No mail.
+
+Either is kept per hold (``storage.order_notices``) and written to the core audit log
+(``lawful_order_notice_queued`` / ``lawful_order_notice_not_permitted``; the waiver's reason and reference
+sealed in the record, shown on ``GET /v1/holds``).
+
+Disclosure (:meth:`OrderNoticeDesk.require_notice`) under a lawful order is **refused, not delayed**,
+until every notice mail was accepted by the SMTP server (the outbox's receipt): ``NoticePending`` (409
+``notice_pending``) while one is queued, ``HolderNotNotified`` (409 ``holder_not_notified``) when one
+left the outbox unsent (refused, expired, account erased) or the order has no notice on record (placed by
+an older version). Refusing keeps the disclosure request short and its audit trail honest (a refused
+read is audit-logged; the operator retries once ``GET /v1/holds`` says ``sent``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from engine.errors import HolderNotNotified, InputError, NoticePending
+from engine.mail.notices import Notices
+from engine.mail.templates import AUTHORITY_KINDS
+from storage.order_notices import OrderNotice, OrderNotices
+from storage.outbox import QUEUED, SENT
+
+__all__ = ["OrderNoticeDesk", "check_order_fields"]
+
+
+def check_order_fields(authority: str | None, not_permitted: dict | None) -> None:
+    """``InputError`` unless the authority type is known and a waiver gives a reason and a reference."""
+    if authority not in AUTHORITY_KINDS:
+        raise InputError(f"a lawful order states its authority: one of {', '.join(AUTHORITY_KINDS)}")
+    if not_permitted is not None:
+        if not (str(not_permitted.get("reason") or "").strip()
+                and str(not_permitted.get("reference") or "").strip()):
+            raise InputError("notice_not_permitted needs a reason and a reference (the legal basis)")
+
+
+class OrderNoticeDesk:
+    """Gives (or records the waiver of) a lawful order's notice, and gates its disclosure on it."""
+
+    def __init__(self, store: OrderNotices, notices: Notices, audit: Any, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self._notices = notices
+        self._audit = audit  # the core audit log (storage.audit.AuditLog)
+        self._clock = clock
+
+    def give(self, hold_ids: list[str], covered: dict[str, int], *, whole_account: str | None,
+             actor: str, authority: str, reference: str, until: float,
+             not_permitted: dict | None) -> dict:
+        """Queue the notices of an order just placed (``covered``: account -> messages it names), or
+        record that notice is not permitted; what was done."""
+        now = self._clock()
+        if not_permitted is not None:
+            why, ref = not_permitted["reason"].strip(), not_permitted["reference"].strip()
+            for hold_id in hold_ids:
+                self.store.put(OrderNotice(hold_id, actor, now, until, [], True, why, ref))
+            for account in covered:
+                self._audit.append(actor, "lawful_order_notice_not_permitted", ",".join(hold_ids),
+                                   "ok", {"holds": len(hold_ids)}, account=account)
+            return {"state": "not_permitted", "mails": 0}
+        mail_ids = [self._notices.to_account(
+            "lawful_order_notice", account, authority=authority, reference=reference, until=until,
+            whole_account=account == whole_account, messages=count)
+            for account, count in covered.items()]
+        for hold_id in hold_ids:
+            self.store.put(OrderNotice(hold_id, actor, now, until, mail_ids))
+        for account in covered:
+            self._audit.append(actor, "lawful_order_notice_queued", ",".join(hold_ids), "ok",
+                               {"holds": len(hold_ids), "mails": len(mail_ids)}, account=account)
+        return {"state": "queued", "mails": len(mail_ids)}
+
+    def state(self, hold_id: str) -> dict | None:
+        """The notice of a lawful order's hold as ``GET /v1/holds`` shows it (``state``: queued, sent,
+        unsent, not_permitted); None for a hold without one."""
+        notice = self.store.get(hold_id)
+        if notice is None:
+            return None
+        view = notice.public()
+        if not notice.not_permitted:
+            view["state"] = self._mail_state(notice)
+        return view
+
+    def require_notice(self, hold_id: str) -> None:
+        """Before a disclosure under lawful order ``hold_id``: its holder was notified, or notice was
+        recorded as not permitted; else ``NoticePending`` / ``HolderNotNotified``."""
+        notice = self.store.get(hold_id)
+        if notice is None:
+            raise HolderNotNotified(f"lawful order {hold_id} has no notice to its account holder on "
+                                    "record; register the order again to give notice (policy 5)")
+        if notice.not_permitted:
+            return
+        state = self._mail_state(notice)
+        if state == QUEUED:
+            raise NoticePending(f"the notice of lawful order {hold_id} is queued but not yet sent; "
+                                "disclosure waits until it is (retry later; GET /v1/holds)")
+        if state != SENT:
+            raise HolderNotNotified(f"the notice of lawful order {hold_id} left the outbox unsent "
+                                    "(refused, expired or the account erased); no disclosure")
+
+    def _mail_state(self, notice: OrderNotice) -> str:
+        outcomes = {self._notices.outbox.outcome(m) for m in notice.mail_ids}
+        if QUEUED in outcomes:
+            return QUEUED
+        return SENT if outcomes <= {SENT} else "unsent"

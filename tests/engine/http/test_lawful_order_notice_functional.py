@@ -1,0 +1,161 @@
+"""Policy 5: "where legally permitted we notify the affected account holder before disclosure".
+
+Through the real control port and a loopback SMTP server: a lawful order's held body is disclosed only
+once the holder's notice was accepted by the mail server (refused with 409 ``notice_pending`` while the
+server stalls), and the notice carries the authority type and the reference but no body, number or reason.
+With ``notice_not_permitted`` no mail is queued, disclosure is allowed at once, and the waiver is in the
+audit log and on the hold.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from engine import Engine
+from tests.engine.http.conftest import DE_NUMBER, Client, funded_account, overrides, wait_for
+from tests.mailbox import Mailbox, email_overrides, text_of
+
+BODY = "meet at the usual place BODYMARK"
+REASON = "REASONMARK investigation of Jane Roe"
+
+
+@pytest.fixture(scope="module")
+def mailbox():
+    box = Mailbox()
+    yield box
+    box.close()
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory, mailbox):
+    engine = Engine.start(tmp_path_factory.mktemp("order") / "data", http=True,
+                          overrides={**overrides(), "email": email_overrides(mailbox)})
+    yield engine
+    engine.stop()
+
+
+@pytest.fixture(scope="module")
+def privacy(running):
+    return Client(running.http.control_port,
+                  running.http.ctx.tokens.create("legal-officer", {"privacy"}))
+
+
+def _account(running, email: str) -> tuple[str, Client]:
+    account = funded_account(running, email=email)
+    return account.id, Client(running.http.customer_port, account.api_key)
+
+
+def _send(running, api: Client) -> str:
+    """A message sent under the order: its body is kept for the order (the transient one goes at
+    delivery)."""
+    status, _, sent = api.request("POST", "/v1/messages",
+                                  {"to": DE_NUMBER, "from": "ACME", "body": BODY})
+    assert status == 202, sent
+    wait_for(lambda: running.status(sent["id"]).status == "delivered", what="delivery")
+    return sent["id"]
+
+
+def _order(privacy, account_id: str, **extra) -> dict:
+    status, _, placed = privacy.request("POST", "/v1/holds", {
+        "kind": "lawful_order", "reason": REASON, "reference": "CASE-ABC-7", "until": time.time() + 3600,
+        "account_id": account_id, "authority": "court_order", **extra})
+    assert status == 201, placed
+    return placed
+
+
+def _hold_with(running, placed: dict, message_id: str) -> str:
+    """The order's hold at the POP that kept the message (an account order is one hold per POP)."""
+    pop = running.status(message_id).pop
+    return next(h["hold_id"] for h in placed["holds"] if h["pop"] == pop)
+
+
+def _disclose(privacy, hold_id: str, message_id: str) -> tuple[int, dict]:
+    status, _, answer = privacy.request("POST", f"/v1/holds/{hold_id}/disclosures",
+                                        {"message_id": message_id})
+    return status, answer
+
+
+def _notices_to(mailbox, address: str) -> list:
+    return [m for m in mailbox.to(address) if "lawful request" in m["Subject"]]
+
+
+def _notice_of(privacy, hold_id: str) -> dict:
+    status, _, listed = privacy.request("GET", "/v1/holds")
+    assert status == 200
+    return next(h for h in listed["holds"] if h["hold_id"] == hold_id)["notice"]
+
+
+def test_a_lawful_order_is_disclosed_only_after_the_holder_was_mailed_its_notice(running, privacy,
+                                                                                 mailbox):
+    account_id, api = _account(running, "holder@example.com")
+    mailbox.hold()  # the SMTP server stalls: the notice stays queued
+    try:
+        placed = _order(privacy, account_id)
+        assert placed["notice"] == {"state": "queued", "mails": 1}
+        message_id = _send(running, api)
+        hold_id = _hold_with(running, placed, message_id)
+
+        status, refused = _disclose(privacy, hold_id, message_id)
+        assert status == 409 and refused["error"]["code"] == "notice_pending", refused
+        assert BODY not in str(refused)
+        assert _notice_of(privacy, hold_id)["state"] == "queued"
+        assert _notices_to(mailbox, "holder@example.com") == []
+    finally:
+        mailbox.release()
+
+    mail = mailbox.wait("holder@example.com", "lawful request")[0]
+    text = text_of(mail)
+    assert "a court order" in text and "CASE-ABC-7" in text and account_id in text
+    for secret in ("BODYMARK", "REASONMARK", DE_NUMBER, DE_NUMBER[1:], "Jane Roe"):
+        assert secret not in text and secret not in mail["Subject"]
+
+    answers = []
+    wait_for(lambda: answers.append(_disclose(privacy, hold_id, message_id)) or
+             answers[-1][0] != 409, what="disclosure once the notice was sent")
+    status, disclosed = answers[-1]
+    assert status == 200 and disclosed["body"] == BODY
+    assert _notice_of(privacy, hold_id)["state"] == "sent"
+
+
+def test_notice_recorded_as_not_permitted_sends_no_mail_and_is_audited(running, privacy, mailbox):
+    account_id, api = _account(running, "gagged@example.com")
+    wait_for(lambda: len(running.mail.outbox) == 0, what="the confirmation mail sent")
+    sent_before = running.mail.worker.counts["sent"]
+    placed = _order(privacy, account_id, notice_not_permitted={
+        "reason": "non-disclosure order attached to the warrant", "reference": "NDO-77"})
+    assert placed["notice"] == {"state": "not_permitted", "mails": 0}
+    assert running.mail.worker.counts["sent"] == sent_before and len(running.mail.outbox) == 0
+    message_id = _send(running, api)
+    hold_id = _hold_with(running, placed, message_id)
+
+    status, disclosed = _disclose(privacy, hold_id, message_id)
+    assert status == 200 and disclosed["body"] == BODY
+    notice = _notice_of(privacy, hold_id)
+    assert notice["state"] == "not_permitted" and notice["reference"] == "NDO-77"
+    assert notice["reason"] == "non-disclosure order attached to the warrant"
+    assert notice["by"] == "legal-officer"
+
+    status, _, trail = privacy.request("GET", f"/v1/audit?kind=data_subject&account={account_id}")
+    assert status == 200
+    waived = [e for e in trail["entries"] if e["action"] == "lawful_order_notice_not_permitted"]
+    assert [(e["actor"], e["target"]) for e in waived] == [
+        ("legal-officer", ",".join(h["hold_id"] for h in placed["holds"]))]
+    assert _notices_to(mailbox, "gagged@example.com") == []
+
+
+@pytest.mark.parametrize("change", [
+    {"authority": None},  # an order states its authority
+    {"authority": "rumour"},
+    {"notice_not_permitted": {"reason": "gag", "reference": ""}},  # a waiver names its basis
+    {"notice_not_permitted": {"reason": "", "reference": "NDO-1"}},
+])
+def test_an_order_without_its_authority_or_with_a_waiver_without_basis_is_refused(running, privacy,
+                                                                                   change):
+    account = funded_account(running, email="refused@example.com")
+    status, _, err = privacy.request("POST", "/v1/holds", {
+        "kind": "lawful_order", "reason": "r", "reference": "REF-1", "until": time.time() + 60,
+        "account_id": account.id, "authority": "subpoena", **change})
+    assert status == 400, err
+    assert [h for h in running.active_holds() if h["account_id"] == account.id] == []
