@@ -119,9 +119,11 @@ class HoldManager:
         account erased meanwhile) the order is released again and the error raised: an order stands
         only with its notice given or waived. Asked again with its Idempotency-Key, holds that have
         their notice already are not noticed twice: only those placed without one (a retry after a
-        partial placement) are, and a replay answers the notice the first request gave."""
+        partial placement) are, and a replay answers the notice the first request gave (a released
+        hold, e.g. one whose notice could not be queued, is never noticed)."""
         desk = self._order_notices()
-        hold_ids = [h["hold_id"] for h in placed if desk.store.get(h["hold_id"]) is None]
+        hold_ids = [h["hold_id"] for h in placed
+                    if h["ended_at"] is None and desk.store.get(h["hold_id"]) is None]
         if not hold_ids:
             return desk.state(placed[0]["hold_id"]) if placed else None
         try:
