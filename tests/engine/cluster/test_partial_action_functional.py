@@ -79,7 +79,7 @@ def test_a_hold_only_some_workers_placed_is_completed_by_asking_again_with_its_k
     c, link = cut_w1
     account = c.accounts(1)[0]
     order = {"actor": "privacy:test", "reason": "court order", "reference": "ORDER-7",
-             "until": time.time() + 3600, "account_id": account.id, "idempotency_key": "order-7"}
+             "authority": "court_order", "until": time.time() + 3600, "account_id": account.id, "idempotency_key": "order-7"}
     link.cut()
     with pytest.raises(ClusterUnavailable) as refused:  # 503 cluster_unavailable on the control port
         c.engine.place_hold("lawful_order", **order)
@@ -97,6 +97,6 @@ def test_a_hold_only_some_workers_placed_is_completed_by_asking_again_with_its_k
     assert after is not None and after["w0"] == placed["w0"], after  # one hold per shard of w0 ...
     assert len(after["w1"]) == len(placed["w0"]), after  # ... and of w1
     replay = c.engine.place_hold("lawful_order", **order)
-    assert replay["replayed"]
+    assert replay["replayed"] and replay["notice"] == again["notice"]  # noticed once, not again
     assert sorted(h["hold_id"] for h in replay["holds"]) == sorted(after["w0"] + after["w1"])
     assert _holds_by_worker(c, "ORDER-7") == after

@@ -223,7 +223,7 @@ def test_placing_a_hold_again_with_its_idempotency_key_answers_the_hold_it_place
     account = running.create_account("held-twice@example.com")
     privacy = Client(running.http.control_port, tokens["privacy"])
     order = {"kind": "lawful_order", "reason": "court order", "reference": "ORDER-IDEM-1",
-             "until": time.time() + 3600, "account_id": account.id}
+             "authority": "court_order", "until": time.time() + 3600, "account_id": account.id}
     key = {"Idempotency-Key": "order-idem-1"}
     status, _, first = privacy.request("POST", "/v1/holds", order, headers=key)
     assert status == 201, first
@@ -234,6 +234,7 @@ def test_placing_a_hold_again_with_its_idempotency_key_answers_the_hold_it_place
     status, headers, again = privacy.request("POST", "/v1/holds", order, headers=key)
     assert status == 200 and headers.get("Idempotent-Replayed") == "true", again
     assert sorted(h["hold_id"] for h in again["holds"]) == placed
+    assert again["notice"] == first["notice"]  # the holder's notice, queued once, not a second time
     assert sorted(h["hold_id"] for h in _holds_with_reference(privacy, "ORDER-IDEM-1")) == placed
 
     status, _, err = privacy.request("POST", "/v1/holds", {**order, "reason": "another order"},
