@@ -2,7 +2,7 @@
 
 Messages in: ``SubmitMessage`` and ``AdjustBalance`` debits (host), ``SessionRegistered`` and
 ``BalanceChanged`` (ledger),
-``SenderRegistered``, ``AccountStateChanged``, ``ApiKeyAdded``, ``ApiKeyRevoked``, ``EmailConfirmed``
+``SenderRegistered``, ``SenderRemoved``, ``AccountStateChanged``, ``ApiKeyAdded``, ``ApiKeyRevoked``, ``EmailConfirmed``
 (engine), ``StatusesChanged`` (POPs), ``Flush`` (itself).
 Messages out: ``AcceptMessages`` batches to POPs, ``AdjustBalance`` (reserved) to the ledger,
 ``SubmitRejected`` and ``StatusesChanged`` to the bridge.
@@ -99,6 +99,8 @@ class CustomerSessionActor(DispatchedActor):
                 self.available += delta
             case m.SenderRegistered(sender=sender):
                 self.senders.add(sender)
+            case m.SenderRemoved(sender=sender):
+                self.senders.discard(sender)
             case m.AccountStateChanged(state=state):
                 self.state = state
             case m.EmailConfirmed():

@@ -19,7 +19,7 @@ from engine import apikeys
 from engine import messages as m
 from engine.billing.amounts import parse_usd
 from engine.credentials import ApiKeyManager, NewApiKey, require_active
-from engine.errors import AuthError, InputError
+from engine.errors import AuthError, InputError, UnknownSender
 from engine.ids import new_account_id
 from engine.privacy.incidents import affected, incident_for_holder
 from engine.status import STATUSES
@@ -175,6 +175,23 @@ class AccountManager:
         self.accounts.update(account_id, lambda r: r if sender in require_active(r).senders
                              else replace(r, senders=[*r.senders, sender]))
         self.runtime.tell_session(account_id, m.SenderRegistered(account_id, sender))
+
+    def remove_sender(self, account_id: str, sender: str, *, actor: str = "embedding-api") -> None:
+        """Rectification (policy 7.1): take a sender ID off the account (a wrong one may be a person's
+        name or number); submits from it are refused with ``UnknownSender`` from this call on. Allowed
+        for a restricted account too (it removes data, it processes none). ``UnknownSender`` if it is
+        not registered. Audit-logged without the sender itself (the log outlives the correction)."""
+
+        def without(r: AccountRecord) -> AccountRecord:
+            if sender not in r.senders:
+                raise UnknownSender(f"sender ID {sender!r} is not registered for this account")
+            return replace(r, senders=[s for s in r.senders if s != sender])
+
+        if not isinstance(sender, str):
+            raise UnknownSender("a sender ID is a string")
+        self.accounts.update(account_id, without)
+        self.runtime.tell_session(account_id, m.SenderRemoved(account_id, sender))
+        self._audit(actor, "remove_sender", account_id)
 
     def deposit(self, account_id: str, usd, chain: str, tx_hash: str, from_address: str,
                 timeout: float = 10.0) -> int:

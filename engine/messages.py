@@ -344,6 +344,14 @@ class SenderRegistered(Message):
     sender: str
 
 
+@message(94)
+class SenderRemoved(Message):
+    """The account removed a sender ID (rectification): the session refuses it from now on."""
+
+    account_id: str
+    sender: str
+
+
 @message(3)
 class BalanceChanged(Message):
     """A credit or a refund was committed (ledger), or a reservation handed back (POP); the session adds

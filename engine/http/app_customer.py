@@ -1,7 +1,7 @@
 """The customer API (``/v1`` on the customer port): submit, status, balance, senders, webhook settings,
 API keys, debugging windows. A restricted account may read (status, balance, keys) but not send or change
-settings (403 ``account_restricted``, decided by the engine); it may still revoke a key and close a
-debugging window, which only reduce what is processed. A closed account's keys are refused everywhere (401).
+settings (403 ``account_restricted``, decided by the engine); it may still revoke a key, close a
+debugging window and remove a sender ID, which only reduce what is processed. A closed account's keys are refused everywhere (401).
 
 Every handler answers JSON; every refusal is the one error shape (:mod:`engine.http.errors`). The API key
 arrives as ``Authorization: Bearer``; :func:`engine.http.middleware.customer_middleware` (the app's one
@@ -20,9 +20,11 @@ import time
 
 from aiohttp import web
 
+from engine.errors import UnknownSender
 from engine.http import customer_billing, customer_messages, customer_privacy, openapi
 from engine.http import schemas as s
 from engine.http.context import APP_NAME, BODY_TIMEOUT, CTX, LOG_REQUESTS, MAX_BODY, HttpContext
+from engine.http.errors import HttpError
 from engine.http.jsonio import DEFAULT_BODY_TIMEOUT_S, json_response, read_body
 from engine.http.middleware import customer_middleware, require_account
 
@@ -50,6 +52,20 @@ async def post_sender(request: web.Request) -> web.Response:
     data = s.decode(await read_body(request), s.SenderRequest)
     await ctx.call(ctx.engine.register_sender, account_id, data.sender)
     return json_response({"sender": data.sender}, status=201)
+
+
+async def delete_sender(request: web.Request) -> web.Response:
+    """Rectification (policy 7.1): remove a sender ID; submits from it are 403 ``unknown_sender`` from
+    now on. 404 ``unknown_sender`` if it is not registered. A restricted account may remove one."""
+    ctx: HttpContext = request.app[CTX]
+    account_id = require_account(request)
+    sender = request.match_info["sender"]
+    try:
+        await ctx.call(lambda: ctx.engine.remove_sender(account_id, sender,
+                                                        actor=f"customer:{account_id}"))
+    except UnknownSender as exc:
+        raise HttpError(404, exc.code, exc.message) from None
+    return json_response({"sender": sender, "removed": True})
 
 
 async def put_webhook(request: web.Request) -> web.Response:
@@ -185,6 +201,7 @@ def build_customer_app(ctx: HttpContext) -> web.Application:
     customer_messages.add_routes(r)
     r.add_get("/v1/balance", get_balance, allow_head=False)
     r.add_post("/v1/senders", post_sender)
+    r.add_delete("/v1/senders/{sender}", delete_sender)
     r.add_get("/v1/webhook", get_webhook, allow_head=False)
     r.add_put("/v1/webhook", put_webhook)
     r.add_post("/v1/webhook/secret", rotate_webhook_secret)

@@ -210,6 +210,10 @@ def customer_document() -> dict[str, Any]:
                                    ok_schema=_ref(schemas.BalanceView))},
         "/v1/senders": {"post": _op("Register a sender ID for your account", "201",
                                     body=_ref(schemas.SenderRequest), errors=("403", "422"))},
+        "/v1/senders/{sender}": {"delete": _op(
+            "Remove a sender ID from your account (rectification, policy 7.1): submits from it are "
+            "refused (403 unknown_sender) from now on; 404 unknown_sender if it is not registered",
+            "200", params=("sender",), errors=("404",))},
         "/v1/webhook": {
             "put": _op("Set the webhook URL, which statuses are sent and how many events per POST "
                        "(batching, opt-in); re-enables an endpoint disabled after 410", "200",

@@ -32,12 +32,15 @@ SHAPES: dict[str, re.Pattern[str]] = {
     "incident": re.compile(r"^inc_[0-9a-f]{16}$"),
     "support case": re.compile(r"^sup_[0-9a-f]{16}$"),
     "challenge": re.compile(r"^chl_[0-9a-f]{32}$"),  # storage.verification.Challenges.issue (body only)
+    # engine.accounts.validate_sender: 1-11 letters/digits (some letter), or 3-15 digits
+    "sender": re.compile(r"(?=.{1,11}$)[0-9 .\-&]*[A-Za-z][A-Za-z0-9 .\-&]*|\+?[0-9]{3,15}"),
 }
 
 # (route template, parameter) -> the kind of id it holds
 PATH_IDS: dict[tuple[str, str], str] = {
     ("/v1/messages/{id}", "id"): "message",
     ("/v1/keys/{id}", "id"): "api key",
+    ("/v1/senders/{sender}", "sender"): "sender",
     ("/v1/carriers/{name}/suspend", "name"): "carrier",
     ("/v1/carriers/{name}/resume", "name"): "carrier",
     ("/v1/holds/{id}/release", "id"): "hold",
