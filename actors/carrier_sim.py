@@ -196,8 +196,8 @@ class SimulatedCarrierActor(DispatchedActor):
 
     def _schedule_receipt(self, ref, part, state, acked_at, receipts) -> None:
         delay = sample_ms(self.receipt_delay, self.rng) / 1000.0
-        if self.rng.random() < self.late_rate:
-            delay = delay * 10 + 1.0
+        if self.rng.random() < self.late_rate:  # ten times late, but never past the maximum delay
+            delay = min(delay * 10 + 1.0, DELAY_MS.high / 1000.0)
         copies = 2 if self.rng.random() < self.duplicate_rate else 1
         err = "" if state == "DELIVRD" else "001"  # as an SMPP carrier reads err:000: no error
         for _ in range(copies):

@@ -90,7 +90,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     x.add_argument(
         "--profile-stages",
         action="store_true",
-        help="CPU µs per message by stage (embedded path), printed and in --json under 'stages'",
+        help="CPU µs per message by stage (embedded path; with --workers, each worker's stages too), "
+        "printed and in --json under 'stages'",
     )
     o = parser.add_argument_group("output")
     o.add_argument("--json", metavar="PATH", help="write the result as JSON")

@@ -338,7 +338,8 @@ def _add_bench_parser(sub: Any) -> None:
 def _add_smsc_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--smsc", default=None, metavar="HOST:PORT",
                    help="replace every carrier with SMPP binds to this SMSC")
-    p.add_argument("--smsc-system-id", default="smsroute", help="the SMPP bind's system_id")
+    p.add_argument("--smsc-system-id", default="smsroute",
+                   help="the SMPP bind's system_id (default: smsroute)")
     add_smsc_password_arguments(p)
 
 
@@ -347,8 +348,8 @@ def add_smsc_password_arguments(p: Any) -> None:
     argument group: ``smsroute run`` and ``smsroute bench`` take the same two."""
     password = p.add_mutually_exclusive_group()
     password.add_argument("--smsc-password", default="secret",
-                          help="the SMPP bind's password (other local users can read a command line: "
-                               "prefer --smsc-password-file)")
+                          help="the SMPP bind's password (default: secret; other local users can read a "
+                               "command line: prefer --smsc-password-file)")
     password.add_argument("--smsc-password-file", default=None, metavar="FILE",
                           help="read the SMPP bind's password from the first line of FILE")
 

@@ -323,3 +323,14 @@ def test_a_withdrawal_finds_nothing_queued_and_every_part_taken_is_answered_as_u
     pop.wait_for(lambda p: len(p.items(m.CarrierResponded)) == 2)
     assert {(r.part, r.outcome) for r in pop.items(m.CarrierResponded)} == {(0, "ok"), (1, "ok")}
     assert stats(ref)["withdraw_requests"] == 1
+
+
+def test_a_late_receipt_is_ten_times_late_but_never_past_the_maximum_delay(pop, clock):
+    # receipt_delay at its maximum (an hour): "ten times late" would hold the receipt ten hours
+    ref = start(pop, clock, outcomes={"delivered": 1.0}, late_receipt_rate=1.0,
+                receipt_delay={"distribution": "fixed", "ms": 3_600_000})
+    submit(ref, [item(1)])
+    stats(ref)  # answered once the submit was handled
+    now = clock.now()
+    due = [entry[0] for entry in ref.proxy()._actor._heap if entry[2] == "receipt"]
+    assert len(due) == 1 and due[0] <= now + 3600.0, (due, now)
