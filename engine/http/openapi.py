@@ -4,7 +4,9 @@ Every request body of both APIs, and the customer API's message, batch, listing 
 generated from the msgspec types that decode or encode them (:mod:`engine.http.schemas`,
 :mod:`engine.http.customer_schemas`, :mod:`engine.http.control_schemas`), so the published schema and the
 validator cannot disagree, formats included; both documents are OpenAPI 3.1 (JSON Schema 2020-12, what
-msgspec emits). The other answers' schemas are written by hand next to the routes. A test walks
+msgspec emits). The control port's answers that automation parses are generated from
+:mod:`engine.http.control_answers` the same way (open-ended ones say so with ``additionalProperties``);
+the other answers' schemas are written by hand next to the routes. A test walks
 each app's router and checks every (method, route) is described here, and that every described operation
 exists; others send requests generated from the documents (``test_fuzz_functional``,
 ``test_customer_bodies_functional``, ``test_control_bodies_functional``).
@@ -17,6 +19,7 @@ from typing import Any
 import msgspec
 
 from engine import listing
+from engine.http import control_answers as ca
 from engine.http import control_schemas as cs
 from engine.http import customer_schemas, schemas
 from engine.http.connections import MAX_HEADER_LINE_BYTES, MAX_URL_BYTES
@@ -126,7 +129,8 @@ IDEMPOTENCY = [{"name": "Idempotency-Key", "in": "header", "required": False,
                                "get the first answer"}]
 STRUCTS = (schemas.MessageRequest, schemas.BatchRequest, schemas.AcceptedAnswer, schemas.BatchAnswer,
            schemas.MessageView, schemas.MessageList, schemas.WebhookRequest, schemas.WebhookView,
-           schemas.SenderRequest, schemas.DebugWindowRequest, schemas.BalanceView, schemas.Event,
+           schemas.SenderRequest, schemas.SenderView, schemas.SenderRemoved,
+           schemas.DebugWindowRequest, schemas.BalanceView, schemas.Event,
            schemas.LowBalanceEvent, *customer_schemas.BODIES)
 SIGNED = ("Signed: Smsroute-Signature: t=<unix>,v1=<hex HMAC-SHA256 of '<t>.<raw body>'> (one v1 per "
           "valid secret during a rotation); Smsroute-Event-Id: the event's id (deduplicate on it). "
@@ -209,11 +213,12 @@ def customer_document() -> dict[str, Any]:
         "/v1/balance": {"get": _op("Prepaid balance in micro-USD", "200",
                                    ok_schema=_ref(schemas.BalanceView))},
         "/v1/senders": {"post": _op("Register a sender ID for your account", "201",
-                                    body=_ref(schemas.SenderRequest), errors=("403", "422"))},
+                                    body=_ref(schemas.SenderRequest), errors=("403", "422"),
+                                    ok_schema=_ref(schemas.SenderView))},
         "/v1/senders/{sender}": {"delete": _op(
             "Remove a sender ID from your account (rectification, policy 7.1): submits from it are "
             "refused (403 unknown_sender) from now on; 404 unknown_sender if it is not registered",
-            "200", params=("sender",), errors=("404",))},
+            "200", params=("sender",), errors=("404",), ok_schema=_ref(schemas.SenderRemoved))},
         "/v1/webhook": {
             "put": _op("Set the webhook URL, which statuses are sent and how many events per POST "
                        "(batching, opt-in); re-enables an endpoint disabled after 410", "200",
@@ -261,7 +266,8 @@ def customer_document() -> dict[str, Any]:
 
 def control_document() -> dict[str, Any]:
     """The control port's document. Its request bodies are the types that decode them
-    (:data:`engine.http.control_schemas.BODIES`, referenced with :func:`_ref`); answers are by hand."""
+    (:data:`engine.http.control_schemas.BODIES`, referenced with :func:`_ref`), and so are the answers
+    automation parses (:data:`engine.http.control_answers.ANSWERS`); the rest are by hand."""
     o = _op
     paths = {
         "/healthz": {"get": o("Liveness", "200", security=False)},
@@ -272,17 +278,21 @@ def control_document() -> dict[str, Any]:
         "/v1/carriers": {"get": o("Each carrier: suspended, connected, available, binds (SMPP: "
                                   "index, mode, state, window, last_error), window, counters; "
                                   "in a cluster one row per carrier, each worker's in workers",
-                                  "200")},
+                                  "200", ok_schema=_ref(ca.CarrierList))},
         "/v1/carriers/{name}/suspend": {"post": o("Suspend a carrier", "200", params=("name",),
-                                                  errors=("403", "404"))},
+                                                  errors=("403", "404"),
+                                                  ok_schema=_ref(ca.CarrierSwitch))},
         "/v1/carriers/{name}/resume": {"post": o("Resume a carrier", "200", params=("name",),
-                                                 errors=("403", "404"))},
+                                                 errors=("403", "404"),
+                                                 ok_schema=_ref(ca.CarrierSwitch))},
         "/v1/stats": {"get": o("Engine counters (in flight, queues, POPs, carriers; in a cluster "
-                                "each worker's NATS link in worker_transport)", "200")},
+                                "each worker's NATS link in worker_transport)", "200",
+                                ok_schema=_ref(ca.Stats))},
         "/v1/routing": {
-            "get": o("The routing table and rate card", "200"),
-            "put": o("Replace the routing table atomically (validated first)", "200",
-                     body=_ref(cs.RoutingTable), errors=("403", "422")),
+            "get": o("The routing table and rate card", "200", ok_schema=_ref(ca.RoutingView)),
+            "put": o("Replace the routing table atomically (validated first); the table now", "200",
+                     body=_ref(cs.RoutingTable), errors=("403", "422"),
+                     ok_schema=_ref(ca.RoutingView)),
         },
         "/v1/accounts": {"post": o("Create an account; the API key and the webhook signing secret "
                                    "are shown once", "201", body=_ref(cs.AccountCreate),
@@ -303,15 +313,19 @@ def control_document() -> dict[str, Any]:
         "/v1/accounts/{id}/deposits": {"post": o(
             "Credit a crypto deposit (a replay of the same transaction is idempotent; the same chain and "
             "tx_hash with another amount, account or from_address is 409 deposit_conflict)", "201",
-            params=("id",), errors=("403", "404", "409", "422"), body=_ref(cs.Deposit))},
+            params=("id",), errors=("403", "404", "409", "422"), body=_ref(cs.Deposit),
+            ok_schema=_ref(ca.DepositAnswer))},
         "/v1/accounts/{id}/senders": {"post": o("Register a sender ID", "201", params=("id",),
                                                 body=_ref(cs.SenderRegistration),
-                                                errors=("403", "404", "422"))},
+                                                errors=("403", "404", "422"),
+                                                ok_schema=_ref(schemas.SenderView))},
         "/v1/accounts/{id}/restrict": {"post": o("Restrict or unrestrict processing", "200",
                                                  params=("id",), body=_ref(cs.Restriction),
-                                                 errors=("403", "404"))},
+                                                 errors=("403", "404"),
+                                                 ok_schema=_ref(ca.RestrictionAnswer))},
         "/v1/accounts/{id}/close": {"post": o("Close an account", "200", params=("id",),
-                                              errors=("403", "404"))},
+                                              errors=("403", "404"),
+                                              ok_schema=_ref(ca.ClosedAnswer))},
         "/v1/accounts/{id}/export": {"get": o(
             "Access and portability: everything held about the account (no secrets)", "200",
             params=("id",), errors=("403", "404"))},
@@ -327,29 +341,33 @@ def control_document() -> dict[str, Any]:
         "/v1/analytics": {"get": o("De-identified corridor and carrier aggregates", "200")},
         "/v1/retention": {"get": o("Retention status: sweeps, counts, exceptions", "200")},
         "/v1/holds": {
-            "get": o("Active legal holds and other retention exceptions", "200"),
+            "get": o("Active legal holds and other retention exceptions", "200",
+                     ok_schema=_ref(ca.HoldList)),
             "post": o("Place a hold; idempotent by Idempotency-Key (201 placed, 200 the same request "
                       "again: its holds, nothing placed; 409 hold_conflict: the key with other content)",
                       "201", body=_ref(cs.HoldRequest), errors=("403", "409", "422"),
-                      extra_params=IDEMPOTENCY, also_ok=("200",)),
+                      extra_params=IDEMPOTENCY, also_ok=("200",), ok_schema=_ref(ca.HoldsPlaced)),
         },
         "/v1/holds/{id}/release": {"post": o("Release a hold", "200", params=("id",),
                                              body=_ref(cs.HoldRelease),
-                                             errors=("403", "404"))},
+                                             errors=("403", "404"), ok_schema=_ref(ca.HoldView))},
         "/v1/holds/{id}/disclosures": {"post": o(
             "Disclose one held body (audit-logged); under a lawful order only once the account "
             "holder's notice was sent or recorded as not permitted (else 409 notice_pending / "
             "holder_not_notified)", "200", params=("id",), body=_ref(cs.Disclosure),
-            errors=("400", "403", "404", "409"))},
+            errors=("400", "403", "404", "409"), ok_schema=_ref(ca.DisclosureAnswer))},
         "/v1/audit": {"get": o("Every audit trail (control port, data-subject actions, retention "
                                "exceptions), oldest first", "200", extra_params=AUDIT_PARAMS)},
         "/v1/tokens": {
             "post": o("Create an operator token (only roles you hold; unique name, not system:)",
-                      "201", body=_ref(cs.TokenRequest), errors=("403", "409", "422")),
-            "get": o("Every operator token: name, roles, created, last use (never the token)", "200"),
+                      "201", body=_ref(cs.TokenRequest), errors=("403", "409", "422"),
+                      ok_schema=_ref(ca.TokenCreated)),
+            "get": o("Every operator token: name, roles, created, last use (never the token)", "200",
+                     ok_schema=_ref(ca.TokenList)),
         },
         "/v1/tokens/{name}": {"delete": o("Revoke an operator token (only one whose roles you hold)",
-                                          "200", params=("name",), errors=("403", "404"))},
+                                          "200", params=("name",), errors=("403", "404"),
+                                          ok_schema=_ref(ca.TokenRevoked))},
     }
     from engine.http import openapi_billing
     from engine.http.openapi_privacy import control_paths
@@ -357,8 +375,10 @@ def control_document() -> dict[str, Any]:
     doc = _document("smsroute control port",
                     {**paths, **control_paths(), **openapi_billing.control_paths()},
                     "operator token (op_...)", version="3.1.0")
-    _, components = msgspec.json.schema_components(cs.BODIES,
+    _, components = msgspec.json.schema_components((*cs.BODIES, *ca.ANSWERS),
                                                    ref_template="#/components/schemas/{name}")
+    for name, more in ca.OPEN.items():
+        components[name]["additionalProperties"] = more
     doc["components"]["schemas"].update(components)
     for ops in doc["paths"].values():  # no per-key rate limit here (failed logins are limited apart)
         for op in ops.values():

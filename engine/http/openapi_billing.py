@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.http import control_answers as ca
 from engine.http import control_schemas as cs
 from engine.http import customer_schemas
 from engine.http.openapi import INT, S, _obj, _op, _ref, _with_content
@@ -77,8 +78,7 @@ def control_paths() -> dict[str, Any]:
             "Credit (\"2.50\") or debit (\"-2.50\") an account with a reason, once per idempotency_key "
             "(201 written, 200 replayed)", "201", params=("id",), also_ok=("200",),
             body=_ref(cs.Adjustment), errors=("402", "403", "404", "409"),
-            ok_schema=_obj(["account_id", "amount_micro_usd", "balance_micro_usd", "duplicate"],
-                           account_id=S, amount_micro_usd=INT, balance_micro_usd=INT, duplicate=B))},
+            ok_schema=_ref(ca.AdjustmentAnswer))},
         "/v1/accounts/{id}/usage": {"get": _usage(o(
             f"An account's usage for a period: {USAGE_TEXT}", "200", params=("id",),
             errors=("403", "404"), ok_schema=USAGE, extra_params=PERIOD))},

@@ -244,6 +244,19 @@ class BalanceView(msgspec.Struct):
     low_balance_threshold_micro_usd: int = 0  # below it, one account.low_balance webhook (0: off)
 
 
+class SenderView(msgspec.Struct):
+    """A sender ID just registered (``201``)."""
+
+    sender: str
+
+
+class SenderRemoved(msgspec.Struct):
+    """A sender ID just removed (rectification): submits from it are refused from now on."""
+
+    sender: str
+    removed: bool
+
+
 # --- events (the webhook body) ----------------------------------------------------------------------
 
 

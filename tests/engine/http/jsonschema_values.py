@@ -128,3 +128,43 @@ def violations(schema: dict) -> list[tuple[str, Any]]:
     for keyword, value in out:
         assert value is not None and not allows(schema, value), (keyword, value, schema)
     return out
+
+
+_JSON_TYPES: dict[str, Any] = {"null": type(None), "boolean": bool, "string": str, "array": list,
+                               "object": dict, "integer": int, "number": int | float}
+
+
+def mismatches(schema: dict, value: Any, where: str = "$") -> list[str]:
+    """Where ``value`` breaks ``schema`` (an inlined answer schema), empty when it meets it. The subset
+    the answers' schemas use: ``type`` (one or a list), ``enum``, ``anyOf``/``oneOf``, ``properties``,
+    ``required``, ``additionalProperties`` (false or a schema), ``items``, string ``pattern``."""
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            fits = [not mismatches(s, value, where) for s in schema[key]]
+            ok = any(fits) if key == "anyOf" else fits.count(True) == 1
+            return [] if ok else [f"{where}: {value!r:.80} fits no single {key} member"]
+    if "enum" in schema and value not in schema["enum"]:
+        return [f"{where}: {value!r:.80} not in {schema['enum']}"]
+    kinds = schema.get("type")
+    if kinds is not None:
+        kinds = [kinds] if isinstance(kinds, str) else kinds
+        if not any(isinstance(value, _JSON_TYPES[k]) and not (
+                isinstance(value, bool) and k in ("integer", "number")) for k in kinds):
+            return [f"{where}: {type(value).__name__} is not {'/'.join(kinds)}"]
+    if isinstance(value, str) and "pattern" in schema and not re.search(schema["pattern"], value):
+        return [f"{where}: does not match {schema['pattern']}"]
+    out: list[str] = []
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            out += mismatches(schema.get("items", {}), item, f"{where}[{i}]")
+    if isinstance(value, dict):
+        props, extra = schema.get("properties", {}), schema.get("additionalProperties", True)
+        out += [f"{where}.{k}: required, missing" for k in schema.get("required", []) if k not in value]
+        for k, v in value.items():
+            if k in props:
+                out += mismatches(props[k], v, f"{where}.{k}")
+            elif extra is False:
+                out.append(f"{where}.{k}: not documented (additionalProperties: false)")
+            elif isinstance(extra, dict):
+                out += mismatches(extra, v, f"{where}.{k}")
+    return out

@@ -2,13 +2,20 @@
 "Control port"): every header a document promises on a success is in the live answer, every content
 type a route answers with is documented for it, and the query parameters the README gives a route are
 in its document. Clients are generated from these documents, so a promise the server does not keep (or
-a parameter it reads but does not publish) breaks them."""
+a parameter it reads but does not publish) breaks them. The answers an operator's automation parses
+(deposits, adjustments, holds, tokens, carriers, routing, senders, ...) are documented with their fields,
+and the live answer of each validates against its published schema."""
 
 from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from tests.engine.http.conftest import Client, funded_account, wait_for
+from tests.engine.http.jsonschema_values import inline, mismatches
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +79,83 @@ def test_the_audit_query_parameters_the_readme_gives_are_published_and_served(wo
     subject = about_it()[0]["subject"]
     status, _, again = world["control"].request("GET", f"/v1/audit?subject={subject}")
     assert status == 200 and again["entries"]
+
+
+# (app, method, documented route, the request as sent) -> checked against that route's success schema
+Call = tuple[str, str, str, str, Any]
+
+
+def _answers(world: dict) -> dict[str, Callable[[], Call]]:
+    account = world["account"].id
+    key = f"adj-{time.time_ns()}"
+    hold: dict[str, str] = {}
+
+    def place_hold() -> Call:
+        return ("control", "POST", "/v1/holds", "/v1/holds", {
+            "kind": "lawful_order", "reason": "schema check", "reference": "REF-1",
+            "until": time.time() + 3600, "account_id": account, "authority": "subpoena"})
+
+    def release_hold() -> Call:
+        status, _, placed = world["control"].request("POST", *place_hold()[3:])
+        assert status == 201, placed
+        hold["id"] = placed["holds"][0]["hold_id"]
+        return ("control", "POST", "/v1/holds/{id}/release", f"/v1/holds/{hold['id']}/release",
+                {"reason": "schema check done"})
+
+    def put_routing() -> Call:
+        status, _, table = world["control"].request("GET", "/v1/routing")
+        assert status == 200
+        return ("control", "PUT", "/v1/routing", "/v1/routing", table)
+
+    ids = f"/v1/accounts/{account}"
+    return {
+        "deposit": lambda: ("control", "POST", "/v1/accounts/{id}/deposits", f"{ids}/deposits", {
+            "usd": "1.00", "chain": "tron", "tx_hash": f"0x{key}", "from_address": "TXYZ"}),
+        "adjustment": lambda: ("control", "POST", "/v1/accounts/{id}/adjustments",
+                               f"{ids}/adjustments", {"usd": "-0.50", "reason": "schema check",
+                                                      "idempotency_key": key}),
+        "control sender": lambda: ("control", "POST", "/v1/accounts/{id}/senders", f"{ids}/senders",
+                                   {"sender": "OPSCHECK"}),
+        "restrict": lambda: ("control", "POST", "/v1/accounts/{id}/restrict", f"{ids}/restrict",
+                             {"restricted": False}),
+        "carriers": lambda: ("control", "GET", "/v1/carriers", "/v1/carriers", None),
+        "suspend": lambda: ("control", "POST", "/v1/carriers/{name}/suspend",
+                            "/v1/carriers/fra-vodafone/suspend", None),
+        "resume": lambda: ("control", "POST", "/v1/carriers/{name}/resume",
+                           "/v1/carriers/fra-vodafone/resume", None),
+        "routing": lambda: ("control", "GET", "/v1/routing", "/v1/routing", None),
+        "routing replaced": put_routing,
+        "stats": lambda: ("control", "GET", "/v1/stats", "/v1/stats", None),
+        "token created": lambda: ("control", "POST", "/v1/tokens", "/v1/tokens",
+                                  {"name": f"schema-{key}", "roles": ["viewer"]}),
+        "tokens": lambda: ("control", "GET", "/v1/tokens", "/v1/tokens", None),
+        "token revoked": lambda: ("control", "DELETE", "/v1/tokens/{name}",
+                                  f"/v1/tokens/schema-{key}", None),
+        "hold placed": place_hold,
+        "holds": lambda: ("control", "GET", "/v1/holds", "/v1/holds", None),
+        "hold released": release_hold,
+        "customer sender": lambda: ("customer", "POST", "/v1/senders", "/v1/senders",
+                                    {"sender": "MINE"}),
+        "customer sender removed": lambda: ("customer", "DELETE", "/v1/senders/{sender}",
+                                            "/v1/senders/MINE", None),
+    }
+
+
+ANSWERED = ["deposit", "adjustment", "control sender", "restrict", "carriers", "suspend", "resume",
+            "routing", "routing replaced", "stats", "token created", "tokens", "token revoked",
+            "hold placed", "holds", "hold released", "customer sender", "customer sender removed"]
+
+
+@pytest.mark.parametrize("case", ANSWERED)
+def test_each_answer_automation_parses_is_documented_and_the_live_answer_meets_it(world, case):
+    """The route's success answer is documented with its fields (not a bare ``{"type": "object"}``),
+    and what the running server answers validates against that schema."""
+    app, method, route, target, body = _answers(world)[case]()
+    status, _, answer = world[app].request(method, target, body)
+    doc = world["docs"][app]
+    documented = doc["paths"][route][method.lower()]["responses"]
+    assert str(status) in documented, (case, status, answer)
+    schema = inline(documented[str(status)]["content"]["application/json"]["schema"],
+                    doc["components"]["schemas"])
+    assert schema.get("properties"), f"{method} {route} answers {answer!r:.200} but documents {schema}"
+    assert mismatches(schema, answer) == [], (case, answer)
