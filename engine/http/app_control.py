@@ -8,7 +8,7 @@ its budget refills. Every request — allowed, refused or failed — is written 
 (who, what, when, result), and one that may change something is written there before it acts
 (:mod:`engine.http.control_audit`). Hold ids are audit targets, and accounts are, by their pseudonym
 (``id=psn_…``; the account id sealed under its data key, which erasure destroys: ``storage.audit``);
-bodies, keys and tokens never are.
+bodies, keys, tokens and sender IDs never are.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ ROUTE_ROLES: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/v1/accounts/{id}"): frozenset({OP, P}),
     ("POST", "/v1/accounts/{id}/deposits"): frozenset({OP}),
     ("POST", "/v1/accounts/{id}/senders"): frozenset({OP}),
+    ("DELETE", "/v1/accounts/{id}/senders/{sender}"): frozenset({P}),  # a rectification, as rectify
     ("POST", "/v1/accounts/{id}/restrict"): frozenset({OP, P}),
     ("POST", "/v1/accounts/{id}/close"): frozenset({OP}),
     ("GET", "/v1/accounts/{id}/export"): frozenset({P}),

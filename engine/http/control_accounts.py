@@ -1,7 +1,7 @@
 """Control-port routes for accounts, retention exceptions (legal holds), retention status, audit, tokens.
 
 Accounts: create (the API key and the webhook signing secret are in the answer once and nowhere else),
-API keys (create, list, revoke), deposits, senders, restrict, close. Operator tokens: create, list, revoke.
+API keys (create, list, revoke), deposits, senders (register; remove, a rectification), restrict, close. Operator tokens: create, list, revoke.
 Data-subject rights (policy section 7, the ``privacy`` role): export (access and portability), rectify,
 erase (ledger rows pseudonymised, kept 7 years), and objection to analytics. Restriction is ``restrict``.
 Holds and retention go through engine methods (``active_holds``, ``place_hold``, ``release_hold``,
@@ -24,6 +24,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from engine.errors import UnknownSender
 from engine.http import control_schemas as cs
 from engine.http.context import CTX, OPERATOR, HttpContext
 from engine.http.control_schemas import read_body_as
@@ -100,6 +101,20 @@ async def add_sender(request: web.Request) -> web.Response:
     body = await read_body_as(request, cs.SenderRegistration)
     await ctx.call(ctx.engine.register_sender, request.match_info["id"], body.sender)
     return json_response({"sender": body.sender}, status=201)
+
+
+async def remove_sender(request: web.Request) -> web.Response:
+    """Rectification (policy 7.1) asked of staff, e.g. by e-mail to privacy@: remove a wrong sender ID
+    (it may be a person's name or number); submits from it are 403 ``unknown_sender`` from now on, 404
+    ``unknown_sender`` if it is not registered. Audit-logged without the sender itself (the control
+    trail leaves it out of the target, ``engine.http.control_audit``; the engine's entry never has it)."""
+    ctx: HttpContext = request.app[CTX]
+    account_id, sender = request.match_info["id"], request.match_info["sender"]
+    try:
+        await ctx.call(lambda: ctx.engine.remove_sender(account_id, sender, actor=request[OPERATOR]))
+    except UnknownSender as exc:
+        raise HttpError(404, exc.code, exc.message) from None
+    return json_response({"sender": sender, "removed": True})
 
 
 async def restrict(request: web.Request) -> web.Response:
@@ -362,6 +377,7 @@ def add_routes(r: web.UrlDispatcher) -> None:
     r.add_get("/v1/accounts/{id}", get_account, allow_head=False)
     r.add_post("/v1/accounts/{id}/deposits", deposit)
     r.add_post("/v1/accounts/{id}/senders", add_sender)
+    r.add_delete("/v1/accounts/{id}/senders/{sender}", remove_sender)
     r.add_post("/v1/accounts/{id}/restrict", restrict)
     r.add_post("/v1/accounts/{id}/close", close)
     r.add_get("/v1/accounts/{id}/export", export_account, allow_head=False)

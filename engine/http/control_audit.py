@@ -21,7 +21,7 @@ one. Now:
 
 Writes are group-committed (:class:`engine.http.store.GroupCommitter`): requests that finish together
 share one fsync. Hold ids are audit targets, and accounts are, by their pseudonym (``storage.audit``);
-bodies, keys and tokens never are.
+bodies, keys, tokens and sender IDs never are.
 """
 
 from __future__ import annotations
@@ -48,6 +48,9 @@ _MONITORING = ("/metrics",)  # served even when its audit entry cannot be writte
 _READS = ("GET", "HEAD")
 _RETRY = {"Retry-After": "5"}
 STARTED = "started"
+# path parameters never written to the trail: a sender ID may be a person's name or number, and the trail
+# outlives its removal (the route's name and the account's pseudonym say what was done)
+_NOT_TARGETS = frozenset({"sender"})
 
 
 async def _append(request: web.Request, result: str, when: float, extra: dict[str, object]) -> int:
@@ -56,7 +59,8 @@ async def _append(request: web.Request, result: str, when: float, extra: dict[st
     who = request.get(OPERATOR) or "anonymous"
     ids = request.match_info
     account = ids.get("id") if request.path.startswith("/v1/accounts/") else None
-    target = ",".join(f"{k}={v if v == account else v[:64]}" for k, v in ids.items()) or "-"
+    target = ",".join(f"{k}={v if v == account else v[:64]}" for k, v in ids.items()
+                      if k not in _NOT_TARGETS) or "-"
     detail = {"at": when, "source_ip": request.remote or "", **extra}
     seq: list[int] = []
     await ctx.committer.write([Apply(lambda txn: seq.append(ctx.audit.append(

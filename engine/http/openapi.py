@@ -319,6 +319,11 @@ def control_document() -> dict[str, Any]:
                                                 body=_ref(cs.SenderRegistration),
                                                 errors=("403", "404", "422"),
                                                 ok_schema=_ref(schemas.SenderView))},
+        "/v1/accounts/{id}/senders/{sender}": {"delete": o(
+            "Remove a wrong sender ID (rectification, policy 7.1, e.g. asked by e-mail): submits from "
+            "it are refused (403 unknown_sender) from now on; 404 unknown_sender if it is not "
+            "registered; audit-logged without the sender", "200", params=("id", "sender"),
+            errors=("403", "404"), ok_schema=_ref(schemas.SenderRemoved))},
         "/v1/accounts/{id}/restrict": {"post": o("Restrict or unrestrict processing", "200",
                                                  params=("id",), body=_ref(cs.Restriction),
                                                  errors=("403", "404"),

@@ -41,6 +41,7 @@ PATH_IDS: dict[tuple[str, str], str] = {
     ("/v1/messages/{id}", "id"): "message",
     ("/v1/keys/{id}", "id"): "api key",
     ("/v1/senders/{sender}", "sender"): "sender",
+    ("/v1/accounts/{id}/senders/{sender}", "sender"): "sender",
     ("/v1/carriers/{name}/suspend", "name"): "carrier",
     ("/v1/carriers/{name}/resume", "name"): "carrier",
     ("/v1/holds/{id}/release", "id"): "hold",

@@ -116,6 +116,8 @@ def _answers(world: dict) -> dict[str, Callable[[], Call]]:
                                                       "idempotency_key": key}),
         "control sender": lambda: ("control", "POST", "/v1/accounts/{id}/senders", f"{ids}/senders",
                                    {"sender": "OPSCHECK"}),
+        "control sender removed": lambda: ("control", "DELETE", "/v1/accounts/{id}/senders/{sender}",
+                                           f"{ids}/senders/OPSCHECK", None),
         "restrict": lambda: ("control", "POST", "/v1/accounts/{id}/restrict", f"{ids}/restrict",
                              {"restricted": False}),
         "carriers": lambda: ("control", "GET", "/v1/carriers", "/v1/carriers", None),
@@ -141,7 +143,7 @@ def _answers(world: dict) -> dict[str, Callable[[], Call]]:
     }
 
 
-ANSWERED = ["deposit", "adjustment", "control sender", "restrict", "carriers", "suspend", "resume",
+ANSWERED = ["deposit", "adjustment", "control sender", "control sender removed", "restrict", "carriers", "suspend", "resume",
             "routing", "routing replaced", "stats", "token created", "tokens", "token revoked",
             "hold placed", "holds", "hold released", "customer sender", "customer sender removed"]
 
