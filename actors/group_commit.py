@@ -17,6 +17,9 @@ Durability contract (the POP's, unchanged):
 * *On failure:* the round is retried POP by POP, each alone, so only a POP whose own write fails refuses
   its new messages (with the store's own error); its other changes are pending again for the next commit.
   A full environment refuses on every POP of it: they share its map.
+* *Reserve:* once per round, before its transaction, the environment's reserve is checked
+  (``storage.pop_commit.refuse_new_when_full``): while it is down to it, the round's new messages are left
+  out and refused ``store_full`` by their POPs, and everything else of the round is written.
 * *Synchronous paths:* erasure and stop commit a POP's staged batches at once in a transaction of its own
   (:func:`commit_alone`), so nothing staged is written after the caller goes on.
 * *Threads:* the committer and the POPs run on one dispatcher thread; the committer writes the batches
@@ -34,6 +37,7 @@ from typing import Any
 from actors.dispatch import DispatchedActor
 from engine import messages as m
 from storage.env import open_env
+from storage.pop_commit import refuse_new_when_full
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +104,7 @@ class GroupCommit:
         self._scheduled = False
         pops, self._waiting = list(self._waiting.values()), {}
         taken = [(pop, pop.take_staged()) for pop in pops]
+        refuse_new_when_full(self.env, [b for _, batches in taken for b in batches])  # once a round
         try:
             with self.env.begin(write=True) as txn:
                 for pop, batches in taken:
@@ -119,6 +124,7 @@ def commit_alone(env: Any, pop: Any, batches: list) -> BaseException | None:
     """``pop``'s staged batches in a transaction of their own; the error if it failed."""
     if not batches:
         return None
+    refuse_new_when_full(env, batches)
     try:
         with env.begin(write=True) as txn:
             for batch in batches:

@@ -204,6 +204,8 @@ class PopActor(DispatchedActor):
             for b in batches:
                 self.commit.committed(b)
                 self.counters["commits"] += 1
+                if b.refused:  # the store is down to its reserve (storage.pop_commit)
+                    self._refuse_new(b.refused, b.refused_error)
                 if b.refunds:
                     self.directory.ledger.tell(m.encode(m.RefundMessages(self.address, b.refunds)))
                     self.owed.refunds_sent((r.message_id for r in b.refunds), self.clock.now())
@@ -215,17 +217,22 @@ class PopActor(DispatchedActor):
 
     def _commit_failed(self, batches: list[StagedBatch], error: BaseException) -> None:
         err = as_storage_error(error)
-        self.counters["store_failures"] += 1
-        log.error("pop %s: ALARM store write failed (%s): %d new messages refused", self.name, err.code,
-                  sum(len(b.admitted) for b in batches))
         for b in reversed(batches):  # (each goes back in front of what came after it)
             self.commit.unstage(b)  # its other changes are written by the next commit
             self._events = b.events + self._events
             self._acks = b.acks + self._acks
-        for b in batches:
-            for f, item in b.admitted:
-                self.admission.remove(f.route_key)
-                self._refuse(item, err)  # (the rest is written by the next commit: at the latest the tick's)
+        # (the rest is written by the next commit: at the latest the tick's)
+        self._refuse_new([new for b in batches for new in (*b.admitted, *b.refused)], err)
+
+    def _refuse_new(self, admitted: list, err: StorageError) -> None:
+        """New messages a commit did not write (it failed, or the store is down to its reserve): refused
+        with ``err``, and an alarm for the operator."""
+        self.counters["store_failures"] += 1
+        log.error("pop %s: ALARM store write failed (%s): %d new messages refused", self.name, err.code,
+                  len(admitted))
+        for f, item in admitted:
+            self.admission.remove(f.route_key)
+            self._refuse(item, err)
 
     def _commit_staged(self) -> None:
         """Commit what is staged now, in a transaction of this POP's own, and act on the outcome."""

@@ -20,7 +20,8 @@ Durability contract:
   customer only after it. A window key is durable (``keys.store`` fsynced) before any body sealed under it
   is written.
 * *Writers:* the POP actor (put/discard) and the sweeper (:meth:`BodyStore.sweep`, its own write
-  transaction; LMDB serialises the two). *Readers:* any thread.
+  transactions, each durable on its own and small enough for the store's reserve, ``storage.headroom``,
+  so the sweep runs on a store full for new messages; LMDB serialises the writers). *Readers:* any thread.
 * *Bounded:* an expiry is clamped to ``window start + max_ttl_seconds`` (the start of the key window the
   body is sealed in), and a window's key is shredded once ``window start + max_ttl`` has passed and the
   TTL index holds nothing that old; so no body outlives ``max_ttl`` from its window's start, and every
@@ -46,7 +47,10 @@ import lmdb
 from engine.errors import CorruptRecord, KeyUnavailable, StoreFull
 from engine.ids import PREFIX, id_bytes
 from storage.crypto import blob_key_id
+from storage.full import refusing_when_full
+from storage.headroom import batch_size
 from storage.keys import KeyRing
+from storage.records import MESSAGE_STORE
 
 __all__ = ["BodyStore", "SweepResult", "durable_write"]
 
@@ -252,15 +256,17 @@ class BodyStore:
         """Purge every due body (TTL order), then shred each window key that can hold no live body.
 
         Purges in transactions of at most ``SWEEP_BATCH`` bodies, so the POP's group commits (which wait
-        for LMDB's single writer lock) are never held up for long by a large backlog."""
+        for LMDB's single writer lock) are never held up for long by a large backlog, and of no more than
+        the store's reserve holds (``storage.headroom``), so it runs on a store full for new messages."""
         started = time.perf_counter()
         now = self._clock() if now is None else now
         limit = _U64.pack(int(now * 1000))
         purged = held_purged = 0
+        size = min(SWEEP_BATCH, batch_size(self.env, pages_per_item=2))  # bodies and TTL index
         while True:
-            n, held, oldest, pending = self._purge_batch(limit, SWEEP_BATCH)
+            n, held, oldest, pending = self._purge_batch(limit, size)
             purged, held_purged = purged + n, held_purged + held
-            if n < SWEEP_BATCH:
+            if n < size:
                 break
         shredded = self._shred_finished_windows(now, oldest)
         # make the next window's key now, so the POP's commit at the turn of the window never waits
@@ -275,7 +281,7 @@ class BodyStore:
         """One write txn: purge up to ``max_items`` due bodies; returns (purged, held, oldest expiry
         left, bodies left)."""
         held, purged, held_purged = self.held, 0, 0
-        with self.env.begin(write=True) as txn:
+        with refusing_when_full(MESSAGE_STORE), self.env.begin(write=True) as txn:
             cursor = txn.cursor(db=self._ttl)
             found = cursor.first()
             while found and purged < max_items:

@@ -7,10 +7,15 @@ ordinary writes — anything that stores something new — call :func:`ensure_he
 and are refused with ``StoreFull`` (``storage.full``) once fewer than :func:`reserve_pages` pages are left;
 deletes, erasures, sweeps and compaction never call it and may use the reserve.
 
-Where it applies today: the core's accounts and API keys, and the privacy stores (data-subject requests,
+Where it applies today: the core's accounts and API keys; the privacy stores (data-subject requests,
 incidents, support cases, links and challenges, whose erasure and sweep delete in batches that fit the
-reserve). Not yet: the POP message stores, the bodies, the ledger, the webhook and mail outboxes and the
-HTTP store - a POP store full to its last page still refuses its own erasure and sweep.
+reserve); and the POP message stores (one check per commit round, ``actors.group_commit``: a round's NEW
+messages are refused ``store_full`` while the environment is down to its reserve, and everything else the
+round carries - status updates, body discards, refund and debit bookkeeping, webhook events of messages
+already accepted - is written, into the reserve if need be, because it finishes messages the customer was
+already told about; the erasure of an account's records and the sweeps of records, bodies and webhook
+events delete in batches that fit the reserve). Not yet: the ledger, the mail outbox, the HTTP store, and
+the holds and audit trail kept in a POP's environment.
 
 The reserve: :data:`RESERVE_FRACTION` of the map, at least :data:`RESERVE_FLOOR_BYTES`, at most a
 quarter of the map (so a tiny map still takes writes). A 1 GiB map keeps ~51 MiB back, a 256 MiB one
@@ -25,15 +30,16 @@ pages freed by deletes count as room again.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from storage.full import refusing_when_full, store_full
 
 RESERVE_FRACTION = 0.05
 RESERVE_FLOOR_BYTES = 1 << 20
 META_PAGES = 2  # pages 0 and 1: LMDB's two meta pages
+T = TypeVar("T")
 _DB_RECORD = struct.Struct("=IHHQQQQQ")  # LMDB's MDB_db: pad, flags, depth, branch, leaf, overflow, entries, root
 
 
@@ -78,17 +84,31 @@ def storing_new(env: Any, store: str) -> Iterator[None]:
         yield
 
 
-def delete_in_batches(env: Any, db: Any, keys: list[bytes], store: str) -> int:
-    """Delete ``keys`` from ``db`` in transactions small enough for ``env``'s reserve; how many were there.
+def batch_size(env: Any, pages_per_item: int = 1) -> int:
+    """How many items a deleting transaction of ``env`` may take so that it fits the reserve, each item
+    changing up to ``pages_per_item`` pages (one per database it deletes from).
 
-    Why batches: a delete copies every leaf it changes, and the pages it frees are reusable only two
+    Why a quarter: a delete copies every leaf it changes, and the pages it frees are reusable only two
     commits later, so one transaction deleting entries spread over the whole tree needs about as many
     free pages as the tree has leaves. A quarter of the reserve per transaction keeps two in flight well
-    inside it; a full map still shrinks. Each batch is durable on its own (an interrupted erasure or sweep
-    is finished by the next run: the keys it chose stay chosen)."""
-    size = max(1, reserve_pages(env.info()["map_size"], env.stat()["psize"]) // 4)
+    inside it; a full map still shrinks."""
+    reserve = reserve_pages(env.info()["map_size"], env.stat()["psize"])
+    return max(1, reserve // 4 // max(1, pages_per_item))
+
+
+def in_batches(env: Any, items: Sequence[T], pages_per_item: int = 1) -> Iterator[Sequence[T]]:
+    """``items`` in slices of :func:`batch_size`: one deleting transaction each."""
+    size = batch_size(env, pages_per_item)
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def delete_in_batches(env: Any, db: Any, keys: list[bytes], store: str) -> int:
+    """Delete ``keys`` from ``db`` in transactions small enough for ``env``'s reserve (:func:`batch_size`);
+    how many were there. Each batch is durable on its own (an interrupted erasure or sweep is finished by
+    the next run: the keys it chose stay chosen)."""
     removed = 0
-    for start in range(0, len(keys), size):
+    for batch in in_batches(env, keys):
         with refusing_when_full(store), env.begin(write=True) as txn:
-            removed += sum(1 for key in keys[start:start + size] if txn.delete(key, db=db))
+            removed += sum(1 for key in batch if txn.delete(key, db=db))
     return removed

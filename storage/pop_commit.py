@@ -17,6 +17,11 @@ Durability contract:
 * *On failure* (``StorageError`` / ``StoreFull``, :func:`as_storage_error`) nothing of the batch is written;
   :meth:`PopCommit.unstage` makes its updates, discards and refund bookkeeping pending again for the next
   commit; the new messages are the caller's to refuse.
+* *Reserve* (``storage.headroom``): while the environment is down to its reserve, a commit round leaves its
+  batches' new messages out (:func:`refuse_new_when_full`, checked once per round, never per message) and
+  the POP refuses them ``store_full``; the rest of each batch - status updates, body discards, refund and
+  debit bookkeeping, webhook events of messages already accepted - is written, into the reserve if need
+  be: it finishes messages the customer was already told about.
 * *Writers:* the POP actor, or — when the POPs of a process share an environment — the committer actor
   writing the batches the POPs staged (:meth:`PopCommit.stage`, ``actors.group_commit``) on the same
   dispatcher thread. *Readers:* any thread (the stores' own read transactions).
@@ -28,12 +33,14 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import lmdb
 
 from engine.errors import StorageError, StoreFull
 from engine.messages import RefundItem
-from storage.records import LiveRecord, MessageRecord
+from storage.headroom import ensure_headroom
+from storage.records import MESSAGE_STORE, LiveRecord, MessageRecord
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +65,27 @@ class StagedBatch:
     unsealable: int = 0  # records skipped: their account was erased meanwhile
     events: list = field(default_factory=list)  # the POP's status events of the batch's changes
     acks: list = field(default_factory=list)  # and its carrier acknowledgements, told after the commit
+    refused: list = field(default_factory=list)  # (Delivery, AcceptItem) refused: the store is full
+    refused_error: StoreFull | None = None
+
+    def refuse_new(self, error: StoreFull) -> None:
+        """The store is down to its reserve: the batch's new messages (and their accepted events) are
+        left out, for the POP to refuse with ``error``; its other changes are still written."""
+        self.refused, self.refused_error = self.refused + self.admitted, error
+        self.new, self.accepted, self.admitted = [], [], []
+
+
+def refuse_new_when_full(env: Any, batches: Sequence[StagedBatch]) -> None:
+    """Once per commit round, before its transaction: while ``env`` is down to its reserve
+    (``storage.headroom``), every new message of ``batches`` is refused (``StagedBatch.refuse_new``).
+    Nothing is checked per message, and a round without new messages is not checked at all."""
+    if not any(b.new for b in batches):
+        return
+    try:
+        ensure_headroom(env, MESSAGE_STORE)
+    except StoreFull as err:
+        for b in batches:
+            b.refuse_new(err)
 
 
 def as_storage_error(exc: BaseException) -> StorageError:

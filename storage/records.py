@@ -18,6 +18,10 @@ Durability contract:
   nothing readable: the token is keyed), written in the same transaction as the record and deleted with
   it, so an account's messages are listed newest first without reading anyone else's
   (:meth:`MessageRecords.page`). A store from before the index is indexed once when it is opened.
+* *Erasure and sweep* (:meth:`delete_many`, :meth:`sweep`) run on a store full for new messages: they
+  delete in transactions that fit its reserve (``storage.headroom``), each durable on its own; one
+  interrupted midway leaves some of its records, which the next run (the erasure asked again, the next
+  sweep) deletes.
 * *Not guaranteed:* status updates that were not yet committed when the process died; the message is then
   resumed from its last committed state.
 * *Erased accounts:* a record whose account key is gone is treated as absent by every reader, and a write
@@ -38,12 +42,16 @@ from engine.ids import id_bytes, id_from_bytes, min_key_for_time
 from engine.status import FINAL
 from storage.account_keys import DATA, AccountKeys
 from storage.crypto import Sealer
+from storage.full import refusing_when_full
+from storage.headroom import batch_size, in_batches
 from storage.packing import pack
 from storage.pseudonyms import ACCOUNT_TOKEN_BYTES
 
 _T = ACCOUNT_TOKEN_BYTES
 
 RETENTION_SECONDS = 90 * 86400
+MESSAGE_STORE = "message"  # the name a full POP store is refused and counted with (``storage.full``)
+_PAGES_PER_RECORD = 3  # a record's delete changes the records, open and by-account trees
 
 
 class MessageRecord(NamedTuple):
@@ -255,10 +263,13 @@ class MessageRecords:
             return [id_from_bytes(k) for k, v in txn.cursor(db=self._db) if v[:_T] == token]
 
     def delete_many(self, message_ids: Iterable[str]) -> int:
+        """Delete these records (erasure); how many were there. Runs on a store full for new messages:
+        in transactions that fit its reserve (``storage.headroom``), each durable on its own."""
+        keys = [id_bytes(mid) for mid in message_ids]
         n = 0
-        with self.env.begin(write=True) as txn:
-            for mid in message_ids:
-                n += self._delete(txn, id_bytes(mid))
+        for batch in in_batches(self.env, keys, _PAGES_PER_RECORD):
+            with refusing_when_full(MESSAGE_STORE), self.env.begin(write=True) as txn:
+                n += sum(self._delete(txn, key) for key in batch)
         return n
 
     def _delete(self, txn: lmdb.Transaction, key: bytes) -> int:
@@ -313,23 +324,36 @@ class MessageRecords:
                 (bytes(blob[:_T]) + bytes(key), b"") for key, blob in txn.cursor(db=self._db))
 
     def sweep(self, now: float, retention_seconds: float = RETENTION_SECONDS) -> int:
-        """Delete final records older than the retention period (ids are time-ordered: a prefix scan)."""
+        """Delete final records older than the retention period (ids are time-ordered: a prefix scan), in
+        transactions that fit the store's reserve (``storage.headroom``: it runs on a full store too)."""
         cutoff = min_key_for_time(now - retention_seconds)
-        deleted = 0
-        with self.env.begin(write=True) as txn:
-            cursor = txn.cursor(db=self._db)
-            if not cursor.first():
-                return 0
-            while (key := cursor.key()) and key < cutoff:  # b"" once the last record is deleted
-                if txn.get(key, db=self._open) is not None:
-                    if not cursor.next():  # still open: never swept from under its POP
-                        break
-                    continue
-                txn.delete(bytes(cursor.value()[:_T]) + key, db=self._by_account)
-                if not cursor.delete():
-                    break
-                deleted += 1
+        size = batch_size(self.env, _PAGES_PER_RECORD)
+        deleted, start = 0, b""
+        while start is not None:
+            with refusing_when_full(MESSAGE_STORE), self.env.begin(write=True) as txn:
+                n, start = self._sweep_batch(txn, start, cutoff, size)
+            deleted += n
         return deleted
+
+    def _sweep_batch(self, txn: lmdb.Transaction, start: bytes, cutoff: bytes, size: int
+                     ) -> tuple[int, bytes | None]:
+        """Up to ``size`` swept from ``start`` on; how many, and where the next batch starts (None: done)."""
+        cursor = txn.cursor(db=self._db)
+        if not cursor.set_range(start):
+            return 0, None
+        deleted = 0
+        while (key := cursor.key()) and key < cutoff:  # b"" once the last record is deleted
+            if deleted == size:
+                return deleted, bytes(key)
+            if txn.get(key, db=self._open) is not None:
+                if not cursor.next():  # still open: never swept from under its POP
+                    break
+                continue
+            txn.delete(bytes(cursor.value()[:_T]) + key, db=self._by_account)
+            if not cursor.delete():
+                break
+            deleted += 1
+        return deleted, None
 
     def count(self) -> int:
         with self.env.begin() as txn:

@@ -25,7 +25,8 @@ Durability contract:
 * *Bounded:* the POP stores at most its share of ``[http] webhook_max_backlog``; beyond it an event is
   not stored (counted as dropped by the POP).
 * *Retention:* an event older than the retry window (1 day) is swept (``webhook_events`` in
-  ``storage.retention``), with its retry schedule.
+  ``storage.retention``), with its retry schedule, in transactions that fit the store's reserve
+  (``storage.headroom``: the sweep runs on a store full for new messages), each durable on its own.
 * *Not guaranteed:* order across messages, or across POPs.
 """
 
@@ -41,8 +42,11 @@ import msgpack
 from engine.errors import KeyUnavailable
 from engine.messages import StatusItem
 from storage.account_keys import DATA, AccountKeys
+from storage.full import refusing_when_full
+from storage.headroom import in_batches
 from storage.packing import pack
 from storage.pseudonyms import ACCOUNT_TOKEN_BYTES
+from storage.records import MESSAGE_STORE
 from storage.retention import cutoff
 
 log = logging.getLogger(__name__)
@@ -139,19 +143,18 @@ class WebhookOutbox:
                 log.error("webhook outbox: event %d does not decode; skipped", _SEQ.unpack(key)[0])
 
     def sweep(self, now: float) -> int:
-        """Delete events older than the retry window (their delivery was given up); how many."""
+        """Delete events older than the retry window (their delivery was given up); how many. In
+        transactions that fit the store's reserve (``storage.headroom``: it runs on a full store too)."""
         limit = cutoff("webhook_events", now)
+        with self.env.begin() as txn:
+            stale = [key for key, blob in ((bytes(k), bytes(v)) for k, v in txn.cursor(db=self._db))
+                     if (at := self._time_of(key, blob)) is None or at < limit]
         removed = 0
-        with self.env.begin(write=True) as txn:
-            cursor = txn.cursor(db=self._db)
-            stale = []
-            for key, blob in cursor:
-                at = self._time_of(bytes(key), bytes(blob))
-                if at is None or at < limit:
-                    stale.append(bytes(key))
-            for key in stale:
-                removed += txn.delete(key, db=self._db)
-                txn.delete(key, db=self._retry_db)
+        for batch in in_batches(self.env, stale, pages_per_item=2):  # the event and its retry schedule
+            with refusing_when_full(MESSAGE_STORE), self.env.begin(write=True) as txn:
+                for key in batch:
+                    removed += txn.delete(key, db=self._db)
+                    txn.delete(key, db=self._retry_db)
         self._count = max(0, self._count - removed)
         return removed
 

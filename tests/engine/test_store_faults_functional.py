@@ -15,6 +15,8 @@ LONG_BODY = "€" * 700  # 10 GSM-7 segments of escape pairs: a big record
 def tiny_engine(tmp_path):
     overrides = silent_carriers()
     overrides["engine"]["map_size_mb"] = 1  # each POP's LMDB map fills after ~200 such messages
+    # an environment per POP (not one shared by the process's POPs, whose map they fill together)
+    overrides["engine"]["shared_pop_store"] = False
     engine = Engine.start(data_dir=tmp_path / "data", overrides=overrides)
     yield engine
     engine.stop(drain_seconds=0)

@@ -12,6 +12,7 @@ from engine.errors import CorruptRecord
 from engine.ids import IdGenerator
 from engine.status import ACCEPTED, DELIVERED, FAILED, STATUSES
 from storage.env import open_env
+from storage.headroom import batch_size
 from storage.pop_commit import PopCommit
 from storage.records import RETENTION_SECONDS, MessageRecord, MessageRecords
 from tests.storage.conftest import account_keys_in
@@ -194,3 +195,19 @@ def test_a_batch_written_again_after_its_transaction_failed_counts_its_skipped_r
         commit.write_staged(txn, batch)
     commit.committed(batch)
     assert commit.unsealable == 1
+
+
+def test_a_sweep_and_an_erasure_larger_than_one_reserve_batch_delete_exactly_their_records(records):
+    """They run in transactions that fit the store's reserve (``storage.headroom``): ~34 records each in
+    this 32 MiB map, so 300 records take several, with open records at the batches' edges."""
+    old = ids_at(T0, 300)
+    assert batch_size(records.env, 3) < len(old) // 4
+    put(records, [record(i, ACCEPTED if n % 7 == 0 else DELIVERED,
+                         account_id=ACCOUNT if n % 2 else "acc_other") for n, i in enumerate(old)])
+    kept = {i for n, i in enumerate(old) if n % 7 == 0}
+    assert records.sweep(T0 + RETENTION_SECONDS + DAY) == len(old) - len(kept)
+    assert {r.message_id for r in records.open_records()} == kept and records.count() == len(kept)
+    mine = records.ids_for_account(ACCOUNT)
+    assert records.delete_many(mine) == len(mine)
+    assert records.count() == len(kept) - len(mine)
+    assert list(records.for_account(ACCOUNT)) == []
