@@ -76,7 +76,7 @@ class HoldManager:
         except ValueError:
             raise InputError(f"hold kind is one of {', '.join(k.value for k in HoldKind)}") from None
         if kind == HoldKind.LAWFUL_ORDER:
-            check_order_fields(authority, notice_not_permitted)
+            check_order_fields(authority, notice_not_permitted, reference)
         elif authority is not None or notice_not_permitted is not None:
             raise InputError("authority and notice_not_permitted belong to a lawful order")
         message_ids = list(message_ids or [])

@@ -30,17 +30,20 @@ from typing import Any
 
 from engine.errors import HolderNotNotified, InputError, NoticePending
 from engine.mail.notices import Notices
-from engine.mail.templates import AUTHORITY_KINDS
+from engine.mail.templates import AUTHORITY_KINDS, check_reference
 from storage.order_notices import OrderNotice, OrderNotices
 from storage.outbox import QUEUED, SENT
 
 __all__ = ["OrderNoticeDesk", "check_order_fields"]
 
 
-def check_order_fields(authority: str | None, not_permitted: dict | None) -> None:
-    """``InputError`` unless the authority type is known and a waiver gives a reason and a reference."""
+def check_order_fields(authority: str | None, not_permitted: dict | None, reference: str) -> None:
+    """``InputError`` unless the authority type is known, the reference may be shown in the holder's
+    notice (``templates.check_reference``: checked before anything is placed) and a waiver gives a
+    reason and a reference."""
     if authority not in AUTHORITY_KINDS:
         raise InputError(f"a lawful order states its authority: one of {', '.join(AUTHORITY_KINDS)}")
+    check_reference(reference)
     if not_permitted is not None:
         if not (str(not_permitted.get("reason") or "").strip()
                 and str(not_permitted.get("reference") or "").strip()):

@@ -8,6 +8,18 @@ message, and :func:`render` runs :func:`check_safe` on every rendered text, so s
 incident summary, an extension reason) that contains a phone number or a key is refused before it is
 queued.
 
+One field is checked by a rule of its own: a lawful order's **reference** (:func:`check_reference`), which
+the holder needs verbatim to challenge the order, and court case numbers often carry 8+ digits in a row
+("2026-CV-123456789") that the number rule refuses. Rewriting it into a form the guard accepts (digits
+grouped, say) would both change the reference the holder must quote and let a real number through in
+pieces, so instead :func:`render` checks the rest of the mail with the reference left out, and the
+reference itself by a narrower rule that keeps the guard's purpose: one line of at most
+``REFERENCE_MAX`` letters, digits, spaces and ``./:_()#,§-`` (room for a reference, not for a message;
+no ``+``, no line breaks); no secret; and no digit run that is a valid international number when read with a ``+`` (every
+destination this gateway sends to is such a number, so a pasted destination, with or without its ``+``,
+is refused, while a docket number that is not a dialable number passes). The order is refused at
+placement (:func:`check_reference` via ``engine.lawful_notice``), before anything is placed.
+
 One-time links (account confirmation, request verification) carry a random single-use token whose digest
 is stored; it is the purpose of those mails, expires, and grants nothing but the one confirmation.
 """
@@ -19,13 +31,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from engine.errors import InputError
+from engine.errors import InputError, InvalidNumber
+from engine.numbers import MAX_DIGITS, parse_destination
 
-__all__ = ["ALERT_KINDS", "AUTHORITY_KINDS", "TEMPLATES", "check_safe", "format_time", "format_usd", "render"]
+__all__ = ["ALERT_KINDS", "AUTHORITY_KINDS", "REFERENCE_MAX", "TEMPLATES", "check_reference", "check_safe",
+           "format_time", "format_usd", "render"]
 
 # A run of 8+ digits not inside a word (an E.164 number, with or without +), or a spaced number.
 _NUMBER = re.compile(r"(?<![\w])\+?\d{8,15}(?![\w])|\+\d[\d ().-]{7,}\d")
 _SECRET = re.compile(r"sk_live_|sk_test_|whsec_|op_[A-Za-z0-9_-]{16,}")
+REFERENCE_MAX = 100  # characters of a lawful order's reference (check_reference)
+_REFERENCE_PUNCTUATION = frozenset(" ./:_()#,\u00a7-")
+_DIGIT_RUN = re.compile(r"[0-9]{8,}")
 
 ALERT_KINDS: dict[str, str] = {
     "api_key_created": "A new API key was created for your account.",
@@ -58,6 +75,32 @@ def check_safe(text: str) -> str:
     if _SECRET.search(text):
         raise InputError("an e-mail may not contain an API key, webhook secret or operator token")
     return text
+
+
+def check_reference(reference: str) -> str:
+    """``InputError`` unless ``reference`` may be shown verbatim in a mail as an order's reference (see
+    the module docstring): one line of at most ``REFERENCE_MAX`` letters, digits, spaces and
+    ``./:_()#,§-``, no secret, and no digit run that is a valid number read as ``+`` and those digits."""
+    if not 0 < len(reference) <= REFERENCE_MAX or not all(
+            ch.isalpha() or "0" <= ch <= "9" or ch in _REFERENCE_PUNCTUATION for ch in reference):
+        raise InputError(f"a lawful order's reference is 1-{REFERENCE_MAX} letters, digits, spaces "
+                         "and ./:_()#,§- (one line; it is shown to the account holder)")
+    if _SECRET.search(reference):
+        raise InputError("a lawful order's reference may not contain an API key, webhook secret or "
+                         "operator token")
+    for run in _DIGIT_RUN.findall(reference):
+        if len(run) <= MAX_DIGITS and _is_number("+" + run):
+            raise InputError("a lawful order's reference may not contain a phone number (a digit run "
+                             "that is a valid number with a +)")
+    return reference
+
+
+def _is_number(text: str) -> bool:
+    try:
+        parse_destination(text)
+    except InvalidNumber:
+        return False
+    return True
 
 
 def _confirm(p: dict[str, Any]) -> tuple[str, str]:
@@ -172,7 +215,19 @@ TEMPLATES: dict[str, Callable[[dict[str, Any]], tuple[str, str]]] = {
 }
 
 
+#: Templates with a field checked by :func:`check_reference` instead of the number rule
+REFERENCE_FIELDS: dict[str, str] = {"lawful_order_notice": "reference"}
+
+
 def render(template: str, **params: Any) -> tuple[str, str]:
-    """(subject, text) of ``template``, checked by :func:`check_safe`."""
+    """(subject, text) of ``template``, checked by :func:`check_safe`; a field named in
+    ``REFERENCE_FIELDS`` is checked by :func:`check_reference` and the text without it by
+    :func:`check_safe` (so a digit run is allowed there and nowhere else)."""
+    field = REFERENCE_FIELDS.get(template)
+    if field is not None:
+        check_reference(params[field])
+        check_safe("\n".join(TEMPLATES[template]({**params, field: "REF"})) + _FOOTER)
+        subject, text = TEMPLATES[template](params)
+        return subject, text + _FOOTER
     subject, text = TEMPLATES[template](params)
     return check_safe(subject), check_safe(text + _FOOTER)

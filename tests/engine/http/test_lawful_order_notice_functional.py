@@ -159,3 +159,29 @@ def test_an_order_without_its_authority_or_with_a_waiver_without_basis_is_refuse
         "account_id": account.id, "authority": "subpoena", **change})
     assert status == 400, err
     assert [h for h in running.active_holds() if h["account_id"] == account.id] == []
+
+
+def test_a_court_reference_with_a_long_digit_run_is_registered_and_mailed_as_given(running, privacy,
+                                                                                   mailbox):
+    account_id, _ = _account(running, "docket@example.com")
+    placed = _order(privacy, account_id, reference="2026-CV-123456789")
+    assert placed["notice"] == {"state": "queued", "mails": 1}
+    text = text_of(mailbox.wait("docket@example.com", "lawful request")[0])
+    assert "(reference 2026-CV-123456789)" in text
+
+
+@pytest.mark.parametrize("reference", [
+    f"CASE {DE_NUMBER[1:]}",  # a destination number pasted into the reference, with or without +
+    f"CASE {DE_NUMBER}",
+    "CASE-7\nsecond line",  # one line only: the reference is not free text
+    "C" * 101,  # bounded
+    "CASE sk_live_abc",  # never a secret
+])
+def test_a_reference_that_could_carry_a_number_or_other_text_is_refused(running, privacy, mailbox,
+                                                                        reference):
+    account = funded_account(running, email="badref@example.com")
+    status, _, err = privacy.request("POST", "/v1/holds", {
+        "kind": "lawful_order", "reason": "r", "reference": reference, "until": time.time() + 60,
+        "account_id": account.id, "authority": "court_order"})
+    assert status == 400 and "reference" in err["error"]["message"], err
+    assert [h for h in running.active_holds() if h["account_id"] == account.id] == []
