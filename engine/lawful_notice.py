@@ -4,9 +4,10 @@ Why it exists: "where legally permitted we notify the affected account holder be
 registering a lawful order does one of two things, never neither:
 
 * **notice** (the default): one ``lawful_order_notice`` mail to each affected account holder — the account
-  the order names, and the accounts of the messages it names — queued in the durable outbox with the
-  authority type (subpoena, court order, regulator directive), the order's reference, what it covers (in
-  counts) and until when. Never the body, number or the order's reason (``engine.mail.templates``).
+  the order names, and the accounts of the messages it names — all queued in one outbox transaction (if
+  one cannot be, none is, and ``engine.holds`` releases the order: no holder hears of an order that does
+  not stand), with the authority type (subpoena, court order, regulator directive), the order's
+  reference, what it covers (in counts) and until when. Never the body, number or the order's reason (``engine.mail.templates``).
 * **not permitted**: the operator records that notice is not legally permitted, with a reason and a
   reference (both required; e.g. the non-disclosure order). No mail.
 
@@ -74,10 +75,10 @@ class OrderNoticeDesk:
                 self._audit.append(actor, "lawful_order_notice_not_permitted", ",".join(hold_ids),
                                    "ok", {"holds": len(hold_ids)}, account=account)
             return {"state": "not_permitted", "mails": 0}
-        mail_ids = [self._notices.to_account(
-            "lawful_order_notice", account, authority=authority, reference=reference, until=until,
-            whole_account=account == whole_account, messages=count)
-            for account, count in covered.items()]
+        mail_ids = self._notices.to_each_account("lawful_order_notice", {  # all or none
+            account: {"authority": authority, "reference": reference, "until": until,
+                      "whole_account": account == whole_account, "messages": count}
+            for account, count in covered.items()})
         for hold_id in hold_ids:
             self.store.put(OrderNotice(hold_id, actor, now, until, mail_ids))
         for account in covered:

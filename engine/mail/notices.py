@@ -76,6 +76,20 @@ class Notices:
         self._wake()
         return mail_id
 
+    def to_each_account(self, template: str, params: dict[str, dict[str, Any]]) -> list[str]:
+        """One mail to each account in ``params`` (account id -> its template parameters), all queued
+        in one transaction or none (``UnknownAccount``, ``StoreFull``, ``KeyUnavailable``); their
+        outbox ids, in that order. For a mailing whose parts must stand or fall together (a lawful
+        order's notices: no holder is told of an order withdrawn because another's notice failed)."""
+        mails = []
+        for account_id, own in params.items():
+            to = self._accounts.get(account_id).email  # UnknownAccount: nobody to tell
+            subject, text = render(template, account_id=account_id, **own)
+            mails.append(NewMail(template, account_id, to, subject, text, follow_account=True))
+        ids = self.outbox.enqueue(mails)
+        self._wake()
+        return ids
+
     def to_accounts(self, template: str, account_ids: Iterable[str] | None,
                     **params: Any) -> int:
         """One mail to each listed account (``None``: every account not closed), all queued in one

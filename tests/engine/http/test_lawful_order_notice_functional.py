@@ -185,3 +185,27 @@ def test_a_reference_that_could_carry_a_number_or_other_text_is_refused(running,
         "account_id": account.id, "authority": "court_order"})
     assert status == 400 and "reference" in err["error"]["message"], err
     assert [h for h in running.active_holds() if h["account_id"] == account.id] == []
+
+
+def test_an_order_whose_notices_do_not_all_fit_queues_none_of_them(running, privacy, mailbox):
+    first_id, first = _account(running, "first@example.com")
+    second_id, second = _account(running, "second@example.com")
+    messages = [_send(running, first), _send(running, second)]
+    outbox = running.mail.outbox
+    wait_for(lambda: len(outbox) == 0, what="earlier mail sent")
+    bound = outbox.max_mails
+    mailbox.hold()
+    outbox.max_mails = 1  # the [email] max_outbox bound: room for one of the two notices
+    try:
+        status, _, err = privacy.request("POST", "/v1/holds", {
+            "kind": "lawful_order", "reason": REASON, "reference": "CASE-TWO-1",
+            "until": time.time() + 3600, "message_ids": messages, "authority": "subpoena"})
+        assert status == 503 and err["error"]["code"] == "store_full", err
+        assert len(outbox) == 0  # the first holder is not told of an order that does not stand
+        assert [h for h in running.active_holds() if set(h["message_ids"]) & set(messages)] == []
+    finally:
+        outbox.max_mails = bound
+        mailbox.release()
+    for account_id in (first_id, second_id):
+        status, _, trail = privacy.request("GET", f"/v1/audit?kind=data_subject&account={account_id}")
+        assert "lawful_order_notice_queued" not in [e["action"] for e in trail["entries"]]
