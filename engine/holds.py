@@ -21,7 +21,7 @@ from typing import Any
 import msgpack
 
 from engine.credentials import require_active
-from engine.errors import InputError, StorageError, UnknownAccount
+from engine.errors import InputError, InvalidTransition, StorageError, UnknownAccount
 from engine.http.idempotency import request_hash
 from engine.lawful_notice import check_order_fields
 from storage.holds import HoldKind
@@ -136,6 +136,35 @@ class HoldManager:
                 self.runtime.shards.release_hold(hold_id, order["actor"],
                                                  "the holder's notice could not be queued")
             raise
+
+    def give_notice_again(self, hold_id: str, *, actor: str, authority: str | None,
+                          notice_not_permitted: dict | None = None) -> dict:
+        """Give the notice of lawful order ``hold_id`` again, or record that it is not permitted, when
+        it is stuck: never given (placed before notices existed) or left the outbox unsent (refused,
+        expired). For every hold of the order (its other POP shards); audited. ``{"hold_ids",
+        "notice"}``; ``UnknownAccount`` for no active hold, ``InvalidTransition`` for a hold that is
+        not a lawful order or a notice that is not stuck (``engine.lawful_notice``)."""
+        active = self.runtime.shards.active_holds()
+        hold = next((h for h in active if h["hold_id"] == hold_id), None)
+        if hold is None:
+            raise UnknownAccount(f"no active hold {hold_id}")
+        if hold["kind"] != HoldKind.LAWFUL_ORDER:
+            raise InvalidTransition(f"{hold_id} is a {hold['kind']}: only a lawful order has a notice")
+        check_order_fields(authority, notice_not_permitted, hold["reference"])
+        desk = self._order_notices()
+        with desk.lock:
+            desk.require_stuck(hold_id)
+            order = desk.order_of(hold, [h for h in active if h["kind"] == HoldKind.LAWFUL_ORDER])
+            covered = {h["account_id"]: 0 for h in order if h["account_id"]}
+            message_ids = [m for h in order for m in h["message_ids"]]
+            for rec in self.runtime.shards.find_records(message_ids) if message_ids else []:
+                if rec is not None:
+                    covered[rec.account_id] = covered.get(rec.account_id, 0) + 1
+            hold_ids = [h["hold_id"] for h in order]
+            notice = desk.give(hold_ids, covered, whole_account=hold["account_id"], actor=actor,
+                               authority=authority, reference=hold["reference"],
+                               until=hold["until"], not_permitted=notice_not_permitted, again=True)
+        return {"hold_ids": hold_ids, "notice": notice}
 
     def _order_notices(self) -> Any:
         privacy = getattr(self, "privacy", None)

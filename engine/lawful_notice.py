@@ -21,15 +21,21 @@ until every notice mail was accepted by the SMTP server (the outbox's receipt): 
 left the outbox unsent (refused, expired, account erased) or the order has no notice on record (placed by
 an older version). Refusing keeps the disclosure request short and its audit trail honest (a refused
 read is audit-logged; the operator retries once ``GET /v1/holds`` says ``sent``).
+
+Such a stuck order is fixed in place, not registered again (``POST /v1/holds/{id}/notice``,
+``engine.holds.HoldManager.give_notice_again``): its notice is given again, or its waiver recorded, for
+every hold of the order at once (:meth:`OrderNoticeDesk.order_of`), audited like the first (with
+``again``); refused while a notice is queued or was sent, or after a waiver (:meth:`require_stuck`).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from engine.errors import HolderNotNotified, InputError, NoticePending
+from engine.errors import HolderNotNotified, InputError, InvalidTransition, NoticePending
 from engine.mail.notices import Notices
 from engine.mail.templates import AUTHORITY_KINDS, check_reference
 from storage.order_notices import OrderNotice, OrderNotices
@@ -40,11 +46,12 @@ __all__ = ["OrderNoticeDesk", "check_order_fields"]
 
 def check_order_fields(authority: str | None, not_permitted: dict | None, reference: str) -> None:
     """``InputError`` unless the authority type is known, the reference may be shown in the holder's
-    notice (``templates.check_reference``: checked before anything is placed) and a waiver gives a
-    reason and a reference."""
+    notice when one is mailed (``templates.check_reference``: checked before anything is placed) and a
+    waiver gives a reason and a reference."""
     if authority not in AUTHORITY_KINDS:
         raise InputError(f"a lawful order states its authority: one of {', '.join(AUTHORITY_KINDS)}")
-    check_reference(reference)
+    if not_permitted is None:
+        check_reference(reference)
     if not_permitted is not None:
         if not (str(not_permitted.get("reason") or "").strip()
                 and str(not_permitted.get("reference") or "").strip()):
@@ -60,21 +67,51 @@ class OrderNoticeDesk:
         self._notices = notices
         self._audit = audit  # the core audit log (storage.audit.AuditLog)
         self._clock = clock
+        self.lock = threading.Lock()  # a notice given again: checked and given as one step
+
+    def order_of(self, hold: dict, orders: list[dict]) -> list[dict]:
+        """The holds of the lawful order ``hold`` belongs to, among the active ``orders`` (an order
+        over several POP shards is several holds sharing one notice): those with its notice's mails,
+        or, for an order without a notice on record, those placed by the same request (same actor,
+        reason, reference, end and account) and without one either."""
+        notice = self.store.get(hold["hold_id"])
+        if notice is not None:
+            return [h for h in orders if (n := self.store.get(h["hold_id"])) is not None
+                    and n.mail_ids == notice.mail_ids]
+        same = ("actor", "reason", "reference", "until", "account_id")
+        return [h for h in orders if self.store.get(h["hold_id"]) is None
+                and all(h[k] == hold[k] for k in same)]
+
+    def require_stuck(self, hold_id: str) -> None:
+        """``InvalidTransition`` unless the order's notice can be given again: it has none on record
+        (placed before notices existed) or its mails left the outbox unsent. Never a second notice
+        beside one queued or sent, nor one after a waiver."""
+        state = self.state(hold_id)
+        if state is not None and state["state"] != "unsent":
+            raise InvalidTransition(f"the notice of lawful order {hold_id} is {state['state']}; "
+                                    "only a notice that was never given or left the outbox unsent "
+                                    "is given again")
 
     def give(self, hold_ids: list[str], covered: dict[str, int], *, whole_account: str | None,
              actor: str, authority: str, reference: str, until: float,
-             not_permitted: dict | None) -> dict:
+             not_permitted: dict | None, again: bool = False) -> dict:
         """Queue the notices of an order just placed (``covered``: account -> messages it names), or
-        record that notice is not permitted; what was done."""
+        record that notice is not permitted; what was done. ``again``: for an order placed earlier
+        whose notice is stuck (``require_stuck``): said so in the audit entries, and a notice with no
+        account left to tell is refused (``InvalidTransition``)."""
         now = self._clock()
+        extra = {"again": True} if again else {}
         if not_permitted is not None:
             why, ref = not_permitted["reason"].strip(), not_permitted["reference"].strip()
             for hold_id in hold_ids:
                 self.store.put(OrderNotice(hold_id, actor, now, until, [], True, why, ref))
-            for account in covered:
+            for account in covered or [None]:  # no account left (erased): audited all the same
                 self._audit.append(actor, "lawful_order_notice_not_permitted", ",".join(hold_ids),
-                                   "ok", {"holds": len(hold_ids)}, account=account)
+                                   "ok", {"holds": len(hold_ids), **extra}, account=account)
             return {"state": "not_permitted", "mails": 0}
+        if again and not covered:
+            raise InvalidTransition("no account holder of this order is left to notify (erased, or "
+                                    "its messages' records are gone)")
         mail_ids = self._notices.to_each_account("lawful_order_notice", {  # all or none
             account: {"authority": authority, "reference": reference, "until": until,
                       "whole_account": account == whole_account, "messages": count}
@@ -83,7 +120,8 @@ class OrderNoticeDesk:
             self.store.put(OrderNotice(hold_id, actor, now, until, mail_ids))
         for account in covered:
             self._audit.append(actor, "lawful_order_notice_queued", ",".join(hold_ids), "ok",
-                               {"holds": len(hold_ids), "mails": len(mail_ids)}, account=account)
+                               {"holds": len(hold_ids), "mails": len(mail_ids), **extra},
+                               account=account)
         return {"state": "queued", "mails": len(mail_ids)}
 
     def state(self, hold_id: str) -> dict | None:
@@ -112,7 +150,8 @@ class OrderNoticeDesk:
                                 "disclosure waits until it is (retry later; GET /v1/holds)")
         if state != SENT:
             raise HolderNotNotified(f"the notice of lawful order {hold_id} left the outbox unsent "
-                                    "(refused, expired or the account erased); no disclosure")
+                                    "(refused, expired or the account erased); no disclosure "
+                                    "(POST /v1/holds/{id}/notice gives it again)")
 
     def _mail_state(self, notice: OrderNotice) -> str:
         outcomes = {self._notices.outbox.outcome(m) for m in notice.mail_ids}

@@ -2,7 +2,7 @@
 
 ``Mailbox()`` listens on 127.0.0.1 (a free port, ``.port``) in a thread of its own and stops with
 ``close()``. ``refuse_next`` makes it answer the next N mails with a temporary failure (451), to test
-retries. ``hold()`` makes it stall every mail at its recipient (no answer to ``RCPT TO``, so no mail
+retries; ``reject_next`` with a permanent one (550), which the sender does not retry. ``hold()`` makes it stall every mail at its recipient (no answer to ``RCPT TO``, so no mail
 content has been sent) until ``release()``; ``stalled`` counts the sends held so. Mails are parsed with the
 standard library, as a receiving client would.
 """
@@ -25,6 +25,7 @@ class Mailbox:
     def __init__(self) -> None:
         self.mails: list[tuple[list[str], EmailMessage]] = []
         self.refuse_next = 0
+        self.reject_next = 0
         self.stalled = 0
         self._held: asyncio.Event | None = None
         self._lock = threading.Lock()
@@ -66,6 +67,9 @@ class Mailbox:
             if self.refuse_next > 0:
                 self.refuse_next -= 1
                 return "451 try again later"
+            if self.reject_next > 0:
+                self.reject_next -= 1
+                return "550 mailbox unavailable"
             msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
             self.mails.append((list(envelope.rcpt_tos), msg))
         return "250 OK"

@@ -69,6 +69,7 @@ ROUTE_ROLES: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/v1/holds"): frozenset({P}),
     ("POST", "/v1/holds/{id}/release"): frozenset({P}),
     ("POST", "/v1/holds/{id}/disclosures"): frozenset({P}),
+    ("POST", "/v1/holds/{id}/notice"): frozenset({P}),
     ("GET", "/v1/audit"): frozenset({P}),
     ("POST", "/v1/tokens"): frozenset({OP}),
     ("GET", "/v1/tokens"): frozenset({OP}),

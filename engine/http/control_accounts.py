@@ -231,6 +231,23 @@ async def disclose(request: web.Request) -> web.Response:
     return json_response({"hold_id": hold_id, "message_id": body.message_id, "body": text})
 
 
+async def give_notice(request: web.Request) -> web.Response:
+    """A stuck lawful order's notice given again, or its waiver recorded (``engine.lawful_notice``):
+    for an order whose notice left the outbox unsent or that has none on record (placed by an older
+    version); 409 while a notice is queued or was sent, or after a waiver."""
+    ctx: HttpContext = request.app[CTX]
+    body = await read_body_as(request, cs.OrderNoticeRequest)
+    give = _engine_method(ctx, "give_notice_again")
+    hold_id = request.match_info["id"]
+    waiver = body.notice_not_permitted
+
+    def call() -> Any:
+        return give(hold_id, actor=request[OPERATOR], authority=body.authority,
+                    notice_not_permitted=waiver and msgspec.structs.asdict(waiver))
+
+    return json_response(_plain(await ctx.call(call)))
+
+
 async def audit(request: web.Request) -> web.Response:
     """Every audit trail, oldest first: ``kind`` (repeatable or comma-separated: control, data_subject,
     retention_exception), ``since`` / ``until`` (unix seconds), ``limit`` (at most 1000), ``account``
@@ -390,6 +407,7 @@ def add_routes(r: web.UrlDispatcher) -> None:
     r.add_post("/v1/holds", place_hold)
     r.add_post("/v1/holds/{id}/release", release_hold)
     r.add_post("/v1/holds/{id}/disclosures", disclose)
+    r.add_post("/v1/holds/{id}/notice", give_notice)
     r.add_get("/v1/audit", audit, allow_head=False)
     r.add_post("/v1/tokens", create_token)
     r.add_get("/v1/tokens", list_tokens, allow_head=False)

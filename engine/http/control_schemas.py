@@ -168,6 +168,14 @@ class HoldRequest(Strict):
     notice_not_permitted: NoticeWaiver | None = None
 
 
+class OrderNoticeRequest(Strict):
+    """A stuck lawful order's notice given again (``POST /v1/holds/{id}/notice``): the ``authority``
+    the holder is told of and, instead of a mail, ``notice_not_permitted``, as at placement."""
+
+    authority: Literal["subpoena", "court_order", "regulator_directive"]
+    notice_not_permitted: NoticeWaiver | None = None
+
+
 class Disclosure(Strict):
     """A held body to disclose under a hold (audit-logged; under a lawful order only after notice)."""
 
@@ -260,7 +268,8 @@ class CaseMessage(Strict):
 # Every control request body, in the order the OpenAPI document lists its components.
 BODIES: tuple[type[Strict], ...] = (
     AccountCreate, Deposit, SenderRegistration, Restriction, Rectification, Objection, HoldRequest,
-    Disclosure, HoldRelease, TokenRequest, RoutingTable, Adjustment, LowBalanceThreshold, DsarOpen, DsarExtension,
+    Disclosure, OrderNoticeRequest, HoldRelease, TokenRequest, RoutingTable, Adjustment,
+    LowBalanceThreshold, DsarOpen, DsarExtension,
     DsarRefusal, DsarFulfilment, IncidentOpen, AuthorityNotification, PolicyChange, CaseOpen,
     CaseMessage)
 

@@ -361,6 +361,12 @@ def control_document() -> dict[str, Any]:
             "holder's notice was sent or recorded as not permitted (else 409 notice_pending / "
             "holder_not_notified)", "200", params=("id",), body=_ref(cs.Disclosure),
             errors=("400", "403", "404", "409"), ok_schema=_ref(ca.DisclosureAnswer))},
+        "/v1/holds/{id}/notice": {"post": o(
+            "Give a stuck lawful order's notice again (it left the outbox unsent, or the order has "
+            "none on record), or record notice_not_permitted, for every hold of the order "
+            "(audited); 409 while a notice is queued or was sent, after a waiver, or for a hold "
+            "that is not a lawful order", "200", params=("id",), body=_ref(cs.OrderNoticeRequest),
+            errors=("400", "403", "404", "409"))},
         "/v1/audit": {"get": o("Every audit trail (control port, data-subject actions, retention "
                                "exceptions), oldest first", "200", extra_params=AUDIT_PARAMS)},
         "/v1/tokens": {

@@ -46,6 +46,7 @@ PATH_IDS: dict[tuple[str, str], str] = {
     ("/v1/carriers/{name}/resume", "name"): "carrier",
     ("/v1/holds/{id}/release", "id"): "hold",
     ("/v1/holds/{id}/disclosures", "id"): "hold",
+    ("/v1/holds/{id}/notice", "id"): "hold",
     ("/v1/tokens/{name}", "name"): "token",
     ("/v1/accounts/{id}/keys/{key_id}", "key_id"): "api key",
 }

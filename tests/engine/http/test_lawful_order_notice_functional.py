@@ -209,3 +209,82 @@ def test_an_order_whose_notices_do_not_all_fit_queues_none_of_them(running, priv
     for account_id in (first_id, second_id):
         status, _, trail = privacy.request("GET", f"/v1/audit?kind=data_subject&account={account_id}")
         assert "lawful_order_notice_queued" not in [e["action"] for e in trail["entries"]]
+
+
+def _stuck_order(running, privacy, mailbox, email: str) -> tuple[dict, str, str]:
+    """A lawful order whose notice the mail server refused for good: (placement, hold id, message)."""
+    account_id, api = _account(running, email)
+    wait_for(lambda: len(running.mail.outbox) == 0, what="earlier mail sent")
+    mailbox.reject_next = 1
+    placed = _order(privacy, account_id)
+    message_id = _send(running, api)
+    hold_id = _hold_with(running, placed, message_id)
+    wait_for(lambda: _notice_of(privacy, hold_id)["state"] == "unsent", what="the notice refused")
+    status, refused = _disclose(privacy, hold_id, message_id)
+    assert status == 409 and refused["error"]["code"] == "holder_not_notified", refused
+    return placed, hold_id, message_id
+
+
+def _audit_actions(privacy, account_id: str) -> list[str]:
+    status, _, trail = privacy.request("GET", f"/v1/audit?kind=data_subject&account={account_id}")
+    assert status == 200
+    return [e["action"] for e in trail["entries"]]
+
+
+def test_a_stuck_order_is_noticed_again_and_then_disclosed(running, privacy, mailbox):
+    placed, hold_id, message_id = _stuck_order(running, privacy, mailbox, "stuck@example.com")
+    account_id = placed["holds"][0]["account_id"]
+    status, _, again = privacy.request("POST", f"/v1/holds/{hold_id}/notice",
+                                       {"authority": "court_order"})
+    assert status == 200, again
+    assert again["notice"] == {"state": "queued", "mails": 1}
+    assert sorted(again["hold_ids"]) == sorted(h["hold_id"] for h in placed["holds"])
+    text = text_of(mailbox.wait("stuck@example.com", "lawful request")[0])
+    assert "a court order" in text and "CASE-ABC-7" in text and "REASONMARK" not in text
+
+    answers = []
+    wait_for(lambda: answers.append(_disclose(privacy, hold_id, message_id)) or
+             answers[-1][0] != 409, what="disclosure once the new notice was sent")
+    assert answers[-1][0] == 200 and answers[-1][1]["body"] == BODY
+    assert all(_notice_of(privacy, h["hold_id"])["state"] == "sent" for h in placed["holds"])
+    assert _audit_actions(privacy, account_id).count("lawful_order_notice_queued") == 2
+
+    status, _, err = privacy.request("POST", f"/v1/holds/{hold_id}/notice", {"authority": "court_order"})
+    assert status == 409 and "sent" in err["error"]["message"], err  # never told twice
+    assert len(_notices_to(mailbox, "stuck@example.com")) == 1
+
+
+def test_a_stuck_order_can_record_that_notice_is_not_permitted(running, privacy, mailbox):
+    placed, hold_id, message_id = _stuck_order(running, privacy, mailbox, "stuck-gag@example.com")
+    status, _, waived = privacy.request("POST", f"/v1/holds/{hold_id}/notice", {
+        "authority": "court_order",
+        "notice_not_permitted": {"reason": "gag order served after placement", "reference": "NDO-9"}})
+    assert status == 200, waived
+    assert waived["notice"] == {"state": "not_permitted", "mails": 0}
+    notice = _notice_of(privacy, hold_id)
+    assert (notice["state"], notice["reference"], notice["by"]) == ("not_permitted", "NDO-9",
+                                                                    "legal-officer")
+    status, disclosed = _disclose(privacy, hold_id, message_id)
+    assert status == 200 and disclosed["body"] == BODY
+    assert "lawful_order_notice_not_permitted" in _audit_actions(privacy,
+                                                                 placed["holds"][0]["account_id"])
+
+
+def test_notice_again_is_refused_for_a_hold_that_is_not_a_stuck_order(running, privacy):
+    account_id, api = _account(running, "notstuck@example.com")
+    message_id = _send(running, api)
+    status, _, legal = privacy.request("POST", "/v1/holds", {
+        "kind": "legal_hold", "reason": "abuse", "reference": "AB-1", "until": time.time() + 600,
+        "message_ids": [message_id]})
+    assert status == 201
+    status, _, err = privacy.request("POST", f"/v1/holds/{legal['holds'][0]['hold_id']}/notice",
+                                     {"authority": "subpoena"})
+    assert status == 409 and err["error"]["code"] == "invalid_transition", err
+    status, _, err = privacy.request("POST", "/v1/holds/hold_0123456789abcdef/notice",
+                                     {"authority": "subpoena"})
+    assert status == 404, err
+    operator = Client(running.http.control_port, running.http.ctx.tokens.create("ops-only",
+                                                                                 {"operator"}))
+    status, _, err = operator.request("POST", f"/v1/holds/{legal['holds'][0]['hold_id']}/notice",
+                                      {"authority": "subpoena"})
+    assert status == 403, err
