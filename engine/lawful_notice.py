@@ -141,7 +141,7 @@ class OrderNoticeDesk:
         notice = self.store.get(hold_id)
         if notice is None:
             raise HolderNotNotified(f"lawful order {hold_id} has no notice to its account holder on "
-                                    "record; register the order again to give notice (policy 5)")
+                                    "record; give it with POST /v1/holds/{id}/notice (policy 5)")
         if notice.not_permitted:
             return
         state = self._mail_state(notice)
