@@ -14,6 +14,7 @@ The tree::
     │   ├── InvalidTransition       a step a record's state machine does not allow (HTTP 409)
     │   │   └── HolderNotNotified   a lawful order's disclosure before its notice reached the holder (409)
     │   │       └── NoticePending   ... the notice is queued, not yet sent: retry once it is
+    │   │   └── HoldEnded           a held body asked of a hold that ended: its copies are shredded (409)
     │   ├── LedgerConflict          a ledger key already recorded with other details (HTTP 409)
     │   │   ├── DepositConflict     (chain, tx hash) recorded with another amount, account or address
     │   │   └── AdjustmentConflict  an adjustment's key recorded with another amount or reason
@@ -115,6 +116,13 @@ class HolderNotNotified(InvalidTransition):
 
 class NoticePending(HolderNotNotified):
     code = "notice_pending"
+
+
+class HoldEnded(InvalidTransition):
+    """The hold exists (its record and audit trail are kept a year) but ended: released or expired, its
+    copies shredded. 409, not 404 (the id is right; asking again cannot help) nor 503 (nothing failed)."""
+
+    code = "hold_ended"
 
 
 class LedgerConflict(InputError):

@@ -58,7 +58,14 @@ from enum import StrEnum
 import lmdb
 import msgpack
 
-from engine.errors import CorruptRecord, HoldConflict, InputError, KeyUnavailable
+from engine.errors import (
+    CorruptRecord,
+    HoldConflict,
+    HoldEnded,
+    InputError,
+    KeyUnavailable,
+    UnknownAccount,
+)
 from storage.account_keys import DATA, AccountKeys
 from storage.audit import AuditLog
 from storage.bodies import BodyStore, durable_write
@@ -261,12 +268,15 @@ class Holds:
     # --- reading (the exception's own path) -------------------------------------------------------
 
     def read_held_body(self, hold_id: str, message_id: str, actor: str) -> str:
-        """The held copy of a body; audit-logged whatever the outcome."""
+        """The held copy of a body; audit-logged whatever the outcome. ``HoldEnded`` once the hold
+        ended (its copies are gone), ``UnknownAccount`` for a hold this store does not know."""
         hold = self._holds.get(hold_id)
         if hold is None or not hold.active(self._clock()):
             self.audit.append(actor, "read_held_body", f"{hold_id}/{message_id}", "denied",
                               {"why": "no active hold"}, account=hold and hold.account_id)
-            raise KeyUnavailable(f"{hold_id} is not an active hold: its copies are shredded")
+            if hold is None:
+                raise UnknownAccount(f"no hold {hold_id}")
+            raise HoldEnded(f"{hold_id} ended (released or expired): its copies are shredded")
         key = bytes.fromhex(message_id[4:])
         with self.bodies.env.begin(db=self._held_db) as txn:
             blob = txn.get(_held_key(hold_id, key))

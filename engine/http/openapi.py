@@ -359,7 +359,8 @@ def control_document() -> dict[str, Any]:
         "/v1/holds/{id}/disclosures": {"post": o(
             "Disclose one held body (audit-logged); under a lawful order only once the account "
             "holder's notice was sent or recorded as not permitted (else 409 notice_pending / "
-            "holder_not_notified)", "200", params=("id",), body=_ref(cs.Disclosure),
+            "holder_not_notified); 409 hold_ended once the hold was released or expired (its "
+            "copies are shredded), 404 for an unknown hold", "200", params=("id",), body=_ref(cs.Disclosure),
             errors=("400", "403", "404", "409"), ok_schema=_ref(ca.DisclosureAnswer))},
         "/v1/holds/{id}/notice": {"post": o(
             "Give a stuck lawful order's notice again (it left the outbox unsent, or the order has "

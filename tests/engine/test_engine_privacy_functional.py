@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine import Engine, messages
-from engine.errors import AccountRestricted, AuthError, KeyUnavailable
+from engine.errors import AccountRestricted, AuthError, HoldEnded
 from tests.engine.crash_support import delivering_carriers
 
 TOS = ["+4915112345678", "+6591234567", "+5511987654321"]
@@ -92,7 +92,7 @@ def test_a_debug_window_keeps_bodies_past_carrier_ack_readable_only_through_the_
     assert ("ops:alice", "read_held_body", "ok") in actions
 
     engine.release_hold(hold_ids[rec.pop], actor="ops:alice", reason="ticket closed")
-    with pytest.raises(KeyUnavailable):
+    with pytest.raises(HoldEnded):
         engine.read_held_body(hold_ids[rec.pop], mid, actor="ops:alice")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from engine.errors import CorruptRecord, HoldConflict, InputError, KeyUnavailable
+from engine.errors import CorruptRecord, HoldConflict, HoldEnded, InputError, KeyUnavailable
 from storage.audit import AuditLog
 from storage.bodies import BodyStore
 from storage.holds import ENDED_RETENTION_SECONDS, HoldKind, Holds
@@ -71,7 +71,7 @@ def test_releasing_a_hold_deletes_its_copies_and_shreds_its_key(store, holds, id
     assert holds.held_message_ids(hold.hold_id) == []
     assert f"hold:{hold.hold_id}" not in keyring.named_keys()
     assert wrapped not in (data_dir / "keys" / KEY_STORE_FILE).read_bytes()
-    with pytest.raises(KeyUnavailable, match="not an active hold"):
+    with pytest.raises(HoldEnded, match="ended"):
         holds.read_held_body(hold.hold_id, mid, actor="op")
     with pytest.raises(InputError):
         holds.release(hold.hold_id, actor="op", reason="again")
@@ -89,7 +89,7 @@ def test_a_hold_expires_at_its_until_and_the_sweep_shreds_it(store, holds, ids, 
     assert holds.get(hold.hold_id).ended_by == "system:sweeper"
     assert holds.held_message_ids(hold.hold_id) == []
     assert keyring.named_keys() == [f"hold-notes:{hold.hold_id}", "holds"]  # notes: a year more
-    with pytest.raises(KeyUnavailable):
+    with pytest.raises(HoldEnded):
         holds.read_held_body(hold.hold_id, mid, actor="op")
 
 
@@ -177,7 +177,7 @@ def test_every_hold_action_is_audited_without_any_body_text(store, holds, audit,
                                   until=clock.now + DAY)
     holds.read_held_body(hold.hold_id, mid, actor="op:b")
     holds.release(hold.hold_id, actor="op:c", reason="done")
-    with pytest.raises(KeyUnavailable):
+    with pytest.raises(HoldEnded):
         holds.read_held_body(hold.hold_id, mid, actor="op:d")
     trail = [(e.actor, e.action, e.result) for e in audit.entries()]
     assert trail == [("op:a", "place_legal_hold", "ok"), ("op:b", "read_held_body", "ok"),

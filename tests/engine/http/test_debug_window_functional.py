@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.errors import KeyUnavailable
+from engine.errors import HoldEnded
 from tests.engine.http.conftest import DE_NUMBER, Client, funded_account, wait_for
 
 
@@ -34,7 +34,7 @@ def test_a_customer_opts_in_and_out_of_a_debugging_window_for_their_own_bodies(r
 
     status, _, closed = api.request("DELETE", "/v1/debug-window")
     assert status == 200 and closed["closed"] == 3
-    with pytest.raises(KeyUnavailable):
+    with pytest.raises(HoldEnded):
         running.read_held_body(fra_hold, sent["id"], actor="ops:support")
 
 

@@ -288,3 +288,19 @@ def test_notice_again_is_refused_for_a_hold_that_is_not_a_stuck_order(running, p
     status, _, err = operator.request("POST", f"/v1/holds/{legal['holds'][0]['hold_id']}/notice",
                                       {"authority": "subpoena"})
     assert status == 403, err
+
+
+def test_disclosure_under_an_ended_order_is_409_hold_ended_not_a_storage_error(running, privacy):
+    account_id, api = _account(running, "ended@example.com")
+    placed = _order(privacy, account_id, notice_not_permitted={"reason": "gag", "reference": "NDO-3"})
+    message_id = _send(running, api)
+    hold_id = _hold_with(running, placed, message_id)
+    assert _disclose(privacy, hold_id, message_id)[0] == 200
+    status, _, _ = privacy.request("POST", f"/v1/holds/{hold_id}/release", {"reason": "order lifted"})
+    assert status == 200
+
+    status, refused = _disclose(privacy, hold_id, message_id)
+    assert status == 409 and refused["error"]["code"] == "hold_ended", refused
+    assert BODY not in str(refused)
+    status, unknown = _disclose(privacy, "hold_0123456789abcdef", message_id)
+    assert status == 404, unknown
