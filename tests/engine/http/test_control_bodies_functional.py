@@ -62,6 +62,8 @@ BUSINESS: dict[tuple[str, str], list[tuple[int, str, str]]] = {
                             (400, "invalid_request", "states its authority"),
                             (400, "invalid_request", "belong to a lawful order"),
                             (400, "invalid_request", "needs a reason and a reference"),
+                            # shown to the holder: one bounded line (a rule of the kind, not the field)
+                            (400, "invalid_request", "a lawful order's reference is"),
                             *MAIL_SAFE],
     ("POST", "/v1/dsar/{id}/extend"): MAIL_SAFE,
     ("POST", "/v1/dsar/{id}/refuse"): MAIL_SAFE,
