@@ -46,7 +46,6 @@ from engine.cluster.transport import Transport
 from engine.config import Settings
 from engine.errors import (
     KeyUnavailable,
-    SmsrouteError,
     UnknownAccount,
 )
 from engine.routing import RoutingTable
@@ -417,12 +416,12 @@ class Runtime:
             self.account_keys.shred(account_id)
         return deleted
 
-    def stats(self) -> dict:
-        """Each POP's counters and queues, the session count and the retention sweeper's totals."""
-        try:
-            pops = self.shards.pop_stats()
-        except SmsrouteError:  # a worker that does not answer: its numbers are missing this time
-            pops = []
+    def stats(self, with_carriers: bool = False) -> dict:
+        """Each POP's counters and queues (and ``with_carriers`` each carrier's), the session count and
+        the retention sweeper's totals. In a cluster's core the workers are asked with the short stats
+        deadline: a worker that does not answer is named (``pops_missing``), the others' rows kept
+        (``ClusterShards.stats_view``)."""
+        shards = self.shards.stats_view(with_carriers)
         sweeper: dict = {}
         if self.sweeper is not None:
             try:
@@ -431,7 +430,7 @@ class Runtime:
             except Exception:  # a stopped or busy sweeper: leave its numbers out
                 pass
         alive = self.actors_alive()
-        return {"pops": pops, "sessions": len(self.directory.sessions), "sweeper": sweeper,
+        return {**shards, "sessions": len(self.directory.sessions), "sweeper": sweeper,
                 "actors": {name: {"alive": int(ok)} for name, ok in alive.items()},
                 "dead_actors": sum(1 for ok in alive.values() if not ok),
                 "dead_sessions": self.dead_sessions()}

@@ -377,7 +377,9 @@ class Engine(AccountManager, HoldManager):
             dead.append("nats")
         return dead
 
-    def stats(self) -> dict:
+    def stats(self, with_carriers: bool = False) -> dict:
+        """The numbers of ``/v1/stats``; ``with_carriers``: ``carriers`` too (``/metrics``, so one scrape
+        asks the workers everything at once, within ``STATS_TIMEOUT_S``)."""
         extra: dict[str, Any] = {}
         if self.mail is not None and self.privacy is not None:
             extra = {"mail": self.mail.stats(), "privacy": self.privacy.stats()}
@@ -385,13 +387,11 @@ class Engine(AccountManager, HoldManager):
             extra["workers"] = self.cluster.status()
         if self.runtime.transport is not None:
             extra["transport"] = self.runtime.transport.stats()
-        worker_transports = getattr(self.runtime.shards, "worker_transports", None)
-        if worker_transports is not None:  # the core of a cluster: each worker's link, by node
-            extra["worker_transport"] = worker_transports()
         if self.billing is not None:
             extra["ledger"] = self.billing.stats()
         return {"in_flight": self.gate.in_flight, "max_in_flight": self.gate.limit,
-                "pending_requests": self.bridge.pending_requests(), **self.runtime.stats(), **extra}
+                "pending_requests": self.bridge.pending_requests(),
+                **self.runtime.stats(with_carriers), **extra}
 
 
 # --- a host that exits without stop() -------------------------------------------------------------

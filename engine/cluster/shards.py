@@ -39,7 +39,7 @@ from storage.records import MessageRecord
 log = logging.getLogger(__name__)
 
 QUERY_TIMEOUT_S = 30.0
-STATS_TIMEOUT_S = 2.0  # a worker's NATS counters for /v1/stats and /metrics: a silent worker is shown missing
+STATS_TIMEOUT_S = 2.0  # workers' numbers for /v1/stats and /metrics: one not answering by then is named missing
 PAGE = 1000  # records per answer of a paged scan (~250 kB: under NATS's 1 MB message limit)
 PART_BYTES = 512 * 1024  # a larger answer is fetched in parts of this size
 KEPT_ANSWERS = 8  # large answers a worker keeps for their parts to be fetched (the oldest goes first)
@@ -136,6 +136,13 @@ class LocalShards:
 
     def pop_stats(self) -> list[dict]:
         return self.runtime.local_pop_stats()
+
+    def stats_view(self, with_carriers: bool = False) -> dict[str, Any]:
+        """``pops`` (and ``carriers``) of this process, for ``/v1/stats`` and ``/metrics``."""
+        view: dict[str, Any] = {"pops": self.pop_stats()}
+        if with_carriers:
+            view["carriers"] = self.carrier_stats()
+        return view
 
     def carrier_stats(self) -> list[dict]:
         return self.runtime.local_carrier_stats()
@@ -307,10 +314,14 @@ class ClusterShards:
         self.placement = Placement(node="core", runs_pops=False, workers=workers)
         self._pool = ThreadPoolExecutor(max_workers=max(2, len(workers)),
                                         thread_name_prefix="shard-query")
+        # the stats questions' own threads: never queued behind a 30 s query to a hung worker
+        self._stats_pool = ThreadPoolExecutor(max_workers=max(4, 3 * len(workers)),
+                                              thread_name_prefix="shard-query-stats")
 
     def close(self) -> None:
         """Stop the query threads (the engine's stop; a query still running finishes first)."""
         self._pool.shutdown(wait=True)
+        self._stats_pool.shutdown(wait=True)
 
     def _ask(self, node: str, kind: str, *args: Any, act_by: float | None = None,
              timeout: float | None = None) -> Any:
@@ -488,29 +499,67 @@ class ClusterShards:
     def sweep_now(self) -> dict:
         return dict(zip(self.workers, self._ask_all("sweep_now"), strict=True))
 
+    def ask_each(self, kinds: tuple[str, ...], timeout: float = STATS_TIMEOUT_S
+                 ) -> dict[str, tuple[dict[str, Any], dict[str, str]]]:
+        """``{kind: (answers by node, why each other node is missing)}``: every worker asked each of
+        ``kinds`` (questions without arguments, for ``/v1/stats`` and ``/metrics``) at once, with one
+        deadline for all. A worker that is down, cut off or hung but connected (SIGSTOP, busy actors)
+        delays the call by at most ``timeout`` and is named missing; the others' answers are kept."""
+        act_by = time.time() + timeout * ACT_WITHIN
+        futures = {(kind, node): self._stats_pool.submit(self._ask, node, kind, act_by=act_by,
+                                                         timeout=timeout)
+                   for kind in kinds for node in self.workers}
+        wait(futures.values(), timeout + 2)
+        out: dict[str, tuple[dict[str, Any], dict[str, str]]] = {kind: ({}, {}) for kind in kinds}
+        for (kind, node), f in futures.items():
+            answers, missing = out[kind]
+            if f.done() and not f.cancelled() and f.exception() is None:
+                answers[node] = f.result()
+            elif f.cancel() or not f.done():  # (not yet started: never sent)
+                missing[node] = "no answer in time"
+            else:
+                exc = f.exception()
+                missing[node] = getattr(exc, "code", "") or type(exc).__name__
+        return out
+
+    def stats_view(self, with_carriers: bool = False) -> dict[str, Any]:
+        """What ``/v1/stats`` (and, ``with_carriers``, ``/metrics``) shows of the workers, asked at once
+        (see :meth:`ask_each`): ``pops`` (each row with its ``worker``) and ``carriers`` (merged) of the
+        workers that answered, ``pops_missing`` / ``carriers_missing`` naming those that did not (node ->
+        why), and ``worker_transport`` (each worker's NATS link; ``answered: false`` if missing)."""
+        kinds = ("pop_stats", "transport_stats", *(("carrier_stats",) if with_carriers else ()))
+        views = self.ask_each(kinds)
+        rows, pops_missing = views["pop_stats"]
+        view: dict[str, Any] = {
+            "pops": [dict(s, worker=node) for node in self.workers if node in rows for s in rows[node]],
+            "pops_missing": pops_missing,
+            "worker_transport": _transport_view(self.workers, *views["transport_stats"])}
+        if with_carriers:
+            rows, view["carriers_missing"] = views["carrier_stats"]
+            view["carriers"] = merge_carrier_rows([(node, rows[node]) for node in self.workers
+                                                   if node in rows])
+        return view
+
     def worker_transports(self, timeout: float = STATS_TIMEOUT_S) -> dict[str, dict[str, Any]]:
         """Each worker's NATS link and counters (``late_queries`` and the rest), which otherwise only
-        its own log shows, by node: asked of every worker at once, one deadline for all, so a worker
-        that is down or does not answer within ``timeout`` delays a stats call by at most that and is
-        shown as ``{"answered": False, "error": ...}`` - never left out."""
-        act_by = time.time() + timeout * ACT_WITHIN
-        futures = {node: self._pool.submit(self._ask, node, "transport_stats", act_by=act_by,
-                                           timeout=timeout) for node in self.workers}
-        wait(futures.values(), timeout + 2)
-        out: dict[str, dict[str, Any]] = {}
-        for node, f in futures.items():
-            exc = f.exception(0) if f.done() else TimeoutError("no answer in time")
-            if exc is None and isinstance(f.result(), dict):
-                out[node] = {"answered": True, **f.result()}
-                continue
-            f.cancel()  # (not yet started: never sent)
-            why = "no transport" if exc is None else getattr(exc, "code", "") or type(exc).__name__
-            out[node] = {"answered": False, "error": why}
-        return out
+        its own log shows, by node; a worker that does not answer within ``timeout`` is shown as
+        ``{"answered": False, "error": ...}`` - never left out."""
+        return _transport_view(self.workers, *self.ask_each(("transport_stats",), timeout)[
+            "transport_stats"])
 
     def profile(self, on: bool) -> dict[str, Any]:
         """Each worker's stage profile (see ``LocalShards.profile``), by node."""
         return dict(zip(self.workers, self._ask_all("profile", on), strict=True))
+
+
+def _transport_view(nodes: tuple[str, ...], answers: dict[str, Any], missing: dict[str, str]
+                    ) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for node in nodes:
+        answer = answers.get(node)
+        out[node] = ({"answered": True, **answer} if isinstance(answer, dict) else
+                     {"answered": False, "error": missing.get(node, "no transport")})
+    return out
 
 
 def _record(fields: Any) -> MessageRecord:

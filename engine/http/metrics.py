@@ -16,7 +16,9 @@ Counters: ``smsroute_messages_total{status,pop,carrier}`` (every status change t
 ``smsroute_retention_removed_total{store}``, ``smsroute_webhook_outbox_dropped_total{pop}``,
 ``smsroute_http_shed_requests_total{reason}`` (503 at the customer API's door: ``pending``, ``delay``).
 This process's NATS link: ``smsroute_nats_*``; in a cluster's core each worker's too,
-``smsroute_worker_nats_*{worker}`` and ``smsroute_worker_nats_answered{worker}`` (0: missing this time).
+``smsroute_worker_nats_*{worker}`` and ``smsroute_worker_nats_answered{worker}`` (0: missing this time);
+``smsroute_worker_stats_answered{part,worker}`` (``pops``, ``carriers``, ``nats``; 0: that worker's rows
+are missing from this scrape - it did not answer within ``STATS_TIMEOUT_S``).
 
 Gauges: ``smsroute_actor_alive{actor}``, ``smsroute_dead_actors``, ``smsroute_dead_sessions``,
 ``smsroute_http_connections_open{app}`` (counter ``smsroute_http_connection_events_total{app,event}``),
@@ -240,6 +242,22 @@ def _cluster_families(stats: dict[str, Any]) -> Iterator[Metric]:
         yield from _nats_families("smsroute_worker_nats", ["worker"],
                                   [([str(node)], view) for node, view in sorted(links.items())
                                    if view.get("answered")])
+        yield _answered_family(stats, links)
+
+
+def _answered_family(stats: dict[str, Any], links: dict[str, Any]) -> GaugeMetricFamily:
+    """Which workers answered which part of this scrape in time (``STATS_TIMEOUT_S``): a hung one
+    is 0 and its rows are missing this time, the others' are kept."""
+    family = GaugeMetricFamily("smsroute_worker_stats_answered", "1 if the worker's numbers of this "
+                               "part (pops, carriers, nats) are in this scrape, 0 if it did not answer "
+                               "in time", labels=["part", "worker"])
+    parts = {"pops": stats.get("pops_missing"), "carriers": stats.get("carriers_missing")}
+    for node, view in sorted(links.items()):
+        for part, missing in parts.items():
+            if isinstance(missing, dict):
+                _add(family, [part, str(node)], int(node not in missing))
+        _add(family, ["nats", str(node)], int(bool(view.get("answered"))))
+    return family
 
 
 def _nats_families(prefix: str, labels: list[str], links: list[tuple[list[str], dict[str, Any]]]

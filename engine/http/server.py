@@ -327,14 +327,11 @@ class HttpServers:
     def _snapshot(self) -> Snapshot:
         """The numbers behind ``/metrics``; a scrape must not fail because one of them is missing."""
         snap = Snapshot(removed_by_store=dict(self.sweep_totals))
-        for part, method in (("engine", "stats"), ("carriers", "carriers")):
-            fn = getattr(self.engine, method, None)
-            if fn is None:
-                continue
-            try:
-                setattr(snap, part, fn())
-            except Exception:
-                log.exception("engine.%s() failed during a scrape", method)
+        try:  # one question to the workers for both, bounded (a hung worker is named, not waited for)
+            snap.engine = self.engine.stats(with_carriers=True)
+            snap.carriers = snap.engine.pop("carriers", [])
+        except Exception:
+            log.exception("engine.stats() failed during a scrape")
         dispatcher = getattr(self.ctx, "dispatcher", None)
         feed = getattr(self.ctx, "feed", None)
         if dispatcher is not None:
