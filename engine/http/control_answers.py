@@ -95,7 +95,7 @@ class RoutingView(msgspec.Struct):
 
 class Stats(msgspec.Struct):
     """Engine counters. The stable fields; further top-level groups (``mail``, ``privacy``, ``ledger``,
-    ``workers``, ``transport``, ``worker_transport``, ...) and each POP's counters are open-ended."""
+    ``workers``, ``transport``, ``worker_transport``, ``pops_missing``, ...) and each POP's counters are open-ended."""
 
     in_flight: int
     max_in_flight: int

@@ -286,7 +286,8 @@ def control_document() -> dict[str, Any]:
                                                  errors=("403", "404"),
                                                  ok_schema=_ref(ca.CarrierSwitch))},
         "/v1/stats": {"get": o("Engine counters (in flight, queues, POPs, carriers; in a cluster "
-                                "each worker's NATS link in worker_transport)", "200",
+                                "each worker's NATS link in worker_transport, and the workers whose "
+                                "POP rows did not come within 2 s in pops_missing)", "200",
                                 ok_schema=_ref(ca.Stats))},
         "/v1/routing": {
             "get": o("The routing table and rate card", "200", ok_schema=_ref(ca.RoutingView)),
