@@ -21,6 +21,7 @@ import pytest
 from engine.cluster import shards
 from tests.engine.cluster.support import Cluster
 from tests.engine.crash_support import webhook_engine_overrides
+from tests.engine.http.promlint import lint
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.functional
@@ -69,6 +70,7 @@ def test_a_stopped_worker_is_named_missing_and_the_others_rows_are_kept(tmp_path
             for part in ("pops", "carriers", "nats"):
                 assert f'smsroute_worker_stats_answered{{part="{part}",worker="w0"}} 1.0' in scrape
                 assert f'smsroute_worker_stats_answered{{part="{part}",worker="w1"}} 0.0' in scrape
+            assert [p for p in lint(scrape) if "smsroute_worker_stats" in p] == []
             shards_seen = set(re.findall(r'^smsroute_pop_in_flight\{pop="([^"]+)",worker="([^"]+)"\}',
                                          scrape, re.M))
             assert shards_seen == {(p, "w0") for p in pops}
