@@ -54,7 +54,7 @@ from storage.account_keys import AccountKeys
 from storage.accounts import AccountStore
 from storage.apikeys import ApiKeyStore
 from storage.audit import AuditLog
-from storage.bodies import BodyStore
+from storage.bodies import BodyStore, body_max_ttl
 from storage.datadir import DataDirLock, KeysDirLock, check_topology, startup_error
 from storage.env import open_env
 from storage.holds import Holds
@@ -222,8 +222,8 @@ class Runtime:
         s = self.settings
         (self.data_dir / "pops").mkdir(exist_ok=True, mode=0o700)
         # A window key dies at the first sweep after window start + max TTL: leave room for that sweep
-        # so no body is readable past body_ttl_seconds (24 h by default).
-        max_ttl = max(60, int(s.engine.body_ttl_seconds - s.engine.sweep_interval_seconds))
+        # so no body is readable past body_ttl_seconds (24 h by default); see storage.bodies.
+        max_ttl = body_max_ttl(s.engine.body_ttl_seconds, s.engine.sweep_interval_seconds)
         self.group_commit = open_shared_pops(self.data_dir / "pops", list(s.pops), map_size,
                                              bool(getattr(s.engine, "shared_pop_store", True)))
         if self.group_commit is not None:

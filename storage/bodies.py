@@ -22,11 +22,16 @@ Durability contract:
 * *Writers:* the POP actor (put/discard) and the sweeper (:meth:`BodyStore.sweep`, its own write
   transactions, each durable on its own and small enough for the store's reserve, ``storage.headroom``,
   so the sweep runs on a store full for new messages; LMDB serialises the writers). *Readers:* any thread.
-* *Bounded:* an expiry is clamped to ``window start + max_ttl_seconds`` (the start of the key window the
-  body is sealed in), and a window's key is shredded once ``window start + max_ttl`` has passed and the
-  TTL index holds nothing that old; so no body outlives ``max_ttl`` from its window's start, and every
-  copy of it is unreadable by then plus one sweep interval. (Bodies written late in a window get a
-  slightly shorter life; their messages' validity is far shorter anyway.)
+* *Bounded:* an expiry is clamped to ``window start + max_ttl`` (the start of the key window the body is
+  sealed in, and the TTL of that window's era, ``storage.keys``), and a window's key is shredded at the
+  first sweep after ``window start + max_ttl``; so no body outlives ``max_ttl`` from its window's start,
+  and every copy of it is unreadable by then plus one sweep interval. Windows are a quarter of
+  ``max_ttl`` long (at most an hour, at least a second), so the key in use is never one that is due, and
+  a body written late in a window still lives at least three quarters of ``max_ttl``. The engine takes
+  ``max_ttl`` = ``body_ttl_seconds`` minus the sweep interval (:func:`body_max_ttl`), so the key is gone
+  within ``body_ttl_seconds`` of the write; with a TTL under twice the sweep interval, half the TTL, so
+  within half the TTL plus one sweep interval. A restart with another TTL changes only the windows of
+  bodies written from then on.
 * *Not guaranteed:* a body whose expiry has passed but which the sweeper has not yet purged is still on
   disk (under a live key) until the next sweep; :meth:`BodyStore.get` already reports it as gone.
 """
@@ -34,6 +39,7 @@ Durability contract:
 from __future__ import annotations
 
 import logging
+import math
 import struct
 import time
 from collections import Counter
@@ -52,13 +58,20 @@ from storage.headroom import batch_size
 from storage.keys import KeyRing
 from storage.records import MESSAGE_STORE
 
-__all__ = ["BodyStore", "SweepResult", "durable_write"]
+__all__ = ["BodyStore", "SweepResult", "body_max_ttl", "durable_write"]
 
 log = logging.getLogger(__name__)
 
 _U64 = struct.Struct(">Q")
 _PENDING_CHUNK = 4096
 SWEEP_BATCH = 10_000  # bodies purged per write txn
+
+
+def body_max_ttl(body_ttl_seconds: float, sweep_interval_seconds: float) -> int:
+    """The longest a body lives from its window's start (the ``max_ttl_seconds`` of a :class:`BodyStore`):
+    the TTL less one sweep interval, so the sweep that shreds its key comes within the TTL; but at least
+    half the TTL (and a second), so a TTL under twice the sweep interval still leaves bodies a life."""
+    return max(1, int(body_ttl_seconds - sweep_interval_seconds), math.ceil(body_ttl_seconds / 2))
 
 
 @contextmanager
@@ -119,6 +132,10 @@ class BodyStore:
         self._bodies = env.open_db(b"bodies")
         self._ttl = env.open_db(b"bodies_ttl")
         self._meta = env.open_db(b"bodies_meta")
+        with env.begin(db=self._ttl) as txn:
+            cursor = txn.cursor()
+            latest = _U64.unpack_from(cursor.key())[0] / 1000 if cursor.last() else None
+        keys.use_body_windows(max_ttl_seconds, latest_expiry=latest)
         self.alarms = _Alarms()
         # set by storage.holds.Holds: message keys with a held copy (for the sweep log), and the hook
         # that copies bodies of accounts under an account-scoped hold (None while there is none)
@@ -148,9 +165,9 @@ class BodyStore:
         Raises ``StoreFull`` (the caller aborts its txn; nothing committed before is touched),
         ``KeyUnavailable`` if the current window key cannot be made, ``ValueError`` for a bad id."""
         now = self._clock()
-        sealer = self.keys.body_sealer(self.keys.body_window(now))
-        seal = sealer.seal
-        cap_ms = int((self._window_start(self.keys.body_window(now)) + self.max_ttl_seconds) * 1000)
+        window = self.keys.body_window(now)
+        seal = self.keys.body_sealer(window).seal
+        cap_ms = int(self.keys.window_horizon(window) * 1000)
         pack = _U64.pack
         fromhex = bytes.fromhex
         capture = self.capture
@@ -299,17 +316,15 @@ class BodyStore:
             oldest = _U64.unpack_from(cursor.key())[0] / 1000 if cursor.first() else None
             return purged, held_purged, oldest, txn.stat(self._bodies)["entries"]
 
-    def _window_start(self, window: int) -> float:
-        return self.keys.window_end(window) - self.keys.window_seconds
-
     def _shred_finished_windows(self, now: float, oldest_expiry: float | None) -> list[int]:
         shredded = []
         for window in self.keys.live_windows():
-            horizon = self._window_start(window) + self.max_ttl_seconds
+            # each window by its own era's start and TTL (a later era may have a shorter TTL)
+            horizon = self.keys.window_horizon(window)
             if horizon > now:
-                break  # windows are sorted: later ones are not finished either
+                continue
             if oldest_expiry is not None and oldest_expiry < horizon:
-                break  # a body that may belong to this window is still indexed
+                continue  # a body that may belong to this window is still indexed
             self.keys.shred_window(window)
             shredded.append(window)
         return shredded

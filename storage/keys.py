@@ -9,8 +9,16 @@ beside the ring (``storage.account_keys``), wrapped by the same KEK.
 
 Key kinds in one ring:
 
-* **window keys**: one per body time window (``window_seconds``, hourly by default); a body written at time
-  ``t`` is sealed under window ``int(t // window_seconds)``. :meth:`KeyRing.shred_window` destroys one.
+* **window keys**: one per body time window; a body's blob names its window id (``storage.crypto`` key id).
+  :meth:`KeyRing.shred_window` destroys one. A window's length and the longest life of a body sealed in it
+  (its *TTL*, ``storage.bodies``) come from the **era** it belongs to: the body store sets them at each
+  start (:meth:`KeyRing.use_body_windows`: windows a quarter of the TTL long, at most ``window_seconds``,
+  hourly by default, at least a second), so a window's key can die once every body in it has expired
+  however short the TTL. A start with another TTL begins a new era at that instant; the ring records every
+  era that still has a live window (``eras``: first window id, start, length, TTL), so window ids only grow,
+  and bodies sealed under an older era keep their window's start and TTL until their key is shredded. A
+  key store written before eras (version 1) is one era from the epoch: window ``int(t // window_seconds)``,
+  taking the TTL of its first start with eras.
 * **named keys**: persistent keys per store category (``store_sealer("ledger")``), per legal hold
   (``named_sealer("hold:...")``, shredded with :meth:`KeyRing.shred_named` when the hold ends) and the
   secrets that key HMACs (:meth:`KeyRing.secret`).
@@ -29,10 +37,12 @@ lookup without the lock.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -48,10 +58,20 @@ __all__ = ["KEY_STORE_FILE", "MASTER_KEY_FILE", "KeyProvider", "KeyRing", "Local
 
 MASTER_KEY_FILE = "master.key"
 KEY_STORE_FILE = "keys.store"
-_STORE_VERSION = 1
+_STORE_VERSION = 2  # 1: no eras (one era of window_seconds from the epoch); still read
 _KEK_AAD = b"smsroute-kek-v1"
 _NAMED_ID_BASE = 0x8000_0000  # named keys get ids with the top bit set; window ids stay below
 _MAX_TOMBSTONES = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class _Era:
+    """Body windows of one length from ``start``: window ``first_id + (t - start) // length``."""
+
+    first_id: int
+    start: float
+    length: int
+    ttl: int | None  # the longest life of a body sealed in its windows; None: a version-1 ring, not yet set
 
 
 @runtime_checkable
@@ -138,7 +158,9 @@ class KeyRing:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = self.directory / KEY_STORE_FILE
-        self.window_seconds = window_seconds
+        self._window_cap = window_seconds
+        self._eras = [_Era(0, 0.0, window_seconds, None)]  # oldest first; the last one is in force
+        self._from_version_1 = False  # loaded a key store written before eras (its TTL is settled here)
         self._provider = provider
         self._clock = clock
         self._lock = threading.RLock()
@@ -202,13 +224,88 @@ class KeyRing:
     def named_keys(self) -> list[str]:
         return sorted(self._wrapped_named)
 
+    @property
+    def window_seconds(self) -> int:
+        """The length of the windows new bodies are sealed in now."""
+        return self._eras[-1].length
+
+    def use_body_windows(self, max_ttl_seconds: int, *, latest_expiry: float | None = None) -> None:
+        """Seal new bodies in windows fit for bodies living at most ``max_ttl_seconds`` from their window's
+        start: a quarter of it long (at most ``window_seconds``, at least a second). If the era in force
+        has another length or TTL, a new one begins now (durably); the windows of older eras keep theirs.
+
+        ``latest_expiry``: the latest body expiry in the caller's store. A version-1 ring did not record
+        its TTL, so its windows get one long enough for every body it sealed (at most a day)."""
+        if max_ttl_seconds <= 0:
+            raise ValueError("max_ttl_seconds must be positive")
+        length = max(1, min(self._window_cap, max_ttl_seconds // 4))
+        with self._lock:
+            if self._from_version_1:
+                self._eras[0] = self._legacy_era(self._eras[0], max_ttl_seconds, latest_expiry)
+            last = self._eras[-1]
+            if last.ttl is None and last.length == length:  # a new ring: its first era
+                self._eras[-1] = last = replace(last, ttl=max_ttl_seconds)
+            if (last.length, last.ttl) != (length, max_ttl_seconds):
+                now = self._clock()
+                first = max([self.body_window(now), self._tombstone_floor, *self._tombstones,
+                             *self._wrapped_windows]) + 1
+                self._eras.append(_Era(first, now, length, max_ttl_seconds))
+                for window in [w for w in self._wrapped_windows if self.window_start(w) >= now]:
+                    self._drop_window(window)  # made ahead of time for the old era: holds no body
+                self._eras = [e for i, e in enumerate(self._eras) if self._era_has_windows(i)]
+            self._save()
+
+    def _legacy_era(self, era: _Era, max_ttl: int, latest_expiry: float | None) -> _Era:
+        """The epoch era of a version-1 ring, with a TTL that keeps each of its bodies to its expiry."""
+        if era.first_id != 0 or era.start != 0.0:
+            return era  # no window of it is left: it was dropped
+        ttl = max_ttl if era.ttl is None else era.ttl
+        end = self._eras[1].first_id if len(self._eras) > 1 else _NAMED_ID_BASE
+        live = [w for w in self._wrapped_windows if w < end]
+        if latest_expiry is not None and live:
+            oldest_start = min(live) * era.length
+            ttl = max(ttl, min(86400, math.ceil(latest_expiry - oldest_start)))
+        return replace(era, ttl=ttl)
+
+    def _era_has_windows(self, index: int) -> bool:
+        if index == len(self._eras) - 1:
+            return True
+        low, high = self._eras[index].first_id, self._eras[index + 1].first_id
+        return any(low <= w < high for w in self._wrapped_windows)
+
+    def _era_of_window(self, window_id: int) -> tuple[_Era, _Era | None]:
+        """The era of a window id, and the one after it (None for the era in force)."""
+        eras = self._eras
+        for i in range(len(eras) - 1, 0, -1):
+            if eras[i].first_id <= window_id:
+                return eras[i], eras[i + 1] if i + 1 < len(eras) else None
+        return eras[0], eras[1] if len(eras) > 1 else None
+
     def body_window(self, at: float) -> int:
         """The window id of a body written at ``at`` (seconds since the epoch)."""
-        return int(at // self.window_seconds)
+        eras = self._eras
+        era = eras[-1]
+        if at < era.start:
+            era = next((e for e in reversed(eras) if e.start <= at), eras[0])
+        return era.first_id + int((at - era.start) // era.length)
+
+    def window_start(self, window_id: int) -> float:
+        """The first instant of window ``window_id``."""
+        era, _ = self._era_of_window(window_id)
+        return era.start + (window_id - era.first_id) * era.length
 
     def window_end(self, window_id: int) -> float:
-        """The first instant after window ``window_id``."""
-        return float((window_id + 1) * self.window_seconds)
+        """The first instant after window ``window_id`` (an era's last window ends where the next begins)."""
+        era, following = self._era_of_window(window_id)
+        end = era.start + (window_id - era.first_id + 1) * era.length
+        return end if following is None else min(end, following.start)
+
+    def window_horizon(self, window_id: int) -> float:
+        """The window's start plus its era's TTL: no body sealed in it lives past this, and its key is
+        shredded at the first sweep after it."""
+        era, _ = self._era_of_window(window_id)
+        ttl = era.ttl if era.ttl is not None else 86400
+        return era.start + (window_id - era.first_id) * era.length + ttl
 
     def body_sealer(self, window_id: int, *, create: bool = True) -> Sealer:
         """The key of a body window, created on first use (if ``create``).
@@ -242,18 +339,21 @@ class KeyRing:
     def shred_window(self, window_id: int) -> None:
         """Destroy a window key: every body sealed under it becomes unreadable everywhere. Idempotent."""
         with self._lock:
-            if window_id in self._wrapped_windows:
-                del self._wrapped_windows[window_id]
-            elif self.is_shredded(window_id):
+            if window_id not in self._wrapped_windows and self.is_shredded(window_id):
                 return
-            self._tombstones.append(window_id)
-            if len(self._tombstones) > _MAX_TOMBSTONES:
-                self._tombstones.sort()
-                dropped = self._tombstones[: len(self._tombstones) - _MAX_TOMBSTONES]
-                del self._tombstones[: len(dropped)]
-                self._tombstone_floor = max(self._tombstone_floor, dropped[-1])
+            self._drop_window(window_id)
             self._save()
-            self._windows.pop(window_id, None)
+
+    def _drop_window(self, window_id: int) -> None:
+        """Forget a window key and tombstone it (the caller saves)."""
+        self._wrapped_windows.pop(window_id, None)
+        self._tombstones.append(window_id)
+        if len(self._tombstones) > _MAX_TOMBSTONES:
+            self._tombstones.sort()
+            dropped = self._tombstones[: len(self._tombstones) - _MAX_TOMBSTONES]
+            del self._tombstones[: len(dropped)]
+            self._tombstone_floor = max(self._tombstone_floor, dropped[-1])
+        self._windows.pop(window_id, None)
 
     def current_window(self) -> int:
         """The window id of "now" by the ring's clock."""
@@ -291,8 +391,12 @@ class KeyRing:
             return
         try:
             doc = msgpack.unpackb(raw, raw=False, strict_map_key=False)
-            if doc["version"] != _STORE_VERSION:
+            if doc["version"] not in (1, _STORE_VERSION):
                 raise ValueError(f"version {doc['version']}")
+            self._from_version_1 = doc["version"] == 1
+            if doc["version"] >= 2:
+                self._eras = [_Era(int(f), float(s), int(n), None if t is None else int(t))
+                              for f, s, n, t in doc["eras"]]
             self.ring_id = doc["ring_id"]
             self._wrapped_windows = {int(k): v for k, v in doc["windows"].items()}
             self._wrapped_named = {k: (int(v[0]), v[1]) for k, v in doc["named"].items()}
@@ -317,6 +421,7 @@ class KeyRing:
             "tombstone_floor": self._tombstone_floor,
             "next_named_id": self._next_named_id,
             "kek_check": self._kek_check,
+            "eras": [[e.first_id, e.start, e.length, e.ttl] for e in self._eras],
         }
         atomic_write(self.path, msgpack.packb(doc))
 
