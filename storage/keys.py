@@ -161,6 +161,7 @@ class KeyRing:
         self._window_cap = window_seconds
         self._eras = [_Era(0, 0.0, window_seconds, None)]  # oldest first; the last one is in force
         self._from_version_1 = False  # loaded a key store written before eras (its TTL is settled here)
+        self._saved_with_eras = False  # the file on disk records the eras (version 2)
         self._provider = provider
         self._clock = clock
         self._lock = threading.RLock()
@@ -240,6 +241,7 @@ class KeyRing:
             raise ValueError("max_ttl_seconds must be positive")
         length = max(1, min(self._window_cap, max_ttl_seconds // 4))
         with self._lock:
+            before = list(self._eras)
             if self._from_version_1:
                 self._eras[0] = self._legacy_era(self._eras[0], max_ttl_seconds, latest_expiry)
             last = self._eras[-1]
@@ -253,7 +255,8 @@ class KeyRing:
                 for window in [w for w in self._wrapped_windows if self.window_start(w) >= now]:
                     self._drop_window(window)  # made ahead of time for the old era: holds no body
                 self._eras = [e for i, e in enumerate(self._eras) if self._era_has_windows(i)]
-            self._save()
+            if self._eras != before or not self._saved_with_eras:
+                self._save()  # (each POP's body store calls this at start: one write, not one each)
 
     def _legacy_era(self, era: _Era, max_ttl: int, latest_expiry: float | None) -> _Era:
         """The epoch era of a version-1 ring, with a TTL that keeps each of its bodies to its expiry."""
@@ -394,6 +397,7 @@ class KeyRing:
             if doc["version"] not in (1, _STORE_VERSION):
                 raise ValueError(f"version {doc['version']}")
             self._from_version_1 = doc["version"] == 1
+            self._saved_with_eras = doc["version"] >= 2
             if doc["version"] >= 2:
                 self._eras = [_Era(int(f), float(s), int(n), None if t is None else int(t))
                               for f, s, n, t in doc["eras"]]
@@ -424,6 +428,7 @@ class KeyRing:
             "eras": [[e.first_id, e.start, e.length, e.ttl] for e in self._eras],
         }
         atomic_write(self.path, msgpack.packb(doc))
+        self._saved_with_eras = True
 
     def __repr__(self) -> str:
         return f"KeyRing({str(self.directory)!r}, windows={len(self._wrapped_windows)})"

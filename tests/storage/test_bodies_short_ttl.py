@@ -131,3 +131,19 @@ def test_a_key_store_written_before_eras_stays_readable_under_a_short_ttl(env, d
         store.sweep()
         assert store.get(mid) == "new"
     assert store.get(old) == "from an older version"
+
+
+def test_each_pop_opening_its_body_store_with_the_same_ttl_rewrites_the_key_store_once(
+        data_dir, clock, monkeypatch):
+    import storage.keys
+
+    ring = _ring(data_dir, clock)
+    writes = []
+    real_write = storage.keys.atomic_write
+    monkeypatch.setattr(storage.keys, "atomic_write", lambda *a: (writes.append(a[0]), real_write(*a)))
+    ring.use_body_windows(600)  # the first POP's body store at start: the era is recorded
+    ring.use_body_windows(600)  # the next POPs of the process: nothing changed, nothing written
+    ring.use_body_windows(600)
+    assert len(writes) == 1
+    ring.use_body_windows(1200)  # another TTL: a new era, written
+    assert len(writes) == 2
