@@ -326,6 +326,15 @@ class Engine(AccountManager, HoldManager):
     def carriers(self) -> list[dict]:
         return self.runtime.carrier_stats()
 
+    def carrier_view(self) -> dict[str, Any]:
+        """``GET /v1/carriers``: ``carriers`` and, in a cluster, ``carriers_missing`` (the workers that
+        did not answer within ``STATS_TIMEOUT_S``, whose rows are not in it)."""
+        return self.runtime.shards.carrier_view()
+
+    def carrier_names(self) -> frozenset[str]:
+        """The configured carriers (what may be suspended): asks no actor and no worker."""
+        return frozenset(self.runtime.settings.carriers)
+
     def suspend_carrier(self, name: str, suspended: bool) -> None:
         self.runtime.suspend_carrier(name, suspended)
 

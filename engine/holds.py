@@ -191,7 +191,9 @@ class HoldManager:
 
     def active_holds(self) -> list[dict]:
         """Every active hold; a lawful order's with its ``notice`` (``OrderNoticeDesk.state``)."""
-        holds = self.runtime.shards.active_holds()
+        return self._with_notices(self.runtime.shards.active_holds())
+
+    def _with_notices(self, holds: list[dict]) -> list[dict]:
         if any(h["kind"] == HoldKind.LAWFUL_ORDER for h in holds):
             desk = self._order_notices()
             holds = [{**h, "notice": desk.state(h["hold_id"])} if h["kind"] == HoldKind.LAWFUL_ORDER
@@ -210,11 +212,13 @@ class HoldManager:
 
     def retention_status(self) -> dict[str, Any]:
         """The retention table, what each sweep removed, alarms, and the active exceptions (in a
-        cluster, each worker's sweeper too, under ``workers``)."""
+        cluster, each worker's sweeper too, under ``workers``). A view: in a cluster the workers are
+        asked with the short stats deadline, and those that do not answer are named
+        (``workers_missing``, ``holds_missing``) instead of holding the answer 30 s and failing it
+        (``ClusterShards.retention_view``)."""
         stats = self.runtime.sweeper.proxy().stats().get(timeout=10)
-        if not self.runtime.placement.runs_pops:
-            stats = {**stats, "workers": self.runtime.shards.sweeper_stats()}
-        return {**stats, "holds": self.active_holds()}
+        shards = self.runtime.shards.retention_view()
+        return {**stats, **shards, "holds": self._with_notices(shards["holds"])}
 
     def sweep_now(self) -> dict[str, Any]:
         """Run every retention sweep now (operators and tests), on every worker too."""

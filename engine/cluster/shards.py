@@ -147,6 +147,15 @@ class LocalShards:
     def carrier_stats(self) -> list[dict]:
         return self.runtime.local_carrier_stats()
 
+    def carrier_view(self) -> dict[str, Any]:
+        """``GET /v1/carriers``: this process's carrier rows."""
+        return {"carriers": self.carrier_stats()}
+
+    def retention_view(self) -> dict[str, Any]:
+        """What ``GET /v1/retention`` shows of the POP shards: their active holds (the sweeper here is
+        the engine's own)."""
+        return {"holds": self.active_holds()}
+
     def suspend_carrier(self, name: str, suspended: bool) -> None:
         self.runtime.local_suspend_carrier(name, suspended)
 
@@ -539,6 +548,27 @@ class ClusterShards:
             view["carriers"] = merge_carrier_rows([(node, rows[node]) for node in self.workers
                                                    if node in rows])
         return view
+
+    def carrier_view(self) -> dict[str, Any]:
+        """``GET /v1/carriers``: every worker asked at once with ``STATS_TIMEOUT_S`` (see
+        :meth:`ask_each`); the rows of those that answered merged, the others named in
+        ``carriers_missing`` (node -> why) - a view answers at once, a hung worker does not hold it."""
+        rows, missing = self.ask_each(("carrier_stats",))["carrier_stats"]
+        return {"carriers": merge_carrier_rows([(node, rows[node]) for node in self.workers
+                                                if node in rows]),
+                "carriers_missing": missing}
+
+    def retention_view(self) -> dict[str, Any]:
+        """What ``GET /v1/retention`` shows of the workers, asked at once with ``STATS_TIMEOUT_S``: each
+        one's sweeper (``workers``, by node) and the active holds of those that answered (``holds``);
+        ``workers_missing`` / ``holds_missing`` name the others (node -> why)."""
+        views = self.ask_each(("sweeper_stats", "active_holds"))
+        sweepers, sweepers_missing = views["sweeper_stats"]
+        holds, holds_missing = views["active_holds"]
+        return {"workers": {node: sweepers[node] for node in self.workers if node in sweepers},
+                "workers_missing": sweepers_missing,
+                "holds": [h for node in self.workers if node in holds for h in holds[node]],
+                "holds_missing": holds_missing}
 
     def worker_transports(self, timeout: float = STATS_TIMEOUT_S) -> dict[str, dict[str, Any]]:
         """Each worker's NATS link and counters (``late_queries`` and the rest), which otherwise only

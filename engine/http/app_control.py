@@ -144,14 +144,14 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def carriers(request: web.Request) -> web.Response:
     ctx: HttpContext = request.app[CTX]
-    return json_response({"carriers": await ctx.call(ctx.engine.carriers)})
+    return json_response(await ctx.call(ctx.engine.carrier_view))
 
 
 def _carrier_switch(suspended: bool) -> _Handler:
     async def handler(request: web.Request) -> web.Response:
         ctx: HttpContext = request.app[CTX]
         name = request.match_info["name"]
-        if name not in {c.get("carrier") for c in await ctx.call(ctx.engine.carriers)}:
+        if name not in ctx.engine.carrier_names():  # the configuration: a hung worker cannot hold it
             raise HttpError(404, "not_found", "no such carrier")
         await ctx.call(ctx.engine.suspend_carrier, name, suspended)
         return json_response({"carrier": name, "suspended": suspended})

@@ -61,8 +61,12 @@ class CarrierRow(msgspec.Struct, omit_defaults=True):
     workers: list[dict[str, Any]] = msgspec.field(default_factory=list)  # in a cluster
 
 
-class CarrierList(msgspec.Struct):
+class CarrierList(msgspec.Struct, omit_defaults=True):
+    """In a cluster ``carriers_missing`` names the workers (node -> why) that did not answer within
+    2 s: their rows are not in ``carriers``."""
+
     carriers: list[CarrierRow]
+    carriers_missing: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 class CarrierSwitch(msgspec.Struct):

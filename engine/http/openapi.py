@@ -345,7 +345,9 @@ def control_document() -> dict[str, Any]:
             "Object (or withdraw an objection) to processing for a purpose (analytics)", "200",
             params=("id",), body=_ref(cs.Objection), errors=("400", "403", "404"))},
         "/v1/analytics": {"get": o("De-identified corridor and carrier aggregates", "200")},
-        "/v1/retention": {"get": o("Retention status: sweeps, counts, exceptions", "200")},
+        "/v1/retention": {"get": o("Retention status: sweeps, counts, exceptions (in a cluster each "
+                                   "worker's sweeper in workers; the workers that did not answer "
+                                   "within 2 s in workers_missing and holds_missing)", "200")},
         "/v1/holds": {
             "get": o("Active legal holds and other retention exceptions", "200",
                      ok_schema=_ref(ca.HoldList)),
