@@ -535,8 +535,11 @@ class ClusterShards:
         """What ``/v1/stats`` (and, ``with_carriers``, ``/metrics``) shows of the workers, asked at once
         (see :meth:`ask_each`): ``pops`` (each row with its ``worker``) and ``carriers`` (merged) of the
         workers that answered, ``pops_missing`` / ``carriers_missing`` naming those that did not (node ->
-        why), and ``worker_transport`` (each worker's NATS link; ``answered: false`` if missing)."""
-        kinds = ("pop_stats", "transport_stats", *(("carrier_stats",) if with_carriers else ()))
+        why), and ``worker_transport`` (each worker's NATS link; ``answered: false`` if missing); with
+        carriers (``/metrics``) also ``worker_sweepers`` (each worker's retention sweeper totals, by node)
+        and ``sweepers_missing``."""
+        kinds = ("pop_stats", "transport_stats",
+                 *(("carrier_stats", "sweeper_stats") if with_carriers else ()))
         views = self.ask_each(kinds)
         rows, pops_missing = views["pop_stats"]
         view: dict[str, Any] = {
@@ -547,6 +550,10 @@ class ClusterShards:
             rows, view["carriers_missing"] = views["carrier_stats"]
             view["carriers"] = merge_carrier_rows([(node, rows[node]) for node in self.workers
                                                    if node in rows])
+            sweepers, view["sweepers_missing"] = views["sweeper_stats"]
+            view["worker_sweepers"] = {node: {**sweepers[node]["totals"],
+                                              "removed_by_store": sweepers[node]["removed_by_store"]}
+                                       for node in self.workers if node in sweepers}
         return view
 
     def carrier_view(self) -> dict[str, Any]:

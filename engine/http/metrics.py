@@ -17,8 +17,10 @@ Counters: ``smsroute_messages_total{status,pop,carrier}`` (every status change t
 ``smsroute_http_shed_requests_total{reason}`` (503 at the customer API's door: ``pending``, ``delay``).
 This process's NATS link: ``smsroute_nats_*``; in a cluster's core each worker's too,
 ``smsroute_worker_nats_*{worker}`` and ``smsroute_worker_nats_answered{worker}`` (0: missing this time);
-``smsroute_worker_stats_answered{part,worker}`` (``pops``, ``carriers``, ``nats``; 0: that worker's rows
-are missing from this scrape - it did not answer within ``STATS_TIMEOUT_S``).
+``smsroute_worker_stats_answered{part,worker}`` (``pops``, ``carriers``, ``retention``, ``nats``; 0: that
+worker's rows are missing from this scrape - it did not answer within ``STATS_TIMEOUT_S``); each worker's
+retention sweeper: ``smsroute_worker_retention_{sweeps,sweep_failures}_total{worker}``,
+``smsroute_worker_retention_removed_total{worker,store}``.
 
 Gauges: ``smsroute_actor_alive{actor}``, ``smsroute_dead_actors``, ``smsroute_dead_sessions``,
 ``smsroute_http_connections_open{app}`` (counter ``smsroute_http_connection_events_total{app,event}``),
@@ -183,6 +185,7 @@ class _SnapshotCollector:
             dropped.add_metric(["request_log"], snap.request_log_dropped)
             yield dropped
         yield from _retention_families(snap.engine.get("sweeper") or {}, snap.removed_by_store)
+        yield from _worker_retention_families(snap.engine.get("worker_sweepers") or {})
         yield from _mail_families(snap.engine.get("mail") or {})
         yield from _privacy_families(snap.engine.get("privacy") or {})
         yield from _ledger_families(snap.engine.get("ledger") or {})
@@ -251,7 +254,8 @@ def _answered_family(stats: dict[str, Any], links: dict[str, Any]) -> GaugeMetri
     family = GaugeMetricFamily("smsroute_worker_stats_answered", "1 if the worker's numbers of this "
                                "part (pops, carriers, nats) are in this scrape, 0 if it did not answer "
                                "in time", labels=["part", "worker"])
-    parts = {"pops": stats.get("pops_missing"), "carriers": stats.get("carriers_missing")}
+    parts = {"pops": stats.get("pops_missing"), "carriers": stats.get("carriers_missing"),
+             "retention": stats.get("sweepers_missing")}
     for node, view in sorted(links.items()):
         for part, missing in parts.items():
             if isinstance(missing, dict):
@@ -429,6 +433,27 @@ def _retention_families(sweeper: dict[str, Any], http_removed: dict[str, int]) -
     per_store.update(http_removed)
     for store, n in sorted(per_store.items()):
         _add(removed, [str(store)], n)
+    yield from (sweeps, failures, removed)
+
+
+def _worker_retention_families(workers: dict[str, dict[str, Any]]) -> Iterator[Metric]:
+    """The core of a cluster: each worker's own retention sweeper (its POP shards' stores), which
+    ``smsroute_retention_*`` (this process's sweeper) does not count; a worker that did not answer the
+    scrape in time is left out (``smsroute_worker_stats_answered{part="retention"} 0``)."""
+    if not workers:
+        return
+    sweeps = CounterMetricFamily("smsroute_worker_retention_sweeps", "Retention sweeps the worker ran",
+                                 labels=["worker"])
+    failures = CounterMetricFamily("smsroute_worker_retention_sweep_failures", "Store sweeps on the "
+                                   "worker that failed (retried at its next sweep)", labels=["worker"])
+    removed = CounterMetricFamily("smsroute_worker_retention_removed", "Items past their retention the "
+                                  "worker removed, per store", labels=["worker", "store"])
+    for node, view in sorted(workers.items()):
+        _add(sweeps, [str(node)], view.get("sweeps"))
+        if _is_number(view.get("sweeps")):
+            _add(failures, [str(node)], view.get("failures") or 0)
+        for store, n in sorted((view.get("removed_by_store") or {}).items()):
+            _add(removed, [str(node), str(store)], n)
     yield from (sweeps, failures, removed)
 
 

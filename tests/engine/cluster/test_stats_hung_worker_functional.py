@@ -67,10 +67,12 @@ def test_a_stopped_worker_is_named_missing_and_the_others_rows_are_kept(tmp_path
             took, body = _get(port, token, "/metrics")
             assert took < ANSWER_WITHIN_S
             scrape = body.decode()
-            for part in ("pops", "carriers", "nats"):
+            for part in ("pops", "carriers", "retention", "nats"):
                 assert f'smsroute_worker_stats_answered{{part="{part}",worker="w0"}} 1.0' in scrape
                 assert f'smsroute_worker_stats_answered{{part="{part}",worker="w1"}} 0.0' in scrape
-            assert [p for p in lint(scrape) if "smsroute_worker_stats" in p] == []
+            assert [p for p in lint(scrape) if "smsroute_worker_" in p] == []
+            assert re.search(r'^smsroute_worker_retention_sweeps_total\{worker="w0"\} ', scrape, re.M)
+            assert 'smsroute_worker_retention_sweeps_total{worker="w1"}' not in scrape  # missing: not 0
             shards_seen = set(re.findall(r'^smsroute_pop_in_flight\{pop="([^"]+)",worker="([^"]+)"\}',
                                          scrape, re.M))
             assert shards_seen == {(p, "w0") for p in pops}

@@ -112,7 +112,10 @@ CLUSTER_ONLY = {"smsroute_nats_connected", "smsroute_nats_frames_total",
                 "smsroute_nats_refused_total", "smsroute_nats_reconnects_total",
                 "smsroute_nats_queries_not_acted_on_total",
                 "smsroute_nats_backlog_bytes", "smsroute_nats_dropped_total",
-                "smsroute_worker_nats_answered", "smsroute_worker_stats_answered"}
+                "smsroute_worker_nats_answered", "smsroute_worker_stats_answered",
+                "smsroute_worker_retention_sweeps_total",
+                "smsroute_worker_retention_sweep_failures_total",
+                "smsroute_worker_retention_removed_total"}
 
 
 def _readme_metric_names() -> set[str]:
