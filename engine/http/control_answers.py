@@ -17,7 +17,7 @@ from typing import Any, Literal
 import msgspec
 
 from engine.http.control_schemas import Role
-from engine.http.schemas import SenderRemoved, SenderView
+from engine.http.schemas import KeyView, SenderRemoved, SenderView
 
 Unset = msgspec.UNSET
 
@@ -39,6 +39,176 @@ class RestrictionAnswer(msgspec.Struct):
 class ClosedAnswer(msgspec.Struct):
     id: str
     state: Literal["closed"]
+
+
+class AccountView(msgspec.Struct):
+    """``GET /v1/accounts/{id}`` (and an export's ``account``): the record as its holder may see it —
+    no key digests, each webhook secret only as its last four characters (``…abcd``). Times are unix
+    seconds, 0 for never; ``receipt_statuses`` null: every status change is sent."""
+
+    id: str
+    email: str
+    created_at: float
+    state: Literal["active", "restricted", "closed"]
+    closed_at: float
+    key_hints: list[str]
+    senders: list[str]
+    webhook_url: str | None
+    webhook_secrets: list[str]
+    webhook_secret_rotated_at: float
+    receipt_statuses: list[str] | None
+    objections: list[str]
+    email_confirmed_at: float
+    webhook_batch_max: int
+    webhook_batch_wait_ms: int
+    webhook_disabled_url: str | None
+    webhook_disabled_at: float
+
+
+class LedgerItem(msgspec.Struct):
+    """One ledger item of an export: ``kind`` debit, deposit, refund or adjustment; the amount is
+    signed (debits negative); ``reference`` the message id, tx hash or adjustment key."""
+
+    seq: int
+    kind: str
+    account_id: str
+    amount_micro_usd: int
+    reference: str
+    at: float
+    chain: str
+    from_address: str
+    item: int
+    reason: str
+
+
+class DebugWindowRow(msgspec.Struct):
+    """One of the holder's open debugging windows at one POP."""
+
+    hold_id: str
+    pop: str
+    created_at: float
+    until: float
+
+
+class AccountExport(msgspec.Struct):
+    """``GET /v1/accounts/{id}/export`` (access and portability): everything held about the account.
+    Its top-level fields are these; the records inside ``messages`` (message metadata, never a body),
+    ``support_cases``, ``privacy_requests`` and ``incidents`` are each store's own record and may gain
+    fields, so they are documented as objects only (see :data:`OPEN`: a later version may add top-level
+    groups as the policy adds data it keeps)."""
+
+    account: AccountView
+    messages: list[dict[str, Any]]
+    ledger: list[LedgerItem]
+    balance_micro_usd: int
+    low_balance_threshold_micro_usd: int
+    debug_windows: list[DebugWindowRow]
+    api_keys: list[KeyView]
+    support_cases: list[dict[str, Any]]
+    privacy_requests: list[dict[str, Any]]
+    incidents: list[dict[str, Any]]
+
+
+class Rectified(msgspec.Struct):
+    """``POST /v1/accounts/{id}/rectify``: which fields were corrected."""
+
+    id: str
+    rectified: list[Literal["email"]]
+
+
+class ObjectionAnswer(msgspec.Struct):
+    id: str
+    purpose: str
+    objected: bool
+
+
+class Erased(msgspec.Struct):
+    """``POST /v1/accounts/{id}/erase``: what was deleted, and the pseudonym (``ledger_token``) the
+    ledger rows are kept under for 7 years."""
+
+    account: str
+    message_records_deleted: int
+    queued_mails_deleted: int
+    pending_links_deleted: int
+    pending_challenges_deleted: int
+    ledger_entries_pseudonymised: int
+    ledger_token: str
+
+
+# --- health, audit, reconciliation ------------------------------------------------------------------
+
+
+class Health(msgspec.Struct):
+    status: Literal["ok"]
+
+
+class Readiness(msgspec.Struct):
+    status: Literal["ready"]
+
+
+class AuditEntryView(msgspec.Struct):
+    """One entry of an audit trail (``kind``: which one). ``subject``: the pseudonym of the account it
+    is about ("" for none), ``account_id`` its id while the account exists (""). ``detail`` depends on
+    the action; a sealed value the trail could not open is shown as ``"sealed"``."""
+
+    kind: Literal["control", "data_subject", "retention_exception"]
+    seq: int
+    ts: float
+    actor: str
+    action: str
+    target: str
+    result: str
+    detail: dict[str, Any]
+    subject: str
+    account_id: str
+
+
+class AuditPage(msgspec.Struct):
+    """``GET /v1/audit``: ``next_since`` (when the page is full) is where the next page starts."""
+
+    entries: list[AuditEntryView]
+    next_since: float | None
+
+
+class ReconciliationCounts(msgspec.Struct):
+    """What was checked, and what could not be (counted, not reported)."""
+
+    ledger_items: int
+    accounts: int
+    records: int
+    records_too_recent: int
+    items_pseudonymous: int
+    items_past_record_retention: int
+    debits_owed: int
+    refunds_owed: int
+
+
+class ReconciliationDifference(msgspec.Struct, omit_defaults=True):
+    """One disagreement between the message records and the ledger (``engine.billing.reconcile``):
+    ``kind`` e.g. balance_mismatch, message_without_debit, duplicate_debit, refund_missing;
+    ``account`` its id or pseudonym (psn_…) where the identifiers are shredded; ``expected`` and
+    ``found`` (micro-USD) where amounts disagree."""
+
+    kind: str
+    account: str
+    message_id: str = ""
+    expected: int | msgspec.UnsetType = Unset
+    found: int | msgspec.UnsetType = Unset
+    detail: str = ""
+
+
+class ReconciliationReport(msgspec.Struct):
+    """``GET /v1/ledger/reconciliation``: ``records_checked`` false when no POP store was read (a
+    cluster core's data directory); at most 10,000 differences are listed, ``differences_total``
+    counts them all."""
+
+    ok: bool
+    started_at: float
+    finished_at: float
+    records_checked: bool
+    counts: ReconciliationCounts
+    differences_total: int
+    differences: list[ReconciliationDifference]
 
 
 # --- carriers and routing ---------------------------------------------------------------------------
@@ -200,9 +370,10 @@ class DisclosureAnswer(msgspec.Struct):
 
 # Every answer type of the control port, in the order its OpenAPI document lists them.
 ANSWERS: tuple[type[msgspec.Struct], ...] = (
-    DepositAnswer, SenderView, SenderRemoved, RestrictionAnswer, ClosedAnswer, CarrierList,
-    CarrierSwitch, RoutingView, Stats, TokenCreated, TokenList, TokenRevoked, HoldList, HoldsPlaced,
-    DisclosureAnswer, AdjustmentAnswer)
+    DepositAnswer, SenderView, SenderRemoved, RestrictionAnswer, ClosedAnswer, AccountView,
+    AccountExport, Rectified, ObjectionAnswer, Erased, KeyView, Health, Readiness, AuditPage,
+    ReconciliationReport, CarrierList, CarrierSwitch, RoutingView, Stats, TokenCreated, TokenList,
+    TokenRevoked, HoldList, HoldsPlaced, DisclosureAnswer, AdjustmentAnswer)
 
 # Components whose further fields are open-ended by nature: name -> ``additionalProperties``.
 OPEN: dict[str, dict[str, Any]] = {
@@ -210,4 +381,8 @@ OPEN: dict[str, dict[str, Any]] = {
     "CarrierRow": {"type": ["number", "object"]},
     # groups: mail, privacy, ledger, sweeper, actors, transport (objects); workers (a list)
     "Stats": {"type": ["object", "array"]},
+    # further groups of data a later version keeps about a holder (each a list of records)
+    "AccountExport": {"type": ["array", "object"]},
+    # a counter a later reconciliation adds
+    "ReconciliationCounts": {"type": "integer"},
 }

@@ -130,7 +130,8 @@ IDEMPOTENCY = [{"name": "Idempotency-Key", "in": "header", "required": False,
 STRUCTS = (schemas.MessageRequest, schemas.BatchRequest, schemas.AcceptedAnswer, schemas.BatchAnswer,
            schemas.MessageView, schemas.MessageList, schemas.WebhookRequest, schemas.WebhookView,
            schemas.SenderRequest, schemas.SenderView, schemas.SenderRemoved,
-           schemas.DebugWindowRequest, schemas.BalanceView, schemas.Event,
+           schemas.DebugWindowRequest, schemas.DebugWindowOpened, schemas.DebugWindowClosed,
+           schemas.KeyView, schemas.BalanceView, schemas.Event,
            schemas.LowBalanceEvent, *customer_schemas.BODIES)
 SIGNED = ("Signed: Smsroute-Signature: t=<unix>,v1=<hex HMAC-SHA256 of '<t>.<raw body>'> (one v1 per "
           "valid secret during a rotation); Smsroute-Event-Id: the event's id (deduplicate on it). "
@@ -234,8 +235,10 @@ def customer_document() -> dict[str, Any]:
         "/v1/debug-window": {
             "post": _op("Opt in to keeping your own message bodies for debugging (policy 2.3 b), at "
                         "most 7 days; audit-logged", "201",
-                        body=_ref(schemas.DebugWindowRequest), errors=("403", "422")),
-            "delete": _op("End your debugging windows now (their bodies are shredded)", "200"),
+                        body=_ref(schemas.DebugWindowRequest), errors=("403", "422"),
+                        ok_schema=_ref(schemas.DebugWindowOpened)),
+            "delete": _op("End your debugging windows now (their bodies are shredded)", "200",
+                          ok_schema=_ref(schemas.DebugWindowClosed)),
         },
         "/v1/keys": {
             "post": _op("Create a further API key (shown once)", "201", ok_schema=NEW_KEY,
@@ -243,8 +246,9 @@ def customer_document() -> dict[str, Any]:
             "get": _op("Your API keys: id, hint, created, last used, revoked (never the key)", "200",
                        ok_schema=KEY_LIST),
         },
-        "/v1/keys/{id}": {"delete": _op("Revoke a key now (not your only one)", "200", params=("id",),
-                                        errors=("404", "409"))},
+        "/v1/keys/{id}": {"delete": _op("Revoke a key now (not your only one); the revoked key's "
+                                        "metadata", "200", params=("id",), errors=("404", "409"),
+                                        ok_schema=_ref(schemas.KeyView))},
         "/v1/openapi.json": {"get": _op("This document", "200", security=False)},
     }
     from engine.http import openapi_billing
@@ -270,8 +274,9 @@ def control_document() -> dict[str, Any]:
     automation parses (:data:`engine.http.control_answers.ANSWERS`); the rest are by hand."""
     o = _op
     paths = {
-        "/healthz": {"get": o("Liveness", "200", security=False)},
-        "/readyz": {"get": o("Readiness", "200", security=False)},
+        "/healthz": {"get": o("Liveness", "200", security=False, ok_schema=_ref(ca.Health))},
+        "/readyz": {"get": o("Readiness (503 not_ready / actors_down, naming them, when not)", "200",
+                             security=False, errors=("503",), ok_schema=_ref(ca.Readiness))},
         "/metrics": {"get": _with_content(o("Prometheus text exposition", "200"), "200", {
             "text/plain": {"schema": {"type": "string"}}})},
         "/v1/openapi.json": {"get": o("This document", "200", security=False)},
@@ -306,11 +311,11 @@ def control_document() -> dict[str, Any]:
             "get": o("The account's API keys (never the keys)", "200", params=("id",),
                      ok_schema=KEY_LIST, errors=("403", "404")),
         },
-        "/v1/accounts/{id}/keys/{key_id}": {"delete": o("Revoke one of the account's API keys", "200",
-                                                        params=("id", "key_id"),
-                                                        errors=("403", "404"))},
+        "/v1/accounts/{id}/keys/{key_id}": {"delete": o(
+            "Revoke one of the account's API keys; the revoked key's metadata", "200",
+            params=("id", "key_id"), errors=("403", "404"), ok_schema=_ref(schemas.KeyView))},
         "/v1/accounts/{id}": {"get": o("An account's record (no secrets)", "200", params=("id",),
-                                       errors=("403", "404"))},
+                                       errors=("403", "404"), ok_schema=_ref(ca.AccountView))},
         "/v1/accounts/{id}/deposits": {"post": o(
             "Credit a crypto deposit (a replay of the same transaction is idempotent; the same chain and "
             "tx_hash with another amount, account or from_address is 409 deposit_conflict)", "201",
@@ -334,16 +339,19 @@ def control_document() -> dict[str, Any]:
                                               ok_schema=_ref(ca.ClosedAnswer))},
         "/v1/accounts/{id}/export": {"get": o(
             "Access and portability: everything held about the account (no secrets)", "200",
-            params=("id",), errors=("403", "404"))},
+            params=("id",), errors=("403", "404"), ok_schema=_ref(ca.AccountExport))},
         "/v1/accounts/{id}/rectify": {"post": o("Correct the account's email address", "200",
                                                 params=("id",), body=_ref(cs.Rectification),
-                                                errors=("403", "404", "422"))},
+                                                errors=("403", "404", "422"),
+                                                ok_schema=_ref(ca.Rectified))},
         "/v1/accounts/{id}/erase": {"post": o(
             "Erase the account: record, keys and message records deleted; ledger rows "
-            "pseudonymised (kept 7 years)", "200", params=("id",), errors=("403", "404"))},
+            "pseudonymised (kept 7 years)", "200", params=("id",), errors=("403", "404"),
+            ok_schema=_ref(ca.Erased))},
         "/v1/accounts/{id}/objections": {"post": o(
             "Object (or withdraw an objection) to processing for a purpose (analytics)", "200",
-            params=("id",), body=_ref(cs.Objection), errors=("400", "403", "404"))},
+            params=("id",), body=_ref(cs.Objection), errors=("400", "403", "404"),
+            ok_schema=_ref(ca.ObjectionAnswer))},
         "/v1/analytics": {"get": o("De-identified corridor and carrier aggregates", "200")},
         "/v1/retention": {"get": o("Retention status: sweeps, counts, exceptions (in a cluster each "
                                    "worker's sweeper in workers; the workers that did not answer "
@@ -372,7 +380,8 @@ def control_document() -> dict[str, Any]:
             "that is not a lawful order", "200", params=("id",), body=_ref(cs.OrderNoticeRequest),
             errors=("400", "403", "404", "409"))},
         "/v1/audit": {"get": o("Every audit trail (control port, data-subject actions, retention "
-                               "exceptions), oldest first", "200", extra_params=AUDIT_PARAMS)},
+                               "exceptions), oldest first", "200", extra_params=AUDIT_PARAMS,
+                               ok_schema=_ref(ca.AuditPage))},
         "/v1/tokens": {
             "post": o("Create an operator token (only roles you hold; unique name, not system:)",
                       "201", body=_ref(cs.TokenRequest), errors=("403", "409", "422"),

@@ -71,9 +71,7 @@ def control_paths() -> dict[str, Any]:
             "Reconcile message records and ledger now (run=false: the last report, e.g. the start-up "
             "one) and list the differences", "200", errors=("403", "404"), extra_params=[
                 {"name": "run", "in": "query", "required": False, "schema": B}],
-            ok_schema=_obj(["ok", "differences"], ok=B, started_at=N, finished_at=N,
-                           counts={"type": "object"}, differences_total=INT,
-                           differences={"type": "array", "items": {"type": "object"}}))},
+            ok_schema=_ref(ca.ReconciliationReport))},
         "/v1/accounts/{id}/adjustments": {"post": o(
             "Credit (\"2.50\") or debit (\"-2.50\") an account with a reason, once per idempotency_key "
             "(201 written, 200 replayed)", "201", params=("id",), also_ok=("200",),

@@ -257,6 +257,30 @@ class SenderRemoved(msgspec.Struct):
     removed: bool
 
 
+class KeyView(msgspec.Struct):
+    """One API key's metadata, never the key (``revoked_at``: null while it authenticates; a key that
+    predates the key store has null ``created_at``). A revocation answers the revoked key's."""
+
+    id: str
+    hint: str
+    created_at: float | None
+    last_used_at: float | None
+    revoked_at: float | None
+
+
+class DebugWindowOpened(msgspec.Struct):
+    """``POST /v1/debug-window``: until when bodies are kept, and the window's hold at each POP."""
+
+    until: float
+    hold_ids: list[str]
+
+
+class DebugWindowClosed(msgspec.Struct):
+    """``DELETE /v1/debug-window``: how many windows (holds, one per POP) ended now."""
+
+    closed: int
+
+
 # --- events (the webhook body) ----------------------------------------------------------------------
 
 

@@ -26,7 +26,8 @@ def world(running):
     control = Client(running.http.control_port, token)
     docs = {name: client.request("GET", "/v1/openapi.json", token="")[2]
             for name, client in (("customer", customer), ("control", control))}
-    return {"account": account, "customer": customer, "control": control, "docs": docs}
+    return {"account": account, "customer": customer, "control": control, "docs": docs,
+            "engine": running}
 
 
 def _success(doc, path: str) -> dict:
@@ -107,8 +108,41 @@ def _answers(world: dict) -> dict[str, Callable[[], Call]]:
         assert status == 200
         return ("control", "PUT", "/v1/routing", "/v1/routing", table)
 
+    def revoke_control_key() -> Call:
+        status, _, new = world["control"].request("POST", f"{ids}/keys")
+        assert status == 201, new
+        return ("control", "DELETE", "/v1/accounts/{id}/keys/{key_id}", f"{ids}/keys/{new['id']}",
+                None)
+
+    def revoke_customer_key() -> Call:
+        status, _, new = world["customer"].request("POST", "/v1/keys")
+        assert status == 201, new
+        return ("customer", "DELETE", "/v1/keys/{id}", f"/v1/keys/{new['id']}", None)
+
+    def erase() -> Call:
+        doomed = funded_account(world["engine"], email="erased@example.com")
+        return ("control", "POST", "/v1/accounts/{id}/erase", f"/v1/accounts/{doomed.id}/erase", None)
+
     ids = f"/v1/accounts/{account}"
     return {
+        "healthz": lambda: ("control", "GET", "/healthz", "/healthz", None),
+        "readyz": lambda: ("control", "GET", "/readyz", "/readyz", None),
+        "account": lambda: ("control", "GET", "/v1/accounts/{id}", ids, None),
+        "export": lambda: ("control", "GET", "/v1/accounts/{id}/export", f"{ids}/export", None),
+        "rectify": lambda: ("control", "POST", "/v1/accounts/{id}/rectify", f"{ids}/rectify",
+                            {"email": "openapi@example.com"}),  # the same address: stays confirmed
+        "objection": lambda: ("control", "POST", "/v1/accounts/{id}/objections",
+                              f"{ids}/objections", {"purpose": "analytics", "objected": False}),
+        "erase": erase,
+        "control key revoked": revoke_control_key,
+        "customer key revoked": revoke_customer_key,
+        "audit": lambda: ("control", "GET", "/v1/audit", "/v1/audit?limit=20", None),
+        "reconciliation": lambda: ("control", "GET", "/v1/ledger/reconciliation",
+                                   "/v1/ledger/reconciliation", None),
+        "debug window opened": lambda: ("customer", "POST", "/v1/debug-window", "/v1/debug-window",
+                                        {"hours": 1}),
+        "debug window closed": lambda: ("customer", "DELETE", "/v1/debug-window", "/v1/debug-window",
+                                        None),
         "deposit": lambda: ("control", "POST", "/v1/accounts/{id}/deposits", f"{ids}/deposits", {
             "usd": "1.00", "chain": "tron", "tx_hash": f"0x{key}", "from_address": "TXYZ"}),
         "adjustment": lambda: ("control", "POST", "/v1/accounts/{id}/adjustments",
@@ -145,7 +179,10 @@ def _answers(world: dict) -> dict[str, Callable[[], Call]]:
 
 ANSWERED = ["deposit", "adjustment", "control sender", "control sender removed", "restrict", "carriers", "suspend", "resume",
             "routing", "routing replaced", "stats", "token created", "tokens", "token revoked",
-            "hold placed", "holds", "hold released", "customer sender", "customer sender removed"]
+            "hold placed", "holds", "hold released", "customer sender", "customer sender removed",
+            "healthz", "readyz", "account", "export", "rectify", "objection", "erase",
+            "control key revoked", "customer key revoked", "audit", "reconciliation",
+            "debug window opened", "debug window closed"]
 
 
 @pytest.mark.parametrize("case", ANSWERED)
