@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from engine.http import control_privacy_answers
 from engine.http.control_schemas import Role
 from engine.http.schemas import KeyView, SenderRemoved, SenderView
 
@@ -373,7 +374,8 @@ ANSWERS: tuple[type[msgspec.Struct], ...] = (
     DepositAnswer, SenderView, SenderRemoved, RestrictionAnswer, ClosedAnswer, AccountView,
     AccountExport, Rectified, ObjectionAnswer, Erased, KeyView, Health, Readiness, AuditPage,
     ReconciliationReport, CarrierList, CarrierSwitch, RoutingView, Stats, TokenCreated, TokenList,
-    TokenRevoked, HoldList, HoldsPlaced, DisclosureAnswer, AdjustmentAnswer)
+    TokenRevoked, HoldList, HoldsPlaced, DisclosureAnswer, AdjustmentAnswer,
+    *control_privacy_answers.ANSWERS)
 
 # Components whose further fields are open-ended by nature: name -> ``additionalProperties``.
 OPEN: dict[str, dict[str, Any]] = {

@@ -1,12 +1,14 @@
 """OpenAPI paths of the e-mail confirmation, data-subject request, incident, policy-change and support
 routes (merged into both documents by ``engine.http.openapi``). Request bodies are references to the
 msgspec types that decode them (:mod:`engine.http.customer_schemas`, :mod:`engine.http.control_schemas`);
-answers are written here by hand."""
+the control port's answers to the types that encode them (:mod:`engine.http.control_privacy_answers`);
+the customer port's answers are written here by hand."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from engine.http import control_privacy_answers as pa
 from engine.http import control_schemas as cs
 from engine.http import customer_schemas
 from engine.http.openapi import B, S, _obj, _op, _ref
@@ -44,48 +46,62 @@ def control_paths() -> dict[str, Any]:
     return {
         "/v1/dsar": {
             "get": o("Data-subject requests with deadlines (overdue=true: only overdue)", "200",
-                     extra_params=overdue),
+                     extra_params=overdue, ok_schema=_ref(pa.DsarList)),
             "post": o("Register a request received at privacy@ (the holder verifies by link)",
-                      "201", body=_ref(cs.DsarOpen), errors=("400", "403", "404")),
+                      "201", body=_ref(cs.DsarOpen), errors=("400", "403", "404"),
+                      ok_schema=_ref(pa.DsarRecordView)),
         },
-        "/v1/dsar/{id}": {"get": o("One request", "200", params=("id",), errors=("403", "404"))},
+        "/v1/dsar/{id}": {"get": o("One request", "200", params=("id",), errors=("403", "404"),
+                                    ok_schema=_ref(pa.DsarView))},
         "/v1/dsar/{id}/extend": {"post": o("Extend the deadline once by 60 days (mails the holder)",
                                            "200", params=("id",), body=_ref(cs.DsarExtension),
-                                           errors=("403", "404", "409"))},
+                                           errors=("403", "404", "409"),
+                                           ok_schema=_ref(pa.DsarRecordView))},
         "/v1/dsar/{id}/fulfil": {"post": o(
             "Carry the request out through the matching right and close it", "200", params=("id",),
-            body=_ref(cs.DsarFulfilment), errors=("403", "404", "409"))},
+            body=_ref(cs.DsarFulfilment), errors=("403", "404", "409"),
+            ok_schema=_ref(pa.DsarFulfilled))},
         "/v1/dsar/{id}/refuse": {"post": o("Refuse (with the reason mailed to the holder)", "200",
                                            params=("id",), body=_ref(cs.DsarRefusal),
-                                           errors=("403", "404", "409"))},
+                                           errors=("403", "404", "409"),
+                                           ok_schema=_ref(pa.DsarRecordView))},
         "/v1/incidents": {
-            "get": o("Incidents with the 72-hour authority deadline", "200"),
+            "get": o("Incidents with the 72-hour authority deadline", "200",
+                     ok_schema=_ref(pa.IncidentList)),
             "post": o("Open an incident", "201", errors=("403", "404"),
-                      body=_ref(cs.IncidentOpen))},
+                      body=_ref(cs.IncidentOpen), ok_schema=_ref(pa.IncidentView))},
         "/v1/incidents/{id}/authority-notified": {"post": o(
             "Record the supervisory authority's notification", "200", params=("id",),
-            body=_ref(cs.AuthorityNotification), errors=("403", "404", "409"))},
+            body=_ref(cs.AuthorityNotification), errors=("403", "404", "409"),
+            ok_schema=_ref(pa.IncidentRecord))},
         "/v1/incidents/{id}/notify-customers": {"post": o(
             "Mail the incident notice to every affected account holder", "200", params=("id",),
-            errors=("403", "404"))},
+            errors=("403", "404"), ok_schema=_ref(pa.IncidentRecord))},
         "/v1/incidents/{id}/close": {"post": o("Close an incident", "200", params=("id",),
-                                               errors=("403", "404", "409"))},
+                                               errors=("403", "404", "409"),
+                                               ok_schema=_ref(pa.IncidentRecord))},
         "/v1/policy-changes": {"post": o(
             "Mail every account a privacy-policy change (effective at least 30 days later)", "201",
-            body=_ref(cs.PolicyChange), errors=("403", "422"))},
+            body=_ref(cs.PolicyChange), errors=("403", "422"),
+            ok_schema=_ref(pa.PolicyChangeAnswer))},
         "/v1/support/cases": {
-            "get": o("Support cases (kept until resolution + 1 year)", "200"),
+            "get": o("Support cases (kept until resolution + 1 year)", "200",
+                     ok_schema=_ref(pa.SupportCaseList)),
             "post": o("Open a support case", "201", errors=("403",),
-                      body=_ref(cs.CaseOpen))},
+                      body=_ref(cs.CaseOpen), ok_schema=_ref(pa.SupportCaseView))},
         "/v1/support/cases/{id}": {"get": o("One support case", "200", params=("id",),
-                                            errors=("403", "404"))},
+                                            errors=("403", "404"),
+                                            ok_schema=_ref(pa.SupportCaseView))},
         "/v1/support/cases/{id}/messages": {"post": o(
             "Add a message (in: from the customer, out: from us)", "201", params=("id",),
-            body=_ref(cs.CaseMessage), errors=("403", "404", "409"))},
+            body=_ref(cs.CaseMessage), errors=("403", "404", "409"),
+            ok_schema=_ref(pa.SupportCaseView))},
         "/v1/support/cases/{id}/resolve": {"post": o("Resolve a case (its year of retention starts)",
                                                      "200", params=("id",),
-                                                     errors=("403", "404", "409"))},
+                                                     errors=("403", "404", "409"),
+                                                     ok_schema=_ref(pa.SupportCaseView))},
         "/v1/accounts/{id}/confirmation": {"post": o("Mail the account a new confirmation link",
-                                                     "202", params=("id",), errors=("403", "404"))},
+                                                     "202", params=("id",), errors=("403", "404"),
+                                                     ok_schema=_ref(pa.ConfirmationSent))},
     }
 

@@ -1,0 +1,134 @@
+"""The control port's answers to the data-subject request, incident, policy-change, confirmation and
+support-case routes (``engine.http.control_privacy``), as msgspec Structs.
+
+Why: as :mod:`engine.http.control_answers` (which lists these in its ``ANSWERS``), the published schema
+is generated from them and a live test checks each answer against it. Each is the public form of its
+store's record (``storage.dsar``, ``storage.incidents``, ``storage.support``: never a sealed blob); a
+``...View`` adds what is computed when it is read (overdue, seconds left).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+DsarType = Literal["access", "portability", "rectification", "erasure", "restriction", "objection"]
+DsarStatus = Literal["awaiting_verification", "open", "completed", "refused", "lapsed"]
+
+
+class DsarRecordView(msgspec.Struct):
+    """A data-subject request as stored (``POST /v1/dsar``, ``/extend``, ``/refuse``). ``account_id``
+    is "" once the account is erased (``subject``, its pseudonym, still names it); ``channel`` email
+    or wallet; ``verification`` pending, email_link, wallet:evm or wallet:tron; times are unix seconds,
+    0 for not yet."""
+
+    id: str
+    account_id: str
+    type: DsarType
+    channel: str
+    verification: str
+    status: DsarStatus
+    received_at: float
+    deadline: float
+    verify_by: float
+    verified_at: float
+    extended: bool
+    extension_reason: str
+    closed_at: float
+    outcome: str
+    opened_by: str
+    notes: dict[str, Any]
+    subject: str
+
+
+class DsarView(DsarRecordView):
+    """A request as listed (``GET /v1/dsar``, ``GET /v1/dsar/{id}``): also whether it is overdue and
+    the seconds to its deadline (negative: past it)."""
+
+    overdue: bool
+    seconds_to_deadline: int
+
+
+class DsarList(msgspec.Struct):
+    requests: list[DsarView]
+
+
+class DsarFulfilled(msgspec.Struct):
+    """``POST /v1/dsar/{id}/fulfil``: the closed request, and what the matching right answered (access
+    and portability: the export; erasure: what was erased; rectification ``{"rectified": [...]}``,
+    restriction ``{"restricted": true}``, objection ``{"objected": purpose}``)."""
+
+    request: DsarView
+    result: dict[str, Any]
+
+
+class IncidentRecord(msgspec.Struct):
+    """A security incident as stored (the steps after opening answer it): ``accounts`` the affected
+    ids (``["*"]``: every account), ``subjects`` their pseudonyms; times unix seconds, 0 for not yet."""
+
+    id: str
+    summary: str
+    detected_at: float
+    opened_at: float
+    opened_by: str
+    accounts: list[str]
+    authority_deadline: float
+    authority_notified_at: float
+    authority_reference: str
+    customers_notified_at: float
+    customers_notified: int
+    closed_at: float
+    subjects: list[str]
+
+
+class IncidentView(IncidentRecord):
+    """An incident as opened (``POST /v1/incidents``) and listed: also where its 72-hour authority
+    deadline stands."""
+
+    all_accounts: bool
+    seconds_to_authority_deadline: int
+    authority_overdue: bool
+    authority_deadline_close: bool
+
+
+class IncidentList(msgspec.Struct):
+    incidents: list[IncidentView]
+
+
+class PolicyChangeAnswer(msgspec.Struct):
+    """``POST /v1/policy-changes``: one notice queued per account."""
+
+    effective_at: float
+    notices_queued: int
+
+
+class ConfirmationSent(msgspec.Struct):
+    """``POST /v1/accounts/{id}/confirmation``: a new link is queued for the account's address."""
+
+    id: str
+    sent: bool
+
+
+class SupportCaseView(msgspec.Struct):
+    """A support case. Each of ``messages`` is ``[at, direction, author, text]`` (unix seconds, "in"
+    from the customer or "out" from us, who wrote it, the text); ``account_id`` is "" for none or once
+    the account is erased (``pseudonym`` still names it); ``resolved_at`` 0 while open."""
+
+    id: str
+    subject: str
+    opened_at: float
+    opened_by: str
+    account_id: str
+    resolved_at: float
+    messages: list[list[float | str]]
+    pseudonym: str
+
+
+class SupportCaseList(msgspec.Struct):
+    cases: list[SupportCaseView]
+
+
+ANSWERS: tuple[type[msgspec.Struct], ...] = (
+    DsarRecordView, DsarList, DsarView, DsarFulfilled, IncidentRecord, IncidentView, IncidentList,
+    PolicyChangeAnswer, ConfirmationSent, SupportCaseView, SupportCaseList)
