@@ -233,9 +233,7 @@ class Engine(AccountManager, HoldManager):
             self, digest, submissions, lambda: self.bridge.new_request(_accepted, holds_slot=True),
             admit)
         if items:
-            ids = [i.request_id for i in items]
-            raw = submission.encode_or_fail(self.bridge, ids, m.SubmitMessages(items))
-            submission.tell_or_fail(self.bridge, session, raw, ids)
+            submission.hand_off(self.bridge, session, items)
         return futures
 
     def _session_for_key(self, api_key: str) -> tuple[bytes, Any]:

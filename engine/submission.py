@@ -27,6 +27,10 @@ from engine.errors import (
     SmsrouteError,
 )
 
+# bytes of one hand-off frame at most: a batch over it is told as several (in order). A cluster carries
+# the frame as one NATS message (``engine.cluster.transport.MAX_PAYLOAD``, the server refuses one over
+# 1 MiB): 1,000 messages of 10 segments are ~1.4 MB.
+MAX_FRAME = 256 * 1024
 MAX_VALIDITY_SECONDS = 86400  # a message never waits longer than its body may be kept
 MAX_CLIENT_REF = 64  # characters of a customer's own reference
 # Unicode's control characters (category Cc: C0, DEL and C1), the one definition the HTTP API's
@@ -97,6 +101,32 @@ def encode_or_fail(bridge: Any, request_ids: list[int], msg: m.Message) -> bytes
         for request_id in request_ids:
             bridge.fail(request_id, error)  # gives the in-flight slot back
         raise error from None
+
+
+def hand_off(bridge: Any, session: Any, items: list[m.SubmitItem]) -> None:
+    """Tell the session ``items`` as ``SubmitMessages`` frames of at most ``MAX_FRAME`` bytes each (one
+    frame unless the batch is larger: the usual batch is encoded once). Every request fails through the
+    bridge if a part does not encode or the session cannot be told (``encode_or_fail``,
+    ``tell_or_fail``)."""
+    ids = [i.request_id for i in items]
+    parts = _frames(bridge, ids, items)
+    for n, (part_ids, raw) in enumerate(parts):
+        try:
+            tell_or_fail(bridge, session, raw, part_ids)
+        except SmsrouteError as exc:
+            for later, _ in parts[n + 1:]:  # nothing told of these either: the same error
+                for request_id in later:
+                    bridge.fail(request_id, exc)
+            raise
+
+
+def _frames(bridge: Any, ids: list[int], items: list[m.SubmitItem]
+            ) -> list[tuple[list[int], bytes]]:
+    raw = encode_or_fail(bridge, ids, m.SubmitMessages(items))
+    if len(raw) <= MAX_FRAME or len(items) == 1:
+        return [(ids, raw)]
+    half = len(items) // 2
+    return _frames(bridge, ids[:half], items[:half]) + _frames(bridge, ids[half:], items[half:])
 
 
 def tell_or_fail(bridge: Any, session: Any, raw: bytes, request_ids: list[int]) -> None:

@@ -113,11 +113,8 @@ class EdgeEngine:
                                             lambda: self.bridge.new_request(_accepted),
                                             reply_to=self.placement.node)
         if items:
-            ids = [i.request_id for i in items]
-            raw = submission.encode_or_fail(self.bridge, ids, m.SubmitMessages(items))
             node = self.placement.worker_of(account)
-            submission.tell_or_fail(self.bridge, self.transport.ref(node, f"session/{account}"), raw,
-                                    ids)
+            submission.hand_off(self.bridge, self.transport.ref(node, f"session/{account}"), items)
         return futures
 
     # --- the core ----------------------------------------------------------------------------------

@@ -1,0 +1,63 @@
+"""The customer API through HTTP edges answers what one process answers (``smsroute run --workers 1
+--edges 2``, real sockets): the one-process engine's behaviour, documented in the README and the OpenAPI
+document, is the reference.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from engine.cluster.transport import MAX_PAYLOAD
+from engine.submission import MAX_FRAME
+from tests.engine.cluster.test_edges_functional import _start
+from tests.engine.cluster.test_run_workers_functional import _kill_left
+from tests.engine.http.conftest import Client
+
+pytestmark = pytest.mark.functional
+
+BATCH = 1000  # the most one batch may hold
+BODY = "x" * 1400  # 10 segments: the batch's hand-off is ~1.4 MB, over a NATS message's 1 MiB
+
+
+@pytest.fixture(scope="module")
+def edges(tmp_path_factory) -> Iterator[tuple[Client, Client]]:
+    run, api, ops, children = _start(tmp_path_factory.mktemp("edges"))
+    try:
+        with run:
+            status, _, acct = ops.request("POST", "/v1/accounts", {"email": "big@example.com"})
+            assert status == 201, acct
+            ops.request("POST", f"/v1/accounts/{acct['id']}/deposits",
+                        {"usd": "2000.00", "chain": "tron", "tx_hash": "0xbig", "from_address": "TX"})
+            ops.request("POST", f"/v1/accounts/{acct['id']}/senders", {"sender": "ACME"})
+            api.token = acct["api_key"]
+            yield api, ops
+            assert run.stop(60) == 0
+    finally:
+        _kill_left(children)
+
+
+def test_a_hand_off_frame_fits_a_nats_message():
+    assert MAX_FRAME <= MAX_PAYLOAD // 2
+
+
+@pytest.mark.parametrize("headers", [{}, {"Idempotency-Key": "big-batch"}],
+                         ids=["served-by-the-edge", "forwarded-to-the-core"])
+def test_a_full_batch_of_long_messages_is_accepted_whole(edges, headers):
+    """A batch the API allows (1,000 messages of 10 segments, under the 2 MiB body limit) is one
+    hand-off of ~1.4 MB to the account's worker: before, that NATS message was refused (over 1 MiB),
+    and after 15-30 s every message was answered ``cluster_unavailable`` "may or may not have been
+    accepted" - with an Idempotency-Key, every retry then answered 409 - although none was."""
+    api, _ = edges
+    batch = {"messages": [{"to": "+4915112345678", "from": "ACME", "body": BODY}] * BATCH}
+    started = time.monotonic()
+    status, _, answer = api.request("POST", "/v1/messages/batch", batch, headers=headers)
+    assert status == 200, answer
+    assert (answer["accepted"], answer["refused"]) == (BATCH, 0), answer["results"][0]
+    assert time.monotonic() - started < 10  # answered by the worker, not by a time-out
+    ids = [r["id"] for r in answer["results"]]
+    assert len(set(ids)) == BATCH
+    status, _, one = api.request("GET", f"/v1/messages/{ids[-1]}")
+    assert status == 200 and one["segments"] == 10
