@@ -173,7 +173,13 @@ class Edge:
                               if k.lower() not in _HOP_BY_HOP)
         headers[FORWARDED_FOR] = request.remote or ""
         headers[EDGE_TOKEN_HEADER] = self.token
-        body = await request.read()
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:  # over the app's client_max_size: the core's answer
+            http = self.engine.settings.http
+            limit = (int(getattr(http, "max_batch_body_bytes", http.max_body_bytes))
+                     if request.path == "/v1/messages/batch" else http.max_body_bytes)
+            return _error(413, "body_too_large", f"request body over {limit} bytes")
         try:
             async with session.request(request.method, self.core_url + request.path_qs,
                                        headers=headers, data=body or None) as answer:
@@ -182,10 +188,8 @@ class Edge:
                 return web.Response(status=answer.status, body=payload, headers=out)
         except Exception as exc:
             log.warning("edge: the core did not answer (%s)", type(exc).__name__)
-            body = json.dumps({"error": {"code": "cluster_unavailable",
-                                         "message": "the engine is not reachable; retry shortly"}})
-            return web.Response(status=503, text=body, content_type="application/json",
-                                headers={"Retry-After": "1"})
+            return _error(503, "cluster_unavailable", "the engine is not reachable; retry shortly",
+                          {"Retry-After": "1"})
 
     async def _sweep(self, ctx: HttpContext) -> None:
         """The edge's request log follows the policy's 90 days like the core's."""
@@ -197,6 +201,16 @@ class Edge:
                 await ctx.call(ctx.requestlog.sweep, time.time())
             except Exception:
                 log.exception("edge: request log sweep failed")
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None
+           ) -> web.Response:
+    """An answer the edge makes itself, in the core's error shape and with its frame's headers (a
+    forwarded answer has them from the core)."""
+    return web.Response(status=status, text=json.dumps({"error": {"code": code, "message": message}}),
+                        content_type="application/json",
+                        headers={**(headers or {}), "Server": "smsroute", "Cache-Control": "no-store",
+                                 "X-Content-Type-Options": "nosniff"})
 
 
 def _limits(http: Any):

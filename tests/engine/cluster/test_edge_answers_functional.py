@@ -61,3 +61,23 @@ def test_a_full_batch_of_long_messages_is_accepted_whole(edges, headers):
     assert len(set(ids)) == BATCH
     status, _, one = api.request("GET", f"/v1/messages/{ids[-1]}")
     assert status == 200 and one["segments"] == 10
+
+
+@pytest.mark.parametrize("method,path,headers,limit", [
+    ("POST", "/v1/messages", {"Idempotency-Key": "too-big"}, 65536),
+    ("PUT", "/v1/webhook", {}, 65536),
+    ("POST", "/v1/messages/batch", {"Idempotency-Key": "too-big"}, 2097152),
+])
+def test_a_forwarded_body_over_every_limit_is_refused_in_the_error_shape(edges, method, path, headers,
+                                                                          limit):
+    """A body over the batch limit on a route the edge forwards to the core was answered by aiohttp
+    itself: 413 in plain text (``Maximum request body size 2097152 exceeded.``) and a ``Server`` header
+    naming Python's and aiohttp's versions; one process answers the JSON error shape."""
+    api, _ = edges
+    status, got, answer = api.request(method, path, raw=b'{"url":"' + b"1" * 3_000_000 + b'"}',
+                                      headers=headers)
+    assert status == 413
+    assert answer == {"error": {"code": "body_too_large",
+                                "message": f"request body over {limit} bytes"}}
+    assert got["Server"] == "smsroute"
+    assert got["X-Content-Type-Options"] == "nosniff"
