@@ -223,6 +223,10 @@ class LocalShards:
         return [{"pop": place.pop_address(pop), **asdict(h)}
                 for pop, holds in self.runtime.holds.items() for h in holds.active()]
 
+    def holds_view(self) -> dict[str, Any]:
+        """``GET /v1/holds``: the holds here (``ClusterShards.holds_view`` names missing workers)."""
+        return {"holds": self.active_holds()}
+
     def hold_audit(self, since: float | None) -> list[list]:
         """The audit entries of the holds here, their sealed notes opened (``"shredded"`` after)."""
         out = []
@@ -338,7 +342,8 @@ class ClusterShards:
                                      QUERY_TIMEOUT_S if timeout is None else timeout, act_by)
         reply = m.decode(raw)
         if isinstance(reply, m.ShardReplyParts):  # a large answer: fetched a part at a time
-            raw = b"".join(self._ask(node, "answer_part", reply.token, i) for i in range(reply.count))
+            raw = b"".join(self._ask(node, "answer_part", reply.token, i, timeout=timeout)
+                           for i in range(reply.count))
             reply = m.decode(raw)
         if not isinstance(reply, m.ShardReply):
             raise error_from_code("internal_error", f"worker {node} answered {type(reply).__name__}")
@@ -497,25 +502,36 @@ class ClusterShards:
                      if b is not None), None)
 
     def active_holds(self) -> list[dict]:
+        """Every worker's active holds, or an error: for an action that must see all of them (a hold
+        found or not, a lawful order's other holds); ``GET /v1/holds`` reads :meth:`holds_view`."""
         return [h for holds in self._ask_all("active_holds") for h in holds]
 
-    def hold_audit(self, since: float | None) -> list[list]:
-        return [e for entries in self._ask_all("hold_audit", since) for e in entries]
+    def holds_view(self) -> dict[str, Any]:
+        """``GET /v1/holds``: every worker asked at once with ``STATS_TIMEOUT_S`` (see :meth:`ask_each`);
+        the holds of those that answered, the others named in ``holds_missing`` (node -> why)."""
+        holds, missing = self.ask_each(("active_holds",))["active_holds"]
+        return {"holds": [h for node in self.workers if node in holds for h in holds[node]],
+                "holds_missing": missing}
 
-    def sweeper_stats(self) -> dict:
-        return dict(zip(self.workers, self._ask_all("sweeper_stats"), strict=True))
+    def hold_audit_view(self, since: float | None) -> tuple[list[list], dict[str, str]]:
+        """``(audit entries of the holds, the workers whose entries are missing: node -> why)``: asked
+        at once with ``STATS_TIMEOUT_S`` (a view: a hung worker neither holds the auditor's answer 30 s
+        nor fails it; the answer names it, so a trail lacking its entries is never taken as whole)."""
+        entries, missing = self.ask_each(("hold_audit",), args=(since,))["hold_audit"]
+        return [e for node in self.workers if node in entries for e in entries[node]], missing
 
     def sweep_now(self) -> dict:
         return dict(zip(self.workers, self._ask_all("sweep_now"), strict=True))
 
-    def ask_each(self, kinds: tuple[str, ...], timeout: float = STATS_TIMEOUT_S
+    def ask_each(self, kinds: tuple[str, ...], timeout: float = STATS_TIMEOUT_S, args: tuple = ()
                  ) -> dict[str, tuple[dict[str, Any], dict[str, str]]]:
         """``{kind: (answers by node, why each other node is missing)}``: every worker asked each of
-        ``kinds`` (questions without arguments, for ``/v1/stats`` and ``/metrics``) at once, with one
-        deadline for all. A worker that is down, cut off or hung but connected (SIGSTOP, busy actors)
-        delays the call by at most ``timeout`` and is named missing; the others' answers are kept."""
+        ``kinds`` (reads, each with ``args``: the views of ``/v1/stats``, ``/metrics``, holds, audit)
+        at once, with one deadline for all. A worker that is down, cut off or hung but connected
+        (SIGSTOP, busy actors) delays the call by at most ``timeout`` and is named missing; the
+        others' answers are kept."""
         act_by = time.time() + timeout * ACT_WITHIN
-        futures = {(kind, node): self._stats_pool.submit(self._ask, node, kind, act_by=act_by,
+        futures = {(kind, node): self._stats_pool.submit(self._ask, node, kind, *args, act_by=act_by,
                                                          timeout=timeout)
                    for kind in kinds for node in self.workers}
         wait(futures.values(), timeout + 2)

@@ -175,9 +175,10 @@ async def retention(request: web.Request) -> web.Response:
 
 
 async def list_holds(request: web.Request) -> web.Response:
+    """Every active hold; in a cluster, the workers that did not answer in time in ``holds_missing``."""
     ctx: HttpContext = request.app[CTX]
-    holds = await ctx.call(_engine_method(ctx, "active_holds"))
-    return json_response({"holds": _plain(list(holds))})
+    view = await ctx.call(_engine_method(ctx, "holds_view"))
+    return json_response({**view, "holds": _plain(list(view["holds"]))})
 
 
 async def place_hold(request: web.Request) -> web.Response:
@@ -255,7 +256,9 @@ async def audit(request: web.Request) -> web.Response:
     (an account id, also of an erased account: its pseudonym is computed) or ``subject`` (a pseudonym,
     ``psn_…``): only the entries about that account. When the page is full, ``next_since`` is where the
     next one starts (entries at that instant may repeat). An entry about an account shows its pseudonym
-    (``subject``) always and its id (``account_id``) while the account exists (``storage.audit``)."""
+    (``subject``) always and its id (``account_id``) while the account exists (``storage.audit``).
+    In a cluster, ``workers_missing`` names the workers that did not answer within the stats deadline:
+    their retention-exception entries are not in this page (a partial trail must say so)."""
     ctx: HttpContext = request.app[CTX]
     kinds = {k for value in request.query.getall("kind", []) for k in value.split(",") if k}
     since, until = _query_time(request, "since", 0.0), _query_time(request, "until", math.inf)
@@ -273,8 +276,12 @@ async def audit(request: web.Request) -> web.Response:
     about = await _audit_subject(ctx, request)
     entries = await ctx.call(audit_page, wanted, since, until, limit, about)
     more = len(entries) > limit
-    return json_response({"entries": entries[:limit],
-                          "next_since": entries[limit - 1]["ts"] if more else None})
+    answer: dict[str, Any] = {"entries": entries[:limit],
+                              "next_since": entries[limit - 1]["ts"] if more else None}
+    remote = [log for logs in wanted.values() for log in logs if hasattr(log, "missing")]
+    if remote:  # a cluster's workers: those that did not answer in time, whose entries are not here
+        answer["workers_missing"] = {node: why for log in remote for node, why in log.missing.items()}
+    return json_response(answer)
 
 
 def _query_time(request: web.Request, name: str, default: float) -> float:

@@ -164,11 +164,14 @@ class AuditEntryView(msgspec.Struct):
     account_id: str
 
 
-class AuditPage(msgspec.Struct):
-    """``GET /v1/audit``: ``next_since`` (when the page is full) is where the next page starts."""
+class AuditPage(msgspec.Struct, omit_defaults=True):
+    """``GET /v1/audit``: ``next_since`` (when the page is full) is where the next page starts; in a
+    cluster ``workers_missing`` names the workers (node -> why) that did not answer within 2 s: their
+    retention-exception entries are not in the page."""
 
     entries: list[AuditEntryView]
     next_since: float | None
+    workers_missing: dict[str, str] | None = None
 
 
 class ReconciliationCounts(msgspec.Struct):
@@ -341,8 +344,12 @@ class HoldView(msgspec.Struct, omit_defaults=True):
     notice: NoticeView | None | msgspec.UnsetType = Unset  # a lawful order's (GET /v1/holds)
 
 
-class HoldList(msgspec.Struct):
+class HoldList(msgspec.Struct, omit_defaults=True):
+    """``GET /v1/holds``; in a cluster ``holds_missing`` names the workers (node -> why) that did not
+    answer within 2 s: their holds are not in ``holds``."""
+
     holds: list[HoldView]
+    holds_missing: dict[str, str] | None = None
 
 
 class HoldsPlaced(msgspec.Struct, omit_defaults=True):

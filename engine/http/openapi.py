@@ -357,7 +357,8 @@ def control_document() -> dict[str, Any]:
                                    "worker's sweeper in workers; the workers that did not answer "
                                    "within 2 s in workers_missing and holds_missing)", "200")},
         "/v1/holds": {
-            "get": o("Active legal holds and other retention exceptions", "200",
+            "get": o("Active legal holds and other retention exceptions (in a cluster the workers "
+                     "that did not answer within 2 s in holds_missing)", "200",
                      ok_schema=_ref(ca.HoldList)),
             "post": o("Place a hold; idempotent by Idempotency-Key (201 placed, 200 the same request "
                       "again: its holds, nothing placed; 409 hold_conflict: the key with other content)",
@@ -380,7 +381,9 @@ def control_document() -> dict[str, Any]:
             "that is not a lawful order", "200", params=("id",), body=_ref(cs.OrderNoticeRequest),
             errors=("400", "403", "404", "409"))},
         "/v1/audit": {"get": o("Every audit trail (control port, data-subject actions, retention "
-                               "exceptions), oldest first", "200", extra_params=AUDIT_PARAMS,
+                               "exceptions), oldest first; in a cluster the workers that did not "
+                               "answer within 2 s in workers_missing (their retention-exception "
+                               "entries are not in the page)", "200", extra_params=AUDIT_PARAMS,
                                ok_schema=_ref(ca.AuditPage))},
         "/v1/tokens": {
             "post": o("Create an operator token (only roles you hold; unique name, not system:)",
