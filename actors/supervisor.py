@@ -389,6 +389,21 @@ class Runtime:
         """Customer sessions that stopped without being removed (their accounts cannot submit)."""
         return sum(1 for ref in list(self.directory.sessions.values()) if not ref.is_alive())
 
+    def local_stats_view(self, with_carriers: bool) -> dict[str, list[dict]]:
+        """``pops`` (and ``carriers``) of this process, all asked at once with one deadline (see
+        :func:`ask_stats`): asked one group after the other, a busy dispatcher thread cost each its
+        own deadline."""
+        deadline = time.monotonic() + ACTOR_STATS_TIMEOUT_S
+        pops = ask_stats_later(self.directory.pops)
+        carriers = ask_stats_later(self._carrier_actors) if with_carriers else None
+        rows = stats_answers(pops, "pop", deadline)
+        view = {"pops": [rows[name] for name in self.directory.pops]}
+        if carriers is not None:
+            rows = stats_answers(carriers, "carrier", deadline)
+            view["carriers"] = [{**rows[name], "pop": self.settings.carriers[name].pop}
+                                for name in self._carrier_actors]
+        return view
+
     def local_pop_stats(self) -> list[dict]:
         """Each POP's counters; a POP that does not answer in time is a row ``{"pop", "error"}``, never
         left out (an operator must see that a POP is missing, not a shorter list)."""
@@ -415,14 +430,14 @@ class Runtime:
         the retention sweeper's totals. In a cluster's core the workers are asked with the short stats
         deadline: a worker that does not answer is named (``pops_missing``), the others' rows kept
         (``ClusterShards.stats_view``)."""
-        shards = self.shards.stats_view(with_carriers)
+        deadline = time.monotonic() + ACTOR_STATS_TIMEOUT_S
+        asked = ask_stats_later({"sweeper": self.sweeper} if self.sweeper is not None else {})
+        shards = self.shards.stats_view(with_carriers)  # (here: the POPs and carriers, same deadline)
         sweeper: dict = {}
-        if self.sweeper is not None:
-            try:
-                view = self.sweeper.proxy().stats().get(timeout=2)
-                sweeper = {**view["totals"], "removed_by_store": view["removed_by_store"]}
-            except Exception:  # a stopped or busy sweeper: leave its numbers out
-                pass
+        if asked:  # asked with the POPs, not after them: one busy dispatcher costs one deadline
+            view = stats_answers(asked, "sweeper", deadline)["sweeper"]
+            sweeper = ({"error": view["error"]} if "error" in view else
+                       {**view["totals"], "removed_by_store": view["removed_by_store"]})
         alive = self.actors_alive()
         return {**shards, "sessions": len(self.directory.sessions), "sweeper": sweeper,
                 "actors": {name: {"alive": int(ok)} for name, ok in alive.items()},
@@ -484,13 +499,24 @@ def ask_stats(refs: dict[str, Any], key: str, timeout: float = ACTOR_STATS_TIMEO
     share a dispatcher thread, so one busy handler delays them all, and asking one after the other (2 s
     each) made a worker miss the core's ``STATS_TIMEOUT_S`` by itself. An actor that does not answer by
     ``timeout`` (or has stopped) gets the row ``{key: name, "error": why}``."""
-    deadline = time.monotonic() + timeout
+    return stats_answers(ask_stats_later(refs), key, time.monotonic() + timeout)
+
+
+def ask_stats_later(refs: dict[str, Any]) -> dict[str, Any]:
+    """The ``stats()`` question sent to every actor of ``refs``: a future (or the error) by name, for
+    :func:`stats_answers` - several groups asked first, then all waited for under one deadline."""
     asked: dict[str, Any] = {}
     for name, ref in refs.items():
         try:
             asked[name] = ref.proxy().stats()
         except Exception as exc:  # a stopped actor
             asked[name] = exc
+    return asked
+
+
+def stats_answers(asked: dict[str, Any], key: str, deadline: float) -> dict[str, dict]:
+    """The answers of :func:`ask_stats_later` by ``deadline`` (``time.monotonic()``); one not in by then
+    (or a stopped actor) is the row ``{key: name, "error": why}``."""
     rows: dict[str, dict] = {}
     for name, future in asked.items():
         try:

@@ -138,11 +138,9 @@ class LocalShards:
         return self.runtime.local_pop_stats()
 
     def stats_view(self, with_carriers: bool = False) -> dict[str, Any]:
-        """``pops`` (and ``carriers``) of this process, for ``/v1/stats`` and ``/metrics``."""
-        view: dict[str, Any] = {"pops": self.pop_stats()}
-        if with_carriers:
-            view["carriers"] = self.carrier_stats()
-        return view
+        """``pops`` (and ``carriers``) of this process, for ``/v1/stats`` and ``/metrics``, asked at
+        once with one deadline (``Runtime.local_stats_view``)."""
+        return self.runtime.local_stats_view(with_carriers)
 
     def carrier_stats(self) -> list[dict]:
         return self.runtime.local_carrier_stats()

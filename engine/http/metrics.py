@@ -25,7 +25,8 @@ retention sweeper: ``smsroute_worker_retention_{sweeps,sweep_failures}_total{wor
 Gauges: ``smsroute_actor_alive{actor}``, ``smsroute_dead_actors``, ``smsroute_dead_sessions``,
 ``smsroute_http_connections_open{app}`` (counter ``smsroute_http_connection_events_total{app,event}``),
 ``smsroute_in_flight``, ``smsroute_in_flight_limit``, ``smsroute_pending_requests``,
-``smsroute_sessions``, ``smsroute_pop_in_flight{pop}``, ``smsroute_pop_timers{pop}``,
+``smsroute_sessions``, ``smsroute_pop_stats_answered{pop}`` (0: the POP did not answer this scrape
+in time, its numbers are missing), ``smsroute_pop_in_flight{pop}``, ``smsroute_pop_timers{pop}``,
 ``smsroute_pop_outstanding{pop,carrier}``, ``smsroute_pop_waiting{pop,carrier}``,
 ``smsroute_carrier_{connected,suspended,available}{carrier,pop}`` (1/0),
 ``smsroute_carrier_window{carrier,pop}``, ``smsroute_carrier_window_in_use{carrier,pop}``,
@@ -331,8 +332,12 @@ def _pop_families(pops: list[dict[str, Any]]) -> Iterator[Metric]:
                                 labels=[*labels, "carrier"])
     counters = {key: CounterMetricFamily(f"smsroute_pop_{key}", doc, labels=labels)
                 for key, doc in POP_COUNTERS.items()}
+    answered = GaugeMetricFamily("smsroute_pop_stats_answered", "1 if the POP answered this scrape's "
+                                 "question for its numbers in time, 0 if not (they are missing from it)",
+                                 labels=labels)
     for pop in pops:
         shard = values(pop)
+        _add(answered, shard, int("error" not in pop))
         _add(in_flight, shard, pop.get("in_flight"))
         _add(timers, shard, pop.get("timers"))
         for carrier, n in (pop.get("outstanding") or {}).items():
@@ -341,7 +346,7 @@ def _pop_families(pops: list[dict[str, Any]]) -> Iterator[Metric]:
             _add(waiting, [*shard, str(carrier)], n)
         for key, family in counters.items():
             _add(family, shard, pop.get(key))
-    yield from (in_flight, timers, outstanding, waiting, *counters.values())
+    yield from (answered, in_flight, timers, outstanding, waiting, *counters.values())
 
 
 def _carrier_families(carriers: list[dict[str, Any]]) -> Iterator[Metric]:

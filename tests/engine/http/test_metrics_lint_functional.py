@@ -83,6 +83,11 @@ def test_counters_are_counters_and_entities_are_labels(scrape):
     assert carriers == set(load_settings().carriers)
 
 
+def test_each_pop_says_it_answered_the_scrape(scrape):
+    answered = dict(re.findall(r'^smsroute_pop_stats_answered\{pop="(\w+)"\} (\S+)$', scrape, re.M))
+    assert answered == {"fra": "1.0", "sin": "1.0", "gru": "1.0"}
+
+
 def test_each_pop_counts_the_group_commits_it_wrote(scrape):
     commits = {pop: float(n) for pop, n in
                re.findall(r'^smsroute_pop_commits_total\{pop="(\w+)"\} (\S+)$', scrape, re.M)}
