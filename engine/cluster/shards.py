@@ -473,8 +473,16 @@ class ClusterShards:
                                                             strict=True) for s in stats]
 
     def carrier_stats(self) -> list[dict]:
-        """One row per carrier, as one process answers, each worker's row in ``workers``."""
-        return merge_carrier_rows(list(zip(self.workers, self._ask_all("carrier_stats"), strict=True)))
+        """One row per carrier, as one process answers, each worker's row in ``workers`` (``Engine.carriers``).
+        Asked like :meth:`carrier_view`, within ``STATS_TIMEOUT_S``; a list cannot say it lacks a
+        worker, so one that did not answer is ``ClusterUnavailable`` naming it (before: 30 s, then the
+        same error without a name)."""
+        rows, missing = self.ask_each(("carrier_stats",))["carrier_stats"]
+        if missing:
+            raise ClusterUnavailable("carrier rows missing: " + ", ".join(
+                f"{node} ({why})" for node, why in sorted(missing.items()))
+                + "; GET /v1/carriers shows the others' rows")
+        return merge_carrier_rows([(node, rows[node]) for node in self.workers])
 
     def suspend_carrier(self, name: str, suspended: bool) -> None:
         self._act_all("suspend_carrier", name, suspended)

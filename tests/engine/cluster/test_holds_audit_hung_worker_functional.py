@@ -1,10 +1,12 @@
 """A hung but connected worker holds neither ``GET /v1/holds`` nor ``GET /v1/audit``, and the answer
-says which worker's holds and audit entries it lacks.
+says which worker's holds and audit entries it lacks; the embedding API's ``Engine.carriers()`` names it
+at once.
 
 Before, both asked every worker with the 30 s query timeout and, with one worker stopped, answered 503
 after 30 s: the auditor saw nothing of the workers that did answer. An audit page that silently lacked
 a worker's entries would mislead, so the partial answer names the missing worker. Real nats-server, two
-worker processes (w1 SIGSTOPped: connected, answering nothing), the core's real control port.
+worker processes (w1 SIGSTOPped: connected, answering nothing), the core's real control port. The
+query timeout is cut to 10 s (30 s by default) so the old behaviour fails this test quickly too.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import time
 
 import pytest
 
+from engine.cluster import shards
+from engine.errors import ClusterUnavailable
 from tests.engine.cluster.support import Cluster
 from tests.engine.cluster.test_views_hung_worker_functional import ANSWER_WITHIN_S, _call
 from tests.engine.crash_support import webhook_engine_overrides
@@ -28,7 +32,8 @@ def _workers(holds: list[dict]) -> set[str]:
     return {h["pop"].split("/")[0] for h in holds}
 
 
-def test_holds_and_audit_keep_what_answered_and_name_the_stopped_worker(tmp_path):
+def test_holds_and_audit_keep_what_answered_and_name_the_stopped_worker(tmp_path, monkeypatch):
+    monkeypatch.setattr(shards, "QUERY_TIMEOUT_S", 10.0)
     c = Cluster(tmp_path, 2, overrides=webhook_engine_overrides(), http=True)
     try:
         port = c.engine.http.control_port
@@ -59,6 +64,11 @@ def test_holds_and_audit_keep_what_answered_and_name_the_stopped_worker(tmp_path
             assert list(partial["workers_missing"]) == ["w1"]  # the page says it lacks w1's entries
             assert partial["entries"] == [e for e in trail["entries"]
                                           if worker_of.get(e["target"]) == "w0"]
+
+            started = time.monotonic()
+            with pytest.raises(ClusterUnavailable, match=r"carrier rows missing: w1 \("):
+                c.engine.carriers()  # a list cannot be partial: an error naming w1, at once
+            assert time.monotonic() - started < ANSWER_WITHIN_S
         finally:
             os.kill(stopped.pid, signal.SIGCONT)
     finally:
