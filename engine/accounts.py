@@ -19,8 +19,9 @@ from engine import apikeys
 from engine import messages as m
 from engine.billing.amounts import parse_usd
 from engine.credentials import ApiKeyManager, NewApiKey, require_active
-from engine.errors import AuthError, InputError, UnknownSender
+from engine.errors import AuthError, InputError, UnknownAccount, UnknownSender
 from engine.ids import new_account_id
+from engine.privacy import former
 from engine.privacy.incidents import affected, incident_for_holder
 from engine.status import STATUSES
 from engine.webhook_events import prefs_of
@@ -325,19 +326,39 @@ class AccountManager:
         until when), the support correspondence that names the account, the record of its own
         data-subject requests, and the security incidents that affected it (policy 9: what happened,
         when, and where each stands; never the other accounts an incident affected). (Legal holds and lawful orders are not the holder's settings and are
-        not disclosed here.)"""
-        rec = self.accounts.get(account_id)
+        not disclosed here.)
+
+        An account whose record was swept 90 days after closure while the ledger keeps its rows
+        (``engine.privacy.former``) is exported too: ``account`` is None, ``account_record`` says the
+        record was deleted at the end of its retention, and the rest is what is still held."""
+        rec = self._record_or_former(account_id)
         self._audit(actor, "export_account", account_id)
         self.runtime.sync_ledger()
         messages = [r.to_dict() for r in self.runtime.shards.records_for_account(account_id)]
         ledger_store = self.runtime.ledger_store
         ledger = [e._asdict() for e in ledger_store.entries(account_id)]
         row = ledger_store.balance_row(account_id)
-        return {"account": rec.public_view(), "messages": messages, "ledger": ledger,
+        if rec is None:  # a former account: existed at least since its first ledger row
+            head = {"account": None, "account_record": former.record_note(),
+                    "pseudonym": self.account_pseudonym(account_id)}
+            created_at, api_keys = min((e["at"] for e in ledger), default=float("inf")), []
+        else:
+            head, created_at, api_keys = ({"account": rec.public_view()}, rec.created_at,
+                                          self.api_keys(account_id))
+        return {**head, "messages": messages, "ledger": ledger,
                 "balance_micro_usd": row.balance, "low_balance_threshold_micro_usd": row.threshold,
-                "debug_windows": self._debug_windows(account_id),
-                "api_keys": self.api_keys(account_id),
-                **self._privacy_records(account_id, rec.created_at)}
+                "debug_windows": self._debug_windows(account_id), "api_keys": api_keys,
+                **self._privacy_records(account_id, created_at)}
+
+    def _record_or_former(self, account_id: str) -> AccountRecord | None:
+        """The account's record; None for a former account (swept, still in the ledger);
+        ``UnknownAccount`` for an id nothing held names."""
+        try:
+            return self.accounts.get(account_id)
+        except UnknownAccount:
+            if former.is_former(self.runtime, account_id):
+                return None
+            raise
 
     def _debug_windows(self, account_id: str) -> list[dict]:
         """The account's open debugging windows (one hold per POP): id, POP, opened, until."""
@@ -352,8 +373,11 @@ class AccountManager:
         privacy = getattr(self, "privacy", None)
         if privacy is None:  # not started yet (the engine opens it after the runtime)
             return {"support_cases": [], "privacy_requests": [], "incidents": []}
-        cases = [c.public() for c in privacy.support.all() if c.account_id == account_id]
-        requests = [r.public() for r in privacy.requests.store.all() if r.account_id == account_id]
+        psn = self.account_pseudonym(account_id)  # all that names it once its data key is gone
+        cases = [c.public() for c in privacy.support.all()
+                 if c.account_id == account_id or c.pseudonym == psn]
+        requests = [r.public() for r in privacy.requests.store.all()
+                    if r.account_id == account_id or r.subject == psn]
         incidents = [incident_for_holder(i) for i in privacy.incidents.store.all()
                      if affected(i, account_id, created_at)]
         return {"support_cases": sorted(cases, key=lambda c: c["opened_at"]),
@@ -396,13 +420,17 @@ class AccountManager:
         windows end and their notes are shredded; legal holds and lawful orders stay (they are the
         policy's exceptions to erasure). Last, the record goes and the account's data key with it, and
         every mail still queued for the account is removed from the outbox (sealed under that key, no
-        copy of it opens any more, and none is sent after this returns)."""
-        self.accounts.get(account_id)  # UnknownAccount if there is none
+        copy of it opens any more, and none is sent after this returns).
+
+        A former account (its record swept 90 days after closure, ``engine.privacy.former``) is erased
+        the same way but for the record, already gone: the answer says so (``account_record``), and
+        what the steps still found (message records, mails, pending links) is usually nothing."""
+        rec = self._record_or_former(account_id)
         self._audit(actor, "erase_account", account_id)
-        self.close_account(account_id)
-        rec = self.accounts.get(account_id)
-        for d in rec.key_digests:
-            self.key_index.pop(d, None)
+        if rec is not None:
+            self.close_account(account_id)
+            for d in self.accounts.get(account_id).key_digests:
+                self.key_index.pop(d, None)
         runtime = self.runtime
         deleted = runtime.shards.forget_account(account_id)  # here, or on every worker (a message)
         runtime.directory.forget_session(account_id)
@@ -413,12 +441,16 @@ class AccountManager:
         self.credentials.forget(account_id)
         mail = getattr(self, "mail", None)  # the engine's MailService (None before it is started)
         mails = mail.forget_account(account_id) if mail is not None else 0
-        return {"account": account_id, "message_records_deleted": deleted,
+        return {"account": account_id,
+                "account_record": "erased" if rec is not None else former.DELETED_AFTER_RETENTION,
+                "message_records_deleted": deleted,
                 "queued_mails_deleted": mails,
                 "pending_links_deleted": proofs.get("links_deleted", 0),
                 "pending_challenges_deleted": proofs.get("challenges_deleted", 0),
                 "ledger_entries_pseudonymised": rows,
-                "ledger_token": runtime.pseudonyms.pseudonym(account_id)}
+                "ledger_token": runtime.pseudonyms.pseudonym(account_id),
+                "kept": "billing ledger (7 years, AML/tax): each row's kind, amount and time under "
+                        "ledger_token; its identifiers are shredded"}
 
 
 def _confirm_subject(account_id: str, email: str) -> str:
