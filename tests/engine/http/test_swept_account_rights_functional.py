@@ -23,8 +23,9 @@ def tokens(running):
     return {role: store.create(f"swept-{role}", {role}) for role in ("operator", "privacy")}
 
 
-def _swept_account(running, tokens) -> tuple[str, str, str]:
-    """An account with a deposit, a delivered message and a support case, closed and swept."""
+def _swept_account(running, tokens) -> tuple[str, str, str, str]:
+    """An account with a deposit, a delivered message, a support case and a data-subject request,
+    closed and swept."""
     ops = Client(running.http.control_port, tokens["operator"])
     status, _, new = ops.request("POST", "/v1/accounts", {"email": "former@example.com"})
     assert status == 201
@@ -40,16 +41,19 @@ def _swept_account(running, tokens) -> tuple[str, str, str]:
     status, _, case = ops.request("POST", "/v1/support/cases", {
         "subject": "Invoice question", "text": "Please explain my last top-up.", "account_id": acc})
     assert status == 201
+    privacy = Client(running.http.control_port, tokens["privacy"])
+    status, _, dsar = privacy.request("POST", "/v1/dsar", {"account_id": acc, "type": "access"})
+    assert status == 201
     assert ops.request("POST", f"/v1/accounts/{acc}/close", {})[0] == 200
     # the record's retention (closure + 90 days) has run out: the sweep deletes it, the ledger keeps
     # the account's rows (7 years)
     assert running.runtime.accounts.sweep(time.time() + 91 * DAY) >= 1
     assert ops.request("GET", f"/v1/accounts/{acc}")[0] == 404
-    return acc, sent["id"], case["id"]
+    return acc, sent["id"], case["id"], dsar["id"]
 
 
 def test_a_swept_account_is_exported_with_what_the_ledger_still_keeps(running, tokens):
-    acc, mid, case_id = _swept_account(running, tokens)
+    acc, mid, case_id, dsar_id = _swept_account(running, tokens)
     privacy = Client(running.http.control_port, tokens["privacy"])
 
     status, _, export = privacy.request("GET", f"/v1/accounts/{acc}/export")
@@ -65,11 +69,12 @@ def test_a_swept_account_is_exported_with_what_the_ledger_still_keeps(running, t
     assert export["balance_micro_usd"] == 5_000_000 + ledger["debit"]["amount_micro_usd"]
     assert export["messages"] == [] and export["api_keys"] == []  # gone with the record
     assert [c["id"] for c in export["support_cases"]] == [case_id]
+    assert [r["id"] for r in export["privacy_requests"]] == [dsar_id]
     assert export["pseudonym"] == running.runtime.pseudonyms.pseudonym(acc)
 
 
 def test_erasing_a_swept_account_says_what_it_did_and_then_nothing_names_it(running, tokens):
-    acc, _, _ = _swept_account(running, tokens)
+    acc, *_ = _swept_account(running, tokens)
     privacy = Client(running.http.control_port, tokens["privacy"])
 
     status, _, erased = privacy.request("POST", f"/v1/accounts/{acc}/erase", {})
