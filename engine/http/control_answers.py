@@ -91,14 +91,23 @@ class DebugWindowRow(msgspec.Struct):
     until: float
 
 
-class AccountExport(msgspec.Struct):
+class FormerRecord(msgspec.Struct):
+    """In an export of an account whose record was deleted at the end of its retention."""
+
+    status: Literal["deleted_after_retention"]
+    note: str
+
+
+class AccountExport(msgspec.Struct, omit_defaults=True):
     """``GET /v1/accounts/{id}/export`` (access and portability): everything held about the account.
     Its top-level fields are these; the records inside ``messages`` (message metadata, never a body),
     ``support_cases``, ``privacy_requests`` and ``incidents`` are each store's own record and may gain
     fields, so they are documented as objects only (see :data:`OPEN`: a later version may add top-level
-    groups as the policy adds data it keeps)."""
+    groups as the policy adds data it keeps). An account whose record was deleted at the end of its
+    retention (closed 90 days ago, ``engine.privacy.former``) has ``account`` null, ``account_record``
+    saying so and its ``pseudonym``; the rest is what is still held."""
 
-    account: AccountView
+    account: AccountView | None
     messages: list[dict[str, Any]]
     ledger: list[LedgerItem]
     balance_micro_usd: int
@@ -108,6 +117,8 @@ class AccountExport(msgspec.Struct):
     support_cases: list[dict[str, Any]]
     privacy_requests: list[dict[str, Any]]
     incidents: list[dict[str, Any]]
+    account_record: FormerRecord | None = None
+    pseudonym: str | None = None
 
 
 class Rectified(msgspec.Struct):
@@ -134,6 +145,8 @@ class Erased(msgspec.Struct):
     pending_challenges_deleted: int
     ledger_entries_pseudonymised: int
     ledger_token: str
+    account_record: Literal["erased", "deleted_after_retention"]  # the latter: already gone (swept)
+    kept: str  # what the erasure keeps, and why (the 7-year ledger carve-out)
 
 
 # --- health, audit, reconciliation ------------------------------------------------------------------

@@ -13,6 +13,7 @@ import pytest
 
 from engine.ids import new_account_id
 from tests.engine.http.conftest import DE_NUMBER, Client, wait_for
+from tests.engine.http.jsonschema_values import inline, mismatches
 
 DAY = 86400
 
@@ -52,6 +53,14 @@ def _swept_account(running, tokens) -> tuple[str, str, str, str]:
     return acc, sent["id"], case["id"], dsar["id"]
 
 
+def _published_mismatches(client: Client, path: str, method: str, answer: dict) -> list[str]:
+    """Where ``answer`` differs from the 200 schema the control port publishes for ``path``."""
+    status, _, doc = client.request("GET", "/v1/openapi.json")
+    assert status == 200
+    schema = doc["paths"][path][method]["responses"]["200"]["content"]["application/json"]["schema"]
+    return mismatches(inline(schema, doc["components"]["schemas"]), answer)
+
+
 def test_a_swept_account_is_exported_with_what_the_ledger_still_keeps(running, tokens):
     acc, mid, case_id, dsar_id = _swept_account(running, tokens)
     privacy = Client(running.http.control_port, tokens["privacy"])
@@ -71,6 +80,7 @@ def test_a_swept_account_is_exported_with_what_the_ledger_still_keeps(running, t
     assert [c["id"] for c in export["support_cases"]] == [case_id]
     assert [r["id"] for r in export["privacy_requests"]] == [dsar_id]
     assert export["pseudonym"] == running.runtime.pseudonyms.pseudonym(acc)
+    assert _published_mismatches(privacy, "/v1/accounts/{id}/export", "get", export) == []
 
 
 def test_erasing_a_swept_account_says_what_it_did_and_then_nothing_names_it(running, tokens):
@@ -81,6 +91,7 @@ def test_erasing_a_swept_account_says_what_it_did_and_then_nothing_names_it(runn
     assert status == 200, erased
     assert erased["account_record"] == "deleted_after_retention"  # nothing left of it to erase
     assert erased["ledger_entries_pseudonymised"] == 2  # the deposit and the debit, kept 7 years
+    assert _published_mismatches(privacy, "/v1/accounts/{id}/erase", "post", erased) == []
     assert erased["ledger_token"] == running.runtime.pseudonyms.pseudonym(acc)
     kept = running.runtime.ledger_store.entries(erased["ledger_token"])
     assert sorted(e.kind for e in kept) == ["debit", "deposit"]
