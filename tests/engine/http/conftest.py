@@ -16,6 +16,7 @@ import pytest
 
 from engine import Engine
 from engine.config import default_document
+from tests.mailbox import Mailbox
 from tests.waiting import wait_for  # noqa: F401  (re-exported for the http tests)
 
 ALL_DELIVERED = {"delivered": 1.0, "undeliverable": 0.0, "rejected": 0.0, "expired": 0.0,
@@ -167,3 +168,11 @@ def logs():
     yield handler
     root.removeHandler(handler)
     root.setLevel(level)
+
+
+@pytest.fixture(scope="module")
+def mailbox():
+    """A loopback SMTP server for a module's engine (``tests.mailbox``)."""
+    box = Mailbox()
+    yield box
+    box.close()

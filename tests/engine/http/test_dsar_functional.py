@@ -22,17 +22,10 @@ from eth_account.messages import encode_defunct
 from engine import Engine
 from engine.privacy import wallets
 from tests.engine.http.conftest import Client, overrides, wait_for
-from tests.mailbox import Mailbox, email_overrides, text_of
+from tests.mailbox import email_overrides, text_of
 
 DAY = 86400
 LIMIT = 40  # unverified requests per hour per source (the tests before the last stay under it)
-
-
-@pytest.fixture(scope="module")
-def mailbox():
-    box = Mailbox()
-    yield box
-    box.close()
 
 
 @pytest.fixture(scope="module")

@@ -15,16 +15,9 @@ import pytest
 
 from engine import Engine
 from tests.engine.http.conftest import DE_NUMBER, Client, Receiver, overrides, wait_for
-from tests.mailbox import Mailbox, email_overrides, text_of
+from tests.mailbox import email_overrides, text_of
 
 BODY = "Your secret code is 424242 zebra-harmonica"
-
-
-@pytest.fixture(scope="module")
-def mailbox():
-    box = Mailbox()
-    yield box
-    box.close()
 
 
 @pytest.fixture(scope="module")

@@ -10,16 +10,9 @@ import pytest
 
 from engine import Engine
 from tests.engine.http.conftest import Client, overrides
-from tests.mailbox import Mailbox, email_overrides, text_of
+from tests.mailbox import email_overrides, text_of
 
 HOUR = 3600
-
-
-@pytest.fixture(scope="module")
-def mailbox():
-    box = Mailbox()
-    yield box
-    box.close()
 
 
 @pytest.fixture(scope="module")

@@ -15,17 +15,10 @@ import pytest
 
 from engine import Engine
 from tests.engine.http.conftest import DE_NUMBER, Client, funded_account, overrides, wait_for
-from tests.mailbox import Mailbox, email_overrides, text_of
+from tests.mailbox import email_overrides, text_of
 
 BODY = "meet at the usual place BODYMARK"
 REASON = "REASONMARK investigation of Jane Roe"
-
-
-@pytest.fixture(scope="module")
-def mailbox():
-    box = Mailbox()
-    yield box
-    box.close()
 
 
 @pytest.fixture(scope="module")

@@ -13,17 +13,10 @@ import pytest
 from engine import Engine
 from engine.errors import KeyUnavailable
 from tests.engine.test_erasure_disk_image_functional import attacker_keys, lmdb_values, readable
-from tests.mailbox import Mailbox, email_overrides, text_of
+from tests.mailbox import email_overrides, text_of
 from tests.waiting import wait_for
 
 ERASED, BYSTANDER = "erased.mail.m4@example.com", "bystander.mail.m4@example.com"
-
-
-@pytest.fixture
-def mailbox():
-    box = Mailbox()
-    yield box
-    box.close()
 
 
 def _image(engine: Engine, target) -> list[tuple[bytes, bytes]]:

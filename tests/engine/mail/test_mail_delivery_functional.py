@@ -12,20 +12,12 @@ import time
 from pathlib import Path
 
 import msgpack
-import pytest
 
 from engine import Engine
 from tests.mailbox import Mailbox, email_overrides, text_of
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[3]
-
-
-@pytest.fixture
-def mailbox():
-    box = Mailbox()
-    yield box
-    box.close()
 
 
 def test_a_mail_the_server_refuses_for_now_is_retried_until_it_is_accepted(tmp_path, mailbox):

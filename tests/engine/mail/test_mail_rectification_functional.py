@@ -4,20 +4,11 @@ address is under way."""
 
 from __future__ import annotations
 
-import pytest
-
 from engine import Engine
-from tests.mailbox import Mailbox, email_overrides
+from tests.mailbox import email_overrides
 from tests.waiting import wait_for
 
 OLD, NEW = "old-holder@example.com", "new-holder@example.com"
-
-
-@pytest.fixture
-def mailbox():
-    box = Mailbox()
-    yield box
-    box.close()
 
 
 def _outbox_empty(engine: Engine) -> dict:
