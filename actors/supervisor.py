@@ -26,7 +26,6 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import lmdb
 
@@ -39,6 +38,7 @@ from actors.ledger import LedgerActor
 from actors.pop import PopActor
 from actors.routing_keeper import RoutingKeeper
 from actors.session import CustomerSessionActor
+from actors.stats_questions import ACTOR_STATS_TIMEOUT_S, ask_stats, ask_stats_later, stats_answers
 from actors.sweeper import SweeperActor
 from engine import messages as m
 from engine.cluster.placement import Placement
@@ -67,8 +67,6 @@ from storage.pseudonyms import Pseudonyms
 from storage.records import MessageRecords
 from storage.refunds import OwedRefunds
 from storage.webhook_outbox import WebhookOutbox
-
-ACTOR_STATS_TIMEOUT_S = 1.0  # a process's POPs and carriers, asked at once: well within the core's 2 s
 
 log = logging.getLogger(__name__)
 
@@ -491,41 +489,6 @@ class Runtime:
         if self.keys_lock is not None:
             self.keys_lock.release()
         self.lock.release()
-
-
-def ask_stats(refs: dict[str, Any], key: str, timeout: float = ACTOR_STATS_TIMEOUT_S
-              ) -> dict[str, dict]:
-    """Every actor of ``refs`` asked for its ``stats()`` at once, with one deadline for all: the actors
-    share a dispatcher thread, so one busy handler delays them all, and asking one after the other (2 s
-    each) made a worker miss the core's ``STATS_TIMEOUT_S`` by itself. An actor that does not answer by
-    ``timeout`` (or has stopped) gets the row ``{key: name, "error": why}``."""
-    return stats_answers(ask_stats_later(refs), key, time.monotonic() + timeout)
-
-
-def ask_stats_later(refs: dict[str, Any]) -> dict[str, Any]:
-    """The ``stats()`` question sent to every actor of ``refs``: a future (or the error) by name, for
-    :func:`stats_answers` - several groups asked first, then all waited for under one deadline."""
-    asked: dict[str, Any] = {}
-    for name, ref in refs.items():
-        try:
-            asked[name] = ref.proxy().stats()
-        except Exception as exc:  # a stopped actor
-            asked[name] = exc
-    return asked
-
-
-def stats_answers(asked: dict[str, Any], key: str, deadline: float) -> dict[str, dict]:
-    """The answers of :func:`ask_stats_later` by ``deadline`` (``time.monotonic()``); one not in by then
-    (or a stopped actor) is the row ``{key: name, "error": why}``."""
-    rows: dict[str, dict] = {}
-    for name, future in asked.items():
-        try:
-            if isinstance(future, Exception):
-                raise future
-            rows[name] = future.get(timeout=max(0.0, deadline - time.monotonic()))
-        except Exception as exc:  # a stopped or busy actor still shows up
-            rows[name] = {key: name, "error": type(exc).__name__}
-    return rows
 
 
 def _stop_all(refs, timeout: float = 15.0) -> None:

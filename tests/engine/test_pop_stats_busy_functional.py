@@ -20,7 +20,7 @@ import time
 import pytest
 
 from actors.pop import PopActor
-from actors.supervisor import ACTOR_STATS_TIMEOUT_S
+from actors.stats_questions import ACTOR_STATS_TIMEOUT_S
 from actors.sweeper import SweeperActor
 from tests.engine.http.conftest import Client, start_engine
 from tests.engine.http.promlint import lint
