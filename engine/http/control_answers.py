@@ -373,6 +373,14 @@ class HoldsPlaced(msgspec.Struct, omit_defaults=True):
     notice: NoticeView | None | msgspec.UnsetType = Unset
 
 
+class NoticeGiven(msgspec.Struct):
+    """``POST /v1/holds/{id}/notice``: every hold of the lawful order (one per POP shard) and the
+    notice now given (queued) or recorded as not permitted."""
+
+    hold_ids: list[str]
+    notice: NoticeView
+
+
 class AdjustmentAnswer(msgspec.Struct):
     """``POST /v1/accounts/{id}/adjustments``: ``duplicate`` when the idempotency_key was written
     before (nothing written now)."""
@@ -394,7 +402,7 @@ ANSWERS: tuple[type[msgspec.Struct], ...] = (
     DepositAnswer, SenderView, SenderRemoved, RestrictionAnswer, ClosedAnswer, AccountView,
     AccountExport, Rectified, ObjectionAnswer, Erased, KeyView, Health, Readiness, AuditPage,
     ReconciliationReport, CarrierList, CarrierSwitch, RoutingView, Stats, TokenCreated, TokenList,
-    TokenRevoked, HoldList, HoldsPlaced, DisclosureAnswer, AdjustmentAnswer,
+    TokenRevoked, HoldList, HoldsPlaced, NoticeGiven, DisclosureAnswer, AdjustmentAnswer,
     *control_privacy_answers.ANSWERS)
 
 # Components whose further fields are open-ended by nature: name -> ``additionalProperties``.

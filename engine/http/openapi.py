@@ -20,7 +20,9 @@ import msgspec
 
 from engine import listing
 from engine.http import control_answers as ca
+from engine.http import control_oversight_answers as oa
 from engine.http import control_schemas as cs
+from engine.http import customer_answers as answers
 from engine.http import customer_schemas, schemas
 from engine.http.connections import MAX_HEADER_LINE_BYTES, MAX_URL_BYTES
 from engine.http.params import SHAPES
@@ -132,7 +134,7 @@ STRUCTS = (schemas.MessageRequest, schemas.BatchRequest, schemas.AcceptedAnswer,
            schemas.SenderRequest, schemas.SenderView, schemas.SenderRemoved,
            schemas.DebugWindowRequest, schemas.DebugWindowOpened, schemas.DebugWindowClosed,
            schemas.KeyView, schemas.BalanceView, schemas.Event,
-           schemas.LowBalanceEvent, *customer_schemas.BODIES)
+           schemas.LowBalanceEvent, *customer_schemas.BODIES, *answers.ANSWERS)
 SIGNED = ("Signed: Smsroute-Signature: t=<unix>,v1=<hex HMAC-SHA256 of '<t>.<raw body>'> (one v1 per "
           "valid secret during a rotation); Smsroute-Event-Id: the event's id (deduplicate on it). "
           "Answer 2xx; others are retried, 410 disables the URL.")
@@ -249,7 +251,8 @@ def customer_document() -> dict[str, Any]:
         "/v1/keys/{id}": {"delete": _op("Revoke a key now (not your only one); the revoked key's "
                                         "metadata", "200", params=("id",), errors=("404", "409"),
                                         ok_schema=_ref(schemas.KeyView))},
-        "/v1/openapi.json": {"get": _op("This document", "200", security=False)},
+        "/v1/openapi.json": {"get": _op("This document", "200", security=False,
+                                         ok_schema=_ref(answers.OpenApiDocument))},
     }
     from engine.http import openapi_billing
     from engine.http.openapi_privacy import customer_paths
@@ -262,6 +265,8 @@ def customer_document() -> dict[str, Any]:
     components["BatchAnswer"]["properties"]["results"]["items"] = {
         "oneOf": [_ref(schemas.AcceptedAnswer), ERROR]}
     components.pop("BatchResult", None)
+    for name, more in answers.OPEN.items():
+        components[name]["additionalProperties"] = more
     doc["components"]["schemas"].update(components)
     doc["info"]["x-business-codes"] = dict(schemas.BUSINESS_CODES)
     doc["webhooks"] = _webhooks()
@@ -279,7 +284,8 @@ def control_document() -> dict[str, Any]:
                              security=False, errors=("503",), ok_schema=_ref(ca.Readiness))},
         "/metrics": {"get": _with_content(o("Prometheus text exposition", "200"), "200", {
             "text/plain": {"schema": {"type": "string"}}})},
-        "/v1/openapi.json": {"get": o("This document", "200", security=False)},
+        "/v1/openapi.json": {"get": o("This document", "200", security=False,
+                                      ok_schema=_ref(answers.OpenApiDocument))},
         "/v1/carriers": {"get": o("Each carrier: suspended, connected, available, binds (SMPP: "
                                   "index, mode, state, window, last_error), window, counters; "
                                   "in a cluster one row per carrier, each worker's in workers",
@@ -352,10 +358,12 @@ def control_document() -> dict[str, Any]:
             "Object (or withdraw an objection) to processing for a purpose (analytics)", "200",
             params=("id",), body=_ref(cs.Objection), errors=("400", "403", "404"),
             ok_schema=_ref(ca.ObjectionAnswer))},
-        "/v1/analytics": {"get": o("De-identified corridor and carrier aggregates", "200")},
+        "/v1/analytics": {"get": o("De-identified corridor and carrier aggregates", "200",
+                                   ok_schema=_ref(oa.Analytics))},
         "/v1/retention": {"get": o("Retention status: sweeps, counts, exceptions (in a cluster each "
                                    "worker's sweeper in workers; the workers that did not answer "
-                                   "within 2 s in workers_missing and holds_missing)", "200")},
+                                   "within 2 s in workers_missing and holds_missing)", "200",
+                                   ok_schema=_ref(oa.RetentionStatus))},
         "/v1/holds": {
             "get": o("Active legal holds and other retention exceptions (in a cluster the workers "
                      "that did not answer within 2 s in holds_missing)", "200",
@@ -379,7 +387,7 @@ def control_document() -> dict[str, Any]:
             "none on record), or record notice_not_permitted, for every hold of the order "
             "(audited); 409 while a notice is queued or was sent, after a waiver, or for a hold "
             "that is not a lawful order", "200", params=("id",), body=_ref(cs.OrderNoticeRequest),
-            errors=("400", "403", "404", "409"))},
+            errors=("400", "403", "404", "409"), ok_schema=_ref(ca.NoticeGiven))},
         "/v1/audit": {"get": o("Every audit trail (control port, data-subject actions, retention "
                                "exceptions), oldest first; in a cluster the workers that did not "
                                "answer within 2 s in workers_missing (their retention-exception "
@@ -402,9 +410,10 @@ def control_document() -> dict[str, Any]:
     doc = _document("smsroute control port",
                     {**paths, **control_paths(), **openapi_billing.control_paths()},
                     "operator token (op_...)", version="3.1.0")
-    _, components = msgspec.json.schema_components((*cs.BODIES, *ca.ANSWERS),
-                                                   ref_template="#/components/schemas/{name}")
-    for name, more in ca.OPEN.items():
+    _, components = msgspec.json.schema_components(
+        (*cs.BODIES, *ca.ANSWERS, *oa.ANSWERS, answers.OpenApiDocument),
+        ref_template="#/components/schemas/{name}")
+    for name, more in {**ca.OPEN, **oa.OPEN, **answers.OPEN}.items():
         components[name]["additionalProperties"] = more
     doc["components"]["schemas"].update(components)
     for ops in doc["paths"].values():  # no per-key rate limit here (failed logins are limited apart)

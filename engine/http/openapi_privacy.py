@@ -1,8 +1,8 @@
 """OpenAPI paths of the e-mail confirmation, data-subject request, incident, policy-change and support
 routes (merged into both documents by ``engine.http.openapi``). Request bodies are references to the
 msgspec types that decode them (:mod:`engine.http.customer_schemas`, :mod:`engine.http.control_schemas`);
-the control port's answers to the types that encode them (:mod:`engine.http.control_privacy_answers`);
-the customer port's answers are written here by hand."""
+the answers to the types that describe them (:mod:`engine.http.control_privacy_answers`,
+:mod:`engine.http.customer_answers`; the challenge's is written here by hand)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 from engine.http import control_privacy_answers as pa
 from engine.http import control_schemas as cs
+from engine.http import customer_answers as answers
 from engine.http import customer_schemas
 from engine.http.openapi import B, S, _obj, _op, _ref
 
@@ -20,14 +21,19 @@ TOKEN = [{"name": "token", "in": "query", "required": True, "schema": S}]
 def customer_paths() -> dict[str, Any]:
     return {
         "/v1/email/confirm": {"get": _op("The confirmation mail's link: confirms the address", "200",
-                                         security=False, errors=("401",), extra_params=TOKEN)},
-        "/v1/email/confirmation": {"post": _op("Mail a new confirmation link", "202")},
+                                         security=False, errors=("401",), extra_params=TOKEN,
+                                         ok_schema=_ref(answers.EmailConfirmed))},
+        "/v1/email/confirmation": {"post": _op("Mail a new confirmation link", "202",
+                                               ok_schema=_ref(answers.ConfirmationQueued))},
         "/v1/privacy/requests": {"post": _op(
-            "A data-subject request by e-mail: a verification link goes to the address of record",
-            "202", body=_ref(customer_schemas.PrivacyEmailRequest), security=False)},
+            "A data-subject request by e-mail: a verification link goes to the address of record "
+            "(the same answer whether or not the address is an account's)",
+            "202", body=_ref(customer_schemas.PrivacyEmailRequest), security=False,
+            ok_schema=_ref(answers.PrivacyRequestReceived))},
         "/v1/privacy/verify": {"get": _op("The verification mail's link: the request is opened",
                                           "200", security=False, errors=("401",),
-                                          extra_params=TOKEN)},
+                                          extra_params=TOKEN,
+                                          ok_schema=_ref(answers.PrivacyRequestVerified))},
         "/v1/privacy/challenges": {"post": _op(
             "A single-use message for a depositing wallet to sign", "201", security=False,
             body=_ref(customer_schemas.PrivacyChallengeRequest), errors=("404",),
@@ -36,7 +42,8 @@ def customer_paths() -> dict[str, Any]:
         "/v1/privacy/signed-requests": {"post": _op(
             "Open a verified request with a wallet signature (EIP-191 personal_sign or TronWeb "
             "signMessageV2) over the challenge", "201", security=False,
-            body=_ref(customer_schemas.SignedPrivacyRequest), errors=("401",))},
+            body=_ref(customer_schemas.SignedPrivacyRequest), errors=("401",),
+            ok_schema=_ref(answers.PrivacyRequestSigned))},
     }
 
 

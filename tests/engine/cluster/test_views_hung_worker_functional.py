@@ -21,6 +21,7 @@ import pytest
 from engine.cluster import shards
 from tests.engine.cluster.support import Cluster
 from tests.engine.crash_support import webhook_engine_overrides
+from tests.engine.http.jsonschema_values import inline, mismatches
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.functional
@@ -43,6 +44,17 @@ def _call(port: int, token: str, method: str, path: str, timeout: float = ANSWER
     return time.monotonic() - started, resp.status, body
 
 
+def _meets_published_schema(port: int, token: str, answer: dict) -> None:
+    """The answer validates against what the core's document publishes for ``GET /v1/retention``
+    (the cluster's fields included, with a worker missing or not)."""
+    _, status, doc = _call(port, token, "GET", "/v1/openapi.json")
+    assert status == 200
+    schema = inline(doc["paths"]["/v1/retention"]["get"]["responses"]["200"]["content"][
+        "application/json"]["schema"], doc["components"]["schemas"])
+    assert {"workers", "workers_missing", "holds_missing"} <= set(schema.get("properties", {}))
+    assert mismatches(schema, answer) == [], answer
+
+
 def _suspended(rows: list[dict], carrier: str) -> dict[str, bool]:
     row = next(r for r in rows if r["carrier"] == carrier)
     return {w["worker"]: w["suspended"] for w in row["workers"]}
@@ -61,6 +73,7 @@ def test_views_keep_what_answered_and_a_suspension_says_where_it_was_done(tmp_pa
         _, status, retention = _call(port, token, "GET", "/v1/retention")
         assert status == 200 and set(retention["workers"]) == {"w0", "w1"}
         assert not retention.get("workers_missing") and not retention.get("holds_missing")
+        _meets_published_schema(port, token, retention)
 
         stopped = c.cluster.workers[1].proc
         assert stopped is not None
@@ -72,6 +85,7 @@ def test_views_keep_what_answered_and_a_suspension_says_where_it_was_done(tmp_pa
             assert list(retention["workers_missing"]) == ["w1"]
             assert list(retention["holds_missing"]) == ["w1"]
             assert isinstance(retention["holds"], list)
+            _meets_published_schema(port, token, retention)
 
             took, status, view = _call(port, token, "GET", "/v1/carriers")
             assert status == 200 and took < ANSWER_WITHIN_S

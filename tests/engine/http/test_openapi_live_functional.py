@@ -8,18 +8,41 @@ and the live answer of each validates against its published schema."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+from eth_account import Account
+from eth_account.messages import encode_defunct
 
-from tests.engine.http.conftest import Client, funded_account, wait_for
+from engine import Engine
+from tests.engine.http.conftest import DE_NUMBER, Client, funded_account, overrides, wait_for
 from tests.engine.http.jsonschema_values import inline, mismatches
+from tests.mailbox import Mailbox, email_overrides, text_of
 
 
 @pytest.fixture(scope="module")
-def world(running):
+def mailbox():
+    box = Mailbox()
+    yield box
+    box.close()
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory, mailbox):
+    """An engine whose mail goes to ``mailbox``: the confirmation and verification links the customer
+    routes redeem are read from it, as a customer reads them."""
+    engine = Engine.start(tmp_path_factory.mktemp("openapi") / "data", http=True,
+                          overrides={**overrides(), "email": email_overrides(mailbox)})
+    yield engine
+    engine.stop()
+
+
+@pytest.fixture(scope="module")
+def world(running, mailbox):
     account = funded_account(running, email="openapi@example.com")
     token = running.http.ctx.tokens.create("openapi-live", {"viewer", "operator", "privacy"})
     customer = Client(running.http.customer_port, account.api_key)
@@ -27,7 +50,14 @@ def world(running):
     docs = {name: client.request("GET", "/v1/openapi.json", token="")[2]
             for name, client in (("customer", customer), ("control", control))}
     return {"account": account, "customer": customer, "control": control, "docs": docs,
-            "engine": running}
+            "engine": running, "mailbox": mailbox}
+
+
+def _link(mailbox: Mailbox, address: str, subject: str) -> str:
+    """The path and query of the link in the newest mail to ``address`` about ``subject``."""
+    mail = mailbox.wait(address, subject)[-1]
+    url = urlsplit(re.search(r"https?://\S+", text_of(mail)).group(0))
+    return f"{url.path}?{url.query}"
 
 
 def _success(doc, path: str) -> dict:
@@ -164,8 +194,82 @@ def _answers(world: dict) -> dict[str, Callable[[], Call]]:
         request_id = opened("/v1/dsar", {"account_id": account, "type": "objection"})
         return ("control", "GET", "/v1/dsar/{id}", f"/v1/dsar/{request_id}", None)
 
+    def notice_again() -> Call:  # a lawful order whose notice the mail server refused for good
+        mailbox = world["mailbox"]
+        wait_for(lambda: len(world["engine"].mail.outbox) == 0, what="earlier mail sent")
+        mailbox.reject_next = 1
+        status, _, placed = world["control"].request("POST", *place_hold()[3:])
+        assert status == 201, placed
+        hold_id = placed["holds"][0]["hold_id"]
+
+        def state() -> str:
+            listed = world["control"].request("GET", "/v1/holds")[2]["holds"]
+            return next(h for h in listed if h["hold_id"] == hold_id)["notice"]["state"]
+
+        wait_for(lambda: state() == "unsent", what="the notice refused")
+        return ("control", "POST", "/v1/holds/{id}/notice", f"/v1/holds/{hold_id}/notice",
+                {"authority": "subpoena"})
+
+    def analytics() -> Call:  # a corridor with enough messages from enough accounts to be shown
+        for i in range(3):
+            sender = funded_account(world["engine"], email=f"corridor{i}@example.com")
+            api = Client(world["customer"].port, sender.api_key)
+            for _ in range(2):
+                status, _, sent = api.request("POST", "/v1/messages", {
+                    "to": DE_NUMBER, "from": "ACME", "body": "schema check"})
+                assert status == 202, sent
+        wait_for(lambda: world["control"].request("GET", "/v1/analytics")[2]["corridors"],
+                 what="a corridor shown")
+        return ("control", "GET", "/v1/analytics", "/v1/analytics", None)
+
+    def fresh_address(what: str) -> str:
+        return f"{what}-{time.time_ns()}@example.com"
+
+    def email_confirmed() -> Call:  # the link of a new account's confirmation mail
+        address = fresh_address("confirm")
+        status, _, new = world["control"].request("POST", "/v1/accounts", {"email": address})
+        assert status == 201, new
+        link = _link(world["mailbox"], address, "Confirm your smsroute e-mail address")
+        return ("customer", "GET", "/v1/email/confirm", link, None)
+
+    def request_verified() -> Call:  # the link of a data-subject request's verification mail
+        address = fresh_address("dsar")
+        funded_account(world["engine"], email=address)
+        status, _, sent = world["customer"].request("POST", "/v1/privacy/requests",
+                                                    {"type": "access", "email": address})
+        assert status == 202, sent
+        link = _link(world["mailbox"], address, "Confirm your data-subject request")
+        return ("customer", "GET", "/v1/privacy/verify", link, None)
+
+    def signed_request() -> Call:  # a wallet that deposited signs the challenge (EIP-191)
+        wallet = Account.create()
+        holder = world["engine"].create_account(fresh_address("wallet"))
+        world["engine"].deposit(holder.id, "1", "ethereum", f"tx-{holder.id}", wallet.address)
+        status, _, issued = world["customer"].request("POST", "/v1/privacy/challenges",
+                                                      {"account_id": holder.id, "type": "access"})
+        assert status == 201, issued
+        signature = wallet.sign_message(encode_defunct(text=issued["message"])).signature
+        return ("customer", "POST", "/v1/privacy/signed-requests", "/v1/privacy/signed-requests", {
+            "challenge_id": issued["challenge_id"], "scheme": "evm",
+            "signature": "0x" + bytes(signature).hex()})
+
     ids = f"/v1/accounts/{account}"
     return {
+        "hold notice given again": notice_again,
+        "analytics": analytics,
+        "retention": lambda: ("control", "GET", "/v1/retention", "/v1/retention", None),
+        "control openapi": lambda: ("control", "GET", "/v1/openapi.json", "/v1/openapi.json", None),
+        "customer openapi": lambda: ("customer", "GET", "/v1/openapi.json", "/v1/openapi.json",
+                                     None),
+        "email confirmed": email_confirmed,
+        "confirmation mailed": lambda: ("customer", "POST", "/v1/email/confirmation",
+                                        "/v1/email/confirmation", None),
+        "privacy request by e-mail": lambda: ("customer", "POST", "/v1/privacy/requests",
+                                              "/v1/privacy/requests", {
+                                                  "type": "access",
+                                                  "email": "openapi@example.com"}),
+        "privacy request verified": request_verified,
+        "signed privacy request": signed_request,
         "dsar opened": lambda: ("control", "POST", "/v1/dsar", "/v1/dsar",
                                 {"account_id": account, "type": "portability"}),
         "dsars": lambda: ("control", "GET", "/v1/dsar", "/v1/dsar", None),
@@ -248,7 +352,10 @@ ANSWERED = ["deposit", "adjustment", "control sender", "control sender removed",
             "debug window opened", "debug window closed", "dsar opened", "dsars", "dsar",
             "dsar extended", "dsar refused", "dsar fulfilled", "incident opened", "incidents",
             "authority notified", "customers notified", "incident closed", "policy change",
-            "confirmation", "case opened", "cases", "case", "case message", "case resolved"]
+            "confirmation", "case opened", "cases", "case", "case message", "case resolved",
+            "hold notice given again", "analytics", "retention", "control openapi",
+            "customer openapi", "email confirmed", "confirmation mailed", "privacy request by e-mail",
+            "privacy request verified", "signed privacy request"]
 
 
 @pytest.mark.parametrize("case", ANSWERED)

@@ -1,0 +1,85 @@
+"""The customer port's answers to the e-mail confirmation and data-subject request routes
+(``engine.http.customer_privacy``), and the OpenAPI document both ports serve, as msgspec Structs.
+
+Why: as for the message and key answers (:mod:`engine.http.schemas`), the published schema is generated
+from these types (:func:`engine.http.openapi.customer_document`), so a generated client parses what the
+server sends and a live test (``tests/engine/http/test_openapi_live_functional.py``) checks each answer
+against it. The handlers still write plain dicts (the answers are tiny and not on the message path); the
+live test is what keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
+
+from engine.http.control_privacy_answers import DsarStatus, DsarType
+from engine.http.schemas import whole
+
+
+class EmailConfirmed(msgspec.Struct):
+    """``GET /v1/email/confirm``: the account whose address the link confirmed."""
+
+    account_id: str
+    email_confirmed: bool
+
+
+class ConfirmationQueued(msgspec.Struct):
+    """``POST /v1/email/confirmation`` (202): a new link is queued for the account's address."""
+
+    sent: bool
+
+
+class PrivacyRequestReceived(msgspec.Struct):
+    """``POST /v1/privacy/requests`` (202): the same text whether or not the address is an
+    account's, so the answer does not tell who is a customer."""
+
+    status: str
+
+
+class PrivacyRequestVerified(msgspec.Struct):
+    """``GET /v1/privacy/verify``: the request the link opened, and its deadline (unix seconds)."""
+
+    id: str
+    type: DsarType
+    status: DsarStatus
+    deadline: float
+
+
+class PrivacyRequestSigned(PrivacyRequestVerified):
+    """``POST /v1/privacy/signed-requests`` (201): also how it was verified (wallet:evm, wallet:tron)."""
+
+    verification: str
+
+
+class OpenApiInfo(msgspec.Struct):
+    """The document's ``info``; further fields (``x-business-codes`` on the customer port: business
+    error code -> meaning) are open-ended."""
+
+    title: str
+    version: str
+
+
+class OpenApiDocument(msgspec.Struct):
+    """``GET /v1/openapi.json`` on either port: an OpenAPI 3.1 document. Only its frame is described
+    here (``openapi``, ``info``, ``paths``: route -> path item, method -> operation); what a document
+    holds is the OpenAPI 3.1 specification's to define, and further top-level members
+    (``components``, ``security``, ``webhooks``) are open-ended."""
+
+    openapi: Annotated[str, Meta(pattern=whole(r"^3\.1\.\d+$"),
+                                 description="the OpenAPI version the document follows, 3.1.x")]
+    info: OpenApiInfo
+    paths: dict[str, dict[str, Any]]
+
+
+ANSWERS: tuple[type[msgspec.Struct], ...] = (
+    EmailConfirmed, ConfirmationQueued, PrivacyRequestReceived, PrivacyRequestVerified,
+    PrivacyRequestSigned, OpenApiDocument)
+
+# Components whose further fields are open-ended: name -> ``additionalProperties``.
+OPEN: dict[str, dict[str, Any]] = {
+    "OpenApiInfo": {"type": ["string", "object"]},
+    "OpenApiDocument": {"type": ["object", "array"]},
+}
