@@ -21,7 +21,7 @@ from typing import Any
 import msgpack
 
 from engine.credentials import require_active
-from engine.errors import InputError, InvalidTransition, StorageError, UnknownAccount
+from engine.errors import HoldEnded, InputError, InvalidTransition, StorageError, UnknownAccount
 from engine.http.idempotency import request_hash
 from engine.lawful_notice import check_order_fields
 from storage.holds import HoldKind
@@ -145,12 +145,15 @@ class HoldManager:
         """Give the notice of lawful order ``hold_id`` again, or record that it is not permitted, when
         it is stuck: never given (placed before notices existed) or left the outbox unsent (refused,
         expired). For every hold of the order (its other POP shards); audited. ``{"hold_ids",
-        "notice"}``; ``UnknownAccount`` for no active hold, ``InvalidTransition`` for a hold that is
-        not a lawful order or a notice that is not stuck (``engine.lawful_notice``)."""
+        "notice"}``; ``UnknownAccount`` for an unknown hold, ``HoldEnded`` for one released or expired
+        (as a disclosure: the id is right, asking again cannot help), ``InvalidTransition`` for a hold
+        that is not a lawful order or a notice that is not stuck (``engine.lawful_notice``)."""
         active = self.runtime.shards.active_holds()
         hold = next((h for h in active if h["hold_id"] == hold_id), None)
         if hold is None:
-            raise UnknownAccount(f"no active hold {hold_id}")
+            if self.runtime.shards.hold_ended(hold_id):
+                raise HoldEnded(f"{hold_id} ended (released or expired): no notice is given for it")
+            raise UnknownAccount(f"no hold {hold_id}")
         if hold["kind"] != HoldKind.LAWFUL_ORDER:
             raise InvalidTransition(f"{hold_id} is a {hold['kind']}: only a lawful order has a notice")
         check_order_fields(authority, notice_not_permitted, hold["reference"])

@@ -214,6 +214,12 @@ class LocalShards:
                 return holds.read_held_body(hold_id, message_id, actor)
         return None
 
+    def hold_ended(self, hold_id: str) -> bool:
+        """Whether ``hold_id`` is a hold here that ended (released, expired): an action on it is
+        409 ``hold_ended``, not 404 (its records are kept ``ENDED_RETENTION_SECONDS``)."""
+        return any((h := holds.get(hold_id)) is not None and h.ended_at is not None
+                   for holds in self.runtime.holds.values())
+
     def active_holds(self) -> list[dict]:
         from dataclasses import asdict
 
@@ -269,7 +275,7 @@ class QueryHandler:
     KINDS = ("find_record", "records_for_account", "records_for_account_page", "records_since",
              "pop_stats", "carrier_stats", "suspend_carrier", "use_routing", "forget_account", "profile", "account_pages",
              "webhook_events", "find_records", "records_page", "owed_to_ledger",
-             "place_hold", "release_hold", "read_held_body", "active_holds", "hold_audit",
+             "place_hold", "release_hold", "read_held_body", "active_holds", "hold_audit", "hold_ended",
              "sweeper_stats", "sweep_now", "transport_stats")
 
     def __init__(self, shards: LocalShards) -> None:
@@ -506,6 +512,9 @@ class ClusterShards:
     def read_held_body(self, hold_id: str, message_id: str, actor: str) -> str | None:
         return next((b for b in self._ask_all("read_held_body", hold_id, message_id, actor)
                      if b is not None), None)
+
+    def hold_ended(self, hold_id: str) -> bool:
+        return any(self._ask_all("hold_ended", hold_id))
 
     def active_holds(self) -> list[dict]:
         """Every worker's active holds, or an error: for an action that must see all of them (a hold

@@ -386,7 +386,8 @@ def control_document() -> dict[str, Any]:
             "Give a stuck lawful order's notice again (it left the outbox unsent, or the order has "
             "none on record), or record notice_not_permitted, for every hold of the order "
             "(audited); 409 while a notice is queued or was sent, after a waiver, or for a hold "
-            "that is not a lawful order", "200", params=("id",), body=_ref(cs.OrderNoticeRequest),
+            "that is not a lawful order; 409 hold_ended once the hold was released or expired, 404 "
+            "for an unknown hold", "200", params=("id",), body=_ref(cs.OrderNoticeRequest),
             errors=("400", "403", "404", "409"), ok_schema=_ref(ca.NoticeGiven))},
         "/v1/audit": {"get": o("Every audit trail (control port, data-subject actions, retention "
                                "exceptions), oldest first; in a cluster the workers that did not "

@@ -297,3 +297,16 @@ def test_disclosure_under_an_ended_order_is_409_hold_ended_not_a_storage_error(r
     assert BODY not in str(refused)
     status, unknown = _disclose(privacy, "hold_0123456789abcdef", message_id)
     assert status == 404, unknown
+
+
+def test_notice_again_on_an_ended_order_is_409_hold_ended_and_an_unknown_hold_404(running, privacy,
+                                                                                   mailbox):
+    placed, hold_id, _ = _stuck_order(running, privacy, mailbox, "stuck-ended@example.com")
+    status, _, _ = privacy.request("POST", f"/v1/holds/{hold_id}/release", {"reason": "order lifted"})
+    assert status == 200
+    status, _, err = privacy.request("POST", f"/v1/holds/{hold_id}/notice", {"authority": "court_order"})
+    assert status == 409 and err["error"]["code"] == "hold_ended", err
+    status, _, err = privacy.request("POST", "/v1/holds/hold_0123456789abcdef/notice",
+                                     {"authority": "court_order"})
+    assert status == 404, err
+    assert len(_notices_to(mailbox, "stuck-ended@example.com")) == 0  # the refused one only
