@@ -103,8 +103,8 @@ class OrderNoticeDesk:
         extra = {"again": True} if again else {}
         if not_permitted is not None:
             why, ref = not_permitted["reason"].strip(), not_permitted["reference"].strip()
-            for hold_id in hold_ids:
-                self.store.put(OrderNotice(hold_id, actor, now, until, [], True, why, ref))
+            self.store.put_many([OrderNotice(h, actor, now, until, [], True, why, ref)
+                                 for h in hold_ids])  # one transaction: the order's holds in step
             for account in covered or [None]:  # no account left (erased): audited all the same
                 self._audit.append(actor, "lawful_order_notice_not_permitted", ",".join(hold_ids),
                                    "ok", {"holds": len(hold_ids), **extra}, account=account)
@@ -116,8 +116,7 @@ class OrderNoticeDesk:
             account: {"authority": authority, "reference": reference, "until": until,
                       "whole_account": account == whole_account, "messages": count}
             for account, count in covered.items()})
-        for hold_id in hold_ids:
-            self.store.put(OrderNotice(hold_id, actor, now, until, mail_ids))
+        self.store.put_many([OrderNotice(h, actor, now, until, mail_ids) for h in hold_ids])
         for account in covered:
             self._audit.append(actor, "lawful_order_notice_queued", ",".join(hold_ids), "ok",
                                {"holds": len(hold_ids), "mails": len(mail_ids), **extra},

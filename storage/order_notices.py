@@ -55,6 +55,10 @@ class OrderNotices:
     def put(self, notice: OrderNotice) -> OrderNotice:
         return self._records.put(notice)
 
+    def put_many(self, notices: list[OrderNotice]) -> list[OrderNotice]:
+        """The records of one order's holds, in one transaction: every hold has its record or none."""
+        return self._records.put_many(notices)
+
     def get(self, hold_id: str) -> OrderNotice | None:
         try:
             return self._records.get(hold_id)

@@ -53,6 +53,14 @@ class SealedRecords(Generic[R]):
             self._put(txn, record)
         return record
 
+    def put_many(self, records: list[R]) -> list[R]:
+        """Store several records in one transaction: all or none (records that belong together, e.g.
+        the holds of one order, never left out of step by a failure between them)."""
+        with self.lock, storing_new(self.env, self._store), self.env.begin(write=True) as txn:
+            for record in records:
+                self._put(txn, record)
+        return records
+
     def get(self, record_id: str) -> R:
         with self.env.begin() as txn:
             blob = txn.get(record_id.encode(), db=self._db)

@@ -310,3 +310,31 @@ def test_notice_again_on_an_ended_order_is_409_hold_ended_and_an_unknown_hold_40
                                      {"authority": "court_order"})
     assert status == 404, err
     assert len(_notices_to(mailbox, "stuck-ended@example.com")) == 0  # the refused one only
+
+
+def test_an_orders_notice_records_are_written_together_or_not_at_all(running, privacy, monkeypatch):
+    """An account order is one hold per POP sharing one notice record each: a store failing between
+    two records must not leave some holds with a record and others without (all in one transaction)."""
+    from engine.errors import StorageError
+
+    records = running.privacy.order_notices.store._records
+    assert len(running.runtime.holds) > 1  # an account order spans several holds
+    real_put, puts = records._put, []
+
+    def second_put_fails(txn, record):
+        puts.append(record.id)
+        if len(puts) == 2:
+            raise StorageError("disk gave out between two records")
+        real_put(txn, record)
+
+    monkeypatch.setattr(records, "_put", second_put_fails)
+    before = {r.id for r in records.all()}
+    account_id, _ = _account(running, "half@example.com")
+    status, _, err = privacy.request("POST", "/v1/holds", {
+        "kind": "lawful_order", "reason": REASON, "reference": "CASE-HALF-1",
+        "until": time.time() + 3600, "account_id": account_id, "authority": "court_order",
+        "notice_not_permitted": {"reason": "gag", "reference": "NDO-5"}})
+    assert status == 503, err
+    assert len(puts) == 2
+    assert {r.id for r in records.all()} == before  # none of the order's holds has a record
+    assert not [h for h in running.runtime.shards.active_holds() if h["reference"] == "CASE-HALF-1"]
