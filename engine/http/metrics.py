@@ -26,7 +26,8 @@ Gauges: ``smsroute_actor_alive{actor}``, ``smsroute_dead_actors``, ``smsroute_de
 ``smsroute_http_connections_open{app}`` (counter ``smsroute_http_connection_events_total{app,event}``),
 ``smsroute_in_flight``, ``smsroute_in_flight_limit``, ``smsroute_pending_requests``,
 ``smsroute_sessions``, ``smsroute_pop_stats_answered{pop}`` (0: the POP did not answer this scrape
-in time, its numbers are missing), ``smsroute_pop_in_flight{pop}``, ``smsroute_pop_timers{pop}``,
+in time, its numbers are missing), ``smsroute_carrier_stats_answered{carrier,pop}`` and
+``smsroute_retention_stats_answered`` (likewise for a carrier and the retention sweeper), ``smsroute_pop_in_flight{pop}``, ``smsroute_pop_timers{pop}``,
 ``smsroute_pop_outstanding{pop,carrier}``, ``smsroute_pop_waiting{pop,carrier}``,
 ``smsroute_carrier_{connected,suspended,available}{carrier,pop}`` (1/0),
 ``smsroute_carrier_window{carrier,pop}``, ``smsroute_carrier_window_in_use{carrier,pop}``,
@@ -367,8 +368,12 @@ def _carrier_families(carriers: list[dict[str, Any]]) -> Iterator[Metric]:
     refusals = CounterMetricFamily("smsroute_carrier_bind_refusals",
                                    "SMPP binds the SMSC refused, by bind_resp command_status name",
                                    labels=[*labels, "status"])
+    answered = GaugeMetricFamily("smsroute_carrier_stats_answered", "1 if the carrier answered this "
+                                 "scrape's question for its numbers in time, 0 if not (they are "
+                                 "missing from it)", labels=labels)
     for c in carriers:
         key = [str(c.get("carrier", "")), str(c.get("pop", ""))]
+        _add(answered, key, int("error" not in c))
         for flag, family in flags.items():
             if isinstance(c.get(flag), bool):
                 _add(family, key, int(c[flag]))
@@ -385,7 +390,8 @@ def _carrier_families(carriers: list[dict[str, Any]]) -> Iterator[Metric]:
                 _add(errors, [*key, str(kind)], n)
             for status, n in sorted((c.get("bind_refusals") or {}).items()):
                 _add(refusals, [*key, str(status)], n)
-    yield from (*flags.values(), window, in_use, binds, submitted, *smpp.values(), errors, refusals)
+    yield from (answered, *flags.values(), window, in_use, binds, submitted, *smpp.values(), errors,
+                refusals)
 
 
 def _shedding_families(shedding: dict[str, int]) -> Iterator[Metric]:
@@ -428,6 +434,10 @@ def _retention_families(sweeper: dict[str, Any], http_removed: dict[str, int]) -
     sweeps = CounterMetricFamily("smsroute_retention_sweeps", "Retention sweeps run")
     failures = CounterMetricFamily("smsroute_retention_sweep_failures",
                                    "Store sweeps that failed (retried at the next sweep)")
+    if sweeper:  # a sweeper runs here: silent ({"error"}) is 0, not a missing series
+        yield from _gauge("smsroute_retention_stats_answered", "1 if the retention sweeper answered "
+                          "this scrape's question for its numbers in time, 0 if not (they are missing "
+                          "from it)", int("error" not in sweeper))
     if _is_number(sweeper.get("sweeps")):
         sweeps.add_metric([], float(sweeper["sweeps"]))
         failures.add_metric([], float(sweeper.get("failures") or 0))

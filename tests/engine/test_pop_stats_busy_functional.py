@@ -19,6 +19,7 @@ import time
 
 import pytest
 
+from actors.carrier_sim import SimulatedCarrierActor
 from actors.pop import PopActor
 from actors.stats_questions import ACTOR_STATS_TIMEOUT_S
 from actors.sweeper import SweeperActor
@@ -96,6 +97,38 @@ def test_a_busy_process_answers_stats_and_metrics_within_one_deadline(tmp_path, 
         answered = dict(re.findall(r'^smsroute_pop_stats_answered\{pop="(\w+)"\} (\S+)$', scrape,
                                    re.M))
         assert answered["sin"] == "0.0" and set(answered) == {p["pop"] for p in answer["pops"]}
+        assert re.search(r"^smsroute_retention_stats_answered 0\.0$", scrape, re.M)  # silent sweeper
+        assert lint(scrape) == []
+    finally:
+        release.set()
+        engine.stop()
+
+
+def test_a_carrier_that_does_not_answer_has_an_answered_series_of_0(tmp_path, monkeypatch):
+    """Before, a carrier's error row had no series on ``/metrics``: a scrape could not tell a silent
+    carrier from none (the POPs had ``smsroute_pop_stats_answered``)."""
+    engine = start_engine(tmp_path)
+    release = threading.Event()
+    carrier_stats = SimulatedCarrierActor.stats
+    held = next(iter(engine.settings.carriers))
+
+    def carrier_held(self):
+        if self.name == held:
+            release.wait(30)
+        return carrier_stats(self)
+
+    try:
+        token = (engine.data_dir / "operator.token").read_text().strip()
+        control = Client(engine.http.control_port, token)
+        monkeypatch.setattr(SimulatedCarrierActor, "stats", carrier_held)
+        status, _, body = control.request("GET", "/metrics")
+        assert status == 200
+        scrape = body.decode()
+        answered = dict(re.findall(
+            r'^smsroute_carrier_stats_answered\{carrier="([^"]+)",pop="\w+"\} (\S+)$', scrape, re.M))
+        assert answered[held] == "0.0"
+        assert set(answered) == set(engine.settings.carriers)
+        assert set(answered.values()) <= {"0.0", "1.0"}  # those sharing its dispatcher wait too
         assert lint(scrape) == []
     finally:
         release.set()

@@ -88,6 +88,14 @@ def test_each_pop_says_it_answered_the_scrape(scrape):
     assert answered == {"fra": "1.0", "sin": "1.0", "gru": "1.0"}
 
 
+def test_each_carrier_and_the_sweeper_say_they_answered_the_scrape(scrape):
+    answered = {(s["carrier"], s["pop"]) for s in _series(scrape, "smsroute_carrier_stats_answered")}
+    settings = load_settings()
+    assert answered == {(name, c.pop) for name, c in settings.carriers.items()}
+    assert not re.search(r"^smsroute_carrier_stats_answered\{.*\} 0\.0$", scrape, re.M)
+    assert re.search(r"^smsroute_retention_stats_answered 1\.0$", scrape, re.M)
+
+
 def test_each_pop_counts_the_group_commits_it_wrote(scrape):
     commits = {pop: float(n) for pop, n in
                re.findall(r'^smsroute_pop_commits_total\{pop="(\w+)"\} (\S+)$', scrape, re.M)}
