@@ -26,7 +26,14 @@ from engine.bridge import Bridge, InFlightGate
 from engine.cluster.nats_security import NatsSecurity
 from engine.cluster.placement import Placement
 from engine.cluster.transport import Transport
-from engine.errors import AuthError, InputError, OutcomeUnknown, SmsrouteError, error_from_code
+from engine.errors import (
+    AuthError,
+    InputError,
+    OutcomeUnknown,
+    OverloadedError,
+    SmsrouteError,
+    error_from_code,
+)
 from engine.http.ratelimit import Decision
 
 log = logging.getLogger(__name__)
@@ -105,6 +112,10 @@ class EdgeEngine:
                                            "client_ref": client_ref}])[0]
 
     def submit_many(self, api_key: str, submissions: list[dict]) -> list[Future]:
+        """Like the engine's: a stopping edge refuses (503) rather than hand a worker messages whose
+        answers it would no longer hear."""
+        if self._stopping:
+            raise OverloadedError("the engine is stopping")
         if not isinstance(api_key, str):
             raise InputError("api_key must be a string")
         account = self.account_id_for_key(api_key)
