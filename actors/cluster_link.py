@@ -9,7 +9,7 @@ A clustered process (``engine.cluster.placement``: the core, or a worker) joins 
   ``bridge`` in the core (the bridge is the host side, not an actor: it gets the decoded message).
 * **Questions** to the core (:meth:`ClusterLink.answer_core`): a worker's ``routing`` query (the table it
   routes by) and an HTTP edge's questions (``edge_queries``, set by the engine once it runs). A worker's
-  questions are answered by ``engine.cluster.shards.QueryHandler``.
+  questions are answered by ``engine.cluster.shard_answers.QueryHandler``.
 * **Refs to what runs elsewhere**: a worker's ledger and bridge are the core's; the core asks the POP
   shards of its workers through ``ClusterShards``, and fails a submit that no worker answered in time
   (:class:`_ExpireUnanswered`).
@@ -23,9 +23,11 @@ from typing import Any
 import pykka
 
 from engine import messages as m
+from engine.cluster.cluster_shards import ClusterShards
 from engine.cluster.nats_security import NatsSecurity
 from engine.cluster.placement import CORE
-from engine.cluster.shards import ClusterShards, LocalShards, QueryHandler
+from engine.cluster.shard_answers import QueryHandler
+from engine.cluster.shards import LocalShards
 from engine.cluster.transport import Transport
 from engine.errors import MalformedMessage, OutcomeUnknown
 from engine.ids import is_account_id

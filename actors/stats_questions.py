@@ -2,7 +2,7 @@
 
 Why: the actors of a process share one dispatcher thread (``actors.dispatch``), so one busy handler delays
 every answer; asked one after the other with a deadline each, a few busy actors made a whole worker miss
-the core's own deadline (``engine.cluster.shards.STATS_TIMEOUT_S``), and a POP that did not answer was
+the core's own deadline (``engine.cluster.cluster_shards.STATS_TIMEOUT_S``), and a POP that did not answer was
 left out of the view without a word. Here every actor is asked at once and all answers are waited for
 under one deadline; an actor that does not answer in time (or has stopped) is a row ``{key: name,
 "error": why}``, never a shorter list.

@@ -41,8 +41,9 @@ from actors.session import CustomerSessionActor
 from actors.stats_questions import ACTOR_STATS_TIMEOUT_S, ask_stats, ask_stats_later, stats_answers
 from actors.sweeper import SweeperActor
 from engine import messages as m
+from engine.cluster.cluster_shards import ClusterShards
 from engine.cluster.placement import Placement
-from engine.cluster.shards import ClusterShards, LocalShards
+from engine.cluster.shards import LocalShards
 from engine.cluster.transport import Transport
 from engine.config import Settings
 from engine.errors import (

@@ -127,7 +127,7 @@ class Engine(AccountManager, HoldManager):
             if http:
                 engine._start_http(edge_token)
             if engine.runtime.placement.clustered and engine.runtime.placement.runs_core:
-                from engine.cluster.shards import EdgeQueries
+                from engine.cluster.edge_queries import EdgeQueries
 
                 engine.runtime.edge_queries = EdgeQueries(engine)  # the HTTP edges' questions
         except BaseException:  # e.g. a port in use: do not leave the actors running

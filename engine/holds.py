@@ -3,12 +3,12 @@
 Each POP shard keeps its own bodies, so each has its own :class:`storage.holds.Holds`. A hold on messages
 is placed at the shard that holds each message; a hold on an account (a debugging window, or a lawful order
 naming an account) at every shard, one hold id per shard - in this process, or on every worker of a cluster
-(through ``engine.cluster.shards``). Every placement, read, release and expiry is in the
+(through ``engine.cluster.shards`` and ``engine.cluster.cluster_shards``). Every placement, read, release and expiry is in the
 audit log with who, why, reference and until (``storage.audit``).
 
 Placing is idempotent by key (``idempotency_key``, the control port's ``Idempotency-Key``): each shard
-keeps, with the hold it placed, keyed hashes of the key and of what was asked (the customer API's
-``engine.http.idempotency.request_hash``, so the key itself is never stored), and the same request again
+keeps, with the hold it placed, keyed hashes of the key and of what was asked (``storage.pseudonyms.keyed_hash``,
+as the customer API keeps its answers, so the key itself is never stored), and the same request again
 answers that hold. It is kept by each shard, not by the HTTP port, because a cluster's placement can
 reach only some workers: asked again, those that placed it answer their hold and the others place it.
 """
@@ -22,9 +22,9 @@ import msgpack
 
 from engine.credentials import require_active
 from engine.errors import HoldEnded, InputError, InvalidTransition, StorageError, UnknownAccount
-from engine.http.idempotency import request_hash
 from engine.lawful_notice import check_order_fields
 from storage.holds import HoldKind
+from storage.pseudonyms import keyed_hash
 
 SECRET = "hold_requests"  # the key ring's HMAC secret for placement keys (engine.http.idempotency)
 
@@ -88,7 +88,7 @@ class HoldManager:
             secret = self.runtime.local_secret(SECRET)
             asked = msgpack.packb([kind.value, reason, reference, until, message_ids, account_id,
                                    authority, notice_not_permitted])
-            request = [request_hash(idempotency_key.encode(), secret), request_hash(asked, secret)]
+            request = [keyed_hash(idempotency_key.encode(), secret), keyed_hash(asked, secret)]
         if account_id is not None:
             record = self.runtime.accounts.get(account_id)  # UnknownAccount if there is none
             if kind == HoldKind.DEBUG_WINDOW:

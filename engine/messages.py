@@ -597,7 +597,7 @@ class PseudonymiseAccount(Message):
     account_id: str
 
 
-# === core <-> workers: questions about what a worker holds (engine.cluster.shards) =======================
+# === core <-> workers: questions about what a worker holds (engine/cluster/*shard*.py) ==================
 
 
 @message(60)

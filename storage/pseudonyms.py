@@ -26,7 +26,7 @@ import hashlib
 import hmac
 import threading
 
-__all__ = ["ACCOUNT_TOKEN_BYTES", "Pseudonyms", "token_text"]
+__all__ = ["ACCOUNT_TOKEN_BYTES", "Pseudonyms", "keyed_hash", "token_text"]
 
 ACCOUNT_TOKEN_BYTES = 16
 _CACHE_LIMIT = 65536  # account id -> token: a bounded memo, cleared when full
@@ -73,6 +73,13 @@ class Pseudonyms:
 
     def __repr__(self) -> str:  # never show the secret
         return "Pseudonyms()"
+
+
+def keyed_hash(data: bytes, secret: bytes) -> bytes:
+    """HMAC-SHA256 of ``data`` under a caller's own ``secret``: what a store keeps instead of a request
+    or an ``Idempotency-Key`` it must recognise again but never show (the customer API's stored answers,
+    a hold placed with a key)."""
+    return hmac.new(secret, data, hashlib.sha256).digest()
 
 
 def token_text(token: bytes) -> str:

@@ -43,6 +43,7 @@ from engine.errors import CorruptRecord, KeyUnavailable
 from engine.http.errors import HttpError
 from engine.http.store import GroupCommitter, Put
 from storage.crypto import Sealer
+from storage.pseudonyms import keyed_hash
 
 DB = b"idempotency"
 KEEP_SECONDS = 86400
@@ -67,7 +68,7 @@ def check_key(key: str) -> str:
 
 def request_hash(body: bytes, secret: bytes) -> bytes:
     """HMAC-SHA256 of the raw request body under ``secret`` (see the module docstring)."""
-    return hmac.new(secret, body, hashlib.sha256).digest()
+    return keyed_hash(body, secret)
 
 
 class IdempotencyStore:

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from engine.cluster import shards
+from engine.cluster import cluster_shards as shards
 from engine.errors import ClusterUnavailable
 from tests.engine.cluster.support import Cluster
 from tests.engine.cluster.test_views_hung_worker_functional import ANSWER_WITHIN_S, _call

@@ -14,8 +14,8 @@ import time
 import pytest
 
 from engine import messages as m
+from engine.cluster.cluster_shards import ClusterShards
 from engine.cluster.nats_server import NatsServer
-from engine.cluster.shards import ClusterShards
 from engine.cluster.transport import Transport
 from engine.errors import ClusterUnavailable
 from tests.engine.cluster.support import LinkCutter

@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from engine.cluster import shards
+from engine.cluster import cluster_shards as shards
 from engine.errors import ClusterUnavailable
 from tests.engine.cluster.support import Cluster, cluster_with_a_cuttable_link
 from tests.waiting import wait_for

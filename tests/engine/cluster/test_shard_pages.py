@@ -6,7 +6,9 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from engine import messages as m
-from engine.cluster.shards import LocalShards, QueryHandler, _record
+from engine.cluster.cluster_shards import _record
+from engine.cluster.shard_answers import QueryHandler
+from engine.cluster.shards import LocalShards
 from engine.ids import IdGenerator
 from storage.env import open_env
 from storage.records import MessageRecord, MessageRecords
@@ -54,8 +56,9 @@ class _ManyHolds:
 
 
 def test_an_answer_larger_than_a_nats_message_crosses_in_parts_over_a_real_server():
+    from engine.cluster.cluster_shards import ClusterShards
     from engine.cluster.nats_server import NatsServer
-    from engine.cluster.shards import PART_BYTES, ClusterShards
+    from engine.cluster.shard_answers import PART_BYTES
     from engine.cluster.transport import Transport
 
     big = _ManyHolds(12_000)  # ~3 MB encoded: three times NATS's default limit

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from engine.cluster import shards
+from engine.cluster import cluster_shards as shards
 from tests.engine.cluster.support import Cluster
 from tests.engine.crash_support import webhook_engine_overrides
 from tests.engine.http.promlint import lint

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from engine.cluster import shards
+from engine.cluster import cluster_shards as shards
 from engine.errors import ClusterUnavailable
 from tests.engine.cluster.support import cluster_with_a_cuttable_link, worker_down
 from tests.engine.crash_support import webhook_engine_overrides

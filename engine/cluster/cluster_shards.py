@@ -1,0 +1,363 @@
+"""The core's view of a cluster's POP shards: every worker asked, the answers merged.
+
+:class:`ClusterShards` has the interface of :class:`engine.cluster.shards.LocalShards`: it asks every
+worker with a ``ShardQuery`` message over NATS (request/reply, in parallel) and merges the answers. An
+answer too large for one NATS message arrives in parts (``ShardReplyParts``, see
+:mod:`engine.cluster.shard_answers`). Operator views (``/v1/stats``, ``/metrics``, carriers, retention,
+holds, audit) ask with a short deadline (``STATS_TIMEOUT_S``, :meth:`ClusterShards.ask_each`): a hung
+worker is named missing instead of holding the answer.
+
+An action asked of every worker (suspend a carrier, a routing table, erase, place or release a hold) can
+reach only some of them: one worker's link is down or its answer is lost. Its error then names the
+workers that did it, those that did not answer and those not asked (``ClusterShards._act_all``), so the
+operator knows which part of the cluster holds it. A suspension, a table and an erasure are states: the
+same action again is safe and converges. So is placing a hold with an ``Idempotency-Key``: a worker that
+placed it answers that hold, the others place it (``storage.holds.Holds.place``). Without a key, placing
+it again places a second hold where one was placed (the message says so).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from typing import Any
+
+from engine import messages as m
+from engine.cluster.carrier_view import merge_carrier_rows
+from engine.cluster.placement import Placement
+from engine.cluster.shards import PAGE
+from engine.cluster.transport import ACT_WITHIN
+from engine.errors import ClusterUnavailable, SmsrouteError, error_from_code
+from storage.records import MessageRecord
+
+log = logging.getLogger(__name__)
+
+QUERY_TIMEOUT_S = 30.0
+STATS_TIMEOUT_S = 2.0  # workers' numbers for /v1/stats and /metrics: one not answering by then is named missing
+RETRY_ADVICE = {  # what a partial action's error tells the operator about asking again
+    "suspend_carrier": "the same suspension again is safe and brings every worker to it",
+    "use_routing": "the workers that missed the table ask the core for it when their link is back",
+    "forget_account": "the same erasure again is safe",
+    "place_hold": "placing it again with the same Idempotency-Key is safe (a worker that placed it "
+                  "answers its hold); without a key it places a second hold where one was placed "
+                  "(GET /v1/holds shows them: release the extra one)",
+    "release_hold": "releasing it again is safe (where it is released already: not open)",
+}
+
+
+class ClusterShards:
+    """The core's view: every worker asked, the answers merged."""
+
+    def __init__(self, transport: Any, workers: tuple[str, ...]) -> None:
+        self.transport = transport
+        self.workers = workers
+        self.placement = Placement(node="core", runs_pops=False, workers=workers)
+        self._pool = ThreadPoolExecutor(max_workers=max(2, len(workers)),
+                                        thread_name_prefix="shard-query")
+        # the stats questions' own threads: never queued behind a 30 s query to a hung worker
+        self._stats_pool = ThreadPoolExecutor(max_workers=max(4, 3 * len(workers)),
+                                              thread_name_prefix="shard-query-stats")
+
+    def close(self) -> None:
+        """Stop the query threads (the engine's stop; a query still running finishes first)."""
+        self._pool.shutdown(wait=True)
+        self._stats_pool.shutdown(wait=True)
+
+    def _ask(self, node: str, kind: str, *args: Any, act_by: float | None = None,
+             timeout: float | None = None) -> Any:
+        raw = self.transport.request(node, m.encode(m.ShardQuery(kind, list(args))),
+                                     QUERY_TIMEOUT_S if timeout is None else timeout, act_by)
+        reply = m.decode(raw)
+        if isinstance(reply, m.ShardReplyParts):  # a large answer: fetched a part at a time
+            raw = b"".join(self._ask(node, "answer_part", reply.token, i, timeout=timeout)
+                           for i in range(reply.count))
+            reply = m.decode(raw)
+        if not isinstance(reply, m.ShardReply):
+            raise error_from_code("internal_error", f"worker {node} answered {type(reply).__name__}")
+        if not reply.ok:
+            raise error_from_code(reply.error, f"worker {node}: {reply.result}")
+        return reply.result
+
+    def _ask_all(self, kind: str, *args: Any) -> list[Any]:
+        """Every worker's answer; the first failure is raised, and a question not yet sent then never
+        is (one deadline for all: a worker asked late would act after the caller was told 503)."""
+        act_by = time.time() + QUERY_TIMEOUT_S * ACT_WITHIN
+        futures = [self._pool.submit(self._ask, node, kind, *args, act_by=act_by)
+                   for node in self.workers]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+    def _act_all(self, kind: str, *args: Any) -> list[Any]:
+        """Every worker's answer to an action (a suspension, a routing table, an erasure, a hold placed
+        or released). Unlike a read, a failure does not stop the wait for the workers already asked: the
+        error then says where the action was done and where not (``ClusterUnavailable`` if any worker
+        did not answer or was not asked, else the first worker's refusal), so the operator knows what
+        holds - a state action (suspended or not, a table, an erasure) is converged by asking again."""
+        act_by = time.time() + QUERY_TIMEOUT_S * ACT_WITHIN
+        futures = {node: self._pool.submit(self._ask, node, kind, *args, act_by=act_by)
+                   for node in self.workers}
+        wait(futures.values(), return_when=FIRST_EXCEPTION)
+        for f in futures.values():
+            f.cancel()  # only one not yet started: never sent (one deadline for all, see _ask_all)
+        wait(futures.values())  # those asked end by their time-out
+        done, silent, not_asked, refused = [], [], [], []
+        first: SmsrouteError | None = None
+        for node, f in futures.items():
+            if f.cancelled():
+                not_asked.append(node)
+                continue
+            exc = f.exception()
+            if exc is None:
+                done.append(node)
+            elif isinstance(exc, ClusterUnavailable):
+                silent.append(node)
+            elif isinstance(exc, SmsrouteError):
+                refused.append(f"{node} ({exc.code})")
+                first = first or exc
+            else:
+                raise exc
+        if not (silent or not_asked or refused):
+            return [futures[node].result() for node in self.workers]
+        outcome = f"{kind} reached only part of the cluster: done at {', '.join(done) or 'no worker'}"
+        for label, nodes in (("no answer from", silent), ("not asked", not_asked),
+                             ("refused by", refused)):
+            if nodes:
+                outcome += f"; {label} {', '.join(nodes)}"
+        outcome += "; " + RETRY_ADVICE.get(kind, "asking again is safe")
+        log.warning("%s", outcome)  # (worker names and a query kind only: no account, no hold detail)
+        if silent or not_asked:
+            raise ClusterUnavailable(outcome)
+        assert first is not None
+        raise error_from_code(first.code, f"{first.message} ({outcome})")
+
+    def find_record(self, message_id: str) -> MessageRecord | None:
+        for found in self._ask_all("find_record", message_id):
+            if found is not None:
+                return _record(found)
+        return None
+
+    def records_for_account(self, account_id: str) -> list[MessageRecord]:
+        """The account's records, from the one worker that holds them, a page per answer (a NATS
+        message is at most 1 MB)."""
+        node = self.placement.worker_of(account_id)
+        out: list[MessageRecord] = []
+        offset = 0
+        while True:
+            rows = self._ask(node, "records_for_account_page", account_id, offset, PAGE)
+            out.extend(_record(r) for r in rows)
+            if len(rows) < PAGE:
+                return out
+            offset += PAGE
+
+    def records_since(self, t: float) -> Iterator[MessageRecord]:
+        """Every worker's records submitted at or after ``t`` (analytics), read a page at a time."""
+        return (r for r in self.scan_records() if r.submitted_at >= t)
+
+    def account_pages(self, account_id: str, before: bytes | None, after: bytes, limit: int,
+                      statuses: frozenset[str] | None, max_scan: int
+                      ) -> list[tuple[list[MessageRecord], bytes | None]]:
+        wanted = sorted(statuses) if statuses is not None else None
+        return [([_record(r) for r in records], resume)
+                for pages in self._ask_all("account_pages", account_id, before, after, limit, wanted,
+                                           max_scan)
+                for records, resume in pages]
+
+    def webhook_events(self) -> list[tuple[str, int, m.StatusItem, int, float]]:
+        return [(address, seq, m.StatusItem(*item), attempt, next_at)
+                for events in self._ask_all("webhook_events")
+                for address, seq, item, attempt, next_at in events]
+
+    def find_records(self, message_ids: list[str]) -> list[MessageRecord | None]:
+        found: list[MessageRecord | None] = [None] * len(message_ids)
+        for rows in self._ask_all("find_records", list(message_ids)):
+            for i, row in enumerate(rows):
+                if row is not None:
+                    found[i] = _record(row)
+        return found
+
+    def scan_records(self) -> Iterator[MessageRecord]:
+        """Every worker's records, a page per question (one worker after the other)."""
+        for node in self.workers:
+            cursor = None
+            while True:
+                rows, cursor = self._ask(node, "records_page", cursor, PAGE)
+                yield from (_record(r) for r in rows)
+                if cursor is None:
+                    break
+
+    def owed_to_ledger(self) -> list[list[str]]:
+        debits: list[str] = []
+        refunds: list[str] = []
+        for owed_debits, owed_refunds in self._ask_all("owed_to_ledger"):
+            debits.extend(owed_debits)
+            refunds.extend(owed_refunds)
+        return [debits, refunds]
+
+    def pop_stats(self) -> list[dict]:
+        return [dict(s, worker=node) for node, stats in zip(self.workers, self._ask_all("pop_stats"),
+                                                            strict=True) for s in stats]
+
+    def carrier_stats(self) -> list[dict]:
+        """One row per carrier, as one process answers, each worker's row in ``workers`` (``Engine.carriers``).
+        Asked like :meth:`carrier_view`, within ``STATS_TIMEOUT_S``; a list cannot say it lacks a
+        worker, so one that did not answer is ``ClusterUnavailable`` naming it (before: 30 s, then the
+        same error without a name)."""
+        rows, missing = self.ask_each(("carrier_stats",))["carrier_stats"]
+        if missing:
+            raise ClusterUnavailable("carrier rows missing: " + ", ".join(
+                f"{node} ({why})" for node, why in sorted(missing.items()))
+                + "; GET /v1/carriers shows the others' rows")
+        return merge_carrier_rows([(node, rows[node]) for node in self.workers])
+
+    def suspend_carrier(self, name: str, suspended: bool) -> None:
+        self._act_all("suspend_carrier", name, suspended)
+
+    def use_routing(self, table: dict) -> None:
+        self._act_all("use_routing", table)
+
+    def forget_account(self, account_id: str) -> int:
+        return sum(self._act_all("forget_account", account_id))
+
+    def place_hold(self, kind: str, actor: str, reason: str, reference: str, until: float,
+                   message_ids: list[str], account_id: str | None,
+                   request: list[bytes] | None = None) -> list[dict]:
+        return [h for placed in self._act_all("place_hold", kind, actor, reason, reference, until,
+                                              list(message_ids), account_id, request)
+                for h in placed]
+
+    def release_hold(self, hold_id: str, actor: str, reason: str) -> dict | None:
+        return next((r for r in self._act_all("release_hold", hold_id, actor, reason) if r), None)
+
+    def read_held_body(self, hold_id: str, message_id: str, actor: str) -> str | None:
+        return next((b for b in self._ask_all("read_held_body", hold_id, message_id, actor)
+                     if b is not None), None)
+
+    def hold_ended(self, hold_id: str) -> bool:
+        return any(self._ask_all("hold_ended", hold_id))
+
+    def active_holds(self) -> list[dict]:
+        """Every worker's active holds, or an error: for an action that must see all of them (a hold
+        found or not, a lawful order's other holds); ``GET /v1/holds`` reads :meth:`holds_view`."""
+        return [h for holds in self._ask_all("active_holds") for h in holds]
+
+    def holds_view(self) -> dict[str, Any]:
+        """``GET /v1/holds``: every worker asked at once with ``STATS_TIMEOUT_S`` (see :meth:`ask_each`);
+        the holds of those that answered, the others named in ``holds_missing`` (node -> why)."""
+        holds, missing = self.ask_each(("active_holds",))["active_holds"]
+        return {"holds": [h for node in self.workers if node in holds for h in holds[node]],
+                "holds_missing": missing}
+
+    def hold_audit_view(self, since: float | None) -> tuple[list[list], dict[str, str]]:
+        """``(audit entries of the holds, the workers whose entries are missing: node -> why)``: asked
+        at once with ``STATS_TIMEOUT_S`` (a view: a hung worker neither holds the auditor's answer 30 s
+        nor fails it; the answer names it, so a trail lacking its entries is never taken as whole)."""
+        entries, missing = self.ask_each(("hold_audit",), args=(since,))["hold_audit"]
+        return [e for node in self.workers if node in entries for e in entries[node]], missing
+
+    def sweep_now(self) -> dict:
+        return dict(zip(self.workers, self._ask_all("sweep_now"), strict=True))
+
+    def ask_each(self, kinds: tuple[str, ...], timeout: float = STATS_TIMEOUT_S, args: tuple = ()
+                 ) -> dict[str, tuple[dict[str, Any], dict[str, str]]]:
+        """``{kind: (answers by node, why each other node is missing)}``: every worker asked each of
+        ``kinds`` (reads, each with ``args``: the views of ``/v1/stats``, ``/metrics``, holds, audit)
+        at once, with one deadline for all. A worker that is down, cut off or hung but connected
+        (SIGSTOP, busy actors) delays the call by at most ``timeout`` and is named missing; the
+        others' answers are kept."""
+        act_by = time.time() + timeout * ACT_WITHIN
+        futures = {(kind, node): self._stats_pool.submit(self._ask, node, kind, *args, act_by=act_by,
+                                                         timeout=timeout)
+                   for kind in kinds for node in self.workers}
+        wait(futures.values(), timeout + 2)
+        out: dict[str, tuple[dict[str, Any], dict[str, str]]] = {kind: ({}, {}) for kind in kinds}
+        for (kind, node), f in futures.items():
+            answers, missing = out[kind]
+            if f.done() and not f.cancelled() and f.exception() is None:
+                answers[node] = f.result()
+            elif f.cancel() or not f.done():  # (not yet started: never sent)
+                missing[node] = "no answer in time"
+            else:
+                exc = f.exception()
+                missing[node] = getattr(exc, "code", "") or type(exc).__name__
+        return out
+
+    def stats_view(self, with_carriers: bool = False) -> dict[str, Any]:
+        """What ``/v1/stats`` (and, ``with_carriers``, ``/metrics``) shows of the workers, asked at once
+        (see :meth:`ask_each`): ``pops`` (each row with its ``worker``) and ``carriers`` (merged) of the
+        workers that answered, ``pops_missing`` / ``carriers_missing`` naming those that did not (node ->
+        why), and ``worker_transport`` (each worker's NATS link; ``answered: false`` if missing); with
+        carriers (``/metrics``) also ``worker_sweepers`` (each worker's retention sweeper totals, by node)
+        and ``sweepers_missing``."""
+        kinds = ("pop_stats", "transport_stats",
+                 *(("carrier_stats", "sweeper_stats") if with_carriers else ()))
+        views = self.ask_each(kinds)
+        rows, pops_missing = views["pop_stats"]
+        view: dict[str, Any] = {
+            "pops": [dict(s, worker=node) for node in self.workers if node in rows for s in rows[node]],
+            "pops_missing": pops_missing,
+            "worker_transport": _transport_view(self.workers, *views["transport_stats"])}
+        if with_carriers:
+            rows, view["carriers_missing"] = views["carrier_stats"]
+            view["carriers"] = merge_carrier_rows([(node, rows[node]) for node in self.workers
+                                                   if node in rows])
+            sweepers, view["sweepers_missing"] = views["sweeper_stats"]
+            view["worker_sweepers"] = {node: {**sweepers[node]["totals"],
+                                              "removed_by_store": sweepers[node]["removed_by_store"]}
+                                       for node in self.workers if node in sweepers}
+        return view
+
+    def carrier_view(self) -> dict[str, Any]:
+        """``GET /v1/carriers``: every worker asked at once with ``STATS_TIMEOUT_S`` (see
+        :meth:`ask_each`); the rows of those that answered merged, the others named in
+        ``carriers_missing`` (node -> why) - a view answers at once, a hung worker does not hold it."""
+        rows, missing = self.ask_each(("carrier_stats",))["carrier_stats"]
+        return {"carriers": merge_carrier_rows([(node, rows[node]) for node in self.workers
+                                                if node in rows]),
+                "carriers_missing": missing}
+
+    def retention_view(self) -> dict[str, Any]:
+        """What ``GET /v1/retention`` shows of the workers, asked at once with ``STATS_TIMEOUT_S``: each
+        one's sweeper (``workers``, by node) and the active holds of those that answered (``holds``);
+        ``workers_missing`` / ``holds_missing`` name the others (node -> why)."""
+        views = self.ask_each(("sweeper_stats", "active_holds"))
+        sweepers, sweepers_missing = views["sweeper_stats"]
+        holds, holds_missing = views["active_holds"]
+        return {"workers": {node: sweepers[node] for node in self.workers if node in sweepers},
+                "workers_missing": sweepers_missing,
+                "holds": [h for node in self.workers if node in holds for h in holds[node]],
+                "holds_missing": holds_missing}
+
+    def worker_transports(self, timeout: float = STATS_TIMEOUT_S) -> dict[str, dict[str, Any]]:
+        """Each worker's NATS link and counters (``late_queries`` and the rest), which otherwise only
+        its own log shows, by node; a worker that does not answer within ``timeout`` is shown as
+        ``{"answered": False, "error": ...}`` - never left out."""
+        return _transport_view(self.workers, *self.ask_each(("transport_stats",), timeout)[
+            "transport_stats"])
+
+    def profile(self, on: bool) -> dict[str, Any]:
+        """Each worker's stage profile (see ``LocalShards.profile``), by node."""
+        return dict(zip(self.workers, self._ask_all("profile", on), strict=True))
+
+
+def _transport_view(nodes: tuple[str, ...], answers: dict[str, Any], missing: dict[str, str]
+                    ) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for node in nodes:
+        answer = answers.get(node)
+        out[node] = ({"answered": True, **answer} if isinstance(answer, dict) else
+                     {"answered": False, "error": missing.get(node, "no transport")})
+    return out
+
+
+def _record(fields: Any) -> MessageRecord:
+    values = list(fields)
+    values[18] = tuple(values[18])  # carrier_ids: msgpack sends lists
+    return MessageRecord(*values)
+
+

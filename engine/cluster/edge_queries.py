@@ -1,0 +1,42 @@
+"""The core's answers to its HTTP edge processes: which account an API key belongs to, and blocks of
+the customer API's rate limit (one count per key, however many edges serve it)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from engine import messages as m
+from engine.errors import SmsrouteError
+
+log = logging.getLogger(__name__)
+
+
+class EdgeQueries:
+    """The core's answers to its HTTP edge processes: which account an API key belongs to, and blocks
+    of the customer API's rate limit (one count per key, however many edges serve it)."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+
+    def answer(self, raw: bytes) -> bytes:
+        try:
+            q = m.decode(raw)
+            if not isinstance(q, m.ShardQuery):
+                raise ValueError("not a query")
+            if q.kind == "account_for_key":
+                [digest] = q.args
+                # (an edge caches a refusal 2 s: a revoked key's use counts once per 2 s per edge)
+                result: Any = self.engine.account_for_digest(bytes(digest))
+            elif q.kind == "lease":
+                key, n = q.args
+                http = self.engine.http
+                result = list(http.lease(str(key), int(n))) if http is not None else [int(n), 0.0]
+            else:
+                raise ValueError(f"unknown edge query {q.kind!r}")
+            return m.encode(m.ShardReply(True, result, ""))
+        except SmsrouteError as exc:
+            return m.encode(m.ShardReply(False, exc.message, exc.code))
+        except Exception as exc:
+            log.exception("edge query failed")
+            return m.encode(m.ShardReply(False, type(exc).__name__, "internal_error"))
