@@ -146,7 +146,8 @@ class Engine(AccountManager, HoldManager):
                                 runtime.account_keys, mail_keys,
                                 map_size=self.settings.engine.mail_map_size_mb << 20,
                                 address_of=_address_of(runtime.accounts)).start()
-        self.notices = Notices(self.mail.outbox, self.mail.worker.wake, runtime.accounts)
+        self.notices = Notices(self.mail.outbox, self.mail.worker.wake, runtime.accounts,
+                               withdraw=self.mail.withdraw)
         self.privacy = PrivacyServices(self.data_dir, self.settings, runtime, self.notices, self)
         runtime.sweeper.proxy().add_sweepables(
             {"mail_outbox": self.mail.outbox, **self.privacy.sweepables}).get(timeout=10)

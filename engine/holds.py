@@ -179,9 +179,19 @@ class HoldManager:
         return privacy.order_notices
 
     def release_hold(self, hold_id: str, *, actor: str, reason: str) -> dict:
+        """End a hold now. A lawful order whose notice is still queued: once its last active hold is
+        released its notice is withdrawn (``OrderNoticeDesk.withdraw``); the order's holds are listed
+        before the release, so a cluster that cannot list them refuses before anything is done."""
+        desk = getattr(getattr(self, "privacy", None), "order_notices", None)
+        pending = desk is not None and (desk.state(hold_id) or {}).get("state") == "queued"
+        orders = ([h for h in self.runtime.shards.active_holds()
+                   if h["kind"] == HoldKind.LAWFUL_ORDER and h["hold_id"] != hold_id]
+                  if pending else [])
         released = self.runtime.shards.release_hold(hold_id, actor, reason)
         if released is None:
             raise UnknownAccount(f"no hold {hold_id}")
+        if pending and released["kind"] == HoldKind.LAWFUL_ORDER:
+            desk.withdraw(released, orders, actor)
         return released
 
     def read_held_body(self, hold_id: str, message_id: str, *, actor: str) -> str:

@@ -6,7 +6,12 @@ registering a lawful order does one of two things, never neither:
 * **notice** (the default): one ``lawful_order_notice`` mail to each affected account holder — the account
   the order names, and the accounts of the messages it names — all queued in one outbox transaction (if
   one cannot be, none is, and ``engine.holds`` releases the order: no holder hears of an order that does
-  not stand), with the authority type (subpoena, court order, regulator directive), the order's
+  not stand). The notice records and the outbox are two LMDB environments (``<data_dir>/privacy``,
+  ``<data_dir>/mail``), so no one transaction holds both: the records (naming the mails' ids, taken
+  first) are written before the mails are queued, and put back as they were if the queuing fails. So
+  no mail is ever queued - where the worker may send it at once - for a notice whose record could not
+  be written; a crash between the two leaves records whose mails never were, which read ``unsent``
+  (disclosure refused, the notice given again). Each mail states the authority type (subpoena, court order, regulator directive), the order's
   reference, what it covers (in counts) and until when. Never the body, number or the order's reason (``engine.mail.templates``).
 * **not permitted**: the operator records that notice is not legally permitted, with a reason and a
   reference (both required; e.g. the non-disclosure order). No mail.
@@ -26,10 +31,16 @@ Such a stuck order is fixed in place, not registered again (``POST /v1/holds/{id
 ``engine.holds.HoldManager.give_notice_again``): its notice is given again, or its waiver recorded, for
 every hold of the order at once (:meth:`OrderNoticeDesk.order_of`), audited like the first (with
 ``again``); refused while a notice is queued or was sent, or after a waiver (:meth:`require_stuck`).
+
+An order released before its notice left is not told to its holders: when its last active hold is
+released, the mails still queued are withdrawn (:meth:`OrderNoticeDesk.withdraw`: removed unsent, a send
+under way cancelled; audited ``lawful_order_notice_withdrawn``). An order that expires is not withdrawn:
+it stood, and a notice still queued then is sent.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -42,6 +53,8 @@ from storage.order_notices import OrderNotice, OrderNotices
 from storage.outbox import QUEUED, SENT
 
 __all__ = ["OrderNoticeDesk", "check_order_fields"]
+
+log = logging.getLogger(__name__)
 
 
 def check_order_fields(authority: str | None, not_permitted: dict | None, reference: str) -> None:
@@ -67,7 +80,8 @@ class OrderNoticeDesk:
         self._notices = notices
         self._audit = audit  # the core audit log (storage.audit.AuditLog)
         self._clock = clock
-        self.lock = threading.Lock()  # a notice given again: checked and given as one step
+        # a notice given (again): checked, recorded and queued as one step
+        self.lock = threading.RLock()
 
     def order_of(self, hold: dict, orders: list[dict]) -> list[dict]:
         """The holds of the lawful order ``hold`` belongs to, among the active ``orders`` (an order
@@ -99,6 +113,14 @@ class OrderNoticeDesk:
         record that notice is not permitted; what was done. ``again``: for an order placed earlier
         whose notice is stuck (``require_stuck``): said so in the audit entries, and a notice with no
         account left to tell is refused (``InvalidTransition``)."""
+        with self.lock:
+            return self._give(hold_ids, covered, whole_account=whole_account, actor=actor,
+                              authority=authority, reference=reference, until=until,
+                              not_permitted=not_permitted, again=again)
+
+    def _give(self, hold_ids: list[str], covered: dict[str, int], *, whole_account: str | None,
+              actor: str, authority: str, reference: str, until: float,
+              not_permitted: dict | None, again: bool) -> dict:
         now = self._clock()
         extra = {"again": True} if again else {}
         if not_permitted is not None:
@@ -112,16 +134,50 @@ class OrderNoticeDesk:
         if again and not covered:
             raise InvalidTransition("no account holder of this order is left to notify (erased, or "
                                     "its messages' records are gone)")
-        mail_ids = self._notices.to_each_account("lawful_order_notice", {  # all or none
-            account: {"authority": authority, "reference": reference, "until": until,
-                      "whole_account": account == whole_account, "messages": count}
-            for account, count in covered.items()})
-        self.store.put_many([OrderNotice(h, actor, now, until, mail_ids) for h in hold_ids])
+        previous = {h: self.store.get(h) for h in hold_ids}
+        recorded = []
+
+        def record(mail_ids: list[str]) -> None:  # before any mail is queued (see the docstring)
+            self.store.put_many([OrderNotice(h, actor, now, until, mail_ids) for h in hold_ids])
+            recorded.append(mail_ids)
+
+        try:
+            mail_ids = self._notices.to_each_account("lawful_order_notice", {  # all or none
+                account: {"authority": authority, "reference": reference, "until": until,
+                          "whole_account": account == whole_account, "messages": count}
+                for account, count in covered.items()}, record=record)
+        except BaseException:
+            if recorded:
+                self._put_back(previous)
+            raise
         for account in covered:
             self._audit.append(actor, "lawful_order_notice_queued", ",".join(hold_ids), "ok",
                                {"holds": len(hold_ids), "mails": len(mail_ids), **extra},
                                account=account)
         return {"state": "queued", "mails": len(mail_ids)}
+
+    def _put_back(self, previous: dict[str, OrderNotice | None]) -> None:
+        """The mails were not queued: the records written for them go back to what they were."""
+        try:
+            self.store.put_back(previous)
+        except Exception:  # they name mails that never were: read "unsent", never "sent"
+            log.exception("lawful order notice records not put back after the mails failed",
+                          extra={"holds": len(previous)})
+
+    def withdraw(self, hold: dict, active: list[dict], actor: str) -> int:
+        """Lawful order ``hold`` (a hold's view) was just released: unless another of the order's holds
+        is among the ``active`` ones (the order still stands), its notice mails that have not left
+        are called off (``Notices.withdraw``), so no holder is told of an order withdrawn before its
+        notice went out. How many; audited per account (``lawful_order_notice_withdrawn``)."""
+        notice = self.store.get(hold["hold_id"])
+        if notice is None or not notice.mail_ids or self.order_of(hold, active):
+            return 0
+        with self.lock:
+            accounts = self._notices.withdraw(list(notice.mail_ids))
+        for account in accounts:
+            self._audit.append(actor, "lawful_order_notice_withdrawn", hold["hold_id"], "ok",
+                               {"mails": len(accounts)}, account=account or None)
+        return len(accounts)
 
     def state(self, hold_id: str) -> dict | None:
         """The notice of a lawful order's hold as ``GET /v1/holds`` shows it (``state``: queued, sent,

@@ -59,6 +59,12 @@ class OrderNotices:
         """The records of one order's holds, in one transaction: every hold has its record or none."""
         return self._records.put_many(notices)
 
+    def put_back(self, previous: dict[str, OrderNotice | None]) -> None:
+        """Undo :meth:`put_many` (hold id -> its record before, None for none), in one transaction:
+        records written for mails that could then not be queued must not say a notice was given."""
+        self._records.put_many([n for n in previous.values() if n is not None],
+                               delete=[h for h, n in previous.items() if n is None])
+
     def get(self, hold_id: str) -> OrderNotice | None:
         try:
             return self._records.get(hold_id)

@@ -43,6 +43,10 @@ Durability contract:
   still queued or dropped unsent (refused, expired, erased). What waits on a notice having gone out (a
   lawful order's disclosure, ``engine.lawful_notice``) asks this. Receipts are swept after
   ``RECEIPT_SECONDS``.
+* *Withdrawn:* :meth:`withdraw` removes mails still waiting, unsent (no receipt: they read ``unsent``), for
+  what was called off before its mail left (a lawful order released, ``engine.lawful_notice``). A caller
+  that must write a mail's id elsewhere before the mail can be sent takes its ids first (:meth:`new_ids`,
+  then ``enqueue(..., ids=)``).
 * *Swept:* a sent mail is deleted at once; one still unsent when the retention row ``outbound_mail``
   (``storage.retention``: 3 days) runs out is dropped by :meth:`sweep` (counted by the sweeper).
 * *Erased:* after :meth:`forget_account` returns, no mail for the account is in the outbox and none
@@ -144,12 +148,25 @@ class Outbox:
         self.max_mails = max_mails
         self.erased = 0  # mails dropped unsent because their key was gone (their account erased)
 
-    def enqueue(self, mails: Iterable[NewMail], now: float | None = None) -> list[str]:
-        """Queue mails in one durable transaction; their ids. ``StoreFull`` if they do not all fit,
-        ``KeyUnavailable`` if one is for an account without a data key (erased): nothing is queued."""
+    @staticmethod
+    def new_ids(count: int, now: float | None = None) -> list[str]:
+        """Ids for ``count`` mails about to be queued with ``enqueue(..., ids=)`` (creation time in ns +
+        8 random bytes, as ``enqueue`` makes them): for a caller that records them before the mails
+        exist, so no mail is ever in the outbox - where the worker may send it at once - without that
+        record (a lawful order's notice, ``engine.lawful_notice``)."""
+        now = time.time() if now is None else now
+        return [(int(now * 1e9).to_bytes(8, "big") + os.urandom(8)).hex() for _ in range(count)]
+
+    def enqueue(self, mails: Iterable[NewMail], now: float | None = None, *,
+                ids: list[str] | None = None) -> list[str]:
+        """Queue mails in one durable transaction; their ids (``ids``: those of :meth:`new_ids`, one
+        per mail, in order). ``StoreFull`` if they do not all fit, ``KeyUnavailable`` if one is for an
+        account without a data key (erased): nothing is queued."""
         now = time.time() if now is None else now
         mails = list(mails)
-        ids: list[str] = []
+        if ids is not None and len(ids) != len(mails):
+            raise ValueError("enqueue: one id per mail")
+        given, ids = ids, []
         own: list[bytes] = []
         try:
             keyed = []
@@ -168,8 +185,9 @@ class Outbox:
                 if waiting + len(mails) > self.max_mails:
                     raise StoreFull(f"the mail outbox holds {waiting} of {self.max_mails} mails; "
                                     f"{len(mails)} more do not fit")
-                for mail, kind, token, sealer in keyed:
-                    key = int(now * 1e9).to_bytes(8, "big") + os.urandom(8)
+                for i, (mail, kind, token, sealer) in enumerate(keyed):
+                    key = (bytes.fromhex(given[i]) if given is not None
+                           else int(now * 1e9).to_bytes(8, "big") + os.urandom(8))
                     self._put(txn, OutboxMail(key.hex(), mail.template, mail.account_id, mail.to,
                                               mail.subject, mail.text, now, 0, now,
                                               follow_account=mail.follow_account),
@@ -259,6 +277,27 @@ class Outbox:
             else:
                 self._put(txn, new, kind, token, sealer)
         return new
+
+    def withdraw(self, mail_ids: Iterable[str]) -> list[str]:
+        """Remove these mails if they are still waiting, unsent (no receipt: :meth:`outcome` reads
+        ``unsent``), in one transaction: what they told was called off before they left. The account
+        of each mail removed (``""`` for one whose key is gone); a mail already sent or dropped is not
+        there and is skipped. The sender re-reads each mail right before sending it, so one removed
+        here is not sent (one whose send is under way: see ``MailService.withdraw``)."""
+        removed = []
+        with self.env.begin(write=True) as txn:
+            for mail_id in mail_ids:
+                key = bytes.fromhex(mail_id)
+                blob = txn.get(key, db=self._db)
+                if blob is None:
+                    continue
+                blob = bytes(blob)
+                mail = self._open(key, blob)
+                self._shred_own(blob)
+                txn.delete(self._due_key_of(key, blob), db=self._due)
+                txn.delete(key, db=self._db)
+                removed.append(mail.account_id if mail is not None else "")
+        return removed
 
     def give_up(self, mail_id: str) -> None:
         """The server refused it for good (e.g. a 5xx for the recipient): drop it."""

@@ -12,7 +12,7 @@ lock. Readers: any thread.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
 from typing import Generic, TypeVar
 
@@ -53,12 +53,15 @@ class SealedRecords(Generic[R]):
             self._put(txn, record)
         return record
 
-    def put_many(self, records: list[R]) -> list[R]:
-        """Store several records in one transaction: all or none (records that belong together, e.g.
-        the holds of one order, never left out of step by a failure between them)."""
+    def put_many(self, records: list[R], *, delete: Iterable[str] = ()) -> list[R]:
+        """Store several records (and delete those with the ids ``delete``) in one transaction: all or
+        none (records that belong together, e.g. the holds of one order, never left out of step by a
+        failure between them)."""
         with self.lock, storing_new(self.env, self._store), self.env.begin(write=True) as txn:
             for record in records:
                 self._put(txn, record)
+            for record_id in delete:
+                txn.delete(record_id.encode(), db=self._db)
         return records
 
     def get(self, record_id: str) -> R:

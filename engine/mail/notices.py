@@ -37,9 +37,13 @@ FAILED_AUTH_QUIET_SECONDS = 3600.0  # at most one such alert per account per hou
 
 class Notices:
     def __init__(self, outbox: Outbox, wake: Callable[[], None], accounts: AccountStore, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 withdraw: Callable[[list[str]], list[str]] | None = None) -> None:
+        """``withdraw``: how queued mail is called off (``MailService.withdraw``, which also cancels a
+        send under way); default: removed from the outbox only."""
         self.outbox = outbox
         self._wake = wake
+        self._withdraw = withdraw or outbox.withdraw
         self._accounts = accounts
         self._clock = clock
         self._lock = threading.Lock()
@@ -76,19 +80,33 @@ class Notices:
         self._wake()
         return mail_id
 
-    def to_each_account(self, template: str, params: dict[str, dict[str, Any]]) -> list[str]:
+    def to_each_account(self, template: str, params: dict[str, dict[str, Any]], *,
+                        record: Callable[[list[str]], None] | None = None) -> list[str]:
         """One mail to each account in ``params`` (account id -> its template parameters), all queued
         in one transaction or none (``UnknownAccount``, ``StoreFull``, ``KeyUnavailable``); their
         outbox ids, in that order. For a mailing whose parts must stand or fall together (a lawful
-        order's notices: no holder is told of an order withdrawn because another's notice failed)."""
+        order's notices: no holder is told of an order withdrawn because another's notice failed).
+
+        ``record`` is called with the ids once every mail is rendered and before any is queued (the
+        worker may send a queued mail at once): a caller that keeps the ids elsewhere writes them
+        there, and if it raises nothing is queued. The caller undoes its record if the queuing then
+        fails (the error is raised)."""
         mails = []
         for account_id, own in params.items():
             to = self._accounts.get(account_id).email  # UnknownAccount: nobody to tell
             subject, text = render(template, account_id=account_id, **own)
             mails.append(NewMail(template, account_id, to, subject, text, follow_account=True))
-        ids = self.outbox.enqueue(mails)
+        ids = self.outbox.new_ids(len(mails))
+        if record is not None:
+            record(ids)
+        self.outbox.enqueue(mails, ids=ids)
         self._wake()
         return ids
+
+    def withdraw(self, mail_ids: list[str]) -> list[str]:
+        """Call off queued mails before they leave (removed unsent; a send under way cancelled); the
+        account of each one removed (those already sent or dropped are skipped)."""
+        return self._withdraw(mail_ids)
 
     def to_accounts(self, template: str, account_ids: Iterable[str] | None,
                     **params: Any) -> int:

@@ -62,6 +62,18 @@ class MailService:
             log.warning("mail worker slow to drop the erased account's send")
         return removed
 
+    def withdraw(self, mail_ids: list[str]) -> list[str]:
+        """Call off these mails before they leave (a lawful order released: ``engine.lawful_notice``):
+        those still queued are removed unsent, and a send of one under way is cancelled, not waited for
+        (as an erasure's); the account of each mail removed. A mail the server had accepted already
+        went out (as with an erasure, one accepted in that very instant may have too)."""
+        with self.worker.sending:
+            removed = self.outbox.withdraw(mail_ids)
+            cancelled = self.worker.cancel_send_of(frozenset(mail_ids))
+        if cancelled is not None and not cancelled.wait(CANCEL_WAIT_SECONDS):
+            log.warning("mail worker slow to drop a withdrawn send")
+        return removed
+
     @contextmanager
     def readdressing(self, account_id: str) -> Iterator[None]:
         """Rectification: change the account's address inside this block. The sender reads no address

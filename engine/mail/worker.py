@@ -16,6 +16,10 @@ not sent after it. The lock is never held across SMTP I/O: an erasure must not w
 mail it had already accepted went out before the erasure), and the mail, gone from the outbox, is not
 retried.
 
+Withdrawal (a lawful order released before its notice left, ``engine.lawful_notice``): the same way, its
+mails are removed under :attr:`MailWorker.sending` and a send of one of them under way is cancelled
+(:meth:`MailWorker.cancel_send_of`, counted ``withdrawn``).
+
 Rectification (policy 7.1): a mail for an account (``follow_account``) is addressed, right before each
 attempt, to the account's address of record as it is then (``address_of``), so mail waiting for a retry
 when the holder corrects their address — even across a restart — goes to the new address; there is no
@@ -35,7 +39,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import replace
 
 from engine.config import EmailSettings
@@ -64,7 +68,8 @@ class MailWorker:
         self._stopping = False
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._main, name="smsroute-mail", daemon=True)
-        self.counts = {"sent": 0, "retried": 0, "refused": 0, "erased": 0, "superseded": 0}
+        self.counts = {"sent": 0, "retried": 0, "refused": 0, "erased": 0, "superseded": 0,
+                       "withdrawn": 0}
         # held while a mail is re-read and its send registered (never across SMTP I/O), and by an erasure
         self.sending = threading.Lock()
         self._current: _Send | None = None  # the send under way (guarded by ``sending``)
@@ -133,6 +138,20 @@ class MailWorker:
             return None
         return current.done
 
+    def cancel_send_of(self, mail_ids: Collection[str]) -> threading.Event | None:
+        """A withdrawal (the caller holds :attr:`sending` and removed the mails): cancel the send under
+        way if it is one of ``mail_ids``; the event is set once the worker has let go of it (None: there
+        was none). Its connection is dropped before the server accepted the mail; it is not retried."""
+        current = self._current
+        if current is None or current.mail_id not in mail_ids or self._loop is None:
+            return None
+        current.withdrawn = True
+        try:
+            self._loop.call_soon_threadsafe(current.task.cancel)
+        except RuntimeError:  # the loop has closed: nothing is being sent
+            return None
+        return current.done
+
     async def _send(self, queued: OutboxMail) -> None:
         with self.sending:
             mail = self.outbox.get(queued.mail_id)  # None: sent, dropped or erased meanwhile
@@ -140,7 +159,7 @@ class MailWorker:
                 mail = self._addressed(mail)
             if mail is None:
                 return
-            current = self._current = _Send(mail.account_id,
+            current = self._current = _Send(mail.account_id, mail.mail_id,
                                             asyncio.ensure_future(self.transport.send(mail)))
         try:
             await self._attempt(mail, current)
@@ -158,6 +177,10 @@ class MailWorker:
             if current.readdressed:  # its address changed mid-send: again, to the new one
                 self.outbox.retry(mail.mail_id, self._clock(), "Readdressed")
                 log.info("mail send cancelled: address rectified", extra=where)
+                return
+            if current.withdrawn:  # called off before it left: it left the outbox unsent
+                self.counts["withdrawn"] += 1
+                log.info("mail send cancelled: withdrawn", extra=where)
                 return
             if not current.erased:
                 raise
@@ -198,13 +221,16 @@ class MailWorker:
 
 
 class _Send:
-    """The send under way: whose mail, its task, whether an erasure cancelled it, and when it ended."""
+    """The send under way: whose mail, which, its task, whether an erasure or a withdrawal cancelled
+    it, and when it ended."""
 
-    __slots__ = ("account_id", "done", "erased", "readdressed", "task")
+    __slots__ = ("account_id", "done", "erased", "mail_id", "readdressed", "task", "withdrawn")
 
-    def __init__(self, account_id: str, task: asyncio.Future) -> None:
+    def __init__(self, account_id: str, mail_id: str, task: asyncio.Future) -> None:
         self.account_id = account_id
+        self.mail_id = mail_id
         self.task = task
         self.erased = False
         self.readdressed = False
+        self.withdrawn = False
         self.done = threading.Event()

@@ -211,3 +211,20 @@ def test_a_key_of_its_own_left_by_a_crash_before_its_mail_was_queued_is_swept_af
     [mail] = outbox.due(now)  # the queued mail still opens
     assert mail.to == "holder1@example.com"
     assert len(left) == 2
+
+
+def test_withdrawn_mail_leaves_unsent_and_a_sent_one_keeps_its_receipt(tmp_path):
+    """``withdraw`` calls off mail that has not left (a lawful order released): removed, no receipt, so
+    its outcome reads unsent; one already sent is skipped and stays ``sent``. Mail queued with ids
+    taken first (``new_ids``) is queued under exactly those ids."""
+    env, outbox = _open(tmp_path)
+    ids = outbox.new_ids(3)
+    assert outbox.enqueue([_mail(1), _mail(2), _mail(3)], ids=ids) == ids
+    outbox.sent(ids[0])
+    assert outbox.withdraw(ids) == ["acc_0000000000000002", "acc_0000000000000003"]
+    assert [outbox.outcome(i) for i in ids] == ["sent", "unsent", "unsent"]
+    assert len(outbox) == 0 and outbox.due(time.time() + DAY) == []
+    assert outbox.withdraw(ids) == []
+    with pytest.raises(ValueError):
+        outbox.enqueue([_mail(1)], ids=[])
+    env.close()

@@ -338,3 +338,64 @@ def test_an_orders_notice_records_are_written_together_or_not_at_all(running, pr
     assert len(puts) == 2
     assert {r.id for r in records.all()} == before  # none of the order's holds has a record
     assert not [h for h in running.runtime.shards.active_holds() if h["reference"] == "CASE-HALF-1"]
+
+
+def test_an_order_whose_notice_records_cannot_be_written_queues_no_mail(running, privacy, mailbox,
+                                                                        monkeypatch):
+    """The notice records (``<data_dir>/privacy``) and the outbox (``<data_dir>/mail``) are two LMDB
+    environments, so the records are written first and the mails queued after: a records store that
+    fails leaves no mail for the worker to send of an order that was released. Before, the mail was
+    queued first and sent although the order was released."""
+    from engine.errors import StorageError
+
+    account_id, _ = _account(running, "unrecorded@example.com")
+    outbox = running.mail.outbox
+    wait_for(lambda: len(outbox) == 0, what="the confirmation mail sent")
+
+    def fails(txn, record):
+        raise StorageError("disk gave out")
+
+    monkeypatch.setattr(running.privacy.order_notices.store._records, "_put", fails)
+    mailbox.hold()  # a notice queued all the same would wait here, still in the outbox
+    try:
+        status, _, err = privacy.request("POST", "/v1/holds", {
+            "kind": "lawful_order", "reason": REASON, "reference": "CASE-UNREC-1",
+            "until": time.time() + 3600, "account_id": account_id, "authority": "court_order"})
+        assert status == 503, err
+        assert len(outbox) == 0
+        assert not [h for h in running.active_holds() if h["reference"] == "CASE-UNREC-1"]
+    finally:
+        mailbox.release()
+    assert "lawful_order_notice_queued" not in _audit_actions(privacy, account_id)
+
+
+def test_releasing_an_order_withdraws_its_notice_that_has_not_left(running, privacy, mailbox):
+    """An order released while its notice waits (here: the mail server stalls it mid-send) is not
+    told to its holder: the release of its last hold withdraws the mail and cancels the send. Before,
+    the mail stayed queued and was sent once the server answered."""
+    account_id, _ = _account(running, "withdrawn@example.com")
+    outbox = running.mail.outbox
+    wait_for(lambda: len(outbox) == 0, what="the confirmation mail sent")
+    stalled = mailbox.stalled
+    mailbox.hold()
+    try:
+        placed = _order(privacy, account_id, reference="CASE-WITHDRAWN-1")
+        wait_for(lambda: mailbox.stalled > stalled, what="the notice's send under way")
+        *first, last = placed["holds"]
+        assert first  # an account order: one hold per POP
+        for hold in first:
+            status, _, _ = privacy.request("POST", f"/v1/holds/{hold['hold_id']}/release",
+                                           {"reason": "order withdrawn"})
+            assert status == 200
+            assert len(outbox) == 1  # the order still stands on its other holds: its notice stays
+        status, _, _ = privacy.request("POST", f"/v1/holds/{last['hold_id']}/release",
+                                       {"reason": "order withdrawn"})
+        assert status == 200
+        assert len(outbox) == 0
+    finally:
+        mailbox.release()
+    assert "lawful_order_notice_withdrawn" in _audit_actions(privacy, account_id)
+    _account(running, "after-withdrawal@example.com")
+    mailbox.wait("after-withdrawal@example.com")  # sent after the withdrawn notice would have been
+    assert _notices_to(mailbox, "withdrawn@example.com") == []
+
