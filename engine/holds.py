@@ -11,10 +11,14 @@ keeps, with the hold it placed, keyed hashes of the key and of what was asked (`
 as the customer API keeps its answers, so the key itself is never stored), and the same request again
 answers that hold. It is kept by each shard, not by the HTTP port, because a cluster's placement can
 reach only some workers: asked again, those that placed it answer their hold and the others place it.
+
+A lawful order's holds share an ``order_id`` (``ord_…``, made here and given to every shard), by which
+its notice finds all of them and no others (``OrderNoticeDesk.order_of``).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,10 +27,20 @@ import msgpack
 from engine.credentials import require_active
 from engine.errors import HoldEnded, InputError, InvalidTransition, StorageError, UnknownAccount
 from engine.lawful_notice import check_order_fields
-from storage.holds import HoldKind
+from storage.holds import HoldKind, new_order_id
 from storage.pseudonyms import keyed_hash
 
 SECRET = "hold_requests"  # the key ring's HMAC secret for placement keys (engine.http.idempotency)
+
+
+def _order_id(request: list[bytes] | None) -> str:
+    """A new lawful order's id, given to each of its holds on every shard. Placed with an
+    ``Idempotency-Key``, it is derived from the key's keyed hash, so a placement asked again (completing
+    one that reached only some workers) gives the holds it places now the same order id as those placed
+    the first time; without a key, a random one."""
+    if request is None:
+        return new_order_id()
+    return "ord_" + hashlib.sha256(b"lawful-order:" + bytes(request[0])).hexdigest()[:16]
 
 
 class OpenedTrail:
@@ -94,6 +108,7 @@ class HoldManager:
             if kind == HoldKind.DEBUG_WINDOW:
                 require_active(record)  # the customer's own opt-in: a change of settings
         covered = {account_id: 0} if account_id is not None else {}
+        order_id = _order_id(request) if kind == HoldKind.LAWFUL_ORDER else ""
         shards = self.runtime.shards
         if message_ids:
             for mid, rec in zip(message_ids, shards.find_records(message_ids), strict=True):
@@ -102,10 +117,10 @@ class HoldManager:
                 covered[rec.account_id] = covered.get(rec.account_id, 0) + 1
             target = account_id if kind != HoldKind.LEGAL_HOLD else None
             placed = shards.place_hold(kind.value, actor, reason, reference, until, message_ids,
-                                       target, request)
+                                       target, request, order_id)
         elif account_id is not None and kind != HoldKind.LEGAL_HOLD:
             placed = shards.place_hold(kind.value, actor, reason, reference, until, [], account_id,
-                                       request)
+                                       request, order_id)
         else:
             raise InputError("a legal hold names message_ids; a debug window or order an account")
         replayed = [hold.pop("replayed") for hold in placed]

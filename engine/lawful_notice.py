@@ -85,15 +85,20 @@ class OrderNoticeDesk:
 
     def order_of(self, hold: dict, orders: list[dict]) -> list[dict]:
         """The holds of the lawful order ``hold`` belongs to, among the active ``orders`` (an order
-        over several POP shards is several holds sharing one notice): those with its notice's mails,
-        or, for an order without a notice on record, those placed by the same request (same actor,
-        reason, reference, end and account) and without one either."""
+        over several POP shards is several holds sharing one notice): those with its ``order_id``.
+        A hold written before order ids existed has none; for it, those without one either and with
+        its notice's mails, or, for an order without a notice on record, those placed by the same
+        request as far as the fields tell (same actor, reason, reference, end and account; two such
+        orders placed alike cannot be told apart)."""
+        if hold.get("order_id"):
+            return [h for h in orders if h.get("order_id") == hold["order_id"]]
+        older = [h for h in orders if not h.get("order_id")]
         notice = self.store.get(hold["hold_id"])
         if notice is not None:
-            return [h for h in orders if (n := self.store.get(h["hold_id"])) is not None
+            return [h for h in older if (n := self.store.get(h["hold_id"])) is not None
                     and n.mail_ids == notice.mail_ids]
         same = ("actor", "reason", "reference", "until", "account_id")
-        return [h for h in orders if self.store.get(h["hold_id"]) is None
+        return [h for h in older if self.store.get(h["hold_id"]) is None
                 and all(h[k] == hold[k] for k in same)]
 
     def require_stuck(self, hold_id: str) -> None:

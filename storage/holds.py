@@ -36,6 +36,11 @@ hold reads as it was placed; once it is erased a lawful order or a legal hold ke
 reference, times and pseudonym, and ``account_id`` reads ``None``. Records of an older version are read
 as they were written.
 
+A lawful order over several POP shards is several holds, one per shard; each carries the order's id
+(``order_id``, given by whoever places the order on every shard), so the holds of one order are found
+exactly - never those of another order with the same fields. A record written before order ids existed
+reads ``order_id == ""``.
+
 Asked again: :meth:`Holds.place` with a ``PlaceRequest`` (keyed hashes of an operator's
 ``Idempotency-Key`` and of what it asked, kept in the hold record) answers the hold that request placed
 instead of placing another, for as long as the record is kept; the key with other content is
@@ -73,7 +78,8 @@ from storage.keys import KeyRing
 from storage.pseudonyms import token_text
 from storage.retention import RETENTION
 
-__all__ = ["ENDED_RETENTION_SECONDS", "MAX_SECONDS", "Hold", "HoldKind", "Holds", "PlaceRequest"]
+__all__ = ["ENDED_RETENTION_SECONDS", "MAX_SECONDS", "Hold", "HoldKind", "Holds", "PlaceRequest",
+           "new_order_id"]
 
 DAY = 86400
 # an ended hold's record and notes: as long as its audit trail (storage.retention)
@@ -110,6 +116,9 @@ class Hold:
     ended_at: float | None = None
     ended_by: str | None = None
     subject: str = ""  # the covered account's pseudonym (psn_…): all that names it once it is erased
+    # the lawful order it belongs to (ord_…): an order over several POP shards is several holds; ""
+    # for other kinds and for holds written by an older version (read as placed)
+    order_id: str = ""
 
     def active(self, now: float) -> bool:
         return self.ended_at is None and now < self.until
@@ -162,19 +171,22 @@ class Holds:
                            account_id=account_id)
 
     def register_lawful_order(self, *, actor: str, reason: str, reference: str, until: float,
-                              message_ids: Iterable[str] = (), account_id: str | None = None) -> Hold:
+                              message_ids: Iterable[str] = (), account_id: str | None = None,
+                              order_id: str = "") -> Hold:
         """(c) A lawful order naming messages (kept from now) and/or an account (new bodies)."""
         return self._place(HoldKind.LAWFUL_ORDER, actor, reason, reference, until,
-                           message_ids=tuple(message_ids), account_id=account_id)
+                           message_ids=tuple(message_ids), account_id=account_id, order_id=order_id)
 
     def place(self, kind: HoldKind, *, actor: str, reason: str, reference: str, until: float,
               message_ids: Iterable[str] = (), account_id: str | None = None,
-              request: PlaceRequest | None = None) -> tuple[Hold, bool]:
+              request: PlaceRequest | None = None, order_id: str = "") -> tuple[Hold, bool]:
         """Any kind of hold; ``(hold, placed now)``. With ``request``, placing the same request again
         answers the hold it placed (``False``: nothing written), whether that hold is still open or
         not; the same key with other content is refused (``HoldConflict``). Why: an operator whose
         answer was lost, or whose cluster placed it on only some workers, must be able to ask again
-        without leaving a second hold where one was placed."""
+        without leaving a second hold where one was placed. ``order_id``: the lawful order the hold
+        belongs to (every shard's hold of one order gets the same; a lawful order placed without one
+        gets one of its own)."""
         with self._lock:  # one request at a time: two tries of one key must not both place
             if request is not None:
                 found = self._placed_by(request)
@@ -182,7 +194,7 @@ class Holds:
                     return found, False
             return self._place(kind, actor, reason, reference, until,
                                message_ids=tuple(message_ids), account_id=account_id,
-                               request=request), True
+                               request=request, order_id=order_id), True
 
     def _placed_by(self, request: PlaceRequest) -> Hold | None:
         hold_id = self._by_request.get(request[0])
@@ -195,13 +207,17 @@ class Holds:
 
     def _place(self, kind: HoldKind, actor: str, reason: str, reference: str, until: float, *,
                message_ids: tuple[str, ...] = (), account_id: str | None = None,
-               request: PlaceRequest | None = None) -> Hold:
+               request: PlaceRequest | None = None, order_id: str = "") -> Hold:
         now = self._clock()
         self._validate(kind, actor, reason, reference, until, now, message_ids, account_id)
+        if kind is not HoldKind.LAWFUL_ORDER:
+            order_id = ""
+        elif not order_id:
+            order_id = new_order_id()
         hold = Hold(f"hold_{os.urandom(8).hex()}", kind.value, actor, reason, reference, now, until,
                     message_ids, account_id,
                     subject=token_text(self._accounts.token(account_id))
-                    if account_id and self._accounts is not None else "")
+                    if account_id and self._accounts is not None else "", order_id=order_id)
         sealer = self.keys.named_sealer(_key_name(hold.hold_id))
         copies = [(m, body) for m in message_ids if (body := self._readable(m)) is not None]
         with self._lock, durable_write(self.bodies.env) as txn:
@@ -503,6 +519,11 @@ class Holds:
                     break
                 found.append(bytes(key[len(prefix):]))
         return found
+
+
+def new_order_id() -> str:
+    """A lawful order's id (``ord_`` + 16 hex digits), shared by all its holds."""
+    return f"ord_{os.urandom(8).hex()}"
 
 
 def _key_name(hold_id: str) -> str:

@@ -226,9 +226,9 @@ class ClusterShards:
 
     def place_hold(self, kind: str, actor: str, reason: str, reference: str, until: float,
                    message_ids: list[str], account_id: str | None,
-                   request: list[bytes] | None = None) -> list[dict]:
+                   request: list[bytes] | None = None, order_id: str = "") -> list[dict]:
         return [h for placed in self._act_all("place_hold", kind, actor, reason, reference, until,
-                                              list(message_ids), account_id, request)
+                                              list(message_ids), account_id, request, order_id)
                 for h in placed]
 
     def release_hold(self, hold_id: str, actor: str, reason: str) -> dict | None:

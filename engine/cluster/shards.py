@@ -134,10 +134,11 @@ class LocalShards:
 
     def place_hold(self, kind: str, actor: str, reason: str, reference: str, until: float,
                    message_ids: list[str], account_id: str | None,
-                   request: list[bytes] | None = None) -> list[dict]:
+                   request: list[bytes] | None = None, order_id: str = "") -> list[dict]:
         """Place a hold at the POP shards here: on the messages of ``message_ids`` they hold, or, for an
         account, at every one; returns the holds (``pop``: the shard's address; ``replayed``: placed
-        before by the same ``request``, see ``storage.holds.Holds.place``)."""
+        before by the same ``request``, see ``storage.holds.Holds.place``). ``order_id``: the lawful
+        order every hold placed belongs to (the same on every worker)."""
         from dataclasses import asdict
 
         from storage.holds import HoldKind
@@ -159,7 +160,8 @@ class LocalShards:
             h, new = runtime.holds[pop].place(  # a legal hold covers messages, a window its account
                 kind, actor=actor, reason=reason, reference=reference, until=until,
                 message_ids=() if kind == HoldKind.DEBUG_WINDOW else ids,
-                account_id=None if kind == HoldKind.LEGAL_HOLD else account_id, request=asked)
+                account_id=None if kind == HoldKind.LEGAL_HOLD else account_id, request=asked,
+                order_id=order_id)
             placed.append({"pop": place.pop_address(pop), **asdict(h), "replayed": not new})
         return placed
 

@@ -332,3 +332,39 @@ def test_hold_records_name_an_account_by_pseudonym_and_lose_its_id_with_its_data
     assert (kept.reason, kept.subject, kept.account_id) == ("court", pseudonym, None)
     assert reopened.get(window.hold_id).ended_by == "system:erasure"
     assert reopened.get(window.hold_id).actor == f"customer:{pseudonym}"
+
+
+def _rewrite_as_an_older_version(env, keyring, hold_id: str, *dropped: str) -> None:
+    """Rewrite a hold's record without ``dropped`` fields: what a version before them stored."""
+    db, sealer, key = env.open_db(b"holds"), keyring.store_sealer("holds"), hold_id.encode()
+    with env.begin(write=True, db=db) as txn:
+        fields = msgpack.unpackb(sealer.open(bytes(txn.get(key)), key))
+        assert set(dropped) <= set(fields)
+        txn.put(key, sealer.seal(msgpack.packb({k: v for k, v in fields.items()
+                                                if k not in dropped}), key))
+
+
+def test_a_lawful_orders_holds_keep_its_order_id_and_a_record_without_one_still_loads(
+        store, holds, audit, ids, clock, keyring, env):
+    """Every hold of one order carries its ``order_id`` across a restart; a hold written by the version
+    before order ids (no ``order_id`` field) loads as it was, with ``order_id == ""``."""
+    mid = ids.new()
+    put(store, [(mid, "held text", clock.now + 600)])
+    order = holds.register_lawful_order(actor="privacy:kim", reason="court", reference="ORD-9",
+                                        until=clock.now + DAY, message_ids=[mid],
+                                        order_id="ord_00112233445566ff")
+    own = holds.register_lawful_order(actor="privacy:kim", reason="court", reference="ORD-9",
+                                      until=clock.now + DAY, account_id="acct_x")
+    legal = holds.place_legal_hold([mid], actor="op", reason="r", reference="L-9",
+                                   until=clock.now + DAY)
+    assert own.order_id.startswith("ord_") and own.order_id != order.order_id
+    assert legal.order_id == ""
+    reopened = Holds(BodyStore(env, keyring, clock=clock), keyring, audit, clock=clock)
+    assert reopened.get(order.hold_id).order_id == "ord_00112233445566ff"
+
+    _rewrite_as_an_older_version(env, keyring, order.hold_id, "order_id")
+    older = Holds(BodyStore(env, keyring, clock=clock), keyring, audit, clock=clock)
+    loaded = older.get(order.hold_id)
+    assert (loaded.order_id, loaded.reason, loaded.reference, loaded.message_ids) == (
+        "", "court", "ORD-9", (mid,))
+    assert older.read_held_body(order.hold_id, mid, actor="privacy:kim") == "held text"

@@ -99,4 +99,6 @@ def test_a_hold_only_some_workers_placed_is_completed_by_asking_again_with_its_k
     replay = c.engine.place_hold("lawful_order", **order)
     assert replay["replayed"] and replay["notice"] == again["notice"]  # noticed once, not again
     assert sorted(h["hold_id"] for h in replay["holds"]) == sorted(after["w0"] + after["w1"])
+    # one order: the holds w0 placed the first time and those w1 placed when asked again share its id
+    assert len({h["order_id"] for h in replay["holds"]}) == 1, replay["holds"]
     assert _holds_by_worker(c, "ORDER-7") == after

@@ -399,3 +399,33 @@ def test_releasing_an_order_withdraws_its_notice_that_has_not_left(running, priv
     mailbox.wait("after-withdrawal@example.com")  # sent after the withdrawn notice would have been
     assert _notices_to(mailbox, "withdrawn@example.com") == []
 
+
+def test_notice_again_covers_its_own_order_and_not_an_identical_one(running, privacy, mailbox,
+                                                                    monkeypatch):
+    """Two lawful orders with the same fields (same reason, reference and end; one per account's
+    message) whose notices were never given (here: the notice step skipped, as when the process stops
+    between placing and noticing). Giving the first one's notice again gives it for the first order
+    only. Before, the holds were matched by their fields and the second order counted as the first."""
+    first_id, first = _account(running, "twin-one@example.com")
+    second_id, second = _account(running, "twin-two@example.com")
+    messages = [_send(running, first), _send(running, second)]
+    monkeypatch.setattr(running, "_give_notice", lambda *args, **kwargs: None)
+    order = {"kind": "lawful_order", "reason": REASON, "reference": "CASE-TWIN-1",
+             "until": time.time() + 3600, "authority": "subpoena"}
+    orders = []
+    for message_id in messages:
+        status, _, placed = privacy.request("POST", "/v1/holds", {**order, "message_ids": [message_id]})
+        assert status == 201 and placed["notice"] is None, placed
+        orders.append(placed)
+    monkeypatch.undo()
+
+    status, _, again = privacy.request("POST", f"/v1/holds/{orders[0]['holds'][0]['hold_id']}/notice",
+                                       {"authority": "subpoena"})
+    assert status == 200, again
+    assert again["hold_ids"] == [h["hold_id"] for h in orders[0]["holds"]]
+    assert again["notice"] == {"state": "queued", "mails": 1}  # the first order's holder only
+    assert "CASE-TWIN-1" in text_of(mailbox.wait("twin-one@example.com", "lawful request")[0])
+    assert _notice_of(privacy, orders[1]["holds"][0]["hold_id"]) is None  # still its own to give
+    assert "lawful_order_notice_queued" not in _audit_actions(privacy, second_id)
+    assert orders[0]["holds"][0]["order_id"] != orders[1]["holds"][0]["order_id"]
+
