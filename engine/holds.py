@@ -176,16 +176,35 @@ class HoldManager:
         with desk.lock:
             desk.require_stuck(hold_id)
             order = desk.order_of(hold, [h for h in active if h["kind"] == HoldKind.LAWFUL_ORDER])
-            covered = {h["account_id"]: 0 for h in order if h["account_id"]}
-            message_ids = [m for h in order for m in h["message_ids"]]
-            for rec in self.runtime.shards.find_records(message_ids) if message_ids else []:
-                if rec is not None:
-                    covered[rec.account_id] = covered.get(rec.account_id, 0) + 1
+            covered = self._holders_of(order)
             hold_ids = [h["hold_id"] for h in order]
             notice = desk.give(hold_ids, covered, whole_account=hold["account_id"], actor=actor,
                                authority=authority, reference=hold["reference"],
                                until=hold["until"], not_permitted=notice_not_permitted, again=True)
         return {"hold_ids": hold_ids, "notice": notice}
+
+    def _holders_of(self, order: list[dict]) -> dict[str, int]:
+        """Who a lawful order's notice goes to again (account -> how many of its messages the order
+        names): the account it names and the holders each hold kept when it was placed, so the
+        messages' records need not be there any more (swept after 90 days, the order lasts up to a
+        year). A hold of an older version, without holders, asks the records as before. Accounts that
+        no longer exist (erased, or closed and swept) have no holder left to tell and are left out."""
+        covered = {h["account_id"]: 0 for h in order if h["account_id"]}
+        for h in order:
+            for account, count in h.get("holders") or ():
+                covered[account] = covered.get(account, 0) + count
+        older = [m for h in order if not h.get("holders") for m in h["message_ids"]]
+        for rec in self.runtime.shards.find_records(older) if older else []:
+            if rec is not None:
+                covered[rec.account_id] = covered.get(rec.account_id, 0) + 1
+        return {account: count for account, count in covered.items() if self._exists(account)}
+
+    def _exists(self, account_id: str) -> bool:
+        try:
+            self.runtime.accounts.get(account_id)
+        except UnknownAccount:
+            return False
+        return True
 
     def _order_notices(self) -> Any:
         privacy = getattr(self, "privacy", None)

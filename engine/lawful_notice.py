@@ -29,8 +29,9 @@ read is audit-logged; the operator retries once ``GET /v1/holds`` says ``sent``)
 
 Such a stuck order is fixed in place, not registered again (``POST /v1/holds/{id}/notice``,
 ``engine.holds.HoldManager.give_notice_again``): its notice is given again, or its waiver recorded, for
-every hold of the order at once (:meth:`OrderNoticeDesk.order_of`), audited like the first (with
-``again``); refused while a notice is queued or was sent, or after a waiver (:meth:`require_stuck`).
+every hold of the order at once (:meth:`OrderNoticeDesk.order_of`: the holds with its ``order_id``), to
+the holders its holds kept when it was placed (``storage.holds.Hold.holders``: no message record
+needed), audited like the first (with ``again``); refused while a notice is queued or was sent, or after a waiver (:meth:`require_stuck`).
 
 An order released before its notice left is not told to its holders: when its last active hold is
 released, the mails still queued are withdrawn (:meth:`OrderNoticeDesk.withdraw`: removed unsent, a send
@@ -137,8 +138,8 @@ class OrderNoticeDesk:
                                    "ok", {"holds": len(hold_ids), **extra}, account=account)
             return {"state": "not_permitted", "mails": 0}
         if again and not covered:
-            raise InvalidTransition("no account holder of this order is left to notify (erased, or "
-                                    "its messages' records are gone)")
+            raise InvalidTransition("no account holder of this order is left to notify (their "
+                                    "accounts were erased or are gone)")
         previous = {h: self.store.get(h) for h in hold_ids}
         recorded = []
 

@@ -28,6 +28,11 @@ policy's exceptions to erasure: their notes last until their records are swept. 
 account-scoped hold names the account by its pseudonym only (``storage.audit``: also the
 ``customer:acc_…`` actor of a customer's own debugging window).
 
+A lawful order's hold also keeps its **holders** (the accounts of the messages it names, with how many
+each), so the order's notice can be given again after those messages' records were swept (kept 90 days;
+an order up to a year): each by its pseudonym and its id sealed under that account's data key (in the
+notes when the store has no per-account keys), so a holder's erasure removes it.
+
 The hold record itself (kept a year after the hold ends, past an erasure) names the account the same
 way when the store is given the per-account keys (``accounts``): ``actor`` and ``ended_by`` carry the
 pseudonym (``customer:psn_…``) in place of the id, ``subject`` the pseudonym, and the account id is sealed
@@ -119,6 +124,10 @@ class Hold:
     # the lawful order it belongs to (ord_…): an order over several POP shards is several holds; ""
     # for other kinds and for holds written by an older version (read as placed)
     order_id: str = ""
+    # a lawful order's holders: (account id, how many of the messages held here are its), the accounts
+    # its notice goes to besides ``account_id`` - kept so the notice can be given again after the
+    # messages' records were swept. An erased account drops out (its id is sealed under its data key)
+    holders: tuple[tuple[str, int], ...] = ()
 
     def active(self, now: float) -> bool:
         return self.ended_at is None and now < self.until
@@ -172,21 +181,24 @@ class Holds:
 
     def register_lawful_order(self, *, actor: str, reason: str, reference: str, until: float,
                               message_ids: Iterable[str] = (), account_id: str | None = None,
-                              order_id: str = "") -> Hold:
-        """(c) A lawful order naming messages (kept from now) and/or an account (new bodies)."""
+                              order_id: str = "", holders: dict[str, int] | None = None) -> Hold:
+        """(c) A lawful order naming messages (kept from now) and/or an account (new bodies);
+        ``holders``: the accounts of those messages, with how many each (see :class:`Hold`)."""
         return self._place(HoldKind.LAWFUL_ORDER, actor, reason, reference, until,
-                           message_ids=tuple(message_ids), account_id=account_id, order_id=order_id)
+                           message_ids=tuple(message_ids), account_id=account_id, order_id=order_id,
+                           holders=holders)
 
     def place(self, kind: HoldKind, *, actor: str, reason: str, reference: str, until: float,
               message_ids: Iterable[str] = (), account_id: str | None = None,
-              request: PlaceRequest | None = None, order_id: str = "") -> tuple[Hold, bool]:
+              request: PlaceRequest | None = None, order_id: str = "",
+              holders: dict[str, int] | None = None) -> tuple[Hold, bool]:
         """Any kind of hold; ``(hold, placed now)``. With ``request``, placing the same request again
         answers the hold it placed (``False``: nothing written), whether that hold is still open or
         not; the same key with other content is refused (``HoldConflict``). Why: an operator whose
         answer was lost, or whose cluster placed it on only some workers, must be able to ask again
         without leaving a second hold where one was placed. ``order_id``: the lawful order the hold
         belongs to (every shard's hold of one order gets the same; a lawful order placed without one
-        gets one of its own)."""
+        gets one of its own); ``holders``: a lawful order's (see :class:`Hold`)."""
         with self._lock:  # one request at a time: two tries of one key must not both place
             if request is not None:
                 found = self._placed_by(request)
@@ -194,7 +206,7 @@ class Holds:
                     return found, False
             return self._place(kind, actor, reason, reference, until,
                                message_ids=tuple(message_ids), account_id=account_id,
-                               request=request, order_id=order_id), True
+                               request=request, order_id=order_id, holders=holders), True
 
     def _placed_by(self, request: PlaceRequest) -> Hold | None:
         hold_id = self._by_request.get(request[0])
@@ -207,17 +219,19 @@ class Holds:
 
     def _place(self, kind: HoldKind, actor: str, reason: str, reference: str, until: float, *,
                message_ids: tuple[str, ...] = (), account_id: str | None = None,
-               request: PlaceRequest | None = None, order_id: str = "") -> Hold:
+               request: PlaceRequest | None = None, order_id: str = "",
+               holders: dict[str, int] | None = None) -> Hold:
         now = self._clock()
         self._validate(kind, actor, reason, reference, until, now, message_ids, account_id)
         if kind is not HoldKind.LAWFUL_ORDER:
-            order_id = ""
+            order_id, holders = "", None
         elif not order_id:
             order_id = new_order_id()
         hold = Hold(f"hold_{os.urandom(8).hex()}", kind.value, actor, reason, reference, now, until,
                     message_ids, account_id,
                     subject=token_text(self._accounts.token(account_id))
-                    if account_id and self._accounts is not None else "", order_id=order_id)
+                    if account_id and self._accounts is not None else "", order_id=order_id,
+                    holders=tuple(sorted((holders or {}).items())))
         sealer = self.keys.named_sealer(_key_name(hold.hold_id))
         copies = [(m, body) for m in message_ids if (body := self._readable(m)) is not None]
         with self._lock, durable_write(self.bodies.env) as txn:
@@ -363,6 +377,9 @@ class Holds:
         with self._lock:  # the others stay, naming the account as a reload would: by pseudonym only
             for hold in [h for h in self._holds.values() if h.account_id == account_id]:
                 self._holds[hold.hold_id] = replace(hold, account_id=None)
+            for hold in [h for h in self._holds.values() if any(a == account_id for a, _ in h.holders)]:
+                self._holds[hold.hold_id] = replace(hold, holders=tuple(
+                    (a, n) for a, n in hold.holders if a != account_id))
             self._by_account.pop(account_id, None)  # an erased account sends nothing to capture
             self._update_capture_hook()
         return len(mine)
@@ -423,11 +440,16 @@ class Holds:
         key = hold.hold_id.encode()
         fields = asdict(hold)
         notes = {k: fields.pop(k) for k in _NOTES}
+        holders = [list(h) for h in fields.pop("holders")]
         if request is not None:  # keyed hashes only (never the operator's key): see PlaceRequest
             fields["request"] = list(request)
         if self._accounts is not None and (hold.account_id or hold.subject):
             fields.update(self._pseudonymised(hold, key))
             notes["account_id"] = ""  # sealed under the account's own key instead
+        if holders and self._accounts is not None:  # each by pseudonym, its id under its data key
+            fields["holders"] = [self._pseudonymised_holder(a, n, key) for a, n in holders]
+        elif holders:
+            notes["holders"] = holders
         fields.update(self._sealed_notes(hold.hold_id, **notes))
         txn.put(key, self._sealer.seal(msgpack.packb(fields), key), db=self._holds_db)
 
@@ -445,19 +467,33 @@ class Holds:
                 "ended_by": hold.ended_by and hold.ended_by.replace(name, subject),
                 "sealed_account": sealed}
 
+    def _pseudonymised_holder(self, account: str, count: int, key: bytes) -> list:
+        """A holder as a record stores it: ``[pseudonym, id sealed under the account's data key (b""
+        if it is gone), count]``, so the holder drops out of the record with its erasure."""
+        try:
+            sealed = self._accounts.sealer(account, DATA).seal(account.encode(), key)
+        except KeyUnavailable:
+            sealed = b""
+        return [token_text(self._accounts.token(account)), sealed, count]
+
     def _read_hold(self, key: bytes, blob: bytes) -> tuple[Hold, PlaceRequest | None]:
         """The hold and the request that placed it (None: placed without a key, or by an older
-        version)."""
+        version). A record of a version before order ids and holders reads ``order_id == ""`` and
+        no holders."""
         fields = msgpack.unpackb(self._sealer.open(bytes(blob), bytes(key)), raw=False)
         notes = self.open_notes(fields)["notes"]
         sealed = fields.pop("sealed_account", b"")
         request = fields.pop("request", None)
+        holders = [(a, n) for psn, sealed_id, n in fields.pop("holders", [])
+                   if (a := self._open_account(psn, bytes(sealed_id), bytes(key)))]
         fields = {k: v for k, v in fields.items() if k not in ("notes", "notes_key")}
         hold = Hold(**fields, reason="", reference="")
         if isinstance(notes, dict):
+            holders += [(a, n) for a, n in notes.get("holders", [])]
             hold = replace(hold, reason=notes["reason"], reference=notes["reference"],
                            message_ids=tuple(notes["message_ids"]),
                            account_id=notes["account_id"] or None)
+        hold = replace(hold, holders=tuple(holders))
         if hold.subject:
             account = self._open_account(hold.subject, sealed, bytes(key))
             name = account or hold.subject
@@ -535,7 +571,7 @@ def _notes_key(hold_id: str) -> str:
 
 
 def _without_notes(hold: Hold) -> Hold:
-    return replace(hold, reason="", reference="", message_ids=(), account_id=None)
+    return replace(hold, reason="", reference="", message_ids=(), account_id=None, holders=())
 
 
 def _held_key(hold_id: str, message_key: bytes) -> bytes:

@@ -138,7 +138,9 @@ class LocalShards:
         """Place a hold at the POP shards here: on the messages of ``message_ids`` they hold, or, for an
         account, at every one; returns the holds (``pop``: the shard's address; ``replayed``: placed
         before by the same ``request``, see ``storage.holds.Holds.place``). ``order_id``: the lawful
-        order every hold placed belongs to (the same on every worker)."""
+        order every hold placed belongs to (the same on every worker). A lawful order's hold keeps its
+        holders: the accounts of the messages it holds here, read from their records (so each worker
+        keeps those of the messages it holds, and has their data keys to seal them)."""
         from dataclasses import asdict
 
         from storage.holds import HoldKind
@@ -147,12 +149,15 @@ class LocalShards:
         asked = (bytes(request[0]), bytes(request[1])) if request else None
         runtime, place = self.runtime, self.runtime.directory.placement
         placed = []
+        holders: dict[str, dict[str, int]] = {}  # a lawful order's, by POP: whose messages it holds
         if message_ids:
             by_pop: dict[str, list[str]] = {}
             for mid in message_ids:
                 rec = self.find_record(mid)
                 if rec is not None:
                     by_pop.setdefault(rec.pop, []).append(mid)
+                    mine = holders.setdefault(rec.pop, {})
+                    mine[rec.account_id] = mine.get(rec.account_id, 0) + 1
             targets = [(pop, ids) for pop, ids in by_pop.items()]
         else:
             targets = [(pop, []) for pop in runtime.holds]
@@ -161,7 +166,7 @@ class LocalShards:
                 kind, actor=actor, reason=reason, reference=reference, until=until,
                 message_ids=() if kind == HoldKind.DEBUG_WINDOW else ids,
                 account_id=None if kind == HoldKind.LEGAL_HOLD else account_id, request=asked,
-                order_id=order_id)
+                order_id=order_id, holders=holders.get(pop))
             placed.append({"pop": place.pop_address(pop), **asdict(h), "replayed": not new})
         return placed
 

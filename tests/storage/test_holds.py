@@ -368,3 +368,34 @@ def test_a_lawful_orders_holds_keep_its_order_id_and_a_record_without_one_still_
     assert (loaded.order_id, loaded.reason, loaded.reference, loaded.message_ids) == (
         "", "court", "ORD-9", (mid,))
     assert older.read_held_body(order.hold_id, mid, actor="privacy:kim") == "held text"
+
+
+@pytest.mark.parametrize("per_account_keys", [True, False])
+def test_a_lawful_order_keeps_its_holders_sealed_and_an_erased_one_drops_out(
+        store, keyring, env, data_dir, clock, ids, per_account_keys):
+    """The holders of a message order (account -> its messages held) outlive a restart without the
+    messages' records, sealed at rest: under each holder's data key (named by pseudonym) in the
+    engine, in the hold's notes without per-account keys. An erased holder drops out: at once, and
+    on reading the record again once its key is gone."""
+    accounts = account_keys_in(data_dir / "keys" / "accounts", "acc_holderaa01", "acc_holderbb02")
+    audit = AuditLog(env, clock=clock, accounts=accounts)
+    keys = {"accounts": accounts} if per_account_keys else {}
+    holds = Holds(store, keyring, audit, clock=clock, **keys)
+    order = holds.register_lawful_order(
+        actor="privacy:kim", reason="court", reference="ORD-H", until=clock.now + DAY,
+        message_ids=[ids.new(), ids.new(), ids.new()],
+        holders={"acc_holderbb02": 1, "acc_holderaa01": 2})
+    expected = (("acc_holderaa01", 2), ("acc_holderbb02", 1))
+    assert order.holders == expected
+    assert Holds(store, keyring, audit, clock=clock, **keys).get(order.hold_id).holders == expected
+    with env.begin(db=env.open_db(b"holds")) as txn:
+        record = keyring.store_sealer("holds").open(bytes(txn.get(order.hold_id.encode())),
+                                                     order.hold_id.encode())
+    assert b"acc_holder" not in record  # the store key alone does not name them
+
+    holds.forget_account("acc_holderaa01")
+    assert holds.get(order.hold_id).holders == (("acc_holderbb02", 1),)
+    if per_account_keys:
+        accounts.shred("acc_holderaa01")  # the erasure destroys its keys
+        reopened = Holds(store, keyring, audit, clock=clock, **keys)
+        assert reopened.get(order.hold_id).holders == (("acc_holderbb02", 1),)

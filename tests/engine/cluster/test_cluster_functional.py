@@ -289,6 +289,16 @@ def test_retention_exceptions_placed_from_the_core_live_with_the_shards_on_the_w
         assert hold["hold_id"] not in {h["hold_id"] for h in c.engine.active_holds()}
         trail = [e for t in c.engine.audit_trails()["retention_exception"] for e in t.iter_entries()]
         assert any((e.detail.get("notes") or {}).get("reason") == "carrier complaint" for e in trail)
+
+        # a lawful order over the accounts' messages: one order id on every worker's holds, and each
+        # hold keeps the holders of the messages it holds (its notice given again needs no record)
+        order = c.engine.place_hold("lawful_order", actor="privacy:test", reason="court order",
+                                    reference="ORDER-C-1", until=until, authority="subpoena",
+                                    message_ids=[a.message_id for a in accepted])
+        assert order["notice"]["mails"] == len(accounts)
+        assert len({h["order_id"] for h in order["holds"]}) == 1
+        assert sorted(tuple(holder) for h in order["holds"] for holder in h["holders"]) == sorted(
+            (a.id, 1) for a in accounts)
     finally:
         c.stop()
 

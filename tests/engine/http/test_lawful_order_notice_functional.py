@@ -429,3 +429,30 @@ def test_notice_again_covers_its_own_order_and_not_an_identical_one(running, pri
     assert "lawful_order_notice_queued" not in _audit_actions(privacy, second_id)
     assert orders[0]["holds"][0]["order_id"] != orders[1]["holds"][0]["order_id"]
 
+
+def test_a_message_order_whose_records_were_swept_is_noticed_again_from_its_holders(running, privacy,
+                                                                                   mailbox):
+    """A message record is kept 90 days, a lawful order up to a year: the order keeps its holders (each
+    account and how many of its messages it names) with its holds, so a stuck notice is given again
+    after the records were swept. Before, it was refused: no holder was left to tell."""
+    account_id, api = _account(running, "swept-holder@example.com")
+    message_id = _send(running, api)
+    wait_for(lambda: len(running.mail.outbox) == 0, what="earlier mail sent")
+    mailbox.reject_next = 1
+    status, _, placed = privacy.request("POST", "/v1/holds", {
+        "kind": "lawful_order", "reason": REASON, "reference": "CASE-SWEPT-7",
+        "until": time.time() + 3600, "message_ids": [message_id], "authority": "court_order"})
+    assert status == 201, placed
+    [hold] = placed["holds"]
+    wait_for(lambda: _notice_of(privacy, hold["hold_id"])["state"] == "unsent",
+             what="the notice refused")
+    pop = running.status(message_id).pop
+    assert running.runtime.pop_stores[pop].records.delete_many([message_id]) == 1  # as the sweep does
+    assert running.runtime.shards.find_records([message_id]) == [None]
+
+    status, _, again = privacy.request("POST", f"/v1/holds/{hold['hold_id']}/notice",
+                                       {"authority": "court_order"})
+    assert status == 200, again
+    assert again["notice"] == {"state": "queued", "mails": 1}
+    text = text_of(mailbox.wait("swept-holder@example.com", "lawful request")[0])
+    assert "CASE-SWEPT-7" in text and account_id in text and "1 message(s) already sent" in text
