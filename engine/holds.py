@@ -19,6 +19,7 @@ its notice finds all of them and no others (``OrderNoticeDesk.order_of``).
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,6 +31,7 @@ from engine.lawful_notice import check_order_fields
 from storage.holds import HoldKind, new_order_id
 from storage.pseudonyms import keyed_hash
 
+log = logging.getLogger(__name__)
 SECRET = "hold_requests"  # the key ring's HMAC secret for placement keys (engine.http.idempotency)
 
 
@@ -225,7 +227,11 @@ class HoldManager:
         if released is None:
             raise UnknownAccount(f"no hold {hold_id}")
         if pending and released["kind"] == HoldKind.LAWFUL_ORDER:
-            desk.withdraw(released, orders, actor)
+            try:
+                desk.withdraw(released, orders, actor)
+            except Exception:  # the hold is released all the same: say so, and that the mail may go
+                log.exception("a released lawful order's queued notice could not be withdrawn",
+                              extra={"hold": hold_id})
         return released
 
     def read_held_body(self, hold_id: str, message_id: str, *, actor: str) -> str:

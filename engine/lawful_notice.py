@@ -11,8 +11,9 @@ registering a lawful order does one of two things, never neither:
   first) are written before the mails are queued, and put back as they were if the queuing fails. So
   no mail is ever queued - where the worker may send it at once - for a notice whose record could not
   be written; a crash between the two leaves records whose mails never were, which read ``unsent``
-  (disclosure refused, the notice given again). Each mail states the authority type (subpoena, court order, regulator directive), the order's
-  reference, what it covers (in counts) and until when. Never the body, number or the order's reason (``engine.mail.templates``).
+  (disclosure refused, the notice given again). Each mail states the authority type (subpoena, court
+  order, regulator directive), the order's reference, what it covers (in counts) and until when. Never
+  the body, number or the order's reason (``engine.mail.templates``).
 * **not permitted**: the operator records that notice is not legally permitted, with a reason and a
   reference (both required; e.g. the non-disclosure order). No mail.
 
@@ -31,7 +32,8 @@ Such a stuck order is fixed in place, not registered again (``POST /v1/holds/{id
 ``engine.holds.HoldManager.give_notice_again``): its notice is given again, or its waiver recorded, for
 every hold of the order at once (:meth:`OrderNoticeDesk.order_of`: the holds with its ``order_id``), to
 the holders its holds kept when it was placed (``storage.holds.Hold.holders``: no message record
-needed), audited like the first (with ``again``); refused while a notice is queued or was sent, or after a waiver (:meth:`require_stuck`).
+needed), audited like the first (with ``again``); refused while a notice is queued or was sent, or
+after a waiver (:meth:`require_stuck`).
 
 An order released before its notice left is not told to its holders: when its last active hold is
 released, the mails still queued are withdrawn (:meth:`OrderNoticeDesk.withdraw`: removed unsent, a send
