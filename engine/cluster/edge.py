@@ -81,8 +81,10 @@ def _is_fast(request: web.Request) -> bool:
 class Edge:
     """The edge's HTTP server (on its own loop thread) and its :class:`EdgeEngine`."""
 
-    def __init__(self, engine: EdgeEngine, host: str, port: int, core_url: str, token: str) -> None:
+    def __init__(self, engine: EdgeEngine, host: str, port: int, core_url: str, token: str, *,
+                 edges: int = 1) -> None:
         self.engine, self.host, self.port = engine, host, port
+        self.edges = edges  # how many edges share the port: each leases at most its share of a key
         self.core_url, self.token = core_url, token
         self._loop = uvloop.new_event_loop()
         self._stop = asyncio.Event()
@@ -120,7 +122,7 @@ class Edge:
                           limiter=None, metrics=HttpMetrics(),
                           destinations=DestinationGuard(
                               bool(settings.http.webhook_allow_private_networks)))
-        ctx.limiter = LeasedLimiter(self.engine, ctx.executor)
+        ctx.limiter = LeasedLimiter(self.engine, ctx.executor, edges=self.edges)
         customer = build_customer_app(ctx)
         session = ClientSession(timeout=ClientTimeout(total=60))
 
@@ -225,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
                                             "Reads the edge token as the first line of stdin.")
     p.add_argument("--index", type=int, required=True)
     p.add_argument("--workers", type=int, required=True)
+    p.add_argument("--edges", type=int, default=1,
+                   help="how many edges serve the port (each leases at most its share of a key's burst)")
     p.add_argument("--nats", required=True)
     p.add_argument("--data-dir", required=True)
     p.add_argument("--host", default="127.0.0.1")
@@ -256,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(args.config, overrides_from(args, sys.stdin))
         Path(args.data_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
         engine = EdgeEngine(settings, placement, Path(args.data_dir)).start()
-        edge = Edge(engine, args.host, args.port, args.core_url, token).start()
+        edge = Edge(engine, args.host, args.port, args.core_url, token,
+                    edges=max(1, args.edges)).start()
     except SmsrouteError as exc:
         print(f"smsroute edge {node}: {exc.code}: {exc.message}", file=sys.stderr)
         return 2

@@ -9,7 +9,7 @@ customer API does is forwarded to the core's customer API (``engine.cluster.edge
 
 Rate limits stay per API key across edges: the core keeps the one GCRA state per key, and an edge leases
 tokens from it in small blocks (:class:`LeasedLimiter`); at most ``lease`` tokens per edge and key are
-spent ahead of the core's count.
+spent ahead of the core's count, and an edge holds at most its share (burst / edges) of a key unspent.
 """
 
 from __future__ import annotations
@@ -175,16 +175,19 @@ class LeasedLimiter:
     that, or once the core has refused a lease, the request is refused (429, ``Retry-After``). So an edge
     runs at most ``lease`` requests ahead of the core's count on a key it meets, and ``CREDIT`` after.
 
-    A key's block starts at ``lease`` and grows fourfold (up to ``max_lease``, never beyond the burst) each
-    time it ran dry while a full block was on its way: a busy key's requests outran the round trip,
-    and refusing them would be a 429 far below the key's limit (seen at ~2,000 requests/s with a
-    limit of a million). It falls back to ``lease`` when the core grants less than asked - the key is
-    near its limit, and small blocks keep its edges' shares fair."""
+    A key's block starts at ``lease`` and grows fourfold (up to ``max_lease``) each time it ran dry while
+    a full block was on its way: a busy key's requests outran the round trip, and refusing them would be
+    a 429 far below the key's limit (seen at ~2,000 requests/s with a limit of a million). It falls back
+    to ``lease`` when the core grants less than asked - the key is near its limit. And an edge never
+    holds more than its ``share`` of a key's burst (burst / number of edges) unspent: blocks that grew up
+    to the whole burst let one edge lease nearly all of it, and the other edge refused a key's 4th
+    sequential request with a burst of 100."""
 
     CREDIT = 1
 
     def __init__(self, engine: EdgeEngine, executor: Any, lease: int = 20,
-                 max_lease: int = 1000, *, max_keys: int = 100_000, max_fetches: int = 1024) -> None:
+                 max_lease: int = 1000, *, edges: int = 1, max_keys: int = 100_000,
+                 max_fetches: int = 1024) -> None:
         self.engine = engine
         self.executor = executor
         # Bounded like ``Gcra``: unauthenticated callers are keyed by source address, so a caller with many
@@ -192,9 +195,10 @@ class LeasedLimiter:
         self.max_keys = max_keys
         self.max_fetches = max_fetches
         self.forgotten = 0  # keys dropped to stay within max_keys
-        self.lease = lease
         self.burst = int(engine.settings.http.rate_limit_burst)
-        self.max_lease = max(lease, min(max_lease, self.burst))
+        self.share = max(1, self.burst // max(1, edges))  # the most tokens of a key this edge holds
+        self.lease = max(1, min(lease, self.share))
+        self.max_lease = max(self.lease, min(max_lease, self.share))
         self._block: dict[str, int] = {}  # each key's block size, when above ``lease``
         self._starved: set[str] = set()  # keys that ran dry while their lease was on its way
         self._tokens: dict[str, int] = {}  # may go CREDIT (a first block before any lease) below zero
@@ -210,16 +214,21 @@ class LeasedLimiter:
                 tokens = 0
                 if len(self._tokens) >= self.max_keys:
                     self._forget()
-            if tokens < self._block.get(key, self.lease) // 2:
+            if tokens < self._low(key):
                 self._fetch(key)
-            if tokens <= 0 and key in self._pending:
-                self._starved.add(key)
             credit = self.CREDIT if key in self._leased else self.lease
+            if tokens <= 0 and key in self._pending and (key in self._leased or tokens <= -credit):
+                # ran dry while its block was on its way (a new key: beyond its first block's credit,
+                # not merely before its first lease: that made one request's edge take its whole share)
+                self._starved.add(key)
             if tokens > 0 or (tokens > -credit and key not in self._retry_after):
                 self._tokens[key] = tokens - 1
                 return Decision(True, self.burst, max(0, tokens - 1), 1.0, 0.0)
             retry = self._retry_after.get(key, 0.05)
             return Decision(False, self.burst, 0, retry, retry)
+
+    def _low(self, key: str) -> int:
+        return max(1, self._block.get(key, self.lease) // 2)
 
     def _forget(self) -> None:
         """Drop the oldest keys (not those with a lease on its way) down to three quarters of
@@ -247,8 +256,11 @@ class LeasedLimiter:
         self.executor.submit(self._lease, key)
 
     def _lease(self, key: str) -> None:
+        """Ask the core for the key's next block, up to this edge's share."""
+        with self._lock:
+            block = self._block.get(key, self.lease)
+            asked = max(1, min(block, self.share - self._tokens.get(key, 0)))
         try:
-            asked = self._block.get(key, self.lease)
             granted, retry_after = self.engine.lease(key, asked)
         except SmsrouteError:
             granted, retry_after = 0, 1.0
@@ -258,7 +270,7 @@ class LeasedLimiter:
             if granted < asked:
                 self._block.pop(key, None)
             elif key in self._starved:
-                self._block[key] = min(asked * 4, self.max_lease)
+                self._block[key] = min(block * 4, self.max_lease)
             self._starved.discard(key)
             tokens = self._tokens.get(key, 0) + granted
             self._tokens[key] = tokens

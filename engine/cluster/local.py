@@ -198,7 +198,8 @@ class LocalCluster:
     def _spawn_edge(self, e: _Worker) -> None:
         core_url, host, port = self._edge_at
         args = [sys.executable, "-m", "engine.cluster.edge", "--index", str(e.index),
-                "--workers", str(len(self.workers)), "--nats", ",".join(self.nats_urls),
+                "--workers", str(len(self.workers)), "--edges", str(len(self.edges)),
+                "--nats", ",".join(self.nats_urls),
                 "--data-dir", str(self.data_dir / "edges" / e.node), "--host", host,
                 "--port", str(port), "--core-url", core_url]
         if self.config:
