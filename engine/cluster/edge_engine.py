@@ -10,13 +10,17 @@ customer API does is forwarded to the core's customer API (``engine.cluster.edge
 Rate limits stay per API key across edges: the core keeps the one GCRA state per key, and an edge leases
 tokens from it in small blocks (:class:`LeasedLimiter`); at most ``lease`` tokens per edge and key are
 spent ahead of the core's count, and an edge holds at most its share (burst / edges) of a key unspent.
+Each lease answer carries the key's count at the core, from which the edge answers ``RateLimit-Remaining``
+and ``RateLimit-Reset`` as the one-process engine would (within the bound its docstring states).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
@@ -34,7 +38,7 @@ from engine.errors import (
     SmsrouteError,
     error_from_code,
 )
-from engine.http.ratelimit import Decision
+from engine.http.ratelimit import Decision, Lease
 
 log = logging.getLogger(__name__)
 
@@ -138,10 +142,11 @@ class EdgeEngine:
             raise error_from_code(code, f"the core answered {code}")
         return reply.result
 
-    def lease(self, limit_key: str, n: int) -> tuple[int, float]:
-        """Up to ``n`` tokens of ``limit_key``'s rate limit from the core's one count."""
-        granted, retry_after = self._ask_core("lease", limit_key, n)
-        return int(granted), float(retry_after)
+    def lease(self, limit_key: str, n: int) -> Lease:
+        """Up to ``n`` tokens of ``limit_key``'s rate limit from the core's one count, and that count
+        after them (``n == 0``: only the count)."""
+        granted, retry_after, reset = self._ask_core("lease", limit_key, n)
+        return Lease(int(granted), float(retry_after), float(reset))
 
     # --- answers -------------------------------------------------------------------------------------
 
@@ -181,21 +186,40 @@ class LeasedLimiter:
     to ``lease`` when the core grants less than asked - the key is near its limit. And an edge never
     holds more than its ``share`` of a key's burst (burst / number of edges) unspent: blocks that grew up
     to the whole burst let one edge lease nearly all of it, and the other edge refused a key's 4th
-    sequential request with a burst of 100."""
+    sequential request with a burst of 100.
+
+    **Headers.** Every lease answer carries the key's count at the core (``Lease.reset_s``: tokens
+    leased to any edge count as used from their lease on), kept as the key's *view*, dated when the
+    lease was asked (so never later than the core's count). A decision is what a one-process
+    :class:`~engine.http.ratelimit.Gcra` would answer on the view less the tokens this edge holds
+    unspent, plus the requests it let through on credit (not counted by the core yet): ``remaining``,
+    requests still allowed now (at most burst - 1 after a request), and ``reset_s``, seconds until the
+    bucket is full again. Before a key's first answer there is no view: only this edge's requests count.
+    The bound (``tests/engine/cluster/test_leased_limiter.py`` checks it): against the same computation
+    on the core's count *now*, ``reset_s`` is never longer, and shorter by at most ``1/rate`` per token
+    the core granted on the key after the view's lease (to other edges, or for requests the core served
+    itself); ``remaining`` is never smaller, and larger by at most one per such token. A key whose view
+    is older than ``VIEW_MAX_AGE_S`` has it read again (a lease of 0 tokens) in the background at its
+    next request (unless many leases are on their way), so while a key is in use on an edge those
+    grants are mostly the ones of the last second or so."""
 
     CREDIT = 1
+    VIEW_MAX_AGE_S = 1.0
 
     def __init__(self, engine: EdgeEngine, executor: Any, lease: int = 20,
                  max_lease: int = 1000, *, edges: int = 1, max_keys: int = 100_000,
-                 max_fetches: int = 1024) -> None:
+                 max_fetches: int = 1024, clock: Callable[[], float] = time.monotonic) -> None:
         self.engine = engine
         self.executor = executor
+        self.clock = clock
         # Bounded like ``Gcra``: unauthenticated callers are keyed by source address, so a caller with many
         # addresses would otherwise grow these tables (and the executor's queue of leases) for ever.
         self.max_keys = max_keys
         self.max_fetches = max_fetches
         self.forgotten = 0  # keys dropped to stay within max_keys
-        self.burst = int(engine.settings.http.rate_limit_burst)
+        http = engine.settings.http
+        self.burst = int(http.rate_limit_burst)
+        self._t = 1.0 / float(http.rate_limit_per_second)
         self.share = max(1, self.burst // max(1, edges))  # the most tokens of a key this edge holds
         self.lease = max(1, min(lease, self.share))
         self.max_lease = max(self.lease, min(max_lease, self.share))
@@ -204,31 +228,51 @@ class LeasedLimiter:
         self._tokens: dict[str, int] = {}  # may go CREDIT (a first block before any lease) below zero
         self._leased: set[str] = set()  # keys a lease has come back for
         self._pending: set[str] = set()
-        self._retry_after: dict[str, float] = {}  # keys the core refused a lease, and when to retry
+        self._retry_at: dict[str, float] = {}  # keys the core refused a lease, and when to retry
+        self._view: dict[str, tuple[float, float]] = {}  # the core's TAT of a key, when it was asked
         self._lock = threading.Lock()
 
     def check(self, key: str, now: float | None = None) -> Decision:
         with self._lock:
+            now = self.clock() if now is None else now
             tokens = self._tokens.get(key)
             if tokens is None:
                 tokens = 0
                 if len(self._tokens) >= self.max_keys:
                     self._forget()
-            if tokens < self._low(key):
+            if tokens < self._low(key) or self._stale(key, now):
                 self._fetch(key)
             credit = self.CREDIT if key in self._leased else self.lease
             if tokens <= 0 and key in self._pending and (key in self._leased or tokens <= -credit):
                 # ran dry while its block was on its way (a new key: beyond its first block's credit,
                 # not merely before its first lease: that made one request's edge take its whole share)
                 self._starved.add(key)
-            if tokens > 0 or (tokens > -credit and key not in self._retry_after):
+            if tokens > 0 or (tokens > -credit and key not in self._retry_at):
                 self._tokens[key] = tokens - 1
-                return Decision(True, self.burst, max(0, tokens - 1), 1.0, 0.0)
-            retry = self._retry_after.get(key, 0.05)
-            return Decision(False, self.burst, 0, retry, retry)
+                return self._decision(key, tokens - 1, now, None)
+            return self._decision(key, tokens, now, max(self._retry_at.get(key, now) - now, 0.05))
+
+    def _decision(self, key: str, tokens: int, now: float, retry: float | None) -> Decision:
+        """A one-process GCRA's answer for the key's view less the tokens this edge holds."""
+        view = self._view.get(key)
+        ahead = max(view[0] - now, 0.0) if view is not None else 0.0  # the core's count, seconds
+        reset = max(0.0, ahead - tokens * self._t)
+        if retry is not None:
+            return Decision(False, self.burst, 0, reset, retry)
+        used = math.ceil(reset / self._t - 1e-9)  # tokens not yet back (float noise aside)
+        # (after a request at most burst - 1, as one process: tokens leased long ago and not yet spent
+        # would otherwise count on top of a bucket the core has filled again since)
+        return Decision(True, self.burst, min(self.burst - 1, max(0, self.burst - used)), reset, 0.0)
 
     def _low(self, key: str) -> int:
         return max(1, self._block.get(key, self.lease) // 2)
+
+    def _stale(self, key: str, now: float) -> bool:
+        """The key's view is old enough to read again - unless the edge is busy leasing: a refresh only
+        serves headers, and must not hold up (in the executor's queue) a lease that brings tokens."""
+        view = self._view.get(key)
+        return (view is not None and now - view[1] > self.VIEW_MAX_AGE_S
+                and len(self._pending) < self.max_fetches // 8)
 
     def _forget(self) -> None:
         """Drop the oldest keys (not those with a lease on its way) down to three quarters of
@@ -244,7 +288,8 @@ class LeasedLimiter:
             self._block.pop(key, None)
             self._starved.discard(key)
             self._leased.discard(key)
-            self._retry_after.pop(key, None)
+            self._retry_at.pop(key, None)
+            self._view.pop(key, None)
             self.forgotten += 1
         log.warning("edge rate limiter: %d keys remembered (bound %d); forgot the oldest (%d so far)",
                     len(self._tokens), self.max_keys, self.forgotten)
@@ -256,25 +301,40 @@ class LeasedLimiter:
         self.executor.submit(self._lease, key)
 
     def _lease(self, key: str) -> None:
-        """Ask the core for the key's next block, up to this edge's share."""
+        """Ask the core for the key's next block (up to this edge's share), or, when the key still has
+        half a block, for nothing: only its count (a stale view)."""
         with self._lock:
+            tokens = self._tokens.get(key, 0)
             block = self._block.get(key, self.lease)
-            asked = max(1, min(block, self.share - self._tokens.get(key, 0)))
+            asked = max(0, min(block, self.share - tokens)) if tokens < self._low(key) else 0
+        asked_at = self.clock()
         try:
-            granted, retry_after = self.engine.lease(key, asked)
+            lease = self.engine.lease(key, asked)
         except SmsrouteError:
-            granted, retry_after = 0, 1.0
+            lease = None
+        except Exception as exc:  # whatever failed, the key must not stay "on its way" for ever
+            log.warning("edge rate limiter: a lease failed (%s)", type(exc).__name__)
+            lease = None
         with self._lock:
             self._pending.discard(key)
             self._leased.add(key)
-            if granted < asked:
-                self._block.pop(key, None)
-            elif key in self._starved:
-                self._block[key] = min(block * 4, self.max_lease)
-            self._starved.discard(key)
-            tokens = self._tokens.get(key, 0) + granted
-            self._tokens[key] = tokens
-            if granted == 0:
-                self._retry_after[key] = max(retry_after, 0.05)
-            else:
-                self._retry_after.pop(key, None)
+            if lease is None:
+                if asked:
+                    self._retry_at[key] = asked_at + 1.0
+                return
+            seen = self._view.get(key)
+            tat = asked_at + lease.reset_s
+            self._view[key] = (max(tat, seen[0]) if seen is not None else tat, asked_at)
+            if asked:
+                if lease.granted < asked:
+                    self._block.pop(key, None)
+                elif key in self._starved:
+                    self._block[key] = min(block * 4, self.max_lease)
+                self._starved.discard(key)
+                self._tokens[key] = self._tokens.get(key, 0) + lease.granted
+                if lease.granted == 0:
+                    self._retry_at[key] = asked_at + max(lease.retry_after_s, 0.05)
+                    return
+                self._retry_at.pop(key, None)
+            if self._tokens.get(key, 0) < self._low(key):  # drained meanwhile, or only a count read
+                self._fetch(key)

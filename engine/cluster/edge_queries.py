@@ -14,7 +14,8 @@ log = logging.getLogger(__name__)
 
 class EdgeQueries:
     """The core's answers to its HTTP edge processes: which account an API key belongs to, and blocks
-    of the customer API's rate limit (one count per key, however many edges serve it)."""
+    of the customer API's rate limit (one count per key, however many edges serve it) with the key's
+    count after each (for the edge's ``RateLimit-*`` headers)."""
 
     def __init__(self, engine: Any) -> None:
         self.engine = engine
@@ -31,7 +32,9 @@ class EdgeQueries:
             elif q.kind == "lease":
                 key, n = q.args
                 http = self.engine.http
-                result = list(http.lease(str(key), int(n))) if http is not None else [int(n), 0.0]
+                # [granted, retry_after_s, reset_s] (``engine.http.ratelimit.Lease``); no HTTP ports, no
+                # limit: all of it, and a key that is never counted
+                result = list(http.lease(str(key), int(n))) if http is not None else [int(n), 0.0, 0.0]
             else:
                 raise ValueError(f"unknown edge query {q.kind!r}")
             return m.encode(m.ShardReply(True, result, ""))

@@ -41,6 +41,14 @@ class Decision(NamedTuple):
         return out
 
 
+class Lease(NamedTuple):
+    """What :meth:`Gcra.lease` answers an HTTP edge (``engine.cluster.edge_engine.LeasedLimiter``)."""
+
+    granted: int
+    retry_after_s: float  # seconds until one token could be granted (0 while there is room)
+    reset_s: float  # seconds until the key's bucket is full again, the tokens just granted counted
+
+
 class Gcra:
     """Rate limiter: ``burst`` requests at once, ``rate`` per second sustained, per key."""
 
@@ -78,17 +86,20 @@ class Gcra:
         remaining = int((self._tau - (tat - now)) // self._t) + 1
         return Decision(True, self.burst, max(0, remaining), tat - now, 0.0)
 
-    def lease(self, key: str, n: int, now: float | None = None) -> tuple[int, float]:
+    def lease(self, key: str, n: int, now: float | None = None) -> Lease:
         """Take up to ``n`` requests' worth for ``key`` at once (an HTTP edge's block of tokens): how
-        many were granted, and, when none, seconds until one would be."""
+        many were granted, when none, seconds until one would be, and the key's count after the grant
+        (``reset_s``: seconds until its bucket is full again; it counts the granted tokens as used).
+        ``n == 0`` only reads the count."""
         now = self._clock() if now is None else now
         tat = max(self._tat.get(key, now), now)
         room = int((self._tau - (tat - now)) // self._t) + 1 if tat - now <= self._tau else 0
         granted = max(0, min(n, room))
-        if not granted:
-            return 0, tat - self._tau - now
-        self._remember(key, tat + granted * self._t, now)
-        return granted, 0.0
+        if granted:
+            tat += granted * self._t
+            self._remember(key, tat, now)
+        retry = tat - self._tau - now if not room else 0.0
+        return Lease(granted, retry, tat - now)
 
     def __len__(self) -> int:
         return len(self._tat)

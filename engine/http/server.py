@@ -42,7 +42,7 @@ from engine.http.egress import DestinationGuard
 from engine.http.idempotency import IdempotencyStore
 from engine.http.metrics import HttpMetrics, Snapshot
 from engine.http.notify import StatusInbox, StatusNotifier
-from engine.http.ratelimit import Gcra
+from engine.http.ratelimit import Gcra, Lease
 from engine.http.requestlog import RequestLog
 from engine.http.shedding import Shedder
 from engine.http.store import HTTP_MAP_SIZE, GroupCommitter, open_http_env
@@ -135,10 +135,10 @@ class HttpServers:
             raise typed from error
         return self
 
-    def lease(self, key: str, n: int, timeout: float = 2.0) -> tuple[int, float]:
-        """Up to ``n`` tokens of the customer API's rate limit of ``key`` (for an HTTP edge process;
-        the limiter belongs to this loop, so the lease runs on it)."""
-        async def take() -> tuple[int, float]:
+    def lease(self, key: str, n: int, timeout: float = 2.0) -> Lease:
+        """Up to ``n`` tokens of the customer API's rate limit of ``key``, and the key's count after
+        them (for an HTTP edge process; the limiter belongs to this loop, so the lease runs on it)."""
+        async def take() -> Lease:
             return self.ctx.limiter.lease(key, n)
 
         return asyncio.run_coroutine_threadsafe(take(), self._loop).result(timeout)

@@ -5,6 +5,9 @@ The kernel spreads connections over the edges (``SO_REUSEPORT``); the test keeps
 learns which edge accepted each one (the edge process holding the server side of the socket, from
 ``/proc``), so it can talk to each edge on purpose.
 
+* ``RateLimit-Remaining`` / ``RateLimit-Reset`` on an edge-served submit mean what the one-process engine's
+  mean (requests still allowed now / seconds until the bucket is full again), counted over both edges:
+  a fresh key says 99 and 1, not 0 and 1.
 * Sequential submits well below the limit, alternating over both edges, are all accepted (one edge
   used to lease most of the burst and the other refused the 4th submit); the burst still holds: going
   on quickly gets 429 with ``Retry-After`` within about the burst.
@@ -141,6 +144,50 @@ def _fresh_key(ops: Client) -> str:
                 {"usd": "100.00", "chain": "tron", "tx_hash": f"0x{acct['id']}", "from_address": "TXYZ"})
     ops.request("POST", f"/v1/accounts/{acct['id']}/senders", {"sender": "ACME"})
     return acct["api_key"]
+
+
+def test_remaining_and_reset_on_an_edge_count_the_key_over_both_edges_like_one_process(cluster):
+    api, ops, links = cluster
+    a, b = links["e0"], links["e1"]
+    key = _fresh_key(ops)
+    started = time.monotonic()
+
+    status, headers = a.submit(key)
+    assert status == 202
+    # what the one-process engine answers a key's first request (it said 0 and 1 on an edge)
+    assert headers["RateLimit-Limit"] == str(BURST)
+    assert headers["RateLimit-Remaining"] == str(BURST - 1)
+    assert headers["RateLimit-Reset"] == "1"
+
+    for _ in range(20):
+        assert b.submit(key)[0] == 202
+    served = 21
+
+    # Once edge A's count has come back from the core (its next lease, started by these requests),
+    # A's answer counts B's requests too: Remaining is at most what one process would say (the
+    # burst less every request, refilled since) and less by no more than B's unspent tokens (at most
+    # the burst / 2 edges); Reset is at least the one-process reset (every request back) and at most
+    # the core's own count, which a forwarded request (a read, answered by the core) reports.
+    def a_counts_b() -> tuple[int, int] | None:
+        nonlocal served
+        status, headers = a.submit(key)
+        assert status == 202
+        served += 1
+        remaining, reset = int(headers["RateLimit-Remaining"]), int(headers["RateLimit-Reset"])
+        elapsed = time.monotonic() - started
+        one_process_reset = served / RATE - elapsed
+        if reset >= one_process_reset - 1 and remaining <= BURST - served + RATE * elapsed + 1:
+            return remaining, reset
+        return None
+
+    remaining, reset = wait_for(a_counts_b, "edge A's headers count edge B's requests", 5)
+    elapsed = time.monotonic() - started
+    assert remaining >= BURST - served - BURST // 2 - 1
+    status, core_headers, _ = a.request("GET", "/v1/balance", token=key)  # forwarded: the core's count
+    assert status == 200
+    assert reset <= int(core_headers["RateLimit-Reset"])
+    assert reset <= BURST / RATE
+    assert elapsed < 10
 
 
 def test_sequential_submits_alternating_over_both_edges_are_accepted_and_the_burst_still_holds(cluster):

@@ -17,6 +17,7 @@ import threading
 import pytest
 
 from engine.cluster.edge_engine import LeasedLimiter
+from engine.http.ratelimit import Lease
 from tests.engine.cli_support import Running
 from tests.engine.cluster.test_run_workers_functional import _alive, _children, _kill_left
 from tests.engine.http.conftest import Client
@@ -150,12 +151,13 @@ class _FakeCore:
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
-        self.settings = type("S", (), {"http": type("H", (), {"rate_limit_burst": budget})})()
+        self.settings = type("S", (), {"http": type("H", (), {"rate_limit_burst": budget,
+                                                              "rate_limit_per_second": 1e-9})})()
 
-    def lease(self, key: str, n: int) -> tuple[int, float]:
+    def lease(self, key: str, n: int) -> Lease:
         granted = min(n, self.budget)
         self.budget -= granted
-        return granted, (0.0 if granted else 1.0)
+        return Lease(granted, 0.0 if granted or not n else 1.0, 0.0)
 
 
 class _Later:
@@ -247,7 +249,8 @@ def test_an_edge_remembers_a_bounded_number_of_keys_and_of_leases_in_flight():
         if i % 100 == 99:
             assert len(pool.tasks) <= 50  # leases asked of the core, not yet back
             pool.run()
-    tables = (edge._tokens, edge._leased, edge._retry_after, edge._block, edge._starved, edge._pending)
+    tables = (edge._tokens, edge._leased, edge._retry_at, edge._block, edge._starved, edge._pending,
+              edge._view)
     assert max(len(t) for t in tables) <= 1000
     # a key in use is still counted by the core's grants after all that churn
     spent_before = core.budget

@@ -59,3 +59,15 @@ def test_gcra_decides_exactly_like_a_token_bucket(gaps, burst, rate):
             assert d.allowed == (tokens >= 1.0)
         if d.allowed:  # follow the limiter's answer so the two stay in step
             tokens -= 1.0
+
+
+def test_a_lease_answers_the_keys_count_after_it_and_a_lease_of_nothing_only_reads_it():
+    g = Gcra(rate=2.0, burst=10)
+    first = g.lease("k", 4, now=0.0)
+    assert (first.granted, first.retry_after_s, first.reset_s) == (4, 0.0, 2.0)  # 4 tokens, T = 0.5 s
+    assert g.lease("k", 0, now=1.0) == (0, 0.0, 1.0)  # a second later: 2 tokens back, none taken
+    assert g.peek("k", now=1.0).remaining == 8
+    rest = g.lease("k", 100, now=1.0)
+    assert (rest.granted, rest.reset_s) == (8, 5.0)  # what was left; the bucket full again in 5 s
+    refused = g.lease("k", 1, now=1.0)
+    assert refused.granted == 0 and refused.retry_after_s == 0.5 and refused.reset_s == 5.0
