@@ -234,6 +234,14 @@ class HoldManager:
                               extra={"hold": hold_id})
         return released
 
+    def close_debug_windows(self, account_id: str, *, actor: str,
+                            reason: str = "customer closed the window") -> dict[str, Any]:
+        """End the account's debugging windows now (``DELETE /v1/debug-window``): ``{"closed": how
+        many ended}``, in a cluster also ``workers_missing`` (node -> why): the workers that did not
+        answer within the short stats deadline, whose windows may still be open - asking again is
+        safe and ends them (``ClusterShards.close_debug_windows``)."""
+        return self.runtime.shards.close_debug_windows(account_id, actor, reason)
+
     def read_held_body(self, hold_id: str, message_id: str, *, actor: str) -> str:
         """The exception's own path to a held body (audit-logged). Under a lawful order only once its
         account holders' notice was sent or recorded as not permitted (``engine.lawful_notice``)."""

@@ -234,6 +234,19 @@ class ClusterShards:
     def release_hold(self, hold_id: str, actor: str, reason: str) -> dict | None:
         return next((r for r in self._act_all("release_hold", hold_id, actor, reason) if r), None)
 
+    def close_debug_windows(self, account_id: str, actor: str, reason: str) -> dict[str, Any]:
+        """``DELETE /v1/debug-window``: every worker asked at once to end the account's windows, with
+        ``STATS_TIMEOUT_S`` (see :meth:`ask_each`): ``{"closed": how many ended, "workers_missing": the
+        workers that did not answer (node -> why)}``. Before, the core listed every worker's holds and
+        released each window by asking every worker, with the 30 s timeout: one hung worker made the
+        customer wait 30 s for a 503. Ending a window again is safe (an ended one is not open), so the
+        customer asks again for the part that did not answer; a worker that gets the question after
+        its deadline drops it (``transport.ACT_WITHIN``)."""
+        answers, missing = self.ask_each(("close_debug_windows",), args=(account_id, actor, reason))[
+            "close_debug_windows"]
+        return {"closed": sum(int(answers[node]["closed"]) for node in self.workers if node in answers),
+                "workers_missing": missing}
+
     def read_held_body(self, hold_id: str, message_id: str, actor: str) -> str | None:
         return next((b for b in self._ask_all("read_held_body", hold_id, message_id, actor)
                      if b is not None), None)
@@ -266,8 +279,9 @@ class ClusterShards:
     def ask_each(self, kinds: tuple[str, ...], timeout: float = STATS_TIMEOUT_S, args: tuple = ()
                  ) -> dict[str, tuple[dict[str, Any], dict[str, str]]]:
         """``{kind: (answers by node, why each other node is missing)}``: every worker asked each of
-        ``kinds`` (reads, each with ``args``: the views of ``/v1/stats``, ``/metrics``, holds, audit)
-        at once, with one deadline for all. A worker that is down, cut off or hung but connected
+        ``kinds`` (reads, each with ``args``: the views of ``/v1/stats``, ``/metrics``, holds, audit;
+        and the customer's closing of a debugging window, an action safe to repeat) at once, with one
+        deadline for all. A worker that is down, cut off or hung but connected
         (SIGSTOP, busy actors) delays the call by at most ``timeout`` and is named missing; the
         others' answers are kept."""
         act_by = time.time() + timeout * ACT_WITHIN

@@ -180,6 +180,21 @@ class LocalShards:
                         **asdict(holds.release(hold_id, actor=actor, reason=reason))}
         return None
 
+    def close_debug_windows(self, account_id: str, actor: str, reason: str) -> dict[str, Any]:
+        """``DELETE /v1/debug-window`` at the POP shards here: end the account's open debugging windows
+        (their copies shredded, audit-logged); ``{"closed": how many}``. Safe to ask again: a window
+        ended is no longer open. A worker answers this to the core's one bounded question
+        (``ClusterShards.close_debug_windows``), so no other account's holds cross NATS for it."""
+        from storage.holds import HoldKind
+
+        closed = 0
+        for holds in self.runtime.holds.values():
+            for hold in holds.active():
+                if hold.kind == HoldKind.DEBUG_WINDOW and hold.account_id == account_id:
+                    holds.release(hold.hold_id, actor=actor, reason=reason)
+                    closed += 1
+        return {"closed": closed}
+
     def read_held_body(self, hold_id: str, message_id: str, actor: str) -> str | None:
         for holds in self.runtime.holds.values():
             if holds.get(hold_id) is not None:

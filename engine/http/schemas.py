@@ -276,9 +276,14 @@ class DebugWindowOpened(msgspec.Struct):
 
 
 class DebugWindowClosed(msgspec.Struct):
-    """``DELETE /v1/debug-window``: how many windows (holds, one per POP) ended now."""
+    """``DELETE /v1/debug-window``: how many windows (holds, one per POP) ended now; ``partial``: a
+    part of the engine did not answer in time (2 s), so a window there may still be open - the same
+    request again is safe and ends it."""
 
     closed: int
+    partial: Annotated[bool, Meta(description=(
+        "true if a part of the engine did not answer in time: a window there may still be open; "
+        "the same request again is safe and ends it"))]
 
 
 # --- events (the webhook body) ----------------------------------------------------------------------
