@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,7 +33,9 @@ from storage.holds import HoldKind, new_order_id
 from storage.pseudonyms import keyed_hash
 
 log = logging.getLogger(__name__)
-SECRET = "hold_requests"  # the key ring's HMAC secret for placement keys (engine.http.idempotency)
+
+TRAIL_PAGE = 1000  # hold audit entries per question when the embedding API reads a whole trail
+SECRET = "hold_requests"  # the key ring's HMAC secret for placement keys (storage.pseudonyms.keyed_hash)
 
 
 def _order_id(request: list[bytes] | None) -> str:
@@ -60,18 +63,37 @@ class OpenedTrail:
 
 class _RemoteTrail:
     """The hold audit entries of every worker of a cluster, read through ``ShardQuery`` with the short
-    stats deadline; ``missing`` names the workers whose entries the last read lacks (node -> why), so
-    the answer can say it is partial (``GET /v1/audit``: ``workers_missing``)."""
+    stats deadline, a page at a time (each worker answers at most a page: ``engine.audit_pages``);
+    ``missing`` names the workers whose entries the last read lacks (node -> why), so the answer can
+    say it is partial (``GET /v1/audit``: ``workers_missing``)."""
 
     def __init__(self, shards: Any) -> None:
         self._shards = shards
         self.missing: dict[str, str] = {}
 
-    def iter_entries(self, since: float | None = None) -> Iterator[Any]:
+    def page(self, since: float | None, until: float, limit: int,
+             about: tuple[str, str] | None = None) -> list[Any]:
+        """The first ``limit`` entries at or after ``since`` and before ``until`` (about one account
+        with ``about``), in time order; ``missing`` says whose are not among them."""
         from storage.audit import AuditEntry
 
-        rows, self.missing = self._shards.hold_audit_view(since)
-        yield from sorted((AuditEntry(*e) for e in rows), key=lambda e: e.ts)
+        rows, self.missing = self._shards.hold_audit_page(since, until, limit, about)
+        return [AuditEntry(*row) for row in rows]
+
+    def iter_entries(self, since: float | None = None) -> Iterator[Any]:
+        """Every entry at or after ``since`` (the embedding API's ``audit_trails()``), a page of
+        ``TRAIL_PAGE`` per question; ``missing`` gathers every page's missing workers."""
+        from engine.audit_pages import page_end
+
+        missing: dict[str, str] = {}
+        while True:
+            rows = self.page(since, math.inf, TRAIL_PAGE + 1)
+            missing.update(self.missing)
+            self.missing = missing
+            shown, since = page_end(rows, TRAIL_PAGE, lambda e: e.ts)
+            yield from shown
+            if since is None:
+                return
 
 
 class HoldManager:

@@ -18,6 +18,8 @@ it again places a second hold where one was placed (the message says so).
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import time
 from collections.abc import Iterator
@@ -266,12 +268,20 @@ class ClusterShards:
         return {"holds": [h for node in self.workers if node in holds for h in holds[node]],
                 "holds_missing": missing}
 
-    def hold_audit_view(self, since: float | None) -> tuple[list[list], dict[str, str]]:
-        """``(audit entries of the holds, the workers whose entries are missing: node -> why)``: asked
-        at once with ``STATS_TIMEOUT_S`` (a view: a hung worker neither holds the auditor's answer 30 s
-        nor fails it; the answer names it, so a trail lacking its entries is never taken as whole)."""
-        entries, missing = self.ask_each(("hold_audit",), args=(since,))["hold_audit"]
-        return [e for node in self.workers if node in entries for e in entries[node]], missing
+    def hold_audit_page(self, since: float | None, until: float, limit: int,
+                        about: tuple[str, str] | None = None) -> tuple[list[list], dict[str, str]]:
+        """``(the first `limit` audit entries of the holds at or after `since`, merged by time; the
+        workers whose entries are missing: node -> why)``: each worker answers at most ``limit``
+        entries (``LocalShards.hold_audit_page``: a page, not its whole trail since ``since``), all
+        asked at once with ``STATS_TIMEOUT_S`` (a view: a hung worker neither holds the auditor's
+        answer 30 s nor fails it; the answer names it, so a trail lacking its entries is never taken
+        as whole)."""
+        entries, missing = self.ask_each(
+            ("hold_audit_page",), args=(since, until, limit, list(about) if about else None))[
+            "hold_audit_page"]
+        merged = heapq.merge(*(entries[node] for node in self.workers if node in entries),
+                             key=lambda row: row[1])  # (row: an AuditEntry's fields; [1] its ts)
+        return list(itertools.islice(merged, limit)), missing
 
     def sweep_now(self) -> dict:
         return dict(zip(self.workers, self._ask_all("sweep_now"), strict=True))

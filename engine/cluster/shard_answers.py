@@ -31,7 +31,7 @@ class QueryHandler:
     KINDS = ("find_record", "records_for_account", "records_for_account_page", "records_since",
              "pop_stats", "carrier_stats", "suspend_carrier", "use_routing", "forget_account", "profile", "account_pages",
              "webhook_events", "find_records", "records_page", "owed_to_ledger",
-             "place_hold", "release_hold", "close_debug_windows", "read_held_body", "active_holds", "hold_audit", "hold_ended",
+             "place_hold", "release_hold", "close_debug_windows", "read_held_body", "active_holds", "hold_audit_page", "hold_ended",
              "sweeper_stats", "sweep_now", "transport_stats")
 
     def __init__(self, shards: LocalShards) -> None:

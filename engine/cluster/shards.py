@@ -10,6 +10,8 @@ answers with its :class:`LocalShards` behind a message (:class:`engine.cluster.s
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -218,13 +220,24 @@ class LocalShards:
         """``GET /v1/holds``: the holds here (``ClusterShards.holds_view`` names missing workers)."""
         return {"holds": self.active_holds()}
 
-    def hold_audit(self, since: float | None) -> list[list]:
-        """The audit entries of the holds here, their sealed notes opened (``"shredded"`` after)."""
-        out = []
-        for pop, audit in self.runtime.audits.items():
+    def hold_audit_page(self, since: float | None, until: float, limit: int,
+                        about: list[str] | None = None) -> list[list]:
+        """At most ``limit`` audit entries of the holds here: the first at or after ``since`` and
+        before ``until`` (only those about one account with ``about``: ``[pseudonym, account id or
+        ""]``), merged by time from every POP shard's log, their sealed notes opened (``"shredded"``
+        after). A worker's part of one ``GET /v1/audit`` page (``engine.audit_pages``): the core asks
+        each worker for the page's size, not for every entry since ``since``."""
+        from engine.audit_pages import entries_before
+
+        wanted = (str(about[0]), str(about[1])) if about else None
+
+        def opened(pop: str) -> Iterator[Any]:
             opener = self.runtime.holds[pop].open_notes
-            out.extend(list(e._replace(detail=opener(e.detail))) for e in audit.iter_entries(since))
-        return out
+            for entry in entries_before(self.runtime.audits[pop].iter_entries(since), until, wanted):
+                yield entry._replace(detail=opener(entry.detail))
+
+        merged = heapq.merge(*(opened(pop) for pop in self.runtime.audits), key=lambda e: e.ts)
+        return [list(e) for e in itertools.islice(merged, max(0, int(limit)))]
 
     def sweeper_stats(self) -> dict:
         return self.runtime.sweeper.proxy().stats().get(timeout=10)

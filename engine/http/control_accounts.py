@@ -24,6 +24,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from engine.audit_pages import entries_before, page_end
 from engine.errors import UnknownSender
 from engine.http import control_schemas as cs
 from engine.http.context import CTX, OPERATOR, HttpContext
@@ -254,8 +255,9 @@ async def audit(request: web.Request) -> web.Response:
     """Every audit trail, oldest first: ``kind`` (repeatable or comma-separated: control, data_subject,
     retention_exception), ``since`` / ``until`` (unix seconds), ``limit`` (at most 1000), ``account``
     (an account id, also of an erased account: its pseudonym is computed) or ``subject`` (a pseudonym,
-    ``psn_…``): only the entries about that account. When the page is full, ``next_since`` is where the
-    next one starts (entries at that instant may repeat). An entry about an account shows its pseudonym
+    ``psn_…``): only the entries about that account. While there are further entries, ``next_since`` is
+    where the next page starts: the instant of the first entry not on this page (a page ends before
+    an instant it cannot hold whole, so paging repeats no entry: ``engine.audit_pages``). An entry about an account shows its pseudonym
     (``subject``) always and its id (``account_id``) while the account exists (``storage.audit``).
     In a cluster, ``workers_missing`` names the workers that did not answer within the stats deadline:
     their retention-exception entries are not in this page (a partial trail must say so)."""
@@ -275,9 +277,8 @@ async def audit(request: web.Request) -> web.Response:
     wanted = {k: logs for k, logs in trails.items() if not kinds or k in kinds}
     about = await _audit_subject(ctx, request)
     entries = await ctx.call(audit_page, wanted, since, until, limit, about)
-    more = len(entries) > limit
-    answer: dict[str, Any] = {"entries": entries[:limit],
-                              "next_since": entries[limit - 1]["ts"] if more else None}
+    shown, next_since = page_end(entries, limit, lambda e: e["ts"])
+    answer: dict[str, Any] = {"entries": shown, "next_since": next_since}
     remote = [log for logs in wanted.values() for log in logs if hasattr(log, "missing")]
     if remote:  # a cluster's workers: those that did not answer in time, whose entries are not here
         answer["workers_missing"] = {node: why for log in remote for node, why in log.missing.items()}
@@ -309,27 +310,17 @@ async def _audit_subject(ctx: HttpContext, request: web.Request) -> tuple[str, s
     return None
 
 
-def _is_about(entry: Any, about: tuple[str, str]) -> bool:
-    """An entry about the account: by its pseudonym, or (an entry of an older version, ids in plaintext)
-    by its id in the actor or target."""
-    subject, account = about
-    if getattr(entry, "subject", ""):
-        return entry.subject == subject
-    return bool(account) and (account in (entry.target, entry.actor.partition(":")[2])
-                              or f"id={account}" in entry.target.split(","))
-
-
 def audit_page(trails: dict[str, list[Any]], since: float, until: float, limit: int,
                about: tuple[str, str] | None = None) -> list[dict]:
     """Up to ``limit + 1`` entries of the given audit logs in ``[since, until)`` (only those about one
-    account with ``about``), merged by time (each log is in time order already, so this reads no further
-    than the page)."""
+    account with ``about``), merged by time. Each log is in time order already, so this reads no
+    further than the page; a cluster's workers (a log with ``page``) are asked for the page's size
+    only (``engine.audit_pages``)."""
     def stream(kind: str, log: Any) -> Iterator[tuple[float, str, Any]]:
-        for entry in log.iter_entries(since):
-            if entry.ts >= until:
-                return
-            if about is None or _is_about(entry, about):
-                yield entry.ts, kind, entry
+        read = log.page(since, until, limit + 1, about) if hasattr(log, "page") else (
+            log.iter_entries(since))
+        for entry in entries_before(read, until, about):
+            yield entry.ts, kind, entry
 
     merged = heapq.merge(*(stream(kind, log) for kind, logs in trails.items() for log in logs),
                          key=lambda item: item[0])

@@ -178,9 +178,10 @@ class AuditEntryView(msgspec.Struct):
 
 
 class AuditPage(msgspec.Struct, omit_defaults=True):
-    """``GET /v1/audit``: ``next_since`` (when the page is full) is where the next page starts; in a
-    cluster ``workers_missing`` names the workers (node -> why) that did not answer within 2 s: their
-    retention-exception entries are not in the page."""
+    """``GET /v1/audit``: ``next_since`` (null after the last entry) is where the next page starts,
+    the instant of the first entry not on this page (a page ends before an instant it cannot hold
+    whole: paging repeats no entry); in a cluster ``workers_missing`` names the workers (node -> why)
+    that did not answer within 2 s: their retention-exception entries are not in the page."""
 
     entries: list[AuditEntryView]
     next_since: float | None

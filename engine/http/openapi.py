@@ -90,8 +90,10 @@ AUDIT_PARAMS = [
      "description": "repeatable or comma-separated",
      "schema": {"type": "array", "items": {"type": "string", "enum": [
          "control", "data_subject", "retention_exception"]}}},
-    {"name": "since", "in": "query", "required": False, "schema": {"type": "number"}},
-    {"name": "until", "in": "query", "required": False, "schema": {"type": "number"}},
+    {"name": "since", "in": "query", "required": False, "schema": {"type": "number"},
+     "description": "unix seconds, included; the previous page's next_since to go on"},
+    {"name": "until", "in": "query", "required": False, "schema": {"type": "number"},
+     "description": "unix seconds, excluded"},
     {"name": "limit", "in": "query", "required": False,
      "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
     {"name": "account", "in": "query", "required": False,
