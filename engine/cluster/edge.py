@@ -14,7 +14,8 @@ middleware as the core's) with an :class:`~engine.cluster.edge_engine.EdgeEngine
 * Every other request - reads, settings, keys, and submits that carry an ``Idempotency-Key`` (whose
   records must be one set for every edge) - is forwarded as it is to the core's customer API, with the
   client's address in ``X-Smsroute-Forwarded-For``, which the core believes only with the edge token it
-  gave its edges (``X-Smsroute-Edge-Token``).
+  gave its edges (``X-Smsroute-Edge-Token``); the answer comes back streamed, with a deadline that
+  fits the route (:mod:`engine.cluster.edge_forward`: an export has none but the core's silence).
 
 The edge token is a secret the core makes at start-up and hands to each edge it spawns as the first line
 of the edge's stdin (:func:`read_token`), never through the environment or the command line: those are
@@ -30,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import signal
 import sys
@@ -39,10 +39,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import uvloop
-from aiohttp import ClientSession, ClientTimeout, web
+from aiohttp import ClientSession, web
 from multidict import CIMultiDict
 
+from engine.cluster import edge_forward
 from engine.cluster.edge_engine import EdgeEngine, LeasedLimiter
+from engine.cluster.edge_forward import HOP_BY_HOP, PART_BYTES, error_answer
 from engine.cluster.handoff import overrides_from
 from engine.cluster.placement import Placement
 from engine.config import load_settings
@@ -63,8 +65,6 @@ log = logging.getLogger(__name__)
 FORWARDED_FOR = "X-Smsroute-Forwarded-For"
 EDGE_TOKEN_HEADER = "X-Smsroute-Edge-Token"
 FAST_PATHS = frozenset({"/v1/messages", "/v1/messages/batch"})
-_HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
-                         "proxy-authorization", "proxy-authenticate", "host", "content-length"})
 
 
 def read_token(stream: TextIO) -> str:
@@ -124,7 +124,7 @@ class Edge:
                               bool(settings.http.webhook_allow_private_networks)))
         ctx.limiter = LeasedLimiter(self.engine, ctx.executor, edges=self.edges)
         customer = build_customer_app(ctx)
-        session = ClientSession(timeout=ClientTimeout(total=60))
+        session = ClientSession(read_bufsize=PART_BYTES)  # (each request's deadline: edge_forward)
 
         async def forward(request: web.Request) -> web.StreamResponse:
             return await self._forward(session, request)
@@ -172,7 +172,7 @@ class Edge:
         # refuses) stays twice instead of the last one silently winning; the edge's own headers
         # below replace a client's of any letter case
         headers = CIMultiDict((k, v) for k, v in request.headers.items()
-                              if k.lower() not in _HOP_BY_HOP)
+                              if k.lower() not in HOP_BY_HOP)
         headers[FORWARDED_FOR] = request.remote or ""
         headers[EDGE_TOKEN_HEADER] = self.token
         try:
@@ -181,17 +181,9 @@ class Edge:
             http = self.engine.settings.http
             limit = (int(getattr(http, "max_batch_body_bytes", http.max_body_bytes))
                      if request.path == "/v1/messages/batch" else http.max_body_bytes)
-            return _error(413, "body_too_large", f"request body over {limit} bytes")
-        try:
-            async with session.request(request.method, self.core_url + request.path_qs,
-                                       headers=headers, data=body or None) as answer:
-                payload = await answer.read()
-                out = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP_BY_HOP}
-                return web.Response(status=answer.status, body=payload, headers=out)
-        except Exception as exc:
-            log.warning("edge: the core did not answer (%s)", type(exc).__name__)
-            return _error(503, "cluster_unavailable", "the engine is not reachable; retry shortly",
-                          {"Retry-After": "1"})
+            return error_answer(413, "body_too_large", f"request body over {limit} bytes")
+        return await edge_forward.forward(session, request, self.core_url + request.path_qs, headers,
+                                          body)
 
     async def _sweep(self, ctx: HttpContext) -> None:
         """The edge's request log follows the policy's 90 days like the core's."""
@@ -203,16 +195,6 @@ class Edge:
                 await ctx.call(ctx.requestlog.sweep, time.time())
             except Exception:
                 log.exception("edge: request log sweep failed")
-
-
-def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None
-           ) -> web.Response:
-    """An answer the edge makes itself, in the core's error shape and with its frame's headers (a
-    forwarded answer has them from the core)."""
-    return web.Response(status=status, text=json.dumps({"error": {"code": code, "message": message}}),
-                        content_type="application/json",
-                        headers={**(headers or {}), "Server": "smsroute", "Cache-Control": "no-store",
-                                 "X-Content-Type-Options": "nosniff"})
 
 
 def _limits(http: Any):

@@ -5,7 +5,7 @@ resolved to its account by asking the core (``EdgeQuery`` ``account_for_key``, c
 ``KEY_CACHE_S`` - so a revoked key stops working on every edge within that time), and a submit goes
 straight to the account's session on its worker as the same ``SubmitMessage`` the core sends, with
 ``reply_to`` naming this edge, so the answer comes back to this edge's bridge. Everything else the
-customer API does is forwarded to the core's customer API (``engine.cluster.edge_http``).
+customer API does is forwarded to the core's customer API (``engine.cluster.edge_forward``).
 
 Rate limits stay per API key across edges: the core keeps the one GCRA state per key, and an edge leases
 tokens from it in small blocks (:class:`LeasedLimiter`); at most ``lease`` tokens per edge and key are

@@ -81,3 +81,19 @@ def test_a_forwarded_body_over_every_limit_is_refused_in_the_error_shape(edges, 
                                 "message": f"request body over {limit} bytes"}}
     assert got["Server"] == "smsroute"
     assert got["X-Content-Type-Options"] == "nosniff"
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_a_usage_export_through_an_edge_is_the_cores_streamed_on(edges, fmt):
+    """The export the core streams (chunked) comes through the edge as it comes, whole, with the core's
+    headers (``engine.cluster.edge_forward``)."""
+    api, _ = edges
+    status, got, body = api.request("GET", f"/v1/usage?format={fmt}")
+    assert status == 200, body
+    assert got["Content-Type"].startswith("text/csv" if fmt == "csv" else "application/json")
+    assert got.get("Transfer-Encoding") == "chunked"  # streamed on, not gathered first
+    assert got["Content-Disposition"].endswith(f'.{fmt}"')
+    if fmt == "csv":
+        assert body.startswith(b"type,id,time")
+    else:
+        assert body["rows"] and body["rows"][0]["type"] == "deposit"

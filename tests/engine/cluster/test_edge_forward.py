@@ -1,0 +1,214 @@
+"""An HTTP edge forwarding the customer API to the core (``engine.cluster.edge_forward``): a usage export
+gets the deadline it needs and is passed on as it comes, and an ordinary request keeps its deadline.
+
+Before, every forwarded request had 60 s in all (an export that takes longer - a large account's
+``GET /v1/usage`` - answered 503 through an edge though the core would have streamed it whole), and the
+edge read the core's whole answer into memory before sending a byte of it. A real edge (its HTTP
+server, routes and door; no NATS: nothing here is served by the edge itself) in front of a stand-in for
+the core's customer API on loopback; the ordinary deadline is cut to 1 s so the tests are quick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import threading
+import tracemalloc
+from collections.abc import Callable, Iterator
+
+import pytest
+from aiohttp import web
+
+from engine.cluster import edge_forward
+from engine.cluster.edge import Edge
+from engine.cluster.edge_engine import EdgeEngine
+from engine.cluster.placement import Placement
+from engine.config import load_settings
+
+PART = b"x" * 50_000
+WAIT_S = 10.0  # the stand-in waits at most this for the test's go-ahead
+
+
+class _Core:
+    """A stand-in for the core's customer API on a loopback port, on its own loop thread."""
+
+    def __init__(self, routes: dict[str, Callable]) -> None:
+        self.routes = routes
+        self.loop = asyncio.new_event_loop()
+        self.port = 0
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self.loop.run_until_complete, args=(self._serve(),),
+                                        daemon=True)
+
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        app = web.Application()
+        for path, handler in self.routes.items():
+            app.router.add_get(path, handler)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]
+        self._ready.set()
+        await self._stop.wait()
+        await runner.cleanup()
+
+    def __enter__(self) -> _Core:
+        self._thread.start()
+        assert self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+
+@pytest.fixture
+def edge_to(tmp_path) -> Iterator[Callable[[_Core], int]]:
+    """Start an edge forwarding to a stand-in core; its port."""
+    started: list[Edge] = []
+
+    def start(core: _Core) -> int:
+        engine = EdgeEngine(load_settings(None), Placement(node="e0", runs_core=False, runs_pops=False,
+                                                           workers=("w0",)), tmp_path)
+        edge = Edge(engine, "127.0.0.1", 0, f"http://127.0.0.1:{core.port}", "edge-token").start()
+        started.append(edge)
+        return edge.bound_port
+
+    yield start
+    for edge in started:
+        edge.stop()
+
+
+@pytest.fixture(autouse=True)
+def short_ordinary_deadline(monkeypatch):
+    monkeypatch.setattr(edge_forward, "FORWARD_TIMEOUT_S", 1.0)
+
+
+def _get(port: int, path: str) -> http.client.HTTPResponse:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT_S + 5)
+    conn.request("GET", path, headers={"Authorization": "Bearer sk_test"})
+    return conn.getresponse()
+
+
+def test_an_export_slower_than_the_ordinary_deadline_is_answered_whole(edge_to):
+    """The core sends an export's parts for longer than an ordinary request may take, each soon after
+    the one before: the edge passes it on whole instead of answering 503 after the deadline."""
+    parts = 8
+
+    async def slow_usage(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/csv"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        for _ in range(parts):
+            await resp.write(PART)
+            await asyncio.sleep(0.25)  # (the core reading its next chunk: 2 s in all, 1 s allowed)
+        await resp.write_eof()
+        return resp
+
+    with _Core({"/v1/usage": slow_usage}) as core:
+        resp = _get(edge_to(core), "/v1/usage?format=csv")
+        assert resp.status == 200
+        assert resp.read() == PART * parts
+        assert resp.getheader("Content-Type") == "text/csv"
+
+
+def test_an_ordinary_request_still_gives_up_at_its_deadline(edge_to):
+    release = threading.Event()
+
+    async def stuck_balance(request: web.Request) -> web.Response:
+        await asyncio.get_running_loop().run_in_executor(None, release.wait, WAIT_S)
+        return web.json_response({"balance_micro_usd": 0})
+
+    try:
+        with _Core({"/v1/balance": stuck_balance}) as core:
+            resp = _get(edge_to(core), "/v1/balance")
+            assert resp.status == 503 and b"cluster_unavailable" in resp.read()
+            release.set()
+    finally:
+        release.set()
+
+
+def test_an_export_is_passed_on_as_it_comes_not_after_the_core_finished(edge_to):
+    """The client has the export's first part while the core still holds back the rest."""
+    client_has_first = threading.Event()
+    ended_early: list[bool] = []
+
+    async def usage(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        await resp.write(PART)
+        waited = await asyncio.get_running_loop().run_in_executor(None, client_has_first.wait,
+                                                                  WAIT_S)
+        ended_early.append(not waited)
+        await resp.write(b"the rest")
+        await resp.write_eof()
+        return resp
+
+    with _Core({"/v1/usage": usage}) as core:
+        resp = _get(edge_to(core), "/v1/usage")
+        assert resp.status == 200
+        assert resp.read(len(PART)) == PART
+        client_has_first.set()
+        assert resp.read() == b"the rest"
+    assert ended_early == [False]  # the core had not given up waiting: the part came through at once
+
+
+def test_a_large_export_crosses_the_edge_in_bounded_memory(edge_to):
+    """A 24 MB export: the edge holds about a part of it at a time, not all of it."""
+    parts, part = 480, b"r" * 50_000
+
+    async def usage(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/csv"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        for _ in range(parts):
+            await resp.write(part)
+        await resp.write_eof()
+        return resp
+
+    with _Core({"/v1/usage": usage}) as core:
+        port = edge_to(core)
+        tracemalloc.start()
+        try:
+            resp = _get(port, "/v1/usage")
+            received = 0
+            while chunk := resp.read(65536):
+                received += len(chunk)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert received == parts * len(part)
+    assert peak < 4_000_000, peak  # (the whole export is 24 MB)
+
+
+def test_an_export_that_breaks_off_is_cut_for_the_client_not_ended_as_if_whole(edge_to, monkeypatch):
+    """The core stops mid-export (closed without the final chunk) or goes silent past the idle
+    deadline: the client's transfer is cut, so a short export never looks complete."""
+    monkeypatch.setattr(edge_forward, "EXPORT_IDLE_S", 1.0)
+    release = threading.Event()
+
+    async def usage(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        await resp.write(PART)
+        if request.query["then"] == "stop":
+            request.transport.abort()
+        else:
+            await asyncio.get_running_loop().run_in_executor(None, release.wait, WAIT_S)
+        return resp
+
+    try:
+        with _Core({"/v1/usage": usage}) as core:
+            port = edge_to(core)
+            for then in ("stop", "silence"):
+                resp = _get(port, f"/v1/usage?then={then}")
+                assert resp.status == 200
+                with pytest.raises(http.client.IncompleteRead):
+                    resp.read()
+    finally:
+        release.set()
