@@ -255,10 +255,11 @@ async def audit(request: web.Request) -> web.Response:
     """Every audit trail, oldest first: ``kind`` (repeatable or comma-separated: control, data_subject,
     retention_exception), ``since`` / ``until`` (unix seconds), ``limit`` (at most 1000), ``account``
     (an account id, also of an erased account: its pseudonym is computed) or ``subject`` (a pseudonym,
-    ``psn_…``): only the entries about that account. While there are further entries, ``next_since`` is
-    where the next page starts: the instant of the first entry not on this page (a page ends before
-    an instant it cannot hold whole, so paging repeats no entry: ``engine.audit_pages``). An entry about an account shows its pseudonym
-    (``subject``) always and its id (``account_id``) while the account exists (``storage.audit``).
+    ``psn_…``): only the entries about that account. While there are further entries, ``next_since``
+    is where the next page starts: the instant of the first entry not on this page (a page ends
+    before an instant it cannot hold whole, so paging repeats no entry: ``engine.audit_pages``). An
+    entry about an account shows its pseudonym (``subject``) always and its id (``account_id``) while
+    the account exists (``storage.audit``).
     In a cluster, ``workers_missing`` names the workers that did not answer within the stats deadline:
     their retention-exception entries are not in this page (a partial trail must say so)."""
     ctx: HttpContext = request.app[CTX]
