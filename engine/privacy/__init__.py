@@ -16,6 +16,7 @@ from typing import Any
 from engine.config import Settings
 from engine.lawful_notice import OrderNoticeDesk
 from engine.mail.notices import Notices
+from engine.privacy import former
 from engine.privacy.incidents import IncidentDesk
 from engine.privacy.requests import RequestDesk
 from storage.dsar import DsarStore
@@ -41,7 +42,8 @@ class PrivacyServices:
         self.requests = RequestDesk(
             DsarStore(self.env, keys.store_sealer("dsar"), account_keys, clock=clock), self.links,
             self.challenges, notices, runtime.accounts, runtime.ledger_store, rights, audit,
-            settings.privacy, settings.email.link_base, clock=clock)
+            settings.privacy, settings.email.link_base,
+            is_former=lambda account_id: former.is_former(runtime, account_id), clock=clock)
         self.incidents = IncidentDesk(IncidentStore(self.env, keys.store_sealer("incidents"),
                                                     account_keys, clock=clock),
                                       notices, runtime.accounts, audit, clock=clock)
@@ -58,7 +60,7 @@ class PrivacyServices:
     def forget_account(self, account_id: str) -> dict[str, int]:
         """Erasure (before the account's data key is destroyed): delete its pending links and wallet
         challenges. Its data-subject requests stay (their retention row) and lose the account id with
-        the key: they name the account by its pseudonym only (``storage.dsar``)."""
+        its keys: they name the account by its pseudonym only (``storage.dsar``)."""
         requests = [r.id for r in self.requests.store.all() if r.account_id == account_id]
         return {"links_deleted": self.links.forget_account(account_id, requests),
                 "challenges_deleted": self.challenges.forget_account(account_id)}

@@ -15,6 +15,12 @@ Unverified requests (mail requests, challenges) are rate-limited per source and 
 overdue ones, extend a deadline once by 60 days (the holder is mailed why), refuse, or fulfil a request
 through the existing rights of ``engine.accounts`` (export, rectify, erase, restrict, object); every step
 is audit-logged with the operator's name.
+
+A former account (its record swept 90 days after closure, its ledger rows kept: ``engine.privacy.former``)
+has no address of record and no settings left. A request it had open at the sweep is still fulfilled by
+the rights that apply to what the ledger keeps — access, portability (the export) and erasure — with no
+mail (there is no address: staff answer through the channel the holder wrote from); a rectification,
+restriction or objection has nothing left to act on, and staff refuse it saying why.
 """
 
 from __future__ import annotations
@@ -26,7 +32,13 @@ from collections.abc import Callable
 from typing import Any
 
 from engine.config import PrivacySettings
-from engine.errors import InputError, RateLimited, UnknownAccount, WalletNotRecognised
+from engine.errors import (
+    InputError,
+    InvalidTransition,
+    RateLimited,
+    UnknownAccount,
+    WalletNotRecognised,
+)
 from engine.http.ratelimit import Gcra
 from engine.mail.notices import Notices
 from engine.mail.templates import check_safe
@@ -37,14 +49,19 @@ from storage.ledger import LedgerStore
 from storage.verification import Challenge, Challenges, LinkTokens
 
 VERIFY_PURPOSE = "verify_request"
+FORMER_TYPES = ("access", "portability", "erasure")  # what a former account's ledger rows can answer
 
 
 class RequestDesk:
     def __init__(self, store: DsarStore, links: LinkTokens, challenges: Challenges, notices: Notices,
                  accounts: AccountStore, ledger: LedgerStore, rights: Any, audit: Callable[..., None],
                  settings: PrivacySettings, link_base: str, *,
+                 is_former: Callable[[str], bool] = lambda account_id: False,
                  clock: Callable[[], float] = time.time) -> None:
+        """``is_former(account_id)``: whether an id whose record is missing is a former account
+        (``engine.privacy.former.is_former``)."""
         self.store = store
+        self._is_former = is_former
         self._links = links
         self._challenges = challenges
         self._notices = notices
@@ -141,10 +158,12 @@ class RequestDesk:
         record = self.store.get(request_id)
         if record.status != "open":
             self.store.close(request_id, COMPLETED, "")  # raises the state machine's refusal
-        address = self._accounts.get(record.account_id).email  # erasure removes it: read first
+        address = self._address_or_former(record)  # erasure removes it: read first
         result = self._carry_out(record, actor, email, purpose)
         closed = self.store.close(request_id, COMPLETED, f"{record.type} carried out")
-        if record.type == "erasure":  # the account is gone: the one mail that outlives it
+        if address is None:  # a former account: no address to mail (staff answer the holder)
+            pass
+        elif record.type == "erasure":  # the account is gone: the one mail that outlives it
             self._notices.erasure_confirmation(address, record.id)
         else:
             self._notices.to_account("dsar_closed", record.account_id,  # rectified: the new one
@@ -152,6 +171,22 @@ class RequestDesk:
                                      note="Any data you asked for reaches you through the channel "
                                           "you wrote from, never by e-mail.")
         return {"request": closed.view(self._clock()), "result": result}
+
+    def _address_or_former(self, record: DsarRecord) -> str | None:
+        """The account's address of record; None for a former account, whose request must be one the
+        ledger's rows can answer (``InvalidTransition`` otherwise); ``UnknownAccount`` if nothing
+        names the account any more."""
+        try:
+            return self._accounts.get(record.account_id).email
+        except UnknownAccount:
+            if not record.account_id or not self._is_former(record.account_id):
+                raise
+        if record.type not in FORMER_TYPES:
+            raise InvalidTransition(
+                f"cannot fulfil a {record.type} request: the account's record was deleted 90 days "
+                "after its closure and only its ledger rows are kept (access, portability and erasure "
+                "apply to them); refuse it stating why")
+        return None
 
     def _carry_out(self, record: DsarRecord, actor: str, email: str | None, purpose: str) -> Any:
         account_id, rights = record.account_id, self._rights

@@ -9,12 +9,13 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from engine.errors import ChallengeInvalid, InputError, InvalidTransition
-from storage.account_keys import AccountKeys
-from storage.dsar import DEADLINE_SECONDS, EXTENSION_SECONDS, DsarStore
+from storage.account_keys import DATA, LEDGER, AccountKeys
+from storage.dsar import DEADLINE_SECONDS, EXTENSION_SECONDS, DsarRecord, DsarStore
 from storage.env import open_env
 from storage.incidents import AUTHORITY_DEADLINE_SECONDS, IncidentStore
 from storage.keys import KeyRing, LocalKeyProvider
 from storage.pseudonyms import Pseudonyms, token_text
+from storage.records_base import SealedRecords
 from storage.support import SupportCases
 from storage.verification import Challenges, LinkTokens
 from tests.storage.conftest import T0, FakeClock
@@ -175,6 +176,40 @@ def test_closing_a_request_that_is_not_open_names_the_staff_action_that_was_refu
         store.close(pending.id, "completed", "done")
     with pytest.raises(InvalidTransition, match="^cannot refuse a request that is awaiting_verification$"):
         store.close(pending.id, "refused", "no")
+
+def test_a_request_names_its_account_while_the_ledger_keeps_it_after_the_record_is_swept(
+        env_keys, accounts):
+    """The 90-day sweep shreds the account's data key only; the ledger key (7 years) still opens the
+    request's copy of the id, so staff can answer a request the holder opened before the sweep."""
+    env, keys = env_keys
+    store = DsarStore(env, keys.store_sealer("dsar"), accounts)
+    asked = store.create("acc_1", "access", channel="wallet", verified_by="wallet:evm",
+                         opened_by="customer")
+    accounts.shred("acc_1", (DATA,))  # the record's sweep
+    assert store.get(asked.id).account_id == "acc_1"
+    assert store.close(asked.id, "completed", "exported").account_id == "acc_1"
+    later = store.create("acc_1", "erasure", channel="wallet", verified_by="wallet:evm",
+                         opened_by="staff")  # a former holder's request: the ledger copy alone
+    assert store.get(later.id).account_id == "acc_1"
+    accounts.shred("acc_1", (LEDGER,))  # erased, or the ledger's last row swept (7 years)
+    assert [r.account_id for r in store.all()] == ["", ""]
+    assert {r.subject for r in store.all()} == {asked.subject}
+
+
+def test_a_request_of_an_older_version_gets_its_ledger_copy_when_the_store_opens(env_keys, accounts):
+    env, keys = env_keys
+    store = DsarStore(env, keys.store_sealer("dsar"), accounts)
+    asked = store.create("acc_1", "access", channel="email", verified_by="email_link",
+                         opened_by="customer")
+    older = SealedRecords(env, keys.store_sealer("dsar"), b"dsar", DsarRecord, "request",
+                          encode=lambda r, key: {**store._encode(r, key), "ledger_sealed_account": b""})
+    older.put(store.get(asked.id))  # as an older version wrote it: under the data key alone
+    assert not store.get(asked.id).ledger_sealed_account
+    reopened = DsarStore(env, keys.store_sealer("dsar"), accounts)
+    assert reopened.get(asked.id).ledger_sealed_account
+    accounts.shred("acc_1", (DATA,))
+    assert reopened.get(asked.id).account_id == "acc_1"
+
 
 # --- links and challenges -------------------------------------------------------------------------
 
