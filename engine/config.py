@@ -148,7 +148,7 @@ class PrivacySettings:
     unverified_requests_per_hour: Annotated[int, Range(1, 1_000_000)] = 5
     # a wallet-signature challenge is usable this long, once
     challenge_ttl_seconds: Annotated[int, Range(60, 86400)] = 900
-    # an e-mailed verification link is usable this long, once
+    # an e-mailed verification link is usable this long, once (and a challenge staff mail to a holder)
     link_ttl_seconds: Annotated[int, Range(60, 7 * 86400)] = 86400
 
 

@@ -15,7 +15,9 @@ link its request, a challenge its id in the signed message). LMDB never wipes fr
 so deleting an entry does not erase it: each value is sealed under the **data key of its account**
 (``storage.account_keys``), the key erasure destroys. A value is a 25-byte header — format byte ``0x02``,
 the account's keyed token (``storage.pseudonyms``), the expiry (big-endian double) — then the sealed msgpack
-(the db key as AAD). :meth:`LinkTokens.forget_account` and :meth:`Challenges.forget_account` (called by the
+(the db key as AAD). A challenge for a *former* account (its record and data key swept 90 days after
+closure, its ledger rows kept: ``engine.privacy.former``) is sealed under the account's **ledger key**
+instead (format byte ``0x03``), which erasure destroys too. :meth:`LinkTokens.forget_account` and :meth:`Challenges.forget_account` (called by the
 erasure) delete the account's pending entries; any copy left on a stale page no longer opens, and an entry
 whose key is gone is refused as unknown. Sweeping reads expiry from the header, never a key.
 Values of an older version (a bare blob sealed under the store-wide key) are still read with ``legacy``.
@@ -41,7 +43,7 @@ import lmdb
 import msgpack
 
 from engine.errors import ChallengeInvalid, CorruptRecord, KeyUnavailable
-from storage.account_keys import DATA, AccountKeys
+from storage.account_keys import DATA, LEDGER, AccountKeys
 from storage.crypto import BLOB_VERSION, Sealer
 from storage.full import refusing_when_full
 from storage.headroom import delete_in_batches, storing_new
@@ -49,6 +51,8 @@ from storage.headroom import delete_in_batches, storing_new
 __all__ = ["Challenge", "Challenges", "LinkTokens"]
 
 _FORMAT = 0x02  # never BLOB_VERSION: a bare sealed blob is an entry of the older format
+_FORMATS = {_FORMAT: DATA, 0x03: LEDGER}  # format byte -> the account key the body is sealed under
+_FORMAT_OF = {purpose: fmt for fmt, purpose in _FORMATS.items()}
 _HEADER = struct.Struct(">B16sd")  # format, account token, expires
 
 
@@ -62,10 +66,10 @@ class _AccountSealed:
         self._legacy = legacy
         self._db = env.open_db(db)
 
-    def put(self, key: bytes, account_id: str, expires: float, doc: list) -> None:
+    def put(self, key: bytes, account_id: str, expires: float, doc: list, purpose: str = DATA) -> None:
         token = self._keys.token(account_id)
-        sealer = self._keys.sealer_for_token(token, DATA)  # KeyUnavailable: an erased account
-        value = _HEADER.pack(_FORMAT, token, expires) + sealer.seal(msgpack.packb(doc), key)
+        sealer = self._keys.sealer_for_token(token, purpose)  # KeyUnavailable: an erased account
+        value = _HEADER.pack(_FORMAT_OF[purpose], token, expires) + sealer.seal(msgpack.packb(doc), key)
         with storing_new(self.env, "privacy"), self.env.begin(write=True) as txn:
             txn.put(key, value, db=self._db)
 
@@ -84,7 +88,7 @@ class _AccountSealed:
         token = self._keys.token(account_id)
 
         def mine(key: bytes, blob: bytes) -> bool:
-            if blob[0] == _FORMAT:
+            if blob[0] in _FORMATS:
                 return _HEADER.unpack_from(blob)[1] == token
             doc = self._open(key, blob)  # an older entry: open it to see whose it is
             return doc is not None and legacy_mine(doc)
@@ -95,7 +99,7 @@ class _AccountSealed:
         """Retention: delete the expired entries; how many (in batches, like :meth:`forget`)."""
 
         def expired(key: bytes, blob: bytes) -> bool:
-            if blob[0] == _FORMAT:
+            if blob[0] in _FORMATS:
                 return _HEADER.unpack_from(blob)[2] < now
             doc = self._open(key, blob)
             return (doc[expiry_index] if doc is not None else 0.0) < now
@@ -108,10 +112,10 @@ class _AccountSealed:
                     if chosen(key, blob)]
 
     def _open(self, key: bytes, blob: bytes) -> list | None:
-        if blob[0] == _FORMAT:
+        if blob[0] in _FORMATS:
             token = _HEADER.unpack_from(blob)[1]
             try:
-                sealer = self._keys.sealer_for_token(token, DATA)
+                sealer = self._keys.sealer_for_token(token, _FORMATS[blob[0]])
             except KeyUnavailable:
                 return None  # its account was erased: the entry is gone with it
             return msgpack.unpackb(sealer.open(blob[_HEADER.size:], key))
@@ -190,7 +194,9 @@ class Challenges:
         self._store = _AccountSealed(env, b"wallet_challenges", account_keys, legacy)
 
     def issue(self, account_id: str, request_type: str, ttl_seconds: float,
-              now: float | None = None) -> Challenge:
+              now: float | None = None, *, purpose: str = DATA) -> Challenge:
+        """A new challenge, sealed under the account's ``purpose`` key (``LEDGER`` for a former
+        account, whose data key is gone); ``KeyUnavailable`` if that key does not exist."""
         now = time.time() if now is None else now
         challenge_id = "chl_" + secrets.token_hex(16)
         nonce = secrets.token_hex(16)
@@ -198,7 +204,7 @@ class Challenges:
         message = (f"smsroute data-subject request\naccount: {account_id}\ntype: {request_type}\n"
                    f"nonce: {nonce}\nexpires: {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(expires))}")
         challenge = Challenge(challenge_id, account_id, request_type, message, expires)
-        self._store.put(challenge_id.encode(), account_id, expires, list(challenge[1:]))
+        self._store.put(challenge_id.encode(), account_id, expires, list(challenge[1:]), purpose)
         return challenge
 
     def take(self, challenge_id: str, now: float | None = None) -> Challenge:

@@ -1,6 +1,11 @@
 """Control-port routes for policy 7.5, 9, 13 and 2.1: data-subject requests, incidents, policy-change
 notices and support cases.
 
+A holder with no address of record (the former holder of an account swept 90 days after closure) opens a
+data-subject request through staff: ``POST /v1/dsar/challenges`` gives a message for a wallet that
+deposited to the account to sign, ``POST /v1/dsar/signed-requests`` opens the verified request
+(``engine.privacy.requests``).
+
 Data-subject requests, incidents and policy changes are the ``privacy`` role's; support cases also the
 ``operator``'s (support staff). Every step names the operator (the token's name) as its actor in the
 engine's audit log, besides the control port's own audit of every request.
@@ -24,6 +29,8 @@ OP, P = "operator", "privacy"
 ROUTE_ROLES: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/v1/dsar"): frozenset({P}),
     ("POST", "/v1/dsar"): frozenset({P}),
+    ("POST", "/v1/dsar/challenges"): frozenset({P}),
+    ("POST", "/v1/dsar/signed-requests"): frozenset({P}),
     ("GET", "/v1/dsar/{id}"): frozenset({P}),
     ("POST", "/v1/dsar/{id}/extend"): frozenset({P}),
     ("POST", "/v1/dsar/{id}/fulfil"): frozenset({P}),
@@ -75,6 +82,22 @@ async def open_dsar(request: web.Request) -> web.Response:
     desk = _privacy(request.app[CTX]).requests
     return await _answer(request, lambda: desk.register(body.account_id, body.type,
                                                         actor=request[OPERATOR]), 201)
+
+
+async def dsar_challenge(request: web.Request) -> web.Response:
+    body = await read_body_as(request, cs.DsarChallenge)
+    desk = _privacy(request.app[CTX]).requests
+    ctx: HttpContext = request.app[CTX]
+    issued = await ctx.call(lambda: desk.staff_challenge(body.account_id, body.type))
+    return json_response({"challenge_id": issued.challenge_id, "message": issued.message,
+                          "expires_at": issued.expires_at}, status=201)
+
+
+async def signed_dsar(request: web.Request) -> web.Response:
+    body = await read_body_as(request, cs.DsarSignedRequest)
+    desk = _privacy(request.app[CTX]).requests
+    return await _answer(request, lambda: desk.open_for_holder(
+        body.challenge_id, body.scheme, body.signature, actor=request[OPERATOR]), 201)
 
 
 async def get_dsar(request: web.Request) -> web.Response:
@@ -191,6 +214,8 @@ async def resolve_case(request: web.Request) -> web.Response:
 def add_routes(r: web.UrlDispatcher) -> None:
     r.add_get("/v1/dsar", list_dsar, allow_head=False)
     r.add_post("/v1/dsar", open_dsar)
+    r.add_post("/v1/dsar/challenges", dsar_challenge)
+    r.add_post("/v1/dsar/signed-requests", signed_dsar)
     r.add_get("/v1/dsar/{id}", get_dsar, allow_head=False)
     r.add_post("/v1/dsar/{id}/extend", extend_dsar)
     r.add_post("/v1/dsar/{id}/fulfil", fulfil_dsar)

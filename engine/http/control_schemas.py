@@ -73,6 +73,7 @@ TokenName = Annotated[str, Meta(
                 "unique (a taken name is 409 token_name_taken)")]
 Role = Literal["viewer", "operator", "privacy"]  # engine.http.tokens.ROLES
 HoldKind = Literal["legal_hold", "debug_window", "lawful_order"]  # storage.holds.HoldKind
+Scheme = Literal["evm", "tron"]  # engine.privacy.wallets.SCHEMES (a wallet signature's format)
 DsarType = Literal["access", "portability", "rectification", "erasure", "restriction",
                    "objection"]  # storage.dsar.REQUEST_TYPES
 Purpose = Literal["analytics"]  # engine.accounts.OBJECTABLE
@@ -222,6 +223,25 @@ class DsarOpen(Strict):
     type: DsarType
 
 
+class DsarChallenge(Strict):
+    """``POST /v1/dsar/challenges``: a message for a depositing wallet to sign, for a holder who wrote
+    to privacy@ (the former holder of a swept account above all)."""
+
+    account_id: AccountId
+    type: DsarType
+
+
+class DsarSignedRequest(Strict):
+    """``POST /v1/dsar/signed-requests``: the challenge the holder signed. Any attempt with a known
+    challenge uses it up (a malformed signature included: its form is the engine's to check)."""
+
+    challenge_id: Annotated[str, Meta(pattern=whole(SHAPES["challenge"].pattern),
+                                      description="the challenge_id of POST /v1/dsar/challenges")]
+    scheme: Scheme
+    signature: Annotated[str, Meta(description="r | s | v, 65 bytes in hex ('0x' optional), as the "
+                                               "holder's wallet made it (else 401 invalid_signature)")]
+
+
 class DsarExtension(Strict):
     reason: Annotated[str, Meta(pattern=r"\S", description="why, mailed to the holder (the first "
                                                            "500 characters)" + MAIL_SAFE)]
@@ -269,7 +289,7 @@ class CaseMessage(Strict):
 BODIES: tuple[type[Strict], ...] = (
     AccountCreate, Deposit, SenderRegistration, Restriction, Rectification, Objection, HoldRequest,
     Disclosure, OrderNoticeRequest, HoldRelease, TokenRequest, RoutingTable, Adjustment,
-    LowBalanceThreshold, DsarOpen, DsarExtension,
+    LowBalanceThreshold, DsarOpen, DsarChallenge, DsarSignedRequest, DsarExtension,
     DsarRefusal, DsarFulfilment, IncidentOpen, AuthorityNotification, PolicyChange, CaseOpen,
     CaseMessage)
 

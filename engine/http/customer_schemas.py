@@ -18,12 +18,12 @@ an account or challenge exists, the rate limit on unverified requests, and the s
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 import msgspec
 from msgspec import Meta
 
-from engine.http.control_schemas import AccountId, DsarType, ThresholdUsd
+from engine.http.control_schemas import AccountId, DsarType, Scheme, ThresholdUsd
 from engine.http.params import SHAPES
 from engine.http.schemas import Strict, whole
 
@@ -37,7 +37,6 @@ RequestEmail = Annotated[str, Meta(pattern="@", max_length=MAX_EMAIL,
                                                "most 320 characters)")]
 ChallengeId = Annotated[str, Meta(pattern=whole(SHAPES["challenge"].pattern),
                                   description="the challenge_id of POST /v1/privacy/challenges")]
-Scheme = Literal["evm", "tron"]  # engine.privacy.wallets.SCHEMES
 
 
 class ThresholdRequest(Strict):

@@ -54,10 +54,21 @@ def control_paths() -> dict[str, Any]:
         "/v1/dsar": {
             "get": o("Data-subject requests with deadlines (overdue=true: only overdue)", "200",
                      extra_params=overdue, ok_schema=_ref(pa.DsarList)),
-            "post": o("Register a request received at privacy@ (the holder verifies by link)",
-                      "201", body=_ref(cs.DsarOpen), errors=("400", "403", "404"),
+            "post": o("Register a request received at privacy@ (the holder verifies by link; 409 "
+                      "for a swept account, which has no address: use /v1/dsar/challenges)",
+                      "201", body=_ref(cs.DsarOpen), errors=("400", "403", "404", "409"),
                       ok_schema=_ref(pa.DsarRecordView)),
         },
+        "/v1/dsar/challenges": {"post": o(
+            "A single-use message for a depositing wallet to sign, for a holder who wrote to privacy@ "
+            "(the only way for the former holder of an account swept after closure)", "201",
+            body=_ref(cs.DsarChallenge), errors=("400", "403", "404"),
+            ok_schema=_obj(["challenge_id", "message", "expires_at"], challenge_id=S, message=S,
+                           expires_at=N))},
+        "/v1/dsar/signed-requests": {"post": o(
+            "Open a verified request in the operator's name with the holder's wallet signature over "
+            "the challenge", "201", body=_ref(cs.DsarSignedRequest), errors=("400", "401", "403"),
+            ok_schema=_ref(pa.DsarRecordView))},
         "/v1/dsar/{id}": {"get": o("One request", "200", params=("id",), errors=("403", "404"),
                                     ok_schema=_ref(pa.DsarView))},
         "/v1/dsar/{id}/extend": {"post": o("Extend the deadline once by 60 days (mails the holder)",

@@ -17,7 +17,14 @@ through the existing rights of ``engine.accounts`` (export, rectify, erase, rest
 is audit-logged with the operator's name.
 
 A former account (its record swept 90 days after closure, its ledger rows kept: ``engine.privacy.former``)
-has no address of record and no settings left. A request it had open at the sweep is still fulfilled by
+has no address of record and no settings left. Its former holder writes to privacy@ (the channel staff
+answer on); staff ask the engine for a challenge (:meth:`RequestDesk.staff_challenge`, sealed under the
+account's ledger key, lasting as long as a mailed link), send its message to the holder, and submit the
+signature the holder returns (:meth:`RequestDesk.open_for_holder`): the engine checks it against the
+deposits' from-addresses the ledger kept and opens a verified request in the operator's name. The
+unauthenticated customer route is not open to former accounts: nobody could be told of a request made
+in their name, and there would be no channel to answer on. A request it had open at the sweep, or one
+opened so, is fulfilled by
 the rights that apply to what the ledger keeps — access, portability (the export) and erasure — with no
 mail (there is no address: staff answer through the channel the holder wrote from); a rectification,
 restriction or objection has nothing left to act on, and staff refuse it saying why.
@@ -33,6 +40,7 @@ from typing import Any
 
 from engine.config import PrivacySettings
 from engine.errors import (
+    ChallengeInvalid,
     InputError,
     InvalidTransition,
     RateLimited,
@@ -43,6 +51,7 @@ from engine.http.ratelimit import Gcra
 from engine.mail.notices import Notices
 from engine.mail.templates import check_safe
 from engine.privacy import wallets
+from storage.account_keys import DATA, LEDGER
 from storage.accounts import AccountStore
 from storage.dsar import COMPLETED, REFUSED, REQUEST_TYPES, DsarRecord, DsarStore
 from storage.ledger import LedgerStore
@@ -93,7 +102,15 @@ class RequestDesk:
     def register(self, account_id: str, request_type: str, *, actor: str) -> DsarRecord:
         """Staff register a request that reached privacy@: the holder verifies it by the mailed link."""
         _check_type(request_type)
-        self._accounts.get(account_id)
+        try:
+            self._accounts.get(account_id)
+        except UnknownAccount:
+            if self._is_former(account_id):
+                raise InvalidTransition(
+                    "the account's record was deleted 90 days after its closure: there is no address "
+                    "to mail a verification link to; verify the former holder by a wallet signature "
+                    "(POST /v1/dsar/challenges, then /v1/dsar/signed-requests)") from None
+            raise
         record = self._open_by_link(account_id, request_type, opened_by=actor)
         self._audit(actor, "dsar_register", record.id)
         return record
@@ -107,15 +124,51 @@ class RequestDesk:
                                       self._clock())
 
     def open_with_signature(self, challenge_id: str, scheme: str, signature: str) -> DsarRecord:
-        """Open a verified request from a signed challenge; the challenge is used up either way."""
+        """Open a verified request from a signed challenge; the challenge is used up either way. Only
+        for an account that still has its record (a former account's challenge, which staff issue,
+        is ``ChallengeInvalid`` here)."""
         challenge = self._challenges.take(challenge_id, self._clock())
+        try:
+            self._accounts.get(challenge.account_id)
+        except UnknownAccount:
+            raise ChallengeInvalid("the account's record was deleted: its former holder writes to "
+                                   "privacy@ and staff verify the request") from None
+        return self._open_signed(challenge, scheme, signature, opened_by="customer")
+
+    # --- staff, for a holder without an address of record -----------------------------------------
+
+    def staff_challenge(self, account_id: str, request_type: str) -> Challenge:
+        """A message for a depositing wallet to sign, for a holder who wrote to privacy@ — above all
+        the former holder of a swept account (sealed under its ledger key: the data key is gone).
+        Lasts as long as a mailed link (the message goes to the holder and back by e-mail).
+        ``UnknownAccount`` for an id the engine holds nothing about."""
+        _check_type(request_type)
+        try:
+            self._accounts.get(account_id)
+            purpose = DATA
+        except UnknownAccount:
+            if not self._is_former(account_id):
+                raise
+            purpose = LEDGER
+        return self._challenges.issue(account_id, request_type, self._settings.link_ttl_seconds,
+                                      self._clock(), purpose=purpose)
+
+    def open_for_holder(self, challenge_id: str, scheme: str, signature: str, *,
+                        actor: str) -> DsarRecord:
+        """Open a verified request, in the operator's name, from a challenge of
+        :meth:`staff_challenge` the holder signed (used up either way)."""
+        challenge = self._challenges.take(challenge_id, self._clock())
+        return self._open_signed(challenge, scheme, signature, opened_by=actor)
+
+    def _open_signed(self, challenge: Challenge, scheme: str, signature: str, *,
+                     opened_by: str) -> DsarRecord:
         key = wallets.recover(scheme, challenge.message, signature)
         if not wallets.deposited_from(self._ledger, challenge.account_id, scheme, key):
             raise WalletNotRecognised("the signing wallet never deposited to this account")
         record = self.store.create(challenge.account_id, challenge.request_type, channel="wallet",
-                                   verified_by=f"wallet:{scheme}", opened_by="customer")
-        self._audit("customer", "dsar_open_wallet", record.id)
-        self._mail_opened(record)
+                                   verified_by=f"wallet:{scheme}", opened_by=opened_by)
+        self._audit(opened_by, "dsar_open_wallet", record.id)
+        self._mail_opened(record)  # a former account has no address: nothing is sent
         return record
 
     def verify_link(self, token: str) -> DsarRecord:

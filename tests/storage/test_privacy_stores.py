@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from engine.errors import ChallengeInvalid, InputError, InvalidTransition
+from engine.errors import ChallengeInvalid, InputError, InvalidTransition, KeyUnavailable
 from storage.account_keys import DATA, LEDGER, AccountKeys
 from storage.dsar import DEADLINE_SECONDS, EXTENSION_SECONDS, DsarRecord, DsarStore
 from storage.env import open_env
@@ -246,6 +246,30 @@ def test_a_challenge_is_consumed_by_the_first_take_and_refused_after_its_expiry(
     old = challenges.issue("acc_1", "access", 900, now=T0)
     with pytest.raises(ChallengeInvalid, match="expired"):
         challenges.take(old.challenge_id, now=T0 + 901)
+
+
+def test_a_former_accounts_challenge_lives_under_its_ledger_key(env_keys, accounts):
+    """The record's sweep shreds the data key: a challenge staff issue for the former holder is sealed
+    under the ledger key, opens without the data key, is deleted by the erasure and swept on expiry."""
+    env, keys = env_keys
+    challenges = Challenges(env, accounts)
+    accounts.shred("acc_1", (DATA,))  # the record's 90-day sweep
+    with pytest.raises(KeyUnavailable):
+        challenges.issue("acc_1", "access", 60, now=T0)  # the data key is gone
+    taken = challenges.issue("acc_1", "access", 60, now=T0, purpose=LEDGER)
+    assert challenges.take(taken.challenge_id, now=T0).account_id == "acc_1"
+    erased = challenges.issue("acc_1", "erasure", 60, now=T0, purpose=LEDGER)
+    assert challenges.forget_account("acc_1") == 1
+    with pytest.raises(ChallengeInvalid):
+        challenges.take(erased.challenge_id, now=T0)
+    late = challenges.issue("acc_1", "erasure", 60, now=T0, purpose=LEDGER)
+    challenges.issue("acc_1", "access", 60, now=T0, purpose=LEDGER)  # never taken
+    accounts.shred("acc_1", (LEDGER,))  # erased (or the ledger's last row swept)
+    with pytest.raises(ChallengeInvalid, match="unknown"):
+        challenges.take(late.challenge_id, now=T0)
+    challenges.issue("acc_2", "access", 60, now=T0, purpose=LEDGER)
+    challenges.issue("acc_2", "access", 600, now=T0, purpose=LEDGER)
+    assert challenges.sweep(T0 + 61) == 2  # acc_1's unreadable one and acc_2's expired one
 
 
 def test_erasure_deletes_the_accounts_links_and_challenges_and_a_shredded_key_voids_any_copy(

@@ -31,6 +31,7 @@ from engine.accounts import OBJECTABLE
 from engine.http import control_schemas as cs
 from engine.http import openapi
 from engine.http.tokens import ROLES
+from engine.privacy.wallets import SCHEMES
 from storage.dsar import REQUEST_TYPES
 from storage.holds import HoldKind
 from tests.engine.http.body_checks import (
@@ -72,7 +73,10 @@ BUSINESS: dict[tuple[str, str], list[tuple[int, str, str]]] = {
     ("POST", "/v1/policy-changes"): [*MAIL_SAFE, (422, "notice_too_short", "")],
 }
 # String fields whose text is free by design (a note, a reference, a table validated by the engine).
-FREE_TEXT = {("HoldRelease", "reason"), ("DsarRefusal", "reason"), ("AuthorityNotification", "reference")}
+FREE_TEXT = {("HoldRelease", "reason"), ("DsarRefusal", "reason"), ("AuthorityNotification", "reference"),
+             # read by the engine after it takes the challenge (a malformed one uses it up), like
+             # the customer port's SignedPrivacyRequest
+             ("DsarSignedRequest", "signature")}
 
 
 def _document() -> dict:
@@ -131,6 +135,7 @@ def test_the_documented_enums_are_the_engines_lists():
     assert set(get_args(cs.HoldKind)) == {k.value for k in HoldKind}
     assert get_args(cs.DsarType) == REQUEST_TYPES
     assert get_args(cs.Purpose) == OBJECTABLE
+    assert get_args(cs.Scheme) == SCHEMES
 
 
 # --- through the sockets ------------------------------------------------------------------------------

@@ -253,8 +253,27 @@ def _answers(world: dict) -> dict[str, Callable[[], Call]]:
             "challenge_id": issued["challenge_id"], "scheme": "evm",
             "signature": "0x" + bytes(signature).hex()})
 
+    def wallet_holder() -> tuple[str, Any]:  # an account a wallet deposited to
+        wallet = Account.create()
+        holder = world["engine"].create_account(fresh_address("wallet"))
+        world["engine"].deposit(holder.id, "1", "ethereum", f"tx-{holder.id}", wallet.address)
+        return holder.id, wallet
+
+    def staff_signed_request() -> Call:  # staff open it for a holder who wrote to privacy@
+        holder, wallet = wallet_holder()
+        status, _, issued = world["control"].request("POST", "/v1/dsar/challenges",
+                                                     {"account_id": holder, "type": "erasure"})
+        assert status == 201, issued
+        signature = wallet.sign_message(encode_defunct(text=issued["message"])).signature
+        return ("control", "POST", "/v1/dsar/signed-requests", "/v1/dsar/signed-requests", {
+            "challenge_id": issued["challenge_id"], "scheme": "evm",
+            "signature": "0x" + bytes(signature).hex()})
+
     ids = f"/v1/accounts/{account}"
     return {
+        "dsar challenge": lambda: ("control", "POST", "/v1/dsar/challenges", "/v1/dsar/challenges",
+                                   {"account_id": wallet_holder()[0], "type": "access"}),
+        "dsar signed request": staff_signed_request,
         "hold notice given again": notice_again,
         "analytics": analytics,
         "retention": lambda: ("control", "GET", "/v1/retention", "/v1/retention", None),
@@ -355,7 +374,8 @@ ANSWERED = ["deposit", "adjustment", "control sender", "control sender removed",
             "confirmation", "case opened", "cases", "case", "case message", "case resolved",
             "hold notice given again", "analytics", "retention", "control openapi",
             "customer openapi", "email confirmed", "confirmation mailed", "privacy request by e-mail",
-            "privacy request verified", "signed privacy request"]
+            "privacy request verified", "signed privacy request", "dsar challenge",
+            "dsar signed request"]
 
 
 @pytest.mark.parametrize("case", ANSWERED)

@@ -2,8 +2,10 @@
 engine's real customer and control ports.
 
 The sweep shreds the account's data key; the ledger keeps the account's rows (and its ledger key) for 7
-years. So a request the holder opened before the sweep is still answered after it — export and erasure
-of what the ledger keeps.
+years. So (1) a request the holder opened before the sweep is still answered after it — export and
+erasure of what the ledger keeps — and (2) a former holder, who has no address of record left, opens one
+through staff: staff get a single-use challenge, the holder signs it with a wallet that deposited to the
+account, and the engine checks the signature against the ledger's deposit addresses.
 """
 
 from __future__ import annotations
@@ -101,3 +103,74 @@ def test_a_request_open_when_its_account_is_swept_is_still_answered(running, pri
         status, _, after = privacy.request("GET", f"/v1/dsar/{request_id}")
         assert (after["account_id"], after["subject"]) == ("", pseudonym)
         assert after["status"] in ("completed", "refused")
+
+
+def test_a_former_holder_opens_a_request_through_staff_with_a_depositing_wallets_signature(
+        running, privacy):
+    wallet = Account.create()
+    account_id = _account(running, wallet)
+    _sweep(running, account_id)
+    customer = Client(running.http.customer_port)
+
+    # no address of record to mail a link to: the route says what to do instead
+    status, _, err = privacy.request("POST", "/v1/dsar", {"account_id": account_id, "type": "access"})
+    assert status == 409 and "/v1/dsar/challenges" in err["error"]["message"]
+    # the unauthenticated customer route stays closed to a former account
+    assert customer.request("POST", "/v1/privacy/challenges",
+                            {"account_id": account_id, "type": "access"})[0] == 404
+
+    status, _, issued = privacy.request("POST", "/v1/dsar/challenges",
+                                        {"account_id": account_id, "type": "access"})
+    assert status == 201, issued
+    assert account_id in issued["message"] and "nonce:" in issued["message"]
+    signature = _sign(wallet, issued["message"])
+    # a staff challenge is not answered on the customer route (and is used up trying)
+    status, _, err = customer.request("POST", "/v1/privacy/signed-requests", {
+        "challenge_id": issued["challenge_id"], "scheme": "evm", "signature": signature})
+    assert status == 401 and err["error"]["code"] == "challenge_invalid"
+
+    status, _, issued = privacy.request("POST", "/v1/dsar/challenges",
+                                        {"account_id": account_id, "type": "access"})
+    before = time.time()
+    status, _, opened = privacy.request("POST", "/v1/dsar/signed-requests", {
+        "challenge_id": issued["challenge_id"], "scheme": "evm",
+        "signature": _sign(wallet, issued["message"])})
+    assert status == 201, opened
+    assert (opened["account_id"], opened["status"], opened["verification"], opened["opened_by"]) == (
+        account_id, "open", "wallet:evm", "dsar-officer")
+    assert opened["deadline"] >= before + 30 * DAY
+    replay = privacy.request("POST", "/v1/dsar/signed-requests", {
+        "challenge_id": issued["challenge_id"], "scheme": "evm",
+        "signature": _sign(wallet, issued["message"])})
+    assert replay[0] == 401 and replay[2]["error"]["code"] == "challenge_invalid"
+
+    status, _, access = privacy.request("POST", f"/v1/dsar/{opened['id']}/fulfil", {})
+    assert status == 200 and access["result"]["account"] is None
+    assert [e["from_address"] for e in access["result"]["ledger"]] == [wallet.address]
+    actions = {(e.actor, e.action) for e in running.runtime.audit_entries()}
+    assert ("dsar-officer", "dsar_open_wallet") in actions
+
+
+def test_a_former_holders_request_is_refused_for_a_wallet_that_never_deposited(running, privacy):
+    wallet = Account.create()
+    account_id = _account(running, wallet)
+    _sweep(running, account_id)
+    status, _, issued = privacy.request("POST", "/v1/dsar/challenges",
+                                        {"account_id": account_id, "type": "erasure"})
+    assert status == 201
+    before = len(list(running.privacy.requests.store.all()))
+    status, _, err = privacy.request("POST", "/v1/dsar/signed-requests", {
+        "challenge_id": issued["challenge_id"], "scheme": "evm",
+        "signature": _sign(Account.create(), issued["message"])})
+    assert status == 401 and err["error"]["code"] == "wallet_not_recognised"
+    assert len(list(running.privacy.requests.store.all())) == before  # nothing opened
+
+
+def test_a_challenge_for_an_id_nothing_names_is_404(running, privacy):
+    wallet = Account.create()
+    erased = _account(running, wallet)
+    running.erase_account(erased)
+    for account_id in (erased, "acc_" + "0" * 16):
+        status, _, err = privacy.request("POST", "/v1/dsar/challenges",
+                                         {"account_id": account_id, "type": "access"})
+        assert status == 404 and err["error"]["code"] == "unknown_account"
