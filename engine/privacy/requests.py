@@ -24,10 +24,10 @@ signature the holder returns (:meth:`RequestDesk.open_for_holder`): the engine c
 deposits' from-addresses the ledger kept and opens a verified request in the operator's name. The
 unauthenticated customer route is not open to former accounts: nobody could be told of a request made
 in their name, and there would be no channel to answer on. A request it had open at the sweep, or one
-opened so, is fulfilled by
-the rights that apply to what the ledger keeps — access, portability (the export) and erasure — with no
-mail (there is no address: staff answer through the channel the holder wrote from); a rectification,
-restriction or objection has nothing left to act on, and staff refuse it saying why.
+opened so, is fulfilled by the rights that apply to what the ledger keeps — access, portability (the
+export) and erasure — with no mail (there is no address: staff answer through the channel the holder
+wrote from); a rectification, restriction or objection has nothing left to act on, and staff refuse it
+saying why.
 """
 
 from __future__ import annotations
@@ -64,8 +64,7 @@ FORMER_TYPES = ("access", "portability", "erasure")  # what a former account's l
 class RequestDesk:
     def __init__(self, store: DsarStore, links: LinkTokens, challenges: Challenges, notices: Notices,
                  accounts: AccountStore, ledger: LedgerStore, rights: Any, audit: Callable[..., None],
-                 settings: PrivacySettings, link_base: str, *,
-                 is_former: Callable[[str], bool] = lambda account_id: False,
+                 settings: PrivacySettings, link_base: str, *, is_former: Callable[[str], bool],
                  clock: Callable[[], float] = time.time) -> None:
         """``is_former(account_id)``: whether an id whose record is missing is a former account
         (``engine.privacy.former.is_former``)."""
