@@ -9,6 +9,11 @@ Messages in: ``Tick`` (bytes, ``tell``; its ``now`` is the clock's monotonic tim
 expiries are wall-clock, read from the injected ``clock``). Messages out: none. ``stats()`` and
 ``sweep_now()`` are called through a proxy (``ask``): the control port and tests only, never the hot path.
 
+A store added after the sweeper started (``add_sweepables``: the engine's mail, privacy and HTTP stores,
+and the account sweep, which waits for the privacy stores: ``engine._engine``) is swept on the next tick
+when a sweep already ran without it, not a whole interval later (an engine restarted more often than
+``interval_seconds`` would otherwise never sweep it).
+
 Threads: every method runs in the actor's own thread. A store whose sweep raises — anything, a bug
 included — is logged (with its traceback for an unexpected error), counted (``totals["failures"]`` and
 per store in ``failures``) and swept again on the next tick rather than a whole interval later; it never
@@ -56,6 +61,7 @@ class SweeperActor(pykka.ThreadingActor):
         self._totals: dict[str, int] = {"sweeps": 0, "failures": 0}
         self._failures: dict[str, int] = {}  # per store, since start
         self._retry: set[str] = set()  # stores whose last sweep failed: swept again next tick
+        self._added: set[str] = set()  # stores added since the last sweep ran: swept next tick
         self._removed_by_store: dict[str, int] = {}  # bodies purged / records removed, per store
         body_limit = retention["message_bodies"].seconds
         for pop, store in self._bodies.items():
@@ -72,8 +78,8 @@ class SweeperActor(pykka.ThreadingActor):
                 now = self._clock()
                 if self._last_run is None or now - self._last_run >= self._interval:
                     self._sweep(now)
-                elif self._retry:
-                    self._sweep_failed(now)
+                elif self._retry or self._added:
+                    self._sweep_pending(now)
             case _:
                 log.error("sweeper: unexpected %s", type(msg).__name__)
         return None
@@ -82,8 +88,12 @@ class SweeperActor(pykka.ThreadingActor):
 
     def add_sweepables(self, sweepables: Mapping[str, Sweepable]) -> list[str]:
         """Sweep these stores too from now on (stores of components started after the sweeper, e.g.
-        the HTTP servers' request log); returns every store name swept."""
-        self._others.update(_named(sweepables))
+        the HTTP servers' request log); returns every store name swept. Once a sweep has run they are
+        swept on the next tick, then with the others."""
+        added = _named(sweepables)
+        if self._last_run is not None:
+            self._added.update(added)
+        self._others.update(added)
         return sorted([*(f"bodies:{p}" for p in self._bodies), *self._others])
 
     def sweep_now(self) -> dict[str, Any]:
@@ -106,18 +116,21 @@ class SweeperActor(pykka.ThreadingActor):
         self._last_run = now
         self._totals["sweeps"] += 1
         self._retry.clear()
+        self._added.clear()
         results = {name: self._guarded(name, run, now) for name, run in self._runs().items()}
         self._last = results
         for name, counts in results.items():
             log.info("retention sweep", extra={"store": name, "counts": counts})
 
-    def _sweep_failed(self, now: float) -> None:
-        """Between intervals: sweep again only the stores whose last sweep failed."""
+    def _sweep_pending(self, now: float) -> None:
+        """Between intervals: sweep only the stores whose last sweep failed and those added since."""
         runs = self._runs()
-        for name in sorted(self._retry):
+        for name in sorted(self._retry | self._added):
+            message = "retention sweep retried" if name in self._retry else "retention sweep"
             self._retry.discard(name)
+            self._added.discard(name)
             self._last[name] = self._guarded(name, runs[name], now)
-            log.info("retention sweep retried", extra={"store": name, "counts": self._last[name]})
+            log.info(message, extra={"store": name, "counts": self._last[name]})
 
     def _runs(self) -> dict[str, Callable[[float], dict[str, Any]]]:
         runs: dict[str, Callable[[float], dict[str, Any]]] = {

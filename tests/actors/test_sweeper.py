@@ -178,3 +178,22 @@ def test_any_exception_in_one_stores_sweep_is_counted_and_that_store_is_retried_
     assert flaky.calls == 2 and stats["last"]["flaky"] == {"removed": 2}
     assert stats["retrying"] == [] and len(logs.calls) == 1  # only the failed store ran again
     assert stats["totals"]["sweeps"] == 1
+
+
+def test_a_store_added_after_a_sweep_is_swept_on_the_next_tick_not_an_interval_later(pops, clock):
+    """The engine adds stores after the sweeper's first sweep (the account sweep waits for the privacy
+    stores): an engine restarted more often than the interval must still sweep them."""
+    logs, late = CountingLogs(), CountingLogs()
+    ref = SweeperActor.start(pops, clock=clock, interval_seconds=3600, sweepables={"logs": logs})
+    ref.tell(m.encode(m.Tick(now=0.0)))  # the first sweep, without the late store
+    assert ref.proxy().add_sweepables({"late": late}).get(timeout=10) == [
+        "bodies:fra", "bodies:sin", "late", "logs"]
+    clock.now += 1  # the next tick, long before the next interval
+    ref.tell(m.encode(m.Tick(now=1.0)))
+    stats = ref.proxy().stats().get(timeout=10)
+    assert late.calls == [clock.now] and stats["last"]["late"] == {"removed": 3}
+    assert logs.calls == [T0] and stats["totals"]["sweeps"] == 1  # the others wait for the interval
+    clock.now += 1
+    ref.tell(m.encode(m.Tick(now=2.0)))
+    ref.proxy().stats().get(timeout=10)
+    assert len(late.calls) == 1  # once: then with the others, every interval
