@@ -2,8 +2,9 @@
 
 Start order: key ring and LMDB environments -> holds -> clock -> ledger -> POPs (each resumes its open
 messages, and sends the ledger again every debit and refund it still owes: ``storage.owed_debits``) ->
-carriers -> sweeper -> periodic ticks (then the engine's billing service reconciles records and ledger in
-the background: ``engine.billing``). Stopping sends the
+carriers -> sweeper -> periodic ticks (then the engine opens the mail and privacy stores and only then adds
+the closed accounts' sweep to the sweeper, :meth:`Runtime.account_sweep`; its billing service reconciles
+records and ledger in the background: ``engine.billing``). Stopping sends the
 sessions' last batches to live POPs, stops the carriers, lets the POPs write their last group commit (a
 POP never fails on a stopped carrier: what it could not send is durable and resumes), then the ledger
 writes its last debits, and the environments close (stop order: clock, sweeper, sessions, carriers,
@@ -168,9 +169,9 @@ class Runtime:
     def _start_actors(self) -> None:
         s, place = self.settings, self.placement
         sweepables: dict = {}
-        if place.runs_core:
-            sweepables.update({"accounts": self.accounts, "api_keys": self.api_keys,
-                               "ledger": self.ledger_store, "audit:core": self.core_audit})
+        if place.runs_core:  # not the accounts: the engine adds that sweep (account_sweep)
+            sweepables.update({"api_keys": self.api_keys, "ledger": self.ledger_store,
+                               "audit:core": self.core_audit})
         self.routing.load_saved()
         self.clock = Clock()
         if place.clustered:
@@ -205,6 +206,14 @@ class Runtime:
             local.append(self.directory.ledger)
         for ref in local:
             self.clock.every(tick, ref, lambda: m.encode(m.Tick(time.time())))
+
+    def account_sweep(self) -> dict:
+        """The sweep of closed accounts' records (90 days after closure), for the engine to add to the
+        sweeper once every store that seals account ids under their data keys is open and has upgraded
+        its older records (``engine.privacy``: the data-subject requests get a copy under the ledger
+        key): the sweep shreds those keys, and a record it overtook would lose its account's id. Not
+        started with the actors, whose first tick sweeps before the engine opens those stores."""
+        return {"accounts": self.accounts} if self.placement.runs_core else {}
 
     def _open_core(self, map_size: int, keys_dir: Path) -> None:
         """The core's stores: accounts, API keys, the ledger, the core audit trail."""

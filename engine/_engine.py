@@ -139,7 +139,11 @@ class Engine(AccountManager, HoldManager):
 
     def _start_mail_and_privacy(self) -> None:
         """The mail sender runs on its own thread (not the HTTP loop), so mail goes out when the
-        engine is embedded without HTTP; the privacy stores' sweeps join the retention sweeper."""
+        engine is embedded without HTTP; the privacy stores' sweeps join the retention sweeper, and
+        only then the closed accounts' sweep (``Runtime.account_sweep``): it shreds the data keys the
+        privacy stores' older records are upgraded under when they open (a data-subject request gets
+        its account id sealed under the ledger key too, so it is still answered once the account's
+        record is swept)."""
         runtime = self.runtime
         mail_keys = AccountKeys(runtime.keys_dir() / "mail", runtime.key_provider, runtime.pseudonyms)
         self.mail = MailService(self.data_dir, self.settings.email, runtime.keys,
@@ -150,7 +154,8 @@ class Engine(AccountManager, HoldManager):
                                withdraw=self.mail.withdraw)
         self.privacy = PrivacyServices(self.data_dir, self.settings, runtime, self.notices, self)
         runtime.sweeper.proxy().add_sweepables(
-            {"mail_outbox": self.mail.outbox, **self.privacy.sweepables}).get(timeout=10)
+            {"mail_outbox": self.mail.outbox, **self.privacy.sweepables,
+             **runtime.account_sweep()}).get(timeout=10)
 
     def _start_http(self, edge_token: str = "") -> None:
         from engine.http.server import HttpServers
