@@ -78,10 +78,12 @@ class AuditLog:
 
     def append(self, actor: str, action: str, target: str, result: str,
                detail: dict[str, Any] | None = None, *, account: str | None = None,
-               txn: lmdb.Transaction | None = None) -> int:
+               subject: str | None = None, txn: lmdb.Transaction | None = None) -> int:
         """Record one entry; returns its sequence number. ``detail`` must be msgpack-able and carry no
         body or secret (``InputError`` otherwise). ``account``: the account the entry is about, named
-        in ``actor`` / ``target`` by its pseudonym only (see the module's docstring)."""
+        in ``actor`` / ``target`` by its pseudonym only (see the module's docstring). ``subject``
+        instead: the pseudonym (``psn_…``) of an account nothing names any more (its keys gone), which
+        the entry is about: listed with that account's entries, no id to seal."""
         detail = dict(detail or {})
         _check_detail(detail)
         for name, value in (("actor", actor), ("action", action), ("target", target),
@@ -91,6 +93,10 @@ class AuditLog:
         fields = [self._clock(), actor, action, target, result, detail]
         if account and self._accounts is not None:
             fields = self._pseudonymised(fields, account)
+        elif subject:
+            if not (isinstance(subject, str) and subject.startswith("psn_")):
+                raise InputError("an audit subject is a pseudonym (psn_…)")
+            fields = [*fields, subject, b""]
         record = msgpack.packb(fields)
         if txn is not None:
             return self._append_in(txn, record)

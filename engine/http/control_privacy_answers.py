@@ -57,7 +57,9 @@ class DsarList(msgspec.Struct):
 class DsarFulfilled(msgspec.Struct):
     """``POST /v1/dsar/{id}/fulfil``: the closed request, and what the matching right answered (access
     and portability: the export; erasure: what was erased; rectification ``{"rectified": [...]}``,
-    restriction ``{"restricted": true}``, objection ``{"objected": purpose}``)."""
+    restriction ``{"restricted": true}``, objection ``{"objected": purpose}``). For a request whose
+    account nothing held names any more (``account_id`` ""), access and portability answer an export
+    and erasure an erasure with ``account_record`` ``not_held`` (``engine.privacy.nothing_held``)."""
 
     request: DsarView
     result: dict[str, Any]

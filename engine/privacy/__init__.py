@@ -39,14 +39,14 @@ class PrivacyServices:
                                      legacy=keys.store_sealer("wallet_challenges"))
         self.support = SupportCases(self.env, keys.store_sealer("support"), account_keys, clock=clock)
         audit = _auditor(runtime)
+        incidents = IncidentStore(self.env, keys.store_sealer("incidents"), account_keys, clock=clock)
         self.requests = RequestDesk(
             DsarStore(self.env, keys.store_sealer("dsar"), account_keys, clock=clock), self.links,
             self.challenges, notices, runtime.accounts, runtime.ledger_store, rights, audit,
             settings.privacy, settings.email.link_base,
-            is_former=lambda account_id: former.is_former(runtime, account_id), clock=clock)
-        self.incidents = IncidentDesk(IncidentStore(self.env, keys.store_sealer("incidents"),
-                                                    account_keys, clock=clock),
-                                      notices, runtime.accounts, audit, clock=clock)
+            is_former=lambda account_id: former.is_former(runtime, account_id),
+            support=self.support, incidents=incidents, clock=clock)
+        self.incidents = IncidentDesk(incidents, notices, runtime.accounts, audit, clock=clock)
         self.order_notices = OrderNoticeDesk(
             OrderNotices(self.env, keys.store_sealer("order_notices")), notices,
             runtime.core_audit, clock=clock)
@@ -77,8 +77,10 @@ class PrivacyServices:
 def _auditor(runtime: Any) -> Callable[..., None]:
     """Privacy steps are staff access to personal data (policy 9): the core audit log, synced."""
 
-    def audit(actor: str, action: str, target: str) -> None:
-        runtime.core_audit.append(actor, action, target, "ok")
+    def audit(actor: str, action: str, target: str, *, subject: str = "",
+              detail: dict[str, Any] | None = None) -> None:
+        """``subject``: the pseudonym of an account nothing names any more, the entry is about."""
+        runtime.core_audit.append(actor, action, target, "ok", detail, subject=subject or None)
         runtime.core_env.sync(True)
 
     return audit

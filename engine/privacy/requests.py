@@ -27,7 +27,8 @@ in their name, and there would be no channel to answer on. A request it had open
 opened so, is fulfilled by the rights that apply to what the ledger keeps — access, portability (the
 export) and erasure — with no mail (there is no address: staff answer through the channel the holder
 wrote from); a rectification, restriction or objection has nothing left to act on, and staff refuse it
-saying why.
+saying why. A request whose account nothing held names any more (both its keys gone: erased, or swept
+with no ledger rows) is answered that nothing is held (``engine.privacy.nothing_held``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from engine.config import PrivacySettings
@@ -50,11 +52,13 @@ from engine.errors import (
 from engine.http.ratelimit import Gcra
 from engine.mail.notices import Notices
 from engine.mail.templates import check_safe
-from engine.privacy import wallets
+from engine.privacy import nothing_held, wallets
 from storage.account_keys import DATA, LEDGER
 from storage.accounts import AccountStore
 from storage.dsar import COMPLETED, REFUSED, REQUEST_TYPES, DsarRecord, DsarStore
+from storage.incidents import IncidentStore
 from storage.ledger import LedgerStore
+from storage.support import SupportCases
 from storage.verification import Challenge, Challenges, LinkTokens
 
 VERIFY_PURPOSE = "verify_request"
@@ -65,11 +69,15 @@ class RequestDesk:
     def __init__(self, store: DsarStore, links: LinkTokens, challenges: Challenges, notices: Notices,
                  accounts: AccountStore, ledger: LedgerStore, rights: Any, audit: Callable[..., None],
                  settings: PrivacySettings, link_base: str, *, is_former: Callable[[str], bool],
+                 support: SupportCases, incidents: IncidentStore,
                  clock: Callable[[], float] = time.time) -> None:
         """``is_former(account_id)``: whether an id whose record is missing is a former account
-        (``engine.privacy.former.is_former``)."""
+        (``engine.privacy.former.is_former``). ``support`` and ``incidents``: what an account nothing
+        names any more still has kept under its pseudonym (``engine.privacy.nothing_held``)."""
         self.store = store
         self._is_former = is_former
+        self._support = support
+        self._incidents = incidents
         self._links = links
         self._challenges = challenges
         self._notices = notices
@@ -210,6 +218,11 @@ class RequestDesk:
         record = self.store.get(request_id)
         if record.status != "open":
             self.store.close(request_id, COMPLETED, "")  # raises the state machine's refusal
+        if not record.account_id:  # its keys are gone; an older version's request: the ledger's rows
+            record = replace(record, account_id=nothing_held.account_in_ledger(self._ledger,
+                                                                               record.subject))
+        if not record.account_id:
+            return self._fulfil_unnamed(record, actor)
         address = self._address_or_former(record)  # erasure removes it: read first
         result = self._carry_out(record, actor, email, purpose)
         closed = self.store.close(request_id, COMPLETED, f"{record.type} carried out")
@@ -222,6 +235,26 @@ class RequestDesk:
                                      request_id=record.id, type=record.type, status="completed",
                                      note="Any data you asked for reaches you through the channel "
                                           "you wrote from, never by e-mail.")
+        return {"request": closed.view(self._clock()), "result": result}
+
+    def _fulfil_unnamed(self, record: DsarRecord, actor: str) -> dict:
+        """A request of an account nothing held names any more: access, portability and erasure are
+        answered that nothing is held (audit-logged under the account's pseudonym, as the rights are),
+        the others cannot be carried out (``InvalidTransition``: staff refuse them). No mail."""
+        pseudonym = record.subject
+        if not pseudonym:  # not one of ours: every record this version reads names its pseudonym
+            raise UnknownAccount(f"request {record.id} names no account")
+        if record.type in ("access", "portability"):
+            action, result = "export_account", nothing_held.export(
+                pseudonym, self._ledger, self.store.all(), self._support.all(), self._incidents.all())
+        elif record.type == "erasure":
+            action, result = "erase_account", nothing_held.erasure(pseudonym, self._ledger)
+        else:
+            raise nothing_held.cannot_fulfil(record.type)
+        self._audit(actor, action, pseudonym, subject=pseudonym,
+                    detail={"request": record.id, "account_record": nothing_held.NOT_HELD})
+        closed = self.store.close(record.id, COMPLETED,
+                                  f"{record.type} carried out: nothing held names the account any more")
         return {"request": closed.view(self._clock()), "result": result}
 
     def _address_or_former(self, record: DsarRecord) -> str | None:

@@ -41,6 +41,19 @@ def test_an_entry_in_an_aborted_txn_disappears_with_the_change_it_described(env,
     assert log.entries() == []
 
 
+def test_an_entry_about_an_account_known_only_by_its_pseudonym_is_named_by_it(env, clock):
+    """An account nothing names any more (its keys gone): an entry about it carries its pseudonym, so
+    it is listed with the account's earlier entries; there is no id to seal."""
+    log = AuditLog(env, clock=clock)
+    pseudonym = "psn_" + "ab" * 16
+    log.append("privacy:ann", "export_account", pseudonym, "ok", {"request": "dsr_1"},
+               subject=pseudonym)
+    [entry] = log.entries()
+    assert (entry.subject, entry.account_id, entry.target) == (pseudonym, "", pseudonym)
+    with pytest.raises(InputError, match="pseudonym"):
+        log.append("privacy:ann", "export_account", "acc_1", "ok", subject="acc_1")
+
+
 @pytest.mark.parametrize("key", ["body", "message_body", "api_key", "Secret", "token", "password"])
 def test_a_detail_that_names_a_body_or_a_secret_is_refused(env, key):
     with pytest.raises(InputError, match="not logged"):

@@ -17,6 +17,9 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 
 from engine import Engine
+from storage.dsar import DsarRecord
+from storage.outbox import Outbox
+from storage.records_base import SealedRecords
 from tests.engine.http.conftest import Client, overrides
 
 DAY = 86400
@@ -174,3 +177,107 @@ def test_a_challenge_for_an_id_nothing_names_is_404(running, privacy):
         status, _, err = privacy.request("POST", "/v1/dsar/challenges",
                                          {"account_id": account_id, "type": "access"})
         assert status == 404 and err["error"]["code"] == "unknown_account"
+
+
+def _opened(running, account_id: str, kind: str) -> str:
+    """A verified request, as the e-mail link leaves it."""
+    return running.privacy.requests.store.create(account_id, kind, channel="email",
+                                                 verified_by="email_link", opened_by="customer").id
+
+
+def test_a_request_of_an_account_swept_with_no_ledger_rows_is_answered_that_nothing_is_held(
+        running, privacy, monkeypatch):
+    """Never deposited: the sweep shreds both keys, so nothing names the account any more (the request
+    reads account_id ""); access, portability and erasure complete saying so, the others are refused."""
+    account_id = running.create_account("never.paid@example.com").id
+    case = running.privacy.support.open("my invoice", "Where is my invoice?", opened_by="support:ann",
+                                        account_id=account_id)
+    ids = {kind: _opened(running, account_id, kind)
+           for kind in ("access", "portability", "erasure", "rectification")}
+    pseudonym = running.runtime.pseudonyms.pseudonym(account_id)
+    _sweep(running, account_id)
+    status, _, listed = privacy.request("GET", f"/v1/dsar/{ids['access']}")
+    assert status == 200 and (listed["account_id"], listed["subject"]) == ("", pseudonym)
+    queued = []
+    enqueue = Outbox.enqueue
+    monkeypatch.setattr(Outbox, "enqueue", lambda outbox, mails: queued.extend(mails) or enqueue(
+        outbox, mails))
+
+    for kind in ("access", "portability"):
+        status, _, answer = privacy.request("POST", f"/v1/dsar/{ids[kind]}/fulfil", {})
+        assert status == 200, answer
+        assert answer["request"]["status"] == "completed"
+        export = answer["result"]
+        assert export["account"] is None and export["pseudonym"] == pseudonym
+        assert export["account_record"]["status"] == "not_held"
+        assert "Nothing is held about you any more" in export["account_record"]["note"]
+        assert export["ledger"] == [] and export["messages"] == [] and export["api_keys"] == []
+        assert set(ids.values()) == {r["id"] for r in export["privacy_requests"]}  # what remains
+        assert all(r["account_id"] == "" for r in export["privacy_requests"])
+        [kept] = export["support_cases"]  # its times; the texts were under the shredded key
+        assert (kept["id"], kept["subject"], kept["account_id"]) == (case.id, "", "")
+        assert [m[3] for m in kept["messages"]] == [""]
+
+    status, _, erased = privacy.request("POST", f"/v1/dsar/{ids['erasure']}/fulfil", {})
+    assert status == 200 and erased["request"]["status"] == "completed", erased
+    assert erased["result"]["account_record"] == "not_held"
+    assert erased["result"]["ledger_token"] == pseudonym
+    assert erased["result"]["ledger_entries_pseudonymised"] == 0
+    assert "Nothing was left to erase" in erased["result"]["note"]
+
+    status, _, err = privacy.request("POST", f"/v1/dsar/{ids['rectification']}/fulfil",
+                                     {"email": "new@example.com"})
+    assert status == 409 and err["error"]["code"] == "invalid_transition"
+    assert "nothing the engine holds names the account" in err["error"]["message"]
+    assert privacy.request("POST", f"/v1/dsar/{ids['rectification']}/refuse",
+                           {"reason": "We hold nothing about you any more."})[0] == 200
+
+    assert queued == []  # no address to mail: staff answer the holder
+    status, _, trail = privacy.request("GET", f"/v1/audit?kind=data_subject&subject={pseudonym}")
+    assert status == 200
+    answered = [(e["actor"], e["action"], e["detail"].get("request")) for e in trail["entries"]
+                if e["action"] in ("export_account", "erase_account")]
+    assert answered == [("dsar-officer", "export_account", ids["access"]),
+                        ("dsar-officer", "export_account", ids["portability"]),
+                        ("dsar-officer", "erase_account", ids["erasure"])]
+
+
+def test_a_request_still_open_when_its_account_was_erased_is_answered_with_the_pseudonymous_rows(
+        running, privacy):
+    wallet = Account.create()
+    account_id = _account(running, wallet)
+    access, erasure = _opened(running, account_id, "access"), _opened(running, account_id, "erasure")
+    assert privacy.request("POST", f"/v1/dsar/{erasure}/fulfil", {})[0] == 200
+    status, _, answer = privacy.request("POST", f"/v1/dsar/{access}/fulfil", {})
+    assert status == 200, answer
+    export = answer["result"]
+    assert export["account_record"]["status"] == "not_held"
+    [deposit] = export["ledger"]  # kept 7 years, its identifiers shredded
+    assert (deposit["kind"], deposit["amount_micro_usd"]) == ("deposit", 5_000_000)
+    assert (deposit["account_id"], deposit["reference"], deposit["from_address"]) == (
+        export["pseudonym"], "", "")
+    assert export["balance_micro_usd"] == 5_000_000
+
+
+def test_an_older_versions_request_of_a_swept_account_is_answered_from_the_ledger_that_names_it(
+        running, privacy):
+    """Written before the ledger copy existed and swept under an older version: the request no longer
+    names the account, but the ledger's rows still do — it is not told that nothing is held."""
+    wallet = Account.create()
+    account_id = _account(running, wallet)
+    store = running.privacy.requests.store
+    request_id = _opened(running, account_id, "access")
+
+    def older_format(record: DsarRecord, key: bytes) -> dict:
+        doc = store._encode(record, key)
+        del doc["ledger_sealed_account"]
+        return doc
+
+    SealedRecords(running.privacy.env, running.runtime.keys.store_sealer("dsar"), b"dsar", DsarRecord,
+                  "request", encode=older_format).put(store.get(request_id))
+    _sweep(running, account_id)
+    assert store.get(request_id).account_id == ""
+    status, _, answer = privacy.request("POST", f"/v1/dsar/{request_id}/fulfil", {})
+    assert status == 200, answer
+    assert answer["result"]["account_record"]["status"] == "deleted_after_retention"
+    assert [e["from_address"] for e in answer["result"]["ledger"]] == [wallet.address]
