@@ -9,7 +9,10 @@ generated from those types and the validation cannot disagree.
 
 The body size limit is aiohttp's ``client_max_size`` (the read stops at the limit, answered 413), and a
 declared ``Content-Length`` over the limit is refused before a single byte of the body is read. A body that
-does not arrive within the app's body timeout is answered 408 and the connection closed.
+does not arrive within the app's body timeout is answered 408 and the connection closed. aiohttp decodes a
+``Content-Encoding: gzip`` or ``deflate`` body as it reads it (the size limit counts decoded bytes); one
+that does not decode as it says is the client's error, ``400 invalid_content_encoding`` (it was a 500, and
+a traceback in the log, telling the client to retry a request that can never succeed).
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ import json
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import ContentEncodingError
 
 from engine.http.context import BODY_TIMEOUT, MAX_BODY
 from engine.http.errors import HttpError
 
 DEFAULT_BODY_TIMEOUT_S = 30.0
+CORRUPT_ENCODING = "request body does not decode as its Content-Encoding (gzip or deflate) says"
 
 
 def check_content_length(request: web.Request, limit: int | None = None) -> int:
@@ -40,15 +45,20 @@ async def read_body(request: web.Request, limit: int | None = None) -> bytes:
     if request.content_type != "application/json":
         raise HttpError(415, "unsupported_media_type", "Content-Type must be application/json")
     limit = check_content_length(request, limit)
-    if request.content.is_eof():  # the whole body is already here (the usual case): no timer needed
-        raw = await request.read()
-    else:
-        try:
-            async with asyncio.timeout(request.app.get(BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT_S)):
-                raw = await request.read()  # aiohttp refuses past client_max_size with 413
-        except TimeoutError:
-            raise HttpError(408, "body_timeout", "the request body did not arrive in time",
-                            close=True) from None
+    try:
+        if request.content.is_eof():  # the whole body is already here (the usual case): no timer needed
+            raw = await request.read()
+        else:
+            try:
+                async with asyncio.timeout(request.app.get(BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT_S)):
+                    raw = await request.read()  # aiohttp refuses past client_max_size with 413
+            except TimeoutError:
+                raise HttpError(408, "body_timeout", "the request body did not arrive in time",
+                                close=True) from None
+    except web.RequestPayloadError as exc:
+        if isinstance(exc.__cause__, ContentEncodingError):
+            raise HttpError(400, "invalid_content_encoding", CORRUPT_ENCODING) from None
+        raise
     if len(raw) > limit:  # a body without Content-Length (chunked) over this route's limit
         raise HttpError(413, "body_too_large", f"request body over {limit} bytes")
     return raw

@@ -37,7 +37,9 @@ RATE_HEADERS = {
 }
 COMMON_ERRORS = {"400": "malformed request (also: more than one Authorization header, "
                         "ambiguous_authorization; a key twice in a JSON object, duplicate_key; a "
-                        "single-value query parameter twice, duplicate_parameter)", "401": "missing, unknown, revoked or closed credential",
+                        "single-value query parameter twice, duplicate_parameter; a body that does not "
+                        "decode as its Content-Encoding, gzip or deflate, says, invalid_content_encoding)",
+                 "401": "missing, unknown, revoked or closed credential",
                  "408": "request head or body did not arrive in time", "413": "body too large",
                  "414": f"request URL (query included) longer than {MAX_URL_BYTES} bytes, uri_too_long",
                  "415": "not application/json", "429": "rate limited",

@@ -5,6 +5,8 @@ document, is the reference.
 
 from __future__ import annotations
 
+import gzip
+import json
 import time
 from collections.abc import Iterator
 
@@ -97,3 +99,33 @@ def test_a_usage_export_through_an_edge_is_the_cores_streamed_on(edges, fmt):
         assert body.startswith(b"type,id,time")
     else:
         assert body["rows"] and body["rows"][0]["type"] == "deposit"
+
+
+MESSAGE = json.dumps({"to": "+4915112345678", "from": "ACME", "body": "compressed"}).encode()
+
+
+@pytest.mark.parametrize("method,path,headers,body,expected", [
+    ("POST", "/v1/messages", {}, MESSAGE, 202),
+    ("POST", "/v1/messages", {"Idempotency-Key": "gzip-once"}, MESSAGE, 202),
+    ("PUT", "/v1/webhook", {}, b'{"url": "https://hooks.example.com/sms"}', 200),
+], ids=["served-by-the-edge", "forwarded-submit", "forwarded-setting"])
+def test_a_compressed_body_is_taken_as_one_process_takes_it(edges, method, path, headers, body,
+                                                             expected):
+    """The edge decodes a ``Content-Encoding: gzip`` body when it reads it; it forwarded the decoded
+    bytes with the client's ``Content-Encoding: gzip`` still on them, so the core failed to decode them
+    again: ``500 internal_error`` for every compressed request but the edge's own submits."""
+    api, _ = edges
+    status, _, answer = api.request(method, path, raw=gzip.compress(body),
+                                    headers={"Content-Encoding": "gzip", **headers})
+    assert status == expected, answer
+
+
+@pytest.mark.parametrize("headers", [{}, {"Idempotency-Key": "corrupt-gzip"}],
+                         ids=["served-by-the-edge", "forwarded-to-the-core"])
+def test_a_body_that_does_not_decode_as_its_encoding_is_400_in_the_error_shape(edges, headers):
+    api, _ = edges
+    status, got, answer = api.request("POST", "/v1/messages", raw=MESSAGE,
+                                      headers={"Content-Encoding": "gzip", **headers})
+    assert status == 400, answer
+    assert answer["error"]["code"] == "invalid_content_encoding", answer
+    assert got["Server"] == "smsroute"
