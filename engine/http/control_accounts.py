@@ -30,7 +30,7 @@ from engine.http import control_schemas as cs
 from engine.http.context import CTX, OPERATOR, HttpContext
 from engine.http.control_schemas import read_body_as
 from engine.http.errors import HttpError
-from engine.http.idempotency import check_key
+from engine.http.idempotency import key_of
 from engine.http.jsonio import json_response
 from engine.http.params import query_value
 from engine.http.tokens import TokenNameError
@@ -184,9 +184,7 @@ async def list_holds(request: web.Request) -> web.Response:
 
 async def place_hold(request: web.Request) -> web.Response:
     ctx: HttpContext = request.app[CTX]
-    key = request.headers.get("Idempotency-Key")
-    if key is not None:
-        check_key(key)
+    key = key_of(request.headers)
     body = await read_body_as(request, cs.HoldRequest)  # id shapes included (400 invalid_id)
     if body.kind == "debug_window":  # policy 2.3(b): only the customer opts in (POST /v1/debug-window)
         raise HttpError(403, "forbidden", "a debugging window is the customer's own opt-in "

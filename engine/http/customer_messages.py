@@ -29,7 +29,7 @@ from engine.errors import InputError, SmsrouteError, StorageError
 from engine.http import schemas as s
 from engine.http.context import API_KEY, CTX, HttpContext
 from engine.http.errors import HttpError, status_for
-from engine.http.idempotency import StoredAnswer, check_key, request_hash
+from engine.http.idempotency import StoredAnswer, key_of, request_hash
 from engine.http.jsonio import read_body
 from engine.http.middleware import require_account
 from engine.http.params import query_value
@@ -155,12 +155,12 @@ async def _once(ctx: HttpContext, request: web.Request, account_id: str, hashed:
     something is kept. ``hashed``: the bytes whose keyed hash tells a replay from a reused key.
     ``validate`` (decoding, the callback URL's DNS check) returns the submit; it runs only for a new
     request, after the key's lookup: a replay gets the stored answer whatever the DNS says now."""
-    idem = request.headers.get("Idempotency-Key")
+    idem = key_of(request.headers)
     if idem is None:
         status, body, _ = await (await validate())()
         return _json(body, status)
     body_hash = request_hash(hashed, ctx.idempotency_secret)
-    stored = ctx.idempotency.lookup(account_id, check_key(idem), body_hash)
+    stored = ctx.idempotency.lookup(account_id, idem, body_hash)
     if stored is not None:
         resp = _json(stored.body, stored.status)
         resp.headers["Idempotent-Replayed"] = "true"

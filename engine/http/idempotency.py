@@ -33,7 +33,7 @@ import hashlib
 import hmac
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 import lmdb
@@ -64,6 +64,17 @@ def check_key(key: str) -> str:
         raise HttpError(400, "invalid_idempotency_key",
                         f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} visible ASCII characters")
     return key
+
+
+def key_of(headers: Mapping[str, str]) -> str | None:
+    """The request's ``Idempotency-Key`` (validated by :func:`check_key`), or None without one. Given
+    twice it is ambiguous and refused (400 ``invalid_idempotency_key``), like two ``Authorization``
+    headers: the first silently won, so a client whose library adds a stale default key beside the
+    fresh one had its new request answered with an old request's replay and never sent."""
+    values = headers.getall("Idempotency-Key", [])  # type: ignore[attr-defined]  (a CIMultiDict)
+    if len(values) > 1:
+        raise HttpError(400, "invalid_idempotency_key", "send exactly one Idempotency-Key header")
+    return check_key(values[0]) if values else None
 
 
 def request_hash(body: bytes, secret: bytes) -> bytes:
