@@ -761,3 +761,47 @@ class WebhookEventsRetrying(Message):
 def message_types() -> dict[int, type[Message]]:
     """All registered message classes by tag (for tests and documentation)."""
     return dict(_REGISTRY)
+
+
+# === many submits in one frame (a cluster's transport) ==================================================
+
+if SubmitItem._fields != SubmitMessage._fields:  # the splice below relies on it
+    raise TypeError("SubmitItem must carry exactly the fields of SubmitMessage, in the same order")
+
+_SUBMIT_HEAD = bytes([_ARITY[SubmitMessage.TAG], SubmitMessage.TAG])
+_SUBMIT_TAIL = SubmitMessage.VERSION  # (a positive fixint: one byte, the frame's last)
+_ITEM_HEAD = bytes([0x90 + len(SubmitItem._fields)])
+_BATCH_HEAD = bytes([_ARITY[SubmitMessages.TAG], SubmitMessages.TAG])
+_BATCH_TAIL = bytes([SubmitMessages.VERSION])
+
+
+def is_submit_frame(raw: bytes) -> bool:
+    """A ``SubmitMessage`` frame of this schema version, as :func:`encode` writes it (header and
+    trailer checked, not the fields): one :func:`join_submits` may splice."""
+    return raw[:2] == _SUBMIT_HEAD and raw[-1] == _SUBMIT_TAIL
+
+
+def join_submits(frames: list[bytes]) -> bytes:
+    """One ``SubmitMessages`` frame holding the ``SubmitMessage`` frames ``frames`` (each
+    :func:`is_submit_frame`), in order - the bytes :func:`encode` gives for
+    ``SubmitMessages([SubmitItem(*fields) ...])``, spliced without decoding anything.
+
+    Why: a cluster's core sends every submit to its account's session as a frame of its own; the worker
+    validated each on entry and its session then took each in a turn of its own. The transport joins the
+    submits for one session that leave in one flush, so the worker validates and tells one batch (the
+    session answers each item exactly as it would the frame). A ``SubmitItem`` is the message's fields
+    without its tag and version, so an item is the frame without its first two bytes and its last, under
+    an array header of its own."""
+    n = len(frames)
+    if n < 16:
+        count = bytes([0x90 + n])
+    elif n < 0x10000:
+        count = b"\xdc" + n.to_bytes(2, "big")
+    else:
+        count = b"\xdd" + n.to_bytes(4, "big")
+    parts = [_BATCH_HEAD, count]
+    for raw in frames:
+        parts.append(_ITEM_HEAD)
+        parts.append(raw[2:-1])
+    parts.append(_BATCH_TAIL)
+    return b"".join(parts)
