@@ -39,6 +39,7 @@ their own transactions, which LMDB serialises. *Readers:* any thread.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -64,7 +65,15 @@ from storage.ledger_entries import (
     Sealed,
 )
 from storage.ledger_scan import LedgerSnapshot, chunks
-from storage.ledger_write import SPAN, BatchWrite, NaturalKeys, Posting, Written
+from storage.ledger_write import (
+    BUCKET_SHIFT,
+    SPAN,
+    BatchWrite,
+    NaturalKeys,
+    Posting,
+    Written,
+    message_bucket,
+)
 from storage.retention import RETENTION
 
 __all__ = ["ADJUSTMENT", "DEBIT", "DEPOSIT", "REFUND", "RETENTION_SECONDS", "BalanceRow", "LedgerEntry",
@@ -72,6 +81,8 @@ __all__ = ["ADJUSTMENT", "DEBIT", "DEPOSIT", "REFUND", "RETENTION_SECONDS", "Bal
 
 RETENTION_SECONDS = RETENTION["billing_ledger"].seconds  # 7 calendar years (storage.retention)
 _T = 16  # account token bytes
+_TIME_KEYS = b"time_keyed_since"  # ledger_meta: debits of messages before this (ms) may have old keys
+LEGACY_MARGIN_MS = 86_400_000  # hosts' clocks may disagree: old keys are looked for a day further
 
 
 class LedgerStore:
@@ -88,14 +99,38 @@ class LedgerStore:
         self._by_account = env.open_db(b"ledger_by_account")
         self.balance_rows = Balances(env)
         self._balances = self.balance_rows.db
+        self._meta = env.open_db(b"ledger_meta")
         self.identifiers_dropped = 0  # items written without identifiers (the account's key was gone)
         self.writes = 0  # write transactions committed (each one a group of rows; the bench counts them)
         with env.begin() as txn:
             self._next_seq = self.chain.head(txn)[0] + 1
+            marker = txn.get(_TIME_KEYS, db=self._meta)
+            if marker is not None:
+                self.legacy_before_ms = int.from_bytes(marker, "big")
+            elif txn.stat(self._idem)["entries"]:  # written before debits' keys were time-ordered
+                self.legacy_before_ms = int(time.time() * 1000) + LEGACY_MARGIN_MS
+            else:
+                self.legacy_before_ms = 0  # (a new ledger: no old key anywhere)
+        self._marked = marker is not None  # the first write records legacy_before_ms
 
     def natural_key(self, kind: str, reference: str, scope: str = "") -> bytes:
         """The keyed hash an item is found by (``storage.ledger_write.NaturalKeys``)."""
         return self.natural_keys.of(kind, reference, scope)
+
+    def legacy_row(self, txn: lmdb.Transaction, kind: str, reference: str) -> bytes | None:
+        """The index row of a debit or refund written before their keys were time-ordered (a ledger
+        made by an earlier version), or None. Only a message created before the upgrade (and a day's
+        margin for clocks) can have one, so a new message costs no second lookup."""
+        bucket = message_bucket(reference)
+        if bucket is None or (bucket << BUCKET_SHIFT) >= self.legacy_before_ms:
+            return None
+        return txn.get(self.natural_keys.legacy_of(kind, reference), db=self._idem)
+
+    def _index_row(self, txn: lmdb.Transaction, kind: str, reference: str, scope: str) -> bytes | None:
+        raw = txn.get(self.natural_key(kind, reference, scope), db=self._idem)
+        if raw is None and self.legacy_before_ms and kind in (DEBIT, REFUND) and not scope:
+            raw = self.legacy_row(txn, kind, reference)
+        return raw
 
     # --- writing ---------------------------------------------------------------------------------
 
@@ -114,6 +149,9 @@ class LedgerStore:
                 batch.plan(rows)
                 low = batch.write()
                 results = batch.results() if answers else []
+                if not self._marked:
+                    txn.put(_TIME_KEYS, self.legacy_before_ms.to_bytes(8, "big"), db=self._meta)
+            self._marked = True
             self._next_seq = batch.next_seq
             self.writes += 1
             if durable:
@@ -159,20 +197,20 @@ class LedgerStore:
         """Whether an item of that natural key is recorded (by the index: what makes writes
         idempotent)."""
         with self.env.begin() as txn:
-            return txn.get(self.natural_key(kind, reference, scope), db=self._idem) is not None
+            return self._index_row(txn, kind, reference, scope) is not None
 
     def recorded(self, kind: str, reference: str, scope: str = "") -> bool:
         """Whether the index names the item *and* its entry is there (reconciliation: an entry
         deleted from under its index row is not a record of it)."""
         with self.env.begin() as txn:
-            raw = txn.get(self.natural_key(kind, reference, scope), db=self._idem)
+            raw = self._index_row(txn, kind, reference, scope)
             return raw is not None and txn.get(IndexRow.unpack(raw).seq.to_bytes(8, "big"),
                                                db=self._entries) is not None
 
     def locate(self, kind: str, reference: str, scope: str = "") -> IndexRow | None:
         """Where the item of that natural key is recorded (entry and position), or None."""
         with self.env.begin() as txn:
-            raw = txn.get(self.natural_key(kind, reference, scope), db=self._idem)
+            raw = self._index_row(txn, kind, reference, scope)
         return None if raw is None else IndexRow.unpack(raw)
 
     def find(self, kind: str, reference: str, scope: str = "") -> LedgerEntry | None:

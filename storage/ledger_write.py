@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 __all__ = ["MAX_ITEMS", "SPAN", "BatchWrite", "NaturalKeys", "Posting", "Written"]
 
 MAX_ITEMS = 4096  # items per entry (a bigger batch of one account is split)
+BUCKET_SHIFT = 6  # a debit's or refund's index key starts with its message's time in 64 ms buckets
+_BUCKET_BYTES = 6
 SPAN = struct.Struct(">dd")  # an account index row: the first and last item time of the entry
 
 
@@ -77,14 +79,31 @@ class NaturalKeys:
             prefixed.update(f"{kind}\x00\x00".encode())
 
     def of(self, kind: str, reference: str, scope: str = "") -> bytes:
-        """``scope``: the chain of a deposit, the account of an adjustment, empty otherwise."""
+        """``scope``: the chain of a deposit, the account of an adjustment, empty otherwise.
+
+        The key of a debit or refund of a message id starts with the message's creation time (64 ms
+        buckets, :func:`message_bucket`) in place of the hash's first bytes: message ids are
+        time-ordered, so the index rows one debit write adds land side by side in a few B-tree pages
+        instead of one random page each. With random keys every write of ~1,000 debits copied and
+        wrote ~1,000 pages of the index (4 KiB per debit, about half of the ledger's CPU, and the fsync
+        wrote them all). The rest of the key is the keyed hash, 80 bits of it."""
         prefixed = None if scope else self._kinds.get(kind)
-        if prefixed is not None:
-            h = prefixed.copy()
-            h.update(reference.encode("utf-8", "surrogatepass"))
-        else:
+        if prefixed is None:
             h = self._base.copy()
             h.update(f"{kind}\x00{scope}\x00{reference}".encode("utf-8", "surrogatepass"))
+            return h.digest()
+        h = prefixed.copy()
+        h.update(reference.encode("utf-8", "surrogatepass"))
+        bucket = message_bucket(reference)
+        if bucket is None:
+            return h.digest()
+        return bucket.to_bytes(_BUCKET_BYTES, "big") + h.digest()[_BUCKET_BYTES:]
+
+    def legacy_of(self, kind: str, reference: str) -> bytes:
+        """The key a debit or refund had before keys were time-ordered (the plain keyed hash): what
+        :meth:`storage.ledger.LedgerStore.legacy_row` looks for in a ledger written before."""
+        h = self._kinds[kind].copy()
+        h.update(reference.encode("utf-8", "surrogatepass"))
         return h.digest()
 
     def fingerprint(self, row: Posting) -> bytes:
@@ -93,6 +112,18 @@ class NaturalKeys:
         h.update(f"fp\x00{row.account_id}\x00{row.amount}\x00{row.from_address}\x00{row.reason}"
                  .encode("utf-8", "surrogatepass"))
         return h.digest()
+
+
+def message_bucket(reference: str) -> int | None:
+    """The 64 ms bucket of a message id's creation time (its first 12 hex digits), or None for a
+    reference that is no message id."""
+    if len(reference) != 36 or not reference.startswith("msg_"):
+        return None
+    try:
+        ms = int.from_bytes(bytes.fromhex(reference[4:16]), "big")
+    except ValueError:
+        return None
+    return ms >> BUCKET_SHIFT
 
 
 class _Group:
@@ -124,6 +155,7 @@ class BatchWrite:
 
     def plan(self, rows: Iterable[Sequence]) -> None:
         keys, get, idem = self.store.natural_keys, self.txn.get, self.store._idem
+        legacy = self.store.legacy_row if self.store.legacy_before_ms else None
         filling: dict[tuple[str, str], _Group] = {}
         pending: dict[bytes, tuple[_Group, int]] = {}
         for row in rows:
@@ -139,7 +171,10 @@ class BatchWrite:
                 _check(row, hit[0].fingerprints[hit[1]], fingerprint)
                 self.steps.append((hit[0], hit[1], False))
                 continue
-            if (raw := get(key, db=idem)) is not None:
+            raw = get(key, db=idem)
+            if raw is None and legacy is not None and batched:
+                raw = legacy(self.txn, kind, ref)
+            if raw is not None:
                 found = IndexRow.unpack(raw)
                 _check(row, found.fingerprint, fingerprint)
                 self.steps.append(found)
