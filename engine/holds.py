@@ -65,10 +65,13 @@ class _RemoteTrail:
     """The hold audit entries of every worker of a cluster, read through ``ShardQuery`` with the short
     stats deadline, a page at a time (each worker answers at most a page: ``engine.audit_pages``);
     ``missing`` names the workers whose entries the last read lacks (node -> why), so the answer can
-    say it is partial (``GET /v1/audit``: ``workers_missing``)."""
+    say it is partial (``GET /v1/audit``: ``workers_missing``). The workers name each account by the
+    core's pseudonym; ``naming`` (``engine.core_names.CoreNaming``) adds the id of an account that
+    exists, as one process shows it."""
 
-    def __init__(self, shards: Any) -> None:
+    def __init__(self, shards: Any, naming: Any = None) -> None:
         self._shards = shards
+        self._naming = naming
         self.missing: dict[str, str] = {}
 
     def page(self, since: float | None, until: float, limit: int,
@@ -78,7 +81,8 @@ class _RemoteTrail:
         from storage.audit import AuditEntry
 
         rows, self.missing = self._shards.hold_audit_page(since, until, limit, about)
-        return [AuditEntry(*row) for row in rows]
+        entries = [AuditEntry(*row) for row in rows]
+        return self._naming.entries(entries) if self._naming is not None else entries
 
     def iter_entries(self, since: float | None = None) -> Iterator[Any]:
         """Every entry at or after ``since`` (the embedding API's ``audit_trails()``), a page of
@@ -133,6 +137,8 @@ class HoldManager:
                 require_active(record)  # the customer's own opt-in: a change of settings
         covered = {account_id: 0} if account_id is not None else {}
         order_id = _order_id(request) if kind == HoldKind.LAWFUL_ORDER else ""
+        # the account as the core names it, kept with each hold: a worker's own pseudonym differs
+        subject = self.runtime.pseudonyms.pseudonym(account_id) if account_id is not None else ""
         shards = self.runtime.shards
         if message_ids:
             for mid, rec in zip(message_ids, shards.find_records(message_ids), strict=True):
@@ -141,10 +147,10 @@ class HoldManager:
                 covered[rec.account_id] = covered.get(rec.account_id, 0) + 1
             target = account_id if kind != HoldKind.LEGAL_HOLD else None
             placed = shards.place_hold(kind.value, actor, reason, reference, until, message_ids,
-                                       target, request, order_id)
+                                       target, request, order_id, subject if target else "")
         elif account_id is not None and kind != HoldKind.LEGAL_HOLD:
             placed = shards.place_hold(kind.value, actor, reason, reference, until, [], account_id,
-                                       request, order_id)
+                                       request, order_id, subject)
         else:
             raise InputError("a legal hold names message_ids; a debug window or order an account")
         replayed = [hold.pop("replayed") for hold in placed]
@@ -300,7 +306,10 @@ class HoldManager:
         if runtime.placement.runs_pops:
             trails = [OpenedTrail(runtime.audits[pop], holds) for pop, holds in runtime.holds.items()]
         else:
-            trails = [_RemoteTrail(runtime.shards)]
+            from engine.core_names import CoreNaming
+
+            trails = [_RemoteTrail(runtime.shards, CoreNaming(runtime.pseudonyms.pseudonym,
+                                                              runtime.accounts.id_by_token))]
         return {"data_subject": [runtime.core_audit], "retention_exception": trails}
 
     def retention_status(self) -> dict[str, Any]:

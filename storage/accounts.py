@@ -33,7 +33,7 @@ from engine.errors import CorruptRecord, KeyUnavailable, UnknownAccount
 from storage.account_keys import DATA, AccountKeys
 from storage.full import refusing_when_full
 from storage.headroom import storing_new
-from storage.pseudonyms import token_text
+from storage.pseudonyms import ACCOUNT_TOKEN_BYTES, token_text
 
 log = logging.getLogger(__name__)
 _TIME = struct.Struct(">d")
@@ -118,6 +118,22 @@ class AccountStore:
         if blob is None:
             raise UnknownAccount(f"no account {account_id}")
         return self._decode(token, blob)
+
+    def id_by_token(self, token: bytes) -> str | None:
+        """The id of the account filed under ``token`` (its pseudonym's 16 bytes), None if there is
+        no such account any more (erased, swept) or its record cannot be opened: how the core shows
+        the account id of a worker's audit entry that names the account by the core's pseudonym only
+        (``engine.core_names``)."""
+        if len(token) != ACCOUNT_TOKEN_BYTES:
+            return None
+        with self.env.begin() as txn:
+            blob = txn.get(token, db=self._db)
+        if blob is None:
+            return None
+        try:
+            return self._decode(token, blob).id
+        except (KeyUnavailable, CorruptRecord):
+            return None
 
     def update(self, account_id: str, change: Callable[[AccountRecord], AccountRecord]) -> AccountRecord:
         """Read-modify-write one record atomically; ``change`` returns the new record."""

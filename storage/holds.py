@@ -128,6 +128,11 @@ class Hold:
     # its notice goes to besides ``account_id`` - kept so the notice can be given again after the
     # messages' records were swept. An erased account drops out (its id is sealed under its data key)
     holders: tuple[tuple[str, int], ...] = ()
+    # how the engine's core names the account (its ``account_pseudonym``, the ledger's token), kept
+    # where this store's key ring is another's - a worker of a cluster, whose own pseudonym of the
+    # account (``subject``) the core cannot compute; "" where it is ``subject`` (one process) and for
+    # holds written by an older version. A worker answers the core with it (``engine.core_names``)
+    core_subject: str = ""
 
     def active(self, now: float) -> bool:
         return self.ended_at is None and now < self.until
@@ -191,14 +196,15 @@ class Holds:
     def place(self, kind: HoldKind, *, actor: str, reason: str, reference: str, until: float,
               message_ids: Iterable[str] = (), account_id: str | None = None,
               request: PlaceRequest | None = None, order_id: str = "",
-              holders: dict[str, int] | None = None) -> tuple[Hold, bool]:
+              holders: dict[str, int] | None = None, core_subject: str = "") -> tuple[Hold, bool]:
         """Any kind of hold; ``(hold, placed now)``. With ``request``, placing the same request again
         answers the hold it placed (``False``: nothing written), whether that hold is still open or
         not; the same key with other content is refused (``HoldConflict``). Why: an operator whose
         answer was lost, or whose cluster placed it on only some workers, must be able to ask again
         without leaving a second hold where one was placed. ``order_id``: the lawful order the hold
         belongs to (every shard's hold of one order gets the same; a lawful order placed without one
-        gets one of its own); ``holders``: a lawful order's (see :class:`Hold`)."""
+        gets one of its own); ``holders``: a lawful order's (see :class:`Hold`); ``core_subject``: the
+        engine core's pseudonym of ``account_id`` (see :class:`Hold`)."""
         with self._lock:  # one request at a time: two tries of one key must not both place
             if request is not None:
                 found = self._placed_by(request)
@@ -206,7 +212,8 @@ class Holds:
                     return found, False
             return self._place(kind, actor, reason, reference, until,
                                message_ids=tuple(message_ids), account_id=account_id,
-                               request=request, order_id=order_id, holders=holders), True
+                               request=request, order_id=order_id, holders=holders,
+                               core_subject=core_subject), True
 
     def _placed_by(self, request: PlaceRequest) -> Hold | None:
         hold_id = self._by_request.get(request[0])
@@ -220,18 +227,19 @@ class Holds:
     def _place(self, kind: HoldKind, actor: str, reason: str, reference: str, until: float, *,
                message_ids: tuple[str, ...] = (), account_id: str | None = None,
                request: PlaceRequest | None = None, order_id: str = "",
-               holders: dict[str, int] | None = None) -> Hold:
+               holders: dict[str, int] | None = None, core_subject: str = "") -> Hold:
         now = self._clock()
         self._validate(kind, actor, reason, reference, until, now, message_ids, account_id)
         if kind is not HoldKind.LAWFUL_ORDER:
             order_id, holders = "", None
         elif not order_id:
             order_id = new_order_id()
+        subject = (token_text(self._accounts.token(account_id))
+                   if account_id and self._accounts is not None else "")
         hold = Hold(f"hold_{os.urandom(8).hex()}", kind.value, actor, reason, reference, now, until,
-                    message_ids, account_id,
-                    subject=token_text(self._accounts.token(account_id))
-                    if account_id and self._accounts is not None else "", order_id=order_id,
-                    holders=tuple(sorted((holders or {}).items())))
+                    message_ids, account_id, subject=subject, order_id=order_id,
+                    holders=tuple(sorted((holders or {}).items())),
+                    core_subject=core_subject if subject and core_subject != subject else "")
         sealer = self.keys.named_sealer(_key_name(hold.hold_id))
         copies = [(m, body) for m in message_ids if (body := self._readable(m)) is not None]
         with self._lock, durable_write(self.bodies.env) as txn:

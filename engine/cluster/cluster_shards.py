@@ -228,9 +228,13 @@ class ClusterShards:
 
     def place_hold(self, kind: str, actor: str, reason: str, reference: str, until: float,
                    message_ids: list[str], account_id: str | None,
-                   request: list[bytes] | None = None, order_id: str = "") -> list[dict]:
+                   request: list[bytes] | None = None, order_id: str = "",
+                   subject: str = "") -> list[dict]:
+        """Every worker places it (``LocalShards.place_hold``); ``subject``, the core's pseudonym of
+        ``account_id``, is how the workers name the account in what they answer (``engine.core_names``)."""
         return [h for placed in self._act_all("place_hold", kind, actor, reason, reference, until,
-                                              list(message_ids), account_id, request, order_id)
+                                              list(message_ids), account_id, request, order_id,
+                                              subject)
                 for h in placed]
 
     def release_hold(self, hold_id: str, actor: str, reason: str) -> dict | None:

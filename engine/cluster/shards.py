@@ -136,15 +136,17 @@ class LocalShards:
 
     def place_hold(self, kind: str, actor: str, reason: str, reference: str, until: float,
                    message_ids: list[str], account_id: str | None,
-                   request: list[bytes] | None = None, order_id: str = "") -> list[dict]:
+                   request: list[bytes] | None = None, order_id: str = "",
+                   subject: str = "") -> list[dict]:
         """Place a hold at the POP shards here: on the messages of ``message_ids`` they hold, or, for an
         account, at every one; returns the holds (``pop``: the shard's address; ``replayed``: placed
         before by the same ``request``, see ``storage.holds.Holds.place``). ``order_id``: the lawful
         order every hold placed belongs to (the same on every worker). A lawful order's hold keeps its
         holders: the accounts of the messages it holds here, read from their records (so each worker
-        keeps those of the messages it holds, and has their data keys to seal them)."""
-        from dataclasses import asdict
-
+        keeps those of the messages it holds, and has their data keys to seal them). ``subject``: the
+        engine core's pseudonym of ``account_id``, kept with the hold so that a worker names the account
+        as the core does (``engine.core_names``)."""
+        from engine.core_names import hold_answer
         from storage.holds import HoldKind
 
         kind = HoldKind(kind)
@@ -168,18 +170,18 @@ class LocalShards:
                 kind, actor=actor, reason=reason, reference=reference, until=until,
                 message_ids=() if kind == HoldKind.DEBUG_WINDOW else ids,
                 account_id=None if kind == HoldKind.LEGAL_HOLD else account_id, request=asked,
-                order_id=order_id, holders=holders.get(pop))
-            placed.append({"pop": place.pop_address(pop), **asdict(h), "replayed": not new})
+                order_id=order_id, holders=holders.get(pop), core_subject=subject)
+            placed.append({**hold_answer(h, pop=place.pop_address(pop)), "replayed": not new})
         return placed
 
     def release_hold(self, hold_id: str, actor: str, reason: str) -> dict | None:
-        from dataclasses import asdict
+        from engine.core_names import hold_answer
 
         place = self.runtime.directory.placement
         for pop, holds in self.runtime.holds.items():
             if holds.get(hold_id) is not None:
-                return {"pop": place.pop_address(pop),
-                        **asdict(holds.release(hold_id, actor=actor, reason=reason))}
+                return hold_answer(holds.release(hold_id, actor=actor, reason=reason),
+                                   pop=place.pop_address(pop))
         return None
 
     def close_debug_windows(self, account_id: str, actor: str, reason: str) -> dict[str, Any]:
@@ -210,10 +212,10 @@ class LocalShards:
                    for holds in self.runtime.holds.values())
 
     def active_holds(self) -> list[dict]:
-        from dataclasses import asdict
+        from engine.core_names import hold_answer
 
         place = self.runtime.directory.placement
-        return [{"pop": place.pop_address(pop), **asdict(h)}
+        return [hold_answer(h, pop=place.pop_address(pop))
                 for pop, holds in self.runtime.holds.items() for h in holds.active()]
 
     def holds_view(self) -> dict[str, Any]:
@@ -223,21 +225,37 @@ class LocalShards:
     def hold_audit_page(self, since: float | None, until: float, limit: int,
                         about: list[str] | None = None) -> list[list]:
         """At most ``limit`` audit entries of the holds here: the first at or after ``since`` and
-        before ``until`` (only those about one account with ``about``: ``[pseudonym, account id or
-        ""]``), merged by time from every POP shard's log, their sealed notes opened (``"shredded"``
-        after). A worker's part of one ``GET /v1/audit`` page (``engine.audit_pages``): the core asks
-        each worker for the page's size, not for every entry since ``since``."""
+        before ``until`` (only those about one account with ``about``: ``[the core's pseudonym,
+        account id or ""]``), merged by time from every POP shard's log, their sealed notes opened
+        (``"shredded"`` after), each account named by the core's pseudonym (``engine.core_names``:
+        a worker's own differs). A worker's part of one ``GET /v1/audit`` page
+        (``engine.audit_pages``): the core asks each worker for the page's size, not for every entry
+        since ``since``."""
         from engine.audit_pages import entries_before
+        from engine.core_names import entry_named, hold_id_of, older_names
 
         wanted = (str(about[0]), str(about[1])) if about else None
+        older = older_names(wanted, self._own_pseudonym)
 
         def opened(pop: str) -> Iterator[Any]:
-            opener = self.runtime.holds[pop].open_notes
-            for entry in entries_before(self.runtime.audits[pop].iter_entries(since), until, wanted):
-                yield entry._replace(detail=opener(entry.detail))
+            holds = self.runtime.holds[pop]
+
+            def named(entries: Iterator[Any]) -> Iterator[Any]:
+                for entry in entries:
+                    hold = holds.get(hold_id_of(entry.target)) if entry.subject else None
+                    core = getattr(hold, "core_subject", "") or older.get(entry.subject, "")
+                    yield entry_named(entry, core)
+
+            for entry in entries_before(named(self.runtime.audits[pop].iter_entries(since)), until,
+                                        wanted):
+                yield entry._replace(detail=holds.open_notes(entry.detail))
 
         merged = heapq.merge(*(opened(pop) for pop in self.runtime.audits), key=lambda e: e.ts)
         return [list(e) for e in itertools.islice(merged, max(0, int(limit)))]
+
+    def _own_pseudonym(self, account_id: str) -> str:
+        """This process's pseudonym of an account (a worker's is its own, not the core's)."""
+        return self.runtime.pseudonyms.pseudonym(account_id)
 
     def sweeper_stats(self) -> dict:
         return self.runtime.sweeper.proxy().stats().get(timeout=10)

@@ -62,10 +62,18 @@ class _Nats:
         return raw
 
 
+def _holds(open_notes: Any) -> SimpleNamespace:
+    """A POP's holds as the trail reads them: notes opened, no hold record (named as written)."""
+    return SimpleNamespace(open_notes=open_notes, get=lambda hold_id: None)
+
+
+def _runtime(logs: dict[str, _Log], open_notes: Any) -> SimpleNamespace:
+    return SimpleNamespace(audits=logs, holds={pop: _holds(open_notes) for pop in logs},
+                           pseudonyms=SimpleNamespace(pseudonym=lambda account: PSN))
+
+
 def _worker(logs: dict[str, _Log]) -> QueryHandler:
-    holds = {pop: SimpleNamespace(open_notes=lambda detail: {**detail, "notes": "opened"})
-             for pop in logs}
-    return QueryHandler(LocalShards(SimpleNamespace(audits=logs, holds=holds)))
+    return QueryHandler(LocalShards(_runtime(logs, lambda detail: {**detail, "notes": "opened"})))
 
 
 def _cluster(pops: dict[str, dict[str, list[AuditEntry]]]) -> tuple[ClusterShards, _Nats]:
@@ -133,8 +141,7 @@ def test_a_workers_answer_holds_at_most_the_page_not_its_trail_since_the_cursor(
 
 def test_a_worker_reads_its_log_no_further_than_the_page():
     log = _Log(_entries("w0/fra", [float(i) for i in range(5_000)]))
-    LocalShards(SimpleNamespace(audits={"fra": log}, holds={"fra": SimpleNamespace(
-        open_notes=lambda d: d)})).hold_audit_page(0.0, math.inf, 20)
+    LocalShards(_runtime({"fra": log}, lambda d: d)).hold_audit_page(0.0, math.inf, 20)
     assert log.read <= 21
 
 

@@ -77,7 +77,7 @@ def test_paging_the_workers_trail_gives_each_entry_once_and_each_worker_answers_
         assert seen == entries  # every entry once, in order: nothing repeated at a page's end
         assert answers and max(n for _, n in answers) <= PAGE + 1  # a worker answers a page at most
 
-        subject = entries[0]["subject"]  # one account as one worker names it (its own pseudonym)
+        subject = entries[0]["subject"]  # one account, as the core names it (engine.core_names)
         mine = [e for e in entries if e["subject"] == subject]
         assert 0 < len(mine) < len(entries)
         seen, _ = _page_through(port, token, f"&subject={subject}")
