@@ -374,8 +374,7 @@ class Holds:
         """Erasure: end the account's debugging windows and shred their notes now (the customer's own
         opt-in ends with the account; legal holds and lawful orders are the policy's exceptions and
         keep theirs). Returns how many windows it covered."""
-        mine = [h for h in self._holds.values()
-                if h.kind == HoldKind.DEBUG_WINDOW and h.account_id == account_id]
+        mine = [h for h in self.of_account(account_id) if h.kind == HoldKind.DEBUG_WINDOW]
         for hold in mine:
             if hold.ended_at is None:
                 self._end(hold.hold_id, "system:erasure", "release", "account erased")
@@ -383,7 +382,7 @@ class Holds:
                 self.keys.shred_named(_notes_key(hold.hold_id))
                 self._holds[hold.hold_id] = _without_notes(self._holds[hold.hold_id])
         with self._lock:  # the others stay, naming the account as a reload would: by pseudonym only
-            for hold in [h for h in self._holds.values() if h.account_id == account_id]:
+            for hold in [h for h in self.of_account(account_id) if h.account_id is not None]:
                 self._holds[hold.hold_id] = replace(hold, account_id=None)
             for hold in [h for h in self._holds.values() if any(a == account_id for a, _ in h.holders)]:
                 self._holds[hold.hold_id] = replace(hold, holders=tuple(
@@ -391,6 +390,15 @@ class Holds:
             self._by_account.pop(account_id, None)  # an erased account sends nothing to capture
             self._update_capture_hook()
         return len(mine)
+
+    def of_account(self, account_id: str) -> list[Hold]:
+        """The holds covering the account (open or ended): by its id, or by its pseudonym where the id
+        could not be opened - a hold a worker placed without a data key of the account (an older
+        version's) reads back without its id after a restart, and must still be found to be closed or
+        forgotten at erasure."""
+        subject = token_text(self._accounts.token(account_id)) if self._accounts is not None else ""
+        return [h for h in self._holds.values() if h.account_id == account_id
+                or (h.account_id is None and subject and h.subject == subject)]
 
     def open_notes(self, detail: dict) -> dict:
         """An audit entry's detail with its sealed notes opened (``{"notes": "shredded"}`` once its

@@ -152,6 +152,13 @@ class LocalShards:
         kind = HoldKind(kind)
         asked = (bytes(request[0]), bytes(request[1])) if request else None
         runtime, place = self.runtime, self.runtime.directory.placement
+        if account_id is not None and kind != HoldKind.LEGAL_HOLD and not place.runs_core:
+            # a worker seals the hold's account id under its own data key of the account, made here
+            # if the account sent nothing through it yet (as a session makes it on the first message;
+            # the core's erasure shreds it on every worker): sealed under none, a restarted worker
+            # read the hold back without its account, so it kept none of its new bodies and neither
+            # the customer's close nor an erasure found it
+            runtime.account_keys.create(account_id)
         placed = []
         holders: dict[str, dict[str, int]] = {}  # a lawful order's, by POP: whose messages it holds
         if message_ids:
@@ -193,8 +200,8 @@ class LocalShards:
 
         closed = 0
         for holds in self.runtime.holds.values():
-            for hold in holds.active():
-                if hold.kind == HoldKind.DEBUG_WINDOW and hold.account_id == account_id:
+            for hold in holds.of_account(account_id):
+                if hold.kind == HoldKind.DEBUG_WINDOW and hold.ended_at is None:
                     holds.release(hold.hold_id, actor=actor, reason=reason)
                     closed += 1
         return {"closed": closed}

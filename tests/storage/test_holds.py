@@ -334,6 +334,28 @@ def test_hold_records_name_an_account_by_pseudonym_and_lose_its_id_with_its_data
     assert reopened.get(window.hold_id).actor == f"customer:{pseudonym}"
 
 
+def test_a_window_read_back_without_its_account_id_is_still_ended_by_the_accounts_erasure(
+        store, keyring, env, data_dir, clock):
+    """A worker of an older version placed a window without a data key of the account (it had sent
+    nothing through that worker): restarted, it reads the hold back with its pseudonym but no id. The
+    account's erasure still finds it by that pseudonym: the window ends and its notes are shredded."""
+    accounts = account_keys_in(data_dir / "keys" / "accounts")  # no key of acc_nokeyzz1 here
+    audit = AuditLog(env, clock=clock, accounts=accounts)
+    holds = Holds(store, keyring, audit, clock=clock, accounts=accounts)
+    window = holds.open_debug_window("acc_nokeyzz1", actor="customer:acc_nokeyzz1", reason="debug",
+                                     reference="opt-in", until=clock() + DAY)
+    other = holds.open_debug_window("acc_otherzz2", actor="customer:acc_otherzz2", reason="debug",
+                                    reference="opt-in", until=clock() + DAY)
+    reopened = Holds(store, keyring, audit, clock=clock, accounts=accounts)
+    assert reopened.get(window.hold_id).account_id is None  # its id was sealed under no key
+    assert [h.hold_id for h in reopened.of_account("acc_nokeyzz1")] == [window.hold_id]
+    assert reopened.forget_account("acc_nokeyzz1") == 1
+    ended = reopened.get(window.hold_id)
+    assert (ended.ended_by, ended.reason) == ("system:erasure", "")  # ended, notes shredded
+    assert f"hold-notes:{window.hold_id}" not in keyring.named_keys()
+    assert reopened.get(other.hold_id).ended_at is None  # another account's window stays
+
+
 def _rewrite_as_an_older_version(env, keyring, hold_id: str, *dropped: str) -> None:
     """Rewrite a hold's record without ``dropped`` fields: what a version before them stored."""
     db, sealer, key = env.open_db(b"holds"), keyring.store_sealer("holds"), hold_id.encode()
