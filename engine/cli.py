@@ -101,7 +101,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             engine.cluster = cluster
             cluster.start_workers()
             if public is not None:
-                cluster.start_edges(args.edges, f"http://127.0.0.1:{engine.http.customer_port}",
+                scheme = "https" if settings.http.tls_cert else "http"  # the core's port speaks TLS too
+                cluster.start_edges(args.edges, f"{scheme}://127.0.0.1:{engine.http.customer_port}",
                                     *public, token=edge_token)
     except BaseException:
         if cluster is not None:

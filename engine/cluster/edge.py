@@ -17,6 +17,12 @@ middleware as the core's) with an :class:`~engine.cluster.edge_engine.EdgeEngine
   gave its edges (``X-Smsroute-Edge-Token``); the answer comes back streamed, with a deadline that
   fits the route (:mod:`engine.cluster.edge_forward`: an export has none but the core's silence).
 
+With ``[http] tls_cert``/``tls_key`` set, an edge speaks TLS on the customer port like the core (TLS 1.2
+minimum, HSTS on its own answers too), and it forwards to the core's loopback port over TLS, trusting
+exactly that certificate (:func:`core_client_tls`): the core's port speaks TLS as well, so a plaintext
+forward was refused, and the edge itself served plaintext on an address the configuration only allows
+with TLS.
+
 The edge token is a secret the core makes at start-up and hands to each edge it spawns as the first line
 of the edge's stdin (:func:`read_token`), never through the environment or the command line: those are
 inherited by every child and readable in ``/proc/<pid>/environ`` and ``ps``. The edge keeps it in memory
@@ -33,13 +39,14 @@ import argparse
 import asyncio
 import logging
 import signal
+import ssl
 import sys
 import threading
 from pathlib import Path
 from typing import Any, TextIO
 
 import uvloop
-from aiohttp import ClientSession, web
+from aiohttp import ClientSession, TCPConnector, web
 from aiohttp.http_exceptions import ContentEncodingError
 from multidict import CIMultiDict
 
@@ -58,6 +65,7 @@ from engine.http.idempotency import IdempotencyStore
 from engine.http.jsonio import CORRUPT_ENCODING
 from engine.http.metrics import HttpMetrics
 from engine.http.requestlog import RequestLog
+from engine.http.server import tls_context
 from engine.http.shedding import Shedder
 from engine.http.store import GroupCommitter, open_http_env
 from engine.http.tokens import TokenStore
@@ -76,6 +84,18 @@ def read_token(stream: TextIO) -> str:
     """The edge token: the first line of ``stream`` (the stdin pipe the core wrote it to at spawn, see
     ``engine.cluster.local``), without its newline; empty if the core gave none."""
     return stream.readline().strip()
+
+
+def core_client_tls(cert_file: str) -> ssl.SSLContext:
+    """How an edge reaches the core's customer port when it speaks TLS: the core serves the operator's
+    own certificate on ``127.0.0.1``, whose names are the public ones, so the host name is not
+    checked; the certificate is, against that very file as the one trust anchor (a chain file's
+    leaf and intermediates alike: partial chains are accepted), so nothing else on loopback passes."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cert_file)
+    context.check_hostname = False
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
 
 
 def _is_fast(request: web.Request) -> bool:
@@ -119,17 +139,21 @@ class Edge:
 
     async def _serve(self) -> None:
         settings = self.engine.settings
+        http = settings.http
+        tls = bool(http.tls_cert and http.tls_key)
         env = open_http_env(self.engine.data_dir, settings.engine.http_map_size_mb << 20)
         committer = GroupCommitter(env)
         ctx = HttpContext(engine=self.engine, http=settings.http, committer=committer,
                           requestlog=RequestLog(env, committer),
                           idempotency=IdempotencyStore(env, committer), tokens=TokenStore(env),
-                          limiter=None, metrics=HttpMetrics(),
+                          limiter=None, metrics=HttpMetrics(), tls=tls,
                           destinations=DestinationGuard(
                               bool(settings.http.webhook_allow_private_networks)))
         ctx.limiter = LeasedLimiter(self.engine, ctx.executor, edges=self.edges)
         customer = build_customer_app(ctx)
-        session = ClientSession(read_bufsize=PART_BYTES)  # (each request's deadline: edge_forward)
+        session = ClientSession(  # (each request's deadline: edge_forward)
+            read_bufsize=PART_BYTES,
+            connector=TCPConnector(**({"ssl": core_client_tls(http.tls_cert)} if tls else {})))
 
         async def forward(request: web.Request) -> web.StreamResponse:
             return await self._forward(session, request)
@@ -144,7 +168,8 @@ class Edge:
                           float(getattr(settings.http, "queue_delay_target_ms", 25.0)) / 1000)
         runner.server.request_handler = shedder.wrap(runner.server.request_handler)
         shedder.start(asyncio.get_running_loop())
-        site = web.TCPSite(runner, self.host, self.port, backlog=1024, reuse_port=True)
+        site = web.TCPSite(runner, self.host, self.port, backlog=1024, reuse_port=True,
+                           ssl_context=tls_context(http.tls_cert, http.tls_key) if tls else None)
         try:
             await site.start()
             self.bound_port = site._server.sockets[0].getsockname()[1]
