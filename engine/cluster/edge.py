@@ -54,6 +54,7 @@ from engine.cluster import edge_forward
 from engine.cluster.edge_engine import EdgeEngine, LeasedLimiter
 from engine.cluster.edge_forward import HOP_BY_HOP, PART_BYTES, error_answer
 from engine.cluster.handoff import overrides_from
+from engine.cluster.lifeline import stop_when_parent_exits
 from engine.cluster.placement import Placement
 from engine.config import load_settings
 from engine.errors import SmsrouteError
@@ -255,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overrides-json")
     p.add_argument("--overrides-stdin", action="store_true",
                    help="read the settings overrides as one JSON line on stdin, after the token")
+    p.add_argument("--parent-pid", type=int, default=0,
+                   help="stop once this process (smsroute run, which starts it) is gone "
+                        "(engine.cluster.lifeline)")
     return p
 
 
@@ -269,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     stop_signals = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     node = f"e{args.index}"
+    if args.parent_pid:  # not left holding a share of the customer port if the core is killed
+        stop_when_parent_exits(args.parent_pid, node)
     placement = Placement(node=node, runs_core=False, runs_pops=False,
                           workers=tuple(f"w{i}" for i in range(args.workers)),
                           nats=tuple(args.nats.split(",")), nats_token_file=args.nats_token_file)

@@ -160,7 +160,7 @@ class LocalCluster:
         data.mkdir(parents=True, exist_ok=True, mode=0o700)
         args = [sys.executable, "-m", "engine.cluster.worker", "--index", str(w.index),
                 "--workers", str(len(self.workers)), "--nats", ",".join(self._nats_for(w)),
-                "--data-dir", str(data)]
+                "--data-dir", str(data), "--parent-pid", str(os.getpid())]
         if self.config:
             args += ["--config", str(self.config)]
         if self.nats_token_file:  # the file's path: the token itself never goes on a command line
@@ -201,7 +201,7 @@ class LocalCluster:
                 "--workers", str(len(self.workers)), "--edges", str(len(self.edges)),
                 "--nats", ",".join(self.nats_urls),
                 "--data-dir", str(self.data_dir / "edges" / e.node), "--host", host,
-                "--port", str(port), "--core-url", core_url]
+                "--port", str(port), "--core-url", core_url, "--parent-pid", str(os.getpid())]
         if self.config:
             args += ["--config", str(self.config)]
         if self.nats_token_file:

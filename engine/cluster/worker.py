@@ -18,6 +18,7 @@ from pathlib import Path
 
 from actors.supervisor import Runtime
 from engine.cluster.handoff import overrides_from
+from engine.cluster.lifeline import stop_when_parent_exits
 from engine.cluster.placement import worker_placement
 from engine.config import load_settings
 from engine.errors import SmsrouteError
@@ -41,8 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overrides-stdin", action="store_true",
                    help="read the settings overrides as one JSON line on stdin (how smsroute run "
                         "--workers hands them over: they may hold a password, never put on a command line)")
+    p.add_argument("--parent-pid", type=int, default=0,
+                   help="stop once this process (smsroute run, which starts it) is gone "
+                        "(engine.cluster.lifeline)")
     return p
-
 
 
 def main(argv: list[str] | None = None, overrides: dict | None = None) -> int:
@@ -53,6 +56,8 @@ def main(argv: list[str] | None = None, overrides: dict | None = None) -> int:
     stop_signals = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)  # taken with sigwait below (engine.cli)
     placement = worker_placement(args.index, args.workers, args.nats.split(","), args.nats_token_file)
+    if args.parent_pid:  # started by smsroute run: not left running, holding its lock, if that dies
+        stop_when_parent_exits(args.parent_pid, placement.node)
     try:
         if overrides is None:
             overrides = overrides_from(args, sys.stdin)
