@@ -216,7 +216,7 @@ class PopActor(DispatchedActor):
                 self._emit(b.acks, b.events + b.accepted)
 
     def _commit_failed(self, batches: list[StagedBatch], error: BaseException) -> None:
-        err = as_storage_error(error)
+        err = as_storage_error(error, self.store.env.path())
         for b in reversed(batches):  # (each goes back in front of what came after it)
             self.commit.unstage(b)  # its other changes are written by the next commit
             self._events = b.events + self._events

@@ -19,7 +19,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from engine.errors import (
     StorageError,
     StoreFull,
 )
+from storage.full import is_full_disk
 
 LOCK_FILE = "smsroute.lock"
 
@@ -97,7 +97,6 @@ class KeysDirLock(DataDirLock):
             "its own [keys] dir")
 
 
-FULL_DEVICE_BYTES = 1 << 20  # less free space than this: a write failure is a full disk
 
 
 def check_topology(data_dir: Path, placement: Any) -> None:
@@ -126,7 +125,7 @@ def startup_error(exc: BaseException, data_dir: Path) -> SmsrouteError | None:
     if isinstance(exc, SmsrouteError) and not (isinstance(exc, StorageError) and exc.__cause__):
         return exc  # already typed (a port in use, a locked directory, a config error...)
     cause = exc.__cause__ if isinstance(exc, StorageError) else exc
-    if _is_disk_full(cause) or _io_error_on_a_full_device(cause, data_dir):
+    if is_full_disk(cause, data_dir):
         return StoreFull(f"no space left on the device of the data directory {data_dir}: free some "
                          "space and start again (nothing stored was lost)")
     if isinstance(cause, OSError) and cause.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
@@ -145,18 +144,3 @@ def startup_error(exc: BaseException, data_dir: Path) -> SmsrouteError | None:
     return None
 
 
-def _io_error_on_a_full_device(exc: BaseException, data_dir: Path) -> bool:
-    """LMDB reports a write into a file that cannot grow on a full tmpfs as an I/O error, not ENOSPC:
-    call it a full disk when the data directory's file system really has (almost) no space left."""
-    if not isinstance(exc, lmdb.Error) or "Input/output error" not in str(exc):
-        return False
-    try:
-        return shutil.disk_usage(data_dir).free < FULL_DEVICE_BYTES
-    except OSError:
-        return False
-
-
-def _is_disk_full(exc: BaseException) -> bool:
-    if isinstance(exc, lmdb.DiskError):
-        return True
-    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)

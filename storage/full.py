@@ -11,11 +11,14 @@ stores) or which disk to free. Reads never need space and keep being served.
 
 from __future__ import annotations
 
+import errno
 import logging
+import shutil
 import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import lmdb
 
@@ -26,9 +29,28 @@ log = logging.getLogger(__name__)
 FULL_ERRORS: tuple[type[BaseException], ...] = (lmdb.MapFullError, lmdb.DiskError)
 """What LMDB raises when a write does not fit: the map is used up, or the device has no space left."""
 
+FULL_DEVICE_BYTES = 1 << 20
+"""Less free space than this on a store's file system: a write that failed there failed for lack of it."""
+
 FULL_REFUSALS: Counter[str] = Counter()
 """Writes refused because their store was full, by store name, since the process started."""
 _lock = threading.Lock()
+
+
+def is_full_disk(exc: BaseException, where: str | Path) -> bool:
+    """Whether ``exc``, raised by a write under ``where``, means its device has no space left. LMDB says
+    so as ``DiskError`` (ENOSPC) - or, writing into a file that cannot grow on a full tmpfs, as a plain
+    I/O error: that one counts when ``where``'s file system really has (almost) no space left."""
+    if isinstance(exc, lmdb.DiskError):
+        return True
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if not isinstance(exc, lmdb.Error) or "Input/output error" not in str(exc):
+        return False
+    try:
+        return shutil.disk_usage(where).free < FULL_DEVICE_BYTES
+    except OSError:
+        return False
 
 
 def store_full(store: str) -> StoreFull:

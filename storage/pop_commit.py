@@ -33,12 +33,14 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import lmdb
 
 from engine.errors import StorageError, StoreFull
 from engine.messages import RefundItem
+from storage.full import is_full_disk, store_full
 from storage.headroom import ensure_headroom
 from storage.records import MESSAGE_STORE, LiveRecord, MessageRecord
 
@@ -88,12 +90,15 @@ def refuse_new_when_full(env: Any, batches: Sequence[StagedBatch]) -> None:
             b.refuse_new(err)
 
 
-def as_storage_error(exc: BaseException) -> StorageError:
-    """The error a failed commit is refused with (a full store is ``StoreFull``)."""
+def as_storage_error(exc: BaseException, where: str | Path) -> StorageError:
+    """The error a failed commit of the store at ``where`` is refused with: a full map, or no space
+    left on the device, is ``StoreFull`` - logged and counted as the ``message`` store's
+    (``storage.full``), so the customer is told ``store_full`` and ``/metrics`` shows it; before, a
+    full disk was a bare ``storage_error`` and a log line naming only LMDB's exception class."""
     if isinstance(exc, StorageError):
         return exc
-    if isinstance(exc, lmdb.MapFullError):
-        return StoreFull("message store is full")
+    if isinstance(exc, lmdb.MapFullError) or is_full_disk(exc, where):
+        return store_full(MESSAGE_STORE)
     return StorageError(f"message store write failed: {type(exc).__name__}")
 
 

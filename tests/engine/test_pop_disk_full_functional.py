@@ -1,0 +1,82 @@
+"""A data directory whose disk fills up while the engine runs: new messages are refused ``store_full``
+(HTTP 503 ``store_full``, counted in ``smsroute_store_full_refusals_total{store="message"}``), and taken
+again once space is freed.
+
+Before, the POP's failed commit was a bare ``storage_error`` and its log line named only LMDB's exception
+class (``commit failed (Error)``): nothing told the operator, or the metrics, that the disk was full.
+Runs in a private mount namespace on a tiny tmpfs (needs root and ``unshare``, as the start-up test).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.engine.test_cli_startup_functional import _private_mounts_allowed
+
+pytestmark = pytest.mark.functional
+
+CHILD = r"""
+import json, os, subprocess, sys
+from engine import Engine
+from engine.errors import SmsrouteError
+from storage.full import FULL_REFUSALS
+
+mnt = sys.argv[1]
+engine = Engine.start(data_dir=f"{mnt}/data", http=False)
+acct = engine.create_account(email="full@example.com")
+engine.register_sender(acct.id, "ACME")
+engine.deposit(acct.id, usd="1000", chain="tron", tx_hash="0xfull", from_address="T")
+msg = {"to": "+4915112345678", "sender": "ACME", "body": "x" * 150}
+
+
+def codes(n):
+    out = {}
+    for future in engine.submit_many(acct.api_key, [msg] * n):
+        try:
+            future.result(30)
+            code = "accepted"
+        except SmsrouteError as exc:
+            code = exc.code
+        out[code] = out.get(code, 0) + 1
+    return out
+
+
+before = codes(10)
+subprocess.run(["dd", "if=/dev/zero", f"of={mnt}/fill", "bs=64k"], stderr=subprocess.DEVNULL)
+full = {}
+for _ in range(50):  # until a commit needs a page the file system cannot give
+    for code, n in codes(100).items():
+        full[code] = full.get(code, 0) + n
+    if set(full) - {"accepted"}:
+        break
+refusals = FULL_REFUSALS["message"]
+os.remove(f"{mnt}/fill")
+after = codes(10)
+engine.stop()
+print(json.dumps({"before": before, "full": full, "refusals": refusals, "after": after}))
+"""
+
+SCRIPT = 'mount -t tmpfs -o size=4m tmpfs "$MNT" && exec "$PY" -c "$CHILD" "$MNT"'
+
+
+@pytest.mark.skipif(not _private_mounts_allowed(),
+                    reason="needs root and a private mount namespace (unshare -m) for a tiny tmpfs")
+def test_a_disk_that_fills_up_refuses_new_messages_store_full_and_takes_them_once_freed(tmp_path):
+    import json
+
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    env = {**os.environ, "MNT": str(mnt), "PY": sys.executable, "CHILD": CHILD}
+    done = subprocess.run(["unshare", "-m", "bash", "-c", SCRIPT], env=env, capture_output=True,
+                          text=True, timeout=120, cwd=os.getcwd())
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["before"] == {"accepted": 10}
+    assert set(seen["full"]) <= {"accepted", "store_full"} and seen["full"].get("store_full"), seen
+    assert seen["refusals"] >= 1  # smsroute_store_full_refusals_total{store="message"}
+    assert seen["after"] == {"accepted": 10}
+    assert "store message is full" in done.stderr
