@@ -26,6 +26,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from engine import log_format
 from engine.errors import ConfigError, SmsrouteError
 
 DESCRIPTION = "smsroute: a transit-layer A2P SMS gateway engine."
@@ -396,8 +397,7 @@ def _version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    log_format.configure(logging.INFO if args.verbose else logging.WARNING)
     try:
         return args.func(args)
     except SmsrouteError as exc:

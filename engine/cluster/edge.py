@@ -50,6 +50,7 @@ from aiohttp import ClientSession, TCPConnector, web
 from aiohttp.http_exceptions import ContentEncodingError
 from multidict import CIMultiDict
 
+from engine import log_format
 from engine.cluster import edge_forward
 from engine.cluster.edge_engine import EdgeEngine, LeasedLimiter
 from engine.cluster.edge_forward import HOP_BY_HOP, PART_BYTES, error_answer
@@ -269,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         print("smsroute edge: no edge token on stdin (edges are started by smsroute run --edges)",
               file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    log_format.configure(logging.WARNING)
     stop_signals = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     node = f"e{args.index}"

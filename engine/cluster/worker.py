@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from actors.supervisor import Runtime
+from engine import log_format
 from engine.cluster.handoff import overrides_from
 from engine.cluster.lifeline import stop_when_parent_exits
 from engine.cluster.placement import worker_placement
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None, overrides: dict | None = None) -> int:
     """Run a worker until SIGTERM/SIGINT. ``overrides``: settings overrides handed over in this process
     (``smsroute run --role worker``), which no other user can read, unlike a command line."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    log_format.configure(logging.WARNING)
     stop_signals = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)  # taken with sigwait below (engine.cli)
     placement = worker_placement(args.index, args.workers, args.nats.split(","), args.nats_token_file)
