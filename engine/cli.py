@@ -67,10 +67,11 @@ def _settings(args: argparse.Namespace):
 def _settings_and_overrides(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     from engine.config import load_settings
 
+    refuse_smsc_options_without_smsc(args)
     overrides = http_overrides(args)
     settings = load_settings(args.config, overrides)
     if getattr(args, "smsc", None):
-        overrides.update(smsc_overrides(settings.raw, args.smsc, args.smsc_system_id,
+        overrides.update(smsc_overrides(settings.raw, args.smsc, args.smsc_system_id or DEFAULT_SYSTEM_ID,
                                         smsc_password(args)))
         settings = load_settings(args.config, overrides)
     return settings, overrides
@@ -337,11 +338,28 @@ def _add_bench_parser(sub: Any) -> None:
     bench.set_defaults(func=cmd_bench)
 
 
+DEFAULT_SYSTEM_ID, DEFAULT_PASSWORD = "smsroute", "secret"  # the binds of --smsc without the options
+_SMSC_OPTIONS = (("--smsc-system-id", "smsc_system_id"), ("--smsc-password", "smsc_password"),
+                 ("--smsc-password-file", "smsc_password_file"))
+
+
+def refuse_smsc_options_without_smsc(args: argparse.Namespace) -> None:
+    """``--smsc-system-id`` / ``--smsc-password[-file]`` without ``--smsc HOST:PORT`` were ignored without
+    a word: the carriers stayed the config's - the embedded default's are simulated, so an operator who
+    forgot ``--smsc`` had messages "delivered" (and billed) that no SMSC ever saw. Refused instead."""
+    given = [flag for flag, dest in _SMSC_OPTIONS if getattr(args, dest, None) is not None]
+    if given and not getattr(args, "smsc", None):
+        raise ConfigError(f"{', '.join(given)} set the SMPP binds of --smsc HOST:PORT, which is not "
+                          "given: without it the carriers are the config's (the embedded default's are "
+                          "simulated, reaching no SMSC); add --smsc HOST:PORT, or drop "
+                          f"{'them' if len(given) > 1 else 'it'}")
+
+
 def _add_smsc_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--smsc", default=None, metavar="HOST:PORT",
                    help="replace every carrier with SMPP binds to this SMSC")
-    p.add_argument("--smsc-system-id", default="smsroute",
-                   help="the SMPP bind's system_id (default: smsroute)")
+    p.add_argument("--smsc-system-id", default=None,
+                   help=f"the SMPP bind's system_id (default: {DEFAULT_SYSTEM_ID}; only with --smsc)")
     add_smsc_password_arguments(p)
 
 
@@ -349,7 +367,7 @@ def add_smsc_password_arguments(p: Any) -> None:
     """``--smsc-password`` or ``--smsc-password-file`` (read by :func:`smsc_password`), on a parser or an
     argument group: ``smsroute run`` and ``smsroute bench`` take the same two."""
     password = p.add_mutually_exclusive_group()
-    password.add_argument("--smsc-password", default="secret",
+    password.add_argument("--smsc-password", default=None,
                           help="the SMPP bind's password (default: secret; other local users can read a "
                                "command line: prefer --smsc-password-file)")
     password.add_argument("--smsc-password-file", default=None, metavar="FILE",
@@ -361,7 +379,7 @@ def smsc_password(args: argparse.Namespace) -> str:
     which ``ps`` shows every local user), else ``--smsc-password``."""
     path = getattr(args, "smsc_password_file", None)
     if not path:
-        return args.smsc_password
+        return args.smsc_password if args.smsc_password is not None else DEFAULT_PASSWORD
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:

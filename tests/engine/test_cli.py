@@ -152,3 +152,18 @@ def test_smsroute_bench_takes_the_smsc_password_from_a_file_too(tmp_path, capsys
                  "--data-dir", str(tmp_path / "d"), "--no-progress"])
     assert code == 2 and "--smsc-password-file" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()  # refused before the harness made anything
+
+
+@pytest.mark.parametrize("given", [("--smsc-password", "x"), ("--smsc-system-id", "acme"),
+                                   ("--smsc-password-file", "smsc.password")])
+def test_smsc_bind_options_without_smsc_are_refused_not_ignored(tmp_path, given):
+    """``smsroute run --smsc-password-file F`` without ``--smsc HOST:PORT`` started the embedded default's
+    simulated carriers without a word, "delivering" (and billing) messages no SMSC ever saw."""
+    from tests.engine.cli_support import smsroute
+
+    (tmp_path / "smsc.password").write_text("s3cret\n")
+    result = smsroute("run", "--data-dir", str(tmp_path / "d"), "--no-http", *given, cwd=tmp_path,
+                      timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"smsroute: invalid_config: {given[0]} set the SMPP binds of --smsc")
+    assert not (tmp_path / "d").exists()  # refused before anything started
