@@ -14,6 +14,7 @@ import ssl
 import pytest
 
 from tests.engine.cli_support import Running
+from tests.engine.cluster.test_run_workers_functional import _children, _kill_left
 from tests.engine.http.conftest import Client
 from tests.engine.http.test_tls_functional import _self_signed
 
@@ -27,9 +28,18 @@ def test_edges_serve_tls_with_hsts_and_reach_the_core_over_tls(tmp_path):
     config = tmp_path / "tls.toml"
     config.write_text(f'[http]\ntls_cert = "{cert}"\ntls_key = "{key}"\n')
     data = tmp_path / "data"
+    children: set[int] = set()
+    try:
+        _serve_and_check(cert, config, data, children)
+    finally:
+        _kill_left(children)  # a failure must not leave the worker, edge or nats-server behind
+
+
+def _serve_and_check(cert: str, config, data, children: set[int]) -> None:
     with Running("run", "--workers", "1", "--edges", "1", "--data-dir", str(data), "--config",
                  str(config), "--customer-port", "0", "--control-port", "0") as run:
         run.wait_for_line("smsroute running:", 90)
+        children |= _children(run.proc.pid)
         banner = run.wait_for_line("customer API:")
         assert banner.startswith("customer API: https://")
         customer = int(re.search(r":(\d+)/v1", banner).group(1))
