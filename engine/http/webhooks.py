@@ -12,8 +12,10 @@ Delivery (:class:`WebhookDispatcher`, runs on one asyncio loop):
 * ``concurrency`` worker tasks send; each attempt has a timeout. One receiver host gets at most
   ``max_per_host`` of them (default a quarter), so a slow receiver cannot delay everyone else's events. 2xx is success. ``410 Gone`` disables the
   endpoint (``on_gone`` callback) and stops. Anything else is retried after
-  ``uniform(0, min(cap, base * 2**attempt))`` (exponential backoff, full jitter), never sooner than the
-  receiver's ``Retry-After``, until the retry window since the first attempt closes.
+  ``uniform(0, min(cap, base * 2**attempt))`` (exponential backoff, full jitter), until the retry window
+  since the first attempt closes. A receiver's ``Retry-After`` (delay-seconds or HTTP-date; anything
+  else is ignored) makes the retry no sooner than asked, but at most ``cap`` and never past the window's
+  end: only the engine's own schedule gives a delivery up, never a receiver's header.
 * Each delivery carries a stable event id (``Smsroute-Event-Id``), the same on every attempt, for
   deduplication by the receiver; the signature timestamp is fresh on every attempt.
 
@@ -34,11 +36,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import datetime
 import email.utils
 import hashlib
 import hmac
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -247,14 +251,18 @@ class WebhookDispatcher:
             self._on_gone(delivery)
             self._finished(delivery, "gone")
             return
-        delay = max(self.backoff_s(delivery.attempt), retry_after or 0.0)
-        if self._clock() + delay > delivery.first_at + self.policy.window_s:
+        now = self._clock()
+        deadline = delivery.first_at + self.policy.window_s
+        delay = self.backoff_s(delivery.attempt)
+        if now + delay > deadline:  # only the engine's own schedule ends a delivery
             log.info("webhook event %s given up after %d attempts", delivery.event_id,
                      delivery.attempt)
             self._finished(delivery, "expired")
             return
+        if retry_after is not None:  # never sooner than asked, never later than the policy allows
+            delay = max(delay, min(retry_after, self.policy.cap_s, deadline - now))
         self.counts["retried"] += 1
-        delivery.next_at = self._clock() + delay
+        delivery.next_at = now + delay
         self._schedule(delivery, delay)
         if self._on_retry is not None:
             try:
@@ -296,7 +304,7 @@ class WebhookDispatcher:
         headers[SIGNATURE_HEADER] = sign(secrets, delivery.body, int(self._clock()))
         try:
             status, retry_after = await self._client.post(delivery.url, delivery.body, headers)
-            return status, _retry_after(retry_after)
+            return status, retry_after_s(retry_after, self._clock())
         except EgressRefused:
             return BLOCKED, None
         except (TimeoutError, OSError, ValueError, UnicodeError):
@@ -307,15 +315,26 @@ def _host(url: str) -> str:
     return urlsplit(url).netloc.lower()
 
 
-def _retry_after(value: str | None) -> float | None:
+_DELTA_SECONDS = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?")
+
+
+def retry_after_s(value: str | None, now: float) -> float | None:
+    """A receiver's ``Retry-After`` as seconds from ``now``: RFC 9110 delay-seconds (a decimal
+    fraction is accepted too) or an HTTP-date; None for anything else (``inf``, ``nan``, ``-5``,
+    ``1e400``, garbage), so the normal backoff applies. Always finite and >= 0: the receiver's value
+    is a hint, which the dispatcher then clamps to its own retry policy."""
     if value is None:
         return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:  # HTTP-date form
+    value = value.strip()
+    if _DELTA_SECONDS.fullmatch(value):
+        return float(value)
+    try:  # HTTP-date form (IMF-fixdate; the obsolete forms email.utils reads too)
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return max(0.0, when.timestamp() - time.time())
+    if when.tzinfo is None:  # "-0000" or no zone: HTTP-dates are always UTC
+        when = when.replace(tzinfo=datetime.UTC)
+    try:
+        return max(0.0, when.timestamp() - now)
+    except (OverflowError, OSError, ValueError):
+        return None

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 
+import pytest
 from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
@@ -16,10 +18,12 @@ from engine.http.webhooks import (
     Delivery,
     RetryPolicy,
     WebhookDispatcher,
+    retry_after_s,
     verify,
 )
 
 FAST = RetryPolicy(base_s=0.01, cap_s=0.05, window_s=30.0, timeout_s=5.0)
+PATIENT = RetryPolicy(base_s=0.01, cap_s=2.0, window_s=30.0, timeout_s=5.0)  # honours a Retry-After <= 2 s
 
 
 class Receiver:
@@ -133,7 +137,7 @@ def test_retry_after_is_honoured_even_when_backoff_would_be_sooner():
     async def scenario():
         rx = Receiver([(503, {"Retry-After": "1"}), (200, {})])
         runner, url = await _serve(rx)
-        d = _dispatcher([], rand=lambda: 0.0)  # backoff alone would retry at once
+        d = _dispatcher([], rand=lambda: 0.0, policy=PATIENT)  # backoff alone would retry at once
         await d.start()
         d.submit(Delivery(url, "acc", "evt_4", b"{}"))
         await rx.wait_for(2)
@@ -143,6 +147,60 @@ def test_retry_after_is_honoured_even_when_backoff_would_be_sooner():
         await runner.cleanup()
 
     _run(scenario)
+
+
+@pytest.mark.parametrize("value", [
+    "inf", "Infinity", "1e400", "99999999999", "-5", "nan", "NaN", "soon", "", "1_0",
+    "Fri, 31 Dec 9999 23:59:59 GMT"])
+def test_a_hostile_or_huge_retry_after_never_ends_the_delivery(value):
+    """A receiver's ``Retry-After`` is parsed strictly and clamped to the policy's cap: it cannot make
+    the engine give the event up (before: ``inf``/huge answered 'expired' at the first failure)."""
+    async def scenario():
+        rx = Receiver([(503, {"Retry-After": value}), (200, {})])
+        runner, url = await _serve(rx)
+        d = _dispatcher([])  # FAST: cap 0.05 s, window 30 s
+        await d.start()
+        d.submit(Delivery(url, "acc", "evt_ra", b"{}"))
+        await _until(lambda: d.counts["delivered"] + d.counts["expired"] == 1)
+        assert d.counts == {**d.counts, "delivered": 1, "expired": 0, "retried": 1}
+        assert rx.seen[1][0] - rx.seen[0][0] < 1.0  # at most the cap (plus scheduling), not the header
+        await d.stop()
+        await runner.cleanup()
+
+    _run(scenario)
+
+
+def test_a_retry_after_beyond_the_window_retries_at_the_windows_end_instead_of_giving_up():
+    async def scenario():
+        rx = Receiver([(503, {"Retry-After": "60"}), (200, {})])
+        runner, url = await _serve(rx)
+        policy = RetryPolicy(base_s=0.01, cap_s=3600.0, window_s=0.5, timeout_s=5.0)
+        d = _dispatcher([], rand=lambda: 0.0, policy=policy)
+        await d.start()
+        d.submit(Delivery(url, "acc", "evt_rw", b"{}"))
+        await _until(lambda: d.counts["delivered"] + d.counts["expired"] == 1)
+        assert d.counts["delivered"] == 1 and len(rx.seen) == 2
+        assert 0.3 <= rx.seen[1][0] - rx.seen[0][0] < 2.0  # held back to the window's end, then sent
+        await d.stop()
+        await runner.cleanup()
+
+    _run(scenario)
+
+
+@given(st.text(max_size=40))
+def test_retry_after_is_none_or_a_finite_non_negative_delay(value):
+    delay = retry_after_s(value, now=1_700_000_000.0)
+    assert delay is None or (math.isfinite(delay) and delay >= 0)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("120", 120.0), (" 7 ", 7.0), ("0.3", 0.3), ("0", 0.0), (None, None),
+    ("Tue, 14 Nov 2023 22:15:20 GMT", 100.0),  # an IMF-fixdate 100 s after `now`
+    ("Tuesday, 14-Nov-23 22:15:20 GMT", 100.0),  # the obsolete RFC 850 form
+    ("Tue, 14 Nov 2023 22:11:00 GMT", 0.0),  # a date already past: retry now
+    ("inf", None), ("-1", None), ("nan", None), ("1e3", None), ("+5", None), ("12 s", None)])
+def test_retry_after_reads_delay_seconds_and_http_dates(value, expected):
+    assert retry_after_s(value, now=1_700_000_020.0) == expected
 
 
 def test_retries_stop_when_the_window_closes():
@@ -230,7 +288,7 @@ def test_each_scheduled_retry_is_reported_with_its_attempt_and_time():
         rx = Receiver([(503, {"Retry-After": "0.3"}), (500, {}), (200, {})])
         runner, url = await _serve(rx)
         retries: list[tuple[int, float, float]] = []
-        d = _dispatcher([], rand=lambda: 0.0, on_retry=lambda dl: retries.append(
+        d = _dispatcher([], rand=lambda: 0.0, policy=PATIENT, on_retry=lambda dl: retries.append(
             (dl.attempt, dl.next_at, time.time())))
         await d.start()
         d.submit(Delivery(url, "acc", "evt_r", b"{}"))
