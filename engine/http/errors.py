@@ -50,6 +50,8 @@ _STATUS_BY_ERROR: tuple[tuple[type[E.SmsrouteError], int], ...] = (
 )
 
 RETRY_AFTER_OVERLOADED_S = 1
+CLIENT_CLOSED = 499
+"""The status recorded (request log, metrics) for a request whose client hung up before it was read."""
 """What ``Retry-After`` tells a client the engine refused for overload or a transient storage error."""
 
 
@@ -129,9 +131,27 @@ async def error_middleware(request: web.Request, handler: _Handler) -> web.Strea
         code, message = _AIOHTTP_CODES.get(exc.status, ("http_error", exc.reason))
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
         return error_response(exc.status, code, message, headers)
+    except ConnectionResetError:
+        if not client_gone(request):
+            log.exception("unhandled error in %s %s", request.method, _route_name(request))
+            return error_response(500, "internal_error", "internal error")
+        # the client hung up mid-request (e.g. mid-body): its doing, not a server fault; nobody reads
+        # this answer, its 499 only keeps the request log and the 5xx metric honest
+        log.info("client disconnected mid-request", extra={
+            "app": getattr(request.protocol, "app_name", "http"), "method": request.method,
+            "route": _route_name(request)})
+        return error_response(CLIENT_CLOSED, "client_closed_request",
+                              "the client closed the connection before the request was read")
     except Exception:  # a bug: log its type and place, answer a generic 500
         log.exception("unhandled error in %s %s", request.method, _route_name(request))
         return error_response(500, "internal_error", "internal error")
+
+
+def client_gone(request: web.Request) -> bool:
+    """True when the client's own connection is closed (a reset from another socket a handler used,
+    with the client still there, is a server-side failure)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def _route_name(request: web.Request) -> str:

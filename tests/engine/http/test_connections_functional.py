@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import struct
 import threading
 import time
 
@@ -184,3 +185,35 @@ def test_a_request_url_over_the_limit_is_answered_414_and_one_within_it_is_serve
     assert b'"uri_too_long"' in answer and b"8192 bytes" in answer
     within = Client(port, api.token).request("GET", "/v1/messages?cursor=" + "a" * 8000)
     assert within[0] in (400, 401, 404) and within[2]["error"]["code"] != "uri_too_long", within
+
+
+@pytest.mark.parametrize("reset", [True, False], ids=["reset", "fin"])
+@pytest.mark.parametrize("path", ["/v1/messages", "/v1/webhook"])
+def test_a_client_that_hangs_up_mid_body_is_logged_briefly_at_info_not_as_a_server_error(
+        engine, api, caplog, path, reset):
+    """The client's doing, not a server fault: one structured INFO line, no traceback, no ERROR
+    (before: 'unhandled error' at ERROR with a ConnectionResetError traceback)."""
+    caplog.set_level(logging.DEBUG)
+    method = b"POST" if path == "/v1/messages" else b"PUT"
+    sock = _connect(engine.http.customer_port)
+    sock.sendall(method + b" " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+                 b"Content-Type: application/json\r\nAuthorization: Bearer " + api.token.encode()
+                 + b"\r\nContent-Length: 1000\r\n\r\n{\"to\": \"+1555")
+    if reset:  # linger 0: a reset, as from a client that crashed
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+    records = wait_for(lambda: [r for r in caplog.records if "disconnected" in r.getMessage()],
+                       "the client-disconnect log line")
+    assert len(records) == 1 and records[0].levelno == logging.INFO and records[0].exc_info is None
+    assert records[0].app == "customer" and records[0].route
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert "+1555" not in caplog.text
+    registry, endpoint = engine.http.ctx.metrics.registry, f"{method.decode()} {path}"
+
+    def answered(code: str) -> float | None:
+        return registry.get_sample_value("smsroute_http_request_duration_seconds_count",
+                                         {"app": "customer", "endpoint": endpoint, "code": code})
+
+    wait_for(lambda: answered("499"), "the request counted as 499")  # (recorded just after the log line)
+    assert not answered("500")  # not a server error
+    assert api.request("GET", "/v1/balance")[0] == 200  # and the server serves on
