@@ -106,7 +106,7 @@ async def _batch_items(ctx: HttpContext, raw: bytes
         try:
             valid.append((i, s.decode(bytes(item), s.MessageRequest)))
         except HttpError as exc:
-            results[i] = s.BatchResult(error=s.ErrorDetail(exc.code, exc.message))
+            results[i] = s.BatchResult(error=s.ErrorDetail(exc.code, _at_entry(exc.message, i)))
     checked: dict[str, HttpError | None] = {}
     for url in {m.callback_url for _, m in valid if m.callback_url is not None}:
         try:
@@ -122,6 +122,20 @@ async def _batch_items(ctx: HttpContext, raw: bytes
         else:
             submits.append((i, msg))
     return results, submits
+
+
+def _at_entry(message: str, i: int) -> str:
+    """An entry's decoding error located in the whole batch body, the way a single submit's names its
+    place: `` - at `$.to` `` becomes `` - at `$.messages[3].to` ``, and an error that names no place
+    (not an object, an unknown or missing field, a key twice) gets `` - at `$.messages[3]` ``. (Each
+    entry is decoded on its own, so the decoder's paths start at the entry.)"""
+    where = f"`$.messages[{i}]"
+    if message == s.NOT_OBJECT:
+        return f"each entry of `messages` must be a JSON object - at {where}`"
+    head, at, path = message.rpartition(" - at `$")
+    if at:
+        return f"{head} - at {where}{path}"
+    return f"{message} - at {where}`"
 
 
 async def _submit_batch(ctx: HttpContext, api_key: str, results: list[s.BatchResult],

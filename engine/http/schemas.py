@@ -382,6 +382,7 @@ CUSTOMER_CODES = ErrorCodes(fields={  # a bound broken by a field of the right t
     "email": (400, "invalid_request"), "scheme": (400, "invalid_request"),
     "account_id": (400, "invalid_id"), "challenge_id": (401, "challenge_invalid"),
 })
+NOT_OBJECT = "request body must be a JSON object"
 _PATH = re.compile(r"`\$((?:\.[A-Za-z_]+|\[\d+\])*)`$")
 _decoders: dict[Any, msgspec.json.Decoder] = {}
 encoder = msgspec.json.Encoder()
@@ -465,7 +466,7 @@ def validation_error(text: str, codes: ErrorCodes = CUSTOMER_CODES, kind: Any = 
             text = f"Expected {description[:240]} - at `${found.group(1)}`"
     text = text.replace(_END_GUARD.replace("\\", "\\\\"), "$")  # (msgspec quotes it as a repr)
     if text.startswith("Expected `object`, got") and " - at `" not in text:  # the body itself
-        return HttpError(*codes.not_object, "request body must be a JSON object")
+        return HttpError(*codes.not_object, NOT_OBJECT)
     if "unknown field" in text:
         return HttpError(400, "unknown_field", text[:200])
     if "missing required field" in text:

@@ -36,6 +36,26 @@ def test_a_batch_answers_each_message_in_order_with_its_own_result(api):
         assert api.request("GET", f"/v1/messages/{result['id']}")[0] == 200
 
 
+def test_each_refused_entry_says_where_it_is_in_the_batch(api):
+    """Each entry is decoded on its own; its error must still name its place in the body the client
+    sent (before: "request body must be a JSON object" for an entry that is not one, `$.to` for a bad
+    number, and no place at all for an unknown field)."""
+    messages = [MSG, 7, {**MSG, "to": "0"}, {**MSG, "surprise": 1}, {"from": "ACME", "body": "x"},
+                {**MSG, "client_ref": 5}]
+    status, _, answer = api.request("POST", "/v1/messages/batch", {"messages": messages})
+    assert status == 200 and (answer["accepted"], answer["refused"]) == (1, 5)
+    errors = [r["error"] for r in answer["results"][1:]]
+    assert [e["code"] for e in errors] == ["invalid_type", "invalid_number", "unknown_field",
+                                           "missing_field", "invalid_type"]
+    assert errors[0]["message"] == "each entry of `messages` must be a JSON object - at `$.messages[1]`"
+    assert errors[1]["message"].endswith(" - at `$.messages[2].to`")
+    assert errors[2]["message"] == "Object contains unknown field `surprise` - at `$.messages[3]`"
+    assert errors[3]["message"].endswith("`to` - at `$.messages[4]`")
+    assert errors[4]["message"].endswith(" - at `$.messages[5].client_ref`")
+    single = api.request("POST", "/v1/messages", {**MSG, "to": "0"})[2]["error"]["message"]
+    assert single.endswith(" - at `$.to`")  # a single submit's place is unchanged
+
+
 def test_a_batch_with_an_idempotency_key_is_sent_once_and_replayed_whole(api):
     body = {"messages": [MSG, {**MSG, "client_ref": "again"}]}
     headers = {"Idempotency-Key": f"batch-{time.time_ns()}"}
