@@ -140,14 +140,17 @@ STRUCTS = (schemas.MessageRequest, schemas.BatchRequest, schemas.AcceptedAnswer,
            schemas.KeyView, schemas.BalanceView, schemas.Event,
            schemas.LowBalanceEvent, *customer_schemas.BODIES, *answers.ANSWERS)
 SIGNED = ("Signed: Smsroute-Signature: t=<unix>,v1=<hex HMAC-SHA256 of '<t>.<raw body>'> (one v1 per "
-          "valid secret during a rotation); Smsroute-Event-Id: the event's id (deduplicate on it). "
-          "Answer 2xx; others are retried, 410 disables the URL.")
+          "valid secret during a rotation). Answer 2xx; others are retried, 410 disables the URL. ")
+ONE_EVENT = "Smsroute-Event-Id: the event's id, the same as the body's `id` (deduplicate on it)."
+MAYBE_BATCHED = ("Deduplicate on each event's `id` (the body's, or each array element's). "
+                 "Smsroute-Event-Id is the event's id for one event, but for an array only a digest of "
+                 "the ids it holds: after a restart the same events may be grouped differently.")
 
 
 def _webhooks() -> dict[str, Any]:
     """What the engine POSTs to customers (OpenAPI 3.1 ``webhooks``): the body types it encodes."""
-    def post(summary: str, schema: dict[str, Any]) -> dict[str, Any]:
-        return {"post": {"summary": summary, "description": SIGNED,
+    def post(summary: str, schema: dict[str, Any], dedupe: str) -> dict[str, Any]:
+        return {"post": {"summary": summary, "description": SIGNED + dedupe,
                          "requestBody": {"required": True,
                                          "content": {"application/json": {"schema": schema}}},
                          "responses": {"200": {"description": "received"}}}}
@@ -155,9 +158,10 @@ def _webhooks() -> dict[str, Any]:
     return {
         "messageStatus": post("A message's status changed (a batching endpoint: a JSON array of them)",
                               {"oneOf": [_ref(schemas.Event),
-                                         {"type": "array", "items": _ref(schemas.Event)}]}),
+                                         {"type": "array", "items": _ref(schemas.Event)}]},
+                              MAYBE_BATCHED),
         "accountLowBalance": post("The balance went below the account's threshold",
-                                  _ref(schemas.LowBalanceEvent)),
+                                  _ref(schemas.LowBalanceEvent), ONE_EVENT),
     }
 
 

@@ -125,6 +125,10 @@ def test_the_customer_document_publishes_every_webhook_the_engine_sends_as_its_t
         {"$ref": "#/components/schemas/Event"},
         {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}]
     assert body["accountLowBalance"] == {"$ref": "#/components/schemas/LowBalanceEvent"}
+    # a batch's Smsroute-Event-Id is only a digest of its ids: receivers must dedupe on each event's id
+    status_text = hooks["messageStatus"]["post"]["description"]
+    assert "deduplicate on it" not in status_text and "Deduplicate on each event's `id`" in status_text
+    assert "digest" in status_text
     components = openapi.customer_document()["components"]["schemas"]
     assert components["LowBalanceEvent"]["properties"]["type"]["enum"] == ["account.low_balance"]
     assert set(schemas.LowBalanceEvent.__struct_fields__) == set(components["LowBalanceEvent"]["required"])
