@@ -88,7 +88,8 @@ async def put_webhook(request: web.Request) -> web.Response:
 
 async def get_webhook(request: web.Request) -> web.Response:
     """The endpoint's settings and state: ``none`` (no URL), ``active``, or ``disabled`` after the
-    endpoint answered ``410 Gone`` (a new ``PUT`` enables it again); and the events waiting for it."""
+    endpoint answered ``410 Gone`` (a new ``PUT`` enables it again); the events waiting for it, and
+    apart from them those waiting for the messages' own ``callback_url``s (not this endpoint's)."""
     ctx: HttpContext = request.app[CTX]
     account_id = require_account(request)
     return _json(s.encoder.encode(await _webhook_view(ctx, account_id)))
@@ -96,15 +97,15 @@ async def get_webhook(request: web.Request) -> web.Response:
 
 async def _webhook_view(ctx: HttpContext, account_id: str) -> s.WebhookView:
     record = await ctx.call(ctx.engine.account, account_id)
-    backlog = ctx.feed.backlog_of(account_id) if ctx.feed is not None else 0
+    backlog, callbacks = ctx.feed.backlog_of(account_id) if ctx.feed is not None else (0, 0)
     batching = s.WebhookBatching(record.webhook_batch_max, record.webhook_batch_wait_ms)
     if record.webhook_url is None and record.webhook_disabled_url is not None:
         return s.WebhookView(record.webhook_disabled_url, "disabled", record.receipt_statuses,
                              batching, record.webhook_disabled_at,
-                             "the endpoint answered 410 Gone", backlog)
+                             "the endpoint answered 410 Gone", backlog, callbacks)
     state = "none" if record.webhook_url is None else "active"
     return s.WebhookView(record.webhook_url, state, record.receipt_statuses, batching, None, None,
-                         backlog)
+                         backlog, callbacks)
 
 
 async def rotate_webhook_secret(request: web.Request) -> web.Response:

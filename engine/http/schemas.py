@@ -235,7 +235,8 @@ class WebhookView(msgspec.Struct):
     batching: WebhookBatching
     disabled_at: float | None
     disabled_reason: str | None
-    backlog: int
+    backlog: int  # events waiting for this endpoint (not yet delivered or given up)
+    callback_backlog: int  # events waiting for the account's messages' own callback_urls
 
 
 class BalanceView(msgspec.Struct):

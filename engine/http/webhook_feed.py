@@ -80,6 +80,10 @@ def event_body(item: StatusItem) -> bytes:
     return _encoder.encode(event_of(item))
 
 
+def _backlog_key(item: StatusItem) -> tuple[str, bool]:
+    return item.account_id, bool(item.callback_url)
+
+
 class WebhookFeed:
     """Feeds outbox events to the dispatcher (see the module docstring)."""
 
@@ -94,7 +98,8 @@ class WebhookFeed:
         self._chains: dict[str, collections.deque[Stored]] = {}  # message id -> events after the head
         self._buffers: dict[tuple[str, str], list[Stored]] = {}
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
-        self._per_account: collections.Counter[str] = collections.Counter()
+        # events not finished per (account, whether they go to their message's callback_url)
+        self._per_account: collections.Counter[tuple[str, bool]] = collections.Counter()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._held: list[Stored] | None = None  # while the outboxes are read at start: live events wait
         self._waiting: collections.deque[Delivery] = collections.deque()  # no room in the dispatcher
@@ -114,8 +119,11 @@ class WebhookFeed:
         """Events not finished yet (queued, batched, in flight or waiting for a retry)."""
         return len(self._known)
 
-    def backlog_of(self, account_id: str) -> int:
-        return self._per_account.get(account_id, 0)
+    def backlog_of(self, account_id: str) -> tuple[int, int]:
+        """The account's events not finished yet: ``(for its webhook URL, for its messages'
+        callback_urls)`` — an event goes to its message's ``callback_url`` when it has one."""
+        return (self._per_account.get((account_id, False), 0),
+                self._per_account.get((account_id, True), 0))
 
     def add_threadsafe(self, pop: str, seqs: list[int], items: list[StatusItem]) -> None:
         """Engine thread: hand a stored batch to the loop (never waits)."""
@@ -148,7 +156,7 @@ class WebhookFeed:
             if key in self._known:
                 continue
             self._known.add(key)
-            self._per_account[ev.item.account_id] += 1
+            self._per_account[_backlog_key(ev.item)] += 1
             chain = self._chains.get(ev.item.message_id)
             if chain is not None:
                 chain.append(ev)
@@ -238,11 +246,12 @@ class WebhookFeed:
             if (ev.pop, ev.seq) not in self._known:
                 continue
             self._known.discard((ev.pop, ev.seq))
-            left = self._per_account[ev.item.account_id] - 1
+            counted = _backlog_key(ev.item)
+            left = self._per_account[counted] - 1
             if left > 0:
-                self._per_account[ev.item.account_id] = left
+                self._per_account[counted] = left
             else:
-                self._per_account.pop(ev.item.account_id, None)
+                self._per_account.pop(counted, None)
             by_pop.setdefault(ev.pop, []).append(ev.seq)
         for pop, seqs in by_pop.items():
             try:

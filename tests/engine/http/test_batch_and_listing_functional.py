@@ -132,8 +132,9 @@ def test_the_webhook_view_shows_settings_batching_and_state(api):
     assert view == {"url": "https://hooks.example.com/sms", "state": "active",
                     "receipt_statuses": ["delivered", "failed"],
                     "batching": {"max_events": 50, "max_wait_ms": 200}, "disabled_at": None,
-                    "disabled_reason": None, "backlog": view["backlog"]}
-    assert api.request("GET", "/v1/webhook")[2] == {**view, "backlog": view["backlog"]}
+                    "disabled_reason": None, "backlog": view["backlog"],
+                    "callback_backlog": view["callback_backlog"]}
+    assert api.request("GET", "/v1/webhook")[2] == view
     bad = api.request("PUT", "/v1/webhook", {"url": None, "batching": {"max_events": 101}})
     assert bad[0] == 422 and bad[2]["error"]["code"] == "invalid_batching"
     api.request("PUT", "/v1/webhook", {"url": None})

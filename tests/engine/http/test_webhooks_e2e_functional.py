@@ -165,3 +165,24 @@ def test_an_account_that_sets_a_gone_callback_url_as_its_webhook_gets_its_events
     assert acc.request("PUT", "/v1/webhook", {"url": url})[2]["state"] == "active"
     second = acc.request("POST", "/v1/messages", MSG)[2]["id"]
     _events_for(receiver, second, "accepted", timeout=5.0)
+
+
+def test_the_webhook_backlog_counts_its_own_events_apart_from_those_for_callback_urls(running):
+    """``backlog`` is the events waiting for the account's webhook endpoint; those waiting for its
+    messages' own ``callback_url``s are ``callback_backlog`` (before: all in ``backlog``, so a dead
+    callback receiver looked like a backlog at the account's healthy endpoint)."""
+    own, callbacks = Receiver(answers=[503] * 100), Receiver(answers=[503] * 100)
+    try:
+        acc = funded_account(running, "backlog@example.com")
+        api = Client(running.http.customer_port, acc.api_key)
+        api.request("PUT", "/v1/webhook", {"url": own.url, "receipt_statuses": ["delivered"]})
+        api.request("POST", "/v1/messages", MSG)
+        for _ in range(2):
+            api.request("POST", "/v1/messages", {**MSG, "callback_url": callbacks.url})
+        view = wait_for(lambda: (v := api.request("GET", "/v1/webhook")[2])["callback_backlog"] == 2
+                        and v["backlog"] == 1 and v, "the events counted where they wait")
+        assert (view["backlog"], view["callback_backlog"]) == (1, 2)
+        api.request("PUT", "/v1/webhook", {"url": None})  # (the endpoint gone: its event is dropped)
+    finally:
+        own.close()
+        callbacks.close()
