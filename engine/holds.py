@@ -174,9 +174,8 @@ class HoldManager:
                     if h["ended_at"] is None and desk.store.get(h["hold_id"]) is None]
         if not hold_ids:  # a replay: the answer the first request got
             first = desk.store.get(placed[0]["hold_id"]) if placed else None
-            return None if first is None else {
-                "state": "not_permitted" if first.not_permitted else "queued",
-                "mails": len(first.mail_ids)}
+            return None if first is None else {"state": first.public()["state"],
+                                               "mails": len(first.mail_ids)}
         try:
             return desk.give(hold_ids, covered, whole_account=account_id, **order)
         except Exception:

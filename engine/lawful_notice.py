@@ -17,6 +17,11 @@ registering a lawful order does one of two things, never neither:
 * **not permitted**: the operator records that notice is not legally permitted, with a reason and a
   reference (both required; e.g. the non-disclosure order). No mail.
 
+When no holder is left to tell (each account the order covers was erased or is gone; a stuck notice
+given again, below), that is recorded instead: state ``no_holders``, no mail, audited
+``lawful_order_notice_no_holders`` — never ``sent``, which would claim a holder was told. A notice with
+no mail never reads ``sent``.
+
 Either is kept per hold (``storage.order_notices``) and written to the core audit log
 (``lawful_order_notice_queued`` / ``lawful_order_notice_not_permitted``; the waiver's reason and reference
 sealed in the record, shown on ``GET /v1/holds``).
@@ -25,7 +30,8 @@ Disclosure (:meth:`OrderNoticeDesk.require_notice`) under a lawful order is **re
 until every notice mail was accepted by the SMTP server (the outbox's receipt): ``NoticePending`` (409
 ``notice_pending``) while one is queued, ``HolderNotNotified`` (409 ``holder_not_notified``) when one
 left the outbox unsent (refused, expired, account erased) or the order has no notice on record (placed by
-an older version). Refusing keeps the disclosure request short and its audit trail honest (a refused
+an older version). Under ``no_holders`` disclosure is allowed: policy 5 is notice to the affected account
+holder, and none exists any more; the ground is on record (state, audit), not a pretended notice. Refusing keeps the disclosure request short and its audit trail honest (a refused
 read is audit-logged; the operator retries once ``GET /v1/holds`` says ``sent``).
 
 Such a stuck order is fixed in place, not registered again (``POST /v1/holds/{id}/notice``,
@@ -33,7 +39,7 @@ Such a stuck order is fixed in place, not registered again (``POST /v1/holds/{id
 every hold of the order at once (:meth:`OrderNoticeDesk.order_of`: the holds with its ``order_id``), to
 the holders its holds kept when it was placed (``storage.holds.Hold.holders``: no message record
 needed), audited like the first (with ``again``); refused while a notice is queued or was sent, or
-after a waiver (:meth:`require_stuck`).
+after a waiver or ``no_holders`` (:meth:`require_stuck`).
 
 An order released before its notice left is not told to its holders: when its last active hold is
 released, the mails still queued are withdrawn (:meth:`OrderNoticeDesk.withdraw`: removed unsent, a send
@@ -55,7 +61,9 @@ from engine.mail.templates import AUTHORITY_KINDS, check_reference
 from storage.order_notices import OrderNotice, OrderNotices
 from storage.outbox import QUEUED, SENT
 
-__all__ = ["OrderNoticeDesk", "check_order_fields"]
+__all__ = ["NO_HOLDERS", "OrderNoticeDesk", "check_order_fields"]
+
+NO_HOLDERS = "no_holders"  # a notice with no mail: no account holder left to tell
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +127,8 @@ class OrderNoticeDesk:
              not_permitted: dict | None, again: bool = False) -> dict:
         """Queue the notices of an order just placed (``covered``: account -> messages it names), or
         record that notice is not permitted; what was done. ``again``: for an order placed earlier
-        whose notice is stuck (``require_stuck``): said so in the audit entries, and a notice with no
-        account left to tell is refused (``InvalidTransition``)."""
+        whose notice is stuck (``require_stuck``): said so in the audit entries. With no account left
+        to tell (``covered`` empty) that is what is recorded: ``no_holders``, no mail."""
         with self.lock:
             return self._give(hold_ids, covered, whole_account=whole_account, actor=actor,
                               authority=authority, reference=reference, until=until,
@@ -139,9 +147,11 @@ class OrderNoticeDesk:
                 self._audit.append(actor, "lawful_order_notice_not_permitted", ",".join(hold_ids),
                                    "ok", {"holds": len(hold_ids), **extra}, account=account)
             return {"state": "not_permitted", "mails": 0}
-        if again and not covered:
-            raise InvalidTransition("no account holder of this order is left to notify (their "
-                                    "accounts were erased or are gone)")
+        if not covered:  # every holder erased or gone: nobody to tell, and said so (never "sent")
+            self.store.put_many([OrderNotice(h, actor, now, until, []) for h in hold_ids])
+            self._audit.append(actor, "lawful_order_notice_no_holders", ",".join(hold_ids), "ok",
+                               {"holds": len(hold_ids), **extra})
+            return {"state": NO_HOLDERS, "mails": 0}
         previous = {h: self.store.get(h) for h in hold_ids}
         recorded = []
 
@@ -189,7 +199,7 @@ class OrderNoticeDesk:
 
     def state(self, hold_id: str) -> dict | None:
         """The notice of a lawful order's hold as ``GET /v1/holds`` shows it (``state``: queued, sent,
-        unsent, not_permitted); None for a hold without one."""
+        unsent, not_permitted, no_holders); None for a hold without one."""
         notice = self.store.get(hold_id)
         if notice is None:
             return None
@@ -200,7 +210,8 @@ class OrderNoticeDesk:
 
     def require_notice(self, hold_id: str) -> None:
         """Before a disclosure under lawful order ``hold_id``: its holder was notified, or notice was
-        recorded as not permitted; else ``NoticePending`` / ``HolderNotNotified``."""
+        recorded as not permitted, or that no holder is left to notify; else ``NoticePending`` /
+        ``HolderNotNotified``."""
         notice = self.store.get(hold_id)
         if notice is None:
             raise HolderNotNotified(f"lawful order {hold_id} has no notice to its account holder on "
@@ -208,6 +219,8 @@ class OrderNoticeDesk:
         if notice.not_permitted:
             return
         state = self._mail_state(notice)
+        if state == NO_HOLDERS:
+            return
         if state == QUEUED:
             raise NoticePending(f"the notice of lawful order {hold_id} is queued but not yet sent; "
                                 "disclosure waits until it is (retry later; GET /v1/holds)")
@@ -217,6 +230,8 @@ class OrderNoticeDesk:
                                     "(POST /v1/holds/{id}/notice gives it again)")
 
     def _mail_state(self, notice: OrderNotice) -> str:
+        if not notice.mail_ids:  # (an empty set is a subset of {SENT}: it must not read "sent")
+            return NO_HOLDERS
         outcomes = {self._notices.outbox.outcome(m) for m in notice.mail_ids}
         if QUEUED in outcomes:
             return QUEUED

@@ -37,13 +37,16 @@ class OrderNotice:
     actor: str
     created_at: float
     until: float  # the order's end: the record is swept ENDED_RETENTION_SECONDS after it
-    mail_ids: list[str] = field(default_factory=list)
+    mail_ids: list[str] = field(default_factory=list)  # none (and not not_permitted): no holder left
     not_permitted: bool = False
     reason: str = ""  # why notice is not legally permitted (only with not_permitted)
     reference: str = ""  # e.g. the non-disclosure order's reference
 
     def public(self) -> dict:
-        return {"state": "not_permitted" if self.not_permitted else "queued",
+        """The record as ``GET /v1/holds`` shows it; ``state`` here is what was done when it was
+        written (``engine.lawful_notice`` replaces ``queued`` with the mails' outcome)."""
+        state = "not_permitted" if self.not_permitted else "queued" if self.mail_ids else "no_holders"
+        return {"state": state,
                 "mails": len(self.mail_ids), "reason": self.reason, "reference": self.reference,
                 "by": self.actor, "at": self.created_at}
 

@@ -235,7 +235,8 @@ async def disclose(request: web.Request) -> web.Response:
 async def give_notice(request: web.Request) -> web.Response:
     """A stuck lawful order's notice given again, or its waiver recorded (``engine.lawful_notice``):
     for an order whose notice left the outbox unsent or that has none on record (placed by an older
-    version); 409 while a notice is queued or was sent, or after a waiver."""
+    version); with no holder left, ``no_holders`` is recorded; 409 while a notice is queued or was
+    sent, or after a waiver or ``no_holders``."""
     ctx: HttpContext = request.app[CTX]
     body = await read_body_as(request, cs.OrderNoticeRequest)
     give = _engine_method(ctx, "give_notice_again")

@@ -329,7 +329,8 @@ class TokenRevoked(msgspec.Struct):
 
 
 class NoticeView(msgspec.Struct, omit_defaults=True):
-    """A lawful order's notice to its account holders: ``state`` queued, sent, unsent or not_permitted."""
+    """A lawful order's notice to its account holders: ``state`` queued, sent, unsent, not_permitted or
+    no_holders (no account holder was left to tell: no mail)."""
 
     state: str
     mails: int

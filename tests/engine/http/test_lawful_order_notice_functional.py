@@ -456,3 +456,36 @@ def test_a_message_order_whose_records_were_swept_is_noticed_again_from_its_hold
     assert again["notice"] == {"state": "queued", "mails": 1}
     text = text_of(mailbox.wait("swept-holder@example.com", "lawful request")[0])
     assert "CASE-SWEPT-7" in text and account_id in text and "1 message(s) already sent" in text
+
+
+def test_a_stuck_order_whose_holders_are_all_gone_says_so_and_is_disclosed_on_that_ground(
+        running, privacy, mailbox):
+    """The holder erased their account before the notice left: nobody is left to tell. The notice
+    given again records that (``no_holders``, audited), never ``sent``; disclosure is allowed on that
+    recorded ground. Before: 409 invalid_transition, so the order stayed undisclosable for good unless
+    the operator recorded an untrue 'notice not permitted'."""
+    placed, hold_id, message_id = _stuck_order(running, privacy, mailbox, "stuck-erased@example.com")
+    account_id = placed["holds"][0]["account_id"]
+    running.erase_account(account_id, actor="test")
+    since = time.time()
+    status, _, again = privacy.request("POST", f"/v1/holds/{hold_id}/notice",
+                                       {"authority": "court_order"})
+    assert status == 200, again
+    assert again["notice"] == {"state": "no_holders", "mails": 0}
+    assert all(_notice_of(privacy, h["hold_id"])["state"] == "no_holders" for h in placed["holds"])
+    status, _, trail = privacy.request("GET", f"/v1/audit?kind=data_subject&since={since}")
+    assert status == 200, trail
+    assert "lawful_order_notice_no_holders" in [e["action"] for e in trail["entries"]]
+    status, disclosed = _disclose(privacy, hold_id, message_id)
+    assert status == 200 and disclosed["body"] == BODY, disclosed
+    status, _, err = privacy.request("POST", f"/v1/holds/{hold_id}/notice", {"authority": "court_order"})
+    assert status == 409 and "no_holders" in err["error"]["message"], err  # nothing to give again
+
+
+def test_a_notice_record_without_any_mail_never_reads_sent(running):
+    """Before: its mails' outcomes were the empty set, a subset of {"sent"}: it read ``sent``."""
+    from storage.order_notices import OrderNotice
+
+    desk = running.privacy.order_notices
+    desk.store.put(OrderNotice("hold_nomail", "officer", time.time(), time.time() + 3600, []))
+    assert desk.state("hold_nomail")["state"] == "no_holders"
