@@ -6,8 +6,8 @@
 is read from ``password_file`` or the environment variable ``password_env`` at each connection (so it can
 be rotated without a restart) and is never logged or stored.
 
-:class:`LogTransport` is the embedded default: it "sends" by logging the template name and the account id
-— no address, no subject, no text.
+:class:`LogTransport` is the embedded default: nothing is sent; the worker logs the template name and
+the account's pseudonym — no account id, no address, no subject, no text.
 
 A send raises :class:`PermanentFailure` when the server refused the mail for good (a 5xx reply: retrying
 cannot help) and any other exception for a failure worth retrying (connection refused, timeout, 4xx).
@@ -41,19 +41,24 @@ class Transport(Protocol):
 
 
 class LogTransport:
-    """No SMTP server configured: log the template name only (the worker's "mail sent" line that
-    follows names the account by pseudonym)."""
+    """No SMTP server configured: nothing leaves. The worker's one line for the mail says so
+    (``delivers`` is false: "mail not sent (no [email] host configured)", with the template and the
+    account's pseudonym) instead of "mail sent"; this transport logs nothing itself, so each mail is
+    one line."""
+
+    delivers = False
 
     def __init__(self) -> None:
         self.logged = 0
 
     async def send(self, mail: OutboxMail) -> None:
         self.logged += 1
-        log.info("mail not sent (no [email] host configured)", extra={"template": mail.template})
 
 
 class SmtpTransport:
     """One SMTP connection per mail (customer mail is rare; no pool to keep healthy)."""
+
+    delivers = True
 
     def __init__(self, settings: EmailSettings) -> None:
         self.settings = settings

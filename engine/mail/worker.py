@@ -201,7 +201,10 @@ class MailWorker:
             return
         self.outbox.sent(mail.mail_id, self._clock())
         self.counts["sent"] += 1
-        log.info("mail sent", extra=where)
+        if getattr(self.transport, "delivers", True):
+            log.info("mail sent", extra=where)
+        else:  # no [email] host: this one line is all that happens to the mail
+            log.info("mail not sent (no [email] host configured)", extra=where)
 
     def _addressed(self, mail: OutboxMail) -> OutboxMail | None:
         """The mail addressed as it must be sent now; None (and dropped) if it must not be sent."""

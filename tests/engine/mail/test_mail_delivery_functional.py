@@ -93,6 +93,9 @@ def test_without_an_smtp_host_mail_is_only_logged_by_template_and_account_pseudo
     logged = [r for r in caplog.records if r.name.startswith("engine.mail")]
     assert any(getattr(r, "template", None) == "account_confirmation"
                and getattr(r, "account", None) == pseudonym for r in logged)
+    # one line per mail, and it does not claim a send (before: "mail not sent" and then "mail sent")
+    lines = [r.getMessage() for r in logged if getattr(r, "template", None) == "account_confirmation"]
+    assert lines == ["mail not sent (no [email] host configured)"], lines
     assert [r.getMessage() for r in logged if account.id in f"{r.getMessage()} {r.__dict__}"] == []
     everything = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
     assert "quiet@example.com" not in everything and "confirm?token" not in everything
