@@ -39,8 +39,9 @@ def smsc_overrides(settings_doc: dict[str, Any], hostport: str, system_id: str,
     from engine.smpp import smsc_carrier_settings
 
     host, _, port = hostport.rpartition(":")
-    if not host or not port.isdigit():
-        raise SystemExit(f"--smsc wants HOST:PORT, got {hostport!r}")
+    if not host or not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
+        # the documented start-up failure (one line, exit 2), not a bare SystemExit (exit 1)
+        raise ConfigError(f"--smsc wants HOST:PORT (a port 1-65535), got {hostport!r}")
     carriers = {}
     for name, table in settings_doc.get("carriers", {}).items():
         options = smsc_carrier_settings(host, int(port), system_id=system_id, password=password)

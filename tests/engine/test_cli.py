@@ -167,3 +167,16 @@ def test_smsc_bind_options_without_smsc_are_refused_not_ignored(tmp_path, given)
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith(f"smsroute: invalid_config: {given[0]} set the SMPP binds of --smsc")
     assert not (tmp_path / "d").exists()  # refused before anything started
+
+
+@pytest.mark.parametrize("hostport", ["nohost", "smsc.example.com:", ":2775", "host:99999", "host:x1"])
+def test_an_smsc_that_is_not_host_port_is_the_documented_one_line_failure(tmp_path, hostport):
+    """It exited 1 with a bare "--smsc wants HOST:PORT" line, not ``smsroute: <code>: ...`` and 2."""
+    from tests.engine.cli_support import smsroute
+
+    result = smsroute("run", "--data-dir", str(tmp_path / "d"), "--no-http", "--smsc", hostport,
+                      cwd=tmp_path, timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"smsroute: invalid_config: --smsc wants HOST:PORT (a port 1-65535), got {hostport!r}"]
+    assert not (tmp_path / "d").exists()  # refused before anything started
