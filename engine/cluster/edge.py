@@ -57,6 +57,7 @@ from engine.cluster.edge_forward import HOP_BY_HOP, PART_BYTES, error_answer
 from engine.cluster.handoff import overrides_from
 from engine.cluster.lifeline import stop_when_parent_exits
 from engine.cluster.placement import Placement
+from engine.cluster.start_failure import report
 from engine.config import load_settings
 from engine.errors import SmsrouteError
 from engine.http.app_customer import build_customer_app
@@ -285,8 +286,11 @@ def main(argv: list[str] | None = None) -> int:
         engine = EdgeEngine(settings, placement, Path(args.data_dir)).start()
         edge = Edge(engine, args.host, args.port, args.core_url, token,
                     edges=max(1, args.edges)).start()
-    except SmsrouteError as exc:
-        print(f"smsroute edge {node}: {exc.code}: {exc.message}", file=sys.stderr)
+    except SmsrouteError as exc:  # to smsroute run, which names it in its own answer (start_failure)
+        report("edge", node, exc.code, exc.message, supervised=bool(args.parent_pid))
+        return 2
+    except OSError as exc:
+        report("edge", node, "os_error", str(exc), supervised=bool(args.parent_pid))
         return 2
     print(f"smsroute edge {node} ready on {args.host}:{edge.bound_port}", flush=True)
     signal.sigwait(stop_signals)

@@ -34,7 +34,8 @@ from typing import Any
 
 from engine.cluster.nats_server import NatsServer
 from engine.cluster.placement import Placement, core_placement
-from engine.errors import ConfigError
+from engine.cluster.start_failure import error_of, parse
+from engine.errors import ConfigError, SmsrouteError, StartupError
 from storage.datadir import LOCK_FILE
 from storage.keys import KEY_STORE_FILE
 
@@ -223,9 +224,11 @@ class LocalCluster:
         starts cannot hold this wait past the deadline: it is killed and reported."""
         proc = w.proc
         assert proc is not None and proc.stdout is not None
-        seen: queue.SimpleQueue[bool] = queue.SimpleQueue()  # True: ready; False: its stdout closed
+        # True: ready; (code, message): it said why it could not start; False: its stdout closed
+        seen: queue.SimpleQueue[bool | tuple[str, str]] = queue.SimpleQueue()
         threading.Thread(target=_read_until_ready, args=(proc.stdout, w.node, seen), daemon=True,
                          name=f"smsroute-{w.node}-stdout").start()
+        kind = "worker" if w.kind == "w" else "edge"
         try:
             ready = seen.get(timeout=max(0.0, deadline - time.monotonic()))
         except queue.Empty:
@@ -233,9 +236,13 @@ class LocalCluster:
             proc.wait(5)
             raise ConfigError(f"worker {w.node} was not ready within {timeout:g} s "
                               f"(killed)") from None
+        if isinstance(ready, tuple):  # its own error, as it said it (engine.cluster.start_failure)
+            proc.wait()
+            raise error_of(kind, w.node, *ready)
         if not ready:
             code = proc.wait()
-            raise ConfigError(f"worker {w.node} exited with {code} before it was ready")
+            raise StartupError(f"{kind} {w.node} exited with {code} before it was ready (without "
+                               "saying why: see its output above)")
 
     # --- supervision ---------------------------------------------------------------------------------
 
@@ -270,8 +277,8 @@ class LocalCluster:
         try:
             self._wait_ready(w, time.monotonic() + READY_TIMEOUT_S)
             log.warning("worker %s restarted (restart %d)", w.node, w.restarts)
-        except ConfigError as exc:
-            log.error("%s", exc)
+        except SmsrouteError as exc:  # it said why (start_failure), or exited, or hung: logged, retried
+            log.error("%s: %s", exc.code, exc.message)
 
     def status(self) -> list[dict[str, Any]]:
         """Every worker and HTTP edge: node, pid, whether it runs, how often it was restarted."""
@@ -330,14 +337,18 @@ def _hand_lines(proc: subprocess.Popen, lines: list[str]) -> None:
 
 
 def _read_until_ready(stream, node: str, seen: queue.SimpleQueue) -> None:
-    """Read a worker's (or edge's) stdout: say when its ready line comes (True) or the pipe closes first
-    (False), and keep reading after the ready line so the process never blocks on a full pipe."""
+    """Read a worker's (or edge's) stdout: say when its ready line comes (True), or its failure line
+    (``(code, message)``, ``engine.cluster.start_failure``), or the pipe closes first (False); keep
+    reading after the ready line so the process never blocks on a full pipe."""
     prefixes = (f"smsroute worker {node} ready", f"smsroute edge {node} ready")
-    ready = False
+    said = False
     with contextlib.suppress(ValueError, OSError):  # (the pipe closed under us)
         for line in stream:
-            if not ready and line.startswith(prefixes):
-                ready = True
-                seen.put(True)
-    if not ready:
+            if said:
+                continue
+            failure = parse(line.rstrip("\n"), "worker", node) or parse(line.rstrip("\n"), "edge", node)
+            if failure is not None or line.startswith(prefixes):
+                said = True
+                seen.put(failure or True)
+    if not said:
         seen.put(False)

@@ -21,6 +21,7 @@ from engine import log_format
 from engine.cluster.handoff import overrides_from
 from engine.cluster.lifeline import stop_when_parent_exits
 from engine.cluster.placement import worker_placement
+from engine.cluster.start_failure import report
 from engine.config import load_settings
 from engine.errors import SmsrouteError
 from engine.gc_tuning import freeze_start_up_objects, tune_gc
@@ -67,8 +68,11 @@ def main(argv: list[str] | None = None, overrides: dict | None = None) -> int:
             tune_gc()
         runtime = Runtime(Path(args.data_dir), settings, None, IdGenerator(), placement)
         runtime.start()
-    except SmsrouteError as exc:
-        print(f"smsroute worker {placement.node}: {exc.code}: {exc.message}", file=sys.stderr)
+    except SmsrouteError as exc:  # to smsroute run, which names it in its own answer (start_failure)
+        report("worker", placement.node, exc.code, exc.message, supervised=bool(args.parent_pid))
+        return 2
+    except OSError as exc:  # the environment, as smsroute run itself reports it: one line
+        report("worker", placement.node, "os_error", str(exc), supervised=bool(args.parent_pid))
         return 2
     if settings.engine.gc_tuning:
         freeze_start_up_objects()
