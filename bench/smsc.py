@@ -75,6 +75,11 @@ class SmscConfig:
     part_script: dict[int, list] = field(default_factory=dict)  # see bench.smsc_faults.PartScript
     early_receipt_rate: float = 0.0  # share of receipts sent before their submit_sm_resp
     duplicate_receipt_rate: float = 0.0  # share of receipts sent twice
+    # deliver_sm_resp statuses after which a receipt is delivered again (module doc), and the backoff:
+    # first delay, doubled per refusal up to the cap
+    receipt_retry_statuses: frozenset[int] = frozenset(
+        {p.ESME_RX_T_APPN, p.ESME_RSYSERR, p.ESME_RMSGQFUL, p.ESME_RTHROTTLED})
+    receipt_retry_seconds: tuple[float, float] = (1.0, 60.0)
     seed: int | None = None
 
     @classmethod
@@ -143,6 +148,7 @@ class SimulatedSmsc:
         self._ids = itertools.count(self._rng.randrange(1, 10**6) * 1000)
         self._sessions: set[_Session] = set()
         self._held: dict[str, deque[p.Pdu]] = {}  # system_id -> receipts waiting for a receiver
+        self._refusals: dict[int, int] = {}  # id() of a receipt refused temporarily -> its refusals
         self._server: asyncio.AbstractServer | None = None
         self._script = PartScript(self.config.part_script)
         self._submits = 0
@@ -263,7 +269,9 @@ class SimulatedSmsc:
         elif cid == p.DELIVER_SM or cid == p.DATA_SM:
             session.send(p.response_to(pdu, p.ESME_RINVBNDSTS))
         elif cid == p.DELIVER_SM | p.RESP or cid == p.DATA_SM | p.RESP:
-            session.unacked.pop(pdu.sequence, None)
+            receipt = session.unacked.pop(pdu.sequence, None)
+            if receipt is not None:
+                self._receipt_answered(session, receipt, pdu.status)
         return session.writer.is_closing()  # dropped by a fault: what is still buffered is lost
 
     def _on_bind(self, session: _Session, pdu: p.Pdu) -> None:
@@ -432,6 +440,22 @@ class SimulatedSmsc:
         account = session.system_id
         if not any(s.system_id == account and self._deliver(s, receipt) for s in self._sessions):
             self._hold(account, receipt)
+
+    def _receipt_answered(self, session: _Session, receipt: p.Pdu, status: int) -> None:
+        """The ESME answered a receipt: delivered (0), to deliver again after a backoff (a temporary
+        error), or refused for good (module doc)."""
+        if status == p.ESME_ROK:
+            self._refusals.pop(id(receipt), None)
+            return
+        cfg = self.config
+        if status not in cfg.receipt_retry_statuses:
+            self._refusals.pop(id(receipt), None)
+            self.counters["receipts_refused"] += 1
+            return
+        refusals = self._refusals[id(receipt)] = self._refusals.get(id(receipt), 0) + 1
+        first, cap = cfg.receipt_retry_seconds
+        self.counters["receipts_retried"] += 1
+        self._later(min(cap, first * 2 ** (refusals - 1)), self._send_receipt, session, receipt)
 
     def _hold(self, account: str, receipt: p.Pdu) -> None:
         self._held.setdefault(account, deque(maxlen=_MAX_HELD_RECEIPTS)).append(receipt)

@@ -59,7 +59,8 @@ ESME_RINVSYSID = 0x0F
 ESME_RMSGQFUL = 0x14
 ESME_RINVSYSTYP = 0x53
 ESME_RTHROTTLED = 0x58
-ESME_RX_T_APPN = 0x64
+ESME_RX_T_APPN = 0x64  # ESME receiver temporary app error: the SMSC delivers again later
+ESME_RX_P_APPN = 0x65  # ESME receiver permanent app error
 STATUS_NAMES = {
     v: k for k, v in globals().items() if k.startswith("ESME_R") and isinstance(v, int)
 }

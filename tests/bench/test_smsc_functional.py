@@ -210,3 +210,40 @@ def test_close_connections_drops_every_session_for_fault_injection(smsc):
         t.start()
         smsc.call(smsc.smsc.close_connections)
         assert closed.wait(5)
+
+
+def test_a_receipt_refused_with_a_temporary_error_is_delivered_again_after_a_backoff():
+    """As a real SMSC does: a deliver_sm answered 0x64 ESME_RX_T_APPN (or another temporary status) comes
+    again, later each time; answered 0 it is done; a permanent error (0x65) ends it. Before, the simulator
+    forgot a receipt whatever its deliver_sm_resp said, so an ESME that could not store it lost it."""
+    config = SmscConfig(receipt_retry_seconds=(0.2, 0.3))
+    with SmscThread(config) as smsc, _raw(smsc.port) as sock:
+        _bind(sock)
+        for seq in (5, 6):
+            sock.sendall(p.encode_pdu(p.Pdu(p.SUBMIT_SM, seq, 0, {"destination_addr": "49151",
+                                                                  "registered_delivery": 1})))
+        mids, receipts = set(), []
+        while len(mids) < 2 or len(receipts) < 2:
+            pdu = _recv_pdu(sock)
+            if pdu.command_id == p.SUBMIT_SM | p.RESP:
+                mids.add(pdu.params["message_id"])
+            else:
+                receipts.append((pdu, time.monotonic()))
+        (keep, _), (drop, _) = receipts
+        sock.sendall(p.encode_pdu(p.response_to(keep, p.ESME_RX_T_APPN, message_id="")))
+        sock.sendall(p.encode_pdu(p.response_to(drop, p.ESME_RX_P_APPN, message_id="")))
+        refused_at = time.monotonic()
+        seen = []
+        for status in (p.ESME_RSYSERR, p.ESME_ROK):  # 0x08 is temporary too; then taken
+            again = _recv_pdu(sock)
+            seen.append(time.monotonic() - refused_at)
+            assert again.command_id == p.DELIVER_SM and again.sequence != keep.sequence
+            assert parse_receipt(again).message_id == parse_receipt(keep).message_id
+            sock.sendall(p.encode_pdu(p.response_to(again, status, message_id="")))
+            refused_at = time.monotonic()
+        assert seen[0] >= 0.15 and seen[1] >= 0.25  # backoff: 0.2 s, then doubled up to the 0.3 s cap
+        sock.settimeout(0.6)
+        with pytest.raises(socket.timeout):  # neither the delivered nor the permanently refused one
+            _recv_pdu(sock)
+    counters = smsc.smsc.counters
+    assert (counters["receipts_retried"], counters["receipts_refused"]) == (2, 1)
