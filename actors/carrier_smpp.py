@@ -5,7 +5,8 @@ carrier's typed options (:class:`engine.config.SmppCarrierOptions`) or a dict of
 :func:`engine.smpp.smsc_carrier_settings`, validated the same way); ``clock`` is accepted for symmetry
 and unused (the connector has its own loop timers).
 
-Messages in (msgpack bytes): ``SubmitToCarrier``, ``WithdrawSubmits`` and ``ExpectReceipts`` from the POP,
+Messages in (msgpack bytes): ``SubmitToCarrier``, ``WithdrawSubmits``, ``ExpectReceipts`` and
+``ReceiptsStored`` (the SMSC's receipts are answered only then: :mod:`engine.smpp.client`) from the POP,
 ``SetCarrierSuspended`` from the operator (a resume also ends the backoff of binds the SMSC refused: they
 try again at once). A withdrawal reaches the connector after every submit the POP
 sent before it (both go through ``call_soon_threadsafe`` in mailbox order), so it finds their parts.
@@ -95,6 +96,9 @@ class SmppCarrierActor(pykka.ThreadingActor):
                     self._loop.call_soon_threadsafe(self._connector.withdraw, refs)
             case m.SetCarrierSuspended(suspended=suspended):
                 self._on_set_carrier_suspended(suspended)
+            case m.ReceiptsStored(tokens=tokens, stored=stored):
+                if self._loop is not None and self._connector is not None:
+                    self._loop.call_soon_threadsafe(self._connector.answer_receipts, tokens, stored)
             case m.ExpectReceipts(items=items):
                 if self._loop is not None and self._connector is not None:
                     for it in items:  # (an id stored whole before ids were bounded matches too)

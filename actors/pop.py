@@ -7,7 +7,8 @@ Messages in: ``AcceptMessages`` (sessions), ``CarrierResponded`` / ``ReceiptsRec
 ``GroupCommitted`` (the committer, when the POPs of the process share an environment).
 Messages out: ``SubmitsAccepted`` / ``SubmitRejected`` / ``CarriersAcked`` / ``MessagesResumed`` (bridge),
 ``DebitMessages`` / ``RefundMessages``
-(ledger), ``SubmitToCarrier`` / ``WithdrawSubmits`` / ``ExpectReceipts`` (carriers), ``StatusesChanged``
+(ledger), ``SubmitToCarrier`` / ``WithdrawSubmits`` / ``ExpectReceipts`` / ``ReceiptsStored`` (carriers),
+``StatusesChanged``
 (sessions), ``BalanceChanged`` (a refused submit's reservation, back to its session),
 ``WebhookEventsStored`` (bridge).
 
@@ -19,7 +20,9 @@ Group commit: every change is collected and written by the next ``Flush`` in ONE
 (shared with the other POPs of the process when they share an environment: ``actors.group_commit``);
 only after that commit are customers acknowledged, debits and refunds sent and status events emitted. So an
 acknowledged message survives ``kill -9``, and so does the refund of a message that ended without any
-carrier acknowledgement (it is owed in the same transaction as the final record).
+carrier acknowledgement (it is owed in the same transaction as the final record). Likewise a carrier is told
+that a receipt is stored (and the SMSC answered 0) only after the commit that follows it; a commit that
+fails has its receipts refused, for the SMSC to deliver again (``engine.delivery.receipt_answers``).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from engine.delivery.carriers import CarrierBoard
 from engine.delivery.dispatcher import Dispatcher
 from engine.delivery.outbox import Outbox
 from engine.delivery.owed import OwedToLedger
+from engine.delivery.receipt_answers import ReceiptAnswers, merge, tell_carriers
 from engine.delivery.retry import RetryPolicy
 from engine.delivery.timers import Timers
 from engine.errors import CarriersSaturated, SmsrouteError, StorageError
@@ -83,6 +87,7 @@ class PopActor(DispatchedActor):
         self._accepts: list[m.AcceptItem] = []
         self._events: list[m.StatusItem] = []
         self._acks: list[m.CarrierAckItem] = []  # carrier acknowledgements not yet told to the host
+        self.receipt_answers = ReceiptAnswers()  # receipts answered after the next commit
         self._expected: dict[str, list[m.ExpectedReceiptItem]] = {}  # recovered, for their carriers
         self._flush_scheduled = False
         self.counters = {"accepted": 0, "refused_saturated": 0, "refunds": 0, "store_failures": 0,
@@ -113,8 +118,10 @@ class PopActor(DispatchedActor):
                 self._on_committed()
             case m.CarrierResponded(items=items):
                 d.answered(items)
-            case m.ReceiptsReceived(items=items):
+            case m.ReceiptsReceived(carrier=carrier, items=items):
                 d.receipted(items, status_from_smpp_state)
+                self.receipt_answers.add(carrier, items)
+                self._schedule_flush()  # answered after the commit of what they changed
             case m.CarrierStateChanged(carrier=carrier, available=available, reason=reason):
                 d.carrier_state_changed(carrier, available, reason)
             case m.RefundsRecorded(message_ids=ids):
@@ -167,9 +174,16 @@ class PopActor(DispatchedActor):
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        if self._committed:  # a failed batch's changes are pending again before the next is staged,
+            self._on_committed()  # so a batch that commits holds everything changed before it
         accepts, self._accepts = self._accepts, []
         new = self._admit_all(accepts)
+        receipts = self.receipt_answers.take()
         if not new and not self.commit:
+            if self._staged:  # durable once what is staged is
+                merge(self._staged[-1].receipts, receipts)
+            elif receipts:  # everything changed before them is durable
+                tell_carriers(self.directory.carriers, receipts, True)
             return
         accepted = [self._status_item(f, ACCEPTED, "") for f, _ in new]  # their webhooks: same commit
         batch = self.commit.stage([f for f, _ in new], accepted, new)
@@ -177,6 +191,7 @@ class PopActor(DispatchedActor):
         # changes have been made (and staged) since
         batch.events, self._events = self._events, []
         batch.acks, self._acks = self._acks, []
+        batch.receipts = receipts
         self._staged.append(batch)
         if self.group is not None:
             self.group.request(self)  # written by the group's next round (actors.group_commit)
@@ -214,6 +229,7 @@ class PopActor(DispatchedActor):
                     self.bridge.tell(m.encode(m.WebhookEventsStored(self.address, *b.stored)))
                 self._after_commit(b.admitted, b.debit_batch)
                 self._emit(b.acks, b.events + b.accepted)
+                tell_carriers(self.directory.carriers, b.receipts, True)
 
     def _commit_failed(self, batches: list[StagedBatch], error: BaseException) -> None:
         err = as_storage_error(error, self.store.env.path())
@@ -221,6 +237,7 @@ class PopActor(DispatchedActor):
             self.commit.unstage(b)  # its other changes are written by the next commit
             self._events = b.events + self._events
             self._acks = b.acks + self._acks
+            tell_carriers(self.directory.carriers, b.receipts, False)  # the SMSC delivers them again
         # (the rest is written by the next commit: at the latest the tick's)
         self._refuse_new([new for b in batches for new in (*b.admitted, *b.refused)], err)
 

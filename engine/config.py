@@ -285,6 +285,10 @@ class SmppCarrierOptions(CarrierOptions):
     # how long a submitted id waits for its receipt (3 days)
     receipt_match_seconds: Annotated[float, Range(0, 7 * 86400)] = 259200.0
     max_pending_receipts: Annotated[int, Range(1, 100_000_000)] = 1_000_000
+    # the deliver_sm_resp status of a receipt that could not be stored (e.g. a full disk), so the SMSC
+    # delivers it again later: 0x64 ESME_RX_T_APPN (SMPP 3.4's temporary error of a receiving ESME); an SMSC
+    # that retries only other statuses needs its own (Vonage: 0x08 ESME_RSYSERR, 0x14, 0x58)
+    receipt_retry_status: Annotated[int, Range(1, 0xFFFFFFFF)] = 0x64
     # parts waiting for a window slot, per carrier
     queue_limit: Annotated[int, Range(1, 100_000_000)] = 100_000
 

@@ -226,13 +226,16 @@ class CarrierResponseItem(NamedTuple):
 
 
 class ReceiptItem(NamedTuple):
-    """A delivery receipt for one part, already matched by the carrier actor to its ref."""
+    """A delivery receipt for one part, already matched by the carrier actor to its ref. ``token`` (not 0):
+    the carrier still owes the SMSC its answer, given once the POP says whether what the receipt changed
+    is durable (``ReceiptsStored``)."""
 
     ref: str
     part: int
     state: str  # SMPP message state name: DELIVRD, UNDELIV, EXPIRED, REJECTD, DELETED, UNKNOWN, ACCEPTD, ENROUTE
     error: str
     at: float
+    token: int = 0
 
 
 class ExpectedReceiptItem(NamedTuple):
@@ -479,7 +482,7 @@ class CarrierResponded(Message):
     items: list[CarrierResponseItem]
 
 
-@message(32)
+@message(32, version=2)  # version 2: ReceiptItem carries the token its answer waits under
 class ReceiptsReceived(Message):
     carrier: str
     items: list[ReceiptItem]
@@ -499,6 +502,16 @@ class ExpectReceipts(Message):
     """POP -> carrier after a restart: match receipts for these carrier message ids to these refs."""
 
     items: list[ExpectedReceiptItem]
+
+
+@message(110)  # clear of the ranges other branches add to
+class ReceiptsStored(Message):
+    """POP -> carrier: the receipts under these tokens (``ReceiptItem.token``) were made durable by a
+    commit (``stored``): the SMSC is answered 0; or that commit failed: it is answered a temporary error
+    and delivers them again later (``engine.smpp.client``)."""
+
+    tokens: list[int]
+    stored: bool
 
 
 @message(36)

@@ -67,6 +67,7 @@ class StagedBatch:
     unsealable: int = 0  # records skipped: their account was erased meanwhile
     events: list = field(default_factory=list)  # the POP's status events of the batch's changes
     acks: list = field(default_factory=list)  # and its carrier acknowledgements, told after the commit
+    receipts: dict = field(default_factory=dict)  # carrier -> receipt tokens, answered after the commit
     refused: list = field(default_factory=list)  # (Delivery, AcceptItem) refused: the store is full
     refused_error: StoreFull | None = None
 

@@ -362,8 +362,7 @@ class SmppBind:
             self._on_submit_resp(pdu.sequence, pdu.status,
                                  bounded_id(str(pdu.params.get("message_id", ""))))
         elif cid == p.DELIVER_SM or cid == p.DATA_SM:  # data_sm: receipts from some SMSCs
-            self._send(p.response_to(pdu, message_id=""))
-            self.connector.on_deliver(pdu)
+            self.connector.on_deliver(pdu, self._answer_on_this_connection(pdu))
         elif cid == p.ENQUIRE_LINK:
             self._send(p.response_to(pdu))
         elif cid == p.ENQUIRE_LINK | p.RESP:
@@ -384,6 +383,18 @@ class SmppBind:
                 self._on_submit_resp(pdu.sequence, None, "", nack_status=pdu.status)
         else:
             self.connector.count_error("unexpected_pdu")
+
+    def _answer_on_this_connection(self, pdu: p.Pdu):
+        """How to answer ``pdu`` later (a receipt is answered once it is stored: ``engine.smpp.client``):
+        on the connection it came on only - on a new one its sequence number means nothing, and the
+        SMSC delivers what a dropped connection never answered again anyway."""
+        writer = self._writer
+
+        def answer(status: int) -> None:
+            if writer is not None and self._writer is writer:
+                self._send(p.response_to(pdu, status, message_id=""))
+
+        return answer
 
     def _on_submit_resp(self, seq: int, status: int | None, message_id: str,
                         nack_status: int = 0) -> None:

@@ -34,15 +34,29 @@ more and is counted as ``receipt_unmatched`` when its hold expires.
 Receipts are matched by message id through :class:`engine.smpp.receipts.IdIndex` (hex/decimal/leading
 zeros normalised). A receipt whose id is not known yet is held (``early_receipt_seconds``, bounded) and
 matched when the resp arrives; when its hold expires it is counted and logged, never dropped silently.
+
+**A receipt is answered once it is durable.** The SMSC forgets a receipt once its ``deliver_sm_resp`` says
+0, so that answer waits: a matched receipt goes to the POP under a token (``ReceiptItem.token``) and is
+answered when the POP says the commit that holds what it changed is durable (:meth:`answer_receipts`,
+``stored``), or answered ``receipt_retry_status`` (0x64 ESME_RX_T_APPN) when that commit failed - a full
+disk - so the SMSC delivers it again later. The id of a part whose final receipt was not stored stays
+known, so that second delivery matches too. A receipt the POP has not answered within
+``resp_timeout_seconds`` is answered the temporary error as well (nothing is lost: a duplicate receipt is
+harmless). A receipt held for its id is answered 0 if it is still unmatched after ``resp_timeout_seconds``
+(nothing of ours to store; it is still matched if its id turns up), an MO message or an unreadable receipt
+at once. An answer owed on a connection that dropped is not sent: the SMSC delivers those again on the
+next bind.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from engine.messages import (
@@ -65,6 +79,17 @@ log = logging.getLogger("engine.smpp.client")
 RETRYABLE = frozenset({p.ESME_RX_T_APPN, p.ESME_RSYSERR})
 _HOUSEKEEPING_SECONDS = 1.0
 _MAX_HELD_RECEIPTS = 100_000
+
+
+@dataclass(slots=True)
+class _Owed:
+    """A receipt's ``deliver_sm_resp``, owed until its POP says whether what it changed is durable."""
+
+    send: Callable[[int], None]  # writes the resp on the connection the receipt came on (or nothing)
+    deadline: float  # monotonic: answered by the housekeeping after it
+    matched: bool = False  # handed to the POP (else: held for its id)
+    final_id: str = ""  # a final receipt's id: forgotten once the receipt is stored
+    value: tuple[str, int] | None = None  # its (ref, part) under that id
 
 
 def outcome_of(status: int) -> str:
@@ -103,6 +128,11 @@ class SmppConnector:
         self._sent = IdIndex(float(settings["receipt_match_seconds"]),
                              int(settings["max_pending_receipts"]))
         self._early = IdIndex(float(settings["early_receipt_seconds"]), _MAX_HELD_RECEIPTS)
+        self._owed: dict[int, _Owed] = {}  # token -> the deliver_sm_resp it waits for
+        self._tokens = itertools.count(1)
+        self._answer_wait = float(settings["resp_timeout_seconds"])
+        self._retry_status = int(settings.get("receipt_retry_status", p.ESME_RX_T_APPN))
+        self.receipts_refused = 0  # answered the temporary error: not stored, or not answered in time
         self._resp_batch: list[CarrierResponseItem] = []
         self._receipt_batch: list[ReceiptItem] = []
         self._tasks: list[asyncio.Task] = []
@@ -183,6 +213,8 @@ class SmppConnector:
             "outcomes": dict(self.outcomes),
             "receipts": self.receipts,
             "receipts_held": len(self._early),
+            "receipts_unanswered": len(self._owed),
+            "receipts_refused": self.receipts_refused,
             "awaiting_receipt": len(self._sent),
             "throttle_pauses": self.throttle_pauses,
             "reconnects": self.reconnects,
@@ -243,44 +275,100 @@ class SmppConnector:
             self.count_error("receipt_index_full")
             log.warning("smpp_receipt_index_full carrier=%s ref=%s", self.name, evicted[0])
         early = self._early.pop(message_id)
-        for receipt, at in early or ():
-            self._match(receipt, at)
+        for receipt, at, token in early or ():
+            self._match(receipt, at, token)
 
-    def on_deliver(self, pdu: p.Pdu) -> None:
-        """A ``deliver_sm`` or ``data_sm`` (already answered): a receipt is matched; a mobile-originated
-        message is not ours to handle: counted and logged (the command only, never its content)."""
+    def on_deliver(self, pdu: p.Pdu, answer: Callable[[int], None]) -> None:
+        """A ``deliver_sm`` or ``data_sm``, answered through ``answer(status)``: a receipt is matched and
+        answered once its POP has stored it (module doc); a mobile-originated message is not ours to
+        handle: answered, counted and logged (the command only, never its content)."""
         if not is_receipt(pdu):
+            answer(p.ESME_ROK)
             self.count_error("mo_ignored")
             log.info("smpp_mo_ignored carrier=%s command=%s", self.name, pdu.name)
             return
         try:
             receipt = parse_receipt(pdu)
         except ReceiptError:
+            answer(p.ESME_ROK)  # delivering it again would not make it readable
             self.count_error("bad_receipt")
             log.warning("smpp_bad_receipt carrier=%s", self.name)
             return
-        if not self._match(receipt, time.time()):
+        token = next(self._tokens)
+        self._owed[token] = _Owed(answer, time.monotonic() + self._answer_wait)
+        if not self._match(receipt, time.time(), token):
             self.count_error("receipt_held")
-            evicted = self._early.put(receipt.message_id, (receipt, time.time()), time.monotonic())
-            for old, _at in evicted:
+            evicted = self._early.put(receipt.message_id, (receipt, time.time(), token),
+                                      time.monotonic())
+            for old, _at, old_token in evicted:
+                self._answer_unmatched(old_token)
                 self.count_error("receipt_unmatched")
                 log.warning("smpp_receipt_unmatched carrier=%s id=%s state=%s (hold full)",
                             self.name, old.message_id, old.state)
 
-    def _match(self, receipt, at: float) -> bool:
+    def answer_receipts(self, tokens: list[int], stored: bool) -> None:
+        """The POP's word on the receipts under ``tokens`` (loop thread): durable - answered 0, and a
+        final one's id forgotten -, or not - answered the temporary error, its id kept for the SMSC's
+        next delivery. A token already answered (timed out, or its connection dropped) is skipped."""
+        for token in tokens:
+            owed = self._owed.pop(token, None)
+            if owed is None:
+                continue
+            if not stored:
+                self.receipts_refused += 1
+                owed.send(self._retry_status)
+                continue
+            owed.send(p.ESME_ROK)
+            if owed.final_id:
+                self._forget(owed.final_id, owed.value)
+
+    def _match(self, receipt, at: float, token: int = 0) -> bool:
         refs = self._sent.get(receipt.message_id)
         if not refs:
             return False
         ref, part = refs[0]
+        owed = self._owed.get(token)
+        if owed is not None:
+            owed.matched = True
+        else:
+            token = 0  # its answer was given already (it waited too long for its id)
         if receipt.final:
-            refs.pop(0)
-            if not refs:
-                self._sent.pop(receipt.message_id)
+            if owed is not None:  # forgotten once stored: a second delivery must still match
+                owed.final_id, owed.value = receipt.message_id, (ref, part)
+            else:
+                self._forget(receipt.message_id, (ref, part))
         if not self._receipt_batch:
             asyncio.get_running_loop().call_soon(self._flush)
         self.receipts += 1
-        self._receipt_batch.append(ReceiptItem(ref, part, receipt.state, receipt.error, at))
+        self._receipt_batch.append(ReceiptItem(ref, part, receipt.state, receipt.error, at, token))
         return True
+
+    def _forget(self, message_id: str, value: tuple[str, int] | None) -> None:
+        """A final receipt for ``message_id`` is stored: no receipt for that part is expected any more."""
+        refs = self._sent.get(message_id)
+        if refs and value in refs:
+            refs.remove(value)
+            if not refs:
+                self._sent.pop(message_id)
+
+    def _answer_unmatched(self, token: int) -> None:
+        """A held receipt that matched nothing: answered 0 (there is nothing of ours to store)."""
+        owed = self._owed.pop(token, None)
+        if owed is not None:
+            owed.send(p.ESME_ROK)
+
+    def _answer_late(self, now: float) -> None:
+        """Owed answers past their deadline: a receipt the POP did not answer in time gets the temporary
+        error (the SMSC delivers it again), one still held for its id 0 (module doc)."""
+        late = [token for token, owed in self._owed.items() if owed.deadline <= now]
+        for token in late:
+            owed = self._owed.pop(token)
+            if owed.matched:
+                self.receipts_refused += 1
+                self.count_error("receipt_answer_timeout")
+                owed.send(self._retry_status)
+            else:
+                owed.send(p.ESME_ROK)
 
     # --- internals ------------------------------------------------------------------------------
 
@@ -311,10 +399,13 @@ class SmppConnector:
         while True:
             await asyncio.sleep(_HOUSEKEEPING_SECONDS)
             now = time.monotonic()
-            for receipt, _at in self._early.expire(now):
+            for receipt, _at, token in self._early.expire(now):
+                self._answer_unmatched(token)
                 self.count_error("receipt_unmatched")
                 log.warning("smpp_receipt_unmatched carrier=%s id=%s state=%s", self.name,
                             receipt.message_id, receipt.state)
             expired = len(self._sent.expire(now))
             if expired:
                 self.errors["receipt_never_arrived"] += expired
+            if self._owed:
+                self._answer_late(now)

@@ -19,6 +19,8 @@ class Harness:
         self.responses = []
         self.receipts = []
         self.states = []
+        # how receipts are answered, as a POP would: True stored, False not (a full disk), None never
+        self.store_receipts: bool | None = True
         self.builder = SubmitBuilder(
             gsm7_packed=overrides.get("gsm7_packed", False),
             use_message_payload=overrides.get("use_message_payload", False),
@@ -30,12 +32,17 @@ class Harness:
         settings = smsc_carrier_settings("127.0.0.1", self.smsc.port, **{
             "reconnect_min_seconds": 0.05, "reconnect_max_seconds": 0.2,
             "resp_timeout_seconds": 5.0, **self.overrides})
-        self.connector = SmppConnector("c1", settings, self.responses.extend,
-                                       self.receipts.extend,
+        self.connector = SmppConnector("c1", settings, self.responses.extend, self._on_receipts,
                                        lambda up, why: self.states.append((up, why)))
         await self.connector.start()
         await self.until(lambda: self.connector.available)
         return self
+
+    def _on_receipts(self, items) -> None:
+        self.receipts.extend(items)
+        tokens = [it.token for it in items if it.token]
+        if tokens and self.store_receipts is not None:
+            self.connector.answer_receipts(tokens, self.store_receipts)
 
     async def __aexit__(self, *exc) -> None:
         await self.connector.stop(timeout=1.0)

@@ -286,11 +286,11 @@ def test_an_unexpected_exception_in_a_bind_is_logged_and_the_bind_reconnects(cap
         async with Harness(SmscConfig(seed=1, receipts=False), bind_wait_seconds=2.0) as h:
             real, calls = h.connector.on_deliver, []
 
-            def on_deliver_with_a_bug(pdu):
+            def on_deliver_with_a_bug(pdu, answer):
                 calls.append(pdu)
                 if len(calls) == 1:
                     raise RuntimeError("id:secret-looking text")
-                real(pdu)
+                real(pdu, answer)
 
             h.connector.on_deliver = on_deliver_with_a_bug
             h.smsc.send_receipt_text(b"id:1 stat:DELIVRD err:000")

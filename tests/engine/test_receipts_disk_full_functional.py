@@ -1,0 +1,175 @@
+"""Delivery receipts that arrive while the disk is full are not lost: refused with a temporary error, the
+simulated SMSC delivers them again, and once space is freed every message ends ``delivered`` - after a
+restart too -, sent once and billed once.
+
+Before, the bind answered every ``deliver_sm`` 0 as it read it; a receipt whose commit then failed for lack
+of space was forgotten by the SMSC, and its message ended ``expired`` once the engine was restarted.
+
+Runs in a private mount namespace on a 4 MiB tmpfs (needs root and ``unshare``, as the other disk-full
+tests). The disk is filled while another process holds a read transaction on the POP store (as a backup
+with ``mdb_copy`` does): LMDB cannot then reuse the pages it frees, so even a status update needs pages the
+full disk cannot give - the state in which receipts could not be stored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.engine.test_cli_startup_functional import _private_mounts_allowed
+
+pytestmark = pytest.mark.functional
+
+PIN = r"""
+import sys, lmdb
+env = lmdb.open(sys.argv[1], readonly=True, max_dbs=512, subdir=True)
+txn = env.begin()  # a snapshot the writer must keep: it cannot reuse the pages it frees meanwhile
+print("pinned", flush=True)
+sys.stdin.read()
+"""
+
+COMMON = r"""
+import json, os, subprocess, sys, time
+from bench.smsc import SmscConfig, SmscThread
+from engine import Engine
+from engine.smpp import smsc_carrier_settings
+
+mnt, data = sys.argv[1], sys.argv[1] + "/data"
+smsc = SmscThread(SmscConfig(seed=5, receipt_delay=RECEIPT_DELAY, latency=LATENCY,
+                             receipt_retry_seconds=(0.3, 0.6))).start()
+
+
+def config():
+    carrier = smsc_carrier_settings("127.0.0.1", smsc.port, reconnect_min_seconds=0.05,
+                                    reconnect_max_seconds=0.2)
+    return {"pops": {"fra": {"city": "Frankfurt"}},
+            "carriers": {"fra-smsc": {"pop": "fra", "kind": "smpp", **carrier}},
+            "routes": [{"match": ["DE"], "pop": "fra", "carriers": [{"carrier": "fra-smsc"}]}],
+            "rates": {"default": 50000},
+            "engine": {"default_validity_seconds": 60, "tick_ms": 50}}
+
+
+def until(what, predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def pin_pages():
+    pin = subprocess.Popen([sys.executable, "-c", os.environ["PIN"], data + "/pops/_shared"],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert pin.stdout.readline().strip() == "pinned"
+    return pin
+
+
+def fill_disk():
+    for n, size in enumerate(("64k", "4k")):  # to the last page
+        subprocess.run(["dd", "if=/dev/zero", f"of={mnt}/fill{n}", f"bs={size}"],
+                       stderr=subprocess.DEVNULL)
+
+
+def free_disk(pin):
+    for n in range(2):
+        os.remove(f"{mnt}/fill{n}")
+    pin.stdin.close()
+    pin.wait(10)
+
+
+engine = Engine.start(data_dir=data, overrides=config())
+pin = pin_pages()
+acct = engine.create_account(email="full@example.com")
+engine.register_sender(acct.id, "ACME")
+engine.deposit(acct.id, usd="100", chain="tron", tx_hash="0xfull", from_address="T")
+acked = set()
+engine.on_carrier_ack(lambda mid, _at: acked.add(mid))
+ids = [engine.submit(acct.api_key, "+4915112345678", "ACME", f"hello {i}").message_id
+       for i in range(10)]
+
+
+def statuses(e):
+    out = {}
+    for mid in ids:
+        s = e.status(mid).status
+        out[s] = out.get(s, 0) + 1
+    return out
+
+
+def smsc_counter(name):
+    return smsc.call(lambda: smsc.smsc.counters[name])
+
+
+def finish(e, during):
+    # wait for every message to be delivered, reconcile, stop, and print what was seen
+    until("every message delivered", lambda: statuses(e) == {"delivered": 10})
+    final = statuses(e)
+    report = e.billing.reconcile(settle_seconds=0)
+    e.stop()
+    sent = smsc.call(lambda: len(smsc.smsc.parts))
+    smsc.stop()
+    print(json.dumps({"during": during, "final": final,
+                      "differences": report.differences_total, "parts_sent": sent,
+                      "retried": smsc.smsc.counters["receipts_retried"]}))
+"""
+
+RESTARTED = COMMON + r"""
+until("every carrier acknowledgement committed", lambda: acked >= set(ids))
+fill_disk()
+until("ten receipts refused", lambda: smsc_counter("receipts_retried") >= 10)
+during = statuses(engine)
+engine.stop(drain_seconds=0)  # the operator restarts the engine, its disk still full
+free_disk(pin)
+finish(Engine.start(data_dir=data, overrides=config()), during)
+"""
+
+ACKED_DURING = COMMON + r"""
+fill_disk()  # at once: the carrier's acknowledgements come while the disk is full
+until("ten receipts refused", lambda: smsc_counter("receipts_retried") >= 10)
+during = statuses(engine)
+free_disk(pin)
+finish(engine, during)
+"""
+
+SCRIPT = 'mount -t tmpfs -o size=4m tmpfs "$MNT" && exec "$PY" -c "$CHILD" "$MNT"'
+
+
+def _run(tmp_path, child: str) -> tuple[dict, str]:
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    env = {**os.environ, "MNT": str(mnt), "PY": sys.executable, "CHILD": child, "PIN": PIN}
+    done = subprocess.run(["unshare", "-m", "bash", "-c", SCRIPT], env=env, capture_output=True,
+                          text=True, timeout=60, cwd=os.getcwd())
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+
+
+needs_tmpfs = pytest.mark.skipif(not _private_mounts_allowed(), reason="needs root and a private mount "
+                                 "namespace (unshare -m) for a tiny tmpfs")
+
+
+@needs_tmpfs
+def test_receipts_refused_while_the_disk_is_full_are_delivered_again_and_matched_after_a_restart(
+        tmp_path):
+    seen, _ = _run(tmp_path, RESTARTED.replace("RECEIPT_DELAY", "(0.8, 0.8)")
+                   .replace("LATENCY", "(0.0, 0.0)"))
+    assert seen["during"] == {"accepted": 10}  # nothing stored, nothing acknowledged to the SMSC
+    assert seen["retried"] >= 10  # each refused (0x64) and delivered again
+    assert seen["final"] == {"delivered": 10}  # before: expired, the receipts lost
+    assert seen["parts_sent"] == 10 and seen["differences"] == 0  # sent once, billed once
+
+
+@needs_tmpfs
+def test_a_message_acknowledged_by_its_carrier_while_the_disk_is_full_still_gets_its_receipt(tmp_path):
+    """Its carrier id cannot be stored yet; the receipt matches it in memory, is refused until the
+    final status is durable, and is matched again when the SMSC delivers it after space is freed."""
+    seen, _ = _run(tmp_path, ACKED_DURING.replace("RECEIPT_DELAY", "(0.8, 0.8)")
+                   .replace("LATENCY", "(0.3, 0.3)"))
+    assert seen["during"] == {"accepted": 10}
+    assert seen["retried"] >= 10
+    assert seen["final"] == {"delivered": 10}
+    assert seen["parts_sent"] == 10 and seen["differences"] == 0
