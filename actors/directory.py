@@ -13,6 +13,7 @@ from typing import Any
 
 from engine.cluster.placement import Placement
 from engine.routing import RoutingTable
+from storage.full import FullStores
 
 
 class Directory:
@@ -25,6 +26,7 @@ class Directory:
         self.sessions: dict[str, Any] = {}  # the sessions running in this process
         self.ledger: Any = None
         self.bridge: Any = None
+        self.full_stores = FullStores()  # stores of this process refusing new data (/readyz)
         self._remote_sessions: dict[str, Any] = {}
 
     def reply_ref(self, reply_to: str) -> Any:

@@ -37,7 +37,7 @@ from typing import Any
 from actors.dispatch import DispatchedActor
 from engine import messages as m
 from storage.env import open_env
-from storage.pop_commit import refuse_new_when_full
+from storage.pop_commit import is_store_full, refuse_new_when_full
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,8 @@ class GroupCommit:
             outcome = [(pop, batches, None) for pop, batches in taken]
             self.rounds += 1
         except Exception as exc:  # noqa: BLE001 - each POP alone, so only a failing one refuses
-            log.error("group commit failed (%s); each POP commits alone", type(exc).__name__)
+            if not is_store_full(exc, self.env.path()):  # (a full store: each POP says so, once)
+                log.error("group commit failed (%s); each POP commits alone", type(exc).__name__)
             outcome = [(pop, batches, commit_alone(self.env, pop, batches)) for pop, batches in taken]
         for pop, batches, error in outcome:
             pop.commit_outcome(batches, error)
@@ -131,7 +132,8 @@ def commit_alone(env: Any, pop: Any, batches: list) -> BaseException | None:
                 pop.commit.write_staged(txn, batch)
         return None
     except Exception as exc:  # noqa: BLE001 - reported to the POP, which refuses and alarms
-        log.error("pop %s: commit failed (%s)", pop.name, type(exc).__name__)
+        if not is_store_full(exc, env.path()):  # (a full store: the POP alarms, once and a summary)
+            log.error("pop %s: commit failed (%s)", pop.name, type(exc).__name__)
         return exc
 
 

@@ -45,12 +45,13 @@ from engine.delivery.owed import OwedToLedger
 from engine.delivery.receipt_answers import ReceiptAnswers, merge, tell_carriers
 from engine.delivery.retry import RetryPolicy
 from engine.delivery.timers import Timers
-from engine.errors import CarriersSaturated, SmsrouteError, StorageError
+from engine.errors import CarriersSaturated, SmsrouteError, StorageError, StoreFull
 from engine.routing import order_candidates
 from engine.status import ACCEPTED, DELIVERED, EXPIRED, FAILED, REJECTED, status_from_smpp_state
 from engine.webhook_events import WebhookEvents, outbox_share
 from storage.pop_commit import PopCommit, StagedBatch, as_storage_error
 from storage.records import LiveRecord
+from storage.space_watch import SpaceWatch
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class PopActor(DispatchedActor):
         self.bridge = bridge
         self.rng = random.Random()
         self.commit = PopCommit(store, limits.body_ttl_seconds, limits.expiry_grace_seconds)
+        self.space = SpaceWatch(name, store.env, directory.full_stores)  # full: not ready
         self.hooks = self.commit.hooks = WebhookEvents(getattr(store, "webhooks", None), webhook_prefs,
                                                        outbox_share(settings, workers))
         board = CarrierBoard({n: c for n, c in settings.carriers.items() if c.pop == name},
@@ -102,6 +104,7 @@ class PopActor(DispatchedActor):
     def on_stop(self) -> None:
         self._flush_sync()
         self._emit_events()
+        self.space.stopped()
 
     def on_receive(self, raw: bytes):
         msg = m.decode_or_drop(raw, f"pop {self.name}")
@@ -163,7 +166,8 @@ class PopActor(DispatchedActor):
                 "pace": {c.name: round(c.rate, 1) for c in links},
                 "parked": len(d.parked), "backlog": dict(self.admission.backlog),
                 "timers": len(self.timers), "webhook_outbox": self.hooks.count,
-                "webhooks_dropped": self.hooks.dropped, **self.counters, **d.counters}
+                "webhooks_dropped": self.hooks.dropped, "store_full": int(self.space.full),
+                **self.counters, **d.counters}
 
     # --- accept and commit -------------------------------------------------------------------------
 
@@ -221,6 +225,8 @@ class PopActor(DispatchedActor):
                 self.counters["commits"] += 1
                 if b.refused:  # the store is down to its reserve (storage.pop_commit)
                     self._refuse_new(b.refused, b.refused_error)
+                elif b.new:
+                    self.space.wrote_new()  # room again (storage.space_watch)
                 if b.refunds:
                     self.directory.ledger.tell(m.encode(m.RefundMessages(self.address, b.refunds)))
                     self.owed.refunds_sent((r.message_id for r in b.refunds), self.clock.now())
@@ -245,8 +251,11 @@ class PopActor(DispatchedActor):
         """New messages a commit did not write (it failed, or the store is down to its reserve): refused
         with ``err``, and an alarm for the operator."""
         self.counters["store_failures"] += 1
-        log.error("pop %s: ALARM store write failed (%s): %d new messages refused", self.name, err.code,
-                  len(admitted))
+        if isinstance(err, StoreFull):  # logged when it starts, then once a minute (space_watch)
+            self.space.refused(len(admitted), self.clock.now())
+        else:
+            log.error("pop %s: ALARM store write failed (%s): %d new messages refused", self.name,
+                      err.code, len(admitted))
         for f, item in admitted:
             self.admission.remove(f.route_key)
             self._refuse(item, err)
@@ -419,6 +428,7 @@ class PopActor(DispatchedActor):
         if self.commit:
             self._schedule_flush()  # a failed commit is retried on the next tick
         mono = self.clock.now()
+        self.space.tick(mono)  # while full: probe for space, so readiness comes back
         self.dispatcher.board.sample(mono)
         self.admission.refresh()
         self.timers.compact(self.inflight, len(self.inflight))

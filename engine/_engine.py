@@ -393,6 +393,12 @@ class Engine(AccountManager, HoldManager):
             dead.append("nats")
         return dead
 
+    def full_stores(self) -> list[str]:
+        """The stores of this process refusing new messages for lack of space right now (``message:fra``:
+        a POP's message store whose disk or LMDB map is full; ``storage.space_watch``); ``/readyz``
+        answers 503 ``store_full`` while there is one."""
+        return self.runtime.directory.full_stores.names()
+
     def stats(self, with_carriers: bool = False) -> dict:
         """The numbers of ``/v1/stats``; ``with_carriers``: ``carriers`` too (``/metrics``, so one scrape
         asks the workers everything at once, within ``STATS_TIMEOUT_S``)."""

@@ -53,12 +53,15 @@ def is_full_disk(exc: BaseException, where: str | Path) -> bool:
         return False
 
 
-def store_full(store: str) -> StoreFull:
+def store_full(store: str, *, logged: bool = True) -> StoreFull:
     """Count and log one refusal of ``store`` and return the error to raise (never says more than the
-    store's name: no key or value of the refused write)."""
+    store's name: no key or value of the refused write). ``logged=False``: counted only, for a caller
+    that logs the state itself (a POP: ``storage.space_watch``, once per change and a periodic summary,
+    not once per retried commit)."""
     with _lock:
         FULL_REFUSALS[store] += 1
-    log.warning("store %s is full (LMDB map or disk): write refused, nothing stored was lost", store)
+    if logged:
+        log.warning("store %s is full (LMDB map or disk): write refused, nothing stored was lost", store)
     return StoreFull(f"the {store} store is full: the write was refused and nothing stored was lost; "
                      "retry later")
 
@@ -71,3 +74,25 @@ def refusing_when_full(store: str) -> Iterator[None]:
         yield
     except FULL_ERRORS:
         raise store_full(store) from None
+
+
+class FullStores:
+    """The stores of this process that refuse new data for lack of space right now, by name (e.g.
+    ``message:fra``): ``/readyz`` answers 503 ``store_full`` while there is one. Thread-safe: POPs set and
+    clear their names on the actors' thread, the HTTP thread reads them."""
+
+    def __init__(self) -> None:
+        self._names: set[str] = set()
+        self._lock = threading.Lock()
+
+    def add(self, name: str) -> None:
+        with self._lock:
+            self._names.add(name)
+
+    def discard(self, name: str) -> None:
+        with self._lock:
+            self._names.discard(name)
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._names)

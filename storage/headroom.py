@@ -64,14 +64,19 @@ def free_pages(env: Any) -> int:
     return info["map_size"] // main["psize"] - high + max(0, high - used)
 
 
-def ensure_headroom(env: Any, store: str) -> None:
-    """Raise ``StoreFull`` naming ``store`` (counted and logged, ``storage.full``) if an ordinary write
-    would eat into ``env``'s reserve. Call once per write transaction or batch, before it."""
+def has_headroom(env: Any) -> bool:
+    """Whether an ordinary write may still go into ``env`` without eating into its reserve."""
     info, psize = env.info(), env.stat()["psize"]
     reserve = reserve_pages(info["map_size"], psize)
     if info["map_size"] // psize - (info["last_pgno"] + 1) >= reserve:
-        return  # the high-water mark is below the limit: nothing to count
-    if free_pages(env) < reserve:
+        return True  # the high-water mark is below the limit: nothing to count
+    return free_pages(env) >= reserve
+
+
+def ensure_headroom(env: Any, store: str) -> None:
+    """Raise ``StoreFull`` naming ``store`` (counted and logged, ``storage.full``) if an ordinary write
+    would eat into ``env``'s reserve. Call once per write transaction or batch, before it."""
+    if not has_headroom(env):
         raise store_full(store)
 
 

@@ -41,7 +41,7 @@ import lmdb
 from engine.errors import StorageError, StoreFull
 from engine.messages import RefundItem
 from storage.full import is_full_disk, store_full
-from storage.headroom import ensure_headroom
+from storage.headroom import has_headroom
 from storage.records import MESSAGE_STORE, LiveRecord, MessageRecord
 
 log = logging.getLogger(__name__)
@@ -84,22 +84,27 @@ def refuse_new_when_full(env: Any, batches: Sequence[StagedBatch]) -> None:
     Nothing is checked per message, and a round without new messages is not checked at all."""
     if not any(b.new for b in batches):
         return
-    try:
-        ensure_headroom(env, MESSAGE_STORE)
-    except StoreFull as err:
+    if not has_headroom(env):  # (counted here, logged by the POPs: storage.space_watch)
+        err = store_full(MESSAGE_STORE, logged=False)
         for b in batches:
             b.refuse_new(err)
 
 
+def is_store_full(exc: BaseException, where: str | Path) -> bool:
+    """Whether a commit of the store at ``where`` failed for lack of space (its map, or its disk)."""
+    return isinstance(exc, (lmdb.MapFullError, StoreFull)) or is_full_disk(exc, where)
+
+
 def as_storage_error(exc: BaseException, where: str | Path) -> StorageError:
     """The error a failed commit of the store at ``where`` is refused with: a full map, or no space
-    left on the device, is ``StoreFull`` - logged and counted as the ``message`` store's
-    (``storage.full``), so the customer is told ``store_full`` and ``/metrics`` shows it; before, a
-    full disk was a bare ``storage_error`` and a log line naming only LMDB's exception class."""
+    left on the device, is ``StoreFull`` - counted as the ``message`` store's (``storage.full``), so the
+    customer is told ``store_full`` and ``/metrics`` shows it, and logged by the POP's
+    ``storage.space_watch`` (once when it starts, then a summary a minute); before, a full disk was a bare
+    ``storage_error`` and a log line naming only LMDB's exception class."""
     if isinstance(exc, StorageError):
         return exc
-    if isinstance(exc, lmdb.MapFullError) or is_full_disk(exc, where):
-        return store_full(MESSAGE_STORE)
+    if is_store_full(exc, where):
+        return store_full(MESSAGE_STORE, logged=False)
     return StorageError(f"message store write failed: {type(exc).__name__}")
 
 

@@ -124,7 +124,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready unless the engine is stopping or one of its actors is not running (503, naming them)."""
+    """Ready unless the engine is stopping, one of its actors is not running, or a POP's message store
+    refuses new messages for lack of space (503, naming them). Carriers that are down do not make it not
+    ready: messages are still accepted, stored and sent once a carrier is back."""
     ctx: HttpContext = request.app[CTX]
     stopping = bool(getattr(ctx.engine, "stopping", False))
     if stopping:
@@ -133,6 +135,11 @@ async def readyz(request: web.Request) -> web.Response:
     dead = dead_actors() if dead_actors is not None else []  # flags only: never waits on an actor
     if dead:
         raise HttpError(503, "actors_down", f"not running: {', '.join(dead)}", {"Retry-After": "1"})
+    full_stores = getattr(ctx.engine, "full_stores", None)
+    full = full_stores() if full_stores is not None else []  # flags only, as above
+    if full:
+        raise HttpError(503, "store_full", "refusing new messages, no space left (disk or LMDB map): "
+                        f"{', '.join(full)}", {"Retry-After": "5"})
     return json_response({"status": "ready"})
 
 

@@ -26,7 +26,8 @@ Gauges: ``smsroute_actor_alive{actor}``, ``smsroute_dead_actors``, ``smsroute_de
 ``smsroute_http_connections_open{app}`` (counter ``smsroute_http_connection_events_total{app,event}``),
 ``smsroute_in_flight``, ``smsroute_in_flight_limit``, ``smsroute_pending_requests``,
 ``smsroute_sessions``, ``smsroute_pop_stats_answered{pop}`` (0: the POP did not answer this scrape
-in time, its numbers are missing), ``smsroute_carrier_stats_answered{carrier,pop}`` and
+in time, its numbers are missing), ``smsroute_pop_store_full{pop}`` (1: its message store refuses new
+messages for lack of space, ``/readyz`` is 503), ``smsroute_carrier_stats_answered{carrier,pop}`` and
 ``smsroute_retention_stats_answered`` (likewise for a carrier and the retention sweeper), ``smsroute_pop_in_flight{pop}``, ``smsroute_pop_timers{pop}``,
 ``smsroute_pop_outstanding{pop,carrier}``, ``smsroute_pop_waiting{pop,carrier}``,
 ``smsroute_carrier_{connected,suspended,available}{carrier,pop}`` (1/0),
@@ -333,6 +334,8 @@ def _pop_families(pops: list[dict[str, Any]]) -> Iterator[Metric]:
                                 labels=[*labels, "carrier"])
     counters = {key: CounterMetricFamily(f"smsroute_pop_{key}", doc, labels=labels)
                 for key, doc in POP_COUNTERS.items()}
+    full = GaugeMetricFamily("smsroute_pop_store_full", "1 while the POP's message store refuses new "
+                             "messages for lack of space (disk or LMDB map)", labels=labels)
     answered = GaugeMetricFamily("smsroute_pop_stats_answered", "1 if the POP answered this scrape's "
                                  "question for its numbers in time, 0 if not (they are missing from it)",
                                  labels=labels)
@@ -341,13 +344,14 @@ def _pop_families(pops: list[dict[str, Any]]) -> Iterator[Metric]:
         _add(answered, shard, int("error" not in pop))
         _add(in_flight, shard, pop.get("in_flight"))
         _add(timers, shard, pop.get("timers"))
+        _add(full, shard, pop.get("store_full"))
         for carrier, n in (pop.get("outstanding") or {}).items():
             _add(outstanding, [*shard, str(carrier)], n)
         for carrier, n in (pop.get("waiting") or {}).items():
             _add(waiting, [*shard, str(carrier)], n)
         for key, family in counters.items():
             _add(family, shard, pop.get(key))
-    yield from (answered, in_flight, timers, outstanding, waiting, *counters.values())
+    yield from (answered, in_flight, timers, full, outstanding, waiting, *counters.values())
 
 
 def _carrier_families(carriers: list[dict[str, Any]]) -> Iterator[Metric]:

@@ -288,7 +288,7 @@ def control_document() -> dict[str, Any]:
     o = _op
     paths = {
         "/healthz": {"get": o("Liveness", "200", security=False, ok_schema=_ref(ca.Health))},
-        "/readyz": {"get": o("Readiness (503 not_ready / actors_down, naming them, when not)", "200",
+        "/readyz": {"get": o("Readiness (503 not_ready / actors_down / store_full, naming them, when not)", "200",
                              security=False, errors=("503",), ok_schema=_ref(ca.Readiness))},
         "/metrics": {"get": _with_content(o("Prometheus text exposition", "200"), "200", {
             "text/plain": {"schema": {"type": "string"}}})},

@@ -1,6 +1,7 @@
 """A data directory whose disk fills up while the engine runs: new messages are refused ``store_full``
-(HTTP 503 ``store_full``, counted in ``smsroute_store_full_refusals_total{store="message"}``), and taken
-again once space is freed.
+(HTTP 503 ``store_full``, counted in ``smsroute_store_full_refusals_total{store="message"}``), ``/readyz``
+answers 503 ``store_full`` meanwhile, and new messages are taken again - and the engine ready - once space
+is freed.
 
 Before, the POP's failed commit was a bare ``storage_error`` and its log line named only LMDB's exception
 class (``commit failed (Error)``): nothing told the operator, or the metrics, that the disk was full.
@@ -20,13 +21,14 @@ from tests.engine.test_cli_startup_functional import _private_mounts_allowed
 pytestmark = pytest.mark.functional
 
 CHILD = r"""
-import json, os, subprocess, sys
+import http.client, json, os, subprocess, sys
 from engine import Engine
 from engine.errors import SmsrouteError
 from storage.full import FULL_REFUSALS
 
 mnt = sys.argv[1]
-engine = Engine.start(data_dir=f"{mnt}/data", http=False)
+engine = Engine.start(data_dir=f"{mnt}/data", http=True,
+                      overrides={"http": {"customer_port": 0, "control_port": 0}})
 acct = engine.create_account(email="full@example.com")
 engine.register_sender(acct.id, "ACME")
 engine.deposit(acct.id, usd="1000", chain="tron", tx_hash="0xfull", from_address="T")
@@ -45,6 +47,15 @@ def codes(n):
     return out
 
 
+def readyz():
+    conn = http.client.HTTPConnection("127.0.0.1", engine.http.control_port, timeout=10)
+    conn.request("GET", "/readyz")
+    answer = conn.getresponse()
+    body = json.loads(answer.read() or b"{}")
+    conn.close()
+    return answer.status, body.get("error", {}).get("code", "")
+
+
 before = codes(10)
 subprocess.run(["dd", "if=/dev/zero", f"of={mnt}/fill", "bs=64k"], stderr=subprocess.DEVNULL)
 full = {}
@@ -54,10 +65,13 @@ for _ in range(50):  # until a commit needs a page the file system cannot give
     if set(full) - {"accepted"}:
         break
 refusals = FULL_REFUSALS["message"]
+ready_full = readyz()
 os.remove(f"{mnt}/fill")
 after = codes(10)
+ready_after = readyz()  # the commit of new messages showed the space is back
 engine.stop()
-print(json.dumps({"before": before, "full": full, "refusals": refusals, "after": after}))
+print(json.dumps({"before": before, "full": full, "refusals": refusals, "after": after,
+                  "ready_full": ready_full, "ready_after": ready_after}))
 """
 
 SCRIPT = 'mount -t tmpfs -o size=4m tmpfs "$MNT" && exec "$PY" -c "$CHILD" "$MNT"'
@@ -79,4 +93,5 @@ def test_a_disk_that_fills_up_refuses_new_messages_store_full_and_takes_them_onc
     assert set(seen["full"]) <= {"accepted", "store_full"} and seen["full"].get("store_full"), seen
     assert seen["refusals"] >= 1  # smsroute_store_full_refusals_total{store="message"}
     assert seen["after"] == {"accepted": 10}
+    assert seen["ready_full"] == [503, "store_full"] and seen["ready_after"] == [200, ""]
     assert "store message is full" in done.stderr

@@ -33,7 +33,7 @@ sys.stdin.read()
 """
 
 COMMON = r"""
-import json, os, subprocess, sys, time
+import http.client, json, os, subprocess, sys, time
 from bench.smsc import SmscConfig, SmscThread
 from engine import Engine
 from engine.smpp import smsc_carrier_settings
@@ -50,7 +50,8 @@ def config():
             "carriers": {"fra-smsc": {"pop": "fra", "kind": "smpp", **carrier}},
             "routes": [{"match": ["DE"], "pop": "fra", "carriers": [{"carrier": "fra-smsc"}]}],
             "rates": {"default": 50000},
-            "engine": {"default_validity_seconds": 60, "tick_ms": 50}}
+            "engine": {"default_validity_seconds": 60, "tick_ms": 50},
+            "http": {"customer_port": 0, "control_port": 0}}
 
 
 def until(what, predicate, timeout=10.0):
@@ -81,7 +82,7 @@ def free_disk(pin):
     pin.wait(10)
 
 
-engine = Engine.start(data_dir=data, overrides=config())
+engine = Engine.start(data_dir=data, overrides=config(), http=True)
 pin = pin_pages()
 acct = engine.create_account(email="full@example.com")
 engine.register_sender(acct.id, "ACME")
@@ -100,19 +101,30 @@ def statuses(e):
     return out
 
 
+def readyz(e):
+    conn = http.client.HTTPConnection("127.0.0.1", e.http.control_port, timeout=10)
+    try:
+        conn.request("GET", "/readyz")
+        answer = conn.getresponse()
+        return answer.status, json.loads(answer.read() or b"{}")
+    finally:
+        conn.close()
+
+
 def smsc_counter(name):
     return smsc.call(lambda: smsc.smsc.counters[name])
 
 
 def finish(e, during):
-    # wait for every message to be delivered, reconcile, stop, and print what was seen
+    # wait for every message to be delivered and the engine ready, reconcile, stop, print what was seen
     until("every message delivered", lambda: statuses(e) == {"delivered": 10})
     final = statuses(e)
+    until("ready again", lambda: readyz(e)[0] == 200)
     report = e.billing.reconcile(settle_seconds=0)
     e.stop()
     sent = smsc.call(lambda: len(smsc.smsc.parts))
     smsc.stop()
-    print(json.dumps({"during": during, "final": final,
+    print(json.dumps({**during, "final": final,
                       "differences": report.differences_total, "parts_sent": sent,
                       "retried": smsc.smsc.counters["receipts_retried"]}))
 """
@@ -121,17 +133,17 @@ RESTARTED = COMMON + r"""
 until("every carrier acknowledgement committed", lambda: acked >= set(ids))
 fill_disk()
 until("ten receipts refused", lambda: smsc_counter("receipts_retried") >= 10)
-during = statuses(engine)
+during = {"during": statuses(engine), "readyz_during": readyz(engine)}
 engine.stop(drain_seconds=0)  # the operator restarts the engine, its disk still full
 free_disk(pin)
-finish(Engine.start(data_dir=data, overrides=config()), during)
+finish(Engine.start(data_dir=data, overrides=config(), http=True), during)
 """
 
 ACKED_DURING = COMMON + r"""
 fill_disk()  # at once: the carrier's acknowledgements come while the disk is full
 until("ten receipts refused", lambda: smsc_counter("receipts_retried") >= 10)
-during = statuses(engine)
-free_disk(pin)
+during = {"during": statuses(engine), "readyz_during": readyz(engine)}
+free_disk(pin)  # no new message comes: readiness returns by the POP's probe write
 finish(engine, during)
 """
 
@@ -158,18 +170,28 @@ def test_receipts_refused_while_the_disk_is_full_are_delivered_again_and_matched
     seen, _ = _run(tmp_path, RESTARTED.replace("RECEIPT_DELAY", "(0.8, 0.8)")
                    .replace("LATENCY", "(0.0, 0.0)"))
     assert seen["during"] == {"accepted": 10}  # nothing stored, nothing acknowledged to the SMSC
+    assert seen["readyz_during"][0] == 503
     assert seen["retried"] >= 10  # each refused (0x64) and delivered again
     assert seen["final"] == {"delivered": 10}  # before: expired, the receipts lost
     assert seen["parts_sent"] == 10 and seen["differences"] == 0  # sent once, billed once
 
 
 @needs_tmpfs
-def test_a_message_acknowledged_by_its_carrier_while_the_disk_is_full_still_gets_its_receipt(tmp_path):
+def test_a_message_acknowledged_by_its_carrier_while_the_disk_is_full_still_gets_its_receipt_and_readyz_is_503_meanwhile(
+        tmp_path):
     """Its carrier id cannot be stored yet; the receipt matches it in memory, is refused until the
-    final status is durable, and is matched again when the SMSC delivers it after space is freed."""
-    seen, _ = _run(tmp_path, ACKED_DURING.replace("RECEIPT_DELAY", "(0.8, 0.8)")
-                   .replace("LATENCY", "(0.3, 0.3)"))
+    final status is durable, and is matched again when the SMSC delivers it after space is freed.
+    Meanwhile ``/readyz`` says 503 ``store_full`` (before: 200, and a load balancer kept sending traffic
+    the instance could only refuse), and 200 again once the POP's probe write succeeds - no new message
+    has to come for that. One ALARM for the outage, not one per retried commit."""
+    seen, err = _run(tmp_path, ACKED_DURING.replace("RECEIPT_DELAY", "(0.8, 0.8)")
+                     .replace("LATENCY", "(0.3, 0.3)"))
     assert seen["during"] == {"accepted": 10}
     assert seen["retried"] >= 10
     assert seen["final"] == {"delivered": 10}
     assert seen["parts_sent"] == 10 and seen["differences"] == 0
+    status, body = seen["readyz_during"]
+    assert status == 503 and body["error"]["code"] == "store_full"
+    assert "message:fra" in body["error"]["message"]
+    assert err.count("ALARM store message is full") == 1 and "ALARM store write failed" not in err
+    assert "store message takes new messages again" in err  # and ready (finish waited for the 200)

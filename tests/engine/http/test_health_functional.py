@@ -7,7 +7,17 @@ import re
 import pytest
 
 from actors.ledger import LedgerActor
-from tests.engine.http.conftest import Client, start_engine, wait_for
+from bench.smsc import SmscConfig, SmscThread
+from engine import Engine
+from engine.smpp import smsc_carrier_settings
+from tests.engine.http.conftest import (
+    DE_NUMBER,
+    Client,
+    funded_account,
+    overrides,
+    start_engine,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -40,3 +50,27 @@ def test_a_crashed_actor_makes_readyz_503_and_shows_in_metrics(engine, monkeypat
     assert 'smsroute_actor_alive{actor="ledger"} 0.0' in metrics
     assert re.search(r"^smsroute_dead_actors(\{[^}]*\})? 1.0$", metrics, re.M)
     assert engine.dead_actors() == ["ledger"]
+
+
+def test_a_carrier_that_is_down_does_not_make_readyz_503_messages_are_stored_and_sent_later(tmp_path):
+    """The readiness contract (README): an unreachable SMSC is no reason to take the instance out of the
+    load balancer's pool - messages are accepted, stored and sent once the carrier is back."""
+    with SmscThread(SmscConfig(seed=3)) as smsc:
+        carrier = smsc_carrier_settings("127.0.0.1", smsc.port, reconnect_min_seconds=0.05,
+                                        reconnect_max_seconds=0.2)
+        config = {**overrides(), "pops": {"fra": {"city": "Frankfurt"}},
+                  "carriers": {"fra-smsc": {"pop": "fra", "kind": "smpp", **carrier}},
+                  "routes": [{"match": ["DE"], "pop": "fra", "carriers": [{"carrier": "fra-smsc"}]}]}
+        engine = Engine.start(tmp_path / "data", http=True, overrides=config)
+        try:
+            control = Client(engine.http.control_port)
+            account = funded_account(engine, "carrier-down@example.com")
+            smsc.go_down()
+            wait_for(lambda: not engine.carrier_view()["carriers"][0]["available"], "the link to drop")
+            assert control.request("GET", "/readyz")[0] == 200
+            accepted = engine.submit(account.api_key, DE_NUMBER, "ACME", "waits for its carrier")
+            assert engine.status(accepted.message_id).status == "accepted"
+            smsc.come_back()
+            wait_for(lambda: engine.status(accepted.message_id).status == "delivered", "delivery")
+        finally:
+            engine.stop(drain_seconds=0)

@@ -1,0 +1,121 @@
+"""A POP whose message store is full: not ready while it refuses new messages, and how it sees space return.
+
+Why: a full store - its disk, or its LMDB map down to the reserve (``storage.headroom``) - refuses every new
+message ``store_full``, yet ``/readyz`` answered 200, so a load balancer kept sending the instance traffic it
+could only refuse. From the first refusal for lack of space until a write of new data succeeds again, the
+POP's store is named in its process's :class:`storage.full.FullStores` (``/readyz``: 503 ``store_full``).
+
+Space coming back is seen by the next commit that writes new messages, or - since a load balancer sends
+none to an instance that is not ready - by a probe: every :data:`PROBE_SECONDS` the POP writes
+:data:`PROBE_BYTES` of fresh data into a database of its own (``space_probe``), commits, and deletes it again
+(:func:`room_for_new`). A probe needs fresh pages as a batch of new messages does (a status update alone
+often fits in pages LMDB freed, so it proves nothing); between probes nothing is written.
+
+Logging: one ALARM when the store starts refusing, a summary every :data:`SUMMARY_SECONDS` while it goes
+on (new messages refused, commits failed), one line when it takes new messages again. Before, every
+retried commit logged an ALARM - five a second at the default tick, most saying "0 new messages refused".
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lmdb
+
+from storage.full import FullStores
+from storage.headroom import has_headroom
+
+log = logging.getLogger(__name__)
+
+PROBE_SECONDS = 1.0
+PROBE_BYTES = 64 << 10  # about what a batch of a hundred new messages needs
+SUMMARY_SECONDS = 60.0
+_PROBE_DB = b"space_probe"
+_PROBE_KEY = b"probe"
+
+
+def room_for_new(env: Any, db: Any) -> bool:
+    """Whether ``env`` takes new data again: its map has its reserve, and :data:`PROBE_BYTES` written
+    into ``db`` commit (then they are deleted). Any LMDB error means no."""
+    try:
+        if not has_headroom(env):
+            return False
+        with env.begin(write=True) as txn:
+            txn.put(_PROBE_KEY, bytes(PROBE_BYTES), db=db)
+    except lmdb.Error:
+        return False
+    try:
+        with env.begin(write=True) as txn:
+            txn.delete(_PROBE_KEY, db=db)
+    except lmdb.Error:
+        pass  # left for the next probe to overwrite: 64 KiB, and the store did take a write
+    return True
+
+
+class SpaceWatch:
+    """One POP's message store: full (refusing new messages) or not; named ``message:<pop>`` in ``board``
+    while full."""
+
+    def __init__(self, pop: str, env: Any, board: FullStores) -> None:
+        self.name, self.pop, self.env, self.board = f"message:{pop}", pop, env, board
+        self.full = False
+        self._db: Any = None
+        self._next_probe = 0.0
+        self._next_summary = 0.0
+        self._refused = 0  # new messages refused since the last log line
+        self._failed = 0  # commits refused since the last log line
+
+    def refused(self, messages: int, now: float) -> None:
+        """A commit failed, or left its new messages out, for lack of space (``now``: monotonic)."""
+        self._refused += messages
+        self._failed += 1
+        if self.full:
+            if now >= self._next_summary:
+                self._summary(now)
+            return
+        self.full = True
+        self.board.add(self.name)
+        self._next_probe = now + PROBE_SECONDS
+        self._next_summary = now + SUMMARY_SECONDS
+        log.error("pop %s: ALARM store message is full (disk or LMDB map): %d new messages refused; not "
+                  "ready (/readyz 503 store_full) until a write of new data succeeds", self.pop, messages)
+        self._refused = self._failed = 0
+
+    def wrote_new(self) -> None:
+        """A commit wrote new data: the store has room again."""
+        if not self.full:
+            return
+        self.full = False
+        self.board.discard(self.name)
+        log.warning("pop %s: store message takes new messages again (%d refused, %d commits failed "
+                    "since the last report); ready", self.pop, self._refused, self._failed)
+        self._refused = self._failed = 0
+
+    def tick(self, now: float) -> None:
+        """While full, probe for space every :data:`PROBE_SECONDS` (``now``: monotonic)."""
+        if not self.full or now < self._next_probe:
+            return
+        self._next_probe = now + PROBE_SECONDS
+        if self._probe():
+            self.wrote_new()
+        elif now >= self._next_summary:
+            self._summary(now)
+
+    def stopped(self) -> None:
+        """The POP stops: its store no longer speaks for this process's readiness."""
+        self.board.discard(self.name)
+
+    def _probe(self) -> bool:
+        if self._db is None:
+            try:
+                self._db = self.env.open_db(_PROBE_DB)
+            except lmdb.Error:  # creating it is a write too
+                return False
+        return room_for_new(self.env, self._db)
+
+    def _summary(self, now: float) -> None:
+        self._next_summary = now + SUMMARY_SECONDS
+        log.error("pop %s: ALARM store message still full: %d new messages refused, %d commits failed "
+                  "in the last %.0f s", self.pop, self._refused, self._failed, SUMMARY_SECONDS)
+        self._refused = self._failed = 0
