@@ -34,6 +34,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import pykka
+
 from actors.dispatch import DispatchedActor
 from engine import messages as m
 from storage.env import open_env
@@ -117,8 +119,13 @@ class GroupCommit:
                 log.error("group commit failed (%s); each POP commits alone", type(exc).__name__)
             outcome = [(pop, batches, commit_alone(self.env, pop, batches)) for pop, batches in taken]
         for pop, batches, error in outcome:
+            if not batches:
+                continue  # (a POP that asked and then stopped: its stop committed what it had staged)
             pop.commit_outcome(batches, error)
-            pop.actor_ref.tell(m.encode(m.GroupCommitted()))
+            try:
+                pop.actor_ref.tell(m.encode(m.GroupCommitted()))
+            except pykka.ActorDeadError:  # stopped meanwhile: before, this ended the committer
+                log.warning("pop %s stopped before its commit outcome reached it", pop.name)
 
 
 def commit_alone(env: Any, pop: Any, batches: list) -> BaseException | None:

@@ -13,6 +13,7 @@ from engine import Engine
 from engine import messages as m
 from tests.engine.crash_support import silent_carriers
 from tests.engine.http.conftest import DE_NUMBER, funded_account
+from tests.waiting import wait_for
 
 SG_NUMBER = "+6591234567"
 pytestmark = pytest.mark.functional
@@ -115,5 +116,27 @@ def test_an_erasure_arriving_while_a_batch_is_staged_commits_it_first_and_leaves
         assert fra["in_flight"] == 1  # the later message: none of the erased account's is still going out
         first_hold.actor_ref.stop()
         second_hold.actor_ref.stop()
+    finally:
+        engine.stop(drain_seconds=0)
+
+
+def test_a_pop_that_stops_after_asking_for_a_round_leaves_the_committer_running(tmp_path, caplog):
+    """At stop a POP commits what it has staged itself, but the round it asked for in its last turn runs
+    after it: the committer told the stopped POP the outcome, got ``ActorDeadError`` and ended with a
+    traceback (seen at every shutdown with a full disk, where a POP always has a commit to retry) - and a
+    committer that has ended takes down every POP that asks it for a round."""
+    engine = Engine.start(tmp_path / "data", overrides=silent_carriers())
+    try:
+        runtime = engine.runtime
+        account = funded_account(engine, "after-stop@example.com")
+        engine.submit(account.api_key, SG_NUMBER, "ACME", "its session runs")
+        group, fra = runtime.group_commit, runtime.directory.pops["fra"]
+        actor, rounds = fra.proxy()._actor, group.rounds
+        fra.stop()
+        group.request(actor)  # the round it asked for, running after it stopped
+        wait_for(lambda: group.rounds > rounds, "the round to run")
+        accepted = engine.submit(account.api_key, SG_NUMBER, "ACME", "committed by the next round")
+        assert accepted.pop == "sin"  # the committer still runs rounds
+        assert "Unhandled exception in CommitterActor" not in caplog.text
     finally:
         engine.stop(drain_seconds=0)
