@@ -40,7 +40,9 @@ Durability contract:
   :class:`~engine.errors.StoreFull` (nothing half-queued).
 * *Receipted:* :meth:`sent` records the mail's id (no address, no text) with the time in ``outbox_sent``,
   in the transaction that deletes the mail, so :meth:`outcome` tells a mail the server accepted from one
-  still queued or dropped unsent (refused, expired, erased). What waits on a notice having gone out (a
+  still queued or dropped unsent (refused, expired, erased). A mail that was only logged because no mail
+  server is configured (:meth:`logged`) leaves the same way with a receipt marked so: it reads
+  ``not_delivered``, never ``sent`` (nobody was told). What waits on a notice having gone out (a
   lawful order's disclosure, ``engine.lawful_notice``) asks this. Receipts are swept after
   ``RECEIPT_SECONDS``.
 * *Withdrawn:* :meth:`withdraw` removes mails still waiting, unsent (no receipt: they read ``unsent``), for
@@ -76,8 +78,8 @@ from storage.full import FULL_ERRORS, store_full
 from storage.pseudonyms import token_text
 from storage.retention import cutoff
 
-__all__ = ["ORPHAN_KEY_GRACE_SECONDS", "QUEUED", "RECEIPT_SECONDS", "SENT", "UNSENT", "NewMail", "Outbox",
-           "OutboxMail"]
+__all__ = ["NOT_DELIVERED", "ORPHAN_KEY_GRACE_SECONDS", "QUEUED", "RECEIPT_SECONDS", "SENT", "UNSENT",
+           "NewMail", "Outbox", "OutboxMail"]
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,9 @@ ORPHAN_KEY_GRACE_SECONDS = 3600.0
 #: A sent mail's receipt (its id and when) is kept this long: longer than a lawful order can last
 RECEIPT_SECONDS = 400 * 86400.0
 QUEUED, SENT, UNSENT = "queued", "sent", "unsent"
+#: The mail left the outbox without reaching anyone: no mail server is configured, it was only logged
+NOT_DELIVERED = "not_delivered"
+_LOGGED = b"L"  # appended to a receipt's time: the mail was only logged (no mail server), not sent
 
 
 @dataclass(frozen=True)
@@ -246,14 +251,25 @@ class Outbox:
         now = time.time() if now is None else now
         self._remove(mail_id, receipt=_MS.pack(int(now * 1000)))
 
+    def logged(self, mail_id: str, now: float | None = None) -> None:
+        """No mail server is configured and the mail was only logged: delete it (it cannot wait for a
+        server that may never come: the bounded outbox would fill) and keep a receipt that says it was
+        not delivered, so :meth:`outcome` never reads ``sent`` for it."""
+        now = time.time() if now is None else now
+        self._remove(mail_id, receipt=_MS.pack(int(now * 1000)) + _LOGGED)
+
     def outcome(self, mail_id: str) -> str:
-        """``"queued"`` (waiting or retrying), ``"sent"`` (the server accepted it), or ``"unsent"``
-        (it left the outbox without being sent: refused, expired or erased; or never was)."""
+        """``"queued"`` (waiting or retrying), ``"sent"`` (the server accepted it), ``"not_delivered"``
+        (only logged: no mail server is configured), or ``"unsent"`` (it left the outbox without being
+        sent: refused, expired or erased; or never was)."""
         key = bytes.fromhex(mail_id)
         with self.env.begin() as txn:
             if txn.get(key, db=self._db) is not None:
                 return QUEUED
-            return SENT if txn.get(key, db=self._sent) is not None else UNSENT
+            receipt = txn.get(key, db=self._sent)
+        if receipt is None:
+            return UNSENT
+        return NOT_DELIVERED if bytes(receipt[8:9]) == _LOGGED else SENT
 
     def retry(self, mail_id: str, next_attempt_at: float, error: str) -> OutboxMail | None:
         """Count a failed attempt and move the mail's next attempt to ``next_attempt_at``."""

@@ -477,12 +477,18 @@ def _worker_retention_families(workers: dict[str, dict[str, Any]]) -> Iterator[M
 
 
 def _mail_families(mail: dict[str, Any]) -> Iterator[Metric]:
+    """The outbox, its send attempts by outcome (``not_delivered``: only logged, no mail server: never
+    counted ``sent``) and whether a mail server is configured at all (alert on 0)."""
     yield from _gauge("smsroute_mail_outbox", "Customer mails waiting to be sent", mail.get("outbox"))
     sent = CounterMetricFamily("smsroute_mail_deliveries", "Customer mail send attempts by outcome",
                                labels=["outcome"])
-    for outcome in ("sent", "retried", "refused"):
+    for outcome in ("sent", "not_delivered", "retried", "refused"):
         _add(sent, [outcome], mail.get(outcome))
     yield sent
+    if mail.get("delivery") in ("smtp", "not_configured"):
+        yield from _gauge("smsroute_mail_delivery_configured", "1 if a mail server is configured; 0: "
+                          "customer mail is only logged, nobody receives it",
+                          int(mail["delivery"] == "smtp"))
 
 
 def _privacy_families(privacy: dict[str, Any]) -> Iterator[Metric]:

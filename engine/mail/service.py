@@ -5,6 +5,11 @@ outbox. Each mail is sealed under the data key of the account it is for (``stora
 an account's erasure reaches its queued mail (:meth:`MailService.forget_account`); the one mail that
 confirms an erasure has a key of its own in ``<keys>/mail/``, destroyed when it leaves the outbox (see
 ``storage.outbox``). The ``outbox`` store key of the key ring only opens mail queued by older versions.
+
+Without ``[email] host`` (the embedded default) nothing reaches an account holder: each mail is only logged
+and recorded ``not_delivered``. :meth:`MailService.start` says so in one warning, and :meth:`stats` shows
+``delivery: "not_configured"`` (``"smtp"`` otherwise), so an operator is not left to find out from a
+lawful order's refused disclosure.
 """
 
 from __future__ import annotations
@@ -24,6 +29,12 @@ from storage.keys import KeyRing
 from storage.outbox import Outbox
 
 MAIL_MAP_SIZE = 256 << 20
+#: What the mail of an engine without a mail server would have told its account holders
+NOT_CONFIGURED_WARNING = (
+    "no mail server is configured ([email] host): mail to account holders is not delivered, only "
+    "logged - confirmation links, security alerts, price and policy notices, data-subject request "
+    "and incident mails, lawful-order notices (disclosure under a lawful order is refused until its "
+    "notice is delivered or recorded as not permitted)")
 # the worker drops a cancelled send at its loop's next turn; this only bounds a worker stuck elsewhere
 CANCEL_WAIT_SECONDS = 5.0
 log = logging.getLogger(__name__)
@@ -42,8 +53,15 @@ class MailService:
         self.worker = MailWorker(self.outbox, self.transport, settings, clock=clock,
                                  address_of=address_of)
 
+    @property
+    def delivers(self) -> bool:
+        """Whether mail reaches anyone: False without a mail server (``LogTransport``)."""
+        return bool(getattr(self.transport, "delivers", True))
+
     def start(self) -> MailService:
         self.outbox.sweep_orphan_keys(time.time())  # keys a crash left without their mail
+        if not self.delivers:
+            log.warning(NOT_CONFIGURED_WARNING)
         self.worker.start()
         return self
 
@@ -86,5 +104,8 @@ class MailService:
         if cancelled is not None and not cancelled.wait(CANCEL_WAIT_SECONDS):
             log.warning("mail worker slow to drop a send to a rectified address")
 
-    def stats(self) -> dict[str, int]:
-        return {"outbox": len(self.outbox), **self.worker.counts}
+    def stats(self) -> dict[str, int | str]:
+        """The outbox's size, the worker's counts, and ``delivery``: ``"smtp"``, or
+        ``"not_configured"`` when mail is only logged."""
+        return {"outbox": len(self.outbox), **self.worker.counts,
+                "delivery": "smtp" if self.delivers else "not_configured"}

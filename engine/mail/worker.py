@@ -3,7 +3,8 @@
 Why its own thread: mail must go out when the engine is embedded without the HTTP servers, and an SMTP
 round trip must never stall the HTTP loop or an actor. The worker waits until mail is due (or it is woken by
 :meth:`MailWorker.wake` after an enqueue), sends each due mail through the transport, deletes it from the
-outbox once the server accepted it, and otherwise reschedules it with exponential backoff and full jitter
+outbox once the server accepted it (or, with no mail server configured, once it was logged: recorded
+``not_delivered``, never ``sent``), and otherwise reschedules it with exponential backoff and full jitter
 (``uniform(0, min(cap, base * 2**attempts))``, at least one second), or drops it on a permanent refusal.
 The outbox calls are short LMDB transactions made on this worker's own loop.
 
@@ -68,8 +69,9 @@ class MailWorker:
         self._stopping = False
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._main, name="smsroute-mail", daemon=True)
-        self.counts = {"sent": 0, "retried": 0, "refused": 0, "erased": 0, "superseded": 0,
-                       "withdrawn": 0}
+        # not_delivered: only logged, no mail server configured (never counted as sent)
+        self.counts = {"sent": 0, "not_delivered": 0, "retried": 0, "refused": 0, "erased": 0,
+                       "superseded": 0, "withdrawn": 0}
         # held while a mail is re-read and its send registered (never across SMTP I/O), and by an erasure
         self.sending = threading.Lock()
         self._current: _Send | None = None  # the send under way (guarded by ``sending``)
@@ -199,11 +201,13 @@ class MailWorker:
             self.counts["retried"] += 1
             log.info("mail send failed; will retry", extra={**where, "error": type(exc).__name__})
             return
-        self.outbox.sent(mail.mail_id, self._clock())
-        self.counts["sent"] += 1
         if getattr(self.transport, "delivers", True):
+            self.outbox.sent(mail.mail_id, self._clock())
+            self.counts["sent"] += 1
             log.info("mail sent", extra=where)
-        else:  # no [email] host: this one line is all that happens to the mail
+        else:  # no [email] host: this one line is all that happens to the mail, and it is not "sent"
+            self.outbox.logged(mail.mail_id, self._clock())
+            self.counts["not_delivered"] += 1
             log.info("mail not sent (no [email] host configured)", extra=where)
 
     def _addressed(self, mail: OutboxMail) -> OutboxMail | None:

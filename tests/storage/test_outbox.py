@@ -14,7 +14,7 @@ from storage.account_keys import DATA, AccountKeys
 from storage.crypto import Sealer
 from storage.env import open_env
 from storage.keys import KeyRing, LocalKeyProvider
-from storage.outbox import ORPHAN_KEY_GRACE_SECONDS, NewMail, Outbox
+from storage.outbox import ORPHAN_KEY_GRACE_SECONDS, RECEIPT_SECONDS, NewMail, Outbox
 from storage.pseudonyms import Pseudonyms
 from tests.storage.conftest import T0
 
@@ -227,4 +227,23 @@ def test_withdrawn_mail_leaves_unsent_and_a_sent_one_keeps_its_receipt(tmp_path)
     assert outbox.withdraw(ids) == []
     with pytest.raises(ValueError):
         outbox.enqueue([_mail(1)], ids=[])
+    env.close()
+
+
+def test_a_mail_only_logged_reads_not_delivered_never_sent_and_its_receipt_is_swept(tmp_path):
+    """No mail server configured: the worker logs the mail and ``logged`` records it. It leaves the
+    outbox (the bounded outbox must not fill up waiting for a server that may never come) and its
+    outcome is ``not_delivered``, distinct from a mail the server accepted — across a reopen, and
+    until its receipt is swept like a sent one's."""
+    env, outbox = _open(tmp_path)
+    ids = outbox.enqueue([_mail(1), _mail(2)], now=T0)
+    outbox.logged(ids[0], T0)
+    outbox.sent(ids[1], T0)
+    assert [outbox.outcome(i) for i in ids] == ["not_delivered", "sent"]
+    assert len(outbox) == 0 and outbox.due(T0 + DAY) == []
+    env.close()
+    env, outbox = _open(tmp_path)
+    assert [outbox.outcome(i) for i in ids] == ["not_delivered", "sent"]
+    outbox.sweep(T0 + RECEIPT_SECONDS + DAY)
+    assert [outbox.outcome(i) for i in ids] == ["unsent", "unsent"]
     env.close()

@@ -84,3 +84,13 @@ def test_mail_and_privacy_numbers_have_names_of_their_own():
     assert 'smsroute_mail_deliveries_total{outcome="sent"} 5.0' in text
     assert "smsroute_privacy_requests_open 1.0" in text
     assert "smsroute_privacy_incidents_authority_overdue 1.0" in text
+
+
+def test_mail_only_logged_for_want_of_a_mail_server_is_not_counted_sent():
+    text = _text(Snapshot(engine={"mail": {"outbox": 0, "sent": 0, "not_delivered": 3, "retried": 0,
+                                           "refused": 0, "delivery": "not_configured"}}))
+    assert 'smsroute_mail_deliveries_total{outcome="not_delivered"} 3.0' in text
+    assert 'smsroute_mail_deliveries_total{outcome="sent"} 0.0' in text
+    assert "smsroute_mail_delivery_configured 0.0" in text
+    configured = _text(Snapshot(engine={"mail": {"outbox": 0, "sent": 1, "delivery": "smtp"}}))
+    assert "smsroute_mail_delivery_configured 1.0" in configured

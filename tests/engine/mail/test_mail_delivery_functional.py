@@ -30,6 +30,7 @@ def test_a_mail_the_server_refuses_for_now_is_retried_until_it_is_accepted(tmp_p
         stats = wait_for(lambda: (s := engine.stats()["mail"])["sent"] == 1 and s,
                          what="the worker to record the send")
         assert stats["retried"] == 2 and stats["outbox"] == 0  # swept once sent
+        assert stats["not_delivered"] == 0 and stats["delivery"] == "smtp"
     finally:
         engine.stop()
 
@@ -86,10 +87,17 @@ def test_without_an_smtp_host_mail_is_only_logged_by_template_and_account_pseudo
     engine = Engine.start(tmp_path / "data")
     try:
         account = engine.create_account("quiet@example.com")
-        wait_for(lambda: engine.stats()["mail"]["sent"] >= 1, what="the mail to be handled")
+        stats = wait_for(lambda: (s := engine.stats()["mail"])["not_delivered"] >= 1 and s,
+                         what="the mail to be handled")
         pseudonym = engine.runtime.pseudonyms.pseudonym(account.id)
     finally:
         engine.stop()
+    # only logged: counted and shown as not delivered, never as sent
+    assert stats["sent"] == 0 and stats["outbox"] == 0 and stats["delivery"] == "not_configured"
+    warned = [r.getMessage() for r in caplog.records
+              if r.name == "engine.mail.service" and r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "no mail server is configured" in warned[0], warned
+    assert "lawful-order notices" in warned[0] and "security alerts" in warned[0]
     logged = [r for r in caplog.records if r.name.startswith("engine.mail")]
     assert any(getattr(r, "template", None) == "account_confirmation"
                and getattr(r, "account", None) == pseudonym for r in logged)
