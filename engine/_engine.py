@@ -151,7 +151,7 @@ class Engine(AccountManager, HoldManager):
                                 map_size=self.settings.engine.mail_map_size_mb << 20,
                                 address_of=_address_of(runtime.accounts)).start()
         self.notices = Notices(self.mail.outbox, self.mail.worker.wake, runtime.accounts,
-                               withdraw=self.mail.withdraw)
+                               withdraw=self.mail.withdraw, delivers=self.mail.delivers)
         self.privacy = PrivacyServices(self.data_dir, self.settings, runtime, self.notices, self)
         runtime.sweeper.proxy().add_sweepables(
             {"mail_outbox": self.mail.outbox, **self.privacy.sweepables,

@@ -118,6 +118,13 @@ class NoticePending(HolderNotNotified):
     code = "notice_pending"
 
 
+class MailNotConfigured(InvalidTransition):
+    """A notice asked for that could only be logged: no mail server is configured (``[email] host``).
+    409: it is the engine's set-up, not the request, that must change."""
+
+    code = "mail_not_configured"
+
+
 class HoldEnded(InvalidTransition):
     """The hold exists (its record and audit trail are kept a year) but ended: released or expired, its
     copies shredded. 409, not 404 (the id is right; asking again cannot help) nor 503 (nothing failed)."""

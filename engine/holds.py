@@ -188,8 +188,9 @@ class HoldManager:
                           notice_not_permitted: dict | None = None) -> dict:
         """Give the notice of lawful order ``hold_id`` again, or record that it is not permitted, when
         it is stuck: never given (placed before notices existed) or left the outbox unsent (refused,
-        expired). For every hold of the order (its other POP shards); audited. ``{"hold_ids",
-        "notice"}``; ``UnknownAccount`` for an unknown hold, ``HoldEnded`` for one released or expired
+        expired) or was only logged (no mail server: ``not_delivered``; given again once one is
+        configured, else ``MailNotConfigured``). For every hold of the order (its other POP shards);
+        audited. ``{"hold_ids", "notice"}``; ``UnknownAccount`` for an unknown hold, ``HoldEnded`` for one released or expired
         (as a disclosure: the id is right, asking again cannot help), ``InvalidTransition`` for a hold
         that is not a lawful order or a notice that is not stuck (``engine.lawful_notice``)."""
         active = self.runtime.shards.active_holds()
@@ -204,6 +205,8 @@ class HoldManager:
         desk = self._order_notices()
         with desk.lock:
             desk.require_stuck(hold_id)
+            if notice_not_permitted is None:
+                desk.require_mail_server()
             order = desk.order_of(hold, [h for h in active if h["kind"] == HoldKind.LAWFUL_ORDER])
             covered = self._holders_of(order)
             hold_ids = [h["hold_id"] for h in order]

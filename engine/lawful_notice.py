@@ -29,8 +29,9 @@ sealed in the record, shown on ``GET /v1/holds``).
 Disclosure (:meth:`OrderNoticeDesk.require_notice`) under a lawful order is **refused, not delayed**,
 until every notice mail was accepted by the SMTP server (the outbox's receipt): ``NoticePending`` (409
 ``notice_pending``) while one is queued, ``HolderNotNotified`` (409 ``holder_not_notified``) when one
-left the outbox unsent (refused, expired, account erased) or the order has no notice on record (placed by
-an older version). Under ``no_holders`` disclosure is allowed: policy 5 is notice to the affected account
+left the outbox unsent (refused, expired, account erased), was only logged because no mail server is
+configured (state ``not_delivered``: a notice nobody received is no notice; the message says what the
+operator can do), or the order has no notice on record (placed by an older version). Under ``no_holders`` disclosure is allowed: policy 5 is notice to the affected account
 holder, and none exists any more; the ground is on record (state, audit), not a pretended notice. Refusing keeps the disclosure request short and its audit trail honest (a refused
 read is audit-logged; the operator retries once ``GET /v1/holds`` says ``sent``).
 
@@ -39,7 +40,9 @@ Such a stuck order is fixed in place, not registered again (``POST /v1/holds/{id
 every hold of the order at once (:meth:`OrderNoticeDesk.order_of`: the holds with its ``order_id``), to
 the holders its holds kept when it was placed (``storage.holds.Hold.holders``: no message record
 needed), audited like the first (with ``again``); refused while a notice is queued or was sent, or
-after a waiver or ``no_holders`` (:meth:`require_stuck`).
+after a waiver or ``no_holders`` (:meth:`require_stuck`). A notice given again without a mail server is
+refused (``MailNotConfigured``, 409 ``mail_not_configured``: it would only be logged again); a waiver is
+recorded all the same.
 
 An order released before its notice left is not told to its holders: when its last active hold is
 released, the mails still queued are withdrawn (:meth:`OrderNoticeDesk.withdraw`: removed unsent, a send
@@ -55,15 +58,27 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from engine.errors import HolderNotNotified, InputError, InvalidTransition, NoticePending
+from engine.errors import (
+    HolderNotNotified,
+    InputError,
+    InvalidTransition,
+    MailNotConfigured,
+    NoticePending,
+)
 from engine.mail.notices import Notices
 from engine.mail.templates import AUTHORITY_KINDS, check_reference
 from storage.order_notices import OrderNotice, OrderNotices
-from storage.outbox import QUEUED, SENT
+from storage.outbox import NOT_DELIVERED, QUEUED, SENT
 
 __all__ = ["NO_HOLDERS", "OrderNoticeDesk", "check_order_fields"]
 
 NO_HOLDERS = "no_holders"  # a notice with no mail: no account holder left to tell
+#: given again after these (the mails left the outbox without reaching the holder)
+STUCK = ("unsent", NOT_DELIVERED)
+NOT_CONFIGURED_HELP = ("no mail server is configured ([email] host), so the notice was only logged and no "
+                       "account holder was told. Configure [email], restart, and give the notice again "
+                       "with POST /v1/holds/{id}/notice; or, only if notice is legally not permitted, "
+                       "record that there (notice_not_permitted)")
 
 log = logging.getLogger(__name__)
 
@@ -117,10 +132,19 @@ class OrderNoticeDesk:
         (placed before notices existed) or its mails left the outbox unsent. Never a second notice
         beside one queued or sent, nor one after a waiver."""
         state = self.state(hold_id)
-        if state is not None and state["state"] != "unsent":
+        if state is not None and state["state"] not in STUCK:
             raise InvalidTransition(f"the notice of lawful order {hold_id} is {state['state']}; "
-                                    "only a notice that was never given or left the outbox unsent "
-                                    "is given again")
+                                    "only a notice that was never given, left the outbox unsent or "
+                                    "was not delivered is given again")
+
+    def require_mail_server(self) -> None:
+        """``MailNotConfigured`` unless mail reaches account holders: a notice given again without a
+        mail server would only be logged, and read ``not_delivered`` once more."""
+        if not self._notices.delivers:
+            raise MailNotConfigured("no mail server is configured ([email] host): a notice given now "
+                                    "would only be logged, not delivered. Configure [email] and "
+                                    "restart, then give the notice again; or, only if notice is "
+                                    "legally not permitted, record that (notice_not_permitted)")
 
     def give(self, hold_ids: list[str], covered: dict[str, int], *, whole_account: str | None,
              actor: str, authority: str, reference: str, until: float,
@@ -199,7 +223,7 @@ class OrderNoticeDesk:
 
     def state(self, hold_id: str) -> dict | None:
         """The notice of a lawful order's hold as ``GET /v1/holds`` shows it (``state``: queued, sent,
-        unsent, not_permitted, no_holders); None for a hold without one."""
+        not_delivered, unsent, not_permitted, no_holders); None for a hold without one."""
         notice = self.store.get(hold_id)
         if notice is None:
             return None
@@ -224,6 +248,9 @@ class OrderNoticeDesk:
         if state == QUEUED:
             raise NoticePending(f"the notice of lawful order {hold_id} is queued but not yet sent; "
                                 "disclosure waits until it is (retry later; GET /v1/holds)")
+        if state == NOT_DELIVERED:
+            raise HolderNotNotified(f"the notice of lawful order {hold_id} was not delivered: "
+                                    f"{NOT_CONFIGURED_HELP}; no disclosure until then")
         if state != SENT:
             raise HolderNotNotified(f"the notice of lawful order {hold_id} left the outbox unsent "
                                     "(refused, expired or the account erased); no disclosure "
@@ -235,4 +262,6 @@ class OrderNoticeDesk:
         outcomes = {self._notices.outbox.outcome(m) for m in notice.mail_ids}
         if QUEUED in outcomes:
             return QUEUED
-        return SENT if outcomes <= {SENT} else "unsent"
+        if outcomes <= {SENT}:
+            return SENT
+        return NOT_DELIVERED if NOT_DELIVERED in outcomes else "unsent"

@@ -222,7 +222,7 @@ async def release_hold(request: web.Request) -> web.Response:
 async def disclose(request: web.Request) -> web.Response:
     """One held body, read through the exception's own path (audit-logged). Under a lawful order it is
     refused (409 ``notice_pending`` / ``holder_not_notified``) until the account holder's notice was
-    sent, or recorded as not permitted (``engine.lawful_notice``). A hold that ended (released, expired)
+    sent (a notice only logged, no mail server configured, is not), or recorded as not permitted (``engine.lawful_notice``). A hold that ended (released, expired)
     is 409 ``hold_ended``: the id is right but its copies are shredded, so asking again cannot help."""
     ctx: HttpContext = request.app[CTX]
     body = await read_body_as(request, cs.Disclosure)

@@ -329,8 +329,9 @@ class TokenRevoked(msgspec.Struct):
 
 
 class NoticeView(msgspec.Struct, omit_defaults=True):
-    """A lawful order's notice to its account holders: ``state`` queued, sent, unsent, not_permitted or
-    no_holders (no account holder was left to tell: no mail)."""
+    """A lawful order's notice to its account holders: ``state`` queued, sent, not_delivered (only
+    logged: no mail server configured, nobody told), unsent, not_permitted or no_holders (no account
+    holder was left to tell: no mail)."""
 
     state: str
     mails: int

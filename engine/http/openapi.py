@@ -388,14 +388,17 @@ def control_document() -> dict[str, Any]:
             "Disclose one held body (audit-logged); under a lawful order only once the account "
             "holder's notice was sent, recorded as not permitted, or recorded as no_holders (no "
             "holder left to tell; else 409 notice_pending / "
-            "holder_not_notified); 409 hold_ended once the hold was released or expired (its "
+            "holder_not_notified, also when the notice was not_delivered: only logged, no mail "
+            "server configured); 409 hold_ended once the hold was released or expired (its "
             "copies are shredded), 404 for an unknown hold", "200", params=("id",), body=_ref(cs.Disclosure),
             errors=("400", "403", "404", "409"), ok_schema=_ref(ca.DisclosureAnswer))},
         "/v1/holds/{id}/notice": {"post": o(
-            "Give a stuck lawful order's notice again (it left the outbox unsent, or the order has "
+            "Give a stuck lawful order's notice again (it left the outbox unsent, was not_delivered "
+            "for want of a mail server, or the order has "
             "none on record), or record notice_not_permitted, for every hold of the order "
             "(audited); with no holder left (accounts erased or gone) the notice is recorded as "
-            "no_holders, no mail; 409 while a notice is queued or was sent, after a waiver or "
+            "no_holders, no mail; 409 mail_not_configured for a notice (not a waiver) while no mail "
+            "server is configured; 409 while a notice is queued or was sent, after a waiver or "
             "no_holders, or for a hold "
             "that is not a lawful order; 409 hold_ended once the hold was released or expired, 404 "
             "for an unknown hold", "200", params=("id",), body=_ref(cs.OrderNoticeRequest),

@@ -38,10 +38,13 @@ FAILED_AUTH_QUIET_SECONDS = 3600.0  # at most one such alert per account per hou
 class Notices:
     def __init__(self, outbox: Outbox, wake: Callable[[], None], accounts: AccountStore, *,
                  clock: Callable[[], float] = time.time,
-                 withdraw: Callable[[list[str]], list[str]] | None = None) -> None:
+                 withdraw: Callable[[list[str]], list[str]] | None = None,
+                 delivers: bool = True) -> None:
         """``withdraw``: how queued mail is called off (``MailService.withdraw``, which also cancels a
-        send under way); default: removed from the outbox only."""
+        send under way); default: removed from the outbox only. ``delivers``: False when no mail
+        server is configured (``MailService.delivers``): what is queued is only logged."""
         self.outbox = outbox
+        self.delivers = delivers
         self._wake = wake
         self._withdraw = withdraw or outbox.withdraw
         self._accounts = accounts
