@@ -133,6 +133,7 @@ class Engine(AccountManager, HoldManager):
         except BaseException:  # e.g. a port in use: do not leave the actors running
             engine.stop(drain_seconds=0)
             raise
+        engine.mail.warn_if_not_delivering()  # once started: a failed start stays one line
         if settings.engine.gc_tuning:
             freeze_start_up_objects()
         return engine

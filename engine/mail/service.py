@@ -7,7 +7,7 @@ confirms an erasure has a key of its own in ``<keys>/mail/``, destroyed when it 
 ``storage.outbox``). The ``outbox`` store key of the key ring only opens mail queued by older versions.
 
 Without ``[email] host`` (the embedded default) nothing reaches an account holder: each mail is only logged
-and recorded ``not_delivered``. :meth:`MailService.start` says so in one warning, and :meth:`stats` shows
+and recorded ``not_delivered``. :meth:`MailService.warn_if_not_delivering` says so in one warning, and :meth:`stats` shows
 ``delivery: "not_configured"`` (``"smtp"`` otherwise), so an operator is not left to find out from a
 lawful order's refused disclosure.
 """
@@ -60,10 +60,14 @@ class MailService:
 
     def start(self) -> MailService:
         self.outbox.sweep_orphan_keys(time.time())  # keys a crash left without their mail
-        if not self.delivers:
-            log.warning(NOT_CONFIGURED_WARNING)
         self.worker.start()
         return self
+
+    def warn_if_not_delivering(self) -> None:
+        """One warning when no mail server is configured; the engine calls it once it has started (a
+        start that fails says only why it failed)."""
+        if not self.delivers:
+            log.warning(NOT_CONFIGURED_WARNING)
 
     def stop(self) -> None:
         self.worker.stop()
