@@ -88,7 +88,7 @@ class Engine(AccountManager, HoldManager):
         self.ids = IdGenerator()
         self.runtime = Runtime(data_dir, settings, self.bridge, self.ids, placement)
         self.http = None
-        self.cluster = None  # engine.cluster.local.LocalCluster, when this process supervises workers
+        self._cluster = None  # engine.cluster.local.LocalCluster, when this process supervises workers
         self.mail: MailService | None = None
         self.privacy: PrivacyServices | None = None
         self.billing: Billing | None = None
@@ -164,6 +164,20 @@ class Engine(AccountManager, HoldManager):
         self.http = HttpServers(self, self.settings, edge_token=edge_token).start()
         # the request log, idempotency records and control audit follow the same retention sweeps
         self.runtime.sweeper.proxy().add_sweepables(self.http.sweepables).get(timeout=10)
+
+    @property
+    def cluster(self) -> Any:
+        """The ``LocalCluster`` whose workers and edges this process supervises (None: none)."""
+        return self._cluster
+
+    @cluster.setter
+    def cluster(self, cluster: Any) -> None:
+        """Supervise ``cluster``: a child it kills for hanging answers no request of ours any more, so
+        those still waiting fail at once (``Transport.give_up_on``) instead of after their time-out."""
+        self._cluster = cluster
+        transport = self.runtime.transport
+        if cluster is not None and transport is not None:
+            cluster.on_killed = transport.give_up_on
 
     @property
     def stopping(self) -> bool:
@@ -383,13 +397,20 @@ class Engine(AccountManager, HoldManager):
         return self.runtime.sweeper.proxy().add_sweepables({}).get(timeout=10)
 
     def dead_actors(self) -> list[str]:
-        """The long-lived actors (and, in a cluster, worker processes) that are not running (empty when
-        healthy); ``/readyz`` answers 503 while there is one."""
+        """The long-lived actors (and, in a cluster, worker and edge processes) that are not running, or
+        not working: a process a restart is starting is ``worker:<node> (starting)``, one whose heartbeat
+        is late ``worker:<node> (hung)`` (empty when healthy); ``/readyz`` answers 503 while there is one."""
         dead = [name for name, alive in self.runtime.actors_alive().items() if not alive]
         if self.runtime.dead_sessions():
             dead.append("sessions")
         if self.cluster is not None:
-            dead.extend(f"worker:{w['node']}" for w in self.cluster.status() if not w["alive"])
+            for w in self.cluster.status():
+                if not w["alive"]:
+                    dead.append(f"worker:{w['node']}")
+                elif not w["ready"]:
+                    dead.append(f"worker:{w['node']} (starting)")
+                elif w["hung"]:
+                    dead.append(f"worker:{w['node']} (hung)")
         if self.runtime.transport is not None and not self.runtime.transport.connected:
             dead.append("nats")
         return dead

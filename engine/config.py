@@ -74,6 +74,10 @@ class EngineLimits:
     gc_tuning: bool = True  # a long-running engine's GC: freeze start-up objects, rarer collections
     ledger_reconcile_at_start: bool = True  # reconcile records and ledger in the background at start-up
     shared_pop_store: bool = True  # a new data directory: the POPs of a process in one environment
+    # smsroute run --workers/--edges: a child without a heartbeat this long is hung (/readyz 503), and
+    # this long is killed and restarted (engine.cluster.liveness)
+    child_hung_after_seconds: Annotated[float, Range(0, 3600, open_low=True)] = 10.0
+    child_kill_after_seconds: Annotated[float, Range(0, 86400, open_low=True)] = 30.0
 
 
 @dataclass(frozen=True)
@@ -448,6 +452,9 @@ def settings_from_document(doc: dict[str, Any]) -> Settings:
                               + (f" (did you mean [{close[0]}]?)" if close else
                                  f" (the tables are {', '.join(TABLES)})"))
     limits = typed_table(EngineLimits, doc.get("engine", {}), "engine")
+    if limits.child_kill_after_seconds <= limits.child_hung_after_seconds:
+        raise ConfigError("config: engine.child_kill_after_seconds must be longer than "
+                          "engine.child_hung_after_seconds (a child is reported hung before it is killed)")
     http = typed_table(HttpSettings, doc.get("http", {}), "http")
     _check_tls(http)
     keys = typed_table(KeySettings, doc.get("keys", {}), "keys")

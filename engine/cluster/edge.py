@@ -28,6 +28,10 @@ of the edge's stdin (:func:`read_token`), never through the environment or the c
 inherited by every child and readable in ``/proc/<pid>/environ`` and ``ps``. The edge keeps it in memory
 only and never logs it.
 
+With ``--beat-every`` (``smsroute run`` sets it) the edge writes a heartbeat line to its stdout while its
+HTTP loop and NATS loop answer (``engine.cluster.heartbeat``): a hung edge, which would keep its share of
+the port's connections, is killed and restarted.
+
 Webhooks are delivered by the core from the workers' durable outboxes, so an edge holds nothing that a
 crash could lose: a submit it forwarded and did not answer was either made durable (and is delivered and
 billed once) or not; the client cannot tell which and retries with an Idempotency-Key.
@@ -55,6 +59,7 @@ from engine.cluster import edge_forward
 from engine.cluster.edge_engine import EdgeEngine, LeasedLimiter
 from engine.cluster.edge_forward import HOP_BY_HOP, PART_BYTES, error_answer
 from engine.cluster.handoff import overrides_from
+from engine.cluster.heartbeat import Heartbeat, loop_probe
 from engine.cluster.lifeline import stop_when_parent_exits
 from engine.cluster.placement import Placement
 from engine.cluster.start_failure import report
@@ -120,6 +125,11 @@ class Edge:
         self._thread = threading.Thread(target=self._main, daemon=True, name="edge-http")
         self.bound_port = 0
         self.error: BaseException | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The HTTP server's loop: a stuck one answers no customer (``engine.cluster.heartbeat``)."""
+        return self._loop
 
     def start(self) -> Edge:
         self._thread.start()
@@ -261,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parent-pid", type=int, default=0,
                    help="stop once this process (smsroute run, which starts it) is gone "
                         "(engine.cluster.lifeline)")
+    p.add_argument("--beat-every", type=float, default=0.0,
+                   help="write a heartbeat line to stdout this often, seconds, while the HTTP loop "
+                        "and the NATS loop answer (engine.cluster.heartbeat; 0: none)")
     return p
 
 
@@ -293,6 +306,10 @@ def main(argv: list[str] | None = None) -> int:
         report("edge", node, "os_error", str(exc), supervised=bool(args.parent_pid))
         return 2
     print(f"smsroute edge {node} ready on {args.host}:{edge.bound_port}", flush=True)
+    if args.beat_every > 0:  # to the smsroute run that supervises us (engine.cluster.liveness)
+        Heartbeat(node, args.beat_every, [loop_probe(lambda: edge.loop),
+                                          loop_probe(lambda: engine.transport and engine.transport.loop)
+                                          ]).start()
     signal.sigwait(stop_signals)
     engine._stopping = True
     edge.stop()

@@ -5,6 +5,9 @@ port, then the workers (``python -m engine.cluster.worker``), each with its own 
 ``<data_dir>/workers/w<k>``, and waits until each says it is ready. A supervisor thread restarts a worker
 that exits when it should not (backoff 0.5 s doubling to 10 s; each restart is counted and logged): the
 restarted worker resumes its accepted messages from its own stores (crash recovery, per worker).
+It also restarts one that no longer works: each child beats on its stdout (``engine.cluster.heartbeat``),
+and one silent past ``[engine] child_hung_after_seconds`` is reported hung, past
+``child_kill_after_seconds`` killed (SIGKILL) and restarted the same way (``engine.cluster.liveness``).
 :meth:`stop` sends SIGTERM to every worker (each finishes its last group commit), then stops the NATS
 server it started. The core (accounts, ledger, ingress) runs in the calling process: an ``Engine`` started
 with ``placement=core_placement(...)``.
@@ -29,12 +32,16 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from engine.cluster.heartbeat import BEAT
+from engine.cluster.liveness import ALIVE, HUNG, KILL, Deadlines, Liveness
 from engine.cluster.nats_server import NatsServer
 from engine.cluster.placement import Placement, core_placement
 from engine.cluster.start_failure import error_of, parse
+from engine.config import load_settings
 from engine.errors import ConfigError, SmsrouteError, StartupError
 from storage.datadir import LOCK_FILE
 from storage.keys import KEY_STORE_FILE
@@ -76,7 +83,9 @@ class _Worker:
         self.kind = kind
         self.node = f"{kind}{index}"
         self.proc: subprocess.Popen | None = None
+        self.life = Liveness()  # this spawn's heartbeat, as its stdout reader sees it
         self.restarts = 0
+        self.hung_kills = 0  # restarts because it was killed for hanging (also counted in restarts)
         self.started_at = 0.0
         self.backoff = RESTART_BACKOFF_S[0]
         self.next_start = 0.0
@@ -98,6 +107,7 @@ class LocalCluster:
                 f"run with --workers {stranded[-1] + 1} or more")
         self.config = config
         self.overrides = overrides
+        self.deadlines = Deadlines.of(load_settings(config, overrides))
         self.nats_server: NatsServer | None = None
         self.nats_urls = list(nats or [])
         self.nats_token_file = ""  # our own server's token (engine.cluster.nats_security); its path
@@ -108,6 +118,8 @@ class LocalCluster:
         self.worker_nats = worker_nats  # per worker, the servers it tries first (e.g. one each)
         self._stopping = threading.Event()
         self._lock = threading.Lock()
+        # told the node of a child killed for hanging (the core's transport gives up on its requests)
+        self.on_killed: Callable[[str], Any] | None = None
         self._supervisor: threading.Thread | None = None
 
     # --- start ---------------------------------------------------------------------------------------
@@ -161,7 +173,8 @@ class LocalCluster:
         data.mkdir(parents=True, exist_ok=True, mode=0o700)
         args = [sys.executable, "-m", "engine.cluster.worker", "--index", str(w.index),
                 "--workers", str(len(self.workers)), "--nats", ",".join(self._nats_for(w)),
-                "--data-dir", str(data), "--parent-pid", str(os.getpid())]
+                "--data-dir", str(data), "--parent-pid", str(os.getpid()),
+                "--beat-every", repr(self.deadlines.beat_every)]
         if self.config:
             args += ["--config", str(self.config)]
         if self.nats_token_file:  # the file's path: the token itself never goes on a command line
@@ -169,6 +182,7 @@ class LocalCluster:
         overrides = self._worker_overrides(w, data)
         if overrides:  # on stdin, not the command line: they may hold an SMSC password (--smsc-password)
             args += ["--overrides-stdin"]
+        w.life = Liveness()
         w.proc = subprocess.Popen(args, stdin=subprocess.PIPE if overrides else subprocess.DEVNULL,
                                   stdout=subprocess.PIPE, text=True, cwd=os.getcwd())
         if overrides:
@@ -202,13 +216,15 @@ class LocalCluster:
                 "--workers", str(len(self.workers)), "--edges", str(len(self.edges)),
                 "--nats", ",".join(self.nats_urls),
                 "--data-dir", str(self.data_dir / "edges" / e.node), "--host", host,
-                "--port", str(port), "--core-url", core_url, "--parent-pid", str(os.getpid())]
+                "--port", str(port), "--core-url", core_url, "--parent-pid", str(os.getpid()),
+                "--beat-every", repr(self.deadlines.beat_every)]
         if self.config:
             args += ["--config", str(self.config)]
         if self.nats_token_file:
             args += ["--nats-token-file", self.nats_token_file]
         if self.overrides:  # after the token, on stdin too (never on a command line: see _spawn)
             args += ["--overrides-stdin"]
+        e.life = Liveness()
         e.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         _hand_lines(e.proc, [self._edge_token, *([json.dumps(self.overrides)] if self.overrides else [])])
         e.started_at = time.monotonic()
@@ -226,8 +242,8 @@ class LocalCluster:
         assert proc is not None and proc.stdout is not None
         # True: ready; (code, message): it said why it could not start; False: its stdout closed
         seen: queue.SimpleQueue[bool | tuple[str, str]] = queue.SimpleQueue()
-        threading.Thread(target=_read_until_ready, args=(proc.stdout, w.node, seen), daemon=True,
-                         name=f"smsroute-{w.node}-stdout").start()
+        threading.Thread(target=_read_until_ready, args=(proc.stdout, w.node, seen, w.life),
+                         daemon=True, name=f"smsroute-{w.node}-stdout").start()
         kind = "worker" if w.kind == "w" else "edge"
         try:
             ready = seen.get(timeout=max(0.0, deadline - time.monotonic()))
@@ -247,18 +263,24 @@ class LocalCluster:
     # --- supervision ---------------------------------------------------------------------------------
 
     def _supervise(self) -> None:
+        watched = time.monotonic()  # until when the supervisor has watched the children
         while not self._stopping.wait(0.2):
             for w in [*self.workers, *self.edges]:
                 with self._lock:
                     if self._stopping.is_set():
                         return
+                    now = time.monotonic()
+                    if now - watched > max(1.0, self.deadlines.hung_after / 2):
+                        w.life.excuse(now)  # we were stopped or starved: their silence went unseen
                     self._check(w)
+            watched = time.monotonic()
 
     def _check(self, w: _Worker) -> None:
         proc = w.proc
         if proc is not None and proc.poll() is None:
             if time.monotonic() - w.started_at > 30:
                 w.backoff = RESTART_BACKOFF_S[0]  # it stayed up: the next failure starts over
+            self._judge(w, proc)
             return
         now = time.monotonic()
         if proc is not None:  # it just died
@@ -273,6 +295,28 @@ class LocalCluster:
             self._spawn(w)
             threading.Thread(target=self._wait_ready_quietly, args=(w,), daemon=True).start()
 
+    def _judge(self, w: _Worker, proc: subprocess.Popen) -> None:
+        """Act on ``w``'s heartbeat: one log line per change (hung, answering again, killed); a child
+        killed here is seen dead by the next round and restarted like a crashed one."""
+        now = time.monotonic()
+        state = w.life.judge(now, self.deadlines)
+        if state is None:
+            return
+        fields = {"node": w.node, "pid": proc.pid, "role": "edge" if w.kind == "e" else "worker",
+                  "silent_seconds": round(w.life.silent_for(now) or 0.0, 1), "state": state}
+        if state == HUNG:
+            log.error("%s %s is hung: no heartbeat for %.1f s; killed after %g s", fields["role"],
+                      w.node, fields["silent_seconds"], self.deadlines.kill_after, extra=fields)
+        elif state == ALIVE:
+            log.warning("%s %s answers again", fields["role"], w.node, extra=fields)
+        elif state == KILL:
+            log.error("%s %s killed (SIGKILL): no heartbeat for %.1f s; restarting it", fields["role"],
+                      w.node, fields["silent_seconds"], extra=fields)
+            w.hung_kills += 1
+            proc.kill()  # our child, not yet waited for: its pid cannot be another process's
+            if self.on_killed is not None:
+                self.on_killed(w.node)
+
     def _wait_ready_quietly(self, w: _Worker) -> None:
         try:
             self._wait_ready(w, time.monotonic() + READY_TIMEOUT_S)
@@ -281,12 +325,21 @@ class LocalCluster:
             log.error("%s: %s", exc.code, exc.message)
 
     def status(self) -> list[dict[str, Any]]:
-        """Every worker and HTTP edge: node, pid, whether it runs, how often it was restarted."""
+        """Every worker and HTTP edge: node, pid, whether it runs, whether it is ready (runs and said so:
+        not while a restart starts it), whether it is hung (runs but its heartbeat is over
+        ``child_hung_after_seconds`` late), seconds since its last heartbeat (None while it starts), how
+        often it was restarted, and how often of those it was killed for hanging."""
         out = []
+        now = time.monotonic()
         for w in [*self.workers, *self.edges]:
-            proc = w.proc
-            out.append({"node": w.node, "pid": proc.pid if proc else None,
-                        "alive": proc is not None and proc.poll() is None, "restarts": w.restarts})
+            proc, life = w.proc, w.life
+            alive = proc is not None and proc.poll() is None
+            silent = life.silent_for(now) if alive else None
+            out.append({"node": w.node, "pid": proc.pid if proc else None, "alive": alive,
+                        "ready": alive and life.last_beat is not None,
+                        "hung": alive and life.state != ALIVE,
+                        "silent_seconds": None if silent is None else round(silent, 1),
+                        "restarts": w.restarts, "hung_kills": w.hung_kills})
         return out
 
     def kill_worker(self, index: int, kind: str = "w") -> int:
@@ -336,19 +389,29 @@ def _hand_lines(proc: subprocess.Popen, lines: list[str]) -> None:
             proc.stdin.close()  # flushes: a broken pipe shows here, and the fd is closed regardless
 
 
-def _read_until_ready(stream, node: str, seen: queue.SimpleQueue) -> None:
+def _read_until_ready(stream, node: str, seen: queue.SimpleQueue, life: Liveness) -> None:
     """Read a worker's (or edge's) stdout: say when its ready line comes (True), or its failure line
     (``(code, message)``, ``engine.cluster.start_failure``), or the pipe closes first (False); keep
-    reading after the ready line so the process never blocks on a full pipe."""
+    reading after the ready line so the process never blocks on a full pipe; the ready line and every
+    beat line after it go to ``life``."""
     prefixes = (f"smsroute worker {node} ready", f"smsroute edge {node} ready")
-    said = False
+    beat = f"{BEAT} {node}"
+    said = ready = False
     with contextlib.suppress(ValueError, OSError):  # (the pipe closed under us)
         for line in stream:
-            if said:
+            if ready:
+                if line.startswith(beat):
+                    life.beat(time.monotonic())
+                continue
+            if said:  # it said why it could not start: the rest is drained
                 continue
             failure = parse(line.rstrip("\n"), "worker", node) or parse(line.rstrip("\n"), "edge", node)
-            if failure is not None or line.startswith(prefixes):
+            if failure is not None:
                 said = True
-                seen.put(failure or True)
+                seen.put(failure)
+            elif line.startswith(prefixes):
+                said = ready = True
+                life.beat(time.monotonic())
+                seen.put(True)
     if not said:
         seen.put(False)

@@ -135,6 +135,7 @@ class Transport:
         self._thread: threading.Thread | None = None
         self._nc: Any = None
         self._queue: collections.deque[tuple[str, bytes]] = collections.deque()  # (subject, payload)
+        self._asking: dict[str, set[Any]] = {}  # node -> the futures of requests to it not yet answered
         self._queued_bytes = 0
         self._sender: asyncio.Task[None] | None = None
         self.counters = {"frames_out": 0, "frames_in": 0, "batches_out": 0, "batches_in": 0,
@@ -190,6 +191,12 @@ class Transport:
     async def _subscribe_deliveries(self) -> None:
         await self._nc.subscribe(self.subject(self.node), cb=self._on_message)
         await self._nc.flush()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The transport thread's event loop (None once stopped): a stuck one delivers no frame
+        (``engine.cluster.heartbeat`` asks it)."""
+        return self._loop
 
     def ref(self, node: str, target: str) -> RemoteRef:
         return RemoteRef(self, node, target)
@@ -331,10 +338,27 @@ class Transport:
         future = asyncio.run_coroutine_threadsafe(
             self._nc.request(self.subject(node) + ".query", payload, timeout=timeout, headers=headers),
             loop)
+        with self._lock:
+            self._asking.setdefault(node, set()).add(future)
         try:
             return future.result(timeout + 1).data
         except Exception as exc:
             raise TransportError(f"{node} did not answer: {type(exc).__name__}") from exc
+        finally:
+            with self._lock:
+                self._asking.get(node, set()).discard(future)
+
+    def give_up_on(self, node: str) -> int:
+        """Fail at once every request to ``node`` still waiting for its answer (``TransportError``, as a
+        time-out would): the process was killed (``engine.cluster.local``, a hung worker), so none will
+        come. Without this each waited out its whole time-out (30 s for the core's queries), holding a
+        query thread, and the questions queued behind them were refused as not asked in time - also
+        those for the restarted worker. Returns how many were failed."""
+        with self._lock:
+            pending = list(self._asking.pop(node, ()))
+        for future in pending:
+            future.cancel()
+        return len(pending)
 
     async def _on_query(self, msg: Any) -> None:
         if self._too_late(msg):

@@ -3,7 +3,9 @@
 It runs the sessions of its accounts' partition and a shard of every POP with its carriers
 (``engine.cluster.placement``), joined to the core and the other workers over NATS. Started and supervised
 by ``smsroute run --workers N`` (``engine.cluster.local``), or by hand on another host with ``--nats`` of a
-shared NATS deployment. It prints ``smsroute worker <node> ready`` once its actors run, and stops on
+shared NATS deployment. It prints ``smsroute worker <node> ready`` once its actors run - then, with
+``--beat-every`` (set by ``smsroute run``), a heartbeat line while its actors and NATS loop answer
+(``engine.cluster.heartbeat``: a hung worker is killed and restarted) - and stops on
 SIGTERM/SIGINT: every actor finishes what it holds, the last group commits are written, and messages still
 open resume from its stores the next time a worker with the same index starts on the same data directory.
 """
@@ -19,6 +21,7 @@ from pathlib import Path
 from actors.supervisor import Runtime
 from engine import log_format
 from engine.cluster.handoff import overrides_from
+from engine.cluster.heartbeat import Heartbeat, actors_probe, loop_probe
 from engine.cluster.lifeline import stop_when_parent_exits
 from engine.cluster.placement import worker_placement
 from engine.cluster.start_failure import report
@@ -47,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parent-pid", type=int, default=0,
                    help="stop once this process (smsroute run, which starts it) is gone "
                         "(engine.cluster.lifeline)")
+    p.add_argument("--beat-every", type=float, default=0.0,
+                   help="write a heartbeat line to stdout this often, seconds, while the POP actors "
+                        "and the NATS loop answer (engine.cluster.heartbeat; 0: none)")
     return p
 
 
@@ -77,6 +83,10 @@ def main(argv: list[str] | None = None, overrides: dict | None = None) -> int:
     if settings.engine.gc_tuning:
         freeze_start_up_objects()
     print(f"smsroute worker {placement.node} ready", flush=True)
+    if args.beat_every > 0:  # to the smsroute run that supervises us (engine.cluster.liveness)
+        Heartbeat(placement.node, args.beat_every, [
+            actors_probe(lambda: runtime.directory.pops.values()),  # the actors' dispatcher thread
+            loop_probe(lambda: runtime.transport and runtime.transport.loop)]).start()
     signal.sigwait(stop_signals)
     runtime.stop()
     runtime.release()

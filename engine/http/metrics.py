@@ -20,7 +20,9 @@ This process's NATS link: ``smsroute_nats_*``; in a cluster's core each worker's
 ``smsroute_worker_stats_answered{part,worker}`` (``pops``, ``carriers``, ``retention``, ``nats``; 0: that
 worker's rows are missing from this scrape - it did not answer within ``STATS_TIMEOUT_S``); each worker's
 retention sweeper: ``smsroute_worker_retention_{sweeps,sweep_failures}_total{worker}``,
-``smsroute_worker_retention_removed_total{worker,store}``.
+``smsroute_worker_retention_removed_total{worker,store}``. A cluster's worker and edge processes:
+gauges ``smsroute_worker_up{worker}`` and ``smsroute_worker_hung{worker}`` (runs, heartbeat late),
+counters ``smsroute_worker_restarts_total{worker}`` and ``smsroute_worker_hung_kills_total{worker}``.
 
 Gauges: ``smsroute_actor_alive{actor}``, ``smsroute_dead_actors``, ``smsroute_dead_sessions``,
 ``smsroute_http_connections_open{app}`` (counter ``smsroute_http_connection_events_total{app,event}``),
@@ -225,15 +227,24 @@ def _actor_families(stats: dict[str, Any]) -> Iterator[Metric]:
 
 
 def _cluster_families(stats: dict[str, Any]) -> Iterator[Metric]:
-    """A cluster's worker processes (1 while running; restarts by the supervisor) and this process's
-    NATS link (its frames in and out, what was refused on entry, and requests not acted on)."""
+    """A cluster's worker and edge processes (1 while running; 1 while hung: running, heartbeat late;
+    restarts by the supervisor, and those for hanging) and this process's NATS link (its frames in and
+    out, what was refused on entry, and requests not acted on)."""
     up = GaugeMetricFamily("smsroute_worker_up", "1 while the worker process runs", labels=["worker"])
+    hung = GaugeMetricFamily("smsroute_worker_hung", "1 while the worker process runs but its heartbeat "
+                             "is late (engine.child_hung_after_seconds)", labels=["worker"])
     restarts = CounterMetricFamily("smsroute_worker_restarts", "Times the supervisor restarted the "
                                    "worker", labels=["worker"])
+    hung_kills = CounterMetricFamily("smsroute_worker_hung_kills", "Times the supervisor killed the "
+                                     "worker for hanging (engine.child_kill_after_seconds), then "
+                                     "restarted it", labels=["worker"])
     for w in stats.get("workers") or []:
-        _add(up, [str(w.get("node"))], int(bool(w.get("alive"))))
-        _add(restarts, [str(w.get("node"))], w.get("restarts"))
-    yield from (up, restarts)
+        node = [str(w.get("node"))]
+        _add(up, node, int(bool(w.get("alive"))))
+        _add(hung, node, int(bool(w.get("hung"))))
+        _add(restarts, node, w.get("restarts"))
+        _add(hung_kills, node, w.get("hung_kills"))
+    yield from (up, hung, restarts, hung_kills)
     t = stats.get("transport") or {}
     if t:
         yield from _nats_families("smsroute_nats", [], [([], t)])

@@ -114,3 +114,49 @@ def test_when_one_worker_fails_a_question_still_queued_for_another_is_never_sent
         busy.set()
         shards.close()
     assert [node for node, _ in transport.asked] == ["w0"]
+
+
+def test_requests_to_a_killed_node_fail_at_once_when_its_asker_gives_up_on_it(tmp_path):
+    """The supervisor killed a hung worker: what the core still waits for from it will never come.
+    Before, each such request waited out its whole time-out (30 s for the core's queries), holding a
+    query thread; now ``give_up_on`` fails them at once, and only them."""
+    server = NatsServer(log_dir=tmp_path / "nats-log").start()
+    release = threading.Event()
+
+    def never(raw: bytes) -> bytes:  # the hung worker: takes the question, answers nothing
+        release.wait(30)
+        return m.encode(m.ShardReply(True, None, ""))
+
+    deliver = lambda target, frame, message: True  # noqa: E731
+    hung = Transport([server.url], "w0", deliver, answer=never).start()
+    other = Transport([server.url], "w1", deliver,
+                      answer=lambda raw: m.encode(m.ShardReply(True, None, ""))).start()
+    asker = Transport([server.url], "core", deliver).start()
+    errors: list[BaseException] = []
+
+    def ask() -> None:
+        try:
+            asker.request("w0", m.encode(m.ShardQuery("records_page", [])), 20.0)
+        except BaseException as exc:
+            errors.append(exc)
+
+    askers = [threading.Thread(target=ask) for _ in range(2)]
+    try:
+        for t in askers:
+            t.start()
+        wait_for(lambda: len(asker._asking.get("w0", ())) == 2, "both requests to w0 waiting", 5)
+        started = time.monotonic()
+        assert asker.give_up_on("w0") == 2
+        for t in askers:
+            t.join(5)
+        assert time.monotonic() - started < 2.0  # not their 20 s time-out
+        assert len(errors) == 2 and all(isinstance(e, ClusterUnavailable) for e in errors)
+        asker.request("w1", m.encode(m.ShardQuery("carrier_stats", [])), 5.0)  # others unaffected
+    finally:
+        release.set()
+        for t in askers:
+            t.join(5)
+        asker.stop()
+        other.stop()
+        hung.stop()
+        server.stop()

@@ -1,0 +1,118 @@
+"""A worker or HTTP edge proves to the ``smsroute run`` that started it that it still works.
+
+Supervision used to notice only a child that exited. One that was stopped (SIGSTOP) or deadlocked still
+counted as alive: ``/readyz`` stayed 200, nothing restarted it, a hung edge kept its share of the customer
+port's connections (``SO_REUSEPORT``) and a hung worker's messages stalled. So a child started with
+``--beat-every S`` runs a :class:`Heartbeat`: every ``S`` seconds it asks the parts that do the work -
+a worker's actor dispatcher (each POP actor answers a question in its turn) and its NATS loop, an edge's
+HTTP loop and its NATS loop - and only when every one of them answered writes one line,
+``smsroute beat <node>``, to its stdout, the pipe the supervisor already reads (``engine.cluster.local``).
+A stopped process writes nothing, and a process whose loop or actor thread is stuck stops writing even
+though its heartbeat thread still runs. The supervisor judges the silence (``engine.cluster.liveness``).
+
+The pipe, not NATS: a NATS outage must not look like every child hanging at once (and restart them all),
+and the pipe is there anyway. Beats stop, and the thread ends, when the pipe is gone (the parent died:
+``engine.cluster.lifeline`` stops the process then).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pykka
+from pykka.messages import ProxyGetAttr
+
+log = logging.getLogger(__name__)
+
+BEAT = "smsroute beat"  # a beat line: f"{BEAT} {node}\n" (engine.cluster.local reads it)
+
+_URN = ProxyGetAttr(attr_path=("actor_urn",))  # a question any pykka actor answers in its turn
+#: A probe: given a deadline (``time.monotonic()``), True once the part it asks answered by then.
+Probe = Callable[[float], bool]
+
+
+def loop_probe(loop_of: Callable[[], asyncio.AbstractEventLoop | None]) -> Probe:
+    """A probe of an asyncio loop: a callback scheduled on it must run. ``loop_of`` gives the loop (None:
+    not running yet or any more, which is not a hang: the process is starting or stopping)."""
+
+    def probe(deadline: float) -> bool:
+        loop = loop_of()
+        if loop is None or loop.is_closed():
+            return True
+        ran = threading.Event()
+        try:
+            loop.call_soon_threadsafe(ran.set)
+        except RuntimeError:  # closed meanwhile: stopping
+            return True
+        return ran.wait(max(0.0, deadline - time.monotonic()))
+
+    return probe
+
+
+def actors_probe(refs_of: Callable[[], Iterable[Any]]) -> Probe:
+    """A probe of pykka actors: each must answer a question (read its ``actor_urn``) in its turn. An
+    actor that stopped is not a hang (a restart of the process is not what it needs); one that has not
+    answered the previous round's question yet is asked nothing new, so a stuck actor's inbox does not
+    grow."""
+    pending: dict[str, Any] = {}  # actor urn -> the future of the question not yet answered
+
+    def probe(deadline: float) -> bool:
+        answered = True
+        for ref in list(refs_of()):
+            future = pending.get(ref.actor_urn)
+            if future is None:
+                future = pending[ref.actor_urn] = ref.ask(_URN, block=False)
+            try:
+                future.get(timeout=max(0.0, deadline - time.monotonic()))
+            except pykka.Timeout:
+                answered = False
+                continue
+            except pykka.ActorDeadError:
+                pass
+            del pending[ref.actor_urn]
+        return answered
+
+    return probe
+
+
+class Heartbeat:
+    """Every ``every`` seconds: run every probe (each may take until ``every`` + ``patience`` from the
+    round's start) and, if all answered, write a beat line to ``fd``."""
+
+    def __init__(self, node: str, every: float, probes: list[Probe], *, fd: int = 1,
+                 patience: float = 30.0) -> None:
+        self.node, self.every, self.probes, self.fd = node, every, probes, fd
+        self.patience = patience  # how long a round waits for a slow part (it beats once it answers)
+        self.beats = 0
+        self.rounds = 0  # rounds finished, beating or not
+        self._line = f"{BEAT} {node}\n".encode("ascii")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"smsroute-{node}-beat")
+
+    def start(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        next_round = time.monotonic()
+        while not self._stop.is_set():
+            deadline = next_round + self.every + self.patience
+            if all(probe(deadline) for probe in self.probes):
+                try:
+                    os.write(self.fd, self._line)
+                except OSError:  # the pipe is gone: the parent died (the lifeline stops us)
+                    return
+                self.beats += 1
+            self.rounds += 1
+            next_round = max(next_round + self.every, time.monotonic())
+            self._stop.wait(max(0.0, next_round - time.monotonic()))

@@ -1,0 +1,192 @@
+"""Liveness of a cluster's children: the supervisor's verdict on a child's beats (a state machine, tested
+with hypothesis against its rules), and the child's heartbeat, which beats only while the parts that do
+the work answer (a stuck event loop or actor stops it)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from actors.dispatch import DispatchedActor
+from engine.cluster.heartbeat import BEAT, Heartbeat, actors_probe, loop_probe
+from engine.cluster.liveness import ALIVE, HUNG, KILL, Deadlines, Liveness
+from engine.config import load_settings
+from engine.errors import ConfigError
+from engine.http.metrics import HttpMetrics, Snapshot
+from tests.waiting import wait_for
+
+DEADLINES = Deadlines(hung_after=10.0, kill_after=30.0)
+
+# --- the supervisor's verdict ------------------------------------------------------------------------
+
+events = st.lists(st.tuples(st.sampled_from(["beat", "judge", "excuse"]),
+                            st.floats(min_value=0.0, max_value=20.0)), max_size=40)
+
+
+@given(events)
+def test_the_verdict_follows_the_silence_and_each_change_is_reported_once(steps):
+    life, now, state, last_beat = Liveness(), 0.0, ALIVE, 0.0
+    life.beat(now)  # the ready line
+    for kind, dt in steps:
+        now += dt
+        if kind == "beat":
+            life.beat(now)
+            last_beat = now
+            continue
+        if kind == "excuse":
+            life.excuse(now)
+            last_beat = max(last_beat, now)
+            continue
+        changed = life.judge(now, DEADLINES)
+        silent = now - last_beat
+        if state == KILL:  # final: this spawn is being killed, a restart has a new Liveness
+            expected = KILL
+        else:
+            expected = KILL if silent >= 30.0 else HUNG if silent >= 10.0 else ALIVE
+        assert changed == (expected if expected != state else None)
+        assert life.state == expected
+        state = expected
+
+
+def test_nothing_is_judged_before_the_ready_line():
+    life = Liveness()
+    assert life.judge(1e9, DEADLINES) is None and life.silent_for(1e9) is None
+
+
+def test_a_hung_child_that_beats_again_is_alive_and_may_hang_again():
+    life = Liveness()
+    life.beat(0.0)
+    assert life.judge(9.9, DEADLINES) is None
+    assert life.judge(10.0, DEADLINES) == HUNG
+    assert life.judge(20.0, DEADLINES) is None  # one report per change
+    life.beat(21.0)  # SIGCONT, or a stall that ended
+    assert life.judge(21.1, DEADLINES) == ALIVE
+    assert life.judge(31.0, DEADLINES) == HUNG
+    assert life.judge(51.0, DEADLINES) == KILL
+    life.beat(52.0)
+    assert life.judge(52.0, DEADLINES) is None and life.state == KILL
+
+
+def test_the_default_deadlines_are_ten_and_thirty_seconds_and_the_kill_comes_after_the_hang():
+    deadlines = Deadlines.of(load_settings())
+    assert (deadlines.hung_after, deadlines.kill_after, deadlines.beat_every) == (10.0, 30.0, 1.0)
+    assert Deadlines(1.0, 3.0).beat_every == 0.2  # five beats within a short test deadline
+    with pytest.raises(ConfigError, match="child_kill_after_seconds must be longer"):
+        load_settings(None, {"engine": {"child_hung_after_seconds": 5, "child_kill_after_seconds": 5}})
+
+
+def test_metrics_show_a_hung_child_and_its_kills():
+    text = HttpMetrics(lambda: Snapshot(engine={"workers": [
+        {"node": "w0", "alive": True, "hung": True, "restarts": 2, "hung_kills": 1},
+        {"node": "e0", "alive": True, "hung": False, "restarts": 0, "hung_kills": 0}]})
+    ).exposition().decode()
+    assert 'smsroute_worker_hung{worker="w0"} 1.0' in text
+    assert 'smsroute_worker_hung{worker="e0"} 0.0' in text
+    assert 'smsroute_worker_hung_kills_total{worker="w0"} 1.0' in text
+    assert 'smsroute_worker_restarts_total{worker="w0"} 2.0' in text
+
+
+# --- the child's heartbeat ---------------------------------------------------------------------------
+
+
+def _read_beats(read_fd: int, wanted: int, timeout: float = 5.0) -> list[bytes]:
+    """Lines read from the pipe until ``wanted`` came (fails after ``timeout``)."""
+    got = b""
+    deadline = time.monotonic() + timeout
+    while got.count(b"\n") < wanted:
+        assert time.monotonic() < deadline, got
+        got += os.read(read_fd, 4096)
+    return got.splitlines()
+
+
+class _Loop:
+    """An asyncio loop on a thread of its own, which the test can block."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.blocked = threading.Event()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def block(self) -> threading.Event:
+        release = threading.Event()
+
+        def stuck() -> None:
+            self.blocked.set()
+            release.wait(10)
+
+        self.loop.call_soon_threadsafe(stuck)
+        return release
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+def test_a_stuck_event_loop_stops_the_beats_and_they_resume_when_it_runs_again():
+    loop = _Loop()
+    read_fd, write_fd = os.pipe()
+    beat = Heartbeat("w7", 0.02, [loop_probe(lambda: loop.loop)], fd=write_fd, patience=0.05).start()
+    try:
+        assert set(_read_beats(read_fd, 3)) == {f"{BEAT} w7".encode()}  # what the supervisor reads
+        release = loop.block()
+        assert loop.blocked.wait(5)
+        rounds = beat.rounds
+        wait_for(lambda: beat.rounds >= rounds + 2, "two rounds after the loop stuck", 5)
+        beats, rounds = beat.beats, beat.rounds  # (a round under way when it stuck may have beaten)
+        wait_for(lambda: beat.rounds >= rounds + 3, "three more rounds", 5)
+        assert beat.beats == beats  # none beat while the loop is stuck
+        release.set()
+        wait_for(lambda: beat.beats > beats, "a beat once the loop runs again", 5)
+    finally:
+        beat.stop()
+        loop.close()
+        os.close(read_fd)
+        os.close(write_fd)
+
+
+def test_a_loop_that_is_gone_is_not_a_hang():
+    loop = _Loop()
+    loop.close()
+    assert loop_probe(lambda: loop.loop)(time.monotonic() + 0.1) is True
+    assert loop_probe(lambda: None)(time.monotonic() + 0.1) is True
+
+
+class _Sleeper(DispatchedActor):
+    def nap(self, gate: threading.Event) -> None:
+        gate.wait(10)
+
+
+def test_an_actor_stuck_in_a_handler_fails_the_probe_and_is_asked_once_until_it_answers():
+    actor = _Sleeper.start()
+    try:
+        probe = actors_probe(lambda: [actor])
+        assert probe(time.monotonic() + 2) is True
+        gate = threading.Event()
+        actor.proxy().nap(gate)
+        assert probe(time.monotonic() + 0.05) is False
+        assert probe(time.monotonic() + 0.05) is False
+        assert len(actor.actor_inbox._items) == 1  # one question waits, not one per round
+        gate.set()
+        assert probe(time.monotonic() + 2) is True
+    finally:
+        actor.stop()
+    assert probe(time.monotonic() + 0.05) is True  # stopped: not a hang
+
+
+def test_the_heartbeat_ends_when_its_pipe_is_gone():
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)
+    beat = Heartbeat("w7", 0.01, [lambda deadline: True], fd=write_fd).start()
+    try:
+        wait_for(lambda: not beat._thread.is_alive(), "the heartbeat thread ended", 5)
+        assert beat.beats == 0
+    finally:
+        os.close(write_fd)
