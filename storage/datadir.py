@@ -7,7 +7,8 @@ lock when the process ends however it ends (``kill -9`` included), so a crash ne
 that blocks the restart. The file holds the owner's pid, for the error message only. A key directory
 (``[keys] dir``, which may be outside the data directory and so shared by mistake) is locked the same way
 (:class:`KeysDirLock`): two processes on one key ring each rewrite it whole with the keys they know, so
-one drops the other's keys and what it sealed no longer opens.
+one drops the other's keys and what it sealed no longer opens. A local cluster's NATS directory is locked
+too (:class:`NatsDirLock`): its server is started, and a leftover one stopped, only under that lock.
 
 :func:`check_topology` refuses a directory whose messages another topology (one process, or a cluster's
 workers) keeps. :func:`startup_error` turns what the OS or LMDB raise while a data directory is opened into one typed
@@ -95,6 +96,18 @@ class KeysDirLock(DataDirLock):
             f"key directory {self.data_dir} is in use by another smsroute process (pid {pid}); "
             "two processes on one key ring drop each other's keys: give each engine and each worker "
             "its own [keys] dir")
+
+
+class NatsDirLock(DataDirLock):
+    """The same lock on the directory of a local cluster's own NATS server (``<data>/nats``), held by
+    the ``smsroute run --workers N`` that runs that server, from before it starts the server (and writes
+    its token) until it has stopped it. *Refused:* a second ``smsroute run`` on the data directory, before
+    it touches the first's server, token or pid file (``DataDirInUse``, naming the data directory)."""
+
+    def _in_use(self, pid: str, holder: str) -> SmsrouteError:
+        return DataDirInUse(f"data directory {self.data_dir.parent} is in use by another smsroute "
+                            f"engine (pid {pid}) and its NATS server; stop it first or use another "
+                            "data directory")
 
 
 

