@@ -40,6 +40,11 @@ flight ``offline`` and get parts the SMSC accepted sent twice. Such a request is
 id: its receipt cannot be matched). Each is logged (kind, command, sequence; never the body).
 An unexpected exception (a bug) is logged by type and place and handled like a dropped connection: the
 bind reconnects rather than ending for good.
+
+Every wait with a deadline here is an ``asyncio.timeout`` block, not ``asyncio.wait_for``: on Python 3.11
+``wait_for`` drops a cancellation that arrives in the loop iteration in which its awaitable completes (it
+returns the result instead), and a bind whose stop was dropped so went on binding while
+``SmppConnector.stop`` waited for it for ever.
 """
 
 from __future__ import annotations
@@ -154,9 +159,18 @@ class SmppBind:
     # --- lifecycle ------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Connect, bind and serve until cancelled, reconnecting with backoff (module doc)."""
+        """Connect, bind and serve until cancelled, reconnecting with backoff (module doc); then
+        ``closed``, whether cancelled while bound, connecting or waiting after a refusal."""
+        try:
+            await self._keep_bound()
+        finally:
+            self.state = "closed"
+
+    async def _keep_bound(self) -> None:
+        """The reconnect loop of :meth:`run`. A connector that is stopping gets no further attempt, even
+        if its cancellation was lost on the way (see ``SmppConnector.stop``)."""
         self._wake = asyncio.Event()
-        while True:
+        while not self.connector.stopping:
             reason = "stopped"  # stays so only when cancelled
             refused: int | None = None
             try:
@@ -221,7 +235,8 @@ class SmppBind:
                     delay)
         self._wake.clear()
         try:
-            await asyncio.wait_for(self._wake.wait(), delay)
+            async with asyncio.timeout(delay):
+                await self._wake.wait()
             log.info("smpp_bind_retry_now carrier=%s bind=%d", self.connector.name, self.index)
         except TimeoutError:
             pass
@@ -244,15 +259,16 @@ class SmppBind:
             ctx = ssl.create_default_context(cafile=s.get("tls_ca_file") or None)
             if not s.get("tls_verify", True):
                 ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(s["host"], int(s["port"]), ssl=ctx), self.resp_timeout)
+        async with asyncio.timeout(self.resp_timeout):
+            reader, writer = await asyncio.open_connection(s["host"], int(s["port"]), ssl=ctx)
         self._writer, self._reader = writer, reader
         command = _BIND_COMMAND[self.mode]
         self._send(p.Pdu(command, self._next_seq(), 0, {
             "system_id": s["system_id"], "password": s["password"],
             "system_type": s.get("system_type", ""), "interface_version": 0x34,
         }))
-        resp = await asyncio.wait_for(read_pdu(reader), self.resp_timeout)
+        async with asyncio.timeout(self.resp_timeout):
+            resp = await read_pdu(reader)
         if resp is None or resp.command_id != command | p.RESP:
             raise BindClosed("bind_failed")
         if resp.status != p.ESME_ROK:
@@ -315,8 +331,9 @@ class SmppBind:
         self._unbound = loop.create_future()  # the unbind_resp resolves it
         self._send(p.Pdu(p.UNBIND, self._next_seq()))
         try:
-            await asyncio.wait_for(self._unbound, max(0.1, deadline - loop.time()))
-        except (TimeoutError, asyncio.CancelledError):
+            async with asyncio.timeout(max(0.1, deadline - loop.time())):
+                await self._unbound
+        except TimeoutError:
             pass
 
     # --- the three tasks ------------------------------------------------------------------------
@@ -478,7 +495,8 @@ class SmppBind:
             self._enquire, self._enquire_seq = loop.create_future(), self._next_seq()
             self._send(p.Pdu(p.ENQUIRE_LINK, self._enquire_seq))
             try:
-                await asyncio.wait_for(self._enquire, self.resp_timeout)
+                async with asyncio.timeout(self.resp_timeout):
+                    await self._enquire
             except TimeoutError:
                 raise BindClosed("enquire_link_timeout") from None
             self._last_rx = loop.time()

@@ -79,6 +79,8 @@ log = logging.getLogger("engine.smpp.client")
 RETRYABLE = frozenset({p.ESME_RX_T_APPN, p.ESME_RSYSERR})
 _HOUSEKEEPING_SECONDS = 1.0
 _MAX_HELD_RECEIPTS = 100_000
+#: How long ``stop()`` waits for its cancelled tasks to end (re-cancelling them) before it gives up on them.
+_STOP_GRACE_SECONDS = 2.0
 
 
 @dataclass(slots=True)
@@ -160,10 +162,13 @@ class SmppConnector:
         await asyncio.gather(*(b.unbind(timeout) for b in self.binds if b.bound),
                              return_exceptions=True)
         tasks = [*self._tasks, *([self._bind_wait_task] if self._bind_wait_task else [])]
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await _cancel_bounded(tasks, _STOP_GRACE_SECONDS, self.name)
         self._flush()
+
+    @property
+    def stopping(self) -> bool:
+        """``stop()`` has been called: binds make no further connection attempt."""
+        return self._stopping
 
     # --- from the actor -------------------------------------------------------------------------
 
@@ -409,3 +414,26 @@ class SmppConnector:
                 self.errors["receipt_never_arrived"] += expired
             if self._owed:
                 self._answer_late(now)
+
+
+async def _cancel_bounded(tasks: list[asyncio.Task], grace: float, carrier: str) -> None:
+    """Cancel ``tasks`` and wait for them, at most ``grace`` seconds: a stop (the operator's SIGTERM) must
+    not hang on a task that lost its cancellation (an await that swallows it - Python 3.11's
+    ``asyncio.wait_for`` did when its awaitable finished in the same loop iteration). A survivor is
+    cancelled again every 0.1 s; one still running at the end is logged and left behind."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    pending = [t for t in tasks if not t.done()]
+    while pending:
+        for t in pending:
+            t.cancel()
+        left = deadline - loop.time()
+        if left <= 0:
+            break
+        _done, still = await asyncio.wait(pending, timeout=min(0.1, left))
+        pending = list(still)
+    for t in tasks:
+        if t.done() and not t.cancelled():
+            t.exception()  # retrieved: an error of a task that ended is not logged as never retrieved
+    if pending:
+        log.error("smpp_stop_tasks_left carrier=%s tasks=%d", carrier, len(pending))

@@ -162,3 +162,42 @@ def test_which_bind_refusals_back_off_and_which_reconnect_fast():
         assert refused_for_good(status), p.status_name(status)
     for status in (p.ESME_RSYSERR, p.ESME_RTHROTTLED, p.ESME_RMSGQFUL, p.ESME_RX_T_APPN):
         assert not refused_for_good(status), p.status_name(status)
+
+
+def test_a_stop_arriving_as_the_smsc_refuses_the_bind_ends_the_bind_without_another_attempt(
+        monkeypatch):
+    """The operator's stop (SIGTERM) reaches the connector in the very loop iteration in which the SMSC's
+    refusal is read. Python 3.11's ``asyncio.wait_for`` then returned the read and dropped the
+    cancellation: the bind went on refusing and backing off for ever and ``stop()`` never returned. Here
+    the stop is started from inside that read, so the race is hit every time."""
+    import engine.smpp.bind as bind_module
+
+    real_read_pdu = bind_module.read_pdu
+    connector: list[SmppConnector] = []
+    stopping: list[asyncio.Task] = []
+
+    async def read_then_stop(reader):
+        pdu = await real_read_pdu(reader)
+        if pdu is not None and pdu.command_id & p.RESP and pdu.status and connector and not stopping:
+            stopping.append(asyncio.get_running_loop().create_task(connector[0].stop(timeout=0.1)))
+        return pdu
+
+    monkeypatch.setattr(bind_module, "read_pdu", read_then_stop)
+
+    async def run():
+        smsc = SimulatedSmsc(SmscConfig(seed=1, password="another"))
+        await smsc.start()
+        try:
+            connector.append(await _connector(smsc, auth_retry_min_seconds=0.01,
+                                              auth_retry_max_seconds=0.02))
+            await Harness().until(lambda: stopping, timeout=10)
+            refused_at_stop = smsc.counters["binds_refused"]
+            done, _ = await asyncio.wait(stopping, timeout=3)
+            return bool(done), refused_at_stop, smsc.counters["binds_refused"], connector[0]
+        finally:
+            await smsc.stop()
+
+    stopped, refused_at_stop, refused, c = asyncio.run(run())
+    assert stopped, "stop() did not return within 3 s"
+    assert refused == refused_at_stop == 1  # no bind attempt after the stop
+    assert [b.state for b in c.binds] == ["closed"]
