@@ -72,8 +72,7 @@ def test_two_edges_share_the_port_serve_submits_and_forward_the_rest_to_the_core
             assert headers.get("Idempotent-Replayed") == "true"
 
             def all_final() -> bool:
-                return all(api.request("GET", f"/v1/messages/{mid}")[2]["status"] in FINAL
-                           for mid in sent)
+                return all(api.message_status(mid) in FINAL for mid in sent)
 
             wait_for(all_final, "every message final, read through the edges", 30)
             status, _, bal = api.request("GET", "/v1/balance")
@@ -139,8 +138,8 @@ def test_an_edge_killed_with_sigkill_is_restarted_and_what_it_acknowledged_is_de
             wait_for(restarted, "the edge restarted", 30)
             stop.set()
             loader.join(30)
-            wait_for(lambda: all(api.request("GET", f"/v1/messages/{mid}")[2]["status"] in FINAL
-                                 for mid in acknowledged), "every acknowledged message final", 60)
+            wait_for(lambda: all(api.message_status(mid) in FINAL for mid in acknowledged),
+                     "every acknowledged message final", 60)
             assert run.stop(60) == 0
     finally:
         _kill_left(children | _children(run.proc.pid) if run.proc.poll() is None else children)

@@ -74,6 +74,17 @@ class Client:
         parsed = json.loads(payload) if payload and "json" in got.get("Content-Type", "") else payload
         return resp.status, got, parsed
 
+    def message_status(self, message_id: str) -> str | None:
+        """``GET /v1/messages/{id}``'s status, or None while the API asks to be retried (``503`` or
+        ``429`` with ``Retry-After``: a loaded host sheds at the door, and a client retries); any other
+        answer - a ``404`` for a message it acknowledged above all - fails the test with what it was."""
+        status, headers, body = self.request("GET", f"/v1/messages/{message_id}")
+        if status == 200:
+            return body["status"]
+        if status in (429, 503) and "Retry-After" in headers:
+            return None
+        raise AssertionError(f"GET /v1/messages/{message_id} answered {status}: {body!r}")
+
 
 
 

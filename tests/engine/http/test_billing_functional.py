@@ -73,7 +73,7 @@ def send_and_settle(api: Client, numbers: list[str]) -> list[str]:
         assert status == 202, accepted
         ids.append(accepted["id"])
     for mid in ids:
-        wait_for(lambda mid=mid: api.request("GET", f"/v1/messages/{mid}")[2]["status"] != "accepted",
+        wait_for(lambda mid=mid: api.message_status(mid) not in (None, "accepted"),
                  f"{mid} to be final", 20)
     return ids
 

@@ -59,7 +59,7 @@ def test_a_delivered_message_has_no_error_with_the_default_simulated_carriers_as
     embedded default used to pass their receipt's ``err:000`` on, so a first run showed
     ``"error": "000"`` on every delivered message, where an SMPP carrier's shows ``""``."""
     _, _, accepted = api.request("POST", "/v1/messages", MSG)
-    wait_for(lambda: api.request("GET", f"/v1/messages/{accepted['id']}")[2]["status"] != "accepted",
+    wait_for(lambda: api.message_status(accepted["id"]) not in (None, "accepted"),
              "the message's final status")
     _, _, record = api.request("GET", f"/v1/messages/{accepted['id']}")
     assert (record["status"], record["error"]) == ("delivered", "")
