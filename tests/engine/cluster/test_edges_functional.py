@@ -141,6 +141,8 @@ def test_an_edge_killed_with_sigkill_is_restarted_and_what_it_acknowledged_is_de
             wait_for(lambda: all(api.message_status(mid) in FINAL for mid in acknowledged),
                      "every acknowledged message final", 60)
             assert run.stop(60) == 0
+            # SIGTERM stopped the restarted edge too (not among the children seen at start-up)
+            wait_for(lambda: not run.leftovers(), "every process of the run gone", 10)
     finally:
         _kill_left(children | _children(run.proc.pid) if run.proc.poll() is None else children)
 
