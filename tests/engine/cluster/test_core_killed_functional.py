@@ -52,16 +52,18 @@ def test_a_killed_cores_worker_and_edge_stop_and_the_restart_succeeds(tmp_path):
             first.proc.wait(10)
             wait_for(lambda: not any(_alive(p) for p in ours),
                      "the killed core's worker and edge gone", 20)
-        assert _alive(nats)  # left running by the killed core
-        with _run(data) as second:
-            second.wait_for_line("smsroute running:", 90)  # their locks were released
-            left |= _children(second.proc.pid)
-            assert not _alive(nats)  # the leftover server was stopped before the new one started
-            (new,) = [p for p in _children(second.proc.pid) if "nats-server" in _cmdline(p)]
-            assert new != nats and _alive(new)
-            assert "stopping the NATS server an earlier smsroute run on this data directory left " \
-                   f"running pid={nats}" in second.output
-            assert second.stop() == 0
+            assert _alive(nats)  # left running by the killed core
+            # (the restart runs inside the first run's block: leaving it kills what is left of the
+            # first run's process group, the leftover server included, which the restart must find)
+            with _run(data) as second:
+                second.wait_for_line("smsroute running:", 90)  # their locks were released
+                left |= _children(second.proc.pid)
+                assert not _alive(nats)  # the leftover server was stopped before the new one started
+                (new,) = [p for p in _children(second.proc.pid) if "nats-server" in _cmdline(p)]
+                assert new != nats and _alive(new)
+                assert "stopping the NATS server an earlier smsroute run on this data directory " \
+                       f"left running pid={nats}" in second.output
+                assert second.stop() == 0
         assert not _alive(new) and not (data / "nats" / "nats-server.pid").exists()
     finally:
         _kill_left(left)  # the first run's nats-server (not watched), or whatever a failure left
