@@ -19,6 +19,7 @@ import pytest
 from engine.cluster.edge_engine import LeasedLimiter
 from engine.http.ratelimit import Lease
 from tests.engine.cli_support import Running
+from tests.engine.cluster.support import Later
 from tests.engine.cluster.test_run_workers_functional import _alive, _children, _kill_left
 from tests.engine.http.conftest import Client
 from tests.waiting import wait_for
@@ -161,23 +162,8 @@ class _FakeCore:
         return Lease(granted, 0.0 if granted or not n else 1.0, 0.0)
 
 
-class _Later:
-    """An executor whose leases run when the test says (a real one runs them on its threads)."""
-
-    def __init__(self) -> None:
-        self.tasks: list = []
-
-    def submit(self, fn, *args):
-        self.tasks.append((fn, args))
-
-    def run(self) -> None:
-        tasks, self.tasks = self.tasks, []
-        for fn, args in tasks:
-            fn(*args)
-
-
 def test_edges_leasing_from_one_count_never_allow_much_more_than_it_grants():
-    core, pool = _FakeCore(budget=100), _Later()
+    core, pool = _FakeCore(budget=100), Later()
     edges = [LeasedLimiter(core, pool, lease=10) for _ in range(3)]
     allowed = 0
     for _ in range(200):
@@ -189,7 +175,7 @@ def test_edges_leasing_from_one_count_never_allow_much_more_than_it_grants():
 
 
 def test_requests_arriving_together_on_a_new_key_are_not_refused_while_its_first_lease_is_fetched():
-    core, pool = _FakeCore(budget=1_000_000), _Later()
+    core, pool = _FakeCore(budget=1_000_000), Later()
     edge = LeasedLimiter(core, pool, lease=20)
     first = [edge.check("k").allowed for _ in range(32)]  # 32 connections at once, no lease back yet
     assert first[:20] == [True] * 20  # a whole first block on credit (before: only the first request)
@@ -206,7 +192,7 @@ def test_requests_arriving_together_on_a_new_key_are_not_refused_while_its_first
 def test_a_busy_key_far_below_its_limit_is_not_refused_once_its_edge_leases_bigger_blocks():
     # the requests of one lease round trip outrun a block of 10: without bigger blocks nearly two thirds
     # of them would be refused (429) although the key's limit is nowhere near
-    core, pool = _FakeCore(budget=1_000_000), _Later()
+    core, pool = _FakeCore(budget=1_000_000), Later()
     edge = LeasedLimiter(core, pool, lease=10, max_lease=1000)
     refused_late = 0
     for i in range(3000):
@@ -220,7 +206,7 @@ def test_a_busy_key_far_below_its_limit_is_not_refused_once_its_edge_leases_bigg
 
 
 def test_an_edges_block_falls_back_to_a_small_lease_when_the_core_grants_less_than_asked():
-    core, pool = _FakeCore(budget=1_000_000), _Later()
+    core, pool = _FakeCore(budget=1_000_000), Later()
     asked: list[int] = []
     grant = core.lease
     core.lease = lambda key, n: (asked.append(n), grant(key, n))[1]
@@ -243,7 +229,7 @@ def test_an_edges_block_falls_back_to_a_small_lease_when_the_core_grants_less_th
 def test_an_edge_remembers_a_bounded_number_of_keys_and_of_leases_in_flight():
     """Unauthenticated callers are limited per source address: a caller with many addresses (an IPv6
     range) must not grow an edge's tables, nor its queue of leases waiting for the core, without bound."""
-    core, pool = _FakeCore(budget=1 << 40), _Later()
+    core, pool = _FakeCore(budget=1 << 40), Later()
     edge = LeasedLimiter(core, pool, lease=10, max_keys=1000, max_fetches=50)
     for i in range(20_000):
         edge.check(f"ip:2001:db8::{i:x}")

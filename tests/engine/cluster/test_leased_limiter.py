@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from engine.cluster.edge_engine import LeasedLimiter
 from engine.http.ratelimit import Gcra, Lease
+from tests.engine.cluster.support import Later
 
 
 class Clock:
@@ -52,21 +53,6 @@ class Core:
                 return answer
 
         return _Engine()
-
-
-class Later:
-    """An executor whose leases run when the test says (a real one runs them on its threads)."""
-
-    def __init__(self) -> None:
-        self.tasks: list = []
-
-    def submit(self, fn, *args):
-        self.tasks.append((fn, args))
-
-    def run(self) -> None:
-        tasks, self.tasks = self.tasks, []
-        for fn, args in tasks:
-            fn(*args)
 
 
 def _edges(n: int, rate: float, burst: int, clock: Clock, **kw) -> tuple[Core, list, list[Later]]:
