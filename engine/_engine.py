@@ -100,13 +100,17 @@ class Engine(AccountManager, HoldManager):
     def start(cls, data_dir: str | Path = "./data", config: str | Path | None = None, *,
               http: bool = False, settings: Settings | None = None,
               overrides: dict[str, Any] | None = None, on_status=None,
-              placement: Placement | None = None, edge_token: str = "") -> Engine:
+              placement: Placement | None = None, edge_token: str = "", cluster: Any = None) -> Engine:
         """Start every store and actor (resuming unfinished messages); with ``http=True`` also the
         customer API and the control port. ``on_status`` is registered before recovery, so it also sees
         the status changes of messages resumed from an earlier run. ``placement`` makes this the core of
         a cluster whose workers run the POPs (``engine.cluster``; default: everything in this process).
         ``edge_token`` is the secret the HTTP edges in front of this core prove themselves with
-        (``smsroute run --edges``); without one the customer API believes no forwarded address."""
+        (``smsroute run --edges``); without one the customer API believes no forwarded address.
+        ``cluster``: the ``LocalCluster`` whose workers this core supervises, known before the HTTP
+        servers start, so ``/readyz`` names its workers as down until each is ready (set after the
+        start, ``/readyz`` answered 200 in between, and submits sent then reached no worker and
+        failed 10-20 s later as unanswered)."""
         settings = settings or load_settings(config, overrides)
         if http and settings.http.tls_cert:
             from engine.http.server import tls_context
@@ -119,6 +123,8 @@ class Engine(AccountManager, HoldManager):
             engine.on_status(on_status)
         engine.runtime.start()  # locks the data directory: a second engine on it is refused
         _RUNNING.add(engine)
+        if cluster is not None:
+            engine.cluster = cluster  # (needs the transport: after runtime.start; before any port opens)
         _install_exit_hook()
         try:
             engine._start_mail_and_privacy()

@@ -99,9 +99,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     cluster, placement = _cluster_for(args, overrides)
     try:
         engine = Engine.start(data_dir=args.data_dir, settings=settings, http=not args.no_http,
-                              placement=placement, edge_token=edge_token)
+                              placement=placement, edge_token=edge_token, cluster=cluster)
         if cluster is not None:
-            engine.cluster = cluster
             cluster.start_workers()
             if public is not None:
                 scheme = "https" if settings.http.tls_cert else "http"  # the core's port speaks TLS too

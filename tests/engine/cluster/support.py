@@ -65,8 +65,8 @@ class Cluster:
         self.finals = Finals()
         self.engine = Engine.start(data_dir=data_dir / "core",
                                    settings=load_settings(None, self.overrides),
-                                   placement=placement, on_status=self.finals, http=http)
-        self.engine.cluster = self.cluster
+                                   placement=placement, on_status=self.finals, http=http,
+                                   cluster=self.cluster)
         try:
             self.cluster.start_workers()
         except BaseException:
