@@ -134,11 +134,7 @@ class MailWorker:
             return None
         current.erased = not retry
         current.readdressed = retry
-        try:
-            self._loop.call_soon_threadsafe(current.task.cancel)
-        except RuntimeError:  # the loop has closed: nothing is being sent
-            return None
-        return current.done
+        return self._cancel(current)
 
     def cancel_send_of(self, mail_ids: Collection[str]) -> threading.Event | None:
         """A withdrawal (the caller holds :attr:`sending` and removed the mails): cancel the send under
@@ -148,9 +144,14 @@ class MailWorker:
         if current is None or current.mail_id not in mail_ids or self._loop is None:
             return None
         current.withdrawn = True
+        return self._cancel(current)
+
+    def _cancel(self, current: _Send) -> threading.Event | None:
+        """Cancel ``current``'s send on the worker's loop (its flags say why); the event is set once the
+        worker has let go of it; None if the loop has closed (nothing is being sent)."""
         try:
             self._loop.call_soon_threadsafe(current.task.cancel)
-        except RuntimeError:  # the loop has closed: nothing is being sent
+        except RuntimeError:
             return None
         return current.done
 
