@@ -21,6 +21,7 @@ from engine.billing.amounts import parse_usd
 from engine.credentials import ApiKeyManager, NewApiKey, require_active
 from engine.errors import AuthError, InputError, UnknownAccount, UnknownSender
 from engine.ids import new_account_id
+from engine.mail.delivery import delivery
 from engine.privacy import former
 from engine.privacy.incidents import affected, incident_for_holder
 from engine.status import STATUSES
@@ -111,8 +112,11 @@ class AccountManager:
         link = f"{self.settings.email.link_base.rstrip('/')}/v1/email/confirm?token={token}"
         self.notices.send("account_confirmation", account_id, email, link=link, expires_at=expires)
 
-    def resend_confirmation(self, account_id: str) -> None:
+    def resend_confirmation(self, account_id: str) -> dict[str, bool | str]:
+        """Mail the account a new confirmation link; what became of it (``engine.mail.delivery``:
+        ``sent`` false, ``delivery`` ``not_delivered`` when no mail server is configured)."""
         self.send_confirmation(account_id, self.accounts.get(account_id).email)
+        return delivery(self.notices.delivers)
 
     def confirm_email(self, token: str) -> str:
         """Redeem a confirmation link; the account id. ``ChallengeInvalid`` for a used, expired or

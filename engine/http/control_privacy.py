@@ -175,8 +175,8 @@ async def policy_change(request: web.Request) -> web.Response:
 async def resend_confirmation(request: web.Request) -> web.Response:
     engine = request.app[CTX].engine
     account_id = request.match_info["id"]
-    await request.app[CTX].call(engine.resend_confirmation, account_id)
-    return json_response({"id": account_id, "sent": True}, status=202)
+    outcome = await request.app[CTX].call(engine.resend_confirmation, account_id)
+    return json_response({"id": account_id, **outcome}, status=202)
 
 
 # --- support cases -----------------------------------------------------------------------------

@@ -105,11 +105,16 @@ class PolicyChangeAnswer(msgspec.Struct):
     notices_queued: int
 
 
-class ConfirmationSent(msgspec.Struct):
-    """``POST /v1/accounts/{id}/confirmation``: a new link is queued for the account's address."""
+class ConfirmationSent(msgspec.Struct, omit_defaults=True):
+    """``POST /v1/accounts/{id}/confirmation`` (202): a new link for the account's address, and what
+    became of it, as on the customer port (``engine.mail.delivery``): ``sent`` true and ``delivery``
+    ``queued`` (in the outbox; the mail worker hands it to the configured server), or ``sent`` false
+    and ``delivery`` ``not_delivered`` with a ``message`` (no mail server: only logged)."""
 
     id: str
     sent: bool
+    delivery: Literal["queued", "not_delivered"]
+    message: str = ""
 
 
 class SupportCaseView(msgspec.Struct):

@@ -10,7 +10,7 @@ live test is what keeps the two in step.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
@@ -26,17 +26,30 @@ class EmailConfirmed(msgspec.Struct):
     email_confirmed: bool
 
 
-class ConfirmationQueued(msgspec.Struct):
-    """``POST /v1/email/confirmation`` (202): a new link is queued for the account's address."""
+MailDelivery = Literal["queued", "not_delivered"]
+
+
+class ConfirmationQueued(msgspec.Struct, omit_defaults=True):
+    """``POST /v1/email/confirmation`` (202): a new link for the account's address, and what became of
+    it (``engine.mail.delivery``): ``sent`` true and ``delivery`` ``queued`` when a mail server is
+    configured (the link is in the durable outbox; the mail worker hands it to the server, retrying:
+    the answer does not wait for the server to accept it); ``sent`` false and ``delivery``
+    ``not_delivered`` when none is (``[email]`` has no ``host``): only logged, nobody received it,
+    ``message`` says so."""
 
     sent: bool
+    delivery: MailDelivery
+    message: str = ""
 
 
 class PrivacyRequestReceived(msgspec.Struct):
-    """``POST /v1/privacy/requests`` (202): the same text whether or not the address is an
-    account's, so the answer does not tell who is a customer."""
+    """``POST /v1/privacy/requests`` (202): the same answer whether or not the address is an
+    account's, so it does not tell who is a customer. ``delivery`` ``queued`` (a link, if the address
+    is an account's, is in the outbox for the mail server) or ``not_delivered`` (no mail server is
+    configured: no link reaches anyone)."""
 
     status: str
+    delivery: MailDelivery
 
 
 class PrivacyRequestVerified(msgspec.Struct):

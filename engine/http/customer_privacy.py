@@ -1,7 +1,8 @@
 """Customer-port routes outside the message path: e-mail confirmation and data-subject requests.
 
 * ``GET /v1/email/confirm?token=…`` — the link of the confirmation mail; confirms the address.
-* ``POST /v1/email/confirmation`` (API key) — mail a new confirmation link.
+* ``POST /v1/email/confirmation`` (API key) — mail a new confirmation link; the answer says whether it
+  was queued for the mail server or not delivered (no mail server: ``engine.mail.delivery``).
 * ``POST /v1/privacy/requests`` ``{type, email}`` — a request by e-mail: a verification link goes to the
   address of record of each account with that address; the answer is the same whether or not one exists.
 * ``GET /v1/privacy/verify?token=…`` — the link of that mail; the request is verified and its 30-day
@@ -30,6 +31,7 @@ from engine.http.jsonio import json_response, read_body
 from engine.http.middleware import require_account
 from engine.http.params import query_value
 from engine.http.schemas import decode
+from storage.outbox import NOT_DELIVERED, QUEUED
 
 
 def _desk(ctx: HttpContext):
@@ -56,8 +58,8 @@ async def confirm_email(request: web.Request) -> web.Response:
 async def resend_confirmation(request: web.Request) -> web.Response:
     ctx: HttpContext = request.app[CTX]
     account_id = require_account(request)
-    await ctx.call(ctx.engine.resend_confirmation, account_id)
-    return json_response({"sent": True}, status=202)
+    outcome = await ctx.call(ctx.engine.resend_confirmation, account_id)
+    return json_response(outcome, status=202)
 
 
 async def request_by_email(request: web.Request) -> web.Response:
@@ -66,8 +68,13 @@ async def request_by_email(request: web.Request) -> web.Response:
     desk = _desk(ctx)
     await ctx.call(lambda: desk.request_by_email(body.email, body.type,
                                                  source=request.remote or "unknown"))
-    return json_response({"status": "if the address is an account's, a verification link was "
-                                    "sent to it"}, status=202)
+    # the same answer whether or not the address is an account's: it depends on the settings only
+    if ctx.engine.notices.delivers:
+        return json_response({"status": "if the address is an account's, a verification link was "
+                                        "queued for it", "delivery": QUEUED}, status=202)
+    return json_response({"status": "no mail server is configured ([email] host): no verification "
+                                    "link is delivered, whether or not the address is an account's",
+                          "delivery": NOT_DELIVERED}, status=202)
 
 
 async def verify_request(request: web.Request) -> web.Response:

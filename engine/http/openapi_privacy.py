@@ -23,7 +23,8 @@ def customer_paths() -> dict[str, Any]:
         "/v1/email/confirm": {"get": _op("The confirmation mail's link: confirms the address", "200",
                                          security=False, errors=("401",), extra_params=TOKEN,
                                          ok_schema=_ref(answers.EmailConfirmed))},
-        "/v1/email/confirmation": {"post": _op("Mail a new confirmation link", "202",
+        "/v1/email/confirmation": {"post": _op("Mail a new confirmation link (sent false, delivery "
+                                               "not_delivered: no mail server is configured)", "202",
                                                ok_schema=_ref(answers.ConfirmationQueued))},
         "/v1/privacy/requests": {"post": _op(
             "A data-subject request by e-mail: a verification link goes to the address of record "
@@ -118,7 +119,8 @@ def control_paths() -> dict[str, Any]:
                                                      "200", params=("id",),
                                                      errors=("403", "404", "409"),
                                                      ok_schema=_ref(pa.SupportCaseView))},
-        "/v1/accounts/{id}/confirmation": {"post": o("Mail the account a new confirmation link",
+        "/v1/accounts/{id}/confirmation": {"post": o("Mail the account a new confirmation link (sent false, "
+                                                     "delivery not_delivered: no mail server)",
                                                      "202", params=("id",), errors=("403", "404"),
                                                      ok_schema=_ref(pa.ConfirmationSent))},
     }
