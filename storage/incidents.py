@@ -3,7 +3,16 @@
 An incident names what happened, when it was detected and which accounts it affects (a list, or every
 account: ``["*"]``). The supervisory authority must be notified within 72 hours of detection (GDPR
 Art. 33); the record keeps that deadline, when (and under which reference) the authority was notified, and
-when the affected customers were sent their notice and how many. Closing an incident starts its retention
+when the affected customers' notice was queued and what became of its mails.
+
+Customer notices are counted by what the mail server did, not by what was queued (before, every mail
+queued counted as a customer notified, also with no mail server configured): the ids of the notice mails
+still waiting are kept (``notice_mails``, 16 bytes each: no address, no account), and
+:func:`settled` moves each one whose outcome is known (the outbox's receipt, ``storage.outbox.outcome``)
+into ``customers_notified`` (the server accepted it), ``customers_not_delivered`` (only logged: no mail
+server) or ``customers_unsent`` (refused, swept unsent after 3 days, or its account erased).
+``customers_queued`` (in :meth:`Incident.public`) is how many still wait. Records of an older version
+load with no waiting mails; their ``customers_notified`` is what was queued then. Closing an incident starts its retention
 (``security_incidents``: closure + 5 years), after which :meth:`IncidentStore.sweep` deletes it.
 
 Records are sealed (the ``incidents`` store key, the id as AAD) in the ``incidents`` db of
@@ -36,11 +45,12 @@ from storage.pseudonyms import token_text
 from storage.records_base import SealedRecords
 from storage.retention import cutoff
 
-__all__ = ["ALL_ACCOUNTS", "AUTHORITY_DEADLINE_SECONDS", "Incident", "IncidentStore"]
+__all__ = ["ALL_ACCOUNTS", "AUTHORITY_DEADLINE_SECONDS", "Incident", "IncidentStore", "settled"]
 
 AUTHORITY_DEADLINE_SECONDS = 72 * 3600
 CLOSE_WARNING_SECONDS = 24 * 3600  # "close to the deadline": the alerting metric counts these
 ALL_ACCOUNTS = "*"
+MAIL_ID_BYTES = 16  # an outbox mail id (storage.outbox)
 
 
 @dataclass(frozen=True)
@@ -54,15 +64,19 @@ class Incident:
     authority_deadline: float = 0.0
     authority_notified_at: float = 0.0
     authority_reference: str = ""
-    customers_notified_at: float = 0.0
-    customers_notified: int = 0
+    customers_notified_at: float = 0.0  # when the notice was first queued (POST …/notify-customers)
+    customers_notified: int = 0  # notice mails the mail server accepted
     closed_at: float = 0.0
     subjects: list[str] = field(default_factory=list)  # the affected accounts' pseudonyms (psn_…)
     sealed_accounts: list[bytes] = field(default_factory=list, repr=False, compare=False)
+    customers_not_delivered: int = 0  # notice mails only logged: no mail server configured
+    customers_unsent: int = 0  # notice mails that left the outbox unsent (refused, expired, erased)
+    notice_mails: bytes = field(default=b"", repr=False)  # the ids of those still queued, 16 bytes each
 
     def public(self) -> dict:
         fields = asdict(self)
-        del fields["sealed_accounts"]
+        del fields["sealed_accounts"], fields["notice_mails"]
+        fields["customers_queued"] = len(self.notice_mails) // MAIL_ID_BYTES
         return fields
 
     def authority_overdue(self, now: float) -> bool:
@@ -77,6 +91,28 @@ class Incident:
                 "seconds_to_authority_deadline": round(self.authority_deadline - now),
                 "authority_overdue": self.authority_overdue(now),
                 "authority_deadline_close": self.authority_deadline_close(now)}
+
+
+def settled(incident: Incident, outcome: Callable[[str], str]) -> Incident:
+    """The incident with each waiting notice mail whose ``outcome`` (``Outbox.outcome``: queued, sent,
+    not_delivered, unsent) is known counted where it belongs and no longer waiting; the same object
+    when none is."""
+    waiting, counts = [], {"sent": 0, "not_delivered": 0, "unsent": 0}
+    mails = incident.notice_mails
+    for i in range(0, len(mails), MAIL_ID_BYTES):
+        mail_id = mails[i:i + MAIL_ID_BYTES]
+        state = outcome(mail_id.hex())
+        if state in counts:
+            counts[state] += 1
+        else:  # queued (or a state this version does not know: keep asking)
+            waiting.append(mail_id)
+    if len(waiting) * MAIL_ID_BYTES == len(mails):
+        return incident
+    return replace(incident, notice_mails=b"".join(waiting),
+                   customers_notified=incident.customers_notified + counts["sent"],
+                   customers_not_delivered=incident.customers_not_delivered
+                   + counts["not_delivered"],
+                   customers_unsent=incident.customers_unsent + counts["unsent"])
 
 
 class IncidentStore:
@@ -118,10 +154,19 @@ class IncidentStore:
 
         return self._records.update(incident_id, change)
 
-    def customers_notified(self, incident_id: str, count: int) -> Incident:
+    def notice_queued(self, incident_id: str, mail_ids: list[str]) -> Incident:
+        """The customers' notice mails ``mail_ids`` were queued: kept as waiting until
+        :meth:`settle_notices` learns what became of them."""
         return self._records.update(incident_id, lambda i: replace(
             i, customers_notified_at=i.customers_notified_at or self._clock(),
-            customers_notified=i.customers_notified + count))
+            notice_mails=i.notice_mails + b"".join(bytes.fromhex(m) for m in mail_ids)))
+
+    def settle_notices(self, incident: Incident, outcome: Callable[[str], str]) -> Incident:
+        """:func:`settled`, written when it changed something (and only then: a read that finds every
+        mail still queued writes nothing)."""
+        if settled(incident, outcome) is incident:
+            return incident
+        return self._records.update(incident.id, lambda i: settled(i, outcome))
 
     def close(self, incident_id: str) -> Incident:
         def change(i: Incident) -> Incident:

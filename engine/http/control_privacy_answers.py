@@ -67,7 +67,12 @@ class DsarFulfilled(msgspec.Struct):
 
 class IncidentRecord(msgspec.Struct):
     """A security incident as stored (the steps after opening answer it): ``accounts`` the affected
-    ids (``["*"]``: every account), ``subjects`` their pseudonyms; times unix seconds, 0 for not yet."""
+    ids (``["*"]``: every account), ``subjects`` their pseudonyms; times unix seconds, 0 for not yet.
+    The customers' notice, by what became of each mail (``storage.incidents``): ``customers_notified``
+    the mail server accepted, ``customers_queued`` still waiting (or retrying), ``customers_not_delivered``
+    only logged (no mail server configured), ``customers_unsent`` refused, expired or the account
+    erased; ``customers_notified_at`` is when the notice was first queued. (An incident notified by an
+    older version counts what was queued then in ``customers_notified``.)"""
 
     id: str
     summary: str
@@ -82,6 +87,9 @@ class IncidentRecord(msgspec.Struct):
     customers_notified: int
     closed_at: float
     subjects: list[str]
+    customers_not_delivered: int
+    customers_unsent: int
+    customers_queued: int
 
 
 class IncidentView(IncidentRecord):

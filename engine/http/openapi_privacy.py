@@ -94,7 +94,9 @@ def control_paths() -> dict[str, Any]:
             body=_ref(cs.AuthorityNotification), errors=("403", "404", "409"),
             ok_schema=_ref(pa.IncidentRecord))},
         "/v1/incidents/{id}/notify-customers": {"post": o(
-            "Mail the incident notice to every affected account holder", "200", params=("id",),
+            "Mail the incident notice to every affected account holder (customers_notified counts "
+            "only mails the mail server accepted; customers_queued, customers_not_delivered and "
+            "customers_unsent the others)", "200", params=("id",),
             errors=("403", "404"), ok_schema=_ref(pa.IncidentRecord))},
         "/v1/incidents/{id}/close": {"post": o("Close an incident", "200", params=("id",),
                                                errors=("403", "404", "409"),

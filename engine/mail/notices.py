@@ -115,6 +115,12 @@ class Notices:
                     **params: Any) -> int:
         """One mail to each listed account (``None``: every account not closed), all queued in one
         transaction; how many."""
+        return len(self.mailing(template, account_ids, **params))
+
+    def mailing(self, template: str, account_ids: Iterable[str] | None,
+                **params: Any) -> list[str]:
+        """:meth:`to_accounts`, answering the mails' outbox ids (whose ``Outbox.outcome`` says later
+        what became of each)."""
         if account_ids is None:
             records = [a for a in self._accounts.all() if a.state != CLOSED]
         else:
@@ -123,9 +129,9 @@ class Notices:
         for rec in records:
             subject, text = render(template, account_id=rec.id, **params)
             mails.append(NewMail(template, rec.id, rec.email, subject, text, follow_account=True))
-        self.outbox.enqueue(mails)
+        ids = self.outbox.enqueue(mails)
         self._wake()
-        return len(mails)
+        return ids
 
     # --- security alerts ---------------------------------------------------------------------------
 

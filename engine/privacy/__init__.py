@@ -53,7 +53,7 @@ class PrivacyServices:
 
     @property
     def sweepables(self) -> dict[str, Any]:
-        return {"dsar": self.requests.store, "incidents": self.incidents.store,
+        return {"dsar": self.requests.store, "incidents": self.incidents,
                 "support": self.support, "link_tokens": self.links,
                 "wallet_challenges": self.challenges, "order_notices": self.order_notices.store}
 

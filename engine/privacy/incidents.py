@@ -4,20 +4,29 @@ The privacy role opens an incident (what happened, when it was detected, which a
 keeps the supervisory authority's deadline (detection + 72 h, GDPR Art. 33) visible on the control port and
 in metrics (``incidents.authority_deadline_close``: incidents not yet notified with less than 24 h left or
 overdue — alert on it), records when the authority was notified, and sends every affected account holder
-the incident notice by e-mail (and records when, and how many). The summary goes into those mails, so it
-is checked like every mail text: no phone number, no secret.
+the incident notice by e-mail (and records when, and what became of each mail: ``customers_notified``
+counts only those the mail server accepted, see ``storage.incidents``). The summary goes into those
+mails, so it is checked like every mail text: no phone number, no secret.
+
+What became of the mails is learnt from the outbox's receipts whenever an incident is shown (the steps'
+answers, ``GET /v1/incidents``), when the privacy stats are read, and at each retention sweep (so it is
+learnt well within the receipts' 400 days even if nobody looks); a store too full to write it is shown
+all the same and written later.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
-from engine.errors import InputError
+from engine.errors import InputError, StorageError
 from engine.mail.notices import Notices
 from engine.mail.templates import check_safe
 from storage.accounts import AccountStore
-from storage.incidents import ALL_ACCOUNTS, Incident, IncidentStore
+from storage.incidents import ALL_ACCOUNTS, Incident, IncidentStore, settled
+
+log = logging.getLogger(__name__)
 
 MAX_SUMMARY = 4000
 CLOCK_SKEW_SECONDS = 300.0
@@ -77,7 +86,7 @@ class IncidentDesk:
         at = self._clock() if at is None else float(at)
         incident = self.store.authority_notified(incident_id, at, reference[:200])
         self._audit(actor, "incident_authority_notified", incident_id)
-        return incident
+        return self._settled(incident)
 
     def notify_customers(self, incident_id: str, *, actor: str) -> Incident:
         """Mail the notice to every affected account holder (all accounts not closed for "all")."""
@@ -85,27 +94,50 @@ class IncidentDesk:
         targets = None if incident.accounts == [ALL_ACCOUNTS] else incident.accounts
         if targets is not None:
             targets = [a for a in targets if self._exists(a)]
-        sent = self._notices.to_accounts("incident_notice", targets, incident_id=incident.id,
-                                         summary=incident.summary, detected_at=incident.detected_at)
+        mail_ids = self._notices.mailing("incident_notice", targets, incident_id=incident.id,
+                                         summary=incident.summary,
+                                         detected_at=incident.detected_at)
         self._audit(actor, "incident_customers_notified", incident_id)
-        return self.store.customers_notified(incident_id, sent)
+        return self._settled(self.store.notice_queued(incident_id, mail_ids))
 
     def close(self, incident_id: str, *, actor: str) -> Incident:
         incident = self.store.close(incident_id)
         self._audit(actor, "incident_close", incident_id)
-        return incident
+        return self._settled(incident)
 
     def list(self, *, open_only: bool = False) -> list[dict]:
         now = self._clock()
-        return [i.view(now) for i in sorted(self.store.all(), key=lambda i: i.authority_deadline)
+        return [self._settled(i).view(now)
+                for i in sorted(self.store.all(), key=lambda i: i.authority_deadline)
                 if not open_only or not i.closed_at]
 
     def stats(self) -> dict[str, float]:
         now = self._clock()
-        pending = [i for i in self.store.all() if not i.authority_notified_at]
-        return {"open": sum(not i.closed_at for i in self.store.all()),
+        incidents = [self._settled(i) for i in self.store.all()]
+        pending = [i for i in incidents if not i.authority_notified_at]
+        return {"open": sum(not i.closed_at for i in incidents),
                 "authority_deadline_close": sum(i.authority_deadline_close(now) for i in pending),
                 "authority_overdue": sum(i.authority_overdue(now) for i in pending)}
+
+    def sweep(self, now: float) -> int:
+        """The retention sweep (``incidents``): what became of waiting notice mails is written first
+        (their receipts are kept 400 days, an incident 5 years after closure), then the incidents past
+        retention are deleted; how many."""
+        for incident in self.store.all():
+            self._settled(incident)
+        return self.store.sweep(now)
+
+    def _settled(self, incident: Incident) -> Incident:
+        """The incident with what became of its waiting notice mails (``storage.incidents.settled``),
+        written; shown unwritten if the store cannot take it now (a later look writes it)."""
+        if not incident.notice_mails:
+            return incident
+        outcome = self._notices.outbox.outcome
+        try:
+            return self.store.settle_notices(incident, outcome)
+        except StorageError as exc:
+            log.warning("incident notice outcomes not written", extra={"error": exc.code})
+            return settled(incident, outcome)
 
     def _exists(self, account_id: str) -> bool:
         try:

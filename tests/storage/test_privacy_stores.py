@@ -4,7 +4,7 @@ and challenges, incidents and support cases with their retention sweeps."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
@@ -12,7 +12,7 @@ from engine.errors import ChallengeInvalid, InputError, InvalidTransition, KeyUn
 from storage.account_keys import DATA, LEDGER, AccountKeys
 from storage.dsar import DEADLINE_SECONDS, EXTENSION_SECONDS, DsarRecord, DsarStore
 from storage.env import open_env
-from storage.incidents import AUTHORITY_DEADLINE_SECONDS, IncidentStore
+from storage.incidents import AUTHORITY_DEADLINE_SECONDS, Incident, IncidentStore, settled
 from storage.keys import KeyRing, LocalKeyProvider
 from storage.pseudonyms import Pseudonyms, token_text
 from storage.records_base import SealedRecords
@@ -422,3 +422,53 @@ def test_a_full_privacy_store_refuses_new_links_with_store_full_and_keeps_the_is
         assert links.redeem("confirm_email", issued[i], now=T0) == f"acc_1:{i}"
     links.issue("confirm_email", "acc_1:again", 3600, now=T0, account_id="acc_1")
     roomy.close()
+
+
+# --- an incident's customer notice: counted by what became of each mail -----------------------------
+
+OLD_INCIDENT_FIELDS = ("id", "summary", "detected_at", "opened_at", "opened_by", "accounts",
+                       "authority_deadline", "authority_notified_at", "authority_reference",
+                       "customers_notified_at", "customers_notified", "closed_at", "subjects",
+                       "sealed_accounts")  # a record as the version before notice outcomes wrote it
+
+
+def test_an_incident_written_before_notice_outcomes_loads_with_its_count_and_none_waiting(env_keys):
+    env, keys = env_keys
+    old = SealedRecords(env, keys.store_sealer("incidents"), b"incidents", Incident, "incident",
+                        encode=lambda i, key: {k: getattr(i, k) for k in OLD_INCIDENT_FIELDS})
+    old.put(Incident(id="inc_old", summary="leak", detected_at=T0, opened_at=T0, opened_by="officer",
+                     accounts=["*"], customers_notified_at=T0, customers_notified=3))
+    store = IncidentStore(env, keys.store_sealer("incidents"), clock=FakeClock())
+    loaded = store.get("inc_old").public()
+    assert (loaded["customers_notified"], loaded["customers_queued"], loaded["customers_unsent"],
+            loaded["customers_not_delivered"]) == (3, 0, 0, 0)
+    # and it takes a notice queued by this version
+    mail = "ab" * 16
+    after = store.notice_queued("inc_old", [mail])
+    assert after.public()["customers_queued"] == 1
+    settled_now = store.settle_notices(after, {mail: "sent"}.__getitem__)
+    assert store.get("inc_old").public()["customers_notified"] == 4 == settled_now.customers_notified
+
+
+_OUTCOMES = st.sampled_from(["queued", "sent", "not_delivered", "unsent"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(_OUTCOMES, min_size=1, max_size=4), min_size=1, max_size=12))
+def test_settling_moves_each_mail_once_to_the_outcome_it_ends_in(histories):
+    """Each mail goes through queued..., then stays in its final outcome (as an outbox receipt does);
+    looked at any number of times, every mail is counted exactly once, in the outcome it ended in,
+    and a waiting one is never counted as notified."""
+    histories = [h[:next((i + 1 for i, o in enumerate(h) if o != "queued"), len(h))]
+                 for h in histories]  # an outcome other than queued is final
+    ids = [f"{i:032x}" for i in range(len(histories))]
+    incident = Incident(id="inc_p", summary="s", detected_at=T0, opened_at=T0, opened_by="o",
+                        notice_mails=b"".join(bytes.fromhex(m) for m in ids))
+    for step in range(max(len(h) for h in histories)):
+        now = {m: h[min(step, len(h) - 1)] for m, h in zip(ids, histories, strict=True)}
+        incident = settled(incident, now.__getitem__)
+        counts = incident.public()
+        assert counts["customers_queued"] == sum(o == "queued" for o in now.values())
+        assert counts["customers_notified"] == sum(o == "sent" for o in now.values())
+        assert counts["customers_not_delivered"] == sum(o == "not_delivered" for o in now.values())
+        assert counts["customers_unsent"] == sum(o == "unsent" for o in now.values())
