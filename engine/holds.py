@@ -14,6 +14,12 @@ reach only some workers: asked again, those that placed it answer their hold and
 
 A lawful order's holds share an ``order_id`` (``ord_…``, made here and given to every shard), by which
 its notice finds all of them and no others (``OrderNoticeDesk.order_of``).
+
+A lawful order whose placement reached only some workers of a cluster gets no notice (its notice is
+given once, when the whole order stands): the 503 says so, names the order and what to do
+(``lawful_notice.incomplete_help``: with its Idempotency-Key, place it again, which completes the
+placement and gives the notice once); its holds read notice state ``placement_incomplete`` on
+``GET /v1/holds`` and their disclosure is refused until then.
 """
 
 from __future__ import annotations
@@ -27,8 +33,15 @@ from typing import Any
 import msgpack
 
 from engine.credentials import require_active
-from engine.errors import HoldEnded, InputError, InvalidTransition, StorageError, UnknownAccount
-from engine.lawful_notice import check_order_fields
+from engine.errors import (
+    ClusterUnavailable,
+    HoldEnded,
+    InputError,
+    InvalidTransition,
+    StorageError,
+    UnknownAccount,
+)
+from engine.lawful_notice import check_order_fields, incomplete_help
 from storage.holds import HoldKind, new_order_id
 from storage.pseudonyms import keyed_hash
 
@@ -139,6 +152,26 @@ class HoldManager:
         order_id = _order_id(request) if kind == HoldKind.LAWFUL_ORDER else ""
         # the account as the core names it, kept with each hold: a worker's own pseudonym differs
         subject = self.runtime.pseudonyms.pseudonym(account_id) if account_id is not None else ""
+        try:
+            placed = self._place(kind, actor, reason, reference, until, message_ids, account_id,
+                                 request, order_id, subject, covered)
+        except ClusterUnavailable as exc:
+            if kind != HoldKind.LAWFUL_ORDER:
+                raise
+            raise ClusterUnavailable(f"{exc.message}; {incomplete_help(order_id, request is not None)}"
+                                     ) from exc
+        replayed = [hold.pop("replayed") for hold in placed]
+        answer = {"holds": placed, "replayed": bool(replayed) and all(replayed)}
+        if kind == HoldKind.LAWFUL_ORDER:
+            answer["notice"] = self._give_notice(
+                placed, covered, account_id, actor=actor, authority=authority, reference=reference,
+                until=until, not_permitted=notice_not_permitted)
+        return answer
+
+    def _place(self, kind: HoldKind, actor: str, reason: str, reference: str, until: float,
+               message_ids: list[str], account_id: str | None, request: list[bytes] | None,
+               order_id: str, subject: str, covered: dict[str, int]) -> list[dict]:
+        """Every shard concerned places the hold (``covered`` gains the accounts of the messages)."""
         shards = self.runtime.shards
         if message_ids:
             for mid, rec in zip(message_ids, shards.find_records(message_ids), strict=True):
@@ -153,13 +186,7 @@ class HoldManager:
                                        request, order_id, subject)
         else:
             raise InputError("a legal hold names message_ids; a debug window or order an account")
-        replayed = [hold.pop("replayed") for hold in placed]
-        answer = {"holds": placed, "replayed": bool(replayed) and all(replayed)}
-        if kind == HoldKind.LAWFUL_ORDER:
-            answer["notice"] = self._give_notice(
-                placed, covered, account_id, actor=actor, authority=authority, reference=reference,
-                until=until, not_permitted=notice_not_permitted)
-        return answer
+        return placed
 
     def _give_notice(self, placed: list[dict], covered: dict[str, int], account_id: str | None,
                      **order: Any) -> dict:
@@ -277,7 +304,7 @@ class HoldManager:
         account holders' notice was sent or recorded as not permitted (``engine.lawful_notice``)."""
         hold = next((h for h in self.runtime.shards.active_holds() if h["hold_id"] == hold_id), None)
         if hold is not None and hold["kind"] == HoldKind.LAWFUL_ORDER:
-            self._order_notices().require_notice(hold_id)
+            self._order_notices().require_notice(hold_id, hold.get("order_id") or "")
         body = self.runtime.shards.read_held_body(hold_id, message_id, actor)
         if body is None:
             raise UnknownAccount(f"no hold {hold_id}")
@@ -297,8 +324,8 @@ class HoldManager:
     def _with_notices(self, holds: list[dict]) -> list[dict]:
         if any(h["kind"] == HoldKind.LAWFUL_ORDER for h in holds):
             desk = self._order_notices()
-            holds = [{**h, "notice": desk.state(h["hold_id"])} if h["kind"] == HoldKind.LAWFUL_ORDER
-                     else h for h in holds]
+            holds = [{**h, "notice": desk.state(h["hold_id"], h.get("order_id") or "")}
+                     if h["kind"] == HoldKind.LAWFUL_ORDER else h for h in holds]
         return holds
 
     def audit_trails(self) -> dict[str, list[Any]]:

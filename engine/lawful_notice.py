@@ -70,7 +70,8 @@ from engine.mail.templates import AUTHORITY_KINDS, check_reference
 from storage.order_notices import OrderNotice, OrderNotices
 from storage.outbox import NOT_DELIVERED, QUEUED, SENT
 
-__all__ = ["NO_HOLDERS", "OrderNoticeDesk", "check_order_fields"]
+__all__ = ["NO_HOLDERS", "PLACEMENT_INCOMPLETE", "OrderNoticeDesk", "check_order_fields",
+           "incomplete_help"]
 
 NO_HOLDERS = "no_holders"  # a notice with no mail: no account holder left to tell
 #: given again after these (the mails left the outbox without reaching the holder)
@@ -80,7 +81,22 @@ NOT_CONFIGURED_HELP = ("no mail server is configured ([email] host), so the noti
                        "with POST /v1/holds/{id}/notice; or, only if notice is legally not permitted, "
                        "record that there (notice_not_permitted)")
 
+#: the notice state of a lawful order's hold with an order id and no notice record: its placement did
+#: not complete (in a cluster, it reached only some workers; or the engine stopped before the notice)
+PLACEMENT_INCOMPLETE = "placement_incomplete"
+
 log = logging.getLogger(__name__)
+
+
+def incomplete_help(order_id: str, with_key: bool) -> str:
+    """What to do about lawful order ``order_id`` whose placement did not complete (no notice given)."""
+    said = (f"lawful order {order_id}: no account holder was told yet and its disclosure is refused "
+            f"(its holds read notice state {PLACEMENT_INCOMPLETE} on GET /v1/holds); ")
+    if with_key:
+        return said + ("place it again with the same Idempotency-Key: that completes the placement "
+                       "and gives the notice once")
+    return said + ("it was placed without an Idempotency-Key: release its holds (GET /v1/holds, "
+                   "order_id) and place it again with one")
 
 
 def check_order_fields(authority: str | None, not_permitted: dict | None, reference: str) -> None:
@@ -221,22 +237,30 @@ class OrderNoticeDesk:
                                {"mails": len(accounts)}, account=account or None)
         return len(accounts)
 
-    def state(self, hold_id: str) -> dict | None:
+    def state(self, hold_id: str, order_id: str = "") -> dict | None:
         """The notice of a lawful order's hold as ``GET /v1/holds`` shows it (``state``: queued, sent,
-        not_delivered, unsent, not_permitted, no_holders); None for a hold without one."""
+        not_delivered, unsent, not_permitted, no_holders; ``placement_incomplete`` for a hold of order
+        ``order_id`` without one: its placement did not complete); None for a hold without one and
+        without an order id (placed by an older version)."""
         notice = self.store.get(hold_id)
         if notice is None:
-            return None
+            return {"state": PLACEMENT_INCOMPLETE, "mails": 0} if order_id else None
         view = notice.public()
         if not notice.not_permitted:
             view["state"] = self._mail_state(notice)
         return view
 
-    def require_notice(self, hold_id: str) -> None:
+    def require_notice(self, hold_id: str, order_id: str = "") -> None:
         """Before a disclosure under lawful order ``hold_id``: its holder was notified, or notice was
         recorded as not permitted, or that no holder is left to notify; else ``NoticePending`` /
         ``HolderNotNotified``."""
         notice = self.store.get(hold_id)
+        if notice is None and order_id:
+            raise HolderNotNotified(f"the placement of lawful order {hold_id} did not complete; "
+                                    "no disclosure until it does: "
+                                    + incomplete_help(order_id, with_key=True)
+                                    + " (placed without a key: release its holds and place it "
+                                    "again with one)")
         if notice is None:
             raise HolderNotNotified(f"lawful order {hold_id} has no notice to its account holder on "
                                     "record; give it with POST /v1/holds/{id}/notice (policy 5)")

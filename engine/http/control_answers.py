@@ -330,8 +330,10 @@ class TokenRevoked(msgspec.Struct):
 
 class NoticeView(msgspec.Struct, omit_defaults=True):
     """A lawful order's notice to its account holders: ``state`` queued, sent, not_delivered (only
-    logged: no mail server configured, nobody told), unsent, not_permitted or no_holders (no account
-    holder was left to tell: no mail)."""
+    logged: no mail server configured, nobody told), unsent, not_permitted, no_holders (no account
+    holder was left to tell: no mail) or placement_incomplete (the order's placement did not complete,
+    e.g. it reached only some workers of a cluster: no notice yet; place it again with its
+    Idempotency-Key)."""
 
     state: str
     mails: int
