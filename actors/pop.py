@@ -23,6 +23,11 @@ acknowledged message survives ``kill -9``, and so does the refund of a message t
 carrier acknowledgement (it is owed in the same transaction as the final record). Likewise a carrier is told
 that a receipt is stored (and the SMSC answered 0) only after the commit that follows it; a commit that
 fails has its receipts refused, for the SMSC to deliver again (``engine.delivery.receipt_answers``).
+
+While commits fail (a full disk), the POP starts no carrier attempt (``Dispatcher.hold``): a carrier's
+acknowledgement - its message id - that cannot be stored is lost if the engine stops before space returns,
+and the message is sent again after the restart. The next commit that succeeds - the tick retries the
+failed one; with nothing to retry, a status-sized probe write (``storage.space_watch``) - resumes them.
 """
 
 from __future__ import annotations
@@ -93,7 +98,7 @@ class PopActor(DispatchedActor):
         self._expected: dict[str, list[m.ExpectedReceiptItem]] = {}  # recovered, for their carriers
         self._flush_scheduled = False
         self.counters = {"accepted": 0, "refused_saturated": 0, "refunds": 0, "store_failures": 0,
-                         "webhook_events_stored": 0, "commits": 0,
+                         "webhook_events_stored": 0, "commits": 0, "attempt_hold_starts": 0,
                          DELIVERED: 0, REJECTED: 0, FAILED: 0, EXPIRED: 0}
 
     # --- lifecycle ---------------------------------------------------------------------------------
@@ -164,7 +169,7 @@ class PopActor(DispatchedActor):
                 "waiting": {c.name: len(c.waiting) for c in links},
                 "unavailable": sorted(c.name for c in links if not c.available),
                 "pace": {c.name: round(c.rate, 1) for c in links},
-                "parked": len(d.parked), "backlog": dict(self.admission.backlog),
+                "parked": len(d.parked), "attempts_held": len(d.held), "backlog": dict(self.admission.backlog),
                 "timers": len(self.timers), "webhook_outbox": self.hooks.count,
                 "webhooks_dropped": self.hooks.dropped, "store_full": int(self.space.full),
                 **self.counters, **d.counters}
@@ -220,6 +225,8 @@ class PopActor(DispatchedActor):
             if error is not None:
                 self._commit_failed(batches, error)
                 continue
+            if self.dispatcher.holding:  # status changes are written again
+                self._resume_attempts()
             for b in batches:
                 self.commit.committed(b)
                 self.counters["commits"] += 1
@@ -239,6 +246,7 @@ class PopActor(DispatchedActor):
 
     def _commit_failed(self, batches: list[StagedBatch], error: BaseException) -> None:
         err = as_storage_error(error, self.store.env.path())
+        self._hold_attempts(err.code)
         for b in reversed(batches):  # (each goes back in front of what came after it)
             self.commit.unstage(b)  # its other changes are written by the next commit
             self._events = b.events + self._events
@@ -259,6 +267,22 @@ class PopActor(DispatchedActor):
         for f, item in admitted:
             self.admission.remove(f.route_key)
             self._refuse(item, err)
+
+    def _hold_attempts(self, why: str) -> None:
+        """Status changes cannot be written: start no carrier attempt until they can (an acknowledgement
+        arriving then could not be stored; see the module docstring)."""
+        if self.dispatcher.holding:
+            return
+        self.dispatcher.hold()
+        self.counters["attempt_hold_starts"] += 1
+        log.error("pop %s: ALARM carrier attempts held: status changes cannot be written (%s), so a "
+                  "carrier's acknowledgement could not be kept; %d messages wait", self.name, why,
+                  len(self.dispatcher.held))
+
+    def _resume_attempts(self) -> None:
+        resumed = self.dispatcher.resume()
+        log.warning("pop %s: status changes written again; %d held carrier attempts resume", self.name,
+                    resumed)
 
     def _commit_staged(self) -> None:
         """Commit what is staged now, in a transaction of this POP's own, and act on the outcome."""
@@ -429,6 +453,9 @@ class PopActor(DispatchedActor):
             self._schedule_flush()  # a failed commit is retried on the next tick
         mono = self.clock.now()
         self.space.tick(mono)  # while full: probe for space, so readiness comes back
+        if self.dispatcher.holding and not (self.commit or self._staged or self._committed):
+            if self.space.takes_status_changes():  # nothing to retry shows it: a probe does
+                self._resume_attempts()
         self.dispatcher.board.sample(mono)
         self.admission.refresh()
         self.timers.compact(self.inflight, len(self.inflight))

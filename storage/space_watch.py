@@ -11,6 +11,11 @@ none to an instance that is not ready - by a probe: every :data:`PROBE_SECONDS` 
 (:func:`room_for_new`). A probe needs fresh pages as a batch of new messages does (a status update alone
 often fits in pages LMDB freed, so it proves nothing); between probes nothing is written.
 
+A smaller probe, :meth:`SpaceWatch.takes_status_changes`, asks whether a write of the size of a status change
+commits (:data:`STATUS_PROBE_BYTES`, written and deleted in one transaction): while it does not, the POP
+starts no carrier attempt (``actors.pop``: a carrier's acknowledgement that cannot be stored is lost with
+a restart, and the message sent twice).
+
 Logging: one ALARM when the store starts refusing, a summary every :data:`SUMMARY_SECONDS` while it goes
 on (new messages refused, commits failed), one line when it takes new messages again. Before, every
 retried commit logged an ALARM - five a second at the default tick, most saying "0 new messages refused".
@@ -31,6 +36,7 @@ log = logging.getLogger(__name__)
 PROBE_SECONDS = 1.0
 PROBE_BYTES = 64 << 10  # about what a batch of a hundred new messages needs
 SUMMARY_SECONDS = 60.0
+STATUS_PROBE_BYTES = 512  # about a status change: a record rewritten in place
 _PROBE_DB = b"space_probe"
 _PROBE_KEY = b"probe"
 
@@ -50,6 +56,18 @@ def room_for_new(env: Any, db: Any) -> bool:
             txn.delete(_PROBE_KEY, db=db)
     except lmdb.Error:
         pass  # left for the next probe to overwrite: 64 KiB, and the store did take a write
+    return True
+
+
+def takes_writes(env: Any, db: Any, size: int) -> bool:
+    """Whether a write of ``size`` bytes into ``db`` commits now (it is deleted again in the same
+    transaction, which still needs fresh pages for every page it touches). Any LMDB error means no."""
+    try:
+        with env.begin(write=True) as txn:
+            txn.put(_PROBE_KEY, bytes(size), db=db)
+            txn.delete(_PROBE_KEY, db=db)
+    except lmdb.Error:
+        return False
     return True
 
 
@@ -106,13 +124,21 @@ class SpaceWatch:
         """The POP stops: its store no longer speaks for this process's readiness."""
         self.board.discard(self.name)
 
+    def takes_status_changes(self) -> bool:
+        """Whether a write of the size of a status change commits now (the reserve does not matter:
+        status changes may use it)."""
+        return self._open_probe_db() and takes_writes(self.env, self._db, STATUS_PROBE_BYTES)
+
     def _probe(self) -> bool:
+        return self._open_probe_db() and room_for_new(self.env, self._db)
+
+    def _open_probe_db(self) -> bool:
         if self._db is None:
             try:
                 self._db = self.env.open_db(_PROBE_DB)
             except lmdb.Error:  # creating it is a write too
                 return False
-        return room_for_new(self.env, self._db)
+        return True
 
     def _summary(self, now: float) -> None:
         self._next_summary = now + SUMMARY_SECONDS

@@ -12,6 +12,11 @@ current attempt) and applies the rules of the other modules of this package:
   attempts of one message are never on the wire together. ``FINISHED``: final.
 * **Window slots** are held from the hand-over until the attempt is over (acknowledged, settled, timed out
   or final) and then given to the next message waiting for that carrier.
+* **Holding attempts.** While the owner cannot write status changes (its commits fail: a full disk), no
+  attempt starts (:meth:`hold`): a carrier's acknowledgement is its message id, and one that cannot be
+  stored is lost if the engine stops before space returns - the message would be sent again after the
+  restart, a second SMS to the handset. Messages that would start one wait in ``held`` (they are in flight
+  already: ``max_in_flight`` bounds them) and are routed again, in order, on :meth:`resume`.
 
 It decides and records; the owner (the POP actor) commits and tells. The owner provides
 ``schedule_retry(message_id, delay)``, ``acked(f)``, ``finalised(f, error, refund)`` and
@@ -60,6 +65,8 @@ class Dispatcher:
         self.inflight: dict[str, Delivery] = {}
         self.refs: dict[str, str] = {}  # carrier ref of a current attempt -> message id
         self.parked: dict[str, None] = {}  # message ids waiting for a candidate to be available
+        self.holding = False  # no attempt may start (hold / resume)
+        self.held: dict[str, None] = {}  # message ids whose next attempt waits for resume
         self.counters = {"retries": 0, "failovers": 0, "resp_timeouts": 0, "withdrawals": 0}
         self._ref_prefix = os.urandom(3).hex()
         self._ref_seq = 0
@@ -68,6 +75,9 @@ class Dispatcher:
 
     def route(self, f: Delivery) -> None:
         """Hand ``f`` to its next usable carrier, or queue it for a window slot, or let it wait."""
+        if self.holding:
+            self.held[f.record.message_id] = None
+            return
         now = self.now()
         index, wait = self.board.pick(f.candidates, f.cand_index, now, self.running)
         if index < 0:
@@ -112,6 +122,8 @@ class Dispatcher:
             self._drain_waiting(link)
 
     def _drain_waiting(self, link) -> None:
+        if self.holding:
+            return  # (emptied by hold: what comes meanwhile is held)
         queue, now, carrier = link.waiting, self.now(), link.name
         while queue and link.outstanding < link.window:
             f = self.inflight.get(queue.popleft())
@@ -127,6 +139,30 @@ class Dispatcher:
         """Take back the parts of ``f``'s attempt the carrier has not written yet."""
         if self.outbox.withdraw(f.carrier, f.ref):
             self.counters["withdrawals"] += 1
+
+    # --- holding attempts (the owner cannot write status changes) ---------------------------------
+
+    def hold(self) -> None:
+        """Start no attempt until :meth:`resume`; the messages waiting for a window slot are held too.
+        Attempts already handed to a carrier go on (withdrawing them would count as failed attempts)."""
+        self.holding = True
+        for link in self.board.links.values():
+            while link.waiting:
+                mid = link.waiting.popleft()
+                f = self.inflight.get(mid)
+                if f is not None and f.phase is QUEUED and f.carrier == link.name:
+                    f.phase = IDLE
+                    self.held[mid] = None
+
+    def resume(self) -> int:
+        """Attempts may start again: route every held message, in the order it was held; how many."""
+        self.holding = False
+        held, self.held = self.held, {}
+        for mid in held:
+            f = self.inflight.get(mid)
+            if f is not None and f.phase is IDLE and not f.parked:
+                self.route(f)
+        return len(held)
 
     # --- what carriers and the clock say -----------------------------------------------------------
 
@@ -269,5 +305,6 @@ class Dispatcher:
         self.inflight.pop(mid, None)
         self.refs.pop(f.ref, None)
         self.parked.pop(mid, None)
+        self.held.pop(mid, None)
         self._leave_backlog(f)
         self.owner.finalised(f, error, refund)

@@ -29,7 +29,8 @@ Gauges: ``smsroute_actor_alive{actor}``, ``smsroute_dead_actors``, ``smsroute_de
 ``smsroute_in_flight``, ``smsroute_in_flight_limit``, ``smsroute_pending_requests``,
 ``smsroute_sessions``, ``smsroute_pop_stats_answered{pop}`` (0: the POP did not answer this scrape
 in time, its numbers are missing), ``smsroute_pop_store_full{pop}`` (1: its message store refuses new
-messages for lack of space, ``/readyz`` is 503), ``smsroute_carrier_stats_answered{carrier,pop}`` and
+messages for lack of space, ``/readyz`` is 503), ``smsroute_pop_attempts_held{pop}`` (messages whose next
+carrier attempt waits until status changes can be written again), ``smsroute_carrier_stats_answered{carrier,pop}`` and
 ``smsroute_retention_stats_answered`` (likewise for a carrier and the retention sweeper), ``smsroute_pop_in_flight{pop}``, ``smsroute_pop_timers{pop}``,
 ``smsroute_pop_outstanding{pop,carrier}``, ``smsroute_pop_waiting{pop,carrier}``,
 ``smsroute_carrier_{connected,suspended,available}{carrier,pop}`` (1/0),
@@ -72,6 +73,8 @@ POP_COUNTERS = {
     "resp_timeouts": "Submits a carrier never answered within resp_timeout_seconds",
     "store_failures": "Group commits the POP's store refused (a full store raises this)",
     "commits": "Group commits written (each one fsynced transaction for a batch of messages)",
+    "attempt_hold_starts": "Times the POP stopped starting carrier attempts because status changes could not "
+                     "be written (a full disk)",
 }
 SMPP_COUNTERS = {
     "receipts": "Delivery receipts received",
@@ -347,6 +350,8 @@ def _pop_families(pops: list[dict[str, Any]]) -> Iterator[Metric]:
                 for key, doc in POP_COUNTERS.items()}
     full = GaugeMetricFamily("smsroute_pop_store_full", "1 while the POP's message store refuses new "
                              "messages for lack of space (disk or LMDB map)", labels=labels)
+    held = GaugeMetricFamily("smsroute_pop_attempts_held", "Messages whose next carrier attempt waits "
+                             "until status changes can be written again (a full disk)", labels=labels)
     answered = GaugeMetricFamily("smsroute_pop_stats_answered", "1 if the POP answered this scrape's "
                                  "question for its numbers in time, 0 if not (they are missing from it)",
                                  labels=labels)
@@ -356,13 +361,14 @@ def _pop_families(pops: list[dict[str, Any]]) -> Iterator[Metric]:
         _add(in_flight, shard, pop.get("in_flight"))
         _add(timers, shard, pop.get("timers"))
         _add(full, shard, pop.get("store_full"))
+        _add(held, shard, pop.get("attempts_held"))
         for carrier, n in (pop.get("outstanding") or {}).items():
             _add(outstanding, [*shard, str(carrier)], n)
         for carrier, n in (pop.get("waiting") or {}).items():
             _add(waiting, [*shard, str(carrier)], n)
         for key, family in counters.items():
             _add(family, shard, pop.get(key))
-    yield from (answered, in_flight, timers, full, outstanding, waiting, *counters.values())
+    yield from (answered, in_flight, timers, full, held, outstanding, waiting, *counters.values())
 
 
 def _carrier_families(carriers: list[dict[str, Any]]) -> Iterator[Metric]:

@@ -45,7 +45,7 @@ smsc = SmscThread(SmscConfig(seed=5, receipt_delay=RECEIPT_DELAY, latency=LATENC
 
 def config():
     carrier = smsc_carrier_settings("127.0.0.1", smsc.port, reconnect_min_seconds=0.05,
-                                    reconnect_max_seconds=0.2)
+                                    reconnect_max_seconds=0.2, window=WINDOW)
     return {"pops": {"fra": {"city": "Frankfurt"}},
             "carriers": {"fra-smsc": {"pop": "fra", "kind": "smpp", **carrier}},
             "routes": [{"match": ["DE"], "pop": "fra", "carriers": [{"carrier": "fra-smsc"}]}],
@@ -147,10 +147,34 @@ free_disk(pin)  # no new message comes: readiness returns by the POP's probe wri
 finish(engine, during)
 """
 
+HELD = COMMON + r"""
+# a window of one: one attempt on the wire, the other messages wait in the POP for the carrier's slot
+fill_disk()
+
+
+def fra():
+    return next(p for p in engine.stats()["pops"] if p["pop"] == "fra")
+
+
+def parts_sent():
+    return smsc.call(lambda: len(smsc.smsc.parts))
+
+
+# until every message went out (as before), or the POP holds the others and nothing is on the wire
+until("every message sent or the rest held", lambda: parts_sent() == 10 or (
+    fra().get("attempts_held", 0) > 0 and not any(fra()["outstanding"].values())))
+during = {"sent_during": parts_sent(), "held": fra().get("attempts_held", 0),
+          "readyz_during": readyz(engine)}
+engine.stop(drain_seconds=0)  # the operator restarts the engine, its disk still full
+free_disk(pin)
+finish(Engine.start(data_dir=data, overrides=config(), http=True), during)
+"""
+
 SCRIPT = 'mount -t tmpfs -o size=4m tmpfs "$MNT" && exec "$PY" -c "$CHILD" "$MNT"'
 
 
-def _run(tmp_path, child: str) -> tuple[dict, str]:
+def _run(tmp_path, child: str, window: int = 10) -> tuple[dict, str]:
+    child = child.replace("WINDOW", str(window))
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     env = {**os.environ, "MNT": str(mnt), "PY": sys.executable, "CHILD": child, "PIN": PIN}
@@ -195,3 +219,21 @@ def test_a_message_acknowledged_by_its_carrier_while_the_disk_is_full_still_gets
     assert "message:fra" in body["error"]["message"]
     assert err.count("ALARM store message is full") == 1 and "ALARM store write failed" not in err
     assert "store message takes new messages again" in err  # and ready (finish waited for the 200)
+
+
+@needs_tmpfs
+def test_no_carrier_attempt_starts_while_status_changes_cannot_be_written_so_a_restart_sends_no_duplicates(
+        tmp_path):
+    """A carrier's acknowledgement (its message id) that cannot be stored is lost if the engine stops
+    before space returns, and the message is sent again after the restart: a second SMS to the handset.
+    So while its commits fail the POP starts no new attempt: the messages waiting for the carrier's
+    window are held (``attempts_held``), and only what was already on the wire - here one attempt, and the
+    one handed over before the first failed commit was seen - can be acknowledged unstored. Before, the
+    POP kept sending through the outage; each of those messages was sent twice."""
+    seen, err = _run(tmp_path, HELD.replace("RECEIPT_DELAY", "(0.3, 0.3)")
+                     .replace("LATENCY", "(0.3, 0.3)"), window=1)
+    assert seen["held"] >= 7 and seen["sent_during"] <= 3, seen  # before: all 10 sent, none held
+    assert seen["final"] == {"delivered": 10}
+    assert seen["parts_sent"] <= 12, seen  # before: 20, every message sent twice
+    assert seen["differences"] == 0  # billed once each
+    assert err.count("carrier attempts held") == 1, err[-3000:]
