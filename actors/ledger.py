@@ -22,6 +22,9 @@ idempotent (message id per kind, chain + tx hash, adjustment key), so a repeat n
 credits twice; a deposit or adjustment whose key is recorded with other details is refused
 (``deposit_conflict`` / ``adjustment_conflict``). If a write fails (store full), debits and refunds stay
 queued and are retried on the next tick; the POPs send again what a crash lost (``storage.owed_debits``).
+A full store (its map or its disk) is ``store_full``: logged once when it starts, then a summary at most
+every ``FULL_SUMMARY_SECONDS``, and once when the ledger writes again (``storage.full_alarm``), not on
+every retry.
 """
 
 from __future__ import annotations
@@ -35,9 +38,19 @@ import pykka
 from actors.dispatch import DispatchedActor
 from engine import messages as m
 from engine.billing.amounts import LIMIT_MICRO
-from engine.errors import LedgerConflict, SmsrouteError, StorageError
+from engine.errors import LedgerConflict, SmsrouteError, StorageError, StoreFull
 from engine.webhook_events import prefs_of
-from storage.ledger import ADJUSTMENT, DEBIT, DEPOSIT, REFUND, LedgerStore, LowBalance, Written
+from storage.full_alarm import FullAlarm
+from storage.ledger import (
+    ADJUSTMENT,
+    DEBIT,
+    DEPOSIT,
+    LEDGER_STORE,
+    REFUND,
+    LedgerStore,
+    LowBalance,
+    Written,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +59,7 @@ log = logging.getLogger(__name__)
 _TOO_LARGE = (struct.error, OverflowError)
 DEBIT_BATCH = 4096  # queued debits written at once, without waiting for more
 DEBIT_WAIT_S = 0.05  # the longest a debit waits for others to share its transaction (README: Billing)
+FULL_SUMMARY_SECONDS = 60.0  # while the store is full: at most one log line this often
 
 
 class LedgerActor(DispatchedActor):
@@ -66,6 +80,7 @@ class LedgerActor(DispatchedActor):
         self._registered: set[str] = set()  # accounts whose session is told every balance change
         self.alarms = 0
         self.low_balance_notices = 0
+        self.full = FullAlarm("ledger", LEDGER_STORE, FULL_SUMMARY_SECONDS)
 
     def on_receive(self, raw: bytes):
         msg = m.decode_or_drop(raw, "ledger")
@@ -124,8 +139,7 @@ class LedgerActor(DispatchedActor):
         try:
             written = self.store.write(rows, durable=False, answers=False)  # confirmed at the fsync
         except StorageError as exc:
-            self.alarms += 1
-            log.error("ledger: ALARM could not write %d debits (%s); will retry", len(batch), exc.code)
+            self._alarm(exc, f"{len(batch)} debits wait", "could not write %d debits", len(batch))
             self._debits = batch + self._debits
             self._batches = batches + self._batches
             return
@@ -137,6 +151,7 @@ class LedgerActor(DispatchedActor):
             self._batches = batches + self._batches
             self._write_debits()
             return
+        self.full.wrote()
         self._unsynced.extend(batches)
         self._announce(written.low_balance)
 
@@ -148,9 +163,9 @@ class LedgerActor(DispatchedActor):
         try:
             self.store.sync()
         except StorageError as exc:
-            self.alarms += 1
-            log.error("ledger: ALARM could not sync debits (%s); will retry", exc.code)
+            self._alarm(exc, f"{len(self._unsynced)} debit batches unconfirmed", "could not sync debits")
             return
+        self.full.wrote()
         done, self._unsynced = self._unsynced, []
         by_pop: dict[str, list[int]] = {}
         for pop, batch in done:
@@ -171,8 +186,7 @@ class LedgerActor(DispatchedActor):
         try:
             written = self.store.write(rows)  # fsynced: the POPs forget what they owed after this
         except StorageError as exc:
-            self.alarms += 1
-            log.error("ledger: ALARM could not write %d refunds (%s); will retry", len(batch), exc.code)
+            self._alarm(exc, f"{len(batch)} refunds wait", "could not write %d refunds", len(batch))
             self._refunds = batch + self._refunds
             return
         except _TOO_LARGE:
@@ -182,6 +196,7 @@ class LedgerActor(DispatchedActor):
             self._refunds = kept + self._refunds  # (a forged refund is owed by no POP: none resends it)
             self._write_refunds()
             return
+        self.full.wrote()
         by_pop: dict[str, list[str]] = {}
         for (pop, refund), (_, new) in zip(batch, written.results, strict=True):
             by_pop.setdefault(pop, []).append(refund.message_id)
@@ -190,6 +205,15 @@ class LedgerActor(DispatchedActor):
         for pop, ids in by_pop.items():
             self._tell_pop(pop, m.RefundsRecorded(ids))  # (a stopped POP sends them again)
         self._announce(written.low_balance)
+
+    def _alarm(self, exc: StorageError, waiting: str, failed: str, *args: object) -> None:
+        """A write or sync of what the ledger retries failed: a full store is logged by ``self.full``
+        (once, then a summary), any other error on each failure."""
+        self.alarms += 1
+        if isinstance(exc, StoreFull):
+            self.full.refused(waiting)
+        else:
+            log.error(f"ledger: ALARM {failed} (%s); will retry", *args, exc.code)
 
     def _tell_pop(self, pop: str, msg: m.Message) -> None:
         """Tell a POP what it no longer owes. A POP already stopped (the engine stops the ledger last)
@@ -235,8 +259,11 @@ class LedgerActor(DispatchedActor):
         try:
             written = self.store.write([row])
         except (LedgerConflict, StorageError) as exc:
+            if isinstance(exc, StoreFull):
+                self.full.refused("a deposit or adjustment refused store_full")
             self.directory.bridge.tell(m.encode(m.SubmitRejected(request_id, exc.code, exc.message)))
             return None
+        self.full.wrote()
         self._announce(written.low_balance)
         return written
 

@@ -48,10 +48,10 @@ import lmdb
 from engine.errors import (
     KeyUnavailable,
     StorageError,
-    StoreFull,
 )
 from storage.account_keys import LEDGER, AccountKeys
 from storage.crypto import Sealer
+from storage.full import is_full_disk, store_full
 from storage.ledger_balances import BalanceRow, Balances, LowBalance
 from storage.ledger_chain import Anchor, Chain, ChainReport
 from storage.ledger_entries import (
@@ -79,6 +79,7 @@ from storage.retention import RETENTION
 __all__ = ["ADJUSTMENT", "DEBIT", "DEPOSIT", "REFUND", "RETENTION_SECONDS", "BalanceRow", "LedgerEntry",
            "LedgerSnapshot", "LedgerStore", "LowBalance", "Posting", "Written"]
 
+LEDGER_STORE = "ledger"  # its name in store_full refusals and their metric
 RETENTION_SECONDS = RETENTION["billing_ledger"].seconds  # 7 calendar years (storage.retention)
 _T = 16  # account token bytes
 _TIME_KEYS = b"time_keyed_since"  # ledger_meta: debits of messages before this (ms) may have old keys
@@ -156,11 +157,18 @@ class LedgerStore:
             self.writes += 1
             if durable:
                 self.env.sync(True)
-        except lmdb.MapFullError as exc:
-            raise StoreFull("the ledger store is full") from exc
         except lmdb.Error as exc:
-            raise StorageError(f"the ledger write failed: {type(exc).__name__}") from exc
+            raise self._failed("write", exc) from exc
         return Written(results, low)
+
+    def _failed(self, what: str, exc: lmdb.Error) -> StorageError:
+        """The error a failed write or sync is refused with: its map or its disk full is ``store_full``
+        for the ``ledger`` store, counted in ``smsroute_store_full_refusals_total`` (the ledger actor logs
+        it, once and then a summary: ``storage.full_alarm``); before, a full disk was a bare
+        ``storage_error``, uncounted."""
+        if isinstance(exc, lmdb.MapFullError) or is_full_disk(exc, self.env.path()):
+            return store_full(LEDGER_STORE, logged=False)
+        return StorageError(f"the ledger {what} failed: {type(exc).__name__}")
 
     def ledger_key(self, token: bytes) -> Sealer | None:
         """The account's ledger key; None once it is gone (its identifiers are not written again)."""
@@ -280,7 +288,7 @@ class LedgerStore:
         try:
             self.env.sync(True)
         except lmdb.Error as exc:
-            raise StorageError(f"the ledger sync failed: {type(exc).__name__}") from exc
+            raise self._failed("sync", exc) from exc
 
     # --- erasure and deletion -------------------------------------------------------------------
 
