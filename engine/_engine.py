@@ -422,10 +422,15 @@ class Engine(AccountManager, HoldManager):
         return dead
 
     def full_stores(self) -> list[str]:
-        """The stores of this process refusing new messages for lack of space right now (``message:fra``:
-        a POP's message store whose disk or LMDB map is full; ``storage.space_watch``); ``/readyz``
-        answers 503 ``store_full`` while there is one."""
-        return self.runtime.directory.full_stores.names()
+        """The stores refusing new messages for lack of space right now (``message:fra``: a POP's message
+        store whose disk or LMDB map is full; ``storage.space_watch``), this process's and, in a cluster,
+        those its workers' heartbeats name (``worker:w0 (message:fra)``: the worker, never a path);
+        ``/readyz`` answers 503 ``store_full`` while there is one."""
+        full = self.runtime.directory.full_stores.names()
+        if self.cluster is not None:
+            full += [f"worker:{w['node']} ({name})" for w in self.cluster.status()
+                     for name in w.get("full_stores", ())]
+        return full
 
     def stats(self, with_carriers: bool = False) -> dict:
         """The numbers of ``/v1/stats``; ``with_carriers``: ``carriers`` too (``/metrics``, so one scrape

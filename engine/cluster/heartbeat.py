@@ -10,6 +10,11 @@ HTTP loop and its NATS loop - and only when every one of them answered writes on
 A stopped process writes nothing, and a process whose loop or actor thread is stuck stops writing even
 though its heartbeat thread still runs. The supervisor judges the silence (``engine.cluster.liveness``).
 
+A worker's beat also names the stores that refuse new messages for lack of space right now
+(``smsroute beat w0 full=message:fra``; ``storage.space_watch``), so the core's ``/readyz`` says
+``store_full`` for them: the line goes every second anyway, so this costs nothing more than a few bytes
+(before, only the worker's own metric and log knew, and the core kept answering 200).
+
 The pipe, not NATS: a NATS outage must not look like every child hanging at once (and restart them all),
 and the pipe is there anyway. Beats stop, and the thread ends, when the pipe is gone (the parent died:
 ``engine.cluster.lifeline`` stops the process then).
@@ -31,6 +36,7 @@ from pykka.messages import ProxyGetAttr
 log = logging.getLogger(__name__)
 
 BEAT = "smsroute beat"  # a beat line: f"{BEAT} {node}\n" (engine.cluster.local reads it)
+FULL = "full="  # then, if any, f" {FULL}{','.join(full store names)}" (no space or comma in a name)
 
 _URN = ProxyGetAttr(attr_path=("actor_urn",))  # a question any pykka actor answers in its turn
 #: A probe: given a deadline (``time.monotonic()``), True once the part it asks answered by then.
@@ -81,17 +87,32 @@ def actors_probe(refs_of: Callable[[], Iterable[Any]]) -> Probe:
     return probe
 
 
+def beat_line(node: str, full_stores: Iterable[str] = ()) -> bytes:
+    """The beat line of ``node``, naming the stores that are full right now (none: just the beat)."""
+    full = ",".join(full_stores)
+    return f"{BEAT} {node}{f' {FULL}{full}' if full else ''}\n".encode("ascii", "replace")
+
+
+def full_stores_of(line: str) -> tuple[str, ...]:
+    """The full stores a beat line names (:func:`beat_line`)."""
+    for word in line.split()[3:]:
+        if word.startswith(FULL):
+            return tuple(name for name in word[len(FULL):].split(",") if name)
+    return ()
+
+
 class Heartbeat:
     """Every ``every`` seconds: run every probe (each may take until ``every`` + ``patience`` from the
-    round's start) and, if all answered, write a beat line to ``fd``."""
+    round's start) and, if all answered, write a beat line to ``fd`` naming what ``full_stores`` gives
+    (the process's stores that refuse new data for lack of space)."""
 
     def __init__(self, node: str, every: float, probes: list[Probe], *, fd: int = 1,
-                 patience: float = 30.0) -> None:
+                 patience: float = 30.0, full_stores: Callable[[], Iterable[str]] = tuple) -> None:
         self.node, self.every, self.probes, self.fd = node, every, probes, fd
+        self.full_stores = full_stores
         self.patience = patience  # how long a round waits for a slow part (it beats once it answers)
         self.beats = 0
         self.rounds = 0  # rounds finished, beating or not
-        self._line = f"{BEAT} {node}\n".encode("ascii")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"smsroute-{node}-beat")
 
@@ -109,7 +130,7 @@ class Heartbeat:
             deadline = next_round + self.every + self.patience
             if all(probe(deadline) for probe in self.probes):
                 try:
-                    os.write(self.fd, self._line)
+                    os.write(self.fd, beat_line(self.node, self.full_stores()))
                 except OSError:  # the pipe is gone: the parent died (the lifeline stops us)
                     return
                 self.beats += 1

@@ -44,9 +44,11 @@ class Liveness:
     def __init__(self) -> None:
         self.last_beat: float | None = None  # time.monotonic() of the ready line or the last beat
         self.state = ALIVE
+        self.full_stores: tuple[str, ...] = ()  # what the last beat named full (engine.cluster.heartbeat)
 
-    def beat(self, now: float) -> None:
+    def beat(self, now: float, full_stores: tuple[str, ...] = ()) -> None:
         self.last_beat = now
+        self.full_stores = full_stores
 
     def silent_for(self, now: float) -> float | None:
         """Seconds since the last beat (None before the ready line)."""

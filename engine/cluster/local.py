@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.cluster import nats_leftover
-from engine.cluster.heartbeat import BEAT
+from engine.cluster.heartbeat import BEAT, full_stores_of
 from engine.cluster.liveness import ALIVE, HUNG, KILL, Deadlines, Liveness
 from engine.cluster.nats_server import NatsServer
 from engine.cluster.placement import Placement, core_placement
@@ -349,7 +349,8 @@ class LocalCluster:
         """Every worker and HTTP edge: node, pid, whether it runs, whether it is ready (runs and said so:
         not while a restart starts it), whether it is hung (runs but its heartbeat is over
         ``child_hung_after_seconds`` late), seconds since its last heartbeat (None while it starts), how
-        often it was restarted, and how often of those it was killed for hanging."""
+        often it was restarted, how often of those it was killed for hanging, and the stores its last
+        heartbeat named full (``message:fra``: refusing new messages for lack of space)."""
         out = []
         now = time.monotonic()
         for w in [*self.workers, *self.edges]:
@@ -360,7 +361,8 @@ class LocalCluster:
                         "ready": alive and life.last_beat is not None,
                         "hung": alive and life.state != ALIVE,
                         "silent_seconds": None if silent is None else round(silent, 1),
-                        "restarts": w.restarts, "hung_kills": w.hung_kills})
+                        "restarts": w.restarts, "hung_kills": w.hung_kills,
+                        "full_stores": list(life.full_stores) if alive else []})
         return out
 
     def kill_worker(self, index: int, kind: str = "w") -> int:
@@ -425,7 +427,7 @@ def _read_until_ready(stream, node: str, seen: queue.SimpleQueue, life: Liveness
         for line in stream:
             if ready:
                 if line.startswith(beat):
-                    life.beat(time.monotonic())
+                    life.beat(time.monotonic(), full_stores_of(line))
                 continue
             if said:  # it said why it could not start: the rest is drained
                 continue

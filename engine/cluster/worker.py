@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None, overrides: dict | None = None) -> int:
     if args.beat_every > 0:  # to the smsroute run that supervises us (engine.cluster.liveness)
         Heartbeat(placement.node, args.beat_every, [
             actors_probe(lambda: runtime.directory.pops.values()),  # the actors' dispatcher thread
-            loop_probe(lambda: runtime.transport and runtime.transport.loop)]).start()
+            loop_probe(lambda: runtime.transport and runtime.transport.loop)],
+            full_stores=runtime.directory.full_stores.names).start()  # the core's /readyz: store_full
     signal.sigwait(stop_signals)
     runtime.stop()
     runtime.release()

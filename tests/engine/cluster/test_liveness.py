@@ -14,7 +14,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from actors.dispatch import DispatchedActor
-from engine.cluster.heartbeat import BEAT, Heartbeat, actors_probe, loop_probe
+from engine.cluster.heartbeat import (
+    BEAT,
+    Heartbeat,
+    actors_probe,
+    beat_line,
+    full_stores_of,
+    loop_probe,
+)
 from engine.cluster.liveness import ALIVE, HUNG, KILL, Deadlines, Liveness
 from engine.config import load_settings
 from engine.errors import ConfigError
@@ -189,4 +196,38 @@ def test_the_heartbeat_ends_when_its_pipe_is_gone():
         wait_for(lambda: not beat._thread.is_alive(), "the heartbeat thread ended", 5)
         assert beat.beats == 0
     finally:
+        os.close(write_fd)
+
+
+# --- a worker's full stores, on its beat line ----------------------------------------------------------
+
+store_names = st.lists(st.from_regex(r"[a-z][a-z0-9_:-]{0,20}", fullmatch=True), max_size=4, unique=True)
+
+
+@given(store_names, st.sampled_from(["w0", "w12", "e3"]))
+def test_a_beat_line_names_the_full_stores_and_the_reader_reads_them_back(names, node):
+    line = beat_line(node, names).decode()
+    assert line.startswith(f"{BEAT} {node}") and line.endswith("\n") and line.count("\n") == 1
+    assert full_stores_of(line) == tuple(names)
+    if not names:
+        assert line == f"{BEAT} {node}\n"  # what a supervisor of an older version reads too
+
+
+def test_the_heartbeat_names_the_full_stores_of_the_moment_and_the_supervisor_shows_them():
+    read_fd, write_fd = os.pipe()
+    full: list[str] = ["message:fra"]
+    beat = Heartbeat("w7", 0.02, [lambda deadline: True], fd=write_fd,
+                     full_stores=lambda: list(full)).start()
+    try:
+        assert set(_read_beats(read_fd, 2)) == {f"{BEAT} w7 full=message:fra".encode()}
+        life = Liveness()
+        life.beat(0.0, full_stores_of(f"{BEAT} w7 full=message:fra\n"))
+        assert life.full_stores == ("message:fra",)
+        full.clear()  # space is back
+        wait_for(lambda: f"{BEAT} w7".encode() in _read_beats(read_fd, 1), "a beat naming nothing", 5)
+        life.beat(1.0, full_stores_of(f"{BEAT} w7\n"))
+        assert life.full_stores == ()
+    finally:
+        beat.stop()
+        os.close(read_fd)
         os.close(write_fd)

@@ -1,0 +1,100 @@
+"""A cluster's core is not ready while a worker's message store is full, and ready again after.
+
+``smsroute run --workers N``: a worker whose disk filled refused every new message ``store_full``, but only
+its own ``/readyz`` - which nothing asks: the core serves the ports - knew it; the core's ``/readyz`` kept
+answering 200, so a load balancer kept sending it traffic the cluster could only refuse. The worker now
+names its full stores on its heartbeat line (the stdout pipe ``smsroute run`` already reads,
+``engine.cluster.heartbeat``), and the core's ``/readyz`` answers 503 ``store_full`` naming the worker and
+the store - ``worker:w0 (message:fra)``, never a path - until the worker says the store takes new messages
+again.
+
+Runs in a private mount namespace with a 4 MiB tmpfs on the worker's data directory only
+(``<data>/workers/w0``), as the other disk-full tests (needs root and ``unshare``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.engine.test_cli_startup_functional import _private_mounts_allowed
+
+pytestmark = pytest.mark.functional
+
+CHILD = r"""
+import json, os, subprocess, sys, time
+from engine.errors import SmsrouteError
+from tests.engine.cluster.support import Cluster
+from tests.engine.crash_support import webhook_engine_overrides
+from tests.engine.http.conftest import Client
+from pathlib import Path
+
+data = Path(sys.argv[1])
+worker_disk = data / "workers" / "w0"
+
+
+def until(what, predicate, timeout=8.0):
+    deadline = time.monotonic() + timeout
+    while not (result := predicate()):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.05)
+    return result
+
+
+c = Cluster(data, 1, overrides=webhook_engine_overrides(), http=True)
+try:
+    ops = Client(c.engine.http.control_port)
+    account = c.accounts(1)[0]
+    ready_before = ops.request("GET", "/readyz")[0]
+    # a first message, so the worker holds the account's key before its disk fills (storing it then fails)
+    c.engine.submit(account.api_key, "+4915112345678", "ACME", "first")
+    subprocess.run(["dd", "if=/dev/zero", f"of={worker_disk}/fill", "bs=64k"], stderr=subprocess.DEVNULL)
+    msg = {"to": "+4915112345678", "sender": "ACME", "body": "x" * 150}
+
+    def refused():
+        codes = set()
+        for future in c.engine.submit_many(account.api_key, [msg] * 50):
+            try:
+                future.result(30)
+            except SmsrouteError as exc:
+                codes.add(exc.code)
+        return codes
+
+    codes = until("a submit refused store_full", refused)
+
+    def not_ready():
+        status, _, body = ops.request("GET", "/readyz")
+        return (status, body) if status != 200 else None
+
+    status, body = until("the core not ready", not_ready)
+    os.remove(f"{worker_disk}/fill")
+    until("the core ready again", lambda: ops.request("GET", "/readyz")[0] == 200)
+    print(json.dumps({"ready_before": ready_before, "codes": sorted(codes), "status": status,
+                      "body": body, "data": str(data)}))
+finally:
+    c.stop()
+"""
+
+SCRIPT = ('mkdir -p "$DATA/workers/w0" && mount -t tmpfs -o size=4m tmpfs "$DATA/workers/w0" '
+          '&& exec "$PY" -c "$CHILD" "$DATA"')
+
+
+@pytest.mark.skipif(not _private_mounts_allowed(), reason="needs root and a private mount namespace "
+                    "(unshare -m) for a tiny tmpfs")
+def test_the_cores_readyz_names_a_worker_whose_store_is_full_and_is_ready_again_after(tmp_path):
+    env = {**os.environ, "DATA": str(tmp_path / "data"), "PY": sys.executable, "CHILD": CHILD}
+    done = subprocess.run(["unshare", "-m", "bash", "-c", SCRIPT], env=env, capture_output=True,
+                          text=True, timeout=60, cwd=os.getcwd())
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["ready_before"] == 200
+    assert seen["codes"] == ["store_full"]
+    # before: 200 all along (only the worker's own metric and log knew)
+    assert seen["status"] == 503 and seen["body"]["error"]["code"] == "store_full", seen
+    message = seen["body"]["error"]["message"]
+    assert "worker:w0 (message:fra)" in message and seen["data"] not in message  # the worker, not a path
