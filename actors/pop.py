@@ -59,6 +59,7 @@ from storage.records import LiveRecord
 from storage.space_watch import SpaceWatch
 
 log = logging.getLogger(__name__)
+HOLD_LOG_SECONDS = 60.0  # at most one "carrier attempts held" ALARM this often
 
 
 class PopActor(DispatchedActor):
@@ -97,6 +98,9 @@ class PopActor(DispatchedActor):
         self.receipt_answers = ReceiptAnswers()  # receipts answered after the next commit
         self._expected: dict[str, list[m.ExpectedReceiptItem]] = {}  # recovered, for their carriers
         self._flush_scheduled = False
+        self._hold_logged = False  # the current hold of carrier attempts was logged (so its end is)
+        self._next_hold_log = 0.0  # monotonic: no hold ALARM before then
+        self._holds_unlogged = 0
         self.counters = {"accepted": 0, "refused_saturated": 0, "refunds": 0, "store_failures": 0,
                          "webhook_events_stored": 0, "commits": 0, "attempt_hold_starts": 0,
                          DELIVERED: 0, REJECTED: 0, FAILED: 0, EXPIRED: 0}
@@ -270,19 +274,28 @@ class PopActor(DispatchedActor):
 
     def _hold_attempts(self, why: str) -> None:
         """Status changes cannot be written: start no carrier attempt until they can (an acknowledgement
-        arriving then could not be stored; see the module docstring)."""
+        arriving then could not be stored; see the module docstring). Logged at most once a minute: on
+        a disk that is just full, holds and resumes may alternate with every commit."""
         if self.dispatcher.holding:
             return
         self.dispatcher.hold()
         self.counters["attempt_hold_starts"] += 1
+        now = self.clock.now()
+        self._hold_logged = now >= self._next_hold_log
+        if not self._hold_logged:
+            self._holds_unlogged += 1
+            return
+        self._next_hold_log = now + HOLD_LOG_SECONDS
         log.error("pop %s: ALARM carrier attempts held: status changes cannot be written (%s), so a "
-                  "carrier's acknowledgement could not be kept; %d messages wait", self.name, why,
-                  len(self.dispatcher.held))
+                  "carrier's acknowledgement could not be kept; %d messages wait (%d more holds since "
+                  "the last report)", self.name, why, len(self.dispatcher.held), self._holds_unlogged)
+        self._holds_unlogged = 0
 
     def _resume_attempts(self) -> None:
         resumed = self.dispatcher.resume()
-        log.warning("pop %s: status changes written again; %d held carrier attempts resume", self.name,
-                    resumed)
+        if self._hold_logged:
+            log.warning("pop %s: status changes written again; %d held carrier attempts resume",
+                        self.name, resumed)
 
     def _commit_staged(self) -> None:
         """Commit what is staged now, in a transaction of this POP's own, and act on the outcome."""

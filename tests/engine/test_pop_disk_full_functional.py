@@ -95,3 +95,74 @@ def test_a_disk_that_fills_up_refuses_new_messages_store_full_and_takes_them_onc
     assert seen["after"] == {"accepted": 10}
     assert seen["ready_full"] == [503, "store_full"] and seen["ready_after"] == [200, ""]
     assert "store message is full" in done.stderr
+
+
+HELD_CHILD = r"""
+import json, os, subprocess, sys, time
+from engine import Engine
+from engine.errors import SmsrouteError
+from tests.engine.crash_support import delivering_carriers
+
+mnt = sys.argv[1]
+overrides = delivering_carriers()
+overrides["engine"].update(tick_ms=50, admission_horizon_seconds=0)  # (suspended carriers take no more)
+engine = Engine.start(data_dir=f"{mnt}/data", overrides=overrides)
+acct = engine.create_account(email="full@example.com")
+engine.register_sender(acct.id, "ACME")
+engine.deposit(acct.id, usd="1000", chain="tron", tx_hash="0xfull", from_address="T")
+fra = sorted(c for c, s in engine.runtime.settings.carriers.items() if s.pop == "fra")
+
+
+def until(what, predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def pop():
+    return next(p for p in engine.stats()["pops"] if p["pop"] == "fra")
+
+
+for name in fra:
+    engine.suspend_carrier(name, True)
+parked = engine.submit(acct.api_key, "+4915112345678", "ACME", "waits for its carrier").message_id
+# the ledger has confirmed its debit, and the POP has written that down: nothing is left to commit
+until("its debit confirmed", lambda: not engine.runtime.pop_stores["fra"].debits.all())
+subprocess.run(["dd", "if=/dev/zero", f"of={mnt}/fill", "bs=64k"], stderr=subprocess.DEVNULL)
+msg = {"to": "+4915112345678", "sender": "ACME", "body": "x" * 150}
+refused = ""
+while not refused:  # until a commit of new messages fails: the POP holds its carrier attempts
+    for future in engine.submit_many(acct.api_key, [msg] * 100):
+        try:
+            future.result(30)
+        except SmsrouteError as exc:
+            refused = exc.code
+os.remove(f"{mnt}/fill")
+for name in fra:  # the parked message would start an attempt now: held, with nothing left to commit
+    engine.suspend_carrier(name, False)
+until("the parked message delivered", lambda: engine.status(parked).status == "delivered")
+print(json.dumps({"refused": refused, "hold_starts": pop()["attempt_hold_starts"],
+                  "held": pop()["attempts_held"]}))
+engine.stop()
+"""
+
+
+@pytest.mark.skipif(not _private_mounts_allowed(),
+                    reason="needs root and a private mount namespace (unshare -m) for a tiny tmpfs")
+def test_held_carrier_attempts_resume_by_the_probe_write_when_nothing_is_left_to_commit(tmp_path):
+    """A commit of new messages only fails: the POP holds its carrier attempts, and nothing it could
+    retry shows when status changes can be written again. Its probe write does, on a tick: the message
+    that waited for its carrier goes out once the carrier is back, without any other traffic."""
+    import json
+
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    env = {**os.environ, "MNT": str(mnt), "PY": sys.executable, "CHILD": HELD_CHILD}
+    done = subprocess.run(["unshare", "-m", "bash", "-c", SCRIPT], env=env, capture_output=True,
+                          text=True, timeout=60, cwd=os.getcwd())
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["refused"] == "store_full" and seen["hold_starts"] >= 1 and seen["held"] == 0, seen
+    assert "carrier attempts held" in done.stderr and "held carrier attempts resume" in done.stderr
