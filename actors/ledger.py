@@ -213,7 +213,7 @@ class LedgerActor(DispatchedActor):
         if isinstance(exc, StoreFull):
             self.full.refused(waiting)
         else:
-            log.error(f"ledger: ALARM {failed} (%s); will retry", *args, exc.code)
+            log.error("ledger: ALARM %s (%s); will retry", failed % args, exc.code)
 
     def _tell_pop(self, pop: str, msg: m.Message) -> None:
         """Tell a POP what it no longer owes. A POP already stopped (the engine stops the ledger last)
