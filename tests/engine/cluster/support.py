@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 import threading
@@ -18,6 +19,7 @@ from engine.cluster.nats_server import NatsServer
 from engine.cluster.placement import core_placement
 from engine.config import load_settings
 from tests.engine.crash_support import delivering_carriers
+from tests.waiting import wait_for
 
 DEPOSIT_USD = "1000"
 
@@ -84,6 +86,29 @@ class Cluster:
     def stop(self) -> None:
         self.engine.stop(drain_seconds=0)
         self.cluster.stop()
+
+
+def stop_process(pid: int, timeout: float = 5.0) -> None:
+    """SIGSTOP ``pid`` and return once every thread of it is stopped (a hung worker, for a test).
+
+    ``kill()`` returns as soon as the signal is queued: the kernel wakes one thread to stop the whole
+    group, and the others - a worker's NATS loop, the threads answering the core's questions - run on
+    until that thread has been scheduled. On a loaded host that is milliseconds, and a question the test
+    sends right after the kill is answered by the process it believes stopped (measured on a 2-core
+    host at load 6: after half of 300 kills a thread still ran, for up to 7 ms, and 5 of 300 questions
+    sent right after were answered)."""
+    os.kill(pid, signal.SIGSTOP)
+    wait_for(lambda: all(state in "TtZX" for state in _thread_states(pid)),
+             f"every thread of process {pid} stopped", timeout)
+
+
+def _thread_states(pid: int) -> list[str]:
+    """The state letter of each thread of ``pid`` (``/proc/<pid>/task/*/stat``; ``T``: stopped)."""
+    states = []
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        with contextlib.suppress(OSError):  # (a thread that ended meanwhile)
+            states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
+    return states
 
 
 @contextmanager

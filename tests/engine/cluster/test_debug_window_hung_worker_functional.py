@@ -18,7 +18,7 @@ import signal
 import pytest
 
 from engine.cluster import cluster_shards as shards
-from tests.engine.cluster.support import Cluster
+from tests.engine.cluster.support import Cluster, stop_process
 from tests.engine.cluster.test_views_hung_worker_functional import ANSWER_WITHIN_S, _call
 from tests.engine.crash_support import webhook_engine_overrides
 from tests.engine.http.conftest import Client
@@ -54,7 +54,7 @@ def test_closing_a_window_ends_what_answered_says_it_is_partial_and_the_retry_en
 
         stopped = c.cluster.workers[1].proc
         assert stopped is not None
-        os.kill(stopped.pid, signal.SIGSTOP)  # connected (the kernel keeps its socket), answers nothing
+        stop_process(stopped.pid)  # connected (the kernel keeps its socket), answers nothing
         try:
             took, status, partial = _call(port, account.api_key, "DELETE", "/v1/debug-window")
             assert status == 200 and took < ANSWER_WITHIN_S, (status, took, partial)

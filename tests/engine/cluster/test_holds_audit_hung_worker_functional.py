@@ -19,7 +19,7 @@ import pytest
 
 from engine.cluster import cluster_shards as shards
 from engine.errors import ClusterUnavailable
-from tests.engine.cluster.support import Cluster
+from tests.engine.cluster.support import Cluster, stop_process
 from tests.engine.cluster.test_views_hung_worker_functional import ANSWER_WITHIN_S, _call
 from tests.engine.crash_support import webhook_engine_overrides
 
@@ -52,7 +52,7 @@ def test_holds_and_audit_keep_what_answered_and_name_the_stopped_worker(tmp_path
 
         stopped = c.cluster.workers[1].proc
         assert stopped is not None
-        os.kill(stopped.pid, signal.SIGSTOP)  # connected (the kernel keeps its socket), answers nothing
+        stop_process(stopped.pid)  # connected (the kernel keeps its socket), answers nothing
         try:
             took, status, view = _call(port, token, "GET", "/v1/holds")
             assert status == 200 and took < ANSWER_WITHIN_S, (status, took, view)

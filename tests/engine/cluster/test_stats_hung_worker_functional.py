@@ -19,7 +19,7 @@ import time
 import pytest
 
 from engine.cluster import cluster_shards as shards
-from tests.engine.cluster.support import Cluster
+from tests.engine.cluster.support import Cluster, stop_process
 from tests.engine.crash_support import webhook_engine_overrides
 from tests.engine.http.promlint import lint
 from tests.waiting import wait_for
@@ -54,7 +54,7 @@ def test_a_stopped_worker_is_named_missing_and_the_others_rows_are_kept(tmp_path
         pops = {p["pop"] for p in before["pops"]}
         stopped = c.cluster.workers[1].proc
         assert stopped is not None
-        os.kill(stopped.pid, signal.SIGSTOP)  # connected (the kernel keeps its socket), answers nothing
+        stop_process(stopped.pid)  # connected (the kernel keeps its socket), answers nothing
         try:
             took, body = _get(port, token, "/v1/stats")
             assert took < ANSWER_WITHIN_S

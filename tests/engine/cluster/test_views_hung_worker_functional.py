@@ -19,7 +19,7 @@ import time
 import pytest
 
 from engine.cluster import cluster_shards as shards
-from tests.engine.cluster.support import Cluster
+from tests.engine.cluster.support import Cluster, stop_process
 from tests.engine.crash_support import webhook_engine_overrides
 from tests.engine.http.jsonschema_values import inline, mismatches
 from tests.waiting import wait_for
@@ -77,7 +77,7 @@ def test_views_keep_what_answered_and_a_suspension_says_where_it_was_done(tmp_pa
 
         stopped = c.cluster.workers[1].proc
         assert stopped is not None
-        os.kill(stopped.pid, signal.SIGSTOP)  # connected (the kernel keeps its socket), answers nothing
+        stop_process(stopped.pid)  # connected (the kernel keeps its socket), answers nothing
         try:
             took, status, retention = _call(port, token, "GET", "/v1/retention")
             assert status == 200 and took < ANSWER_WITHIN_S
