@@ -22,6 +22,7 @@ raised by ``submit_future`` itself; the rest arrive through the future.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -179,11 +180,16 @@ class Engine(AccountManager, HoldManager):
     @cluster.setter
     def cluster(self, cluster: Any) -> None:
         """Supervise ``cluster``: a child it kills for hanging answers no request of ours any more, so
-        those still waiting fail at once (``Transport.give_up_on``) instead of after their time-out."""
+        those still waiting fail at once (``Transport.give_up_on``) instead of after their time-out;
+        one it judges hung may still wake, so only the reads waiting for it fail then; and a worker it
+        knows hung, down or restarting is not asked at all (``ClusterShards.not_answering``)."""
         self._cluster = cluster
         transport = self.runtime.transport
         if cluster is not None and transport is not None:
             cluster.on_killed = transport.give_up_on
+            cluster.on_hung = functools.partial(transport.give_up_on, reads_only=True)
+            if hasattr(self.runtime.shards, "not_answering"):  # (the core's ClusterShards)
+                self.runtime.shards.not_answering = cluster.not_answering
 
     @property
     def stopping(self) -> bool:

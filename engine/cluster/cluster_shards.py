@@ -14,6 +14,14 @@ operator knows which part of the cluster holds it. A suspension, a table and an 
 same action again is safe and converges. So is placing a hold with an ``Idempotency-Key``: a worker that
 placed it answers that hold, the others place it (``storage.holds.Holds.place``). Without a key, placing
 it again places a second hold where one was placed (the message says so).
+
+A worker the core's supervisor knows will not answer - hung (its heartbeat over
+``child_hung_after_seconds`` late), down or restarting (:attr:`ClusterShards.not_answering`, set from
+``engine.cluster.local.LocalCluster.not_answering``) - is not asked at all: a view names it missing at
+once, a question that needs its answer is refused at once (``ClusterUnavailable``: 503 with
+``Retry-After``) and an action lists it as not asked. Before, each question to it held a query thread
+for its whole time-out (2 s for a view, 30 s otherwise) until the worker was killed, and a few such
+requests exhausted the threads every other request waits for.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import heapq
 import itertools
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Any
 
@@ -38,6 +46,13 @@ log = logging.getLogger(__name__)
 
 QUERY_TIMEOUT_S = 30.0
 STATS_TIMEOUT_S = 2.0  # workers' numbers for /v1/stats and /metrics: one not answering by then is named missing
+QUERY_THREADS_PER_WORKER = 4  # each worker's own: questions to one never wait behind another's
+# questions that change nothing where they are answered: given up on when their worker is judged hung
+# (``Transport.give_up_on(reads_only=True)``), as nothing happens if it wakes and answers them late
+READS = frozenset({
+    "find_record", "find_records", "records_for_account_page", "records_page", "account_pages",
+    "webhook_events", "owed_to_ledger", "pop_stats", "carrier_stats", "sweeper_stats",
+    "transport_stats", "active_holds", "hold_audit_page", "hold_ended", "answer_part"})
 RETRY_ADVICE = {  # what a partial action's error tells the operator about asking again
     "suspend_carrier": "the same suspension again is safe and brings every worker to it",
     "use_routing": "the workers that missed the table ask the core for it when their link is back",
@@ -56,21 +71,38 @@ class ClusterShards:
         self.transport = transport
         self.workers = workers
         self.placement = Placement(node="core", runs_pops=False, workers=workers)
-        self._pool = ThreadPoolExecutor(max_workers=max(2, len(workers)),
-                                        thread_name_prefix="shard-query")
-        # the stats questions' own threads: never queued behind a 30 s query to a hung worker
-        self._stats_pool = ThreadPoolExecutor(max_workers=max(4, 3 * len(workers)),
-                                              thread_name_prefix="shard-query-stats")
+        # each worker's own query threads: a question to one never waits for a thread held by a
+        # question to another that does not answer (before: one pool of max(2, workers) threads, and
+        # two questions to a silent worker held every question to the others for 30 s)
+        self._pools = {node: ThreadPoolExecutor(QUERY_THREADS_PER_WORKER,
+                                                thread_name_prefix=f"shard-query-{node}")
+                       for node in workers}
+        # the views' own threads: never queued behind a 30 s query to a hung worker
+        self._stats_pools = {node: ThreadPoolExecutor(QUERY_THREADS_PER_WORKER,
+                                                      thread_name_prefix=f"shard-query-stats-{node}")
+                             for node in workers}
+        # why a worker will not answer now ("hung", "down", "starting"), or None: ask it. The core that
+        # supervises its workers sets it (``Engine.cluster``); workers started elsewhere (``--role``)
+        # are always asked
+        self.not_answering: Callable[[str], str | None] = _always_asked
 
     def close(self) -> None:
         """Stop the query threads (the engine's stop; a query still running finishes first)."""
-        self._pool.shutdown(wait=True)
-        self._stats_pool.shutdown(wait=True)
+        for pool in [*self._pools.values(), *self._stats_pools.values()]:
+            pool.shutdown(wait=True)
+
+    def _not_asked(self) -> dict[str, str]:
+        """The workers known not to answer now (:attr:`not_answering`), each with why: not asked."""
+        return {node: why for node in self.workers if (why := self.not_answering(node))}
 
     def _ask(self, node: str, kind: str, *args: Any, act_by: float | None = None,
              timeout: float | None = None) -> Any:
+        why = self.not_answering(node)
+        if why:  # (also judged between a caller's check and this question)
+            raise _refused(kind, {node: why})
         raw = self.transport.request(node, m.encode(m.ShardQuery(kind, list(args))),
-                                     QUERY_TIMEOUT_S if timeout is None else timeout, act_by)
+                                     QUERY_TIMEOUT_S if timeout is None else timeout, act_by,
+                                     read=kind in READS)
         reply = m.decode(raw)
         if isinstance(reply, m.ShardReplyParts):  # a large answer: fetched a part at a time
             raw = b"".join(self._ask(node, "answer_part", reply.token, i, timeout=timeout)
@@ -84,10 +116,18 @@ class ClusterShards:
 
     def _ask_all(self, kind: str, *args: Any) -> list[Any]:
         """Every worker's answer; the first failure is raised, and a question not yet sent then never
-        is (one deadline for all: a worker asked late would act after the caller was told 503)."""
+        is (one deadline for all: a worker asked late would act after the caller was told 503). A
+        worker known not to answer (:attr:`not_answering`) fails it at once, before any is asked."""
+        skipped = self._not_asked()
+        if skipped:
+            raise _refused(kind, skipped)
+        return self._ask_these(self.workers, kind, *args)
+
+    def _ask_these(self, nodes: tuple[str, ...], kind: str, *args: Any) -> list[Any]:
+        """:meth:`_ask_all` of ``nodes``: their answers in order, or the first failure."""
         act_by = time.time() + QUERY_TIMEOUT_S * ACT_WITHIN
-        futures = [self._pool.submit(self._ask, node, kind, *args, act_by=act_by)
-                   for node in self.workers]
+        futures = [self._pools[node].submit(self._ask, node, kind, *args, act_by=act_by)
+                   for node in nodes]
         try:
             return [f.result() for f in futures]
         except BaseException:
@@ -101,14 +141,18 @@ class ClusterShards:
         error then says where the action was done and where not (``ClusterUnavailable`` if any worker
         did not answer or was not asked, else the first worker's refusal), so the operator knows what
         holds - a state action (suspended or not, a table, an erasure) is converged by asking again."""
+        skipped = self._not_asked()  # known not to answer: not asked (named in the outcome)
         act_by = time.time() + QUERY_TIMEOUT_S * ACT_WITHIN
-        futures = {node: self._pool.submit(self._ask, node, kind, *args, act_by=act_by)
-                   for node in self.workers}
+        futures = {node: self._pools[node].submit(self._ask, node, kind, *args, act_by=act_by)
+                   for node in self.workers if node not in skipped}
         wait(futures.values(), return_when=FIRST_EXCEPTION)
         for f in futures.values():
             f.cancel()  # only one not yet started: never sent (one deadline for all, see _ask_all)
-        wait(futures.values())  # those asked end by their time-out
-        done, silent, not_asked, refused = [], [], [], []
+        # those asked end by their time-out (not the cancelled: one is "done" only once a thread of
+        # its worker's pool has taken it off the queue, which a silent worker's may not for 30 s)
+        wait([f for f in futures.values() if not f.cancelled()])
+        done, silent, refused = [], [], []
+        not_asked = [f"{node} ({why})" for node, why in skipped.items()]
         first: SmsrouteError | None = None
         for node, f in futures.items():
             if f.cancelled():
@@ -139,9 +183,16 @@ class ClusterShards:
         raise error_from_code(first.code, f"{first.message} ({outcome})")
 
     def find_record(self, message_id: str) -> MessageRecord | None:
-        for found in self._ask_all("find_record", message_id):
+        """The message's record from the worker that holds it. A worker known not to answer is not
+        asked: found at another, the record is the answer (a message lives on one worker); else the
+        silent one may hold it, and the question is refused at once (``ClusterUnavailable``)."""
+        skipped = self._not_asked()
+        for found in self._ask_these(tuple(n for n in self.workers if n not in skipped),
+                                     "find_record", message_id):
             if found is not None:
                 return _record(found)
+        if skipped:
+            raise _refused("find_record", skipped)
         return None
 
     def records_for_account(self, account_id: str) -> list[MessageRecord]:
@@ -297,13 +348,16 @@ class ClusterShards:
         and the customer's closing of a debugging window, an action safe to repeat) at once, with one
         deadline for all. A worker that is down, cut off or hung but connected
         (SIGSTOP, busy actors) delays the call by at most ``timeout`` and is named missing; the
-        others' answers are kept."""
+        others' answers are kept. One the supervisor knows will not answer (:attr:`not_answering`)
+        is not asked: named missing at once (``"hung: not asked"``)."""
+        skipped = self._not_asked()  # known not to answer: named at once, holding no thread
         act_by = time.time() + timeout * ACT_WITHIN
-        futures = {(kind, node): self._stats_pool.submit(self._ask, node, kind, *args, act_by=act_by,
-                                                         timeout=timeout)
-                   for kind in kinds for node in self.workers}
+        futures = {(kind, node): self._stats_pools[node].submit(self._ask, node, kind, *args,
+                                                                act_by=act_by, timeout=timeout)
+                   for kind in kinds for node in self.workers if node not in skipped}
         wait(futures.values(), timeout + 2)
-        out: dict[str, tuple[dict[str, Any], dict[str, str]]] = {kind: ({}, {}) for kind in kinds}
+        out: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
+            kind: ({}, {node: f"{why}: not asked" for node, why in skipped.items()}) for kind in kinds}
         for (kind, node), f in futures.items():
             answers, missing = out[kind]
             if f.done() and not f.cancelled() and f.exception() is None:
@@ -371,6 +425,18 @@ class ClusterShards:
     def profile(self, on: bool) -> dict[str, Any]:
         """Each worker's stage profile (see ``LocalShards.profile``), by node."""
         return dict(zip(self.workers, self._ask_all("profile", on), strict=True))
+
+
+def _always_asked(node: str) -> str | None:
+    return None
+
+
+def _refused(kind: str, skipped: dict[str, str]) -> ClusterUnavailable:
+    """The error of a question not asked because ``skipped`` (node -> why) will not answer now."""
+    return ClusterUnavailable(
+        f"{kind} not asked: worker {', '.join(f'{node} is {why}' for node, why in skipped.items())}; "
+        "a hung worker is restarted if it stays silent (GET /readyz shows when it is back), then ask "
+        "again")
 
 
 def _transport_view(nodes: tuple[str, ...], answers: dict[str, Any], missing: dict[str, str]

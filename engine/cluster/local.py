@@ -123,6 +123,9 @@ class LocalCluster:
         self._lock = threading.Lock()
         # told the node of a child killed for hanging (the core's transport gives up on its requests)
         self.on_killed: Callable[[str], Any] | None = None
+        # told the node of a child judged hung (the core's transport gives up on its reads: its
+        # questions hold no thread until the kill)
+        self.on_hung: Callable[[str], Any] | None = None
         self._supervisor: threading.Thread | None = None
 
     # --- start ---------------------------------------------------------------------------------------
@@ -328,6 +331,8 @@ class LocalCluster:
         if state == HUNG:
             log.error("%s %s is hung: no heartbeat for %.1f s; killed after %g s", fields["role"],
                       w.node, fields["silent_seconds"], self.deadlines.kill_after, extra=fields)
+            if self.on_hung is not None:
+                self.on_hung(w.node)
         elif state == ALIVE:
             log.warning("%s %s answers again", fields["role"], w.node, extra=fields)
         elif state == KILL:
@@ -364,6 +369,23 @@ class LocalCluster:
                         "restarts": w.restarts, "hung_kills": w.hung_kills,
                         "full_stores": list(life.full_stores) if alive else []})
         return out
+
+    def not_answering(self, node: str) -> str | None:
+        """Why worker (or edge) ``node`` will answer no question now - ``"down"`` (not running: exited,
+        killed, waiting for its restart), ``"starting"`` (running, not ready yet) or ``"hung"`` (its
+        heartbeat is over ``child_hung_after_seconds`` late) - or None: ask it (also for a node this
+        cluster does not run). Read by the core's query threads before each question
+        (``ClusterShards``), so a worker known not to answer holds no thread for a question's time-out;
+        the same verdicts as :meth:`status` and ``/readyz``."""
+        w = next((c for c in [*self.workers, *self.edges] if c.node == node), None)
+        if w is None:
+            return None
+        proc, life = w.proc, w.life
+        if proc is None or proc.poll() is not None:
+            return "down"
+        if life.last_beat is None:
+            return "starting"
+        return "hung" if life.state != ALIVE else None
 
     def kill_worker(self, index: int, kind: str = "w") -> int:
         """SIGKILL one worker (or edge: ``kind="e"``) for fault tests; the supervisor restarts it.

@@ -135,7 +135,8 @@ class Transport:
         self._thread: threading.Thread | None = None
         self._nc: Any = None
         self._queue: collections.deque[tuple[str, bytes]] = collections.deque()  # (subject, payload)
-        self._asking: dict[str, set[Any]] = {}  # node -> the futures of requests to it not yet answered
+        # node -> the futures of requests to it not yet answered, each with whether it is a read
+        self._asking: dict[str, dict[Any, bool]] = {}
         self._queued_bytes = 0
         self._sender: asyncio.Task[None] | None = None
         self.counters = {"frames_out": 0, "frames_in": 0, "batches_out": 0, "batches_in": 0,
@@ -317,12 +318,14 @@ class Transport:
 
     # --- request / reply (queries between the core and workers; never on the hot path) -----------------
 
-    def request(self, node: str, payload: bytes, timeout: float, act_by: float | None = None) -> bytes:
+    def request(self, node: str, payload: bytes, timeout: float, act_by: float | None = None, *,
+                read: bool = False) -> bytes:
         """Ask ``node`` (from any thread but the transport's own) and wait for its answer; refused at
         once while the link is down, and dropped by ``node`` if it arrives after its deadline (see the
-        module docstring): a request this raises for is never acted on later. ``act_by``: the deadline
-        (``time.time()`` seconds) when one question goes to many nodes; by default ``ACT_WITHIN`` of
-        ``timeout`` from now."""
+        module docstring): a request this raises for is never acted on later - but for a ``read`` (a
+        question that changes nothing where it is answered), which :meth:`give_up_on` may fail while
+        ``node`` could still answer it. ``act_by``: the deadline (``time.time()`` seconds) when one
+        question goes to many nodes; by default ``ACT_WITHIN`` of ``timeout`` from now."""
         loop = self._loop
         if loop is None or self._nc is None:
             raise TransportError("the transport is not running")
@@ -339,23 +342,29 @@ class Transport:
             self._nc.request(self.subject(node) + ".query", payload, timeout=timeout, headers=headers),
             loop)
         with self._lock:
-            self._asking.setdefault(node, set()).add(future)
+            self._asking.setdefault(node, {})[future] = read
         try:
             return future.result(timeout + 1).data
         except Exception as exc:
-            raise TransportError(f"{node} did not answer: {type(exc).__name__}") from exc
+            why = "given up on it (hung or killed)" if future.cancelled() else type(exc).__name__
+            raise TransportError(f"{node} did not answer: {why}") from exc
         finally:
             with self._lock:
-                self._asking.get(node, set()).discard(future)
+                self._asking.get(node, {}).pop(future, None)
 
-    def give_up_on(self, node: str) -> int:
+    def give_up_on(self, node: str, reads_only: bool = False) -> int:
         """Fail at once every request to ``node`` still waiting for its answer (``TransportError``, as a
         time-out would): the process was killed (``engine.cluster.local``, a hung worker), so none will
         come. Without this each waited out its whole time-out (30 s for the core's queries), holding a
         query thread, and the questions queued behind them were refused as not asked in time - also
-        those for the restarted worker. Returns how many were failed."""
+        those for the restarted worker. ``reads_only``: only the reads (``request(read=True)``) - the
+        node was judged hung but may still wake and answer; an action must then still wait for its
+        answer or its time-out (never reported failed and done later). Returns how many were failed."""
         with self._lock:
-            pending = list(self._asking.pop(node, ()))
+            asking = self._asking.get(node, {})
+            pending = [f for f, read in asking.items() if read or not reads_only]
+            for future in pending:
+                del asking[future]
         for future in pending:
             future.cancel()
         return len(pending)

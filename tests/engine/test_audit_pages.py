@@ -54,7 +54,8 @@ class _Nats:
         self.workers = workers
         self.answered: list[int] = []
 
-    def request(self, node: str, payload: bytes, timeout: float, act_by: float | None = None) -> bytes:
+    def request(self, node: str, payload: bytes, timeout: float, act_by: float | None = None,
+                *, read: bool = False) -> bytes:
         raw = self.workers[node].answer(payload)
         reply = m.decode(raw)
         if m.decode(payload).kind == "hold_audit_page" and isinstance(reply, m.ShardReply):

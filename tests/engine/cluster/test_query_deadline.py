@@ -14,7 +14,7 @@ import time
 import pytest
 
 from engine import messages as m
-from engine.cluster.cluster_shards import ClusterShards
+from engine.cluster.cluster_shards import QUERY_THREADS_PER_WORKER, ClusterShards
 from engine.cluster.nats_server import NatsServer
 from engine.cluster.transport import Transport
 from engine.errors import ClusterUnavailable
@@ -93,7 +93,8 @@ class _FailingFirst:
     def __init__(self) -> None:
         self.asked: list[tuple[str, float | None]] = []
 
-    def request(self, node: str, payload: bytes, timeout: float, act_by: float | None = None) -> bytes:
+    def request(self, node: str, payload: bytes, timeout: float, act_by: float | None = None,
+                *, read: bool = False) -> bytes:
         self.asked.append((node, act_by))
         if node == "w0":
             raise ClusterUnavailable("w0 did not answer")
@@ -107,7 +108,8 @@ def test_when_one_worker_fails_a_question_still_queued_for_another_is_never_sent
     shards = ClusterShards(transport, ("w0", "w1"))
     busy = threading.Event()
     try:
-        shards._pool.submit(busy.wait, 10)  # one of the two threads is busy: w1's question waits
+        for _ in range(QUERY_THREADS_PER_WORKER):  # w1's threads are busy: its question waits
+            shards._pools["w1"].submit(busy.wait, 10)
         with pytest.raises(ClusterUnavailable):
             shards.suspend_carrier("fra-telekom", True)
     finally:
@@ -158,5 +160,54 @@ def test_requests_to_a_killed_node_fail_at_once_when_its_asker_gives_up_on_it(tm
             t.join(5)
         asker.stop()
         other.stop()
+        hung.stop()
+        server.stop()
+
+
+def test_a_node_judged_hung_has_its_reads_given_up_and_its_actions_waited_for(tmp_path):
+    """At the hung verdict the node may still wake and act (a SIGCONT): a read given up then changes
+    nothing if it is answered late, but an action reported failed could be done afterwards. So
+    ``give_up_on(node, reads_only=True)`` fails only the reads (before: both held their query thread
+    until the kill or their time-out), and the action still gets its answer once the node wakes."""
+    server = NatsServer(log_dir=tmp_path / "nats-log").start()
+    release = threading.Event()
+
+    def stalled(raw: bytes) -> bytes:  # the hung worker: answers once it wakes
+        release.wait(30)
+        return m.encode(m.ShardReply(True, m.decode(raw).kind, ""))
+
+    deliver = lambda target, frame, message: True  # noqa: E731
+    hung = Transport([server.url], "w0", deliver, answer=stalled).start()
+    asker = Transport([server.url], "core", deliver).start()
+    outcomes: dict[str, object] = {}
+
+    def ask(kind: str, read: bool) -> None:
+        try:
+            outcomes[kind] = m.decode(asker.request("w0", m.encode(m.ShardQuery(kind, [])), 20.0,
+                                                    read=read)).result
+        except BaseException as exc:
+            outcomes[kind] = exc
+
+    askers = {kind: threading.Thread(target=ask, args=(kind, kind == "records_page"))
+              for kind in ("records_page", "place_hold")}
+    try:
+        for t in askers.values():
+            t.start()
+        wait_for(lambda: len(asker._asking.get("w0", ())) == 2, "both requests to w0 waiting", 5)
+        started = time.monotonic()
+        assert asker.give_up_on("w0", reads_only=True) == 1
+        askers["records_page"].join(5)
+        assert time.monotonic() - started < 2.0  # not its 20 s time-out
+        assert isinstance(outcomes["records_page"], ClusterUnavailable)
+        assert "given up on it" in str(outcomes["records_page"])
+        assert askers["place_hold"].is_alive() and "place_hold" not in outcomes  # still waiting
+        release.set()  # the node wakes: the action's answer is its caller's
+        askers["place_hold"].join(5)
+        assert outcomes["place_hold"] == "place_hold"
+    finally:
+        release.set()
+        for t in askers.values():
+            t.join(5)
+        asker.stop()
         hung.stop()
         server.stop()
