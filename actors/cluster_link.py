@@ -26,6 +26,7 @@ from engine import messages as m
 from engine.cluster.cluster_shards import ClusterShards
 from engine.cluster.nats_security import NatsSecurity
 from engine.cluster.placement import CORE
+from engine.cluster.presence import PresenceBoard
 from engine.cluster.shard_answers import QueryHandler
 from engine.cluster.shards import LocalShards
 from engine.cluster.transport import Transport
@@ -60,6 +61,10 @@ class ClusterLink:
         rt.directory.transport = transport
         if not place.runs_pops:  # the core: what the POP shards hold is asked of the workers
             rt.shards = ClusterShards(transport, place.workers)
+            # which workers take submits: what they announce (the engine puts its supervisor's view
+            # in its place for the workers it supervises: Engine.cluster)
+            rt.presence = PresenceBoard(place.workers, rt.settings.engine.child_hung_after_seconds)
+            transport.readiness = rt.presence.listen(transport)
             rt.routing.push = rt.shards.use_routing
             rt.clock.every(UNANSWERED_AFTER_S, _ExpireUnanswered(rt.bridge), lambda: None)
         if worker:

@@ -44,6 +44,7 @@ from actors.sweeper import SweeperActor
 from engine import messages as m
 from engine.cluster.cluster_shards import ClusterShards
 from engine.cluster.placement import Placement
+from engine.cluster.presence import PresenceBoard
 from engine.cluster.shards import LocalShards
 from engine.cluster.transport import Transport
 from engine.config import Settings
@@ -92,6 +93,7 @@ class Runtime:
         self.ids = ids
         self.placement = placement or Placement()
         self.transport: Transport | None = None
+        self.presence: PresenceBoard | None = None  # the core: what its workers announce (cluster_link)
         self.group_commit: GroupCommit | None = None  # when the POPs share one environment
         self._committer = None
         self.directory = Directory(settings.routing, self.placement)

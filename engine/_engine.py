@@ -181,8 +181,10 @@ class Engine(AccountManager, HoldManager):
     def cluster(self, cluster: Any) -> None:
         """Supervise ``cluster``: a child it kills for hanging answers no request of ours any more, so
         those still waiting fail at once (``Transport.give_up_on``) instead of after their time-out;
-        one it judges hung may still wake, so only the reads waiting for it fail then; and a worker it
-        knows hung, down or restarting is not asked at all (``ClusterShards.not_answering``)."""
+        one it judges hung may still wake, so only the reads waiting for it fail then; a worker it knows
+        hung, down or restarting is not asked at all (``ClusterShards.not_answering``), and a submit for
+        it is refused at once (``engine.cluster.presence``: the supervisor's view, rather than the
+        workers' announcements)."""
         self._cluster = cluster
         transport = self.runtime.transport
         if cluster is not None and transport is not None:
@@ -190,6 +192,7 @@ class Engine(AccountManager, HoldManager):
             cluster.on_hung = functools.partial(transport.give_up_on, reads_only=True)
             if hasattr(self.runtime.shards, "not_answering"):  # (the core's ClusterShards)
                 self.runtime.shards.not_answering = cluster.not_answering
+            transport.readiness = cluster
 
     @property
     def stopping(self) -> bool:
@@ -411,7 +414,10 @@ class Engine(AccountManager, HoldManager):
     def dead_actors(self) -> list[str]:
         """The long-lived actors (and, in a cluster, worker and edge processes) that are not running, or
         not working: a process a restart is starting is ``worker:<node> (starting)``, one whose heartbeat
-        is late ``worker:<node> (hung)`` (empty when healthy); ``/readyz`` answers 503 while there is one."""
+        is late ``worker:<node> (hung)``; a worker on another host (``--role core``) that has not
+        announced itself yet ``worker:<node> (not seen)``, one that said it stops ``(stopping)``, one
+        silent for ``child_hung_after_seconds`` ``(silent)`` (empty when healthy); ``/readyz`` answers 503
+        while there is one."""
         dead = [name for name, alive in self.runtime.actors_alive().items() if not alive]
         if self.runtime.dead_sessions():
             dead.append("sessions")
@@ -423,6 +429,9 @@ class Engine(AccountManager, HoldManager):
                     dead.append(f"worker:{w['node']} (starting)")
                 elif w["hung"]:
                     dead.append(f"worker:{w['node']} (hung)")
+        elif self.runtime.presence is not None:  # workers on other hosts: as they announce themselves
+            dead.extend(f"worker:{w['node']} ({w['state']})" for w in self.runtime.presence.status()
+                        if not w["ready"])
         if self.runtime.transport is not None and not self.runtime.transport.connected:
             dead.append("nats")
         return dead
@@ -446,6 +455,8 @@ class Engine(AccountManager, HoldManager):
             extra = {"mail": self.mail.stats(), "privacy": self.privacy.stats()}
         if self.cluster is not None:
             extra["workers"] = self.cluster.status()
+        elif self.runtime.presence is not None:
+            extra["workers"] = self.runtime.presence.status()
         if self.runtime.transport is not None:
             extra["transport"] = self.runtime.transport.stats()
         if self.billing is not None:

@@ -37,6 +37,7 @@ The tree::
     ├── OverloadedError             in-flight limit reached; retry later (HTTP 503)
     │   ├── CarriersSaturated       the route's carriers cannot take more within the admission horizon
     │   └── ClusterUnavailable      a worker or the NATS link did not answer in time (HTTP 503)
+    │       ├── WorkerUnavailable   ... refused before sending: the account's worker is not ready
     │       └── OutcomeUnknown      ... after the submit went out: it may have been accepted
     ├── RateLimited                 too many unverified requests from one source (HTTP 429)
     ├── StorageError                a store could not make the write durable (HTTP 503)
@@ -226,6 +227,11 @@ class ClusterUnavailable(OverloadedError):
     """A worker or the NATS link did not answer in time; the request may be retried."""
 
     code = "cluster_unavailable"
+
+
+class WorkerUnavailable(ClusterUnavailable):
+    """The worker holding the account is not ready (starting, restarting, hung, stopping, or not heard
+    of): the submit was refused before anything was sent or reserved, so retrying it is safe."""
 
 
 class OutcomeUnknown(ClusterUnavailable):

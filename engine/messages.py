@@ -643,6 +643,18 @@ class ShardReplyParts(Message):
     count: int
 
 
+@message(64)
+class WorkerPresence(Message):
+    """A worker -> everyone listening on ``<prefix>.presence`` (the core, HTTP edges): ``state`` is
+    ``"ready"`` (sent after every heartbeat round in which its actors and NATS loop answered, and in
+    answer to a ``"ask"`` by a process that just started listening) or ``"stopping"`` (sent once, when
+    it is told to stop); ``"ask"`` from a listener (``node`` is the asker's) asks each worker to say
+    where it is now. ``engine.cluster.presence`` keeps the verdicts a submit is refused by."""
+
+    node: str
+    state: str
+
+
 # === billing: adjustments and low-balance notices ======================================================
 
 

@@ -21,7 +21,6 @@ from engine import messages as m
 from engine.completion import Completion
 from engine.errors import (
     BodyTooLarge,
-    ClusterUnavailable,
     InputError,
     OverloadedError,
     SmsrouteError,
@@ -130,14 +129,15 @@ def _frames(bridge: Any, ids: list[int], items: list[m.SubmitItem]
 
 
 def tell_or_fail(bridge: Any, session: Any, raw: bytes, request_ids: list[int]) -> None:
-    error: OverloadedError
-    if getattr(session, "remote", False) and not session.is_alive():
-        # the NATS link is down or not moving (engine.cluster.transport): refused now, nothing sent.
-        # (Left in the client's reconnect buffer it would wait 10-20 s for ClusterUnavailable - and
-        # then still be sent and billed on reconnect.)
-        error = ClusterUnavailable("the cluster's NATS link is down or not moving; nothing was sent: "
-                                   "retry after the Retry-After seconds")
-    else:
+    error: OverloadedError | None = None
+    if getattr(session, "remote", False):
+        # refused now, nothing sent, while the NATS link is down or not moving (left in the client's
+        # reconnect buffer it would wait 10-20 s for ClusterUnavailable - and then still be sent and
+        # billed on reconnect), or while the account's worker is not ready (engine.cluster.presence:
+        # published to a worker that is not subscribed or not running, it would be lost, and the
+        # client would wait 10-20 s for a 503 saying it may have been accepted)
+        error = session.refusal()
+    if error is None:
         try:
             session.tell(raw)
             return

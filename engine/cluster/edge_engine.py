@@ -29,6 +29,7 @@ from engine import messages as m
 from engine.bridge import Bridge, InFlightGate
 from engine.cluster.nats_security import NatsSecurity
 from engine.cluster.placement import Placement
+from engine.cluster.presence import PresenceBoard
 from engine.cluster.transport import Transport
 from engine.errors import (
     AuthError,
@@ -43,6 +44,7 @@ from engine.http.ratelimit import Decision, Lease
 log = logging.getLogger(__name__)
 
 KEY_CACHE_S = 2.0
+PRESENCE_WAIT_S = 2.0  # at start, at most this long for every worker to say where it is
 UNANSWERED_AFTER_S = 15.0
 
 
@@ -61,6 +63,7 @@ class EdgeEngine:
         self.max_body_chars = settings.engine.max_segments * 160
         self.bridge = Bridge(InFlightGate(1 << 62))  # edges bound work at the door, not by a gate
         self.transport: Transport | None = None
+        self.presence: PresenceBoard | None = None
         self._keys: dict[bytes, tuple[str | None, float]] = {}  # digest -> (account, expires)
         self._stopping = False
         self._expiry = threading.Thread(target=self._expire_unanswered, daemon=True,
@@ -71,6 +74,11 @@ class EdgeEngine:
         security = NatsSecurity.for_servers(place.nats, self.settings.nats, place.nats_token_file)
         self.transport = Transport(list(place.nats), place.node, self._deliver,
                                    security=security).start()
+        # a submit for a worker that is not ready is refused at once (engine.cluster.presence); the
+        # workers answer the board's question at once, so a new edge refuses nothing for a beat's time
+        self.presence = PresenceBoard(place.workers, self.settings.engine.child_hung_after_seconds)
+        self.transport.readiness = self.presence.listen(self.transport)
+        self.presence.wait_all_heard(PRESENCE_WAIT_S)
         self._expiry.start()
         return self
 

@@ -103,13 +103,16 @@ def full_stores_of(line: str) -> tuple[str, ...]:
 
 class Heartbeat:
     """Every ``every`` seconds: run every probe (each may take until ``every`` + ``patience`` from the
-    round's start) and, if all answered, write a beat line to ``fd`` naming what ``full_stores`` gives
-    (the process's stores that refuse new data for lack of space)."""
+    round's start) and, if all answered, write a beat line to ``fd`` (None: no line - no supervisor
+    reads it) naming what ``full_stores`` gives (the process's stores that refuse new data for lack of
+    space), and call ``on_beat`` (a worker announces itself ready: ``engine.cluster.presence``)."""
 
-    def __init__(self, node: str, every: float, probes: list[Probe], *, fd: int = 1,
-                 patience: float = 30.0, full_stores: Callable[[], Iterable[str]] = tuple) -> None:
+    def __init__(self, node: str, every: float, probes: list[Probe], *, fd: int | None = 1,
+                 patience: float = 30.0, full_stores: Callable[[], Iterable[str]] = tuple,
+                 on_beat: Callable[[], None] | None = None) -> None:
         self.node, self.every, self.probes, self.fd = node, every, probes, fd
         self.full_stores = full_stores
+        self.on_beat = on_beat
         self.patience = patience  # how long a round waits for a slow part (it beats once it answers)
         self.beats = 0
         self.rounds = 0  # rounds finished, beating or not
@@ -129,11 +132,17 @@ class Heartbeat:
         while not self._stop.is_set():
             deadline = next_round + self.every + self.patience
             if all(probe(deadline) for probe in self.probes):
-                try:
-                    os.write(self.fd, beat_line(self.node, self.full_stores()))
-                except OSError:  # the pipe is gone: the parent died (the lifeline stops us)
-                    return
+                if self.fd is not None:
+                    try:
+                        os.write(self.fd, beat_line(self.node, self.full_stores()))
+                    except OSError:  # the pipe is gone: the parent died (the lifeline stops us)
+                        return
                 self.beats += 1
+                if self.on_beat is not None:
+                    try:
+                        self.on_beat()
+                    except Exception:  # (an announcement that failed must not end the beats)
+                        log.exception("%s: on_beat failed", self.node)
             self.rounds += 1
             next_round = max(next_round + self.every, time.monotonic())
             self._stop.wait(max(0.0, next_round - time.monotonic()))

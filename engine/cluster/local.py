@@ -115,6 +115,7 @@ class LocalCluster:
         self.nats_urls = list(nats or [])
         self.nats_token_file = ""  # our own server's token (engine.cluster.nats_security); its path
         self.workers = [_Worker(i) for i in range(workers)]
+        self._by_node = {w.node: w for w in self.workers}  # (refusal: the workers, not the edges)
         self.edges: list[_Worker] = []
         self._edge_at: tuple[str, str, int] = ("", "127.0.0.1", 0)  # core URL, host, port
         self._edge_token = ""  # the secret the edges prove themselves to the core with; never logged
@@ -371,21 +372,28 @@ class LocalCluster:
         return out
 
     def not_answering(self, node: str) -> str | None:
-        """Why worker (or edge) ``node`` will answer no question now - ``"down"`` (not running: exited,
-        killed, waiting for its restart), ``"starting"`` (running, not ready yet) or ``"hung"`` (its
-        heartbeat is over ``child_hung_after_seconds`` late) - or None: ask it (also for a node this
-        cluster does not run). Read by the core's query threads before each question
-        (``ClusterShards``), so a worker known not to answer holds no thread for a question's time-out;
-        the same verdicts as :meth:`status` and ``/readyz``."""
-        w = next((c for c in [*self.workers, *self.edges] if c.node == node), None)
+        """Why worker ``node`` will take no submit and answer no question now - ``"down"`` (exited, or
+        killed, and not started again yet), ``"starting"`` (a spawn that has not said ready: not
+        subscribed yet) or ``"hung"`` (its heartbeat is over ``child_hung_after_seconds`` late) - or None
+        (also for a node this cluster does not run). Read for every submit the core hands to a worker
+        (``engine.cluster.presence``, as :meth:`refusal`) and by the core's query threads before each
+        question (``ClusterShards``), so a worker known not to answer holds no thread for a question's
+        time-out; the same verdicts as :meth:`status` and ``/readyz``. It reads what the supervisor and
+        the stdout reader keep and makes no system call: a worker that exited counts as down once the
+        supervisor saw it (within a round, 0.2 s)."""
+        w = self._by_node.get(node)
         if w is None:
             return None
         proc, life = w.proc, w.life
-        if proc is None or proc.poll() is not None:
+        if proc is None or proc.returncode is not None:
             return "down"
         if life.last_beat is None:
             return "starting"
-        return "hung" if life.state != ALIVE else None
+        if life.state != ALIVE:
+            return "hung"
+        return None
+
+    refusal = not_answering  # (the name Transport.readiness asks: engine.cluster.presence)
 
     def kill_worker(self, index: int, kind: str = "w") -> int:
         """SIGKILL one worker (or edge: ``kind="e"``) for fault tests; the supervisor restarts it.

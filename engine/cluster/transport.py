@@ -71,7 +71,7 @@ import uvloop
 from engine import messages as m
 from engine.cluster.nats_security import NatsSecurity
 from engine.config import NatsSettings
-from engine.errors import ClusterUnavailable, MalformedMessage
+from engine.errors import ClusterUnavailable, MalformedMessage, WorkerUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,21 @@ class RemoteRef:
     def is_alive(self) -> bool:
         return self._transport.usable
 
+    def refusal(self) -> ClusterUnavailable | None:
+        """Why a submit for this actor must be refused now, before anything is sent (None: send it).
+        Asked for every remote hand-off: a cached link verdict and one readiness read (no round trip)."""
+        transport = self._transport
+        if not transport.usable:
+            return ClusterUnavailable("the cluster's NATS link is down or not moving; nothing was "
+                                      "sent: retry after the Retry-After seconds")
+        readiness = transport.readiness
+        why = readiness.refusal(self.node) if readiness is not None else None
+        if why is None:
+            return None
+        return WorkerUnavailable(f"the worker holding this account is not ready ({why}: starting, "
+                                 "restarting or not answering); nothing was sent: retry after the "
+                                 "Retry-After seconds")
+
     def __repr__(self) -> str:
         return f"RemoteRef({self.node}:{self.target})"
 
@@ -124,6 +139,9 @@ class Transport:
         self._on_back = on_reconnected  # told (on the transport thread: it must not block) after a reconnect
         self._deliveries = deliveries  # False: no frame is taken until open_deliveries() (requests work)
         self.pending_bytes = pending_bytes
+        # which workers may be handed a submit (``refusal(node) -> str | None``): the core's supervisor
+        # or an ``engine.cluster.presence.PresenceBoard``; None: every one (RemoteRef.refusal)
+        self.readiness: Any = None
         self.connected = False
         self._ever_connected = False  # (errors before the first connection are start()'s to report)
         self._last_error = ""  # the last error of the client, named in start()'s failure
@@ -292,6 +310,46 @@ class Transport:
                             type(exc).__name__)
             finally:
                 self._queued_bytes -= len(payload)
+
+    # --- announcements (engine.cluster.presence; a message a second per worker, never per submit) ---
+
+    def announce(self, suffix: str, payload: bytes, wait: float = 0.0) -> None:
+        """Publish ``payload`` on ``<prefix>.<suffix>`` from any thread, if the link is up (an
+        announcement made while it is down would be stale when it arrives: dropped). ``wait``: seconds
+        to wait until the server has it (at most)."""
+        loop, nc = self._loop, self._nc
+        if loop is None or nc is None or not self.connected:
+            return
+        subject = f"{self.prefix}.{suffix}"
+
+        async def publish() -> None:
+            await nc.publish(subject, payload)
+            if wait:
+                await nc.flush(timeout=wait)
+
+        future = asyncio.run_coroutine_threadsafe(publish(), loop)
+        if wait:
+            try:
+                future.result(wait + 0.5)
+            except Exception as exc:  # the link went down meanwhile: the listeners' deadline applies
+                log.warning("nats %s: announcement on %s not confirmed: %s", self.node, subject,
+                            type(exc).__name__)
+
+    def listen(self, suffix: str, callback: Callable[[bytes], None], timeout: float = 10.0) -> None:
+        """Call ``callback(data)`` (on the transport thread: it must not block) for every message on
+        ``<prefix>.<suffix>``; subscribed when this returns."""
+        loop, nc = self._loop, self._nc
+        if loop is None or nc is None:
+            raise TransportError("the transport is not running")
+
+        async def on_message(msg: Any) -> None:
+            callback(msg.data)
+
+        async def subscribe() -> None:
+            await nc.subscribe(f"{self.prefix}.{suffix}", cb=on_message)
+            await nc.flush()
+
+        asyncio.run_coroutine_threadsafe(subscribe(), loop).result(timeout)
 
     # --- receiving (the transport thread) ----------------------------------------------------------
 

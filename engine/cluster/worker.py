@@ -23,7 +23,9 @@ from engine import log_format
 from engine.cluster.handoff import overrides_from
 from engine.cluster.heartbeat import Heartbeat, actors_probe, loop_probe
 from engine.cluster.lifeline import stop_when_parent_exits
+from engine.cluster.liveness import Deadlines
 from engine.cluster.placement import worker_placement
+from engine.cluster.presence import PresenceAnnouncer
 from engine.cluster.start_failure import report
 from engine.config import load_settings
 from engine.errors import SmsrouteError
@@ -83,12 +85,21 @@ def main(argv: list[str] | None = None, overrides: dict | None = None) -> int:
     if settings.engine.gc_tuning:
         freeze_start_up_objects()
     print(f"smsroute worker {placement.node} ready", flush=True)
-    if args.beat_every > 0:  # to the smsroute run that supervises us (engine.cluster.liveness)
-        Heartbeat(placement.node, args.beat_every, [
-            actors_probe(lambda: runtime.directory.pops.values()),  # the actors' dispatcher thread
-            loop_probe(lambda: runtime.transport and runtime.transport.loop)],
-            full_stores=runtime.directory.full_stores.names).start()  # the core's /readyz: store_full
+    # announced ready on NATS after every round that beat, for the core and the edges, which refuse
+    # this worker's submits while it is not (engine.cluster.presence); the beat line on stdout only
+    # for the smsroute run that supervises us (engine.cluster.liveness)
+    deadlines = Deadlines.of(settings)
+    every = args.beat_every if args.beat_every > 0 else deadlines.beat_every
+    announcer = PresenceAnnouncer(runtime.transport, placement.node, fresh_for=2 * every).start()
+    Heartbeat(placement.node, every, [
+        actors_probe(lambda: runtime.directory.pops.values()),  # the actors' dispatcher thread
+        loop_probe(lambda: runtime.transport and runtime.transport.loop)],
+        fd=1 if args.beat_every > 0 else None, on_beat=announcer.ready,
+        full_stores=runtime.directory.full_stores.names).start()  # the core's /readyz: store_full
     signal.sigwait(stop_signals)
+    # before it stops taking frames: its submits are refused from now on (it still beats to the
+    # supervisor while it stops, but announces nothing more)
+    announcer.stopping()
     runtime.stop()
     runtime.release()
     return 0

@@ -231,3 +231,23 @@ def test_the_heartbeat_names_the_full_stores_of_the_moment_and_the_supervisor_sh
         beat.stop()
         os.close(read_fd)
         os.close(write_fd)
+
+
+def test_without_a_pipe_the_heartbeat_still_announces_each_beat_and_only_beats():
+    """A worker no supervisor reads (``--role worker``) writes no beat line, but each round that beat
+    is announced (``on_beat``: ``engine.cluster.presence``), and a round that did not is not."""
+    answering = threading.Event()
+    answering.set()
+    announced: list[float] = []
+    beat = Heartbeat("w7", 0.01, [lambda deadline: answering.is_set()], fd=None,
+                     on_beat=lambda: announced.append(time.monotonic())).start()
+    try:
+        wait_for(lambda: len(announced) >= 3, "three announcements", 5)
+        answering.clear()
+        rounds = beat.rounds
+        wait_for(lambda: beat.rounds >= rounds + 2, "two rounds after it stopped answering", 5)
+        count, rounds = len(announced), beat.rounds
+        wait_for(lambda: beat.rounds >= rounds + 3, "three more rounds", 5)
+        assert len(announced) == count == beat.beats
+    finally:
+        beat.stop()
