@@ -40,6 +40,7 @@ from engine.accounts import AccountManager
 from engine.billing.service import Billing
 from engine.bridge import Bridge, InFlightGate
 from engine.cluster.placement import Placement
+from engine.cluster.presence import announce_down
 from engine.config import Settings, load_settings
 from engine.errors import AuthError, InputError, OverloadedError, UnknownAccount
 from engine.gc_tuning import freeze_start_up_objects, tune_gc
@@ -184,7 +185,8 @@ class Engine(AccountManager, HoldManager):
         one it judges hung may still wake, so only the reads waiting for it fail then; a worker it knows
         hung, down or restarting is not asked at all (``ClusterShards.not_answering``), and a submit for
         it is refused at once (``engine.cluster.presence``: the supervisor's view, rather than the
-        workers' announcements)."""
+        workers' announcements; one that exited is announced down to the HTTP
+        edges, which know only the announcements)."""
         self._cluster = cluster
         transport = self.runtime.transport
         if cluster is not None and transport is not None:
@@ -192,6 +194,7 @@ class Engine(AccountManager, HoldManager):
             cluster.on_hung = functools.partial(transport.give_up_on, reads_only=True)
             if hasattr(self.runtime.shards, "not_answering"):  # (the core's ClusterShards)
                 self.runtime.shards.not_answering = cluster.not_answering
+            cluster.on_down = functools.partial(announce_down, transport)
             transport.readiness = cluster
 
     @property

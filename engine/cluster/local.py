@@ -127,6 +127,8 @@ class LocalCluster:
         # told the node of a child judged hung (the core's transport gives up on its reads: its
         # questions hold no thread until the kill)
         self.on_hung: Callable[[str], Any] | None = None
+        # told the node of a worker seen to exit (the core announces it down: engine.cluster.presence)
+        self.on_down: Callable[[str], Any] | None = None
         self._supervisor: threading.Thread | None = None
 
     # --- start ---------------------------------------------------------------------------------------
@@ -314,6 +316,8 @@ class LocalCluster:
             w.proc = None
             w.next_start = now + w.backoff
             w.backoff = min(RESTART_BACKOFF_S[1], w.backoff * 2)
+            if w.kind == "w" and self.on_down is not None:
+                self.on_down(w.node)
             return
         if now >= w.next_start:
             w.restarts += 1

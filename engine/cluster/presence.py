@@ -19,7 +19,8 @@ The verdict comes from one of two sources (each an object with ``refusal(node) -
 * Any other worker (``smsroute run --role core`` with workers on other hosts; every HTTP edge): what the
   workers announce on ``<prefix>.presence`` (:class:`PresenceBoard`). A worker announces ``ready`` after
   every heartbeat round in which its actors and NATS loop answered (``engine.cluster.heartbeat``, at
-  most a second apart; only once it is subscribed), and ``stopping`` when it is told to stop. It is
+  most a second apart; only once it is subscribed), and ``stopping`` when it is told to stop (the core
+  says ``stopping`` for a worker it supervises that exited: :func:`announce_down`). It is
   ready from its first ``ready`` until it says ``stopping`` or is silent for ``silent_after`` seconds
   (``[engine] child_hung_after_seconds``, 10 s: the deadline after which a supervised worker is hung, so
   a busy machine that delays a few beats refuses nothing). A process that starts listening asks every
@@ -127,6 +128,13 @@ class PresenceBoard:
             return
         if isinstance(msg, m.WorkerPresence) and msg.state != ASK:
             self.heard(msg.node, msg.state)
+
+
+def announce_down(transport: Any, node: str) -> None:
+    """Say for worker ``node`` what it could not say itself: the supervisor saw it exit (a crash, a
+    kill). The HTTP edges then refuse its submits at once instead of after ``silent_after`` of
+    silence; its next spawn announces itself ready once it is."""
+    transport.announce(SUBJECT, m.encode(m.WorkerPresence(node, STOPPING)))
 
 
 class PresenceAnnouncer:

@@ -24,6 +24,7 @@ import pytest
 
 from engine import Engine
 from engine.cluster.local import LocalCluster
+from engine.cluster.nats_server import free_port
 from engine.config import load_settings
 from tests.engine.cluster.support import Cluster, funded_accounts
 from tests.engine.crash_support import delivering_carriers
@@ -37,9 +38,9 @@ FAST_S = 3.0  # a refusal comes well within this; before, it came after 10-20 s 
 MESSAGE = {"to": "+4915112345678", "from": "ACME", "body": "hi"}
 
 
-def _overrides() -> dict[str, Any]:
+def _overrides(hung_after: float = HUNG_AFTER_S) -> dict[str, Any]:
     overrides = delivering_carriers()
-    overrides["engine"].update(child_hung_after_seconds=HUNG_AFTER_S, child_kill_after_seconds=60.0)
+    overrides["engine"].update(child_hung_after_seconds=hung_after, child_kill_after_seconds=60.0)
     overrides["http"] = {"customer_port": 0, "control_port": 0}
     return overrides
 
@@ -160,3 +161,47 @@ def test_a_core_refuses_at_once_for_a_worker_on_another_host_that_is_unseen_sile
 
 def _op_token(data: Path) -> str:
     return (data / "operator.token").read_text().strip()
+
+
+def test_an_http_edge_refuses_at_once_a_submit_for_a_worker_that_was_killed_and_is_restarting(
+        tmp_path):
+    """An edge hands a submit without an Idempotency-Key straight to the account's worker; it knows the
+    workers by their announcements, and the core announces a supervised worker that exited as down (a
+    killed worker says nothing itself), so the edge does not wait for a silence either (the default
+    10 s here)."""
+    overrides = _overrides(hung_after=10.0)
+    workers = LocalCluster(tmp_path / "data", 1, overrides=overrides)
+    engine = None
+    try:
+        token = "edge-token-for-the-test"
+        engine = Engine.start(data_dir=tmp_path / "data", settings=load_settings(None, overrides),
+                              placement=workers.core_placement(), http=True, edge_token=token,
+                              cluster=workers)
+        workers.start_workers()
+        port = free_port()
+        workers.start_edges(1, f"http://127.0.0.1:{engine.http.customer_port}", "127.0.0.1", port,
+                            token=token)
+        api = Client(port, funded_accounts(engine, 1)[0].api_key)
+        ops = Client(engine.http.control_port)
+        started = time.monotonic()
+        status, _, sent = api.request("POST", "/v1/messages", MESSAGE)
+        assert status == 202, sent
+        assert time.monotonic() - started < FAST_S
+
+        workers.kill_worker(0)  # the supervisor sees it exit, announces it down, starts it again
+        wait_for(lambda: _readyz_names(ops, "worker:w0 (starting)"), "w0 being started again", 5)
+        before = _balance(api)
+        started = time.monotonic()
+        status, headers, answer = api.request("POST", "/v1/messages", MESSAGE)
+        assert time.monotonic() - started < FAST_S
+        assert (status, answer["error"]["code"]) == (503, "cluster_unavailable"), answer
+        assert "nothing was sent" in answer["error"]["message"] and headers.get("Retry-After") == "1"
+        assert _balance(api) == before
+
+        wait_for(lambda: ops.request("GET", "/readyz")[0] == 200, "w0 ready again", 30)
+        status, _, sent = api.request("POST", "/v1/messages", MESSAGE)
+        assert status == 202, sent
+    finally:
+        if engine is not None:
+            engine.stop(drain_seconds=0)
+        workers.stop()
