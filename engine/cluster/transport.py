@@ -114,9 +114,8 @@ class RemoteRef:
         why = readiness.refusal(self.node) if readiness is not None else None
         if why is None:
             return None
-        return WorkerUnavailable(f"the worker holding this account is not ready ({why}: starting, "
-                                 "restarting or not answering); nothing was sent: retry after the "
-                                 "Retry-After seconds")
+        return WorkerUnavailable(f"the worker holding this account is not ready ({why}); nothing was "
+                                 "sent: retry after the Retry-After seconds")
 
     def __repr__(self) -> str:
         return f"RemoteRef({self.node}:{self.target})"
