@@ -1,5 +1,6 @@
 """The core's answers to its HTTP edge processes: which account an API key belongs to, and blocks of
-the customer API's rate limit (one count per key, however many edges serve it)."""
+the customer API's rate limit (one count per key, however many edges serve it), with the unspent tokens
+of earlier blocks given back."""
 
 from __future__ import annotations
 
@@ -35,6 +36,15 @@ class EdgeQueries:
                 # [granted, retry_after_s, reset_s] (``engine.http.ratelimit.Lease``); no HTTP ports, no
                 # limit: all of it, and a key that is never counted
                 result = list(http.lease(str(key), int(n))) if http is not None else [int(n), 0.0, 0.0]
+            elif q.kind == "lease_block":
+                # an edge of this version: [key, n, edges, tokens it holds, [[tokens, end, shift],
+                # ...] given back]; answers [granted, retry_after_s, reset_s, end, shift]
+                # (``ratelimit.Grant``). ("lease" above stays, for an edge of the previous version.)
+                key, n, split, held, give_back = q.args
+                http = self.engine.http
+                give_back = [(int(t), float(e), float(s)) for t, e, s in give_back]
+                result = (list(http.lease_block(str(key), int(n), give_back, int(split), int(held)))
+                          if http is not None else [int(n), 0.0, 0.0, 0.0, 0.0])
             else:
                 raise ValueError(f"unknown edge query {q.kind!r}")
             return m.encode(m.ShardReply(True, result, ""))

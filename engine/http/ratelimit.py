@@ -9,6 +9,14 @@ TAT to ``max(TAT, now) + T``. The decision also yields the values of the ``RateL
 Memory is bounded: a key whose TAT is in the past is equivalent to an absent key, so such keys are purged
 when the table reaches ``max_keys`` (and, if that is not enough, the oldest entries go first).
 
+HTTP edges lease blocks of a key's tokens (:meth:`Gcra.lease_block`) and give back the ones they did not
+spend in time (``give_back``). A given-back token is credited only while the count still holds it: a
+lease's tokens are the segment of the TAT axis ending at the ``end`` the lease answered, the count drains
+from the front of that axis as time passes, and every credit since the lease (``shift``) may have moved
+the segment earlier; so ``min(tokens, (end - shift_since - now) / T)`` of them are credited, never more
+than the key's count still holds of that lease - no token is counted back twice, whatever the order and
+the delay of the give-backs.
+
 Not thread-safe: one instance belongs to one asyncio loop.
 """
 
@@ -16,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
 
@@ -49,6 +57,18 @@ class Lease(NamedTuple):
     reset_s: float  # seconds until the key's bucket is full again, the tokens just granted counted
 
 
+class Grant(NamedTuple):
+    """What :meth:`Gcra.lease_block` answers: a :class:`Lease` and the stamp the edge hands back with
+    the tokens it gives back (``end``: the key's TAT right after this grant, on this limiter's clock;
+    ``shift``: the seconds credited back on the key before it)."""
+
+    granted: int
+    retry_after_s: float
+    reset_s: float
+    end: float
+    shift: float
+
+
 class Gcra:
     """Rate limiter: ``burst`` requests at once, ``rate`` per second sustained, per key."""
 
@@ -63,6 +83,7 @@ class Gcra:
         self._clock = clock
         self._max_keys = max_keys
         self._tat: dict[str, float] = {}
+        self._shift: dict[str, float] = {}  # seconds credited back per key (give_back), only when any
 
     def check(self, key: str, now: float | None = None) -> Decision:
         """Decide one request for ``key`` and record it if allowed."""
@@ -101,6 +122,38 @@ class Gcra:
         retry = tat - self._tau - now if not room else 0.0
         return Lease(granted, retry, tat - now)
 
+    def lease_block(self, key: str, n: int, *, give_back: Iterable[Sequence[float]] = (),
+                    split: int = 1, held: int = 0, now: float | None = None) -> Grant:
+        """An HTTP edge's exchange with the count: first the tokens it gives back (``[tokens, end,
+        shift]`` each, ``end``/``shift`` from the :class:`Grant` that leased them; credited within
+        the bound of the module docstring), then up to ``n`` new ones - but no more than bring the
+        edge (which holds ``held`` unspent) to ``ceil((room + held) / split)``: near the key's limit
+        ``split`` edges share what is left, instead of the first to ask taking it all while the key's
+        requests on the others are refused."""
+        now = self._clock() if now is None else now
+        for tokens, end, shift in give_back:
+            self._credit(key, float(tokens), float(end), float(shift), now)
+        tat = max(self._tat.get(key, now), now)
+        room = int((self._tau - (tat - now)) // self._t) + 1 if tat - now <= self._tau else 0
+        held = max(0, held)
+        fair = -(-(room + held) // max(1, split)) - held
+        granted = max(0, min(n, room, fair))
+        if granted:
+            tat += granted * self._t
+            self._remember(key, tat, now)
+        retry = tat - self._tau - now if not room else 0.0
+        return Grant(granted, retry, tat - now, tat, self._shift.get(key, 0.0))
+
+    def _credit(self, key: str, tokens: float, end: float, shift: float, now: float) -> None:
+        tat = self._tat.get(key)
+        if tat is None or tat <= now or tokens <= 0:
+            return  # the bucket is full: every leased token is back already
+        shifted = self._shift.get(key, 0.0)
+        credit = min(tokens * self._t, end - max(0.0, shifted - shift) - now, tat - now)
+        if credit > 0:
+            self._tat[key] = tat - credit
+            self._shift[key] = shifted + credit
+
     def __len__(self) -> int:
         return len(self._tat)
 
@@ -114,3 +167,7 @@ class Gcra:
             del self._tat[k]
         while len(self._tat) >= self._max_keys:  # all still active: drop the oldest inserted
             del self._tat[next(iter(self._tat))]
+        # a key gone from the table has none of its leases' tokens counted any more (a full bucket), so
+        # a give-back finds it absent and credits nothing: its shift is not needed
+        for k in [k for k in self._shift if k not in self._tat]:
+            del self._shift[k]

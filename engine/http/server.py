@@ -42,7 +42,7 @@ from engine.http.egress import DestinationGuard
 from engine.http.idempotency import IdempotencyStore
 from engine.http.metrics import HttpMetrics, Snapshot
 from engine.http.notify import StatusInbox, StatusNotifier
-from engine.http.ratelimit import Gcra, Lease
+from engine.http.ratelimit import Gcra, Grant, Lease
 from engine.http.requestlog import RequestLog
 from engine.http.shedding import Shedder
 from engine.http.store import HTTP_MAP_SIZE, GroupCommitter, open_http_env
@@ -140,6 +140,15 @@ class HttpServers:
         them (for an HTTP edge process; the limiter belongs to this loop, so the lease runs on it)."""
         async def take() -> Lease:
             return self.ctx.limiter.lease(key, n)
+
+        return asyncio.run_coroutine_threadsafe(take(), self._loop).result(timeout)
+
+    def lease_block(self, key: str, n: int, give_back: list, split: int, held: int,
+                    timeout: float = 2.0) -> Grant:
+        """An HTTP edge's exchange of ``key``'s tokens: ``give_back`` credited, up to ``n`` leased (see
+        :meth:`engine.http.ratelimit.Gcra.lease_block`), on this loop like :meth:`lease`."""
+        async def take() -> Grant:
+            return self.ctx.limiter.lease_block(key, n, give_back=give_back, split=split, held=held)
 
         return asyncio.run_coroutine_threadsafe(take(), self._loop).result(timeout)
 
