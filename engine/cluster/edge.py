@@ -188,8 +188,10 @@ class Edge:
             self.bound_port = site._server.sockets[0].getsockname()[1]
             self._ready.set()
             sweeper = asyncio.create_task(self._sweep(ctx))
+            lapser = asyncio.create_task(self._lapse(ctx.limiter))
             await self._stop.wait()
             sweeper.cancel()
+            lapser.cancel()
         finally:
             shedder.stop()
             await runner.cleanup()
@@ -231,6 +233,16 @@ class Edge:
             raise
         return await edge_forward.forward(session, request, self.core_url + request.path_qs, headers,
                                           body)
+
+    async def _lapse(self, limiter: LeasedLimiter) -> None:
+        """Leased tokens of keys no request comes for any more lapse and go back to the core (a key
+        in use has them lapsed by its own requests)."""
+        while True:
+            await asyncio.sleep(limiter.lifetime / 2)
+            try:
+                limiter.sweep()
+            except Exception:
+                log.exception("edge: lapsing leased tokens failed")
 
     async def _sweep(self, ctx: HttpContext) -> None:
         """The edge's request log follows the policy's 90 days like the core's."""

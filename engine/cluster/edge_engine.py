@@ -9,17 +9,20 @@ customer API does is forwarded to the core's customer API (``engine.cluster.edge
 
 Rate limits stay per API key across edges: the core keeps the one GCRA state per key, and an edge leases
 tokens from it in small blocks (:class:`LeasedLimiter`); at most ``lease`` tokens per edge and key are
-spent ahead of the core's count, and an edge holds at most its share (burst / edges) of a key unspent.
+spent ahead of the core's count, an edge holds at most its share (burst / edges) of a key unspent, and
+what it has not spent a lease lifetime after asking lapses and goes back to the core.
 Each lease answer carries the key's count at the core, from which the edge answers ``RateLimit-Remaining``
 and ``RateLimit-Reset`` as the one-process engine would (within the bound its docstring states).
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
@@ -39,13 +42,14 @@ from engine.errors import (
     SmsrouteError,
     error_from_code,
 )
-from engine.http.ratelimit import Decision, Lease
+from engine.http.ratelimit import Decision, Grant, Lease
 
 log = logging.getLogger(__name__)
 
 KEY_CACHE_S = 2.0
 PRESENCE_WAIT_S = 2.0  # at start, at most this long for every worker to say where it is
 UNANSWERED_AFTER_S = 15.0
+OLD_CORE_RETRY_S = 60.0
 
 
 def _accepted(reply: m.AcceptedItem) -> Any:
@@ -66,6 +70,7 @@ class EdgeEngine:
         self.presence: PresenceBoard | None = None
         self._keys: dict[bytes, tuple[str | None, float]] = {}  # digest -> (account, expires)
         self._stopping = False
+        self._old_core_until = 0.0  # until then, the core answered like a previous version
         self._expiry = threading.Thread(target=self._expire_unanswered, daemon=True,
                                         name="edge-unanswered")
 
@@ -156,6 +161,30 @@ class EdgeEngine:
         granted, retry_after, reset = self._ask_core("lease", limit_key, n)
         return Lease(int(granted), float(retry_after), float(reset))
 
+    def lease_block(self, limit_key: str, n: int, give_back: list, split: int,
+                    held: int) -> Grant | Lease:
+        """:meth:`lease` giving back unspent tokens of earlier blocks, with the core's fair split
+        among ``split`` edges near the key's limit (``Gcra.lease_block``). A core of the previous
+        version does not know this query (it answers ``internal_error``, "ValueError"): then the
+        plain lease, for ``OLD_CORE_RETRY_S`` - its answer has no stamp, so nothing is given back
+        (the tokens lapse at the edge all the same, and come back at that core as its bucket refills)."""
+        if time.monotonic() >= self._old_core_until:
+            raw = self.transport.request("core", m.encode(m.ShardQuery(
+                "lease_block", [limit_key, n, split, held, [list(g) for g in give_back]])), 5.0)
+            reply = m.decode(raw)
+            if isinstance(reply, m.ShardReply) and reply.ok:
+                granted, retry_after, reset, end, shift = reply.result
+                return Grant(int(granted), float(retry_after), float(reset), float(end),
+                             float(shift))
+            if not (isinstance(reply, m.ShardReply) and reply.error == "internal_error"
+                    and reply.result == "ValueError"):
+                code = reply.error if isinstance(reply, m.ShardReply) else "internal_error"
+                raise error_from_code(code, f"the core answered {code}")
+            self._old_core_until = time.monotonic() + OLD_CORE_RETRY_S
+            log.warning("edge rate limiter: the core does not give back leased tokens (a previous "
+                        "version?); plain leases for %.0f s", OLD_CORE_RETRY_S)
+        return self.lease(limit_key, n)
+
     # --- answers -------------------------------------------------------------------------------------
 
     def _deliver(self, target: str, frame: bytes, msg: m.Message) -> bool:
@@ -178,6 +207,18 @@ class EdgeEngine:
                     "the same Idempotency-Key answers 409 idempotency_outcome_unknown)"))
 
 
+def lease_lifetime(burst: int, rate: float) -> float:
+    """How long an edge may spend a block's tokens: an eighth of the time the key's bucket takes to
+    fill (0.25 s with the defaults, burst 2,000 at 1,000/s), within 50 ms and 1 s. Tokens spent later
+    than the core counted them could come on top of a bucket it has filled again since: this bounds
+    that excess to ``ceil(lifetime * rate)`` requests (about burst / 8)."""
+    return min(LEASE_LIFETIME_MAX_S, max(LEASE_LIFETIME_MIN_S, burst / rate / 8))
+
+
+LEASE_LIFETIME_MIN_S = 0.05
+LEASE_LIFETIME_MAX_S = 1.0
+
+
 class LeasedLimiter:
     """The GCRA interface (``check(key) -> Decision``) of the customer middleware, with the count kept
     by the core: each key's tokens are leased in blocks, fetched in the background when fewer than half
@@ -190,11 +231,30 @@ class LeasedLimiter:
 
     A key's block starts at ``lease`` and grows fourfold (up to ``max_lease``) each time it ran dry while
     a full block was on its way: a busy key's requests outran the round trip, and refusing them would be
-    a 429 far below the key's limit (seen at ~2,000 requests/s with a limit of a million). It falls back
-    to ``lease`` when the core grants less than asked - the key is near its limit. And an edge never
+    a 429 far below the key's limit (seen at ~2,000 requests/s with a limit of a million). It halves
+    (not below ``lease``) when tokens lapse unspent, and drops to what the core granted when that was
+    less than asked - the key is near its limit, where an edge should hold little. And an edge never
     holds more than its ``share`` of a key's burst (burst / number of edges) unspent: blocks that grew up
     to the whole burst let one edge lease nearly all of it, and the other edge refused a key's 4th
     sequential request with a burst of 100.
+
+    **Lifetime.** A block's tokens may be spent for ``lifetime`` seconds from when the lease was asked
+    (:func:`lease_lifetime`); then what is left lapses, and is given back to the core with the key's next
+    lease (or a lease of nothing, at once), which credits it within the bound of
+    :meth:`engine.http.ratelimit.Gcra.lease_block`. Before, tokens were kept until spent: an edge's
+    unspent tokens made the key's requests on another edge 429 below the limit until the core's count
+    refilled, and tokens spent long after their lease came on top of a bucket the core had filled again.
+    Near the key's limit the core grants each edge at most its part (``split``) of what is left, and a
+    refused edge asks again within ``lifetime``, when the others' unspent tokens are back.
+    :meth:`sweep` lapses the tokens of keys nobody uses any more (the edge calls it periodically).
+
+    **Bound.** With E edges, the requests of a key admitted in any window of w seconds are at most
+    ``burst + floor(w * rate) + min(burst, ceil(lifetime * rate)) + E`` - one process: ``burst +
+    floor(w * rate)`` - plus those an edge lets through on its first block's credit when it meets the
+    key. (A token is spent at most ``lifetime`` after the core counted it: the ones the edges hold at the
+    window's start are at most burst in all, and the core's count has drained at most ``lifetime *
+    rate`` of them; ``CREDIT`` requests per edge run ahead of the count; give-backs are credited only
+    as far as the count still holds them.) ``tests/engine/cluster/test_lease_lifetime.py`` checks it.
 
     **Headers.** Every lease answer carries the key's count at the core (``Lease.reset_s``: tokens
     leased to any edge count as used from their lease on), kept as the key's *view*, dated when the
@@ -204,9 +264,10 @@ class LeasedLimiter:
     requests still allowed now (at most burst - 1 after a request), and ``reset_s``, seconds until the
     bucket is full again. Before a key's first answer there is no view: only this edge's requests count.
     The bound (``tests/engine/cluster/test_leased_limiter.py`` checks it): against the same computation
-    on the core's count *now*, ``reset_s`` is never longer, and shorter by at most ``1/rate`` per token
-    the core granted on the key after the view's lease (to other edges, or for requests the core served
-    itself); ``remaining`` is never smaller, and larger by at most one per such token. A key whose view
+    on the core's count *now*, ``reset_s`` is shorter by at most ``1/rate`` per token the core granted
+    on the key after the view's lease (to other edges, or for requests the core served itself) and
+    longer by at most ``1/rate`` per token given back to it since (by other edges: their unspent tokens
+    lapse); ``remaining`` likewise, one per such token. A key whose view
     is older than ``VIEW_MAX_AGE_S`` has it read again (a lease of 0 tokens) in the background at its
     next request (unless many leases are on their way), so while a key is in use on an edge those
     grants are mostly the ones of the last second or so."""
@@ -216,7 +277,8 @@ class LeasedLimiter:
 
     def __init__(self, engine: EdgeEngine, executor: Any, lease: int = 20,
                  max_lease: int = 1000, *, edges: int = 1, max_keys: int = 100_000,
-                 max_fetches: int = 1024, clock: Callable[[], float] = time.monotonic) -> None:
+                 max_fetches: int = 1024, clock: Callable[[], float] = time.monotonic,
+                 lifetime: float | None = None) -> None:
         self.engine = engine
         self.executor = executor
         self.clock = clock
@@ -225,16 +287,28 @@ class LeasedLimiter:
         self.max_keys = max_keys
         self.max_fetches = max_fetches
         self.forgotten = 0  # keys dropped to stay within max_keys
+        self.lapsed = 0  # tokens that lapsed unspent (given back to a core that takes them)
         http = engine.settings.http
         self.burst = int(http.rate_limit_burst)
-        self._t = 1.0 / float(http.rate_limit_per_second)
-        self.share = max(1, self.burst // max(1, edges))  # the most tokens of a key this edge holds
+        rate = float(http.rate_limit_per_second)
+        self._t = 1.0 / rate
+        self.edges = max(1, edges)
+        self.lifetime = lease_lifetime(self.burst, rate) if lifetime is None else lifetime
+        self.share = max(1, self.burst // self.edges)  # the most tokens of a key this edge holds
         self.lease = max(1, min(lease, self.share))
         self.max_lease = max(self.lease, min(max_lease, self.share))
-        self._block: dict[str, int] = {}  # each key's block size, when above ``lease``
+        self._block: dict[str, int] = {}  # each key's block size, when not ``lease``
         self._starved: set[str] = set()  # keys that ran dry while their lease was on its way
         self._tokens: dict[str, int] = {}  # may go CREDIT (a first block before any lease) below zero
+        # the unspent tokens of each lease of a key, oldest first: [tokens, deadline, end, shift]
+        # (``end``/``shift``: the core's stamp, None from a core that takes nothing back); together
+        # max(0, the key's tokens)
+        self._lots: dict[str, deque[list]] = {}
+        self._give_back: dict[str, list[tuple[int, float, float]]] = {}  # lapsed, not yet given back
+        self._due: list[tuple[float, str]] = []  # (deadline, key) of every lot, a heap
+        self._next_sweep = 0.0
         self._leased: set[str] = set()  # keys a lease has come back for
+        self._want: set[str] = set()  # keys whose requests found them low: their next lease brings tokens
         self._pending: set[str] = set()
         self._retry_at: dict[str, float] = {}  # keys the core refused a lease, and when to retry
         self._view: dict[str, tuple[float, float]] = {}  # the core's TAT of a key, when it was asked
@@ -243,12 +317,18 @@ class LeasedLimiter:
     def check(self, key: str, now: float | None = None) -> Decision:
         with self._lock:
             now = self.clock() if now is None else now
+            if now >= self._next_sweep:
+                self._sweep(now)
+            self._lapse(key, now)
             tokens = self._tokens.get(key)
             if tokens is None:
                 tokens = 0
                 if len(self._tokens) >= self.max_keys:
                     self._forget()
-            if tokens < self._low(key) or self._stale(key, now):
+            if tokens <= self._low(key):  # (low, or fewer left after this one)
+                self._want.add(key)
+                self._fetch(key)
+            elif self._stale(key, now):
                 self._fetch(key)
             credit = self.CREDIT if key in self._leased else self.lease
             if tokens <= 0 and key in self._pending and (key in self._leased or tokens <= -credit):
@@ -257,8 +337,50 @@ class LeasedLimiter:
                 self._starved.add(key)
             if tokens > 0 or (tokens > -credit and key not in self._retry_at):
                 self._tokens[key] = tokens - 1
+                if tokens > 0:
+                    self._spend_lot(key)
                 return self._decision(key, tokens - 1, now, None)
             return self._decision(key, tokens, now, max(self._retry_at.get(key, now) - now, 0.05))
+
+    def sweep(self, now: float | None = None) -> None:
+        """Lapse the tokens of every key whose lease is over, and give them back (in the background):
+        for keys with no request any more, which :meth:`check` does not see."""
+        with self._lock:
+            self._sweep(self.clock() if now is None else now)
+
+    def _sweep(self, now: float) -> None:
+        self._next_sweep = now + self.lifetime / 4
+        due = self._due
+        while due and due[0][0] <= now:
+            self._lapse(heapq.heappop(due)[1], now)
+
+    def _lapse(self, key: str, now: float) -> None:
+        lots = self._lots.get(key)
+        if not lots or lots[0][1] > now:
+            return
+        lapsed = 0
+        while lots and lots[0][1] <= now:
+            tokens, _, end, shift = lots.popleft()
+            lapsed += tokens
+            if end is not None:
+                self._give_back.setdefault(key, []).append((tokens, end, shift))
+        if not lots:
+            del self._lots[key]
+        self._tokens[key] -= lapsed
+        self.lapsed += lapsed
+        block = self._block.get(key, self.lease)
+        if block > self.lease:  # it leased more than it spent in a lifetime
+            self._block[key] = max(self.lease, block // 2)
+        if key in self._give_back:
+            self._fetch(key)
+
+    def _spend_lot(self, key: str) -> None:
+        lots = self._lots[key]
+        lots[0][0] -= 1
+        if not lots[0][0]:
+            lots.popleft()
+            if not lots:
+                del self._lots[key]
 
     def _decision(self, key: str, tokens: int, now: float, retry: float | None) -> Decision:
         """A one-process GCRA's answer for the key's view less the tokens this edge holds."""
@@ -268,8 +390,7 @@ class LeasedLimiter:
         if retry is not None:
             return Decision(False, self.burst, 0, reset, retry)
         used = math.ceil(reset / self._t - 1e-9)  # tokens not yet back (float noise aside)
-        # (after a request at most burst - 1, as one process: tokens leased long ago and not yet spent
-        # would otherwise count on top of a bucket the core has filled again since)
+        # (after a request at most burst - 1, as one process)
         return Decision(True, self.burst, min(self.burst - 1, max(0, self.burst - used)), reset, 0.0)
 
     def _low(self, key: str) -> int:
@@ -285,7 +406,8 @@ class LeasedLimiter:
     def _forget(self) -> None:
         """Drop the oldest keys (not those with a lease on its way) down to three quarters of
         ``max_keys``: amortised O(1) per request. A forgotten key starts afresh: its unspent tokens are
-        not used (the core counted them: safe), and it may run one first block ahead of the count again."""
+        not used nor given back (the core counted them: safe), and it may run one first block ahead of
+        the count again."""
         target = self.max_keys * 3 // 4
         for key in list(self._tokens):
             if len(self._tokens) <= target:
@@ -296,8 +418,11 @@ class LeasedLimiter:
             self._block.pop(key, None)
             self._starved.discard(key)
             self._leased.discard(key)
+            self._want.discard(key)
             self._retry_at.pop(key, None)
             self._view.pop(key, None)
+            self._lots.pop(key, None)
+            self._give_back.pop(key, None)
             self.forgotten += 1
         log.warning("edge rate limiter: %d keys remembered (bound %d); forgot the oldest (%d so far)",
                     len(self._tokens), self.max_keys, self.forgotten)
@@ -309,20 +434,26 @@ class LeasedLimiter:
         self.executor.submit(self._lease, key)
 
     def _lease(self, key: str) -> None:
-        """Ask the core for the key's next block (up to this edge's share), or, when the key still has
-        half a block, for nothing: only its count (a stale view)."""
+        """Ask the core for the key's next block (up to this edge's share) when its requests found it
+        low, or else for nothing: only its count (a stale view), or to give back lapsed tokens (a key
+        nobody uses any more is given no new block)."""
         with self._lock:
             tokens = self._tokens.get(key, 0)
             block = self._block.get(key, self.lease)
-            asked = max(0, min(block, self.share - tokens)) if tokens < self._low(key) else 0
+            wanted = key in self._want and tokens <= self._low(key)
+            self._want.discard(key)
+            asked = max(0, min(block, self.share - tokens)) if wanted else 0
+            give_back = self._give_back.pop(key, [])
         asked_at = self.clock()
         try:
-            lease = self.engine.lease(key, asked)
+            lease = self.engine.lease_block(key, asked, give_back, self.edges, max(0, tokens))
         except SmsrouteError:
             lease = None
         except Exception as exc:  # whatever failed, the key must not stay "on its way" for ever
             log.warning("edge rate limiter: a lease failed (%s)", type(exc).__name__)
             lease = None
+        # (tokens given back with a lease that failed are not given again: the core may have taken
+        # them; if not, it still counts them, which is safe, until its bucket refills)
         with self._lock:
             self._pending.discard(key)
             self._leased.add(key)
@@ -330,19 +461,36 @@ class LeasedLimiter:
                 if asked:
                     self._retry_at[key] = asked_at + 1.0
                 return
+            end = getattr(lease, "end", None)  # None: a core that takes nothing back
             seen = self._view.get(key)
             tat = asked_at + lease.reset_s
-            self._view[key] = (max(tat, seen[0]) if seen is not None else tat, asked_at)
+            if end is not None and give_back:
+                self._view[key] = (tat, asked_at)  # tokens came back: the count may be lower
+            else:
+                self._view[key] = (max(tat, seen[0]) if seen is not None else tat, asked_at)
             if asked:
                 if lease.granted < asked:
-                    self._block.pop(key, None)
+                    self._block[key] = max(1, min(self.lease, lease.granted))
                 elif key in self._starved:
                     self._block[key] = min(block * 4, self.max_lease)
                 self._starved.discard(key)
-                self._tokens[key] = self._tokens.get(key, 0) + lease.granted
+                held = self._tokens.get(key, 0) + lease.granted
+                self._tokens[key] = held
+                unspent = min(lease.granted, max(0, held))  # (the rest repaid requests on credit)
+                if unspent and key in self._tokens:
+                    deadline = asked_at + self.lifetime
+                    self._lots.setdefault(key, deque()).append(
+                        [unspent, deadline, end, getattr(lease, "shift", 0.0)])
+                    heapq.heappush(self._due, (deadline, key))
                 if lease.granted == 0:
-                    self._retry_at[key] = asked_at + max(lease.retry_after_s, 0.05)
+                    if lease.retry_after_s > 0:  # none left (not merely its part held already)
+                        # the other edges' unspent tokens are back within a lifetime
+                        retry = (min(lease.retry_after_s, self.lifetime) if end is not None
+                                 else lease.retry_after_s)
+                        self._retry_at[key] = asked_at + max(retry, 0.05)
                     return
                 self._retry_at.pop(key, None)
-            if self._tokens.get(key, 0) < self._low(key):  # drained meanwhile, or only a count read
+            if asked and self._tokens.get(key, 0) <= self._low(key):
+                self._want.add(key)  # drained meanwhile
+            if key in self._want or key in self._give_back:  # (or more lapsed meanwhile)
                 self._fetch(key)
