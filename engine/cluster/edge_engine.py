@@ -240,8 +240,8 @@ class LeasedLimiter:
 
     **Lifetime.** A block's tokens may be spent for ``lifetime`` seconds from when the lease was asked
     (:func:`lease_lifetime`); then what is left lapses, and is given back to the core with the key's next
-    lease (or a lease of nothing, at once), which credits it within the bound of
-    :meth:`engine.http.ratelimit.Gcra.lease_block`. Before, tokens were kept until spent: an edge's
+    lease - or at once (a lease of nothing) when it is at least ``give_back_at_once``, burst / (8 *
+    edges) - which credits it within the bound of :meth:`engine.http.ratelimit.Gcra.lease_block`. Before, tokens were kept until spent: an edge's
     unspent tokens made the key's requests on another edge 429 below the limit until the core's count
     refilled, and tokens spent long after their lease came on top of a bucket the core had filled again.
     Near the key's limit the core grants each edge at most its part (``split``) of what is left, and a
@@ -295,6 +295,9 @@ class LeasedLimiter:
         self.edges = max(1, edges)
         self.lifetime = lease_lifetime(self.burst, rate) if lifetime is None else lifetime
         self.share = max(1, self.burst // self.edges)  # the most tokens of a key this edge holds
+        # lapsed tokens worth a give-back of their own (fewer wait for the key's next lease): a key used
+        # once a second would otherwise cost two round trips to the core per request instead of one
+        self.give_back_at_once = max(1, self.burst // (8 * self.edges))
         self.lease = max(1, min(lease, self.share))
         self.max_lease = max(self.lease, min(max_lease, self.share))
         self._block: dict[str, int] = {}  # each key's block size, when not ``lease``
@@ -325,15 +328,17 @@ class LeasedLimiter:
                 tokens = 0
                 if len(self._tokens) >= self.max_keys:
                     self._forget()
+            on_its_way = key in self._pending
             if tokens <= self._low(key):  # (low, or fewer left after this one)
                 self._want.add(key)
                 self._fetch(key)
             elif self._stale(key, now):
                 self._fetch(key)
             credit = self.CREDIT if key in self._leased else self.lease
-            if tokens <= 0 and key in self._pending and (key in self._leased or tokens <= -credit):
+            if tokens <= 0 and on_its_way and (key in self._leased or tokens <= -credit):
                 # ran dry while its block was on its way (a new key: beyond its first block's credit,
-                # not merely before its first lease: that made one request's edge take its whole share)
+                # not merely before its first lease: that made one request's edge take its whole share;
+                # nor a key whose tokens lapsed, whose lease this very request asks for)
                 self._starved.add(key)
             if tokens > 0 or (tokens > -credit and key not in self._retry_at):
                 self._tokens[key] = tokens - 1
@@ -371,8 +376,9 @@ class LeasedLimiter:
         block = self._block.get(key, self.lease)
         if block > self.lease:  # it leased more than it spent in a lifetime
             self._block[key] = max(self.lease, block // 2)
-        if key in self._give_back:
-            self._fetch(key)
+        back = self._give_back.get(key)
+        if back and sum(b[0] for b in back) >= self.give_back_at_once:
+            self._fetch(key)  # (fewer go back with the key's next lease: no round trip of their own)
 
     def _spend_lot(self, key: str) -> None:
         lots = self._lots[key]

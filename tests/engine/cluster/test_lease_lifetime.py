@@ -182,3 +182,26 @@ def test_a_new_edge_works_with_a_core_of_the_previous_version():
     pool.run()
     assert edge._tokens["k"] == 19 and not edge._give_back  # that core's answers have no stamp:
     assert gcra.peek("k").remaining == 100 - 25 - 40  # the lapsed 19 stay counted until it refills
+
+
+def test_a_key_used_once_a_second_costs_one_lease_per_request_and_keeps_its_small_block():
+    """The defaults (burst 2,000 at 1,000/s: a lifetime of 0.25 s): a key used once a second finds its
+    block lapsed at every request. That lease is not a key running dry (its block grew fourfold at every
+    request, 20 -> 80 -> 320, and the edge asked twice), and 19 lapsed tokens are not worth a round
+    trip of their own: they go back with the next lease. One lease per request, in the background."""
+    clock = Clock()
+    gcra = Gcra(1000.0, 2000, clock=clock)
+    asked: list[int] = []
+    core = _core(gcra, 2000, 1000.0)
+    lease_block = core.lease_block
+    core.lease_block = lambda key, n, *rest: (asked.append(n), lease_block(key, n, *rest))[1]
+    pool = Later()
+    edge = LeasedLimiter(core, pool, edges=2, clock=clock)
+    for _ in range(10):
+        assert edge.check("k").allowed
+        pool.run()
+        for _ in range(4):
+            clock.t += 0.25
+            edge.sweep()
+            pool.run()
+    assert asked == [20] * 10
