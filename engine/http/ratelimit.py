@@ -168,6 +168,8 @@ class Gcra:
         while len(self._tat) >= self._max_keys:  # all still active: drop the oldest inserted
             del self._tat[next(iter(self._tat))]
         # a key gone from the table has none of its leases' tokens counted any more (a full bucket), so
-        # a give-back finds it absent and credits nothing: its shift is not needed
+        # a give-back finds it absent and credits nothing: its shift is not needed. (A key dropped while
+        # still active - over max_keys - loses its count anyway; a give-back of a lease from before may
+        # then credit that lease's tokens against the key's new count once: no worse than the loss.)
         for k in [k for k in self._shift if k not in self._tat]:
             del self._shift[k]
