@@ -185,8 +185,8 @@ class Engine(AccountManager, HoldManager):
         one it judges hung may still wake, so only the reads waiting for it fail then; a worker it knows
         hung, down or restarting is not asked at all (``ClusterShards.not_answering``), and a submit for
         it is refused at once (``engine.cluster.presence``: the supervisor's view, rather than the
-        workers' announcements; one that exited is announced down to the HTTP
-        edges, which know only the announcements)."""
+        workers' announcements; one that exited is announced down to the HTTP edges, which know only
+        the announcements)."""
         self._cluster = cluster
         transport = self.runtime.transport
         if cluster is not None and transport is not None:

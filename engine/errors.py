@@ -294,7 +294,11 @@ def _all_subclasses(cls: type) -> list[type]:
     return found
 
 
-_BY_CODE: dict[str, type[SmsrouteError]] = {c.code: c for c in _all_subclasses(SmsrouteError)}
+# a code names the class that declares it, not a subclass sharing it: "cluster_unavailable" from another
+# process is a ClusterUnavailable (nothing sent), never an OutcomeUnknown (which may have sent something,
+# and only the side that waited can know)
+_BY_CODE: dict[str, type[SmsrouteError]] = {c.code: c for c in _all_subclasses(SmsrouteError)
+                                            if "code" in vars(c)}
 _BY_CODE[SmsrouteError.code] = SmsrouteError
 
 
@@ -303,5 +307,7 @@ def error_from_code(code: str, message: str) -> SmsrouteError:
 
     >>> type(error_from_code("no_route", "nothing serves +999")).__name__
     'NoRoute'
+    >>> error_from_code("cluster_unavailable", "w1 did not answer").maybe_sent
+    False
     """
     return _BY_CODE.get(code, SmsrouteError)(message)
