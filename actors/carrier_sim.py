@@ -28,6 +28,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from actors.dispatch import DispatchedActor
@@ -53,22 +54,34 @@ def sample_ms(spec: Any, rng: random.Random) -> float:
     maximum delay: uncapped, one draw in a thousand at sigma 3 is ~10,000 medians, and a simulated
     carrier would hold that message for hours (a real carrier's answer or receipt that late is one a
     POP has long given up on)."""
+    return delay_sampler(spec)(rng)
+
+
+def delay_sampler(spec: Any) -> Callable[[random.Random], float]:
+    """:func:`sample_ms` with ``spec`` read once: a function of the generator that draws one delay in
+    ms. Why: a carrier draws two delays per message, and reading the table (type checks, key lookups)
+    for every draw cost more than the draw itself."""
     if spec is None:
-        return 0.0
+        return _constant(0.0)
     if isinstance(spec, int | float):
-        return float(spec)
+        return _constant(float(spec))
     kind = spec.get("distribution", "fixed")
     if kind == "fixed":
-        return float(spec.get("ms", 0))
+        return _constant(float(spec.get("ms", 0)))
     if kind == "uniform":
-        return rng.uniform(float(spec.get("min_ms", 0)), float(spec.get("max_ms", 0)))
+        low, high = float(spec.get("min_ms", 0)), float(spec.get("max_ms", 0))
+        return lambda rng: rng.uniform(low, high)
     if kind == "lognormal":
         median = float(spec.get("median_ms", 0))
         if median <= 0:
-            return 0.0
-        draw = median * math.exp(rng.gauss(0.0, float(spec.get("sigma", 0.5))))
-        return min(draw, median * LOGNORMAL_MAX_MEDIANS, DELAY_MS.high)
+            return _constant(0.0)
+        sigma, cap = float(spec.get("sigma", 0.5)), min(median * LOGNORMAL_MAX_MEDIANS, DELAY_MS.high)
+        return lambda rng: min(median * math.exp(rng.gauss(0.0, sigma)), cap)
     raise ValueError(f"unknown distribution {kind!r}")
+
+
+def _constant(ms: float) -> Callable[[random.Random], float]:
+    return lambda _rng: ms
 
 
 class SimulatedCarrierActor(DispatchedActor):
@@ -85,6 +98,8 @@ class SimulatedCarrierActor(DispatchedActor):
         self.rng = random.Random(seed)
         self.latency = options.latency
         self.receipt_delay = options.receipt_delay
+        self._latency_ms = delay_sampler(options.latency)  # read once, drawn per message
+        self._receipt_delay_ms = delay_sampler(options.receipt_delay)
         self.window = options.window
         self.throughput = options.throughput
         mix = options.outcomes
@@ -138,15 +153,16 @@ class SimulatedCarrierActor(DispatchedActor):
         now = self.clock.now()
         self._refill(now)
         immediate: list[m.CarrierResponseItem] = []
-        receipts: list[m.ReceiptItem] = []
+        receipts: list[tuple[str, int, str, str]] = []  # (ref, part, state, error): stamped when sent
+        counts = self.counts
+        counts["submitted"] += len(items)
         for item in items:
-            self.counts["submitted"] += 1
             try:  # the session counted the parts already; count only when it did not say
                 parts = item.segments or len(plan(item.body, max_segments=255).parts)
             except InvalidBody:
                 immediate.append(m.CarrierResponseItem(item.ref, 0, 1, m.REJECT, "", "0x00000001"))
                 continue
-            self.counts["parts"] += parts
+            counts["parts"] += parts
             refusal = self._refusal()
             if refusal:
                 outcome, error = refusal
@@ -154,7 +170,7 @@ class SimulatedCarrierActor(DispatchedActor):
                                  for p in range(parts))
                 continue
             outcome = self._draw()
-            self.counts[outcome] += 1
+            counts[outcome] += 1
             if outcome == "no_answer":
                 continue
             self._answer(item.ref, parts, outcome, now, immediate, receipts)
@@ -175,7 +191,7 @@ class SimulatedCarrierActor(DispatchedActor):
         return None
 
     def _answer(self, ref, parts, outcome, now, immediate, receipts) -> None:
-        delay = sample_ms(self.latency, self.rng) / 1000.0
+        delay = self._latency_ms(self.rng) / 1000.0
         if outcome == "throttled":
             answers = [m.CarrierResponseItem(ref, p, parts, m.THROTTLED, "", "0x00000058")
                        for p in range(parts)]
@@ -187,25 +203,29 @@ class SimulatedCarrierActor(DispatchedActor):
                        for p in range(parts)]
             state = _RECEIPT_STATE.get(outcome, "DELIVRD")
             for p in range(parts):
-                self._schedule_receipt(ref, p, state, now + delay, receipts)
+                self._schedule_receipt(ref, p, state, now, now + delay, receipts)
         if delay <= 0:
             immediate.extend(answers)
         else:
             self._open += 1
             self._push(now + delay, "resp", answers)
 
-    def _schedule_receipt(self, ref, part, state, acked_at, receipts) -> None:
-        delay = sample_ms(self.receipt_delay, self.rng) / 1000.0
-        if self.rng.random() < self.late_rate:  # ten times late, but never past the maximum delay
+    def _schedule_receipt(self, ref, part, state, now, acked_at, receipts) -> None:
+        """A receipt for one part, due ``acked_at`` plus a drawn delay: into ``receipts`` (sent with
+        this batch) if it is due already (``now`` was read before it), else onto the timed heap."""
+        rng = self.rng
+        delay = self._receipt_delay_ms(rng) / 1000.0
+        if rng.random() < self.late_rate:  # ten times late, but never past the maximum delay
             delay = min(delay * 10 + 1.0, DELAY_MS.high / 1000.0)
-        copies = 2 if self.rng.random() < self.duplicate_rate else 1
+        copies = 2 if rng.random() < self.duplicate_rate else 1
         err = "" if state == "DELIVRD" else "001"  # as an SMPP carrier reads err:000: no error
+        item = (ref, part, state, err)
+        due = acked_at + delay
         for _ in range(copies):
-            item = m.ReceiptItem(ref, part, state, err, 0.0)
-            if acked_at + delay <= self.clock.now():
+            if due <= now or due <= self.clock.now():
                 receipts.append(item)
             else:
-                self._push(acked_at + delay, "receipt", item)
+                self._push(due, "receipt", item)
 
     def _draw(self) -> str:
         x = self.rng.random() * self._weights[-1]
@@ -252,7 +272,7 @@ class SimulatedCarrierActor(DispatchedActor):
     def _send(self, responses: list, receipts: list) -> None:
         if responses:
             self.pop_ref.tell(m.encode(m.CarrierResponded(self.name, responses)))
-        if receipts:
-            at = time.time()
-            receipts = [r._replace(at=at) for r in receipts]
-            self.pop_ref.tell(m.encode(m.ReceiptsReceived(self.name, receipts)))
+        if receipts:  # stamped as they leave (a receipt's ``at`` is when it reached us)
+            at, item = time.time(), m.ReceiptItem
+            self.pop_ref.tell(m.encode(m.ReceiptsReceived(
+                self.name, [item(ref, part, state, err, at) for ref, part, state, err in receipts])))
