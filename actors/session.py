@@ -185,15 +185,13 @@ class CustomerSessionActor(DispatchedActor):
         validity = msg.validity_seconds or self.settings.engine.default_validity_seconds
         validity = max(1, min(validity, MAX_VALIDITY_SECONDS))
         message_id = self.ids.new()
+        # positional: a named tuple built from keywords costs ~1 µs more (its __new__ parses them).
+        # submitted_at is the id's time, not msg.received_at (another clock read): the listing's
+        # since/until filter by the id, so the submitted_at a client sees must be that same time
         item = m.AcceptItem(
-            request_id=msg.request_id, message_id=message_id, account_id=self.account_id,
-            to=dest.e164, country=dest.region, sender=msg.sender, body=msg.body,
-            encoding=plan.encoding, segments=len(plan.segments), price_micro_usd=price,
-            # the id's time, not msg.received_at (another clock read): the listing's since/until
-            # filter by the id, so the submitted_at a client sees must be that same time
-            submitted_at=id_time(message_id), validity_seconds=validity, callback_url=msg.callback_url,
-            client_ref=msg.client_ref, reply_to=msg.reply_to,
-        )
+            msg.request_id, message_id, self.account_id, dest.e164, dest.region, msg.sender, msg.body,
+            plan.encoding, len(plan.segments), price, id_time(message_id), validity, msg.callback_url,
+            msg.client_ref, msg.reply_to)
         return item, pop
 
     def on_stop(self) -> None:
