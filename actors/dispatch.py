@@ -217,9 +217,15 @@ class DispatchedActor(pykka.Actor):
         return bool(items)
 
     def _handle_envelope(self, envelope: Envelope[Any]) -> None:
-        reply_to = envelope.reply_to
+        reply_to, message = envelope.reply_to, envelope.message
         try:
-            response = self._handle_receive(envelope.message)
+            # the engine's own messages (msgpack bytes) straight to on_receive; pykka's stop and proxy
+            # messages (never bytes) through pykka's _handle_receive, whose four isinstance checks
+            # every message paid for
+            if type(message) is bytes:
+                response = self.on_receive(message)
+            else:
+                response = self._handle_receive(message)
             if reply_to is not None:
                 reply_to.set(response)
         except Exception:
