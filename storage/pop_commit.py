@@ -42,7 +42,7 @@ from engine.errors import StorageError, StoreFull
 from engine.messages import RefundItem
 from storage.full import is_full_disk, store_full
 from storage.headroom import has_headroom
-from storage.records import MESSAGE_STORE, LiveRecord, MessageRecord
+from storage.records import MESSAGE_STORE, LiveRecord
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +146,13 @@ class PopCommit:
             b.unsealable += self.records.put_many(txn, [f.record for f in b.new])
         if b.dirty:
             b.unsealable += self.records.put_many(txn, b.dirty.values(), stored_before=True)
-        self.bodies.put_many(txn, [(f.record.message_id, f.body, self._body_expiry(f.record, now),
-                                    f.record.account_id) for f in b.new])
+        ttl_end, grace = now + self.ttl, self.grace
+        bodies = []
+        for f in b.new:  # a body is never needed past its message's validity (nor kept past the TTL)
+            r = f.record
+            bodies.append((r.message_id, f.body, min(ttl_end, r.submitted_at + r.validity_seconds + grace),
+                           r.account_id))
+        self.bodies.put_many(txn, bodies)
         if b.discards:
             self.bodies.discard_many(txn, b.discards)
         if b.refunds:
@@ -184,7 +189,3 @@ class PopCommit:
     def forget_account(self, account_id: str) -> None:
         """Erasure: pending record updates of the account are not written back."""
         self.dirty = {mid: r for mid, r in self.dirty.items() if r.account_id != account_id}
-
-    def _body_expiry(self, rec: MessageRecord, now: float) -> float:
-        """A body is never needed past its message's validity (nor kept past the 24 h ceiling)."""
-        return min(now + self.ttl, rec.submitted_at + rec.validity_seconds + self.grace)
