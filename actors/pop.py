@@ -348,17 +348,23 @@ class PopActor(DispatchedActor):
     def _after_commit(self, new: list[tuple[Delivery, m.AcceptItem]], batch: int) -> None:
         """Answer, bill and route the messages just committed, owed to the ledger as debit ``batch``."""
         debits, answers = [], {}
-        grace = self.limits.expiry_grace_seconds
-        for f, item in new:
+        grace, pop = self.limits.expiry_grace_seconds, self.name
+        inflight, expire_at, route = self.inflight, self.timers.expire_at, self.dispatcher.route
+        accepted_item, debit_item = m.AcceptedItem, m.DebitItem
+        for f, item in new:  # (names bound once: this loop runs for every message)
             rec = f.record
-            self.inflight[rec.message_id] = f
-            answers.setdefault(item.reply_to, []).append(m.AcceptedItem(item.request_id, rec.message_id, rec.segments,
-                                          rec.price_micro_usd, self.name, rec.encoding,
-                                          rec.country))
-            debits.append(m.DebitItem(rec.message_id, rec.account_id, rec.price_micro_usd,
-                                      rec.submitted_at))
-            self.timers.expire_at(rec.submitted_at + rec.validity_seconds + grace, rec.message_id)
-            self.dispatcher.route(f)
+            mid = rec.message_id
+            inflight[mid] = f
+            answer = accepted_item(item.request_id, mid, rec.segments, rec.price_micro_usd, pop,
+                                   rec.encoding, rec.country)
+            to = answers.get(item.reply_to)
+            if to is None:
+                answers[item.reply_to] = [answer]
+            else:
+                to.append(answer)
+            debits.append(debit_item(mid, rec.account_id, rec.price_micro_usd, rec.submitted_at))
+            expire_at(rec.submitted_at + rec.validity_seconds + grace, mid)
+            route(f)
         for reply_to, items in answers.items():  # the core's bridge, or an HTTP edge's
             self.directory.reply_ref(reply_to).tell(m.encode(m.SubmitsAccepted(items)))
         if debits:
@@ -388,7 +394,8 @@ class PopActor(DispatchedActor):
         """Every part acknowledged: the body goes, the carrier's ids are kept for receipts."""
         if f.body is not None:
             now = time.time()
-            ids = tuple(f.carrier_ids.get(part, "") for part in range(len(f.state.parts)))
+            get = f.carrier_ids.get
+            ids = tuple([get(part, "") for part in range(len(f.state.parts))])
             rec = f.record
             rec.carrier_acked_at, rec.carrier_ids = now, ids
             f.body = None
@@ -404,14 +411,16 @@ class PopActor(DispatchedActor):
             self.commit.discards.append(rec.message_id)
         final = f.state.status
         self.counters[final] = self.counters.get(final, 0) + 1
-        changes: dict = {"status": final, "error": error[:200]}
-        if refund and f.refundable and rec.price_micro_usd > 0:
-            changes["refunded_micro_usd"] = rec.price_micro_usd
+        refunded = refund and f.refundable and rec.price_micro_usd > 0
+        if refunded:
             self.commit.refunds.append(
                 m.RefundItem(rec.message_id, rec.account_id, rec.price_micro_usd, time.time()))
             self.counters["refunds"] += 1
         self._event(f, final, error)
-        self.persist(f, **changes)
+        rec.status, rec.error = final, error[:200]  # (set here, not as persist's keywords: per message)
+        if refunded:
+            rec.refunded_micro_usd = rec.price_micro_usd
+        self.persist(f)
 
     def persist(self, f: Delivery, **changes) -> None:
         """Record ``changes`` (and the time) on the message; the next group commit writes it."""

@@ -87,7 +87,9 @@ class Completion(Future):
                 raise InvalidStateError(f"{self._state}: {self!r}")
             self._result, self._exception, self._state = result, exception, state
             callbacks, self._done_callbacks = self._done_callbacks, []
-            cond, waiters = self._cond, list(self._waiters)
+            cond, waiters = self._cond, self._waiters
+            if waiters:  # (a copy only when concurrent.futures.wait put any there: most have none)
+                waiters = list(waiters)
         if cond is not None:
             with cond:
                 cond.notify_all()
