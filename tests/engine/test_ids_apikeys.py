@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+import re
 import threading
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from engine import apikeys
@@ -91,6 +92,28 @@ def test_strings_that_are_not_message_ids_are_recognised_and_refused(text):
     assert not is_message_id(text)
     with pytest.raises(ValueError):
         id_bytes(text)
+
+
+_ID = re.compile(r"msg_[0-9a-fA-F]{32}")
+_NEAR_IDS = st.builds(lambda prefix, digits: prefix + digits,
+                      st.sampled_from(["msg_", "MSG_", "msg", "xsg_", ""]),
+                      st.text(alphabet="0123456789abcdefABCDEF g\u0663\u00e9\n", min_size=28,
+                              max_size=36))
+
+
+@settings(max_examples=400, deadline=None)
+@example("msg_" + "0" * 30 + "  ")  # 15 bytes: bytes.fromhex skips the spaces, the length is 36
+@example("msg_0a" + " 0b" * 10)
+@given(value=st.one_of(_NEAR_IDS, st.text(max_size=40), st.binary(max_size=36), st.none(), st.integers()))
+def test_id_bytes_takes_exactly_msg_and_32_hex_digits_and_refuses_everything_else(value):
+    # id_bytes runs several times per message in the POP's commit; its fast path must still refuse
+    # exactly what is not an id (whitespace that bytes.fromhex would skip, non-ASCII digits, bytes)
+    if isinstance(value, str) and _ID.fullmatch(value):
+        assert id_bytes(value) == bytes.fromhex(value[4:]) and is_message_id(value)
+    else:
+        with pytest.raises(ValueError):
+            id_bytes(value)
+        assert not is_message_id(value)
 
 
 def test_a_new_api_key_has_the_prefix_and_256_random_bits_and_is_never_repeated():
