@@ -7,7 +7,11 @@ from engine.errors import ClusterUnavailable, OutcomeUnknown, SmsrouteError, err
 
 
 def test_every_code_rebuilds_the_class_that_declares_it():
+    """(The errors of ``engine.errors``; a module's own error class, such as the SMPP codec's, is not
+    rebuilt by code: it never crosses a process.)"""
     for cls in errors._all_subclasses(SmsrouteError):
+        if cls.__module__ != errors.__name__:
+            continue
         rebuilt = type(error_from_code(cls.code, "x"))
         assert rebuilt.code == cls.code
         assert "code" in vars(rebuilt), (cls.__name__, rebuilt.__name__)
