@@ -65,6 +65,7 @@ class ClusterLink:
             # in its place for the workers it supervises: Engine.cluster)
             rt.presence = PresenceBoard(place.workers, rt.settings.engine.child_hung_after_seconds)
             transport.readiness = rt.presence.listen(transport)
+            rt.shards.not_answering = rt.presence.mismatched  # no question to another protocol's
             rt.routing.push = rt.shards.use_routing
             rt.clock.every(UNANSWERED_AFTER_S, _ExpireUnanswered(rt.bridge), lambda: None)
         if worker:

@@ -196,6 +196,8 @@ class Engine(AccountManager, HoldManager):
                 self.runtime.shards.not_answering = cluster.not_answering
             cluster.on_down = functools.partial(announce_down, transport)
             transport.readiness = cluster
+            if self.runtime.presence is not None:  # (its ready lines' protocols: the cluster's ALARM)
+                self.runtime.presence.alarms = False
 
     @property
     def stopping(self) -> bool:
@@ -419,8 +421,9 @@ class Engine(AccountManager, HoldManager):
         not working: a process a restart is starting is ``worker:<node> (starting)``, one whose heartbeat
         is late ``worker:<node> (hung)``; a worker on another host (``--role core``) that has not
         announced itself yet ``worker:<node> (not seen)``, one that said it stops ``(stopping)``, one
-        silent for ``child_hung_after_seconds`` ``(silent)`` (empty when healthy); ``/readyz`` answers 503
-        while there is one."""
+        silent for ``child_hung_after_seconds`` ``(silent)``; a worker or edge of another cluster
+        protocol ``worker:<node> (protocol 3, core 4)`` (``engine.cluster.protocol``) (empty when
+        healthy); ``/readyz`` answers 503 while there is one."""
         dead = [name for name, alive in self.runtime.actors_alive().items() if not alive]
         if self.runtime.dead_sessions():
             dead.append("sessions")
@@ -428,6 +431,8 @@ class Engine(AccountManager, HoldManager):
             for w in self.cluster.status():
                 if not w["alive"]:
                     dead.append(f"worker:{w['node']}")
+                elif w["protocol_mismatch"]:
+                    dead.append(f"worker:{w['node']} ({w['protocol_mismatch']})")
                 elif not w["ready"]:
                     dead.append(f"worker:{w['node']} (starting)")
                 elif w["hung"]:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import log_format
+from engine.cluster.protocol import PROTOCOL
 from engine.errors import ConfigError, SmsrouteError
 
 DESCRIPTION = "smsroute: a transit-layer A2P SMS gateway engine."
@@ -230,7 +231,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smsroute", description=DESCRIPTION)
-    parser.add_argument("--version", action="version", version=f"smsroute {_version()}")
+    # the cluster protocol too: processes of a cluster work together only when it is the same
+    parser.add_argument("--version", action="version",
+                        version=f"smsroute {_version()} (cluster protocol {PROTOCOL})")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run_parser(sub)

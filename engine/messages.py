@@ -649,10 +649,16 @@ class WorkerPresence(Message):
     ``"ready"`` (sent after every heartbeat round in which its actors and NATS loop answered, and in
     answer to a ``"ask"`` by a process that just started listening) or ``"stopping"`` (sent once, when
     it is told to stop); ``"ask"`` from a listener (``node`` is the asker's) asks each worker to say
-    where it is now. ``engine.cluster.presence`` keeps the verdicts a submit is refused by."""
+    where it is now; ``"here"`` from the core (``node`` is ``"core"``) answers an ``"ask"`` and greets a
+    worker newly heard. ``protocol`` is the sender's cluster protocol (``engine.cluster.protocol``: the
+    core hands no work to a worker of another one, and a worker or edge logs a core of another one).
+    ``engine.cluster.presence`` keeps the verdicts a submit is refused by. NEVER change this message's
+    layout (tag, fields, version): every smsroute version must read every other's announcement to tell
+    it speaks another protocol - a change would make the two sides drop each other's as malformed."""
 
     node: str
     state: str
+    protocol: Annotated[int, msgspec.Meta(ge=0, lt=1 << 31)]
 
 
 # === billing: adjustments and low-balance notices ======================================================

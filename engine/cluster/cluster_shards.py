@@ -81,9 +81,10 @@ class ClusterShards:
         self._stats_pools = {node: ThreadPoolExecutor(QUERY_THREADS_PER_WORKER,
                                                       thread_name_prefix=f"shard-query-stats-{node}")
                              for node in workers}
-        # why a worker will not answer now ("hung", "down", "starting"), or None: ask it. The core that
-        # supervises its workers sets it (``Engine.cluster``); workers started elsewhere (``--role``)
-        # are always asked
+        # why a worker will not answer now ("hung", "down", "starting", "protocol 3, core 4"), or None:
+        # ask it. The core that supervises its workers sets it (``Engine.cluster``); workers started
+        # elsewhere (``--role``) are asked unless they announced another cluster protocol
+        # (``PresenceBoard.mismatched``, set by ``actors.cluster_link``)
         self.not_answering: Callable[[str], str | None] = _always_asked
 
     def close(self) -> None:

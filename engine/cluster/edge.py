@@ -62,6 +62,7 @@ from engine.cluster.handoff import overrides_from
 from engine.cluster.heartbeat import Heartbeat, loop_probe
 from engine.cluster.lifeline import stop_when_parent_exits
 from engine.cluster.placement import Placement
+from engine.cluster.protocol import ready_suffix
 from engine.cluster.start_failure import report
 from engine.config import load_settings
 from engine.errors import SmsrouteError
@@ -317,7 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         report("edge", node, "os_error", str(exc), supervised=bool(args.parent_pid))
         return 2
-    print(f"smsroute edge {node} ready on {args.host}:{edge.bound_port}", flush=True)
+    # its protocol (engine.cluster.protocol): the core names an edge of another one in /readyz
+    print(f"smsroute edge {node} ready on {args.host}:{edge.bound_port}"
+          f"{ready_suffix(engine.presence.protocol)}", flush=True)
     if args.beat_every > 0:  # to the smsroute run that supervises us (engine.cluster.liveness)
         Heartbeat(node, args.beat_every, [loop_probe(lambda: edge.loop),
                                           loop_probe(lambda: engine.transport and engine.transport.loop)

@@ -33,6 +33,7 @@ from engine.bridge import Bridge, InFlightGate
 from engine.cluster.nats_security import NatsSecurity
 from engine.cluster.placement import Placement
 from engine.cluster.presence import PresenceBoard
+from engine.cluster.protocol import of_process
 from engine.cluster.transport import Transport
 from engine.errors import (
     AuthError,
@@ -80,8 +81,11 @@ class EdgeEngine:
         self.transport = Transport(list(place.nats), place.node, self._deliver,
                                    security=security).start()
         # a submit for a worker that is not ready is refused at once (engine.cluster.presence); the
-        # workers answer the board's question at once, so a new edge refuses nothing for a beat's time
-        self.presence = PresenceBoard(place.workers, self.settings.engine.child_hung_after_seconds)
+        # workers answer the board's question at once, so a new edge refuses nothing for a beat's time;
+        # nor to a worker of another protocol than this edge's (engine.cluster.protocol), and the
+        # core's answer to the question says its own (an ALARM line here when it differs)
+        self.presence = PresenceBoard(place.workers, self.settings.engine.child_hung_after_seconds,
+                                      protocol=of_process(place.node), me="edge")
         self.transport.readiness = self.presence.listen(self.transport)
         self.presence.wait_all_heard(PRESENCE_WAIT_S)
         self._expiry.start()

@@ -45,6 +45,7 @@ class Liveness:
         self.last_beat: float | None = None  # time.monotonic() of the ready line or the last beat
         self.state = ALIVE
         self.full_stores: tuple[str, ...] = ()  # what the last beat named full (engine.cluster.heartbeat)
+        self.protocol: int | None = None  # what its ready line named (engine.cluster.protocol)
 
     def beat(self, now: float, full_stores: tuple[str, ...] = ()) -> None:
         self.last_beat = now

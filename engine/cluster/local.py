@@ -5,6 +5,9 @@ port, then the workers (``python -m engine.cluster.worker``), each with its own 
 ``<data_dir>/workers/w<k>``, and waits until each says it is ready. A supervisor thread restarts a worker
 that exits when it should not (backoff 0.5 s doubling to 10 s; each restart is counted and logged): the
 restarted worker resumes its accepted messages from its own stores (crash recovery, per worker).
+Each child's ready line names its cluster protocol (``engine.cluster.protocol``): one of another protocol
+than this process (started from another install) is handed no work - :meth:`not_answering` names it,
+``protocol 3, core 4``, so its submits are refused and it is asked nothing - with one ALARM line.
 It also restarts one that no longer works: each child beats on its stdout (``engine.cluster.heartbeat``),
 and one silent past ``[engine] child_hung_after_seconds`` is reported hung, past
 ``child_kill_after_seconds`` killed (SIGKILL) and restarted the same way (``engine.cluster.liveness``).
@@ -42,6 +45,7 @@ from engine.cluster.heartbeat import BEAT, full_stores_of
 from engine.cluster.liveness import ALIVE, HUNG, KILL, Deadlines, Liveness
 from engine.cluster.nats_server import NatsServer
 from engine.cluster.placement import Placement, core_placement
+from engine.cluster.protocol import PROTOCOL, mismatch, of_ready_line
 from engine.cluster.start_failure import error_of, parse
 from engine.config import load_settings
 from engine.errors import ConfigError, SmsrouteError, StartupError
@@ -367,18 +371,22 @@ class LocalCluster:
             proc, life = w.proc, w.life
             alive = proc is not None and proc.poll() is None
             silent = life.silent_for(now) if alive else None
+            other = _other_protocol(life) if alive else None
             out.append({"node": w.node, "pid": proc.pid if proc else None, "alive": alive,
-                        "ready": alive and life.last_beat is not None,
+                        "ready": alive and life.last_beat is not None and other is None,
                         "hung": alive and life.state != ALIVE,
                         "silent_seconds": None if silent is None else round(silent, 1),
                         "restarts": w.restarts, "hung_kills": w.hung_kills,
-                        "full_stores": list(life.full_stores) if alive else []})
+                        "full_stores": list(life.full_stores) if alive else [],
+                        "protocol": life.protocol if alive else None, "protocol_mismatch": other})
         return out
 
     def not_answering(self, node: str) -> str | None:
         """Why worker ``node`` will take no submit and answer no question now - ``"down"`` (exited, or
         killed, and not started again yet), ``"starting"`` (a spawn that has not said ready: not
-        subscribed yet) or ``"hung"`` (its heartbeat is over ``child_hung_after_seconds`` late) - or None
+        subscribed yet), ``"protocol 3, core 4"`` (its ready line named another cluster protocol than
+        ours: ``engine.cluster.protocol``) or ``"hung"`` (its heartbeat is over
+        ``child_hung_after_seconds`` late) - or None
         (also for a node this cluster does not run). Read for every submit the core hands to a worker
         (``engine.cluster.presence``, as :meth:`refusal`) and by the core's query threads before each
         question (``ClusterShards``), so a worker known not to answer holds no thread for a question's
@@ -393,6 +401,8 @@ class LocalCluster:
             return "down"
         if life.last_beat is None:
             return "starting"
+        if life.protocol != PROTOCOL:  # (one compare: this is read for every submit)
+            return _other_protocol(life)
         if life.state != ALIVE:
             return "hung"
         return None
@@ -449,11 +459,17 @@ def _hand_lines(proc: subprocess.Popen, lines: list[str]) -> None:
             proc.stdin.close()  # flushes: a broken pipe shows here, and the fd is closed regardless
 
 
+def _other_protocol(life: Liveness) -> str | None:
+    """``protocol 3, core 4`` for a spawn whose ready line named another protocol than ours."""
+    return None if life.protocol is None else mismatch(life.protocol, PROTOCOL)
+
+
 def _read_until_ready(stream, node: str, seen: queue.SimpleQueue, life: Liveness) -> None:
     """Read a worker's (or edge's) stdout: say when its ready line comes (True), or its failure line
     (``(code, message)``, ``engine.cluster.start_failure``), or the pipe closes first (False); keep
     reading after the ready line so the process never blocks on a full pipe; the ready line and every
-    beat line after it go to ``life``."""
+    beat line after it go to ``life``, with the protocol the ready line names (an ALARM line when it is
+    not ours)."""
     prefixes = (f"smsroute worker {node} ready", f"smsroute edge {node} ready")
     beat = f"{BEAT} {node}"
     said = ready = False
@@ -471,7 +487,21 @@ def _read_until_ready(stream, node: str, seen: queue.SimpleQueue, life: Liveness
                 seen.put(failure)
             elif line.startswith(prefixes):
                 said = ready = True
+                life.protocol = of_ready_line(line)  # (before the beat: never ready without it)
+                _alarm_other_protocol(line.split()[1], node, life)
                 life.beat(time.monotonic())
                 seen.put(True)
     if not said:
         seen.put(False)
+
+
+def _alarm_other_protocol(role: str, node: str, life: Liveness) -> None:
+    """One ALARM line for a spawn of another protocol (a restart logs its own)."""
+    other = _other_protocol(life)
+    if other is not None:
+        log.error("cluster: ALARM %s %s speaks another cluster protocol (%s): it is handed no work "
+                  "(its submits refused, no query sent) and /readyz names it; it was started from "
+                  "another smsroute install than this core's (README: upgrading a cluster)", role,
+                  node, other,
+                  extra={"node": node, "role": role, "protocol": life.protocol,
+                         "own_protocol": PROTOCOL})

@@ -26,6 +26,14 @@ The verdict comes from one of two sources (each an object with ``refusal(node) -
   a busy machine that delays a few beats refuses nothing). A process that starts listening asks every
   worker to announce itself at once (``ask``), so it does not refuse submits for a beat's time.
 
+**Protocol** (``engine.cluster.protocol``): every announcement carries its sender's cluster protocol. A
+worker of another protocol than the listener's is refused (``protocol 3, core 4``) whatever it says,
+with one ALARM line when it is first heard so; a worker that starts and an edge that starts ``ask``, and
+the core answers every ``ask`` with ``here`` (its own protocol), so each worker and edge learns the
+core's and logs an ALARM line of its own when it differs (:class:`CoreProtocolWatch`). Only a worker's
+own ``ready`` sets its protocol (the core's ``stopping`` on behalf of an exited worker carries the
+core's).
+
 Not chosen: NATS's "no responders" answer (a *request* to a subject nobody subscribes to fails at once,
 ``NoRespondersError``). Submits are publishes, many in one NATS message; a request per batch would add a
 round trip and an answer to the hot path, and it would still say nothing about a worker that is
@@ -41,12 +49,14 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from engine import messages as m
+from engine.cluster.placement import CORE
+from engine.cluster.protocol import PROTOCOL, mismatch
 from engine.errors import MalformedMessage
 
 log = logging.getLogger(__name__)
 
 SUBJECT = "presence"  # <prefix>.presence (Transport.announce / listen)
-READY, STOPPING, ASK = "ready", "stopping", "ask"
+READY, STOPPING, ASK, HERE = "ready", "stopping", "ask", "here"
 NOT_SEEN, SILENT = "not seen", "silent"  # verdicts of a worker never heard of, or not heard of lately
 
 
@@ -54,38 +64,75 @@ class PresenceBoard:
     """What the workers last announced, as one listener (the core, an HTTP edge) heard it.
 
     ``heard`` is called on the transport thread, ``refusal`` on any thread (every remote submit):
-    each verdict is one dict entry replaced whole, so a reader never sees half of one."""
+    each verdict is one dict entry replaced whole, so a reader never sees half of one. ``protocol``:
+    the listener's own (``engine.cluster.protocol``), ``me`` its role as the refusal names it (``core``,
+    ``edge``); ``alarms``: log the ALARM line of a worker of another protocol (off where the supervisor's
+    view reports it: ``Engine.cluster``)."""
 
     def __init__(self, workers: Iterable[str], silent_after: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, *, protocol: int = PROTOCOL,
+                 me: str = "core") -> None:
         self.workers = tuple(workers)
         self.silent_after = silent_after
+        self.protocol, self.me = protocol, me
+        self.alarms = True
+        self.core = CoreProtocolWatch(me, protocol) if me != "core" else None
         self._clock = clock
+        self._transport: Any = None
         self._last: dict[str, tuple[str, float]] = {}  # node -> (state announced, when heard)
         self._ready_until: dict[str, float] = {}  # node -> until when it counts as ready (hot path)
+        self._protocol: dict[str, int] = {}  # node -> the protocol its last "ready" carried
         self._all_heard = threading.Event()
 
-    def heard(self, node: str, state: str, now: float | None = None) -> bool:
-        """A worker's announcement; False (ignored) for a node that is no worker of the cluster or a
-        state that is not one."""
+    def heard(self, node: str, state: str, now: float | None = None, *,
+              protocol: int | None = None) -> bool:
+        """A worker's announcement (``protocol``: the one it carried; None: the listener's own); False
+        (ignored) for a node that is no worker of the cluster or a state that is not one."""
         if node not in self.workers or state not in (READY, STOPPING):
             return False
         now = self._clock() if now is None else now
+        other = None
+        if state == READY:  # (a "stopping" may come from the core on the worker's behalf)
+            other = self._protocol_heard(node, self.protocol if protocol is None else protocol)
         self._last[node] = (state, now)
-        self._ready_until[node] = now + self.silent_after if state == READY else 0.0
+        self._ready_until[node] = now + self.silent_after if state == READY and not other else 0.0
         if len(self._last) == len(self.workers):
             self._all_heard.set()
         return True
 
+    def _protocol_heard(self, node: str, protocol: int) -> str | None:
+        """Keep ``node``'s protocol; log when it turns to another than ours (ALARM) or back."""
+        before = self._protocol.get(node)
+        self._protocol[node] = protocol
+        other = mismatch(protocol, self.protocol, self.me)
+        if protocol != before and self.alarms:
+            if other:
+                log.error("presence: ALARM worker %s speaks cluster protocol %d, this %s %d: it is "
+                          "handed no work (submits for its accounts refused, no query sent) until a "
+                          "worker of protocol %d takes its place (README: upgrading a cluster)", node,
+                          protocol, self.me, self.protocol, self.protocol,
+                          extra={"node": node, "protocol": protocol, "own_protocol": self.protocol})
+            elif before is not None:
+                log.warning("presence: worker %s speaks cluster protocol %d again, as this %s", node,
+                            protocol, self.me, extra={"node": node, "protocol": protocol})
+        return other
+
     def refusal(self, node: str) -> str | None:
-        """Why ``node`` cannot take a submit now (``not seen``, ``stopping``, ``silent``), or None."""
+        """Why ``node`` cannot take a submit now (``not seen``, ``stopping``, ``silent``, ``protocol 3,
+        core 4``), or None."""
         if self._clock() < self._ready_until.get(node, 0.0):
             return None
         return self.state_of(node) if node in self.workers else None  # (no worker: not ours to judge)
 
+    def mismatched(self, node: str) -> str | None:
+        """``protocol 3, core 4`` if ``node`` last announced itself ready with another protocol than
+        ours, else None: the core asks such a worker nothing (``ClusterShards.not_answering``)."""
+        protocol = self._protocol.get(node)
+        return None if protocol is None else mismatch(protocol, self.protocol, self.me)
+
     def state_of(self, node: str, now: float | None = None) -> str:
-        """``ready``, ``stopping``, ``silent`` (ready, then not heard of for ``silent_after``) or ``not
-        seen``."""
+        """``ready``, ``stopping``, ``silent`` (ready, then not heard of for ``silent_after``), ``not
+        seen`` or, for one ready with another protocol than ours, ``protocol 3, core 4``."""
         last = self._last.get(node)
         if last is None:
             return NOT_SEEN
@@ -93,12 +140,15 @@ class PresenceBoard:
         now = self._clock() if now is None else now
         if state == READY and now - at >= self.silent_after:
             return SILENT
+        if state == READY:
+            return self.mismatched(node) or READY
         return state
 
     def status(self) -> list[dict[str, Any]]:
         """Every worker as ``/v1/stats`` shows a supervised one (``pid``, ``restarts`` unknown here):
-        ``alive`` and ``ready`` while it announces itself ready, ``hung`` once it went silent, and
-        ``state`` and ``silent_seconds`` (since its last announcement; None if never heard)."""
+        ``alive`` and ``ready`` while it announces itself ready (with our protocol), ``hung`` once it
+        went silent, ``state``, ``silent_seconds`` (since its last announcement; None if never heard),
+        ``protocol`` (its last ``ready``'s; None if none yet) and ``protocol_mismatch``."""
         now = self._clock()
         out = []
         for node in self.workers:
@@ -107,7 +157,9 @@ class PresenceBoard:
             out.append({"node": node, "remote": True, "state": state, "pid": None,
                         "alive": state == READY, "ready": state == READY, "hung": state == SILENT,
                         "silent_seconds": None if last is None else round(now - last[1], 1),
-                        "restarts": None, "hung_kills": None})
+                        "restarts": None, "hung_kills": None,
+                        "protocol": self._protocol.get(node),
+                        "protocol_mismatch": self.mismatched(node)})
         return out
 
     def wait_all_heard(self, timeout: float) -> bool:
@@ -116,8 +168,9 @@ class PresenceBoard:
 
     def listen(self, transport: Any) -> PresenceBoard:
         """Take the announcements ``transport`` receives, and ask every worker to announce itself now."""
+        self._transport = transport
         transport.listen(SUBJECT, self._on_announcement)
-        transport.announce(SUBJECT, m.encode(m.WorkerPresence(transport.node, ASK)))
+        transport.announce(SUBJECT, m.encode(m.WorkerPresence(transport.node, ASK, self.protocol)))
         return self
 
     def _on_announcement(self, raw: bytes) -> None:
@@ -126,33 +179,73 @@ class PresenceBoard:
         except MalformedMessage:
             log.warning("presence: dropped a malformed announcement (%d bytes)", len(raw))
             return
-        if isinstance(msg, m.WorkerPresence) and msg.state != ASK:
-            self.heard(msg.node, msg.state)
+        if not isinstance(msg, m.WorkerPresence):
+            return
+        if msg.node == CORE:  # the core's ask or here (an edge: the core says its protocol)
+            if self.core is not None and msg.state in (ASK, HERE):
+                self.core.saw(msg.protocol)
+            return
+        if msg.state == ASK:
+            if self.core is None and msg.node != self._transport.node:  # the core: say ours
+                self._transport.announce(SUBJECT, m.encode(m.WorkerPresence(CORE, HERE, self.protocol)))
+            return
+        self.heard(msg.node, msg.state, protocol=msg.protocol)
+
+
+class CoreProtocolWatch:
+    """A worker's or edge's view of the core's protocol (its ``ask`` and ``here`` announcements): an
+    ALARM line when the core speaks another protocol than this process, a line when it agrees again.
+    The process goes on (the core refuses to hand it work); the line is for its operator, in this
+    process's own output."""
+
+    def __init__(self, me: str, protocol: int) -> None:
+        self.me, self.protocol = me, protocol
+        self.core_protocol: int | None = None
+
+    def saw(self, protocol: int) -> str | None:
+        """The core announced ``protocol``: the mismatch text (``protocol 1, worker 2``), or None."""
+        before, self.core_protocol = self.core_protocol, protocol
+        other = mismatch(protocol, self.protocol, self.me)
+        if protocol != before:
+            if other:
+                log.error("presence: ALARM the core speaks cluster protocol %d, this %s %d: the core "
+                          "hands it no work; run the same smsroute version on every process of the "
+                          "cluster (README: upgrading a cluster)", protocol, self.me, self.protocol,
+                          extra={"core_protocol": protocol, "own_protocol": self.protocol})
+            elif before is not None:
+                log.warning("presence: the core speaks cluster protocol %d again, as this %s",
+                            protocol, self.me, extra={"core_protocol": protocol})
+        return other
 
 
 def announce_down(transport: Any, node: str) -> None:
     """Say for worker ``node`` what it could not say itself: the supervisor saw it exit (a crash, a
     kill). The HTTP edges then refuse its submits at once instead of after ``silent_after`` of
     silence; its next spawn announces itself ready once it is."""
-    transport.announce(SUBJECT, m.encode(m.WorkerPresence(node, STOPPING)))
+    transport.announce(SUBJECT, m.encode(m.WorkerPresence(node, STOPPING, PROTOCOL)))
 
 
 class PresenceAnnouncer:
     """A worker's announcements: ``ready`` after each heartbeat round that beat (:meth:`ready`, the
     heartbeat's ``on_beat``), ``stopping`` once (:meth:`stopping`), and its last ``ready`` again when a
     listener asks - only if that was less than ``fresh_for`` seconds ago (a worker whose actors stopped
-    answering must not be called ready by its NATS loop, which still runs)."""
+    answering must not be called ready by its NATS loop, which still runs). Each carries ``protocol``
+    (the worker's: ``engine.cluster.protocol.of_process``); it asks once at its start, so the core says
+    its own (``here``), and logs an ALARM line when that differs (:class:`CoreProtocolWatch`)."""
 
     def __init__(self, transport: Any, node: str, fresh_for: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, *, protocol: int = PROTOCOL) -> None:
         self.transport, self.node, self.fresh_for = transport, node, fresh_for
+        self.protocol = protocol
+        self.core = CoreProtocolWatch("worker", protocol)
         self._clock = clock
         self._ready_at: float | None = None
         self._stopping = False
-        self._ready = m.encode(m.WorkerPresence(node, READY))
+        self._ready = m.encode(m.WorkerPresence(node, READY, protocol))
 
     def start(self) -> PresenceAnnouncer:
         self.transport.listen(SUBJECT, self._on_ask)
+        self.transport.announce(SUBJECT, m.encode(m.WorkerPresence(self.node, ASK, self.protocol)))
         return self
 
     def ready(self) -> None:
@@ -165,15 +258,19 @@ class PresenceAnnouncer:
         """Say so before the worker stops taking frames (waits at most ``timeout`` for the server to
         have it): its submits are refused from then on instead of being sent into the void."""
         self._stopping = True
-        self.transport.announce(SUBJECT, m.encode(m.WorkerPresence(self.node, STOPPING)),
+        self.transport.announce(SUBJECT, m.encode(m.WorkerPresence(self.node, STOPPING, self.protocol)),
                                 wait=timeout)
 
     def _on_ask(self, raw: bytes) -> None:
-        if m.peek_tag(raw) != m.WorkerPresence.TAG or self._stopping or self._ready_at is None:
+        if m.peek_tag(raw) != m.WorkerPresence.TAG:
             return
         try:
             msg = m.decode(raw)
         except MalformedMessage:
+            return
+        if msg.node == CORE and msg.state in (ASK, HERE):
+            self.core.saw(msg.protocol)
+        if self._stopping or self._ready_at is None or msg.node == self.node:
             return
         if msg.state == ASK and self._clock() - self._ready_at < self.fresh_for:
             self.transport.announce(SUBJECT, self._ready)

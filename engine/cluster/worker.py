@@ -3,7 +3,8 @@
 It runs the sessions of its accounts' partition and a shard of every POP with its carriers
 (``engine.cluster.placement``), joined to the core and the other workers over NATS. Started and supervised
 by ``smsroute run --workers N`` (``engine.cluster.local``), or by hand on another host with ``--nats`` of a
-shared NATS deployment. It prints ``smsroute worker <node> ready`` once its actors run - then, with
+shared NATS deployment. It prints ``smsroute worker <node> ready protocol=<n>`` once its actors run
+(``engine.cluster.protocol``: the core hands a worker of another protocol no work) - then, with
 ``--beat-every`` (set by ``smsroute run``), a heartbeat line while its actors and NATS loop answer
 (``engine.cluster.heartbeat``: a hung worker is killed and restarted) - and stops on
 SIGTERM/SIGINT: every actor finishes what it holds, the last group commits are written, and messages still
@@ -26,6 +27,7 @@ from engine.cluster.lifeline import stop_when_parent_exits
 from engine.cluster.liveness import Deadlines
 from engine.cluster.placement import worker_placement
 from engine.cluster.presence import PresenceAnnouncer
+from engine.cluster.protocol import of_process, ready_suffix
 from engine.cluster.start_failure import report
 from engine.config import load_settings
 from engine.errors import SmsrouteError
@@ -84,13 +86,15 @@ def main(argv: list[str] | None = None, overrides: dict | None = None) -> int:
         return 2
     if settings.engine.gc_tuning:
         freeze_start_up_objects()
-    print(f"smsroute worker {placement.node} ready", flush=True)
+    protocol = of_process(placement.node)  # said to smsroute run and on NATS: engine.cluster.protocol
+    print(f"smsroute worker {placement.node} ready{ready_suffix(protocol)}", flush=True)
     # announced ready on NATS after every round that beat, for the core and the edges, which refuse
     # this worker's submits while it is not (engine.cluster.presence); the beat line on stdout only
     # for the smsroute run that supervises us (engine.cluster.liveness)
     deadlines = Deadlines.of(settings)
     every = args.beat_every if args.beat_every > 0 else deadlines.beat_every
-    announcer = PresenceAnnouncer(runtime.transport, placement.node, fresh_for=2 * every).start()
+    announcer = PresenceAnnouncer(runtime.transport, placement.node, fresh_for=2 * every,
+                                  protocol=protocol).start()
     Heartbeat(placement.node, every, [
         actors_probe(lambda: runtime.directory.pops.values()),  # the actors' dispatcher thread
         loop_probe(lambda: runtime.transport and runtime.transport.loop)],

@@ -241,13 +241,17 @@ def _cluster_families(stats: dict[str, Any]) -> Iterator[Metric]:
     hung_kills = CounterMetricFamily("smsroute_worker_hung_kills", "Times the supervisor killed the "
                                      "worker for hanging (engine.child_kill_after_seconds), then "
                                      "restarted it", labels=["worker"])
+    other = GaugeMetricFamily("smsroute_worker_protocol_mismatch", "1 while the process speaks another "
+                              "cluster protocol than the core (another smsroute version): it is handed "
+                              "no work (engine.cluster.protocol)", labels=["worker"])
     for w in stats.get("workers") or []:
         node = [str(w.get("node"))]
         _add(up, node, int(bool(w.get("alive"))))
         _add(hung, node, int(bool(w.get("hung"))))
         _add(restarts, node, w.get("restarts"))
         _add(hung_kills, node, w.get("hung_kills"))
-    yield from (up, hung, restarts, hung_kills)
+        _add(other, node, int(bool(w.get("protocol_mismatch"))))
+    yield from (up, hung, restarts, hung_kills, other)
     t = stats.get("transport") or {}
     if t:
         yield from _nats_families("smsroute_nats", [], [([], t)])

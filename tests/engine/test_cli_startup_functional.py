@@ -35,10 +35,13 @@ def assert_one_line_failure(result: subprocess.CompletedProcess, code: str) -> s
     return lines[0]
 
 
-def test_version_prints_the_installed_package_version():
+def test_version_prints_the_installed_package_version_and_its_cluster_protocol():
+    from engine.cluster.protocol import PROTOCOL
+
     result = smsroute("--version")
     assert result.returncode == 0
-    assert result.stdout.strip() == f"smsroute {metadata.version('smsroute')}"
+    assert result.stdout.strip() == (f"smsroute {metadata.version('smsroute')} "
+                                     f"(cluster protocol {PROTOCOL})")
 
 
 @pytest.mark.parametrize("command", [[], ["run"], ["segments"], ["webhook-receiver"], ["bench"]])

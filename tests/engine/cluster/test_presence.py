@@ -17,6 +17,7 @@ from engine.cluster.presence import (
     PresenceAnnouncer,
     PresenceBoard,
 )
+from engine.cluster.protocol import PROTOCOL
 
 WORKERS = ("w0", "w1")
 SILENT_AFTER = 10.0
@@ -75,31 +76,45 @@ def test_status_rows_show_remote_workers_as_the_supervised_ones_are_shown():
 
 EVENTS = st.lists(st.tuples(st.sampled_from(("w0", "w1", "w7")),
                             st.sampled_from((READY, STOPPING, ASK, "x")),
-                            st.floats(min_value=0.0, max_value=2.5 * SILENT_AFTER)), max_size=30)
+                            st.floats(min_value=0.0, max_value=2.5 * SILENT_AFTER),
+                            st.sampled_from((PROTOCOL, PROTOCOL + 1, PROTOCOL - 1))), max_size=30)
 
 
 @given(EVENTS)
-def test_a_worker_takes_submits_exactly_while_its_last_word_is_ready_and_recent(events):
-    """Against a model: after any sequence of announcements (valid or not) at any intervals, a worker
-    is refused unless the last valid thing it said was ``ready``, less than ``silent_after`` ago; the
-    reason names what it said last (or that it never said anything)."""
+def test_a_worker_takes_submits_exactly_while_its_last_word_is_ready_recent_and_of_our_protocol(
+        events):
+    """Against a model: after any sequence of announcements (valid or not, of any protocol) at any
+    intervals, a worker is refused unless the last valid thing it said was ``ready``, less than
+    ``silent_after`` ago, with the listener's protocol; the reason names what it said last (or that
+    it never said anything, or the two protocols), and the core asks it nothing while its last
+    ``ready`` carried another protocol (a ``stopping``, which the core may say for it, keeps it)."""
     clock = Clock()
     board = PresenceBoard(WORKERS, SILENT_AFTER, clock)
     last: dict[str, tuple[str, float]] = {}
-    for node, state, wait in events:
+    speaks: dict[str, int] = {}
+    for node, state, wait, protocol in events:
         clock.now += wait
-        if board.heard(node, state):
+        if board.heard(node, state, protocol=protocol):
             last[node] = (state, clock.now)
+            if state == READY:
+                speaks[node] = protocol
         for w in WORKERS:
             said = last.get(w)
+            other = (f"protocol {speaks[w]}, core {PROTOCOL}"
+                     if speaks.get(w, PROTOCOL) != PROTOCOL else None)
             if said is None:
                 expected = NOT_SEEN
             elif said[0] == STOPPING:
                 expected = STOPPING
+            elif clock.now - said[1] >= SILENT_AFTER:
+                expected = SILENT
             else:
-                expected = None if clock.now - said[1] < SILENT_AFTER else SILENT
+                expected = other
             assert board.refusal(w) == expected
             assert board.state_of(w) == (expected or READY)
+            assert board.mismatched(w) == other
+            row = next(r for r in board.status() if r["node"] == w)
+            assert row["ready"] == (expected is None) and row["protocol_mismatch"] == other
     assert set(last) <= set(WORKERS)
 
 
@@ -126,33 +141,34 @@ def test_a_worker_answers_a_question_only_with_a_recent_ready_and_says_nothing_a
     clock = Clock()
     wire = Wire()
     announcer = PresenceAnnouncer(wire, "w0", fresh_for=2.0, clock=clock).start()
-    ask = m.encode(m.WorkerPresence("e0", ASK))
+    assert wire.sent == [m.WorkerPresence("w0", ASK, PROTOCOL)]  # (so the core says its protocol)
+    ask = m.encode(m.WorkerPresence("e0", ASK, PROTOCOL))
     announcer._on_ask(ask)
-    assert wire.sent == []  # never ready yet: nothing to say
+    assert len(wire.sent) == 1  # never ready yet: nothing to say
     announcer.ready()
-    assert wire.sent == [m.WorkerPresence("w0", READY)]
+    assert wire.sent[-1] == m.WorkerPresence("w0", READY, PROTOCOL)
     clock.now += 1.0
     announcer._on_ask(ask)
-    assert wire.sent[-1] == m.WorkerPresence("w0", READY) and len(wire.sent) == 2
+    assert wire.sent[-1] == m.WorkerPresence("w0", READY, PROTOCOL) and len(wire.sent) == 3
     clock.now += 1.5  # its heartbeat has not beaten for a while: its actors may be stuck
     announcer._on_ask(ask)
-    announcer._on_ask(m.encode(m.WorkerPresence("w1", READY)))  # another worker's word: no question
-    assert len(wire.sent) == 2
+    announcer._on_ask(m.encode(m.WorkerPresence("w1", READY, PROTOCOL)))  # a worker's word: no question
+    assert len(wire.sent) == 3
     announcer.stopping()
-    assert wire.sent[-1] == m.WorkerPresence("w0", STOPPING)
+    assert wire.sent[-1] == m.WorkerPresence("w0", STOPPING, PROTOCOL)
     announcer.ready()  # a beat while it stops
     announcer._on_ask(ask)
-    assert wire.sent[-1] == m.WorkerPresence("w0", STOPPING) and len(wire.sent) == 3
+    assert wire.sent[-1] == m.WorkerPresence("w0", STOPPING, PROTOCOL) and len(wire.sent) == 4
 
 
 def test_a_board_listening_on_the_wire_hears_the_workers_and_asks_them_first():
     clock = Clock()
     wire = Wire()
     board = PresenceBoard(WORKERS, SILENT_AFTER, clock).listen(wire)
-    assert wire.sent == [m.WorkerPresence("w0", ASK)]  # (the wire's own node asks)
-    wire.announce(SUBJECT, m.encode(m.WorkerPresence("w1", READY)))
+    assert wire.sent == [m.WorkerPresence("w0", ASK, PROTOCOL)]  # (the wire's own node asks)
+    wire.announce(SUBJECT, m.encode(m.WorkerPresence("w1", READY, PROTOCOL)))
     wire.listeners[0](b"\x00not a frame")  # dropped, logged
     assert board.refusal("w1") is None and board.refusal("w0") == NOT_SEEN
     assert not board.wait_all_heard(0)
-    wire.announce(SUBJECT, m.encode(m.WorkerPresence("w0", READY)))
+    wire.announce(SUBJECT, m.encode(m.WorkerPresence("w0", READY, PROTOCOL)))
     assert board.wait_all_heard(0)
