@@ -5,7 +5,9 @@ A clustered process (``engine.cluster.placement``: the core, or a worker) joins 
 
 * **Inbound frames** (:meth:`ClusterLink.deliver`, already validated by the transport) go to the local actor
   they name: ``pop/<name>``, ``session/<account id>`` (a worker starts the session on an account's first
-  submit or operator debit; a name that is no account id starts nothing and is counted), ``ledger`` and
+  submit or operator debit; a name that is no account id starts nothing and is counted; a session that
+  cannot start because the account's data key cannot be stored - a full disk - refuses that frame's
+  requests ``store_full`` at once), ``ledger`` and
   ``bridge`` in the core (the bridge is the host side, not an actor: it gets the decoded message).
 * **Questions** to the core (:meth:`ClusterLink.answer_core`): a worker's ``routing`` query (the table it
   routes by) and an HTTP edge's questions (``edge_queries``, set by the engine once it runs). A worker's
@@ -30,13 +32,16 @@ from engine.cluster.presence import PresenceBoard
 from engine.cluster.shard_answers import QueryHandler
 from engine.cluster.shards import LocalShards
 from engine.cluster.transport import Transport
-from engine.errors import MalformedMessage, OutcomeUnknown
+from engine.errors import MalformedMessage, OutcomeUnknown, StoreFull
 from engine.ids import is_account_id
+from storage.full_alarm import FullAlarm
+from storage.keys import KEY_STORE
 
 log = logging.getLogger(__name__)
 
 UNANSWERED_AFTER_S = 10.0  # in a cluster's core, a submit unanswered for 10-20 s fails (OutcomeUnknown)
 LOG_REFUSED_EVERY = 1000  # frames for an invented session name: the first is logged, then one in this many
+FULL_SUMMARY_SECONDS = 60.0  # while sessions cannot start for lack of space: one summary line this often
 _STARTS_A_SESSION = (m.SubmitMessage.TAG, m.SubmitMessages.TAG, m.AdjustBalance.TAG)
 
 
@@ -46,6 +51,8 @@ class ClusterLink:
     def __init__(self, runtime: Any) -> None:
         self.runtime = runtime
         self.refused_session_names = 0  # frames for session/<not an account id>: no session started
+        # sessions that could not start: the account's data key could not be stored (the transport thread)
+        self.keys_full = FullAlarm(f"{runtime.placement.node} sessions", KEY_STORE, FULL_SUMMARY_SECONDS)
 
     def start(self) -> Transport:
         """Join the cluster: this process's NATS connection, and refs to what runs elsewhere."""
@@ -103,8 +110,12 @@ class ClusterLink:
                 if not is_account_id(name):  # an invented name must not start an actor (and a key)
                     self._refuse_session_name()
                     return False
-                ref = rt.start_session(name)  # a submit or an operator's debit starts a session;
-                #                                a change can wait
+                try:  # a submit or an operator's debit starts a session; a change can wait
+                    ref = rt.start_session(name)
+                except StoreFull as exc:  # its data key could not be stored: no space left
+                    self._refuse_for_lack_of_space(msg, exc)
+                    return True
+                self.keys_full.wrote()
         elif kind == "ledger" and rt.placement.runs_core:
             ref = rt.directory.ledger
         elif kind == "bridge" and rt.placement.runs_core:
@@ -119,6 +130,19 @@ class ClusterLink:
         except pykka.ActorDeadError:  # stopping
             return False
         return True
+
+    def _refuse_for_lack_of_space(self, msg: m.Message, exc: StoreFull) -> None:
+        """A worker could not start an account's session (its data key, made on the first message, could
+        not be stored: ``storage.keys.atomic_write``): every request of the frame is refused ``store_full``
+        now, as a POP refuses a message it cannot store. Before, the ``OSError`` ended the frame in the
+        transport and the customer got ``cluster_unavailable`` ~20 s later (``_ExpireUnanswered``)."""
+        directory = self.runtime.directory
+        items = msg.items if isinstance(msg, m.SubmitMessages) else [msg]
+        for item in items:
+            # a submit is answered where it came from (the core's bridge or an edge's); a debit by the core
+            target = directory.reply_ref(item.reply_to) if hasattr(item, "reply_to") else directory.bridge
+            target.tell(m.encode(m.SubmitRejected(item.request_id, exc.code, exc.message)))
+        self.keys_full.refused(f"{len(items)} requests of an account not yet served here refused")
 
     def _refuse_session_name(self) -> None:
         """Count a frame for a session whose name is no account id (only a process holding the cluster's

@@ -25,7 +25,12 @@ Key kinds in one ring:
 
 Durability contract: every change (a new key, a shredded key) rewrites ``keys.store`` atomically (write a temp
 file, fsync, rename over, fsync the directory) before the method returns, so after a crash the file is either
-the old or the new version, never a mix. A key is usable only after it is durable.
+the old or the new version, never a mix. A key is usable only after it is durable. A change whose save fails
+is undone in memory too (:meth:`KeyRing._changing`): before, a secret whose save failed on a full disk was
+kept in memory and handed out by the next :meth:`KeyRing.secret` call (HMAC tokens under a secret a restart
+would not have), and a failed shred was never retried. No space left on the key directory's device is
+``StoreFull`` naming the ``keys`` store (:func:`atomic_write`; counted, logged by the caller: a POP's commit,
+the sweeper, a worker starting an account's session), not a bare ``OSError``.
 
 Not guaranteed: a wrapped key removed from ``keys.store`` may survive in freed filesystem blocks or an old
 backup of the key directory; it is useless without the KEK, so an operator who needs stronger guarantees
@@ -37,11 +42,12 @@ lookup without the lock.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -52,12 +58,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from engine.errors import CorruptRecord, KeyUnavailable
 from storage.crypto import KEY_BYTES, Sealer
+from storage.full import is_full_disk, store_full
 
-__all__ = ["KEY_STORE_FILE", "MASTER_KEY_FILE", "KeyProvider", "KeyRing", "LocalKeyProvider", "atomic_write",
-           "fsync_dir", "open_key_provider"]
+__all__ = ["KEY_STORE", "KEY_STORE_FILE", "MASTER_KEY_FILE", "KeyProvider", "KeyRing", "LocalKeyProvider",
+           "atomic_write", "fsync_dir", "open_key_provider"]
 
 MASTER_KEY_FILE = "master.key"
 KEY_STORE_FILE = "keys.store"
+KEY_STORE = "keys"  # the key directory, as store_full refusals and smsroute_store_full_refusals_total name it
 _STORE_VERSION = 2  # 1: no eras (one era of window_seconds from the epoch); still read
 _KEK_AAD = b"smsroute-kek-v1"
 _NAMED_ID_BASE = 0x8000_0000  # named keys get ids with the top bit set; window ids stay below
@@ -194,9 +202,9 @@ class KeyRing:
             if not create:
                 raise KeyUnavailable(f"no data key named {name!r} (shredded or never created)")
             key, key_id = os.urandom(KEY_BYTES), self._next_named_id
-            self._wrapped_named[name] = (key_id, self._provider.wrap(key))
-            self._next_named_id += 1
-            self._save()
+            with self._changing():
+                self._wrapped_named[name] = (key_id, self._provider.wrap(key))
+                self._next_named_id += 1
             self._named[name] = sealer = Sealer(key, key_id)
             return sealer
 
@@ -218,9 +226,9 @@ class KeyRing:
         with self._lock:
             if name not in self._wrapped_named:
                 return
-            del self._wrapped_named[name]
-            self._save()
-            self._named.pop(name, None)
+            with self._changing():
+                del self._wrapped_named[name]
+                self._named.pop(name, None)
 
     def named_keys(self) -> list[str]:
         return sorted(self._wrapped_named)
@@ -240,7 +248,7 @@ class KeyRing:
         if max_ttl_seconds <= 0:
             raise ValueError("max_ttl_seconds must be positive")
         length = max(1, min(self._window_cap, max_ttl_seconds // 4))
-        with self._lock:
+        with self._lock, self._changing(save=False):
             before = list(self._eras)
             if self._from_version_1:
                 self._eras[0] = self._legacy_era(self._eras[0], max_ttl_seconds, latest_expiry)
@@ -329,8 +337,8 @@ class KeyRing:
                     f"no key for body window {window_id} in {self.path}: key store lost or replaced"
                 )
             key = os.urandom(KEY_BYTES)
-            self._wrapped_windows[window_id] = self._provider.wrap(key)
-            self._save()
+            with self._changing():  # durable before anything is sealed under it (else StoreFull)
+                self._wrapped_windows[window_id] = self._provider.wrap(key)
             self._windows[window_id] = sealer = Sealer(key, window_id)
             return sealer
 
@@ -344,8 +352,8 @@ class KeyRing:
         with self._lock:
             if window_id not in self._wrapped_windows and self.is_shredded(window_id):
                 return
-            self._drop_window(window_id)
-            self._save()
+            with self._changing():  # a failed save keeps the key, so the next sweep shreds it again
+                self._drop_window(window_id)
 
     def _drop_window(self, window_id: int) -> None:
         """Forget a window key and tombstone it (the caller saves)."""
@@ -367,16 +375,34 @@ class KeyRing:
 
     def rewrap(self, provider: KeyProvider) -> None:
         """KEK rotation: re-wrap every data key under ``provider`` and use it from now on."""
-        with self._lock:
+        with self._lock, self._changing():
             for wid, sealer_key in self._raw_keys_windows().items():
                 self._wrapped_windows[wid] = provider.wrap(sealer_key)
             for name, (key_id, key) in self._raw_keys_named().items():
                 self._wrapped_named[name] = (key_id, provider.wrap(key))
             self._kek_check = provider.wrap(self.ring_id + bytes(16))
             self._provider = provider
-            self._save()
 
     # --- persistence ------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _changing(self, *, save: bool = True) -> Iterator[None]:
+        """The block changes the ring; it is saved at the end (``save``; else the block saves itself), and
+        if the block or the save fails, every change it made is undone in memory as well, so the ring
+        never uses or hands out a key that is not on disk. Hold the lock. Copies a few dicts: key
+        changes are rare (a window an hour, a hold, a start), never per message."""
+        before = (list(self._eras), dict(self._wrapped_windows), dict(self._wrapped_named),
+                  dict(self._windows), dict(self._named), list(self._tombstones), self._tombstone_floor,
+                  self._next_named_id, self._kek_check, self._provider)
+        try:
+            yield
+            if save:
+                self._save()
+        except BaseException:
+            (self._eras, self._wrapped_windows, self._wrapped_named, self._windows, self._named,
+             self._tombstones, self._tombstone_floor, self._next_named_id, self._kek_check,
+             self._provider) = before
+            raise
 
     def _raw_keys_windows(self) -> dict[int, bytes]:
         return {w: self._provider.unwrap(b) for w, b in self._wrapped_windows.items()}
@@ -435,17 +461,27 @@ class KeyRing:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data``: a crash leaves the old file or the new one, whole. No space left on
+    its device is ``StoreFull`` for the ``keys`` store (counted, not logged: the caller logs its own way),
+    with the partly written temp file removed; ``path`` is untouched."""
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        if not is_full_disk(exc, path.parent):
+            raise
+        with contextlib.suppress(OSError):
+            tmp.unlink()  # (a partial file of wrapped keys, taking the space that is short)
+        raise store_full(KEY_STORE, logged=False) from None
 
 
 def fsync_dir(directory: Path) -> None:
