@@ -80,7 +80,9 @@ class PopActor(DispatchedActor):
         self.bridge = bridge
         self.rng = random.Random()
         self.commit = PopCommit(store, limits.body_ttl_seconds, limits.expiry_grace_seconds)
-        self.space = SpaceWatch(name, store.env, directory.full_stores)  # full: not ready
+        bodies = getattr(store, "bodies", None)
+        self.space = SpaceWatch(name, store.env, directory.full_stores,  # full: not ready
+                                bodies.can_seal if bodies is not None else None)
         self.hooks = self.commit.hooks = WebhookEvents(getattr(store, "webhooks", None), webhook_prefs,
                                                        outbox_share(settings, workers))
         board = CarrierBoard({n: c for n, c in settings.carriers.items() if c.pop == name},

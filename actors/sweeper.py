@@ -17,7 +17,10 @@ when a sweep already ran without it, not a whole interval later (an engine resta
 Threads: every method runs in the actor's own thread. A store whose sweep raises — anything, a bug
 included — is logged (with its traceback for an unexpected error), counted (``totals["failures"]`` and
 per store in ``failures``) and swept again on the next tick rather than a whole interval later; it never
-stops the actor or the other stores' sweeps.
+stops the actor or the other stores' sweeps. A sweep refused for lack of space (``StoreFull``: the disk, or
+an LMDB map; e.g. the key store cannot be saved while the next body key window is made) is logged by a
+:class:`~storage.full_alarm.FullAlarm` of that store: one ALARM, a summary a minute, one line when it sweeps
+again. Before, each retry - every tick, for every POP - logged a full traceback (``error=OSError``).
 """
 
 from __future__ import annotations
@@ -31,13 +34,16 @@ import lmdb
 import pykka
 
 from engine import messages as m
-from engine.errors import ConfigError, SmsrouteError
+from engine.errors import ConfigError, SmsrouteError, StoreFull
 from storage.bodies import BodyStore
+from storage.full import FULL_ERRORS
+from storage.full_alarm import FullAlarm
 from storage.retention import RETENTION, RetentionRule, Sweepable, operator_view
 
 log = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL_SECONDS = 60.0
+FULL_SUMMARY_SECONDS = 60.0  # a store whose sweeps are refused for lack of space: a summary this often
 
 
 class SweeperActor(pykka.ThreadingActor):
@@ -63,6 +69,7 @@ class SweeperActor(pykka.ThreadingActor):
         self._retry: set[str] = set()  # stores whose last sweep failed: swept again next tick
         self._added: set[str] = set()  # stores added since the last sweep ran: swept next tick
         self._removed_by_store: dict[str, int] = {}  # bodies purged / records removed, per store
+        self._full: dict[str, FullAlarm] = {}  # per store whose sweep was refused for lack of space
         body_limit = retention["message_bodies"].seconds
         for pop, store in self._bodies.items():
             if store.max_ttl_seconds > body_limit:
@@ -148,16 +155,29 @@ class SweeperActor(pykka.ThreadingActor):
             self._totals["failures"] += 1
             self._failures[name] = self._failures.get(name, 0) + 1
             self._retry.add(name)
+            if isinstance(exc, (StoreFull, *FULL_ERRORS)):  # once, then a summary a minute
+                self._full_alarm(name, exc).refused("swept again every tick until it can write")
+                return {"error": "StoreFull"}
             expected = isinstance(exc, SmsrouteError | lmdb.Error)
             log.error("retention sweep failed", exc_info=None if expected else exc,
                       extra={"store": name, "error": type(exc).__name__,
                              "reason": str(exc) if expected else "unexpected"})
             return {"error": type(exc).__name__}
+        if name in self._full:
+            self._full[name].wrote()
         for key in ("purged", "removed"):
             if key in counts:
                 self._totals[key] = self._totals.get(key, 0) + counts[key]
                 self._removed_by_store[name] = self._removed_by_store.get(name, 0) + counts[key]
         return counts
+
+    def _full_alarm(self, name: str, exc: BaseException) -> FullAlarm:
+        alarm = self._full.get(name)
+        if alarm is None:
+            store = getattr(exc, "store", "") or name  # the keys store, a POP's message store, ...
+            alarm = self._full[name] = FullAlarm(f"retention sweep {name}", store,
+                                                 FULL_SUMMARY_SECONDS)
+        return alarm
 
 
 def _named(sweepables: Mapping[str, Sweepable] | Sequence[Sweepable]) -> dict[str, Sweepable]:

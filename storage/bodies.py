@@ -162,8 +162,10 @@ class BodyStore:
 
         An item may carry a 4th element, the account id: while that account is under an account-scoped
         hold (``storage.holds``), its body is also copied under the hold's key in the same txn.
-        Raises ``StoreFull`` (the caller aborts its txn; nothing committed before is touched),
-        ``KeyUnavailable`` if the current window key cannot be made, ``ValueError`` for a bad id."""
+        Raises ``StoreFull`` (the caller aborts its txn; nothing committed before is touched) - also
+        when the current window's key cannot be stored (the key store's disk is full): a body is never
+        sealed under a key that is not durable -, ``KeyUnavailable`` if the current window key cannot be
+        made, ``ValueError`` for a bad id."""
         now = self._clock()
         window = self.keys.body_window(now)
         seal = self.keys.body_sealer(window).seal
@@ -192,6 +194,16 @@ class BodyStore:
                 f"body store {self.env.path()} is full (LMDB map_size "
                 f"{self.env.info()['map_size']} bytes): batch of {len(rows)} bodies not written"
             ) from None
+
+    def can_seal(self) -> bool:
+        """Whether new bodies can be sealed now: the key of the current window is durable, made now if
+        need be. False while it cannot be stored (``StoreFull``: no space for the key store): a POP's
+        store is not ready for new messages then, whatever room its LMDB map has (``space_watch``)."""
+        try:
+            self.keys.body_sealer(self.keys.body_window(self._clock()))
+        except StoreFull:
+            return False
+        return True
 
     def discard_many(self, txn: lmdb.Transaction, message_ids: Iterable[str]) -> None:
         """The carrier acknowledged these messages: delete their bodies and TTL entries."""
@@ -287,7 +299,8 @@ class BodyStore:
                 break
         shredded = self._shred_finished_windows(now, oldest)
         # make the next window's key now, so the POP's commit at the turn of the window never waits
-        # for the key store's fsync
+        # for the key store's fsync (StoreFull while the key store cannot be saved: the sweeper retries
+        # every tick; at the turn, new bodies are refused until their window's key is durable)
         self.keys.body_sealer(self.keys.body_window(now) + 1)
         result = SweepResult(purged, tuple(shredded), len(self.keys.live_windows()), pending,
                              time.perf_counter() - started, held_purged)

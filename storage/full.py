@@ -62,8 +62,10 @@ def store_full(store: str, *, logged: bool = True) -> StoreFull:
         FULL_REFUSALS[store] += 1
     if logged:
         log.warning("store %s is full (LMDB map or disk): write refused, nothing stored was lost", store)
-    return StoreFull(f"the {store} store is full: the write was refused and nothing stored was lost; "
-                     "retry later")
+    error = StoreFull(f"the {store} store is full: the write was refused and nothing stored was lost; "
+                      "retry later")
+    error.store = store  # (for a caller that logs the state itself: which store, without parsing)
+    return error
 
 
 @contextmanager

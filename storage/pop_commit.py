@@ -146,13 +146,14 @@ class PopCommit:
             b.unsealable += self.records.put_many(txn, [f.record for f in b.new])
         if b.dirty:
             b.unsealable += self.records.put_many(txn, b.dirty.values(), stored_before=True)
-        ttl_end, grace = now + self.ttl, self.grace
-        bodies = []
-        for f in b.new:  # a body is never needed past its message's validity (nor kept past the TTL)
-            r = f.record
-            bodies.append((r.message_id, f.body, min(ttl_end, r.submitted_at + r.validity_seconds + grace),
-                           r.account_id))
-        self.bodies.put_many(txn, bodies)
+        if b.new:  # (a batch of status changes alone needs no body key: it commits without one)
+            ttl_end, grace = now + self.ttl, self.grace
+            bodies = []
+            for f in b.new:  # a body is never needed past its message's validity (nor kept past the TTL)
+                r = f.record
+                bodies.append((r.message_id, f.body,
+                               min(ttl_end, r.submitted_at + r.validity_seconds + grace), r.account_id))
+            self.bodies.put_many(txn, bodies)
         if b.discards:
             self.bodies.discard_many(txn, b.discards)
         if b.refunds:

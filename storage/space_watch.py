@@ -11,6 +11,12 @@ none to an instance that is not ready - by a probe: every :data:`PROBE_SECONDS` 
 (:func:`room_for_new`). A probe needs fresh pages as a batch of new messages does (a status update alone
 often fits in pages LMDB freed, so it proves nothing); between probes nothing is written.
 
+A probe also asks the body store whether new bodies can be sealed (``can_seal``: the key of the current
+body window is durable, or can be made so now): on a full disk an LMDB file with freed pages inside may
+take the probe's 64 KiB while the key store, which needs fresh blocks, cannot be saved - and without a
+durable key no new body is sealed (``storage.keys``). Without that check the POP would say "ready" every
+second and refuse the next commit again.
+
 A smaller probe, :meth:`SpaceWatch.takes_status_changes`, asks whether a write of the size of a status change
 commits (:data:`STATUS_PROBE_BYTES`, written and deleted in one transaction): while it does not, the POP
 starts no carrier attempt (``actors.pop``: a carrier's acknowledgement that cannot be stored is lost with
@@ -24,6 +30,7 @@ retried commit logged an ALARM - five a second at the default tick, most saying 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import lmdb
@@ -75,8 +82,10 @@ class SpaceWatch:
     """One POP's message store: full (refusing new messages) or not; named ``message:<pop>`` in ``board``
     while full."""
 
-    def __init__(self, pop: str, env: Any, board: FullStores) -> None:
+    def __init__(self, pop: str, env: Any, board: FullStores,
+                 can_seal: Callable[[], bool] | None = None) -> None:
         self.name, self.pop, self.env, self.board = f"message:{pop}", pop, env, board
+        self.can_seal = can_seal  # the body store's: new bodies can be sealed under a durable key
         self.full = False
         self._db: Any = None
         self._next_probe = 0.0
@@ -130,7 +139,8 @@ class SpaceWatch:
         return self._open_probe_db() and takes_writes(self.env, self._db, STATUS_PROBE_BYTES)
 
     def _probe(self) -> bool:
-        return self._open_probe_db() and room_for_new(self.env, self._db)
+        return (self._open_probe_db() and room_for_new(self.env, self._db)
+                and (self.can_seal is None or self.can_seal()))
 
     def _open_probe_db(self) -> bool:
         if self._db is None:

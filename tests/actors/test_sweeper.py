@@ -197,3 +197,39 @@ def test_a_store_added_after_a_sweep_is_swept_on_the_next_tick_not_an_interval_l
     ref.tell(m.encode(m.Tick(now=2.0)))
     ref.proxy().stats().get(timeout=10)
     assert len(late.calls) == 1  # once: then with the others, every interval
+
+
+def test_a_sweep_refused_for_lack_of_space_is_one_alarm_not_a_traceback_every_tick(
+        pops, clock, tmp_path, monkeypatch, caplog):
+    """On a full disk the body sweep cannot save the key store while it makes the next window's key;
+    the sweep is retried every tick. Before, each retry logged a full traceback for every POP
+    (``retention sweep failed ... error=OSError``); now one ALARM per store, and one line once it sweeps
+    again (the next window's key made then)."""
+    import logging
+
+    from tests.storage.test_keys_disk_full import FullDisk
+
+    disk = FullDisk(monkeypatch, tmp_path / "keys")
+    keys = pops["fra"].keys
+    ref = SweeperActor.start(pops, clock=clock, interval_seconds=3600)
+    ref.tell(m.encode(m.Tick(now=0.0)))  # the first sweep makes the next window's key
+    ref.proxy().stats().get(timeout=10)
+    caplog.set_level(logging.INFO)
+    caplog.clear()
+    disk.on = True
+    clock.now += 3600  # the next window is in force: the one after it needs a key now
+    for tick in range(1, 21):  # 20 retries, one per tick
+        ref.tell(m.encode(m.Tick(now=float(tick))))
+    stats = ref.proxy().stats().get(timeout=10)
+    assert stats["retrying"] == ["bodies:fra", "bodies:sin"] and stats["failures"]["bodies:fra"] >= 20
+    problems = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not any(r.exc_info for r in problems)
+    assert sorted(r.getMessage() for r in problems) == [
+        f"retention sweep bodies:{pop}: ALARM store keys is full (disk or LMDB map): swept again every "
+        "tick until it can write, retried until it takes writes again; nothing stored is lost"
+        for pop in ("fra", "sin")]
+    disk.on = False
+    ref.tell(m.encode(m.Tick(now=21.0)))
+    stats = ref.proxy().stats().get(timeout=10)
+    assert stats["retrying"] == [] and keys.body_window(clock.now) + 1 in keys.live_windows()
+    assert "retention sweep bodies:fra: store keys takes writes again" in caplog.text

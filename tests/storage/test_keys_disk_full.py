@@ -111,3 +111,62 @@ def test_the_key_store_file_is_untouched_by_a_failed_save(keys_dir, disk):
     with pytest.raises(StoreFull):
         keys.store_sealer("holds")
     assert (keys_dir / KEY_STORE_FILE).read_bytes() == before
+
+
+def test_at_a_window_turn_with_its_key_unsaved_no_body_is_sealed_and_what_was_stored_opens_after_a_restart(
+        tmp_path, keys_dir, disk):
+    """The sweeper makes the next window's key ahead of time; on a full disk it cannot. At the turn, a
+    batch of new bodies is refused ``StoreFull`` (the POP refuses its messages store_full and writes its
+    status changes alone: ``actors.group_commit``) - never sealed under a key a restart would not have."""
+    from storage.bodies import BodyStore
+    from storage.env import open_env
+    from tests.storage.conftest import FakeClock
+
+    clock = FakeClock()
+    keys = KeyRing(keys_dir, LocalKeyProvider(keys_dir), window_seconds=60, clock=clock)
+    env = open_env(tmp_path / "pop", map_size=16 << 20)
+    try:
+        bodies = BodyStore(env, keys, max_ttl_seconds=240, clock=clock)
+        first = "msg_" + "01" * 16
+        with env.begin(write=True) as txn:
+            bodies.put_many(txn, [(first, "before", clock() + 200)])
+        disk.on = True
+        with pytest.raises(StoreFull):  # the next window's key, made ahead of time
+            bodies.sweep()
+        clock.advance(60)  # the turn: the window in force has no durable key
+        assert not bodies.can_seal()  # the POP's store is not ready for new messages (space_watch)
+        with pytest.raises(StoreFull, match="keys store is full"), env.begin(write=True) as txn:
+            bodies.put_many(txn, [("msg_" + "02" * 16, "during", clock() + 200)])
+        assert keys.body_window(clock()) not in keys.live_windows()
+        disk.on = False
+        assert bodies.can_seal()  # space is back: the key is made (durably) by the probe
+        with env.begin(write=True) as txn:
+            bodies.put_many(txn, [("msg_" + "03" * 16, "after", clock() + 200)])
+        again = BodyStore(env, KeyRing(keys_dir, LocalKeyProvider(keys_dir), window_seconds=60,
+                                       clock=clock), max_ttl_seconds=240, clock=clock)  # a restart
+        assert [again.get(mid) for mid in again.pending_ids()] == ["before", "after"]
+    finally:
+        env.close()
+
+
+def test_a_pop_store_whose_body_key_cannot_be_stored_stays_not_ready_whatever_room_its_map_has(tmp_path):
+    """The probe that makes a full POP store ready again also asks whether new bodies can be sealed: an
+    LMDB file with freed pages takes the probe's write while the key store cannot be saved, and each
+    "ready" would be followed by another refused commit and ALARM."""
+    from storage.env import open_env
+    from storage.full import FullStores
+    from storage.space_watch import PROBE_SECONDS, SpaceWatch
+
+    env = open_env(tmp_path / "pop", map_size=16 << 20)
+    try:
+        sealable = [False]
+        board = FullStores()
+        watch = SpaceWatch("fra", env, board, lambda: sealable[0])
+        watch.refused(10, now=0.0)
+        watch.tick(PROBE_SECONDS)  # the map has room; the key store does not
+        assert watch.full and board.names() == ["message:fra"]
+        sealable[0] = True
+        watch.tick(2 * PROBE_SECONDS)
+        assert not watch.full and board.names() == []
+    finally:
+        env.close()
