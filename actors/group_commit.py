@@ -17,6 +17,12 @@ Durability contract (the POP's, unchanged):
 * *On failure:* the round is retried POP by POP, each alone, so only a POP whose own write fails refuses
   its new messages (with the store's own error); its other changes are pending again for the next commit.
   A full environment refuses on every POP of it: they share its map.
+* *Full disk:* a transaction that fails for lack of space (``storage.pop_commit.is_store_full``: no room
+  on the disk, or the key of a new body window cannot be stored) while it holds new messages is written
+  again at once without them (:func:`write_status_first`): the new messages are refused ``store_full``,
+  and the status changes, receipts, refunds and webhook events of messages already accepted - which often
+  still fit in pages LMDB freed - are written. Before, every commit carried the new messages that kept
+  arriving, failed whole, and no status change was written until submits stopped.
 * *Reserve:* once per round, before its transaction, the environment's reserve is checked
   (``storage.pop_commit.refuse_new_when_full``): while it is down to it, the round's new messages are left
   out and refused ``store_full`` by their POPs, and everything else of the round is written.
@@ -39,7 +45,7 @@ import pykka
 from actors.dispatch import DispatchedActor
 from engine import messages as m
 from storage.env import open_env
-from storage.pop_commit import is_store_full, refuse_new_when_full
+from storage.pop_commit import StagedBatch, as_storage_error, is_store_full, refuse_new_when_full
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +114,7 @@ class GroupCommit:
         taken = [(pop, pop.take_staged()) for pop in pops]
         refuse_new_when_full(self.env, [b for _, batches in taken for b in batches])  # once a round
         try:
-            with self.env.begin(write=True) as txn:
-                for pop, batches in taken:
-                    for batch in batches:
-                        pop.commit.write_staged(txn, batch)
+            write_status_first(self.env, taken)
             outcome = [(pop, batches, None) for pop, batches in taken]
             self.rounds += 1
         except Exception as exc:  # noqa: BLE001 - each POP alone, so only a failing one refuses
@@ -134,14 +137,39 @@ def commit_alone(env: Any, pop: Any, batches: list) -> BaseException | None:
         return None
     refuse_new_when_full(env, batches)
     try:
-        with env.begin(write=True) as txn:
-            for batch in batches:
-                pop.commit.write_staged(txn, batch)
+        write_status_first(env, [(pop, batches)])
         return None
     except Exception as exc:  # noqa: BLE001 - reported to the POP, which refuses and alarms
         if not is_store_full(exc, env.path()):  # (a full store: the POP alarms, once and a summary)
             log.error("pop %s: commit failed (%s)", pop.name, type(exc).__name__)
         return exc
+
+
+def write_status_first(env: Any, taken: list[tuple[Any, list[StagedBatch]]]) -> None:
+    """Write every batch of ``taken`` (``(pop, batches)`` pairs) in one transaction. If it fails for lack
+    of space while it holds new messages, write it again at once without them (each batch's new messages
+    are refused with that ``StoreFull``: ``StagedBatch.refuse_new``), so what finishes messages already
+    accepted still gets written on a full disk. Raises the error of the last attempt. Costs nothing while
+    commits succeed."""
+    try:
+        _write(env, taken)
+        return
+    except Exception as exc:  # noqa: BLE001 - re-raised unless a write without new messages is worth it
+        batches = [b for _, bs in taken for b in bs]
+        if not (any(b.new for b in batches) and is_store_full(exc, env.path())):
+            raise
+        error = as_storage_error(exc, env.path())  # StoreFull, counted once for the round
+    for batch in batches:
+        if batch.new:
+            batch.refuse_new(error)
+    _write(env, taken)
+
+
+def _write(env: Any, taken: list[tuple[Any, list[StagedBatch]]]) -> None:
+    with env.begin(write=True) as txn:
+        for pop, batches in taken:
+            for batch in batches:
+                pop.commit.write_staged(txn, batch)
 
 
 class CommitterActor(DispatchedActor):
