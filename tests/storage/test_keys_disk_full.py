@@ -170,3 +170,34 @@ def test_a_pop_store_whose_body_key_cannot_be_stored_stays_not_ready_whatever_ro
         assert not watch.full and board.names() == []
     finally:
         env.close()
+
+
+def test_a_commit_of_status_changes_alone_needs_no_body_key(tmp_path, keys_dir, disk):
+    """At a window turn with the key store unsaveable, a commit that carries no new message (status
+    changes, body discards, refund bookkeeping) is written. Before, it asked for the window's key anyway
+    and failed: on a full key disk no status change was written at all."""
+    from types import SimpleNamespace
+
+    from storage.bodies import BodyStore
+    from storage.env import open_env
+    from storage.owed_debits import OwedDebits
+    from storage.pop_commit import PopCommit
+    from storage.refunds import OwedRefunds
+    from tests.storage.conftest import FakeClock
+
+    clock = FakeClock()
+    keys = KeyRing(keys_dir, LocalKeyProvider(keys_dir), window_seconds=60, clock=clock)
+    env = open_env(tmp_path / "pop", map_size=16 << 20)
+    try:
+        store = SimpleNamespace(env=env, records=None, refunds=OwedRefunds(env), debits=OwedDebits(env),
+                                bodies=BodyStore(env, keys, max_ttl_seconds=240, clock=clock))
+        commit = PopCommit(store, body_ttl_seconds=240, expiry_grace_seconds=1)
+        commit.refunds.append(SimpleNamespace(message_id="msg_" + "04" * 16))  # a refund owed
+        disk.on = True
+        clock.advance(60)  # the window turns: its key cannot be stored
+        batch = commit.stage([], [])
+        with env.begin(write=True) as txn:
+            commit.write_staged(txn, batch)
+        assert store.refunds.all() == ["msg_" + "04" * 16]  # written
+    finally:
+        env.close()
