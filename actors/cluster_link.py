@@ -67,7 +67,7 @@ class ClusterLink:
             deliveries=not worker, security=security).start()
         rt.directory.transport = transport
         if not place.runs_pops:  # the core: what the POP shards hold is asked of the workers
-            rt.shards = ClusterShards(transport, place.workers)
+            rt.shards = ClusterShards(transport, place.workers, rt.topology)
             # which workers take submits: what they announce (the engine puts its supervisor's view
             # in its place for the workers it supervises: Engine.cluster)
             rt.presence = PresenceBoard(place.workers, rt.settings.engine.child_hung_after_seconds)

@@ -16,6 +16,7 @@ Data layout under ``data_dir``::
     keys/            master key (0600), the key store and accounts/ (one file of wrapped keys per account):
                      data keys live outside every LMDB file ([keys] dir may put this folder elsewhere)
     routing.json     the routing table last replaced on the control port (survives restarts)
+    topology.json    a cluster's core: the worker counts it ran with (engine.cluster.topology)
     core/            LMDB: accounts, API key digests, ledger, balances
     pops/<name>/     LMDB per POP: message records, encrypted bodies, TTL index
 """
@@ -46,6 +47,8 @@ from engine.cluster.cluster_shards import ClusterShards
 from engine.cluster.placement import Placement
 from engine.cluster.presence import PresenceBoard
 from engine.cluster.shards import LocalShards
+from engine.cluster.topology import TopologyHistory
+from engine.cluster.topology import record as record_topology
 from engine.cluster.transport import Transport
 from engine.config import Settings
 from engine.errors import (
@@ -108,6 +111,8 @@ class Runtime:
         self.audits: dict[str, AuditLog] = {}
         self.holds: dict[str, Holds] = {}
         self.shards: LocalShards | ClusterShards = LocalShards(self)
+        # a cluster's core: the worker counts it ran with (engine.cluster.topology), read at open
+        self.topology = TopologyHistory()
         self.lock = DataDirLock(data_dir)  # one engine per data directory
         self.keys_lock: KeysDirLock | None = None  # and one process per key directory (_lock_keys_dir)
         self.routing = RoutingKeeper(data_dir, settings, self.directory)  # and, in a cluster, its sync
@@ -154,6 +159,9 @@ class Runtime:
         self.account_keys = AccountKeys(keys_dir / "accounts", provider, self.pseudonyms,
                                         cache_size=s.keys.account_key_cache)
         if place.runs_core:
+            if place.clustered and not place.runs_pops:  # before any account is routed by the count
+                self.topology = record_topology(self.data_dir, len(place.workers),
+                                                fresh=not (self.data_dir / "core").exists())
             self._open_core(map_size, keys_dir)
         if place.runs_pops:
             self._open_pops(map_size, keys_dir)

@@ -302,11 +302,15 @@ class Engine(AccountManager, HoldManager):
                                  callback_url=callback_url, client_ref=client_ref)
         return await asyncio.wrap_future(fut)
 
-    def status(self, message_id: str) -> StatusRecord | None:
-        """Current status and metadata of a message (never its body), or None if unknown."""
+    def status(self, message_id: str, *, account_id: str | None = None) -> StatusRecord | None:
+        """Current status and metadata of a message (never its body), or None if unknown.
+        ``account_id``: whose message it should be (the customer API's read): a cluster then asks only
+        the workers that may hold that account's messages, so one that is hung fails no other
+        account's read (a record of another account may then be missed: the caller checks the
+        record's ``account_id`` anyway)."""
         if not isinstance(message_id, str) or not is_message_id(message_id):
             return None
-        return self.runtime.shards.find_record(message_id)
+        return self.runtime.shards.find_record(message_id, account_id)
 
     def messages(self, account_id: str, *, limit: int = 50, cursor: str | None = None,
                  statuses: frozenset[str] | None = None, since: float | None = None,

@@ -16,6 +16,7 @@ Every method may be called from any host thread (never from an actor: they wait 
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
@@ -130,7 +131,9 @@ class Billing:
         until = time.time() if until is None else until
         if until < since:
             raise InputError("the period ends before it starts")
-        return usage_rows(self.ledger, self.runtime.shards.find_records, account_id, since, until)
+        shards = self.runtime.shards  # (in a cluster: only the workers that may hold the account's)
+        return usage_rows(self.ledger, functools.partial(shards.find_records, account_id=account_id),
+                          account_id, since, until)
 
     def verify(self) -> ChainReport:
         """Walk the ledger's hash chain and open every entry; every broken place is reported."""

@@ -1,7 +1,10 @@
 """The core's view of a cluster's POP shards: every worker asked, the answers merged.
 
 :class:`ClusterShards` has the interface of :class:`engine.cluster.shards.LocalShards`: it asks every
-worker with a ``ShardQuery`` message over NATS (request/reply, in parallel) and merges the answers. An
+worker with a ``ShardQuery`` message over NATS (request/reply, in parallel) and merges the answers. A
+read of one account's messages (its listing, export, usage, a status read for it) asks only the workers
+that may hold them (:meth:`ClusterShards.holders`: its worker under each worker count the cluster ran
+with, ``engine.cluster.topology``), so a hung worker fails only the accounts it may hold. An
 answer too large for one NATS message arrives in parts (``ShardReplyParts``, see
 :mod:`engine.cluster.shard_answers`). Operator views (``/v1/stats``, ``/metrics``, carriers, retention,
 holds, audit) ask with a short deadline (``STATS_TIMEOUT_S``, :meth:`ClusterShards.ask_each`): a hung
@@ -38,6 +41,7 @@ from engine import messages as m
 from engine.cluster.carrier_view import merge_carrier_rows
 from engine.cluster.placement import Placement
 from engine.cluster.shards import PAGE
+from engine.cluster.topology import TopologyHistory
 from engine.cluster.transport import ACT_WITHIN
 from engine.errors import ClusterUnavailable, SmsrouteError, error_from_code
 from storage.records import MessageRecord
@@ -67,9 +71,13 @@ RETRY_ADVICE = {  # what a partial action's error tells the operator about askin
 class ClusterShards:
     """The core's view: every worker asked, the answers merged."""
 
-    def __init__(self, transport: Any, workers: tuple[str, ...]) -> None:
+    def __init__(self, transport: Any, workers: tuple[str, ...],
+                 topology: TopologyHistory | None = None) -> None:
         self.transport = transport
         self.workers = workers
+        # the worker counts the cluster ran with: which workers may hold an account's messages
+        # (without one, any worker may: all are asked)
+        self.topology = topology or TopologyHistory()
         self.placement = Placement(node="core", runs_pops=False, workers=workers)
         # each worker's own query threads: a question to one never waits for a thread held by a
         # question to another that does not answer (before: one pool of max(2, workers) threads, and
@@ -123,6 +131,25 @@ class ClusterShards:
         if skipped:
             raise _refused(kind, skipped)
         return self._ask_these(self.workers, kind, *args)
+
+    def holders(self, account_id: str) -> tuple[str, ...]:
+        """The workers that may hold ``account_id``'s messages: its worker now and under every earlier
+        worker count (``engine.cluster.topology``); one worker while the count never changed."""
+        return self.topology.holders(account_id, self.workers)
+
+    def _answering_holders(self, account_id: str, kind: str) -> tuple[str, ...]:
+        """The account's :meth:`holders`, or ``ClusterUnavailable`` at once if one of them is known
+        not to answer (it may hold what is asked). A worker that holds none of the account's messages
+        is never asked, so a hung one fails no other worker's accounts."""
+        nodes = self.holders(account_id)
+        skipped = {node: why for node in nodes if (why := self.not_answering(node))}
+        if skipped:
+            raise _refused(kind, skipped)
+        return nodes
+
+    def _ask_holders(self, account_id: str, kind: str, *args: Any) -> list[Any]:
+        """:meth:`_ask_all` of the account's :meth:`holders` only."""
+        return self._ask_these(self._answering_holders(account_id, kind), kind, *args)
 
     def _ask_these(self, nodes: tuple[str, ...], kind: str, *args: Any) -> list[Any]:
         """:meth:`_ask_all` of ``nodes``: their answers in order, or the first failure."""
@@ -183,12 +210,15 @@ class ClusterShards:
         assert first is not None
         raise error_from_code(first.code, f"{first.message} ({outcome})")
 
-    def find_record(self, message_id: str) -> MessageRecord | None:
-        """The message's record from the worker that holds it. A worker known not to answer is not
-        asked: found at another, the record is the answer (a message lives on one worker); else the
-        silent one may hold it, and the question is refused at once (``ClusterUnavailable``)."""
-        skipped = self._not_asked()
-        for found in self._ask_these(tuple(n for n in self.workers if n not in skipped),
+    def find_record(self, message_id: str, account_id: str | None = None) -> MessageRecord | None:
+        """The message's record from the worker that holds it (with ``account_id``: asked only of the
+        account's :meth:`holders`; a message of another account may then be missed, as its owner's
+        reads want). A worker known not to answer is not asked: found at another, the record is the
+        answer (a message lives on one worker); else the silent one may hold it, and the question is
+        refused at once (``ClusterUnavailable``)."""
+        nodes = self.workers if account_id is None else self.holders(account_id)
+        skipped = {node: why for node in nodes if (why := self.not_answering(node))}
+        for found in self._ask_these(tuple(n for n in nodes if n not in skipped),
                                      "find_record", message_id):
             if found is not None:
                 return _record(found)
@@ -197,17 +227,19 @@ class ClusterShards:
         return None
 
     def records_for_account(self, account_id: str) -> list[MessageRecord]:
-        """The account's records, from the one worker that holds them, a page per answer (a NATS
-        message is at most 1 MB)."""
-        node = self.placement.worker_of(account_id)
+        """The account's records, from every worker that may hold them (:meth:`holders`: before, only
+        the one it belongs to now, so an export after the worker count changed left out what was sent
+        before), a page per answer (a NATS message is at most 1 MB)."""
         out: list[MessageRecord] = []
-        offset = 0
-        while True:
-            rows = self._ask(node, "records_for_account_page", account_id, offset, PAGE)
-            out.extend(_record(r) for r in rows)
-            if len(rows) < PAGE:
-                return out
-            offset += PAGE
+        for node in self._answering_holders(account_id, "records_for_account_page"):
+            offset = 0
+            while True:
+                rows = self._ask(node, "records_for_account_page", account_id, offset, PAGE)
+                out.extend(_record(r) for r in rows)
+                if len(rows) < PAGE:
+                    break
+                offset += PAGE
+        return out
 
     def records_since(self, t: float) -> Iterator[MessageRecord]:
         """Every worker's records submitted at or after ``t`` (analytics), read a page at a time."""
@@ -218,8 +250,8 @@ class ClusterShards:
                       ) -> list[tuple[list[MessageRecord], bytes | None]]:
         wanted = sorted(statuses) if statuses is not None else None
         return [([_record(r) for r in records], resume)
-                for pages in self._ask_all("account_pages", account_id, before, after, limit, wanted,
-                                           max_scan)
+                for pages in self._ask_holders(account_id, "account_pages", account_id, before, after,
+                                               limit, wanted, max_scan)
                 for records, resume in pages]
 
     def webhook_events(self) -> list[tuple[str, int, m.StatusItem, int, float]]:
@@ -227,9 +259,14 @@ class ClusterShards:
                 for events in self._ask_all("webhook_events")
                 for address, seq, item, attempt, next_at in events]
 
-    def find_records(self, message_ids: list[str]) -> list[MessageRecord | None]:
+    def find_records(self, message_ids: list[str], account_id: str | None = None
+                     ) -> list[MessageRecord | None]:
+        """The records of ``message_ids`` (None where none): every worker asked, or with
+        ``account_id`` (whose messages they are: a usage export's) only its :meth:`holders`."""
         found: list[MessageRecord | None] = [None] * len(message_ids)
-        for rows in self._ask_all("find_records", list(message_ids)):
+        answers = (self._ask_all("find_records", list(message_ids)) if account_id is None else
+                   self._ask_holders(account_id, "find_records", list(message_ids)))
+        for rows in answers:
             for i, row in enumerate(rows):
                 if row is not None:
                     found[i] = _record(row)

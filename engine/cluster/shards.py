@@ -32,7 +32,9 @@ class LocalShards:
         """Nothing to stop: the stores and actors here stop with the runtime (``ClusterShards`` has
         query threads)."""
 
-    def find_record(self, message_id: str) -> MessageRecord | None:
+    def find_record(self, message_id: str, account_id: str | None = None) -> MessageRecord | None:
+        """The message's record, or None. ``account_id`` (whose message it should be) only narrows
+        which workers a cluster's core asks (``ClusterShards.find_record``); here every store is read."""
         for store in self.runtime.pop_stores.values():
             rec = store.records.get(message_id)
             if rec is not None:
@@ -70,9 +72,11 @@ class LocalShards:
                        for seq, item in store.webhooks.pending())
         return out
 
-    def find_records(self, message_ids: list[str]) -> list[MessageRecord | None]:
+    def find_records(self, message_ids: list[str], account_id: str | None = None
+                     ) -> list[MessageRecord | None]:
         """Many records at once, in the order asked (None where there is none): usage exports and
-        reconciliation look up a chunk of messages per question."""
+        reconciliation look up a chunk of messages per question. ``account_id``: as for
+        :meth:`find_record`."""
         return [self.find_record(mid) for mid in message_ids]
 
     def scan_records(self) -> Iterator[MessageRecord]:

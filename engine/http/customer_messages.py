@@ -224,8 +224,8 @@ def view(record) -> s.MessageView:
 async def get_message(request: web.Request) -> web.Response:
     ctx: HttpContext = request.app[CTX]
     account_id = require_account(request)
-    # off the loop: in a cluster the lookup asks every worker over NATS (seconds when one is down)
-    record = await ctx.call(ctx.engine.status, request.match_info["id"])
+    # off the loop: in a cluster the lookup asks the account's workers over NATS
+    record = await ctx.call(lambda: ctx.engine.status(request.match_info["id"], account_id=account_id))
     if record is None or record.account_id != account_id:  # another account's id looks absent
         raise HttpError(404, "not_found", "no such message")
     return _json(s.encoder.encode(view(record)), 200)

@@ -8,8 +8,12 @@ and where each column comes from, is in ``engine.billing.usage``.
 
 Headers are set before the first byte goes out — the security headers and, on the customer API, the
 ``RateLimit-*`` headers the middlewares would otherwise add after the handler (too late for a stream).
-A failure after the first byte (a store error mid-export) closes the connection without the final chunk,
-so a client sees an incomplete transfer, never a short export that looks complete.
+The first chunk (the first rows' records looked up: in a cluster, asked of the account's workers) is
+read before the status line is sent, so a failure there - a worker that holds the account's messages
+is hung - is an ordinary error answer (503 ``cluster_unavailable`` with ``Retry-After``); before, it
+came after a ``200`` and broke the transfer off. A failure after the first byte (a store error
+mid-export) closes the connection without the final chunk, so a client sees an incomplete transfer,
+never a short export that looks complete.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ async def stream_usage(request: web.Request, account_id: str) -> web.StreamRespo
         head = {"account_id": account_id, "since": iso(since), "until": iso(until),
                 "generated_at": iso(now), "currency": "USD"}
         chunks = encode_json(rows, head, lambda: {"balance_micro_usd": ctx.engine.balance(account_id)})
+    first = await ctx.call(next, chunks, None)  # a failure here is still an error answer
     resp = web.StreamResponse(headers={
         "Content-Type": CONTENT_TYPES[fmt],
         "Content-Disposition": f'attachment; filename="usage-{account_id}-{iso(since)[:10]}-'
@@ -58,9 +63,11 @@ async def stream_usage(request: web.Request, account_id: str) -> web.StreamRespo
     _frame_headers(request, ctx, resp)
     resp.enable_chunked_encoding()
     await resp.prepare(request)
-    while (chunk := await ctx.call(next, chunks, None)) is not None:
+    chunk = first
+    while chunk is not None:
         if chunk:
             await resp.write(chunk)
+        chunk = await ctx.call(next, chunks, None)
     await resp.write_eof()
     return resp
 
