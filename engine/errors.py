@@ -55,6 +55,11 @@ A full disk at start-up is ``StoreFull``; a missing config file or a TLS file th
 
 Each class carries a stable machine-readable ``code`` used in API error bodies and reject messages, so
 ``error_from_code(code, message)`` can rebuild the typed exception on the far side of an actor hop.
+
+An error's ``message`` is for the operator (logs, the control port, the embedding API) and may name the
+cluster's processes (``w1``); ``public_message`` is what the customer API and its edges answer. A
+``ClusterUnavailable`` says only that part of the cluster is unavailable unless it was given a text
+written for customers (``public=``, or ``WorkerUnavailable`` and ``OutcomeUnknown``, whose messages are).
 """
 
 from __future__ import annotations
@@ -65,10 +70,21 @@ class SmsrouteError(Exception):
 
     code = "internal_error"
     maybe_sent = False  # True only for an error after which the request may have taken effect
+    message_is_public = True  # False: the message may name internals; customers get PUBLIC_MESSAGE
 
-    def __init__(self, message: str = "") -> None:
+    def __init__(self, message: str = "", *, public: str | None = None) -> None:
         super().__init__(message or self.code)
         self.message = message or self.code
+        self._public = public
+
+    @property
+    def public_message(self) -> str:
+        """What a customer is shown (the customer API): the message, unless it may name internals."""
+        if self._public is not None:
+            return self._public
+        return self.message if self.message_is_public else self.PUBLIC_MESSAGE
+
+    PUBLIC_MESSAGE = "internal error"
 
 
 class InputError(SmsrouteError, ValueError):
@@ -224,14 +240,20 @@ class CarriersSaturated(OverloadedError):
 
 
 class ClusterUnavailable(OverloadedError):
-    """A worker or the NATS link did not answer in time; the request may be retried."""
+    """A worker or the NATS link did not answer in time; the request may be retried. Its message names
+    the workers for the operator; a customer is told only ``PUBLIC_MESSAGE``."""
 
     code = "cluster_unavailable"
+    message_is_public = False
+    PUBLIC_MESSAGE = ("part of the cluster is unavailable right now; retry after the Retry-After "
+                      "seconds")
 
 
 class WorkerUnavailable(ClusterUnavailable):
     """The worker holding the account is not ready (starting, restarting, hung, stopping, or not heard
     of): the submit was refused before anything was sent or reserved, so retrying it is safe."""
+
+    message_is_public = True  # (written for the customer: names no worker)
 
 
 class OutcomeUnknown(ClusterUnavailable):
@@ -240,6 +262,7 @@ class OutcomeUnknown(ClusterUnavailable):
     something (``maybe_sent``), so an ``Idempotency-Key`` retry must not submit it again."""
 
     maybe_sent = True
+    message_is_public = True  # (written for the customer: names no worker)
 
 
 class RateLimited(SmsrouteError):
@@ -302,7 +325,7 @@ _BY_CODE: dict[str, type[SmsrouteError]] = {c.code: c for c in _all_subclasses(S
 _BY_CODE[SmsrouteError.code] = SmsrouteError
 
 
-def error_from_code(code: str, message: str) -> SmsrouteError:
+def error_from_code(code: str, message: str, public: str | None = None) -> SmsrouteError:
     """Rebuild the typed error named by ``code`` (an unknown code gives the root class).
 
     >>> type(error_from_code("no_route", "nothing serves +999")).__name__
@@ -310,4 +333,4 @@ def error_from_code(code: str, message: str) -> SmsrouteError:
     >>> error_from_code("cluster_unavailable", "w1 did not answer").maybe_sent
     False
     """
-    return _BY_CODE.get(code, SmsrouteError)(message)
+    return _BY_CODE.get(code, SmsrouteError)(message, public=public)

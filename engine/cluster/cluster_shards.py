@@ -57,6 +57,11 @@ READS = frozenset({
     "find_record", "find_records", "records_for_account_page", "records_page", "account_pages",
     "webhook_events", "owed_to_ledger", "pop_stats", "carrier_stats", "sweeper_stats",
     "transport_stats", "active_holds", "hold_audit_page", "hold_ended", "answer_part"})
+# what a customer is told of an action that reached only part of the cluster (the operator's message
+# names the workers, and says per kind whether asking again is safe: RETRY_ADVICE)
+PARTIAL_ACTION = ("part of the cluster is unavailable: this was done there only in part or not at all; "
+                  "retry after the Retry-After seconds")
+DONE_IN_PART = "it took effect on part of the cluster only"
 RETRY_ADVICE = {  # what a partial action's error tells the operator about asking again
     "suspend_carrier": "the same suspension again is safe and brings every worker to it",
     "use_routing": "the workers that missed the table ask the core for it when their link is back",
@@ -120,7 +125,7 @@ class ClusterShards:
         if not isinstance(reply, m.ShardReply):
             raise error_from_code("internal_error", f"worker {node} answered {type(reply).__name__}")
         if not reply.ok:
-            raise error_from_code(reply.error, f"worker {node}: {reply.result}")
+            raise _worker_error(node, reply.error, str(reply.result))
         return reply.result
 
     def _ask_all(self, kind: str, *args: Any) -> list[Any]:
@@ -206,9 +211,10 @@ class ClusterShards:
         outcome += "; " + RETRY_ADVICE.get(kind, "asking again is safe")
         log.warning("%s", outcome)  # (worker names and a query kind only: no account, no hold detail)
         if silent or not_asked:
-            raise ClusterUnavailable(outcome)
+            raise ClusterUnavailable(outcome, public=PARTIAL_ACTION)
         assert first is not None
-        raise error_from_code(first.code, f"{first.message} ({outcome})")
+        public = first.public_message + (f" ({DONE_IN_PART})" if done else "")
+        raise error_from_code(first.code, f"{first.message} ({outcome})", public=public)
 
     def find_record(self, message_id: str, account_id: str | None = None) -> MessageRecord | None:
         """The message's record from the worker that holds it (with ``account_id``: asked only of the
@@ -463,6 +469,14 @@ class ClusterShards:
     def profile(self, on: bool) -> dict[str, Any]:
         """Each worker's stage profile (see ``LocalShards.profile``), by node."""
         return dict(zip(self.workers, self._ask_all("profile", on), strict=True))
+
+
+def _worker_error(node: str, code: str, text: str) -> SmsrouteError:
+    """A worker's refusal as the core raises it: the operator's message names the worker; a customer
+    is shown the worker's own words (never its name), or, for a ``ClusterUnavailable`` (whose words
+    may name other processes), that part of the cluster is unavailable."""
+    error = error_from_code(code, f"worker {node}: {text}")
+    return error_from_code(code, error.message, public=text) if error.message_is_public else error
 
 
 def _always_asked(node: str) -> str | None:

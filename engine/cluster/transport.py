@@ -108,8 +108,9 @@ class RemoteRef:
         Asked for every remote hand-off: a cached link verdict and one readiness read (no round trip)."""
         transport = self._transport
         if not transport.usable:
-            return ClusterUnavailable("the cluster's NATS link is down or not moving; nothing was "
-                                      "sent: retry after the Retry-After seconds")
+            why = "the cluster's NATS link is down or not moving; nothing was sent: retry after the " \
+                  "Retry-After seconds"
+            return ClusterUnavailable(why, public=why)  # (names no process: a customer may read it)
         readiness = transport.readiness
         why = readiness.refusal(self.node) if readiness is not None else None
         if why is None:

@@ -151,7 +151,7 @@ async def _submit_batch(ctx: HttpContext, api_key: str, results: list[s.BatchRes
             results[i] = s.BatchResult(a.message_id, a.status, a.segments, a.price_micro_usd,
                                        a.encoding, a.pop, msg.client_ref)
         elif isinstance(exc, SmsrouteError):
-            results[i] = s.BatchResult(error=s.ErrorDetail(exc.code, exc.message))
+            results[i] = s.BatchResult(error=s.ErrorDetail(exc.code, exc.public_message))
             unknown += exc.maybe_sent  # (no answer in time: it may be accepted)
         else:  # a bug: this entry alone; the others may be accepted and billed already
             log.error("batch entry failed unexpectedly: %s", type(exc).__name__)

@@ -88,14 +88,16 @@ def error_response(status: int, code: str, message: str,
                         content_type="application/json", headers=headers)
 
 
-def from_engine_error(exc: E.SmsrouteError) -> web.Response:
-    """Answer an engine error; overload and transient storage errors carry ``Retry-After``."""
+def from_engine_error(exc: E.SmsrouteError, *, customer: bool = False) -> web.Response:
+    """Answer an engine error; overload and transient storage errors carry ``Retry-After``. To a
+    ``customer`` (the customer API) with its ``public_message``: a cluster's errors name its worker
+    processes for the operator (control port, logs), never for a customer."""
     status = status_for(exc)
     headers = {"Retry-After": str(RETRY_AFTER_OVERLOADED_S)} if status in (429, 503) else None
     if status == 500:
         log.error("unmapped engine error %s", type(exc).__name__)
         return error_response(500, "internal_error", "internal error")
-    return error_response(status, exc.code, exc.message, headers)
+    return error_response(status, exc.code, exc.public_message if customer else exc.message, headers)
 
 
 # aiohttp's own refusals (routing, body size) get codes in our vocabulary.
@@ -110,7 +112,15 @@ _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
-    """Turn anything a handler raises into the JSON error shape."""
+    """Turn anything a handler raises into the JSON error shape (the control port's: engine errors
+    with their whole message)."""
+    return await answer_errors(request, handler, customer=False)
+
+
+async def answer_errors(request: web.Request, handler: _Handler, *, customer: bool
+                        ) -> web.StreamResponse:
+    """:func:`error_middleware`; ``customer``: engine errors with their ``public_message`` (the
+    customer API, ``engine.http.middleware.handle_errors``)."""
     try:
         return await handler(request)
     except HttpError as exc:
@@ -122,7 +132,7 @@ async def error_middleware(request: web.Request, handler: _Handler) -> web.Strea
                 close_after()
         return resp
     except E.SmsrouteError as exc:
-        return from_engine_error(exc)
+        return from_engine_error(exc, customer=customer)
     except FULL_ERRORS:  # a store without its own mapping (storage.full): still store_full, not a 500
         return from_engine_error(store_full("data"))
     except web.HTTPException as exc:

@@ -18,7 +18,7 @@ from aiohttp import web
 from engine import apikeys
 from engine.errors import AuthError, SmsrouteError
 from engine.http.context import ACCOUNT_ID, API_KEY, APP_NAME, CTX, LOG_REQUESTS
-from engine.http.errors import HttpError, error_middleware, error_response, from_engine_error
+from engine.http.errors import HttpError, answer_errors, error_response, from_engine_error
 from engine.http.params import path_ids_middleware
 from engine.http.requestlog import RequestLogEntry
 
@@ -98,7 +98,7 @@ async def customer_auth_middleware(request: web.Request, handler: _Handler) -> w
         except AuthError:
             pass
         except SmsrouteError as exc:
-            return from_engine_error(exc)
+            return from_engine_error(exc, customer=True)
     # per API key (its digest, never the key itself); unauthenticated callers per source IP
     limit_key = (apikeys.digest(key).hex()[:32] if request[ACCOUNT_ID] is not None
                  else f"ip:{request.remote}")
@@ -140,7 +140,7 @@ async def customer_middleware(request: web.Request, handler: _Handler) -> web.St
         except AuthError:
             pass
         except SmsrouteError as exc:
-            resp = from_engine_error(exc)
+            resp = from_engine_error(exc, customer=True)
     request[API_KEY] = key
     request[ACCOUNT_ID] = account_id
     decision = None
@@ -186,5 +186,6 @@ def finish(ctx, request: web.Request, resp: web.StreamResponse, started: float, 
 
 
 async def handle_errors(request: web.Request, handler: _Handler) -> web.StreamResponse:
-    """Path ids checked, then the handler; anything raised becomes the JSON error shape."""
-    return await error_middleware(request, partial(path_ids_middleware, handler=handler))
+    """Path ids checked, then the handler; anything raised becomes the JSON error shape, an engine
+    error with the message a customer may see (``SmsrouteError.public_message``: no worker names)."""
+    return await answer_errors(request, partial(path_ids_middleware, handler=handler), customer=True)

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from engine import messages as m
-from engine.cluster.cluster_shards import ClusterShards
-from engine.errors import ClusterUnavailable
+from engine.cluster.cluster_shards import PARTIAL_ACTION, ClusterShards
+from engine.errors import ClusterUnavailable, SmsrouteError
 
 RECORD_ID = "msg_w0"
 
@@ -86,6 +86,7 @@ def test_an_action_is_done_where_it_can_be_and_reported_as_not_done_at_the_hung_
     assert "done at w0" in message and "not asked w1 (hung)" in message, message
     assert "the same erasure again is safe" in message
     assert _asked(shards) == [("w0", "forget_account")]
+    assert refused.value.public_message == PARTIAL_ACTION  # a customer's: no worker named
 
 
 def test_without_a_supervisor_every_worker_is_asked():
@@ -93,5 +94,34 @@ def test_without_a_supervisor_every_worker_is_asked():
     try:
         assert shards.holds_view()["holds_missing"] == {"w1": "cluster_unavailable"}
         assert sorted(_asked(shards)) == [("w0", "active_holds"), ("w1", "active_holds")]
+    finally:
+        shards.close()
+
+
+class _Refusing:
+    """Every worker refuses: error ``code``, in ``words``."""
+
+    def __init__(self, code: str, words: str) -> None:
+        self.code, self.words = code, words
+
+    def request(self, node: str, payload: bytes, timeout: float, act_by: float | None = None,
+                *, read: bool = False) -> bytes:
+        return m.encode(m.ShardReply(False, self.words, self.code))
+
+
+def test_a_workers_refusal_names_the_worker_to_the_operator_and_not_to_a_customer():
+    shards = ClusterShards(_Refusing("hold_conflict", "no such hold"), ("w0", "w1"))
+    try:
+        with pytest.raises(SmsrouteError) as refused:
+            shards.active_holds()
+        assert refused.value.code == "hold_conflict" and "worker w0" in refused.value.message
+        assert refused.value.public_message == "no such hold"  # its words, without its name
+    finally:
+        shards.close()
+    shards = ClusterShards(_Refusing("cluster_unavailable", "e0 is not ready"), ("w0", "w1"))
+    try:  # a worker's cluster_unavailable may name other processes: a customer gets the general words
+        with pytest.raises(ClusterUnavailable) as refused:
+            shards.active_holds()
+        assert refused.value.public_message == ClusterUnavailable.PUBLIC_MESSAGE
     finally:
         shards.close()
