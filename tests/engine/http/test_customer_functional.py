@@ -276,16 +276,16 @@ def test_a_chunked_body_over_the_limit_is_refused_before_it_is_read_whole(runnin
 
 
 def test_a_slow_status_lookup_does_not_stall_other_requests(running, api, monkeypatch):
-    """In a cluster ``Engine.status`` asks every worker over NATS (up to 30 s when one is down): the
+    """In a cluster ``Engine.status`` asks workers over NATS (up to 30 s when one is down): the
     handler must wait for it off the HTTP loop, or every request on the port waits with it."""
     message_id = api.request("POST", "/v1/messages", MSG)[2]["id"]
     entered, release = threading.Event(), threading.Event()
     real_status = running.status
 
-    def slow_status(mid):
+    def slow_status(mid, **kw):
         entered.set()
         release.wait(10)
-        return real_status(mid)
+        return real_status(mid, **kw)
 
     monkeypatch.setattr(running, "status", slow_status)
     answers: list = []
