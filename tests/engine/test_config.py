@@ -261,7 +261,7 @@ def test_every_range_edge_loads_and_the_readme_lists_every_range():
     s = load_settings(overrides={"engine": {"map_size_mb": 4 * 1024 * 1024, "tick_ms": 5},
                                  "http": {"customer_port": 0, "control_port": 65535}})
     assert s.engine.map_size_mb == 4 * 1024 * 1024 and s.http.customer_port == 0
-    readme = (Path(engine.config.__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    readme = (Path(engine.__file__).parent.parent / "README.md").read_text(encoding="utf-8")
     assert engine.config.ranges_text() in readme
 
 
@@ -338,7 +338,7 @@ def test_an_invalid_carrier_option_raises_config_error_naming_it(kind, options, 
 
 # --- engine/default.toml documents every key ----------------------------------------------------
 
-DEFAULT_TOML = (Path(engine.config.__file__).parent / "default.toml").read_text(encoding="utf-8")
+DEFAULT_TOML = (Path(engine.__file__).parent / "default.toml").read_text(encoding="utf-8")
 
 
 def _documented_line(key: str) -> tuple[str, str]:
