@@ -52,12 +52,11 @@ from typing import Any, TextIO
 import uvloop
 from aiohttp import ClientSession, TCPConnector, web
 from aiohttp.http_exceptions import ContentEncodingError
-from multidict import CIMultiDict
 
 from engine import log_format
 from engine.cluster import edge_forward
 from engine.cluster.edge_engine import EdgeEngine, LeasedLimiter
-from engine.cluster.edge_forward import HOP_BY_HOP, PART_BYTES, error_answer
+from engine.cluster.edge_forward import PART_BYTES, error_answer
 from engine.cluster.handoff import overrides_from
 from engine.cluster.heartbeat import Heartbeat, loop_probe
 from engine.cluster.lifeline import stop_when_parent_exits
@@ -84,9 +83,6 @@ log = logging.getLogger(__name__)
 FORWARDED_FOR = "X-Smsroute-Forwarded-For"
 EDGE_TOKEN_HEADER = "X-Smsroute-Edge-Token"
 FAST_PATHS = frozenset({"/v1/messages", "/v1/messages/batch"})
-# not forwarded either: the edge reads the body decoded (aiohttp undoes gzip and deflate as it reads),
-# and decoded bytes still labelled gzip were a 500 at the core for every compressed forwarded request
-_NOT_FORWARDED = HOP_BY_HOP | {"content-encoding"}
 
 
 def read_token(stream: TextIO) -> str:
@@ -214,11 +210,8 @@ class Edge:
 
     async def _forward(self, session: ClientSession, request: web.Request) -> web.StreamResponse:
         """The request as it came, to the core's customer API; its answer as it comes back."""
-        # a multidict: a header the client sent twice (two Authorization headers, which the core
-        # refuses) stays twice instead of the last one silently winning; the edge's own headers
-        # below replace a client's of any letter case
-        headers = CIMultiDict((k, v) for k, v in request.headers.items()
-                              if k.lower() not in _NOT_FORWARDED)
+        headers = edge_forward.forwarded_headers(request.headers)
+        # the edge's own headers replace a client's of any letter case
         headers[FORWARDED_FOR] = request.remote or ""
         headers[EDGE_TOKEN_HEADER] = self.token
         try:

@@ -18,6 +18,10 @@ into memory first. The core's request crosses loopback HTTP, not NATS: no part l
 If the core's answer breaks off (the core stopped, a store error mid-export, the idle deadline) after
 the first byte went to the client, the client's connection is cut without the answer's end, so the
 client sees an incomplete transfer, never a short export that looks complete - as from the core itself.
+
+Headers. A request's go to the core without the hop-by-hop ones and without ``Content-Encoding``
+(:func:`forwarded_headers`: the edge has read the body decoded); an answer's come back without the
+hop-by-hop ones.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import json
 import logging
 
 from aiohttp import ClientError, ClientResponse, ClientSession, ClientTimeout, web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,16 @@ BUFFER_UP_TO = 256 * 1024  # an answer with a Content-Length up to this is read 
 PART_BYTES = 64 * 1024  # a larger or chunked answer is passed on a part of at most this at a time
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
                         "proxy-authorization", "proxy-authenticate", "host", "content-length"})
+# not forwarded either: the edge reads the body decoded (aiohttp undoes gzip and deflate as it reads),
+# and decoded bytes still labelled gzip were a 500 at the core for every compressed forwarded request
+_NOT_FORWARDED = HOP_BY_HOP | {"content-encoding"}
+
+
+def forwarded_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """The client's request headers the edge passes on to the core: all but the hop-by-hop ones and
+    ``Content-Encoding``. A multidict: a header the client sent twice (two Authorization headers, which
+    the core refuses) stays twice instead of the last one silently winning."""
+    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in _NOT_FORWARDED)
 
 
 def deadline_for(path: str) -> ClientTimeout:
