@@ -114,16 +114,23 @@ _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def error_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
     """Turn anything a handler raises into the JSON error shape (the control port's: engine errors
     with their whole message)."""
-    return await answer_errors(request, handler, customer=False)
-
-
-async def answer_errors(request: web.Request, handler: _Handler, *, customer: bool
-                        ) -> web.StreamResponse:
-    """:func:`error_middleware`; ``customer``: engine errors with their ``public_message`` (the
-    customer API, ``engine.http.middleware.handle_errors``)."""
     try:
         return await handler(request)
-    except HttpError as exc:
+    except Exception as exc:
+        resp = error_answer(request, exc)
+        if resp is None:
+            raise
+        return resp
+
+
+def error_answer(request: web.Request, exc: Exception, *, customer: bool = False
+                 ) -> web.StreamResponse | None:
+    """The JSON error answer for what a handler raised, or None when it must propagate (an aiohttp
+    redirect or other non-error ``HTTPException``). Called inside the ``except`` block, so an
+    unexpected exception is logged with its traceback. (A function rather than only a middleware: the
+    customer app's one middleware calls it without a layer of its own.) ``customer``: engine errors
+    with their ``public_message`` (no worker names; the customer API), else their whole message."""
+    if isinstance(exc, HttpError):
         resp = error_response(exc.status, exc.code, exc.message, exc.headers)
         if exc.close:
             resp.force_close()
@@ -131,20 +138,17 @@ async def answer_errors(request: web.Request, handler: _Handler, *, customer: bo
             if close_after is not None:
                 close_after()
         return resp
-    except E.SmsrouteError as exc:
+    if isinstance(exc, E.SmsrouteError):
         return from_engine_error(exc, customer=customer)
-    except FULL_ERRORS:  # a store without its own mapping (storage.full): still store_full, not a 500
+    if isinstance(exc, FULL_ERRORS):  # a store without its own mapping (storage.full): store_full
         return from_engine_error(store_full("data"))
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
-            raise
+            return None
         code, message = _AIOHTTP_CODES.get(exc.status, ("http_error", exc.reason))
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
         return error_response(exc.status, code, message, headers)
-    except ConnectionResetError:
-        if not client_gone(request):
-            log.exception("unhandled error in %s %s", request.method, _route_name(request))
-            return error_response(500, "internal_error", "internal error")
+    if isinstance(exc, ConnectionResetError) and client_gone(request):
         # the client hung up mid-request (e.g. mid-body): its doing, not a server fault; nobody reads
         # this answer, its 499 only keeps the request log and the 5xx metric honest
         log.info("client disconnected mid-request", extra={
@@ -152,9 +156,10 @@ async def answer_errors(request: web.Request, handler: _Handler, *, customer: bo
             "route": _route_name(request)})
         return error_response(CLIENT_CLOSED, "client_closed_request",
                               "the client closed the connection before the request was read")
-    except Exception:  # a bug: log its type and place, answer a generic 500
-        log.exception("unhandled error in %s %s", request.method, _route_name(request))
-        return error_response(500, "internal_error", "internal error")
+    # a bug (or a reset of another socket a handler used, the client still there): log its type and
+    # place, answer a generic 500
+    log.exception("unhandled error in %s %s", request.method, _route_name(request))
+    return error_response(500, "internal_error", "internal error")
 
 
 def client_gone(request: web.Request) -> bool:

@@ -11,15 +11,14 @@ from __future__ import annotations
 import hmac
 import time
 from collections.abc import Awaitable, Callable
-from functools import partial
 
 from aiohttp import web
 
 from engine import apikeys
 from engine.errors import AuthError, SmsrouteError
 from engine.http.context import ACCOUNT_ID, API_KEY, APP_NAME, CTX, LOG_REQUESTS
-from engine.http.errors import HttpError, answer_errors, error_response, from_engine_error
-from engine.http.params import path_ids_middleware
+from engine.http.errors import HttpError, error_answer, error_response, from_engine_error
+from engine.http.params import check_path_ids
 from engine.http.requestlog import RequestLogEntry
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -121,13 +120,15 @@ def require_account(request: web.Request) -> str:
 
 @web.middleware
 async def customer_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
-    """The customer app's one middleware (one layer instead of four: each layer cost a call and a
-    wrapper per request on the hot path). In order: resolve the API key, GCRA per key (per source IP
-    without one), check path ids, run the handler with every failure turned into the error shape, then
-    the security and ``RateLimit-*`` headers, the policy-2.1 request log and the request metric."""
+    """The customer app's one middleware, and the only frame around its handlers (each layer cost a
+    call, and a wrapper, per request on the hot path). In order: resolve the API key, GCRA per key (per
+    source IP without one), check path ids, run the handler with every failure turned into the error
+    shape (:func:`engine.http.errors.error_answer`, inline: no layer of its own), then the security and
+    ``RateLimit-*`` headers, the policy-2.1 request log and the request metric."""
     ctx = request.app[CTX]
     started = time.perf_counter()
-    request = _from_edge(ctx, request)
+    if ctx.edge_token:
+        request = _from_edge(ctx, request)
     account_id = None
     resp: web.StreamResponse | None = None
     try:
@@ -151,7 +152,13 @@ async def customer_middleware(request: web.Request, handler: _Handler) -> web.St
         if not decision.allowed:
             resp = error_response(429, "rate_limited", "too many requests; retry later")
         else:
-            resp = await handle_errors(request, handler)
+            try:
+                check_path_ids(request)
+                resp = await handler(request)
+            except Exception as exc:
+                resp = error_answer(request, exc, customer=True)
+                if resp is None:  # not an error (an aiohttp redirect): aiohttp answers it
+                    raise
     return finish(ctx, request, resp, started, decision)
 
 
@@ -167,25 +174,22 @@ def _from_edge(ctx, request: web.Request) -> web.Request:
     return request.clone(remote=forwarded)
 
 
+_SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff",
+                     "Server": "smsroute",  # no software versions on the wire
+                     "Cache-Control": "no-store"}
+_SECURITY_HEADERS_TLS = {**_SECURITY_HEADERS, "Strict-Transport-Security": HSTS}
+
+
 def finish(ctx, request: web.Request, resp: web.StreamResponse, started: float, decision) -> \
         web.StreamResponse:
     """Headers, request log and metric of one customer answer."""
     headers = resp.headers
     if decision is not None:
         headers.update(decision.headers())
-    headers["X-Content-Type-Options"] = "nosniff"
-    headers["Server"] = "smsroute"  # no software versions on the wire
-    headers["Cache-Control"] = "no-store"
-    if ctx.tls:
-        headers["Strict-Transport-Security"] = HSTS
+    headers.update(_SECURITY_HEADERS_TLS if ctx.tls else _SECURITY_HEADERS)  # one call, not four
     endpoint = endpoint_name(request)
-    ctx.requestlog.record(RequestLogEntry(time.time(), endpoint, request.remote or "", resp.status,
+    status = resp.status
+    ctx.requestlog.record(RequestLogEntry(time.time(), endpoint, request.remote or "", status,
                                           _size(resp)))
-    ctx.metrics.observe_request("customer", endpoint, resp.status, time.perf_counter() - started)
+    ctx.metrics.observe_request("customer", endpoint, status, time.perf_counter() - started)
     return resp
-
-
-async def handle_errors(request: web.Request, handler: _Handler) -> web.StreamResponse:
-    """Path ids checked, then the handler; anything raised becomes the JSON error shape, an engine
-    error with the message a customer may see (``SmsrouteError.public_message``: no worker names)."""
-    return await answer_errors(request, partial(path_ids_middleware, handler=handler), customer=True)
