@@ -189,7 +189,6 @@ def finish(ctx, request: web.Request, resp: web.StreamResponse, started: float, 
     headers.update(_SECURITY_HEADERS_TLS if ctx.tls else _SECURITY_HEADERS)  # one call, not four
     endpoint = endpoint_name(request)
     status = resp.status
-    ctx.requestlog.record(RequestLogEntry(time.time(), endpoint, request.remote or "", status,
-                                          _size(resp)))
+    ctx.requestlog.record_answer(time.time(), endpoint, request.remote or "", status, _size(resp))
     ctx.metrics.observe_request("customer", endpoint, status, time.perf_counter() - started)
     return resp

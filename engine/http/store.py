@@ -93,15 +93,18 @@ class GroupCommitter:
         self._enqueue(puts, fut)
         return fut
 
-    def write_later(self, puts: list[Put]) -> None:
+    def write_later(self, puts: list[Put | Apply], entries: int | None = None) -> None:
         """Queue puts nobody waits for (they still commit durably, in the next batch); dropped and
-        counted when :data:`MAX_LATER` such batches already wait (the disk is not keeping up)."""
+        counted when :data:`MAX_LATER` such batches already wait (the disk is not keeping up).
+        ``entries``: how many entries the batch holds, when not one per put (an :class:`Apply` that
+        writes many); that is what :attr:`later_dropped` counts."""
         if self._later >= MAX_LATER:
+            dropped = len(puts) if entries is None else entries
             if not self._later_dropped_batches % LOG_EVERY:
                 log.warning("http store not keeping up: %d unwaited writes dropped so far "
-                            "(request log entries)", self.later_dropped + len(puts))
+                            "(request log entries)", self.later_dropped + dropped)
             self._later_dropped_batches += 1
-            self.later_dropped += len(puts)
+            self.later_dropped += dropped
             return
         self._later += 1
         self._enqueue(puts, None)
