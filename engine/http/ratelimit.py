@@ -86,16 +86,22 @@ class Gcra:
         self._shift: dict[str, float] = {}  # seconds credited back per key (give_back), only when any
 
     def check(self, key: str, now: float | None = None) -> Decision:
-        """Decide one request for ``key`` and record it if allowed."""
-        now = self._clock() if now is None else now
-        tat = max(self._tat.get(key, now), now)
+        """Decide one request for ``key`` and record it if allowed. (Every request of the customer API
+        comes here: written without calls that are not needed, the same arithmetic as :meth:`peek`.)"""
+        if now is None:
+            now = self._clock()
+        tats = self._tat
+        tat = tats.get(key, now)
+        if tat < now:
+            tat = now
         if tat - now > self._tau:
-            retry = tat - self._tau - now
-            return Decision(False, self.burst, 0, tat - now, retry)
+            return Decision(False, self.burst, 0, tat - now, tat - self._tau - now)
         new_tat = tat + self._t
-        self._remember(key, new_tat, now)
+        if key not in tats and len(tats) >= self._max_keys:
+            self._purge(now)
+        tats[key] = new_tat
         remaining = int((self._tau - (new_tat - now)) // self._t) + 1
-        return Decision(True, self.burst, max(0, remaining), new_tat - now, 0.0)
+        return Decision(True, self.burst, remaining if remaining > 0 else 0, new_tat - now, 0.0)
 
     def peek(self, key: str, now: float | None = None) -> Decision:
         """Whether a request for ``key`` would be allowed now, without recording one (for limits that
