@@ -53,6 +53,7 @@ times used for delivery latency are kept in a bounded map (oldest dropped first)
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter as Tally
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -62,6 +63,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from engine.http.loop_histogram import LoopHistogram, Series
 from engine.status import FINAL
 from storage.full import FULL_REFUSALS
 
@@ -123,31 +125,38 @@ class HttpMetrics:
         self.delivery_latency = Histogram(
             "smsroute_delivery_latency_seconds", "Accepted to final status, per corridor",
             ["pop", "country"], buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.submit_latency = Histogram(
+        # observed on every request: histograms of the HTTP loop's own (engine.http.loop_histogram)
+        self.submit_latency = LoopHistogram(
             "smsroute_submit_latency_seconds", "POST /v1/messages until durably accepted, per corridor",
-            ["pop", "country"], buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.requests = Histogram(
+            ["pop", "country"], LATENCY_BUCKETS)
+        self.requests = LoopHistogram(
             "smsroute_http_request_duration_seconds", "HTTP answers",
-            ["app", "endpoint", "code"], buckets=LATENCY_BUCKETS, registry=self.registry)
+            ["app", "endpoint", "code"], LATENCY_BUCKETS)
+        self.registry.register(self.submit_latency)
+        self.registry.register(self.requests)
         self._started: OrderedDict[str, float] = OrderedDict()
-        self._request_children: dict[tuple[str, str, int], Any] = {}  # labels() once per series
-        self._submit_children: dict[tuple[str, str], Any] = {}
+        self._request_children: dict[tuple[str, str, int], Series] = {}  # looked up once per series
+        self._submit_children: dict[tuple[str, str], Series] = {}
+        self._bounds = self.requests.bounds  # (the same buckets as submit_latency's)
         self.registry.register(_SnapshotCollector(snapshot or Snapshot))
 
     def observe_request(self, app: str, endpoint: str, status: int, seconds: float) -> None:
-        child = self._request_children.get((app, endpoint, status))
-        if child is None:  # endpoints are route templates: a bounded set of series
-            child = self._request_children[(app, endpoint, status)] = self.requests.labels(
+        """One HTTP answer (the HTTP loop's thread)."""
+        series = self._request_children.get((app, endpoint, status))
+        if series is None:  # endpoints are route templates: a bounded set of series
+            series = self._request_children[(app, endpoint, status)] = self.requests.series(
                 app, endpoint, str(status))
-        child.observe(seconds)
+        series.counts[bisect_left(self._bounds, seconds)] += 1  # LoopHistogram.observe, inline
+        series.sum += seconds
 
     def observe_submit(self, pop: str, country: str, seconds: float) -> None:
-        """One ``POST /v1/messages`` answered 202 after ``seconds``."""
-        child = self._submit_children.get((pop, country))
-        if child is None:  # corridors: a bounded set of series
-            child = self._submit_children[(pop, country)] = self.submit_latency.labels(
+        """One ``POST /v1/messages`` answered 202 after ``seconds`` (the HTTP loop's thread)."""
+        series = self._submit_children.get((pop, country))
+        if series is None:  # corridors: a bounded set of series
+            series = self._submit_children[(pop, country)] = self.submit_latency.series(
                 pop or "none", country or "none")
-        child.observe(seconds)
+        series.counts[bisect_left(self._bounds, seconds)] += 1
+        series.sum += seconds
 
     def observe_status(self, item: Any) -> None:
         """One ``engine.messages.StatusItem``: count it and, when final, time its corridor."""
