@@ -18,7 +18,9 @@ double-delivery trade-off are described in :mod:`engine.smpp.client`.
 Threads: pykka's actor thread runs ``on_receive`` (segmenting and building the ``submit_sm`` parameters,
 then handing the parts over with ``loop.call_soon_threadsafe``); a second thread owned by this actor runs a
 uvloop event loop with the :class:`~engine.smpp.client.SmppConnector`, whose callbacks ``tell`` the POP
-(thread-safe). ``on_start`` starts that thread; ``on_stop`` unbinds gracefully and joins it.
+(thread-safe). ``on_start`` starts that thread; ``on_stop`` unbinds gracefully and joins it. The loop
+stamps ``pulse`` (:class:`engine.loop_pulse.LoopPulse`) every second, so ``/readyz`` and a worker's
+heartbeat see a loop that stopped turning (``carrier:<name>`` hung).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import uvloop
 from engine import messages as m
 from engine.config import SmppCarrierOptions
 from engine.errors import InvalidBody, InvalidNumber, MalformedMessage
+from engine.loop_pulse import LoopPulse
 from engine.smpp import smpp_settings
 from engine.smpp.client import SmppConnector
 from engine.smpp.receipts import bounded_id
@@ -49,8 +52,9 @@ class SmppCarrierActor(pykka.ThreadingActor):
     use_daemon_thread = True  # never keeps a host process alive (the engine's exit hook stops it)
 
     def __init__(self, name: str, settings: SmppCarrierOptions | dict[str, Any], pop_ref,
-                 clock=None) -> None:
+                 clock=None, *, pulse: LoopPulse | None = None) -> None:
         super().__init__()
+        self.pulse = pulse if pulse is not None else LoopPulse()
         self.name = name
         self.settings = smpp_settings(settings)  # a dict is validated (ConfigError names a bad key)
         self.pop_ref = pop_ref
@@ -77,6 +81,7 @@ class SmppCarrierActor(pykka.ThreadingActor):
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
                                         name=f"smpp-{self.name}")
         self._thread.start()
+        self.pulse.start_on(self._loop)
         self._connector = SmppConnector(self.name, self.settings, self._on_responses,
                                         self._on_receipts, self._on_state)
         asyncio.run_coroutine_threadsafe(self._connector.start(), self._loop).result(_START_TIMEOUT)
@@ -179,6 +184,7 @@ class SmppCarrierActor(pykka.ThreadingActor):
         loop, self._loop = self._loop, None
         if loop is None:
             return
+        self.pulse.stop()
         timeout = float(self.settings["resp_timeout_seconds"])
         try:
             asyncio.run_coroutine_threadsafe(self._connector.stop(timeout=min(timeout, 5.0)),

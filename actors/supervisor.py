@@ -41,6 +41,7 @@ from actors.pop import PopActor
 from actors.routing_keeper import RoutingKeeper
 from actors.session import CustomerSessionActor
 from actors.stats_questions import ACTOR_STATS_TIMEOUT_S, ask_stats, ask_stats_later, stats_answers
+from actors.sweep_watch import SweepWatch
 from actors.sweeper import SweeperActor
 from engine import messages as m
 from engine.cluster.cluster_shards import ClusterShards
@@ -55,6 +56,7 @@ from engine.errors import (
     KeyUnavailable,
     UnknownAccount,
 )
+from engine.loop_pulse import LoopPulse
 from engine.routing import RoutingTable
 from engine.webhook_events import as_prefs, prefs_of
 from storage.account_keys import AccountKeys
@@ -105,8 +107,12 @@ class Runtime:
         self._lock = threading.Lock()
         self.link = ClusterLink(self)  # in a cluster: the NATS connection, and frames to local actors
         self._carrier_actors: dict[str, object] = {}
+        # the parts on threads of their own that the actors' probes do not reach: each SMPP carrier's
+        # event loop and the sweeper (hung_parts)
+        self._carrier_pulses: dict[str, LoopPulse] = {}
         self.clock: Clock | None = None
         self.sweeper = None
+        self.sweep_watch: SweepWatch | None = None
         self.core_env: lmdb.Environment | None = None
         self.audits: dict[str, AuditLog] = {}
         self.holds: dict[str, Holds] = {}
@@ -207,9 +213,11 @@ class Runtime:
             sweepables[f"holds:{name}"] = self.holds[name]
             sweepables[f"audit:{name}"] = self.audits[name]
             sweepables[f"webhook_outbox:{name}"] = store.webhooks
+        self.sweep_watch = SweepWatch(s.engine.sweep_interval_seconds, s.engine.sweep_stall_seconds)
         self.sweeper = SweeperActor.start(
             {name: store.bodies for name, store in self.pop_stores.items()},
-            sweepables=sweepables, interval_seconds=s.engine.sweep_interval_seconds)
+            sweepables=sweepables, interval_seconds=s.engine.sweep_interval_seconds,
+            watch=self.sweep_watch)
         tick = s.engine.tick_ms / 1000.0
         local = [*self.directory.pops.values(), self.sweeper]
         if place.runs_core:
@@ -275,7 +283,10 @@ class Runtime:
         if carrier.kind == "smpp":
             from actors.carrier_smpp import SmppCarrierActor
 
-            ref = SmppCarrierActor.start(carrier.name, carrier.options, pop_ref, self.clock)
+            pulse = self._carrier_pulses[carrier.name] = LoopPulse(
+                self.settings.engine.child_hung_after_seconds)
+            ref = SmppCarrierActor.start(carrier.name, carrier.options, pop_ref, self.clock,
+                                         pulse=pulse)
         else:
             ref = SimulatedCarrierActor.start(carrier.name, carrier.options, pop_ref, self.clock)
         self._carrier_actors[carrier.name] = ref
@@ -403,6 +414,23 @@ class Runtime:
                 **{f"carrier:{n}": r for n, r in self._carrier_actors.items()}}
         return {name: ref is not None and ref.is_alive() for name, ref in refs.items()}
 
+    def hung_parts(self) -> dict[str, str]:
+        """The parts that run but stopped working, each with why (``{"sweeper": "no store swept for
+        901 s"}``; empty when none): the retention sweeper (``actors.sweep_watch``) and each SMPP
+        carrier's event loop (``engine.loop_pulse``), as ``carrier:<name>``. Flag reads only, never a
+        question to them (``/readyz`` and the heartbeat must not wait on what may be stuck). A part
+        that is not running is not hung: :meth:`actors_alive` says so."""
+        hung: dict[str, str] = {}
+        if self.sweep_watch is not None and self.sweeper is not None and self.sweeper.is_alive():
+            why = self.sweep_watch.hung()
+            if why is not None:
+                hung["sweeper"] = why
+        for name, pulse in list(self._carrier_pulses.items()):
+            why = pulse.hung()
+            if why is not None:
+                hung[f"carrier:{name}"] = why
+        return hung
+
     def dead_sessions(self) -> int:
         """Customer sessions that stopped without being removed (their accounts cannot submit)."""
         return sum(1 for ref in list(self.directory.sessions.values()) if not ref.is_alive())
@@ -456,9 +484,10 @@ class Runtime:
             view = stats_answers(asked, "sweeper", deadline)["sweeper"]
             sweeper = ({"error": view["error"]} if "error" in view else
                        {**view["totals"], "removed_by_store": view["removed_by_store"]})
-        alive = self.actors_alive()
+        alive, hung = self.actors_alive(), self.hung_parts()
         return {**shards, "sessions": len(self.directory.sessions), "sweeper": sweeper,
-                "actors": {name: {"alive": int(ok)} for name, ok in alive.items()},
+                "actors": {name: {"alive": int(ok), "hung": int(name in hung)}
+                           for name, ok in alive.items()},
                 "dead_actors": sum(1 for ok in alive.values() if not ok),
                 "dead_sessions": self.dead_sessions()}
 

@@ -21,6 +21,10 @@ stops the actor or the other stores' sweeps. A sweep refused for lack of space (
 an LMDB map; e.g. the key store cannot be saved while the next body key window is made) is logged by a
 :class:`~storage.full_alarm.FullAlarm` of that store: one ALARM, a summary a minute, one line when it sweeps
 again. Before, each retry - every tick, for every POP - logged a full traceback (``error=OSError``).
+
+Liveness: the sweeper stamps a :class:`~actors.sweep_watch.SweepWatch` (``watch``) as it sweeps (a sweep
+began, each store's sweep finished, the sweep ended), so ``/readyz`` and a worker's heartbeat see a
+sweeper that stopped working without asking it anything (it could not answer).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Any
 import lmdb
 import pykka
 
+from actors.sweep_watch import SweepWatch
 from engine import messages as m
 from engine.errors import ConfigError, SmsrouteError, StoreFull
 from storage.bodies import BodyStore
@@ -55,8 +60,10 @@ class SweeperActor(pykka.ThreadingActor):
                  retention: Mapping[str, RetentionRule] = RETENTION,
                  clock: Callable[[], float] = time.time, *,
                  sweepables: Mapping[str, Sweepable] | Sequence[Sweepable] = (),
-                 interval_seconds: float = DEFAULT_INTERVAL_SECONDS) -> None:
+                 interval_seconds: float = DEFAULT_INTERVAL_SECONDS,
+                 watch: SweepWatch | None = None) -> None:
         super().__init__()
+        self._watch = watch if watch is not None else SweepWatch(interval_seconds)
         self._bodies = dict(pop_stores)
         self._retention = retention
         self._clock = clock
@@ -124,7 +131,11 @@ class SweeperActor(pykka.ThreadingActor):
         self._totals["sweeps"] += 1
         self._retry.clear()
         self._added.clear()
-        results = {name: self._guarded(name, run, now) for name, run in self._runs().items()}
+        self._watch.began()
+        try:
+            results = {name: self._guarded(name, run, now) for name, run in self._runs().items()}
+        finally:
+            self._watch.ended()
         self._last = results
         for name, counts in results.items():
             log.info("retention sweep", extra={"store": name, "counts": counts})
@@ -132,12 +143,16 @@ class SweeperActor(pykka.ThreadingActor):
     def _sweep_pending(self, now: float) -> None:
         """Between intervals: sweep only the stores whose last sweep failed and those added since."""
         runs = self._runs()
-        for name in sorted(self._retry | self._added):
-            message = "retention sweep retried" if name in self._retry else "retention sweep"
-            self._retry.discard(name)
-            self._added.discard(name)
-            self._last[name] = self._guarded(name, runs[name], now)
-            log.info(message, extra={"store": name, "counts": self._last[name]})
+        self._watch.began(full=False)
+        try:
+            for name in sorted(self._retry | self._added):
+                message = "retention sweep retried" if name in self._retry else "retention sweep"
+                self._retry.discard(name)
+                self._added.discard(name)
+                self._last[name] = self._guarded(name, runs[name], now)
+                log.info(message, extra={"store": name, "counts": self._last[name]})
+        finally:
+            self._watch.ended()
 
     def _runs(self) -> dict[str, Callable[[float], dict[str, Any]]]:
         runs: dict[str, Callable[[float], dict[str, Any]]] = {
@@ -152,6 +167,7 @@ class SweeperActor(pykka.ThreadingActor):
         try:
             counts = run(now)
         except Exception as exc:  # one store's failure, even a bug, must not stop the others
+            self._watch.store_done()
             self._totals["failures"] += 1
             self._failures[name] = self._failures.get(name, 0) + 1
             self._retry.add(name)
@@ -165,6 +181,7 @@ class SweeperActor(pykka.ThreadingActor):
             return {"error": type(exc).__name__}
         if name in self._full:
             self._full[name].wrote()
+        self._watch.store_done()
         for key in ("purged", "removed"):
             if key in counts:
                 self._totals[key] = self._totals.get(key, 0) + counts[key]

@@ -427,8 +427,11 @@ class Engine(AccountManager, HoldManager):
         announced itself yet ``worker:<node> (not seen)``, one that said it stops ``(stopping)``, one
         silent for ``child_hung_after_seconds`` ``(silent)``; a worker or edge of another cluster
         protocol ``worker:<node> (protocol 3, core 4)`` (``engine.cluster.protocol``) (empty when
-        healthy); ``/readyz`` answers 503 while there is one."""
+        healthy); ``/readyz`` answers 503 while there is one. A part of this process that runs but
+        stopped working is ``sweeper (hung)`` or ``carrier:<name> (hung)`` (an SMPP carrier's event loop;
+        ``Runtime.hung_parts``)."""
         dead = [name for name, alive in self.runtime.actors_alive().items() if not alive]
+        dead.extend(f"{name} (hung)" for name in self.runtime.hung_parts())
         if self.runtime.dead_sessions():
             dead.append("sessions")
         if self.cluster is not None:

@@ -10,6 +10,16 @@ HTTP loop and its NATS loop - and only when every one of them answered writes on
 A stopped process writes nothing, and a process whose loop or actor thread is stuck stops writing even
 though its heartbeat thread still runs. The supervisor judges the silence (``engine.cluster.liveness``).
 
+A worker's beat also waits for the parts on threads of their own that do work nobody asks them for: the
+retention sweeper (bodies erased within 24 hours) and each SMPP carrier's event loop (``parts_probe``:
+they stamp their progress, ``actors.sweep_watch`` and ``engine.loop_pulse``). One of them hung stops the
+beat, so the worker is reported hung and then killed and restarted, rather than named on the beat line
+like a full store: a restart is what recovers a stuck thread (the sweep resumes, every batch it committed
+stays; the binds are made again and what the SMSC had not acknowledged is sent again), whereas a full
+store needs space, which a restart does not make. Named on the line, it would only make the core's
+``/readyz`` 503 - taking every worker out of the load balancer for one worker's background thread - and
+stay hung.
+
 A worker's beat also names the stores that refuse new messages for lack of space right now
 (``smsroute beat w0 full=message:fra``; ``storage.space_watch``), so the core's ``/readyz`` says
 ``store_full`` for them: the line goes every second anyway, so this costs nothing more than a few bytes
@@ -27,7 +37,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import pykka
@@ -83,6 +93,28 @@ def actors_probe(refs_of: Callable[[], Iterable[Any]]) -> Probe:
                 pass
             del pending[ref.actor_urn]
         return answered
+
+    return probe
+
+
+def parts_probe(node: str, hung_parts: Callable[[], Mapping[str, str]]) -> Probe:
+    """A probe of the parts that run on threads of their own and stamp their progress, read without
+    asking them (``Runtime.hung_parts``: the retention sweeper, each SMPP carrier's event loop): it
+    answers at once, False while one of them is hung. Each part that becomes hung is logged once with
+    why, and again once it works (the beat stops: the supervisor only sees a silent worker)."""
+    logged: set[str] = set()
+
+    def probe(deadline: float) -> bool:
+        hung = dict(hung_parts())
+        for name in sorted(hung.keys() - logged):
+            log.error("%s: %s is hung: %s; no heartbeat while it is", node, name, hung[name],
+                      extra={"node": node, "part": name, "state": "hung"})
+        for name in sorted(logged - hung.keys()):
+            log.warning("%s: %s works again", node, name, extra={"node": node, "part": name,
+                                                                   "state": "alive"})
+        logged.clear()
+        logged.update(hung)
+        return not hung
 
     return probe
 

@@ -5,8 +5,9 @@ It runs the sessions of its accounts' partition and a shard of every POP with it
 by ``smsroute run --workers N`` (``engine.cluster.local``), or by hand on another host with ``--nats`` of a
 shared NATS deployment. It prints ``smsroute worker <node> ready protocol=<n>`` once its actors run
 (``engine.cluster.protocol``: the core hands a worker of another protocol no work) - then, with
-``--beat-every`` (set by ``smsroute run``), a heartbeat line while its actors and NATS loop answer
-(``engine.cluster.heartbeat``: a hung worker is killed and restarted) - and stops on
+``--beat-every`` (set by ``smsroute run``), a heartbeat line while its actors and NATS loop answer and its
+retention sweeper and SMPP carriers' loops work (``engine.cluster.heartbeat``: a hung worker is killed and
+restarted) - and stops on
 SIGTERM/SIGINT: every actor finishes what it holds, the last group commits are written, and messages still
 open resume from its stores the next time a worker with the same index starts on the same data directory.
 """
@@ -22,7 +23,7 @@ from pathlib import Path
 from actors.supervisor import Runtime
 from engine import log_format
 from engine.cluster.handoff import overrides_from
-from engine.cluster.heartbeat import Heartbeat, actors_probe, loop_probe
+from engine.cluster.heartbeat import Heartbeat, Probe, actors_probe, loop_probe, parts_probe
 from engine.cluster.lifeline import stop_when_parent_exits
 from engine.cluster.liveness import Deadlines
 from engine.cluster.placement import worker_placement
@@ -60,6 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def worker_probes(node: str, runtime: Runtime) -> list[Probe]:
+    """What a worker's beat waits for: its POP actors (the actors' dispatcher thread), its NATS loop,
+    and the parts that stamp their progress - the retention sweeper, each SMPP carrier's event loop
+    (``Runtime.hung_parts``; one hung stops the beat: the worker is restarted,
+    ``engine.cluster.heartbeat``)."""
+    return [actors_probe(lambda: runtime.directory.pops.values()),
+            loop_probe(lambda: runtime.transport and runtime.transport.loop),
+            parts_probe(node, runtime.hung_parts)]
+
+
 def main(argv: list[str] | None = None, overrides: dict | None = None) -> int:
     """Run a worker until SIGTERM/SIGINT. ``overrides``: settings overrides handed over in this process
     (``smsroute run --role worker``), which no other user can read, unlike a command line."""
@@ -95,11 +106,9 @@ def main(argv: list[str] | None = None, overrides: dict | None = None) -> int:
     every = args.beat_every if args.beat_every > 0 else deadlines.beat_every
     announcer = PresenceAnnouncer(runtime.transport, placement.node, fresh_for=2 * every,
                                   protocol=protocol).start()
-    Heartbeat(placement.node, every, [
-        actors_probe(lambda: runtime.directory.pops.values()),  # the actors' dispatcher thread
-        loop_probe(lambda: runtime.transport and runtime.transport.loop)],
-        fd=1 if args.beat_every > 0 else None, on_beat=announcer.ready,
-        full_stores=runtime.directory.full_stores.names).start()  # the core's /readyz: store_full
+    Heartbeat(placement.node, every, worker_probes(placement.node, runtime),
+              fd=1 if args.beat_every > 0 else None, on_beat=announcer.ready,
+              full_stores=runtime.directory.full_stores.names).start()  # the core's /readyz: store_full
     signal.sigwait(stop_signals)
     # before it stops taking frames: its submits are refused from now on (it still beats to the
     # supervisor while it stops, but announces nothing more)

@@ -45,6 +45,9 @@ class EngineLimits:
     tick_ms: Annotated[int, Range(5, 60_000)] = 200  # 0 would re-arm the housekeeping clock in a tight loop
     sweep_interval_seconds: Annotated[float, Range(0, MAX_SWEEP_INTERVAL_SECONDS, open_low=True,
                                                    why="bodies must be shredded within the 24-hour limit")] = 60.0
+    # the retention sweeper is hung (/readyz 503; a worker stops beating) after this long without
+    # finishing a store's sweep, or this long past its interval without starting one (actors.sweep_watch)
+    sweep_stall_seconds: Annotated[float, Range(0, 86400, open_low=True)] = 900.0
     map_size_mb: Annotated[int, MAP_SIZE_RANGE] = 1024  # the core's and each POP's LMDB map
     # the other stores' maps (each names itself when full: 503 store_full, smsroute_store_full_refusals_total)
     # idempotency records (24 h), request log (90 d), control audit (1 y), tokens

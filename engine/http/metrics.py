@@ -24,7 +24,8 @@ retention sweeper: ``smsroute_worker_retention_{sweeps,sweep_failures}_total{wor
 gauges ``smsroute_worker_up{worker}`` and ``smsroute_worker_hung{worker}`` (runs, heartbeat late),
 counters ``smsroute_worker_restarts_total{worker}`` and ``smsroute_worker_hung_kills_total{worker}``.
 
-Gauges: ``smsroute_actor_alive{actor}``, ``smsroute_dead_actors``, ``smsroute_dead_sessions``,
+Gauges: ``smsroute_actor_alive{actor}``, ``smsroute_actor_hung{actor}`` (the sweeper or an SMPP
+carrier's loop runs but stopped working), ``smsroute_dead_actors``, ``smsroute_dead_sessions``,
 ``smsroute_http_connections_open{app}`` (counter ``smsroute_http_connection_events_total{app,event}``),
 ``smsroute_in_flight``, ``smsroute_in_flight_limit``, ``smsroute_pending_requests``,
 ``smsroute_sessions``, ``smsroute_pop_stats_answered{pop}`` (0: the POP did not answer this scrape
@@ -226,12 +227,19 @@ def _engine_families(stats: dict[str, Any]) -> Iterator[Metric]:
 
 def _actor_families(stats: dict[str, Any]) -> Iterator[Metric]:
     """Long-lived actors (ledger, sweeper, POPs, carriers): 1 while running. An actor that raised out
-    of a handler has stopped; alert on ``smsroute_dead_actors`` above 0."""
+    of a handler has stopped; alert on ``smsroute_dead_actors`` above 0. Hung: 1 while the sweeper or
+    an SMPP carrier's event loop runs but stopped working (``Runtime.hung_parts``: ``/readyz`` 503)."""
     alive = GaugeMetricFamily("smsroute_actor_alive", "1 while the actor runs, 0 once it has died",
                               labels=["actor"])
+    hung = GaugeMetricFamily("smsroute_actor_hung", "1 while the actor runs but stopped working (the "
+                             "sweeper: engine.sweep_stall_seconds without progress; an SMPP carrier: "
+                             "its event loop did not turn for engine.child_hung_after_seconds)",
+                             labels=["actor"])
     for name, view in sorted((stats.get("actors") or {}).items()):
         _add(alive, [str(name)], (view or {}).get("alive"))
+        _add(hung, [str(name)], (view or {}).get("hung"))
     yield alive
+    yield hung
     yield from _gauge("smsroute_dead_actors", "Long-lived actors that have died",
                       stats.get("dead_actors"))
     yield from _gauge("smsroute_dead_sessions", "Customer sessions that stopped unexpectedly",

@@ -21,6 +21,7 @@ from engine.cluster.heartbeat import (
     beat_line,
     full_stores_of,
     loop_probe,
+    parts_probe,
 )
 from engine.cluster.liveness import ALIVE, HUNG, KILL, Deadlines, Liveness
 from engine.config import load_settings
@@ -251,3 +252,50 @@ def test_without_a_pipe_the_heartbeat_still_announces_each_beat_and_only_beats()
         assert len(announced) == count == beat.beats
     finally:
         beat.stop()
+
+
+class _Runtime:
+    """What ``worker_probes`` reads of a worker's runtime: no POP, no NATS, and the hung parts."""
+
+    def __init__(self) -> None:
+        self.hung: dict[str, str] = {}
+        self.directory = type("Directory", (), {"pops": {}})()
+        self.transport = None
+
+    def hung_parts(self) -> dict[str, str]:
+        return dict(self.hung)
+
+
+def test_a_hung_sweeper_or_smpp_loop_stops_a_workers_beats_and_is_logged_once(caplog):
+    """A worker whose retention sweeper (or an SMPP carrier's loop) is hung beats no more, so the
+    supervisor reports it hung and then restarts it; the worker's log names the part, once."""
+    from engine.cluster.worker import worker_probes
+
+    runtime = _Runtime()
+    read_fd, write_fd = os.pipe()
+    beat = Heartbeat("w3", 0.02, worker_probes("w3", runtime), fd=write_fd, patience=0.05).start()
+    try:
+        assert set(_read_beats(read_fd, 2)) == {f"{BEAT} w3".encode()}
+        runtime.hung = {"sweeper": "no store swept for 901 s"}
+        rounds = beat.rounds
+        wait_for(lambda: beat.rounds >= rounds + 2, "two rounds after the sweeper hung", 5)
+        beats, rounds = beat.beats, beat.rounds
+        wait_for(lambda: beat.rounds >= rounds + 3, "three more rounds", 5)
+        assert beat.beats == beats  # none while it is hung
+        runtime.hung = {}
+        wait_for(lambda: beat.beats > beats, "a beat once it works again", 5)
+    finally:
+        beat.stop()
+        os.close(read_fd)
+        os.close(write_fd)
+    hung_lines = [r for r in caplog.records if getattr(r, "part", None) == "sweeper"]
+    assert [r.state for r in hung_lines] == ["hung", "alive"]
+    assert "no store swept for 901 s" in hung_lines[0].getMessage()
+
+
+def test_the_parts_probe_answers_at_once_without_waiting_for_its_deadline():
+    probe = parts_probe("w0", lambda: {"carrier:fra-smsc": "its event loop did not turn for 11 s"})
+    started = time.monotonic()
+    assert probe(started + 30) is False
+    assert time.monotonic() - started < 1
+    assert parts_probe("w0", dict)(started) is True
