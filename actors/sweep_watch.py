@@ -15,9 +15,11 @@ When it is hung (``stall_seconds``, ``[engine] sweep_stall_seconds``, 900 s by d
   hang, and one store's sweep is bounded by design - what expired since the previous sweep, in batches
   (``storage.headroom``, ``storage.bodies.SWEEP_BATCH``) so the POP's commits are never held up for
   long. In steady state that is one interval's expiries (seconds of work); the largest legitimate one is
-  the first sweep after a long stop, which purges at most a day of bodies (none lives longer). The
-  default leaves room for that on a slow disk, and a sweeper that really stopped is still noticed (and a
-  worker restarted) within minutes, not hours, of the 24-hour promise;
+  the first sweep after a long stop, which purges at most a day of bodies (none lives longer). Measured
+  (session 11, 2-core shared machine, 50,000 bodies): ~1 million purged per CPU-second, ~250,000 per
+  second of wall time with each batch's fsync - a day at 1,000 messages a second, 86 million bodies, in
+  ~6 minutes. The 15-minute default leaves over twice that, and a sweeper that really stopped is still
+  noticed (and a worker restarted) within minutes, not hours, of the 24-hour promise;
 * between sweeps: none began within one interval (the next is due then; ticks come every ``tick_ms``)
   plus ``stall_seconds``, counted from the later of the last sweep's start + interval and its end (a
   sweep longer than an interval is followed by the next at once). This catches a sweeper thread stuck
