@@ -5,14 +5,22 @@ account: ``["*"]``). The supervisory authority must be notified within 72 hours 
 Art. 33); the record keeps that deadline, when (and under which reference) the authority was notified, and
 when the affected customers' notice was queued and what became of its mails.
 
-Customer notices are counted by what the mail server did, not by what was queued (before, every mail
-queued counted as a customer notified, also with no mail server configured): the ids of the notice mails
-still waiting are kept (``notice_mails``, 16 bytes each: no address, no account), and
-:func:`settled` moves each one whose outcome is known (the outbox's receipt, ``storage.outbox.outcome``)
-into ``customers_notified`` (the server accepted it), ``customers_not_delivered`` (only logged: no mail
-server) or ``customers_unsent`` (refused, swept unsent after 3 days, or its account erased).
-``customers_queued`` (in :meth:`Incident.public`) is how many still wait. Records of an older version
-load with no waiting mails; their ``customers_notified`` is what was queued then. Closing an incident starts its retention
+Customer notices are counted per customer, by what the mail server did (not by what was queued), and
+each affected holder is mailed once: ``POST …/notify-customers`` called again (a client's retry, an
+operator clicking twice) mails only holders who have no notice yet (``engine.privacy.incidents``). The
+record keeps, per affected holder named by their pseudonym (``psn_…``, as ``subjects``), either the id of
+their notice mail still waiting (``customer_mails``) or what became of it (``customer_outcomes``: ``sent``
+— the server accepted it —, ``not_delivered`` — only logged: no mail server — or ``unsent`` — refused,
+swept unsent after 3 days, or the account erased), learnt from the outbox's receipts
+(``storage.outbox.outcome``) by :func:`settled`. A notice sent again (to a holder whose mail failed)
+replaces the holder's entry, so :meth:`Incident.public` counts each holder once: ``customers_notified``,
+``customers_queued``, ``customers_not_delivered``, ``customers_unsent``.
+
+Older records load: a record of the version before notice outcomes carries only its count of mails
+queued then (``customers_notified``); one of the version that counted per mail carries its waiting mails'
+ids (``notice_mails``, 16 bytes each) and per-mail counts. Both are kept as they are and added to the
+per-customer counts; such an incident's notice went to every affected holder at the time, but whose
+mail failed was not recorded. Closing an incident starts its retention
 (``security_incidents``: closure + 5 years), after which :meth:`IncidentStore.sweep` deletes it.
 
 Records are sealed (the ``incidents`` store key, the id as AAD) in the ``incidents`` db of
@@ -33,6 +41,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 
@@ -41,11 +50,13 @@ import lmdb
 from engine.errors import InvalidTransition, KeyUnavailable
 from storage.account_keys import DATA, AccountKeys
 from storage.crypto import Sealer
+from storage.outbox import NOT_DELIVERED, QUEUED, SENT, UNSENT
 from storage.pseudonyms import token_text
 from storage.records_base import SealedRecords
 from storage.retention import cutoff
 
-__all__ = ["ALL_ACCOUNTS", "AUTHORITY_DEADLINE_SECONDS", "Incident", "IncidentStore", "settled"]
+__all__ = ["ALL_ACCOUNTS", "AUTHORITY_DEADLINE_SECONDS", "Incident", "IncidentStore", "settled",
+           "with_notices"]
 
 AUTHORITY_DEADLINE_SECONDS = 72 * 3600
 CLOSE_WARNING_SECONDS = 24 * 3600  # "close to the deadline": the alerting metric counts these
@@ -65,19 +76,48 @@ class Incident:
     authority_notified_at: float = 0.0
     authority_reference: str = ""
     customers_notified_at: float = 0.0  # when the notice was first queued (POST …/notify-customers)
-    customers_notified: int = 0  # notice mails the mail server accepted
+    customers_notified: int = 0  # older versions' notice mails the mail server accepted (or queued)
     closed_at: float = 0.0
     subjects: list[str] = field(default_factory=list)  # the affected accounts' pseudonyms (psn_…)
     sealed_accounts: list[bytes] = field(default_factory=list, repr=False, compare=False)
-    customers_not_delivered: int = 0  # notice mails only logged: no mail server configured
-    customers_unsent: int = 0  # notice mails that left the outbox unsent (refused, expired, erased)
-    notice_mails: bytes = field(default=b"", repr=False)  # the ids of those still queued, 16 bytes each
+    customers_not_delivered: int = 0  # older versions' notice mails only logged (no mail server)
+    customers_unsent: int = 0  # older versions' notice mails that left the outbox unsent
+    notice_mails: bytes = field(default=b"", repr=False)  # older versions' waiting mails, 16 bytes each
+    # per affected holder (their pseudonym): the id (hex) of their notice mail still waiting ...
+    customer_mails: dict[str, str] = field(default_factory=dict, repr=False)
+    # ... or what became of it: sent, not_delivered or unsent
+    customer_outcomes: dict[str, str] = field(default_factory=dict, repr=False)
 
     def public(self) -> dict:
+        """The record as shown: the notice counts per customer (older versions' counts added)."""
         fields = asdict(self)
-        del fields["sealed_accounts"], fields["notice_mails"]
-        fields["customers_queued"] = len(self.notice_mails) // MAIL_ID_BYTES
+        for kept_inside in ("sealed_accounts", "notice_mails", "customer_mails", "customer_outcomes"):
+            del fields[kept_inside]
+        outcomes = Counter(self.customer_outcomes.values())
+        fields["customers_notified"] = self.customers_notified + outcomes[SENT]
+        fields["customers_not_delivered"] = self.customers_not_delivered + outcomes[NOT_DELIVERED]
+        fields["customers_unsent"] = self.customers_unsent + outcomes[UNSENT]
+        fields["customers_queued"] = (len(self.notice_mails) // MAIL_ID_BYTES
+                                      + len(self.customer_mails))
         return fields
+
+    @property
+    def notified_by_older_version(self) -> bool:
+        """Its notice was queued by a version that did not record whom it mailed (nor, so, whose mail
+        failed): it went to every holder then affected."""
+        return bool(self.customers_notified_at) and not self.customer_mails \
+            and not self.customer_outcomes
+
+    def notice_of(self, customer: str) -> str | None:
+        """What became of the customer's notice: ``queued`` (waiting), ``sent``, ``not_delivered``,
+        ``unsent``, or None (never mailed one by this version)."""
+        if customer in self.customer_mails:
+            return QUEUED
+        return self.customer_outcomes.get(customer)
+
+    @property
+    def waits_for_mail(self) -> bool:
+        return bool(self.notice_mails or self.customer_mails)
 
     def authority_overdue(self, now: float) -> bool:
         return not self.authority_notified_at and now > self.authority_deadline
@@ -95,9 +135,9 @@ class Incident:
 
 def settled(incident: Incident, outcome: Callable[[str], str]) -> Incident:
     """The incident with each waiting notice mail whose ``outcome`` (``Outbox.outcome``: queued, sent,
-    not_delivered, unsent) is known counted where it belongs and no longer waiting; the same object
-    when none is."""
-    waiting, counts = [], {"sent": 0, "not_delivered": 0, "unsent": 0}
+    not_delivered, unsent) is known moved out of waiting into what it ended in (per customer; an
+    older version's mails into its counts); the same object when none is."""
+    waiting, counts = [], {SENT: 0, NOT_DELIVERED: 0, UNSENT: 0}
     mails = incident.notice_mails
     for i in range(0, len(mails), MAIL_ID_BYTES):
         mail_id = mails[i:i + MAIL_ID_BYTES]
@@ -106,13 +146,27 @@ def settled(incident: Incident, outcome: Callable[[str], str]) -> Incident:
             counts[state] += 1
         else:  # queued (or a state this version does not know: keep asking)
             waiting.append(mail_id)
-    if len(waiting) * MAIL_ID_BYTES == len(mails):
+    ended = {customer: state for customer, mail_id in incident.customer_mails.items()
+             if (state := outcome(mail_id)) in counts}
+    if len(waiting) * MAIL_ID_BYTES == len(mails) and not ended:
         return incident
     return replace(incident, notice_mails=b"".join(waiting),
-                   customers_notified=incident.customers_notified + counts["sent"],
-                   customers_not_delivered=incident.customers_not_delivered
-                   + counts["not_delivered"],
-                   customers_unsent=incident.customers_unsent + counts["unsent"])
+                   customers_notified=incident.customers_notified + counts[SENT],
+                   customers_not_delivered=incident.customers_not_delivered + counts[NOT_DELIVERED],
+                   customers_unsent=incident.customers_unsent + counts[UNSENT],
+                   customer_mails={c: m for c, m in incident.customer_mails.items()
+                                   if c not in ended},
+                   customer_outcomes={**incident.customer_outcomes, **ended})
+
+
+def with_notices(incident: Incident, mails: dict[str, str], now: float) -> Incident:
+    """The incident with ``mails`` (customer key -> outbox id) as those customers' waiting notice
+    mails, replacing what became of an earlier one (so each customer is counted once: by their latest
+    notice); ``customers_notified_at`` set to ``now`` if it was not."""
+    return replace(incident, customers_notified_at=incident.customers_notified_at or now,
+                   customer_mails={**incident.customer_mails, **mails},
+                   customer_outcomes={c: o for c, o in incident.customer_outcomes.items()
+                                      if c not in mails})
 
 
 class IncidentStore:
@@ -154,12 +208,32 @@ class IncidentStore:
 
         return self._records.update(incident_id, change)
 
-    def notice_queued(self, incident_id: str, mail_ids: list[str]) -> Incident:
-        """The customers' notice mails ``mail_ids`` were queued: kept as waiting until
-        :meth:`settle_notices` learns what became of them."""
-        return self._records.update(incident_id, lambda i: replace(
-            i, customers_notified_at=i.customers_notified_at or self._clock(),
-            notice_mails=i.notice_mails + b"".join(bytes.fromhex(m) for m in mail_ids)))
+    def customer_key(self, account_id: str) -> str:
+        """How the record names an affected holder in its notice state: the account's pseudonym
+        (``psn_…``, as in ``subjects``: it outlives the account's erasure and names no one by itself).
+        Without per-account keys (a store of tests), the id."""
+        return token_text(self._keys.token(account_id)) if self._keys is not None else account_id
+
+    def notices_queued(self, incident_id: str, mails: dict[str, str]) -> Incident:
+        """The notice mails ``mails`` (customer key -> outbox id) are being queued: each kept as that
+        customer's waiting mail (replacing what became of an earlier one) until :meth:`settle_notices`
+        learns what became of it; ``customers_notified_at`` set if it was not."""
+        now = self._clock()
+        return self._records.update(incident_id, lambda i: with_notices(i, mails, now))
+
+    def notices_not_queued(self, incident_id: str, before: Incident, customers: list[str]) -> Incident:
+        """Undo :meth:`notices_queued` for ``customers`` whose mails were then not queued (the outbox
+        refused the mailing): each customer's entry, and ``customers_notified_at``, as in ``before``."""
+        def undo(i: Incident) -> Incident:
+            mails = {c: m for c, m in i.customer_mails.items() if c not in customers}
+            outcomes = dict(i.customer_outcomes)
+            for customer in customers:
+                if customer in before.customer_outcomes:
+                    outcomes[customer] = before.customer_outcomes[customer]
+            return replace(i, customer_mails=mails, customer_outcomes=outcomes,
+                           customers_notified_at=before.customers_notified_at)
+
+        return self._records.update(incident_id, undo)
 
     def settle_notices(self, incident: Incident, outcome: Callable[[str], str]) -> Incident:
         """:func:`settled`, written when it changed something (and only then: a read that finds every

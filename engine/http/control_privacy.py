@@ -151,9 +151,13 @@ async def authority_notified(request: web.Request) -> web.Response:
 
 
 async def notify_customers(request: web.Request) -> web.Response:
+    """Each affected holder is mailed once however often this is called (a retry mails nobody twice);
+    the optional body ``{"resend_failed": true}`` also mails again those whose notice failed."""
+    body = (await read_body_as(request, cs.IncidentNotice) if request.body_exists
+            else cs.IncidentNotice())
     desk = _privacy(request.app[CTX]).incidents
-    return await _answer(request, lambda: desk.notify_customers(request.match_info["id"],
-                                                                actor=request[OPERATOR]))
+    return await _answer(request, lambda: desk.notify_customers(
+        request.match_info["id"], actor=request[OPERATOR], resend_failed=body.resend_failed))
 
 
 async def close_incident(request: web.Request) -> web.Response:

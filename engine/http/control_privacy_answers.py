@@ -15,6 +15,19 @@ import msgspec
 
 DsarType = Literal["access", "portability", "rectification", "erasure", "restriction", "objection"]
 DsarStatus = Literal["awaiting_verification", "open", "completed", "refused", "lapsed"]
+MailDelivery = Literal["queued", "not_delivered"]
+
+
+class MailOutcome(msgspec.Struct, omit_defaults=True):
+    """What became of the mail (or mails) a step queued to account holders (``engine.mail.delivery``):
+    ``sent`` true and ``delivery`` ``queued`` when a mail server is configured (in the durable outbox;
+    the mail worker hands it to the server, retrying: the answer does not wait for the server), or
+    ``sent`` false and ``delivery`` ``not_delivered`` with a ``message`` when none is (only logged,
+    nobody received it)."""
+
+    sent: bool
+    delivery: MailDelivery
+    message: str = ""
 
 
 class DsarRecordView(msgspec.Struct):
@@ -102,6 +115,19 @@ class IncidentView(IncidentRecord):
     authority_deadline_close: bool
 
 
+class IncidentNotified(IncidentRecord):
+    """``POST /v1/incidents/{id}/notify-customers``: the incident, and what this call did. Each
+    affected holder is mailed once: ``notices_queued`` holders were mailed by this call (those with
+    no notice yet; with ``resend_failed`` also those whose notice was not delivered or unsent),
+    ``already_notified`` were not mailed again (their notice was queued by an earlier call, whatever
+    became of it: the ``customers_…`` counts say). ``mail``: what became of this call's mails (null
+    when it queued none)."""
+
+    notices_queued: int
+    already_notified: int
+    mail: MailOutcome | None
+
+
 class IncidentList(msgspec.Struct):
     incidents: list[IncidentView]
 
@@ -145,5 +171,5 @@ class SupportCaseList(msgspec.Struct):
 
 
 ANSWERS: tuple[type[msgspec.Struct], ...] = (
-    DsarRecordView, DsarList, DsarView, DsarFulfilled, IncidentRecord, IncidentView, IncidentList,
-    PolicyChangeAnswer, ConfirmationSent, SupportCaseView, SupportCaseList)
+    MailOutcome, DsarRecordView, DsarList, DsarView, DsarFulfilled, IncidentRecord,
+    IncidentNotified, IncidentView, IncidentList, PolicyChangeAnswer, ConfirmationSent, SupportCaseView, SupportCaseList)

@@ -269,6 +269,14 @@ class AuthorityNotification(Strict):
     at: NotifiedAt | None = None
 
 
+class IncidentNotice(Strict):
+    """``POST /v1/incidents/{id}/notify-customers`` (the body is optional): ``resend_failed`` also mails
+    again the holders whose notice was not delivered (no mail server then) or unsent (refused,
+    expired)."""
+
+    resend_failed: bool = False
+
+
 class PolicyChange(Strict):
     effective_at: EffectiveAt
     summary: PolicySummary
@@ -290,7 +298,8 @@ BODIES: tuple[type[Strict], ...] = (
     AccountCreate, Deposit, SenderRegistration, Restriction, Rectification, Objection, HoldRequest,
     Disclosure, OrderNoticeRequest, HoldRelease, TokenRequest, RoutingTable, Adjustment,
     LowBalanceThreshold, DsarOpen, DsarChallenge, DsarSignedRequest, DsarExtension,
-    DsarRefusal, DsarFulfilment, IncidentOpen, AuthorityNotification, PolicyChange, CaseOpen,
+    DsarRefusal, DsarFulfilment, IncidentOpen, AuthorityNotification, IncidentNotice, PolicyChange,
+    CaseOpen,
     CaseMessage)
 
 

@@ -10,12 +10,12 @@ live test is what keeps the two in step.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta
 
-from engine.http.control_privacy_answers import DsarStatus, DsarType
+from engine.http.control_privacy_answers import DsarStatus, DsarType, MailDelivery
 from engine.http.schemas import whole
 
 
@@ -26,7 +26,6 @@ class EmailConfirmed(msgspec.Struct):
     email_confirmed: bool
 
 
-MailDelivery = Literal["queued", "not_delivered"]
 
 
 class ConfirmationQueued(msgspec.Struct, omit_defaults=True):

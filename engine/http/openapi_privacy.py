@@ -18,6 +18,12 @@ N = {"type": "number"}
 TOKEN = [{"name": "token", "in": "query", "required": True, "schema": S}]
 
 
+def _optional_body(op: dict[str, Any]) -> dict[str, Any]:
+    """``op`` whose request body may be left out (its fields' defaults apply)."""
+    op["requestBody"]["required"] = False
+    return op
+
+
 def customer_paths() -> dict[str, Any]:
     return {
         "/v1/email/confirm": {"get": _op("The confirmation mail's link: confirms the address", "200",
@@ -93,11 +99,14 @@ def control_paths() -> dict[str, Any]:
             "Record the supervisory authority's notification", "200", params=("id",),
             body=_ref(cs.AuthorityNotification), errors=("403", "404", "409"),
             ok_schema=_ref(pa.IncidentRecord))},
-        "/v1/incidents/{id}/notify-customers": {"post": o(
-            "Mail the incident notice to every affected account holder (customers_notified counts "
-            "only mails the mail server accepted; customers_queued, customers_not_delivered and "
-            "customers_unsent the others)", "200", params=("id",),
-            errors=("403", "404"), ok_schema=_ref(pa.IncidentRecord))},
+        "/v1/incidents/{id}/notify-customers": {"post": _optional_body(o(
+            "Mail the incident notice to every affected account holder who has none yet: a retried "
+            "call mails nobody twice (notices_queued by this call, already_notified not mailed "
+            "again; resend_failed: true also mails again those whose notice was not delivered or "
+            "unsent). Counts are per holder: customers_notified the mail server accepted, "
+            "customers_queued, customers_not_delivered and customers_unsent the others",
+            "200", params=("id",), body=_ref(cs.IncidentNotice),
+            errors=("400", "403", "404"), ok_schema=_ref(pa.IncidentNotified)))},
         "/v1/incidents/{id}/close": {"post": o("Close an incident", "200", params=("id",),
                                                errors=("403", "404", "409"),
                                                ok_schema=_ref(pa.IncidentRecord))},

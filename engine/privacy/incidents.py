@@ -4,9 +4,18 @@ The privacy role opens an incident (what happened, when it was detected, which a
 keeps the supervisory authority's deadline (detection + 72 h, GDPR Art. 33) visible on the control port and
 in metrics (``incidents.authority_deadline_close``: incidents not yet notified with less than 24 h left or
 overdue — alert on it), records when the authority was notified, and sends every affected account holder
-the incident notice by e-mail (and records when, and what became of each mail: ``customers_notified``
-counts only those the mail server accepted, see ``storage.incidents``). The summary goes into those
-mails, so it is checked like every mail text: no phone number, no secret.
+the incident notice by e-mail (and records when, and what became of each holder's mail:
+``customers_notified`` counts only holders whose mail the server accepted, see ``storage.incidents``).
+The summary goes into those mails, so it is checked like every mail text: no phone number, no secret.
+
+The notice is sent once per holder: :meth:`IncidentDesk.notify_customers` called again (a client that
+timed out and retries, an operator who clicks twice) mails only affected holders who have no notice yet
+— before, each call mailed every holder again, so a retry sent duplicate breach notices. Holders whose
+mail failed (``not_delivered``: no mail server then; ``unsent``: refused, expired) get it again only when
+asked (``resend_failed``), e.g. once a mail server is configured. The affected holders are the listed
+accounts that still exist, or for an all-accounts incident those not closed that existed when it was
+opened (:func:`affected`: an account created later was not exposed). An incident notified by an older
+version (which did not record whom it mailed) is not mailed again.
 
 What became of the mails is learnt from the outbox's receipts whenever an incident is shown (the steps'
 answers, ``GET /v1/incidents``), when the privacy stats are read, and at each retention sweep (so it is
@@ -17,19 +26,24 @@ all the same and written later.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from engine.errors import InputError, StorageError
+from engine.mail.delivery import delivery
 from engine.mail.notices import Notices
 from engine.mail.templates import check_safe
-from storage.accounts import AccountStore
+from storage.accounts import CLOSED, AccountStore
 from storage.incidents import ALL_ACCOUNTS, Incident, IncidentStore, settled
+from storage.outbox import NOT_DELIVERED, UNSENT
 
 log = logging.getLogger(__name__)
 
 MAX_SUMMARY = 4000
 CLOCK_SKEW_SECONDS = 300.0
+FAILED = (NOT_DELIVERED, UNSENT)  # a holder's notice that reached nobody: sent again on resend_failed
 
 
 def affected(incident: Incident, account_id: str, created_at: float) -> bool:
@@ -59,6 +73,7 @@ class IncidentDesk:
         self._accounts = accounts
         self._audit = audit
         self._clock = clock
+        self._notifying = threading.Lock()  # two calls at once must not both mail the same holder
 
     def open(self, summary: str, detected_at: float, accounts: list[str] | str, *,
              actor: str) -> Incident:
@@ -88,17 +103,65 @@ class IncidentDesk:
         self._audit(actor, "incident_authority_notified", incident_id)
         return self._settled(incident)
 
-    def notify_customers(self, incident_id: str, *, actor: str) -> Incident:
-        """Mail the notice to every affected account holder (all accounts not closed for "all")."""
-        incident = self.store.get(incident_id)
-        targets = None if incident.accounts == [ALL_ACCOUNTS] else incident.accounts
-        if targets is not None:
-            targets = [a for a in targets if self._exists(a)]
-        mail_ids = self._notices.mailing("incident_notice", targets, incident_id=incident.id,
-                                         summary=incident.summary,
-                                         detected_at=incident.detected_at)
-        self._audit(actor, "incident_customers_notified", incident_id)
-        return self._settled(self.store.notice_queued(incident_id, mail_ids))
+    def notify_customers(self, incident_id: str, *, actor: str,
+                         resend_failed: bool = False) -> dict[str, Any]:
+        """Mail the notice to every affected holder who has none yet (with ``resend_failed``, also to
+        those whose notice failed: not delivered or unsent). The incident as shown
+        (:meth:`Incident.public`) with ``notices_queued`` (holders mailed by this call),
+        ``already_notified`` (affected holders not mailed again: their notice was queued before,
+        whatever became of it — the counts say) and ``mail`` (``engine.mail.delivery`` for the mails
+        this call queued; None when it queued none)."""
+        with self._notifying:
+            incident = self._settled(self.store.get(incident_id))
+            holders = {self.store.customer_key(a): a for a in self._affected_holders(incident)}
+            if incident.notified_by_older_version:
+                due: list[str] = []
+            else:
+                due = [c for c in holders
+                       if incident.notice_of(c) is None
+                       or (resend_failed and incident.notice_of(c) in FAILED)]
+            if due or not incident.customers_notified_at:
+                self._queue_notices(incident, {c: holders[c] for c in due})
+            self._audit(actor, "incident_customers_notified", incident_id)
+            shown = self._settled(self.store.get(incident_id))
+        return {**shown.public(), "notices_queued": len(due),
+                "already_notified": len(holders) - len(due),
+                "mail": delivery(self._notices.delivers) if due else None}
+
+    def _queue_notices(self, incident: Incident, due: dict[str, str]) -> None:
+        """One notice mail to each of ``due`` (customer key -> account id), all queued or none; each
+        recorded as that holder's waiting mail before it is queued (the worker may send it at once),
+        the record undone if the outbox refuses the mailing. None due: only when it was asked."""
+        if not due:
+            self.store.notices_queued(incident.id, {})
+            return
+        params = {"incident_id": incident.id, "summary": incident.summary,
+                  "detected_at": incident.detected_at}
+        customers = list(due)
+        recorded = []
+
+        def record(mail_ids: list[str]) -> None:
+            self.store.notices_queued(incident.id, dict(zip(customers, mail_ids, strict=True)))
+            recorded.append(True)
+
+        try:
+            self._notices.to_each_account("incident_notice", {due[c]: params for c in customers},
+                                          record=record)
+        except BaseException:
+            if recorded:
+                try:
+                    self.store.notices_not_queued(incident.id, incident, customers)
+                except StorageError as exc:  # shown as unsent (never queued): resend_failed mails it
+                    log.error("incident notice record not undone", extra={"error": exc.code})
+            raise
+
+    def _affected_holders(self, incident: Incident) -> list[str]:
+        """The accounts whose holders the notice is for: the listed ones that still exist; for an
+        all-accounts incident every account not closed that existed when it was opened."""
+        if incident.accounts == [ALL_ACCOUNTS]:
+            return [a.id for a in self._accounts.all()
+                    if a.state != CLOSED and affected(incident, a.id, a.created_at)]
+        return [a for a in incident.accounts if self._exists(a)]
 
     def close(self, incident_id: str, *, actor: str) -> Incident:
         incident = self.store.close(incident_id)
@@ -130,7 +193,7 @@ class IncidentDesk:
     def _settled(self, incident: Incident) -> Incident:
         """The incident with what became of its waiting notice mails (``storage.incidents.settled``),
         written; shown unwritten if the store cannot take it now (a later look writes it)."""
-        if not incident.notice_mails:
+        if not incident.waits_for_mail:
             return incident
         outcome = self._notices.outbox.outcome
         try:

@@ -12,7 +12,13 @@ from engine.errors import ChallengeInvalid, InputError, InvalidTransition, KeyUn
 from storage.account_keys import DATA, LEDGER, AccountKeys
 from storage.dsar import DEADLINE_SECONDS, EXTENSION_SECONDS, DsarRecord, DsarStore
 from storage.env import open_env
-from storage.incidents import AUTHORITY_DEADLINE_SECONDS, Incident, IncidentStore, settled
+from storage.incidents import (
+    AUTHORITY_DEADLINE_SECONDS,
+    Incident,
+    IncidentStore,
+    settled,
+    with_notices,
+)
 from storage.keys import KeyRing, LocalKeyProvider
 from storage.pseudonyms import Pseudonyms, token_text
 from storage.records_base import SealedRecords
@@ -432,6 +438,10 @@ OLD_INCIDENT_FIELDS = ("id", "summary", "detected_at", "opened_at", "opened_by",
                        "sealed_accounts")  # a record as the version before notice outcomes wrote it
 
 
+PER_MAIL_FIELDS = (*OLD_INCIDENT_FIELDS, "customers_not_delivered", "customers_unsent",
+                   "notice_mails")  # a record as the version that counted per mail wrote it
+
+
 def test_an_incident_written_before_notice_outcomes_loads_with_its_count_and_none_waiting(env_keys):
     env, keys = env_keys
     old = SealedRecords(env, keys.store_sealer("incidents"), b"incidents", Incident, "incident",
@@ -439,15 +449,89 @@ def test_an_incident_written_before_notice_outcomes_loads_with_its_count_and_non
     old.put(Incident(id="inc_old", summary="leak", detected_at=T0, opened_at=T0, opened_by="officer",
                      accounts=["*"], customers_notified_at=T0, customers_notified=3))
     store = IncidentStore(env, keys.store_sealer("incidents"), clock=FakeClock())
-    loaded = store.get("inc_old").public()
-    assert (loaded["customers_notified"], loaded["customers_queued"], loaded["customers_unsent"],
-            loaded["customers_not_delivered"]) == (3, 0, 0, 0)
-    # and it takes a notice queued by this version
+    loaded = store.get("inc_old")
+    assert (loaded.public()["customers_notified"], loaded.public()["customers_queued"],
+            loaded.public()["customers_unsent"], loaded.public()["customers_not_delivered"]) == \
+        (3, 0, 0, 0)
+    assert loaded.notified_by_older_version  # whom it mailed was not recorded: nobody is mailed again
+    # and it takes a customer's notice queued by this version, counted beside the old count
     mail = "ab" * 16
-    after = store.notice_queued("inc_old", [mail])
-    assert after.public()["customers_queued"] == 1
+    after = store.notices_queued("inc_old", {"psn_1": mail})
+    assert after.public()["customers_queued"] == 1 and not after.notified_by_older_version
     settled_now = store.settle_notices(after, {mail: "sent"}.__getitem__)
-    assert store.get("inc_old").public()["customers_notified"] == 4 == settled_now.customers_notified
+    assert store.get("inc_old").public()["customers_notified"] == 4 == \
+        settled_now.public()["customers_notified"]
+
+
+def test_an_incident_written_by_the_per_mail_version_loads_and_settles_its_waiting_mails(env_keys):
+    env, keys = env_keys
+    old = SealedRecords(env, keys.store_sealer("incidents"), b"incidents", Incident, "incident",
+                        encode=lambda i, key: {k: getattr(i, k) for k in PER_MAIL_FIELDS})
+    waiting = ["01" * 16, "02" * 16]
+    old.put(Incident(id="inc_mid", summary="leak", detected_at=T0, opened_at=T0, opened_by="officer",
+                     accounts=["*"], customers_notified_at=T0, customers_notified=1,
+                     customers_unsent=1, notice_mails=b"".join(bytes.fromhex(m) for m in waiting)))
+    store = IncidentStore(env, keys.store_sealer("incidents"), clock=FakeClock())
+    loaded = store.get("inc_mid")
+    assert loaded.notified_by_older_version
+    assert {k: loaded.public()[k] for k in ("customers_notified", "customers_queued",
+                                             "customers_unsent")} == \
+        {"customers_notified": 1, "customers_queued": 2, "customers_unsent": 1}
+    outcomes = {waiting[0]: "sent", waiting[1]: "not_delivered"}
+    store.settle_notices(loaded, outcomes.__getitem__)
+    shown = store.get("inc_mid").public()
+    assert {k: shown[k] for k in ("customers_notified", "customers_queued", "customers_unsent",
+                                  "customers_not_delivered")} == \
+        {"customers_notified": 2, "customers_queued": 0, "customers_unsent": 1,
+         "customers_not_delivered": 1}
+
+
+def test_a_notice_the_outbox_refused_is_undone_for_its_customers_only(env_keys):
+    """The mailing was recorded, then the outbox refused it: the customers it named are as before
+    (none, or their earlier failed outcome), others keep theirs, and the first notice time goes back."""
+    env, keys = env_keys
+    store = IncidentStore(env, keys.store_sealer("incidents"), clock=FakeClock())
+    incident = store.open("leak", T0 - 60, ["acc_1", "acc_2"], "officer")
+    first = store.notices_queued(incident.id, {"acc_1": "01" * 16})
+    first = store.settle_notices(first, {"01" * 16: "unsent"}.__getitem__)
+    before = store.get(incident.id)
+    store.notices_queued(incident.id, {"acc_1": "02" * 16, "acc_2": "03" * 16})
+    undone = store.notices_not_queued(incident.id, before, ["acc_1", "acc_2"])
+    assert (undone.notice_of("acc_1"), undone.notice_of("acc_2")) == ("unsent", None)
+    assert undone.customers_notified_at == before.customers_notified_at > 0
+    fresh = store.open("leak", T0 - 60, ["acc_1"], "officer")
+    store.notices_queued(fresh.id, {"acc_1": "04" * 16})
+    assert store.notices_not_queued(fresh.id, fresh, ["acc_1"]).customers_notified_at == 0
+
+
+_CUSTOMERS = st.sampled_from([f"psn_{i}" for i in range(5)])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sets(_CUSTOMERS), st.dictionaries(_CUSTOMERS, st.sampled_from(
+    ["sent", "not_delivered", "unsent"]))), min_size=1, max_size=8))
+def test_each_customer_is_counted_once_by_their_latest_notice(rounds):
+    """Rounds of notices queued (a customer mailed again replaces their earlier notice) and of mails
+    ending (queued, then one final outcome): looked at after each, every customer mailed so far is
+    counted exactly once, in what became of their latest notice."""
+    incident = Incident(id="inc_c", summary="s", detected_at=T0, opened_at=T0, opened_by="o")
+    final: dict[str, str] = {}  # mail id -> its outcome once it left the outbox
+    latest: dict[str, str] = {}  # customer -> the id of their latest notice
+    for n, (mailed, ends) in enumerate(rounds):
+        mails = {c: f"{n:016x}{i:016x}" for i, c in enumerate(sorted(mailed))}
+        incident = with_notices(incident, mails, T0)
+        latest.update(mails)
+        for customer, outcome in ends.items():  # the customer's latest mail ends (once)
+            if customer in latest:
+                final.setdefault(latest[customer], outcome)
+        incident = settled(incident, lambda m: final.get(m, "queued"))
+        counts = incident.public()
+        expected = [final.get(m, "queued") for m in latest.values()]
+        assert counts["customers_queued"] == expected.count("queued")
+        assert counts["customers_notified"] == expected.count("sent")
+        assert counts["customers_not_delivered"] == expected.count("not_delivered")
+        assert counts["customers_unsent"] == expected.count("unsent")
+        assert all(incident.notice_of(c) == final.get(m, "queued") for c, m in latest.items())
 
 
 _OUTCOMES = st.sampled_from(["queued", "sent", "not_delivered", "unsent"])
