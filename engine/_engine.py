@@ -47,6 +47,7 @@ from engine.gc_tuning import freeze_start_up_objects, tune_gc
 from engine.holds import HoldManager
 from engine.ids import IdGenerator, is_message_id
 from engine.mail import announcements
+from engine.mail.delivery import delivery
 from engine.mail.notices import Notices
 from engine.mail.service import MailService
 from engine.privacy import PrivacyServices
@@ -387,23 +388,28 @@ class Engine(AccountManager, HoldManager):
     def routing_table(self) -> dict:
         return self.runtime.directory.routing.to_document()
 
-    def replace_routing(self, table: dict) -> None:
+    def replace_routing(self, table: dict) -> int:
         """Validate a new routing table and rate card, then swap it in atomically (ConfigError if bad).
         Every account not closed is mailed the prices that change (queued first: a full outbox refuses
-        the change)."""
+        the change); how many price-change notices were queued."""
         changes = announcements.rate_changes(self.runtime.directory.routing,
                                              self.runtime.validate_routing(table))
+        queued = 0
         if changes:
-            self.notices.to_accounts("price_change", None, changes=changes, effective_at=time.time())
+            queued = self.notices.to_accounts("price_change", None, changes=changes,
+                                              effective_at=time.time())
         self.runtime.replace_routing(table)
+        return queued
 
     def announce_policy_change(self, effective_at: float, summary: str, *,
                                actor: str = "embedding-api") -> dict:
         """Mail every account a privacy-policy change (policy 13): ``effective_at`` at least 30 days
-        from now, else ``NoticeTooShort`` and nothing is sent."""
-        sent = announcements.policy_change(self.notices, effective_at, summary, time.time())
+        from now, else ``NoticeTooShort`` and nothing is sent. The answer says how many notices were
+        queued and what became of them (``mail``: ``engine.mail.delivery``; None when none was)."""
+        queued = announcements.policy_change(self.notices, effective_at, summary, time.time())
         self._audit(actor, "policy_change_announced", f"effective:{int(effective_at)}")
-        return {"effective_at": effective_at, "notices_queued": sent}
+        return {"effective_at": effective_at, "notices_queued": queued,
+                "mail": delivery(self.notices.delivers) if queued else None}
 
     def analytics(self) -> dict:
         """De-identified corridor and carrier aggregates (no account, number or body; groups with few

@@ -35,6 +35,7 @@ from engine.http.errors import HttpError, error_middleware
 from engine.http.jsonio import DEFAULT_BODY_TIMEOUT_S, json_response
 from engine.http.middleware import bearer, frame_middleware
 from engine.http.params import path_ids_middleware
+from engine.mail.delivery import delivery
 
 log = logging.getLogger(__name__)
 
@@ -180,8 +181,10 @@ async def put_routing(request: web.Request) -> web.Response:
     ctx: HttpContext = request.app[CTX]
     body = await control_schemas.read_body_as(request, control_schemas.RoutingTable)
     table = {"routes": body.routes, "rates": body.rates}
-    await ctx.call(ctx.engine.replace_routing, table)  # validates first; ConfigError -> 422
-    return json_response(await ctx.call(ctx.engine.routing_table))
+    queued = await ctx.call(ctx.engine.replace_routing, table)  # validates first; ConfigError -> 422
+    # the table now, and the price-change notices the replacement mailed (what became of them)
+    return json_response({**await ctx.call(ctx.engine.routing_table), "price_notices_queued": queued,
+                          "mail": delivery(ctx.engine.notices.delivers) if queued else None})
 
 
 def build_control_app(ctx: HttpContext) -> web.Application:

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import msgspec
 
 from engine.http import control_privacy_answers
+from engine.http.control_privacy_answers import MailOutcome
 from engine.http.control_schemas import Role
 from engine.http.schemas import KeyView, SenderRemoved, SenderView
 
@@ -285,6 +286,15 @@ class RoutingView(msgspec.Struct):
     rates: dict[str, int]
 
 
+class RoutingReplaced(RoutingView):
+    """``PUT /v1/routing``: the table now, ``price_notices_queued`` (one mail per account not closed
+    when a price changes, else 0) and ``mail``, what became of those mails (``engine.mail.delivery``;
+    null when none was queued). Only the table is sent back on a later ``PUT``."""
+
+    price_notices_queued: int
+    mail: MailOutcome | None
+
+
 class Stats(msgspec.Struct):
     """Engine counters. The stable fields; further top-level groups (``mail``, ``privacy``, ``ledger``,
     ``workers``, ``transport``, ``worker_transport``, ``pops_missing``, ...) and each POP's counters are open-ended."""
@@ -406,8 +416,8 @@ class DisclosureAnswer(msgspec.Struct):
 ANSWERS: tuple[type[msgspec.Struct], ...] = (
     DepositAnswer, SenderView, SenderRemoved, RestrictionAnswer, ClosedAnswer, AccountView,
     AccountExport, Rectified, ObjectionAnswer, Erased, KeyView, Health, Readiness, AuditPage,
-    ReconciliationReport, CarrierList, CarrierSwitch, RoutingView, Stats, TokenCreated, TokenList,
-    TokenRevoked, HoldList, HoldsPlaced, NoticeGiven, DisclosureAnswer, AdjustmentAnswer,
+    ReconciliationReport, CarrierList, CarrierSwitch, RoutingView, RoutingReplaced, Stats,
+    TokenCreated, TokenList, TokenRevoked, HoldList, HoldsPlaced, NoticeGiven, DisclosureAnswer, AdjustmentAnswer,
     *control_privacy_answers.ANSWERS)
 
 # Components whose further fields are open-ended by nature: name -> ``additionalProperties``.

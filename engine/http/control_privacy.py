@@ -9,6 +9,10 @@ deposited to the account to sign, ``POST /v1/dsar/signed-requests`` opens the ve
 Data-subject requests, incidents and policy changes are the ``privacy`` role's; support cases also the
 ``operator``'s (support staff). Every step names the operator (the token's name) as its actor in the
 engine's audit log, besides the control port's own audit of every request.
+
+A step that mails account holders says what became of the mail (``mail``: ``engine.mail.delivery``,
+null when none went), as the confirmation routes do: the data-subject request steps, an incident's
+customer notice and a policy change.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from engine.http.control_schemas import read_body_as
 from engine.http.errors import HttpError
 from engine.http.jsonio import json_response
 from engine.http.params import query_value
+from engine.mail.delivery import delivery
 
 OP, P = "operator", "privacy"
 ROUTE_ROLES: dict[tuple[str, str], frozenset[str]] = {
@@ -68,6 +73,16 @@ async def _answer(request: web.Request, fn, status: int = 200) -> web.Response:
     return json_response(_plain(await ctx.call(fn)), status=status)
 
 
+async def _mailing_answer(request: web.Request, fn, status: int = 200) -> web.Response:
+    """:func:`_answer` of a data-subject request step that may mail the holder (``fn(mailed)``), with
+    ``mail``: what became of that mail, null when none went."""
+    ctx: HttpContext = request.app[CTX]
+    mails: list[str] = []
+    answer = _plain(await ctx.call(lambda: fn(mails.append)))
+    return json_response({**answer, "mail": delivery(ctx.engine.notices.delivers) if mails else None},
+                         status=status)
+
+
 # --- data-subject requests ---------------------------------------------------------------------
 
 
@@ -80,8 +95,8 @@ async def list_dsar(request: web.Request) -> web.Response:
 async def open_dsar(request: web.Request) -> web.Response:
     body = await read_body_as(request, cs.DsarOpen)
     desk = _privacy(request.app[CTX]).requests
-    return await _answer(request, lambda: desk.register(body.account_id, body.type,
-                                                        actor=request[OPERATOR]), 201)
+    return await _mailing_answer(request, lambda mailed: desk.register(
+        body.account_id, body.type, actor=request[OPERATOR], mailed=mailed), 201)
 
 
 async def dsar_challenge(request: web.Request) -> web.Response:
@@ -96,8 +111,8 @@ async def dsar_challenge(request: web.Request) -> web.Response:
 async def signed_dsar(request: web.Request) -> web.Response:
     body = await read_body_as(request, cs.DsarSignedRequest)
     desk = _privacy(request.app[CTX]).requests
-    return await _answer(request, lambda: desk.open_for_holder(
-        body.challenge_id, body.scheme, body.signature, actor=request[OPERATOR]), 201)
+    return await _mailing_answer(request, lambda mailed: desk.open_for_holder(
+        body.challenge_id, body.scheme, body.signature, actor=request[OPERATOR], mailed=mailed), 201)
 
 
 async def get_dsar(request: web.Request) -> web.Response:
@@ -108,22 +123,23 @@ async def get_dsar(request: web.Request) -> web.Response:
 async def extend_dsar(request: web.Request) -> web.Response:
     body = await read_body_as(request, cs.DsarExtension)
     desk = _privacy(request.app[CTX]).requests
-    return await _answer(request, lambda: desk.extend(request.match_info["id"], body.reason,
-                                                      actor=request[OPERATOR]))
+    return await _mailing_answer(request, lambda mailed: desk.extend(
+        request.match_info["id"], body.reason, actor=request[OPERATOR], mailed=mailed))
 
 
 async def fulfil_dsar(request: web.Request) -> web.Response:
     body = await read_body_as(request, cs.DsarFulfilment)
     desk = _privacy(request.app[CTX]).requests
-    return await _answer(request, lambda: desk.fulfil(
-        request.match_info["id"], actor=request[OPERATOR], email=body.email, purpose=body.purpose))
+    return await _mailing_answer(request, lambda mailed: desk.fulfil(
+        request.match_info["id"], actor=request[OPERATOR], email=body.email, purpose=body.purpose,
+        mailed=mailed))
 
 
 async def refuse_dsar(request: web.Request) -> web.Response:
     body = await read_body_as(request, cs.DsarRefusal)
     desk = _privacy(request.app[CTX]).requests
-    return await _answer(request, lambda: desk.refuse(request.match_info["id"], body.reason,
-                                                      actor=request[OPERATOR]))
+    return await _mailing_answer(request, lambda mailed: desk.refuse(
+        request.match_info["id"], body.reason, actor=request[OPERATOR], mailed=mailed))
 
 
 # --- incidents ---------------------------------------------------------------------------------

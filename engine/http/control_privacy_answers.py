@@ -55,6 +55,15 @@ class DsarRecordView(msgspec.Struct):
     subject: str
 
 
+class DsarMailed(DsarRecordView):
+    """A step that mails the holder (``POST /v1/dsar``: the verification link, ``/extend``: the new
+    deadline and why, ``/refuse``: the refusal and why, ``/signed-requests``: the request opened):
+    the request as stored, and ``mail``, what became of that mail; null when none went (the account
+    was erased meanwhile, or a former account: no address)."""
+
+    mail: MailOutcome | None
+
+
 class DsarView(DsarRecordView):
     """A request as listed (``GET /v1/dsar``, ``GET /v1/dsar/{id}``): also whether it is overdue and
     the seconds to its deadline (negative: past it)."""
@@ -72,10 +81,13 @@ class DsarFulfilled(msgspec.Struct):
     and portability: the export; erasure: what was erased; rectification ``{"rectified": [...]}``,
     restriction ``{"restricted": true}``, objection ``{"objected": purpose}``). For a request whose
     account nothing held names any more (``account_id`` ""), access and portability answer an export
-    and erasure an erasure with ``account_record`` ``not_held`` (``engine.privacy.nothing_held``)."""
+    and erasure an erasure with ``account_record`` ``not_held`` (``engine.privacy.nothing_held``).
+    ``mail``: what became of the mail telling the holder (null when none went: a former account, or
+    one nothing names any more — staff answer through the channel the holder wrote from)."""
 
     request: DsarView
     result: dict[str, Any]
+    mail: MailOutcome | None
 
 
 class IncidentRecord(msgspec.Struct):
@@ -133,10 +145,12 @@ class IncidentList(msgspec.Struct):
 
 
 class PolicyChangeAnswer(msgspec.Struct):
-    """``POST /v1/policy-changes``: one notice queued per account."""
+    """``POST /v1/policy-changes``: one notice queued per account not closed, and ``mail``, what became
+    of them (null when there was no account to mail)."""
 
     effective_at: float
     notices_queued: int
+    mail: MailOutcome | None
 
 
 class ConfirmationSent(msgspec.Struct, omit_defaults=True):
@@ -171,5 +185,5 @@ class SupportCaseList(msgspec.Struct):
 
 
 ANSWERS: tuple[type[msgspec.Struct], ...] = (
-    MailOutcome, DsarRecordView, DsarList, DsarView, DsarFulfilled, IncidentRecord,
+    MailOutcome, DsarRecordView, DsarMailed, DsarList, DsarView, DsarFulfilled, IncidentRecord,
     IncidentNotified, IncidentView, IncidentList, PolicyChangeAnswer, ConfirmationSent, SupportCaseView, SupportCaseList)

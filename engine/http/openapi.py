@@ -310,9 +310,11 @@ def control_document() -> dict[str, Any]:
                                 ok_schema=_ref(ca.Stats))},
         "/v1/routing": {
             "get": o("The routing table and rate card", "200", ok_schema=_ref(ca.RoutingView)),
-            "put": o("Replace the routing table atomically (validated first); the table now", "200",
+            "put": o("Replace the routing table atomically (validated first); the table now, and "
+                     "the price-change notices it mailed (mail: queued, or not_delivered without a "
+                     "mail server; null when no price changed)", "200",
                      body=_ref(cs.RoutingTable), errors=("403", "422"),
-                     ok_schema=_ref(ca.RoutingView)),
+                     ok_schema=_ref(ca.RoutingReplaced)),
         },
         "/v1/accounts": {"post": o("Create an account; the API key and the webhook signing secret "
                                    "are shown once", "201", body=_ref(cs.AccountCreate),

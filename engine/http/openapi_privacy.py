@@ -61,10 +61,11 @@ def control_paths() -> dict[str, Any]:
         "/v1/dsar": {
             "get": o("Data-subject requests with deadlines (overdue=true: only overdue)", "200",
                      extra_params=overdue, ok_schema=_ref(pa.DsarList)),
-            "post": o("Register a request received at privacy@ (the holder verifies by link; 409 "
-                      "for a swept account, which has no address: use /v1/dsar/challenges)",
+            "post": o("Register a request received at privacy@ (the holder verifies by link: mail "
+                      "says what became of it; 409 for a swept account, which has no address: use "
+                      "/v1/dsar/challenges)",
                       "201", body=_ref(cs.DsarOpen), errors=("400", "403", "404", "409"),
-                      ok_schema=_ref(pa.DsarRecordView)),
+                      ok_schema=_ref(pa.DsarMailed)),
         },
         "/v1/dsar/challenges": {"post": o(
             "A single-use message for a depositing wallet to sign, for a holder who wrote to privacy@ "
@@ -74,22 +75,26 @@ def control_paths() -> dict[str, Any]:
                            expires_at=N))},
         "/v1/dsar/signed-requests": {"post": o(
             "Open a verified request in the operator's name with the holder's wallet signature over "
-            "the challenge", "201", body=_ref(cs.DsarSignedRequest), errors=("400", "401", "403"),
-            ok_schema=_ref(pa.DsarRecordView))},
+            "the challenge (mail: the holder's notice of it; null for a former account)", "201",
+            body=_ref(cs.DsarSignedRequest), errors=("400", "401", "403"),
+            ok_schema=_ref(pa.DsarMailed))},
         "/v1/dsar/{id}": {"get": o("One request", "200", params=("id",), errors=("403", "404"),
                                     ok_schema=_ref(pa.DsarView))},
-        "/v1/dsar/{id}/extend": {"post": o("Extend the deadline once by 60 days (mails the holder)",
+        "/v1/dsar/{id}/extend": {"post": o("Extend the deadline once by 60 days (mails the holder; "
+                                           "mail says what became of it)",
                                            "200", params=("id",), body=_ref(cs.DsarExtension),
                                            errors=("403", "404", "409"),
-                                           ok_schema=_ref(pa.DsarRecordView))},
+                                           ok_schema=_ref(pa.DsarMailed))},
         "/v1/dsar/{id}/fulfil": {"post": o(
-            "Carry the request out through the matching right and close it", "200", params=("id",),
+            "Carry the request out through the matching right and close it (mails the holder; mail "
+            "says what became of it, null when none went)", "200", params=("id",),
             body=_ref(cs.DsarFulfilment), errors=("403", "404", "409"),
             ok_schema=_ref(pa.DsarFulfilled))},
-        "/v1/dsar/{id}/refuse": {"post": o("Refuse (with the reason mailed to the holder)", "200",
+        "/v1/dsar/{id}/refuse": {"post": o("Refuse (with the reason mailed to the holder; mail says "
+                                           "what became of it)", "200",
                                            params=("id",), body=_ref(cs.DsarRefusal),
                                            errors=("403", "404", "409"),
-                                           ok_schema=_ref(pa.DsarRecordView))},
+                                           ok_schema=_ref(pa.DsarMailed))},
         "/v1/incidents": {
             "get": o("Incidents with the 72-hour authority deadline", "200",
                      ok_schema=_ref(pa.IncidentList)),
@@ -111,7 +116,8 @@ def control_paths() -> dict[str, Any]:
                                                errors=("403", "404", "409"),
                                                ok_schema=_ref(pa.IncidentRecord))},
         "/v1/policy-changes": {"post": o(
-            "Mail every account a privacy-policy change (effective at least 30 days later)", "201",
+            "Mail every account a privacy-policy change (effective at least 30 days later; mail "
+            "says what became of the notices)", "201",
             body=_ref(cs.PolicyChange), errors=("403", "422"),
             ok_schema=_ref(pa.PolicyChangeAnswer))},
         "/v1/support/cases": {

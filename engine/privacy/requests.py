@@ -14,7 +14,9 @@ Unverified requests (mail requests, challenges) are rate-limited per source and 
 (``[privacy] unverified_requests_per_hour``). Staff (control port, privacy role) list requests, see the
 overdue ones, extend a deadline once by 60 days (the holder is mailed why), refuse, or fulfil a request
 through the existing rights of ``engine.accounts`` (export, rectify, erase, restrict, object); every step
-is audit-logged with the operator's name.
+is audit-logged with the operator's name. A step that mails the holder calls its ``mailed`` argument with
+the outbox id of that mail (none when there is nobody to mail: the account erased meanwhile, or a former
+account), so the control port can say what became of it (``engine.mail.delivery``).
 
 A former account (its record swept 90 days after closure, its ledger rows kept: ``engine.privacy.former``)
 has no address of record and no settings left. Its former holder writes to privacy@ (the channel staff
@@ -62,6 +64,7 @@ from storage.support import SupportCases
 from storage.verification import Challenge, Challenges, LinkTokens
 
 VERIFY_PURPOSE = "verify_request"
+Mailed = Callable[[str], None]  # told the outbox id of the mail a step queued to the holder
 FORMER_TYPES = ("access", "portability", "erasure")  # what a former account's ledger rows can answer
 
 
@@ -106,7 +109,8 @@ class RequestDesk:
             self._open_by_link(account_id, request_type, opened_by="customer")
         return len(matches)
 
-    def register(self, account_id: str, request_type: str, *, actor: str) -> DsarRecord:
+    def register(self, account_id: str, request_type: str, *, actor: str,
+                 mailed: Mailed | None = None) -> DsarRecord:
         """Staff register a request that reached privacy@: the holder verifies it by the mailed link."""
         _check_type(request_type)
         try:
@@ -118,7 +122,7 @@ class RequestDesk:
                     "to mail a verification link to; verify the former holder by a wallet signature "
                     "(POST /v1/dsar/challenges, then /v1/dsar/signed-requests)") from None
             raise
-        record = self._open_by_link(account_id, request_type, opened_by=actor)
+        record = self._open_by_link(account_id, request_type, opened_by=actor, mailed=mailed)
         self._audit(actor, "dsar_register", record.id)
         return record
 
@@ -161,21 +165,21 @@ class RequestDesk:
                                       self._clock(), purpose=purpose)
 
     def open_for_holder(self, challenge_id: str, scheme: str, signature: str, *,
-                        actor: str) -> DsarRecord:
+                        actor: str, mailed: Mailed | None = None) -> DsarRecord:
         """Open a verified request, in the operator's name, from a challenge of
         :meth:`staff_challenge` the holder signed (used up either way)."""
         challenge = self._challenges.take(challenge_id, self._clock())
-        return self._open_signed(challenge, scheme, signature, opened_by=actor)
+        return self._open_signed(challenge, scheme, signature, opened_by=actor, mailed=mailed)
 
     def _open_signed(self, challenge: Challenge, scheme: str, signature: str, *,
-                     opened_by: str) -> DsarRecord:
+                     opened_by: str, mailed: Mailed | None = None) -> DsarRecord:
         key = wallets.recover(scheme, challenge.message, signature)
         if not wallets.deposited_from(self._ledger, challenge.account_id, scheme, key):
             raise WalletNotRecognised("the signing wallet never deposited to this account")
         record = self.store.create(challenge.account_id, challenge.request_type, channel="wallet",
                                    verified_by=f"wallet:{scheme}", opened_by=opened_by)
         self._audit(opened_by, "dsar_open_wallet", record.id)
-        self._mail_opened(record)  # a former account has no address: nothing is sent
+        self._mail_opened(record, mailed)  # a former account has no address: nothing is sent
         return record
 
     def verify_link(self, token: str) -> DsarRecord:
@@ -195,25 +199,28 @@ class RequestDesk:
     def get(self, request_id: str) -> dict:
         return self.store.get(request_id).view(self._clock())
 
-    def extend(self, request_id: str, reason: str, *, actor: str) -> DsarRecord:
+    def extend(self, request_id: str, reason: str, *, actor: str,
+               mailed: Mailed | None = None) -> DsarRecord:
         """Once, by 60 days, for a complex request; the holder is mailed the new deadline and why."""
         check_safe(reason)
         if not reason.strip():
             raise InputError("an extension states its reason")
         record = self.store.extend(request_id, reason[:500])
         self._audit(actor, "dsar_extend", record.id)
-        self._mail(record, "dsar_extended", deadline=record.deadline, reason=record.extension_reason)
+        self._mail(record, "dsar_extended", mailed, deadline=record.deadline,
+                   reason=record.extension_reason)
         return record
 
-    def refuse(self, request_id: str, reason: str, *, actor: str) -> DsarRecord:
+    def refuse(self, request_id: str, reason: str, *, actor: str,
+               mailed: Mailed | None = None) -> DsarRecord:
         check_safe(reason)
         record = self.store.close(request_id, REFUSED, reason[:500])
         self._audit(actor, "dsar_refuse", record.id)
-        self._mail(record, "dsar_closed", status="refused", note=f"Why: {record.outcome}")
+        self._mail(record, "dsar_closed", mailed, status="refused", note=f"Why: {record.outcome}")
         return record
 
     def fulfil(self, request_id: str, *, actor: str, email: str | None = None,
-               purpose: str = "analytics") -> dict:
+               purpose: str = "analytics", mailed: Mailed | None = None) -> dict:
         """Carry the request out through the matching right; close it; mail the holder."""
         record = self.store.get(request_id)
         if record.status != "open":
@@ -226,15 +233,19 @@ class RequestDesk:
         address = self._address_or_former(record)  # erasure removes it: read first
         result = self._carry_out(record, actor, email, purpose)
         closed = self.store.close(request_id, COMPLETED, f"{record.type} carried out")
+        mail_id = None
         if address is None:  # a former account: no address to mail (staff answer the holder)
             pass
         elif record.type == "erasure":  # the account is gone: the one mail that outlives it
-            self._notices.erasure_confirmation(address, record.id)
+            mail_id = self._notices.erasure_confirmation(address, record.id)
         else:
-            self._notices.to_account("dsar_closed", record.account_id,  # rectified: the new one
-                                     request_id=record.id, type=record.type, status="completed",
-                                     note="Any data you asked for reaches you through the channel "
-                                          "you wrote from, never by e-mail.")
+            mail_id = self._notices.to_account(
+                "dsar_closed", record.account_id,  # rectified: the new one
+                request_id=record.id, type=record.type, status="completed",
+                note="Any data you asked for reaches you through the channel you wrote from, never "
+                     "by e-mail.")
+        if mail_id is not None and mailed is not None:
+            mailed(mail_id)
         return {"request": closed.view(self._clock()), "result": result}
 
     def _fulfil_unnamed(self, record: DsarRecord, actor: str) -> dict:
@@ -298,25 +309,29 @@ class RequestDesk:
 
     # --- helpers -----------------------------------------------------------------------------------
 
-    def _open_by_link(self, account_id: str, request_type: str, *, opened_by: str) -> DsarRecord:
+    def _open_by_link(self, account_id: str, request_type: str, *, opened_by: str,
+                      mailed: Mailed | None = None) -> DsarRecord:
         ttl = self._settings.link_ttl_seconds
         record = self.store.create(account_id, request_type, channel="email", verified_by=None,
                                    opened_by=opened_by, verify_by=self._clock() + ttl)
         token, expires = self._links.issue(VERIFY_PURPOSE, record.id, ttl, self._clock(),
                                            account_id=account_id)
-        self._mail(record, "dsar_verification", expires_at=expires,
+        self._mail(record, "dsar_verification", mailed, expires_at=expires,
                    link=f"{self._link_base}/v1/privacy/verify?token={token}")
         return record
 
-    def _mail_opened(self, record: DsarRecord) -> None:
-        self._mail(record, "dsar_opened", deadline=record.deadline)
+    def _mail_opened(self, record: DsarRecord, mailed: Mailed | None = None) -> None:
+        self._mail(record, "dsar_opened", mailed, deadline=record.deadline)
 
-    def _mail(self, record: DsarRecord, template: str, **params: Any) -> None:
+    def _mail(self, record: DsarRecord, template: str, mailed: Mailed | None = None,
+              **params: Any) -> None:
         try:
-            self._notices.to_account(template, record.account_id, request_id=record.id,
-                                     type=record.type, **params)
+            mail_id = self._notices.to_account(template, record.account_id, request_id=record.id,
+                                               type=record.type, **params)
         except UnknownAccount:  # erased meanwhile: nobody to tell
-            pass
+            return
+        if mailed is not None:
+            mailed(mail_id)
 
     def _limit(self, *keys: str) -> None:
         with self._limiter_lock:
