@@ -70,7 +70,7 @@ class MemoryTransport(asyncio.Transport):
 class StatusStub(http_load.StubEngine):
     """The stub engine, also answering ``status`` (for the ``get`` route)."""
 
-    def status(self, message_id: str) -> Any:
+    def status(self, message_id: str, *, account_id: str | None = None) -> Any:
         return SimpleNamespace(
             message_id=message_id, account_id="acc_0", status="delivered", to=http_load.DESTINATIONS[0],
             sender="ACME", country="DE", pop="fra", carrier="sim-de", encoding="GSM-7", segments=1,
