@@ -129,7 +129,40 @@ def error_answer(request: web.Request, exc: Exception, *, customer: bool = False
     redirect or other non-error ``HTTPException``). Called inside the ``except`` block, so an
     unexpected exception is logged with its traceback. (A function rather than only a middleware: the
     customer app's one middleware calls it without a layer of its own.) ``customer``: engine errors
-    with their ``public_message`` (no worker names; the customer API), else their whole message."""
+    with their ``public_message`` (no worker names; the customer API), else their whole message.
+
+    A handler that fails after its answer started (a streamed answer: the usage export) cannot be
+    answered again: the connection is closed at once, without the chunked body's terminating chunk,
+    so the client sees a broken transfer (:func:`cut_off`). The error answer returned then is never
+    sent; its status is what the request log and metrics record. Before, aiohttp wrote it into the
+    streamed body - a second status line after the rows, then a terminating chunk."""
+    resp = _answer_for(request, exc, customer)
+    if resp is not None and answer_started(request):
+        cut_off(request, exc)
+    return resp
+
+
+def answer_started(request: web.Request) -> bool:
+    """True once bytes of this request's answer went out (a streamed answer's status line and
+    chunks): from then on it can only be finished or cut off, not replaced by another answer."""
+    writer = request.writer
+    return writer is not None and writer.output_size > 0
+
+
+def cut_off(request: web.Request, exc: BaseException) -> None:
+    """Close the connection of an answer that broke off after it started, without its end (no final
+    chunk, no further byte): the client sees an incomplete transfer, never a short answer that looks
+    complete. Logged once, with the error's class (a client that left is logged as such already)."""
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        return  # the client left (or it was already cut): nothing to close
+    log.warning("answer broke off after it started; connection closed without its end", extra={
+        "app": getattr(request.protocol, "app_name", "http"), "method": request.method,
+        "route": _route_name(request), "error": type(exc).__name__})
+    transport.abort()
+
+
+def _answer_for(request: web.Request, exc: Exception, customer: bool) -> web.StreamResponse | None:
     if isinstance(exc, HttpError):
         resp = error_response(exc.status, exc.code, exc.message, exc.headers)
         if exc.close:

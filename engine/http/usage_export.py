@@ -13,7 +13,8 @@ read before the status line is sent, so a failure there - a worker that holds th
 is hung - is an ordinary error answer (503 ``cluster_unavailable`` with ``Retry-After``); before, it
 came after a ``200`` and broke the transfer off. A failure after the first byte (a store error
 mid-export) closes the connection without the final chunk, so a client sees an incomplete transfer,
-never a short export that looks complete.
+never a short export that looks complete (:func:`engine.http.errors.cut_off`, for every answer that
+fails once started; before, an error answer was written into the body after the rows).
 """
 
 from __future__ import annotations
