@@ -1,9 +1,11 @@
-"""Middlewares around the handlers: the outer frame, customer authentication and rate limiting.
+"""Middlewares around the handlers: the customer app's one middleware, and the control port's frame.
 
-Order (outermost first) for the customer app: :func:`frame_middleware` (request log, metrics, security
-headers) → :func:`customer_auth_middleware` (resolve the API key, GCRA, ``RateLimit-*`` headers) →
-:func:`engine.http.errors.error_middleware` → handler. Because the rate limiter sits outside the error
-middleware, every answer — errors included — carries the ``RateLimit-*`` headers.
+The customer app has one middleware, :func:`customer_middleware` (each layer cost a call and a wrapper
+per request on the hot path): it resolves the API key, applies GCRA per key, checks path ids, runs the
+handler with every failure turned into the error shape, then adds the security and ``RateLimit-*``
+headers (so every answer, errors included, carries them), the request log and the metric. The control
+port's outermost middleware is :func:`frame_middleware` (metrics, security headers); its others are in
+:mod:`engine.http.app_control`.
 """
 
 from __future__ import annotations
@@ -79,35 +81,6 @@ def bearer(request: web.Request) -> str | None:
     if scheme.lower() != "bearer" or not credential.strip():
         return None
     return credential.strip()
-
-
-@web.middleware
-async def customer_auth_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
-    """Resolve the API key (kept for handlers), apply GCRA per key (per source IP if none)."""
-    ctx = request.app[CTX]
-    try:
-        key = bearer(request)
-    except HttpError as exc:
-        return error_response(exc.status, exc.code, exc.message)
-    request[API_KEY] = key
-    request[ACCOUNT_ID] = None
-    if key is not None:
-        try:
-            request[ACCOUNT_ID] = ctx.engine.account_id_for_key(key)
-        except AuthError:
-            pass
-        except SmsrouteError as exc:
-            return from_engine_error(exc, customer=True)
-    # per API key (its digest, never the key itself); unauthenticated callers per source IP
-    limit_key = (apikeys.digest(key).hex()[:32] if request[ACCOUNT_ID] is not None
-                 else f"ip:{request.remote}")
-    decision = ctx.limiter.check(limit_key)
-    if not decision.allowed:
-        resp = error_response(429, "rate_limited", "too many requests; retry later")
-    else:
-        resp = await handler(request)
-    resp.headers.update(decision.headers())
-    return resp
 
 
 def require_account(request: web.Request) -> str:
