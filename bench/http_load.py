@@ -105,40 +105,62 @@ def _in_process(args: argparse.Namespace, tmp: Path) -> tuple[int, list[str], An
 
 
 class StubEngine:
-    """Just enough engine for the customer path, accepting at once: the HTTP layer's own ceiling."""
+    """Just enough engine for the customer path, accepting at once: the HTTP layer's own ceiling. It
+    authenticates a key as the engine does - its SHA-256 looked up, when the middleware resolves the
+    account and again for each submit (``Engine._session_for_key``) - so the hashing the request path
+    causes is counted here too."""
 
     def __init__(self, data_dir: Path) -> None:
         from engine.config import load_settings
 
         self.data_dir = data_dir
         self.settings = load_settings(None, {"http": HTTP_FAST})
-        self.keys: dict[str, str] = {}
+        self.keys = {}
         self._n = 0
+
+    @property
+    def keys(self) -> dict[str, str]:
+        """API key -> account id (the bench's clients send these keys)."""
+        return self._keys
+
+    @keys.setter
+    def keys(self, keys: dict[str, str]) -> None:
+        from engine import apikeys
+
+        self._keys = keys
+        self._by_digest = {apikeys.digest(k): account for k, account in keys.items()}
 
     def on_status(self, callback: Any) -> None: ...
 
     def stats(self) -> dict:
         return {}
 
-    def account_id_for_key(self, key: str) -> str:
+    def account_id_for_key(self, api_key: Any) -> str:
+        from engine import apikeys
         from engine.errors import AuthError
 
-        if key not in self.keys:
+        account = self._by_digest.get(apikeys.digest(api_key)) if isinstance(api_key, str) else None
+        if account is None:
             raise AuthError("unknown API key")
-        return self.keys[key]
+        return account
 
-    async def submit_async(self, api_key: str, to: str, sender: str, body: str, **kw: Any) -> Any:
+    async def submit_async(self, api_key: Any, to: str, sender: str, body: str, **kw: Any) -> Any:
+        self.account_id_for_key(api_key)
         return self._accepted()
 
-    def submit_future(self, api_key: str, to: str, sender: str, body: str, **kw: Any) -> Any:
+    def submit_future(self, api_key: Any, to: str, sender: str, body: str, **kw: Any) -> Any:
+        return self.submit_many(api_key, [{"to": to, "sender": sender, "body": body, **kw}])[0]
+
+    def submit_many(self, api_key: Any, submissions: list[dict]) -> list[Any]:
         from concurrent.futures import Future
 
-        fut: Future = Future()
-        fut.set_result(self._accepted())
-        return fut
-
-    def submit_many(self, api_key: str, submissions: list[dict]) -> list[Any]:
-        return [self.submit_future(api_key, **sub) for sub in submissions]
+        self.account_id_for_key(api_key)  # the engine authenticates once per hand-off
+        futures = []
+        for _ in submissions:
+            fut: Future = Future()
+            fut.set_result(self._accepted())
+            futures.append(fut)
+        return futures
 
     def _accepted(self) -> Any:
         self._n += 1
