@@ -24,7 +24,9 @@ from engine.typed_tables import Range, typed_table
 class EmailSettings:
     """``[email]``: SMTP for customer mail (``engine.mail``). No ``host``: mail is only logged."""
 
-    host: str = ""  # empty: the embedded default logs the template name and account id, sends nothing
+    # empty: the embedded default sends nothing; it logs the template name and the account's
+    # pseudonym, never the account id (engine.mail.worker)
+    host: str = ""
     port: Annotated[int, PORT] = 587
     from_address: str = "smsroute <no-reply@localhost>"  # the TOML key is ``from``
     tls: str = "starttls"  # none | starttls | tls
