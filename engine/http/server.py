@@ -49,6 +49,7 @@ from engine.http.store import HTTP_MAP_SIZE, GroupCommitter, open_http_env
 from engine.http.tokens import TokenStore, ensure_first_token
 from engine.http.webhook_feed import Stored, WebhookFeed
 from engine.http.webhooks import RetryPolicy, WebhookDispatcher
+from engine.retry_log import RetryLog
 from storage.account_keys import DATA
 from storage.crypto import Sealer
 from storage.datadir import startup_error
@@ -59,6 +60,7 @@ START_TIMEOUT_S = 30.0
 SHUTDOWN_TIMEOUT_S = 5.0
 SWEEP_INTERVAL_S = 3600.0
 OUTBOX_RETRY_S = 1.0
+OUTBOX_LOG_EVERY_S = 60.0  # while the outboxes cannot be read: a summary line at most this often
 
 
 def _local_secret(engine: Any, name: str) -> bytes:
@@ -291,14 +293,19 @@ class HttpServers:
 
     async def _load_outboxes(self, ctx: HttpContext, feed: WebhookFeed) -> None:
         """What the outboxes hold, read once; retried while they cannot be read yet (the workers of a
-        cluster may start after the core). Live events wait meanwhile (held by the feed)."""
+        cluster may start after the core, or one is hung). Live events wait meanwhile (held by the
+        feed). Logged once when it starts, a summary at most every ``OUTBOX_LOG_EVERY_S``, and once
+        when the outboxes are read (before: a warning per attempt, one a second)."""
+        retries = RetryLog(log, "webhooks: outboxes not readable yet", "webhooks: outboxes readable",
+                           every=OUTBOX_LOG_EVERY_S)
         while True:
             try:
                 pending = await ctx.call(self.engine.pending_webhook_events)
                 break
             except SmsrouteError as exc:
-                log.warning("webhooks: outboxes not readable yet (%s); retrying", exc.code)
+                retries.failed(exc.code)
                 await asyncio.sleep(OUTBOX_RETRY_S)
+        retries.succeeded()
         if pending:
             log.info("webhooks: %d events from the outbox to deliver", len(pending))
         feed.recovered([Stored(*row) for row in pending])

@@ -1,0 +1,58 @@
+"""The log of something retried until it works: one line when it starts failing, a summary now and then,
+one line when it works again.
+
+Why: the HTTP layer reads the webhook outboxes once at start and retries every second while they cannot
+be read (a cluster's worker hung, or of another protocol); it logged one warning per attempt - 3,600
+lines an hour for as long as the worker stayed away - which buried every other line and said nothing
+new after the first. :class:`RetryLog` is the pattern of ``storage.full_alarm.FullAlarm`` (whose lines
+are about a full store) for any such retry: the first failure, then at most one summary every
+``every`` seconds with the attempts that failed since the last line, and one line when it succeeds.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+
+class RetryLog:
+    """The log lines of one retried operation. ``failing`` says what is wrong (``"webhooks: outboxes
+    not readable yet"``), ``recovered`` what is right again (``"webhooks: outboxes readable"``); a
+    failure's ``reason`` is a stable code, never an identifier. Not thread-safe: one owner."""
+
+    def __init__(self, log: logging.Logger, failing: str, recovered: str, every: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.log, self.failing_text, self.recovered_text = log, failing, recovered
+        self.every, self.clock = every, clock
+        self.failing = False
+        self._since = 0.0  # when it started failing
+        self._failed = 0  # attempts failed since the last line
+        self._failed_in_all = 0
+        self._next_summary = 0.0
+
+    def failed(self, reason: str) -> None:
+        """An attempt failed; it is retried."""
+        now = self.clock()
+        self._failed += 1
+        self._failed_in_all += 1
+        if not self.failing:
+            self.failing, self._since = True, now
+            self._next_summary = now + self.every
+            self._failed = 0
+            self.log.warning("%s (%s); retrying", self.failing_text, reason)
+        elif now >= self._next_summary:
+            self.log.warning("%s (%s) after %.0f s; still retrying: %d attempts failed in the last "
+                             "%.0f s", self.failing_text, reason, now - self._since, self._failed,
+                             now - self._next_summary + self.every)
+            self._next_summary = now + self.every
+            self._failed = 0
+
+    def succeeded(self) -> None:
+        """An attempt succeeded: if it was failing, say so once."""
+        if not self.failing:
+            return
+        self.log.warning("%s after %.0f s (%d attempts failed)", self.recovered_text,
+                         self.clock() - self._since, self._failed_in_all)
+        self.failing = False
+        self._failed = self._failed_in_all = 0
