@@ -139,7 +139,7 @@ class StubEngine:
         from engine import apikeys
         from engine.errors import AuthError
 
-        account = self._by_digest.get(apikeys.digest(api_key)) if isinstance(api_key, str) else None
+        account = self._by_digest.get(apikeys.digest_of(api_key) or b"")
         if account is None:
             raise AuthError("unknown API key")
         return account

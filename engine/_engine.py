@@ -240,7 +240,7 @@ class Engine(AccountManager, HoldManager):
 
     # --- messages ----------------------------------------------------------------------------------
 
-    def submit_future(self, api_key: str, to: str, sender: str, body: str, *,
+    def submit_future(self, api_key: str | apikeys.PresentedKey, to: str, sender: str, body: str, *,
                       validity_seconds: int | None = None, callback_url: str | None = None,
                       client_ref: str | None = None) -> Future:
         """Hand one message to the engine; the future resolves to :class:`Accepted` once it is durable."""
@@ -257,7 +257,7 @@ class Engine(AccountManager, HoldManager):
         submission.tell_or_fail(self.bridge, session, raw, [request_id])
         return fut
 
-    def submit_many(self, api_key: str, submissions: list[dict]) -> list[Future]:
+    def submit_many(self, api_key: str | apikeys.PresentedKey, submissions: list[dict]) -> list[Future]:
         """Hand many messages of one account to the engine in ONE hand-off; one future per message, in
         order, each resolving to :class:`Accepted` or failing with its own typed error (a message that
         is refused never affects the others). Each submission is a dict of :meth:`submit_future`'s
@@ -278,10 +278,12 @@ class Engine(AccountManager, HoldManager):
             submission.hand_off(self.bridge, session, items)
         return futures
 
-    def _session_for_key(self, api_key: str) -> tuple[bytes, Any]:
-        if not isinstance(api_key, str):
+    def _session_for_key(self, api_key: str | apikeys.PresentedKey) -> tuple[bytes, Any]:
+        """The key's digest and its account's session. The key is a ``str``, or a
+        :class:`~engine.apikeys.PresentedKey` the customer API hashed once for the whole request."""
+        digest = apikeys.digest_of(api_key)
+        if digest is None:
             raise InputError("api_key must be a string")
-        digest = apikeys.digest(api_key)
         account_id = self.account_for_digest(digest)
         if account_id is None:
             raise AuthError("unknown API key")

@@ -136,9 +136,10 @@ class AccountManager:
     def account(self, account_id: str) -> AccountRecord:
         return self.accounts.get(account_id)
 
-    def account_id_for_key(self, api_key: str) -> str:
-        """The account a key belongs to; ``AuthError`` for an unknown, revoked or closed account's key."""
-        digest = apikeys.digest(api_key) if isinstance(api_key, str) else b""
+    def account_id_for_key(self, api_key: str | apikeys.PresentedKey) -> str:
+        """The account a key (or a :class:`~engine.apikeys.PresentedKey`, hashed already) belongs to;
+        ``AuthError`` for an unknown, revoked or closed account's key."""
+        digest = apikeys.digest_of(api_key) or b""
         account_id = self.account_for_digest(digest)
         if account_id is None:
             raise AuthError("unknown or revoked API key")

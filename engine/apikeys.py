@@ -30,6 +30,36 @@ def digest(api_key: str) -> bytes:
     return hashlib.sha256(api_key.encode("utf-8", "surrogatepass")).digest()
 
 
+class PresentedKey:
+    """An API key as a request presented it, hashed once. The customer API hashes each request's key
+    once into one of these and hands it on - to resolve the account, as the rate limiter's key, to the
+    engine's submit - where each of them used to hash the key again (~8,500 CPU instructions a hash).
+    Made only from the key (the constructor hashes it): no client ever sends a digest. The key itself
+    is not kept, and neither is shown by ``repr``.
+
+    >>> PresentedKey("sk_live_x").digest == digest("sk_live_x")
+    True
+    """
+
+    __slots__ = ("digest",)
+
+    def __init__(self, api_key: str) -> None:
+        self.digest = digest(api_key)
+
+    def __repr__(self) -> str:
+        return "PresentedKey(…)"
+
+
+def digest_of(api_key: object) -> bytes | None:
+    """The digest of a key (a ``str``) or of a :class:`PresentedKey` (hashed already); None for
+    anything else (the caller refuses it)."""
+    if type(api_key) is PresentedKey:
+        return api_key.digest
+    if isinstance(api_key, str):
+        return digest(api_key)
+    return None
+
+
 def hint(api_key: str) -> str:
     """What may be displayed after creation: prefix and the last four characters."""
     return f"{PREFIX}…{api_key[-4:]}"

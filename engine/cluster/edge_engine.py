@@ -102,8 +102,10 @@ class EdgeEngine:
 
     # --- what the customer API calls ---------------------------------------------------------------
 
-    def account_id_for_key(self, api_key: str) -> str:
-        digest = apikeys.digest(api_key) if isinstance(api_key, str) else b""
+    def account_id_for_key(self, api_key: str | apikeys.PresentedKey) -> str:
+        return self._account_for(apikeys.digest_of(api_key) or b"")
+
+    def _account_for(self, digest: bytes) -> str:
         now = time.monotonic()
         cached = self._keys.get(digest)
         if cached is None or cached[1] < now:
@@ -124,7 +126,7 @@ class EdgeEngine:
             judge_url(url, field)
         return url
 
-    def submit_future(self, api_key: str, to: str, sender: str, body: str, *,
+    def submit_future(self, api_key: str | apikeys.PresentedKey, to: str, sender: str, body: str, *,
                       validity_seconds: int | None = None, callback_url: str | None = None,
                       client_ref: str | None = None) -> Future:
         return self.submit_many(api_key, [{"to": to, "sender": sender, "body": body,
@@ -132,15 +134,15 @@ class EdgeEngine:
                                            "callback_url": callback_url,
                                            "client_ref": client_ref}])[0]
 
-    def submit_many(self, api_key: str, submissions: list[dict]) -> list[Future]:
+    def submit_many(self, api_key: str | apikeys.PresentedKey, submissions: list[dict]) -> list[Future]:
         """Like the engine's: a stopping edge refuses (503) rather than hand a worker messages whose
         answers it would no longer hear."""
         if self._stopping:
             raise OverloadedError("the engine is stopping")
-        if not isinstance(api_key, str):
+        digest = apikeys.digest_of(api_key)  # once (a PresentedKey: hashed by the customer API)
+        if digest is None:
             raise InputError("api_key must be a string")
-        account = self.account_id_for_key(api_key)
-        digest = apikeys.digest(api_key)
+        account = self._account_for(digest)
         futures, items = submission.prepare(self, digest, submissions,
                                             lambda: self.bridge.new_request(_accepted),
                                             reply_to=self.placement.node)

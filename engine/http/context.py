@@ -67,6 +67,6 @@ APP_NAME = web.AppKey("name", str)
 LOG_REQUESTS = web.AppKey("log_requests", bool)
 MAX_BODY = web.AppKey("max_body_bytes", int)
 BODY_TIMEOUT = web.AppKey("body_timeout_seconds", float)
-API_KEY = web.RequestKey("api_key", object)  # str | None
+API_KEY = web.RequestKey("api_key", object)  # engine.apikeys.PresentedKey | None: hashed once
 ACCOUNT_ID = web.RequestKey("account_id", object)  # str | None
 OPERATOR = web.RequestKey("operator", str)

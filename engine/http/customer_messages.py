@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from engine.apikeys import PresentedKey
 from engine.bridge import wait_all
 from engine.errors import InputError, SmsrouteError, StorageError
 from engine.http import schemas as s
@@ -138,7 +139,7 @@ def _at_entry(message: str, i: int) -> str:
     return f"{message} - at {where}`"
 
 
-async def _submit_batch(ctx: HttpContext, api_key: str, results: list[s.BatchResult],
+async def _submit_batch(ctx: HttpContext, api_key: PresentedKey, results: list[s.BatchResult],
                         submits: list[tuple[int, s.MessageRequest]]) -> tuple[int, bytes, bool]:
     unknown = 0
     futures = ctx.engine.submit_many(api_key, [

@@ -105,9 +105,12 @@ async def customer_middleware(request: web.Request, handler: _Handler) -> web.St
     account_id = None
     resp: web.StreamResponse | None = None
     try:
-        key = bearer(request)
+        credential = bearer(request)
     except HttpError as exc:
-        key, resp = None, error_response(exc.status, exc.code, exc.message)
+        credential, resp = None, error_response(exc.status, exc.code, exc.message)
+    # hashed once here, for everything the request does with it (the account, the rate limiter's
+    # key, the engine's submit): before, each hashed the key again
+    key = None if credential is None else apikeys.PresentedKey(credential)
     if key is not None:
         try:
             account_id = ctx.engine.account_id_for_key(key)
@@ -120,7 +123,7 @@ async def customer_middleware(request: web.Request, handler: _Handler) -> web.St
     decision = None
     if resp is None:
         # per API key (its digest, never the key itself); unauthenticated callers per source IP
-        limit_key = apikeys.digest(key).hex()[:32] if account_id is not None else f"ip:{request.remote}"
+        limit_key = key.digest.hex()[:32] if account_id is not None else f"ip:{request.remote}"
         decision = ctx.limiter.check(limit_key)
         if not decision.allowed:
             resp = error_response(429, "rate_limited", "too many requests; retry later")

@@ -23,7 +23,6 @@ import time
 
 from aiohttp import web
 
-from engine import apikeys
 from engine.billing.usage import FORMATS, encode_csv, encode_json, iso, parse_time
 from engine.http.context import API_KEY, CTX, HttpContext
 from engine.http.errors import HttpError
@@ -82,4 +81,4 @@ def _frame_headers(request: web.Request, ctx: HttpContext, resp: web.StreamRespo
         resp.headers["Strict-Transport-Security"] = HSTS
     key = request.get(API_KEY)
     if key:
-        resp.headers.update(ctx.limiter.peek(apikeys.digest(key).hex()[:32]).headers())
+        resp.headers.update(ctx.limiter.peek(key.digest.hex()[:32]).headers())

@@ -136,3 +136,14 @@ def test_a_key_hint_shows_only_the_prefix_and_last_four_characters():
     hint = apikeys.hint(key)
     assert hint.startswith(apikeys.PREFIX) and hint.endswith(key[-4:])
     assert key[len(apikeys.PREFIX):-4] not in hint
+
+
+def test_a_presented_key_carries_its_digest_and_never_shows_the_key():
+    key = apikeys.new_api_key()
+    presented = apikeys.PresentedKey(key)
+    assert presented.digest == apikeys.digest(key)
+    assert key not in repr(presented) and presented.digest.hex() not in repr(presented)
+    assert not hasattr(presented, "__dict__")  # nothing else (the key) can be kept on it
+    assert apikeys.digest_of(presented) == apikeys.digest_of(key) == apikeys.digest(key)
+    for not_a_key in (None, 42, apikeys.digest(key), [key]):  # a bare digest is not a credential
+        assert apikeys.digest_of(not_a_key) is None
