@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from engine.config import default_document
+from tests.door import LAG_NEVER_SHEDS
 
 
 def _with_outcomes(outcomes: dict, latency_ms: float = 0.0) -> dict:
@@ -37,6 +38,8 @@ def refund_overrides() -> dict:
 
 
 def webhook_engine_overrides() -> dict:
-    """Carriers that deliver at once, HTTP on free loopback ports, webhooks allowed to loopback."""
+    """Carriers that deliver at once, HTTP on free loopback ports, webhooks allowed to loopback, a door
+    that a loaded machine's lag does not shut (``tests.door``)."""
     return {**delivering_carriers(),
-            "http": {"customer_port": 0, "control_port": 0, "webhook_allow_private_networks": True}}
+            "http": {"customer_port": 0, "control_port": 0, "webhook_allow_private_networks": True,
+                     **LAG_NEVER_SHEDS}}

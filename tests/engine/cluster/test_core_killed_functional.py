@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.door import lag_never_sheds_config
 from tests.engine.cli_support import Running, smsroute
 from tests.engine.cluster.test_run_workers_functional import _alive, _children, _kill_left
 from tests.engine.test_cli_startup_functional import assert_one_line_failure
@@ -35,7 +36,8 @@ def _cmdline(pid: int) -> str:
 
 def _run(data: Path) -> Running:
     return Running("run", "--workers", "1", "--edges", "1", "--data-dir", str(data),
-                   "--customer-port", "0", "--control-port", "0")
+                   "--customer-port", "0", "--control-port", "0",
+                   "--config", lag_never_sheds_config(data.parent))
 
 
 def test_a_killed_cores_worker_and_edge_stop_and_the_restart_succeeds(tmp_path):

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 
 import pytest
 
+from tests.door import LAG_NEVER_SHEDS
 from tests.engine.cluster.support import Cluster
 from tests.engine.crash_support import delivering_carriers
 from tests.engine.http.conftest import Client
@@ -62,7 +63,8 @@ def _edge(c: Cluster, index: int, edges: int, overrides: dict, data) -> Iterator
 
 def test_a_keys_requests_alternating_between_two_edges_are_admitted_up_to_its_limit(tmp_path):
     overrides = delivering_carriers()
-    overrides["http"] = {"rate_limit_burst": BURST, "rate_limit_per_second": 0.001}  # no refill
+    overrides["http"] = {"rate_limit_burst": BURST, "rate_limit_per_second": 0.001,  # no refill
+                         **LAG_NEVER_SHEDS}
     c = Cluster(tmp_path, workers=1, overrides=overrides, http=True)
     try:
         [account] = c.accounts(1)

@@ -26,6 +26,7 @@ import pytest
 from engine.cluster.edge import EDGE_TOKEN_HEADER, FORWARDED_FOR
 from engine.http.requestlog import RequestLog
 from engine.http.store import open_http_env
+from tests.door import lag_never_sheds_config
 from tests.engine.cli_support import Running
 from tests.engine.cluster.test_edges_functional import _account
 from tests.engine.cluster.test_run_workers_functional import _alive, _children, _kill_left
@@ -88,7 +89,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EdgeCluster]:
     data = tmp_path_factory.mktemp("edge-token") / "data"
     environment = {f"{k}={v}".encode() for k, v in {**os.environ, **MARK}.items()}  # as Running gives it
     run = Running("run", "--workers", "1", "--edges", "1", "--data-dir", str(data),
-                  "--customer-port", "0", "--control-port", "0", env=MARK)
+                  "--customer-port", "0", "--control-port", "0",
+                  "--config", lag_never_sheds_config(data.parent), env=MARK)
     children: set[int] = set()
     try:
         with run:

@@ -18,6 +18,7 @@ import pytest
 
 from engine.cluster.edge_engine import LeasedLimiter
 from engine.http.ratelimit import Lease
+from tests.door import lag_never_sheds_config
 from tests.engine.cli_support import Running
 from tests.engine.cluster.support import Later
 from tests.engine.cluster.test_run_workers_functional import _alive, _children, _kill_left
@@ -32,7 +33,8 @@ FINAL = ("delivered", "failed", "rejected", "expired")
 def _start(tmp_path, extra: tuple[str, ...] = ()) -> tuple[Running, Client, Client, set[int]]:
     data = tmp_path / "data"
     run = Running("run", "--workers", "1", "--edges", "2", "--data-dir", str(data),
-                  "--customer-port", "0", "--control-port", "0", *extra)
+                  "--customer-port", "0", "--control-port", "0",
+                  "--config", lag_never_sheds_config(tmp_path), *extra)
     run.wait_for_line("smsroute running:", 90)
     customer = int(re.search(r":(\d+)/v1", run.wait_for_line("customer API:")).group(1))
     control = int(re.search(r":(\d+)/$", run.wait_for_line("control port:")).group(1))

@@ -13,6 +13,7 @@ import ssl
 
 import pytest
 
+from tests.door import LAG_NEVER_SHEDS_TOML
 from tests.engine.cli_support import Running
 from tests.engine.cluster.test_run_workers_functional import _children, _kill_left
 from tests.engine.http.conftest import Client
@@ -26,7 +27,7 @@ HSTS = "max-age=31536000; includeSubDomains"
 def test_edges_serve_tls_with_hsts_and_reach_the_core_over_tls(tmp_path):
     cert, key = _self_signed(tmp_path)
     config = tmp_path / "tls.toml"
-    config.write_text(f'[http]\ntls_cert = "{cert}"\ntls_key = "{key}"\n')
+    config.write_text(f'[http]\ntls_cert = "{cert}"\ntls_key = "{key}"\n' + LAG_NEVER_SHEDS_TOML)
     data = tmp_path / "data"
     children: set[int] = set()
     try:

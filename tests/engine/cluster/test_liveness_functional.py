@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from engine.config import default_document
+from tests.door import LAG_NEVER_SHEDS_TOML
 from tests.engine.cli_support import Running
 from tests.engine.cluster.test_run_workers_functional import _alive, _children, _kill_left
 from tests.engine.http.conftest import Client
@@ -32,7 +33,7 @@ def _config() -> str:
     """Short deadlines, and the default topology with carriers that deliver everything at once (the
     default's fail some messages and receipt a few late, on purpose)."""
     lines = ["[engine]", f"child_hung_after_seconds = {HUNG_AFTER_S}",
-             f"child_kill_after_seconds = {KILL_AFTER_S}"]
+             f"child_kill_after_seconds = {KILL_AFTER_S}", "[http]", LAG_NEVER_SHEDS_TOML.strip()]
     for name, table in default_document()["carriers"].items():
         lines += [f"[carriers.{name}]", f'pop = "{table["pop"]}"', 'outcomes = { delivered = 1.0 }',
                   "late_receipt_rate = 0.0", "duplicate_receipt_rate = 0.0"]

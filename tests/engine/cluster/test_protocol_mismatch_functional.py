@@ -21,6 +21,7 @@ from engine import Engine
 from engine.cluster.local import LocalCluster
 from engine.cluster.protocol import OVERRIDE_ENV, PROTOCOL
 from engine.config import load_settings
+from tests.door import LAG_NEVER_SHEDS
 from tests.engine.cluster.support import Cluster, funded_accounts
 from tests.engine.crash_support import delivering_carriers
 from tests.engine.http.conftest import Client
@@ -36,7 +37,7 @@ MESSAGE = {"to": "+4915112345678", "from": "ACME", "body": "hi"}
 
 def _overrides() -> dict:
     overrides = delivering_carriers()
-    overrides["http"] = {"customer_port": 0, "control_port": 0}
+    overrides["http"] = {"customer_port": 0, "control_port": 0, **LAG_NEVER_SHEDS}
     return overrides
 
 

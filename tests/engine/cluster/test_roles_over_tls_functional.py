@@ -13,6 +13,7 @@ import re
 import pytest
 
 from engine.cluster.nats_server import NatsServer
+from tests.door import LAG_NEVER_SHEDS_TOML
 from tests.engine.cli_support import Running
 from tests.engine.cluster.test_nats_security import _pki
 from tests.engine.http.conftest import Client
@@ -29,7 +30,8 @@ def test_a_core_and_a_worker_on_different_hosts_meet_over_verified_tls_with_a_to
     server_conf.write_text('authorization {\n  token: "cluster-token-Yq7"\n}\n')
     config = tmp_path / "smsroute.toml"
     config.write_text(f'[nats]\nca_file = "{pki["ca"]}"\ncert_file = "{pki["client"]}"\n'
-                      f'key_file = "{pki["client-key"]}"\ntoken_file = "{token}"\n')
+                      f'key_file = "{pki["client-key"]}"\ntoken_file = "{token}"\n'
+                      "[http]\n" + LAG_NEVER_SHEDS_TOML)
     with NatsServer(extra_args=["-c", str(server_conf), "--tls", "--tlscert", pki["server"],
                                 "--tlskey", pki["server-key"], "--tlsverify",
                                 "--tlscacert", pki["ca"]]) as nats:

@@ -15,6 +15,7 @@ import sys
 
 import pytest
 
+from tests.door import lag_never_sheds_config
 from tests.engine.cli_support import Running
 from tests.engine.http.conftest import Client
 from tests.waiting import wait_for
@@ -70,7 +71,7 @@ def test_run_with_two_workers_serves_the_api_and_sigterm_stops_every_process(tmp
 
 def _run_with_two_workers(data, children: set[int]) -> None:
     with Running("run", "--workers", "2", "--data-dir", str(data), "--customer-port", "0",
-                 "--control-port", "0") as run:
+                 "--control-port", "0", "--config", lag_never_sheds_config(data.parent)) as run:
         line = run.wait_for_line("smsroute running:", 90)
         assert "2 worker process(es) over NATS nats://127.0.0.1:" in line
         nats_url = re.search(r"over NATS (nats://\S+);?", line).group(1).rstrip(";")

@@ -26,6 +26,7 @@ from engine import Engine
 from engine.cluster.local import LocalCluster
 from engine.cluster.nats_server import free_port
 from engine.config import load_settings
+from tests.door import LAG_NEVER_SHEDS
 from tests.engine.cluster.support import Cluster, funded_accounts
 from tests.engine.crash_support import delivering_carriers
 from tests.engine.http.conftest import Client
@@ -41,7 +42,7 @@ MESSAGE = {"to": "+4915112345678", "from": "ACME", "body": "hi"}
 def _overrides(hung_after: float = HUNG_AFTER_S) -> dict[str, Any]:
     overrides = delivering_carriers()
     overrides["engine"].update(child_hung_after_seconds=hung_after, child_kill_after_seconds=60.0)
-    overrides["http"] = {"customer_port": 0, "control_port": 0}
+    overrides["http"] = {"customer_port": 0, "control_port": 0, **LAG_NEVER_SHEDS}
     return overrides
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from engine import Engine
 from engine.config import default_document
+from tests.door import LAG_NEVER_SHEDS
 from tests.mailbox import Mailbox
 from tests.waiting import wait_for  # noqa: F401  (re-exported for the http tests)
 
@@ -25,7 +26,8 @@ DE_NUMBER = "+4915112345678"
 
 
 def overrides(**http: Any) -> dict[str, Any]:
-    """Settings overrides: free ports, fast deterministic delivery in the fra corridor."""
+    """Settings overrides: free ports, fast deterministic delivery in the fra corridor, a door that a
+    loaded machine's lag does not shut (``tests.door``; ``http`` may set another target)."""
     fast = {"outcomes": ALL_DELIVERED,
             "receipt_delay": {"distribution": "fixed", "ms": 5},
             "latency": {"distribution": "fixed", "ms": 1}}
@@ -35,7 +37,8 @@ def overrides(**http: Any) -> dict[str, Any]:
     # the suites make many unauthenticated control requests on purpose: the failed-login limit has its
     # own test (test_credentials_functional.py)
     return {"http": {"customer_port": 0, "control_port": 0, "webhook_allow_private_networks": True,
-                     "control_auth_failures_per_minute": 1_000_000, **http}, "carriers": carriers}
+                     "control_auth_failures_per_minute": 1_000_000, **LAG_NEVER_SHEDS, **http},
+            "carriers": carriers}
 
 
 class Client:

@@ -1,21 +1,25 @@
 """Overload is refused at the door: beyond max_pending_requests a request is answered 503 + Retry-After
-at once, before its body is read, while the admitted ones are served as usual."""
+at once, before its body is read, while the admitted ones are served as usual; and while the HTTP loop lags
+more than queue_delay_target_ms, new requests are refused until it keeps time again."""
 
 from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 
 import pytest
 
-from tests.engine.http.conftest import DE_NUMBER, Client, funded_account, start_engine
+from tests.engine.http.conftest import DE_NUMBER, Client, funded_account, start_engine, wait_for
 
 BOUND = 6
 
 
 @pytest.fixture(scope="module")
 def small_door(tmp_path_factory):
+    # (the bound alone: its lag target is the suite's, which a loaded machine does not reach - else the
+    # held requests could be refused too; the lag has its own test below)
     engine = start_engine(tmp_path_factory.mktemp("door"), max_pending_requests=BOUND)
     yield engine
     engine.stop()
@@ -74,3 +78,33 @@ def test_requests_beyond_the_bound_get_503_at_once_and_the_admitted_ones_succeed
     api = Client(small_door.http.customer_port, account.api_key)
     assert api.request("POST", "/v1/messages", json.loads(body))[0] == 202  # the door opens again
     assert door.counts["shed_pending"] >= 5
+
+
+def test_while_the_loop_lags_beyond_its_target_new_requests_get_503_until_it_keeps_time_again(tmp_path):
+    engine = start_engine(tmp_path, queue_delay_target_ms=25)  # the default target, set here on purpose
+    stalling = threading.Event()
+    loop = engine.http._loop
+
+    def stall() -> None:  # the loop blocked 40 ms at a time, as by work that holds it up
+        if stalling.is_set():
+            time.sleep(0.04)
+            loop.call_soon(stall)
+
+    try:
+        account = funded_account(engine, "lag@example.com")
+        api = Client(engine.http.customer_port, account.api_key)
+        message = {"to": DE_NUMBER, "from": "ACME", "body": "behind a lagging loop"}
+        assert api.request("POST", "/v1/messages", message)[0] == 202  # keeping time: served
+        stalling.set()
+        loop.call_soon_threadsafe(stall)
+        # (once three probes in a row were late: the next request, whatever it is, is refused)
+        status, headers, body = wait_for(lambda: (a := api.request("POST", "/v1/messages", message))[0] != 202
+                                         and a, "a refusal while the loop lags", 10)
+        assert (status, body["error"]["code"], headers["Retry-After"]) == (503, "overloaded", "1")
+        assert engine.http.shedder.counts["shed_delay"] >= 1
+        stalling.clear()
+        # the door opens at the first probe on time again (on a loaded machine: eventually)
+        wait_for(lambda: api.request("POST", "/v1/messages", message)[0] == 202, "service again", 10)
+    finally:
+        stalling.clear()
+        engine.stop()
