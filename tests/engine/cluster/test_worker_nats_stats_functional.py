@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -47,12 +49,36 @@ def _scrape(control: Client) -> str:
     return body.decode() if isinstance(body, bytes) else body
 
 
+def _answered_by(nodes: tuple[str, ...], ask: Callable[[], Any], answered: Callable[[Any, str], bool]
+                 ) -> Any:
+    """``ask()``'s first result that every one of ``nodes`` answered. Each worker has
+    ``STATS_TIMEOUT_S`` (2 s) to answer, and a question that reaches it after half of that is dropped
+    unanswered (as late): on a loaded machine one may miss a call - shown as not answered, as it
+    should be - and answer the next one."""
+    def each_answered() -> Any:
+        got = ask()
+        return got if all(answered(got, node) for node in nodes) else None
+
+    return wait_for(each_answered, f"an answer from each of {', '.join(nodes)}", 30)
+
+
+def _all_answered(links: dict, node: str) -> bool:
+    return bool(links[node]["answered"])
+
+
+def _scraped_all(scrape: str, node: str) -> bool:
+    return f'smsroute_worker_nats_answered{{worker="{node}"}} 1.0' in scrape
+
+
 def test_a_late_query_dropped_by_the_workers_is_counted_on_the_cores_stats_and_metrics(
         cut_core, monkeypatch):
     c, link, control = cut_core
-    links = _stats(control)["worker_transport"]
+    links = _answered_by(("w0", "w1"), lambda: _stats(control)["worker_transport"], _all_answered)
     assert sorted(links) == ["w0", "w1"]
-    assert all(v["answered"] and v["connected"] and v["late_queries"] == 0 for v in links.values())
+    assert all(v["connected"] for v in links.values())
+    # (0 on a quiet machine; on a loaded one a question the core asked while starting may already have
+    # reached a worker late: what the held suspension below adds is counted from here)
+    before = {node: v["late_queries"] for node, v in links.items()}
     monkeypatch.setattr(shards, "QUERY_TIMEOUT_S", 2.0)
     carrier = c.engine.carriers()[0]["carrier"]
     link.hold()  # the suspension goes out but reaches the workers only after the core gave up
@@ -61,28 +87,30 @@ def test_a_late_query_dropped_by_the_workers_is_counted_on_the_cores_stats_and_m
     link.release()
     # (a read the core asked meanwhile, e.g. the webhook outboxes, may have been dropped late too)
     links = wait_for(lambda: (v := _stats(control)["worker_transport"]) and all(
-        w.get("late_queries", 0) >= 1 for w in v.values()) and v,
-        "each worker's dropped late query on the core's /v1/stats", 15)
-    scrape = _scrape(control)
+        w.get("late_queries", 0) > before[node] for node, w in v.items()) and v,
+        "each worker's dropped late query on the core's /v1/stats", 30)
+    scrape = _answered_by(("w0", "w1"), lambda: _scrape(control), _scraped_all)
     for node in ("w0", "w1"):
         late = re.search(rf'^smsroute_worker_nats_queries_not_acted_on_total\{{reason="late",'
                          rf'worker="{node}"\}} (\S+)$', scrape, re.M)
         assert late is not None and float(late[1]) >= links[node]["late_queries"], scrape
-        assert f'smsroute_worker_nats_answered{{worker="{node}"}} 1.0' in scrape
         assert f'smsroute_worker_nats_connected{{worker="{node}"}} 1.0' in scrape
     assert [p for p in lint(scrape) if "smsroute_worker_nats" in p] == []  # conventions kept
 
 
 def test_a_worker_that_is_down_is_shown_as_not_answered_and_does_not_hold_up_the_stats(cut_core):
     c, _link, control = cut_core
-    with worker_down(c, 1):
+    def stats_held_up_by_no_one() -> dict:
         started = time.monotonic()
         links = _stats(control)["worker_transport"]
         assert time.monotonic() - started < shards.STATS_TIMEOUT_S + 5
-        assert links["w0"]["answered"] and links["w0"]["connected"]
         assert links["w1"] == {"answered": False, "error": "down: not asked"}  # known down: not asked
-        scrape = _scrape(control)
+        return links
+
+    with worker_down(c, 1):
+        links = _answered_by(("w0",), stats_held_up_by_no_one, _all_answered)
+        assert links["w0"]["connected"]
+        scrape = _answered_by(("w0",), lambda: _scrape(control), _scraped_all)
         assert 'smsroute_worker_nats_answered{worker="w1"} 0.0' in scrape
-        assert 'smsroute_worker_nats_answered{worker="w0"} 1.0' in scrape
         assert 'smsroute_worker_nats_frames_total{way="in",worker="w1"}' not in scrape  # not made up
-    wait_for(lambda: _stats(control)["worker_transport"]["w1"]["answered"], "w1 back on the stats", 15)
+    wait_for(lambda: _stats(control)["worker_transport"]["w1"]["answered"], "w1 back on the stats", 30)
