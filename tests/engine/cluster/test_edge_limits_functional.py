@@ -23,6 +23,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.door import LAG_NEVER_SHEDS_TOML
 from tests.engine.cluster.test_edges_functional import _start
 from tests.engine.cluster.test_run_workers_functional import _alive, _children, _kill_left
 from tests.engine.http.conftest import Client
@@ -113,7 +114,8 @@ def _link_to_each_edge(port: int, edges: dict[str, int]) -> dict[str, EdgeLink]:
 def cluster(tmp_path_factory) -> Iterator[tuple[Client, Client, dict[str, EdgeLink]]]:
     tmp = tmp_path_factory.mktemp("edge-limits")
     config = tmp / "limits.toml"
-    config.write_text(f"[http]\nrate_limit_burst = {BURST}\nrate_limit_per_second = {RATE}\n")
+    config.write_text(f"[http]\nrate_limit_burst = {BURST}\nrate_limit_per_second = {RATE}\n"
+                      + LAG_NEVER_SHEDS_TOML)
     run, api, ops, children = _start(tmp, ("--config", str(config)))
     links: dict[str, EdgeLink] = {}
     try:

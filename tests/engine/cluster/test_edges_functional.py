@@ -32,9 +32,10 @@ FINAL = ("delivered", "failed", "rejected", "expired")
 
 def _start(tmp_path, extra: tuple[str, ...] = ()) -> tuple[Running, Client, Client, set[int]]:
     data = tmp_path / "data"
+    if "--config" not in extra:  # (a test's own config carries LAG_NEVER_SHEDS_TOML itself)
+        extra = ("--config", lag_never_sheds_config(tmp_path), *extra)
     run = Running("run", "--workers", "1", "--edges", "2", "--data-dir", str(data),
-                  "--customer-port", "0", "--control-port", "0",
-                  "--config", lag_never_sheds_config(tmp_path), *extra)
+                  "--customer-port", "0", "--control-port", "0", *extra)
     run.wait_for_line("smsroute running:", 90)
     customer = int(re.search(r":(\d+)/v1", run.wait_for_line("customer API:")).group(1))
     control = int(re.search(r":(\d+)/$", run.wait_for_line("control port:")).group(1))
