@@ -64,6 +64,7 @@ def _edge(c: Cluster, index: int, edges: int, overrides: dict, data) -> Iterator
 def test_a_keys_requests_alternating_between_two_edges_are_admitted_up_to_its_limit(tmp_path):
     overrides = delivering_carriers()
     overrides["http"] = {"rate_limit_burst": BURST, "rate_limit_per_second": 0.001,  # no refill
+                         "customer_port": 0, "control_port": 0,  # (not the defaults 8080/8081)
                          **LAG_NEVER_SHEDS}
     c = Cluster(tmp_path, workers=1, overrides=overrides, http=True)
     try:
