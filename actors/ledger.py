@@ -15,7 +15,9 @@ chained entry per account (no fsync of its own, see ``storage.ledger``). A debit
 ``DEBIT_WAIT_S`` for others to share its write (at once when ``DEBIT_BATCH`` are queued): nothing waits on
 the write (the session reserved the price at the submit, and a balance read flushes first), and under an
 open load each POP commit would otherwise cost the ledger a transaction of its own. One fsync per clock tick covers
-every debit written since, and then each POP is told which of its batches it no longer owes. Refunds are grouped the same way
+every debit written since, and then each POP is told which of its batches it no longer owes; the tick does
+not write the debits still waiting for their timer (that split their shared write in two: one transaction
+and fsync more on the actors' thread, the ledger's longest turn under load). Refunds are grouped the same way
 but fsynced, because the POP forgets it owes them once told ``RefundsRecorded``; they are written after the
 debits queued before them, so a message is never refunded before it is billed. Every kind of write is
 idempotent (message id per kind, chain + tx hash, adjustment key), so a repeat never bills, refunds or
@@ -103,7 +105,8 @@ class LedgerActor(DispatchedActor):
                 self._write_debits()
                 self._write_refunds()
             case m.Tick():
-                self._write_debits()
+                if not self._debit_timer:  # (debits waiting for their timer are written by it)
+                    self._write_debits()
                 self._write_refunds()
                 self._confirm_debits()
             case m.CreditAccount():
