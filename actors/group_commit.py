@@ -7,10 +7,7 @@ fsyncs. Here the POPs of a process keep their own named databases (``<pop>/<name
 :class:`PrefixedEnv`) in ONE environment: on ``Flush`` a POP stages its batch (``PopCommit.stage``: nothing
 written) and asks the :class:`GroupCommit`; the :class:`CommitterActor`, on the same dispatcher, writes
 every staged batch of every POP in one transaction and tells each POP ``GroupCommitted``, after which the
-POP bills, routes and announces in its own turn, as after its own commit. The round's new messages are
-acknowledged by the committer itself, right after the fsync (``PopActor.answer_committed``): waiting for
-each POP's turn (behind its inbox, and the routing of its whole batch) was a few hundred microseconds of
-an acknowledgement on average and milliseconds in the tail (bench/RESULTS.md, session 11).
+POP answers, bills and announces in its own turn, as after its own commit.
 
 Durability contract (the POP's, unchanged):
 
@@ -132,10 +129,6 @@ class GroupCommit:
                 pop.actor_ref.tell(m.encode(m.GroupCommitted()))
             except pykka.ActorDeadError:  # stopped meanwhile: before, this ended the committer
                 log.warning("pop %s stopped before its commit outcome reached it", pop.name)
-                continue
-            if error is None:  # acknowledged now, after the fsync, not after the POP's next turn
-                for batch in batches:
-                    pop.answer_committed(batch)
 
 
 def commit_alone(env: Any, pop: Any, batches: list) -> BaseException | None:

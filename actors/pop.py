@@ -246,7 +246,6 @@ class PopActor(DispatchedActor):
                 if b.stored is not None:
                     self.counters["webhook_events_stored"] += len(b.stored[0])
                     self.bridge.tell(m.encode(m.WebhookEventsStored(self.address, *b.stored)))
-                self.answer_committed(b)  # (at once, unless the committer did after its fsync)
                 self._after_commit(b.admitted, b.debit_batch)
                 self._emit(b.acks, b.events + b.accepted)
                 tell_carriers(self.directory.carriers, b.receipts, True)
@@ -348,42 +347,28 @@ class PopActor(DispatchedActor):
         if target is not None:
             target.tell(m.encode(m.BalanceChanged(item.account_id, item.price_micro_usd)))
 
-    def answer_committed(self, batch: StagedBatch) -> None:
-        """Acknowledge ``batch``'s new messages to their submitters, once; only after the commit that
-        made them durable. The committer calls it in its own turn right after the round's fsync, so an
-        acknowledgement waits for no POP turn (nor for the routing of the rest of the batch); a POP that
-        commits alone calls it when it acts on its commit."""
-        if batch.answered:
-            return
-        batch.answered = True
-        answers: dict[str, list[m.AcceptedItem]] = {}
-        pop, accepted_item = self.name, m.AcceptedItem
-        for f, item in batch.admitted:  # (names bound once: this loop runs for every message)
+    def _after_commit(self, new: list[tuple[Delivery, m.AcceptItem]], batch: int) -> None:
+        """Answer, bill and route the messages just committed, owed to the ledger as debit ``batch``."""
+        debits, answers = [], {}
+        grace, pop = self.limits.expiry_grace_seconds, self.name
+        inflight, expire_at, route = self.inflight, self.timers.expire_at, self.dispatcher.route
+        accepted_item, debit_item = m.AcceptedItem, m.DebitItem
+        for f, item in new:  # (names bound once: this loop runs for every message)
             rec = f.record
-            answer = accepted_item(item.request_id, rec.message_id, rec.segments, rec.price_micro_usd,
-                                   pop, rec.encoding, rec.country)
+            mid = rec.message_id
+            inflight[mid] = f
+            answer = accepted_item(item.request_id, mid, rec.segments, rec.price_micro_usd, pop,
+                                   rec.encoding, rec.country)
             to = answers.get(item.reply_to)
             if to is None:
                 answers[item.reply_to] = [answer]
             else:
                 to.append(answer)
-        for reply_to, items in answers.items():  # the core's bridge, or an HTTP edge's
-            self.directory.reply_ref(reply_to).tell(m.encode(m.SubmitsAccepted(items)))
-
-    def _after_commit(self, new: list[tuple[Delivery, m.AcceptItem]], batch: int) -> None:
-        """Bill and route the messages just committed (and answered), owed to the ledger as debit
-        ``batch``."""
-        debits = []
-        grace = self.limits.expiry_grace_seconds
-        inflight, expire_at, route = self.inflight, self.timers.expire_at, self.dispatcher.route
-        debit_item = m.DebitItem
-        for f, _item in new:  # (names bound once: this loop runs for every message)
-            rec = f.record
-            mid = rec.message_id
-            inflight[mid] = f
             debits.append(debit_item(mid, rec.account_id, rec.price_micro_usd, rec.submitted_at))
             expire_at(rec.submitted_at + rec.validity_seconds + grace, mid)
             route(f)
+        for reply_to, items in answers.items():  # the core's bridge, or an HTTP edge's
+            self.directory.reply_ref(reply_to).tell(m.encode(m.SubmitsAccepted(items)))
         if debits:
             self.counters["accepted"] += len(debits)
             self.directory.ledger.tell(m.encode(m.DebitMessages(self.address, batch, debits)))

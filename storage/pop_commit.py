@@ -70,7 +70,6 @@ class StagedBatch:
     receipts: dict = field(default_factory=dict)  # carrier -> receipt tokens, answered after the commit
     refused: list = field(default_factory=list)  # (Delivery, AcceptItem) refused: the store is full
     refused_error: StoreFull | None = None
-    answered: bool = False  # its admitted messages were acknowledged (by the committer, after the commit)
 
     def refuse_new(self, error: StoreFull) -> None:
         """The store is down to its reserve: the batch's new messages (and their accepted events) are

@@ -140,36 +140,3 @@ def test_a_pop_that_stops_after_asking_for_a_round_leaves_the_committer_running(
         assert "Unhandled exception in CommitterActor" not in caplog.text
     finally:
         engine.stop(drain_seconds=0)
-
-
-def test_a_submit_is_acknowledged_by_the_round_that_commits_it_not_by_its_pops_next_turn(tmp_path,
-                                                                                     monkeypatch):
-    """The committer acknowledges a round's new messages right after its fsync. Before, each POP did in its
-    own turn, after whatever its inbox held (carrier answers, receipts) and after routing the whole batch:
-    at half the maximum rate that was a few hundred microseconds on average and several milliseconds in the
-    tail. Here the POP's turn is held: the acknowledgement must not wait for it."""
-    from actors.pop import PopActor
-
-    acting, release = threading.Event(), threading.Event()
-    on_committed = PopActor._on_committed
-
-    def held(self):
-        if self._committed and not acting.is_set():
-            acting.set()
-            release.wait(30)  # holds the actors' thread: nothing else runs until released
-        on_committed(self)
-
-    engine = Engine.start(tmp_path / "data", overrides=silent_carriers())
-    try:
-        assert engine.runtime.group_commit is not None
-        account = funded_account(engine, "answered-by-the-round@example.com")
-        monkeypatch.setattr(PopActor, "_on_committed", held)
-        [future] = engine.submit_many(account.api_key, [{"to": DE_NUMBER, "sender": "ACME", "body": "hi"}])
-        assert acting.wait(10)  # the POP is acting on the commit (and holds the thread)...
-        assert future.done() and future.result().pop == "fra"  # ...and the submitter has its answer
-        release.set()
-        status = wait_for(lambda: engine.status(future.result().message_id), "the message's status")
-        assert status.status == "accepted"
-    finally:
-        release.set()
-        engine.stop(drain_seconds=0)
