@@ -13,13 +13,9 @@ included), as the other disk-full tests (needs root and ``unshare``).
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 
+from tests.engine.cluster.support import run_on_a_tiny_worker_disk
 from tests.engine.test_cli_startup_functional import _private_mounts_allowed
 
 pytestmark = pytest.mark.functional
@@ -51,22 +47,14 @@ finally:
     c.stop()
 """
 
-SCRIPT = ('mkdir -p "$DATA/workers/w0" && mount -t tmpfs -o size=4m tmpfs "$DATA/workers/w0" '
-          '&& exec "$PY" -c "$CHILD" "$DATA"')
-
-
 @pytest.mark.skipif(not _private_mounts_allowed(), reason="needs root and a private mount namespace "
                     "(unshare -m) for a tiny tmpfs")
 def test_a_new_accounts_first_message_to_a_full_worker_is_refused_store_full_at_once(tmp_path):
-    env = {**os.environ, "DATA": str(tmp_path / "data"), "PY": sys.executable, "CHILD": CHILD}
-    done = subprocess.run(["unshare", "-m", "bash", "-c", SCRIPT], env=env, capture_output=True,
-                          text=True, timeout=60, cwd=os.getcwd())
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    seen, log = run_on_a_tiny_worker_disk(tmp_path, CHILD)
     # before: 503 cluster_unavailable after ~20 s (no answer from the worker)
     assert seen["status"] == 503 and seen["body"]["error"]["code"] == "store_full", seen
     assert "keys store is full" in seen["body"]["error"]["message"] and seen["retry_after"]
     assert seen["seconds"] < 5, seen  # answered, not expired
     assert seen["leftovers"] == []  # no partly written key file left taking space
     assert seen["after"] == 202  # the same account, once space is freed
-    assert "ALARM store keys is full" in done.stderr and "OSError" not in done.stderr
+    assert "ALARM store keys is full" in log and "OSError" not in log

@@ -14,13 +14,9 @@ Runs in a private mount namespace with a 4 MiB tmpfs on the worker's data direct
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 
+from tests.engine.cluster.support import run_on_a_tiny_worker_disk
 from tests.engine.test_cli_startup_functional import _private_mounts_allowed
 
 pytestmark = pytest.mark.functional
@@ -80,18 +76,10 @@ finally:
     c.stop()
 """
 
-SCRIPT = ('mkdir -p "$DATA/workers/w0" && mount -t tmpfs -o size=4m tmpfs "$DATA/workers/w0" '
-          '&& exec "$PY" -c "$CHILD" "$DATA"')
-
-
 @pytest.mark.skipif(not _private_mounts_allowed(), reason="needs root and a private mount namespace "
                     "(unshare -m) for a tiny tmpfs")
 def test_the_cores_readyz_names_a_worker_whose_store_is_full_and_is_ready_again_after(tmp_path):
-    env = {**os.environ, "DATA": str(tmp_path / "data"), "PY": sys.executable, "CHILD": CHILD}
-    done = subprocess.run(["unshare", "-m", "bash", "-c", SCRIPT], env=env, capture_output=True,
-                          text=True, timeout=60, cwd=os.getcwd())
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    seen, _log = run_on_a_tiny_worker_disk(tmp_path, CHILD)
     assert seen["ready_before"] == 200
     assert seen["codes"] == ["store_full"]
     # before: 200 all along (only the worker's own metric and log knew)
