@@ -14,41 +14,42 @@ import logging
 import time
 from collections.abc import Callable
 
+from engine.retry_log import RetryLog
+
 log = logging.getLogger(__name__)
 
 
-class FullAlarm:
-    """The full-store log lines of one writer (``who``, e.g. ``ledger``) for one store. Not thread-safe:
-    one owner (an actor)."""
+class FullAlarm(RetryLog):
+    """The full-store log lines of one writer (``who``, e.g. ``ledger``) for one store: when to say them
+    is ``engine.retry_log.RetryLog``'s (a retry is a write), the words are about a full store. Not
+    thread-safe: one owner (an actor)."""
 
     def __init__(self, who: str, store: str, every: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.who, self.store, self.every, self.clock = who, store, every, clock
-        self.full = False
-        self._refused = 0  # writes refused since the last line
-        self._next_summary = 0.0
+        super().__init__(log, f"{who}: store {store} is full", f"{who}: store {store} takes writes again",
+                         every, clock)
+        self.who, self.store = who, store
+
+    @property
+    def full(self) -> bool:
+        return self.failing
 
     def refused(self, what: str) -> None:
         """A write was refused for lack of space; ``what`` says what waits (no identifiers)."""
-        self._refused += 1
-        now = self.clock()
-        if not self.full:
-            self.full = True
-            self._next_summary = now + self.every
-            log.error("%s: ALARM store %s is full (disk or LMDB map): %s, retried until it takes writes "
-                      "again; nothing stored is lost", self.who, self.store, what)
-            self._refused = 0
-        elif now >= self._next_summary:
-            log.error("%s: ALARM store %s still full: %d writes refused in the last %.0f s; %s",
-                      self.who, self.store, self._refused, now - self._next_summary + self.every, what)
-            self._next_summary = now + self.every
-            self._refused = 0
+        self.failed(what)
 
     def wrote(self) -> None:
         """A write succeeded: if the store was full, say that it takes writes again (once)."""
-        if not self.full:
-            return
-        self.full = False
+        self.succeeded()
+
+    def _first(self, what: str) -> None:
+        log.error("%s: ALARM store %s is full (disk or LMDB map): %s, retried until it takes writes "
+                  "again; nothing stored is lost", self.who, self.store, what)
+
+    def _summary(self, what: str, failing_for: float, failed: int, window: float) -> None:
+        log.error("%s: ALARM store %s still full: %d writes refused in the last %.0f s; %s",
+                  self.who, self.store, failed, window, what)
+
+    def _recovered(self, failing_for: float, since_last_line: int, failed_in_all: int) -> None:
         log.warning("%s: store %s takes writes again (%d writes refused since the last report)",
-                    self.who, self.store, self._refused)
-        self._refused = 0
+                    self.who, self.store, since_last_line)
