@@ -389,19 +389,25 @@ class AccountManager:
                 "privacy_requests": sorted(requests, key=lambda r: r["received_at"]),
                 "incidents": sorted(incidents, key=lambda i: i["detected_at"])}
 
-    def rectify_account(self, account_id: str, *, email: str, actor: str = "embedding-api") -> None:
+    def rectify_account(self, account_id: str, *, email: str,
+                        actor: str = "embedding-api") -> dict[str, bool | str] | None:
         """Rectification (Art. 16) of the e-mail address. Mail already queued for the account goes to
         the new address (the sender reads the address when it sends); a confirmation link queued for
-        the old address is not sent (``engine.mail.worker``)."""
+        the old address is not sent (``engine.mail.worker``). A new address is mailed a confirmation
+        link: the answer says what became of it (``engine.mail.delivery``); None for the same address
+        (nothing mailed)."""
         if not isinstance(email, str) or not _EMAIL.fullmatch(email):
             raise InputError("a valid email address is required")
+        mailed = None
         if self.accounts.get(account_id).email != email:  # a new address is confirmed again
             # the sender waits for both steps; a crash between them leaves a link it drops unsent
             mail = getattr(self, "mail", None)
             with mail.readdressing(account_id) if mail is not None else nullcontext():
                 self.send_confirmation(account_id, email)
                 self.accounts.set_fields(account_id, email=email, email_confirmed_at=0.0)
+            mailed = delivery(self.notices.delivers)
         self._audit(actor, "rectify_account", account_id)
+        return mailed
 
     def object_to_processing(self, account_id: str, purpose: str, objected: bool = True, *,
                              actor: str = "embedding-api") -> None:

@@ -1,6 +1,7 @@
 """Control-port routes for accounts, retention exceptions (legal holds), retention status, audit, tokens.
 
-Accounts: create (the API key and the webhook signing secret are in the answer once and nowhere else),
+Accounts: create (the API key and the webhook signing secret are in the answer once and nowhere else;
+``mail`` says what became of the confirmation link, as rectify's for a new address: ``engine.mail.delivery``),
 API keys (create, list, revoke), deposits, senders (register; remove, a rectification), restrict, close. Operator tokens: create, list, revoke.
 Data-subject rights (policy section 7, the ``privacy`` role): export (access and portability), rectify,
 erase (ledger rows pseudonymised, kept 7 years), and objection to analytics. Restriction is ``restrict``.
@@ -34,6 +35,7 @@ from engine.http.idempotency import key_of
 from engine.http.jsonio import json_response
 from engine.http.params import query_value
 from engine.http.tokens import TokenNameError
+from engine.mail.delivery import delivery
 
 AUDIT_PAGE = 1000
 
@@ -59,8 +61,9 @@ async def create_account(request: web.Request) -> web.Response:
     ctx: HttpContext = request.app[CTX]
     body = await read_body_as(request, cs.AccountCreate)
     new = await ctx.call(ctx.engine.create_account, body.email)
-    return json_response({"id": new.id, "api_key": new.api_key, "webhook_secret": new.webhook_secret},
-                         status=201)
+    # its confirmation link is always mailed (queued before the account exists): what became of it
+    return json_response({"id": new.id, "api_key": new.api_key, "webhook_secret": new.webhook_secret,
+                          "mail": delivery(ctx.engine.notices.delivers)}, status=201)
 
 
 async def create_key(request: web.Request) -> web.Response:
@@ -142,9 +145,10 @@ async def export_account(request: web.Request) -> web.Response:
 async def rectify(request: web.Request) -> web.Response:
     ctx: HttpContext = request.app[CTX]
     body = await read_body_as(request, cs.Rectification)
-    await ctx.call(lambda: ctx.engine.rectify_account(request.match_info["id"], email=body.email,
-                                                      actor=request[OPERATOR]))
-    return json_response({"id": request.match_info["id"], "rectified": ["email"]})
+    mail = await ctx.call(lambda: ctx.engine.rectify_account(request.match_info["id"],
+                                                             email=body.email, actor=request[OPERATOR]))
+    # a new address is mailed a confirmation link (what became of it); the same one nothing (null)
+    return json_response({"id": request.match_info["id"], "rectified": ["email"], "mail": mail})
 
 
 async def erase(request: web.Request) -> web.Response:

@@ -122,11 +122,25 @@ class AccountExport(msgspec.Struct, omit_defaults=True):
     pseudonym: str | None = None
 
 
+class AccountCreated(msgspec.Struct):
+    """``POST /v1/accounts`` (201): the new account, its first API key and its webhook signing secret
+    (shown this once), and ``mail``, what became of its confirmation link (``engine.mail.delivery``:
+    ``queued``, or ``not_delivered`` without a mail server)."""
+
+    id: str
+    api_key: str
+    webhook_secret: str
+    mail: MailOutcome
+
+
 class Rectified(msgspec.Struct):
-    """``POST /v1/accounts/{id}/rectify``: which fields were corrected."""
+    """``POST /v1/accounts/{id}/rectify``: which fields were corrected, and ``mail``, what became of
+    the confirmation link mailed to a new address (``engine.mail.delivery``); null when the address
+    was the same (nothing mailed)."""
 
     id: str
     rectified: list[Literal["email"]]
+    mail: MailOutcome | None
 
 
 class ObjectionAnswer(msgspec.Struct):
@@ -415,7 +429,7 @@ class DisclosureAnswer(msgspec.Struct):
 # Every answer type of the control port, in the order its OpenAPI document lists them.
 ANSWERS: tuple[type[msgspec.Struct], ...] = (
     DepositAnswer, SenderView, SenderRemoved, RestrictionAnswer, ClosedAnswer, AccountView,
-    AccountExport, Rectified, ObjectionAnswer, Erased, KeyView, Health, Readiness, AuditPage,
+    AccountCreated, AccountExport, Rectified, ObjectionAnswer, Erased, KeyView, Health, Readiness, AuditPage,
     ReconciliationReport, CarrierList, CarrierSwitch, RoutingView, RoutingReplaced, Stats,
     TokenCreated, TokenList, TokenRevoked, HoldList, HoldsPlaced, NoticeGiven, DisclosureAnswer, AdjustmentAnswer,
     *control_privacy_answers.ANSWERS)

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from engine.http.control_privacy_answers import DsarStatus, DsarType, MailDelivery
+from engine.http.control_privacy_answers import DsarStatus, DsarType, MailDelivery, MailOutcome
 from engine.http.schemas import whole
 
 
@@ -52,12 +52,16 @@ class PrivacyRequestReceived(msgspec.Struct):
 
 
 class PrivacyRequestVerified(msgspec.Struct):
-    """``GET /v1/privacy/verify``: the request the link opened, and its deadline (unix seconds)."""
+    """``GET /v1/privacy/verify``: the request the link opened, its deadline (unix seconds), and
+    ``mail``, what became of the mail that tells the holder that deadline (``engine.mail.delivery``:
+    ``queued``, or ``not_delivered`` without a mail server); null when none went (the account was
+    erased meanwhile)."""
 
     id: str
     type: DsarType
     status: DsarStatus
     deadline: float
+    mail: MailOutcome | None
 
 
 class PrivacyRequestSigned(PrivacyRequestVerified):

@@ -6,9 +6,10 @@
 * ``POST /v1/privacy/requests`` ``{type, email}`` — a request by e-mail: a verification link goes to the
   address of record of each account with that address; the answer is the same whether or not one exists.
 * ``GET /v1/privacy/verify?token=…`` — the link of that mail; the request is verified and its 30-day
-  deadline mailed.
+  deadline mailed (``mail``: what became of that mail, ``engine.mail.delivery``).
 * ``POST /v1/privacy/challenges`` ``{account_id, type}`` — a message to sign with a depositing wallet.
-* ``POST /v1/privacy/signed-requests`` ``{challenge_id, scheme, signature}`` — opens a verified request.
+* ``POST /v1/privacy/signed-requests`` ``{challenge_id, scheme, signature}`` — opens a verified request
+  and mails its deadline (``mail``, as for the link).
 
 The unauthenticated ones are rate-limited per source address (and per account or address) by the request
 desk (429 ``rate_limited``), on top of the API's per-IP limit. Tokens in query strings are never logged: the
@@ -31,6 +32,7 @@ from engine.http.jsonio import json_response, read_body
 from engine.http.middleware import require_account
 from engine.http.params import query_value
 from engine.http.schemas import decode
+from engine.mail.delivery import delivery
 from storage.outbox import NOT_DELIVERED, QUEUED
 
 
@@ -77,12 +79,20 @@ async def request_by_email(request: web.Request) -> web.Response:
                           "delivery": NOT_DELIVERED}, status=202)
 
 
+def _mail_outcome(ctx: HttpContext, mails: list[str]) -> dict | None:
+    """What became of the mail a step queued to the holder (``engine.mail.delivery``); None when none
+    went (the account was erased meanwhile)."""
+    return delivery(ctx.engine.notices.delivers) if mails else None
+
+
 async def verify_request(request: web.Request) -> web.Response:
     ctx: HttpContext = request.app[CTX]
     desk = _desk(ctx)
-    record = await ctx.call(desk.verify_link, _token(request))
+    token = _token(request)
+    mails: list[str] = []
+    record = await ctx.call(lambda: desk.verify_link(token, mailed=mails.append))
     return json_response({"id": record.id, "type": record.type, "status": record.status,
-                          "deadline": record.deadline})
+                          "deadline": record.deadline, "mail": _mail_outcome(ctx, mails)})
 
 
 async def challenge(request: web.Request) -> web.Response:
@@ -99,10 +109,12 @@ async def signed_request(request: web.Request) -> web.Response:
     ctx: HttpContext = request.app[CTX]
     body = decode(await read_body(request), cs.SignedPrivacyRequest)
     desk = _desk(ctx)
-    record = await ctx.call(desk.open_with_signature, body.challenge_id, body.scheme, body.signature)
+    mails: list[str] = []
+    record = await ctx.call(lambda: desk.open_with_signature(
+        body.challenge_id, body.scheme, body.signature, mailed=mails.append))
     return json_response({"id": record.id, "type": record.type, "status": record.status,
-                          "verification": record.verification, "deadline": record.deadline},
-                         status=201)
+                          "verification": record.verification, "deadline": record.deadline,
+                          "mail": _mail_outcome(ctx, mails)}, status=201)
 
 
 def add_routes(r: web.UrlDispatcher) -> None:

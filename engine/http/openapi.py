@@ -317,9 +317,9 @@ def control_document() -> dict[str, Any]:
                      ok_schema=_ref(ca.RoutingReplaced)),
         },
         "/v1/accounts": {"post": o("Create an account; the API key and the webhook signing secret "
-                                   "are shown once", "201", body=_ref(cs.AccountCreate),
-                                   ok_schema=_obj(["id", "api_key", "webhook_secret"], id=S,
-                                                  api_key=S, webhook_secret=S),
+                                   "are shown once; mail: what became of its confirmation link "
+                                   "(queued, or not_delivered without a mail server)", "201",
+                                   body=_ref(cs.AccountCreate), ok_schema=_ref(ca.AccountCreated),
                                    errors=("403", "422"))},
         "/v1/accounts/{id}/keys": {
             "post": o("Create an API key for the account (shown once)", "201", params=("id",),
@@ -356,7 +356,10 @@ def control_document() -> dict[str, Any]:
         "/v1/accounts/{id}/export": {"get": o(
             "Access and portability: everything held about the account (no secrets)", "200",
             params=("id",), errors=("403", "404"), ok_schema=_ref(ca.AccountExport))},
-        "/v1/accounts/{id}/rectify": {"post": o("Correct the account's email address", "200",
+        "/v1/accounts/{id}/rectify": {"post": o("Correct the account's email address; a new one is "
+                                                "mailed a confirmation link (mail: queued, or "
+                                                "not_delivered without a mail server; null for the "
+                                                "same address)", "200",
                                                 params=("id",), body=_ref(cs.Rectification),
                                                 errors=("403", "404", "422"),
                                                 ok_schema=_ref(ca.Rectified))},

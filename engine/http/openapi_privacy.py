@@ -37,7 +37,9 @@ def customer_paths() -> dict[str, Any]:
             "(the same answer whether or not the address is an account's)",
             "202", body=_ref(customer_schemas.PrivacyEmailRequest), security=False,
             ok_schema=_ref(answers.PrivacyRequestReceived))},
-        "/v1/privacy/verify": {"get": _op("The verification mail's link: the request is opened",
+        "/v1/privacy/verify": {"get": _op("The verification mail's link: the request is opened and "
+                                          "its deadline mailed (mail: queued, or not_delivered "
+                                          "without a mail server)",
                                           "200", security=False, errors=("401",),
                                           extra_params=TOKEN,
                                           ok_schema=_ref(answers.PrivacyRequestVerified))},
@@ -48,7 +50,8 @@ def customer_paths() -> dict[str, Any]:
                            expires_at=N))},
         "/v1/privacy/signed-requests": {"post": _op(
             "Open a verified request with a wallet signature (EIP-191 personal_sign or TronWeb "
-            "signMessageV2) over the challenge", "201", security=False,
+            "signMessageV2) over the challenge; its deadline is mailed (mail: queued, or "
+            "not_delivered without a mail server)", "201", security=False,
             body=_ref(customer_schemas.SignedPrivacyRequest), errors=("401",),
             ok_schema=_ref(answers.PrivacyRequestSigned))},
     }

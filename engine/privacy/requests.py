@@ -134,17 +134,18 @@ class RequestDesk:
         return self._challenges.issue(account_id, request_type, self._settings.challenge_ttl_seconds,
                                       self._clock())
 
-    def open_with_signature(self, challenge_id: str, scheme: str, signature: str) -> DsarRecord:
+    def open_with_signature(self, challenge_id: str, scheme: str, signature: str, *,
+                            mailed: Mailed | None = None) -> DsarRecord:
         """Open a verified request from a signed challenge; the challenge is used up either way. Only
         for an account that still has its record (a former account's challenge, which staff issue,
-        is ``ChallengeInvalid`` here)."""
+        is ``ChallengeInvalid`` here). ``mailed`` is told the id of the mail of its deadline."""
         challenge = self._challenges.take(challenge_id, self._clock())
         try:
             self._accounts.get(challenge.account_id)
         except UnknownAccount:
             raise ChallengeInvalid("the account's record was deleted: its former holder writes to "
                                    "privacy@ and staff verify the request") from None
-        return self._open_signed(challenge, scheme, signature, opened_by="customer")
+        return self._open_signed(challenge, scheme, signature, opened_by="customer", mailed=mailed)
 
     # --- staff, for a holder without an address of record -----------------------------------------
 
@@ -182,11 +183,13 @@ class RequestDesk:
         self._mail_opened(record, mailed)  # a former account has no address: nothing is sent
         return record
 
-    def verify_link(self, token: str) -> DsarRecord:
+    def verify_link(self, token: str, *, mailed: Mailed | None = None) -> DsarRecord:
+        """Redeem a verification link: the request is open and its deadline is mailed (``mailed`` is
+        told that mail's id; not called when the account was erased meanwhile)."""
         request_id = self._links.redeem(VERIFY_PURPOSE, token, self._clock())
         record = self.store.verify(request_id, "email_link")
         self._audit("customer", "dsar_verified", record.id)
-        self._mail_opened(record)
+        self._mail_opened(record, mailed)
         return record
 
     # --- staff -------------------------------------------------------------------------------------
