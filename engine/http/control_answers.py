@@ -303,7 +303,8 @@ class RoutingView(msgspec.Struct):
 class RoutingReplaced(RoutingView):
     """``PUT /v1/routing``: the table now, ``price_notices_queued`` (one mail per account not closed
     when a price changes, else 0) and ``mail``, what became of those mails (``engine.mail.delivery``;
-    null when none was queued). Only the table is sent back on a later ``PUT``."""
+    null when none was queued). The answer may be sent back as the next ``PUT`` as it is: the two
+    fields are read-only there, taken and ignored (``control_schemas.RoutingTable``)."""
 
     price_notices_queued: int
     mail: MailOutcome | None

@@ -25,6 +25,7 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
+from engine.http.control_privacy_answers import MailOutcome
 from engine.http.jsonio import read_body
 from engine.http.params import SHAPES
 from engine.http.schemas import (
@@ -194,11 +195,26 @@ class TokenRequest(Strict):
     roles: Annotated[list[Role], Meta(min_length=1)]
 
 
+_ANSWER_ONLY = {"readOnly": True}
+
+
 class RoutingTable(Strict):
-    """The routing table and rate card; their content is validated by the engine (422 invalid_config)."""
+    """The routing table and rate card; their content is validated by the engine (422 invalid_config).
+
+    Why the two read-only fields: ``PUT /v1/routing`` answers the table with ``price_notices_queued``
+    and ``mail`` beside it, and a client that keeps the last answer sends it back as the next request
+    (a GET/PUT round-trip). They are taken and ignored (they say what an earlier replacement mailed, not
+    what this one should), so the answer is itself a request that changes nothing; any other unknown
+    field is still refused."""
 
     routes: list[dict[str, Any]]
     rates: dict[str, Any] = msgspec.field(default_factory=dict)
+    price_notices_queued: Annotated[int | None, Meta(
+        description="read-only: the answer's count, ignored on input",
+        extra_json_schema=_ANSWER_ONLY)] = None
+    mail: Annotated[MailOutcome | None, Meta(
+        description="read-only: the answer's mail outcome, ignored on input",
+        extra_json_schema=_ANSWER_ONLY)] = None
 
 
 # --- ledger (control_billing) -----------------------------------------------------------------------

@@ -312,7 +312,8 @@ def control_document() -> dict[str, Any]:
             "get": o("The routing table and rate card", "200", ok_schema=_ref(ca.RoutingView)),
             "put": o("Replace the routing table atomically (validated first); the table now, and "
                      "the price-change notices it mailed (mail: queued, or not_delivered without a "
-                     "mail server; null when no price changed)", "200",
+                     "mail server; null when no price changed). The answer may be sent back as "
+                     "the next PUT: its price_notices_queued and mail are read-only, ignored", "200",
                      body=_ref(cs.RoutingTable), errors=("403", "422"),
                      ok_schema=_ref(ca.RoutingReplaced)),
         },

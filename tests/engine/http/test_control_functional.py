@@ -138,6 +138,36 @@ def test_the_routing_table_is_read_and_replaced_only_when_valid(control):
     assert control.request("GET", "/v1/routing")[2] == table  # unchanged
 
 
+def test_the_answer_of_a_routing_put_is_itself_a_put_that_changes_nothing(running, control):
+    """``PUT /v1/routing`` answers the table with two read-only fields (``price_notices_queued``,
+    ``mail``); sending that answer back as the next request (a GET → edit → PUT loop that keeps the
+    last answer) is taken, the extra fields ignored: nothing changes and nobody is mailed again."""
+    status, _, table = control.request("GET", "/v1/routing")
+    assert status == 200
+    status, _, same = control.request("PUT", "/v1/routing", table)  # GET → PUT: no price changes
+    assert status == 200 and same["price_notices_queued"] == 0 and same["mail"] is None, same
+    status, _, again = control.request("PUT", "/v1/routing", same)  # the answer as the request
+    assert status == 200, again
+    assert again == same and control.request("GET", "/v1/routing")[2] == table
+
+    running.create_account("routing-echo@example.com")  # someone to tell of a price change
+    dearer = {**table, "rates": {**table["rates"], "default": table["rates"]["default"] + 1}}
+    try:
+        status, _, changed = control.request("PUT", "/v1/routing", dearer)
+        assert status == 200 and changed["mail"] is not None, changed  # a price change: mailed
+        status, _, echoed = control.request("PUT", "/v1/routing", changed)
+        assert status == 200, echoed
+        assert echoed["price_notices_queued"] == 0 and echoed["mail"] is None  # not mailed again
+        assert control.request("GET", "/v1/routing")[2] == {"routes": changed["routes"],
+                                                             "rates": changed["rates"]}
+    finally:
+        assert control.request("PUT", "/v1/routing", table)[0] == 200
+
+    # only those two: any other unknown field is still refused
+    status, _, err = control.request("PUT", "/v1/routing", {**table, "routez": []})
+    assert status == 400 and err["error"]["code"] == "unknown_field", err
+
+
 @pytest.mark.parametrize("change,needle", [
     ({"routes": []}, "routes is empty"),
     ({"rates": {"germany": 1, "default": 1}}, "rates.germany"),
