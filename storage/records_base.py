@@ -96,6 +96,23 @@ class SealedRecords(Generic[R]):
                     removed += 1
         return removed
 
+    # --- inside a caller's transaction: for a store that keeps rows of its own beside each record ----
+
+    def get_in(self, txn: lmdb.Transaction, record_id: str) -> R:
+        blob = txn.get(record_id.encode(), db=self._db)
+        if blob is None:
+            raise UnknownAccount(f"no {self._label} {record_id}")
+        return self._decode(record_id.encode(), blob)
+
+    def ids_in(self, txn: lmdb.Transaction) -> list[str]:
+        return [bytes(key).decode() for key in txn.cursor(db=self._db).iternext(values=False)]
+
+    def put_in(self, txn: lmdb.Transaction, record: R) -> None:
+        self._put(txn, record)
+
+    def delete_in(self, txn: lmdb.Transaction, record_id: str) -> None:
+        txn.delete(record_id.encode(), db=self._db)
+
     def _put(self, txn: lmdb.Transaction, record: R) -> None:
         key = record.id.encode()  # type: ignore[attr-defined]
         txn.put(key, self._sealer.seal(msgpack.packb(self._encode(record, key)), key), db=self._db)
