@@ -11,11 +11,14 @@ bridge, ``BalanceLow`` to the bridge (once per crossing of an account's threshol
 ``RefundsRecorded`` to the POP that owed the debits and refunds.
 
 Debits are grouped: every debit that arrived before a ``Flush`` is written in one transaction — one sealed,
-chained entry per account (no fsync of its own, see ``storage.ledger``). A debit waits up to
+chained entry per account (its commit fsyncs the data pages it wrote but not the meta page that makes
+them current: the core environment is ``MDB_NOMETASYNC``, see ``storage.env`` and ``storage.ledger``).
+A debit waits up to
 ``DEBIT_WAIT_S`` for others to share its write (at once when ``DEBIT_BATCH`` are queued): nothing waits on
 the write (the session reserved the price at the submit, and a balance read flushes first), and under an
-open load each POP commit would otherwise cost the ledger a transaction of its own. One fsync per clock tick covers
-every debit written since, and then each POP is told which of its batches it no longer owes; the tick does
+open load each POP commit would otherwise cost the ledger a transaction (and an fsync) of its own. One
+``env.sync`` per clock tick makes durable every debit written since (it writes the meta page), and then
+each POP is told which of its batches it no longer owes; the tick does
 not write the debits still waiting for their timer (that split their shared write in two: one transaction
 and fsync more on the actors' thread, the ledger's longest turn under load). Refunds are grouped the same way
 but fsynced, because the POP forgets it owes them once told ``RefundsRecorded``; they are written after the
@@ -140,7 +143,7 @@ class LedgerActor(DispatchedActor):
         batches, self._batches = self._batches, []
         rows = [(DEBIT, d.account_id, -d.amount_micro_usd, d.message_id, d.at, "", "") for d in batch]
         try:
-            written = self.store.write(rows, durable=False, answers=False)  # confirmed at the fsync
+            written = self.store.write(rows, durable=False, answers=False)  # confirmed at the tick's sync
         except StorageError as exc:
             self._alarm(exc, f"{len(batch)} debits wait", "could not write %d debits", len(batch))
             self._debits = batch + self._debits
@@ -159,7 +162,8 @@ class LedgerActor(DispatchedActor):
         self._announce(written.low_balance)
 
     def _confirm_debits(self) -> None:
-        """One fsync for every debit written since the last (on the clock's tick, not per batch), then
+        """One ``env.sync`` for every debit written since the last (on the clock's tick, not per batch:
+        each write fsynced its data pages, this makes the meta page that points to them durable), then
         tell each POP which of its batches it no longer owes (``DebitsRecorded``)."""
         if not self._unsynced:
             return

@@ -12,7 +12,8 @@ Durability contract (what every store built on these environments inherits):
   power loss may undo the last commits before the next ``env.sync(True)`` (or the next commit's fsync), but
   never corrupts the environment: the pages a meta page points to are on disk before it. Writers that
   acknowledge something (account changes, deposits) call ``env.sync(True)`` before they answer; the only
-  unsynced writes are debits, which recovery re-derives from the durable message records.
+  writes whose meta page is left to the ledger's tick are debits (each commit still costs its fsync of
+  the data pages), which their POPs keep owing until the ledger has synced them (``storage.owed_debits``).
   (Not ``MDB_NOSYNC``: without any fsync the kernel may write the meta page before the pages it points
   to, and a power loss then leaves a corrupt environment, not merely an older one.)
 * LMDB does not wipe freed pages. A deleted value can still be read from ``data.mdb`` until its page is reused,

@@ -29,10 +29,13 @@ Low balance: an account may have a threshold. The write that takes its balance b
 :class:`LowBalance` once (a flag in the balance row, in the same transaction); the flag clears when the
 balance is back at or above the threshold, so the next crossing reports again.
 
-Durability contract: ``write`` writes one batch in one transaction, fsynced when ``durable`` (deposits,
-adjustments, refunds). Debits are written with ``durable=False`` (no fsync of their own; the next durable
-write or ``sync`` covers them): each POP keeps owing its debits (``storage.owed_debits``) until the ledger
-has synced them and said so, so a power loss between the write and the sync loses none. *Writers:* the
+Durability contract: ``write`` writes one batch in one transaction, made durable before it returns when
+``durable`` (deposits, adjustments, refunds: ``env.sync(True)`` after the commit). Debits are written with
+``durable=False``: the core environment is opened ``metasync=False`` (``storage.env``), so their commit
+still fsyncs the data pages it wrote, but the meta page that makes them current is synced only by the next
+commit's fsync or ``sync`` - a power loss before that may undo the write, never corrupt the environment.
+Each POP keeps owing its debits (``storage.owed_debits``) until the ledger has synced them and said so, so
+such a loss loses none. *Writers:* the
 ledger actor (entries, thresholds); the sweeper and account deletion (retention, the deleted flag) in
 their own transactions, which LMDB serialises. *Readers:* any thread.
 """
