@@ -25,7 +25,6 @@ from engine.http.context import (
     APP_NAME,
     BODY_TIMEOUT,
     CTX,
-    LOG_REQUESTS,
     MAX_BODY,
     OPERATOR,
     HttpContext,
@@ -198,7 +197,6 @@ def build_control_app(ctx: HttpContext) -> web.Application:
     )
     app[CTX] = ctx
     app[APP_NAME] = "control"
-    app[LOG_REQUESTS] = False
     app[MAX_BODY] = ctx.http.max_body_bytes
     app[BODY_TIMEOUT] = float(getattr(ctx.http, "body_timeout_seconds", DEFAULT_BODY_TIMEOUT_S))
     r = app.router

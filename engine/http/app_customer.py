@@ -23,7 +23,7 @@ from aiohttp import web
 from engine.errors import UnknownSender
 from engine.http import customer_billing, customer_messages, customer_privacy, openapi
 from engine.http import schemas as s
-from engine.http.context import APP_NAME, BODY_TIMEOUT, CTX, LOG_REQUESTS, MAX_BODY, HttpContext
+from engine.http.context import APP_NAME, BODY_TIMEOUT, CTX, MAX_BODY, HttpContext
 from engine.http.errors import HttpError
 from engine.http.jsonio import DEFAULT_BODY_TIMEOUT_S, json_response, read_body
 from engine.http.middleware import customer_middleware, require_account
@@ -191,7 +191,6 @@ def build_customer_app(ctx: HttpContext) -> web.Application:
                           middlewares=[customer_middleware])  # each route checks its own limit
     app[CTX] = ctx
     app[APP_NAME] = "customer"
-    app[LOG_REQUESTS] = True
     app[MAX_BODY] = ctx.http.max_body_bytes
     app[BODY_TIMEOUT] = float(getattr(ctx.http, "body_timeout_seconds", DEFAULT_BODY_TIMEOUT_S))
     r = app.router

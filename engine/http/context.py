@@ -64,7 +64,6 @@ class HttpContext:
 # Typed keys for what the apps and requests carry (aiohttp's AppKey / RequestKey).
 CTX = web.AppKey("ctx", HttpContext)
 APP_NAME = web.AppKey("name", str)
-LOG_REQUESTS = web.AppKey("log_requests", bool)
 MAX_BODY = web.AppKey("max_body_bytes", int)
 BODY_TIMEOUT = web.AppKey("body_timeout_seconds", float)
 API_KEY = web.RequestKey("api_key", object)  # engine.apikeys.PresentedKey | None: hashed once

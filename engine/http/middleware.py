@@ -4,7 +4,8 @@ The customer app has one middleware, :func:`customer_middleware` (each layer cos
 per request on the hot path): it resolves the API key, applies GCRA per key, checks path ids, runs the
 handler with every failure turned into the error shape, then adds the security and ``RateLimit-*``
 headers (so every answer, errors included, carries them), the request log and the metric. The control
-port's outermost middleware is :func:`frame_middleware` (metrics, security headers); its others are in
+port's outermost middleware is :func:`frame_middleware` (metrics, security headers; no request log: the
+control port's requests are in its own audit log, :mod:`engine.http.control_audit`); its others are in
 :mod:`engine.http.app_control`.
 """
 
@@ -18,10 +19,9 @@ from aiohttp import web
 
 from engine import apikeys
 from engine.errors import AuthError, SmsrouteError
-from engine.http.context import ACCOUNT_ID, API_KEY, APP_NAME, CTX, LOG_REQUESTS
+from engine.http.context import ACCOUNT_ID, API_KEY, APP_NAME, CTX
 from engine.http.errors import HttpError, error_answer, error_response, from_engine_error
 from engine.http.params import check_path_ids
-from engine.http.requestlog import RequestLogEntry
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -51,7 +51,8 @@ def _size(resp: web.StreamResponse) -> int:
 
 @web.middleware
 async def frame_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
-    """Time the request, log its policy-2.1 metadata, and add the security headers."""
+    """Time the request (the request metric) and add the security headers. Only the control port uses
+    it, and its requests are recorded by its audit log, not the customer API's request log (policy 2.1)."""
     ctx = request.app[CTX]
     started = time.perf_counter()
     resp = await handler(request)
@@ -61,9 +62,6 @@ async def frame_middleware(request: web.Request, handler: _Handler) -> web.Strea
     resp.headers["Cache-Control"] = "no-store"
     if ctx.tls:
         resp.headers["Strict-Transport-Security"] = HSTS
-    if request.app[LOG_REQUESTS]:
-        ctx.requestlog.record(RequestLogEntry(time.time(), endpoint, request.remote or "",
-                                              resp.status, _size(resp)))
     ctx.metrics.observe_request(request.app[APP_NAME], endpoint, resp.status,
                                 time.perf_counter() - started)
     return resp
