@@ -97,7 +97,10 @@ async def audit_middleware(request: web.Request, handler: _Handler) -> web.Strea
         return resp
     intent = request.get(_INTENT)
     try:
-        await _append(request, str(resp.status), when, {} if intent is None else {"intent": intent})
+        extra: dict[str, object] = {} if intent is None else {"intent": intent}
+        if getattr(resp, "cut", False):  # the client saw this status, then a closed connection
+            extra["cut"] = True
+        await _append(request, str(resp.status), when, extra)
     except Exception as exc:
         if intent is not None:  # it acted: answer what happened; the intent entry records the access
             log.error("audit result entry of intent %d not written (%s); answered %d", intent,

@@ -133,13 +133,36 @@ def error_answer(request: web.Request, exc: Exception, *, customer: bool = False
 
     A handler that fails after its answer started (a streamed answer: the usage export) cannot be
     answered again: the connection is closed at once, without the chunked body's terminating chunk,
-    so the client sees a broken transfer (:func:`cut_off`). The error answer returned then is never
-    sent; its status is what the request log and metrics record. Before, aiohttp wrote it into the
-    streamed body - a second status line after the rows, then a terminating chunk."""
+    so the client sees a broken transfer (:func:`cut_off`). What is returned then is a
+    :class:`CutAnswer` with the status the client saw (the streamed answer's, registered by
+    :func:`start_stream`): it is never sent, but it is what the request log, the metrics and the control
+    port's audit record - before, they recorded the error's 503/500 although the client got a 200.
+    (Before f60651d aiohttp even wrote the error into the streamed body - a second status line after
+    the rows, then a terminating chunk.) A client that left mid-answer is recorded 499, as before."""
     resp = _answer_for(request, exc, customer)
-    if resp is not None and answer_started(request):
-        cut_off(request, exc)
+    if resp is not None and answer_started(request) and not client_gone(request):
+        started = request.get(STREAMED)
+        resp = CutAnswer(status=started.status if started is not None else resp.status)
+        cut_off(request, exc, resp.status)
     return resp
+
+
+STREAMED = web.RequestKey("streamed_answer", web.StreamResponse)
+"""The answer a handler streams (:func:`start_stream`): what the client saw if it breaks off."""
+
+
+class CutAnswer(web.Response):
+    """What a request whose answer broke off after it started is recorded with: the status the client
+    saw, marked ``cut``. Never sent (its connection is closed)."""
+
+    cut = True
+
+
+async def start_stream(request: web.Request, resp: web.StreamResponse) -> None:
+    """Send ``resp``'s status line and headers (``resp.prepare``), remembering it as this request's
+    streamed answer, so a failure after this point is recorded with the status the client saw."""
+    request[STREAMED] = resp
+    await resp.prepare(request)
 
 
 def answer_started(request: web.Request) -> bool:
@@ -149,17 +172,24 @@ def answer_started(request: web.Request) -> bool:
     return writer is not None and writer.output_size > 0
 
 
-def cut_off(request: web.Request, exc: BaseException) -> None:
+def cut_off(request: web.Request, exc: BaseException, status: int) -> None:
     """Close the connection of an answer that broke off after it started, without its end (no final
     chunk, no further byte): the client sees an incomplete transfer, never a short answer that looks
-    complete. Logged once, with the error's class (a client that left is logged as such already)."""
+    complete. Logged once, with the status the client saw, ``cut`` and the error's class, and counted
+    (``smsroute_http_answers_cut_total``): the request log and the request metric show that status (a
+    client that left is logged as such already)."""
     transport = request.transport
     if transport is None or transport.is_closing():
         return  # the client left (or it was already cut): nothing to close
+    app = getattr(request.protocol, "app_name", "http")
     log.warning("answer broke off after it started; connection closed without its end", extra={
-        "app": getattr(request.protocol, "app_name", "http"), "method": request.method,
-        "route": _route_name(request), "error": type(exc).__name__})
+        "app": app, "method": request.method, "route": _route_name(request), "status": status,
+        "cut": True, "error": type(exc).__name__})
     transport.abort()
+    from engine.http.context import CTX  # (not at the top: context imports this module, indirectly)
+    ctx = request.app.get(CTX)
+    if ctx is not None:
+        ctx.metrics.answers_cut.labels(app, _endpoint(request)).inc()
 
 
 def _answer_for(request: web.Request, exc: Exception, customer: bool) -> web.StreamResponse | None:
@@ -200,6 +230,11 @@ def client_gone(request: web.Request) -> bool:
     with the client still there, is a server-side failure)."""
     transport = request.transport
     return transport is None or transport.is_closing()
+
+
+def _endpoint(request: web.Request) -> str:
+    """``METHOD /route/{template}`` (as ``engine.http.middleware.endpoint_name``; no ids)."""
+    return f"{request.method} {_route_name(request)}"
 
 
 def _route_name(request: web.Request) -> str:

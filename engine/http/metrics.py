@@ -14,7 +14,8 @@ Counters: ``smsroute_messages_total{status,pop,carrier}`` (every status change t
 ``smsroute_carrier_bind_refusals_total{carrier,pop,status}``, ``smsroute_webhook_deliveries_total{outcome}``,
 ``smsroute_retention_sweeps_total``, ``smsroute_retention_sweep_failures_total``,
 ``smsroute_retention_removed_total{store}``, ``smsroute_webhook_outbox_dropped_total{pop}``,
-``smsroute_http_shed_requests_total{reason}`` (503 at the customer API's door: ``pending``, ``delay``).
+``smsroute_http_shed_requests_total{reason}`` (503 at the customer API's door: ``pending``, ``delay``),
+``smsroute_http_answers_cut_total{app,endpoint}`` (answers that broke off after they started).
 This process's NATS link: ``smsroute_nats_*``; in a cluster's core each worker's too,
 ``smsroute_worker_nats_*{worker}`` and ``smsroute_worker_nats_answered{worker}`` (0: missing this time);
 ``smsroute_worker_stats_answered{part,worker}`` (``pops``, ``carriers``, ``retention``, ``nats``; 0: that
@@ -123,6 +124,10 @@ class HttpMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.messages = Counter("smsroute_messages", "Message status changes the engine reported",
                                 ["status", "pop", "carrier"], registry=self.registry)
+        self.answers_cut = Counter(
+            "smsroute_http_answers_cut", "Answers that broke off after they started (a streamed "
+            "answer failing mid-way): the client saw their status, then a closed connection",
+            ["app", "endpoint"], registry=self.registry)
         self.delivery_latency = Histogram(
             "smsroute_delivery_latency_seconds", "Accepted to final status, per corridor",
             ["pop", "country"], buckets=LATENCY_BUCKETS, registry=self.registry)

@@ -25,7 +25,7 @@ from aiohttp import web
 
 from engine.billing.usage import FORMATS, encode_csv, encode_json, iso, parse_time
 from engine.http.context import API_KEY, CTX, HttpContext
-from engine.http.errors import HttpError
+from engine.http.errors import HttpError, start_stream
 from engine.http.middleware import HSTS
 from engine.http.params import query_value
 
@@ -62,7 +62,7 @@ async def stream_usage(request: web.Request, account_id: str) -> web.StreamRespo
                                f'{iso(until)[:10]}.{fmt}"'})
     _frame_headers(request, ctx, resp)
     resp.enable_chunked_encoding()
-    await resp.prepare(request)
+    await start_stream(request, resp)  # a failure from here on is recorded as the 200 it cut
     chunk = first
     while chunk is not None:
         if chunk:

@@ -16,7 +16,7 @@ import pytest
 
 from engine.errors import StorageError
 from engine.http import usage_export
-from tests.engine.http.conftest import funded_account
+from tests.engine.http.conftest import funded_account, wait_for
 
 
 def _raw_get(port: int, path: str, headers: dict[str, str], deadline_s: float = 10.0
@@ -106,6 +106,50 @@ def test_an_export_failing_after_its_first_chunk_is_cut_off_not_answered_twice(
     assert closed, "the server must close the connection, not leave the client waiting"
     cut = [line for line in logs.lines if line.startswith("answer broke off")]
     assert len(cut) == 1 and type(failing_exports).__name__ in cut[0], logs.lines
+    assert "'status': 200" in cut[0] and "'cut': True" in cut[0], cut[0]
+
+
+def _sample(running, name: str, labels: dict[str, str]) -> float:
+    return running.http.ctx.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+@pytest.mark.parametrize("failing_exports", [StorageError("the ledger store failed")],
+                         ids=["store_error"], indirect=True)
+@pytest.mark.parametrize("port_name", ["customer", "control"])
+def test_a_cut_export_is_recorded_as_the_200_the_client_saw_and_counted_as_cut(
+        running, failing_exports, port_name):
+    """The client got ``200`` and then a closed connection: the request log, the request metric and
+    the control port's audit say 200 (before: the error's 503), and the cut is counted."""
+    account = funded_account(running, email=f"record-{port_name}@example.com")
+    since = time.time()
+    if port_name == "customer":
+        port, token, path = running.http.customer_port, account.api_key, "/v1/usage"
+        endpoint = "GET /v1/usage"
+    else:
+        port = running.http.control_port
+        token = running.http.ctx.tokens.create("record-cut", {"operator"})
+        path, endpoint = f"/v1/accounts/{account.id}/usage", "GET /v1/accounts/{id}/usage"
+    labels = {"app": port_name, "endpoint": endpoint}
+    cut_before = _sample(running, "smsroute_http_answers_cut_total", labels)
+    seen = {code: _sample(running, "smsroute_http_request_duration_seconds_count",
+                          {**labels, "code": code}) for code in ("200", "503")}
+    data, closed = _raw_get(port, f"{path}?format=csv", {"Authorization": f"Bearer {token}"})
+    assert data.startswith(b"HTTP/1.1 200 ") and closed
+    wait_for(lambda: _sample(running, "smsroute_http_request_duration_seconds_count",
+                             {**labels, "code": "200"}) == seen["200"] + 1,
+             what="the request metric of the cut export")
+    assert _sample(running, "smsroute_http_request_duration_seconds_count",
+                   {**labels, "code": "503"}) == seen["503"]
+    assert _sample(running, "smsroute_http_answers_cut_total", labels) == cut_before + 1
+    if port_name == "customer":
+        log = running.http.ctx.requestlog
+        logged = wait_for(lambda: [e for e in log.entries(since) if e.endpoint == endpoint],
+                          what="the request log entry")
+        assert [e.status for e in logged] == [200]
+    else:
+        audited = wait_for(lambda: [e for e in running.http.ctx.audit.entries(since)
+                                    if e.action == endpoint], what="the audit entry")
+        assert [(e.result, e.detail.get("cut")) for e in audited] == [("200", True)]
 
 
 def test_an_export_that_does_not_fail_still_ends_with_its_terminating_chunk(running):
