@@ -30,10 +30,10 @@ from typing import Any
 from engine import apikeys, submission
 from engine import messages as m
 from engine.bridge import Bridge, InFlightGate
+from engine.cluster import protocol as cluster_protocol
 from engine.cluster.nats_security import NatsSecurity
 from engine.cluster.placement import Placement
 from engine.cluster.presence import PresenceBoard
-from engine.cluster.protocol import of_process
 from engine.cluster.transport import Transport
 from engine.errors import (
     AuthError,
@@ -85,7 +85,7 @@ class EdgeEngine:
         # nor to a worker of another protocol than this edge's (engine.cluster.protocol), and the
         # core's answer to the question says its own (an ALARM line here when it differs)
         self.presence = PresenceBoard(place.workers, self.settings.engine.child_hung_after_seconds,
-                                      protocol=of_process(place.node), me="edge")
+                                      protocol=cluster_protocol.PROTOCOL, me="edge")
         self.transport.readiness = self.presence.listen(self.transport)
         self.presence.wait_all_heard(PRESENCE_WAIT_S)
         self._expiry.start()

@@ -197,12 +197,19 @@ class LocalCluster:
         for e in self.edges:
             self._wait_ready(e, deadline, timeout)
 
+    def child_command(self, node: str, module: str) -> list[str]:
+        """How the worker or edge ``node`` is started (before its arguments): this Python running
+        ``module``. One place, so a test can start a child another way (as another version:
+        ``tests/engine/cluster/other_protocol.py``) without production code reading a test-only
+        setting."""
+        return [sys.executable, "-m", module]
+
     def _spawn(self, w: _Worker) -> None:
         if w.kind == "e":
             return self._spawn_edge(w)
         data = self.data_dir / "workers" / w.node
         data.mkdir(parents=True, exist_ok=True, mode=0o700)
-        args = [sys.executable, "-m", "engine.cluster.worker", "--index", str(w.index),
+        args = [*self.child_command(w.node, "engine.cluster.worker"), "--index", str(w.index),
                 "--workers", str(len(self.workers)), "--nats", ",".join(self._nats_for(w)),
                 "--data-dir", str(data), "--parent-pid", str(os.getpid()),
                 "--beat-every", repr(self.deadlines.beat_every)]
@@ -243,7 +250,7 @@ class LocalCluster:
 
     def _spawn_edge(self, e: _Worker) -> None:
         core_url, host, port = self._edge_at
-        args = [sys.executable, "-m", "engine.cluster.edge", "--index", str(e.index),
+        args = [*self.child_command(e.node, "engine.cluster.edge"), "--index", str(e.index),
                 "--workers", str(len(self.workers)), "--edges", str(len(self.edges)),
                 "--nats", ",".join(self.nats_urls),
                 "--data-dir", str(self.data_dir / "edges" / e.node), "--host", host,

@@ -230,7 +230,7 @@ class PresenceAnnouncer:
     heartbeat's ``on_beat``), ``stopping`` once (:meth:`stopping`), and its last ``ready`` again when a
     listener asks - only if that was less than ``fresh_for`` seconds ago (a worker whose actors stopped
     answering must not be called ready by its NATS loop, which still runs). Each carries ``protocol``
-    (the worker's: ``engine.cluster.protocol.of_process``); it asks once at its start, so the core says
+    (the worker's: ``engine.cluster.protocol.PROTOCOL``); it asks once at its start, so the core says
     its own (``here``), and logs an ALARM line when that differs (:class:`CoreProtocolWatch`)."""
 
     def __init__(self, transport: Any, node: str, fresh_for: float,

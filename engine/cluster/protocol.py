@@ -16,12 +16,15 @@ core hands no work to a process of another protocol: ``/readyz`` 503 naming it
 core of another protocol logs an ALARM line of its own. A process from before protocol numbers announces
 nothing on NATS (it is ``not seen`` by a ``--role core`` and by the edges) and has no protocol in its
 ready line (protocol 0 here): refused the same way.
+
+Production code reads no setting to speak another protocol. Tests of a mixed cluster start a worker or
+edge through a test-only entry point that sets :data:`PROTOCOL` in that child before the engine's
+modules are imported (``tests/engine/cluster/other_protocol.py``, through
+``engine.cluster.local.LocalCluster.child_command``); before, every worker and edge read a test-only
+environment variable naming nodes and numbers, which production processes inherited too.
 """
 
 from __future__ import annotations
-
-import os
-from collections.abc import Mapping
 
 # The protocol this version speaks. Bump it (by one) in the commit that changes what crosses NATS so
 # that a process of the commit before would misread it or be misread, or fail on it: a message's fields,
@@ -36,21 +39,7 @@ PROTOCOL = 1
 
 #: A process from before protocol numbers (a ready line without ``protocol=``).
 UNNUMBERED = 0
-#: For tests of a cluster of mixed versions only (never set it in production): ``w1=3,e0=2`` makes
-#: worker w1 speak (announce, and compare the core's with) protocol 3, edge e0 protocol 2. Read by the
-#: worker and edge processes, which inherit it from the test's ``smsroute run``; the core ignores it.
-OVERRIDE_ENV = "SMSROUTE_TEST_PROTOCOL"
 WORD = "protocol="  # in a ready line: "smsroute worker w0 ready protocol=1"
-
-
-def of_process(node: str, environ: Mapping[str, str] = os.environ) -> int:
-    """The protocol the worker or edge ``node`` speaks: :data:`PROTOCOL`, unless :data:`OVERRIDE_ENV`
-    names ``node`` (tests)."""
-    for pair in environ.get(OVERRIDE_ENV, "").split(","):
-        name, _, value = pair.strip().partition("=")
-        if name == node and value.strip().isdigit():
-            return int(value)
-    return PROTOCOL
 
 
 def ready_suffix(protocol: int) -> str:

@@ -22,13 +22,14 @@ from pathlib import Path
 
 from actors.supervisor import Runtime
 from engine import log_format
+from engine.cluster import protocol as cluster_protocol
 from engine.cluster.handoff import overrides_from
 from engine.cluster.heartbeat import Heartbeat, Probe, actors_probe, loop_probe, parts_probe
 from engine.cluster.lifeline import stop_when_parent_exits
 from engine.cluster.liveness import Deadlines
 from engine.cluster.placement import worker_placement
 from engine.cluster.presence import PresenceAnnouncer
-from engine.cluster.protocol import of_process, ready_suffix
+from engine.cluster.protocol import ready_suffix
 from engine.cluster.start_failure import report
 from engine.config import load_settings
 from engine.errors import SmsrouteError
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None, overrides: dict | None = None) -> int:
         return 2
     if settings.engine.gc_tuning:
         freeze_start_up_objects()
-    protocol = of_process(placement.node)  # said to smsroute run and on NATS: engine.cluster.protocol
+    protocol = cluster_protocol.PROTOCOL  # said to smsroute run and on NATS: engine.cluster.protocol
     print(f"smsroute worker {placement.node} ready{ready_suffix(protocol)}", flush=True)
     # announced ready on NATS after every round that beat, for the core and the edges, which refuse
     # this worker's submits while it is not (engine.cluster.presence); the beat line on stdout only

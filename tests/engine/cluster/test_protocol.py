@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import logging
 import queue
+from pathlib import Path
 from types import SimpleNamespace
 
 from hypothesis import given
@@ -31,11 +32,9 @@ from engine.cluster.presence import (
     PresenceBoard,
 )
 from engine.cluster.protocol import (
-    OVERRIDE_ENV,
     PROTOCOL,
     UNNUMBERED,
     mismatch,
-    of_process,
     of_ready_line,
     ready_suffix,
 )
@@ -59,13 +58,6 @@ def test_a_ready_line_says_its_protocol_and_one_without_is_a_process_from_before
     assert of_ready_line(line) == UNNUMBERED
     assert of_ready_line(line + " protocol=x") == UNNUMBERED  # not taken for a number of ours
     assert line.startswith(line)  # (an older reader matches the line by its start: it still does)
-
-
-def test_the_test_override_names_the_process_it_is_for():
-    env = {OVERRIDE_ENV: "w1=3, e0=7,bad,w2=x"}
-    assert of_process("w1", env) == 3 and of_process("e0", env) == 7
-    assert of_process("w0", env) == PROTOCOL and of_process("w2", env) == PROTOCOL
-    assert of_process("w1", {}) == PROTOCOL
 
 
 class Wire:
@@ -209,3 +201,14 @@ def test_metrics_show_a_worker_of_another_protocol():
     ).exposition().decode()
     assert 'smsroute_worker_protocol_mismatch{worker="w0"} 0.0' in text
     assert 'smsroute_worker_protocol_mismatch{worker="w1"} 1.0' in text
+
+
+def test_production_code_reads_no_test_only_environment_variable():
+    """No engine, actor, store or bench module names an ``SMSROUTE_TEST_*`` variable: a test-only
+    switch in production code is one a production process inherits (before: every worker and edge read
+    ``SMSROUTE_TEST_PROTOCOL``). Tests start a child of another protocol through
+    ``tests/engine/cluster/other_protocol.py`` instead."""
+    root = Path(__file__).resolve().parents[3]
+    named = [str(path.relative_to(root)) for folder in ("engine", "actors", "storage", "bench")
+             for path in (root / folder).rglob("*.py") if "SMSROUTE_TEST_" in path.read_text()]
+    assert named == []

@@ -1,8 +1,9 @@
 """A worker of another cluster protocol (another smsroute version) is handed no work, and the core says
 so - real worker processes, a real nats-server, the customer and control ports' real sockets.
 
-Worker w1 speaks another protocol through the test override (``SMSROUTE_TEST_PROTOCOL``, inherited by
-the worker processes; the core in this process ignores it). Before, nothing compared versions: the core
+Worker w1 speaks another protocol: it is started through the test-only entry point
+``tests/engine/cluster/other_protocol.py`` (``LocalCluster.child_command`` monkeypatched in this
+process), which sets the protocol in that child only. Before, nothing compared versions: the core
 handed w1 its accounts' submits and its queries as to any worker, and what had changed between the
 versions failed one request at a time (a hold placement with arguments the older side did not know).
 Now ``/readyz`` answers 503 naming ``worker:w1 (protocol 2, core 1)``, a submit for an account of w1 is
@@ -19,9 +20,10 @@ import pytest
 
 from engine import Engine
 from engine.cluster.local import LocalCluster
-from engine.cluster.protocol import OVERRIDE_ENV, PROTOCOL
+from engine.cluster.protocol import PROTOCOL
 from engine.config import load_settings
 from tests.door import LAG_NEVER_SHEDS
+from tests.engine.cluster.other_protocol import speaking
 from tests.engine.cluster.support import Cluster, funded_accounts
 from tests.engine.crash_support import delivering_carriers
 from tests.engine.http.conftest import Client
@@ -80,7 +82,7 @@ def _check_w1_refused_w0_served(engine: Engine) -> None:
 
 
 def test_a_supervising_core_hands_a_worker_of_another_protocol_no_work(tmp_path, monkeypatch):
-    monkeypatch.setenv(OVERRIDE_ENV, f"w1={OTHER}")
+    monkeypatch.setattr(LocalCluster, "child_command", speaking({"w1": OTHER}))
     c = Cluster(tmp_path, workers=2, overrides=_overrides(), http=True)
     try:
         _check_w1_refused_w0_served(c.engine)
@@ -91,7 +93,7 @@ def test_a_supervising_core_hands_a_worker_of_another_protocol_no_work(tmp_path,
 def test_a_role_core_hands_a_worker_of_another_protocol_no_work(tmp_path, monkeypatch):
     """``--role core``: the workers are not its children; it knows w1's protocol from w1's
     announcements on NATS."""
-    monkeypatch.setenv(OVERRIDE_ENV, f"w1={OTHER}")
+    monkeypatch.setattr(LocalCluster, "child_command", speaking({"w1": OTHER}))
     overrides = _overrides()
     workers = LocalCluster(tmp_path / "cluster", 2, overrides=overrides)  # "other hosts'" supervisor
     engine = None
