@@ -8,7 +8,7 @@ import json
 import pytest
 
 from bench import modes
-from bench.cli import add_bench_arguments, run_bench
+from bench.cli import accounts_of, add_bench_arguments, run_bench
 from bench.harness import Bench
 from bench.scenario import load_scenario
 
@@ -120,3 +120,14 @@ def test_the_linearity_mode_reports_a_cpu_ratio_for_ten_times_the_messages():
     lin = result.linearity
     assert lin["messages"] == [50, 500]
     assert lin["cpu_s"][1] > 0 and lin["ratio"] > 0
+
+
+@pytest.mark.parametrize("argv,accounts", [([], 1), (["--workers", "2"], 2), (["--workers", "3"], 3),
+                                           (["--workers", "2", "--accounts", "8"], 8),
+                                           (["--accounts", "5"], 5)])
+def test_the_default_accounts_are_one_per_engine_process_and_accounts_still_chooses(argv, accounts):
+    """Single process and cluster compare like with like: by default each engine process (the single
+    one, or each worker) serves one account (before: 1 against 8 with --workers)."""
+    parser = argparse.ArgumentParser()
+    add_bench_arguments(parser)
+    assert accounts_of(parser.parse_args(argv)) == accounts
