@@ -167,7 +167,8 @@ class Runtime:
         if place.runs_core:
             if place.clustered and not place.runs_pops:  # before any account is routed by the count
                 self.topology = record_topology(self.data_dir, len(place.workers),
-                                                fresh=not (self.data_dir / "core").exists())
+                                                fresh=not (self.data_dir / "core").exists(),
+                                                accept_fewer=place.accept_fewer_workers)
             self._open_core(map_size, keys_dir)
         if place.runs_pops:
             self._open_pops(map_size, keys_dir)

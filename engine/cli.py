@@ -145,7 +145,11 @@ def _cluster_for(args: argparse.Namespace, overrides: dict[str, Any]) -> tuple[A
     if args.role == "core":
         if not nats:
             raise ConfigError("--role core needs --nats URL (the workers' NATS deployment)")
-        return None, core_placement(args.workers, nats)
+        return None, core_placement(args.workers, nats,
+                                    accept_fewer_workers=args.accept_fewer_workers)
+    if args.accept_fewer_workers:
+        raise ConfigError("--accept-fewer-workers goes with --role core (a supervised cluster checks "
+                          "its workers' directories itself)")
     cluster = LocalCluster(Path(args.data_dir), args.workers, config=args.config,
                            overrides=overrides or None, nats=nats)
     return cluster, cluster.core_placement()
@@ -275,6 +279,10 @@ def _add_run_parser(sub: Any) -> None:
                         "--workers N (both need --nats)")
     c.add_argument("--worker-index", type=count_from(0), default=0, metavar="K",
                    help="with --role worker: this worker's number, 0..N-1")
+    c.add_argument("--accept-fewer-workers", action="store_true",
+                   help="with --role core: start with fewer --workers than the cluster last ran with "
+                        "(<data>/topology.json), accepting that the messages the missing workers hold "
+                        "are left out of their accounts' reads (refused without it)")
     _add_smsc_arguments(run)
     run.set_defaults(func=cmd_run)
 

@@ -33,6 +33,9 @@ class Placement:
     workers: tuple[str, ...] = ()  # every worker of the cluster, in partition order
     nats: tuple[str, ...] = ()  # NATS server URLs
     nats_token_file: str = ""  # a local cluster's own server: the file holding its token (not [nats])
+    # a --role core started with fewer workers than it last ran with: the operator accepted that what
+    # the missing workers hold is left out of reads (engine.cluster.topology; else refused)
+    accept_fewer_workers: bool = False
 
     @property
     def clustered(self) -> bool:
@@ -46,10 +49,11 @@ class Placement:
         return f"{self.node}/{pop}" if self.clustered else pop
 
 
-def core_placement(workers: int, nats: list[str], nats_token_file: str = "") -> Placement:
+def core_placement(workers: int, nats: list[str], nats_token_file: str = "", *,
+                   accept_fewer_workers: bool = False) -> Placement:
     return Placement(node=CORE, runs_core=True, runs_pops=False,
                      workers=tuple(f"w{i}" for i in range(workers)), nats=tuple(nats),
-                     nats_token_file=nats_token_file)
+                     nats_token_file=nats_token_file, accept_fewer_workers=accept_fewer_workers)
 
 
 def worker_placement(index: int, workers: int, nats: list[str], nats_token_file: str = "") -> Placement:

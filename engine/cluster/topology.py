@@ -10,9 +10,16 @@ then affects only the accounts it holds).
 
 The core keeps the worker counts it started with in ``<data>/topology.json`` (written atomically
 before the core opens its stores, so a count is recorded before any message is routed by it):
-``{"worker_counts": [1, 2], "complete": true}``. A core whose data directory has stores but no such file
-(written by a version that kept none) or an unreadable one does not know its history: ``complete`` is
-false and every worker may hold every account's messages (all are asked, as before).
+``{"worker_counts": [1, 2], "complete": true, "last": 2}``. A core whose data directory has stores but no
+such file (written by a version that kept none) or an unreadable one does not know its history:
+``complete`` is false and every worker may hold every account's messages (all are asked, as before).
+
+Fewer workers than the cluster last ran with (``last``; a file without it: its largest count) is refused
+at start: what the missing workers hold would silently vanish from their accounts' reads. Before, a
+``--role core`` restarted with fewer workers started and simply asked no missing worker. The operator
+accepts the shrink with ``--accept-fewer-workers`` (recorded as the new ``last``, so it is asked once);
+a supervising core (``smsroute run --workers N``) needs no flag when the missing workers' directories,
+which it keeps, hold no messages (``LocalCluster`` refuses to start otherwise).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.errors import ConfigError
 from storage.keys import atomic_write
 
 log = logging.getLogger(__name__)
@@ -48,31 +56,53 @@ class TopologyHistory:
         return tuple(node for i, node in enumerate(workers) if i in indexes)
 
 
-def record(data_dir: Path, workers: int, *, fresh: bool) -> TopologyHistory:
+def record(data_dir: Path, workers: int, *, fresh: bool, accept_fewer: bool = False
+           ) -> TopologyHistory:
     """The core's history with ``workers`` added, written to ``<data_dir>/topology.json`` if it
-    changed. ``fresh``: the core has no stores yet, so no earlier worker count holds anything."""
+    changed. ``fresh``: the core has no stores yet, so no earlier worker count holds anything.
+    ConfigError for fewer workers than the cluster last ran with, unless ``accept_fewer`` or the
+    missing workers' directories are here and hold no messages (see the module docstring)."""
     path = data_dir / FILE
     saved = _read(path)
     if saved is None:
-        counts, complete = [workers], fresh
+        counts, complete, last = [workers], fresh, workers
         if not fresh:
             log.warning("no record of the worker counts this cluster ran with (a data directory from "
                         "before %s was kept): every worker is asked for each account's messages", FILE)
     else:
-        counts, complete = saved
-        if workers in counts:
+        counts, complete, last = saved
+        if workers < last:
+            _check_fewer(data_dir, path, workers, last, accept_fewer)
+        if workers in counts and workers == last:
             return TopologyHistory(tuple(counts) if complete else None)
-        if counts:
-            log.warning("the cluster now runs %d workers (before: %s); accounts' earlier messages are "
-                        "read where they were written", workers, ", ".join(map(str, counts)))
-        counts = [*counts, workers]
-    atomic_write(path, json.dumps({"worker_counts": counts, "complete": complete}).encode())
+        if workers not in counts:
+            if counts:
+                log.warning("the cluster now runs %d workers (before: %s); accounts' earlier messages "
+                            "are read where they were written", workers, ", ".join(map(str, counts)))
+            counts = [*counts, workers]
+    atomic_write(path, json.dumps({"worker_counts": counts, "complete": complete,
+                                   "last": workers}).encode())
     return TopologyHistory(tuple(counts) if complete else None)
 
 
-def _read(path: Path) -> tuple[list[int], bool] | None:
-    """``(counts, complete)`` from the file; None if there is none. One that cannot be read is an
-    unknown history (every worker asked), never a reason not to start."""
+def _check_fewer(data_dir: Path, path: Path, workers: int, last: int, accepted: bool) -> None:
+    missing = [f"w{k}" for k in range(workers, last)]
+    kept = data_dir / "workers"
+    if kept.is_dir() and not any((kept / node / "pops").exists() for node in missing):
+        return  # a supervising core's own workers, holding nothing (LocalCluster checked them)
+    if not accepted:
+        raise ConfigError(
+            f"the cluster last ran with {last} workers (recorded in {path}); with --workers {workers} "
+            f"the messages of {', '.join(missing)} would be left out of their accounts' reads (listing, "
+            f"exports, usage, status): start with --workers {last}, or, if those workers are gone for "
+            "good, add --accept-fewer-workers to accept that")
+    log.warning("started with %d workers, fewer than the %d the cluster last ran with (accepted): the "
+                "messages of %s are left out of their accounts' reads", workers, last, ", ".join(missing))
+
+
+def _read(path: Path) -> tuple[list[int], bool, int] | None:
+    """``(counts, complete, last)`` from the file; None if there is none. One that cannot be read is an
+    unknown history (every worker asked, no count to keep to), never a reason not to start."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -82,8 +112,9 @@ def _read(path: Path) -> tuple[list[int], bool] | None:
         counts = [int(n) for n in data["worker_counts"]]
         if not counts or min(counts) < 1:
             raise ValueError("no worker count")
-        return counts, bool(data["complete"])
-    except (ValueError, KeyError, TypeError) as exc:
+        last = int(data.get("last", max(counts)))  # (a file from before "last": its largest count)
+        return counts, bool(data["complete"]), last
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         log.warning("%s is unreadable (%s): every worker is asked for each account's messages",
                     path.name, type(exc).__name__)
-        return [], False
+        return [], False, 0

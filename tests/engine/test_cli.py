@@ -180,3 +180,18 @@ def test_an_smsc_that_is_not_host_port_is_the_documented_one_line_failure(tmp_pa
     assert result.stderr.strip().splitlines() == [
         f"smsroute: invalid_config: --smsc wants HOST:PORT (a port 1-65535), got {hostport!r}"]
     assert not (tmp_path / "d").exists()  # refused before anything started
+
+
+def test_accept_fewer_workers_reaches_a_role_cores_placement_and_is_refused_without_role_core():
+    from engine.cli import _cluster_for
+    from engine.errors import ConfigError
+
+    args = build_parser().parse_args(["run", "--role", "core", "--workers", "2", "--nats",
+                                      "nats://127.0.0.1:4222", "--accept-fewer-workers"])
+    assert _cluster_for(args, {})[1].accept_fewer_workers is True
+    args = build_parser().parse_args(["run", "--role", "core", "--workers", "2", "--nats",
+                                      "nats://127.0.0.1:4222"])
+    assert _cluster_for(args, {})[1].accept_fewer_workers is False
+    args = build_parser().parse_args(["run", "--workers", "2", "--accept-fewer-workers"])
+    with pytest.raises(ConfigError, match="goes with --role core"):
+        _cluster_for(args, {})

@@ -13,12 +13,14 @@ import json
 import zlib
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from engine import messages as m
 from engine.cluster.cluster_shards import ClusterShards
 from engine.cluster.topology import FILE, TopologyHistory, record
+from engine.errors import ConfigError
 
 WORKERS = ("w0", "w1", "w2", "w3")
 
@@ -31,8 +33,50 @@ def test_a_new_cores_history_grows_with_each_new_worker_count(tmp_path):
     assert record(tmp_path, 2, fresh=True) == TopologyHistory((2,))
     assert record(tmp_path, 2, fresh=False) == TopologyHistory((2,))  # the same count: unchanged
     assert record(tmp_path, 3, fresh=False) == TopologyHistory((2, 3))
-    assert json.loads((tmp_path / FILE).read_text()) == {"worker_counts": [2, 3], "complete": True}
-    assert record(tmp_path, 2, fresh=False) == TopologyHistory((2, 3))  # back to 2: nothing new
+    assert json.loads((tmp_path / FILE).read_text()) == {"worker_counts": [2, 3], "complete": True,
+                                                         "last": 3}
+    assert record(tmp_path, 2, fresh=False, accept_fewer=True) == TopologyHistory((2, 3))  # back to 2
+
+
+def test_fewer_workers_than_the_cluster_last_ran_with_is_refused_naming_the_recorded_count(tmp_path):
+    """A ``--role core`` (its workers' directories are on other hosts) restarted with 2 of its 4
+    workers: the messages on w2 and w3 would vanish from their accounts' reads. Before, it started and
+    asked neither."""
+    record(tmp_path, 4, fresh=True)
+    with pytest.raises(ConfigError) as refused:
+        record(tmp_path, 2, fresh=False)
+    message = str(refused.value)
+    assert "last ran with 4 workers" in message and str(tmp_path / FILE) in message
+    assert "w2, w3" in message and "--accept-fewer-workers" in message
+    assert json.loads((tmp_path / FILE).read_text())["last"] == 4  # nothing recorded
+    assert record(tmp_path, 4, fresh=False) == TopologyHistory((4,))  # all of them: fine
+
+
+def test_an_accepted_shrink_is_recorded_and_not_asked_again(tmp_path):
+    record(tmp_path, 4, fresh=True)
+    assert record(tmp_path, 2, fresh=False, accept_fewer=True) == TopologyHistory((4, 2))
+    assert record(tmp_path, 2, fresh=False) == TopologyHistory((4, 2))  # accepted once: remembered
+    with pytest.raises(ConfigError):
+        record(tmp_path, 1, fresh=False)  # fewer again: asked again
+
+
+def test_a_file_from_before_last_was_kept_counts_its_largest_count(tmp_path):
+    (tmp_path / FILE).write_text(json.dumps({"worker_counts": [2, 4], "complete": True}))
+    with pytest.raises(ConfigError, match="last ran with 4 workers"):
+        record(tmp_path, 2, fresh=False)
+
+
+def test_a_supervising_core_whose_missing_workers_hold_nothing_may_shrink(tmp_path):
+    """``smsroute run --workers N`` keeps its workers' directories: LocalCluster refuses to start when
+    a missing one holds messages, so one that holds none needs no flag."""
+    record(tmp_path, 3, fresh=True)
+    for node in ("w0", "w1", "w2"):
+        (tmp_path / "workers" / node).mkdir(parents=True)
+    (tmp_path / "workers" / "w0" / "pops").mkdir()
+    assert record(tmp_path, 2, fresh=False) == TopologyHistory((3, 2))
+    (tmp_path / "workers" / "w1" / "pops").mkdir()
+    with pytest.raises(ConfigError):
+        record(tmp_path, 1, fresh=False)  # w1 holds messages (not LocalCluster's case: refused here)
 
 
 def test_a_core_that_ran_before_the_history_was_kept_asks_every_worker(tmp_path):
