@@ -1,7 +1,8 @@
 """The customer API's door in tests that are not about it: a loop that lags on a loaded machine sheds no one.
 
 The door refuses new requests with ``503 overloaded`` while the HTTP loop runs more than
-``queue_delay_target_ms`` (25) behind for three probes in a row (``engine.http.shedding``). On a loaded CI
+``queue_delay_target_ms`` (25) behind for three probes in a row with 4 or more requests in progress
+(``engine.http.shedding``). On a loaded CI
 machine (2 cores shared with other jobs) a test's process is starved that long now and then, and a test
 that asserts an exact answer then fails on a refusal that says nothing about what it tests. Tests that
 start an engine or an edge take :data:`LAG_NEVER_SHEDS` in their ``[http]`` settings: only a lag of

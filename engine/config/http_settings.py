@@ -5,7 +5,7 @@ Both ports bind 127.0.0.1 by default: TLS 1.2+ wherever a port is exposed beyond
 bind beyond loopback without ``tls_cert`` and ``tls_key`` is refused here. A body is at most 64 KiB
 (2 MiB for ``POST /v1/messages/batch``, up to 1,000 messages); larger ones are refused with 413 before they
 are read. Overload is refused at the door: 503 when ``max_pending_requests`` (64) are being served or the
-HTTP loop runs more than ``queue_delay_target_ms`` (25) behind, since queueing would only add latency and
+HTTP loop runs more than ``queue_delay_target_ms`` (25) behind with 4 or more in progress, since queueing would only add latency and
 memory. A rotated-out webhook secret still signs for at most 7 days.
 """
 
@@ -63,7 +63,7 @@ class HttpSettings:
     control_auth_failures_per_minute: Annotated[int, Range(1, 1_000_000)] = 10
     # customer requests being served at once; beyond: 503 at the door
     max_pending_requests: Annotated[int, Range(1, 1_000_000_000)] = 64
-    # the HTTP loop's lag beyond which requests are refused (503)
+    # the HTTP loop's lag beyond which requests are refused (503) while 4 or more are being served
     queue_delay_target_ms: Annotated[float, Range(0, 1e9, open_low=True)] = 25.0
 
 

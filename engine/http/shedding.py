@@ -13,6 +13,12 @@ body that has arrived is skipped by the HTTP parser without ever being parsed (t
 open); one still on its way is not waited for (the connection is closed after the answer). The admitted requests keep a
 latency near their unloaded one, and the memory held by waiting requests stays bounded.
 
+The lag sheds only with a queue: a loop that lags while (almost) nothing is in progress is slowed by the
+machine (another process on the cores, a long GC pause), not by the requests it serves, and refusing a
+lone request then helps no one - before, the only request in progress was refused 503. Overload from
+requests always shows as requests in progress: each admitted one holds its slot until answered, and
+they wait for the lagging loop too.
+
 Operators see a burst in the log: one warning when the door starts refusing, one when it has been quiet
 again for :data:`QUIET_PROBES` probes, with how many it refused and why (each refusal is counted in the
 metrics too; they are not written to the request log one by one, which under overload would cost what the
@@ -34,6 +40,7 @@ from engine.http.errors import error_body
 PROBE_S = 0.01
 RETRY_AFTER_S = 1
 SUSTAINED_PROBES = 3  # probes in a row later than the target before the delay sheds
+LAG_SHEDS_FROM = 4  # ... and only while at least this many requests are being served (a queue)
 QUIET_PROBES = 200  # after shedding, this many quiet probes (~2 s) before memory is given back
 _BODY = error_body("overloaded", "the API is at capacity; retry after the Retry-After seconds")
 _HEADERS = {"Retry-After": str(RETRY_AFTER_S), "Content-Type": "application/json",
@@ -110,7 +117,7 @@ class Shedder:
         if self.pending >= self.max_pending:
             self.counts["shed_pending"] += 1
             return False
-        if self._late >= SUSTAINED_PROBES:
+        if self._late >= SUSTAINED_PROBES and self.pending >= LAG_SHEDS_FROM:
             self.counts["shed_delay"] += 1
             return False
         self.pending += 1
