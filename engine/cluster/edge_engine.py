@@ -17,6 +17,7 @@ and ``RateLimit-Reset`` as the one-process engine would (within the bound its do
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import logging
 import math
@@ -232,7 +233,10 @@ class LeasedLimiter:
     ``CREDIT`` requests into debt (repaid from its next lease) while one is fetched - a key this edge has
     not leased for yet, a whole first block (``lease``): the requests that arrive together on a new key
     (32 connections opening at once) would otherwise be refused before the first lease is back. Beyond
-    that, or once the core has refused a lease, the request is refused (429, ``Retry-After``). So an edge
+    that the request waits for the lease on its way (:meth:`recheck_after_lease`, at most
+    ``LEASE_WAIT_S``), and is refused (429, ``Retry-After``) if it brings nothing or is late, or at once
+    once the core has refused a lease - then the key is not asked for again before the retry time the
+    core gave (at most one lease per key is on its way in any case). So an edge
     runs at most ``lease`` requests ahead of the core's count on a key it meets, and ``CREDIT`` after.
 
     A key's block starts at ``lease`` and grows fourfold (up to ``max_lease``) each time it ran dry while
@@ -280,6 +284,7 @@ class LeasedLimiter:
 
     CREDIT = 1
     VIEW_MAX_AGE_S = 1.0
+    LEASE_WAIT_S = 0.05  # the longest a refused request waits for its edge's lease on its way
 
     def __init__(self, engine: EdgeEngine, executor: Any, lease: int = 20,
                  max_lease: int = 1000, *, edges: int = 1, max_keys: int = 100_000,
@@ -321,6 +326,7 @@ class LeasedLimiter:
         self._pending: set[str] = set()
         self._retry_at: dict[str, float] = {}  # keys the core refused a lease, and when to retry
         self._view: dict[str, tuple[float, float]] = {}  # the core's TAT of a key, when it was asked
+        self._waiters: dict[str, list[asyncio.Future]] = {}  # requests waiting for the key's lease
         self._lock = threading.Lock()
 
     def check(self, key: str, now: float | None = None) -> Decision:
@@ -337,7 +343,8 @@ class LeasedLimiter:
             on_its_way = key in self._pending
             if tokens <= self._low(key):  # (low, or fewer left after this one)
                 self._want.add(key)
-                self._fetch(key)
+                if not self._refused_until(key, now):  # (else asked by a request after that time)
+                    self._fetch(key)
             elif self._stale(key, now):
                 self._fetch(key)
             credit = self.CREDIT if key in self._leased else self.lease
@@ -352,6 +359,48 @@ class LeasedLimiter:
                     self._spend_lot(key)
                 return self._decision(key, tokens - 1, now, None)
             return self._decision(key, tokens, now, max(self._retry_at.get(key, now) - now, 0.05))
+
+    async def recheck_after_lease(self, key: str, refused: Decision) -> Decision:
+        """A request :meth:`check` refused while the key's lease is on its way waits for that lease
+        (at most ``LEASE_WAIT_S`` in all) and is checked again: before, a lease slower than the key's
+        next request on this edge refused that request (429) far below the key's limit - up to 12 of a
+        burst of 40 with random lease delays. Waiting requests hold their slot at the door, which bounds
+        them; a key the core refused (until its retry time) has no lease worth waiting for."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.LEASE_WAIT_S
+        decision = refused
+        while not decision.allowed:
+            left = deadline - loop.time()
+            arrived = None
+            with self._lock:
+                if self._tokens.get(key, 0) <= 0:  # (else its lease came back since the check)
+                    if left <= 0 or not self._worth_waiting(key, self.clock()):
+                        return decision
+                    arrived = loop.create_future()
+                    self._waiters.setdefault(key, []).append(arrived)
+            if arrived is not None:
+                try:
+                    await asyncio.wait_for(arrived, left)
+                except TimeoutError:
+                    return decision
+            decision = self.check(key)
+        return decision
+
+    def lease_on_its_way(self, key: str) -> bool:
+        """Whether a request refused now would be checked again once the key's lease is back
+        (:meth:`recheck_after_lease`)."""
+        with self._lock:
+            return self._worth_waiting(key, self.clock())
+
+    def _worth_waiting(self, key: str, now: float) -> bool:
+        return key in self._pending and not self._refused_until(key, now)
+
+    def _refused_until(self, key: str, now: float) -> bool:
+        """The core granted the key none and said when to ask again, which is not yet: refused
+        requests ask nothing meanwhile (before, each refused request asked the core again as soon as
+        the previous lease was back, so a refused flood became a lease flood)."""
+        retry_at = self._retry_at.get(key)
+        return retry_at is not None and now < retry_at
 
     def sweep(self, now: float | None = None) -> None:
         """Lapse the tokens of every key whose lease is over, and give them back (in the background):
@@ -446,6 +495,15 @@ class LeasedLimiter:
         self.executor.submit(self._lease, key)
 
     def _lease(self, key: str) -> None:
+        try:
+            self._exchange(key)
+        finally:  # the key's requests waiting for this lease are checked again (recheck_after_lease)
+            with self._lock:
+                waiters = self._waiters.pop(key, ())
+            for arrived in waiters:
+                arrived.get_loop().call_soon_threadsafe(_wake, arrived)
+
+    def _exchange(self, key: str) -> None:
         """Ask the core for the key's next block (up to this edge's share) when its requests found it
         low, or else for nothing: only its count (a stale view), or to give back lapsed tokens (a key
         nobody uses any more is given no new block)."""
@@ -453,7 +511,10 @@ class LeasedLimiter:
             tokens = self._tokens.get(key, 0)
             block = self._block.get(key, self.lease)
             wanted = key in self._want and tokens <= self._low(key)
-            self._want.discard(key)
+            if wanted and self._refused_until(key, self.clock()):
+                wanted = False  # (kept wanted: a request after the retry time asks)
+            else:
+                self._want.discard(key)
             asked = max(0, min(block, self.share - tokens)) if wanted else 0
             give_back = self._give_back.pop(key, [])
         asked_at = self.clock()
@@ -504,5 +565,11 @@ class LeasedLimiter:
                 self._retry_at.pop(key, None)
             if asked and self._tokens.get(key, 0) <= self._low(key):
                 self._want.add(key)  # drained meanwhile
-            if key in self._want or key in self._give_back:  # (or more lapsed meanwhile)
+            if ((key in self._want and not self._refused_until(key, self.clock()))
+                    or key in self._give_back):  # (or more lapsed meanwhile)
                 self._fetch(key)
+
+
+def _wake(arrived: asyncio.Future) -> None:
+    if not arrived.done():  # (one that timed out was cancelled)
+        arrived.set_result(None)

@@ -123,6 +123,9 @@ async def customer_middleware(request: web.Request, handler: _Handler) -> web.St
         # per API key (its digest, never the key itself); unauthenticated callers per source IP
         limit_key = key.digest.hex()[:32] if account_id is not None else f"ip:{request.remote}"
         decision = ctx.limiter.check(limit_key)
+        if not decision.allowed and (recheck := getattr(ctx.limiter, "recheck_after_lease", None)):
+            # an HTTP edge's limiter: a refusal while the key's lease is on its way waits for it
+            decision = await recheck(limit_key, decision)
         if not decision.allowed:
             resp = error_response(429, "rate_limited", "too many requests; retry later")
         else:
