@@ -16,6 +16,8 @@ Counters: ``smsroute_messages_total{status,pop,carrier}`` (every status change t
 ``smsroute_retention_removed_total{store}``, ``smsroute_webhook_outbox_dropped_total{pop}``,
 ``smsroute_http_shed_requests_total{reason}`` (503 at the customer API's door: ``pending``, ``delay``),
 ``smsroute_http_answers_cut_total{app,endpoint}`` (answers that broke off after they started).
+``smsroute_edge_query_timeouts_total{query}`` (a cluster's core: HTTP edges' questions its HTTP loop did
+not answer in time, answered ``overloaded``).
 This process's NATS link: ``smsroute_nats_*``; in a cluster's core each worker's too,
 ``smsroute_worker_nats_*{worker}`` and ``smsroute_worker_nats_answered{worker}`` (0: missing this time);
 ``smsroute_worker_stats_answered{part,worker}`` (``pops``, ``carriers``, ``retention``, ``nats``; 0: that
@@ -115,6 +117,7 @@ class Snapshot:
     connections: dict[str, dict[str, int]] = field(default_factory=dict)  # per port: open + events
     shedding: dict[str, int] = field(default_factory=dict)  # the customer port's door (Shedder)
     request_log_dropped: int | None = None  # entries dropped while the http store did not keep up
+    edge_query_timeouts: dict[str, int] | None = None  # a cluster's core: per query kind
 
 
 class HttpMetrics:
@@ -201,6 +204,13 @@ class _SnapshotCollector:
         yield from _carrier_families(snap.carriers)
         yield from _webhook_families(snap)
         yield from _shedding_families(snap.shedding)
+        if snap.edge_query_timeouts is not None:
+            late = CounterMetricFamily("smsroute_edge_query_timeouts",
+                                       "HTTP edges' questions the core's HTTP loop did not answer in "
+                                       "time (answered overloaded), by query", labels=["query"])
+            for query in ("account_for_key", "lease", "lease_block"):
+                late.add_metric([query], snap.edge_query_timeouts.get(query, 0))
+            yield late
         if snap.request_log_dropped is not None:
             dropped = CounterMetricFamily("smsroute_store_dropped_entries",
                                           "Entries not written: the store's disk did not keep up",

@@ -140,19 +140,14 @@ class HttpServers:
     def lease(self, key: str, n: int, timeout: float = 2.0) -> Lease:
         """Up to ``n`` tokens of the customer API's rate limit of ``key``, and the key's count after
         them (for an HTTP edge process; the limiter belongs to this loop, so the lease runs on it)."""
-        async def take() -> Lease:
-            return self.ctx.limiter.lease(key, n)
-
-        return asyncio.run_coroutine_threadsafe(take(), self._loop).result(timeout)
+        return _on_loop_within(self._loop, lambda: self.ctx.limiter.lease(key, n), timeout)
 
     def lease_block(self, key: str, n: int, give_back: list, split: int, held: int,
                     timeout: float = 2.0) -> Grant:
         """An HTTP edge's exchange of ``key``'s tokens: ``give_back`` credited, up to ``n`` leased (see
         :meth:`engine.http.ratelimit.Gcra.lease_block`), on this loop like :meth:`lease`."""
-        async def take() -> Grant:
-            return self.ctx.limiter.lease_block(key, n, give_back=give_back, split=split, held=held)
-
-        return asyncio.run_coroutine_threadsafe(take(), self._loop).result(timeout)
+        return _on_loop_within(self._loop, lambda: self.ctx.limiter.lease_block(
+            key, n, give_back=give_back, split=split, held=held), timeout)
 
     def stop(self) -> None:
         """Stop serving and join the thread (idempotent)."""
@@ -360,6 +355,9 @@ class HttpServers:
         committer = getattr(self.ctx, "committer", None)
         if committer is not None:
             snap.request_log_dropped = committer.later_dropped
+        edge_queries = getattr(getattr(self.engine, "runtime", None), "edge_queries", None)
+        if edge_queries is not None:
+            snap.edge_query_timeouts = dict(edge_queries.timeouts)
         return snap
 
     async def _site(self, runners: list[web.AppRunner], name: str, host: str, port: int,
@@ -391,6 +389,21 @@ class HttpServers:
         if path is not None:
             self.token_path = path
             print(f"smsroute: operator token (all roles) written to {path}", file=sys.stderr)
+
+
+def _on_loop_within(loop: asyncio.AbstractEventLoop, work: Callable[[], Any], timeout: float) -> Any:
+    """``work()`` run on the HTTP loop, or ``TimeoutError`` after ``timeout`` s - and then the work is
+    skipped if the loop gets to it later: a lease nobody waits for any more must not take tokens (the
+    loop held up, the leases of the timed-out questions all ran once it was free; cancelling the
+    future does not stop a task already scheduled)."""
+    deadline = time.monotonic() + timeout
+
+    async def run() -> Any:
+        if time.monotonic() >= deadline:
+            raise TimeoutError("nobody waits for this any more")
+        return work()
+
+    return asyncio.run_coroutine_threadsafe(run(), loop).result(timeout)
 
 
 def _auth_failure_limiter(http: Any) -> Gcra:
