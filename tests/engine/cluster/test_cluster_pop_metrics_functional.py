@@ -34,5 +34,8 @@ def test_each_pop_shard_is_its_own_series_labelled_by_worker(tmp_path):
                        "smsroute_webhook_outbox_dropped_total"):
             shards = set(re.findall(rf'^{family}\{{pop="([^"]+)",worker="([^"]+)"\}} ', scrape, re.M))
             assert shards == {(p, w) for p in pops for w in ("w0", "w1")}, family
+        # (the core's answers to its HTTP edges: only a cluster's core has them)
+        assert 'smsroute_edge_query_timeouts_total{query="lease_block"} 0.0' in scrape
+        assert [p for p in lint(scrape) if "smsroute_edge_query" in p] == []
     finally:
         c.stop()

@@ -128,7 +128,7 @@ CLUSTER_ONLY = {"smsroute_nats_connected", "smsroute_nats_frames_total",
                 "smsroute_worker_nats_answered", "smsroute_worker_stats_answered",
                 "smsroute_worker_retention_sweeps_total",
                 "smsroute_worker_retention_sweep_failures_total",
-                "smsroute_worker_retention_removed_total"}
+                "smsroute_worker_retention_removed_total", "smsroute_edge_query_timeouts_total"}
 
 
 def _readme_metric_names() -> set[str]:
