@@ -501,7 +501,10 @@ class LeasedLimiter:
             with self._lock:
                 waiters = self._waiters.pop(key, ())
             for arrived in waiters:
-                arrived.get_loop().call_soon_threadsafe(_wake, arrived)
+                try:
+                    arrived.get_loop().call_soon_threadsafe(_wake, arrived)
+                except RuntimeError:  # its loop is closed: the edge is stopping
+                    pass
 
     def _exchange(self, key: str) -> None:
         """Ask the core for the key's next block (up to this edge's share) when its requests found it
