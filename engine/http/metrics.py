@@ -15,7 +15,7 @@ Counters: ``smsroute_messages_total{status,pop,carrier}`` (every status change t
 ``smsroute_retention_sweeps_total``, ``smsroute_retention_sweep_failures_total``,
 ``smsroute_retention_removed_total{store}``, ``smsroute_webhook_outbox_dropped_total{pop}``,
 ``smsroute_http_shed_requests_total{reason}`` (503 at the customer API's door: ``pending``, ``delay``),
-``smsroute_http_answers_cut_total{app,endpoint}`` (answers that broke off after they started).
+``smsroute_http_answers_cut_total{app,endpoint}`` (answers that broke off after they started),
 ``smsroute_edge_query_timeouts_total{query}`` (a cluster's core: HTTP edges' questions its HTTP loop did
 not answer in time, answered ``overloaded``).
 This process's NATS link: ``smsroute_nats_*``; in a cluster's core each worker's too,
