@@ -266,7 +266,7 @@ class PopActor(DispatchedActor):
         with ``err``, and an alarm for the operator."""
         self.counters["store_failures"] += 1
         if isinstance(err, StoreFull):  # logged when it starts, then once a minute (space_watch)
-            self.space.refused(len(admitted), self.clock.now())
+            self.space.refused(len(admitted), self.clock.now(), getattr(err, "store", "message"))
         else:
             log.error("pop %s: ALARM store write failed (%s): %d new messages refused", self.name,
                       err.code, len(admitted))

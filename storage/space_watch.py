@@ -25,6 +25,9 @@ a restart, and the message sent twice).
 Logging: one ALARM when the store starts refusing, a summary every :data:`SUMMARY_SECONDS` while it goes
 on (new messages refused, commits failed), one line when it takes new messages again. Before, every
 retried commit logged an ALARM - five a second at the default tick, most saying "0 new messages refused".
+Each line names the store that refused (``StoreFull.store``): ``message`` (the POP's LMDB map or its disk)
+or ``keys`` (the key directory: no durable key for the window new bodies are sealed in). Before, a full
+key store was reported as ``store message is full``, and the operator freed the wrong disk.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ PROBE_BYTES = 64 << 10  # about what a batch of a hundred new messages needs
 SUMMARY_SECONDS = 60.0
 STATUS_PROBE_BYTES = 512  # about a status change: a record rewritten in place
 _PROBE_DB = b"space_probe"
+_WHERE = {"message": "disk or LMDB map", "keys": "the key directory's disk: no durable key for new bodies"}
 _PROBE_KEY = b"probe"
 
 
@@ -87,16 +91,19 @@ class SpaceWatch:
         self.name, self.pop, self.env, self.board = f"message:{pop}", pop, env, board
         self.can_seal = can_seal  # the body store's: new bodies can be sealed under a durable key
         self.full = False
+        self.store = "message"  # the store that refused (storage.full.store_full's name): the log says it
         self._db: Any = None
         self._next_probe = 0.0
         self._next_summary = 0.0
         self._refused = 0  # new messages refused since the last log line
         self._failed = 0  # commits refused since the last log line
 
-    def refused(self, messages: int, now: float) -> None:
-        """A commit failed, or left its new messages out, for lack of space (``now``: monotonic)."""
+    def refused(self, messages: int, now: float, store: str = "message") -> None:
+        """A commit failed, or left its new messages out, for lack of space in ``store`` (``message``, or
+        ``keys`` when the key of the body window could not be stored; ``now``: monotonic)."""
         self._refused += messages
         self._failed += 1
+        self.store = store
         if self.full:
             if now >= self._next_summary:
                 self._summary(now)
@@ -105,8 +112,9 @@ class SpaceWatch:
         self.board.add(self.name)
         self._next_probe = now + PROBE_SECONDS
         self._next_summary = now + SUMMARY_SECONDS
-        log.error("pop %s: ALARM store message is full (disk or LMDB map): %d new messages refused; not "
-                  "ready (/readyz 503 store_full) until a write of new data succeeds", self.pop, messages)
+        log.error("pop %s: ALARM store %s is full (%s): %d new messages refused; not ready (/readyz 503 "
+                  "store_full) until a write of new data succeeds", self.pop, store, _WHERE.get(store, "disk"),
+                  messages)
         self._refused = self._failed = 0
 
     def wrote_new(self) -> None:
@@ -115,8 +123,8 @@ class SpaceWatch:
             return
         self.full = False
         self.board.discard(self.name)
-        log.warning("pop %s: store message takes new messages again (%d refused, %d commits failed "
-                    "since the last report); ready", self.pop, self._refused, self._failed)
+        log.warning("pop %s: store %s takes new messages again (%d refused, %d commits failed "
+                    "since the last report); ready", self.pop, self.store, self._refused, self._failed)
         self._refused = self._failed = 0
 
     def tick(self, now: float) -> None:
@@ -152,6 +160,6 @@ class SpaceWatch:
 
     def _summary(self, now: float) -> None:
         self._next_summary = now + SUMMARY_SECONDS
-        log.error("pop %s: ALARM store message still full: %d new messages refused, %d commits failed "
-                  "in the last %.0f s", self.pop, self._refused, self._failed, SUMMARY_SECONDS)
+        log.error("pop %s: ALARM store %s still full: %d new messages refused, %d commits failed "
+                  "in the last %.0f s", self.pop, self.store, self._refused, self._failed, SUMMARY_SECONDS)
         self._refused = self._failed = 0

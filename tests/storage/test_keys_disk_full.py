@@ -201,3 +201,33 @@ def test_a_commit_of_status_changes_alone_needs_no_body_key(tmp_path, keys_dir, 
         assert store.refunds.all() == ["msg_" + "04" * 16]  # written
     finally:
         env.close()
+
+
+def test_a_pop_refused_for_its_key_store_names_the_keys_store_in_its_alarm(tmp_path, caplog):
+    """The POP's new messages refused because the body window's key cannot be stored: its ALARM, summary
+    and recovery lines name the ``keys`` store. Before, they said ``store message is full`` and the
+    operator looked at the LMDB map and its disk, not the key directory's."""
+    import logging
+
+    from engine.errors import StoreFull
+    from storage.env import open_env
+    from storage.full import FullStores, store_full
+    from storage.space_watch import SUMMARY_SECONDS, SpaceWatch
+
+    err = store_full(KEY_STORE, logged=False)
+    assert isinstance(err, StoreFull) and err.store == KEY_STORE
+    env = open_env(tmp_path / "pop", map_size=16 << 20)
+    try:
+        watch = SpaceWatch("fra", env, FullStores(), lambda: True)
+        with caplog.at_level(logging.WARNING, logger="storage.space_watch"):
+            watch.refused(10, 0.0, err.store)
+            watch.refused(5, SUMMARY_SECONDS + 1, err.store)
+            watch.wrote_new()
+        lines = [r.getMessage() for r in caplog.records]
+        assert len(lines) == 3, lines
+        assert lines[0].startswith("pop fra: ALARM store keys is full (the key directory's disk")
+        assert lines[1].startswith("pop fra: ALARM store keys still full: 5 new messages refused")
+        assert lines[2].startswith("pop fra: store keys takes new messages again")
+        assert not any("store message" in line for line in lines)
+    finally:
+        env.close()
