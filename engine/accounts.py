@@ -19,7 +19,7 @@ from engine import apikeys
 from engine import messages as m
 from engine.billing.amounts import parse_usd
 from engine.credentials import ApiKeyManager, NewApiKey, require_active
-from engine.errors import AuthError, InputError, UnknownAccount, UnknownSender
+from engine.errors import AuthError, InputError, StoreFull, UnknownAccount, UnknownSender
 from engine.ids import new_account_id
 from engine.mail.delivery import delivery
 from engine.privacy import former
@@ -27,6 +27,8 @@ from engine.privacy.incidents import affected, incident_for_holder
 from engine.status import STATUSES
 from engine.webhook_events import prefs_of
 from storage.accounts import ACTIVE, CLOSED, RESTRICTED, AccountRecord
+from storage.full_alarm import RefusalAlarm
+from storage.keys import KEY_STORE
 
 MAX_WEBHOOK_BATCH = 100  # events in one webhook POST
 MAX_WEBHOOK_WAIT_MS = 10_000  # how long an event may wait for others to share its POST
@@ -65,6 +67,9 @@ def signing_secrets(record: AccountRecord, now: float, overlap_seconds: float) -
     return current
 
 
+KEYS_FULL_SUMMARY_SECONDS = 60.0  # while new accounts' keys cannot be stored: one summary line this often
+
+
 class AccountManager:
     """Mixed into :class:`engine.Engine`; every method is safe to call from any thread."""
 
@@ -75,6 +80,9 @@ class AccountManager:
         self.credentials = ApiKeyManager(
             runtime, self.key_index, self._audit,
             alert=lambda account_id, kind: self.notices.security_alert(account_id, kind))
+        # a new account whose keys cannot be stored (the key directory's disk is full): one ALARM, a
+        # summary a minute, one line when an account's keys are stored again (before: counted only)
+        self.keys_full = RefusalAlarm("accounts", KEY_STORE, KEYS_FULL_SUMMARY_SECONDS)
 
     # --- accounts and keys --------------------------------------------------------------------------
 
@@ -87,7 +95,13 @@ class AccountManager:
                                key_digests=[apikeys.digest(api_key)], key_hints=[apikeys.hint(api_key)],
                                webhook_secrets=[secret])
         keys = self.runtime.account_keys
-        keys.create(record.id)  # its confirmation mail is sealed under the account's data key
+        try:
+            keys.create(record.id)  # its confirmation mail is sealed under the account's data key
+        except StoreFull as exc:
+            if getattr(exc, "store", None) == KEY_STORE:
+                self.keys_full.refused("a new account")
+            raise
+        self.keys_full.wrote()
         try:
             self.send_confirmation(record.id, email)  # queued first: a full outbox creates nothing
         except BaseException:

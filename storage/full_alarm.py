@@ -11,6 +11,7 @@ since the last line, and one line when a write succeeds again. Counting each ref
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -53,3 +54,29 @@ class FullAlarm(RetryLog):
     def _recovered(self, failing_for: float, since_last_line: int, failed_in_all: int) -> None:
         log.warning("%s: store %s takes writes again (%d writes refused since the last report)",
                     self.who, self.store, since_last_line)
+
+
+class RefusalAlarm(FullAlarm):
+    """:class:`FullAlarm` for a writer that keeps nothing to retry: each refused write is answered
+    ``store_full`` to its caller (a new account whose keys cannot be stored), who may try again. Same
+    three lines and counts; the first one says what is refused instead of "retried". Thread-safe: account
+    creation runs on any caller's thread."""
+
+    def __init__(self, who: str, store: str, every: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(who, store, every, clock)
+        self._lock = threading.Lock()
+
+    def refused(self, what: str) -> None:
+        with self._lock:
+            super().refused(what)
+
+    def wrote(self) -> None:
+        if not self.full:  # (the common case, without the lock: a stale read only delays the line)
+            return
+        with self._lock:
+            super().wrote()
+
+    def _first(self, what: str) -> None:
+        log.error("%s: ALARM store %s is full: %s, refused store_full until it takes writes again; "
+                  "nothing stored is lost", self.who, self.store, what)
