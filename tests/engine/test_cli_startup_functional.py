@@ -20,6 +20,7 @@ import pytest
 
 from engine.cluster.nats_server import free_ports
 from tests.engine.cli_support import Running, smsroute
+from tests.engine.disk_full_support import needs_tiny_tmpfs
 
 pytestmark = pytest.mark.functional
 
@@ -195,15 +196,7 @@ timeout 60 "$SMSROUTE" run --no-http --data-dir "$MNT/data" 2>"$OUT/first.err" \
 """
 
 
-def _private_mounts_allowed() -> bool:
-    if os.geteuid() != 0 or shutil.which("unshare") is None:
-        return False
-    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
-    return probe.returncode == 0
-
-
-@pytest.mark.skipif(not _private_mounts_allowed(),
-                    reason="needs root and a private mount namespace (unshare -m) for a tiny tmpfs")
+@needs_tiny_tmpfs
 def test_a_full_disk_at_start_up_is_one_line_for_a_restart_and_for_a_first_start(tmp_path):
     from tests.engine.cli_support import SMSROUTE
 

@@ -14,14 +14,9 @@ it frees (as ``test_receipts_disk_full_functional``).
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 
-from tests.engine.test_cli_startup_functional import _private_mounts_allowed
+from tests.engine.disk_full_support import needs_tiny_tmpfs, run_on_tiny_tmpfs
 
 pytestmark = pytest.mark.functional
 
@@ -39,18 +34,11 @@ import actors.ledger
 from engine import Engine
 from engine.errors import SmsrouteError
 from storage.full import FULL_REFUSALS
+from tests.waiting import wait_for
 
 actors.ledger.FULL_SUMMARY_SECONDS = 0.5  # (60 s in production)
 data = sys.argv[1]
 engine = Engine.start(data_dir=data, overrides={"engine": {"tick_ms": 50}})
-
-
-def until(what, predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 acct = engine.create_account(email="full@example.com")
@@ -71,7 +59,7 @@ try:
     deposit = "credited"
 except SmsrouteError as exc:
     deposit = exc.code
-until("a second of ticks", lambda: FULL_REFUSALS["ledger"] >= 20, timeout=5)
+wait_for(lambda: FULL_REFUSALS["ledger"] >= 20, "a second of ticks", timeout=5)
 refusals = FULL_REFUSALS["ledger"]
 time.sleep(0.6)  # one summary is due (FULL_SUMMARY_SECONDS), not one line per tick
 print("FREE", file=sys.stderr, flush=True)
@@ -80,25 +68,18 @@ for n in range(2):
     os.remove(f"{data}/core/fill{n}")
 pin.stdin.close()
 pin.wait(10)
-until("every debit written", lambda: engine.billing.reconcile(settle_seconds=0).differences_total == 0)
+wait_for(lambda: engine.billing.reconcile(settle_seconds=0).differences_total == 0, "every debit written")
 engine.stop()
 print(json.dumps({"deposit": deposit, "refusals": refusals, "seconds_full": seconds_full}))
 """
 
-SCRIPT = ('mkdir -p "$DATA/core" && mount -t tmpfs -o size=2m tmpfs "$DATA/core" '
-          '&& exec "$PY" -c "$CHILD" "$DATA"')
 
-
-@pytest.mark.skipif(not _private_mounts_allowed(), reason="needs root and a private mount namespace "
-                    "(unshare -m) for a tiny tmpfs")
+@needs_tiny_tmpfs
 def test_a_full_disk_under_the_ledger_is_store_full_counted_and_logged_once_with_a_summary_and_a_recovery_line(
         tmp_path):
-    env = {**os.environ, "DATA": str(tmp_path / "data"), "PY": sys.executable, "CHILD": CHILD, "PIN": PIN}
-    done = subprocess.run(["unshare", "-m", "bash", "-c", SCRIPT], env=env, capture_output=True,
-                          text=True, timeout=60, cwd=os.getcwd())
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
-    outage = done.stderr.split("FULL", 1)[1]
+    data = tmp_path / "data"  # the core's directory on a 2 MiB tmpfs
+    seen, err = run_on_tiny_tmpfs(data / "core", CHILD, arg=data, size="2m", env={"PIN": PIN}, timeout=60)
+    outage = err.split("FULL", 1)[1]
     during, after = outage.split("FREE", 1)
     assert seen["deposit"] == "store_full"  # before: storage_error
     assert seen["refusals"] >= 20  # smsroute_store_full_refusals_total{store="ledger"}; before: 0

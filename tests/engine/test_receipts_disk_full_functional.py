@@ -13,14 +13,9 @@ full disk cannot give - the state in which receipts could not be stored.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 
-from tests.engine.test_cli_startup_functional import _private_mounts_allowed
+from tests.engine.disk_full_support import needs_tiny_tmpfs, run_on_tiny_tmpfs
 
 pytestmark = pytest.mark.functional
 
@@ -33,10 +28,11 @@ sys.stdin.read()
 """
 
 COMMON = r"""
-import http.client, json, os, subprocess, sys, time
+import http.client, json, os, subprocess, sys
 from bench.smsc import SmscConfig, SmscThread
 from engine import Engine
 from engine.smpp import smsc_carrier_settings
+from tests.waiting import wait_for
 
 mnt, data = sys.argv[1], sys.argv[1] + "/data"
 smsc = SmscThread(SmscConfig(seed=5, receipt_delay=RECEIPT_DELAY, latency=LATENCY,
@@ -52,14 +48,6 @@ def config():
             "rates": {"default": 50000},
             "engine": {"default_validity_seconds": 60, "tick_ms": 50},
             "http": {"customer_port": 0, "control_port": 0}}
-
-
-def until(what, predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def pin_pages():
@@ -117,9 +105,9 @@ def smsc_counter(name):
 
 def finish(e, during):
     # wait for every message to be delivered and the engine ready, reconcile, stop, print what was seen
-    until("every message delivered", lambda: statuses(e) == {"delivered": 10})
+    wait_for(lambda: statuses(e) == {"delivered": 10}, "every message delivered")
     final = statuses(e)
-    until("ready again", lambda: readyz(e)[0] == 200)
+    wait_for(lambda: readyz(e)[0] == 200, "ready again")
     report = e.billing.reconcile(settle_seconds=0)
     e.stop()
     sent = smsc.call(lambda: len(smsc.smsc.parts))
@@ -130,9 +118,9 @@ def finish(e, during):
 """
 
 RESTARTED = COMMON + r"""
-until("every carrier acknowledgement committed", lambda: acked >= set(ids))
+wait_for(lambda: acked >= set(ids), "every carrier acknowledgement committed")
 fill_disk()
-until("ten receipts refused", lambda: smsc_counter("receipts_retried") >= 10)
+wait_for(lambda: smsc_counter("receipts_retried") >= 10, "ten receipts refused")
 during = {"during": statuses(engine), "readyz_during": readyz(engine)}
 engine.stop(drain_seconds=0)  # the operator restarts the engine, its disk still full
 free_disk(pin)
@@ -141,7 +129,7 @@ finish(Engine.start(data_dir=data, overrides=config(), http=True), during)
 
 ACKED_DURING = COMMON + r"""
 fill_disk()  # at once: the carrier's acknowledgements come while the disk is full
-until("ten receipts refused", lambda: smsc_counter("receipts_retried") >= 10)
+wait_for(lambda: smsc_counter("receipts_retried") >= 10, "ten receipts refused")
 during = {"during": statuses(engine), "readyz_during": readyz(engine)}
 free_disk(pin)  # no new message comes: readiness returns by the POP's probe write
 finish(engine, during)
@@ -161,8 +149,9 @@ def parts_sent():
 
 
 # until every message went out (as before), or the POP holds the others and nothing is on the wire
-until("every message sent or the rest held", lambda: parts_sent() == 10 or (
-    fra().get("attempts_held", 0) > 0 and not any(fra()["outstanding"].values())))
+wait_for(lambda: parts_sent() == 10 or (fra().get("attempts_held", 0) > 0
+                                         and not any(fra()["outstanding"].values())),
+         "every message sent or the rest held")
 during = {"sent_during": parts_sent(), "held": fra().get("attempts_held", 0),
           "readyz_during": readyz(engine)}
 engine.stop(drain_seconds=0)  # the operator restarts the engine, its disk still full
@@ -170,25 +159,13 @@ free_disk(pin)
 finish(Engine.start(data_dir=data, overrides=config(), http=True), during)
 """
 
-SCRIPT = 'mount -t tmpfs -o size=4m tmpfs "$MNT" && exec "$PY" -c "$CHILD" "$MNT"'
-
-
 def _run(tmp_path, child: str, window: int = 10) -> tuple[dict, str]:
-    child = child.replace("WINDOW", str(window))
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    env = {**os.environ, "MNT": str(mnt), "PY": sys.executable, "CHILD": child, "PIN": PIN}
-    done = subprocess.run(["unshare", "-m", "bash", "-c", SCRIPT], env=env, capture_output=True,
-                          text=True, timeout=60, cwd=os.getcwd())
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+    return run_on_tiny_tmpfs(tmp_path / "mnt", child.replace("WINDOW", str(window)), env={"PIN": PIN},
+                             timeout=60)
 
 
-needs_tmpfs = pytest.mark.skipif(not _private_mounts_allowed(), reason="needs root and a private mount "
-                                 "namespace (unshare -m) for a tiny tmpfs")
 
-
-@needs_tmpfs
+@needs_tiny_tmpfs
 def test_receipts_refused_while_the_disk_is_full_are_delivered_again_and_matched_after_a_restart(
         tmp_path):
     seen, _ = _run(tmp_path, RESTARTED.replace("RECEIPT_DELAY", "(0.8, 0.8)")
@@ -200,7 +177,7 @@ def test_receipts_refused_while_the_disk_is_full_are_delivered_again_and_matched
     assert seen["parts_sent"] == 10 and seen["differences"] == 0  # sent once, billed once
 
 
-@needs_tmpfs
+@needs_tiny_tmpfs
 def test_a_message_acknowledged_by_its_carrier_while_the_disk_is_full_still_gets_its_receipt_and_readyz_is_503_meanwhile(
         tmp_path):
     """Its carrier id cannot be stored yet; the receipt matches it in memory, is refused until the
@@ -221,7 +198,7 @@ def test_a_message_acknowledged_by_its_carrier_while_the_disk_is_full_still_gets
     assert "store message takes new messages again" in err  # and ready (finish waited for the 200)
 
 
-@needs_tmpfs
+@needs_tiny_tmpfs
 def test_no_carrier_attempt_starts_while_status_changes_cannot_be_written_so_a_restart_sends_no_duplicates(
         tmp_path):
     """A carrier's acknowledgement (its message id) that cannot be stored is lost if the engine stops

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +19,7 @@ from engine.cluster.nats_server import NatsServer
 from engine.cluster.placement import core_placement
 from engine.config import load_settings
 from tests.engine.crash_support import delivering_carriers
+from tests.engine.disk_full_support import run_on_tiny_tmpfs
 from tests.waiting import wait_for
 
 DEPOSIT_USD = "1000"
@@ -249,17 +247,10 @@ class Later:
             fn(*args)
 
 
-_TINY_WORKER_DISK = ('mkdir -p "$DATA/workers/w0" && mount -t tmpfs -o size=4m tmpfs "$DATA/workers/w0" '
-                     '&& exec "$PY" -c "$CHILD" "$DATA"')
-
-
 def run_on_a_tiny_worker_disk(tmp_path: Path, child: str) -> tuple[dict, str]:
     """Run the Python source ``child`` (given ``<tmp_path>/data`` as its argument) in a private mount
     namespace where worker w0's data directory is a 4 MiB tmpfs, and return the JSON object its last line
     of output prints, with its standard error (the log). (Needs root and ``unshare -m``: skip with
-    ``tests.engine.test_cli_startup_functional._private_mounts_allowed``.)"""
-    env = {**os.environ, "DATA": str(tmp_path / "data"), "PY": sys.executable, "CHILD": child}
-    done = subprocess.run(["unshare", "-m", "bash", "-c", _TINY_WORKER_DISK], env=env, capture_output=True,
-                          text=True, timeout=60, cwd=os.getcwd())
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+    ``tests.engine.disk_full_support.needs_tiny_tmpfs``.)"""
+    data = tmp_path / "data"
+    return run_on_tiny_tmpfs(data / "workers" / "w0", child, arg=data, timeout=60)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import pytest
 
 from tests.engine.cluster.support import run_on_a_tiny_worker_disk
-from tests.engine.test_cli_startup_functional import _private_mounts_allowed
+from tests.engine.disk_full_support import needs_tiny_tmpfs
 
 pytestmark = pytest.mark.functional
 
@@ -47,8 +47,7 @@ finally:
     c.stop()
 """
 
-@pytest.mark.skipif(not _private_mounts_allowed(), reason="needs root and a private mount namespace "
-                    "(unshare -m) for a tiny tmpfs")
+@needs_tiny_tmpfs
 def test_a_new_accounts_first_message_to_a_full_worker_is_refused_store_full_at_once(tmp_path):
     seen, log = run_on_a_tiny_worker_disk(tmp_path, CHILD)
     # before: 503 cluster_unavailable after ~20 s (no answer from the worker)

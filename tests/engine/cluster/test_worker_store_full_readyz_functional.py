@@ -17,7 +17,7 @@ from __future__ import annotations
 import pytest
 
 from tests.engine.cluster.support import run_on_a_tiny_worker_disk
-from tests.engine.test_cli_startup_functional import _private_mounts_allowed
+from tests.engine.disk_full_support import needs_tiny_tmpfs
 
 pytestmark = pytest.mark.functional
 
@@ -27,19 +27,11 @@ from engine.errors import SmsrouteError
 from tests.engine.cluster.support import Cluster
 from tests.engine.crash_support import webhook_engine_overrides
 from tests.engine.http.conftest import Client
+from tests.waiting import wait_for
 from pathlib import Path
 
 data = Path(sys.argv[1])
 worker_disk = data / "workers" / "w0"
-
-
-def until(what, predicate, timeout=8.0):
-    deadline = time.monotonic() + timeout
-    while not (result := predicate()):
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.05)
-    return result
 
 
 c = Cluster(data, 1, overrides=webhook_engine_overrides(), http=True)
@@ -61,23 +53,22 @@ try:
                 codes.add(exc.code)
         return codes
 
-    codes = until("a submit refused store_full", refused)
+    codes = wait_for(refused, "a submit refused store_full")
 
     def not_ready():
         status, _, body = ops.request("GET", "/readyz")
         return (status, body) if status != 200 else None
 
-    status, body = until("the core not ready", not_ready)
+    status, body = wait_for(not_ready, "the core not ready")
     os.remove(f"{worker_disk}/fill")
-    until("the core ready again", lambda: ops.request("GET", "/readyz")[0] == 200)
+    wait_for(lambda: ops.request("GET", "/readyz")[0] == 200, "the core ready again")
     print(json.dumps({"ready_before": ready_before, "codes": sorted(codes), "status": status,
                       "body": body, "data": str(data)}))
 finally:
     c.stop()
 """
 
-@pytest.mark.skipif(not _private_mounts_allowed(), reason="needs root and a private mount namespace "
-                    "(unshare -m) for a tiny tmpfs")
+@needs_tiny_tmpfs
 def test_the_cores_readyz_names_a_worker_whose_store_is_full_and_is_ready_again_after(tmp_path):
     seen, _log = run_on_a_tiny_worker_disk(tmp_path, CHILD)
     assert seen["ready_before"] == 200
