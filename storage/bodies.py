@@ -288,6 +288,7 @@ class BodyStore:
         for LMDB's single writer lock) are never held up for long by a large backlog, and of no more than
         the store's reserve holds (``storage.headroom``), so it runs on a store full for new messages."""
         started = time.perf_counter()
+        self.keys.save_unsaved_shreds()  # a shred the full disk kept in memory only (StoreFull: retried)
         now = self._clock() if now is None else now
         limit = _U64.pack(int(now * 1000))
         purged = held_purged = 0

@@ -32,6 +32,19 @@ would not have), and a failed shred was never retried. No space left on the key 
 ``StoreFull`` naming the ``keys`` store (:func:`atomic_write`; counted, logged by the caller: a POP's commit,
 the sweeper, a worker starting an account's session), not a bare ``OSError``.
 
+Shredding on a full disk: a shred must not wait for space (a body would outlive its 24 h, a debugging
+window's copy its end). So (1) the ring keeps a **reserve file** beside the store (``keys.store.reserve``,
+as large as the store plus :data:`RESERVE_MARGIN`, made whenever a save succeeds and it is missing or too
+small): a shred whose save fails for lack of space deletes it and saves again into the blocks it freed -
+the usual atomic rewrite, no in-place edit, so a crash still leaves the old file or the new one; and (2) if
+that fails too (no reserve yet, or something else took the freed blocks first) the key is forgotten in
+memory at once - nothing in this process unseals under it again - and the save is retried by every later
+change, every later shred call and every body sweep (each tick, :meth:`save_unsaved_shreds`), with
+``StoreFull`` raised meanwhile so the caller alarms. The bound: in case (2) a copy of the key stays in
+``keys.store`` until a save succeeds, and a restart before that reloads it (a window's key is shredded
+again by the first body sweep). An LMDB delete is no help here: the keys are outside LMDB on purpose, and
+LMDB itself needs free pages to commit a delete.
+
 Not guaranteed: a wrapped key removed from ``keys.store`` may survive in freed filesystem blocks or an old
 backup of the key directory; it is useless without the KEK, so an operator who needs stronger guarantees
 rotates the KEK (:meth:`KeyRing.rewrap`) and destroys the old one.
@@ -56,7 +69,7 @@ import msgpack
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from engine.errors import CorruptRecord, KeyUnavailable
+from engine.errors import CorruptRecord, KeyUnavailable, StoreFull
 from storage.crypto import KEY_BYTES, Sealer
 from storage.full import is_full_disk, store_full
 
@@ -65,6 +78,8 @@ __all__ = ["KEY_STORE", "KEY_STORE_FILE", "MASTER_KEY_FILE", "KeyProvider", "Key
 
 MASTER_KEY_FILE = "master.key"
 KEY_STORE_FILE = "keys.store"
+RESERVE_FILE = KEY_STORE_FILE + ".reserve"
+RESERVE_MARGIN = 16 << 10  # the reserve beyond the store's size: the rewrite of a shred never grows it
 KEY_STORE = "keys"  # the key directory, as store_full refusals and smsroute_store_full_refusals_total name it
 _STORE_VERSION = 2  # 1: no eras (one era of window_seconds from the epoch); still read
 _KEK_AAD = b"smsroute-kek-v1"
@@ -182,6 +197,8 @@ class KeyRing:
         self._next_named_id = _NAMED_ID_BASE
         self.ring_id = b""  # random id of this key store; stores record it to detect a swapped store
         self._kek_check = b""  # the ring id wrapped by the KEK: proves the provider at load time
+        self._unsaved_shreds = False  # a shred forgotten in memory, not yet saved (full disk): retried
+        self.reserve_path = self.directory / RESERVE_FILE
         self._load()
 
     # --- public API -------------------------------------------------------------------------------
@@ -222,11 +239,13 @@ class KeyRing:
             return self._provider.unwrap(self._wrapped_named[key_name][1])
 
     def shred_named(self, name: str) -> None:
-        """Destroy a named key (a hold key when its hold ends). Idempotent."""
+        """Destroy a named key (a hold key when its hold ends). Idempotent. On a full disk: see
+        :meth:`_shredding` (forgotten at once; ``StoreFull`` until it is saved)."""
         with self._lock:
             if name not in self._wrapped_named:
+                self._save_unsaved_locked()
                 return
-            with self._changing():
+            with self._shredding():
                 del self._wrapped_named[name]
                 self._named.pop(name, None)
 
@@ -351,8 +370,9 @@ class KeyRing:
         """Destroy a window key: every body sealed under it becomes unreadable everywhere. Idempotent."""
         with self._lock:
             if window_id not in self._wrapped_windows and self.is_shredded(window_id):
+                self._save_unsaved_locked()  # (the sweeper's next call retries a save that failed)
                 return
-            with self._changing():  # a failed save keeps the key, so the next sweep shreds it again
+            with self._shredding():
                 self._drop_window(window_id)
 
     def _drop_window(self, window_id: int) -> None:
@@ -404,6 +424,74 @@ class KeyRing:
              self._provider) = before
             raise
 
+    @contextlib.contextmanager
+    def _shredding(self) -> Iterator[None]:
+        """The block forgets a key; it is saved at the end. A save refused for lack of space is tried again
+        in the space of the reserve file (deleted for it); if that fails too, the key stays forgotten in
+        memory (never unsealed under again) and ``StoreFull`` is raised: every later save writes it, and
+        :meth:`save_unsaved_shreds` retries. Hold the lock."""
+        with self._changing(save=False):
+            yield
+        try:
+            self._save()
+        except StoreFull:
+            if not self._reserve_given_up():
+                self._unsaved_shreds = True
+                raise
+            try:
+                self._save()
+            except StoreFull:
+                self._unsaved_shreds = True
+                raise
+
+    def save_unsaved_shreds(self) -> None:
+        """A shred forgotten in memory but not saved yet (full disk): save it now (``StoreFull`` if it
+        still cannot be, the reserve given up first if there is one). The body sweep calls this every
+        tick; without such a shred it costs a flag test."""
+        if not self._unsaved_shreds:
+            return
+        with self._lock:
+            self._save_unsaved_locked()
+
+    def _save_unsaved_locked(self) -> None:
+        if not self._unsaved_shreds:
+            return
+        try:
+            self._save()
+        except StoreFull:
+            if not self._reserve_given_up():
+                raise
+            self._save()
+
+    def _reserve_given_up(self) -> bool:
+        """Delete the reserve file, so its blocks take the rewrite of a shred; whether there was one."""
+        try:
+            self.reserve_path.unlink()
+        except FileNotFoundError:
+            return False
+        fsync_dir(self.directory)
+        return True
+
+    def _keep_reserve(self, store_bytes: int) -> None:
+        """Make the reserve file (store size + :data:`RESERVE_MARGIN`, really allocated) if it is missing
+        or too small. Best effort: without space there is just no reserve, until a later save."""
+        size = store_bytes + RESERVE_MARGIN
+        try:
+            if self.reserve_path.stat().st_size >= size:
+                return
+        except FileNotFoundError:
+            pass
+        try:
+            fd = os.open(self.reserve_path, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, size)  # blocks, not a sparse file: they are what is given up
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                self.reserve_path.unlink()  # (a partial reserve takes space it cannot promise)
+
     def _raw_keys_windows(self) -> dict[int, bytes]:
         return {w: self._provider.unwrap(b) for w, b in self._wrapped_windows.items()}
 
@@ -453,8 +541,11 @@ class KeyRing:
             "kek_check": self._kek_check,
             "eras": [[e.first_id, e.start, e.length, e.ttl] for e in self._eras],
         }
-        atomic_write(self.path, msgpack.packb(doc))
+        data = msgpack.packb(doc)
+        atomic_write(self.path, data)
         self._saved_with_eras = True
+        self._unsaved_shreds = False
+        self._keep_reserve(len(data))
 
     def __repr__(self) -> str:
         return f"KeyRing({str(self.directory)!r}, windows={len(self._wrapped_windows)})"

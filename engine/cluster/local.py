@@ -50,7 +50,7 @@ from engine.cluster.start_failure import error_of, parse
 from engine.config import load_settings
 from engine.errors import ConfigError, SmsrouteError, StartupError
 from storage.datadir import LOCK_FILE, NatsDirLock
-from storage.keys import KEY_STORE_FILE
+from storage.keys import KEY_STORE_FILE, RESERVE_FILE
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,8 @@ def _copy_shared_keys(shared: Path, own: Path, node: str) -> None:
     for entry in shared.iterdir():
         if entry.is_dir() and entry.name[:1] in "we" and entry.name[1:].isdigit():
             continue  # another worker's (or an edge's) own directory
-        if entry.name == LOCK_FILE:
-            continue  # the core's hold on the shared directory, not a key
+        if entry.name in (LOCK_FILE, RESERVE_FILE):
+            continue  # the core's hold on the shared directory; the core's space for shreds: not keys
         if entry.is_dir():
             shutil.copytree(entry, tmp / entry.name, copy_function=shutil.copy2)
         else:

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from engine.errors import CorruptRecord, KeyUnavailable
-from storage.keys import KEY_STORE_FILE, MASTER_KEY_FILE, KeyRing, LocalKeyProvider
+from storage.keys import KEY_STORE_FILE, MASTER_KEY_FILE, RESERVE_FILE, KeyRing, LocalKeyProvider
 
 
 def ring(path, **kw) -> KeyRing:
@@ -176,4 +176,4 @@ def test_no_temporary_file_is_left_after_a_rewrite(tmp_path):
     keys = ring(tmp_path)
     keys.body_sealer(1)
     keys.shred_window(1)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [KEY_STORE_FILE, MASTER_KEY_FILE]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [KEY_STORE_FILE, RESERVE_FILE, MASTER_KEY_FILE]

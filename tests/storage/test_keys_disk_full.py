@@ -13,11 +13,12 @@ import os
 
 import pytest
 
-from engine.errors import StoreFull
+from engine.errors import KeyUnavailable, StoreFull
 from storage.account_keys import AccountKeys
 from storage.full import FULL_REFUSALS
-from storage.keys import KEY_STORE, KEY_STORE_FILE, KeyRing, LocalKeyProvider
+from storage.keys import KEY_STORE, KEY_STORE_FILE, RESERVE_FILE, KeyRing, LocalKeyProvider
 from storage.pseudonyms import Pseudonyms
+from tests.engine.disk_full_support import needs_tiny_tmpfs, run_on_tiny_tmpfs
 
 
 class FullDisk:
@@ -78,17 +79,26 @@ def test_a_window_key_whose_save_failed_seals_nothing_and_the_next_one_made_is_d
     assert ring(keys_dir).body_sealer(window, create=False).open(blob, b"id") == b"body"
 
 
-def test_a_shred_whose_save_failed_keeps_the_key_and_is_done_by_the_next_try(keys_dir, disk):
+def test_a_shred_whose_save_failed_is_refused_in_memory_at_once_and_saved_by_the_next_try(keys_dir, disk):
+    """Without room even in the reserve (here every write fails), a shredded window key is forgotten in
+    memory at once - nothing unseals under it - and ``StoreFull`` says it is not on disk yet; the sweeper's
+    next call saves it. Before, the key kept opening bodies for as long as the disk stayed full."""
     keys = ring(keys_dir)
     window = keys.body_window(6000.0)
     blob = keys.body_sealer(window).seal(b"body", b"id")
     disk.on = True
     with pytest.raises(StoreFull):
         keys.shred_window(window)
-    assert keys.body_sealer(window, create=False).open(blob, b"id") == b"body"  # memory = disk
+    with pytest.raises(KeyUnavailable):  # before: the body still opened
+        keys.body_sealer(window, create=False).open(blob, b"id")
+    assert not (keys_dir / RESERVE_FILE).exists()  # given up for the save (which failed here too)
+    with pytest.raises(StoreFull):  # still not on disk: the sweeper keeps alarming
+        keys.shred_window(window)
+    assert not ring(keys_dir).is_shredded(window)  # (the honest bound: a restart now reloads it)
     disk.on = False
-    keys.shred_window(window)  # before: a no-op (memory said shredded), the key stayed in the file
+    keys.shred_window(window)  # saved now
     assert ring(keys_dir).is_shredded(window)
+    assert (keys_dir / RESERVE_FILE).exists()  # and the reserve is back
 
 
 def test_an_account_key_that_cannot_be_stored_is_store_full_and_not_cached(keys_dir, disk):
@@ -231,3 +241,43 @@ def test_a_pop_refused_for_its_key_store_names_the_keys_store_in_its_alarm(tmp_p
         assert not any("store message" in line for line in lines)
     finally:
         env.close()
+
+
+SHRED_CHILD = r"""
+import json, sys
+from storage.keys import KeyRing, LocalKeyProvider
+from tests.engine.disk_full_support import fill_disk
+
+keys_dir = sys.argv[1] + "/keys"
+keys = KeyRing(keys_dir, LocalKeyProvider(keys_dir), window_seconds=60)
+window = keys.body_window(6000.0)
+blob = keys.body_sealer(window).seal(b"body", b"id")
+hold = keys.named_sealer("hold:h1").seal(b"copy", b"id")
+fill_disk(sys.argv[1])
+errors = []
+for shred in (lambda: keys.shred_window(window), lambda: keys.shred_named("hold:h1")):
+    try:
+        shred()
+    except Exception as exc:
+        errors.append(type(exc).__name__)
+try:
+    keys.named_sealer("hold:h2")
+    new_key = "made"
+except Exception as exc:
+    new_key = type(exc).__name__
+again = KeyRing(keys_dir, LocalKeyProvider(keys_dir), window_seconds=60)  # a restart, the disk still full
+print(json.dumps({"errors": errors, "new_key": new_key, "window_shredded": again.is_shredded(window),
+                  "hold_key": again.has_named("hold:h1")}))
+"""
+
+
+@needs_tiny_tmpfs
+def test_a_shred_on_a_full_disk_is_durable_at_once_in_the_space_of_the_reserve(tmp_path):
+    """A real full disk (a 4 MiB tmpfs filled to its last page): shredding a body window's key and a
+    hold's key (a debugging window's end) succeeds and survives a restart, written in the blocks the
+    reserve file gave up. Before, each was ``StoreFull`` and the key stayed on disk - bodies readable past
+    their 24 h - until space came back. A new key is still refused: the reserve is for shreds only."""
+    seen, _ = run_on_tiny_tmpfs(tmp_path / "mnt", SHRED_CHILD)
+    assert seen["errors"] == [], seen
+    assert seen["window_shredded"] and not seen["hold_key"], seen
+    assert seen["new_key"] == "StoreFull", seen
