@@ -528,6 +528,7 @@ class KeyRing:
             raise KeyUnavailable(f"the key provider does not match the key store {self.path}")
         self._windows = {w: Sealer(k, w) for w, k in self._raw_keys_windows().items()}
         self._named = {n: Sealer(k, i) for n, (i, k) in self._raw_keys_named().items()}
+        self._keep_reserve(len(raw))  # (a store written before the reserve: made at its first start)
 
     def _save(self) -> None:
         doc = {

@@ -177,3 +177,16 @@ def test_no_temporary_file_is_left_after_a_rewrite(tmp_path):
     keys.body_sealer(1)
     keys.shred_window(1)
     assert sorted(p.name for p in tmp_path.iterdir()) == [KEY_STORE_FILE, RESERVE_FILE, MASTER_KEY_FILE]
+
+
+def test_the_shred_reserve_is_made_at_start_for_a_key_store_written_without_one(tmp_path):
+    """A key directory from before the reserve (or one whose reserve a shred gave up) gets it back at the
+    next start, as large as the store plus the margin, so the first shred on a full disk has its room."""
+    from storage.keys import RESERVE_MARGIN
+
+    ring(tmp_path).body_sealer(1)
+    (tmp_path / RESERVE_FILE).unlink()
+    ring(tmp_path)
+    size = (tmp_path / KEY_STORE_FILE).stat().st_size + RESERVE_MARGIN
+    assert (tmp_path / RESERVE_FILE).stat().st_size == size
+    assert (tmp_path / RESERVE_FILE).stat().st_blocks * 512 >= size  # allocated, not a sparse file
