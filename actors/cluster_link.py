@@ -13,7 +13,8 @@ A clustered process (``engine.cluster.placement``: the core, or a worker) joins 
   routes by) and an HTTP edge's questions (``edge_queries``, set by the engine once it runs). A worker's
   questions are answered by ``engine.cluster.shard_answers.QueryHandler``.
 * **Refs to what runs elsewhere**: a worker's ledger and bridge are the core's; the core asks the POP
-  shards of its workers through ``ClusterShards``, and fails a submit that no worker answered in time
+  shards of its workers through ``ClusterShards``, fails what it sent to a worker judged gone at once
+  (``engine.cluster.pending_watch``) and a submit that no worker answered in time
   (:class:`_ExpireUnanswered`).
 """
 
@@ -27,6 +28,8 @@ import pykka
 from engine import messages as m
 from engine.cluster.cluster_shards import ClusterShards
 from engine.cluster.nats_security import NatsSecurity
+from engine.cluster.pending_watch import EVERY_S as PENDING_EVERY_S
+from engine.cluster.pending_watch import PendingWatch
 from engine.cluster.placement import CORE
 from engine.cluster.presence import PresenceBoard
 from engine.cluster.shard_answers import QueryHandler
@@ -75,6 +78,10 @@ class ClusterLink:
             rt.shards.not_answering = rt.presence.mismatched  # no question to another protocol's
             rt.routing.push = rt.shards.use_routing
             rt.clock.every(UNANSWERED_AFTER_S, _ExpireUnanswered(rt.bridge), lambda: None)
+            # what was sent to a worker then judged gone fails at once, not after that expiry
+            rt.pending_watch = PendingWatch(place.workers, rt.bridge, transport,
+                                            lambda: transport.readiness)
+            rt.clock.every(PENDING_EVERY_S, rt.pending_watch, lambda: None)
         if worker:
             rt.directory.ledger = transport.ref(CORE, "ledger")
             rt.directory.bridge = rt.bridge = transport.ref(CORE, "bridge")

@@ -66,6 +66,9 @@ class Bridge:
         # (set, pop): a request is resolved by whoever pops it first, exactly once, without a lock.
         self._pending: dict[int, tuple[Future, Callable[[Any], Any], bool]] = {}
         self._ids = itertools.count(1)
+        # request id -> the worker its submit was sent to (a cluster's remote hand-off): when that worker
+        # is known gone, its requests fail at once (fail_sent_to) instead of after their time-out
+        self._sent_to: dict[int, str] = {}
         self._status_callbacks: list[Callable[[m.StatusItem], None]] = []
         self._ack_callbacks: list[Callable[[str, float], None]] = []
         self._webhook_sinks: list[Callable[[str, list[int], list[m.StatusItem]], None]] = []
@@ -97,7 +100,20 @@ class Bridge:
     def pending_ids(self) -> list[int]:
         return list(self._pending)
 
+    def sent_to(self, request_ids: list[int], node: str) -> None:
+        """Note that ``request_ids`` are being sent to worker ``node`` (before they are: an answer that
+        comes at once must find the note, which it removes)."""
+        for rid in request_ids:
+            self._sent_to[rid] = node
+
+    def fail_sent_to(self, node: str, exc: BaseException) -> int:
+        """Fail every pending request sent to worker ``node`` with ``exc`` (its slot given back);
+        returns how many. A scan of the requests sent to any worker: called when one is judged gone, not
+        per message."""
+        return self.expire([rid for rid, to in self._sent_to.copy().items() if to == node], exc)
+
     def fail(self, request_id: int, exc: BaseException) -> None:
+        self._sent_to.pop(request_id, None)
         entry = self._pending.pop(request_id, None)
         if entry:
             if entry[2]:
@@ -173,6 +189,7 @@ class Bridge:
                 _safely(cb, item)
 
     def _resolve(self, request_id: int, reply: Any, exc: BaseException | None) -> None:
+        self._sent_to.pop(request_id, None)
         entry = self._pending.pop(request_id, None)
         if entry is None:
             return  # the caller gave up (timeout); nothing to do

@@ -137,6 +137,8 @@ def tell_or_fail(bridge: Any, session: Any, raw: bytes, request_ids: list[int]) 
         # published to a worker that is not subscribed or not running, it would be lost, and the
         # client would wait 10-20 s for a 503 saying it may have been accepted)
         error = session.refusal()
+        if error is None:  # noted before it is sent: if that worker is then judged gone, these
+            bridge.sent_to(request_ids, session.node)  # fail at once (engine.cluster.pending_watch)
     if error is None:
         try:
             session.tell(raw)

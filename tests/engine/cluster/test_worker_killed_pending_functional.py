@@ -1,0 +1,100 @@
+"""Requests already sent to a worker that is then killed (kill -9) are answered as soon as the core
+knows the worker is gone - not after their time-out.
+
+Before, the core refused NEW submits for a dead worker at once (``engine.cluster.presence``), but a
+submit sent to it just before it died waited 10-20 s for ``_ExpireUnanswered``, and a status read the
+core's 30 s query time-out. Real nats-server and worker process; the worker is SIGSTOPped first, so the
+submit and the read are delivered into its socket and certainly pending when it is SIGKILLed (the
+heartbeat deadlines are far out of reach: only the kill can explain a quick answer).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from tests.engine.cluster.support import Cluster, stop_process
+from tests.engine.crash_support import webhook_engine_overrides
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.functional
+
+AT_ONCE_S = 3.0  # generous on a loaded host (the supervisor sees the exit within 0.2 s); before: 10-30 s
+
+
+def _overrides() -> dict:
+    out = webhook_engine_overrides()
+    out["engine"] = {**out["engine"], "child_hung_after_seconds": 60.0,
+                     "child_kill_after_seconds": 120.0}
+    return out
+
+
+def _call(port: int, token: str, method: str, path: str, body: dict | None = None,
+          headers: dict | None = None) -> tuple[float, int, dict]:
+    """``(seconds it took, status, body)``; gives up (the test fails) well before the old time-outs."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=AT_ONCE_S + 3)
+    started = time.monotonic()
+    try:
+        conn.request(method, path, body=None if body is None else json.dumps(body),
+                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json",
+                              **(headers or {})})
+        resp = conn.getresponse()
+        answer = json.loads(resp.read() or b"{}")
+    finally:
+        conn.close()
+    return time.monotonic() - started, resp.status, answer
+
+
+def test_requests_pending_on_a_killed_worker_fail_at_once_and_honestly(tmp_path):
+    c = Cluster(tmp_path, 1, overrides=_overrides(), http=True)
+    try:
+        port = c.engine.http.customer_port
+        account = c.accounts(1)[0]
+        first = c.engine.submit(account.api_key, "+4915112345678", "ACME", "hi")
+        wait_for(lambda: c.engine.status(first.message_id) is not None, "the message's record")
+        message = {"to": "+4915112345678", "from": "ACME", "body": "hello"}
+        key = {"Idempotency-Key": "order-1"}
+        answers: dict[str, tuple[float, int, dict]] = {}
+
+        def call(name: str, *args: object, **kwargs: object) -> threading.Thread:
+            def run() -> None:
+                answers[name] = _call(port, account.api_key, *args, **kwargs)
+
+            thread = threading.Thread(target=run, daemon=True)
+            thread.start()
+            return thread
+
+        worker = c.cluster.workers[0].proc
+        assert worker is not None
+        stop_process(worker.pid)  # connected: what the core sends lands in its socket, unanswered
+        pending_before = c.engine.bridge.pending_requests()
+        threads = [call("submit", "POST", "/v1/messages", message, key),
+                   call("read", "GET", f"/v1/messages/{first.message_id}")]
+        transport = c.engine.runtime.transport
+        wait_for(lambda: c.engine.bridge.pending_requests() > pending_before
+                 and transport._asking.get("w0"), "the submit and the read sent to w0")
+        os.kill(worker.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        for thread in threads:
+            thread.join(AT_ONCE_S + 4)
+        took = time.monotonic() - killed_at
+        assert set(answers) == {"submit", "read"}, f"no answer within {took:.1f} s of the kill"
+
+        _, status, body = answers["submit"]  # sent: it may have been accepted - never "nothing sent"
+        assert status == 503 and body["error"]["code"] == "cluster_unavailable", body
+        assert "may or may not have been accepted" in body["error"]["message"], body
+        _, status, body = answers["read"]
+        assert status == 503 and body["error"]["code"] == "cluster_unavailable", body
+        assert took < AT_ONCE_S, took
+
+        # the key stays pending: a retry cannot send (and bill) the message a second time
+        _, status, body = _call(port, account.api_key, "POST", "/v1/messages", message, key)
+        assert status == 409 and body["error"]["code"] == "idempotency_outcome_unknown", body
+    finally:
+        c.stop()
