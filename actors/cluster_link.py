@@ -81,6 +81,7 @@ class ClusterLink:
             # what was sent to a worker then judged gone fails at once, not after that expiry
             rt.pending_watch = PendingWatch(place.workers, rt.bridge, transport,
                                             lambda: transport.readiness)
+            rt.presence.on_gone = rt.pending_watch.heard_gone
             rt.clock.every(PENDING_EVERY_S, rt.pending_watch, lambda: None)
         if worker:
             rt.directory.ledger = transport.ref(CORE, "ledger")

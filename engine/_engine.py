@@ -199,6 +199,10 @@ class Engine(AccountManager, HoldManager):
             transport.readiness = cluster
             if self.runtime.presence is not None:  # (its ready lines' protocols: the cluster's ALARM)
                 self.runtime.presence.alarms = False
+                # nor the workers' questions as they start: a supervised worker asks after its ready
+                # line, when it may have taken submits already; the supervisor's verdicts say when
+                # one is gone (engine.cluster.pending_watch)
+                self.runtime.presence.on_gone = None
 
     @property
     def stopping(self) -> bool:

@@ -33,6 +33,7 @@ from engine import messages as m
 from engine.bridge import Bridge, InFlightGate
 from engine.cluster import protocol as cluster_protocol
 from engine.cluster.nats_security import NatsSecurity
+from engine.cluster.pending_watch import PendingWatch
 from engine.cluster.placement import Placement
 from engine.cluster.presence import PresenceBoard
 from engine.cluster.transport import Transport
@@ -73,6 +74,7 @@ class EdgeEngine:
         self._keys: dict[bytes, tuple[str | None, float]] = {}  # digest -> (account, expires)
         self._stopping = False
         self._old_core_until = 0.0  # until then, the core answered like a previous version
+        self._watch: PendingWatch | None = None
         self._expiry = threading.Thread(target=self._expire_unanswered, daemon=True,
                                         name="edge-unanswered")
 
@@ -90,10 +92,16 @@ class EdgeEngine:
         self.transport.readiness = self.presence.listen(self.transport)
         self.presence.wait_all_heard(PRESENCE_WAIT_S)
         self._expiry.start()
+        # a submit sent to a worker then announced down or seen restarting fails at once (outcome
+        # unknown), not after the unanswered expiry (engine.cluster.pending_watch)
+        self._watch = PendingWatch(place.workers, self.bridge, None, lambda: self.presence).start()
+        self.presence.on_gone = self._watch.heard_gone
         return self
 
     def stop(self) -> None:
         self._stopping = True
+        if self._watch is not None:
+            self._watch.stop()
         if self.transport is not None:
             self.transport.stop()
 

@@ -10,7 +10,9 @@ comes: the process that would give it is gone.
 So every remote hand-off notes the worker it went to (``Bridge.sent_to``), and :class:`PendingWatch`
 reads the same readiness verdicts the submits are refused by (``Transport.readiness``), every
 ``EVERY_S``. When a worker turns not ready for a reason that means it will not answer what it already
-has, it fails:
+has - or, at once, when a board of announcements hears it gone (``PresenceBoard.on_gone``: a worker
+restarted on another host asks as it starts, then beats within milliseconds, between two rounds) - it
+fails:
 
 * the submits sent to it with ``OutcomeUnknown`` (503 ``cluster_unavailable``): the frame went out and
   may have been accepted and committed before the worker died, so the client must not be told nothing
@@ -101,6 +103,12 @@ class PendingWatch:
             since = self._gone_since.setdefault(node, now)
             if now - since <= SETTLE_S:
                 self.fail(node, why)
+
+    def heard_gone(self, node: str) -> None:
+        """``PresenceBoard.on_gone``: ``node`` asked as it started again, or was announced down. What
+        was noted to it before could only reach a process that is gone or not subscribed yet; what is
+        noted after is refused until its ``ready``, or goes to its new process."""
+        self.fail(node, "restarted or down")
 
     def fail(self, node: str, why: str) -> None:
         """Fail the submits sent to ``node`` and the questions it was asked (only the reads if it is

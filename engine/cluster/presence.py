@@ -20,8 +20,9 @@ The verdict comes from one of two sources (each an object with ``refusal(node) -
   workers announce on ``<prefix>.presence`` (:class:`PresenceBoard`). A worker announces ``ready`` after
   every heartbeat round in which its actors and NATS loop answered (``engine.cluster.heartbeat``, at
   most a second apart; only once it is subscribed), and ``stopping`` when it is told to stop (the core
-  says ``stopping`` for a worker it supervises that exited: :func:`announce_down`). It is
-  ready from its first ``ready`` until it says ``stopping`` or is silent for ``silent_after`` seconds
+  says ``stopping`` and ``down`` for a worker it supervises that exited: :func:`announce_down`). It is
+  ready from its first ``ready`` until it says ``stopping``, asks (it started again: ``starting``),
+  is announced ``down`` or is silent for ``silent_after`` seconds
   (``[engine] child_hung_after_seconds``, 10 s: the deadline after which a supervised worker is hung, so
   a busy machine that delays a few beats refuses nothing). A process that starts listening asks every
   worker to announce itself at once (``ask``), so it does not refuse submits for a beat's time.
@@ -57,6 +58,13 @@ log = logging.getLogger(__name__)
 
 SUBJECT = "presence"  # <prefix>.presence (Transport.announce / listen)
 READY, STOPPING, ASK, HERE = "ready", "stopping", "ask", "here"
+# a worker's state as a listener keeps it but no worker announces: its ``ask`` (a worker asks once, as
+# it starts: any earlier process of it is gone) makes it STARTING until its next ``ready``; DOWN is
+# what the core announces for a supervised worker that exited (after a STOPPING, for listeners that do
+# not know DOWN). Either means what was sent to it before will not be answered
+# (``engine.cluster.pending_watch``); a STOPPING worker still answers what it took.
+STARTING, DOWN = "starting", "down"
+_KEPT = (READY, STOPPING, STARTING, DOWN)
 NOT_SEEN, SILENT = "not seen", "silent"  # verdicts of a worker never heard of, or not heard of lately
 
 
@@ -82,13 +90,17 @@ class PresenceBoard:
         self._last: dict[str, tuple[str, float]] = {}  # node -> (state announced, when heard)
         self._ready_until: dict[str, float] = {}  # node -> until when it counts as ready (hot path)
         self._protocol: dict[str, int] = {}  # node -> the protocol its last "ready" carried
+        # told (on the transport thread: it must not block) the node of a worker heard gone - STARTING
+        # or DOWN - at once: it may be back a few ms later (engine.cluster.pending_watch)
+        self.on_gone: Callable[[str], None] | None = None
         self._all_heard = threading.Event()
 
     def heard(self, node: str, state: str, now: float | None = None, *,
               protocol: int | None = None) -> bool:
-        """A worker's announcement (``protocol``: the one it carried; None: the listener's own); False
-        (ignored) for a node that is no worker of the cluster or a state that is not one."""
-        if node not in self.workers or state not in (READY, STOPPING):
+        """A worker's announcement (``protocol``: the one it carried; None: the listener's own), or
+        :data:`STARTING` for its ``ask``; False (ignored) for a node that is no worker of the cluster
+        or a state that is not one."""
+        if node not in self.workers or state not in _KEPT:
             return False
         now = self._clock() if now is None else now
         other = None
@@ -98,6 +110,8 @@ class PresenceBoard:
         self._ready_until[node] = now + self.silent_after if state == READY and not other else 0.0
         if len(self._last) == len(self.workers):
             self._all_heard.set()
+        if state in (STARTING, DOWN) and self.on_gone is not None:
+            self.on_gone(node)
         return True
 
     def _protocol_heard(self, node: str, protocol: int) -> str | None:
@@ -131,8 +145,9 @@ class PresenceBoard:
         return None if protocol is None else mismatch(protocol, self.protocol, self.me)
 
     def state_of(self, node: str, now: float | None = None) -> str:
-        """``ready``, ``stopping``, ``silent`` (ready, then not heard of for ``silent_after``), ``not
-        seen`` or, for one ready with another protocol than ours, ``protocol 3, core 4``."""
+        """``ready``, ``stopping``, ``starting`` (it asked: started again), ``down`` (the core saw it
+        exit), ``silent`` (ready, then not heard of for ``silent_after``), ``not seen`` or, for one
+        ready with another protocol than ours, ``protocol 3, core 4``."""
         last = self._last.get(node)
         if last is None:
             return NOT_SEEN
@@ -186,8 +201,11 @@ class PresenceBoard:
                 self.core.saw(msg.protocol)
             return
         if msg.state == ASK:
-            if self.core is None and msg.node != self._transport.node:  # the core: say ours
+            if msg.node == self._transport.node:  # (our own question)
+                return
+            if self.core is None:  # the core: say ours
                 self._transport.announce(SUBJECT, m.encode(m.WorkerPresence(CORE, HERE, self.protocol)))
+            self.heard(msg.node, STARTING)  # a worker (re)started: not subscribed until its "ready"
             return
         self.heard(msg.node, msg.state, protocol=msg.protocol)
 
@@ -221,8 +239,10 @@ class CoreProtocolWatch:
 def announce_down(transport: Any, node: str) -> None:
     """Say for worker ``node`` what it could not say itself: the supervisor saw it exit (a crash, a
     kill). The HTTP edges then refuse its submits at once instead of after ``silent_after`` of
-    silence; its next spawn announces itself ready once it is."""
+    silence, and fail what they sent to it (``DOWN``; ``STOPPING`` first, for an edge of a version
+    that knows only that); its next spawn announces itself ready once it is."""
     transport.announce(SUBJECT, m.encode(m.WorkerPresence(node, STOPPING, PROTOCOL)))
+    transport.announce(SUBJECT, m.encode(m.WorkerPresence(node, DOWN, PROTOCOL)))
 
 
 class PresenceAnnouncer:

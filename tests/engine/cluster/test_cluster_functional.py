@@ -18,6 +18,7 @@ import pytest
 
 from engine.cluster.nats_server import local_cluster
 from engine.cluster.placement import Placement
+from engine.errors import ClusterUnavailable
 from storage.ledger import DEBIT
 from tests.engine.cluster.support import DEPOSIT_USD, Cluster
 from tests.engine.crash_support import delivering_carriers
@@ -136,12 +137,22 @@ def test_a_worker_stores_only_the_webhook_events_its_accounts_want(tmp_path):
 
 
 def _load(c: Cluster, accounts: list, stop: threading.Event, acknowledged: dict) -> None:
-    """Submit as fast as answers come, recording every acknowledged message (until ``stop``)."""
+    """Submit as fast as answers come, recording every acknowledged message (until ``stop``). A submit
+    refused at once (its worker is down: nothing sent) is not acknowledged; the loader then waits as a
+    client honouring ``Retry-After`` would, a little (what was pending on a killed worker fails at once
+    now, so the loader reaches the refusals while the worker is still down)."""
     i = 0
     while not stop.is_set():
-        futs = [c.engine.submit_future(accounts[(i + k) % len(accounts)].api_key, NUMBERS[k % 3],
-                                       "ACME", f"load {i + k}") for k in range(20)]
+        futs = []
+        for k in range(20):
+            try:
+                futs.append(c.engine.submit_future(accounts[(i + k) % len(accounts)].api_key,
+                                                   NUMBERS[k % 3], "ACME", f"load {i + k}"))
+            except ClusterUnavailable:
+                pass
         i += 20
+        if len(futs) < 20:
+            stop.wait(0.05)
         for fut in futs:
             try:
                 a = fut.result(40)

@@ -8,6 +8,7 @@ import pytest
 
 from engine.bridge import Bridge, InFlightGate
 from engine.cluster.pending_watch import SETTLE_S, PendingWatch
+from engine.cluster.presence import DOWN, READY, STARTING, PresenceBoard
 from engine.errors import OutcomeUnknown
 
 
@@ -113,3 +114,25 @@ def test_an_answered_submit_is_forgotten_and_the_watch_acts_once_per_departure()
     verdicts.why["w0"] = "starting"
     watch.check()
     assert questions.calls[-1] == ("w0", False)
+
+
+
+def test_a_worker_heard_gone_fails_at_once_what_was_sent_to_it_before_and_only_that():
+    """A worker restarted on another host asks, then beats within milliseconds: a round 0.1 s apart
+    may never see it refused, so the board says so as it hears it (``on_gone``). What is sent after
+    its ``ready`` goes to its new process: left alone."""
+    bridge, _, questions, _, _ = _setup()
+    board = PresenceBoard(["w0", "w1"], 10.0, Clock())
+    watch = PendingWatch(["w0", "w1"], bridge, questions, lambda: board)
+    board.on_gone = watch.heard_gone
+    board.heard("w0", READY)
+    board.heard("w1", READY)
+    before = _sent(bridge, "w0")[0]
+    board.heard("w0", STARTING)  # its new process asked...
+    board.heard("w0", READY)  # ...and beat
+    after = _sent(bridge, "w0")[0]
+    watch.check()
+    assert isinstance(before.exception(0), OutcomeUnknown) and not after.done()
+    assert questions.calls == [("w0", False)]
+    board.heard("w0", DOWN)
+    assert isinstance(after.exception(0), OutcomeUnknown)

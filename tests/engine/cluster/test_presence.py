@@ -9,13 +9,16 @@ from hypothesis import strategies as st
 from engine import messages as m
 from engine.cluster.presence import (
     ASK,
+    DOWN,
     NOT_SEEN,
     READY,
     SILENT,
+    STARTING,
     STOPPING,
     SUBJECT,
     PresenceAnnouncer,
     PresenceBoard,
+    announce_down,
 )
 from engine.cluster.protocol import PROTOCOL
 
@@ -172,3 +175,27 @@ def test_a_board_listening_on_the_wire_hears_the_workers_and_asks_them_first():
     assert not board.wait_all_heard(0)
     wire.announce(SUBJECT, m.encode(m.WorkerPresence("w0", READY, PROTOCOL)))
     assert board.wait_all_heard(0)
+
+
+def test_a_worker_that_asks_started_again_and_one_announced_down_are_refused_until_ready():
+    """A worker asks once, as it starts: whatever an earlier process of it had taken is gone, and it
+    is not subscribed yet, although its last ``ready`` is recent (a kill -9 and a quick restart on
+    another host: before, it counted as ready until silent, 10 s). The core announces a supervised
+    worker that exited ``down``, after a ``stopping`` for listeners that know only that."""
+    clock = Clock()
+    wire = Wire()
+    wire.node = "core"
+    board = PresenceBoard(WORKERS, SILENT_AFTER, clock).listen(wire)
+    wire.announce(SUBJECT, m.encode(m.WorkerPresence("w1", READY, PROTOCOL)))
+    assert board.refusal("w1") is None
+    wire.announce(SUBJECT, m.encode(m.WorkerPresence("w1", ASK, PROTOCOL)))
+    assert board.refusal("w1") == STARTING
+    assert wire.sent[-1] == m.WorkerPresence("core", "here", PROTOCOL)  # (the core still says its own)
+    wire.announce(SUBJECT, m.encode(m.WorkerPresence("w1", READY, PROTOCOL)))
+    assert board.refusal("w1") is None
+
+    announce_down(wire, "w1")
+    assert wire.sent[-2:] == [m.WorkerPresence("w1", STOPPING, PROTOCOL),
+                              m.WorkerPresence("w1", DOWN, PROTOCOL)]
+    assert board.refusal("w1") == DOWN
+    assert board.status()[1]["state"] == DOWN and not board.status()[1]["ready"]

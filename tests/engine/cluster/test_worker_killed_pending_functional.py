@@ -6,6 +6,10 @@ submit sent to it just before it died waited 10-20 s for ``_ExpireUnanswered``, 
 core's 30 s query time-out. Real nats-server and worker process; the worker is SIGSTOPped first, so the
 submit and the read are delivered into its socket and certainly pending when it is SIGKILLed (the
 heartbeat deadlines are far out of reach: only the kill can explain a quick answer).
+
+The same for a core whose workers run on other hosts (``--role core``: it knows them only by what they
+announce): a worker killed and started again by its own host's supervisor asks as it starts, and what
+the core had sent to the killed one fails then - before, only the 10-20 s expiry did.
 """
 
 from __future__ import annotations
@@ -19,7 +23,10 @@ import time
 
 import pytest
 
-from tests.engine.cluster.support import Cluster, stop_process
+from engine import Engine
+from engine.cluster.local import LocalCluster
+from engine.config import load_settings
+from tests.engine.cluster.support import Cluster, funded_accounts, stop_process
 from tests.engine.crash_support import webhook_engine_overrides
 from tests.waiting import wait_for
 
@@ -98,3 +105,38 @@ def test_requests_pending_on_a_killed_worker_fail_at_once_and_honestly(tmp_path)
         assert status == 409 and body["error"]["code"] == "idempotency_outcome_unknown", body
     finally:
         c.stop()
+
+
+def test_a_core_fails_what_it_sent_to_a_remote_worker_that_was_killed_once_it_restarts(tmp_path):
+    overrides = _overrides()
+    workers = LocalCluster(tmp_path / "cluster", 1, overrides=overrides)  # "another host's" supervisor
+    engine = None
+    try:
+        engine = Engine.start(data_dir=tmp_path / "core", settings=load_settings(None, overrides),
+                              placement=workers.core_placement(), http=True)
+        workers.start_workers()
+        presence = engine.runtime.presence
+        wait_for(lambda: presence.refusal("w0") is None, "the core hearing w0 ready", 10)
+        account = funded_accounts(engine, 1)[0]
+        worker = workers.workers[0].proc
+        assert worker is not None
+        stop_process(worker.pid)
+        answers: list[tuple[float, int, dict]] = []
+        message = {"to": "+4915112345678", "from": "ACME", "body": "hello"}
+        thread = threading.Thread(target=lambda: answers.append(_call(
+            engine.http.customer_port, account.api_key, "POST", "/v1/messages", message,
+            {"Idempotency-Key": "order-2"})), daemon=True)
+        thread.start()
+        wait_for(lambda: engine.bridge.pending_requests(), "the submit sent to w0")
+        os.kill(worker.pid, signal.SIGKILL)  # its host's supervisor starts it again in 0.5 s
+        killed_at = time.monotonic()
+        thread.join(AT_ONCE_S + 4)
+        took = time.monotonic() - killed_at
+        assert answers, f"no answer within {took:.1f} s of the kill"
+        _, status, body = answers[0]
+        assert status == 503 and "may or may not have been accepted" in body["error"]["message"], body
+        assert took < AT_ONCE_S + 3, took  # a restart (~1-2 s) after the kill; before: 10-20 s
+    finally:
+        if engine is not None:
+            engine.stop(drain_seconds=0)
+        workers.stop()
