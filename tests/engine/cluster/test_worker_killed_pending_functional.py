@@ -9,22 +9,26 @@ heartbeat deadlines are far out of reach: only the kill can explain a quick answ
 
 The same for a core whose workers run on other hosts (``--role core``: it knows them only by what they
 announce): a worker killed and started again by its own host's supervisor asks as it starts, and what
-the core had sent to the killed one fails then - before, only the 10-20 s expiry did.
+the core had sent to the killed one fails then - before, only the 10-20 s expiry did. And for an HTTP
+edge, which hears the core announce a supervised worker down (before: 15-30 s).
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from engine import Engine
 from engine.cluster.local import LocalCluster
+from engine.cluster.nats_server import free_port
 from engine.config import load_settings
 from tests.engine.cluster.support import Cluster, funded_accounts, stop_process
 from tests.engine.crash_support import webhook_engine_overrides
@@ -136,6 +140,68 @@ def test_a_core_fails_what_it_sent_to_a_remote_worker_that_was_killed_once_it_re
         _, status, body = answers[0]
         assert status == 503 and "may or may not have been accepted" in body["error"]["message"], body
         assert took < AT_ONCE_S + 3, took  # a restart (~1-2 s) after the kill; before: 10-20 s
+    finally:
+        if engine is not None:
+            engine.stop(drain_seconds=0)
+        workers.stop()
+
+
+def _bytes_waiting(pid: int) -> int:
+    """Bytes in the receive queues of ``pid``'s TCP sockets (``/proc/net/tcp``): what reached a
+    stopped process that it has not read."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            link = os.readlink(fd)
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    waiting = 0
+    for table in ("tcp", "tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[9] in inodes:
+                    waiting += int(fields[4].split(":")[1], 16)
+    return waiting
+
+
+def test_an_http_edge_fails_what_it_sent_to_a_worker_the_core_saw_killed(tmp_path):
+    """An edge hands a submit without an Idempotency-Key straight to the account's worker; the core
+    (which supervises the worker) announces it down when it exits, and the edge fails what it had sent
+    to it then - before, after 15-30 s."""
+    overrides = _overrides()
+    workers = LocalCluster(tmp_path / "data", 1, overrides=overrides)
+    engine = None
+    try:
+        token = "edge-token-for-the-test"
+        engine = Engine.start(data_dir=tmp_path / "data", settings=load_settings(None, overrides),
+                              placement=workers.core_placement(), http=True, edge_token=token,
+                              cluster=workers)
+        workers.start_workers()
+        port = free_port()
+        workers.start_edges(1, f"http://127.0.0.1:{engine.http.customer_port}", "127.0.0.1", port,
+                            token=token)
+        account = funded_accounts(engine, 1)[0]
+        message = {"to": "+4915112345678", "from": "ACME", "body": "hello"}
+        _, status, sent = _call(port, account.api_key, "POST", "/v1/messages", message)
+        assert status == 202, sent  # (the edge hears w0 ready)
+        worker = workers.workers[0].proc
+        assert worker is not None
+        stop_process(worker.pid)
+        before = _bytes_waiting(worker.pid)
+        answers: list[tuple[float, int, dict]] = []
+        thread = threading.Thread(target=lambda: answers.append(_call(
+            port, account.api_key, "POST", "/v1/messages", message)), daemon=True)
+        thread.start()
+        wait_for(lambda: _bytes_waiting(worker.pid) > before, "the submit in w0's socket")
+        os.kill(worker.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        thread.join(AT_ONCE_S + 4)
+        took = time.monotonic() - killed_at
+        assert answers, f"no answer within {took:.1f} s of the kill"
+        _, status, body = answers[0]
+        assert status == 503 and "may or may not have been accepted" in body["error"]["message"], body
+        assert took < AT_ONCE_S, took
     finally:
         if engine is not None:
             engine.stop(drain_seconds=0)
