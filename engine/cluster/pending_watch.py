@@ -80,13 +80,13 @@ class PendingWatch:
 
     def _run(self) -> None:
         while not self._stop.wait(EVERY_S):
-            try:
-                self.check()
-            except Exception:  # (one bad round must not end the watch)
-                log.exception("pending watch: a check failed")
+            self.tell(None)
 
     def tell(self, _message: Any) -> None:  # (actors.clock.Clock.every)
-        self.check()
+        try:
+            self.check()
+        except Exception:  # (one bad round must not end the watch, nor the clock that tells it)
+            log.exception("pending watch: a check failed")
 
     def check(self) -> None:
         """One round: each worker gone now fails what was noted to it, in the round it turned gone
