@@ -10,7 +10,11 @@ How a body survives: a held body is copied, re-sealed under the hold's own data 
 ``hold:<id>`` in the key ring), into the ``held_bodies`` db. The transient body then follows its normal life
 (carrier ack, TTL purge, its window key shredded) while the held copy stays readable, but only through
 :meth:`Holds.read_held_body`, which audit-logs every read. When the hold is released or expires, its copies
-are deleted and its key shredded, so they are gone from stale pages and backups as well.
+are deleted and its key shredded, so they are gone from stale pages and backups as well. The end is
+committed first, then the key shredded; on a full key disk the shred is in memory only (``storage.keys``):
+the hold reads ended all the same, and a start shreds again the key of every hold ended on disk (a
+restart before space returns reloads it from ``keys.store``). An ended hold's record is deleted only once
+its notes key's shred is on disk, so a notes key never outlives the record that would shred it.
 
 * Message-scoped holds (a, c) copy the bodies still stored when the hold is placed (a body already purged
   cannot be brought back; the audit entry counts those).
@@ -58,6 +62,7 @@ A :class:`Holds` covers one POP environment; an operator places an account-scope
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -74,6 +79,7 @@ from engine.errors import (
     HoldEnded,
     InputError,
     KeyUnavailable,
+    StoreFull,
     UnknownAccount,
 )
 from storage.account_keys import DATA, AccountKeys
@@ -82,6 +88,8 @@ from storage.bodies import BodyStore, durable_write
 from storage.keys import KeyRing
 from storage.pseudonyms import token_text
 from storage.retention import RETENTION
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ENDED_RETENTION_SECONDS", "MAX_SECONDS", "Hold", "HoldKind", "Holds", "PlaceRequest",
            "new_order_id"]
@@ -358,17 +366,25 @@ class Holds:
         old = [h.hold_id for h in self._holds.values()
                if h.ended_at is not None and now - h.ended_at > ENDED_RETENTION_SECONDS]
         with self._lock:
-            if old:
+            shredded, full = [], None
+            for hold_id in old:  # the notes key first: the record is their owner until it is gone
+                try:
+                    self.keys.shred_named(_notes_key(hold_id))
+                    shredded.append(hold_id)
+                except StoreFull as exc:  # forgotten in memory only: the record stays, swept again
+                    full = exc
+            if shredded:
                 with durable_write(self.bodies.env) as txn:
-                    for hold_id in old:
+                    for hold_id in shredded:
                         txn.delete(hold_id.encode(), db=self._holds_db)
-            for hold_id in old:
-                self.keys.shred_named(_notes_key(hold_id))
+            for hold_id in shredded:
                 del self._holds[hold_id]
                 request = self._requests.pop(hold_id, None)
                 if request is not None:
                     self._by_request.pop(request[0], None)
-        return len(due) + len(old)
+            if full is not None:
+                raise full
+        return len(due) + len(shredded)
 
     def forget_account(self, account_id: str) -> int:
         """Erasure: end the account's debugging windows and shred their notes now (the customer's own
@@ -429,10 +445,33 @@ class Holds:
                                   {"copies_shredded": len(removed),
                                    **self._sealed_notes(hold_id, reason=reason)},
                                   account=hold.account_id, txn=txn)
-            self.keys.shred_named(_key_name(hold_id))
-            self._holds[hold_id] = ended
+            self._holds[hold_id] = ended  # the table says what the commit did, whatever the shred does
             self._forget(ended, removed)
+            self._shred_hold_key(hold_id)
             return ended
+
+    def _shred_hold_key(self, hold_id: str) -> bool:
+        """Shred an ended hold's key; whether that is on disk. On a full key disk the ring forgets it in
+        memory at once and the body sweep saves it (and alarms until then): the hold is ended all the same,
+        so this logs instead of failing the release or the expiry that committed it."""
+        try:
+            self.keys.shred_named(_key_name(hold_id))
+        except StoreFull:
+            log.warning("hold ended; its key is forgotten in memory but the key store cannot be saved yet "
+                        "(key directory full): saved by the next body sweep that can",
+                        extra={"hold": hold_id})
+            return False
+        return True
+
+    def _shred_keys_of_ended_holds(self) -> None:
+        """Shred the key of every hold ended on disk whose key is still in the ring: a shred forgotten in
+        memory only (full key disk) comes back with ``keys.store`` at a restart. Only this store's own
+        ended holds: the ring is shared by every POP of the process, and a hold being placed is not
+        ended, so no other store's key and no new hold's key is touched."""
+        with self._lock:
+            for hold in [h for h in self._holds.values() if h.ended_at is not None]:
+                if self.keys.has_named(_key_name(hold.hold_id)):
+                    self._shred_hold_key(hold.hold_id)
 
     def _delete_copies(self, txn: lmdb.Transaction, prefix: bytes) -> list[bytes]:
         removed = []
@@ -560,6 +599,7 @@ class Holds:
                 hold, request = self._read_hold(key, blob)
                 copied = [] if hold.ended_at is not None else self._copies(txn, hold.hold_id)
                 self._remember(hold, copied, request)
+        self._shred_keys_of_ended_holds()  # a shred a restart undid (see there)
 
     def _copies(self, txn: lmdb.Transaction, hold_id: str) -> list[bytes]:
         prefix = _held_key(hold_id, b"")

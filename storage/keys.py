@@ -42,7 +42,8 @@ memory at once - nothing in this process unseals under it again - and the save i
 change, every later shred call and every body sweep (each tick, :meth:`save_unsaved_shreds`), with
 ``StoreFull`` raised meanwhile so the caller alarms. The bound: in case (2) a copy of the key stays in
 ``keys.store`` until a save succeeds, and a restart before that reloads it (a window's key is shredded
-again by the first body sweep). An LMDB delete is no help here: the keys are outside LMDB on purpose, and
+again by the first body sweep, a hold's by the start of its holds store, which finds the hold ended on
+disk: ``storage.holds``). An LMDB delete is no help here: the keys are outside LMDB on purpose, and
 LMDB itself needs free pages to commit a delete.
 
 Not guaranteed: a wrapped key removed from ``keys.store`` may survive in freed filesystem blocks or an old

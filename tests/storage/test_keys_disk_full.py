@@ -281,3 +281,92 @@ def test_a_shred_on_a_full_disk_is_durable_at_once_in_the_space_of_the_reserve(t
     assert seen["errors"] == [], seen
     assert seen["window_shredded"] and not seen["hold_key"], seen
     assert seen["new_key"] == "StoreFull", seen
+
+
+def _holds_on(tmp_path, keys_dir, clock):
+    """A POP's body store and holds over a ring in ``keys_dir`` (a start: call again for a restart)."""
+    from storage.audit import AuditLog
+    from storage.bodies import BodyStore
+    from storage.env import open_env
+    from storage.holds import Holds
+
+    env = open_env(tmp_path / "pop", map_size=16 << 20)
+    keys = KeyRing(keys_dir, LocalKeyProvider(keys_dir), window_seconds=60, clock=clock)
+    bodies = BodyStore(env, keys, max_ttl_seconds=240, clock=clock)
+    return env, keys, bodies, Holds(bodies, keys, AuditLog(env, clock=clock), clock=clock)
+
+
+def test_a_hold_ended_while_its_key_cannot_be_saved_is_ended_in_memory_and_its_key_shredded_after_a_restart(
+        tmp_path, keys_dir, disk):
+    """Releasing a hold commits its end in LMDB, then shreds its key. With no room even for the shred
+    (every write fails; no reserve helps), the release answers the ended hold and the table says so -
+    before, it raised ``StoreFull`` after the commit and the hold stayed listed as active. A restart before
+    space returns reloads the key from ``keys.store``; the holds store shreds it again at start, because its
+    hold is ended on disk - before, nothing did and the hold's copies (deleted, still on stale pages) opened
+    again. Once space is back the body sweep saves the shred."""
+    from engine.errors import HoldEnded
+    from storage.holds import _key_name
+    from tests.storage.conftest import FakeClock
+
+    clock = FakeClock()
+    mid = "msg_" + "05" * 16
+    env, keys, bodies, holds = _holds_on(tmp_path, keys_dir, clock)
+    try:
+        with env.begin(write=True) as txn:
+            bodies.put_many(txn, [(mid, "evidence", clock() + 200)])
+        hold = holds.place_legal_hold([mid], actor="op", reason="r", reference="ref", until=clock() + 3600)
+        copy = holds.read_held_body(hold.hold_id, mid, actor="op")
+        assert copy == "evidence"
+        sealed = keys.named_sealer(_key_name(hold.hold_id)).seal(b"copy", b"id")  # as on a stale page
+        disk.on = True
+        ended = holds.release(hold.hold_id, actor="op", reason="done")  # before: StoreFull
+        assert ended.ended_at is not None
+        assert holds.get(hold.hold_id).ended_at is not None and holds.active() == []
+        with pytest.raises(HoldEnded):
+            holds.read_held_body(hold.hold_id, mid, actor="op")
+        assert not keys.has_named(_key_name(hold.hold_id))  # forgotten in memory at once
+    finally:
+        env.close()
+    env, keys, bodies, holds = _holds_on(tmp_path, keys_dir, clock)  # a restart, the disk still full
+    try:
+        assert holds.get(hold.hold_id).ended_at is not None
+        with pytest.raises(KeyUnavailable):  # before: the reloaded key opened the copy
+            keys.named_sealer(_key_name(hold.hold_id), create=False).open(sealed, b"id")
+        disk.on = False
+        bodies.sweep()  # space is back: the sweep saves the shred
+    finally:
+        env.close()
+    assert not ring(keys_dir).has_named(_key_name(hold.hold_id))
+
+
+def test_an_ended_holds_record_stays_until_its_notes_key_is_shredded_on_disk(tmp_path, keys_dir, disk):
+    """A year after a hold ends, the sweep deletes its record and shreds its notes key (which seals the
+    reason and reference in its audit entries). On a full key disk the shred is in memory only; the record
+    now stays until the shred is on disk, so a restart that reloads the key finds the record and the next
+    sweep shreds it again. Before, the record was deleted first and the reloaded notes key was never
+    shredded: the audit entries' notes opened again, for good."""
+    from storage.holds import ENDED_RETENTION_SECONDS, _notes_key
+    from tests.storage.conftest import FakeClock
+
+    clock = FakeClock()
+    env, keys, bodies, holds = _holds_on(tmp_path, keys_dir, clock)
+    try:
+        hold = holds.open_debug_window("acc_a", actor="op", reason="r", reference="ref",
+                                       until=clock() + 3600)
+        holds.release(hold.hold_id, actor="op", reason="done")
+        clock.advance(ENDED_RETENTION_SECONDS + 1)
+        disk.on = True
+        with pytest.raises(StoreFull):
+            holds.sweep()
+        assert holds.get(hold.hold_id) is not None
+    finally:
+        env.close()
+    env, keys, bodies, holds = _holds_on(tmp_path, keys_dir, clock)  # a restart; then space returns
+    try:
+        disk.on = False
+        assert holds.get(hold.hold_id) is not None  # before: the record was gone, the key back
+        assert holds.sweep() == 1
+        assert holds.get(hold.hold_id) is None
+    finally:
+        env.close()
+    assert not ring(keys_dir).has_named(_notes_key(hold.hold_id))
