@@ -34,10 +34,15 @@ the sweeper, a worker starting an account's session), not a bare ``OSError``.
 
 Shredding on a full disk: a shred must not wait for space (a body would outlive its 24 h, a debugging
 window's copy its end). So (1) the ring keeps a **reserve file** beside the store (``keys.store.reserve``,
-as large as the store plus :data:`RESERVE_MARGIN`, made whenever a save succeeds and it is missing or too
-small): a shred whose save fails for lack of space deletes it and saves again into the blocks it freed -
-the usual atomic rewrite, no in-place edit, so a crash still leaves the old file or the new one; and (2) if
-that fails too (no reserve yet, or something else took the freed blocks first) the key is forgotten in
+:data:`RESERVE_REWRITES` slices each as large as the store plus :data:`RESERVE_MARGIN`, made whole again
+whenever a save succeeds and at every body sweep tick, as far as space allows): a shred whose save fails
+for lack of space gives up one slice (truncates the file) and saves again into the blocks it freed, slice
+after slice - the usual atomic rewrite, no in-place edit, so a crash still leaves the old file or the new
+one. A shred frees the old store's blocks, so on an otherwise idle full disk the reserve is whole again at
+once; on a disk another writer keeps filling (it takes what a shred leaves free) one outage gets
+``RESERVE_REWRITES`` durable shreds (fewer if it also takes a slice's blocks before the rewrite does),
+plus as many again each time space returns for one sweep tick; and
+(2) if that fails too (the reserve used up, or something else took the freed blocks first) the key is forgotten in
 memory at once - nothing in this process unseals under it again - and the save is retried by every later
 change, every later shred call and every body sweep (each tick, :meth:`save_unsaved_shreds`), with
 ``StoreFull`` raised meanwhile so the caller alarms. The bound: in case (2) a copy of the key stays in
@@ -80,7 +85,8 @@ __all__ = ["KEY_STORE", "KEY_STORE_FILE", "MASTER_KEY_FILE", "KeyProvider", "Key
 MASTER_KEY_FILE = "master.key"
 KEY_STORE_FILE = "keys.store"
 RESERVE_FILE = KEY_STORE_FILE + ".reserve"
-RESERVE_MARGIN = 16 << 10  # the reserve beyond the store's size: the rewrite of a shred never grows it
+RESERVE_MARGIN = 16 << 10  # a slice of the reserve beyond the store's size: a shred's rewrite never grows it
+RESERVE_REWRITES = 4  # slices in the reserve: shreds saved in one outage even if others take what is freed
 KEY_STORE = "keys"  # the key directory, as store_full refusals and smsroute_store_full_refusals_total name it
 _STORE_VERSION = 2  # 1: no eras (one era of window_seconds from the epoch); still read
 _KEK_AAD = b"smsroute-kek-v1"
@@ -199,6 +205,7 @@ class KeyRing:
         self.ring_id = b""  # random id of this key store; stores record it to detect a swapped store
         self._kek_check = b""  # the ring id wrapped by the KEK: proves the provider at load time
         self._unsaved_shreds = False  # a shred forgotten in memory, not yet saved (full disk): retried
+        self._store_bytes = 0  # the size of keys.store as last read or written (sizes the reserve)
         self.reserve_path = self.directory / RESERVE_FILE
         self._load()
 
@@ -434,64 +441,85 @@ class KeyRing:
         with self._changing(save=False):
             yield
         try:
-            self._save()
+            self._save_in_reserve()
         except StoreFull:
-            if not self._reserve_given_up():
-                self._unsaved_shreds = True
-                raise
-            try:
-                self._save()
-            except StoreFull:
-                self._unsaved_shreds = True
-                raise
+            self._unsaved_shreds = True
+            raise
 
     def save_unsaved_shreds(self) -> None:
-        """A shred forgotten in memory but not saved yet (full disk): save it now (``StoreFull`` if it
-        still cannot be, the reserve given up first if there is one). The body sweep calls this every
-        tick; without such a shred it costs a flag test."""
-        if not self._unsaved_shreds:
-            return
+        """The body sweep's tick: save a shred forgotten in memory but not saved yet (full disk;
+        ``StoreFull`` if it still cannot be, the reserve given up first slice by slice), then make the
+        reserve whole again if space allows (a shred in an outage used part of it, or another writer took
+        the blocks before it could be made again). Costs a ``stat`` when there is nothing to do."""
         with self._lock:
             self._save_unsaved_locked()
+            self._keep_reserve(self._store_bytes)
 
     def _save_unsaved_locked(self) -> None:
-        if not self._unsaved_shreds:
-            return
-        try:
-            self._save()
-        except StoreFull:
-            if not self._reserve_given_up():
-                raise
-            self._save()
+        if self._unsaved_shreds:
+            self._save_in_reserve()
 
-    def _reserve_given_up(self) -> bool:
-        """Delete the reserve file, so its blocks take the rewrite of a shred; whether there was one."""
+    def _save_in_reserve(self) -> None:
+        """Save; while there is no space, give up one slice of the reserve and try again (``StoreFull``
+        once it is all given up)."""
+        while True:
+            try:
+                self._save()
+                return
+            except StoreFull:
+                if not self._reserve_slice_given_up():
+                    raise
+
+    def _reserve_slice(self) -> int:
+        return self._store_bytes + RESERVE_MARGIN
+
+    def _reserve_slice_given_up(self) -> bool:
+        """Shrink the reserve file by one slice (delete it at the last), so its blocks take the rewrite of
+        a shred; whether there was any. A slice at a time: what the rewrite does not use may be taken by
+        another writer at once, and the slices left still cover the next shreds of the outage."""
         try:
-            self.reserve_path.unlink()
+            size = self.reserve_path.stat().st_size
         except FileNotFoundError:
             return False
-        fsync_dir(self.directory)
+        left = size - self._reserve_slice()
+        if left <= 0:
+            self.reserve_path.unlink()
+            fsync_dir(self.directory)
+            return True
+        fd = os.open(self.reserve_path, os.O_WRONLY)
+        try:
+            os.ftruncate(fd, left)  # frees the blocks past ``left``
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         return True
 
     def _keep_reserve(self, store_bytes: int) -> None:
-        """Make the reserve file (store size + :data:`RESERVE_MARGIN`, really allocated) if it is missing
-        or too small. Best effort: without space there is just no reserve, until a later save."""
-        size = store_bytes + RESERVE_MARGIN
+        """Make the reserve file (:data:`RESERVE_REWRITES` slices of the store's size +
+        :data:`RESERVE_MARGIN`, really allocated) whole if it is missing or too small. Best effort:
+        without space it keeps what it has (the slices left), and a later save or sweep tick tries again."""
+        size = RESERVE_REWRITES * (store_bytes + RESERVE_MARGIN)
         try:
-            if self.reserve_path.stat().st_size >= size:
-                return
+            had = self.reserve_path.stat().st_size
         except FileNotFoundError:
-            pass
+            had = 0
+        if had >= size:
+            return
         try:
             fd = os.open(self.reserve_path, os.O_WRONLY | os.O_CREAT, 0o600)
-            try:
-                os.posix_fallocate(fd, 0, size)  # blocks, not a sparse file: they are what is given up
-                os.fsync(fd)
-            finally:
-                os.close(fd)
         except OSError:
+            return
+        try:
+            os.posix_fallocate(fd, 0, size)  # blocks, not a sparse file: they are what is given up
+            os.fsync(fd)
+        except OSError:  # (what a failed allocation took past the slices kept is given back)
             with contextlib.suppress(OSError):
-                self.reserve_path.unlink()  # (a partial reserve takes space it cannot promise)
+                os.ftruncate(fd, had)
+            if had == 0:
+                with contextlib.suppress(OSError):
+                    self.reserve_path.unlink()
+        finally:
+            os.close(fd)
 
     def _raw_keys_windows(self) -> dict[int, bytes]:
         return {w: self._provider.unwrap(b) for w, b in self._wrapped_windows.items()}
@@ -529,6 +557,7 @@ class KeyRing:
             raise KeyUnavailable(f"the key provider does not match the key store {self.path}")
         self._windows = {w: Sealer(k, w) for w, k in self._raw_keys_windows().items()}
         self._named = {n: Sealer(k, i) for n, (i, k) in self._raw_keys_named().items()}
+        self._store_bytes = len(raw)
         self._keep_reserve(len(raw))  # (a store written before the reserve: made at its first start)
 
     def _save(self) -> None:
@@ -547,6 +576,7 @@ class KeyRing:
         atomic_write(self.path, data)
         self._saved_with_eras = True
         self._unsaved_shreds = False
+        self._store_bytes = len(data)
         self._keep_reserve(len(data))
 
     def __repr__(self) -> str:

@@ -181,12 +181,13 @@ def test_no_temporary_file_is_left_after_a_rewrite(tmp_path):
 
 def test_the_shred_reserve_is_made_at_start_for_a_key_store_written_without_one(tmp_path):
     """A key directory from before the reserve (or one whose reserve a shred gave up) gets it back at the
-    next start, as large as the store plus the margin, so the first shred on a full disk has its room."""
-    from storage.keys import RESERVE_MARGIN
+    next start, room for RESERVE_REWRITES rewrites of the store (each its size plus the margin), so the
+    first shreds on a full disk have their room."""
+    from storage.keys import RESERVE_MARGIN, RESERVE_REWRITES
 
     ring(tmp_path).body_sealer(1)
     (tmp_path / RESERVE_FILE).unlink()
     ring(tmp_path)
-    size = (tmp_path / KEY_STORE_FILE).stat().st_size + RESERVE_MARGIN
+    size = RESERVE_REWRITES * ((tmp_path / KEY_STORE_FILE).stat().st_size + RESERVE_MARGIN)
     assert (tmp_path / RESERVE_FILE).stat().st_size == size
     assert (tmp_path / RESERVE_FILE).stat().st_blocks * 512 >= size  # allocated, not a sparse file

@@ -370,3 +370,67 @@ def test_an_ended_holds_record_stays_until_its_notes_key_is_shredded_on_disk(tmp
     finally:
         env.close()
     assert not ring(keys_dir).has_named(_notes_key(hold.hold_id))
+
+
+BUSY_DISK_CHILD = r"""
+import json, os, sys
+from storage.keys import RESERVE_FILE, KeyRing, LocalKeyProvider
+from tests.engine.disk_full_support import fill_disk, free_disk
+
+mnt = sys.argv[1]
+keys_dir = mnt + "/keys"
+keys = KeyRing(keys_dir, LocalKeyProvider(keys_dir), window_seconds=60)
+windows = [keys.body_window(6000.0 + 60 * n) for n in range(6)]
+for window in windows:
+    keys.body_sealer(window)
+fills = fill_disk(mnt, "a")
+busy, real_fallocate = [True], os.posix_fallocate
+
+
+def racing_fallocate(fd, offset, length):
+    # another writer takes the blocks a shred freed before the ring makes its reserve again (a race a
+    # real busy disk can lose at any moment; here it is lost every time)
+    if busy[0]:
+        fills.extend(fill_disk(mnt, f"r{len(fills)}-"))
+    return real_fallocate(fd, offset, length)
+
+
+os.posix_fallocate = racing_fallocate
+
+
+def shred_all(batch, tag):
+    errors = []
+    for n, window in enumerate(batch):
+        try:
+            keys.shred_window(window)
+        except Exception as exc:
+            errors.append(type(exc).__name__)
+        fills.extend(fill_disk(mnt, f"{tag}{n}-"))  # and whatever is left after it
+    return errors
+
+
+first = shred_all(windows[:3], "b")
+busy[0] = False
+free_disk(fills)  # space comes back for a while, with no key change meanwhile
+del fills[:]
+keys.save_unsaved_shreds()  # the body sweep's tick
+fills.extend(fill_disk(mnt, "c"))  # and the disk fills up again
+busy[0] = True
+second = shred_all(windows[3:], "d")
+again = KeyRing(keys_dir, LocalKeyProvider(keys_dir), window_seconds=60)  # a restart, the disk full
+print(json.dumps({"first": first, "second": second,
+                  "durable": [again.is_shredded(w) for w in windows]}))
+"""
+
+
+@needs_tiny_tmpfs
+def test_several_shreds_in_one_outage_on_a_busy_full_disk_are_durable_and_the_reserve_comes_back(tmp_path):
+    """A disk that stays full while something else keeps writing (it takes the blocks a shred frees before
+    the ring can make its reserve again): three shreds in a row are each durable, and after space came
+    back for a moment (one body sweep tick, no key change) three more in the next outage are too. Before,
+    the reserve covered one rewrite and was deleted whole when it could not be made again: the second
+    shred of an outage was ``StoreFull`` (in memory only, reloaded by a restart), and the reserve came
+    back only with the next successful key save."""
+    seen, _ = run_on_tiny_tmpfs(tmp_path / "mnt", BUSY_DISK_CHILD)
+    assert seen["first"] == [] and seen["second"] == [], seen
+    assert all(seen["durable"]), seen
