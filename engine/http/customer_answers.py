@@ -26,8 +26,6 @@ class EmailConfirmed(msgspec.Struct):
     email_confirmed: bool
 
 
-
-
 class ConfirmationQueued(msgspec.Struct, omit_defaults=True):
     """``POST /v1/email/confirmation`` (202): a new link for the account's address, and what became of
     it (``engine.mail.delivery``): ``sent`` true and ``delivery`` ``queued`` when a mail server is
