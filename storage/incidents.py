@@ -30,8 +30,18 @@ the key names no holder), value the sealed ``[customer key, waiting mail id, out
 ""), the row key as AAD. Why: an all-accounts incident names
 every holder, and the record rewritten whole at each step cost 72 bytes per holder per write (720 KB at
 10,000 accounts, 7.2 MB at 100,000, for every settle that learnt one mail's outcome); a step now writes
-the record (a few hundred bytes) and the rows of the holders it changed. A record of an older version
-that holds the two maps itself is read as it is, and its first write moves every entry to rows.
+the record (a few hundred bytes) and the rows of the holders it changed.
+
+The record keeps how many holders' notice is in each state (``holder_counts``: queued, sent,
+not_delivered, unsent) and the next row number, changed in the transaction that changes the rows; the
+rows whose mail waits are indexed in the ``incident_waiting`` db (key as the row's, empty value). Why:
+with rows alone, every read opened every row (and asked the outbox about every waiting mail): listing
+incidents, the stats and the sweep cost 0.5 s CPU per look at an all-accounts incident of 100,000
+holders, also when every mail had long ended, and a step held the store lock that long. A read now opens
+the record only; a settle visits the waiting rows only; each holder's state is read (every row) only to
+decide whom to mail (``get(…, holders=True)``). Records of older layouts (no ``notice_layout``: the
+maps in the record, or rows without counts) are read as they are — every row, to count them — and
+brought to this one by their first write or settle (the desk settles at each look: once).
 
 Erasure (policy 7.1): an incident outlives the erasure of the accounts it affects (closure + 5 years), so
 with the per-account keys given it names each affected account by its pseudonym (``subjects``:
@@ -72,6 +82,9 @@ CLOSE_WARNING_SECONDS = 24 * 3600  # "close to the deadline": the alerting metri
 ALL_ACCOUNTS = "*"
 MAIL_ID_BYTES = 16  # an outbox mail id (storage.outbox)
 NOTICES_DB = b"incident_notices"  # per holder: <incident id>/<row no.> -> [customer key, mail id, outcome]
+WAITING_DB = b"incident_waiting"  # the rows whose mail waits: <incident id>/<row no.> -> b""
+NOTICE_LAYOUT = 2  # counts in the record, waiting rows indexed (older records: none stored, 0)
+ENDED = (SENT, NOT_DELIVERED, UNSENT)
 
 
 @dataclass(frozen=True)
@@ -97,42 +110,57 @@ class Incident:
     customer_mails: dict[str, str] = field(default_factory=dict, repr=False)
     # ... or what became of it: sent, not_delivered or unsent
     customer_outcomes: dict[str, str] = field(default_factory=dict, repr=False)
+    # how many holders' notice is in each state (queued, sent, ...): kept in the record (NOTICE_LAYOUT)
+    holder_counts: dict[str, int] = field(default_factory=dict)
+    notice_layout: int = 0  # NOTICE_LAYOUT: counted rows with a waiting index; 0: an older layout
+    next_notice_row: int = 0  # the number the next holder's row gets
     # read from a record of an older version that held the two maps itself (never stored)
     inline_notices: bool = field(default=False, repr=False, compare=False)
     # customer key -> the number of its notice row, as read (never stored in the record)
     notice_rows: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+    # whether the two maps were read (a store's listing reads the counts only; never stored)
+    holders_read: bool = field(default=True, repr=False, compare=False)
 
     def public(self) -> dict:
         """The record as shown: the notice counts per customer (older versions' counts added)."""
         fields = asdict(self)
         for kept_inside in ("sealed_accounts", "notice_mails", "customer_mails", "customer_outcomes",
-                            "inline_notices", "notice_rows"):
+                            "holder_counts", "notice_layout", "next_notice_row", "inline_notices",
+                            "notice_rows", "holders_read"):
             del fields[kept_inside]
-        outcomes = Counter(self.customer_outcomes.values())
-        fields["customers_notified"] = self.customers_notified + outcomes[SENT]
-        fields["customers_not_delivered"] = self.customers_not_delivered + outcomes[NOT_DELIVERED]
-        fields["customers_unsent"] = self.customers_unsent + outcomes[UNSENT]
-        fields["customers_queued"] = (len(self.notice_mails) // MAIL_ID_BYTES
-                                      + len(self.customer_mails))
+        counts = self.notice_counts
+        fields["customers_notified"] = self.customers_notified + counts.get(SENT, 0)
+        fields["customers_not_delivered"] = self.customers_not_delivered + counts.get(NOT_DELIVERED, 0)
+        fields["customers_unsent"] = self.customers_unsent + counts.get(UNSENT, 0)
+        fields["customers_queued"] = len(self.notice_mails) // MAIL_ID_BYTES + counts.get(QUEUED, 0)
         return fields
+
+    @property
+    def notice_counts(self) -> dict[str, int]:
+        """Holders per notice state (queued, sent, not_delivered, unsent): from the two maps when they
+        were read (or made in memory), else as the record keeps them."""
+        if self.holders_read:
+            return _counts_of(self.customer_mails, self.customer_outcomes)
+        return {state: n for state, n in self.holder_counts.items() if n}
 
     @property
     def notified_by_older_version(self) -> bool:
         """Its notice was queued by a version that did not record whom it mailed (nor, so, whose mail
         failed): it went to every holder then affected."""
-        return bool(self.customers_notified_at) and not self.customer_mails \
-            and not self.customer_outcomes
+        return bool(self.customers_notified_at) and not self.notice_counts
 
     def notice_of(self, customer: str) -> str | None:
         """What became of the customer's notice: ``queued`` (waiting), ``sent``, ``not_delivered``,
-        ``unsent``, or None (never mailed one by this version)."""
+        ``unsent``, or None (never mailed one by this version). Needs the holders read
+        (``IncidentStore.get(…, holders=True)``)."""
+        _holders_needed(self)
         if customer in self.customer_mails:
             return QUEUED
         return self.customer_outcomes.get(customer)
 
     @property
     def waits_for_mail(self) -> bool:
-        return bool(self.notice_mails or self.customer_mails)
+        return bool(self.notice_mails) or bool(self.notice_counts.get(QUEUED))
 
     def authority_overdue(self, now: float) -> bool:
         return not self.authority_notified_at and now > self.authority_deadline
@@ -148,10 +176,21 @@ class Incident:
                 "authority_deadline_close": self.authority_deadline_close(now)}
 
 
-def settled(incident: Incident, outcome: Callable[[str], str]) -> Incident:
-    """The incident with each waiting notice mail whose ``outcome`` (``Outbox.outcome``: queued, sent,
-    not_delivered, unsent) is known moved out of waiting into what it ended in (per customer; an
-    older version's mails into its counts); the same object when none is."""
+def _counts_of(mails: dict[str, str], outcomes: dict[str, str]) -> dict[str, int]:
+    counts = dict(Counter(outcomes.values()))
+    if mails:
+        counts[QUEUED] = len(mails)
+    return counts
+
+
+def _holders_needed(incident: Incident) -> None:
+    if not incident.holders_read:
+        raise ValueError(f"incident {incident.id} was read without its holders' notice state")
+
+
+def _older_settled(incident: Incident, outcome: Callable[[str], str]) -> Incident:
+    """The incident with each of an older version's waiting mails (``notice_mails``, no holder named)
+    whose outcome is known moved into its counts; the same object when none is."""
     waiting, counts = [], {SENT: 0, NOT_DELIVERED: 0, UNSENT: 0}
     mails = incident.notice_mails
     for i in range(0, len(mails), MAIL_ID_BYTES):
@@ -161,23 +200,35 @@ def settled(incident: Incident, outcome: Callable[[str], str]) -> Incident:
             counts[state] += 1
         else:  # queued (or a state this version does not know: keep asking)
             waiting.append(mail_id)
-    ended = {customer: state for customer, mail_id in incident.customer_mails.items()
-             if (state := outcome(mail_id)) in counts}
-    if len(waiting) * MAIL_ID_BYTES == len(mails) and not ended:
+    if len(waiting) * MAIL_ID_BYTES == len(mails):
         return incident
     return replace(incident, notice_mails=b"".join(waiting),
                    customers_notified=incident.customers_notified + counts[SENT],
                    customers_not_delivered=incident.customers_not_delivered + counts[NOT_DELIVERED],
-                   customers_unsent=incident.customers_unsent + counts[UNSENT],
-                   customer_mails={c: m for c, m in incident.customer_mails.items()
-                                   if c not in ended},
+                   customers_unsent=incident.customers_unsent + counts[UNSENT])
+
+
+def settled(incident: Incident, outcome: Callable[[str], str]) -> Incident:
+    """The incident with each waiting notice mail whose ``outcome`` (``Outbox.outcome``: queued, sent,
+    not_delivered, unsent) is known moved out of waiting into what it ended in (per customer; an
+    older version's mails into its counts); the same object when none is. In memory, on an incident
+    whose holders were read (the store's :meth:`IncidentStore.settle_notices` visits waiting rows only)."""
+    _holders_needed(incident)
+    older = _older_settled(incident, outcome)
+    ended = {customer: state for customer, mail_id in incident.customer_mails.items()
+             if (state := outcome(mail_id)) in ENDED}
+    if older is incident and not ended:
+        return incident
+    return replace(older, customer_mails={c: m for c, m in incident.customer_mails.items()
+                                          if c not in ended},
                    customer_outcomes={**incident.customer_outcomes, **ended})
 
 
 def with_notices(incident: Incident, mails: dict[str, str], now: float) -> Incident:
     """The incident with ``mails`` (customer key -> outbox id) as those customers' waiting notice
     mails, replacing what became of an earlier one (so each customer is counted once: by their latest
-    notice); ``customers_notified_at`` set to ``now`` if it was not."""
+    notice); ``customers_notified_at`` set to ``now`` if it was not. In memory, holders read."""
+    _holders_needed(incident)
     return replace(incident, customers_notified_at=incident.customers_notified_at or now,
                    customer_mails={**incident.customer_mails, **mails},
                    customer_outcomes={c: o for c, o in incident.customer_outcomes.items()
@@ -188,7 +239,12 @@ class IncidentStore:
     """Sealed incident records, each with its per-holder notice rows. *Durable:* each step commits
     (fsync) before it returns, the record and the rows it changed in one transaction. *Writers:* any
     thread, serialised. *Readers:* any thread (a record and its rows read in one transaction). *Kept:*
-    closure + 5 years (``security_incidents``)."""
+    closure + 5 years (``security_incidents``).
+
+    *Cost:* reading an incident (``get``, ``all``) opens its record only (the counts per notice state
+    are in it); ``get(…, holders=True)`` also every row. A settle visits the waiting rows only (their
+    index) and writes those that ended; queueing notices reads every row once when the incident already
+    has some (to find the holders' rows: a row's key names no holder)."""
 
     def __init__(self, env: lmdb.Environment, sealer: Sealer, account_keys: AccountKeys | None = None,
                  *, clock: Callable[[], float] = time.time) -> None:
@@ -198,6 +254,7 @@ class IncidentStore:
         self._records = SealedRecords(env, sealer, b"incidents", Incident, "incident",
                                       encode=self._encode, decode=self._decode)
         self._notices = env.open_db(NOTICES_DB)
+        self._waiting = env.open_db(WAITING_DB)
         self._clock = clock
 
     def open(self, summary: str, detected_at: float, accounts: list[str], opened_by: str) -> Incident:
@@ -208,23 +265,26 @@ class IncidentStore:
                 subjects.append(token_text(self._keys.token(account_id)))
                 sealed.append(self._keys.sealer(account_id, DATA).seal(
                     account_id.encode(), incident_id.encode()))
-        return self._records.put(Incident(
+        return self._light(self._records.put(Incident(
             id=incident_id, summary=summary, detected_at=detected_at,
             opened_at=self._clock(), opened_by=opened_by, accounts=list(accounts),
             authority_deadline=detected_at + AUTHORITY_DEADLINE_SECONDS, subjects=subjects,
-            sealed_accounts=sealed))
+            sealed_accounts=sealed, notice_layout=NOTICE_LAYOUT)))
 
-    def get(self, incident_id: str) -> Incident:
+    def get(self, incident_id: str, *, holders: bool = False) -> Incident:
+        """The incident with its counts; with ``holders`` also each holder's notice state (every row:
+        O(holders), for :meth:`Incident.notice_of`)."""
         with self._env.begin() as txn:
-            return self._read(txn, incident_id)
+            return self._read(txn, incident_id, holders=holders)
 
     def all(self) -> Iterator[Incident]:
+        """Every incident with its counts (not its holders' rows)."""
         with self._env.begin() as txn:
             incidents = [self._read(txn, incident_id) for incident_id in self._records.ids_in(txn)]
         return iter(incidents)
 
     def authority_notified(self, incident_id: str, at: float, reference: str) -> Incident:
-        def change(i: Incident) -> Incident:
+        def change(txn: lmdb.Transaction, i: Incident) -> Incident:
             if i.authority_notified_at:
                 raise InvalidTransition("the authority's notification is already recorded")
             return replace(i, authority_notified_at=at, authority_reference=reference)
@@ -242,31 +302,68 @@ class IncidentStore:
         customer's waiting mail (replacing what became of an earlier one) until :meth:`settle_notices`
         learns what became of it; ``customers_notified_at`` set if it was not."""
         now = self._clock()
-        return self._update(incident_id, lambda i: with_notices(i, mails, now))
+
+        def change(txn: lmdb.Transaction, i: Incident) -> Incident:
+            rows, tally = self._holder_rows(txn, i) if mails else {}, _Tally.of(i)
+            for customer, mail_id in mails.items():
+                self._set_row(txn, tally, customer, rows.get(customer), (mail_id, ""))
+            return tally.into(replace(i, customers_notified_at=i.customers_notified_at or now))
+
+        return self._update(incident_id, change)
 
     def notices_not_queued(self, incident_id: str, before: Incident, customers: list[str]) -> Incident:
         """Undo :meth:`notices_queued` for ``customers`` whose mails were then not queued (the outbox
-        refused the mailing): each customer's entry, and ``customers_notified_at``, as in ``before``."""
-        def undo(i: Incident) -> Incident:
-            mails = {c: m for c, m in i.customer_mails.items() if c not in customers}
-            outcomes = dict(i.customer_outcomes)
+        refused the mailing): each customer's entry — waiting mail or outcome, or none —, and
+        ``customers_notified_at``, as in ``before`` (read with its holders)."""
+        _holders_needed(before)
+
+        def undo(txn: lmdb.Transaction, i: Incident) -> Incident:
+            rows, tally = self._holder_rows(txn, i), _Tally.of(i)
             for customer in customers:
-                if customer in before.customer_outcomes:
-                    outcomes[customer] = before.customer_outcomes[customer]
-            return replace(i, customer_mails=mails, customer_outcomes=outcomes,
-                           customers_notified_at=before.customers_notified_at)
+                if customer in before.customer_mails:
+                    state: tuple[str, str] | None = (before.customer_mails[customer], "")
+                elif customer in before.customer_outcomes:
+                    state = ("", before.customer_outcomes[customer])
+                else:
+                    state = None
+                self._set_row(txn, tally, customer, rows.get(customer), state)
+            return tally.into(replace(i, customers_notified_at=before.customers_notified_at))
 
         return self._update(incident_id, undo)
 
     def settle_notices(self, incident: Incident, outcome: Callable[[str], str]) -> Incident:
-        """:func:`settled`, written when it changed something (and only then: a read that finds every
-        mail still queued writes nothing); the rows of the holders whose mail ended, not all."""
-        if settled(incident, outcome) is incident:
+        """What became of the waiting notice mails (``outcome``: ``Outbox.outcome``), written: the rows
+        of the holders whose mail ended and the counts. Only the waiting rows are visited, outside the
+        lock; a look that finds every mail still queued writes nothing (nor does it take the lock).
+        A record of an older layout is brought to this one (once: its rows counted and indexed)."""
+        if incident.notice_layout != NOTICE_LAYOUT:
+            incident = self._update(incident.id, lambda txn, i: i)
+        ended = self._ended(incident.id, outcome)
+        if not ended and _older_settled(incident, outcome) is incident:
             return incident
-        return self._update(incident.id, lambda i: settled(i, outcome))
+
+        def change(txn: lmdb.Transaction, i: Incident) -> Incident:
+            tally = _Tally.of(i)
+            for row, (customer, mail_id, state, blob) in ended.items():
+                if txn.get(_row_key(i.id, row), db=self._notices) == blob:  # not written since
+                    self._set_row(txn, tally, customer, (row, (mail_id, "")), ("", state))
+            return _older_settled(tally.into(i), outcome)
+
+        return self._update(incident.id, change)
+
+    def settled_unwritten(self, incident: Incident, outcome: Callable[[str], str]) -> Incident:
+        """What :meth:`settle_notices` would make of ``incident``, written nowhere (for a store that
+        cannot take a write now): the counts with the ended mails moved."""
+        if incident.holders_read:
+            return settled(incident, outcome)
+        counts = Counter(incident.holder_counts)
+        for _customer, _mail_id, state, _blob in self._ended(incident.id, outcome).values():
+            counts[QUEUED] -= 1
+            counts[state] += 1
+        return _older_settled(replace(incident, holder_counts=dict(counts)), outcome)
 
     def close(self, incident_id: str) -> Incident:
-        def change(i: Incident) -> Incident:
+        def change(txn: lmdb.Transaction, i: Incident) -> Incident:
             if i.closed_at:
                 raise InvalidTransition("the incident is already closed")
             return replace(i, closed_at=self._clock())
@@ -282,49 +379,115 @@ class IncidentStore:
                 incident = self._records.get_in(txn, incident_id)
                 if incident.closed_at and incident.closed_at < keep_after:
                     self._records.delete_in(txn, incident_id)
-                    for key, _ in self._rows(txn, incident_id):
-                        txn.delete(key, db=self._notices)
+                    for db in (self._notices, self._waiting):
+                        for key in _keys_under(txn, db, incident_id):
+                            txn.delete(key, db=db)
                     removed += 1
         return removed
 
     # --- the record and its rows -------------------------------------------------------------------
 
-    def _update(self, incident_id: str, change: Callable[[Incident], Incident]) -> Incident:
-        """Read-modify-write of the record and of the notice rows of the holders ``change`` changed
-        (every holder's, once, for a record of an older version that held them itself)."""
+    def _update(self, incident_id: str,
+                change: Callable[[lmdb.Transaction, Incident], Incident]) -> Incident:
+        """Read-modify-write of the record (and of the rows ``change`` writes, in the same
+        transaction); a record of an older layout is brought to this one first."""
         with self._records.lock, refusing_when_full("privacy"), self._env.begin(write=True) as txn:
-            old = self._read(txn, incident_id)
-            new = change(old)
+            new = change(txn, self._current(txn, incident_id))
             self._records.put_in(txn, new)
-            if old.inline_notices:
-                customers = {*old.customer_mails, *old.customer_outcomes, *new.customer_mails,
-                             *new.customer_outcomes}
-            else:
-                customers = _changed(old.customer_mails, new.customer_mails) \
-                    | _changed(old.customer_outcomes, new.customer_outcomes)
-            rows = dict(old.notice_rows)
-            next_row = max(rows.values(), default=-1) + 1
-            for customer in sorted(customers):
-                if customer in new.customer_mails:
-                    row = [customer, new.customer_mails[customer], ""]
-                elif customer in new.customer_outcomes:
-                    row = [customer, "", new.customer_outcomes[customer]]
-                else:
-                    if customer in rows:
-                        txn.delete(_row_key(incident_id, rows.pop(customer)), db=self._notices)
-                    continue
+        return new
+
+    def _current(self, txn: lmdb.Transaction, incident_id: str) -> Incident:
+        """The record (its holders not read) in this layout. An older one's holders (its maps, over
+        which its rows — of the layout without counts — win) each get a row, their counts and the
+        waiting index: once, the record written by the caller."""
+        incident = self._records.get_in(txn, incident_id)
+        if incident.notice_layout == NOTICE_LAYOUT:
+            return self._light(incident)
+        full = self._with_holders(txn, incident)
+        rows = dict(full.notice_rows)
+        next_row = max(rows.values(), default=-1) + 1
+        states = {**{c: ("", o) for c, o in full.customer_outcomes.items()},
+                  **{c: (m, "") for c, m in full.customer_mails.items()}}
+        for customer in sorted(states):
+            mail_id, outcome = states[customer]
+            if customer not in rows or full.inline_notices:
                 if customer not in rows:
                     rows[customer], next_row = next_row, next_row + 1
-                key = _row_key(incident_id, rows[customer])
-                txn.put(key, self._sealer.seal(msgpack.packb(row), key), db=self._notices)
-        return replace(new, inline_notices=False, notice_rows=rows)
+                self._put_row(txn, incident_id, rows[customer], [customer, mail_id, outcome])
+            if mail_id:
+                txn.put(_row_key(incident_id, rows[customer]), b"", db=self._waiting)
+        return replace(full, customer_mails={}, customer_outcomes={}, inline_notices=False,
+                       notice_rows={}, holders_read=False, notice_layout=NOTICE_LAYOUT,
+                       holder_counts=_counts_of(full.customer_mails, full.customer_outcomes),
+                       next_notice_row=next_row)
 
-    def _read(self, txn: lmdb.Transaction, incident_id: str) -> Incident:
-        """The record with its holders' notice state: its rows, over what an older record held itself."""
+    def _set_row(self, txn: lmdb.Transaction, tally: _Tally, customer: str,
+                 old: tuple[int, tuple[str, str]] | None, new: tuple[str, str] | None) -> None:
+        """Write one holder's state (``(mail id, "")`` waiting, ``("", outcome)``, or None: no row)
+        over ``old`` (its row number and state, or None: it has no row), its waiting index entry with
+        it; ``tally`` (the record's counts and next row number) follows."""
+        incident_id = tally.incident_id
+        if old is not None:
+            row, (old_mail, old_outcome) = old
+            tally.counts[QUEUED if old_mail else old_outcome] -= 1
+            if old_mail:
+                txn.delete(_row_key(incident_id, row), db=self._waiting)
+        elif new is not None:
+            row, tally.next_row = tally.next_row, tally.next_row + 1
+        if new is None:
+            if old is not None:
+                txn.delete(_row_key(incident_id, row), db=self._notices)
+            return
+        mail_id, outcome = new
+        tally.counts[QUEUED if mail_id else outcome] += 1
+        self._put_row(txn, incident_id, row, [customer, mail_id, outcome])
+        if mail_id:
+            txn.put(_row_key(incident_id, row), b"", db=self._waiting)
+
+    def _put_row(self, txn: lmdb.Transaction, incident_id: str, row: int, value: list[str]) -> None:
+        key = _row_key(incident_id, row)
+        txn.put(key, self._sealer.seal(msgpack.packb(value), key), db=self._notices)
+
+    def _holder_rows(self, txn: lmdb.Transaction,
+                     incident: Incident) -> dict[str, tuple[int, tuple[str, str]]]:
+        """customer -> (row number, (mail id, outcome)): every row read (none when it has none)."""
+        if not incident.next_notice_row:
+            return {}
+        rows = {}
+        for key, blob in _entries_under(txn, self._notices, incident.id):
+            customer, mail_id, outcome = msgpack.unpackb(self._sealer.open(blob, key))
+            rows[customer] = (int.from_bytes(key[-8:], "big"), (mail_id, outcome))
+        return rows
+
+    def _ended(self, incident_id: str,
+               outcome: Callable[[str], str]) -> dict[int, tuple[str, str, str, bytes]]:
+        """The waiting rows whose mail ended: row number -> (customer, mail id, what it ended in, the
+        row as read: a writer finds it unchanged, or leaves it, without opening it again)."""
+        ended = {}
+        with self._env.begin() as txn:
+            for key in _keys_under(txn, self._waiting, incident_id):
+                row_key = _row_key(incident_id, int.from_bytes(key[-8:], "big"))
+                blob = txn.get(row_key, db=self._notices)
+                if blob is None:
+                    continue
+                blob = bytes(blob)
+                customer, mail_id, _ = msgpack.unpackb(self._sealer.open(blob, row_key))
+                if (state := outcome(mail_id)) in ENDED:
+                    ended[int.from_bytes(key[-8:], "big")] = (customer, mail_id, state, blob)
+        return ended
+
+    def _read(self, txn: lmdb.Transaction, incident_id: str, *, holders: bool = False) -> Incident:
+        """The record with its counts; with ``holders`` (or a record of an older layout, which keeps no
+        counts) its holders' notice state: its rows, over what an older record held itself."""
         incident = self._records.get_in(txn, incident_id)
+        if holders or incident.notice_layout != NOTICE_LAYOUT:
+            return self._with_holders(txn, incident)
+        return self._light(incident)
+
+    def _with_holders(self, txn: lmdb.Transaction, incident: Incident) -> Incident:
         mails, outcomes = dict(incident.customer_mails), dict(incident.customer_outcomes)
         rows = {}
-        for key, blob in self._rows(txn, incident_id):
+        for key, blob in _entries_under(txn, self._notices, incident.id):
             customer, mail_id, state = msgpack.unpackb(self._sealer.open(blob, key))
             rows[customer] = int.from_bytes(key[-8:], "big")
             mails.pop(customer, None)
@@ -333,25 +496,21 @@ class IncidentStore:
                 mails[customer] = mail_id
             else:
                 outcomes[customer] = state
-        return replace(incident, customer_mails=mails, customer_outcomes=outcomes, notice_rows=rows)
+        return replace(incident, customer_mails=mails, customer_outcomes=outcomes, notice_rows=rows,
+                       holders_read=True)
 
-    def _rows(self, txn: lmdb.Transaction, incident_id: str) -> list[tuple[bytes, bytes]]:
-        prefix = f"{incident_id}/".encode()
-        cursor = txn.cursor(db=self._notices)
-        rows = []
-        if cursor.set_range(prefix):
-            for key, blob in cursor:
-                if not key.startswith(prefix):
-                    break
-                rows.append((bytes(key), bytes(blob)))
-        return rows
+    @staticmethod
+    def _light(incident: Incident) -> Incident:
+        return replace(incident, customer_mails={}, customer_outcomes={}, notice_rows={},
+                       holders_read=False)
 
     @staticmethod
     def _encode(incident: Incident, key: bytes) -> dict:
         """Stored: pseudonyms readable, ids only sealed (each under its account's data key); the
-        holders' notice state in rows of its own (not in the record)."""
+        holders' notice state in rows of its own (not in the record), their counts in it."""
         doc = asdict(incident)
-        for in_rows in ("customer_mails", "customer_outcomes", "inline_notices", "notice_rows"):
+        for in_rows in ("customer_mails", "customer_outcomes", "inline_notices", "notice_rows",
+                        "holders_read"):
             del doc[in_rows]
         if incident.subjects:
             doc["accounts"] = []
@@ -373,10 +532,38 @@ class IncidentStore:
         return replace(incident, accounts=ids)
 
 
+@dataclass
+class _Tally:
+    """A step's running counts per notice state and next row number, put into the record once at
+    its end (not a record copied per holder)."""
+    incident_id: str
+    counts: Counter
+    next_row: int
+
+    @classmethod
+    def of(cls, incident: Incident) -> _Tally:
+        return cls(incident.id, Counter(incident.holder_counts), incident.next_notice_row)
+
+    def into(self, incident: Incident) -> Incident:
+        return replace(incident, holder_counts={s: n for s, n in self.counts.items() if n},
+                       next_notice_row=self.next_row)
+
+
 def _row_key(incident_id: str, row: int) -> bytes:
     return f"{incident_id}/".encode() + row.to_bytes(8, "big")
 
 
-def _changed(old: dict[str, str], new: dict[str, str]) -> set[str]:
-    """The keys whose value differs (added, removed or changed)."""
-    return {k for k in old.keys() | new.keys() if old.get(k) != new.get(k)}
+def _entries_under(txn: lmdb.Transaction, db: object, incident_id: str) -> list[tuple[bytes, bytes]]:
+    prefix = f"{incident_id}/".encode()
+    cursor = txn.cursor(db=db)
+    entries = []
+    if cursor.set_range(prefix):
+        for key, value in cursor:
+            if not key.startswith(prefix):
+                break
+            entries.append((bytes(key), bytes(value)))
+    return entries
+
+
+def _keys_under(txn: lmdb.Transaction, db: object, incident_id: str) -> list[bytes]:
+    return [key for key, _ in _entries_under(txn, db, incident_id)]

@@ -36,7 +36,7 @@ from engine.mail.delivery import delivery
 from engine.mail.notices import Notices
 from engine.mail.templates import check_safe
 from storage.accounts import CLOSED, AccountStore
-from storage.incidents import ALL_ACCOUNTS, Incident, IncidentStore, settled
+from storage.incidents import ALL_ACCOUNTS, NOTICE_LAYOUT, Incident, IncidentStore, settled
 from storage.outbox import NOT_DELIVERED, UNSENT
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ class IncidentDesk:
         whatever became of it — the counts say) and ``mail`` (``engine.mail.delivery`` for the mails
         this call queued; None when it queued none)."""
         with self._notifying:
-            incident = self._settled(self.store.get(incident_id))
+            incident = self._settled_holders(incident_id)
             holders = {self.store.customer_key(a): a for a in self._affected_holders(incident)}
             if incident.notified_by_older_version:
                 due: list[str] = []
@@ -191,16 +191,31 @@ class IncidentDesk:
         return self.store.sweep(now)
 
     def _settled(self, incident: Incident) -> Incident:
-        """The incident with what became of its waiting notice mails (``storage.incidents.settled``),
-        written; shown unwritten if the store cannot take it now (a later look writes it)."""
-        if not incident.waits_for_mail:
+        """The incident with what became of its waiting notice mails (``IncidentStore.settle_notices``:
+        the waiting rows visited, nothing when none waits), written; shown unwritten if the store
+        cannot take it now (a later look writes it). A record of an older layout is brought to this
+        one at its first look (so that later looks read its counts only)."""
+        if not incident.waits_for_mail and incident.notice_layout == NOTICE_LAYOUT:
             return incident
         outcome = self._notices.outbox.outcome
         try:
             return self.store.settle_notices(incident, outcome)
         except StorageError as exc:
             log.warning("incident notice outcomes not written", extra={"error": exc.code})
+            return self.store.settled_unwritten(incident, outcome)
+
+    def _settled_holders(self, incident_id: str) -> Incident:
+        """:meth:`_settled`, then each holder's notice state read (every row: to know whom to mail)."""
+        incident = self.store.get(incident_id, holders=True)
+        if not incident.waits_for_mail and incident.notice_layout == NOTICE_LAYOUT:
+            return incident
+        outcome = self._notices.outbox.outcome
+        try:
+            self.store.settle_notices(incident, outcome)
+        except StorageError as exc:
+            log.warning("incident notice outcomes not written", extra={"error": exc.code})
             return settled(incident, outcome)
+        return self.store.get(incident_id, holders=True)
 
     def _exists(self, account_id: str) -> bool:
         try:
