@@ -143,6 +143,7 @@ def error_answer(request: web.Request, exc: Exception, *, customer: bool = False
     if resp is not None and answer_started(request) and not client_gone(request):
         started = request.get(STREAMED)
         resp = CutAnswer(status=started.status if started is not None else resp.status)
+        resp.sent_bytes = getattr(started, "sent_bytes", 0)  # what went out before the cut
         cut_off(request, exc, resp.status)
     return resp
 
@@ -153,9 +154,11 @@ STREAMED = web.RequestKey("streamed_answer", web.StreamResponse)
 
 class CutAnswer(web.Response):
     """What a request whose answer broke off after it started is recorded with: the status the client
-    saw, marked ``cut``. Never sent (its connection is closed)."""
+    saw, marked ``cut``, and the body bytes that went out before the cut (``sent_bytes``: the request
+    log's response size). Never sent (its connection is closed)."""
 
     cut = True
+    sent_bytes = 0
 
 
 async def start_stream(request: web.Request, resp: web.StreamResponse) -> None:

@@ -44,6 +44,12 @@ def endpoint_name(request: web.Request) -> str:
 
 
 def _size(resp: web.StreamResponse) -> int:
+    """The request log's response size: the body's length, or what a streamed (or cut) answer wrote
+    (``sent_bytes``; it has no Content-Length: before, every export was logged with 0 bytes)."""
+    if type(resp) is not web.Response:  # (a plain answer, the common case, skips the lookup)
+        sent = getattr(resp, "sent_bytes", None)
+        if sent is not None:
+            return sent
     if isinstance(resp, web.Response) and resp.body is not None:
         return len(resp.body) if isinstance(resp.body, bytes | bytearray) else (resp.content_length or 0)
     return resp.content_length or 0

@@ -28,6 +28,7 @@ from engine.http.context import API_KEY, CTX, HttpContext
 from engine.http.errors import HttpError, start_stream
 from engine.http.middleware import HSTS
 from engine.http.params import query_value
+from engine.http.streamed import StreamedAnswer
 
 CONTENT_TYPES = {"json": "application/json", "csv": "text/csv; charset=utf-8"}
 
@@ -56,7 +57,7 @@ async def stream_usage(request: web.Request, account_id: str) -> web.StreamRespo
                 "generated_at": iso(now), "currency": "USD"}
         chunks = encode_json(rows, head, lambda: {"balance_micro_usd": ctx.engine.balance(account_id)})
     first = await ctx.call(next, chunks, None)  # a failure here is still an error answer
-    resp = web.StreamResponse(headers={
+    resp = StreamedAnswer(headers={
         "Content-Type": CONTENT_TYPES[fmt],
         "Content-Disposition": f'attachment; filename="usage-{account_id}-{iso(since)[:10]}-'
                                f'{iso(until)[:10]}.{fmt}"'})

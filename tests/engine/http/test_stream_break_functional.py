@@ -162,3 +162,37 @@ def test_an_export_that_does_not_fail_still_ends_with_its_terminating_chunk(runn
     chunks, complete = _chunks(body)
     assert complete and b"".join(chunks).startswith(b"type,")
     assert not closed
+
+
+def _logged(running, since: float, endpoint: str = "GET /v1/usage"):
+    log = running.http.ctx.requestlog
+    return wait_for(lambda: [e for e in log.entries(since) if e.endpoint == endpoint],
+                    what="the request log entry")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_an_export_is_logged_with_the_body_bytes_it_sent(running, fmt):
+    """A chunked answer has no Content-Length: the request log records the body bytes written (before:
+    0 for every export)."""
+    account = funded_account(running, email=f"size-{fmt}@example.com")
+    since = time.time()
+    data, _ = _raw_get(running.http.customer_port, f"/v1/usage?format={fmt}",
+                       {"Authorization": f"Bearer {account.api_key}"})
+    chunks, complete = _chunks(data.partition(b"\r\n\r\n")[2])
+    assert complete
+    body = b"".join(chunks)
+    assert [(e.status, e.response_bytes) for e in _logged(running, since)] == [(200, len(body))]
+
+
+@pytest.mark.parametrize("failing_exports", [StorageError("the ledger store failed")],
+                         ids=["store_error"], indirect=True)
+def test_a_cut_export_is_logged_with_the_body_bytes_sent_before_the_cut(running, failing_exports):
+    account = funded_account(running, email="size-cut@example.com")
+    since = time.time()
+    data, closed = _raw_get(running.http.customer_port, "/v1/usage?format=csv",
+                            {"Authorization": f"Bearer {account.api_key}"})
+    chunks, complete = _chunks(data.partition(b"\r\n\r\n")[2])
+    assert closed and not complete
+    sent = sum(map(len, chunks))
+    assert sent > 0
+    assert [(e.status, e.response_bytes) for e in _logged(running, since)] == [(200, sent)]
