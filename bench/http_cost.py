@@ -138,16 +138,20 @@ def measure(args: argparse.Namespace) -> dict:
     return result
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", choices=["bare", "stub", "in-process"], default="stub")
     parser.add_argument("--duration", type=int, default=8)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--batch", type=int, default=0, help="messages per /v1/messages/batch request")
-    parser.add_argument("--accounts", type=int, default=8)
+    http_load.add_accounts_argument(parser)
     parser.add_argument("--carrier-throughput", type=int, default=100_000)
     parser.add_argument("--carrier-window", type=int, default=5000)
-    print(json.dumps(measure(parser.parse_args(argv)), indent=2))
+    return http_load.resolve_accounts(parser.parse_args(argv))  # every target is one process
+
+
+def main(argv: list[str] | None = None) -> None:
+    print(json.dumps(measure(parse_args(argv)), indent=2))
 
 
 if __name__ == "__main__":

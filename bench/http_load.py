@@ -3,7 +3,8 @@
 What is measured: the customer API end to end — HTTP parse, auth, rate limiter, JSON validation, the
 engine's submit (session actor, POP group commit with fsync) and the durable 202 — with ``wrk`` keeping
 ``--connections`` keep-alive connections busy for ``--duration`` seconds, once. Destinations rotate over the
-three POPs' corridors (DE, SG, BR) and the API keys of ``--accounts`` accounts. Non-2xx answers (e.g. 503
+three POPs' corridors (DE, SG, BR) and the API keys of ``--accounts`` accounts (default: one per engine
+process, as ``smsroute bench``: 1, or N with ``--workers N`` in ``--run-args``). Non-2xx answers (e.g. 503
 when the in-flight gate is full) are counted and reported, never hidden.
 
 Targets (``--target``):
@@ -43,6 +44,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from bench.cluster_cost import tree_cpu_seconds
+from engine.cli import count_from
 from engine.config import default_document
 
 DESTINATIONS = ("+4915112345678", "+6591234567", "+5511912345678")
@@ -270,19 +272,49 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
-def main(argv: list[str] | None = None) -> None:
+def add_accounts_argument(parser: argparse.ArgumentParser) -> None:
+    """``--accounts K``, defaulting as ``smsroute bench``'s (:func:`resolve_accounts`)."""
+    parser.add_argument("--accounts", type=count_from(1), metavar="K",
+                        help="API keys of K accounts (default: one per engine process - 1, or N "
+                             "with --workers N in --run-args - as `smsroute bench`)")
+
+
+def resolve_accounts(args: argparse.Namespace, workers: int = 0) -> argparse.Namespace:
+    """``args`` with ``accounts`` set by ``smsroute bench``'s rule (``bench.cli.accounts_of``: one
+    account per engine process) for an engine of ``workers`` worker processes (0: one process).
+    Before, these benches defaulted to 8 accounts, so their figures did not compare with
+    ``smsroute bench``'s."""
+    from bench.cli import accounts_of  # (not at the top: bench.cli is the whole bench's CLI)
+
+    args.accounts = accounts_of(argparse.Namespace(accounts=args.accounts, workers=workers))
+    return args
+
+
+def run_workers(run_args: str) -> int:
+    """The ``--workers N`` among ``smsroute run``'s extra arguments (0: none, one process)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--workers", type=int, default=0)
+    return parser.parse_known_args(run_args.split())[0].workers
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", choices=sorted(TARGETS), default="run")
     parser.add_argument("--duration", type=int, default=15)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--accounts", type=int, default=8)
+    add_accounts_argument(parser)
     parser.add_argument("--carrier-throughput", type=int, default=100_000)
     parser.add_argument("--carrier-window", type=int, default=5000)
     parser.add_argument("--run-args", default="", metavar="ARGS",
                         help="more arguments for `smsroute run` (--target run), e.g. "
                              "'--workers 2 --edges 2'")
-    print(json.dumps(run(parser.parse_args(argv)), indent=2))
+    args = parser.parse_args(argv)
+    return resolve_accounts(args, run_workers(args.run_args) if args.target == "run" else 0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    print(json.dumps(run(parse_args(argv)), indent=2))
 
 
 if __name__ == "__main__":

@@ -175,17 +175,21 @@ def run(args: argparse.Namespace) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=2500)
     parser.add_argument("--duration", type=float, default=10)
     parser.add_argument("--connections", type=int, default=1000)
-    parser.add_argument("--accounts", type=int, default=8)
+    http_load.add_accounts_argument(parser)
     parser.add_argument("--settle", type=float, default=10)
     parser.add_argument("--max-pending", type=int, default=64)
     parser.add_argument("--delay-ms", type=float, default=25)
     parser.add_argument("--no-door", dest="door", action="store_false")
-    print(json.dumps(run(parser.parse_args(argv)), indent=2))
+    return http_load.resolve_accounts(parser.parse_args(argv))  # `smsroute run`: one process
+
+
+def main(argv: list[str] | None = None) -> None:
+    print(json.dumps(run(parse_args(argv)), indent=2))
 
 
 if __name__ == "__main__":
