@@ -15,7 +15,9 @@ middleware as the core's) with an :class:`~engine.cluster.edge_engine.EdgeEngine
   records must be one set for every edge) - is forwarded as it is to the core's customer API, with the
   client's address in ``X-Smsroute-Forwarded-For``, which the core believes only with the edge token it
   gave its edges (``X-Smsroute-Edge-Token``); the answer comes back streamed, with a deadline that
-  fits the route (:mod:`engine.cluster.edge_forward`: an export has none but the core's silence).
+  fits the route (:mod:`engine.cluster.edge_forward`: an export has none but the core's silence). The
+  core logs these requests; an answer that breaks off, so that the edge cuts its client, is recorded
+  here too, with the status the client saw (as the core records an answer it cuts itself).
 
 With ``[http] tls_cert``/``tls_key`` set, an edge speaks TLS on the customer port like the core (TLS 1.2
 minimum, HSTS on its own answers too), and it forwards to the core's loopback port over TLS, trusting
@@ -46,6 +48,7 @@ import signal
 import ssl
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -67,11 +70,13 @@ from engine.config import load_settings
 from engine.errors import SmsrouteError
 from engine.http.app_customer import build_customer_app
 from engine.http.connections import PARSER_LIMITS, ConnectionGate, GuardedServer
-from engine.http.context import HttpContext
+from engine.http.context import CTX, HttpContext
 from engine.http.egress import DestinationGuard
+from engine.http.errors import CutAnswer
 from engine.http.idempotency import IdempotencyStore
 from engine.http.jsonio import CORRUPT_ENCODING
 from engine.http.metrics import HttpMetrics
+from engine.http.middleware import finish
 from engine.http.requestlog import RequestLog
 from engine.http.server import tls_context
 from engine.http.shedding import Shedder
@@ -122,6 +127,7 @@ class Edge:
         self._thread = threading.Thread(target=self._main, daemon=True, name="edge-http")
         self.bound_port = 0
         self.error: BaseException | None = None
+        self.ctx: HttpContext | None = None  # the customer app's, once serving (its metrics: tests)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -160,6 +166,7 @@ class Edge:
                           destinations=DestinationGuard(
                               bool(settings.http.webhook_allow_private_networks)))
         ctx.limiter = LeasedLimiter(self.engine, ctx.executor, edges=self.edges)
+        self.ctx = ctx
         customer = build_customer_app(ctx)
         session = ClientSession(  # (each request's deadline: edge_forward)
             read_bufsize=PART_BYTES,
@@ -204,7 +211,14 @@ class Edge:
         async def route(request: web.Request, handler) -> web.StreamResponse:
             if _is_fast(request):
                 return await handler(request)
-            return await forward(request)
+            started = time.perf_counter()
+            resp = await forward(request)
+            if isinstance(resp, CutAnswer):
+                # the core's answer broke off and this edge cut its client: the core may never have
+                # recorded it (it stopped) or saw its edge leave (499), so the edge records what the
+                # client saw, as the core records an answer it cut itself (edge_forward's docstring)
+                finish(request.app[CTX], request, resp, started, None)
+            return resp
 
         return route
 

@@ -18,6 +18,12 @@ into memory first. The core's request crosses loopback HTTP, not NATS: no part l
 If the core's answer breaks off (the core stopped, a store error mid-export, the idle deadline) after
 the first byte went to the client, the client's connection is cut without the answer's end, so the
 client sees an incomplete transfer, never a short export that looks complete - as from the core itself.
+The edge records that cut as the core records its own (``engine.http.errors.cut_off``): a warning line
+with the status the client saw and ``cut: true``, ``smsroute_http_answers_cut_total`` in the edge's
+metrics, and - by :func:`forward`'s caller - the request log entry and request metric with that status
+and the body bytes that went out. Before, the edge raised, and aiohttp logged an unhandled error and
+answered it 500 to nobody. A client that leaves mid-answer is not a cut (its write raises, as before):
+the core records that request ``499`` when the edge drops its connection to it.
 
 Headers. A request's go to the core without the hop-by-hop ones and without ``Content-Encoding``
 (:func:`forwarded_headers`: the edge has read the body decoded); an answer's come back without the
@@ -31,6 +37,9 @@ import logging
 
 from aiohttp import ClientError, ClientResponse, ClientSession, ClientTimeout, web
 from multidict import CIMultiDict, CIMultiDictProxy
+
+from engine.http.errors import CutAnswer, client_gone, cut_off
+from engine.http.streamed import StreamedAnswer
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +73,9 @@ async def forward(session: ClientSession, request: web.Request, url: str, header
                   body: bytes) -> web.StreamResponse:
     """Send ``request`` (its method, ``headers`` and ``body``) to ``url`` on the core and answer the
     client what the core answers: small answers whole, others streamed. 503 ``cluster_unavailable``
-    if the core does not answer (the connection, its head, or a small answer within the deadline)."""
+    if the core does not answer (the connection, its head, or a small answer within the deadline); a
+    :class:`~engine.http.errors.CutAnswer` (never sent: for the record) if a streamed answer broke off
+    after it started."""
     answer: ClientResponse | None = None
     try:
         try:
@@ -86,27 +97,27 @@ async def forward(session: ClientSession, request: web.Request, url: str, header
 
 async def _stream(request: web.Request, answer: ClientResponse, headers: dict[str, str],
                   size: int | None) -> web.StreamResponse:
-    """The core's answer passed on a part at a time (a client that leaves ends it: its write raises)."""
-    resp = web.StreamResponse(status=answer.status, headers=headers)
+    """The core's answer passed on a part at a time (a client that leaves ends it: its write raises);
+    if the core's answer breaks off, the client's connection is cut and a :class:`CutAnswer` returned."""
+    resp = StreamedAnswer(status=answer.status, headers=headers)
     if size is not None:
         resp.content_length = size
     else:
         resp.enable_chunked_encoding()
     await resp.prepare(request)
-    sent = 0
     while True:
         try:
             part = await answer.content.read(PART_BYTES)
         except (TimeoutError, ClientError) as exc:
-            log.warning("edge: the core's answer broke off after %d bytes (%s); the client's "
-                        "transfer is cut", sent, type(exc).__name__)
-            if request.transport is not None:
-                request.transport.abort()  # no final chunk: the client sees an incomplete transfer
-            raise ConnectionResetError("the core's answer broke off") from None
+            if client_gone(request):  # the client left as well: nothing to cut, nothing it saw
+                raise ConnectionResetError("the client left") from None
+            cut = CutAnswer(status=resp.status)
+            cut.sent_bytes = resp.sent_bytes
+            cut_off(request, exc, cut.status)  # no final chunk: the client sees an incomplete transfer
+            return cut
         if not part:
             break
         await resp.write(part)  # (drained to the client before the next part is read)
-        sent += len(part)
     await resp.write_eof()
     return resp
 

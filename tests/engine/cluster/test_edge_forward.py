@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import socket
 import threading
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -24,6 +25,9 @@ from engine.cluster.edge import Edge
 from engine.cluster.edge_engine import EdgeEngine
 from engine.cluster.placement import Placement
 from engine.config import load_settings
+from engine.http.requestlog import RequestLog
+from engine.http.store import open_http_env
+from tests.waiting import wait_for
 
 PART = b"x" * 50_000
 WAIT_S = 10.0  # the stand-in waits at most this for the test's go-ahead
@@ -66,20 +70,26 @@ class _Core:
 
 
 @pytest.fixture
-def edge_to(tmp_path) -> Iterator[Callable[[_Core], int]]:
-    """Start an edge forwarding to a stand-in core; its port."""
+def edge_for(tmp_path) -> Iterator[Callable[[_Core], Edge]]:
+    """Start an edge forwarding to a stand-in core (its data directory: ``tmp_path``)."""
     started: list[Edge] = []
 
-    def start(core: _Core) -> int:
+    def start(core: _Core) -> Edge:
         engine = EdgeEngine(load_settings(None), Placement(node="e0", runs_core=False, runs_pops=False,
                                                            workers=("w0",)), tmp_path)
         edge = Edge(engine, "127.0.0.1", 0, f"http://127.0.0.1:{core.port}", "edge-token").start()
         started.append(edge)
-        return edge.bound_port
+        return edge
 
     yield start
     for edge in started:
         edge.stop()
+
+
+@pytest.fixture
+def edge_to(edge_for) -> Callable[[_Core], int]:
+    """Start an edge forwarding to a stand-in core; its port."""
+    return lambda core: edge_for(core).bound_port
 
 
 @pytest.fixture(autouse=True)
@@ -212,3 +222,93 @@ def test_an_export_that_breaks_off_is_cut_for_the_client_not_ended_as_if_whole(e
                     resp.read()
     finally:
         release.set()
+
+
+def _cut_count(edge: Edge) -> float:
+    return edge.ctx.metrics.registry.get_sample_value(
+        "smsroute_http_answers_cut_total", {"app": "customer", "endpoint": "GET /v1/usage"}) or 0.0
+
+
+def _logged(data_dir) -> list[tuple[str, str, int, int]]:
+    env = open_http_env(data_dir)
+    try:
+        return [(e.endpoint, e.source_ip, e.status, e.response_bytes)
+                for e in RequestLog(env).entries()]
+    finally:
+        env.close()
+
+
+def test_an_export_the_edge_cuts_is_recorded_as_the_200_the_client_saw(edge_for, monkeypatch,
+                                                                      tmp_path, caplog):
+    """The core's answer breaks off (it stopped mid-export, or went silent past the idle deadline):
+    the edge records what its client saw - status 200, cut, the body bytes that went out - in its
+    request log, request metric, a warning line and ``smsroute_http_answers_cut_total``. Before, it
+    raised: aiohttp logged an unhandled error (answered 500 to nobody) and the edge recorded nothing,
+    while the core recorded the request 499, as if the client had left, or nothing (it stopped)."""
+    monkeypatch.setattr(edge_forward, "EXPORT_IDLE_S", 1.0)
+    release = threading.Event()
+
+    async def usage(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        await resp.write(PART)
+        if request.query["then"] == "stop":
+            request.transport.abort()
+        else:
+            await asyncio.get_running_loop().run_in_executor(None, release.wait, WAIT_S)
+        return resp
+
+    caplog.set_level("INFO")
+    try:
+        with _Core({"/v1/usage": usage}) as core:
+            edge = edge_for(core)
+            for n, then in enumerate(("stop", "silence"), start=1):
+                resp = _get(edge.bound_port, f"/v1/usage?then={then}")
+                assert resp.status == 200
+                with pytest.raises(http.client.IncompleteRead):
+                    resp.read()
+                wait_for(lambda n=n: _cut_count(edge) == n, what="the cut counted on the edge")
+            requests = edge.ctx.metrics.registry.get_sample_value(
+                "smsroute_http_request_duration_seconds_count",
+                {"app": "customer", "endpoint": "GET /v1/usage", "code": "200"})
+            assert requests == 2
+            edge.stop()  # (its request log is written at the latest when it stops)
+    finally:
+        release.set()
+    assert _logged(tmp_path) == [("GET /v1/usage", "127.0.0.1", 200, len(PART))] * 2
+    cut = [r for r in caplog.records if getattr(r, "cut", False)]
+    assert [(r.levelname, r.status, r.route) for r in cut] == [("WARNING", 200, "/v1/usage")] * 2
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+
+
+def test_a_client_that_leaves_mid_export_is_no_cut_of_the_edge(edge_for, tmp_path):
+    """The client leaves after the first part: the edge drops its connection to the core (which
+    records the request 499, as its client left) and records no cut of its own."""
+    core_saw_close = threading.Event()
+
+    async def usage(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        deadline = asyncio.get_running_loop().time() + WAIT_S
+        try:
+            while asyncio.get_running_loop().time() < deadline:
+                await resp.write(PART)
+                await asyncio.sleep(0.02)
+        except ConnectionError:
+            core_saw_close.set()
+        return resp
+
+    with _Core({"/v1/usage": usage}) as core:
+        edge = edge_for(core)
+        conn = http.client.HTTPConnection("127.0.0.1", edge.bound_port, timeout=WAIT_S)
+        conn.request("GET", "/v1/usage", headers={"Authorization": "Bearer sk_test"})
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.read(len(PART)) == PART
+        conn.sock.shutdown(socket.SHUT_RDWR)
+        conn.close()
+        assert core_saw_close.wait(WAIT_S), "the edge kept reading the core's answer for nobody"
+        assert _cut_count(edge) == 0
+        edge.stop()
+    assert _logged(tmp_path) == []
