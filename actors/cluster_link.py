@@ -21,17 +21,20 @@ A clustered process (``engine.cluster.placement``: the core, or a worker) joins 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import pykka
 
 from engine import messages as m
+from engine.cluster import protocol as cluster_protocol
 from engine.cluster.cluster_shards import ClusterShards
+from engine.cluster.liveness import Deadlines
 from engine.cluster.nats_security import NatsSecurity
 from engine.cluster.pending_watch import EVERY_S as PENDING_EVERY_S
 from engine.cluster.pending_watch import PendingWatch
 from engine.cluster.placement import CORE
-from engine.cluster.presence import PresenceBoard
+from engine.cluster.presence import PresenceAnnouncer, PresenceBoard
 from engine.cluster.shard_answers import QueryHandler
 from engine.cluster.shards import LocalShards
 from engine.cluster.transport import Transport
@@ -42,6 +45,9 @@ from storage.keys import KEY_STORE
 
 log = logging.getLogger(__name__)
 
+# a starting worker waits at most this long for the core to answer its ask before it takes frames (the
+# core answers in ms; not running, it sends nothing either)
+CORE_HEARD_WITHIN_S = 2.0
 UNANSWERED_AFTER_S = 10.0  # in a cluster's core, a submit unanswered for 10-20 s fails (OutcomeUnknown)
 LOG_REFUSED_EVERY = 1000  # frames for an invented session name: the first is logged, then one in this many
 FULL_SUMMARY_SECONDS = 60.0  # while sessions cannot start for lack of space: one summary line this often
@@ -86,7 +92,18 @@ class ClusterLink:
         if worker:
             rt.directory.ledger = transport.ref(CORE, "ledger")
             rt.directory.bridge = rt.bridge = transport.ref(CORE, "bridge")
+            # asked before any frame is taken: the core (and the edges) then hold this worker
+            # starting - what they sent to an earlier process of it fails at once, and nothing more
+            # is sent until its first ready (engine.cluster.presence)
+            asked_at = time.monotonic()
+            rt.announcer = PresenceAnnouncer(transport, place.node,
+                                             fresh_for=2 * Deadlines.of(rt.settings).beat_every,
+                                             protocol=cluster_protocol.PROTOCOL).start()
             rt.routing.start_following(transport)  # the core's table, before any traffic is taken
+            if not rt.announcer.wait_core(max(0.0, asked_at + CORE_HEARD_WITHIN_S - time.monotonic())):
+                log.warning("presence: %s heard no answer from the core within %.0f s of asking; "
+                            "taking frames anyway", place.node, CORE_HEARD_WITHIN_S,
+                            extra={"node": place.node})
             transport.open_deliveries()
         return transport
 

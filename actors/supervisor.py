@@ -47,7 +47,7 @@ from engine import messages as m
 from engine.cluster.cluster_shards import ClusterShards
 from engine.cluster.pending_watch import PendingWatch
 from engine.cluster.placement import Placement
-from engine.cluster.presence import PresenceBoard
+from engine.cluster.presence import PresenceAnnouncer, PresenceBoard
 from engine.cluster.shards import LocalShards
 from engine.cluster.topology import TopologyHistory
 from engine.cluster.topology import record as record_topology
@@ -100,6 +100,7 @@ class Runtime:
         self.placement = placement or Placement()
         self.transport: Transport | None = None
         self.presence: PresenceBoard | None = None  # the core: what its workers announce (cluster_link)
+        self.announcer: PresenceAnnouncer | None = None  # a worker: what it announces (cluster_link)
         self.pending_watch: PendingWatch | None = None  # the core: fails what waits for a gone worker
         self.group_commit: GroupCommit | None = None  # when the POPs share one environment
         self._committer = None

@@ -199,9 +199,12 @@ class Engine(AccountManager, HoldManager):
             transport.readiness = cluster
             if self.runtime.presence is not None:  # (its ready lines' protocols: the cluster's ALARM)
                 self.runtime.presence.alarms = False
-                # nor the workers' questions as they start: a supervised worker asks after its ready
-                # line, when it may have taken submits already; the supervisor's verdicts say when
-                # one is gone (engine.cluster.pending_watch)
+                # nor the workers' questions as they start: the supervisor sees each exit itself
+                # (within 0.2 s) and its verdicts say when one is gone (engine.cluster.pending_watch).
+                # A worker asks before it takes frames and before its ready line, but the ask comes
+                # over NATS and the ready line over a pipe: heard after that line (the core was slow,
+                # or the worker's wait for its answer ran out), it would fail submits the new
+                # process took
                 self.runtime.presence.on_gone = None
 
     @property

@@ -21,7 +21,9 @@ The verdict comes from one of two sources (each an object with ``refusal(node) -
   every heartbeat round in which its actors and NATS loop answered (``engine.cluster.heartbeat``, at
   most a second apart; only once it is subscribed), and ``stopping`` when it is told to stop (the core
   says ``stopping`` and ``down`` for a worker it supervises that exited: :func:`announce_down`). It is
-  ready from its first ``ready`` until it says ``stopping``, asks (it started again: ``starting``),
+  ready from its first ``ready`` until it says ``stopping``, asks (it started again: ``starting``;
+  a worker asks before it subscribes to its frames and waits, at most 2 s, for the core's ``here``:
+  the core never hands a submit to a process it has not heard start, ``actors.cluster_link``),
   is announced ``down`` or is silent for ``silent_after`` seconds
   (``[engine] child_hung_after_seconds``, 10 s: the deadline after which a supervised worker is hung, so
   a busy machine that delays a few beats refuses nothing). A process that starts listening asks every
@@ -137,6 +139,12 @@ class PresenceBoard:
         if self._clock() < self._ready_until.get(node, 0.0):
             return None
         return self.state_of(node) if node in self.workers else None  # (no worker: not ours to judge)
+
+    def ready_since(self, node: str) -> float | None:
+        """When ``node``'s last announcement, a ``ready``, was heard (the board's clock); None if its
+        last was anything else or none (``engine.cluster.late_probe``)."""
+        last = self._last.get(node)
+        return last[1] if last is not None and last[0] == READY else None
 
     def mismatched(self, node: str) -> str | None:
         """``protocol 3, core 4`` if ``node`` last announced itself ready with another protocol than
@@ -262,11 +270,21 @@ class PresenceAnnouncer:
         self._ready_at: float | None = None
         self._stopping = False
         self._ready = m.encode(m.WorkerPresence(node, READY, protocol))
+        self._core_heard = threading.Event()  # the core said ask or here after our start
 
     def start(self) -> PresenceAnnouncer:
+        """Listen, and ask (the listeners hold this worker ``starting``: any earlier process of it is
+        gone). Called before the worker subscribes to its frames (``actors.cluster_link``)."""
         self.transport.listen(SUBJECT, self._on_ask)
         self.transport.announce(SUBJECT, m.encode(m.WorkerPresence(self.node, ASK, self.protocol)))
         return self
+
+    def wait_core(self, timeout: float) -> bool:
+        """Wait (at most ``timeout``) until the core answered an ask with ``here`` (or asked itself):
+        it answers after it marked the asker ``starting`` and failed what it had sent to the earlier
+        process, so a worker that subscribes to its frames only then takes none the core meant for
+        that process. False if the core said nothing in time (not running: nothing is sent either)."""
+        return self._core_heard.wait(timeout)
 
     def ready(self) -> None:
         if self._stopping:
@@ -290,6 +308,7 @@ class PresenceAnnouncer:
             return
         if msg.node == CORE and msg.state in (ASK, HERE):
             self.core.saw(msg.protocol)
+            self._core_heard.set()
         if self._stopping or self._ready_at is None or msg.node == self.node:
             return
         if msg.state == ASK and self._clock() - self._ready_at < self.fresh_for:

@@ -28,7 +28,6 @@ from engine.cluster.heartbeat import Heartbeat, Probe, actors_probe, loop_probe,
 from engine.cluster.lifeline import stop_when_parent_exits
 from engine.cluster.liveness import Deadlines
 from engine.cluster.placement import worker_placement
-from engine.cluster.presence import PresenceAnnouncer
 from engine.cluster.protocol import ready_suffix
 from engine.cluster.start_failure import report
 from engine.config import load_settings
@@ -105,8 +104,9 @@ def main(argv: list[str] | None = None, overrides: dict | None = None) -> int:
     # for the smsroute run that supervises us (engine.cluster.liveness)
     deadlines = Deadlines.of(settings)
     every = args.beat_every if args.beat_every > 0 else deadlines.beat_every
-    announcer = PresenceAnnouncer(runtime.transport, placement.node, fresh_for=2 * every,
-                                  protocol=protocol).start()
+    announcer = runtime.announcer  # (it asked before the worker took frames: actors.cluster_link)
+    assert announcer is not None
+    announcer.fresh_for = 2 * every
     Heartbeat(placement.node, every, worker_probes(placement.node, runtime),
               fd=1 if args.beat_every > 0 else None, on_beat=announcer.ready,
               full_stores=runtime.directory.full_stores.names).start()  # the core's /readyz: store_full
