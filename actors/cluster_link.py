@@ -14,7 +14,8 @@ A clustered process (``engine.cluster.placement``: the core, or a worker) joins 
   questions are answered by ``engine.cluster.shard_answers.QueryHandler``.
 * **Refs to what runs elsewhere**: a worker's ledger and bridge are the core's; the core asks the POP
   shards of its workers through ``ClusterShards``, fails what it sent to a worker judged gone at once
-  (``engine.cluster.pending_watch``) and a submit that no worker answered in time
+  (``engine.cluster.pending_watch``; a late one nobody is subscribed for is gone:
+  ``engine.cluster.late_probe``) and a submit that no worker answered in time
   (:class:`_ExpireUnanswered`).
 """
 
@@ -29,6 +30,8 @@ import pykka
 from engine import messages as m
 from engine.cluster import protocol as cluster_protocol
 from engine.cluster.cluster_shards import ClusterShards
+from engine.cluster.late_probe import TICK_S as LATE_TICK_S
+from engine.cluster.late_probe import LateProbe
 from engine.cluster.liveness import Deadlines
 from engine.cluster.nats_security import NatsSecurity
 from engine.cluster.pending_watch import EVERY_S as PENDING_EVERY_S
@@ -89,6 +92,11 @@ class ClusterLink:
                                             lambda: transport.readiness)
             rt.presence.on_gone = rt.pending_watch.heard_gone
             rt.clock.every(PENDING_EVERY_S, rt.pending_watch, lambda: None)
+            # a worker whose beat is late and whose subject nobody holds (killed, not restarted) is
+            # down at once, not after its silence (engine.cluster.late_probe; idle under --workers N)
+            rt.late_probe = LateProbe(place.workers, rt.presence, transport,
+                                      lambda: transport.readiness)
+            rt.clock.every(LATE_TICK_S, rt.late_probe, lambda: None)
         if worker:
             rt.directory.ledger = transport.ref(CORE, "ledger")
             rt.directory.bridge = rt.bridge = transport.ref(CORE, "bridge")

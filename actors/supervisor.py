@@ -45,6 +45,7 @@ from actors.sweep_watch import SweepWatch
 from actors.sweeper import SweeperActor
 from engine import messages as m
 from engine.cluster.cluster_shards import ClusterShards
+from engine.cluster.late_probe import LateProbe
 from engine.cluster.pending_watch import PendingWatch
 from engine.cluster.placement import Placement
 from engine.cluster.presence import PresenceAnnouncer, PresenceBoard
@@ -101,6 +102,7 @@ class Runtime:
         self.transport: Transport | None = None
         self.presence: PresenceBoard | None = None  # the core: what its workers announce (cluster_link)
         self.announcer: PresenceAnnouncer | None = None  # a worker: what it announces (cluster_link)
+        self.late_probe: LateProbe | None = None  # the core: is anybody there for a late worker
         self.pending_watch: PendingWatch | None = None  # the core: fails what waits for a gone worker
         self.group_commit: GroupCommit | None = None  # when the POPs share one environment
         self._committer = None

@@ -67,6 +67,7 @@ from typing import Any
 
 import msgspec
 import uvloop
+from nats.errors import NoRespondersError
 
 from engine import messages as m
 from engine.cluster.nats_security import NatsSecurity
@@ -83,6 +84,7 @@ ACT_WITHIN = 0.5  # of a request's timeout: later it is dropped; the rest is for
 LOG_EVERY = 1000  # dropped batches: the first is logged, then one line per this many
 _ENVELOPE = msgspec.msgpack.Decoder(list[tuple[str, bytes]])
 _ENCODER = msgspec.msgpack.Encoder()
+_NO_FRAMES = _ENCODER.encode([])  # the envelope a probe carries (Transport.probe)
 
 
 TransportError = ClusterUnavailable  # no NATS server reachable in time, or no answer to a request
@@ -350,6 +352,32 @@ class Transport:
             await nc.flush()
 
         asyncio.run_coroutine_threadsafe(subscribe(), loop).result(timeout)
+
+    # --- probes (engine.cluster.late_probe; only for a worker whose beat is late) --------------------
+
+    def probe(self, node: str, timeout: float, done: Callable[[bool], None]) -> bool:
+        """Ask the NATS server whether any process takes ``node``'s frames: one request to its subject
+        carrying an envelope of no frames (a worker that takes it delivers nothing and does not
+        answer). ``done(True)`` (on the transport thread) if the server answers "no responders" at
+        once - nobody is subscribed: the process is gone -, ``done(False)`` after ``timeout`` or any
+        other outcome (subscribed, maybe stopped: not for a probe to judge). False if not sent (the
+        link is down)."""
+        loop, nc = self._loop, self._nc
+        if loop is None or nc is None or not self.connected:
+            return False
+
+        async def ask() -> None:
+            try:
+                await nc.request(self.subject(node), _NO_FRAMES, timeout=timeout)
+            except NoRespondersError:
+                done(True)
+                return
+            except Exception:  # (a time-out: someone holds the subscription)
+                pass
+            done(False)
+
+        asyncio.run_coroutine_threadsafe(ask(), loop)
+        return True
 
     # --- receiving (the transport thread) ----------------------------------------------------------
 

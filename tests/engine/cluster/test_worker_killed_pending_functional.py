@@ -9,7 +9,9 @@ heartbeat deadlines are far out of reach: only the kill can explain a quick answ
 
 The same for a core whose workers run on other hosts (``--role core``: it knows them only by what they
 announce): a worker killed and started again by its own host's supervisor asks as it starts, and what
-the core had sent to the killed one fails then - before, only the 10-20 s expiry did. And for an HTTP
+the core had sent to the killed one fails then - before, only the 10-20 s expiry did; one killed and
+not started again once its beat is late and the core's probe finds nobody subscribed to its subject
+(before: only at its silence verdict). And for an HTTP
 edge, which hears the core announce a supervised worker down (before: 15-30 s).
 """
 
@@ -47,9 +49,9 @@ def _overrides() -> dict:
 
 
 def _call(port: int, token: str, method: str, path: str, body: dict | None = None,
-          headers: dict | None = None) -> tuple[float, int, dict]:
+          headers: dict | None = None, timeout: float = AT_ONCE_S + 3) -> tuple[float, int, dict]:
     """``(seconds it took, status, body)``; gives up (the test fails) well before the old time-outs."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=AT_ONCE_S + 3)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     started = time.monotonic()
     try:
         conn.request(method, path, body=None if body is None else json.dumps(body),
@@ -140,6 +142,51 @@ def test_a_core_fails_what_it_sent_to_a_remote_worker_that_was_killed_once_it_re
         _, status, body = answers[0]
         assert status == 503 and "may or may not have been accepted" in body["error"]["message"], body
         assert took < AT_ONCE_S + 3, took  # a restart (~1-2 s) after the kill; before: 10-20 s
+    finally:
+        if engine is not None:
+            engine.stop(drain_seconds=0)
+        workers.stop()
+
+
+def test_a_core_fails_what_it_sent_to_a_remote_worker_killed_and_not_restarted_within_seconds(tmp_path):
+    """A remote worker killed for good: the NATS server drops its subscription with its socket, and
+    the core's probe of a worker whose beat is late (engine.cluster.late_probe) hears "no responders".
+    While it is merely stopped (subscribed, silent) the probes time out and it stays ready: only the
+    silence verdict (here 60 s) would judge it. Before: no answer before that silence."""
+    overrides = _overrides()
+    workers = LocalCluster(tmp_path / "cluster", 1, overrides=overrides)  # "another host's" supervisor
+    engine = None
+    try:
+        engine = Engine.start(data_dir=tmp_path / "core", settings=load_settings(None, overrides),
+                              placement=workers.core_placement(), http=True)
+        workers.start_workers()
+        presence, probe = engine.runtime.presence, engine.runtime.late_probe
+        wait_for(lambda: presence.refusal("w0") is None, "the core hearing w0 ready", 10)
+        account = funded_accounts(engine, 1)[0]
+        w0 = workers.workers[0]
+        w0.backoff = 3600.0  # its host's supervisor does not start it again
+        stop_process(w0.proc.pid)
+        answers: list[tuple[float, int, dict]] = []
+        message = {"to": "+4915112345678", "from": "ACME", "body": "hello"}
+        thread = threading.Thread(target=lambda: answers.append(_call(
+            engine.http.customer_port, account.api_key, "POST", "/v1/messages", message,
+            {"Idempotency-Key": "order-3"}, timeout=15)), daemon=True)  # (stopped a while first)
+        thread.start()
+        wait_for(lambda: engine.bridge.pending_requests(), "the submit sent to w0")
+        wait_for(lambda: probe.counts["taken"], "a probe of the stopped w0 timed out", 8)
+        assert presence.refusal("w0") is None and not answers  # stopped, subscribed: not judged
+        os.kill(w0.proc.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        thread.join(AT_ONCE_S + 4)
+        took = time.monotonic() - killed_at
+        assert answers, f"no answer within {took:.1f} s of the kill"
+        _, status, body = answers[0]
+        assert status == 503 and "may or may not have been accepted" in body["error"]["message"], body
+        assert took < AT_ONCE_S, took  # the next probe (<= 2 s after the kill); before: 60 s
+        assert presence.state_of("w0") == "down" and probe.counts["nobody"] >= 1
+        _, status, body = _call(engine.http.customer_port, account.api_key, "POST", "/v1/messages",
+                                message)
+        assert status == 503 and "not ready (down)" in body["error"]["message"], body  # nothing sent
     finally:
         if engine is not None:
             engine.stop(drain_seconds=0)
