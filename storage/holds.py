@@ -141,6 +141,10 @@ class Hold:
     # account (``subject``) the core cannot compute; "" where it is ``subject`` (one process) and for
     # holds written by an older version. A worker answers the core with it (``engine.core_names``)
     core_subject: str = ""
+    # erasure destroyed its notes (a debugging window of an erased account): the record, written so in
+    # the erasure's own commit, is the durable order to shred its notes key - again at every start while
+    # a full key disk keeps that shred in memory only
+    notes_erased: bool = False
 
     def active(self, now: float) -> bool:
         return self.ended_at is None and now < self.until
@@ -389,14 +393,31 @@ class Holds:
     def forget_account(self, account_id: str) -> int:
         """Erasure: end the account's debugging windows and shred their notes now (the customer's own
         opt-in ends with the account; legal holds and lawful orders are the policy's exceptions and
-        keep theirs). Returns how many windows it covered."""
+        keep theirs). Returns how many windows it covered.
+
+        The windows' records are rewritten without notes and marked ``notes_erased`` in one durable
+        commit before any key is shredded: that mark needs no key-store space, so on a full key disk a
+        notes key whose shred is in memory only (``storage.keys``) is shredded again at every start
+        (:meth:`_shred_keys_of_ended_holds`) until the body sweep saves it - the erasure completes
+        instead of failing half way, and a restart cannot bring the notes back."""
         mine = [h for h in self.of_account(account_id) if h.kind == HoldKind.DEBUG_WINDOW]
         for hold in mine:
             if hold.ended_at is None:
-                self._end(hold.hold_id, "system:erasure", "release", "account erased")
-            with self._lock:
-                self.keys.shred_named(_notes_key(hold.hold_id))
-                self._holds[hold.hold_id] = _without_notes(self._holds[hold.hold_id])
+                self._end(hold.hold_id, "system:erasure", "release", "account erased", shred=False)
+        with self._lock:
+            # written with its account id (sealed under the account's data key, which erasure shreds:
+            # its actor names the account by pseudonym), kept in memory without it, as a reload reads it
+            erased = [replace(self._holds[h.hold_id], reason="", reference="", message_ids=(), holders=(),
+                              notes_erased=True) for h in mine]
+            if erased:
+                with durable_write(self.bodies.env) as txn:
+                    for hold in erased:
+                        self._write_hold(txn, hold, self._requests.get(hold.hold_id))
+            for hold in erased:
+                self._holds[hold.hold_id] = _without_notes(hold)
+            for hold in erased:
+                self._shred_hold_key(hold.hold_id)
+                self._shred_notes_key(hold.hold_id)
         with self._lock:  # the others stay, naming the account as a reload would: by pseudonym only
             for hold in [h for h in self.of_account(account_id) if h.account_id is not None]:
                 self._holds[hold.hold_id] = replace(hold, account_id=None)
@@ -431,7 +452,7 @@ class Holds:
             opened["notes"] = "shredded"
         return opened
 
-    def _end(self, hold_id: str, actor: str, action: str, reason: str) -> Hold:
+    def _end(self, hold_id: str, actor: str, action: str, reason: str, *, shred: bool = True) -> Hold:
         with self._lock:
             hold = self._holds.get(hold_id)
             if hold is None or hold.ended_at is not None:
@@ -447,7 +468,8 @@ class Holds:
                                   account=hold.account_id, txn=txn)
             self._holds[hold_id] = ended  # the table says what the commit did, whatever the shred does
             self._forget(ended, removed)
-            self._shred_hold_key(hold_id)
+            if shred:  # (erasure shreds once its own commit marks the window erased)
+                self._shred_hold_key(hold_id)
             return ended
 
     def _shred_hold_key(self, hold_id: str) -> bool:
@@ -463,6 +485,17 @@ class Holds:
             return False
         return True
 
+    def _shred_notes_key(self, hold_id: str) -> None:
+        """Shred the notes key of a window whose account was erased; as :meth:`_shred_hold_key`, a full
+        key disk keeps it in memory only (logged): the record's ``notes_erased`` has it shredded again
+        at the next start, and the body sweep saves it."""
+        try:
+            self.keys.shred_named(_notes_key(hold_id))
+        except StoreFull:
+            log.warning("account erased; a debugging window's notes key is forgotten in memory but the key "
+                        "store cannot be saved yet (key directory full): shredded again at every start "
+                        "and saved by the next body sweep that can", extra={"hold": hold_id})
+
     def _shred_keys_of_ended_holds(self) -> None:
         """Shred the key of every hold ended on disk whose key is still in the ring: a shred forgotten in
         memory only (full key disk) comes back with ``keys.store`` at a restart. Only this store's own
@@ -472,6 +505,8 @@ class Holds:
             for hold in [h for h in self._holds.values() if h.ended_at is not None]:
                 if self.keys.has_named(_key_name(hold.hold_id)):
                     self._shred_hold_key(hold.hold_id)
+                if hold.notes_erased and self.keys.has_named(_notes_key(hold.hold_id)):
+                    self._shred_notes_key(hold.hold_id)
 
     def _delete_copies(self, txn: lmdb.Transaction, prefix: bytes) -> list[bytes]:
         removed = []
@@ -505,7 +540,10 @@ class Holds:
             fields["holders"] = [self._pseudonymised_holder(a, n, key) for a, n in holders]
         elif holders:
             notes["holders"] = holders
-        fields.update(self._sealed_notes(hold.hold_id, **notes))
+        if hold.notes_erased:  # no notes left to seal (and no notes key to make on a full key disk)
+            fields.update(notes="shredded")
+        else:
+            fields.update(self._sealed_notes(hold.hold_id, **notes))
         txn.put(key, self._sealer.seal(msgpack.packb(fields), key), db=self._holds_db)
 
     def _pseudonymised(self, hold: Hold, key: bytes) -> dict[str, object]:

@@ -434,3 +434,38 @@ def test_several_shreds_in_one_outage_on_a_busy_full_disk_are_durable_and_the_re
     seen, _ = run_on_tiny_tmpfs(tmp_path / "mnt", BUSY_DISK_CHILD)
     assert seen["first"] == [] and seen["second"] == [], seen
     assert all(seen["durable"]), seen
+
+
+def test_an_accounts_erasure_on_a_full_key_disk_ends_its_debugging_windows_and_a_restart_keeps_their_notes_shredded(
+        tmp_path, keys_dir, disk):
+    """Erasure ends the account's debugging windows and shreds their notes keys. With no room even for the
+    shred (every write fails; no reserve helps) it used to raise ``StoreFull`` half way, the notes key in
+    memory only: a restart reloaded it and the window's reason opened again. Now the windows' records are
+    marked erased in the erasure's own LMDB commit (no key-store space needed) and every start shreds
+    their notes keys again until the body sweep can save the shred."""
+    from storage.holds import _key_name, _notes_key
+    from tests.storage.conftest import FakeClock
+
+    clock = FakeClock()
+    env, keys, bodies, holds = _holds_on(tmp_path, keys_dir, clock)
+    try:
+        hold = holds.open_debug_window("acc_a", actor="customer:acc_a", reason="r", reference="ref",
+                                       until=clock() + 3600)
+        notes = keys.named_sealer(_notes_key(hold.hold_id)).seal(b"reason", b"id")  # as in an audit entry
+        disk.on = True
+        assert holds.forget_account("acc_a") == 1  # before: StoreFull
+        assert holds.get(hold.hold_id).ended_at is not None and holds.active() == []
+        assert not keys.has_named(_notes_key(hold.hold_id))
+    finally:
+        env.close()
+    env, keys, bodies, holds = _holds_on(tmp_path, keys_dir, clock)  # a restart, the disk still full
+    try:
+        assert holds.get(hold.hold_id).notes_erased and holds.get(hold.hold_id).reason == ""
+        with pytest.raises(KeyUnavailable):  # before: the reloaded notes key opened the notes
+            keys.named_sealer(_notes_key(hold.hold_id), create=False).open(notes, b"id")
+        disk.on = False
+        bodies.sweep()  # space is back: the sweep saves the shreds
+    finally:
+        env.close()
+    again = ring(keys_dir)
+    assert not again.has_named(_notes_key(hold.hold_id)) and not again.has_named(_key_name(hold.hold_id))
