@@ -462,7 +462,7 @@ class AccountManager:
         rows = runtime.directory.ledger.ask(m.encode(m.PseudonymiseAccount(account_id)), timeout=30)
         privacy = getattr(self, "privacy", None)  # its pending links and challenges, while its key is
         proofs = privacy.forget_account(account_id) if privacy is not None else {}  # still there
-        self.accounts.delete(account_id)
+        self.accounts.delete(account_id, erasure=True)  # both its keys, in one unlink (full disk too)
         self.credentials.forget(account_id)
         mail = getattr(self, "mail", None)  # the engine's MailService (None before it is started)
         mails = mail.forget_account(account_id) if mail is not None else 0

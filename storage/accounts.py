@@ -30,7 +30,7 @@ import lmdb
 import msgpack
 
 from engine.errors import CorruptRecord, KeyUnavailable, UnknownAccount
-from storage.account_keys import DATA, AccountKeys
+from storage.account_keys import DATA, PURPOSES, AccountKeys
 from storage.full import refusing_when_full
 from storage.headroom import storing_new
 from storage.pseudonyms import ACCOUNT_TOKEN_BYTES, token_text
@@ -156,25 +156,30 @@ class AccountStore:
     def set_fields(self, account_id: str, **fields) -> AccountRecord:
         return self.update(account_id, lambda r: replace(r, **fields))
 
-    def delete(self, account_id: str) -> bool:
-        """Delete the record and shred the account's data key (so stale copies are unreadable too)."""
+    def delete(self, account_id: str, *, erasure: bool = False) -> bool:
+        """Delete the record and shred the account's data key (so stale copies are unreadable too);
+        whether there was a record. ``erasure``: its ledger key too, in the same shred - the account's
+        key file is unlinked, which needs no space, where shredding one key of two rewrites it (on a full
+        key disk ``StoreFull``). The shred is queued (``account_shred_queue``) in the commit that deletes
+        the record - even without a record (a former account) - and retried by every sweep until done."""
         _check_id(account_id)
-        return self._delete(self.token(account_id))
+        return self._delete(self.token(account_id), _ERASURE if erasure else b"")
 
-    def _delete(self, token: bytes) -> bool:
+    def _delete(self, token: bytes, shred: bytes = b"") -> bool:
         with self._lock:
             with self.env.begin(write=True) as txn:
                 blob = txn.get(token, db=self._db)
-                if blob is None:
+                if blob is None and shred != _ERASURE:
                     return False
-                for d in self._digests(token, blob):
-                    txn.delete(d, db=self._keys)
-                txn.delete(token, db=self._db)
+                if blob is not None:
+                    for d in self._digests(token, blob):
+                        txn.delete(d, db=self._keys)
+                    txn.delete(token, db=self._db)
                 txn.delete(token, db=self._closures)
-                txn.put(token, b"", db=self._pending)
+                txn.put(token, shred, db=self._pending)
             self.env.sync(True)
-            self._finish_deletion(token)
-        return True
+            self._finish_deletion(token, shred)
+        return blob is not None
 
     def _digests(self, token: bytes, blob: bytes) -> list[bytes]:
         try:
@@ -183,8 +188,8 @@ class AccountStore:
             with self.env.begin() as txn:
                 return [bytes(k) for k, v in txn.cursor(db=self._keys) if v == token]
 
-    def _finish_deletion(self, token: bytes) -> None:
-        self.keys.shred_token(token, (DATA,))
+    def _finish_deletion(self, token: bytes, shred: bytes = b"") -> None:
+        self.keys.shred_token(token, PURPOSES if shred == _ERASURE else (DATA,))
         with self.env.begin(write=True) as txn:
             txn.delete(token, db=self._pending)
         self.env.sync(True)
@@ -218,12 +223,12 @@ class AccountStore:
         finish any deletion a crash interrupted. The ledger keeps its rows (``on_deleted``)."""
         now = time.time() if now is None else now
         with self.env.begin() as txn:
-            pending = [bytes(k) for k in txn.cursor(db=self._pending).iternext(values=False)]
+            pending = [(bytes(k), bytes(v)) for k, v in txn.cursor(db=self._pending)]
             due = [bytes(k) for k, v in txn.cursor(db=self._closures)
                    if now - _TIME.unpack(v)[0] > RETENTION_AFTER_CLOSE_SECONDS]
         with self._lock:
-            for token in pending:
-                self._finish_deletion(token)
+            for token, shred in pending:
+                self._finish_deletion(token, shred)
         return sum(self._delete(t) for t in due)
 
     def _put(self, txn: lmdb.Transaction, record: AccountRecord) -> None:
@@ -278,6 +283,8 @@ def _migrate(env: lmdb.Environment, store: AccountStore) -> int:
     log.info("accounts: %d records moved to the token layout", moved)
     return moved
 
+
+_ERASURE = b"erasure"  # a queued shred's value: both keys of the account (else its data key alone)
 
 _OLD_DBS = (b"accounts", b"api_key_digests", b"account_closures", b"account_shred_pending")
 

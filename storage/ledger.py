@@ -42,6 +42,7 @@ their own transactions, which LMDB serialises. *Readers:* any thread.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -51,6 +52,7 @@ import lmdb
 from engine.errors import (
     KeyUnavailable,
     StorageError,
+    StoreFull,
 )
 from storage.account_keys import LEDGER, AccountKeys
 from storage.crypto import Sealer
@@ -78,6 +80,8 @@ from storage.ledger_write import (
     message_bucket,
 )
 from storage.retention import RETENTION
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ADJUSTMENT", "DEBIT", "DEPOSIT", "REFUND", "RETENTION_SECONDS", "BalanceRow", "LedgerEntry",
            "LedgerSnapshot", "LedgerStore", "LowBalance", "Posting", "Written"]
@@ -298,9 +302,20 @@ class LedgerStore:
     def forget_account(self, account_id: str) -> int:
         """Erasure's carve-out: shred the account's ledger key, so the identifiers of all its items
         (every copy) are unreadable, and mark its balance row as belonging to a deleted account.
-        Amounts, kinds, times and the pseudonym stay. Returns how many items the account has."""
-        self.keys.shred(account_id, (LEDGER,))
-        return self.account_deleted(account_id)
+        Amounts, kinds, times and the pseudonym stay. Returns how many items the account has.
+
+        On a full key disk shredding this one key (its data key still there) needs space to rewrite the
+        account's key file: ``StoreFull`` is logged and the erasure goes on, because it queues the shred
+        of both keys in the commit that deletes the account (``AccountStore.delete(erasure=True)``), an
+        unlink that needs no space."""
+        token = self.keys.token(account_id)
+        try:
+            self.keys.shred_token(token, (LEDGER,))
+        except StoreFull:
+            log.warning("ledger: an erased account's ledger key cannot be shredded alone (key directory "
+                        "full); the erasure shreds it with the account's data key")
+            return self._mark_deleted(token)
+        return self.account_token_deleted(token)
 
     def account_deleted(self, account_id: str) -> int:
         """The account's record is gone (erased or swept): its balance row now ends with its last entry.
@@ -309,11 +324,15 @@ class LedgerStore:
 
     def account_token_deleted(self, token: bytes) -> int:
         """:meth:`account_deleted` by the account's token (the account store knows no more of it)."""
+        items = self._mark_deleted(token)
+        if not items:
+            self.keys.shred_token(token, (LEDGER,))
+        return items
+
+    def _mark_deleted(self, token: bytes) -> int:
         with self.env.begin(write=True) as txn:
             items = self.balance_rows.mark_deleted(txn, token)
         self.env.sync(True)
-        if not items:
-            self.keys.shred_token(token, (LEDGER,))
         return items
 
     def sweep(self, now: float) -> int:
