@@ -150,7 +150,8 @@ def test_status_changes_are_written_and_no_attempt_held_on_a_full_disk_while_new
     commit failed: every such failure held the POP's carrier attempts (3 holds in this run), and status
     changes were written only by a commit round that happened to carry no new message - 0.3 to 1.3 s
     here, never with a flush that always has some. (The probe that resumes held attempts when nothing is
-    left to commit is now reached only when status changes themselves cannot be written.)"""
+    left to commit is now reached when a commit of new messages only fails for another reason than space:
+    the last test of this file.)"""
     seen, err = run_on_tiny_tmpfs(tmp_path / "mnt", STATUS_FIRST_CHILD)
     assert seen["refused"] and seen["codes"].get("store_full"), seen
     assert seen["statuses"] == ["delivered"], seen  # (the child waited for it, within its deadline)
@@ -215,3 +216,72 @@ def test_carrier_attempts_held_while_status_changes_cannot_be_written_go_out_onc
     assert seen["during"] == ["accepted"] and seen["held_after"] == 0, seen
     assert err.count("ALARM carrier attempts held") == 1, err[-3000:]
     assert f"status changes written again; {seen['held']} held carrier attempts resume" in err, err[-3000:]
+
+
+PROBE_CHILD = r"""
+import json, subprocess, sys, time
+from engine import Engine
+from engine.errors import SmsrouteError
+from tests.engine.crash_support import delivering_carriers
+from tests.engine.disk_full_support import fill_disk, free_disk, pin_pages
+from tests.waiting import wait_for
+
+mnt = sys.argv[1]
+overrides = delivering_carriers()
+overrides["engine"].update(tick_ms=50, admission_horizon_seconds=0,  # (suspended carriers take no more)
+                           body_ttl_seconds=8)  # body windows of a second: each needs a key of its own
+fra = sorted(c for c, t in overrides["carriers"].items() if t["pop"] == "fra")
+engine = Engine.start(data_dir=f"{mnt}/data", overrides=overrides)
+store = engine.runtime.pop_stores["fra"]
+acct = engine.create_account(email="full@example.com")
+engine.register_sender(acct.id, "ACME")
+engine.deposit(acct.id, usd="1000", chain="tron", tx_hash="0xfull", from_address="T")
+
+
+def fra_pop():
+    return next(p for p in engine.stats()["pops"] if p["pop"] == "fra")
+
+
+for name in fra:
+    engine.suspend_carrier(name, True)
+parked = [engine.submit(acct.api_key, "+4915112345678", "ACME", f"parked {i}").message_id
+          for i in range(5)]
+wait_for(lambda: not store.debits.all(), "their debits confirmed")
+keys = store.bodies.keys
+subprocess.run(["mount", "--bind", str(keys.directory), str(keys.directory)], check=True)
+subprocess.run(["mount", "-o", "remount,bind,ro", str(keys.directory)], check=True)  # its disk fails
+wait_for(lambda: keys.body_window(time.time()) not in keys.live_windows(), "a window without its key")
+pin = pin_pages(store.env)  # and status changes cannot be written: the hold lasts until space returns
+fill = fill_disk(mnt)
+try:
+    engine.submit(acct.api_key, "+4915112345678", "ACME", "new")
+    refused = ""
+except SmsrouteError as exc:  # its body needs the new window's key: the commit fails whole
+    refused = exc.code
+for name in fra:  # the parked messages would start attempts now: held
+    engine.suspend_carrier(name, False)
+held = wait_for(lambda: fra_pop()["attempts_held"] == len(parked) and fra_pop()["attempts_held"],
+                "the parked messages held")
+pin.abort()
+free_disk(fill)  # nothing is left to commit: only the probe write can show status changes fit again
+wait_for(lambda: all(engine.status(mid).status == "delivered" for mid in parked), "every message delivered")
+pop = fra_pop()
+print(json.dumps({"refused": refused, "held": held, "hold_starts": pop["attempt_hold_starts"],
+                  "held_after": pop["attempts_held"]}))
+engine.stop()
+"""
+
+
+@needs_tiny_tmpfs
+def test_attempts_held_by_a_failed_commit_that_left_nothing_to_retry_resume_by_the_probe_write(tmp_path):
+    """A commit of new messages only that fails for a reason other than space (here the key directory's
+    disk went read-only, so the body window's key cannot be made) is not written again without them: it
+    fails whole, the POP holds its carrier attempts, and it leaves no status change to retry. Only the
+    POP's status-sized probe write (``SpaceWatch.takes_status_changes``, on the tick) can then show that
+    status changes are written again: once it does, the held attempts go out. (The disk of the POP's
+    store is also full, its freed pages pinned, so the probe fails and the hold can be seen; without the
+    probe the parked messages stay held and the test times out.)"""
+    seen, err = run_on_tiny_tmpfs(tmp_path / "mnt", PROBE_CHILD)
+    assert seen["refused"] == "storage_error", seen  # not store_full: no retry without the new message
+    assert seen["held"] == 5 and seen["hold_starts"] == 1 and seen["held_after"] == 0, seen
+    assert "status changes written again; 5 held carrier attempts resume" in err, err[-3000:]
