@@ -24,10 +24,10 @@ carrier acknowledgement (it is owed in the same transaction as the final record)
 that a receipt is stored (and the SMSC answered 0) only after the commit that follows it; a commit that
 fails has its receipts refused, for the SMSC to deliver again (``engine.delivery.receipt_answers``).
 
-While commits fail (a full disk), the POP starts no carrier attempt (``Dispatcher.hold``): a carrier's
-acknowledgement - its message id - that cannot be stored is lost if the engine stops before space returns,
-and the message is sent again after the restart. The next commit that succeeds - the tick retries the
-failed one; with nothing to retry, a status-sized probe write (``storage.space_watch``) - resumes them.
+While commits fail (a full disk), the POP starts no carrier attempt (``engine.delivery.attempt_hold``): a
+carrier's acknowledgement - its message id - that cannot be stored is lost if the engine stops before space
+returns, and the message is sent again after the restart. The next commit that succeeds - the tick retries
+the failed one; with nothing to retry, a status-sized probe write (``storage.space_watch``) - resumes them.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from actors.group_commit import commit_alone
 from engine import messages as m
 from engine.delivery.admission import Admission
 from engine.delivery.attempt import ACKED, Delivery
+from engine.delivery.attempt_hold import AttemptHold
 from engine.delivery.carriers import CarrierBoard
 from engine.delivery.dispatcher import Dispatcher
 from engine.delivery.outbox import Outbox
@@ -59,7 +60,6 @@ from storage.records import LiveRecord
 from storage.space_watch import SpaceWatch
 
 log = logging.getLogger(__name__)
-HOLD_LOG_SECONDS = 60.0  # at most one "carrier attempts held" ALARM this often
 
 
 class PopActor(DispatchedActor):
@@ -100,12 +100,10 @@ class PopActor(DispatchedActor):
         self.receipt_answers = ReceiptAnswers()  # receipts answered after the next commit
         self._expected: dict[str, list[m.ExpectedReceiptItem]] = {}  # recovered, for their carriers
         self._flush_scheduled = False
-        self._hold_logged = False  # the current hold of carrier attempts was logged (so its end is)
-        self._next_hold_log = 0.0  # monotonic: no hold ALARM before then
-        self._holds_unlogged = 0
         self.counters = {"accepted": 0, "refused_saturated": 0, "refunds": 0, "store_failures": 0,
                          "webhook_events_stored": 0, "commits": 0, "attempt_hold_starts": 0,
                          DELIVERED: 0, REJECTED: 0, FAILED: 0, EXPIRED: 0}
+        self.attempt_hold = AttemptHold(name, self.dispatcher, self.space, clock.now, self.counters)
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -231,8 +229,7 @@ class PopActor(DispatchedActor):
             if error is not None:
                 self._commit_failed(batches, error)
                 continue
-            if self.dispatcher.holding:  # status changes are written again
-                self._resume_attempts()
+            self.attempt_hold.committed()  # status changes are written again
             for b in batches:
                 self.commit.committed(b)
                 self.counters["commits"] += 1
@@ -252,7 +249,7 @@ class PopActor(DispatchedActor):
 
     def _commit_failed(self, batches: list[StagedBatch], error: BaseException) -> None:
         err = as_storage_error(error, self.store.env.path())
-        self._hold_attempts(err.code)
+        self.attempt_hold.commit_failed(err.code)
         for b in reversed(batches):  # (each goes back in front of what came after it)
             self.commit.unstage(b)  # its other changes are written by the next commit
             self._events = b.events + self._events
@@ -273,31 +270,6 @@ class PopActor(DispatchedActor):
         for f, item in admitted:
             self.admission.remove(f.route_key)
             self._refuse(item, err)
-
-    def _hold_attempts(self, why: str) -> None:
-        """Status changes cannot be written: start no carrier attempt until they can (an acknowledgement
-        arriving then could not be stored; see the module docstring). Logged at most once a minute: on
-        a disk that is just full, holds and resumes may alternate with every commit."""
-        if self.dispatcher.holding:
-            return
-        self.dispatcher.hold()
-        self.counters["attempt_hold_starts"] += 1
-        now = self.clock.now()
-        self._hold_logged = now >= self._next_hold_log
-        if not self._hold_logged:
-            self._holds_unlogged += 1
-            return
-        self._next_hold_log = now + HOLD_LOG_SECONDS
-        log.error("pop %s: ALARM carrier attempts held: status changes cannot be written (%s), so a "
-                  "carrier's acknowledgement could not be kept; %d messages wait (%d more holds since "
-                  "the last report)", self.name, why, len(self.dispatcher.held), self._holds_unlogged)
-        self._holds_unlogged = 0
-
-    def _resume_attempts(self) -> None:
-        resumed = self.dispatcher.resume()
-        if self._hold_logged:
-            log.warning("pop %s: status changes written again; %d held carrier attempts resume",
-                        self.name, resumed)
 
     def _commit_staged(self) -> None:
         """Commit what is staged now, in a transaction of this POP's own, and act on the outcome."""
@@ -477,9 +449,7 @@ class PopActor(DispatchedActor):
             self._schedule_flush()  # a failed commit is retried on the next tick
         mono = self.clock.now()
         self.space.tick(mono)  # while full: probe for space, so readiness comes back
-        if self.dispatcher.holding and not (self.commit or self._staged or self._committed):
-            if self.space.takes_status_changes():  # nothing to retry shows it: a probe does
-                self._resume_attempts()
+        self.attempt_hold.tick(not (self.commit or self._staged or self._committed))
         self.dispatcher.board.sample(mono)
         self.admission.refresh()
         self.timers.compact(self.inflight, len(self.inflight))
