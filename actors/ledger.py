@@ -20,9 +20,11 @@ open load each POP commit would otherwise cost the ledger a transaction (and an 
 ``env.sync`` per clock tick makes durable every debit written since (it writes the meta page), and then
 each POP is told which of its batches it no longer owes; the tick does
 not write the debits still waiting for their timer (that split their shared write in two: one transaction
-and fsync more on the actors' thread, the ledger's longest turn under load). Refunds are grouped the same way
-but fsynced, because the POP forgets it owes them once told ``RefundsRecorded``; they are written after the
-debits queued before them, so a message is never refunded before it is billed. Every kind of write is
+and fsync more on the actors' thread, the ledger's longest turn under load). Refunds wait for the same timer (they
+used to be written at once: with the debits queued before them, two fsynced transactions per refund batch,
+~60 per 1,000 messages over HTTP at a few % refunds; ``bench/RESULTS.md``, session 12) and are fsynced,
+because the POP forgets it owes them once told ``RefundsRecorded``; they are written after the debits queued
+before them, so a message is never refunded before it is billed. Every kind of write is
 idempotent (message id per kind, chain + tx hash, adjustment key), so a repeat never bills, refunds or
 credits twice; a deposit or adjustment whose key is recorded with other details is refused
 (``deposit_conflict`` / ``adjustment_conflict``). If a write fails (store full), debits and refunds stay
@@ -95,22 +97,18 @@ class LedgerActor(DispatchedActor):
             case m.DebitMessages(pop=pop, batch=batch, items=items):
                 self._debits.extend(items)
                 self._batches.append((pop, batch))
-                if len(self._debits) >= DEBIT_BATCH:
-                    self._schedule_flush()
-                elif not self._debit_timer:
-                    self._debit_timer = True
-                    self.clock.schedule(DEBIT_WAIT_S, self.actor_ref, m.encode(m.Flush()))
+                self._wait_for_others(len(self._debits))
             case m.RefundMessages(pop=pop, items=items):
                 self._refunds.extend((pop, item) for item in items)
-                self._schedule_flush()
+                self._wait_for_others(len(self._refunds))
             case m.Flush():  # (one that finds nothing queued, e.g. a timer's after a full batch: no-op)
                 self._flush_scheduled = self._debit_timer = False
                 self._write_debits()
                 self._write_refunds()
             case m.Tick():
-                if not self._debit_timer:  # (debits waiting for their timer are written by it)
+                if not self._debit_timer:  # (what waits for the timer is written by it)
                     self._write_debits()
-                self._write_refunds()
+                    self._write_refunds()
                 self._confirm_debits()
             case m.CreditAccount():
                 self._on_credit_account(msg)
@@ -130,6 +128,15 @@ class LedgerActor(DispatchedActor):
         self._write_debits()
         self._write_refunds()
         self._confirm_debits()
+
+    def _wait_for_others(self, queued: int) -> None:
+        """Debits and refunds wait up to ``DEBIT_WAIT_S`` for others to share their write (at once
+        when ``DEBIT_BATCH`` of one kind are queued)."""
+        if queued >= DEBIT_BATCH:
+            self._schedule_flush()
+        elif not self._debit_timer:
+            self._debit_timer = True
+            self.clock.schedule(DEBIT_WAIT_S, self.actor_ref, m.encode(m.Flush()))
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:

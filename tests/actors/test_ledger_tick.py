@@ -75,3 +75,44 @@ def test_a_tick_writes_debits_no_timer_covers_any_more(tmp_path):
     assert store.writes == 1
     assert pop.told == [m.DebitsRecorded([7])]
     store.env.close()
+
+
+def _refunds(account: str, ids: list[str]) -> bytes:
+    return m.encode(m.RefundMessages("fra", [m.RefundItem(i, account, 1000, 1_700_000_000.0)
+                                             for i in ids]))
+
+
+def test_refunds_wait_with_the_debits_for_one_shared_write_and_are_then_durable_and_confirmed(tmp_path):
+    """A refund used to be written (and fsynced) at once, after a write of the debits queued before it:
+    two synced transactions per refund batch, ~60 per 1,000 messages over HTTP at 3 % refunds. Now it
+    waits for the debits' timer like a debit; the refunds of that window then share one write."""
+    actor, store, pop = _ledger(tmp_path)
+    account = fresh("acc", store)
+    actor.on_receive(_debits(account, 1, 2))  # billed first: never refunded before it is billed
+    actor.on_receive(_refunds(account, ["msg_1_0"]))
+    actor.on_receive(_refunds(account, ["msg_1_1"]))
+    [(delay, timer)] = actor.clock.scheduled  # one timer for all of them
+    assert delay == DEBIT_WAIT_S
+    assert store.writes == 0 and pop.told == []
+
+    actor.on_receive(m.encode(m.Tick(0.0)))  # a tick leaves them to their timer
+    assert store.writes == 0
+
+    actor.on_receive(timer)  # the debits, then every refund of the window in one fsynced write
+    assert store.writes == 2
+    assert store.balance(account) == 0
+    assert pop.told == [m.RefundsRecorded(["msg_1_0", "msg_1_1"])]
+    store.env.close()
+
+
+def test_a_tick_writes_refunds_no_timer_covers_any_more(tmp_path):
+    """A refund write that failed (a full store) leaves its refunds queued with no timer: the tick
+    retries."""
+    actor, store, pop = _ledger(tmp_path)
+    account = fresh("acc", store)
+    actor.on_receive(_refunds(account, ["msg_9"]))
+    actor._debit_timer = False  # as after a Flush whose write failed and put the refunds back
+    actor.on_receive(m.encode(m.Tick(0.0)))
+    assert store.writes == 1
+    assert pop.told == [m.RefundsRecorded(["msg_9"])]
+    store.env.close()
