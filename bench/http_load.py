@@ -195,7 +195,10 @@ def _post(port: int, token: str, path: str, body: dict) -> dict:
     return answer
 
 
-def _smsroute_run(args: argparse.Namespace, tmp: Path) -> tuple[int, list[str], Any]:
+def start_run(args: argparse.Namespace, tmp: Path) -> tuple[subprocess.Popen, dict[str, int], str, list[str]]:
+    """Start ``smsroute run`` (with ``args.run_args``) on the load config and provision ``args.accounts``
+    accounts through its control port: (the process, its ports by name, the operator token, the accounts'
+    API keys)."""
     config = tmp / "load.toml"
     config.write_text(RUN_CONFIG)
     proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", "--data-dir",
@@ -222,32 +225,51 @@ def _smsroute_run(args: argparse.Namespace, tmp: Path) -> tuple[int, list[str], 
             "usd": "1000000.00", "chain": "tron", "tx_hash": f"0xload{n}",
             "from_address": "TLOAD"})
         keys.append(acc["api_key"])
+    return proc, ports, token, keys
 
-    def stop() -> None:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
-    return ports["customer API"], keys, stop, lambda: tree_cpu_seconds(proc.pid)
+def stop_run(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def _smsroute_run(args: argparse.Namespace, tmp: Path) -> tuple[int, list[str], Any]:
+    proc, ports, _, keys = start_run(args, tmp)
+    return (ports["customer API"], keys, lambda: stop_run(proc),
+            lambda: tree_cpu_seconds(proc.pid))
+
+
+def wrk_command(port: int, keys: list[str], tmp: Path, duration: int, connections: int,
+                threads: int) -> list[str]:
+    """The ``wrk`` command line of the load (its Lua script written into ``tmp``)."""
+    script = tmp / "post.lua"
+    script.write_text(LUA % {"keys": ",".join(f'"{k}"' for k in keys),
+                             "tos": ",".join(f'"{t}"' for t in DESTINATIONS)})
+    return [shutil.which("wrk") or "wrk", "-t", str(threads), "-c", str(connections), "-d",
+            f"{duration}s", "--latency", "-s", str(script), f"http://127.0.0.1:{port}"]
+
+
+def wrk_result(out: str) -> dict:
+    """The figures of ``wrk``'s RESULT line (exits if there is none)."""
+    match = re.search(r"RESULT (\{.*\})", out)
+    if match is None:
+        sys.exit(f"could not parse wrk output:\n{out}")
+    return json.loads(match.group(1))
 
 
 TARGETS = {"run": _smsroute_run, "in-process": _in_process, "stub": _stub}
 
 
 def run(args: argparse.Namespace) -> dict:
-    wrk = shutil.which("wrk")
-    if wrk is None:
+    if shutil.which("wrk") is None:
         sys.exit("wrk not found (apt-get install -y wrk)")
     with tempfile.TemporaryDirectory() as tmp:
         port, keys, stop, cpu_seconds = TARGETS[args.target](args, Path(tmp))
         try:
-            script = Path(tmp) / "post.lua"
-            script.write_text(LUA % {"keys": ",".join(f'"{k}"' for k in keys),
-                                     "tos": ",".join(f'"{t}"' for t in DESTINATIONS)})
-            cmd = [wrk, "-t", str(args.threads), "-c", str(args.connections), "-d",
-                   f"{args.duration}s", "--latency", "-s", str(script), f"http://127.0.0.1:{port}"]
+            cmd = wrk_command(port, keys, Path(tmp), args.duration, args.connections, args.threads)
             with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as proc:
                 time.sleep(args.duration / 4)  # the middle half of the run: no start-up, no tail
                 cpu0, t0 = cpu_seconds(), time.monotonic()
@@ -258,10 +280,7 @@ def run(args: argparse.Namespace) -> dict:
                 sys.exit(f"wrk failed ({proc.returncode})")
         finally:
             stop()
-    match = re.search(r"RESULT (\{.*\})", out)
-    if match is None:
-        sys.exit(f"could not parse wrk output:\n{out}")
-    result = json.loads(match.group(1))
+    result = wrk_result(out)
     result["requests_per_s"] = round(result["requests"] / result["seconds"], 1)
     if result["requests_per_s"] > 0:
         result["engine_cpu_us_per_request"] = round(
