@@ -48,6 +48,12 @@ class Clock:
         repeater = _Repeater(self, interval, target, make_message)
         self.schedule(interval, repeater, None)
 
+    def is_alive(self) -> bool:
+        """True while its thread serves the heap: False once stopped, or once an error ended the thread
+        (``now`` raised, say). Nothing is told any more then - no tick, retry or sweep - so the runtime
+        lists it among its long-lived parts (``Runtime.actors_alive``)."""
+        return self._thread.is_alive() and not self._stopped
+
     def pending(self) -> int:
         with self._cond:
             return len(self._heap)
@@ -60,6 +66,12 @@ class Clock:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        except BaseException:  # one line in the log; ``is_alive`` is False from now on (/readyz)
+            log.exception("clock: its thread ended on an error; nothing is told any more")
+
+    def _serve(self) -> None:
         while True:
             with self._cond:
                 while not self._stopped and (not self._heap or self._heap[0][0] > self.now()):

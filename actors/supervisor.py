@@ -110,6 +110,7 @@ class Runtime:
         self.directory.bridge = bridge
         self.pop_stores: dict[str, PopStore] = {}
         self._lock = threading.Lock()
+        self._stopping = False  # stop() began: parts stop on purpose (dead_parts)
         self.link = ClusterLink(self)  # in a cluster: the NATS connection, and frames to local actors
         self._carrier_actors: dict[str, object] = {}
         # the parts on threads of their own that the actors' probes do not reach: each SMPP carrier's
@@ -413,12 +414,31 @@ class Runtime:
             self.routing.take_pushed(table)
 
     def actors_alive(self) -> dict[str, bool]:
-        """Whether each long-lived actor runs: ledger, sweeper, every POP and carrier. An actor that
-        raised out of a handler has stopped (pykka); this is how it becomes visible."""
-        refs = {"ledger": self.directory.ledger, "sweeper": getattr(self, "sweeper", None),
-                **{f"pop:{n}": r for n, r in self.directory.pops.items()},
-                **{f"carrier:{n}": r for n, r in self._carrier_actors.items()}}
-        return {name: ref is not None and ref.is_alive() for name, ref in refs.items()}
+        """Whether each long-lived part runs: the clock (every tick, retry and sweep), the ledger, the
+        group commit's committer (when the POPs share one store), the sweeper, every POP and carrier. An
+        actor that raised out of a handler has stopped (pykka), a thread that raised has ended; this is
+        how it becomes visible (``/readyz``, ``smsroute_actor_alive``). A worker's ``ledger`` is the
+        core's, alive while the NATS link is usable."""
+        return {name: ref is not None and ref.is_alive() for name, ref in self._long_lived().items()}
+
+    def dead_parts(self) -> list[str]:
+        """The long-lived parts of this process that are not running (not the core's ledger a worker
+        sends to: the link is not a part of it), for a worker's heartbeat, which stops while there is
+        one (``engine.cluster.heartbeat.parts_probe``): a restart starts them all again. Empty once the
+        runtime stops, when they stop one after the other on purpose."""
+        if self._stopping:
+            return []
+        return [name for name, ref in self._long_lived().items()
+                if not getattr(ref, "remote", False) and not (ref is not None and ref.is_alive())]
+
+    def _long_lived(self) -> dict[str, object | None]:
+        refs: dict[str, object | None] = {"clock": self.clock, "ledger": self.directory.ledger}
+        if self.group_commit is not None:
+            refs["committer"] = self._committer
+        refs["sweeper"] = getattr(self, "sweeper", None)
+        refs.update({f"pop:{n}": r for n, r in self.directory.pops.items()})
+        refs.update({f"carrier:{n}": r for n, r in self._carrier_actors.items()})
+        return refs
 
     def hung_parts(self) -> dict[str, str]:
         """The parts that run but stopped working, each with why (``{"sweeper": "no store swept for
@@ -510,6 +530,7 @@ class Runtime:
 
     def stop(self) -> None:
         """Stop in the order that loses nothing (also after a start that failed half way)."""
+        self._stopping = True
         self.routing.stop()
         if self.clock is not None:
             self.clock.stop()

@@ -12,8 +12,10 @@ though its heartbeat thread still runs. The supervisor judges the silence (``eng
 
 A worker's beat also waits for the parts on threads of their own that do work nobody asks them for: the
 retention sweeper (bodies erased within 24 hours) and each SMPP carrier's event loop (``parts_probe``:
-they stamp their progress, ``actors.sweep_watch`` and ``engine.loop_pulse``). One of them hung stops the
-beat, so the worker is reported hung and then killed and restarted, rather than named on the beat line
+they stamp their progress, ``actors.sweep_watch`` and ``engine.loop_pulse``), and for every long-lived
+part to be running (``Runtime.dead_parts``: the clock, the sweeper, the committer, each POP and carrier;
+an actor that raised out of a handler, a thread that raised, has ended). One of them hung or dead stops
+the beat, so the worker is reported hung and then killed and restarted, rather than named on the beat line
 like a full store: a restart is what recovers a stuck thread (the sweep resumes, every batch it committed
 stays; the binds are made again and what the SMSC had not acknowledged is sent again), whereas a full
 store needs space, which a restart does not make. Named on the line, it would only make the core's
@@ -97,24 +99,30 @@ def actors_probe(refs_of: Callable[[], Iterable[Any]]) -> Probe:
     return probe
 
 
-def parts_probe(node: str, hung_parts: Callable[[], Mapping[str, str]]) -> Probe:
+def parts_probe(node: str, hung_parts: Callable[[], Mapping[str, str]],
+                dead_parts: Callable[[], Iterable[str]] = tuple) -> Probe:
     """A probe of the parts that run on threads of their own and stamp their progress, read without
-    asking them (``Runtime.hung_parts``: the retention sweeper, each SMPP carrier's event loop): it
-    answers at once, False while one of them is hung. Each part that becomes hung is logged once with
-    why, and again once it works (the beat stops: the supervisor only sees a silent worker)."""
+    asking them (``Runtime.hung_parts``: the retention sweeper, each SMPP carrier's event loop), and of
+    the long-lived parts that stopped running (``Runtime.dead_parts``: the sweeper, the clock, a POP...
+    whose thread raised and ended): it answers at once, False while one of them is hung or dead. Each
+    part that becomes hung or dead is logged once with why, and again once it works (the beat stops: the
+    supervisor only sees a silent worker). A dead part is not restarted in place: the process's restart
+    starts every part again through the one start path, with every store it sweeps or serves."""
     logged: set[str] = set()
 
     def probe(deadline: float) -> bool:
-        hung = dict(hung_parts())
-        for name in sorted(hung.keys() - logged):
-            log.error("%s: %s is hung: %s; no heartbeat while it is", node, name, hung[name],
-                      extra={"node": node, "part": name, "state": "hung"})
-        for name in sorted(logged - hung.keys()):
+        down = {name: ("hung", why) for name, why in hung_parts().items()}
+        down.update((name, ("dead", "not running (its thread ended)")) for name in dead_parts())
+        for name in sorted(down.keys() - logged):
+            state, why = down[name]
+            log.error("%s: %s is %s: %s; no heartbeat while it is", node, name, state, why,
+                      extra={"node": node, "part": name, "state": state})
+        for name in sorted(logged - down.keys()):
             log.warning("%s: %s works again", node, name, extra={"node": node, "part": name,
                                                                    "state": "alive"})
         logged.clear()
-        logged.update(hung)
-        return not hung
+        logged.update(down)
+        return not down
 
     return probe
 

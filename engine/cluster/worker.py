@@ -64,11 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
 def worker_probes(node: str, runtime: Runtime) -> list[Probe]:
     """What a worker's beat waits for: its POP actors (the actors' dispatcher thread), its NATS loop,
     and the parts that stamp their progress - the retention sweeper, each SMPP carrier's event loop
-    (``Runtime.hung_parts``; one hung stops the beat: the worker is restarted,
-    ``engine.cluster.heartbeat``)."""
+    (``Runtime.hung_parts``) - and every long-lived part running (``Runtime.dead_parts``: a sweeper whose
+    thread raised and ended is dead, not hung); one hung or dead stops the beat: the worker is restarted
+    (``engine.cluster.heartbeat``)."""
     return [actors_probe(lambda: runtime.directory.pops.values()),
             loop_probe(lambda: runtime.transport and runtime.transport.loop),
-            parts_probe(node, runtime.hung_parts)]
+            parts_probe(node, runtime.hung_parts, runtime.dead_parts)]
 
 
 def main(argv: list[str] | None = None, overrides: dict | None = None) -> int:

@@ -259,11 +259,15 @@ class _Runtime:
 
     def __init__(self) -> None:
         self.hung: dict[str, str] = {}
+        self.dead: list[str] = []
         self.directory = type("Directory", (), {"pops": {}})()
         self.transport = None
 
     def hung_parts(self) -> dict[str, str]:
         return dict(self.hung)
+
+    def dead_parts(self) -> list[str]:
+        return list(self.dead)
 
 
 def test_a_hung_sweeper_or_smpp_loop_stops_a_workers_beats_and_is_logged_once(caplog):
@@ -299,3 +303,29 @@ def test_the_parts_probe_answers_at_once_without_waiting_for_its_deadline():
     assert probe(started + 30) is False
     assert time.monotonic() - started < 1
     assert parts_probe("w0", dict)(started) is True
+
+
+def test_a_dead_sweeper_stops_a_workers_beats_like_a_hung_one_and_is_logged_once(caplog):
+    """A sweeper whose thread raised and ended (dead, not hung: it stamps nothing, and a part that is
+    not running was never hung) left the worker beating: never restarted, no body erased past 24 h.
+    Now a dead long-lived part stops the beat as a hung one does; the log says dead, once."""
+    from engine.cluster.worker import worker_probes
+
+    runtime = _Runtime()
+    read_fd, write_fd = os.pipe()
+    beat = Heartbeat("w3", 0.02, worker_probes("w3", runtime), fd=write_fd, patience=0.05).start()
+    try:
+        assert set(_read_beats(read_fd, 2)) == {f"{BEAT} w3".encode()}
+        runtime.dead = ["sweeper"]
+        rounds = beat.rounds
+        wait_for(lambda: beat.rounds >= rounds + 2, "two rounds after the sweeper died", 5)
+        beats, rounds = beat.beats, beat.rounds
+        wait_for(lambda: beat.rounds >= rounds + 3, "three more rounds", 5)
+        assert beat.beats == beats  # none while it is dead
+    finally:
+        beat.stop()
+        os.close(read_fd)
+        os.close(write_fd)
+    lines = [r for r in caplog.records if getattr(r, "part", None) == "sweeper"]
+    assert [r.state for r in lines] == ["dead"]
+    assert "w3: sweeper is dead" in lines[0].getMessage()

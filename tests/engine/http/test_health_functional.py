@@ -6,7 +6,9 @@ import re
 
 import pytest
 
+from actors.group_commit import CommitterActor
 from actors.ledger import LedgerActor
+from actors.sweeper import SweeperActor
 from bench.smsc import SmscConfig, SmscThread
 from engine import Engine
 from engine.smpp import smsc_carrier_settings
@@ -50,6 +52,81 @@ def test_a_crashed_actor_makes_readyz_503_and_shows_in_metrics(engine, monkeypat
     assert 'smsroute_actor_alive{actor="ledger"} 0.0' in metrics
     assert re.search(r"^smsroute_dead_actors(\{[^}]*\})? 1.0$", metrics, re.M)
     assert engine.dead_actors() == ["ledger"]
+
+
+def _raise_out_of_a_handler(monkeypatch, actor_class, ref) -> None:
+    """``ref``'s actor raises out of a handler and dies (pykka), as on a bug."""
+    def crash(self, raw):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(actor_class, "on_receive", crash)
+    ref.tell(b"anything")
+
+
+def _end_the_clock_thread(engine) -> None:
+    """The clock's thread raises (its time source, say) and ends: nothing is told any more."""
+    clock = engine.runtime.clock
+
+    def broken() -> float:
+        raise RuntimeError("a bug")
+
+    clock.now = broken
+    with clock._cond:
+        clock._cond.notify()  # (wakes it at once rather than at the next tick)
+
+
+@pytest.mark.parametrize("part", ["clock", "committer", "sweeper"])
+def test_a_dead_clock_committer_or_sweeper_makes_readyz_503_naming_it_and_shows_in_metrics(
+        engine, monkeypatch, part):
+    """Before, the clock (every tick, retry and sweep) and the group commit's committer were not among
+    the long-lived parts: dead, /readyz said ready and no metric moved. The sweeper was listed; a dead
+    one (not hung) is named here as it is on a worker's heartbeat (engine.cluster.heartbeat)."""
+    control = Client(engine.http.control_port)
+    token = engine.http.ctx.tokens.create("watch", {"viewer"})
+    metrics = Client(engine.http.control_port, token).request("GET", "/metrics")[2].decode()
+    assert f'smsroute_actor_alive{{actor="{part}"}} 1.0' in metrics
+    runtime = engine.runtime
+    if part == "clock":
+        _end_the_clock_thread(engine)
+    elif part == "committer":
+        _raise_out_of_a_handler(monkeypatch, CommitterActor, runtime._committer)
+    else:
+        _raise_out_of_a_handler(monkeypatch, SweeperActor, runtime.sweeper)
+    wait_for(lambda: not runtime.actors_alive()[part], f"the {part} to die")
+
+    status, _, body = control.request("GET", "/readyz")
+    assert status == 503 and body["error"]["code"] == "actors_down"
+    assert body["error"]["message"] == f"not running: {part}"
+    metrics = Client(engine.http.control_port, token).request("GET", "/metrics")[2].decode()
+    assert f'smsroute_actor_alive{{actor="{part}"}} 0.0' in metrics
+    assert re.search(r"^smsroute_dead_actors(\{[^}]*\})? 1.0$", metrics, re.M)
+    assert engine.dead_actors() == [part]
+    assert runtime.dead_parts() == [part]
+
+
+class _UnusableLink:
+    """A worker's ``ledger``: the core's, a ref over a NATS link that is down."""
+
+    remote = True
+
+    def is_alive(self) -> bool:
+        return False
+
+
+def test_dead_parts_leave_out_what_runs_elsewhere_and_what_stops_on_purpose(engine):
+    """What a worker's beat waits for (``Runtime.dead_parts``): not the core's ledger (a NATS outage
+    must not look like every worker dead at once: ``nats`` says it), and nothing once the runtime
+    stops (its parts stop one after the other; the worker still beats while it stops)."""
+    runtime = engine.runtime
+    assert runtime.dead_parts() == []
+    assert {"clock", "committer", "sweeper", "ledger"} <= set(runtime.actors_alive())
+    ledger, runtime.directory.ledger = runtime.directory.ledger, _UnusableLink()
+    try:
+        assert runtime.actors_alive()["ledger"] is False and runtime.dead_parts() == []
+    finally:
+        runtime.directory.ledger = ledger
+    engine.stop()
+    assert not any(runtime.actors_alive().values()) and runtime.dead_parts() == []
 
 
 def test_a_carrier_that_is_down_does_not_make_readyz_503_messages_are_stored_and_sent_later(tmp_path):
