@@ -435,6 +435,17 @@ class Engine(AccountManager, HoldManager):
         """The names of every store the retention sweeper covers (an operator's check)."""
         return self.runtime.sweeper.proxy().add_sweepables({}).get(timeout=10)
 
+    def parts_alive(self) -> dict[str, bool]:
+        """Whether each long-lived part of this process runs: the runtime's (``Runtime.actors_alive``:
+        clock, ledger, committer, sweeper, POPs, carriers), the mail sender's thread (``mail``) and the
+        HTTP layer's webhook delivery (``webhooks``) - ``/readyz``, ``smsroute_actor_alive``."""
+        alive = self.runtime.actors_alive()
+        if self.mail is not None:
+            alive["mail"] = self.mail.worker.is_alive()
+        if self.http is not None:
+            alive.update(self.http.parts_alive())
+        return alive
+
     def dead_actors(self) -> list[str]:
         """The long-lived actors (and, in a cluster, worker and edge processes) that are not running, or
         not working: a process a restart is starting is ``worker:<node> (starting)``, one whose heartbeat
@@ -445,7 +456,7 @@ class Engine(AccountManager, HoldManager):
         healthy); ``/readyz`` answers 503 while there is one. A part of this process that runs but
         stopped working is ``sweeper (hung)`` or ``carrier:<name> (hung)`` (an SMPP carrier's event loop;
         ``Runtime.hung_parts``)."""
-        dead = [name for name, alive in self.runtime.actors_alive().items() if not alive]
+        dead = [name for name, alive in self.parts_alive().items() if not alive]
         dead.extend(f"{name} (hung)" for name in self.runtime.hung_parts())
         if self.runtime.dead_sessions():
             dead.append("sessions")
@@ -491,9 +502,13 @@ class Engine(AccountManager, HoldManager):
             extra["transport"] = self.runtime.transport.stats()
         if self.billing is not None:
             extra["ledger"] = self.billing.stats()
+        stats = self.runtime.stats(with_carriers)
+        actors = stats.get("actors", {})
+        for name, alive in self.parts_alive().items():  # (the mail sender and webhooks too)
+            actors.setdefault(name, {"alive": int(alive), "hung": 0})
+        stats["dead_actors"] = sum(1 for view in actors.values() if not view["alive"])
         return {"in_flight": self.gate.in_flight, "max_in_flight": self.gate.limit,
-                "pending_requests": self.bridge.pending_requests(),
-                **self.runtime.stats(with_carriers), **extra}
+                "pending_requests": self.bridge.pending_requests(), **stats, **extra}
 
 
 # --- a host that exits without stop() -------------------------------------------------------------

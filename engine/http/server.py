@@ -311,6 +311,19 @@ class HttpServers:
         if call is not None:
             call(*args)
 
+    def parts_alive(self) -> dict[str, bool]:
+        """The HTTP layer's long-lived parts (``Engine.parts_alive``): ``webhooks``, the dispatcher's
+        workers running and the outbox read at start not ended on an error (live events wait, held by
+        the feed, until it is read: failed, they would wait for ever). Flag reads, from any thread."""
+        ctx = self.ctx
+        dispatcher = getattr(ctx, "dispatcher", None) if ctx is not None else None
+        if dispatcher is None:
+            return {}
+        loader = getattr(self, "_feed_loader", None)
+        loader_failed = (loader is not None and loader.done() and not loader.cancelled()
+                         and loader.exception() is not None)
+        return {"webhooks": dispatcher.is_alive() and not loader_failed}
+
     @property
     def sweepables(self) -> dict[str, Any]:
         """The HTTP layer's stores with a ``sweep(now) -> int`` (for the engine's retention sweeper)."""

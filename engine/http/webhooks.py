@@ -185,6 +185,13 @@ class WebhookDispatcher:
         if self._client is not None:
             await self._client.close()
 
+    def is_alive(self) -> bool:
+        """True once started while every worker task runs. A task that ended (an error out of its
+        loop: ``_attempt``'s are caught, the bookkeeping around it is not) sends nothing more; with all
+        of them gone the webhooks wait for ever, so the engine lists this among its long-lived parts."""
+        workers = self._workers
+        return bool(workers) and not any(task.done() for task in workers)
+
     def submit(self, delivery: Delivery) -> bool:
         """Queue a delivery (loop thread only), to be sent at once or, if its ``next_at`` is still
         ahead, then; False (and counted) when the backlog is full."""

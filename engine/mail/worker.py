@@ -81,6 +81,11 @@ class MailWorker:
         self._ready.wait(10)
         return self
 
+    def is_alive(self) -> bool:
+        """True while its thread runs: once an error ended it (outside a send, which is retried) no mail
+        goes out any more, so the engine lists it among its long-lived parts (``Engine.parts_alive``)."""
+        return self._thread.is_alive()
+
     def wake(self) -> None:
         """Something was queued: look at the outbox now (any thread)."""
         loop, wake = self._loop, self._wake
@@ -101,6 +106,8 @@ class MailWorker:
         self._loop = loop
         try:
             loop.run_until_complete(self._run())
+        except BaseException:  # one line in the log; ``is_alive`` is False from now on (/readyz)
+            log.exception("mail worker: its thread ended on an error; no mail is sent any more")
         finally:
             loop.close()
 

@@ -104,6 +104,54 @@ def test_a_dead_clock_committer_or_sweeper_makes_readyz_503_naming_it_and_shows_
     assert runtime.dead_parts() == [part]
 
 
+def _end_the_mail_thread(engine) -> None:
+    """The mail sender's loop stops under it (an error out of its loop): its thread ends."""
+    worker = engine.mail.worker
+    worker._loop.call_soon_threadsafe(worker._loop.stop)
+
+
+def _end_a_webhook_worker(engine) -> None:
+    """One of the webhook dispatcher's worker tasks ends (an error out of its loop)."""
+    dispatcher = engine.http.ctx.dispatcher
+    engine.http._loop.call_soon_threadsafe(dispatcher._workers[0].cancel)
+
+
+@pytest.mark.parametrize("part", ["mail", "webhooks"])
+def test_a_dead_mail_sender_or_webhook_worker_makes_readyz_503_naming_it_and_shows_in_metrics(
+        engine, part):
+    """Before, the mail sender's thread and the webhook dispatcher's workers were no long-lived part:
+    ended, no mail or webhook went out again while /readyz said ready."""
+    control = Client(engine.http.control_port)
+    token = engine.http.ctx.tokens.create("watch", {"viewer"})
+    metrics = Client(engine.http.control_port, token).request("GET", "/metrics")[2].decode()
+    assert f'smsroute_actor_alive{{actor="{part}"}} 1.0' in metrics
+    (_end_the_mail_thread if part == "mail" else _end_a_webhook_worker)(engine)
+    wait_for(lambda: not engine.parts_alive()[part], f"the {part} part to end")
+
+    status, _, body = control.request("GET", "/readyz")
+    assert status == 503 and body["error"]["message"] == f"not running: {part}"
+    metrics = Client(engine.http.control_port, token).request("GET", "/metrics")[2].decode()
+    assert f'smsroute_actor_alive{{actor="{part}"}} 0.0' in metrics
+    assert re.search(r"^smsroute_dead_actors(\{[^}]*\})? 1.0$", metrics, re.M)
+    assert engine.dead_actors() == [part]
+
+
+def test_webhooks_whose_outbox_read_at_start_failed_make_readyz_503(tmp_path, monkeypatch):
+    """The outboxes are read once at start, live events held until then: a read that ended on an
+    error (not a cluster that is not reachable yet, which is retried) held them for ever, unseen."""
+    def broken(self):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Engine, "pending_webhook_events", broken)
+    engine = start_engine(tmp_path)
+    try:
+        control = Client(engine.http.control_port)
+        wait_for(lambda: control.request("GET", "/readyz")[0] == 503, "/readyz 503")
+        assert engine.dead_actors() == ["webhooks"]
+    finally:
+        engine.stop()
+
+
 class _UnusableLink:
     """A worker's ``ledger``: the core's, a ref over a NATS link that is down."""
 
