@@ -241,8 +241,9 @@ def _engine_families(stats: dict[str, Any]) -> Iterator[Metric]:
 
 
 def _actor_families(stats: dict[str, Any]) -> Iterator[Metric]:
-    """Long-lived actors (ledger, sweeper, POPs, carriers): 1 while running. An actor that raised out
-    of a handler has stopped; alert on ``smsroute_dead_actors`` above 0. Hung: 1 while the sweeper or
+    """Long-lived parts (``Engine.parts_alive``: clock, ledger, committer, sweeper, POPs, carriers, the
+    mail sender, webhooks): 1 while running. An actor that raised out of a handler has stopped, a
+    thread that raised has ended; alert on ``smsroute_dead_actors`` above 0. Hung: 1 while the sweeper or
     an SMPP carrier's event loop runs but stopped working (``Runtime.hung_parts``: ``/readyz`` 503)."""
     alive = GaugeMetricFamily("smsroute_actor_alive", "1 while the actor runs, 0 once it has died",
                               labels=["actor"])
