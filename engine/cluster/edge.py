@@ -17,7 +17,8 @@ middleware as the core's) with an :class:`~engine.cluster.edge_engine.EdgeEngine
   gave its edges (``X-Smsroute-Edge-Token``); the answer comes back streamed, with a deadline that
   fits the route (:mod:`engine.cluster.edge_forward`: an export has none but the core's silence). The
   core logs these requests; an answer that breaks off, so that the edge cuts its client, is recorded
-  here too, with the status the client saw (as the core records an answer it cuts itself).
+  here too, with the status the client saw (as the core records an answer it cuts itself), and so is
+  an answer the edge makes itself (503 ``cluster_unavailable``: the core never saw the request).
 
 With ``[http] tls_cert``/``tls_key`` set, an edge speaks TLS on the customer port like the core (TLS 1.2
 minimum, HSTS on its own answers too), and it forwards to the core's loopback port over TLS, trusting
@@ -59,7 +60,7 @@ from aiohttp.http_exceptions import ContentEncodingError
 from engine import log_format
 from engine.cluster import edge_forward
 from engine.cluster.edge_engine import EdgeEngine, LeasedLimiter
-from engine.cluster.edge_forward import PART_BYTES, error_answer
+from engine.cluster.edge_forward import PART_BYTES, OwnAnswer, error_answer
 from engine.cluster.handoff import overrides_from
 from engine.cluster.heartbeat import Heartbeat, loop_probe
 from engine.cluster.lifeline import stop_when_parent_exits
@@ -213,10 +214,11 @@ class Edge:
                 return await handler(request)
             started = time.perf_counter()
             resp = await forward(request)
-            if isinstance(resp, CutAnswer):
+            if isinstance(resp, CutAnswer | OwnAnswer):
                 # the core's answer broke off and this edge cut its client: the core may never have
                 # recorded it (it stopped) or saw its edge leave (499), so the edge records what the
-                # client saw, as the core records an answer it cut itself (edge_forward's docstring)
+                # client saw, as the core records an answer it cut itself (edge_forward's docstring);
+                # or the edge answered itself (the core unreachable): the core never saw the request
                 finish(request.app[CTX], request, resp, started, None)
             return resp
 

@@ -25,6 +25,10 @@ and the body bytes that went out. Before, the edge raised, and aiohttp logged an
 answered it 500 to nobody. A client that leaves mid-answer is not a cut (its write raises, as before):
 the core records that request ``499`` when the edge drops its connection to it.
 
+The edge's own answers (:class:`OwnAnswer`: 503 ``cluster_unavailable`` when the core does not answer,
+a body refused before forwarding) are recorded by the edge - request log entry and request metric -
+since the core never saw those requests; before, no request-log entry was written anywhere.
+
 Headers. A request's go to the core without the hop-by-hop ones and without ``Content-Encoding``
 (:func:`forwarded_headers`: the edge has read the body decoded); an answer's come back without the
 hop-by-hop ones.
@@ -122,11 +126,17 @@ async def _stream(request: web.Request, answer: ClientResponse, headers: dict[st
     return resp
 
 
+class OwnAnswer(web.Response):
+    """An answer the edge made itself (the core never saw the request: it is unreachable, or the body
+    was refused here), so the edge writes its request-log entry and request metric, as the core's
+    customer middleware does for the requests it answers."""
+
+
 def error_answer(status: int, code: str, message: str, headers: dict[str, str] | None = None
                  ) -> web.Response:
-    """An answer the edge makes itself, in the core's error shape and with its frame's headers (a
-    forwarded answer has them from the core)."""
-    return web.Response(status=status, text=json.dumps({"error": {"code": code, "message": message}}),
+    """An answer the edge makes itself (an :class:`OwnAnswer`), in the core's error shape and with
+    its frame's headers (a forwarded answer has them from the core)."""
+    return OwnAnswer(status=status, text=json.dumps({"error": {"code": code, "message": message}}),
                         content_type="application/json",
                         headers={**(headers or {}), "Server": "smsroute", "Cache-Control": "no-store",
                                  "X-Content-Type-Options": "nosniff"})

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import logging
 import socket
 import threading
 import tracemalloc
@@ -282,9 +283,11 @@ def test_an_export_the_edge_cuts_is_recorded_as_the_200_the_client_saw(edge_for,
     assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
 
 
-def test_a_client_that_leaves_mid_export_is_no_cut_of_the_edge(edge_for, tmp_path):
+def test_a_client_that_leaves_mid_export_is_no_cut_of_the_edge(edge_for, tmp_path, caplog):
     """The client leaves after the first part: the edge drops its connection to the core (which
-    records the request 499, as its client left) and records no cut of its own."""
+    records the request 499, as its client left) and records no cut of its own; nothing is logged
+    above info (a client leaving is ordinary: the failed write ends the request quietly, as aiohttp
+    ends one whose answer had started)."""
     core_saw_close = threading.Event()
 
     async def usage(request: web.Request) -> web.StreamResponse:
@@ -300,6 +303,7 @@ def test_a_client_that_leaves_mid_export_is_no_cut_of_the_edge(edge_for, tmp_pat
             core_saw_close.set()
         return resp
 
+    caplog.set_level("INFO")
     with _Core({"/v1/usage": usage}) as core:
         edge = edge_for(core)
         conn = http.client.HTTPConnection("127.0.0.1", edge.bound_port, timeout=WAIT_S)
@@ -310,5 +314,32 @@ def test_a_client_that_leaves_mid_export_is_no_cut_of_the_edge(edge_for, tmp_pat
         conn.close()
         assert core_saw_close.wait(WAIT_S), "the edge kept reading the core's answer for nobody"
         assert _cut_count(edge) == 0
-        edge.stop()
+        edge.stop()  # (a line about it, if any, is written before the edge's server has stopped)
     assert _logged(tmp_path) == []
+    assert not [r for r in caplog.records if r.levelno > logging.INFO], caplog.text
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_request_the_core_cannot_answer_is_in_the_edges_request_log(tmp_path):
+    """The core is unreachable: the edge answers its own 503 ``cluster_unavailable`` - and, as the
+    customer's record of their requests, writes the request-log entry nobody else can (the core never
+    saw the request). Before, no entry was written anywhere."""
+    engine = EdgeEngine(load_settings(None), Placement(node="e0", runs_core=False, runs_pops=False,
+                                                       workers=("w0",)), tmp_path)
+    edge = Edge(engine, "127.0.0.1", 0, f"http://127.0.0.1:{_closed_port()}", "edge-token").start()
+    try:
+        resp = _get(edge.bound_port, "/v1/balance")
+        body = resp.read()
+        assert resp.status == 503 and b"cluster_unavailable" in body
+        count = edge.ctx.metrics.registry.get_sample_value(
+            "smsroute_http_request_duration_seconds_count",
+            {"app": "customer", "endpoint": "GET /v1/balance", "code": "503"})
+        assert count == 1
+    finally:
+        edge.stop()
+    assert _logged(tmp_path) == [("GET /v1/balance", "127.0.0.1", 503, len(body))]
