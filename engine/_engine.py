@@ -492,6 +492,14 @@ class Engine(AccountManager, HoldManager):
         """The numbers of ``/v1/stats``; ``with_carriers``: ``carriers`` too (``/metrics``, so one scrape
         asks the workers everything at once, within ``STATS_TIMEOUT_S``)."""
         extra: dict[str, Any] = {}
+        edges = None  # /metrics of a core with HTTP edges: theirs too, asked beside the workers'
+        if with_carriers and self.cluster is not None and self.runtime.transport is not None:
+            from engine.cluster import edge_metrics
+            from engine.cluster.cluster_shards import STATS_TIMEOUT_S
+
+            edges = edge_metrics.ask(self.runtime.transport,
+                                     [e.node for e in getattr(self.cluster, "edges", [])],
+                                     STATS_TIMEOUT_S)
         if self.mail is not None and self.privacy is not None:
             extra = {"mail": self.mail.stats(), "privacy": self.privacy.stats()}
         if self.cluster is not None:
@@ -507,8 +515,11 @@ class Engine(AccountManager, HoldManager):
         for name, alive in self.parts_alive().items():  # (the mail sender and webhooks too)
             actors.setdefault(name, {"alive": int(alive), "hung": 0})
         stats["dead_actors"] = sum(1 for view in actors.values() if not view["alive"])
-        return {"in_flight": self.gate.in_flight, "max_in_flight": self.gate.limit,
-                "pending_requests": self.bridge.pending_requests(), **stats, **extra}
+        stats = {"in_flight": self.gate.in_flight, "max_in_flight": self.gate.limit,
+                 "pending_requests": self.bridge.pending_requests(), **stats, **extra}
+        if edges is not None:
+            stats["edge_metrics"] = edges.result()  # (ready within STATS_TIMEOUT_S of the asking)
+        return stats
 
 
 # --- a host that exits without stop() -------------------------------------------------------------

@@ -31,6 +31,9 @@ of the edge's stdin (:func:`read_token`), never through the environment or the c
 inherited by every child and readable in ``/proc/<pid>/environ`` and ``ps``. The edge keeps it in memory
 only and never logs it.
 
+The edge's metrics (its requests, door, connections, NATS link) are served by no port of its own: the
+core asks every edge for them at each scrape of its ``/metrics`` (``engine.cluster.edge_metrics``).
+
 With ``--beat-every`` (``smsroute run`` sets it) the edge writes a heartbeat line to its stdout while its
 HTTP loop and NATS loop answer (``engine.cluster.heartbeat``): a hung edge, which would keep its share of
 the port's connections, is killed and restarted.
@@ -76,7 +79,7 @@ from engine.http.egress import DestinationGuard
 from engine.http.errors import CutAnswer
 from engine.http.idempotency import IdempotencyStore
 from engine.http.jsonio import CORRUPT_ENCODING
-from engine.http.metrics import HttpMetrics
+from engine.http.metrics import HttpMetrics, Snapshot
 from engine.http.middleware import finish
 from engine.http.requestlog import RequestLog
 from engine.http.server import tls_context
@@ -129,6 +132,9 @@ class Edge:
         self.bound_port = 0
         self.error: BaseException | None = None
         self.ctx: HttpContext | None = None  # the customer app's, once serving (its metrics: tests)
+        self._gate: ConnectionGate | None = None  # (the numbers of its metrics, once serving)
+        self._shedder: Shedder | None = None
+        self._committer: GroupCommitter | None = None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -163,11 +169,12 @@ class Edge:
         ctx = HttpContext(engine=self.engine, http=settings.http, committer=committer,
                           requestlog=RequestLog(env, committer),
                           idempotency=IdempotencyStore(env, committer), tokens=TokenStore(env),
-                          limiter=None, metrics=HttpMetrics(), tls=tls,
+                          limiter=None, metrics=HttpMetrics(lambda: self._snapshot()), tls=tls,
                           destinations=DestinationGuard(
                               bool(settings.http.webhook_allow_private_networks)))
         ctx.limiter = LeasedLimiter(self.engine, ctx.executor, edges=self.edges)
         self.ctx = ctx
+        self._committer = committer
         customer = build_customer_app(ctx)
         session = ClientSession(  # (each request's deadline: edge_forward)
             read_bufsize=PART_BYTES,
@@ -186,6 +193,8 @@ class Edge:
                           float(getattr(settings.http, "queue_delay_target_ms", 25.0)) / 1000)
         runner.server.request_handler = shedder.wrap(runner.server.request_handler)
         shedder.start(asyncio.get_running_loop())
+        self._gate, self._shedder = runner.server.gate, shedder
+        self.engine.metrics_source = ctx.metrics.exposition  # the core shows them (edge_metrics)
         site = web.TCPSite(runner, self.host, self.port, backlog=1024, reuse_port=True,
                            ssl_context=tls_context(http.tls_cert, http.tls_key) if tls else None)
         try:
@@ -223,6 +232,22 @@ class Edge:
             return resp
 
         return route
+
+    def _snapshot(self) -> Snapshot:
+        """The numbers behind this edge's metrics besides its requests' (which the core's ``/metrics``
+        shows as ``smsroute_edge_*{edge}``, ``engine.cluster.edge_metrics``): its door, its
+        connections, its request log's dropped entries and its NATS link."""
+        snap = Snapshot()
+        gate, shedder, committer = self._gate, self._shedder, self._committer
+        if gate is not None:
+            snap.connections = {"customer": {"open": gate.open, **gate.counts}}
+        if shedder is not None:
+            snap.shedding = {"pending": shedder.pending, **shedder.counts}
+        if committer is not None:
+            snap.request_log_dropped = committer.later_dropped
+        if self.engine.transport is not None:
+            snap.engine = {"transport": self.engine.transport.stats()}
+        return snap
 
     async def _forward(self, session: ClientSession, request: web.Request) -> web.StreamResponse:
         """The request as it came, to the core's customer API; its answer as it comes back."""

@@ -31,6 +31,7 @@ from typing import Any
 from engine import apikeys, submission
 from engine import messages as m
 from engine.bridge import Bridge, InFlightGate
+from engine.cluster import edge_metrics
 from engine.cluster import protocol as cluster_protocol
 from engine.cluster.nats_security import NatsSecurity
 from engine.cluster.pending_watch import PendingWatch
@@ -77,12 +78,15 @@ class EdgeEngine:
         self._watch: PendingWatch | None = None
         self._expiry = threading.Thread(target=self._expire_unanswered, daemon=True,
                                         name="edge-unanswered")
+        # this edge's metrics exposition (its HTTP server's registry), asked for by the core at each
+        # scrape of its /metrics (engine.cluster.edge_metrics); None until the server runs
+        self.metrics_source: Callable[[], bytes] | None = None
 
     def start(self) -> EdgeEngine:
         place = self.placement
         security = NatsSecurity.for_servers(place.nats, self.settings.nats, place.nats_token_file)
         self.transport = Transport(list(place.nats), place.node, self._deliver,
-                                   security=security).start()
+                                   answer=self._answer, security=security).start()
         # a submit for a worker that is not ready is refused at once (engine.cluster.presence); the
         # workers answer the board's question at once, so a new edge refuses nothing for a beat's time;
         # nor to a worker of another protocol than this edge's (engine.cluster.protocol), and the
@@ -199,6 +203,17 @@ class EdgeEngine:
             log.warning("edge rate limiter: the core does not give back leased tokens (a previous "
                         "version?); plain leases for %.0f s", OLD_CORE_RETRY_S)
         return self.lease(limit_key, n)
+
+    def _answer(self, raw: bytes) -> bytes:
+        """The core's questions to this edge (over NATS, on a thread of the transport's): its metrics."""
+        try:
+            q = m.decode(raw)
+            if not isinstance(q, m.ShardQuery) or q.kind != edge_metrics.QUERY:
+                raise ValueError("not a question an edge answers")
+            return m.encode(m.ShardReply(True, edge_metrics.answer(self.metrics_source), ""))
+        except Exception as exc:
+            log.exception("edge: answering the core failed")
+            return m.encode(m.ShardReply(False, type(exc).__name__, "internal_error"))
 
     # --- answers -------------------------------------------------------------------------------------
 

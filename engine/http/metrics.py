@@ -18,6 +18,8 @@ Counters: ``smsroute_messages_total{status,pop,carrier}`` (every status change t
 ``smsroute_http_answers_cut_total{app,endpoint}`` (answers that broke off after they started),
 ``smsroute_edge_query_timeouts_total{query}`` (a cluster's core: HTTP edges' questions its HTTP loop did
 not answer in time, answered ``overloaded``).
+A cluster's core with HTTP edges: each edge's own families as ``smsroute_edge_<name>{edge,...}`` and
+``smsroute_edge_metrics_answered{edge}`` (0: missing this time), ``engine.cluster.edge_metrics``.
 This process's NATS link: ``smsroute_nats_*``; in a cluster's core each worker's too,
 ``smsroute_worker_nats_*{worker}`` and ``smsroute_worker_nats_answered{worker}`` (0: missing this time);
 ``smsroute_worker_stats_answered{part,worker}`` (``pops``, ``carriers``, ``retention``, ``nats``; 0: that
@@ -204,6 +206,10 @@ class _SnapshotCollector:
         yield from _carrier_families(snap.carriers)
         yield from _webhook_families(snap)
         yield from _shedding_families(snap.shedding)
+        if snap.engine.get("edge_metrics"):  # a cluster's core: its HTTP edges' own metrics
+            from engine.cluster.edge_metrics import families
+
+            yield from families(snap.engine["edge_metrics"])
         if snap.edge_query_timeouts is not None:
             late = CounterMetricFamily("smsroute_edge_query_timeouts",
                                        "HTTP edges' questions the core's HTTP loop did not answer in "
