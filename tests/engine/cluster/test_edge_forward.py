@@ -280,7 +280,10 @@ def test_an_export_the_edge_cuts_is_recorded_as_the_200_the_client_saw(edge_for,
     assert _logged(tmp_path) == [("GET /v1/usage", "127.0.0.1", 200, len(PART))] * 2
     cut = [r for r in caplog.records if getattr(r, "cut", False)]
     assert [(r.levelname, r.status, r.route) for r in cut] == [("WARNING", 200, "/v1/usage")] * 2
-    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+    # (the edge's own lines and aiohttp's: asyncio's "Task was destroyed but it is pending" about an
+    # earlier test's stand-in core, collected meanwhile, made this fail by the garbage collector's timing)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"
+                and r.name.startswith(("engine", "aiohttp"))], caplog.text
 
 
 def test_a_client_that_leaves_mid_export_is_no_cut_of_the_edge(edge_for, tmp_path, caplog):
@@ -316,7 +319,9 @@ def test_a_client_that_leaves_mid_export_is_no_cut_of_the_edge(edge_for, tmp_pat
         assert _cut_count(edge) == 0
         edge.stop()  # (a line about it, if any, is written before the edge's server has stopped)
     assert _logged(tmp_path) == []
-    assert not [r for r in caplog.records if r.levelno > logging.INFO], caplog.text
+    # (the edge's own lines and aiohttp's; not asyncio's about other tests' loops collected meanwhile)
+    assert not [r for r in caplog.records if r.levelno > logging.INFO
+                and r.name.startswith(("engine", "aiohttp"))], caplog.text
 
 
 def _closed_port() -> int:
