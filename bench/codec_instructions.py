@@ -3,7 +3,8 @@
 Why: the codec's share of a message is a few hundred nanoseconds per hop, far below what a timed run
 resolves on the shared machine. Each type gets a fixed instance (batches of five items) that is encoded
 ``--loops`` times, then decoded as often; ``os.getppid()`` between the phases is the marker callgrind
-dumps a profile at, so each phase's count lands in a file of its own::
+dumps a profile at, so each phase's count lands in a file of its own (an actor's ``decode_or_drop`` is
+measured too)::
 
     PYTHONHASHSEED=0 valgrind --tool=callgrind --dump-before=os_getppid \\
         --callgrind-out-file=/tmp/codec.out .venv/bin/python -m bench.codec_instructions --loops 200
@@ -55,7 +56,7 @@ def instances() -> list[tuple[str, Any]]:
 def run(loops: int) -> None:
     from engine import messages as m
 
-    encode, decode, marker = m.encode, m.decode, os.getppid
+    encode, decode, decode_or_drop, marker = m.encode, m.decode, m.decode_or_drop, os.getppid
     todo = instances()
     for _name, msg in todo:  # warm: the decoder is built, every path run once
         decode(encode(msg))
@@ -72,6 +73,9 @@ def run(loops: int) -> None:
         for _ in rng:
             decode(raw)
         marker()
+        for _ in rng:
+            decode_or_drop(raw, "bench")
+        marker()
     # (the rest of the run lands in the last dump)
 
 
@@ -86,14 +90,15 @@ def report(prefix: str, loops: int) -> None:
     files = sorted(glob.glob(prefix + ".*"), key=lambda p: int(re.sub(r".*\.", "", p)))
     counts = [total(p) for p in files]
     loop = counts[1]
-    print(f"{'message':24s} {'encode':>8s} {'decode':>8s} {'both':>8s}  (instructions per call)")
-    both_sum = 0
+    print(f"{'message':24s} {'encode':>8s} {'decode':>8s} {'both':>8s} {'or_drop':>8s}"
+          "  (instructions per call; or_drop: decode_or_drop, an actor's decode)")
+    sums = [0.0, 0.0, 0.0]
     for i, (name, _msg) in enumerate(instances()):
-        enc = (counts[2 + 2 * i] - loop) / loops
-        dec = (counts[3 + 2 * i] - loop) / loops
-        both_sum += enc + dec
-        print(f"{name:24s} {enc:8.0f} {dec:8.0f} {enc + dec:8.0f}")
-    print(f"{'sum over types':24s} {'':8s} {'':8s} {both_sum:8.0f}")
+        enc, dec, drop = ((counts[2 + 3 * i + k] - loop) / loops for k in range(3))
+        for k, v in enumerate((enc, dec, drop)):
+            sums[k] += v
+        print(f"{name:24s} {enc:8.0f} {dec:8.0f} {enc + dec:8.0f} {drop:8.0f}")
+    print(f"{'sum over types':24s} {sums[0]:8.0f} {sums[1]:8.0f} {sums[0] + sums[1]:8.0f} {sums[2]:8.0f}")
 
 
 def main() -> None:

@@ -81,9 +81,9 @@ def message(tag: int, version: int = 1):
         new.TAG = tag
         new.VERSION = version
         new._fields = tuple(names)
-        _REGISTRY[tag] = new
-        if not 0 <= tag < 0x80 or len(names) + 2 > 15:
+        if not 0 <= tag < 0x80 or len(names) + 2 > 15:  # (checked before it is registered)
             raise ValueError("a message needs a tag from 0 to 127 and at most 13 fields")
+        _REGISTRY[tag] = new
         _ARITY[tag] = _HEADER[tag] = 0x90 + len(names) + 2  # the fixarray header of its frames
         global _decode
         _decode = _decode_first  # rebuilt with the new type on the next decode

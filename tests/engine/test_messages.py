@@ -8,7 +8,7 @@ from typing import Any, Union
 
 import msgpack
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine import messages as m
@@ -211,3 +211,61 @@ def test_a_debited_or_refunded_price_that_is_negative_or_beyond_a_billion_usd_is
             m.decode(raw)
     ok = m.decode(m.encode(m.RefundMessages("w0/fra", [m.RefundItem("msg_1", "acc_1", 0, 0.0)])))
     assert ok.items[0].amount_micro_usd == 0  # a free message's refund is fine
+
+
+# --- the wire stays what every smsroute version writes and reads ------------------------------------
+
+
+def reference_frame(msg: m.Message) -> bytes:
+    """The frame as msgpack-python writes it from the documented layout ``[tag, fields..., version]``
+    (items as arrays): an encoder independent of the codec under test."""
+    cls = type(msg)
+    return msgpack.packb([cls.TAG, *(getattr(msg, name) for name in cls._fields), cls.VERSION])
+
+
+@pytest.mark.parametrize("cls", [cls for _, cls in TYPES], ids=lambda c: c.__name__)
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_encode_writes_exactly_the_bytes_of_the_documented_frame(cls, data):
+    """Byte for byte what msgpack.packb writes for the frame: a process of another smsroute version
+    (a cluster during an upgrade) reads these frames, and this one reads theirs."""
+    msg = data.draw(message_strategy(cls))
+    raw = reference_frame(msg)
+    assert m.encode(msg) == raw
+    assert m.decode(raw) == msg
+    assert m.decode_or_drop(raw, "test") == msg
+
+
+def test_encode_of_long_strings_big_ints_and_floats_matches_msgpack_packb():
+    """The sizes hypothesis rarely draws: str8/str16/str32, bin16, every int width, float64."""
+    for text in ("x" * 31, "x" * 32, "é" * 200, "y" * 70_000):
+        for n in (0, 127, 128, 255, 256, 65_535, 65_536, 2**32, 2**63 - 1, -1, -32, -33, -(2**63)):
+            msg = m.ShardReply(True, [text, n, 0.1, b"z" * 300, None, {"k": [n]}], "")
+            assert m.encode(msg) == reference_frame(msg)
+            assert m.decode(m.encode(msg)) == msg
+
+
+@settings(max_examples=300, deadline=None,  # (caplog is cleared for each input)
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=st.binary(max_size=200) | st.builds(
+    lambda tag, fields, version: msgpack.packb([tag, *fields, version]),
+    st.sampled_from([t for t, _ in TYPES]), st.lists(MSGPACK_VALUES, max_size=14), MSGPACK_VALUES))
+def test_decode_or_drop_returns_what_decode_returns_and_none_where_it_raises(raw, caplog):
+    """decode_or_drop has a fast path of its own; it must take and refuse exactly what decode does."""
+    try:
+        expected = m.decode(raw)
+    except MalformedMessage:
+        expected = None
+    caplog.clear()
+    assert m.decode_or_drop(raw, "test") == expected
+    assert bool(caplog.records) == (expected is None)  # a drop is logged, a message is not
+
+
+@pytest.mark.parametrize("tag", [-1, 128, 255])
+def test_a_tag_outside_0_to_127_is_refused_and_leaves_nothing_registered(tag):
+    with pytest.raises(ValueError, match="tag from 0 to 127"):
+        @m.message(tag)
+        class OutOfRange(m.Message):
+            now: float
+    assert tag not in m.message_types()
+    assert m.decode(m.encode(m.Tick(1.0))) == m.Tick(1.0)
