@@ -189,10 +189,11 @@ def cut_off(request: web.Request, exc: BaseException, status: int) -> None:
         "app": app, "method": request.method, "route": _route_name(request), "status": status,
         "cut": True, "error": type(exc).__name__})
     transport.abort()
-    from engine.http.context import CTX  # (not at the top: context imports this module, indirectly)
+    from engine.http.context import CTX  # (not at the top: these import this module, indirectly)
+    from engine.http.middleware import endpoint_name
     ctx = request.app.get(CTX)
     if ctx is not None:
-        ctx.metrics.answers_cut.labels(app, _endpoint(request)).inc()
+        ctx.metrics.answers_cut.labels(app, endpoint_name(request)).inc()
 
 
 def _answer_for(request: web.Request, exc: Exception, customer: bool) -> web.StreamResponse | None:
@@ -233,11 +234,6 @@ def client_gone(request: web.Request) -> bool:
     with the client still there, is a server-side failure)."""
     transport = request.transport
     return transport is None or transport.is_closing()
-
-
-def _endpoint(request: web.Request) -> str:
-    """``METHOD /route/{template}`` (as ``engine.http.middleware.endpoint_name``; no ids)."""
-    return f"{request.method} {_route_name(request)}"
 
 
 def _route_name(request: web.Request) -> str:
