@@ -476,25 +476,26 @@ class Holds:
         """Shred an ended hold's key; whether that is on disk. On a full key disk the ring forgets it in
         memory at once and the body sweep saves it (and alarms until then): the hold is ended all the same,
         so this logs instead of failing the release or the expiry that committed it."""
-        try:
-            self.keys.shred_named(_key_name(hold_id))
-        except StoreFull:
-            log.warning("hold ended; its key is forgotten in memory but the key store cannot be saved yet "
-                        "(key directory full): saved by the next body sweep that can",
-                        extra={"hold": hold_id})
-            return False
-        return True
+        return self._shred_or_log(_key_name(hold_id), hold_id, "hold ended; its key",
+                                  "saved by the next body sweep that can")
 
     def _shred_notes_key(self, hold_id: str) -> None:
         """Shred the notes key of a window whose account was erased; as :meth:`_shred_hold_key`, a full
         key disk keeps it in memory only (logged): the record's ``notes_erased`` has it shredded again
         at the next start, and the body sweep saves it."""
+        self._shred_or_log(_notes_key(hold_id), hold_id, "account erased; a debugging window's notes key",
+                           "shredded again at every start and saved by the next body sweep that can")
+
+    def _shred_or_log(self, key_name: str, hold_id: str, what: str, then: str) -> bool:
+        """Shred ``key_name``; whether that is on disk. ``StoreFull`` (the ring forgot it in memory only)
+        is logged as ``what`` is forgotten in memory, and ``then``, not raised."""
         try:
-            self.keys.shred_named(_notes_key(hold_id))
+            self.keys.shred_named(key_name)
         except StoreFull:
-            log.warning("account erased; a debugging window's notes key is forgotten in memory but the key "
-                        "store cannot be saved yet (key directory full): shredded again at every start "
-                        "and saved by the next body sweep that can", extra={"hold": hold_id})
+            log.warning("%s is forgotten in memory but the key store cannot be saved yet (key directory "
+                        "full): %s", what, then, extra={"hold": hold_id})
+            return False
+        return True
 
     def _shred_keys_of_ended_holds(self) -> None:
         """Shred the key of every hold ended on disk whose key is still in the ring: a shred forgotten in
