@@ -64,6 +64,38 @@ def _call(port: int, token: str, method: str, path: str, body: dict | None = Non
     return time.monotonic() - started, resp.status, answer
 
 
+@contextlib.contextmanager
+def _remote_core(tmp_path: Path):
+    """A core of ``--role core`` (it knows w0 only by its announcements) and w0 under "another host's"
+    supervisor, w0 heard ready: ``(engine, workers, a funded account)``; both stopped at the end."""
+    overrides = _overrides()
+    workers = LocalCluster(tmp_path / "cluster", 1, overrides=overrides)
+    engine = None
+    try:
+        engine = Engine.start(data_dir=tmp_path / "core", settings=load_settings(None, overrides),
+                              placement=workers.core_placement(), http=True)
+        workers.start_workers()
+        wait_for(lambda: engine.runtime.presence.refusal("w0") is None, "the core hearing w0 ready", 10)
+        yield engine, workers, funded_accounts(engine, 1)[0]
+    finally:
+        if engine is not None:
+            engine.stop(drain_seconds=0)
+        workers.stop()
+
+
+def _submit_in_background(engine: Engine, api_key: str, message: dict, idempotency_key: str,
+                          **kwargs: object) -> tuple[threading.Thread, list[tuple[float, int, dict]]]:
+    """POST ``message`` on a thread of its own, once the core has sent it (pending on the bridge): the
+    thread and the list its answer lands in."""
+    answers: list[tuple[float, int, dict]] = []
+    thread = threading.Thread(target=lambda: answers.append(_call(
+        engine.http.customer_port, api_key, "POST", "/v1/messages", message,
+        {"Idempotency-Key": idempotency_key}, **kwargs)), daemon=True)
+    thread.start()
+    wait_for(lambda: engine.bridge.pending_requests(), "the submit sent to w0")
+    return thread, answers
+
+
 def test_requests_pending_on_a_killed_worker_fail_at_once_and_honestly(tmp_path):
     c = Cluster(tmp_path, 1, overrides=_overrides(), http=True)
     try:
@@ -114,26 +146,12 @@ def test_requests_pending_on_a_killed_worker_fail_at_once_and_honestly(tmp_path)
 
 
 def test_a_core_fails_what_it_sent_to_a_remote_worker_that_was_killed_once_it_restarts(tmp_path):
-    overrides = _overrides()
-    workers = LocalCluster(tmp_path / "cluster", 1, overrides=overrides)  # "another host's" supervisor
-    engine = None
-    try:
-        engine = Engine.start(data_dir=tmp_path / "core", settings=load_settings(None, overrides),
-                              placement=workers.core_placement(), http=True)
-        workers.start_workers()
-        presence = engine.runtime.presence
-        wait_for(lambda: presence.refusal("w0") is None, "the core hearing w0 ready", 10)
-        account = funded_accounts(engine, 1)[0]
+    with _remote_core(tmp_path) as (engine, workers, account):
         worker = workers.workers[0].proc
         assert worker is not None
         stop_process(worker.pid)
-        answers: list[tuple[float, int, dict]] = []
         message = {"to": "+4915112345678", "from": "ACME", "body": "hello"}
-        thread = threading.Thread(target=lambda: answers.append(_call(
-            engine.http.customer_port, account.api_key, "POST", "/v1/messages", message,
-            {"Idempotency-Key": "order-2"})), daemon=True)
-        thread.start()
-        wait_for(lambda: engine.bridge.pending_requests(), "the submit sent to w0")
+        thread, answers = _submit_in_background(engine, account.api_key, message, "order-2")
         os.kill(worker.pid, signal.SIGKILL)  # its host's supervisor starts it again in 0.5 s
         killed_at = time.monotonic()
         thread.join(AT_ONCE_S + 4)
@@ -142,10 +160,6 @@ def test_a_core_fails_what_it_sent_to_a_remote_worker_that_was_killed_once_it_re
         _, status, body = answers[0]
         assert status == 503 and "may or may not have been accepted" in body["error"]["message"], body
         assert took < AT_ONCE_S + 3, took  # a restart (~1-2 s) after the kill; before: 10-20 s
-    finally:
-        if engine is not None:
-            engine.stop(drain_seconds=0)
-        workers.stop()
 
 
 def test_a_core_fails_what_it_sent_to_a_remote_worker_killed_and_not_restarted_within_seconds(tmp_path):
@@ -153,26 +167,14 @@ def test_a_core_fails_what_it_sent_to_a_remote_worker_killed_and_not_restarted_w
     the core's probe of a worker whose beat is late (engine.cluster.late_probe) hears "no responders".
     While it is merely stopped (subscribed, silent) the probes time out and it stays ready: only the
     silence verdict (here 60 s) would judge it. Before: no answer before that silence."""
-    overrides = _overrides()
-    workers = LocalCluster(tmp_path / "cluster", 1, overrides=overrides)  # "another host's" supervisor
-    engine = None
-    try:
-        engine = Engine.start(data_dir=tmp_path / "core", settings=load_settings(None, overrides),
-                              placement=workers.core_placement(), http=True)
-        workers.start_workers()
+    with _remote_core(tmp_path) as (engine, workers, account):
         presence, probe = engine.runtime.presence, engine.runtime.late_probe
-        wait_for(lambda: presence.refusal("w0") is None, "the core hearing w0 ready", 10)
-        account = funded_accounts(engine, 1)[0]
         w0 = workers.workers[0]
         w0.backoff = 3600.0  # its host's supervisor does not start it again
         stop_process(w0.proc.pid)
-        answers: list[tuple[float, int, dict]] = []
         message = {"to": "+4915112345678", "from": "ACME", "body": "hello"}
-        thread = threading.Thread(target=lambda: answers.append(_call(
-            engine.http.customer_port, account.api_key, "POST", "/v1/messages", message,
-            {"Idempotency-Key": "order-3"}, timeout=15)), daemon=True)  # (stopped a while first)
-        thread.start()
-        wait_for(lambda: engine.bridge.pending_requests(), "the submit sent to w0")
+        thread, answers = _submit_in_background(engine, account.api_key, message, "order-3",
+                                                timeout=15)  # (stopped a while first)
         wait_for(lambda: probe.counts["taken"], "a probe of the stopped w0 timed out", 8)
         assert presence.refusal("w0") is None and not answers  # stopped, subscribed: not judged
         os.kill(w0.proc.pid, signal.SIGKILL)
@@ -187,10 +189,6 @@ def test_a_core_fails_what_it_sent_to_a_remote_worker_killed_and_not_restarted_w
         _, status, body = _call(engine.http.customer_port, account.api_key, "POST", "/v1/messages",
                                 message)
         assert status == 503 and "not ready (down)" in body["error"]["message"], body  # nothing sent
-    finally:
-        if engine is not None:
-            engine.stop(drain_seconds=0)
-        workers.stop()
 
 
 def _bytes_waiting(pid: int) -> int:
