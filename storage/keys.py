@@ -453,7 +453,7 @@ class KeyRing:
         the blocks before it could be made again). Costs a ``stat`` when there is nothing to do."""
         with self._lock:
             self._save_unsaved_locked()
-            self._keep_reserve(self._store_bytes)
+            self._keep_reserve()
 
     def _save_unsaved_locked(self) -> None:
         if self._unsaved_shreds:
@@ -494,11 +494,11 @@ class KeyRing:
             os.close(fd)
         return True
 
-    def _keep_reserve(self, store_bytes: int) -> None:
+    def _keep_reserve(self) -> None:
         """Make the reserve file (:data:`RESERVE_REWRITES` slices of the store's size +
         :data:`RESERVE_MARGIN`, really allocated) whole if it is missing or too small. Best effort:
         without space it keeps what it has (the slices left), and a later save or sweep tick tries again."""
-        size = RESERVE_REWRITES * (store_bytes + RESERVE_MARGIN)
+        size = RESERVE_REWRITES * self._reserve_slice()
         try:
             had = self.reserve_path.stat().st_size
         except FileNotFoundError:
@@ -558,7 +558,7 @@ class KeyRing:
         self._windows = {w: Sealer(k, w) for w, k in self._raw_keys_windows().items()}
         self._named = {n: Sealer(k, i) for n, (i, k) in self._raw_keys_named().items()}
         self._store_bytes = len(raw)
-        self._keep_reserve(len(raw))  # (a store written before the reserve: made at its first start)
+        self._keep_reserve()  # (a store written before the reserve: made at its first start)
 
     def _save(self) -> None:
         doc = {
@@ -577,7 +577,7 @@ class KeyRing:
         self._saved_with_eras = True
         self._unsaved_shreds = False
         self._store_bytes = len(data)
-        self._keep_reserve(len(data))
+        self._keep_reserve()
 
     def __repr__(self) -> str:
         return f"KeyRing({str(self.directory)!r}, windows={len(self._wrapped_windows)})"
